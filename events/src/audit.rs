@@ -1,0 +1,70 @@
+//! Field-level changes of an event, as the audit log records them (seed §2.2.2).
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::case::{CaseEvent, Change};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldChange {
+    pub field: &'static str,
+    pub old_value: Value,
+    pub new_value: Value,
+}
+
+/// The audit action and per-field old/new values of a case event.
+pub fn case_changes(event: &CaseEvent) -> (&'static str, Vec<FieldChange>) {
+    fn push<T: Serialize>(
+        out: &mut Vec<FieldChange>,
+        field: &'static str,
+        change: &Option<Change<T>>,
+    ) {
+        if let Some(c) = change {
+            out.push(FieldChange {
+                field,
+                old_value: json!(c.old),
+                new_value: json!(c.new),
+            });
+        }
+    }
+    let mut out = Vec::new();
+    let action = match event {
+        CaseEvent::Opened(e) => {
+            let fields: [(&'static str, Value); 9] = [
+                ("case_number", json!(e.case_number)),
+                ("title", json!(e.title)),
+                ("description", json!(e.description)),
+                ("status", json!(e.status)),
+                ("priority", json!(e.priority)),
+                ("case_type_id", json!(e.case_type_id)),
+                ("assigned_to", json!(e.assigned_to)),
+                ("due_date", json!(e.due_date)),
+                ("tags", json!(e.tags)),
+            ];
+            out.extend(fields.into_iter().map(|(field, new_value)| FieldChange {
+                field,
+                old_value: Value::Null,
+                new_value,
+            }));
+            "create"
+        }
+        CaseEvent::Updated(e) => {
+            push(&mut out, "title", &e.title);
+            push(&mut out, "description", &e.description);
+            push(&mut out, "priority", &e.priority);
+            push(&mut out, "due_date", &e.due_date);
+            push(&mut out, "tags", &e.tags);
+            push(&mut out, "custom_fields", &e.custom_fields);
+            "update"
+        }
+        CaseEvent::Assigned(e) => {
+            push(&mut out, "assigned_to", &Some(e.assigned_to.clone()));
+            "assign"
+        }
+        CaseEvent::StatusChanged(e) => {
+            push(&mut out, "status", &Some(e.status.clone()));
+            "status_change"
+        }
+    };
+    (action, out)
+}

@@ -1,0 +1,749 @@
+//! The case stream (the seed's `cases` table): open, update, assign, change status.
+//!
+//! `decide` holds every business rule and returns the facts to record; `evolve` only
+//! applies facts. Events carry the old value beside the new one, so the audit trail and
+//! the counters never need to look anything up.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{DecodeError, DomainError, Validator};
+
+pub type CustomFields = serde_json::Map<String, serde_json::Value>;
+
+pub const MAX_TITLE: usize = 255;
+pub const MAX_DESCRIPTION: usize = 20_000;
+pub const MAX_TAGS: usize = 50;
+pub const MAX_TAG: usize = 64;
+pub const MAX_CUSTOM_FIELDS: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Open,
+    InProgress,
+    Pending,
+    Resolved,
+    Closed,
+}
+
+impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Open,
+        Status::InProgress,
+        Status::Pending,
+        Status::Resolved,
+        Status::Closed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Open => "open",
+            Status::InProgress => "in_progress",
+            Status::Pending => "pending",
+            Status::Resolved => "resolved",
+            Status::Closed => "closed",
+        }
+    }
+
+    /// Whether the case still needs work (counts towards an assignee's open load).
+    pub fn is_active(self) -> bool {
+        !matches!(self, Status::Resolved | Status::Closed)
+    }
+
+    /// The status workflow every tenant shares until issue-level workflows exist.
+    fn may_become(self, to: Status) -> bool {
+        use Status::*;
+        match self {
+            Open => matches!(to, InProgress | Pending | Resolved | Closed),
+            InProgress => matches!(to, Open | Pending | Resolved | Closed),
+            Pending => matches!(to, Open | InProgress | Resolved | Closed),
+            Resolved => matches!(to, Open | Closed),
+            Closed => matches!(to, Open),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Low,
+    #[default]
+    Medium,
+    High,
+    Urgent,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Medium => "medium",
+            Priority::High => "high",
+            Priority::Urgent => "urgent",
+        }
+    }
+}
+
+/// A field's value before and after an event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change<T> {
+    pub old: T,
+    pub new: T,
+}
+
+// ---- commands ----
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CaseCommand {
+    Open(OpenCase),
+    Update(UpdateCase),
+    Assign(AssignCase),
+    ChangeStatus(ChangeStatus),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenCase {
+    /// Allocated by the write side before deciding (unique per tenant).
+    pub case_number: String,
+    pub title: String,
+    pub description: Option<String>,
+    pub priority: Priority,
+    pub case_type_id: Uuid,
+    pub assigned_to: Option<Uuid>,
+    pub due_date: Option<DateTime<Utc>>,
+    pub tags: Vec<String>,
+    pub custom_fields: CustomFields,
+}
+
+/// Every field is optional: absent means "leave as is". `Some(None)` clears a nullable field.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpdateCase {
+    pub title: Option<String>,
+    pub description: Option<Option<String>>,
+    pub priority: Option<Priority>,
+    pub due_date: Option<Option<DateTime<Utc>>>,
+    pub tags: Option<Vec<String>>,
+    pub custom_fields: Option<CustomFields>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssignCase {
+    pub assigned_to: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeStatus {
+    pub status: Status,
+}
+
+/// What `decide` needs besides the command: who acts and when.
+#[derive(Debug, Clone, Copy)]
+pub struct Context {
+    pub actor: Uuid,
+    pub now: DateTime<Utc>,
+}
+
+// ---- events ----
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseOpened {
+    pub case_number: String,
+    pub title: String,
+    pub description: Option<String>,
+    pub status: Status,
+    pub priority: Priority,
+    pub case_type_id: Uuid,
+    pub created_by: Uuid,
+    pub assigned_to: Option<Uuid>,
+    pub due_date: Option<DateTime<Utc>>,
+    pub tags: Vec<String>,
+    pub custom_fields: CustomFields,
+    pub opened_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseUpdated {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<Change<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<Change<Option<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Change<Priority>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_date: Option<Change<Option<DateTime<Utc>>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Change<Vec<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_fields: Option<Change<CustomFields>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseAssigned {
+    pub assigned_to: Change<Option<Uuid>>,
+    pub assigned_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseStatusChanged {
+    pub status: Change<Status>,
+    pub changed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CaseEvent {
+    Opened(CaseOpened),
+    Updated(CaseUpdated),
+    Assigned(CaseAssigned),
+    StatusChanged(CaseStatusChanged),
+}
+
+impl CaseEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            CaseEvent::Opened(_) => "CaseOpened",
+            CaseEvent::Updated(_) => "CaseUpdated",
+            CaseEvent::Assigned(_) => "CaseAssigned",
+            CaseEvent::StatusChanged(_) => "CaseStatusChanged",
+        }
+    }
+
+    pub fn schema_version(&self) -> u16 {
+        match self {
+            CaseEvent::Opened(_)
+            | CaseEvent::Updated(_)
+            | CaseEvent::Assigned(_)
+            | CaseEvent::StatusChanged(_) => 1,
+        }
+    }
+
+    pub fn payload(&self) -> serde_json::Value {
+        let value = match self {
+            CaseEvent::Opened(e) => serde_json::to_value(e),
+            CaseEvent::Updated(e) => serde_json::to_value(e),
+            CaseEvent::Assigned(e) => serde_json::to_value(e),
+            CaseEvent::StatusChanged(e) => serde_json::to_value(e),
+        };
+        value.expect("case events are plain data and always serialise")
+    }
+
+    /// Reads a stored event, upcasting older schema versions first.
+    pub fn decode(
+        event_type: &str,
+        schema_version: u16,
+        payload: serde_json::Value,
+    ) -> Result<Self, DecodeError> {
+        let (schema_version, payload) = upcast(event_type, schema_version, payload);
+        let malformed = |source| DecodeError::Malformed {
+            event_type: event_type.to_owned(),
+            schema_version,
+            source,
+        };
+        match (event_type, schema_version) {
+            ("CaseOpened", 1) => serde_json::from_value(payload)
+                .map(CaseEvent::Opened)
+                .map_err(malformed),
+            ("CaseUpdated", 1) => serde_json::from_value(payload)
+                .map(CaseEvent::Updated)
+                .map_err(malformed),
+            ("CaseAssigned", 1) => serde_json::from_value(payload)
+                .map(CaseEvent::Assigned)
+                .map_err(malformed),
+            ("CaseStatusChanged", 1) => serde_json::from_value(payload)
+                .map(CaseEvent::StatusChanged)
+                .map_err(malformed),
+            _ => Err(DecodeError::Unknown {
+                event_type: event_type.to_owned(),
+                schema_version,
+            }),
+        }
+    }
+}
+
+/// Brings an old payload up to the version `decode` reads. Each published (type, version)
+/// that has a successor gets one arm here, with a test; none has been superseded yet.
+fn upcast(
+    _event_type: &str,
+    schema_version: u16,
+    payload: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    (schema_version, payload)
+}
+
+// ---- state ----
+
+/// A case as the write side sees it after folding its events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Case {
+    pub case_number: String,
+    pub title: String,
+    pub description: Option<String>,
+    pub status: Status,
+    pub priority: Priority,
+    pub case_type_id: Uuid,
+    pub created_by: Uuid,
+    pub assigned_to: Option<Uuid>,
+    pub due_date: Option<DateTime<Utc>>,
+    pub tags: Vec<String>,
+    pub custom_fields: CustomFields,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Applies one recorded fact. Holds no rules: anything refused was refused by `decide`.
+pub fn evolve(state: Option<Case>, event: &CaseEvent) -> Option<Case> {
+    match (state, event) {
+        (None, CaseEvent::Opened(e)) => Some(Case {
+            case_number: e.case_number.clone(),
+            title: e.title.clone(),
+            description: e.description.clone(),
+            status: e.status,
+            priority: e.priority,
+            case_type_id: e.case_type_id,
+            created_by: e.created_by,
+            assigned_to: e.assigned_to,
+            due_date: e.due_date,
+            tags: e.tags.clone(),
+            custom_fields: e.custom_fields.clone(),
+            created_at: e.opened_at,
+            updated_at: e.opened_at,
+        }),
+        (Some(mut case), CaseEvent::Updated(e)) => {
+            if let Some(c) = &e.title {
+                case.title = c.new.clone();
+            }
+            if let Some(c) = &e.description {
+                case.description = c.new.clone();
+            }
+            if let Some(c) = &e.priority {
+                case.priority = c.new;
+            }
+            if let Some(c) = &e.due_date {
+                case.due_date = c.new;
+            }
+            if let Some(c) = &e.tags {
+                case.tags = c.new.clone();
+            }
+            if let Some(c) = &e.custom_fields {
+                case.custom_fields = c.new.clone();
+            }
+            case.updated_at = e.updated_at;
+            Some(case)
+        }
+        (Some(mut case), CaseEvent::Assigned(e)) => {
+            case.assigned_to = e.assigned_to.new;
+            case.updated_at = e.assigned_at;
+            Some(case)
+        }
+        (Some(mut case), CaseEvent::StatusChanged(e)) => {
+            case.status = e.status.new;
+            case.updated_at = e.changed_at;
+            Some(case)
+        }
+        // A well-formed stream never gets here; keep the state rather than invent one.
+        (state, _) => state,
+    }
+}
+
+/// Decides what a command means for the case in `state` (None: not opened yet).
+/// An empty result means the command changes nothing and nothing is recorded.
+pub fn decide(
+    state: Option<&Case>,
+    command: CaseCommand,
+    ctx: Context,
+) -> Result<Vec<CaseEvent>, DomainError> {
+    match (state, command) {
+        (None, CaseCommand::Open(cmd)) => open(cmd, ctx),
+        (Some(_), CaseCommand::Open(_)) => {
+            Err(DomainError::Conflict("the case is already open".into()))
+        }
+        (None, _) => Err(DomainError::NotFound("case")),
+        (Some(case), CaseCommand::Update(cmd)) => update(case, cmd, ctx),
+        (Some(case), CaseCommand::Assign(cmd)) => {
+            refuse_if_closed(case)?;
+            if case.assigned_to == cmd.assigned_to {
+                return Ok(vec![]);
+            }
+            Ok(vec![CaseEvent::Assigned(CaseAssigned {
+                assigned_to: Change {
+                    old: case.assigned_to,
+                    new: cmd.assigned_to,
+                },
+                assigned_at: ctx.now,
+            })])
+        }
+        (Some(case), CaseCommand::ChangeStatus(cmd)) => {
+            if case.status == cmd.status {
+                return Ok(vec![]);
+            }
+            if !case.status.may_become(cmd.status) {
+                return Err(DomainError::Conflict(format!(
+                    "a {} case cannot become {}",
+                    case.status.as_str(),
+                    cmd.status.as_str()
+                )));
+            }
+            Ok(vec![CaseEvent::StatusChanged(CaseStatusChanged {
+                status: Change {
+                    old: case.status,
+                    new: cmd.status,
+                },
+                changed_at: ctx.now,
+            })])
+        }
+    }
+}
+
+fn refuse_if_closed(case: &Case) -> Result<(), DomainError> {
+    if case.status == Status::Closed {
+        return Err(DomainError::Conflict(
+            "the case is closed; reopen it (status open) before changing it".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn open(cmd: OpenCase, ctx: Context) -> Result<Vec<CaseEvent>, DomainError> {
+    let mut v = Validator::default();
+    v.text("title", &cmd.title, MAX_TITLE);
+    if let Some(d) = &cmd.description {
+        v.check(
+            d.chars().count() <= MAX_DESCRIPTION,
+            "description",
+            format!("must be at most {MAX_DESCRIPTION} characters"),
+        );
+    }
+    check_due_date(&mut v, cmd.due_date, ctx.now);
+    check_tags(&mut v, &cmd.tags);
+    check_custom_fields(&mut v, &cmd.custom_fields);
+    v.finish()?;
+    Ok(vec![CaseEvent::Opened(CaseOpened {
+        case_number: cmd.case_number,
+        title: cmd.title.trim().to_owned(),
+        description: cmd.description,
+        status: Status::Open,
+        priority: cmd.priority,
+        case_type_id: cmd.case_type_id,
+        created_by: ctx.actor,
+        assigned_to: cmd.assigned_to,
+        due_date: cmd.due_date,
+        tags: normalise_tags(cmd.tags),
+        custom_fields: cmd.custom_fields,
+        opened_at: ctx.now,
+    })])
+}
+
+fn update(case: &Case, cmd: UpdateCase, ctx: Context) -> Result<Vec<CaseEvent>, DomainError> {
+    refuse_if_closed(case)?;
+    let mut v = Validator::default();
+    if let Some(t) = &cmd.title {
+        v.text("title", t, MAX_TITLE);
+    }
+    if let Some(Some(d)) = &cmd.description {
+        v.check(
+            d.chars().count() <= MAX_DESCRIPTION,
+            "description",
+            format!("must be at most {MAX_DESCRIPTION} characters"),
+        );
+    }
+    if let Some(due) = cmd.due_date {
+        // The seed's check constraint: a due date lies after the case was created.
+        v.check(
+            due.is_none_or(|d| d > case.created_at),
+            "due_date",
+            "must be after the case was created",
+        );
+    }
+    if let Some(tags) = &cmd.tags {
+        check_tags(&mut v, tags);
+    }
+    if let Some(fields) = &cmd.custom_fields {
+        check_custom_fields(&mut v, fields);
+    }
+    v.finish()?;
+
+    fn change<T: PartialEq + Clone>(old: &T, new: Option<T>) -> Option<Change<T>> {
+        new.filter(|n| n != old).map(|new| Change {
+            old: old.clone(),
+            new,
+        })
+    }
+    let event = CaseUpdated {
+        title: change(&case.title, cmd.title.map(|t| t.trim().to_owned())),
+        description: change(&case.description, cmd.description),
+        priority: change(&case.priority, cmd.priority),
+        due_date: change(&case.due_date, cmd.due_date),
+        tags: change(&case.tags, cmd.tags.map(normalise_tags)),
+        custom_fields: change(&case.custom_fields, cmd.custom_fields),
+        updated_at: ctx.now,
+    };
+    let nothing_changed = event.title.is_none()
+        && event.description.is_none()
+        && event.priority.is_none()
+        && event.due_date.is_none()
+        && event.tags.is_none()
+        && event.custom_fields.is_none();
+    Ok(if nothing_changed {
+        vec![]
+    } else {
+        vec![CaseEvent::Updated(event)]
+    })
+}
+
+fn check_due_date(v: &mut Validator, due: Option<DateTime<Utc>>, now: DateTime<Utc>) {
+    v.check(
+        due.is_none_or(|d| d > now),
+        "due_date",
+        "must be in the future",
+    );
+}
+
+fn check_tags(v: &mut Validator, tags: &[String]) {
+    v.check(
+        tags.len() <= MAX_TAGS,
+        "tags",
+        format!("at most {MAX_TAGS} tags"),
+    );
+    for (i, tag) in tags.iter().enumerate() {
+        v.text(&format!("tags[{i}]"), tag, MAX_TAG);
+    }
+}
+
+fn check_custom_fields(v: &mut Validator, fields: &CustomFields) {
+    v.check(
+        fields.len() <= MAX_CUSTOM_FIELDS,
+        "custom_fields",
+        format!("at most {MAX_CUSTOM_FIELDS} fields"),
+    );
+    for key in fields.keys() {
+        let ok = !key.is_empty()
+            && key.len() <= 64
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        v.check(
+            ok,
+            &format!("custom_fields.{key}"),
+            "field names are 1-64 characters of a-z, A-Z, 0-9 and _",
+        );
+    }
+}
+
+/// Tags are compared case-insensitively and kept once each, in first-seen order.
+fn normalise_tags(tags: Vec<String>) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    tags.into_iter()
+        .map(|t| t.trim().to_lowercase())
+        .filter(|t| seen.insert(t.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn ctx() -> Context {
+        Context {
+            actor: Uuid::from_u128(7),
+            now: Utc.with_ymd_and_hms(2026, 11, 1, 9, 0, 0).unwrap(),
+        }
+    }
+
+    fn open_cmd() -> OpenCase {
+        OpenCase {
+            case_number: "CASE-000001".into(),
+            title: "  Printer on fire ".into(),
+            description: Some("third floor".into()),
+            priority: Priority::High,
+            case_type_id: Uuid::from_u128(1),
+            assigned_to: None,
+            due_date: None,
+            tags: vec!["Hardware".into(), "hardware".into(), "urgent".into()],
+            custom_fields: CustomFields::new(),
+        }
+    }
+
+    /// given: the events already recorded; when: the command; then: what `decide` says.
+    fn given(events: &[CaseEvent]) -> Option<Case> {
+        events.iter().fold(None, evolve)
+    }
+
+    fn opened() -> CaseEvent {
+        decide(None, CaseCommand::Open(open_cmd()), ctx())
+            .unwrap()
+            .remove(0)
+    }
+
+    #[test]
+    fn opening_records_a_trimmed_title_and_deduplicated_tags() {
+        let CaseEvent::Opened(e) = opened() else {
+            panic!("expected CaseOpened")
+        };
+        assert_eq!(e.title, "Printer on fire");
+        assert_eq!(e.tags, vec!["hardware", "urgent"]);
+        assert_eq!(e.status, Status::Open);
+        assert_eq!(e.created_by, Uuid::from_u128(7));
+    }
+
+    #[test]
+    fn opening_reports_every_invalid_field() {
+        let mut cmd = open_cmd();
+        cmd.title = " ".into();
+        cmd.tags = vec!["".into()];
+        cmd.due_date = Some(ctx().now - chrono::Duration::days(1));
+        let Err(DomainError::Invalid(errors)) = decide(None, CaseCommand::Open(cmd), ctx()) else {
+            panic!("expected invalid")
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["title", "due_date", "tags[0]"]);
+    }
+
+    #[test]
+    fn an_open_case_cannot_be_opened_again() {
+        let state = given(&[opened()]);
+        let result = decide(state.as_ref(), CaseCommand::Open(open_cmd()), ctx());
+        assert!(matches!(result, Err(DomainError::Conflict(_))));
+    }
+
+    #[test]
+    fn commands_on_a_missing_case_are_not_found() {
+        let result = decide(
+            None,
+            CaseCommand::Assign(AssignCase { assigned_to: None }),
+            ctx(),
+        );
+        assert_eq!(result, Err(DomainError::NotFound("case")));
+    }
+
+    #[test]
+    fn update_records_only_what_changed_with_old_values() {
+        let state = given(&[opened()]);
+        let cmd = UpdateCase {
+            title: Some("Printer on fire".into()),
+            priority: Some(Priority::Urgent),
+            ..Default::default()
+        };
+        let events = decide(state.as_ref(), CaseCommand::Update(cmd), ctx()).unwrap();
+        let [CaseEvent::Updated(e)] = events.as_slice() else {
+            panic!("expected one CaseUpdated")
+        };
+        assert_eq!(e.title, None);
+        assert_eq!(
+            e.priority,
+            Some(Change {
+                old: Priority::High,
+                new: Priority::Urgent
+            })
+        );
+    }
+
+    #[test]
+    fn an_update_that_changes_nothing_records_nothing() {
+        let state = given(&[opened()]);
+        let cmd = UpdateCase {
+            priority: Some(Priority::High),
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(state.as_ref(), CaseCommand::Update(cmd), ctx()).unwrap(),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn assigning_records_the_previous_assignee() {
+        let state = given(&[opened()]);
+        let who = Some(Uuid::from_u128(9));
+        let events = decide(
+            state.as_ref(),
+            CaseCommand::Assign(AssignCase { assigned_to: who }),
+            ctx(),
+        )
+        .unwrap();
+        let state = events.iter().fold(state, evolve).unwrap();
+        assert_eq!(state.assigned_to, who);
+        let [CaseEvent::Assigned(e)] = events.as_slice() else {
+            panic!("expected one CaseAssigned")
+        };
+        assert_eq!(e.assigned_to.old, None);
+    }
+
+    #[test]
+    fn status_follows_the_shared_workflow() {
+        let closed = CaseEvent::StatusChanged(CaseStatusChanged {
+            status: Change {
+                old: Status::Open,
+                new: Status::Closed,
+            },
+            changed_at: ctx().now,
+        });
+        let state = given(&[opened(), closed]);
+        let to_pending = decide(
+            state.as_ref(),
+            CaseCommand::ChangeStatus(ChangeStatus {
+                status: Status::Pending,
+            }),
+            ctx(),
+        );
+        assert!(
+            matches!(to_pending, Err(DomainError::Conflict(m)) if m.contains("closed case cannot become pending"))
+        );
+        let reopen = decide(
+            state.as_ref(),
+            CaseCommand::ChangeStatus(ChangeStatus {
+                status: Status::Open,
+            }),
+            ctx(),
+        )
+        .unwrap();
+        assert_eq!(reopen.len(), 1);
+    }
+
+    #[test]
+    fn a_closed_case_cannot_be_edited() {
+        let closed = CaseEvent::StatusChanged(CaseStatusChanged {
+            status: Change {
+                old: Status::Open,
+                new: Status::Closed,
+            },
+            changed_at: ctx().now,
+        });
+        let state = given(&[opened(), closed]);
+        let cmd = UpdateCase {
+            title: Some("new".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            decide(state.as_ref(), CaseCommand::Update(cmd), ctx()),
+            Err(DomainError::Conflict(_))
+        ));
+    }
+
+    #[test]
+    fn events_round_trip_through_their_stored_form() {
+        let event = opened();
+        let decoded =
+            CaseEvent::decode(event.event_type(), event.schema_version(), event.payload()).unwrap();
+        assert_eq!(decoded, event);
+    }
+
+    #[test]
+    fn unknown_versions_are_refused_not_guessed() {
+        let event = opened();
+        let err = CaseEvent::decode("CaseOpened", 99, event.payload()).unwrap_err();
+        assert!(matches!(
+            err,
+            DecodeError::Unknown {
+                schema_version: 99,
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,71 @@
+//! The envelope every event travels in: stored in the journal, published to Kafka as JSON.
+//!
+//! Invariants: `event_type` names never change and a published `schema_version` of a
+//! type is never edited; a new shape is a new version plus an upcaster. `stream_version`
+//! starts at 1 and has no gaps within a stream.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The kinds of stream; the string form is stored and published and never changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamType {
+    Tenant,
+    Case,
+}
+
+impl StreamType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamType::Tenant => "tenant",
+            StreamType::Case => "case",
+        }
+    }
+}
+
+/// Who issued the command that produced an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub user_id: Uuid,
+    pub role: String,
+}
+
+/// Where the command came from; kept for the audit log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestContext {
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+    pub session_id: Option<String>,
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventEnvelope {
+    pub event_id: Uuid,
+    pub tenant_id: Uuid,
+    pub stream_type: StreamType,
+    pub stream_id: Uuid,
+    pub stream_version: i64,
+    pub event_type: String,
+    pub schema_version: u16,
+    pub occurred_at: DateTime<Utc>,
+    pub actor: Actor,
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+    #[serde(default)]
+    pub request: RequestContext,
+    /// Position in the write-side journal; filled in when the event is stored.
+    #[serde(default)]
+    pub position: i64,
+    pub payload: serde_json::Value,
+}
+
+/// The Kafka header names carried beside the JSON body (the key is the stream id).
+pub mod headers {
+    pub const TENANT_ID: &str = "tenant-id";
+    pub const EVENT_TYPE: &str = "event-type";
+    pub const SCHEMA_VERSION: &str = "schema-version";
+}

@@ -1,0 +1,79 @@
+//! Errors a decision or a decode can end in; the HTTP layers map them to 4xx answers.
+
+use serde::Serialize;
+
+/// One field that failed validation, named by its JSON path in the request body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a command was refused. Never a technical failure: those belong to the adapters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// The command's own fields are wrong (422 with one entry per field).
+    #[error("the command has invalid fields")]
+    Invalid(Vec<FieldError>),
+    /// The command is well formed but the stream's current state forbids it (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The stream the command addresses does not exist (404).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+}
+
+/// A stored event that this build cannot read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown event {event_type} v{schema_version}: no decoder or upcaster for it")]
+    Unknown {
+        event_type: String,
+        schema_version: u16,
+    },
+    #[error("event {event_type} v{schema_version} has a malformed payload: {source}")]
+    Malformed {
+        event_type: String,
+        schema_version: u16,
+        source: serde_json::Error,
+    },
+}
+
+/// Collects field errors so a command reports all of them at once, not just the first.
+#[derive(Debug, Default)]
+pub struct Validator(Vec<FieldError>);
+
+impl Validator {
+    pub fn check(&mut self, ok: bool, field: &str, message: impl Into<String>) {
+        if !ok {
+            self.0.push(FieldError::new(field, message));
+        }
+    }
+
+    pub fn text(&mut self, field: &str, value: &str, max_chars: usize) {
+        self.check(!value.trim().is_empty(), field, "must not be blank");
+        let len = value.chars().count();
+        self.check(
+            len <= max_chars,
+            field,
+            format!("must be at most {max_chars} characters (got {len})"),
+        );
+    }
+
+    pub fn finish(self) -> Result<(), DomainError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(DomainError::Invalid(self.0))
+        }
+    }
+}

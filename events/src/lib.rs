@@ -1,0 +1,13 @@
+//! Murima's pure domain: every stream's commands, events, state, `decide` and `evolve`.
+//!
+//! No I/O lives here. The services load a stream's events, fold them with `evolve`,
+//! call `decide` with everything it needs already looked up, and store what it returns.
+
+pub mod audit;
+pub mod case;
+pub mod envelope;
+pub mod error;
+pub mod tenant;
+
+pub use envelope::{Actor, EventEnvelope, RequestContext, StreamType};
+pub use error::{DecodeError, DomainError, FieldError};
