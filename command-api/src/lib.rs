@@ -1,1 +1,11 @@
+//! The command side: validates versioned commands, records their events in the
+//! PostgreSQL journal (with optimistic concurrency and idempotency) and relays the
+//! journal to Kafka in stream order.
 
+pub mod context;
+pub mod journal;
+pub mod relay;
+pub mod routes;
+pub mod startup;
+
+pub use startup::Application;

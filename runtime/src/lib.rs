@@ -1,1 +1,17 @@
+//! Glue the three Murima services share: configuration, telemetry, bearer-token auth,
+//! problem+json errors and extractors, tenancy names, position tokens, Kafka and
+//! PostgreSQL set-up, and serving an axum router until shutdown.
 
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod extract;
+pub mod http;
+pub mod kafka;
+pub mod position;
+pub mod problem;
+pub mod telemetry;
+pub mod tenancy;
+
+pub use config::Settings;
+pub use problem::ApiError;

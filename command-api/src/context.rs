@@ -1,0 +1,113 @@
+//! What every command request carries besides its body: the caller, the expected
+//! version (`If-Match`), the `Idempotency-Key` and the request facts kept for the audit log.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
+use axum::http::{header, request::Parts, HeaderMap};
+use events::{Actor, RequestContext};
+use runtime::auth::{Caller, JwtKeys};
+use runtime::ApiError;
+use uuid::Uuid;
+
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+const MAX_IDEMPOTENCY_KEY: usize = 200;
+
+#[derive(Debug, Clone)]
+pub struct CommandContext {
+    pub caller: Caller,
+    pub expected_version: Option<i64>,
+    pub idempotency_key: Option<String>,
+    pub correlation_id: Uuid,
+    pub request: RequestContext,
+}
+
+impl CommandContext {
+    pub fn actor(&self) -> Actor {
+        Actor {
+            user_id: self.caller.user_id,
+            role: self.caller.role.as_str().to_owned(),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CommandContext
+where
+    JwtKeys: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let headers = &parts.headers;
+        let request_id = header_str(headers, runtime::http::REQUEST_ID.as_str());
+        let ip_address = header_str(headers, "x-forwarded-for")
+            .and_then(|v| v.split(',').next().map(|s| s.trim().to_owned()))
+            .or_else(|| {
+                parts
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0.ip().to_string())
+            });
+        let correlation_id = match header_str(headers, "x-correlation-id") {
+            Some(raw) => raw
+                .parse()
+                .map_err(|_| ApiError::BadRequest("X-Correlation-Id must be a UUID".into()))?,
+            None => request_id
+                .as_deref()
+                .and_then(|r| r.parse().ok())
+                .unwrap_or_else(Uuid::now_v7),
+        };
+        Ok(Self {
+            caller,
+            expected_version: expected_version(headers)?,
+            idempotency_key: idempotency_key(headers)?,
+            correlation_id,
+            request: RequestContext {
+                ip_address,
+                user_agent: header_str(headers, header::USER_AGENT.as_str()),
+                session_id: header_str(headers, "x-session-id"),
+                request_id,
+            },
+        })
+    }
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// `If-Match: "3"` (also `W/"3"` or a bare `3`): the stream version the client last saw.
+fn expected_version(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(raw) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::BadRequest(
+            "If-Match must be the ETag of the version you last read, e.g. \"3\"".into(),
+        )
+    };
+    let text = raw.to_str().map_err(|_| bad())?.trim();
+    let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+    text.parse::<i64>()
+        .ok()
+        .filter(|v| *v >= 0)
+        .map(Some)
+        .ok_or_else(bad)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(raw) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = raw.to_str().map(str::trim).unwrap_or_default();
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(ApiError::BadRequest(format!(
+            "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+        )));
+    }
+    Ok(Some(key.to_owned()))
+}

@@ -1,0 +1,439 @@
+//! The write-side journal in PostgreSQL: one row per event, unique per (stream, version),
+//! written in the same transaction as the command's idempotency record and outbox entry.
+//! This is what makes guarantees 1-3 hold whatever the broker does: once a command is
+//! answered 2xx its events are committed here, and the relay delivers them from here.
+
+use axum::http::StatusCode;
+use chrono::Utc;
+use events::case::{self, Case, CaseEvent};
+use events::tenant::{self, Tenant, TenantEvent};
+use events::{DecodeError, DomainError, EventEnvelope, StreamType};
+use runtime::position::PositionToken;
+use runtime::ApiError;
+use serde_json::{json, Value};
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::context::CommandContext;
+
+/// How a stream's events are read back and folded; one impl per stream type.
+pub trait StreamKind {
+    const TYPE: StreamType;
+    type State;
+    type Event;
+    fn decode(
+        event_type: &str,
+        schema_version: u16,
+        payload: Value,
+    ) -> Result<Self::Event, DecodeError>;
+    fn evolve(state: Option<Self::State>, event: &Self::Event) -> Option<Self::State>;
+    fn describe(event: &Self::Event) -> (&'static str, u16, Value);
+}
+
+pub struct CaseStream;
+
+impl StreamKind for CaseStream {
+    const TYPE: StreamType = StreamType::Case;
+    type State = Case;
+    type Event = CaseEvent;
+    fn decode(t: &str, v: u16, payload: Value) -> Result<CaseEvent, DecodeError> {
+        CaseEvent::decode(t, v, payload)
+    }
+    fn evolve(state: Option<Case>, event: &CaseEvent) -> Option<Case> {
+        case::evolve(state, event)
+    }
+    fn describe(e: &CaseEvent) -> (&'static str, u16, Value) {
+        (e.event_type(), e.schema_version(), e.payload())
+    }
+}
+
+pub struct TenantStream;
+
+impl StreamKind for TenantStream {
+    const TYPE: StreamType = StreamType::Tenant;
+    type State = Tenant;
+    type Event = TenantEvent;
+    fn decode(t: &str, v: u16, payload: Value) -> Result<TenantEvent, DecodeError> {
+        TenantEvent::decode(t, v, payload)
+    }
+    fn evolve(state: Option<Tenant>, event: &TenantEvent) -> Option<Tenant> {
+        tenant::evolve(state, event)
+    }
+    fn describe(e: &TenantEvent) -> (&'static str, u16, Value) {
+        (e.event_type(), e.schema_version(), e.payload())
+    }
+}
+
+/// Something looked up (or reserved) inside the command's transaction before deciding,
+/// so that it commits or rolls back with the events.
+pub enum Lookup {
+    Nothing,
+    /// Allocate the tenant's next human case number (only when the stream is new).
+    CaseNumber,
+    /// Claim a tenant slug; taken slugs are a 409.
+    TenantSlug(String),
+}
+
+#[derive(Debug, Default)]
+pub struct Looked {
+    pub case_number: Option<String>,
+}
+
+/// The stored answer to a command; replayed verbatim for a retried Idempotency-Key.
+#[derive(Debug, Clone)]
+pub struct CommandReply {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl CommandReply {
+    pub fn version(&self) -> Option<i64> {
+        self.body["version"].as_i64()
+    }
+}
+
+#[derive(Clone)]
+pub struct Journal {
+    pool: PgPool,
+    published: std::sync::Arc<tokio::sync::Notify>,
+}
+
+/// One command to run against one stream.
+pub struct Command<'a> {
+    pub ctx: &'a CommandContext,
+    pub tenant_id: Uuid,
+    pub stream_id: Uuid,
+    /// Fingerprint of the request, so a reused Idempotency-Key with another body is refused.
+    pub request_hash: String,
+    pub lookup: Lookup,
+    pub success: StatusCode,
+}
+
+impl Journal {
+    pub fn new(pool: PgPool, published: std::sync::Arc<tokio::sync::Notify>) -> Self {
+        Self { pool, published }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Loads the stream, checks the expected version, decides, and appends the events,
+    /// all in one transaction. Concurrent writers at the same version: the unique
+    /// (stream_id, stream_version) constraint lets exactly one commit; the others get 409.
+    #[tracing::instrument(skip_all, fields(tenant_id = %cmd.tenant_id, stream_id = %cmd.stream_id, stream_type = K::TYPE.as_str()), err(Debug))]
+    pub async fn execute<K: StreamKind>(
+        &self,
+        cmd: Command<'_>,
+        decide: impl FnOnce(Option<&K::State>, Looked) -> Result<Vec<K::Event>, DomainError>,
+    ) -> Result<CommandReply, ApiError> {
+        if let Some(key) = &cmd.ctx.idempotency_key {
+            if let Some(reply) = self
+                .stored_reply(cmd.tenant_id, key, &cmd.request_hash)
+                .await?
+            {
+                return Ok(reply);
+            }
+        }
+        match self.try_execute::<K>(&cmd, decide).await {
+            Err(ApiError::Conflict {
+                detail,
+                current_version,
+            }) => {
+                // A concurrent twin with the same key may have won the race: answer as it did.
+                if let Some(key) = &cmd.ctx.idempotency_key {
+                    if let Some(reply) = self
+                        .stored_reply(cmd.tenant_id, key, &cmd.request_hash)
+                        .await?
+                    {
+                        return Ok(reply);
+                    }
+                }
+                match current_version {
+                    Some(v) => Err(ApiError::Conflict {
+                        detail,
+                        current_version: Some(v),
+                    }),
+                    None => Err(self.conflict(&cmd).await),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn conflict(&self, cmd: &Command<'_>) -> ApiError {
+        match self.current_version(cmd.tenant_id, cmd.stream_id).await {
+            Ok(v) => ApiError::Conflict {
+                detail: format!("the stream was changed concurrently; it is now at version {v}: re-read and retry"),
+                current_version: Some(v),
+            },
+            Err(e) => e,
+        }
+    }
+
+    async fn try_execute<K: StreamKind>(
+        &self,
+        cmd: &Command<'_>,
+        decide: impl FnOnce(Option<&K::State>, Looked) -> Result<Vec<K::Event>, DomainError>,
+    ) -> Result<CommandReply, ApiError> {
+        let mut tx = self.pool.begin().await?;
+        let (state, current) = load::<K>(&mut tx, cmd.tenant_id, cmd.stream_id).await?;
+        if let Some(expected) = cmd.ctx.expected_version {
+            if expected != current {
+                return Err(ApiError::Conflict {
+                    detail: format!("If-Match expected version {expected} but the stream is at version {current}"),
+                    current_version: Some(current),
+                });
+            }
+        }
+        let looked = lookup(&mut tx, cmd.tenant_id, &cmd.lookup, current).await?;
+        let new_events = decide(state.as_ref(), looked).map_err(|e| match ApiError::from(e) {
+            ApiError::Conflict { detail, .. } => ApiError::Conflict {
+                detail,
+                current_version: Some(current),
+            },
+            other => other,
+        })?;
+
+        let mut version = current;
+        let mut position = last_position(&mut tx, cmd.stream_id).await?;
+        let now = Utc::now();
+        for event in &new_events {
+            version += 1;
+            let (event_type, schema_version, payload) = K::describe(event);
+            let envelope = EventEnvelope {
+                event_id: Uuid::now_v7(),
+                tenant_id: cmd.tenant_id,
+                stream_type: K::TYPE,
+                stream_id: cmd.stream_id,
+                stream_version: version,
+                event_type: event_type.to_owned(),
+                schema_version,
+                occurred_at: now,
+                actor: cmd.ctx.actor(),
+                correlation_id: cmd.ctx.correlation_id,
+                causation_id: None,
+                request: cmd.ctx.request.clone(),
+                position: 0,
+                payload,
+            };
+            position = append(&mut tx, &envelope).await?;
+        }
+        let token = PositionToken {
+            stream_id: cmd.stream_id,
+            version,
+            position,
+        };
+        let reply = CommandReply {
+            status: if new_events.is_empty() {
+                StatusCode::OK
+            } else {
+                cmd.success
+            },
+            body: json!({
+                "id": cmd.stream_id,
+                "version": version,
+                "events_appended": new_events.len(),
+                "position": token.encode(),
+            }),
+        };
+        if let Some(key) = &cmd.ctx.idempotency_key {
+            let stored = sqlx::query(
+                "INSERT INTO eventstore.idempotency (tenant_id, key, request_hash, status, response)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(cmd.tenant_id)
+            .bind(key)
+            .bind(&cmd.request_hash)
+            .bind(reply.status.as_u16() as i16)
+            .bind(&reply.body)
+            .execute(&mut *tx)
+            .await?;
+            if stored.rows_affected() == 0 {
+                tx.rollback().await?;
+                return self
+                    .stored_reply(cmd.tenant_id, key, &cmd.request_hash)
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::Internal(anyhow::anyhow!("idempotency record vanished"))
+                    });
+            }
+        }
+        tx.commit().await?;
+        if !new_events.is_empty() {
+            self.published.notify_one();
+        }
+        Ok(reply)
+    }
+
+    async fn stored_reply(
+        &self,
+        tenant: Uuid,
+        key: &str,
+        hash: &str,
+    ) -> Result<Option<CommandReply>, ApiError> {
+        let row: Option<(String, i16, Value)> = sqlx::query_as(
+            "SELECT request_hash, status, response FROM eventstore.idempotency WHERE tenant_id = $1 AND key = $2",
+        )
+        .bind(tenant)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            None => Ok(None),
+            Some((stored_hash, _, _)) if stored_hash != hash => Err(ApiError::unprocessable(
+                "this Idempotency-Key was already used for a different request; use a new key",
+            )),
+            Some((_, status, body)) => Ok(Some(CommandReply {
+                status: StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK),
+                body,
+            })),
+        }
+    }
+
+    pub async fn current_version(&self, tenant: Uuid, stream: Uuid) -> Result<i64, ApiError> {
+        let v: Option<i64> = sqlx::query_scalar(
+            "SELECT max(stream_version) FROM eventstore.events WHERE stream_id = $1 AND tenant_id = $2",
+        )
+        .bind(stream)
+        .bind(tenant)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    pub async fn tenant_exists(&self, tenant: Uuid) -> Result<bool, ApiError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM eventstore.tenant_slugs WHERE tenant_id = $1)",
+        )
+        .bind(tenant)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}
+
+/// Folds a stream's events. A stream of another tenant reads as empty (no existence leak).
+async fn load<K: StreamKind>(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: Uuid,
+    stream: Uuid,
+) -> Result<(Option<K::State>, i64), ApiError> {
+    let rows: Vec<(String, i16, Value, i64)> = sqlx::query_as(
+        "SELECT event_type, schema_version, envelope->'payload', stream_version
+         FROM eventstore.events WHERE stream_id = $1 AND tenant_id = $2 ORDER BY stream_version",
+    )
+    .bind(stream)
+    .bind(tenant)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut state = None;
+    let mut version = 0;
+    for (event_type, schema_version, payload, v) in rows {
+        let event = K::decode(&event_type, schema_version as u16, payload)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        state = K::evolve(state, &event);
+        version = v;
+    }
+    Ok((state, version))
+}
+
+async fn lookup(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: Uuid,
+    lookup: &Lookup,
+    current_version: i64,
+) -> Result<Looked, ApiError> {
+    match lookup {
+        Lookup::Nothing => Ok(Looked::default()),
+        Lookup::CaseNumber if current_version > 0 => Ok(Looked::default()),
+        Lookup::CaseNumber => {
+            // The row lock serialises allocation per tenant until this transaction ends,
+            // and a refused command rolls its number back: no duplicates, no gaps.
+            let n: i64 = sqlx::query_scalar(
+                "INSERT INTO eventstore.case_numbers (tenant_id, last_number) VALUES ($1, 1)
+                 ON CONFLICT (tenant_id) DO UPDATE SET last_number = eventstore.case_numbers.last_number + 1
+                 RETURNING last_number",
+            )
+            .bind(tenant)
+            .fetch_one(&mut **tx)
+            .await?;
+            Ok(Looked {
+                case_number: Some(format!("CASE-{n:06}")),
+            })
+        }
+        Lookup::TenantSlug(slug) => {
+            let claimed = sqlx::query(
+                "INSERT INTO eventstore.tenant_slugs (slug, tenant_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(slug)
+            .bind(tenant)
+            .execute(&mut **tx)
+            .await?;
+            if claimed.rows_affected() == 0 {
+                return Err(ApiError::Conflict {
+                    detail: format!("the slug {slug:?} is taken or this tenant exists already"),
+                    current_version: Some(current_version),
+                });
+            }
+            Ok(Looked::default())
+        }
+    }
+}
+
+async fn last_position(tx: &mut Transaction<'_, Postgres>, stream: Uuid) -> Result<i64, ApiError> {
+    let p: Option<i64> =
+        sqlx::query_scalar("SELECT max(position) FROM eventstore.events WHERE stream_id = $1")
+            .bind(stream)
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok(p.unwrap_or(0))
+}
+
+async fn append(tx: &mut Transaction<'_, Postgres>, e: &EventEnvelope) -> Result<i64, ApiError> {
+    let envelope = serde_json::to_value(e).map_err(|err| anyhow::anyhow!(err))?;
+    let inserted = sqlx::query_scalar::<_, i64>(
+        "INSERT INTO eventstore.events
+            (event_id, tenant_id, stream_type, stream_id, stream_version, event_type, schema_version, occurred_at, envelope)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING position",
+    )
+    .bind(e.event_id)
+    .bind(e.tenant_id)
+    .bind(e.stream_type.as_str())
+    .bind(e.stream_id)
+    .bind(e.stream_version)
+    .bind(&e.event_type)
+    .bind(e.schema_version as i16)
+    .bind(e.occurred_at)
+    .bind(envelope)
+    .fetch_one(&mut **tx)
+    .await;
+    let position = match inserted {
+        Ok(p) => p,
+        Err(sqlx::Error::Database(db))
+            if db.constraint() == Some("events_stream_version_unique") =>
+        {
+            return Err(ApiError::Conflict {
+                detail: "the stream was changed concurrently: re-read it and retry".into(),
+                current_version: None,
+            })
+        }
+        Err(other) => return Err(other.into()),
+    };
+    sqlx::query("INSERT INTO eventstore.outbox (position) VALUES ($1)")
+        .bind(position)
+        .execute(&mut **tx)
+        .await?;
+    Ok(position)
+}
+
+/// FNV-1a: a stable fingerprint of a request for Idempotency-Key reuse checks.
+pub fn request_hash(parts: &[&str]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.bytes().chain(std::iter::once(0u8)) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}

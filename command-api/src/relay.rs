@@ -1,0 +1,295 @@
+//! Relays the journal to Kafka: drains `eventstore.outbox` in position order, deletes what
+//! the broker acknowledged, and refills a broker that lost its log.
+//!
+//! Ordering: a stream's next event can only be written after its previous one committed,
+//! so position order is stream order. If a send fails, nothing after it in the batch is
+//! deleted from the outbox: it is sent again after the failed one, and consumers drop the
+//! early copy as a version gap and apply the later one in order.
+//!
+//! Refill: `relay_state.delivered` counts deliveries since the topic was last filled. A
+//! missing topic, or partitions holding fewer messages than that (an in-memory broker that
+//! restarted empty), re-queues the whole journal. Consumers are version-guarded, so the
+//! duplicates this produces have no effect.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use events::envelope::headers;
+
+const BATCH: i64 = 500;
+/// Only one relay publishes at a time; others wait on this advisory lock as standbys.
+const RELAY_LOCK: i64 = 0x6d75_7269_6d61_0001;
+
+pub struct Relay {
+    pool: PgPool,
+    producer: FutureProducer,
+    brokers: String,
+    topic: String,
+    partitions: i32,
+    wake: Arc<Notify>,
+    audit_every: Duration,
+}
+
+struct Pending {
+    position: i64,
+    tenant_id: Uuid,
+    stream_id: Uuid,
+    event_type: String,
+    schema_version: i16,
+    envelope: Value,
+}
+
+impl Relay {
+    pub fn new(
+        pool: PgPool,
+        brokers: &str,
+        topic: &str,
+        partitions: i32,
+        wake: Arc<Notify>,
+        audit_every: Duration,
+    ) -> anyhow::Result<Self> {
+        let producer: FutureProducer = runtime::kafka::client_config(brokers)
+            .set("acks", "all")
+            // No idempotent producer on every broker we run against; one request in
+            // flight keeps retries from reordering a partition.
+            .set("enable.idempotence", "false")
+            .set("max.in.flight.requests.per.connection", "1")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", "10000")
+            .create()
+            .context("creating the Kafka producer")?;
+        Ok(Self {
+            pool,
+            producer,
+            brokers: brokers.to_owned(),
+            topic: topic.to_owned(),
+            partitions,
+            wake,
+            audit_every,
+        })
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        loop {
+            if let Err(e) = self.lead().await {
+                tracing::warn!(error = ?e, "relay stopped leading; retrying in 1s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    /// Holds the relay lock on one connection and publishes while it holds it.
+    async fn lead(&self) -> anyhow::Result<()> {
+        let mut lock_conn = self.pool.acquire().await?;
+        loop {
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(RELAY_LOCK)
+                .fetch_one(&mut *lock_conn)
+                .await?;
+            if got {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        tracing::info!(topic = %self.topic, "relay leading");
+        self.ensure_state().await?;
+        let mut last_audit = Instant::now() - self.audit_every;
+        loop {
+            if last_audit.elapsed() >= self.audit_every {
+                self.audit_broker().await?;
+                last_audit = Instant::now();
+            }
+            match self.publish_batch().await {
+                Ok(n) if n as i64 >= BATCH => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = ?e, "publishing failed; will retry"),
+            }
+            // Keep the lock connection alive and wake on new commands or a short tick.
+            sqlx::query("SELECT 1").execute(&mut *lock_conn).await?;
+            let _ = tokio::time::timeout(Duration::from_millis(250), self.wake.notified()).await;
+        }
+    }
+
+    async fn ensure_state(&self) -> anyhow::Result<()> {
+        runtime::kafka::ensure_topic(&self.brokers, &self.topic, self.partitions).await?;
+        sqlx::query(
+            "INSERT INTO eventstore.relay_state (topic) VALUES ($1) ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.topic)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Publishes the oldest undelivered events; returns how many the broker acknowledged.
+    async fn publish_batch(&self) -> anyhow::Result<usize> {
+        let rows: Vec<(i64, Uuid, Uuid, String, i16, Value)> = sqlx::query_as(
+            "SELECT o.position, e.tenant_id, e.stream_id, e.event_type, e.schema_version, e.envelope
+             FROM eventstore.outbox o JOIN eventstore.events e USING (position)
+             ORDER BY o.position LIMIT $1",
+        )
+        .bind(BATCH)
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let pending: Vec<Pending> = rows
+            .into_iter()
+            .map(
+                |(position, tenant_id, stream_id, event_type, schema_version, envelope)| Pending {
+                    position,
+                    tenant_id,
+                    stream_id,
+                    event_type,
+                    schema_version,
+                    envelope,
+                },
+            )
+            .collect();
+
+        let mut deliveries = Vec::with_capacity(pending.len());
+        for p in &pending {
+            let mut envelope = p.envelope.clone();
+            envelope["position"] = Value::from(p.position);
+            let payload = serde_json::to_vec(&envelope)?;
+            let key = p.stream_id.to_string();
+            let tenant = p.tenant_id.to_string();
+            let version = p.schema_version.to_string();
+            let record = FutureRecord::to(&self.topic)
+                .key(&key)
+                .payload(&payload)
+                .headers(
+                    OwnedHeaders::new()
+                        .insert(Header {
+                            key: headers::TENANT_ID,
+                            value: Some(&tenant),
+                        })
+                        .insert(Header {
+                            key: headers::EVENT_TYPE,
+                            value: Some(&p.event_type),
+                        })
+                        .insert(Header {
+                            key: headers::SCHEMA_VERSION,
+                            value: Some(&version),
+                        }),
+                );
+            // send_result enqueues now; the DeliveryFuture resolves when the broker acks.
+            deliveries.push(match self.producer.send_result(record) {
+                Ok(delivery) => Some(delivery),
+                Err((e, _)) => {
+                    tracing::warn!(error = %e, "could not enqueue an event");
+                    None
+                }
+            });
+        }
+        let mut results: Vec<Result<(), String>> = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            results.push(match delivery {
+                None => Err("not enqueued".into()),
+                Some(d) => match d.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((e, _))) => Err(e.to_string()),
+                    Err(_) => Err("delivery cancelled".into()),
+                },
+            });
+        }
+
+        let delivered = results.iter().filter(|r| r.is_ok()).count();
+        // Only the acknowledged prefix leaves the outbox, so order survives a failure.
+        let prefix: Vec<i64> = pending
+            .iter()
+            .zip(&results)
+            .take_while(|(_, r)| r.is_ok())
+            .map(|(p, _)| p.position)
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM eventstore.outbox WHERE position = ANY($1)")
+            .bind(&prefix)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE eventstore.relay_state SET delivered = delivered + $2, updated_at = now() WHERE topic = $1")
+            .bind(&self.topic)
+            .bind(delivered as i64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+            anyhow::bail!(
+                "the broker refused an event after {} deliveries: {e}",
+                prefix.len()
+            );
+        }
+        tracing::debug!(count = prefix.len(), "relayed events");
+        Ok(prefix.len())
+    }
+
+    /// Re-queues the whole journal when the broker no longer holds what was delivered.
+    async fn audit_broker(&self) -> anyhow::Result<()> {
+        let delivered: i64 =
+            sqlx::query_scalar("SELECT delivered FROM eventstore.relay_state WHERE topic = $1")
+                .bind(&self.topic)
+                .fetch_one(&self.pool)
+                .await?;
+        let held = match self.messages_held().await {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(error = ?e, "cannot read the broker's watermarks; will check again");
+                return Ok(());
+            }
+        };
+        let lost = match held {
+            None => true,
+            Some(held) => held < delivered,
+        };
+        if !lost {
+            return Ok(());
+        }
+        tracing::warn!(topic = %self.topic, delivered, held = ?held, "the broker lost the event log; republishing the journal");
+        runtime::kafka::ensure_topic(&self.brokers, &self.topic, self.partitions).await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO eventstore.outbox (position) SELECT position FROM eventstore.events ON CONFLICT DO NOTHING")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE eventstore.relay_state SET delivered = 0, refills = refills + 1, updated_at = now() WHERE topic = $1",
+        )
+        .bind(&self.topic)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Messages the topic holds (sum of high watermarks), or None when it does not exist.
+    async fn messages_held(&self) -> anyhow::Result<Option<i64>> {
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            let client = producer.client();
+            let timeout = Duration::from_secs(5);
+            let metadata = client.fetch_metadata(Some(&topic), timeout)?;
+            let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+                return Ok(None);
+            };
+            if t.error().is_some() || t.partitions().is_empty() {
+                return Ok(None);
+            }
+            let mut held = 0;
+            for p in t.partitions() {
+                let (_low, high) = client.fetch_watermarks(&topic, p.id(), timeout)?;
+                held += high;
+            }
+            Ok(Some(held))
+        })
+        .await?
+    }
+}

@@ -1,0 +1,235 @@
+//! Case commands: open, update, assign, change status.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{patch, post};
+use axum::Router;
+use chrono::{DateTime, Utc};
+use events::case::{
+    self, AssignCase, CaseCommand, ChangeStatus, Context, CustomFields, OpenCase, Priority, Status,
+    UpdateCase,
+};
+use runtime::extract::{ApiJson, ApiPath};
+use runtime::ApiError;
+use serde::{Deserialize, Deserializer, Serialize};
+use uuid::Uuid;
+
+use super::AppState;
+use crate::context::CommandContext;
+use crate::journal::{request_hash, CaseStream, Command, CommandReply, Lookup};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/cases", post(open))
+        .route("/v1/cases/{id}", patch(update))
+        .route("/v1/cases/{id}/assignment", post(assign))
+        .route("/v1/cases/{id}/status", post(change_status))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpenCaseBody {
+    title: String,
+    description: Option<String>,
+    #[serde(default)]
+    priority: Priority,
+    case_type_id: Uuid,
+    assigned_to: Option<Uuid>,
+    due_date: Option<DateTime<Utc>>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    custom_fields: CustomFields,
+}
+
+/// Absent fields stay as they are; `null` clears a nullable field.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateCaseBody {
+    title: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Option<String>>,
+    priority: Option<Priority>,
+    #[serde(default, deserialize_with = "present")]
+    due_date: Option<Option<DateTime<Utc>>>,
+    tags: Option<Vec<String>>,
+    custom_fields: Option<CustomFields>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssignBody {
+    assigned_to: Option<Uuid>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusBody {
+    status: Status,
+}
+
+/// Tells "field present and null" (Some(None)) from "field absent" (None).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+async fn open(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiJson(body): ApiJson<OpenCaseBody>,
+) -> Result<CommandReply, ApiError> {
+    let caller = ctx.caller.tenant_member()?;
+    ensure_tenant(&state, caller.tenant_id).await?;
+    // v7: a case's id tells the month of its search index (see runtime::tenancy).
+    let case_id = Uuid::now_v7();
+    let command = Command {
+        ctx: &ctx,
+        tenant_id: caller.tenant_id,
+        stream_id: case_id,
+        request_hash: request_hash(&[
+            "open_case",
+            &serde_json::to_string(&body).unwrap_or_default(),
+        ]),
+        lookup: Lookup::CaseNumber,
+        success: StatusCode::CREATED,
+    };
+    let mut reply = state
+        .journal
+        .execute::<CaseStream>(command, |s, looked| {
+            let cmd = CaseCommand::Open(OpenCase {
+                case_number: looked.case_number.unwrap_or_default(),
+                title: body.title,
+                description: body.description,
+                priority: body.priority,
+                case_type_id: body.case_type_id,
+                assigned_to: body.assigned_to,
+                due_date: body.due_date,
+                tags: body.tags,
+                custom_fields: body.custom_fields,
+            });
+            case::decide(
+                s,
+                cmd,
+                Context {
+                    actor: caller.user_id,
+                    now: Utc::now(),
+                },
+            )
+        })
+        .await?;
+    if let Some(id) = reply.body["id"].as_str().map(str::to_owned) {
+        reply.body["location"] = format!("/v1/cases/{id}").into();
+    }
+    Ok(reply)
+}
+
+async fn update(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<UpdateCaseBody>,
+) -> Result<CommandReply, ApiError> {
+    let hash = request_hash(&[
+        "update_case",
+        &id.to_string(),
+        &serde_json::to_string(&body).unwrap_or_default(),
+    ]);
+    let cmd = CaseCommand::Update(UpdateCase {
+        title: body.title,
+        description: body.description,
+        priority: body.priority,
+        due_date: body.due_date,
+        tags: body.tags,
+        custom_fields: body.custom_fields,
+    });
+    run(&state, &ctx, id, hash, cmd).await
+}
+
+async fn assign(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<AssignBody>,
+) -> Result<CommandReply, ApiError> {
+    let hash = request_hash(&[
+        "assign_case",
+        &id.to_string(),
+        &serde_json::to_string(&body).unwrap_or_default(),
+    ]);
+    run(
+        &state,
+        &ctx,
+        id,
+        hash,
+        CaseCommand::Assign(AssignCase {
+            assigned_to: body.assigned_to,
+        }),
+    )
+    .await
+}
+
+async fn change_status(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<StatusBody>,
+) -> Result<CommandReply, ApiError> {
+    let hash = request_hash(&[
+        "change_status",
+        &id.to_string(),
+        &serde_json::to_string(&body).unwrap_or_default(),
+    ]);
+    run(
+        &state,
+        &ctx,
+        id,
+        hash,
+        CaseCommand::ChangeStatus(ChangeStatus {
+            status: body.status,
+        }),
+    )
+    .await
+}
+
+/// Runs a command against an existing case.
+async fn run(
+    state: &AppState,
+    ctx: &CommandContext,
+    id: Uuid,
+    hash: String,
+    cmd: CaseCommand,
+) -> Result<CommandReply, ApiError> {
+    let caller = ctx.caller.tenant_member()?;
+    let command = Command {
+        ctx,
+        tenant_id: caller.tenant_id,
+        stream_id: id,
+        request_hash: hash,
+        lookup: Lookup::Nothing,
+        success: StatusCode::OK,
+    };
+    state
+        .journal
+        .execute::<CaseStream>(command, |s, _| {
+            case::decide(
+                s,
+                cmd,
+                Context {
+                    actor: caller.user_id,
+                    now: Utc::now(),
+                },
+            )
+        })
+        .await
+}
+
+async fn ensure_tenant(state: &AppState, tenant: Uuid) -> Result<(), ApiError> {
+    if !state.journal.tenant_exists(tenant).await? {
+        return Err(ApiError::Forbidden(
+            "the token's tenant is not provisioned".into(),
+        ));
+    }
+    Ok(())
+}

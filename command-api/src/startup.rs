@@ -1,0 +1,64 @@
+//! Builds the command API: database (migrated), journal, relay and HTTP server.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use runtime::auth::JwtKeys;
+use runtime::Settings;
+use tokio::net::TcpListener;
+
+use crate::journal::Journal;
+use crate::relay::Relay;
+use crate::routes::{router, AppState};
+
+pub struct Application {
+    port: u16,
+    listener: TcpListener,
+    router: axum::Router,
+    relay: Relay,
+}
+
+impl Application {
+    /// Binds `settings.command_port` (0 picks a free port, as tests do).
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let pool = runtime::db::connect_and_migrate(&settings.database_url, 20).await?;
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let relay = Relay::new(
+            pool.clone(),
+            &settings.kafka_brokers,
+            &settings.kafka_topic,
+            settings.kafka_partitions,
+            wake.clone(),
+            settings.relay_audit_interval,
+        )?;
+        let state = AppState {
+            journal: Journal::new(pool, wake),
+            keys: JwtKeys::new(&settings.jwt_secret),
+        };
+        let router = runtime::http::with_common_layers(router(state), settings.max_body_bytes);
+        let address = format!("{}:{}", settings.host, settings.command_port);
+        let listener = TcpListener::bind(&address)
+            .await
+            .with_context(|| format!("binding {address}"))?;
+        let port = listener.local_addr()?.port();
+        Ok(Self {
+            port,
+            listener,
+            router,
+            relay,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves commands and relays the journal until SIGINT/SIGTERM.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        tracing::info!(port = self.port, "command API listening");
+        let relay = tokio::spawn(self.relay.run_until_stopped());
+        let served = runtime::http::serve(self.listener, self.router).await;
+        relay.abort();
+        served.context("serving HTTP")
+    }
+}

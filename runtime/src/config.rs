@@ -1,0 +1,72 @@
+//! Typed configuration from `MURIMA_*` environment variables, with local-stack defaults.
+//! compose.yaml and scripts/run.sh set the same variables.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub host: String,
+    pub command_port: u16,
+    pub query_port: u16,
+    pub projector_port: u16,
+    pub database_url: String,
+    pub kafka_brokers: String,
+    pub kafka_topic: String,
+    pub kafka_partitions: i32,
+    pub kafka_group_prefix: String,
+    pub mongo_url: String,
+    pub mongo_database: String,
+    pub elastic_url: String,
+    pub redis_url: String,
+    pub jwt_secret: String,
+    /// Longest a read with a position token waits for its projection.
+    pub read_wait: Duration,
+    /// Largest request body either API accepts.
+    pub max_body_bytes: usize,
+    /// How often the relay checks that the broker still holds what it published.
+    pub relay_audit_interval: Duration,
+}
+
+impl Settings {
+    pub fn from_env() -> anyhow::Result<Self> {
+        Ok(Self {
+            host: var("MURIMA_HOST", "127.0.0.1"),
+            command_port: parse("MURIMA_COMMAND_PORT", "8080")?,
+            query_port: parse("MURIMA_QUERY_PORT", "8081")?,
+            projector_port: parse("MURIMA_PROJECTOR_PORT", "8082")?,
+            database_url: var(
+                "MURIMA_DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/murima",
+            ),
+            kafka_brokers: var("MURIMA_KAFKA_BROKERS", "127.0.0.1:9092"),
+            kafka_topic: var("MURIMA_KAFKA_TOPIC", "murima.events"),
+            kafka_partitions: parse("MURIMA_KAFKA_PARTITIONS", "3")?,
+            kafka_group_prefix: var("MURIMA_KAFKA_GROUP_PREFIX", "murima"),
+            mongo_url: var("MURIMA_MONGO_URL", "mongodb://127.0.0.1:27017"),
+            mongo_database: var("MURIMA_MONGO_DATABASE", "murima"),
+            elastic_url: var("MURIMA_ELASTIC_URL", "http://127.0.0.1:9200"),
+            redis_url: var("MURIMA_REDIS_URL", "redis://127.0.0.1:6379"),
+            jwt_secret: std::env::var("MURIMA_JWT_SECRET").map_err(|_| {
+                anyhow::anyhow!(
+                    "MURIMA_JWT_SECRET must be set (the HS256 secret for bearer tokens)"
+                )
+            })?,
+            read_wait: Duration::from_millis(parse("MURIMA_READ_WAIT_MS", "5000")?),
+            max_body_bytes: parse("MURIMA_MAX_BODY_BYTES", "65536")?,
+            relay_audit_interval: Duration::from_millis(parse("MURIMA_RELAY_AUDIT_MS", "2000")?),
+        })
+    }
+}
+
+fn var(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn parse<T: std::str::FromStr>(name: &str, default: &str) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    let raw = var(name, default);
+    raw.parse()
+        .map_err(|e| anyhow::anyhow!("{name}={raw:?} is not valid: {e}"))
+}

@@ -1,0 +1,54 @@
+//! Kafka client set-up shared by the relay and the projector. Only the official client
+//! (librdkafka) is used, so the same code runs against tansu locally and Kafka in compose.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
+
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("socket.keepalive.enable", "true");
+    config
+}
+
+/// Creates the events topic unless it exists (brokers here do not auto-create topics).
+pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<bool> {
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers)
+        .create()
+        .context("creating the Kafka admin client")?;
+    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics([&new_topic], &options)
+        .await
+        .context("creating the events topic")?;
+    for result in results {
+        match result {
+            Ok(_) => {
+                tracing::info!(topic, partitions, "created the events topic");
+                return Ok(true);
+            }
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => return Ok(false),
+            Err((name, code)) => anyhow::bail!("could not create topic {name}: {code}"),
+        }
+    }
+    Ok(false)
+}
+
+/// Deletes a topic; used by tests to simulate a broker that lost its log.
+pub async fn delete_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers).create()?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.delete_topics(&[topic], &options).await? {
+        if let Err((name, code)) = result {
+            anyhow::bail!("could not delete topic {name}: {code}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! The one place tenant-scoped names are made, so every store isolates tenants the same way
+//! (seed §1.3): Postgres schema `tenant_<id>`, Mongo `tenant_<id>_<collection>`,
+//! Elasticsearch `tenant-<id>-<entity>-YYYY-MM`, Redis `tenant_<id>:...`.
+//! `<id>` is the tenant UUID without dashes. These names are stored state: never change them.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tenancy(pub Uuid);
+
+impl Tenancy {
+    fn id(&self) -> String {
+        self.0.simple().to_string()
+    }
+
+    pub fn pg_schema(&self) -> String {
+        format!("tenant_{}", self.id())
+    }
+
+    pub fn mongo_collection(&self, collection: &str) -> String {
+        format!("tenant_{}_{collection}", self.id())
+    }
+
+    pub fn es_index(&self, entity: &str, month: DateTime<Utc>) -> String {
+        format!("tenant-{}-{entity}-{}", self.id(), month.format("%Y-%m"))
+    }
+
+    /// The read alias spanning every month of an entity's indices.
+    pub fn es_alias(&self, entity: &str) -> String {
+        format!("tenant-{}-{entity}", self.id())
+    }
+
+    pub fn redis_key(&self, rest: &str) -> String {
+        format!("tenant_{}:{rest}", self.id())
+    }
+}
+
+/// When a UUIDv7 was minted; case ids are v7 so a case's monthly index follows from its id.
+pub fn uuid_time(id: Uuid) -> Option<DateTime<Utc>> {
+    let (secs, nanos) = id.get_timestamp()?.to_unix();
+    DateTime::from_timestamp(secs as i64, nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_design_document() {
+        let t = Tenancy(Uuid::from_u128(0xab));
+        let hex = "000000000000000000000000000000ab";
+        assert_eq!(t.pg_schema(), format!("tenant_{hex}"));
+        assert_eq!(
+            t.mongo_collection("audit_logs"),
+            format!("tenant_{hex}_audit_logs")
+        );
+        let month = DateTime::from_timestamp(1_780_000_000, 0).unwrap();
+        assert_eq!(
+            t.es_index("cases", month),
+            format!("tenant-{hex}-cases-2026-05")
+        );
+        assert_eq!(t.redis_key("counters"), format!("tenant_{hex}:counters"));
+    }
+
+    #[test]
+    fn a_v7_id_knows_its_month() {
+        let id = Uuid::now_v7();
+        let minted = uuid_time(id).unwrap();
+        assert!((Utc::now() - minted).num_seconds().abs() < 5);
+        assert_eq!(uuid_time(Uuid::new_v4()), None);
+    }
+}
