@@ -34,7 +34,31 @@ impl Tenancy {
     pub fn redis_key(&self, rest: &str) -> String {
         format!("tenant_{}:{rest}", self.id())
     }
+
+    /// Hash: case status -> number of cases in it.
+    pub fn redis_cases_by_status(&self) -> String {
+        self.redis_key("counters:cases_by_status")
+    }
+
+    /// Hash: user id -> number of open (not resolved or closed) cases assigned to them.
+    pub fn redis_open_cases_by_assignee(&self) -> String {
+        self.redis_key("counters:open_cases_by_assignee")
+    }
+
+    /// Hash: case id -> "version|status|assignee", what the counters last counted.
+    pub fn redis_counted_cases(&self) -> String {
+        self.redis_key("projection:counted_cases")
+    }
+
+    /// The seed's case cache key (§2.3.2), dropped by the projector on every case event.
+    pub fn redis_case_cache(&self, case_id: Uuid) -> String {
+        self.redis_key(&format!("case:{case_id}"))
+    }
 }
+
+/// Collection and index names that both the projector and the query API use.
+pub const AUDIT_LOGS: &str = "audit_logs";
+pub const CASES: &str = "cases";
 
 /// When a UUIDv7 was minted; case ids are v7 so a case's monthly index follows from its id.
 pub fn uuid_time(id: Uuid) -> Option<DateTime<Utc>> {

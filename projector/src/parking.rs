@@ -1,0 +1,64 @@
+//! Parks events a projection cannot apply, visibly, in `projector.parked_events`.
+
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use events::EventEnvelope;
+
+pub struct ParkingLot {
+    pool: PgPool,
+}
+
+impl ParkingLot {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The streams already parked for a projection (loaded when a worker starts).
+    pub async fn parked_streams(&self, projection: &str) -> anyhow::Result<Vec<Uuid>> {
+        Ok(sqlx::query_scalar("SELECT DISTINCT stream_id FROM projector.parked_events WHERE projection = $1")
+            .bind(projection)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn park(&self, projection: &str, envelope: Option<&EventEnvelope>, raw: &[u8], error: &str) -> anyhow::Result<()> {
+        let (event_id, tenant_id, stream_id, version, event_type, body) = match envelope {
+            Some(e) => (
+                e.event_id,
+                e.tenant_id,
+                e.stream_id,
+                e.stream_version,
+                e.event_type.clone(),
+                serde_json::to_value(e)?,
+            ),
+            // Not even an envelope: keep the raw bytes so an operator can look at them.
+            None => (
+                Uuid::now_v7(),
+                Uuid::nil(),
+                Uuid::nil(),
+                0,
+                "unreadable".to_owned(),
+                Value::String(String::from_utf8_lossy(raw).into_owned()),
+            ),
+        };
+        tracing::error!(projection, %event_id, %stream_id, version, error, "parked an event");
+        sqlx::query(
+            "INSERT INTO projector.parked_events
+                (projection, event_id, tenant_id, stream_id, stream_version, event_type, envelope, error)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        )
+        .bind(projection)
+        .bind(event_id)
+        .bind(tenant_id)
+        .bind(stream_id)
+        .bind(version)
+        .bind(event_type)
+        .bind(body)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

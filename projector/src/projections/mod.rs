@@ -1,0 +1,6 @@
+//! The read models. Adding one = a file here, a line in `startup.rs`, its schema, a test.
+
+pub mod elastic;
+pub mod mongo_audit;
+pub mod postgres;
+pub mod redis_counters;

@@ -1,0 +1,134 @@
+//! The audit trail in MongoDB: `tenant_<id>_audit_logs`, one entry per event with
+//! field-level old/new values, actor, IP, user agent, session and request ids (seed §2.2.2).
+//!
+//! The entry's `_id` is the event id, so a redelivered event is a duplicate-key no-op.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use events::audit::{case_changes, FieldChange};
+use events::tenant::TenantEvent;
+use mongodb::bson::{self, doc, Document};
+use mongodb::error::ErrorKind;
+use mongodb::options::IndexOptions;
+use mongodb::{Database, IndexModel};
+use runtime::tenancy::{Tenancy, AUDIT_LOGS};
+use serde_json::json;
+
+use crate::event::{DomainEvent, Event};
+use crate::projection::{ApplyError, Projection};
+
+const DUPLICATE_KEY: i32 = 11000;
+
+pub struct MongoAuditProjection {
+    db: Database,
+    indexed: Mutex<HashSet<String>>,
+}
+
+impl MongoAuditProjection {
+    pub fn new(db: Database) -> Self {
+        Self { db, indexed: Mutex::new(HashSet::new()) }
+    }
+
+    /// The seed's indexes (§4.2.1), created once per collection per process.
+    async fn ensure_indexes(&self, collection: &str) -> Result<(), ApplyError> {
+        if self.indexed.lock().map(|s| s.contains(collection)).unwrap_or(false) {
+            return Ok(());
+        }
+        let coll = self.db.collection::<Document>(collection);
+        let models = [
+            (doc! { "tenant_id": 1, "timestamp": -1 }, "tenant_timestamp"),
+            (doc! { "tenant_id": 1, "entity_type": 1, "entity_id": 1, "entity_version": -1 }, "tenant_entity_version"),
+        ]
+        .map(|(keys, name)| {
+            IndexModel::builder().keys(keys).options(IndexOptions::builder().name(name.to_owned()).build()).build()
+        });
+        coll.create_indexes(models).await.map_err(|e| ApplyError::Transient(e.into()))?;
+        if let Ok(mut s) = self.indexed.lock() {
+            s.insert(collection.to_owned());
+        }
+        Ok(())
+    }
+}
+
+fn entry(event: &Event) -> Result<Document, ApplyError> {
+    let env = &event.envelope;
+    let (entity_type, action, changes): (&str, &str, Vec<FieldChange>) = match &event.data {
+        DomainEvent::Case(e) => {
+            let (action, changes) = case_changes(e);
+            ("case", action, changes)
+        }
+        DomainEvent::Tenant(TenantEvent::Provisioned(e)) => (
+            "tenant",
+            "create",
+            vec![
+                FieldChange { field: "name", old_value: json!(null), new_value: json!(e.name) },
+                FieldChange { field: "slug", old_value: json!(null), new_value: json!(e.slug) },
+            ],
+        ),
+    };
+    let value = json!({
+        "_id": env.event_id.to_string(),
+        "tenant_id": env.tenant_id.to_string(),
+        "entity_type": entity_type,
+        "entity_id": env.stream_id.to_string(),
+        "entity_version": env.stream_version,
+        "event_type": env.event_type,
+        "action": action,
+        "user_id": env.actor.user_id.to_string(),
+        "role": env.actor.role,
+        "changes": changes,
+        "ip_address": env.request.ip_address,
+        "user_agent": env.request.user_agent,
+        "context": {
+            "session_id": env.request.session_id,
+            "request_id": env.request.request_id,
+            "correlation_id": env.correlation_id.to_string(),
+        },
+    });
+    let mut document = bson::to_document(&value)
+        .map_err(|e| ApplyError::Poison { event_id: env.event_id, reason: format!("not storable as BSON: {e}") })?;
+    document.insert("timestamp", bson::DateTime::from_millis(env.occurred_at.timestamp_millis()));
+    Ok(document)
+}
+
+#[async_trait::async_trait]
+impl Projection for MongoAuditProjection {
+    fn name(&self) -> &'static str {
+        "mongo"
+    }
+
+    #[tracing::instrument(skip_all, fields(projection = "mongo", events = events.len()))]
+    async fn apply(&self, events: &[Event]) -> Result<(), ApplyError> {
+        // Group by collection, keeping event order within each tenant.
+        let mut by_collection: Vec<(String, Vec<Document>)> = Vec::new();
+        for event in events {
+            let name = Tenancy(event.envelope.tenant_id).mongo_collection(AUDIT_LOGS);
+            let doc = entry(event)?;
+            match by_collection.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, docs)) => docs.push(doc),
+                None => by_collection.push((name, vec![doc])),
+            }
+        }
+        for (name, docs) in by_collection {
+            self.ensure_indexes(&name).await?;
+            let coll = self.db.collection::<Document>(&name);
+            if let Err(e) = coll.insert_many(docs).ordered(false).await {
+                let only_duplicates = match e.kind.as_ref() {
+                    ErrorKind::InsertMany(failure) => {
+                        failure.write_concern_error.is_none()
+                            && failure
+                                .write_errors
+                                .as_ref()
+                                .is_some_and(|errors| errors.iter().all(|w| w.code == DUPLICATE_KEY))
+                    }
+                    _ => false,
+                };
+                if !only_duplicates {
+                    return Err(ApplyError::Transient(e.into()));
+                }
+            }
+        }
+        Ok(())
+    }
+}

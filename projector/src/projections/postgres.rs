@@ -1,0 +1,206 @@
+//! The relational read model: `public.tenants` and each tenant's `tenant_<id>.cases`.
+//!
+//! One transaction per batch. Each row keeps the stream `version` it reflects, and every
+//! write is guarded by it (insert-if-absent for the first event, `version = v - 1` for the
+//! rest), so a redelivered event changes nothing.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use events::case::CaseEvent;
+use events::tenant::TenantEvent;
+use runtime::tenancy::Tenancy;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::event::{DomainEvent, Event};
+use crate::projection::{ApplyError, Projection};
+
+pub struct PostgresProjection {
+    pool: PgPool,
+    /// Tenants whose schema is known to exist (saves a round trip per event).
+    provisioned: Mutex<HashSet<Uuid>>,
+}
+
+impl PostgresProjection {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool, provisioned: Mutex::new(HashSet::new()) }
+    }
+
+    /// Events of different streams may arrive in any order across partitions, so a case
+    /// can arrive before its tenant: the schema is then created with a placeholder
+    /// tenant row that TenantProvisioned fills in.
+    async fn ensure_tenant(&self, tx: &mut Transaction<'_, Postgres>, tenant: Uuid) -> Result<(), sqlx::Error> {
+        if self.provisioned.lock().map(|p| p.contains(&tenant)).unwrap_or(false) {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO public.tenants (id, name, slug, created_at, updated_at, version)
+             VALUES ($1, '(pending)', $2, now(), now(), 0) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(format!("pending-{}", tenant.simple()))
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query("SELECT public.murima_provision_tenant($1)").bind(tenant).execute(&mut **tx).await?;
+        Ok(())
+    }
+
+    async fn apply_one(&self, tx: &mut Transaction<'_, Postgres>, event: &Event) -> Result<(), sqlx::Error> {
+        let env = &event.envelope;
+        self.ensure_tenant(tx, env.tenant_id).await?;
+        match &event.data {
+            DomainEvent::Tenant(TenantEvent::Provisioned(e)) => {
+                sqlx::query(
+                    "UPDATE public.tenants SET name = $2, slug = $3, created_at = $4, updated_at = $4, version = $5
+                     WHERE id = $1 AND version < $5",
+                )
+                .bind(env.tenant_id)
+                .bind(&e.name)
+                .bind(&e.slug)
+                .bind(e.provisioned_at)
+                .bind(env.stream_version)
+                .execute(&mut **tx)
+                .await?;
+            }
+            DomainEvent::Case(case_event) => self.apply_case(tx, event, case_event).await?,
+        }
+        Ok(())
+    }
+
+    async fn apply_case(&self, tx: &mut Transaction<'_, Postgres>, event: &Event, case_event: &CaseEvent) -> Result<(), sqlx::Error> {
+        let env = &event.envelope;
+        let schema = Tenancy(env.tenant_id).pg_schema();
+        let v = env.stream_version;
+        let affected = match case_event {
+            CaseEvent::Opened(e) => {
+                sqlx::query(&format!(
+                    "INSERT INTO {schema}.cases (id, tenant_id, case_number, title, description, status, priority,
+                        case_type_id, created_by, assigned_to, created_at, updated_at, due_date, custom_fields, tags, version)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15)
+                     ON CONFLICT (id) DO NOTHING"
+                ))
+                .bind(env.stream_id)
+                .bind(env.tenant_id)
+                .bind(&e.case_number)
+                .bind(&e.title)
+                .bind(&e.description)
+                .bind(e.status.as_str())
+                .bind(e.priority.as_str())
+                .bind(e.case_type_id)
+                .bind(e.created_by)
+                .bind(e.assigned_to)
+                .bind(e.opened_at)
+                .bind(e.due_date)
+                .bind(sqlx::types::Json(&e.custom_fields))
+                .bind(&e.tags)
+                .bind(v)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()
+            }
+            CaseEvent::Updated(e) => {
+                sqlx::query(&format!(
+                    "UPDATE {schema}.cases SET
+                        title = CASE WHEN $3 THEN $4 ELSE title END,
+                        description = CASE WHEN $5 THEN $6 ELSE description END,
+                        priority = CASE WHEN $7 THEN $8 ELSE priority END,
+                        due_date = CASE WHEN $9 THEN $10 ELSE due_date END,
+                        tags = CASE WHEN $11 THEN $12 ELSE tags END,
+                        custom_fields = CASE WHEN $13 THEN $14 ELSE custom_fields END,
+                        updated_at = $15, version = $2
+                     WHERE id = $1 AND version = $2 - 1"
+                ))
+                .bind(env.stream_id)
+                .bind(v)
+                .bind(e.title.is_some())
+                .bind(e.title.as_ref().map(|c| c.new.clone()))
+                .bind(e.description.is_some())
+                .bind(e.description.as_ref().and_then(|c| c.new.clone()))
+                .bind(e.priority.is_some())
+                .bind(e.priority.as_ref().map(|c| c.new.as_str()))
+                .bind(e.due_date.is_some())
+                .bind(e.due_date.as_ref().and_then(|c| c.new))
+                .bind(e.tags.is_some())
+                .bind(e.tags.as_ref().map(|c| c.new.clone()))
+                .bind(e.custom_fields.is_some())
+                .bind(e.custom_fields.as_ref().map(|c| sqlx::types::Json(c.new.clone())))
+                .bind(e.updated_at)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()
+            }
+            CaseEvent::Assigned(e) => {
+                sqlx::query(&format!(
+                    "UPDATE {schema}.cases SET assigned_to = $3, updated_at = $4, version = $2
+                     WHERE id = $1 AND version = $2 - 1"
+                ))
+                .bind(env.stream_id)
+                .bind(v)
+                .bind(e.assigned_to.new)
+                .bind(e.assigned_at)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()
+            }
+            CaseEvent::StatusChanged(e) => {
+                sqlx::query(&format!(
+                    "UPDATE {schema}.cases SET status = $3, updated_at = $4, version = $2
+                     WHERE id = $1 AND version = $2 - 1"
+                ))
+                .bind(env.stream_id)
+                .bind(v)
+                .bind(e.status.new.as_str())
+                .bind(e.changed_at)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()
+            }
+        };
+        if affected == 0 {
+            let held: Option<i64> = sqlx::query_scalar(&format!("SELECT version FROM {schema}.cases WHERE id = $1"))
+                .bind(env.stream_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+            if held.unwrap_or(0) < v - 1 {
+                tracing::warn!(stream_id = %env.stream_id, version = v, held = ?held, "version gap; waiting for the missing event");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Projection for PostgresProjection {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    #[tracing::instrument(skip_all, fields(projection = "postgres", events = events.len()))]
+    async fn apply(&self, events: &[Event]) -> Result<(), ApplyError> {
+        let mut tx = self.pool.begin().await.map_err(|e| ApplyError::Transient(e.into()))?;
+        let mut tenants = Vec::new();
+        for event in events {
+            if let Err(e) = self.apply_one(&mut tx, event).await {
+                return Err(classify(e, event.envelope.event_id));
+            }
+            tenants.push(event.envelope.tenant_id);
+        }
+        tx.commit().await.map_err(|e| ApplyError::Transient(e.into()))?;
+        if let Ok(mut known) = self.provisioned.lock() {
+            known.extend(tenants);
+        }
+        Ok(())
+    }
+}
+
+/// Data and constraint errors can never succeed on retry; anything else might.
+fn classify(error: sqlx::Error, event_id: Uuid) -> ApplyError {
+    if let sqlx::Error::Database(db) = &error {
+        let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+        if code.starts_with("22") || code.starts_with("23") {
+            return ApplyError::Poison { event_id, reason: format!("PostgreSQL refused it ({code}): {}", db.message()) };
+        }
+    }
+    ApplyError::Transient(error.into())
+}

@@ -1,0 +1,104 @@
+//! Live counters in Redis: cases per status and open cases per assignee, per tenant.
+//!
+//! Each event runs one Lua script that compares the stream version with what the counters
+//! last counted for that case, so a redelivered event cannot count twice, and moves the
+//! case's contribution from its old (status, assignee) to its new one atomically. The
+//! same script drops the case's cache entry (seed §2.3.2) so no stale copy is served.
+
+use events::case::{CaseEvent, Status};
+use events::tenant::TenantEvent;
+use redis::aio::ConnectionManager;
+use redis::Script;
+use runtime::tenancy::Tenancy;
+
+use crate::event::{DomainEvent, Event};
+use crate::projection::{ApplyError, Projection};
+
+/// KEYS: counted cases, by-status, open-by-assignee, case cache.
+/// ARGV: case id, version, new status or "-" (unchanged), new assignee, "" (none) or "-".
+const COUNT: &str = r#"
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+local version, status, assignee = 0, '', ''
+if held then
+  local v, s, a = string.match(held, '^(%d+)|([^|]*)|(.*)$')
+  version, status, assignee = tonumber(v), s, a
+end
+local v = tonumber(ARGV[2])
+if v <= version then return 0 end
+if v ~= version + 1 then return -1 end
+local function active(s) return s ~= '' and s ~= 'resolved' and s ~= 'closed' end
+local new_status = ARGV[3]
+if new_status == '-' then new_status = status end
+local new_assignee = ARGV[4]
+if new_assignee == '-' then new_assignee = assignee end
+if status ~= '' then
+  redis.call('HINCRBY', KEYS[2], status, -1)
+  if assignee ~= '' and active(status) then redis.call('HINCRBY', KEYS[3], assignee, -1) end
+end
+redis.call('HINCRBY', KEYS[2], new_status, 1)
+if new_assignee ~= '' and active(new_status) then redis.call('HINCRBY', KEYS[3], new_assignee, 1) end
+redis.call('HSET', KEYS[1], ARGV[1], v .. '|' .. new_status .. '|' .. new_assignee)
+redis.call('DEL', KEYS[4])
+return 1
+"#;
+
+pub struct RedisCountersProjection {
+    conn: ConnectionManager,
+    script: Script,
+}
+
+impl RedisCountersProjection {
+    pub fn new(conn: ConnectionManager) -> Self {
+        Self { conn, script: Script::new(COUNT) }
+    }
+}
+
+const UNCHANGED: &str = "-";
+
+fn status_arg(status: Status) -> String {
+    status.as_str().to_owned()
+}
+
+fn assignee_arg(assignee: Option<uuid::Uuid>) -> String {
+    assignee.map(|a| a.to_string()).unwrap_or_default()
+}
+
+#[async_trait::async_trait]
+impl Projection for RedisCountersProjection {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    #[tracing::instrument(skip_all, fields(projection = "redis", events = events.len()))]
+    async fn apply(&self, events: &[Event]) -> Result<(), ApplyError> {
+        let mut conn = self.conn.clone();
+        for event in events {
+            let env = &event.envelope;
+            let (status, assignee) = match &event.data {
+                DomainEvent::Case(CaseEvent::Opened(e)) => (status_arg(e.status), assignee_arg(e.assigned_to)),
+                DomainEvent::Case(CaseEvent::StatusChanged(e)) => (status_arg(e.status.new), UNCHANGED.to_owned()),
+                DomainEvent::Case(CaseEvent::Assigned(e)) => (UNCHANGED.to_owned(), assignee_arg(e.assigned_to.new)),
+                DomainEvent::Case(CaseEvent::Updated(_)) => (UNCHANGED.to_owned(), UNCHANGED.to_owned()),
+                DomainEvent::Tenant(TenantEvent::Provisioned(_)) => continue,
+            };
+            let t = Tenancy(env.tenant_id);
+            let outcome: i64 = self
+                .script
+                .key(t.redis_counted_cases())
+                .key(t.redis_cases_by_status())
+                .key(t.redis_open_cases_by_assignee())
+                .key(t.redis_case_cache(env.stream_id))
+                .arg(env.stream_id.to_string())
+                .arg(env.stream_version)
+                .arg(status)
+                .arg(assignee)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| ApplyError::Transient(e.into()))?;
+            if outcome < 0 {
+                tracing::warn!(stream_id = %env.stream_id, version = env.stream_version, "version gap; waiting for the missing event");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,192 @@
+//! Runs one projection: consume a batch, apply it, then store the offsets.
+//!
+//! Offsets are stored only after the batch is applied, so a crash redelivers at most
+//! the batch in flight, which the version guards ignore (at-least-once delivery,
+//! exactly-once effect). A poison event is parked with every later event of its stream;
+//! other streams keep flowing.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use uuid::Uuid;
+
+use crate::event::Event;
+use crate::parking::ParkingLot;
+use crate::projection::{ApplyError, Projection};
+
+const MAX_BATCH: usize = 500;
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+
+pub struct Worker {
+    projection: Arc<dyn Projection>,
+    parking: Arc<ParkingLot>,
+    brokers: String,
+    topic: String,
+    group: String,
+}
+
+impl Worker {
+    pub fn new(projection: Arc<dyn Projection>, parking: Arc<ParkingLot>, brokers: &str, topic: &str, group_prefix: &str) -> Self {
+        let group = format!("{group_prefix}.{}", projection.name());
+        Self { projection, parking, brokers: brokers.to_owned(), topic: topic.to_owned(), group }
+    }
+
+    fn consumer(&self) -> anyhow::Result<StreamConsumer> {
+        let consumer: StreamConsumer = runtime::kafka::client_config(&self.brokers)
+            .set("group.id", &self.group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "500")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("topic.metadata.refresh.interval.ms", "2000")
+            .create()
+            .context("creating a Kafka consumer")?;
+        consumer.subscribe(&[&self.topic]).context("subscribing to the events topic")?;
+        Ok(consumer)
+    }
+
+    /// Consumes until the task is dropped. A consumer that keeps failing (a broker that
+    /// restarted, a topic that was re-created) is rebuilt; it then resumes from the
+    /// group's committed offsets, or from the start of the log if the broker lost them.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let mut parked: HashSet<Uuid> = self.parking.parked_streams(self.projection.name()).await?.into_iter().collect();
+        loop {
+            let consumer = self.consumer()?;
+            tracing::info!(projection = self.projection.name(), group = %self.group, "projection consuming");
+            match self.consume(&consumer, &mut parked).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(projection = self.projection.name(), error = ?e, "consumer failed; rebuilding it");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn consume(&self, consumer: &StreamConsumer, parked: &mut HashSet<Uuid>) -> anyhow::Result<()> {
+        let mut failing_since: Option<tokio::time::Instant> = None;
+        loop {
+            let batch = match next_batch(consumer).await {
+                Ok(batch) => {
+                    failing_since = None;
+                    batch
+                }
+                Err(e) => {
+                    let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                    tracing::debug!(error = %e, "consumer error");
+                    if since.elapsed() > Duration::from_secs(10) {
+                        anyhow::bail!("the consumer has failed for 10s: {e}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            let events = self.decode(&batch, parked).await?;
+            self.apply_with_retry(events, parked).await?;
+            store_offsets(consumer, &batch)?;
+        }
+    }
+
+    /// Decodes a batch; unreadable events and events of parked streams are parked.
+    async fn decode(&self, batch: &[OwnedMessage], parked: &mut HashSet<Uuid>) -> anyhow::Result<Vec<Event>> {
+        let mut events = Vec::with_capacity(batch.len());
+        for message in batch {
+            let raw = message.payload().unwrap_or_default();
+            match Event::from_payload(raw) {
+                Ok(event) if parked.contains(&event.envelope.stream_id) => {
+                    self.parking
+                        .park(self.projection.name(), Some(&event.envelope), raw, "an earlier event of this stream is parked")
+                        .await?;
+                }
+                Ok(event) => events.push(event),
+                Err((envelope, error)) => {
+                    if let Some(e) = &envelope {
+                        parked.insert(e.stream_id);
+                    }
+                    self.parking.park(self.projection.name(), envelope.as_ref(), raw, &error).await?;
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    async fn apply_with_retry(&self, mut events: Vec<Event>, parked: &mut HashSet<Uuid>) -> anyhow::Result<()> {
+        let mut backoff = Duration::from_millis(100);
+        while !events.is_empty() {
+            match self.projection.apply(&events).await {
+                Ok(()) => return Ok(()),
+                Err(ApplyError::Poison { event_id, reason }) => {
+                    let Some(stream) = events.iter().find(|e| e.envelope.event_id == event_id).map(|e| e.envelope.stream_id)
+                    else {
+                        anyhow::bail!("projection {} named a poison event not in the batch", self.projection.name());
+                    };
+                    parked.insert(stream);
+                    // The poison event and everything after it in its stream wait together.
+                    let mut blocked = false;
+                    let mut kept = Vec::with_capacity(events.len());
+                    for event in events {
+                        if event.envelope.stream_id == stream && (blocked || event.envelope.event_id == event_id) {
+                            blocked = true;
+                            let why = if event.envelope.event_id == event_id {
+                                reason.clone()
+                            } else {
+                                "an earlier event of this stream is parked".to_owned()
+                            };
+                            let raw = serde_json::to_vec(&event.envelope)?;
+                            self.parking.park(self.projection.name(), Some(&event.envelope), &raw, &why).await?;
+                        } else {
+                            kept.push(event);
+                        }
+                    }
+                    events = kept;
+                }
+                Err(ApplyError::Transient(e)) => {
+                    tracing::warn!(projection = self.projection.name(), error = ?e, retry_in = ?backoff, "apply failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Waits for one message, then takes whatever else arrives within a short window.
+async fn next_batch(consumer: &StreamConsumer) -> Result<Vec<OwnedMessage>, rdkafka::error::KafkaError> {
+    let first = consumer.recv().await?.detach();
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match tokio::time::timeout(BATCH_WINDOW, consumer.recv()).await {
+            Ok(Ok(m)) => batch.push(m.detach()),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "consumer error inside a batch");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(batch)
+}
+
+/// Marks the batch consumed; the auto-commit sends it to the broker shortly after.
+fn store_offsets(consumer: &StreamConsumer, batch: &[OwnedMessage]) -> anyhow::Result<()> {
+    let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for m in batch {
+        let entry = next.entry((m.topic().to_owned(), m.partition())).or_insert(0);
+        *entry = (*entry).max(m.offset() + 1);
+    }
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), offset) in next {
+        list.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
+    }
+    if let Err(e) = consumer.store_offsets(&list) {
+        // After a rebalance the partition may belong to someone else: they re-apply it.
+        tracing::debug!(error = %e, "could not store offsets");
+    }
+    Ok(())
+}
