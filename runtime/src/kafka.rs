@@ -28,17 +28,14 @@ pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow
         .create_topics([&new_topic], &options)
         .await
         .context("creating the events topic")?;
-    for result in results {
-        match result {
-            Ok(_) => {
-                tracing::info!(topic, partitions, "created the events topic");
-                return Ok(true);
-            }
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => return Ok(false),
-            Err((name, code)) => anyhow::bail!("could not create topic {name}: {code}"),
+    match results.into_iter().next() {
+        Some(Ok(_)) => {
+            tracing::info!(topic, partitions, "created the events topic");
+            Ok(true)
         }
+        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None => Ok(false),
+        Some(Err((name, code))) => anyhow::bail!("could not create topic {name}: {code}"),
     }
-    Ok(false)
 }
 
 /// Deletes a topic; used by tests to simulate a broker that lost its log.

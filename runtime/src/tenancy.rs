@@ -31,6 +31,12 @@ impl Tenancy {
         format!("tenant-{}-{entity}", self.id())
     }
 
+    /// The monthly index holding a case: the month its v7 id was minted, so every event
+    /// of the case (and every reader) finds the same index without a lookup.
+    pub fn case_index(&self, case_id: Uuid) -> String {
+        self.es_index(CASES, uuid_time(case_id).unwrap_or(DateTime::UNIX_EPOCH))
+    }
+
     pub fn redis_key(&self, rest: &str) -> String {
         format!("tenant_{}:{rest}", self.id())
     }

@@ -9,13 +9,12 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use chrono::{DateTime, Utc};
 use elasticsearch::http::request::JsonBody;
 use elasticsearch::indices::{IndicesCreateParts, IndicesPutIndexTemplateParts};
 use elasticsearch::{BulkParts, Elasticsearch, MgetParts};
 use events::case::CaseEvent;
 use events::tenant::TenantEvent;
-use runtime::tenancy::{uuid_time, Tenancy, CASES};
+use runtime::tenancy::{Tenancy, CASES};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -135,10 +134,8 @@ impl ElasticProjection {
     }
 }
 
-/// The month a case's documents live in: from its v7 id, so every event finds it.
 fn case_index(tenant: Uuid, case: Uuid) -> String {
-    let month: DateTime<Utc> = uuid_time(case).unwrap_or(DateTime::UNIX_EPOCH);
-    Tenancy(tenant).es_index(CASES, month)
+    Tenancy(tenant).case_index(case)
 }
 
 /// Folds one case event into its search document.

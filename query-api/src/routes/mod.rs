@@ -1,0 +1,62 @@
+//! Read endpoints, one module per read model family.
+
+mod audit;
+mod case_list;
+mod counters;
+mod search;
+
+use axum::extract::FromRef;
+use axum::Router;
+use elasticsearch::Elasticsearch;
+use runtime::auth::{Caller, JwtKeys};
+use runtime::ApiError;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub mongo: mongodb::Database,
+    pub elastic: Elasticsearch,
+    pub redis: redis::aio::ConnectionManager,
+    pub keys: JwtKeys,
+    pub read_wait: std::time::Duration,
+}
+
+impl FromRef<AppState> for JwtKeys {
+    fn from_ref(state: &AppState) -> Self {
+        state.keys.clone()
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(case_list::router())
+        .merge(audit::router())
+        .merge(search::router())
+        .merge(counters::router())
+        .with_state(state)
+}
+
+/// A read transaction bound to the caller's tenant: it runs as `murima_reader`, so the
+/// row-level security policies apply, with `app.current_tenant_id` set for this
+/// transaction only.
+pub async fn tenant_tx(pool: &PgPool, caller: Caller) -> Result<(Transaction<'static, Postgres>, Uuid), ApiError> {
+    let caller = caller.tenant_member()?;
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL ROLE murima_reader").execute(&mut *tx).await?;
+    sqlx::query("SELECT set_config('app.current_tenant_id', $1, true)")
+        .bind(caller.tenant_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+    Ok((tx, caller.tenant_id))
+}
+
+/// Page size: `limit` in 1..=max, `default` when absent.
+pub fn page_size(limit: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::BadRequest(format!("limit must be between 1 and {max} (got {n})"))),
+    }
+}
