@@ -56,9 +56,11 @@ impl Application {
     /// Serves commands and relays the journal until SIGINT/SIGTERM.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         tracing::info!(port = self.port, "command API listening");
-        let relay = tokio::spawn(self.relay.run_until_stopped());
+        // A JoinSet aborts the relay when this future ends or is dropped.
+        let mut relay = tokio::task::JoinSet::new();
+        relay.spawn(self.relay.run_until_stopped());
         let served = runtime::http::serve(self.listener, self.router).await;
-        relay.abort();
+        relay.abort_all();
         served.context("serving HTTP")
     }
 }

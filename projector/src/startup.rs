@@ -53,22 +53,21 @@ impl Application {
         self.port
     }
 
-    /// Runs every projection until SIGINT/SIGTERM; a failed worker is reported and restarted.
+    /// Runs every projection until SIGINT/SIGTERM. Dropping this future (as a test that
+    /// kills the projector does) aborts every worker with it.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let mut handles = Vec::new();
+        let mut workers = tokio::task::JoinSet::new();
         for worker in self.workers {
-            handles.push(tokio::spawn(async move {
+            workers.spawn(async move {
                 if let Err(e) = worker.run_until_stopped().await {
                     tracing::error!(error = ?e, "projection worker stopped");
                 }
-            }));
+            });
         }
         let router = runtime::http::with_common_layers(axum::Router::new(), 1024);
         tracing::info!(port = self.port, "projector health endpoint listening");
         let served = runtime::http::serve(self.listener, router).await;
-        for h in handles {
-            h.abort();
-        }
+        workers.abort_all();
         served.context("serving HTTP")
     }
 }

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use uuid::Uuid;
 
@@ -44,6 +46,14 @@ impl Worker {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("topic.metadata.refresh.interval.ms", "2000")
+            // librdkafka 2.12 crashes on a Fetch answer that names no topic, which tansu
+            // sends once it restarted empty; a consumer that lost its broker is therefore
+            // replaced (see `consume`) before it would reconnect with stale topic ids.
+            .set("reconnect.backoff.ms", "5000")
+            .set("reconnect.backoff.max.ms", "10000")
+            // A lost member (a killed projector) is noticed in seconds, not 45 s.
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1000")
             .create()
             .context("creating a Kafka consumer")?;
         consumer.subscribe(&[&self.topic]).context("subscribing to the events topic")?;
@@ -58,10 +68,14 @@ impl Worker {
         loop {
             let consumer = self.consumer()?;
             tracing::info!(projection = self.projection.name(), group = %self.group, "projection consuming");
-            match self.consume(&consumer, &mut parked).await {
+            let outcome = self.consume(&consumer, &mut parked).await;
+            // Closing a consumer whose broker is gone blocks while it tries to leave the
+            // group; do that off the async workers.
+            tokio::task::spawn_blocking(move || drop(consumer));
+            match outcome {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    tracing::warn!(projection = self.projection.name(), error = ?e, "consumer failed; rebuilding it");
+                    tracing::warn!(projection = self.projection.name(), error = %e, "consumer failed; rebuilding it");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
@@ -76,6 +90,7 @@ impl Worker {
                     failing_since = None;
                     batch
                 }
+                Err(e) if lost_broker(&e) => anyhow::bail!("lost the broker: {e}"),
                 Err(e) => {
                     let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
                     tracing::debug!(error = %e, "consumer error");
@@ -156,8 +171,17 @@ impl Worker {
     }
 }
 
+/// A broker that went away may come back empty, so the consumer is rebuilt rather than
+/// left to reconnect (see the reconnect settings in `Worker::consumer`).
+fn lost_broker(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+    )
+}
+
 /// Waits for one message, then takes whatever else arrives within a short window.
-async fn next_batch(consumer: &StreamConsumer) -> Result<Vec<OwnedMessage>, rdkafka::error::KafkaError> {
+async fn next_batch(consumer: &StreamConsumer) -> Result<Vec<OwnedMessage>, KafkaError> {
     let first = consumer.recv().await?.detach();
     let mut batch = vec![first];
     while batch.len() < MAX_BATCH {

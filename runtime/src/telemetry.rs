@@ -3,7 +3,12 @@
 use tracing_subscriber::{fmt, EnvFilter};
 
 pub fn init(service: &'static str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with_default(service, "info");
+}
+
+/// As `init`, with another filter when `RUST_LOG` is unset (tests default to warnings).
+pub fn init_with_default(service: &'static str, default_filter: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let subscriber = fmt()
         .json()
         .with_env_filter(filter)

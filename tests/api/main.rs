@@ -1,1 +1,8 @@
+//! Integration tests: the three services over HTTP against the real servers.
 
+mod bad_input;
+mod broker_loss;
+mod concurrency;
+mod flow;
+mod isolation;
+mod projector_crash;

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test command: installs and starts the local stack (idempotent, cached), then
+# builds once (dev profile, shared with scripts/run.sh) and runs every test against it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/stack.sh start
+
+# Each test makes its own database; drop those of earlier runs on this machine.
+psql -h 127.0.0.1 -U postgres -d postgres -Atc \
+  "SELECT datname FROM pg_database WHERE datname LIKE 'murima_test_%'" |
+  while read -r db; do psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
+
+cargo test --workspace --locked "$@"

@@ -1,0 +1,93 @@
+//! Optimistic concurrency (If-Match, 409 with the current version) and idempotency.
+
+use murima_tests::TestApp;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn of_two_writers_at_the_same_version_exactly_one_wins() {
+    let app = TestApp::spawn().await;
+    let id = app.open_case("Contested").await["id"].as_str().unwrap().to_owned();
+    let send = |title: &'static str| {
+        let request = app
+            .http
+            .patch(format!("{}/v1/cases/{id}", app.command_url))
+            .bearer_auth(&app.token)
+            .header("if-match", "\"1\"")
+            .json(&json!({ "title": title }));
+        async move { request.send().await.unwrap() }
+    };
+    let (a, b) = tokio::join!(send("first writer"), send("second writer"));
+    let mut statuses = [a.status(), b.status()];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::CONFLICT]);
+    let loser = if a.status() == StatusCode::CONFLICT { a } else { b };
+    assert_eq!(loser.headers()["content-type"], "application/problem+json");
+    let problem: Value = loser.json().await.unwrap();
+    assert_eq!(problem["current_version"], 2);
+    assert_eq!(app.journal_count("case").await, 2);
+
+    // A stale If-Match is refused the same way, naming the current version.
+    let stale = app
+        .http
+        .post(format!("{}/v1/cases/{id}/status", app.command_url))
+        .bearer_auth(&app.token)
+        .header("if-match", "\"1\"")
+        .json(&json!({ "status": "pending" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), StatusCode::CONFLICT);
+    assert_eq!(stale.headers()["etag"], "\"2\"");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_command_returns_the_original_answer_and_appends_nothing() {
+    let app = TestApp::spawn().await;
+    let body = json!({ "title": "Once only", "case_type_id": uuid::Uuid::from_u128(1) });
+    let send = |key: &'static str, body: Value| {
+        let request = app
+            .http
+            .post(format!("{}/v1/cases", app.command_url))
+            .bearer_auth(&app.token)
+            .header("idempotency-key", key)
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let first = send("key-1", body.clone()).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.unwrap();
+    let retry = send("key-1", body.clone()).await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    let retry: Value = retry.json().await.unwrap();
+    assert_eq!(retry["id"], first["id"]);
+    assert_eq!(retry["position"], first["position"]);
+    assert_eq!(app.journal_count("case").await, 1);
+
+    // Concurrent twins with one key: one case between them.
+    let (a, b) = tokio::join!(send("key-2", body.clone()), send("key-2", body.clone()));
+    let (a, b): (Value, Value) = (a.json().await.unwrap(), b.json().await.unwrap());
+    assert_eq!(a["id"], b["id"]);
+    assert_eq!(app.journal_count("case").await, 2);
+
+    // The same key with another request is a client mistake, not a replay.
+    let reused = send("key-1", json!({ "title": "Something else", "case_type_id": uuid::Uuid::from_u128(1) })).await;
+    assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(app.journal_count("case").await, 2);
+
+    // Idempotent commands on an existing stream too.
+    let id = first["id"].as_str().unwrap();
+    let assign = || {
+        app.http
+            .post(format!("{}/v1/cases/{id}/assignment", app.command_url))
+            .bearer_auth(&app.token)
+            .header("idempotency-key", "assign-1")
+            .json(&json!({ "assigned_to": app.user_id }))
+            .send()
+    };
+    let (a, b) = tokio::join!(assign(), assign());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.status(), StatusCode::OK);
+    assert_eq!(b.status(), StatusCode::OK);
+    assert_eq!(app.journal_count("case").await, 3);
+}
