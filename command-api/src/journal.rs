@@ -121,7 +121,7 @@ impl Journal {
     /// Loads the stream, checks the expected version, decides, and appends the events,
     /// all in one transaction. Concurrent writers at the same version: the unique
     /// (stream_id, stream_version) constraint lets exactly one commit; the others get 409.
-    #[tracing::instrument(skip_all, fields(tenant_id = %cmd.tenant_id, stream_id = %cmd.stream_id, stream_type = K::TYPE.as_str()), err(Debug))]
+    #[tracing::instrument(skip_all, fields(tenant_id = %cmd.tenant_id, stream_id = %cmd.stream_id, stream_type = K::TYPE.as_str()))]
     pub async fn execute<K: StreamKind>(
         &self,
         cmd: Command<'_>,

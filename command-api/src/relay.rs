@@ -250,7 +250,9 @@ impl Relay {
         // up to one message per partition is tolerated; a restarted tansu has no topic at all.
         let lost = match held {
             None => true,
-            Some(held) => delivered > 0 && (held == 0 || held < delivered - i64::from(self.partitions)),
+            Some(held) => {
+                delivered > 0 && (held == 0 || held < delivered - i64::from(self.partitions))
+            }
         };
         if !lost {
             return Ok(());

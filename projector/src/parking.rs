@@ -17,13 +17,21 @@ impl ParkingLot {
 
     /// The streams already parked for a projection (loaded when a worker starts).
     pub async fn parked_streams(&self, projection: &str) -> anyhow::Result<Vec<Uuid>> {
-        Ok(sqlx::query_scalar("SELECT DISTINCT stream_id FROM projector.parked_events WHERE projection = $1")
-            .bind(projection)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT stream_id FROM projector.parked_events WHERE projection = $1",
+        )
+        .bind(projection)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
-    pub async fn park(&self, projection: &str, envelope: Option<&EventEnvelope>, raw: &[u8], error: &str) -> anyhow::Result<()> {
+    pub async fn park(
+        &self,
+        projection: &str,
+        envelope: Option<&EventEnvelope>,
+        raw: &[u8],
+        error: &str,
+    ) -> anyhow::Result<()> {
         let (event_id, tenant_id, stream_id, version, event_type, body) = match envelope {
             Some(e) => (
                 e.event_id,

@@ -11,7 +11,10 @@ use tokio::net::TcpListener;
 
 use crate::parking::ParkingLot;
 use crate::projection::Projection;
-use crate::projections::{elastic::ElasticProjection, mongo_audit::MongoAuditProjection, postgres::PostgresProjection, redis_counters::RedisCountersProjection};
+use crate::projections::{
+    elastic::ElasticProjection, mongo_audit::MongoAuditProjection, postgres::PostgresProjection,
+    redis_counters::RedisCountersProjection,
+};
 use crate::worker::Worker;
 
 pub struct Application {
@@ -23,30 +26,61 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         let pool = runtime::db::connect_and_migrate(&settings.database_url, 10).await?;
-        runtime::kafka::ensure_topic(&settings.kafka_brokers, &settings.kafka_topic, settings.kafka_partitions).await?;
+        runtime::kafka::ensure_topic(
+            &settings.kafka_brokers,
+            &settings.kafka_topic,
+            settings.kafka_partitions,
+        )
+        .await?;
 
-        let mongo = mongodb::Client::with_uri_str(&settings.mongo_url).await.context("connecting to MongoDB")?;
-        let transport = Transport::single_node(&settings.elastic_url).context("configuring Elasticsearch")?;
+        let mongo = mongodb::Client::with_uri_str(&settings.mongo_url)
+            .await
+            .context("connecting to MongoDB")?;
+        let transport =
+            Transport::single_node(&settings.elastic_url).context("configuring Elasticsearch")?;
         let elastic = Elasticsearch::new(transport);
-        let redis = redis::Client::open(settings.redis_url.as_str()).context("configuring Redis")?;
-        let redis = redis::aio::ConnectionManager::new(redis).await.context("connecting to Redis")?;
+        let redis =
+            redis::Client::open(settings.redis_url.as_str()).context("configuring Redis")?;
+        let redis = redis::aio::ConnectionManager::new(redis)
+            .await
+            .context("connecting to Redis")?;
 
         let projections: Vec<Arc<dyn Projection>> = vec![
             Arc::new(PostgresProjection::new(pool.clone())),
-            Arc::new(MongoAuditProjection::new(mongo.database(&settings.mongo_database))),
-            Arc::new(ElasticProjection::new(elastic).await.context("preparing Elasticsearch")?),
+            Arc::new(MongoAuditProjection::new(
+                mongo.database(&settings.mongo_database),
+            )),
+            Arc::new(
+                ElasticProjection::new(elastic)
+                    .await
+                    .context("preparing Elasticsearch")?,
+            ),
             Arc::new(RedisCountersProjection::new(redis)),
         ];
         let parking = Arc::new(ParkingLot::new(pool));
         let workers = projections
             .into_iter()
-            .map(|p| Worker::new(p, parking.clone(), &settings.kafka_brokers, &settings.kafka_topic, &settings.kafka_group_prefix))
+            .map(|p| {
+                Worker::new(
+                    p,
+                    parking.clone(),
+                    &settings.kafka_brokers,
+                    &settings.kafka_topic,
+                    &settings.kafka_group_prefix,
+                )
+            })
             .collect();
 
         let address = format!("{}:{}", settings.host, settings.projector_port);
-        let listener = TcpListener::bind(&address).await.with_context(|| format!("binding {address}"))?;
+        let listener = TcpListener::bind(&address)
+            .await
+            .with_context(|| format!("binding {address}"))?;
         let port = listener.local_addr()?.port();
-        Ok(Self { port, listener, workers })
+        Ok(Self {
+            port,
+            listener,
+            workers,
+        })
     }
 
     pub fn port(&self) -> u16 {

@@ -33,9 +33,21 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(projection: Arc<dyn Projection>, parking: Arc<ParkingLot>, brokers: &str, topic: &str, group_prefix: &str) -> Self {
+    pub fn new(
+        projection: Arc<dyn Projection>,
+        parking: Arc<ParkingLot>,
+        brokers: &str,
+        topic: &str,
+        group_prefix: &str,
+    ) -> Self {
         let group = format!("{group_prefix}.{}", projection.name());
-        Self { projection, parking, brokers: brokers.to_owned(), topic: topic.to_owned(), group }
+        Self {
+            projection,
+            parking,
+            brokers: brokers.to_owned(),
+            topic: topic.to_owned(),
+            group,
+        }
     }
 
     fn consumer(&self) -> anyhow::Result<StreamConsumer> {
@@ -54,9 +66,14 @@ impl Worker {
             // A lost member (a killed projector) is noticed in seconds, not 45 s.
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
+            // Also the rebalance timeout: a member that stopped polling (a consumer still
+            // closing after its broker died) holds up the group for this long at most.
+            .set("max.poll.interval.ms", "10000")
             .create()
             .context("creating a Kafka consumer")?;
-        consumer.subscribe(&[&self.topic]).context("subscribing to the events topic")?;
+        consumer
+            .subscribe(&[&self.topic])
+            .context("subscribing to the events topic")?;
         Ok(consumer)
     }
 
@@ -64,14 +81,17 @@ impl Worker {
     /// restarted, a topic that was re-created) is rebuilt; it then resumes from the
     /// group's committed offsets, or from the start of the log if the broker lost them.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let mut parked: HashSet<Uuid> = self.parking.parked_streams(self.projection.name()).await?.into_iter().collect();
+        let mut parked: HashSet<Uuid> = self
+            .parking
+            .parked_streams(self.projection.name())
+            .await?
+            .into_iter()
+            .collect();
         loop {
-            let consumer = self.consumer()?;
+            let consumer = ClosedInBackground(Some(self.consumer()?));
             tracing::info!(projection = self.projection.name(), group = %self.group, "projection consuming");
-            let outcome = self.consume(&consumer, &mut parked).await;
-            // Closing a consumer whose broker is gone blocks while it tries to leave the
-            // group; do that off the async workers.
-            tokio::task::spawn_blocking(move || drop(consumer));
+            let outcome = self.consume(consumer.get(), &mut parked).await;
+            drop(consumer);
             match outcome {
                 Ok(()) => return Ok(()),
                 Err(e) => {
@@ -82,7 +102,11 @@ impl Worker {
         }
     }
 
-    async fn consume(&self, consumer: &StreamConsumer, parked: &mut HashSet<Uuid>) -> anyhow::Result<()> {
+    async fn consume(
+        &self,
+        consumer: &StreamConsumer,
+        parked: &mut HashSet<Uuid>,
+    ) -> anyhow::Result<()> {
         let mut failing_since: Option<tokio::time::Instant> = None;
         loop {
             let batch = match next_batch(consumer).await {
@@ -108,14 +132,23 @@ impl Worker {
     }
 
     /// Decodes a batch; unreadable events and events of parked streams are parked.
-    async fn decode(&self, batch: &[OwnedMessage], parked: &mut HashSet<Uuid>) -> anyhow::Result<Vec<Event>> {
+    async fn decode(
+        &self,
+        batch: &[OwnedMessage],
+        parked: &mut HashSet<Uuid>,
+    ) -> anyhow::Result<Vec<Event>> {
         let mut events = Vec::with_capacity(batch.len());
         for message in batch {
             let raw = message.payload().unwrap_or_default();
             match Event::from_payload(raw) {
                 Ok(event) if parked.contains(&event.envelope.stream_id) => {
                     self.parking
-                        .park(self.projection.name(), Some(&event.envelope), raw, "an earlier event of this stream is parked")
+                        .park(
+                            self.projection.name(),
+                            Some(&event.envelope),
+                            raw,
+                            "an earlier event of this stream is parked",
+                        )
                         .await?;
                 }
                 Ok(event) => events.push(event),
@@ -123,29 +156,43 @@ impl Worker {
                     if let Some(e) = &envelope {
                         parked.insert(e.stream_id);
                     }
-                    self.parking.park(self.projection.name(), envelope.as_ref(), raw, &error).await?;
+                    self.parking
+                        .park(self.projection.name(), envelope.as_ref(), raw, &error)
+                        .await?;
                 }
             }
         }
         Ok(events)
     }
 
-    async fn apply_with_retry(&self, mut events: Vec<Event>, parked: &mut HashSet<Uuid>) -> anyhow::Result<()> {
+    async fn apply_with_retry(
+        &self,
+        mut events: Vec<Event>,
+        parked: &mut HashSet<Uuid>,
+    ) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(100);
         while !events.is_empty() {
             match self.projection.apply(&events).await {
                 Ok(()) => return Ok(()),
                 Err(ApplyError::Poison { event_id, reason }) => {
-                    let Some(stream) = events.iter().find(|e| e.envelope.event_id == event_id).map(|e| e.envelope.stream_id)
+                    let Some(stream) = events
+                        .iter()
+                        .find(|e| e.envelope.event_id == event_id)
+                        .map(|e| e.envelope.stream_id)
                     else {
-                        anyhow::bail!("projection {} named a poison event not in the batch", self.projection.name());
+                        anyhow::bail!(
+                            "projection {} named a poison event not in the batch",
+                            self.projection.name()
+                        );
                     };
                     parked.insert(stream);
                     // The poison event and everything after it in its stream wait together.
                     let mut blocked = false;
                     let mut kept = Vec::with_capacity(events.len());
                     for event in events {
-                        if event.envelope.stream_id == stream && (blocked || event.envelope.event_id == event_id) {
+                        if event.envelope.stream_id == stream
+                            && (blocked || event.envelope.event_id == event_id)
+                        {
                             blocked = true;
                             let why = if event.envelope.event_id == event_id {
                                 reason.clone()
@@ -153,7 +200,9 @@ impl Worker {
                                 "an earlier event of this stream is parked".to_owned()
                             };
                             let raw = serde_json::to_vec(&event.envelope)?;
-                            self.parking.park(self.projection.name(), Some(&event.envelope), &raw, &why).await?;
+                            self.parking
+                                .park(self.projection.name(), Some(&event.envelope), &raw, &why)
+                                .await?;
                         } else {
                             kept.push(event);
                         }
@@ -168,6 +217,24 @@ impl Worker {
             }
         }
         Ok(())
+    }
+}
+
+/// Closing a consumer blocks while it leaves its group, for long if its broker is gone;
+/// this closes it on a thread of its own, also when the worker task is aborted.
+struct ClosedInBackground(Option<StreamConsumer>);
+
+impl ClosedInBackground {
+    fn get(&self) -> &StreamConsumer {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for ClosedInBackground {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0.take() {
+            std::thread::spawn(move || drop(consumer));
+        }
     }
 }
 
@@ -201,7 +268,9 @@ async fn next_batch(consumer: &StreamConsumer) -> Result<Vec<OwnedMessage>, Kafk
 fn store_offsets(consumer: &StreamConsumer, batch: &[OwnedMessage]) -> anyhow::Result<()> {
     let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for m in batch {
-        let entry = next.entry((m.topic().to_owned(), m.partition())).or_insert(0);
+        let entry = next
+            .entry((m.topic().to_owned(), m.partition()))
+            .or_insert(0);
         *entry = (*entry).max(m.offset() + 1);
     }
     let mut list = TopicPartitionList::new();

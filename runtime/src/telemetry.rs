@@ -8,7 +8,8 @@ pub fn init(service: &'static str) {
 
 /// As `init`, with another filter when `RUST_LOG` is unset (tests default to warnings).
 pub fn init_with_default(service: &'static str, default_filter: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let subscriber = fmt()
         .json()
         .with_env_filter(filter)
