@@ -25,6 +25,14 @@ EXCEPTION
     WHEN duplicate_object OR unique_violation THEN NULL;
 END
 $$;
+-- The service's own login must be able to SET ROLE to it (superusers can anyway).
+DO $$
+BEGIN
+    EXECUTE format('GRANT murima_reader TO %I', current_user);
+EXCEPTION
+    WHEN insufficient_privilege OR invalid_grant_operation THEN NULL;
+END
+$$;
 GRANT USAGE ON SCHEMA public TO murima_reader;
 GRANT SELECT ON public.tenants TO murima_reader;
 

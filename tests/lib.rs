@@ -67,17 +67,10 @@ pub struct PrivateBroker {
 impl PrivateBroker {
     pub async fn start(port: Option<u16>) -> PrivateBroker {
         let port = port.unwrap_or_else(|| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .expect("free port")
-                .local_addr()
-                .expect("address")
-                .port()
+            std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("address").port()
         });
         let home = std::env::var("HOME").unwrap_or_default();
-        let bin = env_or(
-            "MURIMA_TANSU_BIN",
-            &format!("{home}/.cache/murima/tansu-0.6.0/bin/tansu"),
-        );
+        let bin = env_or("MURIMA_TANSU_BIN", &format!("{home}/.cache/murima/tansu-0.6.0/bin/tansu"));
         let url = format!("tcp://127.0.0.1:{port}");
         let child = tokio::process::Command::new(bin)
             .args([
@@ -95,10 +88,7 @@ impl PrivateBroker {
             .spawn()
             .expect("tansu starts (scripts/stack.sh install builds it)");
         eventually("the private broker to listen", || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(|_| ())
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
         })
         .await;
         PrivateBroker { port, child }
@@ -120,23 +110,15 @@ impl TestApp {
     /// Like `spawn`, against a broker on another address (e.g. a `PrivateBroker`).
     pub async fn spawn_with(settings: Settings) -> TestApp {
         runtime::telemetry::init_with_default("tests", "warn");
-        let command = command_api::Application::build(&settings)
-            .await
-            .expect("command API starts");
+        let command = command_api::Application::build(&settings).await.expect("command API starts");
         let command_url = format!("http://127.0.0.1:{}", command.port());
-        let query = query_api::Application::build(&settings)
-            .await
-            .expect("query API starts");
+        let query = query_api::Application::build(&settings).await.expect("query API starts");
         let query_url = format!("http://127.0.0.1:{}", query.port());
         let services = vec![
-            tokio::spawn(
-                async move { command.run_until_stopped().await.expect("command API runs") },
-            ),
+            tokio::spawn(async move { command.run_until_stopped().await.expect("command API runs") }),
             tokio::spawn(async move { query.run_until_stopped().await.expect("query API runs") }),
         ];
-        let pool = sqlx::PgPool::connect(&settings.database_url)
-            .await
-            .expect("test database");
+        let pool = sqlx::PgPool::connect(&settings.database_url).await.expect("test database");
         let keys = JwtKeys::new(SECRET);
         let mut app = TestApp {
             command_url,
@@ -163,12 +145,9 @@ impl TestApp {
     }
 
     pub async fn start_projector(&mut self) {
-        let projector = projector::Application::build(&self.settings)
-            .await
-            .expect("projector starts");
-        self.projector = Some(tokio::spawn(async move {
-            projector.run_until_stopped().await.expect("projector runs")
-        }));
+        let projector = projector::Application::build(&self.settings).await.expect("projector starts");
+        self.projector =
+            Some(tokio::spawn(async move { projector.run_until_stopped().await.expect("projector runs") }));
     }
 
     /// Kills the projector mid-flight: every task it runs is dropped wherever it is.
@@ -180,17 +159,11 @@ impl TestApp {
     }
 
     pub fn platform_token(&self) -> String {
-        self.keys.issue(
-            Uuid::now_v7(),
-            Uuid::nil(),
-            Role::PlatformAdmin,
-            chrono::Duration::hours(1),
-        )
+        self.keys.issue(Uuid::now_v7(), Uuid::nil(), Role::PlatformAdmin, chrono::Duration::hours(1))
     }
 
     pub fn token_for(&self, tenant: Uuid, role: Role) -> String {
-        self.keys
-            .issue(self.user_id, tenant, role, chrono::Duration::hours(1))
+        self.keys.issue(self.user_id, tenant, role, chrono::Duration::hours(1))
     }
 
     /// Provisions another tenant; returns its id and an agent token for it.
@@ -204,30 +177,14 @@ impl TestApp {
                 Some(json!({ "name": "Test tenant", "slug": slug })),
             )
             .await;
-        assert_eq!(
-            response.status(),
-            StatusCode::CREATED,
-            "provisioning a tenant"
-        );
+        assert_eq!(response.status(), StatusCode::CREATED, "provisioning a tenant");
         let body: Value = response.json().await.expect("json");
-        let tenant: Uuid = body["id"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .expect("tenant id");
+        let tenant: Uuid = body["id"].as_str().and_then(|s| s.parse().ok()).expect("tenant id");
         (tenant, self.token_for(tenant, Role::Agent))
     }
 
-    pub async fn command(
-        &self,
-        method: Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> Response {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.command_url))
-            .bearer_auth(token);
+    pub async fn command(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> Response {
+        let mut request = self.http.request(method, format!("{}{path}", self.command_url)).bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -235,12 +192,7 @@ impl TestApp {
     }
 
     pub async fn query(&self, path: &str, token: &str) -> Response {
-        self.http
-            .get(format!("{}{path}", self.query_url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("query API answers")
+        self.http.get(format!("{}{path}", self.query_url)).bearer_auth(token).send().await.expect("query API answers")
     }
 
     /// Opens a case for this test's tenant and returns the command's answer.
@@ -252,22 +204,18 @@ impl TestApp {
             "case_type_id": Uuid::from_u128(1),
             "tags": ["phone"],
         });
-        let response = self
-            .command(Method::POST, "/v1/cases", &self.token, Some(body))
-            .await;
+        let response = self.command(Method::POST, "/v1/cases", &self.token, Some(body)).await;
         assert_eq!(response.status(), StatusCode::CREATED, "opening a case");
         response.json().await.expect("json")
     }
 
     pub async fn journal_count(&self, stream_type: &str) -> i64 {
-        sqlx::query_scalar(
-            "SELECT count(*) FROM eventstore.events WHERE stream_type = $1 AND tenant_id = $2",
-        )
-        .bind(stream_type)
-        .bind(self.tenant_id)
-        .fetch_one(&self.pool)
-        .await
-        .expect("count journal")
+        sqlx::query_scalar("SELECT count(*) FROM eventstore.events WHERE stream_type = $1 AND tenant_id = $2")
+            .bind(stream_type)
+            .bind(self.tenant_id)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count journal")
     }
 }
 
@@ -293,10 +241,7 @@ where
         if let Ok(Some(value)) = tokio::time::timeout_at(deadline, check()).await {
             return value;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -316,21 +261,15 @@ impl TestApp {
     pub async fn store_counts(&self) -> StoreCounts {
         use redis::AsyncCommands;
         let t = runtime::tenancy::Tenancy(self.tenant_id);
-        let postgres_versions: i64 = sqlx::query_scalar(&format!(
-            "SELECT COALESCE(sum(version), 0)::bigint FROM {}.cases",
-            t.pg_schema()
-        ))
-        .fetch_one(&self.pool)
-        .await
-        .unwrap_or(0);
-        let mongo = mongodb::Client::with_uri_str(&self.settings.mongo_url)
-            .await
-            .expect("mongo");
+        let postgres_versions: i64 =
+            sqlx::query_scalar(&format!("SELECT COALESCE(sum(version), 0)::bigint FROM {}.cases", t.pg_schema()))
+                .fetch_one(&self.pool)
+                .await
+                .unwrap_or(0);
+        let mongo = mongodb::Client::with_uri_str(&self.settings.mongo_url).await.expect("mongo");
         let audit_entries = mongo
             .database(&self.settings.mongo_database)
-            .collection::<mongodb::bson::Document>(
-                &t.mongo_collection(runtime::tenancy::AUDIT_LOGS),
-            )
+            .collection::<mongodb::bson::Document>(&t.mongo_collection(runtime::tenancy::AUDIT_LOGS))
             .count_documents(mongodb::bson::doc! {})
             .await
             .expect("count audit entries");
@@ -339,21 +278,12 @@ impl TestApp {
             .get_multiplexed_async_connection()
             .await
             .expect("redis connection");
-        let counted: std::collections::HashMap<String, String> = redis
-            .hgetall(t.redis_counted_cases())
-            .await
-            .unwrap_or_default();
-        let redis_versions = counted
-            .values()
-            .filter_map(|v| v.split('|').next()?.parse::<i64>().ok())
-            .sum();
+        let counted: std::collections::HashMap<String, String> =
+            redis.hgetall(t.redis_counted_cases()).await.unwrap_or_default();
+        let redis_versions = counted.values().filter_map(|v| v.split('|').next()?.parse::<i64>().ok()).sum();
         let search: Value = self
             .http
-            .post(format!(
-                "{}/{}/_search",
-                self.settings.elastic_url,
-                t.es_alias(runtime::tenancy::CASES)
-            ))
+            .post(format!("{}/{}/_search", self.settings.elastic_url, t.es_alias(runtime::tenancy::CASES)))
             .json(&json!({ "size": 1000, "query": { "match_all": {} } }))
             .send()
             .await
@@ -367,29 +297,16 @@ impl TestApp {
             .flatten()
             .filter_map(|h| h["_source"]["version"].as_i64())
             .sum();
-        StoreCounts {
-            postgres_versions,
-            audit_entries,
-            redis_versions,
-            elastic_versions,
-        }
+        StoreCounts { postgres_versions, audit_entries, redis_versions, elastic_versions }
     }
 
     /// Waits until every read model reflects every journal event of this tenant.
     pub async fn wait_for_all_stores(&self) -> StoreCounts {
         let case_events = self.journal_count("case").await;
         let all_events = case_events + self.journal_count("tenant").await;
-        let _ = self
-            .http
-            .post(format!("{}/_refresh", self.settings.elastic_url))
-            .send()
-            .await;
+        let _ = self.http.post(format!("{}/_refresh", self.settings.elastic_url)).send().await;
         eventually("every read model to catch up with the journal", || async {
-            let _ = self
-                .http
-                .post(format!("{}/_refresh", self.settings.elastic_url))
-                .send()
-                .await;
+            let _ = self.http.post(format!("{}/_refresh", self.settings.elastic_url)).send().await;
             let counts = self.store_counts().await;
             let expected = StoreCounts {
                 postgres_versions: case_events,
@@ -405,14 +322,12 @@ impl TestApp {
     /// Redis counters must equal a count over PostgreSQL.
     pub async fn assert_counters_match_postgres(&self) {
         let schema = runtime::tenancy::Tenancy(self.tenant_id).pg_schema();
-        let rows: Vec<(String, i64)> = sqlx::query_as(&format!(
-            "SELECT status, count(*) FROM {schema}.cases GROUP BY status"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .expect("count by status");
-        let by_status: serde_json::Map<String, Value> =
-            rows.into_iter().map(|(s, n)| (s, json!(n))).collect();
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as(&format!("SELECT status, count(*) FROM {schema}.cases GROUP BY status"))
+                .fetch_all(&self.pool)
+                .await
+                .expect("count by status");
+        let by_status: serde_json::Map<String, Value> = rows.into_iter().map(|(s, n)| (s, json!(n))).collect();
         let rows: Vec<(String, i64)> = sqlx::query_as(&format!(
             "SELECT assigned_to::text, count(*) FROM {schema}.cases
              WHERE assigned_to IS NOT NULL AND status NOT IN ('resolved', 'closed') GROUP BY assigned_to"
@@ -420,18 +335,9 @@ impl TestApp {
         .fetch_all(&self.pool)
         .await
         .expect("count by assignee");
-        let by_assignee: serde_json::Map<String, Value> =
-            rows.into_iter().map(|(s, n)| (s, json!(n))).collect();
-        let counters: Value = self
-            .query("/v1/counters", &self.token)
-            .await
-            .json()
-            .await
-            .expect("counters");
+        let by_assignee: serde_json::Map<String, Value> = rows.into_iter().map(|(s, n)| (s, json!(n))).collect();
+        let counters: Value = self.query("/v1/counters", &self.token).await.json().await.expect("counters");
         assert_eq!(counters["cases_by_status"], Value::Object(by_status));
-        assert_eq!(
-            counters["open_cases_by_assignee"],
-            Value::Object(by_assignee)
-        );
+        assert_eq!(counters["open_cases_by_assignee"], Value::Object(by_assignee));
     }
 }

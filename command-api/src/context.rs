@@ -24,10 +24,7 @@ pub struct CommandContext {
 
 impl CommandContext {
     pub fn actor(&self) -> Actor {
-        Actor {
-            user_id: self.caller.user_id,
-            role: self.caller.role.as_str().to_owned(),
-        }
+        Actor { user_id: self.caller.user_id, role: self.caller.role.as_str().to_owned() }
     }
 }
 
@@ -43,20 +40,10 @@ where
         let request_id = header_str(headers, runtime::http::REQUEST_ID.as_str());
         let ip_address = header_str(headers, "x-forwarded-for")
             .and_then(|v| v.split(',').next().map(|s| s.trim().to_owned()))
-            .or_else(|| {
-                parts
-                    .extensions
-                    .get::<ConnectInfo<SocketAddr>>()
-                    .map(|c| c.0.ip().to_string())
-            });
+            .or_else(|| parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()));
         let correlation_id = match header_str(headers, "x-correlation-id") {
-            Some(raw) => raw
-                .parse()
-                .map_err(|_| ApiError::BadRequest("X-Correlation-Id must be a UUID".into()))?,
-            None => request_id
-                .as_deref()
-                .and_then(|r| r.parse().ok())
-                .unwrap_or_else(Uuid::now_v7),
+            Some(raw) => raw.parse().map_err(|_| ApiError::BadRequest("X-Correlation-Id must be a UUID".into()))?,
+            None => request_id.as_deref().and_then(|r| r.parse().ok()).unwrap_or_else(Uuid::now_v7),
         };
         Ok(Self {
             caller,
@@ -74,10 +61,7 @@ where
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
 /// `If-Match: "3"` (also `W/"3"` or a bare `3`): the stream version the client last saw.
@@ -85,18 +69,10 @@ fn expected_version(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     let Some(raw) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
-    let bad = || {
-        ApiError::BadRequest(
-            "If-Match must be the ETag of the version you last read, e.g. \"3\"".into(),
-        )
-    };
+    let bad = || ApiError::BadRequest("If-Match must be the ETag of the version you last read, e.g. \"3\"".into());
     let text = raw.to_str().map_err(|_| bad())?.trim();
     let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
-    text.parse::<i64>()
-        .ok()
-        .filter(|v| *v >= 0)
-        .map(Some)
-        .ok_or_else(bad)
+    text.parse::<i64>().ok().filter(|v| *v >= 0).map(Some).ok_or_else(bad)
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {

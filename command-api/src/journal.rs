@@ -21,11 +21,7 @@ pub trait StreamKind {
     const TYPE: StreamType;
     type State;
     type Event;
-    fn decode(
-        event_type: &str,
-        schema_version: u16,
-        payload: Value,
-    ) -> Result<Self::Event, DecodeError>;
+    fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self::Event, DecodeError>;
     fn evolve(state: Option<Self::State>, event: &Self::Event) -> Option<Self::State>;
     fn describe(event: &Self::Event) -> (&'static str, u16, Value);
 }
@@ -128,32 +124,20 @@ impl Journal {
         decide: impl FnOnce(Option<&K::State>, Looked) -> Result<Vec<K::Event>, DomainError>,
     ) -> Result<CommandReply, ApiError> {
         if let Some(key) = &cmd.ctx.idempotency_key {
-            if let Some(reply) = self
-                .stored_reply(cmd.tenant_id, key, &cmd.request_hash)
-                .await?
-            {
+            if let Some(reply) = self.stored_reply(cmd.tenant_id, key, &cmd.request_hash).await? {
                 return Ok(reply);
             }
         }
         match self.try_execute::<K>(&cmd, decide).await {
-            Err(ApiError::Conflict {
-                detail,
-                current_version,
-            }) => {
+            Err(ApiError::Conflict { detail, current_version }) => {
                 // A concurrent twin with the same key may have won the race: answer as it did.
                 if let Some(key) = &cmd.ctx.idempotency_key {
-                    if let Some(reply) = self
-                        .stored_reply(cmd.tenant_id, key, &cmd.request_hash)
-                        .await?
-                    {
+                    if let Some(reply) = self.stored_reply(cmd.tenant_id, key, &cmd.request_hash).await? {
                         return Ok(reply);
                     }
                 }
                 match current_version {
-                    Some(v) => Err(ApiError::Conflict {
-                        detail,
-                        current_version: Some(v),
-                    }),
+                    Some(v) => Err(ApiError::Conflict { detail, current_version: Some(v) }),
                     None => Err(self.conflict(&cmd).await),
                 }
             }
@@ -188,10 +172,7 @@ impl Journal {
         }
         let looked = lookup(&mut tx, cmd.tenant_id, &cmd.lookup, current).await?;
         let new_events = decide(state.as_ref(), looked).map_err(|e| match ApiError::from(e) {
-            ApiError::Conflict { detail, .. } => ApiError::Conflict {
-                detail,
-                current_version: Some(current),
-            },
+            ApiError::Conflict { detail, .. } => ApiError::Conflict { detail, current_version: Some(current) },
             other => other,
         })?;
 
@@ -219,17 +200,9 @@ impl Journal {
             };
             position = append(&mut tx, &envelope).await?;
         }
-        let token = PositionToken {
-            stream_id: cmd.stream_id,
-            version,
-            position,
-        };
+        let token = PositionToken { stream_id: cmd.stream_id, version, position };
         let reply = CommandReply {
-            status: if new_events.is_empty() {
-                StatusCode::OK
-            } else {
-                cmd.success
-            },
+            status: if new_events.is_empty() { StatusCode::OK } else { cmd.success },
             body: json!({
                 "id": cmd.stream_id,
                 "version": version,
@@ -254,9 +227,7 @@ impl Journal {
                 return self
                     .stored_reply(cmd.tenant_id, key, &cmd.request_hash)
                     .await?
-                    .ok_or_else(|| {
-                        ApiError::Internal(anyhow::anyhow!("idempotency record vanished"))
-                    });
+                    .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("idempotency record vanished")));
             }
         }
         tx.commit().await?;
@@ -266,12 +237,7 @@ impl Journal {
         Ok(reply)
     }
 
-    async fn stored_reply(
-        &self,
-        tenant: Uuid,
-        key: &str,
-        hash: &str,
-    ) -> Result<Option<CommandReply>, ApiError> {
+    async fn stored_reply(&self, tenant: Uuid, key: &str, hash: &str) -> Result<Option<CommandReply>, ApiError> {
         let row: Option<(String, i16, Value)> = sqlx::query_as(
             "SELECT request_hash, status, response FROM eventstore.idempotency WHERE tenant_id = $1 AND key = $2",
         )
@@ -284,10 +250,9 @@ impl Journal {
             Some((stored_hash, _, _)) if stored_hash != hash => Err(ApiError::unprocessable(
                 "this Idempotency-Key was already used for a different request; use a new key",
             )),
-            Some((_, status, body)) => Ok(Some(CommandReply {
-                status: StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK),
-                body,
-            })),
+            Some((_, status, body)) => {
+                Ok(Some(CommandReply { status: StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK), body }))
+            }
         }
     }
 
@@ -303,12 +268,10 @@ impl Journal {
     }
 
     pub async fn tenant_exists(&self, tenant: Uuid) -> Result<bool, ApiError> {
-        Ok(sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM eventstore.tenant_slugs WHERE tenant_id = $1)",
-        )
-        .bind(tenant)
-        .fetch_one(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM eventstore.tenant_slugs WHERE tenant_id = $1)")
+            .bind(tenant)
+            .fetch_one(&self.pool)
+            .await?)
     }
 }
 
@@ -329,8 +292,7 @@ async fn load<K: StreamKind>(
     let mut state = None;
     let mut version = 0;
     for (event_type, schema_version, payload, v) in rows {
-        let event = K::decode(&event_type, schema_version as u16, payload)
-            .map_err(|e| anyhow::anyhow!(e))?;
+        let event = K::decode(&event_type, schema_version as u16, payload).map_err(|e| anyhow::anyhow!(e))?;
         state = K::evolve(state, &event);
         version = v;
     }
@@ -357,9 +319,7 @@ async fn lookup(
             .bind(tenant)
             .fetch_one(&mut **tx)
             .await?;
-            Ok(Looked {
-                case_number: Some(format!("CASE-{n:06}")),
-            })
+            Ok(Looked { case_number: Some(format!("CASE-{n:06}")) })
         }
         Lookup::TenantSlug(slug) => {
             let claimed = sqlx::query(
@@ -381,11 +341,10 @@ async fn lookup(
 }
 
 async fn last_position(tx: &mut Transaction<'_, Postgres>, stream: Uuid) -> Result<i64, ApiError> {
-    let p: Option<i64> =
-        sqlx::query_scalar("SELECT max(position) FROM eventstore.events WHERE stream_id = $1")
-            .bind(stream)
-            .fetch_one(&mut **tx)
-            .await?;
+    let p: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM eventstore.events WHERE stream_id = $1")
+        .bind(stream)
+        .fetch_one(&mut **tx)
+        .await?;
     Ok(p.unwrap_or(0))
 }
 
@@ -409,9 +368,7 @@ async fn append(tx: &mut Transaction<'_, Postgres>, e: &EventEnvelope) -> Result
     .await;
     let position = match inserted {
         Ok(p) => p,
-        Err(sqlx::Error::Database(db))
-            if db.constraint() == Some("events_stream_version_unique") =>
-        {
+        Err(sqlx::Error::Database(db)) if db.constraint() == Some("events_stream_version_unique") => {
             return Err(ApiError::Conflict {
                 detail: "the stream was changed concurrently: re-read it and retry".into(),
                 current_version: None,
@@ -419,17 +376,17 @@ async fn append(tx: &mut Transaction<'_, Postgres>, e: &EventEnvelope) -> Result
         }
         Err(other) => return Err(other.into()),
     };
-    sqlx::query("INSERT INTO eventstore.outbox (position) VALUES ($1)")
-        .bind(position)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query("INSERT INTO eventstore.outbox (position) VALUES ($1)").bind(position).execute(&mut **tx).await?;
     Ok(position)
 }
 
-/// FNV-1a: a stable fingerprint of a request for Idempotency-Key reuse checks.
-pub fn request_hash(parts: &[&str]) -> String {
+/// A stable fingerprint (FNV-1a) of a command request, so a reused Idempotency-Key with
+/// another request is recognised.
+pub fn fingerprint(command: &str, stream: Option<Uuid>, body: &impl serde::Serialize) -> String {
+    let body = serde_json::to_string(body).unwrap_or_default();
+    let stream = stream.map(|s| s.to_string()).unwrap_or_default();
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
+    for part in [command, &stream, &body] {
         for byte in part.bytes().chain(std::iter::once(0u8)) {
             hash ^= u64::from(byte);
             hash = hash.wrapping_mul(0x0100_0000_01b3);

@@ -66,15 +66,7 @@ impl Relay {
             .set("message.timeout.ms", "10000")
             .create()
             .context("creating the Kafka producer")?;
-        Ok(Self {
-            pool,
-            producer,
-            brokers: brokers.to_owned(),
-            topic: topic.to_owned(),
-            partitions,
-            wake,
-            audit_every,
-        })
+        Ok(Self { pool, producer, brokers: brokers.to_owned(), topic: topic.to_owned(), partitions, wake, audit_every })
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
@@ -120,12 +112,10 @@ impl Relay {
 
     async fn ensure_state(&self) -> anyhow::Result<()> {
         runtime::kafka::ensure_topic(&self.brokers, &self.topic, self.partitions).await?;
-        sqlx::query(
-            "INSERT INTO eventstore.relay_state (topic) VALUES ($1) ON CONFLICT DO NOTHING",
-        )
-        .bind(&self.topic)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query("INSERT INTO eventstore.relay_state (topic) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(&self.topic)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -144,16 +134,14 @@ impl Relay {
         }
         let pending: Vec<Pending> = rows
             .into_iter()
-            .map(
-                |(position, tenant_id, stream_id, event_type, schema_version, envelope)| Pending {
-                    position,
-                    tenant_id,
-                    stream_id,
-                    event_type,
-                    schema_version,
-                    envelope,
-                },
-            )
+            .map(|(position, tenant_id, stream_id, event_type, schema_version, envelope)| Pending {
+                position,
+                tenant_id,
+                stream_id,
+                event_type,
+                schema_version,
+                envelope,
+            })
             .collect();
 
         let mut deliveries = Vec::with_capacity(pending.len());
@@ -164,24 +152,12 @@ impl Relay {
             let key = p.stream_id.to_string();
             let tenant = p.tenant_id.to_string();
             let version = p.schema_version.to_string();
-            let record = FutureRecord::to(&self.topic)
-                .key(&key)
-                .payload(&payload)
-                .headers(
-                    OwnedHeaders::new()
-                        .insert(Header {
-                            key: headers::TENANT_ID,
-                            value: Some(&tenant),
-                        })
-                        .insert(Header {
-                            key: headers::EVENT_TYPE,
-                            value: Some(&p.event_type),
-                        })
-                        .insert(Header {
-                            key: headers::SCHEMA_VERSION,
-                            value: Some(&version),
-                        }),
-                );
+            let record = FutureRecord::to(&self.topic).key(&key).payload(&payload).headers(
+                OwnedHeaders::new()
+                    .insert(Header { key: headers::TENANT_ID, value: Some(&tenant) })
+                    .insert(Header { key: headers::EVENT_TYPE, value: Some(&p.event_type) })
+                    .insert(Header { key: headers::SCHEMA_VERSION, value: Some(&version) }),
+            );
             // send_result enqueues now; the DeliveryFuture resolves when the broker acks.
             deliveries.push(match self.producer.send_result(record) {
                 Ok(delivery) => Some(delivery),
@@ -205,28 +181,20 @@ impl Relay {
 
         let delivered = results.iter().filter(|r| r.is_ok()).count();
         // Only the acknowledged prefix leaves the outbox, so order survives a failure.
-        let prefix: Vec<i64> = pending
-            .iter()
-            .zip(&results)
-            .take_while(|(_, r)| r.is_ok())
-            .map(|(p, _)| p.position)
-            .collect();
+        let prefix: Vec<i64> =
+            pending.iter().zip(&results).take_while(|(_, r)| r.is_ok()).map(|(p, _)| p.position).collect();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM eventstore.outbox WHERE position = ANY($1)")
-            .bind(&prefix)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE eventstore.relay_state SET delivered = delivered + $2, updated_at = now() WHERE topic = $1")
-            .bind(&self.topic)
-            .bind(delivered as i64)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("DELETE FROM eventstore.outbox WHERE position = ANY($1)").bind(&prefix).execute(&mut *tx).await?;
+        sqlx::query(
+            "UPDATE eventstore.relay_state SET delivered = delivered + $2, updated_at = now() WHERE topic = $1",
+        )
+        .bind(&self.topic)
+        .bind(delivered as i64)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
-            anyhow::bail!(
-                "the broker refused an event after {} deliveries: {e}",
-                prefix.len()
-            );
+            anyhow::bail!("the broker refused an event after {} deliveries: {e}", prefix.len());
         }
         tracing::debug!(count = prefix.len(), "relayed events");
         Ok(prefix.len())
@@ -234,11 +202,10 @@ impl Relay {
 
     /// Re-queues the whole journal when the broker no longer holds what was delivered.
     async fn audit_broker(&self) -> anyhow::Result<()> {
-        let delivered: i64 =
-            sqlx::query_scalar("SELECT delivered FROM eventstore.relay_state WHERE topic = $1")
-                .bind(&self.topic)
-                .fetch_one(&self.pool)
-                .await?;
+        let delivered: i64 = sqlx::query_scalar("SELECT delivered FROM eventstore.relay_state WHERE topic = $1")
+            .bind(&self.topic)
+            .fetch_one(&self.pool)
+            .await?;
         let held = match self.messages_held().await {
             Ok(held) => held,
             Err(e) => {
@@ -250,9 +217,7 @@ impl Relay {
         // up to one message per partition is tolerated; a restarted tansu has no topic at all.
         let lost = match held {
             None => true,
-            Some(held) => {
-                delivered > 0 && (held == 0 || held < delivered - i64::from(self.partitions))
-            }
+            Some(held) => delivered > 0 && (held == 0 || held < delivered - i64::from(self.partitions)),
         };
         if !lost {
             return Ok(());
@@ -260,9 +225,11 @@ impl Relay {
         tracing::warn!(topic = %self.topic, delivered, held = ?held, "the broker lost the event log; republishing the journal");
         runtime::kafka::ensure_topic(&self.brokers, &self.topic, self.partitions).await?;
         let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO eventstore.outbox (position) SELECT position FROM eventstore.events ON CONFLICT DO NOTHING")
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO eventstore.outbox (position) SELECT position FROM eventstore.events ON CONFLICT DO NOTHING",
+        )
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "UPDATE eventstore.relay_state SET delivered = 0, refills = refills + 1, updated_at = now() WHERE topic = $1",
         )

@@ -31,22 +31,10 @@ impl Application {
             wake.clone(),
             settings.relay_audit_interval,
         )?;
-        let state = AppState {
-            journal: Journal::new(pool, wake),
-            keys: JwtKeys::new(&settings.jwt_secret),
-        };
+        let state = AppState { journal: Journal::new(pool, wake), keys: JwtKeys::new(&settings.jwt_secret) };
         let router = runtime::http::with_common_layers(router(state), settings.max_body_bytes);
-        let address = format!("{}:{}", settings.host, settings.command_port);
-        let listener = TcpListener::bind(&address)
-            .await
-            .with_context(|| format!("binding {address}"))?;
-        let port = listener.local_addr()?.port();
-        Ok(Self {
-            port,
-            listener,
-            router,
-            relay,
-        })
+        let (listener, port) = runtime::http::bind(&settings.host, settings.command_port).await?;
+        Ok(Self { port, listener, router, relay })
     }
 
     pub fn port(&self) -> u16 {

@@ -14,17 +14,9 @@ pub struct FieldChange {
 
 /// The audit action and per-field old/new values of a case event.
 pub fn case_changes(event: &CaseEvent) -> (&'static str, Vec<FieldChange>) {
-    fn push<T: Serialize>(
-        out: &mut Vec<FieldChange>,
-        field: &'static str,
-        change: &Option<Change<T>>,
-    ) {
+    fn push<T: Serialize>(out: &mut Vec<FieldChange>, field: &'static str, change: &Option<Change<T>>) {
         if let Some(c) = change {
-            out.push(FieldChange {
-                field,
-                old_value: json!(c.old),
-                new_value: json!(c.new),
-            });
+            out.push(FieldChange { field, old_value: json!(c.old), new_value: json!(c.new) });
         }
     }
     let mut out = Vec::new();

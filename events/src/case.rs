@@ -31,13 +31,7 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 5] = [
-        Status::Open,
-        Status::InProgress,
-        Status::Pending,
-        Status::Resolved,
-        Status::Closed,
-    ];
+    pub const ALL: [Status; 5] = [Status::Open, Status::InProgress, Status::Pending, Status::Resolved, Status::Closed];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -218,10 +212,7 @@ impl CaseEvent {
 
     pub fn schema_version(&self) -> u16 {
         match self {
-            CaseEvent::Opened(_)
-            | CaseEvent::Updated(_)
-            | CaseEvent::Assigned(_)
-            | CaseEvent::StatusChanged(_) => 1,
+            CaseEvent::Opened(_) | CaseEvent::Updated(_) | CaseEvent::Assigned(_) | CaseEvent::StatusChanged(_) => 1,
         }
     }
 
@@ -236,45 +227,24 @@ impl CaseEvent {
     }
 
     /// Reads a stored event, upcasting older schema versions first.
-    pub fn decode(
-        event_type: &str,
-        schema_version: u16,
-        payload: serde_json::Value,
-    ) -> Result<Self, DecodeError> {
+    pub fn decode(event_type: &str, schema_version: u16, payload: serde_json::Value) -> Result<Self, DecodeError> {
         let (schema_version, payload) = upcast(event_type, schema_version, payload);
-        let malformed = |source| DecodeError::Malformed {
-            event_type: event_type.to_owned(),
-            schema_version,
-            source,
-        };
+        let malformed = |source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source };
         match (event_type, schema_version) {
-            ("CaseOpened", 1) => serde_json::from_value(payload)
-                .map(CaseEvent::Opened)
-                .map_err(malformed),
-            ("CaseUpdated", 1) => serde_json::from_value(payload)
-                .map(CaseEvent::Updated)
-                .map_err(malformed),
-            ("CaseAssigned", 1) => serde_json::from_value(payload)
-                .map(CaseEvent::Assigned)
-                .map_err(malformed),
-            ("CaseStatusChanged", 1) => serde_json::from_value(payload)
-                .map(CaseEvent::StatusChanged)
-                .map_err(malformed),
-            _ => Err(DecodeError::Unknown {
-                event_type: event_type.to_owned(),
-                schema_version,
-            }),
+            ("CaseOpened", 1) => serde_json::from_value(payload).map(CaseEvent::Opened).map_err(malformed),
+            ("CaseUpdated", 1) => serde_json::from_value(payload).map(CaseEvent::Updated).map_err(malformed),
+            ("CaseAssigned", 1) => serde_json::from_value(payload).map(CaseEvent::Assigned).map_err(malformed),
+            ("CaseStatusChanged", 1) => {
+                serde_json::from_value(payload).map(CaseEvent::StatusChanged).map_err(malformed)
+            }
+            _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
         }
     }
 }
 
 /// Brings an old payload up to the version `decode` reads. Each published (type, version)
 /// that has a successor gets one arm here, with a test; none has been superseded yet.
-fn upcast(
-    _event_type: &str,
-    schema_version: u16,
-    payload: serde_json::Value,
-) -> (u16, serde_json::Value) {
+fn upcast(_event_type: &str, schema_version: u16, payload: serde_json::Value) -> (u16, serde_json::Value) {
     (schema_version, payload)
 }
 
@@ -355,16 +325,10 @@ pub fn evolve(state: Option<Case>, event: &CaseEvent) -> Option<Case> {
 
 /// Decides what a command means for the case in `state` (None: not opened yet).
 /// An empty result means the command changes nothing and nothing is recorded.
-pub fn decide(
-    state: Option<&Case>,
-    command: CaseCommand,
-    ctx: Context,
-) -> Result<Vec<CaseEvent>, DomainError> {
+pub fn decide(state: Option<&Case>, command: CaseCommand, ctx: Context) -> Result<Vec<CaseEvent>, DomainError> {
     match (state, command) {
         (None, CaseCommand::Open(cmd)) => open(cmd, ctx),
-        (Some(_), CaseCommand::Open(_)) => {
-            Err(DomainError::Conflict("the case is already open".into()))
-        }
+        (Some(_), CaseCommand::Open(_)) => Err(DomainError::Conflict("the case is already open".into())),
         (None, _) => Err(DomainError::NotFound("case")),
         (Some(case), CaseCommand::Update(cmd)) => update(case, cmd, ctx),
         (Some(case), CaseCommand::Assign(cmd)) => {
@@ -373,10 +337,7 @@ pub fn decide(
                 return Ok(vec![]);
             }
             Ok(vec![CaseEvent::Assigned(CaseAssigned {
-                assigned_to: Change {
-                    old: case.assigned_to,
-                    new: cmd.assigned_to,
-                },
+                assigned_to: Change { old: case.assigned_to, new: cmd.assigned_to },
                 assigned_at: ctx.now,
             })])
         }
@@ -392,10 +353,7 @@ pub fn decide(
                 )));
             }
             Ok(vec![CaseEvent::StatusChanged(CaseStatusChanged {
-                status: Change {
-                    old: case.status,
-                    new: cmd.status,
-                },
+                status: Change { old: case.status, new: cmd.status },
                 changed_at: ctx.now,
             })])
         }
@@ -404,9 +362,7 @@ pub fn decide(
 
 fn refuse_if_closed(case: &Case) -> Result<(), DomainError> {
     if case.status == Status::Closed {
-        return Err(DomainError::Conflict(
-            "the case is closed; reopen it (status open) before changing it".into(),
-        ));
+        return Err(DomainError::Conflict("the case is closed; reopen it (status open) before changing it".into()));
     }
     Ok(())
 }
@@ -456,11 +412,7 @@ fn update(case: &Case, cmd: UpdateCase, ctx: Context) -> Result<Vec<CaseEvent>, 
     }
     if let Some(due) = cmd.due_date {
         // The seed's check constraint: a due date lies after the case was created.
-        v.check(
-            due.is_none_or(|d| d > case.created_at),
-            "due_date",
-            "must be after the case was created",
-        );
+        v.check(due.is_none_or(|d| d > case.created_at), "due_date", "must be after the case was created");
     }
     if let Some(tags) = &cmd.tags {
         check_tags(&mut v, tags);
@@ -471,10 +423,7 @@ fn update(case: &Case, cmd: UpdateCase, ctx: Context) -> Result<Vec<CaseEvent>, 
     v.finish()?;
 
     fn change<T: PartialEq + Clone>(old: &T, new: Option<T>) -> Option<Change<T>> {
-        new.filter(|n| n != old).map(|new| Change {
-            old: old.clone(),
-            new,
-        })
+        new.filter(|n| n != old).map(|new| Change { old: old.clone(), new })
     }
     let event = CaseUpdated {
         title: change(&case.title, cmd.title.map(|t| t.trim().to_owned())),
@@ -491,57 +440,32 @@ fn update(case: &Case, cmd: UpdateCase, ctx: Context) -> Result<Vec<CaseEvent>, 
         && event.due_date.is_none()
         && event.tags.is_none()
         && event.custom_fields.is_none();
-    Ok(if nothing_changed {
-        vec![]
-    } else {
-        vec![CaseEvent::Updated(event)]
-    })
+    Ok(if nothing_changed { vec![] } else { vec![CaseEvent::Updated(event)] })
 }
 
 fn check_due_date(v: &mut Validator, due: Option<DateTime<Utc>>, now: DateTime<Utc>) {
-    v.check(
-        due.is_none_or(|d| d > now),
-        "due_date",
-        "must be in the future",
-    );
+    v.check(due.is_none_or(|d| d > now), "due_date", "must be in the future");
 }
 
 fn check_tags(v: &mut Validator, tags: &[String]) {
-    v.check(
-        tags.len() <= MAX_TAGS,
-        "tags",
-        format!("at most {MAX_TAGS} tags"),
-    );
+    v.check(tags.len() <= MAX_TAGS, "tags", format!("at most {MAX_TAGS} tags"));
     for (i, tag) in tags.iter().enumerate() {
         v.text(&format!("tags[{i}]"), tag, MAX_TAG);
     }
 }
 
 fn check_custom_fields(v: &mut Validator, fields: &CustomFields) {
-    v.check(
-        fields.len() <= MAX_CUSTOM_FIELDS,
-        "custom_fields",
-        format!("at most {MAX_CUSTOM_FIELDS} fields"),
-    );
+    v.check(fields.len() <= MAX_CUSTOM_FIELDS, "custom_fields", format!("at most {MAX_CUSTOM_FIELDS} fields"));
     for key in fields.keys() {
-        let ok = !key.is_empty()
-            && key.len() <= 64
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        v.check(
-            ok,
-            &format!("custom_fields.{key}"),
-            "field names are 1-64 characters of a-z, A-Z, 0-9 and _",
-        );
+        let ok = !key.is_empty() && key.len() <= 64 && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        v.check(ok, &format!("custom_fields.{key}"), "field names are 1-64 characters of a-z, A-Z, 0-9 and _");
     }
 }
 
 /// Tags are compared case-insensitively and kept once each, in first-seen order.
 fn normalise_tags(tags: Vec<String>) -> Vec<String> {
     let mut seen = BTreeSet::new();
-    tags.into_iter()
-        .map(|t| t.trim().to_lowercase())
-        .filter(|t| seen.insert(t.clone()))
-        .collect()
+    tags.into_iter().map(|t| t.trim().to_lowercase()).filter(|t| seen.insert(t.clone())).collect()
 }
 
 #[cfg(test)]
@@ -550,10 +474,7 @@ mod tests {
     use chrono::TimeZone;
 
     fn ctx() -> Context {
-        Context {
-            actor: Uuid::from_u128(7),
-            now: Utc.with_ymd_and_hms(2026, 11, 1, 9, 0, 0).unwrap(),
-        }
+        Context { actor: Uuid::from_u128(7), now: Utc.with_ymd_and_hms(2026, 11, 1, 9, 0, 0).unwrap() }
     }
 
     fn open_cmd() -> OpenCase {
@@ -576,16 +497,12 @@ mod tests {
     }
 
     fn opened() -> CaseEvent {
-        decide(None, CaseCommand::Open(open_cmd()), ctx())
-            .unwrap()
-            .remove(0)
+        decide(None, CaseCommand::Open(open_cmd()), ctx()).unwrap().remove(0)
     }
 
     #[test]
     fn opening_records_a_trimmed_title_and_deduplicated_tags() {
-        let CaseEvent::Opened(e) = opened() else {
-            panic!("expected CaseOpened")
-        };
+        let CaseEvent::Opened(e) = opened() else { panic!("expected CaseOpened") };
         assert_eq!(e.title, "Printer on fire");
         assert_eq!(e.tags, vec!["hardware", "urgent"]);
         assert_eq!(e.status, Status::Open);
@@ -614,11 +531,7 @@ mod tests {
 
     #[test]
     fn commands_on_a_missing_case_are_not_found() {
-        let result = decide(
-            None,
-            CaseCommand::Assign(AssignCase { assigned_to: None }),
-            ctx(),
-        );
+        let result = decide(None, CaseCommand::Assign(AssignCase { assigned_to: None }), ctx());
         assert_eq!(result, Err(DomainError::NotFound("case")));
     }
 
@@ -631,106 +544,59 @@ mod tests {
             ..Default::default()
         };
         let events = decide(state.as_ref(), CaseCommand::Update(cmd), ctx()).unwrap();
-        let [CaseEvent::Updated(e)] = events.as_slice() else {
-            panic!("expected one CaseUpdated")
-        };
+        let [CaseEvent::Updated(e)] = events.as_slice() else { panic!("expected one CaseUpdated") };
         assert_eq!(e.title, None);
-        assert_eq!(
-            e.priority,
-            Some(Change {
-                old: Priority::High,
-                new: Priority::Urgent
-            })
-        );
+        assert_eq!(e.priority, Some(Change { old: Priority::High, new: Priority::Urgent }));
     }
 
     #[test]
     fn an_update_that_changes_nothing_records_nothing() {
         let state = given(&[opened()]);
-        let cmd = UpdateCase {
-            priority: Some(Priority::High),
-            ..Default::default()
-        };
-        assert_eq!(
-            decide(state.as_ref(), CaseCommand::Update(cmd), ctx()).unwrap(),
-            vec![]
-        );
+        let cmd = UpdateCase { priority: Some(Priority::High), ..Default::default() };
+        assert_eq!(decide(state.as_ref(), CaseCommand::Update(cmd), ctx()).unwrap(), vec![]);
     }
 
     #[test]
     fn assigning_records_the_previous_assignee() {
         let state = given(&[opened()]);
         let who = Some(Uuid::from_u128(9));
-        let events = decide(
-            state.as_ref(),
-            CaseCommand::Assign(AssignCase { assigned_to: who }),
-            ctx(),
-        )
-        .unwrap();
+        let events = decide(state.as_ref(), CaseCommand::Assign(AssignCase { assigned_to: who }), ctx()).unwrap();
         let state = events.iter().fold(state, evolve).unwrap();
         assert_eq!(state.assigned_to, who);
-        let [CaseEvent::Assigned(e)] = events.as_slice() else {
-            panic!("expected one CaseAssigned")
-        };
+        let [CaseEvent::Assigned(e)] = events.as_slice() else { panic!("expected one CaseAssigned") };
         assert_eq!(e.assigned_to.old, None);
     }
 
     #[test]
     fn status_follows_the_shared_workflow() {
         let closed = CaseEvent::StatusChanged(CaseStatusChanged {
-            status: Change {
-                old: Status::Open,
-                new: Status::Closed,
-            },
+            status: Change { old: Status::Open, new: Status::Closed },
             changed_at: ctx().now,
         });
         let state = given(&[opened(), closed]);
-        let to_pending = decide(
-            state.as_ref(),
-            CaseCommand::ChangeStatus(ChangeStatus {
-                status: Status::Pending,
-            }),
-            ctx(),
-        );
-        assert!(
-            matches!(to_pending, Err(DomainError::Conflict(m)) if m.contains("closed case cannot become pending"))
-        );
-        let reopen = decide(
-            state.as_ref(),
-            CaseCommand::ChangeStatus(ChangeStatus {
-                status: Status::Open,
-            }),
-            ctx(),
-        )
-        .unwrap();
+        let to_pending =
+            decide(state.as_ref(), CaseCommand::ChangeStatus(ChangeStatus { status: Status::Pending }), ctx());
+        assert!(matches!(to_pending, Err(DomainError::Conflict(m)) if m.contains("closed case cannot become pending")));
+        let reopen =
+            decide(state.as_ref(), CaseCommand::ChangeStatus(ChangeStatus { status: Status::Open }), ctx()).unwrap();
         assert_eq!(reopen.len(), 1);
     }
 
     #[test]
     fn a_closed_case_cannot_be_edited() {
         let closed = CaseEvent::StatusChanged(CaseStatusChanged {
-            status: Change {
-                old: Status::Open,
-                new: Status::Closed,
-            },
+            status: Change { old: Status::Open, new: Status::Closed },
             changed_at: ctx().now,
         });
         let state = given(&[opened(), closed]);
-        let cmd = UpdateCase {
-            title: Some("new".into()),
-            ..Default::default()
-        };
-        assert!(matches!(
-            decide(state.as_ref(), CaseCommand::Update(cmd), ctx()),
-            Err(DomainError::Conflict(_))
-        ));
+        let cmd = UpdateCase { title: Some("new".into()), ..Default::default() };
+        assert!(matches!(decide(state.as_ref(), CaseCommand::Update(cmd), ctx()), Err(DomainError::Conflict(_))));
     }
 
     #[test]
     fn events_round_trip_through_their_stored_form() {
         let event = opened();
-        let decoded =
-            CaseEvent::decode(event.event_type(), event.schema_version(), event.payload()).unwrap();
+        let decoded = CaseEvent::decode(event.event_type(), event.schema_version(), event.payload()).unwrap();
         assert_eq!(decoded, event);
     }
 
@@ -738,12 +604,6 @@ mod tests {
     fn unknown_versions_are_refused_not_guessed() {
         let event = opened();
         let err = CaseEvent::decode("CaseOpened", 99, event.payload()).unwrap_err();
-        assert!(matches!(
-            err,
-            DecodeError::Unknown {
-                schema_version: 99,
-                ..
-            }
-        ));
+        assert!(matches!(err, DecodeError::Unknown { schema_version: 99, .. }));
     }
 }

@@ -11,10 +11,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
+        Self { field: field.into(), message: message.into() }
     }
 }
 
@@ -36,16 +33,9 @@ pub enum DomainError {
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("unknown event {event_type} v{schema_version}: no decoder or upcaster for it")]
-    Unknown {
-        event_type: String,
-        schema_version: u16,
-    },
+    Unknown { event_type: String, schema_version: u16 },
     #[error("event {event_type} v{schema_version} has a malformed payload: {source}")]
-    Malformed {
-        event_type: String,
-        schema_version: u16,
-        source: serde_json::Error,
-    },
+    Malformed { event_type: String, schema_version: u16, source: serde_json::Error },
 }
 
 /// Collects field errors so a command reports all of them at once, not just the first.
@@ -62,11 +52,7 @@ impl Validator {
     pub fn text(&mut self, field: &str, value: &str, max_chars: usize) {
         self.check(!value.trim().is_empty(), field, "must not be blank");
         let len = value.chars().count();
-        self.check(
-            len <= max_chars,
-            field,
-            format!("must be at most {max_chars} characters (got {len})"),
-        );
+        self.check(len <= max_chars, field, format!("must be at most {max_chars} characters (got {len})"));
     }
 
     pub fn finish(self) -> Result<(), DomainError> {

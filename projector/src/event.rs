@@ -19,25 +19,21 @@ pub struct Event {
 impl Event {
     /// Decodes a Kafka payload; unknown types or versions are errors, never guesses.
     pub fn from_payload(payload: &[u8]) -> Result<Self, (Option<EventEnvelope>, String)> {
-        let envelope: EventEnvelope = serde_json::from_slice(payload)
-            .map_err(|e| (None, format!("not an event envelope: {e}")))?;
+        let envelope: EventEnvelope =
+            serde_json::from_slice(payload).map_err(|e| (None, format!("not an event envelope: {e}")))?;
         Self::from_envelope(envelope)
     }
 
     pub fn from_envelope(envelope: EventEnvelope) -> Result<Self, (Option<EventEnvelope>, String)> {
         let decoded: Result<DomainEvent, DecodeError> = match envelope.stream_type {
-            StreamType::Tenant => TenantEvent::decode(
-                &envelope.event_type,
-                envelope.schema_version,
-                envelope.payload.clone(),
-            )
-            .map(DomainEvent::Tenant),
-            StreamType::Case => CaseEvent::decode(
-                &envelope.event_type,
-                envelope.schema_version,
-                envelope.payload.clone(),
-            )
-            .map(DomainEvent::Case),
+            StreamType::Tenant => {
+                TenantEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
+                    .map(DomainEvent::Tenant)
+            }
+            StreamType::Case => {
+                CaseEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
+                    .map(DomainEvent::Case)
+            }
         };
         match decoded {
             Ok(data) => Ok(Self { envelope, data }),

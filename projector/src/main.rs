@@ -4,8 +4,5 @@ use murima_projector::Application;
 async fn main() -> anyhow::Result<()> {
     let settings = runtime::Settings::from_env()?;
     runtime::telemetry::init("projector");
-    Application::build(&settings)
-        .await?
-        .run_until_stopped()
-        .await
+    Application::build(&settings).await?.run_until_stopped().await
 }

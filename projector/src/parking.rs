@@ -17,12 +17,10 @@ impl ParkingLot {
 
     /// The streams already parked for a projection (loaded when a worker starts).
     pub async fn parked_streams(&self, projection: &str) -> anyhow::Result<Vec<Uuid>> {
-        Ok(sqlx::query_scalar(
-            "SELECT DISTINCT stream_id FROM projector.parked_events WHERE projection = $1",
-        )
-        .bind(projection)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar("SELECT DISTINCT stream_id FROM projector.parked_events WHERE projection = $1")
+            .bind(projection)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     pub async fn park(
@@ -33,14 +31,9 @@ impl ParkingLot {
         error: &str,
     ) -> anyhow::Result<()> {
         let (event_id, tenant_id, stream_id, version, event_type, body) = match envelope {
-            Some(e) => (
-                e.event_id,
-                e.tenant_id,
-                e.stream_id,
-                e.stream_version,
-                e.event_type.clone(),
-                serde_json::to_value(e)?,
-            ),
+            Some(e) => {
+                (e.event_id, e.tenant_id, e.stream_id, e.stream_version, e.event_type.clone(), serde_json::to_value(e)?)
+            }
             // Not even an envelope: keep the raw bytes so an operator can look at them.
             None => (
                 Uuid::now_v7(),

@@ -41,13 +41,7 @@ impl Worker {
         group_prefix: &str,
     ) -> Self {
         let group = format!("{group_prefix}.{}", projection.name());
-        Self {
-            projection,
-            parking,
-            brokers: brokers.to_owned(),
-            topic: topic.to_owned(),
-            group,
-        }
+        Self { projection, parking, brokers: brokers.to_owned(), topic: topic.to_owned(), group }
     }
 
     fn consumer(&self) -> anyhow::Result<StreamConsumer> {
@@ -71,9 +65,7 @@ impl Worker {
             .set("max.poll.interval.ms", "10000")
             .create()
             .context("creating a Kafka consumer")?;
-        consumer
-            .subscribe(&[&self.topic])
-            .context("subscribing to the events topic")?;
+        consumer.subscribe(&[&self.topic]).context("subscribing to the events topic")?;
         Ok(consumer)
     }
 
@@ -81,12 +73,8 @@ impl Worker {
     /// restarted, a topic that was re-created) is rebuilt; it then resumes from the
     /// group's committed offsets, or from the start of the log if the broker lost them.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let mut parked: HashSet<Uuid> = self
-            .parking
-            .parked_streams(self.projection.name())
-            .await?
-            .into_iter()
-            .collect();
+        let mut parked: HashSet<Uuid> =
+            self.parking.parked_streams(self.projection.name()).await?.into_iter().collect();
         loop {
             let consumer = ClosedInBackground(Some(self.consumer()?));
             tracing::info!(projection = self.projection.name(), group = %self.group, "projection consuming");
@@ -102,11 +90,7 @@ impl Worker {
         }
     }
 
-    async fn consume(
-        &self,
-        consumer: &StreamConsumer,
-        parked: &mut HashSet<Uuid>,
-    ) -> anyhow::Result<()> {
+    async fn consume(&self, consumer: &StreamConsumer, parked: &mut HashSet<Uuid>) -> anyhow::Result<()> {
         let mut failing_since: Option<tokio::time::Instant> = None;
         loop {
             let batch = match next_batch(consumer).await {
@@ -132,11 +116,7 @@ impl Worker {
     }
 
     /// Decodes a batch; unreadable events and events of parked streams are parked.
-    async fn decode(
-        &self,
-        batch: &[OwnedMessage],
-        parked: &mut HashSet<Uuid>,
-    ) -> anyhow::Result<Vec<Event>> {
+    async fn decode(&self, batch: &[OwnedMessage], parked: &mut HashSet<Uuid>) -> anyhow::Result<Vec<Event>> {
         let mut events = Vec::with_capacity(batch.len());
         for message in batch {
             let raw = message.payload().unwrap_or_default();
@@ -156,43 +136,30 @@ impl Worker {
                     if let Some(e) = &envelope {
                         parked.insert(e.stream_id);
                     }
-                    self.parking
-                        .park(self.projection.name(), envelope.as_ref(), raw, &error)
-                        .await?;
+                    self.parking.park(self.projection.name(), envelope.as_ref(), raw, &error).await?;
                 }
             }
         }
         Ok(events)
     }
 
-    async fn apply_with_retry(
-        &self,
-        mut events: Vec<Event>,
-        parked: &mut HashSet<Uuid>,
-    ) -> anyhow::Result<()> {
+    async fn apply_with_retry(&self, mut events: Vec<Event>, parked: &mut HashSet<Uuid>) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(100);
         while !events.is_empty() {
             match self.projection.apply(&events).await {
                 Ok(()) => return Ok(()),
                 Err(ApplyError::Poison { event_id, reason }) => {
-                    let Some(stream) = events
-                        .iter()
-                        .find(|e| e.envelope.event_id == event_id)
-                        .map(|e| e.envelope.stream_id)
+                    let Some(stream) =
+                        events.iter().find(|e| e.envelope.event_id == event_id).map(|e| e.envelope.stream_id)
                     else {
-                        anyhow::bail!(
-                            "projection {} named a poison event not in the batch",
-                            self.projection.name()
-                        );
+                        anyhow::bail!("projection {} named a poison event not in the batch", self.projection.name());
                     };
                     parked.insert(stream);
                     // The poison event and everything after it in its stream wait together.
                     let mut blocked = false;
                     let mut kept = Vec::with_capacity(events.len());
                     for event in events {
-                        if event.envelope.stream_id == stream
-                            && (blocked || event.envelope.event_id == event_id)
-                        {
+                        if event.envelope.stream_id == stream && (blocked || event.envelope.event_id == event_id) {
                             blocked = true;
                             let why = if event.envelope.event_id == event_id {
                                 reason.clone()
@@ -200,9 +167,7 @@ impl Worker {
                                 "an earlier event of this stream is parked".to_owned()
                             };
                             let raw = serde_json::to_vec(&event.envelope)?;
-                            self.parking
-                                .park(self.projection.name(), Some(&event.envelope), &raw, &why)
-                                .await?;
+                            self.parking.park(self.projection.name(), Some(&event.envelope), &raw, &why).await?;
                         } else {
                             kept.push(event);
                         }
@@ -268,9 +233,7 @@ async fn next_batch(consumer: &StreamConsumer) -> Result<Vec<OwnedMessage>, Kafk
 fn store_offsets(consumer: &StreamConsumer, batch: &[OwnedMessage]) -> anyhow::Result<()> {
     let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for m in batch {
-        let entry = next
-            .entry((m.topic().to_owned(), m.partition()))
-            .or_insert(0);
+        let entry = next.entry((m.topic().to_owned(), m.partition())).or_insert(0);
         *entry = (*entry).max(m.offset() + 1);
     }
     let mut list = TopicPartitionList::new();

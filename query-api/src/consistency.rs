@@ -21,25 +21,16 @@ impl<S: Send + Sync> FromRequestParts<S> for WaitFor {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let from_header = parts
-            .headers
-            .get(POSITION_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let from_query = parts.uri.query().and_then(|q| {
-            q.split('&')
-                .find_map(|pair| pair.strip_prefix("position=").map(str::to_owned))
-        });
+        let from_header = parts.headers.get(POSITION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let from_query = parts
+            .uri
+            .query()
+            .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("position=").map(str::to_owned)));
         match from_header.or(from_query) {
             None => Ok(Self(None)),
-            Some(raw) => PositionToken::decode(&raw)
-                .map(|t| Self(Some(t)))
-                .ok_or_else(|| {
-                    ApiError::BadRequest(
-                        "the position token is malformed; pass the `position` a command returned"
-                            .into(),
-                    )
-                }),
+            Some(raw) => PositionToken::decode(&raw).map(|t| Self(Some(t))).ok_or_else(|| {
+                ApiError::BadRequest("the position token is malformed; pass the `position` a command returned".into())
+            }),
         }
     }
 }

@@ -18,17 +18,11 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         let pool = runtime::db::connect_and_migrate(&settings.database_url, 20).await?;
-        let mongo = mongodb::Client::with_uri_str(&settings.mongo_url)
-            .await
-            .context("connecting to MongoDB")?;
-        let elastic = Elasticsearch::new(
-            Transport::single_node(&settings.elastic_url).context("configuring Elasticsearch")?,
-        );
-        let redis =
-            redis::Client::open(settings.redis_url.as_str()).context("configuring Redis")?;
-        let redis = redis::aio::ConnectionManager::new(redis)
-            .await
-            .context("connecting to Redis")?;
+        let mongo = mongodb::Client::with_uri_str(&settings.mongo_url).await.context("connecting to MongoDB")?;
+        let elastic =
+            Elasticsearch::new(Transport::single_node(&settings.elastic_url).context("configuring Elasticsearch")?);
+        let redis = redis::Client::open(settings.redis_url.as_str()).context("configuring Redis")?;
+        let redis = redis::aio::ConnectionManager::new(redis).await.context("connecting to Redis")?;
         let state = AppState {
             pool,
             mongo: mongo.database(&settings.mongo_database),
@@ -38,16 +32,8 @@ impl Application {
             read_wait: settings.read_wait,
         };
         let router = runtime::http::with_common_layers(router(state), settings.max_body_bytes);
-        let address = format!("{}:{}", settings.host, settings.query_port);
-        let listener = TcpListener::bind(&address)
-            .await
-            .with_context(|| format!("binding {address}"))?;
-        let port = listener.local_addr()?.port();
-        Ok(Self {
-            port,
-            listener,
-            router,
-        })
+        let (listener, port) = runtime::http::bind(&settings.host, settings.query_port).await?;
+        Ok(Self { port, listener, router })
     }
 
     pub fn port(&self) -> u16 {
@@ -56,8 +42,6 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         tracing::info!(port = self.port, "query API listening");
-        runtime::http::serve(self.listener, self.router)
-            .await
-            .context("serving HTTP")
+        runtime::http::serve(self.listener, self.router).await.context("serving HTTP")
     }
 }

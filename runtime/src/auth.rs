@@ -46,21 +46,12 @@ pub struct JwtKeys(Arc<(EncodingKey, DecodingKey)>);
 
 impl JwtKeys {
     pub fn new(secret: &str) -> Self {
-        Self(Arc::new((
-            EncodingKey::from_secret(secret.as_bytes()),
-            DecodingKey::from_secret(secret.as_bytes()),
-        )))
+        Self(Arc::new((EncodingKey::from_secret(secret.as_bytes()), DecodingKey::from_secret(secret.as_bytes()))))
     }
 
     pub fn issue(&self, user: Uuid, tenant: Uuid, role: Role, ttl: chrono::Duration) -> String {
-        let claims = Claims {
-            sub: user,
-            tenant_id: tenant,
-            role,
-            exp: (chrono::Utc::now() + ttl).timestamp(),
-        };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.0 .0)
-            .expect("HS256 signing cannot fail")
+        let claims = Claims { sub: user, tenant_id: tenant, role, exp: (chrono::Utc::now() + ttl).timestamp() };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.0 .0).expect("HS256 signing cannot fail")
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
@@ -92,9 +83,7 @@ impl Caller {
 
     pub fn platform_admin(self) -> Result<Self, ApiError> {
         if self.role != Role::PlatformAdmin {
-            return Err(ApiError::Forbidden(
-                "only platform administrators may do this".into(),
-            ));
+            return Err(ApiError::Forbidden("only platform administrators may do this".into()));
         }
         Ok(self)
     }
@@ -107,21 +96,16 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            ApiError::Unauthorized("send an Authorization: Bearer <token> header".into())
-        })?;
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::Unauthorized("send an Authorization: Bearer <token> header".into()))?;
         let token = value
             .to_str()
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::Unauthorized("the Authorization header must be 'Bearer <token>'".into())
-            })?;
+            .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be 'Bearer <token>'".into()))?;
         let claims = JwtKeys::from_ref(state).verify(token.trim())?;
-        Ok(Caller {
-            user_id: claims.sub,
-            tenant_id: claims.tenant_id,
-            role: claims.role,
-        })
+        Ok(Caller { user_id: claims.sub, tenant_id: claims.tenant_id, role: claims.role })
     }
 }

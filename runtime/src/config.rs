@@ -34,10 +34,7 @@ impl Settings {
             command_port: parse("MURIMA_COMMAND_PORT", "8080")?,
             query_port: parse("MURIMA_QUERY_PORT", "8081")?,
             projector_port: parse("MURIMA_PROJECTOR_PORT", "8082")?,
-            database_url: var(
-                "MURIMA_DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/murima",
-            ),
+            database_url: var("MURIMA_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/murima"),
             kafka_brokers: var("MURIMA_KAFKA_BROKERS", "127.0.0.1:9092"),
             kafka_topic: var("MURIMA_KAFKA_TOPIC", "murima.events"),
             kafka_partitions: parse("MURIMA_KAFKA_PARTITIONS", "3")?,
@@ -46,11 +43,8 @@ impl Settings {
             mongo_database: var("MURIMA_MONGO_DATABASE", "murima"),
             elastic_url: var("MURIMA_ELASTIC_URL", "http://127.0.0.1:9200"),
             redis_url: var("MURIMA_REDIS_URL", "redis://127.0.0.1:6379"),
-            jwt_secret: std::env::var("MURIMA_JWT_SECRET").map_err(|_| {
-                anyhow::anyhow!(
-                    "MURIMA_JWT_SECRET must be set (the HS256 secret for bearer tokens)"
-                )
-            })?,
+            jwt_secret: std::env::var("MURIMA_JWT_SECRET")
+                .map_err(|_| anyhow::anyhow!("MURIMA_JWT_SECRET must be set (the HS256 secret for bearer tokens)"))?,
             read_wait: Duration::from_millis(parse("MURIMA_READ_WAIT_MS", "5000")?),
             max_body_bytes: parse("MURIMA_MAX_BODY_BYTES", "65536")?,
             relay_audit_interval: Duration::from_millis(parse("MURIMA_RELAY_AUDIT_MS", "2000")?),
@@ -67,6 +61,5 @@ where
     T::Err: std::fmt::Display,
 {
     let raw = var(name, default);
-    raw.parse()
-        .map_err(|e| anyhow::anyhow!("{name}={raw:?} is not valid: {e}"))
+    raw.parse().map_err(|e| anyhow::anyhow!("{name}={raw:?} is not valid: {e}"))
 }

@@ -17,10 +17,7 @@ pub fn migrations_dir() -> PathBuf {
 /// Connects, creating the database if it is missing, and applies pending migrations.
 /// Safe to call from several processes at once: sqlx takes an advisory lock.
 pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    if !Postgres::database_exists(url)
-        .await
-        .context("checking the database exists")?
-    {
+    if !Postgres::database_exists(url).await.context("checking the database exists")? {
         // Two services starting together may both try; the loser finds it created.
         if let Err(e) = Postgres::create_database(url).await {
             if !Postgres::database_exists(url).await.unwrap_or(false) {
@@ -35,9 +32,7 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Res
         .await
         .context("connecting to PostgreSQL")?;
     let dir = migrations_dir();
-    let migrator = Migrator::new(dir.as_path())
-        .await
-        .with_context(|| format!("reading migrations from {dir:?}"))?;
+    let migrator = Migrator::new(dir.as_path()).await.with_context(|| format!("reading migrations from {dir:?}"))?;
     migrator.run(&pool).await.context("applying migrations")?;
     Ok(pool)
 }

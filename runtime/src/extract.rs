@@ -25,12 +25,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 fn json_problem(rejection: JsonRejection) -> ApiError {
     let text = rejection.body_text();
     match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge(format!("{text}; send a smaller body"))
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(format!("{text}; send a smaller body")),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::UnsupportedMediaType("send the body as JSON with Content-Type: application/json".into())
         }
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(
-            "send the body as JSON with Content-Type: application/json".into(),
-        ),
         StatusCode::UNPROCESSABLE_ENTITY => ApiError::unprocessable(text),
         _ => ApiError::BadRequest(text),
     }
@@ -60,8 +58,6 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| Self(p.0))
-            .map_err(|e: PathRejection| {
-                ApiError::NotFound(format!("no such resource: {}", e.body_text()))
-            })
+            .map_err(|e: PathRejection| ApiError::NotFound(format!("no such resource: {}", e.body_text())))
     }
 }

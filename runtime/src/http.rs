@@ -23,13 +23,18 @@ pub fn with_common_layers(routes: Router, max_body_bytes: usize) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
+/// Binds `host:port` (port 0 picks a free one, as tests do) and says which port it got.
+pub async fn bind(host: &str, port: u16) -> anyhow::Result<(TcpListener, u16)> {
+    let address = format!("{host}:{port}");
+    let listener = TcpListener::bind(&address).await.map_err(|e| anyhow::anyhow!("binding {address}: {e}"))?;
+    let port = listener.local_addr()?.port();
+    Ok((listener, port))
+}
+
 pub async fn serve(listener: TcpListener, router: Router) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
 }
 
 pub async fn shutdown_signal() {
@@ -38,8 +43,7 @@ pub async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let terminate = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             s.recv().await;
         }
     };

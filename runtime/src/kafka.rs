@@ -11,23 +11,17 @@ use rdkafka::types::RDKafkaErrorCode;
 
 pub fn client_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        .set("socket.keepalive.enable", "true");
+    config.set("bootstrap.servers", brokers).set("socket.keepalive.enable", "true");
     config
 }
 
 /// Creates the events topic unless it exists (brokers here do not auto-create topics).
 pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<bool> {
-    let admin: AdminClient<DefaultClientContext> = client_config(brokers)
-        .create()
-        .context("creating the Kafka admin client")?;
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(brokers).create().context("creating the Kafka admin client")?;
     let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin
-        .create_topics([&new_topic], &options)
-        .await
-        .context("creating the events topic")?;
+    let results = admin.create_topics([&new_topic], &options).await.context("creating the events topic")?;
     match results.into_iter().next() {
         Some(Ok(_)) => {
             tracing::info!(topic, partitions, "created the events topic");

@@ -16,10 +16,7 @@ pub struct PositionToken {
 
 impl PositionToken {
     pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!(
-            "v1:{}:{}:{}",
-            self.stream_id, self.version, self.position
-        ))
+        URL_SAFE_NO_PAD.encode(format!("v1:{}:{}:{}", self.stream_id, self.version, self.position))
     }
 
     pub fn decode(token: &str) -> Option<Self> {
@@ -43,16 +40,9 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_garbage_is_refused() {
-        let t = PositionToken {
-            stream_id: Uuid::now_v7(),
-            version: 3,
-            position: 42,
-        };
+        let t = PositionToken { stream_id: Uuid::now_v7(), version: 3, position: 42 };
         assert_eq!(PositionToken::decode(&t.encode()), Some(t));
         assert_eq!(PositionToken::decode("not a token"), None);
-        assert_eq!(
-            PositionToken::decode(&URL_SAFE_NO_PAD.encode("v1:x:1:2")),
-            None
-        );
+        assert_eq!(PositionToken::decode(&URL_SAFE_NO_PAD.encode("v1:x:1:2")), None);
     }
 }

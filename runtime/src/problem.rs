@@ -17,19 +17,13 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
     #[error("{detail}")]
-    Conflict {
-        detail: String,
-        current_version: Option<i64>,
-    },
+    Conflict { detail: String, current_version: Option<i64> },
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{detail}")]
-    Unprocessable {
-        detail: String,
-        errors: Vec<FieldError>,
-    },
+    Unprocessable { detail: String, errors: Vec<FieldError> },
     /// A read asked to wait for a position its projection has not reached in time.
     #[error("{0}")]
     NotYetConsistent(String),
@@ -41,57 +35,28 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn unprocessable(detail: impl Into<String>) -> Self {
-        Self::Unprocessable {
-            detail: detail.into(),
-            errors: vec![],
-        }
+        Self::Unprocessable { detail: detail.into(), errors: vec![] }
     }
 
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
-            Self::Unauthorized(_) => (
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "Missing or invalid credentials",
-            ),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Missing or invalid credentials"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
-            Self::Conflict { .. } => (
-                StatusCode::CONFLICT,
-                "conflict",
-                "Conflict with the current state",
-            ),
-            Self::PayloadTooLarge(_) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                "Request body too large",
-            ),
-            Self::UnsupportedMediaType(_) => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Unsupported media type",
-            ),
-            Self::Unprocessable { .. } => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation",
-                "The request is invalid",
-            ),
-            Self::NotYetConsistent(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not-yet-consistent",
-                "The read model has not caught up yet",
-            ),
-            Self::Unavailable(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "A backing service is unavailable",
-            ),
-            Self::Internal(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-            ),
+            Self::Conflict { .. } => (StatusCode::CONFLICT, "conflict", "Conflict with the current state"),
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Request body too large"),
+            Self::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type")
+            }
+            Self::Unprocessable { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation", "The request is invalid"),
+            Self::NotYetConsistent(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "not-yet-consistent", "The read model has not caught up yet")
+            }
+            Self::Unavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "A backing service is unavailable")
+            }
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }
     }
 }
@@ -99,14 +64,10 @@ impl ApiError {
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         match e {
-            DomainError::Invalid(errors) => Self::Unprocessable {
-                detail: "some fields are invalid; see errors".into(),
-                errors,
-            },
-            DomainError::Conflict(detail) => Self::Conflict {
-                detail,
-                current_version: None,
-            },
+            DomainError::Invalid(errors) => {
+                Self::Unprocessable { detail: "some fields are invalid; see errors".into(), errors }
+            }
+            DomainError::Conflict(detail) => Self::Conflict { detail, current_version: None },
             DomainError::NotFound(what) => Self::NotFound(format!("{what} not found")),
         }
     }
@@ -115,9 +76,7 @@ impl From<DomainError> for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
-                Self::Unavailable("the database is not reachable".into())
-            }
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => Self::Unavailable("the database is not reachable".into()),
             other => Self::Internal(other.into()),
         }
     }
@@ -140,26 +99,14 @@ impl IntoResponse for ApiError {
             "detail": detail,
         });
         match &self {
-            Self::Unprocessable { errors, .. } if !errors.is_empty() => {
-                body["errors"] = json!(errors)
-            }
-            Self::Conflict {
-                current_version: Some(v),
-                ..
-            } => body["current_version"] = json!(v),
+            Self::Unprocessable { errors, .. } if !errors.is_empty() => body["errors"] = json!(errors),
+            Self::Conflict { current_version: Some(v), .. } => body["current_version"] = json!(v),
             _ => {}
         }
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        if let Self::Conflict {
-            current_version: Some(v),
-            ..
-        } = &self
-        {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Self::Conflict { current_version: Some(v), .. } = &self {
             if let Ok(etag) = HeaderValue::from_str(&format!("\"{v}\"")) {
                 headers.insert(header::ETAG, etag);
             }

@@ -81,15 +81,9 @@ mod tests {
         let t = Tenancy(Uuid::from_u128(0xab));
         let hex = "000000000000000000000000000000ab";
         assert_eq!(t.pg_schema(), format!("tenant_{hex}"));
-        assert_eq!(
-            t.mongo_collection("audit_logs"),
-            format!("tenant_{hex}_audit_logs")
-        );
+        assert_eq!(t.mongo_collection("audit_logs"), format!("tenant_{hex}_audit_logs"));
         let month = DateTime::from_timestamp(1_780_000_000, 0).unwrap();
-        assert_eq!(
-            t.es_index("cases", month),
-            format!("tenant-{hex}-cases-2026-05")
-        );
+        assert_eq!(t.es_index("cases", month), format!("tenant-{hex}-cases-2026-05"));
         assert_eq!(t.redis_key("counters"), format!("tenant_{hex}:counters"));
     }
 

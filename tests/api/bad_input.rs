@@ -6,10 +6,7 @@ use serde_json::{json, Value};
 
 async fn problem(response: reqwest::Response, status: StatusCode) -> Value {
     assert_eq!(response.status(), status);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
     response.json().await.unwrap()
 }
 
@@ -18,91 +15,42 @@ async fn malformed_unknown_oversized_and_invalid_bodies_are_4xx() {
     let app = TestApp::spawn().await;
     let url = format!("{}/v1/cases", app.command_url);
     let raw = |body: String| {
-        app.http
-            .post(&url)
-            .bearer_auth(&app.token)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
+        app.http.post(&url).bearer_auth(&app.token).header("content-type", "application/json").body(body).send()
     };
 
-    let p = problem(
-        raw("{\"title\": ".into()).await.unwrap(),
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
+    let p = problem(raw("{\"title\": ".into()).await.unwrap(), StatusCode::BAD_REQUEST).await;
     assert!(p["detail"].as_str().unwrap().contains("EOF"), "{p}");
 
-    let unknown =
-        json!({ "title": "x", "case_type_id": uuid::Uuid::from_u128(1), "colour": "red" });
-    let p = problem(
-        raw(unknown.to_string()).await.unwrap(),
-        StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await;
-    assert!(
-        p["detail"]
-            .as_str()
-            .unwrap()
-            .contains("unknown field `colour`"),
-        "{p}"
-    );
+    let unknown = json!({ "title": "x", "case_type_id": uuid::Uuid::from_u128(1), "colour": "red" });
+    let p = problem(raw(unknown.to_string()).await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(p["detail"].as_str().unwrap().contains("unknown field `colour`"), "{p}");
 
     let huge = json!({ "title": "x", "case_type_id": uuid::Uuid::from_u128(1), "description": "a".repeat(64 * 1024) });
-    let p = problem(
-        raw(huge.to_string()).await.unwrap(),
-        StatusCode::PAYLOAD_TOO_LARGE,
-    )
-    .await;
+    let p = problem(raw(huge.to_string()).await.unwrap(), StatusCode::PAYLOAD_TOO_LARGE).await;
     assert!(p["detail"].as_str().unwrap().contains("smaller"), "{p}");
 
     let wrong_type = json!({ "title": "x", "case_type_id": "not-a-uuid" });
-    problem(
-        raw(wrong_type.to_string()).await.unwrap(),
-        StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await;
+    problem(raw(wrong_type.to_string()).await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY).await;
 
-    let bad_enum =
-        json!({ "title": "x", "case_type_id": uuid::Uuid::from_u128(1), "priority": "whenever" });
-    let p = problem(
-        raw(bad_enum.to_string()).await.unwrap(),
-        StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await;
+    let bad_enum = json!({ "title": "x", "case_type_id": uuid::Uuid::from_u128(1), "priority": "whenever" });
+    let p = problem(raw(bad_enum.to_string()).await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY).await;
     assert!(p["detail"].as_str().unwrap().contains("whenever"), "{p}");
 
     // Field-level validation: every invalid field named at once.
     let invalid = json!({ "title": " ", "case_type_id": uuid::Uuid::from_u128(1), "tags": [""], "due_date": "2001-01-01T00:00:00Z" });
     let p = problem(
-        app.command(Method::POST, "/v1/cases", &app.token, Some(invalid))
-            .await,
+        app.command(Method::POST, "/v1/cases", &app.token, Some(invalid)).await,
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
-    let fields: Vec<&str> = p["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let fields: Vec<&str> = p["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
     assert_eq!(fields, vec!["title", "due_date", "tags[0]"]);
 
-    let no_json = app
-        .http
-        .post(&url)
-        .bearer_auth(&app.token)
-        .body("title=x")
-        .send()
-        .await
-        .unwrap();
+    let no_json = app.http.post(&url).bearer_auth(&app.token).body("title=x").send().await.unwrap();
     problem(no_json, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
 
     // Bad headers, ids, statuses and query parameters.
-    let id = app.open_case("Target").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.open_case("Target").await["id"].as_str().unwrap().to_owned();
     let bad_if_match = app
         .http
         .patch(format!("{url}/{id}"))
@@ -114,22 +62,11 @@ async fn malformed_unknown_oversized_and_invalid_bodies_are_4xx() {
         .unwrap();
     problem(bad_if_match, StatusCode::BAD_REQUEST).await;
     let r = app
-        .command(
-            Method::POST,
-            &format!("/v1/cases/{id}/status"),
-            &app.token,
-            Some(json!({ "status": "done" })),
-        )
+        .command(Method::POST, &format!("/v1/cases/{id}/status"), &app.token, Some(json!({ "status": "done" })))
         .await;
     problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
-    let r = app
-        .command(
-            Method::POST,
-            "/v1/cases/not-a-uuid/status",
-            &app.token,
-            Some(json!({ "status": "closed" })),
-        )
-        .await;
+    let r =
+        app.command(Method::POST, "/v1/cases/not-a-uuid/status", &app.token, Some(json!({ "status": "closed" }))).await;
     problem(r, StatusCode::NOT_FOUND).await;
     let r = app
         .command(
@@ -141,58 +78,17 @@ async fn malformed_unknown_oversized_and_invalid_bodies_are_4xx() {
         .await;
     problem(r, StatusCode::NOT_FOUND).await;
     // A closed case cannot jump to pending: 409 that says why.
-    app.command(
-        Method::POST,
-        &format!("/v1/cases/{id}/status"),
-        &app.token,
-        Some(json!({ "status": "closed" })),
-    )
-    .await;
+    app.command(Method::POST, &format!("/v1/cases/{id}/status"), &app.token, Some(json!({ "status": "closed" }))).await;
     let r = app
-        .command(
-            Method::POST,
-            &format!("/v1/cases/{id}/status"),
-            &app.token,
-            Some(json!({ "status": "pending" })),
-        )
+        .command(Method::POST, &format!("/v1/cases/{id}/status"), &app.token, Some(json!({ "status": "pending" })))
         .await;
     let p = problem(r, StatusCode::CONFLICT).await;
-    assert!(
-        p["detail"]
-            .as_str()
-            .unwrap()
-            .contains("closed case cannot become pending"),
-        "{p}"
-    );
+    assert!(p["detail"].as_str().unwrap().contains("closed case cannot become pending"), "{p}");
 
-    problem(
-        app.query("/v1/cases?limit=0", &app.token).await,
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
-    problem(
-        app.query("/v1/cases?status=sleeping", &app.token).await,
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
-    problem(
-        app.query("/v1/cases?cursor=%%%", &app.token).await,
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
-    problem(
-        app.query("/v1/cases?position=garbage", &app.token).await,
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
-    problem(
-        app.query("/v1/search/cases?q=", &app.token).await,
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
-    problem(
-        app.query("/v1/nowhere", &app.token).await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
+    problem(app.query("/v1/cases?limit=0", &app.token).await, StatusCode::BAD_REQUEST).await;
+    problem(app.query("/v1/cases?status=sleeping", &app.token).await, StatusCode::BAD_REQUEST).await;
+    problem(app.query("/v1/cases?cursor=%%%", &app.token).await, StatusCode::BAD_REQUEST).await;
+    problem(app.query("/v1/cases?position=garbage", &app.token).await, StatusCode::BAD_REQUEST).await;
+    problem(app.query("/v1/search/cases?q=", &app.token).await, StatusCode::BAD_REQUEST).await;
+    problem(app.query("/v1/nowhere", &app.token).await, StatusCode::NOT_FOUND).await;
 }

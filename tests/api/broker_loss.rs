@@ -11,10 +11,7 @@ async fn a_broker_that_restarts_empty_is_refilled_and_every_store_catches_up() {
     settings.kafka_brokers = format!("127.0.0.1:{}", broker.port);
     let app = TestApp::spawn_with(settings).await;
     for i in 0..3 {
-        let id = app.open_case(&format!("Before {i}")).await["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let id = app.open_case(&format!("Before {i}")).await["id"].as_str().unwrap().to_owned();
         app.command(
             Method::POST,
             &format!("/v1/cases/{id}/assignment"),
@@ -38,9 +35,7 @@ async fn a_broker_that_restarts_empty_is_refilled_and_every_store_catches_up() {
     let counts = app.wait_for_all_stores().await;
     assert_eq!(counts.postgres_versions, 3 * 2 + 2);
     app.assert_counters_match_postgres().await;
-    let refills: i32 = sqlx::query_scalar("SELECT refills FROM eventstore.relay_state")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let refills: i32 =
+        sqlx::query_scalar("SELECT refills FROM eventstore.relay_state").fetch_one(&app.pool).await.unwrap();
     assert!(refills >= 1, "the relay should have refilled the topic");
 }

@@ -7,10 +7,7 @@ use serde_json::{json, Value};
 #[tokio::test(flavor = "multi_thread")]
 async fn of_two_writers_at_the_same_version_exactly_one_wins() {
     let app = TestApp::spawn().await;
-    let id = app.open_case("Contested").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.open_case("Contested").await["id"].as_str().unwrap().to_owned();
     let send = |title: &'static str| {
         let request = app
             .http
@@ -24,11 +21,7 @@ async fn of_two_writers_at_the_same_version_exactly_one_wins() {
     let mut statuses = [a.status(), b.status()];
     statuses.sort();
     assert_eq!(statuses, [StatusCode::OK, StatusCode::CONFLICT]);
-    let loser = if a.status() == StatusCode::CONFLICT {
-        a
-    } else {
-        b
-    };
+    let loser = if a.status() == StatusCode::CONFLICT { a } else { b };
     assert_eq!(loser.headers()["content-type"], "application/problem+json");
     let problem: Value = loser.json().await.unwrap();
     assert_eq!(problem["current_version"], 2);
@@ -78,11 +71,7 @@ async fn a_retried_command_returns_the_original_answer_and_appends_nothing() {
     assert_eq!(app.journal_count("case").await, 2);
 
     // The same key with another request is a client mistake, not a replay.
-    let reused = send(
-        "key-1",
-        json!({ "title": "Something else", "case_type_id": uuid::Uuid::from_u128(1) }),
-    )
-    .await;
+    let reused = send("key-1", json!({ "title": "Something else", "case_type_id": uuid::Uuid::from_u128(1) })).await;
     assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(app.journal_count("case").await, 2);
 

@@ -11,10 +11,7 @@ async fn a_killed_projector_resumes_without_loss_or_duplicates() {
     let mut ids = Vec::new();
     for round in 0..3 {
         for i in 0..8 {
-            let id = app.open_case(&format!("Case {round}-{i}")).await["id"]
-                .as_str()
-                .unwrap()
-                .to_owned();
+            let id = app.open_case(&format!("Case {round}-{i}")).await["id"].as_str().unwrap().to_owned();
             let agent = agents[i % 2];
             app.command(
                 Method::POST,
@@ -37,20 +34,12 @@ async fn a_killed_projector_resumes_without_loss_or_duplicates() {
         // Kill it while it is busy with this round; the next round arrives while it is down.
         app.kill_projector().await;
         for id in ids.iter().step_by(4) {
-            app.command(
-                Method::PATCH,
-                &format!("/v1/cases/{id}"),
-                &app.token,
-                Some(json!({ "priority": "urgent" })),
-            )
-            .await;
+            app.command(Method::PATCH, &format!("/v1/cases/{id}"), &app.token, Some(json!({ "priority": "urgent" })))
+                .await;
         }
         app.start_projector().await;
     }
     let counts = app.wait_for_all_stores().await;
-    assert_eq!(
-        counts.audit_entries as i64,
-        app.journal_count("case").await + 1
-    );
+    assert_eq!(counts.audit_entries as i64, app.journal_count("case").await + 1);
     app.assert_counters_match_postgres().await;
 }

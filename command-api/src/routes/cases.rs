@@ -6,8 +6,7 @@ use axum::routing::{patch, post};
 use axum::Router;
 use chrono::{DateTime, Utc};
 use events::case::{
-    self, AssignCase, CaseCommand, ChangeStatus, Context, CustomFields, OpenCase, Priority, Status,
-    UpdateCase,
+    self, AssignCase, CaseCommand, ChangeStatus, Context, CustomFields, OpenCase, Priority, Status, UpdateCase,
 };
 use runtime::extract::{ApiJson, ApiPath};
 use runtime::ApiError;
@@ -16,7 +15,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::context::CommandContext;
-use crate::journal::{request_hash, CaseStream, Command, CommandReply, Lookup};
+use crate::journal::{fingerprint, CaseStream, Command, CommandReply, Lookup};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -69,9 +68,7 @@ struct StatusBody {
 }
 
 /// Tells "field present and null" (Some(None)) from "field absent" (None).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -88,10 +85,7 @@ async fn open(
         ctx: &ctx,
         tenant_id: caller.tenant_id,
         stream_id: case_id,
-        request_hash: request_hash(&[
-            "open_case",
-            &serde_json::to_string(&body).unwrap_or_default(),
-        ]),
+        request_hash: fingerprint("open_case", None, &body),
         lookup: Lookup::CaseNumber,
         success: StatusCode::CREATED,
     };
@@ -109,14 +103,7 @@ async fn open(
                 tags: body.tags,
                 custom_fields: body.custom_fields,
             });
-            case::decide(
-                s,
-                cmd,
-                Context {
-                    actor: caller.user_id,
-                    now: Utc::now(),
-                },
-            )
+            case::decide(s, cmd, Context { actor: caller.user_id, now: Utc::now() })
         })
         .await?;
     if let Some(id) = reply.body["id"].as_str().map(str::to_owned) {
@@ -131,11 +118,7 @@ async fn update(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<UpdateCaseBody>,
 ) -> Result<CommandReply, ApiError> {
-    let hash = request_hash(&[
-        "update_case",
-        &id.to_string(),
-        &serde_json::to_string(&body).unwrap_or_default(),
-    ]);
+    let hash = fingerprint("update_case", Some(id), &body);
     let cmd = CaseCommand::Update(UpdateCase {
         title: body.title,
         description: body.description,
@@ -153,21 +136,8 @@ async fn assign(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<AssignBody>,
 ) -> Result<CommandReply, ApiError> {
-    let hash = request_hash(&[
-        "assign_case",
-        &id.to_string(),
-        &serde_json::to_string(&body).unwrap_or_default(),
-    ]);
-    run(
-        &state,
-        &ctx,
-        id,
-        hash,
-        CaseCommand::Assign(AssignCase {
-            assigned_to: body.assigned_to,
-        }),
-    )
-    .await
+    let hash = fingerprint("assign_case", Some(id), &body);
+    run(&state, &ctx, id, hash, CaseCommand::Assign(AssignCase { assigned_to: body.assigned_to })).await
 }
 
 async fn change_status(
@@ -176,21 +146,8 @@ async fn change_status(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<StatusBody>,
 ) -> Result<CommandReply, ApiError> {
-    let hash = request_hash(&[
-        "change_status",
-        &id.to_string(),
-        &serde_json::to_string(&body).unwrap_or_default(),
-    ]);
-    run(
-        &state,
-        &ctx,
-        id,
-        hash,
-        CaseCommand::ChangeStatus(ChangeStatus {
-            status: body.status,
-        }),
-    )
-    .await
+    let hash = fingerprint("change_status", Some(id), &body);
+    run(&state, &ctx, id, hash, CaseCommand::ChangeStatus(ChangeStatus { status: body.status })).await
 }
 
 /// Runs a command against an existing case.
@@ -212,24 +169,13 @@ async fn run(
     };
     state
         .journal
-        .execute::<CaseStream>(command, |s, _| {
-            case::decide(
-                s,
-                cmd,
-                Context {
-                    actor: caller.user_id,
-                    now: Utc::now(),
-                },
-            )
-        })
+        .execute::<CaseStream>(command, |s, _| case::decide(s, cmd, Context { actor: caller.user_id, now: Utc::now() }))
         .await
 }
 
 async fn ensure_tenant(state: &AppState, tenant: Uuid) -> Result<(), ApiError> {
     if !state.journal.tenant_exists(tenant).await? {
-        return Err(ApiError::Forbidden(
-            "the token's tenant is not provisioned".into(),
-        ));
+        return Err(ApiError::Forbidden("the token's tenant is not provisioned".into()));
     }
     Ok(())
 }

@@ -25,10 +25,7 @@ impl FromRef<AppState> for JwtKeys {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(cases::router())
-        .merge(tenants::router())
-        .with_state(state)
+    Router::new().merge(cases::router()).merge(tenants::router()).with_state(state)
 }
 
 impl IntoResponse for CommandReply {

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::context::CommandContext;
-use crate::journal::{request_hash, Command, CommandReply, Lookup, TenantStream};
+use crate::journal::{fingerprint, Command, CommandReply, Lookup, TenantStream};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/tenants", post(provision))
@@ -35,10 +35,7 @@ async fn provision(
 ) -> Result<CommandReply, ApiError> {
     ctx.caller.platform_admin()?;
     let tenant_id = body.id.unwrap_or_else(Uuid::now_v7);
-    let hash = request_hash(&[
-        "provision_tenant",
-        &serde_json::to_string(&body).unwrap_or_default(),
-    ]);
+    let hash = fingerprint("provision_tenant", None, &body);
     let command = Command {
         ctx: &ctx,
         tenant_id,
@@ -47,12 +44,6 @@ async fn provision(
         lookup: Lookup::TenantSlug(body.slug.clone()),
         success: StatusCode::CREATED,
     };
-    let provision = TenantCommand::Provision {
-        name: body.name,
-        slug: body.slug,
-    };
-    state
-        .journal
-        .execute::<TenantStream>(command, |s, _| tenant::decide(s, provision, Utc::now()))
-        .await
+    let provision = TenantCommand::Provision { name: body.name, slug: body.slug };
+    state.journal.execute::<TenantStream>(command, |s, _| tenant::decide(s, provision, Utc::now())).await
 }

@@ -82,25 +82,14 @@ impl ElasticProjection {
             .send()
             .await?;
         if !response.status_code().is_success() {
-            anyhow::bail!(
-                "installing the cases index template failed: {}",
-                response.text().await?
-            );
+            anyhow::bail!("installing the cases index template failed: {}", response.text().await?);
         }
-        Ok(Self {
-            client,
-            indices: Mutex::new(HashSet::new()),
-        })
+        Ok(Self { client, indices: Mutex::new(HashSet::new()) })
     }
 
     /// Creates a monthly index with the tenant's read alias on first use.
     async fn ensure_index(&self, tenant: Uuid, index: &str) -> Result<(), ApplyError> {
-        if self
-            .indices
-            .lock()
-            .map(|s| s.contains(index))
-            .unwrap_or(false)
-        {
+        if self.indices.lock().map(|s| s.contains(index)).unwrap_or(false) {
             return Ok(());
         }
         let alias = Tenancy(tenant).es_alias(CASES);
@@ -115,9 +104,7 @@ impl ElasticProjection {
         let status = response.status_code();
         let text = response.text().await.unwrap_or_default();
         if !status.is_success() && !text.contains("resource_already_exists_exception") {
-            return Err(ApplyError::Transient(anyhow::anyhow!(
-                "creating index {index} failed: {status} {text}"
-            )));
+            return Err(ApplyError::Transient(anyhow::anyhow!("creating index {index} failed: {status} {text}")));
         }
         if let Ok(mut s) = self.indices.lock() {
             s.insert(index.to_owned());
@@ -125,14 +112,9 @@ impl ElasticProjection {
         Ok(())
     }
 
-    async fn current_docs(
-        &self,
-        keys: &[(String, Uuid)],
-    ) -> Result<HashMap<Uuid, (i64, Value)>, ApplyError> {
-        let docs: Vec<Value> = keys
-            .iter()
-            .map(|(index, id)| json!({ "_index": index, "_id": id.to_string() }))
-            .collect();
+    async fn current_docs(&self, keys: &[(String, Uuid)]) -> Result<HashMap<Uuid, (i64, Value)>, ApplyError> {
+        let docs: Vec<Value> =
+            keys.iter().map(|(index, id)| json!({ "_index": index, "_id": id.to_string() })).collect();
         let response = self
             .client
             .mget(MgetParts::None)
@@ -140,17 +122,13 @@ impl ElasticProjection {
             .send()
             .await
             .map_err(|e| ApplyError::Transient(e.into()))?;
-        let body: Value = response
-            .json()
-            .await
-            .map_err(|e| ApplyError::Transient(e.into()))?;
+        let body: Value = response.json().await.map_err(|e| ApplyError::Transient(e.into()))?;
         let mut found = HashMap::new();
         for doc in body["docs"].as_array().into_iter().flatten() {
             if doc["found"] == json!(true) {
-                if let (Some(id), Some(version)) = (
-                    doc["_id"].as_str().and_then(|s| s.parse().ok()),
-                    doc["_version"].as_i64(),
-                ) {
+                if let (Some(id), Some(version)) =
+                    (doc["_id"].as_str().and_then(|s| s.parse().ok()), doc["_version"].as_i64())
+                {
                     found.insert(id, (version, doc["_source"].clone()));
                 }
             }
@@ -238,10 +216,8 @@ impl Projection for ElasticProjection {
         for event in events {
             match &event.data {
                 DomainEvent::Case(_) => {
-                    let key = (
-                        case_index(event.envelope.tenant_id, event.envelope.stream_id),
-                        event.envelope.stream_id,
-                    );
+                    let key =
+                        (case_index(event.envelope.tenant_id, event.envelope.stream_id), event.envelope.stream_id);
                     if !keys.contains(&key) {
                         self.ensure_index(event.envelope.tenant_id, &key.0).await?;
                         keys.push(key);
@@ -289,10 +265,7 @@ impl Projection for ElasticProjection {
             let Some((version, doc)) = docs.get(id) else {
                 continue;
             };
-            let tenant = doc["tenant_id"]
-                .as_str()
-                .and_then(|t| t.parse().ok())
-                .unwrap_or_default();
+            let tenant = doc["tenant_id"].as_str().and_then(|t| t.parse().ok()).unwrap_or_default();
             body.push(
                 json!({ "index": { "_index": case_index(tenant, *id), "_id": id.to_string(),
                                          "version": version, "version_type": "external" } })
@@ -301,23 +274,10 @@ impl Projection for ElasticProjection {
             body.push(doc.clone().into());
             owners.push(*id);
         }
-        let response = self
-            .client
-            .bulk(BulkParts::None)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| ApplyError::Transient(e.into()))?;
-        let result: Value = response
-            .json()
-            .await
-            .map_err(|e| ApplyError::Transient(e.into()))?;
-        for (item, id) in result["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .zip(&owners)
-        {
+        let response =
+            self.client.bulk(BulkParts::None).body(body).send().await.map_err(|e| ApplyError::Transient(e.into()))?;
+        let result: Value = response.json().await.map_err(|e| ApplyError::Transient(e.into()))?;
+        for (item, id) in result["items"].as_array().into_iter().flatten().zip(&owners) {
             let status = item["index"]["status"].as_u64().unwrap_or(0);
             match status {
                 200..=299 | 409 => {} // 409: a newer version is already indexed.
@@ -333,11 +293,7 @@ impl Projection for ElasticProjection {
                         reason: format!("Elasticsearch refused it: {}", item["index"]["error"]),
                     });
                 }
-                _ => {
-                    return Err(ApplyError::Transient(anyhow::anyhow!(
-                        "bulk item failed: {item}"
-                    )))
-                }
+                _ => return Err(ApplyError::Transient(anyhow::anyhow!("bulk item failed: {item}"))),
             }
         }
         Ok(())

@@ -27,39 +27,23 @@ pub struct MongoAuditProjection {
 
 impl MongoAuditProjection {
     pub fn new(db: Database) -> Self {
-        Self {
-            db,
-            indexed: Mutex::new(HashSet::new()),
-        }
+        Self { db, indexed: Mutex::new(HashSet::new()) }
     }
 
     /// The seed's indexes (§4.2.1), created once per collection per process.
     async fn ensure_indexes(&self, collection: &str) -> Result<(), ApplyError> {
-        if self
-            .indexed
-            .lock()
-            .map(|s| s.contains(collection))
-            .unwrap_or(false)
-        {
+        if self.indexed.lock().map(|s| s.contains(collection)).unwrap_or(false) {
             return Ok(());
         }
         let coll = self.db.collection::<Document>(collection);
         let models = [
             (doc! { "tenant_id": 1, "timestamp": -1 }, "tenant_timestamp"),
-            (
-                doc! { "tenant_id": 1, "entity_type": 1, "entity_id": 1, "entity_version": -1 },
-                "tenant_entity_version",
-            ),
+            (doc! { "tenant_id": 1, "entity_type": 1, "entity_id": 1, "entity_version": -1 }, "tenant_entity_version"),
         ]
         .map(|(keys, name)| {
-            IndexModel::builder()
-                .keys(keys)
-                .options(IndexOptions::builder().name(name.to_owned()).build())
-                .build()
+            IndexModel::builder().keys(keys).options(IndexOptions::builder().name(name.to_owned()).build()).build()
         });
-        coll.create_indexes(models)
-            .await
-            .map_err(|e| ApplyError::Transient(e.into()))?;
+        coll.create_indexes(models).await.map_err(|e| ApplyError::Transient(e.into()))?;
         if let Ok(mut s) = self.indexed.lock() {
             s.insert(collection.to_owned());
         }
@@ -78,16 +62,8 @@ fn entry(event: &Event) -> Result<Document, ApplyError> {
             "tenant",
             "create",
             vec![
-                FieldChange {
-                    field: "name",
-                    old_value: json!(null),
-                    new_value: json!(e.name),
-                },
-                FieldChange {
-                    field: "slug",
-                    old_value: json!(null),
-                    new_value: json!(e.slug),
-                },
+                FieldChange { field: "name", old_value: json!(null), new_value: json!(e.name) },
+                FieldChange { field: "slug", old_value: json!(null), new_value: json!(e.slug) },
             ],
         ),
     };
@@ -110,14 +86,9 @@ fn entry(event: &Event) -> Result<Document, ApplyError> {
             "correlation_id": env.correlation_id.to_string(),
         },
     });
-    let mut document = bson::to_document(&value).map_err(|e| ApplyError::Poison {
-        event_id: env.event_id,
-        reason: format!("not storable as BSON: {e}"),
-    })?;
-    document.insert(
-        "timestamp",
-        bson::DateTime::from_millis(env.occurred_at.timestamp_millis()),
-    );
+    let mut document = bson::to_document(&value)
+        .map_err(|e| ApplyError::Poison { event_id: env.event_id, reason: format!("not storable as BSON: {e}") })?;
+    document.insert("timestamp", bson::DateTime::from_millis(env.occurred_at.timestamp_millis()));
     Ok(document)
 }
 
@@ -146,9 +117,10 @@ impl Projection for MongoAuditProjection {
                 let only_duplicates = match e.kind.as_ref() {
                     ErrorKind::InsertMany(failure) => {
                         failure.write_concern_error.is_none()
-                            && failure.write_errors.as_ref().is_some_and(|errors| {
-                                errors.iter().all(|w| w.code == DUPLICATE_KEY)
-                            })
+                            && failure
+                                .write_errors
+                                .as_ref()
+                                .is_some_and(|errors| errors.iter().all(|w| w.code == DUPLICATE_KEY))
                     }
                     _ => false,
                 };

@@ -24,26 +24,14 @@ pub struct PostgresProjection {
 
 impl PostgresProjection {
     pub fn new(pool: PgPool) -> Self {
-        Self {
-            pool,
-            provisioned: Mutex::new(HashSet::new()),
-        }
+        Self { pool, provisioned: Mutex::new(HashSet::new()) }
     }
 
     /// Events of different streams may arrive in any order across partitions, so a case
     /// can arrive before its tenant: the schema is then created with a placeholder
     /// tenant row that TenantProvisioned fills in.
-    async fn ensure_tenant(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        tenant: Uuid,
-    ) -> Result<(), sqlx::Error> {
-        if self
-            .provisioned
-            .lock()
-            .map(|p| p.contains(&tenant))
-            .unwrap_or(false)
-        {
+    async fn ensure_tenant(&self, tx: &mut Transaction<'_, Postgres>, tenant: Uuid) -> Result<(), sqlx::Error> {
+        if self.provisioned.lock().map(|p| p.contains(&tenant)).unwrap_or(false) {
             return Ok(());
         }
         sqlx::query(
@@ -54,18 +42,11 @@ impl PostgresProjection {
         .bind(format!("pending-{}", tenant.simple()))
         .execute(&mut **tx)
         .await?;
-        sqlx::query("SELECT public.murima_provision_tenant($1)")
-            .bind(tenant)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query("SELECT public.murima_provision_tenant($1)").bind(tenant).execute(&mut **tx).await?;
         Ok(())
     }
 
-    async fn apply_one(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        event: &Event,
-    ) -> Result<(), sqlx::Error> {
+    async fn apply_one(&self, tx: &mut Transaction<'_, Postgres>, event: &Event) -> Result<(), sqlx::Error> {
         let env = &event.envelope;
         self.ensure_tenant(tx, env.tenant_id).await?;
         match &event.data {
@@ -182,11 +163,10 @@ impl PostgresProjection {
             }
         };
         if affected == 0 {
-            let held: Option<i64> =
-                sqlx::query_scalar(&format!("SELECT version FROM {schema}.cases WHERE id = $1"))
-                    .bind(env.stream_id)
-                    .fetch_optional(&mut **tx)
-                    .await?;
+            let held: Option<i64> = sqlx::query_scalar(&format!("SELECT version FROM {schema}.cases WHERE id = $1"))
+                .bind(env.stream_id)
+                .fetch_optional(&mut **tx)
+                .await?;
             if held.unwrap_or(0) < v - 1 {
                 tracing::warn!(stream_id = %env.stream_id, version = v, held = ?held, "version gap; waiting for the missing event");
             }
@@ -203,11 +183,7 @@ impl Projection for PostgresProjection {
 
     #[tracing::instrument(skip_all, fields(projection = "postgres", events = events.len()))]
     async fn apply(&self, events: &[Event]) -> Result<(), ApplyError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| ApplyError::Transient(e.into()))?;
+        let mut tx = self.pool.begin().await.map_err(|e| ApplyError::Transient(e.into()))?;
         let mut tenants = Vec::new();
         for event in events {
             if let Err(e) = self.apply_one(&mut tx, event).await {
@@ -215,9 +191,7 @@ impl Projection for PostgresProjection {
             }
             tenants.push(event.envelope.tenant_id);
         }
-        tx.commit()
-            .await
-            .map_err(|e| ApplyError::Transient(e.into()))?;
+        tx.commit().await.map_err(|e| ApplyError::Transient(e.into()))?;
         if let Ok(mut known) = self.provisioned.lock() {
             known.extend(tenants);
         }

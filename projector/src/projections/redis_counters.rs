@@ -49,10 +49,7 @@ pub struct RedisCountersProjection {
 
 impl RedisCountersProjection {
     pub fn new(conn: ConnectionManager) -> Self {
-        Self {
-            conn,
-            script: Script::new(COUNT),
-        }
+        Self { conn, script: Script::new(COUNT) }
     }
 }
 
@@ -78,18 +75,10 @@ impl Projection for RedisCountersProjection {
         for event in events {
             let env = &event.envelope;
             let (status, assignee) = match &event.data {
-                DomainEvent::Case(CaseEvent::Opened(e)) => {
-                    (status_arg(e.status), assignee_arg(e.assigned_to))
-                }
-                DomainEvent::Case(CaseEvent::StatusChanged(e)) => {
-                    (status_arg(e.status.new), UNCHANGED.to_owned())
-                }
-                DomainEvent::Case(CaseEvent::Assigned(e)) => {
-                    (UNCHANGED.to_owned(), assignee_arg(e.assigned_to.new))
-                }
-                DomainEvent::Case(CaseEvent::Updated(_)) => {
-                    (UNCHANGED.to_owned(), UNCHANGED.to_owned())
-                }
+                DomainEvent::Case(CaseEvent::Opened(e)) => (status_arg(e.status), assignee_arg(e.assigned_to)),
+                DomainEvent::Case(CaseEvent::StatusChanged(e)) => (status_arg(e.status.new), UNCHANGED.to_owned()),
+                DomainEvent::Case(CaseEvent::Assigned(e)) => (UNCHANGED.to_owned(), assignee_arg(e.assigned_to.new)),
+                DomainEvent::Case(CaseEvent::Updated(_)) => (UNCHANGED.to_owned(), UNCHANGED.to_owned()),
                 DomainEvent::Tenant(TenantEvent::Provisioned(_)) => continue,
             };
             let t = Tenancy(env.tenant_id);

@@ -44,9 +44,7 @@ async fn case_audit(
 ) -> Result<Json<Value>, ApiError> {
     let tenant = caller.tenant_member()?.tenant_id;
     let limit = page_size(q.limit, 50, 200)?;
-    let coll = state
-        .mongo
-        .collection::<Document>(&Tenancy(tenant).mongo_collection(AUDIT_LOGS));
+    let coll = state.mongo.collection::<Document>(&Tenancy(tenant).mongo_collection(AUDIT_LOGS));
     let tenant_str = tenant.to_string();
 
     wait_until(token, state.read_wait, |t| {
@@ -59,8 +57,7 @@ async fn case_audit(
     })
     .await?;
 
-    let mut filter =
-        doc! { "tenant_id": &tenant_str, "entity_type": "case", "entity_id": id.to_string() };
+    let mut filter = doc! { "tenant_id": &tenant_str, "entity_type": "case", "entity_id": id.to_string() };
     if let Some(before) = q.cursor {
         filter.insert("entity_version", doc! { "$lt": before });
     }
@@ -74,16 +71,8 @@ async fn case_audit(
         .await
         .map_err(mongo_unavailable)?;
     let has_more = docs.len() as i64 > limit;
-    let items: Vec<Value> = docs
-        .into_iter()
-        .take(limit as usize)
-        .map(entry_json)
-        .collect();
-    let next_cursor = if has_more {
-        items.last().and_then(|e| e["entity_version"].as_i64())
-    } else {
-        None
-    };
+    let items: Vec<Value> = docs.into_iter().take(limit as usize).map(entry_json).collect();
+    let next_cursor = if has_more { items.last().and_then(|e| e["entity_version"].as_i64()) } else { None };
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
 }
 

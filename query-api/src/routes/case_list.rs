@@ -23,9 +23,7 @@ use super::{page_size, tenant_tx, AppState};
 use crate::consistency::{wait_until, WaitFor};
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/cases", get(list))
-        .route("/v1/cases/{id}", get(detail))
+    Router::new().route("/v1/cases", get(list)).route("/v1/cases/{id}", get(detail))
 }
 
 const COLUMNS: &str = "id, tenant_id, case_number, title, description, status, priority, case_type_id, workflow_id,
@@ -63,56 +61,38 @@ async fn detail(
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant_member()?.tenant_id;
     let schema = Tenancy(tenant).pg_schema();
-    wait_until(token, state.read_wait, |t| {
-        held_version(state.pool.clone(), caller, schema.clone(), t.stream_id)
-    })
-    .await?;
+    wait_until(token, state.read_wait, |t| held_version(state.pool.clone(), caller, schema.clone(), t.stream_id))
+        .await?;
     let (mut tx, _) = tenant_tx(&state.pool, caller).await?;
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM {schema}.cases WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await
-    .or_else(missing_schema_is_empty)?
-    .ok_or_else(|| ApiError::NotFound(format!("case {id} not found")))?;
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM {schema}.cases WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .or_else(missing_schema_is_empty)?
+        .ok_or_else(|| ApiError::NotFound(format!("case {id} not found")))?;
     let case = case_json(&row)?;
     let etag = format!("\"{}\"", case["version"]);
-    if headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        == Some(etag.as_str())
-    {
+    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
     Ok(([(header::ETAG, etag)], Json(case)).into_response())
 }
 
 /// The version of a case the relational read model holds (0: not there yet).
-async fn held_version(
-    pool: sqlx::PgPool,
-    caller: Caller,
-    schema: String,
-    case: Uuid,
-) -> Result<i64, ApiError> {
+async fn held_version(pool: sqlx::PgPool, caller: Caller, schema: String, case: Uuid) -> Result<i64, ApiError> {
     let (mut tx, _) = tenant_tx(&pool, caller).await?;
-    let v: Option<i64> =
-        sqlx::query_scalar(&format!("SELECT version FROM {schema}.cases WHERE id = $1"))
-            .bind(case)
-            .fetch_optional(&mut *tx)
-            .await
-            .or_else(missing_schema_is_empty)?;
+    let v: Option<i64> = sqlx::query_scalar(&format!("SELECT version FROM {schema}.cases WHERE id = $1"))
+        .bind(case)
+        .fetch_optional(&mut *tx)
+        .await
+        .or_else(missing_schema_is_empty)?;
     Ok(v.unwrap_or(0))
 }
 
 /// A tenant whose schema the projector has not created yet simply has no cases.
 fn missing_schema_is_empty<T: Default>(e: sqlx::Error) -> Result<T, sqlx::Error> {
     match &e {
-        sqlx::Error::Database(db)
-            if matches!(db.code().as_deref(), Some("42P01") | Some("3F000")) =>
-        {
-            Ok(T::default())
-        }
+        sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("42P01") | Some("3F000")) => Ok(T::default()),
         _ => Err(e),
     }
 }
@@ -135,20 +115,10 @@ fn encode_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
 }
 
 fn decode_cursor(raw: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
-    let bad = || {
-        ApiError::BadRequest(
-            "the cursor is malformed; pass next_cursor from the previous page".into(),
-        )
-    };
-    let text =
-        String::from_utf8(URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad())?).map_err(|_| bad())?;
+    let bad = || ApiError::BadRequest("the cursor is malformed; pass next_cursor from the previous page".into());
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad())?).map_err(|_| bad())?;
     let (at, id) = text.split_once('|').ok_or_else(bad)?;
-    Ok((
-        DateTime::parse_from_rfc3339(at)
-            .map_err(|_| bad())?
-            .with_timezone(&Utc),
-        id.parse().map_err(|_| bad())?,
-    ))
+    Ok((DateTime::parse_from_rfc3339(at).map_err(|_| bad())?.with_timezone(&Utc), id.parse().map_err(|_| bad())?))
 }
 
 async fn list(
@@ -161,10 +131,8 @@ async fn list(
     let schema = Tenancy(tenant).pg_schema();
     let limit = page_size(q.limit, 25, 100)?;
     let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
-    wait_until(token, state.read_wait, |t| {
-        held_version(state.pool.clone(), caller, schema.clone(), t.stream_id)
-    })
-    .await?;
+    wait_until(token, state.read_wait, |t| held_version(state.pool.clone(), caller, schema.clone(), t.stream_id))
+        .await?;
 
     let (mut tx, _) = tenant_tx(&state.pool, caller).await?;
     // Filters are bound as nullable parameters: one plan shape, no string building from input.
@@ -190,16 +158,10 @@ async fn list(
     .or_else(missing_schema_is_empty)?;
 
     let has_more = rows.len() as i64 > limit;
-    let items = rows
-        .iter()
-        .take(limit as usize)
-        .map(case_json)
-        .collect::<Result<Vec<_>, _>>()?;
+    let items = rows.iter().take(limit as usize).map(case_json).collect::<Result<Vec<_>, _>>()?;
     let next_cursor = if has_more {
         rows.get(limit as usize - 1)
-            .map(|r| -> Result<String, sqlx::Error> {
-                Ok(encode_cursor(r.try_get("created_at")?, r.try_get("id")?))
-            })
+            .map(|r| -> Result<String, sqlx::Error> { Ok(encode_cursor(r.try_get("created_at")?, r.try_get("id")?)) })
             .transpose()?
     } else {
         None

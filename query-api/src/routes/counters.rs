@@ -34,31 +34,15 @@ async fn counters(
         let mut redis = redis.clone();
         let key = t.redis_counted_cases();
         async move {
-            let held: Option<String> = redis
-                .hget(key, token.stream_id.to_string())
-                .await
-                .map_err(redis_unavailable)?;
-            Ok(held
-                .and_then(|h| h.split('|').next().and_then(|v| v.parse().ok()))
-                .unwrap_or(0))
+            let held: Option<String> = redis.hget(key, token.stream_id.to_string()).await.map_err(redis_unavailable)?;
+            Ok(held.and_then(|h| h.split('|').next().and_then(|v| v.parse().ok())).unwrap_or(0))
         }
     })
     .await?;
     let mut redis = state.redis.clone();
-    let by_status: BTreeMap<String, i64> = redis
-        .hgetall(t.redis_cases_by_status())
-        .await
-        .map_err(redis_unavailable)?;
-    let by_assignee: BTreeMap<String, i64> = redis
-        .hgetall(t.redis_open_cases_by_assignee())
-        .await
-        .map_err(redis_unavailable)?;
-    let nonzero = |m: BTreeMap<String, i64>| {
-        m.into_iter()
-            .filter(|(_, n)| *n != 0)
-            .collect::<BTreeMap<_, _>>()
-    };
-    Ok(Json(
-        json!({ "cases_by_status": nonzero(by_status), "open_cases_by_assignee": nonzero(by_assignee) }),
-    ))
+    let by_status: BTreeMap<String, i64> = redis.hgetall(t.redis_cases_by_status()).await.map_err(redis_unavailable)?;
+    let by_assignee: BTreeMap<String, i64> =
+        redis.hgetall(t.redis_open_cases_by_assignee()).await.map_err(redis_unavailable)?;
+    let nonzero = |m: BTreeMap<String, i64>| m.into_iter().filter(|(_, n)| *n != 0).collect::<BTreeMap<_, _>>();
+    Ok(Json(json!({ "cases_by_status": nonzero(by_status), "open_cases_by_assignee": nonzero(by_assignee) })))
 }

@@ -41,15 +41,10 @@ pub fn router(state: AppState) -> Router {
 /// A read transaction bound to the caller's tenant: it runs as `murima_reader`, so the
 /// row-level security policies apply, with `app.current_tenant_id` set for this
 /// transaction only.
-pub async fn tenant_tx(
-    pool: &PgPool,
-    caller: Caller,
-) -> Result<(Transaction<'static, Postgres>, Uuid), ApiError> {
+pub async fn tenant_tx(pool: &PgPool, caller: Caller) -> Result<(Transaction<'static, Postgres>, Uuid), ApiError> {
     let caller = caller.tenant_member()?;
     let mut tx = pool.begin().await?;
-    sqlx::query("SET LOCAL ROLE murima_reader")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("SET LOCAL ROLE murima_reader").execute(&mut *tx).await?;
     sqlx::query("SELECT set_config('app.current_tenant_id', $1, true)")
         .bind(caller.tenant_id.to_string())
         .execute(&mut *tx)
@@ -62,8 +57,6 @@ pub fn page_size(limit: Option<i64>, default: i64, max: i64) -> Result<i64, ApiE
     match limit {
         None => Ok(default),
         Some(n) if (1..=max).contains(&n) => Ok(n),
-        Some(n) => Err(ApiError::BadRequest(format!(
-            "limit must be between 1 and {max} (got {n})"
-        ))),
+        Some(n) => Err(ApiError::BadRequest(format!("limit must be between 1 and {max} (got {n})"))),
     }
 }

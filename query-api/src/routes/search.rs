@@ -49,16 +49,12 @@ async fn search_cases(
     let t = Tenancy(caller.tenant_member()?.tenant_id);
     let text = q.q.trim();
     if text.is_empty() || text.chars().count() > MAX_QUERY {
-        return Err(ApiError::BadRequest(format!(
-            "q must be 1-{MAX_QUERY} characters of search text"
-        )));
+        return Err(ApiError::BadRequest(format!("q must be 1-{MAX_QUERY} characters of search text")));
     }
     let limit = page_size(q.limit, 20, 100)?;
     let offset = q.offset.unwrap_or(0);
     if !(0..=MAX_OFFSET).contains(&offset) {
-        return Err(ApiError::BadRequest(format!(
-            "offset must be between 0 and {MAX_OFFSET}"
-        )));
+        return Err(ApiError::BadRequest(format!("offset must be between 0 and {MAX_OFFSET}")));
     }
     let alias = t.es_alias(CASES);
 
@@ -68,11 +64,7 @@ async fn search_cases(
         let index = t.case_index(token.stream_id);
         async move {
             let id = token.stream_id.to_string();
-            let response = elastic
-                .get(GetParts::IndexId(&index, &id))
-                .send()
-                .await
-                .map_err(elastic_unavailable)?;
+            let response = elastic.get(GetParts::IndexId(&index, &id)).send().await.map_err(elastic_unavailable)?;
             let body: Value = response.json().await.map_err(elastic_unavailable)?;
             Ok(body["_version"].as_i64().unwrap_or(0))
         }
@@ -80,12 +72,7 @@ async fn search_cases(
     .await?;
     if token.is_some() {
         // The document is stored; make it searchable now rather than at the next refresh.
-        let _ = state
-            .elastic
-            .indices()
-            .refresh(IndicesRefreshParts::Index(&[&alias]))
-            .send()
-            .await;
+        let _ = state.elastic.indices().refresh(IndicesRefreshParts::Index(&[&alias])).send().await;
     }
 
     let mut filters = vec![json!({ "term": { "tenant_id": t.0.to_string() } })];
@@ -101,25 +88,16 @@ async fn search_cases(
         } },
         "highlight": { "fields": { "title": {}, "description": {} } }
     });
-    let response = state
-        .elastic
-        .search(SearchParts::Index(&[&alias]))
-        .body(body)
-        .send()
-        .await
-        .map_err(elastic_unavailable)?;
+    let response =
+        state.elastic.search(SearchParts::Index(&[&alias])).body(body).send().await.map_err(elastic_unavailable)?;
     let status = response.status_code();
     let result: Value = response.json().await.map_err(elastic_unavailable)?;
     if status.as_u16() == 404 {
         // No case indexed for this tenant yet: the alias does not exist.
-        return Ok(Json(
-            json!({ "total": 0, "items": [], "next_offset": null }),
-        ));
+        return Ok(Json(json!({ "total": 0, "items": [], "next_offset": null })));
     }
     if !status.is_success() {
-        return Err(ApiError::Internal(anyhow::anyhow!(
-            "search failed: {status} {result}"
-        )));
+        return Err(ApiError::Internal(anyhow::anyhow!("search failed: {status} {result}")));
     }
     let items: Vec<Value> = result["hits"]["hits"]
         .as_array()
@@ -132,12 +110,8 @@ async fn search_cases(
             item
         })
         .collect();
-    let total = result["hits"]["total"]["value"]
-        .as_i64()
-        .unwrap_or(items.len() as i64);
+    let total = result["hits"]["total"]["value"].as_i64().unwrap_or(items.len() as i64);
     let next = offset + items.len() as i64;
     let next_offset = (next < total && next <= MAX_OFFSET).then_some(next);
-    Ok(Json(
-        json!({ "total": total, "items": items, "next_offset": next_offset }),
-    ))
+    Ok(Json(json!({ "total": total, "items": items, "next_offset": next_offset })))
 }
