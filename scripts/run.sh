@@ -41,11 +41,16 @@ start_service projector 8082
 start_service query-api 8081
 
 admin=$(target/debug/command-api token --role platform_admin --hours 1)
-# The Idempotency-Key makes a second run find the same demo tenant instead of failing.
-tenant=$(curl -fsS -X POST http://127.0.0.1:8080/v1/tenants \
+# A fixed id and an Idempotency-Key: a second run finds the same demo tenant.
+tenant=01a21200-0000-7000-8000-00000000de70
+status=$(curl -sS -o "$STATE/logs/provision.json" -w '%{http_code}' -X POST http://127.0.0.1:8080/v1/tenants \
   -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' \
   -H 'Idempotency-Key: provision-demo-tenant' \
-  -d '{"name": "Demo Contact Centre", "slug": "demo"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  -d "{\"id\": \"$tenant\", \"name\": \"Demo Contact Centre\", \"slug\": \"demo\"}")
+case "$status" in
+  200|201|409) ;;
+  *) echo "provisioning the demo tenant failed ($status):" >&2; cat "$STATE/logs/provision.json" >&2; exit 1 ;;
+esac
 token=$(target/debug/command-api token --tenant "$tenant" --role agent --hours 24)
 
 cat <<MSG
@@ -61,25 +66,25 @@ Copy and paste:
 export TOKEN=$token
 
 # open a case; the answer carries its id, version and a position token
-curl -s -X POST http://127.0.0.1:8080/v1/cases -H "Authorization: Bearer \$TOKEN" \\
+curl -s -w '\\n' -X POST http://127.0.0.1:8080/v1/cases -H "Authorization: Bearer \$TOKEN" \\
   -H 'Content-Type: application/json' \\
   -d '{"title": "Printer on fire", "description": "Third floor printers smoke", "priority": "high", "case_type_id": "0199a5b2-0000-7000-8000-000000000001", "tags": ["hardware"]}' | tee /tmp/murima-case.json
 export CASE=\$(python3 -c 'import json; print(json.load(open("/tmp/murima-case.json"))["id"])')
 export POS=\$(python3 -c 'import json; print(json.load(open("/tmp/murima-case.json"))["position"])')
 
 # read it back, waiting for the projection to reach the command's position
-curl -s "http://127.0.0.1:8081/v1/cases/\$CASE?position=\$POS" -H "Authorization: Bearer \$TOKEN"
+curl -s -w '\\n' "http://127.0.0.1:8081/v1/cases/\$CASE?position=\$POS" -H "Authorization: Bearer \$TOKEN"
 
-# assign it to yourself and start work (If-Match: the version you last saw)
-curl -s -X POST http://127.0.0.1:8080/v1/cases/\$CASE/assignment -H "Authorization: Bearer \$TOKEN" \\
+# assign it to an agent and start work (If-Match: the version you last saw)
+curl -s -w '\\n' -X POST http://127.0.0.1:8080/v1/cases/\$CASE/assignment -H "Authorization: Bearer \$TOKEN" \\
   -H 'Content-Type: application/json' -H 'If-Match: "1"' -d '{"assigned_to": "0199a5b2-0000-7000-8000-0000000000aa"}'
-curl -s -X POST http://127.0.0.1:8080/v1/cases/\$CASE/status -H "Authorization: Bearer \$TOKEN" \\
+curl -s -w '\\n' -X POST http://127.0.0.1:8080/v1/cases/\$CASE/status -H "Authorization: Bearer \$TOKEN" \\
   -H 'Content-Type: application/json' -d '{"status": "in_progress"}' | tee /tmp/murima-status.json
 export POS=\$(python3 -c 'import json; print(json.load(open("/tmp/murima-status.json"))["position"])')
 
 # list, audit trail, full-text search and live counters
-curl -s "http://127.0.0.1:8081/v1/cases?status=in_progress&limit=10&position=\$POS" -H "Authorization: Bearer \$TOKEN"
-curl -s "http://127.0.0.1:8081/v1/cases/\$CASE/audit?position=\$POS" -H "Authorization: Bearer \$TOKEN"
-curl -s "http://127.0.0.1:8081/v1/search/cases?q=printers&position=\$POS" -H "Authorization: Bearer \$TOKEN"
-curl -s "http://127.0.0.1:8081/v1/counters?position=\$POS" -H "Authorization: Bearer \$TOKEN"
+curl -s -w '\\n' "http://127.0.0.1:8081/v1/cases?status=in_progress&limit=10&position=\$POS" -H "Authorization: Bearer \$TOKEN"
+curl -s -w '\\n' "http://127.0.0.1:8081/v1/cases/\$CASE/audit?position=\$POS" -H "Authorization: Bearer \$TOKEN"
+curl -s -w '\\n' "http://127.0.0.1:8081/v1/search/cases?q=printers&position=\$POS" -H "Authorization: Bearer \$TOKEN"
+curl -s -w '\\n' "http://127.0.0.1:8081/v1/counters?position=\$POS" -H "Authorization: Bearer \$TOKEN"
 MSG

@@ -100,6 +100,7 @@ pub struct Command<'a> {
     pub tenant_id: Uuid,
     pub stream_id: Uuid,
     /// Fingerprint of the request, so a reused Idempotency-Key with another body is refused.
+    /// Keys are scoped to the caller's tenant (a platform token's is the nil tenant).
     pub request_hash: String,
     pub lookup: Lookup,
     pub success: StatusCode,
@@ -124,7 +125,7 @@ impl Journal {
         decide: impl FnOnce(Option<&K::State>, Looked) -> Result<Vec<K::Event>, DomainError>,
     ) -> Result<CommandReply, ApiError> {
         if let Some(key) = &cmd.ctx.idempotency_key {
-            if let Some(reply) = self.stored_reply(cmd.tenant_id, key, &cmd.request_hash).await? {
+            if let Some(reply) = self.stored_reply(cmd.ctx.caller.tenant_id, key, &cmd.request_hash).await? {
                 return Ok(reply);
             }
         }
@@ -132,7 +133,7 @@ impl Journal {
             Err(ApiError::Conflict { detail, current_version }) => {
                 // A concurrent twin with the same key may have won the race: answer as it did.
                 if let Some(key) = &cmd.ctx.idempotency_key {
-                    if let Some(reply) = self.stored_reply(cmd.tenant_id, key, &cmd.request_hash).await? {
+                    if let Some(reply) = self.stored_reply(cmd.ctx.caller.tenant_id, key, &cmd.request_hash).await? {
                         return Ok(reply);
                     }
                 }
@@ -215,7 +216,7 @@ impl Journal {
                 "INSERT INTO eventstore.idempotency (tenant_id, key, request_hash, status, response)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
             )
-            .bind(cmd.tenant_id)
+            .bind(cmd.ctx.caller.tenant_id)
             .bind(key)
             .bind(&cmd.request_hash)
             .bind(reply.status.as_u16() as i16)
