@@ -2,6 +2,7 @@
 //! small HTTP server for health checks.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use elasticsearch::http::transport::Transport;
@@ -62,13 +63,16 @@ impl Application {
         self.port
     }
 
-    /// Runs every projection until SIGINT/SIGTERM. Dropping this future (as a test that
-    /// kills the projector does) aborts every worker with it.
+    /// Runs every projection until SIGINT/SIGTERM, then lets each finish its batch and
+    /// leave its consumer group. Dropping this future (as a test that kills the projector
+    /// does) aborts every worker with it.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut workers = tokio::task::JoinSet::new();
         for worker in self.workers {
+            let stopped = stopped.clone();
             workers.spawn(async move {
-                if let Err(e) = worker.run_until_stopped().await {
+                if let Err(e) = worker.run_until_stopped(stopped).await {
                     tracing::error!(error = ?e, "projection worker stopped");
                 }
             });
@@ -76,7 +80,13 @@ impl Application {
         let router = runtime::http::with_common_layers(axum::Router::new(), 1024);
         tracing::info!(port = self.port, "projector health endpoint listening");
         let served = runtime::http::serve(self.listener, router).await;
-        workers.abort_all();
+        let _ = stop.send(true);
+        let drained =
+            tokio::time::timeout(Duration::from_secs(20), async { while workers.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!("projection workers did not stop within 20 s; aborting them");
+            workers.abort_all();
+        }
         served.context("serving HTTP")
     }
 }

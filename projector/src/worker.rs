@@ -15,6 +15,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::event::Event;
@@ -69,19 +70,26 @@ impl Worker {
         Ok(consumer)
     }
 
-    /// Consumes until the task is dropped. A consumer that keeps failing (a broker that
+    /// Consumes until `stop` turns true (then leaves the consumer group cleanly, so a
+    /// restarted projector is assigned its partitions at once) or the task is dropped. A consumer that keeps failing (a broker that
     /// restarted, a topic that was re-created) is rebuilt; it then resumes from the
     /// group's committed offsets, or from the start of the log if the broker lost them.
-    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(self, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
         let mut parked: HashSet<Uuid> =
             self.parking.parked_streams(self.projection.name()).await?.into_iter().collect();
         loop {
-            let consumer = ClosedInBackground(Some(self.consumer()?));
+            let mut consumer = ClosedInBackground(Some(self.consumer()?));
             tracing::info!(projection = self.projection.name(), group = %self.group, "projection consuming");
-            let outcome = self.consume(consumer.get(), &mut parked).await;
-            drop(consumer);
+            let outcome = self.consume(consumer.get(), &mut parked, &mut stop).await;
             match outcome {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if let Some(c) = consumer.0.take() {
+                        let closing = tokio::task::spawn_blocking(move || drop(c));
+                        let _ = tokio::time::timeout(Duration::from_secs(10), closing).await;
+                    }
+                    tracing::info!(projection = self.projection.name(), "projection stopped");
+                    return Ok(());
+                }
                 Err(e) => {
                     tracing::warn!(projection = self.projection.name(), error = %e, "consumer failed; rebuilding it");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -90,10 +98,20 @@ impl Worker {
         }
     }
 
-    async fn consume(&self, consumer: &StreamConsumer, parked: &mut HashSet<Uuid>) -> anyhow::Result<()> {
+    async fn consume(
+        &self,
+        consumer: &StreamConsumer,
+        parked: &mut HashSet<Uuid>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
         let mut failing_since: Option<tokio::time::Instant> = None;
         loop {
-            let batch = match next_batch(consumer).await {
+            // Stop only between batches: a batch is applied and its offsets stored, or neither.
+            let next = tokio::select! {
+                next = next_batch(consumer) => next,
+                _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
+            };
+            let batch = match next {
                 Ok(batch) => {
                     failing_since = None;
                     batch
