@@ -470,6 +470,8 @@ fn normalise_tags(tags: Vec<String>) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use chrono::TimeZone;
 

@@ -5,9 +5,17 @@ use events::tenant::TenantEvent;
 use events::{DecodeError, EventEnvelope, StreamType};
 
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // short-lived, one per consumed message
 pub enum DomainEvent {
     Tenant(TenantEvent),
     Case(CaseEvent),
+}
+
+/// A message no decoder of this build can read, with its envelope when that much parsed.
+#[derive(Debug)]
+pub struct Undecodable {
+    pub envelope: Option<Box<EventEnvelope>>,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone)]
@@ -18,13 +26,13 @@ pub struct Event {
 
 impl Event {
     /// Decodes a Kafka payload; unknown types or versions are errors, never guesses.
-    pub fn from_payload(payload: &[u8]) -> Result<Self, (Option<EventEnvelope>, String)> {
-        let envelope: EventEnvelope =
-            serde_json::from_slice(payload).map_err(|e| (None, format!("not an event envelope: {e}")))?;
+    pub fn from_payload(payload: &[u8]) -> Result<Self, Undecodable> {
+        let envelope: EventEnvelope = serde_json::from_slice(payload)
+            .map_err(|e| Undecodable { envelope: None, reason: format!("not an event envelope: {e}") })?;
         Self::from_envelope(envelope)
     }
 
-    pub fn from_envelope(envelope: EventEnvelope) -> Result<Self, (Option<EventEnvelope>, String)> {
+    pub fn from_envelope(envelope: EventEnvelope) -> Result<Self, Undecodable> {
         let decoded: Result<DomainEvent, DecodeError> = match envelope.stream_type {
             StreamType::Tenant => {
                 TenantEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
@@ -37,7 +45,7 @@ impl Event {
         };
         match decoded {
             Ok(data) => Ok(Self { envelope, data }),
-            Err(e) => Err((Some(envelope), e.to_string())),
+            Err(e) => Err(Undecodable { reason: e.to_string(), envelope: Some(Box::new(envelope)) }),
         }
     }
 

@@ -150,11 +150,12 @@ impl Worker {
                         .await?;
                 }
                 Ok(event) => events.push(event),
-                Err((envelope, error)) => {
-                    if let Some(e) = &envelope {
+                Err(undecodable) => {
+                    if let Some(e) = &undecodable.envelope {
                         parked.insert(e.stream_id);
                     }
-                    self.parking.park(self.projection.name(), envelope.as_ref(), raw, &error).await?;
+                    let envelope = undecodable.envelope.as_deref();
+                    self.parking.park(self.projection.name(), envelope, raw, &undecodable.reason).await?;
                 }
             }
         }

@@ -74,6 +74,8 @@ pub fn uuid_time(id: Uuid) -> Option<DateTime<Utc>> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]

@@ -1,5 +1,7 @@
 //! Integration tests: the three services over HTTP against the real servers.
 
+#![allow(clippy::unwrap_used)]
+
 mod bad_input;
 mod broker_loss;
 mod concurrency;
