@@ -268,17 +268,16 @@ impl Journal {
         Ok(v.unwrap_or(0))
     }
 
-    pub async fn tenant_exists(&self, tenant: Uuid) -> Result<bool, ApiError> {
-        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM eventstore.tenant_slugs WHERE tenant_id = $1)")
-            .bind(tenant)
-            .fetch_one(&self.pool)
-            .await?)
+    /// The tenant as its stream says now (None: never provisioned).
+    pub async fn tenant(&self, tenant: Uuid) -> Result<Option<Tenant>, ApiError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(load::<TenantStream>(&mut conn, tenant, tenant).await?.0)
     }
 }
 
 /// Folds a stream's events. A stream of another tenant reads as empty (no existence leak).
 async fn load<K: StreamKind>(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut sqlx::PgConnection,
     tenant: Uuid,
     stream: Uuid,
 ) -> Result<(Option<K::State>, i64), ApiError> {
@@ -288,7 +287,7 @@ async fn load<K: StreamKind>(
     )
     .bind(stream)
     .bind(tenant)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *conn)
     .await?;
     let mut state = None;
     let mut version = 0;

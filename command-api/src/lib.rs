@@ -7,5 +7,6 @@ pub mod journal;
 pub mod relay;
 pub mod routes;
 pub mod startup;
+pub mod versioned;
 
 pub use startup::Application;

@@ -4,6 +4,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::case::{CaseEvent, Change};
+use crate::tenant::TenantEvent;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FieldChange {
@@ -59,4 +60,27 @@ pub fn case_changes(event: &CaseEvent) -> (&'static str, Vec<FieldChange>) {
         }
     };
     (action, out)
+}
+
+/// The audit action and per-field old/new values of a tenant event.
+pub fn tenant_changes(event: &TenantEvent) -> (&'static str, Vec<FieldChange>) {
+    let change = |field, old_value, new_value| FieldChange { field, old_value, new_value };
+    match event {
+        TenantEvent::Provisioned(e) => (
+            "create",
+            vec![
+                change("name", Value::Null, json!(e.name)),
+                change("slug", Value::Null, json!(e.slug)),
+                change("settings", Value::Null, json!(e.settings)),
+            ],
+        ),
+        TenantEvent::SettingsUpdated(e) => {
+            ("update", vec![change("settings", json!(e.settings.old), json!(e.settings.new))])
+        }
+        TenantEvent::Suspended(e) => (
+            "suspend",
+            vec![change("status", json!("active"), json!("suspended")), change("reason", Value::Null, json!(e.reason))],
+        ),
+        TenantEvent::Reactivated(_) => ("reactivate", vec![change("status", json!("suspended"), json!("active"))]),
+    }
 }

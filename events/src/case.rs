@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use crate::change::Change;
 use crate::error::{DecodeError, DomainError, Validator};
 
 pub type CustomFields = serde_json::Map<String, serde_json::Value>;
@@ -80,13 +81,6 @@ impl Priority {
             Priority::Urgent => "urgent",
         }
     }
-}
-
-/// A field's value before and after an event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Change<T> {
-    pub old: T,
-    pub new: T,
 }
 
 // ---- commands ----
@@ -422,16 +416,13 @@ fn update(case: &Case, cmd: UpdateCase, ctx: Context) -> Result<Vec<CaseEvent>, 
     }
     v.finish()?;
 
-    fn change<T: PartialEq + Clone>(old: &T, new: Option<T>) -> Option<Change<T>> {
-        new.filter(|n| n != old).map(|new| Change { old: old.clone(), new })
-    }
     let event = CaseUpdated {
-        title: change(&case.title, cmd.title.map(|t| t.trim().to_owned())),
-        description: change(&case.description, cmd.description),
-        priority: change(&case.priority, cmd.priority),
-        due_date: change(&case.due_date, cmd.due_date),
-        tags: change(&case.tags, cmd.tags.map(normalise_tags)),
-        custom_fields: change(&case.custom_fields, cmd.custom_fields),
+        title: Change::between(&case.title, cmd.title.map(|t| t.trim().to_owned())),
+        description: Change::between(&case.description, cmd.description),
+        priority: Change::between(&case.priority, cmd.priority),
+        due_date: Change::between(&case.due_date, cmd.due_date),
+        tags: Change::between(&case.tags, cmd.tags.map(normalise_tags)),
+        custom_fields: Change::between(&case.custom_fields, cmd.custom_fields),
         updated_at: ctx.now,
     };
     let nothing_changed = event.title.is_none()

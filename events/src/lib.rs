@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod case;
+pub mod change;
 pub mod envelope;
 pub mod error;
 pub mod tenant;

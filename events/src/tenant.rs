@@ -1,54 +1,136 @@
-//! The tenant stream: provisioning a tenant creates everything its read side needs.
+//! The tenant stream: provision (creates everything the read side needs), update
+//! settings, suspend and reactivate. A suspended tenant's commands are refused.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
+use crate::change::Change;
 use crate::error::{DecodeError, DomainError, Validator};
+
+pub type Settings = Map<String, Value>;
+
+const MAX_SETTINGS_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantStatus {
+    Active,
+    Suspended,
+}
+
+impl TenantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantStatus::Active => "active",
+            TenantStatus::Suspended => "suspended",
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum TenantCommand {
-    Provision { name: String, slug: String },
+    Provision { name: String, slug: String, settings: Settings },
+    UpdateSettings { settings: Settings },
+    Suspend { reason: String },
+    Reactivate,
 }
 
+/// v2 added `settings`; v1 events (no settings) are upcast with an empty object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantProvisioned {
     pub name: String,
     pub slug: String,
+    pub settings: Settings,
     pub provisioned_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSettingsUpdated {
+    pub settings: Change<Settings>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSuspended {
+    pub reason: String,
+    pub suspended_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantReactivated {
+    pub reactivated_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum TenantEvent {
     Provisioned(TenantProvisioned),
+    SettingsUpdated(TenantSettingsUpdated),
+    Suspended(TenantSuspended),
+    Reactivated(TenantReactivated),
 }
 
 impl TenantEvent {
     pub fn event_type(&self) -> &'static str {
         match self {
             TenantEvent::Provisioned(_) => "TenantProvisioned",
+            TenantEvent::SettingsUpdated(_) => "TenantSettingsUpdated",
+            TenantEvent::Suspended(_) => "TenantSuspended",
+            TenantEvent::Reactivated(_) => "TenantReactivated",
         }
     }
 
     pub fn schema_version(&self) -> u16 {
         match self {
-            TenantEvent::Provisioned(_) => 1,
+            TenantEvent::Provisioned(_) => 2,
+            TenantEvent::SettingsUpdated(_) | TenantEvent::Suspended(_) | TenantEvent::Reactivated(_) => 1,
         }
     }
 
-    pub fn payload(&self) -> serde_json::Value {
-        match self {
-            TenantEvent::Provisioned(e) => serde_json::to_value(e).expect("plain data always serialises"),
-        }
+    pub fn payload(&self) -> Value {
+        let value = match self {
+            TenantEvent::Provisioned(e) => serde_json::to_value(e),
+            TenantEvent::SettingsUpdated(e) => serde_json::to_value(e),
+            TenantEvent::Suspended(e) => serde_json::to_value(e),
+            TenantEvent::Reactivated(e) => serde_json::to_value(e),
+        };
+        value.expect("tenant events are plain data and always serialise")
     }
 
-    pub fn decode(event_type: &str, schema_version: u16, payload: serde_json::Value) -> Result<Self, DecodeError> {
+    /// Reads a stored event, upcasting older schema versions first.
+    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
+        let (schema_version, payload) = upcast(event_type, schema_version, payload);
+        let malformed = |source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source };
         match (event_type, schema_version) {
-            ("TenantProvisioned", 1) => serde_json::from_value(payload)
-                .map(TenantEvent::Provisioned)
-                .map_err(|source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source }),
+            ("TenantProvisioned", 2) => {
+                serde_json::from_value(payload).map(TenantEvent::Provisioned).map_err(malformed)
+            }
+            ("TenantSettingsUpdated", 1) => {
+                serde_json::from_value(payload).map(TenantEvent::SettingsUpdated).map_err(malformed)
+            }
+            ("TenantSuspended", 1) => serde_json::from_value(payload).map(TenantEvent::Suspended).map_err(malformed),
+            ("TenantReactivated", 1) => {
+                serde_json::from_value(payload).map(TenantEvent::Reactivated).map_err(malformed)
+            }
             _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
         }
+    }
+}
+
+/// TenantProvisioned v1 (name, slug, provisioned_at) -> v2 (adds `settings`, empty).
+fn upcast(event_type: &str, schema_version: u16, mut payload: Value) -> (u16, Value) {
+    match (event_type, schema_version) {
+        ("TenantProvisioned", 1) => {
+            if let Some(object) = payload.as_object_mut() {
+                object.entry("settings").or_insert_with(|| Value::Object(Settings::new()));
+            }
+            (2, payload)
+        }
+        _ => (schema_version, payload),
     }
 }
 
@@ -56,12 +138,37 @@ impl TenantEvent {
 pub struct Tenant {
     pub name: String,
     pub slug: String,
+    pub settings: Settings,
+    pub status: TenantStatus,
 }
 
 pub fn evolve(state: Option<Tenant>, event: &TenantEvent) -> Option<Tenant> {
-    match event {
-        TenantEvent::Provisioned(e) => Some(Tenant { name: e.name.clone(), slug: e.slug.clone() }).or(state),
+    match (state, event) {
+        (None, TenantEvent::Provisioned(e)) => Some(Tenant {
+            name: e.name.clone(),
+            slug: e.slug.clone(),
+            settings: e.settings.clone(),
+            status: TenantStatus::Active,
+        }),
+        (Some(mut t), TenantEvent::SettingsUpdated(e)) => {
+            t.settings = e.settings.new.clone();
+            Some(t)
+        }
+        (Some(mut t), TenantEvent::Suspended(_)) => {
+            t.status = TenantStatus::Suspended;
+            Some(t)
+        }
+        (Some(mut t), TenantEvent::Reactivated(_)) => {
+            t.status = TenantStatus::Active;
+            Some(t)
+        }
+        (state, _) => state,
     }
+}
+
+fn check_settings(v: &mut Validator, settings: &Settings) {
+    let size = serde_json::to_string(settings).map(|s| s.len()).unwrap_or(0);
+    v.check(size <= MAX_SETTINGS_BYTES, "settings", format!("must be at most {MAX_SETTINGS_BYTES} bytes of JSON"));
 }
 
 pub fn decide(
@@ -69,11 +176,11 @@ pub fn decide(
     command: TenantCommand,
     now: DateTime<Utc>,
 ) -> Result<Vec<TenantEvent>, DomainError> {
-    match command {
-        TenantCommand::Provision { name, slug } => {
-            if state.is_some() {
-                return Err(DomainError::Conflict("the tenant is already provisioned".into()));
-            }
+    match (state, command) {
+        (Some(_), TenantCommand::Provision { .. }) => {
+            Err(DomainError::Conflict("the tenant is already provisioned".into()))
+        }
+        (None, TenantCommand::Provision { name, slug, settings }) => {
             let mut v = Validator::default();
             v.text("name", &name, 200);
             let slug_ok = (3..=63).contains(&slug.len())
@@ -81,12 +188,39 @@ pub fn decide(
                 && !slug.starts_with('-')
                 && !slug.ends_with('-');
             v.check(slug_ok, "slug", "3-63 characters of a-z, 0-9 and '-', not starting or ending with '-'");
+            check_settings(&mut v, &settings);
             v.finish()?;
             Ok(vec![TenantEvent::Provisioned(TenantProvisioned {
                 name: name.trim().to_owned(),
                 slug,
+                settings,
                 provisioned_at: now,
             })])
+        }
+        (None, _) => Err(DomainError::NotFound("tenant")),
+        (Some(tenant), TenantCommand::UpdateSettings { settings }) => {
+            let mut v = Validator::default();
+            check_settings(&mut v, &settings);
+            v.finish()?;
+            Ok(Change::between(&tenant.settings, Some(settings))
+                .map(|settings| TenantEvent::SettingsUpdated(TenantSettingsUpdated { settings, updated_at: now }))
+                .into_iter()
+                .collect())
+        }
+        (Some(tenant), TenantCommand::Suspend { reason }) => {
+            let mut v = Validator::default();
+            v.text("reason", &reason, 500);
+            v.finish()?;
+            if tenant.status == TenantStatus::Suspended {
+                return Ok(vec![]);
+            }
+            Ok(vec![TenantEvent::Suspended(TenantSuspended { reason: reason.trim().to_owned(), suspended_at: now })])
+        }
+        (Some(tenant), TenantCommand::Reactivate) => {
+            if tenant.status == TenantStatus::Active {
+                return Ok(vec![]);
+            }
+            Ok(vec![TenantEvent::Reactivated(TenantReactivated { reactivated_at: now })])
         }
     }
 }
@@ -96,19 +230,69 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use serde_json::json;
+
+    fn provision() -> TenantCommand {
+        TenantCommand::Provision { name: "Acme".into(), slug: "acme".into(), settings: Settings::new() }
+    }
+
+    fn given(events: &[TenantEvent]) -> Option<Tenant> {
+        events.iter().fold(None, evolve)
+    }
 
     #[test]
     fn provisioning_validates_the_slug() {
-        let cmd = TenantCommand::Provision { name: "Acme".into(), slug: "Acme Corp".into() };
+        let cmd = TenantCommand::Provision { name: "Acme".into(), slug: "Acme Corp".into(), settings: Settings::new() };
         let Err(DomainError::Invalid(errors)) = decide(None, cmd, Utc::now()) else { panic!("expected invalid") };
         assert_eq!(errors[0].field, "slug");
     }
 
     #[test]
     fn a_tenant_is_provisioned_once() {
-        let cmd = || TenantCommand::Provision { name: "Acme".into(), slug: "acme".into() };
-        let events = decide(None, cmd(), Utc::now()).unwrap();
-        let state = events.iter().fold(None, evolve);
-        assert!(matches!(decide(state.as_ref(), cmd(), Utc::now()), Err(DomainError::Conflict(_))));
+        let state = given(&decide(None, provision(), Utc::now()).unwrap());
+        assert!(matches!(decide(state.as_ref(), provision(), Utc::now()), Err(DomainError::Conflict(_))));
+    }
+
+    #[test]
+    fn suspending_and_reactivating_toggle_the_status_once() {
+        let mut events = decide(None, provision(), Utc::now()).unwrap();
+        let state = given(&events);
+        let suspended = decide(state.as_ref(), TenantCommand::Suspend { reason: "unpaid".into() }, Utc::now()).unwrap();
+        events.extend(suspended);
+        let state = given(&events);
+        assert_eq!(state.as_ref().unwrap().status, TenantStatus::Suspended);
+        let again = decide(state.as_ref(), TenantCommand::Suspend { reason: "unpaid".into() }, Utc::now()).unwrap();
+        assert_eq!(again, vec![]);
+        let back = decide(state.as_ref(), TenantCommand::Reactivate, Utc::now()).unwrap();
+        events.extend(back);
+        assert_eq!(given(&events).unwrap().status, TenantStatus::Active);
+    }
+
+    #[test]
+    fn settings_updates_record_old_and_new() {
+        let state = given(&decide(None, provision(), Utc::now()).unwrap());
+        let settings: Settings = serde_json::from_value(json!({ "timezone": "Africa/Nairobi" })).unwrap();
+        let events =
+            decide(state.as_ref(), TenantCommand::UpdateSettings { settings: settings.clone() }, Utc::now()).unwrap();
+        let [TenantEvent::SettingsUpdated(e)] = events.as_slice() else { panic!("expected one update") };
+        assert_eq!(e.settings.old, Settings::new());
+        assert_eq!(e.settings.new, settings);
+        let unchanged = decide(state.as_ref(), TenantCommand::UpdateSettings { settings: Settings::new() }, Utc::now());
+        assert_eq!(unchanged.unwrap(), vec![], "the same settings are no change");
+    }
+
+    #[test]
+    fn a_v1_provisioned_event_in_the_log_is_upcast_with_empty_settings() {
+        let v1 = json!({ "name": "Old Co", "slug": "old-co", "provisioned_at": "2026-11-25T09:00:00Z" });
+        let event = TenantEvent::decode("TenantProvisioned", 1, v1).unwrap();
+        let TenantEvent::Provisioned(e) = &event else { panic!("expected TenantProvisioned") };
+        assert_eq!(e.slug, "old-co");
+        assert_eq!(e.settings, Settings::new());
+        assert_eq!(event.schema_version(), 2);
+    }
+
+    #[test]
+    fn commands_on_a_missing_tenant_are_not_found() {
+        assert_eq!(decide(None, TenantCommand::Reactivate, Utc::now()), Err(DomainError::NotFound("tenant")));
     }
 }

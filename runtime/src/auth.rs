@@ -32,6 +32,46 @@ impl Role {
     }
 }
 
+/// What a command needs the caller to be allowed to do. The string form is what a 403
+/// names and what the seed's permission documents hold; never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    CasesCreate,
+    CasesUpdate,
+    CasesAssign,
+    CasesChangeStatus,
+    TenantSettings,
+    TenantsManage,
+}
+
+impl Permission {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::CasesCreate => "cases:create",
+            Permission::CasesUpdate => "cases:update",
+            Permission::CasesAssign => "cases:assign",
+            Permission::CasesChangeStatus => "cases:change_status",
+            Permission::TenantSettings => "tenant:settings",
+            Permission::TenantsManage => "tenants:manage",
+        }
+    }
+}
+
+impl Role {
+    /// The permissions each role carries. Platform administrators run the platform and
+    /// touch no tenant's cases; tenant administrators manage their own tenant.
+    pub fn grants(self, permission: Permission) -> bool {
+        use Permission::*;
+        match self {
+            Role::PlatformAdmin => matches!(permission, TenantsManage | TenantSettings),
+            Role::Admin => !matches!(permission, TenantsManage),
+            Role::Supervisor | Role::Agent => {
+                matches!(permission, CasesCreate | CasesUpdate | CasesAssign | CasesChangeStatus)
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: Uuid,
@@ -79,6 +119,19 @@ impl Caller {
             ));
         }
         Ok(self)
+    }
+
+    /// The caller, if their role grants `permission`; otherwise a 403 naming it.
+    pub fn require(self, permission: Permission) -> Result<Self, ApiError> {
+        if self.role.grants(permission) {
+            Ok(self)
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "the role {} lacks the permission {}",
+                self.role.as_str(),
+                permission.as_str()
+            )))
+        }
     }
 
     pub fn platform_admin(self) -> Result<Self, ApiError> {

@@ -8,3 +8,4 @@ mod concurrency;
 mod flow;
 mod isolation;
 mod projector_crash;
+mod tenants;

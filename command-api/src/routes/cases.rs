@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use events::case::{
     self, AssignCase, CaseCommand, ChangeStatus, Context, CustomFields, OpenCase, Priority, Status, UpdateCase,
 };
-use runtime::extract::{ApiJson, ApiPath};
+use events::tenant::TenantStatus;
+use runtime::auth::Permission;
+use runtime::extract::ApiPath;
 use runtime::ApiError;
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
@@ -16,6 +18,7 @@ use uuid::Uuid;
 use super::AppState;
 use crate::context::CommandContext;
 use crate::journal::{fingerprint, CaseStream, Command, CommandReply, Lookup};
+use crate::versioned::{CommandSchema, Versioned};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -41,6 +44,10 @@ struct OpenCaseBody {
     custom_fields: CustomFields,
 }
 
+impl CommandSchema for OpenCaseBody {
+    const NAME: &'static str = "open_case";
+}
+
 /// Absent fields stay as they are; `null` clears a nullable field.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,16 +62,28 @@ struct UpdateCaseBody {
     custom_fields: Option<CustomFields>,
 }
 
+impl CommandSchema for UpdateCaseBody {
+    const NAME: &'static str = "update_case";
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AssignBody {
     assigned_to: Option<Uuid>,
 }
 
+impl CommandSchema for AssignBody {
+    const NAME: &'static str = "assign_case";
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StatusBody {
     status: Status,
+}
+
+impl CommandSchema for StatusBody {
+    const NAME: &'static str = "change_case_status";
 }
 
 /// Tells "field present and null" (Some(None)) from "field absent" (None).
@@ -75,17 +94,17 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 async fn open(
     State(state): State<AppState>,
     ctx: CommandContext,
-    ApiJson(body): ApiJson<OpenCaseBody>,
+    Versioned { body, .. }: Versioned<OpenCaseBody>,
 ) -> Result<CommandReply, ApiError> {
-    let caller = ctx.caller.tenant_member()?;
-    ensure_tenant(&state, caller.tenant_id).await?;
+    let caller = ctx.caller.require(Permission::CasesCreate)?;
+    ensure_active_tenant(&state, caller.tenant_id).await?;
     // v7: a case's id tells the month of its search index (see runtime::tenancy).
     let case_id = Uuid::now_v7();
     let command = Command {
         ctx: &ctx,
         tenant_id: caller.tenant_id,
         stream_id: case_id,
-        request_hash: fingerprint("open_case", None, &body),
+        request_hash: fingerprint(OpenCaseBody::NAME, None, &body),
         lookup: Lookup::CaseNumber,
         success: StatusCode::CREATED,
     };
@@ -116,9 +135,9 @@ async fn update(
     State(state): State<AppState>,
     ctx: CommandContext,
     ApiPath(id): ApiPath<Uuid>,
-    ApiJson(body): ApiJson<UpdateCaseBody>,
+    Versioned { body, .. }: Versioned<UpdateCaseBody>,
 ) -> Result<CommandReply, ApiError> {
-    let hash = fingerprint("update_case", Some(id), &body);
+    let hash = fingerprint(UpdateCaseBody::NAME, Some(id), &body);
     let cmd = CaseCommand::Update(UpdateCase {
         title: body.title,
         description: body.description,
@@ -127,27 +146,43 @@ async fn update(
         tags: body.tags,
         custom_fields: body.custom_fields,
     });
-    run(&state, &ctx, id, hash, cmd).await
+    run(&state, &ctx, id, hash, Permission::CasesUpdate, cmd).await
 }
 
 async fn assign(
     State(state): State<AppState>,
     ctx: CommandContext,
     ApiPath(id): ApiPath<Uuid>,
-    ApiJson(body): ApiJson<AssignBody>,
+    Versioned { body, .. }: Versioned<AssignBody>,
 ) -> Result<CommandReply, ApiError> {
-    let hash = fingerprint("assign_case", Some(id), &body);
-    run(&state, &ctx, id, hash, CaseCommand::Assign(AssignCase { assigned_to: body.assigned_to })).await
+    let hash = fingerprint(AssignBody::NAME, Some(id), &body);
+    run(
+        &state,
+        &ctx,
+        id,
+        hash,
+        Permission::CasesAssign,
+        CaseCommand::Assign(AssignCase { assigned_to: body.assigned_to }),
+    )
+    .await
 }
 
 async fn change_status(
     State(state): State<AppState>,
     ctx: CommandContext,
     ApiPath(id): ApiPath<Uuid>,
-    ApiJson(body): ApiJson<StatusBody>,
+    Versioned { body, .. }: Versioned<StatusBody>,
 ) -> Result<CommandReply, ApiError> {
-    let hash = fingerprint("change_status", Some(id), &body);
-    run(&state, &ctx, id, hash, CaseCommand::ChangeStatus(ChangeStatus { status: body.status })).await
+    let hash = fingerprint(StatusBody::NAME, Some(id), &body);
+    run(
+        &state,
+        &ctx,
+        id,
+        hash,
+        Permission::CasesChangeStatus,
+        CaseCommand::ChangeStatus(ChangeStatus { status: body.status }),
+    )
+    .await
 }
 
 /// Runs a command against an existing case.
@@ -156,9 +191,11 @@ async fn run(
     ctx: &CommandContext,
     id: Uuid,
     hash: String,
+    permission: Permission,
     cmd: CaseCommand,
 ) -> Result<CommandReply, ApiError> {
-    let caller = ctx.caller.tenant_member()?;
+    let caller = ctx.caller.require(permission)?;
+    ensure_active_tenant(state, caller.tenant_id).await?;
     let command = Command {
         ctx,
         tenant_id: caller.tenant_id,
@@ -173,9 +210,13 @@ async fn run(
         .await
 }
 
-async fn ensure_tenant(state: &AppState, tenant: Uuid) -> Result<(), ApiError> {
-    if !state.journal.tenant_exists(tenant).await? {
-        return Err(ApiError::Forbidden("the token's tenant is not provisioned".into()));
+/// Case commands need a provisioned tenant that is not suspended.
+async fn ensure_active_tenant(state: &AppState, tenant: Uuid) -> Result<(), ApiError> {
+    match state.journal.tenant(tenant).await? {
+        None => Err(ApiError::Forbidden("the token's tenant is not provisioned".into())),
+        Some(t) if t.status == TenantStatus::Suspended => {
+            Err(ApiError::Forbidden("the tenant is suspended; its commands are refused until it is reactivated".into()))
+        }
+        Some(_) => Ok(()),
     }
-    Ok(())
 }

@@ -1,12 +1,14 @@
-//! Tenant provisioning (platform administrators only).
+//! Tenant commands: provision, update settings (platform or the tenant's own admins),
+//! suspend and reactivate (platform administrators).
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{patch, post};
 use axum::Router;
 use chrono::Utc;
-use events::tenant::{self, TenantCommand};
-use runtime::extract::ApiJson;
+use events::tenant::{self, Settings, TenantCommand};
+use runtime::auth::{Permission, Role};
+use runtime::extract::ApiPath;
 use runtime::ApiError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -14,9 +16,14 @@ use uuid::Uuid;
 use super::AppState;
 use crate::context::CommandContext;
 use crate::journal::{fingerprint, Command, CommandReply, Lookup, TenantStream};
+use crate::versioned::{CommandSchema, Versioned};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/tenants", post(provision))
+    Router::new()
+        .route("/v1/tenants", post(provision))
+        .route("/v1/tenants/{id}/settings", patch(update_settings))
+        .route("/v1/tenants/{id}/suspend", post(suspend))
+        .route("/v1/tenants/{id}/reactivate", post(reactivate))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -24,26 +31,113 @@ pub fn router() -> Router<AppState> {
 struct ProvisionTenant {
     name: String,
     slug: String,
+    #[serde(default)]
+    settings: Settings,
     /// Optional: lets an operator choose the id (e.g. to re-create a known tenant).
     id: Option<Uuid>,
+}
+
+impl CommandSchema for ProvisionTenant {
+    const NAME: &'static str = "provision_tenant";
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateSettings {
+    settings: Settings,
+}
+
+impl CommandSchema for UpdateSettings {
+    const NAME: &'static str = "update_tenant_settings";
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Suspend {
+    reason: String,
+}
+
+impl CommandSchema for Suspend {
+    const NAME: &'static str = "suspend_tenant";
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reactivate {}
+
+impl CommandSchema for Reactivate {
+    const NAME: &'static str = "reactivate_tenant";
 }
 
 async fn provision(
     State(state): State<AppState>,
     ctx: CommandContext,
-    ApiJson(body): ApiJson<ProvisionTenant>,
+    Versioned { body, .. }: Versioned<ProvisionTenant>,
 ) -> Result<CommandReply, ApiError> {
-    ctx.caller.platform_admin()?;
+    ctx.caller.require(Permission::TenantsManage)?;
     let tenant_id = body.id.unwrap_or_else(Uuid::now_v7);
-    let hash = fingerprint("provision_tenant", None, &body);
     let command = Command {
         ctx: &ctx,
         tenant_id,
         stream_id: tenant_id,
-        request_hash: hash,
+        request_hash: fingerprint(ProvisionTenant::NAME, None, &body),
         lookup: Lookup::TenantSlug(body.slug.clone()),
         success: StatusCode::CREATED,
     };
-    let provision = TenantCommand::Provision { name: body.name, slug: body.slug };
+    let provision = TenantCommand::Provision { name: body.name, slug: body.slug, settings: body.settings };
     state.journal.execute::<TenantStream>(command, |s, _| tenant::decide(s, provision, Utc::now())).await
+}
+
+async fn update_settings(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<UpdateSettings>,
+) -> Result<CommandReply, ApiError> {
+    let caller = ctx.caller.require(Permission::TenantSettings)?;
+    if caller.role != Role::PlatformAdmin && caller.tenant_id != id {
+        return Err(ApiError::NotFound("tenant not found".into()));
+    }
+    let hash = fingerprint(UpdateSettings::NAME, Some(id), &body);
+    run(&state, &ctx, id, hash, TenantCommand::UpdateSettings { settings: body.settings }).await
+}
+
+async fn suspend(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<Suspend>,
+) -> Result<CommandReply, ApiError> {
+    ctx.caller.require(Permission::TenantsManage)?;
+    let hash = fingerprint(Suspend::NAME, Some(id), &body);
+    run(&state, &ctx, id, hash, TenantCommand::Suspend { reason: body.reason }).await
+}
+
+async fn reactivate(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<Reactivate>,
+) -> Result<CommandReply, ApiError> {
+    ctx.caller.require(Permission::TenantsManage)?;
+    let hash = fingerprint(Reactivate::NAME, Some(id), &body);
+    run(&state, &ctx, id, hash, TenantCommand::Reactivate).await
+}
+
+async fn run(
+    state: &AppState,
+    ctx: &CommandContext,
+    id: Uuid,
+    hash: String,
+    cmd: TenantCommand,
+) -> Result<CommandReply, ApiError> {
+    let command = Command {
+        ctx,
+        tenant_id: id,
+        stream_id: id,
+        request_hash: hash,
+        lookup: Lookup::Nothing,
+        success: StatusCode::OK,
+    };
+    state.journal.execute::<TenantStream>(command, |s, _| tenant::decide(s, cmd, Utc::now())).await
 }

@@ -224,7 +224,12 @@ impl Projection for ElasticProjection {
                     }
                 }
                 // Tenants have no search index of their own.
-                DomainEvent::Tenant(TenantEvent::Provisioned(_)) => {}
+                DomainEvent::Tenant(
+                    TenantEvent::Provisioned(_)
+                    | TenantEvent::SettingsUpdated(_)
+                    | TenantEvent::Suspended(_)
+                    | TenantEvent::Reactivated(_),
+                ) => {}
             }
         }
         if keys.is_empty() {

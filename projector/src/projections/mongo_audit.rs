@@ -6,8 +6,7 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use events::audit::{case_changes, FieldChange};
-use events::tenant::TenantEvent;
+use events::audit::{case_changes, tenant_changes, FieldChange};
 use mongodb::bson::{self, doc, Document};
 use mongodb::error::ErrorKind;
 use mongodb::options::IndexOptions;
@@ -58,14 +57,10 @@ fn entry(event: &Event) -> Result<Document, ApplyError> {
             let (action, changes) = case_changes(e);
             ("case", action, changes)
         }
-        DomainEvent::Tenant(TenantEvent::Provisioned(e)) => (
-            "tenant",
-            "create",
-            vec![
-                FieldChange { field: "name", old_value: json!(null), new_value: json!(e.name) },
-                FieldChange { field: "slug", old_value: json!(null), new_value: json!(e.slug) },
-            ],
-        ),
+        DomainEvent::Tenant(e) => {
+            let (action, changes) = tenant_changes(e);
+            ("tenant", action, changes)
+        }
     };
     let value = json!({
         "_id": env.event_id.to_string(),

@@ -52,19 +52,59 @@ impl PostgresProjection {
         match &event.data {
             DomainEvent::Tenant(TenantEvent::Provisioned(e)) => {
                 sqlx::query(
-                    "UPDATE public.tenants SET name = $2, slug = $3, created_at = $4, updated_at = $4, version = $5
-                     WHERE id = $1 AND version < $5",
+                    "UPDATE public.tenants SET name = $2, slug = $3, settings = $4, created_at = $5, updated_at = $5,
+                        version = $6
+                     WHERE id = $1 AND version < $6",
                 )
                 .bind(env.tenant_id)
                 .bind(&e.name)
                 .bind(&e.slug)
+                .bind(sqlx::types::Json(&e.settings))
                 .bind(e.provisioned_at)
                 .bind(env.stream_version)
                 .execute(&mut **tx)
                 .await?;
             }
+            DomainEvent::Tenant(TenantEvent::SettingsUpdated(e)) => {
+                sqlx::query(
+                    "UPDATE public.tenants SET settings = $3, updated_at = $4, version = $2
+                     WHERE id = $1 AND version = $2 - 1",
+                )
+                .bind(env.tenant_id)
+                .bind(env.stream_version)
+                .bind(sqlx::types::Json(&e.settings.new))
+                .bind(e.updated_at)
+                .execute(&mut **tx)
+                .await?;
+            }
+            DomainEvent::Tenant(TenantEvent::Suspended(e)) => {
+                self.set_tenant_status(tx, event, "suspended", e.suspended_at).await?;
+            }
+            DomainEvent::Tenant(TenantEvent::Reactivated(e)) => {
+                self.set_tenant_status(tx, event, "active", e.reactivated_at).await?;
+            }
             DomainEvent::Case(case_event) => self.apply_case(tx, event, case_event).await?,
         }
+        Ok(())
+    }
+
+    /// A guarded status change of a tenant row.
+    async fn set_tenant_status(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &Event,
+        status: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE public.tenants SET status = $3, updated_at = $4, version = $2 WHERE id = $1 AND version = $2 - 1",
+        )
+        .bind(event.envelope.tenant_id)
+        .bind(event.envelope.stream_version)
+        .bind(status)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
         Ok(())
     }
 

@@ -79,7 +79,12 @@ impl Projection for RedisCountersProjection {
                 DomainEvent::Case(CaseEvent::StatusChanged(e)) => (status_arg(e.status.new), UNCHANGED.to_owned()),
                 DomainEvent::Case(CaseEvent::Assigned(e)) => (UNCHANGED.to_owned(), assignee_arg(e.assigned_to.new)),
                 DomainEvent::Case(CaseEvent::Updated(_)) => (UNCHANGED.to_owned(), UNCHANGED.to_owned()),
-                DomainEvent::Tenant(TenantEvent::Provisioned(_)) => continue,
+                DomainEvent::Tenant(
+                    TenantEvent::Provisioned(_)
+                    | TenantEvent::SettingsUpdated(_)
+                    | TenantEvent::Suspended(_)
+                    | TenantEvent::Reactivated(_),
+                ) => continue,
             };
             let t = Tenancy(env.tenant_id);
             let outcome: i64 = self

@@ -1,0 +1,46 @@
+//! Versioned command bodies. A body may carry `schema_version`; absent means the newest.
+//! An unknown version is a 400 that names the supported ones, so old clients fail loudly
+//! instead of having fields silently misread.
+
+use axum::extract::{FromRequest, Request};
+use runtime::extract::ApiJson;
+use runtime::ApiError;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// A command body's name and the schema versions this build accepts (oldest first).
+pub trait CommandSchema {
+    const NAME: &'static str;
+    const VERSIONS: &'static [u16] = &[1];
+}
+
+pub struct Versioned<T> {
+    pub version: u16,
+    pub body: T,
+}
+
+impl<T: DeserializeOwned + CommandSchema, S: Send + Sync> FromRequest<S> for Versioned<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let ApiJson(mut value) = ApiJson::<Value>::from_request(req, state).await?;
+        let object = value.as_object_mut().ok_or_else(|| ApiError::unprocessable("the body must be a JSON object"))?;
+        let newest = T::VERSIONS.last().copied().unwrap_or(1);
+        let version = match object.remove("schema_version") {
+            None => newest,
+            Some(raw) => {
+                raw.as_u64().and_then(|v| u16::try_from(v).ok()).filter(|v| T::VERSIONS.contains(v)).ok_or_else(
+                    || {
+                        ApiError::BadRequest(format!(
+                            "schema_version {raw} of {} is not supported; supported versions: {:?}",
+                            T::NAME,
+                            T::VERSIONS
+                        ))
+                    },
+                )?
+            }
+        };
+        let body = serde_json::from_value(value).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+        Ok(Self { version, body })
+    }
+}

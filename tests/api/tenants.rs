@@ -1,0 +1,157 @@
+//! Tenant lifecycle, permissions, versioned command bodies and the TenantProvisioned upcaster.
+
+use murima_tests::{eventually, TestApp};
+use reqwest::{Method, StatusCode};
+use runtime::auth::Role;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+fn case_body() -> Value {
+    json!({ "title": "Anything", "case_type_id": Uuid::from_u128(1) })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_suspended_tenants_commands_are_refused_until_it_is_reactivated() {
+    let app = TestApp::spawn().await;
+    let platform = app.platform_token();
+    let tenant = app.tenant_id;
+
+    let agent_try = app
+        .command(Method::POST, &format!("/v1/tenants/{tenant}/suspend"), &app.token, Some(json!({ "reason": "x" })))
+        .await;
+    assert_eq!(agent_try.status(), StatusCode::FORBIDDEN);
+    let p: Value = agent_try.json().await.unwrap();
+    assert!(p["detail"].as_str().unwrap().contains("tenants:manage"), "{p}");
+
+    let r = app
+        .command(
+            Method::POST,
+            &format!("/v1/tenants/{tenant}/suspend"),
+            &platform,
+            Some(json!({ "reason": "unpaid invoice" })),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let refused = app.command(Method::POST, "/v1/cases", &app.token, Some(case_body())).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let p: Value = refused.json().await.unwrap();
+    assert!(p["detail"].as_str().unwrap().contains("suspended"), "{p}");
+
+    let r = app.command(Method::POST, &format!("/v1/tenants/{tenant}/reactivate"), &platform, Some(json!({}))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        app.command(Method::POST, "/v1/cases", &app.token, Some(case_body())).await.status(),
+        StatusCode::CREATED
+    );
+
+    // The relational read model follows: suspended, then active again, version 3.
+    let pool = app.pool.clone();
+    eventually("the tenant row to reach version 3", || async {
+        let (status, version): (String, i64) =
+            sqlx::query_as("SELECT status, version FROM public.tenants WHERE id = $1")
+                .bind(tenant)
+                .fetch_one(&pool)
+                .await
+                .ok()?;
+        (version == 3).then_some(status)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenant_admins_update_their_own_settings_only() {
+    let app = TestApp::spawn().await;
+    let admin = app.token_for(app.tenant_id, Role::Admin);
+    let path = format!("/v1/tenants/{}/settings", app.tenant_id);
+    let settings = json!({ "settings": { "timezone": "Africa/Nairobi", "business_hours": "08:00-17:00" } });
+
+    let agent = app.command(Method::PATCH, &path, &app.token, Some(settings.clone())).await;
+    assert_eq!(agent.status(), StatusCode::FORBIDDEN);
+    let p: Value = agent.json().await.unwrap();
+    assert_eq!(p["detail"], "the role agent lacks the permission tenant:settings");
+
+    let r = app.command(Method::PATCH, &path, &admin, Some(settings.clone())).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["etag"], "\"2\"");
+
+    let (other, _) = app.provision_tenant().await;
+    let other_admin = app.token_for(other, Role::Admin);
+    assert_eq!(app.command(Method::PATCH, &path, &other_admin, Some(settings)).await.status(), StatusCode::NOT_FOUND);
+
+    let pool = app.pool.clone();
+    let tenant = app.tenant_id;
+    let stored = eventually("the settings in public.tenants", || async {
+        let (settings,): (Value,) = sqlx::query_as("SELECT settings FROM public.tenants WHERE id = $1 AND version = 2")
+            .bind(tenant)
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+        Some(settings)
+    })
+    .await;
+    assert_eq!(stored["timezone"], "Africa/Nairobi");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn command_bodies_carry_a_schema_version() {
+    let app = TestApp::spawn().await;
+    let mut body = case_body();
+    body["schema_version"] = json!(1);
+    assert_eq!(
+        app.command(Method::POST, "/v1/cases", &app.token, Some(body.clone())).await.status(),
+        StatusCode::CREATED
+    );
+    body["schema_version"] = json!(7);
+    let r = app.command(Method::POST, "/v1/cases", &app.token, Some(body)).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["detail"], "schema_version 7 of open_case is not supported; supported versions: [1]");
+    let r = app.command(Method::POST, "/v1/cases", &app.token, Some(json!(["not", "an", "object"]))).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_old_tenant_provisioned_v1_in_the_log_still_projects() {
+    let app = TestApp::spawn().await;
+    // Write a v1 event (before `settings` existed) straight into the journal, as an
+    // older build did, and let the relay publish it.
+    let tenant = Uuid::now_v7();
+    let envelope = json!({
+        "event_id": Uuid::now_v7(), "tenant_id": tenant, "stream_type": "tenant", "stream_id": tenant,
+        "stream_version": 1, "event_type": "TenantProvisioned", "schema_version": 1,
+        "occurred_at": "2026-11-01T09:00:00Z", "actor": { "user_id": Uuid::nil(), "role": "platform_admin" },
+        "correlation_id": Uuid::now_v7(), "causation_id": null,
+        "payload": { "name": "Legacy Co", "slug": format!("legacy-{}", &tenant.simple().to_string()[24..]), "provisioned_at": "2026-11-01T09:00:00Z" }
+    });
+    let position: i64 = sqlx::query_scalar(
+        "INSERT INTO eventstore.events (event_id, tenant_id, stream_type, stream_id, stream_version, event_type,
+            schema_version, occurred_at, envelope)
+         VALUES ($1, $2, 'tenant', $2, 1, 'TenantProvisioned', 1, '2026-11-01T09:00:00Z', $3) RETURNING position",
+    )
+    .bind(envelope["event_id"].as_str().unwrap().parse::<Uuid>().unwrap())
+    .bind(tenant)
+    .bind(&envelope)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO eventstore.outbox (position) VALUES ($1)")
+        .bind(position)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    let pool = app.pool.clone();
+    let (name, settings) = eventually("the v1 tenant in public.tenants", || async {
+        sqlx::query_as::<_, (String, Value)>("SELECT name, settings FROM public.tenants WHERE id = $1 AND version = 1")
+            .bind(tenant)
+            .fetch_one(&pool)
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(name, "Legacy Co");
+    assert_eq!(settings, json!({}));
+    // The write side reads it too: the tenant accepts commands.
+    let token = app.token_for(tenant, Role::Agent);
+    assert_eq!(app.command(Method::POST, "/v1/cases", &token, Some(case_body())).await.status(), StatusCode::CREATED);
+}
