@@ -36,6 +36,27 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
+        Self::from_parts(caller, parts)
+    }
+}
+
+/// The request facts of an unauthenticated request (a login), to build a context from
+/// once the caller is known.
+pub struct RequestFacts(pub Parts);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestFacts {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let (mut copy, _) = axum::http::Request::new(()).into_parts();
+        copy.headers = parts.headers.clone();
+        copy.extensions = parts.extensions.clone();
+        Ok(Self(copy))
+    }
+}
+
+impl CommandContext {
+    pub fn from_parts(caller: Caller, parts: &Parts) -> Result<Self, ApiError> {
         let headers = &parts.headers;
         let request_id = header_str(headers, runtime::http::REQUEST_ID.as_str());
         let ip_address = header_str(headers, "x-forwarded-for")

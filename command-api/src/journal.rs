@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use chrono::Utc;
 use events::case::{self, Case, CaseEvent};
 use events::tenant::{self, Tenant, TenantEvent};
+use events::user::{self, User, UserEvent};
 use events::{DecodeError, DomainError, EventEnvelope, StreamType};
 use runtime::position::PositionToken;
 use runtime::ApiError;
@@ -43,6 +44,23 @@ impl StreamKind for CaseStream {
     }
 }
 
+pub struct UserStream;
+
+impl StreamKind for UserStream {
+    const TYPE: StreamType = StreamType::User;
+    type State = User;
+    type Event = UserEvent;
+    fn decode(t: &str, v: u16, payload: Value) -> Result<UserEvent, DecodeError> {
+        UserEvent::decode(t, v, payload)
+    }
+    fn evolve(state: Option<User>, event: &UserEvent) -> Option<User> {
+        user::evolve(state, event)
+    }
+    fn describe(e: &UserEvent) -> (&'static str, u16, Value) {
+        (e.event_type(), e.schema_version(), e.payload())
+    }
+}
+
 pub struct TenantStream;
 
 impl StreamKind for TenantStream {
@@ -68,6 +86,11 @@ pub enum Lookup {
     CaseNumber,
     /// Claim a tenant slug; taken slugs are a 409.
     TenantSlug(String),
+    /// Claim a (normalised) username and/or email for the user stream; taken ones are a 409.
+    UserIdentity {
+        username: Option<String>,
+        email: Option<String>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -171,7 +194,7 @@ impl Journal {
                 });
             }
         }
-        let looked = lookup(&mut tx, cmd.tenant_id, &cmd.lookup, current).await?;
+        let looked = lookup(&mut tx, cmd.tenant_id, cmd.stream_id, &cmd.lookup, current).await?;
         let new_events = decide(state.as_ref(), looked).map_err(|e| match ApiError::from(e) {
             ApiError::Conflict { detail, .. } => ApiError::Conflict { detail, current_version: Some(current) },
             other => other,
@@ -268,10 +291,27 @@ impl Journal {
         Ok(v.unwrap_or(0))
     }
 
-    /// The tenant as its stream says now (None: never provisioned).
-    pub async fn tenant(&self, tenant: Uuid) -> Result<Option<Tenant>, ApiError> {
+    /// A stream's current state (None: no such stream in this tenant).
+    pub async fn state<K: StreamKind>(&self, tenant: Uuid, stream: Uuid) -> Result<Option<K::State>, ApiError> {
         let mut conn = self.pool.acquire().await?;
-        Ok(load::<TenantStream>(&mut conn, tenant, tenant).await?.0)
+        Ok(load::<K>(&mut conn, tenant, stream).await?.0)
+    }
+
+    pub async fn tenant(&self, tenant: Uuid) -> Result<Option<Tenant>, ApiError> {
+        self.state::<TenantStream>(tenant, tenant).await
+    }
+
+    /// Resolves a login: the tenant by slug, then the user by username.
+    pub async fn find_user(&self, slug: &str, username: &str) -> Result<Option<(Uuid, Uuid)>, ApiError> {
+        Ok(sqlx::query_as(
+            "SELECT s.tenant_id, n.user_id FROM eventstore.tenant_slugs s
+             JOIN eventstore.user_names n ON n.tenant_id = s.tenant_id AND n.username = $2
+             WHERE s.slug = $1",
+        )
+        .bind(slug)
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 }
 
@@ -302,6 +342,7 @@ async fn load<K: StreamKind>(
 async fn lookup(
     tx: &mut Transaction<'_, Postgres>,
     tenant: Uuid,
+    stream: Uuid,
     lookup: &Lookup,
     current_version: i64,
 ) -> Result<Looked, ApiError> {
@@ -334,6 +375,50 @@ async fn lookup(
                     detail: format!("the slug {slug:?} is taken or this tenant exists already"),
                     current_version: Some(current_version),
                 });
+            }
+            Ok(Looked::default())
+        }
+        Lookup::UserIdentity { username, email } => {
+            let taken = |what: &str, value: &str| ApiError::Conflict {
+                detail: format!("the {what} {value:?} is already used by another user of this tenant"),
+                current_version: Some(current_version),
+            };
+            if let Some(username) = username {
+                let claimed = sqlx::query(
+                    "INSERT INTO eventstore.user_names (tenant_id, username, user_id) VALUES ($1, $2, $3)
+                     ON CONFLICT (tenant_id, username) DO UPDATE SET user_id = EXCLUDED.user_id
+                     WHERE eventstore.user_names.user_id = EXCLUDED.user_id",
+                )
+                .bind(tenant)
+                .bind(username)
+                .bind(stream)
+                .execute(&mut **tx)
+                .await?;
+                if claimed.rows_affected() == 0 {
+                    return Err(taken("username", username));
+                }
+            }
+            if let Some(email) = email {
+                let claimed = sqlx::query(
+                    "INSERT INTO eventstore.user_emails (tenant_id, email, user_id) VALUES ($1, $2, $3)
+                     ON CONFLICT (tenant_id, email) DO UPDATE SET user_id = EXCLUDED.user_id
+                     WHERE eventstore.user_emails.user_id = EXCLUDED.user_id",
+                )
+                .bind(tenant)
+                .bind(email)
+                .bind(stream)
+                .execute(&mut **tx)
+                .await?;
+                if claimed.rows_affected() == 0 {
+                    return Err(taken("email", email));
+                }
+                // The user's previous address becomes free for others.
+                sqlx::query("DELETE FROM eventstore.user_emails WHERE tenant_id = $1 AND user_id = $3 AND email <> $2")
+                    .bind(tenant)
+                    .bind(email)
+                    .bind(stream)
+                    .execute(&mut **tx)
+                    .await?;
             }
             Ok(Looked::default())
         }

@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 
 use crate::case::{CaseEvent, Change};
 use crate::tenant::TenantEvent;
+use crate::user::UserEvent;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FieldChange {
@@ -83,4 +84,56 @@ pub fn tenant_changes(event: &TenantEvent) -> (&'static str, Vec<FieldChange>) {
         ),
         TenantEvent::Reactivated(_) => ("reactivate", vec![change("status", json!("suspended"), json!("active"))]),
     }
+}
+
+/// The audit action and per-field old/new values of a user event. The password hash is
+/// never written to the audit log.
+pub fn user_changes(event: &UserEvent) -> (&'static str, Vec<FieldChange>) {
+    fn push<T: Serialize>(out: &mut Vec<FieldChange>, field: &'static str, change: &Option<Change<T>>) {
+        if let Some(c) = change {
+            out.push(FieldChange { field, old_value: json!(c.old), new_value: json!(c.new) });
+        }
+    }
+    let mut out = Vec::new();
+    let action = match event {
+        UserEvent::Created(e) => {
+            for (field, value) in [
+                ("username", json!(e.username)),
+                ("email", json!(e.email)),
+                ("first_name", json!(e.first_name)),
+                ("last_name", json!(e.last_name)),
+                ("role", json!(e.role)),
+            ] {
+                out.push(FieldChange { field, old_value: Value::Null, new_value: value });
+            }
+            "create"
+        }
+        UserEvent::ProfileUpdated(e) => {
+            push(&mut out, "first_name", &e.first_name);
+            push(&mut out, "last_name", &e.last_name);
+            push(&mut out, "email", &e.email);
+            "update"
+        }
+        UserEvent::RoleChanged(e) => {
+            push(&mut out, "role", &Some(e.role.clone()));
+            "role_change"
+        }
+        UserEvent::StatusChanged(e) => {
+            push(&mut out, "status", &Some(e.status.clone()));
+            "status_change"
+        }
+        UserEvent::PermissionsSet(e) => {
+            push(&mut out, "permissions", &Some(e.permissions.clone()));
+            "permissions_change"
+        }
+        UserEvent::PreferencesSet(e) => {
+            push(&mut out, "preferences", &Some(e.preferences.clone()));
+            "preferences_change"
+        }
+        UserEvent::LoggedIn(e) => {
+            out.push(FieldChange { field: "last_login", old_value: Value::Null, new_value: json!(e.logged_in_at) });
+            "login"
+        }
+    };
+    (action, out)
 }

@@ -13,6 +13,7 @@ use uuid::Uuid;
 #[serde(rename_all = "snake_case")]
 pub enum StreamType {
     Tenant,
+    User,
     Case,
 }
 
@@ -20,6 +21,7 @@ impl StreamType {
     pub fn as_str(self) -> &'static str {
         match self {
             StreamType::Tenant => "tenant",
+            StreamType::User => "user",
             StreamType::Case => "case",
         }
     }

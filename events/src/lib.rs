@@ -9,6 +9,7 @@ pub mod change;
 pub mod envelope;
 pub mod error;
 pub mod tenant;
+pub mod user;
 
 pub use envelope::{Actor, EventEnvelope, RequestContext, StreamType};
 pub use error::{DecodeError, DomainError, FieldError};

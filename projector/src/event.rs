@@ -2,12 +2,14 @@
 
 use events::case::CaseEvent;
 use events::tenant::TenantEvent;
+use events::user::UserEvent;
 use events::{DecodeError, EventEnvelope, StreamType};
 
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)] // short-lived, one per consumed message
 pub enum DomainEvent {
     Tenant(TenantEvent),
+    User(UserEvent),
     Case(CaseEvent),
 }
 
@@ -37,6 +39,10 @@ impl Event {
             StreamType::Tenant => {
                 TenantEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
                     .map(DomainEvent::Tenant)
+            }
+            StreamType::User => {
+                UserEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
+                    .map(DomainEvent::User)
             }
             StreamType::Case => {
                 CaseEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())

@@ -42,6 +42,7 @@ pub enum Permission {
     CasesChangeStatus,
     TenantSettings,
     TenantsManage,
+    UsersManage,
 }
 
 impl Permission {
@@ -53,6 +54,7 @@ impl Permission {
             Permission::CasesChangeStatus => "cases:change_status",
             Permission::TenantSettings => "tenant:settings",
             Permission::TenantsManage => "tenants:manage",
+            Permission::UsersManage => "users:manage",
         }
     }
 }

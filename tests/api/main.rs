@@ -9,3 +9,4 @@ mod flow;
 mod isolation;
 mod projector_crash;
 mod tenants;
+mod users;

@@ -211,7 +211,7 @@ async fn run(
 }
 
 /// Case commands need a provisioned tenant that is not suspended.
-async fn ensure_active_tenant(state: &AppState, tenant: Uuid) -> Result<(), ApiError> {
+pub(super) async fn ensure_active_tenant(state: &AppState, tenant: Uuid) -> Result<(), ApiError> {
     match state.journal.tenant(tenant).await? {
         None => Err(ApiError::Forbidden("the token's tenant is not provisioned".into())),
         Some(t) if t.status == TenantStatus::Suspended => {

@@ -3,6 +3,7 @@
 
 mod cases;
 mod tenants;
+mod users;
 
 use axum::extract::FromRef;
 use axum::http::{header, HeaderValue};
@@ -25,7 +26,7 @@ impl FromRef<AppState> for JwtKeys {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new().merge(cases::router()).merge(tenants::router()).with_state(state)
+    Router::new().merge(cases::router()).merge(tenants::router()).merge(users::router()).with_state(state)
 }
 
 impl IntoResponse for CommandReply {

@@ -14,6 +14,7 @@ use elasticsearch::indices::{IndicesCreateParts, IndicesPutIndexTemplateParts};
 use elasticsearch::{BulkParts, Elasticsearch, MgetParts};
 use events::case::CaseEvent;
 use events::tenant::TenantEvent;
+use events::user::UserEvent;
 use runtime::tenancy::{Tenancy, CASES};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -229,6 +230,16 @@ impl Projection for ElasticProjection {
                     | TenantEvent::SettingsUpdated(_)
                     | TenantEvent::Suspended(_)
                     | TenantEvent::Reactivated(_),
+                )
+                // User search and presence arrive with the read-model issue.
+                | DomainEvent::User(
+                    UserEvent::Created(_)
+                    | UserEvent::ProfileUpdated(_)
+                    | UserEvent::RoleChanged(_)
+                    | UserEvent::StatusChanged(_)
+                    | UserEvent::PermissionsSet(_)
+                    | UserEvent::PreferencesSet(_)
+                    | UserEvent::LoggedIn(_),
                 ) => {}
             }
         }

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 
 use events::case::CaseEvent;
 use events::tenant::TenantEvent;
+use events::user::UserEvent;
 use runtime::tenancy::Tenancy;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -83,6 +84,7 @@ impl PostgresProjection {
             DomainEvent::Tenant(TenantEvent::Reactivated(e)) => {
                 self.set_tenant_status(tx, event, "active", e.reactivated_at).await?;
             }
+            DomainEvent::User(user_event) => self.apply_user(tx, event, user_event).await?,
             DomainEvent::Case(case_event) => self.apply_case(tx, event, case_event).await?,
         }
         Ok(())
@@ -105,6 +107,104 @@ impl PostgresProjection {
         .bind(at)
         .execute(&mut **tx)
         .await?;
+        Ok(())
+    }
+
+    async fn apply_user(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &Event,
+        user_event: &UserEvent,
+    ) -> Result<(), sqlx::Error> {
+        let env = &event.envelope;
+        let schema = Tenancy(env.tenant_id).pg_schema();
+        let guarded =
+            |set: &str| format!("UPDATE {schema}.users SET {set}, version = $2 WHERE id = $1 AND version = $2 - 1");
+        match user_event {
+            UserEvent::Created(e) => {
+                sqlx::query(&format!(
+                    "INSERT INTO {schema}.users (id, tenant_id, username, email, password_hash, first_name, last_name,
+                        role, status, created_at, updated_at, permissions, preferences, version)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $9, '{{}}', '{{}}', $10)
+                     ON CONFLICT (id) DO NOTHING"
+                ))
+                .bind(env.stream_id)
+                .bind(env.tenant_id)
+                .bind(&e.username)
+                .bind(&e.email)
+                .bind(&e.password_hash)
+                .bind(&e.first_name)
+                .bind(&e.last_name)
+                .bind(e.role.as_str())
+                .bind(e.created_at)
+                .bind(env.stream_version)
+                .execute(&mut **tx)
+                .await?;
+                return Ok(());
+            }
+            UserEvent::ProfileUpdated(e) => {
+                sqlx::query(&guarded(
+                    "first_name = CASE WHEN $3 THEN $4 ELSE first_name END,
+                 last_name = CASE WHEN $5 THEN $6 ELSE last_name END,
+                 email = CASE WHEN $7 THEN $8 ELSE email END, updated_at = $9",
+                ))
+                .bind(env.stream_id)
+                .bind(env.stream_version)
+                .bind(e.first_name.is_some())
+                .bind(e.first_name.as_ref().and_then(|c| c.new.clone()))
+                .bind(e.last_name.is_some())
+                .bind(e.last_name.as_ref().and_then(|c| c.new.clone()))
+                .bind(e.email.is_some())
+                .bind(e.email.as_ref().map(|c| c.new.clone()))
+                .bind(e.updated_at)
+                .execute(&mut **tx)
+                .await?
+            }
+            UserEvent::RoleChanged(e) => {
+                sqlx::query(&guarded("role = $3, updated_at = $4"))
+                    .bind(env.stream_id)
+                    .bind(env.stream_version)
+                    .bind(e.role.new.as_str())
+                    .bind(e.changed_at)
+                    .execute(&mut **tx)
+                    .await?
+            }
+            UserEvent::StatusChanged(e) => {
+                sqlx::query(&guarded("status = $3, updated_at = $4"))
+                    .bind(env.stream_id)
+                    .bind(env.stream_version)
+                    .bind(e.status.new.as_str())
+                    .bind(e.changed_at)
+                    .execute(&mut **tx)
+                    .await?
+            }
+            UserEvent::PermissionsSet(e) => {
+                sqlx::query(&guarded("permissions = $3, updated_at = $4"))
+                    .bind(env.stream_id)
+                    .bind(env.stream_version)
+                    .bind(sqlx::types::Json(&e.permissions.new))
+                    .bind(e.set_at)
+                    .execute(&mut **tx)
+                    .await?
+            }
+            UserEvent::PreferencesSet(e) => {
+                sqlx::query(&guarded("preferences = $3, updated_at = $4"))
+                    .bind(env.stream_id)
+                    .bind(env.stream_version)
+                    .bind(sqlx::types::Json(&e.preferences.new))
+                    .bind(e.set_at)
+                    .execute(&mut **tx)
+                    .await?
+            }
+            UserEvent::LoggedIn(e) => {
+                sqlx::query(&guarded("last_login = $3"))
+                    .bind(env.stream_id)
+                    .bind(env.stream_version)
+                    .bind(e.logged_in_at)
+                    .execute(&mut **tx)
+                    .await?
+            }
+        };
         Ok(())
     }
 

@@ -7,6 +7,7 @@
 
 use events::case::{CaseEvent, Status};
 use events::tenant::TenantEvent;
+use events::user::UserEvent;
 use redis::aio::ConnectionManager;
 use redis::Script;
 use runtime::tenancy::Tenancy;
@@ -84,6 +85,16 @@ impl Projection for RedisCountersProjection {
                     | TenantEvent::SettingsUpdated(_)
                     | TenantEvent::Suspended(_)
                     | TenantEvent::Reactivated(_),
+                )
+                // User search and presence arrive with the read-model issue.
+                | DomainEvent::User(
+                    UserEvent::Created(_)
+                    | UserEvent::ProfileUpdated(_)
+                    | UserEvent::RoleChanged(_)
+                    | UserEvent::StatusChanged(_)
+                    | UserEvent::PermissionsSet(_)
+                    | UserEvent::PreferencesSet(_)
+                    | UserEvent::LoggedIn(_),
                 ) => continue,
             };
             let t = Tenancy(env.tenant_id);

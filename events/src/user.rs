@@ -1,0 +1,464 @@
+//! The user stream: create, update profile, change role or status, set permissions and
+//! preferences, record logins. Passwords reach this module already hashed (argon2, by the
+//! command API); the clear text is never stored or emitted.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::change::Change;
+use crate::error::{DecodeError, DomainError, Validator};
+
+pub type Document = Map<String, Value>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserRole {
+    Agent,
+    Supervisor,
+    Admin,
+}
+
+impl UserRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserRole::Agent => "agent",
+            UserRole::Supervisor => "supervisor",
+            UserRole::Admin => "admin",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserStatus {
+    Active,
+    Inactive,
+    Locked,
+}
+
+impl UserStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserStatus::Active => "active",
+            UserStatus::Inactive => "inactive",
+            UserStatus::Locked => "locked",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserCommand {
+    Create(CreateUser),
+    UpdateProfile { first_name: Option<Option<String>>, last_name: Option<Option<String>>, email: Option<String> },
+    ChangeRole { role: UserRole },
+    ChangeStatus { status: UserStatus },
+    SetPermissions { permissions: Document },
+    SetPreferences { preferences: Document },
+    RecordLogin,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateUser {
+    pub username: String,
+    pub email: String,
+    /// An argon2 PHC string; never the password itself.
+    pub password_hash: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub role: UserRole,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserCreated {
+    pub username: String,
+    pub email: String,
+    pub password_hash: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub role: UserRole,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserProfileUpdated {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<Change<Option<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<Change<Option<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<Change<String>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserRoleChanged {
+    pub role: Change<UserRole>,
+    pub changed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserStatusChanged {
+    pub status: Change<UserStatus>,
+    pub changed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserPermissionsSet {
+    pub permissions: Change<Document>,
+    pub set_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserPreferencesSet {
+    pub preferences: Change<Document>,
+    pub set_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserLoggedIn {
+    pub logged_in_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserEvent {
+    Created(UserCreated),
+    ProfileUpdated(UserProfileUpdated),
+    RoleChanged(UserRoleChanged),
+    StatusChanged(UserStatusChanged),
+    PermissionsSet(UserPermissionsSet),
+    PreferencesSet(UserPreferencesSet),
+    LoggedIn(UserLoggedIn),
+}
+
+impl UserEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            UserEvent::Created(_) => "UserCreated",
+            UserEvent::ProfileUpdated(_) => "UserProfileUpdated",
+            UserEvent::RoleChanged(_) => "UserRoleChanged",
+            UserEvent::StatusChanged(_) => "UserStatusChanged",
+            UserEvent::PermissionsSet(_) => "UserPermissionsSet",
+            UserEvent::PreferencesSet(_) => "UserPreferencesSet",
+            UserEvent::LoggedIn(_) => "UserLoggedIn",
+        }
+    }
+
+    pub fn schema_version(&self) -> u16 {
+        match self {
+            UserEvent::Created(_)
+            | UserEvent::ProfileUpdated(_)
+            | UserEvent::RoleChanged(_)
+            | UserEvent::StatusChanged(_)
+            | UserEvent::PermissionsSet(_)
+            | UserEvent::PreferencesSet(_)
+            | UserEvent::LoggedIn(_) => 1,
+        }
+    }
+
+    pub fn payload(&self) -> Value {
+        let value = match self {
+            UserEvent::Created(e) => serde_json::to_value(e),
+            UserEvent::ProfileUpdated(e) => serde_json::to_value(e),
+            UserEvent::RoleChanged(e) => serde_json::to_value(e),
+            UserEvent::StatusChanged(e) => serde_json::to_value(e),
+            UserEvent::PermissionsSet(e) => serde_json::to_value(e),
+            UserEvent::PreferencesSet(e) => serde_json::to_value(e),
+            UserEvent::LoggedIn(e) => serde_json::to_value(e),
+        };
+        value.expect("user events are plain data and always serialise")
+    }
+
+    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
+        let malformed = |source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source };
+        match (event_type, schema_version) {
+            ("UserCreated", 1) => serde_json::from_value(payload).map(UserEvent::Created).map_err(malformed),
+            ("UserProfileUpdated", 1) => {
+                serde_json::from_value(payload).map(UserEvent::ProfileUpdated).map_err(malformed)
+            }
+            ("UserRoleChanged", 1) => serde_json::from_value(payload).map(UserEvent::RoleChanged).map_err(malformed),
+            ("UserStatusChanged", 1) => {
+                serde_json::from_value(payload).map(UserEvent::StatusChanged).map_err(malformed)
+            }
+            ("UserPermissionsSet", 1) => {
+                serde_json::from_value(payload).map(UserEvent::PermissionsSet).map_err(malformed)
+            }
+            ("UserPreferencesSet", 1) => {
+                serde_json::from_value(payload).map(UserEvent::PreferencesSet).map_err(malformed)
+            }
+            ("UserLoggedIn", 1) => serde_json::from_value(payload).map(UserEvent::LoggedIn).map_err(malformed),
+            _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    pub username: String,
+    pub email: String,
+    pub password_hash: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub role: UserRole,
+    pub status: UserStatus,
+    pub permissions: Document,
+    pub preferences: Document,
+    pub last_login: Option<DateTime<Utc>>,
+}
+
+pub fn evolve(state: Option<User>, event: &UserEvent) -> Option<User> {
+    match (state, event) {
+        (None, UserEvent::Created(e)) => Some(User {
+            username: e.username.clone(),
+            email: e.email.clone(),
+            password_hash: e.password_hash.clone(),
+            first_name: e.first_name.clone(),
+            last_name: e.last_name.clone(),
+            role: e.role,
+            status: UserStatus::Active,
+            permissions: Document::new(),
+            preferences: Document::new(),
+            last_login: None,
+        }),
+        (Some(mut u), UserEvent::ProfileUpdated(e)) => {
+            if let Some(c) = &e.first_name {
+                u.first_name = c.new.clone();
+            }
+            if let Some(c) = &e.last_name {
+                u.last_name = c.new.clone();
+            }
+            if let Some(c) = &e.email {
+                u.email = c.new.clone();
+            }
+            Some(u)
+        }
+        (Some(mut u), UserEvent::RoleChanged(e)) => {
+            u.role = e.role.new;
+            Some(u)
+        }
+        (Some(mut u), UserEvent::StatusChanged(e)) => {
+            u.status = e.status.new;
+            Some(u)
+        }
+        (Some(mut u), UserEvent::PermissionsSet(e)) => {
+            u.permissions = e.permissions.new.clone();
+            Some(u)
+        }
+        (Some(mut u), UserEvent::PreferencesSet(e)) => {
+            u.preferences = e.preferences.new.clone();
+            Some(u)
+        }
+        (Some(mut u), UserEvent::LoggedIn(e)) => {
+            u.last_login = Some(e.logged_in_at);
+            Some(u)
+        }
+        (state, _) => state,
+    }
+}
+
+/// Usernames are 3-64 characters of a-z, 0-9, '.', '_' and '-' (stored lower-case).
+pub fn normalise_username(raw: &str) -> String {
+    raw.trim().to_lowercase()
+}
+
+pub fn normalise_email(raw: &str) -> String {
+    raw.trim().to_lowercase()
+}
+
+fn check_email(v: &mut Validator, email: &str) {
+    let ok = email.len() <= 255
+        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+        && !email.contains(char::is_whitespace);
+    v.check(ok, "email", "must be an email address like name@example.com");
+}
+
+fn check_name(v: &mut Validator, field: &str, name: &Option<String>) {
+    if let Some(n) = name {
+        v.text(field, n, 255);
+    }
+}
+
+fn check_document(v: &mut Validator, field: &str, doc: &Document) {
+    let size = serde_json::to_string(doc).map(|s| s.len()).unwrap_or(0);
+    v.check(size <= 16 * 1024, field, "must be at most 16 KiB of JSON");
+}
+
+pub fn decide(state: Option<&User>, command: UserCommand, now: DateTime<Utc>) -> Result<Vec<UserEvent>, DomainError> {
+    match (state, command) {
+        (Some(_), UserCommand::Create(_)) => Err(DomainError::Conflict("the user already exists".into())),
+        (None, UserCommand::Create(cmd)) => {
+            let mut v = Validator::default();
+            let username = normalise_username(&cmd.username);
+            let ok = (3..=64).contains(&username.len())
+                && username.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+            v.check(ok, "username", "3-64 characters of a-z, 0-9, '.', '_' and '-'");
+            let email = normalise_email(&cmd.email);
+            check_email(&mut v, &email);
+            check_name(&mut v, "first_name", &cmd.first_name);
+            check_name(&mut v, "last_name", &cmd.last_name);
+            v.check(cmd.password_hash.starts_with("$argon2"), "password", "must be hashed with argon2 before deciding");
+            v.finish()?;
+            Ok(vec![UserEvent::Created(UserCreated {
+                username,
+                email,
+                password_hash: cmd.password_hash,
+                first_name: cmd.first_name,
+                last_name: cmd.last_name,
+                role: cmd.role,
+                created_at: now,
+            })])
+        }
+        (None, _) => Err(DomainError::NotFound("user")),
+        (Some(user), UserCommand::UpdateProfile { first_name, last_name, email }) => {
+            let mut v = Validator::default();
+            if let Some(first) = &first_name {
+                check_name(&mut v, "first_name", first);
+            }
+            if let Some(last) = &last_name {
+                check_name(&mut v, "last_name", last);
+            }
+            let email = email.map(|e| normalise_email(&e));
+            if let Some(e) = &email {
+                check_email(&mut v, e);
+            }
+            v.finish()?;
+            let event = UserProfileUpdated {
+                first_name: Change::between(&user.first_name, first_name),
+                last_name: Change::between(&user.last_name, last_name),
+                email: Change::between(&user.email, email),
+                updated_at: now,
+            };
+            let nothing = event.first_name.is_none() && event.last_name.is_none() && event.email.is_none();
+            Ok(if nothing { vec![] } else { vec![UserEvent::ProfileUpdated(event)] })
+        }
+        (Some(user), UserCommand::ChangeRole { role }) => Ok(Change::between(&user.role, Some(role))
+            .map(|role| UserEvent::RoleChanged(UserRoleChanged { role, changed_at: now }))
+            .into_iter()
+            .collect()),
+        (Some(user), UserCommand::ChangeStatus { status }) => Ok(Change::between(&user.status, Some(status))
+            .map(|status| UserEvent::StatusChanged(UserStatusChanged { status, changed_at: now }))
+            .into_iter()
+            .collect()),
+        (Some(user), UserCommand::SetPermissions { permissions }) => {
+            let mut v = Validator::default();
+            check_document(&mut v, "permissions", &permissions);
+            v.finish()?;
+            Ok(Change::between(&user.permissions, Some(permissions))
+                .map(|permissions| UserEvent::PermissionsSet(UserPermissionsSet { permissions, set_at: now }))
+                .into_iter()
+                .collect())
+        }
+        (Some(user), UserCommand::SetPreferences { preferences }) => {
+            let mut v = Validator::default();
+            check_document(&mut v, "preferences", &preferences);
+            v.finish()?;
+            Ok(Change::between(&user.preferences, Some(preferences))
+                .map(|preferences| UserEvent::PreferencesSet(UserPreferencesSet { preferences, set_at: now }))
+                .into_iter()
+                .collect())
+        }
+        (Some(user), UserCommand::RecordLogin) => {
+            if user.status != UserStatus::Active {
+                return Err(DomainError::Conflict(format!("the user is {}", user.status.as_str())));
+            }
+            Ok(vec![UserEvent::LoggedIn(UserLoggedIn { logged_in_at: now })])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn create() -> UserCommand {
+        UserCommand::Create(CreateUser {
+            username: " Jane.Doe ".into(),
+            email: "Jane@Example.org".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            first_name: Some("Jane".into()),
+            last_name: None,
+            role: UserRole::Agent,
+        })
+    }
+
+    fn given(events: &[UserEvent]) -> Option<User> {
+        events.iter().fold(None, evolve)
+    }
+
+    #[test]
+    fn creating_normalises_username_and_email() {
+        let events = decide(None, create(), Utc::now()).unwrap();
+        let user = given(&events).unwrap();
+        assert_eq!(user.username, "jane.doe");
+        assert_eq!(user.email, "jane@example.org");
+        assert_eq!(user.status, UserStatus::Active);
+    }
+
+    #[test]
+    fn creating_refuses_bad_fields_and_unhashed_passwords() {
+        let cmd = UserCommand::Create(CreateUser {
+            username: "x".into(),
+            email: "not-an-email".into(),
+            password_hash: "hunter2".into(),
+            first_name: None,
+            last_name: None,
+            role: UserRole::Agent,
+        });
+        let Err(DomainError::Invalid(errors)) = decide(None, cmd, Utc::now()) else { panic!("expected invalid") };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["username", "email", "password"]);
+    }
+
+    #[test]
+    fn role_and_status_changes_record_old_values_and_skip_no_ops() {
+        let state = given(&decide(None, create(), Utc::now()).unwrap());
+        let events =
+            decide(state.as_ref(), UserCommand::ChangeRole { role: UserRole::Supervisor }, Utc::now()).unwrap();
+        let [UserEvent::RoleChanged(e)] = events.as_slice() else { panic!("expected a role change") };
+        assert_eq!(e.role, Change { old: UserRole::Agent, new: UserRole::Supervisor });
+        let same =
+            decide(state.as_ref(), UserCommand::ChangeStatus { status: UserStatus::Active }, Utc::now()).unwrap();
+        assert_eq!(same, vec![]);
+    }
+
+    #[test]
+    fn locked_users_cannot_log_in() {
+        let mut events = decide(None, create(), Utc::now()).unwrap();
+        let state = given(&events);
+        events.extend(
+            decide(state.as_ref(), UserCommand::ChangeStatus { status: UserStatus::Locked }, Utc::now()).unwrap(),
+        );
+        let state = given(&events);
+        assert!(matches!(decide(state.as_ref(), UserCommand::RecordLogin, Utc::now()), Err(DomainError::Conflict(_))));
+    }
+
+    #[test]
+    fn profile_updates_carry_only_changes() {
+        let state = given(&decide(None, create(), Utc::now()).unwrap());
+        let cmd = UserCommand::UpdateProfile {
+            first_name: Some(Some("Jane".into())),
+            last_name: Some(Some("Doe".into())),
+            email: None,
+        };
+        let events = decide(state.as_ref(), cmd, Utc::now()).unwrap();
+        let [UserEvent::ProfileUpdated(e)] = events.as_slice() else { panic!("expected a profile update") };
+        assert_eq!(e.first_name, None);
+        assert_eq!(e.last_name, Some(Change { old: None, new: Some("Doe".into()) }));
+    }
+
+    #[test]
+    fn events_round_trip_through_their_stored_form() {
+        let event = decide(None, create(), Utc::now()).unwrap().remove(0);
+        assert_eq!(UserEvent::decode(event.event_type(), 1, event.payload()).unwrap(), event);
+        assert!(UserEvent::decode("UserCreated", 2, event.payload()).is_err());
+    }
+}
