@@ -43,9 +43,11 @@ BEGIN
             preferences    JSONB,
             metadata       JSONB,
             version        BIGINT       NOT NULL,
-            CONSTRAINT users_username_unique UNIQUE (username, tenant_id),
-            CONSTRAINT users_email_unique UNIQUE (email, tenant_id)
+            CONSTRAINT users_username_unique UNIQUE (username, tenant_id)
         )$sql$, s);
+    -- Emails move between users (one changes, another takes the old one) and those
+    -- events may arrive in either order: uniqueness is enforced by the write side.
+    EXECUTE format('CREATE INDEX IF NOT EXISTS idx_users_email ON %I.users (tenant_id, email)', s);
     EXECUTE format('CREATE INDEX IF NOT EXISTS idx_users_tenant_id ON %I.users (tenant_id)', s);
     EXECUTE format('CREATE INDEX IF NOT EXISTS idx_users_role ON %I.users (tenant_id, role)', s);
     EXECUTE format('CREATE INDEX IF NOT EXISTS idx_users_status ON %I.users (tenant_id, status)', s);

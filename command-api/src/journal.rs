@@ -6,6 +6,7 @@
 use axum::http::StatusCode;
 use chrono::Utc;
 use events::case::{self, Case, CaseEvent};
+use events::team::{self, Team, TeamEvent};
 use events::tenant::{self, Tenant, TenantEvent};
 use events::user::{self, User, UserEvent};
 use events::{DecodeError, DomainError, EventEnvelope, StreamType};
@@ -61,6 +62,23 @@ impl StreamKind for UserStream {
     }
 }
 
+pub struct TeamStream;
+
+impl StreamKind for TeamStream {
+    const TYPE: StreamType = StreamType::Team;
+    type State = Team;
+    type Event = TeamEvent;
+    fn decode(t: &str, v: u16, payload: Value) -> Result<TeamEvent, DecodeError> {
+        TeamEvent::decode(t, v, payload)
+    }
+    fn evolve(state: Option<Team>, event: &TeamEvent) -> Option<Team> {
+        team::evolve(state, event)
+    }
+    fn describe(e: &TeamEvent) -> (&'static str, u16, Value) {
+        (e.event_type(), e.schema_version(), e.payload())
+    }
+}
+
 pub struct TenantStream;
 
 impl StreamKind for TenantStream {
@@ -91,6 +109,8 @@ pub enum Lookup {
         username: Option<String>,
         email: Option<String>,
     },
+    /// Claim a (normalised) team name for the team stream, freeing its previous one.
+    TeamName(String),
 }
 
 #[derive(Debug, Default)]
@@ -376,6 +396,31 @@ async fn lookup(
                     current_version: Some(current_version),
                 });
             }
+            Ok(Looked::default())
+        }
+        Lookup::TeamName(name) => {
+            let claimed = sqlx::query(
+                "INSERT INTO eventstore.team_names (tenant_id, name, team_id) VALUES ($1, $2, $3)
+                 ON CONFLICT (tenant_id, name) DO UPDATE SET team_id = EXCLUDED.team_id
+                 WHERE eventstore.team_names.team_id = EXCLUDED.team_id",
+            )
+            .bind(tenant)
+            .bind(name)
+            .bind(stream)
+            .execute(&mut **tx)
+            .await?;
+            if claimed.rows_affected() == 0 {
+                return Err(ApiError::Conflict {
+                    detail: format!("a team named {name:?} already exists in this tenant"),
+                    current_version: Some(current_version),
+                });
+            }
+            sqlx::query("DELETE FROM eventstore.team_names WHERE tenant_id = $1 AND team_id = $3 AND name <> $2")
+                .bind(tenant)
+                .bind(name)
+                .bind(stream)
+                .execute(&mut **tx)
+                .await?;
             Ok(Looked::default())
         }
         Lookup::UserIdentity { username, email } => {

@@ -4,6 +4,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::case::{CaseEvent, Change};
+use crate::team::TeamEvent;
 use crate::tenant::TenantEvent;
 use crate::user::UserEvent;
 
@@ -136,4 +137,22 @@ pub fn user_changes(event: &UserEvent) -> (&'static str, Vec<FieldChange>) {
         }
     };
     (action, out)
+}
+
+/// The audit action and per-field old/new values of a team event.
+pub fn team_changes(event: &TeamEvent) -> (&'static str, Vec<FieldChange>) {
+    let change = |field, old_value, new_value| FieldChange { field, old_value, new_value };
+    match event {
+        TeamEvent::Created(e) => (
+            "create",
+            vec![change("name", Value::Null, json!(e.name)), change("description", Value::Null, json!(e.description))],
+        ),
+        TeamEvent::Renamed(e) => ("update", vec![change("name", json!(e.name.old), json!(e.name.new))]),
+        TeamEvent::MemberAdded(e) => {
+            ("member_add", vec![change("member", Value::Null, json!({ "user_id": e.user_id, "role": e.role }))])
+        }
+        TeamEvent::MemberRemoved(e) => {
+            ("member_remove", vec![change("member", json!({ "user_id": e.user_id, "role": e.role }), Value::Null)])
+        }
+    }
 }

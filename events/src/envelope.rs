@@ -14,6 +14,7 @@ use uuid::Uuid;
 pub enum StreamType {
     Tenant,
     User,
+    Team,
     Case,
 }
 
@@ -22,6 +23,7 @@ impl StreamType {
         match self {
             StreamType::Tenant => "tenant",
             StreamType::User => "user",
+            StreamType::Team => "team",
             StreamType::Case => "case",
         }
     }

@@ -8,6 +8,7 @@ pub mod case;
 pub mod change;
 pub mod envelope;
 pub mod error;
+pub mod team;
 pub mod tenant;
 pub mod user;
 

@@ -1,6 +1,7 @@
 //! Events as the projections receive them: the envelope plus the decoded domain event.
 
 use events::case::CaseEvent;
+use events::team::TeamEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
 use events::{DecodeError, EventEnvelope, StreamType};
@@ -10,6 +11,7 @@ use events::{DecodeError, EventEnvelope, StreamType};
 pub enum DomainEvent {
     Tenant(TenantEvent),
     User(UserEvent),
+    Team(TeamEvent),
     Case(CaseEvent),
 }
 
@@ -43,6 +45,10 @@ impl Event {
             StreamType::User => {
                 UserEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
                     .map(DomainEvent::User)
+            }
+            StreamType::Team => {
+                TeamEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
+                    .map(DomainEvent::Team)
             }
             StreamType::Case => {
                 CaseEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())

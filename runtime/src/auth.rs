@@ -43,6 +43,7 @@ pub enum Permission {
     TenantSettings,
     TenantsManage,
     UsersManage,
+    TeamsManage,
 }
 
 impl Permission {
@@ -55,6 +56,7 @@ impl Permission {
             Permission::TenantSettings => "tenant:settings",
             Permission::TenantsManage => "tenants:manage",
             Permission::UsersManage => "users:manage",
+            Permission::TeamsManage => "teams:manage",
         }
     }
 }
@@ -67,9 +69,10 @@ impl Role {
         match self {
             Role::PlatformAdmin => matches!(permission, TenantsManage | TenantSettings),
             Role::Admin => !matches!(permission, TenantsManage),
-            Role::Supervisor | Role::Agent => {
-                matches!(permission, CasesCreate | CasesUpdate | CasesAssign | CasesChangeStatus)
+            Role::Supervisor => {
+                matches!(permission, CasesCreate | CasesUpdate | CasesAssign | CasesChangeStatus | TeamsManage)
             }
+            Role::Agent => matches!(permission, CasesCreate | CasesUpdate | CasesAssign | CasesChangeStatus),
         }
     }
 }

@@ -8,5 +8,6 @@ mod concurrency;
 mod flow;
 mod isolation;
 mod projector_crash;
+mod teams;
 mod tenants;
 mod users;

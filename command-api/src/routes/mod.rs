@@ -2,6 +2,7 @@
 //! version (also as `ETag`) and a position token for read-your-writes.
 
 mod cases;
+mod teams;
 mod tenants;
 mod users;
 
@@ -26,7 +27,12 @@ impl FromRef<AppState> for JwtKeys {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new().merge(cases::router()).merge(tenants::router()).merge(users::router()).with_state(state)
+    Router::new()
+        .merge(cases::router())
+        .merge(tenants::router())
+        .merge(users::router())
+        .merge(teams::router())
+        .with_state(state)
 }
 
 impl IntoResponse for CommandReply {

@@ -13,6 +13,7 @@ use elasticsearch::http::request::JsonBody;
 use elasticsearch::indices::{IndicesCreateParts, IndicesPutIndexTemplateParts};
 use elasticsearch::{BulkParts, Elasticsearch, MgetParts};
 use events::case::CaseEvent;
+use events::team::TeamEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
 use runtime::tenancy::{Tenancy, CASES};
@@ -240,6 +241,12 @@ impl Projection for ElasticProjection {
                     | UserEvent::PermissionsSet(_)
                     | UserEvent::PreferencesSet(_)
                     | UserEvent::LoggedIn(_),
+                )
+                | DomainEvent::Team(
+                    TeamEvent::Created(_)
+                    | TeamEvent::Renamed(_)
+                    | TeamEvent::MemberAdded(_)
+                    | TeamEvent::MemberRemoved(_),
                 ) => {}
             }
         }

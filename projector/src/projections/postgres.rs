@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use events::case::CaseEvent;
+use events::team::TeamEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
 use runtime::tenancy::Tenancy;
@@ -85,6 +86,7 @@ impl PostgresProjection {
                 self.set_tenant_status(tx, event, "active", e.reactivated_at).await?;
             }
             DomainEvent::User(user_event) => self.apply_user(tx, event, user_event).await?,
+            DomainEvent::Team(team_event) => self.apply_team(tx, event, team_event).await?,
             DomainEvent::Case(case_event) => self.apply_case(tx, event, case_event).await?,
         }
         Ok(())
@@ -205,6 +207,76 @@ impl PostgresProjection {
                     .await?
             }
         };
+        Ok(())
+    }
+
+    /// Teams keep a stream version; membership rows are keyed by (team, user), and the
+    /// team row's version guard decides whether a membership event is new.
+    async fn apply_team(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &Event,
+        team_event: &TeamEvent,
+    ) -> Result<(), sqlx::Error> {
+        let env = &event.envelope;
+        let schema = Tenancy(env.tenant_id).pg_schema();
+        if let TeamEvent::Created(e) = team_event {
+            sqlx::query(&format!(
+                "INSERT INTO {schema}.teams (id, tenant_id, name, description, created_at, updated_at, version)
+                 VALUES ($1, $2, $3, $4, $5, $5, $6) ON CONFLICT (id) DO NOTHING"
+            ))
+            .bind(env.stream_id)
+            .bind(env.tenant_id)
+            .bind(&e.name)
+            .bind(&e.description)
+            .bind(e.created_at)
+            .bind(env.stream_version)
+            .execute(&mut **tx)
+            .await?;
+            return Ok(());
+        }
+        // Claim the version first: if this event was applied already, nothing else runs.
+        let claimed = sqlx::query(&format!(
+            "UPDATE {schema}.teams SET version = $2, updated_at = now() WHERE id = $1 AND version = $2 - 1"
+        ))
+        .bind(env.stream_id)
+        .bind(env.stream_version)
+        .execute(&mut **tx)
+        .await?;
+        if claimed.rows_affected() == 0 {
+            return Ok(());
+        }
+        match team_event {
+            TeamEvent::Created(_) => {}
+            TeamEvent::Renamed(e) => {
+                sqlx::query(&format!("UPDATE {schema}.teams SET name = $2, updated_at = $3 WHERE id = $1"))
+                    .bind(env.stream_id)
+                    .bind(&e.name.new)
+                    .bind(e.renamed_at)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            TeamEvent::MemberAdded(e) => {
+                sqlx::query(&format!(
+                    "INSERT INTO {schema}.team_members (team_id, user_id, tenant_id, role, joined_at)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (team_id, user_id) DO UPDATE SET role = EXCLUDED.role"
+                ))
+                .bind(env.stream_id)
+                .bind(e.user_id)
+                .bind(env.tenant_id)
+                .bind(e.role.as_str())
+                .bind(e.joined_at)
+                .execute(&mut **tx)
+                .await?;
+            }
+            TeamEvent::MemberRemoved(e) => {
+                sqlx::query(&format!("DELETE FROM {schema}.team_members WHERE team_id = $1 AND user_id = $2"))
+                    .bind(env.stream_id)
+                    .bind(e.user_id)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 //! same script drops the case's cache entry (seed §2.3.2) so no stale copy is served.
 
 use events::case::{CaseEvent, Status};
+use events::team::TeamEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
 use redis::aio::ConnectionManager;
@@ -95,6 +96,12 @@ impl Projection for RedisCountersProjection {
                     | UserEvent::PermissionsSet(_)
                     | UserEvent::PreferencesSet(_)
                     | UserEvent::LoggedIn(_),
+                )
+                | DomainEvent::Team(
+                    TeamEvent::Created(_)
+                    | TeamEvent::Renamed(_)
+                    | TeamEvent::MemberAdded(_)
+                    | TeamEvent::MemberRemoved(_),
                 ) => continue,
             };
             let t = Tenancy(env.tenant_id);

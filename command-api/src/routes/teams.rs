@@ -1,0 +1,134 @@
+//! Team commands: create, rename, add and remove members (tenant administrators and
+//! supervisors). A member must be a user of the tenant: an unknown one is a 422.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{delete, patch, post};
+use axum::Router;
+use chrono::Utc;
+use events::team::{self, normalise_name, TeamCommand, TeamRole};
+use events::FieldError;
+use runtime::auth::Permission;
+use runtime::extract::ApiPath;
+use runtime::ApiError;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::AppState;
+use crate::context::CommandContext;
+use crate::journal::{fingerprint, Command, CommandReply, Lookup, TeamStream, UserStream};
+use crate::versioned::{CommandSchema, Versioned};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/teams", post(create))
+        .route("/v1/teams/{id}", patch(rename))
+        .route("/v1/teams/{id}/members", post(add_member))
+        .route("/v1/teams/{id}/members/{user_id}", delete(remove_member))
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    description: Option<String>,
+}
+
+impl CommandSchema for CreateBody {
+    const NAME: &'static str = "create_team";
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenameBody {
+    name: String,
+}
+
+impl CommandSchema for RenameBody {
+    const NAME: &'static str = "rename_team";
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberBody {
+    user_id: Uuid,
+    #[serde(default = "member")]
+    role: TeamRole,
+}
+
+fn member() -> TeamRole {
+    TeamRole::Member
+}
+
+impl CommandSchema for MemberBody {
+    const NAME: &'static str = "add_team_member";
+}
+
+async fn create(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    Versioned { body, .. }: Versioned<CreateBody>,
+) -> Result<CommandReply, ApiError> {
+    ctx.caller.require(Permission::TeamsManage)?;
+    let hash = fingerprint(CreateBody::NAME, None, &body);
+    let team_id = Uuid::now_v7();
+    let lookup = Lookup::TeamName(normalise_name(&body.name));
+    let cmd = TeamCommand::Create { name: body.name, description: body.description };
+    let mut reply = run(&state, &ctx, team_id, hash, lookup, StatusCode::CREATED, cmd).await?;
+    reply.body["location"] = format!("/v1/teams/{team_id}").into();
+    Ok(reply)
+}
+
+async fn rename(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<RenameBody>,
+) -> Result<CommandReply, ApiError> {
+    ctx.caller.require(Permission::TeamsManage)?;
+    let hash = fingerprint(RenameBody::NAME, Some(id), &body);
+    let lookup = Lookup::TeamName(normalise_name(&body.name));
+    run(&state, &ctx, id, hash, lookup, StatusCode::OK, TeamCommand::Rename { name: body.name }).await
+}
+
+async fn add_member(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<MemberBody>,
+) -> Result<CommandReply, ApiError> {
+    let caller = ctx.caller.require(Permission::TeamsManage)?;
+    if state.journal.state::<UserStream>(caller.tenant_id, body.user_id).await?.is_none() {
+        return Err(ApiError::Unprocessable {
+            detail: "some fields are invalid; see errors".into(),
+            errors: vec![FieldError::new("user_id", "no user with this id exists in the tenant")],
+        });
+    }
+    let hash = fingerprint(MemberBody::NAME, Some(id), &body);
+    let cmd = TeamCommand::AddMember { user_id: body.user_id, role: body.role };
+    run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, cmd).await
+}
+
+async fn remove_member(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath((id, user_id)): ApiPath<(Uuid, Uuid)>,
+) -> Result<CommandReply, ApiError> {
+    ctx.caller.require(Permission::TeamsManage)?;
+    let hash = fingerprint("remove_team_member", Some(id), &user_id);
+    run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, TeamCommand::RemoveMember { user_id }).await
+}
+
+async fn run(
+    state: &AppState,
+    ctx: &CommandContext,
+    id: Uuid,
+    hash: String,
+    lookup: Lookup,
+    success: StatusCode,
+    cmd: TeamCommand,
+) -> Result<CommandReply, ApiError> {
+    super::cases::ensure_active_tenant(state, ctx.caller.tenant_id).await?;
+    let command = Command { ctx, tenant_id: ctx.caller.tenant_id, stream_id: id, request_hash: hash, lookup, success };
+    state.journal.execute::<TeamStream>(command, |s, _| team::decide(s, cmd, Utc::now())).await
+}

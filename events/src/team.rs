@@ -1,0 +1,238 @@
+//! The team stream: create (name unique per tenant, checked by the write side), rename,
+//! add and remove members with a role. Members must be users of the tenant (checked by
+//! the command API before deciding).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::change::Change;
+use crate::error::{DecodeError, DomainError, Validator};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TeamRole {
+    Member,
+    Lead,
+}
+
+impl TeamRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TeamRole::Member => "member",
+            TeamRole::Lead => "lead",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TeamCommand {
+    Create { name: String, description: Option<String> },
+    Rename { name: String },
+    AddMember { user_id: Uuid, role: TeamRole },
+    RemoveMember { user_id: Uuid },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamCreated {
+    pub name: String,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamRenamed {
+    pub name: Change<String>,
+    pub renamed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamMemberAdded {
+    pub user_id: Uuid,
+    pub role: TeamRole,
+    pub joined_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamMemberRemoved {
+    pub user_id: Uuid,
+    pub role: TeamRole,
+    pub removed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TeamEvent {
+    Created(TeamCreated),
+    Renamed(TeamRenamed),
+    MemberAdded(TeamMemberAdded),
+    MemberRemoved(TeamMemberRemoved),
+}
+
+impl TeamEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            TeamEvent::Created(_) => "TeamCreated",
+            TeamEvent::Renamed(_) => "TeamRenamed",
+            TeamEvent::MemberAdded(_) => "TeamMemberAdded",
+            TeamEvent::MemberRemoved(_) => "TeamMemberRemoved",
+        }
+    }
+
+    pub fn schema_version(&self) -> u16 {
+        match self {
+            TeamEvent::Created(_) | TeamEvent::Renamed(_) | TeamEvent::MemberAdded(_) | TeamEvent::MemberRemoved(_) => {
+                1
+            }
+        }
+    }
+
+    pub fn payload(&self) -> Value {
+        let value = match self {
+            TeamEvent::Created(e) => serde_json::to_value(e),
+            TeamEvent::Renamed(e) => serde_json::to_value(e),
+            TeamEvent::MemberAdded(e) => serde_json::to_value(e),
+            TeamEvent::MemberRemoved(e) => serde_json::to_value(e),
+        };
+        value.expect("team events are plain data and always serialise")
+    }
+
+    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
+        let malformed = |source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source };
+        match (event_type, schema_version) {
+            ("TeamCreated", 1) => serde_json::from_value(payload).map(TeamEvent::Created).map_err(malformed),
+            ("TeamRenamed", 1) => serde_json::from_value(payload).map(TeamEvent::Renamed).map_err(malformed),
+            ("TeamMemberAdded", 1) => serde_json::from_value(payload).map(TeamEvent::MemberAdded).map_err(malformed),
+            ("TeamMemberRemoved", 1) => {
+                serde_json::from_value(payload).map(TeamEvent::MemberRemoved).map_err(malformed)
+            }
+            _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Team {
+    pub name: String,
+    pub description: Option<String>,
+    /// Members in the order they joined.
+    pub members: Vec<(Uuid, TeamRole)>,
+}
+
+impl Team {
+    pub fn role_of(&self, user: Uuid) -> Option<TeamRole> {
+        self.members.iter().find(|(u, _)| *u == user).map(|(_, r)| *r)
+    }
+}
+
+pub fn evolve(state: Option<Team>, event: &TeamEvent) -> Option<Team> {
+    match (state, event) {
+        (None, TeamEvent::Created(e)) => {
+            Some(Team { name: e.name.clone(), description: e.description.clone(), members: vec![] })
+        }
+        (Some(mut t), TeamEvent::Renamed(e)) => {
+            t.name = e.name.new.clone();
+            Some(t)
+        }
+        (Some(mut t), TeamEvent::MemberAdded(e)) => {
+            t.members.push((e.user_id, e.role));
+            Some(t)
+        }
+        (Some(mut t), TeamEvent::MemberRemoved(e)) => {
+            t.members.retain(|(u, _)| *u != e.user_id);
+            Some(t)
+        }
+        (state, _) => state,
+    }
+}
+
+/// Team names are unique per tenant regardless of case and surrounding spaces.
+pub fn normalise_name(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
+pub fn decide(state: Option<&Team>, command: TeamCommand, now: DateTime<Utc>) -> Result<Vec<TeamEvent>, DomainError> {
+    match (state, command) {
+        (Some(_), TeamCommand::Create { .. }) => Err(DomainError::Conflict("the team already exists".into())),
+        (None, TeamCommand::Create { name, description }) => {
+            let mut v = Validator::default();
+            v.text("name", &name, 255);
+            if let Some(d) = &description {
+                v.check(d.chars().count() <= 2000, "description", "must be at most 2000 characters");
+            }
+            v.finish()?;
+            Ok(vec![TeamEvent::Created(TeamCreated { name: name.trim().to_owned(), description, created_at: now })])
+        }
+        (None, _) => Err(DomainError::NotFound("team")),
+        (Some(team), TeamCommand::Rename { name }) => {
+            let mut v = Validator::default();
+            v.text("name", &name, 255);
+            v.finish()?;
+            Ok(Change::between(&team.name, Some(name.trim().to_owned()))
+                .map(|name| TeamEvent::Renamed(TeamRenamed { name, renamed_at: now }))
+                .into_iter()
+                .collect())
+        }
+        (Some(team), TeamCommand::AddMember { user_id, role }) => match team.role_of(user_id) {
+            Some(current) if current == role => Ok(vec![]),
+            Some(current) => Err(DomainError::Conflict(format!(
+                "the user is already a {} of this team; remove them first to change their role",
+                current.as_str()
+            ))),
+            None => Ok(vec![TeamEvent::MemberAdded(TeamMemberAdded { user_id, role, joined_at: now })]),
+        },
+        (Some(team), TeamCommand::RemoveMember { user_id }) => Ok(team
+            .role_of(user_id)
+            .map(|role| TeamEvent::MemberRemoved(TeamMemberRemoved { user_id, role, removed_at: now }))
+            .into_iter()
+            .collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn created() -> Vec<TeamEvent> {
+        decide(None, TeamCommand::Create { name: " Tier 1 ".into(), description: None }, Utc::now()).unwrap()
+    }
+
+    fn given(events: &[TeamEvent]) -> Option<Team> {
+        events.iter().fold(None, evolve)
+    }
+
+    #[test]
+    fn creating_trims_the_name_and_refuses_blank_ones() {
+        assert_eq!(given(&created()).unwrap().name, "Tier 1");
+        let blank = decide(None, TeamCommand::Create { name: "  ".into(), description: None }, Utc::now());
+        assert!(matches!(blank, Err(DomainError::Invalid(_))));
+    }
+
+    #[test]
+    fn members_join_once_and_leave_with_their_role_recorded() {
+        let user = Uuid::now_v7();
+        let mut events = created();
+        let add = TeamCommand::AddMember { user_id: user, role: TeamRole::Lead };
+        events.extend(decide(given(&events).as_ref(), add.clone(), Utc::now()).unwrap());
+        assert_eq!(decide(given(&events).as_ref(), add, Utc::now()).unwrap(), vec![]);
+        let other_role = TeamCommand::AddMember { user_id: user, role: TeamRole::Member };
+        assert!(matches!(decide(given(&events).as_ref(), other_role, Utc::now()), Err(DomainError::Conflict(_))));
+        let removed = decide(given(&events).as_ref(), TeamCommand::RemoveMember { user_id: user }, Utc::now()).unwrap();
+        let [TeamEvent::MemberRemoved(e)] = removed.as_slice() else { panic!("expected a removal") };
+        assert_eq!(e.role, TeamRole::Lead);
+        events.extend(removed);
+        assert_eq!(given(&events).unwrap().members, vec![]);
+    }
+
+    #[test]
+    fn renaming_to_the_same_name_records_nothing() {
+        let state = given(&created());
+        assert_eq!(decide(state.as_ref(), TeamCommand::Rename { name: "Tier 1".into() }, Utc::now()).unwrap(), vec![]);
+    }
+}

@@ -1,0 +1,66 @@
+-- Migration: 20261125113000_teams
+-- Teams: write-side uniqueness of team names per tenant, and the seed's teams and
+-- team_members tables (§2.1.2) as a third provisioning step. team_members has no
+-- foreign keys to users or teams: events of different streams reach the projector in
+-- any order; the write side checks the references.
+
+CREATE TABLE eventstore.team_names (
+    tenant_id  UUID NOT NULL,
+    name       TEXT NOT NULL,
+    team_id    UUID NOT NULL,
+    PRIMARY KEY (tenant_id, name)
+);
+CREATE INDEX idx_team_names_team ON eventstore.team_names (tenant_id, team_id);
+
+ALTER FUNCTION public.murima_provision_tenant(UUID) RENAME TO murima_provision_tenant_users;
+
+CREATE FUNCTION public.murima_provision_tenant(p_tenant UUID) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    s TEXT := 'tenant_' || replace(p_tenant::text, '-', '');
+BEGIN
+    PERFORM public.murima_provision_tenant_users(p_tenant);
+    EXECUTE format($sql$
+        CREATE TABLE IF NOT EXISTS %1$I.teams (
+            id           UUID PRIMARY KEY,
+            tenant_id    UUID         NOT NULL REFERENCES public.tenants (id),
+            name         VARCHAR(255) NOT NULL,
+            description  TEXT,
+            created_at   TIMESTAMPTZ  NOT NULL DEFAULT now(),
+            updated_at   TIMESTAMPTZ  NOT NULL DEFAULT now(),
+            metadata     JSONB,
+            version      BIGINT       NOT NULL
+        )$sql$, s);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS idx_teams_tenant_id ON %I.teams (tenant_id)', s);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS idx_teams_name ON %I.teams (tenant_id, name)', s);
+    EXECUTE format($sql$
+        CREATE TABLE IF NOT EXISTS %1$I.team_members (
+            team_id    UUID        NOT NULL,
+            user_id    UUID        NOT NULL,
+            tenant_id  UUID        NOT NULL,
+            role       VARCHAR(50) NOT NULL DEFAULT 'member' CHECK (role IN ('member', 'lead')),
+            joined_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (team_id, user_id)
+        )$sql$, s);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS idx_team_members_user_id ON %I.team_members (user_id)', s);
+    EXECUTE format('ALTER TABLE %I.teams ENABLE ROW LEVEL SECURITY', s);
+    EXECUTE format('ALTER TABLE %I.team_members ENABLE ROW LEVEL SECURITY', s);
+    EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %I.teams', s);
+    EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %I.team_members', s);
+    EXECUTE format($sql$CREATE POLICY tenant_isolation ON %I.teams
+                   USING (tenant_id = NULLIF(current_setting('app.current_tenant_id', true), '')::uuid)$sql$, s);
+    EXECUTE format($sql$CREATE POLICY tenant_isolation ON %I.team_members
+                   USING (tenant_id = NULLIF(current_setting('app.current_tenant_id', true), '')::uuid)$sql$, s);
+    EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO murima_reader', s);
+END
+$fn$;
+
+DO $$
+DECLARE
+    t UUID;
+BEGIN
+    FOR t IN SELECT id FROM public.tenants LOOP
+        PERFORM public.murima_provision_tenant(t);
+    END LOOP;
+END
+$$;
