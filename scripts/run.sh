@@ -51,6 +51,17 @@ case "$status" in
   200|201|409) ;;
   *) echo "provisioning the demo tenant failed ($status):" >&2; cat "$STATE/logs/provision.json" >&2; exit 1 ;;
 esac
+# A case type with a fixed id, so the examples below can open cases of it.
+case_type=0199a5b2-0000-7000-8000-000000000001
+tenant_admin=$(target/debug/command-api token --tenant "$tenant" --role admin --hours 1)
+status=$(curl -sS -o "$STATE/logs/case-type.json" -w '%{http_code}' -X POST http://127.0.0.1:8080/v1/case-types \
+  -H "Authorization: Bearer $tenant_admin" -H 'Content-Type: application/json' \
+  -H 'Idempotency-Key: demo-case-type' \
+  -d "{\"id\": \"$case_type\", \"name\": \"General enquiry\", \"form_definition\": {\"fields\": [{\"name\": \"customer_id\", \"type\": \"text\"}]}}")
+case "$status" in
+  200|201|409) ;;
+  *) echo "creating the demo case type failed ($status):" >&2; cat "$STATE/logs/case-type.json" >&2; exit 1 ;;
+esac
 token=$(target/debug/command-api token --tenant "$tenant" --role agent --hours 24)
 
 cat <<MSG
@@ -60,6 +71,7 @@ Murima is running.
   query API    http://127.0.0.1:8081     logs: .murima/logs/query-api.log
   projector    http://127.0.0.1:8082     logs: .murima/logs/projector.log
   demo tenant  $tenant
+  case type    $case_type (General enquiry)
 
 Copy and paste:
 

@@ -6,6 +6,7 @@
 use axum::http::StatusCode;
 use chrono::Utc;
 use events::case::{self, Case, CaseEvent};
+use events::case_type::{self, CaseType, CaseTypeEvent};
 use events::team::{self, Team, TeamEvent};
 use events::tenant::{self, Tenant, TenantEvent};
 use events::user::{self, User, UserEvent};
@@ -62,6 +63,23 @@ impl StreamKind for UserStream {
     }
 }
 
+pub struct CaseTypeStream;
+
+impl StreamKind for CaseTypeStream {
+    const TYPE: StreamType = StreamType::CaseType;
+    type State = CaseType;
+    type Event = CaseTypeEvent;
+    fn decode(t: &str, v: u16, payload: Value) -> Result<CaseTypeEvent, DecodeError> {
+        CaseTypeEvent::decode(t, v, payload)
+    }
+    fn evolve(state: Option<CaseType>, event: &CaseTypeEvent) -> Option<CaseType> {
+        case_type::evolve(state, event)
+    }
+    fn describe(e: &CaseTypeEvent) -> (&'static str, u16, Value) {
+        (e.event_type(), e.schema_version(), e.payload())
+    }
+}
+
 pub struct TeamStream;
 
 impl StreamKind for TeamStream {
@@ -111,6 +129,11 @@ pub enum Lookup {
     },
     /// Claim a (normalised) team name for the team stream, freeing its previous one.
     TeamName(String),
+    /// Claim a (normalised) name among the streams of one kind, freeing the stream's old one.
+    UniqueName {
+        kind: &'static str,
+        name: String,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -396,6 +419,35 @@ async fn lookup(
                     current_version: Some(current_version),
                 });
             }
+            Ok(Looked::default())
+        }
+        Lookup::UniqueName { kind, name } => {
+            let claimed = sqlx::query(
+                "INSERT INTO eventstore.unique_names (tenant_id, kind, name, stream_id) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (tenant_id, kind, name) DO UPDATE SET stream_id = EXCLUDED.stream_id
+                 WHERE eventstore.unique_names.stream_id = EXCLUDED.stream_id",
+            )
+            .bind(tenant)
+            .bind(kind)
+            .bind(name)
+            .bind(stream)
+            .execute(&mut **tx)
+            .await?;
+            if claimed.rows_affected() == 0 {
+                return Err(ApiError::Conflict {
+                    detail: format!("a {} named {name:?} already exists in this tenant", kind.replace('_', " ")),
+                    current_version: Some(current_version),
+                });
+            }
+            sqlx::query(
+                "DELETE FROM eventstore.unique_names WHERE tenant_id = $1 AND kind = $2 AND stream_id = $4 AND name <> $3",
+            )
+            .bind(tenant)
+            .bind(kind)
+            .bind(name)
+            .bind(stream)
+            .execute(&mut **tx)
+            .await?;
             Ok(Looked::default())
         }
         Lookup::TeamName(name) => {

@@ -4,6 +4,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::case::{CaseEvent, Change};
+use crate::case_type::CaseTypeEvent;
 use crate::team::TeamEvent;
 use crate::tenant::TenantEvent;
 use crate::user::UserEvent;
@@ -155,4 +156,44 @@ pub fn team_changes(event: &TeamEvent) -> (&'static str, Vec<FieldChange>) {
             ("member_remove", vec![change("member", json!({ "user_id": e.user_id, "role": e.role }), Value::Null)])
         }
     }
+}
+
+/// The audit action and per-field old/new values of a case type event.
+pub fn case_type_changes(event: &CaseTypeEvent) -> (&'static str, Vec<FieldChange>) {
+    fn push<T: Serialize>(out: &mut Vec<FieldChange>, field: &'static str, change: &Option<Change<T>>) {
+        if let Some(c) = change {
+            out.push(FieldChange { field, old_value: json!(c.old), new_value: json!(c.new) });
+        }
+    }
+    let mut out = Vec::new();
+    let action = match event {
+        CaseTypeEvent::Created(e) => {
+            for (field, value) in [
+                ("name", json!(e.name)),
+                ("description", json!(e.description)),
+                ("form_definition", json!(e.form_definition)),
+                ("validation_rules", json!(e.validation_rules)),
+                ("workflow_id", json!(e.workflow_id)),
+            ] {
+                out.push(FieldChange { field, old_value: Value::Null, new_value: value });
+            }
+            "create"
+        }
+        CaseTypeEvent::Updated(e) => {
+            push(&mut out, "name", &e.name);
+            push(&mut out, "description", &e.description);
+            push(&mut out, "form_definition", &e.form_definition);
+            push(&mut out, "validation_rules", &e.validation_rules);
+            "update"
+        }
+        CaseTypeEvent::Deactivated(_) => {
+            out.push(FieldChange { field: "is_active", old_value: json!(true), new_value: json!(false) });
+            "deactivate"
+        }
+        CaseTypeEvent::Activated(_) => {
+            out.push(FieldChange { field: "is_active", old_value: json!(false), new_value: json!(true) });
+            "activate"
+        }
+    };
+    (action, out)
 }

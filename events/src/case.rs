@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 pub use crate::change::Change;
 use crate::error::{DecodeError, DomainError, Validator};
+use crate::form::FormDefinition;
 
 pub type CustomFields = serde_json::Map<String, serde_json::Value>;
 
@@ -97,6 +98,8 @@ pub enum CaseCommand {
 pub struct OpenCase {
     /// Allocated by the write side before deciding (unique per tenant).
     pub case_number: String,
+    /// The case type as the write side found it (None: no such type in the tenant).
+    pub case_type: Option<CaseTypeFacts>,
     pub title: String,
     pub description: Option<String>,
     pub priority: Priority,
@@ -107,9 +110,18 @@ pub struct OpenCase {
     pub custom_fields: CustomFields,
 }
 
+/// What a case command needs to know of the case's type, looked up before deciding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseTypeFacts {
+    pub active: bool,
+    pub form: FormDefinition,
+}
+
 /// Every field is optional: absent means "leave as is". `Some(None)` clears a nullable field.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UpdateCase {
+    /// The form of the case's type, looked up when `custom_fields` is given.
+    pub form: Option<FormDefinition>,
     pub title: Option<String>,
     pub description: Option<Option<String>>,
     pub priority: Option<Priority>,
@@ -374,6 +386,15 @@ fn open(cmd: OpenCase, ctx: Context) -> Result<Vec<CaseEvent>, DomainError> {
     check_due_date(&mut v, cmd.due_date, ctx.now);
     check_tags(&mut v, &cmd.tags);
     check_custom_fields(&mut v, &cmd.custom_fields);
+    let mut custom_fields = cmd.custom_fields;
+    match &cmd.case_type {
+        None => v.check(false, "case_type_id", "no case type with this id exists in the tenant"),
+        Some(t) if !t.active => v.check(false, "case_type_id", "the case type is deactivated; it takes no new cases"),
+        Some(t) => match t.form.apply(&custom_fields) {
+            Ok(applied) => custom_fields = applied,
+            Err(errors) => v.extend(errors),
+        },
+    }
     v.finish()?;
     Ok(vec![CaseEvent::Opened(CaseOpened {
         case_number: cmd.case_number,
@@ -386,7 +407,7 @@ fn open(cmd: OpenCase, ctx: Context) -> Result<Vec<CaseEvent>, DomainError> {
         assigned_to: cmd.assigned_to,
         due_date: cmd.due_date,
         tags: normalise_tags(cmd.tags),
-        custom_fields: cmd.custom_fields,
+        custom_fields,
         opened_at: ctx.now,
     })])
 }
@@ -411,8 +432,15 @@ fn update(case: &Case, cmd: UpdateCase, ctx: Context) -> Result<Vec<CaseEvent>, 
     if let Some(tags) = &cmd.tags {
         check_tags(&mut v, tags);
     }
-    if let Some(fields) = &cmd.custom_fields {
+    let mut custom_fields = cmd.custom_fields;
+    if let Some(fields) = &custom_fields {
         check_custom_fields(&mut v, fields);
+        if let Some(form) = &cmd.form {
+            match form.apply(fields) {
+                Ok(applied) => custom_fields = Some(applied),
+                Err(errors) => v.extend(errors),
+            }
+        }
     }
     v.finish()?;
 
@@ -422,7 +450,7 @@ fn update(case: &Case, cmd: UpdateCase, ctx: Context) -> Result<Vec<CaseEvent>, 
         priority: Change::between(&case.priority, cmd.priority),
         due_date: Change::between(&case.due_date, cmd.due_date),
         tags: Change::between(&case.tags, cmd.tags.map(normalise_tags)),
-        custom_fields: Change::between(&case.custom_fields, cmd.custom_fields),
+        custom_fields: Change::between(&case.custom_fields, custom_fields),
         updated_at: ctx.now,
     };
     let nothing_changed = event.title.is_none()
@@ -473,6 +501,7 @@ mod tests {
     fn open_cmd() -> OpenCase {
         OpenCase {
             case_number: "CASE-000001".into(),
+            case_type: Some(CaseTypeFacts { active: true, form: FormDefinition::default() }),
             title: "  Printer on fire ".into(),
             description: Some("third floor".into()),
             priority: Priority::High,
@@ -513,6 +542,36 @@ mod tests {
         };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["title", "due_date", "tags[0]"]);
+    }
+
+    #[test]
+    fn a_case_needs_an_active_case_type_and_fields_of_its_form() {
+        let mut cmd = open_cmd();
+        cmd.case_type = None;
+        let Err(DomainError::Invalid(errors)) = decide(None, CaseCommand::Open(cmd), ctx()) else {
+            panic!("expected invalid")
+        };
+        assert_eq!(errors[0].field, "case_type_id");
+
+        let mut cmd = open_cmd();
+        cmd.case_type = Some(CaseTypeFacts { active: false, form: FormDefinition::default() });
+        assert!(matches!(decide(None, CaseCommand::Open(cmd), ctx()), Err(DomainError::Invalid(_))));
+
+        let form: FormDefinition = serde_json::from_value(serde_json::json!({ "fields": [
+            { "name": "customer_id", "type": "text", "required": true },
+            { "name": "channel", "type": "select", "options": ["phone"], "default": "phone" }
+        ]}))
+        .unwrap();
+        let mut cmd = open_cmd();
+        cmd.case_type = Some(CaseTypeFacts { active: true, form: form.clone() });
+        let Err(DomainError::Invalid(errors)) = decide(None, CaseCommand::Open(cmd.clone()), ctx()) else {
+            panic!("expected invalid")
+        };
+        assert_eq!(errors[0].field, "custom_fields.customer_id");
+        cmd.custom_fields.insert("customer_id".into(), "C-1".into());
+        let events = decide(None, CaseCommand::Open(cmd), ctx()).unwrap();
+        let [CaseEvent::Opened(e)] = events.as_slice() else { panic!("expected CaseOpened") };
+        assert_eq!(e.custom_fields["channel"], "phone");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub enum StreamType {
     Tenant,
     User,
     Team,
+    CaseType,
     Case,
 }
 
@@ -24,6 +25,7 @@ impl StreamType {
             StreamType::Tenant => "tenant",
             StreamType::User => "user",
             StreamType::Team => "team",
+            StreamType::CaseType => "case_type",
             StreamType::Case => "case",
         }
     }

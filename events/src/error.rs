@@ -55,6 +55,10 @@ impl Validator {
         self.check(len <= max_chars, field, format!("must be at most {max_chars} characters (got {len})"));
     }
 
+    pub fn extend(&mut self, errors: impl IntoIterator<Item = FieldError>) {
+        self.0.extend(errors);
+    }
+
     pub fn finish(self) -> Result<(), DomainError> {
         if self.0.is_empty() {
             Ok(())

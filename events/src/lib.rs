@@ -5,9 +5,11 @@
 
 pub mod audit;
 pub mod case;
+pub mod case_type;
 pub mod change;
 pub mod envelope;
 pub mod error;
+pub mod form;
 pub mod team;
 pub mod tenant;
 pub mod user;

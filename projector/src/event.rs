@@ -1,6 +1,7 @@
 //! Events as the projections receive them: the envelope plus the decoded domain event.
 
 use events::case::CaseEvent;
+use events::case_type::CaseTypeEvent;
 use events::team::TeamEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
@@ -12,6 +13,7 @@ pub enum DomainEvent {
     Tenant(TenantEvent),
     User(UserEvent),
     Team(TeamEvent),
+    CaseType(CaseTypeEvent),
     Case(CaseEvent),
 }
 
@@ -49,6 +51,10 @@ impl Event {
             StreamType::Team => {
                 TeamEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
                     .map(DomainEvent::Team)
+            }
+            StreamType::CaseType => {
+                CaseTypeEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
+                    .map(DomainEvent::CaseType)
             }
             StreamType::Case => {
                 CaseEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())

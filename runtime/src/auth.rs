@@ -44,6 +44,7 @@ pub enum Permission {
     TenantsManage,
     UsersManage,
     TeamsManage,
+    CaseTypesManage,
 }
 
 impl Permission {
@@ -57,6 +58,7 @@ impl Permission {
             Permission::TenantsManage => "tenants:manage",
             Permission::UsersManage => "users:manage",
             Permission::TeamsManage => "teams:manage",
+            Permission::CaseTypesManage => "case_types:manage",
         }
     }
 }

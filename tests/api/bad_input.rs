@@ -21,23 +21,24 @@ async fn malformed_unknown_oversized_and_invalid_bodies_are_4xx() {
     let p = problem(raw("{\"title\": ".into()).await.unwrap(), StatusCode::BAD_REQUEST).await;
     assert!(p["detail"].as_str().unwrap().contains("EOF"), "{p}");
 
-    let unknown = json!({ "title": "x", "case_type_id": uuid::Uuid::from_u128(1), "colour": "red" });
+    let unknown = json!({ "title": "x", "case_type_id": app.case_type_id, "colour": "red" });
     let p = problem(raw(unknown.to_string()).await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY).await;
     assert!(p["detail"].as_str().unwrap().contains("unknown field `colour`"), "{p}");
 
-    let huge = json!({ "title": "x", "case_type_id": uuid::Uuid::from_u128(1), "description": "a".repeat(64 * 1024) });
+    let huge = json!({ "title": "x", "case_type_id": app.case_type_id, "description": "a".repeat(64 * 1024) });
     let p = problem(raw(huge.to_string()).await.unwrap(), StatusCode::PAYLOAD_TOO_LARGE).await;
     assert!(p["detail"].as_str().unwrap().contains("smaller"), "{p}");
 
     let wrong_type = json!({ "title": "x", "case_type_id": "not-a-uuid" });
     problem(raw(wrong_type.to_string()).await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY).await;
 
-    let bad_enum = json!({ "title": "x", "case_type_id": uuid::Uuid::from_u128(1), "priority": "whenever" });
+    let bad_enum = json!({ "title": "x", "case_type_id": app.case_type_id, "priority": "whenever" });
     let p = problem(raw(bad_enum.to_string()).await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY).await;
     assert!(p["detail"].as_str().unwrap().contains("whenever"), "{p}");
 
     // Field-level validation: every invalid field named at once.
-    let invalid = json!({ "title": " ", "case_type_id": uuid::Uuid::from_u128(1), "tags": [""], "due_date": "2001-01-01T00:00:00Z" });
+    let invalid =
+        json!({ "title": " ", "case_type_id": app.case_type_id, "tags": [""], "due_date": "2001-01-01T00:00:00Z" });
     let p = problem(
         app.command(Method::POST, "/v1/cases", &app.token, Some(invalid)).await,
         StatusCode::UNPROCESSABLE_ENTITY,

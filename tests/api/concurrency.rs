@@ -44,7 +44,7 @@ async fn of_two_writers_at_the_same_version_exactly_one_wins() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retried_command_returns_the_original_answer_and_appends_nothing() {
     let app = TestApp::spawn().await;
-    let body = json!({ "title": "Once only", "case_type_id": uuid::Uuid::from_u128(1) });
+    let body = json!({ "title": "Once only", "case_type_id": app.case_type_id });
     let send = |key: &'static str, body: Value| {
         let request = app
             .http
@@ -71,7 +71,7 @@ async fn a_retried_command_returns_the_original_answer_and_appends_nothing() {
     assert_eq!(app.journal_count("case").await, 2);
 
     // The same key with another request is a client mistake, not a replay.
-    let reused = send("key-1", json!({ "title": "Something else", "case_type_id": uuid::Uuid::from_u128(1) })).await;
+    let reused = send("key-1", json!({ "title": "Something else", "case_type_id": app.case_type_id })).await;
     assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(app.journal_count("case").await, 2);
 

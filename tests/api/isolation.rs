@@ -64,6 +64,6 @@ async fn requests_without_a_valid_token_are_refused() {
     assert_eq!(app.query("/v1/cases", &app.platform_token()).await.status(), StatusCode::FORBIDDEN);
     // A token for a tenant that was never provisioned cannot open cases.
     let ghost = app.token_for(uuid::Uuid::now_v7(), Role::Agent);
-    let body = json!({ "title": "x", "case_type_id": uuid::Uuid::from_u128(1) });
+    let body = json!({ "title": "x", "case_type_id": app.case_type_id });
     assert_eq!(app.command(Method::POST, "/v1/cases", &ghost, Some(body)).await.status(), StatusCode::FORBIDDEN);
 }

@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod broker_loss;
+mod case_types;
 mod concurrency;
 mod flow;
 mod isolation;

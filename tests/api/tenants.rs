@@ -6,8 +6,8 @@ use runtime::auth::Role;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-fn case_body() -> Value {
-    json!({ "title": "Anything", "case_type_id": Uuid::from_u128(1) })
+fn case_body(app: &TestApp) -> Value {
+    json!({ "title": "Anything", "case_type_id": app.case_type_id })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -32,7 +32,7 @@ async fn a_suspended_tenants_commands_are_refused_until_it_is_reactivated() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::OK);
-    let refused = app.command(Method::POST, "/v1/cases", &app.token, Some(case_body())).await;
+    let refused = app.command(Method::POST, "/v1/cases", &app.token, Some(case_body(&app))).await;
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     let p: Value = refused.json().await.unwrap();
     assert!(p["detail"].as_str().unwrap().contains("suspended"), "{p}");
@@ -40,7 +40,7 @@ async fn a_suspended_tenants_commands_are_refused_until_it_is_reactivated() {
     let r = app.command(Method::POST, &format!("/v1/tenants/{tenant}/reactivate"), &platform, Some(json!({}))).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(
-        app.command(Method::POST, "/v1/cases", &app.token, Some(case_body())).await.status(),
+        app.command(Method::POST, "/v1/cases", &app.token, Some(case_body(&app))).await.status(),
         StatusCode::CREATED
     );
 
@@ -95,7 +95,7 @@ async fn tenant_admins_update_their_own_settings_only() {
 #[tokio::test(flavor = "multi_thread")]
 async fn command_bodies_carry_a_schema_version() {
     let app = TestApp::spawn().await;
-    let mut body = case_body();
+    let mut body = case_body(&app);
     body["schema_version"] = json!(1);
     assert_eq!(
         app.command(Method::POST, "/v1/cases", &app.token, Some(body.clone())).await.status(),
@@ -152,6 +152,8 @@ async fn an_old_tenant_provisioned_v1_in_the_log_still_projects() {
     assert_eq!(name, "Legacy Co");
     assert_eq!(settings, json!({}));
     // The write side reads it too: the tenant accepts commands.
+    let legacy_type = app.create_case_type(tenant, "Legacy", json!({ "fields": [] })).await;
     let token = app.token_for(tenant, Role::Agent);
-    assert_eq!(app.command(Method::POST, "/v1/cases", &token, Some(case_body())).await.status(), StatusCode::CREATED);
+    let body = json!({ "title": "Still works", "case_type_id": legacy_type });
+    assert_eq!(app.command(Method::POST, "/v1/cases", &token, Some(body)).await.status(), StatusCode::CREATED);
 }

@@ -67,7 +67,7 @@ async fn admins_create_users_who_log_in_and_act_under_their_role() {
             Method::POST,
             "/v1/cases",
             &token,
-            Some(json!({ "title": "Logged in", "case_type_id": uuid::Uuid::from_u128(1) })),
+            Some(json!({ "title": "Logged in", "case_type_id": app.case_type_id })),
         )
         .await;
     assert_eq!(case.status(), StatusCode::CREATED);

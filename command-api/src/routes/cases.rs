@@ -6,7 +6,8 @@ use axum::routing::{patch, post};
 use axum::Router;
 use chrono::{DateTime, Utc};
 use events::case::{
-    self, AssignCase, CaseCommand, ChangeStatus, Context, CustomFields, OpenCase, Priority, Status, UpdateCase,
+    self, AssignCase, CaseCommand, CaseTypeFacts, ChangeStatus, Context, CustomFields, OpenCase, Priority, Status,
+    UpdateCase,
 };
 use events::tenant::TenantStatus;
 use runtime::auth::Permission;
@@ -17,7 +18,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CaseStream, Command, CommandReply, Lookup};
+use crate::journal::{fingerprint, CaseStream, CaseTypeStream, Command, CommandReply, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
 
 pub fn router() -> Router<AppState> {
@@ -98,6 +99,7 @@ async fn open(
 ) -> Result<CommandReply, ApiError> {
     let caller = ctx.caller.require(Permission::CasesCreate)?;
     ensure_active_tenant(&state, caller.tenant_id).await?;
+    let case_type = case_type_facts(&state, caller.tenant_id, body.case_type_id).await?;
     // v7: a case's id tells the month of its search index (see runtime::tenancy).
     let case_id = Uuid::now_v7();
     let command = Command {
@@ -113,6 +115,7 @@ async fn open(
         .execute::<CaseStream>(command, |s, looked| {
             let cmd = CaseCommand::Open(OpenCase {
                 case_number: looked.case_number.unwrap_or_default(),
+                case_type,
                 title: body.title,
                 description: body.description,
                 priority: body.priority,
@@ -138,7 +141,20 @@ async fn update(
     Versioned { body, .. }: Versioned<UpdateCaseBody>,
 ) -> Result<CommandReply, ApiError> {
     let hash = fingerprint(UpdateCaseBody::NAME, Some(id), &body);
+    // New custom fields are checked against the form of the case's type.
+    let form = match &body.custom_fields {
+        None => None,
+        Some(_) => {
+            let tenant = ctx.caller.tenant_id;
+            let case = state.journal.state::<CaseStream>(tenant, id).await?;
+            match case {
+                None => None,
+                Some(c) => case_type_facts(&state, tenant, c.case_type_id).await?.map(|t| t.form),
+            }
+        }
+    };
     let cmd = CaseCommand::Update(UpdateCase {
+        form,
         title: body.title,
         description: body.description,
         priority: body.priority,
@@ -208,6 +224,12 @@ async fn run(
         .journal
         .execute::<CaseStream>(command, |s, _| case::decide(s, cmd, Context { actor: caller.user_id, now: Utc::now() }))
         .await
+}
+
+/// The case type a case refers to, as `decide` needs it (None: no such type here).
+async fn case_type_facts(state: &AppState, tenant: Uuid, id: Uuid) -> Result<Option<CaseTypeFacts>, ApiError> {
+    let found = state.journal.state::<CaseTypeStream>(tenant, id).await?;
+    Ok(found.map(|t| CaseTypeFacts { active: t.active, form: t.form_definition }))
 }
 
 /// Case commands need a provisioned tenant that is not suspended.

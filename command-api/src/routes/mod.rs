@@ -1,6 +1,7 @@
 //! The command endpoints: one per command, each answering with the stream id, its new
 //! version (also as `ETag`) and a position token for read-your-writes.
 
+mod case_types;
 mod cases;
 mod teams;
 mod tenants;
@@ -32,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tenants::router())
         .merge(users::router())
         .merge(teams::router())
+        .merge(case_types::router())
         .with_state(state)
 }
 

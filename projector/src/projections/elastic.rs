@@ -13,6 +13,7 @@ use elasticsearch::http::request::JsonBody;
 use elasticsearch::indices::{IndicesCreateParts, IndicesPutIndexTemplateParts};
 use elasticsearch::{BulkParts, Elasticsearch, MgetParts};
 use events::case::CaseEvent;
+use events::case_type::CaseTypeEvent;
 use events::team::TeamEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
@@ -247,6 +248,12 @@ impl Projection for ElasticProjection {
                     | TeamEvent::Renamed(_)
                     | TeamEvent::MemberAdded(_)
                     | TeamEvent::MemberRemoved(_),
+                )
+                | DomainEvent::CaseType(
+                    CaseTypeEvent::Created(_)
+                    | CaseTypeEvent::Updated(_)
+                    | CaseTypeEvent::Deactivated(_)
+                    | CaseTypeEvent::Activated(_),
                 ) => {}
             }
         }

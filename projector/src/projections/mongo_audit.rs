@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use events::audit::{case_changes, team_changes, tenant_changes, user_changes, FieldChange};
+use events::audit::{case_changes, case_type_changes, team_changes, tenant_changes, user_changes, FieldChange};
 use mongodb::bson::{self, doc, Document};
 use mongodb::error::ErrorKind;
 use mongodb::options::IndexOptions;
@@ -60,6 +60,10 @@ fn entry(event: &Event) -> Result<Document, ApplyError> {
         DomainEvent::Tenant(e) => {
             let (action, changes) = tenant_changes(e);
             ("tenant", action, changes)
+        }
+        DomainEvent::CaseType(e) => {
+            let (action, changes) = case_type_changes(e);
+            ("case_type", action, changes)
         }
         DomainEvent::Team(e) => {
             let (action, changes) = team_changes(e);

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use events::case::CaseEvent;
+use events::case_type::CaseTypeEvent;
 use events::team::TeamEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
@@ -87,6 +88,7 @@ impl PostgresProjection {
             }
             DomainEvent::User(user_event) => self.apply_user(tx, event, user_event).await?,
             DomainEvent::Team(team_event) => self.apply_team(tx, event, team_event).await?,
+            DomainEvent::CaseType(type_event) => self.apply_case_type(tx, event, type_event).await?,
             DomainEvent::Case(case_event) => self.apply_case(tx, event, case_event).await?,
         }
         Ok(())
@@ -273,6 +275,71 @@ impl PostgresProjection {
                 sqlx::query(&format!("DELETE FROM {schema}.team_members WHERE team_id = $1 AND user_id = $2"))
                     .bind(env.stream_id)
                     .bind(e.user_id)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_case_type(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &Event,
+        type_event: &CaseTypeEvent,
+    ) -> Result<(), sqlx::Error> {
+        let env = &event.envelope;
+        let schema = Tenancy(env.tenant_id).pg_schema();
+        let guarded = |set: &str| {
+            format!("UPDATE {schema}.case_types SET {set}, version = $2 WHERE id = $1 AND version = $2 - 1")
+        };
+        match type_event {
+            CaseTypeEvent::Created(e) => {
+                sqlx::query(&format!(
+                    "INSERT INTO {schema}.case_types (id, tenant_id, name, description, form_definition,
+                        validation_rules, workflow_id, created_at, updated_at, is_active, version)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, TRUE, $9) ON CONFLICT (id) DO NOTHING"
+                ))
+                .bind(env.stream_id)
+                .bind(env.tenant_id)
+                .bind(&e.name)
+                .bind(&e.description)
+                .bind(sqlx::types::Json(&e.form_definition))
+                .bind(&e.validation_rules)
+                .bind(e.workflow_id)
+                .bind(e.created_at)
+                .bind(env.stream_version)
+                .execute(&mut **tx)
+                .await?;
+            }
+            CaseTypeEvent::Updated(e) => {
+                sqlx::query(&guarded(
+                    "name = CASE WHEN $3 THEN $4 ELSE name END,
+                     description = CASE WHEN $5 THEN $6 ELSE description END,
+                     form_definition = CASE WHEN $7 THEN $8 ELSE form_definition END,
+                     validation_rules = CASE WHEN $9 THEN $10 ELSE validation_rules END, updated_at = $11",
+                ))
+                .bind(env.stream_id)
+                .bind(env.stream_version)
+                .bind(e.name.is_some())
+                .bind(e.name.as_ref().map(|c| c.new.clone()))
+                .bind(e.description.is_some())
+                .bind(e.description.as_ref().and_then(|c| c.new.clone()))
+                .bind(e.form_definition.is_some())
+                .bind(e.form_definition.as_ref().map(|c| sqlx::types::Json(c.new.clone())))
+                .bind(e.validation_rules.is_some())
+                .bind(e.validation_rules.as_ref().map(|c| c.new.clone()))
+                .bind(e.updated_at)
+                .execute(&mut **tx)
+                .await?;
+            }
+            CaseTypeEvent::Deactivated(e) | CaseTypeEvent::Activated(e) => {
+                let active = matches!(type_event, CaseTypeEvent::Activated(_));
+                sqlx::query(&guarded("is_active = $3, updated_at = $4"))
+                    .bind(env.stream_id)
+                    .bind(env.stream_version)
+                    .bind(active)
+                    .bind(e.at)
                     .execute(&mut **tx)
                     .await?;
             }

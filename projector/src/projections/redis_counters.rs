@@ -6,6 +6,7 @@
 //! same script drops the case's cache entry (seed §2.3.2) so no stale copy is served.
 
 use events::case::{CaseEvent, Status};
+use events::case_type::CaseTypeEvent;
 use events::team::TeamEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
@@ -102,6 +103,12 @@ impl Projection for RedisCountersProjection {
                     | TeamEvent::Renamed(_)
                     | TeamEvent::MemberAdded(_)
                     | TeamEvent::MemberRemoved(_),
+                )
+                | DomainEvent::CaseType(
+                    CaseTypeEvent::Created(_)
+                    | CaseTypeEvent::Updated(_)
+                    | CaseTypeEvent::Deactivated(_)
+                    | CaseTypeEvent::Activated(_),
                 ) => continue,
             };
             let t = Tenancy(env.tenant_id);

@@ -1,0 +1,153 @@
+//! Case type commands (tenant administrators): create with a form definition, update,
+//! deactivate (no new cases of it) and activate.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{patch, post};
+use axum::Router;
+use chrono::Utc;
+use events::case_type::{self, normalise_name, CaseTypeCommand};
+use events::form::FormDefinition;
+use runtime::auth::Permission;
+use runtime::extract::ApiPath;
+use runtime::ApiError;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::AppState;
+use crate::context::CommandContext;
+use crate::journal::{fingerprint, CaseTypeStream, Command, CommandReply, Lookup};
+use crate::versioned::{CommandSchema, Versioned};
+
+const KIND: &str = "case_type";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/case-types", post(create))
+        .route("/v1/case-types/{id}", patch(update))
+        .route("/v1/case-types/{id}/deactivate", post(deactivate))
+        .route("/v1/case-types/{id}/activate", post(activate))
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    description: Option<String>,
+    #[serde(default)]
+    form_definition: FormDefinition,
+    #[serde(default)]
+    validation_rules: Option<Value>,
+    workflow_id: Option<Uuid>,
+    /// Optional: lets an operator choose the id (e.g. a well-known demo type).
+    id: Option<Uuid>,
+}
+
+impl CommandSchema for CreateBody {
+    const NAME: &'static str = "create_case_type";
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Option<String>>,
+    form_definition: Option<FormDefinition>,
+    validation_rules: Option<Value>,
+}
+
+impl CommandSchema for UpdateBody {
+    const NAME: &'static str = "update_case_type";
+}
+
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+impl CommandSchema for Empty {
+    const NAME: &'static str = "case_type_activation";
+}
+
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+async fn create(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    Versioned { body, .. }: Versioned<CreateBody>,
+) -> Result<CommandReply, ApiError> {
+    ctx.caller.require(Permission::CaseTypesManage)?;
+    let hash = fingerprint(CreateBody::NAME, None, &body);
+    let id = body.id.unwrap_or_else(Uuid::now_v7);
+    let lookup = Lookup::UniqueName { kind: KIND, name: normalise_name(&body.name) };
+    let cmd = CaseTypeCommand::Create {
+        name: body.name,
+        description: body.description,
+        form_definition: body.form_definition,
+        validation_rules: body.validation_rules.unwrap_or_else(|| Value::Object(Default::default())),
+        workflow_id: body.workflow_id,
+    };
+    let mut reply = run(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd).await?;
+    reply.body["location"] = format!("/v1/case-types/{id}").into();
+    Ok(reply)
+}
+
+async fn update(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<UpdateBody>,
+) -> Result<CommandReply, ApiError> {
+    ctx.caller.require(Permission::CaseTypesManage)?;
+    let hash = fingerprint(UpdateBody::NAME, Some(id), &body);
+    let lookup = match &body.name {
+        Some(name) => Lookup::UniqueName { kind: KIND, name: normalise_name(name) },
+        None => Lookup::Nothing,
+    };
+    let cmd = CaseTypeCommand::Update {
+        name: body.name,
+        description: body.description,
+        form_definition: body.form_definition,
+        validation_rules: body.validation_rules,
+    };
+    run(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
+}
+
+async fn deactivate(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<Empty>,
+) -> Result<CommandReply, ApiError> {
+    ctx.caller.require(Permission::CaseTypesManage)?;
+    let hash = fingerprint("deactivate_case_type", Some(id), &body);
+    run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, CaseTypeCommand::Deactivate).await
+}
+
+async fn activate(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<Empty>,
+) -> Result<CommandReply, ApiError> {
+    ctx.caller.require(Permission::CaseTypesManage)?;
+    let hash = fingerprint("activate_case_type", Some(id), &body);
+    run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, CaseTypeCommand::Activate).await
+}
+
+async fn run(
+    state: &AppState,
+    ctx: &CommandContext,
+    id: Uuid,
+    hash: String,
+    lookup: Lookup,
+    success: StatusCode,
+    cmd: CaseTypeCommand,
+) -> Result<CommandReply, ApiError> {
+    super::cases::ensure_active_tenant(state, ctx.caller.tenant_id).await?;
+    let command = Command { ctx, tenant_id: ctx.caller.tenant_id, stream_id: id, request_hash: hash, lookup, success };
+    state.journal.execute::<CaseTypeStream>(command, |s, _| case_type::decide(s, cmd, Utc::now())).await
+}

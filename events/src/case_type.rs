@@ -1,0 +1,264 @@
+//! The case type stream: a form definition (the custom fields its cases carry), validation
+//! rules and an optional workflow; deactivated types accept no new cases.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::change::Change;
+use crate::error::{DecodeError, DomainError, Validator};
+use crate::form::FormDefinition;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CaseTypeCommand {
+    Create {
+        name: String,
+        description: Option<String>,
+        form_definition: FormDefinition,
+        validation_rules: Value,
+        workflow_id: Option<Uuid>,
+    },
+    Update {
+        name: Option<String>,
+        description: Option<Option<String>>,
+        form_definition: Option<FormDefinition>,
+        validation_rules: Option<Value>,
+    },
+    Deactivate,
+    Activate,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseTypeCreated {
+    pub name: String,
+    pub description: Option<String>,
+    pub form_definition: FormDefinition,
+    pub validation_rules: Value,
+    pub workflow_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseTypeUpdated {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Change<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<Change<Option<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub form_definition: Option<Change<FormDefinition>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_rules: Option<Change<Value>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseTypeActivation {
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CaseTypeEvent {
+    Created(CaseTypeCreated),
+    Updated(CaseTypeUpdated),
+    Deactivated(CaseTypeActivation),
+    Activated(CaseTypeActivation),
+}
+
+impl CaseTypeEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            CaseTypeEvent::Created(_) => "CaseTypeCreated",
+            CaseTypeEvent::Updated(_) => "CaseTypeUpdated",
+            CaseTypeEvent::Deactivated(_) => "CaseTypeDeactivated",
+            CaseTypeEvent::Activated(_) => "CaseTypeActivated",
+        }
+    }
+
+    pub fn schema_version(&self) -> u16 {
+        match self {
+            CaseTypeEvent::Created(_)
+            | CaseTypeEvent::Updated(_)
+            | CaseTypeEvent::Deactivated(_)
+            | CaseTypeEvent::Activated(_) => 1,
+        }
+    }
+
+    pub fn payload(&self) -> Value {
+        let value = match self {
+            CaseTypeEvent::Created(e) => serde_json::to_value(e),
+            CaseTypeEvent::Updated(e) => serde_json::to_value(e),
+            CaseTypeEvent::Deactivated(e) | CaseTypeEvent::Activated(e) => serde_json::to_value(e),
+        };
+        value.expect("case type events are plain data and always serialise")
+    }
+
+    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
+        let malformed = |source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source };
+        match (event_type, schema_version) {
+            ("CaseTypeCreated", 1) => serde_json::from_value(payload).map(CaseTypeEvent::Created).map_err(malformed),
+            ("CaseTypeUpdated", 1) => serde_json::from_value(payload).map(CaseTypeEvent::Updated).map_err(malformed),
+            ("CaseTypeDeactivated", 1) => {
+                serde_json::from_value(payload).map(CaseTypeEvent::Deactivated).map_err(malformed)
+            }
+            ("CaseTypeActivated", 1) => {
+                serde_json::from_value(payload).map(CaseTypeEvent::Activated).map_err(malformed)
+            }
+            _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseType {
+    pub name: String,
+    pub description: Option<String>,
+    pub form_definition: FormDefinition,
+    pub validation_rules: Value,
+    pub workflow_id: Option<Uuid>,
+    pub active: bool,
+}
+
+pub fn evolve(state: Option<CaseType>, event: &CaseTypeEvent) -> Option<CaseType> {
+    match (state, event) {
+        (None, CaseTypeEvent::Created(e)) => Some(CaseType {
+            name: e.name.clone(),
+            description: e.description.clone(),
+            form_definition: e.form_definition.clone(),
+            validation_rules: e.validation_rules.clone(),
+            workflow_id: e.workflow_id,
+            active: true,
+        }),
+        (Some(mut t), CaseTypeEvent::Updated(e)) => {
+            if let Some(c) = &e.name {
+                t.name = c.new.clone();
+            }
+            if let Some(c) = &e.description {
+                t.description = c.new.clone();
+            }
+            if let Some(c) = &e.form_definition {
+                t.form_definition = c.new.clone();
+            }
+            if let Some(c) = &e.validation_rules {
+                t.validation_rules = c.new.clone();
+            }
+            Some(t)
+        }
+        (Some(mut t), CaseTypeEvent::Deactivated(_)) => {
+            t.active = false;
+            Some(t)
+        }
+        (Some(mut t), CaseTypeEvent::Activated(_)) => {
+            t.active = true;
+            Some(t)
+        }
+        (state, _) => state,
+    }
+}
+
+/// Case type names are unique per tenant regardless of case and surrounding spaces.
+pub fn normalise_name(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
+fn check_form(v: &mut Validator, form: &FormDefinition) {
+    for e in form.check() {
+        v.check(false, &e.field, e.message);
+    }
+}
+
+pub fn decide(
+    state: Option<&CaseType>,
+    command: CaseTypeCommand,
+    now: DateTime<Utc>,
+) -> Result<Vec<CaseTypeEvent>, DomainError> {
+    match (state, command) {
+        (Some(_), CaseTypeCommand::Create { .. }) => Err(DomainError::Conflict("the case type already exists".into())),
+        (None, CaseTypeCommand::Create { name, description, form_definition, validation_rules, workflow_id }) => {
+            let mut v = Validator::default();
+            v.text("name", &name, 255);
+            check_form(&mut v, &form_definition);
+            v.check(
+                validation_rules.is_object() || validation_rules.is_null(),
+                "validation_rules",
+                "must be an object",
+            );
+            v.finish()?;
+            Ok(vec![CaseTypeEvent::Created(CaseTypeCreated {
+                name: name.trim().to_owned(),
+                description,
+                form_definition,
+                validation_rules,
+                workflow_id,
+                created_at: now,
+            })])
+        }
+        (None, _) => Err(DomainError::NotFound("case type")),
+        (Some(t), CaseTypeCommand::Update { name, description, form_definition, validation_rules }) => {
+            let mut v = Validator::default();
+            if let Some(n) = &name {
+                v.text("name", n, 255);
+            }
+            if let Some(f) = &form_definition {
+                check_form(&mut v, f);
+            }
+            v.finish()?;
+            let event = CaseTypeUpdated {
+                name: Change::between(&t.name, name.map(|n| n.trim().to_owned())),
+                description: Change::between(&t.description, description),
+                form_definition: Change::between(&t.form_definition, form_definition),
+                validation_rules: Change::between(&t.validation_rules, validation_rules),
+                updated_at: now,
+            };
+            let nothing = event.name.is_none()
+                && event.description.is_none()
+                && event.form_definition.is_none()
+                && event.validation_rules.is_none();
+            Ok(if nothing { vec![] } else { vec![CaseTypeEvent::Updated(event)] })
+        }
+        (Some(t), CaseTypeCommand::Deactivate) => {
+            Ok(if t.active { vec![CaseTypeEvent::Deactivated(CaseTypeActivation { at: now })] } else { vec![] })
+        }
+        (Some(t), CaseTypeCommand::Activate) => {
+            Ok(if t.active { vec![] } else { vec![CaseTypeEvent::Activated(CaseTypeActivation { at: now })] })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use serde_json::json;
+
+    fn create(form: Value) -> CaseTypeCommand {
+        CaseTypeCommand::Create {
+            name: "Billing".into(),
+            description: None,
+            form_definition: serde_json::from_value(form).unwrap(),
+            validation_rules: json!({}),
+            workflow_id: None,
+        }
+    }
+
+    #[test]
+    fn a_broken_form_definition_is_refused_field_by_field() {
+        let cmd = create(json!({ "fields": [{ "name": "plan", "type": "select" }] }));
+        let Err(DomainError::Invalid(errors)) = decide(None, cmd, Utc::now()) else { panic!("expected invalid") };
+        assert_eq!(errors[0].field, "form_definition.fields[0].options");
+    }
+
+    #[test]
+    fn deactivation_toggles_once() {
+        let events = decide(None, create(json!({ "fields": [] })), Utc::now()).unwrap();
+        let state = events.iter().fold(None, evolve);
+        let off = decide(state.as_ref(), CaseTypeCommand::Deactivate, Utc::now()).unwrap();
+        let state = off.iter().fold(state, evolve);
+        assert!(!state.as_ref().unwrap().active);
+        assert_eq!(decide(state.as_ref(), CaseTypeCommand::Deactivate, Utc::now()).unwrap(), vec![]);
+    }
+}

@@ -1,0 +1,55 @@
+-- Migration: 20261125120000_case_types
+-- Case types: write-side uniqueness of names (a general table for per-tenant unique
+-- names of any stream kind) and the seed's case_types table (§2.1.2) as a fourth
+-- provisioning step. As with teams, the name is unique on the write side only.
+
+CREATE TABLE eventstore.unique_names (
+    tenant_id  UUID NOT NULL,
+    kind       TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    stream_id  UUID NOT NULL,
+    PRIMARY KEY (tenant_id, kind, name)
+);
+CREATE INDEX idx_unique_names_stream ON eventstore.unique_names (tenant_id, kind, stream_id);
+
+ALTER FUNCTION public.murima_provision_tenant(UUID) RENAME TO murima_provision_tenant_teams;
+
+CREATE FUNCTION public.murima_provision_tenant(p_tenant UUID) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    s TEXT := 'tenant_' || replace(p_tenant::text, '-', '');
+BEGIN
+    PERFORM public.murima_provision_tenant_teams(p_tenant);
+    EXECUTE format($sql$
+        CREATE TABLE IF NOT EXISTS %1$I.case_types (
+            id                UUID PRIMARY KEY,
+            tenant_id         UUID         NOT NULL REFERENCES public.tenants (id),
+            name              VARCHAR(255) NOT NULL,
+            description       TEXT,
+            form_definition   JSONB        NOT NULL,
+            validation_rules  JSONB,
+            workflow_id       UUID,
+            created_at        TIMESTAMPTZ  NOT NULL DEFAULT now(),
+            updated_at        TIMESTAMPTZ  NOT NULL DEFAULT now(),
+            is_active         BOOLEAN      NOT NULL DEFAULT TRUE,
+            version           BIGINT       NOT NULL
+        )$sql$, s);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS idx_case_types_tenant_id ON %I.case_types (tenant_id)', s);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS idx_case_types_is_active ON %I.case_types (tenant_id, is_active)', s);
+    EXECUTE format('ALTER TABLE %I.case_types ENABLE ROW LEVEL SECURITY', s);
+    EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %I.case_types', s);
+    EXECUTE format($sql$CREATE POLICY tenant_isolation ON %I.case_types
+                   USING (tenant_id = NULLIF(current_setting('app.current_tenant_id', true), '')::uuid)$sql$, s);
+    EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO murima_reader', s);
+END
+$fn$;
+
+DO $$
+DECLARE
+    t UUID;
+BEGIN
+    FOR t IN SELECT id FROM public.tenants LOOP
+        PERFORM public.murima_provision_tenant(t);
+    END LOOP;
+END
+$$;
