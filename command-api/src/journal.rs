@@ -7,6 +7,8 @@ use axum::http::StatusCode;
 use chrono::Utc;
 use events::case::{self, Case, CaseEvent};
 use events::case_type::{self, CaseType, CaseTypeEvent};
+use events::channel::{self, Channel, ChannelEvent};
+use events::interaction::{self, Interaction, InteractionEvent};
 use events::team::{self, Team, TeamEvent};
 use events::tenant::{self, Tenant, TenantEvent};
 use events::user::{self, User, UserEvent};
@@ -29,90 +31,35 @@ pub trait StreamKind {
     fn describe(event: &Self::Event) -> (&'static str, u16, Value);
 }
 
-pub struct CaseStream;
+/// Declares a stream kind: its marker type, stream type, state, events and fold.
+macro_rules! stream_kind {
+    ($kind:ident, $stream_type:expr, $module:ident, $state:ty, $event:ty) => {
+        pub struct $kind;
 
-impl StreamKind for CaseStream {
-    const TYPE: StreamType = StreamType::Case;
-    type State = Case;
-    type Event = CaseEvent;
-    fn decode(t: &str, v: u16, payload: Value) -> Result<CaseEvent, DecodeError> {
-        CaseEvent::decode(t, v, payload)
-    }
-    fn evolve(state: Option<Case>, event: &CaseEvent) -> Option<Case> {
-        case::evolve(state, event)
-    }
-    fn describe(e: &CaseEvent) -> (&'static str, u16, Value) {
-        (e.event_type(), e.schema_version(), e.payload())
-    }
+        impl StreamKind for $kind {
+            const TYPE: StreamType = $stream_type;
+            type State = $state;
+            type Event = $event;
+            fn decode(t: &str, v: u16, payload: Value) -> Result<$event, DecodeError> {
+                <$event>::decode(t, v, payload)
+            }
+            fn evolve(state: Option<$state>, event: &$event) -> Option<$state> {
+                $module::evolve(state, event)
+            }
+            fn describe(e: &$event) -> (&'static str, u16, Value) {
+                (e.event_type(), e.schema_version(), e.payload())
+            }
+        }
+    };
 }
 
-pub struct UserStream;
-
-impl StreamKind for UserStream {
-    const TYPE: StreamType = StreamType::User;
-    type State = User;
-    type Event = UserEvent;
-    fn decode(t: &str, v: u16, payload: Value) -> Result<UserEvent, DecodeError> {
-        UserEvent::decode(t, v, payload)
-    }
-    fn evolve(state: Option<User>, event: &UserEvent) -> Option<User> {
-        user::evolve(state, event)
-    }
-    fn describe(e: &UserEvent) -> (&'static str, u16, Value) {
-        (e.event_type(), e.schema_version(), e.payload())
-    }
-}
-
-pub struct CaseTypeStream;
-
-impl StreamKind for CaseTypeStream {
-    const TYPE: StreamType = StreamType::CaseType;
-    type State = CaseType;
-    type Event = CaseTypeEvent;
-    fn decode(t: &str, v: u16, payload: Value) -> Result<CaseTypeEvent, DecodeError> {
-        CaseTypeEvent::decode(t, v, payload)
-    }
-    fn evolve(state: Option<CaseType>, event: &CaseTypeEvent) -> Option<CaseType> {
-        case_type::evolve(state, event)
-    }
-    fn describe(e: &CaseTypeEvent) -> (&'static str, u16, Value) {
-        (e.event_type(), e.schema_version(), e.payload())
-    }
-}
-
-pub struct TeamStream;
-
-impl StreamKind for TeamStream {
-    const TYPE: StreamType = StreamType::Team;
-    type State = Team;
-    type Event = TeamEvent;
-    fn decode(t: &str, v: u16, payload: Value) -> Result<TeamEvent, DecodeError> {
-        TeamEvent::decode(t, v, payload)
-    }
-    fn evolve(state: Option<Team>, event: &TeamEvent) -> Option<Team> {
-        team::evolve(state, event)
-    }
-    fn describe(e: &TeamEvent) -> (&'static str, u16, Value) {
-        (e.event_type(), e.schema_version(), e.payload())
-    }
-}
-
-pub struct TenantStream;
-
-impl StreamKind for TenantStream {
-    const TYPE: StreamType = StreamType::Tenant;
-    type State = Tenant;
-    type Event = TenantEvent;
-    fn decode(t: &str, v: u16, payload: Value) -> Result<TenantEvent, DecodeError> {
-        TenantEvent::decode(t, v, payload)
-    }
-    fn evolve(state: Option<Tenant>, event: &TenantEvent) -> Option<Tenant> {
-        tenant::evolve(state, event)
-    }
-    fn describe(e: &TenantEvent) -> (&'static str, u16, Value) {
-        (e.event_type(), e.schema_version(), e.payload())
-    }
-}
+stream_kind!(TenantStream, StreamType::Tenant, tenant, Tenant, TenantEvent);
+stream_kind!(UserStream, StreamType::User, user, User, UserEvent);
+stream_kind!(TeamStream, StreamType::Team, team, Team, TeamEvent);
+stream_kind!(CaseTypeStream, StreamType::CaseType, case_type, CaseType, CaseTypeEvent);
+stream_kind!(CaseStream, StreamType::Case, case, Case, CaseEvent);
+stream_kind!(ChannelStream, StreamType::Channel, channel, Channel, ChannelEvent);
+stream_kind!(InteractionStream, StreamType::Interaction, interaction, Interaction, InteractionEvent);
 
 /// Something looked up (or reserved) inside the command's transaction before deciding,
 /// so that it commits or rolls back with the events.

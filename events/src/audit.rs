@@ -5,6 +5,8 @@ use serde_json::{json, Value};
 
 use crate::case::{CaseEvent, Change};
 use crate::case_type::CaseTypeEvent;
+use crate::channel::ChannelEvent;
+use crate::interaction::InteractionEvent;
 use crate::team::TeamEvent;
 use crate::tenant::TenantEvent;
 use crate::user::UserEvent;
@@ -196,4 +198,49 @@ pub fn case_type_changes(event: &CaseTypeEvent) -> (&'static str, Vec<FieldChang
         }
     };
     (action, out)
+}
+
+/// The audit action and per-field old/new values of a channel event.
+pub fn channel_changes(event: &ChannelEvent) -> (&'static str, Vec<FieldChange>) {
+    let change = |field, old_value, new_value| FieldChange { field, old_value, new_value };
+    match event {
+        ChannelEvent::Created(e) => (
+            "create",
+            vec![
+                change("name", Value::Null, json!(e.name)),
+                change("type", Value::Null, json!(e.channel_type)),
+                change("configuration", Value::Null, json!(e.configuration)),
+            ],
+        ),
+        ChannelEvent::Updated(e) => {
+            let mut out = Vec::new();
+            if let Some(c) = &e.name {
+                out.push(change("name", json!(c.old), json!(c.new)));
+            }
+            if let Some(c) = &e.configuration {
+                out.push(change("configuration", json!(c.old), json!(c.new)));
+            }
+            ("update", out)
+        }
+        ChannelEvent::Deactivated(_) => ("deactivate", vec![change("is_active", json!(true), json!(false))]),
+        ChannelEvent::Activated(_) => ("activate", vec![change("is_active", json!(false), json!(true))]),
+    }
+}
+
+/// The audit action and fields of an interaction event.
+pub fn interaction_changes(event: &InteractionEvent) -> (&'static str, Vec<FieldChange>) {
+    match event {
+        InteractionEvent::Recorded(e) => (
+            "create",
+            [
+                ("case_id", json!(e.case_id)),
+                ("channel_id", json!(e.channel_id)),
+                ("direction", json!(e.direction)),
+                ("external_id", json!(e.external_id)),
+            ]
+            .into_iter()
+            .map(|(field, new_value)| FieldChange { field, old_value: Value::Null, new_value })
+            .collect(),
+        ),
+    }
 }

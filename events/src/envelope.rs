@@ -17,6 +17,8 @@ pub enum StreamType {
     Team,
     CaseType,
     Case,
+    Channel,
+    Interaction,
 }
 
 impl StreamType {
@@ -27,6 +29,8 @@ impl StreamType {
             StreamType::Team => "team",
             StreamType::CaseType => "case_type",
             StreamType::Case => "case",
+            StreamType::Channel => "channel",
+            StreamType::Interaction => "interaction",
         }
     }
 }

@@ -2,6 +2,8 @@
 
 use events::case::CaseEvent;
 use events::case_type::CaseTypeEvent;
+use events::channel::ChannelEvent;
+use events::interaction::InteractionEvent;
 use events::team::TeamEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
@@ -14,6 +16,8 @@ pub enum DomainEvent {
     User(UserEvent),
     Team(TeamEvent),
     CaseType(CaseTypeEvent),
+    Channel(ChannelEvent),
+    Interaction(InteractionEvent),
     Case(CaseEvent),
 }
 
@@ -55,6 +59,14 @@ impl Event {
             StreamType::CaseType => {
                 CaseTypeEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
                     .map(DomainEvent::CaseType)
+            }
+            StreamType::Channel => {
+                ChannelEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
+                    .map(DomainEvent::Channel)
+            }
+            StreamType::Interaction => {
+                InteractionEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
+                    .map(DomainEvent::Interaction)
             }
             StreamType::Case => {
                 CaseEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())

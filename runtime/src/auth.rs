@@ -45,6 +45,7 @@ pub enum Permission {
     UsersManage,
     TeamsManage,
     CaseTypesManage,
+    ChannelsManage,
 }
 
 impl Permission {
@@ -59,6 +60,7 @@ impl Permission {
             Permission::UsersManage => "users:manage",
             Permission::TeamsManage => "teams:manage",
             Permission::CaseTypesManage => "case_types:manage",
+            Permission::ChannelsManage => "channels:manage",
         }
     }
 }

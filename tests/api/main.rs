@@ -5,6 +5,7 @@
 mod bad_input;
 mod broker_loss;
 mod case_types;
+mod channels;
 mod concurrency;
 mod flow;
 mod isolation;

@@ -3,6 +3,7 @@
 
 mod case_types;
 mod cases;
+mod channels;
 mod teams;
 mod tenants;
 mod users;
@@ -34,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .merge(users::router())
         .merge(teams::router())
         .merge(case_types::router())
+        .merge(channels::router())
         .with_state(state)
 }
 

@@ -14,6 +14,8 @@ use elasticsearch::indices::{IndicesCreateParts, IndicesPutIndexTemplateParts};
 use elasticsearch::{BulkParts, Elasticsearch, MgetParts};
 use events::case::CaseEvent;
 use events::case_type::CaseTypeEvent;
+use events::channel::ChannelEvent;
+use events::interaction::InteractionEvent;
 use events::team::TeamEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
@@ -254,7 +256,15 @@ impl Projection for ElasticProjection {
                     | CaseTypeEvent::Updated(_)
                     | CaseTypeEvent::Deactivated(_)
                     | CaseTypeEvent::Activated(_),
-                ) => {}
+                )
+                | DomainEvent::Channel(
+                    ChannelEvent::Created(_)
+                    | ChannelEvent::Updated(_)
+                    | ChannelEvent::Deactivated(_)
+                    | ChannelEvent::Activated(_),
+                )
+                // The interactions index arrives with the read-model issue.
+                | DomainEvent::Interaction(InteractionEvent::Recorded(_)) => {}
             }
         }
         if keys.is_empty() {

@@ -6,7 +6,10 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use events::audit::{case_changes, case_type_changes, team_changes, tenant_changes, user_changes, FieldChange};
+use events::audit::{
+    case_changes, case_type_changes, channel_changes, interaction_changes, team_changes, tenant_changes, user_changes,
+    FieldChange,
+};
 use mongodb::bson::{self, doc, Document};
 use mongodb::error::ErrorKind;
 use mongodb::options::IndexOptions;
@@ -60,6 +63,14 @@ fn entry(event: &Event) -> Result<Document, ApplyError> {
         DomainEvent::Tenant(e) => {
             let (action, changes) = tenant_changes(e);
             ("tenant", action, changes)
+        }
+        DomainEvent::Channel(e) => {
+            let (action, changes) = channel_changes(e);
+            ("channel", action, changes)
+        }
+        DomainEvent::Interaction(e) => {
+            let (action, changes) = interaction_changes(e);
+            ("interaction", action, changes)
         }
         DomainEvent::CaseType(e) => {
             let (action, changes) = case_type_changes(e);

@@ -9,6 +9,8 @@ use std::sync::Mutex;
 
 use events::case::CaseEvent;
 use events::case_type::CaseTypeEvent;
+use events::channel::ChannelEvent;
+use events::interaction::InteractionEvent;
 use events::team::TeamEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
@@ -89,6 +91,9 @@ impl PostgresProjection {
             DomainEvent::User(user_event) => self.apply_user(tx, event, user_event).await?,
             DomainEvent::Team(team_event) => self.apply_team(tx, event, team_event).await?,
             DomainEvent::CaseType(type_event) => self.apply_case_type(tx, event, type_event).await?,
+            DomainEvent::Channel(channel_event) => self.apply_channel(tx, event, channel_event).await?,
+            // The month-partitioned interactions table arrives with the read-model issue.
+            DomainEvent::Interaction(InteractionEvent::Recorded(_)) => {}
             DomainEvent::Case(case_event) => self.apply_case(tx, event, case_event).await?,
         }
         Ok(())
@@ -335,6 +340,62 @@ impl PostgresProjection {
             }
             CaseTypeEvent::Deactivated(e) | CaseTypeEvent::Activated(e) => {
                 let active = matches!(type_event, CaseTypeEvent::Activated(_));
+                sqlx::query(&guarded("is_active = $3, updated_at = $4"))
+                    .bind(env.stream_id)
+                    .bind(env.stream_version)
+                    .bind(active)
+                    .bind(e.at)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_channel(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &Event,
+        channel_event: &ChannelEvent,
+    ) -> Result<(), sqlx::Error> {
+        let env = &event.envelope;
+        let schema = Tenancy(env.tenant_id).pg_schema();
+        let guarded =
+            |set: &str| format!("UPDATE {schema}.channels SET {set}, version = $2 WHERE id = $1 AND version = $2 - 1");
+        match channel_event {
+            ChannelEvent::Created(e) => {
+                sqlx::query(&format!(
+                    "INSERT INTO {schema}.channels (id, tenant_id, name, type, configuration, created_at, updated_at,
+                        is_active, version)
+                     VALUES ($1, $2, $3, $4, $5, $6, $6, TRUE, $7) ON CONFLICT (id) DO NOTHING"
+                ))
+                .bind(env.stream_id)
+                .bind(env.tenant_id)
+                .bind(&e.name)
+                .bind(e.channel_type.as_str())
+                .bind(sqlx::types::Json(&e.configuration))
+                .bind(e.created_at)
+                .bind(env.stream_version)
+                .execute(&mut **tx)
+                .await?;
+            }
+            ChannelEvent::Updated(e) => {
+                sqlx::query(&guarded(
+                    "name = CASE WHEN $3 THEN $4 ELSE name END,
+                     configuration = CASE WHEN $5 THEN $6 ELSE configuration END, updated_at = $7",
+                ))
+                .bind(env.stream_id)
+                .bind(env.stream_version)
+                .bind(e.name.is_some())
+                .bind(e.name.as_ref().map(|c| c.new.clone()))
+                .bind(e.configuration.is_some())
+                .bind(e.configuration.as_ref().map(|c| sqlx::types::Json(c.new.clone())))
+                .bind(e.updated_at)
+                .execute(&mut **tx)
+                .await?;
+            }
+            ChannelEvent::Deactivated(e) | ChannelEvent::Activated(e) => {
+                let active = matches!(channel_event, ChannelEvent::Activated(_));
                 sqlx::query(&guarded("is_active = $3, updated_at = $4"))
                     .bind(env.stream_id)
                     .bind(env.stream_version)

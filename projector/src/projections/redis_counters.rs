@@ -7,6 +7,8 @@
 
 use events::case::{CaseEvent, Status};
 use events::case_type::CaseTypeEvent;
+use events::channel::ChannelEvent;
+use events::interaction::InteractionEvent;
 use events::team::TeamEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
@@ -109,7 +111,15 @@ impl Projection for RedisCountersProjection {
                     | CaseTypeEvent::Updated(_)
                     | CaseTypeEvent::Deactivated(_)
                     | CaseTypeEvent::Activated(_),
-                ) => continue,
+                )
+                | DomainEvent::Channel(
+                    ChannelEvent::Created(_)
+                    | ChannelEvent::Updated(_)
+                    | ChannelEvent::Deactivated(_)
+                    | ChannelEvent::Activated(_),
+                )
+                // The interactions index arrives with the read-model issue.
+                | DomainEvent::Interaction(InteractionEvent::Recorded(_)) => continue,
             };
             let t = Tenancy(env.tenant_id);
             let outcome: i64 = self

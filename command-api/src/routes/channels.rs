@@ -1,0 +1,200 @@
+//! Channel commands (tenant administrators) and recording interactions on a case
+//! (anyone who may update cases), through an active channel.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{patch, post};
+use axum::Router;
+use chrono::{DateTime, Utc};
+use events::case::Status;
+use events::channel::{self, normalise_name, ChannelCommand, ChannelType, Configuration};
+use events::interaction::{self, Direction, RecordInteraction, Reference};
+use runtime::auth::Permission;
+use runtime::extract::ApiPath;
+use runtime::ApiError;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::AppState;
+use crate::context::CommandContext;
+use crate::journal::{fingerprint, CaseStream, ChannelStream, Command, CommandReply, InteractionStream, Lookup};
+use crate::versioned::{CommandSchema, Versioned};
+
+const KIND: &str = "channel";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/channels", post(create))
+        .route("/v1/channels/{id}", patch(update))
+        .route("/v1/channels/{id}/deactivate", post(deactivate))
+        .route("/v1/channels/{id}/activate", post(activate))
+        .route("/v1/cases/{id}/interactions", post(record_interaction))
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    #[serde(rename = "type")]
+    channel_type: ChannelType,
+    #[serde(default)]
+    configuration: Configuration,
+}
+
+impl CommandSchema for CreateBody {
+    const NAME: &'static str = "create_channel";
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    name: Option<String>,
+    configuration: Option<Configuration>,
+}
+
+impl CommandSchema for UpdateBody {
+    const NAME: &'static str = "update_channel";
+}
+
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+impl CommandSchema for Empty {
+    const NAME: &'static str = "channel_activation";
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InteractionBody {
+    channel_id: Uuid,
+    direction: Direction,
+    content: Option<String>,
+    external_id: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    metadata: Map<String, Value>,
+    occurred_at: Option<DateTime<Utc>>,
+}
+
+impl CommandSchema for InteractionBody {
+    const NAME: &'static str = "record_interaction";
+}
+
+async fn create(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    Versioned { body, .. }: Versioned<CreateBody>,
+) -> Result<CommandReply, ApiError> {
+    ctx.caller.require(Permission::ChannelsManage)?;
+    let hash = fingerprint(CreateBody::NAME, None, &body);
+    let id = Uuid::now_v7();
+    let lookup = Lookup::UniqueName { kind: KIND, name: normalise_name(&body.name) };
+    let cmd =
+        ChannelCommand::Create { name: body.name, channel_type: body.channel_type, configuration: body.configuration };
+    let mut reply = run(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd).await?;
+    reply.body["location"] = format!("/v1/channels/{id}").into();
+    Ok(reply)
+}
+
+async fn update(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<UpdateBody>,
+) -> Result<CommandReply, ApiError> {
+    ctx.caller.require(Permission::ChannelsManage)?;
+    let hash = fingerprint(UpdateBody::NAME, Some(id), &body);
+    let lookup = match &body.name {
+        Some(name) => Lookup::UniqueName { kind: KIND, name: normalise_name(name) },
+        None => Lookup::Nothing,
+    };
+    let cmd = ChannelCommand::Update { name: body.name, configuration: body.configuration };
+    run(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
+}
+
+async fn deactivate(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<Empty>,
+) -> Result<CommandReply, ApiError> {
+    ctx.caller.require(Permission::ChannelsManage)?;
+    let hash = fingerprint("deactivate_channel", Some(id), &body);
+    run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, ChannelCommand::Deactivate).await
+}
+
+async fn activate(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<Empty>,
+) -> Result<CommandReply, ApiError> {
+    ctx.caller.require(Permission::ChannelsManage)?;
+    let hash = fingerprint("activate_channel", Some(id), &body);
+    run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, ChannelCommand::Activate).await
+}
+
+async fn run(
+    state: &AppState,
+    ctx: &CommandContext,
+    id: Uuid,
+    hash: String,
+    lookup: Lookup,
+    success: StatusCode,
+    cmd: ChannelCommand,
+) -> Result<CommandReply, ApiError> {
+    super::cases::ensure_active_tenant(state, ctx.caller.tenant_id).await?;
+    let command = Command { ctx, tenant_id: ctx.caller.tenant_id, stream_id: id, request_hash: hash, lookup, success };
+    state.journal.execute::<ChannelStream>(command, |s, _| channel::decide(s, cmd, Utc::now())).await
+}
+
+/// Records one contact on a case; the case must exist and not be closed, the channel
+/// must be active (422 naming the field otherwise).
+async fn record_interaction(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(case_id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<InteractionBody>,
+) -> Result<CommandReply, ApiError> {
+    let caller = ctx.caller.require(Permission::CasesUpdate)?;
+    super::cases::ensure_active_tenant(&state, caller.tenant_id).await?;
+    let hash = fingerprint(InteractionBody::NAME, Some(case_id), &body);
+    let case = match state.journal.state::<CaseStream>(caller.tenant_id, case_id).await? {
+        None => Reference::Missing,
+        Some(c) if c.status == Status::Closed => Reference::Inactive,
+        Some(_) => Reference::Usable,
+    };
+    let channel = match state.journal.state::<ChannelStream>(caller.tenant_id, body.channel_id).await? {
+        None => Reference::Missing,
+        Some(c) if !c.active => Reference::Inactive,
+        Some(_) => Reference::Usable,
+    };
+    let id = Uuid::now_v7();
+    let command = Command {
+        ctx: &ctx,
+        tenant_id: caller.tenant_id,
+        stream_id: id,
+        request_hash: hash,
+        lookup: Lookup::Nothing,
+        success: StatusCode::CREATED,
+    };
+    let cmd = RecordInteraction {
+        case_id,
+        case,
+        channel_id: body.channel_id,
+        channel,
+        direction: body.direction,
+        content: body.content,
+        external_id: body.external_id,
+        tags: body.tags,
+        metadata: body.metadata,
+        occurred_at: body.occurred_at,
+    };
+    state
+        .journal
+        .execute::<InteractionStream>(command, |s, _| interaction::decide(s, cmd, caller.user_id, Utc::now()))
+        .await
+}

@@ -1,0 +1,243 @@
+//! The channel stream: how a tenant talks to its customers (email, sms, voice, chat, web,
+//! social, whatsapp), with its configuration; only active channels carry interactions.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::change::Change;
+use crate::error::{DecodeError, DomainError, Validator};
+
+pub type Configuration = Map<String, Value>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelType {
+    Email,
+    Sms,
+    Voice,
+    Chat,
+    Web,
+    Social,
+    Whatsapp,
+}
+
+impl ChannelType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelType::Email => "email",
+            ChannelType::Sms => "sms",
+            ChannelType::Voice => "voice",
+            ChannelType::Chat => "chat",
+            ChannelType::Web => "web",
+            ChannelType::Social => "social",
+            ChannelType::Whatsapp => "whatsapp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChannelCommand {
+    Create { name: String, channel_type: ChannelType, configuration: Configuration },
+    Update { name: Option<String>, configuration: Option<Configuration> },
+    Deactivate,
+    Activate,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelCreated {
+    pub name: String,
+    pub channel_type: ChannelType,
+    pub configuration: Configuration,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelUpdated {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Change<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<Change<Configuration>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelActivation {
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChannelEvent {
+    Created(ChannelCreated),
+    Updated(ChannelUpdated),
+    Deactivated(ChannelActivation),
+    Activated(ChannelActivation),
+}
+
+impl ChannelEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            ChannelEvent::Created(_) => "ChannelCreated",
+            ChannelEvent::Updated(_) => "ChannelUpdated",
+            ChannelEvent::Deactivated(_) => "ChannelDeactivated",
+            ChannelEvent::Activated(_) => "ChannelActivated",
+        }
+    }
+
+    pub fn schema_version(&self) -> u16 {
+        match self {
+            ChannelEvent::Created(_)
+            | ChannelEvent::Updated(_)
+            | ChannelEvent::Deactivated(_)
+            | ChannelEvent::Activated(_) => 1,
+        }
+    }
+
+    pub fn payload(&self) -> Value {
+        let value = match self {
+            ChannelEvent::Created(e) => serde_json::to_value(e),
+            ChannelEvent::Updated(e) => serde_json::to_value(e),
+            ChannelEvent::Deactivated(e) | ChannelEvent::Activated(e) => serde_json::to_value(e),
+        };
+        value.expect("channel events are plain data and always serialise")
+    }
+
+    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
+        let malformed = |source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source };
+        match (event_type, schema_version) {
+            ("ChannelCreated", 1) => serde_json::from_value(payload).map(ChannelEvent::Created).map_err(malformed),
+            ("ChannelUpdated", 1) => serde_json::from_value(payload).map(ChannelEvent::Updated).map_err(malformed),
+            ("ChannelDeactivated", 1) => {
+                serde_json::from_value(payload).map(ChannelEvent::Deactivated).map_err(malformed)
+            }
+            ("ChannelActivated", 1) => serde_json::from_value(payload).map(ChannelEvent::Activated).map_err(malformed),
+            _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Channel {
+    pub name: String,
+    pub channel_type: ChannelType,
+    pub configuration: Configuration,
+    pub active: bool,
+}
+
+pub fn evolve(state: Option<Channel>, event: &ChannelEvent) -> Option<Channel> {
+    match (state, event) {
+        (None, ChannelEvent::Created(e)) => Some(Channel {
+            name: e.name.clone(),
+            channel_type: e.channel_type,
+            configuration: e.configuration.clone(),
+            active: true,
+        }),
+        (Some(mut c), ChannelEvent::Updated(e)) => {
+            if let Some(n) = &e.name {
+                c.name = n.new.clone();
+            }
+            if let Some(cfg) = &e.configuration {
+                c.configuration = cfg.new.clone();
+            }
+            Some(c)
+        }
+        (Some(mut c), ChannelEvent::Deactivated(_)) => {
+            c.active = false;
+            Some(c)
+        }
+        (Some(mut c), ChannelEvent::Activated(_)) => {
+            c.active = true;
+            Some(c)
+        }
+        (state, _) => state,
+    }
+}
+
+pub fn normalise_name(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
+fn check_configuration(v: &mut Validator, configuration: &Configuration) {
+    let size = serde_json::to_string(configuration).map(|s| s.len()).unwrap_or(0);
+    v.check(size <= 16 * 1024, "configuration", "must be at most 16 KiB of JSON");
+}
+
+pub fn decide(
+    state: Option<&Channel>,
+    command: ChannelCommand,
+    now: DateTime<Utc>,
+) -> Result<Vec<ChannelEvent>, DomainError> {
+    match (state, command) {
+        (Some(_), ChannelCommand::Create { .. }) => Err(DomainError::Conflict("the channel already exists".into())),
+        (None, ChannelCommand::Create { name, channel_type, configuration }) => {
+            let mut v = Validator::default();
+            v.text("name", &name, 255);
+            check_configuration(&mut v, &configuration);
+            v.finish()?;
+            Ok(vec![ChannelEvent::Created(ChannelCreated {
+                name: name.trim().to_owned(),
+                channel_type,
+                configuration,
+                created_at: now,
+            })])
+        }
+        (None, _) => Err(DomainError::NotFound("channel")),
+        (Some(c), ChannelCommand::Update { name, configuration }) => {
+            let mut v = Validator::default();
+            if let Some(n) = &name {
+                v.text("name", n, 255);
+            }
+            if let Some(cfg) = &configuration {
+                check_configuration(&mut v, cfg);
+            }
+            v.finish()?;
+            let event = ChannelUpdated {
+                name: Change::between(&c.name, name.map(|n| n.trim().to_owned())),
+                configuration: Change::between(&c.configuration, configuration),
+                updated_at: now,
+            };
+            Ok(if event.name.is_none() && event.configuration.is_none() {
+                vec![]
+            } else {
+                vec![ChannelEvent::Updated(event)]
+            })
+        }
+        (Some(c), ChannelCommand::Deactivate) => {
+            Ok(if c.active { vec![ChannelEvent::Deactivated(ChannelActivation { at: now })] } else { vec![] })
+        }
+        (Some(c), ChannelCommand::Activate) => {
+            Ok(if c.active { vec![] } else { vec![ChannelEvent::Activated(ChannelActivation { at: now })] })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_channel_is_created_active_and_deactivates_once() {
+        let cmd = ChannelCommand::Create {
+            name: " Support inbox ".into(),
+            channel_type: ChannelType::Email,
+            configuration: Configuration::new(),
+        };
+        let events = decide(None, cmd, Utc::now()).unwrap();
+        let state = events.iter().fold(None, evolve);
+        assert_eq!(state.as_ref().unwrap().name, "Support inbox");
+        let off = decide(state.as_ref(), ChannelCommand::Deactivate, Utc::now()).unwrap();
+        let state = off.iter().fold(state, evolve);
+        assert!(!state.as_ref().unwrap().active);
+        assert_eq!(decide(state.as_ref(), ChannelCommand::Deactivate, Utc::now()).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn commands_on_a_missing_channel_are_not_found() {
+        assert_eq!(decide(None, ChannelCommand::Activate, Utc::now()), Err(DomainError::NotFound("channel")));
+    }
+}

@@ -1,0 +1,193 @@
+//! The interaction stream: one inbound or outbound contact on a case through a channel,
+//! recorded once. The command API checks, before deciding, that the case exists and the
+//! channel is active, and hands those facts in.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::error::{DecodeError, DomainError, Validator};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// What the write side found for the references, looked up before deciding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reference {
+    Missing,
+    Inactive,
+    Usable,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordInteraction {
+    pub case_id: Uuid,
+    pub case: Reference,
+    pub channel_id: Uuid,
+    pub channel: Reference,
+    pub direction: Direction,
+    pub content: Option<String>,
+    pub external_id: Option<String>,
+    pub tags: Vec<String>,
+    pub metadata: Map<String, Value>,
+    /// When the contact happened (defaults to now); never in the future.
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InteractionRecorded {
+    pub case_id: Uuid,
+    pub channel_id: Uuid,
+    pub user_id: Uuid,
+    pub direction: Direction,
+    pub content: Option<String>,
+    pub external_id: Option<String>,
+    pub tags: Vec<String>,
+    pub metadata: Map<String, Value>,
+    pub timestamp: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum InteractionEvent {
+    Recorded(InteractionRecorded),
+}
+
+impl InteractionEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            InteractionEvent::Recorded(_) => "InteractionRecorded",
+        }
+    }
+
+    pub fn schema_version(&self) -> u16 {
+        match self {
+            InteractionEvent::Recorded(_) => 1,
+        }
+    }
+
+    pub fn payload(&self) -> Value {
+        match self {
+            InteractionEvent::Recorded(e) => serde_json::to_value(e).expect("plain data always serialises"),
+        }
+    }
+
+    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
+        match (event_type, schema_version) {
+            ("InteractionRecorded", 1) => serde_json::from_value(payload)
+                .map(InteractionEvent::Recorded)
+                .map_err(|source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source }),
+            _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interaction {
+    pub case_id: Uuid,
+    pub timestamp: DateTime<Utc>,
+}
+
+pub fn evolve(state: Option<Interaction>, event: &InteractionEvent) -> Option<Interaction> {
+    match event {
+        InteractionEvent::Recorded(e) => state.or(Some(Interaction { case_id: e.case_id, timestamp: e.timestamp })),
+    }
+}
+
+pub fn decide(
+    state: Option<&Interaction>,
+    cmd: RecordInteraction,
+    actor: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Vec<InteractionEvent>, DomainError> {
+    if state.is_some() {
+        return Err(DomainError::Conflict("the interaction is already recorded".into()));
+    }
+    let mut v = Validator::default();
+    match cmd.case {
+        Reference::Missing => v.check(false, "case_id", "no case with this id exists in the tenant"),
+        Reference::Inactive => v.check(false, "case_id", "the case is closed; reopen it to record interactions"),
+        Reference::Usable => {}
+    }
+    match cmd.channel {
+        Reference::Missing => v.check(false, "channel_id", "no channel with this id exists in the tenant"),
+        Reference::Inactive => v.check(false, "channel_id", "the channel is deactivated"),
+        Reference::Usable => {}
+    }
+    if let Some(c) = &cmd.content {
+        v.check(c.chars().count() <= 100_000, "content", "must be at most 100000 characters");
+    }
+    if let Some(x) = &cmd.external_id {
+        v.text("external_id", x, 255);
+    }
+    v.check(cmd.tags.len() <= 50, "tags", "at most 50 tags");
+    let timestamp = cmd.occurred_at.unwrap_or(now);
+    v.check(timestamp <= now + chrono::Duration::minutes(5), "occurred_at", "must not be in the future");
+    v.finish()?;
+    Ok(vec![InteractionEvent::Recorded(InteractionRecorded {
+        case_id: cmd.case_id,
+        channel_id: cmd.channel_id,
+        user_id: actor,
+        direction: cmd.direction,
+        content: cmd.content,
+        external_id: cmd.external_id,
+        tags: cmd.tags,
+        metadata: cmd.metadata,
+        timestamp,
+    })])
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn cmd(case: Reference, channel: Reference) -> RecordInteraction {
+        RecordInteraction {
+            case_id: Uuid::now_v7(),
+            case,
+            channel_id: Uuid::now_v7(),
+            channel,
+            direction: Direction::Inbound,
+            content: Some("Customer called about a refund".into()),
+            external_id: None,
+            tags: vec![],
+            metadata: Map::new(),
+            occurred_at: None,
+        }
+    }
+
+    #[test]
+    fn references_must_be_usable_and_are_named_when_not() {
+        let Err(DomainError::Invalid(errors)) =
+            decide(None, cmd(Reference::Missing, Reference::Inactive), Uuid::nil(), Utc::now())
+        else {
+            panic!("expected invalid")
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["case_id", "channel_id"]);
+    }
+
+    #[test]
+    fn an_interaction_is_recorded_once() {
+        let events = decide(None, cmd(Reference::Usable, Reference::Usable), Uuid::nil(), Utc::now()).unwrap();
+        let state = events.iter().fold(None, evolve);
+        let again = decide(state.as_ref(), cmd(Reference::Usable, Reference::Usable), Uuid::nil(), Utc::now());
+        assert!(matches!(again, Err(DomainError::Conflict(_))));
+    }
+}

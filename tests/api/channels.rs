@@ -1,0 +1,71 @@
+//! Channels and interactions: references to the case and channel are checked (422).
+
+use murima_tests::{eventually, TestApp};
+use reqwest::{Method, StatusCode};
+use runtime::auth::Role;
+use serde_json::{json, Value};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn interactions_are_recorded_on_open_cases_through_active_channels() {
+    let app = TestApp::spawn().await;
+    let admin = app.token_for(app.tenant_id, Role::Admin);
+    let create =
+        json!({ "name": "Support inbox", "type": "email", "configuration": { "address": "help@example.org" } });
+    assert_eq!(
+        app.command(Method::POST, "/v1/channels", &app.token, Some(create.clone())).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let r = app.command(Method::POST, "/v1/channels", &admin, Some(create.clone())).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let channel = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.command(Method::POST, "/v1/channels", &admin, Some(create)).await.status(), StatusCode::CONFLICT);
+    let bad_type = json!({ "name": "Pigeon", "type": "pigeon" });
+    assert_eq!(
+        app.command(Method::POST, "/v1/channels", &admin, Some(bad_type)).await.status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+
+    let case = app.open_case("Refund request").await["id"].as_str().unwrap().to_owned();
+    let record =
+        |channel_id: &str| json!({ "channel_id": channel_id, "direction": "inbound", "content": "Customer called" });
+    let r =
+        app.command(Method::POST, &format!("/v1/cases/{case}/interactions"), &app.token, Some(record(&channel))).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // Unknown case and unknown channel are named.
+    let ghost = uuid::Uuid::now_v7().to_string();
+    let r =
+        app.command(Method::POST, &format!("/v1/cases/{ghost}/interactions"), &app.token, Some(record(&ghost))).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let p: Value = r.json().await.unwrap();
+    let fields: Vec<&str> = p["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, vec!["case_id", "channel_id"]);
+
+    // A deactivated channel carries no interactions.
+    let r = app.command(Method::POST, &format!("/v1/channels/{channel}/deactivate"), &admin, Some(json!({}))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r =
+        app.command(Method::POST, &format!("/v1/cases/{case}/interactions"), &app.token, Some(record(&channel))).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    let schema = runtime::tenancy::Tenancy(app.tenant_id).pg_schema();
+    let pool = app.pool.clone();
+    let channel_id: uuid::Uuid = channel.parse().unwrap();
+    let (kind, active): (String, bool) = eventually("the channel row at version 2", || async {
+        sqlx::query_as(&format!("SELECT type, is_active FROM {schema}.channels WHERE id = $1 AND version = 2"))
+            .bind(channel_id)
+            .fetch_one(&pool)
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!((kind.as_str(), active), ("email", false));
+    let recorded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM eventstore.events WHERE event_type = 'InteractionRecorded' AND tenant_id = $1",
+    )
+    .bind(app.tenant_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(recorded, 1);
+}
