@@ -9,6 +9,7 @@ use events::case::{self, Case, CaseEvent};
 use events::case_type::{self, CaseType, CaseTypeEvent};
 use events::channel::{self, Channel, ChannelEvent};
 use events::interaction::{self, Interaction, InteractionEvent};
+use events::task::{self, Task, TaskEvent};
 use events::team::{self, Team, TeamEvent};
 use events::tenant::{self, Tenant, TenantEvent};
 use events::user::{self, User, UserEvent};
@@ -60,6 +61,7 @@ stream_kind!(CaseTypeStream, StreamType::CaseType, case_type, CaseType, CaseType
 stream_kind!(CaseStream, StreamType::Case, case, Case, CaseEvent);
 stream_kind!(ChannelStream, StreamType::Channel, channel, Channel, ChannelEvent);
 stream_kind!(InteractionStream, StreamType::Interaction, interaction, Interaction, InteractionEvent);
+stream_kind!(TaskStream, StreamType::Task, task, Task, TaskEvent);
 
 /// Something looked up (or reserved) inside the command's transaction before deciding,
 /// so that it commits or rolls back with the events.

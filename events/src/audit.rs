@@ -7,6 +7,7 @@ use crate::case::{CaseEvent, Change};
 use crate::case_type::CaseTypeEvent;
 use crate::channel::ChannelEvent;
 use crate::interaction::InteractionEvent;
+use crate::task::TaskEvent;
 use crate::team::TeamEvent;
 use crate::tenant::TenantEvent;
 use crate::user::UserEvent;
@@ -242,5 +243,28 @@ pub fn interaction_changes(event: &InteractionEvent) -> (&'static str, Vec<Field
             .map(|(field, new_value)| FieldChange { field, old_value: Value::Null, new_value })
             .collect(),
         ),
+    }
+}
+
+/// The audit action and per-field old/new values of a task event.
+pub fn task_changes(event: &TaskEvent) -> (&'static str, Vec<FieldChange>) {
+    let change = |field, old_value, new_value| FieldChange { field, old_value, new_value };
+    match event {
+        TaskEvent::Created(e) => (
+            "create",
+            vec![
+                change("case_id", Value::Null, json!(e.case_id)),
+                change("title", Value::Null, json!(e.title)),
+                change("priority", Value::Null, json!(e.priority)),
+                change("assigned_to", Value::Null, json!(e.assigned_to)),
+                change("due_date", Value::Null, json!(e.due_date)),
+            ],
+        ),
+        TaskEvent::Assigned(e) => {
+            ("assign", vec![change("assigned_to", json!(e.assigned_to.old), json!(e.assigned_to.new))])
+        }
+        TaskEvent::StatusChanged(e) => {
+            ("status_change", vec![change("status", json!(e.status.old), json!(e.status.new))])
+        }
     }
 }

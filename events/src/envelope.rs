@@ -19,6 +19,7 @@ pub enum StreamType {
     Case,
     Channel,
     Interaction,
+    Task,
 }
 
 impl StreamType {
@@ -31,6 +32,7 @@ impl StreamType {
             StreamType::Case => "case",
             StreamType::Channel => "channel",
             StreamType::Interaction => "interaction",
+            StreamType::Task => "task",
         }
     }
 }

@@ -25,13 +25,7 @@ impl Direction {
     }
 }
 
-/// What the write side found for the references, looked up before deciding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reference {
-    Missing,
-    Inactive,
-    Usable,
-}
+pub use crate::reference::Reference;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordInteraction {

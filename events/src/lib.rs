@@ -12,6 +12,8 @@ pub mod envelope;
 pub mod error;
 pub mod form;
 pub mod interaction;
+pub mod reference;
+pub mod task;
 pub mod team;
 pub mod tenant;
 pub mod user;

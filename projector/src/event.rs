@@ -4,6 +4,7 @@ use events::case::CaseEvent;
 use events::case_type::CaseTypeEvent;
 use events::channel::ChannelEvent;
 use events::interaction::InteractionEvent;
+use events::task::TaskEvent;
 use events::team::TeamEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
@@ -18,6 +19,7 @@ pub enum DomainEvent {
     CaseType(CaseTypeEvent),
     Channel(ChannelEvent),
     Interaction(InteractionEvent),
+    Task(TaskEvent),
     Case(CaseEvent),
 }
 
@@ -67,6 +69,10 @@ impl Event {
             StreamType::Interaction => {
                 InteractionEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
                     .map(DomainEvent::Interaction)
+            }
+            StreamType::Task => {
+                TaskEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
+                    .map(DomainEvent::Task)
             }
             StreamType::Case => {
                 CaseEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())

@@ -10,6 +10,7 @@ mod concurrency;
 mod flow;
 mod isolation;
 mod projector_crash;
+mod tasks;
 mod teams;
 mod tenants;
 mod users;

@@ -4,6 +4,7 @@
 mod case_types;
 mod cases;
 mod channels;
+mod tasks;
 mod teams;
 mod tenants;
 mod users;
@@ -36,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .merge(teams::router())
         .merge(case_types::router())
         .merge(channels::router())
+        .merge(tasks::router())
         .with_state(state)
 }
 

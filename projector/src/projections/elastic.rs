@@ -16,6 +16,7 @@ use events::case::CaseEvent;
 use events::case_type::CaseTypeEvent;
 use events::channel::ChannelEvent;
 use events::interaction::InteractionEvent;
+use events::task::TaskEvent;
 use events::team::TeamEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
@@ -264,7 +265,8 @@ impl Projection for ElasticProjection {
                     | ChannelEvent::Activated(_),
                 )
                 // The interactions index arrives with the read-model issue.
-                | DomainEvent::Interaction(InteractionEvent::Recorded(_)) => {}
+                | DomainEvent::Interaction(InteractionEvent::Recorded(_))
+                | DomainEvent::Task(TaskEvent::Created(_) | TaskEvent::Assigned(_) | TaskEvent::StatusChanged(_)) => {}
             }
         }
         if keys.is_empty() {

@@ -11,6 +11,7 @@ use events::case::CaseEvent;
 use events::case_type::CaseTypeEvent;
 use events::channel::ChannelEvent;
 use events::interaction::InteractionEvent;
+use events::task::TaskEvent;
 use events::team::TeamEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
@@ -92,6 +93,7 @@ impl PostgresProjection {
             DomainEvent::Team(team_event) => self.apply_team(tx, event, team_event).await?,
             DomainEvent::CaseType(type_event) => self.apply_case_type(tx, event, type_event).await?,
             DomainEvent::Channel(channel_event) => self.apply_channel(tx, event, channel_event).await?,
+            DomainEvent::Task(task_event) => self.apply_task(tx, event, task_event).await?,
             // The month-partitioned interactions table arrives with the read-model issue.
             DomainEvent::Interaction(InteractionEvent::Recorded(_)) => {}
             DomainEvent::Case(case_event) => self.apply_case(tx, event, case_event).await?,
@@ -401,6 +403,60 @@ impl PostgresProjection {
                     .bind(env.stream_version)
                     .bind(active)
                     .bind(e.at)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_task(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &Event,
+        task_event: &TaskEvent,
+    ) -> Result<(), sqlx::Error> {
+        let env = &event.envelope;
+        let schema = Tenancy(env.tenant_id).pg_schema();
+        let guarded =
+            |set: &str| format!("UPDATE {schema}.tasks SET {set}, version = $2 WHERE id = $1 AND version = $2 - 1");
+        match task_event {
+            TaskEvent::Created(e) => {
+                sqlx::query(&format!(
+                    "INSERT INTO {schema}.tasks (id, tenant_id, case_id, title, description, status, priority,
+                        assigned_to, created_by, created_at, updated_at, due_date, version)
+                     VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $9, $10, $11) ON CONFLICT (id) DO NOTHING"
+                ))
+                .bind(env.stream_id)
+                .bind(env.tenant_id)
+                .bind(e.case_id)
+                .bind(&e.title)
+                .bind(&e.description)
+                .bind(e.priority.as_str())
+                .bind(e.assigned_to)
+                .bind(e.created_by)
+                .bind(e.created_at)
+                .bind(e.due_date)
+                .bind(env.stream_version)
+                .execute(&mut **tx)
+                .await?;
+            }
+            TaskEvent::Assigned(e) => {
+                sqlx::query(&guarded("assigned_to = $3, updated_at = $4"))
+                    .bind(env.stream_id)
+                    .bind(env.stream_version)
+                    .bind(e.assigned_to.new)
+                    .bind(e.assigned_at)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            TaskEvent::StatusChanged(e) => {
+                sqlx::query(&guarded("status = $3, completed_at = $4, updated_at = $5"))
+                    .bind(env.stream_id)
+                    .bind(env.stream_version)
+                    .bind(e.status.new.as_str())
+                    .bind(e.completed_at)
+                    .bind(e.changed_at)
                     .execute(&mut **tx)
                     .await?;
             }

@@ -9,6 +9,7 @@ use events::case::{CaseEvent, Status};
 use events::case_type::CaseTypeEvent;
 use events::channel::ChannelEvent;
 use events::interaction::InteractionEvent;
+use events::task::TaskEvent;
 use events::team::TeamEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
@@ -119,7 +120,8 @@ impl Projection for RedisCountersProjection {
                     | ChannelEvent::Activated(_),
                 )
                 // The interactions index arrives with the read-model issue.
-                | DomainEvent::Interaction(InteractionEvent::Recorded(_)) => continue,
+                | DomainEvent::Interaction(InteractionEvent::Recorded(_))
+                | DomainEvent::Task(TaskEvent::Created(_) | TaskEvent::Assigned(_) | TaskEvent::StatusChanged(_)) => continue,
             };
             let t = Tenancy(env.tenant_id);
             let outcome: i64 = self

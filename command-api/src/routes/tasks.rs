@@ -1,0 +1,169 @@
+//! Task commands: create on a case, assign, change status, complete. The case must exist
+//! and not be closed; an assignee must be an active user of the tenant (422 otherwise).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use chrono::{DateTime, Utc};
+use events::case::{Priority, Status};
+use events::reference::Reference;
+use events::task::{self, TaskCommand, TaskStatus};
+use events::user::UserStatus;
+use runtime::auth::Permission;
+use runtime::extract::ApiPath;
+use runtime::ApiError;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::AppState;
+use crate::context::CommandContext;
+use crate::journal::{fingerprint, CaseStream, Command, CommandReply, Lookup, TaskStream, UserStream};
+use crate::versioned::{CommandSchema, Versioned};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/cases/{id}/tasks", post(create))
+        .route("/v1/tasks/{id}/assignment", post(assign))
+        .route("/v1/tasks/{id}/status", post(change_status))
+        .route("/v1/tasks/{id}/complete", post(complete))
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    title: String,
+    description: Option<String>,
+    #[serde(default)]
+    priority: Priority,
+    assigned_to: Option<Uuid>,
+    due_date: Option<DateTime<Utc>>,
+}
+
+impl CommandSchema for CreateBody {
+    const NAME: &'static str = "create_task";
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssignBody {
+    assigned_to: Option<Uuid>,
+}
+
+impl CommandSchema for AssignBody {
+    const NAME: &'static str = "assign_task";
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusBody {
+    status: TaskStatus,
+}
+
+impl CommandSchema for StatusBody {
+    const NAME: &'static str = "change_task_status";
+}
+
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+impl CommandSchema for Empty {
+    const NAME: &'static str = "complete_task";
+}
+
+async fn assignee(state: &AppState, tenant: Uuid, user: Option<Uuid>) -> Result<Reference, ApiError> {
+    let Some(user) = user else { return Ok(Reference::Usable) };
+    Ok(match state.journal.state::<UserStream>(tenant, user).await? {
+        None => Reference::Missing,
+        Some(u) if u.status != UserStatus::Active => Reference::Inactive,
+        Some(_) => Reference::Usable,
+    })
+}
+
+async fn create(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(case_id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<CreateBody>,
+) -> Result<CommandReply, ApiError> {
+    let tenant = ctx.caller.require(Permission::CasesUpdate)?.tenant_id;
+    let hash = fingerprint(CreateBody::NAME, Some(case_id), &body);
+    let case = match state.journal.state::<CaseStream>(tenant, case_id).await? {
+        None => Reference::Missing,
+        Some(c) if c.status == Status::Closed => Reference::Inactive,
+        Some(_) => Reference::Usable,
+    };
+    let cmd = TaskCommand::Create {
+        case_id,
+        case,
+        title: body.title,
+        description: body.description,
+        priority: body.priority,
+        assigned_to: body.assigned_to,
+        assignee: assignee(&state, tenant, body.assigned_to).await?,
+        due_date: body.due_date,
+    };
+    let id = Uuid::now_v7();
+    let mut reply = run(&state, &ctx, id, hash, StatusCode::CREATED, cmd).await?;
+    reply.body["location"] = format!("/v1/tasks/{id}").into();
+    Ok(reply)
+}
+
+async fn assign(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<AssignBody>,
+) -> Result<CommandReply, ApiError> {
+    let tenant = ctx.caller.require(Permission::CasesAssign)?.tenant_id;
+    let hash = fingerprint(AssignBody::NAME, Some(id), &body);
+    let cmd = TaskCommand::Assign {
+        assigned_to: body.assigned_to,
+        assignee: assignee(&state, tenant, body.assigned_to).await?,
+    };
+    run(&state, &ctx, id, hash, StatusCode::OK, cmd).await
+}
+
+async fn change_status(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<StatusBody>,
+) -> Result<CommandReply, ApiError> {
+    ctx.caller.require(Permission::CasesUpdate)?;
+    let hash = fingerprint(StatusBody::NAME, Some(id), &body);
+    run(&state, &ctx, id, hash, StatusCode::OK, TaskCommand::ChangeStatus { status: body.status }).await
+}
+
+async fn complete(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<Empty>,
+) -> Result<CommandReply, ApiError> {
+    ctx.caller.require(Permission::CasesUpdate)?;
+    let hash = fingerprint(Empty::NAME, Some(id), &body);
+    run(&state, &ctx, id, hash, StatusCode::OK, TaskCommand::ChangeStatus { status: TaskStatus::Done }).await
+}
+
+async fn run(
+    state: &AppState,
+    ctx: &CommandContext,
+    id: Uuid,
+    hash: String,
+    success: StatusCode,
+    cmd: TaskCommand,
+) -> Result<CommandReply, ApiError> {
+    super::cases::ensure_active_tenant(state, ctx.caller.tenant_id).await?;
+    let command = Command {
+        ctx,
+        tenant_id: ctx.caller.tenant_id,
+        stream_id: id,
+        request_hash: hash,
+        lookup: Lookup::Nothing,
+        success,
+    };
+    let actor = ctx.caller.user_id;
+    state.journal.execute::<TaskStream>(command, |s, _| task::decide(s, cmd, actor, Utc::now())).await
+}
