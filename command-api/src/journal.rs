@@ -9,6 +9,7 @@ use events::case::{self, Case, CaseEvent};
 use events::case_type::{self, CaseType, CaseTypeEvent};
 use events::channel::{self, Channel, ChannelEvent};
 use events::interaction::{self, Interaction, InteractionEvent};
+use events::note::{self, Note, NoteEvent};
 use events::task::{self, Task, TaskEvent};
 use events::team::{self, Team, TeamEvent};
 use events::tenant::{self, Tenant, TenantEvent};
@@ -62,6 +63,7 @@ stream_kind!(CaseStream, StreamType::Case, case, Case, CaseEvent);
 stream_kind!(ChannelStream, StreamType::Channel, channel, Channel, ChannelEvent);
 stream_kind!(InteractionStream, StreamType::Interaction, interaction, Interaction, InteractionEvent);
 stream_kind!(TaskStream, StreamType::Task, task, Task, TaskEvent);
+stream_kind!(NoteStream, StreamType::Note, note, Note, NoteEvent);
 
 /// Something looked up (or reserved) inside the command's transaction before deciding,
 /// so that it commits or rolls back with the events.

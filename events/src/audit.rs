@@ -7,6 +7,7 @@ use crate::case::{CaseEvent, Change};
 use crate::case_type::CaseTypeEvent;
 use crate::channel::ChannelEvent;
 use crate::interaction::InteractionEvent;
+use crate::note::NoteEvent;
 use crate::task::TaskEvent;
 use crate::team::TeamEvent;
 use crate::tenant::TenantEvent;
@@ -266,5 +267,35 @@ pub fn task_changes(event: &TaskEvent) -> (&'static str, Vec<FieldChange>) {
         TaskEvent::StatusChanged(e) => {
             ("status_change", vec![change("status", json!(e.status.old), json!(e.status.new))])
         }
+    }
+}
+
+/// The audit action and per-field old/new values of a case note event.
+pub fn note_changes(event: &NoteEvent) -> (&'static str, Vec<FieldChange>) {
+    let change = |field, old_value, new_value| FieldChange { field, old_value, new_value };
+    match event {
+        NoteEvent::Added(e) => (
+            "create",
+            vec![
+                change("case_id", Value::Null, json!(e.case_id)),
+                change("content", Value::Null, json!(e.content)),
+                change("is_internal", Value::Null, json!(e.is_internal)),
+                change("tags", Value::Null, json!(e.tags)),
+            ],
+        ),
+        NoteEvent::Edited(e) => {
+            let mut out = Vec::new();
+            if let Some(c) = &e.content {
+                out.push(change("content", json!(c.old), json!(c.new)));
+            }
+            if let Some(c) = &e.is_internal {
+                out.push(change("is_internal", json!(c.old), json!(c.new)));
+            }
+            if let Some(c) = &e.tags {
+                out.push(change("tags", json!(c.old), json!(c.new)));
+            }
+            ("update", out)
+        }
+        NoteEvent::Deleted(_) => ("delete", vec![]),
     }
 }

@@ -20,6 +20,7 @@ pub enum StreamType {
     Channel,
     Interaction,
     Task,
+    Note,
 }
 
 impl StreamType {
@@ -33,6 +34,7 @@ impl StreamType {
             StreamType::Channel => "channel",
             StreamType::Interaction => "interaction",
             StreamType::Task => "task",
+            StreamType::Note => "note",
         }
     }
 }

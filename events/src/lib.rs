@@ -12,6 +12,7 @@ pub mod envelope;
 pub mod error;
 pub mod form;
 pub mod interaction;
+pub mod note;
 pub mod reference;
 pub mod task;
 pub mod team;

@@ -4,6 +4,7 @@ use events::case::CaseEvent;
 use events::case_type::CaseTypeEvent;
 use events::channel::ChannelEvent;
 use events::interaction::InteractionEvent;
+use events::note::NoteEvent;
 use events::task::TaskEvent;
 use events::team::TeamEvent;
 use events::tenant::TenantEvent;
@@ -20,6 +21,7 @@ pub enum DomainEvent {
     Channel(ChannelEvent),
     Interaction(InteractionEvent),
     Task(TaskEvent),
+    Note(NoteEvent),
     Case(CaseEvent),
 }
 
@@ -73,6 +75,10 @@ impl Event {
             StreamType::Task => {
                 TaskEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
                     .map(DomainEvent::Task)
+            }
+            StreamType::Note => {
+                NoteEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
+                    .map(DomainEvent::Note)
             }
             StreamType::Case => {
                 CaseEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())

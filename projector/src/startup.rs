@@ -13,8 +13,8 @@ use tokio::net::TcpListener;
 use crate::parking::ParkingLot;
 use crate::projection::Projection;
 use crate::projections::{
-    elastic::ElasticProjection, mongo_audit::MongoAuditProjection, postgres::PostgresProjection,
-    redis_counters::RedisCountersProjection,
+    elastic::ElasticProjection, mongo_audit::MongoAuditProjection, mongo_notes::MongoNotesProjection,
+    postgres::PostgresProjection, redis_counters::RedisCountersProjection,
 };
 use crate::worker::Worker;
 
@@ -38,6 +38,7 @@ impl Application {
         let projections: Vec<Arc<dyn Projection>> = vec![
             Arc::new(PostgresProjection::new(pool.clone())),
             Arc::new(MongoAuditProjection::new(mongo.database(&settings.mongo_database))),
+            Arc::new(MongoNotesProjection::new(mongo.database(&settings.mongo_database))),
             Arc::new(ElasticProjection::new(elastic).await.context("preparing Elasticsearch")?),
             Arc::new(RedisCountersProjection::new(redis)),
         ];

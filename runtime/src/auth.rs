@@ -46,6 +46,7 @@ pub enum Permission {
     TeamsManage,
     CaseTypesManage,
     ChannelsManage,
+    NotesModerate,
 }
 
 impl Permission {
@@ -61,6 +62,7 @@ impl Permission {
             Permission::TeamsManage => "teams:manage",
             Permission::CaseTypesManage => "case_types:manage",
             Permission::ChannelsManage => "channels:manage",
+            Permission::NotesModerate => "notes:moderate",
         }
     }
 }
@@ -74,7 +76,10 @@ impl Role {
             Role::PlatformAdmin => matches!(permission, TenantsManage | TenantSettings),
             Role::Admin => !matches!(permission, TenantsManage),
             Role::Supervisor => {
-                matches!(permission, CasesCreate | CasesUpdate | CasesAssign | CasesChangeStatus | TeamsManage)
+                matches!(
+                    permission,
+                    CasesCreate | CasesUpdate | CasesAssign | CasesChangeStatus | TeamsManage | NotesModerate
+                )
             }
             Role::Agent => matches!(permission, CasesCreate | CasesUpdate | CasesAssign | CasesChangeStatus),
         }

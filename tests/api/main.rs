@@ -9,6 +9,7 @@ mod channels;
 mod concurrency;
 mod flow;
 mod isolation;
+mod notes;
 mod projector_crash;
 mod tasks;
 mod teams;

@@ -4,6 +4,7 @@
 mod case_types;
 mod cases;
 mod channels;
+mod notes;
 mod tasks;
 mod teams;
 mod tenants;
@@ -38,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .merge(case_types::router())
         .merge(channels::router())
         .merge(tasks::router())
+        .merge(notes::router())
         .with_state(state)
 }
 

@@ -16,6 +16,7 @@ use events::case::CaseEvent;
 use events::case_type::CaseTypeEvent;
 use events::channel::ChannelEvent;
 use events::interaction::InteractionEvent;
+use events::note::NoteEvent;
 use events::task::TaskEvent;
 use events::team::TeamEvent;
 use events::tenant::TenantEvent;
@@ -266,7 +267,9 @@ impl Projection for ElasticProjection {
                 )
                 // The interactions index arrives with the read-model issue.
                 | DomainEvent::Interaction(InteractionEvent::Recorded(_))
-                | DomainEvent::Task(TaskEvent::Created(_) | TaskEvent::Assigned(_) | TaskEvent::StatusChanged(_)) => {}
+                | DomainEvent::Task(TaskEvent::Created(_) | TaskEvent::Assigned(_) | TaskEvent::StatusChanged(_))
+                // Note search arrives with the read-model issue.
+                | DomainEvent::Note(NoteEvent::Added(_) | NoteEvent::Edited(_) | NoteEvent::Deleted(_)) => {}
             }
         }
         if keys.is_empty() {

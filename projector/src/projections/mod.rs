@@ -2,5 +2,6 @@
 
 pub mod elastic;
 pub mod mongo_audit;
+pub mod mongo_notes;
 pub mod postgres;
 pub mod redis_counters;

@@ -11,6 +11,7 @@ use events::case::CaseEvent;
 use events::case_type::CaseTypeEvent;
 use events::channel::ChannelEvent;
 use events::interaction::InteractionEvent;
+use events::note::NoteEvent;
 use events::task::TaskEvent;
 use events::team::TeamEvent;
 use events::tenant::TenantEvent;
@@ -94,6 +95,8 @@ impl PostgresProjection {
             DomainEvent::CaseType(type_event) => self.apply_case_type(tx, event, type_event).await?,
             DomainEvent::Channel(channel_event) => self.apply_channel(tx, event, channel_event).await?,
             DomainEvent::Task(task_event) => self.apply_task(tx, event, task_event).await?,
+            // Notes live in MongoDB (seed §2.2.2), not in PostgreSQL.
+            DomainEvent::Note(NoteEvent::Added(_) | NoteEvent::Edited(_) | NoteEvent::Deleted(_)) => {}
             // The month-partitioned interactions table arrives with the read-model issue.
             DomainEvent::Interaction(InteractionEvent::Recorded(_)) => {}
             DomainEvent::Case(case_event) => self.apply_case(tx, event, case_event).await?,

@@ -9,6 +9,7 @@ use events::case::{CaseEvent, Status};
 use events::case_type::CaseTypeEvent;
 use events::channel::ChannelEvent;
 use events::interaction::InteractionEvent;
+use events::note::NoteEvent;
 use events::task::TaskEvent;
 use events::team::TeamEvent;
 use events::tenant::TenantEvent;
@@ -121,7 +122,9 @@ impl Projection for RedisCountersProjection {
                 )
                 // The interactions index arrives with the read-model issue.
                 | DomainEvent::Interaction(InteractionEvent::Recorded(_))
-                | DomainEvent::Task(TaskEvent::Created(_) | TaskEvent::Assigned(_) | TaskEvent::StatusChanged(_)) => continue,
+                | DomainEvent::Task(TaskEvent::Created(_) | TaskEvent::Assigned(_) | TaskEvent::StatusChanged(_))
+                // Note search arrives with the read-model issue.
+                | DomainEvent::Note(NoteEvent::Added(_) | NoteEvent::Edited(_) | NoteEvent::Deleted(_)) => continue,
             };
             let t = Tenancy(env.tenant_id);
             let outcome: i64 = self

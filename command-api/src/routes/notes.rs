@@ -1,0 +1,153 @@
+//! Case note commands: add to an open case, edit and delete (the author, or a role that
+//! may moderate notes).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{patch, post};
+use axum::Router;
+use chrono::Utc;
+use events::case::Status;
+use events::note::{self, Attachment, NoteCommand};
+use events::reference::Reference;
+use runtime::auth::Permission;
+use runtime::extract::ApiPath;
+use runtime::ApiError;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::AppState;
+use crate::context::CommandContext;
+use crate::journal::{fingerprint, CaseStream, Command, CommandReply, Lookup, NoteStream};
+use crate::versioned::{CommandSchema, Versioned};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/cases/{id}/notes", post(add)).route("/v1/notes/{id}", patch(edit).delete(remove))
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttachmentBody {
+    filename: String,
+    mime_type: String,
+    size: i64,
+    storage_path: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddBody {
+    content: String,
+    #[serde(default)]
+    is_internal: bool,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    attachments: Vec<AttachmentBody>,
+}
+
+impl CommandSchema for AddBody {
+    const NAME: &'static str = "add_case_note";
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EditBody {
+    content: Option<String>,
+    is_internal: Option<bool>,
+    tags: Option<Vec<String>>,
+}
+
+impl CommandSchema for EditBody {
+    const NAME: &'static str = "edit_case_note";
+}
+
+async fn add(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(case_id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<AddBody>,
+) -> Result<CommandReply, ApiError> {
+    let caller = ctx.caller.require(Permission::CasesUpdate)?;
+    let hash = fingerprint(AddBody::NAME, Some(case_id), &body);
+    let case = match state.journal.state::<CaseStream>(caller.tenant_id, case_id).await? {
+        None => Reference::Missing,
+        Some(c) if c.status == Status::Closed => Reference::Inactive,
+        Some(_) => Reference::Usable,
+    };
+    let attachments = body
+        .attachments
+        .into_iter()
+        .map(|a| Attachment {
+            id: Uuid::now_v7(),
+            filename: a.filename,
+            mime_type: a.mime_type,
+            size: a.size,
+            storage_path: a.storage_path,
+        })
+        .collect();
+    let cmd = NoteCommand::Add {
+        case_id,
+        case,
+        content: body.content,
+        is_internal: body.is_internal,
+        tags: body.tags,
+        attachments,
+    };
+    let id = Uuid::now_v7();
+    let mut reply = run(&state, &ctx, id, hash, StatusCode::CREATED, cmd).await?;
+    reply.body["location"] = format!("/v1/notes/{id}").into();
+    Ok(reply)
+}
+
+/// The author may change their note; others need notes:moderate.
+async fn ensure_author_or_moderator(state: &AppState, ctx: &CommandContext, id: Uuid) -> Result<(), ApiError> {
+    let caller = ctx.caller.require(Permission::CasesUpdate)?;
+    let note = state.journal.state::<NoteStream>(caller.tenant_id, id).await?;
+    match note {
+        Some(n) if n.author_id != caller.user_id => caller.require(Permission::NotesModerate).map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
+async fn edit(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<EditBody>,
+) -> Result<CommandReply, ApiError> {
+    ensure_author_or_moderator(&state, &ctx, id).await?;
+    let hash = fingerprint(EditBody::NAME, Some(id), &body);
+    let cmd = NoteCommand::Edit { content: body.content, is_internal: body.is_internal, tags: body.tags };
+    run(&state, &ctx, id, hash, StatusCode::OK, cmd).await
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<CommandReply, ApiError> {
+    ensure_author_or_moderator(&state, &ctx, id).await?;
+    let hash = fingerprint("delete_case_note", Some(id), &());
+    run(&state, &ctx, id, hash, StatusCode::OK, NoteCommand::Delete).await
+}
+
+async fn run(
+    state: &AppState,
+    ctx: &CommandContext,
+    id: Uuid,
+    hash: String,
+    success: StatusCode,
+    cmd: NoteCommand,
+) -> Result<CommandReply, ApiError> {
+    super::cases::ensure_active_tenant(state, ctx.caller.tenant_id).await?;
+    let command = Command {
+        ctx,
+        tenant_id: ctx.caller.tenant_id,
+        stream_id: id,
+        request_hash: hash,
+        lookup: Lookup::Nothing,
+        success,
+    };
+    let actor = ctx.caller.user_id;
+    state.journal.execute::<NoteStream>(command, |s, _| note::decide(s, cmd, actor, Utc::now())).await
+}

@@ -1,0 +1,266 @@
+//! The case note stream: add (internal flag, tags, attachment metadata), edit, delete.
+//! Notes live in MongoDB (`tenant_<id>_case_notes`, seed §2.2.2).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::change::Change;
+use crate::error::{DecodeError, DomainError, Validator};
+use crate::reference::Reference;
+
+pub const MAX_CONTENT: usize = 50_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attachment {
+    pub id: Uuid,
+    pub filename: String,
+    pub mime_type: String,
+    pub size: i64,
+    pub storage_path: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum NoteCommand {
+    Add {
+        case_id: Uuid,
+        case: Reference,
+        content: String,
+        is_internal: bool,
+        tags: Vec<String>,
+        attachments: Vec<Attachment>,
+    },
+    Edit {
+        content: Option<String>,
+        is_internal: Option<bool>,
+        tags: Option<Vec<String>>,
+    },
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoteAdded {
+    pub case_id: Uuid,
+    pub author_id: Uuid,
+    pub content: String,
+    pub is_internal: bool,
+    pub tags: Vec<String>,
+    pub attachments: Vec<Attachment>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoteEdited {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Change<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_internal: Option<Change<bool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Change<Vec<String>>>,
+    pub edited_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoteDeleted {
+    pub case_id: Uuid,
+    pub deleted_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum NoteEvent {
+    Added(NoteAdded),
+    Edited(NoteEdited),
+    Deleted(NoteDeleted),
+}
+
+impl NoteEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            NoteEvent::Added(_) => "CaseNoteAdded",
+            NoteEvent::Edited(_) => "CaseNoteEdited",
+            NoteEvent::Deleted(_) => "CaseNoteDeleted",
+        }
+    }
+
+    pub fn schema_version(&self) -> u16 {
+        match self {
+            NoteEvent::Added(_) | NoteEvent::Edited(_) | NoteEvent::Deleted(_) => 1,
+        }
+    }
+
+    pub fn payload(&self) -> Value {
+        let value = match self {
+            NoteEvent::Added(e) => serde_json::to_value(e),
+            NoteEvent::Edited(e) => serde_json::to_value(e),
+            NoteEvent::Deleted(e) => serde_json::to_value(e),
+        };
+        value.expect("note events are plain data and always serialise")
+    }
+
+    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
+        let malformed = |source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source };
+        match (event_type, schema_version) {
+            ("CaseNoteAdded", 1) => serde_json::from_value(payload).map(NoteEvent::Added).map_err(malformed),
+            ("CaseNoteEdited", 1) => serde_json::from_value(payload).map(NoteEvent::Edited).map_err(malformed),
+            ("CaseNoteDeleted", 1) => serde_json::from_value(payload).map(NoteEvent::Deleted).map_err(malformed),
+            _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Note {
+    pub case_id: Uuid,
+    pub author_id: Uuid,
+    pub content: String,
+    pub is_internal: bool,
+    pub tags: Vec<String>,
+    pub deleted: bool,
+}
+
+pub fn evolve(state: Option<Note>, event: &NoteEvent) -> Option<Note> {
+    match (state, event) {
+        (None, NoteEvent::Added(e)) => Some(Note {
+            case_id: e.case_id,
+            author_id: e.author_id,
+            content: e.content.clone(),
+            is_internal: e.is_internal,
+            tags: e.tags.clone(),
+            deleted: false,
+        }),
+        (Some(mut n), NoteEvent::Edited(e)) => {
+            if let Some(c) = &e.content {
+                n.content = c.new.clone();
+            }
+            if let Some(c) = &e.is_internal {
+                n.is_internal = c.new;
+            }
+            if let Some(c) = &e.tags {
+                n.tags = c.new.clone();
+            }
+            Some(n)
+        }
+        (Some(mut n), NoteEvent::Deleted(_)) => {
+            n.deleted = true;
+            Some(n)
+        }
+        (state, _) => state,
+    }
+}
+
+fn check_tags(v: &mut Validator, tags: &[String]) {
+    v.check(tags.len() <= 20, "tags", "at most 20 tags");
+    for (i, t) in tags.iter().enumerate() {
+        v.text(&format!("tags[{i}]"), t, 64);
+    }
+}
+
+pub fn decide(
+    state: Option<&Note>,
+    command: NoteCommand,
+    actor: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Vec<NoteEvent>, DomainError> {
+    match (state, command) {
+        (Some(_), NoteCommand::Add { .. }) => Err(DomainError::Conflict("the note already exists".into())),
+        (None, NoteCommand::Add { case_id, case, content, is_internal, tags, attachments }) => {
+            let mut v = Validator::default();
+            match case {
+                Reference::Missing => v.check(false, "case_id", "no case with this id exists in the tenant"),
+                Reference::Inactive => v.check(false, "case_id", "the case is closed; reopen it to add notes"),
+                Reference::Usable => {}
+            }
+            v.text("content", &content, MAX_CONTENT);
+            check_tags(&mut v, &tags);
+            v.check(attachments.len() <= 20, "attachments", "at most 20 attachments");
+            for (i, a) in attachments.iter().enumerate() {
+                v.text(&format!("attachments[{i}].filename"), &a.filename, 255);
+                v.text(&format!("attachments[{i}].mime_type"), &a.mime_type, 100);
+                v.check(a.size >= 0, &format!("attachments[{i}].size"), "must not be negative");
+            }
+            v.finish()?;
+            Ok(vec![NoteEvent::Added(NoteAdded {
+                case_id,
+                author_id: actor,
+                content,
+                is_internal,
+                tags,
+                attachments,
+                created_at: now,
+            })])
+        }
+        (None, _) => Err(DomainError::NotFound("note")),
+        (Some(n), _) if n.deleted => Err(DomainError::NotFound("note")),
+        (Some(n), NoteCommand::Edit { content, is_internal, tags }) => {
+            let mut v = Validator::default();
+            if let Some(c) = &content {
+                v.text("content", c, MAX_CONTENT);
+            }
+            if let Some(t) = &tags {
+                check_tags(&mut v, t);
+            }
+            v.finish()?;
+            let event = NoteEdited {
+                content: Change::between(&n.content, content),
+                is_internal: Change::between(&n.is_internal, is_internal),
+                tags: Change::between(&n.tags, tags),
+                edited_at: now,
+            };
+            let nothing = event.content.is_none() && event.is_internal.is_none() && event.tags.is_none();
+            Ok(if nothing { vec![] } else { vec![NoteEvent::Edited(event)] })
+        }
+        (Some(n), NoteCommand::Delete) => {
+            Ok(vec![NoteEvent::Deleted(NoteDeleted { case_id: n.case_id, deleted_at: now })])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn add(case: Reference) -> NoteCommand {
+        NoteCommand::Add {
+            case_id: Uuid::now_v7(),
+            case,
+            content: "Called back".into(),
+            is_internal: true,
+            tags: vec![],
+            attachments: vec![],
+        }
+    }
+
+    #[test]
+    fn notes_need_a_usable_case_and_content() {
+        let cmd = NoteCommand::Add {
+            case_id: Uuid::now_v7(),
+            case: Reference::Missing,
+            content: " ".into(),
+            is_internal: false,
+            tags: vec![],
+            attachments: vec![],
+        };
+        let Err(DomainError::Invalid(errors)) = decide(None, cmd, Uuid::nil(), Utc::now()) else {
+            panic!("expected invalid")
+        };
+        assert_eq!(errors.len(), 2);
+        assert!(decide(None, add(Reference::Usable), Uuid::nil(), Utc::now()).is_ok());
+    }
+
+    #[test]
+    fn a_deleted_note_is_gone_for_commands() {
+        let mut events = decide(None, add(Reference::Usable), Uuid::nil(), Utc::now()).unwrap();
+        let state = events.iter().fold(None, evolve);
+        events.extend(decide(state.as_ref(), NoteCommand::Delete, Uuid::nil(), Utc::now()).unwrap());
+        let state = events.iter().fold(None, evolve);
+        let edit = NoteCommand::Edit { content: Some("x".into()), is_internal: None, tags: None };
+        assert_eq!(decide(state.as_ref(), edit, Uuid::nil(), Utc::now()), Err(DomainError::NotFound("note")));
+    }
+}
