@@ -8,6 +8,7 @@ use chrono::Utc;
 use events::case::{self, Case, CaseEvent};
 use events::case_type::{self, CaseType, CaseTypeEvent};
 use events::channel::{self, Channel, ChannelEvent};
+use events::document::{self, Document, DocumentEvent};
 use events::interaction::{self, Interaction, InteractionEvent};
 use events::note::{self, Note, NoteEvent};
 use events::task::{self, Task, TaskEvent};
@@ -64,6 +65,7 @@ stream_kind!(ChannelStream, StreamType::Channel, channel, Channel, ChannelEvent)
 stream_kind!(InteractionStream, StreamType::Interaction, interaction, Interaction, InteractionEvent);
 stream_kind!(TaskStream, StreamType::Task, task, Task, TaskEvent);
 stream_kind!(NoteStream, StreamType::Note, note, Note, NoteEvent);
+stream_kind!(DocumentStream, StreamType::Document, document, Document, DocumentEvent);
 
 /// Something looked up (or reserved) inside the command's transaction before deciding,
 /// so that it commits or rolls back with the events.

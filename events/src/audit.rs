@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use crate::case::{CaseEvent, Change};
 use crate::case_type::CaseTypeEvent;
 use crate::channel::ChannelEvent;
+use crate::document::DocumentEvent;
 use crate::interaction::InteractionEvent;
 use crate::note::NoteEvent;
 use crate::task::TaskEvent;
@@ -297,5 +298,22 @@ pub fn note_changes(event: &NoteEvent) -> (&'static str, Vec<FieldChange>) {
             ("update", out)
         }
         NoteEvent::Deleted(_) => ("delete", vec![]),
+    }
+}
+
+/// The audit action and fields of a document event.
+pub fn document_changes(event: &DocumentEvent) -> (&'static str, Vec<FieldChange>) {
+    let change = |field, old_value, new_value| FieldChange { field, old_value, new_value };
+    match event {
+        DocumentEvent::Attached(e) => (
+            "create",
+            vec![
+                change("case_id", Value::Null, json!(e.case_id)),
+                change("filename", Value::Null, json!(e.filename)),
+                change("mime_type", Value::Null, json!(e.mime_type)),
+                change("size", Value::Null, json!(e.size)),
+            ],
+        ),
+        DocumentEvent::Deleted(_) => ("delete", vec![change("is_deleted", json!(false), json!(true))]),
     }
 }

@@ -21,6 +21,7 @@ pub enum StreamType {
     Interaction,
     Task,
     Note,
+    Document,
 }
 
 impl StreamType {
@@ -35,6 +36,7 @@ impl StreamType {
             StreamType::Interaction => "interaction",
             StreamType::Task => "task",
             StreamType::Note => "note",
+            StreamType::Document => "document",
         }
     }
 }

@@ -3,6 +3,7 @@
 use events::case::CaseEvent;
 use events::case_type::CaseTypeEvent;
 use events::channel::ChannelEvent;
+use events::document::DocumentEvent;
 use events::interaction::InteractionEvent;
 use events::note::NoteEvent;
 use events::task::TaskEvent;
@@ -22,6 +23,7 @@ pub enum DomainEvent {
     Interaction(InteractionEvent),
     Task(TaskEvent),
     Note(NoteEvent),
+    Document(DocumentEvent),
     Case(CaseEvent),
 }
 
@@ -79,6 +81,10 @@ impl Event {
             StreamType::Note => {
                 NoteEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
                     .map(DomainEvent::Note)
+            }
+            StreamType::Document => {
+                DocumentEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
+                    .map(DomainEvent::Document)
             }
             StreamType::Case => {
                 CaseEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())

@@ -4,6 +4,7 @@
 mod case_types;
 mod cases;
 mod channels;
+mod documents;
 mod notes;
 mod tasks;
 mod teams;
@@ -40,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .merge(channels::router())
         .merge(tasks::router())
         .merge(notes::router())
+        .merge(documents::router())
         .with_state(state)
 }
 

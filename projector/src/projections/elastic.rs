@@ -15,6 +15,7 @@ use elasticsearch::{BulkParts, Elasticsearch, MgetParts};
 use events::case::CaseEvent;
 use events::case_type::CaseTypeEvent;
 use events::channel::ChannelEvent;
+use events::document::DocumentEvent;
 use events::interaction::InteractionEvent;
 use events::note::NoteEvent;
 use events::task::TaskEvent;
@@ -269,7 +270,8 @@ impl Projection for ElasticProjection {
                 | DomainEvent::Interaction(InteractionEvent::Recorded(_))
                 | DomainEvent::Task(TaskEvent::Created(_) | TaskEvent::Assigned(_) | TaskEvent::StatusChanged(_))
                 // Note search arrives with the read-model issue.
-                | DomainEvent::Note(NoteEvent::Added(_) | NoteEvent::Edited(_) | NoteEvent::Deleted(_)) => {}
+                | DomainEvent::Note(NoteEvent::Added(_) | NoteEvent::Edited(_) | NoteEvent::Deleted(_))
+                | DomainEvent::Document(DocumentEvent::Attached(_) | DocumentEvent::Deleted(_)) => {}
             }
         }
         if keys.is_empty() {

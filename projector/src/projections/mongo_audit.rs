@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use events::audit::{
-    case_changes, case_type_changes, channel_changes, interaction_changes, note_changes, task_changes, team_changes,
-    tenant_changes, user_changes, FieldChange,
+    case_changes, case_type_changes, channel_changes, document_changes, interaction_changes, note_changes,
+    task_changes, team_changes, tenant_changes, user_changes, FieldChange,
 };
 use mongodb::bson::{self, doc, Document};
 use mongodb::error::ErrorKind;
@@ -63,6 +63,10 @@ fn entry(event: &Event) -> Result<Document, ApplyError> {
         DomainEvent::Tenant(e) => {
             let (action, changes) = tenant_changes(e);
             ("tenant", action, changes)
+        }
+        DomainEvent::Document(e) => {
+            let (action, changes) = document_changes(e);
+            ("document", action, changes)
         }
         DomainEvent::Note(e) => {
             let (action, changes) = note_changes(e);

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use events::case::CaseEvent;
 use events::case_type::CaseTypeEvent;
 use events::channel::ChannelEvent;
+use events::document::DocumentEvent;
 use events::interaction::InteractionEvent;
 use events::note::NoteEvent;
 use events::task::TaskEvent;
@@ -95,6 +96,7 @@ impl PostgresProjection {
             DomainEvent::CaseType(type_event) => self.apply_case_type(tx, event, type_event).await?,
             DomainEvent::Channel(channel_event) => self.apply_channel(tx, event, channel_event).await?,
             DomainEvent::Task(task_event) => self.apply_task(tx, event, task_event).await?,
+            DomainEvent::Document(document_event) => self.apply_document(tx, event, document_event).await?,
             // Notes live in MongoDB (seed §2.2.2), not in PostgreSQL.
             DomainEvent::Note(NoteEvent::Added(_) | NoteEvent::Edited(_) | NoteEvent::Deleted(_)) => {}
             // The month-partitioned interactions table arrives with the read-model issue.
@@ -462,6 +464,48 @@ impl PostgresProjection {
                     .bind(e.changed_at)
                     .execute(&mut **tx)
                     .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_document(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &Event,
+        document_event: &DocumentEvent,
+    ) -> Result<(), sqlx::Error> {
+        let env = &event.envelope;
+        let schema = Tenancy(env.tenant_id).pg_schema();
+        match document_event {
+            DocumentEvent::Attached(e) => {
+                sqlx::query(&format!(
+                    "INSERT INTO {schema}.documents (id, tenant_id, case_id, filename, mime_type, size, storage_path,
+                        uploaded_by, uploaded_at, metadata, version)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING"
+                ))
+                .bind(env.stream_id)
+                .bind(env.tenant_id)
+                .bind(e.case_id)
+                .bind(&e.filename)
+                .bind(&e.mime_type)
+                .bind(e.size)
+                .bind(&e.storage_path)
+                .bind(e.uploaded_by)
+                .bind(e.uploaded_at)
+                .bind(sqlx::types::Json(&e.metadata))
+                .bind(env.stream_version)
+                .execute(&mut **tx)
+                .await?;
+            }
+            DocumentEvent::Deleted(_) => {
+                sqlx::query(&format!(
+                    "UPDATE {schema}.documents SET is_deleted = TRUE, version = $2 WHERE id = $1 AND version = $2 - 1"
+                ))
+                .bind(env.stream_id)
+                .bind(env.stream_version)
+                .execute(&mut **tx)
+                .await?;
             }
         }
         Ok(())

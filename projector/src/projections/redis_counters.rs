@@ -8,6 +8,7 @@
 use events::case::{CaseEvent, Status};
 use events::case_type::CaseTypeEvent;
 use events::channel::ChannelEvent;
+use events::document::DocumentEvent;
 use events::interaction::InteractionEvent;
 use events::note::NoteEvent;
 use events::task::TaskEvent;
@@ -124,7 +125,8 @@ impl Projection for RedisCountersProjection {
                 | DomainEvent::Interaction(InteractionEvent::Recorded(_))
                 | DomainEvent::Task(TaskEvent::Created(_) | TaskEvent::Assigned(_) | TaskEvent::StatusChanged(_))
                 // Note search arrives with the read-model issue.
-                | DomainEvent::Note(NoteEvent::Added(_) | NoteEvent::Edited(_) | NoteEvent::Deleted(_)) => continue,
+                | DomainEvent::Note(NoteEvent::Added(_) | NoteEvent::Edited(_) | NoteEvent::Deleted(_))
+                | DomainEvent::Document(DocumentEvent::Attached(_) | DocumentEvent::Deleted(_)) => continue,
             };
             let t = Tenancy(env.tenant_id);
             let outcome: i64 = self

@@ -1,0 +1,106 @@
+//! Document commands: attach metadata of a stored file to an open case; soft-delete
+//! (the uploader, or a role that may moderate).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{delete, post};
+use axum::Router;
+use chrono::Utc;
+use events::case::Status;
+use events::document::{self, DocumentCommand};
+use events::reference::Reference;
+use runtime::auth::Permission;
+use runtime::extract::ApiPath;
+use runtime::ApiError;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::AppState;
+use crate::context::CommandContext;
+use crate::journal::{fingerprint, CaseStream, Command, CommandReply, DocumentStream, Lookup};
+use crate::versioned::{CommandSchema, Versioned};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/cases/{id}/documents", post(attach)).route("/v1/documents/{id}", delete(remove))
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttachBody {
+    filename: String,
+    mime_type: String,
+    size: i64,
+    storage_path: String,
+    #[serde(default)]
+    metadata: Map<String, Value>,
+}
+
+impl CommandSchema for AttachBody {
+    const NAME: &'static str = "attach_document";
+}
+
+async fn attach(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(case_id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<AttachBody>,
+) -> Result<CommandReply, ApiError> {
+    let caller = ctx.caller.require(Permission::CasesUpdate)?;
+    super::cases::ensure_active_tenant(&state, caller.tenant_id).await?;
+    let hash = fingerprint(AttachBody::NAME, Some(case_id), &body);
+    let case = match state.journal.state::<CaseStream>(caller.tenant_id, case_id).await? {
+        None => Reference::Missing,
+        Some(c) if c.status == Status::Closed => Reference::Inactive,
+        Some(_) => Reference::Usable,
+    };
+    let cmd = DocumentCommand::Attach {
+        case_id,
+        case,
+        filename: body.filename,
+        mime_type: body.mime_type,
+        size: body.size,
+        storage_path: body.storage_path,
+        metadata: body.metadata,
+    };
+    let id = Uuid::now_v7();
+    let mut reply = run(&state, &ctx, id, hash, StatusCode::CREATED, cmd).await?;
+    reply.body["location"] = format!("/v1/documents/{id}").into();
+    Ok(reply)
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<CommandReply, ApiError> {
+    let caller = ctx.caller.require(Permission::CasesUpdate)?;
+    super::cases::ensure_active_tenant(&state, caller.tenant_id).await?;
+    if let Some(d) = state.journal.state::<DocumentStream>(caller.tenant_id, id).await? {
+        if d.uploaded_by != caller.user_id {
+            caller.require(Permission::NotesModerate)?;
+        }
+    }
+    let hash = fingerprint("delete_document", Some(id), &());
+    run(&state, &ctx, id, hash, StatusCode::OK, DocumentCommand::Delete).await
+}
+
+async fn run(
+    state: &AppState,
+    ctx: &CommandContext,
+    id: Uuid,
+    hash: String,
+    success: StatusCode,
+    cmd: DocumentCommand,
+) -> Result<CommandReply, ApiError> {
+    let command = Command {
+        ctx,
+        tenant_id: ctx.caller.tenant_id,
+        stream_id: id,
+        request_hash: hash,
+        lookup: Lookup::Nothing,
+        success,
+    };
+    let actor = ctx.caller.user_id;
+    state.journal.execute::<DocumentStream>(command, |s, _| document::decide(s, cmd, actor, Utc::now())).await
+}

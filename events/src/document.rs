@@ -1,0 +1,184 @@
+//! The document stream: metadata of a file attached to a case (the bytes live in object
+//! storage at `storage_path`), soft-deleted rather than removed.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::error::{DecodeError, DomainError, Validator};
+use crate::reference::Reference;
+
+/// Largest document the metadata may describe (1 GiB).
+pub const MAX_SIZE: i64 = 1 << 30;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DocumentCommand {
+    Attach {
+        case_id: Uuid,
+        case: Reference,
+        filename: String,
+        mime_type: String,
+        size: i64,
+        storage_path: String,
+        metadata: Map<String, Value>,
+    },
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentAttached {
+    pub case_id: Uuid,
+    pub filename: String,
+    pub mime_type: String,
+    pub size: i64,
+    pub storage_path: String,
+    pub uploaded_by: Uuid,
+    pub metadata: Map<String, Value>,
+    pub uploaded_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentDeleted {
+    pub case_id: Uuid,
+    pub deleted_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DocumentEvent {
+    Attached(DocumentAttached),
+    Deleted(DocumentDeleted),
+}
+
+impl DocumentEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            DocumentEvent::Attached(_) => "DocumentAttached",
+            DocumentEvent::Deleted(_) => "DocumentDeleted",
+        }
+    }
+
+    pub fn schema_version(&self) -> u16 {
+        match self {
+            DocumentEvent::Attached(_) | DocumentEvent::Deleted(_) => 1,
+        }
+    }
+
+    pub fn payload(&self) -> Value {
+        let value = match self {
+            DocumentEvent::Attached(e) => serde_json::to_value(e),
+            DocumentEvent::Deleted(e) => serde_json::to_value(e),
+        };
+        value.expect("document events are plain data and always serialise")
+    }
+
+    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
+        let malformed = |source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source };
+        match (event_type, schema_version) {
+            ("DocumentAttached", 1) => serde_json::from_value(payload).map(DocumentEvent::Attached).map_err(malformed),
+            ("DocumentDeleted", 1) => serde_json::from_value(payload).map(DocumentEvent::Deleted).map_err(malformed),
+            _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    pub case_id: Uuid,
+    pub uploaded_by: Uuid,
+    pub deleted: bool,
+}
+
+pub fn evolve(state: Option<Document>, event: &DocumentEvent) -> Option<Document> {
+    match (state, event) {
+        (None, DocumentEvent::Attached(e)) => {
+            Some(Document { case_id: e.case_id, uploaded_by: e.uploaded_by, deleted: false })
+        }
+        (Some(mut d), DocumentEvent::Deleted(_)) => {
+            d.deleted = true;
+            Some(d)
+        }
+        (state, _) => state,
+    }
+}
+
+pub fn decide(
+    state: Option<&Document>,
+    command: DocumentCommand,
+    actor: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Vec<DocumentEvent>, DomainError> {
+    match (state, command) {
+        (Some(_), DocumentCommand::Attach { .. }) => Err(DomainError::Conflict("the document already exists".into())),
+        (None, DocumentCommand::Attach { case_id, case, filename, mime_type, size, storage_path, metadata }) => {
+            let mut v = Validator::default();
+            match case {
+                Reference::Missing => v.check(false, "case_id", "no case with this id exists in the tenant"),
+                Reference::Inactive => v.check(false, "case_id", "the case is closed; reopen it to attach documents"),
+                Reference::Usable => {}
+            }
+            v.text("filename", &filename, 255);
+            let mime_ok = mime_type.len() <= 100
+                && mime_type.split_once('/').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty());
+            v.check(mime_ok, "mime_type", "must be a MIME type like application/pdf");
+            v.check((0..=MAX_SIZE).contains(&size), "size", format!("must be between 0 and {MAX_SIZE} bytes"));
+            v.text("storage_path", &storage_path, 1024);
+            v.finish()?;
+            Ok(vec![DocumentEvent::Attached(DocumentAttached {
+                case_id,
+                filename,
+                mime_type,
+                size,
+                storage_path,
+                uploaded_by: actor,
+                metadata,
+                uploaded_at: now,
+            })])
+        }
+        (None, DocumentCommand::Delete) => Err(DomainError::NotFound("document")),
+        (Some(d), DocumentCommand::Delete) => Ok(if d.deleted {
+            vec![]
+        } else {
+            vec![DocumentEvent::Deleted(DocumentDeleted { case_id: d.case_id, deleted_at: now })]
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn attach(mime: &str, size: i64) -> DocumentCommand {
+        DocumentCommand::Attach {
+            case_id: Uuid::now_v7(),
+            case: Reference::Usable,
+            filename: "invoice.pdf".into(),
+            mime_type: mime.into(),
+            size,
+            storage_path: "t/c/invoice.pdf".into(),
+            metadata: Map::new(),
+        }
+    }
+
+    #[test]
+    fn metadata_is_validated() {
+        let Err(DomainError::Invalid(errors)) = decide(None, attach("pdf", -1), Uuid::nil(), Utc::now()) else {
+            panic!("expected invalid")
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["mime_type", "size"]);
+    }
+
+    #[test]
+    fn deleting_twice_records_once() {
+        let events = decide(None, attach("application/pdf", 10), Uuid::nil(), Utc::now()).unwrap();
+        let state = events.iter().fold(None, evolve);
+        let deleted = decide(state.as_ref(), DocumentCommand::Delete, Uuid::nil(), Utc::now()).unwrap();
+        let state = deleted.iter().fold(state, evolve);
+        assert_eq!(decide(state.as_ref(), DocumentCommand::Delete, Uuid::nil(), Utc::now()).unwrap(), vec![]);
+    }
+}
