@@ -13,6 +13,7 @@ use events::interaction::{self, Interaction, InteractionEvent};
 use events::note::{self, Note, NoteEvent};
 use events::task::{self, Task, TaskEvent};
 use events::team::{self, Team, TeamEvent};
+use events::template::{self, Template, TemplateEvent};
 use events::tenant::{self, Tenant, TenantEvent};
 use events::user::{self, User, UserEvent};
 use events::{DecodeError, DomainError, EventEnvelope, StreamType};
@@ -66,6 +67,7 @@ stream_kind!(InteractionStream, StreamType::Interaction, interaction, Interactio
 stream_kind!(TaskStream, StreamType::Task, task, Task, TaskEvent);
 stream_kind!(NoteStream, StreamType::Note, note, Note, NoteEvent);
 stream_kind!(DocumentStream, StreamType::Document, document, Document, DocumentEvent);
+stream_kind!(TemplateStream, StreamType::MessageTemplate, template, Template, TemplateEvent);
 
 /// Something looked up (or reserved) inside the command's transaction before deciding,
 /// so that it commits or rolls back with the events.

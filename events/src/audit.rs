@@ -11,6 +11,7 @@ use crate::interaction::InteractionEvent;
 use crate::note::NoteEvent;
 use crate::task::TaskEvent;
 use crate::team::TeamEvent;
+use crate::template::TemplateEvent;
 use crate::tenant::TenantEvent;
 use crate::user::UserEvent;
 
@@ -315,5 +316,36 @@ pub fn document_changes(event: &DocumentEvent) -> (&'static str, Vec<FieldChange
             ],
         ),
         DocumentEvent::Deleted(_) => ("delete", vec![change("is_deleted", json!(false), json!(true))]),
+    }
+}
+
+/// The audit action and per-field old/new values of a message template event.
+pub fn template_changes(event: &TemplateEvent) -> (&'static str, Vec<FieldChange>) {
+    let change = |field, old_value, new_value| FieldChange { field, old_value, new_value };
+    match event {
+        TemplateEvent::Created(e) => (
+            "create",
+            vec![
+                change("name", Value::Null, json!(e.name)),
+                change("subject", Value::Null, json!(e.subject)),
+                change("content", Value::Null, json!(e.content)),
+                change("variables", Value::Null, json!(e.variables)),
+            ],
+        ),
+        TemplateEvent::Updated(e) => {
+            let mut out = Vec::new();
+            if let Some(c) = &e.name {
+                out.push(change("name", json!(c.old), json!(c.new)));
+            }
+            if let Some(c) = &e.subject {
+                out.push(change("subject", json!(c.old), json!(c.new)));
+            }
+            if let Some(c) = &e.content {
+                out.push(change("content", json!(c.old), json!(c.new)));
+            }
+            ("update", out)
+        }
+        TemplateEvent::Deactivated(_) => ("deactivate", vec![change("is_active", json!(true), json!(false))]),
+        TemplateEvent::Activated(_) => ("activate", vec![change("is_active", json!(false), json!(true))]),
     }
 }

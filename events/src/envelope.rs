@@ -22,6 +22,7 @@ pub enum StreamType {
     Task,
     Note,
     Document,
+    MessageTemplate,
 }
 
 impl StreamType {
@@ -37,6 +38,7 @@ impl StreamType {
             StreamType::Task => "task",
             StreamType::Note => "note",
             StreamType::Document => "document",
+            StreamType::MessageTemplate => "message_template",
         }
     }
 }

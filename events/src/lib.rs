@@ -17,6 +17,7 @@ pub mod note;
 pub mod reference;
 pub mod task;
 pub mod team;
+pub mod template;
 pub mod tenant;
 pub mod user;
 

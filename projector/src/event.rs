@@ -8,6 +8,7 @@ use events::interaction::InteractionEvent;
 use events::note::NoteEvent;
 use events::task::TaskEvent;
 use events::team::TeamEvent;
+use events::template::TemplateEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
 use events::{DecodeError, EventEnvelope, StreamType};
@@ -24,6 +25,7 @@ pub enum DomainEvent {
     Task(TaskEvent),
     Note(NoteEvent),
     Document(DocumentEvent),
+    Template(TemplateEvent),
     Case(CaseEvent),
 }
 
@@ -85,6 +87,10 @@ impl Event {
             StreamType::Document => {
                 DocumentEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
                     .map(DomainEvent::Document)
+            }
+            StreamType::MessageTemplate => {
+                TemplateEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
+                    .map(DomainEvent::Template)
             }
             StreamType::Case => {
                 CaseEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())

@@ -14,7 +14,7 @@ use crate::parking::ParkingLot;
 use crate::projection::Projection;
 use crate::projections::{
     elastic::ElasticProjection, mongo_audit::MongoAuditProjection, mongo_notes::MongoNotesProjection,
-    postgres::PostgresProjection, redis_counters::RedisCountersProjection,
+    mongo_templates::MongoTemplatesProjection, postgres::PostgresProjection, redis_counters::RedisCountersProjection,
 };
 use crate::worker::Worker;
 
@@ -39,6 +39,7 @@ impl Application {
             Arc::new(PostgresProjection::new(pool.clone())),
             Arc::new(MongoAuditProjection::new(mongo.database(&settings.mongo_database))),
             Arc::new(MongoNotesProjection::new(mongo.database(&settings.mongo_database))),
+            Arc::new(MongoTemplatesProjection::new(mongo.database(&settings.mongo_database))),
             Arc::new(ElasticProjection::new(elastic).await.context("preparing Elasticsearch")?),
             Arc::new(RedisCountersProjection::new(redis)),
         ];

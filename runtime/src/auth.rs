@@ -47,6 +47,7 @@ pub enum Permission {
     CaseTypesManage,
     ChannelsManage,
     NotesModerate,
+    TemplatesManage,
 }
 
 impl Permission {
@@ -63,6 +64,7 @@ impl Permission {
             Permission::CaseTypesManage => "case_types:manage",
             Permission::ChannelsManage => "channels:manage",
             Permission::NotesModerate => "notes:moderate",
+            Permission::TemplatesManage => "templates:manage",
         }
     }
 }
@@ -78,7 +80,13 @@ impl Role {
             Role::Supervisor => {
                 matches!(
                     permission,
-                    CasesCreate | CasesUpdate | CasesAssign | CasesChangeStatus | TeamsManage | NotesModerate
+                    CasesCreate
+                        | CasesUpdate
+                        | CasesAssign
+                        | CasesChangeStatus
+                        | TeamsManage
+                        | NotesModerate
+                        | TemplatesManage
                 )
             }
             Role::Agent => matches!(permission, CasesCreate | CasesUpdate | CasesAssign | CasesChangeStatus),

@@ -14,5 +14,6 @@ mod notes;
 mod projector_crash;
 mod tasks;
 mod teams;
+mod templates;
 mod tenants;
 mod users;

@@ -8,6 +8,7 @@ mod documents;
 mod notes;
 mod tasks;
 mod teams;
+mod templates;
 mod tenants;
 mod users;
 
@@ -42,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tasks::router())
         .merge(notes::router())
         .merge(documents::router())
+        .merge(templates::router())
         .with_state(state)
 }
 

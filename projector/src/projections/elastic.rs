@@ -20,6 +20,7 @@ use events::interaction::InteractionEvent;
 use events::note::NoteEvent;
 use events::task::TaskEvent;
 use events::team::TeamEvent;
+use events::template::TemplateEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
 use runtime::tenancy::{Tenancy, CASES};
@@ -271,7 +272,13 @@ impl Projection for ElasticProjection {
                 | DomainEvent::Task(TaskEvent::Created(_) | TaskEvent::Assigned(_) | TaskEvent::StatusChanged(_))
                 // Note search arrives with the read-model issue.
                 | DomainEvent::Note(NoteEvent::Added(_) | NoteEvent::Edited(_) | NoteEvent::Deleted(_))
-                | DomainEvent::Document(DocumentEvent::Attached(_) | DocumentEvent::Deleted(_)) => {}
+                | DomainEvent::Document(DocumentEvent::Attached(_) | DocumentEvent::Deleted(_))
+                | DomainEvent::Template(
+                    TemplateEvent::Created(_)
+                    | TemplateEvent::Updated(_)
+                    | TemplateEvent::Deactivated(_)
+                    | TemplateEvent::Activated(_),
+                ) => {}
             }
         }
         if keys.is_empty() {

@@ -3,5 +3,6 @@
 pub mod elastic;
 pub mod mongo_audit;
 pub mod mongo_notes;
+pub mod mongo_templates;
 pub mod postgres;
 pub mod redis_counters;

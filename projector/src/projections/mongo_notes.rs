@@ -3,64 +3,26 @@
 //! only to the version before it, so redelivery changes nothing. Deleted notes keep
 //! their document with `deleted_at` set, so a late redelivery cannot resurrect them.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
-
-use mongodb::bson::{self, doc, Document};
-use mongodb::error::ErrorKind;
-use mongodb::options::IndexOptions;
-use mongodb::{Database, IndexModel};
+use events::note::NoteEvent;
+use mongodb::bson::{doc, Document};
+use mongodb::Database;
 use runtime::tenancy::Tenancy;
 
 use crate::event::{DomainEvent, Event};
+use crate::mongo::{date, insert_once, to_bson, update_guarded, IndexedCollections};
 use crate::projection::{ApplyError, Projection};
-use events::note::NoteEvent;
 
 pub const CASE_NOTES: &str = "case_notes";
-const DUPLICATE_KEY: i32 = 11000;
 
 pub struct MongoNotesProjection {
     db: Database,
-    indexed: Mutex<HashSet<String>>,
+    indexed: IndexedCollections,
 }
 
 impl MongoNotesProjection {
     pub fn new(db: Database) -> Self {
-        Self { db, indexed: Mutex::new(HashSet::new()) }
+        Self { db, indexed: IndexedCollections::default() }
     }
-
-    async fn ensure_indexes(&self, collection: &str) -> Result<(), ApplyError> {
-        if self.indexed.lock().map(|s| s.contains(collection)).unwrap_or(false) {
-            return Ok(());
-        }
-        let models = [
-            (doc! { "tenant_id": 1, "created_at": -1 }, "tenant_created"),
-            (doc! { "tenant_id": 1, "case_id": 1 }, "tenant_case"),
-        ]
-        .map(|(keys, name)| {
-            IndexModel::builder().keys(keys).options(IndexOptions::builder().name(name.to_owned()).build()).build()
-        });
-        self.db
-            .collection::<Document>(collection)
-            .create_indexes(models)
-            .await
-            .map_err(|e| ApplyError::Transient(e.into()))?;
-        if let Ok(mut s) = self.indexed.lock() {
-            s.insert(collection.to_owned());
-        }
-        Ok(())
-    }
-}
-
-fn bson_value<T: serde::Serialize>(event: &Event, value: &T) -> Result<bson::Bson, ApplyError> {
-    bson::to_bson(value).map_err(|e| ApplyError::Poison {
-        event_id: event.envelope.event_id,
-        reason: format!("not storable as BSON: {e}"),
-    })
-}
-
-fn date(at: chrono::DateTime<chrono::Utc>) -> bson::DateTime {
-    bson::DateTime::from_millis(at.timestamp_millis())
 }
 
 #[async_trait::async_trait]
@@ -74,15 +36,16 @@ impl Projection for MongoNotesProjection {
         for event in events {
             let DomainEvent::Note(note_event) = &event.data else { continue };
             let env = &event.envelope;
-            let name = Tenancy(env.tenant_id).mongo_collection(CASE_NOTES);
-            self.ensure_indexes(&name).await?;
-            let coll = self.db.collection::<Document>(&name);
-            let id = env.stream_id.to_string();
-            let v = env.stream_version;
-            let outcome = match note_event {
+            let coll = self.db.collection::<Document>(&Tenancy(env.tenant_id).mongo_collection(CASE_NOTES));
+            let indexes = [
+                (doc! { "tenant_id": 1, "created_at": -1 }, "tenant_created"),
+                (doc! { "tenant_id": 1, "case_id": 1 }, "tenant_case"),
+            ];
+            self.indexed.ensure(&coll, &indexes).await?;
+            match note_event {
                 NoteEvent::Added(e) => {
                     let document = doc! {
-                        "_id": &id,
+                        "_id": env.stream_id.to_string(),
                         "tenant_id": env.tenant_id.to_string(),
                         "case_id": e.case_id.to_string(),
                         "user_id": e.author_id.to_string(),
@@ -90,17 +53,14 @@ impl Projection for MongoNotesProjection {
                         "created_at": date(e.created_at),
                         "updated_at": date(e.created_at),
                         "is_internal": e.is_internal,
-                        "tags": bson_value(event, &e.tags)?,
-                        "attachments": bson_value(event, &e.attachments)?,
-                        "version": v,
+                        "tags": to_bson(event, &e.tags)?,
+                        "attachments": to_bson(event, &e.attachments)?,
+                        "version": env.stream_version,
                     };
-                    match coll.insert_one(document).await {
-                        Err(err) if matches!(err.kind.as_ref(), ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) if w.code == DUPLICATE_KEY) => Ok(()),
-                        other => other.map(|_| ()),
-                    }
+                    insert_once(&coll, document).await?;
                 }
                 NoteEvent::Edited(e) => {
-                    let mut set = doc! { "updated_at": date(e.edited_at), "version": v };
+                    let mut set = doc! { "updated_at": date(e.edited_at) };
                     if let Some(c) = &e.content {
                         set.insert("content", &c.new);
                     }
@@ -108,19 +68,15 @@ impl Projection for MongoNotesProjection {
                         set.insert("is_internal", c.new);
                     }
                     if let Some(c) = &e.tags {
-                        set.insert("tags", bson_value(event, &c.new)?);
+                        set.insert("tags", to_bson(event, &c.new)?);
                     }
-                    coll.update_one(doc! { "_id": &id, "version": v - 1 }, doc! { "$set": set }).await.map(|_| ())
+                    update_guarded(&coll, event, set).await?;
                 }
-                NoteEvent::Deleted(e) => coll
-                    .update_one(
-                        doc! { "_id": &id, "version": v - 1 },
-                        doc! { "$set": { "deleted_at": date(e.deleted_at), "updated_at": date(e.deleted_at), "version": v } },
-                    )
-                    .await
-                    .map(|_| ()),
-            };
-            outcome.map_err(|e| ApplyError::Transient(e.into()))?;
+                NoteEvent::Deleted(e) => {
+                    let set = doc! { "deleted_at": date(e.deleted_at), "updated_at": date(e.deleted_at) };
+                    update_guarded(&coll, event, set).await?;
+                }
+            }
         }
         Ok(())
     }

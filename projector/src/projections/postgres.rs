@@ -15,6 +15,7 @@ use events::interaction::InteractionEvent;
 use events::note::NoteEvent;
 use events::task::TaskEvent;
 use events::team::TeamEvent;
+use events::template::TemplateEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
 use runtime::tenancy::Tenancy;
@@ -97,8 +98,14 @@ impl PostgresProjection {
             DomainEvent::Channel(channel_event) => self.apply_channel(tx, event, channel_event).await?,
             DomainEvent::Task(task_event) => self.apply_task(tx, event, task_event).await?,
             DomainEvent::Document(document_event) => self.apply_document(tx, event, document_event).await?,
-            // Notes live in MongoDB (seed §2.2.2), not in PostgreSQL.
+            // Notes and message templates live in MongoDB (seed §2.2.2), not in PostgreSQL.
             DomainEvent::Note(NoteEvent::Added(_) | NoteEvent::Edited(_) | NoteEvent::Deleted(_)) => {}
+            DomainEvent::Template(
+                TemplateEvent::Created(_)
+                | TemplateEvent::Updated(_)
+                | TemplateEvent::Deactivated(_)
+                | TemplateEvent::Activated(_),
+            ) => {}
             // The month-partitioned interactions table arrives with the read-model issue.
             DomainEvent::Interaction(InteractionEvent::Recorded(_)) => {}
             DomainEvent::Case(case_event) => self.apply_case(tx, event, case_event).await?,

@@ -13,6 +13,7 @@ use events::interaction::InteractionEvent;
 use events::note::NoteEvent;
 use events::task::TaskEvent;
 use events::team::TeamEvent;
+use events::template::TemplateEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
 use redis::aio::ConnectionManager;
@@ -126,7 +127,13 @@ impl Projection for RedisCountersProjection {
                 | DomainEvent::Task(TaskEvent::Created(_) | TaskEvent::Assigned(_) | TaskEvent::StatusChanged(_))
                 // Note search arrives with the read-model issue.
                 | DomainEvent::Note(NoteEvent::Added(_) | NoteEvent::Edited(_) | NoteEvent::Deleted(_))
-                | DomainEvent::Document(DocumentEvent::Attached(_) | DocumentEvent::Deleted(_)) => continue,
+                | DomainEvent::Document(DocumentEvent::Attached(_) | DocumentEvent::Deleted(_))
+                | DomainEvent::Template(
+                    TemplateEvent::Created(_)
+                    | TemplateEvent::Updated(_)
+                    | TemplateEvent::Deactivated(_)
+                    | TemplateEvent::Activated(_),
+                ) => continue,
             };
             let t = Tenancy(env.tenant_id);
             let outcome: i64 = self

@@ -1,0 +1,215 @@
+//! Message template commands (supervisors and administrators) and rendering a template
+//! for a case, which reports the placeholders it had no value for.
+
+use std::collections::BTreeSet;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{patch, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use events::channel::ChannelType;
+use events::template::{self, render, TemplateCommand};
+use events::FieldError;
+use runtime::auth::Permission;
+use runtime::extract::ApiPath;
+use runtime::ApiError;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use super::AppState;
+use crate::context::CommandContext;
+use crate::journal::{fingerprint, CaseStream, Command, CommandReply, Lookup, TemplateStream, UserStream};
+use crate::versioned::{CommandSchema, Versioned};
+
+const KIND: &str = "message_template";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/message-templates", post(create))
+        .route("/v1/message-templates/{id}", patch(update))
+        .route("/v1/message-templates/{id}/deactivate", post(deactivate))
+        .route("/v1/message-templates/{id}/activate", post(activate))
+        .route("/v1/message-templates/{id}/render", post(render_for_case))
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    description: Option<String>,
+    channel_type: ChannelType,
+    subject: Option<String>,
+    content: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    category: Option<String>,
+}
+
+impl CommandSchema for CreateBody {
+    const NAME: &'static str = "create_message_template";
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    subject: Option<Option<String>>,
+    content: Option<String>,
+}
+
+impl CommandSchema for UpdateBody {
+    const NAME: &'static str = "update_message_template";
+}
+
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+impl CommandSchema for Empty {
+    const NAME: &'static str = "message_template_activation";
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenderBody {
+    case_id: Uuid,
+    /// Values for placeholders the case does not provide (they win over the case's).
+    #[serde(default)]
+    values: Map<String, Value>,
+}
+
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+async fn create(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    Versioned { body, .. }: Versioned<CreateBody>,
+) -> Result<CommandReply, ApiError> {
+    ctx.caller.require(Permission::TemplatesManage)?;
+    let hash = fingerprint(CreateBody::NAME, None, &body);
+    let id = Uuid::now_v7();
+    let lookup = Lookup::UniqueName { kind: KIND, name: body.name.trim().to_lowercase() };
+    let cmd = TemplateCommand::Create {
+        name: body.name,
+        description: body.description,
+        channel_type: body.channel_type,
+        subject: body.subject,
+        content: body.content,
+        tags: body.tags,
+        category: body.category,
+    };
+    let mut reply = run(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd).await?;
+    reply.body["location"] = format!("/v1/message-templates/{id}").into();
+    Ok(reply)
+}
+
+async fn update(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<UpdateBody>,
+) -> Result<CommandReply, ApiError> {
+    ctx.caller.require(Permission::TemplatesManage)?;
+    let hash = fingerprint(UpdateBody::NAME, Some(id), &body);
+    let lookup = match &body.name {
+        Some(name) => Lookup::UniqueName { kind: KIND, name: name.trim().to_lowercase() },
+        None => Lookup::Nothing,
+    };
+    let cmd = TemplateCommand::Update {
+        name: body.name,
+        description: body.description,
+        subject: body.subject,
+        content: body.content,
+    };
+    run(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
+}
+
+async fn deactivate(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<Empty>,
+) -> Result<CommandReply, ApiError> {
+    ctx.caller.require(Permission::TemplatesManage)?;
+    let hash = fingerprint("deactivate_message_template", Some(id), &body);
+    run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, TemplateCommand::Deactivate).await
+}
+
+async fn activate(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<Empty>,
+) -> Result<CommandReply, ApiError> {
+    ctx.caller.require(Permission::TemplatesManage)?;
+    let hash = fingerprint("activate_message_template", Some(id), &body);
+    run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, TemplateCommand::Activate).await
+}
+
+async fn run(
+    state: &AppState,
+    ctx: &CommandContext,
+    id: Uuid,
+    hash: String,
+    lookup: Lookup,
+    success: StatusCode,
+    cmd: TemplateCommand,
+) -> Result<CommandReply, ApiError> {
+    super::cases::ensure_active_tenant(state, ctx.caller.tenant_id).await?;
+    let command = Command { ctx, tenant_id: ctx.caller.tenant_id, stream_id: id, request_hash: hash, lookup, success };
+    let actor = ctx.caller.user_id;
+    state.journal.execute::<TemplateStream>(command, |s, _| template::decide(s, cmd, actor, Utc::now())).await
+}
+
+/// Fills a template for a case: the case's fields (`case_number`, `case_title`,
+/// `case_status`, `case_priority`, `case_description`), its custom fields by name,
+/// `company_name` (the tenant) and `agent_name` (the assignee), then `values`.
+/// Records nothing; it answers from the write side's current state.
+async fn render_for_case(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    runtime::extract::ApiJson(body): runtime::extract::ApiJson<RenderBody>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = ctx.caller.require(Permission::CasesUpdate)?.tenant_id;
+    let template = state
+        .journal
+        .state::<TemplateStream>(tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("message template not found".into()))?;
+    if !template.active {
+        return Err(ApiError::Conflict { detail: "the template is deactivated".into(), current_version: None });
+    }
+    let case =
+        state.journal.state::<CaseStream>(tenant, body.case_id).await?.ok_or_else(|| ApiError::Unprocessable {
+            detail: "some fields are invalid; see errors".into(),
+            errors: vec![FieldError::new("case_id", "no case with this id exists in the tenant")],
+        })?;
+    let mut values: Map<String, Value> = case.custom_fields.clone();
+    values.insert("case_number".into(), json!(case.case_number));
+    values.insert("case_title".into(), json!(case.title));
+    values.insert("case_status".into(), json!(case.status.as_str()));
+    values.insert("case_priority".into(), json!(case.priority.as_str()));
+    values.insert("case_description".into(), json!(case.description));
+    if let Some(t) = state.journal.tenant(tenant).await? {
+        values.insert("company_name".into(), json!(t.name));
+    }
+    if let Some(agent) = case.assigned_to {
+        if let Some(u) = state.journal.state::<UserStream>(tenant, agent).await? {
+            let full = [u.first_name, u.last_name].into_iter().flatten().collect::<Vec<_>>().join(" ");
+            values.insert("agent_name".into(), json!(if full.is_empty() { u.username } else { full }));
+        }
+    }
+    values.extend(body.values);
+    let mut missing = BTreeSet::new();
+    let subject = template.subject.as_deref().map(|s| render(s, &values, &mut missing));
+    let content = render(&template.content, &values, &mut missing);
+    Ok(Json(json!({ "subject": subject, "content": content, "missing": missing, "variables": template.variables })))
+}

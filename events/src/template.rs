@@ -1,0 +1,346 @@
+//! The message template stream: `{{variable}}` placeholders in subject and content are
+//! extracted when a template is created or changed; `render` fills them and reports the
+//! ones it had no value for.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::change::Change;
+use crate::channel::ChannelType;
+use crate::error::{DecodeError, DomainError, Validator};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TemplateCommand {
+    Create {
+        name: String,
+        description: Option<String>,
+        channel_type: ChannelType,
+        subject: Option<String>,
+        content: String,
+        tags: Vec<String>,
+        category: Option<String>,
+    },
+    Update {
+        name: Option<String>,
+        description: Option<Option<String>>,
+        subject: Option<Option<String>>,
+        content: Option<String>,
+    },
+    Deactivate,
+    Activate,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateCreated {
+    pub name: String,
+    pub description: Option<String>,
+    pub channel_type: ChannelType,
+    pub subject: Option<String>,
+    pub content: String,
+    pub variables: Vec<String>,
+    pub tags: Vec<String>,
+    pub category: Option<String>,
+    pub created_by: uuid::Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateUpdated {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Change<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<Change<Option<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Change<Option<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Change<String>>,
+    /// The placeholders after the change.
+    pub variables: Vec<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateActivation {
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TemplateEvent {
+    Created(TemplateCreated),
+    Updated(TemplateUpdated),
+    Deactivated(TemplateActivation),
+    Activated(TemplateActivation),
+}
+
+impl TemplateEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            TemplateEvent::Created(_) => "MessageTemplateCreated",
+            TemplateEvent::Updated(_) => "MessageTemplateUpdated",
+            TemplateEvent::Deactivated(_) => "MessageTemplateDeactivated",
+            TemplateEvent::Activated(_) => "MessageTemplateActivated",
+        }
+    }
+
+    pub fn schema_version(&self) -> u16 {
+        match self {
+            TemplateEvent::Created(_)
+            | TemplateEvent::Updated(_)
+            | TemplateEvent::Deactivated(_)
+            | TemplateEvent::Activated(_) => 1,
+        }
+    }
+
+    pub fn payload(&self) -> Value {
+        let value = match self {
+            TemplateEvent::Created(e) => serde_json::to_value(e),
+            TemplateEvent::Updated(e) => serde_json::to_value(e),
+            TemplateEvent::Deactivated(e) | TemplateEvent::Activated(e) => serde_json::to_value(e),
+        };
+        value.expect("template events are plain data and always serialise")
+    }
+
+    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
+        let malformed = |source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source };
+        match (event_type, schema_version) {
+            ("MessageTemplateCreated", 1) => {
+                serde_json::from_value(payload).map(TemplateEvent::Created).map_err(malformed)
+            }
+            ("MessageTemplateUpdated", 1) => {
+                serde_json::from_value(payload).map(TemplateEvent::Updated).map_err(malformed)
+            }
+            ("MessageTemplateDeactivated", 1) => {
+                serde_json::from_value(payload).map(TemplateEvent::Deactivated).map_err(malformed)
+            }
+            ("MessageTemplateActivated", 1) => {
+                serde_json::from_value(payload).map(TemplateEvent::Activated).map_err(malformed)
+            }
+            _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    pub name: String,
+    pub description: Option<String>,
+    pub channel_type: ChannelType,
+    pub subject: Option<String>,
+    pub content: String,
+    pub variables: Vec<String>,
+    pub active: bool,
+}
+
+pub fn evolve(state: Option<Template>, event: &TemplateEvent) -> Option<Template> {
+    match (state, event) {
+        (None, TemplateEvent::Created(e)) => Some(Template {
+            name: e.name.clone(),
+            description: e.description.clone(),
+            channel_type: e.channel_type,
+            subject: e.subject.clone(),
+            content: e.content.clone(),
+            variables: e.variables.clone(),
+            active: true,
+        }),
+        (Some(mut t), TemplateEvent::Updated(e)) => {
+            if let Some(c) = &e.name {
+                t.name = c.new.clone();
+            }
+            if let Some(c) = &e.description {
+                t.description = c.new.clone();
+            }
+            if let Some(c) = &e.subject {
+                t.subject = c.new.clone();
+            }
+            if let Some(c) = &e.content {
+                t.content = c.new.clone();
+            }
+            t.variables = e.variables.clone();
+            Some(t)
+        }
+        (Some(mut t), TemplateEvent::Deactivated(_)) => {
+            t.active = false;
+            Some(t)
+        }
+        (Some(mut t), TemplateEvent::Activated(_)) => {
+            t.active = true;
+            Some(t)
+        }
+        (state, _) => state,
+    }
+}
+
+/// Splits text into literal parts and `{{name}}` placeholders (names trimmed).
+fn placeholders(text: &str) -> impl Iterator<Item = (usize, usize, &str)> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let start = at + text[at..].find("{{")?;
+        let end = start + 2 + text[start + 2..].find("}}")?;
+        at = end + 2;
+        Some((start, end + 2, text[start + 2..end].trim()))
+    })
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+}
+
+/// The distinct placeholder names of the texts, sorted.
+pub fn extract_variables<'a>(texts: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut names = BTreeSet::new();
+    for text in texts {
+        names.extend(placeholders(text).map(|(_, _, n)| n.to_owned()).filter(|n| valid_name(n)));
+    }
+    names.into_iter().collect()
+}
+
+/// Fills placeholders from `values`; returns the text and the names that had no value
+/// (left in place, so a reader sees what is missing).
+pub fn render(text: &str, values: &Map<String, Value>, missing: &mut BTreeSet<String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (start, end, name) in placeholders(text) {
+        out.push_str(&text[last..start]);
+        match values.get(name) {
+            Some(Value::String(s)) => out.push_str(s),
+            Some(Value::Null) | None => {
+                missing.insert(name.to_owned());
+                out.push_str(&text[start..end]);
+            }
+            Some(other) => out.push_str(&other.to_string()),
+        }
+        last = end;
+    }
+    out.push_str(&text[last..]);
+    out
+}
+
+fn check_texts(v: &mut Validator, subject: Option<&str>, content: &str) {
+    v.text("content", content, 100_000);
+    if let Some(s) = subject {
+        v.text("subject", s, 500);
+    }
+    for (field, text) in [("subject", subject.unwrap_or_default()), ("content", content)] {
+        for (_, _, name) in placeholders(text) {
+            v.check(
+                valid_name(name),
+                field,
+                format!("placeholder {{{{{name}}}}} must be 1-64 characters of a-z, 0-9, _ and ."),
+            );
+        }
+    }
+}
+
+pub fn decide(
+    state: Option<&Template>,
+    command: TemplateCommand,
+    actor: uuid::Uuid,
+    now: DateTime<Utc>,
+) -> Result<Vec<TemplateEvent>, DomainError> {
+    match (state, command) {
+        (Some(_), TemplateCommand::Create { .. }) => Err(DomainError::Conflict("the template already exists".into())),
+        (None, TemplateCommand::Create { name, description, channel_type, subject, content, tags, category }) => {
+            let mut v = Validator::default();
+            v.text("name", &name, 255);
+            check_texts(&mut v, subject.as_deref(), &content);
+            v.finish()?;
+            let variables = extract_variables(subject.as_deref().into_iter().chain([content.as_str()]));
+            Ok(vec![TemplateEvent::Created(TemplateCreated {
+                name: name.trim().to_owned(),
+                description,
+                channel_type,
+                subject,
+                content,
+                variables,
+                tags,
+                category,
+                created_by: actor,
+                created_at: now,
+            })])
+        }
+        (None, _) => Err(DomainError::NotFound("message template")),
+        (Some(t), TemplateCommand::Update { name, description, subject, content }) => {
+            let new_subject = subject.clone().unwrap_or_else(|| t.subject.clone());
+            let new_content = content.clone().unwrap_or_else(|| t.content.clone());
+            let mut v = Validator::default();
+            if let Some(n) = &name {
+                v.text("name", n, 255);
+            }
+            check_texts(&mut v, new_subject.as_deref(), &new_content);
+            v.finish()?;
+            let event = TemplateUpdated {
+                name: Change::between(&t.name, name.map(|n| n.trim().to_owned())),
+                description: Change::between(&t.description, description),
+                subject: Change::between(&t.subject, subject),
+                content: Change::between(&t.content, content),
+                variables: extract_variables(new_subject.as_deref().into_iter().chain([new_content.as_str()])),
+                updated_at: now,
+            };
+            let nothing = event.name.is_none()
+                && event.description.is_none()
+                && event.subject.is_none()
+                && event.content.is_none();
+            Ok(if nothing { vec![] } else { vec![TemplateEvent::Updated(event)] })
+        }
+        (Some(t), TemplateCommand::Deactivate) => {
+            Ok(if t.active { vec![TemplateEvent::Deactivated(TemplateActivation { at: now })] } else { vec![] })
+        }
+        (Some(t), TemplateCommand::Activate) => {
+            Ok(if t.active { vec![] } else { vec![TemplateEvent::Activated(TemplateActivation { at: now })] })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn variables_are_extracted_once_each_in_order() {
+        let vars =
+            extract_variables(["Case #{{case_number}}", "Dear {{ customer_name }}, case {{case_number}} {{unclosed"]);
+        assert_eq!(vars, vec!["case_number", "customer_name"]);
+    }
+
+    #[test]
+    fn rendering_fills_known_values_and_reports_missing_ones() {
+        let values = json!({ "case_number": "CASE-000001", "amount": 12 });
+        let mut missing = BTreeSet::new();
+        let text =
+            render("{{case_number}} for {{customer_name}}: {{amount}}", values.as_object().unwrap(), &mut missing);
+        assert_eq!(text, "CASE-000001 for {{customer_name}}: 12");
+        assert_eq!(missing.into_iter().collect::<Vec<_>>(), vec!["customer_name"]);
+    }
+
+    #[test]
+    fn bad_placeholders_are_refused_and_updates_recompute_variables() {
+        let create = |content: &str| TemplateCommand::Create {
+            name: "Resolved".into(),
+            description: None,
+            channel_type: ChannelType::Email,
+            subject: Some("Case {{case_number}}".into()),
+            content: content.into(),
+            tags: vec![],
+            category: None,
+        };
+        assert!(matches!(
+            decide(None, create("Hi {{first name}}"), uuid::Uuid::nil(), Utc::now()),
+            Err(DomainError::Invalid(_))
+        ));
+        let events = decide(None, create("Hi {{customer_name}}"), uuid::Uuid::nil(), Utc::now()).unwrap();
+        let state = events.iter().fold(None, evolve);
+        let update = TemplateCommand::Update { name: None, description: None, subject: Some(None), content: None };
+        let updated = decide(state.as_ref(), update, uuid::Uuid::nil(), Utc::now()).unwrap();
+        let [TemplateEvent::Updated(e)] = updated.as_slice() else { panic!("expected an update") };
+        assert_eq!(e.variables, vec!["customer_name"]);
+    }
+}
