@@ -17,6 +17,19 @@ CREATE TABLE eventstore.user_emails (
 );
 CREATE INDEX idx_user_emails_user ON eventstore.user_emails (tenant_id, user_id);
 
+-- Row-level security for one tenant table: only rows of app.current_tenant_id are
+-- visible to the reader role. Every provisioning step calls it for its tables.
+CREATE FUNCTION public.murima_isolate_table(s TEXT, t TEXT) RETURNS void
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    EXECUTE format('ALTER TABLE %I.%I ENABLE ROW LEVEL SECURITY', s, t);
+    EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %I.%I', s, t);
+    EXECUTE format($sql$CREATE POLICY tenant_isolation ON %I.%I
+                   USING (tenant_id = NULLIF(current_setting('app.current_tenant_id', true), '')::uuid)$sql$, s, t);
+    EXECUTE format('GRANT SELECT ON %I.%I TO murima_reader', s, t);
+END
+$fn$;
+
 ALTER FUNCTION public.murima_provision_tenant(UUID) RENAME TO murima_provision_tenant_cases;
 
 CREATE FUNCTION public.murima_provision_tenant(p_tenant UUID) RETURNS void
@@ -51,11 +64,7 @@ BEGIN
     EXECUTE format('CREATE INDEX IF NOT EXISTS idx_users_tenant_id ON %I.users (tenant_id)', s);
     EXECUTE format('CREATE INDEX IF NOT EXISTS idx_users_role ON %I.users (tenant_id, role)', s);
     EXECUTE format('CREATE INDEX IF NOT EXISTS idx_users_status ON %I.users (tenant_id, status)', s);
-    EXECUTE format('ALTER TABLE %I.users ENABLE ROW LEVEL SECURITY', s);
-    EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %I.users', s);
-    EXECUTE format($sql$CREATE POLICY tenant_isolation ON %I.users
-                   USING (tenant_id = NULLIF(current_setting('app.current_tenant_id', true), '')::uuid)$sql$, s);
-    EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO murima_reader', s);
+    PERFORM public.murima_isolate_table(s, 'users');
 END
 $fn$;
 

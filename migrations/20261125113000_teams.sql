@@ -43,15 +43,8 @@ BEGIN
             PRIMARY KEY (team_id, user_id)
         )$sql$, s);
     EXECUTE format('CREATE INDEX IF NOT EXISTS idx_team_members_user_id ON %I.team_members (user_id)', s);
-    EXECUTE format('ALTER TABLE %I.teams ENABLE ROW LEVEL SECURITY', s);
-    EXECUTE format('ALTER TABLE %I.team_members ENABLE ROW LEVEL SECURITY', s);
-    EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %I.teams', s);
-    EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %I.team_members', s);
-    EXECUTE format($sql$CREATE POLICY tenant_isolation ON %I.teams
-                   USING (tenant_id = NULLIF(current_setting('app.current_tenant_id', true), '')::uuid)$sql$, s);
-    EXECUTE format($sql$CREATE POLICY tenant_isolation ON %I.team_members
-                   USING (tenant_id = NULLIF(current_setting('app.current_tenant_id', true), '')::uuid)$sql$, s);
-    EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO murima_reader', s);
+    PERFORM public.murima_isolate_table(s, 'teams');
+    PERFORM public.murima_isolate_table(s, 'team_members');
 END
 $fn$;
 

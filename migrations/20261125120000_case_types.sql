@@ -36,11 +36,7 @@ BEGIN
         )$sql$, s);
     EXECUTE format('CREATE INDEX IF NOT EXISTS idx_case_types_tenant_id ON %I.case_types (tenant_id)', s);
     EXECUTE format('CREATE INDEX IF NOT EXISTS idx_case_types_is_active ON %I.case_types (tenant_id, is_active)', s);
-    EXECUTE format('ALTER TABLE %I.case_types ENABLE ROW LEVEL SECURITY', s);
-    EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %I.case_types', s);
-    EXECUTE format($sql$CREATE POLICY tenant_isolation ON %I.case_types
-                   USING (tenant_id = NULLIF(current_setting('app.current_tenant_id', true), '')::uuid)$sql$, s);
-    EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO murima_reader', s);
+    PERFORM public.murima_isolate_table(s, 'case_types');
 END
 $fn$;
 

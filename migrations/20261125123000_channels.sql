@@ -26,11 +26,7 @@ BEGIN
     EXECUTE format('CREATE INDEX IF NOT EXISTS idx_channels_tenant_id ON %I.channels (tenant_id)', s);
     EXECUTE format('CREATE INDEX IF NOT EXISTS idx_channels_type ON %I.channels (tenant_id, type)', s);
     EXECUTE format('CREATE INDEX IF NOT EXISTS idx_channels_is_active ON %I.channels (tenant_id, is_active)', s);
-    EXECUTE format('ALTER TABLE %I.channels ENABLE ROW LEVEL SECURITY', s);
-    EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %I.channels', s);
-    EXECUTE format($sql$CREATE POLICY tenant_isolation ON %I.channels
-                   USING (tenant_id = NULLIF(current_setting('app.current_tenant_id', true), '')::uuid)$sql$, s);
-    EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO murima_reader', s);
+    PERFORM public.murima_isolate_table(s, 'channels');
 END
 $fn$;
 

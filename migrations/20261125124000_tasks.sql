@@ -34,11 +34,7 @@ BEGIN
     EXECUTE format('CREATE INDEX IF NOT EXISTS idx_tasks_case_id ON %I.tasks (tenant_id, case_id)', s);
     EXECUTE format('CREATE INDEX IF NOT EXISTS idx_tasks_status ON %I.tasks (tenant_id, status)', s);
     EXECUTE format('CREATE INDEX IF NOT EXISTS idx_tasks_assigned_to ON %I.tasks (tenant_id, assigned_to)', s);
-    EXECUTE format('ALTER TABLE %I.tasks ENABLE ROW LEVEL SECURITY', s);
-    EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %I.tasks', s);
-    EXECUTE format($sql$CREATE POLICY tenant_isolation ON %I.tasks
-                   USING (tenant_id = NULLIF(current_setting('app.current_tenant_id', true), '')::uuid)$sql$, s);
-    EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO murima_reader', s);
+    PERFORM public.murima_isolate_table(s, 'tasks');
 END
 $fn$;
 

@@ -28,11 +28,7 @@ BEGIN
     EXECUTE format('CREATE INDEX IF NOT EXISTS idx_documents_tenant_id ON %I.documents (tenant_id)', s);
     EXECUTE format('CREATE INDEX IF NOT EXISTS idx_documents_case_id ON %I.documents (tenant_id, case_id)', s);
     EXECUTE format('CREATE INDEX IF NOT EXISTS idx_documents_uploaded_by ON %I.documents (tenant_id, uploaded_by)', s);
-    EXECUTE format('ALTER TABLE %I.documents ENABLE ROW LEVEL SECURITY', s);
-    EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %I.documents', s);
-    EXECUTE format($sql$CREATE POLICY tenant_isolation ON %I.documents
-                   USING (tenant_id = NULLIF(current_setting('app.current_tenant_id', true), '')::uuid)$sql$, s);
-    EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO murima_reader', s);
+    PERFORM public.murima_isolate_table(s, 'documents');
 END
 $fn$;
 

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CaseTypeStream, Command, CommandReply, Lookup};
+use crate::journal::{fingerprint, CaseTypeStream, CommandReply, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
 
 const KIND: &str = "case_type";
@@ -147,7 +147,8 @@ async fn run(
     success: StatusCode,
     cmd: CaseTypeCommand,
 ) -> Result<CommandReply, ApiError> {
-    super::cases::ensure_active_tenant(state, ctx.caller.tenant_id).await?;
-    let command = Command { ctx, tenant_id: ctx.caller.tenant_id, stream_id: id, request_hash: hash, lookup, success };
-    state.journal.execute::<CaseTypeStream>(command, |s, _| case_type::decide(s, cmd, Utc::now())).await
+    super::execute_in_tenant::<CaseTypeStream>(state, ctx, id, hash, lookup, success, |s| {
+        case_type::decide(s, cmd, Utc::now())
+    })
+    .await
 }

@@ -9,7 +9,6 @@ use events::case::{
     self, AssignCase, CaseCommand, CaseTypeFacts, ChangeStatus, Context, CustomFields, OpenCase, Priority, Status,
     UpdateCase,
 };
-use events::tenant::TenantStatus;
 use runtime::auth::Permission;
 use runtime::extract::ApiPath;
 use runtime::ApiError;
@@ -98,7 +97,7 @@ async fn open(
     Versioned { body, .. }: Versioned<OpenCaseBody>,
 ) -> Result<CommandReply, ApiError> {
     let caller = ctx.caller.require(Permission::CasesCreate)?;
-    ensure_active_tenant(&state, caller.tenant_id).await?;
+    super::ensure_active_tenant(&state, caller.tenant_id).await?;
     let case_type = case_type_facts(&state, caller.tenant_id, body.case_type_id).await?;
     // v7: a case's id tells the month of its search index (see runtime::tenancy).
     let case_id = Uuid::now_v7();
@@ -211,7 +210,7 @@ async fn run(
     cmd: CaseCommand,
 ) -> Result<CommandReply, ApiError> {
     let caller = ctx.caller.require(permission)?;
-    ensure_active_tenant(state, caller.tenant_id).await?;
+    super::ensure_active_tenant(state, caller.tenant_id).await?;
     let command = Command {
         ctx,
         tenant_id: caller.tenant_id,
@@ -230,15 +229,4 @@ async fn run(
 async fn case_type_facts(state: &AppState, tenant: Uuid, id: Uuid) -> Result<Option<CaseTypeFacts>, ApiError> {
     let found = state.journal.state::<CaseTypeStream>(tenant, id).await?;
     Ok(found.map(|t| CaseTypeFacts { active: t.active, form: t.form_definition }))
-}
-
-/// Case commands need a provisioned tenant that is not suspended.
-pub(super) async fn ensure_active_tenant(state: &AppState, tenant: Uuid) -> Result<(), ApiError> {
-    match state.journal.tenant(tenant).await? {
-        None => Err(ApiError::Forbidden("the token's tenant is not provisioned".into())),
-        Some(t) if t.status == TenantStatus::Suspended => {
-            Err(ApiError::Forbidden("the tenant is suspended; its commands are refused until it is reactivated".into()))
-        }
-        Some(_) => Ok(()),
-    }
 }

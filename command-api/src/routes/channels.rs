@@ -146,9 +146,10 @@ async fn run(
     success: StatusCode,
     cmd: ChannelCommand,
 ) -> Result<CommandReply, ApiError> {
-    super::cases::ensure_active_tenant(state, ctx.caller.tenant_id).await?;
-    let command = Command { ctx, tenant_id: ctx.caller.tenant_id, stream_id: id, request_hash: hash, lookup, success };
-    state.journal.execute::<ChannelStream>(command, |s, _| channel::decide(s, cmd, Utc::now())).await
+    super::execute_in_tenant::<ChannelStream>(state, ctx, id, hash, lookup, success, |s| {
+        channel::decide(s, cmd, Utc::now())
+    })
+    .await
 }
 
 /// Records one contact on a case; the case must exist and not be closed, the channel
@@ -160,7 +161,7 @@ async fn record_interaction(
     Versioned { body, .. }: Versioned<InteractionBody>,
 ) -> Result<CommandReply, ApiError> {
     let caller = ctx.caller.require(Permission::CasesUpdate)?;
-    super::cases::ensure_active_tenant(&state, caller.tenant_id).await?;
+    super::ensure_active_tenant(&state, caller.tenant_id).await?;
     let hash = fingerprint(InteractionBody::NAME, Some(case_id), &body);
     let case = match state.journal.state::<CaseStream>(caller.tenant_id, case_id).await? {
         None => Reference::Missing,

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CaseStream, Command, CommandReply, DocumentStream, Lookup};
+use crate::journal::{fingerprint, CaseStream, CommandReply, DocumentStream, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
 
 pub fn router() -> Router<AppState> {
@@ -47,7 +47,6 @@ async fn attach(
     Versioned { body, .. }: Versioned<AttachBody>,
 ) -> Result<CommandReply, ApiError> {
     let caller = ctx.caller.require(Permission::CasesUpdate)?;
-    super::cases::ensure_active_tenant(&state, caller.tenant_id).await?;
     let hash = fingerprint(AttachBody::NAME, Some(case_id), &body);
     let case = match state.journal.state::<CaseStream>(caller.tenant_id, case_id).await? {
         None => Reference::Missing,
@@ -75,7 +74,6 @@ async fn remove(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<CommandReply, ApiError> {
     let caller = ctx.caller.require(Permission::CasesUpdate)?;
-    super::cases::ensure_active_tenant(&state, caller.tenant_id).await?;
     if let Some(d) = state.journal.state::<DocumentStream>(caller.tenant_id, id).await? {
         if d.uploaded_by != caller.user_id {
             caller.require(Permission::NotesModerate)?;
@@ -93,14 +91,9 @@ async fn run(
     success: StatusCode,
     cmd: DocumentCommand,
 ) -> Result<CommandReply, ApiError> {
-    let command = Command {
-        ctx,
-        tenant_id: ctx.caller.tenant_id,
-        stream_id: id,
-        request_hash: hash,
-        lookup: Lookup::Nothing,
-        success,
-    };
     let actor = ctx.caller.user_id;
-    state.journal.execute::<DocumentStream>(command, |s, _| document::decide(s, cmd, actor, Utc::now())).await
+    super::execute_in_tenant::<DocumentStream>(state, ctx, id, hash, Lookup::Nothing, success, |s| {
+        document::decide(s, cmd, actor, Utc::now())
+    })
+    .await
 }

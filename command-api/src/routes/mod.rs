@@ -16,9 +16,12 @@ use axum::extract::FromRef;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use events::tenant::TenantStatus;
 use runtime::auth::JwtKeys;
+use runtime::ApiError;
 
-use crate::journal::{CommandReply, Journal};
+use crate::context::CommandContext;
+use crate::journal::{Command, CommandReply, Journal, Lookup, StreamKind};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -59,5 +62,32 @@ impl IntoResponse for CommandReply {
             response.headers_mut().insert(header::LOCATION, location);
         }
         response
+    }
+}
+
+/// Runs a command on a stream of the caller's tenant, which must be provisioned and
+/// active; what every resource module does once its command is built.
+pub(crate) async fn execute_in_tenant<K: StreamKind>(
+    state: &AppState,
+    ctx: &CommandContext,
+    stream_id: uuid::Uuid,
+    request_hash: String,
+    lookup: Lookup,
+    success: axum::http::StatusCode,
+    decide: impl FnOnce(Option<&K::State>) -> Result<Vec<K::Event>, events::DomainError>,
+) -> Result<CommandReply, ApiError> {
+    ensure_active_tenant(state, ctx.caller.tenant_id).await?;
+    let command = Command { ctx, tenant_id: ctx.caller.tenant_id, stream_id, request_hash, lookup, success };
+    state.journal.execute::<K>(command, |s, _| decide(s)).await
+}
+
+/// Commands inside a tenant need it provisioned and not suspended.
+pub(crate) async fn ensure_active_tenant(state: &AppState, tenant: uuid::Uuid) -> Result<(), ApiError> {
+    match state.journal.tenant(tenant).await? {
+        None => Err(ApiError::Forbidden("the token's tenant is not provisioned".into())),
+        Some(t) if t.status == TenantStatus::Suspended => {
+            Err(ApiError::Forbidden("the tenant is suspended; its commands are refused until it is reactivated".into()))
+        }
+        Some(_) => Ok(()),
     }
 }

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CaseStream, Command, CommandReply, Lookup, NoteStream};
+use crate::journal::{fingerprint, CaseStream, CommandReply, Lookup, NoteStream};
 use crate::versioned::{CommandSchema, Versioned};
 
 pub fn router() -> Router<AppState> {
@@ -139,15 +139,9 @@ async fn run(
     success: StatusCode,
     cmd: NoteCommand,
 ) -> Result<CommandReply, ApiError> {
-    super::cases::ensure_active_tenant(state, ctx.caller.tenant_id).await?;
-    let command = Command {
-        ctx,
-        tenant_id: ctx.caller.tenant_id,
-        stream_id: id,
-        request_hash: hash,
-        lookup: Lookup::Nothing,
-        success,
-    };
     let actor = ctx.caller.user_id;
-    state.journal.execute::<NoteStream>(command, |s, _| note::decide(s, cmd, actor, Utc::now())).await
+    super::execute_in_tenant::<NoteStream>(state, ctx, id, hash, Lookup::Nothing, success, |s| {
+        note::decide(s, cmd, actor, Utc::now())
+    })
+    .await
 }

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CaseStream, Command, CommandReply, Lookup, TaskStream, UserStream};
+use crate::journal::{fingerprint, CaseStream, CommandReply, Lookup, TaskStream, UserStream};
 use crate::versioned::{CommandSchema, Versioned};
 
 pub fn router() -> Router<AppState> {
@@ -155,15 +155,9 @@ async fn run(
     success: StatusCode,
     cmd: TaskCommand,
 ) -> Result<CommandReply, ApiError> {
-    super::cases::ensure_active_tenant(state, ctx.caller.tenant_id).await?;
-    let command = Command {
-        ctx,
-        tenant_id: ctx.caller.tenant_id,
-        stream_id: id,
-        request_hash: hash,
-        lookup: Lookup::Nothing,
-        success,
-    };
     let actor = ctx.caller.user_id;
-    state.journal.execute::<TaskStream>(command, |s, _| task::decide(s, cmd, actor, Utc::now())).await
+    super::execute_in_tenant::<TaskStream>(state, ctx, id, hash, Lookup::Nothing, success, |s| {
+        task::decide(s, cmd, actor, Utc::now())
+    })
+    .await
 }

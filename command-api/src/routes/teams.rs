@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, Command, CommandReply, Lookup, TeamStream, UserStream};
+use crate::journal::{fingerprint, CommandReply, Lookup, TeamStream, UserStream};
 use crate::versioned::{CommandSchema, Versioned};
 
 pub fn router() -> Router<AppState> {
@@ -128,7 +128,6 @@ async fn run(
     success: StatusCode,
     cmd: TeamCommand,
 ) -> Result<CommandReply, ApiError> {
-    super::cases::ensure_active_tenant(state, ctx.caller.tenant_id).await?;
-    let command = Command { ctx, tenant_id: ctx.caller.tenant_id, stream_id: id, request_hash: hash, lookup, success };
-    state.journal.execute::<TeamStream>(command, |s, _| team::decide(s, cmd, Utc::now())).await
+    super::execute_in_tenant::<TeamStream>(state, ctx, id, hash, lookup, success, |s| team::decide(s, cmd, Utc::now()))
+        .await
 }

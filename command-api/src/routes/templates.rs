@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CaseStream, Command, CommandReply, Lookup, TemplateStream, UserStream};
+use crate::journal::{fingerprint, CaseStream, CommandReply, Lookup, TemplateStream, UserStream};
 use crate::versioned::{CommandSchema, Versioned};
 
 const KIND: &str = "message_template";
@@ -162,10 +162,11 @@ async fn run(
     success: StatusCode,
     cmd: TemplateCommand,
 ) -> Result<CommandReply, ApiError> {
-    super::cases::ensure_active_tenant(state, ctx.caller.tenant_id).await?;
-    let command = Command { ctx, tenant_id: ctx.caller.tenant_id, stream_id: id, request_hash: hash, lookup, success };
     let actor = ctx.caller.user_id;
-    state.journal.execute::<TemplateStream>(command, |s, _| template::decide(s, cmd, actor, Utc::now())).await
+    super::execute_in_tenant::<TemplateStream>(state, ctx, id, hash, lookup, success, |s| {
+        template::decide(s, cmd, actor, Utc::now())
+    })
+    .await
 }
 
 /// Fills a template for a case: the case's fields (`case_number`, `case_title`,

@@ -158,7 +158,7 @@ async fn create(
     Versioned { body, .. }: Versioned<CreateBody>,
 ) -> Result<CommandReply, ApiError> {
     let caller = ctx.caller.require(Permission::UsersManage)?;
-    super::cases::ensure_active_tenant(&state, caller.tenant_id).await?;
+    super::ensure_active_tenant(&state, caller.tenant_id).await?;
     let username = normalise_username(&body.username);
     let email = normalise_email(&body.email);
     let hash = fingerprint(
@@ -272,16 +272,10 @@ async fn run(
     lookup: Lookup,
     cmd: UserCommand,
 ) -> Result<CommandReply, ApiError> {
-    super::cases::ensure_active_tenant(state, ctx.caller.tenant_id).await?;
-    let command = Command {
-        ctx,
-        tenant_id: ctx.caller.tenant_id,
-        stream_id: id,
-        request_hash: hash,
-        lookup,
-        success: StatusCode::OK,
-    };
-    state.journal.execute::<UserStream>(command, |s, _| user::decide(s, cmd, Utc::now())).await
+    super::execute_in_tenant::<UserStream>(state, ctx, id, hash, lookup, StatusCode::OK, |s| {
+        user::decide(s, cmd, Utc::now())
+    })
+    .await
 }
 
 /// Exchanges tenant slug, username and password for a bearer token, and records the login.
