@@ -62,7 +62,17 @@ case "$status" in
   200|201|409) ;;
   *) echo "creating the demo case type failed ($status):" >&2; cat "$STATE/logs/case-type.json" >&2; exit 1 ;;
 esac
-token=$(target/debug/command-api token --tenant "$tenant" --role agent --hours 24)
+# A demo agent with a fixed id: cases are assigned to real users only.
+agent=0199a5b2-0000-7000-8000-0000000000aa
+status=$(curl -sS -o "$STATE/logs/demo-agent.json" -w '%{http_code}' -X POST http://127.0.0.1:8080/v1/users \
+  -H "Authorization: Bearer $tenant_admin" -H 'Content-Type: application/json' \
+  -H 'Idempotency-Key: demo-agent' \
+  -d "{\"id\": \"$agent\", \"username\": \"demo.agent\", \"email\": \"demo.agent@example.org\", \"password\": \"demo-agent-password\", \"first_name\": \"Demo\", \"last_name\": \"Agent\", \"role\": \"agent\"}")
+case "$status" in
+  200|201|409) ;;
+  *) echo "creating the demo agent failed ($status):" >&2; cat "$STATE/logs/demo-agent.json" >&2; exit 1 ;;
+esac
+token=$(target/debug/command-api token --tenant "$tenant" --user "$agent" --role agent --hours 24)
 
 cat <<MSG
 
@@ -72,6 +82,7 @@ Murima is running.
   projector    http://127.0.0.1:8082     logs: .murima/logs/projector.log
   demo tenant  $tenant
   case type    $case_type (General enquiry)
+  demo agent   $agent (log in: tenant demo, user demo.agent, password demo-agent-password)
 
 Copy and paste:
 
@@ -87,7 +98,7 @@ export POS=\$(python3 -c 'import json; print(json.load(open("/tmp/murima-case.js
 # read it back, waiting for the projection to reach the command's position
 curl -s -w '\\n' "http://127.0.0.1:8081/v1/cases/\$CASE?position=\$POS" -H "Authorization: Bearer \$TOKEN"
 
-# assign it to an agent and start work (If-Match: the version you last saw)
+# assign it to the demo agent and start work (If-Match: the version you last saw)
 curl -s -w '\\n' -X POST http://127.0.0.1:8080/v1/cases/\$CASE/assignment -H "Authorization: Bearer \$TOKEN" \\
   -H 'Content-Type: application/json' -H 'If-Match: "1"' -d '{"assigned_to": "0199a5b2-0000-7000-8000-0000000000aa"}'
 curl -s -w '\\n' -X POST http://127.0.0.1:8080/v1/cases/\$CASE/status -H "Authorization: Bearer \$TOKEN" \\

@@ -141,9 +141,11 @@ impl TestApp {
             settings,
         };
         app.start_projector().await;
-        let (tenant_id, token) = app.provision_tenant().await;
+        let (tenant_id, _) = app.provision_tenant().await;
         app.tenant_id = tenant_id;
-        app.token = token;
+        // The test's agent is a real user of the tenant, so it can be assigned work.
+        app.user_id = app.create_user("agent", "agent").await;
+        app.token = app.token_for(tenant_id, Role::Agent);
         app.case_type_id = app.create_case_type(tenant_id, "General enquiry", json!({ "fields": [] })).await;
         app
     }
@@ -185,6 +187,17 @@ impl TestApp {
         let body: Value = response.json().await.expect("json");
         let tenant: Uuid = body["id"].as_str().and_then(|s| s.parse().ok()).expect("tenant id");
         (tenant, self.token_for(tenant, Role::Agent))
+    }
+
+    /// Creates a user of the test's tenant as its administrator; returns the user id.
+    pub async fn create_user(&self, username: &str, role: &str) -> Uuid {
+        let admin = self.token_for(self.tenant_id, Role::Admin);
+        let body = json!({ "username": username, "email": format!("{username}@example.org"),
+                           "password": "integration test password", "role": role });
+        let response = self.command(Method::POST, "/v1/users", &admin, Some(body)).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "creating a user");
+        let body: Value = response.json().await.expect("json");
+        body["id"].as_str().and_then(|s| s.parse().ok()).expect("user id")
     }
 
     /// Creates a case type in `tenant` as its administrator; returns its id.

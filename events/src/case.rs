@@ -13,6 +13,7 @@ use uuid::Uuid;
 pub use crate::change::Change;
 use crate::error::{DecodeError, DomainError, Validator};
 use crate::form::FormDefinition;
+use crate::reference::Reference;
 
 pub type CustomFields = serde_json::Map<String, serde_json::Value>;
 
@@ -100,6 +101,8 @@ pub struct OpenCase {
     pub case_number: String,
     /// The case type as the write side found it (None: no such type in the tenant).
     pub case_type: Option<CaseTypeFacts>,
+    /// What the write side found for `assigned_to` (ignored when it is None).
+    pub assignee: Reference,
     pub title: String,
     pub description: Option<String>,
     pub priority: Priority,
@@ -133,6 +136,8 @@ pub struct UpdateCase {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AssignCase {
     pub assigned_to: Option<Uuid>,
+    /// What the write side found for `assigned_to` (ignored when it is None).
+    pub assignee: Reference,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -339,6 +344,9 @@ pub fn decide(state: Option<&Case>, command: CaseCommand, ctx: Context) -> Resul
         (Some(case), CaseCommand::Update(cmd)) => update(case, cmd, ctx),
         (Some(case), CaseCommand::Assign(cmd)) => {
             refuse_if_closed(case)?;
+            let mut v = Validator::default();
+            check_assignee(&mut v, cmd.assigned_to, cmd.assignee);
+            v.finish()?;
             if case.assigned_to == cmd.assigned_to {
                 return Ok(vec![]);
             }
@@ -386,6 +394,7 @@ fn open(cmd: OpenCase, ctx: Context) -> Result<Vec<CaseEvent>, DomainError> {
     check_due_date(&mut v, cmd.due_date, ctx.now);
     check_tags(&mut v, &cmd.tags);
     check_custom_fields(&mut v, &cmd.custom_fields);
+    check_assignee(&mut v, cmd.assigned_to, cmd.assignee);
     let mut custom_fields = cmd.custom_fields;
     match &cmd.case_type {
         None => v.check(false, "case_type_id", "no case type with this id exists in the tenant"),
@@ -462,6 +471,17 @@ fn update(case: &Case, cmd: UpdateCase, ctx: Context) -> Result<Vec<CaseEvent>, 
     Ok(if nothing_changed { vec![] } else { vec![CaseEvent::Updated(event)] })
 }
 
+/// An assignee must be an active user of the tenant.
+fn check_assignee(v: &mut Validator, assigned_to: Option<Uuid>, assignee: Reference) {
+    if assigned_to.is_some() {
+        match assignee {
+            Reference::Missing => v.check(false, "assigned_to", "no user with this id exists in the tenant"),
+            Reference::Inactive => v.check(false, "assigned_to", "the user is not active"),
+            Reference::Usable => {}
+        }
+    }
+}
+
 fn check_due_date(v: &mut Validator, due: Option<DateTime<Utc>>, now: DateTime<Utc>) {
     v.check(due.is_none_or(|d| d > now), "due_date", "must be in the future");
 }
@@ -502,6 +522,7 @@ mod tests {
         OpenCase {
             case_number: "CASE-000001".into(),
             case_type: Some(CaseTypeFacts { active: true, form: FormDefinition::default() }),
+            assignee: Reference::Usable,
             title: "  Printer on fire ".into(),
             description: Some("third floor".into()),
             priority: Priority::High,
@@ -583,7 +604,8 @@ mod tests {
 
     #[test]
     fn commands_on_a_missing_case_are_not_found() {
-        let result = decide(None, CaseCommand::Assign(AssignCase { assigned_to: None }), ctx());
+        let result =
+            decide(None, CaseCommand::Assign(AssignCase { assigned_to: None, assignee: Reference::Usable }), ctx());
         assert_eq!(result, Err(DomainError::NotFound("case")));
     }
 
@@ -609,10 +631,25 @@ mod tests {
     }
 
     #[test]
+    fn assignees_must_be_active_users() {
+        let state = given(&[opened()]);
+        let cmd = AssignCase { assigned_to: Some(Uuid::from_u128(9)), assignee: Reference::Inactive };
+        let Err(DomainError::Invalid(errors)) = decide(state.as_ref(), CaseCommand::Assign(cmd), ctx()) else {
+            panic!("expected invalid")
+        };
+        assert_eq!(errors[0].field, "assigned_to");
+    }
+
+    #[test]
     fn assigning_records_the_previous_assignee() {
         let state = given(&[opened()]);
         let who = Some(Uuid::from_u128(9));
-        let events = decide(state.as_ref(), CaseCommand::Assign(AssignCase { assigned_to: who }), ctx()).unwrap();
+        let events = decide(
+            state.as_ref(),
+            CaseCommand::Assign(AssignCase { assigned_to: who, assignee: Reference::Usable }),
+            ctx(),
+        )
+        .unwrap();
         let state = events.iter().fold(state, evolve).unwrap();
         assert_eq!(state.assigned_to, who);
         let [CaseEvent::Assigned(e)] = events.as_slice() else { panic!("expected one CaseAssigned") };

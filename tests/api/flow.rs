@@ -22,7 +22,10 @@ async fn a_case_reaches_every_read_model_and_the_query_api() {
     assert_eq!(case["status"], "open");
 
     // Assign, change status, update: each answers the new version as ETag.
-    let agent = uuid::Uuid::now_v7();
+    let agent = app.create_user("sam", "agent").await;
+    let ghost = json!({ "assigned_to": uuid::Uuid::now_v7() });
+    let r = app.command(Method::POST, &format!("/v1/cases/{id}/assignment"), &app.token, Some(ghost)).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "assignees must be users of the tenant");
     let r = app
         .command(Method::POST, &format!("/v1/cases/{id}/assignment"), &app.token, Some(json!({ "assigned_to": agent })))
         .await;

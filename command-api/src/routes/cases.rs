@@ -99,6 +99,7 @@ async fn open(
     let caller = ctx.caller.require(Permission::CasesCreate)?;
     super::ensure_active_tenant(&state, caller.tenant_id).await?;
     let case_type = case_type_facts(&state, caller.tenant_id, body.case_type_id).await?;
+    let assignee = super::user_reference(&state, caller.tenant_id, body.assigned_to).await?;
     // v7: a case's id tells the month of its search index (see runtime::tenancy).
     let case_id = Uuid::now_v7();
     let command = Command {
@@ -115,6 +116,7 @@ async fn open(
             let cmd = CaseCommand::Open(OpenCase {
                 case_number: looked.case_number.unwrap_or_default(),
                 case_type,
+                assignee,
                 title: body.title,
                 description: body.description,
                 priority: body.priority,
@@ -171,13 +173,14 @@ async fn assign(
     Versioned { body, .. }: Versioned<AssignBody>,
 ) -> Result<CommandReply, ApiError> {
     let hash = fingerprint(AssignBody::NAME, Some(id), &body);
+    let assignee = super::user_reference(&state, ctx.caller.tenant_id, body.assigned_to).await?;
     run(
         &state,
         &ctx,
         id,
         hash,
         Permission::CasesAssign,
-        CaseCommand::Assign(AssignCase { assigned_to: body.assigned_to }),
+        CaseCommand::Assign(AssignCase { assigned_to: body.assigned_to, assignee }),
     )
     .await
 }

@@ -91,3 +91,18 @@ pub(crate) async fn ensure_active_tenant(state: &AppState, tenant: uuid::Uuid) -
         Some(_) => Ok(()),
     }
 }
+
+/// What a reference to a user is: missing, not active, or usable (None is usable: nobody).
+pub(crate) async fn user_reference(
+    state: &AppState,
+    tenant: uuid::Uuid,
+    user: Option<uuid::Uuid>,
+) -> Result<events::reference::Reference, ApiError> {
+    use events::reference::Reference;
+    let Some(user) = user else { return Ok(Reference::Usable) };
+    Ok(match state.journal.state::<crate::journal::UserStream>(tenant, user).await? {
+        None => Reference::Missing,
+        Some(u) if u.status != events::user::UserStatus::Active => Reference::Inactive,
+        Some(_) => Reference::Usable,
+    })
+}

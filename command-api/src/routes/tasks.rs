@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use events::case::{Priority, Status};
 use events::reference::Reference;
 use events::task::{self, TaskCommand, TaskStatus};
-use events::user::UserStatus;
 use runtime::auth::Permission;
 use runtime::extract::ApiPath;
 use runtime::ApiError;
@@ -18,7 +17,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CaseStream, CommandReply, Lookup, TaskStream, UserStream};
+use crate::journal::{fingerprint, CaseStream, CommandReply, Lookup, TaskStream};
 use crate::versioned::{CommandSchema, Versioned};
 
 pub fn router() -> Router<AppState> {
@@ -72,15 +71,6 @@ impl CommandSchema for Empty {
     const NAME: &'static str = "complete_task";
 }
 
-async fn assignee(state: &AppState, tenant: Uuid, user: Option<Uuid>) -> Result<Reference, ApiError> {
-    let Some(user) = user else { return Ok(Reference::Usable) };
-    Ok(match state.journal.state::<UserStream>(tenant, user).await? {
-        None => Reference::Missing,
-        Some(u) if u.status != UserStatus::Active => Reference::Inactive,
-        Some(_) => Reference::Usable,
-    })
-}
-
 async fn create(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -101,7 +91,7 @@ async fn create(
         description: body.description,
         priority: body.priority,
         assigned_to: body.assigned_to,
-        assignee: assignee(&state, tenant, body.assigned_to).await?,
+        assignee: super::user_reference(&state, tenant, body.assigned_to).await?,
         due_date: body.due_date,
     };
     let id = Uuid::now_v7();
@@ -120,7 +110,7 @@ async fn assign(
     let hash = fingerprint(AssignBody::NAME, Some(id), &body);
     let cmd = TaskCommand::Assign {
         assigned_to: body.assigned_to,
-        assignee: assignee(&state, tenant, body.assigned_to).await?,
+        assignee: super::user_reference(&state, tenant, body.assigned_to).await?,
     };
     run(&state, &ctx, id, hash, StatusCode::OK, cmd).await
 }

@@ -50,6 +50,8 @@ struct CreateBody {
     first_name: Option<String>,
     last_name: Option<String>,
     role: UserRole,
+    /// Optional: lets an administrator choose the id (e.g. a well-known demo user).
+    id: Option<Uuid>,
 }
 
 impl CommandSchema for CreateBody {
@@ -173,7 +175,7 @@ async fn create(
         },
     );
     let password_hash = hash_password(body.password).await?;
-    let user_id = Uuid::now_v7();
+    let user_id = body.id.unwrap_or_else(Uuid::now_v7);
     let command = Command {
         ctx: &ctx,
         tenant_id: caller.tenant_id,
