@@ -91,6 +91,11 @@ impl Priority {
 pub enum CaseCommand {
     Open(OpenCase),
     Update(UpdateCase),
+    /// Adds and removes tags against the case's current tags (no lost concurrent edits).
+    ChangeTags {
+        add: Vec<String>,
+        remove: Vec<String>,
+    },
     Assign(AssignCase),
     ChangeStatus(ChangeStatus),
 }
@@ -342,6 +347,15 @@ pub fn decide(state: Option<&Case>, command: CaseCommand, ctx: Context) -> Resul
         (Some(_), CaseCommand::Open(_)) => Err(DomainError::Conflict("the case is already open".into())),
         (None, _) => Err(DomainError::NotFound("case")),
         (Some(case), CaseCommand::Update(cmd)) => update(case, cmd, ctx),
+        (Some(case), CaseCommand::ChangeTags { add, remove }) => {
+            let mut v = Validator::default();
+            check_tags(&mut v, &add);
+            v.finish()?;
+            let remove: BTreeSet<String> = remove.iter().map(|t| t.trim().to_lowercase()).collect();
+            let mut tags: Vec<String> = case.tags.iter().filter(|t| !remove.contains(*t)).cloned().collect();
+            tags.extend(add);
+            update(case, UpdateCase { tags: Some(tags), ..Default::default() }, ctx)
+        }
         (Some(case), CaseCommand::Assign(cmd)) => {
             refuse_if_closed(case)?;
             let mut v = Validator::default();
@@ -669,6 +683,15 @@ mod tests {
         let reopen =
             decide(state.as_ref(), CaseCommand::ChangeStatus(ChangeStatus { status: Status::Open }), ctx()).unwrap();
         assert_eq!(reopen.len(), 1);
+    }
+
+    #[test]
+    fn tags_are_added_and_removed_against_the_current_ones() {
+        let state = given(&[opened()]);
+        let cmd = CaseCommand::ChangeTags { add: vec!["VIP".into(), "urgent".into()], remove: vec!["Hardware".into()] };
+        let events = decide(state.as_ref(), cmd, ctx()).unwrap();
+        let [CaseEvent::Updated(e)] = events.as_slice() else { panic!("expected CaseUpdated") };
+        assert_eq!(e.tags.as_ref().unwrap().new, vec!["urgent", "vip"]);
     }
 
     #[test]

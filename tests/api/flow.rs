@@ -44,8 +44,17 @@ async fn a_case_reaches_every_read_model_and_the_query_api() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::OK);
+    let r = app
+        .command(
+            Method::POST,
+            &format!("/v1/cases/{id}/tags"),
+            &app.token,
+            Some(json!({ "add": ["VIP"], "remove": ["phone"] })),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
     let last: Value = r.json().await.unwrap();
-    assert_eq!(last["version"], 4);
+    assert_eq!(last["version"], 5);
     let position = last["position"].as_str().unwrap().to_owned();
 
     // PostgreSQL read model.
@@ -53,7 +62,8 @@ async fn a_case_reaches_every_read_model_and_the_query_api() {
     assert_eq!(case["title"], "Printer on fire, 3rd floor");
     assert_eq!(case["assigned_to"], json!(agent));
     assert_eq!(case["status"], "in_progress");
-    assert_eq!(case["version"], 4);
+    assert_eq!(case["version"], 5);
+    assert_eq!(case["tags"], json!(["vip"]));
 
     // List with filters and a cursor.
     let list: Value = app.query("/v1/cases?status=in_progress&priority=high", &app.token).await.json().await.unwrap();
@@ -65,13 +75,14 @@ async fn a_case_reaches_every_read_model_and_the_query_api() {
     let audit: Value =
         app.query(&format!("/v1/cases/{id}/audit?position={position}"), &app.token).await.json().await.unwrap();
     let items = audit["items"].as_array().unwrap();
-    assert_eq!(items.len(), 4);
-    assert_eq!(items[0]["action"], "update");
-    assert_eq!(items[0]["changes"][0]["field"], "title");
-    assert_eq!(items[0]["changes"][0]["old_value"], "Printer on fire");
-    assert_eq!(items[1]["changes"][0], json!({ "field": "status", "old_value": "open", "new_value": "in_progress" }));
-    assert_eq!(items[3]["action"], "create");
-    assert_eq!(items[3]["user_agent"], "murima-tests");
+    assert_eq!(items.len(), 5);
+    assert_eq!(items[0]["changes"][0], json!({ "field": "tags", "old_value": ["phone"], "new_value": ["vip"] }));
+    assert_eq!(items[1]["action"], "update");
+    assert_eq!(items[1]["changes"][0]["field"], "title");
+    assert_eq!(items[1]["changes"][0]["old_value"], "Printer on fire");
+    assert_eq!(items[2]["changes"][0], json!({ "field": "status", "old_value": "open", "new_value": "in_progress" }));
+    assert_eq!(items[4]["action"], "create");
+    assert_eq!(items[4]["user_agent"], "murima-tests");
 
     // Elasticsearch: the stemmed analyzer finds "printers" for "Printer".
     let found: Value =

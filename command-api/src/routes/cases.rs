@@ -26,6 +26,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/cases/{id}", patch(update))
         .route("/v1/cases/{id}/assignment", post(assign))
         .route("/v1/cases/{id}/status", post(change_status))
+        .route("/v1/cases/{id}/tags", post(change_tags))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -201,6 +202,30 @@ async fn change_status(
         CaseCommand::ChangeStatus(ChangeStatus { status: body.status }),
     )
     .await
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TagsBody {
+    #[serde(default)]
+    add: Vec<String>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+impl CommandSchema for TagsBody {
+    const NAME: &'static str = "change_case_tags";
+}
+
+async fn change_tags(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<TagsBody>,
+) -> Result<CommandReply, ApiError> {
+    let hash = fingerprint(TagsBody::NAME, Some(id), &body);
+    run(&state, &ctx, id, hash, Permission::CasesUpdate, CaseCommand::ChangeTags { add: body.add, remove: body.remove })
+        .await
 }
 
 /// Runs a command against an existing case.
