@@ -16,6 +16,7 @@ use events::team::{self, Team, TeamEvent};
 use events::template::{self, Template, TemplateEvent};
 use events::tenant::{self, Tenant, TenantEvent};
 use events::user::{self, User, UserEvent};
+use events::workflow::{self, Workflow, WorkflowEvent};
 use events::{DecodeError, DomainError, EventEnvelope, StreamType};
 use runtime::position::PositionToken;
 use runtime::ApiError;
@@ -68,6 +69,7 @@ stream_kind!(TaskStream, StreamType::Task, task, Task, TaskEvent);
 stream_kind!(NoteStream, StreamType::Note, note, Note, NoteEvent);
 stream_kind!(DocumentStream, StreamType::Document, document, Document, DocumentEvent);
 stream_kind!(TemplateStream, StreamType::MessageTemplate, template, Template, TemplateEvent);
+stream_kind!(WorkflowStream, StreamType::Workflow, workflow, Workflow, WorkflowEvent);
 
 /// Something looked up (or reserved) inside the command's transaction before deciding,
 /// so that it commits or rolls back with the events.

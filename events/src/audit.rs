@@ -14,6 +14,7 @@ use crate::team::TeamEvent;
 use crate::template::TemplateEvent;
 use crate::tenant::TenantEvent;
 use crate::user::UserEvent;
+use crate::workflow::WorkflowEvent;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FieldChange {
@@ -66,6 +67,23 @@ pub fn case_changes(event: &CaseEvent) -> (&'static str, Vec<FieldChange>) {
         CaseEvent::StatusChanged(e) => {
             push(&mut out, "status", &Some(e.status.clone()));
             "status_change"
+        }
+        CaseEvent::WorkflowStarted(e) => {
+            out.push(FieldChange { field: "workflow_id", old_value: Value::Null, new_value: json!(e.workflow_id) });
+            out.push(FieldChange { field: "current_stage_id", old_value: Value::Null, new_value: json!(e.stage_id) });
+            "workflow_start"
+        }
+        CaseEvent::StageMoved(e) => {
+            push(&mut out, "current_stage_id", &Some(e.stage_id.clone()));
+            "stage_move"
+        }
+        CaseEvent::SlaSet(e) => {
+            out.push(FieldChange {
+                field: "sla",
+                old_value: Value::Null,
+                new_value: json!({ "first_response_due": e.first_response_due, "resolution_due": e.resolution_due }),
+            });
+            "sla_set"
         }
     };
     (action, out)
@@ -347,5 +365,31 @@ pub fn template_changes(event: &TemplateEvent) -> (&'static str, Vec<FieldChange
         }
         TemplateEvent::Deactivated(_) => ("deactivate", vec![change("is_active", json!(true), json!(false))]),
         TemplateEvent::Activated(_) => ("activate", vec![change("is_active", json!(false), json!(true))]),
+    }
+}
+
+/// The audit action and per-field old/new values of a workflow event.
+pub fn workflow_changes(event: &WorkflowEvent) -> (&'static str, Vec<FieldChange>) {
+    let change = |field, old_value, new_value| FieldChange { field, old_value, new_value };
+    match event {
+        WorkflowEvent::Created(e) => (
+            "create",
+            vec![change("name", Value::Null, json!(e.name)), change("definition", Value::Null, json!(e.definition))],
+        ),
+        WorkflowEvent::Updated(e) => {
+            let mut out = Vec::new();
+            if let Some(c) = &e.name {
+                out.push(change("name", json!(c.old), json!(c.new)));
+            }
+            if let Some(c) = &e.description {
+                out.push(change("description", json!(c.old), json!(c.new)));
+            }
+            if let Some(c) = &e.definition {
+                out.push(change("definition", json!(c.old), json!(c.new)));
+            }
+            ("update", out)
+        }
+        WorkflowEvent::Deactivated(_) => ("deactivate", vec![change("active", json!(true), json!(false))]),
+        WorkflowEvent::Activated(_) => ("activate", vec![change("active", json!(false), json!(true))]),
     }
 }

@@ -11,9 +11,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use crate::change::Change;
+use crate::error::FieldError;
 use crate::error::{DecodeError, DomainError, Validator};
 use crate::form::FormDefinition;
 use crate::reference::Reference;
+use crate::workflow::WorkflowDefinition;
 
 pub type CustomFields = serde_json::Map<String, serde_json::Value>;
 
@@ -96,6 +98,7 @@ pub enum CaseCommand {
         add: Vec<String>,
         remove: Vec<String>,
     },
+    MoveStage(MoveStage),
     Assign(AssignCase),
     ChangeStatus(ChangeStatus),
 }
@@ -123,6 +126,25 @@ pub struct OpenCase {
 pub struct CaseTypeFacts {
     pub active: bool,
     pub form: FormDefinition,
+    /// The type's workflow, when it has one.
+    pub workflow: Option<WorkflowFacts>,
+}
+
+/// A workflow as the write side found it, looked up before deciding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowFacts {
+    pub id: Uuid,
+    pub active: bool,
+    pub definition: WorkflowDefinition,
+}
+
+/// Move a case to another stage of its workflow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoveStage {
+    pub to: Uuid,
+    /// The actor's role, checked against the transition's allowed roles.
+    pub role: String,
+    pub workflow: Option<WorkflowFacts>,
 }
 
 /// Every field is optional: absent means "leave as is". `Some(None)` clears a nullable field.
@@ -130,6 +152,8 @@ pub struct CaseTypeFacts {
 pub struct UpdateCase {
     /// The form of the case's type, looked up when `custom_fields` is given.
     pub form: Option<FormDefinition>,
+    /// The case's workflow, looked up when `priority` is given (its SLA may change).
+    pub workflow: Option<WorkflowFacts>,
     pub title: Option<String>,
     pub description: Option<Option<String>>,
     pub priority: Option<Priority>,
@@ -208,12 +232,41 @@ pub struct CaseStatusChanged {
     pub changed_at: DateTime<Utc>,
 }
 
+/// The case follows its type's workflow from the workflow's initial stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseWorkflowStarted {
+    pub workflow_id: Uuid,
+    pub stage_id: Uuid,
+    pub started_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseStageMoved {
+    pub stage_id: Change<Uuid>,
+    pub moved_at: DateTime<Utc>,
+}
+
+/// SLA due times from the workflow's targets for the case's priority.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseSlaSet {
+    pub priority: Priority,
+    pub first_response_due: DateTime<Utc>,
+    pub resolution_due: DateTime<Utc>,
+    pub set_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum CaseEvent {
     Opened(CaseOpened),
     Updated(CaseUpdated),
     Assigned(CaseAssigned),
     StatusChanged(CaseStatusChanged),
+    WorkflowStarted(CaseWorkflowStarted),
+    StageMoved(CaseStageMoved),
+    SlaSet(CaseSlaSet),
 }
 
 impl CaseEvent {
@@ -223,12 +276,21 @@ impl CaseEvent {
             CaseEvent::Updated(_) => "CaseUpdated",
             CaseEvent::Assigned(_) => "CaseAssigned",
             CaseEvent::StatusChanged(_) => "CaseStatusChanged",
+            CaseEvent::WorkflowStarted(_) => "CaseWorkflowStarted",
+            CaseEvent::StageMoved(_) => "CaseStageMoved",
+            CaseEvent::SlaSet(_) => "CaseSlaSet",
         }
     }
 
     pub fn schema_version(&self) -> u16 {
         match self {
-            CaseEvent::Opened(_) | CaseEvent::Updated(_) | CaseEvent::Assigned(_) | CaseEvent::StatusChanged(_) => 1,
+            CaseEvent::Opened(_)
+            | CaseEvent::Updated(_)
+            | CaseEvent::Assigned(_)
+            | CaseEvent::StatusChanged(_)
+            | CaseEvent::WorkflowStarted(_)
+            | CaseEvent::StageMoved(_)
+            | CaseEvent::SlaSet(_) => 1,
         }
     }
 
@@ -238,6 +300,9 @@ impl CaseEvent {
             CaseEvent::Updated(e) => serde_json::to_value(e),
             CaseEvent::Assigned(e) => serde_json::to_value(e),
             CaseEvent::StatusChanged(e) => serde_json::to_value(e),
+            CaseEvent::WorkflowStarted(e) => serde_json::to_value(e),
+            CaseEvent::StageMoved(e) => serde_json::to_value(e),
+            CaseEvent::SlaSet(e) => serde_json::to_value(e),
         };
         value.expect("case events are plain data and always serialise")
     }
@@ -253,6 +318,11 @@ impl CaseEvent {
             ("CaseStatusChanged", 1) => {
                 serde_json::from_value(payload).map(CaseEvent::StatusChanged).map_err(malformed)
             }
+            ("CaseWorkflowStarted", 1) => {
+                serde_json::from_value(payload).map(CaseEvent::WorkflowStarted).map_err(malformed)
+            }
+            ("CaseStageMoved", 1) => serde_json::from_value(payload).map(CaseEvent::StageMoved).map_err(malformed),
+            ("CaseSlaSet", 1) => serde_json::from_value(payload).map(CaseEvent::SlaSet).map_err(malformed),
             _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
         }
     }
@@ -282,6 +352,9 @@ pub struct Case {
     pub custom_fields: CustomFields,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub workflow_id: Option<Uuid>,
+    pub stage_id: Option<Uuid>,
+    pub sla: Option<CaseSlaSet>,
 }
 
 /// Applies one recorded fact. Holds no rules: anything refused was refused by `decide`.
@@ -301,6 +374,9 @@ pub fn evolve(state: Option<Case>, event: &CaseEvent) -> Option<Case> {
             custom_fields: e.custom_fields.clone(),
             created_at: e.opened_at,
             updated_at: e.opened_at,
+            workflow_id: None,
+            stage_id: None,
+            sla: None,
         }),
         (Some(mut case), CaseEvent::Updated(e)) => {
             if let Some(c) = &e.title {
@@ -334,6 +410,20 @@ pub fn evolve(state: Option<Case>, event: &CaseEvent) -> Option<Case> {
             case.updated_at = e.changed_at;
             Some(case)
         }
+        (Some(mut case), CaseEvent::WorkflowStarted(e)) => {
+            case.workflow_id = Some(e.workflow_id);
+            case.stage_id = Some(e.stage_id);
+            Some(case)
+        }
+        (Some(mut case), CaseEvent::StageMoved(e)) => {
+            case.stage_id = Some(e.stage_id.new);
+            case.updated_at = e.moved_at;
+            Some(case)
+        }
+        (Some(mut case), CaseEvent::SlaSet(e)) => {
+            case.sla = Some(e.clone());
+            Some(case)
+        }
         // A well-formed stream never gets here; keep the state rather than invent one.
         (state, _) => state,
     }
@@ -347,6 +437,7 @@ pub fn decide(state: Option<&Case>, command: CaseCommand, ctx: Context) -> Resul
         (Some(_), CaseCommand::Open(_)) => Err(DomainError::Conflict("the case is already open".into())),
         (None, _) => Err(DomainError::NotFound("case")),
         (Some(case), CaseCommand::Update(cmd)) => update(case, cmd, ctx),
+        (Some(case), CaseCommand::MoveStage(cmd)) => move_stage(case, cmd, ctx),
         (Some(case), CaseCommand::ChangeTags { add, remove }) => {
             let mut v = Validator::default();
             check_tags(&mut v, &add);
@@ -413,13 +504,19 @@ fn open(cmd: OpenCase, ctx: Context) -> Result<Vec<CaseEvent>, DomainError> {
     match &cmd.case_type {
         None => v.check(false, "case_type_id", "no case type with this id exists in the tenant"),
         Some(t) if !t.active => v.check(false, "case_type_id", "the case type is deactivated; it takes no new cases"),
-        Some(t) => match t.form.apply(&custom_fields) {
-            Ok(applied) => custom_fields = applied,
-            Err(errors) => v.extend(errors),
-        },
+        Some(t) => {
+            match t.form.apply(&custom_fields) {
+                Ok(applied) => custom_fields = applied,
+                Err(errors) => v.extend(errors),
+            }
+            if t.workflow.as_ref().is_some_and(|w| !w.active) {
+                v.check(false, "case_type_id", "the case type's workflow is deactivated; it takes no new cases");
+            }
+        }
     }
     v.finish()?;
-    Ok(vec![CaseEvent::Opened(CaseOpened {
+    let workflow = cmd.case_type.and_then(|t| t.workflow);
+    let mut events = vec![CaseEvent::Opened(CaseOpened {
         case_number: cmd.case_number,
         title: cmd.title.trim().to_owned(),
         description: cmd.description,
@@ -432,6 +529,70 @@ fn open(cmd: OpenCase, ctx: Context) -> Result<Vec<CaseEvent>, DomainError> {
         tags: normalise_tags(cmd.tags),
         custom_fields,
         opened_at: ctx.now,
+    })];
+    if let Some(w) = workflow {
+        events.push(CaseEvent::WorkflowStarted(CaseWorkflowStarted {
+            workflow_id: w.id,
+            stage_id: w.definition.initial_stage,
+            started_at: ctx.now,
+        }));
+        events.extend(sla_set(&w.definition, cmd.priority, ctx.now, ctx.now).map(CaseEvent::SlaSet));
+    }
+    Ok(events)
+}
+
+/// SLA due times counted from when the case was opened.
+fn sla_set(
+    definition: &WorkflowDefinition,
+    priority: Priority,
+    opened: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<CaseSlaSet> {
+    definition.sla_for(priority).map(|t| CaseSlaSet {
+        priority,
+        first_response_due: opened + chrono::Duration::minutes(i64::from(t.first_response_minutes)),
+        resolution_due: opened + chrono::Duration::minutes(i64::from(t.resolution_minutes)),
+        set_at: now,
+    })
+}
+
+fn move_stage(case: &Case, cmd: MoveStage, ctx: Context) -> Result<Vec<CaseEvent>, DomainError> {
+    refuse_if_closed(case)?;
+    let (Some(workflow_id), Some(current)) = (case.workflow_id, case.stage_id) else {
+        return Err(DomainError::Conflict("the case follows no workflow".into()));
+    };
+    let Some(workflow) = cmd.workflow.filter(|w| w.id == workflow_id) else {
+        return Err(DomainError::Conflict("the case's workflow no longer exists".into()));
+    };
+    if current == cmd.to {
+        return Ok(vec![]);
+    }
+    let Some(transition) = workflow.definition.transition(current, cmd.to) else {
+        let allowed: Vec<String> =
+            workflow.definition.transitions.iter().filter(|t| t.from == current).map(|t| t.to.to_string()).collect();
+        return Err(DomainError::Conflict(format!(
+            "the workflow has no transition from the case's stage to {}; allowed next stages: {allowed:?}",
+            cmd.to
+        )));
+    };
+    if !transition.allowed_roles.is_empty() && !transition.allowed_roles.contains(&cmd.role) {
+        return Err(DomainError::Forbidden(format!(
+            "the role {} may not take this transition; roles allowed: {:?}",
+            cmd.role, transition.allowed_roles
+        )));
+    }
+    let missing: Vec<FieldError> = transition
+        .required_fields
+        .iter()
+        .filter(|f| case.custom_fields.get(*f).is_none_or(serde_json::Value::is_null))
+        .map(|f| FieldError::new(format!("custom_fields.{f}"), "must be filled before this transition"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(DomainError::Invalid(missing));
+    }
+    Ok(vec![CaseEvent::StageMoved(CaseStageMoved {
+        stage_id: Change { old: current, new: cmd.to },
+        moved_at: ctx.now,
     })])
 }
 
@@ -476,13 +637,21 @@ fn update(case: &Case, cmd: UpdateCase, ctx: Context) -> Result<Vec<CaseEvent>, 
         custom_fields: Change::between(&case.custom_fields, custom_fields),
         updated_at: ctx.now,
     };
+    // A new priority means new SLA targets when the case follows a workflow with them.
+    let sla = match (&event.priority, &cmd.workflow) {
+        (Some(p), Some(w)) if case.workflow_id == Some(w.id) => sla_set(&w.definition, p.new, case.created_at, ctx.now),
+        _ => None,
+    };
     let nothing_changed = event.title.is_none()
         && event.description.is_none()
         && event.priority.is_none()
         && event.due_date.is_none()
         && event.tags.is_none()
         && event.custom_fields.is_none();
-    Ok(if nothing_changed { vec![] } else { vec![CaseEvent::Updated(event)] })
+    if nothing_changed {
+        return Ok(vec![]);
+    }
+    Ok(std::iter::once(CaseEvent::Updated(event)).chain(sla.map(CaseEvent::SlaSet)).collect())
 }
 
 /// An assignee must be an active user of the tenant.
@@ -535,7 +704,7 @@ mod tests {
     fn open_cmd() -> OpenCase {
         OpenCase {
             case_number: "CASE-000001".into(),
-            case_type: Some(CaseTypeFacts { active: true, form: FormDefinition::default() }),
+            case_type: Some(CaseTypeFacts { active: true, form: FormDefinition::default(), workflow: None }),
             assignee: Reference::Usable,
             title: "  Printer on fire ".into(),
             description: Some("third floor".into()),
@@ -589,7 +758,7 @@ mod tests {
         assert_eq!(errors[0].field, "case_type_id");
 
         let mut cmd = open_cmd();
-        cmd.case_type = Some(CaseTypeFacts { active: false, form: FormDefinition::default() });
+        cmd.case_type = Some(CaseTypeFacts { active: false, form: FormDefinition::default(), workflow: None });
         assert!(matches!(decide(None, CaseCommand::Open(cmd), ctx()), Err(DomainError::Invalid(_))));
 
         let form: FormDefinition = serde_json::from_value(serde_json::json!({ "fields": [
@@ -598,7 +767,7 @@ mod tests {
         ]}))
         .unwrap();
         let mut cmd = open_cmd();
-        cmd.case_type = Some(CaseTypeFacts { active: true, form: form.clone() });
+        cmd.case_type = Some(CaseTypeFacts { active: true, form: form.clone(), workflow: None });
         let Err(DomainError::Invalid(errors)) = decide(None, CaseCommand::Open(cmd.clone()), ctx()) else {
             panic!("expected invalid")
         };
@@ -694,6 +863,66 @@ mod tests {
         assert_eq!(e.tags.as_ref().unwrap().new, vec!["urgent", "vip"]);
     }
 
+    fn workflow() -> WorkflowFacts {
+        let (new, triage, done) = (Uuid::from_u128(11), Uuid::from_u128(12), Uuid::from_u128(13));
+        WorkflowFacts {
+            id: Uuid::from_u128(10),
+            active: true,
+            definition: serde_json::from_value(serde_json::json!({
+                "stages": [{ "id": new, "name": "New" }, { "id": triage, "name": "Triage" }, { "id": done, "name": "Done" }],
+                "initial_stage": new,
+                "transitions": [
+                    { "from": new, "to": triage },
+                    { "from": triage, "to": done, "allowed_roles": ["supervisor"], "required_fields": ["root_cause"] }
+                ],
+                "sla": [{ "priority": "high", "first_response_minutes": 60, "resolution_minutes": 480 }]
+            }))
+            .unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_case_follows_its_workflow_and_gets_sla_due_times() {
+        let mut cmd = open_cmd();
+        cmd.case_type =
+            Some(CaseTypeFacts { active: true, form: FormDefinition::default(), workflow: Some(workflow()) });
+        let events = decide(None, CaseCommand::Open(cmd), ctx()).unwrap();
+        let [CaseEvent::Opened(_), CaseEvent::WorkflowStarted(w), CaseEvent::SlaSet(sla)] = events.as_slice() else {
+            panic!("expected opened, workflow started, SLA set: {events:?}")
+        };
+        assert_eq!(w.stage_id, Uuid::from_u128(11));
+        assert_eq!(sla.resolution_due, ctx().now + chrono::Duration::hours(8));
+
+        let state = given(&events);
+        let move_to = |to: u128, role: &str| {
+            CaseCommand::MoveStage(MoveStage { to: Uuid::from_u128(to), role: role.into(), workflow: Some(workflow()) })
+        };
+        // Not along a transition: 409; wrong role: 403; missing required field: 422.
+        assert!(matches!(decide(state.as_ref(), move_to(13, "agent"), ctx()), Err(DomainError::Conflict(_))));
+        let moved = decide(state.as_ref(), move_to(12, "agent"), ctx()).unwrap();
+        let state = moved.iter().fold(state, evolve);
+        assert_eq!(state.as_ref().unwrap().stage_id, Some(Uuid::from_u128(12)));
+        assert!(matches!(decide(state.as_ref(), move_to(13, "agent"), ctx()), Err(DomainError::Forbidden(_))));
+        let Err(DomainError::Invalid(errors)) = decide(state.as_ref(), move_to(13, "supervisor"), ctx()) else {
+            panic!("expected invalid")
+        };
+        assert_eq!(errors[0].field, "custom_fields.root_cause");
+    }
+
+    #[test]
+    fn a_new_priority_recomputes_the_sla() {
+        let mut cmd = open_cmd();
+        cmd.case_type =
+            Some(CaseTypeFacts { active: true, form: FormDefinition::default(), workflow: Some(workflow()) });
+        cmd.priority = Priority::Low;
+        let events = decide(None, CaseCommand::Open(cmd), ctx()).unwrap();
+        assert_eq!(events.len(), 2, "no SLA target for low priority");
+        let state = given(&events);
+        let update = UpdateCase { priority: Some(Priority::High), workflow: Some(workflow()), ..Default::default() };
+        let events = decide(state.as_ref(), CaseCommand::Update(update), ctx()).unwrap();
+        assert!(matches!(events.as_slice(), [CaseEvent::Updated(_), CaseEvent::SlaSet(_)]));
+    }
+
     #[test]
     fn a_closed_case_cannot_be_edited() {
         let closed = CaseEvent::StatusChanged(CaseStatusChanged {
@@ -710,6 +939,17 @@ mod tests {
         let event = opened();
         let decoded = CaseEvent::decode(event.event_type(), event.schema_version(), event.payload()).unwrap();
         assert_eq!(decoded, event);
+    }
+
+    #[test]
+    fn every_case_event_round_trips() {
+        let mut cmd = open_cmd();
+        cmd.case_type =
+            Some(CaseTypeFacts { active: true, form: FormDefinition::default(), workflow: Some(workflow()) });
+        for event in decide(None, CaseCommand::Open(cmd), ctx()).unwrap() {
+            let decoded = CaseEvent::decode(event.event_type(), event.schema_version(), event.payload()).unwrap();
+            assert_eq!(decoded, event);
+        }
     }
 
     #[test]

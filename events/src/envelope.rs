@@ -23,6 +23,7 @@ pub enum StreamType {
     Note,
     Document,
     MessageTemplate,
+    Workflow,
 }
 
 impl StreamType {
@@ -39,6 +40,7 @@ impl StreamType {
             StreamType::Note => "note",
             StreamType::Document => "document",
             StreamType::MessageTemplate => "message_template",
+            StreamType::Workflow => "workflow",
         }
     }
 }

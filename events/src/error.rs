@@ -24,6 +24,9 @@ pub enum DomainError {
     /// The command is well formed but the stream's current state forbids it (409).
     #[error("{0}")]
     Conflict(String),
+    /// The actor's role may not do this here (403), e.g. take a workflow transition.
+    #[error("{0}")]
+    Forbidden(String),
     /// The stream the command addresses does not exist (404).
     #[error("{0} not found")]
     NotFound(&'static str),

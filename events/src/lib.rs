@@ -20,6 +20,7 @@ pub mod team;
 pub mod template;
 pub mod tenant;
 pub mod user;
+pub mod workflow;
 
 pub use envelope::{Actor, EventEnvelope, RequestContext, StreamType};
 pub use error::{DecodeError, DomainError, FieldError};

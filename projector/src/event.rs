@@ -11,6 +11,7 @@ use events::team::TeamEvent;
 use events::template::TemplateEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
+use events::workflow::WorkflowEvent;
 use events::{DecodeError, EventEnvelope, StreamType};
 
 #[derive(Debug, Clone)]
@@ -26,6 +27,7 @@ pub enum DomainEvent {
     Note(NoteEvent),
     Document(DocumentEvent),
     Template(TemplateEvent),
+    Workflow(WorkflowEvent),
     Case(CaseEvent),
 }
 
@@ -91,6 +93,10 @@ impl Event {
             StreamType::MessageTemplate => {
                 TemplateEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
                     .map(DomainEvent::Template)
+            }
+            StreamType::Workflow => {
+                WorkflowEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
+                    .map(DomainEvent::Workflow)
             }
             StreamType::Case => {
                 CaseEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())

@@ -48,6 +48,7 @@ pub enum Permission {
     ChannelsManage,
     NotesModerate,
     TemplatesManage,
+    WorkflowsManage,
 }
 
 impl Permission {
@@ -65,6 +66,7 @@ impl Permission {
             Permission::ChannelsManage => "channels:manage",
             Permission::NotesModerate => "notes:moderate",
             Permission::TemplatesManage => "templates:manage",
+            Permission::WorkflowsManage => "workflows:manage",
         }
     }
 }

@@ -69,6 +69,7 @@ impl From<DomainError> for ApiError {
             }
             DomainError::Conflict(detail) => Self::Conflict { detail, current_version: None },
             DomainError::NotFound(what) => Self::NotFound(format!("{what} not found")),
+            DomainError::Forbidden(detail) => Self::Forbidden(detail),
         }
     }
 }

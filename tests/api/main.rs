@@ -17,3 +17,4 @@ mod teams;
 mod templates;
 mod tenants;
 mod users;
+mod workflows;

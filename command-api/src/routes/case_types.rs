@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CaseTypeStream, CommandReply, Lookup};
+use crate::journal::{fingerprint, CaseTypeStream, CommandReply, Lookup, WorkflowStream};
 use crate::versioned::{CommandSchema, Versioned};
 
 const KIND: &str = "case_type";
@@ -79,7 +79,15 @@ async fn create(
     ctx: CommandContext,
     Versioned { body, .. }: Versioned<CreateBody>,
 ) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::CaseTypesManage)?;
+    let tenant = ctx.caller.require(Permission::CaseTypesManage)?.tenant_id;
+    if let Some(w) = body.workflow_id {
+        if state.journal.state::<WorkflowStream>(tenant, w).await?.is_none() {
+            return Err(ApiError::Unprocessable {
+                detail: "some fields are invalid; see errors".into(),
+                errors: vec![events::FieldError::new("workflow_id", "no workflow with this id exists in the tenant")],
+            });
+        }
+    }
     let hash = fingerprint(CreateBody::NAME, None, &body);
     let id = body.id.unwrap_or_else(Uuid::now_v7);
     let lookup = Lookup::UniqueName { kind: KIND, name: normalise_name(&body.name) };

@@ -6,8 +6,8 @@ use axum::routing::{patch, post};
 use axum::Router;
 use chrono::{DateTime, Utc};
 use events::case::{
-    self, AssignCase, CaseCommand, CaseTypeFacts, ChangeStatus, Context, CustomFields, OpenCase, Priority, Status,
-    UpdateCase,
+    self, AssignCase, CaseCommand, CaseTypeFacts, ChangeStatus, Context, CustomFields, MoveStage, OpenCase, Priority,
+    Status, UpdateCase, WorkflowFacts,
 };
 use runtime::auth::Permission;
 use runtime::extract::ApiPath;
@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CaseStream, CaseTypeStream, Command, CommandReply, Lookup};
+use crate::journal::{fingerprint, CaseStream, CaseTypeStream, Command, CommandReply, Lookup, WorkflowStream};
 use crate::versioned::{CommandSchema, Versioned};
 
 pub fn router() -> Router<AppState> {
@@ -27,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/cases/{id}/assignment", post(assign))
         .route("/v1/cases/{id}/status", post(change_status))
         .route("/v1/cases/{id}/tags", post(change_tags))
+        .route("/v1/cases/{id}/stage", post(move_stage))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -155,8 +156,17 @@ async fn update(
             }
         }
     };
+    let workflow = match body.priority {
+        None => None,
+        Some(_) => match state.journal.state::<CaseStream>(ctx.caller.tenant_id, id).await?.and_then(|c| c.workflow_id)
+        {
+            Some(w) => workflow_facts(&state, ctx.caller.tenant_id, w).await?,
+            None => None,
+        },
+    };
     let cmd = CaseCommand::Update(UpdateCase {
         form,
+        workflow,
         title: body.title,
         description: body.description,
         priority: body.priority,
@@ -228,6 +238,34 @@ async fn change_tags(
         .await
 }
 
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StageBody {
+    stage_id: Uuid,
+}
+
+impl CommandSchema for StageBody {
+    const NAME: &'static str = "move_case_stage";
+}
+
+/// Moves a case along a transition of its workflow that the caller's role may take.
+async fn move_stage(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<StageBody>,
+) -> Result<CommandReply, ApiError> {
+    let hash = fingerprint(StageBody::NAME, Some(id), &body);
+    let tenant = ctx.caller.tenant_id;
+    let workflow = match state.journal.state::<CaseStream>(tenant, id).await?.and_then(|c| c.workflow_id) {
+        Some(w) => workflow_facts(&state, tenant, w).await?,
+        None => None,
+    };
+    let cmd =
+        CaseCommand::MoveStage(MoveStage { to: body.stage_id, role: ctx.caller.role.as_str().to_owned(), workflow });
+    run(&state, &ctx, id, hash, Permission::CasesChangeStatus, cmd).await
+}
+
 /// Runs a command against an existing case.
 async fn run(
     state: &AppState,
@@ -255,6 +293,16 @@ async fn run(
 
 /// The case type a case refers to, as `decide` needs it (None: no such type here).
 async fn case_type_facts(state: &AppState, tenant: Uuid, id: Uuid) -> Result<Option<CaseTypeFacts>, ApiError> {
-    let found = state.journal.state::<CaseTypeStream>(tenant, id).await?;
-    Ok(found.map(|t| CaseTypeFacts { active: t.active, form: t.form_definition }))
+    let Some(t) = state.journal.state::<CaseTypeStream>(tenant, id).await? else { return Ok(None) };
+    let workflow = match t.workflow_id {
+        Some(w) => workflow_facts(state, tenant, w).await?,
+        None => None,
+    };
+    Ok(Some(CaseTypeFacts { active: t.active, form: t.form_definition, workflow }))
+}
+
+/// A workflow as `decide` needs it (None: no such workflow here).
+async fn workflow_facts(state: &AppState, tenant: Uuid, id: Uuid) -> Result<Option<WorkflowFacts>, ApiError> {
+    let found = state.journal.state::<WorkflowStream>(tenant, id).await?;
+    Ok(found.map(|w| WorkflowFacts { id, active: w.active, definition: w.definition }))
 }

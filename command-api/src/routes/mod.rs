@@ -11,6 +11,7 @@ mod teams;
 mod templates;
 mod tenants;
 mod users;
+mod workflows;
 
 use axum::extract::FromRef;
 use axum::http::{header, HeaderValue};
@@ -47,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .merge(notes::router())
         .merge(documents::router())
         .merge(templates::router())
+        .merge(workflows::router())
         .with_state(state)
 }
 

@@ -23,6 +23,7 @@ use events::team::TeamEvent;
 use events::template::TemplateEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
+use events::workflow::WorkflowEvent;
 use runtime::tenancy::{Tenancy, CASES};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -75,6 +76,10 @@ pub fn cases_template() -> Value {
                     "due_date": { "type": "date" },
                     "custom_fields": { "type": "object", "dynamic": true },
                     "tags": { "type": "keyword" },
+                    "workflow_id": { "type": "keyword" },
+                    "current_stage_id": { "type": "keyword" },
+                    "sla_first_response_due": { "type": "date" },
+                    "sla_resolution_due": { "type": "date" },
                     "version": { "type": "long" }
                 }
             }
@@ -209,7 +214,28 @@ fn fold(doc: Option<Value>, event: &Event, case_event: &CaseEvent) -> Option<Val
             doc["version"] = json!(env.stream_version);
             Some(doc)
         }
-        (doc, _) => doc,
+        (Some(mut doc), CaseEvent::WorkflowStarted(e)) => {
+            doc["workflow_id"] = json!(e.workflow_id);
+            doc["current_stage_id"] = json!(e.stage_id);
+            doc["version"] = json!(env.stream_version);
+            Some(doc)
+        }
+        (Some(mut doc), CaseEvent::StageMoved(e)) => {
+            doc["current_stage_id"] = json!(e.stage_id.new);
+            doc["updated_at"] = json!(e.moved_at);
+            doc["version"] = json!(env.stream_version);
+            Some(doc)
+        }
+        (Some(mut doc), CaseEvent::SlaSet(e)) => {
+            doc["sla_first_response_due"] = json!(e.first_response_due);
+            doc["sla_resolution_due"] = json!(e.resolution_due);
+            doc["version"] = json!(env.stream_version);
+            Some(doc)
+        }
+        // A case event before its CaseOpened: nothing to fold into (a gap; it is skipped).
+        (None, _) => None,
+        // A second CaseOpened for a stream cannot be recorded by the write side.
+        (Some(doc), CaseEvent::Opened(_)) => Some(doc),
     }
 }
 
@@ -278,6 +304,12 @@ impl Projection for ElasticProjection {
                     | TemplateEvent::Updated(_)
                     | TemplateEvent::Deactivated(_)
                     | TemplateEvent::Activated(_),
+                )
+                | DomainEvent::Workflow(
+                    WorkflowEvent::Created(_)
+                    | WorkflowEvent::Updated(_)
+                    | WorkflowEvent::Deactivated(_)
+                    | WorkflowEvent::Activated(_),
                 ) => {}
             }
         }

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use events::audit::{
     case_changes, case_type_changes, channel_changes, document_changes, interaction_changes, note_changes,
-    task_changes, team_changes, template_changes, tenant_changes, user_changes, FieldChange,
+    task_changes, team_changes, template_changes, tenant_changes, user_changes, workflow_changes, FieldChange,
 };
 use mongodb::bson::{self, doc, Document};
 use mongodb::error::ErrorKind;
@@ -63,6 +63,10 @@ fn entry(event: &Event) -> Result<Document, ApplyError> {
         DomainEvent::Tenant(e) => {
             let (action, changes) = tenant_changes(e);
             ("tenant", action, changes)
+        }
+        DomainEvent::Workflow(e) => {
+            let (action, changes) = workflow_changes(e);
+            ("workflow", action, changes)
         }
         DomainEvent::Template(e) => {
             let (action, changes) = template_changes(e);

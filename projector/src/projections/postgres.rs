@@ -18,6 +18,7 @@ use events::team::TeamEvent;
 use events::template::TemplateEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
+use events::workflow::WorkflowEvent;
 use runtime::tenancy::Tenancy;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -98,6 +99,7 @@ impl PostgresProjection {
             DomainEvent::Channel(channel_event) => self.apply_channel(tx, event, channel_event).await?,
             DomainEvent::Task(task_event) => self.apply_task(tx, event, task_event).await?,
             DomainEvent::Document(document_event) => self.apply_document(tx, event, document_event).await?,
+            DomainEvent::Workflow(workflow_event) => self.apply_workflow(tx, event, workflow_event).await?,
             // Notes and message templates live in MongoDB (seed §2.2.2), not in PostgreSQL.
             DomainEvent::Note(NoteEvent::Added(_) | NoteEvent::Edited(_) | NoteEvent::Deleted(_)) => {}
             DomainEvent::Template(
@@ -518,6 +520,76 @@ impl PostgresProjection {
         Ok(())
     }
 
+    async fn apply_workflow(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &Event,
+        workflow_event: &WorkflowEvent,
+    ) -> Result<(), sqlx::Error> {
+        let env = &event.envelope;
+        let schema = Tenancy(env.tenant_id).pg_schema();
+        let guarded =
+            |set: &str| format!("UPDATE {schema}.workflows SET {set}, version = $2 WHERE id = $1 AND version = $2 - 1");
+        match workflow_event {
+            WorkflowEvent::Created(e) => {
+                let d = &e.definition;
+                sqlx::query(&format!(
+                    "INSERT INTO {schema}.workflows (id, tenant_id, name, description, active, created_at, updated_at,
+                        stages, transitions, actions, sla_definitions, initial_stage_id, version)
+                     VALUES ($1, $2, $3, $4, TRUE, $5, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING"
+                ))
+                .bind(env.stream_id)
+                .bind(env.tenant_id)
+                .bind(&e.name)
+                .bind(&e.description)
+                .bind(e.created_at)
+                .bind(sqlx::types::Json(&d.stages))
+                .bind(sqlx::types::Json(&d.transitions))
+                .bind(sqlx::types::Json(&d.actions))
+                .bind(sqlx::types::Json(&d.sla))
+                .bind(d.initial_stage)
+                .bind(env.stream_version)
+                .execute(&mut **tx)
+                .await?;
+            }
+            WorkflowEvent::Updated(e) => {
+                let d = e.definition.as_ref().map(|c| &c.new);
+                sqlx::query(&guarded(
+                    "name = CASE WHEN $3 THEN $4 ELSE name END,
+                     description = CASE WHEN $5 THEN $6 ELSE description END,
+                     stages = COALESCE($7, stages), transitions = COALESCE($8, transitions),
+                     actions = COALESCE($9, actions), sla_definitions = COALESCE($10, sla_definitions),
+                     initial_stage_id = COALESCE($11, initial_stage_id), updated_at = $12",
+                ))
+                .bind(env.stream_id)
+                .bind(env.stream_version)
+                .bind(e.name.is_some())
+                .bind(e.name.as_ref().map(|c| c.new.clone()))
+                .bind(e.description.is_some())
+                .bind(e.description.as_ref().and_then(|c| c.new.clone()))
+                .bind(d.map(|d| sqlx::types::Json(d.stages.clone())))
+                .bind(d.map(|d| sqlx::types::Json(d.transitions.clone())))
+                .bind(d.map(|d| sqlx::types::Json(d.actions.clone())))
+                .bind(d.map(|d| sqlx::types::Json(d.sla.clone())))
+                .bind(d.map(|d| d.initial_stage))
+                .bind(e.updated_at)
+                .execute(&mut **tx)
+                .await?;
+            }
+            WorkflowEvent::Deactivated(e) | WorkflowEvent::Activated(e) => {
+                let active = matches!(workflow_event, WorkflowEvent::Activated(_));
+                sqlx::query(&guarded("active = $3, updated_at = $4"))
+                    .bind(env.stream_id)
+                    .bind(env.stream_version)
+                    .bind(active)
+                    .bind(e.at)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn apply_case(
         &self,
         tx: &mut Transaction<'_, Postgres>,
@@ -607,6 +679,50 @@ impl PostgresProjection {
                 .bind(v)
                 .bind(e.status.new.as_str())
                 .bind(e.changed_at)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()
+            }
+            CaseEvent::WorkflowStarted(e) => {
+                sqlx::query(&format!(
+                    "UPDATE {schema}.cases SET workflow_id = $3, current_stage_id = $4, version = $2
+                     WHERE id = $1 AND version = $2 - 1"
+                ))
+                .bind(env.stream_id)
+                .bind(v)
+                .bind(e.workflow_id)
+                .bind(e.stage_id)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()
+            }
+            CaseEvent::StageMoved(e) => {
+                sqlx::query(&format!(
+                    "UPDATE {schema}.cases SET current_stage_id = $3, updated_at = $4, version = $2
+                     WHERE id = $1 AND version = $2 - 1"
+                ))
+                .bind(env.stream_id)
+                .bind(v)
+                .bind(e.stage_id.new)
+                .bind(e.moved_at)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()
+            }
+            CaseEvent::SlaSet(e) => {
+                // The seed's cases table has no SLA columns: the due times live in metadata.sla.
+                let sla = serde_json::json!({
+                    "priority": e.priority,
+                    "first_response_due": e.first_response_due,
+                    "resolution_due": e.resolution_due,
+                });
+                sqlx::query(&format!(
+                    "UPDATE {schema}.cases SET metadata = jsonb_set(COALESCE(metadata, '{{}}'), '{{sla}}', $3), version = $2
+                     WHERE id = $1 AND version = $2 - 1"
+                ))
+                .bind(env.stream_id)
+                .bind(v)
+                .bind(sla)
                 .execute(&mut **tx)
                 .await?
                 .rows_affected()

@@ -16,6 +16,7 @@ use events::team::TeamEvent;
 use events::template::TemplateEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
+use events::workflow::WorkflowEvent;
 use redis::aio::ConnectionManager;
 use redis::Script;
 use runtime::tenancy::Tenancy;
@@ -87,7 +88,10 @@ impl Projection for RedisCountersProjection {
                 DomainEvent::Case(CaseEvent::Opened(e)) => (status_arg(e.status), assignee_arg(e.assigned_to)),
                 DomainEvent::Case(CaseEvent::StatusChanged(e)) => (status_arg(e.status.new), UNCHANGED.to_owned()),
                 DomainEvent::Case(CaseEvent::Assigned(e)) => (UNCHANGED.to_owned(), assignee_arg(e.assigned_to.new)),
-                DomainEvent::Case(CaseEvent::Updated(_)) => (UNCHANGED.to_owned(), UNCHANGED.to_owned()),
+                // These move only the counted version forward.
+                DomainEvent::Case(
+                    CaseEvent::Updated(_) | CaseEvent::WorkflowStarted(_) | CaseEvent::StageMoved(_) | CaseEvent::SlaSet(_),
+                ) => (UNCHANGED.to_owned(), UNCHANGED.to_owned()),
                 DomainEvent::Tenant(
                     TenantEvent::Provisioned(_)
                     | TenantEvent::SettingsUpdated(_)
@@ -133,6 +137,12 @@ impl Projection for RedisCountersProjection {
                     | TemplateEvent::Updated(_)
                     | TemplateEvent::Deactivated(_)
                     | TemplateEvent::Activated(_),
+                )
+                | DomainEvent::Workflow(
+                    WorkflowEvent::Created(_)
+                    | WorkflowEvent::Updated(_)
+                    | WorkflowEvent::Deactivated(_)
+                    | WorkflowEvent::Activated(_),
                 ) => continue,
             };
             let t = Tenancy(env.tenant_id);

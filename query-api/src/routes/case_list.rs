@@ -27,7 +27,7 @@ pub fn router() -> Router<AppState> {
 }
 
 const COLUMNS: &str = "id, tenant_id, case_number, title, description, status, priority, case_type_id, workflow_id,
-    current_stage_id, created_by, assigned_to, created_at, updated_at, due_date, custom_fields, tags, version";
+    current_stage_id, created_by, assigned_to, created_at, updated_at, due_date, custom_fields, tags, metadata, version";
 
 fn case_json(row: &sqlx::postgres::PgRow) -> Result<Value, sqlx::Error> {
     Ok(json!({
@@ -48,6 +48,7 @@ fn case_json(row: &sqlx::postgres::PgRow) -> Result<Value, sqlx::Error> {
         "due_date": row.try_get::<Option<DateTime<Utc>>, _>("due_date")?,
         "custom_fields": row.try_get::<Option<Value>, _>("custom_fields")?,
         "tags": row.try_get::<Option<Vec<String>>, _>("tags")?.unwrap_or_default(),
+        "sla": row.try_get::<Option<Value>, _>("metadata")?.and_then(|m| m.get("sla").cloned()),
         "version": row.try_get::<i64, _>("version")?,
     }))
 }

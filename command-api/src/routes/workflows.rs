@@ -1,0 +1,134 @@
+//! Workflow commands (tenant administrators): create with stages, transitions, actions
+//! and SLA targets; update; deactivate (cases of its types cannot open) and activate.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{patch, post};
+use axum::Router;
+use chrono::Utc;
+use events::workflow::{self, WorkflowCommand, WorkflowDefinition};
+use runtime::auth::Permission;
+use runtime::extract::ApiPath;
+use runtime::ApiError;
+use serde::{Deserialize, Deserializer, Serialize};
+use uuid::Uuid;
+
+use super::AppState;
+use crate::context::CommandContext;
+use crate::journal::{fingerprint, CommandReply, Lookup, WorkflowStream};
+use crate::versioned::{CommandSchema, Versioned};
+
+const KIND: &str = "workflow";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/workflows", post(create))
+        .route("/v1/workflows/{id}", patch(update))
+        .route("/v1/workflows/{id}/deactivate", post(deactivate))
+        .route("/v1/workflows/{id}/activate", post(activate))
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    description: Option<String>,
+    definition: WorkflowDefinition,
+}
+
+impl CommandSchema for CreateBody {
+    const NAME: &'static str = "create_workflow";
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Option<String>>,
+    definition: Option<WorkflowDefinition>,
+}
+
+impl CommandSchema for UpdateBody {
+    const NAME: &'static str = "update_workflow";
+}
+
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+impl CommandSchema for Empty {
+    const NAME: &'static str = "workflow_activation";
+}
+
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+async fn create(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    Versioned { body, .. }: Versioned<CreateBody>,
+) -> Result<CommandReply, ApiError> {
+    ctx.caller.require(Permission::WorkflowsManage)?;
+    let hash = fingerprint(CreateBody::NAME, None, &body);
+    let id = Uuid::now_v7();
+    let lookup = Lookup::UniqueName { kind: KIND, name: body.name.trim().to_lowercase() };
+    let cmd = WorkflowCommand::Create { name: body.name, description: body.description, definition: body.definition };
+    let mut reply = run(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd).await?;
+    reply.body["location"] = format!("/v1/workflows/{id}").into();
+    Ok(reply)
+}
+
+async fn update(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<UpdateBody>,
+) -> Result<CommandReply, ApiError> {
+    ctx.caller.require(Permission::WorkflowsManage)?;
+    let hash = fingerprint(UpdateBody::NAME, Some(id), &body);
+    let lookup = match &body.name {
+        Some(name) => Lookup::UniqueName { kind: KIND, name: name.trim().to_lowercase() },
+        None => Lookup::Nothing,
+    };
+    let cmd = WorkflowCommand::Update { name: body.name, description: body.description, definition: body.definition };
+    run(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
+}
+
+async fn deactivate(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<Empty>,
+) -> Result<CommandReply, ApiError> {
+    ctx.caller.require(Permission::WorkflowsManage)?;
+    let hash = fingerprint("deactivate_workflow", Some(id), &body);
+    run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, WorkflowCommand::Deactivate).await
+}
+
+async fn activate(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<Empty>,
+) -> Result<CommandReply, ApiError> {
+    ctx.caller.require(Permission::WorkflowsManage)?;
+    let hash = fingerprint("activate_workflow", Some(id), &body);
+    run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, WorkflowCommand::Activate).await
+}
+
+async fn run(
+    state: &AppState,
+    ctx: &CommandContext,
+    id: Uuid,
+    hash: String,
+    lookup: Lookup,
+    success: StatusCode,
+    cmd: WorkflowCommand,
+) -> Result<CommandReply, ApiError> {
+    super::execute_in_tenant::<WorkflowStream>(state, ctx, id, hash, lookup, success, |s| {
+        workflow::decide(s, cmd, Utc::now())
+    })
+    .await
+}

@@ -1,0 +1,322 @@
+//! The workflow stream: stages, the transitions between them (which roles may take them
+//! and which custom fields must be filled first), actions, and SLA targets per priority.
+//! Cases of a case type with a workflow start at its initial stage and move only along
+//! its transitions (see `case::decide`).
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::case::Priority;
+use crate::change::Change;
+use crate::error::{DecodeError, DomainError, FieldError, Validator};
+
+const ROLES: [&str; 3] = ["agent", "supervisor", "admin"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    pub id: Uuid,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transition {
+    pub from: Uuid,
+    pub to: Uuid,
+    /// Roles that may take it; empty means every role.
+    #[serde(default)]
+    pub allowed_roles: Vec<String>,
+    /// Custom fields that must hold a value before the case may move.
+    #[serde(default)]
+    pub required_fields: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlaTarget {
+    pub priority: Priority,
+    pub first_response_minutes: u32,
+    pub resolution_minutes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowDefinition {
+    pub stages: Vec<Stage>,
+    pub initial_stage: Uuid,
+    #[serde(default)]
+    pub transitions: Vec<Transition>,
+    #[serde(default)]
+    pub actions: Vec<Value>,
+    #[serde(default)]
+    pub sla: Vec<SlaTarget>,
+}
+
+impl WorkflowDefinition {
+    pub fn check(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let mut ids = BTreeSet::new();
+        if self.stages.is_empty() {
+            errors.push(FieldError::new("definition.stages", "a workflow needs at least one stage"));
+        }
+        for (i, s) in self.stages.iter().enumerate() {
+            if !ids.insert(s.id) {
+                errors.push(FieldError::new(format!("definition.stages[{i}].id"), "is used twice"));
+            }
+            if s.name.trim().is_empty() || s.name.chars().count() > 100 {
+                errors.push(FieldError::new(format!("definition.stages[{i}].name"), "must be 1-100 characters"));
+            }
+        }
+        if !ids.contains(&self.initial_stage) {
+            errors.push(FieldError::new("definition.initial_stage", "must be one of the stages"));
+        }
+        for (i, t) in self.transitions.iter().enumerate() {
+            for (end, id) in [("from", t.from), ("to", t.to)] {
+                if !ids.contains(&id) {
+                    errors.push(FieldError::new(
+                        format!("definition.transitions[{i}].{end}"),
+                        "must be one of the stages",
+                    ));
+                }
+            }
+            if let Some(role) = t.allowed_roles.iter().find(|r| !ROLES.contains(&r.as_str())) {
+                errors.push(FieldError::new(
+                    format!("definition.transitions[{i}].allowed_roles"),
+                    format!("{role} is not a role; roles are {ROLES:?}"),
+                ));
+            }
+        }
+        let mut priorities = BTreeSet::new();
+        for (i, s) in self.sla.iter().enumerate() {
+            if !priorities.insert(s.priority.as_str()) {
+                errors.push(FieldError::new(format!("definition.sla[{i}].priority"), "has two SLA targets"));
+            }
+            if s.first_response_minutes == 0 || s.first_response_minutes > s.resolution_minutes {
+                errors.push(FieldError::new(
+                    format!("definition.sla[{i}]"),
+                    "first_response_minutes must be positive and at most resolution_minutes",
+                ));
+            }
+        }
+        errors
+    }
+
+    pub fn transition(&self, from: Uuid, to: Uuid) -> Option<&Transition> {
+        self.transitions.iter().find(|t| t.from == from && t.to == to)
+    }
+
+    pub fn sla_for(&self, priority: Priority) -> Option<&SlaTarget> {
+        self.sla.iter().find(|s| s.priority == priority)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkflowCommand {
+    Create { name: String, description: Option<String>, definition: WorkflowDefinition },
+    Update { name: Option<String>, description: Option<Option<String>>, definition: Option<WorkflowDefinition> },
+    Deactivate,
+    Activate,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowCreated {
+    pub name: String,
+    pub description: Option<String>,
+    pub definition: WorkflowDefinition,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowUpdated {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Change<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<Change<Option<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<Change<WorkflowDefinition>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowActivation {
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkflowEvent {
+    Created(WorkflowCreated),
+    Updated(WorkflowUpdated),
+    Deactivated(WorkflowActivation),
+    Activated(WorkflowActivation),
+}
+
+impl WorkflowEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            WorkflowEvent::Created(_) => "WorkflowCreated",
+            WorkflowEvent::Updated(_) => "WorkflowUpdated",
+            WorkflowEvent::Deactivated(_) => "WorkflowDeactivated",
+            WorkflowEvent::Activated(_) => "WorkflowActivated",
+        }
+    }
+
+    pub fn schema_version(&self) -> u16 {
+        match self {
+            WorkflowEvent::Created(_)
+            | WorkflowEvent::Updated(_)
+            | WorkflowEvent::Deactivated(_)
+            | WorkflowEvent::Activated(_) => 1,
+        }
+    }
+
+    pub fn payload(&self) -> Value {
+        let value = match self {
+            WorkflowEvent::Created(e) => serde_json::to_value(e),
+            WorkflowEvent::Updated(e) => serde_json::to_value(e),
+            WorkflowEvent::Deactivated(e) | WorkflowEvent::Activated(e) => serde_json::to_value(e),
+        };
+        value.expect("workflow events are plain data and always serialise")
+    }
+
+    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
+        let malformed = |source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source };
+        match (event_type, schema_version) {
+            ("WorkflowCreated", 1) => serde_json::from_value(payload).map(WorkflowEvent::Created).map_err(malformed),
+            ("WorkflowUpdated", 1) => serde_json::from_value(payload).map(WorkflowEvent::Updated).map_err(malformed),
+            ("WorkflowDeactivated", 1) => {
+                serde_json::from_value(payload).map(WorkflowEvent::Deactivated).map_err(malformed)
+            }
+            ("WorkflowActivated", 1) => {
+                serde_json::from_value(payload).map(WorkflowEvent::Activated).map_err(malformed)
+            }
+            _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workflow {
+    pub name: String,
+    pub description: Option<String>,
+    pub definition: WorkflowDefinition,
+    pub active: bool,
+}
+
+pub fn evolve(state: Option<Workflow>, event: &WorkflowEvent) -> Option<Workflow> {
+    match (state, event) {
+        (None, WorkflowEvent::Created(e)) => Some(Workflow {
+            name: e.name.clone(),
+            description: e.description.clone(),
+            definition: e.definition.clone(),
+            active: true,
+        }),
+        (Some(mut w), WorkflowEvent::Updated(e)) => {
+            if let Some(c) = &e.name {
+                w.name = c.new.clone();
+            }
+            if let Some(c) = &e.description {
+                w.description = c.new.clone();
+            }
+            if let Some(c) = &e.definition {
+                w.definition = c.new.clone();
+            }
+            Some(w)
+        }
+        (Some(mut w), WorkflowEvent::Deactivated(_)) => {
+            w.active = false;
+            Some(w)
+        }
+        (Some(mut w), WorkflowEvent::Activated(_)) => {
+            w.active = true;
+            Some(w)
+        }
+        (state, _) => state,
+    }
+}
+
+pub fn decide(
+    state: Option<&Workflow>,
+    command: WorkflowCommand,
+    now: DateTime<Utc>,
+) -> Result<Vec<WorkflowEvent>, DomainError> {
+    match (state, command) {
+        (Some(_), WorkflowCommand::Create { .. }) => Err(DomainError::Conflict("the workflow already exists".into())),
+        (None, WorkflowCommand::Create { name, description, definition }) => {
+            let mut v = Validator::default();
+            v.text("name", &name, 255);
+            v.extend(definition.check());
+            v.finish()?;
+            Ok(vec![WorkflowEvent::Created(WorkflowCreated {
+                name: name.trim().to_owned(),
+                description,
+                definition,
+                created_at: now,
+            })])
+        }
+        (None, _) => Err(DomainError::NotFound("workflow")),
+        (Some(w), WorkflowCommand::Update { name, description, definition }) => {
+            let mut v = Validator::default();
+            if let Some(n) = &name {
+                v.text("name", n, 255);
+            }
+            if let Some(d) = &definition {
+                v.extend(d.check());
+            }
+            v.finish()?;
+            let event = WorkflowUpdated {
+                name: Change::between(&w.name, name.map(|n| n.trim().to_owned())),
+                description: Change::between(&w.description, description),
+                definition: Change::between(&w.definition, definition),
+                updated_at: now,
+            };
+            let nothing = event.name.is_none() && event.description.is_none() && event.definition.is_none();
+            Ok(if nothing { vec![] } else { vec![WorkflowEvent::Updated(event)] })
+        }
+        (Some(w), WorkflowCommand::Deactivate) => {
+            Ok(if w.active { vec![WorkflowEvent::Deactivated(WorkflowActivation { at: now })] } else { vec![] })
+        }
+        (Some(w), WorkflowCommand::Activate) => {
+            Ok(if w.active { vec![] } else { vec![WorkflowEvent::Activated(WorkflowActivation { at: now })] })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_definition_must_be_consistent() {
+        let a = Uuid::from_u128(1);
+        let definition: WorkflowDefinition = serde_json::from_value(json!({
+            "stages": [{ "id": a, "name": "New" }, { "id": a, "name": "" }],
+            "initial_stage": Uuid::from_u128(9),
+            "transitions": [{ "from": a, "to": Uuid::from_u128(3), "allowed_roles": ["wizard"] }],
+            "sla": [{ "priority": "high", "first_response_minutes": 90, "resolution_minutes": 60 }]
+        }))
+        .unwrap();
+        let fields: Vec<String> = definition.check().into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "definition.stages[1].id",
+                "definition.stages[1].name",
+                "definition.initial_stage",
+                "definition.transitions[0].to",
+                "definition.transitions[0].allowed_roles",
+                "definition.sla[0]"
+            ]
+        );
+    }
+}
