@@ -77,6 +77,10 @@ pub fn case_changes(event: &CaseEvent) -> (&'static str, Vec<FieldChange>) {
             push(&mut out, "current_stage_id", &Some(e.stage_id.clone()));
             "stage_move"
         }
+        CaseEvent::TeamAssigned(e) => {
+            push(&mut out, "team_id", &Some(e.team_id.clone()));
+            "team_assign"
+        }
         CaseEvent::SlaSet(e) => {
             out.push(FieldChange {
                 field: "sla",

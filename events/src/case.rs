@@ -100,6 +100,11 @@ pub enum CaseCommand {
     },
     MoveStage(MoveStage),
     Assign(AssignCase),
+    /// Assign the case to a team (or none); `team` is what the write side found for it.
+    AssignTeam {
+        team_id: Option<Uuid>,
+        team: Reference,
+    },
     ChangeStatus(ChangeStatus),
 }
 
@@ -232,6 +237,13 @@ pub struct CaseStatusChanged {
     pub changed_at: DateTime<Utc>,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseTeamAssigned {
+    pub team_id: Change<Option<Uuid>>,
+    pub assigned_at: DateTime<Utc>,
+}
+
 /// The case follows its type's workflow from the workflow's initial stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -267,6 +279,7 @@ pub enum CaseEvent {
     WorkflowStarted(CaseWorkflowStarted),
     StageMoved(CaseStageMoved),
     SlaSet(CaseSlaSet),
+    TeamAssigned(CaseTeamAssigned),
 }
 
 impl CaseEvent {
@@ -279,6 +292,7 @@ impl CaseEvent {
             CaseEvent::WorkflowStarted(_) => "CaseWorkflowStarted",
             CaseEvent::StageMoved(_) => "CaseStageMoved",
             CaseEvent::SlaSet(_) => "CaseSlaSet",
+            CaseEvent::TeamAssigned(_) => "CaseTeamAssigned",
         }
     }
 
@@ -290,7 +304,8 @@ impl CaseEvent {
             | CaseEvent::StatusChanged(_)
             | CaseEvent::WorkflowStarted(_)
             | CaseEvent::StageMoved(_)
-            | CaseEvent::SlaSet(_) => 1,
+            | CaseEvent::SlaSet(_)
+            | CaseEvent::TeamAssigned(_) => 1,
         }
     }
 
@@ -303,6 +318,7 @@ impl CaseEvent {
             CaseEvent::WorkflowStarted(e) => serde_json::to_value(e),
             CaseEvent::StageMoved(e) => serde_json::to_value(e),
             CaseEvent::SlaSet(e) => serde_json::to_value(e),
+            CaseEvent::TeamAssigned(e) => serde_json::to_value(e),
         };
         value.expect("case events are plain data and always serialise")
     }
@@ -323,6 +339,7 @@ impl CaseEvent {
             }
             ("CaseStageMoved", 1) => serde_json::from_value(payload).map(CaseEvent::StageMoved).map_err(malformed),
             ("CaseSlaSet", 1) => serde_json::from_value(payload).map(CaseEvent::SlaSet).map_err(malformed),
+            ("CaseTeamAssigned", 1) => serde_json::from_value(payload).map(CaseEvent::TeamAssigned).map_err(malformed),
             _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
         }
     }
@@ -355,6 +372,7 @@ pub struct Case {
     pub workflow_id: Option<Uuid>,
     pub stage_id: Option<Uuid>,
     pub sla: Option<CaseSlaSet>,
+    pub team_id: Option<Uuid>,
 }
 
 /// Applies one recorded fact. Holds no rules: anything refused was refused by `decide`.
@@ -377,6 +395,7 @@ pub fn evolve(state: Option<Case>, event: &CaseEvent) -> Option<Case> {
             workflow_id: None,
             stage_id: None,
             sla: None,
+            team_id: None,
         }),
         (Some(mut case), CaseEvent::Updated(e)) => {
             if let Some(c) = &e.title {
@@ -424,6 +443,11 @@ pub fn evolve(state: Option<Case>, event: &CaseEvent) -> Option<Case> {
             case.sla = Some(e.clone());
             Some(case)
         }
+        (Some(mut case), CaseEvent::TeamAssigned(e)) => {
+            case.team_id = e.team_id.new;
+            case.updated_at = e.assigned_at;
+            Some(case)
+        }
         // A well-formed stream never gets here; keep the state rather than invent one.
         (state, _) => state,
     }
@@ -438,6 +462,19 @@ pub fn decide(state: Option<&Case>, command: CaseCommand, ctx: Context) -> Resul
         (None, _) => Err(DomainError::NotFound("case")),
         (Some(case), CaseCommand::Update(cmd)) => update(case, cmd, ctx),
         (Some(case), CaseCommand::MoveStage(cmd)) => move_stage(case, cmd, ctx),
+        (Some(case), CaseCommand::AssignTeam { team_id, team }) => {
+            refuse_if_closed(case)?;
+            if team_id.is_some() && team != Reference::Usable {
+                return Err(DomainError::Invalid(vec![FieldError::new(
+                    "team_id",
+                    "no team with this id exists in the tenant",
+                )]));
+            }
+            Ok(Change::between(&case.team_id, Some(team_id))
+                .map(|team_id| CaseEvent::TeamAssigned(CaseTeamAssigned { team_id, assigned_at: ctx.now }))
+                .into_iter()
+                .collect())
+        }
         (Some(case), CaseCommand::ChangeTags { add, remove }) => {
             let mut v = Validator::default();
             check_tags(&mut v, &add);
@@ -821,6 +858,18 @@ mod tests {
             panic!("expected invalid")
         };
         assert_eq!(errors[0].field, "assigned_to");
+    }
+
+    #[test]
+    fn cases_are_assigned_to_existing_teams() {
+        let state = given(&[opened()]);
+        let team = Some(Uuid::from_u128(5));
+        let missing =
+            decide(state.as_ref(), CaseCommand::AssignTeam { team_id: team, team: Reference::Missing }, ctx());
+        assert!(matches!(missing, Err(DomainError::Invalid(_))));
+        let events =
+            decide(state.as_ref(), CaseCommand::AssignTeam { team_id: team, team: Reference::Usable }, ctx()).unwrap();
+        assert_eq!(events.iter().fold(state, evolve).unwrap().team_id, team);
     }
 
     #[test]

@@ -63,6 +63,30 @@ async fn supervisors_build_teams_of_existing_users() {
     .await;
     assert_eq!((name.as_str(), role.as_str()), ("Tier One", "lead"));
 
+    // Cases are assigned to existing teams only.
+    let case = app.open_case("Team work").await["id"].as_str().unwrap().to_owned();
+    let r = app
+        .command(
+            Method::POST,
+            &format!("/v1/cases/{case}/team"),
+            &app.token,
+            Some(json!({ "team_id": uuid::Uuid::now_v7() })),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let r = app
+        .command(Method::POST, &format!("/v1/cases/{case}/team"), &app.token, Some(json!({ "team_id": team_id })))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let assigned: Value = r.json().await.unwrap();
+    let read: Value = app
+        .query(&format!("/v1/cases/{case}?position={}", assigned["position"].as_str().unwrap()), &app.token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["assigned_team_id"], json!(team_id));
+
     let r = app.command(Method::DELETE, &format!("/v1/teams/{team_id}/members/{user_id}"), &supervisor, None).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["etag"], "\"4\"");

@@ -9,6 +9,7 @@ use events::case::{
     self, AssignCase, CaseCommand, CaseTypeFacts, ChangeStatus, Context, CustomFields, MoveStage, OpenCase, Priority,
     Status, UpdateCase, WorkflowFacts,
 };
+use events::reference::Reference;
 use runtime::auth::Permission;
 use runtime::extract::ApiPath;
 use runtime::ApiError;
@@ -17,7 +18,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CaseStream, CaseTypeStream, Command, CommandReply, Lookup, WorkflowStream};
+use crate::journal::{
+    fingerprint, CaseStream, CaseTypeStream, Command, CommandReply, Lookup, TeamStream, WorkflowStream,
+};
 use crate::versioned::{CommandSchema, Versioned};
 
 pub fn router() -> Router<AppState> {
@@ -28,6 +31,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/cases/{id}/status", post(change_status))
         .route("/v1/cases/{id}/tags", post(change_tags))
         .route("/v1/cases/{id}/stage", post(move_stage))
+        .route("/v1/cases/{id}/team", post(assign_team))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -264,6 +268,33 @@ async fn move_stage(
     let cmd =
         CaseCommand::MoveStage(MoveStage { to: body.stage_id, role: ctx.caller.role.as_str().to_owned(), workflow });
     run(&state, &ctx, id, hash, Permission::CasesChangeStatus, cmd).await
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TeamBody {
+    team_id: Option<Uuid>,
+}
+
+impl CommandSchema for TeamBody {
+    const NAME: &'static str = "assign_case_team";
+}
+
+async fn assign_team(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<TeamBody>,
+) -> Result<CommandReply, ApiError> {
+    let hash = fingerprint(TeamBody::NAME, Some(id), &body);
+    let team = match body.team_id {
+        None => Reference::Usable,
+        Some(t) => match state.journal.state::<TeamStream>(ctx.caller.tenant_id, t).await? {
+            None => Reference::Missing,
+            Some(_) => Reference::Usable,
+        },
+    };
+    run(&state, &ctx, id, hash, Permission::CasesAssign, CaseCommand::AssignTeam { team_id: body.team_id, team }).await
 }
 
 /// Runs a command against an existing case.

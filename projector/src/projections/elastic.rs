@@ -77,6 +77,7 @@ pub fn cases_template() -> Value {
                     "custom_fields": { "type": "object", "dynamic": true },
                     "tags": { "type": "keyword" },
                     "workflow_id": { "type": "keyword" },
+                    "team_id": { "type": "keyword" },
                     "current_stage_id": { "type": "keyword" },
                     "sla_first_response_due": { "type": "date" },
                     "sla_resolution_due": { "type": "date" },
@@ -223,6 +224,12 @@ fn fold(doc: Option<Value>, event: &Event, case_event: &CaseEvent) -> Option<Val
         (Some(mut doc), CaseEvent::StageMoved(e)) => {
             doc["current_stage_id"] = json!(e.stage_id.new);
             doc["updated_at"] = json!(e.moved_at);
+            doc["version"] = json!(env.stream_version);
+            Some(doc)
+        }
+        (Some(mut doc), CaseEvent::TeamAssigned(e)) => {
+            doc["team_id"] = json!(e.team_id.new);
+            doc["updated_at"] = json!(e.assigned_at);
             doc["version"] = json!(env.stream_version);
             Some(doc)
         }

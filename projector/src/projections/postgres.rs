@@ -709,6 +709,19 @@ impl PostgresProjection {
                 .await?
                 .rows_affected()
             }
+            CaseEvent::TeamAssigned(e) => {
+                sqlx::query(&format!(
+                    "UPDATE {schema}.cases SET assigned_team_id = $3, updated_at = $4, version = $2
+                     WHERE id = $1 AND version = $2 - 1"
+                ))
+                .bind(env.stream_id)
+                .bind(v)
+                .bind(e.team_id.new)
+                .bind(e.assigned_at)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()
+            }
             CaseEvent::SlaSet(e) => {
                 // The seed's cases table has no SLA columns: the due times live in metadata.sla.
                 let sla = serde_json::json!({

@@ -90,7 +90,11 @@ impl Projection for RedisCountersProjection {
                 DomainEvent::Case(CaseEvent::Assigned(e)) => (UNCHANGED.to_owned(), assignee_arg(e.assigned_to.new)),
                 // These move only the counted version forward.
                 DomainEvent::Case(
-                    CaseEvent::Updated(_) | CaseEvent::WorkflowStarted(_) | CaseEvent::StageMoved(_) | CaseEvent::SlaSet(_),
+                    CaseEvent::Updated(_)
+                    | CaseEvent::WorkflowStarted(_)
+                    | CaseEvent::StageMoved(_)
+                    | CaseEvent::SlaSet(_)
+                    | CaseEvent::TeamAssigned(_),
                 ) => (UNCHANGED.to_owned(), UNCHANGED.to_owned()),
                 DomainEvent::Tenant(
                     TenantEvent::Provisioned(_)

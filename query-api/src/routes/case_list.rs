@@ -27,7 +27,7 @@ pub fn router() -> Router<AppState> {
 }
 
 const COLUMNS: &str = "id, tenant_id, case_number, title, description, status, priority, case_type_id, workflow_id,
-    current_stage_id, created_by, assigned_to, created_at, updated_at, due_date, custom_fields, tags, metadata, version";
+    current_stage_id, created_by, assigned_to, created_at, updated_at, due_date, custom_fields, tags, metadata, assigned_team_id, version";
 
 fn case_json(row: &sqlx::postgres::PgRow) -> Result<Value, sqlx::Error> {
     Ok(json!({
@@ -43,6 +43,7 @@ fn case_json(row: &sqlx::postgres::PgRow) -> Result<Value, sqlx::Error> {
         "current_stage_id": row.try_get::<Option<Uuid>, _>("current_stage_id")?,
         "created_by": row.try_get::<Uuid, _>("created_by")?,
         "assigned_to": row.try_get::<Option<Uuid>, _>("assigned_to")?,
+        "assigned_team_id": row.try_get::<Option<Uuid>, _>("assigned_team_id")?,
         "created_at": row.try_get::<DateTime<Utc>, _>("created_at")?,
         "updated_at": row.try_get::<DateTime<Utc>, _>("updated_at")?,
         "due_date": row.try_get::<Option<DateTime<Utc>>, _>("due_date")?,
