@@ -9,6 +9,7 @@ use events::case::{self, Case, CaseEvent};
 use events::case_type::{self, CaseType, CaseTypeEvent};
 use events::channel::{self, Channel, ChannelEvent};
 use events::document::{self, Document, DocumentEvent};
+use events::field_definition::{self, FieldDefinition, FieldDefinitionEvent};
 use events::interaction::{self, Interaction, InteractionEvent};
 use events::note::{self, Note, NoteEvent};
 use events::task::{self, Task, TaskEvent};
@@ -70,6 +71,7 @@ stream_kind!(NoteStream, StreamType::Note, note, Note, NoteEvent);
 stream_kind!(DocumentStream, StreamType::Document, document, Document, DocumentEvent);
 stream_kind!(TemplateStream, StreamType::MessageTemplate, template, Template, TemplateEvent);
 stream_kind!(WorkflowStream, StreamType::Workflow, workflow, Workflow, WorkflowEvent);
+stream_kind!(FieldDefinitionStream, StreamType::CustomField, field_definition, FieldDefinition, FieldDefinitionEvent);
 
 /// Something looked up (or reserved) inside the command's transaction before deciding,
 /// so that it commits or rolls back with the events.
@@ -295,6 +297,25 @@ impl Journal {
     pub async fn state<K: StreamKind>(&self, tenant: Uuid, stream: Uuid) -> Result<Option<K::State>, ApiError> {
         let mut conn = self.pool.acquire().await?;
         Ok(load::<K>(&mut conn, tenant, stream).await?.0)
+    }
+
+    /// Every stream of one kind in a tenant, folded (for small sets such as definitions).
+    pub async fn all<K: StreamKind>(&self, tenant: Uuid) -> Result<Vec<K::State>, ApiError> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT DISTINCT stream_id FROM eventstore.events WHERE tenant_id = $1 AND stream_type = $2",
+        )
+        .bind(tenant)
+        .bind(K::TYPE.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut states = Vec::with_capacity(ids.len());
+        let mut conn = self.pool.acquire().await?;
+        for id in ids {
+            if let Some(state) = load::<K>(&mut conn, tenant, id).await?.0 {
+                states.push(state);
+            }
+        }
+        Ok(states)
     }
 
     pub async fn tenant(&self, tenant: Uuid) -> Result<Option<Tenant>, ApiError> {

@@ -7,6 +7,7 @@ use crate::case::{CaseEvent, Change};
 use crate::case_type::CaseTypeEvent;
 use crate::channel::ChannelEvent;
 use crate::document::DocumentEvent;
+use crate::field_definition::FieldDefinitionEvent;
 use crate::interaction::InteractionEvent;
 use crate::note::NoteEvent;
 use crate::task::TaskEvent;
@@ -395,5 +396,23 @@ pub fn workflow_changes(event: &WorkflowEvent) -> (&'static str, Vec<FieldChange
         }
         WorkflowEvent::Deactivated(_) => ("deactivate", vec![change("active", json!(true), json!(false))]),
         WorkflowEvent::Activated(_) => ("activate", vec![change("active", json!(false), json!(true))]),
+    }
+}
+
+/// The audit action and per-field old/new values of a custom field definition event.
+pub fn field_definition_changes(event: &FieldDefinitionEvent) -> (&'static str, Vec<FieldChange>) {
+    let change = |field, old_value, new_value| FieldChange { field, old_value, new_value };
+    match event {
+        FieldDefinitionEvent::Created(e) => (
+            "create",
+            vec![
+                change("entity_type", Value::Null, json!(e.entity_type)),
+                change("field_name", Value::Null, json!(e.field_name)),
+                change("spec", Value::Null, json!(e.spec)),
+            ],
+        ),
+        FieldDefinitionEvent::Updated(e) => ("update", vec![change("spec", json!(e.spec.old), json!(e.spec.new))]),
+        FieldDefinitionEvent::Deactivated(_) => ("deactivate", vec![change("is_active", json!(true), json!(false))]),
+        FieldDefinitionEvent::Activated(_) => ("activate", vec![change("is_active", json!(false), json!(true))]),
     }
 }

@@ -24,6 +24,7 @@ pub enum StreamType {
     Document,
     MessageTemplate,
     Workflow,
+    CustomField,
 }
 
 impl StreamType {
@@ -41,6 +42,7 @@ impl StreamType {
             StreamType::Document => "document",
             StreamType::MessageTemplate => "message_template",
             StreamType::Workflow => "workflow",
+            StreamType::CustomField => "custom_field",
         }
     }
 }

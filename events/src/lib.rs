@@ -11,6 +11,7 @@ pub mod channel;
 pub mod document;
 pub mod envelope;
 pub mod error;
+pub mod field_definition;
 pub mod form;
 pub mod interaction;
 pub mod note;

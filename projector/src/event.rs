@@ -4,6 +4,7 @@ use events::case::CaseEvent;
 use events::case_type::CaseTypeEvent;
 use events::channel::ChannelEvent;
 use events::document::DocumentEvent;
+use events::field_definition::FieldDefinitionEvent;
 use events::interaction::InteractionEvent;
 use events::note::NoteEvent;
 use events::task::TaskEvent;
@@ -28,6 +29,7 @@ pub enum DomainEvent {
     Document(DocumentEvent),
     Template(TemplateEvent),
     Workflow(WorkflowEvent),
+    FieldDefinition(FieldDefinitionEvent),
     Case(CaseEvent),
 }
 
@@ -97,6 +99,10 @@ impl Event {
             StreamType::Workflow => {
                 WorkflowEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
                     .map(DomainEvent::Workflow)
+            }
+            StreamType::CustomField => {
+                FieldDefinitionEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
+                    .map(DomainEvent::FieldDefinition)
             }
             StreamType::Case => {
                 CaseEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())

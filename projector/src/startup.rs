@@ -13,7 +13,8 @@ use tokio::net::TcpListener;
 use crate::parking::ParkingLot;
 use crate::projection::Projection;
 use crate::projections::{
-    elastic::ElasticProjection, mongo_audit::MongoAuditProjection, mongo_notes::MongoNotesProjection,
+    elastic::ElasticProjection, mongo_audit::MongoAuditProjection,
+    mongo_field_definitions::MongoFieldDefinitionsProjection, mongo_notes::MongoNotesProjection,
     mongo_templates::MongoTemplatesProjection, postgres::PostgresProjection, redis_counters::RedisCountersProjection,
 };
 use crate::worker::Worker;
@@ -40,6 +41,7 @@ impl Application {
             Arc::new(MongoAuditProjection::new(mongo.database(&settings.mongo_database))),
             Arc::new(MongoNotesProjection::new(mongo.database(&settings.mongo_database))),
             Arc::new(MongoTemplatesProjection::new(mongo.database(&settings.mongo_database))),
+            Arc::new(MongoFieldDefinitionsProjection::new(mongo.database(&settings.mongo_database))),
             Arc::new(ElasticProjection::new(elastic).await.context("preparing Elasticsearch")?),
             Arc::new(RedisCountersProjection::new(redis)),
         ];

@@ -49,6 +49,7 @@ pub enum Permission {
     NotesModerate,
     TemplatesManage,
     WorkflowsManage,
+    CustomFieldsManage,
 }
 
 impl Permission {
@@ -67,6 +68,7 @@ impl Permission {
             Permission::NotesModerate => "notes:moderate",
             Permission::TemplatesManage => "templates:manage",
             Permission::WorkflowsManage => "workflows:manage",
+            Permission::CustomFieldsManage => "custom_fields:manage",
         }
     }
 }

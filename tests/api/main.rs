@@ -7,6 +7,7 @@ mod broker_loss;
 mod case_types;
 mod channels;
 mod concurrency;
+mod custom_fields;
 mod documents;
 mod flow;
 mod isolation;

@@ -19,7 +19,8 @@ use uuid::Uuid;
 use super::AppState;
 use crate::context::CommandContext;
 use crate::journal::{
-    fingerprint, CaseStream, CaseTypeStream, Command, CommandReply, Lookup, TeamStream, WorkflowStream,
+    fingerprint, CaseStream, CaseTypeStream, Command, CommandReply, FieldDefinitionStream, Lookup, TeamStream,
+    WorkflowStream,
 };
 use crate::versioned::{CommandSchema, Versioned};
 
@@ -329,7 +330,16 @@ async fn case_type_facts(state: &AppState, tenant: Uuid, id: Uuid) -> Result<Opt
         Some(w) => workflow_facts(state, tenant, w).await?,
         None => None,
     };
-    Ok(Some(CaseTypeFacts { active: t.active, form: t.form_definition, workflow }))
+    // The tenant's active case field definitions visible for this type join its form.
+    let definitions: Vec<_> = state
+        .journal
+        .all::<FieldDefinitionStream>(tenant)
+        .await?
+        .into_iter()
+        .filter(|d| d.applies_to_case_type(id))
+        .collect();
+    let form = events::field_definition::merge_into(&t.form_definition, &definitions);
+    Ok(Some(CaseTypeFacts { active: t.active, form, workflow }))
 }
 
 /// A workflow as `decide` needs it (None: no such workflow here).

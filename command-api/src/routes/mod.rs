@@ -4,6 +4,7 @@
 mod case_types;
 mod cases;
 mod channels;
+mod custom_fields;
 mod documents;
 mod notes;
 mod tasks;
@@ -49,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .merge(documents::router())
         .merge(templates::router())
         .merge(workflows::router())
+        .merge(custom_fields::router())
         .with_state(state)
 }
 

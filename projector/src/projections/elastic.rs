@@ -16,6 +16,7 @@ use events::case::CaseEvent;
 use events::case_type::CaseTypeEvent;
 use events::channel::ChannelEvent;
 use events::document::DocumentEvent;
+use events::field_definition::FieldDefinitionEvent;
 use events::interaction::InteractionEvent;
 use events::note::NoteEvent;
 use events::task::TaskEvent;
@@ -317,6 +318,12 @@ impl Projection for ElasticProjection {
                     | WorkflowEvent::Updated(_)
                     | WorkflowEvent::Deactivated(_)
                     | WorkflowEvent::Activated(_),
+                )
+                | DomainEvent::FieldDefinition(
+                    FieldDefinitionEvent::Created(_)
+                    | FieldDefinitionEvent::Updated(_)
+                    | FieldDefinitionEvent::Deactivated(_)
+                    | FieldDefinitionEvent::Activated(_),
                 ) => {}
             }
         }

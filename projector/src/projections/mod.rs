@@ -2,6 +2,7 @@
 
 pub mod elastic;
 pub mod mongo_audit;
+pub mod mongo_field_definitions;
 pub mod mongo_notes;
 pub mod mongo_templates;
 pub mod postgres;

@@ -7,8 +7,9 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use events::audit::{
-    case_changes, case_type_changes, channel_changes, document_changes, interaction_changes, note_changes,
-    task_changes, team_changes, template_changes, tenant_changes, user_changes, workflow_changes, FieldChange,
+    case_changes, case_type_changes, channel_changes, document_changes, field_definition_changes, interaction_changes,
+    note_changes, task_changes, team_changes, template_changes, tenant_changes, user_changes, workflow_changes,
+    FieldChange,
 };
 use mongodb::bson::{self, doc, Document};
 use mongodb::error::ErrorKind;
@@ -63,6 +64,10 @@ fn entry(event: &Event) -> Result<Document, ApplyError> {
         DomainEvent::Tenant(e) => {
             let (action, changes) = tenant_changes(e);
             ("tenant", action, changes)
+        }
+        DomainEvent::FieldDefinition(e) => {
+            let (action, changes) = field_definition_changes(e);
+            ("custom_field_definition", action, changes)
         }
         DomainEvent::Workflow(e) => {
             let (action, changes) = workflow_changes(e);

@@ -11,6 +11,7 @@ use events::case::CaseEvent;
 use events::case_type::CaseTypeEvent;
 use events::channel::ChannelEvent;
 use events::document::DocumentEvent;
+use events::field_definition::FieldDefinitionEvent;
 use events::interaction::InteractionEvent;
 use events::note::NoteEvent;
 use events::task::TaskEvent;
@@ -100,7 +101,13 @@ impl PostgresProjection {
             DomainEvent::Task(task_event) => self.apply_task(tx, event, task_event).await?,
             DomainEvent::Document(document_event) => self.apply_document(tx, event, document_event).await?,
             DomainEvent::Workflow(workflow_event) => self.apply_workflow(tx, event, workflow_event).await?,
-            // Notes and message templates live in MongoDB (seed §2.2.2), not in PostgreSQL.
+            // Notes, message templates and field definitions live in MongoDB (seed §2.2.2).
+            DomainEvent::FieldDefinition(
+                FieldDefinitionEvent::Created(_)
+                | FieldDefinitionEvent::Updated(_)
+                | FieldDefinitionEvent::Deactivated(_)
+                | FieldDefinitionEvent::Activated(_),
+            ) => {}
             DomainEvent::Note(NoteEvent::Added(_) | NoteEvent::Edited(_) | NoteEvent::Deleted(_)) => {}
             DomainEvent::Template(
                 TemplateEvent::Created(_)

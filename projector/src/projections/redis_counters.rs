@@ -9,6 +9,7 @@ use events::case::{CaseEvent, Status};
 use events::case_type::CaseTypeEvent;
 use events::channel::ChannelEvent;
 use events::document::DocumentEvent;
+use events::field_definition::FieldDefinitionEvent;
 use events::interaction::InteractionEvent;
 use events::note::NoteEvent;
 use events::task::TaskEvent;
@@ -147,6 +148,12 @@ impl Projection for RedisCountersProjection {
                     | WorkflowEvent::Updated(_)
                     | WorkflowEvent::Deactivated(_)
                     | WorkflowEvent::Activated(_),
+                )
+                | DomainEvent::FieldDefinition(
+                    FieldDefinitionEvent::Created(_)
+                    | FieldDefinitionEvent::Updated(_)
+                    | FieldDefinitionEvent::Deactivated(_)
+                    | FieldDefinitionEvent::Activated(_),
                 ) => continue,
             };
             let t = Tenancy(env.tenant_id);

@@ -1,0 +1,335 @@
+//! The custom field definition stream (seed §2.2.2): fields a tenant adds to cases (or
+//! interactions, users), with type, options, default, validation, visibility rules
+//! (case types, roles), order and section. Active case field definitions are checked
+//! together with the case type's form when a case is opened or its fields change.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::change::Change;
+use crate::error::{DecodeError, DomainError, Validator};
+use crate::form::{FieldType, FormDefinition, FormField};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntityType {
+    Case,
+    Interaction,
+    User,
+}
+
+impl EntityType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityType::Case => "case",
+            EntityType::Interaction => "interaction",
+            EntityType::User => "user",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldOption {
+    pub label: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VisibilityRules {
+    /// Case types the field applies to; empty means all.
+    #[serde(default)]
+    pub case_type_ids: Vec<Uuid>,
+    /// Roles that see the field; empty means all.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// Everything about a definition that can change after it is created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSpec {
+    pub display_name: String,
+    pub field_type: FieldType,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub default_value: Option<Value>,
+    #[serde(default)]
+    pub options: Vec<FieldOption>,
+    /// Text: `{"pattern": "..."}`; text length and numbers: `{"min": n, "max": n}`.
+    #[serde(default)]
+    pub validation: Option<Value>,
+    #[serde(default)]
+    pub visibility_rules: VisibilityRules,
+    #[serde(default)]
+    pub order: i32,
+    #[serde(default)]
+    pub section: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldDefinitionCommand {
+    Create { entity_type: EntityType, field_name: String, spec: FieldSpec },
+    Update { spec: FieldSpec },
+    Deactivate,
+    Activate,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldDefinitionCreated {
+    pub entity_type: EntityType,
+    pub field_name: String,
+    pub spec: FieldSpec,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldDefinitionUpdated {
+    pub spec: Change<FieldSpec>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldDefinitionActivation {
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldDefinitionEvent {
+    Created(FieldDefinitionCreated),
+    Updated(FieldDefinitionUpdated),
+    Deactivated(FieldDefinitionActivation),
+    Activated(FieldDefinitionActivation),
+}
+
+impl FieldDefinitionEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            FieldDefinitionEvent::Created(_) => "CustomFieldDefined",
+            FieldDefinitionEvent::Updated(_) => "CustomFieldDefinitionUpdated",
+            FieldDefinitionEvent::Deactivated(_) => "CustomFieldDeactivated",
+            FieldDefinitionEvent::Activated(_) => "CustomFieldActivated",
+        }
+    }
+
+    pub fn schema_version(&self) -> u16 {
+        match self {
+            FieldDefinitionEvent::Created(_)
+            | FieldDefinitionEvent::Updated(_)
+            | FieldDefinitionEvent::Deactivated(_)
+            | FieldDefinitionEvent::Activated(_) => 1,
+        }
+    }
+
+    pub fn payload(&self) -> Value {
+        let value = match self {
+            FieldDefinitionEvent::Created(e) => serde_json::to_value(e),
+            FieldDefinitionEvent::Updated(e) => serde_json::to_value(e),
+            FieldDefinitionEvent::Deactivated(e) | FieldDefinitionEvent::Activated(e) => serde_json::to_value(e),
+        };
+        value.expect("field definition events are plain data and always serialise")
+    }
+
+    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
+        let malformed = |source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source };
+        match (event_type, schema_version) {
+            ("CustomFieldDefined", 1) => {
+                serde_json::from_value(payload).map(FieldDefinitionEvent::Created).map_err(malformed)
+            }
+            ("CustomFieldDefinitionUpdated", 1) => {
+                serde_json::from_value(payload).map(FieldDefinitionEvent::Updated).map_err(malformed)
+            }
+            ("CustomFieldDeactivated", 1) => {
+                serde_json::from_value(payload).map(FieldDefinitionEvent::Deactivated).map_err(malformed)
+            }
+            ("CustomFieldActivated", 1) => {
+                serde_json::from_value(payload).map(FieldDefinitionEvent::Activated).map_err(malformed)
+            }
+            _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldDefinition {
+    pub entity_type: EntityType,
+    pub field_name: String,
+    pub spec: FieldSpec,
+    pub active: bool,
+}
+
+impl FieldDefinition {
+    /// Whether the field applies to a case of `case_type` (its visibility rules).
+    pub fn applies_to_case_type(&self, case_type: Uuid) -> bool {
+        self.active
+            && self.entity_type == EntityType::Case
+            && (self.spec.visibility_rules.case_type_ids.is_empty()
+                || self.spec.visibility_rules.case_type_ids.contains(&case_type))
+    }
+
+    /// The definition as a form field, so one validator checks both.
+    pub fn as_form_field(&self) -> FormField {
+        let bound = |key: &str| self.spec.validation.as_ref().and_then(|v| v.get(key)).and_then(Value::as_f64);
+        FormField {
+            name: self.field_name.clone(),
+            label: Some(self.spec.display_name.clone()),
+            field_type: self.spec.field_type,
+            required: self.spec.required,
+            options: self.spec.options.iter().map(|o| o.value.clone()).collect(),
+            min: bound("min"),
+            max: bound("max"),
+            pattern: self
+                .spec
+                .validation
+                .as_ref()
+                .and_then(|v| v.get("pattern"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            default: self.spec.default_value.clone(),
+        }
+    }
+}
+
+/// Adds the definitions' fields to a form (the form's own field of a name wins).
+pub fn merge_into(form: &FormDefinition, definitions: &[FieldDefinition]) -> FormDefinition {
+    let mut merged = form.clone();
+    for d in definitions {
+        if !merged.fields.iter().any(|f| f.name == d.field_name) {
+            merged.fields.push(d.as_form_field());
+        }
+    }
+    merged
+}
+
+pub fn evolve(state: Option<FieldDefinition>, event: &FieldDefinitionEvent) -> Option<FieldDefinition> {
+    match (state, event) {
+        (None, FieldDefinitionEvent::Created(e)) => Some(FieldDefinition {
+            entity_type: e.entity_type,
+            field_name: e.field_name.clone(),
+            spec: e.spec.clone(),
+            active: true,
+        }),
+        (Some(mut d), FieldDefinitionEvent::Updated(e)) => {
+            d.spec = e.spec.new.clone();
+            Some(d)
+        }
+        (Some(mut d), FieldDefinitionEvent::Deactivated(_)) => {
+            d.active = false;
+            Some(d)
+        }
+        (Some(mut d), FieldDefinitionEvent::Activated(_)) => {
+            d.active = true;
+            Some(d)
+        }
+        (state, _) => state,
+    }
+}
+
+fn check_spec(v: &mut Validator, field_name: &str, spec: &FieldSpec) {
+    v.text("display_name", &spec.display_name, 255);
+    let probe = FieldDefinition {
+        entity_type: EntityType::Case,
+        field_name: field_name.to_owned(),
+        spec: spec.clone(),
+        active: true,
+    };
+    let form = FormDefinition { fields: vec![probe.as_form_field()] };
+    for e in form.check() {
+        let field = e.field.replace("form_definition.fields[0].", "").replace("name", "field_name");
+        v.check(false, &field, e.message);
+    }
+}
+
+pub fn decide(
+    state: Option<&FieldDefinition>,
+    command: FieldDefinitionCommand,
+    now: DateTime<Utc>,
+) -> Result<Vec<FieldDefinitionEvent>, DomainError> {
+    match (state, command) {
+        (Some(_), FieldDefinitionCommand::Create { .. }) => {
+            Err(DomainError::Conflict("the field definition already exists".into()))
+        }
+        (None, FieldDefinitionCommand::Create { entity_type, field_name, spec }) => {
+            let mut v = Validator::default();
+            check_spec(&mut v, &field_name, &spec);
+            v.finish()?;
+            Ok(vec![FieldDefinitionEvent::Created(FieldDefinitionCreated {
+                entity_type,
+                field_name,
+                spec,
+                created_at: now,
+            })])
+        }
+        (None, _) => Err(DomainError::NotFound("custom field definition")),
+        (Some(d), FieldDefinitionCommand::Update { spec }) => {
+            let mut v = Validator::default();
+            check_spec(&mut v, &d.field_name, &spec);
+            v.finish()?;
+            Ok(Change::between(&d.spec, Some(spec))
+                .map(|spec| FieldDefinitionEvent::Updated(FieldDefinitionUpdated { spec, updated_at: now }))
+                .into_iter()
+                .collect())
+        }
+        (Some(d), FieldDefinitionCommand::Deactivate) => Ok(if d.active {
+            vec![FieldDefinitionEvent::Deactivated(FieldDefinitionActivation { at: now })]
+        } else {
+            vec![]
+        }),
+        (Some(d), FieldDefinitionCommand::Activate) => Ok(if d.active {
+            vec![]
+        } else {
+            vec![FieldDefinitionEvent::Activated(FieldDefinitionActivation { at: now })]
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use serde_json::json;
+
+    fn spec(value: Value) -> FieldSpec {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_definition_is_checked_like_a_form_field() {
+        let bad = FieldDefinitionCommand::Create {
+            entity_type: EntityType::Case,
+            field_name: "satisfaction level".into(),
+            spec: spec(json!({ "display_name": "Satisfaction", "field_type": "select" })),
+        };
+        let Err(DomainError::Invalid(errors)) = decide(None, bad, Utc::now()) else { panic!("expected invalid") };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["field_name", "options"]);
+    }
+
+    #[test]
+    fn definitions_join_a_case_types_form_where_visible() {
+        let create = FieldDefinitionCommand::Create {
+            entity_type: EntityType::Case,
+            field_name: "satisfaction".into(),
+            spec: spec(json!({ "display_name": "Satisfaction", "field_type": "select", "required": true,
+                               "options": [{ "label": "Happy", "value": "happy" }],
+                               "visibility_rules": { "case_type_ids": [Uuid::from_u128(1)] } })),
+        };
+        let events = decide(None, create, Utc::now()).unwrap();
+        let definition = events.iter().fold(None, evolve).unwrap();
+        assert!(definition.applies_to_case_type(Uuid::from_u128(1)));
+        assert!(!definition.applies_to_case_type(Uuid::from_u128(2)));
+        let form = merge_into(&FormDefinition::default(), &[definition]);
+        let errors = form.apply(&serde_json::Map::new()).unwrap_err();
+        assert_eq!(errors[0].field, "custom_fields.satisfaction");
+    }
+}

@@ -1,0 +1,90 @@
+//! Custom field definitions in MongoDB: `tenant_<id>_custom_field_definitions` with the
+//! seed's shape (§2.2.2), version-guarded like every other store.
+
+use events::field_definition::FieldDefinitionEvent;
+use mongodb::bson::{doc, Document};
+use mongodb::Database;
+use runtime::tenancy::Tenancy;
+
+use crate::event::{DomainEvent, Event};
+use crate::mongo::{date, insert_once, to_bson, update_guarded, IndexedCollections};
+use crate::projection::{ApplyError, Projection};
+
+pub const CUSTOM_FIELD_DEFINITIONS: &str = "custom_field_definitions";
+
+pub struct MongoFieldDefinitionsProjection {
+    db: Database,
+    indexed: IndexedCollections,
+}
+
+impl MongoFieldDefinitionsProjection {
+    pub fn new(db: Database) -> Self {
+        Self { db, indexed: IndexedCollections::default() }
+    }
+}
+
+/// The seed's document fields that come from a definition's spec.
+fn spec_fields(event: &Event, spec: &events::field_definition::FieldSpec) -> Result<Document, ApplyError> {
+    Ok(doc! {
+        "display_name": &spec.display_name,
+        "field_type": to_bson(event, &spec.field_type)?,
+        "required": spec.required,
+        "default_value": to_bson(event, &spec.default_value)?,
+        "options": to_bson(event, &spec.options)?,
+        "validation": to_bson(event, &spec.validation)?,
+        "visibility_rules": to_bson(event, &spec.visibility_rules)?,
+        "order": spec.order,
+        "section": to_bson(event, &spec.section)?,
+        "description": to_bson(event, &spec.description)?,
+    })
+}
+
+#[async_trait::async_trait]
+impl Projection for MongoFieldDefinitionsProjection {
+    fn name(&self) -> &'static str {
+        "mongo_field_definitions"
+    }
+
+    #[tracing::instrument(skip_all, fields(projection = "mongo_field_definitions", events = events.len()))]
+    async fn apply(&self, events: &[Event]) -> Result<(), ApplyError> {
+        for event in events {
+            let DomainEvent::FieldDefinition(definition_event) = &event.data else { continue };
+            let env = &event.envelope;
+            let coll =
+                self.db.collection::<Document>(&Tenancy(env.tenant_id).mongo_collection(CUSTOM_FIELD_DEFINITIONS));
+            let indexes = [
+                (doc! { "tenant_id": 1, "entity_type": 1, "field_name": 1 }, "tenant_entity_field"),
+                (doc! { "tenant_id": 1, "entity_type": 1, "order": 1 }, "tenant_entity_order"),
+            ];
+            self.indexed.ensure(&coll, &indexes).await?;
+            match definition_event {
+                FieldDefinitionEvent::Created(e) => {
+                    let mut document = doc! {
+                        "_id": env.stream_id.to_string(),
+                        "tenant_id": env.tenant_id.to_string(),
+                        "entity_type": e.entity_type.as_str(),
+                        "field_name": &e.field_name,
+                        "created_at": date(e.created_at),
+                        "updated_at": date(e.created_at),
+                        "is_active": true,
+                        "version": env.stream_version,
+                    };
+                    document.extend(spec_fields(event, &e.spec)?);
+                    insert_once(&coll, document).await?;
+                }
+                FieldDefinitionEvent::Updated(e) => {
+                    let mut set = spec_fields(event, &e.spec.new)?;
+                    set.insert("updated_at", date(e.updated_at));
+                    update_guarded(&coll, event, set).await?;
+                }
+                FieldDefinitionEvent::Deactivated(e) => {
+                    update_guarded(&coll, event, doc! { "is_active": false, "updated_at": date(e.at) }).await?;
+                }
+                FieldDefinitionEvent::Activated(e) => {
+                    update_guarded(&coll, event, doc! { "is_active": true, "updated_at": date(e.at) }).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
