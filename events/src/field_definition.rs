@@ -104,6 +104,7 @@ pub struct FieldDefinitionActivation {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // short-lived values, one per decision or message
 pub enum FieldDefinitionEvent {
     Created(FieldDefinitionCreated),
     Updated(FieldDefinitionUpdated),
