@@ -53,6 +53,47 @@ pub enum Permission {
 }
 
 impl Permission {
+    pub const ALL: [Permission; 14] = [
+        Permission::CasesCreate,
+        Permission::CasesUpdate,
+        Permission::CasesAssign,
+        Permission::CasesChangeStatus,
+        Permission::TenantSettings,
+        Permission::TenantsManage,
+        Permission::UsersManage,
+        Permission::TeamsManage,
+        Permission::CaseTypesManage,
+        Permission::ChannelsManage,
+        Permission::NotesModerate,
+        Permission::TemplatesManage,
+        Permission::WorkflowsManage,
+        Permission::CustomFieldsManage,
+    ];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+
+    fn bit(self) -> u32 {
+        1 << Self::ALL.iter().position(|p| *p == self).unwrap_or(31)
+    }
+
+    /// The permissions a user's permission document grants (the seed's shape:
+    /// `{"cases": ["create", "update"], "users": ["manage"]}`); unknown names are ignored.
+    pub fn from_document(document: &serde_json::Map<String, serde_json::Value>) -> Vec<Self> {
+        document
+            .iter()
+            .flat_map(|(resource, actions)| {
+                actions
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(move |a| a.as_str().map(|a| format!("{resource}:{a}")))
+            })
+            .filter_map(|name| Self::parse(&name))
+            .collect()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Permission::CasesCreate => "cases:create",
@@ -104,6 +145,9 @@ pub struct Claims {
     pub tenant_id: Uuid,
     pub role: Role,
     pub exp: i64,
+    /// Permissions granted to this user beyond their role (from their permission document).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<String>,
 }
 
 /// The signing secret, shared through the router state.
@@ -116,7 +160,24 @@ impl JwtKeys {
     }
 
     pub fn issue(&self, user: Uuid, tenant: Uuid, role: Role, ttl: chrono::Duration) -> String {
-        let claims = Claims { sub: user, tenant_id: tenant, role, exp: (chrono::Utc::now() + ttl).timestamp() };
+        self.issue_with_grants(user, tenant, role, &[], ttl)
+    }
+
+    pub fn issue_with_grants(
+        &self,
+        user: Uuid,
+        tenant: Uuid,
+        role: Role,
+        grants: &[Permission],
+        ttl: chrono::Duration,
+    ) -> String {
+        let claims = Claims {
+            sub: user,
+            tenant_id: tenant,
+            role,
+            exp: (chrono::Utc::now() + ttl).timestamp(),
+            grants: grants.iter().map(|p| p.as_str().to_owned()).collect(),
+        };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.0 .0).expect("HS256 signing cannot fail")
     }
 
@@ -134,6 +195,8 @@ pub struct Caller {
     pub user_id: Uuid,
     pub tenant_id: Uuid,
     pub role: Role,
+    /// Extra permissions from the token, as bits of `Permission::ALL`.
+    pub grants: u32,
 }
 
 impl Caller {
@@ -147,9 +210,10 @@ impl Caller {
         Ok(self)
     }
 
-    /// The caller, if their role grants `permission`; otherwise a 403 naming it.
+    /// The caller, if their role or their own grants include `permission`; otherwise a
+    /// 403 naming it.
     pub fn require(self, permission: Permission) -> Result<Self, ApiError> {
-        if self.role.grants(permission) {
+        if self.role.grants(permission) || (self.role != Role::PlatformAdmin && self.grants & permission.bit() != 0) {
             Ok(self)
         } else {
             Err(ApiError::Forbidden(format!(
@@ -185,6 +249,7 @@ where
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be 'Bearer <token>'".into()))?;
         let claims = JwtKeys::from_ref(state).verify(token.trim())?;
-        Ok(Caller { user_id: claims.sub, tenant_id: claims.tenant_id, role: claims.role })
+        let grants = claims.grants.iter().filter_map(|g| Permission::parse(g)).fold(0, |bits, p| bits | p.bit());
+        Ok(Caller { user_id: claims.sub, tenant_id: claims.tenant_id, role: claims.role, grants })
     }
 }

@@ -78,8 +78,11 @@ async fn malformed_unknown_oversized_and_invalid_bodies_are_4xx() {
         )
         .await;
     problem(r, StatusCode::NOT_FOUND).await;
-    // A closed case cannot jump to pending: 409 that says why.
-    app.command(Method::POST, &format!("/v1/cases/{id}/status"), &app.token, Some(json!({ "status": "closed" }))).await;
+    // Resolve, close, reopen, close again; a closed case cannot jump to pending: 409 that says why.
+    for step in ["resolve", "close", "reopen", "close"] {
+        let r = app.command(Method::POST, &format!("/v1/cases/{id}/{step}"), &app.token, Some(json!({}))).await;
+        assert_eq!(r.status(), StatusCode::OK, "{step}");
+    }
     let r = app
         .command(Method::POST, &format!("/v1/cases/{id}/status"), &app.token, Some(json!({ "status": "pending" })))
         .await;

@@ -87,6 +87,18 @@ async fn admins_create_users_who_log_in_and_act_under_their_role() {
         .await;
     assert_eq!(other.status(), StatusCode::FORBIDDEN);
 
+    // Permissions beyond the role come from the user's permission document, via login.
+    let r = app.command(Method::POST, "/v1/users", &token, Some(json!({ "username": "kim", "email": "kim@example.org", "password": "another long secret", "role": "agent" }))).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let grant = json!({ "permissions": { "users": ["manage"], "cases": ["view"] } });
+    let r = app.command(Method::PUT, &format!("/v1/users/{user_id}/permissions"), &admin, Some(grant)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let session: Value = login(&app, &slug, "jane.doe", "correct horse battery").await.json().await.unwrap();
+    assert_eq!(session["grants"], json!(["users:manage"]));
+    let granted = session["token"].as_str().unwrap().to_owned();
+    let r = app.command(Method::POST, "/v1/users", &granted, Some(json!({ "username": "kim", "email": "kim@example.org", "password": "another long secret", "role": "agent" }))).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+
     // A locked user cannot log in.
     let r = app
         .command(Method::POST, &format!("/v1/users/{user_id}/status"), &admin, Some(json!({ "status": "locked" })))
@@ -99,9 +111,9 @@ async fn admins_create_users_who_log_in_and_act_under_their_role() {
     let pool = app.pool.clone();
     let uid: uuid::Uuid = user_id.parse().unwrap();
     let (status, last_name, hash): (String, Option<String>, String) =
-        eventually("the user row at version 4", || async {
+        eventually("the user row at version 6", || async {
             sqlx::query_as(&format!(
-                "SELECT status, last_name, password_hash FROM {schema}.users WHERE id = $1 AND version = 4"
+                "SELECT status, last_name, password_hash FROM {schema}.users WHERE id = $1 AND version = 6"
             ))
             .bind(uid)
             .fetch_one(&pool)

@@ -33,6 +33,9 @@ pub fn router() -> Router<AppState> {
         .route("/v1/cases/{id}/tags", post(change_tags))
         .route("/v1/cases/{id}/stage", post(move_stage))
         .route("/v1/cases/{id}/team", post(assign_team))
+        .route("/v1/cases/{id}/resolve", post(resolve))
+        .route("/v1/cases/{id}/close", post(close))
+        .route("/v1/cases/{id}/reopen", post(reopen))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -296,6 +299,48 @@ async fn assign_team(
         },
     };
     run(&state, &ctx, id, hash, Permission::CasesAssign, CaseCommand::AssignTeam { team_id: body.team_id, team }).await
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoBody {}
+
+impl CommandSchema for NoBody {
+    const NAME: &'static str = "case_lifecycle";
+}
+
+/// Resolve, close and reopen are status changes with the shared workflow's rules.
+async fn lifecycle(state: AppState, ctx: CommandContext, id: Uuid, to: Status) -> Result<CommandReply, ApiError> {
+    let hash = fingerprint("change_status", Some(id), &StatusBody { status: to });
+    run(&state, &ctx, id, hash, Permission::CasesChangeStatus, CaseCommand::ChangeStatus(ChangeStatus { status: to }))
+        .await
+}
+
+async fn resolve(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    _: Versioned<NoBody>,
+) -> Result<CommandReply, ApiError> {
+    lifecycle(state, ctx, id, Status::Resolved).await
+}
+
+async fn close(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    _: Versioned<NoBody>,
+) -> Result<CommandReply, ApiError> {
+    lifecycle(state, ctx, id, Status::Closed).await
+}
+
+async fn reopen(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    _: Versioned<NoBody>,
+) -> Result<CommandReply, ApiError> {
+    lifecycle(state, ctx, id, Status::Open).await
 }
 
 /// Runs a command against an existing case.

@@ -312,7 +312,8 @@ async fn login(
         UserRole::Supervisor => Role::Supervisor,
         UserRole::Admin => Role::Admin,
     };
-    let caller = Caller { user_id, tenant_id, role };
+    let grants = Permission::from_document(&user.permissions);
+    let caller = Caller { user_id, tenant_id, role, grants: 0 };
     let ctx = CommandContext::from_parts(caller, &parts)?;
     let command = Command {
         ctx: &ctx,
@@ -323,7 +324,7 @@ async fn login(
         success: StatusCode::OK,
     };
     state.journal.execute::<UserStream>(command, |s, _| user::decide(s, UserCommand::RecordLogin, Utc::now())).await?;
-    let token = state.keys.issue(user_id, tenant_id, role, chrono::Duration::hours(TOKEN_HOURS));
+    let token = state.keys.issue_with_grants(user_id, tenant_id, role, &grants, chrono::Duration::hours(TOKEN_HOURS));
     Ok(Json(json!({
         "token": token,
         "token_type": "Bearer",
@@ -331,5 +332,6 @@ async fn login(
         "user_id": user_id,
         "tenant_id": tenant_id,
         "role": role.as_str(),
+        "grants": grants.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
     })))
 }
