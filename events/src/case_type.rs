@@ -261,4 +261,26 @@ mod tests {
         assert!(!state.as_ref().unwrap().active);
         assert_eq!(decide(state.as_ref(), CaseTypeCommand::Deactivate, Utc::now()).unwrap(), vec![]);
     }
+
+    #[test]
+    fn updates_record_only_changes_and_activation_toggles_back() {
+        let events = decide(None, create(json!({ "fields": [] })), Utc::now()).unwrap();
+        let state = events.iter().fold(None, evolve);
+        let same = CaseTypeCommand::Update {
+            name: Some("Billing".into()),
+            description: None,
+            form_definition: None,
+            validation_rules: None,
+        };
+        assert_eq!(decide(state.as_ref(), same, Utc::now()).unwrap(), vec![]);
+        let renamed = CaseTypeCommand::Update {
+            name: Some("Refunds".into()),
+            description: None,
+            form_definition: None,
+            validation_rules: None,
+        };
+        assert_eq!(decide(state.as_ref(), renamed, Utc::now()).unwrap().len(), 1);
+        assert_eq!(decide(state.as_ref(), CaseTypeCommand::Activate, Utc::now()).unwrap(), vec![]);
+        assert_eq!(decide(None, CaseTypeCommand::Activate, Utc::now()), Err(DomainError::NotFound("case type")));
+    }
 }

@@ -240,4 +240,21 @@ mod tests {
     fn commands_on_a_missing_channel_are_not_found() {
         assert_eq!(decide(None, ChannelCommand::Activate, Utc::now()), Err(DomainError::NotFound("channel")));
     }
+
+    #[test]
+    fn updates_record_changes_and_refuse_blank_names() {
+        let cmd = ChannelCommand::Create {
+            name: "Inbox".into(),
+            channel_type: ChannelType::Email,
+            configuration: Configuration::new(),
+        };
+        let state = decide(None, cmd, Utc::now()).unwrap().iter().fold(None, evolve);
+        let blank = ChannelCommand::Update { name: Some(" ".into()), configuration: None };
+        assert!(matches!(decide(state.as_ref(), blank, Utc::now()), Err(DomainError::Invalid(_))));
+        let rename = ChannelCommand::Update { name: Some("Help desk".into()), configuration: None };
+        let events = decide(state.as_ref(), rename, Utc::now()).unwrap();
+        let [ChannelEvent::Updated(e)] = events.as_slice() else { panic!("expected an update") };
+        assert_eq!(e.name.as_ref().unwrap().new, "Help desk");
+        assert_eq!(decide(state.as_ref(), ChannelCommand::Activate, Utc::now()).unwrap(), vec![]);
+    }
 }

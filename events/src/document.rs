@@ -181,4 +181,16 @@ mod tests {
         let state = deleted.iter().fold(state, evolve);
         assert_eq!(decide(state.as_ref(), DocumentCommand::Delete, Uuid::nil(), Utc::now()).unwrap(), vec![]);
     }
+
+    #[test]
+    fn attaching_to_a_closed_case_is_refused() {
+        let mut cmd = attach("application/pdf", 10);
+        if let DocumentCommand::Attach { case, .. } = &mut cmd {
+            *case = Reference::Inactive;
+        }
+        let Err(DomainError::Invalid(errors)) = decide(None, cmd, Uuid::nil(), Utc::now()) else {
+            panic!("expected invalid")
+        };
+        assert_eq!(errors[0].field, "case_id");
+    }
 }

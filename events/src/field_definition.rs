@@ -333,4 +333,21 @@ mod tests {
         let errors = form.apply(&serde_json::Map::new()).unwrap_err();
         assert_eq!(errors[0].field, "custom_fields.satisfaction");
     }
+
+    #[test]
+    fn specs_update_and_definitions_deactivate() {
+        let create = FieldDefinitionCommand::Create {
+            entity_type: EntityType::Case,
+            field_name: "priority_reason".into(),
+            spec: spec(json!({ "display_name": "Why", "field_type": "text" })),
+        };
+        let state = decide(None, create, Utc::now()).unwrap().iter().fold(None, evolve);
+        let required = FieldDefinitionCommand::Update {
+            spec: spec(json!({ "display_name": "Why", "field_type": "text", "required": true })),
+        };
+        assert_eq!(decide(state.as_ref(), required, Utc::now()).unwrap().len(), 1);
+        let off = decide(state.as_ref(), FieldDefinitionCommand::Deactivate, Utc::now()).unwrap();
+        let state = off.iter().fold(state, evolve).unwrap();
+        assert!(!state.applies_to_case_type(Uuid::from_u128(1)));
+    }
 }

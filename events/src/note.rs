@@ -263,4 +263,13 @@ mod tests {
         let edit = NoteCommand::Edit { content: Some("x".into()), is_internal: None, tags: None };
         assert_eq!(decide(state.as_ref(), edit, Uuid::nil(), Utc::now()), Err(DomainError::NotFound("note")));
     }
+
+    #[test]
+    fn edits_record_only_changes() {
+        let state = decide(None, add(Reference::Usable), Uuid::nil(), Utc::now()).unwrap().iter().fold(None, evolve);
+        let same = NoteCommand::Edit { content: Some("Called back".into()), is_internal: Some(true), tags: None };
+        assert_eq!(decide(state.as_ref(), same, Uuid::nil(), Utc::now()).unwrap(), vec![]);
+        let public = NoteCommand::Edit { content: None, is_internal: Some(false), tags: None };
+        assert_eq!(decide(state.as_ref(), public, Uuid::nil(), Utc::now()).unwrap().len(), 1);
+    }
 }

@@ -301,4 +301,20 @@ mod tests {
         let assign = TaskCommand::Assign { assigned_to: None, assignee: Reference::Usable };
         assert!(matches!(decide(state.as_ref(), assign, Uuid::nil(), Utc::now()), Err(DomainError::Conflict(_))));
     }
+
+    #[test]
+    fn reassigning_records_the_previous_assignee() {
+        let events = decide(None, create(Reference::Usable, Reference::Usable), Uuid::nil(), Utc::now()).unwrap();
+        let state = events.iter().fold(None, evolve);
+        let previous = state.as_ref().unwrap().assigned_to;
+        let events = decide(
+            state.as_ref(),
+            TaskCommand::Assign { assigned_to: None, assignee: Reference::Usable },
+            Uuid::nil(),
+            Utc::now(),
+        )
+        .unwrap();
+        let [TaskEvent::Assigned(e)] = events.as_slice() else { panic!("expected an assignment") };
+        assert_eq!(e.assigned_to.old, previous);
+    }
 }

@@ -235,4 +235,15 @@ mod tests {
         let state = given(&created());
         assert_eq!(decide(state.as_ref(), TeamCommand::Rename { name: "Tier 1".into() }, Utc::now()).unwrap(), vec![]);
     }
+
+    #[test]
+    fn removing_a_non_member_records_nothing() {
+        let state = given(&created());
+        let remove = TeamCommand::RemoveMember { user_id: Uuid::now_v7() };
+        assert_eq!(decide(state.as_ref(), remove, Utc::now()).unwrap(), vec![]);
+        assert_eq!(
+            decide(None, TeamCommand::Rename { name: "x".into() }, Utc::now()),
+            Err(DomainError::NotFound("team"))
+        );
+    }
 }

@@ -343,4 +343,26 @@ mod tests {
         let [TemplateEvent::Updated(e)] = updated.as_slice() else { panic!("expected an update") };
         assert_eq!(e.variables, vec!["customer_name"]);
     }
+
+    #[test]
+    fn deactivation_toggles_once_and_missing_templates_are_not_found() {
+        let create = TemplateCommand::Create {
+            name: "Hello".into(),
+            description: None,
+            channel_type: ChannelType::Sms,
+            subject: None,
+            content: "Hi {{customer_name}}".into(),
+            tags: vec![],
+            category: None,
+        };
+        let state = decide(None, create, uuid::Uuid::nil(), Utc::now()).unwrap().iter().fold(None, evolve);
+        let off = decide(state.as_ref(), TemplateCommand::Deactivate, uuid::Uuid::nil(), Utc::now()).unwrap();
+        let state = off.iter().fold(state, evolve);
+        assert!(!state.as_ref().unwrap().active);
+        assert_eq!(decide(state.as_ref(), TemplateCommand::Deactivate, uuid::Uuid::nil(), Utc::now()).unwrap(), vec![]);
+        assert!(matches!(
+            decide(None, TemplateCommand::Activate, uuid::Uuid::nil(), Utc::now()),
+            Err(DomainError::NotFound(_))
+        ));
+    }
 }

@@ -461,4 +461,27 @@ mod tests {
         assert_eq!(UserEvent::decode(event.event_type(), 1, event.payload()).unwrap(), event);
         assert!(UserEvent::decode("UserCreated", 2, event.payload()).is_err());
     }
+
+    #[test]
+    fn permissions_and_preferences_are_documents_with_old_values() {
+        let state = given(&decide(None, create(), Utc::now()).unwrap());
+        let permissions: Document = serde_json::from_value(serde_json::json!({ "users": ["manage"] })).unwrap();
+        let events =
+            decide(state.as_ref(), UserCommand::SetPermissions { permissions: permissions.clone() }, Utc::now())
+                .unwrap();
+        let [UserEvent::PermissionsSet(e)] = events.as_slice() else { panic!("expected permissions") };
+        assert_eq!(e.permissions.old, Document::new());
+        let prefs: Document = serde_json::from_value(serde_json::json!({ "lang": "sw" })).unwrap();
+        assert_eq!(
+            decide(state.as_ref(), UserCommand::SetPreferences { preferences: prefs }, Utc::now()).unwrap().len(),
+            1
+        );
+        let huge: Document = serde_json::from_value(serde_json::json!({ "x": "a".repeat(20_000) })).unwrap();
+        assert!(matches!(
+            decide(state.as_ref(), UserCommand::SetPreferences { preferences: huge }, Utc::now()),
+            Err(DomainError::Invalid(_))
+        ));
+        assert!(decide(state.as_ref(), UserCommand::RecordLogin, Utc::now()).is_ok());
+        assert_eq!(decide(None, UserCommand::RecordLogin, Utc::now()), Err(DomainError::NotFound("user")));
+    }
 }

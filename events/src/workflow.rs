@@ -319,4 +319,22 @@ mod tests {
             ]
         );
     }
+
+    fn simple() -> WorkflowDefinition {
+        let a = Uuid::from_u128(1);
+        serde_json::from_value(json!({ "stages": [{ "id": a, "name": "New" }], "initial_stage": a })).unwrap()
+    }
+
+    #[test]
+    fn workflows_are_created_updated_and_deactivated() {
+        let create = WorkflowCommand::Create { name: "Support".into(), description: None, definition: simple() };
+        let state = decide(None, create.clone(), Utc::now()).unwrap().iter().fold(None, evolve);
+        assert!(matches!(decide(state.as_ref(), create, Utc::now()), Err(DomainError::Conflict(_))));
+        let rename = WorkflowCommand::Update { name: Some("Care".into()), description: None, definition: None };
+        assert_eq!(decide(state.as_ref(), rename, Utc::now()).unwrap().len(), 1);
+        let off = decide(state.as_ref(), WorkflowCommand::Deactivate, Utc::now()).unwrap();
+        let state = off.iter().fold(state, evolve);
+        assert!(!state.as_ref().unwrap().active);
+        assert_eq!(decide(state.as_ref(), WorkflowCommand::Activate, Utc::now()).unwrap().len(), 1);
+    }
 }
