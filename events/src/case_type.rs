@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::change::Change;
 use crate::error::{DecodeError, DomainError, Validator};
-use crate::form::FormDefinition;
+use crate::form::{FormDefinition, ValidationRules};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CaseTypeCommand {
@@ -165,8 +165,29 @@ pub fn normalise_name(name: &str) -> String {
 }
 
 fn check_form(v: &mut Validator, form: &FormDefinition) {
-    for e in form.check() {
-        v.check(false, &e.field, e.message);
+    v.extend(form.check());
+}
+
+/// The rules must parse and fit the form they tighten.
+fn check_rules(v: &mut Validator, form: &FormDefinition, rules: &Value) {
+    match ValidationRules::parse(rules) {
+        Err(e) => v.extend([e]),
+        Ok(parsed) => {
+            if let Err(errors) = parsed.apply_to(form) {
+                v.extend(errors.into_iter().filter(|e| e.field.starts_with("validation_rules")));
+            }
+        }
+    }
+}
+
+impl CaseType {
+    /// The form a case of this type is validated against: the form definition with the
+    /// validation rules applied.
+    pub fn effective_form(&self) -> FormDefinition {
+        ValidationRules::parse(&self.validation_rules)
+            .ok()
+            .and_then(|rules| rules.apply_to(&self.form_definition).ok())
+            .unwrap_or_else(|| self.form_definition.clone())
     }
 }
 
@@ -181,11 +202,7 @@ pub fn decide(
             let mut v = Validator::default();
             v.text("name", &name, 255);
             check_form(&mut v, &form_definition);
-            v.check(
-                validation_rules.is_object() || validation_rules.is_null(),
-                "validation_rules",
-                "must be an object",
-            );
+            check_rules(&mut v, &form_definition, &validation_rules);
             v.finish()?;
             Ok(vec![CaseTypeEvent::Created(CaseTypeCreated {
                 name: name.trim().to_owned(),
@@ -205,6 +222,8 @@ pub fn decide(
             if let Some(f) = &form_definition {
                 check_form(&mut v, f);
             }
+            let form = form_definition.as_ref().unwrap_or(&t.form_definition);
+            check_rules(&mut v, form, validation_rules.as_ref().unwrap_or(&t.validation_rules));
             v.finish()?;
             let event = CaseTypeUpdated {
                 name: Change::between(&t.name, name.map(|n| n.trim().to_owned())),
@@ -250,6 +269,16 @@ mod tests {
         let cmd = create(json!({ "fields": [{ "name": "plan", "type": "select" }] }));
         let Err(DomainError::Invalid(errors)) = decide(None, cmd, Utc::now()) else { panic!("expected invalid") };
         assert_eq!(errors[0].field, "form_definition.fields[0].options");
+    }
+
+    #[test]
+    fn validation_rules_must_fit_the_form() {
+        let mut cmd = create(json!({ "fields": [{ "name": "amount", "type": "number" }] }));
+        if let CaseTypeCommand::Create { validation_rules, .. } = &mut cmd {
+            *validation_rules = json!({ "fields": { "colour": { "required": true } } });
+        }
+        let Err(DomainError::Invalid(errors)) = decide(None, cmd, Utc::now()) else { panic!("expected invalid") };
+        assert_eq!(errors[0].field, "validation_rules.fields.colour");
     }
 
     #[test]

@@ -51,6 +51,64 @@ pub struct FormDefinition {
     pub fields: Vec<FormField>,
 }
 
+/// A case type's validation rules: per-field overrides of the form's constraints,
+/// `{"fields": {"customer_id": {"required": true, "pattern": "C-[0-9]{4}"}}}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationRules {
+    #[serde(default)]
+    pub fields: std::collections::BTreeMap<String, FieldRule>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldRule {
+    #[serde(default)]
+    pub required: Option<bool>,
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+    #[serde(default)]
+    pub pattern: Option<String>,
+}
+
+impl ValidationRules {
+    /// Reads the stored JSON (null or `{}` mean no rules); a wrong shape names what to fix.
+    pub fn parse(raw: &Value) -> Result<Self, FieldError> {
+        if raw.is_null() {
+            return Ok(Self::default());
+        }
+        serde_json::from_value(raw.clone()).map_err(|e| FieldError::new("validation_rules", format!("{e}")))
+    }
+
+    /// The form with these rules applied; rules for fields the form lacks are errors.
+    pub fn apply_to(&self, form: &FormDefinition) -> Result<FormDefinition, Vec<FieldError>> {
+        let mut out = form.clone();
+        let mut errors = Vec::new();
+        for (name, rule) in &self.fields {
+            let Some(field) = out.fields.iter_mut().find(|f| &f.name == name) else {
+                errors.push(FieldError::new(format!("validation_rules.fields.{name}"), "is not a field of the form"));
+                continue;
+            };
+            if let Some(r) = rule.required {
+                field.required = r;
+            }
+            field.min = rule.min.or(field.min);
+            field.max = rule.max.or(field.max);
+            if rule.pattern.is_some() {
+                field.pattern = rule.pattern.clone();
+            }
+        }
+        errors.extend(out.check());
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
 impl FormDefinition {
     /// Problems with the definition itself (names, options, patterns, bounds).
     pub fn check(&self) -> Vec<FieldError> {
@@ -223,6 +281,19 @@ mod tests {
         let wrong_pattern = json!({ "customer_id": "X-1" });
         let errors = form().apply(wrong_pattern.as_object().unwrap()).unwrap_err();
         assert!(errors[0].message.contains("pattern"));
+    }
+
+    #[test]
+    fn validation_rules_tighten_the_form() {
+        let rules =
+            ValidationRules::parse(&json!({ "fields": { "amount": { "required": true, "max": 100 } } })).unwrap();
+        let strict = rules.apply_to(&form()).unwrap();
+        let fields = json!({ "customer_id": "C-1234", "amount": 500 });
+        let errors = strict.apply(fields.as_object().unwrap()).unwrap_err();
+        assert_eq!(errors[0].field, "custom_fields.amount");
+        let unknown = ValidationRules::parse(&json!({ "fields": { "nope": { "required": true } } })).unwrap();
+        assert!(unknown.apply_to(&form()).is_err());
+        assert!(ValidationRules::parse(&json!({ "fields": { "amount": { "maximum": 1 } } })).is_err());
     }
 
     #[test]

@@ -66,6 +66,23 @@ async fn cases_are_checked_against_their_types_form() {
         .await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
 
+    // Validation rules tighten the form: amount becomes required and at most 100.
+    let rules = json!({ "validation_rules": { "fields": { "amount": { "required": true, "max": 100 } } } });
+    let r = app.command(Method::PATCH, &format!("/v1/case-types/{billing}"), &admin, Some(rules)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app
+        .command(
+            Method::POST,
+            "/v1/cases",
+            &app.token,
+            Some(open(json!({ "customer_id": "C-0044", "amount": 150 }), json!(billing))),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let bad_rules = json!({ "validation_rules": { "fields": { "colour": { "required": true } } } });
+    let r = app.command(Method::PATCH, &format!("/v1/case-types/{billing}"), &admin, Some(bad_rules)).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
     // A deactivated type takes no new cases.
     let r = app.command(Method::POST, &format!("/v1/case-types/{billing}/deactivate"), &admin, Some(json!({}))).await;
     assert_eq!(r.status(), StatusCode::OK);
@@ -76,8 +93,8 @@ async fn cases_are_checked_against_their_types_form() {
 
     let schema = runtime::tenancy::Tenancy(app.tenant_id).pg_schema();
     let pool = app.pool.clone();
-    let active: bool = eventually("the case type row at version 2", || async {
-        sqlx::query_scalar(&format!("SELECT is_active FROM {schema}.case_types WHERE id = $1 AND version = 2"))
+    let active: bool = eventually("the case type row at version 3", || async {
+        sqlx::query_scalar(&format!("SELECT is_active FROM {schema}.case_types WHERE id = $1 AND version = 3"))
             .bind(billing)
             .fetch_one(&pool)
             .await

@@ -91,3 +91,25 @@ async fn a_retried_command_returns_the_original_answer_and_appends_nothing() {
     assert_eq!(b.status(), StatusCode::OK);
     assert_eq!(app.journal_count("case").await, 3);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case_numbers_stay_unique_and_gapless_under_concurrent_opens() {
+    let app = TestApp::spawn().await;
+    let opens = (0..12).map(|i| {
+        let body = json!({ "title": format!("Rush {i}"), "case_type_id": app.case_type_id });
+        let request = app.http.post(format!("{}/v1/cases", app.command_url)).bearer_auth(&app.token).json(&body);
+        async move { request.send().await.unwrap().status() }
+    });
+    let statuses = futures::future::join_all(opens).await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::CREATED), "{statuses:?}");
+    let mut numbers: Vec<String> = sqlx::query_scalar(
+        "SELECT envelope->'payload'->>'case_number' FROM eventstore.events WHERE tenant_id = $1 AND event_type = 'CaseOpened'",
+    )
+    .bind(app.tenant_id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    numbers.sort();
+    let expected: Vec<String> = (1..=12).map(|n| format!("CASE-{n:06}")).collect();
+    assert_eq!(numbers, expected);
+}

@@ -383,7 +383,7 @@ async fn case_type_facts(state: &AppState, tenant: Uuid, id: Uuid) -> Result<Opt
         .into_iter()
         .filter(|d| d.applies_to_case_type(id))
         .collect();
-    let form = events::field_definition::merge_into(&t.form_definition, &definitions);
+    let form = events::field_definition::merge_into(&t.effective_form(), &definitions);
     Ok(Some(CaseTypeFacts { active: t.active, form, workflow }))
 }
 
