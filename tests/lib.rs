@@ -72,7 +72,8 @@ impl PrivateBroker {
             std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("address").port()
         });
         let home = std::env::var("HOME").unwrap_or_default();
-        let bin = env_or("MURIMA_TANSU_BIN", &format!("{home}/.cache/murima/tansu-0.6.0/bin/tansu"));
+        let cache = env_or("MURIMA_CACHE", &format!("{home}/.cache/murima"));
+        let bin = env_or("MURIMA_TANSU_BIN", &format!("{cache}/tansu-0.6.0/bin/tansu"));
         let url = format!("tcp://127.0.0.1:{port}");
         let child = tokio::process::Command::new(bin)
             .args([
