@@ -1,16 +1,19 @@
 -- Migration: 20261125113000_teams
--- Teams: write-side uniqueness of team names per tenant, and the seed's teams and
--- team_members tables (§2.1.2) as a third provisioning step. team_members has no
--- foreign keys to users or teams: events of different streams reach the projector in
--- any order; the write side checks the references.
+-- Teams: the seed's teams and team_members tables (§2.1.2) as a third provisioning
+-- step. Events of different streams reach the projector in any order, so the read model
+-- holds no constraint that spans streams: team names are unique on the write side
+-- (eventstore.unique_names, kind 'team') and team_members has no foreign keys.
 
-CREATE TABLE eventstore.team_names (
+-- Names unique per tenant among the streams of one kind (teams, case types, channels,
+-- templates, workflows, custom fields); a rename frees the stream's old name.
+CREATE TABLE eventstore.unique_names (
     tenant_id  UUID NOT NULL,
+    kind       TEXT NOT NULL,
     name       TEXT NOT NULL,
-    team_id    UUID NOT NULL,
-    PRIMARY KEY (tenant_id, name)
+    stream_id  UUID NOT NULL,
+    PRIMARY KEY (tenant_id, kind, name)
 );
-CREATE INDEX idx_team_names_team ON eventstore.team_names (tenant_id, team_id);
+CREATE INDEX idx_unique_names_stream ON eventstore.unique_names (tenant_id, kind, stream_id);
 
 ALTER FUNCTION public.murima_provision_tenant(UUID) RENAME TO murima_provision_tenant_users;
 

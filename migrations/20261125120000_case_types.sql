@@ -1,16 +1,6 @@
 -- Migration: 20261125120000_case_types
--- Case types: write-side uniqueness of names (a general table for per-tenant unique
--- names of any stream kind) and the seed's case_types table (§2.1.2) as a fourth
--- provisioning step. As with teams, the name is unique on the write side only.
-
-CREATE TABLE eventstore.unique_names (
-    tenant_id  UUID NOT NULL,
-    kind       TEXT NOT NULL,
-    name       TEXT NOT NULL,
-    stream_id  UUID NOT NULL,
-    PRIMARY KEY (tenant_id, kind, name)
-);
-CREATE INDEX idx_unique_names_stream ON eventstore.unique_names (tenant_id, kind, stream_id);
+-- Case types: the seed's case_types table (§2.1.2) as a fourth provisioning step. As
+-- with teams, the name is unique on the write side only (eventstore.unique_names).
 
 ALTER FUNCTION public.murima_provision_tenant(UUID) RENAME TO murima_provision_tenant_teams;
 

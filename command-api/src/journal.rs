@@ -86,8 +86,6 @@ pub enum Lookup {
         username: Option<String>,
         email: Option<String>,
     },
-    /// Claim a (normalised) team name for the team stream, freeing its previous one.
-    TeamName(String),
     /// Claim a (normalised) name among the streams of one kind, freeing the stream's old one.
     UniqueName {
         kind: &'static str,
@@ -426,31 +424,6 @@ async fn lookup(
             .bind(stream)
             .execute(&mut **tx)
             .await?;
-            Ok(Looked::default())
-        }
-        Lookup::TeamName(name) => {
-            let claimed = sqlx::query(
-                "INSERT INTO eventstore.team_names (tenant_id, name, team_id) VALUES ($1, $2, $3)
-                 ON CONFLICT (tenant_id, name) DO UPDATE SET team_id = EXCLUDED.team_id
-                 WHERE eventstore.team_names.team_id = EXCLUDED.team_id",
-            )
-            .bind(tenant)
-            .bind(name)
-            .bind(stream)
-            .execute(&mut **tx)
-            .await?;
-            if claimed.rows_affected() == 0 {
-                return Err(ApiError::Conflict {
-                    detail: format!("a team named {name:?} already exists in this tenant"),
-                    current_version: Some(current_version),
-                });
-            }
-            sqlx::query("DELETE FROM eventstore.team_names WHERE tenant_id = $1 AND team_id = $3 AND name <> $2")
-                .bind(tenant)
-                .bind(name)
-                .bind(stream)
-                .execute(&mut **tx)
-                .await?;
             Ok(Looked::default())
         }
         Lookup::UserIdentity { username, email } => {

@@ -62,14 +62,6 @@ impl CommandSchema for UpdateBody {
     const NAME: &'static str = "update_case_type";
 }
 
-#[derive(Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Empty {}
-
-impl CommandSchema for Empty {
-    const NAME: &'static str = "case_type_activation";
-}
-
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
@@ -124,27 +116,7 @@ async fn update(
     run(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
 }
 
-async fn deactivate(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    ApiPath(id): ApiPath<Uuid>,
-    Versioned { body, .. }: Versioned<Empty>,
-) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::CaseTypesManage)?;
-    let hash = fingerprint("deactivate_case_type", Some(id), &body);
-    run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, CaseTypeCommand::Deactivate).await
-}
-
-async fn activate(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    ApiPath(id): ApiPath<Uuid>,
-    Versioned { body, .. }: Versioned<Empty>,
-) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::CaseTypesManage)?;
-    let hash = fingerprint("activate_case_type", Some(id), &body);
-    run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, CaseTypeCommand::Activate).await
-}
+activation_handlers!("case_type", Permission::CaseTypesManage, CaseTypeCommand::Deactivate, CaseTypeCommand::Activate);
 
 async fn run(
     state: &AppState,

@@ -57,14 +57,6 @@ impl CommandSchema for UpdateBody {
     const NAME: &'static str = "update_channel";
 }
 
-#[derive(Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Empty {}
-
-impl CommandSchema for Empty {
-    const NAME: &'static str = "channel_activation";
-}
-
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct InteractionBody {
@@ -115,27 +107,7 @@ async fn update(
     run(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
 }
 
-async fn deactivate(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    ApiPath(id): ApiPath<Uuid>,
-    Versioned { body, .. }: Versioned<Empty>,
-) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::ChannelsManage)?;
-    let hash = fingerprint("deactivate_channel", Some(id), &body);
-    run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, ChannelCommand::Deactivate).await
-}
-
-async fn activate(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    ApiPath(id): ApiPath<Uuid>,
-    Versioned { body, .. }: Versioned<Empty>,
-) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::ChannelsManage)?;
-    let hash = fingerprint("activate_channel", Some(id), &body);
-    run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, ChannelCommand::Activate).await
-}
+activation_handlers!("channel", Permission::ChannelsManage, ChannelCommand::Deactivate, ChannelCommand::Activate);
 
 async fn run(
     state: &AppState,

@@ -50,14 +50,6 @@ impl CommandSchema for UpdateBody {
     const NAME: &'static str = "update_custom_field";
 }
 
-#[derive(Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Empty {}
-
-impl CommandSchema for Empty {
-    const NAME: &'static str = "custom_field_activation";
-}
-
 async fn define(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -87,27 +79,12 @@ async fn update(
         .await
 }
 
-async fn deactivate(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    ApiPath(id): ApiPath<Uuid>,
-    Versioned { body, .. }: Versioned<Empty>,
-) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::CustomFieldsManage)?;
-    let hash = fingerprint("deactivate_custom_field", Some(id), &body);
-    run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, FieldDefinitionCommand::Deactivate).await
-}
-
-async fn activate(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    ApiPath(id): ApiPath<Uuid>,
-    Versioned { body, .. }: Versioned<Empty>,
-) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::CustomFieldsManage)?;
-    let hash = fingerprint("activate_custom_field", Some(id), &body);
-    run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, FieldDefinitionCommand::Activate).await
-}
+activation_handlers!(
+    "custom_field",
+    Permission::CustomFieldsManage,
+    FieldDefinitionCommand::Deactivate,
+    FieldDefinitionCommand::Activate
+);
 
 async fn run(
     state: &AppState,

@@ -1,6 +1,34 @@
 //! The command endpoints: one per command, each answering with the stream id, its new
 //! version (also as `ETag`) and a position token for read-your-writes.
 
+/// The `deactivate` and `activate` handlers of a resource whose stream has both
+/// commands; the calling module provides `run(state, ctx, id, hash, lookup, success, cmd)`.
+macro_rules! activation_handlers {
+    ($kind:literal, $permission:expr, $deactivate:expr, $activate:expr) => {
+        async fn deactivate(
+            axum::extract::State(state): axum::extract::State<AppState>,
+            ctx: CommandContext,
+            runtime::extract::ApiPath(id): runtime::extract::ApiPath<Uuid>,
+            _: Versioned<super::Empty>,
+        ) -> Result<CommandReply, ApiError> {
+            ctx.caller.require($permission)?;
+            let hash = fingerprint(concat!("deactivate_", $kind), Some(id), &());
+            run(&state, &ctx, id, hash, Lookup::Nothing, axum::http::StatusCode::OK, $deactivate).await
+        }
+
+        async fn activate(
+            axum::extract::State(state): axum::extract::State<AppState>,
+            ctx: CommandContext,
+            runtime::extract::ApiPath(id): runtime::extract::ApiPath<Uuid>,
+            _: Versioned<super::Empty>,
+        ) -> Result<CommandReply, ApiError> {
+            ctx.caller.require($permission)?;
+            let hash = fingerprint(concat!("activate_", $kind), Some(id), &());
+            run(&state, &ctx, id, hash, Lookup::Nothing, axum::http::StatusCode::OK, $activate).await
+        }
+    };
+}
+
 mod case_types;
 mod cases;
 mod channels;
@@ -24,6 +52,15 @@ use runtime::ApiError;
 
 use crate::context::CommandContext;
 use crate::journal::{Command, CommandReply, Journal, Lookup, StreamKind};
+
+/// A command body with no fields (`{}`), still versioned like every other.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Empty {}
+
+impl crate::versioned::CommandSchema for Empty {
+    const NAME: &'static str = "empty";
+}
 
 #[derive(Clone)]
 pub struct AppState {

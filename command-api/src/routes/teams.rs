@@ -72,7 +72,7 @@ async fn create(
     ctx.caller.require(Permission::TeamsManage)?;
     let hash = fingerprint(CreateBody::NAME, None, &body);
     let team_id = Uuid::now_v7();
-    let lookup = Lookup::TeamName(normalise_name(&body.name));
+    let lookup = Lookup::UniqueName { kind: "team", name: normalise_name(&body.name) };
     let cmd = TeamCommand::Create { name: body.name, description: body.description };
     let mut reply = run(&state, &ctx, team_id, hash, lookup, StatusCode::CREATED, cmd).await?;
     reply.body["location"] = format!("/v1/teams/{team_id}").into();
@@ -87,7 +87,7 @@ async fn rename(
 ) -> Result<CommandReply, ApiError> {
     ctx.caller.require(Permission::TeamsManage)?;
     let hash = fingerprint(RenameBody::NAME, Some(id), &body);
-    let lookup = Lookup::TeamName(normalise_name(&body.name));
+    let lookup = Lookup::UniqueName { kind: "team", name: normalise_name(&body.name) };
     run(&state, &ctx, id, hash, lookup, StatusCode::OK, TeamCommand::Rename { name: body.name }).await
 }
 

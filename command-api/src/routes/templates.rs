@@ -66,14 +66,6 @@ impl CommandSchema for UpdateBody {
     const NAME: &'static str = "update_message_template";
 }
 
-#[derive(Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Empty {}
-
-impl CommandSchema for Empty {
-    const NAME: &'static str = "message_template_activation";
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RenderBody {
@@ -131,27 +123,12 @@ async fn update(
     run(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
 }
 
-async fn deactivate(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    ApiPath(id): ApiPath<Uuid>,
-    Versioned { body, .. }: Versioned<Empty>,
-) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::TemplatesManage)?;
-    let hash = fingerprint("deactivate_message_template", Some(id), &body);
-    run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, TemplateCommand::Deactivate).await
-}
-
-async fn activate(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    ApiPath(id): ApiPath<Uuid>,
-    Versioned { body, .. }: Versioned<Empty>,
-) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::TemplatesManage)?;
-    let hash = fingerprint("activate_message_template", Some(id), &body);
-    run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, TemplateCommand::Activate).await
-}
+activation_handlers!(
+    "message_template",
+    Permission::TemplatesManage,
+    TemplateCommand::Deactivate,
+    TemplateCommand::Activate
+);
 
 async fn run(
     state: &AppState,

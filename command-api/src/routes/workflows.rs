@@ -53,14 +53,6 @@ impl CommandSchema for UpdateBody {
     const NAME: &'static str = "update_workflow";
 }
 
-#[derive(Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Empty {}
-
-impl CommandSchema for Empty {
-    const NAME: &'static str = "workflow_activation";
-}
-
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
@@ -96,27 +88,7 @@ async fn update(
     run(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
 }
 
-async fn deactivate(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    ApiPath(id): ApiPath<Uuid>,
-    Versioned { body, .. }: Versioned<Empty>,
-) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::WorkflowsManage)?;
-    let hash = fingerprint("deactivate_workflow", Some(id), &body);
-    run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, WorkflowCommand::Deactivate).await
-}
-
-async fn activate(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    ApiPath(id): ApiPath<Uuid>,
-    Versioned { body, .. }: Versioned<Empty>,
-) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::WorkflowsManage)?;
-    let hash = fingerprint("activate_workflow", Some(id), &body);
-    run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, WorkflowCommand::Activate).await
-}
+activation_handlers!("workflow", Permission::WorkflowsManage, WorkflowCommand::Deactivate, WorkflowCommand::Activate);
 
 async fn run(
     state: &AppState,
