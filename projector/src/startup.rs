@@ -23,6 +23,7 @@ pub struct Application {
     port: u16,
     listener: TcpListener,
     workers: Vec<Worker>,
+    pool: sqlx::PgPool,
 }
 
 impl Application {
@@ -45,7 +46,7 @@ impl Application {
             Arc::new(ElasticProjection::new(elastic).await.context("preparing Elasticsearch")?),
             Arc::new(RedisCountersProjection::new(redis)),
         ];
-        let parking = Arc::new(ParkingLot::new(pool));
+        let parking = Arc::new(ParkingLot::new(pool.clone()));
         let workers = projections
             .into_iter()
             .map(|p| {
@@ -60,7 +61,7 @@ impl Application {
             .collect();
 
         let (listener, port) = runtime::http::bind(&settings.host, settings.projector_port).await?;
-        Ok(Self { port, listener, workers })
+        Ok(Self { port, listener, workers, pool })
     }
 
     pub fn port(&self) -> u16 {
@@ -81,6 +82,8 @@ impl Application {
                 }
             });
         }
+        let mut maintenance = tokio::task::JoinSet::new();
+        maintenance.spawn(crate::projections::postgres::maintain_partitions(self.pool, Duration::from_secs(3600)));
         let router = runtime::http::with_common_layers(axum::Router::new(), 1024);
         tracing::info!(port = self.port, "projector health endpoint listening");
         let served = runtime::http::serve(self.listener, router).await;

@@ -32,6 +32,11 @@ async fn interactions_are_recorded_on_open_cases_through_active_channels() {
         app.command(Method::POST, &format!("/v1/cases/{case}/interactions"), &app.token, Some(record(&channel))).await;
     assert_eq!(r.status(), StatusCode::CREATED);
 
+    // An interaction of a month long past lands in a partition made for it on demand.
+    let old = json!({ "channel_id": channel, "direction": "outbound", "content": "Letter sent", "occurred_at": "2020-01-15T10:00:00Z" });
+    let r = app.command(Method::POST, &format!("/v1/cases/{case}/interactions"), &app.token, Some(old)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+
     // Unknown case and unknown channel are named.
     let ghost = uuid::Uuid::now_v7().to_string();
     let r =
@@ -67,5 +72,20 @@ async fn interactions_are_recorded_on_open_cases_through_active_channels() {
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    assert_eq!(recorded, 1);
+    assert_eq!(recorded, 2);
+    let case_id: uuid::Uuid = case.parse().unwrap();
+    let months: Vec<String> = eventually("both interactions in their month partitions", || async {
+        let rows: Vec<(String,)> = sqlx::query_as(&format!(
+            "SELECT tableoid::regclass::text FROM {schema}.interactions WHERE case_id = $1 ORDER BY timestamp"
+        ))
+        .bind(case_id)
+        .fetch_all(&pool)
+        .await
+        .ok()?;
+        (rows.len() == 2).then(|| rows.into_iter().map(|(t,)| t).collect())
+    })
+    .await;
+    assert!(months[0].ends_with("interactions_y2020m01"), "{months:?}");
+    let this_month = chrono::Utc::now().format("interactions_y%Ym%m").to_string();
+    assert!(months[1].ends_with(&this_month), "{months:?}");
 }

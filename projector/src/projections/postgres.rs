@@ -31,11 +31,13 @@ pub struct PostgresProjection {
     pool: PgPool,
     /// Tenants whose schema is known to exist (saves a round trip per event).
     provisioned: Mutex<HashSet<Uuid>>,
+    /// (tenant, YYYY-MM) interaction partitions known to exist.
+    partitions: Mutex<HashSet<(Uuid, String)>>,
 }
 
 impl PostgresProjection {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, provisioned: Mutex::new(HashSet::new()) }
+        Self { pool, provisioned: Mutex::new(HashSet::new()), partitions: Mutex::new(HashSet::new()) }
     }
 
     /// Events of different streams may arrive in any order across partitions, so a case
@@ -115,8 +117,7 @@ impl PostgresProjection {
                 | TemplateEvent::Deactivated(_)
                 | TemplateEvent::Activated(_),
             ) => {}
-            // The month-partitioned interactions table arrives with the read-model issue.
-            DomainEvent::Interaction(InteractionEvent::Recorded(_)) => {}
+            DomainEvent::Interaction(InteractionEvent::Recorded(e)) => self.apply_interaction(tx, event, e).await?,
             DomainEvent::Case(case_event) => self.apply_case(tx, event, case_event).await?,
         }
         Ok(())
@@ -597,6 +598,51 @@ impl PostgresProjection {
         Ok(())
     }
 
+    /// Interactions are recorded once (version 1), into their month's partition, which is
+    /// created first when the maintenance has not made it yet.
+    async fn apply_interaction(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &Event,
+        e: &events::interaction::InteractionRecorded,
+    ) -> Result<(), sqlx::Error> {
+        let env = &event.envelope;
+        let schema = Tenancy(env.tenant_id).pg_schema();
+        let month = (env.tenant_id, e.timestamp.format("%Y-%m").to_string());
+        let known = self.partitions.lock().map(|p| p.contains(&month)).unwrap_or(false);
+        if !known {
+            sqlx::query("SELECT public.murima_interaction_partition($1, $2)")
+                .bind(&schema)
+                .bind(e.timestamp)
+                .execute(&mut **tx)
+                .await?;
+        }
+        sqlx::query(&format!(
+            "INSERT INTO {schema}.interactions (id, tenant_id, case_id, channel_id, user_id, direction, content,
+                timestamp, metadata, external_id, tags, version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             ON CONFLICT (tenant_id, timestamp, id) DO NOTHING"
+        ))
+        .bind(env.stream_id)
+        .bind(env.tenant_id)
+        .bind(e.case_id)
+        .bind(e.channel_id)
+        .bind(e.user_id)
+        .bind(e.direction.as_str())
+        .bind(&e.content)
+        .bind(e.timestamp)
+        .bind(sqlx::types::Json(&e.metadata))
+        .bind(&e.external_id)
+        .bind(&e.tags)
+        .bind(env.stream_version)
+        .execute(&mut **tx)
+        .await?;
+        if let Ok(mut p) = self.partitions.lock() {
+            p.insert(month);
+        }
+        Ok(())
+    }
+
     async fn apply_case(
         &self,
         tx: &mut Transaction<'_, Postgres>,
@@ -758,6 +804,20 @@ impl PostgresProjection {
             }
         }
         Ok(())
+    }
+}
+
+/// Creates every tenant's interaction partitions for this month and the next two, so
+/// inserts rarely need to create one. Runs until the task is dropped.
+pub async fn maintain_partitions(pool: PgPool, every: std::time::Duration) {
+    loop {
+        let result = sqlx::query("SELECT public.murima_interaction_partitions_ahead(id) FROM public.tenants")
+            .execute(&pool)
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "creating interaction partitions ahead failed; will retry");
+        }
+        tokio::time::sleep(every).await;
     }
 }
 
