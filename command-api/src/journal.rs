@@ -162,14 +162,33 @@ impl Journal {
                 }
                 match current_version {
                     Some(v) => Err(ApiError::Conflict { detail, current_version: Some(v) }),
-                    None => Err(self.conflict(&cmd).await),
+                    None => Err(self.conflict::<K>(&cmd).await),
                 }
             }
             other => other,
         }
     }
 
-    async fn conflict(&self, cmd: &Command<'_>) -> ApiError {
+    /// The 409 for a lost insert race: a concurrent writer, or an id (chosen by the
+    /// client) that another kind of record already has.
+    async fn conflict<K: StreamKind>(&self, cmd: &Command<'_>) -> ApiError {
+        let other: Result<Option<String>, sqlx::Error> = sqlx::query_scalar(
+            "SELECT stream_type FROM eventstore.events WHERE stream_id = $1 AND stream_type <> $2 LIMIT 1",
+        )
+        .bind(cmd.stream_id)
+        .bind(K::TYPE.as_str())
+        .fetch_optional(&self.pool)
+        .await;
+        match other {
+            Ok(Some(kind)) => {
+                return ApiError::Conflict {
+                    detail: format!("the id {} is already used by a {kind}; choose another id", cmd.stream_id),
+                    current_version: None,
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return e.into(),
+        }
         match self.current_version(cmd.tenant_id, cmd.stream_id).await {
             Ok(v) => ApiError::Conflict {
                 detail: format!("the stream was changed concurrently; it is now at version {v}: re-read and retry"),
@@ -334,7 +353,8 @@ impl Journal {
     }
 }
 
-/// Folds a stream's events. A stream of another tenant reads as empty (no existence leak).
+/// Folds a stream's events. A stream of another tenant, or an id of another kind of
+/// stream (a case type id sent as a case id), reads as empty: a 404 or 422, never a decode error.
 async fn load<K: StreamKind>(
     conn: &mut sqlx::PgConnection,
     tenant: Uuid,
@@ -342,10 +362,12 @@ async fn load<K: StreamKind>(
 ) -> Result<(Option<K::State>, i64), ApiError> {
     let rows: Vec<(String, i16, Value, i64)> = sqlx::query_as(
         "SELECT event_type, schema_version, envelope->'payload', stream_version
-         FROM eventstore.events WHERE stream_id = $1 AND tenant_id = $2 ORDER BY stream_version",
+         FROM eventstore.events WHERE stream_id = $1 AND tenant_id = $2 AND stream_type = $3
+         ORDER BY stream_version",
     )
     .bind(stream)
     .bind(tenant)
+    .bind(K::TYPE.as_str())
     .fetch_all(&mut *conn)
     .await?;
     let mut state = None;

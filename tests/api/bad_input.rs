@@ -89,6 +89,22 @@ async fn malformed_unknown_oversized_and_invalid_bodies_are_4xx() {
     let p = problem(r, StatusCode::CONFLICT).await;
     assert!(p["detail"].as_str().unwrap().contains("closed case cannot become pending"), "{p}");
 
+    // An id of another kind of record (a case type id used as a case id) is not a case.
+    let type_as_case = format!("/v1/cases/{}", app.case_type_id);
+    let r = app
+        .command(Method::POST, &format!("{type_as_case}/status"), &app.token, Some(json!({ "status": "closed" })))
+        .await;
+    problem(r, StatusCode::NOT_FOUND).await;
+    let r =
+        app.command(Method::POST, &format!("{type_as_case}/tasks"), &app.token, Some(json!({ "title": "t" }))).await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+
+    // A chosen id that another kind of record has is a 409 that says so.
+    let admin = app.token_for(app.tenant_id, runtime::auth::Role::Admin);
+    let clash = json!({ "id": app.user_id, "name": "Clash" });
+    let p = problem(app.command(Method::POST, "/v1/case-types", &admin, Some(clash)).await, StatusCode::CONFLICT).await;
+    assert!(p["detail"].as_str().unwrap().contains("already used by a user"), "{p}");
+
     problem(app.query("/v1/cases?limit=0", &app.token).await, StatusCode::BAD_REQUEST).await;
     problem(app.query("/v1/cases?status=sleeping", &app.token).await, StatusCode::BAD_REQUEST).await;
     problem(app.query("/v1/cases?cursor=%%%", &app.token).await, StatusCode::BAD_REQUEST).await;
