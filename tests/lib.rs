@@ -40,6 +40,7 @@ pub fn test_settings() -> Settings {
         read_wait: Duration::from_secs(15),
         max_body_bytes: 16 * 1024,
         relay_audit_interval: Duration::from_millis(500),
+        statistics_refresh: Duration::from_secs(2),
     }
 }
 
@@ -371,5 +372,179 @@ impl TestApp {
         let counters: Value = self.query("/v1/counters", &self.token).await.json().await.expect("counters");
         assert_eq!(counters["cases_by_status"], Value::Object(by_status));
         assert_eq!(counters["open_cases_by_assignee"], Value::Object(by_assignee));
+    }
+}
+
+/// Every read model of one tenant, reduced to comparable fingerprints: per PostgreSQL
+/// table, Mongo collection, Elasticsearch alias and Redis key, the number of rows
+/// (documents, entries) and a hash over their full contents in a stable order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreDigest(pub std::collections::BTreeMap<String, (usize, u64)>);
+
+/// The tenant tables the projector fills (the statistics view holds `now()`-relative averages).
+pub const TENANT_TABLES: [&str; 10] = [
+    "cases",
+    "users",
+    "teams",
+    "team_members",
+    "case_types",
+    "channels",
+    "interactions",
+    "documents",
+    "tasks",
+    "workflows",
+];
+
+fn fingerprint(mut rows: Vec<String>) -> (usize, u64) {
+    use std::hash::{Hash, Hasher};
+    rows.sort();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    rows.hash(&mut hasher);
+    (rows.len(), hasher.finish())
+}
+
+impl TestApp {
+    /// Fingerprints of this tenant's contents in all four stores.
+    pub async fn store_digest(&self) -> StoreDigest {
+        use futures::TryStreamExt;
+        use redis::AsyncCommands;
+        let t = runtime::tenancy::Tenancy(self.tenant_id);
+        let mut digest = std::collections::BTreeMap::new();
+
+        let schema = t.pg_schema();
+        for table in TENANT_TABLES {
+            let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT t::text FROM {schema}.{table} t"))
+                .fetch_all(&self.pool)
+                .await
+                .expect("read a tenant table");
+            digest.insert(format!("postgres:{table}"), fingerprint(rows));
+        }
+        let tenant: Vec<String> = sqlx::query_scalar("SELECT t::text FROM public.tenants t WHERE id = $1")
+            .bind(self.tenant_id)
+            .fetch_all(&self.pool)
+            .await
+            .expect("read the tenant row");
+        digest.insert("postgres:tenants".into(), fingerprint(tenant));
+
+        let mongo = mongodb::Client::with_uri_str(&self.settings.mongo_url).await.expect("mongo");
+        let db = mongo.database(&self.settings.mongo_database);
+        let prefix = t.mongo_collection("");
+        for name in db.list_collection_names().await.expect("list collections") {
+            if !name.starts_with(&prefix) {
+                continue;
+            }
+            let docs: Vec<mongodb::bson::Document> = db
+                .collection::<mongodb::bson::Document>(&name)
+                .find(mongodb::bson::doc! {})
+                .await
+                .expect("read a collection")
+                .try_collect()
+                .await
+                .expect("read a collection");
+            let rows = docs.iter().map(|d| d.to_string()).collect();
+            digest.insert(format!("mongo:{name}"), fingerprint(rows));
+        }
+
+        let _ = self.http.post(format!("{}/_refresh", self.settings.elastic_url)).send().await;
+        for entity in [
+            runtime::tenancy::CASES,
+            runtime::tenancy::NOTES,
+            runtime::tenancy::INTERACTIONS,
+            runtime::tenancy::ES_AUDIT_LOGS,
+        ] {
+            let alias = t.es_alias(entity);
+            let search: Value = self
+                .http
+                .post(format!("{}/{alias}/_search?version=true", self.settings.elastic_url))
+                .json(&json!({ "size": 10000, "version": true, "query": { "match_all": {} } }))
+                .send()
+                .await
+                .expect("elasticsearch")
+                .json()
+                .await
+                .unwrap_or(Value::Null);
+            let rows = search["hits"]["hits"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|h| format!("{}|{}|{}", h["_id"], h["_version"], h["_source"]))
+                .collect();
+            digest.insert(format!("elasticsearch:{entity}"), fingerprint(rows));
+        }
+
+        let mut redis = redis::Client::open(self.settings.redis_url.as_str())
+            .expect("redis")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis connection");
+        let keys: Vec<String> = redis.keys(t.redis_key("*")).await.expect("list redis keys");
+        for key in keys {
+            if key.contains(":locks:") || key.ends_with(":viewers") {
+                continue; // presence and locks are not projected from events
+            }
+            let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut redis).await.expect("key type");
+            let rows: Vec<String> = match kind.as_str() {
+                "hash" => {
+                    let h: std::collections::BTreeMap<String, String> = redis.hgetall(&key).await.expect("hash");
+                    h.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+                }
+                // A list's order matters: keep it by prefixing the index.
+                "list" => {
+                    let l: Vec<String> = redis.lrange(&key, 0, -1).await.expect("list");
+                    l.into_iter().enumerate().map(|(i, v)| format!("{i:06}:{v}")).collect()
+                }
+                "zset" => {
+                    let z: Vec<(String, f64)> = redis.zrange_withscores(&key, 0, -1).await.expect("zset");
+                    z.into_iter().map(|(m, s)| format!("{m}={s}")).collect()
+                }
+                "set" => redis.smembers(&key).await.expect("set"),
+                _ => vec![redis.get::<_, Option<String>>(&key).await.expect("string").unwrap_or_default()],
+            };
+            digest.insert(format!("redis:{key}"), fingerprint(rows));
+        }
+        StoreDigest(digest)
+    }
+
+    /// Deletes every read model of this tenant in all four stores (the journal stays).
+    pub async fn wipe_read_models(&self) {
+        use redis::AsyncCommands;
+        let t = runtime::tenancy::Tenancy(self.tenant_id);
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", t.pg_schema()))
+            .execute(&self.pool)
+            .await
+            .expect("drop the tenant schema");
+        sqlx::query("DELETE FROM public.tenants WHERE id = $1").bind(self.tenant_id).execute(&self.pool).await.unwrap();
+        let mongo = mongodb::Client::with_uri_str(&self.settings.mongo_url).await.expect("mongo");
+        let db = mongo.database(&self.settings.mongo_database);
+        let prefix = t.mongo_collection("");
+        for name in db.list_collection_names().await.expect("list collections") {
+            if name.starts_with(&prefix) {
+                db.collection::<mongodb::bson::Document>(&name).drop().await.expect("drop a collection");
+            }
+        }
+        let indices: Value = self
+            .http
+            .get(format!("{}/_cat/indices?format=json", self.settings.elastic_url))
+            .send()
+            .await
+            .expect("elasticsearch")
+            .json()
+            .await
+            .expect("index list");
+        let own = format!("{}-", t.es_alias("").trim_end_matches('-'));
+        for index in indices.as_array().into_iter().flatten().filter_map(|i| i["index"].as_str()) {
+            if index.starts_with(&own) {
+                self.http.delete(format!("{}/{index}", self.settings.elastic_url)).send().await.expect("delete index");
+            }
+        }
+        let mut redis = redis::Client::open(self.settings.redis_url.as_str())
+            .expect("redis")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis connection");
+        let keys: Vec<String> = redis.keys(t.redis_key("*")).await.expect("list redis keys");
+        if !keys.is_empty() {
+            let _: i64 = redis.del(keys).await.expect("delete redis keys");
+        }
     }
 }

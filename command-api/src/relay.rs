@@ -132,6 +132,11 @@ impl Relay {
         if rows.is_empty() {
             return Ok(0);
         }
+        let epoch: i32 = sqlx::query_scalar("SELECT refills FROM eventstore.relay_state WHERE topic = $1")
+            .bind(&self.topic)
+            .fetch_one(&self.pool)
+            .await?;
+        let epoch = epoch.to_string();
         let pending: Vec<Pending> = rows
             .into_iter()
             .map(|(position, tenant_id, stream_id, event_type, schema_version, envelope)| Pending {
@@ -156,7 +161,8 @@ impl Relay {
                 OwnedHeaders::new()
                     .insert(Header { key: headers::TENANT_ID, value: Some(&tenant) })
                     .insert(Header { key: headers::EVENT_TYPE, value: Some(&p.event_type) })
-                    .insert(Header { key: headers::SCHEMA_VERSION, value: Some(&version) }),
+                    .insert(Header { key: headers::SCHEMA_VERSION, value: Some(&version) })
+                    .insert(Header { key: headers::LOG_EPOCH, value: Some(&epoch) }),
             );
             // send_result enqueues now; the DeliveryFuture resolves when the broker acks.
             deliveries.push(match self.producer.send_result(record) {

@@ -90,4 +90,6 @@ pub mod headers {
     pub const TENANT_ID: &str = "tenant-id";
     pub const EVENT_TYPE: &str = "event-type";
     pub const SCHEMA_VERSION: &str = "schema-version";
+    /// How many times the relay refilled the broker before publishing this message.
+    pub const LOG_EPOCH: &str = "log-epoch";
 }

@@ -2,6 +2,7 @@
 //! (PostgreSQL, MongoDB, Elasticsearch, Redis) with exactly-once effect.
 
 pub mod event;
+pub mod maintenance;
 pub mod mongo;
 pub mod parking;
 pub mod projection;

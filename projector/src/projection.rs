@@ -1,6 +1,6 @@
 //! The trait every read model implements.
 
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
@@ -16,6 +16,23 @@ pub enum ApplyError {
     Poison { event_id: Uuid, reason: String },
 }
 
+/// A place in one partition of the log: the offset to read next, in the log epoch (the
+/// relay's refill count) the offsets belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogPosition {
+    pub next_offset: i64,
+    pub epoch: i32,
+}
+
+/// Where a batch ends in the log: a position for each partition it touched.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The consumer group, which names the projection instance (test runs use their own).
+    pub group: String,
+    pub topic: String,
+    pub positions: BTreeMap<i32, LogPosition>,
+}
+
 /// A read model fed by the event log.
 ///
 /// Invariant: `apply` is idempotent per (stream, version). Every store keeps the version
@@ -27,10 +44,13 @@ pub trait Projection: Send + Sync {
     /// Stable name; also the suffix of the Kafka consumer group. Never rename one.
     fn name(&self) -> &'static str;
 
-    /// Applies the events in order, all or nothing where the store allows it.
-    async fn apply(&self, events: &[Event]) -> Result<(), ApplyError>;
-}
+    /// Applies the events in order, all or nothing where the store allows it. A store
+    /// that keeps its own checkpoints records `checkpoint` with the same commit.
+    async fn apply(&self, events: &[Event], checkpoint: &Checkpoint) -> Result<(), ApplyError>;
 
-/// Streams with events parked for a projection; their later events park behind them.
-#[derive(Debug, Default)]
-pub struct ParkedStreams(pub HashSet<Uuid>);
+    /// The checkpoints this store committed with its data, if it keeps any: the worker
+    /// skips what they cover rather than trusting the broker's committed offsets.
+    async fn checkpoints(&self, _group: &str, _topic: &str) -> anyhow::Result<Option<BTreeMap<i32, LogPosition>>> {
+        Ok(None)
+    }
+}

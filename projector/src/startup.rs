@@ -24,6 +24,8 @@ pub struct Application {
     listener: TcpListener,
     workers: Vec<Worker>,
     pool: sqlx::PgPool,
+    redis: redis::aio::ConnectionManager,
+    statistics_every: Duration,
 }
 
 impl Application {
@@ -44,7 +46,7 @@ impl Application {
             Arc::new(MongoTemplatesProjection::new(mongo.database(&settings.mongo_database))),
             Arc::new(MongoFieldDefinitionsProjection::new(mongo.database(&settings.mongo_database))),
             Arc::new(ElasticProjection::new(elastic).await.context("preparing Elasticsearch")?),
-            Arc::new(RedisCountersProjection::new(redis)),
+            Arc::new(RedisCountersProjection::new(redis.clone())),
         ];
         let parking = Arc::new(ParkingLot::new(pool.clone()));
         let workers = projections
@@ -61,7 +63,7 @@ impl Application {
             .collect();
 
         let (listener, port) = runtime::http::bind(&settings.host, settings.projector_port).await?;
-        Ok(Self { port, listener, workers, pool })
+        Ok(Self { port, listener, workers, pool, redis, statistics_every: settings.statistics_refresh })
     }
 
     pub fn port(&self) -> u16 {
@@ -83,7 +85,8 @@ impl Application {
             });
         }
         let mut maintenance = tokio::task::JoinSet::new();
-        maintenance.spawn(crate::projections::postgres::maintain_partitions(self.pool, Duration::from_secs(3600)));
+        maintenance.spawn(crate::maintenance::maintain_partitions(self.pool.clone(), Duration::from_secs(3600)));
+        maintenance.spawn(crate::maintenance::refresh_statistics(self.pool, self.redis, self.statistics_every));
         let router = runtime::http::with_common_layers(axum::Router::new(), 1024);
         tracing::info!(port = self.port, "projector health endpoint listening");
         let served = runtime::http::serve(self.listener, router).await;

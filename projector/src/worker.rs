@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::Headers;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -20,7 +21,12 @@ use uuid::Uuid;
 
 use crate::event::Event;
 use crate::parking::ParkingLot;
-use crate::projection::{ApplyError, Projection};
+use crate::projection::{ApplyError, Checkpoint, LogPosition, Projection};
+
+type Consumed = StreamConsumer;
+
+/// Where the store says it is, per partition; messages before it were applied already.
+type Applied = BTreeMap<i32, LogPosition>;
 
 const MAX_BATCH: usize = 500;
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
@@ -45,8 +51,8 @@ impl Worker {
         Self { projection, parking, brokers: brokers.to_owned(), topic: topic.to_owned(), group }
     }
 
-    fn consumer(&self) -> anyhow::Result<StreamConsumer> {
-        let consumer: StreamConsumer = runtime::kafka::client_config(&self.brokers)
+    fn consumer(&self) -> anyhow::Result<Consumed> {
+        let consumer: Consumed = runtime::kafka::client_config(&self.brokers)
             .set("group.id", &self.group)
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "500")
@@ -79,8 +85,9 @@ impl Worker {
             self.parking.parked_streams(self.projection.name()).await?.into_iter().collect();
         loop {
             let mut consumer = ClosedInBackground(Some(self.consumer()?));
+            let applied = self.projection.checkpoints(&self.group, &self.topic).await?.unwrap_or_default();
             tracing::info!(projection = self.projection.name(), group = %self.group, "projection consuming");
-            let outcome = self.consume(consumer.get(), &mut parked, &mut stop).await;
+            let outcome = self.consume(consumer.get(), &applied, &mut parked, &mut stop).await;
             match outcome {
                 Ok(()) => {
                     if let Some(c) = consumer.0.take() {
@@ -100,7 +107,8 @@ impl Worker {
 
     async fn consume(
         &self,
-        consumer: &StreamConsumer,
+        consumer: &Consumed,
+        applied: &Applied,
         parked: &mut HashSet<Uuid>,
         stop: &mut watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
@@ -127,9 +135,11 @@ impl Worker {
                     continue;
                 }
             };
-            let events = self.decode(&batch, parked).await?;
-            self.apply_with_retry(events, parked).await?;
-            store_offsets(consumer, &batch)?;
+            let checkpoint = self.checkpoint_of(&batch);
+            let fresh: Vec<OwnedMessage> = batch.into_iter().filter(|m| !already_applied(applied, m)).collect();
+            let events = self.decode(&fresh, parked).await?;
+            self.apply_with_retry(events, &checkpoint, parked).await?;
+            store_offsets(consumer, &checkpoint)?;
         }
     }
 
@@ -162,10 +172,27 @@ impl Worker {
         Ok(events)
     }
 
-    async fn apply_with_retry(&self, mut events: Vec<Event>, parked: &mut HashSet<Uuid>) -> anyhow::Result<()> {
+    fn checkpoint_of(&self, batch: &[OwnedMessage]) -> Checkpoint {
+        let mut positions: BTreeMap<i32, LogPosition> = BTreeMap::new();
+        for m in batch.iter().filter(|m| m.topic() == self.topic) {
+            let next = LogPosition { next_offset: m.offset() + 1, epoch: log_epoch(m) };
+            let entry = positions.entry(m.partition()).or_insert(next);
+            if next.next_offset >= entry.next_offset {
+                *entry = next;
+            }
+        }
+        Checkpoint { group: self.group.clone(), topic: self.topic.clone(), positions }
+    }
+
+    async fn apply_with_retry(
+        &self,
+        mut events: Vec<Event>,
+        checkpoint: &Checkpoint,
+        parked: &mut HashSet<Uuid>,
+    ) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(100);
         while !events.is_empty() {
-            match self.projection.apply(&events).await {
+            match self.projection.apply(&events, checkpoint).await {
                 Ok(()) => return Ok(()),
                 Err(ApplyError::Poison { event_id, reason }) => {
                     let Some(stream) =
@@ -206,10 +233,10 @@ impl Worker {
 
 /// Closing a consumer blocks while it leaves its group, for long if its broker is gone;
 /// this closes it on a thread of its own, also when the worker task is aborted.
-struct ClosedInBackground(Option<StreamConsumer>);
+struct ClosedInBackground(Option<Consumed>);
 
 impl ClosedInBackground {
-    fn get(&self) -> &StreamConsumer {
+    fn get(&self) -> &Consumed {
         self.0.as_ref().expect("present until dropped")
     }
 }
@@ -232,7 +259,7 @@ fn lost_broker(error: &KafkaError) -> bool {
 }
 
 /// Waits for one message, then takes whatever else arrives within a short window.
-async fn next_batch(consumer: &StreamConsumer) -> Result<Vec<OwnedMessage>, KafkaError> {
+async fn next_batch(consumer: &Consumed) -> Result<Vec<OwnedMessage>, KafkaError> {
     let first = consumer.recv().await?.detach();
     let mut batch = vec![first];
     while batch.len() < MAX_BATCH {
@@ -249,19 +276,32 @@ async fn next_batch(consumer: &StreamConsumer) -> Result<Vec<OwnedMessage>, Kafk
 }
 
 /// Marks the batch consumed; the auto-commit sends it to the broker shortly after.
-fn store_offsets(consumer: &StreamConsumer, batch: &[OwnedMessage]) -> anyhow::Result<()> {
-    let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    for m in batch {
-        let entry = next.entry((m.topic().to_owned(), m.partition())).or_insert(0);
-        *entry = (*entry).max(m.offset() + 1);
-    }
+fn store_offsets(consumer: &Consumed, checkpoint: &Checkpoint) -> anyhow::Result<()> {
     let mut list = TopicPartitionList::new();
-    for ((topic, partition), offset) in next {
-        list.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
+    for (partition, position) in &checkpoint.positions {
+        list.add_partition_offset(&checkpoint.topic, *partition, Offset::Offset(position.next_offset))?;
     }
     if let Err(e) = consumer.store_offsets(&list) {
         // After a rebalance the partition may belong to someone else: they re-apply it.
         tracing::debug!(error = %e, "could not store offsets");
     }
     Ok(())
+}
+
+/// The relay's refill count when it published the message: offsets of one log epoch
+/// mean nothing in another (a broker that lost its log is refilled from offset 0).
+fn log_epoch(message: &OwnedMessage) -> i32 {
+    message
+        .headers()
+        .and_then(|h| h.iter().find(|h| h.key == events::envelope::headers::LOG_EPOCH))
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// True when the store committed this message with an earlier batch: the broker's
+/// offsets are committed a moment after the store's checkpoint, so a restart can
+/// redeliver what the store already holds.
+fn already_applied(applied: &Applied, message: &OwnedMessage) -> bool {
+    applied.get(&message.partition()).is_some_and(|p| p.epoch == log_epoch(message) && message.offset() < p.next_offset)
 }

@@ -25,6 +25,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// How often the relay checks that the broker still holds what it published.
     pub relay_audit_interval: Duration,
+    /// How often the projector refreshes each tenant's case_statistics view.
+    pub statistics_refresh: Duration,
 }
 
 impl Settings {
@@ -48,6 +50,7 @@ impl Settings {
             read_wait: Duration::from_millis(parse("MURIMA_READ_WAIT_MS", "5000")?),
             max_body_bytes: parse("MURIMA_MAX_BODY_BYTES", "65536")?,
             relay_audit_interval: Duration::from_millis(parse("MURIMA_RELAY_AUDIT_MS", "2000")?),
+            statistics_refresh: Duration::from_secs(parse("MURIMA_STATISTICS_REFRESH_SECS", "60")?),
         })
     }
 }

@@ -51,9 +51,49 @@ impl Tenancy {
         self.redis_key("counters:open_cases_by_assignee")
     }
 
-    /// Hash: case id -> "version|status|assignee", what the counters last counted.
+    /// Hash: priority -> number of open cases with it.
+    pub fn redis_open_cases_by_priority(&self) -> String {
+        self.redis_key("counters:open_cases_by_priority")
+    }
+
+    /// Hash: team id -> number of open cases assigned to the team.
+    pub fn redis_open_cases_by_team(&self) -> String {
+        self.redis_key("counters:open_cases_by_team")
+    }
+
+    /// Hash: case id -> "version|status|priority|assignee|team", what the counters last counted.
     pub fn redis_counted_cases(&self) -> String {
         self.redis_key("projection:counted_cases")
+    }
+
+    /// Hash: stream id -> the last version applied to Redis, for streams other than cases.
+    pub fn redis_stream_versions(&self) -> String {
+        self.redis_key("projection:stream_versions")
+    }
+
+    /// Sorted set (seed §2.3.2): user id scored by the unix time of their last activity.
+    pub fn redis_online_users(&self) -> String {
+        self.redis_key("online_users")
+    }
+
+    /// List (seed §2.3.2): the user's notifications as JSON, newest first; 30 days.
+    pub fn redis_notifications(&self, user_id: Uuid) -> String {
+        self.redis_key(&format!("notifications:{user_id}"))
+    }
+
+    /// Hash (seed §2.3.2): the user's permission cache; 1 hour, dropped on a role change.
+    pub fn redis_user_permissions(&self, user_id: Uuid) -> String {
+        self.redis_key(&format!("user:{user_id}:permissions"))
+    }
+
+    /// Set (seed §2.3.2): who is looking at a case now; 5 minutes.
+    pub fn redis_case_viewers(&self, case_id: Uuid) -> String {
+        self.redis_key(&format!("case:{case_id}:viewers"))
+    }
+
+    /// String (seed §2.3.2): a lock on a resource; 30 seconds.
+    pub fn redis_lock(&self, resource: &str) -> String {
+        self.redis_key(&format!("locks:{resource}"))
     }
 
     /// The seed's case cache key (§2.3.2), dropped by the projector on every case event.
@@ -65,6 +105,10 @@ impl Tenancy {
 /// Collection and index names that both the projector and the query API use.
 pub const AUDIT_LOGS: &str = "audit_logs";
 pub const CASES: &str = "cases";
+pub const NOTES: &str = "notes";
+pub const INTERACTIONS: &str = "interactions";
+/// The audit entries' Elasticsearch entity (indices use dashes, seed §2.4.2).
+pub const ES_AUDIT_LOGS: &str = "audit-logs";
 
 /// When a UUIDv7 was minted; case ids are v7 so a case's monthly index follows from its id.
 pub fn uuid_time(id: Uuid) -> Option<DateTime<Utc>> {

@@ -13,6 +13,7 @@ mod flow;
 mod isolation;
 mod notes;
 mod projector_crash;
+mod read_models;
 mod tasks;
 mod teams;
 mod templates;

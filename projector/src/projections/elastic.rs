@@ -1,62 +1,75 @@
-//! Case search in Elasticsearch: `tenant-<id>-cases-YYYY-MM` (month of the case's v7 id)
-//! with the seed's mapping and analyzer (§2.4.2), read through the alias `tenant-<id>-cases`.
+//! Search in Elasticsearch (seed §2.4, §4.3, §5.3). Per tenant and month:
+//! `tenant-<id>-cases-YYYY-MM` (month of the case's v7 id), `-notes-YYYY-MM` (month of the
+//! note's id), `-interactions-YYYY-MM` (month of the interaction) and `-audit-logs-YYYY-MM`
+//! (month of the event), each with the seed's mapping and analyzer from an index template,
+//! read through the per-tenant aliases `tenant-<id>-cases`, `-notes`, `-interactions` and
+//! `-audit-logs`. Case documents carry a completion field for typeahead on titles and
+//! case numbers.
 //!
-//! Per batch: one `_mget` for the touched cases, events folded into their documents in
-//! memory, one `_bulk` of index operations with external versioning (version = stream
-//! version). Elasticsearch itself refuses a version at or below the stored one, which
-//! makes redelivery a no-op.
+//! Per batch: one `_mget` for the touched cases and notes, events folded into their
+//! documents in memory, then one `_bulk` for everything. Cases, notes and interactions
+//! use external versioning (version = stream version), so Elasticsearch itself refuses a
+//! version at or below the stored one; audit entries are created under the event id. A
+//! redelivered event is therefore a no-op (409), never a duplicate.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
+use chrono::{DateTime, Utc};
 use elasticsearch::http::request::JsonBody;
 use elasticsearch::indices::{IndicesCreateParts, IndicesPutIndexTemplateParts};
 use elasticsearch::{BulkParts, Elasticsearch, MgetParts};
 use events::case::CaseEvent;
-use events::case_type::CaseTypeEvent;
-use events::channel::ChannelEvent;
-use events::document::DocumentEvent;
-use events::field_definition::FieldDefinitionEvent;
 use events::interaction::InteractionEvent;
 use events::note::NoteEvent;
-use events::task::TaskEvent;
-use events::team::TeamEvent;
-use events::template::TemplateEvent;
-use events::tenant::TenantEvent;
-use events::user::UserEvent;
-use events::workflow::WorkflowEvent;
-use runtime::tenancy::{Tenancy, CASES};
+use runtime::tenancy::{uuid_time, Tenancy, CASES, ES_AUDIT_LOGS, INTERACTIONS, NOTES};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::event::{DomainEvent, Event};
-use crate::projection::{ApplyError, Projection};
+use crate::projection::{ApplyError, Checkpoint, Projection};
+use crate::projections::mongo_audit::audit_record;
 
 pub struct ElasticProjection {
     client: Elasticsearch,
     indices: Mutex<HashSet<String>>,
 }
 
-/// The seed's case analyzer and mapping, applied to every monthly case index.
-pub fn cases_template() -> Value {
+/// The seed's analyzer (§2.4.2) under a given name.
+fn analysis(analyzer: &str) -> Value {
     json!({
-        "index_patterns": ["tenant-*-cases-*"],
-        "template": {
-            "settings": {
-                "number_of_shards": 1,
-                "number_of_replicas": 0,
-                "analysis": {
-                    "analyzer": {
-                        "case_analyzer": {
-                            "type": "custom",
-                            "tokenizer": "standard",
-                            "filter": ["lowercase", "asciifolding", "stop", "snowball"]
-                        }
-                    }
-                }
-            },
-            "mappings": {
-                "properties": {
+        "analyzer": {
+            analyzer: {
+                "type": "custom",
+                "tokenizer": "standard",
+                "filter": ["lowercase", "asciifolding", "stop", "snowball"]
+            }
+        }
+    })
+}
+
+/// One shard and no replica: a single-node cluster (§5.3 sizes are for production
+/// clusters; the template is the one place to change them).
+fn template(entity: &str, settings: Value, properties: Value) -> Value {
+    let mut index_settings = json!({ "number_of_shards": 1, "number_of_replicas": 0 });
+    if let (Some(target), Value::Object(extra)) = (index_settings.as_object_mut(), settings) {
+        target.extend(extra);
+    }
+    json!({
+        "index_patterns": [format!("tenant-*-{entity}-*")],
+        "template": { "settings": index_settings, "mappings": { "properties": properties } }
+    })
+}
+
+/// The index templates (§4.3.1): name and body, one per searchable entity.
+pub fn templates() -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "murima-tenant-cases",
+            template(
+                CASES,
+                json!({ "analysis": analysis("case_analyzer") }),
+                json!({
                     "tenant_id": { "type": "keyword" },
                     "id": { "type": "keyword" },
                     "case_number": { "type": "keyword" },
@@ -82,48 +95,119 @@ pub fn cases_template() -> Value {
                     "current_stage_id": { "type": "keyword" },
                     "sla_first_response_due": { "type": "date" },
                     "sla_resolution_due": { "type": "date" },
+                    "suggest": { "type": "completion" },
                     "version": { "type": "long" }
-                }
-            }
-        }
-    })
+                }),
+            ),
+        ),
+        (
+            "murima-tenant-interactions",
+            template(
+                INTERACTIONS,
+                json!({ "analysis": analysis("interaction_analyzer") }),
+                json!({
+                    "tenant_id": { "type": "keyword" },
+                    "id": { "type": "keyword" },
+                    "case_id": { "type": "keyword" },
+                    "channel_id": { "type": "keyword" },
+                    "channel_type": { "type": "keyword" },
+                    "user_id": { "type": "keyword" },
+                    "direction": { "type": "keyword" },
+                    "content": { "type": "text", "analyzer": "interaction_analyzer" },
+                    "sentiment_score": { "type": "float" },
+                    "timestamp": { "type": "date" },
+                    "tags": { "type": "keyword" },
+                    "external_id": { "type": "keyword" }
+                }),
+            ),
+        ),
+        (
+            "murima-tenant-audit-logs",
+            template(
+                ES_AUDIT_LOGS,
+                json!({}),
+                json!({
+                    "tenant_id": { "type": "keyword" },
+                    "entity_type": { "type": "keyword" },
+                    "entity_id": { "type": "keyword" },
+                    "entity_version": { "type": "long" },
+                    "event_type": { "type": "keyword" },
+                    "action": { "type": "keyword" },
+                    "user_id": { "type": "keyword" },
+                    "role": { "type": "keyword" },
+                    "timestamp": { "type": "date" },
+                    "changes": {
+                        "type": "nested",
+                        "properties": {
+                            "field": { "type": "keyword" },
+                            "old_value": { "type": "text", "fields": { "keyword": { "type": "keyword", "ignore_above": 256 } } },
+                            "new_value": { "type": "text", "fields": { "keyword": { "type": "keyword", "ignore_above": 256 } } }
+                        }
+                    },
+                    "ip_address": { "type": "ip" },
+                    "user_agent": { "type": "text" },
+                    "context": { "type": "object", "dynamic": true }
+                }),
+            ),
+        ),
+        (
+            "murima-tenant-notes",
+            template(
+                NOTES,
+                json!({ "analysis": analysis("note_analyzer") }),
+                json!({
+                    "tenant_id": { "type": "keyword" },
+                    "id": { "type": "keyword" },
+                    "case_id": { "type": "keyword" },
+                    "user_id": { "type": "keyword" },
+                    "content": { "type": "text", "analyzer": "note_analyzer" },
+                    "is_internal": { "type": "boolean" },
+                    "tags": { "type": "keyword" },
+                    "deleted": { "type": "boolean" },
+                    "created_at": { "type": "date" },
+                    "updated_at": { "type": "date" },
+                    "version": { "type": "long" }
+                }),
+            ),
+        ),
+    ]
 }
 
 impl ElasticProjection {
     pub async fn new(client: Elasticsearch) -> anyhow::Result<Self> {
-        let response = client
-            .indices()
-            .put_index_template(IndicesPutIndexTemplateParts::Name("murima-tenant-cases"))
-            .body(cases_template())
-            .send()
-            .await?;
-        if !response.status_code().is_success() {
-            anyhow::bail!("installing the cases index template failed: {}", response.text().await?);
+        for (name, body) in templates() {
+            let response =
+                client.indices().put_index_template(IndicesPutIndexTemplateParts::Name(name)).body(body).send().await?;
+            if !response.status_code().is_success() {
+                anyhow::bail!("installing the index template {name} failed: {}", response.text().await?);
+            }
         }
         Ok(Self { client, indices: Mutex::new(HashSet::new()) })
     }
 
     /// Creates a monthly index with the tenant's read alias on first use.
-    async fn ensure_index(&self, tenant: Uuid, index: &str) -> Result<(), ApplyError> {
-        if self.indices.lock().map(|s| s.contains(index)).unwrap_or(false) {
+    async fn ensure_index(&self, index: &Index) -> Result<(), ApplyError> {
+        if self.indices.lock().map(|s| s.contains(&index.name)).unwrap_or(false) {
             return Ok(());
         }
-        let alias = Tenancy(tenant).es_alias(CASES);
         let response = self
             .client
             .indices()
-            .create(IndicesCreateParts::Index(index))
-            .body(json!({ "aliases": { alias: {} } }))
+            .create(IndicesCreateParts::Index(&index.name))
+            .body(json!({ "aliases": { index.alias.as_str(): {} } }))
             .send()
             .await
             .map_err(|e| ApplyError::Transient(e.into()))?;
         let status = response.status_code();
         let text = response.text().await.unwrap_or_default();
         if !status.is_success() && !text.contains("resource_already_exists_exception") {
-            return Err(ApplyError::Transient(anyhow::anyhow!("creating index {index} failed: {status} {text}")));
+            return Err(ApplyError::Transient(anyhow::anyhow!(
+                "creating index {} failed: {status} {text}",
+                index.name
+            )));
         }
         if let Ok(mut s) = self.indices.lock() {
-            s.insert(index.to_owned());
+            s.insert(index.name.clone());
         }
         Ok(())
     }
@@ -153,8 +237,36 @@ impl ElasticProjection {
     }
 }
 
-fn case_index(tenant: Uuid, case: Uuid) -> String {
-    Tenancy(tenant).case_index(case)
+/// A monthly index and the tenant alias it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Index {
+    name: String,
+    alias: String,
+}
+
+impl Index {
+    fn of(tenant: Uuid, entity: &str, month: DateTime<Utc>) -> Self {
+        let t = Tenancy(tenant);
+        Self { name: t.es_index(entity, month), alias: t.es_alias(entity) }
+    }
+
+    /// Cases and notes live in the month their v7 id was minted, so every event of the
+    /// stream (and every reader) finds the same index without a lookup.
+    fn by_id(tenant: Uuid, entity: &str, id: Uuid) -> Self {
+        Self::of(tenant, entity, uuid_time(id).unwrap_or(DateTime::UNIX_EPOCH))
+    }
+}
+
+/// One bulk action and its document, with the event answerable for it.
+struct Action {
+    meta: Value,
+    doc: Value,
+    event_id: Uuid,
+}
+
+fn case_suggest(doc: &Value) -> Value {
+    let inputs: Vec<&str> = [doc["title"].as_str(), doc["case_number"].as_str()].into_iter().flatten().collect();
+    json!({ "input": inputs })
 }
 
 /// Folds one case event into its search document.
@@ -247,6 +359,94 @@ fn fold(doc: Option<Value>, event: &Event, case_event: &CaseEvent) -> Option<Val
     }
 }
 
+/// Folds one note event into its search document.
+fn fold_note(doc: Option<Value>, event: &Event, note_event: &NoteEvent) -> Option<Value> {
+    let env = &event.envelope;
+    match (doc, note_event) {
+        (None, NoteEvent::Added(e)) => Some(json!({
+            "tenant_id": env.tenant_id,
+            "id": env.stream_id,
+            "case_id": e.case_id,
+            "user_id": e.author_id,
+            "content": e.content,
+            "is_internal": e.is_internal,
+            "tags": e.tags,
+            "deleted": false,
+            "created_at": e.created_at,
+            "updated_at": e.created_at,
+            "version": env.stream_version,
+        })),
+        (Some(mut doc), NoteEvent::Edited(e)) => {
+            if let Some(c) = &e.content {
+                doc["content"] = json!(c.new);
+            }
+            if let Some(c) = &e.is_internal {
+                doc["is_internal"] = json!(c.new);
+            }
+            if let Some(c) = &e.tags {
+                doc["tags"] = json!(c.new);
+            }
+            doc["updated_at"] = json!(e.edited_at);
+            doc["version"] = json!(env.stream_version);
+            Some(doc)
+        }
+        (Some(mut doc), NoteEvent::Deleted(e)) => {
+            doc["deleted"] = json!(true);
+            doc["updated_at"] = json!(e.deleted_at);
+            doc["version"] = json!(env.stream_version);
+            Some(doc)
+        }
+        (None, _) => None,
+        (Some(doc), NoteEvent::Added(_)) => Some(doc),
+    }
+}
+
+/// The audit entry as Elasticsearch stores it: an `ip` field takes only addresses, and the
+/// mapping's text `old_value` / `new_value` take structured values as their JSON text.
+fn audit_document(event: &Event) -> Value {
+    let mut doc = audit_record(event);
+    for change in doc["changes"].as_array_mut().into_iter().flatten() {
+        for side in ["old_value", "new_value"] {
+            let text = match &change[side] {
+                Value::Null => Value::Null,
+                Value::String(s) => Value::String(s.clone()),
+                other => Value::String(other.to_string()),
+            };
+            change[side] = text;
+        }
+    }
+    doc["timestamp"] = json!(event.envelope.occurred_at);
+    let ip = doc["ip_address"].as_str().and_then(|ip| ip.parse::<std::net::IpAddr>().ok());
+    doc["ip_address"] = json!(ip.map(|ip| ip.to_string()));
+    doc
+}
+
+/// A stream whose search document is folded from its events.
+enum Folded<'a> {
+    Case(&'a CaseEvent),
+    Note(&'a NoteEvent),
+}
+
+impl Folded<'_> {
+    fn of(event: &Event) -> Option<(Folded<'_>, &'static str)> {
+        match &event.data {
+            DomainEvent::Case(e) => Some((Folded::Case(e), CASES)),
+            DomainEvent::Note(e) => Some((Folded::Note(e), NOTES)),
+            _ => None,
+        }
+    }
+
+    fn fold(&self, doc: Option<Value>, event: &Event) -> Option<Value> {
+        match self {
+            Folded::Case(e) => fold(doc, event, e).map(|mut d| {
+                d["suggest"] = case_suggest(&d);
+                d
+            }),
+            Folded::Note(e) => fold_note(doc, event, e),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Projection for ElasticProjection {
     fn name(&self) -> &'static str {
@@ -254,98 +454,78 @@ impl Projection for ElasticProjection {
     }
 
     #[tracing::instrument(skip_all, fields(projection = "elasticsearch", events = events.len()))]
-    async fn apply(&self, events: &[Event]) -> Result<(), ApplyError> {
+    async fn apply(&self, events: &[Event], _checkpoint: &Checkpoint) -> Result<(), ApplyError> {
+        let mut actions: Vec<Action> = Vec::new();
         let mut keys: Vec<(String, Uuid)> = Vec::new();
+        let mut homes: HashMap<Uuid, Index> = HashMap::new();
         for event in events {
-            match &event.data {
-                DomainEvent::Case(_) => {
-                    let key =
-                        (case_index(event.envelope.tenant_id, event.envelope.stream_id), event.envelope.stream_id);
-                    if !keys.contains(&key) {
-                        self.ensure_index(event.envelope.tenant_id, &key.0).await?;
-                        keys.push(key);
-                    }
+            let env = &event.envelope;
+            let audit = Index::of(env.tenant_id, ES_AUDIT_LOGS, env.occurred_at);
+            self.ensure_index(&audit).await?;
+            actions.push(Action {
+                meta: json!({ "create": { "_index": audit.name, "_id": env.event_id.to_string() } }),
+                doc: audit_document(event),
+                event_id: env.event_id,
+            });
+            if let DomainEvent::Interaction(InteractionEvent::Recorded(e)) = &event.data {
+                let index = Index::of(env.tenant_id, INTERACTIONS, e.timestamp);
+                self.ensure_index(&index).await?;
+                actions.push(Action {
+                    meta: json!({ "index": { "_index": index.name, "_id": env.stream_id.to_string(),
+                                             "version": env.stream_version, "version_type": "external" } }),
+                    doc: json!({
+                        "tenant_id": env.tenant_id,
+                        "id": env.stream_id,
+                        "case_id": e.case_id,
+                        "channel_id": e.channel_id,
+                        "user_id": e.user_id,
+                        "direction": e.direction,
+                        "content": e.content,
+                        "timestamp": e.timestamp,
+                        "tags": e.tags,
+                        "external_id": e.external_id,
+                    }),
+                    event_id: env.event_id,
+                });
+            }
+            if let Some((_, entity)) = Folded::of(event) {
+                let index = Index::by_id(env.tenant_id, entity, env.stream_id);
+                if !homes.contains_key(&env.stream_id) {
+                    self.ensure_index(&index).await?;
+                    keys.push((index.name.clone(), env.stream_id));
+                    homes.insert(env.stream_id, index);
                 }
-                // Tenants have no search index of their own.
-                DomainEvent::Tenant(
-                    TenantEvent::Provisioned(_)
-                    | TenantEvent::SettingsUpdated(_)
-                    | TenantEvent::Suspended(_)
-                    | TenantEvent::Reactivated(_),
-                )
-                // User search and presence arrive with the read-model issue.
-                | DomainEvent::User(
-                    UserEvent::Created(_)
-                    | UserEvent::ProfileUpdated(_)
-                    | UserEvent::RoleChanged(_)
-                    | UserEvent::StatusChanged(_)
-                    | UserEvent::PermissionsSet(_)
-                    | UserEvent::PreferencesSet(_)
-                    | UserEvent::LoggedIn(_),
-                )
-                | DomainEvent::Team(
-                    TeamEvent::Created(_)
-                    | TeamEvent::Renamed(_)
-                    | TeamEvent::MemberAdded(_)
-                    | TeamEvent::MemberRemoved(_),
-                )
-                | DomainEvent::CaseType(
-                    CaseTypeEvent::Created(_)
-                    | CaseTypeEvent::Updated(_)
-                    | CaseTypeEvent::Deactivated(_)
-                    | CaseTypeEvent::Activated(_),
-                )
-                | DomainEvent::Channel(
-                    ChannelEvent::Created(_)
-                    | ChannelEvent::Updated(_)
-                    | ChannelEvent::Deactivated(_)
-                    | ChannelEvent::Activated(_),
-                )
-                // The interactions index arrives with the read-model issue.
-                | DomainEvent::Interaction(InteractionEvent::Recorded(_))
-                | DomainEvent::Task(TaskEvent::Created(_) | TaskEvent::Assigned(_) | TaskEvent::StatusChanged(_))
-                // Note search arrives with the read-model issue.
-                | DomainEvent::Note(NoteEvent::Added(_) | NoteEvent::Edited(_) | NoteEvent::Deleted(_))
-                | DomainEvent::Document(DocumentEvent::Attached(_) | DocumentEvent::Deleted(_))
-                | DomainEvent::Template(
-                    TemplateEvent::Created(_)
-                    | TemplateEvent::Updated(_)
-                    | TemplateEvent::Deactivated(_)
-                    | TemplateEvent::Activated(_),
-                )
-                | DomainEvent::Workflow(
-                    WorkflowEvent::Created(_)
-                    | WorkflowEvent::Updated(_)
-                    | WorkflowEvent::Deactivated(_)
-                    | WorkflowEvent::Activated(_),
-                )
-                | DomainEvent::FieldDefinition(
-                    FieldDefinitionEvent::Created(_)
-                    | FieldDefinitionEvent::Updated(_)
-                    | FieldDefinitionEvent::Deactivated(_)
-                    | FieldDefinitionEvent::Activated(_),
-                ) => {}
             }
         }
+        actions.extend(self.fold_all(events, &keys, &homes).await?);
+        self.bulk(actions).await
+    }
+}
+
+impl ElasticProjection {
+    /// Folds the batch's case and note events into their current documents; returns an
+    /// index action per document that changed.
+    async fn fold_all(
+        &self,
+        events: &[Event],
+        keys: &[(String, Uuid)],
+        homes: &HashMap<Uuid, Index>,
+    ) -> Result<Vec<Action>, ApplyError> {
         if keys.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        let mut docs = self.current_docs(&keys).await?;
-        let mut touched: Vec<Uuid> = Vec::new();
+        let mut docs = self.current_docs(keys).await?;
+        let mut touched: Vec<(Uuid, Uuid)> = Vec::new();
         for event in events {
-            let DomainEvent::Case(case_event) = &event.data else {
-                continue;
-            };
+            let Some((folded, _)) = Folded::of(event) else { continue };
             let id = event.envelope.stream_id;
             let (held, doc) = docs.remove(&id).map_or((0, None), |(v, d)| (v, Some(d)));
             let v = event.version();
             if v == held + 1 {
-                let folded = fold(doc, event, case_event);
-                if let Some(d) = folded {
+                if let Some(d) = folded.fold(doc, event) {
                     docs.insert(id, (v, d));
-                    if !touched.contains(&id) {
-                        touched.push(id);
-                    }
+                    touched.retain(|(stream, _)| *stream != id);
+                    touched.push((id, event.envelope.event_id));
                 }
             } else {
                 if v > held + 1 {
@@ -356,42 +536,49 @@ impl Projection for ElasticProjection {
                 }
             }
         }
-        if touched.is_empty() {
+        let mut actions = Vec::with_capacity(touched.len());
+        for (id, event_id) in touched {
+            let (Some((version, doc)), Some(index)) = (docs.remove(&id), homes.get(&id)) else { continue };
+            actions.push(Action {
+                meta: json!({ "index": { "_index": index.name, "_id": id.to_string(),
+                                         "version": version, "version_type": "external" } }),
+                doc,
+                event_id,
+            });
+        }
+        Ok(actions)
+    }
+
+    /// One `_bulk` request. A conflict means the document is already there at this
+    /// version or later; any other refusal of a document parks the event behind it.
+    async fn bulk(&self, actions: Vec<Action>) -> Result<(), ApplyError> {
+        if actions.is_empty() {
             return Ok(());
         }
-        let mut body: Vec<JsonBody<Value>> = Vec::with_capacity(touched.len() * 2);
-        let mut owners: Vec<Uuid> = Vec::with_capacity(touched.len());
-        for id in &touched {
-            let Some((version, doc)) = docs.get(id) else {
-                continue;
-            };
-            let tenant = doc["tenant_id"].as_str().and_then(|t| t.parse().ok()).unwrap_or_default();
-            body.push(
-                json!({ "index": { "_index": case_index(tenant, *id), "_id": id.to_string(),
-                                         "version": version, "version_type": "external" } })
-                .into(),
-            );
-            body.push(doc.clone().into());
-            owners.push(*id);
+        let mut body: Vec<JsonBody<Value>> = Vec::with_capacity(actions.len() * 2);
+        let mut owners: Vec<Uuid> = Vec::with_capacity(actions.len());
+        for action in actions {
+            body.push(action.meta.into());
+            body.push(action.doc.into());
+            owners.push(action.event_id);
         }
         let response =
             self.client.bulk(BulkParts::None).body(body).send().await.map_err(|e| ApplyError::Transient(e.into()))?;
+        if !response.status_code().is_success() {
+            let status = response.status_code();
+            let text = response.text().await.unwrap_or_default();
+            return Err(ApplyError::Transient(anyhow::anyhow!("bulk request failed: {status} {text}")));
+        }
         let result: Value = response.json().await.map_err(|e| ApplyError::Transient(e.into()))?;
-        for (item, id) in result["items"].as_array().into_iter().flatten().zip(&owners) {
-            let status = item["index"]["status"].as_u64().unwrap_or(0);
-            match status {
-                200..=299 | 409 => {} // 409: a newer version is already indexed.
+        for (item, event_id) in result["items"].as_array().into_iter().flatten().zip(owners) {
+            let outcome = item.as_object().and_then(|o| o.values().next()).cloned().unwrap_or_default();
+            match outcome["status"].as_u64().unwrap_or(0) {
+                200..=299 | 409 => {}
                 400..=499 => {
-                    let event_id = events
-                        .iter()
-                        .rev()
-                        .find(|e| e.envelope.stream_id == *id)
-                        .map(|e| e.envelope.event_id)
-                        .unwrap_or_default();
                     return Err(ApplyError::Poison {
                         event_id,
-                        reason: format!("Elasticsearch refused it: {}", item["index"]["error"]),
-                    });
+                        reason: format!("Elasticsearch refused it: {}", outcome["error"]),
+                    })
                 }
                 _ => return Err(ApplyError::Transient(anyhow::anyhow!("bulk item failed: {item}"))),
             }

@@ -16,10 +16,10 @@ use mongodb::error::ErrorKind;
 use mongodb::options::IndexOptions;
 use mongodb::{Database, IndexModel};
 use runtime::tenancy::{Tenancy, AUDIT_LOGS};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::event::{DomainEvent, Event};
-use crate::projection::{ApplyError, Projection};
+use crate::projection::{ApplyError, Checkpoint, Projection};
 
 const DUPLICATE_KEY: i32 = 11000;
 
@@ -54,7 +54,9 @@ impl MongoAuditProjection {
     }
 }
 
-fn entry(event: &Event) -> Result<Document, ApplyError> {
+/// The seed's audit entry for an event (§2.2.2), without `_id` and `timestamp`, which each
+/// store writes in its own types. Elasticsearch keeps the same entries (§2.4.2).
+pub fn audit_record(event: &Event) -> Value {
     let env = &event.envelope;
     let (entity_type, action, changes): (&str, &str, Vec<FieldChange>) = match &event.data {
         DomainEvent::Case(e) => {
@@ -110,8 +112,7 @@ fn entry(event: &Event) -> Result<Document, ApplyError> {
             ("user", action, changes)
         }
     };
-    let value = json!({
-        "_id": env.event_id.to_string(),
+    json!({
         "tenant_id": env.tenant_id.to_string(),
         "entity_type": entity_type,
         "entity_id": env.stream_id.to_string(),
@@ -128,7 +129,13 @@ fn entry(event: &Event) -> Result<Document, ApplyError> {
             "request_id": env.request.request_id,
             "correlation_id": env.correlation_id.to_string(),
         },
-    });
+    })
+}
+
+fn entry(event: &Event) -> Result<Document, ApplyError> {
+    let env = &event.envelope;
+    let mut value = audit_record(event);
+    value["_id"] = json!(env.event_id.to_string());
     let mut document = bson::to_document(&value)
         .map_err(|e| ApplyError::Poison { event_id: env.event_id, reason: format!("not storable as BSON: {e}") })?;
     document.insert("timestamp", bson::DateTime::from_millis(env.occurred_at.timestamp_millis()));
@@ -142,7 +149,7 @@ impl Projection for MongoAuditProjection {
     }
 
     #[tracing::instrument(skip_all, fields(projection = "mongo", events = events.len()))]
-    async fn apply(&self, events: &[Event]) -> Result<(), ApplyError> {
+    async fn apply(&self, events: &[Event], _checkpoint: &Checkpoint) -> Result<(), ApplyError> {
         // Group by collection, keeping event order within each tenant.
         let mut by_collection: Vec<(String, Vec<Document>)> = Vec::new();
         for event in events {

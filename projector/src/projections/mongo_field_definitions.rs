@@ -8,7 +8,7 @@ use runtime::tenancy::Tenancy;
 
 use crate::event::{DomainEvent, Event};
 use crate::mongo::{date, insert_once, to_bson, update_guarded, IndexedCollections};
-use crate::projection::{ApplyError, Projection};
+use crate::projection::{ApplyError, Checkpoint, Projection};
 
 pub const CUSTOM_FIELD_DEFINITIONS: &str = "custom_field_definitions";
 
@@ -46,7 +46,7 @@ impl Projection for MongoFieldDefinitionsProjection {
     }
 
     #[tracing::instrument(skip_all, fields(projection = "mongo_field_definitions", events = events.len()))]
-    async fn apply(&self, events: &[Event]) -> Result<(), ApplyError> {
+    async fn apply(&self, events: &[Event], _checkpoint: &Checkpoint) -> Result<(), ApplyError> {
         for event in events {
             let DomainEvent::FieldDefinition(definition_event) = &event.data else { continue };
             let env = &event.envelope;

@@ -10,7 +10,7 @@ use runtime::tenancy::Tenancy;
 
 use crate::event::{DomainEvent, Event};
 use crate::mongo::{date, insert_once, to_bson, update_guarded, IndexedCollections};
-use crate::projection::{ApplyError, Projection};
+use crate::projection::{ApplyError, Checkpoint, Projection};
 
 pub const CASE_NOTES: &str = "case_notes";
 
@@ -32,7 +32,7 @@ impl Projection for MongoNotesProjection {
     }
 
     #[tracing::instrument(skip_all, fields(projection = "mongo_notes", events = events.len()))]
-    async fn apply(&self, events: &[Event]) -> Result<(), ApplyError> {
+    async fn apply(&self, events: &[Event], _checkpoint: &Checkpoint) -> Result<(), ApplyError> {
         for event in events {
             let DomainEvent::Note(note_event) = &event.data else { continue };
             let env = &event.envelope;

@@ -4,7 +4,7 @@
 //! write is guarded by it (insert-if-absent for the first event, `version = v - 1` for the
 //! rest), so a redelivered event changes nothing.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
 use events::case::CaseEvent;
@@ -25,7 +25,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::event::{DomainEvent, Event};
-use crate::projection::{ApplyError, Projection};
+use crate::projection::{ApplyError, Checkpoint, LogPosition, Projection};
 
 pub struct PostgresProjection {
     pool: PgPool,
@@ -173,6 +173,15 @@ impl PostgresProjection {
                 .bind(env.stream_version)
                 .execute(&mut **tx)
                 .await?;
+                // Cases assigned before this event arrived (another partition) name the user now.
+                sqlx::query(&format!(
+                    "UPDATE {schema}.cases SET assigned_to_username = $2
+                     WHERE assigned_to = $1 AND assigned_to_username IS DISTINCT FROM $2"
+                ))
+                .bind(env.stream_id)
+                .bind(&e.username)
+                .execute(&mut **tx)
+                .await?;
                 return Ok(());
             }
             UserEvent::ProfileUpdated(e) => {
@@ -268,10 +277,11 @@ impl PostgresProjection {
         }
         // Claim the version first: if this event was applied already, nothing else runs.
         let claimed = sqlx::query(&format!(
-            "UPDATE {schema}.teams SET version = $2, updated_at = now() WHERE id = $1 AND version = $2 - 1"
+            "UPDATE {schema}.teams SET version = $2, updated_at = $3 WHERE id = $1 AND version = $2 - 1"
         ))
         .bind(env.stream_id)
         .bind(env.stream_version)
+        .bind(env.occurred_at)
         .execute(&mut **tx)
         .await?;
         if claimed.rows_affected() == 0 {
@@ -372,6 +382,21 @@ impl PostgresProjection {
                     .execute(&mut **tx)
                     .await?;
             }
+        }
+        let renamed = match type_event {
+            CaseTypeEvent::Created(_) => true,
+            CaseTypeEvent::Updated(e) => e.name.is_some(),
+            CaseTypeEvent::Deactivated(_) | CaseTypeEvent::Activated(_) => false,
+        };
+        if renamed {
+            // The denormalised name on the type's cases follows the type's current name.
+            sqlx::query(&format!(
+                "UPDATE {schema}.cases c SET case_type_name = ct.name FROM {schema}.case_types ct
+                 WHERE ct.id = $1 AND c.case_type_id = $1 AND c.case_type_name IS DISTINCT FROM ct.name"
+            ))
+            .bind(env.stream_id)
+            .execute(&mut **tx)
+            .await?;
         }
         Ok(())
     }
@@ -656,8 +681,11 @@ impl PostgresProjection {
             CaseEvent::Opened(e) => {
                 sqlx::query(&format!(
                     "INSERT INTO {schema}.cases (id, tenant_id, case_number, title, description, status, priority,
-                        case_type_id, created_by, assigned_to, created_at, updated_at, due_date, custom_fields, tags, version)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15)
+                        case_type_id, created_by, assigned_to, created_at, updated_at, due_date, custom_fields, tags, version,
+                        case_type_name, assigned_to_username)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15,
+                        (SELECT name FROM {schema}.case_types WHERE id = $8),
+                        (SELECT username FROM {schema}.users WHERE id = $10))
                      ON CONFLICT (id) DO NOTHING"
                 ))
                 .bind(env.stream_id)
@@ -712,7 +740,8 @@ impl PostgresProjection {
             }
             CaseEvent::Assigned(e) => {
                 sqlx::query(&format!(
-                    "UPDATE {schema}.cases SET assigned_to = $3, updated_at = $4, version = $2
+                    "UPDATE {schema}.cases SET assigned_to = $3, updated_at = $4, version = $2,
+                        assigned_to_username = (SELECT username FROM {schema}.users WHERE id = $3)
                      WHERE id = $1 AND version = $2 - 1"
                 ))
                 .bind(env.stream_id)
@@ -725,7 +754,8 @@ impl PostgresProjection {
             }
             CaseEvent::StatusChanged(e) => {
                 sqlx::query(&format!(
-                    "UPDATE {schema}.cases SET status = $3, updated_at = $4, version = $2
+                    "UPDATE {schema}.cases SET status = $3, updated_at = $4, version = $2,
+                        resolved_at = CASE WHEN $3 IN ('resolved', 'closed') THEN COALESCE(resolved_at, $4) END
                      WHERE id = $1 AND version = $2 - 1"
                 ))
                 .bind(env.stream_id)
@@ -807,20 +837,6 @@ impl PostgresProjection {
     }
 }
 
-/// Creates every tenant's interaction partitions for this month and the next two, so
-/// inserts rarely need to create one. Runs until the task is dropped.
-pub async fn maintain_partitions(pool: PgPool, every: std::time::Duration) {
-    loop {
-        let result = sqlx::query("SELECT public.murima_interaction_partitions_ahead(id) FROM public.tenants")
-            .execute(&pool)
-            .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "creating interaction partitions ahead failed; will retry");
-        }
-        tokio::time::sleep(every).await;
-    }
-}
-
 #[async_trait::async_trait]
 impl Projection for PostgresProjection {
     fn name(&self) -> &'static str {
@@ -828,7 +844,7 @@ impl Projection for PostgresProjection {
     }
 
     #[tracing::instrument(skip_all, fields(projection = "postgres", events = events.len()))]
-    async fn apply(&self, events: &[Event]) -> Result<(), ApplyError> {
+    async fn apply(&self, events: &[Event], checkpoint: &Checkpoint) -> Result<(), ApplyError> {
         let mut tx = self.pool.begin().await.map_err(|e| ApplyError::Transient(e.into()))?;
         let mut tenants = Vec::new();
         for event in events {
@@ -837,12 +853,45 @@ impl Projection for PostgresProjection {
             }
             tenants.push(event.envelope.tenant_id);
         }
+        save_checkpoint(&mut tx, checkpoint).await.map_err(|e| ApplyError::Transient(e.into()))?;
         tx.commit().await.map_err(|e| ApplyError::Transient(e.into()))?;
         if let Ok(mut known) = self.provisioned.lock() {
             known.extend(tenants);
         }
         Ok(())
     }
+
+    async fn checkpoints(&self, group: &str, topic: &str) -> anyhow::Result<Option<BTreeMap<i32, LogPosition>>> {
+        let rows: Vec<(i32, i64, i32)> = sqlx::query_as(
+            "SELECT partition, next_offset, epoch FROM projector.checkpoints WHERE projection = $1 AND topic = $2",
+        )
+        .bind(group)
+        .bind(topic)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(rows.into_iter().map(|(p, next_offset, epoch)| (p, LogPosition { next_offset, epoch })).collect()))
+    }
+}
+
+/// The batch's end, committed with its rows: a restart resumes exactly after it.
+async fn save_checkpoint(tx: &mut Transaction<'_, Postgres>, checkpoint: &Checkpoint) -> Result<(), sqlx::Error> {
+    let partitions: Vec<i32> = checkpoint.positions.keys().copied().collect();
+    let offsets: Vec<i64> = checkpoint.positions.values().map(|p| p.next_offset).collect();
+    let epochs: Vec<i32> = checkpoint.positions.values().map(|p| p.epoch).collect();
+    sqlx::query(
+        "INSERT INTO projector.checkpoints (projection, topic, partition, next_offset, epoch, updated_at)
+         SELECT $1, $2, p, o, e, now() FROM UNNEST($3::int[], $4::bigint[], $5::int[]) AS t(p, o, e)
+         ON CONFLICT (projection, topic, partition)
+         DO UPDATE SET next_offset = EXCLUDED.next_offset, epoch = EXCLUDED.epoch, updated_at = now()",
+    )
+    .bind(&checkpoint.group)
+    .bind(&checkpoint.topic)
+    .bind(partitions)
+    .bind(offsets)
+    .bind(epochs)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Data and constraint errors can never succeed on retry; anything else might.

@@ -1,56 +1,125 @@
-//! Live counters in Redis: cases per status and open cases per assignee, per tenant.
+//! Redis (seed §2.3): live counters, presence, notifications and cache invalidation.
 //!
-//! Each event runs one Lua script that compares the stream version with what the counters
-//! last counted for that case, so a redelivered event cannot count twice, and moves the
-//! case's contribution from its old (status, assignee) to its new one atomically. The
-//! same script drops the case's cache entry (seed §2.3.2) so no stale copy is served.
+//! Per tenant: cases by status, and open (not resolved or closed) cases by priority,
+//! assignee and team; the online-users sorted set (a login scores the user); the user's
+//! notification list (30 days, newest event first whatever the arrival order, at most
+//! 100) on case and task assignment;
+//! and invalidation of the case cache on every case event and of the permission cache on
+//! a change of role, permissions or status.
+//!
+//! One round trip per batch: the batch becomes a list of operations per tenant, and a
+//! pipeline runs one Lua script per tenant. The script keeps, per stream, the version it
+//! last applied (per case, also what it counted), and applies an operation only when it
+//! is the next version, so redelivery, a replay or a broker refill cannot count twice.
+//! The script derives its keys from the tenant prefix, which a single Redis accepts; a
+//! Redis Cluster deployment needs the prefix as a hash tag first.
 
-use events::case::{CaseEvent, Status};
-use events::case_type::CaseTypeEvent;
-use events::channel::ChannelEvent;
-use events::document::DocumentEvent;
-use events::field_definition::FieldDefinitionEvent;
-use events::interaction::InteractionEvent;
-use events::note::NoteEvent;
+use std::collections::BTreeMap;
+
+use events::case::CaseEvent;
 use events::task::TaskEvent;
-use events::team::TeamEvent;
-use events::template::TemplateEvent;
-use events::tenant::TenantEvent;
 use events::user::UserEvent;
-use events::workflow::WorkflowEvent;
 use redis::aio::ConnectionManager;
 use redis::Script;
 use runtime::tenancy::Tenancy;
+use serde_json::{json, Value};
+use uuid::Uuid;
 
 use crate::event::{DomainEvent, Event};
-use crate::projection::{ApplyError, Projection};
+use crate::projection::{ApplyError, Checkpoint, Projection};
 
-/// KEYS: counted cases, by-status, open-by-assignee, case cache.
-/// ARGV: case id, version, new status or "-" (unchanged), new assignee, "" (none) or "-".
-const COUNT: &str = r#"
-local held = redis.call('HGET', KEYS[1], ARGV[1])
-local version, status, assignee = 0, '', ''
-if held then
-  local v, s, a = string.match(held, '^(%d+)|([^|]*)|(.*)$')
-  version, status, assignee = tonumber(v), s, a
-end
-local v = tonumber(ARGV[2])
-if v <= version then return 0 end
-if v ~= version + 1 then return -1 end
+/// Notifications kept per user, and for how long (seed §2.3.2: 30 days).
+const NOTIFICATIONS_KEPT: i64 = 100;
+const NOTIFICATION_TTL_SECS: i64 = 30 * 24 * 3600;
+
+/// ARGV[1]: tenant key prefix ("tenant_<id>:"); ARGV[2]: JSON array of operations;
+/// ARGV[3]: notifications kept; ARGV[4]: notification TTL. Returns the number of gaps.
+///
+/// A case operation names the fields it changes (absent = unchanged, "" = none):
+/// {case, v, status, priority, assignee, team, notify}. Any other stream's operation:
+/// {stream, v, drop: [key suffixes], online: [member, score], notify}.
+const APPLY: &str = r#"
+local prefix, ops = ARGV[1], cjson.decode(ARGV[2])
+local kept, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
+local counted, versions = prefix .. 'projection:counted_cases', prefix .. 'projection:stream_versions'
+local by_status = prefix .. 'counters:cases_by_status'
+local open_by = {
+  priority = prefix .. 'counters:open_cases_by_priority',
+  assignee = prefix .. 'counters:open_cases_by_assignee',
+  team = prefix .. 'counters:open_cases_by_team',
+}
 local function active(s) return s ~= '' and s ~= 'resolved' and s ~= 'closed' end
-local new_status = ARGV[3]
-if new_status == '-' then new_status = status end
-local new_assignee = ARGV[4]
-if new_assignee == '-' then new_assignee = assignee end
-if status ~= '' then
-  redis.call('HINCRBY', KEYS[2], status, -1)
-  if assignee ~= '' and active(status) then redis.call('HINCRBY', KEYS[3], assignee, -1) end
+-- Newest first by event id (v7, so by time): events of different streams arrive in any
+-- order across partitions, and the list must not depend on that order.
+local function notify(n)
+  if n == nil or n == cjson.null then return end
+  local key = prefix .. 'notifications:' .. n.user
+  local entry = cjson.encode(n.body)
+  local placed = false
+  for _, item in ipairs(redis.call('LRANGE', key, 0, -1)) do
+    local ok, held = pcall(cjson.decode, item)
+    if ok and type(held) == 'table' and held.id and held.id < n.body.id then
+      redis.call('LINSERT', key, 'BEFORE', item, entry)
+      placed = true
+      break
+    end
+  end
+  if not placed then redis.call('RPUSH', key, entry) end
+  redis.call('LTRIM', key, 0, kept - 1)
+  redis.call('EXPIRE', key, ttl)
 end
-redis.call('HINCRBY', KEYS[2], new_status, 1)
-if new_assignee ~= '' and active(new_status) then redis.call('HINCRBY', KEYS[3], new_assignee, 1) end
-redis.call('HSET', KEYS[1], ARGV[1], v .. '|' .. new_status .. '|' .. new_assignee)
-redis.call('DEL', KEYS[4])
-return 1
+local function field(op, name, old)
+  local value = op[name]
+  if value == nil or value == cjson.null then return old end
+  return value
+end
+local gaps = 0
+for _, op in ipairs(ops) do
+  if op.case then
+    local held = redis.call('HGET', counted, op.case)
+    local v, s, p, a, t = 0, '', '', '', ''
+    if held then
+      local hv
+      hv, s, p, a, t = string.match(held, '^(%d+)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+      v = tonumber(hv)
+    end
+    if op.v == v + 1 then
+      local ns, np, na, nt = field(op, 'status', s), field(op, 'priority', p), field(op, 'assignee', a), field(op, 'team', t)
+      if s ~= '' then
+        redis.call('HINCRBY', by_status, s, -1)
+        if active(s) then
+          if p ~= '' then redis.call('HINCRBY', open_by.priority, p, -1) end
+          if a ~= '' then redis.call('HINCRBY', open_by.assignee, a, -1) end
+          if t ~= '' then redis.call('HINCRBY', open_by.team, t, -1) end
+        end
+      end
+      redis.call('HINCRBY', by_status, ns, 1)
+      if active(ns) then
+        if np ~= '' then redis.call('HINCRBY', open_by.priority, np, 1) end
+        if na ~= '' then redis.call('HINCRBY', open_by.assignee, na, 1) end
+        if nt ~= '' then redis.call('HINCRBY', open_by.team, nt, 1) end
+      end
+      redis.call('HSET', counted, op.case, op.v .. '|' .. ns .. '|' .. np .. '|' .. na .. '|' .. nt)
+      redis.call('DEL', prefix .. 'case:' .. op.case)
+      notify(op.notify)
+    elseif op.v > v + 1 then
+      gaps = gaps + 1
+    end
+  else
+    local v = tonumber(redis.call('HGET', versions, op.stream) or '0')
+    if op.v == v + 1 then
+      redis.call('HSET', versions, op.stream, op.v)
+      for _, suffix in ipairs(op.drop or {}) do redis.call('DEL', prefix .. suffix) end
+      if op.online and op.online ~= cjson.null then
+        redis.call('ZADD', prefix .. 'online_users', op.online[2], op.online[1])
+      end
+      notify(op.notify)
+    elseif op.v > v + 1 then
+      gaps = gaps + 1
+    end
+  end
+end
+return gaps
 "#;
 
 pub struct RedisCountersProjection {
@@ -60,18 +129,103 @@ pub struct RedisCountersProjection {
 
 impl RedisCountersProjection {
     pub fn new(conn: ConnectionManager) -> Self {
-        Self { conn, script: Script::new(COUNT) }
+        Self { conn, script: Script::new(APPLY) }
     }
 }
 
-const UNCHANGED: &str = "-";
-
-fn status_arg(status: Status) -> String {
-    status.as_str().to_owned()
+fn id(value: Option<Uuid>) -> Value {
+    json!(value.map(|v| v.to_string()).unwrap_or_default())
 }
 
-fn assignee_arg(assignee: Option<uuid::Uuid>) -> String {
-    assignee.map(|a| a.to_string()).unwrap_or_default()
+/// A notification for `user` about this event, unless they caused it themselves.
+fn notification(event: &Event, user: Option<Uuid>, kind: &str, subject: Value) -> Value {
+    match user {
+        Some(user) if user != event.envelope.actor.user_id => json!({
+            "user": user.to_string(),
+            "body": {
+                "id": event.envelope.event_id,
+                "type": kind,
+                "subject": subject,
+                "by": event.envelope.actor.user_id,
+                "at": event.envelope.occurred_at,
+            },
+        }),
+        _ => Value::Null,
+    }
+}
+
+/// The Redis operation an event stands for, if it touches Redis at all.
+fn operation(event: &Event) -> Option<Value> {
+    let env = &event.envelope;
+    let (stream, v) = (env.stream_id.to_string(), env.stream_version);
+    let case = |fields: Value| {
+        let mut op = json!({ "case": stream, "v": v });
+        if let (Some(op), Value::Object(fields)) = (op.as_object_mut(), fields) {
+            op.extend(fields);
+        }
+        Some(op)
+    };
+    let stream_op = |drop: Vec<String>, online: Value, notify: Value| {
+        Some(json!({ "stream": stream, "v": v, "drop": drop, "online": online, "notify": notify }))
+    };
+    match &event.data {
+        DomainEvent::Case(CaseEvent::Opened(e)) => case(json!({
+            "status": e.status.as_str(), "priority": e.priority.as_str(),
+            "assignee": id(e.assigned_to), "team": "",
+            "notify": notification(event, e.assigned_to, "case_assigned",
+                json!({ "case_id": env.stream_id, "case_number": e.case_number, "title": e.title })),
+        })),
+        DomainEvent::Case(CaseEvent::Updated(e)) => {
+            case(json!({ "priority": e.priority.as_ref().map(|c| c.new.as_str()) }))
+        }
+        DomainEvent::Case(CaseEvent::Assigned(e)) => case(json!({
+            "assignee": id(e.assigned_to.new),
+            "notify": notification(event, e.assigned_to.new, "case_assigned", json!({ "case_id": env.stream_id })),
+        })),
+        DomainEvent::Case(CaseEvent::StatusChanged(e)) => case(json!({ "status": e.status.new.as_str() })),
+        DomainEvent::Case(CaseEvent::TeamAssigned(e)) => case(json!({ "team": id(e.team_id.new) })),
+        DomainEvent::Case(CaseEvent::WorkflowStarted(_) | CaseEvent::StageMoved(_) | CaseEvent::SlaSet(_)) => {
+            case(json!({}))
+        }
+        DomainEvent::User(user_event) => {
+            let permissions = format!("user:{stream}:permissions");
+            match user_event {
+                UserEvent::RoleChanged(_) | UserEvent::PermissionsSet(_) | UserEvent::StatusChanged(_) => {
+                    stream_op(vec![permissions], Value::Null, Value::Null)
+                }
+                UserEvent::LoggedIn(e) => stream_op(vec![], json!([stream, e.logged_in_at.timestamp()]), Value::Null),
+                UserEvent::Created(_) | UserEvent::ProfileUpdated(_) | UserEvent::PreferencesSet(_) => {
+                    stream_op(vec![], Value::Null, Value::Null)
+                }
+            }
+        }
+        DomainEvent::Task(TaskEvent::Created(e)) => stream_op(
+            vec![],
+            Value::Null,
+            notification(
+                event,
+                e.assigned_to,
+                "task_assigned",
+                json!({ "task_id": env.stream_id, "case_id": e.case_id, "title": e.title }),
+            ),
+        ),
+        DomainEvent::Task(TaskEvent::Assigned(e)) => stream_op(
+            vec![],
+            Value::Null,
+            notification(event, e.assigned_to.new, "task_assigned", json!({ "task_id": env.stream_id })),
+        ),
+        DomainEvent::Task(TaskEvent::StatusChanged(_)) => stream_op(vec![], Value::Null, Value::Null),
+        DomainEvent::Tenant(_)
+        | DomainEvent::Team(_)
+        | DomainEvent::CaseType(_)
+        | DomainEvent::Channel(_)
+        | DomainEvent::Interaction(_)
+        | DomainEvent::Note(_)
+        | DomainEvent::Document(_)
+        | DomainEvent::Template(_)
+        | DomainEvent::Workflow(_)
+        | DomainEvent::FieldDefinition(_) => None,
+    }
 }
 
 #[async_trait::async_trait]
@@ -81,98 +235,42 @@ impl Projection for RedisCountersProjection {
     }
 
     #[tracing::instrument(skip_all, fields(projection = "redis", events = events.len()))]
-    async fn apply(&self, events: &[Event]) -> Result<(), ApplyError> {
-        let mut conn = self.conn.clone();
+    async fn apply(&self, events: &[Event], _checkpoint: &Checkpoint) -> Result<(), ApplyError> {
+        let mut per_tenant: BTreeMap<Uuid, Vec<Value>> = BTreeMap::new();
         for event in events {
-            let env = &event.envelope;
-            let (status, assignee) = match &event.data {
-                DomainEvent::Case(CaseEvent::Opened(e)) => (status_arg(e.status), assignee_arg(e.assigned_to)),
-                DomainEvent::Case(CaseEvent::StatusChanged(e)) => (status_arg(e.status.new), UNCHANGED.to_owned()),
-                DomainEvent::Case(CaseEvent::Assigned(e)) => (UNCHANGED.to_owned(), assignee_arg(e.assigned_to.new)),
-                // These move only the counted version forward.
-                DomainEvent::Case(
-                    CaseEvent::Updated(_)
-                    | CaseEvent::WorkflowStarted(_)
-                    | CaseEvent::StageMoved(_)
-                    | CaseEvent::SlaSet(_)
-                    | CaseEvent::TeamAssigned(_),
-                ) => (UNCHANGED.to_owned(), UNCHANGED.to_owned()),
-                DomainEvent::Tenant(
-                    TenantEvent::Provisioned(_)
-                    | TenantEvent::SettingsUpdated(_)
-                    | TenantEvent::Suspended(_)
-                    | TenantEvent::Reactivated(_),
-                )
-                // User search and presence arrive with the read-model issue.
-                | DomainEvent::User(
-                    UserEvent::Created(_)
-                    | UserEvent::ProfileUpdated(_)
-                    | UserEvent::RoleChanged(_)
-                    | UserEvent::StatusChanged(_)
-                    | UserEvent::PermissionsSet(_)
-                    | UserEvent::PreferencesSet(_)
-                    | UserEvent::LoggedIn(_),
-                )
-                | DomainEvent::Team(
-                    TeamEvent::Created(_)
-                    | TeamEvent::Renamed(_)
-                    | TeamEvent::MemberAdded(_)
-                    | TeamEvent::MemberRemoved(_),
-                )
-                | DomainEvent::CaseType(
-                    CaseTypeEvent::Created(_)
-                    | CaseTypeEvent::Updated(_)
-                    | CaseTypeEvent::Deactivated(_)
-                    | CaseTypeEvent::Activated(_),
-                )
-                | DomainEvent::Channel(
-                    ChannelEvent::Created(_)
-                    | ChannelEvent::Updated(_)
-                    | ChannelEvent::Deactivated(_)
-                    | ChannelEvent::Activated(_),
-                )
-                // The interactions index arrives with the read-model issue.
-                | DomainEvent::Interaction(InteractionEvent::Recorded(_))
-                | DomainEvent::Task(TaskEvent::Created(_) | TaskEvent::Assigned(_) | TaskEvent::StatusChanged(_))
-                // Note search arrives with the read-model issue.
-                | DomainEvent::Note(NoteEvent::Added(_) | NoteEvent::Edited(_) | NoteEvent::Deleted(_))
-                | DomainEvent::Document(DocumentEvent::Attached(_) | DocumentEvent::Deleted(_))
-                | DomainEvent::Template(
-                    TemplateEvent::Created(_)
-                    | TemplateEvent::Updated(_)
-                    | TemplateEvent::Deactivated(_)
-                    | TemplateEvent::Activated(_),
-                )
-                | DomainEvent::Workflow(
-                    WorkflowEvent::Created(_)
-                    | WorkflowEvent::Updated(_)
-                    | WorkflowEvent::Deactivated(_)
-                    | WorkflowEvent::Activated(_),
-                )
-                | DomainEvent::FieldDefinition(
-                    FieldDefinitionEvent::Created(_)
-                    | FieldDefinitionEvent::Updated(_)
-                    | FieldDefinitionEvent::Deactivated(_)
-                    | FieldDefinitionEvent::Activated(_),
-                ) => continue,
-            };
-            let t = Tenancy(env.tenant_id);
-            let outcome: i64 = self
-                .script
-                .key(t.redis_counted_cases())
-                .key(t.redis_cases_by_status())
-                .key(t.redis_open_cases_by_assignee())
-                .key(t.redis_case_cache(env.stream_id))
-                .arg(env.stream_id.to_string())
-                .arg(env.stream_version)
-                .arg(status)
-                .arg(assignee)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| ApplyError::Transient(e.into()))?;
-            if outcome < 0 {
-                tracing::warn!(stream_id = %env.stream_id, version = env.stream_version, "version gap; waiting for the missing event");
+            if let Some(op) = operation(event) {
+                per_tenant.entry(event.envelope.tenant_id).or_default().push(op);
             }
+        }
+        if per_tenant.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        // One pipeline of EVALSHA (one per tenant) per batch; the script is loaded only
+        // when Redis does not know it yet (first use, or after a Redis restart).
+        let mut pipe = redis::pipe();
+        for (tenant, ops) in &per_tenant {
+            pipe.cmd("EVALSHA")
+                .arg(self.script.get_hash())
+                .arg(0)
+                .arg(Tenancy(*tenant).redis_key(""))
+                .arg(Value::Array(ops.clone()).to_string())
+                .arg(NOTIFICATIONS_KEPT)
+                .arg(NOTIFICATION_TTL_SECS);
+        }
+        let gaps: Vec<i64> = match pipe.query_async(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+                self.script
+                    .prepare_invoke()
+                    .load_async(&mut conn)
+                    .await
+                    .map_err(|e| ApplyError::Transient(e.into()))?;
+                pipe.query_async(&mut conn).await.map_err(|e| ApplyError::Transient(e.into()))?
+            }
+            other => other.map_err(|e| ApplyError::Transient(e.into()))?,
+        };
+        if gaps.iter().any(|g| *g > 0) {
+            tracing::warn!(gaps = gaps.iter().sum::<i64>(), "version gaps; waiting for the missing events");
         }
         Ok(())
     }

@@ -27,7 +27,8 @@ pub fn router() -> Router<AppState> {
 }
 
 const COLUMNS: &str = "id, tenant_id, case_number, title, description, status, priority, case_type_id, workflow_id,
-    current_stage_id, created_by, assigned_to, created_at, updated_at, due_date, custom_fields, tags, metadata, assigned_team_id, version";
+    current_stage_id, created_by, assigned_to, created_at, updated_at, due_date, custom_fields, tags, metadata, assigned_team_id, version,
+    case_type_name, assigned_to_username, resolved_at";
 
 fn case_json(row: &sqlx::postgres::PgRow) -> Result<Value, sqlx::Error> {
     Ok(json!({
@@ -39,14 +40,17 @@ fn case_json(row: &sqlx::postgres::PgRow) -> Result<Value, sqlx::Error> {
         "status": row.try_get::<String, _>("status")?,
         "priority": row.try_get::<String, _>("priority")?,
         "case_type_id": row.try_get::<Uuid, _>("case_type_id")?,
+        "case_type_name": row.try_get::<Option<String>, _>("case_type_name")?,
         "workflow_id": row.try_get::<Option<Uuid>, _>("workflow_id")?,
         "current_stage_id": row.try_get::<Option<Uuid>, _>("current_stage_id")?,
         "created_by": row.try_get::<Uuid, _>("created_by")?,
         "assigned_to": row.try_get::<Option<Uuid>, _>("assigned_to")?,
+        "assigned_to_username": row.try_get::<Option<String>, _>("assigned_to_username")?,
         "assigned_team_id": row.try_get::<Option<Uuid>, _>("assigned_team_id")?,
         "created_at": row.try_get::<DateTime<Utc>, _>("created_at")?,
         "updated_at": row.try_get::<DateTime<Utc>, _>("updated_at")?,
         "due_date": row.try_get::<Option<DateTime<Utc>>, _>("due_date")?,
+        "resolved_at": row.try_get::<Option<DateTime<Utc>>, _>("resolved_at")?,
         "custom_fields": row.try_get::<Option<Value>, _>("custom_fields")?,
         "tags": row.try_get::<Option<Vec<String>>, _>("tags")?.unwrap_or_default(),
         "sla": row.try_get::<Option<Value>, _>("metadata")?.and_then(|m| m.get("sla").cloned()),
@@ -73,6 +77,7 @@ async fn detail(
         .or_else(missing_schema_is_empty)?
         .ok_or_else(|| ApiError::NotFound(format!("case {id} not found")))?;
     let case = case_json(&row)?;
+    super::presence::record_view(&state, caller, id).await;
     let etag = format!("\"{}\"", case["version"]);
     if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());

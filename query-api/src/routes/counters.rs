@@ -1,11 +1,10 @@
-//! Live counters from Redis: cases per status and open cases per assignee.
+//! Live counters from Redis: cases per status, and open cases per priority, assignee and team.
 
 use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use redis::AsyncCommands;
 use runtime::auth::Caller;
 use runtime::tenancy::Tenancy;
 use runtime::ApiError;
@@ -18,7 +17,7 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/counters", get(counters))
 }
 
-fn redis_unavailable(e: redis::RedisError) -> ApiError {
+pub fn redis_unavailable(e: redis::RedisError) -> ApiError {
     tracing::error!(error = %e, "Redis read failed");
     ApiError::Unavailable("the counter store is not reachable".into())
 }
@@ -32,17 +31,36 @@ async fn counters(
     let redis = state.redis.clone();
     wait_until(token, state.read_wait, |token| {
         let mut redis = redis.clone();
-        let key = t.redis_counted_cases();
+        let (cases, streams) = (t.redis_counted_cases(), t.redis_stream_versions());
         async move {
-            let held: Option<String> = redis.hget(key, token.stream_id.to_string()).await.map_err(redis_unavailable)?;
-            Ok(held.and_then(|h| h.split('|').next().and_then(|v| v.parse().ok())).unwrap_or(0))
+            // A case's counted version leads its entry; other streams keep a plain version.
+            let id = token.stream_id.to_string();
+            let (case, other): (Option<String>, Option<i64>) = redis::pipe()
+                .hget(cases, &id)
+                .hget(streams, &id)
+                .query_async(&mut redis)
+                .await
+                .map_err(redis_unavailable)?;
+            let case = case.and_then(|h| h.split('|').next().and_then(|v| v.parse().ok())).unwrap_or(0);
+            Ok(case.max(other.unwrap_or(0)))
         }
     })
     .await?;
     let mut redis = state.redis.clone();
-    let by_status: BTreeMap<String, i64> = redis.hgetall(t.redis_cases_by_status()).await.map_err(redis_unavailable)?;
-    let by_assignee: BTreeMap<String, i64> =
-        redis.hgetall(t.redis_open_cases_by_assignee()).await.map_err(redis_unavailable)?;
-    let nonzero = |m: BTreeMap<String, i64>| m.into_iter().filter(|(_, n)| *n != 0).collect::<BTreeMap<_, _>>();
-    Ok(Json(json!({ "cases_by_status": nonzero(by_status), "open_cases_by_assignee": nonzero(by_assignee) })))
+    type Counts = BTreeMap<String, i64>;
+    let (by_status, by_priority, by_assignee, by_team): (Counts, Counts, Counts, Counts) = redis::pipe()
+        .hgetall(t.redis_cases_by_status())
+        .hgetall(t.redis_open_cases_by_priority())
+        .hgetall(t.redis_open_cases_by_assignee())
+        .hgetall(t.redis_open_cases_by_team())
+        .query_async(&mut redis)
+        .await
+        .map_err(redis_unavailable)?;
+    let nonzero = |m: Counts| m.into_iter().filter(|(_, n)| *n != 0).collect::<Counts>();
+    Ok(Json(json!({
+        "cases_by_status": nonzero(by_status),
+        "open_cases_by_priority": nonzero(by_priority),
+        "open_cases_by_assignee": nonzero(by_assignee),
+        "open_cases_by_team": nonzero(by_team),
+    })))
 }

@@ -3,6 +3,7 @@
 mod audit;
 mod case_list;
 mod counters;
+mod presence;
 mod search;
 
 use axum::extract::FromRef;
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .merge(audit::router())
         .merge(search::router())
         .merge(counters::router())
+        .merge(presence::router())
         .with_state(state)
 }
 

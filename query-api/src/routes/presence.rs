@@ -1,0 +1,115 @@
+//! Presence and notifications from Redis (seed §2.3.2): who is online, who is looking at
+//! a case, and the caller's notifications. Presence is ephemeral state, not events:
+//! reading a case marks the caller as viewing it (5 minutes) and as active.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::Utc;
+use redis::AsyncCommands;
+use runtime::auth::Caller;
+use runtime::extract::{ApiPath, ApiQuery};
+use runtime::tenancy::Tenancy;
+use runtime::ApiError;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::counters::redis_unavailable;
+use super::{page_size, AppState};
+
+/// How long a case viewer stays listed without reading the case again (seed: 5 minutes).
+pub const VIEWER_TTL_SECS: i64 = 300;
+/// A user counts as online this long after their last login or read.
+pub const ONLINE_WINDOW_SECS: i64 = 300;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/cases/{id}/viewers", get(viewers))
+        .route("/v1/presence/online", get(online))
+        .route("/v1/notifications", get(notifications))
+}
+
+/// Marks the caller as viewing a case and as active. Best effort: presence never fails a read.
+pub async fn record_view(state: &AppState, caller: Caller, case: Uuid) {
+    let t = Tenancy(caller.tenant_id);
+    let mut redis = state.redis.clone();
+    let user = caller.user_id.to_string();
+    let viewers = t.redis_case_viewers(case);
+    let outcome: redis::RedisResult<()> = redis::pipe()
+        .sadd(&viewers, &user)
+        .ignore()
+        .expire(&viewers, VIEWER_TTL_SECS)
+        .ignore()
+        .zadd(t.redis_online_users(), &user, Utc::now().timestamp())
+        .ignore()
+        .query_async(&mut redis)
+        .await;
+    if let Err(e) = outcome {
+        tracing::warn!(error = %e, "recording a case viewer failed");
+    }
+}
+
+async fn viewers(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let t = Tenancy(caller.tenant_member()?.tenant_id);
+    let mut redis = state.redis.clone();
+    let mut users: Vec<String> = redis.smembers(t.redis_case_viewers(id)).await.map_err(redis_unavailable)?;
+    users.sort();
+    Ok(Json(json!({ "case_id": id, "viewers": users })))
+}
+
+async fn online(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let t = Tenancy(caller.tenant_member()?.tenant_id);
+    let mut redis = state.redis.clone();
+    let key = t.redis_online_users();
+    let since = Utc::now().timestamp() - ONLINE_WINDOW_SECS;
+    // Drop users inactive for longer than the window (seed §2.3.3), then list the rest.
+    let (users,): (Vec<(String, i64)>,) = redis::pipe()
+        .zrembyscore(&key, "-inf", format!("({since}"))
+        .ignore()
+        .zrevrange_withscores(&key, 0, 999)
+        .query_async(&mut redis)
+        .await
+        .map_err(redis_unavailable)?;
+    let users: Vec<Value> = users
+        .into_iter()
+        .map(|(user, at)| json!({ "user_id": user, "last_active_at": chrono::DateTime::from_timestamp(at, 0) }))
+        .collect();
+    Ok(Json(json!({ "window_seconds": ONLINE_WINDOW_SECS, "users": users })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+/// The caller's notifications, newest first; `offset` pages through the (bounded) list.
+async fn notifications(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(page): ApiQuery<Page>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = caller.tenant_member()?;
+    let limit = page_size(page.limit, 20, 100)?;
+    let offset = page.offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(ApiError::BadRequest(format!("offset must not be negative (got {offset})")));
+    }
+    let key = Tenancy(caller.tenant_id).redis_notifications(caller.user_id);
+    let mut redis = state.redis.clone();
+    let (raw, total): (Vec<String>, i64) = redis::pipe()
+        .lrange(&key, offset as isize, (offset + limit - 1) as isize)
+        .llen(&key)
+        .query_async(&mut redis)
+        .await
+        .map_err(redis_unavailable)?;
+    let items: Vec<Value> = raw.iter().filter_map(|r| serde_json::from_str(r).ok()).collect();
+    let next_offset = (offset + limit < total).then_some(offset + limit);
+    Ok(Json(json!({ "items": items, "total": total, "next_offset": next_offset })))
+}
