@@ -513,7 +513,11 @@ impl TestApp {
             .execute(&self.pool)
             .await
             .expect("drop the tenant schema");
-        sqlx::query("DELETE FROM public.tenants WHERE id = $1").bind(self.tenant_id).execute(&self.pool).await.unwrap();
+        sqlx::query("DELETE FROM public.tenants WHERE id = $1")
+            .bind(self.tenant_id)
+            .execute(&self.pool)
+            .await
+            .expect("delete the tenant row");
         let mongo = mongodb::Client::with_uri_str(&self.settings.mongo_url).await.expect("mongo");
         let db = mongo.database(&self.settings.mongo_database);
         let prefix = t.mongo_collection("");

@@ -1,63 +1,235 @@
-//! What the MongoDB projections share: indexes created once per collection, idempotent
-//! inserts keyed by `_id`, version-guarded updates, BSON conversions.
+//! What the MongoDB projections share: the tenant collections with the seed's indexes and
+//! validators (§2.2.2, §4.2, §7.1.2), and a batched, version-guarded writer.
+//!
+//! Writes of one batch go to each collection as one `update` command holding every
+//! statement in event order (one round trip per collection per batch): an insert is an
+//! upsert with `$setOnInsert` (a redelivered first event changes nothing), and a later
+//! event updates only the document at the version before its own.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::time::Duration;
 
-use mongodb::bson::{self, doc, Document};
-use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::options::IndexOptions;
-use mongodb::{Collection, IndexModel};
+use mongodb::{Database, IndexModel};
+use runtime::tenancy::{Tenancy, AUDIT_LOGS};
+use uuid::Uuid;
 
 use crate::event::Event;
 use crate::projection::ApplyError;
 
-const DUPLICATE_KEY: i32 = 11000;
+pub const CASE_NOTES: &str = "case_notes";
+pub const MESSAGE_TEMPLATES: &str = "message_templates";
+pub const CUSTOM_FIELD_DEFINITIONS: &str = "custom_field_definitions";
+pub const AI_RESULTS_CACHE: &str = "ai_results_cache";
 
-/// Collections whose indexes this process has already created.
-#[derive(Default)]
-pub struct IndexedCollections(Mutex<HashSet<String>>);
+/// Every per-tenant collection, made when the tenant is provisioned.
+pub const TENANT_COLLECTIONS: [&str; 5] =
+    [AUDIT_LOGS, CASE_NOTES, MESSAGE_TEMPLATES, CUSTOM_FIELD_DEFINITIONS, AI_RESULTS_CACHE];
 
-impl IndexedCollections {
-    pub async fn ensure(&self, coll: &Collection<Document>, indexes: &[(Document, &str)]) -> Result<(), ApplyError> {
-        let name = coll.name().to_owned();
-        if self.0.lock().map(|s| s.contains(&name)).unwrap_or(false) {
-            return Ok(());
-        }
-        let models = indexes.iter().map(|(keys, index_name)| {
+const DOCUMENT_FAILED_VALIDATION: i32 = 121;
+const NAMESPACE_EXISTS: i32 = 48;
+
+fn index(keys: Document, name: &str) -> IndexModel {
+    IndexModel::builder().keys(keys).options(IndexOptions::builder().name(name.to_owned()).build()).build()
+}
+
+/// The seed's indexes for a collection (§4.2.1, §4.2.3). The seed's text index on notes
+/// is left out: note search is Elasticsearch's (the local Mongo-wire server has none).
+/// Unique only where the key is natural to the store: read models hold no cross-stream
+/// uniqueness (events of different streams arrive in any order).
+fn indexes(collection: &str) -> Vec<IndexModel> {
+    match collection {
+        AUDIT_LOGS => vec![
+            index(doc! { "tenant_id": 1, "timestamp": -1 }, "tenant_timestamp"),
+            index(
+                doc! { "tenant_id": 1, "entity_type": 1, "entity_id": 1, "entity_version": -1 },
+                "tenant_entity_version",
+            ),
+        ],
+        CASE_NOTES => vec![
+            index(doc! { "tenant_id": 1, "created_at": -1 }, "tenant_created"),
+            index(doc! { "tenant_id": 1, "case_id": 1 }, "tenant_case"),
+        ],
+        MESSAGE_TEMPLATES => vec![
+            index(doc! { "tenant_id": 1, "created_at": -1 }, "tenant_created"),
+            index(doc! { "tenant_id": 1, "channel_type": 1, "is_active": 1 }, "tenant_channel_active"),
+        ],
+        CUSTOM_FIELD_DEFINITIONS => vec![
+            index(doc! { "tenant_id": 1, "entity_type": 1, "field_name": 1 }, "tenant_entity_field"),
+            index(doc! { "tenant_id": 1, "entity_type": 1, "order": 1 }, "tenant_entity_order"),
+        ],
+        AI_RESULTS_CACHE => vec![
+            index(doc! { "tenant_id": 1, "created_at": -1 }, "tenant_created"),
             IndexModel::builder()
-                .keys(keys.clone())
-                .options(IndexOptions::builder().name((*index_name).to_owned()).build())
-                .build()
-        });
-        coll.create_indexes(models).await.map_err(|e| ApplyError::Transient(e.into()))?;
+                .keys(doc! { "tenant_id": 1, "service_type": 1, "input_hash": 1 })
+                .options(IndexOptions::builder().name("tenant_service_input".to_owned()).unique(true).build())
+                .build(),
+            IndexModel::builder()
+                .keys(doc! { "expires_at": 1 })
+                .options(IndexOptions::builder().name("expires_at_ttl".to_owned()).expire_after(Duration::ZERO).build())
+                .build(),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// The `$jsonSchema` validator of a collection (§7.1.2): the fields every document has.
+pub fn validator(collection: &str) -> Document {
+    let (required, properties) = match collection {
+        AUDIT_LOGS => (
+            vec!["tenant_id", "entity_type", "entity_id", "action", "timestamp"],
+            doc! {
+                "tenant_id": { "bsonType": "string" }, "entity_type": { "bsonType": "string" },
+                "entity_id": { "bsonType": "string" }, "action": { "bsonType": "string" },
+                "timestamp": { "bsonType": "date" }, "changes": { "bsonType": "array" },
+            },
+        ),
+        CASE_NOTES => (
+            vec!["tenant_id", "case_id", "content", "created_at"],
+            doc! {
+                "tenant_id": { "bsonType": "string" }, "case_id": { "bsonType": "string" },
+                "content": { "bsonType": "string" }, "created_at": { "bsonType": "date" },
+                "is_internal": { "bsonType": "bool", "description": "Flag indicating if the note is internal" },
+            },
+        ),
+        MESSAGE_TEMPLATES => (
+            vec!["tenant_id", "name", "channel_type", "content", "created_at"],
+            doc! {
+                "tenant_id": { "bsonType": "string" }, "name": { "bsonType": "string" },
+                "channel_type": { "bsonType": "string" }, "content": { "bsonType": "string" },
+                "created_at": { "bsonType": "date" }, "is_active": { "bsonType": "bool" },
+            },
+        ),
+        CUSTOM_FIELD_DEFINITIONS => (
+            vec!["tenant_id", "entity_type", "field_name", "field_type", "created_at"],
+            doc! {
+                "tenant_id": { "bsonType": "string" }, "entity_type": { "bsonType": "string" },
+                "field_name": { "bsonType": "string" }, "field_type": { "bsonType": "string" },
+                "created_at": { "bsonType": "date" }, "is_active": { "bsonType": "bool" },
+            },
+        ),
+        AI_RESULTS_CACHE => (
+            vec!["tenant_id", "service_type", "input_hash", "result", "created_at", "expires_at"],
+            doc! {
+                "tenant_id": { "bsonType": "string" }, "service_type": { "bsonType": "string" },
+                "input_hash": { "bsonType": "string" }, "result": { "bsonType": "object" },
+                "created_at": { "bsonType": "date" }, "expires_at": { "bsonType": "date" },
+            },
+        ),
+        _ => return doc! {},
+    };
+    doc! { "$jsonSchema": { "bsonType": "object", "required": required, "properties": properties } }
+}
+
+/// Tenant collections this process has already set up (validator and indexes).
+#[derive(Default)]
+pub struct Collections(Mutex<HashSet<String>>);
+
+impl Collections {
+    /// Creates `tenant_<id>_<collection>` with its validator (or brings the validator of
+    /// an existing one up to date) and its indexes, once per process.
+    pub async fn ensure(&self, db: &Database, tenant: Uuid, collection: &str) -> Result<String, ApplyError> {
+        let name = Tenancy(tenant).mongo_collection(collection);
+        if self.0.lock().map(|s| s.contains(&name)).unwrap_or(false) {
+            return Ok(name);
+        }
+        let transient = |e: mongodb::error::Error| ApplyError::Transient(e.into());
+        let created = db
+            .run_command(doc! { "create": &name, "validator": validator(collection), "validationLevel": "moderate" })
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(e) if command_code(&e) == Some(NAMESPACE_EXISTS) => {
+                db.run_command(
+                    doc! { "collMod": &name, "validator": validator(collection), "validationLevel": "moderate" },
+                )
+                .await
+                .map_err(transient)?;
+            }
+            Err(e) => return Err(transient(e)),
+        }
+        db.collection::<Document>(&name).create_indexes(indexes(collection)).await.map_err(transient)?;
         if let Ok(mut s) = self.0.lock() {
-            s.insert(name);
+            s.insert(name.clone());
+        }
+        Ok(name)
+    }
+}
+
+fn command_code(error: &mongodb::error::Error) -> Option<i32> {
+    match error.kind.as_ref() {
+        mongodb::error::ErrorKind::Command(c) => Some(c.code),
+        _ => None,
+    }
+}
+
+/// The writes of one batch, per collection in event order.
+#[derive(Default)]
+pub struct Writes {
+    order: Vec<String>,
+    statements: HashMap<String, Vec<(Document, Uuid)>>,
+}
+
+impl Writes {
+    fn push(&mut self, collection: &str, statement: Document, event_id: Uuid) {
+        if !self.statements.contains_key(collection) {
+            self.order.push(collection.to_owned());
+        }
+        self.statements.entry(collection.to_owned()).or_default().push((statement, event_id));
+    }
+
+    /// The first version of a document; an existing `_id` means it was applied.
+    pub fn insert_once(&mut self, collection: &str, event: &Event, mut document: Document) {
+        let id = document.remove("_id").unwrap_or(Bson::String(event.envelope.stream_id.to_string()));
+        self.push(
+            collection,
+            doc! { "q": { "_id": id }, "u": { "$setOnInsert": document }, "upsert": true },
+            event.envelope.event_id,
+        );
+    }
+
+    /// `$set` on the version before the event's; anything else was applied already (or
+    /// waits for a missing event).
+    pub fn update_guarded(&mut self, collection: &str, event: &Event, mut set: Document) {
+        let v = event.envelope.stream_version;
+        set.insert("version", v);
+        self.push(
+            collection,
+            doc! { "q": { "_id": event.envelope.stream_id.to_string(), "version": v - 1 }, "u": { "$set": set } },
+            event.envelope.event_id,
+        );
+    }
+
+    /// One `update` command per collection. A document the validator refuses parks its
+    /// event; anything else is retried.
+    pub async fn flush(self, db: &Database) -> Result<(), ApplyError> {
+        let Writes { order, mut statements } = self;
+        for collection in order {
+            let Some(batch) = statements.remove(&collection) else { continue };
+            let updates: Vec<Document> = batch.iter().map(|(s, _)| s.clone()).collect();
+            let reply = db
+                .run_command(doc! { "update": &collection, "updates": updates, "ordered": true })
+                .await
+                .map_err(|e| ApplyError::Transient(e.into()))?;
+            if let Ok(errors) = reply.get_array("writeErrors") {
+                let Some(first) = errors.iter().find_map(Bson::as_document) else { continue };
+                let at = first.get_i32("index").unwrap_or(0).max(0) as usize;
+                let code = first.get_i32("code").unwrap_or(0);
+                let message = first.get_str("errmsg").unwrap_or("write refused");
+                let event_id = batch.get(at).map(|(_, id)| *id).unwrap_or_default();
+                if code == DOCUMENT_FAILED_VALIDATION {
+                    return Err(ApplyError::Poison {
+                        event_id,
+                        reason: format!("MongoDB refused it ({code}): {message}"),
+                    });
+                }
+                return Err(ApplyError::Transient(anyhow::anyhow!("{collection}: {message} ({code})")));
+            }
         }
         Ok(())
     }
-}
-
-/// Inserts the first version of a document; an existing `_id` means it was applied.
-pub async fn insert_once(coll: &Collection<Document>, document: Document) -> Result<(), ApplyError> {
-    match coll.insert_one(document).await {
-        Ok(_) => Ok(()),
-        Err(e) if matches!(e.kind.as_ref(), ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == DUPLICATE_KEY) => {
-            Ok(())
-        }
-        Err(e) => Err(ApplyError::Transient(e.into())),
-    }
-}
-
-/// Applies `$set` only to the version before the event's; anything else was applied
-/// already (or waits for a missing event).
-pub async fn update_guarded(coll: &Collection<Document>, event: &Event, mut set: Document) -> Result<(), ApplyError> {
-    let v = event.envelope.stream_version;
-    set.insert("version", v);
-    coll.update_one(doc! { "_id": event.envelope.stream_id.to_string(), "version": v - 1 }, doc! { "$set": set })
-        .await
-        .map(|_| ())
-        .map_err(|e| ApplyError::Transient(e.into()))
 }
 
 pub fn to_bson<T: serde::Serialize>(event: &Event, value: &T) -> Result<bson::Bson, ApplyError> {

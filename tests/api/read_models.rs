@@ -185,6 +185,31 @@ async fn every_store_holds_what_the_seed_puts_there() {
         assert!(titles.contains(&expected), "suggestions for {prefix:?}: {suggested}");
     }
 
+    // MongoDB: the tenant has every collection of the seed, each with its validator; the
+    // AI results cache expires documents by `expires_at`; a note has the seed's shape.
+    let mongo = mongodb::Client::with_uri_str(&app.settings.mongo_url).await.unwrap();
+    let db = mongo.database(&app.settings.mongo_database);
+    for collection in ["audit_logs", "case_notes", "message_templates", "custom_field_definitions", "ai_results_cache"]
+    {
+        let name = t.mongo_collection(collection);
+        let listed =
+            db.run_command(mongodb::bson::doc! { "listCollections": 1, "filter": { "name": &name } }).await.unwrap();
+        let found = listed.get_document("cursor").unwrap().get_array("firstBatch").unwrap();
+        assert_eq!(found.len(), 1, "{name} exists");
+        let options = found[0].as_document().unwrap().get_document("options").unwrap();
+        assert!(options.get_document("validator").is_ok(), "{name} has a validator: {options}");
+    }
+    let notes = db.collection::<mongodb::bson::Document>(&t.mongo_collection("case_notes"));
+    let refused = notes.insert_one(mongodb::bson::doc! { "tenant_id": app.tenant_id.to_string() }).await;
+    assert!(refused.is_err(), "the validator refuses a note without case, content and time");
+    let note = notes.find_one(mongodb::bson::doc! { "case_id": &case }).await.unwrap().expect("the note document");
+    assert_eq!(note.get_str("content").unwrap(), "Firmware rollback scheduled");
+    assert!(note.get_bool("is_internal").unwrap());
+    assert!(note.get_datetime("created_at").is_ok());
+    let cache = db.collection::<mongodb::bson::Document>(&t.mongo_collection("ai_results_cache"));
+    let indexes = cache.list_index_names().await.unwrap();
+    assert!(indexes.contains(&"expires_at_ttl".to_owned()), "TTL index: {indexes:?}");
+
     // Redis: reading a case marks a viewer; a login puts the user online; a role change
     // drops the permission cache.
     let viewers: Value = app.query(&format!("/v1/cases/{case}/viewers"), &app.token).await.json().await.unwrap();

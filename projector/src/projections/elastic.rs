@@ -490,10 +490,10 @@ impl Projection for ElasticProjection {
             }
             if let Some((_, entity)) = Folded::of(event) {
                 let index = Index::by_id(env.tenant_id, entity, env.stream_id);
-                if !homes.contains_key(&env.stream_id) {
+                if let std::collections::hash_map::Entry::Vacant(home) = homes.entry(env.stream_id) {
                     self.ensure_index(&index).await?;
                     keys.push((index.name.clone(), env.stream_id));
-                    homes.insert(env.stream_id, index);
+                    home.insert(index);
                 }
             }
         }

@@ -3,54 +3,32 @@
 //!
 //! The entry's `_id` is the event id, so a redelivered event is a duplicate-key no-op.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
-
 use events::audit::{
     case_changes, case_type_changes, channel_changes, document_changes, field_definition_changes, interaction_changes,
     note_changes, task_changes, team_changes, template_changes, tenant_changes, user_changes, workflow_changes,
     FieldChange,
 };
-use mongodb::bson::{self, doc, Document};
+use events::tenant::TenantEvent;
+use mongodb::bson::{self, Document};
 use mongodb::error::ErrorKind;
-use mongodb::options::IndexOptions;
-use mongodb::{Database, IndexModel};
-use runtime::tenancy::{Tenancy, AUDIT_LOGS};
+use mongodb::Database;
+use runtime::tenancy::AUDIT_LOGS;
 use serde_json::{json, Value};
 
 use crate::event::{DomainEvent, Event};
+use crate::mongo::{Collections, TENANT_COLLECTIONS};
 use crate::projection::{ApplyError, Checkpoint, Projection};
 
 const DUPLICATE_KEY: i32 = 11000;
 
 pub struct MongoAuditProjection {
     db: Database,
-    indexed: Mutex<HashSet<String>>,
+    collections: Collections,
 }
 
 impl MongoAuditProjection {
     pub fn new(db: Database) -> Self {
-        Self { db, indexed: Mutex::new(HashSet::new()) }
-    }
-
-    /// The seed's indexes (§4.2.1), created once per collection per process.
-    async fn ensure_indexes(&self, collection: &str) -> Result<(), ApplyError> {
-        if self.indexed.lock().map(|s| s.contains(collection)).unwrap_or(false) {
-            return Ok(());
-        }
-        let coll = self.db.collection::<Document>(collection);
-        let models = [
-            (doc! { "tenant_id": 1, "timestamp": -1 }, "tenant_timestamp"),
-            (doc! { "tenant_id": 1, "entity_type": 1, "entity_id": 1, "entity_version": -1 }, "tenant_entity_version"),
-        ]
-        .map(|(keys, name)| {
-            IndexModel::builder().keys(keys).options(IndexOptions::builder().name(name.to_owned()).build()).build()
-        });
-        coll.create_indexes(models).await.map_err(|e| ApplyError::Transient(e.into()))?;
-        if let Ok(mut s) = self.indexed.lock() {
-            s.insert(collection.to_owned());
-        }
-        Ok(())
+        Self { db, collections: Collections::default() }
     }
 }
 
@@ -153,7 +131,13 @@ impl Projection for MongoAuditProjection {
         // Group by collection, keeping event order within each tenant.
         let mut by_collection: Vec<(String, Vec<Document>)> = Vec::new();
         for event in events {
-            let name = Tenancy(event.envelope.tenant_id).mongo_collection(AUDIT_LOGS);
+            if let DomainEvent::Tenant(TenantEvent::Provisioned(_)) = &event.data {
+                // A new tenant gets every collection of the seed, validators and indexes.
+                for collection in TENANT_COLLECTIONS {
+                    self.collections.ensure(&self.db, event.envelope.tenant_id, collection).await?;
+                }
+            }
+            let name = self.collections.ensure(&self.db, event.envelope.tenant_id, AUDIT_LOGS).await?;
             let doc = entry(event)?;
             match by_collection.iter_mut().find(|(n, _)| *n == name) {
                 Some((_, docs)) => docs.push(doc),
@@ -161,7 +145,6 @@ impl Projection for MongoAuditProjection {
             }
         }
         for (name, docs) in by_collection {
-            self.ensure_indexes(&name).await?;
             let coll = self.db.collection::<Document>(&name);
             if let Err(e) = coll.insert_many(docs).ordered(false).await {
                 let only_duplicates = match e.kind.as_ref() {

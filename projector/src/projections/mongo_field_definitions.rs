@@ -4,22 +4,19 @@
 use events::field_definition::FieldDefinitionEvent;
 use mongodb::bson::{doc, Document};
 use mongodb::Database;
-use runtime::tenancy::Tenancy;
 
 use crate::event::{DomainEvent, Event};
-use crate::mongo::{date, insert_once, to_bson, update_guarded, IndexedCollections};
+use crate::mongo::{date, to_bson, Collections, Writes, CUSTOM_FIELD_DEFINITIONS};
 use crate::projection::{ApplyError, Checkpoint, Projection};
-
-pub const CUSTOM_FIELD_DEFINITIONS: &str = "custom_field_definitions";
 
 pub struct MongoFieldDefinitionsProjection {
     db: Database,
-    indexed: IndexedCollections,
+    collections: Collections,
 }
 
 impl MongoFieldDefinitionsProjection {
     pub fn new(db: Database) -> Self {
-        Self { db, indexed: IndexedCollections::default() }
+        Self { db, collections: Collections::default() }
     }
 }
 
@@ -47,16 +44,11 @@ impl Projection for MongoFieldDefinitionsProjection {
 
     #[tracing::instrument(skip_all, fields(projection = "mongo_field_definitions", events = events.len()))]
     async fn apply(&self, events: &[Event], _checkpoint: &Checkpoint) -> Result<(), ApplyError> {
+        let mut writes = Writes::default();
         for event in events {
             let DomainEvent::FieldDefinition(definition_event) = &event.data else { continue };
             let env = &event.envelope;
-            let coll =
-                self.db.collection::<Document>(&Tenancy(env.tenant_id).mongo_collection(CUSTOM_FIELD_DEFINITIONS));
-            let indexes = [
-                (doc! { "tenant_id": 1, "entity_type": 1, "field_name": 1 }, "tenant_entity_field"),
-                (doc! { "tenant_id": 1, "entity_type": 1, "order": 1 }, "tenant_entity_order"),
-            ];
-            self.indexed.ensure(&coll, &indexes).await?;
+            let coll = self.collections.ensure(&self.db, env.tenant_id, CUSTOM_FIELD_DEFINITIONS).await?;
             match definition_event {
                 FieldDefinitionEvent::Created(e) => {
                     let mut document = doc! {
@@ -70,21 +62,21 @@ impl Projection for MongoFieldDefinitionsProjection {
                         "version": env.stream_version,
                     };
                     document.extend(spec_fields(event, &e.spec)?);
-                    insert_once(&coll, document).await?;
+                    writes.insert_once(&coll, event, document);
                 }
                 FieldDefinitionEvent::Updated(e) => {
                     let mut set = spec_fields(event, &e.spec.new)?;
                     set.insert("updated_at", date(e.updated_at));
-                    update_guarded(&coll, event, set).await?;
+                    writes.update_guarded(&coll, event, set);
                 }
                 FieldDefinitionEvent::Deactivated(e) => {
-                    update_guarded(&coll, event, doc! { "is_active": false, "updated_at": date(e.at) }).await?;
+                    writes.update_guarded(&coll, event, doc! { "is_active": false, "updated_at": date(e.at) });
                 }
                 FieldDefinitionEvent::Activated(e) => {
-                    update_guarded(&coll, event, doc! { "is_active": true, "updated_at": date(e.at) }).await?;
+                    writes.update_guarded(&coll, event, doc! { "is_active": true, "updated_at": date(e.at) });
                 }
             }
         }
-        Ok(())
+        writes.flush(&self.db).await
     }
 }

@@ -4,24 +4,21 @@
 //! their document with `deleted_at` set, so a late redelivery cannot resurrect them.
 
 use events::note::NoteEvent;
-use mongodb::bson::{doc, Document};
+use mongodb::bson::doc;
 use mongodb::Database;
-use runtime::tenancy::Tenancy;
 
 use crate::event::{DomainEvent, Event};
-use crate::mongo::{date, insert_once, to_bson, update_guarded, IndexedCollections};
+use crate::mongo::{date, to_bson, Collections, Writes, CASE_NOTES};
 use crate::projection::{ApplyError, Checkpoint, Projection};
-
-pub const CASE_NOTES: &str = "case_notes";
 
 pub struct MongoNotesProjection {
     db: Database,
-    indexed: IndexedCollections,
+    collections: Collections,
 }
 
 impl MongoNotesProjection {
     pub fn new(db: Database) -> Self {
-        Self { db, indexed: IndexedCollections::default() }
+        Self { db, collections: Collections::default() }
     }
 }
 
@@ -33,15 +30,11 @@ impl Projection for MongoNotesProjection {
 
     #[tracing::instrument(skip_all, fields(projection = "mongo_notes", events = events.len()))]
     async fn apply(&self, events: &[Event], _checkpoint: &Checkpoint) -> Result<(), ApplyError> {
+        let mut writes = Writes::default();
         for event in events {
             let DomainEvent::Note(note_event) = &event.data else { continue };
             let env = &event.envelope;
-            let coll = self.db.collection::<Document>(&Tenancy(env.tenant_id).mongo_collection(CASE_NOTES));
-            let indexes = [
-                (doc! { "tenant_id": 1, "created_at": -1 }, "tenant_created"),
-                (doc! { "tenant_id": 1, "case_id": 1 }, "tenant_case"),
-            ];
-            self.indexed.ensure(&coll, &indexes).await?;
+            let coll = self.collections.ensure(&self.db, env.tenant_id, CASE_NOTES).await?;
             match note_event {
                 NoteEvent::Added(e) => {
                     let document = doc! {
@@ -57,7 +50,7 @@ impl Projection for MongoNotesProjection {
                         "attachments": to_bson(event, &e.attachments)?,
                         "version": env.stream_version,
                     };
-                    insert_once(&coll, document).await?;
+                    writes.insert_once(&coll, event, document);
                 }
                 NoteEvent::Edited(e) => {
                     let mut set = doc! { "updated_at": date(e.edited_at) };
@@ -70,14 +63,14 @@ impl Projection for MongoNotesProjection {
                     if let Some(c) = &e.tags {
                         set.insert("tags", to_bson(event, &c.new)?);
                     }
-                    update_guarded(&coll, event, set).await?;
+                    writes.update_guarded(&coll, event, set);
                 }
                 NoteEvent::Deleted(e) => {
                     let set = doc! { "deleted_at": date(e.deleted_at), "updated_at": date(e.deleted_at) };
-                    update_guarded(&coll, event, set).await?;
+                    writes.update_guarded(&coll, event, set);
                 }
             }
         }
-        Ok(())
+        writes.flush(&self.db).await
     }
 }

@@ -2,24 +2,21 @@
 //! (§2.2.2), version-guarded like every other store.
 
 use events::template::TemplateEvent;
-use mongodb::bson::{doc, Document};
+use mongodb::bson::doc;
 use mongodb::Database;
-use runtime::tenancy::Tenancy;
 
 use crate::event::{DomainEvent, Event};
-use crate::mongo::{date, insert_once, to_bson, update_guarded, IndexedCollections};
+use crate::mongo::{date, to_bson, Collections, Writes, MESSAGE_TEMPLATES};
 use crate::projection::{ApplyError, Checkpoint, Projection};
-
-pub const MESSAGE_TEMPLATES: &str = "message_templates";
 
 pub struct MongoTemplatesProjection {
     db: Database,
-    indexed: IndexedCollections,
+    collections: Collections,
 }
 
 impl MongoTemplatesProjection {
     pub fn new(db: Database) -> Self {
-        Self { db, indexed: IndexedCollections::default() }
+        Self { db, collections: Collections::default() }
     }
 }
 
@@ -31,15 +28,11 @@ impl Projection for MongoTemplatesProjection {
 
     #[tracing::instrument(skip_all, fields(projection = "mongo_templates", events = events.len()))]
     async fn apply(&self, events: &[Event], _checkpoint: &Checkpoint) -> Result<(), ApplyError> {
+        let mut writes = Writes::default();
         for event in events {
             let DomainEvent::Template(template_event) = &event.data else { continue };
             let env = &event.envelope;
-            let coll = self.db.collection::<Document>(&Tenancy(env.tenant_id).mongo_collection(MESSAGE_TEMPLATES));
-            let indexes = [
-                (doc! { "tenant_id": 1, "created_at": -1 }, "tenant_created"),
-                (doc! { "tenant_id": 1, "channel_type": 1, "is_active": 1 }, "tenant_channel_active"),
-            ];
-            self.indexed.ensure(&coll, &indexes).await?;
+            let coll = self.collections.ensure(&self.db, env.tenant_id, MESSAGE_TEMPLATES).await?;
             match template_event {
                 TemplateEvent::Created(e) => {
                     let document = doc! {
@@ -59,7 +52,7 @@ impl Projection for MongoTemplatesProjection {
                         "category": to_bson(event, &e.category)?,
                         "version": env.stream_version,
                     };
-                    insert_once(&coll, document).await?;
+                    writes.insert_once(&coll, event, document);
                 }
                 TemplateEvent::Updated(e) => {
                     let mut set = doc! { "updated_at": date(e.updated_at), "variables": to_bson(event, &e.variables)? };
@@ -75,16 +68,16 @@ impl Projection for MongoTemplatesProjection {
                     if let Some(c) = &e.content {
                         set.insert("content", &c.new);
                     }
-                    update_guarded(&coll, event, set).await?;
+                    writes.update_guarded(&coll, event, set);
                 }
                 TemplateEvent::Deactivated(e) => {
-                    update_guarded(&coll, event, doc! { "is_active": false, "updated_at": date(e.at) }).await?;
+                    writes.update_guarded(&coll, event, doc! { "is_active": false, "updated_at": date(e.at) });
                 }
                 TemplateEvent::Activated(e) => {
-                    update_guarded(&coll, event, doc! { "is_active": true, "updated_at": date(e.at) }).await?;
+                    writes.update_guarded(&coll, event, doc! { "is_active": true, "updated_at": date(e.at) });
                 }
             }
         }
-        Ok(())
+        writes.flush(&self.db).await
     }
 }
