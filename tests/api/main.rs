@@ -12,6 +12,7 @@ mod documents;
 mod flow;
 mod isolation;
 mod notes;
+mod parking;
 mod projector_crash;
 mod read_models;
 mod tasks;

@@ -1,0 +1,171 @@
+//! A poison event is parked, visibly, with the later events of its stream; other streams
+//! keep flowing past it.
+
+use murima_tests::{eventually, TestApp};
+use reqwest::Method;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// Appends a case event straight to the journal (as a buggy or older writer could) and queues it.
+async fn append_raw(app: &TestApp, stream: Uuid, version: i64, event_type: &str, payload: Value) {
+    append_to(app, app.tenant_id, "case", stream, version, event_type, payload).await
+}
+
+async fn append_to(
+    app: &TestApp,
+    tenant: Uuid,
+    stream_type: &str,
+    stream: Uuid,
+    version: i64,
+    event_type: &str,
+    payload: Value,
+) {
+    let event_id = Uuid::now_v7();
+    let envelope = json!({
+        "event_id": event_id, "tenant_id": tenant, "stream_type": stream_type, "stream_id": stream,
+        "stream_version": version, "event_type": event_type, "schema_version": 1,
+        "occurred_at": "2026-11-20T09:00:00Z", "actor": { "user_id": app.user_id, "role": "agent" },
+        "correlation_id": Uuid::now_v7(), "causation_id": null, "payload": payload,
+    });
+    let position: i64 = sqlx::query_scalar(
+        "INSERT INTO eventstore.events (event_id, tenant_id, stream_type, stream_id, stream_version, event_type,
+            schema_version, occurred_at, envelope)
+         VALUES ($1, $2, $7, $3, $4, $5, 1, '2026-11-20T09:00:00Z', $6) RETURNING position",
+    )
+    .bind(event_id)
+    .bind(tenant)
+    .bind(stream)
+    .bind(version)
+    .bind(event_type)
+    .bind(&envelope)
+    .bind(stream_type)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO eventstore.outbox (position) VALUES ($1)")
+        .bind(position)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poison_event_is_parked_with_its_stream_and_blocks_nothing_else() {
+    let app = TestApp::spawn().await;
+    let poisoned = Uuid::now_v7();
+    // A CaseOpened no decoder can read (no title, case number or type), then a later event.
+    append_raw(&app, poisoned, 1, "CaseOpened", json!({ "priority": "high" })).await;
+    append_raw(
+        &app,
+        poisoned,
+        2,
+        "CaseStatusChanged",
+        json!({ "status": { "old": "open", "new": "resolved" }, "changed_at": "2026-11-20T09:00:00Z" }),
+    )
+    .await;
+
+    // A case opened afterwards reaches every store.
+    let healthy = app.open_case("Opened after the poison").await["id"].as_str().unwrap().to_owned();
+    let r = app
+        .command(
+            Method::POST,
+            &format!("/v1/cases/{healthy}/status"),
+            &app.token,
+            Some(json!({ "status": "resolved" })),
+        )
+        .await;
+    assert!(r.status().is_success());
+    let schema = runtime::tenancy::Tenancy(app.tenant_id).pg_schema();
+    eventually("the healthy case to pass the parked one", || async {
+        let status: Option<String> = sqlx::query_scalar(&format!("SELECT status FROM {schema}.cases WHERE id = $1"))
+            .bind(healthy.parse::<Uuid>().unwrap())
+            .fetch_optional(&app.pool)
+            .await
+            .ok()?;
+        (status.as_deref() == Some("resolved")).then_some(())
+    })
+    .await;
+    let search = format!("/v1/search/cases?q={}", "poison");
+    eventually("the healthy case in search", || async {
+        let found: Value = app.query(&search, &app.token).await.json().await.ok()?;
+        (found["total"].as_i64()? >= 1).then_some(())
+    })
+    .await;
+
+    // Both events of the poisoned stream are parked for every projection, the first with
+    // its reason, the second behind it; the stream reached no store.
+    let parked: Vec<(String, i64, String)> = eventually("the parked events", || async {
+        let rows: Vec<(String, i64, String)> = sqlx::query_as(
+            "SELECT projection, stream_version, error FROM projector.parked_events
+             WHERE stream_id = $1 ORDER BY projection, stream_version",
+        )
+        .bind(poisoned)
+        .fetch_all(&app.pool)
+        .await
+        .ok()?;
+        (rows.len() == 2 * 7).then_some(rows)
+    })
+    .await;
+    for pair in parked.chunks(2) {
+        assert_eq!((pair[0].1, pair[1].1), (1, 2), "{pair:?}");
+        assert!(pair[0].2.contains("CaseOpened"), "the reason names the problem: {}", pair[0].2);
+        assert_eq!(pair[1].2, "an earlier event of this stream is parked");
+    }
+    let reached: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {schema}.cases WHERE id = $1"))
+        .bind(poisoned)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(reached, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_of_a_tenant_no_store_has_seen_yet_is_not_lost() {
+    let app = TestApp::spawn().await;
+    // Partitions are ordered only within themselves: a case can arrive before its tenant.
+    let tenant = Uuid::now_v7();
+    let case = Uuid::now_v7();
+    let opened = json!({
+        "case_number": "CASE-000001", "title": "Early bird", "description": null, "status": "open",
+        "priority": "low", "case_type_id": Uuid::now_v7(), "created_by": app.user_id, "assigned_to": null,
+        "due_date": null, "tags": [], "custom_fields": {}, "opened_at": "2026-11-20T09:00:00Z",
+    });
+    append_to(&app, tenant, "case", case, 1, "CaseOpened", opened).await;
+    let t = runtime::tenancy::Tenancy(tenant);
+    let schema = t.pg_schema();
+    eventually("the early case in PostgreSQL", || async {
+        let title: String = sqlx::query_scalar(&format!("SELECT title FROM {schema}.cases WHERE id = $1"))
+            .bind(case)
+            .fetch_one(&app.pool)
+            .await
+            .ok()?;
+        (title == "Early bird").then_some(())
+    })
+    .await;
+    let placeholder: String = sqlx::query_scalar("SELECT name FROM public.tenants WHERE id = $1")
+        .bind(tenant)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(placeholder, "(pending)");
+    let search = format!("{}/{}/_doc/{case}", app.settings.elastic_url, t.case_index(case));
+    eventually("the early case in Elasticsearch", || async {
+        let doc: Value = app.http.get(&search).send().await.ok()?.json().await.ok()?;
+        (doc["found"] == json!(true)).then_some(())
+    })
+    .await;
+
+    // The tenant's own first event fills in the placeholder.
+    let provisioned = json!({ "name": "Late Ltd", "slug": format!("late-{}", &tenant.simple().to_string()[24..]),
+                              "settings": {}, "provisioned_at": "2026-11-20T08:00:00Z" });
+    append_to(&app, tenant, "tenant", tenant, 1, "TenantProvisioned", provisioned).await;
+    eventually("the tenant row to be filled in", || async {
+        let name: String = sqlx::query_scalar("SELECT name FROM public.tenants WHERE id = $1 AND version = 1")
+            .bind(tenant)
+            .fetch_one(&app.pool)
+            .await
+            .ok()?;
+        (name == "Late Ltd").then_some(())
+    })
+    .await;
+}
