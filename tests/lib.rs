@@ -143,10 +143,10 @@ impl TestApp {
             settings,
         };
         app.start_projector().await;
-        let (tenant_id, _) = app.provision_tenant().await;
+        // The test's agent is a real user of the tenant, so it can act and be assigned work.
+        let (tenant_id, agent, _) = app.provision_tenant_with_agent().await;
         app.tenant_id = tenant_id;
-        // The test's agent is a real user of the tenant, so it can be assigned work.
-        app.user_id = app.create_user("agent", "agent").await;
+        app.user_id = agent;
         app.token = app.token_for(tenant_id, Role::Agent);
         app.case_type_id = app.create_case_type(tenant_id, "General enquiry", json!({ "fields": [] })).await;
         app
@@ -176,6 +176,12 @@ impl TestApp {
 
     /// Provisions another tenant; returns its id and an agent token for it.
     pub async fn provision_tenant(&self) -> (Uuid, String) {
+        let (tenant, _, token) = self.provision_tenant_with_agent().await;
+        (tenant, token)
+    }
+
+    /// Provisions another tenant with an agent user; returns the tenant, the agent and its token.
+    pub async fn provision_tenant_with_agent(&self) -> (Uuid, Uuid, String) {
         let slug = format!("t-{}", &Uuid::now_v7().simple().to_string()[20..]);
         let response = self
             .command(
@@ -188,12 +194,18 @@ impl TestApp {
         assert_eq!(response.status(), StatusCode::CREATED, "provisioning a tenant");
         let body: Value = response.json().await.expect("json");
         let tenant: Uuid = body["id"].as_str().and_then(|s| s.parse().ok()).expect("tenant id");
-        (tenant, self.token_for(tenant, Role::Agent))
+        let agent = self.create_user_in(tenant, "agent", "agent").await;
+        (tenant, agent, self.keys.issue(agent, tenant, Role::Agent, chrono::Duration::hours(1)))
     }
 
     /// Creates a user of the test's tenant as its administrator; returns the user id.
     pub async fn create_user(&self, username: &str, role: &str) -> Uuid {
-        let admin = self.token_for(self.tenant_id, Role::Admin);
+        self.create_user_in(self.tenant_id, username, role).await
+    }
+
+    /// Creates a user of `tenant` as its administrator; returns the user id.
+    pub async fn create_user_in(&self, tenant: Uuid, username: &str, role: &str) -> Uuid {
+        let admin = self.token_for(tenant, Role::Admin);
         let body = json!({ "username": username, "email": format!("{username}@example.org"),
                            "password": "integration test password", "role": role });
         let response = self.command(Method::POST, "/v1/users", &admin, Some(body)).await;

@@ -2,7 +2,11 @@
 //! the broker acknowledged, and refills a broker that lost its log.
 //!
 //! Ordering: a stream's next event can only be written after its previous one committed,
-//! so position order is stream order. If a send fails, nothing after it in the batch is
+//! so position order is stream order. The message key is the tenant id, so each tenant's
+//! events share a partition and reach the projector in journal order: a read model sees
+//! a case type before the cases of that type, and can hold the seed's foreign keys and
+//! unique names. Tenants, not streams, are the unit of parallelism in the projector.
+//! If a send fails, nothing after it in the batch is
 //! deleted from the outbox: it is sent again after the failed one, and consumers drop the
 //! early copy as a version gap and apply the later one in order.
 //!
@@ -41,7 +45,6 @@ pub struct Relay {
 struct Pending {
     position: i64,
     tenant_id: Uuid,
-    stream_id: Uuid,
     event_type: String,
     schema_version: i16,
     envelope: Value,
@@ -121,8 +124,8 @@ impl Relay {
 
     /// Publishes the oldest undelivered events; returns how many the broker acknowledged.
     async fn publish_batch(&self) -> anyhow::Result<usize> {
-        let rows: Vec<(i64, Uuid, Uuid, String, i16, Value)> = sqlx::query_as(
-            "SELECT o.position, e.tenant_id, e.stream_id, e.event_type, e.schema_version, e.envelope
+        let rows: Vec<(i64, Uuid, String, i16, Value)> = sqlx::query_as(
+            "SELECT o.position, e.tenant_id, e.event_type, e.schema_version, e.envelope
              FROM eventstore.outbox o JOIN eventstore.events e USING (position)
              ORDER BY o.position LIMIT $1",
         )
@@ -139,10 +142,9 @@ impl Relay {
         let epoch = epoch.to_string();
         let pending: Vec<Pending> = rows
             .into_iter()
-            .map(|(position, tenant_id, stream_id, event_type, schema_version, envelope)| Pending {
+            .map(|(position, tenant_id, event_type, schema_version, envelope)| Pending {
                 position,
                 tenant_id,
-                stream_id,
                 event_type,
                 schema_version,
                 envelope,
@@ -154,7 +156,7 @@ impl Relay {
             let mut envelope = p.envelope.clone();
             envelope["position"] = Value::from(p.position);
             let payload = serde_json::to_vec(&envelope)?;
-            let key = p.stream_id.to_string();
+            let key = p.tenant_id.to_string();
             let tenant = p.tenant_id.to_string();
             let version = p.schema_version.to_string();
             let record = FutureRecord::to(&self.topic).key(&key).payload(&payload).headers(

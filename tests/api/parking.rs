@@ -122,24 +122,22 @@ async fn a_poison_event_is_parked_with_its_stream_and_blocks_nothing_else() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_event_of_a_tenant_no_store_has_seen_yet_is_not_lost() {
     let app = TestApp::spawn().await;
-    // Partitions are ordered only within themselves: a case can arrive before its tenant.
+    // An event of a tenant whose provisioning no store has applied (an older journal, or a
+    // provisioning event parked): the stores make room for the tenant instead of losing it.
     let tenant = Uuid::now_v7();
-    let case = Uuid::now_v7();
-    let opened = json!({
-        "case_number": "CASE-000001", "title": "Early bird", "description": null, "status": "open",
-        "priority": "low", "case_type_id": Uuid::now_v7(), "created_by": app.user_id, "assigned_to": null,
-        "due_date": null, "tags": [], "custom_fields": {}, "opened_at": "2026-11-20T09:00:00Z",
-    });
-    append_to(&app, tenant, "case", case, 1, "CaseOpened", opened).await;
+    let channel = Uuid::now_v7();
+    let created = json!({ "name": "Early line", "channel_type": "voice", "configuration": {},
+                          "created_at": "2026-11-20T09:00:00Z" });
+    append_to(&app, tenant, "channel", channel, 1, "ChannelCreated", created).await;
     let t = runtime::tenancy::Tenancy(tenant);
     let schema = t.pg_schema();
-    eventually("the early case in PostgreSQL", || async {
-        let title: String = sqlx::query_scalar(&format!("SELECT title FROM {schema}.cases WHERE id = $1"))
-            .bind(case)
+    eventually("the early channel in PostgreSQL", || async {
+        let name: String = sqlx::query_scalar(&format!("SELECT name FROM {schema}.channels WHERE id = $1"))
+            .bind(channel)
             .fetch_one(&app.pool)
             .await
             .ok()?;
-        (title == "Early bird").then_some(())
+        (name == "Early line").then_some(())
     })
     .await;
     let placeholder: String = sqlx::query_scalar("SELECT name FROM public.tenants WHERE id = $1")
@@ -148,10 +146,13 @@ async fn an_event_of_a_tenant_no_store_has_seen_yet_is_not_lost() {
         .await
         .unwrap();
     assert_eq!(placeholder, "(pending)");
-    let search = format!("{}/{}/_doc/{case}", app.settings.elastic_url, t.case_index(case));
-    eventually("the early case in Elasticsearch", || async {
-        let doc: Value = app.http.get(&search).send().await.ok()?.json().await.ok()?;
-        (doc["found"] == json!(true)).then_some(())
+    let mongo = mongodb::Client::with_uri_str(&app.settings.mongo_url).await.unwrap();
+    let audit = mongo
+        .database(&app.settings.mongo_database)
+        .collection::<mongodb::bson::Document>(&t.mongo_collection("audit_logs"));
+    eventually("the early channel's audit entry", || async {
+        let n = audit.count_documents(mongodb::bson::doc! { "entity_id": channel.to_string() }).await.ok()?;
+        (n == 1).then_some(())
     })
     .await;
 

@@ -133,6 +133,32 @@ async fn every_store_holds_what_the_seed_puts_there() {
     .await;
     assert_eq!(stats, [("Connectivity".into(), "open".into(), 1), ("Connectivity".into(), "resolved".into(), 1)]);
 
+    // The seed's foreign keys and tenant-scoped unique names hold in the tenant schema.
+    let constraints: Vec<String> = sqlx::query_scalar(
+        "SELECT conname::text FROM pg_constraint WHERE connamespace = $1::regnamespace AND contype IN ('f', 'u')",
+    )
+    .bind(&schema)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    for expected in [
+        "cases_case_type_id_fkey",
+        "cases_created_by_fkey",
+        "cases_assigned_to_fkey",
+        "tasks_case_id_fkey",
+        "documents_case_id_fkey",
+        "interactions_case_id_fkey",
+        "interactions_channel_id_fkey",
+        "team_members_user_id_fkey",
+        "users_email_tenant_unique",
+        "teams_name_tenant_unique",
+        "case_types_name_tenant_unique",
+        "channels_name_tenant_unique",
+        "workflows_name_tenant_unique",
+    ] {
+        assert!(constraints.iter().any(|c| c == expected), "{expected} missing from {constraints:?}");
+    }
+
     // The PostgreSQL projection commits its checkpoint with its rows.
     let group = format!("{}.postgres", app.settings.kafka_group_prefix);
     let checkpoints: i64 = sqlx::query_scalar("SELECT count(*) FROM projector.checkpoints WHERE projection = $1")

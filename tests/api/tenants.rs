@@ -153,7 +153,8 @@ async fn an_old_tenant_provisioned_v1_in_the_log_still_projects() {
     assert_eq!(settings, json!({}));
     // The write side reads it too: the tenant accepts commands.
     let legacy_type = app.create_case_type(tenant, "Legacy", json!({ "fields": [] })).await;
-    let token = app.token_for(tenant, Role::Agent);
+    let agent = app.create_user_in(tenant, "legacy.agent", "agent").await;
+    let token = app.keys.issue(agent, tenant, Role::Agent, chrono::Duration::hours(1));
     let body = json!({ "title": "Still works", "case_type_id": legacy_type });
     assert_eq!(app.command(Method::POST, "/v1/cases", &token, Some(body)).await.status(), StatusCode::CREATED);
 }

@@ -108,6 +108,7 @@ async fn open(
 ) -> Result<CommandReply, ApiError> {
     let caller = ctx.caller.require(Permission::CasesCreate)?;
     super::ensure_active_tenant(&state, caller.tenant_id).await?;
+    super::acting_user(&state, &ctx.caller).await?;
     let case_type = case_type_facts(&state, caller.tenant_id, body.case_type_id).await?;
     let assignee = super::user_reference(&state, caller.tenant_id, body.assigned_to).await?;
     // v7: a case's id tells the month of its search index (see runtime::tenancy).

@@ -134,6 +134,7 @@ async fn record_interaction(
 ) -> Result<CommandReply, ApiError> {
     let caller = ctx.caller.require(Permission::CasesUpdate)?;
     super::ensure_active_tenant(&state, caller.tenant_id).await?;
+    super::acting_user(&state, &ctx.caller).await?;
     let hash = fingerprint(InteractionBody::NAME, Some(case_id), &body);
     let case = match state.journal.state::<CaseStream>(caller.tenant_id, case_id).await? {
         None => Reference::Missing,

@@ -47,6 +47,7 @@ async fn attach(
     Versioned { body, .. }: Versioned<AttachBody>,
 ) -> Result<CommandReply, ApiError> {
     let caller = ctx.caller.require(Permission::CasesUpdate)?;
+    super::acting_user(&state, &ctx.caller).await?;
     let hash = fingerprint(AttachBody::NAME, Some(case_id), &body);
     let case = match state.journal.state::<CaseStream>(caller.tenant_id, case_id).await? {
         None => Reference::Missing,

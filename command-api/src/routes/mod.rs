@@ -133,6 +133,24 @@ pub(crate) async fn ensure_active_tenant(state: &AppState, tenant: uuid::Uuid) -
     }
 }
 
+/// Commands that record their caller as a case's creator, a task's author, a document's
+/// uploader or an interaction's agent need the caller to be an active user of the
+/// tenant: the read models reference users by key, and a locked account must not act.
+pub(crate) async fn acting_user(state: &AppState, caller: &runtime::auth::Caller) -> Result<(), ApiError> {
+    use events::reference::Reference;
+    match user_reference(state, caller.tenant_id, Some(caller.user_id)).await? {
+        Reference::Usable => Ok(()),
+        Reference::Missing => Err(ApiError::Forbidden(format!(
+            "the token's user {} is not a user of this tenant; log in as one of its users",
+            caller.user_id
+        ))),
+        Reference::Inactive => Err(ApiError::Forbidden(format!(
+            "the token's user {} is locked or inactive; an administrator can reactivate the account",
+            caller.user_id
+        ))),
+    }
+}
+
 /// What a reference to a user is: missing, not active, or usable (None is usable: nobody).
 pub(crate) async fn user_reference(
     state: &AppState,

@@ -68,6 +68,7 @@ async fn add(
     Versioned { body, .. }: Versioned<AddBody>,
 ) -> Result<CommandReply, ApiError> {
     let caller = ctx.caller.require(Permission::CasesUpdate)?;
+    super::acting_user(&state, &ctx.caller).await?;
     let hash = fingerprint(AddBody::NAME, Some(case_id), &body);
     let case = match state.journal.state::<CaseStream>(caller.tenant_id, case_id).await? {
         None => Reference::Missing,

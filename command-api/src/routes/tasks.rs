@@ -78,6 +78,7 @@ async fn create(
     Versioned { body, .. }: Versioned<CreateBody>,
 ) -> Result<CommandReply, ApiError> {
     let tenant = ctx.caller.require(Permission::CasesUpdate)?.tenant_id;
+    super::acting_user(&state, &ctx.caller).await?;
     let hash = fingerprint(CreateBody::NAME, Some(case_id), &body);
     let case = match state.journal.state::<CaseStream>(tenant, case_id).await? {
         None => Reference::Missing,

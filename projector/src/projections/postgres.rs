@@ -40,9 +40,10 @@ impl PostgresProjection {
         Self { pool, provisioned: Mutex::new(HashSet::new()), partitions: Mutex::new(HashSet::new()) }
     }
 
-    /// Events of different streams may arrive in any order across partitions, so a case
-    /// can arrive before its tenant: the schema is then created with a placeholder
-    /// tenant row that TenantProvisioned fills in.
+    /// A tenant's events arrive in journal order (one partition per tenant), but an event
+    /// can still precede its tenant's provisioning here (a journal from before tenant
+    /// keying, or a parked TenantProvisioned): the schema is then created with a
+    /// placeholder tenant row that TenantProvisioned fills in.
     async fn ensure_tenant(&self, tx: &mut Transaction<'_, Postgres>, tenant: Uuid) -> Result<(), sqlx::Error> {
         if self.provisioned.lock().map(|p| p.contains(&tenant)).unwrap_or(false) {
             return Ok(());
@@ -173,7 +174,8 @@ impl PostgresProjection {
                 .bind(env.stream_version)
                 .execute(&mut **tx)
                 .await?;
-                // Cases assigned before this event arrived (another partition) name the user now.
+                // Cases that named the user before their row existed (a log from before tenant
+                // keying) name them now.
                 sqlx::query(&format!(
                     "UPDATE {schema}.cases SET assigned_to_username = $2
                      WHERE assigned_to = $1 AND assigned_to_username IS DISTINCT FROM $2"
