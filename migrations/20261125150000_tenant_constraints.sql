@@ -1,6 +1,7 @@
 -- Migration: 20261125150000_tenant_constraints
 -- The seed's foreign keys (§2.1.2, §3.3.1) and tenant-scoped unique names (§3.3.2) on
--- every tenant schema, as a twelfth provisioning step.
+-- every tenant schema, and the seed's indexes earlier steps had folded into composites,
+-- as a twelfth provisioning step.
 --
 -- They hold because the relay keys messages by tenant: a tenant's events reach the
 -- projector in journal order, so a referenced row is always there first, and names are
@@ -56,6 +57,12 @@ DECLARE
     s TEXT := 'tenant_' || replace(p_tenant::text, '-', '');
 BEGIN
     PERFORM public.murima_provision_tenant_statistics(p_tenant);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS idx_cases_status ON %I.cases (tenant_id, status)', s);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS idx_cases_case_type_id ON %I.cases (case_type_id)', s);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS idx_interactions_tenant_id ON %I.interactions (tenant_id)', s);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS idx_interactions_timestamp ON %I.interactions (timestamp)', s);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS idx_documents_is_deleted ON %I.documents (is_deleted)', s);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS idx_tasks_due_date ON %I.tasks (due_date)', s);
     PERFORM public.murima_add_unique(s, 'users', 'users_email_tenant_unique', 'email, tenant_id');
     PERFORM public.murima_add_unique(s, 'teams', 'teams_name_tenant_unique', 'name, tenant_id');
     PERFORM public.murima_add_unique(s, 'case_types', 'case_types_name_tenant_unique', 'name, tenant_id');
