@@ -367,23 +367,38 @@ impl TestApp {
     /// Redis counters must equal a count over PostgreSQL.
     pub async fn assert_counters_match_postgres(&self) {
         let schema = runtime::tenancy::Tenancy(self.tenant_id).pg_schema();
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as(&format!("SELECT status, count(*) FROM {schema}.cases GROUP BY status"))
-                .fetch_all(&self.pool)
-                .await
-                .expect("count by status");
-        let by_status: serde_json::Map<String, Value> = rows.into_iter().map(|(s, n)| (s, json!(n))).collect();
-        let rows: Vec<(String, i64)> = sqlx::query_as(&format!(
-            "SELECT assigned_to::text, count(*) FROM {schema}.cases
-             WHERE assigned_to IS NOT NULL AND status NOT IN ('resolved', 'closed') GROUP BY assigned_to"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .expect("count by assignee");
-        let by_assignee: serde_json::Map<String, Value> = rows.into_iter().map(|(s, n)| (s, json!(n))).collect();
+        let count = |sql: String| async move {
+            let rows: Vec<(String, i64)> = sqlx::query_as(&sql).fetch_all(&self.pool).await.expect("count cases");
+            Value::Object(rows.into_iter().map(|(s, n)| (s, json!(n))).collect())
+        };
+        let open = "status NOT IN ('resolved', 'closed')";
+        let expected = [
+            ("cases_by_status", count(format!("SELECT status, count(*) FROM {schema}.cases GROUP BY 1")).await),
+            (
+                "open_cases_by_priority",
+                count(format!("SELECT priority, count(*) FROM {schema}.cases WHERE {open} GROUP BY 1")).await,
+            ),
+            (
+                "open_cases_by_assignee",
+                count(format!(
+                    "SELECT assigned_to::text, count(*) FROM {schema}.cases
+                     WHERE assigned_to IS NOT NULL AND {open} GROUP BY 1"
+                ))
+                .await,
+            ),
+            (
+                "open_cases_by_team",
+                count(format!(
+                    "SELECT assigned_team_id::text, count(*) FROM {schema}.cases
+                     WHERE assigned_team_id IS NOT NULL AND {open} GROUP BY 1"
+                ))
+                .await,
+            ),
+        ];
         let counters: Value = self.query("/v1/counters", &self.token).await.json().await.expect("counters");
-        assert_eq!(counters["cases_by_status"], Value::Object(by_status));
-        assert_eq!(counters["open_cases_by_assignee"], Value::Object(by_assignee));
+        for (name, counted) in expected {
+            assert_eq!(counters[name], counted, "{name}: Redis against PostgreSQL");
+        }
     }
 }
 

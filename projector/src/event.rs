@@ -119,3 +119,21 @@ impl Event {
         self.envelope.stream_version
     }
 }
+
+/// Events for unit tests: an envelope around a payload, as the relay would send it.
+#[cfg(test)]
+pub fn test_event(stream_type: &str, stream_version: i64, event_type: &str, payload: serde_json::Value) -> Event {
+    let tenant = uuid::Uuid::from_u128(0x01a2_1200_0000_7000_8000_0000_0000_0001);
+    let envelope = serde_json::json!({
+        "event_id": uuid::Uuid::from_u128(0x01a2_1200_0000_7000_8000_0000_0000_1000 + stream_version as u128),
+        "tenant_id": tenant, "stream_type": stream_type,
+        "stream_id": uuid::Uuid::from_u128(0x01a2_1200_0000_7000_8000_0000_0000_0002),
+        "stream_version": stream_version, "event_type": event_type, "schema_version": 1,
+        "occurred_at": "2026-11-20T09:00:00Z",
+        "actor": { "user_id": uuid::Uuid::from_u128(7), "role": "agent" },
+        "correlation_id": uuid::Uuid::from_u128(8), "causation_id": null,
+        "request": { "ip_address": "not-an-ip", "user_agent": "tests", "session_id": null, "request_id": null },
+        "position": stream_version, "payload": payload,
+    });
+    Event::from_payload(envelope.to_string().as_bytes()).expect("a decodable test event")
+}

@@ -19,6 +19,14 @@ async fn a_killed_projector_resumes_without_loss_or_duplicates() {
         .as_str()
         .unwrap()
         .to_owned();
+    let supervisor = app.token_for(app.tenant_id, runtime::auth::Role::Supervisor);
+    let team = app
+        .command(Method::POST, "/v1/teams", &supervisor, Some(json!({ "name": "Night shift" })))
+        .await
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()["id"]
+        .clone();
     let mut ids = Vec::new();
     for round in 0..3 {
         for i in 0..8 {
@@ -31,6 +39,17 @@ async fn a_killed_projector_resumes_without_loss_or_duplicates() {
                 Some(json!({ "assigned_to": agent })),
             )
             .await;
+            if i % 5 == 2 {
+                let r = app
+                    .command(
+                        Method::POST,
+                        &format!("/v1/cases/{id}/team"),
+                        &supervisor,
+                        Some(json!({ "team_id": team })),
+                    )
+                    .await;
+                assert!(r.status().is_success());
+            }
             if i % 4 == 1 {
                 let r = app
                     .command(

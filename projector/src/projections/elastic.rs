@@ -586,3 +586,76 @@ impl ElasticProjection {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::event::test_event;
+
+    #[test]
+    fn a_note_is_folded_from_its_events_and_kept_when_deleted() {
+        let added = test_event(
+            "note",
+            1,
+            "CaseNoteAdded",
+            json!({ "case_id": Uuid::from_u128(3), "author_id": Uuid::from_u128(7), "content": "Rang twice",
+                    "is_internal": true, "tags": ["call"], "attachments": [], "created_at": "2026-11-20T09:00:00Z" }),
+        );
+        let edited = test_event(
+            "note",
+            2,
+            "CaseNoteEdited",
+            json!({ "content": { "old": "Rang twice", "new": "Rang three times" }, "edited_at": "2026-11-20T10:00:00Z" }),
+        );
+        let deleted = test_event(
+            "note",
+            3,
+            "CaseNoteDeleted",
+            json!({ "case_id": Uuid::from_u128(3), "deleted_at": "2026-11-20T11:00:00Z" }),
+        );
+        let mut doc = None;
+        for event in [&added, &edited, &deleted] {
+            let (folded, entity) = Folded::of(event).unwrap();
+            assert_eq!(entity, NOTES);
+            doc = folded.fold(doc, event);
+        }
+        let doc = doc.unwrap();
+        assert_eq!(doc["content"], "Rang three times");
+        assert_eq!(doc["is_internal"], true);
+        assert_eq!(doc["deleted"], true);
+        assert_eq!(doc["version"], 3);
+        assert_eq!(doc["created_at"], "2026-11-20T09:00:00Z");
+        // An edit of a note this store never saw added folds into nothing (a gap).
+        let (folded, _) = Folded::of(&edited).unwrap();
+        assert_eq!(folded.fold(None, &edited), None);
+    }
+
+    #[test]
+    fn audit_documents_fit_the_seed_mapping() {
+        let event = test_event(
+            "case",
+            2,
+            "CaseUpdated",
+            json!({ "title": { "old": "A", "new": "B" }, "tags": { "old": [], "new": ["vip"] },
+                    "updated_at": "2026-11-20T09:00:00Z" }),
+        );
+        let doc = audit_document(&event);
+        assert_eq!(doc["entity_type"], "case");
+        assert_eq!(doc["timestamp"], "2026-11-20T09:00:00Z");
+        // `ip` fields take addresses only; structured values become their JSON text.
+        assert_eq!(doc["ip_address"], Value::Null);
+        let changes = doc["changes"].as_array().unwrap();
+        let tags = changes.iter().find(|c| c["field"] == "tags").unwrap();
+        assert_eq!(tags["new_value"], "[\"vip\"]");
+        let title = changes.iter().find(|c| c["field"] == "title").unwrap();
+        assert_eq!((title["old_value"].as_str(), title["new_value"].as_str()), (Some("A"), Some("B")));
+    }
+
+    #[test]
+    fn cases_suggest_their_title_and_number() {
+        let doc = json!({ "title": "Router down", "case_number": "CASE-000042" });
+        assert_eq!(case_suggest(&doc), json!({ "input": ["Router down", "CASE-000042"] }));
+    }
+}

@@ -275,3 +275,51 @@ impl Projection for RedisCountersProjection {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::event::test_event;
+
+    #[test]
+    fn an_assignment_moves_the_case_and_notifies_the_assignee_but_not_the_actor() {
+        let assignee = Uuid::from_u128(9);
+        let event = test_event(
+            "case",
+            2,
+            "CaseAssigned",
+            json!({ "assigned_to": { "old": null, "new": assignee }, "assigned_at": "2026-11-20T09:00:00Z" }),
+        );
+        let op = operation(&event).unwrap();
+        assert_eq!(op["v"], 2);
+        assert_eq!(op["assignee"], assignee.to_string());
+        assert!(op.get("status").is_none(), "unchanged fields stay absent");
+        assert_eq!(op["notify"]["user"], assignee.to_string());
+        assert_eq!(op["notify"]["body"]["type"], "case_assigned");
+
+        let actor = event.envelope.actor.user_id;
+        let self_assigned = test_event(
+            "case",
+            2,
+            "CaseAssigned",
+            json!({ "assigned_to": { "old": null, "new": actor }, "assigned_at": "2026-11-20T09:00:00Z" }),
+        );
+        assert_eq!(operation(&self_assigned).unwrap()["notify"], Value::Null);
+    }
+
+    #[test]
+    fn a_role_change_drops_the_permission_cache_and_a_login_marks_presence() {
+        let user = Uuid::from_u128(0x01a2_1200_0000_7000_8000_0000_0000_0002);
+        let changed = test_event(
+            "user",
+            2,
+            "UserRoleChanged",
+            json!({ "role": { "old": "agent", "new": "supervisor" }, "changed_at": "2026-11-20T09:00:00Z" }),
+        );
+        assert_eq!(operation(&changed).unwrap()["drop"], json!([format!("user:{user}:permissions")]));
+        let login = test_event("user", 3, "UserLoggedIn", json!({ "logged_in_at": "2026-11-20T09:00:00Z" }));
+        assert_eq!(operation(&login).unwrap()["online"], json!([user.to_string(), 1_795_165_200]));
+    }
+}
