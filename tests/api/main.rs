@@ -9,6 +9,7 @@ mod channels;
 mod concurrency;
 mod custom_fields;
 mod documents;
+mod entities;
 mod flow;
 mod isolation;
 mod notes;

@@ -6,8 +6,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use events::case::{Priority, Status};
 use runtime::auth::Caller;
@@ -19,7 +17,7 @@ use serde_json::{json, Value};
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{page_size, tenant_tx, AppState};
+use super::{decode_cursor, encode_cursor, missing_schema_is_empty, page_size, tenant_tx, AppState};
 use crate::consistency::{wait_until, WaitFor};
 
 pub fn router() -> Router<AppState> {
@@ -96,14 +94,6 @@ async fn held_version(pool: sqlx::PgPool, caller: Caller, schema: String, case: 
     Ok(v.unwrap_or(0))
 }
 
-/// A tenant whose schema the projector has not created yet simply has no cases.
-fn missing_schema_is_empty<T: Default>(e: sqlx::Error) -> Result<T, sqlx::Error> {
-    match &e {
-        sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("42P01") | Some("3F000")) => Ok(T::default()),
-        _ => Err(e),
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
@@ -114,18 +104,6 @@ struct ListQuery {
     cursor: Option<String>,
     #[allow(dead_code)]
     position: Option<String>,
-}
-
-/// The keyset cursor: the (created_at, id) of the last case on the previous page.
-fn encode_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}|{id}", created_at.to_rfc3339()))
-}
-
-fn decode_cursor(raw: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
-    let bad = || ApiError::BadRequest("the cursor is malformed; pass next_cursor from the previous page".into());
-    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad())?).map_err(|_| bad())?;
-    let (at, id) = text.split_once('|').ok_or_else(bad)?;
-    Ok((DateTime::parse_from_rfc3339(at).map_err(|_| bad())?.with_timezone(&Utc), id.parse().map_err(|_| bad())?))
 }
 
 async fn list(

@@ -1,0 +1,277 @@
+//! Lists and single reads of the tenant's configuration and people, from the relational
+//! read model (users, teams with members, case types, workflows, channels) and from
+//! MongoDB (custom field definitions, message templates); tenants for platform admins.
+//!
+//! Every list is newest first with a keyset cursor over (created_at, id) and a `Link`
+//! header; rows come out as JSON built by PostgreSQL (`to_jsonb`), minus secrets.
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Document};
+use runtime::auth::Caller;
+use runtime::extract::{ApiPath, ApiQuery};
+use runtime::tenancy::Tenancy;
+use runtime::ApiError;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::{decode_cursor, encode_cursor, missing_schema_is_empty, page_size, tenant_tx, AppState};
+
+/// A table of the tenant schema served as a resource.
+#[derive(Clone, Copy)]
+struct Table {
+    path: &'static str,
+    table: &'static str,
+    /// A JSON expression over the row `t`: what a client sees of it.
+    shape: &'static str,
+}
+
+const TABLES: [Table; 5] = [
+    Table { path: "users", table: "users", shape: "to_jsonb(t) - 'password_hash'" },
+    Table {
+        path: "teams",
+        table: "teams",
+        shape: "to_jsonb(t) || jsonb_build_object('members', COALESCE((
+                    SELECT jsonb_agg(jsonb_build_object('user_id', m.user_id, 'role', m.role, 'joined_at', m.joined_at)
+                                     ORDER BY m.joined_at, m.user_id)
+                    FROM {schema}.team_members m WHERE m.team_id = t.id), '[]'::jsonb))",
+    },
+    Table { path: "case-types", table: "case_types", shape: "to_jsonb(t)" },
+    Table { path: "workflows", table: "workflows", shape: "to_jsonb(t)" },
+    Table { path: "channels", table: "channels", shape: "to_jsonb(t)" },
+];
+
+/// A collection of the tenant's MongoDB documents served as a resource.
+#[derive(Clone, Copy)]
+struct Collection {
+    path: &'static str,
+    collection: &'static str,
+}
+
+const COLLECTIONS: [Collection; 2] = [
+    Collection { path: "custom-fields", collection: "custom_field_definitions" },
+    Collection { path: "message-templates", collection: "message_templates" },
+];
+
+pub fn router() -> Router<AppState> {
+    let mut router = Router::new().route("/v1/tenants", get(list_tenants)).route("/v1/tenants/{id}", get(get_tenant));
+    for table in TABLES {
+        router = router
+            .route(
+                &format!("/v1/{}", table.path),
+                get(move |state: State<AppState>, caller: Caller, q: ApiQuery<Page>| {
+                    list_rows(table, state, caller, q)
+                }),
+            )
+            .route(
+                &format!("/v1/{}/{{id}}", table.path),
+                get(move |state: State<AppState>, caller: Caller, id: ApiPath<Uuid>| get_row(table, state, caller, id)),
+            );
+    }
+    for collection in COLLECTIONS {
+        router = router
+            .route(
+                &format!("/v1/{}", collection.path),
+                get(move |state: State<AppState>, caller: Caller, q: ApiQuery<Page>| {
+                    list_documents(collection, state, caller, q)
+                }),
+            )
+            .route(
+                &format!("/v1/{}/{{id}}", collection.path),
+                get(move |state: State<AppState>, caller: Caller, id: ApiPath<Uuid>| {
+                    get_document(collection, state, caller, id)
+                }),
+            );
+    }
+    router
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// `{items, next_cursor}` and a `Link: rel="next"` header when there is more.
+fn page(path: &str, limit: i64, items: Vec<Value>, next_cursor: Option<String>) -> Response {
+    let mut response = Json(json!({ "items": items, "next_cursor": next_cursor })).into_response();
+    if let Some(cursor) = &next_cursor {
+        if let Ok(v) = HeaderValue::from_str(&format!("</v1/{path}?limit={limit}&cursor={cursor}>; rel=\"next\"")) {
+            response.headers_mut().insert(header::LINK, v);
+        }
+    }
+    response
+}
+
+/// The keyset cursor after the last item of a full page.
+fn cursor_after(items: &[Value], limit: i64, has_more: bool) -> Option<String> {
+    if !has_more {
+        return None;
+    }
+    let last = items.get(limit as usize - 1)?;
+    let at: DateTime<Utc> = serde_json::from_value(last["created_at"].clone()).ok()?;
+    let id: Uuid = serde_json::from_value(last["id"].clone()).ok()?;
+    Some(encode_cursor(at, id))
+}
+
+async fn list_rows(
+    table: Table,
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<Page>,
+) -> Result<Response, ApiError> {
+    let tenant = caller.tenant_member()?.tenant_id;
+    let schema = Tenancy(tenant).pg_schema();
+    let limit = page_size(q.limit, 25, 100)?;
+    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let shape = table.shape.replace("{schema}", &schema);
+    let (mut tx, _) = tenant_tx(&state.pool, caller).await?;
+    let rows: Vec<Value> = sqlx::query_scalar(&format!(
+        "SELECT {shape} FROM {schema}.{} t
+         WHERE t.tenant_id = $1 AND ($2::timestamptz IS NULL OR (t.created_at, t.id) < ($2, $3))
+         ORDER BY t.created_at DESC, t.id DESC LIMIT $4",
+        table.table
+    ))
+    .bind(tenant)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(limit + 1)
+    .fetch_all(&mut *tx)
+    .await
+    .or_else(missing_schema_is_empty)?;
+    let has_more = rows.len() as i64 > limit;
+    let next = cursor_after(&rows, limit, has_more);
+    Ok(page(table.path, limit, rows.into_iter().take(limit as usize).collect(), next))
+}
+
+async fn get_row(
+    table: Table,
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = caller.tenant_member()?.tenant_id;
+    let schema = Tenancy(tenant).pg_schema();
+    let shape = table.shape.replace("{schema}", &schema);
+    let (mut tx, _) = tenant_tx(&state.pool, caller).await?;
+    let row: Option<Value> =
+        sqlx::query_scalar(&format!("SELECT {shape} FROM {schema}.{} t WHERE t.id = $1", table.table))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .or_else(missing_schema_is_empty)?;
+    row.map(Json).ok_or_else(|| ApiError::NotFound(format!("{} {id} not found", table.path.trim_end_matches('s'))))
+}
+
+fn mongo_unavailable(e: mongodb::error::Error) -> ApiError {
+    tracing::error!(error = %e, "MongoDB read failed");
+    ApiError::Unavailable("the document store is not reachable".into())
+}
+
+/// BSON to plain JSON: `_id` becomes `id`, dates RFC 3339.
+fn document_json(mut doc: Document) -> Value {
+    let id = doc.remove("_id");
+    let mut value = serde_json::to_value(mongodb::bson::Bson::Document(doc).into_relaxed_extjson()).unwrap_or_default();
+    for field in ["created_at", "updated_at", "deleted_at"] {
+        if let Some(date) = value.get(field).and_then(|d| d.get("$date")).cloned() {
+            value[field] = date;
+        }
+    }
+    if let Some(id) = id {
+        value["id"] = json!(id.to_string().trim_matches('"'));
+    }
+    value
+}
+
+async fn list_documents(
+    collection: Collection,
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<Page>,
+) -> Result<Response, ApiError> {
+    let tenant = caller.tenant_member()?.tenant_id;
+    let limit = page_size(q.limit, 25, 100)?;
+    let coll = state.mongo.collection::<Document>(&Tenancy(tenant).mongo_collection(collection.collection));
+    // Ids are v7 UUIDs, so `_id` order is creation order; the cursor is the last id seen.
+    let mut filter = doc! { "tenant_id": tenant.to_string() };
+    if let Some(cursor) = &q.cursor {
+        let before: Uuid = cursor.parse().map_err(|_| {
+            ApiError::BadRequest("the cursor is malformed; pass next_cursor from the previous page".into())
+        })?;
+        filter.insert("_id", doc! { "$lt": before.to_string() });
+    }
+    let docs: Vec<Document> = coll
+        .find(filter)
+        .sort(doc! { "_id": -1 })
+        .limit(limit + 1)
+        .await
+        .map_err(mongo_unavailable)?
+        .try_collect()
+        .await
+        .map_err(mongo_unavailable)?;
+    let has_more = docs.len() as i64 > limit;
+    let items: Vec<Value> = docs.into_iter().take(limit as usize).map(document_json).collect();
+    let next = if has_more { items.last().and_then(|d| d["id"].as_str()).map(str::to_owned) } else { None };
+    Ok(page(collection.path, limit, items, next))
+}
+
+async fn get_document(
+    collection: Collection,
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = caller.tenant_member()?.tenant_id;
+    let coll = state.mongo.collection::<Document>(&Tenancy(tenant).mongo_collection(collection.collection));
+    let found = coll.find_one(doc! { "_id": id.to_string() }).await.map_err(mongo_unavailable)?;
+    found
+        .map(|d| Json(document_json(d)))
+        .ok_or_else(|| ApiError::NotFound(format!("{} {id} not found", collection.path.trim_end_matches('s'))))
+}
+
+/// Platform administrators list every tenant.
+async fn list_tenants(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<Page>,
+) -> Result<Response, ApiError> {
+    caller.platform_admin()?;
+    let limit = page_size(q.limit, 25, 100)?;
+    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let rows: Vec<Value> = sqlx::query_scalar(
+        "SELECT to_jsonb(t) FROM public.tenants t
+         WHERE $1::timestamptz IS NULL OR (t.created_at, t.id) < ($1, $2)
+         ORDER BY t.created_at DESC, t.id DESC LIMIT $3",
+    )
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(limit + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let has_more = rows.len() as i64 > limit;
+    let next = cursor_after(&rows, limit, has_more);
+    Ok(page("tenants", limit, rows.into_iter().take(limit as usize).collect(), next))
+}
+
+/// A tenant: platform administrators read any, a tenant's members their own.
+async fn get_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    if caller.platform_admin().is_err() && caller.tenant_member()?.tenant_id != id {
+        return Err(ApiError::NotFound(format!("tenant {id} not found")));
+    }
+    let row: Option<Value> = sqlx::query_scalar("SELECT to_jsonb(t) FROM public.tenants t WHERE t.id = $1")
+        .bind(id)
+        .fetch_optional(&state.pool)
+        .await?;
+    row.map(Json).ok_or_else(|| ApiError::NotFound(format!("tenant {id} not found")))
+}
