@@ -50,10 +50,12 @@ pub enum Permission {
     TemplatesManage,
     WorkflowsManage,
     CustomFieldsManage,
+    /// See internal notes written by others (everyone sees public notes and their own).
+    NotesViewInternal,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 14] = [
+    pub const ALL: [Permission; 15] = [
         Permission::CasesCreate,
         Permission::CasesUpdate,
         Permission::CasesAssign,
@@ -68,6 +70,7 @@ impl Permission {
         Permission::TemplatesManage,
         Permission::WorkflowsManage,
         Permission::CustomFieldsManage,
+        Permission::NotesViewInternal,
     ];
 
     pub fn parse(name: &str) -> Option<Self> {
@@ -110,6 +113,7 @@ impl Permission {
             Permission::TemplatesManage => "templates:manage",
             Permission::WorkflowsManage => "workflows:manage",
             Permission::CustomFieldsManage => "custom_fields:manage",
+            Permission::NotesViewInternal => "notes:view_internal",
         }
     }
 }
@@ -131,6 +135,7 @@ impl Role {
                         | CasesChangeStatus
                         | TeamsManage
                         | NotesModerate
+                        | NotesViewInternal
                         | TemplatesManage
                 )
             }

@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod broker_loss;
+mod case_reads;
 mod case_types;
 mod channels;
 mod concurrency;

@@ -1,15 +1,15 @@
-//! Cases from the relational read model: one case by id, and the filtered case list with
-//! keyset pagination (newest first, stable across pages).
+//! The case list from the relational read model: filters, sorts and keyset pagination
+//! that stays stable across pages.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use events::case::{Priority, Status};
 use runtime::auth::Caller;
-use runtime::extract::{ApiPath, ApiQuery};
+use runtime::extract::ApiQuery;
 use runtime::tenancy::Tenancy;
 use runtime::ApiError;
 use serde::Deserialize;
@@ -17,18 +17,22 @@ use serde_json::{json, Value};
 use sqlx::Row;
 use uuid::Uuid;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use super::case_detail::held_version;
 use super::{decode_cursor, encode_cursor, missing_schema_is_empty, page_size, tenant_tx, AppState};
 use crate::consistency::{wait_until, WaitFor};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/cases", get(list)).route("/v1/cases/{id}", get(detail))
+    Router::new().route("/v1/cases", get(list)).route("/v1/my/queue", get(queue))
 }
 
-const COLUMNS: &str = "id, tenant_id, case_number, title, description, status, priority, case_type_id, workflow_id,
+pub const COLUMNS: &str = "id, tenant_id, case_number, title, description, status, priority, case_type_id, workflow_id,
     current_stage_id, created_by, assigned_to, created_at, updated_at, due_date, custom_fields, tags, metadata, assigned_team_id, version,
     case_type_name, assigned_to_username, resolved_at";
 
-fn case_json(row: &sqlx::postgres::PgRow) -> Result<Value, sqlx::Error> {
+pub fn case_json(row: &sqlx::postgres::PgRow) -> Result<Value, sqlx::Error> {
     Ok(json!({
         "id": row.try_get::<Uuid, _>("id")?,
         "tenant_id": row.try_get::<Uuid, _>("tenant_id")?,
@@ -56,54 +60,116 @@ fn case_json(row: &sqlx::postgres::PgRow) -> Result<Value, sqlx::Error> {
     }))
 }
 
-async fn detail(
-    State(state): State<AppState>,
-    caller: Caller,
-    WaitFor(token): WaitFor,
-    ApiPath(id): ApiPath<Uuid>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let tenant = caller.tenant_member()?.tenant_id;
-    let schema = Tenancy(tenant).pg_schema();
-    wait_until(token, state.read_wait, |t| held_version(state.pool.clone(), caller, schema.clone(), t.stream_id))
-        .await?;
-    let (mut tx, _) = tenant_tx(&state.pool, caller).await?;
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM {schema}.cases WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .or_else(missing_schema_is_empty)?
-        .ok_or_else(|| ApiError::NotFound(format!("case {id} not found")))?;
-    let case = case_json(&row)?;
-    super::presence::record_view(&state, caller, id).await;
-    let etag = format!("\"{}\"", case["version"]);
-    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Sort {
+    /// Newest first (the default).
+    #[default]
+    Created,
+    /// Most recently changed first.
+    Updated,
+    /// Soonest due first; cases without a due date last.
+    Due,
+    /// Most urgent first, then newest.
+    Priority,
+}
+
+impl Sort {
+    /// The key expression, its SQL type, and whether it runs descending.
+    fn key(self) -> (&'static str, &'static str, bool) {
+        match self {
+            Sort::Created => ("created_at", "timestamptz", true),
+            Sort::Updated => ("updated_at", "timestamptz", true),
+            Sort::Due => ("COALESCE(due_date, 'infinity'::timestamptz)", "timestamptz", false),
+            Sort::Priority => {
+                ("(CASE priority WHEN 'urgent' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2 ELSE 1 END)", "int", true)
+            }
+        }
     }
-    Ok(([(header::ETAG, etag)], Json(case)).into_response())
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Sort::Created => "created",
+            Sort::Updated => "updated",
+            Sort::Due => "due",
+            Sort::Priority => "priority",
+        }
+    }
 }
 
-/// The version of a case the relational read model holds (0: not there yet).
-async fn held_version(pool: sqlx::PgPool, caller: Caller, schema: String, case: Uuid) -> Result<i64, ApiError> {
-    let (mut tx, _) = tenant_tx(&pool, caller).await?;
-    let v: Option<i64> = sqlx::query_scalar(&format!("SELECT version FROM {schema}.cases WHERE id = $1"))
-        .bind(case)
-        .fetch_optional(&mut *tx)
-        .await
-        .or_else(missing_schema_is_empty)?;
-    Ok(v.unwrap_or(0))
-}
-
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     status: Option<Status>,
     priority: Option<Priority>,
+    case_type_id: Option<Uuid>,
     assigned_to: Option<Uuid>,
+    team_id: Option<Uuid>,
+    tag: Option<String>,
+    created_from: Option<DateTime<Utc>>,
+    created_to: Option<DateTime<Utc>>,
+    due_from: Option<DateTime<Utc>>,
+    due_to: Option<DateTime<Utc>>,
+    /// Custom-field equality as a JSON object, e.g. `{"customer_id":"C-0042"}` (GIN containment).
+    custom_fields: Option<String>,
+    /// Free text over title (weight A) and description (weight B), web-search syntax.
+    q: Option<String>,
+    #[serde(default)]
+    sort: Sort,
     limit: Option<i64>,
     cursor: Option<String>,
     #[allow(dead_code)]
     position: Option<String>,
+}
+
+/// A list cursor: the sort it belongs to, and the last row's sort key and id.
+fn encode_list_cursor(sort: Sort, key: &str, id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}|{key}|{id}", sort.as_str()))
+}
+
+fn decode_list_cursor(raw: &str, sort: Sort) -> Result<(String, Uuid), ApiError> {
+    let bad = || ApiError::BadRequest("the cursor is malformed; pass next_cursor from the previous page".into());
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad())?).map_err(|_| bad())?;
+    let mut parts = text.splitn(3, '|');
+    let (Some(for_sort), Some(key), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    if for_sort != sort.as_str() {
+        return Err(ApiError::BadRequest(format!(
+            "the cursor belongs to sort={for_sort}; keep the sort of the first page (sort={})",
+            sort.as_str()
+        )));
+    }
+    Ok((key.to_owned(), id.parse().map_err(|_| bad())?))
+}
+
+/// The query string of a list without its cursor, for the `Link` header.
+fn list_link(q: &ListQuery, limit: i64, cursor: &str) -> String {
+    let mut pairs = url::form_urlencoded::Serializer::new(String::new());
+    let text = |v: &Option<Uuid>| v.map(|u| u.to_string());
+    let time = |v: &Option<DateTime<Utc>>| v.map(|t| t.to_rfc3339());
+    for (name, value) in [
+        ("status", q.status.map(|s| s.as_str().to_owned())),
+        ("priority", q.priority.map(|p| p.as_str().to_owned())),
+        ("case_type_id", text(&q.case_type_id)),
+        ("assigned_to", text(&q.assigned_to)),
+        ("team_id", text(&q.team_id)),
+        ("tag", q.tag.clone()),
+        ("created_from", time(&q.created_from)),
+        ("created_to", time(&q.created_to)),
+        ("due_from", time(&q.due_from)),
+        ("due_to", time(&q.due_to)),
+        ("custom_fields", q.custom_fields.clone()),
+        ("q", q.q.clone()),
+        ("sort", Some(q.sort.as_str().to_owned())),
+        ("limit", Some(limit.to_string())),
+        ("cursor", Some(cursor.to_owned())),
+    ] {
+        if let Some(v) = value {
+            pairs.append_pair(name, &v);
+        }
+    }
+    format!("/v1/cases?{}", pairs.finish())
 }
 
 async fn list(
@@ -115,28 +181,64 @@ async fn list(
     let tenant = caller.tenant_member()?.tenant_id;
     let schema = Tenancy(tenant).pg_schema();
     let limit = page_size(q.limit, 25, 100)?;
-    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let after = q.cursor.as_deref().map(|c| decode_list_cursor(c, q.sort)).transpose()?;
+    let custom: Option<Value> = match &q.custom_fields {
+        None => None,
+        Some(raw) => match serde_json::from_str::<Value>(raw) {
+            Ok(Value::Object(map)) => Some(Value::Object(map)),
+            _ => {
+                return Err(ApiError::BadRequest(
+                    "custom_fields must be a JSON object of field values, e.g. {\"customer_id\":\"C-0042\"}".into(),
+                ))
+            }
+        },
+    };
+    if let Some(text) = &q.q {
+        if text.trim().is_empty() || text.len() > 256 {
+            return Err(ApiError::BadRequest("q must be 1 to 256 characters of search text".into()));
+        }
+    }
     wait_until(token, state.read_wait, |t| held_version(state.pool.clone(), caller, schema.clone(), t.stream_id))
         .await?;
 
+    let (key, key_type, descending) = q.sort.key();
+    let (cmp, direction) = if descending { ("<", "DESC") } else { (">", "ASC") };
     let (mut tx, _) = tenant_tx(&state.pool, caller).await?;
-    // Filters are bound as nullable parameters: one plan shape, no string building from input.
+    // Filters are bound as nullable parameters: a fixed statement per sort, no input in SQL.
     let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM {schema}.cases
+        "SELECT {COLUMNS}, ({key})::text AS sort_key FROM {schema}.cases
          WHERE tenant_id = $1
            AND ($2::text IS NULL OR status = $2)
            AND ($3::text IS NULL OR priority = $3)
-           AND ($4::uuid IS NULL OR assigned_to = $4)
-           AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6))
-         ORDER BY created_at DESC, id DESC
-         LIMIT $7"
+           AND ($4::uuid IS NULL OR case_type_id = $4)
+           AND ($5::uuid IS NULL OR assigned_to = $5)
+           AND ($6::uuid IS NULL OR assigned_team_id = $6)
+           AND ($7::text IS NULL OR tags @> ARRAY[$7]::text[])
+           AND ($8::timestamptz IS NULL OR created_at >= $8)
+           AND ($9::timestamptz IS NULL OR created_at < $9)
+           AND ($10::timestamptz IS NULL OR due_date >= $10)
+           AND ($11::timestamptz IS NULL OR due_date < $11)
+           AND ($12::jsonb IS NULL OR custom_fields @> $12)
+           AND ($13::text IS NULL OR search_vector @@ websearch_to_tsquery('english', $13))
+           AND ($14::text IS NULL OR ({key}, id) {cmp} ($14::{key_type}, $15::uuid))
+         ORDER BY {key} {direction}, id {direction}
+         LIMIT $16"
     ))
     .bind(tenant)
     .bind(q.status.map(Status::as_str))
     .bind(q.priority.map(Priority::as_str))
+    .bind(q.case_type_id)
     .bind(q.assigned_to)
-    .bind(after.map(|a| a.0))
-    .bind(after.map(|a| a.1))
+    .bind(q.team_id)
+    .bind(&q.tag)
+    .bind(q.created_from)
+    .bind(q.created_to)
+    .bind(q.due_from)
+    .bind(q.due_to)
+    .bind(custom)
+    .bind(&q.q)
+    .bind(after.as_ref().map(|a| a.0.clone()))
+    .bind(after.as_ref().map(|a| a.1))
     .bind(limit + 1)
     .fetch_all(&mut *tx)
     .await
@@ -146,24 +248,81 @@ async fn list(
     let items = rows.iter().take(limit as usize).map(case_json).collect::<Result<Vec<_>, _>>()?;
     let next_cursor = if has_more {
         rows.get(limit as usize - 1)
-            .map(|r| -> Result<String, sqlx::Error> { Ok(encode_cursor(r.try_get("created_at")?, r.try_get("id")?)) })
+            .map(|r| -> Result<String, sqlx::Error> {
+                Ok(encode_list_cursor(q.sort, &r.try_get::<String, _>("sort_key")?, r.try_get("id")?))
+            })
             .transpose()?
     } else {
         None
     };
     let mut response = Json(json!({ "items": items, "next_cursor": next_cursor })).into_response();
     if let Some(cursor) = &next_cursor {
-        let mut link = format!("/v1/cases?limit={limit}&cursor={cursor}");
-        for (name, value) in [
-            ("status", q.status.map(|s| s.as_str().to_owned())),
-            ("priority", q.priority.map(|p| p.as_str().to_owned())),
-            ("assigned_to", q.assigned_to.map(|a| a.to_string())),
-        ] {
-            if let Some(v) = value {
-                link.push_str(&format!("&{name}={v}"));
-            }
+        if let Ok(v) = HeaderValue::from_str(&format!("<{}>; rel=\"next\"", list_link(&q, limit, cursor))) {
+            response.headers_mut().insert(header::LINK, v);
         }
-        if let Ok(v) = HeaderValue::from_str(&format!("<{link}>; rel=\"next\"")) {
+    }
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueQuery {
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// The moment a case's clock runs out: its SLA resolution target, else its due date.
+const URGENCY: &str =
+    "COALESCE((metadata->'sla'->>'resolution_due')::timestamptz, due_date, '9999-12-31T00:00:00Z'::timestamptz)";
+
+/// "My queue": open cases assigned to the caller or to one of their teams, the one whose
+/// SLA runs out first on top (then the most urgent priority, then the oldest).
+async fn queue(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<QueueQuery>,
+) -> Result<Response, ApiError> {
+    let tenant = caller.tenant_member()?.tenant_id;
+    let schema = Tenancy(tenant).pg_schema();
+    let limit = page_size(q.limit, 25, 100)?;
+    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let (mut tx, _) = tenant_tx(&state.pool, caller).await?;
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS}, {URGENCY} AS urgency FROM {schema}.cases
+         WHERE tenant_id = $1
+           AND status NOT IN ('resolved', 'closed')
+           AND (assigned_to = $2 OR assigned_team_id IN
+                (SELECT team_id FROM {schema}.team_members WHERE user_id = $2))
+           AND ($3::timestamptz IS NULL OR ({URGENCY}, id) > ($3, $4))
+         ORDER BY {URGENCY}, id
+         LIMIT $5"
+    ))
+    .bind(tenant)
+    .bind(caller.user_id)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(limit + 1)
+    .fetch_all(&mut *tx)
+    .await
+    .or_else(missing_schema_is_empty)?;
+    let has_more = rows.len() as i64 > limit;
+    let mut items = Vec::with_capacity(rows.len().min(limit as usize));
+    let now = Utc::now();
+    for row in rows.iter().take(limit as usize) {
+        let mut case = case_json(row)?;
+        case["sla"] = super::case_detail::sla_state(&case, now);
+        items.push(case);
+    }
+    let next_cursor = if has_more {
+        rows.get(limit as usize - 1)
+            .map(|r| -> Result<String, sqlx::Error> { Ok(encode_cursor(r.try_get("urgency")?, r.try_get("id")?)) })
+            .transpose()?
+    } else {
+        None
+    };
+    let mut response = Json(json!({ "items": items, "next_cursor": next_cursor })).into_response();
+    if let Some(cursor) = &next_cursor {
+        if let Ok(v) = HeaderValue::from_str(&format!("</v1/my/queue?limit={limit}&cursor={cursor}>; rel=\"next\"")) {
             response.headers_mut().insert(header::LINK, v);
         }
     }

@@ -176,7 +176,7 @@ fn mongo_unavailable(e: mongodb::error::Error) -> ApiError {
 }
 
 /// BSON to plain JSON: `_id` becomes `id`, dates RFC 3339.
-fn document_json(mut doc: Document) -> Value {
+pub fn document_json(mut doc: Document) -> Value {
     let id = doc.remove("_id");
     let mut value = serde_json::to_value(mongodb::bson::Bson::Document(doc).into_relaxed_extjson()).unwrap_or_default();
     for field in ["created_at", "updated_at", "deleted_at"] {

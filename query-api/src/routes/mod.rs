@@ -1,8 +1,10 @@
 //! Read endpoints, one module per read model family.
 
 mod audit;
+mod case_detail;
 mod case_list;
 mod counters;
+mod dashboard;
 mod entities;
 mod presence;
 mod search;
@@ -37,11 +39,13 @@ impl FromRef<AppState> for JwtKeys {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(case_list::router())
+        .merge(case_detail::router())
         .merge(audit::router())
         .merge(search::router())
         .merge(counters::router())
         .merge(presence::router())
         .merge(entities::router())
+        .merge(dashboard::router())
         .with_state(state)
 }
 

@@ -1,0 +1,258 @@
+//! One case with everything an agent needs on one screen: the case (cached in Redis under
+//! the seed's key, seed §6.3.1), its interactions, tasks, documents and notes, and its
+//! SLA state. Internal notes are shown to holders of `notes:view_internal` and to their
+//! authors only.
+//!
+//! The cache holds the case row as JSON with its version. The Redis projection records
+//! the latest version of every case it has seen (`projection:counted_cases`), so a cached
+//! copy older than that, or older than the request's position token, is never served:
+//! the row is read again and the cache refreshed (version-based invalidation, seed
+//! §6.2.3, on top of the projector dropping the key on every case event).
+
+use std::hash::{Hash, Hasher};
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Document};
+use runtime::auth::{Caller, Permission};
+use runtime::extract::ApiPath;
+use runtime::tenancy::Tenancy;
+use runtime::ApiError;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::case_list::{case_json, COLUMNS};
+use super::{missing_schema_is_empty, tenant_tx, AppState};
+use crate::consistency::{wait_until, WaitFor};
+
+/// How long a cached case lives (seed §2.3.2: 30 minutes).
+const CASE_CACHE_TTL_SECS: i64 = 1800;
+/// Related items shown with a case, newest first.
+const RELATED: i64 = 50;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/cases/{id}", get(detail))
+}
+
+async fn detail(
+    State(state): State<AppState>,
+    caller: Caller,
+    WaitFor(token): WaitFor,
+    ApiPath(id): ApiPath<Uuid>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let tenant = caller.tenant_member()?.tenant_id;
+    let schema = Tenancy(tenant).pg_schema();
+    let wanted = token.as_ref().map(|t| t.version).unwrap_or(0);
+    wait_until(token, state.read_wait, |t| held_version(state.pool.clone(), caller, schema.clone(), t.stream_id))
+        .await?;
+    let mut case = cached_case(&state, caller, id, wanted).await?;
+    let related = Related::load(&state, caller, id).await?;
+    super::presence::record_view(&state, caller, id).await;
+
+    case["sla"] = sla_state(&case, Utc::now());
+    case["interactions"] = related.interactions;
+    case["tasks"] = related.tasks;
+    case["documents"] = related.documents;
+    case["notes"] = related.notes;
+    // The case's version and a digest of everything shown with it.
+    let mut digest = std::collections::hash_map::DefaultHasher::new();
+    case.to_string().hash(&mut digest);
+    let etag = format!("\"{}-{:016x}\"", case["version"], digest.finish());
+    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    Ok(([(header::ETAG, etag)], Json(case)).into_response())
+}
+
+/// The version of a case the relational read model holds (0: not there yet).
+pub async fn held_version(pool: sqlx::PgPool, caller: Caller, schema: String, case: Uuid) -> Result<i64, ApiError> {
+    let (mut tx, _) = tenant_tx(&pool, caller).await?;
+    let v: Option<i64> = sqlx::query_scalar(&format!("SELECT version FROM {schema}.cases WHERE id = $1"))
+        .bind(case)
+        .fetch_optional(&mut *tx)
+        .await
+        .or_else(missing_schema_is_empty)?;
+    Ok(v.unwrap_or(0))
+}
+
+/// The case row, from the cache when it is at least as new as anything seen, else from
+/// PostgreSQL (refreshing the cache). Redis trouble only costs the cache, never the read.
+async fn cached_case(state: &AppState, caller: Caller, id: Uuid, wanted: i64) -> Result<Value, ApiError> {
+    let t = Tenancy(caller.tenant_id);
+    let key = t.redis_case_cache(id);
+    let mut redis = state.redis.clone();
+    let cached: redis::RedisResult<(Option<String>, Option<i64>, Option<String>)> = redis::pipe()
+        .hget(&key, "body")
+        .hget(&key, "version")
+        .hget(t.redis_counted_cases(), id.to_string())
+        .query_async(&mut redis)
+        .await;
+    match cached {
+        Ok((Some(body), Some(version), counted)) => {
+            let latest = counted.and_then(|c| c.split('|').next()?.parse::<i64>().ok()).unwrap_or(0);
+            if version >= latest.max(wanted) {
+                if let Ok(case) = serde_json::from_str::<Value>(&body) {
+                    return Ok(case);
+                }
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "reading the case cache failed; reading PostgreSQL"),
+    }
+    let schema = t.pg_schema();
+    let (mut tx, _) = tenant_tx(&state.pool, caller).await?;
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM {schema}.cases WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .or_else(missing_schema_is_empty)?
+        .ok_or_else(|| ApiError::NotFound(format!("case {id} not found")))?;
+    let case = case_json(&row)?;
+    let stored: redis::RedisResult<()> = redis::pipe()
+        .hset(&key, "body", case.to_string())
+        .ignore()
+        .hset(&key, "version", case["version"].as_i64().unwrap_or(0))
+        .ignore()
+        .expire(&key, CASE_CACHE_TTL_SECS)
+        .ignore()
+        .query_async(&mut redis)
+        .await;
+    if let Err(e) = stored {
+        tracing::warn!(error = %e, "writing the case cache failed");
+    }
+    Ok(case)
+}
+
+/// Due times, whether the case is past them, and the time left, from the case's SLA
+/// (its workflow's targets) or else its due date. Resolved and closed cases run no clock.
+pub fn sla_state(case: &Value, now: DateTime<Utc>) -> Value {
+    let at = |v: &Value| serde_json::from_value::<DateTime<Utc>>(v.clone()).ok();
+    let sla = &case["sla"];
+    let first_response_due = at(&sla["first_response_due"]);
+    let resolution_due = at(&sla["resolution_due"]).or_else(|| at(&case["due_date"]));
+    let running = !matches!(case["status"].as_str(), Some("resolved" | "closed"));
+    let left = |due: Option<DateTime<Utc>>| due.filter(|_| running).map(|d| (d - now).num_seconds());
+    json!({
+        "first_response_due": first_response_due,
+        "resolution_due": resolution_due,
+        "running": running,
+        "breached": left(resolution_due).is_some_and(|s| s < 0),
+        "seconds_left": left(resolution_due),
+        "first_response_seconds_left": left(first_response_due),
+    })
+}
+
+/// The newest related items of a case, each list with `has_more`.
+struct Related {
+    interactions: Value,
+    tasks: Value,
+    documents: Value,
+    notes: Value,
+}
+
+fn bounded(mut items: Vec<Value>) -> Value {
+    let has_more = items.len() as i64 > RELATED;
+    items.truncate(RELATED as usize);
+    json!({ "items": items, "has_more": has_more })
+}
+
+impl Related {
+    async fn load(state: &AppState, caller: Caller, case: Uuid) -> Result<Self, ApiError> {
+        let schema = Tenancy(caller.tenant_id).pg_schema();
+        let (mut tx, tenant) = tenant_tx(&state.pool, caller).await?;
+        let mut lists = Vec::with_capacity(3);
+        for sql in [
+            format!(
+                "SELECT to_jsonb(i) FROM {schema}.interactions i WHERE tenant_id = $1 AND case_id = $2
+                 ORDER BY timestamp DESC, id DESC LIMIT $3"
+            ),
+            format!(
+                "SELECT to_jsonb(t) FROM {schema}.tasks t WHERE tenant_id = $1 AND case_id = $2
+                 ORDER BY created_at DESC, id DESC LIMIT $3"
+            ),
+            format!(
+                "SELECT to_jsonb(d) FROM {schema}.documents d WHERE tenant_id = $1 AND case_id = $2 AND NOT is_deleted
+                 ORDER BY uploaded_at DESC, id DESC LIMIT $3"
+            ),
+        ] {
+            let rows: Vec<Value> = sqlx::query_scalar(&sql)
+                .bind(tenant)
+                .bind(case)
+                .bind(RELATED + 1)
+                .fetch_all(&mut *tx)
+                .await
+                .or_else(missing_schema_is_empty)?;
+            lists.push(bounded(rows));
+        }
+        let notes = bounded(visible_notes(state, caller, case).await?);
+        let mut lists = lists.into_iter();
+        Ok(Self {
+            interactions: lists.next().unwrap_or_default(),
+            tasks: lists.next().unwrap_or_default(),
+            documents: lists.next().unwrap_or_default(),
+            notes,
+        })
+    }
+}
+
+/// The case's notes, not deleted, newest first; internal ones only for those allowed.
+async fn visible_notes(state: &AppState, caller: Caller, case: Uuid) -> Result<Vec<Value>, ApiError> {
+    let coll = state.mongo.collection::<Document>(&Tenancy(caller.tenant_id).mongo_collection("case_notes"));
+    let mut filter = doc! {
+        "tenant_id": caller.tenant_id.to_string(),
+        "case_id": case.to_string(),
+        "deleted_at": { "$exists": false },
+    };
+    if caller.require(Permission::NotesViewInternal).is_err() {
+        filter.insert("$or", vec![doc! { "is_internal": false }, doc! { "user_id": caller.user_id.to_string() }]);
+    }
+    let unavailable = |e: mongodb::error::Error| {
+        tracing::error!(error = %e, "MongoDB read failed");
+        ApiError::Unavailable("the notes store is not reachable".into())
+    };
+    let docs: Vec<Document> = coll
+        .find(filter)
+        .sort(doc! { "created_at": -1, "_id": -1 })
+        .limit(RELATED + 1)
+        .await
+        .map_err(unavailable)?
+        .try_collect()
+        .await
+        .map_err(unavailable)?;
+    Ok(docs.into_iter().map(super::entities::document_json).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn sla_state_counts_down_and_stops_when_resolved() {
+        let now: DateTime<Utc> = "2026-11-20T10:00:00Z".parse().unwrap();
+        let mut case = json!({
+            "status": "open",
+            "due_date": null,
+            "sla": { "first_response_due": "2026-11-20T09:30:00Z", "resolution_due": "2026-11-20T12:00:00Z" },
+        });
+        let sla = sla_state(&case, now);
+        assert_eq!(sla["seconds_left"], 7200);
+        assert_eq!(sla["first_response_seconds_left"], -1800);
+        assert_eq!(sla["breached"], false);
+        case["sla"]["resolution_due"] = json!("2026-11-20T09:00:00Z");
+        assert_eq!(sla_state(&case, now)["breached"], true);
+        case["status"] = json!("resolved");
+        let stopped = sla_state(&case, now);
+        assert_eq!((stopped["running"].clone(), stopped["breached"].clone()), (json!(false), json!(false)));
+        // Without a workflow SLA the case's due date is the resolution target.
+        let plain = json!({ "status": "open", "due_date": "2026-11-21T10:00:00Z", "sla": null });
+        assert_eq!(sla_state(&plain, now)["seconds_left"], 86400);
+    }
+}

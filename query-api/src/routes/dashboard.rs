@@ -1,0 +1,89 @@
+//! Dashboard figures: case statistics from the materialized view (seed §8.4.1) and a
+//! daily series of opened and resolved cases.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use runtime::auth::Caller;
+use runtime::extract::ApiQuery;
+use runtime::tenancy::Tenancy;
+use runtime::ApiError;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{missing_schema_is_empty, tenant_tx, AppState};
+
+/// The longest daily series one request may ask for.
+const MAX_DAYS: i64 = 366;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/dashboard/statistics", get(statistics)).route("/v1/dashboard/daily", get(daily))
+}
+
+/// This month's cases by type and status with the average hours to resolve, as of the
+/// view's last refresh (every `MURIMA_STATISTICS_REFRESH_SECS`).
+async fn statistics(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let schema = Tenancy(caller.tenant_member()?.tenant_id).pg_schema();
+    // The view is the tenant's own (its schema); it holds no other tenant's rows.
+    let rows: Vec<Value> = sqlx::query_scalar(&format!(
+        "SELECT jsonb_build_object('case_type_id', case_type_id, 'case_type_name', case_type_name,
+                'status', status, 'case_count', case_count, 'avg_time_hours', avg_time_hours)
+         FROM {schema}.case_statistics ORDER BY case_type_name, status"
+    ))
+    .fetch_all(&state.pool)
+    .await
+    .or_else(missing_schema_is_empty)?;
+    Ok(Json(json!({ "items": rows })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DailyQuery {
+    /// First day (UTC), default 29 days before `to`.
+    from: Option<NaiveDate>,
+    /// Last day (UTC), default today.
+    to: Option<NaiveDate>,
+}
+
+/// Cases opened and resolved per UTC day, every day of the range present (zeros too).
+async fn daily(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<DailyQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let to = q.to.unwrap_or_else(|| Utc::now().date_naive());
+    let from = q.from.unwrap_or(to - Duration::days(29));
+    let days = (to - from).num_days() + 1;
+    if !(1..=MAX_DAYS).contains(&days) {
+        return Err(ApiError::BadRequest(format!(
+            "from must not be after to, and the range at most {MAX_DAYS} days (got {days})"
+        )));
+    }
+    let start: DateTime<Utc> = from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+    let end = start + Duration::days(days);
+    let schema = Tenancy(caller.tenant_member()?.tenant_id).pg_schema();
+    let (mut tx, tenant) = tenant_tx(&state.pool, caller).await?;
+    let rows: Vec<(NaiveDate, i64, i64)> = sqlx::query_as(&format!(
+        "WITH days AS (SELECT generate_series($2::date, $3::date, '1 day')::date AS day),
+              opened AS (SELECT (created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n FROM {schema}.cases
+                         WHERE tenant_id = $1 AND created_at >= $4 AND created_at < $5 GROUP BY 1),
+              resolved AS (SELECT (resolved_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n FROM {schema}.cases
+                           WHERE tenant_id = $1 AND resolved_at >= $4 AND resolved_at < $5 GROUP BY 1)
+         SELECT d.day, COALESCE(o.n, 0), COALESCE(r.n, 0)
+         FROM days d LEFT JOIN opened o USING (day) LEFT JOIN resolved r USING (day) ORDER BY d.day"
+    ))
+    .bind(tenant)
+    .bind(from)
+    .bind(to)
+    .bind(start)
+    .bind(end)
+    .fetch_all(&mut *tx)
+    .await
+    .or_else(missing_schema_is_empty)?;
+    let items: Vec<Value> = rows
+        .into_iter()
+        .map(|(day, opened, resolved)| json!({ "day": day, "opened": opened, "resolved": resolved }))
+        .collect();
+    Ok(Json(json!({ "from": from, "to": to, "items": items })))
+}
