@@ -77,6 +77,11 @@ impl Permission {
         Self::ALL.into_iter().find(|p| p.as_str() == name)
     }
 
+    /// A set of permissions as the bits `Caller::grants` holds.
+    pub fn bits(permissions: &[Permission]) -> u32 {
+        permissions.iter().fold(0, |bits, p| bits | p.bit())
+    }
+
     fn bit(self) -> u32 {
         1 << Self::ALL.iter().position(|p| *p == self).unwrap_or(31)
     }

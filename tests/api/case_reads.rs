@@ -120,7 +120,6 @@ async fn cases_filter_sort_and_page_stably() {
 async fn the_case_screen_shows_related_items_and_never_a_stale_case() {
     let app = TestApp::spawn().await;
     let admin = app.token_for(app.tenant_id, Role::Admin);
-    let supervisor = app.token_for(app.tenant_id, Role::Supervisor);
     let colleague = app.create_user("colleague", "agent").await;
     let colleague_token = app.keys.issue(colleague, app.tenant_id, Role::Agent, chrono::Duration::hours(1));
     let (case, _) =
@@ -175,8 +174,24 @@ async fn the_case_screen_shows_related_items_and_never_a_stale_case() {
     let contents: HashSet<&str> =
         screen["notes"]["items"].as_array().unwrap().iter().map(|n| n["content"].as_str().unwrap()).collect();
     assert_eq!(contents, HashSet::from(["internal by me", "public by me"]));
-    let as_supervisor: Value = app.query(&format!("/v1/cases/{case}"), &supervisor).await.json().await.unwrap();
+    let lead = app.create_user("lead", "supervisor").await;
+    let lead_token = app.keys.issue(lead, app.tenant_id, Role::Supervisor, chrono::Duration::hours(1));
+    let as_supervisor: Value = app.query(&format!("/v1/cases/{case}"), &lead_token).await.json().await.unwrap();
     assert_eq!(as_supervisor["notes"]["items"].as_array().unwrap().len(), 3, "supervisors see internal notes");
+    // Rights are the user's current ones: a token claiming more than the user has gets
+    // what the user has, and a locked account reads nothing.
+    let claims_more = app.keys.issue(colleague, app.tenant_id, Role::Supervisor, chrono::Duration::hours(1));
+    let as_colleague: Value = app.query(&format!("/v1/cases/{case}"), &claims_more).await.json().await.unwrap();
+    assert_eq!(as_colleague["notes"]["items"].as_array().unwrap().len(), 2, "public and their own");
+    let r = app
+        .command(Method::POST, &format!("/v1/users/{lead}/status"), &admin, Some(json!({ "status": "locked" })))
+        .await;
+    assert!(r.status().is_success());
+    eventually("the locked supervisor to be refused", || async {
+        let status = app.query(&format!("/v1/cases/{case}"), &lead_token).await.status();
+        (status == StatusCode::FORBIDDEN).then_some(())
+    })
+    .await;
     assert_eq!(screen["sla"]["running"], true);
     assert_eq!(screen["sla"]["breached"], false);
     assert!(screen["sla"]["seconds_left"].as_i64().unwrap() > 0);

@@ -17,6 +17,7 @@ mod notes;
 mod parking;
 mod projector_crash;
 mod read_models;
+mod searching;
 mod tasks;
 mod teams;
 mod templates;

@@ -1,4 +1,4 @@
-//! A case's audit trail from MongoDB, newest first, paginated by entity version.
+//! The audit trail of any entity from MongoDB, newest first, paginated by entity version.
 
 use axum::extract::State;
 use axum::routing::get;
@@ -17,7 +17,52 @@ use super::{page_size, AppState};
 use crate::consistency::{wait_until, WaitFor};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/cases/{id}/audit", get(case_audit))
+    Router::new()
+        .route("/v1/cases/{id}/audit", get(case_audit))
+        .route("/v1/audit/{entity_type}/{id}", get(entity_audit))
+}
+
+/// The entity types the audit log records (the projector's names for the streams).
+const ENTITY_TYPES: [&str; 13] = [
+    "tenant",
+    "user",
+    "team",
+    "case_type",
+    "workflow",
+    "custom_field_definition",
+    "case",
+    "channel",
+    "interaction",
+    "task",
+    "case_note",
+    "document",
+    "message_template",
+];
+
+async fn case_audit(
+    state: State<AppState>,
+    caller: Caller,
+    token: WaitFor,
+    ApiPath(id): ApiPath<Uuid>,
+    q: ApiQuery<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    audit_trail(state, caller, token, "case", id, q).await
+}
+
+async fn entity_audit(
+    state: State<AppState>,
+    caller: Caller,
+    token: WaitFor,
+    ApiPath((entity_type, id)): ApiPath<(String, Uuid)>,
+    q: ApiQuery<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(entity_type) = ENTITY_TYPES.into_iter().find(|t| *t == entity_type) else {
+        return Err(ApiError::BadRequest(format!(
+            "unknown entity type {entity_type:?}; use one of {}",
+            ENTITY_TYPES.join(", ")
+        )));
+    };
+    audit_trail(state, caller, token, entity_type, id, q).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -35,11 +80,12 @@ fn mongo_unavailable(e: mongodb::error::Error) -> ApiError {
     ApiError::Unavailable("the audit store is not reachable".into())
 }
 
-async fn case_audit(
+async fn audit_trail(
     State(state): State<AppState>,
     caller: Caller,
     WaitFor(token): WaitFor,
-    ApiPath(id): ApiPath<Uuid>,
+    entity_type: &'static str,
+    id: Uuid,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = caller.tenant_member()?.tenant_id;
@@ -57,7 +103,7 @@ async fn case_audit(
     })
     .await?;
 
-    let mut filter = doc! { "tenant_id": &tenant_str, "entity_type": "case", "entity_id": id.to_string() };
+    let mut filter = doc! { "tenant_id": &tenant_str, "entity_type": entity_type, "entity_id": id.to_string() };
     if let Some(before) = q.cursor {
         filter.insert("entity_version", doc! { "$lt": before });
     }

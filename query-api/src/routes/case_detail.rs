@@ -46,7 +46,9 @@ async fn detail(
     ApiPath(id): ApiPath<Uuid>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let tenant = caller.tenant_member()?.tenant_id;
+    // The caller's current rights (a demoted or locked user loses them at once).
+    let caller = crate::permissions::current(&state, caller).await?;
+    let tenant = caller.tenant_id;
     let schema = Tenancy(tenant).pg_schema();
     let wanted = token.as_ref().map(|t| t.version).unwrap_or(0);
     wait_until(token, state.read_wait, |t| held_version(state.pool.clone(), caller, schema.clone(), t.stream_id))

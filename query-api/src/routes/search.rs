@@ -1,23 +1,31 @@
-//! Full-text case search in Elasticsearch through the tenant's read alias.
+//! Search in Elasticsearch through the tenant's read aliases: cases, interactions and
+//! notes, with highlights, facets (counts by status, priority and case type; by direction
+//! and channel) and filters in filter context (no effect on scores, cacheable), plus
+//! typeahead suggestions on case titles and numbers.
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use elasticsearch::indices::IndicesRefreshParts;
 use elasticsearch::{GetParts, SearchParts};
-use events::case::Status;
-use runtime::auth::Caller;
+use events::case::{Priority, Status};
+use runtime::auth::{Caller, Permission};
 use runtime::extract::ApiQuery;
-use runtime::tenancy::{Tenancy, CASES};
+use runtime::tenancy::{Tenancy, CASES, INTERACTIONS, NOTES};
 use runtime::ApiError;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use uuid::Uuid;
 
 use super::{page_size, AppState};
 use crate::consistency::{wait_until, WaitFor};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/search/cases", get(search_cases))
+    Router::new()
+        .route("/v1/search/cases", get(search_cases))
+        .route("/v1/search/interactions", get(search_interactions))
+        .route("/v1/search/notes", get(search_notes))
+        .route("/v1/search/suggest", get(suggest))
 }
 
 const MAX_QUERY: usize = 200;
@@ -28,6 +36,9 @@ const MAX_OFFSET: i64 = 10_000;
 struct SearchQuery {
     q: String,
     status: Option<Status>,
+    priority: Option<Priority>,
+    case_type_id: Option<Uuid>,
+    assigned_to: Option<Uuid>,
     limit: Option<i64>,
     /// How many hits to skip (from `next_offset`); at most 10,000.
     offset: Option<i64>,
@@ -35,9 +46,88 @@ struct SearchQuery {
     position: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RelatedSearchQuery {
+    q: String,
+    case_id: Option<Uuid>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
 fn elastic_unavailable(e: elasticsearch::Error) -> ApiError {
     tracing::error!(error = %e, "Elasticsearch request failed");
     ApiError::Unavailable("the search store is not reachable".into())
+}
+
+fn search_text(q: &str) -> Result<&str, ApiError> {
+    let text = q.trim();
+    if text.is_empty() || text.chars().count() > MAX_QUERY {
+        return Err(ApiError::BadRequest(format!("q must be 1-{MAX_QUERY} characters of search text")));
+    }
+    Ok(text)
+}
+
+fn paging(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiError> {
+    let limit = page_size(limit, 20, 100)?;
+    let offset = offset.unwrap_or(0);
+    if !(0..=MAX_OFFSET).contains(&offset) {
+        return Err(ApiError::BadRequest(format!("offset must be between 0 and {MAX_OFFSET}")));
+    }
+    Ok((limit, offset))
+}
+
+/// Runs a search on an alias; `{total, items, facets, next_offset}` with each hit's source,
+/// score and highlight. A tenant with nothing indexed yet has no alias: no hits.
+async fn run(state: &AppState, alias: &str, body: Value, offset: i64) -> Result<Value, ApiError> {
+    let response =
+        state.elastic.search(SearchParts::Index(&[alias])).body(body).send().await.map_err(elastic_unavailable)?;
+    let status = response.status_code();
+    let result: Value = response.json().await.map_err(elastic_unavailable)?;
+    if status.as_u16() == 404 {
+        return Ok(json!({ "total": 0, "items": [], "facets": {}, "next_offset": null }));
+    }
+    if !status.is_success() {
+        return Err(ApiError::Internal(anyhow::anyhow!("search failed: {status} {result}")));
+    }
+    let items: Vec<Value> = result["hits"]["hits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|hit| {
+            let mut item = hit["_source"].clone();
+            if let Some(source) = item.as_object_mut() {
+                source.remove("suggest");
+            }
+            item["score"] = hit["_score"].clone();
+            item["highlight"] = hit.get("highlight").cloned().unwrap_or(json!({}));
+            item
+        })
+        .collect();
+    let mut facets = serde_json::Map::new();
+    for (name, agg) in result["aggregations"].as_object().into_iter().flatten() {
+        let buckets: serde_json::Map<String, Value> = agg["buckets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| {
+                let key = match &b["key"] {
+                    Value::String(s) => s.clone(),
+                    other => b["key_as_string"].as_str().map(str::to_owned).unwrap_or_else(|| other.to_string()),
+                };
+                Some((key, b["doc_count"].clone()))
+            })
+            .collect();
+        facets.insert(name.clone(), Value::Object(buckets));
+    }
+    let total = result["hits"]["total"]["value"].as_i64().unwrap_or(items.len() as i64);
+    let next = offset + items.len() as i64;
+    let next_offset = (next < total && next <= MAX_OFFSET).then_some(next);
+    Ok(json!({ "total": total, "items": items, "facets": facets, "next_offset": next_offset }))
+}
+
+fn terms(field: &str) -> Value {
+    json!({ "terms": { "field": field, "size": 20 } })
 }
 
 async fn search_cases(
@@ -47,15 +137,8 @@ async fn search_cases(
     ApiQuery(q): ApiQuery<SearchQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let t = Tenancy(caller.tenant_member()?.tenant_id);
-    let text = q.q.trim();
-    if text.is_empty() || text.chars().count() > MAX_QUERY {
-        return Err(ApiError::BadRequest(format!("q must be 1-{MAX_QUERY} characters of search text")));
-    }
-    let limit = page_size(q.limit, 20, 100)?;
-    let offset = q.offset.unwrap_or(0);
-    if !(0..=MAX_OFFSET).contains(&offset) {
-        return Err(ApiError::BadRequest(format!("offset must be between 0 and {MAX_OFFSET}")));
-    }
+    let text = search_text(&q.q)?;
+    let (limit, offset) = paging(q.limit, q.offset)?;
     let alias = t.es_alias(CASES);
 
     let elastic = state.elastic.clone();
@@ -79,6 +162,15 @@ async fn search_cases(
     if let Some(status) = q.status {
         filters.push(json!({ "term": { "status": status.as_str() } }));
     }
+    if let Some(priority) = q.priority {
+        filters.push(json!({ "term": { "priority": priority.as_str() } }));
+    }
+    if let Some(case_type) = q.case_type_id {
+        filters.push(json!({ "term": { "case_type_id": case_type.to_string() } }));
+    }
+    if let Some(assignee) = q.assigned_to {
+        filters.push(json!({ "term": { "assigned_to": assignee.to_string() } }));
+    }
     let body = json!({
         "from": offset,
         "size": limit,
@@ -86,32 +178,111 @@ async fn search_cases(
             "must": { "multi_match": { "query": text, "fields": ["title^2", "description", "case_number", "tags"] } },
             "filter": filters
         } },
-        "highlight": { "fields": { "title": {}, "description": {} } }
+        "highlight": { "fields": { "title": {}, "description": {} } },
+        "aggs": { "status": terms("status"), "priority": terms("priority"), "case_type_id": terms("case_type_id") }
     });
-    let response =
-        state.elastic.search(SearchParts::Index(&[&alias])).body(body).send().await.map_err(elastic_unavailable)?;
-    let status = response.status_code();
-    let result: Value = response.json().await.map_err(elastic_unavailable)?;
-    if status.as_u16() == 404 {
-        // No case indexed for this tenant yet: the alias does not exist.
-        return Ok(Json(json!({ "total": 0, "items": [], "next_offset": null })));
+    Ok(Json(run(&state, &alias, body, offset).await?))
+}
+
+/// Interactions of the tenant (optionally of one case) matching the text.
+async fn search_interactions(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<RelatedSearchQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let t = Tenancy(caller.tenant_member()?.tenant_id);
+    let text = search_text(&q.q)?;
+    let (limit, offset) = paging(q.limit, q.offset)?;
+    let mut filters = vec![json!({ "term": { "tenant_id": t.0.to_string() } })];
+    if let Some(case) = q.case_id {
+        filters.push(json!({ "term": { "case_id": case.to_string() } }));
     }
-    if !status.is_success() {
-        return Err(ApiError::Internal(anyhow::anyhow!("search failed: {status} {result}")));
+    let body = json!({
+        "from": offset,
+        "size": limit,
+        "query": { "bool": { "must": { "match": { "content": text } }, "filter": filters } },
+        "highlight": { "fields": { "content": {} } },
+        "aggs": { "direction": terms("direction"), "channel_id": terms("channel_id") }
+    });
+    Ok(Json(run(&state, &t.es_alias(INTERACTIONS), body, offset).await?))
+}
+
+/// Notes of the tenant (optionally of one case) matching the text; deleted notes never,
+/// internal notes of others only for holders of `notes:view_internal`.
+async fn search_notes(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<RelatedSearchQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = crate::permissions::current(&state, caller).await?;
+    let t = Tenancy(caller.tenant_id);
+    let text = search_text(&q.q)?;
+    let (limit, offset) = paging(q.limit, q.offset)?;
+    let mut filters =
+        vec![json!({ "term": { "tenant_id": t.0.to_string() } }), json!({ "term": { "deleted": false } })];
+    if let Some(case) = q.case_id {
+        filters.push(json!({ "term": { "case_id": case.to_string() } }));
     }
-    let items: Vec<Value> = result["hits"]["hits"]
+    if caller.require(Permission::NotesViewInternal).is_err() {
+        filters.push(json!({ "bool": { "should": [
+            { "term": { "is_internal": false } },
+            { "term": { "user_id": caller.user_id.to_string() } }
+        ], "minimum_should_match": 1 } }));
+    }
+    let body = json!({
+        "from": offset,
+        "size": limit,
+        "query": { "bool": { "must": { "match": { "content": text } }, "filter": filters } },
+        "highlight": { "fields": { "content": {} } },
+        "aggs": { "is_internal": terms("is_internal") }
+    });
+    Ok(Json(run(&state, &t.es_alias(NOTES), body, offset).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuggestQuery {
+    prefix: String,
+    limit: Option<i64>,
+}
+
+/// Typeahead: cases whose title or case number starts with the prefix.
+async fn suggest(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<SuggestQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let t = Tenancy(caller.tenant_member()?.tenant_id);
+    let prefix = q.prefix.trim();
+    if prefix.is_empty() || prefix.chars().count() > 100 {
+        return Err(ApiError::BadRequest("prefix must be 1-100 characters".into()));
+    }
+    let limit = page_size(q.limit, 10, 25)?;
+    let body = json!({
+        "_source": ["id", "case_number", "title", "status"],
+        "suggest": { "cases": { "prefix": prefix, "completion": { "field": "suggest", "size": limit, "skip_duplicates": true } } }
+    });
+    let result = {
+        let response = state
+            .elastic
+            .search(SearchParts::Index(&[&t.es_alias(CASES)]))
+            .body(body)
+            .send()
+            .await
+            .map_err(elastic_unavailable)?;
+        if response.status_code().as_u16() == 404 {
+            return Ok(Json(json!({ "items": [] })));
+        }
+        response.json::<Value>().await.map_err(elastic_unavailable)?
+    };
+    let items: Vec<Value> = result["suggest"]["cases"][0]["options"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|hit| {
-            let mut item = hit["_source"].clone();
-            item["score"] = hit["_score"].clone();
-            item["highlight"] = hit.get("highlight").cloned().unwrap_or(json!({}));
-            item
+        .map(|o| {
+            let s = &o["_source"];
+            json!({ "id": s["id"], "case_number": s["case_number"], "title": s["title"], "status": s["status"], "text": o["text"] })
         })
         .collect();
-    let total = result["hits"]["total"]["value"].as_i64().unwrap_or(items.len() as i64);
-    let next = offset + items.len() as i64;
-    let next_offset = (next < total && next <= MAX_OFFSET).then_some(next);
-    Ok(Json(json!({ "total": total, "items": items, "next_offset": next_offset })))
+    Ok(Json(json!({ "items": items })))
 }
