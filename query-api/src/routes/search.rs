@@ -110,12 +110,12 @@ async fn run(state: &AppState, alias: &str, body: Value, offset: i64) -> Result<
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|b| {
+            .map(|b| {
                 let key = match &b["key"] {
                     Value::String(s) => s.clone(),
                     other => b["key_as_string"].as_str().map(str::to_owned).unwrap_or_else(|| other.to_string()),
                 };
-                Some((key, b["doc_count"].clone()))
+                (key, b["doc_count"].clone())
             })
             .collect();
         facets.insert(name.clone(), Value::Object(buckets));
