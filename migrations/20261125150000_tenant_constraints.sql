@@ -12,6 +12,17 @@
 -- constraint that such rows break stays enforced for new rows and is reported (a
 -- rebuild of the tenant's read model then validates it).
 
+-- How far each PostgreSQL projection has applied each tenant's log (journal position),
+-- written with the rows: with per-tenant order, "applied up to P" means every write of the
+-- tenant up to P is visible, which lets any read wait for a command's position token.
+CREATE TABLE projector.tenant_positions (
+    projection  TEXT        NOT NULL,
+    tenant_id   UUID        NOT NULL,
+    position    BIGINT      NOT NULL,
+    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (projection, tenant_id)
+);
+
 CREATE FUNCTION public.murima_add_constraint(s TEXT, t TEXT, name TEXT, definition TEXT) RETURNS void
 LANGUAGE plpgsql AS $fn$
 BEGIN

@@ -30,6 +30,7 @@ impl Application {
             redis,
             keys: JwtKeys::new(&settings.jwt_secret),
             read_wait: settings.read_wait,
+            postgres_projection: format!("{}.postgres", settings.kafka_group_prefix),
         };
         let router = runtime::http::with_common_layers(router(state), settings.max_body_bytes);
         let (listener, port) = runtime::http::bind(&settings.host, settings.query_port).await?;

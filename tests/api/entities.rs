@@ -71,10 +71,22 @@ async fn every_entity_lists_and_reads_within_its_tenant() {
     let template = json!({ "name": "Welcome", "channel_type": "email", "subject": "Hi", "content": "Hello {{name}}" });
     ok(app.command(Method::POST, "/v1/message-templates", &admin, Some(template)).await);
 
+    // Read-your-writes: with the command's position token the new channel is there at once.
+    let r = ok(app.command(Method::POST, "/v1/channels", &admin, Some(json!({ "name": "Fax", "type": "web" }))).await);
+    let fax: Value = r.json().await.unwrap();
+    let position = fax["position"].as_str().unwrap();
+    let read =
+        app.query(&format!("/v1/channels/{}?position={position}", fax["id"].as_str().unwrap()), &app.token).await;
+    assert_eq!(read.status(), StatusCode::OK);
+    let listed: Value =
+        app.query(&format!("/v1/channels?limit=1&position={position}"), &app.token).await.json().await.unwrap();
+    assert_eq!(listed["items"][0]["name"], "Fax");
+    channels.push(fax["id"].as_str().unwrap().to_owned());
+
     // Channels: every one exactly once across pages of two, newest first.
-    let listed = eventually("five channels", || async {
+    let listed = eventually("six channels", || async {
         let items = all_pages(&app, "/v1/channels", &app.token, 2).await;
-        (items.len() == 5).then_some(items)
+        (items.len() == 6).then_some(items)
     })
     .await;
     let ids: Vec<&str> = listed.iter().map(|c| c["id"].as_str().unwrap()).collect();
@@ -142,5 +154,5 @@ async fn every_entity_lists_and_reads_within_its_tenant() {
     let problem: Value = r.json().await.unwrap();
     assert!(problem["detail"].as_str().unwrap().contains("limit"));
     let seen: HashSet<&str> = ids.into_iter().collect();
-    assert_eq!(seen.len(), 5);
+    assert_eq!(seen.len(), 6);
 }

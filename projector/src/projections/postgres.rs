@@ -856,6 +856,7 @@ impl Projection for PostgresProjection {
             tenants.push(event.envelope.tenant_id);
         }
         save_checkpoint(&mut tx, checkpoint).await.map_err(|e| ApplyError::Transient(e.into()))?;
+        save_tenant_positions(&mut tx, &checkpoint.group, events).await.map_err(|e| ApplyError::Transient(e.into()))?;
         tx.commit().await.map_err(|e| ApplyError::Transient(e.into()))?;
         if let Ok(mut known) = self.provisioned.lock() {
             known.extend(tenants);
@@ -873,6 +874,33 @@ impl Projection for PostgresProjection {
         .await?;
         Ok(Some(rows.into_iter().map(|(p, next_offset, epoch)| (p, LogPosition { next_offset, epoch })).collect()))
     }
+}
+
+/// The highest journal position applied per tenant, committed with the rows: reads wait
+/// on it for a command's position token (a tenant's events arrive in journal order).
+async fn save_tenant_positions(
+    tx: &mut Transaction<'_, Postgres>,
+    group: &str,
+    events: &[Event],
+) -> Result<(), sqlx::Error> {
+    let mut highest: std::collections::BTreeMap<Uuid, i64> = std::collections::BTreeMap::new();
+    for event in events {
+        let entry = highest.entry(event.envelope.tenant_id).or_insert(0);
+        *entry = (*entry).max(event.envelope.position);
+    }
+    let (tenants, positions): (Vec<Uuid>, Vec<i64>) = highest.into_iter().unzip();
+    sqlx::query(
+        "INSERT INTO projector.tenant_positions (projection, tenant_id, position, updated_at)
+         SELECT $1, t, p, now() FROM UNNEST($2::uuid[], $3::bigint[]) AS x(t, p)
+         ON CONFLICT (projection, tenant_id)
+         DO UPDATE SET position = GREATEST(projector.tenant_positions.position, EXCLUDED.position), updated_at = now()",
+    )
+    .bind(group)
+    .bind(tenants)
+    .bind(positions)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// The batch's end, committed with its rows: a restart resumes exactly after it.

@@ -20,9 +20,8 @@ use uuid::Uuid;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
-use super::case_detail::held_version;
-use super::{decode_cursor, encode_cursor, missing_schema_is_empty, page_size, tenant_tx, AppState};
-use crate::consistency::{wait_until, WaitFor};
+use super::{decode_cursor, encode_cursor, missing_schema_is_empty, page_size, tenant_tx, wait_for_postgres, AppState};
+use crate::consistency::WaitFor;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/cases", get(list)).route("/v1/my/queue", get(queue))
@@ -198,8 +197,7 @@ async fn list(
             return Err(ApiError::BadRequest("q must be 1 to 256 characters of search text".into()));
         }
     }
-    wait_until(token, state.read_wait, |t| held_version(state.pool.clone(), caller, schema.clone(), t.stream_id))
-        .await?;
+    wait_for_postgres(&state, tenant, token).await?;
 
     let (key, key_type, descending) = q.sort.key();
     let (cmp, direction) = if descending { ("<", "DESC") } else { (">", "ASC") };
@@ -269,6 +267,8 @@ async fn list(
 struct QueueQuery {
     limit: Option<i64>,
     cursor: Option<String>,
+    #[allow(dead_code)]
+    position: Option<String>,
 }
 
 /// The moment a case's clock runs out: its SLA resolution target, else its due date.
@@ -280,9 +280,11 @@ const URGENCY: &str =
 async fn queue(
     State(state): State<AppState>,
     caller: Caller,
+    WaitFor(token): WaitFor,
     ApiQuery(q): ApiQuery<QueueQuery>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant_member()?.tenant_id;
+    wait_for_postgres(&state, tenant, token).await?;
     let schema = Tenancy(tenant).pg_schema();
     let limit = page_size(q.limit, 25, 100)?;
     let after = q.cursor.as_deref().map(decode_cursor).transpose()?;

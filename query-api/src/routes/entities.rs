@@ -21,7 +21,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{decode_cursor, encode_cursor, missing_schema_is_empty, page_size, tenant_tx, AppState};
+use super::{decode_cursor, encode_cursor, missing_schema_is_empty, page_size, tenant_tx, wait_for_postgres, AppState};
+use crate::consistency::{wait_until, WaitFor};
 
 /// A table of the tenant schema served as a resource.
 #[derive(Clone, Copy)]
@@ -65,27 +66,29 @@ pub fn router() -> Router<AppState> {
         router = router
             .route(
                 &format!("/v1/{}", table.path),
-                get(move |state: State<AppState>, caller: Caller, q: ApiQuery<Page>| {
-                    list_rows(table, state, caller, q)
+                get(move |state: State<AppState>, caller: Caller, token: WaitFor, q: ApiQuery<Page>| {
+                    list_rows(table, state, caller, token, q)
                 }),
             )
             .route(
                 &format!("/v1/{}/{{id}}", table.path),
-                get(move |state: State<AppState>, caller: Caller, id: ApiPath<Uuid>| get_row(table, state, caller, id)),
+                get(move |state: State<AppState>, caller: Caller, token: WaitFor, id: ApiPath<Uuid>| {
+                    get_row(table, state, caller, token, id)
+                }),
             );
     }
     for collection in COLLECTIONS {
         router = router
             .route(
                 &format!("/v1/{}", collection.path),
-                get(move |state: State<AppState>, caller: Caller, q: ApiQuery<Page>| {
-                    list_documents(collection, state, caller, q)
+                get(move |state: State<AppState>, caller: Caller, token: WaitFor, q: ApiQuery<Page>| {
+                    list_documents(collection, state, caller, token, q)
                 }),
             )
             .route(
                 &format!("/v1/{}/{{id}}", collection.path),
-                get(move |state: State<AppState>, caller: Caller, id: ApiPath<Uuid>| {
-                    get_document(collection, state, caller, id)
+                get(move |state: State<AppState>, caller: Caller, token: WaitFor, id: ApiPath<Uuid>| {
+                    get_document(collection, state, caller, token, id)
                 }),
             );
     }
@@ -97,6 +100,8 @@ pub fn router() -> Router<AppState> {
 pub struct Page {
     limit: Option<i64>,
     cursor: Option<String>,
+    #[allow(dead_code)]
+    position: Option<String>,
 }
 
 /// `{items, next_cursor}` and a `Link: rel="next"` header when there is more.
@@ -125,9 +130,11 @@ async fn list_rows(
     table: Table,
     State(state): State<AppState>,
     caller: Caller,
+    WaitFor(token): WaitFor,
     ApiQuery(q): ApiQuery<Page>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant_member()?.tenant_id;
+    wait_for_postgres(&state, tenant, token).await?;
     let schema = Tenancy(tenant).pg_schema();
     let limit = page_size(q.limit, 25, 100)?;
     let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
@@ -155,9 +162,11 @@ async fn get_row(
     table: Table,
     State(state): State<AppState>,
     caller: Caller,
+    WaitFor(token): WaitFor,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = caller.tenant_member()?.tenant_id;
+    wait_for_postgres(&state, tenant, token).await?;
     let schema = Tenancy(tenant).pg_schema();
     let shape = table.shape.replace("{schema}", &schema);
     let (mut tx, _) = tenant_tx(&state.pool, caller).await?;
@@ -190,15 +199,31 @@ pub fn document_json(mut doc: Document) -> Value {
     value
 }
 
+/// Waits until the collection holds the token's document at the token's version (the
+/// token of a command on this kind of document).
+async fn wait_for_document(
+    coll: &mongodb::Collection<Document>,
+    token: Option<runtime::position::PositionToken>,
+    limit: std::time::Duration,
+) -> Result<(), ApiError> {
+    wait_until(token, limit, |t| async move {
+        let found = coll.find_one(doc! { "_id": t.stream_id.to_string() }).await.map_err(mongo_unavailable)?;
+        Ok(found.and_then(|d| d.get_i64("version").ok()).unwrap_or(0))
+    })
+    .await
+}
+
 async fn list_documents(
     collection: Collection,
     State(state): State<AppState>,
     caller: Caller,
+    WaitFor(token): WaitFor,
     ApiQuery(q): ApiQuery<Page>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant_member()?.tenant_id;
     let limit = page_size(q.limit, 25, 100)?;
     let coll = state.mongo.collection::<Document>(&Tenancy(tenant).mongo_collection(collection.collection));
+    wait_for_document(&coll, token, state.read_wait).await?;
     // Ids are v7 UUIDs, so `_id` order is creation order; the cursor is the last id seen.
     let mut filter = doc! { "tenant_id": tenant.to_string() };
     if let Some(cursor) = &q.cursor {
@@ -226,10 +251,12 @@ async fn get_document(
     collection: Collection,
     State(state): State<AppState>,
     caller: Caller,
+    WaitFor(token): WaitFor,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = caller.tenant_member()?.tenant_id;
     let coll = state.mongo.collection::<Document>(&Tenancy(tenant).mongo_collection(collection.collection));
+    wait_for_document(&coll, token, state.read_wait).await?;
     let found = coll.find_one(doc! { "_id": id.to_string() }).await.map_err(mongo_unavailable)?;
     found
         .map(|d| Json(document_json(d)))

@@ -28,6 +28,8 @@ pub struct AppState {
     pub redis: redis::aio::ConnectionManager,
     pub keys: JwtKeys,
     pub read_wait: std::time::Duration,
+    /// The consumer group of the PostgreSQL projection this API reads.
+    pub postgres_projection: String,
 }
 
 impl FromRef<AppState> for JwtKeys {
@@ -90,4 +92,28 @@ pub fn missing_schema_is_empty<T: Default>(e: sqlx::Error) -> Result<T, sqlx::Er
         sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("42P01") | Some("3F000")) => Ok(T::default()),
         _ => Err(e),
     }
+}
+
+/// Waits until the relational read model has applied the tenant's log up to the token's
+/// journal position (every write of the tenant before it is then visible).
+pub async fn wait_for_postgres(
+    state: &AppState,
+    tenant: Uuid,
+    token: Option<runtime::position::PositionToken>,
+) -> Result<(), ApiError> {
+    crate::consistency::wait_until(token, state.read_wait, |t| {
+        let pool = state.pool.clone();
+        let projection = state.postgres_projection.clone();
+        async move {
+            let applied: Option<i64> = sqlx::query_scalar(
+                "SELECT position FROM projector.tenant_positions WHERE projection = $1 AND tenant_id = $2",
+            )
+            .bind(projection)
+            .bind(tenant)
+            .fetch_optional(&pool)
+            .await?;
+            Ok(if applied.unwrap_or(0) >= t.position { t.version } else { 0 })
+        }
+    })
+    .await
 }
