@@ -1,7 +1,7 @@
 -- Migration: 20261125150000_tenant_constraints
 -- The seed's foreign keys (§2.1.2, §3.3.1) and tenant-scoped unique names (§3.3.2) on
--- every tenant schema, and the seed's indexes earlier steps had folded into composites,
--- as a twelfth provisioning step.
+-- every tenant schema, the seed's indexes earlier steps had folded into composites, and
+-- the indexes of the case list's sort orders, as a twelfth provisioning step.
 --
 -- They hold because the relay keys messages by tenant: a tenant's events reach the
 -- projector in journal order, so a referenced row is always there first, and names are
@@ -74,6 +74,12 @@ BEGIN
     EXECUTE format('CREATE INDEX IF NOT EXISTS idx_interactions_timestamp ON %I.interactions (timestamp)', s);
     EXECUTE format('CREATE INDEX IF NOT EXISTS idx_documents_is_deleted ON %I.documents (is_deleted)', s);
     EXECUTE format('CREATE INDEX IF NOT EXISTS idx_tasks_due_date ON %I.tasks (due_date)', s);
+    -- The case list's other orders (query API `sort=`), key for key as the list orders them.
+    EXECUTE format('CREATE INDEX IF NOT EXISTS idx_cases_updated_order ON %I.cases (updated_at DESC, id DESC)', s);
+    EXECUTE format($sql$CREATE INDEX IF NOT EXISTS idx_cases_due_order
+                   ON %I.cases ((COALESCE(due_date, 'infinity'::timestamptz)), id)$sql$, s);
+    EXECUTE format($sql$CREATE INDEX IF NOT EXISTS idx_cases_priority_order ON %I.cases
+                   ((CASE priority WHEN 'urgent' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2 ELSE 1 END) DESC, id DESC)$sql$, s);
     PERFORM public.murima_add_unique(s, 'users', 'users_email_tenant_unique', 'email, tenant_id');
     PERFORM public.murima_add_unique(s, 'teams', 'teams_name_tenant_unique', 'name, tenant_id');
     PERFORM public.murima_add_unique(s, 'case_types', 'case_types_name_tenant_unique', 'name, tenant_id');

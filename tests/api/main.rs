@@ -16,6 +16,7 @@ mod isolation;
 mod notes;
 mod parking;
 mod projector_crash;
+mod query_plans;
 mod read_models;
 mod searching;
 mod tasks;

@@ -61,7 +61,7 @@ pub fn case_json(row: &sqlx::postgres::PgRow) -> Result<Value, sqlx::Error> {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum Sort {
+pub enum Sort {
     /// Newest first (the default).
     #[default]
     Created,
@@ -171,6 +171,35 @@ fn list_link(q: &ListQuery, limit: i64, cursor: &str) -> String {
     format!("/v1/cases?{}", pairs.finish())
 }
 
+/// The case list statement for a sort. Filters are nullable parameters in a fixed order:
+/// $1 tenant, $2 status, $3 priority, $4 case type, $5 assignee, $6 team, $7 tag,
+/// $8..$9 created range, $10..$11 due range, $12 custom fields (jsonb), $13 text,
+/// $14..$15 cursor (sort key, id), $16 limit. Readers plan it per call (custom plans,
+/// see `tenant_tx`), so an absent filter costs nothing and a present one uses its index.
+pub fn list_sql(schema: &str, sort: Sort) -> String {
+    let (key, key_type, descending) = sort.key();
+    let (cmp, direction) = if descending { ("<", "DESC") } else { (">", "ASC") };
+    format!(
+        "SELECT {COLUMNS}, ({key})::text AS sort_key FROM {schema}.cases
+         WHERE tenant_id = $1
+           AND ($2::text IS NULL OR status = $2)
+           AND ($3::text IS NULL OR priority = $3)
+           AND ($4::uuid IS NULL OR case_type_id = $4)
+           AND ($5::uuid IS NULL OR assigned_to = $5)
+           AND ($6::uuid IS NULL OR assigned_team_id = $6)
+           AND ($7::text IS NULL OR tags @> ARRAY[$7]::text[])
+           AND ($8::timestamptz IS NULL OR created_at >= $8)
+           AND ($9::timestamptz IS NULL OR created_at < $9)
+           AND ($10::timestamptz IS NULL OR due_date >= $10)
+           AND ($11::timestamptz IS NULL OR due_date < $11)
+           AND ($12::jsonb IS NULL OR custom_fields @> $12)
+           AND ($13::text IS NULL OR search_vector @@ websearch_to_tsquery('english', $13))
+           AND ($14::text IS NULL OR ({key}, id) {cmp} ($14::{key_type}, $15::uuid))
+         ORDER BY {key} {direction}, id {direction}
+         LIMIT $16"
+    )
+}
+
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -199,48 +228,27 @@ async fn list(
     }
     wait_for_postgres(&state, tenant, token).await?;
 
-    let (key, key_type, descending) = q.sort.key();
-    let (cmp, direction) = if descending { ("<", "DESC") } else { (">", "ASC") };
     let (mut tx, _) = tenant_tx(&state.pool, caller).await?;
-    // Filters are bound as nullable parameters: a fixed statement per sort, no input in SQL.
-    let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS}, ({key})::text AS sort_key FROM {schema}.cases
-         WHERE tenant_id = $1
-           AND ($2::text IS NULL OR status = $2)
-           AND ($3::text IS NULL OR priority = $3)
-           AND ($4::uuid IS NULL OR case_type_id = $4)
-           AND ($5::uuid IS NULL OR assigned_to = $5)
-           AND ($6::uuid IS NULL OR assigned_team_id = $6)
-           AND ($7::text IS NULL OR tags @> ARRAY[$7]::text[])
-           AND ($8::timestamptz IS NULL OR created_at >= $8)
-           AND ($9::timestamptz IS NULL OR created_at < $9)
-           AND ($10::timestamptz IS NULL OR due_date >= $10)
-           AND ($11::timestamptz IS NULL OR due_date < $11)
-           AND ($12::jsonb IS NULL OR custom_fields @> $12)
-           AND ($13::text IS NULL OR search_vector @@ websearch_to_tsquery('english', $13))
-           AND ($14::text IS NULL OR ({key}, id) {cmp} ($14::{key_type}, $15::uuid))
-         ORDER BY {key} {direction}, id {direction}
-         LIMIT $16"
-    ))
-    .bind(tenant)
-    .bind(q.status.map(Status::as_str))
-    .bind(q.priority.map(Priority::as_str))
-    .bind(q.case_type_id)
-    .bind(q.assigned_to)
-    .bind(q.team_id)
-    .bind(&q.tag)
-    .bind(q.created_from)
-    .bind(q.created_to)
-    .bind(q.due_from)
-    .bind(q.due_to)
-    .bind(custom)
-    .bind(&q.q)
-    .bind(after.as_ref().map(|a| a.0.clone()))
-    .bind(after.as_ref().map(|a| a.1))
-    .bind(limit + 1)
-    .fetch_all(&mut *tx)
-    .await
-    .or_else(missing_schema_is_empty)?;
+    let rows = sqlx::query(&list_sql(&schema, q.sort))
+        .bind(tenant)
+        .bind(q.status.map(Status::as_str))
+        .bind(q.priority.map(Priority::as_str))
+        .bind(q.case_type_id)
+        .bind(q.assigned_to)
+        .bind(q.team_id)
+        .bind(&q.tag)
+        .bind(q.created_from)
+        .bind(q.created_to)
+        .bind(q.due_from)
+        .bind(q.due_to)
+        .bind(custom)
+        .bind(&q.q)
+        .bind(after.as_ref().map(|a| a.0.clone()))
+        .bind(after.as_ref().map(|a| a.1))
+        .bind(limit + 1)
+        .fetch_all(&mut *tx)
+        .await
+        .or_else(missing_schema_is_empty)?;
 
     let has_more = rows.len() as i64 > limit;
     let items = rows.iter().take(limit as usize).map(case_json).collect::<Result<Vec<_>, _>>()?;

@@ -2,7 +2,7 @@
 
 mod audit;
 mod case_detail;
-mod case_list;
+pub mod case_list;
 mod counters;
 mod dashboard;
 mod entities;
@@ -58,6 +58,9 @@ pub async fn tenant_tx(pool: &PgPool, caller: Caller) -> Result<(Transaction<'st
     let caller = caller.tenant_member()?;
     let mut tx = pool.begin().await?;
     sqlx::query("SET LOCAL ROLE murima_reader").execute(&mut *tx).await?;
+    // Reads bind optional filters as `($n IS NULL OR col = $n)`; a generic plan could not
+    // use an index for them, so every read is planned with its actual values.
+    sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
     sqlx::query("SELECT set_config('app.current_tenant_id', $1, true)")
         .bind(caller.tenant_id.to_string())
         .execute(&mut *tx)
