@@ -14,6 +14,7 @@ use crate::form::{FieldType, FormDefinition, FormField};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum EntityType {
     Case,
     Interaction,

@@ -12,6 +12,7 @@ use crate::error::{DecodeError, DomainError, Validator};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TeamRole {
     Member,
     Lead,

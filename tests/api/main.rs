@@ -14,6 +14,7 @@ mod entities;
 mod flow;
 mod isolation;
 mod notes;
+mod openapi;
 mod parking;
 mod projector_crash;
 mod query_plans;

@@ -3,8 +3,6 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{patch, post};
-use axum::Router;
 use chrono::Utc;
 use events::case_type::{self, normalise_name, CaseTypeCommand};
 use events::form::FormDefinition;
@@ -13,6 +11,7 @@ use runtime::extract::ApiPath;
 use runtime::ApiError;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::AppState;
@@ -22,22 +21,24 @@ use crate::versioned::{CommandSchema, Versioned};
 
 const KIND: &str = "case_type";
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/case-types", post(create))
-        .route("/v1/case-types/{id}", patch(update))
-        .route("/v1/case-types/{id}/deactivate", post(deactivate))
-        .route("/v1/case-types/{id}/activate", post(activate))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(update))
+        .routes(routes!(deactivate))
+        .routes(routes!(activate))
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     name: String,
     description: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Object)]
     form_definition: FormDefinition,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     validation_rules: Option<Value>,
     workflow_id: Option<Uuid>,
     /// Optional: lets an operator choose the id (e.g. a well-known demo type).
@@ -48,13 +49,15 @@ impl CommandSchema for CreateBody {
     const NAME: &'static str = "create_case_type";
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateBody {
     name: Option<String>,
     #[serde(default, deserialize_with = "present")]
     description: Option<Option<String>>,
+    #[schema(value_type = Option<Object>)]
     form_definition: Option<FormDefinition>,
+    #[schema(value_type = Option<Object>)]
     validation_rules: Option<Value>,
 }
 
@@ -66,6 +69,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
     Option::<T>::deserialize(d).map(Some)
 }
 
+#[utoipa::path(post, path = "/v1/case-types", tag = "case-types", operation_id = "case_types_create", request_body = CreateBody, responses(runtime::openapi::CommandAnswered))]
 async fn create(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -95,6 +99,7 @@ async fn create(
     Ok(reply)
 }
 
+#[utoipa::path(patch, path = "/v1/case-types/{id}", tag = "case-types", operation_id = "case_types_update", params(("id" = Uuid, Path)), request_body = UpdateBody, responses(runtime::openapi::CommandAnswered))]
 async fn update(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -116,7 +121,15 @@ async fn update(
     run(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
 }
 
-activation_handlers!("case_type", Permission::CaseTypesManage, CaseTypeCommand::Deactivate, CaseTypeCommand::Activate);
+activation_handlers!(
+    "case_type",
+    "case-types",
+    "/v1/case-types/{id}/deactivate",
+    "/v1/case-types/{id}/activate",
+    Permission::CaseTypesManage,
+    CaseTypeCommand::Deactivate,
+    CaseTypeCommand::Activate
+);
 
 async fn run(
     state: &AppState,

@@ -2,8 +2,6 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{patch, post};
-use axum::Router;
 use chrono::{DateTime, Utc};
 use events::case::{
     self, AssignCase, CaseCommand, CaseTypeFacts, ChangeStatus, Context, CustomFields, MoveStage, OpenCase, Priority,
@@ -14,6 +12,7 @@ use runtime::auth::Permission;
 use runtime::extract::ApiPath;
 use runtime::ApiError;
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::AppState;
@@ -24,21 +23,21 @@ use crate::journal::{
 };
 use crate::versioned::{CommandSchema, Versioned};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/cases", post(open))
-        .route("/v1/cases/{id}", patch(update))
-        .route("/v1/cases/{id}/assignment", post(assign))
-        .route("/v1/cases/{id}/status", post(change_status))
-        .route("/v1/cases/{id}/tags", post(change_tags))
-        .route("/v1/cases/{id}/stage", post(move_stage))
-        .route("/v1/cases/{id}/team", post(assign_team))
-        .route("/v1/cases/{id}/resolve", post(resolve))
-        .route("/v1/cases/{id}/close", post(close))
-        .route("/v1/cases/{id}/reopen", post(reopen))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(open))
+        .routes(routes!(update))
+        .routes(routes!(assign))
+        .routes(routes!(change_status))
+        .routes(routes!(change_tags))
+        .routes(routes!(move_stage))
+        .routes(routes!(assign_team))
+        .routes(routes!(resolve))
+        .routes(routes!(close))
+        .routes(routes!(reopen))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct OpenCaseBody {
     title: String,
@@ -51,6 +50,7 @@ struct OpenCaseBody {
     #[serde(default)]
     tags: Vec<String>,
     #[serde(default)]
+    #[schema(value_type = Object)]
     custom_fields: CustomFields,
 }
 
@@ -59,7 +59,7 @@ impl CommandSchema for OpenCaseBody {
 }
 
 /// Absent fields stay as they are; `null` clears a nullable field.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateCaseBody {
     title: Option<String>,
@@ -69,6 +69,7 @@ struct UpdateCaseBody {
     #[serde(default, deserialize_with = "present")]
     due_date: Option<Option<DateTime<Utc>>>,
     tags: Option<Vec<String>>,
+    #[schema(value_type = Option<Object>)]
     custom_fields: Option<CustomFields>,
 }
 
@@ -76,7 +77,7 @@ impl CommandSchema for UpdateCaseBody {
     const NAME: &'static str = "update_case";
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AssignBody {
     assigned_to: Option<Uuid>,
@@ -86,7 +87,7 @@ impl CommandSchema for AssignBody {
     const NAME: &'static str = "assign_case";
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StatusBody {
     status: Status,
@@ -101,6 +102,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
     Option::<T>::deserialize(d).map(Some)
 }
 
+#[utoipa::path(post, path = "/v1/cases", tag = "cases", operation_id = "cases_open", request_body = OpenCaseBody, responses(runtime::openapi::CommandAnswered))]
 async fn open(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -146,6 +148,7 @@ async fn open(
     Ok(reply)
 }
 
+#[utoipa::path(patch, path = "/v1/cases/{id}", tag = "cases", operation_id = "cases_update", params(("id" = Uuid, Path)), request_body = UpdateCaseBody, responses(runtime::openapi::CommandAnswered))]
 async fn update(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -186,6 +189,7 @@ async fn update(
     run(&state, &ctx, id, hash, Permission::CasesUpdate, cmd).await
 }
 
+#[utoipa::path(post, path = "/v1/cases/{id}/assignment", tag = "cases", operation_id = "cases_assign", params(("id" = Uuid, Path)), request_body = AssignBody, responses(runtime::openapi::CommandAnswered))]
 async fn assign(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -205,6 +209,7 @@ async fn assign(
     .await
 }
 
+#[utoipa::path(post, path = "/v1/cases/{id}/status", tag = "cases", operation_id = "cases_change_status", params(("id" = Uuid, Path)), request_body = StatusBody, responses(runtime::openapi::CommandAnswered))]
 async fn change_status(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -223,7 +228,7 @@ async fn change_status(
     .await
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TagsBody {
     #[serde(default)]
@@ -236,6 +241,7 @@ impl CommandSchema for TagsBody {
     const NAME: &'static str = "change_case_tags";
 }
 
+#[utoipa::path(post, path = "/v1/cases/{id}/tags", tag = "cases", operation_id = "cases_change_tags", params(("id" = Uuid, Path)), request_body = TagsBody, responses(runtime::openapi::CommandAnswered))]
 async fn change_tags(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -247,7 +253,7 @@ async fn change_tags(
         .await
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StageBody {
     stage_id: Uuid,
@@ -258,6 +264,7 @@ impl CommandSchema for StageBody {
 }
 
 /// Moves a case along a transition of its workflow that the caller's role may take.
+#[utoipa::path(post, path = "/v1/cases/{id}/stage", tag = "cases", operation_id = "cases_move_stage", params(("id" = Uuid, Path)), request_body = StageBody, responses(runtime::openapi::CommandAnswered))]
 async fn move_stage(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -275,7 +282,7 @@ async fn move_stage(
     run(&state, &ctx, id, hash, Permission::CasesChangeStatus, cmd).await
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TeamBody {
     team_id: Option<Uuid>,
@@ -285,6 +292,7 @@ impl CommandSchema for TeamBody {
     const NAME: &'static str = "assign_case_team";
 }
 
+#[utoipa::path(post, path = "/v1/cases/{id}/team", tag = "cases", operation_id = "cases_assign_team", params(("id" = Uuid, Path)), request_body = TeamBody, responses(runtime::openapi::CommandAnswered))]
 async fn assign_team(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -302,7 +310,7 @@ async fn assign_team(
     run(&state, &ctx, id, hash, Permission::CasesAssign, CaseCommand::AssignTeam { team_id: body.team_id, team }).await
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NoBody {}
 
@@ -317,6 +325,7 @@ async fn lifecycle(state: AppState, ctx: CommandContext, id: Uuid, to: Status) -
         .await
 }
 
+#[utoipa::path(post, path = "/v1/cases/{id}/resolve", tag = "cases", operation_id = "cases_resolve", params(("id" = Uuid, Path)), request_body = NoBody, responses(runtime::openapi::CommandAnswered))]
 async fn resolve(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -326,6 +335,7 @@ async fn resolve(
     lifecycle(state, ctx, id, Status::Resolved).await
 }
 
+#[utoipa::path(post, path = "/v1/cases/{id}/close", tag = "cases", operation_id = "cases_close", params(("id" = Uuid, Path)), request_body = NoBody, responses(runtime::openapi::CommandAnswered))]
 async fn close(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -335,6 +345,7 @@ async fn close(
     lifecycle(state, ctx, id, Status::Closed).await
 }
 
+#[utoipa::path(post, path = "/v1/cases/{id}/reopen", tag = "cases", operation_id = "cases_reopen", params(("id" = Uuid, Path)), request_body = NoBody, responses(runtime::openapi::CommandAnswered))]
 async fn reopen(
     State(state): State<AppState>,
     ctx: CommandContext,

@@ -3,8 +3,6 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{patch, post};
-use axum::Router;
 use chrono::{DateTime, Utc};
 use events::case::Status;
 use events::channel::{self, normalise_name, ChannelCommand, ChannelType, Configuration};
@@ -14,6 +12,7 @@ use runtime::extract::ApiPath;
 use runtime::ApiError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::AppState;
@@ -23,22 +22,23 @@ use crate::versioned::{CommandSchema, Versioned};
 
 const KIND: &str = "channel";
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/channels", post(create))
-        .route("/v1/channels/{id}", patch(update))
-        .route("/v1/channels/{id}/deactivate", post(deactivate))
-        .route("/v1/channels/{id}/activate", post(activate))
-        .route("/v1/cases/{id}/interactions", post(record_interaction))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(update))
+        .routes(routes!(deactivate))
+        .routes(routes!(activate))
+        .routes(routes!(record_interaction))
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     name: String,
     #[serde(rename = "type")]
     channel_type: ChannelType,
     #[serde(default)]
+    #[schema(value_type = Object)]
     configuration: Configuration,
 }
 
@@ -46,10 +46,11 @@ impl CommandSchema for CreateBody {
     const NAME: &'static str = "create_channel";
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateBody {
     name: Option<String>,
+    #[schema(value_type = Option<Object>)]
     configuration: Option<Configuration>,
 }
 
@@ -57,7 +58,7 @@ impl CommandSchema for UpdateBody {
     const NAME: &'static str = "update_channel";
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct InteractionBody {
     channel_id: Uuid,
@@ -67,6 +68,7 @@ struct InteractionBody {
     #[serde(default)]
     tags: Vec<String>,
     #[serde(default)]
+    #[schema(value_type = Object)]
     metadata: Map<String, Value>,
     occurred_at: Option<DateTime<Utc>>,
 }
@@ -75,6 +77,7 @@ impl CommandSchema for InteractionBody {
     const NAME: &'static str = "record_interaction";
 }
 
+#[utoipa::path(post, path = "/v1/channels", tag = "channels", operation_id = "channels_create", request_body = CreateBody, responses(runtime::openapi::CommandAnswered))]
 async fn create(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -91,6 +94,7 @@ async fn create(
     Ok(reply)
 }
 
+#[utoipa::path(patch, path = "/v1/channels/{id}", tag = "channels", operation_id = "channels_update", params(("id" = Uuid, Path)), request_body = UpdateBody, responses(runtime::openapi::CommandAnswered))]
 async fn update(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -107,7 +111,15 @@ async fn update(
     run(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
 }
 
-activation_handlers!("channel", Permission::ChannelsManage, ChannelCommand::Deactivate, ChannelCommand::Activate);
+activation_handlers!(
+    "channel",
+    "channels",
+    "/v1/channels/{id}/deactivate",
+    "/v1/channels/{id}/activate",
+    Permission::ChannelsManage,
+    ChannelCommand::Deactivate,
+    ChannelCommand::Activate
+);
 
 async fn run(
     state: &AppState,
@@ -126,6 +138,7 @@ async fn run(
 
 /// Records one contact on a case; the case must exist and not be closed, the channel
 /// must be active (422 naming the field otherwise).
+#[utoipa::path(post, path = "/v1/cases/{id}/interactions", tag = "channels", operation_id = "channels_record_interaction", params(("id" = Uuid, Path)), request_body = InteractionBody, responses(runtime::openapi::CommandAnswered))]
 async fn record_interaction(
     State(state): State<AppState>,
     ctx: CommandContext,

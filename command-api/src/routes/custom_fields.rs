@@ -3,14 +3,13 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{post, put};
-use axum::Router;
 use chrono::Utc;
 use events::field_definition::{self, EntityType, FieldDefinitionCommand, FieldSpec};
 use runtime::auth::Permission;
 use runtime::extract::ApiPath;
 use runtime::ApiError;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::AppState;
@@ -18,20 +17,21 @@ use crate::context::CommandContext;
 use crate::journal::{fingerprint, CommandReply, FieldDefinitionStream, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/custom-fields", post(define))
-        .route("/v1/custom-fields/{id}", put(update))
-        .route("/v1/custom-fields/{id}/deactivate", post(deactivate))
-        .route("/v1/custom-fields/{id}/activate", post(activate))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(define))
+        .routes(routes!(update))
+        .routes(routes!(deactivate))
+        .routes(routes!(activate))
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DefineBody {
     entity_type: EntityType,
     field_name: String,
     #[serde(flatten)]
+    #[schema(value_type = Object)]
     spec: FieldSpec,
 }
 
@@ -39,10 +39,11 @@ impl CommandSchema for DefineBody {
     const NAME: &'static str = "define_custom_field";
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateBody {
     #[serde(flatten)]
+    #[schema(value_type = Object)]
     spec: FieldSpec,
 }
 
@@ -50,6 +51,7 @@ impl CommandSchema for UpdateBody {
     const NAME: &'static str = "update_custom_field";
 }
 
+#[utoipa::path(post, path = "/v1/custom-fields", tag = "custom-fields", operation_id = "custom_fields_define", request_body = DefineBody, responses(runtime::openapi::CommandAnswered))]
 async fn define(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -67,6 +69,7 @@ async fn define(
     Ok(reply)
 }
 
+#[utoipa::path(put, path = "/v1/custom-fields/{id}", tag = "custom-fields", operation_id = "custom_fields_update", params(("id" = Uuid, Path)), request_body = UpdateBody, responses(runtime::openapi::CommandAnswered))]
 async fn update(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -81,6 +84,9 @@ async fn update(
 
 activation_handlers!(
     "custom_field",
+    "custom-fields",
+    "/v1/custom-fields/{id}/deactivate",
+    "/v1/custom-fields/{id}/activate",
     Permission::CustomFieldsManage,
     FieldDefinitionCommand::Deactivate,
     FieldDefinitionCommand::Activate

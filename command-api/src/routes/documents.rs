@@ -3,8 +3,6 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, post};
-use axum::Router;
 use chrono::Utc;
 use events::case::Status;
 use events::document::{self, DocumentCommand};
@@ -14,6 +12,7 @@ use runtime::extract::ApiPath;
 use runtime::ApiError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::AppState;
@@ -21,11 +20,11 @@ use crate::context::CommandContext;
 use crate::journal::{fingerprint, CaseStream, CommandReply, DocumentStream, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/cases/{id}/documents", post(attach)).route("/v1/documents/{id}", delete(remove))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(attach)).routes(routes!(remove))
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AttachBody {
     filename: String,
@@ -33,6 +32,7 @@ struct AttachBody {
     size: i64,
     storage_path: String,
     #[serde(default)]
+    #[schema(value_type = Object)]
     metadata: Map<String, Value>,
 }
 
@@ -40,6 +40,7 @@ impl CommandSchema for AttachBody {
     const NAME: &'static str = "attach_document";
 }
 
+#[utoipa::path(post, path = "/v1/cases/{id}/documents", tag = "documents", operation_id = "documents_attach", params(("id" = Uuid, Path)), request_body = AttachBody, responses(runtime::openapi::CommandAnswered))]
 async fn attach(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -69,6 +70,7 @@ async fn attach(
     Ok(reply)
 }
 
+#[utoipa::path(delete, path = "/v1/documents/{id}", tag = "documents", operation_id = "documents_remove", params(("id" = Uuid, Path)), responses(runtime::openapi::CommandAnswered))]
 async fn remove(
     State(state): State<AppState>,
     ctx: CommandContext,

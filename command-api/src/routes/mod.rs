@@ -4,7 +4,11 @@
 /// The `deactivate` and `activate` handlers of a resource whose stream has both
 /// commands; the calling module provides `run(state, ctx, id, hash, lookup, success, cmd)`.
 macro_rules! activation_handlers {
-    ($kind:literal, $permission:expr, $deactivate:expr, $activate:expr) => {
+    ($kind:literal, $tag:literal, $deactivate_path:literal, $activate_path:literal,
+     $permission:expr, $deactivate:expr, $activate:expr) => {
+        /// Deactivates it: no new references to it are accepted; existing ones stay.
+        #[utoipa::path(post, path = $deactivate_path, tag = $tag, operation_id = concat!($kind, "_deactivate"), params(("id" = Uuid, Path)),
+                       responses(runtime::openapi::CommandAnswered))]
         async fn deactivate(
             axum::extract::State(state): axum::extract::State<AppState>,
             ctx: CommandContext,
@@ -16,6 +20,9 @@ macro_rules! activation_handlers {
             run(&state, &ctx, id, hash, Lookup::Nothing, axum::http::StatusCode::OK, $deactivate).await
         }
 
+        /// Activates it again.
+        #[utoipa::path(post, path = $activate_path, tag = $tag, operation_id = concat!($kind, "_activate"), params(("id" = Uuid, Path)),
+                       responses(runtime::openapi::CommandAnswered))]
         async fn activate(
             axum::extract::State(state): axum::extract::State<AppState>,
             ctx: CommandContext,
@@ -48,6 +55,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use events::tenant::TenantStatus;
 use runtime::auth::JwtKeys;
+use runtime::openapi::BearerAuth;
 use runtime::ApiError;
 
 use crate::context::CommandContext;
@@ -74,8 +82,24 @@ impl FromRef<AppState> for JwtKeys {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// The command API's OpenAPI document: info and shared components; the paths come from
+/// the routers below, registered and documented by the same calls.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Murima command API",
+        description = "Versioned commands that append events. Every answer carries the stream id, its new version \
+                       (also the ETag) and a position token for read-your-writes."
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(runtime::openapi::Problem, runtime::openapi::FieldProblem, runtime::openapi::CommandAnswer))
+)]
+pub struct ApiDoc;
+
+/// Every command route, with the OpenAPI document built from them.
+pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi;
+    utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(cases::router())
         .merge(tenants::router())
         .merge(users::router())
@@ -88,7 +112,12 @@ pub fn router(state: AppState) -> Router {
         .merge(templates::router())
         .merge(workflows::router())
         .merge(custom_fields::router())
-        .with_state(state)
+        .split_for_parts()
+}
+
+pub fn router(state: AppState) -> Router {
+    let (routes, api) = documented();
+    routes.merge(runtime::openapi::docs_router(&api)).with_state(state)
 }
 
 impl IntoResponse for CommandReply {

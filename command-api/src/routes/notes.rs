@@ -3,8 +3,6 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{patch, post};
-use axum::Router;
 use chrono::Utc;
 use events::case::Status;
 use events::note::{self, Attachment, NoteCommand};
@@ -13,6 +11,7 @@ use runtime::auth::Permission;
 use runtime::extract::ApiPath;
 use runtime::ApiError;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::AppState;
@@ -20,11 +19,11 @@ use crate::context::CommandContext;
 use crate::journal::{fingerprint, CaseStream, CommandReply, Lookup, NoteStream};
 use crate::versioned::{CommandSchema, Versioned};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/cases/{id}/notes", post(add)).route("/v1/notes/{id}", patch(edit).delete(remove))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(add)).routes(routes!(edit, remove))
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AttachmentBody {
     filename: String,
@@ -33,7 +32,7 @@ struct AttachmentBody {
     storage_path: String,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AddBody {
     content: String,
@@ -49,7 +48,7 @@ impl CommandSchema for AddBody {
     const NAME: &'static str = "add_case_note";
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EditBody {
     content: Option<String>,
@@ -61,6 +60,7 @@ impl CommandSchema for EditBody {
     const NAME: &'static str = "edit_case_note";
 }
 
+#[utoipa::path(post, path = "/v1/cases/{id}/notes", tag = "notes", operation_id = "notes_add", params(("id" = Uuid, Path)), request_body = AddBody, responses(runtime::openapi::CommandAnswered))]
 async fn add(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -110,6 +110,7 @@ async fn ensure_author_or_moderator(state: &AppState, ctx: &CommandContext, id: 
     }
 }
 
+#[utoipa::path(patch, path = "/v1/notes/{id}", tag = "notes", operation_id = "notes_edit", params(("id" = Uuid, Path)), request_body = EditBody, responses(runtime::openapi::CommandAnswered))]
 async fn edit(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -122,6 +123,7 @@ async fn edit(
     run(&state, &ctx, id, hash, StatusCode::OK, cmd).await
 }
 
+#[utoipa::path(delete, path = "/v1/notes/{id}", tag = "notes", operation_id = "notes_remove", params(("id" = Uuid, Path)), responses(runtime::openapi::CommandAnswered))]
 async fn remove(
     State(state): State<AppState>,
     ctx: CommandContext,

@@ -3,8 +3,6 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::Router;
 use chrono::{DateTime, Utc};
 use events::case::{Priority, Status};
 use events::reference::Reference;
@@ -13,6 +11,7 @@ use runtime::auth::Permission;
 use runtime::extract::ApiPath;
 use runtime::ApiError;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::AppState;
@@ -20,15 +19,15 @@ use crate::context::CommandContext;
 use crate::journal::{fingerprint, CaseStream, CommandReply, Lookup, TaskStream};
 use crate::versioned::{CommandSchema, Versioned};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/cases/{id}/tasks", post(create))
-        .route("/v1/tasks/{id}/assignment", post(assign))
-        .route("/v1/tasks/{id}/status", post(change_status))
-        .route("/v1/tasks/{id}/complete", post(complete))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(assign))
+        .routes(routes!(change_status))
+        .routes(routes!(complete))
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     title: String,
@@ -43,7 +42,7 @@ impl CommandSchema for CreateBody {
     const NAME: &'static str = "create_task";
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AssignBody {
     assigned_to: Option<Uuid>,
@@ -53,7 +52,7 @@ impl CommandSchema for AssignBody {
     const NAME: &'static str = "assign_task";
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StatusBody {
     status: TaskStatus,
@@ -71,6 +70,7 @@ impl CommandSchema for Empty {
     const NAME: &'static str = "complete_task";
 }
 
+#[utoipa::path(post, path = "/v1/cases/{id}/tasks", tag = "tasks", operation_id = "tasks_create", params(("id" = Uuid, Path)), request_body = CreateBody, responses(runtime::openapi::CommandAnswered))]
 async fn create(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -101,6 +101,7 @@ async fn create(
     Ok(reply)
 }
 
+#[utoipa::path(post, path = "/v1/tasks/{id}/assignment", tag = "tasks", operation_id = "tasks_assign", params(("id" = Uuid, Path)), request_body = AssignBody, responses(runtime::openapi::CommandAnswered))]
 async fn assign(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -116,6 +117,7 @@ async fn assign(
     run(&state, &ctx, id, hash, StatusCode::OK, cmd).await
 }
 
+#[utoipa::path(post, path = "/v1/tasks/{id}/status", tag = "tasks", operation_id = "tasks_change_status", params(("id" = Uuid, Path)), request_body = StatusBody, responses(runtime::openapi::CommandAnswered))]
 async fn change_status(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -127,6 +129,7 @@ async fn change_status(
     run(&state, &ctx, id, hash, StatusCode::OK, TaskCommand::ChangeStatus { status: body.status }).await
 }
 
+#[utoipa::path(post, path = "/v1/tasks/{id}/complete", tag = "tasks", operation_id = "tasks_complete", params(("id" = Uuid, Path)), responses(runtime::openapi::CommandAnswered))]
 async fn complete(
     State(state): State<AppState>,
     ctx: CommandContext,

@@ -3,8 +3,6 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, patch, post};
-use axum::Router;
 use chrono::Utc;
 use events::team::{self, normalise_name, TeamCommand, TeamRole};
 use events::FieldError;
@@ -12,6 +10,7 @@ use runtime::auth::Permission;
 use runtime::extract::ApiPath;
 use runtime::ApiError;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::AppState;
@@ -19,15 +18,15 @@ use crate::context::CommandContext;
 use crate::journal::{fingerprint, CommandReply, Lookup, TeamStream, UserStream};
 use crate::versioned::{CommandSchema, Versioned};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/teams", post(create))
-        .route("/v1/teams/{id}", patch(rename))
-        .route("/v1/teams/{id}/members", post(add_member))
-        .route("/v1/teams/{id}/members/{user_id}", delete(remove_member))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(rename))
+        .routes(routes!(add_member))
+        .routes(routes!(remove_member))
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     name: String,
@@ -38,7 +37,7 @@ impl CommandSchema for CreateBody {
     const NAME: &'static str = "create_team";
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RenameBody {
     name: String,
@@ -48,7 +47,7 @@ impl CommandSchema for RenameBody {
     const NAME: &'static str = "rename_team";
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MemberBody {
     user_id: Uuid,
@@ -64,6 +63,7 @@ impl CommandSchema for MemberBody {
     const NAME: &'static str = "add_team_member";
 }
 
+#[utoipa::path(post, path = "/v1/teams", tag = "teams", operation_id = "teams_create", request_body = CreateBody, responses(runtime::openapi::CommandAnswered))]
 async fn create(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -79,6 +79,7 @@ async fn create(
     Ok(reply)
 }
 
+#[utoipa::path(patch, path = "/v1/teams/{id}", tag = "teams", operation_id = "teams_rename", params(("id" = Uuid, Path)), request_body = RenameBody, responses(runtime::openapi::CommandAnswered))]
 async fn rename(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -91,6 +92,7 @@ async fn rename(
     run(&state, &ctx, id, hash, lookup, StatusCode::OK, TeamCommand::Rename { name: body.name }).await
 }
 
+#[utoipa::path(post, path = "/v1/teams/{id}/members", tag = "teams", operation_id = "teams_add_member", params(("id" = Uuid, Path)), request_body = MemberBody, responses(runtime::openapi::CommandAnswered))]
 async fn add_member(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -109,6 +111,7 @@ async fn add_member(
     run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, cmd).await
 }
 
+#[utoipa::path(delete, path = "/v1/teams/{id}/members/{user_id}", tag = "teams", operation_id = "teams_remove_member", params(("id" = Uuid, Path), ("user_id" = Uuid, Path)), responses(runtime::openapi::CommandAnswered))]
 async fn remove_member(
     State(state): State<AppState>,
     ctx: CommandContext,

@@ -2,11 +2,11 @@
 //! for a case, which reports the placeholders it had no value for.
 
 use std::collections::BTreeSet;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{patch, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::Utc;
 use events::channel::ChannelType;
 use events::template::{self, render, TemplateCommand};
@@ -25,16 +25,16 @@ use crate::versioned::{CommandSchema, Versioned};
 
 const KIND: &str = "message_template";
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/message-templates", post(create))
-        .route("/v1/message-templates/{id}", patch(update))
-        .route("/v1/message-templates/{id}/deactivate", post(deactivate))
-        .route("/v1/message-templates/{id}/activate", post(activate))
-        .route("/v1/message-templates/{id}/render", post(render_for_case))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(update))
+        .routes(routes!(deactivate))
+        .routes(routes!(activate))
+        .routes(routes!(render_for_case))
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     name: String,
@@ -51,7 +51,7 @@ impl CommandSchema for CreateBody {
     const NAME: &'static str = "create_message_template";
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateBody {
     name: Option<String>,
@@ -66,12 +66,13 @@ impl CommandSchema for UpdateBody {
     const NAME: &'static str = "update_message_template";
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RenderBody {
     case_id: Uuid,
     /// Values for placeholders the case does not provide (they win over the case's).
     #[serde(default)]
+    #[schema(value_type = Object)]
     values: Map<String, Value>,
 }
 
@@ -79,6 +80,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
     Option::<T>::deserialize(d).map(Some)
 }
 
+#[utoipa::path(post, path = "/v1/message-templates", tag = "templates", operation_id = "templates_create", request_body = CreateBody, responses(runtime::openapi::CommandAnswered))]
 async fn create(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -102,6 +104,7 @@ async fn create(
     Ok(reply)
 }
 
+#[utoipa::path(patch, path = "/v1/message-templates/{id}", tag = "templates", operation_id = "templates_update", params(("id" = Uuid, Path)), request_body = UpdateBody, responses(runtime::openapi::CommandAnswered))]
 async fn update(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -125,6 +128,9 @@ async fn update(
 
 activation_handlers!(
     "message_template",
+    "templates",
+    "/v1/message-templates/{id}/deactivate",
+    "/v1/message-templates/{id}/activate",
     Permission::TemplatesManage,
     TemplateCommand::Deactivate,
     TemplateCommand::Activate
@@ -150,6 +156,7 @@ async fn run(
 /// `case_status`, `case_priority`, `case_description`), its custom fields by name,
 /// `company_name` (the tenant) and `agent_name` (the assignee), then `values`.
 /// Records nothing; it answers from the write side's current state.
+#[utoipa::path(post, path = "/v1/message-templates/{id}/render", tag = "templates", operation_id = "templates_render_for_case", params(("id" = Uuid, Path)), request_body = RenderBody, responses(runtime::openapi::CommandAnswered))]
 async fn render_for_case(
     State(state): State<AppState>,
     ctx: CommandContext,

@@ -3,14 +3,13 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{patch, post};
-use axum::Router;
 use chrono::Utc;
 use events::tenant::{self, Settings, TenantCommand};
 use runtime::auth::{Permission, Role};
 use runtime::extract::ApiPath;
 use runtime::ApiError;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::AppState;
@@ -18,20 +17,21 @@ use crate::context::CommandContext;
 use crate::journal::{fingerprint, Command, CommandReply, Lookup, TenantStream};
 use crate::versioned::{CommandSchema, Versioned};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tenants", post(provision))
-        .route("/v1/tenants/{id}/settings", patch(update_settings))
-        .route("/v1/tenants/{id}/suspend", post(suspend))
-        .route("/v1/tenants/{id}/reactivate", post(reactivate))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(provision))
+        .routes(routes!(update_settings))
+        .routes(routes!(suspend))
+        .routes(routes!(reactivate))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ProvisionTenant {
     name: String,
     slug: String,
     #[serde(default)]
+    #[schema(value_type = Object)]
     settings: Settings,
     /// Optional: lets an operator choose the id (e.g. to re-create a known tenant).
     id: Option<Uuid>,
@@ -41,9 +41,10 @@ impl CommandSchema for ProvisionTenant {
     const NAME: &'static str = "provision_tenant";
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateSettings {
+    #[schema(value_type = Object)]
     settings: Settings,
 }
 
@@ -51,7 +52,7 @@ impl CommandSchema for UpdateSettings {
     const NAME: &'static str = "update_tenant_settings";
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Suspend {
     reason: String,
@@ -61,7 +62,7 @@ impl CommandSchema for Suspend {
     const NAME: &'static str = "suspend_tenant";
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Reactivate {}
 
@@ -69,6 +70,7 @@ impl CommandSchema for Reactivate {
     const NAME: &'static str = "reactivate_tenant";
 }
 
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", operation_id = "tenants_provision", request_body = ProvisionTenant, responses(runtime::openapi::CommandAnswered))]
 async fn provision(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -88,6 +90,7 @@ async fn provision(
     state.journal.execute::<TenantStream>(command, |s, _| tenant::decide(s, provision, Utc::now())).await
 }
 
+#[utoipa::path(patch, path = "/v1/tenants/{id}/settings", tag = "tenants", operation_id = "tenants_update_settings", params(("id" = Uuid, Path)), request_body = UpdateSettings, responses(runtime::openapi::CommandAnswered))]
 async fn update_settings(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -102,6 +105,7 @@ async fn update_settings(
     run(&state, &ctx, id, hash, TenantCommand::UpdateSettings { settings: body.settings }).await
 }
 
+#[utoipa::path(post, path = "/v1/tenants/{id}/suspend", tag = "tenants", operation_id = "tenants_suspend", params(("id" = Uuid, Path)), request_body = Suspend, responses(runtime::openapi::CommandAnswered))]
 async fn suspend(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -113,6 +117,7 @@ async fn suspend(
     run(&state, &ctx, id, hash, TenantCommand::Suspend { reason: body.reason }).await
 }
 
+#[utoipa::path(post, path = "/v1/tenants/{id}/reactivate", tag = "tenants", operation_id = "tenants_reactivate", params(("id" = Uuid, Path)), request_body = Reactivate, responses(runtime::openapi::CommandAnswered))]
 async fn reactivate(
     State(state): State<AppState>,
     ctx: CommandContext,

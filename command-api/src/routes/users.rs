@@ -6,8 +6,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{patch, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::Utc;
 use events::tenant::TenantStatus;
 use events::user::{
@@ -19,6 +18,7 @@ use runtime::extract::ApiPath;
 use runtime::ApiError;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::AppState;
@@ -30,18 +30,18 @@ const MIN_PASSWORD: usize = 12;
 const MAX_PASSWORD: usize = 256;
 const TOKEN_HOURS: i64 = 8;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/users", post(create))
-        .route("/v1/users/{id}/profile", patch(update_profile))
-        .route("/v1/users/{id}/role", post(change_role))
-        .route("/v1/users/{id}/status", post(change_status))
-        .route("/v1/users/{id}/permissions", put(set_permissions))
-        .route("/v1/users/{id}/preferences", put(set_preferences))
-        .route("/v1/auth/login", post(login))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(update_profile))
+        .routes(routes!(change_role))
+        .routes(routes!(change_status))
+        .routes(routes!(set_permissions))
+        .routes(routes!(set_preferences))
+        .routes(routes!(login))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     username: String,
@@ -68,7 +68,7 @@ struct CreateFingerprint<'a> {
     role: UserRole,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ProfileBody {
     #[serde(default, deserialize_with = "present")]
@@ -82,7 +82,7 @@ impl CommandSchema for ProfileBody {
     const NAME: &'static str = "update_user_profile";
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RoleBody {
     role: UserRole,
@@ -92,7 +92,7 @@ impl CommandSchema for RoleBody {
     const NAME: &'static str = "change_user_role";
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StatusBody {
     status: UserStatus,
@@ -102,9 +102,10 @@ impl CommandSchema for StatusBody {
     const NAME: &'static str = "change_user_status";
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PermissionsBody {
+    #[schema(value_type = Object)]
     permissions: Document,
 }
 
@@ -112,9 +113,10 @@ impl CommandSchema for PermissionsBody {
     const NAME: &'static str = "set_user_permissions";
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PreferencesBody {
+    #[schema(value_type = Object)]
     preferences: Document,
 }
 
@@ -122,7 +124,7 @@ impl CommandSchema for PreferencesBody {
     const NAME: &'static str = "set_user_preferences";
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
     /// The tenant's slug.
@@ -154,6 +156,7 @@ async fn hash_password(password: String) -> Result<String, ApiError> {
     .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing a password: {e}")))
 }
 
+#[utoipa::path(post, path = "/v1/users", tag = "users", operation_id = "users_create", request_body = CreateBody, responses(runtime::openapi::CommandAnswered))]
 async fn create(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -208,6 +211,7 @@ fn self_or_manager(caller: Caller, id: Uuid) -> Result<Caller, ApiError> {
     }
 }
 
+#[utoipa::path(patch, path = "/v1/users/{id}/profile", tag = "users", operation_id = "users_update_profile", params(("id" = Uuid, Path)), request_body = ProfileBody, responses(runtime::openapi::CommandAnswered))]
 async fn update_profile(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -222,6 +226,7 @@ async fn update_profile(
     run(&state, &ctx, id, hash, lookup, cmd).await
 }
 
+#[utoipa::path(post, path = "/v1/users/{id}/role", tag = "users", operation_id = "users_change_role", params(("id" = Uuid, Path)), request_body = RoleBody, responses(runtime::openapi::CommandAnswered))]
 async fn change_role(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -233,6 +238,7 @@ async fn change_role(
     run(&state, &ctx, id, hash, Lookup::Nothing, UserCommand::ChangeRole { role: body.role }).await
 }
 
+#[utoipa::path(post, path = "/v1/users/{id}/status", tag = "users", operation_id = "users_change_status", params(("id" = Uuid, Path)), request_body = StatusBody, responses(runtime::openapi::CommandAnswered))]
 async fn change_status(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -244,6 +250,7 @@ async fn change_status(
     run(&state, &ctx, id, hash, Lookup::Nothing, UserCommand::ChangeStatus { status: body.status }).await
 }
 
+#[utoipa::path(put, path = "/v1/users/{id}/permissions", tag = "users", operation_id = "users_set_permissions", params(("id" = Uuid, Path)), request_body = PermissionsBody, responses(runtime::openapi::CommandAnswered))]
 async fn set_permissions(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -255,6 +262,7 @@ async fn set_permissions(
     run(&state, &ctx, id, hash, Lookup::Nothing, UserCommand::SetPermissions { permissions: body.permissions }).await
 }
 
+#[utoipa::path(put, path = "/v1/users/{id}/preferences", tag = "users", operation_id = "users_set_preferences", params(("id" = Uuid, Path)), request_body = PreferencesBody, responses(runtime::openapi::CommandAnswered))]
 async fn set_preferences(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -281,6 +289,7 @@ async fn run(
 }
 
 /// Exchanges tenant slug, username and password for a bearer token, and records the login.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "users", operation_id = "users_login", request_body = LoginBody, responses(runtime::openapi::CommandAnswered))]
 async fn login(
     State(state): State<AppState>,
     RequestFacts(parts): RequestFacts,

@@ -3,14 +3,13 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{patch, post};
-use axum::Router;
 use chrono::Utc;
 use events::workflow::{self, WorkflowCommand, WorkflowDefinition};
 use runtime::auth::Permission;
 use runtime::extract::ApiPath;
 use runtime::ApiError;
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::AppState;
@@ -20,19 +19,20 @@ use crate::versioned::{CommandSchema, Versioned};
 
 const KIND: &str = "workflow";
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/workflows", post(create))
-        .route("/v1/workflows/{id}", patch(update))
-        .route("/v1/workflows/{id}/deactivate", post(deactivate))
-        .route("/v1/workflows/{id}/activate", post(activate))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(update))
+        .routes(routes!(deactivate))
+        .routes(routes!(activate))
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     name: String,
     description: Option<String>,
+    #[schema(value_type = Object)]
     definition: WorkflowDefinition,
 }
 
@@ -40,12 +40,13 @@ impl CommandSchema for CreateBody {
     const NAME: &'static str = "create_workflow";
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateBody {
     name: Option<String>,
     #[serde(default, deserialize_with = "present")]
     description: Option<Option<String>>,
+    #[schema(value_type = Option<Object>)]
     definition: Option<WorkflowDefinition>,
 }
 
@@ -57,6 +58,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
     Option::<T>::deserialize(d).map(Some)
 }
 
+#[utoipa::path(post, path = "/v1/workflows", tag = "workflows", operation_id = "workflows_create", request_body = CreateBody, responses(runtime::openapi::CommandAnswered))]
 async fn create(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -72,6 +74,7 @@ async fn create(
     Ok(reply)
 }
 
+#[utoipa::path(patch, path = "/v1/workflows/{id}", tag = "workflows", operation_id = "workflows_update", params(("id" = Uuid, Path)), request_body = UpdateBody, responses(runtime::openapi::CommandAnswered))]
 async fn update(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -88,7 +91,15 @@ async fn update(
     run(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
 }
 
-activation_handlers!("workflow", Permission::WorkflowsManage, WorkflowCommand::Deactivate, WorkflowCommand::Activate);
+activation_handlers!(
+    "workflow",
+    "workflows",
+    "/v1/workflows/{id}/deactivate",
+    "/v1/workflows/{id}/activate",
+    Permission::WorkflowsManage,
+    WorkflowCommand::Deactivate,
+    WorkflowCommand::Activate
+);
 
 async fn run(
     state: &AppState,

@@ -1,8 +1,7 @@
 //! The audit trail of any entity from MongoDB, newest first, paginated by entity version.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use runtime::auth::Caller;
@@ -11,15 +10,14 @@ use runtime::tenancy::{Tenancy, AUDIT_LOGS};
 use runtime::ApiError;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{page_size, AppState};
 use crate::consistency::{wait_until, WaitFor};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/cases/{id}/audit", get(case_audit))
-        .route("/v1/audit/{entity_type}/{id}", get(entity_audit))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(case_audit)).routes(routes!(entity_audit))
 }
 
 /// The entity types the audit log records (the projector's names for the streams).
@@ -39,6 +37,7 @@ const ENTITY_TYPES: [&str; 13] = [
     "message_template",
 ];
 
+#[utoipa::path(get, path = "/v1/cases/{id}/audit", tag = "audit", operation_id = "audit_case_audit", params(("id" = Uuid, Path), AuditQuery), responses(runtime::openapi::ReadAnswered))]
 async fn case_audit(
     state: State<AppState>,
     caller: Caller,
@@ -49,6 +48,7 @@ async fn case_audit(
     audit_trail(state, caller, token, "case", id, q).await
 }
 
+#[utoipa::path(get, path = "/v1/audit/{entity_type}/{id}", tag = "audit", operation_id = "audit_entity_audit", params(("entity_type" = String, Path, description = "tenant, user, team, case_type, workflow, custom_field_definition, case, channel, interaction, task, case_note, document or message_template"), ("id" = Uuid, Path), AuditQuery), responses(runtime::openapi::ReadAnswered))]
 async fn entity_audit(
     state: State<AppState>,
     caller: Caller,
@@ -65,8 +65,9 @@ async fn entity_audit(
     audit_trail(state, caller, token, entity_type, id, q).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
     limit: Option<i64>,
     /// Return entries older than this entity version (from `next_cursor`).

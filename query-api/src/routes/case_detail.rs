@@ -10,12 +10,12 @@
 //! §6.2.3, on top of the projector dropping the key on every case event).
 
 use std::hash::{Hash, Hasher};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
@@ -35,10 +35,11 @@ const CASE_CACHE_TTL_SECS: i64 = 1800;
 /// Related items shown with a case, newest first.
 const RELATED: i64 = 50;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/cases/{id}", get(detail))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(detail))
 }
 
+#[utoipa::path(get, path = "/v1/cases/{id}", tag = "case-detail", operation_id = "case_detail_detail", params(("id" = Uuid, Path)), responses(runtime::openapi::ReadAnswered))]
 async fn detail(
     State(state): State<AppState>,
     caller: Caller,
@@ -57,15 +58,17 @@ async fn detail(
     let related = Related::load(&state, caller, id).await?;
     super::presence::record_view(&state, caller, id).await;
 
-    case["sla"] = sla_state(&case, Utc::now());
     case["interactions"] = related.interactions;
     case["tasks"] = related.tasks;
     case["documents"] = related.documents;
     case["notes"] = related.notes;
-    // The case's version and a digest of everything shown with it.
+    // The case's version and a digest of everything shown with it, taken before the SLA
+    // clock is read: a screen that did not change revalidates (304) however late.
     let mut digest = std::collections::hash_map::DefaultHasher::new();
     case.to_string().hash(&mut digest);
     let etag = format!("\"{}-{:016x}\"", case["version"], digest.finish());
+    let sla = sla_state(&case, Utc::now());
+    case["sla"] = sla;
     if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }

@@ -4,8 +4,7 @@
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use events::case::{Priority, Status};
 use runtime::auth::Caller;
@@ -15,6 +14,7 @@ use runtime::ApiError;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::Row;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -23,8 +23,8 @@ use base64::Engine;
 use super::{decode_cursor, encode_cursor, missing_schema_is_empty, page_size, tenant_tx, wait_for_postgres, AppState};
 use crate::consistency::WaitFor;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/cases", get(list)).route("/v1/my/queue", get(queue))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list)).routes(routes!(queue))
 }
 
 pub const COLUMNS: &str = "id, tenant_id, case_number, title, description, status, priority, case_type_id, workflow_id,
@@ -59,7 +59,7 @@ pub fn case_json(row: &sqlx::postgres::PgRow) -> Result<Value, sqlx::Error> {
     }))
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Sort {
     /// Newest first (the default).
@@ -96,8 +96,9 @@ impl Sort {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     status: Option<Status>,
     priority: Option<Priority>,
@@ -200,6 +201,14 @@ pub fn list_sql(schema: &str, sort: Sort) -> String {
     )
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/cases",
+    tag = "case-list",
+    operation_id = "case_list_list",
+    params(ListQuery),
+    responses(runtime::openapi::ReadAnswered)
+)]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -270,8 +279,9 @@ async fn list(
     Ok(response)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct QueueQuery {
     limit: Option<i64>,
     cursor: Option<String>,
@@ -285,6 +295,14 @@ const URGENCY: &str =
 
 /// "My queue": open cases assigned to the caller or to one of their teams, the one whose
 /// SLA runs out first on top (then the most urgent priority, then the oldest).
+#[utoipa::path(
+    get,
+    path = "/v1/my/queue",
+    tag = "case-list",
+    operation_id = "case_list_queue",
+    params(QueueQuery),
+    responses(runtime::openapi::ReadAnswered)
+)]
 async fn queue(
     State(state): State<AppState>,
     caller: Caller,

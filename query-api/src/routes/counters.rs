@@ -1,10 +1,10 @@
 //! Live counters from Redis: cases per status, and open cases per priority, assignee and team.
 
 use std::collections::BTreeMap;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use runtime::auth::Caller;
 use runtime::tenancy::Tenancy;
 use runtime::ApiError;
@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use super::AppState;
 use crate::consistency::{wait_until, WaitFor};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/counters", get(counters))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(counters))
 }
 
 pub fn redis_unavailable(e: redis::RedisError) -> ApiError {
@@ -22,6 +22,13 @@ pub fn redis_unavailable(e: redis::RedisError) -> ApiError {
     ApiError::Unavailable("the counter store is not reachable".into())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/counters",
+    tag = "counters",
+    operation_id = "counters_counters",
+    responses(runtime::openapi::ReadAnswered)
+)]
 async fn counters(
     State(state): State<AppState>,
     caller: Caller,

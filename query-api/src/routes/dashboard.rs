@@ -2,8 +2,7 @@
 //! daily series of opened and resolved cases.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use runtime::auth::Caller;
 use runtime::extract::ApiQuery;
@@ -11,18 +10,26 @@ use runtime::tenancy::Tenancy;
 use runtime::ApiError;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{missing_schema_is_empty, tenant_tx, AppState};
 
 /// The longest daily series one request may ask for.
 const MAX_DAYS: i64 = 366;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/dashboard/statistics", get(statistics)).route("/v1/dashboard/daily", get(daily))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(statistics)).routes(routes!(daily))
 }
 
 /// This month's cases by type and status with the average hours to resolve, as of the
 /// view's last refresh (every `MURIMA_STATISTICS_REFRESH_SECS`).
+#[utoipa::path(
+    get,
+    path = "/v1/dashboard/statistics",
+    tag = "dashboard",
+    operation_id = "dashboard_statistics",
+    responses(runtime::openapi::ReadAnswered)
+)]
 async fn statistics(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     let schema = Tenancy(caller.tenant_member()?.tenant_id).pg_schema();
     // The view is the tenant's own (its schema); it holds no other tenant's rows.
@@ -37,8 +44,9 @@ async fn statistics(State(state): State<AppState>, caller: Caller) -> Result<Jso
     Ok(Json(json!({ "items": rows })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DailyQuery {
     /// First day (UTC), default 29 days before `to`.
     from: Option<NaiveDate>,
@@ -47,6 +55,14 @@ struct DailyQuery {
 }
 
 /// Cases opened and resolved per UTC day, every day of the range present (zeros too).
+#[utoipa::path(
+    get,
+    path = "/v1/dashboard/daily",
+    tag = "dashboard",
+    operation_id = "dashboard_daily",
+    params(DailyQuery),
+    responses(runtime::openapi::ReadAnswered)
+)]
 async fn daily(
     State(state): State<AppState>,
     caller: Caller,

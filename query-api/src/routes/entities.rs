@@ -8,17 +8,18 @@
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use runtime::auth::Caller;
 use runtime::extract::{ApiPath, ApiQuery};
+use runtime::openapi::ReadAnswered;
 use runtime::tenancy::Tenancy;
 use runtime::ApiError;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{decode_cursor, encode_cursor, missing_schema_is_empty, page_size, tenant_tx, wait_for_postgres, AppState};
@@ -26,80 +27,145 @@ use crate::consistency::{wait_until, WaitFor};
 
 /// A table of the tenant schema served as a resource.
 #[derive(Clone, Copy)]
-struct Table {
+pub struct Table {
     path: &'static str,
     table: &'static str,
     /// A JSON expression over the row `t`: what a client sees of it.
     shape: &'static str,
 }
 
-const TABLES: [Table; 5] = [
-    Table { path: "users", table: "users", shape: "to_jsonb(t) - 'password_hash'" },
-    Table {
-        path: "teams",
-        table: "teams",
-        shape: "to_jsonb(t) || jsonb_build_object('members', COALESCE((
+const USERS: Table = Table { path: "users", table: "users", shape: "to_jsonb(t) - 'password_hash'" };
+const TEAMS: Table = Table {
+    path: "teams",
+    table: "teams",
+    shape: "to_jsonb(t) || jsonb_build_object('members', COALESCE((
                     SELECT jsonb_agg(jsonb_build_object('user_id', m.user_id, 'role', m.role, 'joined_at', m.joined_at)
                                      ORDER BY m.joined_at, m.user_id)
                     FROM {schema}.team_members m WHERE m.team_id = t.id), '[]'::jsonb))",
-    },
-    Table { path: "case-types", table: "case_types", shape: "to_jsonb(t)" },
-    Table { path: "workflows", table: "workflows", shape: "to_jsonb(t)" },
-    Table { path: "channels", table: "channels", shape: "to_jsonb(t)" },
-];
+};
+const CASE_TYPES: Table = Table { path: "case-types", table: "case_types", shape: "to_jsonb(t)" };
+const WORKFLOWS: Table = Table { path: "workflows", table: "workflows", shape: "to_jsonb(t)" };
+const CHANNELS: Table = Table { path: "channels", table: "channels", shape: "to_jsonb(t)" };
 
 /// A collection of the tenant's MongoDB documents served as a resource.
 #[derive(Clone, Copy)]
-struct Collection {
+pub struct Collection {
     path: &'static str,
     collection: &'static str,
 }
 
-const COLLECTIONS: [Collection; 2] = [
-    Collection { path: "custom-fields", collection: "custom_field_definitions" },
-    Collection { path: "message-templates", collection: "message_templates" },
-];
+const CUSTOM_FIELDS: Collection = Collection { path: "custom-fields", collection: "custom_field_definitions" };
+const TEMPLATES: Collection = Collection { path: "message-templates", collection: "message_templates" };
 
-pub fn router() -> Router<AppState> {
-    let mut router = Router::new().route("/v1/tenants", get(list_tenants)).route("/v1/tenants/{id}", get(get_tenant));
-    for table in TABLES {
-        router = router
-            .route(
-                &format!("/v1/{}", table.path),
-                get(move |state: State<AppState>, caller: Caller, token: WaitFor, q: ApiQuery<Page>| {
-                    list_rows(table, state, caller, token, q)
-                }),
-            )
-            .route(
-                &format!("/v1/{}/{{id}}", table.path),
-                get(move |state: State<AppState>, caller: Caller, token: WaitFor, id: ApiPath<Uuid>| {
-                    get_row(table, state, caller, token, id)
-                }),
-            );
-    }
-    for collection in COLLECTIONS {
-        router = router
-            .route(
-                &format!("/v1/{}", collection.path),
-                get(move |state: State<AppState>, caller: Caller, token: WaitFor, q: ApiQuery<Page>| {
-                    list_documents(collection, state, caller, token, q)
-                }),
-            )
-            .route(
-                &format!("/v1/{}/{{id}}", collection.path),
-                get(move |state: State<AppState>, caller: Caller, token: WaitFor, id: ApiPath<Uuid>| {
-                    get_document(collection, state, caller, token, id)
-                }),
-            );
-    }
-    router
+/// A documented list and read handler pair for a resource (`utoipa` needs literal paths).
+macro_rules! resource_handlers {
+    ($list:ident, $get:ident, $list_rows:ident, $get_row:ident, $resource:expr, $path:literal, $item:literal, $tag:literal) => {
+        #[doc = concat!("Lists ", $tag, ", newest first (keyset cursor).")]
+        #[utoipa::path(get, path = $path, tag = $tag, operation_id = stringify!($list), params(Page), responses(ReadAnswered))]
+        async fn $list(
+            state: State<AppState>,
+            caller: Caller,
+            token: WaitFor,
+            q: ApiQuery<Page>,
+        ) -> Result<Response, ApiError> {
+            $list_rows($resource, state, caller, token, q).await
+        }
+
+        #[doc = concat!("Reads one of the ", $tag, ".")]
+        #[utoipa::path(get, path = $item, tag = $tag, operation_id = stringify!($get), params(("id" = Uuid, Path)), responses(ReadAnswered))]
+        async fn $get(
+            state: State<AppState>,
+            caller: Caller,
+            token: WaitFor,
+            id: ApiPath<Uuid>,
+        ) -> Result<Json<Value>, ApiError> {
+            $get_row($resource, state, caller, token, id).await
+        }
+    };
 }
 
-#[derive(Debug, Deserialize)]
+resource_handlers!(list_users, get_user, list_rows, get_row, USERS, "/v1/users", "/v1/users/{id}", "users");
+resource_handlers!(list_teams, get_team, list_rows, get_row, TEAMS, "/v1/teams", "/v1/teams/{id}", "teams");
+resource_handlers!(
+    list_case_types,
+    get_case_type,
+    list_rows,
+    get_row,
+    CASE_TYPES,
+    "/v1/case-types",
+    "/v1/case-types/{id}",
+    "case-types"
+);
+resource_handlers!(
+    list_workflows,
+    get_workflow,
+    list_rows,
+    get_row,
+    WORKFLOWS,
+    "/v1/workflows",
+    "/v1/workflows/{id}",
+    "workflows"
+);
+resource_handlers!(
+    list_channels,
+    get_channel,
+    list_rows,
+    get_row,
+    CHANNELS,
+    "/v1/channels",
+    "/v1/channels/{id}",
+    "channels"
+);
+resource_handlers!(
+    list_custom_fields,
+    get_custom_field,
+    list_documents,
+    get_document,
+    CUSTOM_FIELDS,
+    "/v1/custom-fields",
+    "/v1/custom-fields/{id}",
+    "custom-fields"
+);
+resource_handlers!(
+    list_templates,
+    get_template,
+    list_documents,
+    get_document,
+    TEMPLATES,
+    "/v1/message-templates",
+    "/v1/message-templates/{id}",
+    "message-templates"
+);
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tenants))
+        .routes(routes!(get_tenant))
+        .routes(routes!(list_users))
+        .routes(routes!(get_user))
+        .routes(routes!(list_teams))
+        .routes(routes!(get_team))
+        .routes(routes!(list_case_types))
+        .routes(routes!(get_case_type))
+        .routes(routes!(list_workflows))
+        .routes(routes!(get_workflow))
+        .routes(routes!(list_channels))
+        .routes(routes!(get_channel))
+        .routes(routes!(list_custom_fields))
+        .routes(routes!(get_custom_field))
+        .routes(routes!(list_templates))
+        .routes(routes!(get_template))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
+    /// Page size, 1 to 100 (default 25).
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// A command's position token: wait until this read model holds that write.
     #[allow(dead_code)]
     position: Option<String>,
 }
@@ -264,6 +330,14 @@ async fn get_document(
 }
 
 /// Platform administrators list every tenant.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants",
+    tag = "tenants",
+    operation_id = "tenants_list_tenants",
+    params(Page),
+    responses(ReadAnswered)
+)]
 async fn list_tenants(
     State(state): State<AppState>,
     caller: Caller,
@@ -288,6 +362,7 @@ async fn list_tenants(
 }
 
 /// A tenant: platform administrators read any, a tenant's members their own.
+#[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants", operation_id = "tenants_get_tenant", params(("id" = Uuid, Path)), responses(ReadAnswered))]
 async fn get_tenant(
     State(state): State<AppState>,
     caller: Caller,

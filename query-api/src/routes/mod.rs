@@ -16,6 +16,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use elasticsearch::Elasticsearch;
 use runtime::auth::{Caller, JwtKeys};
+use runtime::openapi::BearerAuth;
 use runtime::ApiError;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -38,8 +39,25 @@ impl FromRef<AppState> for JwtKeys {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// The query API's OpenAPI document: info and shared components; the paths come from
+/// the routers below, registered and documented by the same calls.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Murima query API",
+        description = "Reads from the projections, bound to the caller's tenant. Every read accepts a command's \
+                       position token (`position` or `X-Murima-Position`) and waits until its read model holds that \
+                       write, or answers 503 not-yet-consistent."
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(runtime::openapi::Problem, runtime::openapi::FieldProblem))
+)]
+pub struct ApiDoc;
+
+/// Every read route, with the OpenAPI document built from them.
+pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi;
+    utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(case_list::router())
         .merge(case_detail::router())
         .merge(audit::router())
@@ -48,7 +66,12 @@ pub fn router(state: AppState) -> Router {
         .merge(presence::router())
         .merge(entities::router())
         .merge(dashboard::router())
-        .with_state(state)
+        .split_for_parts()
+}
+
+pub fn router(state: AppState) -> Router {
+    let (routes, api) = documented();
+    routes.merge(runtime::openapi::docs_router(&api)).with_state(state)
 }
 
 /// A read transaction bound to the caller's tenant: it runs as `murima_reader`, so the

@@ -3,8 +3,7 @@
 //! reading a case marks the caller as viewing it (5 minutes) and as active.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::Utc;
 use redis::AsyncCommands;
 use runtime::auth::Caller;
@@ -13,6 +12,7 @@ use runtime::tenancy::Tenancy;
 use runtime::ApiError;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::counters::redis_unavailable;
@@ -23,11 +23,8 @@ pub const VIEWER_TTL_SECS: i64 = 300;
 /// A user counts as online this long after their last login or read.
 pub const ONLINE_WINDOW_SECS: i64 = 300;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/cases/{id}/viewers", get(viewers))
-        .route("/v1/presence/online", get(online))
-        .route("/v1/notifications", get(notifications))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(viewers)).routes(routes!(online)).routes(routes!(notifications))
 }
 
 /// Marks the caller as viewing a case and as active. Best effort: presence never fails a read.
@@ -50,6 +47,7 @@ pub async fn record_view(state: &AppState, caller: Caller, case: Uuid) {
     }
 }
 
+#[utoipa::path(get, path = "/v1/cases/{id}/viewers", tag = "presence", operation_id = "presence_viewers", params(("id" = Uuid, Path)), responses(runtime::openapi::ReadAnswered))]
 async fn viewers(
     State(state): State<AppState>,
     caller: Caller,
@@ -62,6 +60,13 @@ async fn viewers(
     Ok(Json(json!({ "case_id": id, "viewers": users })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/presence/online",
+    tag = "presence",
+    operation_id = "presence_online",
+    responses(runtime::openapi::ReadAnswered)
+)]
 async fn online(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     let t = Tenancy(caller.tenant_member()?.tenant_id);
     let mut redis = state.redis.clone();
@@ -82,14 +87,23 @@ async fn online(State(state): State<AppState>, caller: Caller) -> Result<Json<Va
     Ok(Json(json!({ "window_seconds": ONLINE_WINDOW_SECS, "users": users })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct Page {
     limit: Option<i64>,
     offset: Option<i64>,
 }
 
 /// The caller's notifications, newest first; `offset` pages through the (bounded) list.
+#[utoipa::path(
+    get,
+    path = "/v1/notifications",
+    tag = "presence",
+    operation_id = "presence_notifications",
+    params(Page),
+    responses(runtime::openapi::ReadAnswered)
+)]
 async fn notifications(
     State(state): State<AppState>,
     caller: Caller,

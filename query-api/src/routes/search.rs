@@ -4,8 +4,7 @@
 //! typeahead suggestions on case titles and numbers.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use elasticsearch::indices::IndicesRefreshParts;
 use elasticsearch::{GetParts, SearchParts};
 use events::case::{Priority, Status};
@@ -15,24 +14,26 @@ use runtime::tenancy::{Tenancy, CASES, INTERACTIONS, NOTES};
 use runtime::ApiError;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{page_size, AppState};
 use crate::consistency::{wait_until, WaitFor};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/search/cases", get(search_cases))
-        .route("/v1/search/interactions", get(search_interactions))
-        .route("/v1/search/notes", get(search_notes))
-        .route("/v1/search/suggest", get(suggest))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(search_cases))
+        .routes(routes!(search_interactions))
+        .routes(routes!(search_notes))
+        .routes(routes!(suggest))
 }
 
 const MAX_QUERY: usize = 200;
 const MAX_OFFSET: i64 = 10_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct SearchQuery {
     q: String,
     status: Option<Status>,
@@ -46,8 +47,9 @@ struct SearchQuery {
     position: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct RelatedSearchQuery {
     q: String,
     case_id: Option<Uuid>,
@@ -130,6 +132,14 @@ fn terms(field: &str) -> Value {
     json!({ "terms": { "field": field, "size": 20 } })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/search/cases",
+    tag = "search",
+    operation_id = "search_search_cases",
+    params(SearchQuery),
+    responses(runtime::openapi::ReadAnswered)
+)]
 async fn search_cases(
     State(state): State<AppState>,
     caller: Caller,
@@ -185,6 +195,14 @@ async fn search_cases(
 }
 
 /// Interactions of the tenant (optionally of one case) matching the text.
+#[utoipa::path(
+    get,
+    path = "/v1/search/interactions",
+    tag = "search",
+    operation_id = "search_search_interactions",
+    params(RelatedSearchQuery),
+    responses(runtime::openapi::ReadAnswered)
+)]
 async fn search_interactions(
     State(state): State<AppState>,
     caller: Caller,
@@ -209,6 +227,14 @@ async fn search_interactions(
 
 /// Notes of the tenant (optionally of one case) matching the text; deleted notes never,
 /// internal notes of others only for holders of `notes:view_internal`.
+#[utoipa::path(
+    get,
+    path = "/v1/search/notes",
+    tag = "search",
+    operation_id = "search_search_notes",
+    params(RelatedSearchQuery),
+    responses(runtime::openapi::ReadAnswered)
+)]
 async fn search_notes(
     State(state): State<AppState>,
     caller: Caller,
@@ -239,14 +265,23 @@ async fn search_notes(
     Ok(Json(run(&state, &t.es_alias(NOTES), body, offset).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct SuggestQuery {
     prefix: String,
     limit: Option<i64>,
 }
 
 /// Typeahead: cases whose title or case number starts with the prefix.
+#[utoipa::path(
+    get,
+    path = "/v1/search/suggest",
+    tag = "search",
+    operation_id = "search_suggest",
+    params(SuggestQuery),
+    responses(runtime::openapi::ReadAnswered)
+)]
 async fn suggest(
     State(state): State<AppState>,
     caller: Caller,

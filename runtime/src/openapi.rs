@@ -1,0 +1,170 @@
+//! What both APIs' OpenAPI documents share: the problem shape (RFC 9457), bearer
+//! authentication, and the routes serving `/openapi.json` and a Swagger UI page.
+//!
+//! The documents are built by `utoipa-axum` from the same calls that register the routes
+//! (`OpenApiRouter::routes(routes!(handler))`), so a route cannot exist undocumented.
+
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use axum::Router;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::OpenApi;
+use utoipa::{Modify, ToSchema};
+
+/// An error answer (`application/problem+json`, RFC 9457).
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only: `ApiError` writes these
+pub struct Problem {
+    /// A URI naming the kind of problem.
+    #[schema(rename = "type", example = "https://murima.dev/problems/validation")]
+    kind: String,
+    #[schema(example = "Unprocessable request")]
+    title: String,
+    #[schema(example = 422)]
+    status: u16,
+    /// What to fix, in words.
+    #[schema(example = "case_type_id: no such case type in this tenant")]
+    detail: String,
+    /// Every invalid field, for validation problems.
+    errors: Option<Vec<FieldProblem>>,
+}
+
+/// One invalid field of a request.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct FieldProblem {
+    #[schema(example = "title")]
+    field: String,
+    #[schema(example = "must not be empty")]
+    message: String,
+}
+
+/// Declares the bearer token every endpoint expects.
+pub struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+        openapi.security =
+            Some(vec![utoipa::openapi::security::SecurityRequirement::new("bearer", Vec::<String>::new())]);
+    }
+}
+
+const SWAGGER_UI: &str = r##"<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>TITLE</title>
+  <link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js" crossorigin></script>
+  <script>
+    window.onload = () => { window.ui = SwaggerUIBundle({ url: "/openapi.json", dom_id: "#swagger-ui" }); };
+  </script>
+</body>
+</html>
+"##;
+
+/// `GET /openapi.json` (the document) and `GET /docs` (Swagger UI reading it).
+pub fn docs_router<S: Clone + Send + Sync + 'static>(api: &OpenApi) -> Router<S> {
+    let json = api.to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    let page = SWAGGER_UI.replace("TITLE", &api.info.title);
+    Router::new()
+        .route(
+            "/openapi.json",
+            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], json).into_response() }),
+        )
+        .route("/docs", get(move || async move { Html(page) }))
+}
+
+fn problem_responses() -> Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>)> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let problem = || ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
+    [
+        ("400", "Malformed request: the detail names what to fix"),
+        ("401", "Missing or invalid bearer token"),
+        ("403", "The caller lacks the permission named in the detail"),
+        ("404", "No such resource in the caller's tenant"),
+        ("409", "Conflict: a stale If-Match version or a name already taken"),
+        ("413", "Request body too large"),
+        ("422", "Invalid request: every bad field is listed in errors"),
+        ("503", "A store is unreachable, or a read could not reach the position token in time"),
+    ]
+    .into_iter()
+    .map(|(status, description)| {
+        (
+            status.to_owned(),
+            ResponseBuilder::new()
+                .description(description)
+                .content("application/problem+json", problem())
+                .build()
+                .into(),
+        )
+    })
+    .collect()
+}
+
+/// The answers of every command: its stream id, new version (also the `ETag`) and a
+/// position token for read-your-writes; or a problem.
+pub struct CommandAnswered;
+
+/// A command's answer body.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CommandAnswer {
+    /// The stream the command wrote (a new id for creations).
+    id: uuid::Uuid,
+    /// The stream's version after the command.
+    #[schema(example = 2)]
+    version: i64,
+    /// Pass it as `position` (or `X-Murima-Position`) to a read to see this write.
+    position: String,
+}
+
+impl utoipa::IntoResponses for CommandAnswered {
+    fn responses() -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>> {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let answer = || ContentBuilder::new().schema(Some(Ref::from_schema_name("CommandAnswer"))).build();
+        let mut all: std::collections::BTreeMap<_, _> = problem_responses().into_iter().collect();
+        all.insert(
+            "200".to_owned(),
+            ResponseBuilder::new()
+                .description("Done (or the original answer to a retried Idempotency-Key)")
+                .content("application/json", answer())
+                .build()
+                .into(),
+        );
+        all.insert(
+            "201".to_owned(),
+            ResponseBuilder::new().description("Created").content("application/json", answer()).build().into(),
+        );
+        all
+    }
+}
+
+/// The answers of every read: a JSON document (lists: `{items, next_cursor}` with a
+/// `Link: rel="next"` header), or a problem.
+pub struct ReadAnswered;
+
+impl utoipa::IntoResponses for ReadAnswered {
+    fn responses() -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>> {
+        use utoipa::openapi::{ContentBuilder, ObjectBuilder, ResponseBuilder};
+        let mut all: std::collections::BTreeMap<_, _> = problem_responses().into_iter().collect();
+        all.insert(
+            "200".to_owned(),
+            ResponseBuilder::new()
+                .description("The read model's answer")
+                .content("application/json", ContentBuilder::new().schema(Some(ObjectBuilder::new())).build())
+                .build()
+                .into(),
+        );
+        all
+    }
+}
