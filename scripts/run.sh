@@ -110,4 +110,9 @@ curl -s -w '\\n' "http://127.0.0.1:8081/v1/cases?status=in_progress&limit=10&pos
 curl -s -w '\\n' "http://127.0.0.1:8081/v1/cases/\$CASE/audit?position=\$POS" -H "Authorization: Bearer \$TOKEN"
 curl -s -w '\\n' "http://127.0.0.1:8081/v1/search/cases?q=printers&position=\$POS" -H "Authorization: Bearer \$TOKEN"
 curl -s -w '\\n' "http://127.0.0.1:8081/v1/counters?position=\$POS" -H "Authorization: Bearer \$TOKEN"
+
+# the agent's queue, a typeahead, today's dashboard figures
+curl -s -w '\\n' "http://127.0.0.1:8081/v1/my/queue?position=\$POS" -H "Authorization: Bearer \$TOKEN"
+curl -s -w '\\n' "http://127.0.0.1:8081/v1/search/suggest?prefix=print" -H "Authorization: Bearer \$TOKEN"
+curl -s -w '\\n' "http://127.0.0.1:8081/v1/dashboard/daily?position=\$POS" -H "Authorization: Bearer \$TOKEN"
 MSG

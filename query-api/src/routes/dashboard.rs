@@ -12,7 +12,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{missing_schema_is_empty, tenant_tx, AppState};
+use super::{missing_schema_is_empty, tenant_tx, wait_for_postgres, AppState};
+use crate::consistency::WaitFor;
 
 /// The longest daily series one request may ask for.
 const MAX_DAYS: i64 = 366;
@@ -52,6 +53,9 @@ struct DailyQuery {
     from: Option<NaiveDate>,
     /// Last day (UTC), default today.
     to: Option<NaiveDate>,
+    /// A command's position token: wait until the read model holds that write.
+    #[allow(dead_code)]
+    position: Option<String>,
 }
 
 /// Cases opened and resolved per UTC day, every day of the range present (zeros too).
@@ -66,8 +70,10 @@ struct DailyQuery {
 async fn daily(
     State(state): State<AppState>,
     caller: Caller,
+    WaitFor(token): WaitFor,
     ApiQuery(q): ApiQuery<DailyQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    wait_for_postgres(&state, caller.tenant_member()?.tenant_id, token).await?;
     let to = q.to.unwrap_or_else(|| Utc::now().date_naive());
     let from = q.from.unwrap_or(to - Duration::days(29));
     let days = (to - from).num_days() + 1;
