@@ -1,0 +1,158 @@
+//! `murima-bench`: drives the running system (the one `scripts/run.sh` starts) over HTTP
+//! the way clients do, and prints what users of an event-sourced backend care about:
+//! accepted commands per second and their latency, the lag from a command's answer to
+//! its visibility in each read model, read latency on a seeded data set, and the
+//! ceilings (raw broker produce rate, pgbench) measured in the same run. It reports
+//! numbers; it is not a test and judges nothing.
+
+mod client;
+mod scenarios;
+mod stats;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use serde_json::json;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Every scenario, briefly (queries over a small seeded set unless --cases says more).
+    All,
+    /// Command throughput: --clients workers issuing a realistic mix.
+    Commands,
+    /// Projection lag at a fixed command rate, per store.
+    Lag,
+    /// Seed --cases cases (default 1,000,000), then read at --query-rate.
+    Queries,
+    /// Seed --cases cases only.
+    Seed,
+    /// The raw broker produce rate and pgbench, as ceilings.
+    Ceilings,
+}
+
+#[derive(Debug, Parser)]
+#[command(about = "Load generator and benchmarks for a running Murima")]
+struct Args {
+    #[arg(long, value_enum, default_value = "all")]
+    scenario: Scenario,
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    command_url: String,
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    query_url: String,
+    /// The HS256 secret the services use (default: MURIMA_JWT_SECRET, else .murima/jwt-secret).
+    #[arg(long)]
+    secret: Option<String>,
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// A PostgreSQL URL for pgbench (its database is created and dropped).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    postgres: String,
+    /// Concurrent clients of the command scenario.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Tenants the command and lag scenarios spread over.
+    #[arg(long, default_value_t = 4)]
+    tenants: usize,
+    /// Seconds each timed scenario runs.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Commands per second of the lag scenario.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Measure visibility for every Nth command of the lag scenario.
+    #[arg(long, default_value_t = 10)]
+    lag_sample: u64,
+    /// Cases to seed for the query scenario (default 1,000,000; 10,000 under `all`).
+    #[arg(long)]
+    cases: Option<u64>,
+    /// Tenants the seeded cases spread over.
+    #[arg(long, default_value_t = 10)]
+    query_tenants: usize,
+    /// Reads per second of the query scenario.
+    #[arg(long, default_value_t = 200)]
+    query_rate: u64,
+    /// Where to write the JSON report (default bench-results/<UTC time>.json).
+    #[arg(long)]
+    out: Option<String>,
+}
+
+fn secret(args: &Args) -> anyhow::Result<String> {
+    if let Some(s) = &args.secret {
+        return Ok(s.clone());
+    }
+    if let Ok(s) = std::env::var("MURIMA_JWT_SECRET") {
+        return Ok(s);
+    }
+    std::fs::read_to_string(".murima/jwt-secret")
+        .map(|s| s.trim().to_owned())
+        .context("no --secret, MURIMA_JWT_SECRET or .murima/jwt-secret (start the system with scripts/run.sh)")
+}
+
+fn commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let api = client::Api::new(&args.command_url, &args.query_url, &secret(&args)?, args.clients.max(64))?;
+    let run = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
+    let wants = |s: Scenario| args.scenario == s || args.scenario == Scenario::All;
+    let duration = Duration::from_secs(args.seconds);
+    let mut results = serde_json::Map::new();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!("murima-bench: scenario {:?}, commit {}, {cores} cores", args.scenario, commit());
+
+    if wants(Scenario::Ceilings) {
+        results.insert("ceilings".into(), scenarios::ceilings(&args.brokers, &args.postgres, args.seconds).await?);
+    }
+    if wants(Scenario::Commands) || wants(Scenario::Lag) {
+        let tenants = api.tenants(&format!("{run}c"), args.tenants).await?;
+        if wants(Scenario::Commands) {
+            results.insert("commands".into(), scenarios::commands(&api, &tenants, args.clients, duration).await);
+        }
+        if wants(Scenario::Lag) {
+            results.insert("lag".into(), scenarios::lag(&api, &tenants, args.rate, duration, args.lag_sample).await);
+        }
+    }
+    if wants(Scenario::Queries) || args.scenario == Scenario::Seed {
+        let cases = args.cases.unwrap_or(if args.scenario == Scenario::All { 10_000 } else { 1_000_000 });
+        let tenants = api.tenants(&format!("{run}q"), args.query_tenants).await?;
+        let seeded = scenarios::seed(&api, &tenants, cases, 64).await?;
+        if args.scenario != Scenario::Seed {
+            results
+                .insert("queries".into(), scenarios::queries(&api, &tenants, &seeded, args.query_rate, duration).await);
+        }
+        let mut seeded = seeded;
+        if let Some(s) = seeded.as_object_mut() {
+            s.remove("sample_ids");
+        }
+        results.insert("seed".into(), seeded);
+    }
+
+    let report = json!({
+        "date": chrono::Utc::now(),
+        "commit": commit(),
+        "cores": cores,
+        "parameters": {
+            "scenario": format!("{:?}", args.scenario).to_lowercase(),
+            "clients": args.clients, "tenants": args.tenants, "seconds": args.seconds, "rate": args.rate,
+            "lag_sample": args.lag_sample, "cases": args.cases, "query_tenants": args.query_tenants,
+            "query_rate": args.query_rate,
+        },
+        "results": results,
+    });
+    let out = args.out.clone().unwrap_or_else(|| format!("bench-results/{run}.json"));
+    if let Some(dir) = std::path::Path::new(&out).parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    std::fs::write(&out, serde_json::to_vec_pretty(&report)?).with_context(|| format!("writing {out}"))?;
+    println!("\nreport written to {out}");
+    Ok(())
+}

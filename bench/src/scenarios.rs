@@ -1,0 +1,420 @@
+//! The scenarios: command throughput, projection lag, queries, and the ceilings (raw
+//! broker produce rate and a pgbench TPC-B-like rate) they run against.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use reqwest::Method;
+use serde_json::{json, Value};
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::client::{Api, Rng, Tenant};
+use crate::stats::{print_table, Latencies, Outcomes};
+
+const PRIORITIES: [&str; 4] = ["low", "medium", "high", "urgent"];
+const STATUSES: [&str; 3] = ["in_progress", "pending", "open"];
+
+fn open_body(tenant: &Tenant, rng: &mut Rng, title: &str) -> Value {
+    json!({
+        "title": title,
+        "description": "Customer reports the service is down since this morning",
+        "priority": PRIORITIES[rng.below(4) as usize],
+        "case_type_id": tenant.case_type,
+        "tags": ["bench"],
+    })
+}
+
+/// Scenario 1: `clients` workers issue a realistic mix for `duration`: open a case (30%),
+/// update it (15%), assign it (15%), change its status (15%), add a note (15%), record an
+/// interaction (10%); each worker acts on the cases it opened.
+pub async fn commands(api: &Api, tenants: &[Tenant], clients: usize, duration: Duration) -> Value {
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..clients {
+        let api = api.clone();
+        let tenant = tenants[w % tenants.len()].clone();
+        workers.spawn(async move {
+            let mut rng = Rng::new(w as u64 + 1);
+            let mut cases: Vec<String> = Vec::new();
+            let mut latencies = Latencies::default();
+            let mut outcomes = Outcomes::default();
+            let mut per_kind: std::collections::BTreeMap<&'static str, Latencies> = Default::default();
+            while started.elapsed() < duration {
+                let roll = rng.below(100);
+                let case = (!cases.is_empty()).then(|| cases[rng.below(cases.len() as u64) as usize].clone());
+                let (kind, answer) = match (roll, case) {
+                    (_, None) | (0..=29, _) => {
+                        let body = open_body(&tenant, &mut rng, "Service down");
+                        ("open case", api.command(Method::POST, "/v1/cases", &tenant.token, Some(body)).await)
+                    }
+                    (30..=44, Some(c)) => {
+                        let body = json!({ "priority": PRIORITIES[rng.below(4) as usize] });
+                        (
+                            "update case",
+                            api.command(Method::PATCH, &format!("/v1/cases/{c}"), &tenant.token, Some(body)).await,
+                        )
+                    }
+                    (45..=59, Some(c)) => {
+                        let body = json!({ "assigned_to": tenant.agent });
+                        let path = format!("/v1/cases/{c}/assignment");
+                        ("assign case", api.command(Method::POST, &path, &tenant.token, Some(body)).await)
+                    }
+                    (60..=74, Some(c)) => {
+                        let body = json!({ "status": STATUSES[rng.below(3) as usize] });
+                        let path = format!("/v1/cases/{c}/status");
+                        ("change status", api.command(Method::POST, &path, &tenant.token, Some(body)).await)
+                    }
+                    (75..=89, Some(c)) => {
+                        let body = json!({ "content": "Called the customer back", "is_internal": rng.below(2) == 0 });
+                        (
+                            "add note",
+                            api.command(Method::POST, &format!("/v1/cases/{c}/notes"), &tenant.token, Some(body)).await,
+                        )
+                    }
+                    (_, Some(c)) => {
+                        let body =
+                            json!({ "channel_id": tenant.channel, "direction": "inbound", "content": "Customer rang" });
+                        let path = format!("/v1/cases/{c}/interactions");
+                        ("record interaction", api.command(Method::POST, &path, &tenant.token, Some(body)).await)
+                    }
+                };
+                outcomes.count(answer.outcome());
+                if answer.ok() {
+                    latencies.record(answer.took);
+                    per_kind.entry(kind).or_default().record(answer.took);
+                    if kind == "open case" {
+                        if let Some(id) = answer.body["id"].as_str() {
+                            cases.push(id.to_owned());
+                        }
+                    }
+                }
+            }
+            (latencies, outcomes, per_kind)
+        });
+    }
+    let mut latencies = Latencies::default();
+    let mut outcomes = Outcomes::default();
+    let mut per_kind: std::collections::BTreeMap<&'static str, Latencies> = Default::default();
+    while let Some(Ok((l, o, k))) = workers.join_next().await {
+        latencies.extend(l);
+        outcomes.merge(o);
+        for (kind, l) in k {
+            per_kind.entry(kind).or_default().extend(l);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let accepted = latencies.len();
+    let mut rows = vec![("all accepted commands".to_owned(), latencies.summary())];
+    rows.extend(per_kind.iter().map(|(k, l)| (k.to_string(), l.summary())));
+    print_table(
+        &format!(
+            "Command throughput: {clients} clients, {} tenants, {elapsed:.1} s: {:.0} accepted commands/s",
+            tenants.len(),
+            accepted as f64 / elapsed
+        ),
+        &rows,
+    );
+    println!("answers by status: {}", outcomes.to_json());
+    json!({
+        "clients": clients,
+        "tenants": tenants.len(),
+        "seconds": elapsed,
+        "accepted_per_second": accepted as f64 / elapsed,
+        "latency": latencies.summary(),
+        "by_command": per_kind.iter().map(|(k, l)| (k.to_string(), l.summary())).collect::<serde_json::Map<_, _>>(),
+        "answers_by_status": outcomes.to_json(),
+    })
+}
+
+/// Scenario 2: commands at a fixed rate; for every `sample`-th accepted command, how long
+/// until the change is visible through the query API in each store, waiting with the
+/// position token, and (PostgreSQL) polling without it.
+pub async fn lag(api: &Api, tenants: &[Tenant], rate: u64, duration: Duration, sample: u64) -> Value {
+    let started = Instant::now();
+    let results: Arc<Mutex<std::collections::BTreeMap<&'static str, Latencies>>> = Default::default();
+    let outcomes: Arc<Mutex<Outcomes>> = Default::default();
+    let in_flight = Arc::new(Semaphore::new(512));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut n: u64 = 0;
+    let mut skipped = 0u64;
+    while started.elapsed() < duration {
+        ticker.tick().await;
+        n += 1;
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            skipped += 1;
+            continue;
+        };
+        let api = api.clone();
+        let tenant = tenants[(n as usize) % tenants.len()].clone();
+        let (results, outcomes) = (results.clone(), outcomes.clone());
+        let measure = n.is_multiple_of(sample);
+        tasks.spawn(async move {
+            let _permit = permit;
+            let word = format!("lag{n}x{}", uuid::Uuid::now_v7().simple());
+            let mut rng = Rng::new(n);
+            let body = open_body(&tenant, &mut rng, &format!("Probe {word}"));
+            let answer = api.command(Method::POST, "/v1/cases", &tenant.token, Some(body)).await;
+            outcomes.lock().await.count(answer.outcome());
+            if !answer.ok() || !measure {
+                return;
+            }
+            let acked = Instant::now();
+            let (Some(id), Some(position)) = (answer.body["id"].as_str(), answer.body["position"].as_str()) else {
+                return;
+            };
+            let probes: [(&'static str, String); 4] = [
+                ("postgres (case, with token)", format!("/v1/cases/{id}?position={position}")),
+                ("mongodb (audit, with token)", format!("/v1/cases/{id}/audit?position={position}")),
+                ("elasticsearch (search, with token)", format!("/v1/search/cases?q={word}&position={position}")),
+                ("redis (counters, with token)", format!("/v1/counters?position={position}")),
+            ];
+            let mut local: Vec<(&'static str, Duration)> = Vec::new();
+            let waits = probes.iter().map(|(name, path)| {
+                let api = api.clone();
+                let token = tenant.token.clone();
+                async move {
+                    let a = api.query(path, &token).await;
+                    a.ok().then(|| (*name, acked.elapsed()))
+                }
+            });
+            let polled = {
+                let api = api.clone();
+                let token = tenant.token.clone();
+                let path = format!("/v1/cases/{id}");
+                async move {
+                    for _ in 0..2000 {
+                        if api.query(&path, &token).await.ok() {
+                            return Some(("postgres (case, polling)", acked.elapsed()));
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    None
+                }
+            };
+            let (waited, polled) = tokio::join!(futures_join(waits), polled);
+            local.extend(waited.into_iter().flatten());
+            local.extend(polled);
+            let mut all = results.lock().await;
+            for (name, d) in local {
+                all.entry(name).or_default().record(d);
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = started.elapsed().as_secs_f64();
+    let results = results.lock().await.clone();
+    let rows: Vec<(String, Value)> = results.iter().map(|(k, l)| (k.to_string(), l.summary())).collect();
+    let outcomes = outcomes.lock().await.clone();
+    let sent: u64 = outcomes.0.values().sum();
+    print_table(
+        &format!(
+            "Projection lag at {rate} commands/s target ({:.0} sent/s over {elapsed:.1} s, {skipped} ticks skipped at 512 in flight): \
+             time from the command's 2xx until visible",
+            sent as f64 / elapsed
+        ),
+        &rows,
+    );
+    json!({
+        "target_rate": rate,
+        "sent_per_second": sent as f64 / elapsed,
+        "skipped_ticks": skipped,
+        "sample_every": sample,
+        "lag": rows.into_iter().collect::<serde_json::Map<_, _>>(),
+        "answers_by_status": outcomes.to_json(),
+    })
+}
+
+async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut handles = Vec::new();
+    for f in futures {
+        handles.push(f);
+    }
+    let mut out = Vec::with_capacity(handles.len());
+    for f in handles {
+        out.push(f.await);
+    }
+    out
+}
+
+/// Seeds `cases` cases over the tenants through the command API (64 at a time), then
+/// waits until the relational read model holds them all.
+pub async fn seed(api: &Api, tenants: &[Tenant], cases: u64, concurrency: usize) -> anyhow::Result<Value> {
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let ids: Arc<Mutex<Vec<(usize, String)>>> = Default::default();
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..concurrency {
+        let (api, tenants, next, ids) = (api.clone(), tenants.to_vec(), next.clone(), ids.clone());
+        workers.spawn(async move {
+            let mut rng = Rng::new(7000 + w as u64);
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= cases {
+                    return;
+                }
+                let t = (n as usize) % tenants.len();
+                let words = ["printer", "router", "invoice", "refund", "password", "delivery", "boiler", "contract"];
+                let title = format!("{} issue {n}", words[rng.below(8) as usize]);
+                let body = open_body(&tenants[t], &mut rng, &title);
+                let a = api.command(Method::POST, "/v1/cases", &tenants[t].token, Some(body)).await;
+                if let Some(id) = a.body["id"].as_str() {
+                    if n % 50 == 0 {
+                        ids.lock().await.push((t, id.to_owned()));
+                    }
+                }
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    let written = started.elapsed().as_secs_f64();
+    // Caught up when every tenant's counters add up to what was opened for it.
+    let per_tenant = cases / tenants.len() as u64;
+    loop {
+        let mut done = true;
+        for t in tenants {
+            let c = api.query("/v1/counters", &t.token).await;
+            let total: i64 =
+                c.body["cases_by_status"].as_object().map(|m| m.values().filter_map(Value::as_i64).sum()).unwrap_or(0);
+            if (total as u64) < per_tenant {
+                done = false;
+            }
+        }
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let caught_up = started.elapsed().as_secs_f64();
+    println!(
+        "\nSeeded {cases} cases over {} tenants: written in {written:.1} s ({:.0} cases/s), projected by {caught_up:.1} s",
+        tenants.len(),
+        cases as f64 / written
+    );
+    let sample = ids.lock().await.clone();
+    Ok(json!({ "cases": cases, "write_seconds": written, "projected_seconds": caught_up,
+               "sample_ids": sample.into_iter().map(|(t, id)| json!([t, id])).collect::<Vec<_>>() }))
+}
+
+/// Makes a read's (tenant index, path) for a request.
+type PathMaker = Box<dyn Fn(&mut Rng) -> (usize, String) + Send + Sync>;
+
+/// Scenario 3: reads at a fixed rate over a seeded data set, p50 / p99 per endpoint.
+pub async fn queries(api: &Api, tenants: &[Tenant], seeded: &Value, rate: u64, duration: Duration) -> Value {
+    let sample: Vec<(usize, String)> = seeded["sample_ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p[0].as_u64()? as usize, p[1].as_str()?.to_owned())))
+        .collect();
+    let endpoints: Vec<(&'static str, PathMaker)> = vec![
+        (
+            "case list (status, newest first)",
+            Box::new(|r: &mut Rng| (r.below(64) as usize, "/v1/cases?status=open&limit=25".to_owned())),
+        ),
+        (
+            "case list (priority, by due)",
+            Box::new(|r: &mut Rng| (r.below(64) as usize, "/v1/cases?priority=high&sort=due&limit=25".to_owned())),
+        ),
+        (
+            "case list (full text)",
+            Box::new(|r: &mut Rng| (r.below(64) as usize, "/v1/cases?q=router&limit=25".to_owned())),
+        ),
+        ("case detail", {
+            let sample = sample.clone();
+            Box::new(move |r: &mut Rng| {
+                let (t, id) = &sample[r.below(sample.len() as u64) as usize];
+                (*t, format!("/v1/cases/{id}"))
+            })
+        }),
+        ("search", Box::new(|r: &mut Rng| (r.below(64) as usize, "/v1/search/cases?q=invoice&limit=20".to_owned()))),
+        ("counters", Box::new(|r: &mut Rng| (r.below(64) as usize, "/v1/counters".to_owned()))),
+    ];
+    let endpoints = Arc::new(endpoints);
+    let results: Arc<Mutex<std::collections::BTreeMap<&'static str, Latencies>>> = Default::default();
+    let outcomes: Arc<Mutex<Outcomes>> = Default::default();
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut n = 0u64;
+    while started.elapsed() < duration {
+        ticker.tick().await;
+        n += 1;
+        let (api, tenants, endpoints, results, outcomes) =
+            (api.clone(), tenants.to_vec(), endpoints.clone(), results.clone(), outcomes.clone());
+        tasks.spawn(async move {
+            let mut rng = Rng::new(n);
+            let which = (n as usize) % endpoints.len();
+            let (name, make) = &endpoints[which];
+            let (t, path) = make(&mut rng);
+            let tenant = &tenants[t % tenants.len()];
+            let a = api.query(&path, &tenant.token).await;
+            outcomes.lock().await.count(a.outcome());
+            if a.ok() {
+                results.lock().await.entry(*name).or_default().record(a.took);
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let results = results.lock().await.clone();
+    let rows: Vec<(String, Value)> = results.iter().map(|(k, l)| (k.to_string(), l.summary())).collect();
+    print_table(&format!("Queries at {rate} requests/s over {} seeded cases", seeded["cases"]), &rows);
+    json!({ "rate": rate, "latency": rows.into_iter().collect::<serde_json::Map<_, _>>(),
+            "answers_by_status": outcomes.lock().await.to_json() })
+}
+
+/// The ceilings: how fast the broker takes raw messages (1 KiB, acks=all) and what
+/// pgbench's TPC-B-like load does on this PostgreSQL, in the same run.
+pub async fn ceilings(brokers: &str, postgres: &str, seconds: u64) -> anyhow::Result<Value> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let topic = "murima.bench.ceiling";
+    runtime::kafka::ensure_topic(brokers, topic, 3).await?;
+    let producer: FutureProducer = runtime::kafka::client_config(brokers)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .context("creating a producer")?;
+    let payload = vec![b'x'; 1024];
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut pending = Vec::with_capacity(1000);
+    while started.elapsed() < Duration::from_secs(seconds) {
+        for i in 0..1000 {
+            let key = format!("k{}", (sent + i) % 64);
+            let record = FutureRecord::to(topic).key(&key).payload(&payload);
+            if let Ok(d) = producer.send_result(record) {
+                pending.push(d);
+            }
+        }
+        for d in pending.drain(..) {
+            if matches!(d.await, Ok(Ok(_))) {
+                sent += 1;
+            }
+        }
+    }
+    let produce_rate = sent as f64 / started.elapsed().as_secs_f64();
+    println!("\nCeilings\nbroker produce (1 KiB, acks=all, 1000 in flight): {produce_rate:.0} messages/s");
+
+    let db = "murima_pgbench";
+    let run = |args: Vec<String>| {
+        std::process::Command::new("pgbench").args(args).output().context("running pgbench (is it installed?)")
+    };
+    let _ =
+        std::process::Command::new("psql").args([postgres, "-qc", &format!("DROP DATABASE IF EXISTS {db}")]).output();
+    std::process::Command::new("psql").args([postgres, "-qc", &format!("CREATE DATABASE {db}")]).output()?;
+    let url = format!("{}/{db}", postgres.rsplit_once('/').map(|(base, _)| base).unwrap_or(postgres));
+    run(vec!["-i".into(), "-q".into(), "-s".into(), "10".into(), url.clone()])?;
+    let out = run(vec!["-c".into(), "16".into(), "-j".into(), "2".into(), "-T".into(), seconds.to_string(), url])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tps = text
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let _ =
+        std::process::Command::new("psql").args([postgres, "-qc", &format!("DROP DATABASE IF EXISTS {db}")]).output();
+    println!("pgbench TPC-B-like (scale 10, 16 clients, {seconds} s): {tps:.0} transactions/s");
+    Ok(json!({ "broker_produce_per_second": produce_rate, "pgbench_tps": tps }))
+}
