@@ -245,9 +245,11 @@ pub async fn seed(api: &Api, tenants: &[Tenant], cases: u64, concurrency: usize)
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let ids: Arc<Mutex<Vec<(usize, String)>>> = Default::default();
+    let last_positions: Arc<Mutex<Vec<Option<String>>>> = Arc::new(Mutex::new(vec![None; tenants.len()]));
     let mut workers = tokio::task::JoinSet::new();
     for w in 0..concurrency {
         let (api, tenants, next, ids) = (api.clone(), tenants.to_vec(), next.clone(), ids.clone());
+        let last_positions = last_positions.clone();
         workers.spawn(async move {
             let mut rng = Rng::new(7000 + w as u64);
             loop {
@@ -261,8 +263,12 @@ pub async fn seed(api: &Api, tenants: &[Tenant], cases: u64, concurrency: usize)
                 let body = open_body(&tenants[t], &mut rng, &title);
                 let a = api.command(Method::POST, "/v1/cases", &tenants[t].token, Some(body)).await;
                 if let Some(id) = a.body["id"].as_str() {
-                    if n % 50 == 0 {
+                    // Sample ids from every tenant (n / tenants cycles the sample over them).
+                    if (n / tenants.len() as u64).is_multiple_of(50) {
                         ids.lock().await.push((t, id.to_owned()));
+                    }
+                    if let Some(p) = a.body["position"].as_str() {
+                        last_positions.lock().await[t] = Some(p.to_owned());
                     }
                 }
             }
@@ -270,22 +276,14 @@ pub async fn seed(api: &Api, tenants: &[Tenant], cases: u64, concurrency: usize)
     }
     while workers.join_next().await.is_some() {}
     let written = started.elapsed().as_secs_f64();
-    // Caught up when every tenant's counters add up to what was opened for it.
-    let per_tenant = cases / tenants.len() as u64;
-    loop {
-        let mut done = true;
-        for t in tenants {
-            let c = api.query("/v1/counters", &t.token).await;
-            let total: i64 =
-                c.body["cases_by_status"].as_object().map(|m| m.values().filter_map(Value::as_i64).sum()).unwrap_or(0);
-            if (total as u64) < per_tenant {
-                done = false;
-            }
+    // Caught up when the relational read model holds every tenant's last write: a list
+    // read with that write's position token answers 200 (503 while it is not there yet).
+    let positions = last_positions.lock().await.clone();
+    for (tenant, position) in tenants.iter().zip(positions) {
+        let Some(position) = position else { continue };
+        while !api.query(&format!("/v1/cases?limit=1&position={position}"), &tenant.token).await.ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        if done {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let caught_up = started.elapsed().as_secs_f64();
     println!(
@@ -351,6 +349,9 @@ pub async fn queries(api: &Api, tenants: &[Tenant], seeded: &Value, rate: u64, d
             let (t, path) = make(&mut rng);
             let tenant = &tenants[t % tenants.len()];
             let a = api.query(&path, &tenant.token).await;
+            if !a.ok() && std::env::var_os("MURIMA_BENCH_DEBUG").is_some() {
+                eprintln!("{path}: {} {}", a.outcome(), a.body);
+            }
             outcomes.lock().await.count(a.outcome());
             if a.ok() {
                 results.lock().await.entry(*name).or_default().record(a.took);
