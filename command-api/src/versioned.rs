@@ -44,3 +44,14 @@ impl<T: DeserializeOwned + CommandSchema, S: Send + Sync> FromRequest<S> for Ver
         Ok(Self { version, body })
     }
 }
+
+/// For `#[serde(default, deserialize_with = "crate::versioned::present")]` on an
+/// `Option<Option<T>>` field: tells "present and null" (Some(None), clear it) from
+/// "absent" (None, leave it).
+pub(crate) fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    serde::Deserialize::deserialize(d).map(Some)
+}

@@ -114,6 +114,12 @@ async fn cases_filter_sort_and_page_stably() {
     let cursor = first["next_cursor"].as_str().unwrap();
     let r = app.query(&format!("/v1/cases?sort=created&cursor={cursor}"), &app.token).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST, "a cursor of another sort");
+    // A tampered cursor (a sort key that is no timestamp) is a 400 too.
+    use base64::Engine;
+    let forged =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("due|not a time|{}", uuid::Uuid::now_v7()));
+    let r = app.query(&format!("/v1/cases?sort=due&cursor={forged}"), &app.token).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "a forged cursor");
 }
 
 #[tokio::test(flavor = "multi_thread")]

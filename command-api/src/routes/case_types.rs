@@ -9,7 +9,7 @@ use events::form::FormDefinition;
 use runtime::auth::Permission;
 use runtime::extract::ApiPath;
 use runtime::ApiError;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -53,7 +53,7 @@ impl CommandSchema for CreateBody {
 #[serde(deny_unknown_fields)]
 struct UpdateBody {
     name: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::versioned::present")]
     description: Option<Option<String>>,
     #[schema(value_type = Option<Object>)]
     form_definition: Option<FormDefinition>,
@@ -63,10 +63,6 @@ struct UpdateBody {
 
 impl CommandSchema for UpdateBody {
     const NAME: &'static str = "update_case_type";
-}
-
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 #[utoipa::path(post, path = "/v1/case-types", tag = "case-types", operation_id = "case_types_create", request_body = CreateBody, responses(runtime::openapi::CommandAnswered))]

@@ -11,7 +11,7 @@ use events::reference::Reference;
 use runtime::auth::Permission;
 use runtime::extract::ApiPath;
 use runtime::ApiError;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -63,10 +63,10 @@ impl CommandSchema for OpenCaseBody {
 #[serde(deny_unknown_fields)]
 struct UpdateCaseBody {
     title: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::versioned::present")]
     description: Option<Option<String>>,
     priority: Option<Priority>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::versioned::present")]
     due_date: Option<Option<DateTime<Utc>>>,
     tags: Option<Vec<String>>,
     #[schema(value_type = Option<Object>)]
@@ -95,11 +95,6 @@ struct StatusBody {
 
 impl CommandSchema for StatusBody {
     const NAME: &'static str = "change_case_status";
-}
-
-/// Tells "field present and null" (Some(None)) from "field absent" (None).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 #[utoipa::path(post, path = "/v1/cases", tag = "cases", operation_id = "cases_open", request_body = OpenCaseBody, responses(runtime::openapi::CommandAnswered))]

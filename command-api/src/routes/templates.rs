@@ -14,7 +14,7 @@ use events::FieldError;
 use runtime::auth::Permission;
 use runtime::extract::ApiPath;
 use runtime::ApiError;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
@@ -55,9 +55,9 @@ impl CommandSchema for CreateBody {
 #[serde(deny_unknown_fields)]
 struct UpdateBody {
     name: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::versioned::present")]
     description: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::versioned::present")]
     subject: Option<Option<String>>,
     content: Option<String>,
 }
@@ -74,10 +74,6 @@ struct RenderBody {
     #[serde(default)]
     #[schema(value_type = Object)]
     values: Map<String, Value>,
-}
-
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 #[utoipa::path(post, path = "/v1/message-templates", tag = "templates", operation_id = "templates_create", request_body = CreateBody, responses(runtime::openapi::CommandAnswered))]

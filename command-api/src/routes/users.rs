@@ -16,7 +16,7 @@ use events::FieldError;
 use runtime::auth::{Caller, Permission, Role};
 use runtime::extract::ApiPath;
 use runtime::ApiError;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -71,9 +71,9 @@ struct CreateFingerprint<'a> {
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ProfileBody {
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::versioned::present")]
     first_name: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::versioned::present")]
     last_name: Option<Option<String>>,
     email: Option<String>,
 }
@@ -131,11 +131,6 @@ struct LoginBody {
     tenant: String,
     username: String,
     password: String,
-}
-
-/// Tells "present and null" (Some(None)) from "absent" (None).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 async fn hash_password(password: String) -> Result<String, ApiError> {

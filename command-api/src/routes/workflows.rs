@@ -8,7 +8,7 @@ use events::workflow::{self, WorkflowCommand, WorkflowDefinition};
 use runtime::auth::Permission;
 use runtime::extract::ApiPath;
 use runtime::ApiError;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -44,7 +44,7 @@ impl CommandSchema for CreateBody {
 #[serde(deny_unknown_fields)]
 struct UpdateBody {
     name: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::versioned::present")]
     description: Option<Option<String>>,
     #[schema(value_type = Option<Object>)]
     definition: Option<WorkflowDefinition>,
@@ -52,10 +52,6 @@ struct UpdateBody {
 
 impl CommandSchema for UpdateBody {
     const NAME: &'static str = "update_workflow";
-}
-
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 #[utoipa::path(post, path = "/v1/workflows", tag = "workflows", operation_id = "workflows_create", request_body = CreateBody, responses(runtime::openapi::CommandAnswered))]

@@ -140,6 +140,16 @@ fn decode_list_cursor(raw: &str, sort: Sort) -> Result<(String, Uuid), ApiError>
             sort.as_str()
         )));
     }
+    // The key goes back into SQL as a typed parameter: check it is one, so a tampered
+    // cursor is a 400, not a database error.
+    let (_, key_type, _) = sort.key();
+    let well_formed = match key_type {
+        "int" => key.parse::<i32>().is_ok(),
+        _ => key == "infinity" || DateTime::parse_from_str(key, "%Y-%m-%d %H:%M:%S%.f%#z").is_ok(),
+    };
+    if !well_formed {
+        return Err(bad());
+    }
     Ok((key.to_owned(), id.parse().map_err(|_| bad())?))
 }
 
