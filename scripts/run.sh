@@ -27,7 +27,7 @@ start_service() { # name port
   setsid nohup "$ROOT/target/debug/$name" >"$STATE/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$pidfile"
   for _ in $(seq 1 300); do
-    if curl -fsS "http://127.0.0.1:$port/health/live" >/dev/null 2>&1; then return 0; fi
+    if curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then return 0; fi
     if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then break; fi
     sleep 0.1
   done

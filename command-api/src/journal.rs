@@ -274,6 +274,7 @@ impl Journal {
             }
         }
         tx.commit().await?;
+        metrics::counter!("events_appended_total").increment(new_events.len() as u64);
         if !new_events.is_empty() {
             self.published.notify_one();
         }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use runtime::auth::JwtKeys;
+use runtime::metrics::Probe;
 use runtime::Settings;
 use tokio::net::TcpListener;
 
@@ -31,8 +32,9 @@ impl Application {
             wake.clone(),
             settings.relay_audit_interval,
         )?;
+        let probes = vec![Probe::postgres(pool.clone()), Probe::kafka(&settings.kafka_brokers)];
         let state = AppState { journal: Journal::new(pool, wake), keys: JwtKeys::new(&settings.jwt_secret) };
-        let router = runtime::http::with_common_layers(router(state), settings.max_body_bytes);
+        let router = runtime::http::with_common_layers("command-api", router(state), settings.max_body_bytes, probes);
         let (listener, port) = runtime::http::bind(&settings.host, settings.command_port).await?;
         Ok(Self { port, listener, router, relay })
     }

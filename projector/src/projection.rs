@@ -1,7 +1,9 @@
 //! The trait every read model implements.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
+use runtime::tenancy::Tenancy;
 use uuid::Uuid;
 
 use crate::event::Event;
@@ -52,5 +54,36 @@ pub trait Projection: Send + Sync {
     /// skips what they cover rather than trusting the broker's committed offsets.
     async fn checkpoints(&self, _group: &str, _topic: &str) -> anyhow::Result<Option<BTreeMap<i32, LogPosition>>> {
         Ok(None)
+    }
+}
+
+/// Where a projection writes each tenant's data: under the tenant's own names (live), or
+/// under a rebuild's copy names (a scratch id per tenant, so `tenant_<scratch>` schemas,
+/// keys and collections), which the rebuild later switches in for the live ones.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    copies: Option<Arc<HashMap<Uuid, Uuid>>>,
+}
+
+impl Placement {
+    pub fn live() -> Self {
+        Self::default()
+    }
+
+    /// Writes tenant `t` under the names of `copies[t]`; other tenants are not written.
+    pub fn copies(copies: HashMap<Uuid, Uuid>) -> Self {
+        Self { copies: Some(Arc::new(copies)) }
+    }
+
+    /// The names a tenant's data goes under, or None when this placement leaves it out.
+    pub fn of(&self, tenant: Uuid) -> Option<Tenancy> {
+        match &self.copies {
+            None => Some(Tenancy(tenant)),
+            Some(copies) => copies.get(&tenant).map(|scratch| Tenancy(*scratch)),
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.copies.is_none()
     }
 }

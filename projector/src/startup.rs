@@ -5,65 +5,41 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use elasticsearch::http::transport::Transport;
-use elasticsearch::Elasticsearch;
 use runtime::Settings;
 use tokio::net::TcpListener;
 
 use crate::parking::ParkingLot;
-use crate::projection::Projection;
-use crate::projections::{
-    elastic::ElasticProjection, mongo_audit::MongoAuditProjection,
-    mongo_field_definitions::MongoFieldDefinitionsProjection, mongo_notes::MongoNotesProjection,
-    mongo_templates::MongoTemplatesProjection, postgres::PostgresProjection, redis_counters::RedisCountersProjection,
-};
+use crate::stores::{Stores, PROJECTIONS};
 use crate::worker::Worker;
 
 pub struct Application {
     port: u16,
     listener: TcpListener,
     workers: Vec<Worker>,
-    pool: sqlx::PgPool,
-    redis: redis::aio::ConnectionManager,
+    stores: Stores,
     statistics_every: Duration,
 }
 
 impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let pool = runtime::db::connect_and_migrate(&settings.database_url, 10).await?;
+        let stores = Stores::connect(settings, 24).await?;
         runtime::kafka::ensure_topic(&settings.kafka_brokers, &settings.kafka_topic, settings.kafka_partitions).await?;
 
-        let mongo = mongodb::Client::with_uri_str(&settings.mongo_url).await.context("connecting to MongoDB")?;
-        let transport = Transport::single_node(&settings.elastic_url).context("configuring Elasticsearch")?;
-        let elastic = Elasticsearch::new(transport);
-        let redis = redis::Client::open(settings.redis_url.as_str()).context("configuring Redis")?;
-        let redis = redis::aio::ConnectionManager::new(redis).await.context("connecting to Redis")?;
-
-        let projections: Vec<Arc<dyn Projection>> = vec![
-            Arc::new(PostgresProjection::new(pool.clone())),
-            Arc::new(MongoAuditProjection::new(mongo.database(&settings.mongo_database))),
-            Arc::new(MongoNotesProjection::new(mongo.database(&settings.mongo_database))),
-            Arc::new(MongoTemplatesProjection::new(mongo.database(&settings.mongo_database))),
-            Arc::new(MongoFieldDefinitionsProjection::new(mongo.database(&settings.mongo_database))),
-            Arc::new(ElasticProjection::new(elastic).await.context("preparing Elasticsearch")?),
-            Arc::new(RedisCountersProjection::new(redis.clone())),
-        ];
-        let parking = Arc::new(ParkingLot::new(pool.clone()));
-        let workers = projections
-            .into_iter()
-            .map(|p| {
-                Worker::new(
-                    p,
-                    parking.clone(),
-                    &settings.kafka_brokers,
-                    &settings.kafka_topic,
-                    &settings.kafka_group_prefix,
-                )
-            })
-            .collect();
+        let parking = Arc::new(ParkingLot::new(stores.pool.clone()));
+        let mut workers = Vec::new();
+        for (name, _) in PROJECTIONS {
+            workers.push(Worker::new(
+                stores.projection(name).await?,
+                parking.clone(),
+                stores.pool.clone(),
+                &settings.kafka_brokers,
+                &settings.kafka_topic,
+                &settings.kafka_group_prefix,
+            ));
+        }
 
         let (listener, port) = runtime::http::bind(&settings.host, settings.projector_port).await?;
-        Ok(Self { port, listener, workers, pool, redis, statistics_every: settings.statistics_refresh })
+        Ok(Self { port, listener, workers, stores, statistics_every: settings.statistics_refresh })
     }
 
     pub fn port(&self) -> u16 {
@@ -85,9 +61,17 @@ impl Application {
             });
         }
         let mut maintenance = tokio::task::JoinSet::new();
-        maintenance.spawn(crate::maintenance::maintain_partitions(self.pool.clone(), Duration::from_secs(3600)));
-        maintenance.spawn(crate::maintenance::refresh_statistics(self.pool, self.redis, self.statistics_every));
-        let router = runtime::http::with_common_layers(axum::Router::new(), 1024);
+        let pool = self.stores.pool.clone();
+        maintenance.spawn(crate::maintenance::maintain_partitions(pool.clone(), Duration::from_secs(3600)));
+        maintenance.spawn(crate::maintenance::refresh_statistics(
+            pool,
+            self.stores.redis.clone(),
+            self.statistics_every,
+        ));
+        maintenance.spawn(crate::operations::export_lag(self.stores.clone(), Duration::from_secs(5)));
+        let probes = self.stores.probes();
+        let admin = crate::admin::router(self.stores.clone());
+        let router = runtime::http::with_common_layers("projector", admin, 64 * 1024, probes);
         tracing::info!(port = self.port, "projector health endpoint listening");
         let served = runtime::http::serve(self.listener, router).await;
         let _ = stop.send(true);

@@ -16,6 +16,7 @@ use rdkafka::message::Headers;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
+use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -34,6 +35,7 @@ const BATCH_WINDOW: Duration = Duration::from_millis(20);
 pub struct Worker {
     projection: Arc<dyn Projection>,
     parking: Arc<ParkingLot>,
+    pool: PgPool,
     brokers: String,
     topic: String,
     group: String,
@@ -43,12 +45,13 @@ impl Worker {
     pub fn new(
         projection: Arc<dyn Projection>,
         parking: Arc<ParkingLot>,
+        pool: PgPool,
         brokers: &str,
         topic: &str,
         group_prefix: &str,
     ) -> Self {
         let group = format!("{group_prefix}.{}", projection.name());
-        Self { projection, parking, brokers: brokers.to_owned(), topic: topic.to_owned(), group }
+        Self { projection, parking, pool, brokers: brokers.to_owned(), topic: topic.to_owned(), group }
     }
 
     fn consumer(&self) -> anyhow::Result<Consumed> {
@@ -113,6 +116,7 @@ impl Worker {
         stop: &mut watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let mut failing_since: Option<tokio::time::Instant> = None;
+        let mut rate = Rate::default();
         loop {
             // Stop only between batches: a batch is applied and its offsets stored, or neither.
             let next = tokio::select! {
@@ -137,8 +141,22 @@ impl Worker {
             };
             let checkpoint = self.checkpoint_of(&batch);
             let fresh: Vec<OwnedMessage> = batch.into_iter().filter(|m| !already_applied(applied, m)).collect();
+            // Operator commands (a rebuild's switch, a parked retry) wait for this batch.
+            let mut hold = crate::control::shared(&self.pool, self.projection.name()).await?;
+            if !parked.is_empty() {
+                // An operator may have retried or skipped a parked stream since.
+                *parked = self.parking.parked_streams(self.projection.name()).await?.into_iter().collect();
+            }
             let events = self.decode(&fresh, parked).await?;
+            let last = events.last().map(|e| (e.envelope.position, e.envelope.occurred_at));
+            let count = events.len();
             self.apply_with_retry(events, &checkpoint, parked).await?;
+            metrics::histogram!("projection_batch_events", "projection" => self.projection.name()).record(count as f64);
+            metrics::counter!("projection_events_applied_total", "projection" => self.projection.name())
+                .increment(count as u64);
+            rate.record(count);
+            record_progress(&mut hold, &self.group, &checkpoint, count, rate.per_second(), last).await?;
+            hold.commit().await?;
             store_offsets(consumer, &checkpoint)?;
         }
     }
@@ -222,12 +240,88 @@ impl Worker {
                 }
                 Err(ApplyError::Transient(e)) => {
                     tracing::warn!(projection = self.projection.name(), error = ?e, retry_in = ?backoff, "apply failed");
+                    record_error(&self.pool, &self.group, &format!("{e:#}")).await;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// Events per second over the last few batches (an exponentially weighted average).
+#[derive(Default)]
+struct Rate {
+    since: Option<std::time::Instant>,
+    per_second: f64,
+}
+
+impl Rate {
+    fn record(&mut self, events: usize) {
+        let now = std::time::Instant::now();
+        if let Some(since) = self.since {
+            let seconds = now.duration_since(since).as_secs_f64().max(1e-3);
+            let sample = events as f64 / seconds;
+            // Idle gaps count too: a projection that stopped receiving decays to 0.
+            let weight = (seconds / 10.0).min(1.0);
+            self.per_second += (sample - self.per_second) * weight.max(0.1);
+        }
+        self.since = Some(now);
+    }
+
+    fn per_second(&self) -> f64 {
+        self.per_second
+    }
+}
+
+/// The worker's row in `projector.progress`, written in the batch's lock transaction.
+async fn record_progress(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    group: &str,
+    checkpoint: &Checkpoint,
+    applied: usize,
+    per_second: f64,
+    last: Option<(i64, chrono::DateTime<chrono::Utc>)>,
+) -> anyhow::Result<()> {
+    let positions: serde_json::Map<String, serde_json::Value> =
+        checkpoint.positions.iter().map(|(p, at)| (p.to_string(), at.next_offset.into())).collect();
+    sqlx::query(
+        "INSERT INTO projector.progress AS p (projection, positions, events_applied, events_per_sec, last_position,
+                last_event_at, last_batch_at)
+         VALUES ($1, $2, $3, $4, COALESCE($5, 0), $6, now())
+         ON CONFLICT (projection) DO UPDATE SET
+             positions = p.positions || EXCLUDED.positions,
+             events_applied = p.events_applied + EXCLUDED.events_applied,
+             events_per_sec = EXCLUDED.events_per_sec,
+             last_position = GREATEST(p.last_position, EXCLUDED.last_position),
+             last_event_at = COALESCE(EXCLUDED.last_event_at, p.last_event_at),
+             last_batch_at = now()",
+    )
+    .bind(group)
+    .bind(serde_json::Value::Object(positions))
+    .bind(applied as i64)
+    .bind(per_second)
+    .bind(last.map(|(position, _)| position))
+    .bind(last.map(|(_, at)| at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Keeps the latest failure visible to `status` (best effort: the store may be the
+/// thing that is down, and PostgreSQL with it).
+async fn record_error(pool: &PgPool, group: &str, error: &str) {
+    let recorded = sqlx::query(
+        "INSERT INTO projector.progress (projection, last_error, last_error_at) VALUES ($1, $2, now())
+         ON CONFLICT (projection) DO UPDATE SET last_error = EXCLUDED.last_error, last_error_at = now()",
+    )
+    .bind(group)
+    .bind(error)
+    .execute(pool)
+    .await;
+    if let Err(e) = recorded {
+        tracing::debug!(error = %e, "could not record the projection's error");
     }
 }
 

@@ -4,6 +4,7 @@ use anyhow::Context;
 use elasticsearch::http::transport::Transport;
 use elasticsearch::Elasticsearch;
 use runtime::auth::JwtKeys;
+use runtime::metrics::{probe_elastic, probe_mongo, probe_redis, Probe};
 use runtime::Settings;
 use tokio::net::TcpListener;
 
@@ -23,6 +24,12 @@ impl Application {
             Elasticsearch::new(Transport::single_node(&settings.elastic_url).context("configuring Elasticsearch")?);
         let redis = redis::Client::open(settings.redis_url.as_str()).context("configuring Redis")?;
         let redis = redis::aio::ConnectionManager::new(redis).await.context("connecting to Redis")?;
+        let probes = vec![
+            Probe::postgres(pool.clone()),
+            probe_redis(redis.clone()),
+            probe_mongo(mongo.clone()),
+            probe_elastic(elastic.clone()),
+        ];
         let state = AppState {
             pool,
             mongo: mongo.database(&settings.mongo_database),
@@ -32,7 +39,7 @@ impl Application {
             read_wait: settings.read_wait,
             postgres_projection: format!("{}.postgres", settings.kafka_group_prefix),
         };
-        let router = runtime::http::with_common_layers(router(state), settings.max_body_bytes);
+        let router = runtime::http::with_common_layers("query-api", router(state), settings.max_body_bytes, probes);
         let (listener, port) = runtime::http::bind(&settings.host, settings.query_port).await?;
         Ok(Self { port, listener, router })
     }

@@ -2,25 +2,27 @@
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderName;
-use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::metrics::Probe;
 use crate::problem::ApiError;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Wraps a service's routes with what every Murima HTTP API has.
-pub fn with_common_layers(routes: Router, max_body_bytes: usize) -> Router {
+/// Wraps a service's routes with what every Murima HTTP API has: `/metrics`, `/healthz`,
+/// `/readyz` (checking `probes`), request metrics, request ids and logs, a body limit.
+pub fn with_common_layers(service: &'static str, routes: Router, max_body_bytes: usize, probes: Vec<Probe>) -> Router {
     routes
-        .route("/health/live", get(|| async { "ok" }))
+        .merge(crate::metrics::routes(service, probes))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::from_fn(move |request, next| crate::metrics::track_requests(service, request, next)))
 }
 
 /// Binds `host:port` (port 0 picks a free one, as tests do) and says which port it got.

@@ -43,3 +43,11 @@ pub async fn delete_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Whether a broker answers a metadata request within `timeout` (blocking; readiness).
+pub fn reachable(brokers: &str, timeout: Duration) -> anyhow::Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let probe: BaseConsumer = client_config(brokers).create().context("creating a Kafka client")?;
+    probe.fetch_metadata(None, timeout).context("asking the broker for metadata")?;
+    Ok(())
+}

@@ -33,6 +33,23 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
+/// The problem type answered with a status (for metrics, where only the status is left).
+pub fn kind_of(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad-request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not-found",
+        409 | 412 => "conflict",
+        413 => "payload-too-large",
+        415 => "unsupported-media-type",
+        422 => "validation",
+        503 => "unavailable",
+        s if s >= 500 => "internal",
+        _ => "other",
+    }
+}
+
 impl ApiError {
     pub fn unprocessable(detail: impl Into<String>) -> Self {
         Self::Unprocessable { detail: detail.into(), errors: vec![] }

@@ -15,6 +15,7 @@ mod flow;
 mod isolation;
 mod notes;
 mod openapi;
+mod operations;
 mod parking;
 mod projector_crash;
 mod query_plans;

@@ -115,25 +115,5 @@ async fn a_killed_projector_resumes_without_loss_or_duplicates() {
     for table in TENANT_TABLES.iter().filter(|t| !matches!(**t, "team_members" | "teams" | "workflows")) {
         assert!(interrupted.0[&format!("postgres:{table}")].0 > 0, "the workload left {table} empty");
     }
-    app.kill_projector().await;
-    app.wipe_read_models().await;
-    app.settings.kafka_group_prefix = format!("{}.replay", app.settings.kafka_group_prefix);
-    app.start_projector().await;
-    app.wait_for_all_stores().await;
-    let mut replayed = app.store_digest().await;
-    for _ in 0..40 {
-        if replayed == interrupted {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        replayed = app.store_digest().await;
-    }
-    let differing: Vec<_> = interrupted
-        .0
-        .iter()
-        .filter(|(key, value)| replayed.0.get(*key) != Some(value))
-        .map(|(key, value)| (key, value, replayed.0.get(key)))
-        .collect();
-    assert!(differing.is_empty(), "stores differ after the replay (key, interrupted, replayed): {differing:#?}");
-    assert_eq!(replayed.0.len(), interrupted.0.len(), "the replay made other keys: {:?}", replayed.0.keys());
+    app.assert_same_as_fresh_replay(&interrupted).await;
 }

@@ -117,7 +117,21 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 pub fn router(state: AppState) -> Router {
     let (routes, api) = documented();
-    routes.merge(runtime::openapi::docs_router(&api)).with_state(state)
+    routes.layer(axum::middleware::from_fn(count_commands)).merge(runtime::openapi::docs_router(&api)).with_state(state)
+}
+
+/// `commands_total{outcome="accepted"|"refused", reason}`: every command request, with
+/// the problem type of a refusal (validation, forbidden, conflict, ...).
+async fn count_commands(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let is_command = request.method() != axum::http::Method::GET;
+    let response = next.run(request).await;
+    if is_command {
+        let status = response.status();
+        let (outcome, reason) =
+            if status.is_success() { ("accepted", "none") } else { ("refused", runtime::problem::kind_of(status)) };
+        metrics::counter!("commands_total", "outcome" => outcome, "reason" => reason).increment(1);
+    }
+    response
 }
 
 impl IntoResponse for CommandReply {

@@ -20,15 +20,15 @@ use events::template::TemplateEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
 use events::workflow::WorkflowEvent;
-use runtime::tenancy::Tenancy;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::event::{DomainEvent, Event};
-use crate::projection::{ApplyError, Checkpoint, LogPosition, Projection};
+use crate::projection::{ApplyError, Checkpoint, LogPosition, Placement, Projection};
 
 pub struct PostgresProjection {
     pool: PgPool,
+    placement: Placement,
     /// Tenants whose schema is known to exist (saves a round trip per event).
     provisioned: Mutex<HashSet<Uuid>>,
     /// (tenant, YYYY-MM) interaction partitions known to exist.
@@ -37,7 +37,22 @@ pub struct PostgresProjection {
 
 impl PostgresProjection {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, provisioned: Mutex::new(HashSet::new()), partitions: Mutex::new(HashSet::new()) }
+        Self::placed(pool, Placement::live())
+    }
+
+    /// A projection writing where `placement` says (a rebuild's copy schemas).
+    pub fn placed(pool: PgPool, placement: Placement) -> Self {
+        Self { pool, placement, provisioned: Mutex::new(HashSet::new()), partitions: Mutex::new(HashSet::new()) }
+    }
+
+    /// The schema a tenant's rows go to (`apply` drops events of tenants it has none for).
+    fn schema(&self, tenant: Uuid) -> String {
+        self.placement.of(tenant).map(|t| t.pg_schema()).unwrap_or_default()
+    }
+
+    /// The id the tenant's schema is named after (its own, or a rebuild's scratch id).
+    fn schema_id(&self, tenant: Uuid) -> Uuid {
+        self.placement.of(tenant).map_or(tenant, |t| t.0)
     }
 
     /// A tenant's events arrive in journal order (one partition per tenant), but an event
@@ -56,7 +71,10 @@ impl PostgresProjection {
         .bind(format!("pending-{}", tenant.simple()))
         .execute(&mut **tx)
         .await?;
-        sqlx::query("SELECT public.murima_provision_tenant($1)").bind(tenant).execute(&mut **tx).await?;
+        sqlx::query("SELECT public.murima_provision_tenant($1)")
+            .bind(self.schema_id(tenant))
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 
@@ -151,7 +169,7 @@ impl PostgresProjection {
         user_event: &UserEvent,
     ) -> Result<(), sqlx::Error> {
         let env = &event.envelope;
-        let schema = Tenancy(env.tenant_id).pg_schema();
+        let schema = self.schema(env.tenant_id);
         let guarded =
             |set: &str| format!("UPDATE {schema}.users SET {set}, version = $2 WHERE id = $1 AND version = $2 - 1");
         match user_event {
@@ -261,7 +279,7 @@ impl PostgresProjection {
         team_event: &TeamEvent,
     ) -> Result<(), sqlx::Error> {
         let env = &event.envelope;
-        let schema = Tenancy(env.tenant_id).pg_schema();
+        let schema = self.schema(env.tenant_id);
         if let TeamEvent::Created(e) = team_event {
             sqlx::query(&format!(
                 "INSERT INTO {schema}.teams (id, tenant_id, name, description, created_at, updated_at, version)
@@ -330,7 +348,7 @@ impl PostgresProjection {
         type_event: &CaseTypeEvent,
     ) -> Result<(), sqlx::Error> {
         let env = &event.envelope;
-        let schema = Tenancy(env.tenant_id).pg_schema();
+        let schema = self.schema(env.tenant_id);
         let guarded = |set: &str| {
             format!("UPDATE {schema}.case_types SET {set}, version = $2 WHERE id = $1 AND version = $2 - 1")
         };
@@ -410,7 +428,7 @@ impl PostgresProjection {
         channel_event: &ChannelEvent,
     ) -> Result<(), sqlx::Error> {
         let env = &event.envelope;
-        let schema = Tenancy(env.tenant_id).pg_schema();
+        let schema = self.schema(env.tenant_id);
         let guarded =
             |set: &str| format!("UPDATE {schema}.channels SET {set}, version = $2 WHERE id = $1 AND version = $2 - 1");
         match channel_event {
@@ -466,7 +484,7 @@ impl PostgresProjection {
         task_event: &TaskEvent,
     ) -> Result<(), sqlx::Error> {
         let env = &event.envelope;
-        let schema = Tenancy(env.tenant_id).pg_schema();
+        let schema = self.schema(env.tenant_id);
         let guarded =
             |set: &str| format!("UPDATE {schema}.tasks SET {set}, version = $2 WHERE id = $1 AND version = $2 - 1");
         match task_event {
@@ -520,7 +538,7 @@ impl PostgresProjection {
         document_event: &DocumentEvent,
     ) -> Result<(), sqlx::Error> {
         let env = &event.envelope;
-        let schema = Tenancy(env.tenant_id).pg_schema();
+        let schema = self.schema(env.tenant_id);
         match document_event {
             DocumentEvent::Attached(e) => {
                 sqlx::query(&format!(
@@ -562,7 +580,7 @@ impl PostgresProjection {
         workflow_event: &WorkflowEvent,
     ) -> Result<(), sqlx::Error> {
         let env = &event.envelope;
-        let schema = Tenancy(env.tenant_id).pg_schema();
+        let schema = self.schema(env.tenant_id);
         let guarded =
             |set: &str| format!("UPDATE {schema}.workflows SET {set}, version = $2 WHERE id = $1 AND version = $2 - 1");
         match workflow_event {
@@ -634,7 +652,7 @@ impl PostgresProjection {
         e: &events::interaction::InteractionRecorded,
     ) -> Result<(), sqlx::Error> {
         let env = &event.envelope;
-        let schema = Tenancy(env.tenant_id).pg_schema();
+        let schema = self.schema(env.tenant_id);
         let month = (env.tenant_id, e.timestamp.format("%Y-%m").to_string());
         let known = self.partitions.lock().map(|p| p.contains(&month)).unwrap_or(false);
         if !known {
@@ -677,7 +695,7 @@ impl PostgresProjection {
         case_event: &CaseEvent,
     ) -> Result<(), sqlx::Error> {
         let env = &event.envelope;
-        let schema = Tenancy(env.tenant_id).pg_schema();
+        let schema = self.schema(env.tenant_id);
         let v = env.stream_version;
         let affected = match case_event {
             CaseEvent::Opened(e) => {
@@ -849,7 +867,7 @@ impl Projection for PostgresProjection {
     async fn apply(&self, events: &[Event], checkpoint: &Checkpoint) -> Result<(), ApplyError> {
         let mut tx = self.pool.begin().await.map_err(|e| ApplyError::Transient(e.into()))?;
         let mut tenants = Vec::new();
-        for event in events {
+        for event in events.iter().filter(|e| self.placement.of(e.envelope.tenant_id).is_some()) {
             if let Err(e) = self.apply_one(&mut tx, event).await {
                 return Err(classify(e, event.envelope.event_id));
             }

@@ -21,12 +21,11 @@ use events::task::TaskEvent;
 use events::user::UserEvent;
 use redis::aio::ConnectionManager;
 use redis::Script;
-use runtime::tenancy::Tenancy;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::event::{DomainEvent, Event};
-use crate::projection::{ApplyError, Checkpoint, Projection};
+use crate::projection::{ApplyError, Checkpoint, Placement, Projection};
 
 /// Notifications kept per user, and for how long (seed §2.3.2: 30 days).
 const NOTIFICATIONS_KEPT: i64 = 100;
@@ -125,11 +124,17 @@ return gaps
 pub struct RedisCountersProjection {
     conn: ConnectionManager,
     script: Script,
+    placement: Placement,
 }
 
 impl RedisCountersProjection {
     pub fn new(conn: ConnectionManager) -> Self {
-        Self { conn, script: Script::new(APPLY) }
+        Self::placed(conn, Placement::live())
+    }
+
+    /// A projection writing where `placement` says (a rebuild's copy key prefixes).
+    pub fn placed(conn: ConnectionManager, placement: Placement) -> Self {
+        Self { conn, script: Script::new(APPLY), placement }
     }
 }
 
@@ -237,7 +242,7 @@ impl Projection for RedisCountersProjection {
     #[tracing::instrument(skip_all, fields(projection = "redis", events = events.len()))]
     async fn apply(&self, events: &[Event], _checkpoint: &Checkpoint) -> Result<(), ApplyError> {
         let mut per_tenant: BTreeMap<Uuid, Vec<Value>> = BTreeMap::new();
-        for event in events {
+        for event in events.iter().filter(|e| self.placement.of(e.envelope.tenant_id).is_some()) {
             if let Some(op) = operation(event) {
                 per_tenant.entry(event.envelope.tenant_id).or_default().push(op);
             }
@@ -253,7 +258,7 @@ impl Projection for RedisCountersProjection {
             pipe.cmd("EVALSHA")
                 .arg(self.script.get_hash())
                 .arg(0)
-                .arg(Tenancy(*tenant).redis_key(""))
+                .arg(self.placement.of(*tenant).map(|t| t.redis_key("")).unwrap_or_default())
                 .arg(Value::Array(ops.clone()).to_string())
                 .arg(NOTIFICATIONS_KEPT)
                 .arg(NOTIFICATION_TTL_SECS);

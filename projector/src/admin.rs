@@ -1,0 +1,214 @@
+//! The operator commands over HTTP, on the projector's port, for platform administrators
+//! only. The same functions back the `murima-admin` command line.
+//!
+//! - `GET    /v1/admin/projections`                       status of every projection
+//! - `POST   /v1/admin/projections/{name}/replay`         `{"from": "<position|RFC 3339>", "tenant_id"?}`
+//! - `POST   /v1/admin/projections/{name}/rebuild`        `{"tenant_id"?}`: starts (or resumes), 202
+//! - `DELETE /v1/admin/projections/{name}/rebuild`        abandons the unfinished rebuild
+//! - `GET    /v1/admin/rebuilds`                          recent rebuilds and their progress
+//! - `GET    /v1/admin/parked?projection=&after=&limit=`  parked streams
+//! - `POST   /v1/admin/parked/{name}/{stream}/retry`      apply them again
+//! - `POST   /v1/admin/parked/{name}/{stream}/skip`       give up on them
+//! - `POST   /v1/admin/republish`                         `{"from": <journal position>}`
+
+use axum::extract::FromRef;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use runtime::auth::{Caller, JwtKeys};
+use runtime::extract::{ApiJson, ApiPath, ApiQuery};
+use runtime::ApiError;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::operations::{self, From};
+use crate::stores::Stores;
+
+#[derive(Clone)]
+struct Admin {
+    stores: Stores,
+    keys: JwtKeys,
+}
+
+impl FromRef<Admin> for JwtKeys {
+    fn from_ref(admin: &Admin) -> JwtKeys {
+        admin.keys.clone()
+    }
+}
+
+pub fn router(stores: Stores) -> Router {
+    let keys = JwtKeys::new(&stores.settings.jwt_secret);
+    Router::new()
+        .route("/v1/admin/projections", get(status))
+        .route("/v1/admin/projections/{name}/replay", post(replay))
+        .route("/v1/admin/projections/{name}/rebuild", post(rebuild).delete(abandon))
+        .route("/v1/admin/rebuilds", get(rebuilds))
+        .route("/v1/admin/parked", get(parked))
+        .route("/v1/admin/parked/{name}/{stream}/retry", post(retry))
+        .route("/v1/admin/parked/{name}/{stream}/skip", post(skip))
+        .route("/v1/admin/republish", post(republish))
+        .with_state(Admin { stores, keys })
+}
+
+/// An operator's failure is their input (an unknown projection, nothing parked) far
+/// more often than the server's; it is answered as a 422 that says what was wrong.
+fn refused(e: anyhow::Error) -> ApiError {
+    ApiError::unprocessable(format!("{e:#}"))
+}
+
+fn known(name: &str) -> Result<&'static str, ApiError> {
+    crate::stores::known(name).map_err(|e| ApiError::NotFound(e.to_string()))
+}
+
+async fn status(
+    caller: Caller,
+    axum::extract::State(admin): axum::extract::State<Admin>,
+) -> Result<Json<Value>, ApiError> {
+    caller.platform_admin()?;
+    let statuses = operations::status(&admin.stores).await.map_err(ApiError::Internal)?;
+    Ok(Json(json!({ "projections": statuses })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayBody {
+    from: String,
+    tenant_id: Option<Uuid>,
+}
+
+async fn replay(
+    caller: Caller,
+    axum::extract::State(admin): axum::extract::State<Admin>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<ReplayBody>,
+) -> Result<Json<Value>, ApiError> {
+    caller.platform_admin()?;
+    let name = known(&name)?;
+    let from: From = body.from.parse().map_err(ApiError::BadRequest)?;
+    let applied = operations::replay(&admin.stores, name, body.tenant_id, from, &|_, _| {}).await.map_err(refused)?;
+    Ok(Json(json!({ "projection": name, "events_applied": applied })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RebuildBody {
+    tenant_id: Option<Uuid>,
+}
+
+/// Starts (or resumes) a rebuild in the background; `GET /v1/admin/rebuilds` follows it.
+async fn rebuild(
+    caller: Caller,
+    axum::extract::State(admin): axum::extract::State<Admin>,
+    ApiPath(name): ApiPath<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.platform_admin()?;
+    let name = known(&name)?;
+    if !crate::stores::REBUILDABLE.contains(&name) {
+        return Err(ApiError::unprocessable(format!(
+            "{name} cannot be rebuilt into a copy yet; these can: {}",
+            crate::stores::REBUILDABLE.join(", ")
+        )));
+    }
+    let body: RebuildBody = if body.is_empty() {
+        RebuildBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("the body must be {{\"tenant_id\"?: uuid}}: {e}")))?
+    };
+    let tenant = body.tenant_id;
+    let stores = admin.stores.clone();
+    tokio::spawn(async move {
+        match crate::rebuild::run(&stores, name, tenant, &|_, _| {}).await {
+            Ok(report) => tracing::info!(?report, "rebuild finished"),
+            Err(e) => tracing::error!(projection = name, error = %format!("{e:#}"), "rebuild stopped"),
+        }
+    });
+    Ok((StatusCode::ACCEPTED, Json(json!({ "projection": name, "tenant_id": tenant, "follow": "/v1/admin/rebuilds" }))))
+}
+
+async fn abandon(
+    caller: Caller,
+    axum::extract::State(admin): axum::extract::State<Admin>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.platform_admin()?;
+    let name = known(&name)?;
+    let id = crate::rebuild::abandon(&admin.stores, name).await.map_err(refused)?;
+    Ok(Json(json!({ "projection": name, "abandoned": id })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    projection: Option<String>,
+    after: Option<Uuid>,
+    limit: Option<i64>,
+}
+
+async fn rebuilds(
+    caller: Caller,
+    axum::extract::State(admin): axum::extract::State<Admin>,
+    ApiQuery(page): ApiQuery<Page>,
+) -> Result<Json<Value>, ApiError> {
+    caller.platform_admin()?;
+    let limit = page.limit.unwrap_or(20).clamp(1, 100);
+    let rebuilds = crate::rebuild::list(&admin.stores.pool, limit).await.map_err(ApiError::Internal)?;
+    Ok(Json(json!({ "rebuilds": rebuilds })))
+}
+
+async fn parked(
+    caller: Caller,
+    axum::extract::State(admin): axum::extract::State<Admin>,
+    ApiQuery(page): ApiQuery<Page>,
+) -> Result<Json<Value>, ApiError> {
+    caller.platform_admin()?;
+    let projection = page.projection.as_deref().map(known).transpose()?;
+    let limit = page.limit.unwrap_or(50).clamp(1, 500);
+    let streams =
+        operations::parked(&admin.stores.pool, projection, page.after, limit).await.map_err(ApiError::Internal)?;
+    let next = (streams.len() as i64 == limit).then(|| streams.last().map(|s| s.stream_id)).flatten();
+    Ok(Json(json!({ "parked": streams, "next_after": next })))
+}
+
+async fn retry(
+    caller: Caller,
+    axum::extract::State(admin): axum::extract::State<Admin>,
+    ApiPath((name, stream)): ApiPath<(String, Uuid)>,
+) -> Result<Json<Value>, ApiError> {
+    caller.platform_admin()?;
+    let name = known(&name)?;
+    let applied = operations::retry_parked(&admin.stores, name, stream).await.map_err(refused)?;
+    Ok(Json(json!({ "projection": name, "stream_id": stream, "events_applied": applied })))
+}
+
+async fn skip(
+    caller: Caller,
+    axum::extract::State(admin): axum::extract::State<Admin>,
+    ApiPath((name, stream)): ApiPath<(String, Uuid)>,
+) -> Result<Json<Value>, ApiError> {
+    caller.platform_admin()?;
+    let name = known(&name)?;
+    let skipped = operations::skip_parked(&admin.stores, name, stream).await.map_err(refused)?;
+    Ok(Json(json!({ "projection": name, "stream_id": stream, "events_skipped": skipped })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepublishBody {
+    from: i64,
+}
+
+async fn republish(
+    caller: Caller,
+    axum::extract::State(admin): axum::extract::State<Admin>,
+    ApiJson(body): ApiJson<RepublishBody>,
+) -> Result<Json<Value>, ApiError> {
+    caller.platform_admin()?;
+    if body.from < 1 {
+        return Err(ApiError::BadRequest("from must be a journal position, 1 or more".into()));
+    }
+    let queued = operations::republish(&admin.stores.pool, body.from).await.map_err(ApiError::Internal)?;
+    Ok(Json(json!({ "queued": queued })))
+}

@@ -1,0 +1,219 @@
+//! `murima-admin`: the operator's command line. It talks to the stores directly, with the
+//! same environment as the services (MURIMA_* variables), so it works while the
+//! projector runs and while it does not. The projector serves the same commands over
+//! HTTP under `/v1/admin` for platform administrators.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use murima_projector::operations::{self, From};
+use murima_projector::rebuild;
+use murima_projector::stores::Stores;
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(name = "murima-admin", about = "Operate Murima's projections: status, rebuild, replay, parked events")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every projection: checkpoint, lag (events and seconds), events/s, parked, last error.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuilds a projection into a fresh copy from the journal and switches reads to it.
+    /// Run it again to resume an interrupted rebuild; --abandon drops the copy instead.
+    Rebuild {
+        projection: String,
+        #[arg(long)]
+        tenant: Option<Uuid>,
+        #[arg(long)]
+        abandon: bool,
+    },
+    /// Recent rebuilds and where they are.
+    Rebuilds {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-applies the journal from a position or an RFC 3339 time (idempotent).
+    Replay {
+        projection: String,
+        #[arg(long)]
+        from: From,
+        #[arg(long)]
+        tenant: Option<Uuid>,
+    },
+    /// Poison events, per stream.
+    Parked {
+        #[command(subcommand)]
+        action: Parked,
+    },
+    /// Queues the journal from a position for the relay to publish again (a broker that
+    /// lost its log). Idempotent.
+    Republish {
+        #[arg(long)]
+        from: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum Parked {
+    List {
+        #[arg(long)]
+        projection: Option<String>,
+        #[arg(long)]
+        after: Option<Uuid>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Applies a stream's parked events again (after the cause was fixed).
+    Retry { projection: String, stream: Uuid },
+    /// Gives up on a stream's parked events (kept in projector.skipped_events).
+    Skip { projection: String, stream: Uuid },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = runtime::Settings::from_env()?;
+    // Logs (JSON, stderr) stay out of the tables and JSON on stdout; warnings and up.
+    runtime::telemetry::init_with_default("murima-admin", "warn");
+    let stores = Stores::connect(&settings, 4).await?;
+    match cli.command {
+        Command::Status { json } => {
+            let statuses = operations::status(&stores).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&statuses)?);
+            } else {
+                println!(
+                    "{:<24} {:<13} {:>10} {:>10} {:>9} {:>9} {:>7}  last error",
+                    "projection", "store", "position", "lag", "lag s", "events/s", "parked"
+                );
+                for s in statuses {
+                    let lag = s.lag_events.map_or("?".to_owned(), |l| l.to_string());
+                    let error = match (&s.last_error, s.last_error_at) {
+                        (Some(e), Some(at)) => format!("{} ({})", first_line(e), at.format("%Y-%m-%d %H:%M:%S")),
+                        _ => "-".to_owned(),
+                    };
+                    println!(
+                        "{:<24} {:<13} {:>10} {:>10} {:>9.1} {:>9.1} {:>7}  {error}",
+                        s.projection, s.store, s.last_position, lag, s.lag_seconds, s.events_per_sec, s.parked
+                    );
+                }
+            }
+        }
+        Command::Rebuild { projection, tenant, abandon } => {
+            if abandon {
+                let id = rebuild::abandon(&stores, &projection).await?;
+                println!("abandoned rebuild {id} of {projection}; its copy is dropped and the live copy untouched");
+            } else {
+                let bar = bar("events");
+                let report = rebuild::run(&stores, &projection, tenant, &|done, total| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                })
+                .await?;
+                bar.finish_and_clear();
+                println!(
+                    "rebuilt {} for {} tenant(s){}: {} events in {:.1} s ({:.0} events/s); live worker paused {:.0} ms for the switch",
+                    report.projection,
+                    report.tenants,
+                    if report.resumed { " (resumed)" } else { "" },
+                    report.events,
+                    report.seconds,
+                    report.events_per_sec,
+                    report.switch_ms
+                );
+            }
+        }
+        Command::Rebuilds { json } => {
+            let rebuilds = rebuild::list(&stores.pool, 20).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rebuilds)?);
+            } else {
+                println!(
+                    "{:<36} {:<12} {:<10} {:>10} {:>10} {:>10}  tenant",
+                    "id", "projection", "state", "position", "target", "events"
+                );
+                for r in rebuilds {
+                    let tenant = r.tenant_id.map_or("all".to_owned(), |t| t.to_string());
+                    println!(
+                        "{:<36} {:<12} {:<10} {:>10} {:>10} {:>10}  {tenant}",
+                        r.id, r.projection, r.state, r.position, r.target_position, r.events_applied
+                    );
+                }
+            }
+        }
+        Command::Replay { projection, from, tenant } => {
+            let bar = bar("positions");
+            let applied = operations::replay(&stores, &projection, tenant, from, &|done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            })
+            .await?;
+            bar.finish_and_clear();
+            println!("re-applied {applied} events to {projection}");
+        }
+        Command::Parked { action } => match action {
+            Parked::List { projection, after, limit, json } => {
+                let streams = operations::parked(&stores.pool, projection.as_deref(), after, limit).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&streams)?);
+                } else {
+                    println!(
+                        "{:<24} {:<36} {:>6} {:>8}  first event / error",
+                        "projection", "stream", "events", "version"
+                    );
+                    for s in streams {
+                        println!(
+                            "{:<24} {:<36} {:>6} {:>8}  {} {}: {}",
+                            s.projection,
+                            s.stream_id,
+                            s.events,
+                            s.first_version,
+                            s.first_event_type,
+                            s.first_event_id,
+                            first_line(&s.error)
+                        );
+                    }
+                }
+            }
+            Parked::Retry { projection, stream } => {
+                let applied = operations::retry_parked(&stores, &projection, stream).await?;
+                println!("applied {applied} parked events of stream {stream} to {projection}");
+            }
+            Parked::Skip { projection, stream } => {
+                let skipped = operations::skip_parked(&stores, &projection, stream).await?;
+                println!("skipped {skipped} parked events of stream {stream} for {projection}");
+            }
+        },
+        Command::Republish { from } => {
+            anyhow::ensure!(from >= 1, "--from must be a journal position, 1 or more");
+            let queued = operations::republish(&stores.pool, from).await?;
+            println!("queued {queued} events from position {from} for the relay to publish");
+        }
+    }
+    Ok(())
+}
+
+fn bar(unit: &str) -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    let template =
+        format!("{{spinner}} [{{elapsed_precise}}] {{bar:40}} {{pos}}/{{len}} {unit} ({{per_sec}}, ETA {{eta}})");
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}

@@ -1,0 +1,398 @@
+//! What an operator can ask of the projections, shared by the `murima-admin` command
+//! line and the projector's admin HTTP endpoints: status, replay, republish, and the
+//! parked events (list, retry, skip). Rebuilds are in `rebuild`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::event::Event;
+use crate::projection::{ApplyError, Checkpoint, Projection};
+use crate::stores::{Stores, PROJECTIONS};
+
+/// One projection as an operator sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectionStatus {
+    pub projection: String,
+    pub store: String,
+    pub group: String,
+    /// Partition -> the next offset the projection will read.
+    pub checkpoint: BTreeMap<String, i64>,
+    /// The journal position of the last event it applied.
+    pub last_position: i64,
+    /// Messages in the log it has not applied yet (None when the broker did not answer).
+    pub lag_events: Option<i64>,
+    /// How far behind the newest event it is in event time (0 when caught up).
+    pub lag_seconds: f64,
+    pub events_per_sec: f64,
+    pub events_applied: i64,
+    pub parked: i64,
+    pub last_batch_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+}
+
+type ProgressRow = (
+    String,
+    serde_json::Value,
+    i64,
+    f64,
+    i64,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+);
+
+/// Every projection's checkpoint, lag, rate, parked count and last error.
+pub async fn status(stores: &Stores) -> anyhow::Result<Vec<ProjectionStatus>> {
+    let pool = &stores.pool;
+    let rows: Vec<ProgressRow> = sqlx::query_as(
+        "SELECT projection, positions, events_applied, events_per_sec, last_position, last_event_at,
+                last_batch_at, last_error, last_error_at
+         FROM projector.progress",
+    )
+    .fetch_all(pool)
+    .await?;
+    let parked: Vec<(String, i64)> =
+        sqlx::query_as("SELECT projection, count(*) FROM projector.parked_events GROUP BY projection")
+            .fetch_all(pool)
+            .await?;
+    let newest: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT occurred_at FROM eventstore.events ORDER BY position DESC LIMIT 1")
+            .fetch_optional(pool)
+            .await?;
+    let brokers = stores.settings.kafka_brokers.clone();
+    let topic = stores.settings.kafka_topic.clone();
+    let watermarks = tokio::task::spawn_blocking(move || high_watermarks(&brokers, &topic)).await?.ok();
+
+    let mut statuses = Vec::new();
+    for (name, store) in PROJECTIONS {
+        let group = stores.group(name);
+        let row = rows.iter().find(|r| r.0 == group);
+        let checkpoint: BTreeMap<String, i64> = row
+            .and_then(|r| r.1.as_object())
+            .map(|o| o.iter().filter_map(|(p, v)| Some((p.clone(), v.as_i64()?))).collect())
+            .unwrap_or_default();
+        let lag_events = watermarks.as_ref().map(|highs| {
+            highs
+                .iter()
+                .map(|(partition, high)| (high - checkpoint.get(&partition.to_string()).copied().unwrap_or(0)).max(0))
+                .sum()
+        });
+        let last_event_at = row.and_then(|r| r.5);
+        let lag_seconds = match (lag_events, newest, last_event_at) {
+            (Some(0), _, _) => 0.0,
+            (_, Some(newest), Some(applied)) => ((newest - applied).num_milliseconds().max(0) as f64) / 1000.0,
+            (_, Some(newest), None) => ((Utc::now() - newest).num_milliseconds().max(0) as f64) / 1000.0,
+            _ => 0.0,
+        };
+        statuses.push(ProjectionStatus {
+            projection: (*name).to_owned(),
+            store: (*store).to_owned(),
+            group,
+            checkpoint,
+            last_position: row.map_or(0, |r| r.4),
+            lag_events,
+            lag_seconds,
+            events_per_sec: row.map_or(0.0, |r| r.3),
+            events_applied: row.map_or(0, |r| r.2),
+            parked: parked.iter().find(|(p, _)| p == name).map_or(0, |(_, n)| *n),
+            last_batch_at: row.and_then(|r| r.6),
+            last_error: row.and_then(|r| r.7.clone()),
+            last_error_at: row.and_then(|r| r.8),
+        });
+    }
+    Ok(statuses)
+}
+
+/// The events topic's high watermark per partition (blocking: asks the broker).
+fn high_watermarks(brokers: &str, topic: &str) -> anyhow::Result<Vec<(i32, i64)>> {
+    let client: BaseConsumer = runtime::kafka::client_config(brokers).create()?;
+    let timeout = Duration::from_secs(2);
+    let metadata = client.fetch_metadata(Some(topic), timeout)?;
+    let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    partitions.into_iter().map(|p| Ok((p, client.fetch_watermarks(topic, p, timeout)?.1))).collect()
+}
+
+/// Keeps the lag and parked gauges of `/metrics` current.
+pub async fn export_lag(stores: Stores, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        match status(&stores).await {
+            Ok(statuses) => {
+                for s in statuses {
+                    let name = s.projection.clone();
+                    if let Some(lag) = s.lag_events {
+                        metrics::gauge!("projection_lag_events", "projection" => name.clone()).set(lag as f64);
+                    }
+                    metrics::gauge!("projection_lag_seconds", "projection" => name.clone()).set(s.lag_seconds);
+                    metrics::gauge!("projection_parked_events", "projection" => name).set(s.parked as f64);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "could not read the projections' status"),
+        }
+    }
+}
+
+/// The write-side journal, read in position order: the source of replays and rebuilds.
+pub struct Journal<'a> {
+    pool: &'a PgPool,
+    tenant: Option<Uuid>,
+}
+
+impl<'a> Journal<'a> {
+    pub fn new(pool: &'a PgPool, tenant: Option<Uuid>) -> Self {
+        Self { pool, tenant }
+    }
+
+    /// Up to `limit` events after `after`, plus any of `gaps` that have committed since
+    /// (positions are taken before commit, so a lower one can appear later), in
+    /// position order.
+    pub async fn read(&self, after: i64, gaps: &[i64], limit: i64) -> anyhow::Result<Vec<Event>> {
+        let rows: Vec<(i64, serde_json::Value)> = sqlx::query_as(
+            "SELECT position, envelope FROM eventstore.events
+             WHERE (position > $1 OR position = ANY($2)) AND ($3::uuid IS NULL OR tenant_id = $3)
+             ORDER BY position LIMIT $4",
+        )
+        .bind(after)
+        .bind(gaps)
+        .bind(self.tenant)
+        .bind(limit)
+        .fetch_all(self.pool)
+        .await?;
+        rows.into_iter().map(|(position, envelope)| decode(position, envelope)).collect()
+    }
+
+    /// The journal positions in `(after, upto]` (of any tenant) that are not there: not
+    /// committed yet, or rolled back. They are read again until they appear or age out.
+    pub async fn missing(&self, after: i64, upto: i64) -> anyhow::Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT g FROM generate_series($1 + 1, $2) AS g
+             WHERE NOT EXISTS (SELECT 1 FROM eventstore.events WHERE position = g)",
+        )
+        .bind(after)
+        .bind(upto)
+        .fetch_all(self.pool)
+        .await?)
+    }
+
+    pub async fn head(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COALESCE(max(position), 0) FROM eventstore.events").fetch_one(self.pool).await?)
+    }
+
+    /// The last position before the first event at or after `at`.
+    pub async fn position_before(&self, at: DateTime<Utc>) -> anyhow::Result<i64> {
+        let first: Option<i64> = sqlx::query_scalar(
+            "SELECT min(position) FROM eventstore.events WHERE occurred_at >= $1 AND ($2::uuid IS NULL OR tenant_id = $2)",
+        )
+        .bind(at)
+        .bind(self.tenant)
+        .fetch_one(self.pool)
+        .await?;
+        Ok(first.map_or(i64::MAX, |p| p - 1))
+    }
+}
+
+fn decode(position: i64, mut envelope: serde_json::Value) -> anyhow::Result<Event> {
+    envelope["position"] = position.into();
+    let envelope = serde_json::from_value(envelope)?;
+    Event::from_envelope(envelope).map_err(|u| anyhow::anyhow!("journal position {position}: {}", u.reason))
+}
+
+/// Applies events through a projection, naming a poison event instead of parking it
+/// (an operator is watching).
+pub async fn apply(projection: &Arc<dyn Projection>, group: &str, events: &[Event]) -> anyhow::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let checkpoint = Checkpoint { group: group.to_owned(), topic: String::new(), positions: BTreeMap::new() };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match projection.apply(events, &checkpoint).await {
+            Ok(()) => return Ok(()),
+            Err(ApplyError::Poison { event_id, reason }) => {
+                anyhow::bail!("event {event_id} cannot be applied: {reason}")
+            }
+            Err(ApplyError::Transient(e)) if backoff < Duration::from_secs(10) => {
+                tracing::warn!(error = %e, "apply failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            Err(ApplyError::Transient(e)) => return Err(e),
+        }
+    }
+}
+
+/// Where a replay starts: a journal position, or a time (RFC 3339).
+#[derive(Debug, Clone, Copy)]
+pub enum From {
+    Position(i64),
+    Time(DateTime<Utc>),
+}
+
+impl std::str::FromStr for From {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(position) = s.parse::<i64>() {
+            return Ok(Self::Position(position));
+        }
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| Self::Time(t.with_timezone(&Utc)))
+            .map_err(|_| format!("{s:?} is neither a journal position nor an RFC 3339 time"))
+    }
+}
+
+/// Re-applies the journal from a position or time through a live projection. Safe to run
+/// while the projector runs and to repeat: every store ignores versions it holds.
+pub async fn replay(
+    stores: &Stores,
+    name: &str,
+    tenant: Option<Uuid>,
+    from: From,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> anyhow::Result<u64> {
+    let projection = stores.projection(crate::stores::known(name)?).await?;
+    let journal = Journal::new(&stores.pool, tenant);
+    let mut after = match from {
+        From::Position(p) => p - 1,
+        From::Time(at) => journal.position_before(at).await?,
+    };
+    let head = journal.head().await?;
+    let total = (head - after).max(0) as u64;
+    let mut applied = 0u64;
+    loop {
+        let events = journal.read(after, &[], 2_000).await?;
+        let Some(last) = events.last().map(|e| e.envelope.position) else { break };
+        apply(&projection, &stores.group(name), &events).await?;
+        applied += events.len() as u64;
+        after = last;
+        progress((last - (head - total as i64)).max(0) as u64, total);
+    }
+    Ok(applied)
+}
+
+/// Queues the journal from `from` for the relay to publish again (a broker that lost
+/// its log). Idempotent: queued positions are not queued twice, and the projections
+/// ignore events they hold. Returns how many positions were queued.
+pub async fn republish(pool: &PgPool, from: i64) -> anyhow::Result<u64> {
+    let queued = sqlx::query(
+        "INSERT INTO eventstore.outbox (position)
+         SELECT position FROM eventstore.events WHERE position >= $1 ON CONFLICT DO NOTHING",
+    )
+    .bind(from)
+    .execute(pool)
+    .await?;
+    Ok(queued.rows_affected())
+}
+
+/// A parked stream: the poison event first, then the events waiting behind it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParkedStream {
+    pub projection: String,
+    pub stream_id: Uuid,
+    pub tenant_id: Uuid,
+    pub events: i64,
+    pub first_version: i64,
+    pub first_event_type: String,
+    pub first_event_id: Uuid,
+    pub error: String,
+    pub parked_at: DateTime<Utc>,
+}
+
+/// Parked streams, oldest first, `limit` at a time after the `after` stream.
+pub async fn parked(
+    pool: &PgPool,
+    projection: Option<&str>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> anyhow::Result<Vec<ParkedStream>> {
+    type Row = (String, Uuid, Uuid, i64, i64, String, Uuid, String, DateTime<Utc>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT DISTINCT ON (projection, stream_id) projection, stream_id, tenant_id,
+                count(*) OVER (PARTITION BY projection, stream_id) AS events,
+                stream_version AS first_version, event_type AS first_event_type, event_id AS first_event_id,
+                error, parked_at
+         FROM projector.parked_events
+         WHERE ($1::text IS NULL OR projection = $1) AND ($2::uuid IS NULL OR stream_id > $2)
+         ORDER BY projection, stream_id, stream_version, parked_at
+         LIMIT $3",
+    )
+    .bind(projection)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ParkedStream {
+            projection: r.0,
+            stream_id: r.1,
+            tenant_id: r.2,
+            events: r.3,
+            first_version: r.4,
+            first_event_type: r.5,
+            first_event_id: r.6,
+            error: r.7,
+            parked_at: r.8,
+        })
+        .collect())
+}
+
+/// Applies a stream's parked events again (after a fix); on success the worker takes the
+/// stream back. Runs between the worker's batches. Returns how many were applied.
+pub async fn retry_parked(stores: &Stores, name: &str, stream: Uuid) -> anyhow::Result<usize> {
+    let name = crate::stores::known(name)?;
+    let projection = stores.projection(name).await?;
+    let mut hold = crate::control::exclusive(&stores.pool, name).await?;
+    let rows: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT envelope FROM projector.parked_events WHERE projection = $1 AND stream_id = $2 ORDER BY stream_version",
+    )
+    .bind(name)
+    .bind(stream)
+    .fetch_all(&mut *hold)
+    .await?;
+    anyhow::ensure!(!rows.is_empty(), "no events of stream {stream} are parked for {name}");
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        let envelope = serde_json::from_value(row)?;
+        events.push(Event::from_envelope(envelope).map_err(|u| anyhow::anyhow!("still unreadable: {}", u.reason))?);
+    }
+    apply(&projection, &stores.group(name), &events).await?;
+    sqlx::query("DELETE FROM projector.parked_events WHERE projection = $1 AND stream_id = $2")
+        .bind(name)
+        .bind(stream)
+        .execute(&mut *hold)
+        .await?;
+    hold.commit().await?;
+    tracing::info!(projection = name, %stream, events = events.len(), "parked events applied");
+    Ok(events.len())
+}
+
+/// Gives up on a stream's parked events for a projection: they are moved to
+/// `projector.skipped_events` and the worker takes the stream back. The store keeps the
+/// stream at its last good version, so later events that build on the skipped one are
+/// ignored by its version guard; a rebuild (or a fixed event) brings it level again.
+pub async fn skip_parked(stores: &Stores, name: &str, stream: Uuid) -> anyhow::Result<u64> {
+    let name = crate::stores::known(name)?;
+    let mut hold = crate::control::exclusive(&stores.pool, name).await?;
+    let moved = sqlx::query(
+        "WITH gone AS (DELETE FROM projector.parked_events WHERE projection = $1 AND stream_id = $2 RETURNING *)
+         INSERT INTO projector.skipped_events SELECT * FROM gone",
+    )
+    .bind(name)
+    .bind(stream)
+    .execute(&mut *hold)
+    .await?
+    .rows_affected();
+    anyhow::ensure!(moved > 0, "no events of stream {stream} are parked for {name}");
+    hold.commit().await?;
+    tracing::warn!(projection = name, %stream, events = moved, "parked events skipped");
+    Ok(moved)
+}

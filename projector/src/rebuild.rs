@@ -1,0 +1,446 @@
+//! Rebuilding a projection without stopping reads.
+//!
+//! 1. The rebuild gets a scratch id per tenant and replays the write-side journal (the
+//!    whole history, whatever the broker still holds) through the projection's own code,
+//!    placed under the scratch names (`tenant_<scratch>` schema, `tenant_<scratch>:` keys).
+//!    The live copy keeps serving and keeps following new events all the while.
+//! 2. Progress (journal position, gaps, counts) is saved after every batch, so an
+//!    interrupted rebuild resumes where it stopped, or is abandoned (copies dropped).
+//!    A session advisory lock lets one process at a time run a projection's rebuild.
+//! 3. Once it has caught up, it takes the projection's lock exclusively (the live worker
+//!    pauses between batches), applies the last events, and switches in one step:
+//!    PostgreSQL renames the schemas in one transaction; Redis renames the keys in one
+//!    script. The live worker then goes on writing under the same names, into the copy,
+//!    whose versions already cover what it applied. The old copy is dropped.
+//!
+//! Positions are taken before commit, so the journal can show position 7 before 6. A
+//! position missing from a range read is remembered as a gap and read again until it
+//! shows up or is old enough to be a rolled-back command.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use runtime::tenancy::Tenancy;
+use serde::Serialize;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres};
+use uuid::Uuid;
+
+use crate::operations::{apply, Journal};
+use crate::projection::Placement;
+use crate::stores::Stores;
+
+const BATCH: i64 = 5_000;
+/// A gap older than this many positions behind the head is a rolled-back command.
+const GAP_HORIZON: i64 = 100_000;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub id: Uuid,
+    pub projection: String,
+    pub tenant_id: Option<Uuid>,
+    pub tenants: usize,
+    pub events: i64,
+    pub seconds: f64,
+    pub events_per_sec: f64,
+    /// How long the live worker was paused for the last events and the switch.
+    pub switch_ms: f64,
+    pub resumed: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Rebuild {
+    pub id: Uuid,
+    pub projection: String,
+    pub tenant_id: Option<Uuid>,
+    pub state: String,
+    #[serde(skip)]
+    pub copies: sqlx::types::Json<HashMap<Uuid, Uuid>>,
+    pub position: i64,
+    pub gaps: Vec<i64>,
+    pub events_applied: i64,
+    pub target_position: i64,
+    pub started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "id, projection, tenant_id, state, copies, position, gaps, events_applied, target_position,
+                       started_at, updated_at, finished_at";
+
+type Row = (
+    Uuid,
+    String,
+    Option<Uuid>,
+    String,
+    sqlx::types::Json<HashMap<Uuid, Uuid>>,
+    i64,
+    Vec<i64>,
+    i64,
+    i64,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+);
+
+impl From<Row> for Rebuild {
+    fn from(r: Row) -> Self {
+        Self {
+            id: r.0,
+            projection: r.1,
+            tenant_id: r.2,
+            state: r.3,
+            copies: r.4,
+            position: r.5,
+            gaps: r.6,
+            events_applied: r.7,
+            target_position: r.8,
+            started_at: r.9,
+            updated_at: r.10,
+            finished_at: r.11,
+        }
+    }
+}
+
+/// Rebuilds, newest first.
+pub async fn list(pool: &PgPool, limit: i64) -> anyhow::Result<Vec<Rebuild>> {
+    let rows: Vec<Row> =
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM projector.rebuilds ORDER BY started_at DESC LIMIT $1"))
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().map(Rebuild::from).collect())
+}
+
+/// The unfinished rebuild of a projection, if there is one.
+async fn unfinished(pool: &PgPool, name: &str) -> anyhow::Result<Option<Rebuild>> {
+    let row: Option<Row> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM projector.rebuilds WHERE projection = $1 AND state = 'running'"
+    ))
+    .bind(name)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(Rebuild::from))
+}
+
+/// Holds the right to run a projection's rebuild (a session advisory lock) for as long as
+/// it lives. Its connection is closed, not returned to the pool, when it goes, so the lock
+/// goes with it however the rebuild ends (an error, a panic, an aborted task).
+struct Exclusive(Option<PoolConnection<Postgres>>);
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
+impl Exclusive {
+    async fn take(pool: &PgPool, name: &str) -> anyhow::Result<Self> {
+        let mut conn = pool.acquire().await?;
+        let key = crate::control::lock_key(&format!("rebuild.{name}"));
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut *conn).await?;
+        anyhow::ensure!(taken, "a rebuild of {name} is running in another process; wait for it or stop it first");
+        Ok(Self(Some(conn)))
+    }
+}
+
+/// Starts a rebuild of `name` (for one tenant or all), or resumes its unfinished one,
+/// and runs it to the switch. `progress(done, total)` is called after every batch.
+pub async fn run(
+    stores: &Stores,
+    name: &str,
+    tenant: Option<Uuid>,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> anyhow::Result<Report> {
+    let name = crate::stores::known(name)?;
+    let _exclusive = Exclusive::take(&stores.pool, name).await?;
+    let pool = &stores.pool;
+    let journal = Journal::new(pool, tenant);
+    let found = unfinished(pool, name).await?;
+    let resumed = found.is_some();
+    let mut rebuild = match found {
+        Some(r) if r.tenant_id != tenant => anyhow::bail!(
+            "an unfinished rebuild of {name} ({}) is for {}; resume it with the same target or abandon it",
+            r.id,
+            r.tenant_id.map_or("every tenant".to_owned(), |t| format!("tenant {t}"))
+        ),
+        Some(r) => r,
+        None => start(pool, name, tenant, &journal).await?,
+    };
+    let placement = Placement::copies(rebuild.copies.0.clone());
+    let copy = stores.placed(name, placement)?;
+    let group = format!("rebuild.{}", rebuild.id);
+    tracing::info!(projection = name, rebuild = %rebuild.id, ?tenant, resumed, from = rebuild.position, "rebuilding");
+
+    let started = Instant::now();
+    let applied_before = rebuild.events_applied;
+    // Copy while the live projection runs, until a batch comes back short.
+    loop {
+        let read = step(&journal, &copy, &group, &mut rebuild).await?;
+        save(pool, &rebuild).await?;
+        progress(rebuild.position.min(rebuild.target_position).max(0) as u64, rebuild.target_position as u64);
+        if read < BATCH as usize {
+            break;
+        }
+    }
+
+    // Pause the live worker between two batches, copy the rest, switch.
+    let switching = Instant::now();
+    let mut hold = crate::control::exclusive(pool, name).await?;
+    while step(&journal, &copy, &group, &mut rebuild).await? > 0 {}
+    switch(stores, name, &rebuild, &mut hold).await.with_context(|| format!("switching {name} to its copy"))?;
+    sqlx::query("UPDATE projector.rebuilds SET state = 'switched', finished_at = now(), position = $2, events_applied = $3, gaps = $4, updated_at = now() WHERE id = $1")
+        .bind(rebuild.id)
+        .bind(rebuild.position)
+        .bind(rebuild.events_applied)
+        .bind(&rebuild.gaps)
+        .execute(&mut *hold)
+        .await?;
+    hold.commit().await?;
+    let switch_ms = switching.elapsed().as_secs_f64() * 1000.0;
+    retire(stores, name, &rebuild).await?;
+    progress(rebuild.target_position as u64, rebuild.target_position as u64);
+
+    let seconds = started.elapsed().as_secs_f64();
+    let events = rebuild.events_applied - applied_before;
+    tracing::info!(projection = name, rebuild = %rebuild.id, events, seconds, switch_ms, "rebuild switched in");
+    Ok(Report {
+        id: rebuild.id,
+        projection: name.to_owned(),
+        tenant_id: tenant,
+        tenants: rebuild.copies.0.len(),
+        events,
+        seconds,
+        events_per_sec: events as f64 / seconds.max(1e-9),
+        switch_ms,
+        resumed,
+    })
+}
+
+async fn start(pool: &PgPool, name: &str, tenant: Option<Uuid>, journal: &Journal<'_>) -> anyhow::Result<Rebuild> {
+    let tenants: Vec<Uuid> = match tenant {
+        Some(t) => vec![t],
+        None => sqlx::query_scalar("SELECT DISTINCT tenant_id FROM eventstore.events").fetch_all(pool).await?,
+    };
+    anyhow::ensure!(!tenants.is_empty() || tenant.is_none(), "no events of tenant {tenant:?} in the journal");
+    let copies: HashMap<Uuid, Uuid> = tenants.into_iter().map(|t| (t, Uuid::new_v4())).collect();
+    let head = journal.head().await?;
+    let row: Row = sqlx::query_as(&format!(
+        "INSERT INTO projector.rebuilds (id, projection, tenant_id, copies, target_position)
+         VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(name)
+    .bind(tenant)
+    .bind(sqlx::types::Json(&copies))
+    .bind(head)
+    .fetch_one(pool)
+    .await
+    .context("recording the rebuild")?;
+    Ok(row.into())
+}
+
+/// Copies the next batch (and any gaps that have committed since); returns how many
+/// events it read.
+async fn step(
+    journal: &Journal<'_>,
+    copy: &std::sync::Arc<dyn crate::projection::Projection>,
+    group: &str,
+    rebuild: &mut Rebuild,
+) -> anyhow::Result<usize> {
+    let events = journal.read(rebuild.position, &rebuild.gaps, BATCH).await?;
+    if events.is_empty() {
+        return Ok(0);
+    }
+    apply(copy, group, &events).await?;
+    let filled: Vec<i64> = events.iter().map(|e| e.envelope.position).filter(|p| rebuild.gaps.contains(p)).collect();
+    rebuild.gaps.retain(|g| !filled.contains(g));
+    let upto = events.iter().map(|e| e.envelope.position).max().unwrap_or(rebuild.position).max(rebuild.position);
+    if upto > rebuild.position {
+        rebuild.gaps.extend(journal.missing(rebuild.position.max(upto - GAP_HORIZON), upto).await?);
+        rebuild.position = upto;
+    }
+    rebuild.gaps.retain(|g| *g > rebuild.position - GAP_HORIZON);
+    rebuild.events_applied += events.len() as i64;
+    Ok(events.len())
+}
+
+async fn save(pool: &PgPool, rebuild: &Rebuild) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE projector.rebuilds SET position = $2, gaps = $3, events_applied = $4, updated_at = now() WHERE id = $1",
+    )
+    .bind(rebuild.id)
+    .bind(rebuild.position)
+    .bind(&rebuild.gaps)
+    .bind(rebuild.events_applied)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Puts the copies where the live names are, atomically per store, while `hold` keeps
+/// the live worker paused.
+async fn switch(
+    stores: &Stores,
+    name: &str,
+    rebuild: &Rebuild,
+    hold: &mut sqlx::Transaction<'static, Postgres>,
+) -> anyhow::Result<()> {
+    match name {
+        "postgres" => {
+            for (tenant, scratch) in &rebuild.copies.0 {
+                let (live, copy) = (Tenancy(*tenant).pg_schema(), Tenancy(*scratch).pg_schema());
+                if !schema_exists(hold, &copy).await? {
+                    continue;
+                }
+                // Readers see the statistics of the copy from the first moment.
+                sqlx::query(&format!("REFRESH MATERIALIZED VIEW {copy}.case_statistics")).execute(&mut **hold).await?;
+                if schema_exists(hold, &live).await? {
+                    sqlx::query(&format!("ALTER SCHEMA {live} RENAME TO {}", retired(&live)))
+                        .execute(&mut **hold)
+                        .await?;
+                }
+                sqlx::query(&format!("ALTER SCHEMA {copy} RENAME TO {live}")).execute(&mut **hold).await?;
+                sqlx::query("SELECT public.murima_interaction_partitions_ahead($1)")
+                    .bind(tenant)
+                    .execute(&mut **hold)
+                    .await?;
+            }
+            Ok(())
+        }
+        "redis" => {
+            for (tenant, scratch) in &rebuild.copies.0 {
+                switch_redis_keys(stores, Tenancy(*tenant), Tenancy(*scratch)).await?;
+            }
+            Ok(())
+        }
+        other => anyhow::bail!("{other} cannot be switched"),
+    }
+}
+
+fn retired(schema: &str) -> String {
+    format!("{schema}_retired")
+}
+
+async fn schema_exists(tx: &mut sqlx::Transaction<'static, Postgres>, schema: &str) -> anyhow::Result<bool> {
+    Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+        .bind(schema)
+        .fetch_one(&mut **tx)
+        .await?)
+}
+
+/// The projection-owned key families: replaced by the copy's wholesale.
+const REDIS_OWNED: &[&str] = &["counters:*", "projection:*", "notifications:*"];
+
+/// Renames every copy key onto its live name in one script (atomic in Redis), deletes
+/// live projection-owned keys the copy does not have, and merges presence (which the
+/// query API also writes) instead of replacing it.
+const REDIS_SWITCH: &str = r#"
+local copy, live, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local renamed = {}
+for i = 1, n do
+  local target = live .. string.sub(KEYS[i], #copy + 1)
+  if target == live .. 'online_users' then
+    redis.call('ZUNIONSTORE', target, 2, target, KEYS[i], 'AGGREGATE', 'MAX')
+    redis.call('DEL', KEYS[i])
+  else
+    redis.call('RENAME', KEYS[i], target)
+  end
+  renamed[target] = true
+end
+for i = n + 1, #KEYS do
+  if not renamed[KEYS[i]] then redis.call('DEL', KEYS[i]) end
+end
+return n
+"#;
+
+async fn switch_redis_keys(stores: &Stores, live: Tenancy, copy: Tenancy) -> anyhow::Result<()> {
+    let mut conn = stores.redis.clone();
+    let copy_prefix = copy.redis_key("");
+    let live_prefix = live.redis_key("");
+    let copy_keys = scan(&mut conn, &format!("{copy_prefix}*")).await?;
+    let mut live_keys = Vec::new();
+    for family in REDIS_OWNED {
+        live_keys.extend(scan(&mut conn, &format!("{live_prefix}{family}")).await?);
+    }
+    let n = copy_keys.len();
+    let keys: Vec<String> = copy_keys.into_iter().chain(live_keys).collect();
+    let script = redis::Script::new(REDIS_SWITCH);
+    let mut invocation = script.prepare_invoke();
+    for key in &keys {
+        invocation.key(key);
+    }
+    invocation.arg(&copy_prefix).arg(&live_prefix).arg(n);
+    let _: i64 = invocation.invoke_async(&mut conn).await.context("renaming the copy's keys")?;
+    Ok(())
+}
+
+async fn scan(conn: &mut redis::aio::ConnectionManager, pattern: &str) -> anyhow::Result<Vec<String>> {
+    let mut keys = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) =
+            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000).query_async(conn).await?;
+        keys.extend(batch);
+        if next == 0 {
+            return Ok(keys);
+        }
+        cursor = next;
+    }
+}
+
+/// Drops what the switch replaced, and the rebuild's bookkeeping rows.
+async fn retire(stores: &Stores, name: &str, rebuild: &Rebuild) -> anyhow::Result<()> {
+    if name == "postgres" {
+        for tenant in rebuild.copies.0.keys() {
+            let old = retired(&Tenancy(*tenant).pg_schema());
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS {old} CASCADE")).execute(&stores.pool).await?;
+        }
+    }
+    drop_bookkeeping(&stores.pool, rebuild.id).await
+}
+
+async fn drop_bookkeeping(pool: &PgPool, id: Uuid) -> anyhow::Result<()> {
+    let group = format!("rebuild.{id}");
+    sqlx::query("DELETE FROM projector.tenant_positions WHERE projection = $1").bind(&group).execute(pool).await?;
+    sqlx::query("DELETE FROM projector.checkpoints WHERE projection = $1").bind(&group).execute(pool).await?;
+    Ok(())
+}
+
+/// Stops an unfinished rebuild of `name` for good: its copies are dropped, the live
+/// copy is untouched.
+pub async fn abandon(stores: &Stores, name: &str) -> anyhow::Result<Uuid> {
+    let name = crate::stores::known(name)?;
+    let _exclusive = Exclusive::take(&stores.pool, name).await?;
+    let rebuild = unfinished(&stores.pool, name).await?.with_context(|| format!("no unfinished rebuild of {name}"))?;
+    for scratch in rebuild.copies.0.values() {
+        let copy = Tenancy(*scratch);
+        match name {
+            "postgres" => {
+                sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", copy.pg_schema()))
+                    .execute(&stores.pool)
+                    .await?;
+            }
+            "redis" => {
+                let mut conn = stores.redis.clone();
+                for chunk in scan(&mut conn, &format!("{}*", copy.redis_key(""))).await?.chunks(500) {
+                    let _: i64 = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
+                }
+            }
+            _ => {}
+        }
+    }
+    sqlx::query(
+        "UPDATE projector.rebuilds SET state = 'abandoned', finished_at = now(), updated_at = now() WHERE id = $1",
+    )
+    .bind(rebuild.id)
+    .execute(&stores.pool)
+    .await?;
+    drop_bookkeeping(&stores.pool, rebuild.id).await?;
+    tracing::warn!(projection = name, rebuild = %rebuild.id, "rebuild abandoned; its copies are dropped");
+    Ok(rebuild.id)
+}
