@@ -20,6 +20,7 @@ pub struct Api {
 /// One tenant the load runs in.
 #[derive(Clone, Debug)]
 pub struct Tenant {
+    pub id: Uuid,
     pub agent: Uuid,
     pub token: String,
     pub case_type: Uuid,
@@ -118,7 +119,7 @@ impl Api {
         let channel =
             self.must(Method::POST, "/v1/channels", &admin, json!({ "name": "Phone", "type": "voice" })).await?;
         let token = self.keys.issue(agent, id, Role::Agent, chrono::Duration::hours(12));
-        Ok(Tenant { agent, token, case_type, channel })
+        Ok(Tenant { id, agent, token, case_type, channel })
     }
 
     pub async fn tenants(&self, run: &str, count: usize) -> anyhow::Result<Vec<Tenant>> {

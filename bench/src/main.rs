@@ -6,6 +6,7 @@
 //! numbers; it is not a test and judges nothing.
 
 mod client;
+mod rebuild;
 mod scenarios;
 mod stats;
 
@@ -29,6 +30,9 @@ enum Scenario {
     Seed,
     /// The raw broker produce rate and pgbench, as ceilings.
     Ceilings,
+    /// Rebuild PostgreSQL and Redis from --rebuild-events journal events, against a naive
+    /// one-event-per-transaction replay of --naive-events of them.
+    Rebuild,
 }
 
 #[derive(Debug, Parser)]
@@ -72,6 +76,12 @@ struct Args {
     /// Reads per second of the query scenario.
     #[arg(long, default_value_t = 200)]
     query_rate: u64,
+    /// Journal events the rebuild scenario seeds (default 200,000; 20,000 under `all`).
+    #[arg(long)]
+    rebuild_events: Option<u64>,
+    /// How many of them the naive replay applies (it is slow by design).
+    #[arg(long, default_value_t = 5_000)]
+    naive_events: u64,
     /// Where to write the JSON report (default bench-results/<UTC time>.json).
     #[arg(long)]
     out: Option<String>,
@@ -136,6 +146,17 @@ async fn main() -> anyhow::Result<()> {
         results.insert("seed".into(), seeded);
     }
 
+    if wants(Scenario::Rebuild) {
+        let events = args.rebuild_events.unwrap_or(if args.scenario == Scenario::All { 20_000 } else { 200_000 });
+        let tenant = api.tenant(&format!("{run}r"), 0).await?;
+        // The stores as the services see them (MURIMA_* variables, else the local stack).
+        if std::env::var("MURIMA_JWT_SECRET").is_err() {
+            std::env::set_var("MURIMA_JWT_SECRET", secret(&args)?);
+        }
+        let stores = projector::stores::Stores::connect(&runtime::Settings::from_env()?, 8).await?;
+        results.insert("rebuild".into(), rebuild::rebuild(&stores, &tenant, events, args.naive_events).await?);
+    }
+
     let report = json!({
         "date": chrono::Utc::now(),
         "commit": commit(),
@@ -144,7 +165,7 @@ async fn main() -> anyhow::Result<()> {
             "scenario": format!("{:?}", args.scenario).to_lowercase(),
             "clients": args.clients, "tenants": args.tenants, "seconds": args.seconds, "rate": args.rate,
             "lag_sample": args.lag_sample, "cases": args.cases, "query_tenants": args.query_tenants,
-            "query_rate": args.query_rate,
+            "query_rate": args.query_rate, "rebuild_events": args.rebuild_events, "naive_events": args.naive_events,
         },
         "results": results,
     });

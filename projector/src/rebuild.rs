@@ -418,21 +418,7 @@ pub async fn abandon(stores: &Stores, name: &str) -> anyhow::Result<Uuid> {
     let _exclusive = Exclusive::take(&stores.pool, name).await?;
     let rebuild = unfinished(&stores.pool, name).await?.with_context(|| format!("no unfinished rebuild of {name}"))?;
     for scratch in rebuild.copies.0.values() {
-        let copy = Tenancy(*scratch);
-        match name {
-            "postgres" => {
-                sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", copy.pg_schema()))
-                    .execute(&stores.pool)
-                    .await?;
-            }
-            "redis" => {
-                let mut conn = stores.redis.clone();
-                for chunk in scan(&mut conn, &format!("{}*", copy.redis_key(""))).await?.chunks(500) {
-                    let _: i64 = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
-                }
-            }
-            _ => {}
-        }
+        drop_copy(stores, name, *scratch).await?;
     }
     sqlx::query(
         "UPDATE projector.rebuilds SET state = 'abandoned', finished_at = now(), updated_at = now() WHERE id = $1",
@@ -443,4 +429,22 @@ pub async fn abandon(stores: &Stores, name: &str) -> anyhow::Result<Uuid> {
     drop_bookkeeping(&stores.pool, rebuild.id).await?;
     tracing::warn!(projection = name, rebuild = %rebuild.id, "rebuild abandoned; its copies are dropped");
     Ok(rebuild.id)
+}
+
+/// Drops one copy of a projection (a scratch schema, a scratch key prefix).
+pub async fn drop_copy(stores: &Stores, name: &str, scratch: Uuid) -> anyhow::Result<()> {
+    let copy = Tenancy(scratch);
+    match name {
+        "postgres" => {
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", copy.pg_schema())).execute(&stores.pool).await?;
+        }
+        "redis" => {
+            let mut conn = stores.redis.clone();
+            for chunk in scan(&mut conn, &format!("{}*", copy.redis_key(""))).await?.chunks(500) {
+                let _: i64 = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
+            }
+        }
+        other => anyhow::bail!("{other} has no copies"),
+    }
+    Ok(())
 }

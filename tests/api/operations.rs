@@ -204,16 +204,18 @@ async fn an_interrupted_rebuild_resumes_or_is_abandoned_and_two_cannot_run_at_on
     let other_target = projector::rebuild::run(&stores, "postgres", None, &|_, _| {}).await.unwrap_err();
     assert!(other_target.to_string().contains("resume it with the same target or abandon it"), "{other_target}");
     {
+        let running = Arc::new(AtomicBool::new(false));
         let slow = {
-            let stores = stores.clone();
+            let (stores, running) = (stores.clone(), running.clone());
             tokio::spawn(async move {
                 projector::rebuild::run(&stores, "postgres", Some(tenant), &|_, _| {
+                    running.store(true, Ordering::Relaxed);
                     std::thread::sleep(Duration::from_millis(1500))
                 })
                 .await
             })
         };
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        eventually("the slow rebuild to be running", || async { running.load(Ordering::Relaxed).then_some(()) }).await;
         let second = projector::rebuild::abandon(&stores, "postgres").await.unwrap_err();
         assert!(second.to_string().contains("is running in another process"), "{second}");
         slow.await.unwrap().unwrap();
