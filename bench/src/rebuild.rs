@@ -25,7 +25,7 @@ async fn seed(pool: &sqlx::PgPool, tenant: &Tenant, events: u64) -> anyhow::Resu
             SELECT n, gen_random_uuid() AS id, now() - make_interval(secs => $4 - n) AS at
             FROM generate_series(1, $4) AS n
         ), e AS (
-            SELECT c.n, c.id, c.at, v.version, v.event_type, v.payload FROM c
+            SELECT c.n, c.id, c.at, v.version, v.event_type, v.payload, gen_random_uuid() AS event_id FROM c
             CROSS JOIN LATERAL (VALUES
                 (1, 'CaseOpened', jsonb_build_object(
                     'case_number', 'BENCH-' || c.n, 'title', 'Printer on floor ' || (c.n % 40) || ' is jammed',
@@ -42,13 +42,13 @@ async fn seed(pool: &sqlx::PgPool, tenant: &Tenant, events: u64) -> anyhow::Resu
         )
         INSERT INTO eventstore.events
             (event_id, tenant_id, stream_type, stream_id, stream_version, event_type, schema_version, occurred_at, envelope)
-        SELECT x.event_id, $1, 'case', e.id, e.version, e.event_type, 1, e.at,
-               jsonb_build_object('event_id', x.event_id, 'tenant_id', $1::uuid, 'stream_type', 'case',
+        SELECT e.event_id, $1, 'case', e.id, e.version, e.event_type, 1, e.at,
+               jsonb_build_object('event_id', e.event_id, 'tenant_id', $1::uuid, 'stream_type', 'case',
                    'stream_id', e.id, 'stream_version', e.version, 'event_type', e.event_type,
                    'schema_version', 1, 'occurred_at', e.at,
                    'actor', jsonb_build_object('user_id', $3::uuid, 'role', 'agent'),
                    'correlation_id', gen_random_uuid(), 'causation_id', NULL, 'payload', e.payload)
-        FROM e CROSS JOIN LATERAL (SELECT gen_random_uuid() AS event_id) x
+        FROM e
         ORDER BY e.n, e.version
         "#,
     )

@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
-use events::case::CaseEvent;
 use events::case_type::CaseTypeEvent;
 use events::channel::ChannelEvent;
 use events::document::DocumentEvent;
@@ -23,6 +22,7 @@ use events::workflow::WorkflowEvent;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use super::postgres_cases;
 use crate::event::{DomainEvent, Event};
 use crate::projection::{ApplyError, Checkpoint, LogPosition, Placement, Projection};
 
@@ -60,9 +60,6 @@ impl PostgresProjection {
     /// keying, or a parked TenantProvisioned): the schema is then created with a
     /// placeholder tenant row that TenantProvisioned fills in.
     async fn ensure_tenant(&self, tx: &mut Transaction<'_, Postgres>, tenant: Uuid) -> Result<(), sqlx::Error> {
-        if self.provisioned.lock().map(|p| p.contains(&tenant)).unwrap_or(false) {
-            return Ok(());
-        }
         sqlx::query(
             "INSERT INTO public.tenants (id, name, slug, created_at, updated_at, version)
              VALUES ($1, '(pending)', $2, now(), now(), 0) ON CONFLICT (id) DO NOTHING",
@@ -80,7 +77,6 @@ impl PostgresProjection {
 
     async fn apply_one(&self, tx: &mut Transaction<'_, Postgres>, event: &Event) -> Result<(), sqlx::Error> {
         let env = &event.envelope;
-        self.ensure_tenant(tx, env.tenant_id).await?;
         match &event.data {
             DomainEvent::Tenant(TenantEvent::Provisioned(e)) => {
                 sqlx::query(
@@ -137,7 +133,7 @@ impl PostgresProjection {
                 | TemplateEvent::Activated(_),
             ) => {}
             DomainEvent::Interaction(InteractionEvent::Recorded(e)) => self.apply_interaction(tx, event, e).await?,
-            DomainEvent::Case(case_event) => self.apply_case(tx, event, case_event).await?,
+            DomainEvent::Case(_) => postgres_cases::apply(tx, |t| self.schema(t), &[event]).await?,
         }
         Ok(())
     }
@@ -688,172 +684,29 @@ impl PostgresProjection {
         Ok(())
     }
 
-    async fn apply_case(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        event: &Event,
-        case_event: &CaseEvent,
-    ) -> Result<(), sqlx::Error> {
-        let env = &event.envelope;
-        let schema = self.schema(env.tenant_id);
-        let v = env.stream_version;
-        let affected = match case_event {
-            CaseEvent::Opened(e) => {
-                sqlx::query(&format!(
-                    "INSERT INTO {schema}.cases (id, tenant_id, case_number, title, description, status, priority,
-                        case_type_id, created_by, assigned_to, created_at, updated_at, due_date, custom_fields, tags, version,
-                        case_type_name, assigned_to_username)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15,
-                        (SELECT name FROM {schema}.case_types WHERE id = $8),
-                        (SELECT username FROM {schema}.users WHERE id = $10))
-                     ON CONFLICT (id) DO NOTHING"
-                ))
-                .bind(env.stream_id)
-                .bind(env.tenant_id)
-                .bind(&e.case_number)
-                .bind(&e.title)
-                .bind(&e.description)
-                .bind(e.status.as_str())
-                .bind(e.priority.as_str())
-                .bind(e.case_type_id)
-                .bind(e.created_by)
-                .bind(e.assigned_to)
-                .bind(e.opened_at)
-                .bind(e.due_date)
-                .bind(sqlx::types::Json(&e.custom_fields))
-                .bind(&e.tags)
-                .bind(v)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected()
-            }
-            CaseEvent::Updated(e) => {
-                sqlx::query(&format!(
-                    "UPDATE {schema}.cases SET
-                        title = CASE WHEN $3 THEN $4 ELSE title END,
-                        description = CASE WHEN $5 THEN $6 ELSE description END,
-                        priority = CASE WHEN $7 THEN $8 ELSE priority END,
-                        due_date = CASE WHEN $9 THEN $10 ELSE due_date END,
-                        tags = CASE WHEN $11 THEN $12 ELSE tags END,
-                        custom_fields = CASE WHEN $13 THEN $14 ELSE custom_fields END,
-                        updated_at = $15, version = $2
-                     WHERE id = $1 AND version = $2 - 1"
-                ))
-                .bind(env.stream_id)
-                .bind(v)
-                .bind(e.title.is_some())
-                .bind(e.title.as_ref().map(|c| c.new.clone()))
-                .bind(e.description.is_some())
-                .bind(e.description.as_ref().and_then(|c| c.new.clone()))
-                .bind(e.priority.is_some())
-                .bind(e.priority.as_ref().map(|c| c.new.as_str()))
-                .bind(e.due_date.is_some())
-                .bind(e.due_date.as_ref().and_then(|c| c.new))
-                .bind(e.tags.is_some())
-                .bind(e.tags.as_ref().map(|c| c.new.clone()))
-                .bind(e.custom_fields.is_some())
-                .bind(e.custom_fields.as_ref().map(|c| sqlx::types::Json(c.new.clone())))
-                .bind(e.updated_at)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected()
-            }
-            CaseEvent::Assigned(e) => {
-                sqlx::query(&format!(
-                    "UPDATE {schema}.cases SET assigned_to = $3, updated_at = $4, version = $2,
-                        assigned_to_username = (SELECT username FROM {schema}.users WHERE id = $3)
-                     WHERE id = $1 AND version = $2 - 1"
-                ))
-                .bind(env.stream_id)
-                .bind(v)
-                .bind(e.assigned_to.new)
-                .bind(e.assigned_at)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected()
-            }
-            CaseEvent::StatusChanged(e) => {
-                sqlx::query(&format!(
-                    "UPDATE {schema}.cases SET status = $3, updated_at = $4, version = $2,
-                        resolved_at = CASE WHEN $3 IN ('resolved', 'closed') THEN COALESCE(resolved_at, $4) END
-                     WHERE id = $1 AND version = $2 - 1"
-                ))
-                .bind(env.stream_id)
-                .bind(v)
-                .bind(e.status.new.as_str())
-                .bind(e.changed_at)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected()
-            }
-            CaseEvent::WorkflowStarted(e) => {
-                sqlx::query(&format!(
-                    "UPDATE {schema}.cases SET workflow_id = $3, current_stage_id = $4, version = $2
-                     WHERE id = $1 AND version = $2 - 1"
-                ))
-                .bind(env.stream_id)
-                .bind(v)
-                .bind(e.workflow_id)
-                .bind(e.stage_id)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected()
-            }
-            CaseEvent::StageMoved(e) => {
-                sqlx::query(&format!(
-                    "UPDATE {schema}.cases SET current_stage_id = $3, updated_at = $4, version = $2
-                     WHERE id = $1 AND version = $2 - 1"
-                ))
-                .bind(env.stream_id)
-                .bind(v)
-                .bind(e.stage_id.new)
-                .bind(e.moved_at)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected()
-            }
-            CaseEvent::TeamAssigned(e) => {
-                sqlx::query(&format!(
-                    "UPDATE {schema}.cases SET assigned_team_id = $3, updated_at = $4, version = $2
-                     WHERE id = $1 AND version = $2 - 1"
-                ))
-                .bind(env.stream_id)
-                .bind(v)
-                .bind(e.team_id.new)
-                .bind(e.assigned_at)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected()
-            }
-            CaseEvent::SlaSet(e) => {
-                // The seed's cases table has no SLA columns: the due times live in metadata.sla.
-                let sla = serde_json::json!({
-                    "priority": e.priority,
-                    "first_response_due": e.first_response_due,
-                    "resolution_due": e.resolution_due,
-                });
-                sqlx::query(&format!(
-                    "UPDATE {schema}.cases SET metadata = jsonb_set(COALESCE(metadata, '{{}}'), '{{sla}}', $3), version = $2
-                     WHERE id = $1 AND version = $2 - 1"
-                ))
-                .bind(env.stream_id)
-                .bind(v)
-                .bind(sla)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected()
-            }
-        };
-        if affected == 0 {
-            let held: Option<i64> = sqlx::query_scalar(&format!("SELECT version FROM {schema}.cases WHERE id = $1"))
-                .bind(env.stream_id)
-                .fetch_optional(&mut **tx)
-                .await?;
-            if held.unwrap_or(0) < v - 1 {
-                tracing::warn!(stream_id = %env.stream_id, version = v, held = ?held, "version gap; waiting for the missing event");
+    /// A run of case events, set-based. A data error (a refused foreign key, say) is
+    /// traced to its event by applying the run event by event, each in a savepoint.
+    async fn apply_case_run(&self, tx: &mut Transaction<'_, Postgres>, run: &[&Event]) -> Result<(), ApplyError> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        let schema = |tenant| self.schema(tenant);
+        let mut savepoint = sqlx::Connection::begin(&mut **tx).await.map_err(|e| ApplyError::Transient(e.into()))?;
+        match postgres_cases::apply(&mut savepoint, schema, run).await {
+            Ok(()) => savepoint.commit().await.map_err(|e| ApplyError::Transient(e.into())),
+            Err(e) if !is_data_error(&e) => Err(ApplyError::Transient(e.into())),
+            Err(_) => {
+                savepoint.rollback().await.map_err(|e| ApplyError::Transient(e.into()))?;
+                for event in run {
+                    let mut one = sqlx::Connection::begin(&mut **tx).await.map_err(|e| ApplyError::Transient(e.into()))?;
+                    if let Err(e) = postgres_cases::apply(&mut one, schema, std::slice::from_ref(event)).await {
+                        return Err(classify(e, event.envelope.event_id));
+                    }
+                    one.commit().await.map_err(|e| ApplyError::Transient(e.into()))?;
+                }
+                Ok(())
             }
         }
-        Ok(())
     }
 }
 
@@ -865,20 +718,43 @@ impl Projection for PostgresProjection {
 
     #[tracing::instrument(skip_all, fields(projection = "postgres", events = events.len()))]
     async fn apply(&self, events: &[Event], checkpoint: &Checkpoint) -> Result<(), ApplyError> {
+        // New tenants' schemas first, committed on their own: provisioning locks
+        // public.tenants (foreign keys to it), which must not be held for a whole batch.
+        let tenants: HashSet<Uuid> = events
+            .iter()
+            .map(|e| e.envelope.tenant_id)
+            .filter(|t| self.placement.of(*t).is_some())
+            .filter(|t| !self.provisioned.lock().map(|p| p.contains(t)).unwrap_or(false))
+            .collect();
+        if !tenants.is_empty() {
+            let mut tx = self.pool.begin().await.map_err(|e| ApplyError::Transient(e.into()))?;
+            for tenant in &tenants {
+                self.ensure_tenant(&mut tx, *tenant).await.map_err(|e| ApplyError::Transient(e.into()))?;
+            }
+            tx.commit().await.map_err(|e| ApplyError::Transient(e.into()))?;
+            if let Ok(mut known) = self.provisioned.lock() {
+                known.extend(tenants);
+            }
+        }
         let mut tx = self.pool.begin().await.map_err(|e| ApplyError::Transient(e.into()))?;
-        let mut tenants = Vec::new();
+        // Runs of consecutive case events go set-based (see postgres_cases); the rest one
+        // by one, in journal order.
+        let mut run: Vec<&Event> = Vec::new();
         for event in events.iter().filter(|e| self.placement.of(e.envelope.tenant_id).is_some()) {
+            if matches!(event.data, DomainEvent::Case(_)) {
+                run.push(event);
+                continue;
+            }
+            self.apply_case_run(&mut tx, &run).await?;
+            run.clear();
             if let Err(e) = self.apply_one(&mut tx, event).await {
                 return Err(classify(e, event.envelope.event_id));
             }
-            tenants.push(event.envelope.tenant_id);
         }
+        self.apply_case_run(&mut tx, &run).await?;
         save_checkpoint(&mut tx, checkpoint).await.map_err(|e| ApplyError::Transient(e.into()))?;
         save_tenant_positions(&mut tx, &checkpoint.group, events).await.map_err(|e| ApplyError::Transient(e.into()))?;
         tx.commit().await.map_err(|e| ApplyError::Transient(e.into()))?;
-        if let Ok(mut known) = self.provisioned.lock() {
-            known.extend(tenants);
-        }
         Ok(())
     }
 
@@ -942,11 +818,17 @@ async fn save_checkpoint(tx: &mut Transaction<'_, Postgres>, checkpoint: &Checkp
     Ok(())
 }
 
+/// Data and constraint errors (SQLSTATE classes 22 and 23) can never succeed on retry.
+fn is_data_error(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = error else { return false };
+    db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23"))
+}
+
 /// Data and constraint errors can never succeed on retry; anything else might.
 fn classify(error: sqlx::Error, event_id: Uuid) -> ApplyError {
     if let sqlx::Error::Database(db) = &error {
         let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-        if code.starts_with("22") || code.starts_with("23") {
+        if is_data_error(&error) {
             return ApplyError::Poison {
                 event_id,
                 reason: format!("PostgreSQL refused it ({code}): {}", db.message()),
