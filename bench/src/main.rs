@@ -111,6 +111,8 @@ fn commit() -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Logs (JSON, stderr) only when RUST_LOG asks: the tables on stdout are the output.
+    runtime::telemetry::init_with_default("murima-bench", "error");
     let api = client::Api::new(&args.command_url, &args.query_url, &secret(&args)?, args.clients.max(64))?;
     let run = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
     let wants = |s: Scenario| args.scenario == s || args.scenario == Scenario::All;

@@ -32,7 +32,7 @@ use crate::operations::{apply, Journal};
 use crate::projection::Placement;
 use crate::stores::Stores;
 
-const BATCH: i64 = 5_000;
+const BATCH: i64 = 10_000;
 /// A gap older than this many positions behind the head is a rolled-back command.
 const GAP_HORIZON: i64 = 100_000;
 
@@ -65,10 +65,13 @@ pub struct Rebuild {
     pub started_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Index definitions of the copy dropped for the bulk load, built again before the switch.
+    #[serde(skip)]
+    pub deferred_indexes: Vec<String>,
 }
 
 const COLUMNS: &str = "id, projection, tenant_id, state, copies, position, gaps, events_applied, target_position,
-                       started_at, updated_at, finished_at";
+                       started_at, updated_at, finished_at, deferred_indexes";
 
 type Row = (
     Uuid,
@@ -83,6 +86,7 @@ type Row = (
     DateTime<Utc>,
     DateTime<Utc>,
     Option<DateTime<Utc>>,
+    Vec<String>,
 );
 
 impl From<Row> for Rebuild {
@@ -100,6 +104,7 @@ impl From<Row> for Rebuild {
             started_at: r.9,
             updated_at: r.10,
             finished_at: r.11,
+            deferred_indexes: r.12,
         }
     }
 }
@@ -142,9 +147,17 @@ impl Exclusive {
     async fn take(pool: &PgPool, name: &str) -> anyhow::Result<Self> {
         let mut conn = pool.acquire().await?;
         let key = crate::control::lock_key(&format!("rebuild.{name}"));
-        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut *conn).await?;
-        anyhow::ensure!(taken, "a rebuild of {name} is running in another process; wait for it or stop it first");
-        Ok(Self(Some(conn)))
+        // A holder that just died frees the lock once the server has seen its connection
+        // close: a moment, so ask a few times before refusing.
+        for _ in 0..10 {
+            let taken: bool =
+                sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut *conn).await?;
+            if taken {
+                return Ok(Self(Some(conn)));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("a rebuild of {name} is running in another process; wait for it or stop it first")
     }
 }
 
@@ -178,20 +191,27 @@ pub async fn run(
 
     let started = Instant::now();
     let applied_before = rebuild.events_applied;
+    if name == "postgres" && !resumed {
+        defer_indexes(pool, &mut rebuild).await.context("preparing the copy schemas")?;
+    }
     // Copy while the live projection runs, until a batch comes back short.
+    let mut ahead = None;
     loop {
-        let read = step(&journal, &copy, &group, &mut rebuild).await?;
+        let (read, next) = step(&journal, &copy, &group, &mut rebuild, ahead.take(), true).await?;
         save(pool, &rebuild).await?;
         progress(rebuild.position.min(rebuild.target_position).max(0) as u64, rebuild.target_position as u64);
         if read < BATCH as usize {
             break;
         }
+        ahead = next;
     }
+
+    restore_indexes(pool, &mut rebuild).await.context("building the copy's indexes")?;
 
     // Pause the live worker between two batches, copy the rest, switch.
     let switching = Instant::now();
     let mut hold = crate::control::exclusive(pool, name).await?;
-    while step(&journal, &copy, &group, &mut rebuild).await? > 0 {}
+    while step(&journal, &copy, &group, &mut rebuild, None, false).await?.0 > 0 {}
     switch(stores, name, &rebuild, &mut hold).await.with_context(|| format!("switching {name} to its copy"))?;
     sqlx::query("UPDATE projector.rebuilds SET state = 'switched', finished_at = now(), position = $2, events_applied = $3, gaps = $4, updated_at = now() WHERE id = $1")
         .bind(rebuild.id)
@@ -244,29 +264,119 @@ async fn start(pool: &PgPool, name: &str, tenant: Option<Uuid>, journal: &Journa
     Ok(row.into())
 }
 
-/// Copies the next batch (and any gaps that have committed since); returns how many
-/// events it read.
+/// Copies one batch: the range read before (or now) and the gaps that have committed
+/// since. With `read_ahead` the next range is read while this batch is applied (reading
+/// and writing overlap). A gap event that turns up after later events of its stream were
+/// copied is followed by those events again, so they apply on top of it (the version
+/// guards skipped them the first time). Returns the length of the range and the next one.
 async fn step(
     journal: &Journal<'_>,
     copy: &std::sync::Arc<dyn crate::projection::Projection>,
     group: &str,
     rebuild: &mut Rebuild,
-) -> anyhow::Result<usize> {
-    let events = journal.read(rebuild.position, &rebuild.gaps, BATCH).await?;
+    ahead: Option<Vec<crate::event::Event>>,
+    read_ahead: bool,
+) -> anyhow::Result<(usize, Option<Vec<crate::event::Event>>)> {
+    let started = Instant::now();
+    let range = match ahead {
+        Some(range) => range,
+        None => journal.read_range(rebuild.position, BATCH).await?,
+    };
+    let mut events = journal.read_gaps(&rebuild.gaps).await?;
+    let filled: Vec<(Uuid, i64)> = events.iter().map(|e| (e.envelope.stream_id, e.envelope.stream_version)).collect();
+    let filled_positions: Vec<i64> = events.iter().map(|e| e.envelope.position).collect();
+    let range_len = range.len();
+    let upto = range.last().map_or(rebuild.position, |e| e.envelope.position).max(rebuild.position);
+    events.extend(range);
     if events.is_empty() {
-        return Ok(0);
+        return Ok((0, None));
     }
-    apply(copy, group, &events).await?;
-    let filled: Vec<i64> = events.iter().map(|e| e.envelope.position).filter(|p| rebuild.gaps.contains(p)).collect();
-    rebuild.gaps.retain(|g| !filled.contains(g));
-    let upto = events.iter().map(|e| e.envelope.position).max().unwrap_or(rebuild.position).max(rebuild.position);
+    let read = started.elapsed();
+    let next = async {
+        if read_ahead && range_len == BATCH as usize {
+            journal.read_range(upto, BATCH).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let (applied, next) = tokio::join!(apply(copy, group, &events), next);
+    applied?;
+    if !filled.is_empty() {
+        let again = journal.streams_after(&filled, rebuild.position).await?;
+        apply(copy, group, &again).await?;
+    }
+    tracing::debug!(
+        events = events.len(),
+        read_ms = read.as_millis() as u64,
+        apply_ms = (started.elapsed() - read).as_millis() as u64,
+        "rebuild batch"
+    );
+    rebuild.gaps.retain(|g| !filled_positions.contains(g));
     if upto > rebuild.position {
         rebuild.gaps.extend(journal.missing(rebuild.position.max(upto - GAP_HORIZON), upto).await?);
         rebuild.position = upto;
     }
     rebuild.gaps.retain(|g| *g > rebuild.position - GAP_HORIZON);
     rebuild.events_applied += events.len() as i64;
-    Ok(events.len())
+    Ok((range_len, next?))
+}
+
+/// A bulk load into an empty table is far cheaper without its secondary indexes: the copy
+/// schemas are made now, their indexes that back no constraint are dropped, and their
+/// definitions kept with the rebuild (in the same transaction, so a resumed rebuild
+/// still knows them) to be built once, before the switch.
+async fn defer_indexes(pool: &PgPool, rebuild: &mut Rebuild) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    let mut schemas = Vec::new();
+    for scratch in rebuild.copies.0.values() {
+        sqlx::query("SELECT public.murima_provision_tenant($1)").bind(scratch).execute(&mut *tx).await?;
+        schemas.push(Tenancy(*scratch).pg_schema());
+    }
+    let indexes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT format('%I.%I', n.nspname, ic.relname), pg_get_indexdef(i.indexrelid)
+         FROM pg_index i
+         JOIN pg_class ic ON ic.oid = i.indexrelid
+         JOIN pg_class t ON t.oid = i.indrelid
+         JOIN pg_namespace n ON n.oid = t.relnamespace
+         WHERE n.nspname = ANY($1) AND t.relkind IN ('r', 'p') AND NOT t.relispartition
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
+    )
+    .bind(&schemas)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (index, _) in &indexes {
+        sqlx::query(&format!("DROP INDEX {index}")).execute(&mut *tx).await?;
+    }
+    rebuild.deferred_indexes = indexes.into_iter().map(|(_, definition)| definition).collect();
+    sqlx::query("UPDATE projector.rebuilds SET deferred_indexes = $2 WHERE id = $1")
+        .bind(rebuild.id)
+        .bind(&rebuild.deferred_indexes)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn restore_indexes(pool: &PgPool, rebuild: &mut Rebuild) -> anyhow::Result<()> {
+    if rebuild.deferred_indexes.is_empty() {
+        return Ok(());
+    }
+    let mut tx = pool.begin().await?;
+    for definition in &rebuild.deferred_indexes {
+        let idempotent = definition.replacen("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1).replacen(
+            "CREATE UNIQUE INDEX ",
+            "CREATE UNIQUE INDEX IF NOT EXISTS ",
+            1,
+        );
+        sqlx::query(&idempotent).execute(&mut *tx).await?;
+    }
+    sqlx::query("UPDATE projector.rebuilds SET deferred_indexes = '{}' WHERE id = $1")
+        .bind(rebuild.id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    rebuild.deferred_indexes.clear();
+    Ok(())
 }
 
 async fn save(pool: &PgPool, rebuild: &Rebuild) -> anyhow::Result<()> {

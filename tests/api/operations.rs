@@ -204,13 +204,16 @@ async fn an_interrupted_rebuild_resumes_or_is_abandoned_and_two_cannot_run_at_on
     let other_target = projector::rebuild::run(&stores, "postgres", None, &|_, _| {}).await.unwrap_err();
     assert!(other_target.to_string().contains("resume it with the same target or abandon it"), "{other_target}");
     {
-        let running = Arc::new(AtomicBool::new(false));
+        // A rebuild held inside its progress report until the test lets it go.
+        let (running, release) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
         let slow = {
-            let (stores, running) = (stores.clone(), running.clone());
+            let (stores, running, release) = (stores.clone(), running.clone(), release.clone());
             tokio::spawn(async move {
                 projector::rebuild::run(&stores, "postgres", Some(tenant), &|_, _| {
                     running.store(true, Ordering::Relaxed);
-                    std::thread::sleep(Duration::from_millis(1500))
+                    while !release.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
                 })
                 .await
             })
@@ -218,6 +221,7 @@ async fn an_interrupted_rebuild_resumes_or_is_abandoned_and_two_cannot_run_at_on
         eventually("the slow rebuild to be running", || async { running.load(Ordering::Relaxed).then_some(()) }).await;
         let second = projector::rebuild::abandon(&stores, "postgres").await.unwrap_err();
         assert!(second.to_string().contains("is running in another process"), "{second}");
+        release.store(true, Ordering::Relaxed);
         slow.await.unwrap().unwrap();
     }
     // The slow one finished it; start another, interrupt it and abandon it.

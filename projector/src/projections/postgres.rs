@@ -698,7 +698,8 @@ impl PostgresProjection {
             Err(_) => {
                 savepoint.rollback().await.map_err(|e| ApplyError::Transient(e.into()))?;
                 for event in run {
-                    let mut one = sqlx::Connection::begin(&mut **tx).await.map_err(|e| ApplyError::Transient(e.into()))?;
+                    let mut one =
+                        sqlx::Connection::begin(&mut **tx).await.map_err(|e| ApplyError::Transient(e.into()))?;
                     if let Err(e) = postgres_cases::apply(&mut one, schema, std::slice::from_ref(event)).await {
                         return Err(classify(e, event.envelope.event_id));
                     }

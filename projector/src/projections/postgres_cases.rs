@@ -364,7 +364,11 @@ async fn update(tx: &mut Transaction<'_, Postgres>, schema: &str, existing: &[Pa
     .await?;
     if updated.rows_affected() < existing.len() as u64 {
         // Rows read a moment ago in this transaction: only a concurrent writer explains it.
-        tracing::warn!(expected = existing.len(), updated = updated.rows_affected(), "some case rows moved on meanwhile");
+        tracing::warn!(
+            expected = existing.len(),
+            updated = updated.rows_affected(),
+            "some case rows moved on meanwhile"
+        );
     }
     Ok(())
 }
