@@ -10,6 +10,7 @@
 //! - `POST   /v1/admin/parked/{name}/{stream}/retry`      apply them again
 //! - `POST   /v1/admin/parked/{name}/{stream}/skip`       give up on them
 //! - `POST   /v1/admin/republish`                         `{"from": <journal position>}`
+//! - `POST   /v1/admin/elasticsearch/migrate`             `{"tenant_id"?, "entity"?}`: mapping migration
 
 use axum::extract::FromRef;
 use axum::http::StatusCode;
@@ -48,6 +49,7 @@ pub fn router(stores: Stores) -> Router {
         .route("/v1/admin/parked/{name}/{stream}/retry", post(retry))
         .route("/v1/admin/parked/{name}/{stream}/skip", post(skip))
         .route("/v1/admin/republish", post(republish))
+        .route("/v1/admin/elasticsearch/migrate", post(es_migrate))
         .with_state(Admin { stores, keys })
 }
 
@@ -211,4 +213,22 @@ async fn republish(
     }
     let queued = operations::republish(&admin.stores.pool, body.from).await.map_err(ApiError::Internal)?;
     Ok(Json(json!({ "queued": queued })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct MigrateBody {
+    tenant_id: Option<Uuid>,
+    entity: Option<String>,
+}
+
+async fn es_migrate(
+    caller: Caller,
+    axum::extract::State(admin): axum::extract::State<Admin>,
+    ApiJson(body): ApiJson<MigrateBody>,
+) -> Result<Json<Value>, ApiError> {
+    caller.platform_admin()?;
+    let migrated =
+        crate::mappings::migrate(&admin.stores, body.tenant_id, body.entity.as_deref()).await.map_err(refused)?;
+    Ok(Json(json!({ "migrated": migrated })))
 }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod control;
 pub mod event;
 pub mod maintenance;
+pub mod mappings;
 pub mod mongo;
 pub mod operations;
 pub mod parking;

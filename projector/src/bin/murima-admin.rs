@@ -53,6 +53,15 @@ enum Command {
         #[command(subcommand)]
         action: Parked,
     },
+    /// Moves Elasticsearch indices to the current mapping (seed §7.1.3): a new versioned
+    /// index per month, a reindex, an atomic alias swap.
+    EsMigrate {
+        #[arg(long)]
+        tenant: Option<Uuid>,
+        /// cases, notes, interactions or audit-logs (default: all four).
+        #[arg(long)]
+        entity: Option<String>,
+    },
     /// Queues the journal from a position for the relay to publish again (a broker that
     /// lost its log). Idempotent.
     Republish {
@@ -194,6 +203,13 @@ async fn main() -> anyhow::Result<()> {
                 println!("skipped {skipped} parked events of stream {stream} for {projection}");
             }
         },
+        Command::EsMigrate { tenant, entity } => {
+            let migrated = murima_projector::mappings::migrate(&stores, tenant, entity.as_deref()).await?;
+            for m in &migrated {
+                println!("{}: {} -> {} ({} documents)", m.alias, m.from, m.to, m.documents);
+            }
+            println!("{} indices migrated", migrated.len());
+        }
         Command::Republish { from } => {
             anyhow::ensure!(from >= 1, "--from must be a journal position, 1 or more");
             let queued = operations::republish(&stores.pool, from).await?;

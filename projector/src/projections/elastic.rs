@@ -200,7 +200,9 @@ impl ElasticProjection {
             .map_err(|e| ApplyError::Transient(e.into()))?;
         let status = response.status_code();
         let text = response.text().await.unwrap_or_default();
-        if !status.is_success() && !text.contains("resource_already_exists_exception") {
+        // After a mapping migration the month's name is an alias of its newest version.
+        let exists = text.contains("resource_already_exists_exception") || text.contains("already exists as alias");
+        if !status.is_success() && !exists {
             return Err(ApplyError::Transient(anyhow::anyhow!(
                 "creating index {} failed: {status} {text}",
                 index.name
