@@ -70,16 +70,24 @@ pub async fn status(stores: &Stores) -> anyhow::Result<Vec<ProjectionStatus>> {
             .await?;
     let brokers = stores.settings.kafka_brokers.clone();
     let topic = stores.settings.kafka_topic.clone();
-    let watermarks = tokio::task::spawn_blocking(move || high_watermarks(&brokers, &topic)).await?.ok();
+    let groups: Vec<String> = PROJECTIONS.iter().map(|(name, _)| stores.group(name)).collect();
+    let (watermarks, committed) =
+        tokio::task::spawn_blocking(move || (high_watermarks(&brokers, &topic).ok(), committed(&brokers, &topic, &groups)))
+            .await?;
 
     let mut statuses = Vec::new();
     for (name, store) in PROJECTIONS {
         let group = stores.group(name);
         let row = rows.iter().find(|r| r.0 == group);
-        let checkpoint: BTreeMap<String, i64> = row
-            .and_then(|r| r.1.as_object())
-            .map(|o| o.iter().filter_map(|(p, v)| Some((p.clone(), v.as_i64()?))).collect())
-            .unwrap_or_default();
+        // The worker's own record, and the group's committed offsets for partitions it
+        // has not written since (a partition with no new events).
+        let mut checkpoint: BTreeMap<String, i64> = committed.get(&group).cloned().unwrap_or_default();
+        checkpoint.extend(
+            row.and_then(|r| r.1.as_object())
+                .into_iter()
+                .flatten()
+                .filter_map(|(p, v)| Some((p.clone(), v.as_i64()?))),
+        );
         let lag_events = watermarks.as_ref().map(|highs| {
             highs
                 .iter()
@@ -101,7 +109,10 @@ pub async fn status(stores: &Stores) -> anyhow::Result<Vec<ProjectionStatus>> {
             last_position: row.map_or(0, |r| r.4),
             lag_events,
             lag_seconds,
-            events_per_sec: row.map_or(0.0, |r| r.3),
+            // The rate of recent batches; a projection with nothing to do for 10 s runs at 0.
+            events_per_sec: row
+                .filter(|r| r.6.is_some_and(|at| Utc::now() - at < chrono::Duration::seconds(10)))
+                .map_or(0.0, |r| r.3),
             events_applied: row.map_or(0, |r| r.2),
             parked: parked.iter().find(|(p, _)| p == name).map_or(0, |(_, n)| *n),
             last_batch_at: row.and_then(|r| r.6),
@@ -119,6 +130,32 @@ fn high_watermarks(brokers: &str, topic: &str) -> anyhow::Result<Vec<(i32, i64)>
     let metadata = client.fetch_metadata(Some(topic), timeout)?;
     let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
     partitions.into_iter().map(|p| Ok((p, client.fetch_watermarks(topic, p, timeout)?.1))).collect()
+}
+
+/// Each consumer group's committed offsets (blocking: asks the broker; none on failure).
+fn committed(brokers: &str, topic: &str, groups: &[String]) -> BTreeMap<String, BTreeMap<String, i64>> {
+    let mut all = BTreeMap::new();
+    let Ok(partitions) = high_watermarks(brokers, topic) else { return all };
+    for group in groups {
+        let client: Result<BaseConsumer, _> = runtime::kafka::client_config(brokers).set("group.id", group).create();
+        let Ok(client) = client else { continue };
+        let mut list = rdkafka::TopicPartitionList::new();
+        for (partition, _) in &partitions {
+            list.add_partition(topic, *partition);
+        }
+        if let Ok(offsets) = client.committed_offsets(list, Duration::from_secs(2)) {
+            let found = offsets
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    rdkafka::Offset::Offset(o) => Some((e.partition().to_string(), o)),
+                    _ => None,
+                })
+                .collect();
+            all.insert(group.clone(), found);
+        }
+    }
+    all
 }
 
 /// Keeps the lag and parked gauges of `/metrics` current.
