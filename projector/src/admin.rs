@@ -107,12 +107,6 @@ async fn rebuild(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.platform_admin()?;
     let name = known(&name)?;
-    if !crate::stores::REBUILDABLE.contains(&name) {
-        return Err(ApiError::unprocessable(format!(
-            "{name} cannot be rebuilt into a copy yet; these can: {}",
-            crate::stores::REBUILDABLE.join(", ")
-        )));
-    }
     let body: RebuildBody = if body.is_empty() {
         RebuildBody::default()
     } else {

@@ -71,8 +71,16 @@ fn versioned(index: &str) -> (&str, u32) {
     }
 }
 
+/// The month's own name under the tenant alias (`<alias>-YYYY-MM`), which the projector
+/// writes to; an index made by a rebuild carries the rebuild's scratch id in its name.
+fn month_name(alias: &str, index: &str) -> String {
+    let (base, _) = versioned(index);
+    format!("{alias}-{}", &base[base.len().saturating_sub(7)..])
+}
+
 async fn migrate_index(client: &Elasticsearch, alias: &str, index: &str) -> anyhow::Result<Migrated> {
-    let (month, version) = versioned(index);
+    let (_, version) = versioned(index);
+    let month = month_name(alias, index);
     let next = format!("{month}-v{}", version + 1);
     // No body: the index template gives the new index the current mapping and analysis.
     let created = client.indices().create(IndicesCreateParts::Index(&next)).body(json!({})).send().await?;
@@ -103,7 +111,7 @@ async fn migrate_index(client: &Elasticsearch, alias: &str, index: &str) -> anyh
         .body(json!({ "actions": [
             { "remove_index": { "index": index } },
             { "add": { "index": next, "alias": alias } },
-            { "add": { "index": next, "alias": month } },
+            { "add": { "index": next, "alias": &month } },
         ]}))
         .send()
         .await?;
@@ -112,6 +120,52 @@ async fn migrate_index(client: &Elasticsearch, alias: &str, index: &str) -> anyh
     let documents = copied["total"].as_u64().unwrap_or(0);
     tracing::info!(alias, from = index, to = %next, documents, "index migrated");
     Ok(Migrated { alias: alias.to_owned(), from: index.to_owned(), to: next, documents })
+}
+
+/// A rebuild's switch: in one atomic `_aliases` request per tenant, the live indices go
+/// and the copy's indices take the tenant's read aliases and the months' names.
+pub async fn switch_copy(client: &Elasticsearch, live: Tenancy, copy: Tenancy) -> anyhow::Result<()> {
+    let mut actions = Vec::new();
+    for entity in ENTITIES {
+        let (live_alias, copy_alias) = (live.es_alias(entity), copy.es_alias(entity));
+        let copies = indices_of(client, &copy_alias).await?;
+        if copies.is_empty() {
+            continue; // nothing rebuilt for this entity: the live indices stay
+        }
+        for index in indices_of(client, &live_alias).await? {
+            actions.push(json!({ "remove_index": { "index": index } }));
+        }
+        for index in copies {
+            actions.push(json!({ "add": { "index": index, "alias": live_alias } }));
+            actions.push(json!({ "add": { "index": index, "alias": month_name(&live_alias, &index) } }));
+            actions.push(json!({ "remove": { "index": index, "alias": copy_alias } }));
+        }
+    }
+    if actions.is_empty() {
+        return Ok(());
+    }
+    let swapped = client.indices().update_aliases().body(json!({ "actions": actions })).send().await?;
+    let status = swapped.status_code();
+    anyhow::ensure!(status.is_success(), "switching the indices: {status} {}", swapped.text().await?);
+    Ok(())
+}
+
+/// Deletes a copy's indices (an abandoned rebuild), by name.
+pub async fn drop_indices(client: &Elasticsearch, copy: Tenancy) -> anyhow::Result<()> {
+    for entity in ENTITIES {
+        let indices = indices_of(client, &copy.es_alias(entity)).await?;
+        if indices.is_empty() {
+            continue;
+        }
+        let names: Vec<&str> = indices.iter().map(String::as_str).collect();
+        client
+            .indices()
+            .delete(elasticsearch::indices::IndicesDeleteParts::Index(&names))
+            .send()
+            .await?
+            .error_for_status_code()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -123,5 +177,8 @@ mod tests {
         assert_eq!(versioned("tenant-ab-cases-2026-11"), ("tenant-ab-cases-2026-11", 1));
         assert_eq!(versioned("tenant-ab-cases-2026-11-v2"), ("tenant-ab-cases-2026-11", 2));
         assert_eq!(versioned("tenant-ab-audit-logs-2026-11-v12"), ("tenant-ab-audit-logs-2026-11", 12));
+        // A rebuilt index (named after the rebuild's scratch id) serves the tenant's month.
+        assert_eq!(month_name("tenant-ab-cases", "tenant-cd-cases-2026-11"), "tenant-ab-cases-2026-11");
+        assert_eq!(month_name("tenant-ab-cases", "tenant-ab-cases-2026-11-v3"), "tenant-ab-cases-2026-11");
     }
 }

@@ -14,6 +14,8 @@ use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::options::IndexOptions;
 use mongodb::{Database, IndexModel};
 use runtime::tenancy::{Tenancy, AUDIT_LOGS};
+
+use crate::projection::Placement;
 use uuid::Uuid;
 
 use crate::event::Event;
@@ -123,15 +125,20 @@ pub fn validator(collection: &str) -> Document {
     doc! { "$jsonSchema": { "bsonType": "object", "required": required, "properties": properties } }
 }
 
-/// Tenant collections this process has already set up (validator and indexes).
+/// Tenant collections this process has already set up (validator and indexes), named
+/// where the projection's placement says (live names, or a rebuild's copy names).
 #[derive(Default)]
-pub struct Collections(Mutex<HashSet<String>>);
+pub struct Collections(Mutex<HashSet<String>>, Placement);
 
 impl Collections {
+    pub fn placed(placement: Placement) -> Self {
+        Self(Mutex::default(), placement)
+    }
+
     /// Creates `tenant_<id>_<collection>` with its validator (or brings the validator of
     /// an existing one up to date) and its indexes, once per process.
     pub async fn ensure(&self, db: &Database, tenant: Uuid, collection: &str) -> Result<String, ApplyError> {
-        let name = Tenancy(tenant).mongo_collection(collection);
+        let name = self.1.of(tenant).unwrap_or(Tenancy(tenant)).mongo_collection(collection);
         if self.0.lock().map(|s| s.contains(&name)).unwrap_or(false) {
             return Ok(name);
         }

@@ -71,9 +71,10 @@ pub async fn status(stores: &Stores) -> anyhow::Result<Vec<ProjectionStatus>> {
     let brokers = stores.settings.kafka_brokers.clone();
     let topic = stores.settings.kafka_topic.clone();
     let groups: Vec<String> = PROJECTIONS.iter().map(|(name, _)| stores.group(name)).collect();
-    let (watermarks, committed) =
-        tokio::task::spawn_blocking(move || (high_watermarks(&brokers, &topic).ok(), committed(&brokers, &topic, &groups)))
-            .await?;
+    let (watermarks, committed) = tokio::task::spawn_blocking(move || {
+        (high_watermarks(&brokers, &topic).ok(), committed(&brokers, &topic, &groups))
+    })
+    .await?;
 
     let mut statuses = Vec::new();
     for (name, store) in PROJECTIONS {
@@ -83,10 +84,7 @@ pub async fn status(stores: &Stores) -> anyhow::Result<Vec<ProjectionStatus>> {
         // has not written since (a partition with no new events).
         let mut checkpoint: BTreeMap<String, i64> = committed.get(&group).cloned().unwrap_or_default();
         checkpoint.extend(
-            row.and_then(|r| r.1.as_object())
-                .into_iter()
-                .flatten()
-                .filter_map(|(p, v)| Some((p.clone(), v.as_i64()?))),
+            row.and_then(|r| r.1.as_object()).into_iter().flatten().filter_map(|(p, v)| Some((p.clone(), v.as_i64()?))),
         );
         let lag_events = watermarks.as_ref().map(|highs| {
             highs

@@ -185,7 +185,7 @@ pub async fn run(
         None => start(pool, name, tenant, &journal).await?,
     };
     let placement = Placement::copies(rebuild.copies.0.clone());
-    let copy = stores.placed(name, placement)?;
+    let copy = stores.placed(name, placement).await?;
     let group = format!("rebuild.{}", rebuild.id);
     tracing::info!(projection = name, rebuild = %rebuild.id, ?tenant, resumed, from = rebuild.position, "rebuilding");
 
@@ -299,10 +299,13 @@ async fn step(
             Ok(None)
         }
     };
+    // Tenants provisioned after the rebuild started have no copy: their live data stays.
+    events.retain(|e| rebuild.copies.0.contains_key(&e.envelope.tenant_id));
     let (applied, next) = tokio::join!(apply(copy, group, &events), next);
     applied?;
     if !filled.is_empty() {
-        let again = journal.streams_after(&filled, rebuild.position).await?;
+        let mut again = journal.streams_after(&filled, rebuild.position).await?;
+        again.retain(|e| rebuild.copies.0.contains_key(&e.envelope.tenant_id));
         apply(copy, group, &again).await?;
     }
     tracing::debug!(
@@ -428,7 +431,33 @@ async fn switch(
             }
             Ok(())
         }
-        other => anyhow::bail!("{other} cannot be switched"),
+        "elasticsearch" => {
+            for (tenant, scratch) in &rebuild.copies.0 {
+                crate::mappings::switch_copy(&stores.elastic, Tenancy(*tenant), Tenancy(*scratch)).await?;
+            }
+            Ok(())
+        }
+        mongo => {
+            let collection = owned_collection(mongo)?;
+            let db = stores.mongo.database(&stores.settings.mongo_database);
+            for (tenant, scratch) in &rebuild.copies.0 {
+                let (from, to) =
+                    (Tenancy(*scratch).mongo_collection(collection), Tenancy(*tenant).mongo_collection(collection));
+                if !db.list_collection_names().await?.contains(&from) {
+                    continue;
+                }
+                let namespace = |c: &str| format!("{}.{c}", db.name());
+                stores
+                    .mongo
+                    .database("admin")
+                    .run_command(mongodb::bson::doc! {
+                        "renameCollection": namespace(&from), "to": namespace(&to), "dropTarget": true,
+                    })
+                    .await
+                    .with_context(|| format!("renaming {from} to {to}"))?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -505,6 +534,12 @@ async fn scan(conn: &mut redis::aio::ConnectionManager, pattern: &str) -> anyhow
 
 /// Drops what the switch replaced, and the rebuild's bookkeeping rows.
 async fn retire(stores: &Stores, name: &str, rebuild: &Rebuild) -> anyhow::Result<()> {
+    if crate::stores::MONGO_OWNED.iter().any(|(p, _)| *p == name) {
+        // The copy's owned collection was renamed in; the others it made go.
+        for scratch in rebuild.copies.0.values() {
+            drop_copy(stores, name, *scratch).await?;
+        }
+    }
     if name == "postgres" {
         for tenant in rebuild.copies.0.keys() {
             let old = retired(&Tenancy(*tenant).pg_schema());
@@ -541,7 +576,15 @@ pub async fn abandon(stores: &Stores, name: &str) -> anyhow::Result<Uuid> {
     Ok(rebuild.id)
 }
 
-/// Drops one copy of a projection (a scratch schema, a scratch key prefix).
+fn owned_collection(projection: &str) -> anyhow::Result<&'static str> {
+    crate::stores::MONGO_OWNED
+        .iter()
+        .find(|(p, _)| *p == projection)
+        .map(|(_, c)| *c)
+        .with_context(|| format!("{projection} owns no MongoDB collection"))
+}
+
+/// Drops one copy of a projection (a scratch schema, key prefix, collection or indices).
 pub async fn drop_copy(stores: &Stores, name: &str, scratch: Uuid) -> anyhow::Result<()> {
     let copy = Tenancy(scratch);
     match name {
@@ -554,7 +597,18 @@ pub async fn drop_copy(stores: &Stores, name: &str, scratch: Uuid) -> anyhow::Re
                 let _: i64 = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
             }
         }
-        other => anyhow::bail!("{other} has no copies"),
+        "elasticsearch" => crate::mappings::drop_indices(&stores.elastic, copy).await?,
+        mongo => {
+            // A copy's audit projection makes every tenant collection; all of them go.
+            let _ = owned_collection(mongo)?;
+            let db = stores.mongo.database(&stores.settings.mongo_database);
+            let prefix = copy.mongo_collection("");
+            for name in db.list_collection_names().await? {
+                if name.starts_with(&prefix) {
+                    db.collection::<mongodb::bson::Document>(&name).drop().await?;
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -28,8 +28,13 @@ pub const PROJECTIONS: &[(&str, &str)] = &[
     ("redis", "redis"),
 ];
 
-/// The projections a rebuild can copy and switch in (see `rebuild`).
-pub const REBUILDABLE: &[&str] = &["postgres", "redis"];
+/// The MongoDB collection each MongoDB projection owns (what its rebuild switches).
+pub const MONGO_OWNED: &[(&str, &str)] = &[
+    ("mongo", runtime::tenancy::AUDIT_LOGS),
+    ("mongo_notes", crate::mongo::CASE_NOTES),
+    ("mongo_templates", crate::mongo::MESSAGE_TEMPLATES),
+    ("mongo_field_definitions", crate::mongo::CUSTOM_FIELD_DEFINITIONS),
+];
 
 #[derive(Clone)]
 pub struct Stores {
@@ -74,13 +79,19 @@ impl Stores {
     }
 
     /// A projection writing into a rebuild's copies.
-    pub fn placed(&self, name: &str, placement: Placement) -> anyhow::Result<Arc<dyn Projection>> {
+    pub async fn placed(&self, name: &str, placement: Placement) -> anyhow::Result<Arc<dyn Projection>> {
+        let db = self.mongo.database(&self.settings.mongo_database);
         Ok(match name {
             "postgres" => Arc::new(PostgresProjection::placed(self.pool.clone(), placement)),
+            "mongo" => Arc::new(MongoAuditProjection::placed(db, placement)),
+            "mongo_notes" => Arc::new(MongoNotesProjection::placed(db, placement)),
+            "mongo_templates" => Arc::new(MongoTemplatesProjection::placed(db, placement)),
+            "mongo_field_definitions" => Arc::new(MongoFieldDefinitionsProjection::placed(db, placement)),
+            "elasticsearch" => Arc::new(
+                ElasticProjection::placed(self.elastic.clone(), placement).await.context("preparing Elasticsearch")?,
+            ),
             "redis" => Arc::new(RedisCountersProjection::placed(self.redis.clone(), placement)),
-            other => {
-                anyhow::bail!("{other:?} cannot be rebuilt into a copy yet; these can: {}", REBUILDABLE.join(", "))
-            }
+            other => anyhow::bail!("no projection is called {other:?}; they are: {}", names()),
         })
     }
 

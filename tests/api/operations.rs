@@ -78,7 +78,14 @@ fn keep_reading(app: &TestApp, case: String, stop: Arc<AtomicBool>) -> tokio::ta
         let mut failures = Vec::new();
         let mut reads = 0;
         while !stop.load(Ordering::Relaxed) {
-            for path in ["/v1/cases?limit=20".to_owned(), format!("/v1/cases/{case}"), "/v1/counters".to_owned()] {
+            let paths = [
+                "/v1/cases?limit=20".to_owned(),
+                format!("/v1/cases/{case}"),
+                format!("/v1/cases/{case}/audit"),
+                "/v1/counters".to_owned(),
+                "/v1/search/cases?q=printer".to_owned(),
+            ];
+            for path in paths {
                 let r = http.get(format!("{url}{path}")).bearer_auth(&token).send().await.unwrap();
                 if r.status() != StatusCode::OK {
                     failures.push(format!("{path}: {} {}", r.status(), r.text().await.unwrap_or_default()));
@@ -91,7 +98,7 @@ fn keep_reading(app: &TestApp, case: String, stop: Arc<AtomicBool>) -> tokio::ta
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_rebuild_under_live_writes_switches_in_without_a_failed_read_and_matches_a_fresh_replay() {
+async fn rebuilds_of_every_projection_under_live_writes_switch_in_without_a_failed_read_and_match_a_fresh_replay() {
     let mut app = TestApp::spawn().await;
     // Another tenant, which a rebuild of this one must not touch.
     let (other, _, other_token) = app.provision_tenant_with_agent().await;
@@ -123,14 +130,16 @@ async fn a_rebuild_under_live_writes_switches_in_without_a_failed_read_and_match
     let progress = |_: u64, _: u64| {
         batches.fetch_add(1, Ordering::Relaxed);
     };
-    let postgres = projector::rebuild::run(&stores, "postgres", Some(app.tenant_id), &progress).await.unwrap();
-    let redis = projector::rebuild::run(&stores, "redis", Some(app.tenant_id), &progress).await.unwrap();
+    let mut reports = Vec::new();
+    for (name, _) in projector::stores::PROJECTIONS {
+        reports.push(projector::rebuild::run(&stores, name, Some(app.tenant_id), &progress).await.unwrap());
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     let written = writer.await.unwrap();
     let (failures, reads) = reader.await.unwrap();
 
-    assert!(postgres.events > 0 && redis.events > 0, "{postgres:?} {redis:?}");
+    assert!(reports.iter().all(|r| r.events > 0), "{reports:#?}");
     assert!(written > 0 && reads > 0, "the rebuild ran with writes ({written}) and reads ({reads}) going on");
     assert!(failures.is_empty(), "reads failed during the rebuild: {failures:#?}");
     assert_ne!(schema_oid(&app, app.tenant_id).await, live_oid, "the tenant's schema is a new one");
@@ -140,6 +149,20 @@ async fn a_rebuild_under_live_writes_switches_in_without_a_failed_read_and_match
             .await
             .unwrap();
     assert_eq!(leftovers, 0, "the replaced schema is dropped");
+
+    // Search reads the rebuilt indices (named after the rebuild's scratch id).
+    let cases_alias = runtime::tenancy::Tenancy(app.tenant_id).es_alias("cases");
+    let aliases: Value = app
+        .http
+        .get(format!("{}/_alias/{cases_alias}", app.settings.elastic_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let indices: Vec<&String> = aliases.as_object().unwrap().keys().collect();
+    assert!(!indices.is_empty() && indices.iter().all(|i| !i.starts_with(&cases_alias)), "{indices:?}");
 
     // The other tenant: same schema, same contents.
     assert_eq!(schema_oid(&app, other).await, other_oid);

@@ -27,12 +27,13 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::event::{DomainEvent, Event};
-use crate::projection::{ApplyError, Checkpoint, Projection};
+use crate::projection::{ApplyError, Checkpoint, Placement, Projection};
 use crate::projections::mongo_audit::audit_record;
 
 pub struct ElasticProjection {
     client: Elasticsearch,
     indices: Mutex<HashSet<String>>,
+    placement: Placement,
 }
 
 /// The seed's analyzer (§2.4.2) under a given name.
@@ -175,6 +176,11 @@ pub fn templates() -> Vec<(&'static str, Value)> {
 
 impl ElasticProjection {
     pub async fn new(client: Elasticsearch) -> anyhow::Result<Self> {
+        Self::placed(client, Placement::live()).await
+    }
+
+    /// A projection writing where `placement` says (a rebuild's copy indices and aliases).
+    pub async fn placed(client: Elasticsearch, placement: Placement) -> anyhow::Result<Self> {
         for (name, body) in templates() {
             let response =
                 client.indices().put_index_template(IndicesPutIndexTemplateParts::Name(name)).body(body).send().await?;
@@ -182,7 +188,12 @@ impl ElasticProjection {
                 anyhow::bail!("installing the index template {name} failed: {}", response.text().await?);
             }
         }
-        Ok(Self { client, indices: Mutex::new(HashSet::new()) })
+        Ok(Self { client, indices: Mutex::new(HashSet::new()), placement })
+    }
+
+    /// The names a tenant's documents go under (its own, or a rebuild's copy).
+    fn tenancy(&self, tenant: Uuid) -> Tenancy {
+        self.placement.of(tenant).unwrap_or(Tenancy(tenant))
     }
 
     /// Creates a monthly index with the tenant's read alias on first use.
@@ -247,15 +258,14 @@ struct Index {
 }
 
 impl Index {
-    fn of(tenant: Uuid, entity: &str, month: DateTime<Utc>) -> Self {
-        let t = Tenancy(tenant);
+    fn of(t: Tenancy, entity: &str, month: DateTime<Utc>) -> Self {
         Self { name: t.es_index(entity, month), alias: t.es_alias(entity) }
     }
 
     /// Cases and notes live in the month their v7 id was minted, so every event of the
     /// stream (and every reader) finds the same index without a lookup.
-    fn by_id(tenant: Uuid, entity: &str, id: Uuid) -> Self {
-        Self::of(tenant, entity, uuid_time(id).unwrap_or(DateTime::UNIX_EPOCH))
+    fn by_id(t: Tenancy, entity: &str, id: Uuid) -> Self {
+        Self::of(t, entity, uuid_time(id).unwrap_or(DateTime::UNIX_EPOCH))
     }
 }
 
@@ -462,7 +472,7 @@ impl Projection for ElasticProjection {
         let mut homes: HashMap<Uuid, Index> = HashMap::new();
         for event in events {
             let env = &event.envelope;
-            let audit = Index::of(env.tenant_id, ES_AUDIT_LOGS, env.occurred_at);
+            let audit = Index::of(self.tenancy(env.tenant_id), ES_AUDIT_LOGS, env.occurred_at);
             self.ensure_index(&audit).await?;
             actions.push(Action {
                 meta: json!({ "create": { "_index": audit.name, "_id": env.event_id.to_string() } }),
@@ -470,7 +480,7 @@ impl Projection for ElasticProjection {
                 event_id: env.event_id,
             });
             if let DomainEvent::Interaction(InteractionEvent::Recorded(e)) = &event.data {
-                let index = Index::of(env.tenant_id, INTERACTIONS, e.timestamp);
+                let index = Index::of(self.tenancy(env.tenant_id), INTERACTIONS, e.timestamp);
                 self.ensure_index(&index).await?;
                 actions.push(Action {
                     meta: json!({ "index": { "_index": index.name, "_id": env.stream_id.to_string(),
@@ -491,7 +501,7 @@ impl Projection for ElasticProjection {
                 });
             }
             if let Some((_, entity)) = Folded::of(event) {
-                let index = Index::by_id(env.tenant_id, entity, env.stream_id);
+                let index = Index::by_id(self.tenancy(env.tenant_id), entity, env.stream_id);
                 if let std::collections::hash_map::Entry::Vacant(home) = homes.entry(env.stream_id) {
                     self.ensure_index(&index).await?;
                     keys.push((index.name.clone(), env.stream_id));

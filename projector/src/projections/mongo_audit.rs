@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::event::{DomainEvent, Event};
 use crate::mongo::{Collections, TENANT_COLLECTIONS};
-use crate::projection::{ApplyError, Checkpoint, Projection};
+use crate::projection::{ApplyError, Checkpoint, Placement, Projection};
 
 const DUPLICATE_KEY: i32 = 11000;
 
@@ -28,7 +28,12 @@ pub struct MongoAuditProjection {
 
 impl MongoAuditProjection {
     pub fn new(db: Database) -> Self {
-        Self { db, collections: Collections::default() }
+        Self::placed(db, Placement::live())
+    }
+
+    /// A projection writing where `placement` says (a rebuild's copy collections).
+    pub fn placed(db: Database, placement: Placement) -> Self {
+        Self { db, collections: Collections::placed(placement) }
     }
 }
 

@@ -9,7 +9,7 @@ use mongodb::Database;
 
 use crate::event::{DomainEvent, Event};
 use crate::mongo::{date, to_bson, Collections, Writes, CASE_NOTES};
-use crate::projection::{ApplyError, Checkpoint, Projection};
+use crate::projection::{ApplyError, Checkpoint, Placement, Projection};
 
 pub struct MongoNotesProjection {
     db: Database,
@@ -18,7 +18,12 @@ pub struct MongoNotesProjection {
 
 impl MongoNotesProjection {
     pub fn new(db: Database) -> Self {
-        Self { db, collections: Collections::default() }
+        Self::placed(db, Placement::live())
+    }
+
+    /// A projection writing where `placement` says (a rebuild's copy collections).
+    pub fn placed(db: Database, placement: Placement) -> Self {
+        Self { db, collections: Collections::placed(placement) }
     }
 }
 

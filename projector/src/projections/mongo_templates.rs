@@ -7,7 +7,7 @@ use mongodb::Database;
 
 use crate::event::{DomainEvent, Event};
 use crate::mongo::{date, to_bson, Collections, Writes, MESSAGE_TEMPLATES};
-use crate::projection::{ApplyError, Checkpoint, Projection};
+use crate::projection::{ApplyError, Checkpoint, Placement, Projection};
 
 pub struct MongoTemplatesProjection {
     db: Database,
@@ -16,7 +16,12 @@ pub struct MongoTemplatesProjection {
 
 impl MongoTemplatesProjection {
     pub fn new(db: Database) -> Self {
-        Self { db, collections: Collections::default() }
+        Self::placed(db, Placement::live())
+    }
+
+    /// A projection writing where `placement` says (a rebuild's copy collections).
+    pub fn placed(db: Database, placement: Placement) -> Self {
+        Self { db, collections: Collections::placed(placement) }
     }
 }
 
