@@ -93,10 +93,10 @@ pub async fn rebuild(stores: &Stores, tenant: &Tenant, events: u64, naive_events
         projector::rebuild::drop_copy(stores, name, scratch).await?;
     }
 
-    println!("{:<10} {:<30} {:>9} {:>9} {:>12} {:>10}", "store", "mode", "events", "seconds", "events/s", "switch ms");
+    println!("{:<14} {:<30} {:>9} {:>9} {:>12} {:>10}", "store", "mode", "events", "seconds", "events/s", "switch ms");
     for r in &rows {
         println!(
-            "{:<10} {:<30} {:>9} {:>9.2} {:>12.0} {:>10}",
+            "{:<14} {:<30} {:>9} {:>9.2} {:>12.0} {:>10}",
             r["store"].as_str().unwrap_or_default(),
             r["mode"].as_str().unwrap_or_default(),
             r["events"],
