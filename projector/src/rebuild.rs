@@ -28,7 +28,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres};
 use uuid::Uuid;
 
-use crate::operations::{apply, Journal};
+use crate::operations::Journal;
 use crate::projection::Placement;
 use crate::stores::Stores;
 
@@ -185,8 +185,7 @@ pub async fn run(
         None => start(pool, name, tenant, &journal).await?,
     };
     let placement = Placement::copies(rebuild.copies.0.clone());
-    let copy = stores.placed(name, placement).await?;
-    let group = format!("rebuild.{}", rebuild.id);
+    let mut copier = Copier::new(stores, name, &rebuild, stores.placed(name, placement).await?).await?;
     tracing::info!(projection = name, rebuild = %rebuild.id, ?tenant, resumed, from = rebuild.position, "rebuilding");
 
     let started = Instant::now();
@@ -197,7 +196,7 @@ pub async fn run(
     // Copy while the live projection runs, until a batch comes back short.
     let mut ahead = None;
     loop {
-        let (read, next) = step(&journal, &copy, &group, &mut rebuild, ahead.take(), true).await?;
+        let (read, next) = step(&journal, &mut copier, &mut rebuild, ahead.take(), true).await?;
         save(pool, &rebuild).await?;
         progress(rebuild.position.min(rebuild.target_position).max(0) as u64, rebuild.target_position as u64);
         if read < BATCH as usize {
@@ -211,7 +210,7 @@ pub async fn run(
     // Pause the live worker between two batches, copy the rest, switch.
     let switching = Instant::now();
     let mut hold = crate::control::exclusive(pool, name).await?;
-    while step(&journal, &copy, &group, &mut rebuild, None, false).await?.0 > 0 {}
+    while step(&journal, &mut copier, &mut rebuild, None, false).await?.0 > 0 {}
     switch(stores, name, &rebuild, &mut hold).await.with_context(|| format!("switching {name} to its copy"))?;
     sqlx::query("UPDATE projector.rebuilds SET state = 'switched', finished_at = now(), position = $2, events_applied = $3, gaps = $4, updated_at = now() WHERE id = $1")
         .bind(rebuild.id)
@@ -271,8 +270,7 @@ async fn start(pool: &PgPool, name: &str, tenant: Option<Uuid>, journal: &Journa
 /// guards skipped them the first time). Returns the length of the range and the next one.
 async fn step(
     journal: &Journal<'_>,
-    copy: &std::sync::Arc<dyn crate::projection::Projection>,
-    group: &str,
+    copier: &mut Copier,
     rebuild: &mut Rebuild,
     ahead: Option<Vec<crate::event::Event>>,
     read_ahead: bool,
@@ -299,17 +297,15 @@ async fn step(
             Ok(None)
         }
     };
-    // Tenants provisioned after the rebuild started have no copy: their live data stays.
-    events.retain(|e| rebuild.copies.0.contains_key(&e.envelope.tenant_id));
-    let (applied, next) = tokio::join!(apply(copy, group, &events), next);
+    let count = events.len();
+    let (applied, next) = tokio::join!(copier.apply(events), next);
     applied?;
     if !filled.is_empty() {
-        let mut again = journal.streams_after(&filled, rebuild.position).await?;
-        again.retain(|e| rebuild.copies.0.contains_key(&e.envelope.tenant_id));
-        apply(copy, group, &again).await?;
+        let again = journal.streams_after(&filled, rebuild.position).await?;
+        copier.apply(again).await?;
     }
     tracing::debug!(
-        events = events.len(),
+        events = count,
         read_ms = read.as_millis() as u64,
         apply_ms = (started.elapsed() - read).as_millis() as u64,
         "rebuild batch"
@@ -320,8 +316,59 @@ async fn step(
         rebuild.position = upto;
     }
     rebuild.gaps.retain(|g| *g > rebuild.position - GAP_HORIZON);
-    rebuild.events_applied += events.len() as i64;
+    rebuild.events_applied += count as i64;
     Ok((range_len, next?))
+}
+
+/// Writes a rebuild's batches into its copy as the live worker writes its own: streams
+/// parked (or skipped) for the projection stay out, and an event the store refuses is
+/// parked with the rest of its stream. Tenants provisioned after the rebuild started
+/// have no copy; their events are left to the live projection.
+struct Copier {
+    copy: std::sync::Arc<dyn crate::projection::Projection>,
+    copies: HashMap<Uuid, Uuid>,
+    parking: crate::parking::ParkingLot,
+    parked: std::collections::HashSet<Uuid>,
+    checkpoint: crate::projection::Checkpoint,
+    pool: PgPool,
+}
+
+impl Copier {
+    async fn new(
+        stores: &Stores,
+        name: &str,
+        rebuild: &Rebuild,
+        copy: std::sync::Arc<dyn crate::projection::Projection>,
+    ) -> anyhow::Result<Self> {
+        let parking = crate::parking::ParkingLot::new(stores.pool.clone());
+        let mut parked: std::collections::HashSet<Uuid> = parking.parked_streams(name).await?.into_iter().collect();
+        let skipped: Vec<Uuid> =
+            sqlx::query_scalar("SELECT DISTINCT stream_id FROM projector.skipped_events WHERE projection = $1")
+                .bind(name)
+                .fetch_all(&stores.pool)
+                .await?;
+        parked.extend(skipped);
+        let group = format!("rebuild.{}", rebuild.id);
+        let checkpoint = crate::projection::Checkpoint { group, ..Default::default() };
+        Ok(Self { copy, copies: rebuild.copies.0.clone(), parking, parked, checkpoint, pool: stores.pool.clone() })
+    }
+
+    async fn apply(&mut self, mut events: Vec<crate::event::Event>) -> anyhow::Result<()> {
+        events.retain(|e| {
+            self.copies.contains_key(&e.envelope.tenant_id) && !self.parked.contains(&e.envelope.stream_id)
+        });
+        let group = self.checkpoint.group.clone();
+        crate::worker::apply_or_park(
+            &*self.copy,
+            &self.parking,
+            events,
+            &self.checkpoint,
+            &mut self.parked,
+            &group,
+            &self.pool,
+        )
+        .await
+    }
 }
 
 /// A bulk load into an empty table is far cheaper without its secondary indexes: the copy
@@ -553,6 +600,7 @@ async fn drop_bookkeeping(pool: &PgPool, id: Uuid) -> anyhow::Result<()> {
     let group = format!("rebuild.{id}");
     sqlx::query("DELETE FROM projector.tenant_positions WHERE projection = $1").bind(&group).execute(pool).await?;
     sqlx::query("DELETE FROM projector.checkpoints WHERE projection = $1").bind(&group).execute(pool).await?;
+    sqlx::query("DELETE FROM projector.progress WHERE projection = $1").bind(&group).execute(pool).await?;
     Ok(())
 }
 

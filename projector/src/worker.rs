@@ -150,7 +150,8 @@ impl Worker {
             let events = self.decode(&fresh, parked).await?;
             let last = events.last().map(|e| (e.envelope.position, e.envelope.occurred_at));
             let count = events.len();
-            self.apply_with_retry(events, &checkpoint, parked).await?;
+            apply_or_park(&*self.projection, &self.parking, events, &checkpoint, parked, &self.group, &self.pool)
+                .await?;
             metrics::histogram!("projection_batch_events", "projection" => self.projection.name()).record(count as f64);
             metrics::counter!("projection_events_applied_total", "projection" => self.projection.name())
                 .increment(count as u64);
@@ -201,53 +202,60 @@ impl Worker {
         }
         Checkpoint { group: self.group.clone(), topic: self.topic.clone(), positions }
     }
+}
 
-    async fn apply_with_retry(
-        &self,
-        mut events: Vec<Event>,
-        checkpoint: &Checkpoint,
-        parked: &mut HashSet<Uuid>,
-    ) -> anyhow::Result<()> {
-        let mut backoff = Duration::from_millis(100);
-        while !events.is_empty() {
-            match self.projection.apply(&events, checkpoint).await {
-                Ok(()) => return Ok(()),
-                Err(ApplyError::Poison { event_id, reason }) => {
-                    let Some(stream) =
-                        events.iter().find(|e| e.envelope.event_id == event_id).map(|e| e.envelope.stream_id)
-                    else {
-                        anyhow::bail!("projection {} named a poison event not in the batch", self.projection.name());
-                    };
-                    parked.insert(stream);
-                    // The poison event and everything after it in its stream wait together.
-                    let mut blocked = false;
-                    let mut kept = Vec::with_capacity(events.len());
-                    for event in events {
-                        if event.envelope.stream_id == stream && (blocked || event.envelope.event_id == event_id) {
-                            blocked = true;
-                            let why = if event.envelope.event_id == event_id {
-                                reason.clone()
-                            } else {
-                                "an earlier event of this stream is parked".to_owned()
-                            };
-                            let raw = serde_json::to_vec(&event.envelope)?;
-                            self.parking.park(self.projection.name(), Some(&event.envelope), &raw, &why).await?;
+/// Applies a batch; a poison event is parked with every later event of its stream in the
+/// batch (and the stream is remembered as parked), and the rest is applied again. A
+/// transient failure is retried with backoff until it passes. The worker and a replay
+/// share this.
+pub async fn apply_or_park(
+    projection: &dyn Projection,
+    parking: &ParkingLot,
+    mut events: Vec<Event>,
+    checkpoint: &Checkpoint,
+    parked: &mut HashSet<Uuid>,
+    group: &str,
+    pool: &PgPool,
+) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(100);
+    while !events.is_empty() {
+        match projection.apply(&events, checkpoint).await {
+            Ok(()) => return Ok(()),
+            Err(ApplyError::Poison { event_id, reason }) => {
+                let Some(stream) =
+                    events.iter().find(|e| e.envelope.event_id == event_id).map(|e| e.envelope.stream_id)
+                else {
+                    anyhow::bail!("projection {} named a poison event not in the batch", projection.name());
+                };
+                parked.insert(stream);
+                // The poison event and everything after it in its stream wait together.
+                let mut blocked = false;
+                let mut kept = Vec::with_capacity(events.len());
+                for event in events {
+                    if event.envelope.stream_id == stream && (blocked || event.envelope.event_id == event_id) {
+                        blocked = true;
+                        let why = if event.envelope.event_id == event_id {
+                            reason.clone()
                         } else {
-                            kept.push(event);
-                        }
+                            "an earlier event of this stream is parked".to_owned()
+                        };
+                        let raw = serde_json::to_vec(&event.envelope)?;
+                        parking.park(projection.name(), Some(&event.envelope), &raw, &why).await?;
+                    } else {
+                        kept.push(event);
                     }
-                    events = kept;
                 }
-                Err(ApplyError::Transient(e)) => {
-                    tracing::warn!(projection = self.projection.name(), error = ?e, retry_in = ?backoff, "apply failed");
-                    record_error(&self.pool, &self.group, &format!("{e:#}")).await;
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+                events = kept;
+            }
+            Err(ApplyError::Transient(e)) => {
+                tracing::warn!(projection = projection.name(), error = ?e, retry_in = ?backoff, "apply failed");
+                record_error(pool, group, &format!("{e:#}")).await;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// Events per second over the last few batches (an exponentially weighted average).

@@ -133,7 +133,9 @@ pub async fn apply(
     }
     for (tenant, events) in per_tenant {
         let schema = schema(tenant);
-        let ids: Vec<Uuid> = events.iter().map(|(e, _)| e.envelope.stream_id).collect();
+        let mut ids: Vec<Uuid> = events.iter().map(|(e, _)| e.envelope.stream_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
         let held: HashMap<Uuid, i64> =
             sqlx::query_as::<_, (Uuid, i64)>(&format!("SELECT id, version FROM {schema}.cases WHERE id = ANY($1)"))
                 .bind(&ids)
