@@ -88,8 +88,26 @@ enum Parked {
     Skip { projection: String, stream: Uuid },
 }
 
+/// Output is gathered and written once at the end, so a closed pipe (`| head`) ends the
+/// program quietly instead of panicking in `println!`.
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
+fn flush(out: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let mut out = String::new();
     let cli = Cli::parse();
     let settings = runtime::Settings::from_env()?;
     // Logs (JSON, stderr) stay out of the tables and JSON on stdout; warnings and up.
@@ -99,11 +117,18 @@ async fn main() -> anyhow::Result<()> {
         Command::Status { json } => {
             let statuses = operations::status(&stores).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&statuses)?);
+                say!(out, "{}", serde_json::to_string_pretty(&statuses)?);
             } else {
-                println!(
+                say!(
+                    out,
                     "{:<24} {:<13} {:>10} {:>10} {:>9} {:>9} {:>7}  last error",
-                    "projection", "store", "position", "lag", "lag s", "events/s", "parked"
+                    "projection",
+                    "store",
+                    "position",
+                    "lag",
+                    "lag s",
+                    "events/s",
+                    "parked"
                 );
                 for s in statuses {
                     let lag = s.lag_events.map_or("?".to_owned(), |l| l.to_string());
@@ -111,9 +136,16 @@ async fn main() -> anyhow::Result<()> {
                         (Some(e), Some(at)) => format!("{} ({})", first_line(e), at.format("%Y-%m-%d %H:%M:%S")),
                         _ => "-".to_owned(),
                     };
-                    println!(
+                    say!(
+                        out,
                         "{:<24} {:<13} {:>10} {:>10} {:>9.1} {:>9.1} {:>7}  {error}",
-                        s.projection, s.store, s.last_position, lag, s.lag_seconds, s.events_per_sec, s.parked
+                        s.projection,
+                        s.store,
+                        s.last_position,
+                        lag,
+                        s.lag_seconds,
+                        s.events_per_sec,
+                        s.parked
                     );
                 }
             }
@@ -121,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Rebuild { projection, tenant, abandon } => {
             if abandon {
                 let id = rebuild::abandon(&stores, &projection).await?;
-                println!("abandoned rebuild {id} of {projection}; its copy is dropped and the live copy untouched");
+                say!(out, "abandoned rebuild {id} of {projection}; its copy is dropped and the live copy untouched");
             } else {
                 let bar = bar("events");
                 let report = rebuild::run(&stores, &projection, tenant, &|done, total| {
@@ -130,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
                 })
                 .await?;
                 bar.finish_and_clear();
-                println!(
+                say!(out, 
                     "rebuilt {} for {} tenant(s){}: {} events in {:.1} s ({:.0} events/s); live worker paused {:.0} ms for the switch",
                     report.projection,
                     report.tenants,
@@ -145,17 +177,29 @@ async fn main() -> anyhow::Result<()> {
         Command::Rebuilds { json } => {
             let rebuilds = rebuild::list(&stores.pool, 20).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rebuilds)?);
+                say!(out, "{}", serde_json::to_string_pretty(&rebuilds)?);
             } else {
-                println!(
+                say!(
+                    out,
                     "{:<36} {:<12} {:<10} {:>10} {:>10} {:>10}  tenant",
-                    "id", "projection", "state", "position", "target", "events"
+                    "id",
+                    "projection",
+                    "state",
+                    "position",
+                    "target",
+                    "events"
                 );
                 for r in rebuilds {
                     let tenant = r.tenant_id.map_or("all".to_owned(), |t| t.to_string());
-                    println!(
+                    say!(
+                        out,
                         "{:<36} {:<12} {:<10} {:>10} {:>10} {:>10}  {tenant}",
-                        r.id, r.projection, r.state, r.position, r.target_position, r.events_applied
+                        r.id,
+                        r.projection,
+                        r.state,
+                        r.position,
+                        r.target_position,
+                        r.events_applied
                     );
                 }
             }
@@ -168,20 +212,25 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?;
             bar.finish_and_clear();
-            println!("re-applied {applied} events to {projection}");
+            say!(out, "re-applied {applied} events to {projection}");
         }
         Command::Parked { action } => match action {
             Parked::List { projection, after, limit, json } => {
                 let streams = operations::parked(&stores.pool, projection.as_deref(), after, limit).await?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&streams)?);
+                    say!(out, "{}", serde_json::to_string_pretty(&streams)?);
                 } else {
-                    println!(
+                    say!(
+                        out,
                         "{:<24} {:<36} {:>6} {:>8}  first event / error",
-                        "projection", "stream", "events", "version"
+                        "projection",
+                        "stream",
+                        "events",
+                        "version"
                     );
                     for s in streams {
-                        println!(
+                        say!(
+                            out,
                             "{:<24} {:<36} {:>6} {:>8}  {} {}: {}",
                             s.projection,
                             s.stream_id,
@@ -196,27 +245,27 @@ async fn main() -> anyhow::Result<()> {
             }
             Parked::Retry { projection, stream } => {
                 let applied = operations::retry_parked(&stores, &projection, stream).await?;
-                println!("applied {applied} parked events of stream {stream} to {projection}");
+                say!(out, "applied {applied} parked events of stream {stream} to {projection}");
             }
             Parked::Skip { projection, stream } => {
                 let skipped = operations::skip_parked(&stores, &projection, stream).await?;
-                println!("skipped {skipped} parked events of stream {stream} for {projection}");
+                say!(out, "skipped {skipped} parked events of stream {stream} for {projection}");
             }
         },
         Command::EsMigrate { tenant, entity } => {
             let migrated = murima_projector::mappings::migrate(&stores, tenant, entity.as_deref()).await?;
             for m in &migrated {
-                println!("{}: {} -> {} ({} documents)", m.alias, m.from, m.to, m.documents);
+                say!(out, "{}: {} -> {} ({} documents)", m.alias, m.from, m.to, m.documents);
             }
-            println!("{} indices migrated", migrated.len());
+            say!(out, "{} indices migrated", migrated.len());
         }
         Command::Republish { from } => {
             anyhow::ensure!(from >= 1, "--from must be a journal position, 1 or more");
             let queued = operations::republish(&stores.pool, from).await?;
-            println!("queued {queued} events from position {from} for the relay to publish");
+            say!(out, "queued {queued} events from position {from} for the relay to publish");
         }
     }
-    Ok(())
+    flush(&out)
 }
 
 fn bar(unit: &str) -> ProgressBar {
