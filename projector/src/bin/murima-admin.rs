@@ -162,7 +162,8 @@ async fn main() -> anyhow::Result<()> {
                 })
                 .await?;
                 bar.finish_and_clear();
-                say!(out, 
+                say!(
+                    out,
                     "rebuilt {} for {} tenant(s){}: {} events in {:.1} s ({:.0} events/s); live worker paused {:.0} ms for the switch",
                     report.projection,
                     report.tenants,
