@@ -30,7 +30,7 @@ CREATE TABLE projector.rebuilds (
     gaps            BIGINT[]    NOT NULL DEFAULT '{}', -- positions skipped while uncommitted
     events_applied  BIGINT      NOT NULL DEFAULT 0,
     target_position BIGINT      NOT NULL DEFAULT 0,    -- the journal head when it started
-    deferred_indexes TEXT[]     NOT NULL DEFAULT '{}', -- copy indexes dropped for the bulk load
+    deferred_ddl    TEXT[]      NOT NULL DEFAULT '{}', -- remakes the copy's indexes after the bulk load
     started_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
     finished_at     TIMESTAMPTZ

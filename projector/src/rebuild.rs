@@ -65,13 +65,14 @@ pub struct Rebuild {
     pub started_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// Index definitions of the copy dropped for the bulk load, built again before the switch.
+    /// Statements that make the copy's indexes again before the switch (dropped for the
+    /// bulk load).
     #[serde(skip)]
-    pub deferred_indexes: Vec<String>,
+    pub deferred_ddl: Vec<String>,
 }
 
 const COLUMNS: &str = "id, projection, tenant_id, state, copies, position, gaps, events_applied, target_position,
-                       started_at, updated_at, finished_at, deferred_indexes";
+                       started_at, updated_at, finished_at, deferred_ddl";
 
 type Row = (
     Uuid,
@@ -104,7 +105,7 @@ impl From<Row> for Rebuild {
             started_at: r.9,
             updated_at: r.10,
             finished_at: r.11,
-            deferred_indexes: r.12,
+            deferred_ddl: r.12,
         }
     }
 }
@@ -371,10 +372,11 @@ impl Copier {
     }
 }
 
-/// A bulk load into an empty table is far cheaper without its secondary indexes: the copy
-/// schemas are made now, their indexes that back no constraint are dropped, and their
-/// definitions kept with the rebuild (in the same transaction, so a resumed rebuild
-/// still knows them) to be built once, before the switch.
+/// A bulk load into an empty table is cheaper without its secondary indexes: the copy
+/// schemas are made now, their indexes that back no constraint are dropped, and the
+/// statements that make them again are kept with the rebuild (in the same transaction,
+/// so a resumed rebuild still has them), to run once before the switch. Foreign keys
+/// stay: they are what parks an event the live projection would park too.
 async fn defer_indexes(pool: &PgPool, rebuild: &mut Rebuild) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
     let mut schemas = Vec::new();
@@ -383,7 +385,7 @@ async fn defer_indexes(pool: &PgPool, rebuild: &mut Rebuild) -> anyhow::Result<(
         schemas.push(Tenancy(*scratch).pg_schema());
     }
     let indexes: Vec<(String, String)> = sqlx::query_as(
-        "SELECT format('%I.%I', n.nspname, ic.relname), pg_get_indexdef(i.indexrelid)
+        "SELECT format('DROP INDEX %I.%I', n.nspname, ic.relname), pg_get_indexdef(i.indexrelid)
          FROM pg_index i
          JOIN pg_class ic ON ic.oid = i.indexrelid
          JOIN pg_class t ON t.oid = i.indrelid
@@ -394,13 +396,13 @@ async fn defer_indexes(pool: &PgPool, rebuild: &mut Rebuild) -> anyhow::Result<(
     .bind(&schemas)
     .fetch_all(&mut *tx)
     .await?;
-    for (index, _) in &indexes {
-        sqlx::query(&format!("DROP INDEX {index}")).execute(&mut *tx).await?;
+    for (drop, _) in &indexes {
+        sqlx::query(drop).execute(&mut *tx).await?;
     }
-    rebuild.deferred_indexes = indexes.into_iter().map(|(_, definition)| definition).collect();
-    sqlx::query("UPDATE projector.rebuilds SET deferred_indexes = $2 WHERE id = $1")
+    rebuild.deferred_ddl = indexes.into_iter().map(|(_, make)| make).collect();
+    sqlx::query("UPDATE projector.rebuilds SET deferred_ddl = $2 WHERE id = $1")
         .bind(rebuild.id)
-        .bind(&rebuild.deferred_indexes)
+        .bind(&rebuild.deferred_ddl)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -408,24 +410,25 @@ async fn defer_indexes(pool: &PgPool, rebuild: &mut Rebuild) -> anyhow::Result<(
 }
 
 async fn restore_indexes(pool: &PgPool, rebuild: &mut Rebuild) -> anyhow::Result<()> {
-    if rebuild.deferred_indexes.is_empty() {
+    if rebuild.deferred_ddl.is_empty() {
         return Ok(());
     }
     let mut tx = pool.begin().await?;
-    for definition in &rebuild.deferred_indexes {
-        let idempotent = definition.replacen("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1).replacen(
-            "CREATE UNIQUE INDEX ",
-            "CREATE UNIQUE INDEX IF NOT EXISTS ",
-            1,
-        );
-        sqlx::query(&idempotent).execute(&mut *tx).await?;
+    for statement in &rebuild.deferred_ddl {
+        // A partitioned table's index is described `ON ONLY` the parent; made again
+        // without ONLY it is made on every partition too, as provisioning made it.
+        let again = statement
+            .replacen("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1)
+            .replacen("CREATE UNIQUE INDEX ", "CREATE UNIQUE INDEX IF NOT EXISTS ", 1)
+            .replacen(" ON ONLY ", " ON ", 1);
+        sqlx::query(&again).execute(&mut *tx).await?;
     }
-    sqlx::query("UPDATE projector.rebuilds SET deferred_indexes = '{}' WHERE id = $1")
+    sqlx::query("UPDATE projector.rebuilds SET deferred_ddl = '{}' WHERE id = $1")
         .bind(rebuild.id)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    rebuild.deferred_indexes.clear();
+    rebuild.deferred_ddl.clear();
     Ok(())
 }
 

@@ -47,6 +47,21 @@ async fn schema_oid(app: &TestApp, tenant: Uuid) -> Option<u32> {
     oid.map(|o| o.0)
 }
 
+/// The names of a tenant schema's indexes and constraints, with their definitions.
+async fn schema_shape(app: &TestApp, tenant: Uuid) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT indexname || ' ' || replace(indexdef, schemaname, 'S') FROM pg_indexes WHERE schemaname = $1
+         UNION ALL
+         SELECT c.conname || ' ' || pg_get_constraintdef(c.oid) FROM pg_constraint c
+         JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname = $1
+         ORDER BY 1",
+    )
+    .bind(runtime::tenancy::Tenancy(tenant).pg_schema())
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+}
+
 /// Writes through the command API until told to stop; returns how many commands it sent.
 fn keep_writing(app: &TestApp, ids: Vec<String>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<usize> {
     let (http, url, token, case_type) =
@@ -119,6 +134,7 @@ async fn rebuilds_of_every_projection_under_live_writes_switch_in_without_a_fail
     .await;
     let other_digest = app.store_digest_of(other).await;
     let (other_oid, live_oid) = (schema_oid(&app, other).await, schema_oid(&app, app.tenant_id).await);
+    let shape_before = schema_shape(&app, app.tenant_id).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let writer = keep_writing(&app, ids.clone(), stop.clone());
@@ -149,6 +165,9 @@ async fn rebuilds_of_every_projection_under_live_writes_switch_in_without_a_fail
             .await
             .unwrap();
     assert_eq!(leftovers, 0, "the replaced schema is dropped");
+
+    // The copy was loaded without its indexes and foreign keys; all are back.
+    assert_eq!(schema_shape(&app, app.tenant_id).await, shape_before);
 
     // Search reads the rebuilt indices (named after the rebuild's scratch id).
     let cases_alias = runtime::tenancy::Tenancy(app.tenant_id).es_alias("cases");

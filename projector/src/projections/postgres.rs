@@ -68,6 +68,17 @@ impl PostgresProjection {
         .bind(format!("pending-{}", tenant.simple()))
         .execute(&mut **tx)
         .await?;
+        if !self.placement.is_live() {
+            // A rebuild made its copy schemas and took their indexes and foreign keys off
+            // for the bulk load; provisioning again would put them back.
+            let made: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                .bind(self.schema(tenant))
+                .fetch_one(&mut **tx)
+                .await?;
+            if made {
+                return Ok(());
+            }
+        }
         sqlx::query("SELECT public.murima_provision_tenant($1)")
             .bind(self.schema_id(tenant))
             .execute(&mut **tx)
