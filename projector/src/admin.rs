@@ -114,6 +114,15 @@ async fn rebuild(
             .map_err(|e| ApiError::BadRequest(format!("the body must be {{\"tenant_id\"?: uuid}}: {e}")))?
     };
     let tenant = body.tenant_id;
+    let pool = &admin.stores.pool;
+    if let Some(t) = tenant {
+        if !crate::rebuild::in_journal(pool, t).await.map_err(ApiError::Internal)? {
+            return Err(ApiError::NotFound(format!("tenant {t} has no events in the journal")));
+        }
+    }
+    if let Some(why) = crate::rebuild::refusal(pool, name, tenant).await.map_err(ApiError::Internal)? {
+        return Err(ApiError::Conflict { detail: why, current_version: None });
+    }
     let stores = admin.stores.clone();
     tokio::spawn(async move {
         match crate::rebuild::run(&stores, name, tenant, &|_, _| {}).await {

@@ -162,6 +162,39 @@ impl Exclusive {
     }
 }
 
+/// Whether a tenant has any events in the journal (a rebuild of it has something to copy).
+pub async fn in_journal(pool: &PgPool, tenant: Uuid) -> anyhow::Result<bool> {
+    Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM eventstore.events WHERE tenant_id = $1)")
+        .bind(tenant)
+        .fetch_one(pool)
+        .await?)
+}
+
+/// Why a rebuild of `name` for `tenant` cannot start now, if it cannot: one is running,
+/// or an unfinished one is for another target. (Checked again when it starts.)
+pub async fn refusal(pool: &PgPool, name: &str, tenant: Option<Uuid>) -> anyhow::Result<Option<String>> {
+    let key = crate::control::lock_key(&format!("rebuild.{name}")) as u64;
+    let held: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+                        WHERE l.locktype = 'advisory' AND d.datname = current_database()
+                          AND l.classid::bigint = $1 AND l.objid::bigint = $2 AND l.objsubid = 1)",
+    )
+    .bind((key >> 32) as i64)
+    .bind((key & 0xffff_ffff) as i64)
+    .fetch_one(pool)
+    .await?;
+    if held {
+        return Ok(Some(format!("a rebuild of {name} is running; follow it at /v1/admin/rebuilds")));
+    }
+    Ok(unfinished(pool, name).await?.filter(|r| r.tenant_id != tenant).map(|r| {
+        format!(
+            "an unfinished rebuild of {name} ({}) is for {}; resume it with the same target or abandon it",
+            r.id,
+            r.tenant_id.map_or("every tenant".to_owned(), |t| format!("tenant {t}"))
+        )
+    }))
+}
+
 /// Starts a rebuild of `name` (for one tenant or all), or resumes its unfinished one,
 /// and runs it to the switch. `progress(done, total)` is called after every batch.
 pub async fn run(
@@ -246,7 +279,9 @@ async fn start(pool: &PgPool, name: &str, tenant: Option<Uuid>, journal: &Journa
         Some(t) => vec![t],
         None => sqlx::query_scalar("SELECT DISTINCT tenant_id FROM eventstore.events").fetch_all(pool).await?,
     };
-    anyhow::ensure!(!tenants.is_empty() || tenant.is_none(), "no events of tenant {tenant:?} in the journal");
+    if let Some(t) = tenant {
+        anyhow::ensure!(in_journal(pool, t).await?, "tenant {t} has no events in the journal");
+    }
     let copies: HashMap<Uuid, Uuid> = tenants.into_iter().map(|t| (t, Uuid::new_v4())).collect();
     let head = journal.head().await?;
     let row: Row = sqlx::query_as(&format!(

@@ -261,6 +261,8 @@ async fn an_interrupted_rebuild_resumes_or_is_abandoned_and_two_cannot_run_at_on
             })
         };
         eventually("the slow rebuild to be running", || async { running.load(Ordering::Relaxed).then_some(()) }).await;
+        let why = projector::rebuild::refusal(&app.pool, "postgres", Some(tenant)).await.unwrap();
+        assert!(why.is_some_and(|w| w.contains("is running")), "the HTTP API answers 409 while one runs");
         let second = projector::rebuild::abandon(&stores, "postgres").await.unwrap_err();
         assert!(second.to_string().contains("is running in another process"), "{second}");
         release.store(true, Ordering::Relaxed);
@@ -429,6 +431,15 @@ async fn operators_see_status_and_retry_or_skip_parked_streams_over_http() {
     let r = app.http.post(&skip).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "nothing left to skip");
 
+    // Everything is re-delivered and ignored: the stores end where they were. (Taken once
+    // every projection has caught up: the other stores take the skipped case.)
+    let caught_up = || async {
+        let s: Value =
+            app.http.get(admin_url("/projections")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+        s["projections"].as_array()?.iter().all(|p| p["lag_events"] == 0).then_some(())
+    };
+    eventually("every projection to catch up", caught_up).await;
+    let before = app.store_digest().await;
     // Republish is idempotent: queued positions are not queued twice.
     let r =
         app.http.post(admin_url("/republish")).bearer_auth(&admin).json(&json!({ "from": 0 })).send().await.unwrap();
@@ -436,20 +447,13 @@ async fn operators_see_status_and_retry_or_skip_parked_streams_over_http() {
     let r =
         app.http.post(admin_url("/republish")).bearer_auth(&admin).json(&json!({ "from": 1 })).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    // Everything is re-delivered and ignored: the stores end where they were.
-    let before = app.store_digest().await;
     eventually("the outbox to drain", || async {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM eventstore.outbox").fetch_one(&app.pool).await.unwrap();
         (n == 0).then_some(())
     })
     .await;
     // (Not wait_for_all_stores: the skipped case never reaches PostgreSQL, by design.)
-    eventually("every projection to consume the republished log", || async {
-        let s: Value =
-            app.http.get(admin_url("/projections")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
-        s["projections"].as_array()?.iter().all(|p| p["lag_events"] == 0).then_some(())
-    })
-    .await;
+    eventually("every projection to consume the republished log", caught_up).await;
     assert_eq!(app.store_digest().await, before, "republished events change nothing");
 
     // Replaying a range through a live projection is as harmless, by position or time.
@@ -490,6 +494,15 @@ async fn operators_see_status_and_retry_or_skip_parked_streams_over_http() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = app
+        .http
+        .post(admin_url("/projections/postgres/rebuild"))
+        .bearer_auth(&admin)
+        .json(&json!({ "tenant_id": Uuid::now_v7() }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "no such tenant");
     eventually("the rebuild to switch in", || async {
         let r: Value =
             app.http.get(admin_url("/rebuilds")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
