@@ -73,6 +73,11 @@ struct Args {
     /// Tenants the seeded cases spread over.
     #[arg(long, default_value_t = 10)]
     query_tenants: usize,
+    /// Seed the query scenario straight into the journal and build the relational and
+    /// Redis read models with a rebuild (fast; search then covers only what
+    /// Elasticsearch held before), instead of through the command API.
+    #[arg(long)]
+    seed_from_journal: bool,
     /// Reads per second of the query scenario.
     #[arg(long, default_value_t = 200)]
     query_rate: u64,
@@ -97,6 +102,14 @@ fn secret(args: &Args) -> anyhow::Result<String> {
     std::fs::read_to_string(".murima/jwt-secret")
         .map(|s| s.trim().to_owned())
         .context("no --secret, MURIMA_JWT_SECRET or .murima/jwt-secret (start the system with scripts/run.sh)")
+}
+
+/// The stores as the services see them (MURIMA_* variables, else the local stack).
+async fn stores(args: &Args) -> anyhow::Result<projector::stores::Stores> {
+    if std::env::var("MURIMA_JWT_SECRET").is_err() {
+        std::env::set_var("MURIMA_JWT_SECRET", secret(args)?);
+    }
+    projector::stores::Stores::connect(&runtime::Settings::from_env()?, 8).await
 }
 
 fn commit() -> String {
@@ -136,7 +149,11 @@ async fn main() -> anyhow::Result<()> {
     if wants(Scenario::Queries) || args.scenario == Scenario::Seed {
         let cases = args.cases.unwrap_or(if args.scenario == Scenario::All { 10_000 } else { 1_000_000 });
         let tenants = api.tenants(&format!("{run}q"), args.query_tenants).await?;
-        let seeded = scenarios::seed(&api, &tenants, cases, 64).await?;
+        let seeded = if args.seed_from_journal {
+            rebuild::seed_through_journal(&stores(&args).await?, &tenants, cases).await?
+        } else {
+            scenarios::seed(&api, &tenants, cases, 64).await?
+        };
         if args.scenario != Scenario::Seed {
             results
                 .insert("queries".into(), scenarios::queries(&api, &tenants, &seeded, args.query_rate, duration).await);
@@ -151,12 +168,10 @@ async fn main() -> anyhow::Result<()> {
     if wants(Scenario::Rebuild) {
         let events = args.rebuild_events.unwrap_or(if args.scenario == Scenario::All { 20_000 } else { 200_000 });
         let tenant = api.tenant(&format!("{run}r"), 0).await?;
-        // The stores as the services see them (MURIMA_* variables, else the local stack).
-        if std::env::var("MURIMA_JWT_SECRET").is_err() {
-            std::env::set_var("MURIMA_JWT_SECRET", secret(&args)?);
-        }
-        let stores = projector::stores::Stores::connect(&runtime::Settings::from_env()?, 8).await?;
-        results.insert("rebuild".into(), rebuild::rebuild(&stores, &tenant, events, args.naive_events).await?);
+        results.insert(
+            "rebuild".into(),
+            rebuild::rebuild(&stores(&args).await?, &tenant, events, args.naive_events).await?,
+        );
     }
 
     let report = json!({
@@ -167,7 +182,7 @@ async fn main() -> anyhow::Result<()> {
             "scenario": format!("{:?}", args.scenario).to_lowercase(),
             "clients": args.clients, "tenants": args.tenants, "seconds": args.seconds, "rate": args.rate,
             "lag_sample": args.lag_sample, "cases": args.cases, "query_tenants": args.query_tenants,
-            "query_rate": args.query_rate, "rebuild_events": args.rebuild_events, "naive_events": args.naive_events,
+            "query_rate": args.query_rate, "rebuild_events": args.rebuild_events, "seed_from_journal": args.seed_from_journal, "naive_events": args.naive_events,
         },
         "results": results,
     });

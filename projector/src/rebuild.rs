@@ -464,6 +464,18 @@ async fn restore_indexes(pool: &PgPool, rebuild: &mut Rebuild) -> anyhow::Result
         .await?;
     tx.commit().await?;
     rebuild.deferred_ddl.clear();
+    // A bulk-loaded table has no statistics until autovacuum gets to it, and without them
+    // the query API's plans on a million cases took seconds instead of milliseconds.
+    // (After the indexes: expression indexes get statistics too.)
+    let schemas: Vec<String> = rebuild.copies.0.values().map(|s| Tenancy(*s).pg_schema()).collect();
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = ANY($1)")
+            .bind(&schemas)
+            .fetch_all(pool)
+            .await?;
+    for table in &tables {
+        sqlx::query(&format!("ANALYZE {table}")).execute(pool).await?;
+    }
     Ok(())
 }
 
