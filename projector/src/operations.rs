@@ -365,18 +365,13 @@ pub async fn replay(
     // As the worker does: streams parked (or skipped) for this projection stay out, and
     // an event the store refuses is parked with its stream.
     let parking = crate::parking::ParkingLot::new(stores.pool.clone());
-    let mut parked: std::collections::HashSet<Uuid> = parking.parked_streams(name).await?.into_iter().collect();
-    let skipped: Vec<Uuid> =
-        sqlx::query_scalar("SELECT DISTINCT stream_id FROM projector.skipped_events WHERE projection = $1")
-            .bind(name)
-            .fetch_all(&stores.pool)
-            .await?;
+    let mut parked = parking.held_back(name).await?;
     let group = stores.group(name);
     let checkpoint = Checkpoint { group: group.clone(), topic: String::new(), positions: BTreeMap::new() };
     loop {
         let mut events = journal.read(after, &[], 2_000).await?;
         let Some(last) = events.last().map(|e| e.envelope.position) else { break };
-        events.retain(|e| !parked.contains(&e.envelope.stream_id) && !skipped.contains(&e.envelope.stream_id));
+        events.retain(|e| !parked.contains(&e.envelope.stream_id));
         applied += events.len() as u64;
         crate::worker::apply_or_park(&*projection, &parking, events, &checkpoint, &mut parked, &group, &stores.pool)
             .await?;

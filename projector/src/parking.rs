@@ -23,6 +23,20 @@ impl ParkingLot {
             .await?)
     }
 
+    /// The streams a replay or rebuild keeps out for a projection, as its worker does:
+    /// those parked, and those an operator skipped.
+    pub async fn held_back(&self, projection: &str) -> anyhow::Result<std::collections::HashSet<Uuid>> {
+        Ok(sqlx::query_scalar(
+            "SELECT stream_id FROM projector.parked_events WHERE projection = $1
+             UNION SELECT stream_id FROM projector.skipped_events WHERE projection = $1",
+        )
+        .bind(projection)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .collect())
+    }
+
     pub async fn park(
         &self,
         projection: &str,

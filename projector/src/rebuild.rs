@@ -377,13 +377,7 @@ impl Copier {
         copy: std::sync::Arc<dyn crate::projection::Projection>,
     ) -> anyhow::Result<Self> {
         let parking = crate::parking::ParkingLot::new(stores.pool.clone());
-        let mut parked: std::collections::HashSet<Uuid> = parking.parked_streams(name).await?.into_iter().collect();
-        let skipped: Vec<Uuid> =
-            sqlx::query_scalar("SELECT DISTINCT stream_id FROM projector.skipped_events WHERE projection = $1")
-                .bind(name)
-                .fetch_all(&stores.pool)
-                .await?;
-        parked.extend(skipped);
+        let parked = parking.held_back(name).await?;
         let group = format!("rebuild.{}", rebuild.id);
         let checkpoint = crate::projection::Checkpoint { group, ..Default::default() };
         Ok(Self { copy, copies: rebuild.copies.0.clone(), parking, parked, checkpoint, pool: stores.pool.clone() })
