@@ -3,6 +3,8 @@
 //! This is what makes guarantees 1-3 hold whatever the broker does: once a command is
 //! answered 2xx its events are committed here, and the relay delivers them from here.
 
+use std::sync::Arc;
+
 use axum::http::StatusCode;
 use chrono::Utc;
 use events::case::{self, Case, CaseEvent};
@@ -26,11 +28,12 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::context::CommandContext;
+use crate::stream_cache::StreamCache;
 
 /// How a stream's events are read back and folded; one impl per stream type.
 pub trait StreamKind {
     const TYPE: StreamType;
-    type State;
+    type State: Clone + Send + Sync + 'static;
     type Event;
     fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self::Event, DecodeError>;
     fn evolve(state: Option<Self::State>, event: &Self::Event) -> Option<Self::State>;
@@ -111,10 +114,14 @@ impl CommandReply {
     }
 }
 
+/// How many streams' folded states the command API keeps (see `stream_cache`).
+const CACHED_STREAMS: usize = 200_000;
+
 #[derive(Clone)]
 pub struct Journal {
     pool: PgPool,
-    published: std::sync::Arc<tokio::sync::Notify>,
+    published: Arc<tokio::sync::Notify>,
+    cache: Arc<StreamCache>,
 }
 
 /// One command to run against one stream.
@@ -130,8 +137,8 @@ pub struct Command<'a> {
 }
 
 impl Journal {
-    pub fn new(pool: PgPool, published: std::sync::Arc<tokio::sync::Notify>) -> Self {
-        Self { pool, published }
+    pub fn new(pool: PgPool, published: Arc<tokio::sync::Notify>) -> Self {
+        Self { pool, published, cache: Arc::new(StreamCache::new(CACHED_STREAMS)) }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -204,7 +211,7 @@ impl Journal {
         decide: impl FnOnce(Option<&K::State>, Looked) -> Result<Vec<K::Event>, DomainError>,
     ) -> Result<CommandReply, ApiError> {
         let mut tx = self.pool.begin().await?;
-        let (state, current) = load::<K>(&mut tx, cmd.tenant_id, cmd.stream_id).await?;
+        let (state, current) = load::<K>(&mut tx, &self.cache, cmd.tenant_id, cmd.stream_id).await?;
         if let Some(expected) = cmd.ctx.expected_version {
             if expected != current {
                 return Err(ApiError::Conflict {
@@ -220,7 +227,8 @@ impl Journal {
         })?;
 
         let mut version = current;
-        let mut position = last_position(&mut tx, cmd.stream_id).await?;
+        // A command that appends nothing answers with the stream's last position.
+        let mut position = if new_events.is_empty() { last_position(&mut tx, cmd.stream_id).await? } else { 0 };
         let now = Utc::now();
         for event in &new_events {
             version += 1;
@@ -314,13 +322,16 @@ impl Journal {
     /// A stream's current state (None: no such stream in this tenant).
     pub async fn state<K: StreamKind>(&self, tenant: Uuid, stream: Uuid) -> Result<Option<K::State>, ApiError> {
         let mut conn = self.pool.acquire().await?;
-        Ok(load::<K>(&mut conn, tenant, stream).await?.0)
+        Ok(load::<K>(&mut conn, &self.cache, tenant, stream).await?.0)
     }
 
     /// Every stream of one kind in a tenant, folded (for small sets such as definitions).
+    /// Streams are found by their first events, along a partial index of stream starts, so
+    /// the cost follows the number of such streams, not the size of the tenant's journal.
     pub async fn all<K: StreamKind>(&self, tenant: Uuid) -> Result<Vec<K::State>, ApiError> {
         let ids: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT DISTINCT stream_id FROM eventstore.events WHERE tenant_id = $1 AND stream_type = $2",
+            "SELECT stream_id FROM eventstore.events
+             WHERE tenant_id = $1 AND stream_type = $2 AND stream_version = 1 ORDER BY stream_id",
         )
         .bind(tenant)
         .bind(K::TYPE.as_str())
@@ -329,7 +340,7 @@ impl Journal {
         let mut states = Vec::with_capacity(ids.len());
         let mut conn = self.pool.acquire().await?;
         for id in ids {
-            if let Some(state) = load::<K>(&mut conn, tenant, id).await?.0 {
+            if let Some(state) = load::<K>(&mut conn, &self.cache, tenant, id).await?.0 {
                 states.push(state);
             }
         }
@@ -354,29 +365,36 @@ impl Journal {
     }
 }
 
-/// Folds a stream's events. A stream of another tenant, or an id of another kind of
-/// stream (a case type id sent as a case id), reads as empty: a 404 or 422, never a decode error.
+/// Folds a stream's events onto its cached state: only the events after the cached version
+/// are read. A stream of another tenant, or an id of another kind of stream (a case type id
+/// sent as a case id), reads as empty: a 404 or 422, never a decode error.
 async fn load<K: StreamKind>(
     conn: &mut sqlx::PgConnection,
+    cache: &StreamCache,
     tenant: Uuid,
     stream: Uuid,
 ) -> Result<(Option<K::State>, i64), ApiError> {
+    let (mut state, cached) = cache.get::<K::State>(tenant, K::TYPE, stream).unwrap_or((None, 0));
     let rows: Vec<(String, i16, Value, i64)> = sqlx::query_as(
         "SELECT event_type, schema_version, envelope->'payload', stream_version
-         FROM eventstore.events WHERE stream_id = $1 AND tenant_id = $2 AND stream_type = $3
+         FROM eventstore.events
+         WHERE stream_id = $1 AND stream_version > $4 AND tenant_id = $2 AND stream_type = $3
          ORDER BY stream_version",
     )
     .bind(stream)
     .bind(tenant)
     .bind(K::TYPE.as_str())
+    .bind(cached)
     .fetch_all(&mut *conn)
     .await?;
-    let mut state = None;
-    let mut version = 0;
+    let mut version = cached;
     for (event_type, schema_version, payload, v) in rows {
         let event = K::decode(&event_type, schema_version as u16, payload).map_err(|e| anyhow::anyhow!(e))?;
         state = K::evolve(state, &event);
         version = v;
+    }
+    if version > cached {
+        cache.put(tenant, K::TYPE, stream, version, state.clone());
     }
     Ok((state, version))
 }
@@ -506,10 +524,13 @@ async fn last_position(tx: &mut Transaction<'_, Postgres>, stream: Uuid) -> Resu
 
 async fn append(tx: &mut Transaction<'_, Postgres>, e: &EventEnvelope) -> Result<i64, ApiError> {
     let envelope = serde_json::to_value(e).map_err(|err| anyhow::anyhow!(err))?;
+    // The event and its outbox entry in one statement: one round trip fewer per event.
     let inserted = sqlx::query_scalar::<_, i64>(
-        "INSERT INTO eventstore.events
-            (event_id, tenant_id, stream_type, stream_id, stream_version, event_type, schema_version, occurred_at, envelope)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING position",
+        "WITH appended AS (
+            INSERT INTO eventstore.events
+                (event_id, tenant_id, stream_type, stream_id, stream_version, event_type, schema_version, occurred_at, envelope)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING position)
+         INSERT INTO eventstore.outbox (position) SELECT position FROM appended RETURNING position",
     )
     .bind(e.event_id)
     .bind(e.tenant_id)
@@ -532,7 +553,6 @@ async fn append(tx: &mut Transaction<'_, Postgres>, e: &EventEnvelope) -> Result
         }
         Err(other) => return Err(other.into()),
     };
-    sqlx::query("INSERT INTO eventstore.outbox (position) VALUES ($1)").bind(position).execute(&mut **tx).await?;
     Ok(position)
 }
 

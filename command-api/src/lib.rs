@@ -7,6 +7,7 @@ pub mod journal;
 pub mod relay;
 pub mod routes;
 pub mod startup;
+pub mod stream_cache;
 pub mod versioned;
 
 pub use startup::Application;

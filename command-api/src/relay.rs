@@ -10,11 +10,14 @@
 //! deleted from the outbox: it is sent again after the failed one, and consumers drop the
 //! early copy as a version gap and apply the later one in order.
 //!
-//! Refill: `relay_state.delivered` counts deliveries since the topic was last filled. A
-//! missing or empty topic, or partitions holding clearly fewer messages than that (an
-//! in-memory broker that restarted empty), re-queues the whole journal. Consumers are version-guarded, so the
-//! duplicates this produces have no effect.
+//! Refill: `relay_offsets` keeps, per partition, the highest offset the broker acknowledged
+//! since the topic was last filled. A missing topic, or a partition whose high watermark is
+//! below that offset (an in-memory broker that restarted empty), re-queues the whole
+//! journal. Consumers are version-guarded, so the duplicates this produces have no effect.
+//! (Comparing a count of deliveries with the sum of the watermarks raced them and took a
+//! healthy broker for an empty one: a refill of millions of events for nothing.)
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -210,12 +213,13 @@ impl Relay {
                 }
             });
         }
-        let mut results: Vec<Result<(), String>> = Vec::with_capacity(deliveries.len());
+        // Ok: the (partition, offset) the broker stored the event at.
+        let mut results: Vec<Result<(i32, i64), String>> = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             results.push(match delivery {
                 None => Err("not enqueued".into()),
                 Some(d) => match d.await {
-                    Ok(Ok(_)) => Ok(()),
+                    Ok(Ok(delivered)) => Ok((delivered.partition, delivered.offset)),
                     Ok(Err((e, _))) => Err(e.to_string()),
                     Err(_) => Err("delivery cancelled".into()),
                 },
@@ -223,6 +227,12 @@ impl Relay {
         }
 
         let delivered = results.iter().filter(|r| r.is_ok()).count();
+        let mut acked: BTreeMap<i32, i64> = BTreeMap::new();
+        for (partition, offset) in results.iter().flatten() {
+            let highest = acked.entry(*partition).or_insert(*offset);
+            *highest = (*highest).max(*offset);
+        }
+        let (partitions, offsets): (Vec<i32>, Vec<i64>) = acked.into_iter().unzip();
         // Only the acknowledged prefix leaves the outbox, so order survives a failure.
         let prefix: Vec<i64> =
             pending.iter().zip(&results).take_while(|(_, r)| r.is_ok()).map(|(p, _)| p.position).collect();
@@ -235,6 +245,16 @@ impl Relay {
         .bind(delivered as i64)
         .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "INSERT INTO eventstore.relay_offsets (topic, partition, acked)
+             SELECT $1, p, o FROM unnest($2::int[], $3::bigint[]) AS a(p, o)
+             ON CONFLICT (topic, partition) DO UPDATE SET acked = GREATEST(relay_offsets.acked, EXCLUDED.acked)",
+        )
+        .bind(&self.topic)
+        .bind(&partitions)
+        .bind(&offsets)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
             anyhow::bail!("the broker refused an event after {} deliveries: {e}", prefix.len());
@@ -243,29 +263,22 @@ impl Relay {
         Ok(prefix.len())
     }
 
-    /// Re-queues the whole journal when the broker no longer holds what was delivered.
+    /// Re-queues the whole journal when the broker no longer holds what it acknowledged.
     async fn audit_broker(&self) -> anyhow::Result<()> {
-        let delivered: i64 = sqlx::query_scalar("SELECT delivered FROM eventstore.relay_state WHERE topic = $1")
-            .bind(&self.topic)
-            .fetch_one(&self.pool)
-            .await?;
-        let held = match self.messages_held().await {
+        let acked: Vec<(i32, i64)> =
+            sqlx::query_as("SELECT partition, acked FROM eventstore.relay_offsets WHERE topic = $1")
+                .bind(&self.topic)
+                .fetch_all(&self.pool)
+                .await?;
+        let held = match self.watermarks().await {
             Ok(held) => held,
             Err(e) => {
                 tracing::warn!(error = ?e, "cannot read the broker's watermarks; will check again");
                 return Ok(());
             }
         };
-        // tansu 0.6 reports a high watermark one short on some partitions, so a shortfall of
-        // up to one message per partition is tolerated; a restarted tansu has no topic at all.
-        let lost = match held {
-            None => true,
-            Some(held) => delivered > 0 && (held == 0 || held < delivered - i64::from(self.partitions)),
-        };
-        if !lost {
-            return Ok(());
-        }
-        tracing::warn!(topic = %self.topic, delivered, held = ?held, "the broker lost the event log; republishing the journal");
+        let Some(shortfall) = lost_log(&acked, held.as_ref()) else { return Ok(()) };
+        tracing::warn!(topic = %self.topic, %shortfall, "the broker lost the event log; republishing the journal");
         runtime::kafka::ensure_topic(&self.brokers, &self.topic, self.partitions).await?;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -279,12 +292,16 @@ impl Relay {
         .bind(&self.topic)
         .execute(&mut *tx)
         .await?;
+        sqlx::query("DELETE FROM eventstore.relay_offsets WHERE topic = $1")
+            .bind(&self.topic)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Messages the topic holds (sum of high watermarks), or None when it does not exist.
-    async fn messages_held(&self) -> anyhow::Result<Option<i64>> {
+    /// Each partition's high watermark, or None when the topic does not exist.
+    async fn watermarks(&self) -> anyhow::Result<Option<BTreeMap<i32, i64>>> {
         let producer = self.producer.clone();
         let topic = self.topic.clone();
         tokio::task::spawn_blocking(move || {
@@ -297,13 +314,60 @@ impl Relay {
             if t.error().is_some() || t.partitions().is_empty() {
                 return Ok(None);
             }
-            let mut held = 0;
+            let mut held = BTreeMap::new();
             for p in t.partitions() {
                 let (_low, high) = client.fetch_watermarks(&topic, p.id(), timeout)?;
-                held += high;
+                held.insert(p.id(), high);
             }
             Ok(Some(held))
         })
         .await?
+    }
+}
+
+/// Why the broker no longer holds what it acknowledged (None: it does). `acked` is the
+/// highest acknowledged offset per partition, `held` the high watermarks (None: no topic).
+/// A healthy partition's watermark is one past its last offset; tansu 0.6 sometimes reports
+/// one short, so a watermark equal to the acknowledged offset still counts as held.
+fn lost_log(acked: &[(i32, i64)], held: Option<&BTreeMap<i32, i64>>) -> Option<String> {
+    if acked.is_empty() {
+        return None; // nothing delivered since the last fill: nothing that could be lost
+    }
+    let Some(held) = held else { return Some("the topic is gone".into()) };
+    if held.values().all(|&high| high == 0) {
+        return Some("every partition is empty".into());
+    }
+    acked.iter().find_map(|&(partition, offset)| {
+        let high = held.get(&partition).copied().unwrap_or(0);
+        (high < offset).then(|| format!("partition {partition} ends at {high} but offset {offset} was acknowledged"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(highs: &[(i32, i64)]) -> BTreeMap<i32, i64> {
+        highs.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_broker_holding_every_acknowledged_offset_has_not_lost_its_log() {
+        let acked = [(0, 41), (1, 9), (2, 0)];
+        assert_eq!(lost_log(&acked, Some(&held(&[(0, 42), (1, 10), (2, 1)]))), None);
+        // tansu's one-short watermark, and later messages than those acknowledged here.
+        assert_eq!(lost_log(&acked, Some(&held(&[(0, 41), (1, 500), (2, 0)]))), None);
+        // Nothing acknowledged since the last fill: nothing to miss, even on an empty topic.
+        assert_eq!(lost_log(&[], None), None);
+    }
+
+    #[test]
+    fn a_restarted_empty_broker_is_noticed() {
+        let acked = [(0, 41), (1, 9)];
+        assert!(lost_log(&acked, None).is_some(), "no topic");
+        assert!(lost_log(&acked, Some(&held(&[(0, 0), (1, 0)]))).is_some(), "empty partitions");
+        // Refilled by a few new messages since the restart, but short of what was acknowledged.
+        assert!(lost_log(&acked, Some(&held(&[(0, 3), (1, 2)]))).is_some());
+        assert!(lost_log(&[(0, 0)], Some(&held(&[(0, 0), (1, 0)]))).is_some(), "a single lost message");
     }
 }

@@ -113,3 +113,46 @@ async fn case_numbers_stay_unique_and_gapless_under_concurrent_opens() {
     let expected: Vec<String> = (1..=12).map(|n| format!("CASE-{n:06}")).collect();
     assert_eq!(numbers, expected);
 }
+
+/// Each command API keeps folded stream states between commands; a second instance writing
+/// the same streams must never make the first decide on a stale state.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_command_api_on_the_same_journal_is_never_answered_from_a_stale_state() {
+    let app = TestApp::spawn().await;
+    let other = command_api::Application::build(&app.settings).await.expect("a second command API starts");
+    let other_url = format!("http://127.0.0.1:{}", other.port());
+    let _other = tokio::spawn(async move { other.run_until_stopped().await.expect("second command API runs") });
+    let id = app.open_case("Two writers").await["id"].as_str().unwrap().to_owned();
+    let status = |base: String, status: &'static str, if_match: Option<&'static str>| {
+        let mut request = app
+            .http
+            .post(format!("{base}/v1/cases/{id}/status"))
+            .bearer_auth(&app.token)
+            .json(&json!({ "status": status }));
+        if let Some(v) = if_match {
+            request = request.header("if-match", v);
+        }
+        async move {
+            let answer = request.send().await.unwrap();
+            (answer.status(), answer.json::<Value>().await.unwrap())
+        }
+    };
+
+    // The first API folds the case (and keeps it) while moving it to pending: version 2.
+    let (code, body) = status(app.command_url.clone(), "pending", None).await;
+    assert_eq!((code, body["version"].clone()), (StatusCode::OK, json!(2)));
+    // The second API moves it on: version 3, which the first has not seen.
+    let (code, body) = status(other_url.clone(), "in_progress", None).await;
+    assert_eq!((code, body["version"].clone()), (StatusCode::OK, json!(3)));
+
+    // A stale fold would think the case pending at version 2: it would refuse If-Match 3
+    // and append a status change. The first API reads what came after its fold instead.
+    let (code, body) = status(app.command_url.clone(), "in_progress", Some("\"3\"")).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["events_appended"], 0, "the case is already in progress: {body}");
+    assert_eq!(body["version"], 3);
+    let (code, body) = status(app.command_url.clone(), "pending", Some("\"2\"")).await;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["current_version"], 3);
+    assert_eq!(app.journal_count("case").await, 3);
+}
