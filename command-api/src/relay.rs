@@ -10,12 +10,13 @@
 //! deleted from the outbox: it is sent again after the failed one, and consumers drop the
 //! early copy as a version gap and apply the later one in order.
 //!
-//! Refill: `relay_offsets` keeps, per partition, the highest offset the broker acknowledged
-//! since the topic was last filled. A missing topic, or a partition whose high watermark is
-//! below that offset (an in-memory broker that restarted empty), re-queues the whole
-//! journal. Consumers are version-guarded, so the duplicates this produces have no effect.
-//! (Comparing a count of deliveries with the sum of the watermarks raced them and took a
-//! healthy broker for an empty one: a refill of millions of events for nothing.)
+//! Refill: `relay_offsets` keeps, per partition, the highest high watermark seen since the
+//! topic was last filled. A healthy partition's watermark never goes down, so a missing
+//! topic, or a partition below what was seen (an in-memory broker that restarted empty),
+//! re-queues the whole journal. Consumers are version-guarded, so the duplicates this
+//! produces have no effect. (A count of deliveries compared with the sum of the watermarks
+//! raced them and took a healthy broker for an empty one, and tansu acknowledges offsets up
+//! to a batch beyond its watermark, so acknowledged offsets cannot be compared either.)
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -213,13 +214,12 @@ impl Relay {
                 }
             });
         }
-        // Ok: the (partition, offset) the broker stored the event at.
-        let mut results: Vec<Result<(i32, i64), String>> = Vec::with_capacity(deliveries.len());
+        let mut results: Vec<Result<(), String>> = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             results.push(match delivery {
                 None => Err("not enqueued".into()),
                 Some(d) => match d.await {
-                    Ok(Ok(delivered)) => Ok((delivered.partition, delivered.offset)),
+                    Ok(Ok(_)) => Ok(()),
                     Ok(Err((e, _))) => Err(e.to_string()),
                     Err(_) => Err("delivery cancelled".into()),
                 },
@@ -227,12 +227,6 @@ impl Relay {
         }
 
         let delivered = results.iter().filter(|r| r.is_ok()).count();
-        let mut acked: BTreeMap<i32, i64> = BTreeMap::new();
-        for (partition, offset) in results.iter().flatten() {
-            let highest = acked.entry(*partition).or_insert(*offset);
-            *highest = (*highest).max(*offset);
-        }
-        let (partitions, offsets): (Vec<i32>, Vec<i64>) = acked.into_iter().unzip();
         // Only the acknowledged prefix leaves the outbox, so order survives a failure.
         let prefix: Vec<i64> =
             pending.iter().zip(&results).take_while(|(_, r)| r.is_ok()).map(|(p, _)| p.position).collect();
@@ -245,16 +239,6 @@ impl Relay {
         .bind(delivered as i64)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO eventstore.relay_offsets (topic, partition, acked)
-             SELECT $1, p, o FROM unnest($2::int[], $3::bigint[]) AS a(p, o)
-             ON CONFLICT (topic, partition) DO UPDATE SET acked = GREATEST(relay_offsets.acked, EXCLUDED.acked)",
-        )
-        .bind(&self.topic)
-        .bind(&partitions)
-        .bind(&offsets)
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
         if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
             anyhow::bail!("the broker refused an event after {} deliveries: {e}", prefix.len());
@@ -263,10 +247,11 @@ impl Relay {
         Ok(prefix.len())
     }
 
-    /// Re-queues the whole journal when the broker no longer holds what it acknowledged.
+    /// Re-queues the whole journal when a partition's high watermark went down (the broker
+    /// lost its log); otherwise records the watermarks as the new highest seen.
     async fn audit_broker(&self) -> anyhow::Result<()> {
-        let acked: Vec<(i32, i64)> =
-            sqlx::query_as("SELECT partition, acked FROM eventstore.relay_offsets WHERE topic = $1")
+        let seen: Vec<(i32, i64)> =
+            sqlx::query_as("SELECT partition, high_watermark FROM eventstore.relay_offsets WHERE topic = $1")
                 .bind(&self.topic)
                 .fetch_all(&self.pool)
                 .await?;
@@ -277,7 +262,23 @@ impl Relay {
                 return Ok(());
             }
         };
-        let Some(shortfall) = lost_log(&acked, held.as_ref()) else { return Ok(()) };
+        let Some(shortfall) = lost_log(&seen, held.as_ref()) else {
+            if let Some(held) = held {
+                let (partitions, highs): (Vec<i32>, Vec<i64>) = held.into_iter().unzip();
+                sqlx::query(
+                    "INSERT INTO eventstore.relay_offsets (topic, partition, high_watermark)
+                     SELECT $1, p, h FROM unnest($2::int[], $3::bigint[]) AS w(p, h)
+                     ON CONFLICT (topic, partition)
+                     DO UPDATE SET high_watermark = GREATEST(relay_offsets.high_watermark, EXCLUDED.high_watermark)",
+                )
+                .bind(&self.topic)
+                .bind(&partitions)
+                .bind(&highs)
+                .execute(&self.pool)
+                .await?;
+            }
+            return Ok(());
+        };
         tracing::warn!(topic = %self.topic, %shortfall, "the broker lost the event log; republishing the journal");
         runtime::kafka::ensure_topic(&self.brokers, &self.topic, self.partitions).await?;
         let mut tx = self.pool.begin().await?;
@@ -325,21 +326,16 @@ impl Relay {
     }
 }
 
-/// Why the broker no longer holds what it acknowledged (None: it does). `acked` is the
-/// highest acknowledged offset per partition, `held` the high watermarks (None: no topic).
-/// A healthy partition's watermark is one past its last offset; tansu 0.6 sometimes reports
-/// one short, so a watermark equal to the acknowledged offset still counts as held.
-fn lost_log(acked: &[(i32, i64)], held: Option<&BTreeMap<i32, i64>>) -> Option<String> {
-    if acked.is_empty() {
-        return None; // nothing delivered since the last fill: nothing that could be lost
+/// Why the broker lost its log (None: it did not). `seen` is the highest watermark seen per
+/// partition since the last fill, `held` the watermarks now (None: no topic).
+fn lost_log(seen: &[(i32, i64)], held: Option<&BTreeMap<i32, i64>>) -> Option<String> {
+    if seen.iter().all(|&(_, high)| high == 0) {
+        return None; // nothing was ever seen in the topic: nothing that could be lost
     }
     let Some(held) = held else { return Some("the topic is gone".into()) };
-    if held.values().all(|&high| high == 0) {
-        return Some("every partition is empty".into());
-    }
-    acked.iter().find_map(|&(partition, offset)| {
-        let high = held.get(&partition).copied().unwrap_or(0);
-        (high < offset).then(|| format!("partition {partition} ends at {high} but offset {offset} was acknowledged"))
+    seen.iter().find_map(|&(partition, before)| {
+        let now = held.get(&partition).copied().unwrap_or(0);
+        (now < before).then(|| format!("partition {partition} ends at {now} but had reached {before}"))
     })
 }
 
@@ -352,22 +348,22 @@ mod tests {
     }
 
     #[test]
-    fn a_broker_holding_every_acknowledged_offset_has_not_lost_its_log() {
-        let acked = [(0, 41), (1, 9), (2, 0)];
-        assert_eq!(lost_log(&acked, Some(&held(&[(0, 42), (1, 10), (2, 1)]))), None);
-        // tansu's one-short watermark, and later messages than those acknowledged here.
-        assert_eq!(lost_log(&acked, Some(&held(&[(0, 41), (1, 500), (2, 0)]))), None);
-        // Nothing acknowledged since the last fill: nothing to miss, even on an empty topic.
+    fn a_broker_whose_watermarks_only_grew_has_not_lost_its_log() {
+        let seen = [(0, 42), (1, 10), (2, 0)];
+        assert_eq!(lost_log(&seen, Some(&held(&[(0, 42), (1, 10), (2, 0)]))), None);
+        assert_eq!(lost_log(&seen, Some(&held(&[(0, 50), (1, 500), (2, 3)]))), None);
+        // Nothing seen since the last fill: nothing to miss, even without a topic.
         assert_eq!(lost_log(&[], None), None);
+        assert_eq!(lost_log(&[(0, 0)], Some(&held(&[(0, 0)]))), None);
     }
 
     #[test]
     fn a_restarted_empty_broker_is_noticed() {
-        let acked = [(0, 41), (1, 9)];
-        assert!(lost_log(&acked, None).is_some(), "no topic");
-        assert!(lost_log(&acked, Some(&held(&[(0, 0), (1, 0)]))).is_some(), "empty partitions");
-        // Refilled by a few new messages since the restart, but short of what was acknowledged.
-        assert!(lost_log(&acked, Some(&held(&[(0, 3), (1, 2)]))).is_some());
-        assert!(lost_log(&[(0, 0)], Some(&held(&[(0, 0), (1, 0)]))).is_some(), "a single lost message");
+        let seen = [(0, 41), (1, 9)];
+        assert!(lost_log(&seen, None).is_some(), "no topic");
+        assert!(lost_log(&seen, Some(&held(&[(0, 0), (1, 0)]))).is_some(), "empty partitions");
+        // Written to again since the restart, but below what it held before.
+        assert!(lost_log(&seen, Some(&held(&[(0, 3), (1, 12)]))).is_some());
+        assert!(lost_log(&[(0, 1)], Some(&held(&[(0, 0), (1, 0)]))).is_some(), "a single lost message");
     }
 }
