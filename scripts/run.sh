@@ -15,6 +15,9 @@ mkdir -p "$STATE/logs" "$STATE/pids"
 export MURIMA_JWT_SECRET
 MURIMA_JWT_SECRET=$(cat "$STATE/jwt-secret")
 export MURIMA_DATABASE_URL="${MURIMA_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/murima}"
+# tansu answers a Fetch only when its wait runs out (Kafka answers when data arrives), so
+# the default 500 ms wait would be the projection lag of a quiet local system.
+export MURIMA_KAFKA_FETCH_WAIT_MS="${MURIMA_KAFKA_FETCH_WAIT_MS:-25}"
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 

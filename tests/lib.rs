@@ -32,6 +32,7 @@ pub fn test_settings() -> Settings {
         kafka_topic: format!("murima.test.{id}"),
         kafka_partitions: 3,
         kafka_group_prefix: format!("murima.test.{id}"),
+        kafka_fetch_wait: Duration::from_millis(25),
         mongo_url: env_or("MURIMA_MONGO_URL", "mongodb://127.0.0.1:27017"),
         mongo_database: format!("murima_test_{id}"),
         elastic_url: env_or("MURIMA_ELASTIC_URL", "http://127.0.0.1:9200"),

@@ -143,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
             results.insert("commands".into(), scenarios::commands(&api, &tenants, args.clients, duration).await);
         }
         if wants(Scenario::Lag) {
-            results.insert("lag".into(), scenarios::lag(&api, &tenants, args.rate, duration, args.lag_sample).await);
+            results.insert("lag".into(), scenarios::lag(&api, &tenants, args.rate, duration, args.lag_sample).await?);
         }
     }
     if wants(Scenario::Queries) || args.scenario == Scenario::Seed {

@@ -127,10 +127,44 @@ pub async fn commands(api: &Api, tenants: &[Tenant], clients: usize, duration: D
     })
 }
 
+/// The reads that show a new case in each store, waiting for its position token.
+fn visibility_probes(id: &str, word: &str, position: &str) -> [(&'static str, String); 4] {
+    [
+        ("postgres (case, with token)", format!("/v1/cases/{id}?position={position}")),
+        ("mongodb (audit, with token)", format!("/v1/cases/{id}/audit?position={position}")),
+        ("elasticsearch (search, with token)", format!("/v1/search/cases?q={word}&position={position}")),
+        ("redis (counters, with token)", format!("/v1/counters?position={position}")),
+    ]
+}
+
+/// Opens a case in every tenant and waits until every store shows it, so the lag measured
+/// afterwards is not that of provisioning new tenants (schemas, collections, indices).
+async fn warm_up(api: &Api, tenants: &[Tenant]) -> anyhow::Result<()> {
+    for (n, tenant) in tenants.iter().enumerate() {
+        let word = format!("warmup{n}x{}", uuid::Uuid::now_v7().simple());
+        let body = open_body(tenant, &mut Rng::new(n as u64), &format!("Probe {word}"));
+        let answer = api.command(Method::POST, "/v1/cases", &tenant.token, Some(body)).await;
+        let (Some(id), Some(position)) = (answer.body["id"].as_str(), answer.body["position"].as_str()) else {
+            anyhow::bail!("warming up: opening a case answered {}: {}", answer.outcome(), answer.body);
+        };
+        for (store, path) in visibility_probes(id, &word, position) {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !api.query(&path, &tenant.token).await.ok() {
+                if Instant::now() > deadline {
+                    anyhow::bail!("warming up: {store} did not show a new case within 120 s");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Scenario 2: commands at a fixed rate; for every `sample`-th accepted command, how long
 /// until the change is visible through the query API in each store, waiting with the
 /// position token, and (PostgreSQL) polling without it.
-pub async fn lag(api: &Api, tenants: &[Tenant], rate: u64, duration: Duration, sample: u64) -> Value {
+pub async fn lag(api: &Api, tenants: &[Tenant], rate: u64, duration: Duration, sample: u64) -> anyhow::Result<Value> {
+    warm_up(api, tenants).await?;
     let started = Instant::now();
     let results: Arc<Mutex<std::collections::BTreeMap<&'static str, Latencies>>> = Default::default();
     let outcomes: Arc<Mutex<Outcomes>> = Default::default();
@@ -165,12 +199,7 @@ pub async fn lag(api: &Api, tenants: &[Tenant], rate: u64, duration: Duration, s
             let (Some(id), Some(position)) = (answer.body["id"].as_str(), answer.body["position"].as_str()) else {
                 return;
             };
-            let probes: [(&'static str, String); 4] = [
-                ("postgres (case, with token)", format!("/v1/cases/{id}?position={position}")),
-                ("mongodb (audit, with token)", format!("/v1/cases/{id}/audit?position={position}")),
-                ("elasticsearch (search, with token)", format!("/v1/search/cases?q={word}&position={position}")),
-                ("redis (counters, with token)", format!("/v1/counters?position={position}")),
-            ];
+            let probes = visibility_probes(id, &word, position);
             let mut local: Vec<(&'static str, Duration)> = Vec::new();
             let waits = probes.iter().map(|(name, path)| {
                 let api = api.clone();
@@ -185,16 +214,18 @@ pub async fn lag(api: &Api, tenants: &[Tenant], rate: u64, duration: Duration, s
                 let token = tenant.token.clone();
                 let path = format!("/v1/cases/{id}");
                 async move {
-                    for _ in 0..2000 {
+                    // Every 5 ms: finer polling would load the box it measures.
+                    while acked.elapsed() < Duration::from_secs(30) {
                         if api.query(&path, &token).await.ok() {
                             return Some(("postgres (case, polling)", acked.elapsed()));
                         }
-                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                     None
                 }
             };
-            let (waited, polled) = tokio::join!(futures_join(waits), polled);
+            // Every probe runs at once: each measures its own store from the same instant.
+            let (waited, polled) = tokio::join!(futures::future::join_all(waits), polled);
             local.extend(waited.into_iter().flatten());
             local.extend(polled);
             let mut all = results.lock().await;
@@ -217,26 +248,14 @@ pub async fn lag(api: &Api, tenants: &[Tenant], rate: u64, duration: Duration, s
         ),
         &rows,
     );
-    json!({
+    Ok(json!({
         "target_rate": rate,
         "sent_per_second": sent as f64 / elapsed,
         "skipped_ticks": skipped,
         "sample_every": sample,
         "lag": rows.into_iter().collect::<serde_json::Map<_, _>>(),
         "answers_by_status": outcomes.to_json(),
-    })
-}
-
-async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut handles = Vec::new();
-    for f in futures {
-        handles.push(f);
-    }
-    let mut out = Vec::with_capacity(handles.len());
-    for f in handles {
-        out.push(f.await);
-    }
-    out
+    }))
 }
 
 /// Seeds `cases` cases over the tenants through the command API (64 at a time), then

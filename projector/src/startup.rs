@@ -35,6 +35,7 @@ impl Application {
                 &settings.kafka_brokers,
                 &settings.kafka_topic,
                 &settings.kafka_group_prefix,
+                settings.kafka_fetch_wait,
             ));
         }
 

@@ -14,6 +14,10 @@ pub struct Settings {
     pub kafka_topic: String,
     pub kafka_partitions: i32,
     pub kafka_group_prefix: String,
+    /// How long a projector's Fetch may wait at the broker for data. Kafka answers as soon
+    /// as data arrives, so its default (500 ms) costs nothing there; tansu answers only when
+    /// the wait runs out, so locally this bounds the projection lag of a quiet system.
+    pub kafka_fetch_wait: Duration,
     pub mongo_url: String,
     pub mongo_database: String,
     pub elastic_url: String,
@@ -41,6 +45,7 @@ impl Settings {
             kafka_topic: var("MURIMA_KAFKA_TOPIC", "murima.events"),
             kafka_partitions: parse("MURIMA_KAFKA_PARTITIONS", "3")?,
             kafka_group_prefix: var("MURIMA_KAFKA_GROUP_PREFIX", "murima"),
+            kafka_fetch_wait: Duration::from_millis(parse("MURIMA_KAFKA_FETCH_WAIT_MS", "500")?),
             mongo_url: var("MURIMA_MONGO_URL", "mongodb://127.0.0.1:27017"),
             mongo_database: var("MURIMA_MONGO_DATABASE", "murima"),
             elastic_url: var("MURIMA_ELASTIC_URL", "http://127.0.0.1:9200"),
