@@ -78,6 +78,10 @@ struct Args {
     /// Elasticsearch held before), instead of through the command API.
     #[arg(long)]
     seed_from_journal: bool,
+    /// Measure the queries again on the tenants of an earlier seeding run (the name of its
+    /// report, e.g. 20261128042407) instead of seeding new ones.
+    #[arg(long)]
+    reuse_seed: Option<String>,
     /// Reads per second of the query scenario.
     #[arg(long, default_value_t = 200)]
     query_rate: u64,
@@ -121,6 +125,20 @@ fn commit() -> String {
         .unwrap_or_default()
 }
 
+/// Seeds the query scenario's cases: straight into the journal, or through the command API.
+async fn seed_query_set(
+    args: &Args,
+    api: &client::Api,
+    tenants: &[client::Tenant],
+    cases: u64,
+) -> anyhow::Result<serde_json::Value> {
+    if args.seed_from_journal {
+        rebuild::seed_through_journal(&stores(args).await?, tenants, cases).await
+    } else {
+        scenarios::seed(api, tenants, cases, 64).await
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -148,11 +166,13 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants(Scenario::Queries) || args.scenario == Scenario::Seed {
         let cases = args.cases.unwrap_or(if args.scenario == Scenario::All { 10_000 } else { 1_000_000 });
-        let tenants = api.tenants(&format!("{run}q"), args.query_tenants).await?;
-        let seeded = if args.seed_from_journal {
-            rebuild::seed_through_journal(&stores(&args).await?, &tenants, cases).await?
-        } else {
-            scenarios::seed(&api, &tenants, cases, 64).await?
+        let (tenants, seeded) = match &args.reuse_seed {
+            Some(earlier) => scenarios::earlier_seed(&api, &stores(&args).await?.pool, earlier).await?,
+            None => {
+                let tenants = api.tenants(&format!("{run}q"), args.query_tenants).await?;
+                let seeded = seed_query_set(&args, &api, &tenants, cases).await?;
+                (tenants, seeded)
+            }
         };
         if args.scenario != Scenario::Seed {
             results
@@ -182,7 +202,7 @@ async fn main() -> anyhow::Result<()> {
             "scenario": format!("{:?}", args.scenario).to_lowercase(),
             "clients": args.clients, "tenants": args.tenants, "seconds": args.seconds, "rate": args.rate,
             "lag_sample": args.lag_sample, "cases": args.cases, "query_tenants": args.query_tenants,
-            "query_rate": args.query_rate, "rebuild_events": args.rebuild_events, "seed_from_journal": args.seed_from_journal, "naive_events": args.naive_events,
+            "query_rate": args.query_rate, "reuse_seed": args.reuse_seed, "rebuild_events": args.rebuild_events, "seed_from_journal": args.seed_from_journal, "naive_events": args.naive_events,
         },
         "results": results,
     });

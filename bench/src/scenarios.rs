@@ -315,6 +315,42 @@ pub async fn seed(api: &Api, tenants: &[Tenant], cases: u64, concurrency: usize)
                "sample_ids": sample.into_iter().map(|(t, id)| json!([t, id])).collect::<Vec<_>>() }))
 }
 
+/// The tenants and a sample of the cases of an earlier seeding run (`run` is the report's
+/// name, e.g. 20261128042407), found in the journal, so the queries can be measured again
+/// on the same data without seeding it again.
+pub async fn earlier_seed(api: &Api, pool: &sqlx::PgPool, run: &str) -> anyhow::Result<(Vec<Tenant>, Value)> {
+    let found: Vec<(uuid::Uuid, uuid::Uuid)> = sqlx::query_as(
+        "SELECT s.tenant_id, n.user_id FROM eventstore.tenant_slugs s
+         JOIN eventstore.user_names n ON n.tenant_id = s.tenant_id AND n.username = 'bench.agent'
+         WHERE s.slug LIKE $1 ORDER BY s.slug",
+    )
+    .bind(format!("bench-{run}q-%"))
+    .fetch_all(pool)
+    .await?;
+    if found.is_empty() {
+        anyhow::bail!("no tenants of a seeding run {run} (slugs bench-{run}q-*) in this journal");
+    }
+    let mut tenants = Vec::with_capacity(found.len());
+    let (mut cases, mut sample) = (0i64, Vec::new());
+    for (t, (id, agent)) in found.into_iter().enumerate() {
+        let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT stream_id FROM eventstore.events WHERE tenant_id = $1 AND event_type = 'CaseOpened'
+             ORDER BY position DESC LIMIT 50",
+        )
+        .bind(id)
+        .fetch_all(pool)
+        .await?;
+        sample.extend(ids.into_iter().map(|case| json!([t, case])));
+        let schema = runtime::tenancy::Tenancy(id).pg_schema();
+        cases += sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {schema}.cases")).fetch_one(pool).await?;
+        let token = api.keys.issue(agent, id, runtime::auth::Role::Agent, chrono::Duration::hours(12));
+        // Reads need only the tenant and its agent's token.
+        tenants.push(Tenant { id, agent, token, case_type: uuid::Uuid::nil(), channel: uuid::Uuid::nil() });
+    }
+    println!("\nReusing seeding run {run}: {cases} cases over {} tenants", tenants.len());
+    Ok((tenants, json!({ "cases": cases, "reused_run": run, "sample_ids": sample })))
+}
+
 /// Makes a read's (tenant index, path) for a request.
 type PathMaker = Box<dyn Fn(&mut Rng) -> (usize, String) + Send + Sync>;
 
