@@ -451,6 +451,11 @@ pub async fn ceilings(brokers: &str, postgres: &str, seconds: u64) -> anyhow::Re
         }
     }
     let produce_rate = sent as f64 / started.elapsed().as_secs_f64();
+    // The scratch messages (over a gigabyte in 20 s) would stay in an in-memory broker and
+    // slow the scenarios run after this one.
+    if let Err(e) = runtime::kafka::delete_topic(brokers, topic).await {
+        eprintln!("could not delete the scratch topic {topic}: {e}");
+    }
     println!("\nCeilings\nbroker produce (1 KiB, acks=all, 1000 in flight): {produce_rate:.0} messages/s");
 
     let db = "murima_pgbench";
