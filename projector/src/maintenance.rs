@@ -83,8 +83,12 @@ pub async fn refresh_one(pool: &PgPool, redis: &mut ConnectionManager, tenant: U
         tracing::debug!(%tenant, "another replica is refreshing case_statistics");
         return Ok(false);
     };
+    // The view by its name, not the schema's refresh_case_statistics(): that function's
+    // body names the schema it was made in, and a rebuilt schema was made under its copy's
+    // name and renamed at the switch.
     let schema = Tenancy(tenant).pg_schema();
-    let refreshed = sqlx::query(&format!("SELECT {schema}.refresh_case_statistics()")).execute(pool).await;
+    let refreshed =
+        sqlx::query(&format!("REFRESH MATERIALIZED VIEW CONCURRENTLY {schema}.case_statistics")).execute(pool).await;
     lock.release(redis).await?;
     refreshed?;
     Ok(true)
