@@ -47,7 +47,9 @@ where
 {
     let Some(token) = token else { return Ok(()) };
     let deadline = Instant::now() + limit;
-    let mut pause = Duration::from_millis(10);
+    // Short pauses first (most tokens are reached within tens of milliseconds), capped so
+    // a slow projection costs one cheap look-up per 50 ms per waiting read.
+    let mut pause = Duration::from_millis(5);
     loop {
         let held = held_version(token).await?;
         if held >= token.version {
@@ -60,6 +62,6 @@ where
             )));
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(100));
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
