@@ -209,6 +209,13 @@ async fn the_case_screen_shows_related_items_and_never_a_stale_case() {
         .await
         .status()
         .is_success());
+    // Revalidation compares two reads of one screen: both after the deletion is projected.
+    eventually("the deleted document to leave the screen", || async {
+        let screen: Value = app.query(&format!("/v1/cases/{case}"), &app.token).await.json().await.ok()?;
+        let shown = screen["documents"]["items"].as_array()?.iter().any(|d| d["id"] == document.as_str());
+        (!shown).then_some(())
+    })
+    .await;
 
     // Revalidation: the same screen is a 304; a change makes it 200 again.
     let first = app.query(&format!("/v1/cases/{case}"), &app.token).await;
