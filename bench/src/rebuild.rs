@@ -152,14 +152,7 @@ pub async fn seed_through_journal(stores: &Stores, tenants: &[Tenant], cases: u6
     let built = started.elapsed().as_secs_f64();
     let mut sample = Vec::new();
     for (t, tenant) in tenants.iter().enumerate() {
-        let ids: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT stream_id FROM eventstore.events WHERE tenant_id = $1 AND event_type = 'CaseOpened'
-             ORDER BY position DESC LIMIT 50",
-        )
-        .bind(tenant.id)
-        .fetch_all(&stores.pool)
-        .await?;
-        sample.extend(ids.into_iter().map(|id| json!([t, id])));
+        sample.extend(sample_cases(&stores.pool, tenant.id).await?.into_iter().map(|id| json!([t, id])));
     }
     println!(
         "\nSeeded {} cases over {} tenants into the journal in {written:.1} s; PostgreSQL and Redis rebuilt by {built:.1} s",
@@ -168,4 +161,15 @@ pub async fn seed_through_journal(stores: &Stores, tenants: &[Tenant], cases: u6
     );
     Ok(json!({ "cases": per_tenant * tenants.len() as u64, "write_seconds": written, "projected_seconds": built,
                "sample_ids": sample, "mode": "journal + rebuild (search covers only what Elasticsearch held)" }))
+}
+
+/// The ids of a tenant's 50 newest cases, from the journal: the case detail reads these.
+pub async fn sample_cases(pool: &sqlx::PgPool, tenant: Uuid) -> anyhow::Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "SELECT stream_id FROM eventstore.events WHERE tenant_id = $1 AND event_type = 'CaseOpened'
+         ORDER BY position DESC LIMIT 50",
+    )
+    .bind(tenant)
+    .fetch_all(pool)
+    .await?)
 }

@@ -333,14 +333,7 @@ pub async fn earlier_seed(api: &Api, pool: &sqlx::PgPool, run: &str) -> anyhow::
     let mut tenants = Vec::with_capacity(found.len());
     let (mut cases, mut sample) = (0i64, Vec::new());
     for (t, (id, agent)) in found.into_iter().enumerate() {
-        let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
-            "SELECT stream_id FROM eventstore.events WHERE tenant_id = $1 AND event_type = 'CaseOpened'
-             ORDER BY position DESC LIMIT 50",
-        )
-        .bind(id)
-        .fetch_all(pool)
-        .await?;
-        sample.extend(ids.into_iter().map(|case| json!([t, case])));
+        sample.extend(crate::rebuild::sample_cases(pool, id).await?.into_iter().map(|case| json!([t, case])));
         let schema = runtime::tenancy::Tenancy(id).pg_schema();
         cases += sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {schema}.cases")).fetch_one(pool).await?;
         let token = api.keys.issue(agent, id, runtime::auth::Role::Agent, chrono::Duration::hours(12));

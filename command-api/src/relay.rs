@@ -226,20 +226,10 @@ impl Relay {
             });
         }
 
-        let delivered = results.iter().filter(|r| r.is_ok()).count();
         // Only the acknowledged prefix leaves the outbox, so order survives a failure.
         let prefix: Vec<i64> =
             pending.iter().zip(&results).take_while(|(_, r)| r.is_ok()).map(|(p, _)| p.position).collect();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM eventstore.outbox WHERE position = ANY($1)").bind(&prefix).execute(&mut *tx).await?;
-        sqlx::query(
-            "UPDATE eventstore.relay_state SET delivered = delivered + $2, updated_at = now() WHERE topic = $1",
-        )
-        .bind(&self.topic)
-        .bind(delivered as i64)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        sqlx::query("DELETE FROM eventstore.outbox WHERE position = ANY($1)").bind(&prefix).execute(&self.pool).await?;
         if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
             anyhow::bail!("the broker refused an event after {} deliveries: {e}", prefix.len());
         }
@@ -287,12 +277,10 @@ impl Relay {
         )
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "UPDATE eventstore.relay_state SET delivered = 0, refills = refills + 1, updated_at = now() WHERE topic = $1",
-        )
-        .bind(&self.topic)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("UPDATE eventstore.relay_state SET refills = refills + 1, updated_at = now() WHERE topic = $1")
+            .bind(&self.topic)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM eventstore.relay_offsets WHERE topic = $1")
             .bind(&self.topic)
             .execute(&mut *tx)

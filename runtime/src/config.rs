@@ -45,7 +45,7 @@ impl Settings {
             kafka_topic: var("MURIMA_KAFKA_TOPIC", "murima.events"),
             kafka_partitions: parse("MURIMA_KAFKA_PARTITIONS", "3")?,
             kafka_group_prefix: var("MURIMA_KAFKA_GROUP_PREFIX", "murima"),
-            kafka_fetch_wait: Duration::from_millis(parse("MURIMA_KAFKA_FETCH_WAIT_MS", "500")?),
+            kafka_fetch_wait: Duration::from_millis(fetch_wait_ms()?),
             mongo_url: var("MURIMA_MONGO_URL", "mongodb://127.0.0.1:27017"),
             mongo_database: var("MURIMA_MONGO_DATABASE", "murima"),
             elastic_url: var("MURIMA_ELASTIC_URL", "http://127.0.0.1:9200"),
@@ -58,6 +58,14 @@ impl Settings {
             statistics_refresh: Duration::from_secs(parse("MURIMA_STATISTICS_REFRESH_SECS", "60")?),
         })
     }
+}
+
+/// librdkafka refuses a Fetch wait above 300,000 ms; say so at start-up, not when the
+/// projector's consumers are made.
+fn fetch_wait_ms() -> anyhow::Result<u64> {
+    let ms: u64 = parse("MURIMA_KAFKA_FETCH_WAIT_MS", "500")?;
+    anyhow::ensure!(ms <= 300_000, "MURIMA_KAFKA_FETCH_WAIT_MS={ms} is not valid: at most 300000 (5 minutes)");
+    Ok(ms)
 }
 
 fn var(name: &str, default: &str) -> String {
