@@ -11,4 +11,7 @@ psql -h 127.0.0.1 -U postgres -d postgres -Atc \
   "SELECT datname FROM pg_database WHERE datname LIKE 'murima_test_%'" |
   while read -r db; do psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
 
+# The crash tests run the service binaries as processes (to SIGKILL them): build them
+# first, with the same profile as the tests.
+cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"

@@ -62,6 +62,95 @@ pub struct TestApp {
     pub projector_url: String,
     projector: Option<JoinHandle<()>>,
     services: Vec<JoinHandle<()>>,
+    /// In process mode (`spawn_processes`), the command API and the projector run as
+    /// child processes of the real binaries, so a test can SIGKILL them.
+    processes: bool,
+    projector_process: Option<ServiceProcess>,
+    command_process: Option<ServiceProcess>,
+}
+
+/// A service binary (`target/debug/<name>`) run as a child process with a test's
+/// settings; SIGKILLed when dropped. Its log goes to `$TMPDIR/murima-tests/`.
+pub struct ServiceProcess {
+    child: tokio::process::Child,
+    pub url: String,
+}
+
+/// The MURIMA_* environment that makes a service binary use `settings`.
+pub fn settings_env(settings: &Settings) -> Vec<(&'static str, String)> {
+    vec![
+        ("MURIMA_HOST", settings.host.clone()),
+        ("MURIMA_DATABASE_URL", settings.database_url.clone()),
+        ("MURIMA_KAFKA_BROKERS", settings.kafka_brokers.clone()),
+        ("MURIMA_KAFKA_TOPIC", settings.kafka_topic.clone()),
+        ("MURIMA_KAFKA_PARTITIONS", settings.kafka_partitions.to_string()),
+        ("MURIMA_KAFKA_GROUP_PREFIX", settings.kafka_group_prefix.clone()),
+        ("MURIMA_KAFKA_FETCH_WAIT_MS", settings.kafka_fetch_wait.as_millis().to_string()),
+        ("MURIMA_MONGO_URL", settings.mongo_url.clone()),
+        ("MURIMA_MONGO_DATABASE", settings.mongo_database.clone()),
+        ("MURIMA_ELASTIC_URL", settings.elastic_url.clone()),
+        ("MURIMA_REDIS_URL", settings.redis_url.clone()),
+        ("MURIMA_JWT_SECRET", settings.jwt_secret.clone()),
+        ("MURIMA_READ_WAIT_MS", settings.read_wait.as_millis().to_string()),
+        ("MURIMA_MAX_BODY_BYTES", settings.max_body_bytes.to_string()),
+        ("MURIMA_RELAY_AUDIT_MS", settings.relay_audit_interval.as_millis().to_string()),
+        ("MURIMA_STATISTICS_REFRESH_SECS", settings.statistics_refresh.as_secs().to_string()),
+    ]
+}
+
+/// A workspace binary in the target directory the tests were built into.
+pub fn binary(name: &str) -> std::path::PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("debug").join(name);
+    assert!(path.exists(), "{} is missing: build the binaries first (scripts/test.sh does)", path.display());
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("address").port()
+}
+
+impl ServiceProcess {
+    /// Starts `bin` (`command-api` or `projector`) and waits for its `/healthz`.
+    pub async fn start(bin: &str, settings: &Settings) -> ServiceProcess {
+        Self::start_on(bin, settings, free_port()).await
+    }
+
+    /// Like `start`, on a given port (a restarted service keeps its address).
+    pub async fn start_on(bin: &str, settings: &Settings, port: u16) -> ServiceProcess {
+        let path = binary(bin);
+        let port_var = if bin == "projector" { "MURIMA_PROJECTOR_PORT" } else { "MURIMA_COMMAND_PORT" };
+        let logs = std::env::temp_dir().join("murima-tests");
+        std::fs::create_dir_all(&logs).expect("log directory");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(logs.join(format!("{}-{bin}.log", settings.kafka_topic)))
+            .expect("log file");
+        let child = tokio::process::Command::new(path)
+            .envs(settings_env(settings))
+            .env(port_var, port.to_string())
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start a service binary");
+        let url = format!("http://127.0.0.1:{port}");
+        let http = Client::new();
+        eventually(&format!("{bin} to answer /healthz"), || async {
+            http.get(format!("{url}/healthz")).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
+        })
+        .await;
+        ServiceProcess { child, url }
+    }
+
+    /// SIGKILL: the process ends wherever it is, without a chance to clean up.
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("kill a service process");
+    }
 }
 
 /// A tansu broker of the test's own, so a test can kill and restart it.
@@ -116,15 +205,33 @@ impl TestApp {
 
     /// Like `spawn`, against a broker on another address (e.g. a `PrivateBroker`).
     pub async fn spawn_with(settings: Settings) -> TestApp {
+        Self::spawn_inner(settings, false).await
+    }
+
+    /// Like `spawn`, with the command API and the projector as child processes of the real
+    /// binaries (the query API stays in-process), so a test can SIGKILL and restart them.
+    pub async fn spawn_processes() -> TestApp {
+        Self::spawn_inner(test_settings(), true).await
+    }
+
+    async fn spawn_inner(settings: Settings, processes: bool) -> TestApp {
         runtime::telemetry::init_with_default("tests", "warn");
-        let command = command_api::Application::build(&settings).await.expect("command API starts");
-        let command_url = format!("http://127.0.0.1:{}", command.port());
+        let mut services = Vec::new();
+        let mut command_process = None;
+        let command_url = if processes {
+            let process = ServiceProcess::start("command-api", &settings).await;
+            let url = process.url.clone();
+            command_process = Some(process);
+            url
+        } else {
+            let command = command_api::Application::build(&settings).await.expect("command API starts");
+            let url = format!("http://127.0.0.1:{}", command.port());
+            services.push(tokio::spawn(async move { command.run_until_stopped().await.expect("command API runs") }));
+            url
+        };
         let query = query_api::Application::build(&settings).await.expect("query API starts");
         let query_url = format!("http://127.0.0.1:{}", query.port());
-        let services = vec![
-            tokio::spawn(async move { command.run_until_stopped().await.expect("command API runs") }),
-            tokio::spawn(async move { query.run_until_stopped().await.expect("query API runs") }),
-        ];
+        services.push(tokio::spawn(async move { query.run_until_stopped().await.expect("query API runs") }));
         let pool = sqlx::PgPool::connect(&settings.database_url).await.expect("test database");
         let keys = JwtKeys::new(SECRET);
         let mut app = TestApp {
@@ -144,6 +251,9 @@ impl TestApp {
             projector_url: String::new(),
             projector: None,
             services,
+            processes,
+            projector_process: None,
+            command_process,
             settings,
         };
         app.start_projector().await;
@@ -157,6 +267,12 @@ impl TestApp {
     }
 
     pub async fn start_projector(&mut self) {
+        if self.processes {
+            let process = ServiceProcess::start("projector", &self.settings).await;
+            self.projector_url = process.url.clone();
+            self.projector_process = Some(process);
+            return;
+        }
         let projector = projector::Application::build(&self.settings).await.expect("projector starts");
         self.projector_url = format!("http://127.0.0.1:{}", projector.port());
         self.projector =
@@ -165,10 +281,41 @@ impl TestApp {
 
     /// Kills the projector mid-flight: every task it runs is dropped wherever it is.
     pub async fn kill_projector(&mut self) {
+        if let Some(process) = self.projector_process.take() {
+            process.kill().await;
+        }
         if let Some(handle) = self.projector.take() {
             handle.abort();
             let _ = handle.await;
         }
+    }
+
+    /// Runs `murima-admin` with this test's settings; its exit status and standard output.
+    pub async fn admin_cli(&self, args: &[&str]) -> (bool, String) {
+        let output = tokio::process::Command::new(binary("murima-admin"))
+            .args(args)
+            .envs(settings_env(&self.settings))
+            .env("RUST_LOG", "warn")
+            .output()
+            .await
+            .expect("run murima-admin");
+        if !output.status.success() {
+            eprintln!("murima-admin {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// In process mode: SIGKILLs the command API (its relay with it).
+    pub async fn kill_command_api(&mut self) {
+        if let Some(process) = self.command_process.take() {
+            process.kill().await;
+        }
+    }
+
+    /// In process mode: starts the command API again, on the port it had.
+    pub async fn start_command_api(&mut self) {
+        let port = self.command_url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("command API port");
+        self.command_process = Some(ServiceProcess::start_on("command-api", &self.settings, port).await);
     }
 
     pub fn platform_token(&self) -> String {
@@ -330,7 +477,7 @@ impl TestApp {
         let search: Value = self
             .http
             .post(format!("{}/{}/_search", self.settings.elastic_url, t.es_alias(runtime::tenancy::CASES)))
-            .json(&json!({ "size": 1000, "query": { "match_all": {} } }))
+            .json(&json!({ "size": 10000, "query": { "match_all": {} } }))
             .send()
             .await
             .expect("elasticsearch")

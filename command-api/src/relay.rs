@@ -76,6 +76,7 @@ impl Relay {
             .set("enable.idempotence", "false")
             .set("max.in.flight.requests.per.connection", "1")
             .set("linger.ms", "2")
+            .set("batch.num.messages", runtime::kafka::MAX_BATCH_RECORDS.to_string())
             .set("message.timeout.ms", "10000")
             .create()
             .context("creating the Kafka producer")?;

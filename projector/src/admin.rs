@@ -11,6 +11,7 @@
 //! - `POST   /v1/admin/parked/{name}/{stream}/skip`       give up on them
 //! - `POST   /v1/admin/republish`                         `{"from": <journal position>}`
 //! - `POST   /v1/admin/elasticsearch/migrate`             `{"tenant_id"?, "entity"?}`: mapping migration
+//! - `POST   /v1/admin/verify`                            `{"projection"?, "tenant_id"?, "repair"?, "grace_seconds"?}`
 
 use axum::extract::FromRef;
 use axum::http::StatusCode;
@@ -50,6 +51,7 @@ pub fn router(stores: Stores) -> Router {
         .route("/v1/admin/parked/{name}/{stream}/skip", post(skip))
         .route("/v1/admin/republish", post(republish))
         .route("/v1/admin/elasticsearch/migrate", post(es_migrate))
+        .route("/v1/admin/verify", post(verify))
         .with_state(Admin { stores, keys })
 }
 
@@ -234,4 +236,41 @@ async fn es_migrate(
     let migrated =
         crate::mappings::migrate(&admin.stores, body.tenant_id, body.entity.as_deref()).await.map_err(refused)?;
     Ok(Json(json!({ "migrated": migrated })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct VerifyBody {
+    projection: Option<String>,
+    tenant_id: Option<Uuid>,
+    #[serde(default)]
+    repair: bool,
+    /// Events younger than this are still on their way and not compared (default 30).
+    grace_seconds: Option<u64>,
+}
+
+/// Most a grace period may be: a day (an older event has long been delivered).
+const MAX_GRACE_SECONDS: u64 = 86_400;
+
+async fn verify(
+    caller: Caller,
+    axum::extract::State(admin): axum::extract::State<Admin>,
+    ApiJson(body): ApiJson<VerifyBody>,
+) -> Result<Json<Value>, ApiError> {
+    caller.platform_admin()?;
+    let projection = body.projection.as_deref().map(known).transpose()?;
+    let grace = body.grace_seconds.unwrap_or(30);
+    if grace > MAX_GRACE_SECONDS {
+        return Err(ApiError::BadRequest(format!("grace_seconds must be at most {MAX_GRACE_SECONDS} (got {grace})")));
+    }
+    let reports = crate::verify::verify(
+        &admin.stores,
+        projection,
+        body.tenant_id,
+        std::time::Duration::from_secs(grace),
+        body.repair,
+    )
+    .await
+    .map_err(ApiError::Internal)?;
+    Ok(Json(json!({ "reports": reports })))
 }

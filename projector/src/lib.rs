@@ -1,9 +1,12 @@
-//! The projector: one Kafka consumer group per projection, each building one read model
+//! The projector: one worker per projection, each building one read model
 //! (PostgreSQL, MongoDB, Elasticsearch, Redis) with exactly-once effect.
 
 pub mod admin;
+pub mod checkpoint;
 pub mod control;
 pub mod event;
+pub mod lease;
+pub mod log_cursor;
 pub mod maintenance;
 pub mod mappings;
 pub mod mongo;
@@ -14,6 +17,7 @@ pub mod projections;
 pub mod rebuild;
 pub mod startup;
 pub mod stores;
+pub mod verify;
 pub mod worker;
 
 pub use startup::Application;

@@ -165,6 +165,39 @@ impl Collections {
     }
 }
 
+impl Collections {
+    /// The name a tenant's collection has under this placement.
+    pub fn name(&self, tenant: Uuid, collection: &str) -> String {
+        self.1.of(tenant).unwrap_or(Tenancy(tenant)).mongo_collection(collection)
+    }
+}
+
+/// For `verify`: per stream, the `version` of its document in collection `name` or, when
+/// `per_event` names the field holding the stream id, the number of documents of that
+/// stream (a log with one document per event). A missing collection holds nothing.
+pub async fn held_versions(db: &Database, name: &str, per_event: Option<&str>) -> anyhow::Result<HashMap<Uuid, i64>> {
+    use futures::TryStreamExt;
+    let coll = db.collection::<Document>(name);
+    let mut held: HashMap<Uuid, i64> = HashMap::new();
+    let projection = match per_event {
+        Some(field) => doc! { "_id": 0, field: 1 },
+        None => doc! { "_id": 1, "version": 1 },
+    };
+    let mut cursor = coll.find(doc! {}).projection(projection).await?;
+    while let Some(document) = cursor.try_next().await? {
+        let id = document.get_str(per_event.unwrap_or("_id")).ok().and_then(|s| s.parse::<Uuid>().ok());
+        let Some(id) = id else { continue };
+        match per_event {
+            Some(_) => *held.entry(id).or_default() += 1,
+            None => {
+                let version = document.get_i64("version").or_else(|_| document.get_i32("version").map(i64::from));
+                held.insert(id, version.unwrap_or(0));
+            }
+        }
+    }
+    Ok(held)
+}
+
 fn command_code(error: &mongodb::error::Error) -> Option<i32> {
     match error.kind.as_ref() {
         mongodb::error::ErrorKind::Command(c) => Some(c.code),

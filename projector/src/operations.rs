@@ -36,30 +36,66 @@ pub struct ProjectionStatus {
     pub last_batch_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
+    /// How often its worker replaced its consumer (stalled, lost broker, gap in the
+    /// log, lost lease), when it last did and why.
+    pub restarts: i64,
+    pub last_restart_at: Option<DateTime<Utc>>,
+    pub last_restart_reason: Option<String>,
 }
 
-type ProgressRow = (
-    String,
-    serde_json::Value,
-    i64,
-    f64,
-    i64,
-    Option<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-    Option<String>,
-    Option<DateTime<Utc>>,
-);
+struct ProgressRow {
+    projection: String,
+    events_applied: i64,
+    events_per_sec: f64,
+    last_position: i64,
+    last_event_at: Option<DateTime<Utc>>,
+    last_batch_at: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+    last_error_at: Option<DateTime<Utc>>,
+    restarts: i64,
+    last_restart_at: Option<DateTime<Utc>>,
+    last_restart_reason: Option<String>,
+}
 
 /// Every projection's checkpoint, lag, rate, parked count and last error.
 pub async fn status(stores: &Stores) -> anyhow::Result<Vec<ProjectionStatus>> {
     let pool = &stores.pool;
-    let rows: Vec<ProgressRow> = sqlx::query_as(
-        "SELECT projection, positions, events_applied, events_per_sec, last_position, last_event_at,
-                last_batch_at, last_error, last_error_at
+    type Row = (
+        String,
+        i64,
+        f64,
+        i64,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+        Option<String>,
+        Option<DateTime<Utc>>,
+        i64,
+        Option<DateTime<Utc>>,
+        Option<String>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT projection, events_applied, events_per_sec, last_position, last_event_at, last_batch_at,
+                last_error, last_error_at, restarts, last_restart_at, last_restart_reason
          FROM projector.progress",
     )
     .fetch_all(pool)
     .await?;
+    let rows: Vec<ProgressRow> = rows
+        .into_iter()
+        .map(|r| ProgressRow {
+            projection: r.0,
+            events_applied: r.1,
+            events_per_sec: r.2,
+            last_position: r.3,
+            last_event_at: r.4,
+            last_batch_at: r.5,
+            last_error: r.6,
+            last_error_at: r.7,
+            restarts: r.8,
+            last_restart_at: r.9,
+            last_restart_reason: r.10,
+        })
+        .collect();
     let parked: Vec<(String, i64)> =
         sqlx::query_as("SELECT projection, count(*) FROM projector.parked_events GROUP BY projection")
             .fetch_all(pool)
@@ -70,29 +106,28 @@ pub async fn status(stores: &Stores) -> anyhow::Result<Vec<ProjectionStatus>> {
             .await?;
     let brokers = stores.settings.kafka_brokers.clone();
     let topic = stores.settings.kafka_topic.clone();
-    let groups: Vec<String> = PROJECTIONS.iter().map(|(name, _)| stores.group(name)).collect();
-    let (watermarks, committed) = tokio::task::spawn_blocking(move || {
-        (high_watermarks(&brokers, &topic).ok(), committed(&brokers, &topic, &groups))
+    let watermarks = tokio::task::spawn_blocking({
+        let topic = topic.clone();
+        move || high_watermarks(&brokers, &topic).ok()
     })
     .await?;
 
     let mut statuses = Vec::new();
     for (name, store) in PROJECTIONS {
         let group = stores.group(name);
-        let row = rows.iter().find(|r| r.0 == group);
-        // The worker's own record, and the group's committed offsets for partitions it
-        // has not written since (a partition with no new events).
-        let mut checkpoint: BTreeMap<String, i64> = committed.get(&group).cloned().unwrap_or_default();
-        checkpoint.extend(
-            row.and_then(|r| r.1.as_object()).into_iter().flatten().filter_map(|(p, v)| Some((p.clone(), v.as_i64()?))),
-        );
+        let row = rows.iter().find(|r| r.projection == group);
+        let checkpoint: BTreeMap<String, i64> = crate::checkpoint::load(pool, &group, &topic)
+            .await?
+            .into_iter()
+            .map(|(partition, at)| (partition.to_string(), at.next_offset))
+            .collect();
         let lag_events = watermarks.as_ref().map(|highs| {
             highs
                 .iter()
                 .map(|(partition, high)| (high - checkpoint.get(&partition.to_string()).copied().unwrap_or(0)).max(0))
                 .sum()
         });
-        let last_event_at = row.and_then(|r| r.5);
+        let last_event_at = row.and_then(|r| r.last_event_at);
         let lag_seconds = match (lag_events, newest, last_event_at) {
             (Some(0), _, _) => 0.0,
             (_, Some(newest), Some(applied)) => ((newest - applied).num_milliseconds().max(0) as f64) / 1000.0,
@@ -104,18 +139,21 @@ pub async fn status(stores: &Stores) -> anyhow::Result<Vec<ProjectionStatus>> {
             store: (*store).to_owned(),
             group,
             checkpoint,
-            last_position: row.map_or(0, |r| r.4),
+            last_position: row.map_or(0, |r| r.last_position),
             lag_events,
             lag_seconds,
             // The rate of recent batches; a projection with nothing to do for 10 s runs at 0.
             events_per_sec: row
-                .filter(|r| r.6.is_some_and(|at| Utc::now() - at < chrono::Duration::seconds(10)))
-                .map_or(0.0, |r| r.3),
-            events_applied: row.map_or(0, |r| r.2),
+                .filter(|r| r.last_batch_at.is_some_and(|at| Utc::now() - at < chrono::Duration::seconds(10)))
+                .map_or(0.0, |r| r.events_per_sec),
+            events_applied: row.map_or(0, |r| r.events_applied),
             parked: parked.iter().find(|(p, _)| p == name).map_or(0, |(_, n)| *n),
-            last_batch_at: row.and_then(|r| r.6),
-            last_error: row.and_then(|r| r.7.clone()),
-            last_error_at: row.and_then(|r| r.8),
+            last_batch_at: row.and_then(|r| r.last_batch_at),
+            last_error: row.and_then(|r| r.last_error.clone()),
+            last_error_at: row.and_then(|r| r.last_error_at),
+            restarts: row.map_or(0, |r| r.restarts),
+            last_restart_at: row.and_then(|r| r.last_restart_at),
+            last_restart_reason: row.and_then(|r| r.last_restart_reason.clone()),
         });
     }
     Ok(statuses)
@@ -128,32 +166,6 @@ fn high_watermarks(brokers: &str, topic: &str) -> anyhow::Result<Vec<(i32, i64)>
     let metadata = client.fetch_metadata(Some(topic), timeout)?;
     let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
     partitions.into_iter().map(|p| Ok((p, client.fetch_watermarks(topic, p, timeout)?.1))).collect()
-}
-
-/// Each consumer group's committed offsets (blocking: asks the broker; none on failure).
-fn committed(brokers: &str, topic: &str, groups: &[String]) -> BTreeMap<String, BTreeMap<String, i64>> {
-    let mut all = BTreeMap::new();
-    let Ok(partitions) = high_watermarks(brokers, topic) else { return all };
-    for group in groups {
-        let client: Result<BaseConsumer, _> = runtime::kafka::client_config(brokers).set("group.id", group).create();
-        let Ok(client) = client else { continue };
-        let mut list = rdkafka::TopicPartitionList::new();
-        for (partition, _) in &partitions {
-            list.add_partition(topic, *partition);
-        }
-        if let Ok(offsets) = client.committed_offsets(list, Duration::from_secs(2)) {
-            let found = offsets
-                .elements()
-                .iter()
-                .filter_map(|e| match e.offset() {
-                    rdkafka::Offset::Offset(o) => Some((e.partition().to_string(), o)),
-                    _ => None,
-                })
-                .collect();
-            all.insert(group.clone(), found);
-        }
-    }
-    all
 }
 
 /// Keeps the lag and parked gauges of `/metrics` current.
@@ -173,7 +185,28 @@ pub async fn export_lag(stores: Stores, every: Duration) {
             }
             Err(e) => tracing::debug!(error = %e, "could not read the projections' status"),
         }
+        if let Err(e) = export_verifications(&stores).await {
+            tracing::debug!(error = %e, "could not read the last verifications");
+        }
     }
+}
+
+/// The last `verify` of each projection as gauges (it may have run in `murima-admin`).
+async fn export_verifications(stores: &Stores) -> anyhow::Result<()> {
+    let rows: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT projection, missing, stale, extra, repaired_streams, unrepaired FROM projector.verifications",
+    )
+    .fetch_all(&stores.pool)
+    .await?;
+    for (name, _) in PROJECTIONS {
+        let Some(row) = rows.iter().find(|r| r.0 == stores.group(name)) else { continue };
+        for (finding, value) in
+            [("missing", row.1), ("stale", row.2), ("extra", row.3), ("repaired", row.4), ("unrepaired", row.5)]
+        {
+            metrics::gauge!("projection_verify_streams", "projection" => *name, "finding" => finding).set(value as f64);
+        }
+    }
+    Ok(())
 }
 
 /// The write-side journal, read in position order: the source of replays and rebuilds.
@@ -291,7 +324,7 @@ impl<'a> Journal<'a> {
     }
 }
 
-fn decode_all(rows: Vec<(i64, String)>) -> anyhow::Result<Vec<Event>> {
+pub fn decode_all(rows: Vec<(i64, String)>) -> anyhow::Result<Vec<Event>> {
     rows.into_iter()
         .map(|(position, text)| {
             let mut envelope: events::EventEnvelope = serde_json::from_str(&text)?;

@@ -50,10 +50,26 @@ pub trait Projection: Send + Sync {
     /// that keeps its own checkpoints records `checkpoint` with the same commit.
     async fn apply(&self, events: &[Event], checkpoint: &Checkpoint) -> Result<(), ApplyError>;
 
-    /// The checkpoints this store committed with its data, if it keeps any: the worker
-    /// skips what they cover rather than trusting the broker's committed offsets.
-    async fn checkpoints(&self, _group: &str, _topic: &str) -> anyhow::Result<Option<BTreeMap<i32, LogPosition>>> {
-        Ok(None)
+    /// What the store holds of one tenant's streams, for `verify` to compare with the
+    /// journal: one entry per kind of record it keeps.
+    async fn held(&self, tenant: Uuid) -> anyhow::Result<Vec<Held>>;
+}
+
+/// The versions a store holds of the streams of one kind of record.
+#[derive(Debug, Clone)]
+pub struct Held {
+    /// What was read, for the report (`cases table`, `audit entries`, ...).
+    pub what: &'static str,
+    /// The stream types these records mirror; empty: every stream (a log of events).
+    pub stream_types: &'static [&'static str],
+    /// Stream id -> the version held. For a log with one record per event, the number of
+    /// records of the stream, which equals its version when none is missing.
+    pub versions: HashMap<Uuid, i64>,
+}
+
+impl Held {
+    pub fn mirrors(&self, stream_type: &str) -> bool {
+        self.stream_types.is_empty() || self.stream_types.contains(&stream_type)
     }
 }
 

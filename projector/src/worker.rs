@@ -1,9 +1,17 @@
-//! Runs one projection: consume a batch, apply it, then store the offsets.
+//! Runs one projection: read a batch from the log, apply it, then record where it ends.
 //!
-//! Offsets are stored only after the batch is applied, so a crash redelivers at most
-//! the batch in flight, which the version guards ignore (at-least-once delivery,
-//! exactly-once effect). A poison event is parked with every later event of its stream;
-//! other streams keep flowing.
+//! Offsets are recorded (in `projector.checkpoints`) only after the batch is applied, so
+//! a crash redelivers at most the batch in flight, which the version guards ignore
+//! (at-least-once delivery, exactly-once effect). A poison event is parked with every
+//! later event of its stream; other streams keep flowing.
+//!
+//! The worker assigns itself every partition of the topic instead of joining a consumer
+//! group: tansu 0.6's group coordinator can leave a group stuck for good after a member
+//! dies (partitions owned by an expired member, or a leader that no longer exists), which
+//! stalled projections after repeated crashes. One worker per projection instance holds a
+//! lease (`lease`), so a standby projector takes over when the active one dies. Each
+//! partition is read with a `LogCursor`, which refuses to step over missing offsets.
+//! A watchdog replaces a consumer that has lag and receives nothing.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -18,22 +26,26 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::event::Event;
+use crate::lease::Lease;
+use crate::log_cursor::{LogCursor, Verdict};
 use crate::parking::ParkingLot;
 use crate::projection::{ApplyError, Checkpoint, LogPosition, Projection};
 
 type Consumed = StreamConsumer;
-
-/// Where the store says it is, per partition; messages before it were applied already.
-type Applied = BTreeMap<i32, LogPosition>;
 
 const MAX_BATCH: usize = 500;
 /// How long a batch waits for the next message. Short: under load messages queue up in
 /// the consumer while a batch is applied, so batches fill without waiting, and a quiet
 /// system's lag is not held back (20 ms here was a fifth of the measured idle lag).
 const BATCH_WINDOW: Duration = Duration::from_millis(2);
+/// How often the watchdog looks at the lease and the partitions' lag.
+const WATCH_EVERY: Duration = Duration::from_secs(3);
+/// A partition with lag that delivers nothing for this long has a wedged consumer.
+const STALLED_AFTER: Duration = Duration::from_secs(12);
 
 pub struct Worker {
     projection: Arc<dyn Projection>,
@@ -43,6 +55,42 @@ pub struct Worker {
     topic: String,
     group: String,
     fetch_wait: Duration,
+}
+
+/// Why a worker put its consumer down and starts again.
+#[derive(Debug, thiserror::Error)]
+enum Restart {
+    #[error("offsets {expected}.. of partition {partition} did not arrive; reading again from {from}")]
+    Gap { partition: i32, expected: i64, from: i64 },
+    #[error("{0}")]
+    Stalled(String),
+    #[error("the lease's database connection was lost")]
+    LeaseLost,
+    #[error("{0:#}")]
+    Failed(#[from] anyhow::Error),
+}
+
+impl Restart {
+    fn reason(&self) -> &'static str {
+        match self {
+            Restart::Gap { .. } => "gap",
+            Restart::Stalled(_) => "stalled",
+            Restart::LeaseLost => "lease_lost",
+            Restart::Failed(_) => "failed",
+        }
+    }
+}
+
+impl From<sqlx::Error> for Restart {
+    fn from(e: sqlx::Error) -> Self {
+        Restart::Failed(e.into())
+    }
+}
+
+impl From<KafkaError> for Restart {
+    fn from(e: KafkaError) -> Self {
+        Restart::Failed(e.into())
+    }
 }
 
 impl Worker {
@@ -60,11 +108,12 @@ impl Worker {
     }
 
     fn consumer(&self) -> anyhow::Result<Consumed> {
-        let consumer: Consumed = runtime::kafka::client_config(&self.brokers)
+        runtime::kafka::client_config(&self.brokers)
+            // Names the client in the broker's logs; no group is joined (see the module).
             .set("group.id", &self.group)
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "500")
+            .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
+            // A checkpoint beyond the end of a log that was refilled from 0: read it all.
             .set("auto.offset.reset", "earliest")
             .set("topic.metadata.refresh.interval.ms", "2000")
             // See Settings::kafka_fetch_wait: the lag of a quiet system on tansu.
@@ -74,107 +123,247 @@ impl Worker {
             // replaced (see `consume`) before it would reconnect with stale topic ids.
             .set("reconnect.backoff.ms", "5000")
             .set("reconnect.backoff.max.ms", "10000")
-            // A lost member (a killed projector) is noticed in seconds, not 45 s.
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "1000")
-            // Also the rebalance timeout: a member that stopped polling (a consumer still
-            // closing after its broker died) holds up the group for this long at most.
-            .set("max.poll.interval.ms", "10000")
             .create()
-            .context("creating a Kafka consumer")?;
-        consumer.subscribe(&[&self.topic]).context("subscribing to the events topic")?;
-        Ok(consumer)
+            .context("creating a Kafka consumer")
     }
 
-    /// Consumes until `stop` turns true (then leaves the consumer group cleanly, so a
-    /// restarted projector is assigned its partitions at once) or the task is dropped. A consumer that keeps failing (a broker that
-    /// restarted, a topic that was re-created) is rebuilt; it then resumes from the
-    /// group's committed offsets, or from the start of the log if the broker lost them.
+    /// Consumes until `stop` turns true or the task is dropped. Nothing but `stop` ends
+    /// it: a lost broker, a failing store, a wedged fetch or a gap in the log replace the
+    /// consumer and carry on from the checkpoints, after a pause that grows while the
+    /// failures go on.
     pub async fn run_until_stopped(self, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-        let mut parked: HashSet<Uuid> =
-            self.parking.parked_streams(self.projection.name()).await?.into_iter().collect();
+        let name = self.projection.name();
+        let mut cursor = LogCursor::default();
+        let mut pause = Duration::from_millis(200);
         loop {
-            let mut consumer = ClosedInBackground(Some(self.consumer()?));
-            let applied = self.projection.checkpoints(&self.group, &self.topic).await?.unwrap_or_default();
-            tracing::info!(projection = self.projection.name(), group = %self.group, "projection consuming");
-            let outcome = self.consume(consumer.get(), &applied, &mut parked, &mut stop).await;
-            match outcome {
+            let Some(lease) = self.take_lease(&mut stop).await else { return Ok(()) };
+            let started = Instant::now();
+            match self.consume(lease, &mut cursor, &mut stop).await {
                 Ok(()) => {
-                    if let Some(c) = consumer.0.take() {
-                        let closing = tokio::task::spawn_blocking(move || drop(c));
-                        let _ = tokio::time::timeout(Duration::from_secs(10), closing).await;
-                    }
-                    tracing::info!(projection = self.projection.name(), "projection stopped");
+                    tracing::info!(projection = name, "projection stopped");
                     return Ok(());
                 }
-                Err(e) => {
-                    tracing::warn!(projection = self.projection.name(), error = %e, "consumer failed; rebuilding it");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                Err(restart) => {
+                    tracing::warn!(projection = name, reason = restart.reason(), error = %restart, "restarting the consumer");
+                    metrics::counter!("projection_consumer_restarts_total", "projection" => name, "reason" => restart.reason())
+                        .increment(1);
+                    record_restart(&self.pool, &self.group, &restart).await;
+                    // A gap is mended at once; anything else may be an outage: back off.
+                    if started.elapsed() > Duration::from_secs(30) || matches!(restart, Restart::Gap { .. }) {
+                        pause = Duration::from_millis(200);
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(5));
                 }
             }
         }
     }
 
+    /// Waits for the projection's lease (None once stopped).
+    async fn take_lease(&self, stop: &mut watch::Receiver<bool>) -> Option<Lease> {
+        let mut said = false;
+        loop {
+            if *stop.borrow() {
+                return None;
+            }
+            match Lease::try_take(&self.pool, &self.group).await {
+                Ok(Some(lease)) => return Some(lease),
+                Ok(None) if !said => {
+                    tracing::info!(
+                        projection = self.projection.name(),
+                        "another projector runs this projection; standing by"
+                    );
+                    said = true;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(projection = self.projection.name(), error = %e, "cannot take the lease"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.wait_for(|stopped| *stopped) => return None,
+            }
+        }
+    }
+
+    /// Reads every partition from its checkpoint (a little before it, see `log_cursor`)
+    /// and applies what arrives, until stopped (Ok) or a reason to restart (Err).
     async fn consume(
         &self,
-        consumer: &Consumed,
-        applied: &Applied,
-        parked: &mut HashSet<Uuid>,
+        mut lease: Lease,
+        cursor: &mut LogCursor,
         stop: &mut watch::Receiver<bool>,
-    ) -> anyhow::Result<()> {
-        let mut failing_since: Option<tokio::time::Instant> = None;
+    ) -> Result<(), Restart> {
+        let consumer = ClosedInBackground(Some(Arc::new(self.consumer()?)));
+        let consumer = consumer.get();
+        let partitions = partitions(consumer.clone(), &self.topic).await?;
+        // A checkpoint of an older log epoch points into a log that is gone: the refilled
+        // one is read from its start (offsets there mean nothing to the old checkpoint).
+        let epoch: i32 = sqlx::query_scalar("SELECT refills FROM eventstore.relay_state WHERE topic = $1")
+            .bind(&self.topic)
+            .fetch_optional(&self.pool)
+            .await?
+            .unwrap_or(0);
+        let checkpoints: BTreeMap<i32, LogPosition> = crate::checkpoint::load(&self.pool, &self.group, &self.topic)
+            .await?
+            .into_iter()
+            .filter(|(_, at)| at.epoch >= epoch)
+            .collect();
+        let mut assignment = TopicPartitionList::new();
+        for (partition, from) in cursor.start(&partitions, &checkpoints) {
+            assignment.add_partition_offset(&self.topic, partition, Offset::Offset(from))?;
+        }
+        consumer.assign(&assignment)?;
+        tracing::info!(projection = self.projection.name(), group = %self.group, ?checkpoints, "projection consuming");
+
+        let mut parked: HashSet<Uuid> =
+            self.parking.parked_streams(self.projection.name()).await?.into_iter().collect();
+        let mut heard: BTreeMap<i32, Instant> = partitions.iter().map(|p| (*p, Instant::now())).collect();
+        let mut watched = Instant::now();
+        let mut failing_since: Option<Instant> = None;
         let mut rate = Rate::default();
         loop {
-            // Stop only between batches: a batch is applied and its offsets stored, or neither.
+            if watched.elapsed() >= WATCH_EVERY {
+                watched = Instant::now();
+                self.watch(consumer.clone(), &mut lease, cursor, &heard).await?;
+            }
+            // Stop only between batches: a batch is applied and its checkpoint saved, or neither.
             let next = tokio::select! {
-                next = next_batch(consumer) => next,
+                next = tokio::time::timeout(WATCH_EVERY, next_batch(consumer)) => next,
                 _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
             };
             let batch = match next {
-                Ok(batch) => {
+                Err(_idle) => continue,
+                Ok(Ok(batch)) => {
                     failing_since = None;
                     batch
                 }
-                Err(e) if lost_broker(&e) => anyhow::bail!("lost the broker: {e}"),
-                Err(e) => {
-                    let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                Ok(Err(e)) if lost_broker(&e) => return Err(anyhow::anyhow!("lost the broker: {e}").into()),
+                Ok(Err(e)) => {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
                     tracing::debug!(error = %e, "consumer error");
                     if since.elapsed() > Duration::from_secs(10) {
-                        anyhow::bail!("the consumer has failed for 10s: {e}");
+                        return Err(anyhow::anyhow!("the consumer has failed for 10s: {e}").into());
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
             };
             let received = std::time::Instant::now();
-            let checkpoint = self.checkpoint_of(&batch);
-            let fresh: Vec<OwnedMessage> = batch.into_iter().filter(|m| !already_applied(applied, m)).collect();
-            // Operator commands (a rebuild's switch, a parked retry) wait for this batch.
-            let mut hold = crate::control::shared(&self.pool, self.projection.name()).await?;
-            if !parked.is_empty() {
-                // An operator may have retried or skipped a parked stream since.
-                *parked = self.parking.parked_streams(self.projection.name()).await?.into_iter().collect();
+            let mut gap = None;
+            let mut fresh = Vec::with_capacity(batch.len());
+            let mut advanced = HashSet::new();
+            for message in batch.into_iter().filter(|m| m.topic() == self.topic) {
+                heard.insert(message.partition(), Instant::now());
+                match cursor.observe(message.partition(), message.offset(), log_epoch(&message)) {
+                    Verdict::Apply => {
+                        advanced.insert(message.partition());
+                        fresh.push(message);
+                    }
+                    Verdict::Duplicate => {}
+                    Verdict::Gap { expected, from } => {
+                        metrics::counter!("projection_offset_gaps_total", "projection" => self.projection.name())
+                            .increment(1);
+                        gap.get_or_insert(Restart::Gap { partition: message.partition(), expected, from });
+                    }
+                }
             }
-            let events = self.decode(&fresh, parked).await?;
-            let last = events.last().map(|e| (e.envelope.position, e.envelope.occurred_at));
-            let count = events.len();
-            apply_or_park(&*self.projection, &self.parking, events, &checkpoint, parked, &self.group, &self.pool)
-                .await?;
-            metrics::histogram!("projection_batch_events", "projection" => self.projection.name()).record(count as f64);
-            metrics::histogram!("projection_batch_seconds", "projection" => self.projection.name())
-                .record(received.elapsed().as_secs_f64());
-            if let Some((_, occurred_at)) = last {
-                let since_event = (chrono::Utc::now() - occurred_at).num_milliseconds();
-                let applying = received.elapsed().as_millis() as i64;
-                tracing::debug!(projection = self.projection.name(), count, since_event, applying, "applied a batch");
+            let checkpoint = Checkpoint {
+                group: self.group.clone(),
+                topic: self.topic.clone(),
+                positions: advanced.iter().filter_map(|p| Some((*p, cursor.position(*p)?))).collect(),
+            };
+            if !fresh.is_empty() {
+                self.apply_batch(fresh, &checkpoint, &mut parked, &mut rate, received).await?;
+                // Time spent applying is not time the partitions were quiet.
+                let now = Instant::now();
+                for at in heard.values_mut() {
+                    *at = (*at + received.elapsed()).min(now);
+                }
             }
-            metrics::counter!("projection_events_applied_total", "projection" => self.projection.name())
-                .increment(count as u64);
-            rate.record(count);
-            record_progress(&mut hold, &self.group, &checkpoint, count, rate.per_second(), last).await?;
-            hold.commit().await?;
-            store_offsets(consumer, &checkpoint)?;
+            if let Some(gap) = gap {
+                return Err(gap);
+            }
         }
+    }
+
+    /// Decodes, applies (or parks) and checkpoints one batch of new messages.
+    async fn apply_batch(
+        &self,
+        fresh: Vec<OwnedMessage>,
+        checkpoint: &Checkpoint,
+        parked: &mut HashSet<Uuid>,
+        rate: &mut Rate,
+        received: std::time::Instant,
+    ) -> Result<(), Restart> {
+        // Operator commands (a rebuild's switch, a parked retry) wait for this batch.
+        let mut hold = crate::control::shared(&self.pool, self.projection.name()).await?;
+        if !parked.is_empty() {
+            // An operator may have retried or skipped a parked stream since.
+            *parked = self.parking.parked_streams(self.projection.name()).await?.into_iter().collect();
+        }
+        let events = self.decode(&fresh, parked).await?;
+        let last = events.last().map(|e| (e.envelope.position, e.envelope.occurred_at));
+        let count = events.len();
+        apply_or_park(&*self.projection, &self.parking, events, checkpoint, parked, &self.group, &self.pool).await?;
+        metrics::histogram!("projection_batch_events", "projection" => self.projection.name()).record(count as f64);
+        metrics::histogram!("projection_batch_seconds", "projection" => self.projection.name())
+            .record(received.elapsed().as_secs_f64());
+        if let Some((_, occurred_at)) = last {
+            let since_event = (chrono::Utc::now() - occurred_at).num_milliseconds();
+            let applying = received.elapsed().as_millis() as i64;
+            tracing::debug!(projection = self.projection.name(), count, since_event, applying, "applied a batch");
+        }
+        metrics::counter!("projection_events_applied_total", "projection" => self.projection.name())
+            .increment(count as u64);
+        rate.record(count);
+        record_progress(&mut hold, &self.group, checkpoint, count, rate.per_second(), last).await?;
+        // The PostgreSQL projection saved the same checkpoint with its rows; the other
+        // stores' is saved here, after their writes.
+        crate::checkpoint::save(&mut hold, checkpoint).await?;
+        hold.commit().await?;
+        Ok(())
+    }
+
+    /// The watchdog: the lease must still hold, and a partition with lag must deliver.
+    async fn watch(
+        &self,
+        consumer: Arc<Consumed>,
+        lease: &mut Lease,
+        cursor: &LogCursor,
+        heard: &BTreeMap<i32, Instant>,
+    ) -> Result<(), Restart> {
+        if !lease.holds().await {
+            return Err(Restart::LeaseLost);
+        }
+        let topic = self.topic.clone();
+        let expected = cursor.expected();
+        let partitions: Vec<i32> = expected.keys().copied().collect();
+        let highs = tokio::task::spawn_blocking(move || {
+            partitions
+                .into_iter()
+                .map(|p| Ok((p, consumer.fetch_watermarks(&topic, p, Duration::from_secs(2))?.1)))
+                .collect::<Result<BTreeMap<i32, i64>, KafkaError>>()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("watermark task: {e}"))?;
+        let Ok(highs) = highs else {
+            return Ok(()); // the broker is away; the consumer reports that itself
+        };
+        for (partition, high) in highs {
+            let next = expected.get(&partition).copied().unwrap_or(0);
+            let quiet = heard.get(&partition).map_or(Duration::MAX, |at| at.elapsed());
+            if high > next && quiet > STALLED_AFTER {
+                return Err(Restart::Stalled(format!(
+                    "partition {partition} has {} unread messages and delivered nothing for {}s",
+                    high - next,
+                    quiet.as_secs()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Decodes a batch; unreadable events and events of parked streams are parked.
@@ -204,18 +393,6 @@ impl Worker {
             }
         }
         Ok(events)
-    }
-
-    fn checkpoint_of(&self, batch: &[OwnedMessage]) -> Checkpoint {
-        let mut positions: BTreeMap<i32, LogPosition> = BTreeMap::new();
-        for m in batch.iter().filter(|m| m.topic() == self.topic) {
-            let next = LogPosition { next_offset: m.offset() + 1, epoch: log_epoch(m) };
-            let entry = positions.entry(m.partition()).or_insert(next);
-            if next.next_offset >= entry.next_offset {
-                *entry = next;
-            }
-        }
-        Checkpoint { group: self.group.clone(), topic: self.topic.clone(), positions }
     }
 }
 
@@ -348,12 +525,44 @@ async fn record_error(pool: &PgPool, group: &str, error: &str) {
     }
 }
 
-/// Closing a consumer blocks while it leaves its group, for long if its broker is gone;
+/// The topic's partitions, from the broker's metadata.
+async fn partitions(consumer: Arc<Consumed>, topic: &str) -> Result<Vec<i32>, Restart> {
+    let topic = topic.to_owned();
+    let partitions = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<i32>> {
+        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
+        let found = metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none());
+        let partitions: Vec<i32> = found.map(|t| t.partitions().iter().map(|p| p.id()).collect()).unwrap_or_default();
+        anyhow::ensure!(!partitions.is_empty(), "the broker has no topic {topic}");
+        Ok(partitions)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("metadata task: {e}"))??;
+    Ok(partitions)
+}
+
+/// Counts a consumer restart where `status` shows it (best effort, like `record_error`).
+async fn record_restart(pool: &PgPool, group: &str, restart: &Restart) {
+    let recorded = sqlx::query(
+        "INSERT INTO projector.progress (projection, restarts, last_restart_at, last_restart_reason)
+         VALUES ($1, 1, now(), $2)
+         ON CONFLICT (projection) DO UPDATE SET restarts = projector.progress.restarts + 1,
+             last_restart_at = now(), last_restart_reason = EXCLUDED.last_restart_reason",
+    )
+    .bind(group)
+    .bind(restart.to_string())
+    .execute(pool)
+    .await;
+    if let Err(e) = recorded {
+        tracing::debug!(error = %e, "could not record the consumer restart");
+    }
+}
+
+/// Closing a consumer blocks, for long if its broker is gone;
 /// this closes it on a thread of its own, also when the worker task is aborted.
-struct ClosedInBackground(Option<Consumed>);
+struct ClosedInBackground(Option<Arc<Consumed>>);
 
 impl ClosedInBackground {
-    fn get(&self) -> &Consumed {
+    fn get(&self) -> &Arc<Consumed> {
         self.0.as_ref().expect("present until dropped")
     }
 }
@@ -392,19 +601,6 @@ async fn next_batch(consumer: &Consumed) -> Result<Vec<OwnedMessage>, KafkaError
     Ok(batch)
 }
 
-/// Marks the batch consumed; the auto-commit sends it to the broker shortly after.
-fn store_offsets(consumer: &Consumed, checkpoint: &Checkpoint) -> anyhow::Result<()> {
-    let mut list = TopicPartitionList::new();
-    for (partition, position) in &checkpoint.positions {
-        list.add_partition_offset(&checkpoint.topic, *partition, Offset::Offset(position.next_offset))?;
-    }
-    if let Err(e) = consumer.store_offsets(&list) {
-        // After a rebalance the partition may belong to someone else: they re-apply it.
-        tracing::debug!(error = %e, "could not store offsets");
-    }
-    Ok(())
-}
-
 /// The relay's refill count when it published the message: offsets of one log epoch
 /// mean nothing in another (a broker that lost its log is refilled from offset 0).
 fn log_epoch(message: &OwnedMessage) -> i32 {
@@ -414,11 +610,4 @@ fn log_epoch(message: &OwnedMessage) -> i32 {
         .and_then(|h| h.value)
         .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
         .unwrap_or(0)
-}
-
-/// True when the store committed this message with an earlier batch: the broker's
-/// offsets are committed a moment after the store's checkpoint, so a restart can
-/// redeliver what the store already holds.
-fn already_applied(applied: &Applied, message: &OwnedMessage) -> bool {
-    applied.get(&message.partition()).is_some_and(|p| p.epoch == log_epoch(message) && message.offset() < p.next_offset)
 }

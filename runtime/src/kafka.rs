@@ -9,6 +9,12 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 
+/// The most records the relay puts in one producer batch. Consumers resume this many
+/// offsets before their checkpoint, so the batch holding it is read whole (tansu answers
+/// a Fetch from inside a batch with the batches after it; see the projector's
+/// `log_cursor`).
+pub const MAX_BATCH_RECORDS: i64 = 100;
+
 pub fn client_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers).set("socket.keepalive.enable", "true");

@@ -62,6 +62,22 @@ enum Command {
         #[arg(long)]
         entity: Option<String>,
     },
+    /// Compares each read model with the journal (streams and versions per tenant) and
+    /// lists missing, stale and extra streams; --repair re-applies the missing and stale.
+    Verify {
+        /// One projection (default: all seven).
+        #[arg(long)]
+        projection: Option<String>,
+        #[arg(long)]
+        tenant: Option<Uuid>,
+        #[arg(long)]
+        repair: bool,
+        /// Events younger than this are still on their way and not compared.
+        #[arg(long, default_value_t = 30)]
+        grace_secs: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Queues the journal from a position for the relay to publish again (a broker that
     /// lost its log). Idempotent.
     Republish {
@@ -121,14 +137,15 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 say!(
                     out,
-                    "{:<24} {:<13} {:>10} {:>10} {:>9} {:>9} {:>7}  last error",
+                    "{:<24} {:<13} {:>10} {:>10} {:>9} {:>9} {:>7} {:>8}  last error / restart",
                     "projection",
                     "store",
                     "position",
                     "lag",
                     "lag s",
                     "events/s",
-                    "parked"
+                    "parked",
+                    "restarts"
                 );
                 for s in statuses {
                     let lag = s.lag_events.map_or("?".to_owned(), |l| l.to_string());
@@ -136,16 +153,21 @@ async fn main() -> anyhow::Result<()> {
                         (Some(e), Some(at)) => format!("{} ({})", first_line(e), at.format("%Y-%m-%d %H:%M:%S")),
                         _ => "-".to_owned(),
                     };
+                    let restart = match (&s.last_restart_reason, s.last_restart_at) {
+                        (Some(why), Some(at)) => format!(" / {} ({})", first_line(why), at.format("%Y-%m-%d %H:%M:%S")),
+                        _ => String::new(),
+                    };
                     say!(
                         out,
-                        "{:<24} {:<13} {:>10} {:>10} {:>9.1} {:>9.1} {:>7}  {error}",
+                        "{:<24} {:<13} {:>10} {:>10} {:>9.1} {:>9.1} {:>7} {:>8}  {error}{restart}",
                         s.projection,
                         s.store,
                         s.last_position,
                         lag,
                         s.lag_seconds,
                         s.events_per_sec,
-                        s.parked
+                        s.parked,
+                        s.restarts
                     );
                 }
             }
@@ -173,6 +195,59 @@ async fn main() -> anyhow::Result<()> {
                     report.events_per_sec,
                     report.switch_ms
                 );
+            }
+        }
+        Command::Verify { projection, tenant, repair, grace_secs, json } => {
+            let reports = murima_projector::verify::verify(
+                &stores,
+                projection.as_deref(),
+                tenant,
+                Duration::from_secs(grace_secs),
+                repair,
+            )
+            .await?;
+            if json {
+                say!(out, "{}", serde_json::to_string_pretty(&reports)?);
+            } else {
+                say!(
+                    out,
+                    "{:<24} {:>8} {:>9} {:>8} {:>6} {:>6} {:>9} {:>10}",
+                    "projection",
+                    "tenants",
+                    "streams",
+                    "missing",
+                    "stale",
+                    "extra",
+                    "repaired",
+                    "unrepaired"
+                );
+                for r in &reports {
+                    say!(
+                        out,
+                        "{:<24} {:>8} {:>9} {:>8} {:>6} {:>6} {:>9} {:>10}",
+                        r.projection,
+                        r.tenants,
+                        r.streams_compared,
+                        r.missing,
+                        r.stale,
+                        r.extra,
+                        r.repaired_streams,
+                        r.unrepaired
+                    );
+                }
+                for d in reports.iter().flat_map(|r| r.discrepancies.iter().map(move |d| (&r.projection, d))) {
+                    say!(
+                        out,
+                        "{} {:?} {} {} of tenant {}: journal v{} held v{}",
+                        d.0,
+                        d.1.finding,
+                        d.1.what,
+                        d.1.stream_id,
+                        d.1.tenant_id,
+                        d.1.journal_version.map_or("-".into(), |v| v.to_string()),
+                        d.1.held_version.map_or("-".into(), |v| v.to_string())
+                    );
+                }
             }
         }
         Command::Rebuilds { json } => {

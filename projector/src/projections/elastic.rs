@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use elasticsearch::http::request::JsonBody;
 use elasticsearch::indices::{IndicesCreateParts, IndicesPutIndexTemplateParts};
-use elasticsearch::{BulkParts, Elasticsearch, MgetParts};
+use elasticsearch::{BulkParts, Elasticsearch, MgetParts, SearchParts};
 use events::case::CaseEvent;
 use events::interaction::InteractionEvent;
 use events::note::NoteEvent;
@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::event::{DomainEvent, Event};
-use crate::projection::{ApplyError, Checkpoint, Placement, Projection};
+use crate::projection::{ApplyError, Checkpoint, Held, Placement, Projection};
 use crate::projections::mongo_audit::audit_record;
 
 pub struct ElasticProjection {
@@ -194,6 +194,47 @@ impl ElasticProjection {
     /// The names a tenant's documents go under (its own, or a rebuild's copy).
     fn tenancy(&self, tenant: Uuid) -> Tenancy {
         self.placement.of(tenant).unwrap_or(Tenancy(tenant))
+    }
+
+    /// For `verify`: every document behind a tenant alias, paged in `id` order, as stream
+    /// id -> external version; or, for the audit log (one document per event), as stream
+    /// id -> number of documents.
+    async fn held_in(&self, alias: &str, audit: bool) -> anyhow::Result<HashMap<Uuid, i64>> {
+        const PAGE: usize = 2_000;
+        let (field, sort) = if audit {
+            ("entity_id", json!([{ "entity_id": "asc" }, { "entity_version": "asc" }]))
+        } else {
+            ("id", json!([{ "id": "asc" }]))
+        };
+        let mut held: HashMap<Uuid, i64> = HashMap::new();
+        let mut after: Option<Value> = None;
+        loop {
+            let mut body = json!({ "size": PAGE, "version": true, "_source": [field], "sort": sort,
+                                   "query": { "match_all": {} } });
+            if let Some(after) = after.take() {
+                body["search_after"] = after;
+            }
+            let response = self.client.search(SearchParts::Index(&[alias])).body(body).send().await?;
+            if response.status_code().as_u16() == 404 {
+                return Ok(held); // no index yet: nothing held
+            }
+            let status = response.status_code();
+            let body: Value = response.json().await?;
+            anyhow::ensure!(status.is_success(), "searching {alias} failed: {status} {body}");
+            let hits = body["hits"]["hits"].as_array().cloned().unwrap_or_default();
+            for hit in &hits {
+                let Some(id) = hit["_source"][field].as_str().and_then(|s| s.parse::<Uuid>().ok()) else { continue };
+                if audit {
+                    *held.entry(id).or_default() += 1;
+                } else {
+                    held.insert(id, hit["_version"].as_i64().unwrap_or(0));
+                }
+            }
+            match hits.last() {
+                Some(last) if hits.len() == PAGE => after = Some(last["sort"].clone()),
+                _ => return Ok(held),
+            }
+        }
     }
 
     /// Creates a monthly index with the tenant's read alias on first use.
@@ -463,6 +504,32 @@ impl Folded<'_> {
 impl Projection for ElasticProjection {
     fn name(&self) -> &'static str {
         "elasticsearch"
+    }
+
+    async fn held(&self, tenant: Uuid) -> anyhow::Result<Vec<Held>> {
+        let tenancy = self.tenancy(tenant);
+        Ok(vec![
+            Held {
+                what: "cases index",
+                stream_types: &["case"],
+                versions: self.held_in(&tenancy.es_alias(CASES), false).await?,
+            },
+            Held {
+                what: "notes index",
+                stream_types: &["note"],
+                versions: self.held_in(&tenancy.es_alias(NOTES), false).await?,
+            },
+            Held {
+                what: "interactions index",
+                stream_types: &["interaction"],
+                versions: self.held_in(&tenancy.es_alias(INTERACTIONS), false).await?,
+            },
+            Held {
+                what: "audit-logs index",
+                stream_types: &[],
+                versions: self.held_in(&tenancy.es_alias(ES_AUDIT_LOGS), true).await?,
+            },
+        ])
     }
 
     #[tracing::instrument(skip_all, fields(projection = "elasticsearch", events = events.len()))]

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::event::{DomainEvent, Event};
 use crate::mongo::{Collections, TENANT_COLLECTIONS};
-use crate::projection::{ApplyError, Checkpoint, Placement, Projection};
+use crate::projection::{ApplyError, Checkpoint, Held, Placement, Projection};
 
 const DUPLICATE_KEY: i32 = 11000;
 
@@ -129,6 +129,12 @@ fn entry(event: &Event) -> Result<Document, ApplyError> {
 impl Projection for MongoAuditProjection {
     fn name(&self) -> &'static str {
         "mongo"
+    }
+
+    async fn held(&self, tenant: uuid::Uuid) -> anyhow::Result<Vec<Held>> {
+        let name = self.collections.name(tenant, AUDIT_LOGS);
+        let versions = crate::mongo::held_versions(&self.db, &name, Some("entity_id")).await?;
+        Ok(vec![Held { what: "audit entries", stream_types: &[], versions }])
     }
 
     #[tracing::instrument(skip_all, fields(projection = "mongo", events = events.len()))]

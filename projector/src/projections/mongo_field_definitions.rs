@@ -7,7 +7,7 @@ use mongodb::Database;
 
 use crate::event::{DomainEvent, Event};
 use crate::mongo::{date, to_bson, Collections, Writes, CUSTOM_FIELD_DEFINITIONS};
-use crate::projection::{ApplyError, Checkpoint, Placement, Projection};
+use crate::projection::{ApplyError, Checkpoint, Held, Placement, Projection};
 
 pub struct MongoFieldDefinitionsProjection {
     db: Database,
@@ -45,6 +45,12 @@ fn spec_fields(event: &Event, spec: &events::field_definition::FieldSpec) -> Res
 impl Projection for MongoFieldDefinitionsProjection {
     fn name(&self) -> &'static str {
         "mongo_field_definitions"
+    }
+
+    async fn held(&self, tenant: uuid::Uuid) -> anyhow::Result<Vec<Held>> {
+        let name = self.collections.name(tenant, CUSTOM_FIELD_DEFINITIONS);
+        let versions = crate::mongo::held_versions(&self.db, &name, None).await?;
+        Ok(vec![Held { what: "custom_field_definitions collection", stream_types: &["custom_field"], versions }])
     }
 
     #[tracing::instrument(skip_all, fields(projection = "mongo_field_definitions", events = events.len()))]

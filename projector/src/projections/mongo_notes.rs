@@ -9,7 +9,7 @@ use mongodb::Database;
 
 use crate::event::{DomainEvent, Event};
 use crate::mongo::{date, to_bson, Collections, Writes, CASE_NOTES};
-use crate::projection::{ApplyError, Checkpoint, Placement, Projection};
+use crate::projection::{ApplyError, Checkpoint, Held, Placement, Projection};
 
 pub struct MongoNotesProjection {
     db: Database,
@@ -31,6 +31,12 @@ impl MongoNotesProjection {
 impl Projection for MongoNotesProjection {
     fn name(&self) -> &'static str {
         "mongo_notes"
+    }
+
+    async fn held(&self, tenant: uuid::Uuid) -> anyhow::Result<Vec<Held>> {
+        let name = self.collections.name(tenant, CASE_NOTES);
+        let versions = crate::mongo::held_versions(&self.db, &name, None).await?;
+        Ok(vec![Held { what: "case_notes collection", stream_types: &["note"], versions }])
     }
 
     #[tracing::instrument(skip_all, fields(projection = "mongo_notes", events = events.len()))]

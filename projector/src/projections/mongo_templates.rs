@@ -7,7 +7,7 @@ use mongodb::Database;
 
 use crate::event::{DomainEvent, Event};
 use crate::mongo::{date, to_bson, Collections, Writes, MESSAGE_TEMPLATES};
-use crate::projection::{ApplyError, Checkpoint, Placement, Projection};
+use crate::projection::{ApplyError, Checkpoint, Held, Placement, Projection};
 
 pub struct MongoTemplatesProjection {
     db: Database,
@@ -29,6 +29,12 @@ impl MongoTemplatesProjection {
 impl Projection for MongoTemplatesProjection {
     fn name(&self) -> &'static str {
         "mongo_templates"
+    }
+
+    async fn held(&self, tenant: uuid::Uuid) -> anyhow::Result<Vec<Held>> {
+        let name = self.collections.name(tenant, MESSAGE_TEMPLATES);
+        let versions = crate::mongo::held_versions(&self.db, &name, None).await?;
+        Ok(vec![Held { what: "message_templates collection", stream_types: &["message_template"], versions }])
     }
 
     #[tracing::instrument(skip_all, fields(projection = "mongo_templates", events = events.len()))]

@@ -4,7 +4,7 @@
 //! write is guarded by it (insert-if-absent for the first event, `version = v - 1` for the
 //! rest), so a redelivered event changes nothing.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use events::case_type::CaseTypeEvent;
@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::postgres_cases;
 use crate::event::{DomainEvent, Event};
-use crate::projection::{ApplyError, Checkpoint, LogPosition, Placement, Projection};
+use crate::projection::{ApplyError, Checkpoint, Held, Placement, Projection};
 
 pub struct PostgresProjection {
     pool: PgPool,
@@ -764,23 +764,54 @@ impl Projection for PostgresProjection {
             }
         }
         self.apply_case_run(&mut tx, &run).await?;
-        save_checkpoint(&mut tx, checkpoint).await.map_err(|e| ApplyError::Transient(e.into()))?;
+        crate::checkpoint::save(&mut tx, checkpoint).await.map_err(|e| ApplyError::Transient(e.into()))?;
         save_tenant_positions(&mut tx, &checkpoint.group, events).await.map_err(|e| ApplyError::Transient(e.into()))?;
         tx.commit().await.map_err(|e| ApplyError::Transient(e.into()))?;
         Ok(())
     }
 
-    async fn checkpoints(&self, group: &str, topic: &str) -> anyhow::Result<Option<BTreeMap<i32, LogPosition>>> {
-        let rows: Vec<(i32, i64, i32)> = sqlx::query_as(
-            "SELECT partition, next_offset, epoch FROM projector.checkpoints WHERE projection = $1 AND topic = $2",
-        )
-        .bind(group)
-        .bind(topic)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(Some(rows.into_iter().map(|(p, next_offset, epoch)| (p, LogPosition { next_offset, epoch })).collect()))
+    async fn held(&self, tenant: Uuid) -> anyhow::Result<Vec<Held>> {
+        let mut held = Vec::new();
+        let tenants: HashMap<Uuid, i64> = sqlx::query_as("SELECT id, version FROM public.tenants WHERE id = $1")
+            .bind(tenant)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .collect();
+        held.push(Held { what: "tenants table", stream_types: &["tenant"], versions: tenants });
+        let schema = self.schema(tenant);
+        for (table, stream_type) in MIRRORED_TABLES.iter() {
+            let versions: HashMap<Uuid, i64> = match sqlx::query_as(&format!(
+                "SELECT id, version FROM {schema}.{table}"
+            ))
+            .fetch_all(&self.pool)
+            .await
+            {
+                Ok(rows) => rows.into_iter().collect(),
+                // A tenant whose schema is not there yet holds nothing.
+                Err(sqlx::Error::Database(db)) if matches!(db.code().as_deref(), Some("42P01" | "3F000")) => {
+                    HashMap::new()
+                }
+                Err(e) => return Err(e.into()),
+            };
+            held.push(Held { what: table, stream_types: std::slice::from_ref(stream_type), versions });
+        }
+        Ok(held)
     }
 }
+
+/// Each tenant table that mirrors a stream, with the stream type it mirrors.
+static MIRRORED_TABLES: [(&str, &str); 9] = [
+    ("users", "user"),
+    ("teams", "team"),
+    ("case_types", "case_type"),
+    ("cases", "case"),
+    ("channels", "channel"),
+    ("interactions", "interaction"),
+    ("tasks", "task"),
+    ("documents", "document"),
+    ("workflows", "workflow"),
+];
 
 /// The highest journal position applied per tenant, committed with the rows: reads wait
 /// on it for a command's position token (a tenant's events arrive in journal order).
@@ -804,27 +835,6 @@ async fn save_tenant_positions(
     .bind(group)
     .bind(tenants)
     .bind(positions)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// The batch's end, committed with its rows: a restart resumes exactly after it.
-async fn save_checkpoint(tx: &mut Transaction<'_, Postgres>, checkpoint: &Checkpoint) -> Result<(), sqlx::Error> {
-    let partitions: Vec<i32> = checkpoint.positions.keys().copied().collect();
-    let offsets: Vec<i64> = checkpoint.positions.values().map(|p| p.next_offset).collect();
-    let epochs: Vec<i32> = checkpoint.positions.values().map(|p| p.epoch).collect();
-    sqlx::query(
-        "INSERT INTO projector.checkpoints (projection, topic, partition, next_offset, epoch, updated_at)
-         SELECT $1, $2, p, o, e, now() FROM UNNEST($3::int[], $4::bigint[], $5::int[]) AS t(p, o, e)
-         ON CONFLICT (projection, topic, partition)
-         DO UPDATE SET next_offset = EXCLUDED.next_offset, epoch = EXCLUDED.epoch, updated_at = now()",
-    )
-    .bind(&checkpoint.group)
-    .bind(&checkpoint.topic)
-    .bind(partitions)
-    .bind(offsets)
-    .bind(epochs)
     .execute(&mut **tx)
     .await?;
     Ok(())

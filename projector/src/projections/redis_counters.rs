@@ -14,7 +14,7 @@
 //! The script derives its keys from the tenant prefix, which a single Redis accepts; a
 //! Redis Cluster deployment needs the prefix as a hash tag first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use events::case::CaseEvent;
 use events::task::TaskEvent;
@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::event::{DomainEvent, Event};
-use crate::projection::{ApplyError, Checkpoint, Placement, Projection};
+use crate::projection::{ApplyError, Checkpoint, Held, Placement, Projection};
 
 /// Notifications kept per user, and for how long (seed §2.3.2: 30 days).
 const NOTIFICATIONS_KEPT: i64 = 100;
@@ -237,6 +237,25 @@ fn operation(event: &Event) -> Option<Value> {
 impl Projection for RedisCountersProjection {
     fn name(&self) -> &'static str {
         "redis"
+    }
+
+    async fn held(&self, tenant: Uuid) -> anyhow::Result<Vec<Held>> {
+        let tenancy = self.placement.of(tenant).unwrap_or(runtime::tenancy::Tenancy(tenant));
+        let mut conn = self.conn.clone();
+        let counted: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(tenancy.redis_counted_cases()).query_async(&mut conn).await?;
+        let streams: HashMap<String, i64> =
+            redis::cmd("HGETALL").arg(tenancy.redis_stream_versions()).query_async(&mut conn).await?;
+        // A counted case is held as "version|status|priority|assignee|team".
+        let cases = counted
+            .into_iter()
+            .filter_map(|(id, held)| Some((id.parse().ok()?, held.split('|').next()?.parse().ok()?)))
+            .collect();
+        let others = streams.into_iter().filter_map(|(id, v)| Some((id.parse().ok()?, v))).collect();
+        Ok(vec![
+            Held { what: "counted cases", stream_types: &["case"], versions: cases },
+            Held { what: "stream versions", stream_types: &["user", "task"], versions: others },
+        ])
     }
 
     #[tracing::instrument(skip_all, fields(projection = "redis", events = events.len()))]

@@ -1,0 +1,250 @@
+//! Verify and repair: compares what each read model holds of a tenant's streams with the
+//! journal, and re-applies exactly the streams that are missing or behind.
+//!
+//! The journal is the record of truth. For every stream a store mirrors, the store
+//! should hold the stream's last version, or one record per event for a log like the
+//! audit trail. A stream is:
+//! - **missing** when the store holds nothing of it,
+//! - **stale** when it holds an older version than the journal,
+//! - **extra** when it holds a stream or version the journal does not have.
+//!
+//! Only events older than `grace` count, so events still on their way through the log
+//! are not reported. Streams parked or skipped for a projection are left out, because
+//! they are behind on purpose. Repair re-applies every journal event of the missing and
+//! stale streams through the live projection. This is idempotent: each store ignores the
+//! versions it holds. Extra records are reported, not deleted; a rebuild removes them.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::operations::decode_all;
+use crate::projection::{Checkpoint, Held};
+use crate::stores::{Stores, PROJECTIONS};
+
+/// How many discrepancies a report lists (all are counted).
+const LISTED: usize = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finding {
+    Missing,
+    Stale,
+    Extra,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Discrepancy {
+    pub tenant_id: Uuid,
+    pub stream_id: Uuid,
+    pub stream_type: Option<String>,
+    /// The kind of record compared (`cases table`, `audit entries`, ...).
+    pub what: &'static str,
+    pub finding: Finding,
+    pub journal_version: Option<i64>,
+    pub held_version: Option<i64>,
+}
+
+/// One projection's comparison with the journal.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub projection: String,
+    pub tenants: usize,
+    pub streams_compared: usize,
+    pub missing: usize,
+    pub stale: usize,
+    pub extra: usize,
+    /// Streams re-applied by `--repair`, and how many events that took.
+    pub repaired_streams: usize,
+    pub repaired_events: usize,
+    /// Missing or stale after the repair (the repair re-checks what it touched).
+    pub unrepaired: usize,
+    /// The first discrepancies found (at most 200).
+    pub discrepancies: Vec<Discrepancy>,
+}
+
+/// What the journal holds of one stream.
+struct Journaled {
+    stream_type: String,
+    /// The last version of events older than the grace period (None: all are newer).
+    settled: Option<i64>,
+    newest: i64,
+}
+
+/// Verifies one projection (or all) for one tenant (or all), repairing when asked.
+pub async fn verify(
+    stores: &Stores,
+    projection: Option<&str>,
+    tenant: Option<Uuid>,
+    grace: Duration,
+    repair: bool,
+) -> anyhow::Result<Vec<Report>> {
+    let names: Vec<&'static str> = match projection {
+        Some(name) => vec![crate::stores::known(name)?],
+        None => PROJECTIONS.iter().map(|(n, _)| *n).collect(),
+    };
+    let tenants: Vec<Uuid> = match tenant {
+        Some(t) => vec![t],
+        None => {
+            sqlx::query_scalar("SELECT DISTINCT tenant_id FROM eventstore.events ORDER BY tenant_id")
+                .fetch_all(&stores.pool)
+                .await?
+        }
+    };
+    let grace = chrono::Duration::from_std(grace)?;
+    let mut reports = Vec::new();
+    for name in names {
+        let projection = stores.projection(name).await?;
+        let held_back = crate::parking::ParkingLot::new(stores.pool.clone()).held_back(name).await?;
+        let mut report = Report { projection: name.to_owned(), tenants: tenants.len(), ..Report::default() };
+        for &tenant in &tenants {
+            let journal = journaled(stores, tenant, chrono::Utc::now() - grace).await?;
+            let found = compare(tenant, &journal, &projection.held(tenant).await?, &held_back);
+            report.streams_compared += journal.len();
+            count(&mut report, &found);
+            if !repair {
+                report.discrepancies.extend(found.into_iter().take(LISTED - report.discrepancies.len().min(LISTED)));
+                continue;
+            }
+            let streams: Vec<Uuid> = found
+                .iter()
+                .filter(|d| d.finding != Finding::Extra)
+                .map(|d| d.stream_id)
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            if !streams.is_empty() {
+                report.repaired_events += reapply(stores, name, &streams).await?;
+                report.repaired_streams += streams.len();
+                let again = compare(tenant, &journal, &projection.held(tenant).await?, &held_back);
+                report.unrepaired += again.iter().filter(|d| d.finding != Finding::Extra).count();
+            }
+            report.discrepancies.extend(found.into_iter().take(LISTED - report.discrepancies.len().min(LISTED)));
+        }
+        record(stores, &report).await?;
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+fn count(report: &mut Report, found: &[Discrepancy]) {
+    for d in found {
+        match d.finding {
+            Finding::Missing => report.missing += 1,
+            Finding::Stale => report.stale += 1,
+            Finding::Extra => report.extra += 1,
+        }
+    }
+}
+
+/// The journal's streams of a tenant: type, last settled version and newest version.
+async fn journaled(
+    stores: &Stores,
+    tenant: Uuid,
+    settled_before: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<HashMap<Uuid, Journaled>> {
+    let rows: Vec<(Uuid, String, Option<i64>, i64)> = sqlx::query_as(
+        "SELECT stream_id, stream_type, max(stream_version) FILTER (WHERE occurred_at <= $2), max(stream_version)
+         FROM eventstore.events WHERE tenant_id = $1 GROUP BY stream_id, stream_type",
+    )
+    .bind(tenant)
+    .bind(settled_before)
+    .fetch_all(&stores.pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, stream_type, settled, newest)| (id, Journaled { stream_type, settled, newest }))
+        .collect())
+}
+
+/// The discrepancies between the journal and what a store holds.
+fn compare(
+    tenant: Uuid,
+    journal: &HashMap<Uuid, Journaled>,
+    held: &[Held],
+    held_back: &HashSet<Uuid>,
+) -> Vec<Discrepancy> {
+    let mut found = Vec::new();
+    for records in held {
+        for (id, stream) in journal.iter().filter(|(id, s)| records.mirrors(&s.stream_type) && !held_back.contains(id))
+        {
+            let version = records.versions.get(id).copied();
+            let finding = match (stream.settled, version) {
+                (_, Some(v)) if v > stream.newest => Some(Finding::Extra),
+                (Some(_), None) => Some(Finding::Missing),
+                (Some(settled), Some(v)) if v < settled => Some(Finding::Stale),
+                _ => None,
+            };
+            if let Some(finding) = finding {
+                found.push(Discrepancy {
+                    tenant_id: tenant,
+                    stream_id: *id,
+                    stream_type: Some(stream.stream_type.clone()),
+                    what: records.what,
+                    finding,
+                    journal_version: Some(stream.newest),
+                    held_version: version,
+                });
+            }
+        }
+        for (id, version) in records.versions.iter().filter(|(id, _)| !journal.contains_key(id)) {
+            found.push(Discrepancy {
+                tenant_id: tenant,
+                stream_id: *id,
+                stream_type: None,
+                what: records.what,
+                finding: Finding::Extra,
+                journal_version: None,
+                held_version: Some(*version),
+            });
+        }
+    }
+    found.sort_by_key(|d| (d.stream_id, d.what));
+    found
+}
+
+/// Applies every journal event of `streams` again through the live projection, parking
+/// what the store refuses, as the worker would. Returns how many events were applied.
+async fn reapply(stores: &Stores, name: &str, streams: &[Uuid]) -> anyhow::Result<usize> {
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT position, envelope::text FROM eventstore.events WHERE stream_id = ANY($1) ORDER BY position",
+    )
+    .bind(streams)
+    .fetch_all(&stores.pool)
+    .await?;
+    let events = decode_all(rows)?;
+    let applied = events.len();
+    let projection = stores.projection(name).await?;
+    let parking = crate::parking::ParkingLot::new(stores.pool.clone());
+    let mut parked = parking.held_back(name).await?;
+    let group = stores.group(name);
+    let checkpoint = Checkpoint { group: group.clone(), topic: String::new(), positions: Default::default() };
+    for chunk in events.chunks(1_000) {
+        let chunk: Vec<_> = chunk.iter().filter(|e| !parked.contains(&e.envelope.stream_id)).cloned().collect();
+        crate::worker::apply_or_park(&*projection, &parking, chunk, &checkpoint, &mut parked, &group, &stores.pool)
+            .await?;
+    }
+    Ok(applied)
+}
+
+/// Keeps the last result per projection, which `/metrics` exports (`export_lag`).
+async fn record(stores: &Stores, report: &Report) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO projector.verifications (projection, ran_at, missing, stale, extra, repaired_streams, unrepaired)
+         VALUES ($1, now(), $2, $3, $4, $5, $6)
+         ON CONFLICT (projection) DO UPDATE SET ran_at = now(), missing = EXCLUDED.missing, stale = EXCLUDED.stale,
+             extra = EXCLUDED.extra, repaired_streams = EXCLUDED.repaired_streams, unrepaired = EXCLUDED.unrepaired",
+    )
+    .bind(stores.group(&report.projection))
+    .bind(report.missing as i64)
+    .bind(report.stale as i64)
+    .bind(report.extra as i64)
+    .bind(report.repaired_streams as i64)
+    .bind(report.unrepaired as i64)
+    .execute(&stores.pool)
+    .await?;
+    metrics::counter!("projection_verify_runs_total", "projection" => report.projection.clone()).increment(1);
+    Ok(())
+}
