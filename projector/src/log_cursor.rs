@@ -16,9 +16,12 @@
 //!   whole. Messages before the checkpoint are dropped as duplicates.
 //! - Any jump past the expected offset is a [`Verdict::Gap`]. The worker applies what came
 //!   before it, then starts again further back, doubling the rewind each time. Only a
-//!   jump that remains when reading from the very start of the log is accepted, because
-//!   the messages are no longer in the log. It is counted and logged as an error, and
-//!   `murima-admin verify --repair` restores what it held from the journal.
+//!   jump that is still there on a second read from the very start of the log is
+//!   accepted, because the messages are not in the log. It is counted and logged as an
+//!   error, and `murima-admin verify --repair` restores from the journal whatever they
+//!   held. tansu makes such holes: a produce it refuses after raising the partition's
+//!   high watermark leaves those offsets empty for good. The relay sends the refused
+//!   events again after the hole, so nothing is lost there.
 //!
 //! Log epochs: the relay stamps each message with its refill count. A broker that lost
 //! its log is refilled from offset 0 in a new epoch, so an offset below the expected one
@@ -55,6 +58,8 @@ struct Partition {
     rewind: i64,
     /// Set once a gap is seen: the rest of the partition waits for the restart.
     gap: bool,
+    /// The offset last found missing, and how many times in a row.
+    missing: Option<(i64, u32)>,
 }
 
 /// The cursor of every partition a worker reads. It lives as long as the worker, so the
@@ -72,9 +77,11 @@ impl LogCursor {
             .iter()
             .map(|&p| {
                 let next = checkpoints.get(&p).copied().unwrap_or(LogPosition { next_offset: 0, epoch: 0 });
-                let rewind = self.partitions.get(&p).map_or(REWIND, |old| old.rewind);
+                let old = self.partitions.get(&p);
+                let rewind = old.map_or(REWIND, |old| old.rewind);
+                let missing = old.and_then(|old| old.missing);
                 let started_at = (next.next_offset - rewind).max(0);
-                self.partitions.insert(p, Partition { next, started_at, rewind, gap: false });
+                self.partitions.insert(p, Partition { next, started_at, rewind, gap: false, missing });
                 (p, started_at)
             })
             .collect()
@@ -91,6 +98,7 @@ impl LogCursor {
                     started_at: offset,
                     rewind: REWIND,
                     gap: false,
+                    missing: None,
                 },
             );
             return Verdict::Apply;
@@ -101,7 +109,10 @@ impl LogCursor {
         let expected = p.next.next_offset;
         if offset == expected {
             p.next = LogPosition { next_offset: offset + 1, epoch: epoch.max(p.next.epoch) };
-            p.rewind = REWIND;
+            if p.missing.is_none_or(|(at, _)| at < p.next.next_offset) {
+                p.missing = None;
+                p.rewind = REWIND;
+            }
             return Verdict::Apply;
         }
         if offset < expected {
@@ -113,12 +124,20 @@ impl LogCursor {
             }
             return Verdict::Duplicate;
         }
-        if p.started_at == 0 && p.rewind > REWIND {
+        let times = match p.missing {
+            Some((at, n)) if at == expected => n + 1,
+            _ => 1,
+        };
+        p.missing = Some((expected, times));
+        if p.started_at == 0 && times >= 2 {
             // Read again from the very start of the log and still missing: the messages are
-            // not in the log any more (retention). Nothing to re-read; the journal has them.
+            // not in the log (gone by retention, or a hole the broker made). Re-reading
+            // cannot bring them; the journal has them (a refill or `verify --repair`).
             tracing::error!(partition, expected, offset, "messages missing from the log; accepting the gap");
             metrics::counter!("projection_offset_gaps_accepted_total").increment(1);
             p.next = LogPosition { next_offset: offset + 1, epoch: epoch.max(p.next.epoch) };
+            p.missing = None;
+            p.rewind = REWIND;
             return Verdict::Apply;
         }
         p.gap = true;
@@ -185,6 +204,20 @@ mod tests {
         assert_eq!(cursor.observe(0, 2, 2), Verdict::Apply);
         assert_eq!(cursor.position(0), Some(at(3, 2)));
         assert_eq!(cursor.observe(0, 4, 2), Verdict::Gap { expected: 3, from: 0 });
+    }
+
+    #[test]
+    fn a_hole_at_the_start_of_a_partition_read_from_offset_zero_twice_is_accepted() {
+        // A refilled log whose first message is followed by a hole: applying offset 0
+        // must not make the worker forget that it already read from the start once.
+        let mut cursor = LogCursor::default();
+        cursor.start(&[2], &BTreeMap::new());
+        assert_eq!(cursor.observe(2, 0, 0), Verdict::Apply);
+        assert_eq!(cursor.observe(2, 9, 1), Verdict::Gap { expected: 1, from: 0 });
+        cursor.start(&[2], &BTreeMap::new());
+        assert_eq!(cursor.observe(2, 0, 0), Verdict::Apply);
+        assert_eq!(cursor.observe(2, 9, 1), Verdict::Apply, "the second time from the start, it is accepted");
+        assert_eq!(cursor.observe(2, 10, 1), Verdict::Apply);
     }
 
     #[test]

@@ -248,3 +248,54 @@ async fn record(stores: &Stores, report: &Report) -> anyhow::Result<()> {
     metrics::counter!("projection_verify_runs_total", "projection" => report.projection.clone()).increment(1);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journaled(entries: &[(u128, &str, Option<i64>, i64)]) -> HashMap<Uuid, Journaled> {
+        entries
+            .iter()
+            .map(|&(id, stream_type, settled, newest)| {
+                (Uuid::from_u128(id), Journaled { stream_type: stream_type.to_owned(), settled, newest })
+            })
+            .collect()
+    }
+
+    fn held(what: &'static str, types: &'static [&'static str], versions: &[(u128, i64)]) -> Held {
+        Held { what, stream_types: types, versions: versions.iter().map(|&(id, v)| (Uuid::from_u128(id), v)).collect() }
+    }
+
+    fn findings(found: &[Discrepancy]) -> Vec<(u128, Finding)> {
+        found.iter().map(|d| (d.stream_id.as_u128(), d.finding)).collect()
+    }
+
+    #[test]
+    fn streams_missing_behind_or_unknown_are_found_and_events_still_in_flight_are_not() {
+        let journal = journaled(&[
+            (1, "case", Some(3), 3), // held at 3: fine
+            (2, "case", Some(2), 2), // not held: missing
+            (3, "case", Some(4), 5), // held at 2 of a settled 4: stale
+            (4, "case", None, 1),    // opened a moment ago: not compared yet
+            (5, "case", Some(1), 2), // held at 2, its newest: fine (the last event is in flight)
+            (6, "user", Some(1), 1), // another stream type: not mirrored by this record
+        ]);
+        let cases = held("cases", &["case"], &[(1, 3), (3, 2), (5, 2), (9, 1)]);
+        let found = compare(Uuid::nil(), &journal, &[cases], &HashSet::new());
+        assert_eq!(
+            findings(&found),
+            vec![(2, Finding::Missing), (3, Finding::Stale), (9, Finding::Extra)],
+            "9 is held but the journal has no such stream"
+        );
+    }
+
+    #[test]
+    fn parked_streams_are_behind_on_purpose_and_a_log_of_events_counts_entries() {
+        let journal = journaled(&[(1, "case", Some(3), 3), (2, "note", Some(2), 2)]);
+        let audit = held("audit entries", &[], &[(1, 2), (2, 2)]);
+        let found = compare(Uuid::nil(), &journal, std::slice::from_ref(&audit), &HashSet::new());
+        assert_eq!(findings(&found), vec![(1, Finding::Stale)]);
+        let parked = HashSet::from([Uuid::from_u128(1)]);
+        assert!(compare(Uuid::nil(), &journal, &[audit], &parked).is_empty());
+    }
+}

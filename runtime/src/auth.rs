@@ -86,9 +86,39 @@ impl Permission {
         1 << Self::ALL.iter().position(|p| *p == self).unwrap_or(31)
     }
 
+    /// Whether a tenant may grant it: everything but the platform's own operations
+    /// (provisioning, suspending and reactivating tenants), which only the platform
+    /// administrator role carries.
+    pub fn tenant_scoped(self) -> bool {
+        !matches!(self, Permission::TenantsManage)
+    }
+
     /// The permissions a user's permission document grants (the seed's shape:
-    /// `{"cases": ["create", "update"], "users": ["manage"]}`); unknown names are ignored.
+    /// `{"cases": ["create", "update"], "users": ["manage"]}`). Unknown names, and any
+    /// permission that is not tenant-scoped (an old document may hold one), grant nothing.
     pub fn from_document(document: &serde_json::Map<String, serde_json::Value>) -> Vec<Self> {
+        Self::names(document).iter().filter_map(|name| Self::parse(name)).filter(|p| p.tenant_scoped()).collect()
+    }
+
+    /// Reads a permission document to be stored: every entry must name a permission
+    /// (`resource: [action, ...]`); `Err` lists the names that do not.
+    pub fn parse_document(document: &serde_json::Map<String, serde_json::Value>) -> Result<Vec<Self>, Vec<String>> {
+        let mut unknown: Vec<String> = document
+            .iter()
+            .filter(|(_, actions)| !actions.as_array().is_some_and(|a| a.iter().all(|a| a.is_string())))
+            .map(|(resource, _)| format!("{resource} (must be a list of action names)"))
+            .collect();
+        let names = Self::names(document);
+        unknown.extend(names.iter().filter(|name| Self::parse(name).is_none()).cloned());
+        if unknown.is_empty() {
+            Ok(names.iter().filter_map(|name| Self::parse(name)).collect())
+        } else {
+            Err(unknown)
+        }
+    }
+
+    /// `resource:action` for every action of a permission document.
+    fn names(document: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
         document
             .iter()
             .flat_map(|(resource, actions)| {
@@ -98,7 +128,6 @@ impl Permission {
                     .flatten()
                     .filter_map(move |a| a.as_str().map(|a| format!("{resource}:{a}")))
             })
-            .filter_map(|name| Self::parse(&name))
             .collect()
     }
 
@@ -223,7 +252,9 @@ impl Caller {
     /// The caller, if their role or their own grants include `permission`; otherwise a
     /// 403 naming it.
     pub fn require(self, permission: Permission) -> Result<Self, ApiError> {
-        if self.role.grants(permission) || (self.role != Role::PlatformAdmin && self.grants & permission.bit() != 0) {
+        let granted =
+            self.role != Role::PlatformAdmin && permission.tenant_scoped() && self.grants & permission.bit() != 0;
+        if self.role.grants(permission) || granted {
             Ok(self)
         } else {
             Err(ApiError::Forbidden(format!(
@@ -259,7 +290,45 @@ where
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be 'Bearer <token>'".into()))?;
         let claims = JwtKeys::from_ref(state).verify(token.trim())?;
-        let grants = claims.grants.iter().filter_map(|g| Permission::parse(g)).fold(0, |bits, p| bits | p.bit());
+        let grants = claims
+            .grants
+            .iter()
+            .filter_map(|g| Permission::parse(g))
+            .filter(|p| p.tenant_scoped())
+            .fold(0, |bits, p| bits | p.bit());
         Ok(Caller { user_id: claims.sub, tenant_id: claims.tenant_id, role: claims.role, grants })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn document(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        value.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn no_tenant_can_grant_a_platform_permission() {
+        let doc = document(serde_json::json!({ "tenants": ["manage"], "users": ["manage"] }));
+        assert_eq!(Permission::from_document(&doc), vec![Permission::UsersManage]);
+        let admin = Caller { user_id: Uuid::nil(), tenant_id: Uuid::nil(), role: Role::Admin, grants: u32::MAX };
+        assert!(admin.require(Permission::TenantsManage).is_err(), "not even with the bit in its token");
+        assert!(admin.require(Permission::UsersManage).is_ok());
+    }
+
+    #[test]
+    fn a_document_to_store_names_only_permissions() {
+        let ok = document(serde_json::json!({ "cases": ["create"], "notes": ["view_internal"] }));
+        assert_eq!(Permission::parse_document(&ok), Ok(vec![Permission::CasesCreate, Permission::NotesViewInternal]));
+        let bad = document(serde_json::json!({ "cases": ["fly"], "users": "manage", "x": [1] }));
+        assert_eq!(
+            Permission::parse_document(&bad),
+            Err(vec![
+                "users (must be a list of action names)".to_owned(),
+                "x (must be a list of action names)".to_owned(),
+                "cases:fly".to_owned()
+            ])
+        );
     }
 }

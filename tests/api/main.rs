@@ -23,6 +23,7 @@ mod projector_crash;
 mod query_plans;
 mod read_models;
 mod searching;
+mod security_grants;
 mod tasks;
 mod teams;
 mod templates;

@@ -259,9 +259,13 @@ async fn an_interrupted_rebuild_resumes_or_is_abandoned_and_two_cannot_run_at_on
             tokio::spawn(async move {
                 projector::rebuild::run(&stores, "postgres", Some(tenant), &|_, _| {
                     running.store(true, Ordering::Relaxed);
-                    while !release.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
+                    // Blocking here holds a runtime thread: hand its queued tasks to
+                    // another first (a task parked in its slot would wait for this one).
+                    tokio::task::block_in_place(|| {
+                        while !release.load(Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    })
                 })
                 .await
             })

@@ -76,7 +76,7 @@ async fn provision(
     ctx: CommandContext,
     Versioned { body, .. }: Versioned<ProvisionTenant>,
 ) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::TenantsManage)?;
+    ctx.caller.platform_admin()?;
     let tenant_id = body.id.unwrap_or_else(Uuid::now_v7);
     let command = Command {
         ctx: &ctx,
@@ -112,7 +112,7 @@ async fn suspend(
     ApiPath(id): ApiPath<Uuid>,
     Versioned { body, .. }: Versioned<Suspend>,
 ) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::TenantsManage)?;
+    ctx.caller.platform_admin()?;
     let hash = fingerprint(Suspend::NAME, Some(id), &body);
     run(&state, &ctx, id, hash, TenantCommand::Suspend { reason: body.reason }).await
 }
@@ -124,7 +124,7 @@ async fn reactivate(
     ApiPath(id): ApiPath<Uuid>,
     Versioned { body, .. }: Versioned<Reactivate>,
 ) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::TenantsManage)?;
+    ctx.caller.platform_admin()?;
     let hash = fingerprint(Reactivate::NAME, Some(id), &body);
     run(&state, &ctx, id, hash, TenantCommand::Reactivate).await
 }

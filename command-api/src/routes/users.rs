@@ -253,6 +253,7 @@ async fn set_permissions(
     Versioned { body, .. }: Versioned<PermissionsBody>,
 ) -> Result<CommandReply, ApiError> {
     ctx.caller.require(Permission::UsersManage)?;
+    grantable(ctx.caller, &body.permissions)?;
     let hash = fingerprint(PermissionsBody::NAME, Some(id), &body);
     run(&state, &ctx, id, hash, Lookup::Nothing, UserCommand::SetPermissions { permissions: body.permissions }).await
 }
@@ -267,6 +268,33 @@ async fn set_preferences(
     self_or_manager(ctx.caller, id)?;
     let hash = fingerprint(PreferencesBody::NAME, Some(id), &body);
     run(&state, &ctx, id, hash, Lookup::Nothing, UserCommand::SetPreferences { preferences: body.preferences }).await
+}
+
+/// A permission document may name only permissions, only tenant-scoped ones, and only
+/// ones the granting caller holds itself: nobody hands out more than they have, and
+/// nothing a tenant grants reaches the platform's operations.
+fn grantable(caller: Caller, document: &Document) -> Result<(), ApiError> {
+    let permissions = Permission::parse_document(document).map_err(|unknown| {
+        let known: Vec<&str> = Permission::ALL.iter().map(|p| p.as_str()).collect();
+        ApiError::unprocessable(format!(
+            "permissions: not a permission: {}; a document maps a resource to actions, e.g. {{\"users\": [\"manage\"]}}, \
+             from: {}",
+            unknown.join(", "),
+            known.join(", ")
+        ))
+    })?;
+    for permission in permissions {
+        if !permission.tenant_scoped() {
+            return Err(ApiError::unprocessable(format!(
+                "permissions: {} is a platform operation; no tenant can grant it",
+                permission.as_str()
+            )));
+        }
+        caller.require(permission).map_err(|_| {
+            ApiError::Forbidden(format!("you cannot grant {}: you do not hold it yourself", permission.as_str()))
+        })?;
+    }
+    Ok(())
 }
 
 async fn run(

@@ -1,0 +1,92 @@
+//! Scoped grants (issue 14): a permission document holds only tenant-scoped permissions
+//! that the granting caller holds itself, and nothing a tenant grants reaches the
+//! platform's operations (provisioning, suspending and reactivating tenants).
+
+use murima_tests::TestApp;
+use reqwest::{Method, StatusCode};
+use runtime::auth::{Permission, Role};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+async fn login(app: &TestApp, username: &str) -> String {
+    let slug: String = sqlx::query_scalar("SELECT slug FROM eventstore.tenant_slugs WHERE tenant_id = $1")
+        .bind(app.tenant_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let answer: Value = app
+        .http
+        .post(format!("{}/v1/auth/login", app.command_url))
+        .json(&json!({ "tenant": slug, "username": username, "password": "integration test password" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["token"].as_str().expect("a token").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_admin_cannot_grant_itself_the_platform_and_take_over_other_tenants() {
+    let app = TestApp::spawn().await;
+    let (other, _, _) = app.provision_tenant_with_agent().await;
+    let admin = app.create_user("tenant.admin", "admin").await;
+    let token = login(&app, "tenant.admin").await;
+
+    let grant = json!({ "permissions": { "tenants": ["manage"] } });
+    let answer = app.command(Method::PUT, &format!("/v1/users/{admin}/permissions"), &token, Some(grant)).await;
+    assert_eq!(answer.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = answer.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("tenants:manage is a platform operation"), "{problem}");
+
+    // Even a token that carries the grant (minted before this fix) reaches no platform operation.
+    let old = app.keys.issue_with_grants(
+        admin,
+        app.tenant_id,
+        Role::Admin,
+        &[Permission::TenantsManage],
+        chrono::Duration::hours(1),
+    );
+    for token in [login(&app, "tenant.admin").await, old] {
+        let suspend = app
+            .command(Method::POST, &format!("/v1/tenants/{other}/suspend"), &token, Some(json!({ "reason": "mine" })))
+            .await;
+        assert_eq!(suspend.status(), StatusCode::FORBIDDEN);
+        let provision = json!({ "name": "Hostile", "slug": format!("h{}", Uuid::now_v7().simple()) });
+        let created = app.command(Method::POST, "/v1/tenants", &token, Some(provision)).await;
+        assert_eq!(created.status(), StatusCode::FORBIDDEN);
+        let reactivate =
+            app.command(Method::POST, &format!("/v1/tenants/{other}/reactivate"), &token, Some(json!({}))).await;
+        assert_eq!(reactivate.status(), StatusCode::FORBIDDEN);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permission_document_names_only_permissions_the_granter_holds() {
+    let app = TestApp::spawn().await;
+    let admin = app.token_for(app.tenant_id, Role::Admin);
+    let lead = app.create_user("team.lead", "supervisor").await;
+    let agent = app.create_user("plain.agent", "agent").await;
+
+    // Unknown names and malformed entries are a 422 naming each.
+    let odd = json!({ "permissions": { "cases": ["fly"], "users": "manage", "\u{0}x": ["y"] } });
+    let answer = app.command(Method::PUT, &format!("/v1/users/{agent}/permissions"), &admin, Some(odd)).await;
+    assert_eq!(answer.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let detail = answer.json::<Value>().await.unwrap()["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("cases:fly") && detail.contains("users (must be a list"), "{detail}");
+
+    // The admin lets the supervisor manage users; the supervisor may pass on only what it holds.
+    let users = json!({ "permissions": { "users": ["manage"] } });
+    let answer = app.command(Method::PUT, &format!("/v1/users/{lead}/permissions"), &admin, Some(users)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let lead_token = login(&app, "team.lead").await;
+    let more = json!({ "permissions": { "custom_fields": ["manage"] } });
+    let answer = app.command(Method::PUT, &format!("/v1/users/{agent}/permissions"), &lead_token, Some(more)).await;
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+    let detail = answer.json::<Value>().await.unwrap()["detail"].as_str().unwrap().to_owned();
+    assert_eq!(detail, "you cannot grant custom_fields:manage: you do not hold it yourself");
+    let held = json!({ "permissions": { "cases": ["create"], "notes": ["view_internal"] } });
+    let answer = app.command(Method::PUT, &format!("/v1/users/{agent}/permissions"), &lead_token, Some(held)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+}
