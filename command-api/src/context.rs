@@ -1,14 +1,23 @@
 //! What every command request carries besides its body: the caller, the expected
 //! version (`If-Match`), the `Idempotency-Key` and the request facts kept for the audit log.
+//!
+//! The caller's rights follow live state (guarantee 9): a login token only names its user,
+//! and every command takes that user's role, grants and status from the journal (the
+//! same folded state the command is decided on), so a lock or demotion takes effect on
+//! the very next command. Operators' tokens (`Claims::op`) keep the role they carry.
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::{header, request::Parts, HeaderMap};
+use events::user::{UserRole, UserStatus};
 use events::{Actor, RequestContext};
-use runtime::auth::{Caller, JwtKeys};
+use runtime::auth::{Caller, Permission, Role};
 use runtime::ApiError;
 use uuid::Uuid;
+
+use crate::journal::UserStream;
+use crate::routes::AppState;
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const MAX_IDEMPOTENCY_KEY: usize = 200;
@@ -28,16 +37,38 @@ impl CommandContext {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for CommandContext
-where
-    JwtKeys: FromRef<S>,
-{
+impl FromRequestParts<AppState> for CommandContext {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
+        let caller = live(state, caller).await?;
         Self::from_parts(caller, parts)
     }
+}
+
+/// The caller with the role, grants and status its user has now (see the module).
+pub async fn live(state: &AppState, caller: Caller) -> Result<Caller, ApiError> {
+    if caller.operator || caller.role == Role::PlatformAdmin {
+        return Ok(caller);
+    }
+    let Some(user) = state.journal.state::<UserStream>(caller.tenant_id, caller.user_id).await? else {
+        return Err(ApiError::Unauthorized("the token's user does not exist in its tenant; log in again".into()));
+    };
+    if user.status != UserStatus::Active {
+        return Err(ApiError::Forbidden(format!(
+            "the account {} is {}; an administrator can reactivate it",
+            caller.user_id,
+            user.status.as_str()
+        )));
+    }
+    let role = match user.role {
+        UserRole::Agent => Role::Agent,
+        UserRole::Supervisor => Role::Supervisor,
+        UserRole::Admin => Role::Admin,
+    };
+    let grants = Permission::bits(&Permission::from_document(&user.permissions));
+    Ok(Caller { role, grants, ..caller })
 }
 
 /// The request facts of an unauthenticated request (a login), to build a context from

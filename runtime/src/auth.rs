@@ -187,6 +187,11 @@ pub struct Claims {
     /// Permissions granted to this user beyond their role (from their permission document).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grants: Vec<String>,
+    /// An operator's token, minted with the secret (`command-api token`): its role is
+    /// taken as it stands. A login token (not `op`) only names its user: the command API
+    /// takes the user's role, grants and status from the journal on every command.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub op: bool,
 }
 
 /// The signing secret, shared through the router state.
@@ -198,11 +203,13 @@ impl JwtKeys {
         Self(Arc::new((EncodingKey::from_secret(secret.as_bytes()), DecodingKey::from_secret(secret.as_bytes()))))
     }
 
+    /// An operator's token (see `Claims::op`).
     pub fn issue(&self, user: Uuid, tenant: Uuid, role: Role, ttl: chrono::Duration) -> String {
-        self.issue_with_grants(user, tenant, role, &[], ttl)
+        self.sign(user, tenant, role, &[], ttl, true)
     }
 
-    pub fn issue_with_grants(
+    /// A user's login token: what it says of role and grants is informative only.
+    pub fn issue_login(
         &self,
         user: Uuid,
         tenant: Uuid,
@@ -210,12 +217,25 @@ impl JwtKeys {
         grants: &[Permission],
         ttl: chrono::Duration,
     ) -> String {
+        self.sign(user, tenant, role, grants, ttl, false)
+    }
+
+    fn sign(
+        &self,
+        user: Uuid,
+        tenant: Uuid,
+        role: Role,
+        grants: &[Permission],
+        ttl: chrono::Duration,
+        op: bool,
+    ) -> String {
         let claims = Claims {
             sub: user,
             tenant_id: tenant,
             role,
             exp: (chrono::Utc::now() + ttl).timestamp(),
             grants: grants.iter().map(|p| p.as_str().to_owned()).collect(),
+            op,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.0 .0).expect("HS256 signing cannot fail")
     }
@@ -236,6 +256,8 @@ pub struct Caller {
     pub role: Role,
     /// Extra permissions from the token, as bits of `Permission::ALL`.
     pub grants: u32,
+    /// An operator's token (`Claims::op`); otherwise a user's login token.
+    pub operator: bool,
 }
 
 impl Caller {
@@ -296,7 +318,7 @@ where
             .filter_map(|g| Permission::parse(g))
             .filter(|p| p.tenant_scoped())
             .fold(0, |bits, p| bits | p.bit());
-        Ok(Caller { user_id: claims.sub, tenant_id: claims.tenant_id, role: claims.role, grants })
+        Ok(Caller { user_id: claims.sub, tenant_id: claims.tenant_id, role: claims.role, grants, operator: claims.op })
     }
 }
 
@@ -312,7 +334,13 @@ mod tests {
     fn no_tenant_can_grant_a_platform_permission() {
         let doc = document(serde_json::json!({ "tenants": ["manage"], "users": ["manage"] }));
         assert_eq!(Permission::from_document(&doc), vec![Permission::UsersManage]);
-        let admin = Caller { user_id: Uuid::nil(), tenant_id: Uuid::nil(), role: Role::Admin, grants: u32::MAX };
+        let admin = Caller {
+            user_id: Uuid::nil(),
+            tenant_id: Uuid::nil(),
+            role: Role::Admin,
+            grants: u32::MAX,
+            operator: false,
+        };
         assert!(admin.require(Permission::TenantsManage).is_err(), "not even with the bit in its token");
         assert!(admin.require(Permission::UsersManage).is_ok());
     }

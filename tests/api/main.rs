@@ -24,6 +24,7 @@ mod query_plans;
 mod read_models;
 mod searching;
 mod security_grants;
+mod security_live_state;
 mod tasks;
 mod teams;
 mod templates;

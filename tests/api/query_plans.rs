@@ -89,7 +89,8 @@ async fn every_documented_case_filter_uses_an_index_on_100k_cases() {
         ("most urgent first", Sort::Priority, vec![]),
         ("open, most urgent first", Sort::Priority, vec![(2, json!("open"))]),
     ];
-    let caller = Caller { user_id: app.user_id, tenant_id: app.tenant_id, role: Role::Agent, grants: 0 };
+    let caller =
+        Caller { user_id: app.user_id, tenant_id: app.tenant_id, role: Role::Agent, grants: 0, operator: true };
     let mut failures = Vec::new();
     for (what, sort, filters) in documented {
         let value = |n: usize| filters.iter().find(|(i, _)| *i == n).map(|(_, v)| v.clone());

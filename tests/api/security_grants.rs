@@ -41,7 +41,7 @@ async fn a_tenant_admin_cannot_grant_itself_the_platform_and_take_over_other_ten
     assert!(problem["detail"].as_str().unwrap().contains("tenants:manage is a platform operation"), "{problem}");
 
     // Even a token that carries the grant (minted before this fix) reaches no platform operation.
-    let old = app.keys.issue_with_grants(
+    let old = app.keys.issue_login(
         admin,
         app.tenant_id,
         Role::Admin,

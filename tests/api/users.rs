@@ -90,7 +90,11 @@ async fn admins_create_users_who_log_in_and_act_under_their_role() {
     // Permissions beyond the role come from the user's permission document, via login.
     let r = app.command(Method::POST, "/v1/users", &token, Some(json!({ "username": "kim", "email": "kim@example.org", "password": "another long secret", "role": "agent" }))).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // A document naming what is not a permission is refused (issue 14: it was ignored).
     let grant = json!({ "permissions": { "users": ["manage"], "cases": ["view"] } });
+    let r = app.command(Method::PUT, &format!("/v1/users/{user_id}/permissions"), &admin, Some(grant)).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let grant = json!({ "permissions": { "users": ["manage"] } });
     let r = app.command(Method::PUT, &format!("/v1/users/{user_id}/permissions"), &admin, Some(grant)).await;
     assert_eq!(r.status(), StatusCode::OK);
     let session: Value = login(&app, &slug, "jane.doe", "correct horse battery").await.json().await.unwrap();

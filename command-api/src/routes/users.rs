@@ -339,13 +339,10 @@ async fn login(
         Some(t) if t.status == TenantStatus::Active => {}
         _ => return Err(ApiError::Forbidden("the tenant is suspended".into())),
     }
-    let role = match user.role {
-        UserRole::Agent => Role::Agent,
-        UserRole::Supervisor => Role::Supervisor,
-        UserRole::Admin => Role::Admin,
-    };
-    let grants = Permission::from_document(&user.permissions);
-    let caller = Caller { user_id, tenant_id, role, grants: 0 };
+    let caller =
+        crate::context::live(&state, Caller { user_id, tenant_id, role: Role::Agent, grants: 0, operator: false })
+            .await?;
+    let (role, grants) = (caller.role, Permission::from_document(&user.permissions));
     let ctx = CommandContext::from_parts(caller, &parts)?;
     let command = Command {
         ctx: &ctx,
@@ -356,7 +353,7 @@ async fn login(
         success: StatusCode::OK,
     };
     state.journal.execute::<UserStream>(command, |s, _| user::decide(s, UserCommand::RecordLogin, Utc::now())).await?;
-    let token = state.keys.issue_with_grants(user_id, tenant_id, role, &grants, chrono::Duration::hours(TOKEN_HOURS));
+    let token = state.keys.issue_login(user_id, tenant_id, role, &grants, chrono::Duration::hours(TOKEN_HOURS));
     Ok(Json(json!({
         "token": token,
         "token_type": "Bearer",

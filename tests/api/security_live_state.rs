@@ -1,0 +1,110 @@
+//! Rights follow live state on the command side (issue 14): a login token names its user,
+//! and every command takes that user's role, grants and status from the journal. A
+//! demotion, a lock or a revoked grant takes effect on the very next command, whatever
+//! the user's old token says.
+
+use murima_tests::TestApp;
+use reqwest::{Method, StatusCode};
+use runtime::auth::Role;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+async fn login(app: &TestApp, username: &str) -> String {
+    let slug: String = sqlx::query_scalar("SELECT slug FROM eventstore.tenant_slugs WHERE tenant_id = $1")
+        .bind(app.tenant_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let answer: Value = app
+        .http
+        .post(format!("{}/v1/auth/login", app.command_url))
+        .json(&json!({ "tenant": slug, "username": username, "password": "integration test password" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["token"].as_str().expect("a token").to_owned()
+}
+
+fn new_user(name: &str) -> Value {
+    json!({ "username": name, "email": format!("{name}@example.org"), "password": "integration test password",
+            "role": "agent" })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_demoted_and_locked_admin_cannot_act_or_restore_itself_with_its_old_token() {
+    let app = TestApp::spawn().await;
+    let operator = app.token_for(app.tenant_id, Role::Admin);
+    let boss = app.create_user("boss", "admin").await;
+    let token = login(&app, "boss").await;
+    let created = app.command(Method::POST, "/v1/users", &token, Some(new_user("first.hire"))).await;
+    assert_eq!(created.status(), StatusCode::CREATED, "an admin's login token works while it is an admin");
+
+    let demoted =
+        app.command(Method::POST, &format!("/v1/users/{boss}/role"), &operator, Some(json!({ "role": "agent" }))).await;
+    assert!(demoted.status().is_success());
+    let refused = app.command(Method::POST, "/v1/users", &token, Some(new_user("second.hire"))).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN, "demoted: the old token creates no user");
+    assert_eq!(refused.json::<Value>().await.unwrap()["detail"], "the role agent lacks the permission users:manage");
+
+    let locked = app
+        .command(Method::POST, &format!("/v1/users/{boss}/status"), &operator, Some(json!({ "status": "locked" })))
+        .await;
+    assert!(locked.status().is_success());
+    let attempts = [
+        (format!("/v1/users/{boss}/status"), json!({ "status": "active" })),
+        (format!("/v1/users/{boss}/role"), json!({ "role": "admin" })),
+    ];
+    for (path, body) in attempts {
+        let answer = app.command(Method::POST, &path, &token, Some(body)).await;
+        assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{path}");
+        let detail = answer.json::<Value>().await.unwrap()["detail"].as_str().unwrap().to_owned();
+        assert!(detail.contains("is locked"), "{detail}");
+    }
+    let case = json!({ "title": "Still here?", "priority": "low", "case_type_id": app.case_type_id });
+    assert_eq!(app.command(Method::POST, "/v1/cases", &token, Some(case)).await.status(), StatusCode::FORBIDDEN);
+    // And it cannot log in again either.
+    let slug: String = sqlx::query_scalar("SELECT slug FROM eventstore.tenant_slugs WHERE tenant_id = $1")
+        .bind(app.tenant_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let again = app
+        .http
+        .post(format!("{}/v1/auth/login", app.command_url))
+        .json(&json!({ "tenant": slug, "username": "boss", "password": "integration test password" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_grant_is_gone_from_the_next_command_and_a_token_of_no_user_is_refused() {
+    let app = TestApp::spawn().await;
+    let operator = app.token_for(app.tenant_id, Role::Admin);
+    let helper = app.create_user("helper", "agent").await;
+    let grant = json!({ "permissions": { "users": ["manage"] } });
+    let answer = app.command(Method::PUT, &format!("/v1/users/{helper}/permissions"), &operator, Some(grant)).await;
+    assert!(answer.status().is_success());
+    let token = login(&app, "helper").await;
+    let created = app.command(Method::POST, "/v1/users", &token, Some(new_user("granted.hire"))).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+
+    let revoke = json!({ "permissions": {} });
+    let answer = app.command(Method::PUT, &format!("/v1/users/{helper}/permissions"), &operator, Some(revoke)).await;
+    assert!(answer.status().is_success());
+    let refused = app.command(Method::POST, "/v1/users", &token, Some(new_user("revoked.hire"))).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+
+    // A login token naming a user this tenant does not have (another tenant's user id,
+    // or a made-up one) is no credential, whatever role it claims.
+    let (other_tenant, other_user, _) = app.provision_tenant_with_agent().await;
+    for user in [other_user, Uuid::now_v7()] {
+        let forged = app.keys.issue_login(user, app.tenant_id, Role::Admin, &[], chrono::Duration::hours(1));
+        let answer = app.command(Method::POST, "/v1/users", &forged, Some(new_user("forged.hire"))).await;
+        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "{user} of {other_tenant}");
+    }
+}
