@@ -290,6 +290,42 @@ impl TestApp {
         }
     }
 
+    /// The test tenant's slug (what a login names).
+    pub async fn tenant_slug(&self) -> String {
+        sqlx::query_scalar("SELECT slug FROM eventstore.tenant_slugs WHERE tenant_id = $1")
+            .bind(self.tenant_id)
+            .fetch_one(&self.pool)
+            .await
+            .expect("the tenant's slug")
+    }
+
+    /// Logs a user of the test tenant in (created by `create_user`); its login token.
+    pub async fn login_token(&self, username: &str) -> String {
+        let body = json!({ "tenant": self.tenant_slug().await, "username": username,
+                           "password": "integration test password" });
+        let answer: Value = self
+            .http
+            .post(format!("{}/v1/auth/login", self.command_url))
+            .json(&body)
+            .send()
+            .await
+            .expect("login")
+            .json()
+            .await
+            .expect("login answer");
+        answer["token"].as_str().expect("a token").to_owned()
+    }
+
+    /// A request to the projector's operator endpoints, as a platform administrator.
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Response {
+        let mut request =
+            self.http.request(method, format!("{}{path}", self.projector_url)).bearer_auth(self.platform_token());
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("the projector answers")
+    }
+
     /// Runs `murima-admin` with this test's settings; its exit status and standard output.
     pub async fn admin_cli(&self, args: &[&str]) -> (bool, String) {
         let output = tokio::process::Command::new(binary("murima-admin"))

@@ -40,16 +40,7 @@ async fn a_broker_that_restarts_empty_is_refilled_and_every_store_catches_up() {
     assert!(refills >= 1, "the relay should have refilled the topic");
 
     // Every worker noticed on its own and replaced its consumer; status says so.
-    let status: serde_json::Value = app
-        .http
-        .get(format!("{}/v1/admin/projections", app.projector_url))
-        .bearer_auth(app.platform_token())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: serde_json::Value = app.admin(Method::GET, "/v1/admin/projections", None).await.json().await.unwrap();
     for projection in status["projections"].as_array().unwrap() {
         assert!(projection["restarts"].as_i64().unwrap() >= 1, "{projection:#}");
         assert!(projection["last_restart_reason"].is_string(), "{projection:#}");

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use murima_tests::{eventually, TestApp};
+use murima_tests::TestApp;
+use reqwest::Method;
 use serde_json::{json, Value};
 
 const CLIENTS: usize = 8;
@@ -84,36 +85,16 @@ async fn repeated_kills_of_the_projector_and_the_command_api_lose_nothing_and_ne
     app.assert_counters_match_postgres().await;
 
     // verify compares every projection with the journal: nothing missing, stale or extra.
-    let token = app.platform_token();
-    let answer: Value = eventually("verify to answer", || async {
-        app.http
-            .post(format!("{}/v1/admin/verify", app.projector_url))
-            .bearer_auth(&token)
-            .json(&json!({ "tenant_id": app.tenant_id, "grace_seconds": 0 }))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())?
-            .json()
-            .await
-            .ok()
-    })
-    .await;
+    let verify = json!({ "tenant_id": app.tenant_id, "grace_seconds": 0 });
+    let answer = app.admin(Method::POST, "/v1/admin/verify", Some(verify)).await;
+    assert_eq!(answer.status(), reqwest::StatusCode::OK);
+    let answer: Value = answer.json().await.unwrap();
     for report in answer["reports"].as_array().unwrap() {
         for finding in ["missing", "stale", "extra"] {
             assert_eq!(report[finding], 0, "{}: {report:#}", report["projection"]);
         }
     }
-    let restarts: Value = app
-        .http
-        .get(format!("{}/v1/admin/projections", app.projector_url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let restarts: Value = app.admin(Method::GET, "/v1/admin/projections", None).await.json().await.unwrap();
     eprintln!(
         "crash test: {} cases acknowledged, {counts:?}, consumer restarts since the last start: {}",
         ids.len(),

@@ -132,19 +132,10 @@ async fn a_projection_resuming_inside_a_producer_batch_applies_the_rest_of_the_b
     })
     .await;
     // And in the other stores: verify compares every projection with the journal.
-    let token = app.platform_token();
     eventually("every projection to hold the rest of the batch", || async {
-        let answer: serde_json::Value = app
-            .http
-            .post(format!("{}/v1/admin/verify", app.projector_url))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({ "tenant_id": app.tenant_id, "grace_seconds": 0 }))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let verify = serde_json::json!({ "tenant_id": app.tenant_id, "grace_seconds": 0 });
+        let answer: serde_json::Value =
+            app.admin(reqwest::Method::POST, "/v1/admin/verify", Some(verify)).await.json().await.ok()?;
         let reports = answer["reports"].as_array()?;
         // Cases 0-9 are behind the checkpoints on purpose; nothing else may be missing.
         let missing: Vec<Uuid> = reports

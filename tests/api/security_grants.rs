@@ -8,31 +8,12 @@ use runtime::auth::{Permission, Role};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-async fn login(app: &TestApp, username: &str) -> String {
-    let slug: String = sqlx::query_scalar("SELECT slug FROM eventstore.tenant_slugs WHERE tenant_id = $1")
-        .bind(app.tenant_id)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    let answer: Value = app
-        .http
-        .post(format!("{}/v1/auth/login", app.command_url))
-        .json(&json!({ "tenant": slug, "username": username, "password": "integration test password" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    answer["token"].as_str().expect("a token").to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_admin_cannot_grant_itself_the_platform_and_take_over_other_tenants() {
     let app = TestApp::spawn().await;
     let (other, _, _) = app.provision_tenant_with_agent().await;
     let admin = app.create_user("tenant.admin", "admin").await;
-    let token = login(&app, "tenant.admin").await;
+    let token = app.login_token("tenant.admin").await;
 
     let grant = json!({ "permissions": { "tenants": ["manage"] } });
     let answer = app.command(Method::PUT, &format!("/v1/users/{admin}/permissions"), &token, Some(grant)).await;
@@ -48,7 +29,7 @@ async fn a_tenant_admin_cannot_grant_itself_the_platform_and_take_over_other_ten
         &[Permission::TenantsManage],
         chrono::Duration::hours(1),
     );
-    for token in [login(&app, "tenant.admin").await, old] {
+    for token in [app.login_token("tenant.admin").await, old] {
         let suspend = app
             .command(Method::POST, &format!("/v1/tenants/{other}/suspend"), &token, Some(json!({ "reason": "mine" })))
             .await;
@@ -80,7 +61,7 @@ async fn a_permission_document_names_only_permissions_the_granter_holds() {
     let users = json!({ "permissions": { "users": ["manage"] } });
     let answer = app.command(Method::PUT, &format!("/v1/users/{lead}/permissions"), &admin, Some(users)).await;
     assert_eq!(answer.status(), StatusCode::OK);
-    let lead_token = login(&app, "team.lead").await;
+    let lead_token = app.login_token("team.lead").await;
     let more = json!({ "permissions": { "custom_fields": ["manage"] } });
     let answer = app.command(Method::PUT, &format!("/v1/users/{agent}/permissions"), &lead_token, Some(more)).await;
     assert_eq!(answer.status(), StatusCode::FORBIDDEN);

@@ -9,25 +9,6 @@ use runtime::auth::Role;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-async fn login(app: &TestApp, username: &str) -> String {
-    let slug: String = sqlx::query_scalar("SELECT slug FROM eventstore.tenant_slugs WHERE tenant_id = $1")
-        .bind(app.tenant_id)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    let answer: Value = app
-        .http
-        .post(format!("{}/v1/auth/login", app.command_url))
-        .json(&json!({ "tenant": slug, "username": username, "password": "integration test password" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    answer["token"].as_str().expect("a token").to_owned()
-}
-
 fn new_user(name: &str) -> Value {
     json!({ "username": name, "email": format!("{name}@example.org"), "password": "integration test password",
             "role": "agent" })
@@ -38,7 +19,7 @@ async fn a_demoted_and_locked_admin_cannot_act_or_restore_itself_with_its_old_to
     let app = TestApp::spawn().await;
     let operator = app.token_for(app.tenant_id, Role::Admin);
     let boss = app.create_user("boss", "admin").await;
-    let token = login(&app, "boss").await;
+    let token = app.login_token("boss").await;
     let created = app.command(Method::POST, "/v1/users", &token, Some(new_user("first.hire"))).await;
     assert_eq!(created.status(), StatusCode::CREATED, "an admin's login token works while it is an admin");
 
@@ -66,11 +47,7 @@ async fn a_demoted_and_locked_admin_cannot_act_or_restore_itself_with_its_old_to
     let case = json!({ "title": "Still here?", "priority": "low", "case_type_id": app.case_type_id });
     assert_eq!(app.command(Method::POST, "/v1/cases", &token, Some(case)).await.status(), StatusCode::FORBIDDEN);
     // And it cannot log in again either.
-    let slug: String = sqlx::query_scalar("SELECT slug FROM eventstore.tenant_slugs WHERE tenant_id = $1")
-        .bind(app.tenant_id)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let slug = app.tenant_slug().await;
     let again = app
         .http
         .post(format!("{}/v1/auth/login", app.command_url))
@@ -89,7 +66,7 @@ async fn a_revoked_grant_is_gone_from_the_next_command_and_a_token_of_no_user_is
     let grant = json!({ "permissions": { "users": ["manage"] } });
     let answer = app.command(Method::PUT, &format!("/v1/users/{helper}/permissions"), &operator, Some(grant)).await;
     assert!(answer.status().is_success());
-    let token = login(&app, "helper").await;
+    let token = app.login_token("helper").await;
     let created = app.command(Method::POST, "/v1/users", &token, Some(new_user("granted.hire"))).await;
     assert_eq!(created.status(), StatusCode::CREATED);
 

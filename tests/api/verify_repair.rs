@@ -2,7 +2,7 @@
 //! streams it found missing or stale (issue 13).
 
 use murima_tests::TestApp;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use runtime::auth::Role;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -59,17 +59,8 @@ async fn verify_finds_a_row_deleted_by_hand_and_repair_restores_it() {
     // Clean now, and the last result is on the projector's /metrics.
     let (ok, out) = app.admin_cli(&["verify", "--tenant", &tenant, "--grace-secs", "0"]).await;
     assert!(ok, "{out}");
-    let reports: Value = app
-        .http
-        .post(format!("{}/v1/admin/verify", app.projector_url))
-        .bearer_auth(app.platform_token())
-        .json(&json!({ "tenant_id": app.tenant_id, "grace_seconds": 0 }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let verify = json!({ "tenant_id": app.tenant_id, "grace_seconds": 0 });
+    let reports: Value = app.admin(Method::POST, "/v1/admin/verify", Some(verify)).await.json().await.unwrap();
     for report in reports["reports"].as_array().unwrap() {
         assert_eq!((report["missing"].as_i64(), report["stale"].as_i64()), (Some(0), Some(0)), "{report:#}");
     }
