@@ -166,6 +166,11 @@ fn fold(events: &[(&Event, &CaseEvent)], held: &HashMap<Uuid, i64>) -> Vec<Patch
             order.push(id);
             Patch { id, from, to: from, ..Patch::default() }
         });
+        if v <= patch.to {
+            // A second copy of an event already folded in this run (the relay sends
+            // events again after a crash): only that copy is dropped, the stream goes on.
+            continue;
+        }
         let opens_a_new_row = patch.from == 0 && patch.to == 0;
         if v != patch.to + 1 || opens_a_new_row != matches!(case_event, CaseEvent::Opened(_)) {
             tracing::warn!(stream_id = %id, version = v, held = patch.to, "version gap; waiting for the missing event");
@@ -444,5 +449,20 @@ mod tests {
         assert!(patches[0].opened.is_none());
         // Without CaseOpened a case with no row cannot start.
         assert!(fold_all(&events[1..], 0).is_empty());
+    }
+
+    #[test]
+    fn a_second_copy_of_an_event_in_the_same_run_does_not_stop_the_stream() {
+        // The relay sent the open and the status change again after a crash, and both
+        // copies landed in one batch: the change that follows must still be applied.
+        let events = [
+            opened(),
+            status(2, "open", "pending", "2026-11-20T10:00:00Z"),
+            opened(),
+            status(2, "open", "pending", "2026-11-20T10:00:00Z"),
+            status(3, "pending", "resolved", "2026-11-20T11:00:00Z"),
+        ];
+        let patches = fold_all(&events, 0);
+        assert_eq!((patches[0].from, patches[0].to, patches[0].status), (0, 3, Some("resolved")));
     }
 }
