@@ -253,6 +253,12 @@ impl Relay {
                 return Ok(());
             }
         };
+        // Only a topic the broker really lacks counts as gone: one created a moment ago
+        // may not be in its metadata yet, and refilling then would publish the whole
+        // journal again for nothing.
+        if held.is_none() && !runtime::kafka::ensure_topic(&self.brokers, &self.topic, self.partitions).await? {
+            return Ok(());
+        }
         let Some(shortfall) = lost_log(&seen, held.as_ref()) else {
             if let Some(held) = held {
                 let (partitions, highs): (Vec<i32>, Vec<i64>) = held.into_iter().unzip();
@@ -318,10 +324,14 @@ impl Relay {
 /// Why the broker lost its log (None: it did not). `seen` is the highest watermark seen per
 /// partition since the last fill, `held` the watermarks now (None: no topic).
 fn lost_log(seen: &[(i32, i64)], held: Option<&BTreeMap<i32, i64>>) -> Option<String> {
+    // A topic that is gone lost whatever it held, even when no watermark above 0 was ever
+    // seen: tansu reports the base offset of a partition's last batch as its high
+    // watermark, which stayed 0 for a partition holding nine events (and it acknowledges
+    // produces to a topic it no longer has).
+    let Some(held) = held else { return Some("the topic is gone".into()) };
     if seen.iter().all(|&(_, high)| high == 0) {
         return None; // nothing was ever seen in the topic: nothing that could be lost
     }
-    let Some(held) = held else { return Some("the topic is gone".into()) };
     seen.iter().find_map(|&(partition, before)| {
         let now = held.get(&partition).copied().unwrap_or(0);
         (now < before).then(|| format!("partition {partition} ends at {now} but had reached {before}"))
@@ -341,8 +351,8 @@ mod tests {
         let seen = [(0, 42), (1, 10), (2, 0)];
         assert_eq!(lost_log(&seen, Some(&held(&[(0, 42), (1, 10), (2, 0)]))), None);
         assert_eq!(lost_log(&seen, Some(&held(&[(0, 50), (1, 500), (2, 3)]))), None);
-        // Nothing seen since the last fill: nothing to miss, even without a topic.
-        assert_eq!(lost_log(&[], None), None);
+        // Nothing seen since the last fill, and the topic is there: nothing to miss.
+        assert_eq!(lost_log(&[], Some(&held(&[(0, 0)]))), None);
         assert_eq!(lost_log(&[(0, 0)], Some(&held(&[(0, 0)]))), None);
     }
 
@@ -350,6 +360,7 @@ mod tests {
     fn a_restarted_empty_broker_is_noticed() {
         let seen = [(0, 41), (1, 9)];
         assert!(lost_log(&seen, None).is_some(), "no topic");
+        assert!(lost_log(&[(0, 0), (1, 0)], None).is_some(), "no topic, though no watermark above 0 was seen");
         assert!(lost_log(&seen, Some(&held(&[(0, 0), (1, 0)]))).is_some(), "empty partitions");
         // Written to again since the restart, but below what it held before.
         assert!(lost_log(&seen, Some(&held(&[(0, 3), (1, 12)]))).is_some());
