@@ -16,14 +16,24 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Takes the lease of `group` if no other worker holds it.
-    pub async fn try_take(pool: &PgPool, group: &str) -> sqlx::Result<Option<Lease>> {
-        let options = pool.connect_options();
-        let mut connection = PgConnection::connect_with(&options).await?;
+    /// Takes the lease of `group` if no other worker holds it. A standby keeps trying on
+    /// the same connection (`connection` is kept between attempts; None: open one).
+    pub async fn try_take(
+        pool: &PgPool,
+        group: &str,
+        connection: &mut Option<PgConnection>,
+    ) -> sqlx::Result<Option<Lease>> {
+        let mut conn = match connection.take() {
+            Some(conn) => conn,
+            None => PgConnection::connect_with(&pool.connect_options()).await?,
+        };
         let key = crate::control::lock_key(&format!("lease.{group}"));
-        let taken: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut connection).await?;
-        Ok(taken.then_some(Lease { connection }))
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut conn).await?;
+        if taken {
+            return Ok(Some(Lease { connection: conn }));
+        }
+        *connection = Some(conn);
+        Ok(None)
     }
 
     /// Whether the lease still holds: a session lock lasts as long as its connection.

@@ -50,6 +50,12 @@ pub trait Projection: Send + Sync {
     /// that keeps its own checkpoints records `checkpoint` with the same commit.
     async fn apply(&self, events: &[Event], checkpoint: &Checkpoint) -> Result<(), ApplyError>;
 
+    /// Whether `apply` records the checkpoint itself, in the same commit as its writes
+    /// (then the worker does not write it again).
+    fn commits_checkpoint(&self) -> bool {
+        false
+    }
+
     /// What the store holds of one tenant's streams, for `verify` to compare with the
     /// journal: one entry per kind of record it keeps.
     async fn held(&self, tenant: Uuid) -> anyhow::Result<Vec<Held>>;

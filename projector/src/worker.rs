@@ -165,11 +165,12 @@ impl Worker {
     /// Waits for the projection's lease (None once stopped).
     async fn take_lease(&self, stop: &mut watch::Receiver<bool>) -> Option<Lease> {
         let mut said = false;
+        let mut connection = None;
         loop {
             if *stop.borrow() {
                 return None;
             }
-            match Lease::try_take(&self.pool, &self.group).await {
+            match Lease::try_take(&self.pool, &self.group, &mut connection).await {
                 Ok(Some(lease)) => return Some(lease),
                 Ok(None) if !said => {
                     tracing::info!(
@@ -320,9 +321,12 @@ impl Worker {
             .increment(count as u64);
         rate.record(count);
         record_progress(&mut hold, &self.group, checkpoint, count, rate.per_second(), last).await?;
-        // The PostgreSQL projection saved the same checkpoint with its rows; the other
-        // stores' is saved here, after their writes.
-        crate::checkpoint::save(&mut hold, checkpoint).await?;
+        // The PostgreSQL projection saved the checkpoint with its rows; the other stores'
+        // is saved here, after their writes (and any store's, when nothing was left to
+        // apply: the batch was all parked or undecodable).
+        if !self.projection.commits_checkpoint() || count == 0 {
+            crate::checkpoint::save(&mut hold, checkpoint).await?;
+        }
         hold.commit().await?;
         Ok(())
     }

@@ -110,3 +110,26 @@ async fn repeated_kills_of_the_projector_and_the_command_api_lose_nothing_and_ne
     let interrupted = app.store_digest().await;
     app.assert_same_as_fresh_replay(&interrupted).await;
 }
+
+/// One worker per projection runs at a time (a lease); a standby projector takes over when
+/// the active one is SIGKILLed, with no operator.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_projector_takes_over_when_the_active_one_is_killed() {
+    let mut app = TestApp::spawn_processes().await;
+    let standby = murima_tests::ServiceProcess::start("projector", &app.settings).await;
+    app.open_case("While both run").await;
+    app.wait_for_all_stores().await;
+    app.kill_projector().await;
+    app.open_case("After the active one died").await;
+    let counts = app.wait_for_all_stores().await;
+    assert_eq!(counts.postgres_versions, 2);
+    let status = app
+        .http
+        .get(format!("{}/v1/admin/projections", standby.url))
+        .bearer_auth(app.platform_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), reqwest::StatusCode::OK);
+    standby.kill().await;
+}

@@ -770,6 +770,10 @@ impl Projection for PostgresProjection {
         Ok(())
     }
 
+    fn commits_checkpoint(&self) -> bool {
+        true
+    }
+
     async fn held(&self, tenant: Uuid) -> anyhow::Result<Vec<Held>> {
         let mut held = Vec::new();
         let tenants: HashMap<Uuid, i64> = sqlx::query_as("SELECT id, version FROM public.tenants WHERE id = $1")
