@@ -397,7 +397,8 @@ impl Copier {
             &group,
             &self.pool,
         )
-        .await
+        .await?;
+        Ok(())
     }
 }
 

@@ -308,7 +308,9 @@ impl Worker {
         let events = self.decode(&fresh, parked).await?;
         let last = events.last().map(|e| (e.envelope.position, e.envelope.occurred_at));
         let count = events.len();
-        apply_or_park(&*self.projection, &self.parking, events, checkpoint, parked, &self.group, &self.pool).await?;
+        let applied =
+            apply_or_park(&*self.projection, &self.parking, events, checkpoint, parked, &self.group, &self.pool)
+                .await?;
         metrics::histogram!("projection_batch_events", "projection" => self.projection.name()).record(count as f64);
         metrics::histogram!("projection_batch_seconds", "projection" => self.projection.name())
             .record(received.elapsed().as_secs_f64());
@@ -322,9 +324,9 @@ impl Worker {
         rate.record(count);
         record_progress(&mut hold, &self.group, checkpoint, count, rate.per_second(), last).await?;
         // The PostgreSQL projection saved the checkpoint with its rows; the other stores'
-        // is saved here, after their writes (and any store's, when nothing was left to
-        // apply: the batch was all parked or undecodable).
-        if !self.projection.commits_checkpoint() || count == 0 {
+        // is saved here, after their writes (and any store's, when nothing was applied:
+        // the batch was all parked or undecodable).
+        if !(applied && self.projection.commits_checkpoint()) {
             crate::checkpoint::save(&mut hold, checkpoint).await?;
         }
         hold.commit().await?;
@@ -401,7 +403,9 @@ impl Worker {
 }
 
 /// Applies a batch; a poison event is parked with every later event of its stream in the
-/// batch (and the stream is remembered as parked), and the rest is applied again. A
+/// batch (and the stream is remembered as parked), and the rest is applied again. True
+/// when the projection applied what was left (and so recorded `checkpoint`, if it does);
+/// false when everything was parked. A
 /// transient failure is retried with backoff until it passes. The worker and a replay
 /// share this.
 pub async fn apply_or_park(
@@ -412,11 +416,11 @@ pub async fn apply_or_park(
     parked: &mut HashSet<Uuid>,
     group: &str,
     pool: &PgPool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let mut backoff = Duration::from_millis(100);
     while !events.is_empty() {
         match projection.apply(&events, checkpoint).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(true),
             Err(ApplyError::Poison { event_id, reason }) => {
                 let Some(stream) =
                     events.iter().find(|e| e.envelope.event_id == event_id).map(|e| e.envelope.stream_id)
@@ -451,7 +455,7 @@ pub async fn apply_or_park(
             }
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Events per second over the last few batches (an exponentially weighted average).
