@@ -1,7 +1,11 @@
 //! Folded stream states kept between commands, so a command reads only the events appended
 //! since a stream was last folded instead of its whole history.
 //!
-//! Why it is always correct: journal rows are immutable and unique per (stream, version),
+//! Entries are keyed by (tenant, stream id): a stream is identified by both, and two
+//! tenants may use the same id for streams of their own, which never share an entry.
+//!
+//! Why it is always correct: journal rows are immutable and unique per (tenant, stream,
+//! version),
 //! and only committed rows are ever folded, so a cached (version, state) is a true prefix of
 //! the stream forever. Every load still asks the journal for the events after the cached
 //! version (an index probe that usually finds nothing), so a command never decides on a
@@ -20,14 +24,14 @@ use uuid::Uuid;
 
 /// What a cached entry holds: the stream's state after `version`.
 struct Entry {
-    tenant: Uuid,
     stream_type: StreamType,
     version: i64,
     state: Arc<dyn Any + Send + Sync>,
 }
 
 pub struct StreamCache {
-    entries: Mutex<HashMap<Uuid, Entry>>,
+    /// (tenant, stream id) -> the stream's folded state.
+    entries: Mutex<HashMap<(Uuid, Uuid), Entry>>,
     capacity: usize,
 }
 
@@ -46,8 +50,8 @@ impl StreamCache {
     ) -> Option<(Option<S>, i64)> {
         let (state, version) = {
             let entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let entry = entries.get(&stream)?;
-            if entry.tenant != tenant || entry.stream_type != stream_type {
+            let entry = entries.get(&(tenant, stream))?;
+            if entry.stream_type != stream_type {
                 return None;
             }
             (entry.state.clone(), entry.version)
@@ -69,15 +73,16 @@ impl StreamCache {
             return; // nothing to save: the stream has no events yet
         }
         let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(kept) = entries.get(&stream) {
-            if kept.tenant == tenant && kept.stream_type == stream_type && kept.version >= version {
+        let key = (tenant, stream);
+        if let Some(kept) = entries.get(&key) {
+            if kept.stream_type == stream_type && kept.version >= version {
                 return;
             }
         }
-        if entries.len() >= self.capacity && !entries.contains_key(&stream) {
+        if entries.len() >= self.capacity && !entries.contains_key(&key) {
             entries.clear();
         }
-        entries.insert(stream, Entry { tenant, stream_type, version, state: Arc::new(state) });
+        entries.insert(key, Entry { stream_type, version, state: Arc::new(state) });
     }
 
     #[cfg(test)]
@@ -100,6 +105,20 @@ mod tests {
         assert_eq!(cache.get::<String>(tenant, StreamType::User, stream), None);
         // A state of another Rust type under the same kind is never handed out.
         assert_eq!(cache.get::<u32>(tenant, StreamType::Case, stream), None);
+    }
+
+    #[test]
+    fn tenants_using_the_same_id_keep_their_own_states() {
+        let cache = StreamCache::new(10);
+        let (a, b, stream) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        cache.put(a, StreamType::Case, stream, 4, Some(String::from("a's case")));
+        cache.put(b, StreamType::User, stream, 1, Some(String::from("b's user")));
+        // Neither evicts nor answers for the other, whatever the kinds and versions.
+        assert_eq!(cache.get::<String>(a, StreamType::Case, stream), Some((Some("a's case".into()), 4)));
+        assert_eq!(cache.get::<String>(b, StreamType::User, stream), Some((Some("b's user".into()), 1)));
+        assert_eq!(cache.get::<String>(b, StreamType::Case, stream), None);
+        assert_eq!(cache.get::<String>(a, StreamType::User, stream), None);
+        assert_eq!(cache.len(), 2);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::event::Event;
+use crate::parking::StreamKey;
 use crate::projection::{ApplyError, Checkpoint, Projection};
 use crate::stores::{Stores, PROJECTIONS};
 
@@ -268,14 +269,19 @@ impl<'a> Journal<'a> {
         decode_all(rows)
     }
 
-    /// The events of some streams after a version, up to a position, in order.
-    pub async fn streams_after(&self, streams: &[(Uuid, i64)], upto: i64) -> anyhow::Result<Vec<Event>> {
-        let (ids, versions): (Vec<Uuid>, Vec<i64>) = streams.iter().copied().unzip();
+    /// The events of some streams (each of its tenant) after a version, up to a
+    /// position, in order.
+    pub async fn streams_after(&self, streams: &[(StreamKey, i64)], upto: i64) -> anyhow::Result<Vec<Event>> {
+        let tenants: Vec<Uuid> = streams.iter().map(|(s, _)| s.tenant_id).collect();
+        let ids: Vec<Uuid> = streams.iter().map(|(s, _)| s.stream_id).collect();
+        let versions: Vec<i64> = streams.iter().map(|(_, v)| *v).collect();
         let rows: Vec<(i64, String)> = sqlx::query_as(
             "SELECT e.position, e.envelope::text FROM eventstore.events e
-             JOIN UNNEST($1::uuid[], $2::bigint[]) AS s(id, v) ON e.stream_id = s.id AND e.stream_version > s.v
-             WHERE e.position <= $3 ORDER BY e.position",
+             JOIN UNNEST($1::uuid[], $2::uuid[], $3::bigint[]) AS s(tenant, id, v)
+               ON e.tenant_id = s.tenant AND e.stream_id = s.id AND e.stream_version > s.v
+             WHERE e.position <= $4 ORDER BY e.position",
         )
+        .bind(tenants)
         .bind(ids)
         .bind(versions)
         .bind(upto)
@@ -404,7 +410,7 @@ pub async fn replay(
     loop {
         let mut events = journal.read(after, &[], 2_000).await?;
         let Some(last) = events.last().map(|e| e.envelope.position) else { break };
-        events.retain(|e| !parked.contains(&e.envelope.stream_id));
+        events.retain(|e| !parked.contains(&StreamKey::of(&e.envelope)));
         applied += events.len() as u64;
         crate::worker::apply_or_park(&*projection, &parking, events, &checkpoint, &mut parked, &group, &stores.pool)
             .await?;
@@ -428,7 +434,8 @@ pub async fn republish(pool: &PgPool, from: i64) -> anyhow::Result<u64> {
     Ok(queued.rows_affected())
 }
 
-/// A parked stream: the poison event first, then the events waiting behind it.
+/// A parked stream: the poison event first, then the events waiting behind it. A stream
+/// is identified by (tenant, id): two tenants' streams of one id are two entries.
 #[derive(Debug, Clone, Serialize)]
 pub struct ParkedStream {
     pub projection: String,
@@ -442,26 +449,31 @@ pub struct ParkedStream {
     pub parked_at: DateTime<Utc>,
 }
 
-/// Parked streams, oldest first, `limit` at a time after the `after` stream.
+/// Parked streams in (projection, stream id, tenant) order, `limit` at a time after the
+/// `after` stream: with `after_tenant`, after that tenant's stream of that id (the next
+/// page of a page that ended there), else after every stream of that id.
 pub async fn parked(
     pool: &PgPool,
     projection: Option<&str>,
     after: Option<Uuid>,
+    after_tenant: Option<Uuid>,
     limit: i64,
 ) -> anyhow::Result<Vec<ParkedStream>> {
     type Row = (String, Uuid, Uuid, i64, i64, String, Uuid, String, DateTime<Utc>);
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT DISTINCT ON (projection, stream_id) projection, stream_id, tenant_id,
-                count(*) OVER (PARTITION BY projection, stream_id) AS events,
+        "SELECT DISTINCT ON (projection, stream_id, tenant_id) projection, stream_id, tenant_id,
+                count(*) OVER (PARTITION BY projection, stream_id, tenant_id) AS events,
                 stream_version AS first_version, event_type AS first_event_type, event_id AS first_event_id,
                 error, parked_at
          FROM projector.parked_events
-         WHERE ($1::text IS NULL OR projection = $1) AND ($2::uuid IS NULL OR stream_id > $2)
-         ORDER BY projection, stream_id, stream_version, parked_at
-         LIMIT $3",
+         WHERE ($1::text IS NULL OR projection = $1)
+           AND ($2::uuid IS NULL OR stream_id > $2 OR (stream_id = $2 AND tenant_id > $3::uuid))
+         ORDER BY projection, stream_id, tenant_id, stream_version, parked_at
+         LIMIT $4",
     )
     .bind(projection)
     .bind(after)
+    .bind(after_tenant)
     .bind(limit)
     .fetch_all(pool)
     .await?;
@@ -481,33 +493,54 @@ pub async fn parked(
         .collect())
 }
 
+/// Which parked stream an operator names: the id, in one tenant or (None) in every
+/// tenant that has a stream of that id parked. Only platform operators reach these
+/// commands, so acting across tenants reveals nothing to a tenant.
+fn named(stream: Uuid, tenant: Option<Uuid>) -> String {
+    match tenant {
+        Some(t) => format!("stream {stream} of tenant {t}"),
+        None => format!("stream {stream}"),
+    }
+}
+
 /// Applies a stream's parked events again (after a fix); on success the worker takes the
 /// stream back. Runs between the worker's batches. Returns how many were applied.
-pub async fn retry_parked(stores: &Stores, name: &str, stream: Uuid) -> anyhow::Result<usize> {
+/// `tenant` names the tenant of the stream; without it, the streams of that id parked in
+/// any tenant are retried together (each tenant's in its own order).
+pub async fn retry_parked(stores: &Stores, name: &str, stream: Uuid, tenant: Option<Uuid>) -> anyhow::Result<usize> {
     let name = crate::stores::known(name)?;
     let projection = stores.projection(name).await?;
     let mut hold = crate::control::exclusive(&stores.pool, name).await?;
+    // Each tenant's stream in version order (streams of one id in several tenants are
+    // independent of each other).
     let rows: Vec<serde_json::Value> = sqlx::query_scalar(
-        "SELECT envelope FROM projector.parked_events WHERE projection = $1 AND stream_id = $2 ORDER BY stream_version",
+        "SELECT envelope FROM projector.parked_events
+         WHERE projection = $1 AND stream_id = $2 AND ($3::uuid IS NULL OR tenant_id = $3)
+         ORDER BY tenant_id, stream_version",
     )
     .bind(name)
     .bind(stream)
+    .bind(tenant)
     .fetch_all(&mut *hold)
     .await?;
-    anyhow::ensure!(!rows.is_empty(), "no events of stream {stream} are parked for {name}");
+    anyhow::ensure!(!rows.is_empty(), "no events of {} are parked for {name}", named(stream, tenant));
     let mut events = Vec::with_capacity(rows.len());
     for row in rows {
         let envelope = serde_json::from_value(row)?;
         events.push(Event::from_envelope(envelope).map_err(|u| anyhow::anyhow!("still unreadable: {}", u.reason))?);
     }
     apply(&projection, &stores.group(name), &events).await?;
-    sqlx::query("DELETE FROM projector.parked_events WHERE projection = $1 AND stream_id = $2")
-        .bind(name)
-        .bind(stream)
-        .execute(&mut *hold)
-        .await?;
+    sqlx::query(
+        "DELETE FROM projector.parked_events
+         WHERE projection = $1 AND stream_id = $2 AND ($3::uuid IS NULL OR tenant_id = $3)",
+    )
+    .bind(name)
+    .bind(stream)
+    .bind(tenant)
+    .execute(&mut *hold)
+    .await?;
     hold.commit().await?;
-    tracing::info!(projection = name, %stream, events = events.len(), "parked events applied");
+    tracing::info!(projection = name, %stream, ?tenant, events = events.len(), "parked events applied");
     Ok(events.len())
 }
 
@@ -515,20 +548,24 @@ pub async fn retry_parked(stores: &Stores, name: &str, stream: Uuid) -> anyhow::
 /// `projector.skipped_events` and the worker takes the stream back. The store keeps the
 /// stream at its last good version, so later events that build on the skipped one are
 /// ignored by its version guard; a rebuild (or a fixed event) brings it level again.
-pub async fn skip_parked(stores: &Stores, name: &str, stream: Uuid) -> anyhow::Result<u64> {
+/// `tenant` names the tenant of the stream; without it, the streams of that id parked in
+/// any tenant are skipped.
+pub async fn skip_parked(stores: &Stores, name: &str, stream: Uuid, tenant: Option<Uuid>) -> anyhow::Result<u64> {
     let name = crate::stores::known(name)?;
     let mut hold = crate::control::exclusive(&stores.pool, name).await?;
     let moved = sqlx::query(
-        "WITH gone AS (DELETE FROM projector.parked_events WHERE projection = $1 AND stream_id = $2 RETURNING *)
+        "WITH gone AS (DELETE FROM projector.parked_events
+                       WHERE projection = $1 AND stream_id = $2 AND ($3::uuid IS NULL OR tenant_id = $3) RETURNING *)
          INSERT INTO projector.skipped_events SELECT * FROM gone",
     )
     .bind(name)
     .bind(stream)
+    .bind(tenant)
     .execute(&mut *hold)
     .await?
     .rows_affected();
-    anyhow::ensure!(moved > 0, "no events of stream {stream} are parked for {name}");
+    anyhow::ensure!(moved > 0, "no events of {} are parked for {name}", named(stream, tenant));
     hold.commit().await?;
-    tracing::warn!(projection = name, %stream, events = moved, "parked events skipped");
+    tracing::warn!(projection = name, %stream, ?tenant, events = moved, "parked events skipped");
     Ok(moved)
 }

@@ -1,10 +1,40 @@
 //! Parks events a projection cannot apply, visibly, in `projector.parked_events`.
+//!
+//! A stream is identified by (tenant, id): ids are unique within a tenant only, so what
+//! is parked is a `StreamKey`, and parking one tenant's stream never holds back another
+//! tenant's stream of the same id.
+
+use std::collections::HashSet;
 
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use events::EventEnvelope;
+
+/// A stream as the journal identifies it: its tenant and its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamKey {
+    pub tenant_id: Uuid,
+    pub stream_id: Uuid,
+}
+
+impl StreamKey {
+    pub fn new(tenant_id: Uuid, stream_id: Uuid) -> Self {
+        Self { tenant_id, stream_id }
+    }
+
+    /// The stream an event belongs to.
+    pub fn of(envelope: &EventEnvelope) -> Self {
+        Self::new(envelope.tenant_id, envelope.stream_id)
+    }
+}
+
+impl From<(Uuid, Uuid)> for StreamKey {
+    fn from((tenant_id, stream_id): (Uuid, Uuid)) -> Self {
+        Self::new(tenant_id, stream_id)
+    }
+}
 
 pub struct ParkingLot {
     pool: PgPool,
@@ -16,24 +46,30 @@ impl ParkingLot {
     }
 
     /// The streams already parked for a projection (loaded when a worker starts).
-    pub async fn parked_streams(&self, projection: &str) -> anyhow::Result<Vec<Uuid>> {
-        Ok(sqlx::query_scalar("SELECT DISTINCT stream_id FROM projector.parked_events WHERE projection = $1")
-            .bind(projection)
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
-    /// The streams a replay or rebuild keeps out for a projection, as its worker does:
-    /// those parked, and those an operator skipped.
-    pub async fn held_back(&self, projection: &str) -> anyhow::Result<std::collections::HashSet<Uuid>> {
-        Ok(sqlx::query_scalar(
-            "SELECT stream_id FROM projector.parked_events WHERE projection = $1
-             UNION SELECT stream_id FROM projector.skipped_events WHERE projection = $1",
+    pub async fn parked_streams(&self, projection: &str) -> anyhow::Result<HashSet<StreamKey>> {
+        Ok(sqlx::query_as::<_, (Uuid, Uuid)>(
+            "SELECT DISTINCT tenant_id, stream_id FROM projector.parked_events WHERE projection = $1",
         )
         .bind(projection)
         .fetch_all(&self.pool)
         .await?
         .into_iter()
+        .map(StreamKey::from)
+        .collect())
+    }
+
+    /// The streams a replay or rebuild keeps out for a projection, as its worker does:
+    /// those parked, and those an operator skipped.
+    pub async fn held_back(&self, projection: &str) -> anyhow::Result<HashSet<StreamKey>> {
+        Ok(sqlx::query_as::<_, (Uuid, Uuid)>(
+            "SELECT tenant_id, stream_id FROM projector.parked_events WHERE projection = $1
+             UNION SELECT tenant_id, stream_id FROM projector.skipped_events WHERE projection = $1",
+        )
+        .bind(projection)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(StreamKey::from)
         .collect())
     }
 
@@ -58,7 +94,7 @@ impl ParkingLot {
                 Value::String(String::from_utf8_lossy(raw).into_owned()),
             ),
         };
-        tracing::error!(projection, %event_id, %stream_id, version, error, "parked an event");
+        tracing::error!(projection, %event_id, %tenant_id, %stream_id, version, error, "parked an event");
         sqlx::query(
             "INSERT INTO projector.parked_events
                 (projection, event_id, tenant_id, stream_id, stream_version, event_type, envelope, error)

@@ -317,7 +317,8 @@ async fn step(
         None => journal.read_range(rebuild.position, BATCH).await?,
     };
     let mut events = journal.read_gaps(&rebuild.gaps).await?;
-    let filled: Vec<(Uuid, i64)> = events.iter().map(|e| (e.envelope.stream_id, e.envelope.stream_version)).collect();
+    let filled: Vec<(crate::parking::StreamKey, i64)> =
+        events.iter().map(|e| (crate::parking::StreamKey::of(&e.envelope), e.envelope.stream_version)).collect();
     let filled_positions: Vec<i64> = events.iter().map(|e| e.envelope.position).collect();
     let range_len = range.len();
     let upto = range.last().map_or(rebuild.position, |e| e.envelope.position).max(rebuild.position);
@@ -364,7 +365,7 @@ struct Copier {
     copy: std::sync::Arc<dyn crate::projection::Projection>,
     copies: HashMap<Uuid, Uuid>,
     parking: crate::parking::ParkingLot,
-    parked: std::collections::HashSet<Uuid>,
+    parked: std::collections::HashSet<crate::parking::StreamKey>,
     checkpoint: crate::projection::Checkpoint,
     pool: PgPool,
 }
@@ -385,7 +386,8 @@ impl Copier {
 
     async fn apply(&mut self, mut events: Vec<crate::event::Event>) -> anyhow::Result<()> {
         events.retain(|e| {
-            self.copies.contains_key(&e.envelope.tenant_id) && !self.parked.contains(&e.envelope.stream_id)
+            self.copies.contains_key(&e.envelope.tenant_id)
+                && !self.parked.contains(&crate::parking::StreamKey::of(&e.envelope))
         });
         let group = self.checkpoint.group.clone();
         crate::worker::apply_or_park(

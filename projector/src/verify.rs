@@ -21,6 +21,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::operations::decode_all;
+use crate::parking::StreamKey;
 use crate::projection::{Checkpoint, Held};
 use crate::stores::{Stores, PROJECTIONS};
 
@@ -116,7 +117,7 @@ pub async fn verify(
                 .into_iter()
                 .collect();
             if !streams.is_empty() {
-                report.repaired_events += reapply(stores, name, &streams).await?;
+                report.repaired_events += reapply(stores, name, tenant, &streams).await?;
                 report.repaired_streams += streams.len();
                 let again = compare(tenant, &journal, &projection.held(tenant).await?, &held_back);
                 report.unrepaired += again.iter().filter(|d| d.finding != Finding::Extra).count();
@@ -159,17 +160,18 @@ async fn journaled(
         .collect())
 }
 
-/// The discrepancies between the journal and what a store holds.
+/// The discrepancies between the journal and what a store holds of one tenant's streams.
+/// `held_back` names streams of any tenant; only this tenant's are left out.
 fn compare(
     tenant: Uuid,
     journal: &HashMap<Uuid, Journaled>,
     held: &[Held],
-    held_back: &HashSet<Uuid>,
+    held_back: &HashSet<StreamKey>,
 ) -> Vec<Discrepancy> {
     let mut found = Vec::new();
+    let kept_back = |id: &Uuid| held_back.contains(&StreamKey::new(tenant, *id));
     for records in held {
-        for (id, stream) in journal.iter().filter(|(id, s)| records.mirrors(&s.stream_type) && !held_back.contains(id))
-        {
+        for (id, stream) in journal.iter().filter(|(id, s)| records.mirrors(&s.stream_type) && !kept_back(id)) {
             let version = records.versions.get(id).copied();
             let finding = match (stream.settled, version) {
                 (_, Some(v)) if v > stream.newest => Some(Finding::Extra),
@@ -205,12 +207,15 @@ fn compare(
     found
 }
 
-/// Applies every journal event of `streams` again through the live projection, parking
-/// what the store refuses, as the worker would. Returns how many events were applied.
-async fn reapply(stores: &Stores, name: &str, streams: &[Uuid]) -> anyhow::Result<usize> {
+/// Applies every journal event of a tenant's `streams` again through the live projection,
+/// parking what the store refuses, as the worker would. Returns how many events were
+/// applied. (Other tenants' streams of the same ids are not touched.)
+async fn reapply(stores: &Stores, name: &str, tenant: Uuid, streams: &[Uuid]) -> anyhow::Result<usize> {
     let rows: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT position, envelope::text FROM eventstore.events WHERE stream_id = ANY($1) ORDER BY position",
+        "SELECT position, envelope::text FROM eventstore.events
+         WHERE tenant_id = $1 AND stream_id = ANY($2) ORDER BY position",
     )
+    .bind(tenant)
     .bind(streams)
     .fetch_all(&stores.pool)
     .await?;
@@ -222,7 +227,7 @@ async fn reapply(stores: &Stores, name: &str, streams: &[Uuid]) -> anyhow::Resul
     let group = stores.group(name);
     let checkpoint = Checkpoint { group: group.clone(), topic: String::new(), positions: Default::default() };
     for chunk in events.chunks(1_000) {
-        let chunk: Vec<_> = chunk.iter().filter(|e| !parked.contains(&e.envelope.stream_id)).cloned().collect();
+        let chunk: Vec<_> = chunk.iter().filter(|e| !parked.contains(&StreamKey::of(&e.envelope))).cloned().collect();
         crate::worker::apply_or_park(&*projection, &parking, chunk, &checkpoint, &mut parked, &group, &stores.pool)
             .await?;
     }
@@ -295,7 +300,10 @@ mod tests {
         let audit = held("audit entries", &[], &[(1, 2), (2, 2)]);
         let found = compare(Uuid::nil(), &journal, std::slice::from_ref(&audit), &HashSet::new());
         assert_eq!(findings(&found), vec![(1, Finding::Stale)]);
-        let parked = HashSet::from([Uuid::from_u128(1)]);
-        assert!(compare(Uuid::nil(), &journal, &[audit], &parked).is_empty());
+        let parked = HashSet::from([StreamKey::new(Uuid::nil(), Uuid::from_u128(1))]);
+        assert!(compare(Uuid::nil(), &journal, std::slice::from_ref(&audit), &parked).is_empty());
+        // A stream of the same id parked in another tenant holds nothing back here.
+        let elsewhere = HashSet::from([StreamKey::new(Uuid::from_u128(77), Uuid::from_u128(1))]);
+        assert_eq!(findings(&compare(Uuid::nil(), &journal, &[audit], &elsewhere)), vec![(1, Finding::Stale)]);
     }
 }

@@ -3,7 +3,8 @@
 //! Offsets are recorded (in `projector.checkpoints`) only after the batch is applied, so
 //! a crash redelivers at most the batch in flight, which the version guards ignore
 //! (at-least-once delivery, exactly-once effect). A poison event is parked with every
-//! later event of its stream; other streams keep flowing.
+//! later event of its stream (a tenant's stream: ids are unique per tenant only); other
+//! streams, including other tenants' streams of the same id, keep flowing.
 //!
 //! The worker assigns itself every partition of the topic instead of joining a consumer
 //! group: tansu 0.6's group coordinator can leave a group stuck for good after a member
@@ -27,12 +28,11 @@ use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use uuid::Uuid;
 
 use crate::event::Event;
 use crate::lease::Lease;
 use crate::log_cursor::{LogCursor, Verdict};
-use crate::parking::ParkingLot;
+use crate::parking::{ParkingLot, StreamKey};
 use crate::projection::{ApplyError, Checkpoint, LogPosition, Projection};
 
 type Consumed = StreamConsumer;
@@ -219,8 +219,7 @@ impl Worker {
         consumer.assign(&assignment)?;
         tracing::info!(projection = self.projection.name(), group = %self.group, ?checkpoints, "projection consuming");
 
-        let mut parked: HashSet<Uuid> =
-            self.parking.parked_streams(self.projection.name()).await?.into_iter().collect();
+        let mut parked: HashSet<StreamKey> = self.parking.parked_streams(self.projection.name()).await?;
         let mut heard: BTreeMap<i32, Instant> = partitions.iter().map(|p| (*p, Instant::now())).collect();
         let mut watched = Instant::now();
         let mut failing_since: Option<Instant> = None;
@@ -295,7 +294,7 @@ impl Worker {
         &self,
         fresh: Vec<OwnedMessage>,
         checkpoint: &Checkpoint,
-        parked: &mut HashSet<Uuid>,
+        parked: &mut HashSet<StreamKey>,
         rate: &mut Rate,
         received: std::time::Instant,
     ) -> Result<(), Restart> {
@@ -303,7 +302,7 @@ impl Worker {
         let mut hold = crate::control::shared(&self.pool, self.projection.name()).await?;
         if !parked.is_empty() {
             // An operator may have retried or skipped a parked stream since.
-            *parked = self.parking.parked_streams(self.projection.name()).await?.into_iter().collect();
+            *parked = self.parking.parked_streams(self.projection.name()).await?;
         }
         let events = self.decode(&fresh, parked).await?;
         let last = events.last().map(|e| (e.envelope.position, e.envelope.occurred_at));
@@ -373,12 +372,12 @@ impl Worker {
     }
 
     /// Decodes a batch; unreadable events and events of parked streams are parked.
-    async fn decode(&self, batch: &[OwnedMessage], parked: &mut HashSet<Uuid>) -> anyhow::Result<Vec<Event>> {
+    async fn decode(&self, batch: &[OwnedMessage], parked: &mut HashSet<StreamKey>) -> anyhow::Result<Vec<Event>> {
         let mut events = Vec::with_capacity(batch.len());
         for message in batch {
             let raw = message.payload().unwrap_or_default();
             match Event::from_payload(raw) {
-                Ok(event) if parked.contains(&event.envelope.stream_id) => {
+                Ok(event) if parked.contains(&StreamKey::of(&event.envelope)) => {
                     self.parking
                         .park(
                             self.projection.name(),
@@ -391,7 +390,7 @@ impl Worker {
                 Ok(event) => events.push(event),
                 Err(undecodable) => {
                     if let Some(e) = &undecodable.envelope {
-                        parked.insert(e.stream_id);
+                        parked.insert(StreamKey::of(e));
                     }
                     let envelope = undecodable.envelope.as_deref();
                     self.parking.park(self.projection.name(), envelope, raw, &undecodable.reason).await?;
@@ -413,7 +412,7 @@ pub async fn apply_or_park(
     parking: &ParkingLot,
     mut events: Vec<Event>,
     checkpoint: &Checkpoint,
-    parked: &mut HashSet<Uuid>,
+    parked: &mut HashSet<StreamKey>,
     group: &str,
     pool: &PgPool,
 ) -> anyhow::Result<bool> {
@@ -423,7 +422,7 @@ pub async fn apply_or_park(
             Ok(()) => return Ok(true),
             Err(ApplyError::Poison { event_id, reason }) => {
                 let Some(stream) =
-                    events.iter().find(|e| e.envelope.event_id == event_id).map(|e| e.envelope.stream_id)
+                    events.iter().find(|e| e.envelope.event_id == event_id).map(|e| StreamKey::of(&e.envelope))
                 else {
                     anyhow::bail!("projection {} named a poison event not in the batch", projection.name());
                 };
@@ -432,7 +431,7 @@ pub async fn apply_or_park(
                 let mut blocked = false;
                 let mut kept = Vec::with_capacity(events.len());
                 for event in events {
-                    if event.envelope.stream_id == stream && (blocked || event.envelope.event_id == event_id) {
+                    if StreamKey::of(&event.envelope) == stream && (blocked || event.envelope.event_id == event_id) {
                         blocked = true;
                         let why = if event.envelope.event_id == event_id {
                             reason.clone()

@@ -93,15 +93,30 @@ enum Parked {
         projection: Option<String>,
         #[arg(long)]
         after: Option<Uuid>,
+        /// With --after: the tenant of that stream (where the last page ended).
+        #[arg(long, requires = "after")]
+        after_tenant: Option<Uuid>,
         #[arg(long, default_value_t = 50)]
         limit: i64,
         #[arg(long)]
         json: bool,
     },
     /// Applies a stream's parked events again (after the cause was fixed).
-    Retry { projection: String, stream: Uuid },
+    Retry {
+        projection: String,
+        stream: Uuid,
+        /// The tenant of the stream (default: that stream id in every tenant).
+        #[arg(long)]
+        tenant: Option<Uuid>,
+    },
     /// Gives up on a stream's parked events (kept in projector.skipped_events).
-    Skip { projection: String, stream: Uuid },
+    Skip {
+        projection: String,
+        stream: Uuid,
+        /// The tenant of the stream (default: that stream id in every tenant).
+        #[arg(long)]
+        tenant: Option<Uuid>,
+    },
 }
 
 /// Output is gathered and written once at the end, so a closed pipe (`| head`) ends the
@@ -291,25 +306,28 @@ async fn main() -> anyhow::Result<()> {
             say!(out, "re-applied {applied} events to {projection}");
         }
         Command::Parked { action } => match action {
-            Parked::List { projection, after, limit, json } => {
-                let streams = operations::parked(&stores.pool, projection.as_deref(), after, limit).await?;
+            Parked::List { projection, after, after_tenant, limit, json } => {
+                let streams =
+                    operations::parked(&stores.pool, projection.as_deref(), after, after_tenant, limit).await?;
                 if json {
                     say!(out, "{}", serde_json::to_string_pretty(&streams)?);
                 } else {
                     say!(
                         out,
-                        "{:<24} {:<36} {:>6} {:>8}  first event / error",
+                        "{:<24} {:<36} {:<36} {:>6} {:>8}  first event / error",
                         "projection",
                         "stream",
+                        "tenant",
                         "events",
                         "version"
                     );
                     for s in streams {
                         say!(
                             out,
-                            "{:<24} {:<36} {:>6} {:>8}  {} {}: {}",
+                            "{:<24} {:<36} {:<36} {:>6} {:>8}  {} {}: {}",
                             s.projection,
                             s.stream_id,
+                            s.tenant_id,
                             s.events,
                             s.first_version,
                             s.first_event_type,
@@ -319,13 +337,13 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
             }
-            Parked::Retry { projection, stream } => {
-                let applied = operations::retry_parked(&stores, &projection, stream).await?;
-                say!(out, "applied {applied} parked events of stream {stream} to {projection}");
+            Parked::Retry { projection, stream, tenant } => {
+                let applied = operations::retry_parked(&stores, &projection, stream, tenant).await?;
+                say!(out, "applied {applied} parked events of stream {stream}{} to {projection}", of_tenant(tenant));
             }
-            Parked::Skip { projection, stream } => {
-                let skipped = operations::skip_parked(&stores, &projection, stream).await?;
-                say!(out, "skipped {skipped} parked events of stream {stream} for {projection}");
+            Parked::Skip { projection, stream, tenant } => {
+                let skipped = operations::skip_parked(&stores, &projection, stream, tenant).await?;
+                say!(out, "skipped {skipped} parked events of stream {stream}{} for {projection}", of_tenant(tenant));
             }
         },
         Command::EsMigrate { tenant, entity } => {
@@ -353,6 +371,11 @@ fn bar(unit: &str) -> ProgressBar {
     }
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
+}
+
+/// " of tenant T" when the operator named one.
+fn of_tenant(tenant: Option<Uuid>) -> String {
+    tenant.map(|t| format!(" of tenant {t}")).unwrap_or_default()
 }
 
 fn first_line(text: &str) -> &str {

@@ -7,7 +7,9 @@
 //! case numbers.
 //!
 //! Per batch: one `_mget` for the touched cases and notes, events folded into their
-//! documents in memory, then one `_bulk` for everything. Cases, notes and interactions
+//! documents in memory, then one `_bulk` for everything. A batch may hold several
+//! tenants' events, and a stream is identified by (tenant, id): documents are kept apart
+//! by both, never by the id alone. Cases, notes and interactions
 //! use external versioning (version = stream version), so Elasticsearch itself refuses a
 //! version at or below the stored one; audit entries are created under the event id. A
 //! redelivered event is therefore a no-op (409), never a duplicate.
@@ -27,6 +29,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::event::{DomainEvent, Event};
+use crate::parking::StreamKey;
 use crate::projection::{ApplyError, Checkpoint, Held, Placement, Projection};
 use crate::projections::mongo_audit::audit_record;
 
@@ -266,9 +269,20 @@ impl ElasticProjection {
         Ok(())
     }
 
-    async fn current_docs(&self, keys: &[(String, Uuid)]) -> Result<HashMap<Uuid, (i64, Value)>, ApplyError> {
+    /// The stored documents (and their versions) of these streams, each in its index.
+    async fn current_docs(&self, keys: &[(String, StreamKey)]) -> Result<HashMap<StreamKey, (i64, Value)>, ApplyError> {
+        let mut found = HashMap::new();
+        for round in distinct_id_rounds(keys) {
+            found.extend(self.mget(&round).await?);
+        }
+        Ok(found)
+    }
+
+    /// One `_mget` of documents whose ids are all different.
+    async fn mget(&self, keys: &[&(String, StreamKey)]) -> Result<HashMap<StreamKey, (i64, Value)>, ApplyError> {
+        let by_id: HashMap<Uuid, StreamKey> = keys.iter().map(|(_, k)| (k.stream_id, *k)).collect();
         let docs: Vec<Value> =
-            keys.iter().map(|(index, id)| json!({ "_index": index, "_id": id.to_string() })).collect();
+            keys.iter().map(|(index, k)| json!({ "_index": index, "_id": k.stream_id.to_string() })).collect();
         let response = self
             .client
             .mget(MgetParts::None)
@@ -280,15 +294,29 @@ impl ElasticProjection {
         let mut found = HashMap::new();
         for doc in body["docs"].as_array().into_iter().flatten() {
             if doc["found"] == json!(true) {
-                if let (Some(id), Some(version)) =
-                    (doc["_id"].as_str().and_then(|s| s.parse().ok()), doc["_version"].as_i64())
-                {
-                    found.insert(id, (version, doc["_source"].clone()));
+                let id: Option<Uuid> = doc["_id"].as_str().and_then(|s| s.parse().ok());
+                if let (Some(key), Some(version)) = (id.and_then(|id| by_id.get(&id)), doc["_version"].as_i64()) {
+                    found.insert(*key, (version, doc["_source"].clone()));
                 }
             }
         }
         Ok(found)
     }
+}
+
+/// Splits documents to fetch into requests that each name an id once, so the answers of a
+/// request are told apart by id alone, even when two tenants of a batch each have a stream
+/// of that id (rare: the second one waits for a second request).
+fn distinct_id_rounds(keys: &[(String, StreamKey)]) -> Vec<Vec<&(String, StreamKey)>> {
+    let mut rounds = Vec::new();
+    let mut rest: Vec<&(String, StreamKey)> = keys.iter().collect();
+    while !rest.is_empty() {
+        let mut named = HashSet::new();
+        let (round, later): (Vec<_>, Vec<_>) = rest.into_iter().partition(|(_, k)| named.insert(k.stream_id));
+        rounds.push(round);
+        rest = later;
+    }
+    rounds
 }
 
 /// A monthly index and the tenant alias it belongs to.
@@ -535,8 +563,8 @@ impl Projection for ElasticProjection {
     #[tracing::instrument(skip_all, fields(projection = "elasticsearch", events = events.len()))]
     async fn apply(&self, events: &[Event], _checkpoint: &Checkpoint) -> Result<(), ApplyError> {
         let mut actions: Vec<Action> = Vec::new();
-        let mut keys: Vec<(String, Uuid)> = Vec::new();
-        let mut homes: HashMap<Uuid, Index> = HashMap::new();
+        let mut keys: Vec<(String, StreamKey)> = Vec::new();
+        let mut homes: HashMap<StreamKey, Index> = HashMap::new();
         for event in events {
             let env = &event.envelope;
             let audit = Index::of(self.tenancy(env.tenant_id), ES_AUDIT_LOGS, env.occurred_at);
@@ -569,9 +597,10 @@ impl Projection for ElasticProjection {
             }
             if let Some((_, entity)) = Folded::of(event) {
                 let index = Index::by_id(self.tenancy(env.tenant_id), entity, env.stream_id);
-                if let std::collections::hash_map::Entry::Vacant(home) = homes.entry(env.stream_id) {
+                let stream = StreamKey::of(env);
+                if let std::collections::hash_map::Entry::Vacant(home) = homes.entry(stream) {
                     self.ensure_index(&index).await?;
-                    keys.push((index.name.clone(), env.stream_id));
+                    keys.push((index.name.clone(), stream));
                     home.insert(index);
                 }
             }
@@ -587,17 +616,17 @@ impl ElasticProjection {
     async fn fold_all(
         &self,
         events: &[Event],
-        keys: &[(String, Uuid)],
-        homes: &HashMap<Uuid, Index>,
+        keys: &[(String, StreamKey)],
+        homes: &HashMap<StreamKey, Index>,
     ) -> Result<Vec<Action>, ApplyError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let mut docs = self.current_docs(keys).await?;
-        let mut touched: Vec<(Uuid, Uuid)> = Vec::new();
+        let mut touched: Vec<(StreamKey, Uuid)> = Vec::new();
         for event in events {
             let Some((folded, _)) = Folded::of(event) else { continue };
-            let id = event.envelope.stream_id;
+            let id = StreamKey::of(&event.envelope);
             let (held, doc) = docs.remove(&id).map_or((0, None), |(v, d)| (v, Some(d)));
             let v = event.version();
             if v == held + 1 {
@@ -608,7 +637,8 @@ impl ElasticProjection {
                 }
             } else {
                 if v > held + 1 {
-                    tracing::warn!(stream_id = %id, version = v, held, "version gap; waiting for the missing event");
+                    tracing::warn!(tenant_id = %id.tenant_id, stream_id = %id.stream_id, version = v, held,
+                        "version gap; waiting for the missing event");
                 }
                 if let Some(d) = doc {
                     docs.insert(id, (held, d));
@@ -619,7 +649,7 @@ impl ElasticProjection {
         for (id, event_id) in touched {
             let (Some((version, doc)), Some(index)) = (docs.remove(&id), homes.get(&id)) else { continue };
             actions.push(Action {
-                meta: json!({ "index": { "_index": index.name, "_id": id.to_string(),
+                meta: json!({ "index": { "_index": index.name, "_id": id.stream_id.to_string(),
                                          "version": version, "version_type": "external" } }),
                 doc,
                 event_id,
@@ -730,6 +760,24 @@ mod tests {
         assert_eq!(tags["new_value"], "[\"vip\"]");
         let title = changes.iter().find(|c| c["field"] == "title").unwrap();
         assert_eq!((title["old_value"].as_str(), title["new_value"].as_str()), (Some("A"), Some("B")));
+    }
+
+    #[test]
+    fn one_id_in_two_tenants_is_fetched_in_two_requests_and_other_ids_in_one() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let (shared, other) = (Uuid::from_u128(10), Uuid::from_u128(11));
+        let keys = vec![
+            ("tenant-a-cases".to_owned(), StreamKey::new(a, shared)),
+            ("tenant-b-cases".to_owned(), StreamKey::new(b, shared)),
+            ("tenant-a-notes".to_owned(), StreamKey::new(a, other)),
+        ];
+        let rounds: Vec<Vec<StreamKey>> =
+            distinct_id_rounds(&keys).into_iter().map(|r| r.into_iter().map(|(_, k)| *k).collect()).collect();
+        assert_eq!(
+            rounds,
+            vec![vec![StreamKey::new(a, shared), StreamKey::new(a, other)], vec![StreamKey::new(b, shared)]]
+        );
+        assert!(distinct_id_rounds(&[]).is_empty());
     }
 
     #[test]
