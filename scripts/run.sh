@@ -75,7 +75,24 @@ case "$status" in
   200|201|409) ;;
   *) echo "creating the demo agent failed ($status):" >&2; cat "$STATE/logs/demo-agent.json" >&2; exit 1 ;;
 esac
-token=$(target/debug/command-api token --tenant "$tenant" --user "$agent" --role agent --hours 24)
+# A demo supervisor: audit trails need audit:read, which agents do not hold.
+supervisor=0199a5b2-0000-7000-8000-0000000000bb
+status=$(curl -sS -o "$STATE/logs/demo-supervisor.json" -w '%{http_code}' -X POST http://127.0.0.1:8080/v1/users \
+  -H "Authorization: Bearer $tenant_admin" -H 'Content-Type: application/json' \
+  -H 'Idempotency-Key: demo-supervisor' \
+  -d "{\"id\": \"$supervisor\", \"username\": \"demo.supervisor\", \"email\": \"demo.supervisor@example.org\", \"password\": \"demo-supervisor-password\", \"first_name\": \"Demo\", \"last_name\": \"Supervisor\", \"role\": \"supervisor\"}")
+case "$status" in
+  200|201|409) ;;
+  *) echo "creating the demo supervisor failed ($status):" >&2; cat "$STATE/logs/demo-supervisor.json" >&2; exit 1 ;;
+esac
+# The demo tokens come from real logins: each opens a session (24 hours unused, or logout).
+login() {
+  curl -sS -X POST http://127.0.0.1:8080/v1/auth/login -H 'Content-Type: application/json' \
+    -d "{\"tenant\": \"demo\", \"username\": \"$1\", \"password\": \"$2\"}" \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])'
+}
+token=$(login demo.agent demo-agent-password)
+supervisor_token=$(login demo.supervisor demo-supervisor-password)
 
 cat <<MSG
 
@@ -86,10 +103,11 @@ Murima is running.
   demo tenant  $tenant
   case type    $case_type (General enquiry)
   demo agent   $agent (log in: tenant demo, user demo.agent, password demo-agent-password)
+  supervisor   $supervisor (log in: tenant demo, user demo.supervisor, password demo-supervisor-password)
 
 Copy and paste:
 
-export TOKEN=$token
+export TOKEN=$token SUPERVISOR_TOKEN=$supervisor_token
 
 # open a case; the answer carries its id, version and a position token
 curl -s -w '\\n' -X POST http://127.0.0.1:8080/v1/cases -H "Authorization: Bearer \$TOKEN" \\
@@ -108,9 +126,9 @@ curl -s -w '\\n' -X POST http://127.0.0.1:8080/v1/cases/\$CASE/status -H "Author
   -H 'Content-Type: application/json' -d '{"status": "in_progress"}' | tee /tmp/murima-status.json
 export POS=\$(python3 -c 'import json; print(json.load(open("/tmp/murima-status.json"))["position"])')
 
-# list, audit trail, full-text search and live counters
+# list, audit trail (a supervisor's: it needs audit:read), full-text search and live counters
 curl -s -w '\\n' "http://127.0.0.1:8081/v1/cases?status=in_progress&limit=10&position=\$POS" -H "Authorization: Bearer \$TOKEN"
-curl -s -w '\\n' "http://127.0.0.1:8081/v1/cases/\$CASE/audit?position=\$POS" -H "Authorization: Bearer \$TOKEN"
+curl -s -w '\\n' "http://127.0.0.1:8081/v1/cases/\$CASE/audit?position=\$POS" -H "Authorization: Bearer \$SUPERVISOR_TOKEN"
 curl -s -w '\\n' "http://127.0.0.1:8081/v1/search/cases?q=printers&position=\$POS" -H "Authorization: Bearer \$TOKEN"
 curl -s -w '\\n' "http://127.0.0.1:8081/v1/counters?position=\$POS" -H "Authorization: Bearer \$TOKEN"
 

@@ -626,6 +626,18 @@ impl TestApp {
 
     /// Fingerprints of a tenant's contents in all four stores.
     pub async fn store_digest_of(&self, tenant: Uuid) -> StoreDigest {
+        let contents = self.store_contents_of(tenant, false).await;
+        StoreDigest(contents.into_iter().map(|(name, rows)| (name, fingerprint(rows))).collect())
+    }
+
+    /// A tenant's contents in all four stores as text, per table, collection, index and
+    /// key. `everything`: also what reads and logins write (caches, presence, sessions),
+    /// which a replay does not reproduce.
+    pub async fn store_contents_of(
+        &self,
+        tenant: Uuid,
+        everything: bool,
+    ) -> std::collections::BTreeMap<String, Vec<String>> {
         use futures::TryStreamExt;
         use redis::AsyncCommands;
         let t = runtime::tenancy::Tenancy(tenant);
@@ -637,14 +649,14 @@ impl TestApp {
                 .fetch_all(&self.pool)
                 .await
                 .expect("read a tenant table");
-            digest.insert(format!("postgres:{table}"), fingerprint(rows));
+            digest.insert(format!("postgres:{table}"), rows);
         }
         let tenant: Vec<String> = sqlx::query_scalar("SELECT t::text FROM public.tenants t WHERE id = $1")
             .bind(tenant)
             .fetch_all(&self.pool)
             .await
             .expect("read the tenant row");
-        digest.insert("postgres:tenants".into(), fingerprint(tenant));
+        digest.insert("postgres:tenants".into(), tenant);
 
         let mongo = mongodb::Client::with_uri_str(&self.settings.mongo_url).await.expect("mongo");
         let db = mongo.database(&self.settings.mongo_database);
@@ -662,7 +674,7 @@ impl TestApp {
                 .await
                 .expect("read a collection");
             let rows = docs.iter().map(|d| d.to_string()).collect();
-            digest.insert(format!("mongo:{name}"), fingerprint(rows));
+            digest.insert(format!("mongo:{name}"), rows);
         }
 
         let _ = self.http.post(format!("{}/_refresh", self.settings.elastic_url)).send().await;
@@ -689,7 +701,7 @@ impl TestApp {
                 .flatten()
                 .map(|h| format!("{}|{}|{}", h["_id"], h["_version"], h["_source"]))
                 .collect();
-            digest.insert(format!("elasticsearch:{entity}"), fingerprint(rows));
+            digest.insert(format!("elasticsearch:{entity}"), rows);
         }
 
         let mut redis = redis::Client::open(self.settings.redis_url.as_str())
@@ -699,10 +711,19 @@ impl TestApp {
             .expect("redis connection");
         let keys: Vec<String> = redis.keys(t.redis_key("*")).await.expect("list redis keys");
         for key in keys {
-            // Presence, locks and the query API's caches (a case, a user's permissions) are
-            // written by reads, not projected from events.
+            // Presence, locks, the query API's caches (a case, a user's permissions) and the
+            // sessions are written by reads and logins, not projected from events.
             let cache = key.ends_with(":permissions") || (key.contains(":case:") && !key.ends_with(":viewers"));
-            if key.contains(":locks:") || key.ends_with(":viewers") || key.ends_with(":online_users") || cache {
+            let session = key.contains(":session:")
+                || key.ends_with(":sessions")
+                || key.ends_with(":revision")
+                || key.ends_with(":tenant:status");
+            let written_by_reads = key.contains(":locks:")
+                || key.ends_with(":viewers")
+                || key.ends_with(":online_users")
+                || cache
+                || session;
+            if written_by_reads && !everything {
                 continue;
             }
             let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut redis).await.expect("key type");
@@ -723,9 +744,9 @@ impl TestApp {
                 "set" => redis.smembers(&key).await.expect("set"),
                 _ => vec![redis.get::<_, Option<String>>(&key).await.expect("string").unwrap_or_default()],
             };
-            digest.insert(format!("redis:{key}"), fingerprint(rows));
+            digest.insert(format!("redis:{key}"), rows);
         }
-        StoreDigest(digest)
+        digest
     }
 
     /// The reference for a rebuilt or recovered read model: wipes the tenant's read models,

@@ -1,18 +1,20 @@
 //! What every command request carries besides its body: the caller, the expected
 //! version (`If-Match`), the `Idempotency-Key` and the request facts kept for the audit log.
 //!
-//! The caller's rights follow live state (guarantee 9): a login token only names its user,
-//! and every command takes that user's role, grants and status from the journal (the
-//! same folded state the command is decided on), so a lock or demotion takes effect on
-//! the very next command. Operators' tokens (`Claims::op`) keep the role they carry.
+//! The caller's rights follow live state (guarantee 9): a login token only names its user
+//! and session; every command needs the session alive and takes the user's role, grants
+//! and status from the journal (the same folded state the command is decided on), so a
+//! lock or demotion takes effect on the very next command. Operators' tokens
+//! (`Claims::op`) keep the role they carry.
 
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::{header, request::Parts, HeaderMap};
-use events::user::{UserRole, UserStatus};
+use events::user::{User, UserRole, UserStatus};
 use events::{Actor, RequestContext};
-use runtime::auth::{Caller, Permission, Role};
+use runtime::auth::{Authority, Caller, Permission, Role, Token};
+use runtime::session::Rights;
 use runtime::ApiError;
 use uuid::Uuid;
 
@@ -42,33 +44,45 @@ impl FromRequestParts<AppState> for CommandContext {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        let caller = live(state, caller).await?;
         Self::from_parts(caller, parts)
+    }
+}
+
+impl Authority for AppState {
+    /// The session alive and the tenant active (`Sessions::admit`); then an operator's
+    /// token keeps its role and a login token gets its user's rights from the journal.
+    async fn authorise(&self, token: Token) -> Result<Caller, ApiError> {
+        if self.sessions.admit(&token).await?.is_none() || token.caller.operator {
+            return Ok(token.caller);
+        }
+        live(self, token.caller).await
     }
 }
 
 /// The caller with the role, grants and status its user has now (see the module).
 pub async fn live(state: &AppState, caller: Caller) -> Result<Caller, ApiError> {
-    if caller.operator || caller.role == Role::PlatformAdmin {
-        return Ok(caller);
-    }
     let Some(user) = state.journal.state::<UserStream>(caller.tenant_id, caller.user_id).await? else {
         return Err(ApiError::Unauthorized("the token's user does not exist in its tenant; log in again".into()));
     };
+    let rights = rights_of(&user, 0);
     if user.status != UserStatus::Active {
         return Err(ApiError::Forbidden(format!(
             "the account {} is {}; an administrator can reactivate it",
-            caller.user_id,
-            user.status.as_str()
+            caller.user_id, rights.status
         )));
     }
+    Ok(Caller { role: rights.role, grants: rights.grants, ..caller })
+}
+
+/// A user's rights as the session store keeps them.
+pub fn rights_of(user: &User, version: i64) -> Rights {
     let role = match user.role {
         UserRole::Agent => Role::Agent,
         UserRole::Supervisor => Role::Supervisor,
         UserRole::Admin => Role::Admin,
     };
     let grants = Permission::bits(&Permission::from_document(&user.permissions));
-    Ok(Caller { role, grants, ..caller })
+    Rights { version, role, status: user.status.as_str().to_owned(), grants }
 }
 
 /// The request facts of an unauthenticated request (a login), to build a context from

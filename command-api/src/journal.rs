@@ -1,5 +1,6 @@
-//! The write-side journal in PostgreSQL: one row per event, unique per (stream, version),
-//! written in the same transaction as the command's idempotency record and outbox entry.
+//! The write-side journal in PostgreSQL: one row per event, unique per (tenant, stream,
+//! version), written in the same transaction as the command's idempotency record and
+//! outbox entry.
 //! This is what makes guarantees 1-3 hold whatever the broker does: once a command is
 //! answered 2xx its events are committed here, and the relay delivers them from here.
 
@@ -85,9 +86,15 @@ pub enum Lookup {
     /// Claim a tenant slug; taken slugs are a 409.
     TenantSlug(String),
     /// Claim a (normalised) username and/or email for the user stream; taken ones are a 409.
+    /// A new user's password hash goes to the credentials table, never into an event.
     UserIdentity {
         username: Option<String>,
         email: Option<String>,
+        password_hash: Option<String>,
+    },
+    /// Replace the user's password hash in the credentials table.
+    Password {
+        password_hash: String,
     },
     /// Claim a (normalised) name among the streams of one kind, freeing the stream's old one.
     UniqueName {
@@ -147,7 +154,12 @@ impl Journal {
 
     /// Loads the stream, checks the expected version, decides, and appends the events,
     /// all in one transaction. Concurrent writers at the same version: the unique
-    /// (stream_id, stream_version) constraint lets exactly one commit; the others get 409.
+    /// (tenant_id, stream_id, stream_version) constraint lets exactly one commit; the
+    /// others get 409.
+    ///
+    /// A stream is identified by (tenant, id): every read and check here names the
+    /// command's tenant, so an id another tenant uses is simply free in this one, and no
+    /// answer tells whether it exists elsewhere.
     #[tracing::instrument(skip_all, fields(tenant_id = %cmd.tenant_id, stream_id = %cmd.stream_id, stream_type = K::TYPE.as_str()))]
     pub async fn execute<K: StreamKind>(
         &self,
@@ -177,11 +189,14 @@ impl Journal {
     }
 
     /// The 409 for a lost insert race: a concurrent writer, or an id (chosen by the
-    /// client) that another kind of record already has.
+    /// client) that another kind of record of the same tenant already has. Other
+    /// tenants' streams are never looked at: their ids are no business of this one.
     async fn conflict<K: StreamKind>(&self, cmd: &Command<'_>) -> ApiError {
         let other: Result<Option<String>, sqlx::Error> = sqlx::query_scalar(
-            "SELECT stream_type FROM eventstore.events WHERE stream_id = $1 AND stream_type <> $2 LIMIT 1",
+            "SELECT stream_type FROM eventstore.events
+             WHERE tenant_id = $1 AND stream_id = $2 AND stream_type <> $3 LIMIT 1",
         )
+        .bind(cmd.tenant_id)
         .bind(cmd.stream_id)
         .bind(K::TYPE.as_str())
         .fetch_optional(&self.pool)
@@ -228,7 +243,8 @@ impl Journal {
 
         let mut version = current;
         // A command that appends nothing answers with the stream's last position.
-        let mut position = if new_events.is_empty() { last_position(&mut tx, cmd.stream_id).await? } else { 0 };
+        let mut position =
+            if new_events.is_empty() { last_position(&mut tx, cmd.tenant_id, cmd.stream_id).await? } else { 0 };
         let now = Utc::now();
         for event in &new_events {
             version += 1;
@@ -310,10 +326,10 @@ impl Journal {
 
     pub async fn current_version(&self, tenant: Uuid, stream: Uuid) -> Result<i64, ApiError> {
         let v: Option<i64> = sqlx::query_scalar(
-            "SELECT max(stream_version) FROM eventstore.events WHERE stream_id = $1 AND tenant_id = $2",
+            "SELECT max(stream_version) FROM eventstore.events WHERE tenant_id = $1 AND stream_id = $2",
         )
-        .bind(stream)
         .bind(tenant)
+        .bind(stream)
         .fetch_one(&self.pool)
         .await?;
         Ok(v.unwrap_or(0))
@@ -321,8 +337,26 @@ impl Journal {
 
     /// A stream's current state (None: no such stream in this tenant).
     pub async fn state<K: StreamKind>(&self, tenant: Uuid, stream: Uuid) -> Result<Option<K::State>, ApiError> {
+        Ok(self.state_at::<K>(tenant, stream).await?.0)
+    }
+
+    /// A stream's current state with the version it is at (0: no such stream).
+    pub async fn state_at<K: StreamKind>(
+        &self,
+        tenant: Uuid,
+        stream: Uuid,
+    ) -> Result<(Option<K::State>, i64), ApiError> {
         let mut conn = self.pool.acquire().await?;
-        Ok(load::<K>(&mut conn, &self.cache, tenant, stream).await?.0)
+        load::<K>(&mut conn, &self.cache, tenant, stream).await
+    }
+
+    /// A user's password hash (None: no such user in the tenant).
+    pub async fn credential(&self, tenant: Uuid, user: Uuid) -> Result<Option<String>, ApiError> {
+        Ok(sqlx::query_scalar("SELECT password_hash FROM eventstore.credentials WHERE tenant_id = $1 AND user_id = $2")
+            .bind(tenant)
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     /// Every stream of one kind in a tenant, folded (for small sets such as definitions).
@@ -467,7 +501,14 @@ async fn lookup(
             .await?;
             Ok(Looked::default())
         }
-        Lookup::UserIdentity { username, email } => {
+        Lookup::Password { password_hash } => {
+            store_credential(tx, tenant, stream, password_hash).await?;
+            Ok(Looked::default())
+        }
+        Lookup::UserIdentity { username, email, password_hash } => {
+            if let Some(hash) = password_hash {
+                store_credential(tx, tenant, stream, hash).await?;
+            }
             let taken = |what: &str, value: &str| ApiError::Conflict {
                 detail: format!("the {what} {value:?} is already used by another user of this tenant"),
                 current_version: Some(current_version),
@@ -514,11 +555,32 @@ async fn lookup(
     }
 }
 
-async fn last_position(tx: &mut Transaction<'_, Postgres>, stream: Uuid) -> Result<i64, ApiError> {
-    let p: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM eventstore.events WHERE stream_id = $1")
-        .bind(stream)
-        .fetch_one(&mut **tx)
-        .await?;
+/// Credentials live off the log, written in the transaction of the user's events.
+async fn store_credential(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: Uuid,
+    user: Uuid,
+    password_hash: &str,
+) -> Result<(), ApiError> {
+    sqlx::query(
+        "INSERT INTO eventstore.credentials (tenant_id, user_id, password_hash) VALUES ($1, $2, $3)
+         ON CONFLICT (tenant_id, user_id) DO UPDATE SET password_hash = EXCLUDED.password_hash, changed_at = now()",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(password_hash)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn last_position(tx: &mut Transaction<'_, Postgres>, tenant: Uuid, stream: Uuid) -> Result<i64, ApiError> {
+    let p: Option<i64> =
+        sqlx::query_scalar("SELECT max(position) FROM eventstore.events WHERE tenant_id = $1 AND stream_id = $2")
+            .bind(tenant)
+            .bind(stream)
+            .fetch_one(&mut **tx)
+            .await?;
     Ok(p.unwrap_or(0))
 }
 
@@ -545,7 +607,7 @@ async fn append(tx: &mut Transaction<'_, Postgres>, e: &EventEnvelope) -> Result
     .await;
     let position = match inserted {
         Ok(p) => p,
-        Err(sqlx::Error::Database(db)) if db.constraint() == Some("events_stream_version_unique") => {
+        Err(sqlx::Error::Database(db)) if db.constraint() == Some("events_tenant_stream_version_unique") => {
             return Err(ApiError::Conflict {
                 detail: "the stream was changed concurrently: re-read it and retry".into(),
                 current_version: None,

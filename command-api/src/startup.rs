@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use runtime::auth::JwtKeys;
-use runtime::metrics::Probe;
+use runtime::metrics::{probe_redis, Probe};
+use runtime::session::Sessions;
 use runtime::Settings;
 use tokio::net::TcpListener;
 
@@ -32,8 +33,15 @@ impl Application {
             wake.clone(),
             settings.relay_audit_interval,
         )?;
-        let probes = vec![Probe::postgres(pool.clone()), Probe::kafka(&settings.kafka_brokers)];
-        let state = AppState { journal: Journal::new(pool, wake), keys: JwtKeys::new(&settings.jwt_secret) };
+        let redis = redis::Client::open(settings.redis_url.as_str()).context("configuring Redis")?;
+        let redis = redis::aio::ConnectionManager::new(redis).await.context("connecting to Redis")?;
+        let probes =
+            vec![Probe::postgres(pool.clone()), Probe::kafka(&settings.kafka_brokers), probe_redis(redis.clone())];
+        let state = AppState {
+            journal: Journal::new(pool, wake),
+            keys: JwtKeys::new(&settings.jwt_secret),
+            sessions: Sessions::new(redis),
+        };
         let router = runtime::http::with_common_layers("command-api", router(state), settings.max_body_bytes, probes);
         let (listener, port) = runtime::http::bind(&settings.host, settings.command_port).await?;
         Ok(Self { port, listener, router, relay })

@@ -165,6 +165,14 @@ pub fn user_changes(event: &UserEvent) -> (&'static str, Vec<FieldChange>) {
             out.push(FieldChange { field: "last_login", old_value: Value::Null, new_value: json!(e.logged_in_at) });
             "login"
         }
+        UserEvent::PasswordChanged(e) => {
+            out.push(FieldChange { field: "password", old_value: Value::Null, new_value: json!("changed") });
+            if e.reset {
+                "password_reset"
+            } else {
+                "password_change"
+            }
+        }
     };
     (action, out)
 }

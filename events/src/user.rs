@@ -52,20 +52,35 @@ impl UserStatus {
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserCommand {
     Create(CreateUser),
-    UpdateProfile { first_name: Option<Option<String>>, last_name: Option<Option<String>>, email: Option<String> },
-    ChangeRole { role: UserRole },
-    ChangeStatus { status: UserStatus },
-    SetPermissions { permissions: Document },
-    SetPreferences { preferences: Document },
+    UpdateProfile {
+        first_name: Option<Option<String>>,
+        last_name: Option<Option<String>>,
+        email: Option<String>,
+    },
+    ChangeRole {
+        role: UserRole,
+    },
+    ChangeStatus {
+        status: UserStatus,
+    },
+    SetPermissions {
+        permissions: Document,
+    },
+    SetPreferences {
+        preferences: Document,
+    },
     RecordLogin,
+    /// The password was set anew (its hash is kept off the log, in the credentials
+    /// table); `reset`: by an administrator rather than the user.
+    ChangePassword {
+        reset: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreateUser {
     pub username: String,
     pub email: String,
-    /// An argon2 PHC string; never the password itself.
-    pub password_hash: String,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub role: UserRole,
@@ -76,7 +91,6 @@ pub struct CreateUser {
 pub struct UserCreated {
     pub username: String,
     pub email: String,
-    pub password_hash: String,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub role: UserRole,
@@ -129,6 +143,15 @@ pub struct UserLoggedIn {
     pub logged_in_at: DateTime<Utc>,
 }
 
+/// The user's password was changed (by them, with the old one) or reset by an
+/// administrator. The event says only that; the hash never enters the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserPasswordChanged {
+    pub reset: bool,
+    pub changed_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserEvent {
     Created(UserCreated),
@@ -138,6 +161,7 @@ pub enum UserEvent {
     PermissionsSet(UserPermissionsSet),
     PreferencesSet(UserPreferencesSet),
     LoggedIn(UserLoggedIn),
+    PasswordChanged(UserPasswordChanged),
 }
 
 impl UserEvent {
@@ -150,18 +174,21 @@ impl UserEvent {
             UserEvent::PermissionsSet(_) => "UserPermissionsSet",
             UserEvent::PreferencesSet(_) => "UserPreferencesSet",
             UserEvent::LoggedIn(_) => "UserLoggedIn",
+            UserEvent::PasswordChanged(_) => "UserPasswordChanged",
         }
     }
 
     pub fn schema_version(&self) -> u16 {
         match self {
-            UserEvent::Created(_)
-            | UserEvent::ProfileUpdated(_)
+            // v1 held the password hash; v2 keeps credentials off the log.
+            UserEvent::Created(_) => 2,
+            UserEvent::ProfileUpdated(_)
             | UserEvent::RoleChanged(_)
             | UserEvent::StatusChanged(_)
             | UserEvent::PermissionsSet(_)
             | UserEvent::PreferencesSet(_)
-            | UserEvent::LoggedIn(_) => 1,
+            | UserEvent::LoggedIn(_)
+            | UserEvent::PasswordChanged(_) => 1,
         }
     }
 
@@ -174,6 +201,7 @@ impl UserEvent {
             UserEvent::PermissionsSet(e) => serde_json::to_value(e),
             UserEvent::PreferencesSet(e) => serde_json::to_value(e),
             UserEvent::LoggedIn(e) => serde_json::to_value(e),
+            UserEvent::PasswordChanged(e) => serde_json::to_value(e),
         };
         value.expect("user events are plain data and always serialise")
     }
@@ -181,7 +209,10 @@ impl UserEvent {
     pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
         let malformed = |source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source };
         match (event_type, schema_version) {
-            ("UserCreated", 1) => serde_json::from_value(payload).map(UserEvent::Created).map_err(malformed),
+            ("UserCreated", 1) => {
+                serde_json::from_value(without_password_hash(payload)).map(UserEvent::Created).map_err(malformed)
+            }
+            ("UserCreated", 2) => serde_json::from_value(payload).map(UserEvent::Created).map_err(malformed),
             ("UserProfileUpdated", 1) => {
                 serde_json::from_value(payload).map(UserEvent::ProfileUpdated).map_err(malformed)
             }
@@ -196,16 +227,27 @@ impl UserEvent {
                 serde_json::from_value(payload).map(UserEvent::PreferencesSet).map_err(malformed)
             }
             ("UserLoggedIn", 1) => serde_json::from_value(payload).map(UserEvent::LoggedIn).map_err(malformed),
+            ("UserPasswordChanged", 1) => {
+                serde_json::from_value(payload).map(UserEvent::PasswordChanged).map_err(malformed)
+            }
             _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
         }
     }
+}
+
+/// Upcasts a v1 `UserCreated`: its password hash moved to the credentials table (migration
+/// `20261130110000_credentials`) and is dropped from every old copy as it is read.
+pub fn without_password_hash(mut payload: Value) -> Value {
+    if let Some(fields) = payload.as_object_mut() {
+        fields.remove("password_hash");
+    }
+    payload
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct User {
     pub username: String,
     pub email: String,
-    pub password_hash: String,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub role: UserRole,
@@ -220,7 +262,6 @@ pub fn evolve(state: Option<User>, event: &UserEvent) -> Option<User> {
         (None, UserEvent::Created(e)) => Some(User {
             username: e.username.clone(),
             email: e.email.clone(),
-            password_hash: e.password_hash.clone(),
             first_name: e.first_name.clone(),
             last_name: e.last_name.clone(),
             role: e.role,
@@ -305,12 +346,10 @@ pub fn decide(state: Option<&User>, command: UserCommand, now: DateTime<Utc>) ->
             check_email(&mut v, &email);
             check_name(&mut v, "first_name", &cmd.first_name);
             check_name(&mut v, "last_name", &cmd.last_name);
-            v.check(cmd.password_hash.starts_with("$argon2"), "password", "must be hashed with argon2 before deciding");
             v.finish()?;
             Ok(vec![UserEvent::Created(UserCreated {
                 username,
                 email,
-                password_hash: cmd.password_hash,
                 first_name: cmd.first_name,
                 last_name: cmd.last_name,
                 role: cmd.role,
@@ -372,6 +411,9 @@ pub fn decide(state: Option<&User>, command: UserCommand, now: DateTime<Utc>) ->
             }
             Ok(vec![UserEvent::LoggedIn(UserLoggedIn { logged_in_at: now })])
         }
+        (Some(_), UserCommand::ChangePassword { reset }) => {
+            Ok(vec![UserEvent::PasswordChanged(UserPasswordChanged { reset, changed_at: now })])
+        }
     }
 }
 
@@ -385,7 +427,6 @@ mod tests {
         UserCommand::Create(CreateUser {
             username: " Jane.Doe ".into(),
             email: "Jane@Example.org".into(),
-            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
             first_name: Some("Jane".into()),
             last_name: None,
             role: UserRole::Agent,
@@ -406,18 +447,17 @@ mod tests {
     }
 
     #[test]
-    fn creating_refuses_bad_fields_and_unhashed_passwords() {
+    fn creating_refuses_bad_fields() {
         let cmd = UserCommand::Create(CreateUser {
             username: "x".into(),
             email: "not-an-email".into(),
-            password_hash: "hunter2".into(),
             first_name: None,
             last_name: None,
             role: UserRole::Agent,
         });
         let Err(DomainError::Invalid(errors)) = decide(None, cmd, Utc::now()) else { panic!("expected invalid") };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, vec!["username", "email", "password"]);
+        assert_eq!(fields, vec!["username", "email"]);
     }
 
     #[test]
@@ -460,8 +500,28 @@ mod tests {
     #[test]
     fn events_round_trip_through_their_stored_form() {
         let event = decide(None, create(), Utc::now()).unwrap().remove(0);
-        assert_eq!(UserEvent::decode(event.event_type(), 1, event.payload()).unwrap(), event);
-        assert!(UserEvent::decode("UserCreated", 2, event.payload()).is_err());
+        assert_eq!(UserEvent::decode(event.event_type(), 2, event.payload()).unwrap(), event);
+        assert!(UserEvent::decode("UserCreated", 3, event.payload()).is_err());
+    }
+
+    #[test]
+    fn a_v1_user_created_is_read_without_its_password_hash() {
+        let event = decide(None, create(), Utc::now()).unwrap().remove(0);
+        let mut v1 = event.payload();
+        v1["password_hash"] = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into();
+        assert!(UserEvent::decode("UserCreated", 2, v1.clone()).is_err(), "v2 has no such field");
+        let read = UserEvent::decode("UserCreated", 1, v1).unwrap();
+        assert_eq!(read, event);
+        assert!(!read.payload().to_string().contains("argon2"));
+    }
+
+    #[test]
+    fn a_password_change_says_only_that_it_happened() {
+        let state = given(&decide(None, create(), Utc::now()).unwrap());
+        let events = decide(state.as_ref(), UserCommand::ChangePassword { reset: true }, Utc::now()).unwrap();
+        let [UserEvent::PasswordChanged(e)] = events.as_slice() else { panic!("expected a password change") };
+        assert!(e.reset);
+        assert_eq!(events[0].payload().as_object().unwrap().len(), 2);
     }
 
     #[test]

@@ -6,12 +6,16 @@
 //! - `POST   /v1/admin/projections/{name}/rebuild`        `{"tenant_id"?}`: starts (or resumes), 202
 //! - `DELETE /v1/admin/projections/{name}/rebuild`        abandons the unfinished rebuild
 //! - `GET    /v1/admin/rebuilds`                          recent rebuilds and their progress
-//! - `GET    /v1/admin/parked?projection=&after=&limit=`  parked streams
-//! - `POST   /v1/admin/parked/{name}/{stream}/retry`      apply them again
-//! - `POST   /v1/admin/parked/{name}/{stream}/skip`       give up on them
+//! - `GET    /v1/admin/parked?projection=&after=&after_tenant=&limit=`  parked streams
+//! - `POST   /v1/admin/parked/{name}/{stream}/retry?tenant_id=`  apply them again
+//! - `POST   /v1/admin/parked/{name}/{stream}/skip?tenant_id=`   give up on them
 //! - `POST   /v1/admin/republish`                         `{"from": <journal position>}`
 //! - `POST   /v1/admin/elasticsearch/migrate`             `{"tenant_id"?, "entity"?}`: mapping migration
 //! - `POST   /v1/admin/verify`                            `{"projection"?, "tenant_id"?, "repair"?, "grace_seconds"?}`
+//!
+//! A stream is identified by (tenant, id): a parked retry's or skip's `tenant_id` names
+//! the tenant whose stream of that id is meant; without it, every tenant's stream of that
+//! id is (these are platform operators' commands, which see every tenant anyway).
 
 use axum::extract::FromRef;
 use axum::http::StatusCode;
@@ -36,6 +40,19 @@ struct Admin {
 impl FromRef<Admin> for JwtKeys {
     fn from_ref(admin: &Admin) -> JwtKeys {
         admin.keys.clone()
+    }
+}
+
+impl runtime::auth::Authority for Admin {
+    /// These endpoints are the platform operators': their tokens (`command-api token`)
+    /// carry their role. No user's login token reaches them.
+    async fn authorise(&self, token: runtime::auth::Token) -> Result<Caller, ApiError> {
+        if !token.caller.operator {
+            return Err(ApiError::Forbidden(
+                "the projector's endpoints take a platform operator's token (command-api token)".into(),
+            ));
+        }
+        Ok(token.caller)
     }
 }
 
@@ -151,6 +168,8 @@ async fn abandon(
 struct Page {
     projection: Option<String>,
     after: Option<Uuid>,
+    /// With `after`: the tenant of that stream (`next_after_tenant` of the last page).
+    after_tenant: Option<Uuid>,
     limit: Option<i64>,
 }
 
@@ -173,32 +192,46 @@ async fn parked(
     caller.platform_admin()?;
     let projection = page.projection.as_deref().map(known).transpose()?;
     let limit = page.limit.unwrap_or(50).clamp(1, 500);
-    let streams =
-        operations::parked(&admin.stores.pool, projection, page.after, limit).await.map_err(ApiError::Internal)?;
-    let next = (streams.len() as i64 == limit).then(|| streams.last().map(|s| s.stream_id)).flatten();
-    Ok(Json(json!({ "parked": streams, "next_after": next })))
+    let streams = operations::parked(&admin.stores.pool, projection, page.after, page.after_tenant, limit)
+        .await
+        .map_err(ApiError::Internal)?;
+    let last = (streams.len() as i64 == limit).then(|| streams.last()).flatten();
+    Ok(Json(json!({
+        "parked": streams,
+        "next_after": last.map(|s| s.stream_id),
+        "next_after_tenant": last.map(|s| s.tenant_id),
+    })))
+}
+
+/// Which tenant's stream a retry or skip means (none: the stream of that id in every tenant).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StreamTenant {
+    tenant_id: Option<Uuid>,
 }
 
 async fn retry(
     caller: Caller,
     axum::extract::State(admin): axum::extract::State<Admin>,
     ApiPath((name, stream)): ApiPath<(String, Uuid)>,
+    ApiQuery(of): ApiQuery<StreamTenant>,
 ) -> Result<Json<Value>, ApiError> {
     caller.platform_admin()?;
     let name = known(&name)?;
-    let applied = operations::retry_parked(&admin.stores, name, stream).await.map_err(refused)?;
-    Ok(Json(json!({ "projection": name, "stream_id": stream, "events_applied": applied })))
+    let applied = operations::retry_parked(&admin.stores, name, stream, of.tenant_id).await.map_err(refused)?;
+    Ok(Json(json!({ "projection": name, "stream_id": stream, "tenant_id": of.tenant_id, "events_applied": applied })))
 }
 
 async fn skip(
     caller: Caller,
     axum::extract::State(admin): axum::extract::State<Admin>,
     ApiPath((name, stream)): ApiPath<(String, Uuid)>,
+    ApiQuery(of): ApiQuery<StreamTenant>,
 ) -> Result<Json<Value>, ApiError> {
     caller.platform_admin()?;
     let name = known(&name)?;
-    let skipped = operations::skip_parked(&admin.stores, name, stream).await.map_err(refused)?;
-    Ok(Json(json!({ "projection": name, "stream_id": stream, "events_skipped": skipped })))
+    let skipped = operations::skip_parked(&admin.stores, name, stream, of.tenant_id).await.map_err(refused)?;
+    Ok(Json(json!({ "projection": name, "stream_id": stream, "tenant_id": of.tenant_id, "events_skipped": skipped })))
 }
 
 #[derive(Deserialize)]

@@ -34,6 +34,7 @@ impl Application {
             pool,
             mongo: mongo.database(&settings.mongo_database),
             elastic,
+            sessions: runtime::session::Sessions::new(redis.clone()),
             redis,
             keys: JwtKeys::new(&settings.jwt_secret),
             read_wait: settings.read_wait,

@@ -52,10 +52,12 @@ pub enum Permission {
     CustomFieldsManage,
     /// See internal notes written by others (everyone sees public notes and their own).
     NotesViewInternal,
+    /// Read audit trails (who did what, when).
+    AuditRead,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 15] = [
+    pub const ALL: [Permission; 16] = [
         Permission::CasesCreate,
         Permission::CasesUpdate,
         Permission::CasesAssign,
@@ -71,6 +73,7 @@ impl Permission {
         Permission::WorkflowsManage,
         Permission::CustomFieldsManage,
         Permission::NotesViewInternal,
+        Permission::AuditRead,
     ];
 
     pub fn parse(name: &str) -> Option<Self> {
@@ -148,6 +151,7 @@ impl Permission {
             Permission::WorkflowsManage => "workflows:manage",
             Permission::CustomFieldsManage => "custom_fields:manage",
             Permission::NotesViewInternal => "notes:view_internal",
+            Permission::AuditRead => "audit:read",
         }
     }
 }
@@ -171,6 +175,7 @@ impl Role {
                         | NotesModerate
                         | NotesViewInternal
                         | TemplatesManage
+                        | AuditRead
                 )
             }
             Role::Agent => matches!(permission, CasesCreate | CasesUpdate | CasesAssign | CasesChangeStatus),
@@ -184,14 +189,14 @@ pub struct Claims {
     pub tenant_id: Uuid,
     pub role: Role,
     pub exp: i64,
-    /// Permissions granted to this user beyond their role (from their permission document).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub grants: Vec<String>,
     /// An operator's token, minted with the secret (`command-api token`): its role is
-    /// taken as it stands. A login token (not `op`) only names its user: the command API
-    /// takes the user's role, grants and status from the journal on every command.
+    /// taken as it stands. A login token (not `op`) only names its user and session: both
+    /// APIs take the user's role, grants and status from live state on every request.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub op: bool,
+    /// A login token's session (`runtime::session`): the token is good while it lives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<Uuid>,
 }
 
 /// The signing secret, shared through the router state.
@@ -205,38 +210,30 @@ impl JwtKeys {
 
     /// An operator's token (see `Claims::op`).
     pub fn issue(&self, user: Uuid, tenant: Uuid, role: Role, ttl: chrono::Duration) -> String {
-        self.sign(user, tenant, role, &[], ttl, true)
-    }
-
-    /// A user's login token: what it says of role and grants is informative only.
-    pub fn issue_login(
-        &self,
-        user: Uuid,
-        tenant: Uuid,
-        role: Role,
-        grants: &[Permission],
-        ttl: chrono::Duration,
-    ) -> String {
-        self.sign(user, tenant, role, grants, ttl, false)
-    }
-
-    fn sign(
-        &self,
-        user: Uuid,
-        tenant: Uuid,
-        role: Role,
-        grants: &[Permission],
-        ttl: chrono::Duration,
-        op: bool,
-    ) -> String {
-        let claims = Claims {
+        self.sign(Claims {
             sub: user,
             tenant_id: tenant,
             role,
             exp: (chrono::Utc::now() + ttl).timestamp(),
-            grants: grants.iter().map(|p| p.as_str().to_owned()).collect(),
-            op,
-        };
+            op: true,
+            sid: None,
+        })
+    }
+
+    /// A user's login token, good while its session lives; the role it names is
+    /// informative only (rights are read from live state on every request).
+    pub fn issue_login(&self, user: Uuid, tenant: Uuid, role: Role, session: Uuid, ttl: chrono::Duration) -> String {
+        self.sign(Claims {
+            sub: user,
+            tenant_id: tenant,
+            role,
+            exp: (chrono::Utc::now() + ttl).timestamp(),
+            op: false,
+            sid: Some(session),
+        })
+    }
+
+    fn sign(&self, claims: Claims) -> String {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.0 .0).expect("HS256 signing cannot fail")
     }
 
@@ -295,7 +292,15 @@ impl Caller {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Caller
+/// A verified bearer token: the caller as it names them, and its session (None for an
+/// operator's token). Rights still have to be read from live state (`Authority`).
+#[derive(Debug, Clone, Copy)]
+pub struct Token {
+    pub caller: Caller,
+    pub session: Option<Uuid>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Token
 where
     JwtKeys: FromRef<S>,
 {
@@ -312,13 +317,38 @@ where
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be 'Bearer <token>'".into()))?;
         let claims = JwtKeys::from_ref(state).verify(token.trim())?;
-        let grants = claims
-            .grants
-            .iter()
-            .filter_map(|g| Permission::parse(g))
-            .filter(|p| p.tenant_scoped())
-            .fold(0, |bits, p| bits | p.bit());
-        Ok(Caller { user_id: claims.sub, tenant_id: claims.tenant_id, role: claims.role, grants, operator: claims.op })
+        if !claims.op && (claims.sid.is_none() || claims.role == Role::PlatformAdmin) {
+            return Err(ApiError::Unauthorized("this token belongs to no session; log in again".into()));
+        }
+        Ok(Token {
+            caller: Caller {
+                user_id: claims.sub,
+                tenant_id: claims.tenant_id,
+                role: claims.role,
+                grants: 0,
+                operator: claims.op,
+            },
+            session: claims.sid,
+        })
+    }
+}
+
+/// How a service turns a verified token into a caller with the rights its user holds
+/// now: the session alive, the tenant active, role, grants and status from live state.
+pub trait Authority: Send + Sync {
+    fn authorise(&self, token: Token) -> impl std::future::Future<Output = Result<Caller, ApiError>> + Send;
+}
+
+/// The caller of a request, authorised on live state by the service's `Authority`.
+impl<S: Authority> FromRequestParts<S> for Caller
+where
+    JwtKeys: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let token = Token::from_request_parts(parts, state).await?;
+        state.authorise(token).await
     }
 }
 

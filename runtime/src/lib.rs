@@ -12,6 +12,8 @@ pub mod metrics;
 pub mod openapi;
 pub mod position;
 pub mod problem;
+#[cfg(feature = "sessions")]
+pub mod session;
 pub mod telemetry;
 pub mod tenancy;
 

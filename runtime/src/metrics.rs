@@ -146,7 +146,7 @@ pub async fn track_requests(service: &'static str, request: Request, next: Next)
     response
 }
 
-#[cfg(feature = "stores")]
+#[cfg(feature = "sessions")]
 pub fn probe_redis(redis: redis::aio::ConnectionManager) -> Probe {
     Probe::new("redis", move || {
         let mut redis = redis.clone();

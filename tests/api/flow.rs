@@ -73,8 +73,10 @@ async fn a_case_reaches_every_read_model_and_the_query_api() {
     assert_eq!(none["items"].as_array().unwrap().len(), 0);
 
     // MongoDB audit trail: newest first, field-level changes with old and new values.
+    // (Audit trails need audit:read; only admins see the user agent and IP address.)
+    let admin = app.token_for(app.tenant_id, runtime::auth::Role::Admin);
     let audit: Value =
-        app.query(&format!("/v1/cases/{id}/audit?position={position}"), &app.token).await.json().await.unwrap();
+        app.query(&format!("/v1/cases/{id}/audit?position={position}"), &admin).await.json().await.unwrap();
     let items = audit["items"].as_array().unwrap();
     assert_eq!(items.len(), 5);
     assert_eq!(items[0]["changes"][0], json!({ "field": "tags", "old_value": ["phone"], "new_value": ["vip"] }));

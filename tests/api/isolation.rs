@@ -16,11 +16,12 @@ async fn a_tenant_never_sees_another_tenants_cases() {
     assert_eq!(own.status(), StatusCode::OK);
 
     // ... another tenant gets 404 everywhere, and cannot change it either.
-    let (_, other) = app.provision_tenant().await;
+    let (other_tenant, other) = app.provision_tenant().await;
+    let other_admin = app.token_for(other_tenant, runtime::auth::Role::Admin);
     assert_eq!(app.query(&format!("/v1/cases/{id}"), &other).await.status(), StatusCode::NOT_FOUND);
     let list: Value = app.query("/v1/cases", &other).await.json().await.unwrap();
     assert_eq!(list["items"], json!([]));
-    let audit: Value = app.query(&format!("/v1/cases/{id}/audit"), &other).await.json().await.unwrap();
+    let audit: Value = app.query(&format!("/v1/cases/{id}/audit"), &other_admin).await.json().await.unwrap();
     assert_eq!(audit["items"], json!([]));
     let found: Value = app.query("/v1/search/cases?q=private", &other).await.json().await.unwrap();
     assert_eq!(found["total"], 0);

@@ -88,7 +88,9 @@ fn keep_writing(app: &TestApp, ids: Vec<String>, stop: Arc<AtomicBool>) -> tokio
 /// Reads the case list, a case and the counters until told to stop; returns the
 /// failures (anything but 200) and the number of reads.
 fn keep_reading(app: &TestApp, case: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(Vec<String>, usize)> {
-    let (http, url, token) = (app.http.clone(), app.query_url.clone(), app.token.clone());
+    // A supervisor: the audit trail needs audit:read.
+    let token = app.token_for(app.tenant_id, runtime::auth::Role::Supervisor);
+    let (http, url) = (app.http.clone(), app.query_url.clone());
     tokio::spawn(async move {
         let mut failures = Vec::new();
         let mut reads = 0;

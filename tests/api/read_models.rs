@@ -237,7 +237,7 @@ async fn every_store_holds_what_the_seed_puts_there() {
     assert!(indexes.contains(&"expires_at_ttl".to_owned()), "TTL index: {indexes:?}");
 
     // Redis: reading a case marks a viewer; a login puts the user online; a role change
-    // drops the permission cache.
+    // replaces the permission cache.
     let viewers: Value = app.query(&format!("/v1/cases/{case}/viewers"), &app.token).await.json().await.unwrap();
     assert_eq!(viewers["viewers"], json!([app.user_id.to_string()]));
     let slug: String = sqlx::query_scalar("SELECT slug FROM public.tenants WHERE id = $1")
@@ -261,13 +261,21 @@ async fn every_store_holds_what_the_seed_puts_there() {
     let mut redis =
         redis::Client::open(app.settings.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let cache = t.redis_user_permissions(dana);
+    // A cache entry of the old shape (no version) is replaced by the command API in the
+    // request that changes the role, and the projector does not drop the newer entry.
+    let _: () = redis.del(&cache).await.unwrap();
     let _: () = redis.hset(&cache, "role", "agent").await.unwrap();
     ok(app
         .command(Method::POST, &format!("/v1/users/{dana}/role"), &admin, Some(json!({ "role": "supervisor" })))
         .await);
-    eventually("the permission cache to be dropped", || async {
-        let exists: bool = redis.clone().exists(&cache).await.ok()?;
-        (!exists).then_some(())
+    let role: Option<String> = redis.hget(&cache, "role").await.unwrap();
+    assert_eq!(role.as_deref(), Some("supervisor"));
+    let version: Option<i64> = redis.hget(&cache, "version").await.unwrap();
+    eventually("the role change in the Redis projection", || async {
+        let applied: Option<i64> = redis.clone().hget(t.redis_stream_versions(), dana.to_string()).await.ok()?;
+        (applied.is_some() && applied == version).then_some(())
     })
     .await;
+    let held: Option<i64> = redis.hget(&cache, "version").await.unwrap();
+    assert_eq!(held, version, "the projector left the newest entry in place");
 }

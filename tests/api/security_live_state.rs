@@ -38,14 +38,15 @@ async fn a_demoted_and_locked_admin_cannot_act_or_restore_itself_with_its_old_to
         (format!("/v1/users/{boss}/status"), json!({ "status": "active" })),
         (format!("/v1/users/{boss}/role"), json!({ "role": "admin" })),
     ];
+    // A lock also ends the user's sessions: the old token is no credential at all.
     for (path, body) in attempts {
         let answer = app.command(Method::POST, &path, &token, Some(body)).await;
-        assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{path}");
+        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "{path}");
         let detail = answer.json::<Value>().await.unwrap()["detail"].as_str().unwrap().to_owned();
-        assert!(detail.contains("is locked"), "{detail}");
+        assert!(detail.contains("session has ended"), "{detail}");
     }
     let case = json!({ "title": "Still here?", "priority": "low", "case_type_id": app.case_type_id });
-    assert_eq!(app.command(Method::POST, "/v1/cases", &token, Some(case)).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.command(Method::POST, "/v1/cases", &token, Some(case)).await.status(), StatusCode::UNAUTHORIZED);
     // And it cannot log in again either.
     let slug = app.tenant_slug().await;
     let again = app
@@ -80,7 +81,7 @@ async fn a_revoked_grant_is_gone_from_the_next_command_and_a_token_of_no_user_is
     // or a made-up one) is no credential, whatever role it claims.
     let (other_tenant, other_user, _) = app.provision_tenant_with_agent().await;
     for user in [other_user, Uuid::now_v7()] {
-        let forged = app.keys.issue_login(user, app.tenant_id, Role::Admin, &[], chrono::Duration::hours(1));
+        let forged = app.keys.issue_login(user, app.tenant_id, Role::Admin, Uuid::new_v4(), chrono::Duration::hours(1));
         let answer = app.command(Method::POST, "/v1/users", &forged, Some(new_user("forged.hire"))).await;
         assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "{user} of {other_tenant}");
     }

@@ -74,6 +74,7 @@ impl crate::versioned::CommandSchema for Empty {
 pub struct AppState {
     pub journal: Journal,
     pub keys: JwtKeys,
+    pub sessions: runtime::session::Sessions,
 }
 
 impl FromRef<AppState> for JwtKeys {

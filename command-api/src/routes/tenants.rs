@@ -114,7 +114,10 @@ async fn suspend(
 ) -> Result<CommandReply, ApiError> {
     ctx.caller.platform_admin()?;
     let hash = fingerprint(Suspend::NAME, Some(id), &body);
-    run(&state, &ctx, id, hash, TenantCommand::Suspend { reason: body.reason }).await
+    let reply = run(&state, &ctx, id, hash, TenantCommand::Suspend { reason: body.reason }).await?;
+    // Its users are refused from the next request on, reads included (`Sessions::admit`).
+    state.sessions.publish_tenant_status(id, true).await?;
+    Ok(reply)
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{id}/reactivate", tag = "tenants", operation_id = "tenants_reactivate", params(("id" = Uuid, Path)), request_body = Reactivate, responses(runtime::openapi::CommandAnswered))]
@@ -126,7 +129,9 @@ async fn reactivate(
 ) -> Result<CommandReply, ApiError> {
     ctx.caller.platform_admin()?;
     let hash = fingerprint(Reactivate::NAME, Some(id), &body);
-    run(&state, &ctx, id, hash, TenantCommand::Reactivate).await
+    let reply = run(&state, &ctx, id, hash, TenantCommand::Reactivate).await?;
+    state.sessions.publish_tenant_status(id, false).await?;
+    Ok(reply)
 }
 
 async fn run(

@@ -13,7 +13,7 @@ use events::user::{
     self, normalise_email, normalise_username, CreateUser, Document, UserCommand, UserRole, UserStatus,
 };
 use events::FieldError;
-use runtime::auth::{Caller, Permission, Role};
+use runtime::auth::{Caller, Permission, Role, Token};
 use runtime::extract::ApiPath;
 use runtime::ApiError;
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::AppState;
-use crate::context::{CommandContext, RequestFacts};
+use crate::context::{rights_of, CommandContext, RequestFacts};
 use crate::journal::{fingerprint, Command, CommandReply, Lookup, UserStream};
 use crate::versioned::{CommandSchema, Versioned};
 
@@ -38,7 +38,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(change_status))
         .routes(routes!(set_permissions))
         .routes(routes!(set_preferences))
+        .routes(routes!(change_password))
+        .routes(routes!(reset_password))
+        .routes(routes!(end_sessions))
         .routes(routes!(login))
+        .routes(routes!(logout))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -126,6 +130,28 @@ impl CommandSchema for PreferencesBody {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+struct PasswordBody {
+    /// The password in use now (a user changing their own).
+    current_password: String,
+    new_password: String,
+}
+
+impl CommandSchema for PasswordBody {
+    const NAME: &'static str = "change_user_password";
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ResetBody {
+    new_password: String,
+}
+
+impl CommandSchema for ResetBody {
+    const NAME: &'static str = "reset_user_password";
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct LoginBody {
     /// The tenant's slug.
     tenant: String,
@@ -179,13 +205,16 @@ async fn create(
         tenant_id: caller.tenant_id,
         stream_id: user_id,
         request_hash: hash,
-        lookup: Lookup::UserIdentity { username: Some(username), email: Some(email) },
+        lookup: Lookup::UserIdentity {
+            username: Some(username),
+            email: Some(email),
+            password_hash: Some(password_hash),
+        },
         success: StatusCode::CREATED,
     };
     let cmd = UserCommand::Create(CreateUser {
         username: body.username,
         email: body.email,
-        password_hash,
         first_name: body.first_name,
         last_name: body.last_name,
         role: body.role,
@@ -216,7 +245,7 @@ async fn update_profile(
     self_or_manager(ctx.caller, id)?;
     let hash = fingerprint(ProfileBody::NAME, Some(id), &body);
     let email = body.email.as_deref().map(normalise_email);
-    let lookup = Lookup::UserIdentity { username: None, email };
+    let lookup = Lookup::UserIdentity { username: None, email, password_hash: None };
     let cmd = UserCommand::UpdateProfile { first_name: body.first_name, last_name: body.last_name, email: body.email };
     run(&state, &ctx, id, hash, lookup, cmd).await
 }
@@ -230,7 +259,9 @@ async fn change_role(
 ) -> Result<CommandReply, ApiError> {
     ctx.caller.require(Permission::UsersManage)?;
     let hash = fingerprint(RoleBody::NAME, Some(id), &body);
-    run(&state, &ctx, id, hash, Lookup::Nothing, UserCommand::ChangeRole { role: body.role }).await
+    let reply = run(&state, &ctx, id, hash, Lookup::Nothing, UserCommand::ChangeRole { role: body.role }).await?;
+    publish_rights(&state, ctx.caller.tenant_id, id).await?;
+    Ok(reply)
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/status", tag = "users", operation_id = "users_change_status", params(("id" = Uuid, Path)), request_body = StatusBody, responses(runtime::openapi::CommandAnswered))]
@@ -242,7 +273,9 @@ async fn change_status(
 ) -> Result<CommandReply, ApiError> {
     ctx.caller.require(Permission::UsersManage)?;
     let hash = fingerprint(StatusBody::NAME, Some(id), &body);
-    run(&state, &ctx, id, hash, Lookup::Nothing, UserCommand::ChangeStatus { status: body.status }).await
+    let reply = run(&state, &ctx, id, hash, Lookup::Nothing, UserCommand::ChangeStatus { status: body.status }).await?;
+    publish_rights(&state, ctx.caller.tenant_id, id).await?;
+    Ok(reply)
 }
 
 #[utoipa::path(put, path = "/v1/users/{id}/permissions", tag = "users", operation_id = "users_set_permissions", params(("id" = Uuid, Path)), request_body = PermissionsBody, responses(runtime::openapi::CommandAnswered))]
@@ -255,7 +288,10 @@ async fn set_permissions(
     ctx.caller.require(Permission::UsersManage)?;
     grantable(ctx.caller, &body.permissions)?;
     let hash = fingerprint(PermissionsBody::NAME, Some(id), &body);
-    run(&state, &ctx, id, hash, Lookup::Nothing, UserCommand::SetPermissions { permissions: body.permissions }).await
+    let cmd = UserCommand::SetPermissions { permissions: body.permissions };
+    let reply = run(&state, &ctx, id, hash, Lookup::Nothing, cmd).await?;
+    publish_rights(&state, ctx.caller.tenant_id, id).await?;
+    Ok(reply)
 }
 
 #[utoipa::path(put, path = "/v1/users/{id}/preferences", tag = "users", operation_id = "users_set_preferences", params(("id" = Uuid, Path)), request_body = PreferencesBody, responses(runtime::openapi::CommandAnswered))]
@@ -268,6 +304,93 @@ async fn set_preferences(
     self_or_manager(ctx.caller, id)?;
     let hash = fingerprint(PreferencesBody::NAME, Some(id), &body);
     run(&state, &ctx, id, hash, Lookup::Nothing, UserCommand::SetPreferences { preferences: body.preferences }).await
+}
+
+/// The user's rights as the journal holds them now, published to the session store in
+/// the request that changed them, so the query API never serves older ones (see
+/// `runtime::session`); a user who may no longer act loses every session too.
+async fn publish_rights(state: &AppState, tenant: Uuid, id: Uuid) -> Result<(), ApiError> {
+    let (Some(user), version) = state.journal.state_at::<UserStream>(tenant, id).await? else {
+        return Ok(());
+    };
+    state.sessions.publish(tenant, id, &rights_of(&user, version)).await?;
+    if user.status != UserStatus::Active {
+        state.sessions.end_all(tenant, id).await?;
+    }
+    Ok(())
+}
+
+/// What the idempotency fingerprint sees of a password change: never a password.
+#[derive(Serialize)]
+struct PasswordFingerprint {
+    reset: bool,
+}
+
+/// A user changes their own password, proving the current one; every session of theirs
+/// ends (this one included): log in again with the new password.
+#[utoipa::path(post, path = "/v1/users/{id}/password", tag = "users", operation_id = "users_change_password", params(("id" = Uuid, Path)), request_body = PasswordBody, responses(runtime::openapi::CommandAnswered))]
+async fn change_password(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<PasswordBody>,
+) -> Result<CommandReply, ApiError> {
+    if ctx.caller.user_id != id || ctx.caller.operator {
+        return Err(ApiError::Forbidden(
+            "only the user can change their own password; administrators reset it with POST /v1/users/{id}/password/reset"
+                .into(),
+        ));
+    }
+    let stored = state.journal.credential(ctx.caller.tenant_id, id).await?;
+    if !verify_password(stored, body.current_password).await? {
+        return Err(ApiError::unprocessable("current_password: is not the password in use"));
+    }
+    set_password(&state, &ctx, id, body.new_password, false).await
+}
+
+/// An administrator sets a new password for a user; every session of that user ends.
+#[utoipa::path(post, path = "/v1/users/{id}/password/reset", tag = "users", operation_id = "users_reset_password", params(("id" = Uuid, Path)), request_body = ResetBody, responses(runtime::openapi::CommandAnswered))]
+async fn reset_password(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+    Versioned { body, .. }: Versioned<ResetBody>,
+) -> Result<CommandReply, ApiError> {
+    ctx.caller.require(Permission::UsersManage)?;
+    set_password(&state, &ctx, id, body.new_password, true).await
+}
+
+async fn set_password(
+    state: &AppState,
+    ctx: &CommandContext,
+    id: Uuid,
+    password: String,
+    reset: bool,
+) -> Result<CommandReply, ApiError> {
+    let name = if reset { ResetBody::NAME } else { PasswordBody::NAME };
+    let hash = fingerprint(name, Some(id), &PasswordFingerprint { reset });
+    let password_hash = hash_password(password).await?;
+    let lookup = Lookup::Password { password_hash };
+    let reply = run(state, ctx, id, hash, lookup, UserCommand::ChangePassword { reset }).await?;
+    state.sessions.end_all(ctx.caller.tenant_id, id).await?;
+    Ok(reply)
+}
+
+/// Ends every session of a user (the user themself, or an administrator): their tokens
+/// stop working at once, on both APIs.
+#[utoipa::path(delete, path = "/v1/users/{id}/sessions", tag = "users", operation_id = "users_end_sessions", params(("id" = Uuid, Path)), responses(runtime::openapi::ReadAnswered))]
+async fn end_sessions(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = self_or_manager(caller.tenant_member()?, id)?;
+    if state.journal.state::<UserStream>(caller.tenant_id, id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no user {id} in this tenant")));
+    }
+    let ended = state.sessions.end_all(caller.tenant_id, id).await?;
+    tracing::info!(user_id = %id, ended, by = %caller.user_id, "ended a user's sessions");
+    Ok(Json(json!({ "user_id": id, "ended": ended })))
 }
 
 /// A permission document may name only permissions, only tenant-scoped ones, and only
@@ -311,7 +434,26 @@ async fn run(
     .await
 }
 
-/// Exchanges tenant slug, username and password for a bearer token, and records the login.
+/// A hash no password matches, verified when the user is unknown so that a wrong
+/// username costs the same time as a wrong password.
+static NO_USER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default().hash_password(Uuid::new_v4().as_bytes(), &salt).map(|h| h.to_string()).unwrap_or_default()
+});
+
+async fn verify_password(stored: Option<String>, password: String) -> Result<bool, ApiError> {
+    let known = stored.is_some();
+    let stored = stored.unwrap_or_else(|| NO_USER.clone());
+    let matches = tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&stored).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(known && matches)
+}
+
+/// Exchanges tenant slug, username and password for a bearer token bound to a new
+/// session (24 hours unused, or until logout), and records the login.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "users", operation_id = "users_login", request_body = LoginBody, responses(runtime::openapi::CommandAnswered))]
 async fn login(
     State(state): State<AppState>,
@@ -320,18 +462,16 @@ async fn login(
 ) -> Result<Json<Value>, ApiError> {
     let refused = || ApiError::Unauthorized("the tenant, username or password is wrong".into());
     let username = normalise_username(&body.username);
-    let (tenant_id, user_id) = state.journal.find_user(body.tenant.trim(), &username).await?.ok_or_else(refused)?;
-    let user = state.journal.state::<UserStream>(tenant_id, user_id).await?.ok_or_else(refused)?;
-    let stored = user.password_hash.clone();
-    let password = body.password;
-    let matches = tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&stored).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.into()))?;
-    if !matches {
+    let found = state.journal.find_user(body.tenant.trim(), &username).await?;
+    let stored = match found {
+        Some((tenant, user)) => state.journal.credential(tenant, user).await?,
+        None => None,
+    };
+    if !verify_password(stored, body.password).await? {
         return Err(refused());
     }
+    let (tenant_id, user_id) = found.ok_or_else(refused)?;
+    let user = state.journal.state::<UserStream>(tenant_id, user_id).await?.ok_or_else(refused)?;
     if user.status != UserStatus::Active {
         return Err(ApiError::Forbidden(format!("this user is {}; ask an administrator", user.status.as_str())));
     }
@@ -339,10 +479,7 @@ async fn login(
         Some(t) if t.status == TenantStatus::Active => {}
         _ => return Err(ApiError::Forbidden("the tenant is suspended".into())),
     }
-    let caller =
-        crate::context::live(&state, Caller { user_id, tenant_id, role: Role::Agent, grants: 0, operator: false })
-            .await?;
-    let (role, grants) = (caller.role, Permission::from_document(&user.permissions));
+    let caller = Caller { user_id, tenant_id, role: rights_of(&user, 0).role, grants: 0, operator: false };
     let ctx = CommandContext::from_parts(caller, &parts)?;
     let command = Command {
         ctx: &ctx,
@@ -353,14 +490,34 @@ async fn login(
         success: StatusCode::OK,
     };
     state.journal.execute::<UserStream>(command, |s, _| user::decide(s, UserCommand::RecordLogin, Utc::now())).await?;
-    let token = state.keys.issue_login(user_id, tenant_id, role, &grants, chrono::Duration::hours(TOKEN_HOURS));
+    // The rights every request of this session is checked against, as of this login.
+    let (user, version) = match state.journal.state_at::<UserStream>(tenant_id, user_id).await? {
+        (Some(user), version) => (user, version),
+        (None, _) => return Err(refused()),
+    };
+    let rights = rights_of(&user, version);
+    state.sessions.publish(tenant_id, user_id, &rights).await?;
+    state.sessions.note_active_tenant(tenant_id).await?;
+    let session = state.sessions.open(tenant_id, user_id).await?;
+    let token = state.keys.issue_login(user_id, tenant_id, rights.role, session, chrono::Duration::hours(TOKEN_HOURS));
+    let grants = Permission::from_document(&user.permissions);
     Ok(Json(json!({
         "token": token,
         "token_type": "Bearer",
         "expires_in": TOKEN_HOURS * 3600,
         "user_id": user_id,
         "tenant_id": tenant_id,
-        "role": role.as_str(),
+        "role": rights.role.as_str(),
         "grants": grants.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
     })))
+}
+
+/// Ends the session of the token it is sent with; the token stops working on both APIs.
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "users", operation_id = "users_logout", responses((status = 204, description = "The session has ended")))]
+async fn logout(State(state): State<AppState>, token: Token) -> Result<StatusCode, ApiError> {
+    let Some(session) = token.session else {
+        return Err(ApiError::BadRequest("an operator's token has no session to end; it expires on its own".into()));
+    };
+    state.sessions.end(token.caller.tenant_id, token.caller.user_id, session).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

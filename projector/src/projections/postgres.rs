@@ -182,16 +182,15 @@ impl PostgresProjection {
         match user_event {
             UserEvent::Created(e) => {
                 sqlx::query(&format!(
-                    "INSERT INTO {schema}.users (id, tenant_id, username, email, password_hash, first_name, last_name,
+                    "INSERT INTO {schema}.users (id, tenant_id, username, email, first_name, last_name,
                         role, status, created_at, updated_at, permissions, preferences, version)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $9, '{{}}', '{{}}', $10)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $8, '{{}}', '{{}}', $9)
                      ON CONFLICT (id) DO NOTHING"
                 ))
                 .bind(env.stream_id)
                 .bind(env.tenant_id)
                 .bind(&e.username)
                 .bind(&e.email)
-                .bind(&e.password_hash)
                 .bind(&e.first_name)
                 .bind(&e.last_name)
                 .bind(e.role.as_str())
@@ -270,6 +269,14 @@ impl PostgresProjection {
                     .bind(env.stream_id)
                     .bind(env.stream_version)
                     .bind(e.logged_in_at)
+                    .execute(&mut **tx)
+                    .await?
+            }
+            UserEvent::PasswordChanged(e) => {
+                sqlx::query(&guarded("updated_at = $3"))
+                    .bind(env.stream_id)
+                    .bind(env.stream_version)
+                    .bind(e.changed_at)
                     .execute(&mut **tx)
                     .await?
             }

@@ -4,8 +4,8 @@
 //! assignee and team; the online-users sorted set (a login scores the user); the user's
 //! notification list (30 days, newest event first whatever the arrival order, at most
 //! 100) on case and task assignment;
-//! and invalidation of the case cache on every case event and of the permission cache on
-//! a change of role, permissions or status.
+//! and invalidation of the case cache on every case event and of a permission cache older
+//! than a change of role, permissions or status.
 //!
 //! One round trip per batch: the batch becomes a list of operations per tenant, and a
 //! pipeline runs one Lua script per tenant. The script keeps, per stream, the version it
@@ -108,7 +108,12 @@ for _, op in ipairs(ops) do
     local v = tonumber(redis.call('HGET', versions, op.stream) or '0')
     if op.v == v + 1 then
       redis.call('HSET', versions, op.stream, op.v)
-      for _, suffix in ipairs(op.drop or {}) do redis.call('DEL', prefix .. suffix) end
+      -- A rights cache is dropped only when older than this event: the command API has
+      -- usually written the newer one already (runtime::session).
+      for _, suffix in ipairs(op.drop or {}) do
+        local held = redis.call('HGET', prefix .. suffix, 'version')
+        if not held or tonumber(held) < op.v then redis.call('DEL', prefix .. suffix) end
+      end
       if op.online and op.online ~= cjson.null then
         redis.call('ZADD', prefix .. 'online_users', op.online[2], op.online[1])
       end
@@ -199,9 +204,10 @@ fn operation(event: &Event) -> Option<Value> {
                     stream_op(vec![permissions], Value::Null, Value::Null)
                 }
                 UserEvent::LoggedIn(e) => stream_op(vec![], json!([stream, e.logged_in_at.timestamp()]), Value::Null),
-                UserEvent::Created(_) | UserEvent::ProfileUpdated(_) | UserEvent::PreferencesSet(_) => {
-                    stream_op(vec![], Value::Null, Value::Null)
-                }
+                UserEvent::Created(_)
+                | UserEvent::ProfileUpdated(_)
+                | UserEvent::PreferencesSet(_)
+                | UserEvent::PasswordChanged(_) => stream_op(vec![], Value::Null, Value::Null),
             }
         }
         DomainEvent::Task(TaskEvent::Created(e)) => stream_op(

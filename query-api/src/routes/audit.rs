@@ -1,10 +1,14 @@
 //! The audit trail of any entity from MongoDB, newest first, paginated by entity version.
+//!
+//! Reading it needs `audit:read` (admins and supervisors hold it). What an entry shows
+//! follows the reader's rights: the content of an internal note only to readers who may
+//! see internal notes (or wrote it), the IP address and user agent only to admins.
 
 use axum::extract::State;
 use axum::Json;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
-use runtime::auth::Caller;
+use runtime::auth::{Caller, Permission, Role};
 use runtime::extract::{ApiPath, ApiQuery};
 use runtime::tenancy::{Tenancy, AUDIT_LOGS};
 use runtime::ApiError;
@@ -89,7 +93,8 @@ async fn audit_trail(
     id: Uuid,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = caller.tenant_member()?.tenant_id;
+    let caller = caller.tenant_member()?.require(Permission::AuditRead)?;
+    let tenant = caller.tenant_id;
     let limit = page_size(q.limit, 50, 200)?;
     let coll = state.mongo.collection::<Document>(&Tenancy(tenant).mongo_collection(AUDIT_LOGS));
     let tenant_str = tenant.to_string();
@@ -118,9 +123,65 @@ async fn audit_trail(
         .await
         .map_err(mongo_unavailable)?;
     let has_more = docs.len() as i64 > limit;
-    let items: Vec<Value> = docs.into_iter().take(limit as usize).map(entry_json).collect();
+    let mut docs: Vec<Document> = docs.into_iter().take(limit as usize).collect();
+    if entity_type == "case_note" && caller.require(Permission::NotesViewInternal).is_err() {
+        let hidden = note_hidden_from(&state, caller, id, &docs).await?;
+        if hidden {
+            docs.iter_mut().for_each(redact_content);
+        }
+    }
+    if caller.role != Role::Admin {
+        for doc in &mut docs {
+            doc.remove("ip_address");
+            doc.remove("user_agent");
+        }
+    }
+    let items: Vec<Value> = docs.into_iter().map(entry_json).collect();
     let next_cursor = if has_more { items.last().and_then(|e| e["entity_version"].as_i64()) } else { None };
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
+}
+
+/// Whether a note's content is hidden from a reader who may not see others' internal
+/// notes: it is (or was, on this page) internal and someone else wrote it. A note the
+/// notes store does not hold yet counts as hidden unless this page shows the reader wrote it.
+async fn note_hidden_from(state: &AppState, caller: Caller, note: Uuid, page: &[Document]) -> Result<bool, ApiError> {
+    let notes = state.mongo.collection::<Document>(&Tenancy(caller.tenant_id).mongo_collection("case_notes"));
+    let held = notes.find_one(doc! { "_id": note.to_string() }).await.map_err(mongo_unavailable)?;
+    let me = caller.user_id.to_string();
+    let created_by = page
+        .iter()
+        .find(|e| e.get_str("action") == Ok("create"))
+        .and_then(|e| e.get_str("user_id").ok().map(str::to_owned));
+    let (internal, author) = match held {
+        Some(n) => (n.get_bool("is_internal").unwrap_or(true), n.get_str("user_id").ok().map(str::to_owned)),
+        None => (true, created_by),
+    };
+    let internal_on_page = page.iter().any(|e| {
+        e.get_array("changes").is_ok_and(|changes| {
+            changes.iter().filter_map(Bson::as_document).any(|c| {
+                c.get_str("field") == Ok("is_internal")
+                    && (c.get_bool("old_value") == Ok(true) || c.get_bool("new_value") == Ok(true))
+            })
+        })
+    });
+    Ok((internal || internal_on_page) && author.as_deref() != Some(me.as_str()))
+}
+
+/// Replaces the content values of a note entry's changes.
+fn redact_content(entry: &mut Document) {
+    let Ok(changes) = entry.get_array_mut("changes") else { return };
+    for change in changes.iter_mut().filter_map(|c| match c {
+        Bson::Document(d) => Some(d),
+        _ => None,
+    }) {
+        if change.get_str("field") == Ok("content") {
+            for side in ["old_value", "new_value"] {
+                if change.contains_key(side) && change.get(side) != Some(&Bson::Null) {
+                    change.insert(side, "[internal note: redacted]");
+                }
+            }
+        }
+    }
 }
 
 /// BSON to plain JSON, with the timestamp as RFC 3339 and `_id` as `id`.

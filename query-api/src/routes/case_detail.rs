@@ -47,8 +47,7 @@ async fn detail(
     ApiPath(id): ApiPath<Uuid>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    // The caller's current rights (a demoted or locked user loses them at once).
-    let caller = crate::permissions::current(&state, caller).await?;
+    let caller = caller.tenant_member()?;
     let tenant = caller.tenant_id;
     let schema = Tenancy(tenant).pg_schema();
     let wanted = token.as_ref().map(|t| t.version).unwrap_or(0);

@@ -27,6 +27,8 @@ pub struct AppState {
     pub mongo: mongodb::Database,
     pub elastic: Elasticsearch,
     pub redis: redis::aio::ConnectionManager,
+    /// Sessions and the callers' live rights (`crate::permissions`).
+    pub sessions: runtime::session::Sessions,
     pub keys: JwtKeys,
     pub read_wait: std::time::Duration,
     /// The consumer group of the PostgreSQL projection this API reads.

@@ -240,7 +240,7 @@ async fn search_notes(
     caller: Caller,
     ApiQuery(q): ApiQuery<RelatedSearchQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = crate::permissions::current(&state, caller).await?;
+    let caller = caller.tenant_member()?;
     let t = Tenancy(caller.tenant_id);
     let text = search_text(&q.q)?;
     let (limit, offset) = paging(q.limit, q.offset)?;

@@ -1,0 +1,298 @@
+//! Sessions and the live rights of their users, in Redis (seed §2.3.2). Every key sits
+//! under its tenant's prefix (`tenant_<id>:`):
+//!
+//! - `session:{id}` (hash: `user`): one login; 24 hours, renewed by every request.
+//! - `user:{id}:sessions` (set): the user's sessions, so all of them can be ended at once.
+//! - `user:{id}:permissions` (hash: `role`, `status`, `grants`, `version`): the rights
+//!   cache, 1 hour. The command API writes it in the request that changes the user (and at
+//!   login); the query API fills it from its read model on a miss; the projector drops it
+//!   when it applies a change. Every writer keeps the newest user version, so an older
+//!   copy never replaces a newer one.
+//! - `user:{id}:revision`: the newest user version whose rights the command API committed.
+//!   A rights entry older than it is stale and is never served, whoever wrote it.
+//! - `tenant:status`: `active` or `suspended`, written by the command API.
+
+use redis::aio::ConnectionManager;
+use redis::Script;
+use uuid::Uuid;
+
+use crate::auth::{Role, Token};
+use crate::tenancy::Tenancy;
+use crate::ApiError;
+
+/// How long a session lives without a request (sliding).
+pub const SESSION_TTL_SECS: i64 = 24 * 3600;
+/// How long a rights cache entry lives (seed §6.3.2).
+pub const RIGHTS_TTL_SECS: i64 = 3600;
+
+/// A user's rights at one version of their stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rights {
+    pub version: i64,
+    pub role: Role,
+    /// `active`, `inactive`, `locked`, ...: anything but `active` refuses the user.
+    pub status: String,
+    /// Bits of `Permission::ALL` the user's permission document grants.
+    pub grants: u32,
+}
+
+/// What one round trip to Redis found for a request.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    /// The token's session exists and belongs to its user (renewed by this look).
+    pub alive: bool,
+    pub rights: Option<Rights>,
+    /// The newest user version the command API committed a rights change at (0: none).
+    pub revision: i64,
+    pub tenant_suspended: bool,
+}
+
+impl Seen {
+    /// The cached rights, if no committed change is newer than them.
+    pub fn fresh_rights(&self) -> Option<&Rights> {
+        self.rights.as_ref().filter(|r| r.version >= self.revision)
+    }
+}
+
+/// KEYS: the rights hash, the revision. ARGV: version, role, status, grants, TTL, and
+/// whether this write is a committed change (which also raises the revision).
+const KEEP_NEWEST: &str = r#"
+local v = tonumber(ARGV[1])
+if ARGV[6] == '1' and v > tonumber(redis.call('GET', KEYS[2]) or '0') then
+  redis.call('SET', KEYS[2], v)
+end
+if v >= tonumber(redis.call('HGET', KEYS[1], 'version') or '-1') then
+  redis.call('HSET', KEYS[1], 'version', v, 'role', ARGV[2], 'status', ARGV[3], 'grants', ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+end
+return 0
+"#;
+
+/// KEYS: the user's session set. ARGV: the tenant prefix. Ends every session in the set.
+const END_ALL: &str = r#"
+local ended = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  ended = ended + redis.call('DEL', ARGV[1] .. 'session:' .. id)
+end
+redis.call('DEL', KEYS[1])
+return ended
+"#;
+
+#[derive(Clone)]
+pub struct Sessions {
+    redis: ConnectionManager,
+    keep_newest: std::sync::Arc<Script>,
+    end_all: std::sync::Arc<Script>,
+}
+
+fn unreachable(e: redis::RedisError) -> ApiError {
+    tracing::error!(error = %e, "the session store failed");
+    ApiError::Unavailable("the session store is not reachable; try again shortly".into())
+}
+
+fn session_key(tenant: Uuid, session: Uuid) -> String {
+    Tenancy(tenant).redis_key(&format!("session:{session}"))
+}
+
+fn sessions_of(tenant: Uuid, user: Uuid) -> String {
+    Tenancy(tenant).redis_key(&format!("user:{user}:sessions"))
+}
+
+fn revision_key(tenant: Uuid, user: Uuid) -> String {
+    Tenancy(tenant).redis_key(&format!("user:{user}:revision"))
+}
+
+fn tenant_status_key(tenant: Uuid) -> String {
+    Tenancy(tenant).redis_key("tenant:status")
+}
+
+impl Sessions {
+    pub fn new(redis: ConnectionManager) -> Self {
+        Self {
+            redis,
+            keep_newest: std::sync::Arc::new(Script::new(KEEP_NEWEST)),
+            end_all: std::sync::Arc::new(Script::new(END_ALL)),
+        }
+    }
+
+    /// Opens a session for a user who just proved who they are.
+    pub async fn open(&self, tenant: Uuid, user: Uuid) -> Result<Uuid, ApiError> {
+        let id = Uuid::new_v4();
+        let (key, set) = (session_key(tenant, id), sessions_of(tenant, user));
+        redis::pipe()
+            .atomic()
+            .hset(&key, "user", user.to_string())
+            .ignore()
+            .expire(&key, SESSION_TTL_SECS)
+            .ignore()
+            .sadd(&set, id.to_string())
+            .ignore()
+            .expire(&set, SESSION_TTL_SECS)
+            .ignore()
+            .query_async::<()>(&mut self.redis.clone())
+            .await
+            .map_err(unreachable)?;
+        Ok(id)
+    }
+
+    /// Ends one session (a logout).
+    pub async fn end(&self, tenant: Uuid, user: Uuid, session: Uuid) -> Result<(), ApiError> {
+        redis::pipe()
+            .atomic()
+            .del(session_key(tenant, session))
+            .ignore()
+            .srem(sessions_of(tenant, user), session.to_string())
+            .ignore()
+            .query_async::<()>(&mut self.redis.clone())
+            .await
+            .map_err(unreachable)
+    }
+
+    /// Ends every session of a user; returns how many were alive.
+    pub async fn end_all(&self, tenant: Uuid, user: Uuid) -> Result<u64, ApiError> {
+        self.end_all
+            .key(sessions_of(tenant, user))
+            .arg(Tenancy(tenant).redis_key(""))
+            .invoke_async(&mut self.redis.clone())
+            .await
+            .map_err(unreachable)
+    }
+
+    /// One round trip for a request: is the session alive (renewing it), the user's cached
+    /// rights and revision, and the tenant's status. `session` is None for operator tokens.
+    pub async fn look(&self, tenant: Uuid, user: Uuid, session: Option<Uuid>) -> Result<Seen, ApiError> {
+        let mut pipe = redis::pipe();
+        if let Some(id) = session {
+            let key = session_key(tenant, id);
+            pipe.hget(&key, "user").expire(&key, SESSION_TTL_SECS).ignore();
+            pipe.expire(sessions_of(tenant, user), SESSION_TTL_SECS).ignore();
+        }
+        pipe.hgetall(Tenancy(tenant).redis_user_permissions(user))
+            .get(revision_key(tenant, user))
+            .get(tenant_status_key(tenant));
+        let mut redis = self.redis.clone();
+        let (owner, rights, revision, status) = if session.is_some() {
+            let (owner, rights, revision, status): (Option<String>, _, _, _) =
+                pipe.query_async(&mut redis).await.map_err(unreachable)?;
+            (owner, rights, revision, status)
+        } else {
+            let (rights, revision, status) = pipe.query_async(&mut redis).await.map_err(unreachable)?;
+            (None, rights, revision, status)
+        };
+        let rights: std::collections::HashMap<String, String> = rights;
+        let revision: Option<i64> = revision;
+        let status: Option<String> = status;
+        Ok(Seen {
+            alive: owner.is_some_and(|o| o == user.to_string()),
+            rights: parse_rights(&rights),
+            revision: revision.unwrap_or(0),
+            tenant_suspended: status.as_deref() == Some("suspended"),
+        })
+    }
+
+    /// What both APIs check of every token before they read the caller's rights: a login
+    /// token's session is alive (401 otherwise), and the tenant is not suspended (403).
+    /// None for a platform operator, who acts on no tenant's data.
+    pub async fn admit(&self, token: &Token) -> Result<Option<Seen>, ApiError> {
+        let caller = token.caller;
+        if token.session.is_none() && caller.role == Role::PlatformAdmin {
+            return Ok(None);
+        }
+        let seen = self.look(caller.tenant_id, caller.user_id, token.session).await?;
+        if token.session.is_some() && !seen.alive {
+            return Err(ApiError::Unauthorized(
+                "the session has ended (logged out, ended by an administrator, a password change, or 24 hours \
+                 unused); log in again"
+                    .into(),
+            ));
+        }
+        if seen.tenant_suspended {
+            return Err(ApiError::Forbidden("the tenant is suspended; ask the platform operator".into()));
+        }
+        Ok(Some(seen))
+    }
+
+    /// The command API, after committing a change to a user (or a login): these are the
+    /// user's rights from now on.
+    pub async fn publish(&self, tenant: Uuid, user: Uuid, rights: &Rights) -> Result<(), ApiError> {
+        self.keep(tenant, user, rights, true).await
+    }
+
+    /// The query API, after reading rights from its read model: cache them unless a newer
+    /// copy is there.
+    pub async fn remember(&self, tenant: Uuid, user: Uuid, rights: &Rights) -> Result<(), ApiError> {
+        self.keep(tenant, user, rights, false).await
+    }
+
+    async fn keep(&self, tenant: Uuid, user: Uuid, rights: &Rights, committed: bool) -> Result<(), ApiError> {
+        self.keep_newest
+            .key(Tenancy(tenant).redis_user_permissions(user))
+            .key(revision_key(tenant, user))
+            .arg(rights.version)
+            .arg(rights.role.as_str())
+            .arg(&rights.status)
+            .arg(rights.grants)
+            .arg(RIGHTS_TTL_SECS)
+            .arg(if committed { "1" } else { "0" })
+            .invoke_async::<i64>(&mut self.redis.clone())
+            .await
+            .map(drop)
+            .map_err(unreachable)
+    }
+
+    /// The command API, after committing a tenant's suspension or reactivation.
+    pub async fn publish_tenant_status(&self, tenant: Uuid, suspended: bool) -> Result<(), ApiError> {
+        let status = if suspended { "suspended" } else { "active" };
+        redis::cmd("SET")
+            .arg(tenant_status_key(tenant))
+            .arg(status)
+            .query_async::<()>(&mut self.redis.clone())
+            .await
+            .map_err(unreachable)
+    }
+
+    /// At a login into an active tenant whose status Redis does not hold yet (a tenant
+    /// from before sessions, or a Redis that lost its data): never over a suspension
+    /// that raced the login.
+    pub async fn note_active_tenant(&self, tenant: Uuid) -> Result<(), ApiError> {
+        redis::cmd("SET")
+            .arg(tenant_status_key(tenant))
+            .arg("active")
+            .arg("NX")
+            .query_async::<Option<String>>(&mut self.redis.clone())
+            .await
+            .map(drop)
+            .map_err(unreachable)
+    }
+}
+
+fn parse_rights(hash: &std::collections::HashMap<String, String>) -> Option<Rights> {
+    let role = serde_json::from_value(serde_json::Value::String(hash.get("role")?.clone())).ok()?;
+    Some(Rights {
+        version: hash.get("version")?.parse().ok()?,
+        role,
+        status: hash.get("status")?.clone(),
+        grants: hash.get("grants")?.parse().ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_rights_older_than_a_committed_change_are_not_fresh() {
+        let rights = Rights { version: 4, role: Role::Admin, status: "active".into(), grants: 0 };
+        let seen = Seen { alive: true, rights: Some(rights.clone()), revision: 5, tenant_suspended: false };
+        assert_eq!(seen.fresh_rights(), None);
+        let seen = Seen { revision: 4, ..seen };
+        assert_eq!(seen.fresh_rights(), Some(&rights));
+    }
+
+    #[test]
+    fn an_entry_of_the_old_shape_is_no_entry() {
+        let old: std::collections::HashMap<String, String> =
+            [("role", "admin"), ("status", "active"), ("grants", "0")].map(|(k, v)| (k.into(), v.into())).into();
+        assert_eq!(parse_rights(&old), None);
+    }
+}
