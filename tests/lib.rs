@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-pub const SECRET: &str = "integration-test-secret";
+pub const SECRET: &str = "integration-test-secret-of-at-least-32-bytes";
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
@@ -42,6 +42,9 @@ pub fn test_settings() -> Settings {
         max_body_bytes: 16 * 1024,
         relay_audit_interval: Duration::from_millis(500),
         statistics_refresh: Duration::from_secs(2),
+        trusted_proxies: Vec::new(),
+        // Tests send requests as fast as they can from one address; `abuse` sets limits.
+        rate_limits: None,
     }
 }
 
@@ -95,6 +98,7 @@ pub fn settings_env(settings: &Settings) -> Vec<(&'static str, String)> {
         ("MURIMA_MAX_BODY_BYTES", settings.max_body_bytes.to_string()),
         ("MURIMA_RELAY_AUDIT_MS", settings.relay_audit_interval.as_millis().to_string()),
         ("MURIMA_STATISTICS_REFRESH_SECS", settings.statistics_refresh.as_secs().to_string()),
+        ("MURIMA_RATE_LIMITS", if settings.rate_limits.is_some() { "on" } else { "off" }.to_owned()),
     ]
 }
 
@@ -717,7 +721,8 @@ impl TestApp {
             let session = key.contains(":session:")
                 || key.ends_with(":sessions")
                 || key.ends_with(":revision")
-                || key.ends_with(":tenant:status");
+                || key.ends_with(":tenant:status")
+                || key.ends_with(":tenant:status_version");
             let written_by_reads = key.contains(":locks:")
                 || key.ends_with(":viewers")
                 || key.ends_with(":online_users")

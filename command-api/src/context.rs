@@ -7,13 +7,14 @@
 //! lock or demotion takes effect on the very next command. Operators' tokens
 //! (`Claims::op`) keep the role they carry.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::{header, request::Parts, HeaderMap};
 use events::user::{User, UserRole, UserStatus};
 use events::{Actor, RequestContext};
 use runtime::auth::{Authority, Caller, Permission, Role, Token};
+use runtime::http::header_text;
 use runtime::session::Rights;
 use runtime::ApiError;
 use uuid::Uuid;
@@ -44,7 +45,7 @@ impl FromRequestParts<AppState> for CommandContext {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        Self::from_parts(caller, parts)
+        Self::from_parts(caller, parts, &state.trusted_proxies)
     }
 }
 
@@ -101,13 +102,12 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestFacts {
 }
 
 impl CommandContext {
-    pub fn from_parts(caller: Caller, parts: &Parts) -> Result<Self, ApiError> {
+    pub fn from_parts(caller: Caller, parts: &Parts, trusted_proxies: &[IpAddr]) -> Result<Self, ApiError> {
         let headers = &parts.headers;
-        let request_id = header_str(headers, runtime::http::REQUEST_ID.as_str());
-        let ip_address = header_str(headers, "x-forwarded-for")
-            .and_then(|v| v.split(',').next().map(|s| s.trim().to_owned()))
-            .or_else(|| parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()));
-        let correlation_id = match header_str(headers, "x-correlation-id") {
+        let request_id = header_text(headers, runtime::http::REQUEST_ID.as_str());
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let ip_address = runtime::http::client_ip(headers, peer, trusted_proxies).map(|ip| ip.to_string());
+        let correlation_id = match header_text(headers, "x-correlation-id") {
             Some(raw) => raw.parse().map_err(|_| ApiError::BadRequest("X-Correlation-Id must be a UUID".into()))?,
             None => request_id.as_deref().and_then(|r| r.parse().ok()).unwrap_or_else(Uuid::now_v7),
         };
@@ -118,16 +118,12 @@ impl CommandContext {
             correlation_id,
             request: RequestContext {
                 ip_address,
-                user_agent: header_str(headers, header::USER_AGENT.as_str()),
-                session_id: header_str(headers, "x-session-id"),
+                user_agent: header_text(headers, header::USER_AGENT.as_str()),
+                session_id: header_text(headers, "x-session-id"),
                 request_id,
             },
         })
     }
-}
-
-fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
 /// `If-Match: "3"` (also `W/"3"` or a bare `3`): the stream version the client last saw.

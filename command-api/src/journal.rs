@@ -129,6 +129,8 @@ pub struct Journal {
     pool: PgPool,
     published: Arc<tokio::sync::Notify>,
     cache: Arc<StreamCache>,
+    /// Signs the position tokens of answers (`runtime::position`).
+    keys: runtime::auth::JwtKeys,
 }
 
 /// One command to run against one stream.
@@ -144,8 +146,8 @@ pub struct Command<'a> {
 }
 
 impl Journal {
-    pub fn new(pool: PgPool, published: Arc<tokio::sync::Notify>) -> Self {
-        Self { pool, published, cache: Arc::new(StreamCache::new(CACHED_STREAMS)) }
+    pub fn new(pool: PgPool, published: Arc<tokio::sync::Notify>, keys: runtime::auth::JwtKeys) -> Self {
+        Self { pool, published, cache: Arc::new(StreamCache::new(CACHED_STREAMS)), keys }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -267,14 +269,14 @@ impl Journal {
             };
             position = append(&mut tx, &envelope).await?;
         }
-        let token = PositionToken { stream_id: cmd.stream_id, version, position };
+        let token = PositionToken { tenant_id: cmd.tenant_id, stream_id: cmd.stream_id, version, position };
         let reply = CommandReply {
             status: if new_events.is_empty() { StatusCode::OK } else { cmd.success },
             body: json!({
                 "id": cmd.stream_id,
                 "version": version,
                 "events_appended": new_events.len(),
-                "position": token.encode(),
+                "position": token.sign(&self.keys),
             }),
         };
         if let Some(key) = &cmd.ctx.idempotency_key {
@@ -385,11 +387,17 @@ impl Journal {
         self.state::<TenantStream>(tenant, tenant).await
     }
 
-    /// Resolves a login: the tenant by slug, then the user by username.
-    pub async fn find_user(&self, slug: &str, username: &str) -> Result<Option<(Uuid, Uuid)>, ApiError> {
+    /// Resolves a login: the tenant by slug, the user by username, and the user's password
+    /// hash, in one query (an unknown user costs the same round trips as a known one).
+    pub async fn find_user(
+        &self,
+        slug: &str,
+        username: &str,
+    ) -> Result<Option<(Uuid, Uuid, Option<String>)>, ApiError> {
         Ok(sqlx::query_as(
-            "SELECT s.tenant_id, n.user_id FROM eventstore.tenant_slugs s
+            "SELECT s.tenant_id, n.user_id, c.password_hash FROM eventstore.tenant_slugs s
              JOIN eventstore.user_names n ON n.tenant_id = s.tenant_id AND n.username = $2
+             LEFT JOIN eventstore.credentials c ON c.tenant_id = n.tenant_id AND c.user_id = n.user_id
              WHERE s.slug = $1",
         )
         .bind(slug)

@@ -4,6 +4,7 @@
 
 pub mod context;
 pub mod journal;
+pub mod login_guard;
 pub mod relay;
 pub mod routes;
 pub mod startup;

@@ -37,12 +37,19 @@ impl Application {
         let redis = redis::aio::ConnectionManager::new(redis).await.context("connecting to Redis")?;
         let probes =
             vec![Probe::postgres(pool.clone()), Probe::kafka(&settings.kafka_brokers), probe_redis(redis.clone())];
+        let keys = JwtKeys::new(&settings.jwt_secret);
         let state = AppState {
-            journal: Journal::new(pool, wake),
-            keys: JwtKeys::new(&settings.jwt_secret),
-            sessions: Sessions::new(redis),
+            journal: Journal::new(pool, wake, keys.clone()),
+            keys: keys.clone(),
+            sessions: Sessions::new(redis.clone()),
+            trusted_proxies: settings.trusted_proxies.clone().into(),
+            login_guard: crate::login_guard::LoginGuard::new(
+                redis.clone(),
+                settings.rate_limits.map(|l| l.failed_logins_per_ip),
+            ),
         };
-        let router = runtime::http::with_common_layers("command-api", router(state), settings.max_body_bytes, probes);
+        let api = runtime::limits::layered(router(state), redis, keys, settings);
+        let router = runtime::http::with_common_layers("command-api", api, settings.max_body_bytes, probes);
         let (listener, port) = runtime::http::bind(&settings.host, settings.command_port).await?;
         Ok(Self { port, listener, router, relay })
     }

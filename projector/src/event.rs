@@ -54,7 +54,12 @@ impl Event {
         Self::from_envelope(envelope)
     }
 
-    pub fn from_envelope(envelope: EventEnvelope) -> Result<Self, Undecodable> {
+    pub fn from_envelope(mut envelope: EventEnvelope) -> Result<Self, Undecodable> {
+        // A v1 UserCreated held a password hash: it goes before anything (even a parked
+        // copy of an undecodable event) can keep it.
+        if envelope.stream_type == StreamType::User && envelope.event_type == "UserCreated" {
+            envelope.payload = events::user::without_password_hash(std::mem::take(&mut envelope.payload));
+        }
         let decoded: Result<DomainEvent, DecodeError> = match envelope.stream_type {
             StreamType::Tenant => {
                 TenantEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
@@ -111,7 +116,6 @@ impl Event {
         };
         match decoded {
             Ok(data) => {
-                let mut envelope = envelope;
                 // An upcast event travels on in its current shape, so no store (nor a parked
                 // copy) keeps what the upcaster dropped: a v1 UserCreated's password hash.
                 if let DomainEvent::User(event @ UserEvent::Created(_)) = &data {

@@ -2,12 +2,18 @@
 //! `X-Murima-Position` or query `position`). The read waits, bounded by the configured
 //! timeout, until the store it reads holds that stream at that version; otherwise it
 //! answers 503 not-yet-consistent instead of passing stale data off as fresh.
+//!
+//! Tokens are signed by the command API (`runtime::position`): a forged one, or one of
+//! another tenant, is a 400 at once. At most `MAX_WAITS_PER_TENANT` reads of one tenant
+//! wait at a time in this instance; more get 503 with `Retry-After`.
 
 use std::future::Future;
 use std::time::Duration;
 
+use axum::extract::FromRef;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use runtime::auth::{JwtKeys, Token};
 use runtime::position::PositionToken;
 use runtime::ApiError;
 use tokio::time::Instant;
@@ -17,21 +23,30 @@ pub const POSITION_HEADER: &str = "x-murima-position";
 /// The token a request asked to wait for, if any.
 pub struct WaitFor(pub Option<PositionToken>);
 
-impl<S: Send + Sync> FromRequestParts<S> for WaitFor {
+impl<S: Send + Sync> FromRequestParts<S> for WaitFor
+where
+    JwtKeys: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let from_header = parts.headers.get(POSITION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let from_query = parts
             .uri
             .query()
             .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("position=").map(str::to_owned)));
-        match from_header.or(from_query) {
-            None => Ok(Self(None)),
-            Some(raw) => PositionToken::decode(&raw).map(|t| Self(Some(t))).ok_or_else(|| {
-                ApiError::BadRequest("the position token is malformed; pass the `position` a command returned".into())
-            }),
+        let Some(raw) = from_header.or(from_query) else { return Ok(Self(None)) };
+        let keys = JwtKeys::from_ref(state);
+        let token = PositionToken::verify(&raw, &keys).ok_or_else(|| {
+            ApiError::BadRequest(
+                "the position token is not one this API issued; pass the `position` a command returned".into(),
+            )
+        })?;
+        let caller = Token::from_request_parts(parts, state).await?;
+        if caller.caller.tenant_id != token.tenant_id {
+            return Err(ApiError::BadRequest("the position token belongs to another tenant".into()));
         }
+        Ok(Self(Some(token)))
     }
 }
 
@@ -47,6 +62,7 @@ where
 {
     let Some(token) = token else { return Ok(()) };
     let deadline = Instant::now() + limit;
+    let mut slot = None;
     // Short pauses first (most tokens are reached within tens of milliseconds), capped so
     // a slow projection costs one cheap look-up per 50 ms per waiting read.
     let mut pause = Duration::from_millis(5);
@@ -54,6 +70,9 @@ where
         let held = held_version(token).await?;
         if held >= token.version {
             return Ok(());
+        }
+        if slot.is_none() {
+            slot = Some(WaitSlot::take(token.tenant_id)?);
         }
         if Instant::now() + pause > deadline {
             return Err(ApiError::NotYetConsistent(format!(
@@ -63,5 +82,42 @@ where
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Reads of one tenant that may wait at once in this instance.
+pub const MAX_WAITS_PER_TENANT: usize = 32;
+
+static WAITING: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<uuid::Uuid, usize>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// One waiting read of a tenant, counted while it lives.
+struct WaitSlot(uuid::Uuid);
+
+impl WaitSlot {
+    fn take(tenant: uuid::Uuid) -> Result<Self, ApiError> {
+        let mut waiting = WAITING.lock().unwrap_or_else(|e| e.into_inner());
+        let count = waiting.entry(tenant).or_default();
+        if *count >= MAX_WAITS_PER_TENANT {
+            metrics::counter!("read_waits_refused_total").increment(1);
+            return Err(ApiError::Busy {
+                detail: format!("{MAX_WAITS_PER_TENANT} reads of this tenant are already waiting for their writes; retry in a second"),
+                retry_after: 1,
+            });
+        }
+        *count += 1;
+        Ok(Self(tenant))
+    }
+}
+
+impl Drop for WaitSlot {
+    fn drop(&mut self) {
+        let mut waiting = WAITING.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = waiting.get_mut(&self.0) {
+            *count -= 1;
+            if *count == 0 {
+                waiting.remove(&self.0);
+            }
+        }
     }
 }

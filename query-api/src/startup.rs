@@ -35,12 +35,14 @@ impl Application {
             mongo: mongo.database(&settings.mongo_database),
             elastic,
             sessions: runtime::session::Sessions::new(redis.clone()),
-            redis,
+            redis: redis.clone(),
             keys: JwtKeys::new(&settings.jwt_secret),
             read_wait: settings.read_wait,
             postgres_projection: format!("{}.postgres", settings.kafka_group_prefix),
         };
-        let router = runtime::http::with_common_layers("query-api", router(state), settings.max_body_bytes, probes);
+        let keys = state.keys.clone();
+        let api = runtime::limits::layered(router(state), redis, keys, settings);
+        let router = runtime::http::with_common_layers("query-api", api, settings.max_body_bytes, probes);
         let (listener, port) = runtime::http::bind(&settings.host, settings.query_port).await?;
         Ok(Self { port, listener, router })
     }

@@ -183,8 +183,14 @@ impl Role {
     }
 }
 
+/// Who issues Murima's tokens, and for whom: checked on every token.
+pub const ISSUER: &str = "murima";
+pub const AUDIENCE: &str = "murima-api";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
+    pub iss: String,
+    pub aud: String,
     pub sub: Uuid,
     pub tenant_id: Uuid,
     pub role: Role,
@@ -211,6 +217,8 @@ impl JwtKeys {
     /// An operator's token (see `Claims::op`).
     pub fn issue(&self, user: Uuid, tenant: Uuid, role: Role, ttl: chrono::Duration) -> String {
         self.sign(Claims {
+            iss: ISSUER.to_owned(),
+            aud: AUDIENCE.to_owned(),
             sub: user,
             tenant_id: tenant,
             role,
@@ -224,6 +232,8 @@ impl JwtKeys {
     /// informative only (rights are read from live state on every request).
     pub fn issue_login(&self, user: Uuid, tenant: Uuid, role: Role, session: Uuid, ttl: chrono::Duration) -> String {
         self.sign(Claims {
+            iss: ISSUER.to_owned(),
+            aud: AUDIENCE.to_owned(),
             sub: user,
             tenant_id: tenant,
             role,
@@ -234,11 +244,29 @@ impl JwtKeys {
     }
 
     fn sign(&self, claims: Claims) -> String {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.0 .0).expect("HS256 signing cannot fail")
+        self.sign_claims(&claims)
+    }
+
+    /// Any claims, signed with the secret (position tokens use it too).
+    pub fn sign_claims<T: Serialize>(&self, claims: &T) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.0 .0).expect("HS256 signing cannot fail")
+    }
+
+    /// Claims this secret signed for `audience`, without an expiry.
+    pub fn verify_unexpiring<T: serde::de::DeserializeOwned>(&self, token: &str, audience: &str) -> Option<T> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["iss", "aud"]);
+        validation.validate_exp = false;
+        jsonwebtoken::decode::<T>(token, &self.0 .1, &validation).ok().map(|data| data.claims)
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
-        let validation = Validation::new(Algorithm::HS256);
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         jsonwebtoken::decode::<Claims>(token, &self.0 .1, &validation)
             .map(|data| data.claims)
             .map_err(|e| ApiError::Unauthorized(format!("the bearer token is not valid: {e}")))

@@ -31,7 +31,14 @@ pub struct Settings {
     pub relay_audit_interval: Duration,
     /// How often the projector refreshes each tenant's case_statistics view.
     pub statistics_refresh: Duration,
+    /// Proxies whose `X-Forwarded-For` is believed (nobody else's is).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Request budgets (`runtime::limits`); None: no limits (tests and benchmarks).
+    pub rate_limits: Option<crate::limits::Limits>,
 }
+
+/// HS256 needs a secret at least as long as its hash (32 bytes) to be worth its name.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
 impl Settings {
     pub fn from_env() -> anyhow::Result<Self> {
@@ -50,14 +57,37 @@ impl Settings {
             mongo_database: var("MURIMA_MONGO_DATABASE", "murima"),
             elastic_url: var("MURIMA_ELASTIC_URL", "http://127.0.0.1:9200"),
             redis_url: var("MURIMA_REDIS_URL", "redis://127.0.0.1:6379"),
-            jwt_secret: std::env::var("MURIMA_JWT_SECRET")
-                .map_err(|_| anyhow::anyhow!("MURIMA_JWT_SECRET must be set (the HS256 secret for bearer tokens)"))?,
+            jwt_secret: jwt_secret()?,
             read_wait: Duration::from_millis(parse("MURIMA_READ_WAIT_MS", "5000")?),
             max_body_bytes: parse("MURIMA_MAX_BODY_BYTES", "65536")?,
             relay_audit_interval: Duration::from_millis(parse("MURIMA_RELAY_AUDIT_MS", "2000")?),
             statistics_refresh: Duration::from_secs(parse("MURIMA_STATISTICS_REFRESH_SECS", "60")?),
+            trusted_proxies: trusted_proxies()?,
+            rate_limits: crate::limits::Limits::from_env()?,
         })
     }
+}
+
+fn jwt_secret() -> anyhow::Result<String> {
+    let secret = std::env::var("MURIMA_JWT_SECRET")
+        .map_err(|_| anyhow::anyhow!("MURIMA_JWT_SECRET must be set (the HS256 secret for bearer tokens)"))?;
+    anyhow::ensure!(
+        secret.len() >= MIN_JWT_SECRET_BYTES,
+        "MURIMA_JWT_SECRET is {} bytes; it must be at least {MIN_JWT_SECRET_BYTES} random bytes \
+         (e.g. `head -c 32 /dev/urandom | base64`)",
+        secret.len()
+    );
+    Ok(secret)
+}
+
+/// `MURIMA_TRUSTED_PROXIES`: comma-separated IP addresses (default: none).
+fn trusted_proxies() -> anyhow::Result<Vec<std::net::IpAddr>> {
+    var("MURIMA_TRUSTED_PROXIES", "")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse().map_err(|e| anyhow::anyhow!("MURIMA_TRUSTED_PROXIES: {p:?} is not an IP address: {e}")))
+        .collect()
 }
 
 /// librdkafka refuses a Fetch wait above 300,000 ms; say so at start-up, not when the
@@ -72,7 +102,7 @@ fn var(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
-fn parse<T: std::str::FromStr>(name: &str, default: &str) -> anyhow::Result<T>
+pub(crate) fn parse<T: std::str::FromStr>(name: &str, default: &str) -> anyhow::Result<T>
 where
     T::Err: std::fmt::Display,
 {

@@ -12,6 +12,32 @@ use crate::problem::ApiError;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The longest client-supplied header value (User-Agent, X-Request-Id, ...) kept in an
+/// event or a log; longer ones are cut.
+pub const MAX_HEADER_CHARS: usize = 512;
+
+/// A header's value as text, cut to `MAX_HEADER_CHARS` characters.
+pub fn header_text(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    let value = headers.get(name)?.to_str().ok()?;
+    Some(value.chars().take(MAX_HEADER_CHARS).collect())
+}
+
+/// The client's address: the peer's, unless the peer is a trusted proxy, in which case
+/// the nearest address in `X-Forwarded-For` that is not one of the trusted proxies.
+pub fn client_ip(
+    headers: &axum::http::HeaderMap,
+    peer: Option<std::net::IpAddr>,
+    trusted: &[std::net::IpAddr],
+) -> Option<std::net::IpAddr> {
+    let peer = peer?;
+    if !trusted.contains(&peer) {
+        return Some(peer);
+    }
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let hops: Vec<std::net::IpAddr> = forwarded.split(',').filter_map(|h| h.trim().parse().ok()).collect();
+    Some(hops.into_iter().rev().find(|ip| !trusted.contains(ip)).unwrap_or(peer))
+}
+
 /// Wraps a service's routes with what every Murima HTTP API has: `/metrics`, `/healthz`,
 /// `/readyz` (checking `probes`), request metrics, request ids and logs, a body limit.
 pub fn with_common_layers(service: &'static str, routes: Router, max_body_bytes: usize, probes: Vec<Probe>) -> Router {
@@ -52,4 +78,25 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert("x-forwarded-for", "6.6.6.6, 10.0.0.7".parse().unwrap());
+        let (client, proxy, spoof) =
+            ("10.0.0.7".parse().unwrap(), "10.0.0.1".parse().unwrap(), "6.6.6.6".parse().unwrap());
+        assert_eq!(client_ip(&headers, Some(client), &[]), Some(client), "an untrusted peer is the client");
+        assert_eq!(client_ip(&headers, Some(proxy), &[proxy]), Some(client), "the proxy's nearest hop");
+        assert_ne!(client_ip(&headers, Some(proxy), &[proxy]), Some(spoof));
+        let mut long = axum::http::HeaderMap::new();
+        long.insert("user-agent", "a".repeat(600).parse().unwrap());
+        assert_eq!(header_text(&long, "user-agent").unwrap().chars().count(), MAX_HEADER_CHARS);
+    }
 }

@@ -8,6 +8,7 @@ pub mod db;
 pub mod extract;
 pub mod http;
 pub mod kafka;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod position;

@@ -1,36 +1,59 @@
 //! Position tokens: what a command answer carries so a later read can wait for it.
 //!
-//! A token names the stream, the stream version the command produced and its journal
-//! position. Projections are version-guarded per stream, so "has the read model reached
-//! this token" is "does it hold that stream at that version or later".
+//! A token names the stream, the stream version the command produced, its journal
+//! position and the tenant. Projections are version-guarded per stream, so "has the read
+//! model reached this token" is "does it hold that stream at that version or later".
+//!
+//! Tokens are signed with the services' secret: only the command API makes them, so a
+//! token always names a committed write, and a forged far-future one (which would hold a
+//! read for the whole wait) is a 400 at once.
 
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::auth::{JwtKeys, ISSUER};
+
+const AUDIENCE: &str = "murima-position";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PositionToken {
+    pub tenant_id: Uuid,
     pub stream_id: Uuid,
     pub version: i64,
     pub position: i64,
 }
 
+#[derive(Serialize, Deserialize)]
+struct Signed {
+    iss: String,
+    aud: String,
+    t: Uuid,
+    s: Uuid,
+    v: i64,
+    p: i64,
+}
+
 impl PositionToken {
-    pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("v1:{}:{}:{}", self.stream_id, self.version, self.position))
+    pub fn sign(&self, keys: &JwtKeys) -> String {
+        keys.sign_claims(&Signed {
+            iss: ISSUER.to_owned(),
+            aud: AUDIENCE.to_owned(),
+            t: self.tenant_id,
+            s: self.stream_id,
+            v: self.version,
+            p: self.position,
+        })
     }
 
-    pub fn decode(token: &str) -> Option<Self> {
-        let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(token.trim()).ok()?).ok()?;
-        let mut parts = raw.split(':');
-        if parts.next()? != "v1" {
-            return None;
-        }
-        let token = Self {
-            stream_id: parts.next()?.parse().ok()?,
-            version: parts.next()?.parse().ok()?,
-            position: parts.next()?.parse().ok()?,
-        };
-        parts.next().is_none().then_some(token)
+    /// A token the command API signed; None for anything else.
+    pub fn verify(raw: &str, keys: &JwtKeys) -> Option<Self> {
+        let signed: Signed = keys.verify_unexpiring(raw.trim(), AUDIENCE)?;
+        (signed.v >= 0 && signed.p >= 0).then_some(Self {
+            tenant_id: signed.t,
+            stream_id: signed.s,
+            version: signed.v,
+            position: signed.p,
+        })
     }
 }
 
@@ -41,10 +64,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_round_trip_and_garbage_is_refused() {
-        let t = PositionToken { stream_id: Uuid::now_v7(), version: 3, position: 42 };
-        assert_eq!(PositionToken::decode(&t.encode()), Some(t));
-        assert_eq!(PositionToken::decode("not a token"), None);
-        assert_eq!(PositionToken::decode(&URL_SAFE_NO_PAD.encode("v1:x:1:2")), None);
+    fn tokens_round_trip_and_forgeries_are_refused() {
+        let keys = JwtKeys::new("a secret of at least thirty-two bytes, for tests");
+        let t = PositionToken { tenant_id: Uuid::now_v7(), stream_id: Uuid::now_v7(), version: 3, position: 42 };
+        assert_eq!(PositionToken::verify(&t.sign(&keys), &keys), Some(t));
+        assert_eq!(PositionToken::verify("not a token", &keys), None);
+        let other = JwtKeys::new("another secret of at least thirty-two bytes!");
+        assert_eq!(PositionToken::verify(&t.sign(&other), &keys), None, "signed with another secret");
+        let far = PositionToken { position: i64::MAX, ..t };
+        assert_eq!(PositionToken::verify(&far.sign(&other), &keys), None);
     }
 }

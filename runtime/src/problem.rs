@@ -29,6 +29,12 @@ pub enum ApiError {
     NotYetConsistent(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A budget is spent (rate limits, login lock-out) or a guarded resource is busy
+    /// (`busy`: a 503); `retry_after` seconds until it is worth trying again.
+    #[error("{detail}")]
+    TooManyRequests { detail: String, retry_after: u64 },
+    #[error("{detail}")]
+    Busy { detail: String, retry_after: u64 },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -44,6 +50,7 @@ pub fn kind_of(status: StatusCode) -> &'static str {
         413 => "payload-too-large",
         415 => "unsupported-media-type",
         422 => "validation",
+        429 => "too-many-requests",
         503 => "unavailable",
         s if s >= 500 => "internal",
         _ => "other",
@@ -73,6 +80,8 @@ impl ApiError {
             Self::Unavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "A backing service is unavailable")
             }
+            Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too-many-requests", "Too many requests"),
+            Self::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy", "The server is busy"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }
     }
@@ -129,8 +138,16 @@ impl IntoResponse for ApiError {
                 headers.insert(header::ETAG, etag);
             }
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        match &self {
+            Self::TooManyRequests { retry_after, .. } | Self::Busy { retry_after, .. } => {
+                if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+                    headers.insert(header::RETRY_AFTER, v);
+                }
+            }
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

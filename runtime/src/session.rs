@@ -3,6 +3,9 @@
 //!
 //! - `session:{id}` (hash: `user`): one login; 24 hours, renewed by every request.
 //! - `user:{id}:sessions` (set): the user's sessions, so all of them can be ended at once.
+//! - `user:{id}:epoch`: raised whenever all of a user's sessions end; a login opens its
+//!   session only if the epoch it saw before checking the password still holds, so a
+//!   login in flight cannot outlive a password change, a reset or a lock.
 //! - `user:{id}:permissions` (hash: `role`, `status`, `grants`, `version`): the rights
 //!   cache, 1 hour. The command API writes it in the request that changes the user (and at
 //!   login); the query API fills it from its read model on a miss; the projector drops it
@@ -10,7 +13,10 @@
 //!   copy never replaces a newer one.
 //! - `user:{id}:revision`: the newest user version whose rights the command API committed.
 //!   A rights entry older than it is stale and is never served, whoever wrote it.
-//! - `tenant:status`: `active` or `suspended`, written by the command API.
+//! - `tenant:status` (and `tenant:status_version`): `active` or `suspended`, written by
+//!   the command API in the request that changes it and by the projector, newest first.
+//! - `rate_limit:overrides` (hash: class -> per minute): the tenant's budgets as the
+//!   platform operator set them in its settings (`runtime::limits`).
 
 use redis::aio::ConnectionManager;
 use redis::Script;
@@ -68,14 +74,36 @@ end
 return 0
 "#;
 
-/// KEYS: the user's session set. ARGV: the tenant prefix. Ends every session in the set.
+/// KEYS: the user's session set, their epoch. ARGV: the tenant prefix. Ends every
+/// session in the set and raises the epoch.
 const END_ALL: &str = r#"
 local ended = 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   ended = ended + redis.call('DEL', ARGV[1] .. 'session:' .. id)
 end
 redis.call('DEL', KEYS[1])
+redis.call('INCR', KEYS[2])
 return ended
+"#;
+
+/// KEYS: the tenant's status and its version. ARGV: status, version.
+const TENANT_STATUS: &str = r#"
+if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('SET', KEYS[2], ARGV[2])
+end
+return 0
+"#;
+
+/// KEYS: the session, the user's session set, their epoch. ARGV: user id, session id,
+/// TTL, the epoch the login saw. Opens the session unless the epoch moved (1 if opened).
+const OPEN: &str = r#"
+if tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[4]) then return 0 end
+redis.call('HSET', KEYS[1], 'user', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
 "#;
 
 #[derive(Clone)]
@@ -83,6 +111,8 @@ pub struct Sessions {
     redis: ConnectionManager,
     keep_newest: std::sync::Arc<Script>,
     end_all: std::sync::Arc<Script>,
+    open: std::sync::Arc<Script>,
+    tenant_status: std::sync::Arc<Script>,
 }
 
 fn unreachable(e: redis::RedisError) -> ApiError {
@@ -96,6 +126,10 @@ fn session_key(tenant: Uuid, session: Uuid) -> String {
 
 fn sessions_of(tenant: Uuid, user: Uuid) -> String {
     Tenancy(tenant).redis_key(&format!("user:{user}:sessions"))
+}
+
+fn epoch_key(tenant: Uuid, user: Uuid) -> String {
+    Tenancy(tenant).redis_key(&format!("user:{user}:epoch"))
 }
 
 fn revision_key(tenant: Uuid, user: Uuid) -> String {
@@ -112,27 +146,38 @@ impl Sessions {
             redis,
             keep_newest: std::sync::Arc::new(Script::new(KEEP_NEWEST)),
             end_all: std::sync::Arc::new(Script::new(END_ALL)),
+            open: std::sync::Arc::new(Script::new(OPEN)),
+            tenant_status: std::sync::Arc::new(Script::new(TENANT_STATUS)),
         }
     }
 
-    /// Opens a session for a user who just proved who they are.
-    pub async fn open(&self, tenant: Uuid, user: Uuid) -> Result<Uuid, ApiError> {
-        let id = Uuid::new_v4();
-        let (key, set) = (session_key(tenant, id), sessions_of(tenant, user));
-        redis::pipe()
-            .atomic()
-            .hset(&key, "user", user.to_string())
-            .ignore()
-            .expire(&key, SESSION_TTL_SECS)
-            .ignore()
-            .sadd(&set, id.to_string())
-            .ignore()
-            .expire(&set, SESSION_TTL_SECS)
-            .ignore()
-            .query_async::<()>(&mut self.redis.clone())
+    /// The user's session epoch, read before a login checks the password.
+    pub async fn epoch(&self, tenant: Uuid, user: Uuid) -> Result<i64, ApiError> {
+        let epoch: Option<i64> = redis::cmd("GET")
+            .arg(epoch_key(tenant, user))
+            .query_async(&mut self.redis.clone())
             .await
             .map_err(unreachable)?;
-        Ok(id)
+        Ok(epoch.unwrap_or(0))
+    }
+
+    /// Opens a session for a user who just proved who they are, unless their sessions
+    /// were ended since `epoch` was read (None: log in again).
+    pub async fn open(&self, tenant: Uuid, user: Uuid, epoch: i64) -> Result<Option<Uuid>, ApiError> {
+        let id = Uuid::new_v4();
+        let opened: i64 = self
+            .open
+            .key(session_key(tenant, id))
+            .key(sessions_of(tenant, user))
+            .key(epoch_key(tenant, user))
+            .arg(user.to_string())
+            .arg(id.to_string())
+            .arg(SESSION_TTL_SECS)
+            .arg(epoch)
+            .invoke_async(&mut self.redis.clone())
+            .await
+            .map_err(unreachable)?;
+        Ok((opened == 1).then_some(id))
     }
 
     /// Ends one session (a logout).
@@ -152,6 +197,7 @@ impl Sessions {
     pub async fn end_all(&self, tenant: Uuid, user: Uuid) -> Result<u64, ApiError> {
         self.end_all
             .key(sessions_of(tenant, user))
+            .key(epoch_key(tenant, user))
             .arg(Tenancy(tenant).redis_key(""))
             .invoke_async(&mut self.redis.clone())
             .await
@@ -240,15 +286,32 @@ impl Sessions {
             .map_err(unreachable)
     }
 
-    /// The command API, after committing a tenant's suspension or reactivation.
-    pub async fn publish_tenant_status(&self, tenant: Uuid, suspended: bool) -> Result<(), ApiError> {
+    /// The command API, after committing a tenant's suspension or reactivation: the
+    /// status at `version` of the tenant's stream, unless a newer one is held (the
+    /// projector writes it too).
+    pub async fn publish_tenant_status(&self, tenant: Uuid, suspended: bool, version: i64) -> Result<(), ApiError> {
         let status = if suspended { "suspended" } else { "active" };
-        redis::cmd("SET")
-            .arg(tenant_status_key(tenant))
+        self.tenant_status
+            .key(tenant_status_key(tenant))
+            .key(Tenancy(tenant).redis_key("tenant:status_version"))
             .arg(status)
-            .query_async::<()>(&mut self.redis.clone())
+            .arg(version)
+            .invoke_async::<i64>(&mut self.redis.clone())
             .await
+            .map(drop)
             .map_err(unreachable)
+    }
+
+    /// The command API, after committing a tenant's settings: its rate-limit overrides
+    /// (`runtime::limits`), read by every instance's limiter from the next request on.
+    pub async fn publish_rate_limits(&self, tenant: Uuid, overrides: &[(String, u32)]) -> Result<(), ApiError> {
+        let key = Tenancy(tenant).redis_key("rate_limit:overrides");
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(&key).ignore();
+        for (class, per_minute) in overrides {
+            pipe.hset(&key, class, per_minute).ignore();
+        }
+        pipe.query_async::<()>(&mut self.redis.clone()).await.map_err(unreachable)
     }
 
     /// At a login into an active tenant whose status Redis does not hold yet (a tenant

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod abuse;
 mod bad_input;
 mod broker_loss;
 mod case_reads;

@@ -49,7 +49,16 @@ async fn no_store_but_the_credentials_table_holds_a_password_hash() {
     assert!(hash.starts_with("$argon2"), "{hash}");
     // The digest part of the PHC string: what must appear nowhere else.
     let digest = hash.rsplit('$').next().unwrap().to_owned();
-    app.wait_for_all_stores().await;
+    let schema = runtime::tenancy::Tenancy(app.tenant_id).pg_schema();
+    murima_tests::eventually("the password reset in the users read model", || async {
+        let version: i64 = sqlx::query_scalar(&format!("SELECT version FROM {schema}.users WHERE id = $1"))
+            .bind(user)
+            .fetch_one(&app.pool)
+            .await
+            .ok()?;
+        (version == 2).then_some(())
+    })
+    .await;
     murima_tests::eventually("the password change in the audit log", || async {
         let audit = app.store_contents_of(app.tenant_id, true).await;
         let entries = audit.iter().filter(|(store, _)| store.ends_with("audit_logs")).flat_map(|(_, rows)| rows);

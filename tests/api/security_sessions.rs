@@ -173,3 +173,42 @@ async fn a_suspended_tenants_users_are_refused_reads_and_commands() {
     assert!(app.command(Method::POST, &path, &platform, Some(json!({}))).await.status().is_success());
     assert_eq!(app.query("/v1/cases", &token).await.status(), StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_in_flight_does_not_outlive_the_end_of_the_users_sessions() {
+    let app = TestApp::spawn().await;
+    let user = app.create_user("racer", "agent").await;
+    let redis = redis::Client::open(app.settings.redis_url.as_str()).unwrap();
+    let sessions = runtime::session::Sessions::new(redis::aio::ConnectionManager::new(redis).await.unwrap());
+    // A login reads the epoch before it checks the password; a password change (or a
+    // reset, or a lock) ends the sessions meanwhile; the login may then open none.
+    let seen = sessions.epoch(app.tenant_id, user).await.unwrap();
+    let reset = json!({ "new_password": "changed while logging in" });
+    let operator = app.token_for(app.tenant_id, Role::Admin);
+    let answer = app.command(Method::POST, &format!("/v1/users/{user}/password/reset"), &operator, Some(reset)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(sessions.open(app.tenant_id, user, seen).await.unwrap(), None);
+    let now = sessions.epoch(app.tenant_id, user).await.unwrap();
+    assert!(sessions.open(app.tenant_id, user, now).await.unwrap().is_some());
+
+    // Password commands take no Idempotency-Key: a replay could not tell passwords apart.
+    let answer = app
+        .http
+        .post(format!("{}/v1/users/{user}/password/reset", app.command_url))
+        .bearer_auth(&operator)
+        .header("idempotency-key", "reset-1")
+        .json(&json!({ "new_password": "yet another password" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+    // A NUL in a login's tenant or username is a refused login, not a server error.
+    let nul = app
+        .http
+        .post(format!("{}/v1/auth/login", app.command_url))
+        .json(&json!({ "tenant": "a\u{0}", "username": "racer\u{0}", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nul.status(), StatusCode::UNAUTHORIZED);
+}

@@ -75,6 +75,9 @@ pub struct AppState {
     pub journal: Journal,
     pub keys: JwtKeys,
     pub sessions: runtime::session::Sessions,
+    /// Proxies whose `X-Forwarded-For` names the client (`MURIMA_TRUSTED_PROXIES`).
+    pub trusted_proxies: std::sync::Arc<Vec<std::net::IpAddr>>,
+    pub login_guard: crate::login_guard::LoginGuard,
 }
 
 impl FromRef<AppState> for JwtKeys {

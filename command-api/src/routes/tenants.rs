@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
-use events::tenant::{self, Settings, TenantCommand};
+use events::tenant::{self, Settings, TenantCommand, TenantStatus};
 use runtime::auth::{Permission, Role};
 use runtime::extract::ApiPath;
 use runtime::ApiError;
@@ -77,6 +77,7 @@ async fn provision(
     Versioned { body, .. }: Versioned<ProvisionTenant>,
 ) -> Result<CommandReply, ApiError> {
     ctx.caller.platform_admin()?;
+    let overrides = rate_limits(&body.settings)?;
     let tenant_id = body.id.unwrap_or_else(Uuid::now_v7);
     let command = Command {
         ctx: &ctx,
@@ -87,7 +88,14 @@ async fn provision(
         success: StatusCode::CREATED,
     };
     let provision = TenantCommand::Provision { name: body.name, slug: body.slug, settings: body.settings };
-    state.journal.execute::<TenantStream>(command, |s, _| tenant::decide(s, provision, Utc::now())).await
+    let reply = state.journal.execute::<TenantStream>(command, |s, _| tenant::decide(s, provision, Utc::now())).await?;
+    state.sessions.publish_rate_limits(tenant_id, &overrides).await?;
+    Ok(reply)
+}
+
+/// A settings document's rate-limit overrides (422 when malformed).
+fn rate_limits(settings: &Settings) -> Result<Vec<(String, u32)>, ApiError> {
+    runtime::limits::overrides_of(settings).map_err(|e| ApiError::unprocessable(format!("settings: {e}")))
 }
 
 #[utoipa::path(patch, path = "/v1/tenants/{id}/settings", tag = "tenants", operation_id = "tenants_update_settings", params(("id" = Uuid, Path)), request_body = UpdateSettings, responses(runtime::openapi::CommandAnswered))]
@@ -101,8 +109,25 @@ async fn update_settings(
     if caller.role != Role::PlatformAdmin && caller.tenant_id != id {
         return Err(ApiError::NotFound("tenant not found".into()));
     }
+    let mut settings = body.settings.clone();
+    // Rate limits are the platform operator's to set: a tenant's own update keeps them.
+    if caller.role != Role::PlatformAdmin {
+        let held = state.journal.tenant(id).await?.and_then(|t| t.settings.get("rate_limits").cloned());
+        match (settings.get("rate_limits"), held) {
+            (Some(asked), held) if Some(asked) != held.as_ref() => {
+                return Err(ApiError::Forbidden("settings: rate_limits are set by the platform operator".into()))
+            }
+            (_, Some(held)) => {
+                settings.insert("rate_limits".into(), held);
+            }
+            _ => {}
+        }
+    }
+    let overrides = rate_limits(&settings)?;
     let hash = fingerprint(UpdateSettings::NAME, Some(id), &body);
-    run(&state, &ctx, id, hash, TenantCommand::UpdateSettings { settings: body.settings }).await
+    let reply = run(&state, &ctx, id, hash, TenantCommand::UpdateSettings { settings }).await?;
+    state.sessions.publish_rate_limits(id, &overrides).await?;
+    Ok(reply)
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{id}/suspend", tag = "tenants", operation_id = "tenants_suspend", params(("id" = Uuid, Path)), request_body = Suspend, responses(runtime::openapi::CommandAnswered))]
@@ -116,7 +141,7 @@ async fn suspend(
     let hash = fingerprint(Suspend::NAME, Some(id), &body);
     let reply = run(&state, &ctx, id, hash, TenantCommand::Suspend { reason: body.reason }).await?;
     // Its users are refused from the next request on, reads included (`Sessions::admit`).
-    state.sessions.publish_tenant_status(id, true).await?;
+    publish_status(&state, id).await?;
     Ok(reply)
 }
 
@@ -130,8 +155,17 @@ async fn reactivate(
     ctx.caller.platform_admin()?;
     let hash = fingerprint(Reactivate::NAME, Some(id), &body);
     let reply = run(&state, &ctx, id, hash, TenantCommand::Reactivate).await?;
-    state.sessions.publish_tenant_status(id, false).await?;
+    publish_status(&state, id).await?;
     Ok(reply)
+}
+
+/// The tenant's status as the journal holds it now (a concurrent suspension and
+/// reactivation settle on the newer), for every instance's next request.
+async fn publish_status(state: &AppState, id: Uuid) -> Result<(), ApiError> {
+    if let (Some(tenant), version) = state.journal.state_at::<TenantStream>(id, id).await? {
+        state.sessions.publish_tenant_status(id, tenant.status == TenantStatus::Suspended, version).await?;
+    }
+    Ok(())
 }
 
 async fn run(

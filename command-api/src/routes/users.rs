@@ -159,7 +159,7 @@ struct LoginBody {
     password: String,
 }
 
-async fn hash_password(password: String) -> Result<String, ApiError> {
+async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
     let len = password.chars().count();
     if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&len) {
         return Err(ApiError::Unprocessable {
@@ -167,8 +167,10 @@ async fn hash_password(password: String) -> Result<String, ApiError> {
             errors: vec![FieldError::new("password", format!("must be {MIN_PASSWORD}-{MAX_PASSWORD} characters"))],
         });
     }
-    // Hashing is CPU-bound by design; keep it off the async workers.
+    // Hashing is CPU-bound by design; keep it off the async workers, a few at a time.
+    let slot = state.login_guard.hashing_slot().await?;
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
     })
@@ -185,6 +187,14 @@ async fn create(
 ) -> Result<CommandReply, ApiError> {
     let caller = ctx.caller.require(Permission::UsersManage)?;
     super::ensure_active_tenant(&state, caller.tenant_id).await?;
+    for (field, value) in [("username", &body.username), ("email", &body.email)] {
+        if value.chars().any(char::is_control) {
+            return Err(ApiError::Unprocessable {
+                detail: "some fields are invalid; see errors".into(),
+                errors: vec![FieldError::new(field, "must not contain control characters")],
+            });
+        }
+    }
     let username = normalise_username(&body.username);
     let email = normalise_email(&body.email);
     let hash = fingerprint(
@@ -198,7 +208,7 @@ async fn create(
             role: body.role,
         },
     );
-    let password_hash = hash_password(body.password).await?;
+    let password_hash = hash_password(&state, body.password).await?;
     let user_id = body.id.unwrap_or_else(Uuid::now_v7);
     let command = Command {
         ctx: &ctx,
@@ -243,6 +253,12 @@ async fn update_profile(
     Versioned { body, .. }: Versioned<ProfileBody>,
 ) -> Result<CommandReply, ApiError> {
     self_or_manager(ctx.caller, id)?;
+    if body.email.as_deref().is_some_and(|e| e.chars().any(char::is_control)) {
+        return Err(ApiError::Unprocessable {
+            detail: "some fields are invalid; see errors".into(),
+            errors: vec![FieldError::new("email", "must not contain control characters")],
+        });
+    }
     let hash = fingerprint(ProfileBody::NAME, Some(id), &body);
     let email = body.email.as_deref().map(normalise_email);
     let lookup = Lookup::UserIdentity { username: None, email, password_hash: None };
@@ -342,7 +358,7 @@ async fn change_password(
         ));
     }
     let stored = state.journal.credential(ctx.caller.tenant_id, id).await?;
-    if !verify_password(stored, body.current_password).await? {
+    if !verify_password(&state, stored, body.current_password).await? {
         return Err(ApiError::unprocessable("current_password: is not the password in use"));
     }
     set_password(&state, &ctx, id, body.new_password, false).await
@@ -367,9 +383,16 @@ async fn set_password(
     password: String,
     reset: bool,
 ) -> Result<CommandReply, ApiError> {
+    // A retry could not tell a repeated password from another one (the fingerprint never
+    // sees passwords), so these commands take no Idempotency-Key: send them again.
+    if ctx.idempotency_key.is_some() {
+        return Err(ApiError::BadRequest(
+            "password changes take no Idempotency-Key; if the answer was lost, send the change again".into(),
+        ));
+    }
     let name = if reset { ResetBody::NAME } else { PasswordBody::NAME };
     let hash = fingerprint(name, Some(id), &PasswordFingerprint { reset });
-    let password_hash = hash_password(password).await?;
+    let password_hash = hash_password(state, password).await?;
     let lookup = Lookup::Password { password_hash };
     let reply = run(state, ctx, id, hash, lookup, UserCommand::ChangePassword { reset }).await?;
     state.sessions.end_all(ctx.caller.tenant_id, id).await?;
@@ -441,10 +464,12 @@ static NO_USER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     Argon2::default().hash_password(Uuid::new_v4().as_bytes(), &salt).map(|h| h.to_string()).unwrap_or_default()
 });
 
-async fn verify_password(stored: Option<String>, password: String) -> Result<bool, ApiError> {
+async fn verify_password(state: &AppState, stored: Option<String>, password: String) -> Result<bool, ApiError> {
     let known = stored.is_some();
     let stored = stored.unwrap_or_else(|| NO_USER.clone());
+    let slot = state.login_guard.hashing_slot().await?;
     let matches = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         PasswordHash::new(&stored).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
     })
     .await
@@ -462,15 +487,27 @@ async fn login(
 ) -> Result<Json<Value>, ApiError> {
     let refused = || ApiError::Unauthorized("the tenant, username or password is wrong".into());
     let username = normalise_username(&body.username);
-    let found = state.journal.find_user(body.tenant.trim(), &username).await?;
-    let stored = match found {
-        Some((tenant, user)) => state.journal.credential(tenant, user).await?,
-        None => None,
+    let slug = body.tenant.trim();
+    let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let ip = runtime::http::client_ip(&parts.headers, peer, &state.trusted_proxies);
+    state.login_guard.check(slug, &username, ip).await?;
+    // (A NUL names nobody, and PostgreSQL refuses it in text: look nothing up.)
+    let found = match slug.contains('\0') || username.contains('\0') {
+        true => None,
+        false => state.journal.find_user(slug, &username).await?,
     };
-    if !verify_password(stored, body.password).await? {
+    // Sessions ended from here on (a password change, a reset, a lock) refuse this login.
+    let epoch = match found {
+        Some((tenant, user, _)) => state.sessions.epoch(tenant, user).await?,
+        None => 0,
+    };
+    let stored = found.as_ref().and_then(|(_, _, hash)| hash.clone());
+    if !verify_password(&state, stored, body.password).await? {
+        state.login_guard.failed(slug, &username, ip).await?;
         return Err(refused());
     }
-    let (tenant_id, user_id) = found.ok_or_else(refused)?;
+    state.login_guard.succeeded(slug, &username).await?;
+    let (tenant_id, user_id, _) = found.ok_or_else(refused)?;
     let user = state.journal.state::<UserStream>(tenant_id, user_id).await?.ok_or_else(refused)?;
     if user.status != UserStatus::Active {
         return Err(ApiError::Forbidden(format!("this user is {}; ask an administrator", user.status.as_str())));
@@ -480,7 +517,7 @@ async fn login(
         _ => return Err(ApiError::Forbidden("the tenant is suspended".into())),
     }
     let caller = Caller { user_id, tenant_id, role: rights_of(&user, 0).role, grants: 0, operator: false };
-    let ctx = CommandContext::from_parts(caller, &parts)?;
+    let ctx = CommandContext::from_parts(caller, &parts, &state.trusted_proxies)?;
     let command = Command {
         ctx: &ctx,
         tenant_id,
@@ -498,7 +535,12 @@ async fn login(
     let rights = rights_of(&user, version);
     state.sessions.publish(tenant_id, user_id, &rights).await?;
     state.sessions.note_active_tenant(tenant_id).await?;
-    let session = state.sessions.open(tenant_id, user_id).await?;
+    let Some(session) = state.sessions.open(tenant_id, user_id, epoch).await? else {
+        return Err(ApiError::Unauthorized(
+            "the account's sessions were ended while this login ran (a password change, reset or lock); log in again"
+                .into(),
+        ));
+    };
     let token = state.keys.issue_login(user_id, tenant_id, rights.role, session, chrono::Duration::hours(TOKEN_HOURS));
     let grants = Permission::from_document(&user.permissions);
     Ok(Json(json!({

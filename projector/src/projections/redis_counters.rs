@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use events::case::CaseEvent;
 use events::task::TaskEvent;
+use events::tenant::TenantEvent;
 use events::user::UserEvent;
 use redis::aio::ConnectionManager;
 use redis::Script;
@@ -36,7 +37,8 @@ const NOTIFICATION_TTL_SECS: i64 = 30 * 24 * 3600;
 ///
 /// A case operation names the fields it changes (absent = unchanged, "" = none):
 /// {case, v, status, priority, assignee, team, notify}. Any other stream's operation:
-/// {stream, v, drop: [key suffixes], online: [member, score], notify}.
+/// {stream, v, drop: [key suffixes], online: [member, score], notify, raise: key suffix
+/// (a revision raised to v)}. A tenant's suspension or reactivation: {tenant_status, v}.
 const APPLY: &str = r#"
 local prefix, ops = ARGV[1], cjson.decode(ARGV[2])
 local kept, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -74,7 +76,13 @@ local function field(op, name, old)
 end
 local gaps = 0
 for _, op in ipairs(ops) do
-  if op.case then
+  if op.tenant_status then
+    local held = tonumber(redis.call('GET', prefix .. 'tenant:status_version') or '0')
+    if held < op.v then
+      redis.call('SET', prefix .. 'tenant:status', op.tenant_status)
+      redis.call('SET', prefix .. 'tenant:status_version', op.v)
+    end
+  elseif op.case then
     local held = redis.call('HGET', counted, op.case)
     local v, s, p, a, t = 0, '', '', '', ''
     if held then
@@ -113,6 +121,10 @@ for _, op in ipairs(ops) do
       for _, suffix in ipairs(op.drop or {}) do
         local held = redis.call('HGET', prefix .. suffix, 'version')
         if not held or tonumber(held) < op.v then redis.call('DEL', prefix .. suffix) end
+      end
+      if op.raise and op.raise ~= cjson.null then
+        local key = prefix .. op.raise
+        if tonumber(redis.call('GET', key) or '0') < op.v then redis.call('SET', key, op.v) end
       end
       if op.online and op.online ~= cjson.null then
         redis.call('ZADD', prefix .. 'online_users', op.online[2], op.online[1])
@@ -178,6 +190,14 @@ fn operation(event: &Event) -> Option<Value> {
     let stream_op = |drop: Vec<String>, online: Value, notify: Value| {
         Some(json!({ "stream": stream, "v": v, "drop": drop, "online": online, "notify": notify }))
     };
+    // Live state the command API also writes (runtime::session), kept here too so that it
+    // holds even when the command API's own write failed after its commit.
+    let with = |op: Option<Value>, field: &str, value: Value| {
+        op.map(|mut op| {
+            op[field] = value;
+            op
+        })
+    };
     match &event.data {
         DomainEvent::Case(CaseEvent::Opened(e)) => case(json!({
             "status": e.status.as_str(), "priority": e.priority.as_str(),
@@ -200,9 +220,11 @@ fn operation(event: &Event) -> Option<Value> {
         DomainEvent::User(user_event) => {
             let permissions = format!("user:{stream}:permissions");
             match user_event {
-                UserEvent::RoleChanged(_) | UserEvent::PermissionsSet(_) | UserEvent::StatusChanged(_) => {
-                    stream_op(vec![permissions], Value::Null, Value::Null)
-                }
+                UserEvent::RoleChanged(_) | UserEvent::PermissionsSet(_) | UserEvent::StatusChanged(_) => with(
+                    stream_op(vec![permissions], Value::Null, Value::Null),
+                    "raise",
+                    json!(format!("user:{stream}:revision")),
+                ),
                 UserEvent::LoggedIn(e) => stream_op(vec![], json!([stream, e.logged_in_at.timestamp()]), Value::Null),
                 UserEvent::Created(_)
                 | UserEvent::ProfileUpdated(_)
@@ -226,8 +248,12 @@ fn operation(event: &Event) -> Option<Value> {
             notification(event, e.assigned_to.new, "task_assigned", json!({ "task_id": env.stream_id })),
         ),
         DomainEvent::Task(TaskEvent::StatusChanged(_)) => stream_op(vec![], Value::Null, Value::Null),
-        DomainEvent::Tenant(_)
-        | DomainEvent::Team(_)
+        // A tenant's status, newest version first (not a counted stream: its other events
+        // touch nothing here).
+        DomainEvent::Tenant(TenantEvent::Suspended(_)) => Some(json!({ "tenant_status": "suspended", "v": v })),
+        DomainEvent::Tenant(TenantEvent::Reactivated(_)) => Some(json!({ "tenant_status": "active", "v": v })),
+        DomainEvent::Tenant(TenantEvent::Provisioned(_) | TenantEvent::SettingsUpdated(_)) => None,
+        DomainEvent::Team(_)
         | DomainEvent::CaseType(_)
         | DomainEvent::Channel(_)
         | DomainEvent::Interaction(_)

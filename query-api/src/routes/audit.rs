@@ -125,7 +125,7 @@ async fn audit_trail(
     let has_more = docs.len() as i64 > limit;
     let mut docs: Vec<Document> = docs.into_iter().take(limit as usize).collect();
     if entity_type == "case_note" && caller.require(Permission::NotesViewInternal).is_err() {
-        let hidden = note_hidden_from(&state, caller, id, &docs).await?;
+        let hidden = note_hidden_from(&state, caller, id).await?;
         if hidden {
             docs.iter_mut().for_each(redact_content);
         }
@@ -142,21 +142,32 @@ async fn audit_trail(
 }
 
 /// Whether a note's content is hidden from a reader who may not see others' internal
-/// notes: it is (or was, on this page) internal and someone else wrote it. A note the
-/// notes store does not hold yet counts as hidden unless this page shows the reader wrote it.
-async fn note_hidden_from(state: &AppState, caller: Caller, note: Uuid, page: &[Document]) -> Result<bool, ApiError> {
-    let notes = state.mongo.collection::<Document>(&Tenancy(caller.tenant_id).mongo_collection("case_notes"));
+/// notes: it is, or ever was, internal, and someone else wrote it. Decided over the
+/// note's whole trail (a page alone may show an internal edit of a note made public
+/// later); a note the notes store does not hold yet counts as internal.
+async fn note_hidden_from(state: &AppState, caller: Caller, note: Uuid) -> Result<bool, ApiError> {
+    let t = Tenancy(caller.tenant_id);
+    let notes = state.mongo.collection::<Document>(&t.mongo_collection("case_notes"));
     let held = notes.find_one(doc! { "_id": note.to_string() }).await.map_err(mongo_unavailable)?;
-    let me = caller.user_id.to_string();
-    let created_by = page
+    let trail: Vec<Document> = state
+        .mongo
+        .collection::<Document>(&t.mongo_collection(AUDIT_LOGS))
+        .find(doc! { "tenant_id": caller.tenant_id.to_string(), "entity_type": "case_note", "entity_id": note.to_string() })
+        .projection(doc! { "changes": 1, "action": 1, "user_id": 1 })
+        .await
+        .map_err(mongo_unavailable)?
+        .try_collect()
+        .await
+        .map_err(mongo_unavailable)?;
+    let created_by = trail
         .iter()
         .find(|e| e.get_str("action") == Ok("create"))
         .and_then(|e| e.get_str("user_id").ok().map(str::to_owned));
-    let (internal, author) = match held {
+    let (internal_now, author) = match held {
         Some(n) => (n.get_bool("is_internal").unwrap_or(true), n.get_str("user_id").ok().map(str::to_owned)),
         None => (true, created_by),
     };
-    let internal_on_page = page.iter().any(|e| {
+    let ever_internal = trail.iter().any(|e| {
         e.get_array("changes").is_ok_and(|changes| {
             changes.iter().filter_map(Bson::as_document).any(|c| {
                 c.get_str("field") == Ok("is_internal")
@@ -164,7 +175,7 @@ async fn note_hidden_from(state: &AppState, caller: Caller, note: Uuid, page: &[
             })
         })
     });
-    Ok((internal || internal_on_page) && author.as_deref() != Some(me.as_str()))
+    Ok((internal_now || ever_internal) && author.as_deref() != Some(caller.user_id.to_string().as_str()))
 }
 
 /// Replaces the content values of a note entry's changes.

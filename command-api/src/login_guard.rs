@@ -1,0 +1,142 @@
+//! Login protection. Failed logins are counted per (tenant slug, username) and per client
+//! address in Redis; past a few free failures each further one locks that key out for
+//! twice as long as the last (capped), and a locked key is answered 429 with the time to
+//! wait, before any password is checked. A success clears the username's count.
+//!
+//! Password hashing (Argon2, ~19 MiB and tens of milliseconds each) runs behind a
+//! semaphore sized to the cores: a flood queues for a moment and then gets 503 with
+//! `Retry-After`, instead of taking every core and gigabytes of memory.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::Script;
+use runtime::ApiError;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Failures allowed before the lock-outs start, per username. Per address it is the
+/// `failed_logins_per_ip` of the rate limits (an address may front many users); with
+/// the limits off, addresses are not locked out.
+const FREE_PER_USERNAME: i64 = 5;
+/// Failures are forgotten after this long without one; no lock-out is longer.
+const WINDOW_SECS: i64 = 900;
+/// How long a login waits for a hashing slot before it is told to come back.
+const HASHING_WAIT: Duration = Duration::from_secs(2);
+
+/// KEYS: per scope a failure counter and a lock. ARGV: per scope its free failures; then
+/// the window. Counts one failure in every scope and locks those past their free ones
+/// for 2^(failures - free) seconds, at most the window.
+const FAIL: &str = r#"
+local window = tonumber(ARGV[#ARGV])
+for i = 1, #KEYS, 2 do
+  local n = redis.call('INCR', KEYS[i])
+  redis.call('EXPIRE', KEYS[i], window)
+  local free = tonumber(ARGV[(i + 1) / 2])
+  if n > free then
+    local secs = math.min(2 ^ math.min(n - free, 20), window)
+    redis.call('SET', KEYS[i + 1], n, 'EX', math.floor(secs))
+  end
+end
+return 0
+"#;
+
+#[derive(Clone)]
+pub struct LoginGuard {
+    redis: ConnectionManager,
+    free_per_address: Option<i64>,
+    fail: Arc<Script>,
+    hashing: Arc<Semaphore>,
+}
+
+struct Keys {
+    user_failures: String,
+    user_lock: String,
+    ip: Option<(String, String)>,
+}
+
+fn keys(slug: &str, username: &str, ip: Option<IpAddr>) -> Keys {
+    // Slugs and usernames are checked only after this; keep odd input out of key names.
+    let clean = |s: &str| s.chars().filter(|c| c.is_ascii_graphic() && *c != ':').take(100).collect::<String>();
+    let user = format!("{}:{}", clean(slug), clean(username));
+    Keys {
+        user_failures: format!("login:failures:user:{user}"),
+        user_lock: format!("login:locked:user:{user}"),
+        ip: ip.map(|ip| (format!("login:failures:ip:{ip}"), format!("login:locked:ip:{ip}"))),
+    }
+}
+
+fn unreachable(e: redis::RedisError) -> ApiError {
+    tracing::error!(error = %e, "the login guard cannot reach Redis");
+    ApiError::Unavailable("logins are unavailable for a moment; try again shortly".into())
+}
+
+impl LoginGuard {
+    pub fn new(redis: ConnectionManager, free_per_address: Option<u32>) -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Self {
+            redis,
+            free_per_address: free_per_address.map(i64::from),
+            fail: Arc::new(Script::new(FAIL)),
+            hashing: Arc::new(Semaphore::new(cores)),
+        }
+    }
+
+    fn address(&self, ip: Option<IpAddr>) -> Option<IpAddr> {
+        ip.filter(|_| self.free_per_address.is_some())
+    }
+
+    /// 429 while the username or the address is locked out.
+    pub async fn check(&self, slug: &str, username: &str, ip: Option<IpAddr>) -> Result<(), ApiError> {
+        let keys = keys(slug, username, self.address(ip));
+        let mut pipe = redis::pipe();
+        pipe.pttl(&keys.user_lock);
+        if let Some((_, lock)) = &keys.ip {
+            pipe.pttl(lock);
+        }
+        let ttls: Vec<i64> = pipe.query_async(&mut self.redis.clone()).await.map_err(unreachable)?;
+        let wait_ms = ttls.into_iter().max().unwrap_or(0);
+        if wait_ms > 0 {
+            metrics::counter!("logins_locked_out_total").increment(1);
+            let retry_after = (wait_ms as u64).div_ceil(1000);
+            return Err(ApiError::TooManyRequests {
+                detail: format!("too many failed logins for this user or from this address; retry in {retry_after} s"),
+                retry_after,
+            });
+        }
+        Ok(())
+    }
+
+    pub async fn failed(&self, slug: &str, username: &str, ip: Option<IpAddr>) -> Result<(), ApiError> {
+        let keys = keys(slug, username, self.address(ip));
+        let mut invocation = self.fail.prepare_invoke();
+        invocation.key(&keys.user_failures).key(&keys.user_lock).arg(FREE_PER_USERNAME);
+        if let (Some((failures, lock)), Some(free)) = (&keys.ip, self.free_per_address) {
+            invocation.key(failures).key(lock).arg(free);
+        }
+        invocation.arg(WINDOW_SECS);
+        invocation.invoke_async::<i64>(&mut self.redis.clone()).await.map(drop).map_err(unreachable)
+    }
+
+    pub async fn succeeded(&self, slug: &str, username: &str) -> Result<(), ApiError> {
+        let keys = keys(slug, username, None);
+        redis::pipe()
+            .del(&keys.user_failures)
+            .del(&keys.user_lock)
+            .query_async::<()>(&mut self.redis.clone())
+            .await
+            .map_err(unreachable)
+    }
+
+    /// A slot to hash a password in; 503 when none frees up in time.
+    pub async fn hashing_slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        match tokio::time::timeout(HASHING_WAIT, self.hashing.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => {
+                metrics::counter!("password_hashing_busy_total").increment(1);
+                Err(ApiError::Busy { detail: "too many logins at once; retry in a second".into(), retry_after: 1 })
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Abuse resistance (issue 15): request budgets, login lock-outs, strict secrets and
+//! tokens, bounded client headers, and read-your-writes waits that cannot be forged.
+
+use murima_tests::{binary, test_settings, TestApp};
+use reqwest::{Method, StatusCode};
+use runtime::auth::Role;
+use runtime::limits::{Budget, Limits};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+fn limits(reads_per_user: u32) -> Limits {
+    let plenty = Budget { per_minute: 1_000_000 };
+    Limits {
+        reads_per_ip: plenty,
+        reads_per_tenant: plenty,
+        reads_per_user: Budget { per_minute: reads_per_user },
+        commands_per_ip: plenty,
+        commands_per_tenant: plenty,
+        commands_per_user: plenty,
+        failed_logins_per_ip: 1_000,
+    }
+}
+
+async fn login(app: &TestApp, username: &str, password: &str) -> reqwest::Response {
+    app.http
+        .post(format!("{}/v1/auth/login", app.command_url))
+        .json(&json!({ "tenant": app.tenant_slug().await, "username": username, "password": password }))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_reads_is_cut_to_the_budget_and_commands_keep_theirs() {
+    let mut settings = test_settings();
+    settings.rate_limits = Some(limits(60)); // a burst of 10, then one a second
+    let app = TestApp::spawn_with(settings).await;
+    let (mut allowed, mut refused) = (0, 0);
+    for _ in 0..200 {
+        let answer = app.query("/v1/cases?limit=1", &app.token).await;
+        let headers = answer.headers().clone();
+        assert!(headers.contains_key("ratelimit-limit") && headers.contains_key("ratelimit-reset"), "{headers:?}");
+        match answer.status() {
+            StatusCode::OK => allowed += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                refused += 1;
+                assert!(headers["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+                assert_eq!(headers["ratelimit-remaining"], "0");
+                let problem: Value = answer.json().await.unwrap();
+                assert_eq!(problem["status"], 429);
+                assert!(problem["detail"].as_str().unwrap().contains("retry in"), "{problem}");
+            }
+            other => panic!("a read answered {other}"),
+        }
+    }
+    println!("200 reads in a burst: {allowed} allowed, {refused} refused");
+    assert!((10..=20).contains(&allowed), "a burst of about 10 (the budget's sixth), then one a second: {allowed}");
+    // Commands have their own budget.
+    let case = json!({ "title": "Still writable", "priority": "low", "case_type_id": app.case_type_id });
+    assert_eq!(app.command(Method::POST, "/v1/cases", &app.token, Some(case)).await.status(), StatusCode::CREATED);
+    // Another user of the tenant has a budget of their own.
+    let other = app.keys.issue(Uuid::now_v7(), app.tenant_id, Role::Agent, chrono::Duration::hours(1));
+    assert_eq!(app.query("/v1/cases?limit=1", &other).await.status(), StatusCode::OK);
+
+    // Overrides are the platform operator's: a tenant admin cannot raise its own budget.
+    let admin = app.token_for(app.tenant_id, Role::Admin);
+    let raise = json!({ "settings": { "rate_limits": { "reads_per_minute": 1000000 } } });
+    let path = format!("/v1/tenants/{}/settings", app.tenant_id);
+    assert_eq!(app.command(Method::PATCH, &path, &admin, Some(raise.clone())).await.status(), StatusCode::FORBIDDEN);
+    let bad = json!({ "settings": { "rate_limits": { "reads_per_minute": -1 } } });
+    let answer = app.command(Method::PATCH, &path, &app.platform_token(), Some(bad)).await;
+    assert_eq!(answer.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let lower = json!({ "settings": { "rate_limits": { "reads_per_minute": 6 } } });
+    assert!(app.command(Method::PATCH, &path, &app.platform_token(), Some(lower)).await.status().is_success());
+    // The tenant's budget is now one read in ten seconds: a fresh user runs into it at once.
+    let fresh = app.keys.issue(Uuid::now_v7(), app.tenant_id, Role::Agent, chrono::Duration::hours(1));
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(app.query("/v1/cases?limit=1", &fresh).await.status());
+    }
+    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    // A tenant admin's settings update keeps the platform's override.
+    let own = json!({ "settings": { "timezone": "UTC" } });
+    assert!(app.command(Method::PATCH, &path, &admin, Some(own)).await.status().is_success());
+    let held: Option<String> = redis::Client::open(app.settings.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .map(|mut c| async move {
+            redis::cmd("HGET")
+                .arg(runtime::tenancy::Tenancy(app.tenant_id).redis_key("rate_limit:overrides"))
+                .arg("reads")
+                .query_async(&mut c)
+                .await
+                .unwrap()
+        })
+        .unwrap()
+        .await;
+    assert_eq!(held.as_deref(), Some("6"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_failed_logins_lock_the_username_out_and_unknown_users_cost_a_hash() {
+    let app = TestApp::spawn().await;
+    app.create_user("target", "agent").await;
+    let mut wrong = Vec::new();
+    for _ in 0..4 {
+        let started = std::time::Instant::now();
+        assert_eq!(login(&app, "target", "not the password!").await.status(), StatusCode::UNAUTHORIZED);
+        wrong.push(started.elapsed());
+    }
+    let mut unknown = Vec::new();
+    for i in 0..4 {
+        let started = std::time::Instant::now();
+        assert_eq!(login(&app, &format!("nobody.{i}"), "not the password!").await.status(), StatusCode::UNAUTHORIZED);
+        unknown.push(started.elapsed());
+    }
+    wrong.sort();
+    unknown.sort();
+    println!("median login: wrong password {:?}, unknown user {:?}", wrong[2], unknown[2]);
+    assert!(unknown[2] * 3 >= wrong[2], "an unknown user must cost a hash too: {unknown:?} vs {wrong:?}");
+
+    // The fifth failure is still a plain 401; from the sixth the username is locked out,
+    // even for the right password, with the time to wait.
+    assert_eq!(login(&app, "target", "not the password!").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(login(&app, "target", "not the password!").await.status(), StatusCode::UNAUTHORIZED);
+    let locked = login(&app, "target", "integration test password").await;
+    assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = locked.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=900).contains(&wait), "{wait}");
+    // Another user of the tenant is not affected.
+    app.create_user("bystander", "agent").await;
+    assert_eq!(login(&app, "bystander", "integration test password").await.status(), StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_secs(wait + 1)).await;
+    assert_eq!(login(&app, "target", "integration test password").await.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn weak_secrets_foreign_tokens_long_headers_and_forged_positions_are_refused() {
+    let app = TestApp::spawn().await;
+    // A secret under 32 bytes: nothing starts, not even the token minting.
+    for secret in ["", "abc", "thirty-one bytes are not enough"] {
+        let out = std::process::Command::new(binary("command-api"))
+            .args(["token", "--role", "platform_admin"])
+            .env("MURIMA_JWT_SECRET", secret)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{secret:?} was accepted");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("at least 32"), "{said}");
+    }
+    // A token signed with the right secret but not issued for this API (no iss/aud).
+    #[derive(serde::Serialize)]
+    struct Bare {
+        sub: Uuid,
+        tenant_id: Uuid,
+        role: Role,
+        exp: i64,
+        op: bool,
+    }
+    let bare = app.keys.sign_claims(&Bare {
+        sub: app.user_id,
+        tenant_id: app.tenant_id,
+        role: Role::Admin,
+        exp: chrono::Utc::now().timestamp() + 3600,
+        op: true,
+    });
+    assert_eq!(app.query("/v1/cases", &bare).await.status(), StatusCode::UNAUTHORIZED);
+
+    // Client headers are cut before they enter events; X-Forwarded-For from a peer that
+    // is not a trusted proxy is ignored.
+    let case = json!({ "title": "Long headers", "priority": "low", "case_type_id": app.case_type_id });
+    let answer = app
+        .http
+        .post(format!("{}/v1/cases", app.command_url))
+        .bearer_auth(&app.token)
+        .header("user-agent", "u".repeat(5000))
+        .header("x-session-id", "s".repeat(5000))
+        .header("x-forwarded-for", "6.6.6.6")
+        .json(&case)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::CREATED);
+    let body: Value = answer.json().await.unwrap();
+    let request: Value =
+        sqlx::query_scalar("SELECT envelope->'request' FROM eventstore.events WHERE tenant_id = $1 AND stream_id = $2")
+            .bind(app.tenant_id)
+            .bind(body["id"].as_str().unwrap().parse::<Uuid>().unwrap())
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(request["user_agent"].as_str().unwrap().len(), 512);
+    assert_eq!(request["session_id"].as_str().unwrap().len(), 512);
+    assert_eq!(request["ip_address"], "127.0.0.1", "{request}");
+
+    // Position tokens are signed: a forged far-future one, or another tenant's, is a 400
+    // at once instead of a read held for the whole wait.
+    use base64::Engine;
+    let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("v1:{}:999999:999999999", body["id"].as_str().unwrap()));
+    let started = std::time::Instant::now();
+    let answer = app.query(&format!("/v1/cases?position={forged}"), &app.token).await;
+    assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    let position = body["position"].as_str().unwrap();
+    assert_eq!(app.query(&format!("/v1/cases?position={position}"), &app.token).await.status(), StatusCode::OK);
+    let (_, other) = app.provision_tenant().await;
+    let answer = app.query(&format!("/v1/cases?position={position}"), &other).await;
+    assert_eq!(answer.status(), StatusCode::BAD_REQUEST, "another tenant's position token");
+}
