@@ -33,6 +33,9 @@ enum Scenario {
     /// Rebuild PostgreSQL and Redis from --rebuild-events journal events, against a naive
     /// one-event-per-transaction replay of --naive-events of them.
     Rebuild,
+    /// --flooders concurrent wrong logins against one tenant while --clients workers open
+    /// cases in --tenants others (not part of `all`).
+    LoginFlood,
 }
 
 #[derive(Debug, Parser)]
@@ -93,6 +96,12 @@ struct Args {
     /// How many of them the naive replay applies (it is slow by design).
     #[arg(long, default_value_t = 5_000)]
     naive_events: u64,
+    /// Concurrent wrong-login clients of the login-flood scenario.
+    #[arg(long, default_value_t = 400)]
+    flooders: usize,
+    /// The command API's pid, to sample its memory (default: .murima/pids/command-api.pid).
+    #[arg(long)]
+    command_pid: Option<u32>,
     /// Where to write the JSON report (default bench-results/<UTC time>.json).
     #[arg(long)]
     out: Option<String>,
@@ -185,6 +194,18 @@ async fn main() -> anyhow::Result<()> {
             s.remove("sample_ids");
         }
         results.insert("seed".into(), seeded);
+    }
+
+    if args.scenario == Scenario::LoginFlood {
+        let tenants = api.tenants(&format!("{run}f"), args.tenants + 1).await?;
+        let victim = format!("bench-{run}f-{}", args.tenants);
+        let pid = args.command_pid.or_else(|| {
+            std::fs::read_to_string(".murima/pids/command-api.pid").ok().and_then(|p| p.trim().parse().ok())
+        });
+        let flood =
+            scenarios::login_flood(&api, &victim, &tenants[..args.tenants], args.flooders, args.clients, duration, pid)
+                .await;
+        results.insert("login_flood".into(), flood);
     }
 
     if wants(Scenario::Rebuild) {

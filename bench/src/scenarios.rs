@@ -472,3 +472,113 @@ pub async fn ceilings(brokers: &str, postgres: &str, seconds: u64) -> anyhow::Re
     println!("pgbench TPC-B-like (scale 10, 16 clients, {seconds} s): {tps:.0} transactions/s");
     Ok(json!({ "broker_produce_per_second": produce_rate, "pgbench_tps": tps }))
 }
+
+/// The command API's resident memory in MiB, from /proc (None when its pid is unknown).
+fn rss_mib(pid: Option<u32>) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    let kib: f64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Opens cases in `tenants` with `clients` workers for `duration`; accepted per second.
+async fn open_cases(api: &Api, tenants: &[Tenant], clients: usize, duration: Duration) -> (f64, Outcomes) {
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..clients {
+        let (api, tenant) = (api.clone(), tenants[w % tenants.len()].clone());
+        workers.spawn(async move {
+            let (mut rng, mut outcomes) = (Rng::new(w as u64 + 7), Outcomes::default());
+            while started.elapsed() < duration {
+                let body = open_body(&tenant, &mut rng, "Opened during a login flood");
+                outcomes.count(api.command(Method::POST, "/v1/cases", &tenant.token, Some(body)).await.outcome());
+            }
+            outcomes
+        });
+    }
+    let mut outcomes = Outcomes::default();
+    while let Some(Ok(o)) = workers.join_next().await {
+        outcomes.merge(o);
+    }
+    let accepted = outcomes.0.iter().filter(|(s, _)| s.starts_with('2')).map(|(_, n)| n).sum::<u64>();
+    (accepted as f64 / started.elapsed().as_secs_f64(), outcomes)
+}
+
+/// Scenario: `flooders` concurrent clients send wrong logins to one tenant (its real
+/// user and made-up ones) for `duration`, while `clients` workers open cases in the other
+/// tenants. Reports how the flood was answered, the command API's peak memory, and the
+/// other tenants' command throughput before and during the flood.
+pub async fn login_flood(
+    api: &Api,
+    victim: &str,
+    tenants: &[Tenant],
+    flooders: usize,
+    clients: usize,
+    duration: Duration,
+    pid: Option<u32>,
+) -> Value {
+    let (before, _) = open_cases(api, tenants, clients, duration).await;
+    let rss_before = rss_mib(pid);
+    let started = Instant::now();
+    let peak = Arc::new(Mutex::new(rss_before.unwrap_or(0.0)));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            while started.elapsed() < duration {
+                if let Some(now) = rss_mib(pid) {
+                    let mut peak = peak.lock().await;
+                    *peak = peak.max(now);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let mut flood = tokio::task::JoinSet::new();
+    for f in 0..flooders {
+        let (api, victim) = (api.clone(), victim.to_owned());
+        flood.spawn(async move {
+            let (mut rng, mut outcomes, mut latencies) =
+                (Rng::new(f as u64 + 99), Outcomes::default(), Latencies::default());
+            while started.elapsed() < duration {
+                let username =
+                    if rng.below(2) == 0 { "bench.agent".to_owned() } else { format!("guess.{}", rng.below(1 << 20)) };
+                let body = json!({ "tenant": victim, "username": username, "password": "a wrong password guess" });
+                let url = format!("{}/v1/auth/login", api.command);
+                let sent = Instant::now();
+                let status = api.http.post(url).json(&body).send().await.ok().map(|r| r.status());
+                latencies.record(sent.elapsed());
+                outcomes.count(status.map(|s| s.as_u16().to_string()).unwrap_or_else(|| "error".into()));
+            }
+            (outcomes, latencies)
+        });
+    }
+    let (during, others) = open_cases(api, tenants, clients, duration).await;
+    let (mut outcomes, mut latencies) = (Outcomes::default(), Latencies::default());
+    while let Some(Ok((o, l))) = flood.join_next().await {
+        outcomes.merge(o);
+        latencies.extend(l);
+    }
+    sampler.abort();
+    let peak = *peak.lock().await;
+    println!(
+        "\nLogin flood: {flooders} clients for {:.0} s against one tenant, {clients} workers opening cases in {} others",
+        duration.as_secs_f64(),
+        tenants.len()
+    );
+    println!("  flood answered: {} (latency {})", outcomes.to_json(), latencies.summary());
+    println!("  other tenants' accepted commands/s: {before:.1} before, {during:.1} during ({})", others.to_json());
+    match rss_before {
+        Some(rss) => println!("  command API resident memory: {rss:.0} MiB before, {peak:.0} MiB peak during"),
+        None => println!("  command API resident memory: unknown (no --command-pid, no .murima/pids/command-api.pid)"),
+    }
+    json!({
+        "flooders": flooders,
+        "clients": clients,
+        "seconds": duration.as_secs_f64(),
+        "flood_answers": outcomes.to_json(),
+        "flood_latency": latencies.summary(),
+        "other_tenants_accepted_per_second": { "before": before, "during": during },
+        "other_tenants_answers_during": others.to_json(),
+        "command_api_rss_mib": { "before": rss_before, "peak": rss_before.map(|_| peak) },
+    })
+}

@@ -354,7 +354,7 @@ async fn list_tenants(
     .bind(after.map(|a| a.0))
     .bind(after.map(|a| a.1))
     .bind(limit + 1)
-    .fetch_all(&state.pool)
+    .fetch_all(&mut *super::reader_tx(&state.pool).await?)
     .await?;
     let has_more = rows.len() as i64 > limit;
     let next = cursor_after(&rows, limit, has_more);
@@ -373,7 +373,7 @@ async fn get_tenant(
     }
     let row: Option<Value> = sqlx::query_scalar("SELECT to_jsonb(t) FROM public.tenants t WHERE t.id = $1")
         .bind(id)
-        .fetch_optional(&state.pool)
+        .fetch_optional(&mut *super::reader_tx(&state.pool).await?)
         .await?;
     row.map(Json).ok_or_else(|| ApiError::NotFound(format!("tenant {id} not found")))
 }

@@ -81,8 +81,7 @@ pub fn router(state: AppState) -> Router {
 /// transaction only.
 pub async fn tenant_tx(pool: &PgPool, caller: Caller) -> Result<(Transaction<'static, Postgres>, Uuid), ApiError> {
     let caller = caller.tenant_member()?;
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET LOCAL ROLE murima_reader").execute(&mut *tx).await?;
+    let mut tx = reader_tx(pool).await?;
     // Reads bind optional filters as `($n IS NULL OR col = $n)`; a generic plan could not
     // use an index for them, so every read is planned with its actual values.
     sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
@@ -91,6 +90,14 @@ pub async fn tenant_tx(pool: &PgPool, caller: Caller) -> Result<(Transaction<'st
         .execute(&mut *tx)
         .await?;
     Ok((tx, caller.tenant_id))
+}
+
+/// A read transaction as `murima_reader` bound to no tenant: it sees no tenant's rows,
+/// only what is not tenant data (the platform's list of tenants).
+pub async fn reader_tx(pool: &PgPool) -> Result<Transaction<'static, Postgres>, ApiError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL ROLE murima_reader").execute(&mut *tx).await?;
+    Ok(tx)
 }
 
 /// Page size: `limit` in 1..=max, `default` when absent.
