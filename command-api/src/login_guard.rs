@@ -3,9 +3,11 @@
 //! twice as long as the last (capped), and a locked key is answered 429 with the time to
 //! wait, before any password is checked. A success clears the username's count.
 //!
-//! Password hashing (Argon2, ~19 MiB and tens of milliseconds each) runs behind a
-//! semaphore sized to the cores: a flood queues for a moment and then gets 503 with
-//! `Retry-After`, instead of taking every core and gigabytes of memory.
+//! Password hashing (Argon2, ~19 MiB and tens of milliseconds each) runs on a few
+//! dedicated threads, half the cores: a flood queues for a moment and then gets 503 with
+//! `Retry-After`, instead of taking every core (the other tenants' commands keep the rest)
+//! and, through the allocator's per-thread arenas of a growing blocking pool, hundreds of
+//! MiB that are never returned.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -48,7 +50,10 @@ pub struct LoginGuard {
     free_per_address: Option<i64>,
     fail: Arc<Script>,
     hashing: Arc<Semaphore>,
+    hashers: std::sync::mpsc::SyncSender<Job>,
 }
+
+type Job = Box<dyn FnOnce() + Send>;
 
 struct Keys {
     user_failures: String,
@@ -74,13 +79,48 @@ fn unreachable(e: redis::RedisError) -> ApiError {
 
 impl LoginGuard {
     pub fn new(redis: ConnectionManager, free_per_address: Option<u32>) -> Self {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let threads = (std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) / 2).max(1);
+        let (hashers, jobs) = std::sync::mpsc::sync_channel::<Job>(threads);
+        let jobs = Arc::new(std::sync::Mutex::new(jobs));
+        for n in 0..threads {
+            let jobs = jobs.clone();
+            let spawned = std::thread::Builder::new().name(format!("password-hasher-{n}")).spawn(move || loop {
+                let job = match jobs.lock() {
+                    Ok(receiver) => receiver.recv(),
+                    Err(_) => return,
+                };
+                match job {
+                    Ok(job) => job(),
+                    Err(_) => return,
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "starting a password hashing thread failed");
+            }
+        }
         Self {
             redis,
             free_per_address: free_per_address.map(i64::from),
             fail: Arc::new(Script::new(FAIL)),
-            hashing: Arc::new(Semaphore::new(cores)),
+            hashing: Arc::new(Semaphore::new(threads)),
+            hashers,
         }
+    }
+
+    /// Runs `hash` on a hashing thread once a slot is free (503 when none frees up in
+    /// time); its result.
+    pub async fn hash<T: Send + 'static>(&self, hash: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+        let slot = self.hashing_slot().await?;
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _slot = slot;
+            let _ = done.send(hash());
+        });
+        // At most `threads` slots exist and the channel holds that many jobs: it has room.
+        self.hashers
+            .try_send(job)
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("queueing a password hash: {e}")))?;
+        result.await.map_err(|_| ApiError::Internal(anyhow::anyhow!("a password hash was dropped")))
     }
 
     fn address(&self, ip: Option<IpAddr>) -> Option<IpAddr> {
@@ -130,7 +170,7 @@ impl LoginGuard {
     }
 
     /// A slot to hash a password in; 503 when none frees up in time.
-    pub async fn hashing_slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+    async fn hashing_slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
         match tokio::time::timeout(HASHING_WAIT, self.hashing.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => {

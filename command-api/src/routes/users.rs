@@ -167,16 +167,15 @@ async fn hash_password(state: &AppState, password: String) -> Result<String, Api
             errors: vec![FieldError::new("password", format!("must be {MIN_PASSWORD}-{MAX_PASSWORD} characters"))],
         });
     }
-    // Hashing is CPU-bound by design; keep it off the async workers, a few at a time.
-    let slot = state.login_guard.hashing_slot().await?;
-    tokio::task::spawn_blocking(move || {
-        let _slot = slot;
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.into()))?
-    .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing a password: {e}")))
+    // Hashing is CPU-bound by design: on the hashing threads, a few at a time.
+    state
+        .login_guard
+        .hash(move || {
+            let salt = SaltString::generate(&mut OsRng);
+            Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
+        })
+        .await?
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing a password: {e}")))
 }
 
 #[utoipa::path(post, path = "/v1/users", tag = "users", operation_id = "users_create", request_body = CreateBody, responses(runtime::openapi::CommandAnswered))]
@@ -467,13 +466,12 @@ static NO_USER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 async fn verify_password(state: &AppState, stored: Option<String>, password: String) -> Result<bool, ApiError> {
     let known = stored.is_some();
     let stored = stored.unwrap_or_else(|| NO_USER.clone());
-    let slot = state.login_guard.hashing_slot().await?;
-    let matches = tokio::task::spawn_blocking(move || {
-        let _slot = slot;
-        PasswordHash::new(&stored).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.into()))?;
+    let matches = state
+        .login_guard
+        .hash(move || {
+            PasswordHash::new(&stored).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        })
+        .await?;
     Ok(known && matches)
 }
 
