@@ -117,9 +117,7 @@ impl LoginGuard {
             let _ = done.send(hash());
         });
         // At most `threads` slots exist and the channel holds that many jobs: it has room.
-        self.hashers
-            .try_send(job)
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!("queueing a password hash: {e}")))?;
+        self.hashers.try_send(job).map_err(|e| ApiError::Internal(anyhow::anyhow!("queueing a password hash: {e}")))?;
         result.await.map_err(|_| ApiError::Internal(anyhow::anyhow!("a password hash was dropped")))
     }
 

@@ -63,3 +63,41 @@ async fn a_permission_document_names_only_permissions_the_granter_holds() {
     let answer = app.command(Method::PUT, &format!("/v1/users/{agent}/permissions"), &lead_token, Some(held)).await;
     assert_eq!(answer.status(), StatusCode::OK);
 }
+
+/// A `users:manage` grant does not lift an agent above the admins: it manages only users
+/// of its own rank or below, and gives nobody a role above its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_manager_cannot_reach_above_its_own_role() {
+    let app = TestApp::spawn().await;
+    let operator = app.token_for(app.tenant_id, Role::Admin);
+    let helper = app.create_user("desk.helper", "agent").await;
+    let boss = app.create_user("the.boss", "admin").await;
+    let peer = app.create_user("peer.agent", "agent").await;
+    let grant = json!({ "permissions": { "users": ["manage"] } });
+    let answer = app.command(Method::PUT, &format!("/v1/users/{helper}/permissions"), &operator, Some(grant)).await;
+    assert!(answer.status().is_success());
+    let token = app.login_token("desk.helper").await;
+
+    let reset = json!({ "new_password": "now i own the boss" });
+    let attempts = [
+        (Method::POST, format!("/v1/users/{boss}/password/reset"), Some(reset.clone())),
+        (Method::POST, format!("/v1/users/{boss}/status"), Some(json!({ "status": "locked" }))),
+        (Method::POST, format!("/v1/users/{boss}/role"), Some(json!({ "role": "agent" }))),
+        (Method::DELETE, format!("/v1/users/{boss}/sessions"), None),
+        (Method::POST, format!("/v1/users/{helper}/role"), Some(json!({ "role": "admin" }))),
+        (Method::POST, format!("/v1/users/{peer}/role"), Some(json!({ "role": "supervisor" }))),
+        (
+            Method::POST,
+            "/v1/users".to_owned(),
+            Some(json!({ "username": "new.admin", "email": "new.admin@example.org",
+                         "password": "integration test password", "role": "admin" })),
+        ),
+    ];
+    for (method, path, body) in attempts {
+        let answer = app.command(method.clone(), &path, &token, body).await;
+        assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{method} {path}");
+    }
+    // Within its reach it works.
+    let answer = app.command(Method::POST, &format!("/v1/users/{peer}/password/reset"), &token, Some(reset)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+}

@@ -185,6 +185,7 @@ async fn create(
     Versioned { body, .. }: Versioned<CreateBody>,
 ) -> Result<CommandReply, ApiError> {
     let caller = ctx.caller.require(Permission::UsersManage)?;
+    within_reach(caller, body.role)?;
     super::ensure_active_tenant(&state, caller.tenant_id).await?;
     for (field, value) in [("username", &body.username), ("email", &body.email)] {
         if value.chars().any(char::is_control) {
@@ -236,12 +237,56 @@ async fn create(
 }
 
 /// Users may change their own profile and preferences; anything else needs users:manage.
-fn self_or_manager(caller: Caller, id: Uuid) -> Result<Caller, ApiError> {
+async fn self_or_manager(state: &AppState, caller: Caller, id: Uuid) -> Result<Caller, ApiError> {
     if caller.user_id == id && caller.role != Role::PlatformAdmin {
         Ok(caller)
     } else {
-        caller.require(Permission::UsersManage)
+        manager_of(state, caller, id).await
     }
+}
+
+/// How far a role reaches: nobody manages a user who outranks them, or makes anyone
+/// outrank themselves (a `users:manage` grant does not make an agent an admin's master).
+fn rank(role: Role) -> u8 {
+    match role {
+        Role::Agent => 1,
+        Role::Supervisor => 2,
+        Role::Admin => 3,
+        Role::PlatformAdmin => 4,
+    }
+}
+
+/// Nobody gives a role above their own.
+fn within_reach(caller: Caller, role: UserRole) -> Result<(), ApiError> {
+    let wanted = match role {
+        UserRole::Agent => Role::Agent,
+        UserRole::Supervisor => Role::Supervisor,
+        UserRole::Admin => Role::Admin,
+    };
+    if rank(wanted) > rank(caller.role) {
+        return Err(ApiError::Forbidden(format!(
+            "you cannot make anyone {}: it is above your role {}",
+            wanted.as_str(),
+            caller.role.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// The caller, if they may manage the user `id`: `users:manage`, and not outranked by them.
+async fn manager_of(state: &AppState, caller: Caller, id: Uuid) -> Result<Caller, ApiError> {
+    let caller = caller.require(Permission::UsersManage)?;
+    if let Some(user) = state.journal.state::<UserStream>(caller.tenant_id, id).await? {
+        let theirs = rights_of(&user, 0).role;
+        if rank(theirs) > rank(caller.role) {
+            return Err(ApiError::Forbidden(format!(
+                "the user {id} is {}, above your role {}: only someone of that role or higher manages them",
+                theirs.as_str(),
+                caller.role.as_str()
+            )));
+        }
+    }
+    Ok(caller)
 }
 
 #[utoipa::path(patch, path = "/v1/users/{id}/profile", tag = "users", operation_id = "users_update_profile", params(("id" = Uuid, Path)), request_body = ProfileBody, responses(runtime::openapi::CommandAnswered))]
@@ -251,7 +296,7 @@ async fn update_profile(
     ApiPath(id): ApiPath<Uuid>,
     Versioned { body, .. }: Versioned<ProfileBody>,
 ) -> Result<CommandReply, ApiError> {
-    self_or_manager(ctx.caller, id)?;
+    self_or_manager(&state, ctx.caller, id).await?;
     if body.email.as_deref().is_some_and(|e| e.chars().any(char::is_control)) {
         return Err(ApiError::Unprocessable {
             detail: "some fields are invalid; see errors".into(),
@@ -272,7 +317,8 @@ async fn change_role(
     ApiPath(id): ApiPath<Uuid>,
     Versioned { body, .. }: Versioned<RoleBody>,
 ) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::UsersManage)?;
+    let caller = manager_of(&state, ctx.caller, id).await?;
+    within_reach(caller, body.role)?;
     let hash = fingerprint(RoleBody::NAME, Some(id), &body);
     let reply = run(&state, &ctx, id, hash, Lookup::Nothing, UserCommand::ChangeRole { role: body.role }).await?;
     publish_rights(&state, ctx.caller.tenant_id, id).await?;
@@ -286,7 +332,7 @@ async fn change_status(
     ApiPath(id): ApiPath<Uuid>,
     Versioned { body, .. }: Versioned<StatusBody>,
 ) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::UsersManage)?;
+    manager_of(&state, ctx.caller, id).await?;
     let hash = fingerprint(StatusBody::NAME, Some(id), &body);
     let reply = run(&state, &ctx, id, hash, Lookup::Nothing, UserCommand::ChangeStatus { status: body.status }).await?;
     publish_rights(&state, ctx.caller.tenant_id, id).await?;
@@ -300,7 +346,7 @@ async fn set_permissions(
     ApiPath(id): ApiPath<Uuid>,
     Versioned { body, .. }: Versioned<PermissionsBody>,
 ) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::UsersManage)?;
+    manager_of(&state, ctx.caller, id).await?;
     grantable(ctx.caller, &body.permissions)?;
     let hash = fingerprint(PermissionsBody::NAME, Some(id), &body);
     let cmd = UserCommand::SetPermissions { permissions: body.permissions };
@@ -316,7 +362,7 @@ async fn set_preferences(
     ApiPath(id): ApiPath<Uuid>,
     Versioned { body, .. }: Versioned<PreferencesBody>,
 ) -> Result<CommandReply, ApiError> {
-    self_or_manager(ctx.caller, id)?;
+    self_or_manager(&state, ctx.caller, id).await?;
     let hash = fingerprint(PreferencesBody::NAME, Some(id), &body);
     run(&state, &ctx, id, hash, Lookup::Nothing, UserCommand::SetPreferences { preferences: body.preferences }).await
 }
@@ -371,7 +417,7 @@ async fn reset_password(
     ApiPath(id): ApiPath<Uuid>,
     Versioned { body, .. }: Versioned<ResetBody>,
 ) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::UsersManage)?;
+    manager_of(&state, ctx.caller, id).await?;
     set_password(&state, &ctx, id, body.new_password, true).await
 }
 
@@ -406,7 +452,7 @@ async fn end_sessions(
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = self_or_manager(caller.tenant_member()?, id)?;
+    let caller = self_or_manager(&state, caller.tenant_member()?, id).await?;
     if state.journal.state::<UserStream>(caller.tenant_id, id).await?.is_none() {
         return Err(ApiError::NotFound(format!("no user {id} in this tenant")));
     }
