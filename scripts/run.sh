@@ -14,7 +14,11 @@ mkdir -p "$STATE/logs" "$STATE/pids"
 [ -s "$STATE/jwt-secret" ] || head -c 32 /dev/urandom | base64 | tr -d '\n=/+' >"$STATE/jwt-secret"
 export MURIMA_JWT_SECRET
 MURIMA_JWT_SECRET=$(cat "$STATE/jwt-secret")
-export MURIMA_DATABASE_URL="${MURIMA_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/murima}"
+# The owner migrates; each service then logs in as its own role (the local PostgreSQL
+# trusts 127.0.0.1, so the roles need no password here).
+owner_url="${MURIMA_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/murima}"
+export MURIMA_MIGRATION_DATABASE_URL="$owner_url"
+role_url() { local rest=${owner_url#*://}; echo "${owner_url%%://*}://$1@${rest##*@}"; }
 # tansu answers a Fetch only when its wait runs out (Kafka answers when data arrives), so
 # the default 500 ms wait would be the projection lag of a quiet local system.
 export MURIMA_KAFKA_FETCH_WAIT_MS="${MURIMA_KAFKA_FETCH_WAIT_MS:-25}"
@@ -27,7 +31,9 @@ start_service() { # name port
     kill "$(cat "$pidfile")" 2>/dev/null || true
     for _ in $(seq 1 50); do port_open "$port" || break; sleep 0.1; done
   fi
-  setsid nohup "$ROOT/target/debug/$name" >"$STATE/logs/$name.log" 2>&1 </dev/null &
+  local role
+  case "$name" in command-api) role=murima_command ;; projector) role=murima_projector ;; *) role=murima_query ;; esac
+  MURIMA_DATABASE_URL=$(role_url "$role") setsid nohup "$ROOT/target/debug/$name" >"$STATE/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$pidfile"
   for _ in $(seq 1 300); do
     if curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then return 0; fi

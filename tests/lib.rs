@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::{Client, Method, Response, StatusCode};
 use runtime::auth::{JwtKeys, Role};
-use runtime::Settings;
+use runtime::{Migrations, Settings};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -28,6 +28,9 @@ pub fn test_settings() -> Settings {
         query_port: 0,
         projector_port: 0,
         database_url: format!("{pg}/murima_test_{id}"),
+        // The test's owner applies the migrations; each service then logs in as its own
+        // role (`service_settings`).
+        migrations: Migrations::With(format!("{pg}/murima_test_{id}")),
         kafka_brokers: env_or("MURIMA_KAFKA_BROKERS", "127.0.0.1:9092"),
         kafka_topic: format!("murima.test.{id}"),
         kafka_partitions: 3,
@@ -80,10 +83,28 @@ pub struct ServiceProcess {
 }
 
 /// The MURIMA_* environment that makes a service binary use `settings`.
+/// The settings a service runs with: its own login role (`migrations/*service_roles.sql`).
+pub fn service_settings(settings: &Settings, service: &str) -> Settings {
+    let role = match service {
+        "command-api" => "murima_command",
+        "projector" => "murima_projector",
+        _ => "murima_query",
+    };
+    let mut own = settings.clone();
+    own.database_url = runtime::db::as_role(&settings.database_url, role);
+    own
+}
+
 pub fn settings_env(settings: &Settings) -> Vec<(&'static str, String)> {
+    let migrations = match &settings.migrations {
+        Migrations::With(url) => url.clone(),
+        Migrations::Skip => "none".into(),
+        Migrations::SameAsService => String::new(),
+    };
     vec![
         ("MURIMA_HOST", settings.host.clone()),
         ("MURIMA_DATABASE_URL", settings.database_url.clone()),
+        ("MURIMA_MIGRATION_DATABASE_URL", migrations),
         ("MURIMA_KAFKA_BROKERS", settings.kafka_brokers.clone()),
         ("MURIMA_KAFKA_TOPIC", settings.kafka_topic.clone()),
         ("MURIMA_KAFKA_PARTITIONS", settings.kafka_partitions.to_string()),
@@ -134,7 +155,7 @@ impl ServiceProcess {
             .open(logs.join(format!("{}-{bin}.log", settings.kafka_topic)))
             .expect("log file");
         let child = tokio::process::Command::new(path)
-            .envs(settings_env(settings))
+            .envs(settings_env(&service_settings(settings, bin)))
             .env(port_var, port.to_string())
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::null())
@@ -228,12 +249,15 @@ impl TestApp {
             command_process = Some(process);
             url
         } else {
-            let command = command_api::Application::build(&settings).await.expect("command API starts");
+            let command = command_api::Application::build(&service_settings(&settings, "command-api"))
+                .await
+                .expect("command API starts");
             let url = format!("http://127.0.0.1:{}", command.port());
             services.push(tokio::spawn(async move { command.run_until_stopped().await.expect("command API runs") }));
             url
         };
-        let query = query_api::Application::build(&settings).await.expect("query API starts");
+        let query =
+            query_api::Application::build(&service_settings(&settings, "query-api")).await.expect("query API starts");
         let query_url = format!("http://127.0.0.1:{}", query.port());
         services.push(tokio::spawn(async move { query.run_until_stopped().await.expect("query API runs") }));
         let pool = sqlx::PgPool::connect(&settings.database_url).await.expect("test database");
@@ -277,7 +301,9 @@ impl TestApp {
             self.projector_process = Some(process);
             return;
         }
-        let projector = projector::Application::build(&self.settings).await.expect("projector starts");
+        let projector = projector::Application::build(&service_settings(&self.settings, "projector"))
+            .await
+            .expect("projector starts");
         self.projector_url = format!("http://127.0.0.1:{}", projector.port());
         self.projector =
             Some(tokio::spawn(async move { projector.run_until_stopped().await.expect("projector runs") }));
@@ -542,7 +568,7 @@ impl TestApp {
             .await
             .expect("count journal");
         let _ = self.http.post(format!("{}/_refresh", self.settings.elastic_url)).send().await;
-        eventually("every read model to catch up with the journal", || async {
+        let counts = eventually("every read model to catch up with the journal", || async {
             let _ = self.http.post(format!("{}/_refresh", self.settings.elastic_url)).send().await;
             let counts = self.store_counts().await;
             let expected = StoreCounts {
@@ -553,7 +579,25 @@ impl TestApp {
             };
             (counts == expected).then_some(counts)
         })
-        .await
+        .await;
+        // The notes have a projection of their own: every note event applied there too.
+        let note_events = self.journal_count("note").await;
+        let notes = mongodb::Client::with_uri_str(&self.settings.mongo_url)
+            .await
+            .expect("mongo")
+            .database(&self.settings.mongo_database)
+            .collection::<mongodb::bson::Document>(
+                &runtime::tenancy::Tenancy(self.tenant_id).mongo_collection("case_notes"),
+            );
+        eventually("the notes projection to catch up with the journal", || async {
+            use futures::TryStreamExt;
+            let docs: Vec<mongodb::bson::Document> =
+                notes.find(mongodb::bson::doc! {}).await.ok()?.try_collect().await.ok()?;
+            let held: i64 = docs.iter().filter_map(|d| d.get_i64("version").ok()).sum();
+            (held == note_events).then_some(())
+        })
+        .await;
+        counts
     }
 
     /// Redis counters must equal a count over PostgreSQL.

@@ -14,8 +14,37 @@ async fn main() -> anyhow::Result<()> {
     if args.first().map(String::as_str) == Some("token") {
         return mint_token(&settings, &args[1..]);
     }
+    if args.first().map(String::as_str) == Some("migrate") {
+        return migrate(&settings).await;
+    }
     runtime::telemetry::init("command-api");
     Application::build(&settings).await?.run_until_stopped().await
+}
+
+/// `migrate`: applies the migrations with MURIMA_MIGRATION_DATABASE_URL (an owner of the
+/// database) and sets the services' login passwords from MURIMA_COMMAND_DB_PASSWORD,
+/// MURIMA_PROJECTOR_DB_PASSWORD and MURIMA_QUERY_DB_PASSWORD, when given: the one-shot job
+/// that lets the services run as their own roles with MURIMA_MIGRATION_DATABASE_URL=none.
+async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let runtime::Migrations::With(owner) = &settings.migrations else {
+        anyhow::bail!("migrate needs MURIMA_MIGRATION_DATABASE_URL: the URL of a role that owns the database");
+    };
+    let pool = runtime::db::connect_and_migrate(owner, 2).await?;
+    for (role, var) in [
+        ("murima_command", "MURIMA_COMMAND_DB_PASSWORD"),
+        ("murima_projector", "MURIMA_PROJECTOR_DB_PASSWORD"),
+        ("murima_query", "MURIMA_QUERY_DB_PASSWORD"),
+    ] {
+        if let Ok(password) = std::env::var(var) {
+            // ALTER ROLE takes no parameters; quote the password as a literal.
+            let literal: String =
+                sqlx::query_scalar("SELECT quote_literal($1)").bind(&password).fetch_one(&pool).await?;
+            sqlx::query(&format!("ALTER ROLE {role} WITH LOGIN PASSWORD {literal}")).execute(&pool).await?;
+            println!("set the password of {role}");
+        }
+    }
+    println!("migrated");
+    Ok(())
 }
 
 /// `token --tenant <uuid> --user <uuid> --role agent|supervisor|admin|platform_admin [--hours N]`

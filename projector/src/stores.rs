@@ -47,7 +47,7 @@ pub struct Stores {
 
 impl Stores {
     pub async fn connect(settings: &Settings, pool_size: u32) -> anyhow::Result<Self> {
-        let pool = runtime::db::connect_and_migrate(&settings.database_url, pool_size).await?;
+        let pool = runtime::db::connect_service(settings, pool_size).await?;
         let mongo = mongodb::Client::with_uri_str(&settings.mongo_url).await.context("connecting to MongoDB")?;
         let transport = Transport::single_node(&settings.elastic_url).context("configuring Elasticsearch")?;
         let elastic = Elasticsearch::new(transport);

@@ -18,7 +18,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let pool = runtime::db::connect_and_migrate(&settings.database_url, 20).await?;
+        let pool = runtime::db::connect_service(settings, 20).await?;
         let mongo = mongodb::Client::with_uri_str(&settings.mongo_url).await.context("connecting to MongoDB")?;
         let elastic =
             Elasticsearch::new(Transport::single_node(&settings.elastic_url).context("configuring Elasticsearch")?);

@@ -9,7 +9,12 @@ pub struct Settings {
     pub command_port: u16,
     pub query_port: u16,
     pub projector_port: u16,
+    /// The service's own connection (its login role, `migrations/*service_roles.sql`).
     pub database_url: String,
+    /// Who applies the migrations: an owner's URL (then the service connects with
+    /// `database_url` afterwards), `Skip` (a separate job ran them), or the service's own
+    /// connection (`SameAsService`, a single-role development set-up).
+    pub migrations: Migrations,
     pub kafka_brokers: String,
     pub kafka_topic: String,
     pub kafka_partitions: i32,
@@ -37,6 +42,13 @@ pub struct Settings {
     pub rate_limits: Option<crate::limits::Limits>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Migrations {
+    SameAsService,
+    With(String),
+    Skip,
+}
+
 /// HS256 needs a secret at least as long as its hash (32 bytes) to be worth its name.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
@@ -48,6 +60,11 @@ impl Settings {
             query_port: parse("MURIMA_QUERY_PORT", "8081")?,
             projector_port: parse("MURIMA_PROJECTOR_PORT", "8082")?,
             database_url: var("MURIMA_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/murima"),
+            migrations: match std::env::var("MURIMA_MIGRATION_DATABASE_URL").ok().filter(|v| !v.is_empty()) {
+                None => Migrations::SameAsService,
+                Some(v) if v == "none" => Migrations::Skip,
+                Some(url) => Migrations::With(url),
+            },
             kafka_brokers: var("MURIMA_KAFKA_BROKERS", "127.0.0.1:9092"),
             kafka_topic: var("MURIMA_KAFKA_TOPIC", "murima.events"),
             kafka_partitions: parse("MURIMA_KAFKA_PARTITIONS", "3")?,

@@ -36,3 +36,50 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Res
     migrator.run(&pool).await.context("applying migrations")?;
     Ok(pool)
 }
+
+/// A service's pool: the migrations first (see `Settings::migrations`), then its own
+/// connection.
+pub async fn connect_service(settings: &crate::Settings, max_connections: u32) -> anyhow::Result<PgPool> {
+    match &settings.migrations {
+        crate::Migrations::SameAsService => connect_and_migrate(&settings.database_url, max_connections).await,
+        crate::Migrations::With(owner) => {
+            connect_and_migrate(owner, 2).await?.close().await;
+            connect(&settings.database_url, max_connections).await
+        }
+        crate::Migrations::Skip => connect(&settings.database_url, max_connections).await,
+    }
+}
+
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .context("connecting to PostgreSQL")
+}
+
+/// `url` with `role` as its user (and no password): `postgres://postgres@h:5432/db` as
+/// `murima_query` is `postgres://murima_query@h:5432/db`.
+pub fn as_role(url: &str, role: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}{role}{}", &url[..scheme + 3], &url[at..]),
+        (Some(scheme), _) => format!("{}{role}@{}", &url[..scheme + 3], &url[scheme + 3..]),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_names_another_role() {
+        assert_eq!(
+            as_role("postgres://postgres@127.0.0.1:5432/m", "murima_query"),
+            "postgres://murima_query@127.0.0.1:5432/m"
+        );
+        assert_eq!(as_role("postgres://a:b@h/m", "r"), "postgres://r@h/m");
+        assert_eq!(as_role("postgres://h/m", "r"), "postgres://r@h/m");
+    }
+}

@@ -18,5 +18,5 @@ pub mod session;
 pub mod telemetry;
 pub mod tenancy;
 
-pub use config::Settings;
+pub use config::{Migrations, Settings};
 pub use problem::ApiError;

@@ -119,7 +119,9 @@ async fn case_numbers_stay_unique_and_gapless_under_concurrent_opens() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_command_api_on_the_same_journal_is_never_answered_from_a_stale_state() {
     let app = TestApp::spawn().await;
-    let other = command_api::Application::build(&app.settings).await.expect("a second command API starts");
+    let other = command_api::Application::build(&murima_tests::service_settings(&app.settings, "command-api"))
+        .await
+        .expect("a second command API starts");
     let other_url = format!("http://127.0.0.1:{}", other.port());
     let _other = tokio::spawn(async move { other.run_until_stopped().await.expect("second command API runs") });
     let id = app.open_case("Two writers").await["id"].as_str().unwrap().to_owned();
