@@ -112,3 +112,25 @@ async fn malformed_unknown_oversized_and_invalid_bodies_are_4xx() {
     problem(app.query("/v1/search/cases?q=", &app.token).await, StatusCode::BAD_REQUEST).await;
     problem(app.query("/v1/nowhere", &app.token).await, StatusCode::NOT_FOUND).await;
 }
+
+/// Dates at the ends of their range and the largest offsets answer 400 naming the limit,
+/// never a dropped connection (they overflowed date and integer arithmetic).
+#[tokio::test(flavor = "multi_thread")]
+async fn edge_values_in_queries_are_a_400_not_a_panic() {
+    let app = TestApp::spawn().await;
+    for path in [
+        "/v1/dashboard/daily?to=-262143-01-01",
+        "/v1/dashboard/daily?from=%2B262142-12-01&to=%2B262142-12-31",
+        "/v1/dashboard/daily?from=1899-12-31&to=1900-01-05",
+        "/v1/notifications?offset=9223372036854775807",
+        "/v1/notifications?offset=-1",
+    ] {
+        let answer = app.http.get(format!("{}{path}", app.query_url)).bearer_auth(&app.token).send().await;
+        let answer = answer.unwrap_or_else(|e| panic!("GET {path} dropped the connection: {e}"));
+        let problem = problem(answer, StatusCode::BAD_REQUEST).await;
+        assert!(problem["detail"].as_str().unwrap().contains("between"), "{path}: {problem}");
+    }
+    let ok = app.query("/v1/dashboard/daily?from=9999-12-01&to=9999-12-31", &app.token).await;
+    assert_eq!(ok.status(), StatusCode::OK, "the last days of the range are fine");
+    assert_eq!(app.query("/v1/notifications?offset=1000", &app.token).await.status(), StatusCode::OK);
+}

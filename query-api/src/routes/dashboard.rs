@@ -77,7 +77,15 @@ async fn daily(
 ) -> Result<Json<Value>, ApiError> {
     wait_for_postgres(&state, caller.tenant_member()?.tenant_id, token).await?;
     let to = q.to.unwrap_or_else(|| Utc::now().date_naive());
-    let from = q.from.unwrap_or(to - Duration::days(29));
+    let from = match q.from {
+        Some(from) => from,
+        None => to.checked_sub_signed(Duration::days(29)).unwrap_or(NaiveDate::MIN),
+    };
+    let earliest = NaiveDate::from_ymd_opt(1900, 1, 1).unwrap_or(NaiveDate::MIN);
+    let latest = NaiveDate::from_ymd_opt(9999, 12, 31).unwrap_or(NaiveDate::MAX);
+    if from < earliest || to > latest {
+        return Err(ApiError::BadRequest(format!("from and to must be days between {earliest} and {latest}")));
+    }
     let days = (to - from).num_days() + 1;
     if !(1..=MAX_DAYS).contains(&days) {
         return Err(ApiError::BadRequest(format!(

@@ -95,6 +95,8 @@ struct Page {
     offset: Option<i64>,
 }
 
+const MAX_OFFSET: i64 = 1_000;
+
 /// The caller's notifications, newest first; `offset` pages through the (bounded) list.
 #[utoipa::path(
     get,
@@ -112,8 +114,9 @@ async fn notifications(
     let caller = caller.tenant_member()?;
     let limit = page_size(page.limit, 20, 100)?;
     let offset = page.offset.unwrap_or(0);
-    if offset < 0 {
-        return Err(ApiError::BadRequest(format!("offset must not be negative (got {offset})")));
+    // The list holds at most 100 notifications; a far offset is a mistake, not a page.
+    if !(0..=MAX_OFFSET).contains(&offset) {
+        return Err(ApiError::BadRequest(format!("offset must be between 0 and {MAX_OFFSET} (got {offset})")));
     }
     let key = Tenancy(caller.tenant_id).redis_notifications(caller.user_id);
     let mut redis = state.redis.clone();
