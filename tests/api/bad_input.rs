@@ -134,3 +134,28 @@ async fn edge_values_in_queries_are_a_400_not_a_panic() {
     assert_eq!(ok.status(), StatusCode::OK, "the last days of the range are fine");
     assert_eq!(app.query("/v1/notifications?offset=1000", &app.token).await.status(), StatusCode::OK);
 }
+
+/// A NUL character anywhere in a body (a name, a document's key, a login's tenant) is a
+/// 422 naming the field: PostgreSQL refuses NUL in text, and it used to answer 500.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nul_character_in_any_field_is_a_422_naming_it() {
+    let app = TestApp::spawn().await;
+    let admin = app.token_for(app.tenant_id, runtime::auth::Role::Admin);
+    let case = json!({ "title": "Printer\u{0}", "priority": "low", "case_type_id": app.case_type_id });
+    let grants = json!({ "permissions": { "cases\u{0}": ["create"] } });
+    let attempts = [
+        ("/v1/cases", case, "title"),
+        ("/v1/teams", json!({ "name": "Desk\u{0}" }), "name"),
+        ("/v1/case-types", json!({ "name": "Kind\u{0}", "form_definition": { "fields": [] } }), "name"),
+        ("/v1/auth/login", json!({ "tenant": "a\u{0}", "username": "x", "password": "y" }), "tenant"),
+    ];
+    for (path, body, field) in attempts {
+        let answer = app.command(Method::POST, path, &admin, Some(body)).await;
+        let problem = problem(answer, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(problem["errors"][0]["field"], field, "{path}: {problem}");
+    }
+    let answer =
+        app.command(Method::PUT, &format!("/v1/users/{}/permissions", app.user_id), &admin, Some(grants)).await;
+    let problem = problem(answer, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(problem["errors"][0]["field"].as_str().unwrap().starts_with("permissions.cases"), "{problem}");
+}

@@ -202,7 +202,7 @@ async fn a_login_in_flight_does_not_outlive_the_end_of_the_users_sessions() {
         .await
         .unwrap();
     assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
-    // A NUL in a login's tenant or username is a refused login, not a server error.
+    // A NUL in a login's tenant or username is a 422 naming the field, not a server error.
     let nul = app
         .http
         .post(format!("{}/v1/auth/login", app.command_url))
@@ -210,5 +210,6 @@ async fn a_login_in_flight_does_not_outlive_the_end_of_the_users_sessions() {
         .send()
         .await
         .unwrap();
-    assert_eq!(nul.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(nul.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(nul.json::<Value>().await.unwrap()["errors"][0]["field"], "tenant");
 }
