@@ -82,11 +82,27 @@ start_daemon() {
   log "$name up on $port (pid $(cat "$STATE/pids/$name.pid"))"
 }
 
+# An open port is not a ready server: after a machine restart PostgreSQL listens while
+# it still replays its WAL ("the database system is not yet accepting connections").
+wait_postgres_ready() {
+  local deadline=$((SECONDS + ${1:-120}))
+  until pg_isready -q -h 127.0.0.1 -p $PG_PORT && psql -h 127.0.0.1 -p $PG_PORT -U postgres -d postgres -Atqc 'SELECT 1' >/dev/null 2>&1; do
+    if ((SECONDS > deadline)); then
+      log "PostgreSQL on $PG_PORT does not accept connections:"
+      psql -h 127.0.0.1 -p $PG_PORT -U postgres -d postgres -Atc 'SELECT 1' >&2 || true
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
 start_postgres() {
-  port_open $PG_PORT && return 0
-  log "starting PostgreSQL"
-  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n 1)" main start
-  wait_port postgres $PG_PORT 60
+  if ! port_open $PG_PORT; then
+    log "starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n 1)" main start
+    wait_port postgres $PG_PORT 60
+  fi
+  wait_postgres_ready 180
 }
 
 start_redis() {
@@ -98,11 +114,21 @@ start_redis() {
   wait_port redis $REDIS_PORT 30
 }
 
+# Redis answers LOADING while it reads a dump; wait for a PONG.
+wait_redis_ready() {
+  local deadline=$((SECONDS + 60))
+  until [ "$(redis-cli -h 127.0.0.1 -p $REDIS_PORT ping 2>/dev/null)" = PONG ]; do
+    if ((SECONDS > deadline)); then log "Redis on $REDIS_PORT does not answer PING"; return 1; fi
+    sleep 0.3
+  done
+}
+
 start() {
   install
   mkdir -p "$STATE/logs" "$STATE/pids" "$STATE/secantus"
   start_postgres
   start_redis
+  wait_redis_ready
   # tansu keeps the log in memory here: after a restart the command API's relay
   # notices the lost log and re-publishes the journal (see README).
   start_daemon tansu $KAFKA_PORT "$TANSU_BIN" broker \
