@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+scripts/lint.sh
 scripts/stack.sh start
 
 # Each test makes its own database; drop those of earlier runs on this machine.
@@ -14,4 +15,7 @@ psql -h 127.0.0.1 -U postgres -d postgres -Atc \
 # The crash tests run the service binaries as processes (to SIGKILL them): build them
 # first, with the same profile as the tests.
 cargo build --workspace --bins --locked
+# Schema-driven fuzzing of both APIs against those binaries (bounded; scripts/fuzz.sh).
+# MURIMA_FUZZ=off skips it, e.g. when running a few tests by name.
+if [ "${MURIMA_FUZZ:-on}" != off ]; then scripts/fuzz.sh; fi
 cargo test --workspace --locked "$@"

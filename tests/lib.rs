@@ -489,6 +489,49 @@ impl Drop for TestApp {
     }
 }
 
+/// Appends an event straight to the journal (as a buggy or older writer could have) and
+/// queues it for the relay, bypassing the command API and its validation.
+#[allow(clippy::too_many_arguments)]
+pub async fn append_raw_event(
+    app: &TestApp,
+    tenant: Uuid,
+    stream_type: &str,
+    stream: Uuid,
+    version: i64,
+    event_type: &str,
+    schema_version: i64,
+    payload: Value,
+) {
+    let event_id = Uuid::now_v7();
+    let envelope = json!({
+        "event_id": event_id, "tenant_id": tenant, "stream_type": stream_type, "stream_id": stream,
+        "stream_version": version, "event_type": event_type, "schema_version": schema_version,
+        "occurred_at": "2026-11-20T09:00:00Z", "actor": { "user_id": app.user_id, "role": "agent" },
+        "correlation_id": Uuid::now_v7(), "causation_id": null, "payload": payload,
+    });
+    let position: i64 = sqlx::query_scalar(
+        "INSERT INTO eventstore.events (event_id, tenant_id, stream_type, stream_id, stream_version, event_type,
+            schema_version, occurred_at, envelope)
+         VALUES ($1, $2, $7, $3, $4, $5, $8, '2026-11-20T09:00:00Z', $6) RETURNING position",
+    )
+    .bind(event_id)
+    .bind(tenant)
+    .bind(stream)
+    .bind(version)
+    .bind(event_type)
+    .bind(&envelope)
+    .bind(stream_type)
+    .bind(schema_version as i16)
+    .fetch_one(&app.pool)
+    .await
+    .expect("appending a raw event");
+    sqlx::query("INSERT INTO eventstore.outbox (position) VALUES ($1)")
+        .bind(position)
+        .execute(&app.pool)
+        .await
+        .expect("queueing a raw event");
+}
+
 /// Polls `check` until it returns Some or 90 s pass (read models are eventually consistent).
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where

@@ -33,8 +33,7 @@ impl Application {
             wake.clone(),
             settings.relay_audit_interval,
         )?;
-        let redis = redis::Client::open(settings.redis_url.as_str()).context("configuring Redis")?;
-        let redis = redis::aio::ConnectionManager::new(redis).await.context("connecting to Redis")?;
+        let redis = runtime::redis_connection::connect(&settings.redis_url).await?;
         let probes =
             vec![Probe::postgres(pool.clone()), Probe::kafka(&settings.kafka_brokers), probe_redis(redis.clone())];
         let keys = JwtKeys::new(&settings.jwt_secret);

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use crate::change::Change;
+use crate::contract;
 use crate::error::FieldError;
 use crate::error::{DecodeError, DomainError, Validator};
 use crate::form::FormDefinition;
@@ -18,12 +19,6 @@ use crate::reference::Reference;
 use crate::workflow::WorkflowDefinition;
 
 pub type CustomFields = serde_json::Map<String, serde_json::Value>;
-
-pub const MAX_TITLE: usize = 255;
-pub const MAX_DESCRIPTION: usize = 20_000;
-pub const MAX_TAGS: usize = 50;
-pub const MAX_TAG: usize = 64;
-pub const MAX_CUSTOM_FIELDS: usize = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -322,7 +317,7 @@ impl CaseEvent {
             CaseEvent::SlaSet(e) => serde_json::to_value(e),
             CaseEvent::TeamAssigned(e) => serde_json::to_value(e),
         };
-        value.expect("case events are plain data and always serialise")
+        value.expect("case events are plain data and always serialise") // panic-free: plain data always serialises
     }
 
     /// Reads a stored event, upcasting older schema versions first.
@@ -527,13 +522,9 @@ fn refuse_if_closed(case: &Case) -> Result<(), DomainError> {
 
 fn open(cmd: OpenCase, ctx: Context) -> Result<Vec<CaseEvent>, DomainError> {
     let mut v = Validator::default();
-    v.text("title", &cmd.title, MAX_TITLE);
+    v.text("title", &cmd.title, contract::TITLE);
     if let Some(d) = &cmd.description {
-        v.check(
-            d.chars().count() <= MAX_DESCRIPTION,
-            "description",
-            format!("must be at most {MAX_DESCRIPTION} characters"),
-        );
+        v.optional_text("description", d, contract::DESCRIPTION);
     }
     check_due_date(&mut v, cmd.due_date, ctx.now);
     check_tags(&mut v, &cmd.tags);
@@ -639,14 +630,10 @@ fn update(case: &Case, cmd: UpdateCase, ctx: Context) -> Result<Vec<CaseEvent>, 
     refuse_if_closed(case)?;
     let mut v = Validator::default();
     if let Some(t) = &cmd.title {
-        v.text("title", t, MAX_TITLE);
+        v.text("title", t, contract::TITLE);
     }
     if let Some(Some(d)) = &cmd.description {
-        v.check(
-            d.chars().count() <= MAX_DESCRIPTION,
-            "description",
-            format!("must be at most {MAX_DESCRIPTION} characters"),
-        );
+        v.optional_text("description", d, contract::DESCRIPTION);
     }
     if let Some(due) = cmd.due_date {
         // The seed's check constraint: a due date lies after the case was created.
@@ -709,14 +696,18 @@ fn check_due_date(v: &mut Validator, due: Option<DateTime<Utc>>, now: DateTime<U
 }
 
 fn check_tags(v: &mut Validator, tags: &[String]) {
-    v.check(tags.len() <= MAX_TAGS, "tags", format!("at most {MAX_TAGS} tags"));
+    v.check(tags.len() <= contract::MAX_TAGS, "tags", format!("at most {} tags", contract::MAX_TAGS));
     for (i, tag) in tags.iter().enumerate() {
-        v.text(&format!("tags[{i}]"), tag, MAX_TAG);
+        v.text(&format!("tags[{i}]"), tag, contract::TAG);
     }
 }
 
 fn check_custom_fields(v: &mut Validator, fields: &CustomFields) {
-    v.check(fields.len() <= MAX_CUSTOM_FIELDS, "custom_fields", format!("at most {MAX_CUSTOM_FIELDS} fields"));
+    v.check(
+        fields.len() <= contract::MAX_CUSTOM_FIELDS,
+        "custom_fields",
+        format!("at most {} fields", contract::MAX_CUSTOM_FIELDS),
+    );
     for key in fields.keys() {
         let ok = !key.is_empty() && key.len() <= 64 && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         v.check(ok, &format!("custom_fields.{key}"), "field names are 1-64 characters of a-z, A-Z, 0-9 and _");

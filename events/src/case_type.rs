@@ -7,6 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::change::Change;
+use crate::contract;
 use crate::error::{DecodeError, DomainError, Validator};
 use crate::form::{FormDefinition, ValidationRules};
 
@@ -93,7 +94,7 @@ impl CaseTypeEvent {
             CaseTypeEvent::Updated(e) => serde_json::to_value(e),
             CaseTypeEvent::Deactivated(e) | CaseTypeEvent::Activated(e) => serde_json::to_value(e),
         };
-        value.expect("case type events are plain data and always serialise")
+        value.expect("case type events are plain data and always serialise") // panic-free: plain data always serialises
     }
 
     pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
@@ -200,7 +201,10 @@ pub fn decide(
         (Some(_), CaseTypeCommand::Create { .. }) => Err(DomainError::Conflict("the case type already exists".into())),
         (None, CaseTypeCommand::Create { name, description, form_definition, validation_rules, workflow_id }) => {
             let mut v = Validator::default();
-            v.text("name", &name, 255);
+            v.text("name", &name, contract::NAME);
+            if let Some(d) = &description {
+                v.optional_text("description", d, contract::DESCRIPTION);
+            }
             check_form(&mut v, &form_definition);
             check_rules(&mut v, &form_definition, &validation_rules);
             v.finish()?;
@@ -217,7 +221,10 @@ pub fn decide(
         (Some(t), CaseTypeCommand::Update { name, description, form_definition, validation_rules }) => {
             let mut v = Validator::default();
             if let Some(n) = &name {
-                v.text("name", n, 255);
+                v.text("name", n, contract::NAME);
+            }
+            if let Some(Some(d)) = &description {
+                v.optional_text("description", d, contract::DESCRIPTION);
             }
             if let Some(f) = &form_definition {
                 check_form(&mut v, f);

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::change::Change;
+use crate::contract;
 use crate::error::{DecodeError, DomainError, Validator};
 
 pub type Configuration = Map<String, Value>;
@@ -103,7 +104,7 @@ impl ChannelEvent {
             ChannelEvent::Updated(e) => serde_json::to_value(e),
             ChannelEvent::Deactivated(e) | ChannelEvent::Activated(e) => serde_json::to_value(e),
         };
-        value.expect("channel events are plain data and always serialise")
+        value.expect("channel events are plain data and always serialise") // panic-free: plain data always serialises
     }
 
     pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
@@ -175,7 +176,7 @@ pub fn decide(
         (Some(_), ChannelCommand::Create { .. }) => Err(DomainError::Conflict("the channel already exists".into())),
         (None, ChannelCommand::Create { name, channel_type, configuration }) => {
             let mut v = Validator::default();
-            v.text("name", &name, 255);
+            v.text("name", &name, contract::NAME);
             check_configuration(&mut v, &configuration);
             v.finish()?;
             Ok(vec![ChannelEvent::Created(ChannelCreated {
@@ -189,7 +190,7 @@ pub fn decide(
         (Some(c), ChannelCommand::Update { name, configuration }) => {
             let mut v = Validator::default();
             if let Some(n) = &name {
-                v.text("name", n, 255);
+                v.text("name", n, contract::NAME);
             }
             if let Some(cfg) = &configuration {
                 check_configuration(&mut v, cfg);

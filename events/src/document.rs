@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::contract;
 use crate::error::{DecodeError, DomainError, Validator};
 use crate::reference::Reference;
 
@@ -71,7 +72,7 @@ impl DocumentEvent {
             DocumentEvent::Attached(e) => serde_json::to_value(e),
             DocumentEvent::Deleted(e) => serde_json::to_value(e),
         };
-        value.expect("document events are plain data and always serialise")
+        value.expect("document events are plain data and always serialise") // panic-free: plain data always serialises
     }
 
     pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
@@ -119,12 +120,12 @@ pub fn decide(
                 Reference::Inactive => v.check(false, "case_id", "the case is closed; reopen it to attach documents"),
                 Reference::Usable => {}
             }
-            v.text("filename", &filename, 255);
+            v.text("filename", &filename, contract::NAME);
             let mime_ok = mime_type.len() <= 100
                 && mime_type.split_once('/').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty());
             v.check(mime_ok, "mime_type", "must be a MIME type like application/pdf");
             v.check((0..=MAX_SIZE).contains(&size), "size", format!("must be between 0 and {MAX_SIZE} bytes"));
-            v.text("storage_path", &storage_path, 1024);
+            v.text("storage_path", &storage_path, contract::STORAGE_PATH);
             v.finish()?;
             Ok(vec![DocumentEvent::Attached(DocumentAttached {
                 case_id,

@@ -52,10 +52,18 @@ impl Validator {
         }
     }
 
-    pub fn text(&mut self, field: &str, value: &str, max_chars: usize) {
-        self.check(!value.trim().is_empty(), field, "must not be blank");
-        let len = value.chars().count();
-        self.check(len <= max_chars, field, format!("must be at most {max_chars} characters (got {len})"));
+    /// `value` within its limit of the input contract (`crate::contract`).
+    pub fn text(&mut self, field: &str, value: &str, limit: crate::contract::Text) {
+        if let Some(problem) = limit.problem(value) {
+            self.0.push(FieldError::new(field, problem));
+        }
+    }
+
+    /// Like `text`, for a value that may be empty (an optional description, say).
+    pub fn optional_text(&mut self, field: &str, value: &str, limit: crate::contract::Text) {
+        if !value.trim().is_empty() {
+            self.text(field, value, limit);
+        }
     }
 
     pub fn extend(&mut self, errors: impl IntoIterator<Item = FieldError>) {

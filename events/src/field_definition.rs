@@ -9,6 +9,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::change::Change;
+use crate::contract;
 use crate::error::{DecodeError, DomainError, Validator};
 use crate::form::{FieldType, FormDefinition, FormField};
 
@@ -139,6 +140,7 @@ impl FieldDefinitionEvent {
             FieldDefinitionEvent::Deactivated(e) | FieldDefinitionEvent::Activated(e) => serde_json::to_value(e),
         };
         value.expect("field definition events are plain data and always serialise")
+        // panic-free: plain data always serialises
     }
 
     pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
@@ -237,7 +239,7 @@ pub fn evolve(state: Option<FieldDefinition>, event: &FieldDefinitionEvent) -> O
 }
 
 fn check_spec(v: &mut Validator, field_name: &str, spec: &FieldSpec) {
-    v.text("display_name", &spec.display_name, 255);
+    v.text("display_name", &spec.display_name, contract::NAME);
     let probe = FieldDefinition {
         entity_type: EntityType::Case,
         field_name: field_name.to_owned(),

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::contract;
 use crate::error::FieldError;
 
 pub type CustomFields = Map<String, Value>;
@@ -114,6 +115,12 @@ impl FormDefinition {
     pub fn check(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
+        if self.fields.len() > contract::MAX_CUSTOM_FIELDS {
+            errors.push(FieldError::new(
+                "form_definition.fields",
+                format!("at most {} fields", contract::MAX_CUSTOM_FIELDS),
+            ));
+        }
         for (i, f) in self.fields.iter().enumerate() {
             let at = |what: &str| format!("form_definition.fields[{i}].{what}");
             let name_ok = !f.name.is_empty()
@@ -128,8 +135,23 @@ impl FormDefinition {
             if has_options && f.options.is_empty() {
                 errors.push(FieldError::new(at("options"), "select fields need at least one option"));
             }
+            if f.options.len() > contract::MAX_OPTIONS {
+                errors.push(FieldError::new(at("options"), format!("at most {} options", contract::MAX_OPTIONS)));
+            }
+            // An option becomes a case's value: it is bounded like a text value.
+            for (j, option) in f.options.iter().enumerate() {
+                if let Some(problem) = contract::CUSTOM_TEXT.problem(option) {
+                    errors.push(FieldError::new(at(&format!("options[{j}]")), problem));
+                }
+            }
+            if let Some(problem) = f.label.as_deref().and_then(|l| contract::NAME.problem(l)) {
+                errors.push(FieldError::new(at("label"), problem));
+            }
             if let Some(p) = &f.pattern {
-                if regex_lite::Regex::new(p).is_err() {
+                if p.chars().count() > contract::MAX_PATTERN {
+                    errors
+                        .push(FieldError::new(at("pattern"), format!("at most {} characters", contract::MAX_PATTERN)));
+                } else if regex_lite::Regex::new(p).is_err() {
                     errors.push(FieldError::new(at("pattern"), "is not a valid regular expression"));
                 }
             }
@@ -196,6 +218,9 @@ fn check_value(f: &FormField, v: &Value) -> Result<(), String> {
     match f.field_type {
         FieldType::Text => {
             let s = v.as_str().ok_or("must be text")?;
+            if let Some(problem) = contract::CUSTOM_TEXT.problem(s).filter(|_| !s.trim().is_empty()) {
+                return Err(problem);
+            }
             in_range(s.chars().count() as f64, "the length")?;
             if let Some(p) = &f.pattern {
                 let anchored = format!("^(?:{p})$");

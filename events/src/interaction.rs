@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::contract;
 use crate::error::{DecodeError, DomainError, Validator};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,7 +78,7 @@ impl InteractionEvent {
 
     pub fn payload(&self) -> Value {
         match self {
-            InteractionEvent::Recorded(e) => serde_json::to_value(e).expect("plain data always serialises"),
+            InteractionEvent::Recorded(e) => serde_json::to_value(e).expect("plain data always serialises"), // panic-free: plain data always serialises
         }
     }
 
@@ -124,14 +125,25 @@ pub fn decide(
         Reference::Usable => {}
     }
     if let Some(c) = &cmd.content {
-        v.check(c.chars().count() <= 100_000, "content", "must be at most 100000 characters");
+        v.optional_text("content", c, contract::INTERACTION_CONTENT);
     }
     if let Some(x) = &cmd.external_id {
-        v.text("external_id", x, 255);
+        v.text("external_id", x, contract::EXTERNAL_ID);
     }
-    v.check(cmd.tags.len() <= 50, "tags", "at most 50 tags");
+    v.check(cmd.tags.len() <= contract::MAX_TAGS, "tags", format!("at most {} tags", contract::MAX_TAGS));
+    for (i, tag) in cmd.tags.iter().enumerate() {
+        v.text(&format!("tags[{i}]"), tag, contract::TAG);
+    }
     let timestamp = cmd.occurred_at.unwrap_or(now);
     v.check(timestamp <= now + chrono::Duration::minutes(5), "occurred_at", "must not be in the future");
+    // Interactions are partitioned (PostgreSQL) and indexed (Elasticsearch) by month: an
+    // unbounded past would let one caller create a partition and an index per month.
+    let oldest = now - chrono::Duration::days(contract::MAX_BACKDATED_DAYS);
+    v.check(
+        timestamp >= oldest,
+        "occurred_at",
+        format!("must be within the last {} days", contract::MAX_BACKDATED_DAYS),
+    );
     v.finish()?;
     Ok(vec![InteractionEvent::Recorded(InteractionRecorded {
         case_id: cmd.case_id,

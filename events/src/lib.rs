@@ -8,6 +8,7 @@ pub mod case;
 pub mod case_type;
 pub mod change;
 pub mod channel;
+pub mod contract;
 pub mod document;
 pub mod envelope;
 pub mod error;

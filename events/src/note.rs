@@ -7,10 +7,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::change::Change;
+use crate::contract;
 use crate::error::{DecodeError, DomainError, Validator};
 use crate::reference::Reference;
-
-pub const MAX_CONTENT: usize = 50_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,7 +98,7 @@ impl NoteEvent {
             NoteEvent::Edited(e) => serde_json::to_value(e),
             NoteEvent::Deleted(e) => serde_json::to_value(e),
         };
-        value.expect("note events are plain data and always serialise")
+        value.expect("note events are plain data and always serialise") // panic-free: plain data always serialises
     }
 
     pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
@@ -156,7 +155,7 @@ pub fn evolve(state: Option<Note>, event: &NoteEvent) -> Option<Note> {
 fn check_tags(v: &mut Validator, tags: &[String]) {
     v.check(tags.len() <= 20, "tags", "at most 20 tags");
     for (i, t) in tags.iter().enumerate() {
-        v.text(&format!("tags[{i}]"), t, 64);
+        v.text(&format!("tags[{i}]"), t, contract::TAG);
     }
 }
 
@@ -175,12 +174,12 @@ pub fn decide(
                 Reference::Inactive => v.check(false, "case_id", "the case is closed; reopen it to add notes"),
                 Reference::Usable => {}
             }
-            v.text("content", &content, MAX_CONTENT);
+            v.text("content", &content, contract::NOTE);
             check_tags(&mut v, &tags);
             v.check(attachments.len() <= 20, "attachments", "at most 20 attachments");
             for (i, a) in attachments.iter().enumerate() {
-                v.text(&format!("attachments[{i}].filename"), &a.filename, 255);
-                v.text(&format!("attachments[{i}].mime_type"), &a.mime_type, 100);
+                v.text(&format!("attachments[{i}].filename"), &a.filename, contract::NAME);
+                v.text(&format!("attachments[{i}].mime_type"), &a.mime_type, contract::MIME_TYPE);
                 v.check(a.size >= 0, &format!("attachments[{i}].size"), "must not be negative");
             }
             v.finish()?;
@@ -199,7 +198,7 @@ pub fn decide(
         (Some(n), NoteCommand::Edit { content, is_internal, tags }) => {
             let mut v = Validator::default();
             if let Some(c) = &content {
-                v.text("content", c, MAX_CONTENT);
+                v.text("content", c, contract::NOTE);
             }
             if let Some(t) = &tags {
                 check_tags(&mut v, t);

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::case::Priority;
 use crate::change::Change;
+use crate::contract;
 use crate::error::{DecodeError, DomainError, Validator};
 use crate::reference::Reference;
 
@@ -114,7 +115,7 @@ impl TaskEvent {
             TaskEvent::Assigned(e) => serde_json::to_value(e),
             TaskEvent::StatusChanged(e) => serde_json::to_value(e),
         };
-        value.expect("task events are plain data and always serialise")
+        value.expect("task events are plain data and always serialise") // panic-free: plain data always serialises
     }
 
     pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
@@ -191,7 +192,10 @@ pub fn decide(
                 Reference::Inactive => v.check(false, "case_id", "the case is closed; reopen it to add tasks"),
                 Reference::Usable => {}
             }
-            v.text("title", &title, 255);
+            v.text("title", &title, contract::TITLE);
+            if let Some(d) = &description {
+                v.optional_text("description", d, contract::DESCRIPTION);
+            }
             check_assignee(&mut v, assigned_to, assignee);
             v.check(due_date.is_none_or(|d| d > now), "due_date", "must be in the future");
             v.finish()?;

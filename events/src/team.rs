@@ -8,6 +8,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::change::Change;
+use crate::contract;
 use crate::error::{DecodeError, DomainError, Validator};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,7 +100,7 @@ impl TeamEvent {
             TeamEvent::MemberAdded(e) => serde_json::to_value(e),
             TeamEvent::MemberRemoved(e) => serde_json::to_value(e),
         };
-        value.expect("team events are plain data and always serialise")
+        value.expect("team events are plain data and always serialise") // panic-free: plain data always serialises
     }
 
     pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
@@ -161,9 +162,9 @@ pub fn decide(state: Option<&Team>, command: TeamCommand, now: DateTime<Utc>) ->
         (Some(_), TeamCommand::Create { .. }) => Err(DomainError::Conflict("the team already exists".into())),
         (None, TeamCommand::Create { name, description }) => {
             let mut v = Validator::default();
-            v.text("name", &name, 255);
+            v.text("name", &name, contract::NAME);
             if let Some(d) = &description {
-                v.check(d.chars().count() <= 2000, "description", "must be at most 2000 characters");
+                v.optional_text("description", d, contract::TEAM_DESCRIPTION);
             }
             v.finish()?;
             Ok(vec![TeamEvent::Created(TeamCreated { name: name.trim().to_owned(), description, created_at: now })])
@@ -171,7 +172,7 @@ pub fn decide(state: Option<&Team>, command: TeamCommand, now: DateTime<Utc>) ->
         (None, _) => Err(DomainError::NotFound("team")),
         (Some(team), TeamCommand::Rename { name }) => {
             let mut v = Validator::default();
-            v.text("name", &name, 255);
+            v.text("name", &name, contract::NAME);
             v.finish()?;
             Ok(Change::between(&team.name, Some(name.trim().to_owned()))
                 .map(|name| TeamEvent::Renamed(TeamRenamed { name, renamed_at: now }))

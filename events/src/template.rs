@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::change::Change;
 use crate::channel::ChannelType;
+use crate::contract;
 use crate::error::{DecodeError, DomainError, Validator};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -103,7 +104,7 @@ impl TemplateEvent {
             TemplateEvent::Updated(e) => serde_json::to_value(e),
             TemplateEvent::Deactivated(e) | TemplateEvent::Activated(e) => serde_json::to_value(e),
         };
-        value.expect("template events are plain data and always serialise")
+        value.expect("template events are plain data and always serialise") // panic-free: plain data always serialises
     }
 
     pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
@@ -222,9 +223,9 @@ pub fn render(text: &str, values: &Map<String, Value>, missing: &mut BTreeSet<St
 }
 
 fn check_texts(v: &mut Validator, subject: Option<&str>, content: &str) {
-    v.text("content", content, 100_000);
+    v.text("content", content, contract::TEMPLATE);
     if let Some(s) = subject {
-        v.text("subject", s, 500);
+        v.text("subject", s, contract::SUBJECT);
     }
     for (field, text) in [("subject", subject.unwrap_or_default()), ("content", content)] {
         for (_, _, name) in placeholders(text) {
@@ -247,7 +248,17 @@ pub fn decide(
         (Some(_), TemplateCommand::Create { .. }) => Err(DomainError::Conflict("the template already exists".into())),
         (None, TemplateCommand::Create { name, description, channel_type, subject, content, tags, category }) => {
             let mut v = Validator::default();
-            v.text("name", &name, 255);
+            v.text("name", &name, contract::NAME);
+            if let Some(d) = &description {
+                v.optional_text("description", d, contract::DESCRIPTION);
+            }
+            if let Some(c) = &category {
+                v.text("category", c, contract::NAME);
+            }
+            v.check(tags.len() <= contract::MAX_TAGS, "tags", format!("at most {} tags", contract::MAX_TAGS));
+            for (i, tag) in tags.iter().enumerate() {
+                v.text(&format!("tags[{i}]"), tag, contract::TAG);
+            }
             check_texts(&mut v, subject.as_deref(), &content);
             v.finish()?;
             let variables = extract_variables(subject.as_deref().into_iter().chain([content.as_str()]));
@@ -270,7 +281,10 @@ pub fn decide(
             let new_content = content.clone().unwrap_or_else(|| t.content.clone());
             let mut v = Validator::default();
             if let Some(n) = &name {
-                v.text("name", n, 255);
+                v.text("name", n, contract::NAME);
+            }
+            if let Some(Some(d)) = &description {
+                v.optional_text("description", d, contract::DESCRIPTION);
             }
             check_texts(&mut v, new_subject.as_deref(), &new_content);
             v.finish()?;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::change::Change;
+use crate::contract;
 use crate::error::{DecodeError, DomainError, Validator};
 
 pub type Settings = Map<String, Value>;
@@ -98,7 +99,7 @@ impl TenantEvent {
             TenantEvent::Suspended(e) => serde_json::to_value(e),
             TenantEvent::Reactivated(e) => serde_json::to_value(e),
         };
-        value.expect("tenant events are plain data and always serialise")
+        value.expect("tenant events are plain data and always serialise") // panic-free: plain data always serialises
     }
 
     /// Reads a stored event, upcasting older schema versions first.
@@ -182,7 +183,7 @@ pub fn decide(
         }
         (None, TenantCommand::Provision { name, slug, settings }) => {
             let mut v = Validator::default();
-            v.text("name", &name, 200);
+            v.text("name", &name, contract::TENANT_NAME);
             let slug_ok = (3..=63).contains(&slug.len())
                 && slug.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                 && !slug.starts_with('-')
@@ -209,7 +210,7 @@ pub fn decide(
         }
         (Some(tenant), TenantCommand::Suspend { reason }) => {
             let mut v = Validator::default();
-            v.text("reason", &reason, 500);
+            v.text("reason", &reason, contract::REASON);
             v.finish()?;
             if tenant.status == TenantStatus::Suspended {
                 return Ok(vec![]);

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::change::Change;
+use crate::contract;
 use crate::error::{DecodeError, DomainError, Validator};
 
 pub type Document = Map<String, Value>;
@@ -203,7 +204,7 @@ impl UserEvent {
             UserEvent::LoggedIn(e) => serde_json::to_value(e),
             UserEvent::PasswordChanged(e) => serde_json::to_value(e),
         };
-        value.expect("user events are plain data and always serialise")
+        value.expect("user events are plain data and always serialise") // panic-free: plain data always serialises
     }
 
     pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
@@ -324,7 +325,7 @@ fn check_email(v: &mut Validator, email: &str) {
 
 fn check_name(v: &mut Validator, field: &str, name: &Option<String>) {
     if let Some(n) = name {
-        v.text(field, n, 255);
+        v.text(field, n, contract::NAME);
     }
 }
 

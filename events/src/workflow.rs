@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::case::Priority;
 use crate::change::Change;
+use crate::contract;
 use crate::error::{DecodeError, DomainError, FieldError, Validator};
 
 const ROLES: [&str; 3] = ["agent", "supervisor", "admin"];
@@ -68,8 +69,8 @@ impl WorkflowDefinition {
             if !ids.insert(s.id) {
                 errors.push(FieldError::new(format!("definition.stages[{i}].id"), "is used twice"));
             }
-            if s.name.trim().is_empty() || s.name.chars().count() > 100 {
-                errors.push(FieldError::new(format!("definition.stages[{i}].name"), "must be 1-100 characters"));
+            if let Some(problem) = contract::STAGE_NAME.problem(&s.name) {
+                errors.push(FieldError::new(format!("definition.stages[{i}].name"), problem));
             }
         }
         if !ids.contains(&self.initial_stage) {
@@ -183,7 +184,7 @@ impl WorkflowEvent {
             WorkflowEvent::Updated(e) => serde_json::to_value(e),
             WorkflowEvent::Deactivated(e) | WorkflowEvent::Activated(e) => serde_json::to_value(e),
         };
-        value.expect("workflow events are plain data and always serialise")
+        value.expect("workflow events are plain data and always serialise") // panic-free: plain data always serialises
     }
 
     pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
@@ -251,7 +252,7 @@ pub fn decide(
         (Some(_), WorkflowCommand::Create { .. }) => Err(DomainError::Conflict("the workflow already exists".into())),
         (None, WorkflowCommand::Create { name, description, definition }) => {
             let mut v = Validator::default();
-            v.text("name", &name, 255);
+            v.text("name", &name, contract::NAME);
             v.extend(definition.check());
             v.finish()?;
             Ok(vec![WorkflowEvent::Created(WorkflowCreated {
@@ -265,7 +266,7 @@ pub fn decide(
         (Some(w), WorkflowCommand::Update { name, description, definition }) => {
             let mut v = Validator::default();
             if let Some(n) = &name {
-                v.text("name", n, 255);
+                v.text("name", n, contract::NAME);
             }
             if let Some(d) = &definition {
                 v.extend(d.check());

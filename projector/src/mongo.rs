@@ -31,6 +31,10 @@ pub const TENANT_COLLECTIONS: [&str; 5] =
     [AUDIT_LOGS, CASE_NOTES, MESSAGE_TEMPLATES, CUSTOM_FIELD_DEFINITIONS, AI_RESULTS_CACHE];
 
 const DOCUMENT_FAILED_VALIDATION: i32 = 121;
+/// Write errors about the document itself, which the same document meets every time:
+/// a validator, a bad value or type, a field name the server refuses, a document or an
+/// index key over the server's size limit.
+const REFUSES_THE_DOCUMENT: [i32; 8] = [DOCUMENT_FAILED_VALIDATION, 2, 14, 52, 56, 57, 10334, 17280];
 const NAMESPACE_EXISTS: i32 = 48;
 
 fn index(keys: Document, name: &str) -> IndexModel {
@@ -259,13 +263,14 @@ impl Writes {
                 let code = first.get_i32("code").unwrap_or(0);
                 let message = first.get_str("errmsg").unwrap_or("write refused");
                 let event_id = batch.get(at).map(|(_, id)| *id).unwrap_or_default();
-                if code == DOCUMENT_FAILED_VALIDATION {
+                if REFUSES_THE_DOCUMENT.contains(&code) {
                     return Err(ApplyError::Poison {
                         event_id,
                         reason: format!("MongoDB refused it ({code}): {message}"),
                     });
                 }
-                return Err(ApplyError::Transient(anyhow::anyhow!("{collection}: {message} ({code})")));
+                // A write error names no store trouble (those fail the whole command).
+                return Err(ApplyError::Unexplained(anyhow::anyhow!("{collection}: {message} ({code})")));
             }
         }
         Ok(())

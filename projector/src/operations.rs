@@ -33,10 +33,17 @@ pub struct ProjectionStatus {
     pub lag_seconds: f64,
     pub events_per_sec: f64,
     pub events_applied: i64,
+    /// Parked events, and the streams they belong to (each held back whole).
     pub parked: i64,
+    pub parked_streams: i64,
     pub last_batch_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
+    /// `transient` (the store was away or busy; retried) or `deterministic` (the store
+    /// refused an event; its stream was parked).
+    pub last_error_class: Option<String>,
+    /// Since when the projection has been retrying a batch (None: it is applying).
+    pub retrying_since: Option<DateTime<Utc>>,
     /// How often its worker replaced its consumer (stalled, lost broker, gap in the
     /// log, lost lease), when it last did and why.
     pub restarts: i64,
@@ -53,6 +60,8 @@ struct ProgressRow {
     last_batch_at: Option<DateTime<Utc>>,
     last_error: Option<String>,
     last_error_at: Option<DateTime<Utc>>,
+    last_error_class: Option<String>,
+    retrying_since: Option<DateTime<Utc>>,
     restarts: i64,
     last_restart_at: Option<DateTime<Utc>>,
     last_restart_reason: Option<String>,
@@ -73,10 +82,13 @@ pub async fn status(stores: &Stores) -> anyhow::Result<Vec<ProjectionStatus>> {
         i64,
         Option<DateTime<Utc>>,
         Option<String>,
+        Option<String>,
+        Option<DateTime<Utc>>,
     );
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT projection, events_applied, events_per_sec, last_position, last_event_at, last_batch_at,
-                last_error, last_error_at, restarts, last_restart_at, last_restart_reason
+                last_error, last_error_at, restarts, last_restart_at, last_restart_reason,
+                last_error_class, retrying_since
          FROM projector.progress",
     )
     .fetch_all(pool)
@@ -95,12 +107,16 @@ pub async fn status(stores: &Stores) -> anyhow::Result<Vec<ProjectionStatus>> {
             restarts: r.8,
             last_restart_at: r.9,
             last_restart_reason: r.10,
+            last_error_class: r.11,
+            retrying_since: r.12,
         })
         .collect();
-    let parked: Vec<(String, i64)> =
-        sqlx::query_as("SELECT projection, count(*) FROM projector.parked_events GROUP BY projection")
-            .fetch_all(pool)
-            .await?;
+    let parked: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT projection, count(*), count(DISTINCT (tenant_id, stream_id)) FROM projector.parked_events
+         GROUP BY projection",
+    )
+    .fetch_all(pool)
+    .await?;
     let newest: Option<DateTime<Utc>> =
         sqlx::query_scalar("SELECT occurred_at FROM eventstore.events ORDER BY position DESC LIMIT 1")
             .fetch_optional(pool)
@@ -148,10 +164,13 @@ pub async fn status(stores: &Stores) -> anyhow::Result<Vec<ProjectionStatus>> {
                 .filter(|r| r.last_batch_at.is_some_and(|at| Utc::now() - at < chrono::Duration::seconds(10)))
                 .map_or(0.0, |r| r.events_per_sec),
             events_applied: row.map_or(0, |r| r.events_applied),
-            parked: parked.iter().find(|(p, _)| p == name).map_or(0, |(_, n)| *n),
+            parked: parked.iter().find(|(p, _, _)| p == name).map_or(0, |(_, n, _)| *n),
+            parked_streams: parked.iter().find(|(p, _, _)| p == name).map_or(0, |(_, _, n)| *n),
             last_batch_at: row.and_then(|r| r.last_batch_at),
             last_error: row.and_then(|r| r.last_error.clone()),
             last_error_at: row.and_then(|r| r.last_error_at),
+            last_error_class: row.and_then(|r| r.last_error_class.clone()),
+            retrying_since: row.and_then(|r| r.retrying_since),
             restarts: row.map_or(0, |r| r.restarts),
             last_restart_at: row.and_then(|r| r.last_restart_at),
             last_restart_reason: row.and_then(|r| r.last_restart_reason.clone()),
@@ -354,12 +373,12 @@ pub async fn apply(projection: &Arc<dyn Projection>, group: &str, events: &[Even
             Err(ApplyError::Poison { event_id, reason }) => {
                 anyhow::bail!("event {event_id} cannot be applied: {reason}")
             }
-            Err(ApplyError::Transient(e)) if backoff < Duration::from_secs(10) => {
-                tracing::warn!(error = %e, "apply failed; retrying");
+            Err(ApplyError::Transient(e) | ApplyError::Unexplained(e)) if backoff < Duration::from_secs(10) => {
+                tracing::warn!(error = %format!("{e:#}"), "apply failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff *= 2;
             }
-            Err(ApplyError::Transient(e)) => return Err(e),
+            Err(ApplyError::Transient(e) | ApplyError::Unexplained(e)) => return Err(e),
         }
     }
 }

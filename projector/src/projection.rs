@@ -8,14 +8,22 @@ use uuid::Uuid;
 
 use crate::event::Event;
 
+/// Why a batch was not applied: what the worker does next depends on it.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    /// The store is unreachable or busy: retry the same batch later.
+    /// The store is unreachable, busy or refusing writes for now (a connection, a timeout,
+    /// back-pressure, a lock or serialization conflict, a full disk, a write block): retry
+    /// the same batch later, for as long as it takes.
     #[error("transient failure: {0:#}")]
     Transient(#[from] anyhow::Error),
     /// This event can never be applied (bad data for this store): park it and its stream.
     #[error("event {event_id} cannot be applied: {reason}")]
     Poison { event_id: Uuid, reason: String },
+    /// An error that says neither that the store is away nor what is wrong with which
+    /// event: retried, and if it repeats while the store answers its health probe, the
+    /// worker looks for the event behind it and parks that (`worker::apply_or_park`).
+    #[error("unexplained failure: {0:#}")]
+    Unexplained(anyhow::Error),
 }
 
 /// A place in one partition of the log: the offset to read next, in the log epoch (the
@@ -59,6 +67,11 @@ pub trait Projection: Send + Sync {
     /// What the store holds of one tenant's streams, for `verify` to compare with the
     /// journal: one entry per kind of record it keeps.
     async fn held(&self, tenant: Uuid) -> anyhow::Result<Vec<Held>>;
+
+    /// Whether the store answers at all (a ping). A batch that keeps failing "transiently"
+    /// while this succeeds holds an event the store will never take: the worker then
+    /// finds that event and parks it (`worker::apply_or_park`).
+    async fn healthy(&self) -> anyhow::Result<()>;
 }
 
 /// The versions a store holds of the streams of one kind of record.

@@ -51,8 +51,7 @@ impl Stores {
         let mongo = mongodb::Client::with_uri_str(&settings.mongo_url).await.context("connecting to MongoDB")?;
         let transport = Transport::single_node(&settings.elastic_url).context("configuring Elasticsearch")?;
         let elastic = Elasticsearch::new(transport);
-        let redis = redis::Client::open(settings.redis_url.as_str()).context("configuring Redis")?;
-        let redis = redis::aio::ConnectionManager::new(redis).await.context("connecting to Redis")?;
+        let redis = runtime::redis_connection::connect(&settings.redis_url).await?;
         Ok(Self { settings: settings.clone(), pool, mongo, elastic, redis })
     }
 

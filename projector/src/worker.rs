@@ -28,6 +28,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use uuid::Uuid;
 
 use crate::event::Event;
 use crate::lease::Lease;
@@ -401,12 +402,25 @@ impl Worker {
     }
 }
 
+/// Unexplained failures of one batch, while its store answers its health probe, before
+/// the worker looks for the event behind them.
+const ATTEMPTS_WHILE_HEALTHY: u32 = 8;
+/// Attempts at one event on its own before it is parked.
+const ATTEMPTS_ALONE: u32 = 3;
+
 /// Applies a batch; a poison event is parked with every later event of its stream in the
 /// batch (and the stream is remembered as parked), and the rest is applied again. True
 /// when the projection applied what was left (and so recorded `checkpoint`, if it does);
-/// false when everything was parked. A
-/// transient failure is retried with backoff until it passes. The worker and a replay
-/// share this.
+/// false when nothing is left to apply (the caller records the checkpoint). The worker, a
+/// replay and a repair share this.
+///
+/// The store's own troubles (`ApplyError::Transient`) are retried with backoff for as
+/// long as they last, the projection shown as retrying in `status`. An unexplained error
+/// that repeats while the store answers its health probe is no outage: after
+/// `ATTEMPTS_WHILE_HEALTHY` of them the events are applied one by one, in order and
+/// without the checkpoint (every store ignores what it holds, so nothing is skipped if
+/// this is interrupted), and one that fails `ATTEMPTS_ALONE` times on its own is parked
+/// like a poison event. No event can hold a projection back for every tenant.
 pub async fn apply_or_park(
     projection: &dyn Projection,
     parking: &ParkingLot,
@@ -417,44 +431,129 @@ pub async fn apply_or_park(
     pool: &PgPool,
 ) -> anyhow::Result<bool> {
     let mut backoff = Duration::from_millis(100);
+    let mut unexplained_while_healthy = 0;
+    let mut retrying = false;
     while !events.is_empty() {
-        match projection.apply(&events, checkpoint).await {
-            Ok(()) => return Ok(true),
-            Err(ApplyError::Poison { event_id, reason }) => {
-                let Some(stream) =
-                    events.iter().find(|e| e.envelope.event_id == event_id).map(|e| StreamKey::of(&e.envelope))
-                else {
-                    anyhow::bail!("projection {} named a poison event not in the batch", projection.name());
-                };
-                parked.insert(stream);
-                // The poison event and everything after it in its stream wait together.
-                let mut blocked = false;
-                let mut kept = Vec::with_capacity(events.len());
-                for event in events {
-                    if StreamKey::of(&event.envelope) == stream && (blocked || event.envelope.event_id == event_id) {
-                        blocked = true;
-                        let why = if event.envelope.event_id == event_id {
-                            reason.clone()
-                        } else {
-                            "an earlier event of this stream is parked".to_owned()
-                        };
-                        let raw = serde_json::to_vec(&event.envelope)?;
-                        parking.park(projection.name(), Some(&event.envelope), &raw, &why).await?;
-                    } else {
-                        kept.push(event);
+        let (event_id, reason) = match projection.apply(&events, checkpoint).await {
+            Ok(()) => {
+                if retrying {
+                    record_recovery(pool, group).await;
+                }
+                return Ok(true);
+            }
+            Err(ApplyError::Poison { event_id, reason }) => (event_id, reason),
+            Err(ApplyError::Transient(e)) => {
+                retry_later(projection, pool, group, &e, &mut backoff).await;
+                retrying = true;
+                continue;
+            }
+            Err(ApplyError::Unexplained(e)) => {
+                retry_later(projection, pool, group, &e, &mut backoff).await;
+                retrying = true;
+                match projection.healthy().await {
+                    Ok(()) => unexplained_while_healthy += 1,
+                    Err(down) => {
+                        tracing::warn!(projection = projection.name(), error = %format!("{down:#}"), "the store is unhealthy");
+                        unexplained_while_healthy = 0;
                     }
                 }
-                events = kept;
+                if unexplained_while_healthy < ATTEMPTS_WHILE_HEALTHY {
+                    continue;
+                }
+                unexplained_while_healthy = 0;
+                match alone(projection, &events, checkpoint).await? {
+                    Alone::Refused(event_id, reason) => (event_id, reason),
+                    // Each event is applied now: so is the batch, but for its checkpoint.
+                    Alone::AllApplied => {
+                        record_recovery(pool, group).await;
+                        return Ok(false);
+                    }
+                    Alone::StoreTrouble => continue,
+                }
             }
-            Err(ApplyError::Transient(e)) => {
-                tracing::warn!(projection = projection.name(), error = ?e, retry_in = ?backoff, "apply failed");
-                record_error(pool, group, &format!("{e:#}")).await;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+        };
+        record_error(pool, group, &reason, ErrorClass::Deterministic).await;
+        let Some(stream) = events.iter().find(|e| e.envelope.event_id == event_id).map(|e| StreamKey::of(&e.envelope))
+        else {
+            anyhow::bail!("projection {} named a poison event not in the batch", projection.name());
+        };
+        parked.insert(stream);
+        // The poison event and everything after it in its stream wait together.
+        let mut blocked = false;
+        let mut kept = Vec::with_capacity(events.len());
+        for event in events {
+            if StreamKey::of(&event.envelope) == stream && (blocked || event.envelope.event_id == event_id) {
+                blocked = true;
+                let why = if event.envelope.event_id == event_id {
+                    reason.clone()
+                } else {
+                    "an earlier event of this stream is parked".to_owned()
+                };
+                let raw = serde_json::to_vec(&event.envelope)?;
+                parking.park(projection.name(), Some(&event.envelope), &raw, &why).await?;
+            } else {
+                kept.push(event);
             }
         }
+        events = kept;
     }
     Ok(false)
+}
+
+/// Logs and records a failure, then waits before the next attempt.
+async fn retry_later(
+    projection: &dyn Projection,
+    pool: &PgPool,
+    group: &str,
+    e: &anyhow::Error,
+    backoff: &mut Duration,
+) {
+    tracing::warn!(projection = projection.name(), error = %format!("{e:#}"), retry_in = ?backoff, "apply failed");
+    record_error(pool, group, &format!("{e:#}"), ErrorClass::Transient).await;
+    tokio::time::sleep(*backoff).await;
+    *backoff = (*backoff * 2).min(Duration::from_secs(5));
+}
+
+/// What applying a batch's events one by one found.
+enum Alone {
+    /// This event failed every time on its own while the store answered: park it.
+    Refused(Uuid, String),
+    /// Every event applied on its own.
+    AllApplied,
+    /// The store went away or reported trouble of its own: back to plain retries.
+    StoreTrouble,
+}
+
+/// Applies `events` one by one, in order, without recording a checkpoint (every store
+/// ignores what it already holds, so the batch applied again later changes nothing).
+async fn alone(projection: &dyn Projection, events: &[Event], checkpoint: &Checkpoint) -> anyhow::Result<Alone> {
+    let unrecorded = Checkpoint { positions: Default::default(), ..checkpoint.clone() };
+    for event in events {
+        let mut last = None;
+        for attempt in 1..=ATTEMPTS_ALONE {
+            match projection.apply(std::slice::from_ref(event), &unrecorded).await {
+                Ok(()) => {
+                    last = None;
+                    break;
+                }
+                Err(ApplyError::Poison { event_id, reason }) => return Ok(Alone::Refused(event_id, reason)),
+                Err(ApplyError::Transient(_)) => return Ok(Alone::StoreTrouble),
+                Err(ApplyError::Unexplained(e)) => {
+                    last = Some(format!("{e:#}"));
+                    tokio::time::sleep(Duration::from_millis(100) * attempt).await;
+                }
+            }
+        }
+        let Some(error) = last else { continue };
+        if projection.healthy().await.is_err() {
+            return Ok(Alone::StoreTrouble);
+        }
+        return Ok(Alone::Refused(
+            event.envelope.event_id,
+            format!("refused {ATTEMPTS_ALONE} times on its own while the store answered its health probe: {error}"),
+        ));
+    }
+    Ok(Alone::AllApplied)
 }
 
 /// Events per second over the last few batches (an exponentially weighted average).
@@ -503,7 +602,7 @@ async fn record_progress(
              events_per_sec = EXCLUDED.events_per_sec,
              last_position = GREATEST(p.last_position, EXCLUDED.last_position),
              last_event_at = COALESCE(EXCLUDED.last_event_at, p.last_event_at),
-             last_batch_at = now()",
+             last_batch_at = now(), retrying_since = NULL",
     )
     .bind(group)
     .bind(serde_json::Value::Object(positions))
@@ -516,19 +615,54 @@ async fn record_progress(
     Ok(())
 }
 
-/// Keeps the latest failure visible to `status` (best effort: the store may be the
-/// thing that is down, and PostgreSQL with it).
-async fn record_error(pool: &PgPool, group: &str, error: &str) {
+/// What kind of failure `status` shows last.
+#[derive(Debug, Clone, Copy)]
+pub enum ErrorClass {
+    /// The store was unreachable or busy: retried.
+    Transient,
+    /// The store will never take the event: its stream was parked.
+    Deterministic,
+}
+
+impl ErrorClass {
+    fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Transient => "transient",
+            ErrorClass::Deterministic => "deterministic",
+        }
+    }
+}
+
+/// Keeps the latest failure visible to `status`, and since when the projection retries
+/// (best effort: the store may be the thing that is down, and PostgreSQL with it).
+async fn record_error(pool: &PgPool, group: &str, error: &str, class: ErrorClass) {
     let recorded = sqlx::query(
-        "INSERT INTO projector.progress (projection, last_error, last_error_at) VALUES ($1, $2, now())
-         ON CONFLICT (projection) DO UPDATE SET last_error = EXCLUDED.last_error, last_error_at = now()",
+        "INSERT INTO projector.progress (projection, last_error, last_error_at, last_error_class, retrying_since)
+         VALUES ($1, $2, now(), $3, CASE WHEN $3 = 'transient' THEN now() END)
+         ON CONFLICT (projection) DO UPDATE SET last_error = EXCLUDED.last_error, last_error_at = now(),
+             last_error_class = EXCLUDED.last_error_class,
+             retrying_since = CASE WHEN EXCLUDED.last_error_class = 'transient'
+                                   THEN COALESCE(projector.progress.retrying_since, now())
+                                   ELSE projector.progress.retrying_since END",
     )
     .bind(group)
     .bind(error)
+    .bind(class.as_str())
     .execute(pool)
     .await;
     if let Err(e) = recorded {
         tracing::debug!(error = %e, "could not record the projection's error");
+    }
+}
+
+/// The projection applies again after retries.
+async fn record_recovery(pool: &PgPool, group: &str) {
+    let recorded = sqlx::query("UPDATE projector.progress SET retrying_since = NULL WHERE projection = $1")
+        .bind(group)
+        .execute(pool)
+        .await;
+    if let Err(e) = recorded {
+        tracing::debug!(error = %e, "could not record the projection's recovery");
     }
 }
 

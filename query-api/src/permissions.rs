@@ -21,6 +21,9 @@ impl Authority for AppState {
     async fn authorise(&self, token: Token) -> Result<Caller, ApiError> {
         let Some(seen) = self.sessions.admit(&token).await? else { return Ok(token.caller) };
         let caller = token.caller;
+        if !seen.tenant_status_known {
+            ensure_active_tenant(self, caller).await?;
+        }
         if caller.operator {
             return Ok(caller);
         }
@@ -67,4 +70,30 @@ async fn load(state: &AppState, caller: Caller) -> Result<Option<Rights>, ApiErr
         let role = serde_json::from_value(Value::String(role)).ok()?;
         Some(Rights { version, role, status, grants: Permission::bits(&granted) })
     }))
+}
+
+/// The tenant's status from the read model when Redis does not hold it, written back so
+/// the next request finds it there: a suspension is never forgotten with Redis' data.
+async fn ensure_active_tenant(state: &AppState, caller: Caller) -> Result<(), ApiError> {
+    let (mut tx, tenant) = tenant_tx(&state.pool, caller).await?;
+    let row: Option<(String, i64)> = sqlx::query_as("SELECT status, version FROM public.tenants WHERE id = $1")
+        .bind(tenant)
+        .fetch_optional(&mut *tx)
+        .await?;
+    match row {
+        Some((status, version)) if status == "suspended" => {
+            if let Err(e) = state.sessions.publish_tenant_status(tenant, true, version).await {
+                tracing::warn!(error = %e, "writing the tenant's status to Redis failed");
+            }
+            Err(ApiError::Forbidden("the tenant is suspended; ask the platform operator".into()))
+        }
+        Some(_) => {
+            if let Err(e) = state.sessions.note_active_tenant(tenant).await {
+                tracing::warn!(error = %e, "writing the tenant's status to Redis failed");
+            }
+            Ok(())
+        }
+        // Not projected yet: nothing of it can be read either.
+        None => Ok(()),
+    }
 }

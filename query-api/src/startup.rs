@@ -22,8 +22,7 @@ impl Application {
         let mongo = mongodb::Client::with_uri_str(&settings.mongo_url).await.context("connecting to MongoDB")?;
         let elastic =
             Elasticsearch::new(Transport::single_node(&settings.elastic_url).context("configuring Elasticsearch")?);
-        let redis = redis::Client::open(settings.redis_url.as_str()).context("configuring Redis")?;
-        let redis = redis::aio::ConnectionManager::new(redis).await.context("connecting to Redis")?;
+        let redis = runtime::redis_connection::connect(&settings.redis_url).await?;
         let probes = vec![
             Probe::postgres(pool.clone()),
             probe_redis(redis.clone()),

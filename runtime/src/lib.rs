@@ -14,6 +14,8 @@ pub mod openapi;
 pub mod position;
 pub mod problem;
 #[cfg(feature = "sessions")]
+pub mod redis_connection;
+#[cfg(feature = "sessions")]
 pub mod session;
 pub mod telemetry;
 pub mod tenancy;

@@ -51,6 +51,10 @@ pub struct Seen {
     /// The newest user version the command API committed a rights change at (0: none).
     pub revision: i64,
     pub tenant_suspended: bool,
+    /// Whether Redis holds the tenant's status at all (it does not for a tenant from
+    /// before sessions, or after Redis lost its data): if not, the caller must look it up
+    /// in its own store before serving anything.
+    pub tenant_status_known: bool,
 }
 
 impl Seen {
@@ -88,7 +92,10 @@ return ended
 
 /// KEYS: the tenant's status and its version. ARGV: status, version.
 const TENANT_STATUS: &str = r#"
-if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[2]) then
+local held = tonumber(redis.call('GET', KEYS[2]) or '0')
+local v = tonumber(ARGV[2])
+-- A newer status, or the same one again where the status itself was lost (evicted).
+if held < v or (held == v and redis.call('EXISTS', KEYS[1]) == 0) then
   redis.call('SET', KEYS[1], ARGV[1])
   redis.call('SET', KEYS[2], ARGV[2])
 end
@@ -233,6 +240,7 @@ impl Sessions {
             rights: parse_rights(&rights),
             revision: revision.unwrap_or(0),
             tenant_suspended: status.as_deref() == Some("suspended"),
+            tenant_status_known: status.is_some(),
         })
     }
 
@@ -318,10 +326,13 @@ impl Sessions {
     /// from before sessions, or a Redis that lost its data): never over a suspension
     /// that raced the login.
     pub async fn note_active_tenant(&self, tenant: Uuid) -> Result<(), ApiError> {
+        // For a while only: the read model it came from may not show a suspension yet.
         redis::cmd("SET")
             .arg(tenant_status_key(tenant))
             .arg("active")
             .arg("NX")
+            .arg("EX")
+            .arg(300)
             .query_async::<Option<String>>(&mut self.redis.clone())
             .await
             .map(drop)
@@ -346,7 +357,13 @@ mod tests {
     #[test]
     fn cached_rights_older_than_a_committed_change_are_not_fresh() {
         let rights = Rights { version: 4, role: Role::Admin, status: "active".into(), grants: 0 };
-        let seen = Seen { alive: true, rights: Some(rights.clone()), revision: 5, tenant_suspended: false };
+        let seen = Seen {
+            alive: true,
+            rights: Some(rights.clone()),
+            revision: 5,
+            tenant_suspended: false,
+            tenant_status_known: true,
+        };
         assert_eq!(seen.fresh_rights(), None);
         let seen = Seen { revision: 4, ..seen };
         assert_eq!(seen.fresh_rights(), Some(&rights));

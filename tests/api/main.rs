@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod abuse;
+mod accepted_means_projected;
 mod bad_input;
 mod broker_loss;
 mod case_reads;
@@ -14,6 +15,7 @@ mod custom_fields;
 mod documents;
 mod entities;
 mod flow;
+mod input_contract;
 mod isolation;
 mod log_gaps;
 mod notes;

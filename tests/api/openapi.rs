@@ -104,3 +104,36 @@ async fn both_apis_document_every_route() {
     let priority = &doc["components"]["schemas"]["Priority"]["enum"];
     assert_eq!(priority, &serde_json::json!(["low", "medium", "high", "urgent"]));
 }
+
+/// Every `$ref` in `node`, as `#/components/schemas/Name` strings.
+fn references(node: &Value, out: &mut Vec<String>) {
+    match node {
+        Value::Object(map) => {
+            if let Some(Value::String(r)) = map.get("$ref") {
+                out.push(r.clone());
+            }
+            map.values().for_each(|v| references(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| references(v, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_reference_in_both_documents_resolves() {
+    let app = TestApp::spawn().await;
+    for base in [&app.command_url, &app.query_url] {
+        let doc: Value = app.http.get(format!("{base}/openapi.json")).send().await.unwrap().json().await.unwrap();
+        let mut refs = Vec::new();
+        references(&doc, &mut refs);
+        assert!(!refs.is_empty(), "{base}: no references at all?");
+        let unresolved: Vec<&String> = refs
+            .iter()
+            .filter(|r| {
+                let pointer = r.trim_start_matches('#');
+                doc.pointer(pointer).is_none()
+            })
+            .collect();
+        assert!(unresolved.is_empty(), "{base}/openapi.json refers to what it does not define: {unresolved:?}");
+    }
+}

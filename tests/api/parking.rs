@@ -20,33 +20,7 @@ async fn append_to(
     event_type: &str,
     payload: Value,
 ) {
-    let event_id = Uuid::now_v7();
-    let envelope = json!({
-        "event_id": event_id, "tenant_id": tenant, "stream_type": stream_type, "stream_id": stream,
-        "stream_version": version, "event_type": event_type, "schema_version": 1,
-        "occurred_at": "2026-11-20T09:00:00Z", "actor": { "user_id": app.user_id, "role": "agent" },
-        "correlation_id": Uuid::now_v7(), "causation_id": null, "payload": payload,
-    });
-    let position: i64 = sqlx::query_scalar(
-        "INSERT INTO eventstore.events (event_id, tenant_id, stream_type, stream_id, stream_version, event_type,
-            schema_version, occurred_at, envelope)
-         VALUES ($1, $2, $7, $3, $4, $5, 1, '2026-11-20T09:00:00Z', $6) RETURNING position",
-    )
-    .bind(event_id)
-    .bind(tenant)
-    .bind(stream)
-    .bind(version)
-    .bind(event_type)
-    .bind(&envelope)
-    .bind(stream_type)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    sqlx::query("INSERT INTO eventstore.outbox (position) VALUES ($1)")
-        .bind(position)
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    murima_tests::append_raw_event(app, tenant, stream_type, stream, version, event_type, 1, payload).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -175,6 +175,37 @@ async fn a_suspended_tenants_users_are_refused_reads_and_commands() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_suspension_that_redis_forgot_still_refuses_reads() {
+    let app = TestApp::spawn().await;
+    // An operator token of the tenant: it has no session, so only the tenant's status
+    // stands between it and the data.
+    let token = app.token.clone();
+    let platform = app.platform_token();
+    let path = format!("/v1/tenants/{}/suspend", app.tenant_id);
+    let suspended = app.command(Method::POST, &path, &platform, Some(json!({ "reason": "unpaid" }))).await;
+    assert!(suspended.status().is_success());
+    let mut redis =
+        redis::Client::open(app.settings.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let status_key = runtime::tenancy::Tenancy(app.tenant_id).redis_key("tenant:status");
+    // Wait until the projector has the suspension in PostgreSQL, then lose Redis' copy.
+    murima_tests::eventually("the suspension in PostgreSQL", || async {
+        let status: String = sqlx::query_scalar("SELECT status FROM public.tenants WHERE id = $1")
+            .bind(app.tenant_id)
+            .fetch_one(&app.pool)
+            .await
+            .ok()?;
+        (status == "suspended").then_some(())
+    })
+    .await;
+    let _: () = redis::cmd("DEL").arg(&status_key).query_async(&mut redis).await.unwrap();
+    assert_eq!(app.query("/v1/cases", &token).await.status(), StatusCode::FORBIDDEN);
+    // The look-up wrote the status back for the next request.
+    let held: Option<String> = redis::cmd("GET").arg(&status_key).query_async(&mut redis).await.unwrap();
+    assert_eq!(held.as_deref(), Some("suspended"));
+    assert_eq!(app.query("/v1/users", &token).await.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_login_in_flight_does_not_outlive_the_end_of_the_users_sessions() {
     let app = TestApp::spawn().await;
     let user = app.create_user("racer", "agent").await;

@@ -152,37 +152,46 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 say!(
                     out,
-                    "{:<24} {:<13} {:>10} {:>10} {:>9} {:>9} {:>7} {:>8}  last error / restart",
+                    "{:<24} {:<13} {:>10} {:>10} {:>9} {:>9} {:>11} {:>8} {:>19}  last error / restart",
                     "projection",
                     "store",
                     "position",
                     "lag",
                     "lag s",
                     "events/s",
-                    "parked",
-                    "restarts"
+                    "parked s/e",
+                    "restarts",
+                    "retrying since"
                 );
                 for s in statuses {
                     let lag = s.lag_events.map_or("?".to_owned(), |l| l.to_string());
                     let error = match (&s.last_error, s.last_error_at) {
-                        (Some(e), Some(at)) => format!("{} ({})", first_line(e), at.format("%Y-%m-%d %H:%M:%S")),
+                        (Some(e), Some(at)) => format!(
+                            "{}: {} ({})",
+                            s.last_error_class.as_deref().unwrap_or("error"),
+                            first_line(e),
+                            at.format("%Y-%m-%d %H:%M:%S")
+                        ),
                         _ => "-".to_owned(),
                     };
+                    let retrying =
+                        s.retrying_since.map_or("-".to_owned(), |at| at.format("%Y-%m-%d %H:%M:%S").to_string());
                     let restart = match (&s.last_restart_reason, s.last_restart_at) {
                         (Some(why), Some(at)) => format!(" / {} ({})", first_line(why), at.format("%Y-%m-%d %H:%M:%S")),
                         _ => String::new(),
                     };
                     say!(
                         out,
-                        "{:<24} {:<13} {:>10} {:>10} {:>9.1} {:>9.1} {:>7} {:>8}  {error}{restart}",
+                        "{:<24} {:<13} {:>10} {:>10} {:>9.1} {:>9.1} {:>11} {:>8} {:>19}  {error}{restart}",
                         s.projection,
                         s.store,
                         s.last_position,
                         lag,
                         s.lag_seconds,
                         s.events_per_sec,
-                        s.parked,
-                        s.restarts
+                        format!("{}/{}", s.parked_streams, s.parked),
+                        s.restarts,
+                        retrying
                     );
                 }
             }

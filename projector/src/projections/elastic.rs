@@ -61,9 +61,25 @@ fn template(entity: &str, settings: Value, properties: Value) -> Value {
     }
     json!({
         "index_patterns": [format!("tenant-*-{entity}-*")],
-        "template": { "settings": index_settings, "mappings": { "properties": properties } }
+        "template": {
+            "settings": index_settings,
+            "mappings": { "dynamic_templates": CUSTOM_FIELDS_AS_KEYWORDS.clone(), "properties": properties }
+        }
     })
 }
+
+/// A case's custom fields are typed by its case type's form, and two case types may give
+/// one field name two types: mapped dynamically, the first value of a field fixed its type
+/// for the month's index, and a case whose value did not parse as that type was refused
+/// (a `mapper_parsing_exception`, so parked in search while the command had answered
+/// 201). Every custom field is a keyword instead (numbers and booleans are indexed as
+/// their text), filterable by exact value whatever its type.
+static CUSTOM_FIELDS_AS_KEYWORDS: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| {
+    json!([{ "custom_fields_as_keywords": {
+        "path_match": "custom_fields.*",
+        "mapping": { "type": "keyword", "ignore_above": 256 }
+    } }])
+});
 
 /// The index templates (§4.3.1): name and body, one per searchable entity.
 pub fn templates() -> Vec<(&'static str, Value)> {
@@ -534,6 +550,12 @@ impl Projection for ElasticProjection {
         "elasticsearch"
     }
 
+    async fn healthy(&self) -> anyhow::Result<()> {
+        let response = self.client.ping().send().await?;
+        anyhow::ensure!(response.status_code().is_success(), "Elasticsearch answered {}", response.status_code());
+        Ok(())
+    }
+
     async fn held(&self, tenant: Uuid) -> anyhow::Result<Vec<Held>> {
         let tenancy = self.tenancy(tenant);
         Ok(vec![
@@ -681,15 +703,24 @@ impl ElasticProjection {
         let result: Value = response.json().await.map_err(|e| ApplyError::Transient(e.into()))?;
         for (item, event_id) in result["items"].as_array().into_iter().flatten().zip(owners) {
             let outcome = item.as_object().and_then(|o| o.values().next()).cloned().unwrap_or_default();
-            match outcome["status"].as_u64().unwrap_or(0) {
+            let status = outcome["status"].as_u64().unwrap_or(0);
+            // Back-pressure (429), a timeout (408) and a cluster's write block (403
+            // `cluster_block_exception`, e.g. a full disk) pass once the cluster recovers.
+            let blocked = status == 403 && outcome["error"]["type"].as_str().is_some_and(|t| t.contains("block"));
+            match status {
                 200..=299 | 409 => {}
+                408 | 429 => return Err(ApplyError::Transient(anyhow::anyhow!("Elasticsearch is busy: {item}"))),
+                403 if blocked => {
+                    return Err(ApplyError::Transient(anyhow::anyhow!("Elasticsearch blocks writes: {item}")))
+                }
                 400..=499 => {
                     return Err(ApplyError::Poison {
                         event_id,
                         reason: format!("Elasticsearch refused it: {}", outcome["error"]),
                     })
                 }
-                _ => return Err(ApplyError::Transient(anyhow::anyhow!("bulk item failed: {item}"))),
+                500..=599 => return Err(ApplyError::Transient(anyhow::anyhow!("bulk item failed: {item}"))),
+                _ => return Err(ApplyError::Unexplained(anyhow::anyhow!("bulk item failed: {item}"))),
             }
         }
         Ok(())

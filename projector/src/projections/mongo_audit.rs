@@ -131,6 +131,11 @@ impl Projection for MongoAuditProjection {
         "mongo"
     }
 
+    async fn healthy(&self) -> anyhow::Result<()> {
+        self.db.run_command(mongodb::bson::doc! { "ping": 1 }).await?;
+        Ok(())
+    }
+
     async fn held(&self, tenant: uuid::Uuid) -> anyhow::Result<Vec<Held>> {
         let name = self.collections.name(tenant, AUDIT_LOGS);
         let versions = crate::mongo::held_versions(&self.db, &name, Some("entity_id")).await?;
@@ -169,7 +174,13 @@ impl Projection for MongoAuditProjection {
                     _ => false,
                 };
                 if !only_duplicates {
-                    return Err(ApplyError::Transient(e.into()));
+                    let refused_documents =
+                        matches!(e.kind.as_ref(), ErrorKind::InsertMany(f) if f.write_errors.is_some());
+                    return Err(if refused_documents {
+                        ApplyError::Unexplained(e.into())
+                    } else {
+                        ApplyError::Transient(e.into())
+                    });
                 }
             }
         }

@@ -47,6 +47,11 @@ impl Projection for MongoFieldDefinitionsProjection {
         "mongo_field_definitions"
     }
 
+    async fn healthy(&self) -> anyhow::Result<()> {
+        self.db.run_command(mongodb::bson::doc! { "ping": 1 }).await?;
+        Ok(())
+    }
+
     async fn held(&self, tenant: uuid::Uuid) -> anyhow::Result<Vec<Held>> {
         let name = self.collections.name(tenant, CUSTOM_FIELD_DEFINITIONS);
         let versions = crate::mongo::held_versions(&self.db, &name, None).await?;

@@ -33,6 +33,11 @@ impl Projection for MongoNotesProjection {
         "mongo_notes"
     }
 
+    async fn healthy(&self) -> anyhow::Result<()> {
+        self.db.run_command(mongodb::bson::doc! { "ping": 1 }).await?;
+        Ok(())
+    }
+
     async fn held(&self, tenant: uuid::Uuid) -> anyhow::Result<Vec<Held>> {
         let name = self.collections.name(tenant, CASE_NOTES);
         let versions = crate::mongo::held_versions(&self.db, &name, None).await?;

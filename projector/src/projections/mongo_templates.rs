@@ -31,6 +31,11 @@ impl Projection for MongoTemplatesProjection {
         "mongo_templates"
     }
 
+    async fn healthy(&self) -> anyhow::Result<()> {
+        self.db.run_command(mongodb::bson::doc! { "ping": 1 }).await?;
+        Ok(())
+    }
+
     async fn held(&self, tenant: uuid::Uuid) -> anyhow::Result<Vec<Held>> {
         let name = self.collections.name(tenant, MESSAGE_TEMPLATES);
         let versions = crate::mongo::held_versions(&self.db, &name, None).await?;

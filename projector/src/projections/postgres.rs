@@ -712,7 +712,7 @@ impl PostgresProjection {
         let mut savepoint = sqlx::Connection::begin(&mut **tx).await.map_err(|e| ApplyError::Transient(e.into()))?;
         match postgres_cases::apply(&mut savepoint, schema, run).await {
             Ok(()) => savepoint.commit().await.map_err(|e| ApplyError::Transient(e.into())),
-            Err(e) if !is_data_error(&e) => Err(ApplyError::Transient(e.into())),
+            Err(e) if !is_data_error(&e) => Err(classify(e, run[0].envelope.event_id)),
             Err(_) => {
                 savepoint.rollback().await.map_err(|e| ApplyError::Transient(e.into()))?;
                 for event in run {
@@ -779,6 +779,11 @@ impl Projection for PostgresProjection {
 
     fn commits_checkpoint(&self) -> bool {
         true
+    }
+
+    async fn healthy(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     async fn held(&self, tenant: Uuid) -> anyhow::Result<Vec<Held>> {
@@ -851,22 +856,33 @@ async fn save_tenant_positions(
     Ok(())
 }
 
-/// Data and constraint errors (SQLSTATE classes 22 and 23) can never succeed on retry.
+/// Errors that the same statement with the same values meets every time: data
+/// exceptions (SQLSTATE class 22: a value too long, a NUL, a bad date), integrity
+/// constraint violations (23) and program limits (54: an index row over its size, say).
+/// Anything else (connections, lock and statement timeouts, serialization failures, a
+/// server out of resources or shutting down) may pass on retry.
 fn is_data_error(error: &sqlx::Error) -> bool {
     let sqlx::Error::Database(db) = error else { return false };
-    db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23"))
+    db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23") || c.starts_with("54"))
 }
 
-/// Data and constraint errors can never succeed on retry; anything else might.
+/// SQLSTATE classes of a server that is away, busy or refusing writes for now:
+/// connection exceptions (08), invalid transaction state such as a read-only standby
+/// (25), serialization failures and deadlocks (40), insufficient resources such as a full
+/// disk (53), lock timeouts (55), operator intervention such as a shutdown or a statement
+/// timeout (57), system errors (58).
+const STORE_SIDE_CLASSES: [&str; 7] = ["08", "25", "40", "53", "55", "57", "58"];
+
+/// Data errors can never succeed on retry; the server's own troubles may; anything else
+/// (a program error such as an undefined column) is unexplained.
 fn classify(error: sqlx::Error, event_id: Uuid) -> ApplyError {
-    if let sqlx::Error::Database(db) = &error {
-        let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-        if is_data_error(&error) {
-            return ApplyError::Poison {
-                event_id,
-                reason: format!("PostgreSQL refused it ({code}): {}", db.message()),
-            };
-        }
+    let sqlx::Error::Database(db) = &error else { return ApplyError::Transient(error.into()) };
+    let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+    if is_data_error(&error) {
+        return ApplyError::Poison { event_id, reason: format!("PostgreSQL refused it ({code}): {}", db.message()) };
     }
-    ApplyError::Transient(error.into())
+    if STORE_SIDE_CLASSES.iter().any(|class| code.starts_with(class)) {
+        return ApplyError::Transient(error.into());
+    }
+    ApplyError::Unexplained(error.into())
 }

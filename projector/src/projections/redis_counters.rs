@@ -271,6 +271,11 @@ impl Projection for RedisCountersProjection {
         "redis"
     }
 
+    async fn healthy(&self) -> anyhow::Result<()> {
+        redis::cmd("PING").query_async::<String>(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
     async fn held(&self, tenant: Uuid) -> anyhow::Result<Vec<Held>> {
         let tenancy = self.placement.of(tenant).unwrap_or(runtime::tenancy::Tenancy(tenant));
         let mut conn = self.conn.clone();
@@ -316,14 +321,10 @@ impl Projection for RedisCountersProjection {
         }
         let gaps: Vec<i64> = match pipe.query_async(&mut conn).await {
             Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
-                self.script
-                    .prepare_invoke()
-                    .load_async(&mut conn)
-                    .await
-                    .map_err(|e| ApplyError::Transient(e.into()))?;
-                pipe.query_async(&mut conn).await.map_err(|e| ApplyError::Transient(e.into()))?
+                self.script.prepare_invoke().load_async(&mut conn).await.map_err(classify)?;
+                pipe.query_async(&mut conn).await.map_err(classify)?
             }
-            other => other.map_err(|e| ApplyError::Transient(e.into()))?,
+            other => other.map_err(classify)?,
         };
         if gaps.iter().any(|g| *g > 0) {
             tracing::warn!(gaps = gaps.iter().sum::<i64>(), "version gaps; waiting for the missing events");
@@ -377,5 +378,21 @@ mod tests {
         assert_eq!(operation(&changed).unwrap()["drop"], json!([format!("user:{user}:permissions")]));
         let login = test_event("user", 3, "UserLoggedIn", json!({ "logged_in_at": "2026-11-20T09:00:00Z" }));
         assert_eq!(operation(&login).unwrap()["online"], json!([user.to_string(), 1_795_165_200]));
+    }
+}
+
+/// Redis away, loading, out of memory, read-only or unable to persist is the store's
+/// trouble; an error from the script itself (it refused the operations) is unexplained.
+fn classify(error: redis::RedisError) -> ApplyError {
+    let store_side = error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_timeout()
+        || matches!(error.kind(), redis::ErrorKind::BusyLoadingError | redis::ErrorKind::TryAgain)
+        || error.code().is_some_and(|c| ["OOM", "MISCONF", "READONLY", "LOADING", "BUSY", "NOREPLICAS"].contains(&c));
+    if store_side {
+        ApplyError::Transient(error.into())
+    } else {
+        ApplyError::Unexplained(error.into())
     }
 }

@@ -343,7 +343,7 @@ async fn list_tenants(
     caller: Caller,
     ApiQuery(q): ApiQuery<Page>,
 ) -> Result<Response, ApiError> {
-    caller.platform_admin()?;
+    let mut tx = super::platform_tx(&state.pool, caller).await?;
     let limit = page_size(q.limit, 25, 100)?;
     let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
     let rows: Vec<Value> = sqlx::query_scalar(
@@ -354,7 +354,7 @@ async fn list_tenants(
     .bind(after.map(|a| a.0))
     .bind(after.map(|a| a.1))
     .bind(limit + 1)
-    .fetch_all(&mut *super::reader_tx(&state.pool).await?)
+    .fetch_all(&mut *tx)
     .await?;
     let has_more = rows.len() as i64 > limit;
     let next = cursor_after(&rows, limit, has_more);
@@ -368,12 +368,16 @@ async fn get_tenant(
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<Value>, ApiError> {
-    if caller.platform_admin().is_err() && caller.tenant_member()?.tenant_id != id {
+    let mut tx = if caller.platform_admin().is_ok() {
+        super::platform_tx(&state.pool, caller).await?
+    } else if caller.tenant_member()?.tenant_id == id {
+        super::tenant_tx(&state.pool, caller).await?.0
+    } else {
         return Err(ApiError::NotFound(format!("tenant {id} not found")));
-    }
+    };
     let row: Option<Value> = sqlx::query_scalar("SELECT to_jsonb(t) FROM public.tenants t WHERE t.id = $1")
         .bind(id)
-        .fetch_optional(&mut *super::reader_tx(&state.pool).await?)
+        .fetch_optional(&mut *tx)
         .await?;
     row.map(Json).ok_or_else(|| ApiError::NotFound(format!("tenant {id} not found")))
 }

@@ -52,7 +52,14 @@ impl FromRef<AppState> for JwtKeys {
                        write, or answers 503 not-yet-consistent."
     ),
     modifiers(&BearerAuth),
-    components(schemas(runtime::openapi::Problem, runtime::openapi::FieldProblem))
+    // Schemas the query parameters refer to by name (`IntoParams` does not collect them).
+    components(schemas(
+        runtime::openapi::Problem,
+        runtime::openapi::FieldProblem,
+        events::case::Priority,
+        events::case::Status,
+        case_list::Sort
+    ))
 )]
 pub struct ApiDoc;
 
@@ -92,11 +99,20 @@ pub async fn tenant_tx(pool: &PgPool, caller: Caller) -> Result<(Transaction<'st
     Ok((tx, caller.tenant_id))
 }
 
-/// A read transaction as `murima_reader` bound to no tenant: it sees no tenant's rows,
-/// only what is not tenant data (the platform's list of tenants).
+/// A read transaction as `murima_reader` bound to no tenant: it sees no tenant's rows.
 pub async fn reader_tx(pool: &PgPool) -> Result<Transaction<'static, Postgres>, ApiError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET LOCAL ROLE murima_reader").execute(&mut *tx).await?;
+    Ok(tx)
+}
+
+/// A read transaction as `murima_reader` for a platform operator: it sees every row of
+/// `public.tenants` (its policy, `migrations/*_reader_isolation.sql`) and still no
+/// tenant's data.
+pub async fn platform_tx(pool: &PgPool, caller: Caller) -> Result<Transaction<'static, Postgres>, ApiError> {
+    caller.platform_admin()?;
+    let mut tx = reader_tx(pool).await?;
+    sqlx::query("SELECT set_config('app.platform_reader', 'on', true)").execute(&mut *tx).await?;
     Ok(tx)
 }
 
