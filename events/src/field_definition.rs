@@ -139,8 +139,8 @@ impl FieldDefinitionEvent {
             FieldDefinitionEvent::Updated(e) => serde_json::to_value(e),
             FieldDefinitionEvent::Deactivated(e) | FieldDefinitionEvent::Activated(e) => serde_json::to_value(e),
         };
-        value.expect("field definition events are plain data and always serialise")
         // panic-free: plain data always serialises
+        value.expect("field definition events are plain data and always serialise")
     }
 
     pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {

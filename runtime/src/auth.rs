@@ -249,8 +249,8 @@ impl JwtKeys {
 
     /// Any claims, signed with the secret (position tokens use it too).
     pub fn sign_claims<T: Serialize>(&self, claims: &T) -> String {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.0 .0).expect("HS256 signing cannot fail")
         // panic-free: HMAC signing of serialisable claims cannot fail
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.0 .0).expect("HS256 signing cannot fail")
     }
 
     /// Claims this secret signed for `audience`, without an expiry.

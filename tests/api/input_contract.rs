@@ -26,10 +26,13 @@ async fn the_contract_bounds_every_bounded_column_of_the_read_models() {
     })
     .await;
     let columns: Vec<(String, String, i32)> = sqlx::query_as(
-        "SELECT table_name::text, column_name::text, character_maximum_length::int FROM information_schema.columns
-         WHERE data_type = 'character varying' AND character_maximum_length IS NOT NULL
-           AND (table_schema = $1 OR (table_schema = 'public' AND table_name = 'tenants'))
-           AND table_name NOT LIKE 'interactions\\_%'",
+        "SELECT c.table_name::text, c.column_name::text, c.character_maximum_length::int
+         FROM information_schema.columns c
+         JOIN information_schema.tables t ON (t.table_schema, t.table_name) = (c.table_schema, c.table_name)
+         WHERE c.data_type = 'character varying' AND c.character_maximum_length IS NOT NULL
+           AND t.table_type = 'BASE TABLE'
+           AND (c.table_schema = $1 OR (c.table_schema = 'public' AND c.table_name = 'tenants'))
+           AND c.table_name NOT LIKE 'interactions\\_%'",
     )
     .bind(&schema)
     .fetch_all(&app.pool)
@@ -144,7 +147,9 @@ async fn a_value_over_an_index_limit_parks_its_stream_and_holds_back_no_other() 
     .unwrap();
     let stream = Uuid::now_v7();
     let mut payload = model["payload"].clone();
-    payload["custom_fields"] = json!({ "customer_id": "z".repeat(9000) });
+    // Incompressible (PostgreSQL compresses index entries): random hex, 20,000 characters.
+    let long: String = (0..625).map(|_| Uuid::new_v4().simple().to_string()).collect();
+    payload["custom_fields"] = json!({ "customer_id": long });
     payload["case_number"] = json!("CASE-900001");
     murima_tests::append_raw_event(
         &app,
