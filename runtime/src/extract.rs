@@ -102,6 +102,16 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // No store keeps a control character in a filter's text (PostgreSQL refuses NUL):
+        // a parameter holding one is a 400 naming it, not a failed query.
+        let query = parts.uri.query().unwrap_or_default();
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            if value.chars().any(char::is_control) {
+                return Err(ApiError::BadRequest(format!(
+                    "the query parameter {name} must not contain control characters"
+                )));
+            }
+        }
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Self(q.0))

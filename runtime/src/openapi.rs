@@ -94,7 +94,9 @@ fn problem_responses() -> Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::r
         ("404", "No such resource in the caller's tenant"),
         ("409", "Conflict: a stale If-Match version or a name already taken"),
         ("413", "Request body too large"),
+        ("415", "The body is not application/json"),
         ("422", "Invalid request: every bad field is listed in errors"),
+        ("429", "Over a request budget, or a login locked out for a while: Retry-After says when to come back"),
         ("503", "A store is unreachable, or a read could not reach the position token in time"),
     ]
     .into_iter()
@@ -145,6 +147,17 @@ impl utoipa::IntoResponses for CommandAnswered {
             "201".to_owned(),
             ResponseBuilder::new().description("Created").content("application/json", answer()).build().into(),
         );
+        all
+    }
+}
+
+/// The answers of a command with no body to return (204), or a problem.
+pub struct NothingAnswered;
+
+impl utoipa::IntoResponses for NothingAnswered {
+    fn responses() -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>> {
+        let mut all: std::collections::BTreeMap<_, _> = problem_responses().into_iter().collect();
+        all.insert("204".to_owned(), utoipa::openapi::ResponseBuilder::new().description("Done").build().into());
         all
     }
 }

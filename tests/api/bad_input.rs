@@ -135,6 +135,19 @@ async fn edge_values_in_queries_are_a_400_not_a_panic() {
     assert_eq!(app.query("/v1/notifications?offset=1000", &app.token).await.status(), StatusCode::OK);
 }
 
+/// A control character in a query parameter (found by Schemathesis: a NUL in `tag` made
+/// PostgreSQL refuse the query, a 500) is a 400 naming the parameter, on every read.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_control_character_in_a_query_parameter_is_a_400_naming_it() {
+    let app = TestApp::spawn().await;
+    for path in ["/v1/cases?tag=-R%00x", "/v1/cases?q=a%1Fb", "/v1/search/cases?q=%00", "/v1/users?cursor=%07"] {
+        let answer = app.query(path, &app.token).await;
+        let problem = problem(answer, StatusCode::BAD_REQUEST).await;
+        assert!(problem["detail"].as_str().unwrap().contains("control characters"), "{path}: {problem}");
+    }
+    assert_eq!(app.query("/v1/cases?tag=caf%C3%A9", &app.token).await.status(), StatusCode::OK);
+}
+
 /// A NUL character anywhere in a body (a name, a document's key, a login's tenant) is a
 /// 422 naming the field: PostgreSQL refuses NUL in text, and it used to answer 500.
 #[tokio::test(flavor = "multi_thread")]

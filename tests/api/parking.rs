@@ -144,3 +144,116 @@ async fn an_event_of_a_tenant_no_store_has_seen_yet_is_not_lost() {
     })
     .await;
 }
+
+/// A store that answers its health probe (or not) and refuses, with an error that names
+/// nothing, every batch holding one event.
+struct RefusesOne {
+    refused: Uuid,
+    healthy: bool,
+    applied: std::sync::Mutex<Vec<Uuid>>,
+}
+
+#[async_trait::async_trait]
+impl projector::projection::Projection for RefusesOne {
+    fn name(&self) -> &'static str {
+        "test-refuses-one"
+    }
+
+    async fn apply(
+        &self,
+        events: &[projector::event::Event],
+        _: &projector::projection::Checkpoint,
+    ) -> Result<(), projector::projection::ApplyError> {
+        if events.iter().any(|e| e.envelope.event_id == self.refused) {
+            return Err(projector::projection::ApplyError::Unexplained(anyhow::anyhow!("something went wrong")));
+        }
+        self.applied.lock().unwrap().extend(events.iter().map(|e| e.envelope.event_id));
+        Ok(())
+    }
+
+    async fn held(&self, _: Uuid) -> anyhow::Result<Vec<projector::projection::Held>> {
+        Ok(Vec::new())
+    }
+
+    async fn healthy(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.healthy, "the store is away");
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unexplained_failure_that_repeats_while_the_store_answers_parks_its_event_alone() {
+    let app = TestApp::spawn().await;
+    for title in ["First", "Second", "Third"] {
+        app.open_case(title).await;
+    }
+    let envelopes: Vec<Value> = sqlx::query_scalar(
+        "SELECT envelope FROM eventstore.events WHERE tenant_id = $1 AND stream_type = 'case' ORDER BY position",
+    )
+    .bind(app.tenant_id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let batch = || -> Vec<projector::event::Event> {
+        envelopes
+            .iter()
+            .map(|e| projector::event::Event::from_envelope(serde_json::from_value(e.clone()).unwrap()).ok().unwrap())
+            .collect()
+    };
+    let ids: Vec<Uuid> = batch().iter().map(|e| e.envelope.event_id).collect();
+    let checkpoint = projector::projection::Checkpoint { group: "test-refuses-one".into(), ..Default::default() };
+    let parking = projector::parking::ParkingLot::new(app.pool.clone());
+
+    // The store answers its probe: the event behind the failures is found and parked, the
+    // others applied.
+    let store = RefusesOne { refused: ids[1], healthy: true, applied: Default::default() };
+    let mut parked = std::collections::HashSet::new();
+    let started = std::time::Instant::now();
+    projector::worker::apply_or_park(
+        &store,
+        &parking,
+        batch(),
+        &checkpoint,
+        &mut parked,
+        "test-refuses-one",
+        &app.pool,
+    )
+    .await
+    .unwrap();
+    println!("parked after {:?}", started.elapsed());
+    let applied = store.applied.lock().unwrap().clone();
+    assert!(applied.contains(&ids[0]) && applied.contains(&ids[2]) && !applied.contains(&ids[1]), "{applied:?}");
+    let error: String = sqlx::query_scalar(
+        "SELECT error FROM projector.parked_events WHERE projection = 'test-refuses-one' AND event_id = $1",
+    )
+    .bind(ids[1])
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(error.contains("health probe") && error.contains("something went wrong"), "{error}");
+    let class: Option<String> =
+        sqlx::query_scalar("SELECT last_error_class FROM projector.progress WHERE projection = 'test-refuses-one'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(class.as_deref(), Some("deterministic"));
+
+    // The store does not answer: nothing is parked, however long it fails.
+    let away = RefusesOne { refused: ids[1], healthy: false, applied: Default::default() };
+    let group = "test-refuses-one-away";
+    let mut parked = std::collections::HashSet::new();
+    let retried = tokio::time::timeout(
+        std::time::Duration::from_secs(25),
+        projector::worker::apply_or_park(&away, &parking, batch(), &checkpoint, &mut parked, group, &app.pool),
+    )
+    .await;
+    assert!(retried.is_err(), "it must keep retrying while the store is away");
+    assert!(parked.is_empty());
+    let since: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT retrying_since FROM projector.progress WHERE projection = $1")
+            .bind(group)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(since.is_some(), "status shows since when it retries");
+}

@@ -599,7 +599,13 @@ async fn login(
 }
 
 /// Ends the session of the token it is sent with; the token stops working on both APIs.
-#[utoipa::path(post, path = "/v1/auth/logout", tag = "users", operation_id = "users_logout", responses((status = 204, description = "The session has ended")))]
+#[utoipa::path(
+    post,
+    path = "/v1/auth/logout",
+    tag = "users",
+    operation_id = "users_logout",
+    responses(runtime::openapi::NothingAnswered)
+)]
 async fn logout(State(state): State<AppState>, token: Token) -> Result<StatusCode, ApiError> {
     let Some(session) = token.session else {
         return Err(ApiError::BadRequest("an operator's token has no session to end; it expires on its own".into()));
