@@ -137,3 +137,26 @@ async fn every_reference_in_both_documents_resolves() {
         assert!(unresolved.is_empty(), "{base}/openapi.json refers to what it does not define: {unresolved:?}");
     }
 }
+
+/// Request bodies of different commands must not share a schema name: utoipa keys its
+/// components by the Rust type's name, so seven `CreateBody` structs (teams, users,
+/// channels, ...) were one schema in the document, and clients and fuzzers were told the
+/// wrong contract for six of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_command_documents_its_own_request_body() {
+    let app = TestApp::spawn().await;
+    let doc: Value =
+        app.http.get(format!("{}/openapi.json", app.command_url)).send().await.unwrap().json().await.unwrap();
+    let mut users: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if let Some(r) = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].as_str() {
+                users.entry(r.rsplit('/').next().unwrap().to_owned()).or_default().push(format!("{method} {path}"));
+            }
+        }
+    }
+    let shared: Vec<_> = users.iter().filter(|(name, ops)| ops.len() > 1 && name.as_str() != "NoBody").collect();
+    assert!(shared.is_empty(), "request body schemas shared by different commands: {shared:?}");
+    let teams = &doc["components"]["schemas"]["TeamCreateBody"]["properties"];
+    assert!(teams["name"].is_object() && teams["username"].is_null(), "{teams}");
+}

@@ -31,6 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CaseTypeCreateBody)]
 struct CreateBody {
     name: String,
     description: Option<String>,
@@ -51,6 +52,7 @@ impl CommandSchema for CreateBody {
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CaseTypeUpdateBody)]
 struct UpdateBody {
     name: Option<String>,
     #[serde(default, deserialize_with = "crate::versioned::present")]

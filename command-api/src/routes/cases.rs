@@ -79,6 +79,7 @@ impl CommandSchema for UpdateCaseBody {
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CaseAssignBody)]
 struct AssignBody {
     assigned_to: Option<Uuid>,
 }
@@ -89,6 +90,7 @@ impl CommandSchema for AssignBody {
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CaseStatusBody)]
 struct StatusBody {
     status: Status,
 }

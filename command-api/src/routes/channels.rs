@@ -33,6 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ChannelCreateBody)]
 struct CreateBody {
     name: String,
     #[serde(rename = "type")]
@@ -48,6 +49,7 @@ impl CommandSchema for CreateBody {
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ChannelUpdateBody)]
 struct UpdateBody {
     name: Option<String>,
     #[schema(value_type = Option<Object>)]

@@ -41,6 +41,7 @@ impl CommandSchema for DefineBody {
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CustomFieldUpdateBody)]
 struct UpdateBody {
     #[serde(flatten)]
     #[schema(value_type = Object)]

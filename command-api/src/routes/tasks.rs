@@ -29,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = TaskCreateBody)]
 struct CreateBody {
     title: String,
     description: Option<String>,
@@ -44,6 +45,7 @@ impl CommandSchema for CreateBody {
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = TaskAssignBody)]
 struct AssignBody {
     assigned_to: Option<Uuid>,
 }
@@ -54,6 +56,7 @@ impl CommandSchema for AssignBody {
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = TaskStatusBody)]
 struct StatusBody {
     status: TaskStatus,
 }

@@ -28,6 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = TeamCreateBody)]
 struct CreateBody {
     name: String,
     description: Option<String>,

@@ -36,6 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = TemplateCreateBody)]
 struct CreateBody {
     name: String,
     description: Option<String>,
@@ -53,6 +54,7 @@ impl CommandSchema for CreateBody {
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = TemplateUpdateBody)]
 struct UpdateBody {
     name: Option<String>,
     #[serde(default, deserialize_with = "crate::versioned::present")]

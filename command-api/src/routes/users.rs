@@ -47,6 +47,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = UserCreateBody)]
 struct CreateBody {
     username: String,
     email: String,
@@ -98,6 +99,7 @@ impl CommandSchema for RoleBody {
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = UserStatusBody)]
 struct StatusBody {
     status: UserStatus,
 }

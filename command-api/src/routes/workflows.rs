@@ -29,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WorkflowCreateBody)]
 struct CreateBody {
     name: String,
     description: Option<String>,
@@ -42,6 +43,7 @@ impl CommandSchema for CreateBody {
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WorkflowUpdateBody)]
 struct UpdateBody {
     name: Option<String>,
     #[serde(default, deserialize_with = "crate::versioned::present")]
