@@ -95,6 +95,8 @@ pub const CUSTOM_TEXT: Text = Text { max_chars: 1000, max_bytes: Some(2000), sin
 
 /// Tags on one case.
 pub const MAX_TAGS: usize = 50;
+/// Tags on one note.
+pub const MAX_NOTE_TAGS: usize = 20;
 /// Custom fields on one case, and fields in one case type's form.
 pub const MAX_CUSTOM_FIELDS: usize = 100;
 /// Options of one select field.
@@ -104,7 +106,7 @@ pub const MAX_PATTERN: usize = 1000;
 
 /// How far back an interaction may be dated: it lands in a monthly partition and index,
 /// so the past it may reach bounds how many of them one tenant's callers can create.
-pub const MAX_BACKDATED_DAYS: i64 = 5 * 366;
+pub const MAX_BACKDATED_DAYS: i64 = 10 * 366;
 
 /// Usernames: 3-64 characters of a-z, 0-9, '.', '_' and '-'.
 pub const USERNAME_MAX: usize = 64;

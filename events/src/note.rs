@@ -153,7 +153,7 @@ pub fn evolve(state: Option<Note>, event: &NoteEvent) -> Option<Note> {
 }
 
 fn check_tags(v: &mut Validator, tags: &[String]) {
-    v.check(tags.len() <= 20, "tags", "at most 20 tags");
+    v.check(tags.len() <= contract::MAX_NOTE_TAGS, "tags", format!("at most {} tags", contract::MAX_NOTE_TAGS));
     for (i, t) in tags.iter().enumerate() {
         v.text(&format!("tags[{i}]"), t, contract::TAG);
     }

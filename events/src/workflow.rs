@@ -253,6 +253,9 @@ pub fn decide(
         (None, WorkflowCommand::Create { name, description, definition }) => {
             let mut v = Validator::default();
             v.text("name", &name, contract::NAME);
+            if let Some(d) = &description {
+                v.optional_text("description", d, contract::DESCRIPTION);
+            }
             v.extend(definition.check());
             v.finish()?;
             Ok(vec![WorkflowEvent::Created(WorkflowCreated {
@@ -267,6 +270,9 @@ pub fn decide(
             let mut v = Validator::default();
             if let Some(n) = &name {
                 v.text("name", n, contract::NAME);
+            }
+            if let Some(Some(d)) = &description {
+                v.optional_text("description", d, contract::DESCRIPTION);
             }
             if let Some(d) = &definition {
                 v.extend(d.check());

@@ -84,6 +84,48 @@ pub fn docs_router<S: Clone + Send + Sync + 'static>(api: &OpenApi) -> Router<S>
         .route("/docs", get(move || async move { Html(page) }))
 }
 
+/// How one property of a request body is bounded by the input contract
+/// (`events::contract`), for the document to say so.
+#[derive(Debug, Clone, Copy)]
+pub enum Limit {
+    /// A text: `maxLength` (characters).
+    Text(events::contract::Text),
+    /// A text of at most this many characters (usernames, slugs, passwords).
+    Chars(usize),
+    /// A list of texts: `maxItems`, and each item's `maxLength`.
+    List { max_items: usize, each: events::contract::Text },
+}
+
+/// (schema, property, limit): one bounded property of a request body.
+pub type FieldLimit = (&'static str, &'static str, Limit);
+
+/// The document with the input contract's limits declared in its schemas, so clients
+/// and fuzzers see what the API enforces. A name in `limits` that the document lacks is
+/// an error (the table and the routes must not drift).
+pub fn with_limits(api: OpenApi, limits: &[FieldLimit]) -> anyhow::Result<OpenApi> {
+    let mut doc = serde_json::to_value(&api)?;
+    for (schema, property, limit) in limits {
+        let at = format!("/components/schemas/{schema}/properties/{property}");
+        let node = doc.pointer_mut(&at).ok_or_else(|| anyhow::anyhow!("the document has no {schema}.{property}"))?;
+        let node = node.as_object_mut().ok_or_else(|| anyhow::anyhow!("{schema}.{property} is not a schema"))?;
+        match limit {
+            Limit::Text(text) => {
+                node.insert("maxLength".into(), text.max_chars.into());
+            }
+            Limit::Chars(max) => {
+                node.insert("maxLength".into(), (*max).into());
+            }
+            Limit::List { max_items, each } => {
+                node.insert("maxItems".into(), (*max_items).into());
+                if let Some(items) = node.get_mut("items").and_then(serde_json::Value::as_object_mut) {
+                    items.insert("maxLength".into(), each.max_chars.into());
+                }
+            }
+        }
+    }
+    Ok(serde_json::from_value(doc)?)
+}
+
 fn problem_responses() -> Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>)> {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
     let problem = || ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();

@@ -160,3 +160,48 @@ async fn every_command_documents_its_own_request_body() {
     let teams = &doc["components"]["schemas"]["TeamCreateBody"]["properties"];
     assert!(teams["name"].is_object() && teams["username"].is_null(), "{teams}");
 }
+
+/// Every text a command takes says its limit in the document (`maxLength`, lists
+/// `maxItems`): the input contract as clients and fuzzers see it. Enumerations, ids and
+/// times are bounded by their format; JSON documents by their size, said in the detail of
+/// their 422.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_text_a_command_takes_declares_its_limit() {
+    let app = TestApp::spawn().await;
+    let doc: Value =
+        app.http.get(format!("{}/openapi.json", app.command_url)).send().await.unwrap().json().await.unwrap();
+    let is_text = |node: &Value| {
+        let types: Vec<&str> = match &node["type"] {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
+        };
+        types.contains(&"string") && node["format"].is_null() && node["enum"].is_null()
+    };
+    let mut unbounded = Vec::new();
+    let mut bodies = std::collections::BTreeSet::new();
+    for item in doc["paths"].as_object().unwrap().values() {
+        for operation in item.as_object().unwrap().values() {
+            if let Some(r) = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].as_str() {
+                bodies.insert(r.rsplit('/').next().unwrap().to_owned());
+            }
+        }
+    }
+    bodies.insert("AttachmentBody".into()); // inside AddBody
+    for body in &bodies {
+        let Some(properties) = doc["components"]["schemas"][body]["properties"].as_object() else { continue };
+        for (name, property) in properties {
+            if is_text(property) && property["maxLength"].is_null() {
+                unbounded.push(format!("{body}.{name}"));
+            }
+            if property["items"].is_object() && is_text(&property["items"]) {
+                if property["maxItems"].is_null() || property["items"]["maxLength"].is_null() {
+                    unbounded.push(format!("{body}.{name}[]"));
+                }
+            }
+        }
+    }
+    assert!(unbounded.is_empty(), "texts without a declared limit: {unbounded:?}");
+    let title = &doc["components"]["schemas"]["OpenCaseBody"]["properties"]["title"];
+    assert_eq!(title["maxLength"], 255, "{title}");
+}

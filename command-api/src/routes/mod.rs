@@ -36,6 +36,7 @@ macro_rules! activation_handlers {
     };
 }
 
+mod body_limits;
 mod case_types;
 mod cases;
 mod channels;
@@ -121,6 +122,10 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 pub fn router(state: AppState) -> Router {
     let (routes, api) = documented();
+    let api = runtime::openapi::with_limits(api.clone(), body_limits::LIMITS).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the input contract does not fit the OpenAPI document; serving it without limits");
+        api
+    });
     routes.layer(axum::middleware::from_fn(count_commands)).merge(runtime::openapi::docs_router(&api)).with_state(state)
 }
 
@@ -211,4 +216,15 @@ pub(crate) async fn user_reference(
         Some(u) if u.status != events::user::UserStatus::Active => Reference::Inactive,
         Some(_) => Reference::Usable,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_limit_names_a_property_of_the_document() {
+        let (_, api) = super::documented();
+        if let Err(e) = runtime::openapi::with_limits(api, super::body_limits::LIMITS) {
+            panic!("{e}");
+        }
+    }
 }

@@ -27,7 +27,7 @@ use crate::journal::{fingerprint, Command, CommandReply, Lookup, UserStream};
 use crate::versioned::{CommandSchema, Versioned};
 
 const MIN_PASSWORD: usize = 12;
-const MAX_PASSWORD: usize = 256;
+pub(super) const MAX_PASSWORD: usize = 256;
 const TOKEN_HOURS: i64 = 8;
 
 pub fn router() -> OpenApiRouter<AppState> {

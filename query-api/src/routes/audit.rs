@@ -73,6 +73,7 @@ async fn entity_audit(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct AuditQuery {
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
     /// Return entries older than this entity version (from `next_cursor`).
     cursor: Option<i64>,

@@ -116,6 +116,7 @@ struct ListQuery {
     q: Option<String>,
     #[serde(default)]
     sort: Sort,
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     cursor: Option<String>,
     #[allow(dead_code)]
@@ -293,6 +294,7 @@ async fn list(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct QueueQuery {
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     cursor: Option<String>,
     #[allow(dead_code)]

@@ -91,7 +91,9 @@ async fn online(State(state): State<AppState>, caller: Caller) -> Result<Json<Va
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct Page {
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    #[param(minimum = 0, maximum = 1000)]
     offset: Option<i64>,
 }
 

@@ -40,6 +40,7 @@ struct SearchQuery {
     priority: Option<Priority>,
     case_type_id: Option<Uuid>,
     assigned_to: Option<Uuid>,
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     /// How many hits to skip (from `next_offset`); at most 10,000.
     offset: Option<i64>,
@@ -53,6 +54,7 @@ struct SearchQuery {
 struct RelatedSearchQuery {
     q: String,
     case_id: Option<Uuid>,
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     offset: Option<i64>,
 }
@@ -270,6 +272,7 @@ async fn search_notes(
 #[into_params(parameter_in = Query)]
 struct SuggestQuery {
     prefix: String,
+    #[param(minimum = 1, maximum = 25)]
     limit: Option<i64>,
 }
 
