@@ -8,19 +8,7 @@ use uuid::Uuid;
 
 /// Appends a case event straight to the journal (as a buggy or older writer could) and queues it.
 async fn append_raw(app: &TestApp, stream: Uuid, version: i64, event_type: &str, payload: Value) {
-    append_to(app, app.tenant_id, "case", stream, version, event_type, payload).await
-}
-
-async fn append_to(
-    app: &TestApp,
-    tenant: Uuid,
-    stream_type: &str,
-    stream: Uuid,
-    version: i64,
-    event_type: &str,
-    payload: Value,
-) {
-    murima_tests::append_raw_event(app, tenant, stream_type, stream, version, event_type, 1, payload).await
+    murima_tests::append_raw_event(app, app.tenant_id, "case", stream, version, event_type, 1, payload).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -102,7 +90,7 @@ async fn an_event_of_a_tenant_no_store_has_seen_yet_is_not_lost() {
     let channel = Uuid::now_v7();
     let created = json!({ "name": "Early line", "channel_type": "voice", "configuration": {},
                           "created_at": "2026-11-20T09:00:00Z" });
-    append_to(&app, tenant, "channel", channel, 1, "ChannelCreated", created).await;
+    murima_tests::append_raw_event(&app, tenant, "channel", channel, 1, "ChannelCreated", 1, created).await;
     let t = runtime::tenancy::Tenancy(tenant);
     let schema = t.pg_schema();
     eventually("the early channel in PostgreSQL", || async {
@@ -133,7 +121,7 @@ async fn an_event_of_a_tenant_no_store_has_seen_yet_is_not_lost() {
     // The tenant's own first event fills in the placeholder.
     let provisioned = json!({ "name": "Late Ltd", "slug": format!("late-{}", &tenant.simple().to_string()[24..]),
                               "settings": {}, "provisioned_at": "2026-11-20T08:00:00Z" });
-    append_to(&app, tenant, "tenant", tenant, 1, "TenantProvisioned", provisioned).await;
+    murima_tests::append_raw_event(&app, tenant, "tenant", tenant, 1, "TenantProvisioned", 1, provisioned).await;
     eventually("the tenant row to be filled in", || async {
         let name: String = sqlx::query_scalar("SELECT name FROM public.tenants WHERE id = $1 AND version = 1")
             .bind(tenant)
