@@ -108,6 +108,10 @@ pub const MAX_PATTERN: usize = 1000;
 /// so the past it may reach bounds how many of them one tenant's callers can create.
 pub const MAX_BACKDATED_DAYS: i64 = 10 * 366;
 
+/// The longest SLA target, in minutes (366 days): due times must stay dates every store
+/// takes.
+pub const MAX_SLA_MINUTES: u32 = 366 * 24 * 60;
+
 /// Usernames: 3-64 characters of a-z, 0-9, '.', '_' and '-'.
 pub const USERNAME_MAX: usize = 64;
 /// Email addresses: at most 255 bytes.

@@ -103,6 +103,14 @@ impl WorkflowDefinition {
                     "first_response_minutes must be positive and at most resolution_minutes",
                 ));
             }
+            // Due times are dates in every store: up to 4,294,967,295 minutes reached the
+            // year 10192, which Elasticsearch's date fields refuse.
+            if s.resolution_minutes > contract::MAX_SLA_MINUTES {
+                errors.push(FieldError::new(
+                    format!("definition.sla[{i}].resolution_minutes"),
+                    format!("must be at most {} (a year)", contract::MAX_SLA_MINUTES),
+                ));
+            }
         }
         errors
     }
@@ -302,6 +310,20 @@ mod tests {
 
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_sla_target_stays_within_dates_every_store_takes() {
+        let a = Uuid::from_u128(1);
+        let definition: WorkflowDefinition = serde_json::from_value(json!({
+            "stages": [{ "id": a, "name": "New" }],
+            "initial_stage": a,
+            "transitions": [],
+            "sla": [{ "priority": "high", "first_response_minutes": 60, "resolution_minutes": u32::MAX }]
+        }))
+        .unwrap();
+        let fields: Vec<String> = definition.check().into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, vec!["definition.sla[0].resolution_minutes"]);
+    }
 
     #[test]
     fn a_definition_must_be_consistent() {
