@@ -249,7 +249,7 @@ impl Journal {
             if new_events.is_empty() { last_position(&mut tx, cmd.tenant_id, cmd.stream_id).await? } else { 0 };
         let now = Utc::now();
         for event in &new_events {
-            version += 1;
+            version = version.saturating_add(1);
             let (event_type, schema_version, payload) = K::describe(event);
             let envelope = EventEnvelope {
                 event_id: Uuid::now_v7(),

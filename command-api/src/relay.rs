@@ -107,7 +107,7 @@ impl Relay {
         }
         tracing::info!(topic = %self.topic, "relay leading");
         self.ensure_state().await?;
-        let mut last_audit = Instant::now() - self.audit_every;
+        let mut last_audit = Instant::now().checked_sub(self.audit_every).unwrap_or_else(Instant::now);
         let mut last_vacuum = Instant::now();
         let mut relayed_since_vacuum = 0usize;
         loop {
@@ -124,10 +124,10 @@ impl Relay {
             }
             match self.publish_batch().await {
                 Ok(n) if n as i64 >= BATCH => {
-                    relayed_since_vacuum += n;
+                    relayed_since_vacuum = relayed_since_vacuum.saturating_add(n);
                     continue;
                 }
-                Ok(n) => relayed_since_vacuum += n,
+                Ok(n) => relayed_since_vacuum = relayed_since_vacuum.saturating_add(n),
                 Err(e) => tracing::warn!(error = ?e, "publishing failed; will retry"),
             }
             // Keep the lock connection alive and wake on new commands or a short tick.

@@ -578,10 +578,14 @@ fn sla_set(
     opened: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Option<CaseSlaSet> {
-    definition.sla_for(priority).map(|t| CaseSlaSet {
+    // Targets are at most `contract::MAX_SLA_MINUTES`, so the sums are dates; a target
+    // that were not would leave the case without SLA due times rather than overflow.
+    let after = |minutes: u32| opened.checked_add_signed(chrono::Duration::minutes(i64::from(minutes)));
+    let target = definition.sla_for(priority)?;
+    Some(CaseSlaSet {
         priority,
-        first_response_due: opened + chrono::Duration::minutes(i64::from(t.first_response_minutes)),
-        resolution_due: opened + chrono::Duration::minutes(i64::from(t.resolution_minutes)),
+        first_response_due: after(target.first_response_minutes)?,
+        resolution_due: after(target.resolution_minutes)?,
         set_at: now,
     })
 }

@@ -135,10 +135,11 @@ pub fn decide(
         v.text(&format!("tags[{i}]"), tag, contract::TAG);
     }
     let timestamp = cmd.occurred_at.unwrap_or(now);
-    v.check(timestamp <= now + chrono::Duration::minutes(5), "occurred_at", "must not be in the future");
+    let latest = now.checked_add_signed(chrono::Duration::minutes(5)).unwrap_or(now);
+    v.check(timestamp <= latest, "occurred_at", "must not be in the future");
     // Interactions are partitioned (PostgreSQL) and indexed (Elasticsearch) by month: an
     // unbounded past would let one caller create a partition and an index per month.
-    let oldest = now - chrono::Duration::days(contract::MAX_BACKDATED_DAYS);
+    let oldest = now.checked_sub_signed(chrono::Duration::days(contract::MAX_BACKDATED_DAYS)).unwrap_or(now);
     v.check(
         timestamp >= oldest,
         "occurred_at",

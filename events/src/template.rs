@@ -179,12 +179,14 @@ pub fn evolve(state: Option<Template>, event: &TemplateEvent) -> Option<Template
 
 /// Splits text into literal parts and `{{name}}` placeholders (names trimmed).
 fn placeholders(text: &str) -> impl Iterator<Item = (usize, usize, &str)> {
-    let mut at = 0;
+    let mut at = 0usize;
     std::iter::from_fn(move || {
-        let start = at + text[at..].find("{{")?;
-        let end = start + 2 + text[start + 2..].find("}}")?;
-        at = end + 2;
-        Some((start, end + 2, text[start + 2..end].trim()))
+        // Offsets within `text`, which is far shorter than usize::MAX.
+        let start = at.checked_add(text.get(at..)?.find("{{")?)?;
+        let name_at = start.checked_add(2)?;
+        let end = name_at.checked_add(text.get(name_at..)?.find("}}")?)?;
+        at = end.checked_add(2)?;
+        Some((start, at, text.get(name_at..end)?.trim()))
     })
 }
 

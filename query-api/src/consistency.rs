@@ -61,7 +61,7 @@ where
     Fut: Future<Output = Result<i64, ApiError>>,
 {
     let Some(token) = token else { return Ok(()) };
-    let deadline = Instant::now() + limit;
+    let deadline = Instant::now().checked_add(limit).unwrap_or_else(Instant::now);
     let mut slot = None;
     // Short pauses first (most tokens are reached within tens of milliseconds), capped so
     // a slow projection costs one cheap look-up per 50 ms per waiting read.
@@ -74,14 +74,14 @@ where
         if slot.is_none() {
             slot = Some(WaitSlot::take(token.tenant_id)?);
         }
-        if Instant::now() + pause > deadline {
+        if Instant::now().checked_add(pause).is_none_or(|next| next > deadline) {
             return Err(ApiError::NotYetConsistent(format!(
                 "this read model holds version {held} of the stream, not yet {}; retry shortly",
                 token.version
             )));
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(50));
+        pause = pause.saturating_mul(2).min(Duration::from_millis(50));
     }
 }
 
@@ -105,7 +105,7 @@ impl WaitSlot {
                 retry_after: 1,
             });
         }
-        *count += 1;
+        *count = count.saturating_add(1);
         Ok(Self(tenant))
     }
 }
@@ -114,7 +114,7 @@ impl Drop for WaitSlot {
     fn drop(&mut self) {
         let mut waiting = WAITING.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(count) = waiting.get_mut(&self.0) {
-            *count -= 1;
+            *count = count.saturating_sub(1);
             if *count == 0 {
                 waiting.remove(&self.0);
             }

@@ -222,7 +222,7 @@ impl JwtKeys {
             sub: user,
             tenant_id: tenant,
             role,
-            exp: (chrono::Utc::now() + ttl).timestamp(),
+            exp: expiry(ttl),
             op: true,
             sid: None,
         })
@@ -237,7 +237,7 @@ impl JwtKeys {
             sub: user,
             tenant_id: tenant,
             role,
-            exp: (chrono::Utc::now() + ttl).timestamp(),
+            exp: expiry(ttl),
             op: false,
             sid: Some(session),
         })
@@ -379,6 +379,12 @@ where
         let token = Token::from_request_parts(parts, state).await?;
         state.authorise(token).await
     }
+}
+
+/// When a token issued now for `ttl` expires (the latest date there is, for an absurd
+/// `ttl`).
+fn expiry(ttl: chrono::Duration) -> i64 {
+    chrono::Utc::now().checked_add_signed(ttl).unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC).timestamp()
 }
 
 #[cfg(test)]

@@ -62,10 +62,10 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
 /// `url` with `role` as its user (and no password): `postgres://postgres@h:5432/db` as
 /// `murima_query` is `postgres://murima_query@h:5432/db`.
 pub fn as_role(url: &str, role: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}{role}{}", &url[..scheme + 3], &url[at..]),
-        (Some(scheme), _) => format!("{}{role}@{}", &url[..scheme + 3], &url[scheme + 3..]),
-        _ => url.to_owned(),
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    match rest.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://{role}@{host}"),
+        None => format!("{scheme}://{role}@{rest}"),
     }
 }
 

@@ -206,7 +206,7 @@ return {1, limit_of, remaining_of or 0, math.ceil(reset_of)}
             }
             let (allowed, limit, remaining, ms): (i64, i64, i64, i64) =
                 invocation.invoke_async(&mut self.redis.clone()).await?;
-            let seconds = (ms.max(0) + 999) / 1000;
+            let seconds = ms.max(0).saturating_add(999) / 1000;
             Ok(if allowed == 1 {
                 Verdict::Allowed { limit, remaining, reset: seconds }
             } else {

@@ -117,7 +117,7 @@ async fn audit_trail(
     let docs: Vec<Document> = coll
         .find(filter)
         .sort(doc! { "entity_version": -1 })
-        .limit(limit + 1)
+        .limit(limit.saturating_add(1))
         .await
         .map_err(mongo_unavailable)?
         .try_collect()

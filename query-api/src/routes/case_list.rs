@@ -265,7 +265,7 @@ async fn list(
         .bind(&q.q)
         .bind(after.as_ref().map(|a| a.0.clone()))
         .bind(after.as_ref().map(|a| a.1))
-        .bind(limit + 1)
+        .bind(limit.saturating_add(1))
         .fetch_all(&mut *tx)
         .await
         .or_else(missing_schema_is_empty)?;
@@ -273,7 +273,7 @@ async fn list(
     let has_more = rows.len() as i64 > limit;
     let items = rows.iter().take(limit as usize).map(case_json).collect::<Result<Vec<_>, _>>()?;
     let next_cursor = if has_more {
-        rows.get(limit as usize - 1)
+        rows.get((limit as usize).saturating_sub(1))
             .map(|r| -> Result<String, sqlx::Error> {
                 Ok(encode_list_cursor(q.sort, &r.try_get::<String, _>("sort_key")?, r.try_get("id")?))
             })
@@ -341,7 +341,7 @@ async fn queue(
     .bind(caller.user_id)
     .bind(after.map(|a| a.0))
     .bind(after.map(|a| a.1))
-    .bind(limit + 1)
+    .bind(limit.saturating_add(1))
     .fetch_all(&mut *tx)
     .await
     .or_else(missing_schema_is_empty)?;
@@ -354,7 +354,7 @@ async fn queue(
         items.push(case);
     }
     let next_cursor = if has_more {
-        rows.get(limit as usize - 1)
+        rows.get((limit as usize).saturating_sub(1))
             .map(|r| -> Result<String, sqlx::Error> { Ok(encode_cursor(r.try_get("urgency")?, r.try_get("id")?)) })
             .transpose()?
     } else {

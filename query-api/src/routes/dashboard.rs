@@ -86,14 +86,14 @@ async fn daily(
     if from < earliest || to > latest {
         return Err(ApiError::BadRequest(format!("from and to must be days between {earliest} and {latest}")));
     }
-    let days = (to - from).num_days() + 1;
+    let days = to.signed_duration_since(from).num_days().saturating_add(1);
     if !(1..=MAX_DAYS).contains(&days) {
         return Err(ApiError::BadRequest(format!(
             "from must not be after to, and the range at most {MAX_DAYS} days (got {days})"
         )));
     }
     let start: DateTime<Utc> = from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
-    let end = start + Duration::days(days);
+    let end = start.checked_add_signed(Duration::days(days)).unwrap_or(start);
     let schema = Tenancy(caller.tenant_member()?.tenant_id).pg_schema();
     let (mut tx, tenant) = tenant_tx(&state.pool, caller).await?;
     let rows: Vec<(NaiveDate, i64, i64)> = sqlx::query_as(&format!(

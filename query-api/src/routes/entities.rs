@@ -187,7 +187,7 @@ fn cursor_after(items: &[Value], limit: i64, has_more: bool) -> Option<String> {
     if !has_more {
         return None;
     }
-    let last = items.get(limit as usize - 1)?;
+    let last = items.get((limit as usize).saturating_sub(1))?;
     let at: DateTime<Utc> = serde_json::from_value(last["created_at"].clone()).ok()?;
     let id: Uuid = serde_json::from_value(last["id"].clone()).ok()?;
     Some(encode_cursor(at, id))
@@ -216,7 +216,7 @@ async fn list_rows(
     .bind(tenant)
     .bind(after.map(|a| a.0))
     .bind(after.map(|a| a.1))
-    .bind(limit + 1)
+    .bind(limit.saturating_add(1))
     .fetch_all(&mut *tx)
     .await
     .or_else(missing_schema_is_empty)?;
@@ -302,7 +302,7 @@ async fn list_documents(
     let docs: Vec<Document> = coll
         .find(filter)
         .sort(doc! { "_id": -1 })
-        .limit(limit + 1)
+        .limit(limit.saturating_add(1))
         .await
         .map_err(mongo_unavailable)?
         .try_collect()
@@ -354,7 +354,7 @@ async fn list_tenants(
     )
     .bind(after.map(|a| a.0))
     .bind(after.map(|a| a.1))
-    .bind(limit + 1)
+    .bind(limit.saturating_add(1))
     .fetch_all(&mut *tx)
     .await?;
     let has_more = rows.len() as i64 > limit;

@@ -71,7 +71,7 @@ async fn online(State(state): State<AppState>, caller: Caller) -> Result<Json<Va
     let t = Tenancy(caller.tenant_member()?.tenant_id);
     let mut redis = state.redis.clone();
     let key = t.redis_online_users();
-    let since = Utc::now().timestamp() - ONLINE_WINDOW_SECS;
+    let since = Utc::now().timestamp().saturating_sub(ONLINE_WINDOW_SECS);
     // Drop users inactive for longer than the window (seed §2.3.3), then list the rest.
     let (users,): (Vec<(String, i64)>,) = redis::pipe()
         .zrembyscore(&key, "-inf", format!("({since}"))
@@ -123,12 +123,13 @@ async fn notifications(
     let key = Tenancy(caller.tenant_id).redis_notifications(caller.user_id);
     let mut redis = state.redis.clone();
     let (raw, total): (Vec<String>, i64) = redis::pipe()
-        .lrange(&key, offset as isize, (offset + limit - 1) as isize)
+        .lrange(&key, offset as isize, offset.saturating_add(limit).saturating_sub(1) as isize)
         .llen(&key)
         .query_async(&mut redis)
         .await
         .map_err(redis_unavailable)?;
     let items: Vec<Value> = raw.iter().filter_map(|r| serde_json::from_str(r).ok()).collect();
-    let next_offset = (offset + limit < total).then_some(offset + limit);
+    let next = offset.saturating_add(limit);
+    let next_offset = (next < total).then_some(next);
     Ok(Json(json!({ "items": items, "total": total, "next_offset": next_offset })))
 }

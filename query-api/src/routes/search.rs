@@ -125,7 +125,7 @@ async fn run(state: &AppState, alias: &str, body: Value, offset: i64) -> Result<
         facets.insert(name.clone(), Value::Object(buckets));
     }
     let total = result["hits"]["total"]["value"].as_i64().unwrap_or(items.len() as i64);
-    let next = offset + items.len() as i64;
+    let next = offset.saturating_add(items.len() as i64);
     let next_offset = (next < total && next <= MAX_OFFSET).then_some(next);
     Ok(json!({ "total": total, "items": items, "facets": facets, "next_offset": next_offset }))
 }
