@@ -82,12 +82,13 @@ status=0
 fuzz() { # name port
   local started=$SECONDS
   echo "[fuzz] $1: schemathesis, $EXAMPLES examples per operation, at most $SECONDS_PER_API s" >&2
-  if ! "$ST_DIR/bin/st" --no-color run "http://127.0.0.1:$2/openapi.json" \
+  # From the run's own folder: Schemathesis keeps a cache where it runs.
+  if ! (cd "$WORK" && "$ST_DIR/bin/st" --no-color run "http://127.0.0.1:$2/openapi.json" \
       --header "Authorization: Bearer $admin" \
       --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
       --max-examples "$EXAMPLES" --max-time "$SECONDS_PER_API" --request-timeout 20 \
       --seed "${MURIMA_FUZZ_SEED:-20261201}" --workers 2 --warnings off \
-      --report ndjson --report-ndjson-path "$WORK/$1.ndjson" >"$WORK/$1.out" 2>&1; then
+      --report ndjson --report-ndjson-path "$WORK/$1.ndjson" >"$WORK/$1.out" 2>&1); then
     status=1
     echo "[fuzz] $1: schemathesis found failures:" >&2
     tail -n 80 "$WORK/$1.out" >&2
