@@ -259,6 +259,19 @@ async fn each_service_role_reaches_only_its_own_data() {
         let n: i64 =
             sqlx::query_scalar(&format!("SELECT count(*) FROM {schema}.cases")).fetch_one(&mut *tx).await.unwrap();
         assert_eq!(n, expected, "as tenant {tenant:?}");
+        // The tenants table shows a reader its own tenant's row only.
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM public.tenants").fetch_one(&mut *tx).await.unwrap();
+        assert_eq!(n, expected, "tenants as tenant {tenant:?}");
+        // Statistics only through the view that keeps the bound tenant's rows (row-level
+        // security does not apply to the materialized view itself).
+        sqlx::query(&format!("SELECT count(*) FROM {schema}.case_statistics_of_tenant"))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        sqlx::query("SAVEPOINT direct").execute(&mut *tx).await.unwrap();
+        let direct = sqlx::query(&format!("SELECT * FROM {schema}.case_statistics")).execute(&mut *tx).await;
+        assert!(direct.is_err(), "the reader selected the materialized view directly");
+        sqlx::query("ROLLBACK TO SAVEPOINT direct").execute(&mut *tx).await.unwrap();
     }
     let credentials = sqlx::query("SELECT * FROM eventstore.credentials").fetch_all(&query).await;
     assert!(credentials.is_err(), "the query role reads no credentials");
