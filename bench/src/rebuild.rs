@@ -10,14 +10,15 @@ use std::time::Instant;
 
 use projector::operations::Journal;
 use projector::projection::Placement;
-use projector::stores::Stores;
+use projector::stores::{ProjectionName, Stores};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::client::Tenant;
 
 /// The stores the case events of this scenario land in.
-const BENCHED: &[&str] = &["postgres", "redis", "elasticsearch", "mongo"];
+const BENCHED: [ProjectionName; 4] =
+    [ProjectionName::Postgres, ProjectionName::Redis, ProjectionName::Elasticsearch, ProjectionName::Mongo];
 
 /// Appends `events` events (`events / 4` cases) to the tenant's journal in one statement.
 async fn seed(pool: &sqlx::PgPool, tenant: &Tenant, events: u64) -> anyhow::Result<()> {
@@ -83,8 +84,8 @@ pub async fn rebuild(stores: &Stores, tenant: &Tenant, events: u64, naive_events
 
     let mut rows = Vec::new();
     for name in BENCHED {
-        let report = projector::rebuild::run(stores, name, Some(tenant.id), &|_, _| {}).await?;
-        rows.push(json!({ "store": name, "mode": "rebuild (batched)", "events": report.events,
+        let report = projector::rebuild::run(stores, name.as_str(), Some(tenant.id), &|_, _| {}).await?;
+        rows.push(json!({ "store": name.as_str(), "mode": "rebuild (batched)", "events": report.events,
                           "seconds": report.seconds, "events_per_sec": report.events_per_sec,
                           "switch_ms": report.switch_ms }));
     }
@@ -100,7 +101,7 @@ pub async fn rebuild(stores: &Stores, tenant: &Tenant, events: u64, naive_events
             projector::operations::apply(&copy, "bench.naive", std::slice::from_ref(event)).await?;
         }
         let seconds = started.elapsed().as_secs_f64();
-        rows.push(json!({ "store": name, "mode": "naive (1 event/transaction)", "events": events.len(),
+        rows.push(json!({ "store": name.as_str(), "mode": "naive (1 event/transaction)", "events": events.len(),
                           "seconds": seconds, "events_per_sec": events.len() as f64 / seconds }));
         projector::rebuild::drop_copy(stores, name, scratch).await?;
     }
@@ -126,12 +127,12 @@ pub async fn rebuild(stores: &Stores, tenant: &Tenant, events: u64, naive_events
         Some(rate("rebuild")? / rate("naive")?)
     };
     for store in BENCHED {
-        if let Some(x) = speedup(store) {
+        if let Some(x) = speedup(store.as_str()) {
             println!("{store}: rebuild is {x:.1}x the naive replay");
         }
     }
     Ok(json!({ "events": events.len(), "runs": rows,
-               "speedup": BENCHED.iter().map(|s| (s.to_string(), json!(speedup(s)))).collect::<serde_json::Map<_, _>>() }))
+               "speedup": BENCHED.iter().map(|s| (s.to_string(), json!(speedup(s.as_str())))).collect::<serde_json::Map<_, _>>() }))
 }
 
 /// Seeds the query scenario's cases straight into the journal (spread over the tenants)

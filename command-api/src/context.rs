@@ -19,8 +19,8 @@ use runtime::session::Rights;
 use runtime::ApiError;
 use uuid::Uuid;
 
-use crate::journal::UserStream;
 use crate::routes::AppState;
+use events::user;
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const MAX_IDEMPOTENCY_KEY: usize = 200;
@@ -62,7 +62,7 @@ impl Authority for AppState {
 
 /// The caller with the role, grants and status its user has now (see the module).
 pub async fn live(state: &AppState, caller: Caller) -> Result<Caller, ApiError> {
-    let Some(user) = state.journal.state::<UserStream>(caller.tenant_id, caller.user_id).await? else {
+    let Some(user) = state.journal.state::<user::User>(caller.tenant_id, caller.user_id).await? else {
         return Err(ApiError::Unauthorized("the token's user does not exist in its tenant; log in again".into()));
     };
     let rights = rights_of(&user, 0);

@@ -8,20 +8,8 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use chrono::Utc;
-use events::case::{self, Case, CaseEvent};
-use events::case_type::{self, CaseType, CaseTypeEvent};
-use events::channel::{self, Channel, ChannelEvent};
-use events::document::{self, Document, DocumentEvent};
-use events::field_definition::{self, FieldDefinition, FieldDefinitionEvent};
-use events::interaction::{self, Interaction, InteractionEvent};
-use events::note::{self, Note, NoteEvent};
-use events::task::{self, Task, TaskEvent};
-use events::team::{self, Team, TeamEvent};
-use events::template::{self, Template, TemplateEvent};
-use events::tenant::{self, Tenant, TenantEvent};
-use events::user::{self, User, UserEvent};
-use events::workflow::{self, Workflow, WorkflowEvent};
-use events::{DecodeError, DomainError, EventEnvelope, StreamType};
+use events::tenant::Tenant;
+use events::{Aggregate, DomainError, EventEnvelope, StreamEvent};
 use runtime::position::PositionToken;
 use runtime::ApiError;
 use serde_json::{json, Value};
@@ -30,52 +18,6 @@ use uuid::Uuid;
 
 use crate::context::CommandContext;
 use crate::stream_cache::StreamCache;
-
-/// How a stream's events are read back and folded; one impl per stream type.
-pub trait StreamKind {
-    const TYPE: StreamType;
-    type State: Clone + Send + Sync + 'static;
-    type Event;
-    fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self::Event, DecodeError>;
-    fn evolve(state: Option<Self::State>, event: &Self::Event) -> Option<Self::State>;
-    fn describe(event: &Self::Event) -> (&'static str, u16, Value);
-}
-
-/// Declares a stream kind: its marker type, stream type, state, events and fold.
-macro_rules! stream_kind {
-    ($kind:ident, $stream_type:expr, $module:ident, $state:ty, $event:ty) => {
-        pub struct $kind;
-
-        impl StreamKind for $kind {
-            const TYPE: StreamType = $stream_type;
-            type State = $state;
-            type Event = $event;
-            fn decode(t: &str, v: u16, payload: Value) -> Result<$event, DecodeError> {
-                <$event>::decode(t, v, payload)
-            }
-            fn evolve(state: Option<$state>, event: &$event) -> Option<$state> {
-                $module::evolve(state, event)
-            }
-            fn describe(e: &$event) -> (&'static str, u16, Value) {
-                (e.event_type(), e.schema_version(), e.payload())
-            }
-        }
-    };
-}
-
-stream_kind!(TenantStream, StreamType::Tenant, tenant, Tenant, TenantEvent);
-stream_kind!(UserStream, StreamType::User, user, User, UserEvent);
-stream_kind!(TeamStream, StreamType::Team, team, Team, TeamEvent);
-stream_kind!(CaseTypeStream, StreamType::CaseType, case_type, CaseType, CaseTypeEvent);
-stream_kind!(CaseStream, StreamType::Case, case, Case, CaseEvent);
-stream_kind!(ChannelStream, StreamType::Channel, channel, Channel, ChannelEvent);
-stream_kind!(InteractionStream, StreamType::Interaction, interaction, Interaction, InteractionEvent);
-stream_kind!(TaskStream, StreamType::Task, task, Task, TaskEvent);
-stream_kind!(NoteStream, StreamType::Note, note, Note, NoteEvent);
-stream_kind!(DocumentStream, StreamType::Document, document, Document, DocumentEvent);
-stream_kind!(TemplateStream, StreamType::MessageTemplate, template, Template, TemplateEvent);
-stream_kind!(WorkflowStream, StreamType::Workflow, workflow, Workflow, WorkflowEvent);
-stream_kind!(FieldDefinitionStream, StreamType::CustomField, field_definition, FieldDefinition, FieldDefinitionEvent);
 
 /// Something looked up (or reserved) inside the command's transaction before deciding,
 /// so that it commits or rolls back with the events.
@@ -162,18 +104,18 @@ impl Journal {
     /// A stream is identified by (tenant, id): every read and check here names the
     /// command's tenant, so an id another tenant uses is simply free in this one, and no
     /// answer tells whether it exists elsewhere.
-    #[tracing::instrument(skip_all, fields(tenant_id = %cmd.tenant_id, stream_id = %cmd.stream_id, stream_type = K::TYPE.as_str()))]
-    pub async fn execute<K: StreamKind>(
+    #[tracing::instrument(skip_all, fields(tenant_id = %cmd.tenant_id, stream_id = %cmd.stream_id, stream_type = A::STREAM.as_str()))]
+    pub async fn execute<A: Aggregate>(
         &self,
         cmd: Command<'_>,
-        decide: impl FnOnce(Option<&K::State>, Looked) -> Result<Vec<K::Event>, DomainError>,
+        decide: impl FnOnce(Option<&A>, Looked) -> Result<Vec<A::Event>, DomainError>,
     ) -> Result<CommandReply, ApiError> {
         if let Some(key) = &cmd.ctx.idempotency_key {
             if let Some(reply) = self.stored_reply(cmd.ctx.caller.tenant_id, key, &cmd.request_hash).await? {
                 return Ok(reply);
             }
         }
-        match self.try_execute::<K>(&cmd, decide).await {
+        match self.try_execute::<A>(&cmd, decide).await {
             Err(ApiError::Conflict { detail, current_version }) => {
                 // A concurrent twin with the same key may have won the race: answer as it did.
                 if let Some(key) = &cmd.ctx.idempotency_key {
@@ -183,7 +125,7 @@ impl Journal {
                 }
                 match current_version {
                     Some(v) => Err(ApiError::Conflict { detail, current_version: Some(v) }),
-                    None => Err(self.conflict::<K>(&cmd).await),
+                    None => Err(self.conflict::<A>(&cmd).await),
                 }
             }
             other => other,
@@ -193,14 +135,14 @@ impl Journal {
     /// The 409 for a lost insert race: a concurrent writer, or an id (chosen by the
     /// client) that another kind of record of the same tenant already has. Other
     /// tenants' streams are never looked at: their ids are no business of this one.
-    async fn conflict<K: StreamKind>(&self, cmd: &Command<'_>) -> ApiError {
+    async fn conflict<A: Aggregate>(&self, cmd: &Command<'_>) -> ApiError {
         let other: Result<Option<String>, sqlx::Error> = sqlx::query_scalar(
             "SELECT stream_type FROM eventstore.events
              WHERE tenant_id = $1 AND stream_id = $2 AND stream_type <> $3 LIMIT 1",
         )
         .bind(cmd.tenant_id)
         .bind(cmd.stream_id)
-        .bind(K::TYPE.as_str())
+        .bind(A::STREAM.as_str())
         .fetch_optional(&self.pool)
         .await;
         match other {
@@ -222,13 +164,13 @@ impl Journal {
         }
     }
 
-    async fn try_execute<K: StreamKind>(
+    async fn try_execute<A: Aggregate>(
         &self,
         cmd: &Command<'_>,
-        decide: impl FnOnce(Option<&K::State>, Looked) -> Result<Vec<K::Event>, DomainError>,
+        decide: impl FnOnce(Option<&A>, Looked) -> Result<Vec<A::Event>, DomainError>,
     ) -> Result<CommandReply, ApiError> {
         let mut tx = self.pool.begin().await?;
-        let (state, current) = load::<K>(&mut tx, &self.cache, cmd.tenant_id, cmd.stream_id).await?;
+        let (state, current) = load::<A>(&mut tx, &self.cache, cmd.tenant_id, cmd.stream_id).await?;
         if let Some(expected) = cmd.ctx.expected_version {
             if expected != current {
                 return Err(ApiError::Conflict {
@@ -250,11 +192,11 @@ impl Journal {
         let now = Utc::now();
         for event in &new_events {
             version = version.saturating_add(1);
-            let (event_type, schema_version, payload) = K::describe(event);
+            let (event_type, schema_version, payload) = (event.event_type(), event.schema_version(), event.payload());
             let envelope = EventEnvelope {
                 event_id: Uuid::now_v7(),
                 tenant_id: cmd.tenant_id,
-                stream_type: K::TYPE,
+                stream_type: A::STREAM,
                 stream_id: cmd.stream_id,
                 stream_version: version,
                 event_type: event_type.to_owned(),
@@ -338,18 +280,14 @@ impl Journal {
     }
 
     /// A stream's current state (None: no such stream in this tenant).
-    pub async fn state<K: StreamKind>(&self, tenant: Uuid, stream: Uuid) -> Result<Option<K::State>, ApiError> {
-        Ok(self.state_at::<K>(tenant, stream).await?.0)
+    pub async fn state<A: Aggregate>(&self, tenant: Uuid, stream: Uuid) -> Result<Option<A>, ApiError> {
+        Ok(self.state_at::<A>(tenant, stream).await?.0)
     }
 
     /// A stream's current state with the version it is at (0: no such stream).
-    pub async fn state_at<K: StreamKind>(
-        &self,
-        tenant: Uuid,
-        stream: Uuid,
-    ) -> Result<(Option<K::State>, i64), ApiError> {
+    pub async fn state_at<A: Aggregate>(&self, tenant: Uuid, stream: Uuid) -> Result<(Option<A>, i64), ApiError> {
         let mut conn = self.pool.acquire().await?;
-        load::<K>(&mut conn, &self.cache, tenant, stream).await
+        load::<A>(&mut conn, &self.cache, tenant, stream).await
     }
 
     /// A user's password hash (None: no such user in the tenant).
@@ -364,19 +302,19 @@ impl Journal {
     /// Every stream of one kind in a tenant, folded (for small sets such as definitions).
     /// Streams are found by their first events, along a partial index of stream starts, so
     /// the cost follows the number of such streams, not the size of the tenant's journal.
-    pub async fn all<K: StreamKind>(&self, tenant: Uuid) -> Result<Vec<K::State>, ApiError> {
+    pub async fn all<A: Aggregate>(&self, tenant: Uuid) -> Result<Vec<A>, ApiError> {
         let ids: Vec<Uuid> = sqlx::query_scalar(
             "SELECT stream_id FROM eventstore.events
              WHERE tenant_id = $1 AND stream_type = $2 AND stream_version = 1 ORDER BY stream_id",
         )
         .bind(tenant)
-        .bind(K::TYPE.as_str())
+        .bind(A::STREAM.as_str())
         .fetch_all(&self.pool)
         .await?;
         let mut states = Vec::with_capacity(ids.len());
         let mut conn = self.pool.acquire().await?;
         for id in ids {
-            if let Some(state) = load::<K>(&mut conn, &self.cache, tenant, id).await?.0 {
+            if let Some(state) = load::<A>(&mut conn, &self.cache, tenant, id).await?.0 {
                 states.push(state);
             }
         }
@@ -384,7 +322,7 @@ impl Journal {
     }
 
     pub async fn tenant(&self, tenant: Uuid) -> Result<Option<Tenant>, ApiError> {
-        self.state::<TenantStream>(tenant, tenant).await
+        self.state::<Tenant>(tenant, tenant).await
     }
 
     /// Resolves a login: the tenant by slug, the user by username, and the user's password
@@ -410,13 +348,13 @@ impl Journal {
 /// Folds a stream's events onto its cached state: only the events after the cached version
 /// are read. A stream of another tenant, or an id of another kind of stream (a case type id
 /// sent as a case id), reads as empty: a 404 or 422, never a decode error.
-async fn load<K: StreamKind>(
+async fn load<A: Aggregate>(
     conn: &mut sqlx::PgConnection,
     cache: &StreamCache,
     tenant: Uuid,
     stream: Uuid,
-) -> Result<(Option<K::State>, i64), ApiError> {
-    let (mut state, cached) = cache.get::<K::State>(tenant, K::TYPE, stream).unwrap_or((None, 0));
+) -> Result<(Option<A>, i64), ApiError> {
+    let (mut state, cached) = cache.get::<A>(tenant, A::STREAM, stream).unwrap_or((None, 0));
     let rows: Vec<(String, i16, Value, i64)> = sqlx::query_as(
         "SELECT event_type, schema_version, envelope->'payload', stream_version
          FROM eventstore.events
@@ -425,18 +363,18 @@ async fn load<K: StreamKind>(
     )
     .bind(stream)
     .bind(tenant)
-    .bind(K::TYPE.as_str())
+    .bind(A::STREAM.as_str())
     .bind(cached)
     .fetch_all(&mut *conn)
     .await?;
     let mut version = cached;
     for (event_type, schema_version, payload, v) in rows {
-        let event = K::decode(&event_type, schema_version as u16, payload).map_err(|e| anyhow::anyhow!(e))?;
-        state = K::evolve(state, &event);
+        let event = A::Event::decode(&event_type, schema_version as u16, payload).map_err(|e| anyhow::anyhow!(e))?;
+        state = A::evolve(state, &event);
         version = v;
     }
     if version > cached {
-        cache.put(tenant, K::TYPE, stream, version, state.clone());
+        cache.put(tenant, A::STREAM, stream, version, state.clone());
     }
     Ok((state, version))
 }

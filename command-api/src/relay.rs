@@ -86,7 +86,7 @@ impl Relay {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         loop {
             if let Err(e) = self.lead().await {
-                tracing::warn!(error = ?e, "relay stopped leading; retrying in 1s");
+                tracing::warn!(error = %format!("{e:#}"), "relay stopped leading; retrying in 1s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -128,7 +128,7 @@ impl Relay {
                     continue;
                 }
                 Ok(n) => relayed_since_vacuum = relayed_since_vacuum.saturating_add(n),
-                Err(e) => tracing::warn!(error = ?e, "publishing failed; will retry"),
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "publishing failed; will retry"),
             }
             // Keep the lock connection alive and wake on new commands or a short tick.
             sqlx::query("SELECT 1").execute(&mut *lock_conn).await?;
@@ -249,7 +249,7 @@ impl Relay {
         let held = match self.watermarks().await {
             Ok(held) => held,
             Err(e) => {
-                tracing::warn!(error = ?e, "cannot read the broker's watermarks; will check again");
+                tracing::warn!(error = %format!("{e:#}"), "cannot read the broker's watermarks; will check again");
                 return Ok(());
             }
         };

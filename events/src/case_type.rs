@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::change::Change;
 use crate::contract;
-use crate::error::{DecodeError, DomainError, Validator};
+use crate::error::{DomainError, Validator};
 use crate::form::{FormDefinition, ValidationRules};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -61,55 +61,12 @@ pub struct CaseTypeActivation {
     pub at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum CaseTypeEvent {
-    Created(CaseTypeCreated),
-    Updated(CaseTypeUpdated),
-    Deactivated(CaseTypeActivation),
-    Activated(CaseTypeActivation),
-}
-
-impl CaseTypeEvent {
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            CaseTypeEvent::Created(_) => "CaseTypeCreated",
-            CaseTypeEvent::Updated(_) => "CaseTypeUpdated",
-            CaseTypeEvent::Deactivated(_) => "CaseTypeDeactivated",
-            CaseTypeEvent::Activated(_) => "CaseTypeActivated",
-        }
-    }
-
-    pub fn schema_version(&self) -> u16 {
-        match self {
-            CaseTypeEvent::Created(_)
-            | CaseTypeEvent::Updated(_)
-            | CaseTypeEvent::Deactivated(_)
-            | CaseTypeEvent::Activated(_) => 1,
-        }
-    }
-
-    pub fn payload(&self) -> Value {
-        let value = match self {
-            CaseTypeEvent::Created(e) => serde_json::to_value(e),
-            CaseTypeEvent::Updated(e) => serde_json::to_value(e),
-            CaseTypeEvent::Deactivated(e) | CaseTypeEvent::Activated(e) => serde_json::to_value(e),
-        };
-        value.expect("case type events are plain data and always serialise") // panic-free: plain data always serialises
-    }
-
-    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
-        let malformed = |source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source };
-        match (event_type, schema_version) {
-            ("CaseTypeCreated", 1) => serde_json::from_value(payload).map(CaseTypeEvent::Created).map_err(malformed),
-            ("CaseTypeUpdated", 1) => serde_json::from_value(payload).map(CaseTypeEvent::Updated).map_err(malformed),
-            ("CaseTypeDeactivated", 1) => {
-                serde_json::from_value(payload).map(CaseTypeEvent::Deactivated).map_err(malformed)
-            }
-            ("CaseTypeActivated", 1) => {
-                serde_json::from_value(payload).map(CaseTypeEvent::Activated).map_err(malformed)
-            }
-            _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
-        }
+event_enum! {
+    pub enum CaseTypeEvent {
+        Created(CaseTypeCreated) = "CaseTypeCreated" @ 1,
+        Updated(CaseTypeUpdated) = "CaseTypeUpdated" @ 1,
+        Deactivated(CaseTypeActivation) = "CaseTypeDeactivated" @ 1,
+        Activated(CaseTypeActivation) = "CaseTypeActivated" @ 1,
     }
 }
 
@@ -156,7 +113,10 @@ pub fn evolve(state: Option<CaseType>, event: &CaseTypeEvent) -> Option<CaseType
             t.active = true;
             Some(t)
         }
-        (state, _) => state,
+        // Never in a well-formed stream: the state is kept, never invented. Every
+        // (state, event) pair is named, so a new event fails to compile here until folded.
+        (state @ Some(_), CaseTypeEvent::Created(_)) => state,
+        (None, CaseTypeEvent::Updated(_) | CaseTypeEvent::Deactivated(_) | CaseTypeEvent::Activated(_)) => None,
     }
 }
 

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::change::Change;
 use crate::contract;
-use crate::error::{DecodeError, DomainError, Validator};
+use crate::error::{DomainError, Validator};
 
 pub type Configuration = Map<String, Value>;
 
@@ -71,53 +71,12 @@ pub struct ChannelActivation {
     pub at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum ChannelEvent {
-    Created(ChannelCreated),
-    Updated(ChannelUpdated),
-    Deactivated(ChannelActivation),
-    Activated(ChannelActivation),
-}
-
-impl ChannelEvent {
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            ChannelEvent::Created(_) => "ChannelCreated",
-            ChannelEvent::Updated(_) => "ChannelUpdated",
-            ChannelEvent::Deactivated(_) => "ChannelDeactivated",
-            ChannelEvent::Activated(_) => "ChannelActivated",
-        }
-    }
-
-    pub fn schema_version(&self) -> u16 {
-        match self {
-            ChannelEvent::Created(_)
-            | ChannelEvent::Updated(_)
-            | ChannelEvent::Deactivated(_)
-            | ChannelEvent::Activated(_) => 1,
-        }
-    }
-
-    pub fn payload(&self) -> Value {
-        let value = match self {
-            ChannelEvent::Created(e) => serde_json::to_value(e),
-            ChannelEvent::Updated(e) => serde_json::to_value(e),
-            ChannelEvent::Deactivated(e) | ChannelEvent::Activated(e) => serde_json::to_value(e),
-        };
-        value.expect("channel events are plain data and always serialise") // panic-free: plain data always serialises
-    }
-
-    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
-        let malformed = |source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source };
-        match (event_type, schema_version) {
-            ("ChannelCreated", 1) => serde_json::from_value(payload).map(ChannelEvent::Created).map_err(malformed),
-            ("ChannelUpdated", 1) => serde_json::from_value(payload).map(ChannelEvent::Updated).map_err(malformed),
-            ("ChannelDeactivated", 1) => {
-                serde_json::from_value(payload).map(ChannelEvent::Deactivated).map_err(malformed)
-            }
-            ("ChannelActivated", 1) => serde_json::from_value(payload).map(ChannelEvent::Activated).map_err(malformed),
-            _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
-        }
+event_enum! {
+    pub enum ChannelEvent {
+        Created(ChannelCreated) = "ChannelCreated" @ 1,
+        Updated(ChannelUpdated) = "ChannelUpdated" @ 1,
+        Deactivated(ChannelActivation) = "ChannelDeactivated" @ 1,
+        Activated(ChannelActivation) = "ChannelActivated" @ 1,
     }
 }
 
@@ -154,7 +113,10 @@ pub fn evolve(state: Option<Channel>, event: &ChannelEvent) -> Option<Channel> {
             c.active = true;
             Some(c)
         }
-        (state, _) => state,
+        // Never in a well-formed stream: the state is kept, never invented. Every
+        // (state, event) pair is named, so a new event fails to compile here until folded.
+        (state @ Some(_), ChannelEvent::Created(_)) => state,
+        (None, ChannelEvent::Updated(_) | ChannelEvent::Deactivated(_) | ChannelEvent::Activated(_)) => None,
     }
 }
 

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::contract;
-use crate::error::{DecodeError, DomainError, Validator};
+use crate::error::{DomainError, Validator};
 use crate::reference::Reference;
 
 /// Largest document the metadata may describe (1 GiB).
@@ -47,41 +47,10 @@ pub struct DocumentDeleted {
     pub deleted_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum DocumentEvent {
-    Attached(DocumentAttached),
-    Deleted(DocumentDeleted),
-}
-
-impl DocumentEvent {
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            DocumentEvent::Attached(_) => "DocumentAttached",
-            DocumentEvent::Deleted(_) => "DocumentDeleted",
-        }
-    }
-
-    pub fn schema_version(&self) -> u16 {
-        match self {
-            DocumentEvent::Attached(_) | DocumentEvent::Deleted(_) => 1,
-        }
-    }
-
-    pub fn payload(&self) -> Value {
-        let value = match self {
-            DocumentEvent::Attached(e) => serde_json::to_value(e),
-            DocumentEvent::Deleted(e) => serde_json::to_value(e),
-        };
-        value.expect("document events are plain data and always serialise") // panic-free: plain data always serialises
-    }
-
-    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
-        let malformed = |source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source };
-        match (event_type, schema_version) {
-            ("DocumentAttached", 1) => serde_json::from_value(payload).map(DocumentEvent::Attached).map_err(malformed),
-            ("DocumentDeleted", 1) => serde_json::from_value(payload).map(DocumentEvent::Deleted).map_err(malformed),
-            _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
-        }
+event_enum! {
+    pub enum DocumentEvent {
+        Attached(DocumentAttached) = "DocumentAttached" @ 1,
+        Deleted(DocumentDeleted) = "DocumentDeleted" @ 1,
     }
 }
 
@@ -101,7 +70,10 @@ pub fn evolve(state: Option<Document>, event: &DocumentEvent) -> Option<Document
             d.deleted = true;
             Some(d)
         }
-        (state, _) => state,
+        // Never in a well-formed stream: the state is kept, never invented. Every
+        // (state, event) pair is named, so a new event fails to compile here until folded.
+        (state @ Some(_), DocumentEvent::Attached(_)) => state,
+        (None, DocumentEvent::Deleted(_)) => None,
     }
 }
 

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::change::Change;
 use crate::contract;
-use crate::error::{DecodeError, DomainError, Validator};
+use crate::error::{DomainError, Validator};
 use crate::form::{FieldType, FormDefinition, FormField};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,61 +105,13 @@ pub struct FieldDefinitionActivation {
     pub at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-#[allow(clippy::large_enum_variant)] // short-lived values, one per decision or message
-pub enum FieldDefinitionEvent {
-    Created(FieldDefinitionCreated),
-    Updated(FieldDefinitionUpdated),
-    Deactivated(FieldDefinitionActivation),
-    Activated(FieldDefinitionActivation),
-}
-
-impl FieldDefinitionEvent {
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            FieldDefinitionEvent::Created(_) => "CustomFieldDefined",
-            FieldDefinitionEvent::Updated(_) => "CustomFieldDefinitionUpdated",
-            FieldDefinitionEvent::Deactivated(_) => "CustomFieldDeactivated",
-            FieldDefinitionEvent::Activated(_) => "CustomFieldActivated",
-        }
-    }
-
-    pub fn schema_version(&self) -> u16 {
-        match self {
-            FieldDefinitionEvent::Created(_)
-            | FieldDefinitionEvent::Updated(_)
-            | FieldDefinitionEvent::Deactivated(_)
-            | FieldDefinitionEvent::Activated(_) => 1,
-        }
-    }
-
-    pub fn payload(&self) -> Value {
-        let value = match self {
-            FieldDefinitionEvent::Created(e) => serde_json::to_value(e),
-            FieldDefinitionEvent::Updated(e) => serde_json::to_value(e),
-            FieldDefinitionEvent::Deactivated(e) | FieldDefinitionEvent::Activated(e) => serde_json::to_value(e),
-        };
-        // panic-free: plain data always serialises
-        value.expect("field definition events are plain data and always serialise")
-    }
-
-    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
-        let malformed = |source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source };
-        match (event_type, schema_version) {
-            ("CustomFieldDefined", 1) => {
-                serde_json::from_value(payload).map(FieldDefinitionEvent::Created).map_err(malformed)
-            }
-            ("CustomFieldDefinitionUpdated", 1) => {
-                serde_json::from_value(payload).map(FieldDefinitionEvent::Updated).map_err(malformed)
-            }
-            ("CustomFieldDeactivated", 1) => {
-                serde_json::from_value(payload).map(FieldDefinitionEvent::Deactivated).map_err(malformed)
-            }
-            ("CustomFieldActivated", 1) => {
-                serde_json::from_value(payload).map(FieldDefinitionEvent::Activated).map_err(malformed)
-            }
-            _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
-        }
+event_enum! {
+    #[allow(clippy::large_enum_variant)] // short-lived values, one per decision or message
+    pub enum FieldDefinitionEvent {
+        Created(FieldDefinitionCreated) = "CustomFieldDefined" @ 1,
+        Updated(FieldDefinitionUpdated) = "CustomFieldDefinitionUpdated" @ 1,
+        Deactivated(FieldDefinitionActivation) = "CustomFieldDeactivated" @ 1,
+        Activated(FieldDefinitionActivation) = "CustomFieldActivated" @ 1,
     }
 }
 
@@ -234,7 +186,15 @@ pub fn evolve(state: Option<FieldDefinition>, event: &FieldDefinitionEvent) -> O
             d.active = true;
             Some(d)
         }
-        (state, _) => state,
+        // Never in a well-formed stream: the state is kept, never invented. Every
+        // (state, event) pair is named, so a new event fails to compile here until folded.
+        (state @ Some(_), FieldDefinitionEvent::Created(_)) => state,
+        (
+            None,
+            FieldDefinitionEvent::Updated(_)
+            | FieldDefinitionEvent::Deactivated(_)
+            | FieldDefinitionEvent::Activated(_),
+        ) => None,
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::contract;
-use crate::error::{DecodeError, DomainError, Validator};
+use crate::error::{DomainError, Validator};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -58,37 +58,9 @@ pub struct InteractionRecorded {
     pub timestamp: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum InteractionEvent {
-    Recorded(InteractionRecorded),
-}
-
-impl InteractionEvent {
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            InteractionEvent::Recorded(_) => "InteractionRecorded",
-        }
-    }
-
-    pub fn schema_version(&self) -> u16 {
-        match self {
-            InteractionEvent::Recorded(_) => 1,
-        }
-    }
-
-    pub fn payload(&self) -> Value {
-        match self {
-            InteractionEvent::Recorded(e) => serde_json::to_value(e).expect("plain data always serialises"), // panic-free: plain data always serialises
-        }
-    }
-
-    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
-        match (event_type, schema_version) {
-            ("InteractionRecorded", 1) => serde_json::from_value(payload)
-                .map(InteractionEvent::Recorded)
-                .map_err(|source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source }),
-            _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
-        }
+event_enum! {
+    pub enum InteractionEvent {
+        Recorded(InteractionRecorded) = "InteractionRecorded" @ 1,
     }
 }
 

@@ -3,6 +3,9 @@
 //! No I/O lives here. The services load a stream's events, fold them with `evolve`,
 //! call `decide` with everything it needs already looked up, and store what it returns.
 
+#[macro_use]
+mod codec;
+
 pub mod audit;
 pub mod case;
 pub mod case_type;
@@ -17,6 +20,7 @@ pub mod form;
 pub mod interaction;
 pub mod note;
 pub mod reference;
+pub mod stream;
 pub mod task;
 pub mod team;
 pub mod template;
@@ -26,3 +30,4 @@ pub mod workflow;
 
 pub use envelope::{Actor, EventEnvelope, RequestContext, StreamType};
 pub use error::{DecodeError, DomainError, FieldError};
+pub use stream::{Aggregate, DomainEvent, StreamEvent};

@@ -3,12 +3,11 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use uuid::Uuid;
 
 use crate::change::Change;
 use crate::contract;
-use crate::error::{DecodeError, DomainError, Validator};
+use crate::error::{DomainError, Validator};
 use crate::reference::Reference;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,45 +69,11 @@ pub struct NoteDeleted {
     pub deleted_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum NoteEvent {
-    Added(NoteAdded),
-    Edited(NoteEdited),
-    Deleted(NoteDeleted),
-}
-
-impl NoteEvent {
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            NoteEvent::Added(_) => "CaseNoteAdded",
-            NoteEvent::Edited(_) => "CaseNoteEdited",
-            NoteEvent::Deleted(_) => "CaseNoteDeleted",
-        }
-    }
-
-    pub fn schema_version(&self) -> u16 {
-        match self {
-            NoteEvent::Added(_) | NoteEvent::Edited(_) | NoteEvent::Deleted(_) => 1,
-        }
-    }
-
-    pub fn payload(&self) -> Value {
-        let value = match self {
-            NoteEvent::Added(e) => serde_json::to_value(e),
-            NoteEvent::Edited(e) => serde_json::to_value(e),
-            NoteEvent::Deleted(e) => serde_json::to_value(e),
-        };
-        value.expect("note events are plain data and always serialise") // panic-free: plain data always serialises
-    }
-
-    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
-        let malformed = |source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source };
-        match (event_type, schema_version) {
-            ("CaseNoteAdded", 1) => serde_json::from_value(payload).map(NoteEvent::Added).map_err(malformed),
-            ("CaseNoteEdited", 1) => serde_json::from_value(payload).map(NoteEvent::Edited).map_err(malformed),
-            ("CaseNoteDeleted", 1) => serde_json::from_value(payload).map(NoteEvent::Deleted).map_err(malformed),
-            _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
-        }
+event_enum! {
+    pub enum NoteEvent {
+        Added(NoteAdded) = "CaseNoteAdded" @ 1,
+        Edited(NoteEdited) = "CaseNoteEdited" @ 1,
+        Deleted(NoteDeleted) = "CaseNoteDeleted" @ 1,
     }
 }
 
@@ -148,7 +113,10 @@ pub fn evolve(state: Option<Note>, event: &NoteEvent) -> Option<Note> {
             n.deleted = true;
             Some(n)
         }
-        (state, _) => state,
+        // Never in a well-formed stream: the state is kept, never invented. Every
+        // (state, event) pair is named, so a new event fails to compile here until folded.
+        (state @ Some(_), NoteEvent::Added(_)) => state,
+        (None, NoteEvent::Edited(_) | NoteEvent::Deleted(_)) => None,
     }
 }
 

@@ -3,13 +3,12 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use uuid::Uuid;
 
 use crate::case::Priority;
 use crate::change::Change;
 use crate::contract;
-use crate::error::{DecodeError, DomainError, Validator};
+use crate::error::{DomainError, Validator};
 use crate::reference::Reference;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,47 +86,11 @@ pub struct TaskStatusChanged {
     pub changed_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum TaskEvent {
-    Created(TaskCreated),
-    Assigned(TaskAssigned),
-    StatusChanged(TaskStatusChanged),
-}
-
-impl TaskEvent {
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            TaskEvent::Created(_) => "TaskCreated",
-            TaskEvent::Assigned(_) => "TaskAssigned",
-            TaskEvent::StatusChanged(_) => "TaskStatusChanged",
-        }
-    }
-
-    pub fn schema_version(&self) -> u16 {
-        match self {
-            TaskEvent::Created(_) | TaskEvent::Assigned(_) | TaskEvent::StatusChanged(_) => 1,
-        }
-    }
-
-    pub fn payload(&self) -> Value {
-        let value = match self {
-            TaskEvent::Created(e) => serde_json::to_value(e),
-            TaskEvent::Assigned(e) => serde_json::to_value(e),
-            TaskEvent::StatusChanged(e) => serde_json::to_value(e),
-        };
-        value.expect("task events are plain data and always serialise") // panic-free: plain data always serialises
-    }
-
-    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
-        let malformed = |source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source };
-        match (event_type, schema_version) {
-            ("TaskCreated", 1) => serde_json::from_value(payload).map(TaskEvent::Created).map_err(malformed),
-            ("TaskAssigned", 1) => serde_json::from_value(payload).map(TaskEvent::Assigned).map_err(malformed),
-            ("TaskStatusChanged", 1) => {
-                serde_json::from_value(payload).map(TaskEvent::StatusChanged).map_err(malformed)
-            }
-            _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
-        }
+event_enum! {
+    pub enum TaskEvent {
+        Created(TaskCreated) = "TaskCreated" @ 1,
+        Assigned(TaskAssigned) = "TaskAssigned" @ 1,
+        StatusChanged(TaskStatusChanged) = "TaskStatusChanged" @ 1,
     }
 }
 
@@ -160,7 +123,10 @@ pub fn evolve(state: Option<Task>, event: &TaskEvent) -> Option<Task> {
             t.completed_at = e.completed_at;
             Some(t)
         }
-        (state, _) => state,
+        // Never in a well-formed stream: the state is kept, never invented. Every
+        // (state, event) pair is named, so a new event fails to compile here until folded.
+        (state @ Some(_), TaskEvent::Created(_)) => state,
+        (None, TaskEvent::Assigned(_) | TaskEvent::StatusChanged(_)) => None,
     }
 }
 

@@ -4,12 +4,11 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use uuid::Uuid;
 
 use crate::change::Change;
 use crate::contract;
-use crate::error::{DecodeError, DomainError, Validator};
+use crate::error::{DomainError, Validator};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -67,53 +66,12 @@ pub struct TeamMemberRemoved {
     pub removed_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum TeamEvent {
-    Created(TeamCreated),
-    Renamed(TeamRenamed),
-    MemberAdded(TeamMemberAdded),
-    MemberRemoved(TeamMemberRemoved),
-}
-
-impl TeamEvent {
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            TeamEvent::Created(_) => "TeamCreated",
-            TeamEvent::Renamed(_) => "TeamRenamed",
-            TeamEvent::MemberAdded(_) => "TeamMemberAdded",
-            TeamEvent::MemberRemoved(_) => "TeamMemberRemoved",
-        }
-    }
-
-    pub fn schema_version(&self) -> u16 {
-        match self {
-            TeamEvent::Created(_) | TeamEvent::Renamed(_) | TeamEvent::MemberAdded(_) | TeamEvent::MemberRemoved(_) => {
-                1
-            }
-        }
-    }
-
-    pub fn payload(&self) -> Value {
-        let value = match self {
-            TeamEvent::Created(e) => serde_json::to_value(e),
-            TeamEvent::Renamed(e) => serde_json::to_value(e),
-            TeamEvent::MemberAdded(e) => serde_json::to_value(e),
-            TeamEvent::MemberRemoved(e) => serde_json::to_value(e),
-        };
-        value.expect("team events are plain data and always serialise") // panic-free: plain data always serialises
-    }
-
-    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
-        let malformed = |source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source };
-        match (event_type, schema_version) {
-            ("TeamCreated", 1) => serde_json::from_value(payload).map(TeamEvent::Created).map_err(malformed),
-            ("TeamRenamed", 1) => serde_json::from_value(payload).map(TeamEvent::Renamed).map_err(malformed),
-            ("TeamMemberAdded", 1) => serde_json::from_value(payload).map(TeamEvent::MemberAdded).map_err(malformed),
-            ("TeamMemberRemoved", 1) => {
-                serde_json::from_value(payload).map(TeamEvent::MemberRemoved).map_err(malformed)
-            }
-            _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
-        }
+event_enum! {
+    pub enum TeamEvent {
+        Created(TeamCreated) = "TeamCreated" @ 1,
+        Renamed(TeamRenamed) = "TeamRenamed" @ 1,
+        MemberAdded(TeamMemberAdded) = "TeamMemberAdded" @ 1,
+        MemberRemoved(TeamMemberRemoved) = "TeamMemberRemoved" @ 1,
     }
 }
 
@@ -148,7 +106,10 @@ pub fn evolve(state: Option<Team>, event: &TeamEvent) -> Option<Team> {
             t.members.retain(|(u, _)| *u != e.user_id);
             Some(t)
         }
-        (state, _) => state,
+        // Never in a well-formed stream: the state is kept, never invented. Every
+        // (state, event) pair is named, so a new event fails to compile here until folded.
+        (state @ Some(_), TeamEvent::Created(_)) => state,
+        (None, TeamEvent::Renamed(_) | TeamEvent::MemberAdded(_) | TeamEvent::MemberRemoved(_)) => None,
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use crate::change::Change;
 use crate::channel::ChannelType;
 use crate::contract;
-use crate::error::{DecodeError, DomainError, Validator};
+use crate::error::{DomainError, Validator};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum TemplateCommand {
@@ -71,59 +71,12 @@ pub struct TemplateActivation {
     pub at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum TemplateEvent {
-    Created(TemplateCreated),
-    Updated(TemplateUpdated),
-    Deactivated(TemplateActivation),
-    Activated(TemplateActivation),
-}
-
-impl TemplateEvent {
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            TemplateEvent::Created(_) => "MessageTemplateCreated",
-            TemplateEvent::Updated(_) => "MessageTemplateUpdated",
-            TemplateEvent::Deactivated(_) => "MessageTemplateDeactivated",
-            TemplateEvent::Activated(_) => "MessageTemplateActivated",
-        }
-    }
-
-    pub fn schema_version(&self) -> u16 {
-        match self {
-            TemplateEvent::Created(_)
-            | TemplateEvent::Updated(_)
-            | TemplateEvent::Deactivated(_)
-            | TemplateEvent::Activated(_) => 1,
-        }
-    }
-
-    pub fn payload(&self) -> Value {
-        let value = match self {
-            TemplateEvent::Created(e) => serde_json::to_value(e),
-            TemplateEvent::Updated(e) => serde_json::to_value(e),
-            TemplateEvent::Deactivated(e) | TemplateEvent::Activated(e) => serde_json::to_value(e),
-        };
-        value.expect("template events are plain data and always serialise") // panic-free: plain data always serialises
-    }
-
-    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
-        let malformed = |source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source };
-        match (event_type, schema_version) {
-            ("MessageTemplateCreated", 1) => {
-                serde_json::from_value(payload).map(TemplateEvent::Created).map_err(malformed)
-            }
-            ("MessageTemplateUpdated", 1) => {
-                serde_json::from_value(payload).map(TemplateEvent::Updated).map_err(malformed)
-            }
-            ("MessageTemplateDeactivated", 1) => {
-                serde_json::from_value(payload).map(TemplateEvent::Deactivated).map_err(malformed)
-            }
-            ("MessageTemplateActivated", 1) => {
-                serde_json::from_value(payload).map(TemplateEvent::Activated).map_err(malformed)
-            }
-            _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
-        }
+event_enum! {
+    pub enum TemplateEvent {
+        Created(TemplateCreated) = "MessageTemplateCreated" @ 1,
+        Updated(TemplateUpdated) = "MessageTemplateUpdated" @ 1,
+        Deactivated(TemplateActivation) = "MessageTemplateDeactivated" @ 1,
+        Activated(TemplateActivation) = "MessageTemplateActivated" @ 1,
     }
 }
 
@@ -173,7 +126,10 @@ pub fn evolve(state: Option<Template>, event: &TemplateEvent) -> Option<Template
             t.active = true;
             Some(t)
         }
-        (state, _) => state,
+        // Never in a well-formed stream: the state is kept, never invented. Every
+        // (state, event) pair is named, so a new event fails to compile here until folded.
+        (state @ Some(_), TemplateEvent::Created(_)) => state,
+        (None, TemplateEvent::Updated(_) | TemplateEvent::Deactivated(_) | TemplateEvent::Activated(_)) => None,
     }
 }
 

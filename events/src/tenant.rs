@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::change::Change;
 use crate::contract;
-use crate::error::{DecodeError, DomainError, Validator};
+use crate::error::{DomainError, Validator};
 
 pub type Settings = Map<String, Value>;
 
@@ -67,72 +67,21 @@ pub struct TenantReactivated {
     pub reactivated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum TenantEvent {
-    Provisioned(TenantProvisioned),
-    SettingsUpdated(TenantSettingsUpdated),
-    Suspended(TenantSuspended),
-    Reactivated(TenantReactivated),
-}
-
-impl TenantEvent {
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            TenantEvent::Provisioned(_) => "TenantProvisioned",
-            TenantEvent::SettingsUpdated(_) => "TenantSettingsUpdated",
-            TenantEvent::Suspended(_) => "TenantSuspended",
-            TenantEvent::Reactivated(_) => "TenantReactivated",
-        }
-    }
-
-    pub fn schema_version(&self) -> u16 {
-        match self {
-            TenantEvent::Provisioned(_) => 2,
-            TenantEvent::SettingsUpdated(_) | TenantEvent::Suspended(_) | TenantEvent::Reactivated(_) => 1,
-        }
-    }
-
-    pub fn payload(&self) -> Value {
-        let value = match self {
-            TenantEvent::Provisioned(e) => serde_json::to_value(e),
-            TenantEvent::SettingsUpdated(e) => serde_json::to_value(e),
-            TenantEvent::Suspended(e) => serde_json::to_value(e),
-            TenantEvent::Reactivated(e) => serde_json::to_value(e),
-        };
-        value.expect("tenant events are plain data and always serialise") // panic-free: plain data always serialises
-    }
-
-    /// Reads a stored event, upcasting older schema versions first.
-    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
-        let (schema_version, payload) = upcast(event_type, schema_version, payload);
-        let malformed = |source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source };
-        match (event_type, schema_version) {
-            ("TenantProvisioned", 2) => {
-                serde_json::from_value(payload).map(TenantEvent::Provisioned).map_err(malformed)
-            }
-            ("TenantSettingsUpdated", 1) => {
-                serde_json::from_value(payload).map(TenantEvent::SettingsUpdated).map_err(malformed)
-            }
-            ("TenantSuspended", 1) => serde_json::from_value(payload).map(TenantEvent::Suspended).map_err(malformed),
-            ("TenantReactivated", 1) => {
-                serde_json::from_value(payload).map(TenantEvent::Reactivated).map_err(malformed)
-            }
-            _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
-        }
+event_enum! {
+    pub enum TenantEvent {
+        Provisioned(TenantProvisioned) = "TenantProvisioned" @ 2 [1 => provisioned_v1_to_v2],
+        SettingsUpdated(TenantSettingsUpdated) = "TenantSettingsUpdated" @ 1,
+        Suspended(TenantSuspended) = "TenantSuspended" @ 1,
+        Reactivated(TenantReactivated) = "TenantReactivated" @ 1,
     }
 }
 
 /// TenantProvisioned v1 (name, slug, provisioned_at) -> v2 (adds `settings`, empty).
-fn upcast(event_type: &str, schema_version: u16, mut payload: Value) -> (u16, Value) {
-    match (event_type, schema_version) {
-        ("TenantProvisioned", 1) => {
-            if let Some(object) = payload.as_object_mut() {
-                object.entry("settings").or_insert_with(|| Value::Object(Settings::new()));
-            }
-            (2, payload)
-        }
-        _ => (schema_version, payload),
+fn provisioned_v1_to_v2(mut payload: Value) -> Value {
+    if let Some(object) = payload.as_object_mut() {
+        object.entry("settings").or_insert_with(|| Value::Object(Settings::new()));
     }
+    payload
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -163,7 +112,10 @@ pub fn evolve(state: Option<Tenant>, event: &TenantEvent) -> Option<Tenant> {
             t.status = TenantStatus::Active;
             Some(t)
         }
-        (state, _) => state,
+        // Never in a well-formed stream: the state is kept, never invented. Every
+        // (state, event) pair is named, so a new event fails to compile here until folded.
+        (state @ Some(_), TenantEvent::Provisioned(_)) => state,
+        (None, TenantEvent::SettingsUpdated(_) | TenantEvent::Suspended(_) | TenantEvent::Reactivated(_)) => None,
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::change::Change;
 use crate::contract;
-use crate::error::{DecodeError, DomainError, Validator};
+use crate::error::{DomainError, Validator};
 
 pub type Document = Map<String, Value>;
 
@@ -153,86 +153,17 @@ pub struct UserPasswordChanged {
     pub changed_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum UserEvent {
-    Created(UserCreated),
-    ProfileUpdated(UserProfileUpdated),
-    RoleChanged(UserRoleChanged),
-    StatusChanged(UserStatusChanged),
-    PermissionsSet(UserPermissionsSet),
-    PreferencesSet(UserPreferencesSet),
-    LoggedIn(UserLoggedIn),
-    PasswordChanged(UserPasswordChanged),
-}
-
-impl UserEvent {
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            UserEvent::Created(_) => "UserCreated",
-            UserEvent::ProfileUpdated(_) => "UserProfileUpdated",
-            UserEvent::RoleChanged(_) => "UserRoleChanged",
-            UserEvent::StatusChanged(_) => "UserStatusChanged",
-            UserEvent::PermissionsSet(_) => "UserPermissionsSet",
-            UserEvent::PreferencesSet(_) => "UserPreferencesSet",
-            UserEvent::LoggedIn(_) => "UserLoggedIn",
-            UserEvent::PasswordChanged(_) => "UserPasswordChanged",
-        }
-    }
-
-    pub fn schema_version(&self) -> u16 {
-        match self {
-            // v1 held the password hash; v2 keeps credentials off the log.
-            UserEvent::Created(_) => 2,
-            UserEvent::ProfileUpdated(_)
-            | UserEvent::RoleChanged(_)
-            | UserEvent::StatusChanged(_)
-            | UserEvent::PermissionsSet(_)
-            | UserEvent::PreferencesSet(_)
-            | UserEvent::LoggedIn(_)
-            | UserEvent::PasswordChanged(_) => 1,
-        }
-    }
-
-    pub fn payload(&self) -> Value {
-        let value = match self {
-            UserEvent::Created(e) => serde_json::to_value(e),
-            UserEvent::ProfileUpdated(e) => serde_json::to_value(e),
-            UserEvent::RoleChanged(e) => serde_json::to_value(e),
-            UserEvent::StatusChanged(e) => serde_json::to_value(e),
-            UserEvent::PermissionsSet(e) => serde_json::to_value(e),
-            UserEvent::PreferencesSet(e) => serde_json::to_value(e),
-            UserEvent::LoggedIn(e) => serde_json::to_value(e),
-            UserEvent::PasswordChanged(e) => serde_json::to_value(e),
-        };
-        value.expect("user events are plain data and always serialise") // panic-free: plain data always serialises
-    }
-
-    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
-        let malformed = |source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source };
-        match (event_type, schema_version) {
-            ("UserCreated", 1) => {
-                serde_json::from_value(without_password_hash(payload)).map(UserEvent::Created).map_err(malformed)
-            }
-            ("UserCreated", 2) => serde_json::from_value(payload).map(UserEvent::Created).map_err(malformed),
-            ("UserProfileUpdated", 1) => {
-                serde_json::from_value(payload).map(UserEvent::ProfileUpdated).map_err(malformed)
-            }
-            ("UserRoleChanged", 1) => serde_json::from_value(payload).map(UserEvent::RoleChanged).map_err(malformed),
-            ("UserStatusChanged", 1) => {
-                serde_json::from_value(payload).map(UserEvent::StatusChanged).map_err(malformed)
-            }
-            ("UserPermissionsSet", 1) => {
-                serde_json::from_value(payload).map(UserEvent::PermissionsSet).map_err(malformed)
-            }
-            ("UserPreferencesSet", 1) => {
-                serde_json::from_value(payload).map(UserEvent::PreferencesSet).map_err(malformed)
-            }
-            ("UserLoggedIn", 1) => serde_json::from_value(payload).map(UserEvent::LoggedIn).map_err(malformed),
-            ("UserPasswordChanged", 1) => {
-                serde_json::from_value(payload).map(UserEvent::PasswordChanged).map_err(malformed)
-            }
-            _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
-        }
+event_enum! {
+    pub enum UserEvent {
+        // v1 held the password hash; v2 keeps credentials off the log.
+        Created(UserCreated) = "UserCreated" @ 2 [1 => without_password_hash],
+        ProfileUpdated(UserProfileUpdated) = "UserProfileUpdated" @ 1,
+        RoleChanged(UserRoleChanged) = "UserRoleChanged" @ 1,
+        StatusChanged(UserStatusChanged) = "UserStatusChanged" @ 1,
+        PermissionsSet(UserPermissionsSet) = "UserPermissionsSet" @ 1,
+        PreferencesSet(UserPreferencesSet) = "UserPreferencesSet" @ 1,
+        LoggedIn(UserLoggedIn) = "UserLoggedIn" @ 1,
+        PasswordChanged(UserPasswordChanged) = "UserPasswordChanged" @ 1,
     }
 }
 
@@ -303,7 +234,21 @@ pub fn evolve(state: Option<User>, event: &UserEvent) -> Option<User> {
             u.last_login = Some(e.logged_in_at);
             Some(u)
         }
-        (state, _) => state,
+        // The hash lives in the credentials table; the stream only records the change.
+        (state @ Some(_), UserEvent::PasswordChanged(_)) => state,
+        // Never in a well-formed stream: the state is kept, never invented. Every
+        // (state, event) pair is named, so a new event fails to compile here until folded.
+        (state @ Some(_), UserEvent::Created(_)) => state,
+        (
+            None,
+            UserEvent::ProfileUpdated(_)
+            | UserEvent::RoleChanged(_)
+            | UserEvent::StatusChanged(_)
+            | UserEvent::PermissionsSet(_)
+            | UserEvent::PreferencesSet(_)
+            | UserEvent::LoggedIn(_)
+            | UserEvent::PasswordChanged(_),
+        ) => None,
     }
 }
 

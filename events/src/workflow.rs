@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::case::Priority;
 use crate::change::Change;
 use crate::contract;
-use crate::error::{DecodeError, DomainError, FieldError, Validator};
+use crate::error::{DomainError, FieldError, Validator};
 
 const ROLES: [&str; 3] = ["agent", "supervisor", "admin"];
 
@@ -159,55 +159,12 @@ pub struct WorkflowActivation {
     pub at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum WorkflowEvent {
-    Created(WorkflowCreated),
-    Updated(WorkflowUpdated),
-    Deactivated(WorkflowActivation),
-    Activated(WorkflowActivation),
-}
-
-impl WorkflowEvent {
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            WorkflowEvent::Created(_) => "WorkflowCreated",
-            WorkflowEvent::Updated(_) => "WorkflowUpdated",
-            WorkflowEvent::Deactivated(_) => "WorkflowDeactivated",
-            WorkflowEvent::Activated(_) => "WorkflowActivated",
-        }
-    }
-
-    pub fn schema_version(&self) -> u16 {
-        match self {
-            WorkflowEvent::Created(_)
-            | WorkflowEvent::Updated(_)
-            | WorkflowEvent::Deactivated(_)
-            | WorkflowEvent::Activated(_) => 1,
-        }
-    }
-
-    pub fn payload(&self) -> Value {
-        let value = match self {
-            WorkflowEvent::Created(e) => serde_json::to_value(e),
-            WorkflowEvent::Updated(e) => serde_json::to_value(e),
-            WorkflowEvent::Deactivated(e) | WorkflowEvent::Activated(e) => serde_json::to_value(e),
-        };
-        value.expect("workflow events are plain data and always serialise") // panic-free: plain data always serialises
-    }
-
-    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError> {
-        let malformed = |source| DecodeError::Malformed { event_type: event_type.to_owned(), schema_version, source };
-        match (event_type, schema_version) {
-            ("WorkflowCreated", 1) => serde_json::from_value(payload).map(WorkflowEvent::Created).map_err(malformed),
-            ("WorkflowUpdated", 1) => serde_json::from_value(payload).map(WorkflowEvent::Updated).map_err(malformed),
-            ("WorkflowDeactivated", 1) => {
-                serde_json::from_value(payload).map(WorkflowEvent::Deactivated).map_err(malformed)
-            }
-            ("WorkflowActivated", 1) => {
-                serde_json::from_value(payload).map(WorkflowEvent::Activated).map_err(malformed)
-            }
-            _ => Err(DecodeError::Unknown { event_type: event_type.to_owned(), schema_version }),
-        }
+event_enum! {
+    pub enum WorkflowEvent {
+        Created(WorkflowCreated) = "WorkflowCreated" @ 1,
+        Updated(WorkflowUpdated) = "WorkflowUpdated" @ 1,
+        Deactivated(WorkflowActivation) = "WorkflowDeactivated" @ 1,
+        Activated(WorkflowActivation) = "WorkflowActivated" @ 1,
     }
 }
 
@@ -247,7 +204,10 @@ pub fn evolve(state: Option<Workflow>, event: &WorkflowEvent) -> Option<Workflow
             w.active = true;
             Some(w)
         }
-        (state, _) => state,
+        // Never in a well-formed stream: the state is kept, never invented. Every
+        // (state, event) pair is named, so a new event fails to compile here until folded.
+        (state @ Some(_), WorkflowEvent::Created(_)) => state,
+        (None, WorkflowEvent::Updated(_) | WorkflowEvent::Deactivated(_) | WorkflowEvent::Activated(_)) => None,
     }
 }
 

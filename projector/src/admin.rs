@@ -79,7 +79,9 @@ fn refused(e: anyhow::Error) -> ApiError {
 }
 
 fn known(name: &str) -> Result<&'static str, ApiError> {
-    crate::stores::known(name).map_err(|e| ApiError::NotFound(e.to_string()))
+    name.parse::<crate::stores::ProjectionName>()
+        .map(crate::stores::ProjectionName::as_str)
+        .map_err(|e| ApiError::NotFound(e.to_string()))
 }
 
 async fn status(

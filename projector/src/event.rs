@@ -1,37 +1,7 @@
 //! Events as the projections receive them: the envelope plus the decoded domain event.
 
-use events::case::CaseEvent;
-use events::case_type::CaseTypeEvent;
-use events::channel::ChannelEvent;
-use events::document::DocumentEvent;
-use events::field_definition::FieldDefinitionEvent;
-use events::interaction::InteractionEvent;
-use events::note::NoteEvent;
-use events::task::TaskEvent;
-use events::team::TeamEvent;
-use events::template::TemplateEvent;
-use events::tenant::TenantEvent;
 use events::user::UserEvent;
-use events::workflow::WorkflowEvent;
-use events::{DecodeError, EventEnvelope, StreamType};
-
-#[derive(Debug, Clone)]
-#[allow(clippy::large_enum_variant)] // short-lived, one per consumed message
-pub enum DomainEvent {
-    Tenant(TenantEvent),
-    User(UserEvent),
-    Team(TeamEvent),
-    CaseType(CaseTypeEvent),
-    Channel(ChannelEvent),
-    Interaction(InteractionEvent),
-    Task(TaskEvent),
-    Note(NoteEvent),
-    Document(DocumentEvent),
-    Template(TemplateEvent),
-    Workflow(WorkflowEvent),
-    FieldDefinition(FieldDefinitionEvent),
-    Case(CaseEvent),
-}
+use events::{DomainEvent, EventEnvelope, StreamType};
 
 /// A message no decoder of this build can read, with its envelope when that much parsed.
 #[derive(Debug)]
@@ -60,60 +30,12 @@ impl Event {
         if envelope.stream_type == StreamType::User && envelope.event_type == "UserCreated" {
             envelope.payload = events::user::without_password_hash(std::mem::take(&mut envelope.payload));
         }
-        let decoded: Result<DomainEvent, DecodeError> = match envelope.stream_type {
-            StreamType::Tenant => {
-                TenantEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
-                    .map(DomainEvent::Tenant)
-            }
-            StreamType::User => {
-                UserEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
-                    .map(DomainEvent::User)
-            }
-            StreamType::Team => {
-                TeamEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
-                    .map(DomainEvent::Team)
-            }
-            StreamType::CaseType => {
-                CaseTypeEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
-                    .map(DomainEvent::CaseType)
-            }
-            StreamType::Channel => {
-                ChannelEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
-                    .map(DomainEvent::Channel)
-            }
-            StreamType::Interaction => {
-                InteractionEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
-                    .map(DomainEvent::Interaction)
-            }
-            StreamType::Task => {
-                TaskEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
-                    .map(DomainEvent::Task)
-            }
-            StreamType::Note => {
-                NoteEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
-                    .map(DomainEvent::Note)
-            }
-            StreamType::Document => {
-                DocumentEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
-                    .map(DomainEvent::Document)
-            }
-            StreamType::MessageTemplate => {
-                TemplateEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
-                    .map(DomainEvent::Template)
-            }
-            StreamType::Workflow => {
-                WorkflowEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
-                    .map(DomainEvent::Workflow)
-            }
-            StreamType::CustomField => {
-                FieldDefinitionEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
-                    .map(DomainEvent::FieldDefinition)
-            }
-            StreamType::Case => {
-                CaseEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
-                    .map(DomainEvent::Case)
-            }
-        };
+        let decoded = DomainEvent::decode(
+            envelope.stream_type,
+            &envelope.event_type,
+            envelope.schema_version,
+            envelope.payload.clone(),
+        );
         match decoded {
             Ok(data) => {
                 // An upcast event travels on in its current shape, so no store (nor a parked

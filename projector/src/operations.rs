@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::event::Event;
 use crate::parking::StreamKey;
 use crate::projection::{ApplyError, Checkpoint, Projection};
-use crate::stores::{Stores, PROJECTIONS};
+use crate::stores::{ProjectionName, Stores};
 
 /// One projection as an operator sees it.
 #[derive(Debug, Clone, Serialize)]
@@ -130,7 +130,8 @@ pub async fn status(stores: &Stores) -> anyhow::Result<Vec<ProjectionStatus>> {
     .await?;
 
     let mut statuses = Vec::new();
-    for (name, store) in PROJECTIONS {
+    for projection in ProjectionName::ALL {
+        let (name, store) = (projection.as_str(), projection.store_name());
         let group = stores.group(name);
         let row = rows.iter().find(|r| r.projection == group);
         let checkpoint: BTreeMap<String, i64> = crate::checkpoint::load(pool, &group, &topic)
@@ -218,12 +219,12 @@ async fn export_verifications(stores: &Stores) -> anyhow::Result<()> {
     )
     .fetch_all(&stores.pool)
     .await?;
-    for (name, _) in PROJECTIONS {
+    for name in ProjectionName::ALL.map(ProjectionName::as_str) {
         let Some(row) = rows.iter().find(|r| r.0 == stores.group(name)) else { continue };
         for (finding, value) in
             [("missing", row.1), ("stale", row.2), ("extra", row.3), ("repaired", row.4), ("unrepaired", row.5)]
         {
-            metrics::gauge!("projection_verify_streams", "projection" => *name, "finding" => finding).set(value as f64);
+            metrics::gauge!("projection_verify_streams", "projection" => name, "finding" => finding).set(value as f64);
         }
     }
     Ok(())
@@ -411,7 +412,7 @@ pub async fn replay(
     from: From,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> anyhow::Result<u64> {
-    let projection = stores.projection(crate::stores::known(name)?).await?;
+    let projection = stores.projection(name.parse()?).await?;
     let journal = Journal::new(&stores.pool, tenant);
     let mut after = match from {
         From::Position(p) => p - 1,
@@ -527,8 +528,8 @@ fn named(stream: Uuid, tenant: Option<Uuid>) -> String {
 /// `tenant` names the tenant of the stream; without it, the streams of that id parked in
 /// any tenant are retried together (each tenant's in its own order).
 pub async fn retry_parked(stores: &Stores, name: &str, stream: Uuid, tenant: Option<Uuid>) -> anyhow::Result<usize> {
-    let name = crate::stores::known(name)?;
-    let projection = stores.projection(name).await?;
+    let projection = stores.projection(name.parse()?).await?;
+    let name = projection.name();
     let mut hold = crate::control::exclusive(&stores.pool, name).await?;
     // Each tenant's stream in version order (streams of one id in several tenants are
     // independent of each other).
@@ -570,7 +571,7 @@ pub async fn retry_parked(stores: &Stores, name: &str, stream: Uuid, tenant: Opt
 /// `tenant` names the tenant of the stream; without it, the streams of that id parked in
 /// any tenant are skipped.
 pub async fn skip_parked(stores: &Stores, name: &str, stream: Uuid, tenant: Option<Uuid>) -> anyhow::Result<u64> {
-    let name = crate::stores::known(name)?;
+    let name = name.parse::<ProjectionName>()?.as_str();
     let mut hold = crate::control::exclusive(&stores.pool, name).await?;
     let moved = sqlx::query(
         "WITH gone AS (DELETE FROM projector.parked_events

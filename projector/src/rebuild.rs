@@ -30,7 +30,7 @@ use uuid::Uuid;
 
 use crate::operations::Journal;
 use crate::projection::Placement;
-use crate::stores::Stores;
+use crate::stores::{ProjectionName, StoreKind, Stores};
 
 const BATCH: i64 = 10_000;
 /// A gap older than this many positions behind the head is a rolled-back command.
@@ -203,7 +203,8 @@ pub async fn run(
     tenant: Option<Uuid>,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> anyhow::Result<Report> {
-    let name = crate::stores::known(name)?;
+    let projection: ProjectionName = name.parse()?;
+    let name = projection.as_str();
     let _exclusive = Exclusive::take(&stores.pool, name).await?;
     let pool = &stores.pool;
     let journal = Journal::new(pool, tenant);
@@ -219,12 +220,12 @@ pub async fn run(
         None => start(pool, name, tenant, &journal).await?,
     };
     let placement = Placement::copies(rebuild.copies.0.clone());
-    let mut copier = Copier::new(stores, name, &rebuild, stores.placed(name, placement).await?).await?;
+    let mut copier = Copier::new(stores, name, &rebuild, stores.placed(projection, placement).await?).await?;
     tracing::info!(projection = name, rebuild = %rebuild.id, ?tenant, resumed, from = rebuild.position, "rebuilding");
 
     let started = Instant::now();
     let applied_before = rebuild.events_applied;
-    if name == "postgres" && !resumed {
+    if projection == ProjectionName::Postgres && !resumed {
         defer_indexes(pool, &mut rebuild).await.context("preparing the copy schemas")?;
     }
     // Copy while the live projection runs, until a batch comes back short.
@@ -245,7 +246,7 @@ pub async fn run(
     let switching = Instant::now();
     let mut hold = crate::control::exclusive(pool, name).await?;
     while step(&journal, &mut copier, &mut rebuild, None, false).await?.0 > 0 {}
-    switch(stores, name, &rebuild, &mut hold).await.with_context(|| format!("switching {name} to its copy"))?;
+    switch(stores, projection, &rebuild, &mut hold).await.with_context(|| format!("switching {name} to its copy"))?;
     sqlx::query("UPDATE projector.rebuilds SET state = 'switched', finished_at = now(), position = $2, events_applied = $3, gaps = $4, updated_at = now() WHERE id = $1")
         .bind(rebuild.id)
         .bind(rebuild.position)
@@ -255,7 +256,7 @@ pub async fn run(
         .await?;
     hold.commit().await?;
     let switch_ms = switching.elapsed().as_secs_f64() * 1000.0;
-    retire(stores, name, &rebuild).await?;
+    retire(stores, projection, &rebuild).await?;
     progress(rebuild.target_position as u64, rebuild.target_position as u64);
 
     let seconds = started.elapsed().as_secs_f64();
@@ -493,12 +494,12 @@ async fn save(pool: &PgPool, rebuild: &Rebuild) -> anyhow::Result<()> {
 /// the live worker paused.
 async fn switch(
     stores: &Stores,
-    name: &str,
+    name: ProjectionName,
     rebuild: &Rebuild,
     hold: &mut sqlx::Transaction<'static, Postgres>,
 ) -> anyhow::Result<()> {
-    match name {
-        "postgres" => {
+    match name.store() {
+        StoreKind::Postgres => {
             for (tenant, scratch) in &rebuild.copies.0 {
                 let (live, copy) = (Tenancy(*tenant).pg_schema(), Tenancy(*scratch).pg_schema());
                 if !schema_exists(hold, &copy).await? {
@@ -519,20 +520,19 @@ async fn switch(
             }
             Ok(())
         }
-        "redis" => {
+        StoreKind::Redis => {
             for (tenant, scratch) in &rebuild.copies.0 {
                 switch_redis_keys(stores, Tenancy(*tenant), Tenancy(*scratch)).await?;
             }
             Ok(())
         }
-        "elasticsearch" => {
+        StoreKind::Elasticsearch => {
             for (tenant, scratch) in &rebuild.copies.0 {
                 crate::mappings::switch_copy(&stores.elastic, Tenancy(*tenant), Tenancy(*scratch)).await?;
             }
             Ok(())
         }
-        mongo => {
-            let collection = owned_collection(mongo)?;
+        StoreKind::Mongo { owns: collection } => {
             let db = stores.mongo.database(&stores.settings.mongo_database);
             for (tenant, scratch) in &rebuild.copies.0 {
                 let (from, to) =
@@ -627,14 +627,14 @@ async fn scan(conn: &mut redis::aio::ConnectionManager, pattern: &str) -> anyhow
 }
 
 /// Drops what the switch replaced, and the rebuild's bookkeeping rows.
-async fn retire(stores: &Stores, name: &str, rebuild: &Rebuild) -> anyhow::Result<()> {
-    if crate::stores::MONGO_OWNED.iter().any(|(p, _)| *p == name) {
+async fn retire(stores: &Stores, name: ProjectionName, rebuild: &Rebuild) -> anyhow::Result<()> {
+    if matches!(name.store(), StoreKind::Mongo { .. }) {
         // The copy's owned collection was renamed in; the others it made go.
         for scratch in rebuild.copies.0.values() {
             drop_copy(stores, name, *scratch).await?;
         }
     }
-    if name == "postgres" {
+    if name.store() == StoreKind::Postgres {
         for tenant in rebuild.copies.0.keys() {
             let old = retired(&Tenancy(*tenant).pg_schema());
             sqlx::query(&format!("DROP SCHEMA IF EXISTS {old} CASCADE")).execute(&stores.pool).await?;
@@ -654,11 +654,12 @@ async fn drop_bookkeeping(pool: &PgPool, id: Uuid) -> anyhow::Result<()> {
 /// Stops an unfinished rebuild of `name` for good: its copies are dropped, the live
 /// copy is untouched.
 pub async fn abandon(stores: &Stores, name: &str) -> anyhow::Result<Uuid> {
-    let name = crate::stores::known(name)?;
+    let projection: ProjectionName = name.parse()?;
+    let name = projection.as_str();
     let _exclusive = Exclusive::take(&stores.pool, name).await?;
     let rebuild = unfinished(&stores.pool, name).await?.with_context(|| format!("no unfinished rebuild of {name}"))?;
     for scratch in rebuild.copies.0.values() {
-        drop_copy(stores, name, *scratch).await?;
+        drop_copy(stores, projection, *scratch).await?;
     }
     sqlx::query(
         "UPDATE projector.rebuilds SET state = 'abandoned', finished_at = now(), updated_at = now() WHERE id = $1",
@@ -671,31 +672,22 @@ pub async fn abandon(stores: &Stores, name: &str) -> anyhow::Result<Uuid> {
     Ok(rebuild.id)
 }
 
-fn owned_collection(projection: &str) -> anyhow::Result<&'static str> {
-    crate::stores::MONGO_OWNED
-        .iter()
-        .find(|(p, _)| *p == projection)
-        .map(|(_, c)| *c)
-        .with_context(|| format!("{projection} owns no MongoDB collection"))
-}
-
 /// Drops one copy of a projection (a scratch schema, key prefix, collection or indices).
-pub async fn drop_copy(stores: &Stores, name: &str, scratch: Uuid) -> anyhow::Result<()> {
+pub async fn drop_copy(stores: &Stores, name: ProjectionName, scratch: Uuid) -> anyhow::Result<()> {
     let copy = Tenancy(scratch);
-    match name {
-        "postgres" => {
+    match name.store() {
+        StoreKind::Postgres => {
             sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", copy.pg_schema())).execute(&stores.pool).await?;
         }
-        "redis" => {
+        StoreKind::Redis => {
             let mut conn = stores.redis.clone();
             for chunk in scan(&mut conn, &format!("{}*", copy.redis_key(""))).await?.chunks(500) {
                 let _: i64 = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
             }
         }
-        "elasticsearch" => crate::mappings::drop_indices(&stores.elastic, copy).await?,
-        mongo => {
+        StoreKind::Elasticsearch => crate::mappings::drop_indices(&stores.elastic, copy).await?,
+        StoreKind::Mongo { .. } => {
             // A copy's audit projection makes every tenant collection; all of them go.
-            let _ = owned_collection(mongo)?;
             let db = stores.mongo.database(&stores.settings.mongo_database);
             let prefix = copy.mongo_collection("");
             for name in db.list_collection_names().await? {

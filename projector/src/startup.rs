@@ -9,7 +9,7 @@ use runtime::Settings;
 use tokio::net::TcpListener;
 
 use crate::parking::ParkingLot;
-use crate::stores::{Stores, PROJECTIONS};
+use crate::stores::{ProjectionName, Stores};
 use crate::worker::Worker;
 
 pub struct Application {
@@ -27,7 +27,7 @@ impl Application {
 
         let parking = Arc::new(ParkingLot::new(stores.pool.clone()));
         let mut workers = Vec::new();
-        for (name, _) in PROJECTIONS {
+        for name in ProjectionName::ALL {
             workers.push(Worker::new(
                 stores.projection(name).await?,
                 parking.clone(),

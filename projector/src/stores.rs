@@ -17,24 +17,97 @@ use crate::projections::{
     mongo_templates::MongoTemplatesProjection, postgres::PostgresProjection, redis_counters::RedisCountersProjection,
 };
 
-/// Every projection: its name (the consumer-group suffix) and the store it builds.
-pub const PROJECTIONS: &[(&str, &str)] = &[
-    ("postgres", "postgresql"),
-    ("mongo", "mongodb"),
-    ("mongo_notes", "mongodb"),
-    ("mongo_templates", "mongodb"),
-    ("mongo_field_definitions", "mongodb"),
-    ("elasticsearch", "elasticsearch"),
-    ("redis", "redis"),
-];
+/// Every projection, the one list of them: its name is the consumer-group suffix, and
+/// each match over it (which store it builds, how a rebuild copies, switches and drops
+/// it) fails to compile until a new projection is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProjectionName {
+    Postgres,
+    Mongo,
+    MongoNotes,
+    MongoTemplates,
+    MongoFieldDefinitions,
+    Elasticsearch,
+    Redis,
+}
 
-/// The MongoDB collection each MongoDB projection owns (what its rebuild switches).
-pub const MONGO_OWNED: &[(&str, &str)] = &[
-    ("mongo", runtime::tenancy::AUDIT_LOGS),
-    ("mongo_notes", crate::mongo::CASE_NOTES),
-    ("mongo_templates", crate::mongo::MESSAGE_TEMPLATES),
-    ("mongo_field_definitions", crate::mongo::CUSTOM_FIELD_DEFINITIONS),
-];
+/// The store a projection builds, and what of it the projection owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// A schema per tenant.
+    Postgres,
+    /// One collection per tenant (what a rebuild switches); the audit projection also
+    /// creates the others.
+    Mongo { owns: &'static str },
+    /// Indices per tenant and month.
+    Elasticsearch,
+    /// A key prefix per tenant.
+    Redis,
+}
+
+impl ProjectionName {
+    pub const ALL: [ProjectionName; 7] = [
+        ProjectionName::Postgres,
+        ProjectionName::Mongo,
+        ProjectionName::MongoNotes,
+        ProjectionName::MongoTemplates,
+        ProjectionName::MongoFieldDefinitions,
+        ProjectionName::Elasticsearch,
+        ProjectionName::Redis,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProjectionName::Postgres => "postgres",
+            ProjectionName::Mongo => "mongo",
+            ProjectionName::MongoNotes => "mongo_notes",
+            ProjectionName::MongoTemplates => "mongo_templates",
+            ProjectionName::MongoFieldDefinitions => "mongo_field_definitions",
+            ProjectionName::Elasticsearch => "elasticsearch",
+            ProjectionName::Redis => "redis",
+        }
+    }
+
+    pub fn store(self) -> StoreKind {
+        match self {
+            ProjectionName::Postgres => StoreKind::Postgres,
+            ProjectionName::Mongo => StoreKind::Mongo { owns: runtime::tenancy::AUDIT_LOGS },
+            ProjectionName::MongoNotes => StoreKind::Mongo { owns: crate::mongo::CASE_NOTES },
+            ProjectionName::MongoTemplates => StoreKind::Mongo { owns: crate::mongo::MESSAGE_TEMPLATES },
+            ProjectionName::MongoFieldDefinitions => StoreKind::Mongo { owns: crate::mongo::CUSTOM_FIELD_DEFINITIONS },
+            ProjectionName::Elasticsearch => StoreKind::Elasticsearch,
+            ProjectionName::Redis => StoreKind::Redis,
+        }
+    }
+
+    /// The store's name as the health probes and operators call it.
+    pub fn store_name(self) -> &'static str {
+        match self.store() {
+            StoreKind::Postgres => "postgresql",
+            StoreKind::Mongo { .. } => "mongodb",
+            StoreKind::Elasticsearch => "elasticsearch",
+            StoreKind::Redis => "redis",
+        }
+    }
+}
+
+impl std::fmt::Display for ProjectionName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ProjectionName {
+    type Err = anyhow::Error;
+
+    /// Refuses names that are not projections, with the list of those that are.
+    fn from_str(name: &str) -> anyhow::Result<Self> {
+        ProjectionName::ALL
+            .into_iter()
+            .find(|p| p.as_str() == name)
+            .ok_or_else(|| anyhow::anyhow!("no projection is called {name:?}; they are: {}", names()))
+    }
+}
 
 #[derive(Clone)]
 pub struct Stores {
@@ -61,36 +134,34 @@ impl Stores {
     }
 
     /// The live projection called `name`.
-    pub async fn projection(&self, name: &str) -> anyhow::Result<Arc<dyn Projection>> {
+    pub async fn projection(&self, name: ProjectionName) -> anyhow::Result<Arc<dyn Projection>> {
         let db = self.mongo.database(&self.settings.mongo_database);
         Ok(match name {
-            "postgres" => Arc::new(PostgresProjection::new(self.pool.clone())),
-            "mongo" => Arc::new(MongoAuditProjection::new(db)),
-            "mongo_notes" => Arc::new(MongoNotesProjection::new(db)),
-            "mongo_templates" => Arc::new(MongoTemplatesProjection::new(db)),
-            "mongo_field_definitions" => Arc::new(MongoFieldDefinitionsProjection::new(db)),
-            "elasticsearch" => {
+            ProjectionName::Postgres => Arc::new(PostgresProjection::new(self.pool.clone())),
+            ProjectionName::Mongo => Arc::new(MongoAuditProjection::new(db)),
+            ProjectionName::MongoNotes => Arc::new(MongoNotesProjection::new(db)),
+            ProjectionName::MongoTemplates => Arc::new(MongoTemplatesProjection::new(db)),
+            ProjectionName::MongoFieldDefinitions => Arc::new(MongoFieldDefinitionsProjection::new(db)),
+            ProjectionName::Elasticsearch => {
                 Arc::new(ElasticProjection::new(self.elastic.clone()).await.context("preparing Elasticsearch")?)
             }
-            "redis" => Arc::new(RedisCountersProjection::new(self.redis.clone())),
-            other => anyhow::bail!("no projection is called {other:?}; they are: {}", names()),
+            ProjectionName::Redis => Arc::new(RedisCountersProjection::new(self.redis.clone())),
         })
     }
 
     /// A projection writing into a rebuild's copies.
-    pub async fn placed(&self, name: &str, placement: Placement) -> anyhow::Result<Arc<dyn Projection>> {
+    pub async fn placed(&self, name: ProjectionName, placement: Placement) -> anyhow::Result<Arc<dyn Projection>> {
         let db = self.mongo.database(&self.settings.mongo_database);
         Ok(match name {
-            "postgres" => Arc::new(PostgresProjection::placed(self.pool.clone(), placement)),
-            "mongo" => Arc::new(MongoAuditProjection::placed(db, placement)),
-            "mongo_notes" => Arc::new(MongoNotesProjection::placed(db, placement)),
-            "mongo_templates" => Arc::new(MongoTemplatesProjection::placed(db, placement)),
-            "mongo_field_definitions" => Arc::new(MongoFieldDefinitionsProjection::placed(db, placement)),
-            "elasticsearch" => Arc::new(
+            ProjectionName::Postgres => Arc::new(PostgresProjection::placed(self.pool.clone(), placement)),
+            ProjectionName::Mongo => Arc::new(MongoAuditProjection::placed(db, placement)),
+            ProjectionName::MongoNotes => Arc::new(MongoNotesProjection::placed(db, placement)),
+            ProjectionName::MongoTemplates => Arc::new(MongoTemplatesProjection::placed(db, placement)),
+            ProjectionName::MongoFieldDefinitions => Arc::new(MongoFieldDefinitionsProjection::placed(db, placement)),
+            ProjectionName::Elasticsearch => Arc::new(
                 ElasticProjection::placed(self.elastic.clone(), placement).await.context("preparing Elasticsearch")?,
             ),
-            "redis" => Arc::new(RedisCountersProjection::placed(self.redis.clone(), placement)),
-            other => anyhow::bail!("no projection is called {other:?}; they are: {}", names()),
+            ProjectionName::Redis => Arc::new(RedisCountersProjection::placed(self.redis.clone(), placement)),
         })
     }
 
@@ -107,14 +178,5 @@ impl Stores {
 }
 
 pub fn names() -> String {
-    PROJECTIONS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-}
-
-/// Refuses names that are not projections, with the list of those that are.
-pub fn known(name: &str) -> anyhow::Result<&'static str> {
-    PROJECTIONS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(n, _)| *n)
-        .ok_or_else(|| anyhow::anyhow!("no projection is called {name:?}; they are: {}", names()))
+    ProjectionName::ALL.map(ProjectionName::as_str).join(", ")
 }

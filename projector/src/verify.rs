@@ -23,7 +23,7 @@ use uuid::Uuid;
 use crate::operations::decode_all;
 use crate::parking::StreamKey;
 use crate::projection::{Checkpoint, Held};
-use crate::stores::{Stores, PROJECTIONS};
+use crate::stores::{ProjectionName, Stores};
 
 /// How many discrepancies a report lists (all are counted).
 const LISTED: usize = 200;
@@ -82,9 +82,9 @@ pub async fn verify(
     grace: Duration,
     repair: bool,
 ) -> anyhow::Result<Vec<Report>> {
-    let names: Vec<&'static str> = match projection {
-        Some(name) => vec![crate::stores::known(name)?],
-        None => PROJECTIONS.iter().map(|(n, _)| *n).collect(),
+    let names: Vec<ProjectionName> = match projection {
+        Some(name) => vec![name.parse()?],
+        None => ProjectionName::ALL.to_vec(),
     };
     let tenants: Vec<Uuid> = match tenant {
         Some(t) => vec![t],
@@ -96,8 +96,9 @@ pub async fn verify(
     };
     let grace = chrono::Duration::from_std(grace)?;
     let mut reports = Vec::new();
-    for name in names {
-        let projection = stores.projection(name).await?;
+    for projection_name in names {
+        let name = projection_name.as_str();
+        let projection = stores.projection(projection_name).await?;
         let held_back = crate::parking::ParkingLot::new(stores.pool.clone()).held_back(name).await?;
         let mut report = Report { projection: name.to_owned(), tenants: tenants.len(), ..Report::default() };
         for &tenant in &tenants {
@@ -117,7 +118,7 @@ pub async fn verify(
                 .into_iter()
                 .collect();
             if !streams.is_empty() {
-                report.repaired_events += reapply(stores, name, tenant, &streams).await?;
+                report.repaired_events += reapply(stores, projection_name, tenant, &streams).await?;
                 report.repaired_streams += streams.len();
                 let again = compare(tenant, &journal, &projection.held(tenant).await?, &held_back);
                 report.unrepaired += again.iter().filter(|d| d.finding != Finding::Extra).count();
@@ -210,7 +211,7 @@ fn compare(
 /// Applies every journal event of a tenant's `streams` again through the live projection,
 /// parking what the store refuses, as the worker would. Returns how many events were
 /// applied. (Other tenants' streams of the same ids are not touched.)
-async fn reapply(stores: &Stores, name: &str, tenant: Uuid, streams: &[Uuid]) -> anyhow::Result<usize> {
+async fn reapply(stores: &Stores, name: ProjectionName, tenant: Uuid, streams: &[Uuid]) -> anyhow::Result<usize> {
     let rows: Vec<(i64, String)> = sqlx::query_as(
         "SELECT position, envelope::text FROM eventstore.events
          WHERE tenant_id = $1 AND stream_id = ANY($2) ORDER BY position",
@@ -222,6 +223,7 @@ async fn reapply(stores: &Stores, name: &str, tenant: Uuid, streams: &[Uuid]) ->
     let events = decode_all(rows)?;
     let applied = events.len();
     let projection = stores.projection(name).await?;
+    let name = name.as_str();
     let parking = crate::parking::ParkingLot::new(stores.pool.clone());
     let mut parked = parking.held_back(name).await?;
     let group = stores.group(name);

@@ -149,7 +149,7 @@ async fn rebuilds_of_every_projection_under_live_writes_switch_in_without_a_fail
         batches.fetch_add(1, Ordering::Relaxed);
     };
     let mut reports = Vec::new();
-    for (name, _) in projector::stores::PROJECTIONS {
+    for name in projector::stores::ProjectionName::ALL.map(|p| p.as_str()) {
         reports.push(projector::rebuild::run(&stores, name, Some(app.tenant_id), &progress).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(300)).await;

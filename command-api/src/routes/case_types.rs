@@ -16,8 +16,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CaseTypeStream, CommandReply, Lookup, WorkflowStream};
+use crate::journal::{fingerprint, CommandReply, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
+use events::workflow;
 
 const KIND: &str = "case_type";
 
@@ -75,7 +76,7 @@ async fn create(
 ) -> Result<CommandReply, ApiError> {
     let tenant = ctx.caller.require(Permission::CaseTypesManage)?.tenant_id;
     if let Some(w) = body.workflow_id {
-        if state.journal.state::<WorkflowStream>(tenant, w).await?.is_none() {
+        if state.journal.state::<workflow::Workflow>(tenant, w).await?.is_none() {
             return Err(ApiError::Unprocessable {
                 detail: "some fields are invalid; see errors".into(),
                 errors: vec![events::FieldError::new("workflow_id", "no workflow with this id exists in the tenant")],
@@ -138,7 +139,7 @@ async fn run(
     success: StatusCode,
     cmd: CaseTypeCommand,
 ) -> Result<CommandReply, ApiError> {
-    super::execute_in_tenant::<CaseTypeStream>(state, ctx, id, hash, lookup, success, |s| {
+    super::execute_in_tenant::<case_type::CaseType>(state, ctx, id, hash, lookup, success, |s| {
         case_type::decide(s, cmd, Utc::now())
     })
     .await

@@ -17,11 +17,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::context::CommandContext;
-use crate::journal::{
-    fingerprint, CaseStream, CaseTypeStream, Command, CommandReply, FieldDefinitionStream, Lookup, TeamStream,
-    WorkflowStream,
-};
+use crate::journal::{fingerprint, Command, CommandReply, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
+use events::{case_type, field_definition, team, workflow};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -122,7 +120,7 @@ async fn open(
     };
     let mut reply = state
         .journal
-        .execute::<CaseStream>(command, |s, looked| {
+        .execute::<case::Case>(command, |s, looked| {
             let cmd = CaseCommand::Open(OpenCase {
                 case_number: looked.case_number.unwrap_or_default(),
                 case_type,
@@ -158,7 +156,7 @@ async fn update(
         None => None,
         Some(_) => {
             let tenant = ctx.caller.tenant_id;
-            let case = state.journal.state::<CaseStream>(tenant, id).await?;
+            let case = state.journal.state::<case::Case>(tenant, id).await?;
             match case {
                 None => None,
                 Some(c) => case_type_facts(&state, tenant, c.case_type_id).await?.map(|t| t.form),
@@ -167,7 +165,7 @@ async fn update(
     };
     let workflow = match body.priority {
         None => None,
-        Some(_) => match state.journal.state::<CaseStream>(ctx.caller.tenant_id, id).await?.and_then(|c| c.workflow_id)
+        Some(_) => match state.journal.state::<case::Case>(ctx.caller.tenant_id, id).await?.and_then(|c| c.workflow_id)
         {
             Some(w) => workflow_facts(&state, ctx.caller.tenant_id, w).await?,
             None => None,
@@ -270,7 +268,7 @@ async fn move_stage(
 ) -> Result<CommandReply, ApiError> {
     let hash = fingerprint(StageBody::NAME, Some(id), &body);
     let tenant = ctx.caller.tenant_id;
-    let workflow = match state.journal.state::<CaseStream>(tenant, id).await?.and_then(|c| c.workflow_id) {
+    let workflow = match state.journal.state::<case::Case>(tenant, id).await?.and_then(|c| c.workflow_id) {
         Some(w) => workflow_facts(&state, tenant, w).await?,
         None => None,
     };
@@ -299,7 +297,7 @@ async fn assign_team(
     let hash = fingerprint(TeamBody::NAME, Some(id), &body);
     let team = match body.team_id {
         None => Reference::Usable,
-        Some(t) => match state.journal.state::<TeamStream>(ctx.caller.tenant_id, t).await? {
+        Some(t) => match state.journal.state::<team::Team>(ctx.caller.tenant_id, t).await? {
             None => Reference::Missing,
             Some(_) => Reference::Usable,
         },
@@ -373,13 +371,13 @@ async fn run(
     };
     state
         .journal
-        .execute::<CaseStream>(command, |s, _| case::decide(s, cmd, Context { actor: caller.user_id, now: Utc::now() }))
+        .execute::<case::Case>(command, |s, _| case::decide(s, cmd, Context { actor: caller.user_id, now: Utc::now() }))
         .await
 }
 
 /// The case type a case refers to, as `decide` needs it (None: no such type here).
 async fn case_type_facts(state: &AppState, tenant: Uuid, id: Uuid) -> Result<Option<CaseTypeFacts>, ApiError> {
-    let Some(t) = state.journal.state::<CaseTypeStream>(tenant, id).await? else { return Ok(None) };
+    let Some(t) = state.journal.state::<case_type::CaseType>(tenant, id).await? else { return Ok(None) };
     let workflow = match t.workflow_id {
         Some(w) => workflow_facts(state, tenant, w).await?,
         None => None,
@@ -387,7 +385,7 @@ async fn case_type_facts(state: &AppState, tenant: Uuid, id: Uuid) -> Result<Opt
     // The tenant's active case field definitions visible for this type join its form.
     let definitions: Vec<_> = state
         .journal
-        .all::<FieldDefinitionStream>(tenant)
+        .all::<field_definition::FieldDefinition>(tenant)
         .await?
         .into_iter()
         .filter(|d| d.applies_to_case_type(id))
@@ -398,6 +396,6 @@ async fn case_type_facts(state: &AppState, tenant: Uuid, id: Uuid) -> Result<Opt
 
 /// A workflow as `decide` needs it (None: no such workflow here).
 async fn workflow_facts(state: &AppState, tenant: Uuid, id: Uuid) -> Result<Option<WorkflowFacts>, ApiError> {
-    let found = state.journal.state::<WorkflowStream>(tenant, id).await?;
+    let found = state.journal.state::<workflow::Workflow>(tenant, id).await?;
     Ok(found.map(|w| WorkflowFacts { id, active: w.active, definition: w.definition }))
 }

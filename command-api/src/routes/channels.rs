@@ -17,8 +17,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CaseStream, ChannelStream, Command, CommandReply, InteractionStream, Lookup};
+use crate::journal::{fingerprint, Command, CommandReply, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
+use events::case;
 
 const KIND: &str = "channel";
 
@@ -132,7 +133,7 @@ async fn run(
     success: StatusCode,
     cmd: ChannelCommand,
 ) -> Result<CommandReply, ApiError> {
-    super::execute_in_tenant::<ChannelStream>(state, ctx, id, hash, lookup, success, |s| {
+    super::execute_in_tenant::<channel::Channel>(state, ctx, id, hash, lookup, success, |s| {
         channel::decide(s, cmd, Utc::now())
     })
     .await
@@ -151,12 +152,12 @@ async fn record_interaction(
     super::ensure_active_tenant(&state, caller.tenant_id).await?;
     super::acting_user(&state, &ctx.caller).await?;
     let hash = fingerprint(InteractionBody::NAME, Some(case_id), &body);
-    let case = match state.journal.state::<CaseStream>(caller.tenant_id, case_id).await? {
+    let case = match state.journal.state::<case::Case>(caller.tenant_id, case_id).await? {
         None => Reference::Missing,
         Some(c) if c.status == Status::Closed => Reference::Inactive,
         Some(_) => Reference::Usable,
     };
-    let channel = match state.journal.state::<ChannelStream>(caller.tenant_id, body.channel_id).await? {
+    let channel = match state.journal.state::<channel::Channel>(caller.tenant_id, body.channel_id).await? {
         None => Reference::Missing,
         Some(c) if !c.active => Reference::Inactive,
         Some(_) => Reference::Usable,
@@ -184,6 +185,6 @@ async fn record_interaction(
     };
     state
         .journal
-        .execute::<InteractionStream>(command, |s, _| interaction::decide(s, cmd, caller.user_id, Utc::now()))
+        .execute::<interaction::Interaction>(command, |s, _| interaction::decide(s, cmd, caller.user_id, Utc::now()))
         .await
 }

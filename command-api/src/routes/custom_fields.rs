@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CommandReply, FieldDefinitionStream, Lookup};
+use crate::journal::{fingerprint, CommandReply, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -102,7 +102,7 @@ async fn run(
     success: StatusCode,
     cmd: FieldDefinitionCommand,
 ) -> Result<CommandReply, ApiError> {
-    super::execute_in_tenant::<FieldDefinitionStream>(state, ctx, id, hash, lookup, success, |s| {
+    super::execute_in_tenant::<field_definition::FieldDefinition>(state, ctx, id, hash, lookup, success, |s| {
         field_definition::decide(s, cmd, Utc::now())
     })
     .await

@@ -17,8 +17,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CaseStream, CommandReply, DocumentStream, Lookup};
+use crate::journal::{fingerprint, CommandReply, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
+use events::case;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(attach)).routes(routes!(remove))
@@ -50,7 +51,7 @@ async fn attach(
     let caller = ctx.caller.require(Permission::CasesUpdate)?;
     super::acting_user(&state, &ctx.caller).await?;
     let hash = fingerprint(AttachBody::NAME, Some(case_id), &body);
-    let case = match state.journal.state::<CaseStream>(caller.tenant_id, case_id).await? {
+    let case = match state.journal.state::<case::Case>(caller.tenant_id, case_id).await? {
         None => Reference::Missing,
         Some(c) if c.status == Status::Closed => Reference::Inactive,
         Some(_) => Reference::Usable,
@@ -77,7 +78,7 @@ async fn remove(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<CommandReply, ApiError> {
     let caller = ctx.caller.require(Permission::CasesUpdate)?;
-    if let Some(d) = state.journal.state::<DocumentStream>(caller.tenant_id, id).await? {
+    if let Some(d) = state.journal.state::<document::Document>(caller.tenant_id, id).await? {
         if d.uploaded_by != caller.user_id {
             caller.require(Permission::NotesModerate)?;
         }
@@ -95,7 +96,7 @@ async fn run(
     cmd: DocumentCommand,
 ) -> Result<CommandReply, ApiError> {
     let actor = ctx.caller.user_id;
-    super::execute_in_tenant::<DocumentStream>(state, ctx, id, hash, Lookup::Nothing, success, |s| {
+    super::execute_in_tenant::<document::Document>(state, ctx, id, hash, Lookup::Nothing, success, |s| {
         document::decide(s, cmd, actor, Utc::now())
     })
     .await

@@ -60,7 +60,9 @@ use runtime::openapi::BearerAuth;
 use runtime::ApiError;
 
 use crate::context::CommandContext;
-use crate::journal::{Command, CommandReply, Journal, Lookup, StreamKind};
+use crate::journal::{Command, CommandReply, Journal, Lookup};
+use events::user;
+use events::Aggregate;
 
 /// A command body with no fields (`{}`), still versioned like every other.
 #[derive(serde::Serialize, serde::Deserialize, Default)]
@@ -160,18 +162,18 @@ impl IntoResponse for CommandReply {
 
 /// Runs a command on a stream of the caller's tenant, which must be provisioned and
 /// active; what every resource module does once its command is built.
-pub(crate) async fn execute_in_tenant<K: StreamKind>(
+pub(crate) async fn execute_in_tenant<A: Aggregate>(
     state: &AppState,
     ctx: &CommandContext,
     stream_id: uuid::Uuid,
     request_hash: String,
     lookup: Lookup,
     success: axum::http::StatusCode,
-    decide: impl FnOnce(Option<&K::State>) -> Result<Vec<K::Event>, events::DomainError>,
+    decide: impl FnOnce(Option<&A>) -> Result<Vec<A::Event>, events::DomainError>,
 ) -> Result<CommandReply, ApiError> {
     ensure_active_tenant(state, ctx.caller.tenant_id).await?;
     let command = Command { ctx, tenant_id: ctx.caller.tenant_id, stream_id, request_hash, lookup, success };
-    state.journal.execute::<K>(command, |s, _| decide(s)).await
+    state.journal.execute::<A>(command, |s, _| decide(s)).await
 }
 
 /// Commands inside a tenant need it provisioned and not suspended.
@@ -211,7 +213,7 @@ pub(crate) async fn user_reference(
 ) -> Result<events::reference::Reference, ApiError> {
     use events::reference::Reference;
     let Some(user) = user else { return Ok(Reference::Usable) };
-    Ok(match state.journal.state::<crate::journal::UserStream>(tenant, user).await? {
+    Ok(match state.journal.state::<user::User>(tenant, user).await? {
         None => Reference::Missing,
         Some(u) if u.status != events::user::UserStatus::Active => Reference::Inactive,
         Some(_) => Reference::Usable,

@@ -16,8 +16,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CaseStream, CommandReply, Lookup, NoteStream};
+use crate::journal::{fingerprint, CommandReply, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
+use events::case;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(add)).routes(routes!(edit, remove))
@@ -70,7 +71,7 @@ async fn add(
     let caller = ctx.caller.require(Permission::CasesUpdate)?;
     super::acting_user(&state, &ctx.caller).await?;
     let hash = fingerprint(AddBody::NAME, Some(case_id), &body);
-    let case = match state.journal.state::<CaseStream>(caller.tenant_id, case_id).await? {
+    let case = match state.journal.state::<case::Case>(caller.tenant_id, case_id).await? {
         None => Reference::Missing,
         Some(c) if c.status == Status::Closed => Reference::Inactive,
         Some(_) => Reference::Usable,
@@ -103,7 +104,7 @@ async fn add(
 /// The author may change their note; others need notes:moderate.
 async fn ensure_author_or_moderator(state: &AppState, ctx: &CommandContext, id: Uuid) -> Result<(), ApiError> {
     let caller = ctx.caller.require(Permission::CasesUpdate)?;
-    let note = state.journal.state::<NoteStream>(caller.tenant_id, id).await?;
+    let note = state.journal.state::<note::Note>(caller.tenant_id, id).await?;
     match note {
         Some(n) if n.author_id != caller.user_id => caller.require(Permission::NotesModerate).map(|_| ()),
         _ => Ok(()),
@@ -143,7 +144,7 @@ async fn run(
     cmd: NoteCommand,
 ) -> Result<CommandReply, ApiError> {
     let actor = ctx.caller.user_id;
-    super::execute_in_tenant::<NoteStream>(state, ctx, id, hash, Lookup::Nothing, success, |s| {
+    super::execute_in_tenant::<note::Note>(state, ctx, id, hash, Lookup::Nothing, success, |s| {
         note::decide(s, cmd, actor, Utc::now())
     })
     .await

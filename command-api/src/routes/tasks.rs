@@ -16,8 +16,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CaseStream, CommandReply, Lookup, TaskStream};
+use crate::journal::{fingerprint, CommandReply, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
+use events::case;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -83,7 +84,7 @@ async fn create(
     let tenant = ctx.caller.require(Permission::CasesUpdate)?.tenant_id;
     super::acting_user(&state, &ctx.caller).await?;
     let hash = fingerprint(CreateBody::NAME, Some(case_id), &body);
-    let case = match state.journal.state::<CaseStream>(tenant, case_id).await? {
+    let case = match state.journal.state::<case::Case>(tenant, case_id).await? {
         None => Reference::Missing,
         Some(c) if c.status == Status::Closed => Reference::Inactive,
         Some(_) => Reference::Usable,
@@ -153,7 +154,7 @@ async fn run(
     cmd: TaskCommand,
 ) -> Result<CommandReply, ApiError> {
     let actor = ctx.caller.user_id;
-    super::execute_in_tenant::<TaskStream>(state, ctx, id, hash, Lookup::Nothing, success, |s| {
+    super::execute_in_tenant::<task::Task>(state, ctx, id, hash, Lookup::Nothing, success, |s| {
         task::decide(s, cmd, actor, Utc::now())
     })
     .await

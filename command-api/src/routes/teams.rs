@@ -15,8 +15,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CommandReply, Lookup, TeamStream, UserStream};
+use crate::journal::{fingerprint, CommandReply, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
+use events::user;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -101,7 +102,7 @@ async fn add_member(
     Versioned { body, .. }: Versioned<MemberBody>,
 ) -> Result<CommandReply, ApiError> {
     let caller = ctx.caller.require(Permission::TeamsManage)?;
-    if state.journal.state::<UserStream>(caller.tenant_id, body.user_id).await?.is_none() {
+    if state.journal.state::<user::User>(caller.tenant_id, body.user_id).await?.is_none() {
         return Err(ApiError::Unprocessable {
             detail: "some fields are invalid; see errors".into(),
             errors: vec![FieldError::new("user_id", "no user with this id exists in the tenant")],
@@ -132,6 +133,6 @@ async fn run(
     success: StatusCode,
     cmd: TeamCommand,
 ) -> Result<CommandReply, ApiError> {
-    super::execute_in_tenant::<TeamStream>(state, ctx, id, hash, lookup, success, |s| team::decide(s, cmd, Utc::now()))
+    super::execute_in_tenant::<team::Team>(state, ctx, id, hash, lookup, success, |s| team::decide(s, cmd, Utc::now()))
         .await
 }

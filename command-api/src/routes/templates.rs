@@ -20,8 +20,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CaseStream, CommandReply, Lookup, TemplateStream, UserStream};
+use crate::journal::{fingerprint, CommandReply, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
+use events::{case, user};
 
 const KIND: &str = "message_template";
 
@@ -144,7 +145,7 @@ async fn run(
     cmd: TemplateCommand,
 ) -> Result<CommandReply, ApiError> {
     let actor = ctx.caller.user_id;
-    super::execute_in_tenant::<TemplateStream>(state, ctx, id, hash, lookup, success, |s| {
+    super::execute_in_tenant::<template::Template>(state, ctx, id, hash, lookup, success, |s| {
         template::decide(s, cmd, actor, Utc::now())
     })
     .await
@@ -164,14 +165,14 @@ async fn render_for_case(
     let tenant = ctx.caller.require(Permission::CasesUpdate)?.tenant_id;
     let template = state
         .journal
-        .state::<TemplateStream>(tenant, id)
+        .state::<template::Template>(tenant, id)
         .await?
         .ok_or_else(|| ApiError::NotFound("message template not found".into()))?;
     if !template.active {
         return Err(ApiError::Conflict { detail: "the template is deactivated".into(), current_version: None });
     }
     let case =
-        state.journal.state::<CaseStream>(tenant, body.case_id).await?.ok_or_else(|| ApiError::Unprocessable {
+        state.journal.state::<case::Case>(tenant, body.case_id).await?.ok_or_else(|| ApiError::Unprocessable {
             detail: "some fields are invalid; see errors".into(),
             errors: vec![FieldError::new("case_id", "no case with this id exists in the tenant")],
         })?;
@@ -185,7 +186,7 @@ async fn render_for_case(
         values.insert("company_name".into(), json!(t.name));
     }
     if let Some(agent) = case.assigned_to {
-        if let Some(u) = state.journal.state::<UserStream>(tenant, agent).await? {
+        if let Some(u) = state.journal.state::<user::User>(tenant, agent).await? {
             let full = [u.first_name, u.last_name].into_iter().flatten().collect::<Vec<_>>().join(" ");
             values.insert("agent_name".into(), json!(if full.is_empty() { u.username } else { full }));
         }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, Command, CommandReply, Lookup, TenantStream};
+use crate::journal::{fingerprint, Command, CommandReply, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -88,7 +88,8 @@ async fn provision(
         success: StatusCode::CREATED,
     };
     let provision = TenantCommand::Provision { name: body.name, slug: body.slug, settings: body.settings };
-    let reply = state.journal.execute::<TenantStream>(command, |s, _| tenant::decide(s, provision, Utc::now())).await?;
+    let reply =
+        state.journal.execute::<tenant::Tenant>(command, |s, _| tenant::decide(s, provision, Utc::now())).await?;
     state.sessions.publish_rate_limits(tenant_id, &overrides).await?;
     Ok(reply)
 }
@@ -162,7 +163,7 @@ async fn reactivate(
 /// The tenant's status as the journal holds it now (a concurrent suspension and
 /// reactivation settle on the newer), for every instance's next request.
 async fn publish_status(state: &AppState, id: Uuid) -> Result<(), ApiError> {
-    if let (Some(tenant), version) = state.journal.state_at::<TenantStream>(id, id).await? {
+    if let (Some(tenant), version) = state.journal.state_at::<tenant::Tenant>(id, id).await? {
         state.sessions.publish_tenant_status(id, tenant.status == TenantStatus::Suspended, version).await?;
     }
     Ok(())
@@ -183,5 +184,5 @@ async fn run(
         lookup: Lookup::Nothing,
         success: StatusCode::OK,
     };
-    state.journal.execute::<TenantStream>(command, |s, _| tenant::decide(s, cmd, Utc::now())).await
+    state.journal.execute::<tenant::Tenant>(command, |s, _| tenant::decide(s, cmd, Utc::now())).await
 }

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::context::{rights_of, CommandContext, RequestFacts};
-use crate::journal::{fingerprint, Command, CommandReply, Lookup, UserStream};
+use crate::journal::{fingerprint, Command, CommandReply, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
 
 const MIN_PASSWORD: usize = 12;
@@ -231,7 +231,7 @@ async fn create(
         last_name: body.last_name,
         role: body.role,
     });
-    let mut reply = state.journal.execute::<UserStream>(command, |s, _| user::decide(s, cmd, Utc::now())).await?;
+    let mut reply = state.journal.execute::<user::User>(command, |s, _| user::decide(s, cmd, Utc::now())).await?;
     if let Some(id) = reply.body["id"].as_str().map(str::to_owned) {
         reply.body["location"] = format!("/v1/users/{id}").into();
     }
@@ -278,7 +278,7 @@ fn within_reach(caller: Caller, role: UserRole) -> Result<(), ApiError> {
 /// The caller, if they may manage the user `id`: `users:manage`, and not outranked by them.
 async fn manager_of(state: &AppState, caller: Caller, id: Uuid) -> Result<Caller, ApiError> {
     let caller = caller.require(Permission::UsersManage)?;
-    if let Some(user) = state.journal.state::<UserStream>(caller.tenant_id, id).await? {
+    if let Some(user) = state.journal.state::<user::User>(caller.tenant_id, id).await? {
         let theirs = rights_of(&user, 0).role;
         if rank(theirs) > rank(caller.role) {
             return Err(ApiError::Forbidden(format!(
@@ -373,7 +373,7 @@ async fn set_preferences(
 /// the request that changed them, so the query API never serves older ones (see
 /// `runtime::session`); a user who may no longer act loses every session too.
 async fn publish_rights(state: &AppState, tenant: Uuid, id: Uuid) -> Result<(), ApiError> {
-    let (Some(user), version) = state.journal.state_at::<UserStream>(tenant, id).await? else {
+    let (Some(user), version) = state.journal.state_at::<user::User>(tenant, id).await? else {
         return Ok(());
     };
     state.sessions.publish(tenant, id, &rights_of(&user, version)).await?;
@@ -455,7 +455,7 @@ async fn end_sessions(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<Value>, ApiError> {
     let caller = self_or_manager(&state, caller.tenant_member()?, id).await?;
-    if state.journal.state::<UserStream>(caller.tenant_id, id).await?.is_none() {
+    if state.journal.state::<user::User>(caller.tenant_id, id).await?.is_none() {
         return Err(ApiError::NotFound(format!("no user {id} in this tenant")));
     }
     let ended = state.sessions.end_all(caller.tenant_id, id).await?;
@@ -498,7 +498,7 @@ async fn run(
     lookup: Lookup,
     cmd: UserCommand,
 ) -> Result<CommandReply, ApiError> {
-    super::execute_in_tenant::<UserStream>(state, ctx, id, hash, lookup, StatusCode::OK, |s| {
+    super::execute_in_tenant::<user::User>(state, ctx, id, hash, lookup, StatusCode::OK, |s| {
         user::decide(s, cmd, Utc::now())
     })
     .await
@@ -554,7 +554,7 @@ async fn login(
     }
     state.login_guard.succeeded(slug, &username).await?;
     let (tenant_id, user_id, _) = found.ok_or_else(refused)?;
-    let user = state.journal.state::<UserStream>(tenant_id, user_id).await?.ok_or_else(refused)?;
+    let user = state.journal.state::<user::User>(tenant_id, user_id).await?.ok_or_else(refused)?;
     if user.status != UserStatus::Active {
         return Err(ApiError::Forbidden(format!("this user is {}; ask an administrator", user.status.as_str())));
     }
@@ -572,9 +572,9 @@ async fn login(
         lookup: Lookup::Nothing,
         success: StatusCode::OK,
     };
-    state.journal.execute::<UserStream>(command, |s, _| user::decide(s, UserCommand::RecordLogin, Utc::now())).await?;
+    state.journal.execute::<user::User>(command, |s, _| user::decide(s, UserCommand::RecordLogin, Utc::now())).await?;
     // The rights every request of this session is checked against, as of this login.
-    let (user, version) = match state.journal.state_at::<UserStream>(tenant_id, user_id).await? {
+    let (user, version) = match state.journal.state_at::<user::User>(tenant_id, user_id).await? {
         (Some(user), version) => (user, version),
         (None, _) => return Err(refused()),
     };

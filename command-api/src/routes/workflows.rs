@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CommandReply, Lookup, WorkflowStream};
+use crate::journal::{fingerprint, CommandReply, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
 
 const KIND: &str = "workflow";
@@ -108,7 +108,7 @@ async fn run(
     success: StatusCode,
     cmd: WorkflowCommand,
 ) -> Result<CommandReply, ApiError> {
-    super::execute_in_tenant::<WorkflowStream>(state, ctx, id, hash, lookup, success, |s| {
+    super::execute_in_tenant::<workflow::Workflow>(state, ctx, id, hash, lookup, success, |s| {
         workflow::decide(s, cmd, Utc::now())
     })
     .await

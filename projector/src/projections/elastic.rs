@@ -28,10 +28,11 @@ use runtime::tenancy::{uuid_time, Tenancy, CASES, ES_AUDIT_LOGS, INTERACTIONS, N
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::event::{DomainEvent, Event};
+use crate::event::Event;
 use crate::parking::StreamKey;
 use crate::projection::{ApplyError, Checkpoint, Held, Placement, Projection};
 use crate::projections::mongo_audit::audit_record;
+use events::DomainEvent;
 
 pub struct ElasticProjection {
     client: Elasticsearch,
@@ -547,7 +548,7 @@ impl Folded<'_> {
 #[async_trait::async_trait]
 impl Projection for ElasticProjection {
     fn name(&self) -> &'static str {
-        "elasticsearch"
+        crate::stores::ProjectionName::Elasticsearch.as_str()
     }
 
     async fn healthy(&self) -> anyhow::Result<()> {

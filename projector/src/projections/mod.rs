@@ -1,4 +1,5 @@
-//! The read models. Adding one = a file here, a line in `startup.rs`, its schema, a test.
+//! The read models. Adding one: a file here, a variant of `stores::ProjectionName` (the
+//! compiler then lists every match that must name it), its schema, a test.
 
 pub mod elastic;
 pub mod mongo_audit;

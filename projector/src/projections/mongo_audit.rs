@@ -15,9 +15,10 @@ use mongodb::Database;
 use runtime::tenancy::AUDIT_LOGS;
 use serde_json::{json, Value};
 
-use crate::event::{DomainEvent, Event};
+use crate::event::Event;
 use crate::mongo::{Collections, TENANT_COLLECTIONS};
 use crate::projection::{ApplyError, Checkpoint, Held, Placement, Projection};
+use events::DomainEvent;
 
 const DUPLICATE_KEY: i32 = 11000;
 
@@ -128,7 +129,7 @@ fn entry(event: &Event) -> Result<Document, ApplyError> {
 #[async_trait::async_trait]
 impl Projection for MongoAuditProjection {
     fn name(&self) -> &'static str {
-        "mongo"
+        crate::stores::ProjectionName::Mongo.as_str()
     }
 
     async fn healthy(&self) -> anyhow::Result<()> {

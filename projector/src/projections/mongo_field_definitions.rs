@@ -5,9 +5,10 @@ use events::field_definition::FieldDefinitionEvent;
 use mongodb::bson::{doc, Document};
 use mongodb::Database;
 
-use crate::event::{DomainEvent, Event};
+use crate::event::Event;
 use crate::mongo::{date, to_bson, Collections, Writes, CUSTOM_FIELD_DEFINITIONS};
 use crate::projection::{ApplyError, Checkpoint, Held, Placement, Projection};
+use events::DomainEvent;
 
 pub struct MongoFieldDefinitionsProjection {
     db: Database,
@@ -44,7 +45,7 @@ fn spec_fields(event: &Event, spec: &events::field_definition::FieldSpec) -> Res
 #[async_trait::async_trait]
 impl Projection for MongoFieldDefinitionsProjection {
     fn name(&self) -> &'static str {
-        "mongo_field_definitions"
+        crate::stores::ProjectionName::MongoFieldDefinitions.as_str()
     }
 
     async fn healthy(&self) -> anyhow::Result<()> {

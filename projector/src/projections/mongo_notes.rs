@@ -7,9 +7,10 @@ use events::note::NoteEvent;
 use mongodb::bson::doc;
 use mongodb::Database;
 
-use crate::event::{DomainEvent, Event};
+use crate::event::Event;
 use crate::mongo::{date, to_bson, Collections, Writes, CASE_NOTES};
 use crate::projection::{ApplyError, Checkpoint, Held, Placement, Projection};
+use events::DomainEvent;
 
 pub struct MongoNotesProjection {
     db: Database,
@@ -30,7 +31,7 @@ impl MongoNotesProjection {
 #[async_trait::async_trait]
 impl Projection for MongoNotesProjection {
     fn name(&self) -> &'static str {
-        "mongo_notes"
+        crate::stores::ProjectionName::MongoNotes.as_str()
     }
 
     async fn healthy(&self) -> anyhow::Result<()> {

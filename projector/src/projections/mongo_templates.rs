@@ -5,9 +5,10 @@ use events::template::TemplateEvent;
 use mongodb::bson::doc;
 use mongodb::Database;
 
-use crate::event::{DomainEvent, Event};
+use crate::event::Event;
 use crate::mongo::{date, to_bson, Collections, Writes, MESSAGE_TEMPLATES};
 use crate::projection::{ApplyError, Checkpoint, Held, Placement, Projection};
+use events::DomainEvent;
 
 pub struct MongoTemplatesProjection {
     db: Database,
@@ -28,7 +29,7 @@ impl MongoTemplatesProjection {
 #[async_trait::async_trait]
 impl Projection for MongoTemplatesProjection {
     fn name(&self) -> &'static str {
-        "mongo_templates"
+        crate::stores::ProjectionName::MongoTemplates.as_str()
     }
 
     async fn healthy(&self) -> anyhow::Result<()> {

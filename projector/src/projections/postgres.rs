@@ -23,8 +23,9 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::postgres_cases;
-use crate::event::{DomainEvent, Event};
+use crate::event::Event;
 use crate::projection::{ApplyError, Checkpoint, Held, Placement, Projection};
+use events::DomainEvent;
 
 pub struct PostgresProjection {
     pool: PgPool,
@@ -732,7 +733,7 @@ impl PostgresProjection {
 #[async_trait::async_trait]
 impl Projection for PostgresProjection {
     fn name(&self) -> &'static str {
-        "postgres"
+        crate::stores::ProjectionName::Postgres.as_str()
     }
 
     #[tracing::instrument(skip_all, fields(projection = "postgres", events = events.len()))]

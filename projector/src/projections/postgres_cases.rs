@@ -16,7 +16,8 @@ use serde_json::{json, Value};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::event::{DomainEvent, Event};
+use crate::event::Event;
+use events::DomainEvent;
 
 /// What `resolved_at` becomes: untouched, `COALESCE(resolved_at, at)`, or a value.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

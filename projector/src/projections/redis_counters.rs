@@ -25,8 +25,9 @@ use redis::Script;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::event::{DomainEvent, Event};
+use crate::event::Event;
 use crate::projection::{ApplyError, Checkpoint, Held, Placement, Projection};
+use events::DomainEvent;
 
 /// Notifications kept per user, and for how long (seed §2.3.2: 30 days).
 const NOTIFICATIONS_KEPT: i64 = 100;
@@ -268,7 +269,7 @@ fn operation(event: &Event) -> Option<Value> {
 #[async_trait::async_trait]
 impl Projection for RedisCountersProjection {
     fn name(&self) -> &'static str {
-        "redis"
+        crate::stores::ProjectionName::Redis.as_str()
     }
 
     async fn healthy(&self) -> anyhow::Result<()> {
