@@ -2,6 +2,7 @@
 //! bound to the caller's tenant, optionally waiting for a command's position token.
 
 pub mod consistency;
+pub mod cursor;
 pub mod permissions;
 pub mod routes;
 pub mod startup;

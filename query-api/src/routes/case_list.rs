@@ -17,11 +17,10 @@ use sqlx::Row;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 
-use super::{decode_cursor, encode_cursor, missing_schema_is_empty, page_size, tenant_tx, wait_for_postgres, AppState};
+use super::{missing_schema_is_empty, page_size, tenant_tx, wait_for_postgres, AppState};
 use crate::consistency::WaitFor;
+use crate::cursor::{Cursor, CursorKey};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list)).routes(routes!(queue))
@@ -86,6 +85,8 @@ impl Sort {
         }
     }
 
+    const ALL: [Sort; 4] = [Sort::Created, Sort::Updated, Sort::Due, Sort::Priority];
+
     fn as_str(self) -> &'static str {
         match self {
             Sort::Created => "created",
@@ -123,35 +124,41 @@ struct ListQuery {
     position: Option<String>,
 }
 
-/// A list cursor: the sort it belongs to, and the last row's sort key and id.
-fn encode_list_cursor(sort: Sort, key: &str, id: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}|{key}|{id}", sort.as_str()))
+/// A list's cursor key: the sort it belongs to and the last row's sort key, as text
+/// (it goes back into SQL as a parameter of the sort's type, so it is checked to be one).
+#[derive(Debug, Clone, PartialEq)]
+struct SortKey {
+    sort: Sort,
+    key: String,
 }
 
-fn decode_list_cursor(raw: &str, sort: Sort) -> Result<(String, Uuid), ApiError> {
-    let bad = || ApiError::BadRequest("the cursor is malformed; pass next_cursor from the previous page".into());
-    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad())?).map_err(|_| bad())?;
-    let mut parts = text.splitn(3, '|');
-    let (Some(for_sort), Some(key), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(bad());
-    };
-    if for_sort != sort.as_str() {
+impl CursorKey for SortKey {
+    fn write(&self) -> String {
+        format!("{}|{}", self.sort.as_str(), self.key)
+    }
+
+    fn read(text: &str) -> Option<Self> {
+        let (name, key) = text.split_once('|')?;
+        let sort = Sort::ALL.into_iter().find(|s| s.as_str() == name)?;
+        let well_formed = match sort.key().1 {
+            "int" => key.parse::<i32>().is_ok(),
+            _ => key == "infinity" || DateTime::parse_from_str(key, "%Y-%m-%d %H:%M:%S%.f%#z").is_ok(),
+        };
+        well_formed.then(|| SortKey { sort, key: key.to_owned() })
+    }
+}
+
+/// The list's cursor, which must belong to the sort of the page asked for.
+fn list_cursor(raw: &str, sort: Sort) -> Result<(String, Uuid), ApiError> {
+    let cursor = Cursor::<SortKey>::decode(raw)?;
+    if cursor.key.sort != sort {
         return Err(ApiError::BadRequest(format!(
-            "the cursor belongs to sort={for_sort}; keep the sort of the first page (sort={})",
+            "the cursor belongs to sort={}; keep the sort of the first page (sort={})",
+            cursor.key.sort.as_str(),
             sort.as_str()
         )));
     }
-    // The key goes back into SQL as a typed parameter: check it is one, so a tampered
-    // cursor is a 400, not a database error.
-    let (_, key_type, _) = sort.key();
-    let well_formed = match key_type {
-        "int" => key.parse::<i32>().is_ok(),
-        _ => key == "infinity" || DateTime::parse_from_str(key, "%Y-%m-%d %H:%M:%S%.f%#z").is_ok(),
-    };
-    if !well_formed {
-        return Err(bad());
-    }
-    Ok((key.to_owned(), id.parse().map_err(|_| bad())?))
+    Ok((cursor.key.key, cursor.id))
 }
 
 /// The query string of a list without its cursor, for the `Link` header.
@@ -229,7 +236,7 @@ async fn list(
     let tenant = caller.tenant_member()?.tenant_id;
     let schema = Tenancy(tenant).pg_schema();
     let limit = page_size(q.limit, 25, 100)?;
-    let after = q.cursor.as_deref().map(|c| decode_list_cursor(c, q.sort)).transpose()?;
+    let after = q.cursor.as_deref().map(|c| list_cursor(c, q.sort)).transpose()?;
     let custom: Option<Value> = match &q.custom_fields {
         None => None,
         Some(raw) => match serde_json::from_str::<Value>(raw) {
@@ -275,7 +282,8 @@ async fn list(
     let next_cursor = if has_more {
         rows.get((limit as usize).saturating_sub(1))
             .map(|r| -> Result<String, sqlx::Error> {
-                Ok(encode_list_cursor(q.sort, &r.try_get::<String, _>("sort_key")?, r.try_get("id")?))
+                let key = SortKey { sort: q.sort, key: r.try_get("sort_key")? };
+                Ok(Cursor::new(key, r.try_get("id")?).encode())
             })
             .transpose()?
     } else {
@@ -325,7 +333,7 @@ async fn queue(
     wait_for_postgres(&state, tenant, token).await?;
     let schema = Tenancy(tenant).pg_schema();
     let limit = page_size(q.limit, 25, 100)?;
-    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let after = q.cursor.as_deref().map(Cursor::<DateTime<Utc>>::decode).transpose()?;
     let (mut tx, _) = tenant_tx(&state.pool, caller).await?;
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS}, {URGENCY} AS urgency FROM {schema}.cases
@@ -339,8 +347,8 @@ async fn queue(
     ))
     .bind(tenant)
     .bind(caller.user_id)
-    .bind(after.map(|a| a.0))
-    .bind(after.map(|a| a.1))
+    .bind(after.as_ref().map(|a| a.key))
+    .bind(after.as_ref().map(|a| a.id))
     .bind(limit.saturating_add(1))
     .fetch_all(&mut *tx)
     .await
@@ -355,7 +363,9 @@ async fn queue(
     }
     let next_cursor = if has_more {
         rows.get((limit as usize).saturating_sub(1))
-            .map(|r| -> Result<String, sqlx::Error> { Ok(encode_cursor(r.try_get("urgency")?, r.try_get("id")?)) })
+            .map(|r| -> Result<String, sqlx::Error> {
+                Ok(Cursor::new(r.try_get::<DateTime<Utc>, _>("urgency")?, r.try_get("id")?).encode())
+            })
             .transpose()?
     } else {
         None

@@ -22,8 +22,9 @@ use serde_json::{json, Value};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::{decode_cursor, encode_cursor, missing_schema_is_empty, page_size, tenant_tx, wait_for_postgres, AppState};
+use super::{missing_schema_is_empty, page_size, tenant_tx, wait_for_postgres, AppState};
 use crate::consistency::{wait_until, WaitFor};
+use crate::cursor::Cursor;
 
 /// A table of the tenant schema served as a resource.
 #[derive(Clone, Copy)]
@@ -190,7 +191,7 @@ fn cursor_after(items: &[Value], limit: i64, has_more: bool) -> Option<String> {
     let last = items.get((limit as usize).saturating_sub(1))?;
     let at: DateTime<Utc> = serde_json::from_value(last["created_at"].clone()).ok()?;
     let id: Uuid = serde_json::from_value(last["id"].clone()).ok()?;
-    Some(encode_cursor(at, id))
+    Some(Cursor::new(at, id).encode())
 }
 
 async fn list_rows(
@@ -204,7 +205,7 @@ async fn list_rows(
     wait_for_postgres(&state, tenant, token).await?;
     let schema = Tenancy(tenant).pg_schema();
     let limit = page_size(q.limit, 25, 100)?;
-    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let after = q.cursor.as_deref().map(Cursor::<DateTime<Utc>>::decode).transpose()?;
     let shape = table.shape.replace("{schema}", &schema);
     let (mut tx, _) = tenant_tx(&state.pool, caller).await?;
     let rows: Vec<Value> = sqlx::query_scalar(&format!(
@@ -214,8 +215,8 @@ async fn list_rows(
         table.table
     ))
     .bind(tenant)
-    .bind(after.map(|a| a.0))
-    .bind(after.map(|a| a.1))
+    .bind(after.as_ref().map(|a| a.key))
+    .bind(after.as_ref().map(|a| a.id))
     .bind(limit.saturating_add(1))
     .fetch_all(&mut *tx)
     .await
@@ -346,14 +347,14 @@ async fn list_tenants(
 ) -> Result<Response, ApiError> {
     let mut tx = super::platform_tx(&state.pool, caller).await?;
     let limit = page_size(q.limit, 25, 100)?;
-    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let after = q.cursor.as_deref().map(Cursor::<DateTime<Utc>>::decode).transpose()?;
     let rows: Vec<Value> = sqlx::query_scalar(
         "SELECT to_jsonb(t) FROM public.tenants t
          WHERE $1::timestamptz IS NULL OR (t.created_at, t.id) < ($1, $2)
          ORDER BY t.created_at DESC, t.id DESC LIMIT $3",
     )
-    .bind(after.map(|a| a.0))
-    .bind(after.map(|a| a.1))
+    .bind(after.as_ref().map(|a| a.key))
+    .bind(after.as_ref().map(|a| a.id))
     .bind(limit.saturating_add(1))
     .fetch_all(&mut *tx)
     .await?;

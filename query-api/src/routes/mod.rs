@@ -11,9 +11,6 @@ mod search;
 
 use axum::extract::FromRef;
 use axum::Router;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use chrono::{DateTime, Utc};
 use elasticsearch::Elasticsearch;
 use runtime::auth::{Caller, JwtKeys};
 use runtime::openapi::BearerAuth;
@@ -123,18 +120,6 @@ pub fn page_size(limit: Option<i64>, default: i64, max: i64) -> Result<i64, ApiE
         Some(n) if (1..=max).contains(&n) => Ok(n),
         Some(n) => Err(ApiError::BadRequest(format!("limit must be between 1 and {max} (got {n})"))),
     }
-}
-
-/// The keyset cursor: the (created_at, id) of the last case on the previous page.
-pub fn encode_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}|{id}", created_at.to_rfc3339()))
-}
-
-pub fn decode_cursor(raw: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
-    let bad = || ApiError::BadRequest("the cursor is malformed; pass next_cursor from the previous page".into());
-    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad())?).map_err(|_| bad())?;
-    let (at, id) = text.split_once('|').ok_or_else(bad)?;
-    Ok((DateTime::parse_from_rfc3339(at).map_err(|_| bad())?.with_timezone(&Utc), id.parse().map_err(|_| bad())?))
 }
 
 /// A tenant whose schema the projector has not created yet simply has no cases.

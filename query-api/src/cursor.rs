@@ -1,0 +1,66 @@
+//! Keyset cursors, one encoding for every list: the last row's sort key and id,
+//! `base64url("{key}|{id}")`, opaque to clients. A cursor that does not decode to a key
+//! of the list's type is a 400 that says what to pass, never a database error.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use runtime::ApiError;
+use uuid::Uuid;
+
+/// The sort key of a list's rows, as a cursor writes and reads it.
+pub trait CursorKey: Sized {
+    fn write(&self) -> String;
+    /// `None`: not a key of this type (a tampered or foreign cursor).
+    fn read(text: &str) -> Option<Self>;
+}
+
+impl CursorKey for DateTime<Utc> {
+    fn write(&self) -> String {
+        self.to_rfc3339()
+    }
+
+    fn read(text: &str) -> Option<Self> {
+        DateTime::parse_from_rfc3339(text).ok().map(|at| at.with_timezone(&Utc))
+    }
+}
+
+/// Where the previous page ended: its last row's key and id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor<K> {
+    pub key: K,
+    pub id: Uuid,
+}
+
+impl<K: CursorKey> Cursor<K> {
+    pub fn new(key: K, id: Uuid) -> Self {
+        Self { key, id }
+    }
+
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}|{}", self.key.write(), self.id))
+    }
+
+    pub fn decode(raw: &str) -> Result<Self, ApiError> {
+        let bad = || ApiError::BadRequest("the cursor is malformed; pass next_cursor from the previous page".into());
+        let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad())?).map_err(|_| bad())?;
+        let (key, id) = text.rsplit_once('|').ok_or_else(bad)?;
+        Ok(Self { key: K::read(key).ok_or_else(bad)?, id: id.parse().map_err(|_| bad())? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_reads_back_as_written_and_a_tampered_one_is_a_400() {
+        let at = DateTime::parse_from_rfc3339("2026-11-20T09:00:00.123456Z").map(|t| t.with_timezone(&Utc));
+        let Ok(at) = at else { panic!("a valid time") };
+        let cursor = Cursor::new(at, Uuid::from_u128(42));
+        assert_eq!(Cursor::<DateTime<Utc>>::decode(&cursor.encode()).ok(), Some(cursor));
+        for raw in ["", "not base64!", &URL_SAFE_NO_PAD.encode("yesterday|x"), &URL_SAFE_NO_PAD.encode("\u{0}")] {
+            assert!(matches!(Cursor::<DateTime<Utc>>::decode(raw), Err(ApiError::BadRequest(_))), "{raw:?}");
+        }
+    }
+}
