@@ -268,6 +268,10 @@ impl TestApp {
             http: Client::builder()
                 .user_agent("murima-tests")
                 .timeout(Duration::from_secs(20))
+                // hyper's server closes a keep-alive connection idle for 30 s (its header
+                // read timeout); a client that reuses one just then gets IncompleteMessage
+                // (it failed a property test once). Idle connections go well before that.
+                .pool_idle_timeout(Duration::from_secs(10))
                 .build()
                 .expect("http client"),
             keys,

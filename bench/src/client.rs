@@ -49,6 +49,9 @@ impl Api {
         let http = Client::builder()
             .pool_max_idle_per_host(concurrency)
             .timeout(Duration::from_secs(30))
+            // Below hyper's 30 s server-side idle close, so a reused connection is never
+            // one the server is closing (see tests/lib.rs).
+            .pool_idle_timeout(Duration::from_secs(10))
             .build()
             .context("building the HTTP client")?;
         Ok(Self {

@@ -7,5 +7,4 @@ pub mod mongo_field_definitions;
 pub mod mongo_notes;
 pub mod mongo_templates;
 pub mod postgres;
-mod postgres_cases;
 pub mod redis_counters;

@@ -17,7 +17,6 @@ use sqlx::Row;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-
 use super::{missing_schema_is_empty, page_size, tenant_tx, wait_for_postgres, AppState};
 use crate::consistency::WaitFor;
 use crate::cursor::{Cursor, CursorKey};
