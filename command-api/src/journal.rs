@@ -6,13 +6,12 @@
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
 use chrono::Utc;
 use events::tenant::Tenant;
 use events::{Aggregate, DomainError, EventEnvelope, StreamEvent};
 use runtime::position::PositionToken;
-use runtime::ApiError;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -50,16 +49,41 @@ pub struct Looked {
     pub case_number: Option<String>,
 }
 
-/// The stored answer to a command; replayed verbatim for a retried Idempotency-Key.
-#[derive(Debug, Clone)]
-pub struct CommandReply {
-    pub status: StatusCode,
-    pub body: Value,
+/// What a command recorded: the stream, the version it is now at, how many events it
+/// appended (none: it changed nothing), and the signed position token of the stream's
+/// last event. Stored with the command's Idempotency-Key and replayed verbatim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recorded {
+    pub id: Uuid,
+    pub version: i64,
+    pub events_appended: usize,
+    pub position: String,
 }
 
-impl CommandReply {
-    pub fn version(&self) -> Option<i64> {
-        self.body["version"].as_i64()
+/// Why the journal did not record a command. The routes say what each means in HTTP.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The stream is not at the version the command expected (If-Match, or a concurrent
+    /// writer), or a name, username, email or client-chosen id is taken. `current`: the
+    /// version the stream is at, when known.
+    #[error("{detail}")]
+    Conflict { detail: String, current: Option<i64> },
+    /// `decide` refused the command, with the stream at version `current`.
+    #[error("{error}")]
+    Rejected { error: DomainError, current: i64 },
+    /// The Idempotency-Key was used before for a different request.
+    #[error("this Idempotency-Key was already used for a different request; use a new key")]
+    KeyReused,
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    /// A stored event or answer this build cannot read, or an event it cannot write.
+    #[error(transparent)]
+    Unreadable(#[from] anyhow::Error),
+}
+
+impl JournalError {
+    fn conflict(detail: impl Into<String>, current: Option<i64>) -> Self {
+        Self::Conflict { detail: detail.into(), current }
     }
 }
 
@@ -84,7 +108,6 @@ pub struct Command<'a> {
     /// Keys are scoped to the caller's tenant (a platform token's is the nil tenant).
     pub request_hash: String,
     pub lookup: Lookup,
-    pub success: StatusCode,
 }
 
 impl Journal {
@@ -109,23 +132,25 @@ impl Journal {
         &self,
         cmd: Command<'_>,
         decide: impl FnOnce(Option<&A>, Looked) -> Result<Vec<A::Event>, DomainError>,
-    ) -> Result<CommandReply, ApiError> {
+    ) -> Result<Recorded, JournalError> {
         if let Some(key) = &cmd.ctx.idempotency_key {
-            if let Some(reply) = self.stored_reply(cmd.ctx.caller.tenant_id, key, &cmd.request_hash).await? {
-                return Ok(reply);
+            if let Some(recorded) = self.stored_reply(cmd.ctx.caller.tenant_id, key, &cmd.request_hash).await? {
+                return Ok(recorded);
             }
         }
         match self.try_execute::<A>(&cmd, decide).await {
-            Err(ApiError::Conflict { detail, current_version }) => {
+            Err(
+                e @ (JournalError::Conflict { .. } | JournalError::Rejected { error: DomainError::Conflict(_), .. }),
+            ) => {
                 // A concurrent twin with the same key may have won the race: answer as it did.
                 if let Some(key) = &cmd.ctx.idempotency_key {
-                    if let Some(reply) = self.stored_reply(cmd.ctx.caller.tenant_id, key, &cmd.request_hash).await? {
-                        return Ok(reply);
+                    if let Some(recorded) = self.stored_reply(cmd.ctx.caller.tenant_id, key, &cmd.request_hash).await? {
+                        return Ok(recorded);
                     }
                 }
-                match current_version {
-                    Some(v) => Err(ApiError::Conflict { detail, current_version: Some(v) }),
-                    None => Err(self.conflict::<A>(&cmd).await),
+                match e {
+                    JournalError::Conflict { current: None, .. } => Err(self.conflict::<A>(&cmd).await),
+                    other => Err(other),
                 }
             }
             other => other,
@@ -135,7 +160,7 @@ impl Journal {
     /// The 409 for a lost insert race: a concurrent writer, or an id (chosen by the
     /// client) that another kind of record of the same tenant already has. Other
     /// tenants' streams are never looked at: their ids are no business of this one.
-    async fn conflict<A: Aggregate>(&self, cmd: &Command<'_>) -> ApiError {
+    async fn conflict<A: Aggregate>(&self, cmd: &Command<'_>) -> JournalError {
         let other: Result<Option<String>, sqlx::Error> = sqlx::query_scalar(
             "SELECT stream_type FROM eventstore.events
              WHERE tenant_id = $1 AND stream_id = $2 AND stream_type <> $3 LIMIT 1",
@@ -147,19 +172,19 @@ impl Journal {
         .await;
         match other {
             Ok(Some(kind)) => {
-                return ApiError::Conflict {
-                    detail: format!("the id {} is already used by a {kind}; choose another id", cmd.stream_id),
-                    current_version: None,
-                }
+                return JournalError::conflict(
+                    format!("the id {} is already used by a {kind}; choose another id", cmd.stream_id),
+                    None,
+                )
             }
             Ok(None) => {}
             Err(e) => return e.into(),
         }
         match self.current_version(cmd.tenant_id, cmd.stream_id).await {
-            Ok(v) => ApiError::Conflict {
-                detail: format!("the stream was changed concurrently; it is now at version {v}: re-read and retry"),
-                current_version: Some(v),
-            },
+            Ok(v) => JournalError::conflict(
+                format!("the stream was changed concurrently; it is now at version {v}: re-read and retry"),
+                Some(v),
+            ),
             Err(e) => e,
         }
     }
@@ -168,22 +193,19 @@ impl Journal {
         &self,
         cmd: &Command<'_>,
         decide: impl FnOnce(Option<&A>, Looked) -> Result<Vec<A::Event>, DomainError>,
-    ) -> Result<CommandReply, ApiError> {
+    ) -> Result<Recorded, JournalError> {
         let mut tx = self.pool.begin().await?;
         let (state, current) = load::<A>(&mut tx, &self.cache, cmd.tenant_id, cmd.stream_id).await?;
         if let Some(expected) = cmd.ctx.expected_version {
             if expected != current {
-                return Err(ApiError::Conflict {
-                    detail: format!("If-Match expected version {expected} but the stream is at version {current}"),
-                    current_version: Some(current),
-                });
+                return Err(JournalError::conflict(
+                    format!("If-Match expected version {expected} but the stream is at version {current}"),
+                    Some(current),
+                ));
             }
         }
         let looked = lookup(&mut tx, cmd.tenant_id, cmd.stream_id, &cmd.lookup, current).await?;
-        let new_events = decide(state.as_ref(), looked).map_err(|e| match ApiError::from(e) {
-            ApiError::Conflict { detail, .. } => ApiError::Conflict { detail, current_version: Some(current) },
-            other => other,
-        })?;
+        let new_events = decide(state.as_ref(), looked).map_err(|error| JournalError::Rejected { error, current })?;
 
         let mut version = current;
         // A command that appends nothing answers with the stream's last position.
@@ -212,25 +234,21 @@ impl Journal {
             position = append(&mut tx, &envelope).await?;
         }
         let token = PositionToken { tenant_id: cmd.tenant_id, stream_id: cmd.stream_id, version, position };
-        let reply = CommandReply {
-            status: if new_events.is_empty() { StatusCode::OK } else { cmd.success },
-            body: json!({
-                "id": cmd.stream_id,
-                "version": version,
-                "events_appended": new_events.len(),
-                "position": token.sign(&self.keys),
-            }),
+        let recorded = Recorded {
+            id: cmd.stream_id,
+            version,
+            events_appended: new_events.len(),
+            position: token.sign(&self.keys),
         };
         if let Some(key) = &cmd.ctx.idempotency_key {
             let stored = sqlx::query(
-                "INSERT INTO eventstore.idempotency (tenant_id, key, request_hash, status, response)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                "INSERT INTO eventstore.idempotency (tenant_id, key, request_hash, response)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
             )
             .bind(cmd.ctx.caller.tenant_id)
             .bind(key)
             .bind(&cmd.request_hash)
-            .bind(reply.status.as_u16() as i16)
-            .bind(&reply.body)
+            .bind(sqlx::types::Json(&recorded))
             .execute(&mut *tx)
             .await?;
             if stored.rows_affected() == 0 {
@@ -238,7 +256,7 @@ impl Journal {
                 return self
                     .stored_reply(cmd.tenant_id, key, &cmd.request_hash)
                     .await?
-                    .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("idempotency record vanished")));
+                    .ok_or_else(|| JournalError::Unreadable(anyhow::anyhow!("idempotency record vanished")));
             }
         }
         tx.commit().await?;
@@ -246,12 +264,12 @@ impl Journal {
         if !new_events.is_empty() {
             self.published.notify_one();
         }
-        Ok(reply)
+        Ok(recorded)
     }
 
-    async fn stored_reply(&self, tenant: Uuid, key: &str, hash: &str) -> Result<Option<CommandReply>, ApiError> {
-        let row: Option<(String, i16, Value)> = sqlx::query_as(
-            "SELECT request_hash, status, response FROM eventstore.idempotency WHERE tenant_id = $1 AND key = $2",
+    async fn stored_reply(&self, tenant: Uuid, key: &str, hash: &str) -> Result<Option<Recorded>, JournalError> {
+        let row: Option<(String, Value)> = sqlx::query_as(
+            "SELECT request_hash, response FROM eventstore.idempotency WHERE tenant_id = $1 AND key = $2",
         )
         .bind(tenant)
         .bind(key)
@@ -259,16 +277,12 @@ impl Journal {
         .await?;
         match row {
             None => Ok(None),
-            Some((stored_hash, _, _)) if stored_hash != hash => Err(ApiError::unprocessable(
-                "this Idempotency-Key was already used for a different request; use a new key",
-            )),
-            Some((_, status, body)) => {
-                Ok(Some(CommandReply { status: StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK), body }))
-            }
+            Some((stored_hash, _)) if stored_hash != hash => Err(JournalError::KeyReused),
+            Some((_, response)) => Ok(Some(serde_json::from_value(response).map_err(anyhow::Error::from)?)),
         }
     }
 
-    pub async fn current_version(&self, tenant: Uuid, stream: Uuid) -> Result<i64, ApiError> {
+    pub async fn current_version(&self, tenant: Uuid, stream: Uuid) -> Result<i64, JournalError> {
         let v: Option<i64> = sqlx::query_scalar(
             "SELECT max(stream_version) FROM eventstore.events WHERE tenant_id = $1 AND stream_id = $2",
         )
@@ -280,18 +294,18 @@ impl Journal {
     }
 
     /// A stream's current state (None: no such stream in this tenant).
-    pub async fn state<A: Aggregate>(&self, tenant: Uuid, stream: Uuid) -> Result<Option<A>, ApiError> {
+    pub async fn state<A: Aggregate>(&self, tenant: Uuid, stream: Uuid) -> Result<Option<A>, JournalError> {
         Ok(self.state_at::<A>(tenant, stream).await?.0)
     }
 
     /// A stream's current state with the version it is at (0: no such stream).
-    pub async fn state_at<A: Aggregate>(&self, tenant: Uuid, stream: Uuid) -> Result<(Option<A>, i64), ApiError> {
+    pub async fn state_at<A: Aggregate>(&self, tenant: Uuid, stream: Uuid) -> Result<(Option<A>, i64), JournalError> {
         let mut conn = self.pool.acquire().await?;
         load::<A>(&mut conn, &self.cache, tenant, stream).await
     }
 
     /// A user's password hash (None: no such user in the tenant).
-    pub async fn credential(&self, tenant: Uuid, user: Uuid) -> Result<Option<String>, ApiError> {
+    pub async fn credential(&self, tenant: Uuid, user: Uuid) -> Result<Option<String>, JournalError> {
         Ok(sqlx::query_scalar("SELECT password_hash FROM eventstore.credentials WHERE tenant_id = $1 AND user_id = $2")
             .bind(tenant)
             .bind(user)
@@ -302,7 +316,7 @@ impl Journal {
     /// Every stream of one kind in a tenant, folded (for small sets such as definitions).
     /// Streams are found by their first events, along a partial index of stream starts, so
     /// the cost follows the number of such streams, not the size of the tenant's journal.
-    pub async fn all<A: Aggregate>(&self, tenant: Uuid) -> Result<Vec<A>, ApiError> {
+    pub async fn all<A: Aggregate>(&self, tenant: Uuid) -> Result<Vec<A>, JournalError> {
         let ids: Vec<Uuid> = sqlx::query_scalar(
             "SELECT stream_id FROM eventstore.events
              WHERE tenant_id = $1 AND stream_type = $2 AND stream_version = 1 ORDER BY stream_id",
@@ -321,7 +335,7 @@ impl Journal {
         Ok(states)
     }
 
-    pub async fn tenant(&self, tenant: Uuid) -> Result<Option<Tenant>, ApiError> {
+    pub async fn tenant(&self, tenant: Uuid) -> Result<Option<Tenant>, JournalError> {
         self.state::<Tenant>(tenant, tenant).await
     }
 
@@ -331,7 +345,7 @@ impl Journal {
         &self,
         slug: &str,
         username: &str,
-    ) -> Result<Option<(Uuid, Uuid, Option<String>)>, ApiError> {
+    ) -> Result<Option<(Uuid, Uuid, Option<String>)>, JournalError> {
         Ok(sqlx::query_as(
             "SELECT s.tenant_id, n.user_id, c.password_hash FROM eventstore.tenant_slugs s
              JOIN eventstore.user_names n ON n.tenant_id = s.tenant_id AND n.username = $2
@@ -353,7 +367,7 @@ async fn load<A: Aggregate>(
     cache: &StreamCache,
     tenant: Uuid,
     stream: Uuid,
-) -> Result<(Option<A>, i64), ApiError> {
+) -> Result<(Option<A>, i64), JournalError> {
     let (mut state, cached) = cache.get::<A>(tenant, A::STREAM, stream).unwrap_or((None, 0));
     let rows: Vec<(String, i16, Value, i64)> = sqlx::query_as(
         "SELECT event_type, schema_version, envelope->'payload', stream_version
@@ -369,7 +383,7 @@ async fn load<A: Aggregate>(
     .await?;
     let mut version = cached;
     for (event_type, schema_version, payload, v) in rows {
-        let event = A::Event::decode(&event_type, schema_version as u16, payload).map_err(|e| anyhow::anyhow!(e))?;
+        let event = A::Event::decode(&event_type, schema_version as u16, payload).map_err(anyhow::Error::from)?;
         state = A::evolve(state, &event);
         version = v;
     }
@@ -385,7 +399,7 @@ async fn lookup(
     stream: Uuid,
     lookup: &Lookup,
     current_version: i64,
-) -> Result<Looked, ApiError> {
+) -> Result<Looked, JournalError> {
     match lookup {
         Lookup::Nothing => Ok(Looked::default()),
         Lookup::CaseNumber if current_version > 0 => Ok(Looked::default()),
@@ -411,40 +425,22 @@ async fn lookup(
             .execute(&mut **tx)
             .await?;
             if claimed.rows_affected() == 0 {
-                return Err(ApiError::Conflict {
-                    detail: format!("the slug {slug:?} is taken or this tenant exists already"),
-                    current_version: Some(current_version),
-                });
+                return Err(JournalError::conflict(
+                    format!("the slug {slug:?} is taken or this tenant exists already"),
+                    Some(current_version),
+                ));
             }
             Ok(Looked::default())
         }
         Lookup::UniqueName { kind, name } => {
-            let claimed = sqlx::query(
-                "INSERT INTO eventstore.unique_names (tenant_id, kind, name, stream_id) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (tenant_id, kind, name) DO UPDATE SET stream_id = EXCLUDED.stream_id
-                 WHERE eventstore.unique_names.stream_id = EXCLUDED.stream_id",
-            )
-            .bind(tenant)
-            .bind(kind)
-            .bind(name)
-            .bind(stream)
-            .execute(&mut **tx)
-            .await?;
-            if claimed.rows_affected() == 0 {
-                return Err(ApiError::Conflict {
-                    detail: format!("a {} named {name:?} already exists in this tenant", kind.replace('_', " ")),
-                    current_version: Some(current_version),
-                });
+            let names =
+                Unique { table: "eventstore.unique_names", column: "name", owner: "stream_id", kind: Some(kind) };
+            if !names.claim(tx, tenant, stream, name).await? {
+                return Err(JournalError::conflict(
+                    format!("a {} named {name:?} already exists in this tenant", kind.replace('_', " ")),
+                    Some(current_version),
+                ));
             }
-            sqlx::query(
-                "DELETE FROM eventstore.unique_names WHERE tenant_id = $1 AND kind = $2 AND stream_id = $4 AND name <> $3",
-            )
-            .bind(tenant)
-            .bind(kind)
-            .bind(name)
-            .bind(stream)
-            .execute(&mut **tx)
-            .await?;
             Ok(Looked::default())
         }
         Lookup::Password { password_hash } => {
@@ -455,49 +451,80 @@ async fn lookup(
             if let Some(hash) = password_hash {
                 store_credential(tx, tenant, stream, hash).await?;
             }
-            let taken = |what: &str, value: &str| ApiError::Conflict {
-                detail: format!("the {what} {value:?} is already used by another user of this tenant"),
-                current_version: Some(current_version),
+            let taken = |what: &str, value: &str| {
+                JournalError::conflict(
+                    format!("the {what} {value:?} is already used by another user of this tenant"),
+                    Some(current_version),
+                )
             };
-            if let Some(username) = username {
-                let claimed = sqlx::query(
-                    "INSERT INTO eventstore.user_names (tenant_id, username, user_id) VALUES ($1, $2, $3)
-                     ON CONFLICT (tenant_id, username) DO UPDATE SET user_id = EXCLUDED.user_id
-                     WHERE eventstore.user_names.user_id = EXCLUDED.user_id",
-                )
-                .bind(tenant)
-                .bind(username)
-                .bind(stream)
-                .execute(&mut **tx)
-                .await?;
-                if claimed.rows_affected() == 0 {
-                    return Err(taken("username", username));
+            let identities = [
+                (Unique { table: "eventstore.user_names", column: "username", owner: "user_id", kind: None }, username),
+                (Unique { table: "eventstore.user_emails", column: "email", owner: "user_id", kind: None }, email),
+            ];
+            for (unique, value) in identities {
+                if let Some(value) = value {
+                    if !unique.claim(tx, tenant, stream, value).await? {
+                        return Err(taken(unique.column, value));
+                    }
                 }
-            }
-            if let Some(email) = email {
-                let claimed = sqlx::query(
-                    "INSERT INTO eventstore.user_emails (tenant_id, email, user_id) VALUES ($1, $2, $3)
-                     ON CONFLICT (tenant_id, email) DO UPDATE SET user_id = EXCLUDED.user_id
-                     WHERE eventstore.user_emails.user_id = EXCLUDED.user_id",
-                )
-                .bind(tenant)
-                .bind(email)
-                .bind(stream)
-                .execute(&mut **tx)
-                .await?;
-                if claimed.rows_affected() == 0 {
-                    return Err(taken("email", email));
-                }
-                // The user's previous address becomes free for others.
-                sqlx::query("DELETE FROM eventstore.user_emails WHERE tenant_id = $1 AND user_id = $3 AND email <> $2")
-                    .bind(tenant)
-                    .bind(email)
-                    .bind(stream)
-                    .execute(&mut **tx)
-                    .await?;
             }
             Ok(Looked::default())
         }
+    }
+}
+
+/// A uniqueness table of the journal: `column` values unique per tenant (and `kind`),
+/// each held by the stream in `owner`.
+struct Unique<'a> {
+    table: &'static str,
+    column: &'static str,
+    owner: &'static str,
+    kind: Option<&'a str>,
+}
+
+impl Unique<'_> {
+    /// Claims `value` for `stream`, in the command's transaction, and frees what the
+    /// stream held before (a rename, a new address). False: another stream holds it.
+    /// Claiming what the stream holds already is a no-op.
+    async fn claim(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        tenant: Uuid,
+        stream: Uuid,
+        value: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let Self { table, column, owner, kind } = self;
+        let (kind_column, kind_value, kind_match) =
+            if kind.is_some() { (", kind", ", $4", " AND kind = $4") } else { ("", "", "") };
+        let insert = format!(
+            "INSERT INTO {table} (tenant_id, {column}, {owner}{kind_column}) VALUES ($1, $2, $3{kind_value})
+             ON CONFLICT (tenant_id{kind_column}, {column}) DO UPDATE SET {owner} = EXCLUDED.{owner}
+             WHERE {table}.{owner} = EXCLUDED.{owner}"
+        );
+        let release =
+            format!("DELETE FROM {table} WHERE tenant_id = $1 AND {owner} = $3 AND {column} <> $2{kind_match}");
+        if self.run(tx, &insert, tenant, stream, value).await? == 0 {
+            return Ok(false);
+        }
+        self.run(tx, &release, tenant, stream, value).await?;
+        Ok(true)
+    }
+
+    /// One statement of a claim: `$1` the tenant, `$2` the value, `$3` the stream, `$4` the kind.
+    async fn run(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        sql: &str,
+        tenant: Uuid,
+        stream: Uuid,
+        value: &str,
+    ) -> Result<u64, sqlx::Error> {
+        let query = sqlx::query(sql).bind(tenant).bind(value).bind(stream);
+        let query = match self.kind {
+            Some(kind) => query.bind(kind),
+            None => query,
+        };
+        Ok(query.execute(&mut **tx).await?.rows_affected())
     }
 }
 
@@ -507,7 +534,7 @@ async fn store_credential(
     tenant: Uuid,
     user: Uuid,
     password_hash: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), JournalError> {
     sqlx::query(
         "INSERT INTO eventstore.credentials (tenant_id, user_id, password_hash) VALUES ($1, $2, $3)
          ON CONFLICT (tenant_id, user_id) DO UPDATE SET password_hash = EXCLUDED.password_hash, changed_at = now()",
@@ -520,7 +547,7 @@ async fn store_credential(
     Ok(())
 }
 
-async fn last_position(tx: &mut Transaction<'_, Postgres>, tenant: Uuid, stream: Uuid) -> Result<i64, ApiError> {
+async fn last_position(tx: &mut Transaction<'_, Postgres>, tenant: Uuid, stream: Uuid) -> Result<i64, JournalError> {
     let p: Option<i64> =
         sqlx::query_scalar("SELECT max(position) FROM eventstore.events WHERE tenant_id = $1 AND stream_id = $2")
             .bind(tenant)
@@ -530,7 +557,7 @@ async fn last_position(tx: &mut Transaction<'_, Postgres>, tenant: Uuid, stream:
     Ok(p.unwrap_or(0))
 }
 
-async fn append(tx: &mut Transaction<'_, Postgres>, e: &EventEnvelope) -> Result<i64, ApiError> {
+async fn append(tx: &mut Transaction<'_, Postgres>, e: &EventEnvelope) -> Result<i64, JournalError> {
     let envelope = serde_json::to_value(e).map_err(|err| anyhow::anyhow!(err))?;
     // The event and its outbox entry in one statement: one round trip fewer per event.
     let inserted = sqlx::query_scalar::<_, i64>(
@@ -554,10 +581,7 @@ async fn append(tx: &mut Transaction<'_, Postgres>, e: &EventEnvelope) -> Result
     let position = match inserted {
         Ok(p) => p,
         Err(sqlx::Error::Database(db)) if db.constraint() == Some("events_tenant_stream_version_unique") => {
-            return Err(ApiError::Conflict {
-                detail: "the stream was changed concurrently: re-read it and retry".into(),
-                current_version: None,
-            })
+            return Err(JournalError::conflict("the stream was changed concurrently: re-read it and retry", None))
         }
         Err(other) => return Err(other.into()),
     };

@@ -15,8 +15,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::AppState;
+use super::CommandReply;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CommandReply, Lookup};
+use crate::journal::{fingerprint, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
 use events::workflow;
 
@@ -93,9 +94,7 @@ async fn create(
         validation_rules: body.validation_rules.unwrap_or_else(|| Value::Object(Default::default())),
         workflow_id: body.workflow_id,
     };
-    let mut reply = run(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd).await?;
-    reply.body["location"] = format!("/v1/case-types/{id}").into();
-    Ok(reply)
+    Ok(run(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd).await?.at(format!("/v1/case-types/{id}")))
 }
 
 #[utoipa::path(patch, path = "/v1/case-types/{id}", tag = "case-types", operation_id = "case_types_update", params(("id" = Uuid, Path)), request_body = UpdateBody, responses(runtime::openapi::CommandAnswered))]

@@ -16,8 +16,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::AppState;
+use super::CommandReply;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, Command, CommandReply, Lookup};
+use crate::journal::{fingerprint, Command, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
 use events::{case_type, field_definition, team, workflow};
 
@@ -116,31 +117,26 @@ async fn open(
         stream_id: case_id,
         request_hash: fingerprint(OpenCaseBody::NAME, None, &body),
         lookup: Lookup::CaseNumber,
-        success: StatusCode::CREATED,
     };
-    let mut reply = state
-        .journal
-        .execute::<case::Case>(command, |s, looked| {
-            let cmd = CaseCommand::Open(OpenCase {
-                case_number: looked.case_number.unwrap_or_default(),
-                case_type,
-                assignee,
-                title: body.title,
-                description: body.description,
-                priority: body.priority,
-                case_type_id: body.case_type_id,
-                assigned_to: body.assigned_to,
-                due_date: body.due_date,
-                tags: body.tags,
-                custom_fields: body.custom_fields,
-            });
-            case::decide(s, cmd, Context { actor: caller.user_id, now: Utc::now() })
-        })
-        .await?;
-    if let Some(id) = reply.body["id"].as_str().map(str::to_owned) {
-        reply.body["location"] = format!("/v1/cases/{id}").into();
-    }
-    Ok(reply)
+    let reply = super::execute::<case::Case>(&state, command, StatusCode::CREATED, |s, looked| {
+        let cmd = CaseCommand::Open(OpenCase {
+            case_number: looked.case_number.unwrap_or_default(),
+            case_type,
+            assignee,
+            title: body.title,
+            description: body.description,
+            priority: body.priority,
+            case_type_id: body.case_type_id,
+            assigned_to: body.assigned_to,
+            due_date: body.due_date,
+            tags: body.tags,
+            custom_fields: body.custom_fields,
+        });
+        case::decide(s, cmd, Context { actor: caller.user_id, now: Utc::now() })
+    })
+    .await?;
+    let location = format!("/v1/cases/{}", reply.recorded.id);
+    Ok(reply.at(location))
 }
 
 #[utoipa::path(patch, path = "/v1/cases/{id}", tag = "cases", operation_id = "cases_update", params(("id" = Uuid, Path)), request_body = UpdateCaseBody, responses(runtime::openapi::CommandAnswered))]
@@ -361,18 +357,12 @@ async fn run(
 ) -> Result<CommandReply, ApiError> {
     let caller = ctx.caller.require(permission)?;
     super::ensure_active_tenant(state, caller.tenant_id).await?;
-    let command = Command {
-        ctx,
-        tenant_id: caller.tenant_id,
-        stream_id: id,
-        request_hash: hash,
-        lookup: Lookup::Nothing,
-        success: StatusCode::OK,
-    };
-    state
-        .journal
-        .execute::<case::Case>(command, |s, _| case::decide(s, cmd, Context { actor: caller.user_id, now: Utc::now() }))
-        .await
+    let command =
+        Command { ctx, tenant_id: caller.tenant_id, stream_id: id, request_hash: hash, lookup: Lookup::Nothing };
+    super::execute::<case::Case>(&state, command, StatusCode::OK, |s, _| {
+        case::decide(s, cmd, Context { actor: caller.user_id, now: Utc::now() })
+    })
+    .await
 }
 
 /// The case type a case refers to, as `decide` needs it (None: no such type here).

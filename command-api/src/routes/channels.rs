@@ -16,8 +16,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::AppState;
+use super::CommandReply;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, Command, CommandReply, Lookup};
+use crate::journal::{fingerprint, Command, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
 use events::case;
 
@@ -92,9 +93,7 @@ async fn create(
     let lookup = Lookup::UniqueName { kind: KIND, name: normalise_name(&body.name) };
     let cmd =
         ChannelCommand::Create { name: body.name, channel_type: body.channel_type, configuration: body.configuration };
-    let mut reply = run(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd).await?;
-    reply.body["location"] = format!("/v1/channels/{id}").into();
-    Ok(reply)
+    Ok(run(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd).await?.at(format!("/v1/channels/{id}")))
 }
 
 #[utoipa::path(patch, path = "/v1/channels/{id}", tag = "channels", operation_id = "channels_update", params(("id" = Uuid, Path)), request_body = UpdateBody, responses(runtime::openapi::CommandAnswered))]
@@ -163,14 +162,8 @@ async fn record_interaction(
         Some(_) => Reference::Usable,
     };
     let id = Uuid::now_v7();
-    let command = Command {
-        ctx: &ctx,
-        tenant_id: caller.tenant_id,
-        stream_id: id,
-        request_hash: hash,
-        lookup: Lookup::Nothing,
-        success: StatusCode::CREATED,
-    };
+    let command =
+        Command { ctx: &ctx, tenant_id: caller.tenant_id, stream_id: id, request_hash: hash, lookup: Lookup::Nothing };
     let cmd = RecordInteraction {
         case_id,
         case,
@@ -183,8 +176,8 @@ async fn record_interaction(
         metadata: body.metadata,
         occurred_at: body.occurred_at,
     };
-    state
-        .journal
-        .execute::<interaction::Interaction>(command, |s, _| interaction::decide(s, cmd, caller.user_id, Utc::now()))
-        .await
+    super::execute::<interaction::Interaction>(&state, command, StatusCode::CREATED, |s, _| {
+        interaction::decide(s, cmd, caller.user_id, Utc::now())
+    })
+    .await
 }

@@ -13,8 +13,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::AppState;
+use super::CommandReply;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CommandReply, Lookup};
+use crate::journal::{fingerprint, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -65,9 +66,7 @@ async fn define(
         Lookup::UniqueName { kind: "custom_field", name: format!("{}.{}", body.entity_type.as_str(), body.field_name) };
     let cmd =
         FieldDefinitionCommand::Create { entity_type: body.entity_type, field_name: body.field_name, spec: body.spec };
-    let mut reply = run(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd).await?;
-    reply.body["location"] = format!("/v1/custom-fields/{id}").into();
-    Ok(reply)
+    Ok(run(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd).await?.at(format!("/v1/custom-fields/{id}")))
 }
 
 #[utoipa::path(put, path = "/v1/custom-fields/{id}", tag = "custom-fields", operation_id = "custom_fields_update", params(("id" = Uuid, Path)), request_body = UpdateBody, responses(runtime::openapi::CommandAnswered))]

@@ -16,8 +16,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::AppState;
+use super::CommandReply;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CommandReply, Lookup};
+use crate::journal::{fingerprint, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
 use events::case;
 
@@ -66,9 +67,7 @@ async fn attach(
         metadata: body.metadata,
     };
     let id = Uuid::now_v7();
-    let mut reply = run(&state, &ctx, id, hash, StatusCode::CREATED, cmd).await?;
-    reply.body["location"] = format!("/v1/documents/{id}").into();
-    Ok(reply)
+    Ok(run(&state, &ctx, id, hash, StatusCode::CREATED, cmd).await?.at(format!("/v1/documents/{id}")))
 }
 
 #[utoipa::path(delete, path = "/v1/documents/{id}", tag = "documents", operation_id = "documents_remove", params(("id" = Uuid, Path)), responses(runtime::openapi::CommandAnswered))]

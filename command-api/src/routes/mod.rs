@@ -51,7 +51,7 @@ mod users;
 mod workflows;
 
 use axum::extract::FromRef;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use events::tenant::TenantStatus;
@@ -60,9 +60,9 @@ use runtime::openapi::BearerAuth;
 use runtime::ApiError;
 
 use crate::context::CommandContext;
-use crate::journal::{Command, CommandReply, Journal, Lookup};
+use crate::journal::{Command, Journal, JournalError, Lookup, Recorded};
 use events::user;
-use events::Aggregate;
+use events::{Aggregate, DomainError};
 
 /// A command body with no fields (`{}`), still versioned like every other.
 #[derive(serde::Serialize, serde::Deserialize, Default)]
@@ -145,19 +145,76 @@ async fn count_commands(request: axum::extract::Request, next: axum::middleware:
     response
 }
 
+/// The answer to a command: what the journal recorded, with the route's status for it
+/// (`success` when events were appended, 200 when nothing changed) and, for a creation,
+/// where the new resource is. A retried Idempotency-Key gets the same answer: the status
+/// follows from the stored record the same way.
+#[derive(Debug, Clone)]
+pub struct CommandReply {
+    pub status: StatusCode,
+    pub recorded: Recorded,
+    pub location: Option<String>,
+}
+
+impl CommandReply {
+    pub fn new(recorded: Recorded, success: StatusCode) -> Self {
+        let status = if recorded.events_appended == 0 { StatusCode::OK } else { success };
+        Self { status, recorded, location: None }
+    }
+
+    /// The reply, naming where the resource it created lives.
+    pub fn at(mut self, location: String) -> Self {
+        self.location = Some(location);
+        self
+    }
+}
+
 impl IntoResponse for CommandReply {
     fn into_response(self) -> Response {
-        let version = self.version();
-        let location = self.body["location"].as_str().map(str::to_owned);
-        let mut response = (self.status, axum::Json(self.body)).into_response();
-        if let Some(etag) = version.and_then(|v| HeaderValue::from_str(&format!("\"{v}\"")).ok()) {
+        let mut body = serde_json::json!({
+            "id": self.recorded.id,
+            "version": self.recorded.version,
+            "events_appended": self.recorded.events_appended,
+            "position": self.recorded.position,
+        });
+        if let Some(location) = &self.location {
+            body["location"] = location.as_str().into();
+        }
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", self.recorded.version)) {
             response.headers_mut().insert(header::ETAG, etag);
         }
-        if let Some(location) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
             response.headers_mut().insert(header::LOCATION, location);
         }
         response
     }
+}
+
+/// What each refusal of the journal is in HTTP.
+impl From<JournalError> for ApiError {
+    fn from(e: JournalError) -> Self {
+        match e {
+            JournalError::Conflict { detail, current } => ApiError::Conflict { detail, current_version: current },
+            JournalError::Rejected { error: DomainError::Conflict(detail), current } => {
+                ApiError::Conflict { detail, current_version: Some(current) }
+            }
+            JournalError::Rejected { error, .. } => error.into(),
+            JournalError::KeyReused => ApiError::unprocessable(e.to_string()),
+            JournalError::Db(e) => e.into(),
+            JournalError::Unreadable(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+/// Runs a command through the journal and answers it: `success` if it appended events.
+pub(crate) async fn execute<A: Aggregate>(
+    state: &AppState,
+    command: Command<'_>,
+    success: StatusCode,
+    decide: impl FnOnce(Option<&A>, crate::journal::Looked) -> Result<Vec<A::Event>, DomainError>,
+) -> Result<CommandReply, ApiError> {
+    Ok(CommandReply::new(state.journal.execute::<A>(command, decide).await?, success))
 }
 
 /// Runs a command on a stream of the caller's tenant, which must be provisioned and
@@ -168,12 +225,12 @@ pub(crate) async fn execute_in_tenant<A: Aggregate>(
     stream_id: uuid::Uuid,
     request_hash: String,
     lookup: Lookup,
-    success: axum::http::StatusCode,
-    decide: impl FnOnce(Option<&A>) -> Result<Vec<A::Event>, events::DomainError>,
+    success: StatusCode,
+    decide: impl FnOnce(Option<&A>) -> Result<Vec<A::Event>, DomainError>,
 ) -> Result<CommandReply, ApiError> {
     ensure_active_tenant(state, ctx.caller.tenant_id).await?;
-    let command = Command { ctx, tenant_id: ctx.caller.tenant_id, stream_id, request_hash, lookup, success };
-    state.journal.execute::<A>(command, |s, _| decide(s)).await
+    let command = Command { ctx, tenant_id: ctx.caller.tenant_id, stream_id, request_hash, lookup };
+    execute::<A>(state, command, success, |s, _| decide(s)).await
 }
 
 /// Commands inside a tenant need it provisioned and not suspended.

@@ -15,8 +15,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::AppState;
+use super::CommandReply;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CommandReply, Lookup};
+use crate::journal::{fingerprint, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
 use events::case;
 
@@ -96,9 +97,7 @@ async fn add(
         attachments,
     };
     let id = Uuid::now_v7();
-    let mut reply = run(&state, &ctx, id, hash, StatusCode::CREATED, cmd).await?;
-    reply.body["location"] = format!("/v1/notes/{id}").into();
-    Ok(reply)
+    Ok(run(&state, &ctx, id, hash, StatusCode::CREATED, cmd).await?.at(format!("/v1/notes/{id}")))
 }
 
 /// The author may change their note; others need notes:moderate.

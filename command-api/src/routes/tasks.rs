@@ -15,8 +15,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::AppState;
+use super::CommandReply;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CommandReply, Lookup};
+use crate::journal::{fingerprint, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
 use events::case;
 
@@ -100,9 +101,7 @@ async fn create(
         due_date: body.due_date,
     };
     let id = Uuid::now_v7();
-    let mut reply = run(&state, &ctx, id, hash, StatusCode::CREATED, cmd).await?;
-    reply.body["location"] = format!("/v1/tasks/{id}").into();
-    Ok(reply)
+    Ok(run(&state, &ctx, id, hash, StatusCode::CREATED, cmd).await?.at(format!("/v1/tasks/{id}")))
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/assignment", tag = "tasks", operation_id = "tasks_assign", params(("id" = Uuid, Path)), request_body = AssignBody, responses(runtime::openapi::CommandAnswered))]

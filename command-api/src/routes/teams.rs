@@ -14,8 +14,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::AppState;
+use super::CommandReply;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CommandReply, Lookup};
+use crate::journal::{fingerprint, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
 use events::user;
 
@@ -76,9 +77,7 @@ async fn create(
     let team_id = Uuid::now_v7();
     let lookup = Lookup::UniqueName { kind: "team", name: normalise_name(&body.name) };
     let cmd = TeamCommand::Create { name: body.name, description: body.description };
-    let mut reply = run(&state, &ctx, team_id, hash, lookup, StatusCode::CREATED, cmd).await?;
-    reply.body["location"] = format!("/v1/teams/{team_id}").into();
-    Ok(reply)
+    Ok(run(&state, &ctx, team_id, hash, lookup, StatusCode::CREATED, cmd).await?.at(format!("/v1/teams/{team_id}")))
 }
 
 #[utoipa::path(patch, path = "/v1/teams/{id}", tag = "teams", operation_id = "teams_rename", params(("id" = Uuid, Path)), request_body = RenameBody, responses(runtime::openapi::CommandAnswered))]

@@ -19,8 +19,9 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::AppState;
+use super::CommandReply;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CommandReply, Lookup};
+use crate::journal::{fingerprint, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
 use events::{case, user};
 
@@ -98,9 +99,7 @@ async fn create(
         tags: body.tags,
         category: body.category,
     };
-    let mut reply = run(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd).await?;
-    reply.body["location"] = format!("/v1/message-templates/{id}").into();
-    Ok(reply)
+    Ok(run(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd).await?.at(format!("/v1/message-templates/{id}")))
 }
 
 #[utoipa::path(patch, path = "/v1/message-templates/{id}", tag = "templates", operation_id = "templates_update", params(("id" = Uuid, Path)), request_body = UpdateBody, responses(runtime::openapi::CommandAnswered))]

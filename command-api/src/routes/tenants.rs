@@ -13,8 +13,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::AppState;
+use super::CommandReply;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, Command, CommandReply, Lookup};
+use crate::journal::{fingerprint, Command, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -85,11 +86,12 @@ async fn provision(
         stream_id: tenant_id,
         request_hash: fingerprint(ProvisionTenant::NAME, None, &body),
         lookup: Lookup::TenantSlug(body.slug.clone()),
-        success: StatusCode::CREATED,
     };
     let provision = TenantCommand::Provision { name: body.name, slug: body.slug, settings: body.settings };
-    let reply =
-        state.journal.execute::<tenant::Tenant>(command, |s, _| tenant::decide(s, provision, Utc::now())).await?;
+    let reply = super::execute::<tenant::Tenant>(&state, command, StatusCode::CREATED, |s, _| {
+        tenant::decide(s, provision, Utc::now())
+    })
+    .await?;
     state.sessions.publish_rate_limits(tenant_id, &overrides).await?;
     Ok(reply)
 }
@@ -176,13 +178,6 @@ async fn run(
     hash: String,
     cmd: TenantCommand,
 ) -> Result<CommandReply, ApiError> {
-    let command = Command {
-        ctx,
-        tenant_id: id,
-        stream_id: id,
-        request_hash: hash,
-        lookup: Lookup::Nothing,
-        success: StatusCode::OK,
-    };
-    state.journal.execute::<tenant::Tenant>(command, |s, _| tenant::decide(s, cmd, Utc::now())).await
+    let command = Command { ctx, tenant_id: id, stream_id: id, request_hash: hash, lookup: Lookup::Nothing };
+    super::execute::<tenant::Tenant>(&state, command, StatusCode::OK, |s, _| tenant::decide(s, cmd, Utc::now())).await
 }

@@ -22,8 +22,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::AppState;
+use super::CommandReply;
 use crate::context::{rights_of, CommandContext, RequestFacts};
-use crate::journal::{fingerprint, Command, CommandReply, Lookup};
+use crate::journal::{fingerprint, Command, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
 
 const MIN_PASSWORD: usize = 12;
@@ -222,7 +223,6 @@ async fn create(
             email: Some(email),
             password_hash: Some(password_hash),
         },
-        success: StatusCode::CREATED,
     };
     let cmd = UserCommand::Create(CreateUser {
         username: body.username,
@@ -231,11 +231,11 @@ async fn create(
         last_name: body.last_name,
         role: body.role,
     });
-    let mut reply = state.journal.execute::<user::User>(command, |s, _| user::decide(s, cmd, Utc::now())).await?;
-    if let Some(id) = reply.body["id"].as_str().map(str::to_owned) {
-        reply.body["location"] = format!("/v1/users/{id}").into();
-    }
-    Ok(reply)
+    let reply =
+        super::execute::<user::User>(&state, command, StatusCode::CREATED, |s, _| user::decide(s, cmd, Utc::now()))
+            .await?;
+    let location = format!("/v1/users/{}", reply.recorded.id);
+    Ok(reply.at(location))
 }
 
 /// Users may change their own profile and preferences; anything else needs users:manage.
@@ -570,9 +570,11 @@ async fn login(
         stream_id: user_id,
         request_hash: fingerprint("record_login", Some(user_id), &()),
         lookup: Lookup::Nothing,
-        success: StatusCode::OK,
     };
-    state.journal.execute::<user::User>(command, |s, _| user::decide(s, UserCommand::RecordLogin, Utc::now())).await?;
+    super::execute::<user::User>(&state, command, StatusCode::OK, |s, _| {
+        user::decide(s, UserCommand::RecordLogin, Utc::now())
+    })
+    .await?;
     // The rights every request of this session is checked against, as of this login.
     let (user, version) = match state.journal.state_at::<user::User>(tenant_id, user_id).await? {
         (Some(user), version) => (user, version),

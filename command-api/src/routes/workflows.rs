@@ -13,8 +13,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::AppState;
+use super::CommandReply;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, CommandReply, Lookup};
+use crate::journal::{fingerprint, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
 
 const KIND: &str = "workflow";
@@ -67,9 +68,7 @@ async fn create(
     let id = Uuid::now_v7();
     let lookup = Lookup::UniqueName { kind: KIND, name: body.name.trim().to_lowercase() };
     let cmd = WorkflowCommand::Create { name: body.name, description: body.description, definition: body.definition };
-    let mut reply = run(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd).await?;
-    reply.body["location"] = format!("/v1/workflows/{id}").into();
-    Ok(reply)
+    Ok(run(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd).await?.at(format!("/v1/workflows/{id}")))
 }
 
 #[utoipa::path(patch, path = "/v1/workflows/{id}", tag = "workflows", operation_id = "workflows_update", params(("id" = Uuid, Path)), request_body = UpdateBody, responses(runtime::openapi::CommandAnswered))]
