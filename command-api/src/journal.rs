@@ -433,8 +433,13 @@ async fn lookup(
             Ok(Looked::default())
         }
         Lookup::UniqueName { kind, name } => {
-            let names =
-                Unique { table: "eventstore.unique_names", column: "name", owner: "stream_id", kind: Some(kind) };
+            let names = Unique {
+                table: "eventstore.unique_names",
+                column: "name",
+                owner: "stream_id",
+                kind: Some(kind),
+                releases: true,
+            };
             if !names.claim(tx, tenant, stream, name).await? {
                 return Err(JournalError::conflict(
                     format!("a {} named {name:?} already exists in this tenant", kind.replace('_', " ")),
@@ -458,8 +463,27 @@ async fn lookup(
                 )
             };
             let identities = [
-                (Unique { table: "eventstore.user_names", column: "username", owner: "user_id", kind: None }, username),
-                (Unique { table: "eventstore.user_emails", column: "email", owner: "user_id", kind: None }, email),
+                // A username is claimed once, at creation; an address changes.
+                (
+                    Unique {
+                        table: "eventstore.user_names",
+                        column: "username",
+                        owner: "user_id",
+                        kind: None,
+                        releases: false,
+                    },
+                    username,
+                ),
+                (
+                    Unique {
+                        table: "eventstore.user_emails",
+                        column: "email",
+                        owner: "user_id",
+                        kind: None,
+                        releases: true,
+                    },
+                    email,
+                ),
             ];
             for (unique, value) in identities {
                 if let Some(value) = value {
@@ -474,17 +498,19 @@ async fn lookup(
 }
 
 /// A uniqueness table of the journal: `column` values unique per tenant (and `kind`),
-/// each held by the stream in `owner`.
+/// each held by the stream in `owner`; `releases`: a new claim frees the stream's old value.
 struct Unique<'a> {
     table: &'static str,
     column: &'static str,
     owner: &'static str,
     kind: Option<&'a str>,
+    releases: bool,
 }
 
 impl Unique<'_> {
     /// Claims `value` for `stream`, in the command's transaction, and frees what the
-    /// stream held before (a rename, a new address). False: another stream holds it.
+    /// stream held before (a rename, a new address) if the table `releases`. False:
+    /// another stream holds it.
     /// Claiming what the stream holds already is a no-op.
     async fn claim(
         &self,
@@ -493,7 +519,7 @@ impl Unique<'_> {
         stream: Uuid,
         value: &str,
     ) -> Result<bool, sqlx::Error> {
-        let Self { table, column, owner, kind } = self;
+        let Self { table, column, owner, kind, releases } = self;
         let (kind_column, kind_value, kind_match) =
             if kind.is_some() { (", kind", ", $4", " AND kind = $4") } else { ("", "", "") };
         let insert = format!(
@@ -506,7 +532,9 @@ impl Unique<'_> {
         if self.run(tx, &insert, tenant, stream, value).await? == 0 {
             return Ok(false);
         }
-        self.run(tx, &release, tenant, stream, value).await?;
+        if *releases {
+            self.run(tx, &release, tenant, stream, value).await?;
+        }
         Ok(true)
     }
 

@@ -1,24 +1,63 @@
 //! `command-api` serves commands; `command-api token ...` mints a bearer token with the
 //! configured secret (for operators, the run script and curl examples).
 
-use anyhow::Context;
+use clap::{Parser, Subcommand};
 use murima_command_api::Application;
 use runtime::auth::{JwtKeys, Role};
 use runtime::Settings;
 use uuid::Uuid;
 
+/// The command API; with no subcommand it serves (configured by the MURIMA_* environment).
+#[derive(Parser)]
+#[command(name = "command-api", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Task>,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Mints an operator's bearer token with the configured secret (MURIMA_JWT_SECRET).
+    Token {
+        /// The tenant the token acts in (the nil UUID: none, as a platform token).
+        #[arg(long, default_value_t = Uuid::nil())]
+        tenant: Uuid,
+        /// The user the token names (a new UUID when not given).
+        #[arg(long)]
+        user: Option<Uuid>,
+        /// agent, supervisor, admin or platform_admin.
+        #[arg(long, default_value = "agent", value_parser = parse_role)]
+        role: Role,
+        /// How long the token is valid.
+        #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(i64).range(1..=8760))]
+        hours: i64,
+    },
+    /// Applies the migrations and sets the services' passwords, then exits.
+    Migrate,
+}
+
+fn parse_role(raw: &str) -> Result<Role, String> {
+    serde_json::from_value(serde_json::Value::String(raw.to_owned()))
+        .map_err(|_| format!("{raw:?} is not a role: agent, supervisor, admin or platform_admin"))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cli = Cli::parse();
     let settings = Settings::from_env()?;
-    if args.first().map(String::as_str) == Some("token") {
-        return mint_token(&settings, &args[1..]);
+    match cli.command {
+        Some(Task::Token { tenant, user, role, hours }) => {
+            let user = user.unwrap_or_else(Uuid::now_v7);
+            let token = JwtKeys::new(&settings.jwt_secret).issue(user, tenant, role, chrono::Duration::hours(hours));
+            println!("{token}");
+            Ok(())
+        }
+        Some(Task::Migrate) => migrate(&settings).await,
+        None => {
+            runtime::telemetry::init("command-api");
+            Application::build(&settings).await?.run_until_stopped().await
+        }
     }
-    if args.first().map(String::as_str) == Some("migrate") {
-        return migrate(&settings).await;
-    }
-    runtime::telemetry::init("command-api");
-    Application::build(&settings).await?.run_until_stopped().await
 }
 
 /// `migrate`: applies the migrations with MURIMA_MIGRATION_DATABASE_URL (an owner of the
@@ -44,20 +83,5 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
         }
     }
     println!("migrated");
-    Ok(())
-}
-
-/// `token --tenant <uuid> --user <uuid> --role agent|supervisor|admin|platform_admin [--hours N]`
-fn mint_token(settings: &Settings, args: &[String]) -> anyhow::Result<()> {
-    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
-    let tenant: Uuid =
-        value("--tenant").unwrap_or_else(|| Uuid::nil().to_string()).parse().context("--tenant must be a UUID")?;
-    let user: Uuid =
-        value("--user").map(|u| u.parse()).transpose().context("--user must be a UUID")?.unwrap_or_else(Uuid::now_v7);
-    let role: Role =
-        serde_json::from_value(serde_json::Value::String(value("--role").unwrap_or_else(|| "agent".into())))
-            .context("--role must be agent, supervisor, admin or platform_admin")?;
-    let hours: i64 = value("--hours").unwrap_or_else(|| "24".into()).parse().context("--hours must be a number")?;
-    println!("{}", JwtKeys::new(&settings.jwt_secret).issue(user, tenant, role, chrono::Duration::hours(hours)));
     Ok(())
 }

@@ -367,19 +367,21 @@ pub async fn apply(projection: &Arc<dyn Projection>, group: &str, events: &[Even
         return Ok(());
     }
     let checkpoint = Checkpoint { group: group.to_owned(), topic: String::new(), positions: BTreeMap::new() };
-    let mut backoff = Duration::from_millis(100);
+    // Seven retries, 100 ms to 6.4 s apart (12.7 s in all), then the error.
+    let mut backoff = runtime::retry::delays(Duration::from_millis(100), Duration::from_secs(10)).take(7);
     loop {
         match projection.apply(events, &checkpoint).await {
             Ok(()) => return Ok(()),
             Err(ApplyError::Poison { event_id, reason }) => {
                 anyhow::bail!("event {event_id} cannot be applied: {reason}")
             }
-            Err(ApplyError::Transient(e) | ApplyError::Unexplained(e)) if backoff < Duration::from_secs(10) => {
-                tracing::warn!(error = %format!("{e:#}"), "apply failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
-            }
-            Err(ApplyError::Transient(e) | ApplyError::Unexplained(e)) => return Err(e),
+            Err(ApplyError::Transient(e) | ApplyError::Unexplained(e)) => match backoff.next() {
+                Some(pause) => {
+                    tracing::warn!(error = %format!("{e:#}"), retry_in = ?pause, "apply failed; retrying");
+                    tokio::time::sleep(pause).await;
+                }
+                None => return Err(e),
+            },
         }
     }
 }

@@ -135,7 +135,8 @@ impl Worker {
     pub async fn run_until_stopped(self, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
         let name = self.projection.name();
         let mut cursor = LogCursor::default();
-        let mut pause = Duration::from_millis(200);
+        let restart_pauses = || runtime::retry::delays(Duration::from_millis(200), Duration::from_secs(5));
+        let mut pauses = restart_pauses();
         loop {
             let Some(lease) = self.take_lease(&mut stop).await else { return Ok(()) };
             let started = Instant::now();
@@ -151,13 +152,12 @@ impl Worker {
                     record_restart(&self.pool, &self.group, &restart).await;
                     // A gap is mended at once; anything else may be an outage: back off.
                     if started.elapsed() > Duration::from_secs(30) || matches!(restart, Restart::Gap { .. }) {
-                        pause = Duration::from_millis(200);
+                        pauses = restart_pauses();
                     }
                     tokio::select! {
-                        _ = tokio::time::sleep(pause) => {}
+                        _ = tokio::time::sleep(pauses.next().unwrap_or(Duration::from_secs(5))) => {}
                         _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
                     }
-                    pause = (pause * 2).min(Duration::from_secs(5));
                 }
             }
         }
@@ -430,7 +430,7 @@ pub async fn apply_or_park(
     group: &str,
     pool: &PgPool,
 ) -> anyhow::Result<bool> {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = runtime::retry::delays(Duration::from_millis(100), Duration::from_secs(5));
     let mut unexplained_while_healthy = 0;
     let mut retrying = false;
     while !events.is_empty() {
@@ -506,12 +506,12 @@ async fn retry_later(
     pool: &PgPool,
     group: &str,
     e: &anyhow::Error,
-    backoff: &mut Duration,
+    backoff: &mut (impl Iterator<Item = Duration> + Send),
 ) {
-    tracing::warn!(projection = projection.name(), error = %format!("{e:#}"), retry_in = ?backoff, "apply failed");
+    let retry_in = backoff.next().unwrap_or(Duration::from_secs(5));
+    tracing::warn!(projection = projection.name(), error = %format!("{e:#}"), ?retry_in, "apply failed");
     record_error(pool, group, &format!("{e:#}"), ErrorClass::Transient).await;
-    tokio::time::sleep(*backoff).await;
-    *backoff = (*backoff * 2).min(Duration::from_secs(5));
+    tokio::time::sleep(retry_in).await;
 }
 
 /// What applying a batch's events one by one found.

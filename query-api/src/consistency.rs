@@ -65,8 +65,9 @@ where
     let mut slot = None;
     // Short pauses first (most tokens are reached within tens of milliseconds), capped so
     // a slow projection costs one cheap look-up per 50 ms per waiting read.
-    let mut pause = Duration::from_millis(5);
+    let mut pauses = runtime::retry::delays(Duration::from_millis(5), Duration::from_millis(50));
     loop {
+        let pause = pauses.next().unwrap_or(Duration::from_millis(50));
         let held = held_version(token).await?;
         if held >= token.version {
             return Ok(());
@@ -81,7 +82,6 @@ where
             )));
         }
         tokio::time::sleep(pause).await;
-        pause = pause.saturating_mul(2).min(Duration::from_millis(50));
     }
 }
 

@@ -15,6 +15,7 @@ pub mod position;
 pub mod problem;
 #[cfg(feature = "sessions")]
 pub mod redis_connection;
+pub mod retry;
 #[cfg(feature = "sessions")]
 pub mod session;
 pub mod telemetry;

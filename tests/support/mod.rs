@@ -1,0 +1,4 @@
+pub mod app;
+pub mod broker;
+pub mod poll;
+pub mod stores;
