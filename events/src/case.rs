@@ -44,9 +44,25 @@ impl Status {
         }
     }
 
-    /// Whether the case still needs work (counts towards an assignee's open load).
+    /// The statuses of a case that needs no more work: the one list every read model
+    /// and query takes "open" from (`is_active`, `is_active_name`, `finished_sql`, the
+    /// counters' Lua script).
+    pub const FINISHED: [Status; 2] = [Status::Resolved, Status::Closed];
+
+    /// Whether the case still needs work (counts towards an assignee's open load, and its
+    /// SLA clocks run).
     pub fn is_active(self) -> bool {
-        !matches!(self, Status::Resolved | Status::Closed)
+        !Self::FINISHED.contains(&self)
+    }
+
+    /// `is_active` for a status as the read models store it (`as_str`).
+    pub fn is_active_name(name: &str) -> bool {
+        !Self::FINISHED.iter().any(|s| s.as_str() == name)
+    }
+
+    /// The finished statuses as a SQL list, `'resolved', 'closed'`, for `status NOT IN (...)`.
+    pub fn finished_sql() -> String {
+        Self::FINISHED.map(|s| format!("'{}'", s.as_str())).join(", ")
     }
 
     /// The status workflow every tenant shares until issue-level workflows exist.
@@ -702,6 +718,16 @@ mod tests {
 
     fn opened() -> CaseEvent {
         decide(None, CaseCommand::Open(open_cmd()), ctx()).unwrap().remove(0)
+    }
+
+    #[test]
+    fn one_list_says_which_statuses_are_finished() {
+        let all = [Status::Open, Status::InProgress, Status::Pending, Status::Resolved, Status::Closed];
+        for status in all {
+            assert_eq!(status.is_active(), Status::is_active_name(status.as_str()), "{status:?}");
+        }
+        assert_eq!(all.iter().filter(|s| !s.is_active()).count(), Status::FINISHED.len());
+        assert_eq!(Status::finished_sql(), "'resolved', 'closed'");
     }
 
     #[test]

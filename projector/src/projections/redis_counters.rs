@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use events::case::CaseEvent;
+use events::case::{CaseEvent, Status};
 use events::task::TaskEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
@@ -34,7 +34,8 @@ const NOTIFICATIONS_KEPT: i64 = 100;
 const NOTIFICATION_TTL_SECS: i64 = 30 * 24 * 3600;
 
 /// ARGV[1]: tenant key prefix ("tenant_<id>:"); ARGV[2]: JSON array of operations;
-/// ARGV[3]: notifications kept; ARGV[4]: notification TTL. Returns the number of gaps.
+/// ARGV[3]: notifications kept; ARGV[4]: notification TTL; ARGV[5]: the finished statuses
+/// (`Status::FINISHED`, a JSON array). Returns the number of gaps.
 ///
 /// A case operation names the fields it changes (absent = unchanged, "" = none):
 /// {case, v, status, priority, assignee, team, notify}. Any other stream's operation:
@@ -50,7 +51,9 @@ local open_by = {
   assignee = prefix .. 'counters:open_cases_by_assignee',
   team = prefix .. 'counters:open_cases_by_team',
 }
-local function active(s) return s ~= '' and s ~= 'resolved' and s ~= 'closed' end
+local finished = {}
+for _, s in ipairs(cjson.decode(ARGV[5])) do finished[s] = true end
+local function active(s) return s ~= '' and not finished[s] end
 -- Newest first by event id (v7, so by time): events of different streams arrive in any
 -- order across partitions, and the list must not depend on that order.
 local function notify(n)
@@ -310,6 +313,7 @@ impl Projection for RedisCountersProjection {
         let mut conn = self.conn.clone();
         // One pipeline of EVALSHA (one per tenant) per batch; the script is loaded only
         // when Redis does not know it yet (first use, or after a Redis restart).
+        let finished = Value::from(Status::FINISHED.map(Status::as_str).to_vec()).to_string();
         let mut pipe = redis::pipe();
         for (tenant, ops) in &per_tenant {
             pipe.cmd("EVALSHA")
@@ -318,7 +322,8 @@ impl Projection for RedisCountersProjection {
                 .arg(self.placement.of(*tenant).map(|t| t.redis_key("")).unwrap_or_default())
                 .arg(Value::Array(ops.clone()).to_string())
                 .arg(NOTIFICATIONS_KEPT)
-                .arg(NOTIFICATION_TTL_SECS);
+                .arg(NOTIFICATION_TTL_SECS)
+                .arg(&finished);
         }
         let gaps: Vec<i64> = match pipe.query_async(&mut conn).await {
             Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {

@@ -140,7 +140,7 @@ pub fn sla_state(case: &Value, now: DateTime<Utc>) -> Value {
     let sla = &case["sla"];
     let first_response_due = at(&sla["first_response_due"]);
     let resolution_due = at(&sla["resolution_due"]).or_else(|| at(&case["due_date"]));
-    let running = !matches!(case["status"].as_str(), Some("resolved" | "closed"));
+    let running = case["status"].as_str().is_none_or(events::case::Status::is_active_name);
     let left = |due: Option<DateTime<Utc>>| due.filter(|_| running).map(|d| d.signed_duration_since(now).num_seconds());
     json!({
         "first_response_due": first_response_due,

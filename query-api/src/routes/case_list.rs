@@ -334,10 +334,11 @@ async fn queue(
     let limit = page_size(q.limit, 25, 100)?;
     let after = q.cursor.as_deref().map(Cursor::<DateTime<Utc>>::decode).transpose()?;
     let (mut tx, _) = tenant_tx(&state.pool, caller).await?;
+    let finished = events::case::Status::finished_sql();
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS}, {URGENCY} AS urgency FROM {schema}.cases
          WHERE tenant_id = $1
-           AND status NOT IN ('resolved', 'closed')
+           AND status NOT IN ({finished})
            AND (assigned_to = $2 OR assigned_team_id IN
                 (SELECT team_id FROM {schema}.team_members WHERE user_id = $2))
            AND ($3::timestamptz IS NULL OR ({URGENCY}, id) > ($3, $4))

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use events::case::{CaseEvent, CaseOpened};
+use events::case::{CaseEvent, CaseOpened, Status};
 use serde_json::{json, Value};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
@@ -86,7 +86,7 @@ impl Patch {
                 let status = e.status.new.as_str();
                 self.status = Some(status);
                 self.updated_at = Some(e.changed_at);
-                self.resolved = if matches!(status, "resolved" | "closed") {
+                self.resolved = if !Status::is_active_name(status) {
                     match self.resolved {
                         Resolved::Keep => Resolved::Since(e.changed_at),
                         Resolved::Set(None) => Resolved::Set(Some(e.changed_at)),
