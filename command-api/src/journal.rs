@@ -88,7 +88,7 @@ impl JournalError {
 }
 
 /// How many streams' folded states the command API keeps (see `stream_cache`).
-const CACHED_STREAMS: usize = 200_000;
+const CACHED_STREAMS: u64 = 200_000;
 
 #[derive(Clone)]
 pub struct Journal {
@@ -368,7 +368,7 @@ async fn load<A: Aggregate>(
     tenant: Uuid,
     stream: Uuid,
 ) -> Result<(Option<A>, i64), JournalError> {
-    let (mut state, cached) = cache.get::<A>(tenant, A::STREAM, stream).unwrap_or((None, 0));
+    let (mut state, cached) = cache.get::<A>(tenant, stream).unwrap_or((None, 0));
     let rows: Vec<(String, i16, Value, i64)> = sqlx::query_as(
         "SELECT event_type, schema_version, envelope->'payload', stream_version
          FROM eventstore.events
@@ -388,7 +388,7 @@ async fn load<A: Aggregate>(
         version = v;
     }
     if version > cached {
-        cache.put(tenant, A::STREAM, stream, version, state.clone());
+        cache.put(tenant, stream, version, state.clone());
     }
     Ok((state, version))
 }

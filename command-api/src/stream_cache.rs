@@ -3,121 +3,106 @@
 //!
 //! Entries are keyed by (tenant, stream id): a stream is identified by both, and two
 //! tenants may use the same id for streams of their own, which never share an entry.
+//! Each entry holds `events::Folded`, so a state is only ever handed out as the aggregate
+//! it is (an id of another kind of stream reads as not cached).
 //!
 //! Why it is always correct: journal rows are immutable and unique per (tenant, stream,
-//! version),
-//! and only committed rows are ever folded, so a cached (version, state) is a true prefix of
-//! the stream forever. Every load still asks the journal for the events after the cached
-//! version (an index probe that usually finds nothing), so a command never decides on a
-//! stale state, whichever process appended the newer events. The cache only saves work.
+//! version), and only committed rows are ever folded, so a cached (version, state) is a
+//! true prefix of the stream forever. Every load still asks the journal for the events
+//! after the cached version (an index probe that usually finds nothing), so a command
+//! never decides on a stale state, whichever process appended the newer events. The
+//! cache only saves work.
 //!
-//! Bounded: past `capacity` streams the whole cache is emptied. Hot streams (the tenant,
-//! its users, case types, workflows and field definitions) are folded again on their next
-//! use, which costs one read of their history.
+//! Bounded by moka: past `capacity` streams the least likely to be used again are
+//! evicted (TinyLFU), so hot streams (the tenant, its users, case types, workflows and
+//! field definitions) stay while a burst of one-off streams passes through.
 
-use std::any::Any;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use events::StreamType;
+use events::{Aggregate, Folded};
+use moka::sync::Cache;
 use uuid::Uuid;
 
 /// What a cached entry holds: the stream's state after `version`.
 struct Entry {
-    stream_type: StreamType,
     version: i64,
-    state: Arc<dyn Any + Send + Sync>,
+    state: Folded,
 }
 
 pub struct StreamCache {
     /// (tenant, stream id) -> the stream's folded state.
-    entries: Mutex<HashMap<(Uuid, Uuid), Entry>>,
-    capacity: usize,
+    entries: Cache<(Uuid, Uuid), Arc<Entry>>,
 }
 
 impl StreamCache {
-    pub fn new(capacity: usize) -> Self {
-        Self { entries: Mutex::new(HashMap::new()), capacity }
+    pub fn new(capacity: u64) -> Self {
+        Self { entries: Cache::new(capacity) }
     }
 
-    /// The cached state and version of a stream of this tenant and type (None: not cached;
-    /// an id of another tenant or kind never matches).
-    pub fn get<S: Clone + Send + Sync + 'static>(
-        &self,
-        tenant: Uuid,
-        stream_type: StreamType,
-        stream: Uuid,
-    ) -> Option<(Option<S>, i64)> {
-        let (state, version) = {
-            let entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let entry = entries.get(&(tenant, stream))?;
-            if entry.stream_type != stream_type {
-                return None;
-            }
-            (entry.state.clone(), entry.version)
-        };
-        // The clone of the state happens outside the lock.
-        state.downcast_ref::<Option<S>>().map(|s| (s.clone(), version))
+    /// The cached state and version of a stream of this tenant (None: not cached, or an
+    /// id of another tenant or kind).
+    pub fn get<A: Aggregate>(&self, tenant: Uuid, stream: Uuid) -> Option<(Option<A>, i64)> {
+        let entry = self.entries.get(&(tenant, stream))?;
+        A::from_folded(&entry.state).map(|state| (state.clone(), entry.version))
     }
 
     /// Remembers a stream's state after `version`, unless a newer one is already kept.
-    pub fn put<S: Clone + Send + Sync + 'static>(
-        &self,
-        tenant: Uuid,
-        stream_type: StreamType,
-        stream: Uuid,
-        version: i64,
-        state: Option<S>,
-    ) {
+    /// (Two commands racing here can leave the older of their two folds: still a true
+    /// prefix, and the next load reads the events after it.)
+    pub fn put<A: Aggregate>(&self, tenant: Uuid, stream: Uuid, version: i64, state: Option<A>) {
         if version == 0 {
             return; // nothing to save: the stream has no events yet
         }
-        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let key = (tenant, stream);
-        if let Some(kept) = entries.get(&key) {
-            if kept.stream_type == stream_type && kept.version >= version {
+        if let Some(kept) = self.entries.get(&key) {
+            if A::from_folded(&kept.state).is_some() && kept.version >= version {
                 return;
             }
         }
-        if entries.len() >= self.capacity && !entries.contains_key(&key) {
-            entries.clear();
-        }
-        entries.insert(key, Entry { stream_type, version, state: Arc::new(state) });
+        self.entries.insert(key, Arc::new(Entry { version, state: A::into_folded(state) }));
     }
 
     #[cfg(test)]
-    fn len(&self) -> usize {
-        self.entries.lock().map(|e| e.len()).unwrap_or(0)
+    fn len(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use events::team::Team;
+    use events::user::User;
+
     use super::*;
+
+    fn team(name: &str) -> Option<Team> {
+        Some(Team { name: name.into(), description: None, members: vec![] })
+    }
+
+    fn name(found: Option<(Option<Team>, i64)>) -> Option<(String, i64)> {
+        found.map(|(team, version)| (team.map(|t| t.name).unwrap_or_default(), version))
+    }
 
     #[test]
     fn a_cached_state_is_found_only_for_its_tenant_and_kind() {
         let cache = StreamCache::new(10);
         let (tenant, stream) = (Uuid::now_v7(), Uuid::now_v7());
-        cache.put(tenant, StreamType::Case, stream, 3, Some(String::from("three")));
-        assert_eq!(cache.get::<String>(tenant, StreamType::Case, stream), Some((Some("three".into()), 3)));
-        assert_eq!(cache.get::<String>(Uuid::now_v7(), StreamType::Case, stream), None);
-        assert_eq!(cache.get::<String>(tenant, StreamType::User, stream), None);
-        // A state of another Rust type under the same kind is never handed out.
-        assert_eq!(cache.get::<u32>(tenant, StreamType::Case, stream), None);
+        cache.put(tenant, stream, 3, team("three"));
+        assert_eq!(name(cache.get::<Team>(tenant, stream)), Some(("three".into(), 3)));
+        assert_eq!(name(cache.get::<Team>(Uuid::now_v7(), stream)), None);
+        // A team's id sent as a user's is never answered with the team.
+        assert!(cache.get::<User>(tenant, stream).is_none());
     }
 
     #[test]
     fn tenants_using_the_same_id_keep_their_own_states() {
         let cache = StreamCache::new(10);
         let (a, b, stream) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-        cache.put(a, StreamType::Case, stream, 4, Some(String::from("a's case")));
-        cache.put(b, StreamType::User, stream, 1, Some(String::from("b's user")));
-        // Neither evicts nor answers for the other, whatever the kinds and versions.
-        assert_eq!(cache.get::<String>(a, StreamType::Case, stream), Some((Some("a's case".into()), 4)));
-        assert_eq!(cache.get::<String>(b, StreamType::User, stream), Some((Some("b's user".into()), 1)));
-        assert_eq!(cache.get::<String>(b, StreamType::Case, stream), None);
-        assert_eq!(cache.get::<String>(a, StreamType::User, stream), None);
+        cache.put(a, stream, 4, team("a's team"));
+        cache.put(b, stream, 1, team("b's team"));
+        assert_eq!(name(cache.get::<Team>(a, stream)), Some(("a's team".into(), 4)));
+        assert_eq!(name(cache.get::<Team>(b, stream)), Some(("b's team".into(), 1)));
         assert_eq!(cache.len(), 2);
     }
 
@@ -125,24 +110,27 @@ mod tests {
     fn an_older_fold_never_replaces_a_newer_one() {
         let cache = StreamCache::new(10);
         let (tenant, stream) = (Uuid::now_v7(), Uuid::now_v7());
-        cache.put(tenant, StreamType::Case, stream, 5, Some(5u32));
-        cache.put(tenant, StreamType::Case, stream, 4, Some(4u32));
-        assert_eq!(cache.get::<u32>(tenant, StreamType::Case, stream), Some((Some(5), 5)));
-        cache.put(tenant, StreamType::Case, stream, 6, Some(6u32));
-        assert_eq!(cache.get::<u32>(tenant, StreamType::Case, stream), Some((Some(6), 6)));
+        cache.put(tenant, stream, 5, team("five"));
+        cache.put(tenant, stream, 4, team("four"));
+        assert_eq!(name(cache.get::<Team>(tenant, stream)), Some(("five".into(), 5)));
+        cache.put(tenant, stream, 6, team("six"));
+        assert_eq!(name(cache.get::<Team>(tenant, stream)), Some(("six".into(), 6)));
     }
 
     #[test]
-    fn empty_streams_are_not_kept_and_a_full_cache_starts_again() {
-        let cache = StreamCache::new(2);
+    fn empty_streams_are_not_kept_and_the_cache_stays_within_its_capacity() {
+        let cache = StreamCache::new(50);
         let tenant = Uuid::now_v7();
-        cache.put(tenant, StreamType::Case, Uuid::now_v7(), 0, Some(0u32));
+        cache.put(tenant, Uuid::now_v7(), 0, team("none"));
         assert_eq!(cache.len(), 0);
-        cache.put(tenant, StreamType::Case, Uuid::now_v7(), 1, Some(1u32));
-        cache.put(tenant, StreamType::Case, Uuid::now_v7(), 1, Some(2u32));
-        let third = Uuid::now_v7();
-        cache.put(tenant, StreamType::Case, third, 1, Some(3u32));
-        assert_eq!(cache.len(), 1);
-        assert_eq!(cache.get::<u32>(tenant, StreamType::Case, third), Some((Some(3), 1)));
+        let hot = Uuid::now_v7();
+        cache.put(tenant, hot, 1, team("hot"));
+        for _ in 0..500 {
+            let _ = cache.get::<Team>(tenant, hot);
+            cache.put(tenant, Uuid::now_v7(), 1, team("one-off"));
+        }
+        assert!(cache.len() <= 50, "{} entries", cache.len());
+        // The stream read all along is still there; one-off streams made way.
+        assert_eq!(name(cache.get::<Team>(tenant, hot)), Some(("hot".into(), 1)));
     }
 }

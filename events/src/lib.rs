@@ -30,4 +30,4 @@ pub mod workflow;
 
 pub use envelope::{Actor, EventEnvelope, RequestContext, StreamType};
 pub use error::{DecodeError, DomainError, FieldError};
-pub use stream::{Aggregate, DomainEvent, StreamEvent};
+pub use stream::{Aggregate, DomainEvent, Folded, StreamEvent};

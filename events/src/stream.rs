@@ -28,6 +28,11 @@ pub trait Aggregate: Sized + Clone + Send + Sync + 'static {
     type Event: StreamEvent + Into<DomainEvent>;
     fn evolve(state: Option<Self>, event: &Self::Event) -> Option<Self>;
 
+    /// The folded state as any stream's (what a cache of states keeps).
+    fn into_folded(state: Option<Self>) -> Folded;
+    /// This aggregate's state, if `folded` is one (None: another stream type's).
+    fn from_folded(folded: &Folded) -> Option<&Option<Self>>;
+
     /// Folds a whole history from the start.
     fn fold<'a>(events: impl IntoIterator<Item = &'a Self::Event>) -> Option<Self> {
         events.into_iter().fold(None, Self::evolve)
@@ -84,12 +89,29 @@ macro_rules! streams {
             }
         }
 
+        /// Any stream's folded state (None: the stream has no state, e.g. never created).
+        #[derive(Debug, Clone)]
+        #[allow(clippy::large_enum_variant)] // one per cached stream, behind an Arc
+        pub enum Folded {
+            $( $variant(Option<$module::$state>), )+
+        }
+
         $(
             impl Aggregate for $module::$state {
                 const STREAM: StreamType = StreamType::$stream;
                 type Event = $module::$event;
                 fn evolve(state: Option<Self>, event: &Self::Event) -> Option<Self> {
                     $module::evolve(state, event)
+                }
+                fn into_folded(state: Option<Self>) -> Folded {
+                    Folded::$variant(state)
+                }
+                #[allow(unreachable_patterns)] // a registry of one stream would have no other
+                fn from_folded(folded: &Folded) -> Option<&Option<Self>> {
+                    match folded {
+                        Folded::$variant(state) => Some(state),
+                        _ => None,
+                    }
                 }
             }
 
