@@ -11,7 +11,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-CACHE="${MURIMA_CACHE:-$HOME/.cache/murima}"
+. scripts/env.sh
 ST_VERSION=4.32.5
 # CPython 3.11's ast.parse can raise "SystemError: AST constructor recursion depth
 # mismatch" (gh-106905, fixed in 3.12 and later) when Hypothesis describes a filter
@@ -59,7 +59,7 @@ cleanup() {
 trap cleanup EXIT
 
 start() { # name port role
-  MURIMA_DATABASE_URL=$(role_url "$3") "$ROOT/target/debug/$1" >"$WORK/$1.log" 2>&1 </dev/null &
+  MURIMA_DATABASE_URL=$(role_url "$3") "$BIN/$1" >"$WORK/$1.log" 2>&1 </dev/null &
   pids+=($!)
   for _ in $(seq 1 300); do
     curl -fsS "http://127.0.0.1:$2/healthz" >/dev/null 2>&1 && return 0
@@ -81,11 +81,11 @@ start command-api $MURIMA_COMMAND_PORT murima_command
 start projector $MURIMA_PROJECTOR_PORT murima_projector
 start query-api $MURIMA_QUERY_PORT murima_query
 
-platform=$(target/debug/command-api token --role platform_admin --hours 1)
+platform=$("$BIN/command-api" token --role platform_admin --hours 1)
 tenant=$(curl -fsS -X POST "http://127.0.0.1:$MURIMA_COMMAND_PORT/v1/tenants" \
   -H "Authorization: Bearer $platform" -H 'Content-Type: application/json' \
   -d "{\"name\": \"Fuzzed tenant\", \"slug\": \"fuzz-$$\"}" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
-admin=$(target/debug/command-api token --tenant "$tenant" --role admin --hours 1)
+admin=$("$BIN/command-api" token --tenant "$tenant" --role admin --hours 1)
 
 status=0
 schemathesis() { # name port seed

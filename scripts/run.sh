@@ -6,6 +6,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 STATE="$ROOT/.murima"
+. scripts/env.sh
 
 scripts/stack.sh start
 cargo build --workspace --locked --quiet
@@ -33,7 +34,7 @@ start_service() { # name port
   fi
   local role
   case "$name" in command-api) role=murima_command ;; projector) role=murima_projector ;; *) role=murima_query ;; esac
-  MURIMA_DATABASE_URL=$(role_url "$role") setsid nohup "$ROOT/target/debug/$name" >"$STATE/logs/$name.log" 2>&1 </dev/null &
+  MURIMA_DATABASE_URL=$(role_url "$role") setsid nohup "$BIN/$name" >"$STATE/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$pidfile"
   for _ in $(seq 1 300); do
     if curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then return 0; fi
@@ -49,7 +50,7 @@ start_service command-api 8080
 start_service projector 8082
 start_service query-api 8081
 
-admin=$(target/debug/command-api token --role platform_admin --hours 1)
+admin=$("$BIN/command-api" token --role platform_admin --hours 1)
 # A fixed id and an Idempotency-Key: a second run finds the same demo tenant.
 tenant=01a21200-0000-7000-8000-00000000de70
 status=$(curl -sS -o "$STATE/logs/provision.json" -w '%{http_code}' -X POST http://127.0.0.1:8080/v1/tenants \
@@ -62,7 +63,7 @@ case "$status" in
 esac
 # A case type with a fixed id, so the examples below can open cases of it.
 case_type=0199a5b2-0000-7000-8000-000000000001
-tenant_admin=$(target/debug/command-api token --tenant "$tenant" --role admin --hours 1)
+tenant_admin=$("$BIN/command-api" token --tenant "$tenant" --role admin --hours 1)
 status=$(curl -sS -o "$STATE/logs/case-type.json" -w '%{http_code}' -X POST http://127.0.0.1:8080/v1/case-types \
   -H "Authorization: Bearer $tenant_admin" -H 'Content-Type: application/json' \
   -H 'Idempotency-Key: demo-case-type' \

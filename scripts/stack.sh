@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Installs (cached under ~/.cache/murima, keyed by version), starts, stops and
 # reports the five servers Murima needs, all bound to 127.0.0.1:
-#   PostgreSQL 5432 and Redis 6379 (the machine's own when running, else apt),
+#   PostgreSQL 5432: a server already listening there is used as it is; otherwise
+#     Debian's package is installed if missing and a cluster of Murima's own is
+#     initialised (trust for 127.0.0.1, nothing else) and started; the machine's own
+#     clusters and their pg_hba.conf are left alone.
+#   Redis 6379: one already listening is used; else Debian's package, started here.
 #   tansu 9092 (Kafka protocol), SecantusDB 27017 (Mongo wire), osmem 9200 (Elasticsearch API).
-# Data, logs and pid files live under .murima/ in the repo (git-ignored).
+# Data, logs and pid files live under .murima/ in the repo (git-ignored), except the
+# PostgreSQL cluster's data when run as root (see pg_datadir).
 # Usage: scripts/stack.sh install|start|stop|status
 set -euo pipefail
 
@@ -37,6 +42,16 @@ wait_port() {
   done
 }
 
+# PostgreSQL refuses to run as root: as root the cluster belongs to the postgres user
+# and lives in its home (a clone under /root would be out of its reach); otherwise it
+# is the caller's, under .murima/.
+pg_bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+pg_datadir() {
+  if [ "$(id -u)" = 0 ]; then echo "/var/lib/postgresql/murima-$(basename "$(dirname "$(pg_bindir)")")"
+  else echo "$STATE/postgres"; fi
+}
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
 apt_install() {
   log "installing $* with apt"
   if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock)" ]; then apt-get update -qq; fi
@@ -55,7 +70,16 @@ install_python_server() { # venv-dir package==version
 
 install() {
   mkdir -p "$CACHE"
-  command -v psql >/dev/null || port_open $PG_PORT || apt_install postgresql
+  # psql alone (the client) is not a server: look for initdb.
+  if ! port_open $PG_PORT && [ ! -x "$(pg_bindir)/initdb" ]; then
+    apt_install postgresql
+    # Debian's package may start its own cluster (scram-sha-256 for TCP, which the
+    # scripts' password-less URLs cannot pass): stop it, Murima starts its own.
+    if port_open $PG_PORT; then
+      log "stopping the cluster the package started; Murima's own takes port $PG_PORT"
+      pg_ctlcluster --skip-systemctl-redirect "$(basename "$(dirname "$(pg_bindir)")")" main stop || true
+    fi
+  fi
   command -v redis-server >/dev/null || port_open $REDIS_PORT || apt_install redis-server
   if [ ! -x "$TANSU_BIN" ]; then
     log "building tansu $TANSU_VERSION (about 8 minutes, once per machine)"
@@ -96,11 +120,45 @@ wait_postgres_ready() {
   done
 }
 
+# Murima's own cluster: initialised once (idempotent), trust for local connections only
+# (the scripts' URLs carry no password), bound to 127.0.0.1.
+init_postgres() {
+  local data bin
+  data=$(pg_datadir) bin=$(pg_bindir)
+  [ -f "$data/PG_VERSION" ] && return 0
+  log "initialising a PostgreSQL cluster in $data (trust for 127.0.0.1 and local sockets)"
+  mkdir -p "$data"
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$data"
+  as_pg "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+  cat >>"$data/postgresql.conf" <<CONF
+# scripts/stack.sh
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '/tmp'
+max_connections = 300
+shared_buffers = 256MB
+CONF
+}
+
 start_postgres() {
-  if ! port_open $PG_PORT; then
-    log "starting PostgreSQL"
-    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n 1)" main start
-    wait_port postgres $PG_PORT 60
+  if port_open $PG_PORT; then
+    if ! psql -h 127.0.0.1 -p $PG_PORT -U postgres -d postgres -Atqc 'SELECT 1' >/dev/null 2>&1 &&
+       psql -h 127.0.0.1 -p $PG_PORT -U postgres -d postgres -Atc 'SELECT 1' 2>&1 | grep -q 'password authentication'; then
+      log "the PostgreSQL listening on $PG_PORT wants a password for postgres@127.0.0.1; stop it (Murima then starts its own) or allow trust for 127.0.0.1 in its pg_hba.conf"
+      return 1
+    fi
+    if [ -f "$STATE/postgres.started" ]; then log "postgres already up on $PG_PORT ($(cat "$STATE/postgres.started"))"
+    else log "PostgreSQL: using the server already listening on $PG_PORT (not started by these scripts)"; fi
+  else
+    init_postgres
+    local data
+    data=$(pg_datadir)
+    mkdir -p "$STATE/logs"
+    log "starting PostgreSQL ($data)"
+    # The log goes into the data directory: the postgres user may not reach .murima/.
+    as_pg "$(pg_bindir)/pg_ctl" -D "$data" -l "$data/server.log" -w -t 120 start >/dev/null
+    echo "$data" >"$STATE/postgres.started"
+    ln -sfn "$data/server.log" "$STATE/logs/postgres.log"
   fi
   wait_postgres_ready 180
 }
@@ -142,6 +200,11 @@ start() {
 
 stop() {
   shopt -s nullglob
+  if [ -f "$STATE/postgres.started" ]; then
+    log "stopping PostgreSQL ($(cat "$STATE/postgres.started"))"
+    as_pg "$(pg_bindir)/pg_ctl" -D "$(cat "$STATE/postgres.started")" -m fast -w stop >/dev/null || true
+    rm -f "$STATE/postgres.started"
+  fi
   for pidfile in "$STATE"/pids/*.pid; do
     local name pid
     name=$(basename "$pidfile" .pid)

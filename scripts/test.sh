@@ -3,6 +3,8 @@
 # builds once (dev profile, shared with scripts/run.sh) and runs every test against it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+. scripts/env.sh
 
 scripts/lint.sh
 scripts/stack.sh start
