@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use scenarios::Tokens;
 use serde_json::json;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -120,11 +121,8 @@ fn secret(args: &Args) -> anyhow::Result<String> {
 }
 
 /// The stores as the services see them (MURIMA_* variables, else the local stack).
-async fn stores(args: &Args) -> anyhow::Result<projector::stores::Stores> {
-    if std::env::var("MURIMA_JWT_SECRET").is_err() {
-        std::env::set_var("MURIMA_JWT_SECRET", secret(args)?);
-    }
-    projector::stores::Stores::connect(&runtime::Settings::from_env()?, 8).await
+async fn stores() -> anyhow::Result<projector::stores::Stores> {
+    projector::stores::Stores::connect(&runtime::Settings::for_operator()?, 8).await
 }
 
 fn commit() -> String {
@@ -144,15 +142,19 @@ async fn seed_query_set(
     cases: u64,
 ) -> anyhow::Result<serde_json::Value> {
     if args.seed_from_journal {
-        rebuild::seed_through_journal(&stores(args).await?, tenants, cases).await
+        rebuild::seed_through_journal(&stores().await?, tenants, cases).await
     } else {
         scenarios::seed(api, tenants, cases, 64).await
     }
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let args = Args::parse();
+    runtime::config::exit_on_error("murima-bench", run(args).await)
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     // Logs (JSON, stderr) only when RUST_LOG asks: the tables on stdout are the output.
     runtime::telemetry::init_with_default("murima-bench", "error");
     let api = client::Api::new(&args.command_url, &args.query_url, &secret(&args)?, args.clients.max(64))?;
@@ -167,9 +169,20 @@ async fn main() -> anyhow::Result<()> {
         results.insert("ceilings".into(), scenarios::ceilings(&args.brokers, &args.postgres, args.seconds).await?);
     }
     if wants(Scenario::Commands) || wants(Scenario::Lag) {
-        let tenants = api.tenants(&format!("{run}c"), args.tenants).await?;
+        let agents = args.clients.div_ceil(args.tenants.max(1));
+        let tenants = api.tenants(&format!("{run}c"), args.tenants, agents).await?;
         if wants(Scenario::Commands) {
-            results.insert("commands".into(), scenarios::commands(&api, &tenants, args.clients, duration).await);
+            let users = scenarios::commands(&api, &tenants, args.clients, duration, Tokens::Login).await;
+            let operators = scenarios::commands(&api, &tenants, args.clients, duration, Tokens::Operator).await;
+            let rate = |r: &serde_json::Value| r["accepted_per_second"].as_f64().unwrap_or(0.0);
+            println!(
+                "\nlogin tokens: {:.0} accepted/s; operator tokens: {:.0} accepted/s ({:.2}x)",
+                rate(&users),
+                rate(&operators),
+                rate(&users) / rate(&operators).max(f64::MIN_POSITIVE)
+            );
+            results.insert("commands".into(), users);
+            results.insert("commands_operator_tokens".into(), operators);
         }
         if wants(Scenario::Lag) {
             results.insert("lag".into(), scenarios::lag(&api, &tenants, args.rate, duration, args.lag_sample).await?);
@@ -178,9 +191,9 @@ async fn main() -> anyhow::Result<()> {
     if wants(Scenario::Queries) || args.scenario == Scenario::Seed {
         let cases = args.cases.unwrap_or(if args.scenario == Scenario::All { 10_000 } else { 1_000_000 });
         let (tenants, seeded) = match &args.reuse_seed {
-            Some(earlier) => scenarios::earlier_seed(&api, &stores(&args).await?.pool, earlier).await?,
+            Some(earlier) => scenarios::earlier_seed(&api, &stores().await?.pool, earlier).await?,
             None => {
-                let tenants = api.tenants(&format!("{run}q"), args.query_tenants).await?;
+                let tenants = api.tenants(&format!("{run}q"), args.query_tenants, 1).await?;
                 let seeded = seed_query_set(&args, &api, &tenants, cases).await?;
                 (tenants, seeded)
             }
@@ -197,7 +210,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     if args.scenario == Scenario::LoginFlood {
-        let tenants = api.tenants(&format!("{run}f"), args.tenants + 1).await?;
+        let tenants = api.tenants(&format!("{run}f"), args.tenants + 1, 1).await?;
         let victim = format!("bench-{run}f-{}", args.tenants);
         let pid = args.command_pid.or_else(|| {
             std::fs::read_to_string(".murima/pids/command-api.pid").ok().and_then(|p| p.trim().parse().ok())
@@ -210,10 +223,10 @@ async fn main() -> anyhow::Result<()> {
 
     if wants(Scenario::Rebuild) {
         let events = args.rebuild_events.unwrap_or(if args.scenario == Scenario::All { 20_000 } else { 200_000 });
-        let tenant = api.tenant(&format!("{run}r"), 0).await?;
+        let tenant = api.tenant(&format!("{run}r"), 0, 1).await?;
         results.insert(
             "rebuild".into(),
-            rebuild::rebuild(&stores(&args).await?, &tenant, events, args.naive_events).await?,
+            rebuild::rebuild(&stores().await?, &tenant, events, args.naive_events).await?,
         );
     }
 

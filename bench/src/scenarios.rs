@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::{Mutex, Semaphore};
 
-use crate::client::{Api, Rng, Tenant};
+use crate::client::{Answer, Api, Rng, Tenant};
 use crate::stats::{print_table, Latencies, Outcomes};
 
 const PRIORITIES: [&str; 4] = ["low", "medium", "high", "urgent"];
@@ -25,15 +25,31 @@ fn open_body(tenant: &Tenant, rng: &mut Rng, title: &str) -> Value {
     })
 }
 
+/// Whose tokens the command scenario sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tokens {
+    /// Each worker logs in as its own agent, as clients do.
+    Login,
+    /// Operators' tokens (`"op": true`), which skip the session check and the read of the
+    /// caller's live rights: the figure earlier runs printed.
+    Operator,
+}
+
 /// Scenario 1: `clients` workers issue a realistic mix for `duration`: open a case (30%),
 /// update it (15%), assign it (15%), change its status (15%), add a note (15%), record an
-/// interaction (10%); each worker acts on the cases it opened.
-pub async fn commands(api: &Api, tenants: &[Tenant], clients: usize, duration: Duration) -> Value {
+/// interaction (10%); each worker acts on the cases it opened, as an agent of its own.
+pub async fn commands(api: &Api, tenants: &[Tenant], clients: usize, duration: Duration, tokens: Tokens) -> Value {
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for w in 0..clients {
         let api = api.clone();
-        let tenant = tenants[w % tenants.len()].clone();
+        let mut tenant = tenants[w % tenants.len()].clone();
+        let agent = tenant.agent_for(w / tenants.len()).clone();
+        tenant.agent = agent.id;
+        tenant.token = match tokens {
+            Tokens::Login => agent.token,
+            Tokens::Operator => api.keys.issue(agent.id, tenant.id, runtime::auth::Role::Agent, chrono::Duration::hours(12)),
+        };
         workers.spawn(async move {
             let mut rng = Rng::new(w as u64 + 1);
             let mut cases: Vec<String> = Vec::new();
@@ -107,9 +123,13 @@ pub async fn commands(api: &Api, tenants: &[Tenant], clients: usize, duration: D
     let accepted = latencies.len();
     let mut rows = vec![("all accepted commands".to_owned(), latencies.summary())];
     rows.extend(per_kind.iter().map(|(k, l)| (k.to_string(), l.summary())));
+    let whose = match tokens {
+        Tokens::Login => "login tokens",
+        Tokens::Operator => "operator tokens",
+    };
     print_table(
         &format!(
-            "Command throughput: {clients} clients, {} tenants, {elapsed:.1} s: {:.0} accepted commands/s",
+            "Command throughput ({whose}): {clients} clients, {} tenants, {elapsed:.1} s: {:.0} accepted commands/s",
             tenants.len(),
             accepted as f64 / elapsed
         ),
@@ -117,6 +137,7 @@ pub async fn commands(api: &Api, tenants: &[Tenant], clients: usize, duration: D
     );
     println!("answers by status: {}", outcomes.to_json());
     json!({
+        "tokens": whose,
         "clients": clients,
         "tenants": tenants.len(),
         "seconds": elapsed,
@@ -127,15 +148,60 @@ pub async fn commands(api: &Api, tenants: &[Tenant], clients: usize, duration: D
     })
 }
 
-/// The reads that show a new case in each store, waiting for its position token.
-fn visibility_probes(id: &str, word: &str, position: &str) -> [(&'static str, String); 4] {
+/// The reads that show a new case in each store, waiting for its position token, each
+/// with the token of someone allowed to make it (audit trails need `audit:read`).
+fn visibility_probes(tenant: &Tenant, id: &str, word: &str, position: &str) -> [(&'static str, String, String); 4] {
+    let (agent, supervisor) = (tenant.token.clone(), tenant.supervisor.clone());
     [
-        ("postgres (case, with token)", format!("/v1/cases/{id}?position={position}")),
-        ("mongodb (audit, with token)", format!("/v1/cases/{id}/audit?position={position}")),
-        ("elasticsearch (search, with token)", format!("/v1/search/cases?q={word}&position={position}")),
-        ("redis (counters, with token)", format!("/v1/counters?position={position}")),
+        ("postgres (case, with token)", format!("/v1/cases/{id}?position={position}"), agent.clone()),
+        ("mongodb (audit, with token)", format!("/v1/cases/{id}/audit?position={position}"), supervisor),
+        ("elasticsearch (search, with token)", format!("/v1/search/cases?q={word}&position={position}"), agent.clone()),
+        ("redis (counters, with token)", format!("/v1/counters?position={position}"), agent),
     ]
 }
+
+/// What a visibility probe's answer means.
+enum Seen {
+    Yes,
+    /// 503: the documented answer of a read whose projection did not reach the position
+    /// token within its wait (404 likewise, for a case read without a token).
+    NotYet,
+    /// Anything else (a 403 from a token without the right, a 400, a 5xx, no answer)
+    /// would never turn into a 2xx: the scenario stops with it instead of waiting.
+    Failed(String),
+}
+
+fn seen(store: &str, answer: &Answer, not_yet: &[StatusCode]) -> Seen {
+    match answer.status {
+        Some(s) if s.is_success() => Seen::Yes,
+        Some(s) if not_yet.contains(&s) => Seen::NotYet,
+        _ => Seen::Failed(format!("{store} answered {}: {}", answer.outcome(), answer.body)),
+    }
+}
+
+/// Asks `path` until it answers 2xx (Ok), or something that will not turn into one (Err),
+/// or `patience` runs out (Ok(None)).
+async fn until_visible(
+    api: &Api,
+    store: &str,
+    path: &str,
+    token: &str,
+    patience: Duration,
+    pause: Duration,
+    not_yet: &[StatusCode],
+) -> Result<Option<Duration>, String> {
+    let started = Instant::now();
+    loop {
+        match seen(store, &api.query(path, token).await, not_yet) {
+            Seen::Yes => return Ok(Some(started.elapsed())),
+            Seen::Failed(why) => return Err(why),
+            Seen::NotYet if started.elapsed() > patience => return Ok(None),
+            Seen::NotYet => tokio::time::sleep(pause).await,
+        }
+    }
+}
+
+const WAITING: [StatusCode; 1] = [StatusCode::SERVICE_UNAVAILABLE];
 
 /// Opens a case in every tenant and waits until every store shows it, so the lag measured
 /// afterwards is not that of provisioning new tenants (schemas, collections, indices).
@@ -147,13 +213,12 @@ async fn warm_up(api: &Api, tenants: &[Tenant]) -> anyhow::Result<()> {
         let (Some(id), Some(position)) = (answer.body["id"].as_str(), answer.body["position"].as_str()) else {
             anyhow::bail!("warming up: opening a case answered {}: {}", answer.outcome(), answer.body);
         };
-        for (store, path) in visibility_probes(id, &word, position) {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while !api.query(&path, &tenant.token).await.ok() {
-                if Instant::now() > deadline {
-                    anyhow::bail!("warming up: {store} did not show a new case within 120 s");
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+        for (store, path, token) in visibility_probes(tenant, id, &word, position) {
+            let patience = Duration::from_secs(120);
+            match until_visible(api, store, &path, &token, patience, Duration::from_millis(100), &WAITING).await {
+                Ok(Some(_)) => {}
+                Ok(None) => anyhow::bail!("warming up: {store} did not show a new case within 120 s"),
+                Err(why) => anyhow::bail!("warming up: {why}"),
             }
         }
     }
@@ -168,6 +233,9 @@ pub async fn lag(api: &Api, tenants: &[Tenant], rate: u64, duration: Duration, s
     let started = Instant::now();
     let results: Arc<Mutex<std::collections::BTreeMap<&'static str, Latencies>>> = Default::default();
     let outcomes: Arc<Mutex<Outcomes>> = Default::default();
+    // A probe answer that can never turn into a 2xx stops the scenario (see `Seen`).
+    let failure: Arc<Mutex<Option<String>>> = Default::default();
+    let unseen: Arc<Mutex<std::collections::BTreeMap<&'static str, u64>>> = Default::default();
     let in_flight = Arc::new(Semaphore::new(512));
     let mut tasks = tokio::task::JoinSet::new();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
@@ -175,6 +243,9 @@ pub async fn lag(api: &Api, tenants: &[Tenant], rate: u64, duration: Duration, s
     let mut n: u64 = 0;
     let mut skipped = 0u64;
     while started.elapsed() < duration {
+        if let Some(why) = failure.lock().await.clone() {
+            anyhow::bail!("lag: a visibility probe failed: {why}");
+        }
         ticker.tick().await;
         n += 1;
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
@@ -184,6 +255,7 @@ pub async fn lag(api: &Api, tenants: &[Tenant], rate: u64, duration: Duration, s
         let api = api.clone();
         let tenant = tenants[(n as usize) % tenants.len()].clone();
         let (results, outcomes) = (results.clone(), outcomes.clone());
+        let (failure, unseen) = (failure.clone(), unseen.clone());
         let measure = n.is_multiple_of(sample);
         tasks.spawn(async move {
             let _permit = permit;
@@ -199,14 +271,14 @@ pub async fn lag(api: &Api, tenants: &[Tenant], rate: u64, duration: Duration, s
             let (Some(id), Some(position)) = (answer.body["id"].as_str(), answer.body["position"].as_str()) else {
                 return;
             };
-            let probes = visibility_probes(id, &word, position);
-            let mut local: Vec<(&'static str, Duration)> = Vec::new();
-            let waits = probes.iter().map(|(name, path)| {
+            let probes = visibility_probes(&tenant, id, &word, position);
+            let patience = Duration::from_secs(30);
+            let waits = probes.iter().map(|(name, path, token)| {
                 let api = api.clone();
-                let token = tenant.token.clone();
                 async move {
-                    let a = api.query(path, &token).await;
-                    a.ok().then(|| (*name, acked.elapsed()))
+                    let waited =
+                        until_visible(&api, name, path, token, patience, Duration::from_millis(5), &WAITING).await;
+                    (*name, waited.map(|d| d.map(|_| acked.elapsed())))
                 }
             });
             let polled = {
@@ -215,28 +287,34 @@ pub async fn lag(api: &Api, tenants: &[Tenant], rate: u64, duration: Duration, s
                 let path = format!("/v1/cases/{id}");
                 async move {
                     // Every 5 ms: finer polling would load the box it measures.
-                    while acked.elapsed() < Duration::from_secs(30) {
-                        if api.query(&path, &token).await.ok() {
-                            return Some(("postgres (case, polling)", acked.elapsed()));
-                        }
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    None
+                    let not_yet = [StatusCode::NOT_FOUND];
+                    let name = "postgres (case, polling)";
+                    let polled =
+                        until_visible(&api, name, &path, &token, patience, Duration::from_millis(5), &not_yet).await;
+                    (name, polled.map(|d| d.map(|_| acked.elapsed())))
                 }
             };
             // Every probe runs at once: each measures its own store from the same instant.
             let (waited, polled) = tokio::join!(futures::future::join_all(waits), polled);
-            local.extend(waited.into_iter().flatten());
-            local.extend(polled);
             let mut all = results.lock().await;
-            for (name, d) in local {
-                all.entry(name).or_default().record(d);
+            for (name, outcome) in waited.into_iter().chain([polled]) {
+                match outcome {
+                    Ok(Some(d)) => all.entry(name).or_default().record(d),
+                    Ok(None) => *unseen.lock().await.entry(name).or_default() += 1,
+                    Err(why) => {
+                        failure.lock().await.get_or_insert(why);
+                    }
+                }
             }
         });
     }
     while tasks.join_next().await.is_some() {}
+    if let Some(why) = failure.lock().await.clone() {
+        anyhow::bail!("lag: a visibility probe failed: {why}");
+    }
     let elapsed = started.elapsed().as_secs_f64();
     let results = results.lock().await.clone();
+    let unseen = unseen.lock().await.clone();
     let rows: Vec<(String, Value)> = results.iter().map(|(k, l)| (k.to_string(), l.summary())).collect();
     let outcomes = outcomes.lock().await.clone();
     let sent: u64 = outcomes.0.values().sum();
@@ -248,12 +326,16 @@ pub async fn lag(api: &Api, tenants: &[Tenant], rate: u64, duration: Duration, s
         ),
         &rows,
     );
+    if !unseen.is_empty() {
+        println!("not visible within 30 s (not in the table): {unseen:?}");
+    }
     Ok(json!({
         "target_rate": rate,
         "sent_per_second": sent as f64 / elapsed,
         "skipped_ticks": skipped,
         "sample_every": sample,
         "lag": rows.into_iter().collect::<serde_json::Map<_, _>>(),
+        "not_visible_within_30_s": unseen,
         "answers_by_status": outcomes.to_json(),
     }))
 }
@@ -336,9 +418,8 @@ pub async fn earlier_seed(api: &Api, pool: &sqlx::PgPool, run: &str) -> anyhow::
         sample.extend(crate::rebuild::sample_cases(pool, id).await?.into_iter().map(|case| json!([t, case])));
         let schema = runtime::tenancy::Tenancy(id).pg_schema();
         cases += sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {schema}.cases")).fetch_one(pool).await?;
-        let token = api.keys.issue(agent, id, runtime::auth::Role::Agent, chrono::Duration::hours(12));
         // Reads need only the tenant and its agent's token.
-        tenants.push(Tenant { id, agent, token, case_type: uuid::Uuid::nil(), channel: uuid::Uuid::nil() });
+        tenants.push(Tenant::of_earlier_run(&api.keys, id, agent));
     }
     println!("\nReusing seeding run {run}: {cases} cases over {} tenants", tenants.len());
     Ok((tenants, json!({ "cases": cases, "reused_run": run, "sample_ids": sample })))

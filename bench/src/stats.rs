@@ -69,12 +69,13 @@ impl Outcomes {
 /// Prints rows of (name, summary) as an aligned table.
 pub fn print_table(title: &str, rows: &[(String, Value)]) {
     println!("\n{title}");
-    println!("{:<34} {:>9} {:>9} {:>9} {:>9} {:>9}", "", "count", "p50 ms", "p90 ms", "p99 ms", "max ms");
+    let width = rows.iter().map(|(name, _)| name.chars().count()).max().unwrap_or(0).max(34);
+    println!("{:<width$} {:>9} {:>9} {:>9} {:>9} {:>9}", "", "count", "p50 ms", "p90 ms", "p99 ms", "max ms");
     for (name, s) in rows {
         println!(
-            "{:<34} {:>9} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            "{:<width$} {:>9} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
             name,
-            s["count"],
+            s["count"].to_string(),
             s["p50_ms"].as_f64().unwrap_or(0.0),
             s["p90_ms"].as_f64().unwrap_or(0.0),
             s["p99_ms"].as_f64().unwrap_or(0.0),

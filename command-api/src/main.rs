@@ -42,9 +42,13 @@ fn parse_role(raw: &str) -> Result<Role, String> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let cli = Cli::parse();
-    let settings = Settings::from_env()?;
+    let settings = runtime::config::exit_on_error("command-api", Settings::from_env());
+    runtime::config::exit_on_error("command-api", run(cli, settings).await)
+}
+
+async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     match cli.command {
         Some(Task::Token { tenant, user, role, hours }) => {
             let user = user.unwrap_or_else(Uuid::now_v7);

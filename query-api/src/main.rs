@@ -1,8 +1,9 @@
 use murima_query_api::Application;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let settings = runtime::Settings::from_env()?;
+async fn main() {
+    let settings = runtime::config::exit_on_error("query-api", runtime::Settings::from_env());
     runtime::telemetry::init("query-api");
-    Application::build(&settings).await?.run_until_stopped().await
+    let served = async { Application::build(&settings).await?.run_until_stopped().await };
+    runtime::config::exit_on_error("query-api", served.await)
 }

@@ -53,7 +53,24 @@ pub enum Migrations {
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
 impl Settings {
+    /// A service's settings: the token secret is required (the services sign or check
+    /// bearer tokens with it).
     pub fn from_env() -> anyhow::Result<Self> {
+        Self::load(jwt_secret()?)
+    }
+
+    /// An operator tool's settings (`murima-admin`, the benchmark's store access): they
+    /// serve no HTTP and check no token, so MURIMA_JWT_SECRET may be absent. The secret is
+    /// then random and known to nobody, so nothing could ever verify against it.
+    pub fn for_operator() -> anyhow::Result<Self> {
+        let secret = match std::env::var("MURIMA_JWT_SECRET") {
+            Ok(_) => jwt_secret()?,
+            Err(_) => format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()),
+        };
+        Self::load(secret)
+    }
+
+    fn load(jwt_secret: String) -> anyhow::Result<Self> {
         Ok(Self {
             host: var("MURIMA_HOST", "127.0.0.1"),
             command_port: parse("MURIMA_COMMAND_PORT", "8080")?,
@@ -74,7 +91,7 @@ impl Settings {
             mongo_database: var("MURIMA_MONGO_DATABASE", "murima"),
             elastic_url: var("MURIMA_ELASTIC_URL", "http://127.0.0.1:9200"),
             redis_url: var("MURIMA_REDIS_URL", "redis://127.0.0.1:6379"),
-            jwt_secret: jwt_secret()?,
+            jwt_secret,
             read_wait: Duration::from_millis(parse("MURIMA_READ_WAIT_MS", "5000")?),
             max_body_bytes: parse("MURIMA_MAX_BODY_BYTES", "65536")?,
             relay_audit_interval: Duration::from_millis(parse("MURIMA_RELAY_AUDIT_MS", "2000")?),
@@ -86,8 +103,13 @@ impl Settings {
 }
 
 fn jwt_secret() -> anyhow::Result<String> {
-    let secret = std::env::var("MURIMA_JWT_SECRET")
-        .map_err(|_| anyhow::anyhow!("MURIMA_JWT_SECRET must be set (the HS256 secret for bearer tokens)"))?;
+    let secret = std::env::var("MURIMA_JWT_SECRET").map_err(|_| {
+        anyhow::anyhow!(
+            "MURIMA_JWT_SECRET is not set: set it to at least {MIN_JWT_SECRET_BYTES} random bytes, the HS256 \
+             secret for bearer tokens (e.g. `export MURIMA_JWT_SECRET=$(head -c 32 /dev/urandom | base64)`; \
+             scripts/run.sh keeps the local stack's in .murima/jwt-secret)"
+        )
+    })?;
     anyhow::ensure!(
         secret.len() >= MIN_JWT_SECRET_BYTES,
         "MURIMA_JWT_SECRET is {} bytes; it must be at least {MIN_JWT_SECRET_BYTES} random bytes \
@@ -125,4 +147,38 @@ where
 {
     let raw = var(name, default);
     raw.parse().map_err(|e| anyhow::anyhow!("{name}={raw:?} is not valid: {e}"))
+}
+
+/// How a binary ends on an error before or while serving: one line on stderr naming the
+/// cause chain, and exit status 1. A missing or invalid setting is not a bug, so no
+/// backtrace, whatever RUST_BACKTRACE says (anyhow's `Debug`, which `main` returning
+/// `Result` prints, adds one).
+pub fn exit_on_error<T>(program: &str, result: anyhow::Result<T>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(error) => {
+            eprintln!("{program}: {error:#}");
+            std::process::exit(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operator_needs_no_token_secret_and_gets_one_nobody_knows() {
+        // The test environment has no MURIMA_JWT_SECRET unless a developer exported one.
+        if std::env::var("MURIMA_JWT_SECRET").is_ok() {
+            return;
+        }
+        let Err(error) = Settings::from_env() else { panic!("a service started without a token secret") };
+        let message = error.to_string();
+        assert!(message.starts_with("MURIMA_JWT_SECRET is not set: set it to"), "{message}");
+        let (a, b) = (Settings::for_operator(), Settings::for_operator());
+        let (Ok(a), Ok(b)) = (a, b) else { panic!("an operator's settings need no secret") };
+        assert!(a.jwt_secret.len() >= MIN_JWT_SECRET_BYTES);
+        assert_ne!(a.jwt_secret, b.jwt_secret);
+    }
 }

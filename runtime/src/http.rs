@@ -2,6 +2,7 @@
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderName;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -45,10 +46,81 @@ pub fn with_common_layers(service: &'static str, routes: Router, max_body_bytes:
         .merge(crate::metrics::routes(service, probes))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn(move |request, next| read_body_first(max_body_bytes, request, next)))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(axum::middleware::from_fn(move |request, next| crate::metrics::track_requests(service, request, next)))
+}
+
+/// How much of an oversized body is read and thrown away, and for how long, so that the
+/// client reads the 413 instead of a reset: a server that answers and closes while the
+/// client still writes makes the client's write fail (EPIPE, "broken pipe") before it
+/// looks for an answer. Production proxies do the same (nginx's lingering close).
+const DRAIN_BYTES: u64 = 16 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads every request body whole (up to `max` bytes) before any route, extractor or
+/// guard sees the request, so no answer (401, 415, 429 or 413) leaves a body unread on
+/// the connection. A body over `max` is drained (up to `DRAIN_BYTES`, for `DRAIN_TIME`)
+/// and answered 413; one declared beyond `DRAIN_BYTES` is answered at once, and the
+/// connection closed.
+async fn read_body_first(max: usize, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use futures::StreamExt as _;
+    let too_large = || ApiError::PayloadTooLarge(format!("the request body is over {max} bytes; send a smaller body"));
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > DRAIN_BYTES) {
+        return closing(too_large().into_response());
+    }
+    let limit = u64::try_from(max).unwrap_or(u64::MAX);
+    let mut chunks = body.into_data_stream();
+    let mut kept: Vec<u8> = Vec::new();
+    let mut seen: u64 = 0;
+    let mut drain_until: Option<tokio::time::Instant> = None;
+    loop {
+        let next_chunk = match drain_until {
+            None => chunks.next().await,
+            Some(deadline) => match tokio::time::timeout_at(deadline, chunks.next()).await {
+                Ok(chunk) => chunk,
+                Err(_) => return closing(too_large().into_response()),
+            },
+        };
+        match next_chunk {
+            None => break,
+            Some(Err(_)) => return ApiError::BadRequest("the request body could not be read to its end".into()).into_response(),
+            Some(Ok(chunk)) => {
+                seen = seen.saturating_add(u64::try_from(chunk.len()).unwrap_or(u64::MAX));
+                if seen > DRAIN_BYTES {
+                    return closing(too_large().into_response());
+                }
+                if seen > limit {
+                    kept = Vec::new();
+                    drain_until.get_or_insert_with(|| {
+                        let now = tokio::time::Instant::now();
+                        now.checked_add(DRAIN_TIME).unwrap_or(now)
+                    });
+                } else {
+                    kept.extend_from_slice(&chunk);
+                }
+            }
+        }
+    }
+    if drain_until.is_some() {
+        return too_large().into_response();
+    }
+    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(kept))).await
+}
+
+/// An answer after which the server closes the connection (what is left of the body
+/// is not read).
+fn closing(mut response: Response) -> Response {
+    response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    response
 }
 
 /// Binds `host:port` (port 0 picks a free one, as tests do) and says which port it got.

@@ -5,6 +5,7 @@
 mod abuse;
 mod accepted_means_projected;
 mod bad_input;
+mod bench_smoke;
 mod broker_loss;
 mod case_reads;
 mod case_types;

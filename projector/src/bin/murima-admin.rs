@@ -137,10 +137,15 @@ fn flush(out: &str) -> anyhow::Result<()> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let mut out = String::new();
+async fn main() {
     let cli = Cli::parse();
-    let settings = runtime::Settings::from_env()?;
+    // Read-only or not, an operator's command checks no bearer token: no secret needed.
+    let settings = runtime::config::exit_on_error("murima-admin", runtime::Settings::for_operator());
+    runtime::config::exit_on_error("murima-admin", run(cli, settings).await)
+}
+
+async fn run(cli: Cli, settings: runtime::Settings) -> anyhow::Result<()> {
+    let mut out = String::new();
     // Logs (JSON, stderr) stay out of the tables and JSON on stdout; warnings and up.
     runtime::telemetry::init_with_default("murima-admin", "warn");
     let stores = Stores::connect(&settings, 4).await?;
