@@ -97,6 +97,16 @@ pub struct Journal {
     cache: Arc<StreamCache>,
     /// Signs the position tokens of answers (`runtime::position`).
     keys: runtime::auth::JwtKeys,
+    /// How long an idempotency record answers retries (`MURIMA_IDEMPOTENCY_HOURS`).
+    idempotency_ttl: std::time::Duration,
+}
+
+/// Who an idempotency record belongs to: the user of a login token, or the operator of an
+/// operator's token. Keys are never shared, even inside a tenant: another user reusing a
+/// key neither gets the first one's answer nor learns that the key exists.
+fn principal(ctx: &CommandContext) -> String {
+    let kind = if ctx.caller.operator { "operator" } else { "user" };
+    format!("{kind}:{}", ctx.caller.user_id)
 }
 
 /// One command to run against one stream.
@@ -105,14 +115,35 @@ pub struct Command<'a> {
     pub tenant_id: Uuid,
     pub stream_id: Uuid,
     /// Fingerprint of the request, so a reused Idempotency-Key with another body is refused.
-    /// Keys are scoped to the caller's tenant (a platform token's is the nil tenant).
+    /// Keys are scoped to the caller's tenant (a platform token's is the nil tenant) and
+    /// principal (`principal`), and expire after the journal's `idempotency_ttl`.
     pub request_hash: String,
     pub lookup: Lookup,
 }
 
 impl Journal {
-    pub fn new(pool: PgPool, published: Arc<tokio::sync::Notify>, keys: runtime::auth::JwtKeys) -> Self {
-        Self { pool, published, cache: Arc::new(StreamCache::new(CACHED_STREAMS)), keys }
+    pub fn new(
+        pool: PgPool,
+        published: Arc<tokio::sync::Notify>,
+        keys: runtime::auth::JwtKeys,
+        idempotency_ttl: std::time::Duration,
+    ) -> Self {
+        Self { pool, published, cache: Arc::new(StreamCache::new(CACHED_STREAMS)), keys, idempotency_ttl }
+    }
+
+    /// The retention of idempotency records, in whole seconds, as PostgreSQL takes it.
+    fn ttl_secs(&self) -> f64 {
+        self.idempotency_ttl.as_secs_f64()
+    }
+
+    /// Deletes the idempotency records past their retention; how many.
+    pub async fn purge_idempotency(&self) -> Result<u64, JournalError> {
+        let purged =
+            sqlx::query("DELETE FROM eventstore.idempotency WHERE created_at < now() - make_interval(secs => $1)")
+                .bind(self.ttl_secs())
+                .execute(&self.pool)
+                .await?;
+        Ok(purged.rows_affected())
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -134,7 +165,7 @@ impl Journal {
         decide: impl FnOnce(Option<&A>, Looked) -> Result<Vec<A::Event>, DomainError>,
     ) -> Result<Recorded, JournalError> {
         if let Some(key) = &cmd.ctx.idempotency_key {
-            if let Some(recorded) = self.stored_reply(cmd.ctx.caller.tenant_id, key, &cmd.request_hash).await? {
+            if let Some(recorded) = self.stored_reply(cmd.ctx, key, &cmd.request_hash).await? {
                 return Ok(recorded);
             }
         }
@@ -144,7 +175,7 @@ impl Journal {
             ) => {
                 // A concurrent twin with the same key may have won the race: answer as it did.
                 if let Some(key) = &cmd.ctx.idempotency_key {
-                    if let Some(recorded) = self.stored_reply(cmd.ctx.caller.tenant_id, key, &cmd.request_hash).await? {
+                    if let Some(recorded) = self.stored_reply(cmd.ctx, key, &cmd.request_hash).await? {
                         return Ok(recorded);
                     }
                 }
@@ -241,20 +272,27 @@ impl Journal {
             position: token.sign(&self.keys),
         };
         if let Some(key) = &cmd.ctx.idempotency_key {
+            // An expired record not yet purged is replaced; a live one wins (a concurrent twin).
             let stored = sqlx::query(
-                "INSERT INTO eventstore.idempotency (tenant_id, key, request_hash, response)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                "INSERT INTO eventstore.idempotency (tenant_id, principal, key, request_hash, response)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (tenant_id, principal, key) DO UPDATE
+                   SET request_hash = EXCLUDED.request_hash, response = EXCLUDED.response, created_at = now(),
+                       status = NULL
+                   WHERE eventstore.idempotency.created_at < now() - make_interval(secs => $6)",
             )
             .bind(cmd.ctx.caller.tenant_id)
+            .bind(principal(cmd.ctx))
             .bind(key)
             .bind(&cmd.request_hash)
             .bind(sqlx::types::Json(&recorded))
+            .bind(self.ttl_secs())
             .execute(&mut *tx)
             .await?;
             if stored.rows_affected() == 0 {
                 tx.rollback().await?;
                 return self
-                    .stored_reply(cmd.tenant_id, key, &cmd.request_hash)
+                    .stored_reply(cmd.ctx, key, &cmd.request_hash)
                     .await?
                     .ok_or_else(|| JournalError::Unreadable(anyhow::anyhow!("idempotency record vanished")));
             }
@@ -267,12 +305,21 @@ impl Journal {
         Ok(recorded)
     }
 
-    async fn stored_reply(&self, tenant: Uuid, key: &str, hash: &str) -> Result<Option<Recorded>, JournalError> {
+    /// The answer recorded for this caller's key, unless it expired.
+    async fn stored_reply(
+        &self,
+        ctx: &CommandContext,
+        key: &str,
+        hash: &str,
+    ) -> Result<Option<Recorded>, JournalError> {
         let row: Option<(String, Value)> = sqlx::query_as(
-            "SELECT request_hash, response FROM eventstore.idempotency WHERE tenant_id = $1 AND key = $2",
+            "SELECT request_hash, response FROM eventstore.idempotency
+             WHERE tenant_id = $1 AND principal = $2 AND key = $3 AND created_at >= now() - make_interval(secs => $4)",
         )
-        .bind(tenant)
+        .bind(ctx.caller.tenant_id)
+        .bind(principal(ctx))
         .bind(key)
+        .bind(self.ttl_secs())
         .fetch_optional(&self.pool)
         .await?;
         match row {

@@ -1,7 +1,12 @@
-//! Login protection. Failed logins are counted per (tenant slug, username) and per client
-//! address in Redis; past a few free failures each further one locks that key out for
-//! twice as long as the last (capped), and a locked key is answered 429 with the time to
-//! wait, before any password is checked. A success clears the username's count.
+//! Login protection. Failed logins are counted in Redis per (tenant slug, username,
+//! client address), as identity providers do by default, and per client address; past a
+//! few free failures each further one locks that key out for twice as long as the last
+//! (capped), and a locked key is answered 429 with the time to wait, before any password
+//! is checked. A guesser therefore locks out only their own address: the owner logging in
+//! from another one is not blocked. A username attacked from many addresses is slowed
+//! (each attempt waits a moment once it has many failures), never locked. A success
+//! clears that address's count for the username. The current-password check of a
+//! password change is counted the same way, per (user, address).
 //!
 //! Password hashing (Argon2, ~19 MiB and tens of milliseconds each) runs on a few
 //! dedicated threads, half the cores: a flood queues for a moment and then gets 503 with
@@ -18,25 +23,29 @@ use redis::Script;
 use runtime::ApiError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Failures allowed before the lock-outs start, per username. Per address it is the
-/// `failed_logins_per_ip` of the rate limits (an address may front many users); with
-/// the limits off, addresses are not locked out.
+/// Failures allowed before the lock-outs start, per (username, address). Per address
+/// alone it is the `failed_logins_per_ip` of the rate limits (an address may front many
+/// users); with the limits off, addresses alone are not locked out.
 const FREE_PER_USERNAME: i64 = 5;
+/// Failures of a username (from any address) after which each of its attempts waits
+/// `SLOW_DELAY` first: a spread-out attack is slowed, and the owner still gets in.
+const SLOW_AFTER_PER_USERNAME: i64 = 10;
+const SLOW_DELAY: Duration = Duration::from_secs(1);
 /// Failures are forgotten after this long without one; no lock-out is longer.
 const WINDOW_SECS: i64 = 900;
 /// How long a login waits for a hashing slot before it is told to come back.
 const HASHING_WAIT: Duration = Duration::from_secs(2);
 
-/// KEYS: per scope a failure counter and a lock. ARGV: per scope its free failures; then
-/// the window. Counts one failure in every scope and locks those past their free ones
-/// for 2^(failures - free) seconds, at most the window.
+/// KEYS: per scope a failure counter and a lock. ARGV: per scope its free failures (-1:
+/// only counted, never locked); then the window. Counts one failure in every scope and
+/// locks those past their free ones for 2^(failures - free) seconds, at most the window.
 const FAIL: &str = r#"
 local window = tonumber(ARGV[#ARGV])
 for i = 1, #KEYS, 2 do
   local n = redis.call('INCR', KEYS[i])
   redis.call('EXPIRE', KEYS[i], window)
   local free = tonumber(ARGV[(i + 1) / 2])
-  if n > free then
+  if free >= 0 and n > free then
     local secs = math.min(2 ^ math.min(n - free, 20), window)
     redis.call('SET', KEYS[i + 1], n, 'EX', math.floor(secs))
   end
@@ -55,20 +64,42 @@ pub struct LoginGuard {
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// Whose password is being tried: a login's (tenant slug, username), or a user's own in
+/// a password change.
+pub struct Subject(String);
+
+impl Subject {
+    pub fn login(slug: &str, username: &str) -> Self {
+        // Slugs and usernames are checked only after this; keep odd input out of key names.
+        let clean = |s: &str| s.chars().filter(|c| c.is_ascii_graphic() && *c != ':').take(100).collect::<String>();
+        Self(format!("user:{}:{}", clean(slug), clean(username)))
+    }
+
+    pub fn password_of(tenant: uuid::Uuid, user: uuid::Uuid) -> Self {
+        Self(format!("password:{tenant}:{user}"))
+    }
+}
+
 struct Keys {
+    /// Failures of the subject from any address: only slows it down.
     user_failures: String,
-    user_lock: String,
+    /// Failures and lock of the subject from this address.
+    pair_failures: String,
+    pair_lock: String,
+    /// Failures and lock of the address (when address limits are on).
     ip: Option<(String, String)>,
 }
 
-fn keys(slug: &str, username: &str, ip: Option<IpAddr>) -> Keys {
-    // Slugs and usernames are checked only after this; keep odd input out of key names.
-    let clean = |s: &str| s.chars().filter(|c| c.is_ascii_graphic() && *c != ':').take(100).collect::<String>();
-    let user = format!("{}:{}", clean(slug), clean(username));
+fn keys(subject: &Subject, ip: Option<IpAddr>, address_limits: bool) -> Keys {
+    let subject = &subject.0;
+    let from = ip.map(|ip| ip.to_string()).unwrap_or_else(|| "unknown".into());
     Keys {
-        user_failures: format!("login:failures:user:{user}"),
-        user_lock: format!("login:locked:user:{user}"),
-        ip: ip.map(|ip| (format!("login:failures:ip:{ip}"), format!("login:locked:ip:{ip}"))),
+        user_failures: format!("login:failures:{subject}"),
+        pair_failures: format!("login:failures:{subject}:ip:{from}"),
+        pair_lock: format!("login:locked:{subject}:ip:{from}"),
+        ip: ip
+            .filter(|_| address_limits)
+            .map(|ip| (format!("login:failures:ip:{ip}"), format!("login:locked:ip:{ip}"))),
     }
 }
 
@@ -121,35 +152,44 @@ impl LoginGuard {
         result.await.map_err(|_| ApiError::Internal(anyhow::anyhow!("a password hash was dropped")))
     }
 
-    fn address(&self, ip: Option<IpAddr>) -> Option<IpAddr> {
-        ip.filter(|_| self.free_per_address.is_some())
-    }
-
-    /// 429 while the username or the address is locked out.
-    pub async fn check(&self, slug: &str, username: &str, ip: Option<IpAddr>) -> Result<(), ApiError> {
-        let keys = keys(slug, username, self.address(ip));
-        let mut pipe = redis::pipe();
-        pipe.pttl(&keys.user_lock);
-        if let Some((_, lock)) = &keys.ip {
-            pipe.pttl(lock);
-        }
-        let ttls: Vec<i64> = pipe.query_async(&mut self.redis.clone()).await.map_err(unreachable)?;
-        let wait_ms = ttls.into_iter().max().unwrap_or(0);
+    /// 429 while the subject is locked out from this address, or the address is; a
+    /// subject with many failures from everywhere waits a moment first.
+    pub async fn check(&self, subject: &Subject, ip: Option<IpAddr>) -> Result<(), ApiError> {
+        let keys = keys(subject, ip, self.free_per_address.is_some());
+        // (Without address limits the pair's lock is asked twice: one answer shape.)
+        let ip_lock = keys.ip.as_ref().map_or(&keys.pair_lock, |(_, lock)| lock);
+        let (failures, pair_ttl, ip_ttl): (Option<i64>, i64, i64) = redis::pipe()
+            .get(&keys.user_failures)
+            .pttl(&keys.pair_lock)
+            .pttl(ip_lock)
+            .query_async(&mut self.redis.clone())
+            .await
+            .map_err(unreachable)?;
+        let wait_ms = pair_ttl.max(ip_ttl);
         if wait_ms > 0 {
             metrics::counter!("logins_locked_out_total").increment(1);
-            let retry_after = (wait_ms as u64).div_ceil(1000);
+            let retry_after = u64::try_from(wait_ms).unwrap_or(1).div_ceil(1000);
             return Err(ApiError::TooManyRequests {
-                detail: format!("too many failed logins for this user or from this address; retry in {retry_after} s"),
+                detail: format!(
+                    "too many failed attempts for this user from this address, or from this address; retry in \
+                     {retry_after} s"
+                ),
                 retry_after,
             });
+        }
+        if failures.unwrap_or(0) > SLOW_AFTER_PER_USERNAME {
+            metrics::counter!("logins_slowed_total").increment(1);
+            tokio::time::sleep(SLOW_DELAY).await;
         }
         Ok(())
     }
 
-    pub async fn failed(&self, slug: &str, username: &str, ip: Option<IpAddr>) -> Result<(), ApiError> {
-        let keys = keys(slug, username, self.address(ip));
+    pub async fn failed(&self, subject: &Subject, ip: Option<IpAddr>) -> Result<(), ApiError> {
+        let keys = keys(subject, ip, self.free_per_address.is_some());
         let mut invocation = self.fail.prepare_invoke();
-        invocation.key(&keys.user_failures).key(&keys.user_lock).arg(FREE_PER_USERNAME);
+        invocation.key(&keys.pair_failures).key(&keys.pair_lock).arg(FREE_PER_USERNAME);
+        // The username's own count is never locked on (its lock key is never read).
+        invocation.key(&keys.user_failures).key(format!("{}:unused", keys.user_failures)).arg(-1);
         if let (Some((failures, lock)), Some(free)) = (&keys.ip, self.free_per_address) {
             invocation.key(failures).key(lock).arg(free);
         }
@@ -157,11 +197,13 @@ impl LoginGuard {
         invocation.invoke_async::<i64>(&mut self.redis.clone()).await.map(drop).map_err(unreachable)
     }
 
-    pub async fn succeeded(&self, slug: &str, username: &str) -> Result<(), ApiError> {
-        let keys = keys(slug, username, None);
+    /// Clears this address's count for the subject (not other addresses', nor the
+    /// address's own).
+    pub async fn succeeded(&self, subject: &Subject, ip: Option<IpAddr>) -> Result<(), ApiError> {
+        let keys = keys(subject, ip, false);
         redis::pipe()
-            .del(&keys.user_failures)
-            .del(&keys.user_lock)
+            .del(&keys.pair_failures)
+            .del(&keys.pair_lock)
             .query_async::<()>(&mut self.redis.clone())
             .await
             .map_err(unreachable)

@@ -18,6 +18,7 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     relay: Relay,
+    journal: Journal,
 }
 
 impl Application {
@@ -37,8 +38,9 @@ impl Application {
         let probes =
             vec![Probe::postgres(pool.clone()), Probe::kafka(&settings.kafka_brokers), probe_redis(redis.clone())];
         let keys = JwtKeys::new(&settings.jwt_secret);
+        let journal = Journal::new(pool, wake, keys.clone(), settings.idempotency_ttl);
         let state = AppState {
-            journal: Journal::new(pool, wake, keys.clone()),
+            journal: journal.clone(),
             keys: keys.clone(),
             sessions: Sessions::new(redis.clone()),
             trusted_proxies: settings.trusted_proxies.clone().into(),
@@ -50,7 +52,7 @@ impl Application {
         let api = runtime::limits::layered(router(state), redis, keys, settings);
         let router = runtime::http::with_common_layers("command-api", api, settings.max_body_bytes, probes);
         let (listener, port) = runtime::http::bind(&settings.host, settings.command_port).await?;
-        Ok(Self { port, listener, router, relay })
+        Ok(Self { port, listener, router, relay, journal })
     }
 
     pub fn port(&self) -> u16 {
@@ -63,8 +65,26 @@ impl Application {
         // A JoinSet aborts the relay when this future ends or is dropped.
         let mut relay = tokio::task::JoinSet::new();
         relay.spawn(self.relay.run_until_stopped());
+        relay.spawn(purge_idempotency(self.journal));
         let served = runtime::http::serve(self.listener, self.router).await;
         relay.abort_all();
         served.context("serving HTTP")
+    }
+}
+
+/// How often expired idempotency records are deleted (lookups ignore them meanwhile).
+const IDEMPOTENCY_PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Deletes expired idempotency records now and every `IDEMPOTENCY_PURGE_EVERY`, beside
+/// the relay; every instance may run it (a DELETE of old rows is harmless twice).
+async fn purge_idempotency(journal: Journal) -> anyhow::Result<()> {
+    let mut every = tokio::time::interval(IDEMPOTENCY_PURGE_EVERY);
+    loop {
+        every.tick().await;
+        match journal.purge_idempotency().await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "purged expired idempotency records"),
+            Err(e) => tracing::warn!(error = %e, "purging expired idempotency records failed; will retry"),
+        }
     }
 }

@@ -40,6 +40,9 @@ pub struct Settings {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Request budgets (`runtime::limits`); None: no limits (tests and benchmarks).
     pub rate_limits: Option<crate::limits::Limits>,
+    /// How long the command API keeps an Idempotency-Key's answer (`MURIMA_IDEMPOTENCY_HOURS`,
+    /// 48 by default); older records answer nobody and are purged.
+    pub idempotency_ttl: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,8 +101,18 @@ impl Settings {
             statistics_refresh: Duration::from_secs(parse("MURIMA_STATISTICS_REFRESH_SECS", "60")?),
             trusted_proxies: trusted_proxies()?,
             rate_limits: crate::limits::Limits::from_env()?,
+            idempotency_ttl: idempotency_ttl()?,
         })
     }
+}
+
+/// `MURIMA_IDEMPOTENCY_HOURS`: 1 to 8760 hours (a year), 48 by default.
+fn idempotency_ttl() -> anyhow::Result<Duration> {
+    let hours: u64 = parse("MURIMA_IDEMPOTENCY_HOURS", "48")?;
+    if !(1..=8760).contains(&hours) {
+        anyhow::bail!("MURIMA_IDEMPOTENCY_HOURS must be 1 to 8760 hours, not {hours}");
+    }
+    Ok(Duration::from_secs(hours.saturating_mul(3600)))
 }
 
 fn jwt_secret() -> anyhow::Result<String> {

@@ -32,6 +32,7 @@ mod security_credentials;
 mod security_grants;
 mod security_ids;
 mod security_live_state;
+mod security_second_pass;
 mod security_sessions;
 mod tasks;
 mod teams;

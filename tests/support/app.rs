@@ -45,6 +45,7 @@ pub fn test_settings() -> Settings {
         max_body_bytes: 16 * 1024,
         relay_audit_interval: Duration::from_millis(500),
         statistics_refresh: Duration::from_secs(2),
+        idempotency_ttl: Duration::from_secs(48 * 3600),
         trusted_proxies: Vec::new(),
         // Tests send requests as fast as they can from one address; `abuse` sets limits.
         rate_limits: None,

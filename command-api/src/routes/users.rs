@@ -25,6 +25,7 @@ use super::AppState;
 use super::CommandReply;
 use crate::context::{rights_of, CommandContext, RequestFacts};
 use crate::journal::{fingerprint, Command, Lookup};
+use crate::login_guard::Subject;
 use crate::versioned::{CommandSchema, Versioned};
 
 const MIN_PASSWORD: usize = 12;
@@ -275,16 +276,32 @@ fn within_reach(caller: Caller, role: UserRole) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The caller, if they may manage the user `id`: `users:manage`, and not outranked by them.
+/// The caller, if they may manage the user `id`: `users:manage`, not outranked by them,
+/// and holding every right they hold (role plus grants): a `users:manage` grant reaches
+/// no colleague with a right beyond one's own.
 async fn manager_of(state: &AppState, caller: Caller, id: Uuid) -> Result<Caller, ApiError> {
     let caller = caller.require(Permission::UsersManage)?;
     if let Some(user) = state.journal.state::<user::User>(caller.tenant_id, id).await? {
-        let theirs = rights_of(&user, 0).role;
+        let rights = rights_of(&user, 0);
+        let theirs = rights.role;
         if rank(theirs) > rank(caller.role) {
             return Err(ApiError::Forbidden(format!(
                 "the user {id} is {}, above your role {}: only someone of that role or higher manages them",
                 theirs.as_str(),
                 caller.role.as_str()
+            )));
+        }
+        let target =
+            Caller { user_id: id, tenant_id: caller.tenant_id, role: theirs, grants: rights.grants, operator: false };
+        let beyond: Vec<&str> = Permission::ALL
+            .iter()
+            .filter(|p| target.require(**p).is_ok() && caller.require(**p).is_err())
+            .map(|p| p.as_str())
+            .collect();
+        if !beyond.is_empty() {
+            return Err(ApiError::Forbidden(format!(
+                "the user {id} holds rights you do not ({}): only someone holding all of them manages them",
+                beyond.join(", ")
             )));
         }
     }
@@ -404,10 +421,17 @@ async fn change_password(
                 .into(),
         ));
     }
+    // The current-password check is a login in disguise: its failures are counted and
+    // locked out like a login's, per (user, address).
+    let subject = Subject::password_of(ctx.caller.tenant_id, id);
+    let ip = ctx.request.ip_address.as_deref().and_then(|ip| ip.parse().ok());
+    state.login_guard.check(&subject, ip).await?;
     let stored = state.journal.credential(ctx.caller.tenant_id, id).await?;
     if !verify_password(&state, stored, body.current_password).await? {
+        state.login_guard.failed(&subject, ip).await?;
         return Err(ApiError::unprocessable("current_password: is not the password in use"));
     }
+    state.login_guard.succeeded(&subject, ip).await?;
     set_password(&state, &ctx, id, body.new_password, false).await
 }
 
@@ -419,6 +443,13 @@ async fn reset_password(
     ApiPath(id): ApiPath<Uuid>,
     Versioned { body, .. }: Versioned<ResetBody>,
 ) -> Result<CommandReply, ApiError> {
+    // One's own password changes only where the current one is checked.
+    if ctx.caller.user_id == id && !ctx.caller.operator {
+        return Err(ApiError::Forbidden(format!(
+            "you cannot reset your own password; change it with POST /v1/users/{id}/password, which checks the \
+             current one"
+        )));
+    }
     manager_of(&state, ctx.caller, id).await?;
     set_password(&state, &ctx, id, body.new_password, true).await
 }
@@ -528,7 +559,7 @@ async fn verify_password(state: &AppState, stored: Option<String>, password: Str
 #[utoipa::path(post, path = "/v1/auth/login", tag = "users", operation_id = "users_login", request_body = LoginBody, responses(runtime::openapi::CommandAnswered))]
 async fn login(
     State(state): State<AppState>,
-    RequestFacts(parts): RequestFacts,
+    RequestFacts(mut parts): RequestFacts,
     runtime::extract::ApiJson(body): runtime::extract::ApiJson<LoginBody>,
 ) -> Result<Json<Value>, ApiError> {
     let refused = || ApiError::Unauthorized("the tenant, username or password is wrong".into());
@@ -536,7 +567,8 @@ async fn login(
     let slug = body.tenant.trim();
     let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
     let ip = runtime::http::client_ip(&parts.headers, peer, &state.trusted_proxies);
-    state.login_guard.check(slug, &username, ip).await?;
+    let subject = Subject::login(slug, &username);
+    state.login_guard.check(&subject, ip).await?;
     // (A NUL names nobody, and PostgreSQL refuses it in text: look nothing up.)
     let found = match slug.contains('\0') || username.contains('\0') {
         true => None,
@@ -549,10 +581,10 @@ async fn login(
     };
     let stored = found.as_ref().and_then(|(_, _, hash)| hash.clone());
     if !verify_password(&state, stored, body.password).await? {
-        state.login_guard.failed(slug, &username, ip).await?;
+        state.login_guard.failed(&subject, ip).await?;
         return Err(refused());
     }
-    state.login_guard.succeeded(slug, &username).await?;
+    state.login_guard.succeeded(&subject, ip).await?;
     let (tenant_id, user_id, _) = found.ok_or_else(refused)?;
     let user = state.journal.state::<user::User>(tenant_id, user_id).await?.ok_or_else(refused)?;
     if user.status != UserStatus::Active {
@@ -563,6 +595,9 @@ async fn login(
         _ => return Err(ApiError::Forbidden("the tenant is suspended".into())),
     }
     let caller = Caller { user_id, tenant_id, role: rights_of(&user, 0).role, grants: 0, operator: false };
+    // Every login is its own: an Idempotency-Key is ignored, never answered from a record
+    // (one recorded login must not hand out two working tokens).
+    parts.headers.remove(crate::context::IDEMPOTENCY_KEY);
     let ctx = CommandContext::from_parts(caller, &parts, &state.trusted_proxies)?;
     let command = Command {
         ctx: &ctx,

@@ -1,0 +1,209 @@
+//! Access control, second pass (issue 28): idempotency keys belong to their sender and
+//! expire, logins lock out per (username, address), the current-password check counts
+//! its failures, and managing users reaches only users with no right beyond one's own.
+
+use murima_tests::{test_settings, TestApp};
+use reqwest::{Method, StatusCode};
+use runtime::auth::Role;
+use serde_json::{json, Value};
+
+const PASSWORD: &str = "integration test password";
+
+async fn open_case(app: &TestApp, token: &str, key: &str, title: &str) -> reqwest::Response {
+    app.http
+        .post(format!("{}/v1/cases", app.command_url))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(&json!({ "title": title, "case_type_id": app.case_type_id }))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn login_from(app: &TestApp, address: &str, username: &str, password: &str) -> reqwest::Response {
+    app.http
+        .post(format!("{}/v1/auth/login", app.command_url))
+        .header("x-forwarded-for", address)
+        .json(&json!({ "tenant": app.tenant_slug().await, "username": username, "password": password }))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn logins_recorded(app: &TestApp, user: uuid::Uuid) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM eventstore.events WHERE tenant_id = $1 AND stream_id = $2 AND event_type = 'UserLoggedIn'",
+    )
+    .bind(app.tenant_id)
+    .bind(user)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_colleague_reusing_an_idempotency_key_gets_neither_the_answer_nor_a_hint() {
+    let app = TestApp::spawn().await;
+    app.create_user("first.sender", "agent").await;
+    app.create_user("second.sender", "agent").await;
+    let first = app.login_token("first.sender").await;
+    let second = app.login_token("second.sender").await;
+    let cases_before = app.journal_count("case").await;
+
+    let mine = open_case(&app, &first, "shared-key", "Same body").await;
+    assert_eq!(mine.status(), StatusCode::CREATED);
+    let mine: Value = mine.json().await.unwrap();
+    // The colleague with the same key and body: their own case, not the first one's answer.
+    let theirs = open_case(&app, &second, "shared-key", "Same body").await;
+    assert_eq!(theirs.status(), StatusCode::CREATED);
+    let theirs: Value = theirs.json().await.unwrap();
+    assert_ne!(theirs["id"], mine["id"], "the second sender got the first one's answer");
+    // With another body: no 422 telling them the key exists; their command runs.
+    let other = open_case(&app, &second, "first-senders-key", "Other body").await;
+    assert_eq!(other.status(), StatusCode::CREATED);
+    let _ = open_case(&app, &first, "first-senders-key", "First body").await;
+    let probe = open_case(&app, &second, "first-senders-key", "A third body").await;
+    assert_eq!(probe.status(), StatusCode::UNPROCESSABLE_ENTITY, "the second sender's own key, reused");
+    assert_eq!(app.journal_count("case").await - cases_before, 4);
+    // The sender's own retry still gets the original answer.
+    let retry: Value = open_case(&app, &first, "shared-key", "Same body").await.json().await.unwrap();
+    assert_eq!(retry["id"], mine["id"]);
+    assert_eq!(app.journal_count("case").await - cases_before, 4);
+
+    // A record older than the retention (48 hours) answers nobody.
+    sqlx::query("UPDATE eventstore.idempotency SET created_at = now() - interval '49 hours' WHERE key = 'shared-key'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let late = open_case(&app, &first, "shared-key", "Same body").await;
+    assert_eq!(late.status(), StatusCode::CREATED);
+    let late: Value = late.json().await.unwrap();
+    assert_ne!(late["id"], mine["id"], "an expired record was replayed");
+    assert_eq!(app.journal_count("case").await - cases_before, 5);
+
+    // Logins never answer from a stored record: two logins, two recorded logins.
+    let user = app.create_user("keyed.login", "agent").await;
+    let slug = app.tenant_slug().await;
+    let before = logins_recorded(&app, user).await;
+    for _ in 0..2 {
+        let answer = app
+            .http
+            .post(format!("{}/v1/auth/login", app.command_url))
+            .header("idempotency-key", "login-1")
+            .json(&json!({ "tenant": slug, "username": "keyed.login", "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+    }
+    assert_eq!(logins_recorded(&app, user).await - before, 2, "a login was answered from a stored record");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_passwords_from_one_address_do_not_lock_the_owner_out_elsewhere() {
+    let mut settings = test_settings();
+    settings.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    let app = TestApp::spawn_with(settings).await;
+    app.create_user("the.admin", "admin").await;
+
+    // 12 wrong passwords from the attacker's address: that address is locked out ...
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(login_from(&app, "6.6.6.6", "the.admin", "not the password!").await.status());
+    }
+    assert_eq!(statuses[0], StatusCode::UNAUTHORIZED);
+    assert_eq!(statuses[11], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+    let locked = login_from(&app, "6.6.6.6", "the.admin", PASSWORD).await;
+    assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(locked.headers().contains_key("retry-after"));
+    // ... the owner, elsewhere, is not.
+    assert_eq!(login_from(&app, "10.1.1.1", "the.admin", PASSWORD).await.status(), StatusCode::OK);
+
+    // Many addresses at once slow the username down but never lock the owner out.
+    for i in 0..12 {
+        let answer = login_from(&app, &format!("7.7.7.{i}"), "the.admin", "not the password!").await;
+        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    assert_eq!(login_from(&app, "10.1.1.2", "the.admin", PASSWORD).await.status(), StatusCode::OK);
+
+    // A success clears that address's count for the username.
+    for _ in 0..4 {
+        assert_eq!(
+            login_from(&app, "10.1.1.3", "the.admin", "typo typo typo").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(login_from(&app, "10.1.1.3", "the.admin", PASSWORD).await.status(), StatusCode::OK);
+    for _ in 0..4 {
+        assert_eq!(
+            login_from(&app, "10.1.1.3", "the.admin", "typo typo typo").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guessing_the_current_password_through_a_password_change_is_locked_out() {
+    let app = TestApp::spawn().await;
+    let user = app.create_user("stolen.session", "agent").await;
+    let token = app.login_token("stolen.session").await;
+    let change = |current: &str| {
+        let body = json!({ "current_password": current, "new_password": "the thief's new password" });
+        let request =
+            app.http.post(format!("{}/v1/users/{user}/password", app.command_url)).bearer_auth(&token).json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let mut statuses = Vec::new();
+    for i in 0..25 {
+        statuses.push(change(&format!("guess number {i}")).await.status());
+    }
+    assert_eq!(statuses[0], StatusCode::UNPROCESSABLE_ENTITY);
+    let first_lock = statuses.iter().position(|s| *s == StatusCode::TOO_MANY_REQUESTS);
+    assert!(first_lock.is_some_and(|i| i <= 6), "25 wrong guesses: {statuses:?}");
+    // Locked out even with the right one, with the time to wait.
+    let locked = change(PASSWORD).await;
+    assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = locked.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=900).contains(&wait), "{wait}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_manager_cannot_take_over_a_colleague_with_more_rights_or_reset_itself() {
+    let app = TestApp::spawn().await;
+    let operator = app.token_for(app.tenant_id, Role::Admin);
+    let helper = app.create_user("reset.helper", "agent").await;
+    let auditor = app.create_user("agent.auditor", "agent").await;
+    let plain = app.create_user("plain.colleague", "agent").await;
+    for (user, grant) in [
+        (helper, json!({ "permissions": { "users": ["manage"] } })),
+        (auditor, json!({ "permissions": { "audit": ["read"], "notes": ["view_internal"] } })),
+    ] {
+        let answer = app.command(Method::PUT, &format!("/v1/users/{user}/permissions"), &operator, Some(grant)).await;
+        assert!(answer.status().is_success());
+    }
+    let token = app.login_token("reset.helper").await;
+    let reset = json!({ "new_password": "now i am the auditor" });
+    let attempts = [
+        (format!("/v1/users/{auditor}/password/reset"), reset.clone()),
+        (format!("/v1/users/{auditor}/status"), json!({ "status": "locked" })),
+        (format!("/v1/users/{auditor}/permissions"), json!({ "permissions": {} })),
+    ];
+    for (path, body) in attempts {
+        let method = if path.ends_with("permissions") { Method::PUT } else { Method::POST };
+        let answer = app.command(method, &path, &token, Some(body)).await;
+        assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    let ended = app.command(Method::DELETE, &format!("/v1/users/{auditor}/sessions"), &token, None).await;
+    assert_eq!(ended.status(), StatusCode::FORBIDDEN);
+
+    // Its own password only through the route that checks the current one.
+    let own =
+        app.command(Method::POST, &format!("/v1/users/{helper}/password/reset"), &token, Some(reset.clone())).await;
+    assert_eq!(own.status(), StatusCode::FORBIDDEN);
+    let problem: Value = own.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains(&format!("/v1/users/{helper}/password")), "{problem}");
+
+    // A colleague with no right beyond its own stays within reach.
+    let answer = app.command(Method::POST, &format!("/v1/users/{plain}/password/reset"), &token, Some(reset)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+}
