@@ -32,15 +32,21 @@ impl EntityType {
     }
 }
 
+/// One choice of a select or multiselect field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldOption {
+    /// What users see.
     pub label: String,
+    /// What a case's field holds when this option is chosen.
     pub value: String,
 }
 
+/// Where a field shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VisibilityRules {
     /// Case types the field applies to; empty means all.
     #[serde(default)]
@@ -200,6 +206,24 @@ pub fn evolve(state: Option<FieldDefinition>, event: &FieldDefinitionEvent) -> O
 
 fn check_spec(v: &mut Validator, field_name: &str, spec: &FieldSpec) {
     v.text("display_name", &spec.display_name, contract::NAME);
+    if let Some(section) = &spec.section {
+        v.optional_text("section", section, contract::NAME);
+    }
+    if let Some(description) = &spec.description {
+        v.optional_text("description", description, contract::DESCRIPTION);
+    }
+    for (i, option) in spec.options.iter().enumerate() {
+        v.optional_text(&format!("options[{i}].label"), &option.label, contract::NAME);
+    }
+    let roles = &spec.visibility_rules.roles;
+    v.check(
+        roles.len() <= contract::MAX_TAGS,
+        "visibility_rules.roles",
+        format!("at most {} roles", contract::MAX_TAGS),
+    );
+    for (i, role) in roles.iter().enumerate() {
+        v.text(&format!("visibility_rules.roles[{i}]"), role, contract::TAG);
+    }
     let probe = FieldDefinition {
         entity_type: EntityType::Case,
         field_name: field_name.to_owned(),
@@ -277,6 +301,32 @@ mod tests {
         let Err(DomainError::Invalid(errors)) = decide(None, bad, Utc::now()) else { panic!("expected invalid") };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["field_name", "options"]);
+    }
+
+    #[test]
+    fn every_text_of_a_definition_is_bounded() {
+        let long = |n: usize| "x".repeat(n);
+        let roles: Vec<String> = (0..=contract::MAX_TAGS).map(|i| format!("role{i}")).collect();
+        let bad = FieldDefinitionCommand::Create {
+            entity_type: EntityType::Case,
+            field_name: "mood".into(),
+            spec: spec(json!({ "display_name": "Mood", "field_type": "select",
+                               "section": long(contract::NAME.max_chars + 1),
+                               "description": long(contract::DESCRIPTION.max_chars + 1),
+                               "options": [{ "label": long(contract::NAME.max_chars + 1), "value": "happy" }],
+                               "visibility_rules": { "roles": roles } })),
+        };
+        let Err(DomainError::Invalid(errors)) = decide(None, bad, Utc::now()) else { panic!("expected invalid") };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["section", "description", "options[0].label", "visibility_rules.roles"]);
+        let bad_role = FieldDefinitionCommand::Create {
+            entity_type: EntityType::Case,
+            field_name: "mood".into(),
+            spec: spec(json!({ "display_name": "Mood", "field_type": "text",
+                               "visibility_rules": { "roles": [long(contract::TAG.max_chars + 1)] } })),
+        };
+        let Err(DomainError::Invalid(errors)) = decide(None, bad_role, Utc::now()) else { panic!("expected invalid") };
+        assert_eq!(errors[0].field, "visibility_rules.roles[0]");
     }
 
     #[test]

@@ -14,11 +14,15 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::projections::elastic::LOOKUPS;
 use crate::stores::Stores;
 
-pub const ENTITIES: &[&str] = &[CASES, NOTES, INTERACTIONS, ES_AUDIT_LOGS];
+/// Every entity of a tenant's indices: what a migration copies and a rebuild switches
+/// and drops. The lookups (case types' names, channels' types) go with the documents
+/// that were built from them.
+pub const ENTITIES: &[&str] = &[CASES, NOTES, INTERACTIONS, ES_AUDIT_LOGS, LOOKUPS];
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Migrated {
     pub alias: String,
     pub from: String,
@@ -26,7 +30,7 @@ pub struct Migrated {
     pub documents: u64,
 }
 
-/// Migrates the indices of one tenant (or every tenant) and one entity (or all four).
+/// Migrates the indices of one tenant (or every tenant) and one entity (or all of them).
 pub async fn migrate(stores: &Stores, tenant: Option<Uuid>, entity: Option<&str>) -> anyhow::Result<Vec<Migrated>> {
     let entities: Vec<&str> = match entity {
         Some(e) if ENTITIES.contains(&e) => vec![e],

@@ -18,7 +18,7 @@ use crate::projection::{ApplyError, Checkpoint, Projection};
 use crate::stores::{ProjectionName, Stores};
 
 /// One projection as an operator sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProjectionStatus {
     pub projection: String,
     pub store: String,
@@ -458,7 +458,7 @@ pub async fn republish(pool: &PgPool, from: i64) -> anyhow::Result<u64> {
 
 /// A parked stream: the poison event first, then the events waiting behind it. A stream
 /// is identified by (tenant, id): two tenants' streams of one id are two entries.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ParkedStream {
     pub projection: String,
     pub stream_id: Uuid,

@@ -50,7 +50,7 @@ pub struct Report {
     pub resumed: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Rebuild {
     pub id: Uuid,
     pub projection: String,

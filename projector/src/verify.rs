@@ -28,7 +28,7 @@ use crate::stores::{ProjectionName, Stores};
 /// How many discrepancies a report lists (all are counted).
 const LISTED: usize = 200;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Finding {
     Missing,
@@ -36,7 +36,7 @@ pub enum Finding {
     Extra,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Discrepancy {
     pub tenant_id: Uuid,
     pub stream_id: Uuid,
@@ -49,7 +49,8 @@ pub struct Discrepancy {
 }
 
 /// One projection's comparison with the journal.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[schema(as = VerifyReport)]
 pub struct Report {
     pub projection: String,
     pub tenants: usize,

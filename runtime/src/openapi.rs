@@ -1,5 +1,7 @@
-//! What both APIs' OpenAPI documents share: the problem shape (RFC 9457), bearer
-//! authentication, and the routes serving `/openapi.json` and a Swagger UI page.
+//! What the services' OpenAPI documents share (the two APIs' and the projector's admin
+//! API's): the problem shape (RFC 9457), bearer authentication, and the routes serving
+//! `/openapi.json` and a Swagger UI page (its files embedded in the binary: the page
+//! loads nothing from another host).
 //!
 //! The documents are built by `utoipa-axum` from the same calls that register the routes
 //! (`OpenApiRouter::routes(routes!(handler))`), so a route cannot exist undocumented.
@@ -55,33 +57,97 @@ impl Modify for BearerAuth {
     }
 }
 
-const SWAGGER_UI: &str = r##"<!doctype html>
+/// Swagger UI's files, from the `swagger-ui-dist` crate: embedded in the binary, at the
+/// version pinned in Cargo.toml (the crate's version is Swagger UI's). Served under
+/// `/docs/assets/`, so the page loads nothing from another host: it works offline, and
+/// no third party's script runs where operators paste their tokens.
+const ASSETS: &str = "/docs/assets";
+
+/// The files of the crate this page uses (it also serves an example page of its own,
+/// which is not ours to serve).
+const ASSET_FILES: [&str; 4] =
+    ["swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui.css.map", "swagger-ui-bundle.js.map"];
+
+/// The documentation page: no inline script, so the policy below can forbid every
+/// script but this host's files.
+const DOCS_PAGE: &str = r##"<!doctype html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
   <title>TITLE</title>
-  <link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css">
+  <link rel="stylesheet" href="/docs/assets/swagger-ui.css">
 </head>
 <body>
-  <div id="swagger-ui"></div>
-  <script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js" crossorigin></script>
-  <script>
-    window.onload = () => { window.ui = SwaggerUIBundle({ url: "/openapi.json", dom_id: "#swagger-ui" }); };
-  </script>
+  <div id="swagger-ui" data-url="/openapi.json"></div>
+  <script src="/docs/assets/swagger-ui-bundle.js"></script>
+  <script src="/docs/swagger-initializer.js"></script>
 </body>
 </html>
 "##;
 
-/// `GET /openapi.json` (the document) and `GET /docs` (Swagger UI reading it).
+/// Starts Swagger UI on the page's document. `validatorUrl: null`: Swagger UI would
+/// otherwise send the document's address to validator.swagger.io for a badge.
+const INITIALIZER: &str = r#""use strict";
+(function () {
+  var root = document.getElementById("swagger-ui");
+  window.ui = SwaggerUIBundle({ url: root.dataset.url, domNode: root, validatorUrl: null });
+})();
+"#;
+
+/// What the documentation pages may load: this host's scripts, styles, images and
+/// document, nothing else. Swagger UI sets inline styles, and draws icons from `data:`
+/// URLs (and responses' images from `blob:` ones).
+const DOCS_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+                           img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; \
+                           base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// `GET /openapi.json` (the document) and `GET /docs` (Swagger UI reading it, with its
+/// files under `/docs/assets/`).
 pub fn docs_router<S: Clone + Send + Sync + 'static>(api: &OpenApi) -> Router<S> {
     let json = api.to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-    let page = SWAGGER_UI.replace("TITLE", &api.info.title);
+    let page = DOCS_PAGE.replace("TITLE", &html_escape(&api.info.title));
+    let assets = swagger_ui_dist::generate_routes(swagger_ui_dist::ApiDefinition {
+        uri_prefix: ASSETS,
+        api_definition: swagger_ui_dist::OpenApiSource::Uri("/openapi.json"),
+        title: None,
+    })
+    .route_layer(axum::middleware::from_fn(only_asset_files))
+    .with_state(());
+    let docs = Router::new()
+        .route("/docs", get(move || async move { Html(page) }))
+        .route(
+            "/docs/swagger-initializer.js",
+            get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], INITIALIZER) }),
+        )
+        .merge(assets)
+        .layer(axum::middleware::map_response(|mut response: axum::response::Response| async move {
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_SECURITY_POLICY, axum::http::HeaderValue::from_static(DOCS_POLICY));
+            headers.insert(header::X_CONTENT_TYPE_OPTIONS, axum::http::HeaderValue::from_static("nosniff"));
+            headers.insert(header::REFERRER_POLICY, axum::http::HeaderValue::from_static("no-referrer"));
+            response
+        }));
     Router::new()
         .route(
             "/openapi.json",
             get(move || async move { ([(header::CONTENT_TYPE, "application/json")], json).into_response() }),
         )
-        .route("/docs", get(move || async move { Html(page) }))
+        .merge(docs)
+}
+
+/// Lets through the asset files the page uses; the crate's other routes answer 404.
+async fn only_asset_files(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let file = request.uri().path().strip_prefix(ASSETS).and_then(|rest| rest.strip_prefix('/'));
+    if file.is_some_and(|f| ASSET_FILES.contains(&f)) {
+        next.run(request).await
+    } else {
+        crate::ApiError::NotFound("no such endpoint".into()).into_response()
+    }
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// How one property of a request body is bounded by the input contract
@@ -153,6 +219,16 @@ fn problem_responses() -> Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::r
         )
     })
     .collect()
+}
+
+/// Every problem an endpoint may answer, for endpoints that document their success
+/// answers themselves: `responses((status = 200, body = Answer), runtime::openapi::Problems)`.
+pub struct Problems;
+
+impl utoipa::IntoResponses for Problems {
+    fn responses() -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>> {
+        problem_responses().into_iter().collect()
+    }
 }
 
 /// The answers of every command: its stream id, new version (also the `ETag`) and a

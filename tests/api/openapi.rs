@@ -1,6 +1,7 @@
-//! Both APIs publish an OpenAPI 3 document built from their routes, and a Swagger UI.
-//! Every documented operation is routed (it answers JSON or a problem, never the
-//! router's bare 404/405), and every route the README lists is documented.
+//! Both APIs and the projector's admin API publish an OpenAPI 3 document built from
+//! their routes, and a Swagger UI page served with its files from the binary. Every
+//! documented operation is routed (it answers JSON or a problem, never the router's bare
+//! 404/405), and every route the README lists is documented.
 
 use murima_tests::TestApp;
 use reqwest::{Method, StatusCode};
@@ -13,6 +14,8 @@ async fn every_operation_is_routed(app: &TestApp, base: &str, doc: &Value) -> us
         for method in item.as_object().unwrap().keys() {
             let concrete = path
                 .replace("{entity_type}", "case")
+                .replace("{name}", "postgres")
+                .replace("{stream}", &uuid::Uuid::now_v7().to_string())
                 .replace("{user_id}", &uuid::Uuid::now_v7().to_string())
                 .replace("{id}", &uuid::Uuid::now_v7().to_string());
             let method: Method = method.to_uppercase().parse().unwrap();
@@ -120,9 +123,9 @@ fn references(node: &Value, out: &mut Vec<String>) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn every_reference_in_both_documents_resolves() {
+async fn every_reference_in_every_document_resolves() {
     let app = TestApp::spawn().await;
-    for base in [&app.command_url, &app.query_url] {
+    for base in [&app.command_url, &app.query_url, &app.projector_url] {
         let doc: Value = app.http.get(format!("{base}/openapi.json")).send().await.unwrap().json().await.unwrap();
         let mut refs = Vec::new();
         references(&doc, &mut refs);
@@ -188,6 +191,19 @@ async fn every_text_a_command_takes_declares_its_limit() {
         }
     }
     bodies.insert("AttachmentBody".into()); // inside AddBody
+
+    // And every schema a body refers to (a custom field's options, say), at any depth.
+    let mut pending: Vec<String> = bodies.iter().cloned().collect();
+    while let Some(name) = pending.pop() {
+        let mut refs = Vec::new();
+        references(&doc["components"]["schemas"][&name], &mut refs);
+        for r in refs {
+            let inner = r.rsplit('/').next().unwrap().to_owned();
+            if bodies.insert(inner.clone()) {
+                pending.push(inner);
+            }
+        }
+    }
     for body in &bodies {
         let Some(properties) = doc["components"]["schemas"][body]["properties"].as_object() else { continue };
         for (name, property) in properties {
@@ -204,4 +220,170 @@ async fn every_text_a_command_takes_declares_its_limit() {
     assert!(unbounded.is_empty(), "texts without a declared limit: {unbounded:?}");
     let title = &doc["components"]["schemas"]["OpenCaseBody"]["properties"]["title"];
     assert_eq!(title["maxLength"], 255, "{title}");
+    assert!(bodies.contains("FieldOption") && bodies.contains("VisibilityRules"), "{bodies:?}");
+}
+
+/// A custom field's definition is documented field by field (it was a bare `object`,
+/// its spec flattened out of sight), and so is its update.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_custom_field_definition_documents_its_fields() {
+    let app = TestApp::spawn().await;
+    let doc: Value =
+        app.http.get(format!("{}/openapi.json", app.command_url)).send().await.unwrap().json().await.unwrap();
+    let schemas = &doc["components"]["schemas"];
+    for (method, path, fields) in [
+        ("post", "/v1/custom-fields", &["entity_type", "field_name", "display_name", "field_type", "options"][..]),
+        ("put", "/v1/custom-fields/{id}", &["display_name", "field_type", "options", "visibility_rules"][..]),
+    ] {
+        let body = &doc["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]["$ref"];
+        let name = body.as_str().unwrap().rsplit('/').next().unwrap();
+        let schema = &schemas[name];
+        assert_eq!(schema["type"], "object", "{name}: {schema}");
+        for field in fields {
+            assert!(schema["properties"][field].is_object(), "{name} lacks {field}: {schema}");
+        }
+        assert!(schema["required"].as_array().unwrap().contains(&"display_name".into()), "{schema}");
+    }
+    assert_eq!(schemas["CustomFieldDefineBody"]["properties"]["field_name"]["maxLength"], 64);
+    assert_eq!(schemas["FieldOption"]["properties"]["label"]["maxLength"], 255);
+    let types = &schemas["FieldType"]["enum"];
+    assert_eq!(types, &serde_json::json!(["text", "number", "date", "boolean", "select", "multiselect"]));
+}
+
+/// The projector's admin API has its own document: OpenAPI 3, bearer authentication,
+/// and exactly the routes it serves (each answers a problem to a tenant agent's token,
+/// which these platform operators' endpoints refuse), with the shapes they answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_projector_documents_its_admin_api() {
+    let app = TestApp::spawn().await;
+    let base = &app.projector_url;
+    let r = app.http.get(format!("{base}/openapi.json")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let doc: Value = r.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    assert_eq!(doc["security"][0]["bearer"], serde_json::json!([]));
+    assert!(doc["components"]["schemas"]["Problem"].is_object());
+    let served = [
+        ("get", "/v1/admin/projections"),
+        ("post", "/v1/admin/projections/{name}/replay"),
+        ("post", "/v1/admin/projections/{name}/rebuild"),
+        ("delete", "/v1/admin/projections/{name}/rebuild"),
+        ("get", "/v1/admin/rebuilds"),
+        ("get", "/v1/admin/parked"),
+        ("post", "/v1/admin/parked/{name}/{stream}/retry"),
+        ("post", "/v1/admin/parked/{name}/{stream}/skip"),
+        ("post", "/v1/admin/republish"),
+        ("post", "/v1/admin/elasticsearch/migrate"),
+        ("post", "/v1/admin/verify"),
+    ];
+    let documented: std::collections::BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| item.as_object().unwrap().keys().map(move |m| (m.clone(), path.clone())))
+        .collect();
+    let expected: std::collections::BTreeSet<(String, String)> =
+        served.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    assert_eq!(documented, expected);
+    for (method, path) in served {
+        let operation = &doc["paths"][path][method];
+        assert!(operation["operationId"].as_str().unwrap().starts_with("admin_"), "{method} {path}");
+        let success = ["200", "202"].iter().find_map(|s| operation["responses"][*s].as_object()).unwrap();
+        assert!(success["content"]["application/json"]["schema"]["$ref"].is_string(), "{method} {path}: {success:?}");
+        assert!(operation["responses"]["403"].is_object(), "{method} {path}");
+    }
+    // Every one of them is routed: a tenant's agent is refused, with a problem.
+    for (method, path) in served {
+        let concrete = path.replace("{name}", "postgres").replace("{stream}", &uuid::Uuid::now_v7().to_string());
+        let mut request = app
+            .http
+            .request(method.to_uppercase().parse().unwrap(), format!("{base}{concrete}"))
+            .bearer_auth(&app.token);
+        if method == "post" {
+            request = request.json(&serde_json::json!({}));
+        }
+        let r = request.send().await.unwrap();
+        // Refused (403), or its empty body found wanting first (422): routed either way.
+        let status = r.status();
+        assert!(
+            matches!(status, StatusCode::FORBIDDEN | StatusCode::UNPROCESSABLE_ENTITY),
+            "{method} {path}: {status}"
+        );
+        let kind = r.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(kind.starts_with("application/problem+json"), "{method} {path}: {kind}");
+    }
+    // The answers have the documented shape.
+    for (path, schema) in
+        [("/v1/admin/projections", "Statuses"), ("/v1/admin/rebuilds", "Rebuilds"), ("/v1/admin/parked", "ParkedPage")]
+    {
+        let answer: Value = app.admin(Method::GET, path, None).await.json().await.unwrap();
+        let schema = &doc["components"]["schemas"][schema];
+        let properties = schema["properties"].as_object().unwrap();
+        for key in answer.as_object().unwrap().keys() {
+            assert!(properties.contains_key(key), "{path} answers {key}, which {schema} does not document");
+        }
+        for key in schema["required"].as_array().unwrap() {
+            assert!(answer.get(key.as_str().unwrap()).is_some(), "{path} lacks {key}: {answer}");
+        }
+    }
+    let status: Value = app.admin(Method::GET, "/v1/admin/projections", None).await.json().await.unwrap();
+    let documented = doc["components"]["schemas"]["ProjectionStatus"]["properties"].as_object().unwrap();
+    for key in status["projections"][0].as_object().unwrap().keys() {
+        assert!(documented.contains_key(key), "a projection's status has {key}, which ProjectionStatus lacks");
+    }
+}
+
+/// The `src` and `href` attributes of an HTML page.
+fn links(html: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for attribute in [" src=\"", " href=\""] {
+        for (at, _) in html.match_indices(attribute) {
+            let rest = &html[at + attribute.len()..];
+            out.push(rest[..rest.find('"').unwrap()].to_owned());
+        }
+    }
+    out
+}
+
+/// `/docs` on every service loads only its own host's files (Swagger UI, embedded in the
+/// binary): no other host's script runs on a page where tokens are pasted, and the page
+/// works offline. Its policy forbids any other script, inline ones included.
+#[tokio::test(flavor = "multi_thread")]
+async fn docs_pages_load_nothing_from_another_host() {
+    let app = TestApp::spawn().await;
+    for base in [&app.command_url, &app.query_url, &app.projector_url] {
+        let r = app.http.get(format!("{base}/docs")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{base}/docs");
+        assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+        let policy = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
+        assert!(policy.contains("script-src 'self';") && policy.contains("default-src 'none'"), "{policy}");
+        assert!(!policy.contains("http") && !policy.contains("unsafe-eval"), "{policy}");
+        let html = r.text().await.unwrap();
+        assert!(!html.contains("http://") && !html.contains("https://"), "{base}/docs names another host:\n{html}");
+        assert!(!html.contains("<script>"), "{base}/docs has an inline script (the policy would refuse it)");
+        assert!(html.contains("data-url=\"/openapi.json\""), "{html}");
+        let links = links(&html);
+        assert!(links.len() >= 3, "{links:?}");
+        for link in &links {
+            assert!(link.starts_with('/') && !link.starts_with("//"), "{base}/docs loads {link} from elsewhere");
+            let r = app.http.get(format!("{base}{link}")).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{base}{link}");
+            let kind = r.headers()["content-type"].to_str().unwrap().to_owned();
+            let expected = if link.ends_with(".css") { "text/css" } else { "text/javascript" };
+            assert!(kind.starts_with(expected), "{base}{link} is {kind}");
+            let text = r.text().await.unwrap();
+            if link.ends_with(".css") {
+                assert!(!text.contains("url(http") && !text.contains("@import"), "{link} loads from elsewhere");
+            }
+            if link == "/docs/swagger-initializer.js" {
+                assert!(!text.contains("://") && text.contains("validatorUrl: null"), "{text}");
+            }
+        }
+        // The bundled crate's own example page is not served.
+        for page in ["/docs/assets", "/docs/assets/", "/docs/assets/oauth2-redirect.html"] {
+            let r = app.http.get(format!("{base}{page}")).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{base}{page}");
+        }
+    }
 }

@@ -117,3 +117,82 @@ async fn any_entity_has_an_audit_trail() {
     assert_eq!(user_trail["items"][0]["action"], "create");
     assert_eq!(app.query(&format!("/v1/audit/spaceship/{channel}"), &admin).await.status(), StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_search_hit_carries_its_case_type_name_and_an_interaction_its_channel_type() {
+    let app = &TestApp::spawn().await;
+    let admin = app.token_for(app.tenant_id, Role::Admin);
+    let leak = app.create_case_type(app.tenant_id, "Water leak", json!({ "fields": [] })).await;
+    let open = |title: &str, case_type: &Value| {
+        let body = json!({ "title": title, "case_type_id": case_type, "priority": "high" });
+        let request = app.command(Method::POST, "/v1/cases", &app.token, Some(body));
+        async move {
+            let r: Value = request.await.json().await.unwrap();
+            (r["id"].as_str().unwrap().to_owned(), r["position"].as_str().unwrap().to_owned())
+        }
+    };
+    let search = |q: String| async move { app.query(&format!("/v1/search/cases?{q}"), &app.token).await };
+
+    // A new case is found with its case type's name, as the case list shows it.
+    let (dripping, _) = open("Dripping ceiling", &json!(leak)).await;
+    let (_, position) = open("Dripping tap", &json!(app.case_type_id)).await;
+    let names = |found: &Value| -> Vec<(String, Value)> {
+        let items = found["items"].as_array().unwrap().iter();
+        items.map(|i| (i["id"].as_str().unwrap().to_owned(), i["case_type_name"].clone())).collect()
+    };
+    let hit = |found: &Value, id: &str| names(found).into_iter().find(|(i, _)| i == id).map(|(_, n)| n);
+    let general = |found: &Value| names(found).iter().filter(|(_, n)| n == "General enquiry").count();
+    let found: Value = search(format!("q=dripping&position={position}")).await.json().await.unwrap();
+    assert_eq!(found["total"], json!(2), "{found}");
+    assert_eq!(hit(&found, &dripping), Some(json!("Water leak")), "{found}");
+    assert_eq!(general(&found), 1, "{found}");
+    let listed: Value = app.query(&format!("/v1/cases?position={position}"), &app.token).await.json().await.unwrap();
+    let listed = listed["items"].as_array().unwrap().iter().find(|c| c["id"] == json!(dripping)).cloned();
+    assert_eq!(listed.map(|c| c["case_type_name"].clone()), Some(json!("Water leak")));
+
+    // A rename reaches the cases already indexed, and only those of that type.
+    let renamed = app
+        .command(Method::PATCH, &format!("/v1/case-types/{leak}"), &admin, Some(json!({ "name": "Plumbing" })))
+        .await;
+    assert!(renamed.status().is_success(), "{}", renamed.text().await.unwrap());
+    let found: Value = eventually("the new case type name in search", || async {
+        let f: Value = search("q=dripping".to_owned()).await.json().await.ok()?;
+        (hit(&f, &dripping) == Some(json!("Plumbing"))).then_some(f)
+    })
+    .await;
+    assert_eq!(general(&found), 1, "{found}");
+    // A case opened after the rename carries the new name from the start.
+    let (later, position) = open("Dripping pipe", &json!(leak)).await;
+    let found: Value = search(format!("q=pipe&position={position}")).await.json().await.unwrap();
+    assert_eq!(hit(&found, &later), Some(json!("Plumbing")), "{found}");
+
+    // An interaction carries its channel's type, also when recorded after a rename.
+    let channel: Value = app
+        .command(Method::POST, "/v1/channels", &admin, Some(json!({ "name": "Phone", "type": "voice" })))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let channel = channel["id"].as_str().unwrap().to_owned();
+    let record = |content: &str| {
+        let body = json!({ "channel_id": channel, "direction": "inbound", "content": content });
+        let path = format!("/v1/cases/{dripping}/interactions");
+        async move {
+            let r = app.command(Method::POST, &path, &app.token, Some(body)).await;
+            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        }
+    };
+    record("Caller hears gurgling pipes").await;
+    let renamed = app
+        .command(Method::PATCH, &format!("/v1/channels/{channel}"), &admin, Some(json!({ "name": "Hotline" })))
+        .await;
+    assert!(renamed.status().is_success());
+    record("Caller hears gurgling again").await;
+    let heard: Value = eventually("both interactions", || async {
+        let f: Value = app.query("/v1/search/interactions?q=gurgling", &app.token).await.json().await.ok()?;
+        (f["total"] == json!(2)).then_some(f)
+    })
+    .await;
+    let types: Vec<&Value> = heard["items"].as_array().unwrap().iter().map(|i| &i["channel_type"]).collect();
+    assert_eq!(types, vec![&json!("voice"), &json!("voice")], "{heard}");
+}

@@ -80,4 +80,17 @@ pub const LIMITS: &[FieldLimit] = &[
     ("UpdateCaseBody", "tags", tags(contract::MAX_TAGS)),
     ("TagsBody", "add", tags(contract::MAX_TAGS)),
     ("TagsBody", "remove", tags(contract::MAX_TAGS)),
+    // A field's key: 1-64 of a-z, A-Z, 0-9 and _ (`events::form::FormDefinition::check`).
+    ("CustomFieldDefineBody", "field_name", Limit::Chars(64)),
+    ("CustomFieldDefineBody", "display_name", text(contract::NAME)),
+    ("CustomFieldDefineBody", "section", text(contract::NAME)),
+    ("CustomFieldDefineBody", "description", text(contract::DESCRIPTION)),
+    ("CustomFieldDefineBody", "default_value", text(contract::CUSTOM_TEXT)),
+    ("CustomFieldUpdateBody", "display_name", text(contract::NAME)),
+    ("CustomFieldUpdateBody", "section", text(contract::NAME)),
+    ("CustomFieldUpdateBody", "description", text(contract::DESCRIPTION)),
+    ("CustomFieldUpdateBody", "default_value", text(contract::CUSTOM_TEXT)),
+    ("FieldOption", "label", text(contract::NAME)),
+    ("FieldOption", "value", text(contract::CUSTOM_TEXT)),
+    ("VisibilityRules", "roles", tags(contract::MAX_TAGS)),
 ];

@@ -4,11 +4,13 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
-use events::field_definition::{self, EntityType, FieldDefinitionCommand, FieldSpec};
+use events::field_definition::{self, EntityType, FieldDefinitionCommand, FieldOption, FieldSpec, VisibilityRules};
+use events::form::FieldType;
 use runtime::auth::Permission;
 use runtime::extract::ApiPath;
 use runtime::ApiError;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -26,31 +28,138 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(activate))
 }
 
+// The two bodies state the spec's fields themselves rather than flatten `FieldSpec`
+// into them: a flattened field is an `allOf` in the document, and clients and fuzzers
+// would not see the properties (nor their limits) of the body they send. Adding a field
+// to `FieldSpec` fails to compile in `DefineBody::parts` and `UpdateBody::spec` below
+// until both bodies take it.
+
+/// A new custom field of cases, interactions or users.
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CustomFieldDefineBody)]
 struct DefineBody {
     entity_type: EntityType,
+    /// The field's key in an entity's `custom_fields`: 1-64 characters of a-z, A-Z, 0-9
+    /// and _, unique per entity type.
+    #[schema(pattern = "^[A-Za-z0-9_]+$", example = "satisfaction")]
     field_name: String,
-    #[serde(flatten)]
-    #[schema(value_type = Object)]
-    spec: FieldSpec,
+    /// The label users see.
+    #[schema(example = "Customer satisfaction")]
+    display_name: String,
+    field_type: FieldType,
+    #[serde(default)]
+    required: bool,
+    #[serde(default)]
+    #[schema(schema_with = field_value)]
+    default_value: Option<Value>,
+    /// The choices of a select or multiselect field (at least one for those).
+    #[serde(default)]
+    options: Vec<FieldOption>,
+    /// Text: `{"pattern": "<regular expression>"}`; text length and numbers:
+    /// `{"min": n, "max": n}`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    validation: Option<Value>,
+    #[serde(default)]
+    visibility_rules: VisibilityRules,
+    /// Where the field comes among the others (ascending).
+    #[serde(default)]
+    order: i32,
+    /// The group of fields it is shown in.
+    #[serde(default)]
+    section: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
 }
 
 impl CommandSchema for DefineBody {
     const NAME: &'static str = "define_custom_field";
 }
 
+/// A custom field's new spec (all of it: absent fields take their defaults).
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = CustomFieldUpdateBody)]
 struct UpdateBody {
-    #[serde(flatten)]
-    #[schema(value_type = Object)]
-    spec: FieldSpec,
+    /// The label users see.
+    #[schema(example = "Customer satisfaction")]
+    display_name: String,
+    field_type: FieldType,
+    #[serde(default)]
+    required: bool,
+    #[serde(default)]
+    #[schema(schema_with = field_value)]
+    default_value: Option<Value>,
+    /// The choices of a select or multiselect field (at least one for those).
+    #[serde(default)]
+    options: Vec<FieldOption>,
+    /// Text: `{"pattern": "<regular expression>"}`; text length and numbers:
+    /// `{"min": n, "max": n}`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    validation: Option<Value>,
+    #[serde(default)]
+    visibility_rules: VisibilityRules,
+    /// Where the field comes among the others (ascending).
+    #[serde(default)]
+    order: i32,
+    /// The group of fields it is shown in.
+    #[serde(default)]
+    section: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
 }
 
 impl CommandSchema for UpdateBody {
     const NAME: &'static str = "update_custom_field";
+}
+
+/// A field's default: a value of the field's type.
+fn field_value() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Number, Type::Boolean, Type::Array, Type::Null]))
+        .description(Some(
+            "The value a new entity gets when none is given, of the field's type: text, a date or one of the \
+             options (a string), a number, true or false, or a list of the options (multiselect).",
+        ))
+        .build()
+}
+
+impl DefineBody {
+    fn parts(self) -> (EntityType, String, FieldSpec) {
+        let spec = FieldSpec {
+            display_name: self.display_name,
+            field_type: self.field_type,
+            required: self.required,
+            default_value: self.default_value,
+            options: self.options,
+            validation: self.validation,
+            visibility_rules: self.visibility_rules,
+            order: self.order,
+            section: self.section,
+            description: self.description,
+        };
+        (self.entity_type, self.field_name, spec)
+    }
+}
+
+impl UpdateBody {
+    fn spec(self) -> FieldSpec {
+        FieldSpec {
+            display_name: self.display_name,
+            field_type: self.field_type,
+            required: self.required,
+            default_value: self.default_value,
+            options: self.options,
+            validation: self.validation,
+            visibility_rules: self.visibility_rules,
+            order: self.order,
+            section: self.section,
+            description: self.description,
+        }
+    }
 }
 
 #[utoipa::path(post, path = "/v1/custom-fields", tag = "custom-fields", operation_id = "custom_fields_define", request_body = DefineBody, responses(runtime::openapi::CommandAnswered))]
@@ -64,8 +173,8 @@ async fn define(
     let id = Uuid::now_v7();
     let lookup =
         Lookup::UniqueName { kind: "custom_field", name: format!("{}.{}", body.entity_type.as_str(), body.field_name) };
-    let cmd =
-        FieldDefinitionCommand::Create { entity_type: body.entity_type, field_name: body.field_name, spec: body.spec };
+    let (entity_type, field_name, spec) = body.parts();
+    let cmd = FieldDefinitionCommand::Create { entity_type, field_name, spec };
     Ok(run(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd).await?.at(format!("/v1/custom-fields/{id}")))
 }
 
@@ -78,7 +187,7 @@ async fn update(
 ) -> Result<CommandReply, ApiError> {
     ctx.caller.require(Permission::CustomFieldsManage)?;
     let hash = fingerprint(UpdateBody::NAME, Some(id), &body);
-    run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, FieldDefinitionCommand::Update { spec: body.spec })
+    run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, FieldDefinitionCommand::Update { spec: body.spec() })
         .await
 }
 

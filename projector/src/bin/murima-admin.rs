@@ -58,7 +58,7 @@ enum Command {
     EsMigrate {
         #[arg(long)]
         tenant: Option<Uuid>,
-        /// cases, notes, interactions or audit-logs (default: all four).
+        /// cases, notes, interactions, audit-logs or lookups (default: all five).
         #[arg(long)]
         entity: Option<String>,
     },

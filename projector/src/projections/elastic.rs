@@ -13,16 +13,36 @@
 //! use external versioning (version = stream version), so Elasticsearch itself refuses a
 //! version at or below the stored one; audit entries are created under the event id. A
 //! redelivered event is therefore a no-op (409), never a duplicate.
+//!
+//! Denormalised fields: a case document carries its case type's name (`case_type_name`)
+//! and an interaction its channel's type (`channel_type`). The projection reads no other
+//! store for them: it keeps them in Elasticsearch itself, in the per-tenant lookup
+//! documents of `tenant-<id>-lookups-YYYY-MM` (month of the case type's or channel's id),
+//! folded from the CaseType* and Channel* events like any other document (version =
+//! stream version). A case (interaction) takes the value from the lookup when it is
+//! opened (recorded). When a lookup's value is set or changes (a case type created or
+//! renamed; a channel created, its type never changes), the value is copied into the
+//! tenant's documents that name it: in memory for the cases of the batch, and by search
+//! and bulk for those already indexed (`propagate_to_indexed`), each rewritten at its own
+//! version (`external_gte`), so versions still equal stream versions. Those are rewritten
+//! before the lookup document is written: a batch that fails between the two is applied
+//! again, copy included. A tenant's events arrive in journal order, so a case type's
+//! (channel's) lookup is there before the first case (interaction) that names it, live,
+//! in a replay and in a rebuild's copies alike; and re-applying a lookup stream that was
+//! missing (`verify --repair`) fills the documents indexed without it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use elasticsearch::http::request::JsonBody;
-use elasticsearch::indices::{IndicesCreateParts, IndicesPutIndexTemplateParts};
+use elasticsearch::http::StatusCode;
+use elasticsearch::indices::{IndicesCreateParts, IndicesPutIndexTemplateParts, IndicesRefreshParts};
 use elasticsearch::{BulkParts, Elasticsearch, MgetParts, SearchParts};
 use events::case::CaseEvent;
-use events::interaction::InteractionEvent;
+use events::case_type::CaseTypeEvent;
+use events::channel::ChannelEvent;
+use events::interaction::{InteractionEvent, InteractionRecorded};
 use events::note::NoteEvent;
 use runtime::tenancy::{uuid_time, Tenancy, CASES, ES_AUDIT_LOGS, INTERACTIONS, NOTES};
 use serde_json::{json, Value};
@@ -33,6 +53,10 @@ use crate::parking::StreamKey;
 use crate::projection::{ApplyError, Checkpoint, Held, Placement, Projection};
 use crate::projections::mongo_audit::audit_record;
 use events::DomainEvent;
+
+/// The entity of the per-tenant lookup documents: one per case type and per channel,
+/// what cases and interactions take their denormalised names from.
+pub const LOOKUPS: &str = "lookups";
 
 pub struct ElasticProjection {
     client: Elasticsearch,
@@ -168,6 +192,22 @@ pub fn templates() -> Vec<(&'static str, Value)> {
                     "ip_address": { "type": "ip" },
                     "user_agent": { "type": "text" },
                     "context": { "type": "object", "dynamic": true }
+                }),
+            ),
+        ),
+        (
+            "murima-tenant-lookups",
+            template(
+                LOOKUPS,
+                json!({}),
+                json!({
+                    "tenant_id": { "type": "keyword" },
+                    "id": { "type": "keyword" },
+                    "kind": { "type": "keyword" },
+                    "name": { "type": "keyword" },
+                    "channel_type": { "type": "keyword" },
+                    "active": { "type": "boolean" },
+                    "version": { "type": "long" }
                 }),
             ),
         ),
@@ -341,16 +381,17 @@ fn distinct_id_rounds(keys: &[(String, StreamKey)]) -> Vec<Vec<&(String, StreamK
 struct Index {
     name: String,
     alias: String,
+    entity: &'static str,
 }
 
 impl Index {
-    fn of(t: Tenancy, entity: &str, month: DateTime<Utc>) -> Self {
-        Self { name: t.es_index(entity, month), alias: t.es_alias(entity) }
+    fn of(t: Tenancy, entity: &'static str, month: DateTime<Utc>) -> Self {
+        Self { name: t.es_index(entity, month), alias: t.es_alias(entity), entity }
     }
 
-    /// Cases and notes live in the month their v7 id was minted, so every event of the
-    /// stream (and every reader) finds the same index without a lookup.
-    fn by_id(t: Tenancy, entity: &str, id: Uuid) -> Self {
+    /// Cases, notes and lookups live in the month their id was minted, so every event of
+    /// the stream (and every reader) finds the same index without a lookup.
+    fn by_id(t: Tenancy, entity: &'static str, id: Uuid) -> Self {
         Self::of(t, entity, uuid_time(id).unwrap_or(DateTime::UNIX_EPOCH))
     }
 }
@@ -367,8 +408,9 @@ fn case_suggest(doc: &Value) -> Value {
     json!({ "input": inputs })
 }
 
-/// Folds one case event into its search document.
-fn fold(doc: Option<Value>, event: &Event, case_event: &CaseEvent) -> Option<Value> {
+/// Folds one case event into its search document; `case_type` is the lookup document of
+/// the case type a CaseOpened names (None: not indexed, the name stays null).
+fn fold(doc: Option<Value>, event: &Event, case_event: &CaseEvent, case_type: Option<&Value>) -> Option<Value> {
     let env = &event.envelope;
     match (doc, case_event) {
         (None, CaseEvent::Opened(e)) => Some(json!({
@@ -380,7 +422,7 @@ fn fold(doc: Option<Value>, event: &Event, case_event: &CaseEvent) -> Option<Val
             "status": e.status,
             "priority": e.priority,
             "case_type_id": e.case_type_id,
-            "case_type_name": null,
+            "case_type_name": case_type.map_or(Value::Null, |t| t["name"].clone()),
             "created_by": e.created_by,
             "assigned_to": e.assigned_to,
             "created_at": e.opened_at,
@@ -499,6 +541,95 @@ fn fold_note(doc: Option<Value>, event: &Event, note_event: &NoteEvent) -> Optio
     }
 }
 
+/// Folds one case type event into its lookup document (what cases take their name from).
+fn fold_case_type(doc: Option<Value>, event: &Event, case_type_event: &CaseTypeEvent) -> Option<Value> {
+    let env = &event.envelope;
+    match (doc, case_type_event) {
+        (None, CaseTypeEvent::Created(e)) => Some(json!({
+            "tenant_id": env.tenant_id,
+            "id": env.stream_id,
+            "kind": "case_type",
+            "name": e.name,
+            "active": true,
+            "version": env.stream_version,
+        })),
+        (Some(mut doc), CaseTypeEvent::Updated(e)) => {
+            if let Some(c) = &e.name {
+                doc["name"] = json!(c.new);
+            }
+            doc["version"] = json!(env.stream_version);
+            Some(doc)
+        }
+        (Some(mut doc), CaseTypeEvent::Deactivated(_)) => {
+            doc["active"] = json!(false);
+            doc["version"] = json!(env.stream_version);
+            Some(doc)
+        }
+        (Some(mut doc), CaseTypeEvent::Activated(_)) => {
+            doc["active"] = json!(true);
+            doc["version"] = json!(env.stream_version);
+            Some(doc)
+        }
+        (None, CaseTypeEvent::Updated(_) | CaseTypeEvent::Deactivated(_) | CaseTypeEvent::Activated(_)) => None,
+        (Some(doc), CaseTypeEvent::Created(_)) => Some(doc),
+    }
+}
+
+/// Folds one channel event into its lookup document (what interactions take their type
+/// from; the type is set when the channel is created and no event changes it).
+fn fold_channel(doc: Option<Value>, event: &Event, channel_event: &ChannelEvent) -> Option<Value> {
+    let env = &event.envelope;
+    match (doc, channel_event) {
+        (None, ChannelEvent::Created(e)) => Some(json!({
+            "tenant_id": env.tenant_id,
+            "id": env.stream_id,
+            "kind": "channel",
+            "name": e.name,
+            "channel_type": e.channel_type.as_str(),
+            "active": true,
+            "version": env.stream_version,
+        })),
+        (Some(mut doc), ChannelEvent::Updated(e)) => {
+            if let Some(c) = &e.name {
+                doc["name"] = json!(c.new);
+            }
+            doc["version"] = json!(env.stream_version);
+            Some(doc)
+        }
+        (Some(mut doc), ChannelEvent::Deactivated(_)) => {
+            doc["active"] = json!(false);
+            doc["version"] = json!(env.stream_version);
+            Some(doc)
+        }
+        (Some(mut doc), ChannelEvent::Activated(_)) => {
+            doc["active"] = json!(true);
+            doc["version"] = json!(env.stream_version);
+            Some(doc)
+        }
+        (None, ChannelEvent::Updated(_) | ChannelEvent::Deactivated(_) | ChannelEvent::Activated(_)) => None,
+        (Some(doc), ChannelEvent::Created(_)) => Some(doc),
+    }
+}
+
+/// An interaction's search document, with its channel's lookup document (None: not
+/// indexed, the type stays null).
+fn interaction_document(event: &Event, e: &InteractionRecorded, channel: Option<&Value>) -> Value {
+    let env = &event.envelope;
+    json!({
+        "tenant_id": env.tenant_id,
+        "id": env.stream_id,
+        "case_id": e.case_id,
+        "channel_id": e.channel_id,
+        "channel_type": channel.map_or(Value::Null, |c| c["channel_type"].clone()),
+        "user_id": e.user_id,
+        "direction": e.direction,
+        "content": e.content,
+        "timestamp": e.timestamp,
+        "tags": e.tags,
+        "external_id": e.external_id,
+    })
+}
+
 /// The audit entry as Elasticsearch stores it: an `ip` field takes only addresses, and the
 /// mapping's text `old_value` / `new_value` take structured values as their JSON text.
 fn audit_document(event: &Event) -> Value {
@@ -519,30 +650,171 @@ fn audit_document(event: &Event) -> Value {
     doc
 }
 
+/// Gives the batch's documents (in memory) that name a lookup its new value.
+fn propagate_in_batch(
+    docs: &mut HashMap<StreamKey, (i64, Value)>,
+    homes: &HashMap<StreamKey, Index>,
+    copy: &Propagation,
+) {
+    let source = copy.source_id.to_string();
+    for (key, (_, doc)) in docs.iter_mut() {
+        let carries = homes.get(key).is_some_and(|index| index.entity == copy.into.entity);
+        if carries && key.tenant_id == copy.tenant_id && doc[copy.into.by].as_str() == Some(source.as_str()) {
+            doc[copy.into.field] = copy.value.clone();
+        }
+    }
+}
+
+/// A request Elasticsearch refused as a whole. Busy (408, 429), failing (5xx) or blocking
+/// writes (403 `cluster_block_exception`) pass once the cluster recovers; any other
+/// refusal names no event, so it is unexplained: retried, and if it repeats while the
+/// cluster answers, the worker finds the event behind it and parks that.
+fn refused(what: &str, status: StatusCode, text: String) -> ApplyError {
+    let blocked = status == StatusCode::FORBIDDEN && text.contains("block");
+    let error = anyhow::anyhow!("{what} failed: {status} {text}");
+    match status.as_u16() {
+        408 | 429 | 500..=599 => ApplyError::Transient(error),
+        403 if blocked => ApplyError::Transient(error),
+        _ => ApplyError::Unexplained(error),
+    }
+}
+
+/// What search makes of an event besides its audit entry; every stream is named.
+enum Indexed<'a> {
+    /// A document folded from its stream's events, in an index by the stream's id.
+    Folded(Folded<'a>),
+    /// An interaction, indexed whole when recorded (the stream's only event).
+    Interaction(&'a InteractionRecorded),
+    /// Not searched (only in the audit index).
+    Nothing,
+}
+
+impl Indexed<'_> {
+    fn of(event: &Event) -> Indexed<'_> {
+        match &event.data {
+            DomainEvent::Case(e) => Indexed::Folded(Folded::Case(e)),
+            DomainEvent::Note(e) => Indexed::Folded(Folded::Note(e)),
+            DomainEvent::CaseType(e) => Indexed::Folded(Folded::CaseType(e)),
+            DomainEvent::Channel(e) => Indexed::Folded(Folded::Channel(e)),
+            DomainEvent::Interaction(InteractionEvent::Recorded(e)) => Indexed::Interaction(e),
+            DomainEvent::Tenant(_)
+            | DomainEvent::User(_)
+            | DomainEvent::Team(_)
+            | DomainEvent::Task(_)
+            | DomainEvent::Document(_)
+            | DomainEvent::Template(_)
+            | DomainEvent::Workflow(_)
+            | DomainEvent::FieldDefinition(_) => Indexed::Nothing,
+        }
+    }
+
+    /// The lookup document the event reads: a new case its case type's, an interaction
+    /// its channel's.
+    fn looks_up(&self) -> Option<Uuid> {
+        match self {
+            Indexed::Folded(Folded::Case(CaseEvent::Opened(e))) => Some(e.case_type_id),
+            Indexed::Interaction(e) => Some(e.channel_id),
+            Indexed::Folded(Folded::Case(
+                CaseEvent::Updated(_)
+                | CaseEvent::Assigned(_)
+                | CaseEvent::StatusChanged(_)
+                | CaseEvent::WorkflowStarted(_)
+                | CaseEvent::StageMoved(_)
+                | CaseEvent::TeamAssigned(_)
+                | CaseEvent::SlaSet(_),
+            ))
+            | Indexed::Folded(Folded::Note(_) | Folded::CaseType(_) | Folded::Channel(_))
+            | Indexed::Nothing => None,
+        }
+    }
+}
+
 /// A stream whose search document is folded from its events.
 enum Folded<'a> {
     Case(&'a CaseEvent),
     Note(&'a NoteEvent),
+    CaseType(&'a CaseTypeEvent),
+    Channel(&'a ChannelEvent),
 }
 
 impl Folded<'_> {
     fn of(event: &Event) -> Option<(Folded<'_>, &'static str)> {
-        match &event.data {
-            DomainEvent::Case(e) => Some((Folded::Case(e), CASES)),
-            DomainEvent::Note(e) => Some((Folded::Note(e), NOTES)),
-            _ => None,
+        match Indexed::of(event) {
+            Indexed::Folded(folded) => {
+                let entity = folded.entity();
+                Some((folded, entity))
+            }
+            Indexed::Interaction(_) | Indexed::Nothing => None,
         }
     }
 
-    fn fold(&self, doc: Option<Value>, event: &Event) -> Option<Value> {
+    fn entity(&self) -> &'static str {
         match self {
-            Folded::Case(e) => fold(doc, event, e).map(|mut d| {
+            Folded::Case(_) => CASES,
+            Folded::Note(_) => NOTES,
+            Folded::CaseType(_) | Folded::Channel(_) => LOOKUPS,
+        }
+    }
+
+    /// For a lookup document, the field other documents copy and where it goes.
+    fn copied(&self) -> Option<Denormalised> {
+        match self {
+            Folded::CaseType(_) => {
+                Some(Denormalised { from: "name", entity: CASES, by: "case_type_id", field: "case_type_name" })
+            }
+            Folded::Channel(_) => Some(Denormalised {
+                from: "channel_type",
+                entity: INTERACTIONS,
+                by: "channel_id",
+                field: "channel_type",
+            }),
+            Folded::Case(_) | Folded::Note(_) => None,
+        }
+    }
+
+    /// Folds the event into the document; `looked_up` is the lookup document the event
+    /// reads (`Indexed::looks_up`), when there is one.
+    fn fold(&self, doc: Option<Value>, event: &Event, looked_up: Option<&Value>) -> Option<Value> {
+        match self {
+            Folded::Case(e) => fold(doc, event, e, looked_up).map(|mut d| {
                 d["suggest"] = case_suggest(&d);
                 d
             }),
             Folded::Note(e) => fold_note(doc, event, e),
+            Folded::CaseType(e) => fold_case_type(doc, event, e),
+            Folded::Channel(e) => fold_channel(doc, event, e),
         }
     }
+}
+
+/// A lookup field other documents carry: `from` of the lookup goes to `field` of the
+/// tenant's `entity` documents whose `by` names the lookup.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Denormalised {
+    from: &'static str,
+    entity: &'static str,
+    by: &'static str,
+    field: &'static str,
+}
+
+/// A lookup value set or changed in a batch (a case type named or renamed, a channel
+/// created), to copy into the documents that name the lookup.
+#[derive(Debug, Clone, PartialEq)]
+struct Propagation {
+    tenant_id: Uuid,
+    source_id: Uuid,
+    into: Denormalised,
+    value: Value,
+    /// The event answerable for the rewrites (the batch's last change of the value).
+    event_id: Uuid,
+}
+
+/// What folding a batch makes: the documents to write, and the values to copy into the
+/// documents indexed before the batch (all but `written`, which carry them already).
+struct FoldedBatch {
+    actions: Vec<Action>,
+    propagations: Vec<Propagation>,
+    written: HashSet<StreamKey>,
 }
 
 #[async_trait::async_trait]
@@ -576,6 +848,11 @@ impl Projection for ElasticProjection {
                 versions: self.held_in(&tenancy.es_alias(INTERACTIONS), false).await?,
             },
             Held {
+                what: "lookups index",
+                stream_types: &["case_type", "channel"],
+                versions: self.held_in(&tenancy.es_alias(LOOKUPS), false).await?,
+            },
+            Held {
                 what: "audit-logs index",
                 stream_types: &[],
                 versions: self.held_in(&tenancy.es_alias(ES_AUDIT_LOGS), true).await?,
@@ -590,73 +867,95 @@ impl Projection for ElasticProjection {
         let mut homes: HashMap<StreamKey, Index> = HashMap::new();
         for event in events {
             let env = &event.envelope;
-            let audit = Index::of(self.tenancy(env.tenant_id), ES_AUDIT_LOGS, env.occurred_at);
+            let tenancy = self.tenancy(env.tenant_id);
+            let audit = Index::of(tenancy, ES_AUDIT_LOGS, env.occurred_at);
             self.ensure_index(&audit).await?;
             actions.push(Action {
                 meta: json!({ "create": { "_index": audit.name, "_id": env.event_id.to_string() } }),
                 doc: audit_document(event),
                 event_id: env.event_id,
             });
-            if let DomainEvent::Interaction(InteractionEvent::Recorded(e)) = &event.data {
-                let index = Index::of(self.tenancy(env.tenant_id), INTERACTIONS, e.timestamp);
-                self.ensure_index(&index).await?;
-                actions.push(Action {
-                    meta: json!({ "index": { "_index": index.name, "_id": env.stream_id.to_string(),
-                                             "version": env.stream_version, "version_type": "external" } }),
-                    doc: json!({
-                        "tenant_id": env.tenant_id,
-                        "id": env.stream_id,
-                        "case_id": e.case_id,
-                        "channel_id": e.channel_id,
-                        "user_id": e.user_id,
-                        "direction": e.direction,
-                        "content": e.content,
-                        "timestamp": e.timestamp,
-                        "tags": e.tags,
-                        "external_id": e.external_id,
-                    }),
-                    event_id: env.event_id,
-                });
+            let indexed = Indexed::of(event);
+            if let Indexed::Interaction(e) = &indexed {
+                self.ensure_index(&Index::of(tenancy, INTERACTIONS, e.timestamp)).await?;
             }
-            if let Some((_, entity)) = Folded::of(event) {
-                let index = Index::by_id(self.tenancy(env.tenant_id), entity, env.stream_id);
-                let stream = StreamKey::of(env);
+            // The documents the batch folds, and the lookup documents it reads.
+            let folded = Folded::of(event).map(|(_, entity)| (entity, env.stream_id));
+            let read = indexed.looks_up().map(|id| (LOOKUPS, id));
+            for (entity, id) in folded.into_iter().chain(read) {
+                let stream = StreamKey::new(env.tenant_id, id);
                 if let std::collections::hash_map::Entry::Vacant(home) = homes.entry(stream) {
+                    let index = Index::by_id(tenancy, entity, id);
                     self.ensure_index(&index).await?;
                     keys.push((index.name.clone(), stream));
                     home.insert(index);
                 }
             }
         }
-        actions.extend(self.fold_all(events, &keys, &homes).await?);
+        let folded = self.fold_all(events, &keys, &homes).await?;
+        // The indexed documents take a new value before the lookup document holding it is
+        // written: should anything fail in between, the batch (and the copy) is applied
+        // again, while a lookup already at the change's version would skip it.
+        for propagation in &folded.propagations {
+            self.propagate_to_indexed(propagation, &folded.written).await?;
+        }
+        actions.extend(folded.actions);
         self.bulk(actions).await
     }
 }
 
 impl ElasticProjection {
-    /// Folds the batch's case and note events into their current documents; returns an
-    /// index action per document that changed.
+    /// Folds the batch's case, note, case type and channel events into their current
+    /// documents, in journal order, and makes the interactions' documents; returns an
+    /// index action per document that changed, and the lookup values set or changed.
     async fn fold_all(
         &self,
         events: &[Event],
         keys: &[(String, StreamKey)],
         homes: &HashMap<StreamKey, Index>,
-    ) -> Result<Vec<Action>, ApplyError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
+    ) -> Result<FoldedBatch, ApplyError> {
         let mut docs = self.current_docs(keys).await?;
         let mut touched: Vec<(StreamKey, Uuid)> = Vec::new();
+        let mut interactions: Vec<Action> = Vec::new();
+        let mut propagations: Vec<Propagation> = Vec::new();
         for event in events {
+            let env = &event.envelope;
+            let indexed = Indexed::of(event);
+            let looked_up = indexed.looks_up().and_then(|id| docs.get(&StreamKey::new(env.tenant_id, id)));
+            let looked_up = looked_up.map(|(_, doc)| doc.clone());
+            if let Indexed::Interaction(e) = &indexed {
+                let index = Index::of(self.tenancy(env.tenant_id), INTERACTIONS, e.timestamp);
+                interactions.push(Action {
+                    meta: json!({ "index": { "_index": index.name, "_id": env.stream_id.to_string(),
+                                             "version": env.stream_version, "version_type": "external" } }),
+                    doc: interaction_document(event, e, looked_up.as_ref()),
+                    event_id: env.event_id,
+                });
+            }
             let Some((folded, _)) = Folded::of(event) else { continue };
-            let id = StreamKey::of(&event.envelope);
+            let id = StreamKey::of(env);
             let (held, doc) = docs.remove(&id).map_or((0, None), |(v, d)| (v, Some(d)));
             let v = event.version();
             if v == held + 1 {
-                if let Some(d) = folded.fold(doc, event) {
+                let copied = folded.copied();
+                // What the documents naming this lookup carry until now (None: a new lookup).
+                let before = copied.and_then(|c| doc.as_ref().map(|d| d[c.from].clone()));
+                if let Some(d) = folded.fold(doc, event, looked_up.as_ref()) {
+                    if let Some(into) = copied.filter(|c| before.as_ref() != Some(&d[c.from])) {
+                        let propagation = Propagation {
+                            tenant_id: id.tenant_id,
+                            source_id: id.stream_id,
+                            into,
+                            value: d[into.from].clone(),
+                            event_id: env.event_id,
+                        };
+                        propagate_in_batch(&mut docs, homes, &propagation);
+                        propagations.retain(|p| (p.tenant_id, p.source_id) != (id.tenant_id, id.stream_id));
+                        propagations.push(propagation);
+                    }
                     docs.insert(id, (v, d));
                     touched.retain(|(stream, _)| *stream != id);
-                    touched.push((id, event.envelope.event_id));
+                    touched.push((id, env.event_id));
                 }
             } else {
                 if v > held + 1 {
@@ -668,7 +967,8 @@ impl ElasticProjection {
                 }
             }
         }
-        let mut actions = Vec::with_capacity(touched.len());
+        let mut actions = Vec::with_capacity(touched.len() + interactions.len());
+        let mut written = HashSet::with_capacity(touched.len());
         for (id, event_id) in touched {
             let (Some((version, doc)), Some(index)) = (docs.remove(&id), homes.get(&id)) else { continue };
             actions.push(Action {
@@ -677,8 +977,97 @@ impl ElasticProjection {
                 doc,
                 event_id,
             });
+            written.insert(id);
         }
-        Ok(actions)
+        actions.extend(interactions);
+        Ok(FoldedBatch { actions, propagations, written })
+    }
+
+    /// Copies a lookup's value into the tenant's indexed documents that name the lookup
+    /// and still hold another value: a search (after a refresh, so the documents written
+    /// by earlier batches are seen) paged in `id` order, and a `_bulk` rewriting each
+    /// found document at its own version (`external_gte`: the version stays the stream
+    /// version, and a newer version written meanwhile wins). Documents in `written` are
+    /// left alone: the batch writes them, newer and with the value already.
+    async fn propagate_to_indexed(&self, copy: &Propagation, written: &HashSet<StreamKey>) -> Result<(), ApplyError> {
+        const PAGE: usize = 500;
+        if copy.value.is_null() {
+            return Ok(()); // nothing to copy (and no term query takes a null)
+        }
+        let Denormalised { entity, by, field, .. } = copy.into;
+        let alias = self.tenancy(copy.tenant_id).es_alias(entity);
+        let response = self
+            .client
+            .indices()
+            .refresh(IndicesRefreshParts::Index(&[&alias]))
+            .send()
+            .await
+            .map_err(|e| ApplyError::Transient(e.into()))?;
+        let status = response.status_code();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(()); // nothing of this entity indexed yet for this tenant
+        }
+        if !status.is_success() {
+            return Err(refused(&format!("refreshing {alias}"), status, response.text().await.unwrap_or_default()));
+        }
+        let mut after: Option<Value> = None;
+        loop {
+            let mut body = json!({
+                "size": PAGE,
+                "version": true,
+                "sort": [{ "id": "asc" }],
+                "query": { "bool": {
+                    "filter": [
+                        { "term": { "tenant_id": copy.tenant_id.to_string() } },
+                        { "term": { by: copy.source_id.to_string() } }
+                    ],
+                    "must_not": [{ "term": { field: copy.value } }]
+                } }
+            });
+            if let Some(after) = after.take() {
+                body["search_after"] = after;
+            }
+            let response = self
+                .client
+                .search(SearchParts::Index(&[&alias]))
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| ApplyError::Transient(e.into()))?;
+            let status = response.status_code();
+            if status == StatusCode::NOT_FOUND {
+                return Ok(());
+            }
+            if !status.is_success() {
+                let text = response.text().await.unwrap_or_default();
+                return Err(refused(&format!("searching {alias} for what names {}", copy.source_id), status, text));
+            }
+            let found: Value = response.json().await.map_err(|e| ApplyError::Transient(e.into()))?;
+            let hits = found["hits"]["hits"].as_array().cloned().unwrap_or_default();
+            let mut actions = Vec::with_capacity(hits.len());
+            for hit in &hits {
+                let id = hit["_id"].as_str().and_then(|s| s.parse::<Uuid>().ok());
+                if id.is_some_and(|id| written.contains(&StreamKey::new(copy.tenant_id, id))) {
+                    continue;
+                }
+                let (Some(index), Some(version)) = (hit["_index"].as_str(), hit["_version"].as_i64()) else {
+                    continue;
+                };
+                let mut doc = hit["_source"].clone();
+                doc[field] = copy.value.clone();
+                actions.push(Action {
+                    meta: json!({ "index": { "_index": index, "_id": hit["_id"], "version": version,
+                                             "version_type": "external_gte" } }),
+                    doc,
+                    event_id: copy.event_id,
+                });
+            }
+            self.bulk(actions).await?;
+            match hits.last() {
+                Some(last) if hits.len() == PAGE => after = Some(last["sort"].clone()),
+                _ => return Ok(()),
+            }
+        }
     }
 
     /// One `_bulk` request. A conflict means the document is already there at this
@@ -760,7 +1149,7 @@ mod tests {
         for event in [&added, &edited, &deleted] {
             let (folded, entity) = Folded::of(event).unwrap();
             assert_eq!(entity, NOTES);
-            doc = folded.fold(doc, event);
+            doc = folded.fold(doc, event, None);
         }
         let doc = doc.unwrap();
         assert_eq!(doc["content"], "Rang three times");
@@ -770,7 +1159,7 @@ mod tests {
         assert_eq!(doc["created_at"], "2026-11-20T09:00:00Z");
         // An edit of a note this store never saw added folds into nothing (a gap).
         let (folded, _) = Folded::of(&edited).unwrap();
-        assert_eq!(folded.fold(None, &edited), None);
+        assert_eq!(folded.fold(None, &edited, None), None);
     }
 
     #[test]
@@ -810,6 +1199,141 @@ mod tests {
             vec![vec![StreamKey::new(a, shared), StreamKey::new(a, other)], vec![StreamKey::new(b, shared)]]
         );
         assert!(distinct_id_rounds(&[]).is_empty());
+    }
+
+    /// Folds events of one stream in order, as `fold_all` does, from nothing.
+    fn fold_stream(events: &[&Event], looked_up: Option<&Value>) -> Option<Value> {
+        events.iter().fold(None, |doc, event| Folded::of(event).unwrap().0.fold(doc, event, looked_up))
+    }
+
+    fn case_opened(case_type: Uuid) -> Event {
+        test_event(
+            "case",
+            1,
+            "CaseOpened",
+            json!({ "case_number": "CASE-000001", "title": "Leak", "description": null, "status": "open",
+                    "priority": "low", "case_type_id": case_type, "created_by": Uuid::from_u128(7),
+                    "assigned_to": null, "due_date": null, "tags": [], "custom_fields": {},
+                    "opened_at": "2026-11-20T09:00:00Z" }),
+        )
+    }
+
+    fn case_type_created() -> Event {
+        test_event(
+            "case_type",
+            1,
+            "CaseTypeCreated",
+            json!({ "name": "Water leak", "description": null, "form_definition": { "fields": [] },
+                    "validation_rules": {}, "workflow_id": null, "created_at": "2026-11-20T09:00:00Z" }),
+        )
+    }
+
+    #[test]
+    fn a_case_type_is_a_lookup_document_a_new_case_takes_its_name_from() {
+        let created = case_type_created();
+        let renamed = test_event(
+            "case_type",
+            2,
+            "CaseTypeUpdated",
+            json!({ "name": { "old": "Water leak", "new": "Plumbing" }, "updated_at": "2026-11-20T10:00:00Z" }),
+        );
+        let deactivated = test_event("case_type", 3, "CaseTypeDeactivated", json!({ "at": "2026-11-20T11:00:00Z" }));
+        assert_eq!(Folded::of(&created).map(|(_, entity)| entity), Some(LOOKUPS));
+        let lookup = fold_stream(&[&created, &renamed, &deactivated], None).unwrap();
+        assert_eq!((&lookup["kind"], &lookup["name"]), (&json!("case_type"), &json!("Plumbing")));
+        assert_eq!((&lookup["active"], &lookup["version"]), (&json!(false), &json!(3)));
+
+        let opened = case_opened(created.envelope.stream_id);
+        assert_eq!(Indexed::of(&opened).looks_up(), Some(created.envelope.stream_id));
+        let case = fold_stream(&[&opened], Some(&lookup)).unwrap();
+        assert_eq!(case["case_type_name"], "Plumbing");
+        // A case type this store never saw: the name stays null rather than invented.
+        assert_eq!(fold_stream(&[&opened], None).unwrap()["case_type_name"], Value::Null);
+        // Only a new case reads the lookup; its later events keep what the document holds.
+        let updated = test_event("case", 2, "CaseUpdated", json!({ "updated_at": "2026-11-20T12:00:00Z" }));
+        assert_eq!(Indexed::of(&updated).looks_up(), None);
+    }
+
+    #[test]
+    fn a_rename_reaches_the_batch_s_cases_of_that_type_only() {
+        let (tenant, other_tenant) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let (renamed_type, other_type) = (Uuid::from_u128(30), Uuid::from_u128(31));
+        let case = |tenant: Uuid, n: u128, case_type: Uuid| {
+            let doc = json!({ "case_type_id": case_type, "case_type_name": "Old" });
+            (StreamKey::new(tenant, Uuid::from_u128(n)), (1, doc))
+        };
+        let mut docs: HashMap<StreamKey, (i64, Value)> = HashMap::from([
+            case(tenant, 100, renamed_type),
+            case(tenant, 101, other_type),
+            case(other_tenant, 102, renamed_type),
+            // A lookup document is not a case, whatever it holds.
+            case(tenant, 103, renamed_type),
+        ]);
+        let t = Tenancy(tenant);
+        let homes: HashMap<StreamKey, Index> = docs
+            .keys()
+            .map(|k| {
+                let entity = if k.stream_id == Uuid::from_u128(103) { LOOKUPS } else { CASES };
+                (*k, Index::by_id(t, entity, k.stream_id))
+            })
+            .collect();
+        let into = Folded::of(&case_type_created()).and_then(|(folded, _)| folded.copied()).unwrap();
+        assert_eq!((into.entity, into.by, into.field), (CASES, "case_type_id", "case_type_name"));
+        let copy = Propagation {
+            tenant_id: tenant,
+            source_id: renamed_type,
+            into,
+            value: json!("New"),
+            event_id: Uuid::nil(),
+        };
+        propagate_in_batch(&mut docs, &homes, &copy);
+        let name =
+            |tenant: Uuid, n: u128| docs[&StreamKey::new(tenant, Uuid::from_u128(n))].1["case_type_name"].clone();
+        assert_eq!(name(tenant, 100), "New");
+        assert_eq!(name(tenant, 101), "Old");
+        assert_eq!(name(other_tenant, 102), "Old");
+        assert_eq!(name(tenant, 103), "Old");
+    }
+
+    #[test]
+    fn an_interaction_carries_its_channel_s_type_through_a_rename() {
+        let created = test_event(
+            "channel",
+            1,
+            "ChannelCreated",
+            json!({ "name": "Phone", "channel_type": "voice", "configuration": {}, "created_at": "2026-11-20T09:00:00Z" }),
+        );
+        let renamed = test_event(
+            "channel",
+            2,
+            "ChannelUpdated",
+            json!({ "name": { "old": "Phone", "new": "Hotline" }, "updated_at": "2026-11-20T10:00:00Z" }),
+        );
+        let lookup = fold_stream(&[&created, &renamed], None).unwrap();
+        assert_eq!((&lookup["name"], &lookup["channel_type"]), (&json!("Hotline"), &json!("voice")));
+        let recorded = test_event(
+            "interaction",
+            1,
+            "InteractionRecorded",
+            json!({ "case_id": Uuid::from_u128(3), "channel_id": created.envelope.stream_id,
+                    "user_id": Uuid::from_u128(7), "direction": "inbound", "content": "Rang", "external_id": null,
+                    "tags": [], "metadata": {}, "timestamp": "2026-11-20T11:00:00Z" }),
+        );
+        let indexed = Indexed::of(&recorded);
+        assert_eq!(indexed.looks_up(), Some(created.envelope.stream_id));
+        let Indexed::Interaction(e) = indexed else { panic!("an interaction is indexed whole") };
+        assert_eq!(interaction_document(&recorded, e, Some(&lookup))["channel_type"], "voice");
+        assert_eq!(interaction_document(&recorded, e, None)["channel_type"], Value::Null);
+    }
+
+    #[test]
+    fn refusals_of_a_whole_request_are_classified() {
+        let transient = |status: u16, text: &str| {
+            matches!(refused("x", StatusCode::from_u16(status).unwrap(), text.into()), ApplyError::Transient(_))
+        };
+        assert!(transient(429, "") && transient(503, "") && transient(408, ""));
+        assert!(transient(403, r#"{"error":{"type":"cluster_block_exception"}}"#));
+        assert!(!transient(403, "security_exception") && !transient(400, "parsing_exception"));
     }
 
     #[test]
