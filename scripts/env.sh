@@ -8,6 +8,3 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target-rustc-$(rustc --versi
 mkdir -p "$CARGO_TARGET_DIR"
 [ -e "$ROOT/target" ] || [ -L "$ROOT/target" ] || ln -s "$CARGO_TARGET_DIR" "$ROOT/target"
 BIN="$CARGO_TARGET_DIR/debug"
-# CI builds each commit once: incremental state only grows the cache (and a shared,
-# interrupted one has produced "undefined hidden symbol" link errors here).
-if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
