@@ -224,10 +224,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if wants(Scenario::Rebuild) {
         let events = args.rebuild_events.unwrap_or(if args.scenario == Scenario::All { 20_000 } else { 200_000 });
         let tenant = api.tenant(&format!("{run}r"), 0, 1).await?;
-        results.insert(
-            "rebuild".into(),
-            rebuild::rebuild(&stores().await?, &tenant, events, args.naive_events).await?,
-        );
+        results.insert("rebuild".into(), rebuild::rebuild(&stores().await?, &tenant, events, args.naive_events).await?);
     }
 
     let report = json!({

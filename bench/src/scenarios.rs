@@ -48,7 +48,9 @@ pub async fn commands(api: &Api, tenants: &[Tenant], clients: usize, duration: D
         tenant.agent = agent.id;
         tenant.token = match tokens {
             Tokens::Login => agent.token,
-            Tokens::Operator => api.keys.issue(agent.id, tenant.id, runtime::auth::Role::Agent, chrono::Duration::hours(12)),
+            Tokens::Operator => {
+                api.keys.issue(agent.id, tenant.id, runtime::auth::Role::Agent, chrono::Duration::hours(12))
+            }
         };
         workers.spawn(async move {
             let mut rng = Rng::new(w as u64 + 1);

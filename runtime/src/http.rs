@@ -92,7 +92,9 @@ async fn read_body_first(max: usize, request: axum::extract::Request, next: axum
         };
         match next_chunk {
             None => break,
-            Some(Err(_)) => return ApiError::BadRequest("the request body could not be read to its end".into()).into_response(),
+            Some(Err(_)) => {
+                return ApiError::BadRequest("the request body could not be read to its end".into()).into_response()
+            }
             Some(Ok(chunk)) => {
                 seen = seen.saturating_add(u64::try_from(chunk.len()).unwrap_or(u64::MAX));
                 if seen > DRAIN_BYTES {
