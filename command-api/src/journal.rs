@@ -42,6 +42,13 @@ pub enum Lookup {
         kind: &'static str,
         name: String,
     },
+    /// A channel's (normalised) name, claimed like `UniqueName`, and, when its
+    /// configuration is replaced, its credentials, which live off the log in
+    /// `eventstore.channel_credentials`: those neither set nor kept are deleted.
+    Channel {
+        name: Option<String>,
+        credentials: Option<events::channel::Credentials>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -480,18 +487,15 @@ async fn lookup(
             Ok(Looked::default())
         }
         Lookup::UniqueName { kind, name } => {
-            let names = Unique {
-                table: "eventstore.unique_names",
-                column: "name",
-                owner: "stream_id",
-                kind: Some(kind),
-                releases: true,
-            };
-            if !names.claim(tx, tenant, stream, name).await? {
-                return Err(JournalError::conflict(
-                    format!("a {} named {name:?} already exists in this tenant", kind.replace('_', " ")),
-                    Some(current_version),
-                ));
+            claim_name(tx, tenant, stream, kind, name, current_version).await?;
+            Ok(Looked::default())
+        }
+        Lookup::Channel { name, credentials } => {
+            if let Some(name) = name {
+                claim_name(tx, tenant, stream, "channel", name, current_version).await?;
+            }
+            if let Some(credentials) = credentials {
+                store_channel_credentials(tx, tenant, stream, credentials).await?;
             }
             Ok(Looked::default())
         }
@@ -601,6 +605,65 @@ impl Unique<'_> {
         };
         Ok(query.execute(&mut **tx).await?.rows_affected())
     }
+}
+
+/// Claims a name among the streams of one kind (`eventstore.unique_names`); taken: 409.
+async fn claim_name(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: Uuid,
+    stream: Uuid,
+    kind: &str,
+    name: &str,
+    current_version: i64,
+) -> Result<(), JournalError> {
+    let names = Unique {
+        table: "eventstore.unique_names",
+        column: "name",
+        owner: "stream_id",
+        kind: Some(kind),
+        releases: true,
+    };
+    if !names.claim(tx, tenant, stream, name).await? {
+        return Err(JournalError::conflict(
+            format!("a {} named {name:?} already exists in this tenant", kind.replace('_', " ")),
+            Some(current_version),
+        ));
+    }
+    Ok(())
+}
+
+/// A channel's credentials, replaced in the transaction of its events: new values stored,
+/// those sent back as markers kept, every other one deleted.
+async fn store_channel_credentials(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: Uuid,
+    channel: Uuid,
+    credentials: &events::channel::Credentials,
+) -> Result<(), JournalError> {
+    let pointers: Vec<&str> =
+        credentials.set.iter().map(|(p, _)| p.as_str()).chain(credentials.kept.iter().map(String::as_str)).collect();
+    sqlx::query(
+        "DELETE FROM eventstore.channel_credentials
+         WHERE tenant_id = $1 AND channel_id = $2 AND NOT (pointer = ANY($3))",
+    )
+    .bind(tenant)
+    .bind(channel)
+    .bind(&pointers)
+    .execute(&mut **tx)
+    .await?;
+    for (pointer, value) in &credentials.set {
+        sqlx::query(
+            "INSERT INTO eventstore.channel_credentials (tenant_id, channel_id, pointer, value) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (tenant_id, channel_id, pointer) DO UPDATE SET value = EXCLUDED.value, changed_at = now()",
+        )
+        .bind(tenant)
+        .bind(channel)
+        .bind(pointer)
+        .bind(sqlx::types::Json(value))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Credentials live off the log, written in the transaction of the user's events.

@@ -1,17 +1,54 @@
-//! PostgreSQL pools and the schema migrations in `migrations/` (sqlx, timestamped names).
+//! PostgreSQL pools and the schema migrations in `migrations/` (sqlx, timestamped names),
+//! embedded in the binary at build time (`build.rs`); `MURIMA_MIGRATIONS_DIR` reads them
+//! from a directory instead.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::migrate::{MigrateDatabase, Migrator};
+use futures::future::BoxFuture;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{MigrateDatabase, Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres};
 
-pub fn migrations_dir() -> PathBuf {
-    std::env::var_os("MURIMA_MIGRATIONS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations")))
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+}
+
+/// The migrations this binary was built with, read as sqlx reads a directory of them
+/// (`<version>_<description>.sql`), so the checksums of applied ones match.
+#[derive(Debug)]
+struct Embedded;
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async move {
+            embedded::EMBEDDED
+                .iter()
+                .map(|(name, sql)| {
+                    let (version, rest) =
+                        name.split_once('_').ok_or_else(|| format!("migration {name:?} has no version prefix"))?;
+                    let version: i64 = version.parse().map_err(|_| format!("migration {name:?}: bad version"))?;
+                    let kind = MigrationType::from_filename(rest);
+                    let description = rest.trim_end_matches(kind.suffix()).replace('_', " ");
+                    let no_tx = sql.starts_with("-- no-transaction");
+                    Ok(Migration::new(version, Cow::Owned(description), kind, Cow::Borrowed(*sql), no_tx))
+                })
+                .collect()
+        })
+    }
+}
+
+async fn migrator() -> anyhow::Result<Migrator> {
+    match std::env::var_os("MURIMA_MIGRATIONS_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            Migrator::new(dir.as_path()).await.with_context(|| format!("reading migrations from {dir:?}"))
+        }
+        None => Migrator::new(Embedded).await.context("reading the embedded migrations"),
+    }
 }
 
 /// Connects, creating the database if it is missing, and applies pending migrations.
@@ -31,9 +68,7 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Res
         .connect(url)
         .await
         .context("connecting to PostgreSQL")?;
-    let dir = migrations_dir();
-    let migrator = Migrator::new(dir.as_path()).await.with_context(|| format!("reading migrations from {dir:?}"))?;
-    migrator.run(&pool).await.context("applying migrations")?;
+    migrator().await?.run(&pool).await.context("applying migrations")?;
     Ok(pool)
 }
 

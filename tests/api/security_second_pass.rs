@@ -207,3 +207,68 @@ async fn a_user_manager_cannot_take_over_a_colleague_with_more_rights_or_reset_i
     let answer = app.command(Method::POST, &format!("/v1/users/{plain}/password/reset"), &token, Some(reset)).await;
     assert_eq!(answer.status(), StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_reads_no_channel_configuration_and_nobody_reads_its_credentials() {
+    let app = TestApp::spawn().await;
+    let admin = app.token_for(app.tenant_id, Role::Admin);
+    let create = json!({ "name": "Mail", "type": "email", "configuration": {
+        "smtp_host": "mail.example.org",
+        "smtp_password": "hunter2-smtp",
+        "oauth": { "client_id": "murima", "client_secret": "s3cret-oauth" },
+    }});
+    let r = app.command(Method::POST, "/v1/channels", &admin, Some(create)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let created: Value = r.json().await.unwrap();
+    let (id, position) = (created["id"].as_str().unwrap().to_owned(), created["position"].as_str().unwrap().to_owned());
+
+    // An agent sees the channel, not its configuration, in the list and alone.
+    let one: Value =
+        app.query(&format!("/v1/channels/{id}?position={position}"), &app.token).await.json().await.unwrap();
+    assert_eq!(one["name"], "Mail");
+    assert!(one.get("configuration").is_none(), "an agent read the configuration: {one}");
+    let list: Value = app.query("/v1/channels", &app.token).await.json().await.unwrap();
+    assert!(list["items"][0].get("configuration").is_none(), "{list}");
+
+    // A channel manager sees the configuration, with credentials only as set.
+    let r = app.query(&format!("/v1/channels/{id}?position={position}"), &admin).await;
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("hunter2") && !text.contains("s3cret"), "a credential was answered back: {text}");
+    let seen: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(seen["configuration"]["smtp_host"], "mail.example.org");
+    assert_eq!(seen["configuration"]["smtp_password"]["set"], true);
+    assert_eq!(seen["configuration"]["oauth"]["client_secret"]["set"], true);
+
+    // Sent back as read with a new host: the credentials stay stored; the audit trail and
+    // the journal never held them.
+    let mut configuration = seen["configuration"].clone();
+    configuration["smtp_host"] = json!("smtp.example.org");
+    configuration["oauth"]["client_secret"] = Value::Null;
+    let r = app
+        .command(Method::PATCH, &format!("/v1/channels/{id}"), &admin, Some(json!({ "configuration": configuration })))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let stored: Vec<(String, Value)> = sqlx::query_as(
+        "SELECT pointer, value FROM eventstore.channel_credentials WHERE tenant_id = $1 ORDER BY pointer",
+    )
+    .bind(app.tenant_id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, vec![("/smtp_password".to_owned(), json!("hunter2-smtp"))]);
+    let leaked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM eventstore.events WHERE tenant_id = $1
+         AND (envelope::text LIKE '%hunter2%' OR envelope::text LIKE '%s3cret%')",
+    )
+    .bind(app.tenant_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(leaked, 0, "a credential went into the journal");
+    let position = r.json::<Value>().await.unwrap()["position"].as_str().unwrap().to_owned();
+    let audit = app.query(&format!("/v1/audit/channel/{id}?position={position}"), &admin).await;
+    assert_eq!(audit.status(), StatusCode::OK);
+    let audit = audit.text().await.unwrap();
+    assert!(audit.contains("smtp.example.org"), "{audit}");
+    assert!(!audit.contains("hunter2") && !audit.contains("s3cret"), "the audit log holds a credential: {audit}");
+}

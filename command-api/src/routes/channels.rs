@@ -22,8 +22,6 @@ use crate::journal::{fingerprint, Command, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
 use events::case;
 
-const KIND: &str = "channel";
-
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create))
@@ -90,9 +88,11 @@ async fn create(
     ctx.caller.require(Permission::ChannelsManage)?;
     let hash = fingerprint(CreateBody::NAME, None, &body);
     let id = Uuid::now_v7();
-    let lookup = Lookup::UniqueName { kind: KIND, name: normalise_name(&body.name) };
-    let cmd =
-        ChannelCommand::Create { name: body.name, channel_type: body.channel_type, configuration: body.configuration };
+    let mut configuration = body.configuration;
+    let credentials = channel::split_credentials(&mut configuration, Utc::now());
+    let kept = credentials.kept.clone();
+    let lookup = Lookup::Channel { name: Some(normalise_name(&body.name)), credentials: Some(credentials) };
+    let cmd = ChannelCommand::Create { name: body.name, channel_type: body.channel_type, configuration, kept };
     Ok(run(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd).await?.at(format!("/v1/channels/{id}")))
 }
 
@@ -105,11 +105,11 @@ async fn update(
 ) -> Result<CommandReply, ApiError> {
     ctx.caller.require(Permission::ChannelsManage)?;
     let hash = fingerprint(UpdateBody::NAME, Some(id), &body);
-    let lookup = match &body.name {
-        Some(name) => Lookup::UniqueName { kind: KIND, name: normalise_name(name) },
-        None => Lookup::Nothing,
-    };
-    let cmd = ChannelCommand::Update { name: body.name, configuration: body.configuration };
+    let mut configuration = body.configuration;
+    let credentials = configuration.as_mut().map(|c| channel::split_credentials(c, Utc::now()));
+    let kept = credentials.as_ref().map(|c| c.kept.clone()).unwrap_or_default();
+    let lookup = Lookup::Channel { name: body.name.as_deref().map(normalise_name), credentials };
+    let cmd = ChannelCommand::Update { name: body.name, configuration, kept };
     run(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
 }
 

@@ -12,7 +12,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
-use runtime::auth::Caller;
+use runtime::auth::{Caller, Permission};
 use runtime::extract::{ApiPath, ApiQuery};
 use runtime::openapi::ReadAnswered;
 use runtime::tenancy::Tenancy;
@@ -33,9 +33,22 @@ pub struct Table {
     table: &'static str,
     /// A JSON expression over the row `t`: what a client sees of it.
     shape: &'static str,
+    /// A field shown only to callers holding the permission.
+    restricted: Option<(&'static str, Permission)>,
 }
 
-const USERS: Table = Table { path: "users", table: "users", shape: "to_jsonb(t) - 'password_hash'" };
+impl Table {
+    /// What this caller sees of a row: the shape, less what their rights do not reach.
+    fn shape_for(&self, caller: Caller, schema: &str) -> String {
+        let shape = self.shape.replace("{schema}", schema);
+        match self.restricted {
+            Some((field, permission)) if caller.require(permission).is_err() => format!("({shape}) - '{field}'"),
+            _ => shape,
+        }
+    }
+}
+
+const USERS: Table = Table { path: "users", table: "users", shape: "to_jsonb(t) - 'password_hash'", restricted: None };
 const TEAMS: Table = Table {
     path: "teams",
     table: "teams",
@@ -43,10 +56,18 @@ const TEAMS: Table = Table {
                     SELECT jsonb_agg(jsonb_build_object('user_id', m.user_id, 'role', m.role, 'joined_at', m.joined_at)
                                      ORDER BY m.joined_at, m.user_id)
                     FROM {schema}.team_members m WHERE m.team_id = t.id), '[]'::jsonb))",
+    restricted: None,
 };
-const CASE_TYPES: Table = Table { path: "case-types", table: "case_types", shape: "to_jsonb(t)" };
-const WORKFLOWS: Table = Table { path: "workflows", table: "workflows", shape: "to_jsonb(t)" };
-const CHANNELS: Table = Table { path: "channels", table: "channels", shape: "to_jsonb(t)" };
+const CASE_TYPES: Table = Table { path: "case-types", table: "case_types", shape: "to_jsonb(t)", restricted: None };
+const WORKFLOWS: Table = Table { path: "workflows", table: "workflows", shape: "to_jsonb(t)", restricted: None };
+/// A channel's configuration (endpoints, accounts; credentials only as set-or-not
+/// markers) is for those who manage channels.
+const CHANNELS: Table = Table {
+    path: "channels",
+    table: "channels",
+    shape: "to_jsonb(t)",
+    restricted: Some(("configuration", Permission::ChannelsManage)),
+};
 
 /// A collection of the tenant's MongoDB documents served as a resource.
 #[derive(Clone, Copy)]
@@ -206,7 +227,7 @@ async fn list_rows(
     let schema = Tenancy(tenant).pg_schema();
     let limit = page_size(q.limit, 25, 100)?;
     let after = q.cursor.as_deref().map(Cursor::<DateTime<Utc>>::decode).transpose()?;
-    let shape = table.shape.replace("{schema}", &schema);
+    let shape = table.shape_for(caller, &schema);
     let (mut tx, _) = tenant_tx(&state.pool, caller).await?;
     let rows: Vec<Value> = sqlx::query_scalar(&format!(
         "SELECT {shape} FROM {schema}.{} t
@@ -236,7 +257,7 @@ async fn get_row(
     let tenant = caller.tenant_member()?.tenant_id;
     wait_for_postgres(&state, tenant, token).await?;
     let schema = Tenancy(tenant).pg_schema();
-    let shape = table.shape.replace("{schema}", &schema);
+    let shape = table.shape_for(caller, &schema);
     let (mut tx, _) = tenant_tx(&state.pool, caller).await?;
     let row: Option<Value> =
         sqlx::query_scalar(&format!("SELECT {shape} FROM {schema}.{} t WHERE t.id = $1", table.table))
