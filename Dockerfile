@@ -7,6 +7,6 @@ RUN cargo build --release --locked -p murima-command-api -p murima-projector -p 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/command-api /src/target/release/projector /src/target/release/query-api /usr/local/bin/
-COPY migrations /app/migrations
-ENV MURIMA_MIGRATIONS_DIR=/app/migrations MURIMA_HOST=0.0.0.0
+# The migrations are built into the binaries.
+ENV MURIMA_HOST=0.0.0.0
 USER nobody
