@@ -146,6 +146,8 @@ pub struct CaseTypeFacts {
     pub form: FormDefinition,
     /// The type's workflow, when it has one.
     pub workflow: Option<WorkflowFacts>,
+    /// Custom fields the acting user's role may not see on cases of this type.
+    pub hidden: BTreeSet<String>,
 }
 
 /// A workflow as the write side found it, looked up before deciding.
@@ -170,6 +172,9 @@ pub struct MoveStage {
 pub struct UpdateCase {
     /// The form of the case's type, looked up when `custom_fields` is given.
     pub form: Option<FormDefinition>,
+    /// Custom fields the acting user's role may not see on this case: refused when sent,
+    /// kept as they are when the rest of the fields are replaced.
+    pub hidden: BTreeSet<String>,
     /// The case's workflow, looked up when `priority` is given (its SLA may change).
     pub workflow: Option<WorkflowFacts>,
     pub title: Option<String>,
@@ -479,7 +484,20 @@ fn refuse_if_closed(case: &Case) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// A field the actor's role may not see is not theirs to set (403 naming it).
+fn refuse_hidden(fields: &CustomFields, hidden: &BTreeSet<String>) -> Result<(), DomainError> {
+    match fields.keys().find(|k| hidden.contains(*k)) {
+        Some(k) => Err(DomainError::Forbidden(format!(
+            "custom_fields.{k} is not visible to your role, so you cannot set it; leave it out"
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn open(cmd: OpenCase, ctx: Context) -> Result<Vec<CaseEvent>, DomainError> {
+    if let Some(t) = &cmd.case_type {
+        refuse_hidden(&cmd.custom_fields, &t.hidden)?;
+    }
     let mut v = Validator::default();
     v.text("title", &cmd.title, contract::TITLE);
     if let Some(d) = &cmd.description {
@@ -606,6 +624,15 @@ fn update(case: &Case, cmd: UpdateCase, ctx: Context) -> Result<Vec<CaseEvent>, 
         check_tags(&mut v, tags);
     }
     let mut custom_fields = cmd.custom_fields;
+    if let Some(fields) = custom_fields.as_mut() {
+        refuse_hidden(fields, &cmd.hidden)?;
+        // What the actor cannot see stays as it is: their copy never had it.
+        for name in &cmd.hidden {
+            if let Some(value) = case.custom_fields.get(name) {
+                fields.insert(name.clone(), value.clone());
+            }
+        }
+    }
     if let Some(fields) = &custom_fields {
         check_custom_fields(&mut v, fields);
         if let Some(form) = &cmd.form {
@@ -698,7 +725,12 @@ mod tests {
     fn open_cmd() -> OpenCase {
         OpenCase {
             case_number: "CASE-000001".into(),
-            case_type: Some(CaseTypeFacts { active: true, form: FormDefinition::default(), workflow: None }),
+            case_type: Some(CaseTypeFacts {
+                active: true,
+                form: FormDefinition::default(),
+                workflow: None,
+                hidden: BTreeSet::new(),
+            }),
             assignee: Reference::Usable,
             title: "  Printer on fire ".into(),
             description: Some("third floor".into()),
@@ -762,7 +794,12 @@ mod tests {
         assert_eq!(errors[0].field, "case_type_id");
 
         let mut cmd = open_cmd();
-        cmd.case_type = Some(CaseTypeFacts { active: false, form: FormDefinition::default(), workflow: None });
+        cmd.case_type = Some(CaseTypeFacts {
+            active: false,
+            form: FormDefinition::default(),
+            workflow: None,
+            hidden: BTreeSet::new(),
+        });
         assert!(matches!(decide(None, CaseCommand::Open(cmd), ctx()), Err(DomainError::Invalid(_))));
 
         let form: FormDefinition = serde_json::from_value(serde_json::json!({ "fields": [
@@ -771,7 +808,8 @@ mod tests {
         ]}))
         .unwrap();
         let mut cmd = open_cmd();
-        cmd.case_type = Some(CaseTypeFacts { active: true, form: form.clone(), workflow: None });
+        cmd.case_type =
+            Some(CaseTypeFacts { active: true, form: form.clone(), workflow: None, hidden: BTreeSet::new() });
         let Err(DomainError::Invalid(errors)) = decide(None, CaseCommand::Open(cmd.clone()), ctx()) else {
             panic!("expected invalid")
         };
@@ -900,8 +938,12 @@ mod tests {
     #[test]
     fn a_case_follows_its_workflow_and_gets_sla_due_times() {
         let mut cmd = open_cmd();
-        cmd.case_type =
-            Some(CaseTypeFacts { active: true, form: FormDefinition::default(), workflow: Some(workflow()) });
+        cmd.case_type = Some(CaseTypeFacts {
+            active: true,
+            form: FormDefinition::default(),
+            workflow: Some(workflow()),
+            hidden: BTreeSet::new(),
+        });
         let events = decide(None, CaseCommand::Open(cmd), ctx()).unwrap();
         let [CaseEvent::Opened(_), CaseEvent::WorkflowStarted(w), CaseEvent::SlaSet(sla)] = events.as_slice() else {
             panic!("expected opened, workflow started, SLA set: {events:?}")
@@ -928,8 +970,12 @@ mod tests {
     #[test]
     fn a_new_priority_recomputes_the_sla() {
         let mut cmd = open_cmd();
-        cmd.case_type =
-            Some(CaseTypeFacts { active: true, form: FormDefinition::default(), workflow: Some(workflow()) });
+        cmd.case_type = Some(CaseTypeFacts {
+            active: true,
+            form: FormDefinition::default(),
+            workflow: Some(workflow()),
+            hidden: BTreeSet::new(),
+        });
         cmd.priority = Priority::Low;
         let events = decide(None, CaseCommand::Open(cmd), ctx()).unwrap();
         assert_eq!(events.len(), 2, "no SLA target for low priority");
@@ -960,8 +1006,12 @@ mod tests {
     #[test]
     fn every_case_event_round_trips() {
         let mut cmd = open_cmd();
-        cmd.case_type =
-            Some(CaseTypeFacts { active: true, form: FormDefinition::default(), workflow: Some(workflow()) });
+        cmd.case_type = Some(CaseTypeFacts {
+            active: true,
+            form: FormDefinition::default(),
+            workflow: Some(workflow()),
+            hidden: BTreeSet::new(),
+        });
         for event in decide(None, CaseCommand::Open(cmd), ctx()).unwrap() {
             let decoded = CaseEvent::decode(event.event_type(), event.schema_version(), event.payload()).unwrap();
             assert_eq!(decoded, event);

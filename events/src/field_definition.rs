@@ -56,6 +56,31 @@ pub struct VisibilityRules {
     pub roles: Vec<String>,
 }
 
+impl VisibilityRules {
+    /// Whether a user of `role` may not see the field on a case of `case_type` (None:
+    /// on some case type). A hidden field is left out of every read and filter, and
+    /// setting it is refused.
+    pub fn hides_from(&self, role: &str, case_type: Option<Uuid>) -> bool {
+        !self.roles.is_empty()
+            && !self.roles.iter().any(|r| r == role)
+            && case_type.is_none_or(|t| self.case_type_ids.is_empty() || self.case_type_ids.contains(&t))
+    }
+}
+
+/// The case field names among `definitions` that `role` may not see on a case of
+/// `case_type` (a deactivated definition still hides what cases hold of it).
+pub fn hidden_case_fields(
+    definitions: &[FieldDefinition],
+    role: &str,
+    case_type: Uuid,
+) -> std::collections::BTreeSet<String> {
+    definitions
+        .iter()
+        .filter(|d| d.entity_type == EntityType::Case && d.spec.visibility_rules.hides_from(role, Some(case_type)))
+        .map(|d| d.field_name.clone())
+        .collect()
+}
+
 /// Everything about a definition that can change after it is created.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -222,7 +247,13 @@ fn check_spec(v: &mut Validator, field_name: &str, spec: &FieldSpec) {
         format!("at most {} roles", contract::MAX_TAGS),
     );
     for (i, role) in roles.iter().enumerate() {
-        v.text(&format!("visibility_rules.roles[{i}]"), role, contract::TAG);
+        let field = format!("visibility_rules.roles[{i}]");
+        v.text(&field, role, contract::TAG);
+        v.check(
+            crate::workflow::ROLES.contains(&role.as_str()),
+            &field,
+            format!("{role:?} is not a role; roles are {:?}", crate::workflow::ROLES),
+        );
     }
     let probe = FieldDefinition {
         entity_type: EntityType::Case,

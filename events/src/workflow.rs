@@ -15,7 +15,8 @@ use crate::change::Change;
 use crate::contract;
 use crate::error::{DomainError, FieldError, Validator};
 
-const ROLES: [&str; 3] = ["agent", "supervisor", "admin"];
+/// The roles of a tenant's users, as rules name them.
+pub const ROLES: [&str; 3] = ["agent", "supervisor", "admin"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -3,6 +3,7 @@
 
 pub mod consistency;
 pub mod cursor;
+pub mod field_visibility;
 pub mod permissions;
 pub mod routes;
 pub mod startup;

@@ -38,6 +38,7 @@ impl Application {
             keys: JwtKeys::new(&settings.jwt_secret),
             read_wait: settings.read_wait,
             postgres_projection: format!("{}.postgres", settings.kafka_group_prefix),
+            field_visibility: Default::default(),
         };
         let keys = state.keys.clone();
         let api = runtime::limits::layered(router(state), redis, keys, settings);

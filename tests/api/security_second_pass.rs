@@ -272,3 +272,98 @@ async fn an_agent_reads_no_channel_configuration_and_nobody_reads_its_credential
     assert!(audit.contains("smtp.example.org"), "{audit}");
     assert!(!audit.contains("hunter2") && !audit.contains("s3cret"), "the audit log holds a credential: {audit}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_neither_reads_nor_filters_nor_sets_a_field_visible_to_admins_only() {
+    let app = TestApp::spawn().await;
+    let admin = app.token_for(app.tenant_id, Role::Admin);
+    app.create_user("field.admin", "admin").await;
+    let admin_login = app.login_token("field.admin").await;
+    let supervisor = app.token_for(app.tenant_id, Role::Supervisor);
+    let definition = json!({
+        "entity_type": "case", "field_name": "risk_score", "display_name": "Fraud risk", "field_type": "text",
+        "visibility_rules": { "roles": ["admin"] },
+    });
+    let r = app.command(Method::POST, "/v1/custom-fields", &admin, Some(definition)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let position = r.json::<Value>().await.unwrap()["position"].as_str().unwrap().to_owned();
+    // A rule naming no role is refused.
+    let bad = json!({ "entity_type": "case", "field_name": "odd", "display_name": "Odd", "field_type": "text",
+                      "visibility_rules": { "roles": ["root"] } });
+    assert_eq!(
+        app.command(Method::POST, "/v1/custom-fields", &admin, Some(bad)).await.status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(app.query(&format!("/v1/custom-fields?position={position}"), &admin).await.status(), StatusCode::OK);
+
+    let open = json!({ "title": "Suspicious refund zebra", "case_type_id": app.case_type_id,
+                       "custom_fields": { "risk_score": "high-risk" } });
+    // An agent cannot set the field ...
+    let r = app.command(Method::POST, "/v1/cases", &app.token, Some(open.clone())).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "{}", r.text().await.unwrap());
+    // ... an admin can.
+    let r = app.command(Method::POST, "/v1/cases", &admin_login, Some(open)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let opened: Value = r.json().await.unwrap();
+    let (case, position) = (opened["id"].as_str().unwrap().to_owned(), opened["position"].as_str().unwrap().to_owned());
+
+    // The case screen, the list, the queue-less list filter and search hits leave it out.
+    let seen: Value =
+        app.query(&format!("/v1/cases/{case}?position={position}"), &app.token).await.json().await.unwrap();
+    assert_eq!(seen["title"], "Suspicious refund zebra");
+    assert!(seen["custom_fields"].get("risk_score").is_none(), "the case screen showed it: {seen}");
+    let as_admin: Value = app.query(&format!("/v1/cases/{case}"), &admin).await.json().await.unwrap();
+    assert_eq!(as_admin["custom_fields"]["risk_score"], "high-risk");
+    let list = app.query("/v1/cases", &app.token).await.text().await.unwrap();
+    assert!(list.contains("Suspicious refund zebra") && !list.contains("high-risk"), "{list}");
+    let filter = urlencode(r#"{"risk_score":"high-risk"}"#);
+    let probe = app.query(&format!("/v1/cases?custom_fields={filter}"), &app.token).await;
+    assert_eq!(probe.status(), StatusCode::FORBIDDEN, "a yes/no oracle on the hidden field");
+    let admins: Value = app.query(&format!("/v1/cases?custom_fields={filter}"), &admin).await.json().await.unwrap();
+    assert_eq!(admins["items"].as_array().unwrap().len(), 1);
+    let hits = app.query(&format!("/v1/search/cases?q=zebra&position={position}"), &app.token).await;
+    assert_eq!(hits.status(), StatusCode::OK);
+    let hits = hits.text().await.unwrap();
+    assert!(hits.contains("zebra") && !hits.contains("high-risk"), "a search hit showed it: {hits}");
+
+    // The agent's update cannot set it, and replacing the fields they see keeps it.
+    let update = |fields: Value| json!({ "custom_fields": fields });
+    let r = app
+        .command(Method::PATCH, &format!("/v1/cases/{case}"), &app.token, Some(update(json!({ "risk_score": "low" }))))
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = app.command(Method::PATCH, &format!("/v1/cases/{case}"), &app.token, Some(update(json!({})))).await;
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = app
+        .command(
+            Method::PATCH,
+            &format!("/v1/cases/{case}"),
+            &admin_login,
+            Some(update(json!({ "risk_score": "critical-risk" }))),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let position = r.json::<Value>().await.unwrap()["position"].as_str().unwrap().to_owned();
+    let as_admin: Value =
+        app.query(&format!("/v1/cases/{case}?position={position}"), &admin).await.json().await.unwrap();
+    assert_eq!(as_admin["custom_fields"]["risk_score"], "critical-risk");
+
+    // A supervisor's audit trail of the case holds neither value.
+    let audit = app.query(&format!("/v1/audit/case/{case}?position={position}"), &supervisor).await;
+    assert_eq!(audit.status(), StatusCode::OK);
+    let audit = audit.text().await.unwrap();
+    assert!(audit.contains("custom_fields"), "{audit}");
+    assert!(!audit.contains("-risk"), "the audit trail showed the hidden field: {audit}");
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

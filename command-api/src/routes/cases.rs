@@ -107,7 +107,7 @@ async fn open(
     let caller = ctx.caller.require(Permission::CasesCreate)?;
     super::ensure_active_tenant(&state, caller.tenant_id).await?;
     super::acting_user(&state, &ctx.caller).await?;
-    let case_type = case_type_facts(&state, caller.tenant_id, body.case_type_id).await?;
+    let case_type = case_type_facts(&state, caller, body.case_type_id).await?;
     let assignee = super::user_reference(&state, caller.tenant_id, body.assigned_to).await?;
     // v7: a case's id tells the month of its search index (see runtime::tenancy).
     let case_id = Uuid::now_v7();
@@ -147,17 +147,18 @@ async fn update(
     Versioned { body, .. }: Versioned<UpdateCaseBody>,
 ) -> Result<CommandReply, ApiError> {
     let hash = fingerprint(UpdateCaseBody::NAME, Some(id), &body);
-    // New custom fields are checked against the form of the case's type.
-    let form = match &body.custom_fields {
+    // New custom fields are checked against the form of the case's type; those the
+    // caller may not see are theirs neither to set nor to clear.
+    let facts = match &body.custom_fields {
         None => None,
-        Some(_) => {
-            let tenant = ctx.caller.tenant_id;
-            let case = state.journal.state::<case::Case>(tenant, id).await?;
-            match case {
-                None => None,
-                Some(c) => case_type_facts(&state, tenant, c.case_type_id).await?.map(|t| t.form),
-            }
-        }
+        Some(_) => match state.journal.state::<case::Case>(ctx.caller.tenant_id, id).await? {
+            None => None,
+            Some(c) => case_type_facts(&state, ctx.caller, c.case_type_id).await?,
+        },
+    };
+    let (form, hidden) = match facts {
+        Some(t) => (Some(t.form), t.hidden),
+        None => (None, Default::default()),
     };
     let workflow = match body.priority {
         None => None,
@@ -169,6 +170,7 @@ async fn update(
     };
     let cmd = CaseCommand::Update(UpdateCase {
         form,
+        hidden,
         workflow,
         title: body.title,
         description: body.description,
@@ -365,23 +367,25 @@ async fn run(
     .await
 }
 
-/// The case type a case refers to, as `decide` needs it (None: no such type here).
-async fn case_type_facts(state: &AppState, tenant: Uuid, id: Uuid) -> Result<Option<CaseTypeFacts>, ApiError> {
+/// The case type a case refers to, as `decide` needs it for this caller (None: no such
+/// type here).
+async fn case_type_facts(
+    state: &AppState,
+    caller: runtime::auth::Caller,
+    id: Uuid,
+) -> Result<Option<CaseTypeFacts>, ApiError> {
+    let tenant = caller.tenant_id;
     let Some(t) = state.journal.state::<case_type::CaseType>(tenant, id).await? else { return Ok(None) };
     let workflow = match t.workflow_id {
         Some(w) => workflow_facts(state, tenant, w).await?,
         None => None,
     };
     // The tenant's active case field definitions visible for this type join its form.
-    let definitions: Vec<_> = state
-        .journal
-        .all::<field_definition::FieldDefinition>(tenant)
-        .await?
-        .into_iter()
-        .filter(|d| d.applies_to_case_type(id))
-        .collect();
-    let form = events::field_definition::merge_into(&t.effective_form(), &definitions);
-    Ok(Some(CaseTypeFacts { active: t.active, form, workflow }))
+    let all = state.journal.all::<field_definition::FieldDefinition>(tenant).await?;
+    let hidden = field_definition::hidden_case_fields(&all, caller.role.as_str(), id);
+    let definitions: Vec<_> = all.into_iter().filter(|d| d.applies_to_case_type(id)).collect();
+    let form = field_definition::merge_into(&t.effective_form(), &definitions);
+    Ok(Some(CaseTypeFacts { active: t.active, form, workflow, hidden }))
 }
 
 /// A workflow as `decide` needs it (None: no such workflow here).

@@ -131,6 +131,10 @@ async fn audit_trail(
             docs.iter_mut().for_each(redact_content);
         }
     }
+    if entity_type == "case" {
+        let rules = state.field_visibility.case_rules(&state.mongo, tenant).await?;
+        docs.iter_mut().for_each(|entry| rules.strip_audit_entry(caller, entry));
+    }
     if caller.role != Role::Admin {
         for doc in &mut docs {
             doc.remove("ip_address");

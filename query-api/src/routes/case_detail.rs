@@ -54,6 +54,7 @@ async fn detail(
     wait_until(token, state.read_wait, |t| held_version(state.pool.clone(), caller, schema.clone(), t.stream_id))
         .await?;
     let mut case = cached_case(&state, caller, id, wanted).await?;
+    state.field_visibility.case_rules(&state.mongo, tenant).await?.strip_case(caller, &mut case);
     let related = Related::load(&state, caller, id).await?;
     super::presence::record_view(&state, caller, id).await;
 

@@ -252,6 +252,10 @@ async fn list(
             return Err(ApiError::BadRequest("q must be 1 to 256 characters of search text".into()));
         }
     }
+    let rules = state.field_visibility.case_rules(&state.mongo, tenant).await?;
+    if let Some(Value::Object(filter)) = &custom {
+        rules.check_filter(caller, filter)?;
+    }
     wait_for_postgres(&state, tenant, token).await?;
 
     let (mut tx, _) = tenant_tx(&state.pool, caller).await?;
@@ -277,7 +281,8 @@ async fn list(
         .or_else(missing_schema_is_empty)?;
 
     let has_more = rows.len() as i64 > limit;
-    let items = rows.iter().take(limit as usize).map(case_json).collect::<Result<Vec<_>, _>>()?;
+    let mut items = rows.iter().take(limit as usize).map(case_json).collect::<Result<Vec<_>, _>>()?;
+    items.iter_mut().for_each(|case| rules.strip_case(caller, case));
     let next_cursor = if has_more {
         rows.get((limit as usize).saturating_sub(1))
             .map(|r| -> Result<String, sqlx::Error> {
@@ -333,6 +338,7 @@ async fn queue(
     let schema = Tenancy(tenant).pg_schema();
     let limit = page_size(q.limit, 25, 100)?;
     let after = q.cursor.as_deref().map(Cursor::<DateTime<Utc>>::decode).transpose()?;
+    let rules = state.field_visibility.case_rules(&state.mongo, tenant).await?;
     let (mut tx, _) = tenant_tx(&state.pool, caller).await?;
     let finished = events::case::Status::finished_sql();
     let rows = sqlx::query(&format!(
@@ -358,6 +364,7 @@ async fn queue(
     let now = Utc::now();
     for row in rows.iter().take(limit as usize) {
         let mut case = case_json(row)?;
+        rules.strip_case(caller, &mut case);
         case["sla"] = super::case_detail::sla_state(&case, now);
         items.push(case);
     }

@@ -30,6 +30,8 @@ pub struct AppState {
     pub read_wait: std::time::Duration,
     /// The consumer group of the PostgreSQL projection this API reads.
     pub postgres_projection: String,
+    /// Which custom fields each role may see (`crate::field_visibility`).
+    pub field_visibility: crate::field_visibility::FieldVisibility,
 }
 
 impl FromRef<AppState> for JwtKeys {
