@@ -2,7 +2,10 @@
 //! under its tenant's prefix (`tenant_<id>:`):
 //!
 //! - `session:{id}` (hash: `user`): one login; 24 hours, renewed by every request.
-//! - `user:{id}:sessions` (set): the user's sessions, so all of them can be ended at once.
+//! - `user:{id}:sessions_by_age` (sorted set, scored by when each opened): the user's
+//!   sessions, at most `MAX_SESSIONS_PER_USER` (a login beyond ends the oldest), so all of
+//!   them can be ended, in batches of `END_BATCH`. (`user:{id}:sessions`, a plain set,
+//!   held them before the cap; it is still ended, never added to, and expires unused.)
 //! - `user:{id}:epoch`: raised whenever all of a user's sessions end; a login opens its
 //!   session only if the epoch it saw before checking the password still holds, so a
 //!   login in flight cannot outlive a password change, a reset or a lock.
@@ -30,6 +33,10 @@ use crate::ApiError;
 pub const SESSION_TTL_SECS: i64 = 24 * 3600;
 /// How long a rights cache entry lives (seed §6.3.2).
 pub const RIGHTS_TTL_SECS: i64 = 3600;
+/// Live sessions a user may hold; a login beyond ends the oldest.
+pub const MAX_SESSIONS_PER_USER: usize = 20;
+/// Sessions ended per Redis script when all of a user's end (a script blocks Redis).
+pub const END_BATCH: usize = 100;
 
 /// A user's rights at one version of their stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,16 +85,33 @@ end
 return 0
 "#;
 
-/// KEYS: the user's session set, their epoch. ARGV: the tenant prefix. Ends every
-/// session in the set and raises the epoch.
-const END_ALL: &str = r#"
+/// KEYS: the user's epoch. Raises it (no login that began before can open a session)
+/// and answers Redis's clock in microseconds: sessions opened up to then are to end.
+const BEGIN_END_ALL: &str = r#"
+redis.call('INCR', KEYS[1])
+local t = redis.call('TIME')
+return tonumber(t[1] .. string.rep('0', 6 - #t[2]) .. t[2])
+"#;
+
+/// KEYS: the user's sessions by age, their set from before the cap. ARGV: the tenant
+/// prefix, the clock from `BEGIN_END_ALL`, the batch size. Ends one batch of the sessions
+/// opened up to that clock; answers {ended (were alive), taken from the sets}.
+const END_SOME: &str = r#"
 local ended = 0
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do
   ended = ended + redis.call('DEL', ARGV[1] .. 'session:' .. id)
+  redis.call('ZREM', KEYS[1], id)
 end
-redis.call('DEL', KEYS[1])
-redis.call('INCR', KEYS[2])
-return ended
+local taken = #ids
+if taken < tonumber(ARGV[3]) and redis.call('EXISTS', KEYS[2]) == 1 then
+  local old = redis.call('SPOP', KEYS[2], tonumber(ARGV[3]) - taken)
+  for _, id in ipairs(old) do
+    ended = ended + redis.call('DEL', ARGV[1] .. 'session:' .. id)
+  end
+  taken = taken + #old
+end
+return {ended, taken}
 "#;
 
 /// KEYS: the tenant's status and its version. ARGV: status, version.
@@ -102,14 +126,25 @@ end
 return 0
 "#;
 
-/// KEYS: the session, the user's session set, their epoch. ARGV: user id, session id,
-/// TTL, the epoch the login saw. Opens the session unless the epoch moved (1 if opened).
+/// KEYS: the session, the user's sessions by age, their epoch. ARGV: user id, session
+/// id, TTL, the epoch the login saw, the most sessions a user holds, the tenant prefix.
+/// Opens the session unless the epoch moved (1 if opened), and ends the oldest ones
+/// beyond the most (at most one, as every login keeps the bound).
 const OPEN: &str = r#"
 if tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[4]) then return 0 end
+local t = redis.call('TIME')
 redis.call('HSET', KEYS[1], 'user', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('SADD', KEYS[2], ARGV[2])
+-- (digits, not a Lua number: Lua would print it with 14 digits only)
+redis.call('ZADD', KEYS[2], t[1] .. string.rep('0', 6 - #t[2]) .. t[2], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
+local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5])
+if excess > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, excess - 1)) do
+    redis.call('DEL', ARGV[6] .. 'session:' .. id)
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1)
+end
 return 1
 "#;
 
@@ -117,7 +152,8 @@ return 1
 pub struct Sessions {
     redis: ConnectionManager,
     keep_newest: std::sync::Arc<Script>,
-    end_all: std::sync::Arc<Script>,
+    begin_end_all: std::sync::Arc<Script>,
+    end_some: std::sync::Arc<Script>,
     open: std::sync::Arc<Script>,
     tenant_status: std::sync::Arc<Script>,
 }
@@ -132,6 +168,11 @@ fn session_key(tenant: Uuid, session: Uuid) -> String {
 }
 
 fn sessions_of(tenant: Uuid, user: Uuid) -> String {
+    Tenancy(tenant).redis_key(&format!("user:{user}:sessions_by_age"))
+}
+
+/// The set that held a user's sessions before they were capped (ended, never added to).
+fn sessions_before_the_cap(tenant: Uuid, user: Uuid) -> String {
     Tenancy(tenant).redis_key(&format!("user:{user}:sessions"))
 }
 
@@ -152,7 +193,8 @@ impl Sessions {
         Self {
             redis,
             keep_newest: std::sync::Arc::new(Script::new(KEEP_NEWEST)),
-            end_all: std::sync::Arc::new(Script::new(END_ALL)),
+            begin_end_all: std::sync::Arc::new(Script::new(BEGIN_END_ALL)),
+            end_some: std::sync::Arc::new(Script::new(END_SOME)),
             open: std::sync::Arc::new(Script::new(OPEN)),
             tenant_status: std::sync::Arc::new(Script::new(TENANT_STATUS)),
         }
@@ -181,6 +223,8 @@ impl Sessions {
             .arg(id.to_string())
             .arg(SESSION_TTL_SECS)
             .arg(epoch)
+            .arg(MAX_SESSIONS_PER_USER)
+            .arg(Tenancy(tenant).redis_key(""))
             .invoke_async(&mut self.redis.clone())
             .await
             .map_err(unreachable)?;
@@ -193,22 +237,38 @@ impl Sessions {
             .atomic()
             .del(session_key(tenant, session))
             .ignore()
-            .srem(sessions_of(tenant, user), session.to_string())
+            .zrem(sessions_of(tenant, user), session.to_string())
+            .ignore()
+            .srem(sessions_before_the_cap(tenant, user), session.to_string())
             .ignore()
             .query_async::<()>(&mut self.redis.clone())
             .await
             .map_err(unreachable)
     }
 
-    /// Ends every session of a user; returns how many were alive.
+    /// Ends every session of a user, `END_BATCH` per script so Redis never blocks long;
+    /// returns how many were alive. Logins that began before cannot open one after.
     pub async fn end_all(&self, tenant: Uuid, user: Uuid) -> Result<u64, ApiError> {
-        self.end_all
-            .key(sessions_of(tenant, user))
-            .key(epoch_key(tenant, user))
-            .arg(Tenancy(tenant).redis_key(""))
-            .invoke_async(&mut self.redis.clone())
-            .await
-            .map_err(unreachable)
+        let mut redis = self.redis.clone();
+        let upto: i64 =
+            self.begin_end_all.key(epoch_key(tenant, user)).invoke_async(&mut redis).await.map_err(unreachable)?;
+        let mut ended = 0u64;
+        loop {
+            let (alive, taken): (u64, usize) = self
+                .end_some
+                .key(sessions_of(tenant, user))
+                .key(sessions_before_the_cap(tenant, user))
+                .arg(Tenancy(tenant).redis_key(""))
+                .arg(upto)
+                .arg(END_BATCH)
+                .invoke_async(&mut redis)
+                .await
+                .map_err(unreachable)?;
+            ended = ended.saturating_add(alive);
+            if taken < END_BATCH {
+                return Ok(ended);
+            }
+        }
     }
 
     /// One round trip for a request: is the session alive (renewing it), the user's cached

@@ -367,3 +367,59 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sixty_logins_keep_twenty_sessions_and_the_first_token_is_refused() {
+    let app = TestApp::spawn().await;
+    let user = app.create_user("many.logins", "agent").await;
+    let mut tokens = Vec::new();
+    for _ in 0..60 {
+        tokens.push(app.login_token("many.logins").await);
+    }
+    let first = app.query("/v1/cases", &tokens[0]).await;
+    assert_eq!(first.status(), StatusCode::UNAUTHORIZED, "the first of 60 logins still reads");
+    assert_eq!(app.query("/v1/cases", &tokens[39]).await.status(), StatusCode::UNAUTHORIZED, "the 40th");
+    for token in &tokens[40..] {
+        assert_eq!(app.query("/v1/cases", token).await.status(), StatusCode::OK, "one of the newest 20");
+    }
+    let mut redis = redis::Client::open(test_settings().redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = runtime::tenancy::Tenancy(app.tenant_id).redis_key(&format!("user:{user}:sessions_by_age"));
+    let held: usize = redis::cmd("ZCARD").arg(&key).query_async(&mut redis).await.unwrap();
+    assert_eq!(held, 20);
+
+    // Ending them all (in batches) ends every one, sessions from before the cap included.
+    let old = runtime::tenancy::Tenancy(app.tenant_id).redis_key(&format!("user:{user}:sessions"));
+    let session_prefix = runtime::tenancy::Tenancy(app.tenant_id).redis_key("session:");
+    let mut before_the_cap = Vec::new();
+    for _ in 0..250 {
+        let id = uuid::Uuid::new_v4();
+        let _: () = redis::pipe()
+            .hset(format!("{session_prefix}{id}"), "user", user.to_string())
+            .ignore()
+            .sadd(&old, id.to_string())
+            .ignore()
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        before_the_cap.push(id);
+    }
+    let admin = app.token_for(app.tenant_id, Role::Admin);
+    let r = app.command(Method::DELETE, &format!("/v1/users/{user}/sessions"), &admin, None).await;
+    assert!(r.status().is_success(), "{}", r.status());
+    for token in &tokens[40..] {
+        assert_eq!(app.query("/v1/cases", token).await.status(), StatusCode::UNAUTHORIZED);
+    }
+    let left: usize = redis::cmd("EXISTS").arg(&key).arg(&old).query_async(&mut redis).await.unwrap();
+    assert_eq!(left, 0, "a session set outlived ending them all");
+    let mut alive = 0usize;
+    for id in before_the_cap {
+        let held: bool =
+            redis::cmd("EXISTS").arg(format!("{session_prefix}{id}")).query_async(&mut redis).await.unwrap();
+        alive += usize::from(held);
+    }
+    assert_eq!(alive, 0, "sessions of the user survived");
+}
