@@ -271,7 +271,13 @@ impl Journal {
             };
             position = append(&mut tx, &envelope).await?;
         }
-        let token = PositionToken { tenant_id: cmd.tenant_id, stream_id: cmd.stream_id, version, position };
+        let token = PositionToken {
+            tenant_id: cmd.tenant_id,
+            stream_id: cmd.stream_id,
+            version,
+            position,
+            stream_type: Some(A::STREAM),
+        };
         let recorded = Recorded {
             id: cmd.stream_id,
             version,

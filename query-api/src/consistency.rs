@@ -4,8 +4,12 @@
 //! answers 503 not-yet-consistent instead of passing stale data off as fresh.
 //!
 //! Tokens are signed by the command API (`runtime::position`): a forged one, or one of
-//! another tenant, is a 400 at once. At most `MAX_WAITS_PER_TENANT` reads of one tenant
-//! wait at a time in this instance; more get 503 with `Retry-After`.
+//! another tenant, is a 400 at once. A read waits only for what it can reach: a read that
+//! waits for one stream's document takes tokens of that kind of stream only (400 naming
+//! the kinds it takes, `Wait::of_kind`); the others wait for their projection's position,
+//! which every token reaches. At most `MAX_WAITS_PER_TENANT` reads of one tenant, and
+//! `MAX_WAITS_PER_USER` of one user, wait at a time in this instance; more get 503 with
+//! `Retry-After`.
 
 use std::future::Future;
 use std::time::Duration;
@@ -13,15 +17,43 @@ use std::time::Duration;
 use axum::extract::FromRef;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use events::StreamType;
 use runtime::auth::{JwtKeys, Token};
 use runtime::position::PositionToken;
 use runtime::ApiError;
 use tokio::time::Instant;
+use uuid::Uuid;
 
 pub const POSITION_HEADER: &str = "x-murima-position";
 
+/// A verified position token and who waits for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Wait {
+    pub token: PositionToken,
+    pub user: Uuid,
+}
+
+impl Wait {
+    /// The wait of a read that can reach only streams of `kinds` (it looks for the token's
+    /// own document): a token of another kind, or one that names no kind, is a 400.
+    pub fn of_kind(wait: Option<Wait>, kinds: &[StreamType], read: &str) -> Result<Option<Wait>, ApiError> {
+        let Some(w) = wait else { return Ok(None) };
+        match w.token.stream_type {
+            Some(kind) if kinds.contains(&kind) => Ok(Some(w)),
+            found => {
+                let named: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+                Err(ApiError::BadRequest(format!(
+                    "{read} waits only for the position of a command on a {}; this token is of {}: read without                      it, or where that write shows",
+                    named.join(" or "),
+                    found.map_or("a stream it does not name (an older token)".to_owned(), |k| format!("a {}", k.as_str()))
+                )))
+            }
+        }
+    }
+}
+
 /// The token a request asked to wait for, if any.
-pub struct WaitFor(pub Option<PositionToken>);
+pub struct WaitFor(pub Option<Wait>);
 
 impl<S: Send + Sync> FromRequestParts<S> for WaitFor
 where
@@ -46,21 +78,17 @@ where
         if caller.caller.tenant_id != token.tenant_id {
             return Err(ApiError::BadRequest("the position token belongs to another tenant".into()));
         }
-        Ok(Self(Some(token)))
+        Ok(Self(Some(Wait { token, user: caller.caller.user_id })))
     }
 }
 
 /// Polls `held_version` until it reaches the token's version or `limit` passes.
-pub async fn wait_until<F, Fut>(
-    token: Option<PositionToken>,
-    limit: Duration,
-    mut held_version: F,
-) -> Result<(), ApiError>
+pub async fn wait_until<F, Fut>(wait: Option<Wait>, limit: Duration, mut held_version: F) -> Result<(), ApiError>
 where
     F: FnMut(PositionToken) -> Fut,
     Fut: Future<Output = Result<i64, ApiError>>,
 {
-    let Some(token) = token else { return Ok(()) };
+    let Some(Wait { token, user }) = wait else { return Ok(()) };
     let deadline = Instant::now().checked_add(limit).unwrap_or_else(Instant::now);
     let mut slot = None;
     // Short pauses first (most tokens are reached within tens of milliseconds), capped so
@@ -73,7 +101,7 @@ where
             return Ok(());
         }
         if slot.is_none() {
-            slot = Some(WaitSlot::take(token.tenant_id)?);
+            slot = Some(WaitSlot::take(token.tenant_id, user)?);
         }
         if Instant::now().checked_add(pause).is_none_or(|next| next > deadline) {
             return Err(ApiError::NotYetConsistent(format!(
@@ -87,37 +115,63 @@ where
 
 /// Reads of one tenant that may wait at once in this instance.
 pub const MAX_WAITS_PER_TENANT: usize = 32;
+/// Reads of one user that may wait at once in this instance: one user never holds more
+/// than a small share of their tenant's slots.
+pub const MAX_WAITS_PER_USER: usize = 4;
 
-static WAITING: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<uuid::Uuid, usize>>> =
-    std::sync::LazyLock::new(Default::default);
+/// Waiting reads per tenant and per (tenant, user).
+#[derive(Default)]
+struct Waiting {
+    tenants: std::collections::HashMap<Uuid, usize>,
+    users: std::collections::HashMap<(Uuid, Uuid), usize>,
+}
 
-/// One waiting read of a tenant, counted while it lives.
-struct WaitSlot(uuid::Uuid);
+static WAITING: std::sync::LazyLock<std::sync::Mutex<Waiting>> = std::sync::LazyLock::new(Default::default);
+
+/// One waiting read of a tenant's user, counted while it lives.
+struct WaitSlot {
+    tenant: Uuid,
+    user: Uuid,
+}
 
 impl WaitSlot {
-    fn take(tenant: uuid::Uuid) -> Result<Self, ApiError> {
+    fn take(tenant: Uuid, user: Uuid) -> Result<Self, ApiError> {
         let mut waiting = WAITING.lock().unwrap_or_else(|e| e.into_inner());
-        let count = waiting.entry(tenant).or_default();
-        if *count >= MAX_WAITS_PER_TENANT {
+        let of_user = waiting.users.get(&(tenant, user)).copied().unwrap_or(0);
+        let of_tenant = waiting.tenants.get(&tenant).copied().unwrap_or(0);
+        let refused = if of_user >= MAX_WAITS_PER_USER {
+            Some(format!("{MAX_WAITS_PER_USER} of your reads are already waiting for their writes; retry in a second"))
+        } else if of_tenant >= MAX_WAITS_PER_TENANT {
+            Some(format!(
+                "{MAX_WAITS_PER_TENANT} reads of this tenant are already waiting for their writes; retry in a second"
+            ))
+        } else {
+            None
+        };
+        if let Some(detail) = refused {
             metrics::counter!("read_waits_refused_total").increment(1);
-            return Err(ApiError::Busy {
-                detail: format!("{MAX_WAITS_PER_TENANT} reads of this tenant are already waiting for their writes; retry in a second"),
-                retry_after: 1,
-            });
+            return Err(ApiError::Busy { detail, retry_after: 1 });
         }
-        *count = count.saturating_add(1);
-        Ok(Self(tenant))
+        waiting.users.insert((tenant, user), of_user.saturating_add(1));
+        waiting.tenants.insert(tenant, of_tenant.saturating_add(1));
+        Ok(Self { tenant, user })
     }
 }
 
 impl Drop for WaitSlot {
     fn drop(&mut self) {
         let mut waiting = WAITING.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = waiting.get_mut(&self.0) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                waiting.remove(&self.0);
-            }
+        let Waiting { tenants, users } = &mut *waiting;
+        release(tenants, self.tenant);
+        release(users, (self.tenant, self.user));
+    }
+}
+
+fn release<K: std::hash::Hash + Eq>(counts: &mut std::collections::HashMap<K, usize>, key: K) {
+    if let Some(count) = counts.get_mut(&key) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            counts.remove(&key);
         }
     }
 }

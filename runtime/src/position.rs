@@ -8,6 +8,7 @@
 //! token always names a committed write, and a forged far-future one (which would hold a
 //! read for the whole wait) is a 400 at once.
 
+use events::StreamType;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -21,6 +22,9 @@ pub struct PositionToken {
     pub stream_id: Uuid,
     pub version: i64,
     pub position: i64,
+    /// The kind of the stream, so a read refuses a token of a stream it never holds
+    /// (None: a token signed before tokens named it).
+    pub stream_type: Option<StreamType>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -31,6 +35,8 @@ struct Signed {
     s: Uuid,
     v: i64,
     p: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    k: Option<StreamType>,
 }
 
 impl PositionToken {
@@ -42,6 +48,7 @@ impl PositionToken {
             s: self.stream_id,
             v: self.version,
             p: self.position,
+            k: self.stream_type,
         })
     }
 
@@ -53,6 +60,7 @@ impl PositionToken {
             stream_id: signed.s,
             version: signed.v,
             position: signed.p,
+            stream_type: signed.k,
         })
     }
 }
@@ -66,7 +74,13 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_forgeries_are_refused() {
         let keys = JwtKeys::new("a secret of at least thirty-two bytes, for tests");
-        let t = PositionToken { tenant_id: Uuid::now_v7(), stream_id: Uuid::now_v7(), version: 3, position: 42 };
+        let t = PositionToken {
+            tenant_id: Uuid::now_v7(),
+            stream_id: Uuid::now_v7(),
+            version: 3,
+            position: 42,
+            stream_type: Some(StreamType::Case),
+        };
         assert_eq!(PositionToken::verify(&t.sign(&keys), &keys), Some(t));
         assert_eq!(PositionToken::verify("not a token", &keys), None);
         let other = JwtKeys::new("another secret of at least thirty-two bytes!");

@@ -411,12 +411,16 @@ async fn no_more_than_32_reads_of_a_tenant_wait_at_once() {
     app.kill_projector().await;
     let case = app.open_case("Never projected while the projector is away").await;
     let position = case["position"].as_str().unwrap().to_owned();
-    let reads = (0..48).map(|_| {
-        let app = &app;
+    // 12 users, 4 reads each (one user may hold 4 waits): 48 waits of one tenant.
+    let users: Vec<String> = (0..12)
+        .map(|_| app.keys.issue(uuid::Uuid::now_v7(), app.tenant_id, Role::Agent, chrono::Duration::hours(1)))
+        .collect();
+    let reads = (0..48).map(|i| {
+        let (app, token) = (&app, users[i % 12].clone());
         let path = format!("/v1/cases?limit=1&position={position}");
         async move {
             let started = std::time::Instant::now();
-            let answer = app.query(&path, &app.token).await;
+            let answer = app.query(&path, &token).await;
             let status = answer.status();
             let problem: Value = answer.json().await.unwrap_or_default();
             (status, started.elapsed(), problem["detail"].as_str().unwrap_or_default().to_owned())
@@ -424,7 +428,8 @@ async fn no_more_than_32_reads_of_a_tenant_wait_at_once() {
     });
     let answers = futures::future::join_all(reads).await;
     assert!(answers.iter().all(|(s, _, _)| *s == StatusCode::SERVICE_UNAVAILABLE), "{answers:?}");
-    let turned_away: Vec<_> = answers.iter().filter(|(_, _, detail)| detail.contains("already waiting")).collect();
+    let turned_away: Vec<_> =
+        answers.iter().filter(|(_, _, detail)| detail.contains("of this tenant are already waiting")).collect();
     assert!(turned_away.len() >= 16, "48 waits, at most 32 at once: {} turned away", turned_away.len());
     assert!(turned_away.iter().all(|(_, took, _)| *took < std::time::Duration::from_secs(2)), "{turned_away:?}");
     app.start_projector().await;

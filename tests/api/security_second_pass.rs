@@ -423,3 +423,75 @@ async fn sixty_logins_keep_twenty_sessions_and_the_first_token_is_refused() {
     }
     assert_eq!(alive, 0, "sessions of the user survived");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_user_cannot_fill_the_tenants_wait_slots_with_tokens_no_read_reaches() {
+    let mut settings = test_settings();
+    settings.read_wait = std::time::Duration::from_secs(3);
+    let mut app = TestApp::spawn_with(settings).await;
+    let user = app.create_user("slot.hog", "agent").await;
+    let token = app.login_token("slot.hog").await;
+
+    // A preference write's token read with the case search: refused at once, no wait.
+    let r = app
+        .command(
+            Method::PUT,
+            &format!("/v1/users/{user}/preferences"),
+            &token,
+            Some(json!({ "preferences": { "theme": "dark" } })),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let preference = r.json::<Value>().await.unwrap()["position"].as_str().unwrap().to_owned();
+    for path in [
+        format!("/v1/search/cases?q=anything&position={preference}"),
+        format!("/v1/custom-fields?position={preference}"),
+        format!("/v1/message-templates?position={preference}"),
+    ] {
+        let started = std::time::Instant::now();
+        let answer = app.query(&path, &token).await;
+        assert_eq!(answer.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{path} waited {:?}", started.elapsed());
+        let problem: Value = answer.json().await.unwrap();
+        assert!(problem["detail"].as_str().unwrap().contains("a user"), "{problem}");
+    }
+    // Reads that wait for their projection's position take any token of the tenant.
+    assert_eq!(app.query(&format!("/v1/cases?position={preference}"), &token).await.status(), StatusCode::OK);
+    let case = app.open_case("Read with someone else's write").await;
+    let (id, own) = (case["id"].as_str().unwrap(), case["position"].as_str().unwrap());
+    assert_eq!(app.query(&format!("/v1/cases/{id}?position={own}"), &token).await.status(), StatusCode::OK);
+    let detail = app.query(&format!("/v1/cases/{id}?position={preference}"), &token).await;
+    assert_eq!(detail.status(), StatusCode::OK);
+
+    // With the projector away, one user's 8 waiting reads hold 4 slots; a colleague still waits.
+    app.kill_projector().await;
+    let case = app.open_case("Never projected while the projector is away").await;
+    let position = case["position"].as_str().unwrap().to_owned();
+    let colleague = app.keys.issue(uuid::Uuid::now_v7(), app.tenant_id, Role::Agent, chrono::Duration::hours(1));
+    let read = |who: String| {
+        let (app, path) = (&app, format!("/v1/cases?limit=1&position={position}"));
+        async move {
+            let started = std::time::Instant::now();
+            let answer = app.query(&path, &who).await;
+            let status = answer.status();
+            let problem: Value = answer.json().await.unwrap_or_default();
+            (status, started.elapsed(), problem["detail"].as_str().unwrap_or_default().to_owned())
+        }
+    };
+    let hog = futures::future::join_all((0..8).map(|_| read(token.clone())));
+    let (hogged, (status, took, detail)) = tokio::join!(hog, async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        read(colleague.clone()).await
+    });
+    let turned_away: Vec<_> = hogged.iter().filter(|(_, _, d)| d.contains("of your reads")).collect();
+    assert_eq!(turned_away.len(), 4, "{hogged:?}");
+    assert!(turned_away
+        .iter()
+        .all(|(s, took, _)| *s == StatusCode::SERVICE_UNAVAILABLE && *took < std::time::Duration::from_secs(2)));
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        !detail.contains("already waiting") && took >= std::time::Duration::from_secs(2),
+        "{detail} after {took:?}"
+    );
+    app.start_projector().await;
+}

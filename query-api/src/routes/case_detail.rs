@@ -17,6 +17,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
+use events::StreamType;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use runtime::auth::{Caller, Permission};
@@ -50,9 +51,26 @@ async fn detail(
     let caller = caller.tenant_member()?;
     let tenant = caller.tenant_id;
     let schema = Tenancy(tenant).pg_schema();
-    let wanted = token.as_ref().map(|t| t.version).unwrap_or(0);
-    wait_until(token, state.read_wait, |t| held_version(state.pool.clone(), caller, schema.clone(), t.stream_id))
-        .await?;
+    // A case's token waits for that case's row; another write's for the relational read
+    // model's position (interactions, tasks, documents), a note's for the notes store.
+    let kind = token.as_ref().and_then(|w| w.token.stream_type);
+    let wanted = match &token {
+        Some(w) if kind == Some(StreamType::Case) && w.token.stream_id == id => w.token.version,
+        _ => 0,
+    };
+    match kind {
+        Some(StreamType::Case) => {
+            wait_until(token, state.read_wait, |t| {
+                held_version(state.pool.clone(), caller, schema.clone(), t.stream_id)
+            })
+            .await?
+        }
+        Some(StreamType::Note) => {
+            let notes = state.mongo.collection::<Document>(&Tenancy(tenant).mongo_collection("case_notes"));
+            super::entities::wait_for_document(&notes, token, state.read_wait).await?
+        }
+        _ => super::wait_for_postgres(&state, tenant, token).await?,
+    }
     let mut case = cached_case(&state, caller, id, wanted).await?;
     state.field_visibility.case_rules(&state.mongo, tenant).await?.strip_case(caller, &mut case);
     let related = Related::load(&state, caller, id).await?;

@@ -10,6 +10,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
+use events::StreamType;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use runtime::auth::{Caller, Permission};
@@ -23,7 +24,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{missing_schema_is_empty, page_size, tenant_tx, wait_for_postgres, AppState};
-use crate::consistency::{wait_until, WaitFor};
+use crate::consistency::{wait_until, Wait, WaitFor};
 use crate::cursor::Cursor;
 
 /// A table of the tenant schema served as a resource.
@@ -74,10 +75,21 @@ const CHANNELS: Table = Table {
 pub struct Collection {
     path: &'static str,
     collection: &'static str,
+    /// The kind of stream whose documents these are (what a position token must name).
+    kind: StreamType,
 }
 
-const CUSTOM_FIELDS: Collection = Collection { path: "custom-fields", collection: "custom_field_definitions" };
-const TEMPLATES: Collection = Collection { path: "message-templates", collection: "message_templates" };
+const CUSTOM_FIELDS: Collection =
+    Collection { path: "custom-fields", collection: "custom_field_definitions", kind: StreamType::CustomField };
+const TEMPLATES: Collection =
+    Collection { path: "message-templates", collection: "message_templates", kind: StreamType::MessageTemplate };
+
+impl Collection {
+    /// The wait of a read of this collection: a token of its own kind of stream only.
+    fn wait(&self, wait: Option<Wait>) -> Result<Option<Wait>, ApiError> {
+        Wait::of_kind(wait, &[self.kind], &format!("/v1/{}", self.path))
+    }
+}
 
 /// A documented list and read handler pair for a resource (`utoipa` needs literal paths).
 macro_rules! resource_handlers {
@@ -290,9 +302,9 @@ pub fn document_json(mut doc: Document) -> Value {
 
 /// Waits until the collection holds the token's document at the token's version (the
 /// token of a command on this kind of document).
-async fn wait_for_document(
+pub(super) async fn wait_for_document(
     coll: &mongodb::Collection<Document>,
-    token: Option<runtime::position::PositionToken>,
+    token: Option<Wait>,
     limit: std::time::Duration,
 ) -> Result<(), ApiError> {
     wait_until(token, limit, |t| async move {
@@ -312,7 +324,7 @@ async fn list_documents(
     let tenant = caller.tenant_member()?.tenant_id;
     let limit = page_size(q.limit, 25, 100)?;
     let coll = state.mongo.collection::<Document>(&Tenancy(tenant).mongo_collection(collection.collection));
-    wait_for_document(&coll, token, state.read_wait).await?;
+    wait_for_document(&coll, collection.wait(token)?, state.read_wait).await?;
     // Ids are v7 UUIDs, so `_id` order is creation order; the cursor is the last id seen.
     let mut filter = doc! { "tenant_id": tenant.to_string() };
     if let Some(cursor) = &q.cursor {
@@ -345,7 +357,7 @@ async fn get_document(
 ) -> Result<Json<Value>, ApiError> {
     let tenant = caller.tenant_member()?.tenant_id;
     let coll = state.mongo.collection::<Document>(&Tenancy(tenant).mongo_collection(collection.collection));
-    wait_for_document(&coll, token, state.read_wait).await?;
+    wait_for_document(&coll, collection.wait(token)?, state.read_wait).await?;
     let found = coll.find_one(doc! { "_id": id.to_string() }).await.map_err(mongo_unavailable)?;
     found
         .map(|d| Json(document_json(d)))

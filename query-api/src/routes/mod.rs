@@ -137,7 +137,7 @@ pub fn missing_schema_is_empty<T: Default>(e: sqlx::Error) -> Result<T, sqlx::Er
 pub async fn wait_for_postgres(
     state: &AppState,
     tenant: Uuid,
-    token: Option<runtime::position::PositionToken>,
+    token: Option<crate::consistency::Wait>,
 ) -> Result<(), ApiError> {
     crate::consistency::wait_until(token, state.read_wait, |t| {
         let pool = state.pool.clone();

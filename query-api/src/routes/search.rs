@@ -152,6 +152,8 @@ async fn search_cases(
     let text = search_text(&q.q)?;
     let (limit, offset) = paging(q.limit, q.offset)?;
     let alias = t.es_alias(CASES);
+    // The search index is looked up by the token's case: no other stream is ever there.
+    let token = crate::consistency::Wait::of_kind(token, &[events::StreamType::Case], "/v1/search/cases")?;
 
     let elastic = state.elastic.clone();
     wait_until(token, state.read_wait, |token| {
