@@ -1,7 +1,7 @@
 -- Migration: 20261206100000_channel_credentials
 -- Channel credentials off the log (issue 28, point 5). A configuration key whose
 -- lowercase name contains password, passwd, secret, token, api_key, apikey, private_key,
--- credential or access_key holds a credential: its value lives here, written in the
+-- credential or access_key (at any depth, arrays included) holds a credential: its value lives here, written in the
 -- transaction of the channel's events, and events (ChannelCreated/ChannelUpdated v2)
 -- hold only the marker {"set": true, "set_at": ...}. The projector cannot read this table.
 --
@@ -29,6 +29,10 @@ DECLARE
     v   JSONB;
     out JSONB := '{}'::jsonb;
 BEGIN
+    IF jsonb_typeof(cfg) = 'array' THEN
+        RETURN (SELECT COALESCE(jsonb_agg(pg_temp.murima_mask_credentials(a.e) ORDER BY a.i), '[]'::jsonb)
+                FROM jsonb_array_elements(cfg) WITH ORDINALITY AS a(e, i));
+    END IF;
     IF cfg IS NULL OR jsonb_typeof(cfg) <> 'object' THEN
         RETURN cfg;
     END IF;

@@ -43,6 +43,17 @@ pub struct Credentials {
 /// marker set `now` (and goes to `Credentials::set`), a marker sent back is kept as
 /// stored, `null` removes the credential.
 pub fn split_credentials(configuration: &mut Configuration, now: DateTime<Utc>) -> Credentials {
+    fn walk_value(value: &mut Value, pointer: &str, now: DateTime<Utc>, out: &mut Credentials) {
+        match value {
+            Value::Object(map) => walk(map, pointer, now, out),
+            Value::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    walk_value(item, &format!("{pointer}/{i}"), now, out);
+                }
+            }
+            _ => {}
+        }
+    }
     fn walk(map: &mut Configuration, prefix: &str, now: DateTime<Utc>, out: &mut Credentials) {
         let keys: Vec<String> = map.keys().cloned().collect();
         for key in keys {
@@ -57,8 +68,8 @@ pub fn split_credentials(configuration: &mut Configuration, now: DateTime<Utc>) 
                     let secret = std::mem::replace(value, serde_json::json!({ "set": true, "set_at": now }));
                     out.set.push((pointer, secret));
                 }
-            } else if let Some(inner) = value.as_object_mut() {
-                walk(inner, &pointer, now, out);
+            } else {
+                walk_value(value, &pointer, now, out);
             }
         }
     }
@@ -67,16 +78,44 @@ pub fn split_credentials(configuration: &mut Configuration, now: DateTime<Utc>) 
     out
 }
 
+/// The most credentials one configuration holds, and the longest pointer to one.
+pub const MAX_CREDENTIALS: usize = 64;
+pub const MAX_CREDENTIAL_POINTER: usize = 256;
+
+/// Checks the credentials taken out of a configuration before anything is stored.
+pub fn check_credentials(credentials: &Credentials) -> Result<(), DomainError> {
+    let mut v = Validator::default();
+    let count = credentials.set.len().saturating_add(credentials.kept.len());
+    v.check(count <= MAX_CREDENTIALS, "configuration", format!("at most {MAX_CREDENTIALS} credentials"));
+    let pointers = credentials.set.iter().map(|(p, _)| p).chain(&credentials.kept);
+    if let Some(long) = pointers.into_iter().find(|p| p.len() > MAX_CREDENTIAL_POINTER) {
+        let shown: String = long.chars().take(40).collect();
+        v.check(
+            false,
+            "configuration",
+            format!("the credential at {shown}... is nested deeper than {MAX_CREDENTIAL_POINTER} characters of path"),
+        );
+    }
+    v.finish()
+}
+
 /// Every credential value of a configuration replaced by a bare marker: how a
 /// configuration recorded before credentials left the log (v1 events) is read.
 pub fn mask_credentials(configuration: &mut Configuration) {
+    fn mask_value(value: &mut Value) {
+        match value {
+            Value::Object(map) => mask_credentials(map),
+            Value::Array(items) => items.iter_mut().for_each(mask_value),
+            _ => {}
+        }
+    }
     for (key, value) in configuration.iter_mut() {
         if is_credential(key) {
             if !value.is_null() && !is_marker(value) {
                 *value = serde_json::json!({ "set": true });
             }
-        } else if let Some(inner) = value.as_object_mut() {
-            mask_credentials(inner);
+        } else {
+            mask_value(value);
         }
     }
 }
@@ -364,15 +403,18 @@ mod tests {
             "smtp_host": "mail.example.org",
             "SMTP_Password": "hunter2",
             "oauth": { "client_id": "abc", "client_secret": "s3cret", "refresh_token": null },
+            "accounts": [{ "user": "a", "password": "in-an-array" }],
             "api_key": { "set": true },
         }))
         .unwrap();
         let creds = split_credentials(&mut cfg, now);
-        assert_eq!(creds.set.len(), 2);
+        assert_eq!(creds.set.len(), 3);
+        assert!(creds.set.contains(&("/accounts/0/password".into(), serde_json::json!("in-an-array"))));
         assert!(creds.set.contains(&("/SMTP_Password".into(), serde_json::json!("hunter2"))));
         assert!(creds.set.contains(&("/oauth/client_secret".into(), serde_json::json!("s3cret"))));
         assert_eq!(creds.kept, vec!["/api_key".to_owned()]);
         assert!(!serde_json::to_string(&cfg).unwrap().contains("s3cret"));
+        assert!(!serde_json::to_string(&cfg).unwrap().contains("in-an-array"));
         assert!(cfg["oauth"].get("refresh_token").is_none(), "null removes a credential");
         let create = ChannelCommand::Create {
             name: "Mail".into(),

@@ -279,6 +279,8 @@ impl Sessions {
             let key = session_key(tenant, id);
             pipe.hget(&key, "user").expire(&key, SESSION_TTL_SECS).ignore();
             pipe.expire(sessions_of(tenant, user), SESSION_TTL_SECS).ignore();
+            // The pre-cap set lives while its sessions do, so ending them all finds them.
+            pipe.expire(sessions_before_the_cap(tenant, user), SESSION_TTL_SECS).ignore();
         }
         pipe.hgetall(Tenancy(tenant).redis_user_permissions(user))
             .get(revision_key(tenant, user))

@@ -271,6 +271,29 @@ async fn an_agent_reads_no_channel_configuration_and_nobody_reads_its_credential
     let audit = audit.text().await.unwrap();
     assert!(audit.contains("smtp.example.org"), "{audit}");
     assert!(!audit.contains("hunter2") && !audit.contains("s3cret"), "the audit log holds a credential: {audit}");
+    // A supervisor may read audit trails, not a channel's configuration.
+    let supervisor = app.token_for(app.tenant_id, Role::Supervisor);
+    let theirs = app.query(&format!("/v1/audit/channel/{id}"), &supervisor).await.text().await.unwrap();
+    assert!(theirs.contains("\"name\"") && !theirs.contains("smtp"), "{theirs}");
+
+    // Credentials inside arrays leave too; a path deeper than any configuration needs is refused.
+    let nested = json!({ "name": "Accounts", "type": "email", "configuration": {
+        "accounts": [{ "user": "a", "password": "in-an-array" }] } });
+    assert_eq!(app.command(Method::POST, "/v1/channels", &admin, Some(nested)).await.status(), StatusCode::CREATED);
+    let deep_key = "k".repeat(300);
+    let deep = json!({ "name": "Deep", "type": "email", "configuration": { deep_key: { "password": "x" } } });
+    assert_eq!(
+        app.command(Method::POST, "/v1/channels", &admin, Some(deep)).await.status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let leaked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM eventstore.events WHERE tenant_id = $1 AND envelope::text LIKE '%in-an-array%'",
+    )
+    .bind(app.tenant_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(leaked, 0, "a credential in an array went into the journal");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -347,6 +370,24 @@ async fn an_agent_neither_reads_nor_filters_nor_sets_a_field_visible_to_admins_o
     let as_admin: Value =
         app.query(&format!("/v1/cases/{case}?position={position}"), &admin).await.json().await.unwrap();
     assert_eq!(as_admin["custom_fields"]["risk_score"], "critical-risk");
+
+    // A template rendered by the agent does not fill it in.
+    let template = json!({ "name": "Risk note", "channel_type": "email", "content": "Risk: {{risk_score}}" });
+    let r = app.command(Method::POST, "/v1/message-templates", &supervisor, Some(template)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let template = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let rendered = app
+        .command(
+            Method::POST,
+            &format!("/v1/message-templates/{template}/render"),
+            &app.token,
+            Some(json!({ "case_id": case })),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!rendered.contains("-risk"), "a rendered template showed the hidden field: {rendered}");
 
     // A supervisor's audit trail of the case holds neither value.
     let audit = app.query(&format!("/v1/audit/case/{case}?position={position}"), &supervisor).await;

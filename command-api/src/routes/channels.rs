@@ -86,10 +86,11 @@ async fn create(
     Versioned { body, .. }: Versioned<CreateBody>,
 ) -> Result<CommandReply, ApiError> {
     ctx.caller.require(Permission::ChannelsManage)?;
-    let hash = fingerprint(CreateBody::NAME, None, &body);
+    let hash = fingerprint_masked(CreateBody::NAME, None, &body);
     let id = Uuid::now_v7();
     let mut configuration = body.configuration;
     let credentials = channel::split_credentials(&mut configuration, Utc::now());
+    channel::check_credentials(&credentials)?;
     let kept = credentials.kept.clone();
     let lookup = Lookup::Channel { name: Some(normalise_name(&body.name)), credentials: Some(credentials) };
     let cmd = ChannelCommand::Create { name: body.name, channel_type: body.channel_type, configuration, kept };
@@ -104,9 +105,12 @@ async fn update(
     Versioned { body, .. }: Versioned<UpdateBody>,
 ) -> Result<CommandReply, ApiError> {
     ctx.caller.require(Permission::ChannelsManage)?;
-    let hash = fingerprint(UpdateBody::NAME, Some(id), &body);
+    let hash = fingerprint_masked(UpdateBody::NAME, Some(id), &body);
     let mut configuration = body.configuration;
     let credentials = configuration.as_mut().map(|c| channel::split_credentials(c, Utc::now()));
+    if let Some(credentials) = &credentials {
+        channel::check_credentials(credentials)?;
+    }
     let kept = credentials.as_ref().map(|c| c.kept.clone()).unwrap_or_default();
     let lookup = Lookup::Channel { name: body.name.as_deref().map(normalise_name), credentials };
     let cmd = ChannelCommand::Update { name: body.name, configuration, kept };
@@ -122,6 +126,16 @@ activation_handlers!(
     ChannelCommand::Deactivate,
     ChannelCommand::Activate
 );
+
+/// The request's fingerprint with its credential values masked: the idempotency record
+/// holds no hash a weak secret could be guessed from.
+fn fingerprint_masked(command: &str, stream: Option<Uuid>, body: &impl Serialize) -> String {
+    let mut body = serde_json::to_value(body).unwrap_or_default();
+    if let Some(configuration) = body.get_mut("configuration").and_then(Value::as_object_mut) {
+        channel::mask_credentials(configuration);
+    }
+    fingerprint(command, stream, &body)
+}
 
 async fn run(
     state: &AppState,

@@ -176,6 +176,13 @@ async fn render_for_case(
             errors: vec![FieldError::new("case_id", "no case with this id exists in the tenant")],
         })?;
     let mut values: Map<String, Value> = case.custom_fields.clone();
+    // Fields the caller's role may not see are not filled in (they show as missing).
+    let definitions = state.journal.all::<events::field_definition::FieldDefinition>(tenant).await?;
+    for hidden in
+        events::field_definition::hidden_case_fields(&definitions, ctx.caller.role.as_str(), case.case_type_id)
+    {
+        values.remove(&hidden);
+    }
     values.insert("case_number".into(), json!(case.case_number));
     values.insert("case_title".into(), json!(case.title));
     values.insert("case_status".into(), json!(case.status.as_str()));

@@ -131,6 +131,10 @@ async fn audit_trail(
             docs.iter_mut().for_each(redact_content);
         }
     }
+    if entity_type == "channel" {
+        let may_read = caller.require(Permission::ChannelsManage).is_ok();
+        docs.iter_mut().for_each(|entry| channel_configuration(entry, may_read));
+    }
     if entity_type == "case" {
         let rules = state.field_visibility.case_rules(&state.mongo, tenant).await?;
         docs.iter_mut().for_each(|entry| rules.strip_audit_entry(caller, entry));
@@ -181,6 +185,30 @@ async fn note_hidden_from(state: &AppState, caller: Caller, note: Uuid) -> Resul
         })
     });
     Ok((internal_now || ever_internal) && author.as_deref() != Some(caller.user_id.to_string().as_str()))
+}
+
+/// A channel entry's configuration changes: left out for readers without
+/// `channels:manage`, and for the others shown with credentials as markers only (entries
+/// recorded before credentials left the log may still hold values).
+fn channel_configuration(entry: &mut Document, may_read: bool) {
+    let Ok(changes) = entry.get_array_mut("changes") else { return };
+    if !may_read {
+        changes.retain(|c| !matches!(c, Bson::Document(d) if d.get_str("field") == Ok("configuration")));
+        return;
+    }
+    for change in changes.iter_mut().filter_map(|c| match c {
+        Bson::Document(d) if d.get_str("field") == Ok("configuration") => Some(d),
+        _ => None,
+    }) {
+        for side in ["old_value", "new_value"] {
+            let Some(value) = change.get(side).cloned() else { continue };
+            let Ok(serde_json::Value::Object(mut configuration)) = mongodb::bson::from_bson(value) else { continue };
+            events::channel::mask_credentials(&mut configuration);
+            if let Ok(masked) = mongodb::bson::to_bson(&configuration) {
+                change.insert(side, masked);
+            }
+        }
+    }
 }
 
 /// Replaces the content values of a note entry's changes.

@@ -36,6 +36,9 @@ async fn counters(
 ) -> Result<Json<Value>, ApiError> {
     let t = Tenancy(caller.tenant_member()?.tenant_id);
     let redis = state.redis.clone();
+    // The counters record the versions of cases, users and tasks only.
+    let kinds = [events::StreamType::Case, events::StreamType::User, events::StreamType::Task];
+    let token = crate::consistency::Wait::of_kind(token, &kinds, "/v1/counters")?;
     wait_until(token, state.read_wait, |token| {
         let mut redis = redis.clone();
         let (cases, streams) = (t.redis_counted_cases(), t.redis_stream_versions());
