@@ -49,7 +49,8 @@ impl Application {
                 settings.rate_limits.map(|l| l.failed_logins_per_ip),
             ),
         };
-        let api = runtime::limits::layered(router(state), redis, keys, settings);
+        let api = runtime::http::with_deadline(router(state), settings.request_deadline());
+        let api = runtime::limits::layered(api, redis, keys, settings);
         let router = runtime::http::with_common_layers("command-api", api, settings.max_body_bytes, probes);
         let (listener, port) = runtime::http::bind(&settings.host, settings.command_port).await?;
         Ok(Self { port, listener, router, relay, journal })

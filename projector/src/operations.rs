@@ -434,8 +434,16 @@ pub async fn replay(
         let Some(last) = events.last().map(|e| e.envelope.position) else { break };
         events.retain(|e| !parked.contains(&StreamKey::of(&e.envelope)));
         applied += events.len() as u64;
-        crate::worker::apply_or_park(&*projection, &parking, events, &checkpoint, &mut parked, &group, &stores.pool)
-            .await?;
+        crate::worker::apply_or_park(
+            crate::worker::Target::waiting(&*projection),
+            &parking,
+            events,
+            &checkpoint,
+            &mut parked,
+            &group,
+            &stores.pool,
+        )
+        .await?;
         after = last;
         progress((last - (head - total as i64)).max(0) as u64, total);
     }

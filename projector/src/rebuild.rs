@@ -392,7 +392,7 @@ impl Copier {
         });
         let group = self.checkpoint.group.clone();
         crate::worker::apply_or_park(
-            &*self.copy,
+            crate::worker::Target::waiting(&*self.copy),
             &self.parking,
             events,
             &self.checkpoint,

@@ -36,6 +36,7 @@ impl Application {
                 &settings.kafka_topic,
                 &settings.kafka_group_prefix,
                 settings.kafka_fetch_wait,
+                settings.apply_deadline,
             ));
         }
 

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use elasticsearch::http::transport::Transport;
 use elasticsearch::Elasticsearch;
 use runtime::metrics::{probe_elastic, probe_mongo, probe_redis, Probe};
 use runtime::Settings;
@@ -121,9 +120,9 @@ pub struct Stores {
 impl Stores {
     pub async fn connect(settings: &Settings, pool_size: u32) -> anyhow::Result<Self> {
         let pool = runtime::db::connect_service(settings, pool_size).await?;
-        let mongo = mongodb::Client::with_uri_str(&settings.mongo_url).await.context("connecting to MongoDB")?;
-        let transport = Transport::single_node(&settings.elastic_url).context("configuring Elasticsearch")?;
-        let elastic = Elasticsearch::new(transport);
+        let mongo = runtime::clients::mongo(&settings.mongo_url, settings.store_deadline).await?;
+        // A bulk request of a whole batch may take longer than one read.
+        let elastic = runtime::clients::elastic(&settings.elastic_url, settings.apply_deadline)?;
         let redis = runtime::redis_connection::connect(&settings.redis_url).await?;
         Ok(Self { settings: settings.clone(), pool, mongo, elastic, redis })
     }

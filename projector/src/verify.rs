@@ -231,8 +231,16 @@ async fn reapply(stores: &Stores, name: ProjectionName, tenant: Uuid, streams: &
     let checkpoint = Checkpoint { group: group.clone(), topic: String::new(), positions: Default::default() };
     for chunk in events.chunks(1_000) {
         let chunk: Vec<_> = chunk.iter().filter(|e| !parked.contains(&StreamKey::of(&e.envelope))).cloned().collect();
-        crate::worker::apply_or_park(&*projection, &parking, chunk, &checkpoint, &mut parked, &group, &stores.pool)
-            .await?;
+        crate::worker::apply_or_park(
+            crate::worker::Target::waiting(&*projection),
+            &parking,
+            chunk,
+            &checkpoint,
+            &mut parked,
+            &group,
+            &stores.pool,
+        )
+        .await?;
     }
     Ok(applied)
 }

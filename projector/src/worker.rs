@@ -56,6 +56,23 @@ pub struct Worker {
     topic: String,
     group: String,
     fetch_wait: Duration,
+    /// Longest one attempt at a batch may take before it counts as the store's trouble.
+    apply_deadline: Duration,
+}
+
+/// A store did not answer (or answered trouble) while a worker applied a batch: the
+/// worker lets go of its lock and transaction, waits, and tries the batch again.
+#[derive(Debug, thiserror::Error)]
+#[error("the store is unavailable: {0:#}")]
+pub struct StoreUnavailable(anyhow::Error);
+
+/// What `apply_or_park` does when the store is in trouble.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnTrouble {
+    /// Retry in place, with backoff, until the store answers (replays and repairs).
+    Wait,
+    /// Return `StoreUnavailable` at once, so the caller releases what it holds first.
+    GiveBack,
 }
 
 /// Why a worker put its consumer down and starts again.
@@ -103,9 +120,19 @@ impl Worker {
         topic: &str,
         group_prefix: &str,
         fetch_wait: Duration,
+        apply_deadline: Duration,
     ) -> Self {
         let group = format!("{group_prefix}.{}", projection.name());
-        Self { projection, parking, pool, brokers: brokers.to_owned(), topic: topic.to_owned(), group, fetch_wait }
+        Self {
+            projection,
+            parking,
+            pool,
+            brokers: brokers.to_owned(),
+            topic: topic.to_owned(),
+            group,
+            fetch_wait,
+            apply_deadline,
+        }
     }
 
     fn consumer(&self) -> anyhow::Result<Consumed> {
@@ -290,10 +317,49 @@ impl Worker {
         }
     }
 
-    /// Decodes, applies (or parks) and checkpoints one batch of new messages.
+    /// Applies one batch of new messages, again and again while its store is in trouble:
+    /// between attempts no lock or transaction is held, so operators are never stuck
+    /// behind a store that does not answer.
     async fn apply_batch(
         &self,
         fresh: Vec<OwnedMessage>,
+        checkpoint: &Checkpoint,
+        parked: &mut HashSet<StreamKey>,
+        rate: &mut Rate,
+        received: std::time::Instant,
+    ) -> Result<(), Restart> {
+        let mut backoff = runtime::retry::delays(Duration::from_millis(100), Duration::from_secs(5));
+        let mut since: Option<Instant> = None;
+        loop {
+            match self.try_batch(&fresh, checkpoint, parked, rate, received).await {
+                Err(Restart::Failed(e)) if e.is::<StoreUnavailable>() => {
+                    let retry_in = backoff.next().unwrap_or(Duration::from_secs(5));
+                    let since = *since.get_or_insert_with(Instant::now);
+                    tracing::warn!(
+                        projection = self.projection.name(),
+                        error = %format!("{e:#}"),
+                        ?retry_in,
+                        unavailable_for = ?since.elapsed(),
+                        "store unavailable; the batch waits, holding nothing"
+                    );
+                    tokio::time::sleep(retry_in).await;
+                }
+                Ok(()) => {
+                    if since.is_some() {
+                        record_recovery(&self.pool, &self.group).await;
+                    }
+                    return Ok(());
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    /// Decodes, applies (or parks) and checkpoints one batch of new messages, holding the
+    /// projection's lock shared; gives the store's trouble back as `StoreUnavailable`.
+    async fn try_batch(
+        &self,
+        fresh: &[OwnedMessage],
         checkpoint: &Checkpoint,
         parked: &mut HashSet<StreamKey>,
         rate: &mut Rate,
@@ -305,12 +371,12 @@ impl Worker {
             // An operator may have retried or skipped a parked stream since.
             *parked = self.parking.parked_streams(self.projection.name()).await?;
         }
-        let events = self.decode(&fresh, parked).await?;
+        let events = self.decode(fresh, parked).await?;
         let last = events.last().map(|e| (e.envelope.position, e.envelope.occurred_at));
         let count = events.len();
-        let applied =
-            apply_or_park(&*self.projection, &self.parking, events, checkpoint, parked, &self.group, &self.pool)
-                .await?;
+        let target =
+            Target { projection: &*self.projection, deadline: self.apply_deadline, on_trouble: OnTrouble::GiveBack };
+        let applied = apply_or_park(target, &self.parking, events, checkpoint, parked, &self.group, &self.pool).await?;
         metrics::histogram!("projection_batch_events", "projection" => self.projection.name()).record(count as f64);
         metrics::histogram!("projection_batch_seconds", "projection" => self.projection.name())
             .record(received.elapsed().as_secs_f64());
@@ -402,6 +468,47 @@ impl Worker {
     }
 }
 
+/// Longest an attempt at a batch may take where no setting says otherwise (replays,
+/// repairs): past it the attempt counts as the store's trouble.
+pub const DEFAULT_APPLY_DEADLINE: Duration = Duration::from_secs(30);
+/// Longest a store's health probe may take.
+const HEALTH_DEADLINE: Duration = Duration::from_secs(3);
+
+/// A projection as `apply_or_park` drives it: each attempt bounded by `deadline`.
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    pub projection: &'a dyn Projection,
+    pub deadline: Duration,
+    pub on_trouble: OnTrouble,
+}
+
+impl<'a> Target<'a> {
+    /// Retrying in place (replays, repairs, rebuilds), with the default deadline.
+    pub fn waiting(projection: &'a dyn Projection) -> Self {
+        Self { projection, deadline: DEFAULT_APPLY_DEADLINE, on_trouble: OnTrouble::Wait }
+    }
+
+    /// One attempt; no answer within the deadline is the store's trouble (transient).
+    async fn attempt(&self, events: &[Event], checkpoint: &Checkpoint) -> Result<(), ApplyError> {
+        match tokio::time::timeout(self.deadline, self.projection.apply(events, checkpoint)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(ApplyError::Transient(anyhow::anyhow!(
+                "{} did not finish applying {} events within {:?}",
+                self.projection.name(),
+                events.len(),
+                self.deadline
+            ))),
+        }
+    }
+
+    async fn healthy(&self) -> anyhow::Result<()> {
+        match tokio::time::timeout(HEALTH_DEADLINE, self.projection.healthy()).await {
+            Ok(health) => health,
+            Err(_) => anyhow::bail!("no answer to the health probe within {HEALTH_DEADLINE:?}"),
+        }
+    }
+}
+
 /// Unexplained failures of one batch, while its store answers its health probe, before
 /// the worker looks for the event behind them.
 const ATTEMPTS_WHILE_HEALTHY: u32 = 8;
@@ -422,7 +529,7 @@ const ATTEMPTS_ALONE: u32 = 3;
 /// this is interrupted), and one that fails `ATTEMPTS_ALONE` times on its own is parked
 /// like a poison event. No event can hold a projection back for every tenant.
 pub async fn apply_or_park(
-    projection: &dyn Projection,
+    target: Target<'_>,
     parking: &ParkingLot,
     mut events: Vec<Event>,
     checkpoint: &Checkpoint,
@@ -430,11 +537,12 @@ pub async fn apply_or_park(
     group: &str,
     pool: &PgPool,
 ) -> anyhow::Result<bool> {
+    let projection = target.projection;
     let mut backoff = runtime::retry::delays(Duration::from_millis(100), Duration::from_secs(5));
     let mut unexplained_while_healthy = 0;
     let mut retrying = false;
     while !events.is_empty() {
-        let (event_id, reason) = match projection.apply(&events, checkpoint).await {
+        let (event_id, reason) = match target.attempt(&events, checkpoint).await {
             Ok(()) => {
                 if retrying {
                     record_recovery(pool, group).await;
@@ -442,15 +550,24 @@ pub async fn apply_or_park(
                 return Ok(true);
             }
             Err(ApplyError::Poison { event_id, reason }) => (event_id, reason),
+            Err(ApplyError::Transient(e)) if target.on_trouble == OnTrouble::GiveBack => {
+                record_error(pool, group, &format!("store unavailable: {e:#}"), ErrorClass::Transient).await;
+                return Err(StoreUnavailable(e).into());
+            }
             Err(ApplyError::Transient(e)) => {
                 retry_later(projection, pool, group, &e, &mut backoff).await;
                 retrying = true;
                 continue;
             }
             Err(ApplyError::Unexplained(e)) => {
+                let health = target.healthy().await;
+                if health.is_err() && target.on_trouble == OnTrouble::GiveBack {
+                    record_error(pool, group, &format!("store unavailable: {e:#}"), ErrorClass::Transient).await;
+                    return Err(StoreUnavailable(e).into());
+                }
                 retry_later(projection, pool, group, &e, &mut backoff).await;
                 retrying = true;
-                match projection.healthy().await {
+                match health {
                     Ok(()) => unexplained_while_healthy += 1,
                     Err(down) => {
                         tracing::warn!(projection = projection.name(), error = %format!("{down:#}"), "the store is unhealthy");
@@ -461,12 +578,18 @@ pub async fn apply_or_park(
                     continue;
                 }
                 unexplained_while_healthy = 0;
-                match alone(projection, &events, checkpoint).await? {
+                match alone(target, &events, checkpoint).await? {
                     Alone::Refused(event_id, reason) => (event_id, reason),
                     // Each event is applied now: so is the batch, but for its checkpoint.
                     Alone::AllApplied => {
                         record_recovery(pool, group).await;
                         return Ok(false);
+                    }
+                    Alone::StoreTrouble if target.on_trouble == OnTrouble::GiveBack => {
+                        return Err(StoreUnavailable(anyhow::anyhow!(
+                            "the store failed while events were applied one by one"
+                        ))
+                        .into());
                     }
                     Alone::StoreTrouble => continue,
                 }
@@ -526,12 +649,12 @@ enum Alone {
 
 /// Applies `events` one by one, in order, without recording a checkpoint (every store
 /// ignores what it already holds, so the batch applied again later changes nothing).
-async fn alone(projection: &dyn Projection, events: &[Event], checkpoint: &Checkpoint) -> anyhow::Result<Alone> {
+async fn alone(target: Target<'_>, events: &[Event], checkpoint: &Checkpoint) -> anyhow::Result<Alone> {
     let unrecorded = Checkpoint { positions: Default::default(), ..checkpoint.clone() };
     for event in events {
         let mut last = None;
         for attempt in 1..=ATTEMPTS_ALONE {
-            match projection.apply(std::slice::from_ref(event), &unrecorded).await {
+            match target.attempt(std::slice::from_ref(event), &unrecorded).await {
                 Ok(()) => {
                     last = None;
                     break;
@@ -545,7 +668,7 @@ async fn alone(projection: &dyn Projection, events: &[Event], checkpoint: &Check
             }
         }
         let Some(error) = last else { continue };
-        if projection.healthy().await.is_err() {
+        if target.healthy().await.is_err() {
             return Ok(Alone::StoreTrouble);
         }
         return Ok(Alone::Refused(

@@ -1,8 +1,6 @@
 //! Builds the query API over the four read models.
 
 use anyhow::Context;
-use elasticsearch::http::transport::Transport;
-use elasticsearch::Elasticsearch;
 use runtime::auth::JwtKeys;
 use runtime::metrics::{probe_elastic, probe_mongo, probe_redis, Probe};
 use runtime::Settings;
@@ -19,9 +17,8 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         let pool = runtime::db::connect_service(settings, 20).await?;
-        let mongo = mongodb::Client::with_uri_str(&settings.mongo_url).await.context("connecting to MongoDB")?;
-        let elastic =
-            Elasticsearch::new(Transport::single_node(&settings.elastic_url).context("configuring Elasticsearch")?);
+        let mongo = runtime::clients::mongo(&settings.mongo_url, settings.store_deadline).await?;
+        let elastic = runtime::clients::elastic(&settings.elastic_url, settings.store_deadline)?;
         let redis = runtime::redis_connection::connect(&settings.redis_url).await?;
         let probes = vec![
             Probe::postgres(pool.clone()),
@@ -41,7 +38,8 @@ impl Application {
             field_visibility: Default::default(),
         };
         let keys = state.keys.clone();
-        let api = runtime::limits::layered(router(state), redis, keys, settings);
+        let api = runtime::http::with_deadline(router(state), settings.request_deadline());
+        let api = runtime::limits::layered(api, redis, keys, settings);
         let router = runtime::http::with_common_layers("query-api", api, settings.max_body_bytes, probes);
         let (listener, port) = runtime::http::bind(&settings.host, settings.query_port).await?;
         Ok(Self { port, listener, router })

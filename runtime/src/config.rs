@@ -30,6 +30,12 @@ pub struct Settings {
     pub jwt_secret: String,
     /// Longest a read with a position token waits for its projection.
     pub read_wait: Duration,
+    /// Longest one call to a store may take (`MURIMA_STORE_DEADLINE_MS`, 5 s): a read of
+    /// the APIs answers 503 with `Retry-After` once `request_deadline` passes.
+    pub store_deadline: Duration,
+    /// Longest one attempt of a projection at a batch (`MURIMA_APPLY_DEADLINE_MS`, 20 s):
+    /// past it the store counts as unavailable, and the worker lets go and retries.
+    pub apply_deadline: Duration,
     /// Largest request body either API accepts.
     pub max_body_bytes: usize,
     /// How often the relay checks that the broker still holds what it published.
@@ -54,6 +60,14 @@ pub enum Migrations {
 
 /// HS256 needs a secret at least as long as its hash (32 bytes) to be worth its name.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+impl Settings {
+    /// Longest a request to either API takes: a read may wait `read_wait` for its write,
+    /// then needs its stores; past this it is answered 503 with `Retry-After`.
+    pub fn request_deadline(&self) -> Duration {
+        self.read_wait.saturating_add(self.store_deadline)
+    }
+}
 
 impl Settings {
     /// A service's settings: the token secret is required (the services sign or check
@@ -96,6 +110,8 @@ impl Settings {
             redis_url: var("MURIMA_REDIS_URL", "redis://127.0.0.1:6379"),
             jwt_secret,
             read_wait: Duration::from_millis(parse("MURIMA_READ_WAIT_MS", "5000")?),
+            store_deadline: Duration::from_millis(parse("MURIMA_STORE_DEADLINE_MS", "5000")?),
+            apply_deadline: Duration::from_millis(parse("MURIMA_APPLY_DEADLINE_MS", "20000")?),
             max_body_bytes: parse("MURIMA_MAX_BODY_BYTES", "65536")?,
             relay_audit_interval: Duration::from_millis(parse("MURIMA_RELAY_AUDIT_MS", "2000")?),
             statistics_refresh: Duration::from_secs(parse("MURIMA_STATISTICS_REFRESH_SECS", "60")?),

@@ -53,6 +53,30 @@ pub fn with_common_layers(service: &'static str, routes: Router, max_body_bytes:
         .layer(axum::middleware::from_fn(move |request, next| crate::metrics::track_requests(service, request, next)))
 }
 
+/// Bounds every request of `routes` by `deadline`: one that is not answered by then (a
+/// store that stops answering) gets 503 with `Retry-After: 1` instead of hanging.
+pub fn with_deadline(routes: Router, deadline: std::time::Duration) -> Router {
+    routes.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+            match tokio::time::timeout(deadline, next.run(request)).await {
+                Ok(response) => response,
+                Err(_) => {
+                    metrics::counter!("requests_past_deadline_total").increment(1);
+                    tracing::warn!(?deadline, "a request passed its deadline");
+                    ApiError::Busy {
+                        detail: format!(
+                            "the request was not answered within {deadline:?}: a store is slow to answer or does not \
+                         answer; retry shortly"
+                        ),
+                        retry_after: 1,
+                    }
+                    .into_response()
+                }
+            }
+        },
+    ))
+}
+
 /// How much of an oversized body is read and thrown away, and for how long, so that the
 /// client reads the 413 instead of a reset: a server that answers and closes while the
 /// client still writes makes the client's write fail (EPIPE, "broken pipe") before it

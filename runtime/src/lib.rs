@@ -3,6 +3,8 @@
 //! PostgreSQL set-up, and serving an axum router until shutdown.
 
 pub mod auth;
+#[cfg(feature = "stores")]
+pub mod clients;
 pub mod config;
 pub mod db;
 pub mod extract;

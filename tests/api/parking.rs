@@ -198,7 +198,7 @@ async fn an_unexplained_failure_that_repeats_while_the_store_answers_parks_its_e
     let mut parked = std::collections::HashSet::new();
     let started = std::time::Instant::now();
     projector::worker::apply_or_park(
-        &store,
+        projector::worker::Target::waiting(&store),
         &parking,
         batch(),
         &checkpoint,
@@ -232,7 +232,15 @@ async fn an_unexplained_failure_that_repeats_while_the_store_answers_parks_its_e
     let mut parked = std::collections::HashSet::new();
     let retried = tokio::time::timeout(
         std::time::Duration::from_secs(25),
-        projector::worker::apply_or_park(&away, &parking, batch(), &checkpoint, &mut parked, group, &app.pool),
+        projector::worker::apply_or_park(
+            projector::worker::Target::waiting(&away),
+            &parking,
+            batch(),
+            &checkpoint,
+            &mut parked,
+            group,
+            &app.pool,
+        ),
     )
     .await;
     assert!(retried.is_err(), "it must keep retrying while the store is away");
