@@ -337,7 +337,7 @@ mod tests {
     #[test]
     fn every_text_of_a_definition_is_bounded() {
         let long = |n: usize| "x".repeat(n);
-        let roles: Vec<String> = (0..=contract::MAX_TAGS).map(|i| format!("role{i}")).collect();
+        let roles: Vec<&str> = (0..=contract::MAX_TAGS).map(|i| crate::workflow::ROLES[i % 3]).collect();
         let bad = FieldDefinitionCommand::Create {
             entity_type: EntityType::Case,
             field_name: "mood".into(),

@@ -4,8 +4,10 @@
 //! refused, so its values cannot be guessed by yes/no questions either.
 //!
 //! The rules come from the custom field definitions in MongoDB, kept per tenant for one
-//! second; a read never goes on without them: if MongoDB does not answer, a copy up to
-//! five minutes old is used, else the read answers 503.
+//! second. If MongoDB does not answer, a copy up to five minutes old is used; without
+//! one, cases are served with every custom field withheld (`custom_fields_withheld`) and
+//! a filter on custom fields answers 503: a case screen never waits on MongoDB, and never
+//! shows what it cannot tell is allowed.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -25,15 +27,23 @@ const FRESH: Duration = Duration::from_secs(1);
 /// How old a copy may be when MongoDB does not answer.
 const USABLE: Duration = Duration::from_secs(300);
 /// How long a read waits for MongoDB's answer.
-const ASK_LIMIT: Duration = Duration::from_secs(2);
+const ASK_LIMIT: Duration = Duration::from_secs(1);
+/// After MongoDB failed to answer, how long reads go on without asking it again.
+const QUIET_AFTER_FAILURE: Duration = Duration::from_secs(2);
 
 /// The case field rules of one tenant: only fields restricted to some roles.
 #[derive(Debug, Default)]
 pub struct CaseFieldRules {
     restricted: Vec<(String, VisibilityRules)>,
+    /// The rules could not be read: every custom field is withheld.
+    unknown: bool,
 }
 
 impl CaseFieldRules {
+    fn unknown() -> Self {
+        Self { restricted: Vec::new(), unknown: true }
+    }
+
     /// What `role` may not see of a case of `case_type` (None: of some case type).
     fn hidden(&self, role: &str, case_type: Option<Uuid>) -> BTreeSet<&str> {
         self.restricted
@@ -45,6 +55,13 @@ impl CaseFieldRules {
 
     /// Removes from a case (as the APIs answer it) the fields the caller may not see.
     pub fn strip_case(&self, caller: Caller, case: &mut Value) {
+        if self.unknown {
+            if let Some(fields) = case.get_mut("custom_fields").and_then(Value::as_object_mut) {
+                fields.clear();
+            }
+            case["custom_fields_withheld"] = Value::Bool(true);
+            return;
+        }
         if self.restricted.is_empty() {
             return;
         }
@@ -58,6 +75,13 @@ impl CaseFieldRules {
 
     /// A filter on a field the caller may not see (on any case type) is refused.
     pub fn check_filter(&self, caller: Caller, filter: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
+        if self.unknown && !filter.is_empty() {
+            return Err(ApiError::Unavailable(
+                "the custom field rules cannot be read right now, so custom fields cannot be filtered on; retry \
+                 in a moment"
+                    .into(),
+            ));
+        }
         let hidden = self.hidden(caller.role.as_str(), None);
         match filter.keys().find(|k| hidden.contains(k.as_str())) {
             Some(name) => Err(ApiError::Forbidden(format!(
@@ -69,11 +93,15 @@ impl CaseFieldRules {
 
     /// Removes hidden fields from the `custom_fields` changes of a case's audit entry.
     pub fn strip_audit_entry(&self, caller: Caller, entry: &mut Document) {
+        let Ok(changes) = entry.get_array_mut("changes") else { return };
+        if self.unknown {
+            changes.retain(|c| !matches!(c, Bson::Document(d) if d.get_str("field") == Ok("custom_fields")));
+            return;
+        }
         let hidden = self.hidden(caller.role.as_str(), None);
         if hidden.is_empty() {
             return;
         }
-        let Ok(changes) = entry.get_array_mut("changes") else { return };
         for change in changes.iter_mut().filter_map(|c| match c {
             Bson::Document(d) if d.get_str("field") == Ok("custom_fields") => Some(d),
             _ => None,
@@ -93,40 +121,58 @@ impl CaseFieldRules {
 #[derive(Clone, Default)]
 pub struct FieldVisibility {
     seen: Arc<Mutex<HashMap<Uuid, (Instant, Arc<CaseFieldRules>)>>>,
+    /// When asking MongoDB last failed, per tenant.
+    failed: Arc<Mutex<HashMap<Uuid, Instant>>>,
 }
 
 impl FieldVisibility {
     /// The tenant's case field rules, at most a second old (see the module's notes).
-    pub async fn case_rules(&self, mongo: &mongodb::Database, tenant: Uuid) -> Result<Arc<CaseFieldRules>, ApiError> {
+    pub async fn case_rules(&self, mongo: &mongodb::Database, tenant: Uuid) -> Arc<CaseFieldRules> {
         let held = self.held(tenant);
         if let Some((at, rules)) = &held {
             if at.elapsed() < FRESH {
-                return Ok(rules.clone());
+                return rules.clone();
             }
         }
-        match tokio::time::timeout(ASK_LIMIT, read(mongo, tenant)).await {
-            Ok(Ok(rules)) => {
+        let failed_lately = self
+            .failed
+            .lock()
+            .ok()
+            .and_then(|f| f.get(&tenant).copied())
+            .is_some_and(|at| at.elapsed() < QUIET_AFTER_FAILURE);
+        let answer = if failed_lately {
+            Err(None)
+        } else {
+            match tokio::time::timeout(ASK_LIMIT, read(mongo, tenant)).await {
+                Ok(Ok(rules)) => Ok(rules),
+                Ok(Err(e)) => Err(Some(e.to_string())),
+                Err(_) => Err(Some(format!("no answer in {ASK_LIMIT:?}"))),
+            }
+        };
+        if let (Err(Some(_)), Ok(mut failed)) = (&answer, self.failed.lock()) {
+            failed.insert(tenant, Instant::now());
+        }
+        match answer {
+            Ok(rules) => {
+                if let Ok(mut failed) = self.failed.lock() {
+                    failed.remove(&tenant);
+                }
                 let rules = Arc::new(rules);
                 if let Ok(mut seen) = self.seen.lock() {
                     seen.insert(tenant, (Instant::now(), rules.clone()));
                 }
-                Ok(rules)
+                rules
             }
-            failed => {
-                let why = match failed {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => format!("no answer in {ASK_LIMIT:?}"),
-                };
+            Err(why) => {
+                let why = why.unwrap_or_else(|| "MongoDB failed to answer a moment ago".to_owned());
                 match held {
                     Some((at, rules)) if at.elapsed() < USABLE => {
                         tracing::warn!(error = %why, "reading custom field rules failed; using the last copy");
-                        Ok(rules)
+                        rules
                     }
                     _ => {
-                        tracing::error!(error = %why, "reading custom field rules failed");
-                        Err(ApiError::Unavailable(
-                            "the custom field rules cannot be read right now; retry in a moment".into(),
-                        ))
+                        tracing::error!(error = %why, "reading custom field rules failed; custom fields are withheld");
+                        Arc::new(CaseFieldRules::unknown())
                     }
                 }
             }
@@ -161,5 +207,5 @@ async fn read(mongo: &mongodb::Database, tenant: Uuid) -> Result<CaseFieldRules,
             restricted.push((name.to_owned(), rules));
         }
     }
-    Ok(CaseFieldRules { restricted })
+    Ok(CaseFieldRules { restricted, unknown: false })
 }

@@ -34,6 +34,7 @@ mod security_ids;
 mod security_live_state;
 mod security_second_pass;
 mod security_sessions;
+mod store_pause;
 mod tasks;
 mod teams;
 mod templates;

@@ -14,7 +14,7 @@ use super::poll::eventually;
 
 pub const SECRET: &str = "integration-test-secret-of-at-least-32-bytes";
 
-pub(crate) fn env_or(name: &str, default: &str) -> String {
+pub fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 

@@ -40,6 +40,11 @@ impl PrivateBroker {
         PrivateBroker { port, child }
     }
 
+    /// The broker's process id (to freeze it with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the broker runs")
+    }
+
     /// Kills the broker outright: its in-memory log, topics and group offsets are gone.
     pub async fn kill(mut self) -> u16 {
         self.child.kill().await.expect("kill tansu");

@@ -72,7 +72,7 @@ async fn detail(
         _ => super::wait_for_postgres(&state, tenant, token).await?,
     }
     let mut case = cached_case(&state, caller, id, wanted).await?;
-    state.field_visibility.case_rules(&state.mongo, tenant).await?.strip_case(caller, &mut case);
+    state.field_visibility.case_rules(&state.mongo, tenant).await.strip_case(caller, &mut case);
     let related = Related::load(&state, caller, id).await?;
     super::presence::record_view(&state, caller, id).await;
 

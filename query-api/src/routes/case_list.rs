@@ -252,7 +252,7 @@ async fn list(
             return Err(ApiError::BadRequest("q must be 1 to 256 characters of search text".into()));
         }
     }
-    let rules = state.field_visibility.case_rules(&state.mongo, tenant).await?;
+    let rules = state.field_visibility.case_rules(&state.mongo, tenant).await;
     if let Some(Value::Object(filter)) = &custom {
         rules.check_filter(caller, filter)?;
     }
@@ -338,7 +338,7 @@ async fn queue(
     let schema = Tenancy(tenant).pg_schema();
     let limit = page_size(q.limit, 25, 100)?;
     let after = q.cursor.as_deref().map(Cursor::<DateTime<Utc>>::decode).transpose()?;
-    let rules = state.field_visibility.case_rules(&state.mongo, tenant).await?;
+    let rules = state.field_visibility.case_rules(&state.mongo, tenant).await;
     let (mut tx, _) = tenant_tx(&state.pool, caller).await?;
     let finished = events::case::Status::finished_sql();
     let rows = sqlx::query(&format!(

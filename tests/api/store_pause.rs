@@ -1,0 +1,261 @@
+//! A store that stops answering (the Jepsen "pause" fault, issue 29): under a steady load
+//! of commands and reads, one server of the test's own is frozen with SIGSTOP for
+//! `PAUSE`, then thawed with SIGCONT. During the pause no request to either API takes
+//! longer than its deadline plus a second, reads that need the frozen store answer 503,
+//! the other stores keep up and `murima-admin status` answers; after it every projection
+//! catches up alone, nothing acknowledged is missing, and every store equals a replay.
+
+use std::time::{Duration, Instant};
+
+use murima_tests::{env_or, test_settings, PrivateBroker, TestApp};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// How long each server stays frozen.
+const PAUSE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Store {
+    Mongo,
+    Elastic,
+    Redis,
+    Broker,
+}
+
+/// A server process of the test's own, to freeze and thaw.
+struct Server {
+    child: tokio::process::Child,
+    port: u16,
+    _dir: Option<TempDir>,
+}
+
+/// A directory removed when the test ends.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("address").port()
+}
+
+impl Server {
+    async fn start(store: Store) -> Server {
+        let port = free_port();
+        let cache = env_or("MURIMA_CACHE", &format!("{}/.cache/murima", std::env::var("HOME").unwrap_or_default()));
+        let (program, args, dir): (String, Vec<String>, Option<TempDir>) = match store {
+            Store::Redis => (
+                "redis-server".into(),
+                ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+                    .map(str::to_owned)
+                    .to_vec(),
+                None,
+            ),
+            Store::Mongo => {
+                let dir = std::env::temp_dir().join(format!("murima-pause-mongo-{port}"));
+                std::fs::create_dir_all(&dir).expect("a data directory");
+                let args = vec![
+                    "--host".into(),
+                    "127.0.0.1".into(),
+                    "--port".into(),
+                    port.to_string(),
+                    "--storage-path".into(),
+                    dir.display().to_string(),
+                    "--log-level".into(),
+                    "WARNING".into(),
+                ];
+                (format!("{cache}/secantusdb-0.7.0b3/bin/secantusd-py"), args, Some(TempDir(dir)))
+            }
+            Store::Elastic => (
+                format!("{cache}/osmem-server-0.1.6/lib/python3.11/site-packages/osmem_server/bin/osmem-server"),
+                vec!["-addr".into(), format!("127.0.0.1:{port}"), "-no-stdin-watch".into()],
+                None,
+            ),
+            Store::Broker => unreachable!("the broker is a PrivateBroker"),
+        };
+        let child = tokio::process::Command::new(&program)
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program} starts (scripts/stack.sh installs it): {e}"));
+        murima_tests::eventually("the private server to listen", || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(drop)
+        })
+        .await;
+        Server { child, port, _dir: dir }
+    }
+}
+
+/// Sends a signal to a process (STOP freezes it, CONT thaws it).
+fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill").args([format!("-{name}"), pid.to_string()]).status();
+    assert!(status.is_ok_and(|s| s.success()), "kill -{name} {pid}");
+}
+
+/// One request's outcome during the pause.
+#[derive(Debug)]
+struct Answer {
+    what: &'static str,
+    status: StatusCode,
+    took: Duration,
+}
+
+async fn timed(what: &'static str, request: impl std::future::Future<Output = reqwest::Response>) -> Answer {
+    let started = Instant::now();
+    let status = request.await.status();
+    Answer { what, status, took: started.elapsed() }
+}
+
+async fn pause_round(store: Store) {
+    let mut settings = test_settings();
+    settings.read_wait = Duration::from_secs(2);
+    settings.store_deadline = Duration::from_secs(2);
+    settings.apply_deadline = Duration::from_secs(5);
+    let (mut server, broker) = match store {
+        Store::Broker => (None, Some(PrivateBroker::start(None).await)),
+        other => (Some(Server::start(other).await), None),
+    };
+    let port = server.as_ref().map_or_else(|| broker.as_ref().map_or(0, |b| b.port), |s| s.port);
+    match store {
+        Store::Mongo => settings.mongo_url = format!("mongodb://127.0.0.1:{port}"),
+        Store::Elastic => settings.elastic_url = format!("http://127.0.0.1:{port}"),
+        Store::Redis => settings.redis_url = format!("redis://127.0.0.1:{port}"),
+        Store::Broker => settings.kafka_brokers = format!("127.0.0.1:{port}"),
+    }
+    let mut app = TestApp::spawn_with(settings).await;
+    let deadline = app.settings.request_deadline();
+    let supervisor = app.token_for(app.tenant_id, runtime::auth::Role::Supervisor);
+    for i in 0..5 {
+        app.open_case(&format!("Before the pause {i}")).await;
+    }
+    app.wait_for_all_stores().await;
+
+    let pid = match (&server, &broker) {
+        (Some(s), _) => s.child.id().expect("the server's pid"),
+        (None, Some(b)) => b.pid(),
+        (None, None) => unreachable!(),
+    };
+    signal(pid, "STOP");
+    let paused = Instant::now();
+    let mut answers = Vec::new();
+    let mut accepted = Vec::new();
+    let mut status_answered = None;
+    while paused.elapsed() < PAUSE {
+        let open = json!({ "title": "Opened while a store is frozen", "case_type_id": app.case_type_id });
+        let started = Instant::now();
+        let r = app.command(Method::POST, "/v1/cases", &app.token, Some(open)).await;
+        answers.push(Answer { what: "open a case", status: r.status(), took: started.elapsed() });
+        let position = if r.status() == StatusCode::CREATED {
+            let body: Value = r.json().await.unwrap();
+            accepted.push(body["id"].as_str().unwrap().to_owned());
+            body["position"].as_str().map(str::to_owned)
+        } else {
+            None
+        };
+        let with = |path: &str| match &position {
+            Some(p) => format!("{path}{}position={p}", if path.contains('?') { '&' } else { '?' }),
+            None => path.to_owned(),
+        };
+        let case = accepted.last().cloned().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let paths = [
+            with("/v1/cases?limit=5"),
+            with("/v1/search/cases?q=frozen"),
+            with(&format!("/v1/audit/case/{case}")),
+            with("/v1/counters"),
+        ];
+        let (list, search, audit, counters) = tokio::join!(
+            timed("case list (PostgreSQL)", app.query(&paths[0], &app.token)),
+            timed("case search (Elasticsearch)", app.query(&paths[1], &app.token)),
+            timed("audit trail (MongoDB)", app.query(&paths[2], &supervisor)),
+            timed("counters (Redis)", app.query(&paths[3], &app.token)),
+        );
+        answers.extend([list, search, audit, counters]);
+        if status_answered.is_none() && paused.elapsed() > Duration::from_secs(5) {
+            let started = Instant::now();
+            let (ok, out) = tokio::time::timeout(Duration::from_secs(20), app.admin_cli(&["status"]))
+                .await
+                .expect("murima-admin status answers during the pause");
+            status_answered = Some((ok, started.elapsed(), out));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    signal(pid, "CONT");
+    let thawed = Instant::now();
+
+    eprintln!("pause of {store:?}: {} requests in {:?}", answers.len(), PAUSE);
+    for what in [
+        "open a case",
+        "case list (PostgreSQL)",
+        "case search (Elasticsearch)",
+        "audit trail (MongoDB)",
+        "counters (Redis)",
+    ] {
+        let of: Vec<&Answer> = answers.iter().filter(|a| a.what == what).collect();
+        let ok = of.iter().filter(|a| a.status.is_success()).count();
+        let unavailable = of.iter().filter(|a| a.status == StatusCode::SERVICE_UNAVAILABLE).count();
+        let slowest = of.iter().map(|a| a.took).max().unwrap_or_default();
+        eprintln!("  {what}: {ok} answered, {unavailable} 503, slowest {slowest:?}");
+    }
+    let late: Vec<&Answer> = answers.iter().filter(|a| a.took > deadline + Duration::from_secs(1)).collect();
+    assert!(late.is_empty(), "requests past their deadline ({deadline:?} + 1 s) while {store:?} was frozen: {late:?}");
+    let odd: Vec<&Answer> =
+        answers.iter().filter(|a| !a.status.is_success() && a.status != StatusCode::SERVICE_UNAVAILABLE).collect();
+    assert!(odd.is_empty(), "answers other than 2xx or 503: {odd:?}");
+    let of = |what: &'static str| answers.iter().filter(move |a| a.what == what);
+    match store {
+        // Every request checks its session in Redis: all refused quickly, nothing accepted.
+        Store::Redis => assert!(of("open a case").all(|a| a.status == StatusCode::SERVICE_UNAVAILABLE)),
+        // Commands go on; the relational read model keeps up with them.
+        Store::Mongo | Store::Elastic => {
+            assert!(of("open a case").all(|a| a.status == StatusCode::CREATED), "commands refused: {answers:?}");
+            assert!(of("case list (PostgreSQL)").any(|a| a.status == StatusCode::OK), "PostgreSQL fell behind");
+            let frozen = if store == Store::Mongo { "audit trail (MongoDB)" } else { "case search (Elasticsearch)" };
+            assert!(of(frozen).any(|a| a.status == StatusCode::SERVICE_UNAVAILABLE), "{frozen} never noticed");
+        }
+        // Commands are journaled; reads of what is projected go on.
+        Store::Broker => assert!(of("open a case").all(|a| a.status == StatusCode::CREATED)),
+    }
+    let (status_ok, status_took, status_out) = status_answered.expect("murima-admin status ran");
+    eprintln!("  murima-admin status: ok={status_ok} in {status_took:?}");
+    assert!(status_took < Duration::from_secs(15), "murima-admin status took {status_took:?}: {status_out}");
+
+    // After the pause: every projection catches up alone, nothing acknowledged is missing.
+    app.wait_for_all_stores().await;
+    eprintln!("  caught up {:?} after the thaw", thawed.elapsed());
+    for id in &accepted {
+        let held: i64 = sqlx::query_scalar("SELECT count(*) FROM eventstore.events WHERE stream_id = $1::uuid")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert!(held > 0, "an accepted case {id} is not in the journal");
+    }
+    let digest = app.store_digest().await;
+    app.assert_same_as_fresh_replay(&digest).await;
+    server.take();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_mongodb_costs_a_quick_503_and_nothing_else() {
+    pause_round(Store::Mongo).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_elasticsearch_costs_a_quick_503_and_nothing_else() {
+    pause_round(Store::Elastic).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_redis_costs_a_quick_503_and_nothing_else() {
+    pause_round(Store::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_broker_costs_a_quick_503_and_nothing_else() {
+    pause_round(Store::Broker).await;
+}
