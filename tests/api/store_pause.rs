@@ -16,6 +16,7 @@ const PAUSE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Store {
+    Postgres,
     Mongo,
     Elastic,
     Redis,
@@ -74,6 +75,7 @@ impl Server {
                 vec!["-addr".into(), format!("127.0.0.1:{port}"), "-no-stdin-watch".into()],
                 None,
             ),
+            Store::Postgres => return Server::postgres(port).await,
             Store::Broker => unreachable!("the broker is a PrivateBroker"),
         };
         let child = tokio::process::Command::new(&program)
@@ -88,6 +90,66 @@ impl Server {
         })
         .await;
         Server { child, port, _dir: dir }
+    }
+}
+
+impl Server {
+    /// A PostgreSQL cluster of the test's own (as the `postgres` user when run as root,
+    /// as `scripts/stack.sh` does), trusting 127.0.0.1.
+    async fn postgres(port: u16) -> Server {
+        let bin = std::env::var("MURIMA_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+        let dir = std::env::temp_dir().join(format!("murima-pause-pg-{port}"));
+        std::fs::create_dir_all(&dir).expect("a data directory");
+        let root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+        let as_pg = |program: String| {
+            if root {
+                let mut c = tokio::process::Command::new("runuser");
+                c.args(["-u", "postgres", "--", &program]);
+                c
+            } else {
+                tokio::process::Command::new(program)
+            }
+        };
+        if root {
+            let owned =
+                std::process::Command::new("chown").args(["postgres:postgres", &dir.display().to_string()]).status();
+            assert!(owned.is_ok_and(|s| s.success()), "chown the data directory");
+        }
+        let init = as_pg(format!("{bin}/initdb"))
+            .args(["-D", &dir.display().to_string(), "-A", "trust", "-U", "postgres", "--no-sync"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .await
+            .expect("initdb runs");
+        assert!(init.success(), "initdb");
+        let child = as_pg(format!("{bin}/postgres"))
+            .args(["-D", &dir.display().to_string(), "-p", &port.to_string(), "-k", &dir.display().to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200", "-c", "fsync=off"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("postgres starts");
+        murima_tests::eventually("the private PostgreSQL to answer", || async {
+            sqlx::PgPool::connect(&format!("postgres://postgres@127.0.0.1:{port}/postgres")).await.ok().map(drop)
+        })
+        .await;
+        Server { child, port, _dir: Some(TempDir(dir)) }
+    }
+
+    /// The processes to freeze: the server, or for PostgreSQL the postmaster and every
+    /// backend it forked.
+    fn pids(&self) -> Vec<u32> {
+        let Some(dir) = &self._dir else { return self.child.id().into_iter().collect() };
+        let Ok(pid_file) = std::fs::read_to_string(dir.0.join("postmaster.pid")) else {
+            return self.child.id().into_iter().collect();
+        };
+        let postmaster: u32 = pid_file.lines().next().and_then(|l| l.trim().parse().ok()).expect("postmaster pid");
+        let children =
+            std::process::Command::new("pgrep").args(["-P", &postmaster.to_string()]).output().expect("pgrep");
+        let mut pids = vec![postmaster];
+        pids.extend(String::from_utf8_lossy(&children.stdout).lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+        pids
     }
 }
 
@@ -122,6 +184,11 @@ async fn pause_round(store: Store) {
     };
     let port = server.as_ref().map_or_else(|| broker.as_ref().map_or(0, |b| b.port), |s| s.port);
     match store {
+        Store::Postgres => {
+            let url = format!("postgres://postgres@127.0.0.1:{port}/murima_pause");
+            settings.database_url = url.clone();
+            settings.migrations = runtime::Migrations::With(url);
+        }
         Store::Mongo => settings.mongo_url = format!("mongodb://127.0.0.1:{port}"),
         Store::Elastic => settings.elastic_url = format!("http://127.0.0.1:{port}"),
         Store::Redis => settings.redis_url = format!("redis://127.0.0.1:{port}"),
@@ -134,13 +201,18 @@ async fn pause_round(store: Store) {
         app.open_case(&format!("Before the pause {i}")).await;
     }
     app.wait_for_all_stores().await;
+    // A running system's caches are warm: the tenant's status in Redis, the rules.
+    for path in ["/v1/cases?limit=1", "/v1/counters", "/v1/search/cases?q=pause"] {
+        assert_eq!(app.query(path, &app.token).await.status(), StatusCode::OK, "{path} before the pause");
+    }
 
-    let pid = match (&server, &broker) {
-        (Some(s), _) => s.child.id().expect("the server's pid"),
-        (None, Some(b)) => b.pid(),
+    let pids = match (&server, &broker) {
+        (Some(s), _) if store == Store::Postgres => s.pids(),
+        (Some(s), _) => vec![s.child.id().expect("the server's pid")],
+        (None, Some(b)) => vec![b.pid()],
         (None, None) => unreachable!(),
     };
-    signal(pid, "STOP");
+    pids.iter().for_each(|pid| signal(*pid, "STOP"));
     let paused = Instant::now();
     let mut answers = Vec::new();
     let mut accepted = Vec::new();
@@ -184,7 +256,7 @@ async fn pause_round(store: Store) {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    signal(pid, "CONT");
+    pids.iter().for_each(|pid| signal(*pid, "CONT"));
     let thawed = Instant::now();
 
     eprintln!("pause of {store:?}: {} requests in {:?}", answers.len(), PAUSE);
@@ -208,6 +280,11 @@ async fn pause_round(store: Store) {
     assert!(odd.is_empty(), "answers other than 2xx or 503: {odd:?}");
     let of = |what: &'static str| answers.iter().filter(move |a| a.what == what);
     match store {
+        // Commands need the journal: refused quickly; reads of the other stores go on.
+        Store::Postgres => {
+            assert!(of("open a case").all(|a| a.status == StatusCode::SERVICE_UNAVAILABLE));
+            assert!(of("counters (Redis)").any(|a| a.status == StatusCode::OK), "Redis reads stopped too");
+        }
         // Every request checks its session in Redis: all refused quickly, nothing accepted.
         Store::Redis => assert!(of("open a case").all(|a| a.status == StatusCode::SERVICE_UNAVAILABLE)),
         // Commands go on; the relational read model keeps up with them.
@@ -238,6 +315,11 @@ async fn pause_round(store: Store) {
     let digest = app.store_digest().await;
     app.assert_same_as_fresh_replay(&digest).await;
     server.take();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_postgresql_costs_a_quick_503_and_nothing_else() {
+    pause_round(Store::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

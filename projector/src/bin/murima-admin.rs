@@ -141,8 +141,23 @@ async fn main() {
     let cli = Cli::parse();
     // Read-only or not, an operator's command checks no bearer token: no secret needed.
     let settings = runtime::config::exit_on_error("murima-admin", runtime::Settings::for_operator());
-    runtime::config::exit_on_error("murima-admin", run(cli, settings).await)
+    // `status` answers even when a store does not: it gives up after a bound.
+    let outcome = if matches!(cli.command, Command::Status { .. }) {
+        match tokio::time::timeout(STATUS_DEADLINE, run(cli, settings)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(anyhow::anyhow!(
+                "no answer within {STATUS_DEADLINE:?}: a store is not answering (status reads projector.progress \
+                 in PostgreSQL, connects to Redis, and asks the broker for its offsets)"
+            )),
+        }
+    } else {
+        run(cli, settings).await
+    };
+    runtime::config::exit_on_error("murima-admin", outcome)
 }
+
+/// Longest `status` takes before it says which store does not answer.
+const STATUS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn run(cli: Cli, settings: runtime::Settings) -> anyhow::Result<()> {
     let mut out = String::new();
