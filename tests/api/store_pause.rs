@@ -341,3 +341,31 @@ async fn a_frozen_redis_costs_a_quick_503_and_nothing_else() {
 async fn a_frozen_broker_costs_a_quick_503_and_nothing_else() {
     pause_round(Store::Broker).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_command_behind_a_held_lock_gives_up_naming_the_holder() {
+    let app = TestApp::spawn().await;
+    // A session that holds the mongo projection's lock and does not let go.
+    let mut stuck = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+        .bind(projector::control::lock_key("mongo"))
+        .execute(&mut *stuck)
+        .await
+        .unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *stuck).await.unwrap();
+    let started = Instant::now();
+    let stream = uuid::Uuid::now_v7().to_string();
+    let tenant = app.tenant_id.to_string();
+    let run = tokio::process::Command::new(murima_tests::binary("murima-admin"))
+        .args(["parked", "retry", "mongo", &stream, "--tenant", &tenant])
+        .envs(murima_tests::settings_env(&app.settings))
+        .env("RUST_LOG", "off")
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), run).await.expect("it gives up by itself").unwrap();
+    let took = started.elapsed();
+    let said = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "the retry ran under a lock someone else holds");
+    assert!(took < Duration::from_secs(45), "gave up after {took:?}");
+    assert!(said.contains(&format!("pid {pid}")) && said.contains("idle in transaction"), "{said}");
+    stuck.rollback().await.unwrap();
+}
