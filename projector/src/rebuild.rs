@@ -195,6 +195,12 @@ pub async fn refusal(pool: &PgPool, name: &str, tenant: Option<Uuid>) -> anyhow:
     }))
 }
 
+/// Whether an unfinished rebuild of `name` is for another target than `tenant` (so a
+/// rebuild for `tenant` would be refused until it is resumed or abandoned).
+pub async fn unfinished_for_another(pool: &PgPool, name: &str, tenant: Option<Uuid>) -> anyhow::Result<bool> {
+    Ok(unfinished(pool, name).await?.is_some_and(|r| r.tenant_id != tenant))
+}
+
 /// Starts a rebuild of `name` (for one tenant or all), or resumes its unfinished one,
 /// and runs it to the switch. `progress(done, total)` is called after every batch.
 pub async fn run(
