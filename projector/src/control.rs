@@ -42,7 +42,11 @@ pub async fn exclusive(pool: &PgPool, projection: &str) -> anyhow::Result<Transa
         }
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
             drop(tx);
-            let who = holders(pool, lock_key(projection)).await.unwrap_or_else(|e| format!("(unknown: {e})"));
+            let who = match holders(pool, lock_key(projection)).await {
+                Ok(held) if held.is_empty() => "nobody any more".to_owned(),
+                Ok(held) => held.join("; "),
+                Err(e) => format!("(unknown: {e})"),
+            };
             anyhow::bail!(
                 "gave up after {EXCLUSIVE_WAIT:?} waiting for the lock of projection {projection}, held by {who}; \
                  a worker holds it only while it applies one batch, so this is another operator command or a \
@@ -53,9 +57,9 @@ pub async fn exclusive(pool: &PgPool, projection: &str) -> anyhow::Result<Transa
     }
 }
 
-/// Who holds an advisory lock: each session's pid, application, client, state and how
-/// long its transaction has been open.
-async fn holders(pool: &PgPool, key: i64) -> sqlx::Result<String> {
+/// Who holds an advisory lock of this database: each session's pid, application,
+/// client, state and how long its transaction has been open (empty: nobody).
+pub async fn holders(pool: &PgPool, key: i64) -> sqlx::Result<Vec<String>> {
     let key = key as u64;
     let rows: Vec<(i32, Option<String>, Option<String>, Option<String>, Option<f64>)> = sqlx::query_as(
         "SELECT a.pid, a.application_name, host(a.client_addr), a.state,
@@ -68,9 +72,6 @@ async fn holders(pool: &PgPool, key: i64) -> sqlx::Result<String> {
     .bind((key & 0xffff_ffff) as i64)
     .fetch_all(pool)
     .await?;
-    if rows.is_empty() {
-        return Ok("nobody any more".into());
-    }
     Ok(rows
         .into_iter()
         .map(|(pid, app, client, state, open)| {
@@ -82,8 +83,7 @@ async fn holders(pool: &PgPool, key: i64) -> sqlx::Result<String> {
                 open.unwrap_or(0.0)
             )
         })
-        .collect::<Vec<_>>()
-        .join("; "))
+        .collect())
 }
 
 #[cfg(test)]

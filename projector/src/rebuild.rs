@@ -173,18 +173,12 @@ pub async fn in_journal(pool: &PgPool, tenant: Uuid) -> anyhow::Result<bool> {
 /// Why a rebuild of `name` for `tenant` cannot start now, if it cannot: one is running,
 /// or an unfinished one is for another target. (Checked again when it starts.)
 pub async fn refusal(pool: &PgPool, name: &str, tenant: Option<Uuid>) -> anyhow::Result<Option<String>> {
-    let key = crate::control::lock_key(&format!("rebuild.{name}")) as u64;
-    let held: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_database d ON d.oid = l.database
-                        WHERE l.locktype = 'advisory' AND d.datname = current_database()
-                          AND l.classid::bigint = $1 AND l.objid::bigint = $2 AND l.objsubid = 1)",
-    )
-    .bind((key >> 32) as i64)
-    .bind((key & 0xffff_ffff) as i64)
-    .fetch_one(pool)
-    .await?;
-    if held {
-        return Ok(Some(format!("a rebuild of {name} is running; follow it at /v1/admin/rebuilds")));
+    let holders = crate::control::holders(pool, crate::control::lock_key(&format!("rebuild.{name}"))).await?;
+    if !holders.is_empty() {
+        return Ok(Some(format!(
+            "a rebuild of {name} is running ({}); follow it at /v1/admin/rebuilds",
+            holders.join("; ")
+        )));
     }
     Ok(unfinished(pool, name).await?.filter(|r| r.tenant_id != tenant).map(|r| {
         format!(

@@ -229,6 +229,9 @@ async fn an_agent_reads_no_channel_configuration_and_nobody_reads_its_credential
     assert!(one.get("configuration").is_none(), "an agent read the configuration: {one}");
     let list: Value = app.query("/v1/channels", &app.token).await.json().await.unwrap();
     assert!(list["items"][0].get("configuration").is_none(), "{list}");
+    // The counters never hold a channel: its token is refused there at once, not waited on.
+    let counters = app.query(&format!("/v1/counters?position={position}"), &app.token).await;
+    assert_eq!(counters.status(), StatusCode::BAD_REQUEST);
 
     // A channel manager sees the configuration, with credentials only as set.
     let r = app.query(&format!("/v1/channels/{id}?position={position}"), &admin).await;
