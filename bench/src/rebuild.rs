@@ -83,7 +83,10 @@ pub async fn seed_cases(pool: &sqlx::PgPool, tenant: &Tenant, cases: u64, varied
 async fn rebuild_fresh(stores: &Stores, name: &str, tenant: uuid::Uuid) -> anyhow::Result<projector::rebuild::Report> {
     if projector::rebuild::unfinished_for_another(&stores.pool, name, Some(tenant)).await? {
         let abandoned = projector::rebuild::abandon(stores, name).await?;
-        println!("rebuild: abandoned an unfinished rebuild of {name} ({abandoned}) that an earlier run left");
+        println!("rebuild: abandoned an unfinished rebuild of {name} ({}) that an earlier run left", abandoned.id);
+        if let Some(why) = abandoned.clean_up_pending {
+            println!("rebuild: its copies are dropped later: {why}");
+        }
     }
     projector::rebuild::run(stores, name, Some(tenant), &|_, _| {}).await
 }

@@ -259,10 +259,13 @@ struct Abandoned {
     projection: &'static str,
     /// The rebuild abandoned.
     abandoned: Uuid,
+    /// Why some of its copies are still there, when they are (their store did not
+    /// answer); the projector drops them once it does.
+    clean_up_pending: Option<String>,
 }
 
-/// Abandons the projection's unfinished rebuild (its copies are dropped; the live read
-/// model is untouched).
+/// Abandons the projection's unfinished rebuild (its copies are dropped, now or once their
+/// store answers; the live read model is untouched).
 #[utoipa::path(delete, path = "/v1/admin/projections/{name}/rebuild", tag = "rebuilds", operation_id = "admin_abandon_rebuild",
     params(("name" = Projection, Path, description = "The projection")),
     responses((status = 200, description = "Abandoned", body = Abandoned), Problems))]
@@ -273,8 +276,8 @@ async fn abandon(
 ) -> Result<Json<Abandoned>, ApiError> {
     caller.platform_admin()?;
     let name = known(&name)?;
-    let id = crate::rebuild::abandon(&admin.stores, name).await.map_err(refused)?;
-    Ok(Json(Abandoned { projection: name, abandoned: id }))
+    let done = crate::rebuild::abandon(&admin.stores, name).await.map_err(refused)?;
+    Ok(Json(Abandoned { projection: name, abandoned: done.id, clean_up_pending: done.clean_up_pending }))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

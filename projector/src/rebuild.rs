@@ -146,19 +146,23 @@ impl Drop for Exclusive {
 
 impl Exclusive {
     async fn take(pool: &PgPool, name: &str) -> anyhow::Result<Self> {
-        let mut conn = pool.acquire().await?;
-        let key = crate::control::lock_key(&format!("rebuild.{name}"));
         // A holder that just died frees the lock once the server has seen its connection
         // close: a moment, so ask a few times before refusing.
         for _ in 0..10 {
-            let taken: bool =
-                sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut *conn).await?;
-            if taken {
-                return Ok(Self(Some(conn)));
+            if let Some(taken) = Self::try_take(pool, name).await? {
+                return Ok(taken);
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         anyhow::bail!("a rebuild of {name} is running in another process; wait for it or stop it first")
+    }
+
+    /// The lock if nobody holds it now.
+    async fn try_take(pool: &PgPool, name: &str) -> anyhow::Result<Option<Self>> {
+        let mut conn = pool.acquire().await?;
+        let key = crate::control::lock_key(&format!("rebuild.{name}"));
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut *conn).await?;
+        Ok(taken.then(|| Self(Some(conn))))
     }
 }
 
@@ -207,6 +211,9 @@ pub async fn run(
     let name = projection.as_str();
     let _exclusive = Exclusive::take(&stores.pool, name).await?;
     let pool = &stores.pool;
+    // What earlier rebuilds left (their store did not answer then) goes first: a copy
+    // left in place would be confused with this one's.
+    clean_up_held(stores, projection).await?;
     let journal = Journal::new(pool, tenant);
     let found = unfinished(pool, name).await?;
     let resumed = found.is_some();
@@ -256,7 +263,11 @@ pub async fn run(
         .await?;
     hold.commit().await?;
     let switch_ms = switching.elapsed().as_secs_f64() * 1000.0;
-    retire(stores, projection, &rebuild).await?;
+    rebuild.state = "switched".to_owned();
+    drop_bookkeeping(pool, rebuild.id).await?;
+    if let Err(e) = drop_leftovers(stores, projection, &rebuild).await {
+        tracing::warn!(projection = name, rebuild = %rebuild.id, error = format!("{e:#}"), "switched; what it replaced is dropped later");
+    }
     progress(rebuild.target_position as u64, rebuild.target_position as u64);
 
     let seconds = started.elapsed().as_secs_f64();
@@ -592,7 +603,7 @@ return n
 "#;
 
 async fn switch_redis_keys(stores: &Stores, live: Tenancy, copy: Tenancy) -> anyhow::Result<()> {
-    let mut conn = stores.redis.clone();
+    let mut conn = stores.redis().await?;
     let copy_prefix = copy.redis_key("");
     let live_prefix = live.redis_key("");
     let copy_keys = scan(&mut conn, &format!("{copy_prefix}*")).await?;
@@ -626,21 +637,92 @@ async fn scan(conn: &mut redis::aio::ConnectionManager, pattern: &str) -> anyhow
     }
 }
 
-/// Drops what the switch replaced, and the rebuild's bookkeeping rows.
-async fn retire(stores: &Stores, name: ProjectionName, rebuild: &Rebuild) -> anyhow::Result<()> {
-    if matches!(name.store(), StoreKind::Mongo { .. }) {
-        // The copy's owned collection was renamed in; the others it made go.
-        for scratch in rebuild.copies.0.values() {
-            drop_copy(stores, name, *scratch).await?;
+/// Drops what a finished rebuild left: an abandoned one's copies, or what a switched one
+/// replaced (the old PostgreSQL schemas, the other collections a Mongo copy made). Bounded
+/// by the apply deadline: a store that does not answer leaves the rebuild marked as not
+/// cleaned, for `clean_up` to finish later. Run with the rebuild's lock held.
+async fn drop_leftovers(stores: &Stores, name: ProjectionName, rebuild: &Rebuild) -> anyhow::Result<()> {
+    let dropping = async {
+        if rebuild.state == "abandoned" || matches!(name.store(), StoreKind::Mongo { .. }) {
+            // A switched Mongo copy's owned collection was renamed in; the others it made go.
+            for scratch in rebuild.copies.0.values() {
+                drop_copy(stores, name, *scratch).await?;
+            }
+        }
+        if rebuild.state == "switched" && name.store() == StoreKind::Postgres {
+            for tenant in rebuild.copies.0.keys() {
+                let old = retired(&Tenancy(*tenant).pg_schema());
+                sqlx::query(&format!("DROP SCHEMA IF EXISTS {old} CASCADE")).execute(&stores.pool).await?;
+            }
+        }
+        anyhow::Ok(())
+    };
+    let deadline = stores.settings.apply_deadline;
+    tokio::time::timeout(deadline, dropping)
+        .await
+        .map_err(|_| anyhow::anyhow!("the {} server did not answer within {deadline:?}", name.store_name()))??;
+    sqlx::query("UPDATE projector.rebuilds SET cleaned_at = now() WHERE id = $1")
+        .bind(rebuild.id)
+        .execute(&stores.pool)
+        .await?;
+    Ok(())
+}
+
+/// Finished rebuilds whose leftovers may still be there, oldest first.
+async fn not_cleaned(pool: &PgPool, name: &str) -> anyhow::Result<Vec<Rebuild>> {
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM projector.rebuilds
+         WHERE projection = $1 AND state <> 'running' AND cleaned_at IS NULL ORDER BY finished_at"
+    ))
+    .bind(name)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Rebuild::from).collect())
+}
+
+/// Drops the leftovers of `name`'s finished rebuilds that are still there, with the
+/// rebuild's lock held. Returns how many rebuilds are now clean.
+async fn clean_up_held(stores: &Stores, name: ProjectionName) -> anyhow::Result<usize> {
+    let mut cleaned = 0;
+    for rebuild in not_cleaned(&stores.pool, name.as_str()).await? {
+        drop_leftovers(stores, name, &rebuild)
+            .await
+            .with_context(|| format!("dropping what rebuild {} of {name} left", rebuild.id))?;
+        tracing::info!(projection = %name, rebuild = %rebuild.id, "a finished rebuild's leftovers are dropped");
+        cleaned += 1;
+    }
+    Ok(cleaned)
+}
+
+/// Drops what finished rebuilds left behind because a store did not answer at the time
+/// (the projector's maintenance runs this). A projection whose rebuild is running is
+/// left for later.
+pub async fn clean_up(stores: &Stores) -> anyhow::Result<usize> {
+    let pending: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT projection FROM projector.rebuilds WHERE state <> 'running' AND cleaned_at IS NULL",
+    )
+    .fetch_all(&stores.pool)
+    .await?;
+    let mut cleaned = 0;
+    for name in pending {
+        let Ok(projection) = name.parse::<ProjectionName>() else { continue };
+        let Some(_exclusive) = Exclusive::try_take(&stores.pool, projection.as_str()).await? else { continue };
+        cleaned += clean_up_held(stores, projection).await?;
+    }
+    Ok(cleaned)
+}
+
+/// Runs `clean_up` every `every`, for as long as the projector runs.
+pub async fn clean_up_periodically(stores: Stores, every: std::time::Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = clean_up(&stores).await {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "a finished rebuild's leftovers are still there; trying again later"
+            );
         }
     }
-    if name.store() == StoreKind::Postgres {
-        for tenant in rebuild.copies.0.keys() {
-            let old = retired(&Tenancy(*tenant).pg_schema());
-            sqlx::query(&format!("DROP SCHEMA IF EXISTS {old} CASCADE")).execute(&stores.pool).await?;
-        }
-    }
-    drop_bookkeeping(&stores.pool, rebuild.id).await
 }
 
 async fn drop_bookkeeping(pool: &PgPool, id: Uuid) -> anyhow::Result<()> {
@@ -651,25 +733,43 @@ async fn drop_bookkeeping(pool: &PgPool, id: Uuid) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Stops an unfinished rebuild of `name` for good: its copies are dropped, the live
-/// copy is untouched.
-pub async fn abandon(stores: &Stores, name: &str) -> anyhow::Result<Uuid> {
+/// What abandoning a rebuild did.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Abandoned {
+    pub id: Uuid,
+    /// Why some of its copies are still there, when they are: their store did not answer.
+    /// The projector's maintenance drops them once it does.
+    pub clean_up_pending: Option<String>,
+}
+
+/// Stops an unfinished rebuild of `name` for good; the live copy is untouched. It is
+/// marked abandoned first, then its copies are dropped within the apply deadline: a copy
+/// whose store does not answer is dropped later (`clean_up`).
+pub async fn abandon(stores: &Stores, name: &str) -> anyhow::Result<Abandoned> {
     let projection: ProjectionName = name.parse()?;
     let name = projection.as_str();
     let _exclusive = Exclusive::take(&stores.pool, name).await?;
-    let rebuild = unfinished(&stores.pool, name).await?.with_context(|| format!("no unfinished rebuild of {name}"))?;
-    for scratch in rebuild.copies.0.values() {
-        drop_copy(stores, projection, *scratch).await?;
-    }
+    let mut rebuild =
+        unfinished(&stores.pool, name).await?.with_context(|| format!("no unfinished rebuild of {name}"))?;
     sqlx::query(
         "UPDATE projector.rebuilds SET state = 'abandoned', finished_at = now(), updated_at = now() WHERE id = $1",
     )
     .bind(rebuild.id)
     .execute(&stores.pool)
     .await?;
+    rebuild.state = "abandoned".to_owned();
     drop_bookkeeping(&stores.pool, rebuild.id).await?;
-    tracing::warn!(projection = name, rebuild = %rebuild.id, "rebuild abandoned; its copies are dropped");
-    Ok(rebuild.id)
+    let clean_up_pending = drop_leftovers(stores, projection, &rebuild).await.err().map(|e| format!("{e:#}"));
+    match &clean_up_pending {
+        None => tracing::warn!(projection = name, rebuild = %rebuild.id, "rebuild abandoned; its copies are dropped"),
+        Some(why) => tracing::warn!(
+            projection = name,
+            rebuild = %rebuild.id,
+            why,
+            "rebuild abandoned; its copies are dropped later, once their store answers"
+        ),
+    }
+    Ok(Abandoned { id: rebuild.id, clean_up_pending })
 }
 
 /// Drops one copy of a projection (a scratch schema, key prefix, collection or indices).
@@ -680,7 +780,7 @@ pub async fn drop_copy(stores: &Stores, name: ProjectionName, scratch: Uuid) -> 
             sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", copy.pg_schema())).execute(&stores.pool).await?;
         }
         StoreKind::Redis => {
-            let mut conn = stores.redis.clone();
+            let mut conn = stores.redis().await?;
             for chunk in scan(&mut conn, &format!("{}*", copy.redis_key(""))).await?.chunks(500) {
                 let _: i64 = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
             }

@@ -67,11 +67,12 @@ impl Application {
         maintenance.spawn(crate::maintenance::maintain_partitions(pool.clone(), Duration::from_secs(3600)));
         maintenance.spawn(crate::maintenance::refresh_statistics(
             pool,
-            self.stores.redis.clone(),
+            self.stores.redis().await?,
             self.statistics_every,
         ));
         maintenance.spawn(crate::operations::export_lag(self.stores.clone(), Duration::from_secs(5)));
-        let probes = self.stores.probes();
+        maintenance.spawn(crate::rebuild::clean_up_periodically(self.stores.clone(), Duration::from_secs(60)));
+        let probes = self.stores.probes().await?;
         let admin = crate::admin::router(self.stores.clone());
         let router = runtime::http::with_common_layers("projector", admin, 64 * 1024, probes);
         tracing::info!(port = self.port, "projector health endpoint listening");

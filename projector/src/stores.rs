@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use elasticsearch::Elasticsearch;
+use redis::aio::ConnectionManager;
 use runtime::metrics::{probe_elastic, probe_mongo, probe_redis, Probe};
 use runtime::Settings;
 use sqlx::PgPool;
@@ -114,17 +115,31 @@ pub struct Stores {
     pub pool: PgPool,
     pub mongo: mongodb::Client,
     pub elastic: Elasticsearch,
-    pub redis: redis::aio::ConnectionManager,
+    redis: Arc<tokio::sync::OnceCell<ConnectionManager>>,
 }
 
 impl Stores {
+    /// Every store, Redis connected now (the projector needs all of them).
     pub async fn connect(settings: &Settings, pool_size: u32) -> anyhow::Result<Self> {
+        let stores = Self::connect_on_demand(settings, pool_size).await?;
+        stores.redis().await?;
+        Ok(stores)
+    }
+
+    /// Every store, Redis connected on first use: an operator command that does not need
+    /// it (`status`) answers while Redis does not.
+    pub async fn connect_on_demand(settings: &Settings, pool_size: u32) -> anyhow::Result<Self> {
         let pool = runtime::db::connect_service(settings, pool_size).await?;
         let mongo = runtime::clients::mongo(&settings.mongo_url, settings.store_deadline).await?;
         // A bulk request of a whole batch may take longer than one read.
         let elastic = runtime::clients::elastic(&settings.elastic_url, settings.apply_deadline)?;
-        let redis = runtime::redis_connection::connect(&settings.redis_url).await?;
-        Ok(Self { settings: settings.clone(), pool, mongo, elastic, redis })
+        Ok(Self { settings: settings.clone(), pool, mongo, elastic, redis: Arc::default() })
+    }
+
+    /// The Redis connection, made on first use.
+    pub async fn redis(&self) -> anyhow::Result<ConnectionManager> {
+        let connect = || runtime::redis_connection::connect(&self.settings.redis_url);
+        self.redis.get_or_try_init(connect).await.cloned()
     }
 
     /// The consumer group of a projection, which also names its checkpoints and progress.
@@ -144,7 +159,7 @@ impl Stores {
             ProjectionName::Elasticsearch => {
                 Arc::new(ElasticProjection::new(self.elastic.clone()).await.context("preparing Elasticsearch")?)
             }
-            ProjectionName::Redis => Arc::new(RedisCountersProjection::new(self.redis.clone())),
+            ProjectionName::Redis => Arc::new(RedisCountersProjection::new(self.redis().await?)),
         })
     }
 
@@ -160,19 +175,19 @@ impl Stores {
             ProjectionName::Elasticsearch => Arc::new(
                 ElasticProjection::placed(self.elastic.clone(), placement).await.context("preparing Elasticsearch")?,
             ),
-            ProjectionName::Redis => Arc::new(RedisCountersProjection::placed(self.redis.clone(), placement)),
+            ProjectionName::Redis => Arc::new(RedisCountersProjection::placed(self.redis().await?, placement)),
         })
     }
 
     /// What `/readyz` checks for the projector.
-    pub fn probes(&self) -> Vec<Probe> {
-        vec![
+    pub async fn probes(&self) -> anyhow::Result<Vec<Probe>> {
+        Ok(vec![
             Probe::postgres(self.pool.clone()),
-            probe_redis(self.redis.clone()),
+            probe_redis(self.redis().await?),
             probe_mongo(self.mongo.clone()),
             probe_elastic(self.elastic.clone()),
             Probe::kafka(&self.settings.kafka_brokers),
-        ]
+        ])
     }
 }
 

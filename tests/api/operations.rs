@@ -163,7 +163,7 @@ async fn rebuilds_of_every_projection_under_live_writes_switch_in_without_a_fail
     assert_ne!(schema_oid(&app, app.tenant_id).await, live_oid, "the tenant's schema is a new one");
     // The switched-in schema's statistics still refresh (a refresh function written into
     // the copy named the copy's schema, which the switch renames away).
-    let mut redis = stores.redis.clone();
+    let mut redis = stores.redis().await.unwrap();
     projector::maintenance::refresh_one(&app.pool, &mut redis, app.tenant_id)
         .await
         .expect("case_statistics of a rebuilt schema refresh");

@@ -300,6 +300,8 @@ async fn pause_round(store: Store) {
     let (status_ok, status_took, status_out) = status_answered.expect("murima-admin status ran");
     eprintln!("  murima-admin status: ok={status_ok} in {status_took:?}");
     assert!(status_took < Duration::from_secs(15), "murima-admin status took {status_took:?}: {status_out}");
+    // It needs only PostgreSQL (and asks the broker for offsets, within a bound).
+    assert!(status_ok || store == Store::Postgres, "murima-admin status failed while {store:?} was frozen");
 
     // After the pause: every projection catches up alone, nothing acknowledged is missing.
     app.wait_for_all_stores().await;
@@ -340,6 +342,80 @@ async fn a_frozen_redis_costs_a_quick_503_and_nothing_else() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_frozen_broker_costs_a_quick_503_and_nothing_else() {
     pause_round(Store::Broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_is_abandoned_while_its_store_is_frozen_and_its_copy_dropped_once_it_answers() {
+    let mut settings = test_settings();
+    settings.store_deadline = Duration::from_secs(2);
+    settings.apply_deadline = Duration::from_secs(5);
+    let server = Server::start(Store::Mongo).await;
+    settings.mongo_url = format!("mongodb://127.0.0.1:{}", server.port);
+    let app = TestApp::spawn_with(settings).await;
+    for i in 0..3 {
+        app.open_case(&format!("Before the rebuild {i}")).await;
+    }
+    app.wait_for_all_stores().await;
+    let stores = projector::stores::Stores::connect(&app.settings, 4).await.unwrap();
+    let tenant = app.tenant_id;
+    // A rebuild of the audit projection, interrupted after its first batch: its copy's
+    // collections are in MongoDB.
+    let interrupted = {
+        let stores = stores.clone();
+        tokio::spawn(async move {
+            projector::rebuild::run(&stores, "mongo", Some(tenant), &|_, _| panic!("interrupted")).await
+        })
+    };
+    assert!(interrupted.await.is_err(), "the rebuild was interrupted");
+    let unfinished = projector::rebuild::list(&app.pool, 1).await.unwrap().remove(0);
+    let prefix = runtime::tenancy::Tenancy(unfinished.copies.0[&tenant]).mongo_collection("");
+    let db = stores.mongo.database(&app.settings.mongo_database);
+    let copies = || async {
+        let names = db.list_collection_names().await.unwrap();
+        names.into_iter().filter(|n| n.starts_with(&prefix)).count()
+    };
+    assert!(copies().await > 0, "the copy exists while the rebuild is unfinished");
+
+    // MongoDB stops answering; the operator abandons the rebuild all the same.
+    let pid = server.child.id().expect("the server's pid");
+    signal(pid, "STOP");
+    let started = Instant::now();
+    let abandoned =
+        tokio::time::timeout(Duration::from_secs(60), app.admin_cli(&["rebuild", "mongo", "--abandon"])).await;
+    let took = started.elapsed();
+    let rebuilds = projector::rebuild::list(&app.pool, 1).await.unwrap();
+    let refusal = projector::rebuild::refusal(&app.pool, "mongo", None).await.unwrap();
+    signal(pid, "CONT");
+    let (ok, said) = abandoned.expect("--abandon gives up on the frozen store by itself");
+    eprintln!("abandon with MongoDB frozen: {took:?}: {said}");
+    assert!(ok, "--abandon failed while MongoDB was frozen: {said}");
+    assert!(took < app.settings.apply_deadline + Duration::from_secs(10), "--abandon took {took:?}");
+    assert!(said.contains("is still there"), "{said}");
+    assert_eq!(rebuilds[0].id, unfinished.id);
+    assert_eq!(rebuilds[0].state, "abandoned");
+    assert_eq!(refusal, None, "a rebuild for another target is not refused any more");
+
+    // Once MongoDB answers, the clean-up (the projector's maintenance) drops the copy. The
+    // client may take a moment to see the server again: until then it fails, and says so.
+    assert!(copies().await > 0, "the copy outlived the freeze, to be dropped later");
+    let cleaned = murima_tests::eventually("the clean-up to reach MongoDB", || async {
+        match projector::rebuild::clean_up(&stores).await {
+            Ok(cleaned) => Some(cleaned),
+            Err(e) => {
+                eprintln!("clean-up not yet: {e:#}");
+                None
+            }
+        }
+    })
+    .await;
+    assert_eq!(cleaned, 1);
+    assert_eq!(copies().await, 0, "the abandoned copy is dropped");
+    assert_eq!(projector::rebuild::clean_up(&stores).await.unwrap(), 0, "nothing is left to clean");
+    let case = app.open_case("After the abandon").await["id"].as_str().unwrap().to_owned();
+    app.wait_for_all_stores().await;
+    let supervisor = app.token_for(app.tenant_id, runtime::auth::Role::Supervisor);
+    let trail = app.query(&format!("/v1/audit/case/{case}"), &supervisor).await;
+    assert_eq!(trail.status(), StatusCode::OK, "the live audit projection is untouched");
 }
 
 #[tokio::test(flavor = "multi_thread")]

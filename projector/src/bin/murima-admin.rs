@@ -147,7 +147,7 @@ async fn main() {
             Ok(outcome) => outcome,
             Err(_) => Err(anyhow::anyhow!(
                 "no answer within {STATUS_DEADLINE:?}: a store is not answering (status reads projector.progress \
-                 in PostgreSQL, connects to Redis, and asks the broker for its offsets)"
+                 in PostgreSQL and asks the broker for its offsets)"
             )),
         }
     } else {
@@ -163,7 +163,7 @@ async fn run(cli: Cli, settings: runtime::Settings) -> anyhow::Result<()> {
     let mut out = String::new();
     // Logs (JSON, stderr) stay out of the tables and JSON on stdout; warnings and up.
     runtime::telemetry::init_with_default("murima-admin", "warn");
-    let stores = Stores::connect(&settings, 4).await?;
+    let stores = Stores::connect_on_demand(&settings, 4).await?;
     match cli.command {
         Command::Status { json } => {
             let statuses = operations::status(&stores).await?;
@@ -218,8 +218,20 @@ async fn run(cli: Cli, settings: runtime::Settings) -> anyhow::Result<()> {
         }
         Command::Rebuild { projection, tenant, abandon } => {
             if abandon {
-                let id = rebuild::abandon(&stores, &projection).await?;
-                say!(out, "abandoned rebuild {id} of {projection}; its copy is dropped and the live copy untouched");
+                let done = rebuild::abandon(&stores, &projection).await?;
+                match done.clean_up_pending {
+                    None => say!(
+                        out,
+                        "abandoned rebuild {} of {projection}; its copy is dropped and the live copy untouched",
+                        done.id
+                    ),
+                    Some(why) => say!(
+                        out,
+                        "abandoned rebuild {} of {projection}; the live copy is untouched. Its copy is still there ({why}): \
+                         the projector drops it once the store answers, or the next rebuild does",
+                        done.id
+                    ),
+                }
             } else {
                 let bar = bar("events");
                 let report = rebuild::run(&stores, &projection, tenant, &|done, total| {
