@@ -129,7 +129,9 @@ impl Stores {
     /// Every store, Redis connected on first use: an operator command that does not need
     /// it (`status`) answers while Redis does not.
     pub async fn connect_on_demand(settings: &Settings, pool_size: u32) -> anyhow::Result<Self> {
-        let pool = runtime::db::connect_service(settings, pool_size).await?;
+        // No server-side statement deadline: a worker's attempt is bounded by the apply
+        // deadline, and an operator's switch or index build may rightly take longer.
+        let pool = runtime::db::connect_service(settings, pool_size, None).await?;
         let mongo = runtime::clients::mongo(&settings.mongo_url, settings.store_deadline).await?;
         // A bulk request of a whole batch may take longer than one read.
         let elastic = runtime::clients::elastic(&settings.elastic_url, settings.apply_deadline)?;

@@ -16,7 +16,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let pool = runtime::db::connect_service(settings, 20).await?;
+        let pool = runtime::db::connect_service(settings, 20, Some(settings.store_deadline)).await?;
         let mongo = runtime::clients::mongo(&settings.mongo_url, settings.store_deadline).await?;
         let elastic = runtime::clients::elastic(&settings.elastic_url, settings.store_deadline)?;
         let redis = runtime::redis_connection::connect(&settings.redis_url).await?;

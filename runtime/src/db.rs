@@ -10,7 +10,7 @@ use anyhow::Context;
 use futures::future::BoxFuture;
 use sqlx::error::BoxDynError;
 use sqlx::migrate::{MigrateDatabase, Migration, MigrationSource, MigrationType, Migrator};
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
 mod embedded {
@@ -72,24 +72,44 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Res
     Ok(pool)
 }
 
-/// A service's pool: the migrations first (see `Settings::migrations`), then its own
-/// connection.
-pub async fn connect_service(settings: &crate::Settings, max_connections: u32) -> anyhow::Result<PgPool> {
-    match &settings.migrations {
-        crate::Migrations::SameAsService => connect_and_migrate(&settings.database_url, max_connections).await,
-        crate::Migrations::With(owner) => {
-            connect_and_migrate(owner, 2).await?.close().await;
-            connect(&settings.database_url, max_connections).await
-        }
-        crate::Migrations::Skip => connect(&settings.database_url, max_connections).await,
+/// A service's pool: the migrations first (see `Settings::migrations`, on a pool of their
+/// own, unbounded: a migration may take long), then its own connections. With
+/// `statement_deadline`, the server cancels any statement of this pool that runs longer
+/// (`statement_timeout`): a statement stuck behind a lock or a slow disk ends with an
+/// error instead of holding its connection, the caller's 503 in the APIs.
+pub async fn connect_service(
+    settings: &crate::Settings,
+    max_connections: u32,
+    statement_deadline: Option<Duration>,
+) -> anyhow::Result<PgPool> {
+    let owner = match &settings.migrations {
+        crate::Migrations::SameAsService => Some(&settings.database_url),
+        crate::Migrations::With(owner) => Some(owner),
+        crate::Migrations::Skip => None,
+    };
+    if let Some(owner) = owner {
+        connect_and_migrate(owner, 2).await?.close().await;
     }
+    connect_bounded(&settings.database_url, max_connections, statement_deadline).await
 }
 
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    connect_bounded(url, max_connections, None).await
+}
+
+async fn connect_bounded(
+    url: &str,
+    max_connections: u32,
+    statement_deadline: Option<Duration>,
+) -> anyhow::Result<PgPool> {
+    let mut options: PgConnectOptions = url.parse().context("reading MURIMA_DATABASE_URL")?;
+    if let Some(deadline) = statement_deadline {
+        options = options.options([("statement_timeout", deadline.as_millis().max(1).to_string())]);
+    }
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect_with(options)
         .await
         .context("connecting to PostgreSQL")
 }

@@ -100,10 +100,22 @@ impl From<DomainError> for ApiError {
     }
 }
 
+/// SQLSTATEs that say "not now" rather than "wrong": query_canceled (a statement
+/// deadline), lock_not_available, admin/crash shutdown, cannot_connect_now, and
+/// insufficient resources (class 53: too many connections, disk full).
+fn is_transient(code: &str) -> bool {
+    matches!(code, "57014" | "55P03" | "57P01" | "57P02" | "57P03") || code.starts_with("53")
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         match e {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => Self::Unavailable("the database is not reachable".into()),
+            // The statement deadline passed (`statement_timeout`), a lock wait gave up, or
+            // the server is shutting down or out of connections: try again in a moment.
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| is_transient(&c)) => {
+                Self::Unavailable("the database did not answer in time".into())
+            }
             other => Self::Internal(other.into()),
         }
     }

@@ -419,6 +419,50 @@ async fn a_rebuild_is_abandoned_while_its_store_is_frozen_and_its_copy_dropped_o
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_command_stuck_behind_a_lock_is_a_quick_503_and_the_server_drops_its_statement() {
+    let mut settings = test_settings();
+    settings.read_wait = Duration::from_secs(2);
+    settings.store_deadline = Duration::from_secs(2);
+    let app = TestApp::spawn_with(settings).await;
+    let case = app.open_case("Behind a lock").await["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap();
+    // A session that writes the case's next version and does not commit: the command's
+    // append waits on it (the stream's unique version), as behind any long lock.
+    let mut holder = app.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO eventstore.events
+            (event_id, tenant_id, stream_type, stream_id, stream_version, event_type, schema_version, occurred_at, envelope)
+         VALUES ($1, $2, 'case', $3, 2, 'CaseUpdated', 1, now(), '{}')",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(app.tenant_id)
+    .bind(case)
+    .execute(&mut *holder)
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let update = json!({ "priority": "urgent" });
+    let answer = app.command(Method::PATCH, &format!("/v1/cases/{case}"), &app.token, Some(update)).await;
+    let took = started.elapsed();
+    assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE, "{:?}", answer.text().await);
+    assert!(took < app.settings.store_deadline + Duration::from_secs(1), "answered after {took:?}");
+    // The server gave the statement up too: nothing is left waiting on the lock, holding
+    // a connection (a dropped request alone leaves its statement running on the server).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    holder.rollback().await.unwrap();
+    assert_eq!(waiting, 0, "a statement still waits on the lock after its request was answered");
+    let urgent = json!({ "priority": "urgent" });
+    let again = app.command(Method::PATCH, &format!("/v1/cases/{case}"), &app.token, Some(urgent)).await;
+    assert_eq!(again.status(), StatusCode::OK, "the case is updated once the lock is gone");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_operator_command_behind_a_held_lock_gives_up_naming_the_holder() {
     let app = TestApp::spawn().await;
     // A session that holds the mongo projection's lock and does not let go.
