@@ -151,7 +151,31 @@ async fn seed_query_set(
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    runtime::config::exit_on_error("murima-bench", run(args).await)
+    // A run stopped from outside (a `timeout`, Ctrl-C) says so and how long it ran,
+    // instead of ending without a word after its first lines (issue 29: a rebuild run
+    // wedged on a store that stopped answering was ended that way).
+    let started = std::time::Instant::now();
+    let outcome = tokio::select! {
+        outcome = run(args) => outcome,
+        signal = stopped() => Err(anyhow::anyhow!(
+            "stopped by {signal} after {:.0} s, before the figures were printed; a rebuild it left unfinished \
+             is abandoned by the next rebuild run",
+            started.elapsed().as_secs_f64()
+        )),
+    };
+    runtime::config::exit_on_error("murima-bench", outcome)
+}
+
+/// Waits for SIGTERM or SIGINT; which one came.
+async fn stopped() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use events::tenant::Tenant;
-use events::{Aggregate, DomainError, EventEnvelope, StreamEvent};
+use events::{Aggregate, DomainError, EventEnvelope, StreamEvent, StreamType};
 use runtime::position::PositionToken;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -65,6 +65,55 @@ pub struct Recorded {
     pub version: i64,
     pub events_appended: usize,
     pub position: String,
+}
+
+/// What `eventstore.append` answers: outcome, version, last position, and for a replay
+/// the stored request hash and answer.
+type AppendRow = (String, Option<i64>, Option<i64>, Option<String>, Option<Value>);
+
+/// The SQLSTATE `eventstore.append` raises when a twin with the same key committed first.
+const TWIN_COMMITTED: &str = "MU001";
+
+/// What a new case's `decide` sees as its number; `eventstore.append` writes the real one
+/// into the event as it allocates it.
+const PENDING_CASE_NUMBER: &str = "CASE-000000";
+
+/// An idempotency record's answer. Records written before `eventstore.append` hold the
+/// signed token (`position`); newer ones the position, signed as they are read.
+#[derive(Deserialize)]
+struct StoredAnswer {
+    id: Uuid,
+    version: i64,
+    events_appended: usize,
+    #[serde(default)]
+    position: Option<String>,
+    #[serde(default)]
+    position_at: Option<i64>,
+}
+
+/// An append's result: new events recorded, or the answer of an earlier attempt.
+enum Appended {
+    New(Recorded),
+    Replayed(Recorded),
+}
+
+impl Appended {
+    fn into_recorded(self) -> Recorded {
+        match self {
+            Appended::New(r) | Appended::Replayed(r) => r,
+        }
+    }
+}
+
+/// The If-Match check: the stream must be at the version the caller read.
+fn expect_version(cmd: &Command<'_>, current: i64) -> Result<(), JournalError> {
+    match cmd.ctx.expected_version {
+        Some(expected) if expected != current => Err(JournalError::conflict(
+            format!("If-Match expected version {expected} but the stream is at version {current}"),
+            Some(current),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Why the journal did not record a command. The routes say what each means in HTTP.
@@ -171,18 +220,14 @@ impl Journal {
         cmd: Command<'_>,
         decide: impl FnOnce(Option<&A>, Looked) -> Result<Vec<A::Event>, DomainError>,
     ) -> Result<Recorded, JournalError> {
-        if let Some(key) = &cmd.ctx.idempotency_key {
-            if let Some(recorded) = self.stored_reply(cmd.ctx, key, &cmd.request_hash).await? {
-                return Ok(recorded);
-            }
-        }
         match self.try_execute::<A>(&cmd, decide).await {
-            Err(
-                e @ (JournalError::Conflict { .. } | JournalError::Rejected { error: DomainError::Conflict(_), .. }),
-            ) => {
-                // A concurrent twin with the same key may have won the race: answer as it did.
+            Err(e @ (JournalError::Conflict { .. } | JournalError::Rejected { .. })) => {
+                // A retry of a command that was recorded (its stream has moved on, so it
+                // may be refused now), or a concurrent twin that won the race: answer as
+                // the first one was answered. The append itself answers a retry that
+                // gets that far, in the same round trip.
                 if let Some(key) = &cmd.ctx.idempotency_key {
-                    if let Some(recorded) = self.stored_reply(cmd.ctx, key, &cmd.request_hash).await? {
+                    if let Some(recorded) = self.stored_reply(&cmd, A::STREAM, key).await? {
                         return Ok(recorded);
                     }
                 }
@@ -227,118 +272,209 @@ impl Journal {
         }
     }
 
+    /// Decides on the stream's state and appends. Commands that look nothing up in the
+    /// journal's tables (most of them), or only want a new case's number, take two round
+    /// trips: the catch-up read of the stream (`load`) and `eventstore.append`, which checks
+    /// the version and writes the events, their outbox rows, the case number and the
+    /// idempotency answer as one statement. The others claim names or store credentials in
+    /// one transaction with the append.
     async fn try_execute<A: Aggregate>(
         &self,
         cmd: &Command<'_>,
         decide: impl FnOnce(Option<&A>, Looked) -> Result<Vec<A::Event>, DomainError>,
     ) -> Result<Recorded, JournalError> {
+        if let Lookup::Nothing | Lookup::CaseNumber = cmd.lookup {
+            let mut conn = self.pool.acquire().await?;
+            let (state, current) = load::<A>(&mut conn, &self.cache, cmd.tenant_id, cmd.stream_id).await?;
+            expect_version(cmd, current)?;
+            let number = matches!(cmd.lookup, Lookup::CaseNumber) && current == 0;
+            let looked = Looked { case_number: number.then(|| PENDING_CASE_NUMBER.to_owned()) };
+            let new_events =
+                decide(state.as_ref(), looked).map_err(|error| JournalError::Rejected { error, current })?;
+            return self.append::<A>(&mut conn, cmd, current, &new_events, number).await.map(Appended::into_recorded);
+        }
         let mut tx = self.pool.begin().await?;
         let (state, current) = load::<A>(&mut tx, &self.cache, cmd.tenant_id, cmd.stream_id).await?;
-        if let Some(expected) = cmd.ctx.expected_version {
-            if expected != current {
-                return Err(JournalError::conflict(
-                    format!("If-Match expected version {expected} but the stream is at version {current}"),
-                    Some(current),
-                ));
-            }
-        }
+        expect_version(cmd, current)?;
         let looked = lookup(&mut tx, cmd.tenant_id, cmd.stream_id, &cmd.lookup, current).await?;
         let new_events = decide(state.as_ref(), looked).map_err(|error| JournalError::Rejected { error, current })?;
+        match self.append::<A>(&mut tx, cmd, current, &new_events, false).await? {
+            Appended::New(recorded) => {
+                tx.commit().await?;
+                Ok(recorded)
+            }
+            // Answered before: what this attempt claimed goes back.
+            Appended::Replayed(recorded) => {
+                tx.rollback().await?;
+                Ok(recorded)
+            }
+        }
+    }
 
-        let mut version = current;
-        // A command that appends nothing answers with the stream's last position.
-        let mut position =
-            if new_events.is_empty() { last_position(&mut tx, cmd.tenant_id, cmd.stream_id).await? } else { 0 };
+    /// Appends `events` at `current` with `eventstore.append` (one statement), and the
+    /// answer under the caller's Idempotency-Key; `case_number`: the first event gets the
+    /// tenant's next case number.
+    async fn append<A: Aggregate>(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        cmd: &Command<'_>,
+        current: i64,
+        events: &[A::Event],
+        case_number: bool,
+    ) -> Result<Appended, JournalError> {
         let now = Utc::now();
-        for event in &new_events {
-            version = version.saturating_add(1);
-            let (event_type, schema_version, payload) = (event.event_type(), event.schema_version(), event.payload());
+        let mut ids = Vec::with_capacity(events.len());
+        let mut types = Vec::with_capacity(events.len());
+        let mut schema_versions = Vec::with_capacity(events.len());
+        let mut envelopes = Vec::with_capacity(events.len());
+        for (version, event) in (current.saturating_add(1)..).zip(events) {
             let envelope = EventEnvelope {
                 event_id: Uuid::now_v7(),
                 tenant_id: cmd.tenant_id,
                 stream_type: A::STREAM,
                 stream_id: cmd.stream_id,
                 stream_version: version,
-                event_type: event_type.to_owned(),
-                schema_version,
+                event_type: event.event_type().to_owned(),
+                schema_version: event.schema_version(),
                 occurred_at: now,
                 actor: cmd.ctx.actor(),
                 correlation_id: cmd.ctx.correlation_id,
                 causation_id: None,
                 request: cmd.ctx.request.clone(),
                 position: 0,
-                payload,
+                payload: event.payload(),
             };
-            position = append(&mut tx, &envelope).await?;
+            ids.push(envelope.event_id);
+            types.push(envelope.event_type.clone());
+            schema_versions.push(envelope.schema_version as i16);
+            envelopes.push(serde_json::to_value(&envelope).map_err(|err| anyhow::anyhow!(err))?);
         }
-        let token = PositionToken {
-            tenant_id: cmd.tenant_id,
-            stream_id: cmd.stream_id,
-            version,
-            position,
-            stream_type: Some(A::STREAM),
-        };
-        let recorded = Recorded {
-            id: cmd.stream_id,
-            version,
-            events_appended: new_events.len(),
-            position: token.sign(&self.keys),
-        };
-        if let Some(key) = &cmd.ctx.idempotency_key {
-            // An expired record not yet purged is replaced; a live one wins (a concurrent twin).
-            let stored = sqlx::query(
-                "INSERT INTO eventstore.idempotency (tenant_id, principal, key, request_hash, response)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (tenant_id, principal, key) DO UPDATE
-                   SET request_hash = EXCLUDED.request_hash, response = EXCLUDED.response, created_at = now(),
-                       status = NULL
-                   WHERE eventstore.idempotency.created_at < now() - make_interval(secs => $6)",
-            )
-            .bind(cmd.ctx.caller.tenant_id)
-            .bind(principal(cmd.ctx))
-            .bind(key)
-            .bind(&cmd.request_hash)
-            .bind(sqlx::types::Json(&recorded))
-            .bind(self.ttl_secs())
-            .execute(&mut *tx)
-            .await?;
-            if stored.rows_affected() == 0 {
-                tx.rollback().await?;
+        let key = cmd.ctx.idempotency_key.as_deref();
+        let answer = serde_json::json!({ "id": cmd.stream_id, "events_appended": events.len() });
+        let row: Result<AppendRow, sqlx::Error> = sqlx::query_as(
+            "SELECT outcome, stream_version, last_position, stored_hash, stored_answer
+             FROM eventstore.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+        )
+        .bind(cmd.tenant_id)
+        .bind(A::STREAM.as_str())
+        .bind(cmd.stream_id)
+        .bind(current)
+        .bind(&ids)
+        .bind(&types)
+        .bind(&schema_versions)
+        .bind(now)
+        .bind(&envelopes)
+        .bind(case_number)
+        .bind(key.map(|_| cmd.ctx.caller.tenant_id))
+        .bind(principal(cmd.ctx))
+        .bind(key)
+        .bind(&cmd.request_hash)
+        .bind(self.ttl_secs())
+        .bind(answer)
+        .bind(false)
+        .fetch_one(&mut *conn)
+        .await;
+        let (outcome, version, position, stored_hash, stored_answer) = match row {
+            Ok(row) => row,
+            Err(sqlx::Error::Database(db)) if db.constraint() == Some("events_tenant_stream_version_unique") => {
+                return Err(JournalError::conflict("the stream was changed concurrently: re-read it and retry", None))
+            }
+            // A twin with the same key committed between the look and the write.
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(TWIN_COMMITTED) => {
+                let key = key.unwrap_or_default();
                 return self
-                    .stored_reply(cmd.ctx, key, &cmd.request_hash)
+                    .stored_reply(cmd, A::STREAM, key)
                     .await?
+                    .map(Appended::Replayed)
                     .ok_or_else(|| JournalError::Unreadable(anyhow::anyhow!("idempotency record vanished")));
             }
+            Err(other) => return Err(other.into()),
+        };
+        match outcome.as_str() {
+            "appended" => {
+                let (version, position) = (version.unwrap_or(current), position.unwrap_or(0));
+                metrics::counter!("events_appended_total").increment(events.len() as u64);
+                if !events.is_empty() {
+                    self.published.notify_one();
+                }
+                Ok(Appended::New(self.recorded(
+                    cmd.tenant_id,
+                    A::STREAM,
+                    cmd.stream_id,
+                    version,
+                    position,
+                    events.len(),
+                )))
+            }
+            // Another kind of stream with this id, or a writer that got there first: the
+            // caller finds out which (`conflict`).
+            "conflict" => {
+                Err(JournalError::conflict("the stream was changed concurrently: re-read it and retry", None))
+            }
+            "replay" => {
+                if stored_hash.as_deref() != Some(cmd.request_hash.as_str()) {
+                    return Err(JournalError::KeyReused);
+                }
+                let stored = stored_answer.unwrap_or_default();
+                Ok(Appended::Replayed(self.stored_answer(cmd.tenant_id, A::STREAM, stored)?))
+            }
+            other => Err(JournalError::Unreadable(anyhow::anyhow!("eventstore.append answered {other:?}"))),
         }
-        tx.commit().await?;
-        metrics::counter!("events_appended_total").increment(new_events.len() as u64);
-        if !new_events.is_empty() {
-            self.published.notify_one();
-        }
-        Ok(recorded)
+    }
+
+    /// The answer to a recorded command, its position token signed.
+    fn recorded(
+        &self,
+        tenant_id: Uuid,
+        stream_type: StreamType,
+        id: Uuid,
+        version: i64,
+        position: i64,
+        events_appended: usize,
+    ) -> Recorded {
+        let token = PositionToken { tenant_id, stream_id: id, version, position, stream_type: Some(stream_type) };
+        Recorded { id, version, events_appended, position: token.sign(&self.keys) }
+    }
+
+    /// A stored answer: its token is signed as it is read (older records hold it signed).
+    fn stored_answer(&self, tenant: Uuid, stream_type: StreamType, stored: Value) -> Result<Recorded, JournalError> {
+        let stored: StoredAnswer = serde_json::from_value(stored).map_err(anyhow::Error::from)?;
+        Ok(match stored.position {
+            Some(position) => {
+                Recorded { id: stored.id, version: stored.version, events_appended: stored.events_appended, position }
+            }
+            None => self.recorded(
+                tenant,
+                stream_type,
+                stored.id,
+                stored.version,
+                stored.position_at.unwrap_or(0),
+                stored.events_appended,
+            ),
+        })
     }
 
     /// The answer recorded for this caller's key, unless it expired.
     async fn stored_reply(
         &self,
-        ctx: &CommandContext,
+        cmd: &Command<'_>,
+        stream_type: StreamType,
         key: &str,
-        hash: &str,
     ) -> Result<Option<Recorded>, JournalError> {
         let row: Option<(String, Value)> = sqlx::query_as(
             "SELECT request_hash, response FROM eventstore.idempotency
              WHERE tenant_id = $1 AND principal = $2 AND key = $3 AND created_at >= now() - make_interval(secs => $4)",
         )
-        .bind(ctx.caller.tenant_id)
-        .bind(principal(ctx))
+        .bind(cmd.ctx.caller.tenant_id)
+        .bind(principal(cmd.ctx))
         .bind(key)
         .bind(self.ttl_secs())
         .fetch_optional(&self.pool)
         .await?;
         match row {
             None => Ok(None),
-            Some((stored_hash, _)) if stored_hash != hash => Err(JournalError::KeyReused),
-            Some((_, response)) => Ok(Some(serde_json::from_value(response).map_err(anyhow::Error::from)?)),
+            Some((stored_hash, _)) if stored_hash != cmd.request_hash => Err(JournalError::KeyReused),
+            Some((_, response)) => Ok(Some(self.stored_answer(cmd.tenant_id, stream_type, response)?)),
         }
     }
 
@@ -689,47 +825,6 @@ async fn store_credential(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-async fn last_position(tx: &mut Transaction<'_, Postgres>, tenant: Uuid, stream: Uuid) -> Result<i64, JournalError> {
-    let p: Option<i64> =
-        sqlx::query_scalar("SELECT max(position) FROM eventstore.events WHERE tenant_id = $1 AND stream_id = $2")
-            .bind(tenant)
-            .bind(stream)
-            .fetch_one(&mut **tx)
-            .await?;
-    Ok(p.unwrap_or(0))
-}
-
-async fn append(tx: &mut Transaction<'_, Postgres>, e: &EventEnvelope) -> Result<i64, JournalError> {
-    let envelope = serde_json::to_value(e).map_err(|err| anyhow::anyhow!(err))?;
-    // The event and its outbox entry in one statement: one round trip fewer per event.
-    let inserted = sqlx::query_scalar::<_, i64>(
-        "WITH appended AS (
-            INSERT INTO eventstore.events
-                (event_id, tenant_id, stream_type, stream_id, stream_version, event_type, schema_version, occurred_at, envelope)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING position)
-         INSERT INTO eventstore.outbox (position) SELECT position FROM appended RETURNING position",
-    )
-    .bind(e.event_id)
-    .bind(e.tenant_id)
-    .bind(e.stream_type.as_str())
-    .bind(e.stream_id)
-    .bind(e.stream_version)
-    .bind(&e.event_type)
-    .bind(e.schema_version as i16)
-    .bind(e.occurred_at)
-    .bind(envelope)
-    .fetch_one(&mut **tx)
-    .await;
-    let position = match inserted {
-        Ok(p) => p,
-        Err(sqlx::Error::Database(db)) if db.constraint() == Some("events_tenant_stream_version_unique") => {
-            return Err(JournalError::conflict("the stream was changed concurrently: re-read it and retry", None))
-        }
-        Err(other) => return Err(other.into()),
-    };
-    Ok(position)
 }
 
 /// A stable fingerprint (FNV-1a) of a command request, so a reused Idempotency-Key with

@@ -109,6 +109,10 @@ async fn connect_bounded(
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        // No ping before each use: it is a round trip per acquire (half a command's cost
+        // once a command is one statement). A connection the server dropped fails its
+        // next statement, which is a 503 (`Io`), and the pool closes it.
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .context("connecting to PostgreSQL")
