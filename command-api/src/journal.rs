@@ -16,7 +16,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::context::CommandContext;
-use crate::stream_cache::StreamCache;
+use crate::stream_cache::{is_fact, StreamCache};
 
 /// Something looked up (or reserved) inside the command's transaction before deciding,
 /// so that it commits or rolls back with the events.
@@ -66,6 +66,9 @@ pub struct Recorded {
     pub events_appended: usize,
     pub position: String,
 }
+
+/// The channel `eventstore.append` notifies when a fact's stream changes.
+const FACTS_CHANNEL: &str = "murima_facts";
 
 /// What `eventstore.append` answers: outcome, version, last position, and for a replay
 /// the stored request hash and answer.
@@ -301,6 +304,8 @@ impl Journal {
         match self.append::<A>(&mut tx, cmd, current, &new_events, false).await? {
             Appended::New(recorded) => {
                 tx.commit().await?;
+                // A load between the append and the commit may have kept the old state.
+                self.forget_fact::<A>(cmd, recorded.version);
                 Ok(recorded)
             }
             // Answered before: what this attempt claimed goes back.
@@ -371,7 +376,7 @@ impl Journal {
         .bind(&cmd.request_hash)
         .bind(self.ttl_secs())
         .bind(answer)
-        .bind(false)
+        .bind(is_fact(A::STREAM))
         .fetch_one(&mut *conn)
         .await;
         let (outcome, version, position, stored_hash, stored_answer) = match row {
@@ -393,6 +398,9 @@ impl Journal {
         match outcome.as_str() {
             "appended" => {
                 let (version, position) = (version.unwrap_or(current), position.unwrap_or(0));
+                // This process's next command sees its own change at once, before the
+                // notification comes back (`try_execute` drops it again after a commit).
+                self.forget_fact::<A>(cmd, version);
                 metrics::counter!("events_appended_total").increment(events.len() as u64);
                 if !events.is_empty() {
                     self.published.notify_one();
@@ -420,6 +428,52 @@ impl Journal {
             }
             other => Err(JournalError::Unreadable(anyhow::anyhow!("eventstore.append answered {other:?}"))),
         }
+    }
+
+    /// Drops the cached state of a fact this process just changed.
+    fn forget_fact<A: Aggregate>(&self, cmd: &Command<'_>, version: i64) {
+        if is_fact(A::STREAM) {
+            self.cache.invalidate(cmd.tenant_id, cmd.stream_id, version);
+        }
+    }
+
+    /// Keeps the cached facts fresh for as long as the command API runs: listens on
+    /// `murima_facts`, which `eventstore.append` notifies when a fact's stream changes,
+    /// and drops the changed states. Facts are trusted only while listening; a lost
+    /// connection empties the cache (a change may have gone unheard) and reads facts from
+    /// the journal until listening again.
+    pub async fn follow_facts(self) -> anyhow::Result<()> {
+        loop {
+            if let Err(e) = self.listen_for_facts().await {
+                tracing::warn!(error = %e, "not following fact changes; facts are read from the journal meanwhile");
+            }
+            self.cache.follow(false);
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn listen_for_facts(&self) -> anyhow::Result<()> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(FACTS_CHANNEL).await?;
+        // Listening first, then emptied: a change after this is heard, one before is read.
+        self.cache.follow(true);
+        tracing::info!(channel = FACTS_CHANNEL, "following fact changes");
+        // None: the connection was lost (and notifications with it).
+        while let Some(notification) = listener.try_recv().await? {
+            let mut parts = notification.payload().split(' ');
+            let parsed = (|| {
+                let tenant = parts.next()?.parse().ok()?;
+                let stream = parts.next()?.parse().ok()?;
+                let version = parts.next()?.parse().ok()?;
+                Some((tenant, stream, version))
+            })();
+            match parsed {
+                Some((tenant, stream, version)) => self.cache.invalidate(tenant, stream, version),
+                // Not ours to read: forget everything rather than keep what it meant to drop.
+                None => self.cache.follow(true),
+            }
+        }
+        anyhow::bail!("the connection to PostgreSQL was lost")
     }
 
     /// The answer to a recorded command, its position token signed.
@@ -495,7 +549,12 @@ impl Journal {
     }
 
     /// A stream's current state with the version it is at (0: no such stream).
+    /// A fact (`stream_cache::is_fact`) comes from the cache while it follows the journal's
+    /// notifications; a command's own stream is always read up to date (`try_execute`).
     pub async fn state_at<A: Aggregate>(&self, tenant: Uuid, stream: Uuid) -> Result<(Option<A>, i64), JournalError> {
+        if let Some(fact) = self.cache.trusted::<A>(tenant, stream) {
+            return Ok(fact);
+        }
         let mut conn = self.pool.acquire().await?;
         load::<A>(&mut conn, &self.cache, tenant, stream).await
     }
@@ -564,6 +623,7 @@ async fn load<A: Aggregate>(
     tenant: Uuid,
     stream: Uuid,
 ) -> Result<(Option<A>, i64), JournalError> {
+    let epoch = cache.epoch();
     let (mut state, cached) = cache.get::<A>(tenant, stream).unwrap_or((None, 0));
     let rows: Vec<(String, i16, Value, i64)> = sqlx::query_as(
         "SELECT event_type, schema_version, envelope->'payload', stream_version
@@ -584,7 +644,7 @@ async fn load<A: Aggregate>(
         version = v;
     }
     if version > cached {
-        cache.put(tenant, stream, version, state.clone());
+        cache.put_unless_invalidated(epoch, tenant, stream, version, state.clone());
     }
     Ok((state, version))
 }

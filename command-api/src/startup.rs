@@ -66,6 +66,7 @@ impl Application {
         // A JoinSet aborts the relay when this future ends or is dropped.
         let mut relay = tokio::task::JoinSet::new();
         relay.spawn(self.relay.run_until_stopped());
+        relay.spawn(self.journal.clone().follow_facts());
         relay.spawn(purge_idempotency(self.journal));
         let served = runtime::http::serve(self.listener, self.router).await;
         relay.abort_all();

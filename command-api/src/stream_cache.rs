@@ -6,20 +6,33 @@
 //! Each entry holds `events::Folded`, so a state is only ever handed out as the aggregate
 //! it is (an id of another kind of stream reads as not cached).
 //!
-//! Why it is always correct: journal rows are immutable and unique per (tenant, stream,
-//! version), and only committed rows are ever folded, so a cached (version, state) is a
-//! true prefix of the stream forever. Every load still asks the journal for the events
-//! after the cached version (an index probe that usually finds nothing), so a command
-//! never decides on a stale state, whichever process appended the newer events. The
-//! cache only saves work.
+//! Why it is correct: journal rows are immutable and unique per (tenant, stream, version),
+//! and only committed rows are ever folded, so a cached (version, state) is a true prefix
+//! of the stream forever. Two kinds of streams are read in two ways:
+//! - *Busy streams* (cases, notes, tasks...): every load asks the journal for the events
+//!   after the cached version (an index probe that usually finds nothing), so a command
+//!   never decides on a stale state, whichever process appended the newer events.
+//! - *Facts* (`is_fact`: tenants, users, case types, workflows, teams...), which other
+//!   commands check on every request and which change rarely: a cached fact is used as it
+//!   is while the cache is `following` the journal's `murima_facts` notifications, which
+//!   `eventstore.append` sends when such a stream changes (`invalidate`). The command's
+//!   own stream is checked again by its append (its expected version), so a stale fact
+//!   costs at most the moment between another process's commit and its notification.
+//!   Without the notifications (not yet listening, connection lost) facts are read like
+//!   busy streams, and the cache is emptied when they come back.
+//!
+//! A load that read the journal keeps what it read only if no invalidation came in
+//! meanwhile (`epoch`): otherwise it could put back a state a notification had just
+//! dropped.
 //!
 //! Bounded by moka: past `capacity` streams the least likely to be used again are
 //! evicted (TinyLFU), so hot streams (the tenant, its users, case types, workflows and
 //! field definitions) stay while a burst of one-off streams passes through.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use events::{Aggregate, Folded};
+use events::{Aggregate, Folded, StreamType};
 use moka::sync::Cache;
 use uuid::Uuid;
 
@@ -32,11 +45,78 @@ struct Entry {
 pub struct StreamCache {
     /// (tenant, stream id) -> the stream's folded state.
     entries: Cache<(Uuid, Uuid), Arc<Entry>>,
+    /// Whether the notifications of changed facts are being received.
+    following: AtomicBool,
+    /// Counts invalidations, so a load can tell one came in while it read.
+    epoch: AtomicU64,
+}
+
+/// Streams other commands read as facts on their hot path, changed rarely: their cached
+/// states are trusted while the cache follows the journal's notifications.
+pub fn is_fact(kind: StreamType) -> bool {
+    match kind {
+        StreamType::Tenant
+        | StreamType::User
+        | StreamType::Team
+        | StreamType::CaseType
+        | StreamType::Workflow
+        | StreamType::Channel
+        | StreamType::MessageTemplate
+        | StreamType::CustomField => true,
+        StreamType::Case | StreamType::Interaction | StreamType::Task | StreamType::Note | StreamType::Document => {
+            false
+        }
+    }
 }
 
 impl StreamCache {
     pub fn new(capacity: u64) -> Self {
-        Self { entries: Cache::new(capacity) }
+        Self { entries: Cache::new(capacity), following: AtomicBool::new(false), epoch: AtomicU64::new(0) }
+    }
+
+    /// The cached state of a fact, if it can be used without asking the journal.
+    pub fn trusted<A: Aggregate>(&self, tenant: Uuid, stream: Uuid) -> Option<(Option<A>, i64)> {
+        if !is_fact(A::STREAM) || !self.following.load(Ordering::Acquire) {
+            return None;
+        }
+        self.get::<A>(tenant, stream)
+    }
+
+    /// Where invalidations stand; `put_unless_invalidated` compares.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// A stream changed at `version`: an older cached state goes.
+    pub fn invalidate(&self, tenant: Uuid, stream: Uuid, version: i64) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let key = (tenant, stream);
+        if self.entries.get(&key).is_some_and(|kept| kept.version < version) {
+            self.entries.invalidate(&key);
+        }
+    }
+
+    /// Notifications are received (true) or may have been missed (false): either way
+    /// everything cached before goes, since a change may have gone unheard.
+    pub fn follow(&self, following: bool) {
+        self.following.store(false, Ordering::Release);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.entries.invalidate_all();
+        self.following.store(following, Ordering::Release);
+    }
+
+    /// `put`, unless an invalidation came in since `epoch`.
+    pub fn put_unless_invalidated<A: Aggregate>(
+        &self,
+        epoch: u64,
+        tenant: Uuid,
+        stream: Uuid,
+        version: i64,
+        state: Option<A>,
+    ) {
+        if self.epoch() == epoch {
+            self.put(tenant, stream, version, state);
+        }
     }
 
     /// The cached state and version of a stream of this tenant (None: not cached, or an
@@ -71,6 +151,7 @@ impl StreamCache {
 
 #[cfg(test)]
 mod tests {
+    use events::case::Case;
     use events::team::Team;
     use events::user::User;
 
@@ -115,6 +196,41 @@ mod tests {
         assert_eq!(name(cache.get::<Team>(tenant, stream)), Some(("five".into(), 5)));
         cache.put(tenant, stream, 6, team("six"));
         assert_eq!(name(cache.get::<Team>(tenant, stream)), Some(("six".into(), 6)));
+    }
+
+    #[test]
+    fn a_fact_is_trusted_only_while_notifications_are_followed_and_until_one_says_it_changed() {
+        let cache = StreamCache::new(10);
+        let (tenant, stream) = (Uuid::now_v7(), Uuid::now_v7());
+        cache.put(tenant, stream, 2, team("two"));
+        assert!(cache.trusted::<Team>(tenant, stream).is_none(), "not following yet");
+        cache.follow(true);
+        assert!(cache.get::<Team>(tenant, stream).is_none(), "what was cached before following goes");
+        cache.put(tenant, stream, 2, team("two"));
+        assert_eq!(name(cache.trusted::<Team>(tenant, stream)), Some(("two".into(), 2)));
+        cache.invalidate(tenant, stream, 2);
+        assert!(cache.trusted::<Team>(tenant, stream).is_some(), "a notification of what is cached keeps it");
+        cache.invalidate(tenant, stream, 3);
+        assert!(cache.trusted::<Team>(tenant, stream).is_none(), "a newer version drops it");
+        cache.put(tenant, stream, 3, team("three"));
+        cache.follow(false);
+        assert!(cache.trusted::<Team>(tenant, stream).is_none(), "notifications lost: nothing is trusted");
+    }
+
+    #[test]
+    fn a_busy_stream_is_never_trusted_and_a_read_overtaken_by_an_invalidation_is_not_kept() {
+        let cache = StreamCache::new(10);
+        cache.follow(true);
+        let (tenant, case, team_id) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        cache.put::<Case>(tenant, case, 1, None);
+        assert!(cache.trusted::<Case>(tenant, case).is_none());
+        let epoch = cache.epoch();
+        cache.invalidate(tenant, team_id, 4);
+        cache.put_unless_invalidated(epoch, tenant, team_id, 3, team("read before the change"));
+        assert!(cache.get::<Team>(tenant, team_id).is_none());
+        let epoch = cache.epoch();
+        cache.put_unless_invalidated(epoch, tenant, team_id, 4, team("four"));
+        assert_eq!(name(cache.trusted::<Team>(tenant, team_id)), Some(("four".into(), 4)));
     }
 
     #[test]

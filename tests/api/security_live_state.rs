@@ -86,3 +86,53 @@ async fn a_revoked_grant_is_gone_from_the_next_command_and_a_token_of_no_user_is
         assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "{user} of {other_tenant}");
     }
 }
+
+/// The command API keeps users, tenants and other facts in memory and trusts them while it
+/// hears the journal's notifications of their changes: a demotion made through another
+/// command API takes effect on this one within a moment, and on the one that made it at
+/// once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_demotion_through_another_command_api_takes_effect_on_this_one_within_a_moment() {
+    let app = TestApp::spawn().await;
+    let other = command_api::Application::build(&murima_tests::service_settings(&app.settings, "command-api"))
+        .await
+        .expect("a second command API starts");
+    let other_url = format!("{}:{}", "http://127.0.0.1", other.port());
+    let _other = tokio::spawn(async move { other.run_until_stopped().await.expect("second command API runs") });
+    let operator = app.token_for(app.tenant_id, Role::Admin);
+    let boss = app.create_user("remote.boss", "admin").await;
+    let token = app.login_token("remote.boss").await;
+    // This API reads the admin (and keeps it) while it creates a user.
+    let created = app.command(Method::POST, "/v1/users", &token, Some(new_user("before.demotion"))).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+
+    let demoted = app
+        .http
+        .post(format!("{other_url}/v1/users/{boss}/role"))
+        .bearer_auth(&operator)
+        .json(&json!({ "role": "agent" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(demoted.status().is_success(), "demoted through the other command API");
+    let demoted_at = std::time::Instant::now();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let hire = new_user(&format!("after.demotion.{attempt}"));
+        let answer = app.command(Method::POST, "/v1/users", &token, Some(hire)).await;
+        if answer.status() == StatusCode::FORBIDDEN {
+            break;
+        }
+        assert_eq!(answer.status(), StatusCode::CREATED);
+        assert!(
+            demoted_at.elapsed() < std::time::Duration::from_secs(1),
+            "the demotion is not seen by this command API {:?} after it",
+            demoted_at.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    eprintln!("the demotion took effect here after {:?} ({attempt} attempts)", demoted_at.elapsed());
+    let again = app.command(Method::POST, "/v1/users", &token, Some(new_user("still.demoted"))).await;
+    assert_eq!(again.status(), StatusCode::FORBIDDEN, "and it stays");
+}
