@@ -140,6 +140,15 @@ shared_buffers = 256MB
 CONF
 }
 
+# Statement counts for murima-bench (PostgreSQL round trips per command): added once to
+# clusters made before it was part of init_postgres, taken up at the next start.
+preload_statement_counts() {
+  local conf
+  conf="$(pg_datadir)/postgresql.conf"
+  grep -q "^shared_preload_libraries = 'pg_stat_statements'" "$conf" 2>/dev/null && return 0
+  printf "# scripts/stack.sh: murima-bench counts statements per command\nshared_preload_libraries = 'pg_stat_statements'\n" >>"$conf"
+}
+
 start_postgres() {
   if port_open $PG_PORT; then
     if ! psql -h 127.0.0.1 -p $PG_PORT -U postgres -d postgres -Atqc 'SELECT 1' >/dev/null 2>&1 &&
@@ -151,6 +160,7 @@ start_postgres() {
     else log "PostgreSQL: using the server already listening on $PG_PORT (not started by these scripts)"; fi
   else
     init_postgres
+    preload_statement_counts
     local data
     data=$(pg_datadir)
     mkdir -p "$STATE/logs"

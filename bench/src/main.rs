@@ -8,6 +8,7 @@
 mod client;
 mod rebuild;
 mod scenarios;
+mod statements;
 mod stats;
 
 use std::time::Duration;
@@ -196,7 +197,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let agents = args.clients.div_ceil(args.tenants.max(1));
         let tenants = api.tenants(&format!("{run}c"), args.tenants, agents).await?;
         if wants(Scenario::Commands) {
-            let users = scenarios::commands(&api, &tenants, args.clients, duration, Tokens::Login).await;
+            let statements = statements::Statements::connect(&runtime::Settings::for_operator()?.database_url).await;
+            let before = match &statements {
+                Some(s) => s.so_far().await,
+                None => None,
+            };
+            let mut users = scenarios::commands(&api, &tenants, args.clients, duration, Tokens::Login).await;
+            let after = match &statements {
+                Some(s) => s.so_far().await,
+                None => None,
+            };
+            let accepted = users["accepted"].as_f64().unwrap_or(0.0);
+            if let (Some(before), Some(after)) = (before, after) {
+                let per_command = (after - before) as f64 / accepted.max(1.0);
+                println!(
+                    "PostgreSQL statements of the command API per accepted command: {per_command:.2} \
+                     ({} statements, relay included, {accepted:.0} commands)",
+                    after - before
+                );
+                users["statements_per_command"] = per_command.into();
+            }
             let operators = scenarios::commands(&api, &tenants, args.clients, duration, Tokens::Operator).await;
             let rate = |r: &serde_json::Value| r["accepted_per_second"].as_f64().unwrap_or(0.0);
             println!(

@@ -143,6 +143,7 @@ pub async fn commands(api: &Api, tenants: &[Tenant], clients: usize, duration: D
         "clients": clients,
         "tenants": tenants.len(),
         "seconds": elapsed,
+        "accepted": accepted,
         "accepted_per_second": accepted as f64 / elapsed,
         "latency": latencies.summary(),
         "by_command": per_kind.iter().map(|(k, l)| (k.to_string(), l.summary())).collect::<serde_json::Map<_, _>>(),
