@@ -395,6 +395,13 @@ impl Worker {
         if !(applied && self.projection.commits_checkpoint()) {
             crate::checkpoint::save(&mut hold, checkpoint).await?;
         }
+        // Reads waiting for this batch look again once it commits (the query API listens).
+        if count > 0 {
+            sqlx::query("SELECT pg_notify('murima_progress', $1)")
+                .bind(self.projection.name().parse::<crate::stores::ProjectionName>().map_or("all", |p| p.store_name()))
+                .execute(&mut *hold)
+                .await?;
+        }
         hold.commit().await?;
         Ok(())
     }

@@ -82,8 +82,73 @@ where
     }
 }
 
-/// Polls `held_version` until it reaches the token's version or `limit` passes.
-pub async fn wait_until<F, Fut>(wait: Option<Wait>, limit: Duration, mut held_version: F) -> Result<(), ApiError>
+/// The store a waiting read looks at: it is woken when a projection writing there
+/// commits a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Postgres,
+    Mongo,
+    Elastic,
+    Redis,
+}
+
+impl Store {
+    const ALL: [Store; 4] = [Store::Postgres, Store::Mongo, Store::Elastic, Store::Redis];
+
+    /// As the projector names it in its `murima_progress` notifications.
+    fn name(self) -> &'static str {
+        match self {
+            Store::Postgres => "postgresql",
+            Store::Mongo => "mongodb",
+            Store::Elastic => "elasticsearch",
+            Store::Redis => "redis",
+        }
+    }
+}
+
+/// The channel on which the projector says a batch was committed, naming its store.
+const PROGRESS_CHANNEL: &str = "murima_progress";
+
+/// Woken, per store, whenever a projection writing there commits a batch.
+static PROGRESS: std::sync::LazyLock<[tokio::sync::Notify; 4]> = std::sync::LazyLock::new(Default::default);
+
+fn progress(store: Store) -> &'static tokio::sync::Notify {
+    &PROGRESS[Store::ALL.iter().position(|s| *s == store).unwrap_or(0)]
+}
+
+/// Wakes waiting reads when the projector commits a batch, for as long as the query API
+/// runs. Without the notifications (not yet listening, connection lost) reads poll.
+pub async fn follow_progress(pool: sqlx::PgPool) {
+    loop {
+        if let Err(e) = listen_for_progress(&pool).await {
+            tracing::warn!(error = %e, "not hearing projection progress; waiting reads poll meanwhile");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn listen_for_progress(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen(PROGRESS_CHANNEL).await?;
+    // None: the connection was lost.
+    while let Some(notification) = listener.try_recv().await? {
+        match Store::ALL.into_iter().find(|s| s.name() == notification.payload()) {
+            Some(store) => progress(store).notify_waiters(),
+            None => Store::ALL.into_iter().for_each(|s| progress(s).notify_waiters()),
+        }
+    }
+    anyhow::bail!("the connection to PostgreSQL was lost")
+}
+
+/// Looks at `held_version` until it reaches the token's version or `limit` passes: again
+/// whenever a projection writing to `store` commits a batch, and at the latest after a
+/// pause that grows to 50 ms (in case a notification is missed).
+pub async fn wait_until<F, Fut>(
+    wait: Option<Wait>,
+    limit: Duration,
+    store: Store,
+    mut held_version: F,
+) -> Result<(), ApiError>
 where
     F: FnMut(PositionToken) -> Fut,
     Fut: Future<Output = Result<i64, ApiError>>,
@@ -96,6 +161,10 @@ where
     let mut pauses = runtime::retry::delays(Duration::from_millis(5), Duration::from_millis(50));
     loop {
         let pause = pauses.next().unwrap_or(Duration::from_millis(50));
+        // Registered before looking, so a batch committed while it looks is not missed.
+        let progressed = progress(store).notified();
+        tokio::pin!(progressed);
+        progressed.as_mut().enable();
         let held = held_version(token).await?;
         if held >= token.version {
             return Ok(());
@@ -109,7 +178,10 @@ where
                 token.version
             )));
         }
-        tokio::time::sleep(pause).await;
+        tokio::select! {
+            () = &mut progressed => {}
+            () = tokio::time::sleep(pause) => {}
+        }
     }
 }
 

@@ -12,6 +12,8 @@ pub struct Application {
     port: u16,
     listener: TcpListener,
     router: axum::Router,
+    /// Listens for projection progress (`consistency::follow_progress`).
+    progress: sqlx::PgPool,
 }
 
 impl Application {
@@ -26,6 +28,7 @@ impl Application {
             probe_mongo(mongo.clone()),
             probe_elastic(elastic.clone()),
         ];
+        let progress = pool.clone();
         let state = AppState {
             pool,
             mongo: mongo.database(&settings.mongo_database),
@@ -42,7 +45,7 @@ impl Application {
         let api = runtime::limits::layered(api, redis, keys, settings);
         let router = runtime::http::with_common_layers("query-api", api, settings.max_body_bytes, probes);
         let (listener, port) = runtime::http::bind(&settings.host, settings.query_port).await?;
-        Ok(Self { port, listener, router })
+        Ok(Self { port, listener, router, progress })
     }
 
     pub fn port(&self) -> u16 {
@@ -51,6 +54,9 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         tracing::info!(port = self.port, "query API listening");
+        // Aborted with this future: a JoinSet of one.
+        let mut progress = tokio::task::JoinSet::new();
+        progress.spawn(crate::consistency::follow_progress(self.progress));
         runtime::http::serve(self.listener, self.router).await.context("serving HTTP")
     }
 }

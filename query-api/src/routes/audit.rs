@@ -100,7 +100,7 @@ async fn audit_trail(
     let coll = state.mongo.collection::<Document>(&Tenancy(tenant).mongo_collection(AUDIT_LOGS));
     let tenant_str = tenant.to_string();
 
-    wait_until(token, state.read_wait, |t| {
+    wait_until(token, state.read_wait, crate::consistency::Store::Mongo, |t| {
         let (coll, tenant_str) = (coll.clone(), tenant_str.clone());
         async move {
             let filter = doc! { "tenant_id": tenant_str, "entity_id": t.stream_id.to_string(), "entity_version": { "$gte": t.version } };

@@ -60,7 +60,7 @@ async fn detail(
     };
     match kind {
         Some(StreamType::Case) => {
-            wait_until(token, state.read_wait, |t| {
+            wait_until(token, state.read_wait, crate::consistency::Store::Postgres, |t| {
                 held_version(state.pool.clone(), caller, schema.clone(), t.stream_id)
             })
             .await?

@@ -39,7 +39,7 @@ async fn counters(
     // The counters record the versions of cases, users and tasks only.
     let kinds = [events::StreamType::Case, events::StreamType::User, events::StreamType::Task];
     let token = crate::consistency::Wait::of_kind(token, &kinds, "/v1/counters")?;
-    wait_until(token, state.read_wait, |token| {
+    wait_until(token, state.read_wait, crate::consistency::Store::Redis, |token| {
         let mut redis = redis.clone();
         let (cases, streams) = (t.redis_counted_cases(), t.redis_stream_versions());
         async move {

@@ -307,7 +307,7 @@ pub(super) async fn wait_for_document(
     token: Option<Wait>,
     limit: std::time::Duration,
 ) -> Result<(), ApiError> {
-    wait_until(token, limit, |t| async move {
+    wait_until(token, limit, crate::consistency::Store::Mongo, |t| async move {
         let found = coll.find_one(doc! { "_id": t.stream_id.to_string() }).await.map_err(mongo_unavailable)?;
         Ok(found.and_then(|d| d.get_i64("version").ok()).unwrap_or(0))
     })

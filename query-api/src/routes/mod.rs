@@ -139,7 +139,7 @@ pub async fn wait_for_postgres(
     tenant: Uuid,
     token: Option<crate::consistency::Wait>,
 ) -> Result<(), ApiError> {
-    crate::consistency::wait_until(token, state.read_wait, |t| {
+    crate::consistency::wait_until(token, state.read_wait, crate::consistency::Store::Postgres, |t| {
         let pool = state.pool.clone();
         let projection = state.postgres_projection.clone();
         async move {

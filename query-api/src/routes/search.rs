@@ -156,7 +156,7 @@ async fn search_cases(
     let token = crate::consistency::Wait::of_kind(token, &[events::StreamType::Case], "/v1/search/cases")?;
 
     let elastic = state.elastic.clone();
-    wait_until(token, state.read_wait, |token| {
+    wait_until(token, state.read_wait, crate::consistency::Store::Elastic, |token| {
         let elastic = elastic.clone();
         let index = t.case_index(token.stream_id);
         async move {
