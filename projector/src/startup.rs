@@ -28,16 +28,7 @@ impl Application {
         let parking = Arc::new(ParkingLot::new(stores.pool.clone()));
         let mut workers = Vec::new();
         for name in ProjectionName::ALL {
-            workers.push(Worker::new(
-                stores.projection(name).await?,
-                parking.clone(),
-                stores.pool.clone(),
-                &settings.kafka_brokers,
-                &settings.kafka_topic,
-                &settings.kafka_group_prefix,
-                settings.kafka_fetch_wait,
-                settings.apply_deadline,
-            ));
+            workers.push(Worker::new(stores.projection(name).await?, parking.clone(), stores.pool.clone(), settings));
         }
 
         let (listener, port) = runtime::http::bind(&settings.host, settings.projector_port).await?;

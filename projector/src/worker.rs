@@ -112,26 +112,24 @@ impl From<KafkaError> for Restart {
 }
 
 impl Worker {
+    /// A worker for `projection`, reading the broker and topic of `settings` under the
+    /// group `<kafka_group_prefix>.<projection>`.
     pub fn new(
         projection: Arc<dyn Projection>,
         parking: Arc<ParkingLot>,
         pool: PgPool,
-        brokers: &str,
-        topic: &str,
-        group_prefix: &str,
-        fetch_wait: Duration,
-        apply_deadline: Duration,
+        settings: &runtime::Settings,
     ) -> Self {
-        let group = format!("{group_prefix}.{}", projection.name());
+        let group = format!("{}.{}", settings.kafka_group_prefix, projection.name());
         Self {
             projection,
             parking,
             pool,
-            brokers: brokers.to_owned(),
-            topic: topic.to_owned(),
+            brokers: settings.kafka_brokers.clone(),
+            topic: settings.kafka_topic.clone(),
             group,
-            fetch_wait,
-            apply_deadline,
+            fetch_wait: settings.kafka_fetch_wait,
+            apply_deadline: settings.apply_deadline,
         }
     }
 
