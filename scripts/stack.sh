@@ -145,6 +145,8 @@ CONF
 preload_statement_counts() {
   local conf
   conf="$(pg_datadir)/postgresql.conf"
+  # A server built without it would not start with it preloaded: then the bench says so.
+  [ -f "$(pg_bindir)/../lib/pg_stat_statements.so" ] || return 0
   grep -q "^shared_preload_libraries = 'pg_stat_statements'" "$conf" 2>/dev/null && return 0
   printf "# scripts/stack.sh: murima-bench counts statements per command\nshared_preload_libraries = 'pg_stat_statements'\n" >>"$conf"
 }
