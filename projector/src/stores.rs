@@ -82,12 +82,14 @@ impl ProjectionName {
 
     /// The store's name as the health probes and operators call it.
     pub fn store_name(self) -> &'static str {
+        use runtime::position::Store;
         match self.store() {
-            StoreKind::Postgres => "postgresql",
-            StoreKind::Mongo { .. } => "mongodb",
-            StoreKind::Elasticsearch => "elasticsearch",
-            StoreKind::Redis => "redis",
+            StoreKind::Postgres => Store::Postgres,
+            StoreKind::Mongo { .. } => Store::Mongo,
+            StoreKind::Elasticsearch => Store::Elastic,
+            StoreKind::Redis => Store::Redis,
         }
+        .name()
     }
 }
 

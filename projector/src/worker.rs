@@ -395,7 +395,8 @@ impl Worker {
         }
         // Reads waiting for this batch look again once it commits (the query API listens).
         if count > 0 {
-            sqlx::query("SELECT pg_notify('murima_progress', $1)")
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(runtime::position::PROGRESS_CHANNEL)
                 .bind(self.projection.name().parse::<crate::stores::ProjectionName>().map_or("all", |p| p.store_name()))
                 .execute(&mut *hold)
                 .await?;

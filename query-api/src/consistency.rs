@@ -84,30 +84,8 @@ where
 
 /// The store a waiting read looks at: it is woken when a projection writing there
 /// commits a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Store {
-    Postgres,
-    Mongo,
-    Elastic,
-    Redis,
-}
-
-impl Store {
-    const ALL: [Store; 4] = [Store::Postgres, Store::Mongo, Store::Elastic, Store::Redis];
-
-    /// As the projector names it in its `murima_progress` notifications.
-    fn name(self) -> &'static str {
-        match self {
-            Store::Postgres => "postgresql",
-            Store::Mongo => "mongodb",
-            Store::Elastic => "elasticsearch",
-            Store::Redis => "redis",
-        }
-    }
-}
-
-/// The channel on which the projector says a batch was committed, naming its store.
-const PROGRESS_CHANNEL: &str = "murima_progress";
+pub use runtime::position::Store;
+use runtime::position::PROGRESS_CHANNEL;
 
 /// Woken, per store, whenever a projection writing there commits a batch.
 static PROGRESS: std::sync::LazyLock<[tokio::sync::Notify; 4]> = std::sync::LazyLock::new(Default::default);

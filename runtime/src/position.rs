@@ -89,3 +89,31 @@ mod tests {
         assert_eq!(PositionToken::verify(&far.sign(&other), &keys), None);
     }
 }
+
+/// The channel on which the projector says it committed a batch. The payload names the
+/// store the batch was written to (`Store::name`), so the query API wakes only the reads
+/// waiting on that store.
+pub const PROGRESS_CHANNEL: &str = "murima_progress";
+
+/// A store projections write and reads wait on, as progress notifications and health
+/// probes name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Postgres,
+    Mongo,
+    Elastic,
+    Redis,
+}
+
+impl Store {
+    pub const ALL: [Store; 4] = [Store::Postgres, Store::Mongo, Store::Elastic, Store::Redis];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Store::Postgres => "postgresql",
+            Store::Mongo => "mongodb",
+            Store::Elastic => "elasticsearch",
+            Store::Redis => "redis",
+        }
+    }
+}
