@@ -62,7 +62,9 @@ BEGIN
     IF p_case_number AND n > 0 THEN
         INSERT INTO eventstore.case_numbers AS c (tenant_id, last_number) VALUES (p_tenant, 1)
         ON CONFLICT (tenant_id) DO UPDATE SET last_number = c.last_number + 1
-        RETURNING 'CASE-' || lpad(c.last_number::TEXT, 6, '0') INTO v_number;
+        -- Six digits at least, all of them past 999,999 (lpad would cut them off).
+        RETURNING 'CASE-' || CASE WHEN c.last_number < 1000000 THEN lpad(c.last_number::TEXT, 6, '0')
+                                  ELSE c.last_number::TEXT END INTO v_number;
         v_envelopes[1] := jsonb_set(v_envelopes[1], '{payload,case_number}', to_jsonb(v_number));
     END IF;
 

@@ -114,6 +114,27 @@ async fn case_numbers_stay_unique_and_gapless_under_concurrent_opens() {
     assert_eq!(numbers, expected);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenants_millionth_case_keeps_every_digit_of_its_number() {
+    let app = TestApp::spawn().await;
+    sqlx::query("INSERT INTO eventstore.case_numbers (tenant_id, last_number) VALUES ($1, 999999)")
+        .bind(app.tenant_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let id = app.open_case("The millionth").await["id"].as_str().unwrap().to_owned();
+    let number: String = sqlx::query_scalar(
+        "SELECT envelope->'payload'->>'case_number' FROM eventstore.events
+         WHERE tenant_id = $1 AND stream_id = $2::uuid AND event_type = 'CaseOpened'",
+    )
+    .bind(app.tenant_id)
+    .bind(&id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(number, "CASE-1000000");
+}
+
 /// Each command API keeps folded stream states between commands; a second instance writing
 /// the same streams must never make the first decide on a stale state.
 #[tokio::test(flavor = "multi_thread")]
