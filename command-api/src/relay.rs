@@ -26,7 +26,8 @@ use anyhow::Context;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::postgres::PgConnection;
+use sqlx::{Connection, PgPool};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -50,6 +51,22 @@ pub struct Relay {
     partitions: i32,
     wake: Arc<Notify>,
     audit_every: Duration,
+}
+
+/// `relay_leading` is 1 while this process's relay holds the lock.
+struct Leading;
+
+impl Leading {
+    fn new() -> Self {
+        metrics::gauge!("relay_leading").set(1.0);
+        Leading
+    }
+}
+
+impl Drop for Leading {
+    fn drop(&mut self) {
+        metrics::gauge!("relay_leading").set(0.0);
+    }
 }
 
 struct Pending {
@@ -92,13 +109,16 @@ impl Relay {
         }
     }
 
-    /// Holds the relay lock on one connection and publishes while it holds it.
+    /// Holds the relay lock on a connection of its own and publishes while it holds it.
+    /// The connection is not from the pool: a pooled one would go back to the pool, lock
+    /// and all, when leading fails, and no relay anywhere could lead again. Dropped, it
+    /// closes, and PostgreSQL releases the lock (also when this process is killed).
     async fn lead(&self) -> anyhow::Result<()> {
-        let mut lock_conn = self.pool.acquire().await?;
+        let mut lock_conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
         loop {
             let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
                 .bind(RELAY_LOCK)
-                .fetch_one(&mut *lock_conn)
+                .fetch_one(&mut lock_conn)
                 .await?;
             if got {
                 break;
@@ -106,6 +126,7 @@ impl Relay {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         tracing::info!(topic = %self.topic, "relay leading");
+        let _leading = Leading::new();
         self.ensure_state().await?;
         let mut last_audit = Instant::now().checked_sub(self.audit_every).unwrap_or_else(Instant::now);
         let mut last_vacuum = Instant::now();
@@ -131,7 +152,7 @@ impl Relay {
                 Err(e) => tracing::warn!(error = %format!("{e:#}"), "publishing failed; will retry"),
             }
             // Keep the lock connection alive and wake on new commands or a short tick.
-            sqlx::query("SELECT 1").execute(&mut *lock_conn).await?;
+            sqlx::query("SELECT 1").execute(&mut lock_conn).await?;
             let woken = tokio::time::timeout(Duration::from_millis(250), self.wake.notified()).await;
             if woken.is_ok() {
                 // Let the commands committing alongside this one join the batch: one outbox

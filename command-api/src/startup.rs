@@ -24,6 +24,8 @@ pub struct Application {
 impl Application {
     /// Binds `settings.command_port` (0 picks a free port, as tests do).
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        // Before any task records a metric: one recorded without a recorder is lost.
+        runtime::metrics::install();
         let pool = runtime::db::connect_service(settings, 20, Some(settings.store_deadline)).await?;
         let wake = Arc::new(tokio::sync::Notify::new());
         let relay = Relay::new(

@@ -7,22 +7,66 @@
 //! and all, when the worker is dropped. Two workers applying the same events would still
 //! be correct (every store is version-guarded); the lease only keeps them from doing the
 //! work twice and from moving each other's checkpoints.
+//!
+//! The leases are shared out among the projector processes alive (`Share`): each process
+//! holds a membership lock, so the members are counted from `pg_locks`, and takes at most
+//! its fair share, `ceil(projections / members)`. A process that holds more than that
+//! (because another one joined) hands leases back one at a time between batches; one
+//! that holds fewer (because a member died) takes free ones. Nothing depends on the count
+//! being right: a stale count only moves work later.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, PgPool};
+use tokio::sync::Mutex;
+
+/// The first key of every membership lock (the two-key form, so `pg_locks` tells them
+/// apart from the one-key leases): "mu".
+const MEMBERSHIP_CLASS: i32 = 0x6d75;
 
 pub struct Lease {
     connection: PgConnection,
+    share: Arc<Share>,
+    projection: &'static str,
+    /// Whether this lease still counts in its share (not once it is being handed back).
+    counted: bool,
 }
 
 impl Lease {
-    /// Takes the lease of `group` if no other worker holds it. A standby keeps trying on
-    /// the same connection (`connection` is kept between attempts; None: open one).
+    /// Takes the lease of `group` if no other worker holds it and this process is below
+    /// its share. A standby keeps trying on the same connection (`connection` is kept
+    /// between attempts; None: open one).
     pub async fn try_take(
         pool: &PgPool,
         group: &str,
+        projection: &'static str,
+        share: &Arc<Share>,
         connection: &mut Option<PgConnection>,
     ) -> sqlx::Result<Option<Lease>> {
+        if !share.reserve() {
+            return Ok(None);
+        }
+        let taken = Self::lock(pool, group, connection).await;
+        match taken {
+            Ok(Some(connection)) => {
+                metrics::gauge!("projection_lease_held", "projection" => projection).set(1.0);
+                Ok(Some(Lease { connection, share: share.clone(), projection, counted: true }))
+            }
+            other => {
+                share.release();
+                other.map(|_| None)
+            }
+        }
+    }
+
+    async fn lock(
+        pool: &PgPool,
+        group: &str,
+        connection: &mut Option<PgConnection>,
+    ) -> sqlx::Result<Option<PgConnection>> {
         let mut conn = match connection.take() {
             Some(conn) => conn,
             None => PgConnection::connect_with(&pool.connect_options()).await?,
@@ -30,7 +74,7 @@ impl Lease {
         let key = crate::control::lock_key(&format!("lease.{group}"));
         let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut conn).await?;
         if taken {
-            return Ok(Some(Lease { connection: conn }));
+            return Ok(Some(conn));
         }
         *connection = Some(conn);
         Ok(None)
@@ -39,5 +83,131 @@ impl Lease {
     /// Whether the lease still holds: a session lock lasts as long as its connection.
     pub async fn holds(&mut self) -> bool {
         sqlx::query("SELECT 1").execute(&mut self.connection).await.is_ok()
+    }
+
+    /// Whether this lease should go to another projector because this process holds more
+    /// than its share. True for at most as many leases as the process holds too many; the
+    /// caller then finishes its batch and drops the lease.
+    pub fn hand_back(&mut self) -> bool {
+        if self.counted && self.share.give_up_one() {
+            self.counted = false;
+        }
+        !self.counted
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.counted {
+            self.share.release();
+        }
+        metrics::gauge!("projection_lease_held", "projection" => self.projection).set(0.0);
+    }
+}
+
+/// This process's part of the leases: how many it holds and how many projector processes
+/// share them.
+pub struct Share {
+    pool: PgPool,
+    leases: usize,
+    held: AtomicUsize,
+    members: AtomicUsize,
+    membership: Mutex<Option<PgConnection>>,
+}
+
+impl Share {
+    /// Joins the projectors that share `leases` leases, and counts them.
+    pub async fn join(pool: PgPool, leases: usize) -> sqlx::Result<Arc<Share>> {
+        let share = Arc::new(Share {
+            pool,
+            leases,
+            held: AtomicUsize::new(0),
+            members: AtomicUsize::new(1),
+            membership: Mutex::new(None),
+        });
+        share.renew().await?;
+        Ok(share)
+    }
+
+    /// Keeps the membership and the count of members current (a maintenance task).
+    pub async fn keep_up(self: Arc<Self>, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = self.renew().await {
+                tracing::warn!(error = %e, "cannot count the projectors sharing the leases");
+            }
+        }
+    }
+
+    /// Holds the membership lock (again, if its connection was lost) and counts members.
+    async fn renew(&self) -> sqlx::Result<()> {
+        let mut membership = self.membership.lock().await;
+        if let Some(conn) = membership.as_mut() {
+            if sqlx::query("SELECT 1").execute(&mut *conn).await.is_err() {
+                *membership = None;
+            }
+        }
+        if membership.is_none() {
+            let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
+            loop {
+                let random = *uuid::Uuid::new_v4().as_bytes();
+                let member = i32::from_be_bytes([random[0], random[1], random[2], random[3]]);
+                let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+                    .bind(MEMBERSHIP_CLASS)
+                    .bind(member)
+                    .fetch_one(&mut conn)
+                    .await?;
+                if taken {
+                    break;
+                }
+            }
+            *membership = Some(conn);
+        }
+        let conn = membership.as_mut().expect("held above");
+        let members: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks
+             WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = $1::oid
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .bind(MEMBERSHIP_CLASS)
+        .fetch_one(&mut *conn)
+        .await?;
+        let members = usize::try_from(members).unwrap_or(1).max(1);
+        self.members.store(members, Ordering::Relaxed);
+        metrics::gauge!("projector_members").set(members as f64);
+        Ok(())
+    }
+
+    /// The most leases this process should hold.
+    fn fair(&self) -> usize {
+        self.leases.div_ceil(self.members.load(Ordering::Relaxed).max(1))
+    }
+
+    /// Counts one more lease if this process is below its share.
+    fn reserve(&self) -> bool {
+        let fair = self.fair();
+        self.held
+            .fetch_update(
+                Ordering::AcqRel,
+                Ordering::Acquire,
+                |held| if held < fair { held.checked_add(1) } else { None },
+            )
+            .is_ok()
+    }
+
+    /// Counts one lease fewer if this process is above its share.
+    fn give_up_one(&self) -> bool {
+        let fair = self.fair();
+        self.held
+            .fetch_update(
+                Ordering::AcqRel,
+                Ordering::Acquire,
+                |held| if held > fair { held.checked_sub(1) } else { None },
+            )
+            .is_ok()
+    }
+
+    fn release(&self) {
+        let _ = self.held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| held.checked_sub(1));
     }
 }

@@ -8,6 +8,7 @@ use anyhow::Context;
 use runtime::Settings;
 use tokio::net::TcpListener;
 
+use crate::lease::Share;
 use crate::parking::ParkingLot;
 use crate::stores::{ProjectionName, Stores};
 use crate::worker::Worker;
@@ -16,23 +17,28 @@ pub struct Application {
     port: u16,
     listener: TcpListener,
     workers: Vec<Worker>,
+    share: Arc<Share>,
     stores: Stores,
     statistics_every: Duration,
 }
 
 impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        // Before any task records a metric: one recorded without a recorder is lost.
+        runtime::metrics::install();
         let stores = Stores::connect(settings, 24).await?;
         runtime::kafka::ensure_topic(&settings.kafka_brokers, &settings.kafka_topic, settings.kafka_partitions).await?;
 
         let parking = Arc::new(ParkingLot::new(stores.pool.clone()));
+        let share = Share::join(stores.pool.clone(), ProjectionName::ALL.len()).await?;
         let mut workers = Vec::new();
         for name in ProjectionName::ALL {
-            workers.push(Worker::new(stores.projection(name).await?, parking.clone(), stores.pool.clone(), settings));
+            let projection = stores.projection(name).await?;
+            workers.push(Worker::new(projection, parking.clone(), stores.pool.clone(), share.clone(), settings));
         }
 
         let (listener, port) = runtime::http::bind(&settings.host, settings.projector_port).await?;
-        Ok(Self { port, listener, workers, stores, statistics_every: settings.statistics_refresh })
+        Ok(Self { port, listener, workers, share, stores, statistics_every: settings.statistics_refresh })
     }
 
     pub fn port(&self) -> u16 {
@@ -54,6 +60,7 @@ impl Application {
             });
         }
         let mut maintenance = tokio::task::JoinSet::new();
+        maintenance.spawn(self.share.keep_up(Duration::from_secs(2)));
         let pool = self.stores.pool.clone();
         maintenance.spawn(crate::maintenance::maintain_partitions(pool.clone(), Duration::from_secs(3600)));
         maintenance.spawn(crate::maintenance::refresh_statistics(

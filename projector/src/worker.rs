@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::event::Event;
-use crate::lease::Lease;
+use crate::lease::{Lease, Share};
 use crate::log_cursor::{LogCursor, Verdict};
 use crate::parking::{ParkingLot, StreamKey};
 use crate::projection::{ApplyError, Checkpoint, LogPosition, Projection};
@@ -58,6 +58,8 @@ pub struct Worker {
     fetch_wait: Duration,
     /// Longest one attempt at a batch may take before it counts as the store's trouble.
     apply_deadline: Duration,
+    /// This process's part of the leases (see `lease`).
+    share: Arc<Share>,
 }
 
 /// A store did not answer (or answered trouble) while a worker applied a batch: the
@@ -84,6 +86,8 @@ enum Restart {
     Stalled(String),
     #[error("the lease's database connection was lost")]
     LeaseLost,
+    #[error("this projector holds more than its share of the leases; another one takes this")]
+    HandedBack,
     #[error("{0:#}")]
     Failed(#[from] anyhow::Error),
 }
@@ -94,6 +98,7 @@ impl Restart {
             Restart::Gap { .. } => "gap",
             Restart::Stalled(_) => "stalled",
             Restart::LeaseLost => "lease_lost",
+            Restart::HandedBack => "handed_back",
             Restart::Failed(_) => "failed",
         }
     }
@@ -118,6 +123,7 @@ impl Worker {
         projection: Arc<dyn Projection>,
         parking: Arc<ParkingLot>,
         pool: PgPool,
+        share: Arc<Share>,
         settings: &runtime::Settings,
     ) -> Self {
         let group = format!("{}.{}", settings.kafka_group_prefix, projection.name());
@@ -130,6 +136,7 @@ impl Worker {
             group,
             fetch_wait: settings.kafka_fetch_wait,
             apply_deadline: settings.apply_deadline,
+            share,
         }
     }
 
@@ -170,6 +177,10 @@ impl Worker {
                     tracing::info!(projection = name, "projection stopped");
                     return Ok(());
                 }
+                Err(Restart::HandedBack) => {
+                    tracing::info!(projection = name, "lease handed back to another projector");
+                    metrics::counter!("projection_leases_handed_back_total", "projection" => name).increment(1);
+                }
                 Err(restart) => {
                     tracing::warn!(projection = name, reason = restart.reason(), error = %restart, "restarting the consumer");
                     metrics::counter!("projection_consumer_restarts_total", "projection" => name, "reason" => restart.reason())
@@ -196,12 +207,12 @@ impl Worker {
             if *stop.borrow() {
                 return None;
             }
-            match Lease::try_take(&self.pool, &self.group, &mut connection).await {
+            match Lease::try_take(&self.pool, &self.group, self.projection.name(), &self.share, &mut connection).await {
                 Ok(Some(lease)) => return Some(lease),
                 Ok(None) if !said => {
                     tracing::info!(
                         projection = self.projection.name(),
-                        "another projector runs this projection; standing by"
+                        "another projector runs this projection, or this one runs its share; standing by"
                     );
                     said = true;
                 }
@@ -415,6 +426,9 @@ impl Worker {
     ) -> Result<(), Restart> {
         if !lease.holds().await {
             return Err(Restart::LeaseLost);
+        }
+        if lease.hand_back() {
+            return Err(Restart::HandedBack);
         }
         let topic = self.topic.clone();
         let expected = cursor.expected();

@@ -26,6 +26,7 @@ mod parking;
 mod projector_crash;
 mod query_plans;
 mod read_models;
+mod scale_out;
 mod searching;
 mod security_audit;
 mod security_credentials;
