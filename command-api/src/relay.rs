@@ -300,6 +300,10 @@ impl Relay {
         tracing::warn!(topic = %self.topic, %shortfall, "the broker lost the event log; republishing the journal");
         runtime::kafka::ensure_topic(&self.brokers, &self.topic, self.partitions).await?;
         let mut tx = self.pool.begin().await?;
+        // The command API's statements are bounded by the store deadline; re-queuing a
+        // whole journal may rightly take longer (250,000 events took over 5 s here), and
+        // cancelled, it would be retried and cancelled for ever while nothing is relayed.
+        sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await?;
         sqlx::query(
             "INSERT INTO eventstore.outbox (position) SELECT position FROM eventstore.events ON CONFLICT DO NOTHING",
         )

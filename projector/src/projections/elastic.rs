@@ -107,7 +107,21 @@ static CUSTOM_FIELDS_AS_KEYWORDS: std::sync::LazyLock<Value> = std::sync::LazyLo
 });
 
 /// The index templates (§4.3.1): name and body, one per searchable entity.
+///
+/// Each has a priority of its own: Elasticsearch refuses two templates of one priority
+/// whose patterns could both match some name, and `tenant-*-cases-*` and
+/// `tenant-*-interactions-*` both match `tenant-a-interactions-b-cases-c`. (The local
+/// stand-in accepted them; Elasticsearch 8 and noida-db refuse the second one.) A real
+/// index name matches one pattern only, so the order of the priorities changes nothing.
 pub fn templates() -> Vec<(&'static str, Value)> {
+    let mut templates = entity_templates();
+    for (priority, (_, body)) in (100u64..).zip(templates.iter_mut()) {
+        body["priority"] = json!(priority);
+    }
+    templates
+}
+
+fn entity_templates() -> Vec<(&'static str, Value)> {
     vec![
         (
             "murima-tenant-cases",
@@ -1123,6 +1137,14 @@ mod tests {
 
     use super::*;
     use crate::event::test_event;
+
+    /// Elasticsearch refuses overlapping patterns of one priority (see `templates`).
+    #[test]
+    fn every_index_template_has_a_priority_of_its_own() {
+        let priorities: Vec<u64> = templates().iter().map(|(_, body)| body["priority"].as_u64().unwrap()).collect();
+        let distinct: HashSet<u64> = priorities.iter().copied().collect();
+        assert_eq!(distinct.len(), priorities.len(), "{priorities:?}");
+    }
 
     #[test]
     fn a_note_is_folded_from_its_events_and_kept_when_deleted() {
