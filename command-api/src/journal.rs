@@ -221,7 +221,7 @@ impl Journal {
     pub async fn execute<A: Aggregate>(
         &self,
         cmd: Command<'_>,
-        decide: impl FnOnce(Option<&A>, Looked) -> Result<Vec<A::Event>, DomainError>,
+        decide: impl FnMut(Option<&A>, Looked) -> Result<Vec<A::Event>, DomainError>,
     ) -> Result<Recorded, JournalError> {
         match self.try_execute::<A>(&cmd, decide).await {
             Err(e @ (JournalError::Conflict { .. } | JournalError::Rejected { .. })) => {
@@ -284,17 +284,25 @@ impl Journal {
     async fn try_execute<A: Aggregate>(
         &self,
         cmd: &Command<'_>,
-        decide: impl FnOnce(Option<&A>, Looked) -> Result<Vec<A::Event>, DomainError>,
+        mut decide: impl FnMut(Option<&A>, Looked) -> Result<Vec<A::Event>, DomainError>,
     ) -> Result<Recorded, JournalError> {
         if let Lookup::Nothing | Lookup::CaseNumber = cmd.lookup {
             let mut conn = self.pool.acquire().await?;
+            if let Some(recorded) = self.append_on_cache::<A>(&mut conn, cmd, &mut decide).await? {
+                return Ok(recorded);
+            }
+            let epoch = self.cache.epoch();
             let (state, current) = load::<A>(&mut conn, &self.cache, cmd.tenant_id, cmd.stream_id).await?;
             expect_version(cmd, current)?;
             let number = matches!(cmd.lookup, Lookup::CaseNumber) && current == 0;
             let looked = Looked { case_number: number.then(|| PENDING_CASE_NUMBER.to_owned()) };
             let new_events =
                 decide(state.as_ref(), looked).map_err(|error| JournalError::Rejected { error, current })?;
-            return self.append::<A>(&mut conn, cmd, current, &new_events, number).await.map(Appended::into_recorded);
+            let appended = self.append::<A>(&mut conn, cmd, current, &new_events, number).await?;
+            if !number {
+                self.remember(epoch, cmd, &appended, state, &new_events);
+            }
+            return Ok(appended.into_recorded());
         }
         let mut tx = self.pool.begin().await?;
         let (state, current) = load::<A>(&mut tx, &self.cache, cmd.tenant_id, cmd.stream_id).await?;
@@ -314,6 +322,64 @@ impl Journal {
                 Ok(recorded)
             }
         }
+    }
+
+    /// The command decided on what this process already knows of the stream, its cached
+    /// state or, uncached, a stream not begun (so opening one reads nothing), and
+    /// appended in one round trip: `eventstore.append` checks the version, so a stale
+    /// guess appends nothing. None when the guess does not hold (the stream moved on, or
+    /// the command's expected version or `decide` disagree with the guess): the caller
+    /// then reads the stream and decides again, so a refusal is always given on the
+    /// journal's state, never on a stale one.
+    async fn append_on_cache<A: Aggregate>(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        cmd: &Command<'_>,
+        decide: &mut impl FnMut(Option<&A>, Looked) -> Result<Vec<A::Event>, DomainError>,
+    ) -> Result<Option<Recorded>, JournalError> {
+        let epoch = self.cache.epoch();
+        let (state, current) = self.cache.get::<A>(cmd.tenant_id, cmd.stream_id).unwrap_or((None, 0));
+        if expect_version(cmd, current).is_err() {
+            return Ok(None);
+        }
+        let number = matches!(cmd.lookup, Lookup::CaseNumber) && current == 0;
+        let looked = Looked { case_number: number.then(|| PENDING_CASE_NUMBER.to_owned()) };
+        let Ok(new_events) = decide(state.as_ref(), looked) else { return Ok(None) };
+        match self.append::<A>(conn, cmd, current, &new_events, number).await {
+            Ok(appended) => {
+                // A new case's number is written by the append: its cached state would
+                // hold the placeholder, so the next command reads the stream once.
+                if !number {
+                    self.remember(epoch, cmd, &appended, state, &new_events);
+                }
+                Ok(Some(appended.into_recorded()))
+            }
+            Err(JournalError::Conflict { current: None, .. }) => {
+                metrics::counter!("command_cache_misses_total", "stream_type" => A::STREAM.as_str()).increment(1);
+                Ok(None)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Keeps the stream's state after a new append, so the next command on it reads
+    /// nothing (unless an invalidation came in since `epoch`).
+    fn remember<A: Aggregate>(
+        &self,
+        epoch: u64,
+        cmd: &Command<'_>,
+        appended: &Appended,
+        mut state: Option<A>,
+        events: &[A::Event],
+    ) {
+        let Appended::New(recorded) = appended else { return };
+        if events.is_empty() {
+            return;
+        }
+        for event in events {
+            state = A::evolve(state, event);
+        }
+        self.cache.put_unless_invalidated(epoch, cmd.tenant_id, cmd.stream_id, recorded.version, state);
     }
 
     /// Appends `events` at `current` with `eventstore.append` (one statement), and the

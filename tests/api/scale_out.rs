@@ -160,3 +160,48 @@ async fn two_of_each_service_share_the_work_and_survive_losing_one_of_each() {
     assert_eq!(projected as usize, opened.len(), "an acknowledged case is missing from PostgreSQL");
     app.assert_counters_match_postgres().await;
 }
+
+/// Each command API decides on its cached copy of a stream and lets the append's version
+/// check catch a stale one: a command refused or allowed on the journal's state is
+/// refused or allowed the same, whichever API another change went through.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_api_with_a_stale_copy_of_a_case_decides_on_the_journal() {
+    let app = TestApp::spawn().await;
+    let other = ServiceProcess::start("command-api", &app.settings).await;
+    let id = app.open_case("Kept in two caches").await["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/cases/{id}");
+    let via = |url: &str, method: reqwest::Method, path: &str, body: Value| {
+        app.http.request(method, format!("{url}{path}")).bearer_auth(&app.token).json(&body).send()
+    };
+    // This API now holds the case at version 2.
+    let r = app.command(reqwest::Method::PATCH, &path, &app.token, Some(json!({ "priority": "urgent" }))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // The other API closes it: this one's copy is stale, and a change must be refused.
+    let closed = via(&other.url, reqwest::Method::POST, &format!("{path}/status"), json!({ "status": "closed" }));
+    assert_eq!(closed.await.unwrap().status(), StatusCode::OK);
+    let r = app.command(reqwest::Method::PATCH, &path, &app.token, Some(json!({ "priority": "low" }))).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT, "a change to a case closed through another API");
+    let problem: Value = r.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("closed"), "{problem}");
+
+    // Reopened there, the change is allowed here, at the journal's next version.
+    let reopened = via(&other.url, reqwest::Method::POST, &format!("{path}/status"), json!({ "status": "open" }));
+    assert_eq!(reopened.await.unwrap().status(), StatusCode::OK);
+    let r = app.command(reqwest::Method::PATCH, &path, &app.token, Some(json!({ "priority": "low" }))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["version"], 5, "{answer}");
+    // And the next one, decided on the copy this API just kept, follows on.
+    let r = app.command(reqwest::Method::PATCH, &path, &app.token, Some(json!({ "priority": "high" }))).await;
+    assert_eq!(r.json::<Value>().await.unwrap()["version"], 6);
+    let versions: Vec<i64> = sqlx::query_scalar(
+        "SELECT stream_version FROM eventstore.events WHERE tenant_id = $1 AND stream_id = $2 ORDER BY 1",
+    )
+    .bind(app.tenant_id)
+    .bind(id.parse::<Uuid>().unwrap())
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(versions, (1..=6).collect::<Vec<i64>>());
+}

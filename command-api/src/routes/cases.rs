@@ -121,16 +121,16 @@ async fn open(
     let reply = super::execute::<case::Case>(&state, command, StatusCode::CREATED, |s, looked| {
         let cmd = CaseCommand::Open(OpenCase {
             case_number: looked.case_number.unwrap_or_default(),
-            case_type,
-            assignee,
-            title: body.title,
-            description: body.description,
-            priority: body.priority,
+            case_type: case_type.clone(),
+            assignee: assignee.clone(),
+            title: body.title.clone(),
+            description: body.description.clone(),
+            priority: body.priority.clone(),
             case_type_id: body.case_type_id,
             assigned_to: body.assigned_to,
             due_date: body.due_date,
-            tags: body.tags,
-            custom_fields: body.custom_fields,
+            tags: body.tags.clone(),
+            custom_fields: body.custom_fields.clone(),
         });
         case::decide(s, cmd, Context { actor: caller.user_id, now: Utc::now() })
     })
@@ -362,7 +362,7 @@ async fn run(
     let command =
         Command { ctx, tenant_id: caller.tenant_id, stream_id: id, request_hash: hash, lookup: Lookup::Nothing };
     super::execute::<case::Case>(&state, command, StatusCode::OK, |s, _| {
-        case::decide(s, cmd, Context { actor: caller.user_id, now: Utc::now() })
+        case::decide(s, cmd.clone(), Context { actor: caller.user_id, now: Utc::now() })
     })
     .await
 }

@@ -147,7 +147,7 @@ async fn run(
     cmd: ChannelCommand,
 ) -> Result<CommandReply, ApiError> {
     super::execute_in_tenant::<channel::Channel>(state, ctx, id, hash, lookup, success, |s| {
-        channel::decide(s, cmd, Utc::now())
+        channel::decide(s, cmd.clone(), Utc::now())
     })
     .await
 }
@@ -191,7 +191,7 @@ async fn record_interaction(
         occurred_at: body.occurred_at,
     };
     super::execute::<interaction::Interaction>(&state, command, StatusCode::CREATED, |s, _| {
-        interaction::decide(s, cmd, caller.user_id, Utc::now())
+        interaction::decide(s, cmd.clone(), caller.user_id, Utc::now())
     })
     .await
 }

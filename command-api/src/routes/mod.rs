@@ -212,7 +212,7 @@ pub(crate) async fn execute<A: Aggregate>(
     state: &AppState,
     command: Command<'_>,
     success: StatusCode,
-    decide: impl FnOnce(Option<&A>, crate::journal::Looked) -> Result<Vec<A::Event>, DomainError>,
+    decide: impl FnMut(Option<&A>, crate::journal::Looked) -> Result<Vec<A::Event>, DomainError>,
 ) -> Result<CommandReply, ApiError> {
     Ok(CommandReply::new(state.journal.execute::<A>(command, decide).await?, success))
 }
@@ -226,7 +226,7 @@ pub(crate) async fn execute_in_tenant<A: Aggregate>(
     request_hash: String,
     lookup: Lookup,
     success: StatusCode,
-    decide: impl FnOnce(Option<&A>) -> Result<Vec<A::Event>, DomainError>,
+    mut decide: impl FnMut(Option<&A>) -> Result<Vec<A::Event>, DomainError>,
 ) -> Result<CommandReply, ApiError> {
     ensure_active_tenant(state, ctx.caller.tenant_id).await?;
     let command = Command { ctx, tenant_id: ctx.caller.tenant_id, stream_id, request_hash, lookup };

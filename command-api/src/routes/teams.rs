@@ -132,6 +132,8 @@ async fn run(
     success: StatusCode,
     cmd: TeamCommand,
 ) -> Result<CommandReply, ApiError> {
-    super::execute_in_tenant::<team::Team>(state, ctx, id, hash, lookup, success, |s| team::decide(s, cmd, Utc::now()))
-        .await
+    super::execute_in_tenant::<team::Team>(state, ctx, id, hash, lookup, success, |s| {
+        team::decide(s, cmd.clone(), Utc::now())
+    })
+    .await
 }

@@ -232,9 +232,10 @@ async fn create(
         last_name: body.last_name,
         role: body.role,
     });
-    let reply =
-        super::execute::<user::User>(&state, command, StatusCode::CREATED, |s, _| user::decide(s, cmd, Utc::now()))
-            .await?;
+    let reply = super::execute::<user::User>(&state, command, StatusCode::CREATED, |s, _| {
+        user::decide(s, cmd.clone(), Utc::now())
+    })
+    .await?;
     let location = format!("/v1/users/{}", reply.recorded.id);
     Ok(reply.at(location))
 }
@@ -530,7 +531,7 @@ async fn run(
     cmd: UserCommand,
 ) -> Result<CommandReply, ApiError> {
     super::execute_in_tenant::<user::User>(state, ctx, id, hash, lookup, StatusCode::OK, |s| {
-        user::decide(s, cmd, Utc::now())
+        user::decide(s, cmd.clone(), Utc::now())
     })
     .await
 }
