@@ -13,7 +13,10 @@
 //! its fair share, `ceil(projections / members)`. A process that holds more than that
 //! (because another one joined) hands leases back one at a time between batches; one
 //! that holds fewer (because a member died) takes free ones. Nothing depends on the count
-//! being right: a stale count only moves work later.
+//! being right: a stale count only moves work later. Members are counted per projection
+//! instance (group prefix and topic), so other instances on the same database do not
+//! shrink this one's share, and a stopping projector leaves before it lets go of its
+//! leases, so the others take them at once.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,9 +26,9 @@ use sqlx::postgres::PgConnection;
 use sqlx::{Connection, PgPool};
 use tokio::sync::Mutex;
 
-/// The first key of every membership lock (the two-key form, so `pg_locks` tells them
-/// apart from the one-key leases): "mu".
-const MEMBERSHIP_CLASS: i32 = 0x6d75;
+/// How long a check of a lease or of the membership may take: a connection that does not
+/// answer in that time counts as lost (a half-open TCP connection would hang for ever).
+const CHECK_DEADLINE: Duration = Duration::from_secs(5);
 
 pub struct Lease {
     connection: PgConnection,
@@ -82,7 +85,8 @@ impl Lease {
 
     /// Whether the lease still holds: a session lock lasts as long as its connection.
     pub async fn holds(&mut self) -> bool {
-        sqlx::query("SELECT 1").execute(&mut self.connection).await.is_ok()
+        let check = sqlx::query("SELECT 1").execute(&mut self.connection);
+        matches!(tokio::time::timeout(CHECK_DEADLINE, check).await, Ok(Ok(_)))
     }
 
     /// Whether this lease should go to another projector because this process holds more
@@ -109,6 +113,11 @@ impl Drop for Lease {
 /// share them.
 pub struct Share {
     pool: PgPool,
+    /// The first key of this instance's membership locks (the two-key form, so `pg_locks`
+    /// tells them apart from the one-key leases).
+    class: i32,
+    /// Set once the process stops: the membership is not renewed again.
+    left: std::sync::atomic::AtomicBool,
     leases: usize,
     held: AtomicUsize,
     members: AtomicUsize,
@@ -116,10 +125,14 @@ pub struct Share {
 }
 
 impl Share {
-    /// Joins the projectors that share `leases` leases, and counts them.
-    pub async fn join(pool: PgPool, leases: usize) -> sqlx::Result<Arc<Share>> {
+    /// Joins the projectors of one projection instance (`instance`: its group prefix and
+    /// topic) that share `leases` leases, and counts them.
+    pub async fn join(pool: PgPool, instance: &str, leases: usize) -> anyhow::Result<Arc<Share>> {
+        let key = crate::control::lock_key(&format!("members.{instance}")).to_be_bytes();
         let share = Arc::new(Share {
             pool,
+            class: i32::from_be_bytes([key[0], key[1], key[2], key[3]]),
+            left: std::sync::atomic::AtomicBool::new(false),
             leases,
             held: AtomicUsize::new(0),
             members: AtomicUsize::new(1),
@@ -129,19 +142,48 @@ impl Share {
         Ok(share)
     }
 
+    /// Leaves the membership (a stopping projector, before its workers let go of their
+    /// leases): the others count one member fewer and take the leases as they come free.
+    pub async fn leave(&self) {
+        self.left.store(true, Ordering::Release);
+        if let Some(conn) = self.membership.lock().await.take() {
+            let _ = tokio::time::timeout(CHECK_DEADLINE, conn.close()).await;
+        }
+    }
+
     /// Keeps the membership and the count of members current (a maintenance task).
     pub async fn keep_up(self: Arc<Self>, every: Duration) {
         loop {
             tokio::time::sleep(every).await;
+            if self.left.load(Ordering::Acquire) {
+                return;
+            }
             if let Err(e) = self.renew().await {
                 tracing::warn!(error = %e, "cannot count the projectors sharing the leases");
             }
         }
     }
 
-    /// Holds the membership lock (again, if its connection was lost) and counts members.
-    async fn renew(&self) -> sqlx::Result<()> {
+    /// Holds the membership lock (again, if its connection was lost) and counts members,
+    /// within `CHECK_DEADLINE`.
+    async fn renew(&self) -> anyhow::Result<()> {
+        match tokio::time::timeout(CHECK_DEADLINE, self.try_renew()).await {
+            Ok(renewed) => renewed.map_err(Into::into),
+            Err(_) => {
+                // The connection may be wedged: the next renewal opens another.
+                if let Ok(mut membership) = self.membership.try_lock() {
+                    *membership = None;
+                }
+                anyhow::bail!("the membership check did not answer within {CHECK_DEADLINE:?}")
+            }
+        }
+    }
+
+    async fn try_renew(&self) -> sqlx::Result<()> {
         let mut membership = self.membership.lock().await;
+        if self.left.load(Ordering::Acquire) {
+            return Ok(());
+        }
         if let Some(conn) = membership.as_mut() {
             if sqlx::query("SELECT 1").execute(&mut *conn).await.is_err() {
                 *membership = None;
@@ -153,7 +195,7 @@ impl Share {
                 let random = *uuid::Uuid::new_v4().as_bytes();
                 let member = i32::from_be_bytes([random[0], random[1], random[2], random[3]]);
                 let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
-                    .bind(MEMBERSHIP_CLASS)
+                    .bind(self.class)
                     .bind(member)
                     .fetch_one(&mut conn)
                     .await?;
@@ -169,7 +211,7 @@ impl Share {
              WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = $1::oid
                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         )
-        .bind(MEMBERSHIP_CLASS)
+        .bind(self.class)
         .fetch_one(&mut *conn)
         .await?;
         let members = usize::try_from(members).unwrap_or(1).max(1);

@@ -30,7 +30,8 @@ impl Application {
         runtime::kafka::ensure_topic(&settings.kafka_brokers, &settings.kafka_topic, settings.kafka_partitions).await?;
 
         let parking = Arc::new(ParkingLot::new(stores.pool.clone()));
-        let share = Share::join(stores.pool.clone(), ProjectionName::ALL.len()).await?;
+        let instance = format!("{}.{}", settings.kafka_group_prefix, settings.kafka_topic);
+        let share = Share::join(stores.pool.clone(), &instance, ProjectionName::ALL.len()).await?;
         let mut workers = Vec::new();
         for name in ProjectionName::ALL {
             let projection = stores.projection(name).await?;
@@ -60,7 +61,7 @@ impl Application {
             });
         }
         let mut maintenance = tokio::task::JoinSet::new();
-        maintenance.spawn(self.share.keep_up(Duration::from_secs(2)));
+        maintenance.spawn(self.share.clone().keep_up(Duration::from_secs(2)));
         let pool = self.stores.pool.clone();
         maintenance.spawn(crate::maintenance::maintain_partitions(pool.clone(), Duration::from_secs(3600)));
         maintenance.spawn(crate::maintenance::refresh_statistics(
@@ -75,6 +76,7 @@ impl Application {
         let router = runtime::http::with_common_layers("projector", admin, 64 * 1024, probes);
         tracing::info!(port = self.port, "projector health endpoint listening");
         let served = runtime::http::serve(self.listener, router).await;
+        self.share.leave().await;
         let _ = stop.send(true);
         let drained =
             tokio::time::timeout(Duration::from_secs(20), async { while workers.join_next().await.is_some() {} }).await;

@@ -205,3 +205,22 @@ async fn a_command_api_with_a_stale_copy_of_a_case_decides_on_the_journal() {
     .unwrap();
     assert_eq!(versions, (1..=6).collect::<Vec<i64>>());
 }
+
+/// Projectors share the leases of their own projection instance (group prefix and
+/// topic) only: another instance on the same database does not shrink their share.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_projection_instance_on_the_same_database_leaves_this_ones_share_alone() {
+    // Processes: in-process projectors of parallel tests would share one metrics recorder.
+    let app = TestApp::spawn_processes().await;
+    let mut other = app.settings.clone();
+    other.kafka_group_prefix = format!("{}.other", app.settings.kafka_group_prefix);
+    let other = ServiceProcess::start("projector", &other).await;
+    eventually("the other instance to run every projection", || async {
+        (leases(&app.http, &other.url).await.len() == 7).then_some(())
+    })
+    .await;
+    // Counted a second member, this instance would hand back three of its seven.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(leases(&app.http, &app.projector_url).await.len(), 7);
+    assert_eq!(leases(&app.http, &other.url).await.len(), 7);
+}
