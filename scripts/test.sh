@@ -9,12 +9,8 @@ ROOT=$PWD
 scripts/lint.sh
 scripts/stack.sh start
 
-# Each test makes its own database; drop those of earlier runs on this machine (not one
-# a test run going on beside this one still uses).
-psql -h 127.0.0.1 -U postgres -d postgres -Atc \
-  "SELECT datname FROM pg_database d WHERE datname LIKE 'murima_test_%'
-     AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)" |
-  while read -r db; do psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$db\"" || true; done
+# Each test makes its own databases; drop those of earlier runs on this machine.
+scripts/stack.sh prune
 
 # The crash tests run the service binaries as processes (to SIGKILL them): build them
 # first, with the same profile as the tests.
