@@ -40,6 +40,9 @@ const VACUUM_EVERY_ROWS: usize = 2_000;
 const VACUUM_EVERY: Duration = Duration::from_secs(10);
 /// How long a woken relay waits for more commands before reading the outbox.
 const COALESCE: Duration = Duration::from_millis(3);
+/// The tables the relay vacuums itself (`vacuum_queues`); the command API's role owns them
+/// (migration 20261206150000), since PostgreSQL skips a vacuum by anyone else.
+pub const QUEUE_TABLES: [&str; 3] = ["eventstore.outbox", "eventstore.case_numbers", "eventstore.relay_state"];
 /// Only one relay publishes at a time; others wait on this advisory lock as standbys.
 const RELAY_LOCK: i64 = 0x6d75_7269_6d61_0001;
 
@@ -167,7 +170,7 @@ impl Relay {
     /// tens of thousands within autovacuum's one-minute nap; that walk was the biggest cost
     /// of the write path). The relay vacuums its queue tables itself, often and cheaply.
     async fn vacuum_queues(&self) {
-        for table in ["eventstore.outbox", "eventstore.case_numbers", "eventstore.relay_state"] {
+        for table in QUEUE_TABLES {
             if let Err(e) = sqlx::query(&format!("VACUUM {table}")).execute(&self.pool).await {
                 tracing::warn!(table, error = %e, "vacuuming a queue table failed");
             }

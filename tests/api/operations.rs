@@ -634,3 +634,33 @@ async fn an_elasticsearch_mapping_migration_swaps_indices_without_losing_a_docum
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+/// The relay vacuums its queue tables as the command API's role. PostgreSQL skips a
+/// vacuum by a role that does not own the table, with only a notice: every one of the
+/// relay's vacuums was skipped so, and dead outbox rows piled up until autovacuum.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_relays_vacuums_of_its_queue_tables_are_not_skipped() {
+    use sqlx::Connection;
+    let app = TestApp::spawn().await;
+    let as_command = runtime::db::as_role(&app.settings.database_url, "murima_command");
+    let mut command = sqlx::PgConnection::connect(&as_command).await.expect("connect as the command API's role");
+    for table in command_api::relay::QUEUE_TABLES {
+        let (schema, name) = table.split_once('.').unwrap();
+        let vacuums = || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT vacuum_count FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = $2",
+            )
+            .bind(schema)
+            .bind(name)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+        };
+        let before = vacuums().await;
+        sqlx::query(&format!("VACUUM {table}")).execute(&mut command).await.unwrap();
+        eventually(&format!("a vacuum of {table} by the command API's role to count"), || async {
+            (vacuums().await > before).then_some(())
+        })
+        .await;
+    }
+}
