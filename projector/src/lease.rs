@@ -227,26 +227,18 @@ impl Share {
 
     /// Counts one more lease if this process is below its share.
     fn reserve(&self) -> bool {
-        let fair = self.fair();
-        self.held
-            .fetch_update(
-                Ordering::AcqRel,
-                Ordering::Acquire,
-                |held| if held < fair { held.checked_add(1) } else { None },
-            )
-            .is_ok()
+        self.step(|held, fair| if held < fair { held.checked_add(1) } else { None })
     }
 
     /// Counts one lease fewer if this process is above its share.
     fn give_up_one(&self) -> bool {
+        self.step(|held, fair| if held > fair { held.checked_sub(1) } else { None })
+    }
+
+    /// Moves the count of held leases as `next(held, fair)` says, atomically (None: not).
+    fn step(&self, next: impl Fn(usize, usize) -> Option<usize>) -> bool {
         let fair = self.fair();
-        self.held
-            .fetch_update(
-                Ordering::AcqRel,
-                Ordering::Acquire,
-                |held| if held > fair { held.checked_sub(1) } else { None },
-            )
-            .is_ok()
+        self.held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| next(held, fair)).is_ok()
     }
 
     fn release(&self) {
