@@ -37,6 +37,7 @@ impl Application {
             redis: redis.clone(),
             keys: JwtKeys::new(&settings.jwt_secret),
             read_wait: settings.read_wait,
+            viewer_window: settings.viewer_window,
             postgres_projection: format!("{}.postgres", settings.kafka_group_prefix),
             field_visibility: Default::default(),
         };

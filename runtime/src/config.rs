@@ -49,6 +49,9 @@ pub struct Settings {
     /// How long the command API keeps an Idempotency-Key's answer (`MURIMA_IDEMPOTENCY_HOURS`,
     /// 48 by default); older records answer nobody and are purged.
     pub idempotency_ttl: Duration,
+    /// How long a case viewer stays listed after their last read or heartbeat
+    /// (`MURIMA_VIEWER_WINDOW_SECS`, 60 by default).
+    pub viewer_window: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +121,7 @@ impl Settings {
             trusted_proxies: trusted_proxies()?,
             rate_limits: crate::limits::Limits::from_env()?,
             idempotency_ttl: idempotency_ttl()?,
+            viewer_window: viewer_window()?,
         })
     }
 }
@@ -129,6 +133,15 @@ fn idempotency_ttl() -> anyhow::Result<Duration> {
         anyhow::bail!("MURIMA_IDEMPOTENCY_HOURS must be 1 to 8760 hours, not {hours}");
     }
     Ok(Duration::from_secs(hours.saturating_mul(3600)))
+}
+
+/// `MURIMA_VIEWER_WINDOW_SECS`: 1 to 3600 seconds, 60 by default.
+fn viewer_window() -> anyhow::Result<Duration> {
+    let secs: u64 = parse("MURIMA_VIEWER_WINDOW_SECS", "60")?;
+    if !(1..=3600).contains(&secs) {
+        anyhow::bail!("MURIMA_VIEWER_WINDOW_SECS must be 1 to 3600 seconds, not {secs}");
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 fn jwt_secret() -> anyhow::Result<String> {

@@ -86,9 +86,11 @@ impl Tenancy {
         self.redis_key(&format!("user:{user_id}:permissions"))
     }
 
-    /// Set (seed §2.3.2): who is looking at a case now; 5 minutes.
+    /// Sorted set (seed §2.3.2's viewers set, with an expiry per member): who is looking
+    /// at a case, each user scored by the unix milliseconds of their last read or
+    /// heartbeat; a member older than the viewer window is no longer a viewer.
     pub fn redis_case_viewers(&self, case_id: Uuid) -> String {
-        self.redis_key(&format!("case:{case_id}:viewers"))
+        self.redis_key(&format!("case:{case_id}:viewing"))
     }
 
     /// String (seed §2.3.2): a lock on a resource; 30 seconds.

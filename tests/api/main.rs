@@ -23,6 +23,7 @@ mod notes;
 mod openapi;
 mod operations;
 mod parking;
+mod presence;
 mod projector_crash;
 mod query_plans;
 mod read_models;

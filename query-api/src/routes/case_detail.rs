@@ -74,7 +74,7 @@ async fn detail(
     let mut case = cached_case(&state, caller, id, wanted).await?;
     state.field_visibility.case_rules(&state.mongo, tenant).await.strip_case(caller, &mut case);
     let related = Related::load(&state, caller, id).await?;
-    super::presence::record_view(&state, caller, id).await;
+    super::presence::record_view(&state, caller, Some(id)).await;
 
     case["interactions"] = related.interactions;
     case["tasks"] = related.tasks;
@@ -106,6 +106,11 @@ pub async fn held_version(pool: sqlx::PgPool, caller: Caller, schema: String, ca
 
 /// The case row, from the cache when it is at least as new as anything seen, else from
 /// PostgreSQL (refreshing the cache). Redis trouble only costs the cache, never the read.
+/// Whether the caller's tenant has case `id` (404 if not).
+pub(super) async fn case_exists(state: &AppState, caller: Caller, id: Uuid) -> Result<(), ApiError> {
+    cached_case(state, caller, id, 0).await.map(drop)
+}
+
 async fn cached_case(state: &AppState, caller: Caller, id: Uuid, wanted: i64) -> Result<Value, ApiError> {
     let t = Tenancy(caller.tenant_id);
     let key = t.redis_case_cache(id);

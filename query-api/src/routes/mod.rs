@@ -28,6 +28,8 @@ pub struct AppState {
     pub sessions: runtime::session::Sessions,
     pub keys: JwtKeys,
     pub read_wait: std::time::Duration,
+    /// How long a case viewer stays listed after their last read or heartbeat.
+    pub viewer_window: std::time::Duration,
     /// The consumer group of the PostgreSQL projection this API reads.
     pub postgres_projection: String,
     /// Which custom fields each role may see (`crate::field_visibility`).

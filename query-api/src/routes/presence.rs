@@ -1,13 +1,17 @@
 //! Presence and notifications from Redis (seed §2.3.2): who is online, who is looking at
 //! a case, and the caller's notifications. Presence is ephemeral state, not events:
-//! reading a case marks the caller as viewing it (5 minutes) and as active.
+//! reading a case or sending a heartbeat marks the caller as viewing it and as active.
+//!
+//! A case's viewers are a sorted set scored by when each was last seen, so every viewer
+//! expires on their own: one who closed the case drops off after the viewer window (60 s
+//! by default) while the others, whose screens keep sending heartbeats, stay listed.
 
 use axum::extract::State;
 use axum::Json;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
 use runtime::auth::Caller;
-use runtime::extract::{ApiPath, ApiQuery};
+use runtime::extract::{ApiJson, ApiPath, ApiQuery};
 use runtime::tenancy::Tenancy;
 use runtime::ApiError;
 use serde::Deserialize;
@@ -18,35 +22,47 @@ use uuid::Uuid;
 use super::counters::redis_unavailable;
 use super::{page_size, AppState};
 
-/// How long a case viewer stays listed without reading the case again (seed: 5 minutes).
-pub const VIEWER_TTL_SECS: i64 = 300;
-/// A user counts as online this long after their last login or read.
+/// A user counts as online this long after their last login, read or heartbeat.
 pub const ONLINE_WINDOW_SECS: i64 = 300;
+/// The most viewers a case lists.
+const VIEWERS_LISTED: isize = 100;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(viewers)).routes(routes!(online)).routes(routes!(notifications))
+    OpenApiRouter::new()
+        .routes(routes!(viewers))
+        .routes(routes!(heartbeat))
+        .routes(routes!(online))
+        .routes(routes!(notifications))
 }
 
-/// Marks the caller as viewing a case and as active. Best effort: presence never fails a read.
-pub async fn record_view(state: &AppState, caller: Caller, case: Uuid) {
-    let t = Tenancy(caller.tenant_id);
-    let mut redis = state.redis.clone();
-    let user = caller.user_id.to_string();
-    let viewers = t.redis_case_viewers(case);
-    let outcome: redis::RedisResult<()> = redis::pipe()
-        .sadd(&viewers, &user)
-        .ignore()
-        .expire(&viewers, VIEWER_TTL_SECS)
-        .ignore()
-        .zadd(t.redis_online_users(), &user, Utc::now().timestamp())
-        .ignore()
-        .query_async(&mut redis)
-        .await;
-    if let Err(e) = outcome {
-        tracing::warn!(error = %e, "recording a case viewer failed");
+/// Marks the caller as active and, with a case, as viewing it now; viewers last seen
+/// before the window go. Best effort: presence never fails a read.
+pub async fn record_view(state: &AppState, caller: Caller, case: Option<Uuid>) {
+    if let Err(e) = mark_seen(state, caller, case).await {
+        tracing::warn!(error = %e, "recording presence failed");
     }
 }
 
+async fn mark_seen(state: &AppState, caller: Caller, case: Option<Uuid>) -> redis::RedisResult<()> {
+    let t = Tenancy(caller.tenant_id);
+    let user = caller.user_id.to_string();
+    let now = Utc::now();
+    let mut pipe = redis::pipe();
+    pipe.zadd(t.redis_online_users(), &user, now.timestamp()).ignore();
+    if let Some(case) = case {
+        let viewers = t.redis_case_viewers(case);
+        let window = window_millis(state);
+        pipe.zadd(&viewers, &user, now.timestamp_millis())
+            .ignore()
+            .zrembyscore(&viewers, "-inf", format!("({}", now.timestamp_millis().saturating_sub(window)))
+            .ignore()
+            .pexpire(&viewers, window)
+            .ignore();
+    }
+    pipe.query_async(&mut state.redis.clone()).await
+}
+
+/// Who has looked at the case within the viewer window, most recent first.
 #[utoipa::path(get, path = "/v1/cases/{id}/viewers", tag = "presence", operation_id = "presence_viewers", params(("id" = Uuid, Path)), responses(runtime::openapi::ReadAnswered))]
 async fn viewers(
     State(state): State<AppState>,
@@ -54,10 +70,59 @@ async fn viewers(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<Value>, ApiError> {
     let t = Tenancy(caller.tenant_member()?.tenant_id);
-    let mut redis = state.redis.clone();
-    let mut users: Vec<String> = redis.smembers(t.redis_case_viewers(id)).await.map_err(redis_unavailable)?;
-    users.sort();
-    Ok(Json(json!({ "case_id": id, "viewers": users })))
+    let since = Utc::now().timestamp_millis().saturating_sub(window_millis(&state));
+    let seen: Vec<(String, i64)> = state
+        .redis
+        .clone()
+        .zrevrangebyscore_limit_withscores(t.redis_case_viewers(id), "+inf", since, 0, VIEWERS_LISTED)
+        .await
+        .map_err(redis_unavailable)?;
+    let viewers: Vec<&str> = seen.iter().map(|(user, _)| user.as_str()).collect();
+    let last_seen: Vec<Value> = seen
+        .iter()
+        .map(|(user, at)| json!({ "user_id": user, "last_seen_at": DateTime::from_timestamp_millis(*at) }))
+        .collect();
+    Ok(Json(json!({
+        "case_id": id,
+        "viewers": viewers,
+        "last_seen": last_seen,
+        "window_seconds": state.viewer_window.as_secs(),
+    })))
+}
+
+fn window_millis(state: &AppState) -> i64 {
+    i64::try_from(state.viewer_window.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Heartbeat {
+    /// The case on the caller's screen, if any.
+    case_id: Option<Uuid>,
+}
+
+/// The caller's screen is still open: marks them as active and, with `case_id`, as a
+/// viewer of that case (which must be one of the tenant's cases) for another window.
+#[utoipa::path(
+    post,
+    path = "/v1/presence/heartbeat",
+    tag = "presence",
+    operation_id = "presence_heartbeat",
+    request_body = Heartbeat,
+    responses(runtime::openapi::ReadAnswered)
+)]
+async fn heartbeat(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(beat): ApiJson<Heartbeat>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = caller.tenant_member()?;
+    if let Some(case) = beat.case_id {
+        // Only a case the tenant has; another tenant's id is not found here either.
+        super::case_detail::case_exists(&state, caller, case).await?;
+    }
+    mark_seen(&state, caller, beat.case_id).await.map_err(redis_unavailable)?;
+    Ok(Json(json!({ "case_id": beat.case_id, "window_seconds": state.viewer_window.as_secs() })))
 }
 
 #[utoipa::path(
