@@ -660,6 +660,20 @@ impl Journal {
         self.state::<Tenant>(tenant, tenant).await
     }
 
+    /// The users of `tenant` with these (normalised) usernames, in one query.
+    pub async fn users_named(&self, tenant: Uuid, usernames: &[String]) -> Result<Vec<Uuid>, JournalError> {
+        if usernames.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(sqlx::query_scalar(
+            "SELECT user_id FROM eventstore.user_names WHERE tenant_id = $1 AND username = ANY($2) ORDER BY username",
+        )
+        .bind(tenant)
+        .bind(usernames)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Resolves a login: the tenant by slug, the user by username, and the user's password
     /// hash, in one query (an unknown user costs the same round trips as a known one).
     pub async fn find_user(

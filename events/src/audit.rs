@@ -50,6 +50,10 @@ pub fn case_changes(event: &CaseEvent) -> (&'static str, Vec<FieldChange>) {
                 old_value: Value::Null,
                 new_value,
             }));
+            // Custom fields set at opening are changes too (readers strip hidden ones).
+            if !e.custom_fields.is_empty() {
+                out.push(FieldChange { field: "custom_fields", old_value: Value::Null, new_value: json!(e.custom_fields) });
+            }
             "create"
         }
         CaseEvent::Updated(e) => {
@@ -164,6 +168,19 @@ pub fn user_changes(event: &UserEvent) -> (&'static str, Vec<FieldChange>) {
         UserEvent::LoggedIn(e) => {
             out.push(FieldChange { field: "last_login", old_value: Value::Null, new_value: json!(e.logged_in_at) });
             "login"
+        }
+        UserEvent::NotificationsRead(e) => {
+            if !e.ids.is_empty() {
+                out.push(FieldChange { field: "notifications_read", old_value: Value::Null, new_value: json!(e.ids) });
+            }
+            if let Some(before) = e.all_before {
+                out.push(FieldChange {
+                    field: "notifications_read_before",
+                    old_value: Value::Null,
+                    new_value: json!(before),
+                });
+            }
+            "notifications_read"
         }
         UserEvent::PasswordChanged(e) => {
             out.push(FieldChange { field: "password", old_value: Value::Null, new_value: json!("changed") });

@@ -29,6 +29,8 @@ pub enum NoteCommand {
         is_internal: bool,
         tags: Vec<String>,
         attachments: Vec<Attachment>,
+        /// Users the content mentions (`@username`), resolved by the command API.
+        mentions: Vec<Uuid>,
     },
     Edit {
         content: Option<String>,
@@ -47,7 +49,46 @@ pub struct NoteAdded {
     pub is_internal: bool,
     pub tags: Vec<String>,
     pub attachments: Vec<Attachment>,
+    /// Users mentioned in the content (`@username`) when it was added; each is notified.
+    /// v2: v1 events have none.
+    pub mentions: Vec<Uuid>,
     pub created_at: DateTime<Utc>,
+}
+
+/// Upcasts a v1 `CaseNoteAdded`: notes added before mentions mention nobody.
+pub fn with_no_mentions(mut payload: serde_json::Value) -> serde_json::Value {
+    if let Some(fields) = payload.as_object_mut() {
+        fields.entry("mentions").or_insert_with(|| serde_json::json!([]));
+    }
+    payload
+}
+
+/// Mentions honoured in one note.
+pub const MAX_MENTIONS: usize = 20;
+
+/// The usernames a note's text mentions: `@` then a username (3-64 of a-z, 0-9, '.', '_',
+/// '-', matched case-insensitively), not inside a word or an email address; a trailing
+/// '.' ends a sentence, not the name. At most `MAX_MENTIONS`, each once, in order.
+pub fn mentioned_usernames(content: &str) -> Vec<String> {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+    let mut found: Vec<String> = Vec::new();
+    let mut previous: Option<char> = None;
+    let mut chars = content.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        if c == '@' && !previous.is_some_and(is_name) {
+            let rest = &content[at + 1..];
+            let end = rest.find(|c: char| !is_name(c)).unwrap_or(rest.len());
+            let name = rest[..end].trim_end_matches('.').to_lowercase();
+            if (3..=64).contains(&name.len()) && !found.contains(&name) {
+                found.push(name);
+                if found.len() == MAX_MENTIONS {
+                    break;
+                }
+            }
+        }
+        previous = Some(c);
+    }
+    found
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,7 +112,7 @@ pub struct NoteDeleted {
 
 event_enum! {
     pub enum NoteEvent {
-        Added(NoteAdded) = "CaseNoteAdded" @ 1,
+        Added(NoteAdded) = "CaseNoteAdded" @ 2 [1 => with_no_mentions],
         Edited(NoteEdited) = "CaseNoteEdited" @ 1,
         Deleted(NoteDeleted) = "CaseNoteDeleted" @ 1,
     }
@@ -135,7 +176,7 @@ pub fn decide(
 ) -> Result<Vec<NoteEvent>, DomainError> {
     match (state, command) {
         (Some(_), NoteCommand::Add { .. }) => Err(DomainError::Conflict("the note already exists".into())),
-        (None, NoteCommand::Add { case_id, case, content, is_internal, tags, attachments }) => {
+        (None, NoteCommand::Add { case_id, case, content, is_internal, tags, attachments, mut mentions }) => {
             let mut v = Validator::default();
             match case {
                 Reference::Missing => v.check(false, "case_id", "no case with this id exists in the tenant"),
@@ -158,6 +199,12 @@ pub fn decide(
                 is_internal,
                 tags,
                 attachments,
+                mentions: {
+                    mentions.retain(|m| *m != actor);
+                    mentions.dedup();
+                    mentions.truncate(MAX_MENTIONS);
+                    mentions
+                },
                 created_at: now,
             })])
         }
@@ -201,6 +248,7 @@ mod tests {
             is_internal: true,
             tags: vec![],
             attachments: vec![],
+            mentions: vec![],
         }
     }
 
@@ -213,6 +261,7 @@ mod tests {
             is_internal: false,
             tags: vec![],
             attachments: vec![],
+            mentions: vec![],
         };
         let Err(DomainError::Invalid(errors)) = decide(None, cmd, Uuid::nil(), Utc::now()) else {
             panic!("expected invalid")
@@ -238,5 +287,33 @@ mod tests {
         assert_eq!(decide(state.as_ref(), same, Uuid::nil(), Utc::now()).unwrap(), vec![]);
         let public = NoteCommand::Edit { content: None, is_internal: Some(false), tags: None };
         assert_eq!(decide(state.as_ref(), public, Uuid::nil(), Utc::now()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn mentions_are_names_after_an_at_sign_outside_words_and_addresses() {
+        let text = "@Kim.Lee please call; cc @sam-o, @kim.lee again. Mail ana@example.org, @x is short, \
+                    end with @jo_b. and (@pat)";
+        assert_eq!(mentioned_usernames(text), vec!["kim.lee", "sam-o", "jo_b", "pat"]);
+        assert!(mentioned_usernames("no mention @ all, @@ nothing").is_empty());
+        let many: String = (0..30).map(|i| format!("@user{i:02} ")).collect();
+        assert_eq!(mentioned_usernames(&many).len(), MAX_MENTIONS);
+        // Multi-byte text around a mention is not split inside a character.
+        assert!(mentioned_usernames("Grüße an @müller und @zoë-b").is_empty(), "names are ASCII");
+    }
+
+    #[test]
+    fn the_author_is_not_mentioned_and_old_notes_mention_nobody() {
+        let (author, kim) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let mut cmd = add(Reference::Usable);
+        if let NoteCommand::Add { mentions, .. } = &mut cmd {
+            *mentions = vec![author, kim, kim];
+        }
+        let events = decide(None, cmd, author, Utc::now()).unwrap();
+        let NoteEvent::Added(added) = &events[0] else { panic!("added") };
+        assert_eq!(added.mentions, vec![kim]);
+        let v1 = serde_json::json!({ "case_id": kim, "author_id": author, "content": "x", "is_internal": false,
+                                      "tags": [], "attachments": [], "created_at": "2026-11-20T09:00:00Z" });
+        let upcast: NoteAdded = serde_json::from_value(with_no_mentions(v1)).unwrap();
+        assert!(upcast.mentions.is_empty());
     }
 }

@@ -76,7 +76,15 @@ pub enum UserCommand {
     ChangePassword {
         reset: bool,
     },
+    /// The user read notifications: those named, and with `all` every one until now.
+    ReadNotifications {
+        ids: Vec<uuid::Uuid>,
+        all: bool,
+    },
 }
+
+/// Notifications one command may mark read by id.
+pub const MAX_NOTIFICATIONS_READ: usize = 100;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreateUser {
@@ -153,6 +161,18 @@ pub struct UserPasswordChanged {
     pub changed_at: DateTime<Utc>,
 }
 
+/// The user read notifications: those named by id (the id of the event each one is
+/// about), and with `all_before` every one about an event that happened before then.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserNotificationsRead {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<uuid::Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all_before: Option<DateTime<Utc>>,
+    pub read_at: DateTime<Utc>,
+}
+
 event_enum! {
     pub enum UserEvent {
         // v1 held the password hash; v2 keeps credentials off the log.
@@ -164,6 +184,7 @@ event_enum! {
         PreferencesSet(UserPreferencesSet) = "UserPreferencesSet" @ 1,
         LoggedIn(UserLoggedIn) = "UserLoggedIn" @ 1,
         PasswordChanged(UserPasswordChanged) = "UserPasswordChanged" @ 1,
+        NotificationsRead(UserNotificationsRead) = "UserNotificationsRead" @ 1,
     }
 }
 
@@ -236,6 +257,8 @@ pub fn evolve(state: Option<User>, event: &UserEvent) -> Option<User> {
         }
         // The hash lives in the credentials table; the stream only records the change.
         (state @ Some(_), UserEvent::PasswordChanged(_)) => state,
+        // What was read lives in the notification store (Redis); the stream records it.
+        (state @ Some(_), UserEvent::NotificationsRead(_)) => state,
         // Never in a well-formed stream: the state is kept, never invented. Every
         // (state, event) pair is named, so a new event fails to compile here until folded.
         (state @ Some(_), UserEvent::Created(_)) => state,
@@ -247,7 +270,8 @@ pub fn evolve(state: Option<User>, event: &UserEvent) -> Option<User> {
             | UserEvent::PermissionsSet(_)
             | UserEvent::PreferencesSet(_)
             | UserEvent::LoggedIn(_)
-            | UserEvent::PasswordChanged(_),
+            | UserEvent::PasswordChanged(_)
+            | UserEvent::NotificationsRead(_),
         ) => None,
     }
 }
@@ -359,6 +383,22 @@ pub fn decide(state: Option<&User>, command: UserCommand, now: DateTime<Utc>) ->
         }
         (Some(_), UserCommand::ChangePassword { reset }) => {
             Ok(vec![UserEvent::PasswordChanged(UserPasswordChanged { reset, changed_at: now })])
+        }
+        (Some(_), UserCommand::ReadNotifications { mut ids, all }) => {
+            let mut v = Validator::default();
+            v.check(ids.len() <= MAX_NOTIFICATIONS_READ, "ids", "at most 100 notifications at once");
+            // A notification's id is the id of the event it is about: a v7 UUID.
+            v.check(
+                ids.iter().all(|id| id.get_version_num() == 7),
+                "ids",
+                "must be notification ids (as GET /v1/notifications lists them)",
+            );
+            v.check(all || !ids.is_empty(), "ids", "name a notification, or read all");
+            v.finish()?;
+            ids.sort_unstable();
+            ids.dedup();
+            let all_before = all.then_some(now);
+            Ok(vec![UserEvent::NotificationsRead(UserNotificationsRead { ids, all_before, read_at: now })])
         }
     }
 }

@@ -81,6 +81,16 @@ impl Tenancy {
         self.redis_key(&format!("notifications:{user_id}"))
     }
 
+    /// Set: the ids of the user's notifications read one by one; 30 days.
+    pub fn redis_notifications_read(&self, user_id: Uuid) -> String {
+        self.redis_key(&format!("notifications:{user_id}:read"))
+    }
+
+    /// String: unix milliseconds; a notification about an event before then is read.
+    pub fn redis_notifications_read_before(&self, user_id: Uuid) -> String {
+        self.redis_key(&format!("notifications:{user_id}:read_before"))
+    }
+
     /// Hash (seed §2.3.2): the user's permission cache; 1 hour, dropped on a role change.
     pub fn redis_user_permissions(&self, user_id: Uuid) -> String {
         self.redis_key(&format!("user:{user_id}:permissions"))

@@ -4,6 +4,7 @@
 
 mod abuse;
 mod accepted_means_projected;
+mod audit_search;
 mod bad_input;
 mod bench_smoke;
 mod broker_loss;
@@ -20,6 +21,7 @@ mod input_contract;
 mod isolation;
 mod log_gaps;
 mod notes;
+mod notifications;
 mod openapi;
 mod operations;
 mod parking;

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::AppState;
 use super::CommandReply;
+use super::{AppState, NoBody};
 use crate::context::CommandContext;
 use crate::journal::{fingerprint, Command, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
@@ -301,14 +301,6 @@ async fn assign_team(
         },
     };
     run(&state, &ctx, id, hash, Permission::CasesAssign, CaseCommand::AssignTeam { team_id: body.team_id, team }).await
-}
-
-#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct NoBody {}
-
-impl CommandSchema for NoBody {
-    const NAME: &'static str = "case_lifecycle";
 }
 
 /// Resolve, close and reopen are status changes with the shared workflow's rules.

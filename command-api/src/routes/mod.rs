@@ -43,6 +43,7 @@ mod channels;
 mod custom_fields;
 mod documents;
 mod notes;
+mod notifications;
 mod tasks;
 mod teams;
 mod templates;
@@ -71,6 +72,15 @@ pub(crate) struct Empty {}
 
 impl crate::versioned::CommandSchema for Empty {
     const NAME: &'static str = "empty";
+}
+
+/// The documented body of a command that takes no fields (`{}`): one schema, shared.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NoBody {}
+
+impl crate::versioned::CommandSchema for NoBody {
+    const NAME: &'static str = "no_fields";
 }
 
 #[derive(Clone)]
@@ -115,6 +125,7 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(channels::router())
         .merge(tasks::router())
         .merge(notes::router())
+        .merge(notifications::router())
         .merge(documents::router())
         .merge(templates::router())
         .merge(workflows::router())

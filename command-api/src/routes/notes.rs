@@ -7,7 +7,8 @@ use chrono::Utc;
 use events::case::Status;
 use events::note::{self, Attachment, NoteCommand};
 use events::reference::Reference;
-use runtime::auth::Permission;
+use events::user;
+use runtime::auth::{Caller, Permission};
 use runtime::extract::ApiPath;
 use runtime::ApiError;
 use serde::{Deserialize, Serialize};
@@ -88,9 +89,11 @@ async fn add(
             storage_path: a.storage_path,
         })
         .collect();
+    let mentions = mentioned(&state, caller, &body.content, body.is_internal).await?;
     let cmd = NoteCommand::Add {
         case_id,
         case,
+        mentions,
         content: body.content,
         is_internal: body.is_internal,
         tags: body.tags,
@@ -98,6 +101,29 @@ async fn add(
     };
     let id = Uuid::now_v7();
     Ok(run(&state, &ctx, id, hash, StatusCode::CREATED, cmd).await?.at(format!("/v1/notes/{id}")))
+}
+
+/// The active users a note's `@username`s name. An internal note notifies only those
+/// who may read internal notes: a mention must not tell anyone else that the note exists.
+async fn mentioned(state: &AppState, caller: Caller, content: &str, internal: bool) -> Result<Vec<Uuid>, ApiError> {
+    let names = note::mentioned_usernames(content);
+    let mut users = Vec::new();
+    for id in state.journal.users_named(caller.tenant_id, &names).await? {
+        let Some(user) = state.journal.state::<user::User>(caller.tenant_id, id).await? else { continue };
+        let rights = crate::context::rights_of(&user, 0);
+        let them = Caller {
+            user_id: id,
+            tenant_id: caller.tenant_id,
+            role: rights.role,
+            grants: rights.grants,
+            operator: false,
+        };
+        let reads_it = !internal || them.require(Permission::NotesViewInternal).is_ok();
+        if user.status == user::UserStatus::Active && reads_it {
+            users.push(id);
+        }
+    }
+    Ok(users)
 }
 
 /// The author may change their note; others need notes:moderate.

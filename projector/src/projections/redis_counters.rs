@@ -3,7 +3,9 @@
 //! Per tenant: cases by status, and open (not resolved or closed) cases by priority,
 //! assignee and team; the online-users sorted set (a login scores the user); the user's
 //! notification list (30 days, newest event first whatever the arrival order, at most
-//! 100) on case and task assignment;
+//! 100) on case and task assignment, on a case reopened (to its assignee) and on a
+//! mention in a note, with what the user has read (ids read, and a time before which
+//! everything counts as read);
 //! and invalidation of the case cache on every case event and of a permission cache older
 //! than a change of role, permissions or status.
 //!
@@ -17,6 +19,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use events::case::{CaseEvent, Status};
+use events::note::NoteEvent;
 use events::task::TaskEvent;
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
@@ -39,8 +42,8 @@ const NOTIFICATION_TTL_SECS: i64 = 30 * 24 * 3600;
 ///
 /// A case operation names the fields it changes (absent = unchanged, "" = none):
 /// {case, v, status, priority, assignee, team, notify}. Any other stream's operation:
-/// {stream, v, drop: [key suffixes], online: [member, score], notify, raise: key suffix
-/// (a revision raised to v)}. A tenant's suspension or reactivation: {tenant_status, v}.
+/// {stream, v, drop: [key suffixes], online: [member, score], notify (one or a list),
+/// raise: key suffix (a revision raised to v), read: {user, ids, before (unix ms)}}. A tenant's suspension or reactivation: {tenant_status, v}.
 const APPLY: &str = r#"
 local prefix, ops = ARGV[1], cjson.decode(ARGV[2])
 local kept, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -57,12 +60,18 @@ local function active(s) return s ~= '' and not finished[s] end
 -- Newest first by event id (v7, so by time): events of different streams arrive in any
 -- order across partitions, and the list must not depend on that order.
 local function notify(n)
-  if n == nil or n == cjson.null then return end
+  if type(n) ~= 'table' then return end
+  if n.user == nil then
+    for _, each in ipairs(n) do notify(each) end
+    return
+  end
   local key = prefix .. 'notifications:' .. n.user
   local entry = cjson.encode(n.body)
   local placed = false
   for _, item in ipairs(redis.call('LRANGE', key, 0, -1)) do
     local ok, held = pcall(cjson.decode, item)
+    -- One notification per event and user: a redelivered event adds nothing.
+    if ok and type(held) == 'table' and held.id == n.body.id then return end
     if ok and type(held) == 'table' and held.id and held.id < n.body.id then
       redis.call('LINSERT', key, 'BEFORE', item, entry)
       placed = true
@@ -86,6 +95,9 @@ for _, op in ipairs(ops) do
       redis.call('SET', prefix .. 'tenant:status', op.tenant_status)
       redis.call('SET', prefix .. 'tenant:status_version', op.v)
     end
+  elseif op.notify_only then
+    -- Not a counted stream: notify() skips what a user's list already holds.
+    notify(op.notify_only)
   elseif op.case then
     local held = redis.call('HGET', counted, op.case)
     local v, s, p, a, t = 0, '', '', '', ''
@@ -113,6 +125,11 @@ for _, op in ipairs(ops) do
       redis.call('HSET', counted, op.case, op.v .. '|' .. ns .. '|' .. np .. '|' .. na .. '|' .. nt)
       redis.call('DEL', prefix .. 'case:' .. op.case)
       notify(op.notify)
+      -- The case's assignee, known here only, hears of it (unless they did it).
+      local tell = op.notify_assignee
+      if tell and tell ~= cjson.null and na ~= '' and na ~= tell.by then
+        notify({ user = na, body = tell })
+      end
     elseif op.v > v + 1 then
       gaps = gaps + 1
     end
@@ -132,6 +149,29 @@ for _, op in ipairs(ops) do
       end
       if op.online and op.online ~= cjson.null then
         redis.call('ZADD', prefix .. 'online_users', op.online[2], op.online[1])
+      end
+      if op.read and op.read ~= cjson.null then
+        local list = prefix .. 'notifications:' .. op.read.user
+        local read, before = list .. ':read', list .. ':read_before'
+        if #op.read.ids > 0 then
+          redis.call('SADD', read, unpack(op.read.ids))
+          -- Ids read that no longer name a listed notification go once the set is large.
+          if redis.call('SCARD', read) > 2 * kept then
+            local listed = {}
+            for _, item in ipairs(redis.call('LRANGE', list, 0, -1)) do
+              local ok, held = pcall(cjson.decode, item)
+              if ok and type(held) == 'table' and held.id then listed[held.id] = true end
+            end
+            for _, id in ipairs(redis.call('SMEMBERS', read)) do
+              if not listed[id] then redis.call('SREM', read, id) end
+            end
+          end
+          redis.call('EXPIRE', read, ttl)
+        end
+        if op.read.before and op.read.before ~= cjson.null
+          and tonumber(redis.call('GET', before) or '0') < op.read.before then
+          redis.call('SET', before, op.read.before, 'EX', ttl)
+        end
       end
       notify(op.notify)
     elseif op.v > v + 1 then
@@ -166,18 +206,22 @@ fn id(value: Option<Uuid>) -> Value {
 /// A notification for `user` about this event, unless they caused it themselves.
 fn notification(event: &Event, user: Option<Uuid>, kind: &str, subject: Value) -> Value {
     match user {
-        Some(user) if user != event.envelope.actor.user_id => json!({
-            "user": user.to_string(),
-            "body": {
-                "id": event.envelope.event_id,
-                "type": kind,
-                "subject": subject,
-                "by": event.envelope.actor.user_id,
-                "at": event.envelope.occurred_at,
-            },
-        }),
+        Some(user) if user != event.envelope.actor.user_id => {
+            json!({ "user": user.to_string(), "body": notification_body(event, kind, subject) })
+        }
         _ => Value::Null,
     }
+}
+
+/// What a notification about this event says (its id is the event's).
+fn notification_body(event: &Event, kind: &str, subject: Value) -> Value {
+    json!({
+        "id": event.envelope.event_id,
+        "type": kind,
+        "subject": subject,
+        "by": event.envelope.actor.user_id,
+        "at": event.envelope.occurred_at,
+    })
 }
 
 /// The Redis operation an event stands for, if it touches Redis at all.
@@ -216,7 +260,15 @@ fn operation(event: &Event) -> Option<Value> {
             "assignee": id(e.assigned_to.new),
             "notify": notification(event, e.assigned_to.new, "case_assigned", json!({ "case_id": env.stream_id })),
         })),
-        DomainEvent::Case(CaseEvent::StatusChanged(e)) => case(json!({ "status": e.status.new.as_str() })),
+        DomainEvent::Case(CaseEvent::StatusChanged(e)) => {
+            let finished = |s: &Status| Status::FINISHED.contains(s);
+            let reopened = finished(&e.status.old) && !finished(&e.status.new);
+            case(json!({
+                "status": e.status.new.as_str(),
+                "notify_assignee": reopened.then(|| notification_body(event, "case_reopened",
+                    json!({ "case_id": env.stream_id, "status": e.status.new.as_str() }))),
+            }))
+        }
         DomainEvent::Case(CaseEvent::TeamAssigned(e)) => case(json!({ "team": id(e.team_id.new) })),
         DomainEvent::Case(CaseEvent::WorkflowStarted(_) | CaseEvent::StageMoved(_) | CaseEvent::SlaSet(_)) => {
             case(json!({}))
@@ -230,6 +282,11 @@ fn operation(event: &Event) -> Option<Value> {
                     json!(format!("user:{stream}:revision")),
                 ),
                 UserEvent::LoggedIn(e) => stream_op(vec![], json!([stream, e.logged_in_at.timestamp()]), Value::Null),
+                UserEvent::NotificationsRead(e) => with(
+                    stream_op(vec![], Value::Null, Value::Null),
+                    "read",
+                    json!({ "user": stream, "ids": e.ids, "before": e.all_before.map(|t| t.timestamp_millis()) }),
+                ),
                 UserEvent::Created(_)
                 | UserEvent::ProfileUpdated(_)
                 | UserEvent::PreferencesSet(_)
@@ -257,11 +314,21 @@ fn operation(event: &Event) -> Option<Value> {
         DomainEvent::Tenant(TenantEvent::Suspended(_)) => Some(json!({ "tenant_status": "suspended", "v": v })),
         DomainEvent::Tenant(TenantEvent::Reactivated(_)) => Some(json!({ "tenant_status": "active", "v": v })),
         DomainEvent::Tenant(TenantEvent::Provisioned(_) | TenantEvent::SettingsUpdated(_)) => None,
+        DomainEvent::Note(NoteEvent::Added(e)) => {
+            let subject = json!({ "case_id": e.case_id, "note_id": env.stream_id });
+            let mentioned: Vec<Value> = e
+                .mentions
+                .iter()
+                .map(|user| notification(event, Some(*user), "mention", subject.clone()))
+                .filter(|n| !n.is_null())
+                .collect();
+            (!mentioned.is_empty()).then(|| json!({ "notify_only": mentioned }))
+        }
+        DomainEvent::Note(NoteEvent::Edited(_) | NoteEvent::Deleted(_)) => None,
         DomainEvent::Team(_)
         | DomainEvent::CaseType(_)
         | DomainEvent::Channel(_)
         | DomainEvent::Interaction(_)
-        | DomainEvent::Note(_)
         | DomainEvent::Document(_)
         | DomainEvent::Template(_)
         | DomainEvent::Workflow(_)

@@ -1,11 +1,19 @@
-//! The audit trail of any entity from MongoDB, newest first, paginated by entity version.
+//! The audit trail of any entity from MongoDB, newest first, paginated by entity version;
+//! and the search of the whole tenant's audit log in Elasticsearch
+//! (`tenant-<id>-audit-logs-YYYY-MM`) by actor, entity, action, changed field and time.
 //!
-//! Reading it needs `audit:read` (admins and supervisors hold it). What an entry shows
-//! follows the reader's rights: the content of an internal note only to readers who may
-//! see internal notes (or wrote it), the IP address and user agent only to admins.
+//! Reading either needs `audit:read` (admins and supervisors hold it). What an entry
+//! shows follows the reader's rights: the content of an internal note only to readers who
+//! may see internal notes (or wrote it; a search, which cannot tell one note from another
+//! cheaply, shows no note content to readers without `notes:view_internal`), a channel's
+//! configuration only to `channels:manage` and with credentials masked, custom fields
+//! only as their visibility rules allow, the IP address and user agent only to admins.
 
 use axum::extract::State;
 use axum::Json;
+use chrono::{DateTime, Utc};
+use elasticsearch::indices::IndicesRefreshParts;
+use elasticsearch::SearchParts;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use runtime::auth::{Caller, Permission, Role};
@@ -21,7 +29,7 @@ use super::{page_size, AppState};
 use crate::consistency::{wait_until, WaitFor};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(case_audit)).routes(routes!(entity_audit))
+    OpenApiRouter::new().routes(routes!(case_audit)).routes(routes!(entity_audit)).routes(routes!(search_audit))
 }
 
 /// The entity types the audit log records (the projector's names for the streams).
@@ -124,30 +132,221 @@ async fn audit_trail(
         .await
         .map_err(mongo_unavailable)?;
     let has_more = docs.len() as i64 > limit;
-    let mut docs: Vec<Document> = docs.into_iter().take(limit as usize).collect();
-    if entity_type == "case_note" && caller.require(Permission::NotesViewInternal).is_err() {
-        let hidden = note_hidden_from(&state, caller, id).await?;
-        if hidden {
-            docs.iter_mut().for_each(redact_content);
+    let docs: Vec<Document> = docs.into_iter().take(limit as usize).collect();
+    let note_hidden = entity_type == "case_note"
+        && caller.require(Permission::NotesViewInternal).is_err()
+        && note_hidden_from(&state, caller, id).await?;
+    let items = shown(&state, caller, docs, |_| note_hidden).await;
+    let next_cursor = if has_more { items.last().and_then(|e| e["entity_version"].as_i64()) } else { None };
+    Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
+}
+
+/// The entries as `caller` may see them (see the module's notes); `note_hidden` says
+/// whether a note entry's content is withheld.
+async fn shown(
+    state: &AppState,
+    caller: Caller,
+    mut docs: Vec<Document>,
+    note_hidden: impl Fn(&Document) -> bool,
+) -> Vec<Value> {
+    let of = |doc: &Document, kind: &str| doc.get_str("entity_type") == Ok(kind);
+    let may_read_channels = caller.require(Permission::ChannelsManage).is_ok();
+    let rules = if docs.iter().any(|d| of(d, "case")) {
+        Some(state.field_visibility.case_rules(&state.mongo, caller.tenant_id).await)
+    } else {
+        None
+    };
+    for doc in &mut docs {
+        if of(doc, "case_note") && note_hidden(doc) {
+            redact_content(doc);
         }
-    }
-    if entity_type == "channel" {
-        let may_read = caller.require(Permission::ChannelsManage).is_ok();
-        docs.iter_mut().for_each(|entry| channel_configuration(entry, may_read));
-    }
-    if entity_type == "case" {
-        let rules = state.field_visibility.case_rules(&state.mongo, tenant).await;
-        docs.iter_mut().for_each(|entry| rules.strip_audit_entry(caller, entry));
-    }
-    if caller.role != Role::Admin {
-        for doc in &mut docs {
+        if of(doc, "channel") {
+            channel_configuration(doc, may_read_channels);
+        }
+        if let Some(rules) = rules.as_ref().filter(|_| of(doc, "case")) {
+            rules.strip_audit_entry(caller, doc);
+        }
+        if caller.role != Role::Admin {
             doc.remove("ip_address");
             doc.remove("user_agent");
         }
     }
-    let items: Vec<Value> = docs.into_iter().map(entry_json).collect();
-    let next_cursor = if has_more { items.last().and_then(|e| e["entity_version"].as_i64()) } else { None };
-    Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
+    docs.into_iter().map(entry_json).collect()
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct AuditSearchQuery {
+    /// Who made the change: a user id.
+    actor: Option<Uuid>,
+    /// tenant, user, team, case_type, workflow, custom_field_definition, case, channel,
+    /// interaction, task, case_note, document or message_template.
+    entity_type: Option<String>,
+    entity_id: Option<Uuid>,
+    /// What was done, e.g. `create`, `update`, `status_change`, `assign`.
+    action: Option<String>,
+    /// A field the entry changed, e.g. `status`, `priority` or `custom_fields`.
+    field: Option<String>,
+    /// Entries at or after this time (RFC 3339).
+    from: Option<DateTime<Utc>>,
+    /// Entries at or before this time (RFC 3339).
+    to: Option<DateTime<Utc>>,
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<i64>,
+    /// How many entries to skip (from `next_offset`); at most 10,000.
+    offset: Option<i64>,
+    #[allow(dead_code)]
+    position: Option<String>,
+}
+
+/// An action or field name: 1-100 of a-z, 0-9, '_' and '.'.
+fn name_filter(what: &str, value: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(value) = value else { return Ok(None) };
+    let ok = (1..=100).contains(&value.len())
+        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
+    if !ok {
+        return Err(ApiError::BadRequest(format!("{what} must be 1-100 characters of a-z, 0-9, '_' and '.'")));
+    }
+    Ok(Some(value.to_owned()))
+}
+
+/// Entries of the whole tenant's audit log, newest first, by who, what, which field and
+/// when. A position token (of any command) waits until its entry is searchable.
+#[utoipa::path(
+    get,
+    path = "/v1/search/audit",
+    tag = "audit",
+    operation_id = "audit_search_audit",
+    params(AuditSearchQuery),
+    responses(runtime::openapi::ReadAnswered)
+)]
+async fn search_audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    WaitFor(token): WaitFor,
+    ApiQuery(q): ApiQuery<AuditSearchQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = caller.tenant_member()?.require(Permission::AuditRead)?;
+    let t = Tenancy(caller.tenant_id);
+    let limit = page_size(q.limit, 20, 100)?;
+    let offset = q.offset.unwrap_or(0);
+    if !(0..=super::search::MAX_OFFSET).contains(&offset) {
+        return Err(ApiError::BadRequest(format!("offset must be between 0 and {}", super::search::MAX_OFFSET)));
+    }
+    let entity_type = match q.entity_type.as_deref() {
+        None => None,
+        Some(named) => Some(ENTITY_TYPES.into_iter().find(|t| *t == named).ok_or_else(|| {
+            ApiError::BadRequest(format!("unknown entity_type {named:?}; use one of {}", ENTITY_TYPES.join(", ")))
+        })?),
+    };
+    let action = name_filter("action", q.action.as_deref())?;
+    let field = name_filter("field", q.field.as_deref())?;
+    if let (Some(from), Some(to)) = (q.from, q.to) {
+        if from > to {
+            return Err(ApiError::BadRequest(format!("from ({from}) is after to ({to})")));
+        }
+    }
+    if let Some(name) = field.as_deref().and_then(|f| f.strip_prefix("custom_fields.")) {
+        // A field hidden from the caller's role cannot be asked about, not even whether it changed.
+        let named = serde_json::Map::from_iter([(name.to_owned(), Value::Null)]);
+        state.field_visibility.case_rules(&state.mongo, t.0).await.check_filter(caller, &named)?;
+    }
+
+    let alias = t.es_alias(runtime::tenancy::ES_AUDIT_LOGS);
+    wait_for_entry(&state, &alias, token).await?;
+    let mut filters = vec![json!({ "term": { "tenant_id": t.0.to_string() } })];
+    let terms = [
+        ("user_id", q.actor.map(|a| a.to_string())),
+        ("entity_type", entity_type.map(str::to_owned)),
+        ("entity_id", q.entity_id.map(|e| e.to_string())),
+        ("action", action),
+    ];
+    for (name, value) in terms {
+        if let Some(value) = value {
+            filters.push(json!({ "term": { name: value } }));
+        }
+    }
+    if let Some(field) = field {
+        // A custom field's changes are recorded as one `custom_fields` change.
+        let recorded = if field.starts_with("custom_fields.") { "custom_fields".to_owned() } else { field };
+        filters.push(json!({ "nested": { "path": "changes", "query": { "term": { "changes.field": recorded } } } }));
+    }
+    if q.from.is_some() || q.to.is_some() {
+        filters.push(json!({ "range": { "timestamp": { "gte": q.from, "lte": q.to } } }));
+    }
+    let body = json!({
+        "from": offset,
+        "size": limit,
+        "track_total_hits": true,
+        "query": { "bool": { "filter": filters } },
+        "sort": [{ "timestamp": { "order": "desc" } }, { "entity_version": { "order": "desc" } }],
+    });
+    let mut found = super::search::run(&state, &alias, body, offset).await?;
+    let docs: Vec<Document> = found["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|hit| mongodb::bson::to_document(&structured(hit)).ok())
+        .collect();
+    // Only readers of internal notes see note content here (see the module's notes).
+    let may_read_notes = caller.require(Permission::NotesViewInternal).is_ok();
+    found["items"] = Value::Array(shown(&state, caller, docs, |_| !may_read_notes).await);
+    if let Some(found) = found.as_object_mut() {
+        found.remove("facets");
+    }
+    Ok(Json(found))
+}
+
+/// A search hit as the trail shows it: the index keeps structured change values (objects,
+/// lists) as their JSON text, given back as values here; no score or highlight.
+fn structured(hit: &Value) -> Value {
+    let mut entry = hit.clone();
+    if let Some(fields) = entry.as_object_mut() {
+        fields.remove("score");
+        fields.remove("highlight");
+    }
+    for change in entry["changes"].as_array_mut().into_iter().flatten() {
+        for side in ["old_value", "new_value"] {
+            let parsed = change[side]
+                .as_str()
+                .filter(|text| text.starts_with('{') || text.starts_with('['))
+                .and_then(|text| serde_json::from_str::<Value>(text).ok());
+            if let Some(value) = parsed {
+                change[side] = value;
+            }
+        }
+    }
+    entry
+}
+
+/// Waits until the audit entry of the token's write is searchable.
+async fn wait_for_entry(
+    state: &AppState,
+    alias: &str,
+    token: Option<crate::consistency::Wait>,
+) -> Result<(), ApiError> {
+    wait_until(token, state.read_wait, crate::consistency::Store::Elastic, |t| {
+        let elastic = state.elastic.clone();
+        let alias = alias.to_owned();
+        async move {
+            // Entries become searchable at a refresh; a waiting read asks for one.
+            let _ = elastic.indices().refresh(IndicesRefreshParts::Index(&[&alias])).send().await;
+            let body = json!({ "size": 0, "track_total_hits": true, "query": { "bool": { "filter": [
+                { "term": { "entity_id": t.stream_id.to_string() } },
+                { "range": { "entity_version": { "gte": t.version } } }
+            ] } } });
+            let response = elastic
+                .search(SearchParts::Index(&[&alias]))
+                .body(body)
+                .send()
+                .await
+                .map_err(super::search::elastic_unavailable)?;
+            let found: Value = response.json().await.map_err(super::search::elastic_unavailable)?;
+            Ok(if found["hits"]["total"]["value"].as_i64().unwrap_or(0) > 0 { t.version } else { 0 })
+        }
+    })
+    .await
 }
 
 /// Whether a note's content is hidden from a reader who may not see others' internal

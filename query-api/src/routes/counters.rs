@@ -11,7 +11,7 @@ use runtime::ApiError;
 use serde_json::{json, Value};
 
 use super::AppState;
-use crate::consistency::{wait_until, WaitFor};
+use crate::consistency::{wait_until, Wait, WaitFor};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(counters))
@@ -22,23 +22,17 @@ pub fn redis_unavailable(e: redis::RedisError) -> ApiError {
     ApiError::Unavailable("the counter store is not reachable".into())
 }
 
-#[utoipa::path(
-    get,
-    path = "/v1/counters",
-    tag = "counters",
-    operation_id = "counters_counters",
-    responses(runtime::openapi::ReadAnswered)
-)]
-async fn counters(
-    State(state): State<AppState>,
-    caller: Caller,
-    WaitFor(token): WaitFor,
-) -> Result<Json<Value>, ApiError> {
-    let t = Tenancy(caller.tenant_member()?.tenant_id);
-    let redis = state.redis.clone();
-    // The counters record the versions of cases, users and tasks only.
+/// Waits until Redis holds the stream of the token's command (a case, user or task: the
+/// streams the Redis projection records the versions of).
+pub(super) async fn wait_for_redis(
+    state: &AppState,
+    t: Tenancy,
+    token: Option<Wait>,
+    read: &str,
+) -> Result<(), ApiError> {
     let kinds = [events::StreamType::Case, events::StreamType::User, events::StreamType::Task];
-    let token = crate::consistency::Wait::of_kind(token, &kinds, "/v1/counters")?;
+    let token = Wait::of_kind(token, &kinds, read)?;
+    let redis = state.redis.clone();
     wait_until(token, state.read_wait, crate::consistency::Store::Redis, |token| {
         let mut redis = redis.clone();
         let (cases, streams) = (t.redis_counted_cases(), t.redis_stream_versions());
@@ -55,7 +49,23 @@ async fn counters(
             Ok(case.max(other.unwrap_or(0)))
         }
     })
-    .await?;
+    .await
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/counters",
+    tag = "counters",
+    operation_id = "counters_counters",
+    responses(runtime::openapi::ReadAnswered)
+)]
+async fn counters(
+    State(state): State<AppState>,
+    caller: Caller,
+    WaitFor(token): WaitFor,
+) -> Result<Json<Value>, ApiError> {
+    let t = Tenancy(caller.tenant_member()?.tenant_id);
+    wait_for_redis(&state, t, token, "/v1/counters").await?;
     let mut redis = state.redis.clone();
     type Counts = BTreeMap<String, i64>;
     let (by_status, by_priority, by_assignee, by_team): (Counts, Counts, Counts, Counts) = redis::pipe()

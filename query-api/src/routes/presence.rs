@@ -8,6 +8,8 @@
 
 use axum::extract::State;
 use axum::Json;
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
 use runtime::auth::Caller;
@@ -21,6 +23,7 @@ use uuid::Uuid;
 
 use super::counters::redis_unavailable;
 use super::{page_size, AppState};
+use crate::consistency::WaitFor;
 
 /// A user counts as online this long after their last login, read or heartbeat.
 pub const ONLINE_WINDOW_SECS: i64 = 300;
@@ -33,6 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(heartbeat))
         .routes(routes!(online))
         .routes(routes!(notifications))
+        .routes(routes!(unread))
 }
 
 /// Marks the caller as active and, with a case, as viewing it now; viewers last seen
@@ -164,7 +168,9 @@ struct Page {
 
 const MAX_OFFSET: i64 = 1_000;
 
-/// The caller's notifications, newest first; `offset` pages through the (bounded) list.
+/// The caller's notifications, newest first, each with whether it was read, and the
+/// count of unread ones; `offset` pages through the (bounded) list. A position token of
+/// a read mark (or of any case, user or task command) waits until Redis shows it.
 #[utoipa::path(
     get,
     path = "/v1/notifications",
@@ -176,6 +182,7 @@ const MAX_OFFSET: i64 = 1_000;
 async fn notifications(
     State(state): State<AppState>,
     caller: Caller,
+    WaitFor(token): WaitFor,
     ApiQuery(page): ApiQuery<Page>,
 ) -> Result<Json<Value>, ApiError> {
     let caller = caller.tenant_member()?;
@@ -185,16 +192,62 @@ async fn notifications(
     if !(0..=MAX_OFFSET).contains(&offset) {
         return Err(ApiError::BadRequest(format!("offset must be between 0 and {MAX_OFFSET} (got {offset})")));
     }
-    let key = Tenancy(caller.tenant_id).redis_notifications(caller.user_id);
-    let mut redis = state.redis.clone();
-    let (raw, total): (Vec<String>, i64) = redis::pipe()
-        .lrange(&key, offset as isize, offset.saturating_add(limit).saturating_sub(1) as isize)
-        .llen(&key)
-        .query_async(&mut redis)
+    let t = Tenancy(caller.tenant_id);
+    super::counters::wait_for_redis(&state, t, token, "/v1/notifications").await?;
+    let items = read_marked(&state, t, caller.user_id).await?;
+    let unread = items.iter().filter(|n| n["read"] == json!(false)).count();
+    let total = items.len();
+    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(total);
+    let end = start.saturating_add(usize::try_from(limit).unwrap_or(0)).min(total);
+    let next_offset = (end < total).then_some(end);
+    Ok(Json(json!({ "items": &items[start..end], "total": total, "unread": unread, "next_offset": next_offset })))
+}
+
+/// How many of the caller's notifications are unread (a badge's number).
+#[utoipa::path(
+    get,
+    path = "/v1/notifications/unread",
+    tag = "presence",
+    operation_id = "presence_unread_notifications",
+    responses(runtime::openapi::ReadAnswered)
+)]
+async fn unread(
+    State(state): State<AppState>,
+    caller: Caller,
+    WaitFor(token): WaitFor,
+) -> Result<Json<Value>, ApiError> {
+    let caller = caller.tenant_member()?;
+    let t = Tenancy(caller.tenant_id);
+    super::counters::wait_for_redis(&state, t, token, "/v1/notifications/unread").await?;
+    let items = read_marked(&state, t, caller.user_id).await?;
+    Ok(Json(json!({ "unread": items.iter().filter(|n| n["read"] == json!(false)).count() })))
+}
+
+/// The user's whole list (at most 100), each marked `read` when its id was read or the
+/// event it is about happened before the user's last "read all".
+async fn read_marked(state: &AppState, t: Tenancy, user: Uuid) -> Result<Vec<Value>, ApiError> {
+    let (raw, read, before): (Vec<String>, HashSet<String>, Option<i64>) = redis::pipe()
+        .lrange(t.redis_notifications(user), 0, -1)
+        .smembers(t.redis_notifications_read(user))
+        .get(t.redis_notifications_read_before(user))
+        .query_async(&mut state.redis.clone())
         .await
         .map_err(redis_unavailable)?;
-    let items: Vec<Value> = raw.iter().filter_map(|r| serde_json::from_str(r).ok()).collect();
-    let next = offset.saturating_add(limit);
-    let next_offset = (next < total).then_some(next);
-    Ok(Json(json!({ "items": items, "total": total, "next_offset": next_offset })))
+    let before = before.unwrap_or(0);
+    Ok(raw
+        .iter()
+        .filter_map(|r| serde_json::from_str::<Value>(r).ok())
+        .map(|mut item| {
+            let id = item["id"].as_str().unwrap_or_default().to_owned();
+            let happened = id.parse::<Uuid>().ok().and_then(|u| u.get_timestamp()).map(|ts| {
+                let (secs, nanos) = ts.to_unix();
+                i64::try_from(secs)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1000)
+                    .saturating_add(i64::from(nanos / 1_000_000))
+            });
+            item["read"] = json!(read.contains(&id) || happened.is_some_and(|at| at <= before));
+            item
+        })
+        .collect())
 }

@@ -29,7 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 const MAX_QUERY: usize = 200;
-const MAX_OFFSET: i64 = 10_000;
+pub(super) const MAX_OFFSET: i64 = 10_000;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -59,7 +59,7 @@ struct RelatedSearchQuery {
     offset: Option<i64>,
 }
 
-fn elastic_unavailable(e: elasticsearch::Error) -> ApiError {
+pub(super) fn elastic_unavailable(e: elasticsearch::Error) -> ApiError {
     tracing::error!(error = %e, "Elasticsearch request failed");
     ApiError::Unavailable("the search store is not reachable".into())
 }
@@ -83,7 +83,7 @@ fn paging(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiErro
 
 /// Runs a search on an alias; `{total, items, facets, next_offset}` with each hit's source,
 /// score and highlight. A tenant with nothing indexed yet has no alias: no hits.
-async fn run(state: &AppState, alias: &str, body: Value, offset: i64) -> Result<Value, ApiError> {
+pub(super) async fn run(state: &AppState, alias: &str, body: Value, offset: i64) -> Result<Value, ApiError> {
     let response =
         state.elastic.search(SearchParts::Index(&[alias])).body(body).send().await.map_err(elastic_unavailable)?;
     let status = response.status_code();

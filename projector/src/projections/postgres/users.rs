@@ -90,6 +90,10 @@ pub(super) async fn apply(tx: &mut Tx<'_>, schema: &str, env: &EventEnvelope, ev
         UserEvent::PasswordChanged(e) => {
             update_guarded!((tx, schema, "users", env), "updated_at = $3", e.changed_at).await?
         }
+        // What a user read lives in Redis; the row only follows the stream's version.
+        UserEvent::NotificationsRead(_) => {
+            update_guarded!((tx, schema, "users", env), "updated_at = updated_at").await?
+        }
     };
     Ok(())
 }
