@@ -52,7 +52,11 @@ pub fn case_changes(event: &CaseEvent) -> (&'static str, Vec<FieldChange>) {
             }));
             // Custom fields set at opening are changes too (readers strip hidden ones).
             if !e.custom_fields.is_empty() {
-                out.push(FieldChange { field: "custom_fields", old_value: Value::Null, new_value: json!(e.custom_fields) });
+                out.push(FieldChange {
+                    field: "custom_fields",
+                    old_value: Value::Null,
+                    new_value: json!(e.custom_fields),
+                });
             }
             "create"
         }

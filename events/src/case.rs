@@ -16,7 +16,7 @@ use crate::error::FieldError;
 use crate::error::{DomainError, Validator};
 use crate::form::FormDefinition;
 use crate::reference::Reference;
-use crate::workflow::WorkflowDefinition;
+use crate::workflow::{Effect, WorkflowDefinition};
 
 pub type CustomFields = serde_json::Map<String, serde_json::Value>;
 
@@ -165,6 +165,9 @@ pub struct MoveStage {
     /// The actor's role, checked against the transition's allowed roles.
     pub role: String,
     pub workflow: Option<WorkflowFacts>,
+    /// What the write side found for each user and team the workflow's actions on this
+    /// move name (absent: not looked up, so not usable).
+    pub targets: std::collections::BTreeMap<Uuid, Reference>,
 }
 
 /// Every field is optional: absent means "leave as is". `Some(None)` clears a nullable field.
@@ -601,10 +604,80 @@ fn move_stage(case: &Case, cmd: MoveStage, ctx: Context) -> Result<Vec<CaseEvent
     if !missing.is_empty() {
         return Err(DomainError::Invalid(missing));
     }
-    Ok(vec![CaseEvent::StageMoved(CaseStageMoved {
-        stage_id: Change { old: current, new: cmd.to },
-        moved_at: ctx.now,
-    })])
+    let moved =
+        CaseEvent::StageMoved(CaseStageMoved { stage_id: Change { old: current, new: cmd.to }, moved_at: ctx.now });
+    let mut after = evolve(Some(case.clone()), &moved).unwrap_or_else(|| case.clone());
+    let mut events = vec![moved];
+    for effect in workflow.definition.effects_of(current, cmd.to) {
+        for event in effect_events(&after, effect, &workflow.definition, &cmd.targets, ctx)? {
+            after = evolve(Some(after), &event).unwrap_or_else(|| case.clone());
+            events.push(event);
+        }
+    }
+    Ok(events)
+}
+
+/// What one workflow action does to the case as it stands after the move and the actions
+/// before it (nothing, when the case already is that way).
+fn effect_events(
+    case: &Case,
+    effect: Effect,
+    definition: &WorkflowDefinition,
+    targets: &std::collections::BTreeMap<Uuid, Reference>,
+    ctx: Context,
+) -> Result<Vec<CaseEvent>, DomainError> {
+    let usable = |kind: &str, id: Uuid| match targets.get(&id) {
+        Some(Reference::Usable) => Ok(()),
+        _ => Err(DomainError::Conflict(format!(
+            "the workflow's action assign_{kind} names the {kind} {id}, which is not an active {kind} of the tenant; \
+             an administrator must change the workflow before cases can take this move"
+        ))),
+    };
+    let updated = |event: CaseUpdated| CaseEvent::Updated(event);
+    Ok(match effect {
+        Effect::AssignUser { user_id } => {
+            usable("user", user_id)?;
+            Change::between(&case.assigned_to, Some(Some(user_id)))
+                .map(|assigned_to| CaseEvent::Assigned(CaseAssigned { assigned_to, assigned_at: ctx.now }))
+                .into_iter()
+                .collect()
+        }
+        Effect::AssignTeam { team_id } => {
+            usable("team", team_id)?;
+            Change::between(&case.team_id, Some(Some(team_id)))
+                .map(|team_id| CaseEvent::TeamAssigned(CaseTeamAssigned { team_id, assigned_at: ctx.now }))
+                .into_iter()
+                .collect()
+        }
+        Effect::SetPriority { priority } => match Change::between(&case.priority, Some(priority)) {
+            None => vec![],
+            Some(change) => std::iter::once(updated(CaseUpdated {
+                priority: Some(change),
+                updated_at: ctx.now,
+                ..CaseUpdated::default()
+            }))
+            .chain(sla_set(definition, priority, case.created_at, ctx.now).map(CaseEvent::SlaSet))
+            .collect(),
+        },
+        Effect::AddTags { tags } => {
+            let mut all = case.tags.clone();
+            all.extend(tags);
+            let all = normalise_tags(all);
+            if all.len() > contract::MAX_TAGS {
+                return Err(DomainError::Conflict(format!(
+                    "the workflow's action add_tags would give the case more than {} tags",
+                    contract::MAX_TAGS
+                )));
+            }
+            Change::between(&case.tags, Some(all))
+                .map(|tags| updated(CaseUpdated { tags: Some(tags), updated_at: ctx.now, ..CaseUpdated::default() }))
+                .into_iter()
+                .collect()
+        }
+        Effect::StartSla => {
+            sla_set(definition, case.priority, ctx.now, ctx.now).map(CaseEvent::SlaSet).into_iter().collect()
+        }
+    })
 }
 
 fn update(case: &Case, cmd: UpdateCase, ctx: Context) -> Result<Vec<CaseEvent>, DomainError> {
@@ -953,7 +1026,12 @@ mod tests {
 
         let state = given(&events);
         let move_to = |to: u128, role: &str| {
-            CaseCommand::MoveStage(MoveStage { to: Uuid::from_u128(to), role: role.into(), workflow: Some(workflow()) })
+            CaseCommand::MoveStage(MoveStage {
+                to: Uuid::from_u128(to),
+                role: role.into(),
+                workflow: Some(workflow()),
+                targets: Default::default(),
+            })
         };
         // Not along a transition: 409; wrong role: 403; missing required field: 422.
         assert!(matches!(decide(state.as_ref(), move_to(13, "agent"), ctx()), Err(DomainError::Conflict(_))));
@@ -965,6 +1043,79 @@ mod tests {
             panic!("expected invalid")
         };
         assert_eq!(errors[0].field, "custom_fields.root_cause");
+    }
+
+    #[test]
+    fn a_move_runs_the_actions_of_its_transition_and_of_the_stage_it_enters() {
+        let (kim, tier2) = (Uuid::from_u128(21), Uuid::from_u128(22));
+        let mut facts = workflow();
+        facts.definition.actions = vec![
+            serde_json::json!({ "when": { "from": Uuid::from_u128(11), "to": Uuid::from_u128(12) },
+                                "do": { "type": "set_priority", "priority": "urgent" } }),
+            serde_json::json!({ "when": { "enters": Uuid::from_u128(12) }, "do": { "type": "assign_user", "user_id": kim } }),
+            serde_json::json!({ "when": { "enters": Uuid::from_u128(12) }, "do": { "type": "assign_team", "team_id": tier2 } }),
+            serde_json::json!({ "when": { "enters": Uuid::from_u128(12) }, "do": { "type": "add_tags", "tags": ["Triaged", "phone"] } }),
+            serde_json::json!({ "when": { "enters": Uuid::from_u128(13) }, "do": { "type": "start_sla" } }),
+        ];
+        assert_eq!(facts.definition.check(), vec![]);
+        let mut cmd = open_cmd();
+        cmd.case_type = Some(CaseTypeFacts {
+            active: true,
+            form: FormDefinition::default(),
+            workflow: Some(facts.clone()),
+            hidden: BTreeSet::new(),
+        });
+        let state = given(&decide(None, CaseCommand::Open(cmd), ctx()).unwrap());
+        let mut targets = std::collections::BTreeMap::from([(kim, Reference::Usable), (tier2, Reference::Usable)]);
+        let move_to = |targets: &std::collections::BTreeMap<Uuid, Reference>| {
+            CaseCommand::MoveStage(MoveStage {
+                to: Uuid::from_u128(12),
+                role: "agent".into(),
+                workflow: Some(facts.clone()),
+                targets: targets.clone(),
+            })
+        };
+        let events = decide(state.as_ref(), move_to(&targets), ctx()).unwrap();
+        let names: Vec<&str> = events.iter().map(|e| e.event_type()).collect();
+        assert_eq!(
+            names,
+            ["CaseStageMoved", "CaseUpdated", "CaseAssigned", "CaseTeamAssigned", "CaseUpdated"],
+            "urgent has no SLA target here, so no SLA event"
+        );
+        let moved = events.iter().fold(state.clone(), evolve).unwrap();
+        assert_eq!((moved.priority, moved.assigned_to, moved.team_id), (Priority::Urgent, Some(kim), Some(tier2)));
+        assert_eq!(moved.tags, vec!["hardware", "urgent", "triaged", "phone"], "added after the case's own");
+
+        // An action naming a user who is no longer active stops the move, saying why.
+        targets.insert(kim, Reference::Inactive);
+        let Err(DomainError::Conflict(why)) = decide(state.as_ref(), move_to(&targets), ctx()) else {
+            panic!("conflict")
+        };
+        assert!(why.contains("assign_user") && why.contains(&kim.to_string()), "{why}");
+    }
+
+    #[test]
+    fn a_workflow_refuses_actions_it_cannot_run_naming_them() {
+        let mut definition = workflow().definition;
+        definition.actions = vec![
+            serde_json::json!({ "when": { "enters": Uuid::from_u128(12) }, "do": { "type": "explode" } }),
+            serde_json::json!({ "when": { "enters": Uuid::from_u128(99) }, "do": { "type": "start_sla" } }),
+            serde_json::json!({ "when": { "from": Uuid::from_u128(11), "to": Uuid::from_u128(13) }, "do": { "type": "start_sla" } }),
+            serde_json::json!({ "when": {}, "do": { "type": "add_tags", "tags": [] } }),
+            serde_json::json!({ "when": { "enters": Uuid::from_u128(12) }, "do": { "type": "assign_user" } }),
+        ];
+        let fields: Vec<String> = definition.check().into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "definition.actions[0].do.type",
+                "definition.actions[1].when.enters",
+                "definition.actions[2].when",
+                "definition.actions[3].when",
+                "definition.actions[3].do.tags",
+                "definition.actions[4]",
+            ]
+        );
     }
 
     #[test]

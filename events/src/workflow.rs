@@ -46,6 +46,56 @@ pub struct SlaTarget {
     pub resolution_minutes: u32,
 }
 
+/// When a workflow action runs: as a case enters the stage `enters` (by any move), or as
+/// it takes the transition `from` → `to`. Not when a case opens at the initial stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct When {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enters: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Uuid>,
+}
+
+/// What a workflow action does to the case, recorded as events of the command that moved
+/// it (so a replay or rebuild shows the same, and the audit log names the mover).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Effect {
+    /// Assign the case to an active user of the tenant.
+    AssignUser { user_id: Uuid },
+    /// Give the case to a team of the tenant.
+    AssignTeam { team_id: Uuid },
+    /// Set the case's priority (its SLA follows the new priority's targets).
+    SetPriority { priority: Priority },
+    /// Add tags to the case's tags.
+    AddTags { tags: Vec<String> },
+    /// Start the SLA clock again from now, with the targets for the case's priority.
+    StartSla,
+}
+
+/// The action types a workflow may declare.
+pub const ACTION_TYPES: [&str; 5] = ["assign_user", "assign_team", "set_priority", "add_tags", "start_sla"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowAction {
+    pub when: When,
+    #[serde(rename = "do")]
+    pub effect: Effect,
+}
+
+impl WorkflowAction {
+    fn runs_on(&self, from: Uuid, to: Uuid) -> bool {
+        self.when.enters == Some(to) || (self.when.from == Some(from) && self.when.to == Some(to))
+    }
+}
+
+/// Actions a workflow may declare.
+pub const MAX_ACTIONS: usize = 50;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkflowDefinition {
@@ -93,6 +143,7 @@ impl WorkflowDefinition {
                 ));
             }
         }
+        self.check_actions(&ids, &mut errors);
         let mut priorities = BTreeSet::new();
         for (i, s) in self.sla.iter().enumerate() {
             if !priorities.insert(s.priority.as_str()) {
@@ -114,6 +165,92 @@ impl WorkflowDefinition {
             }
         }
         errors
+    }
+
+    /// What each declared action is, or why it is none (named by its place).
+    fn parsed_actions(&self) -> impl Iterator<Item = (usize, Result<WorkflowAction, FieldError>)> + '_ {
+        self.actions.iter().enumerate().map(|(i, raw)| {
+            let parsed = serde_json::from_value::<WorkflowAction>(raw.clone()).map_err(|e| {
+                let kind = raw.pointer("/do/type").and_then(Value::as_str);
+                match kind {
+                    Some(kind) if !ACTION_TYPES.contains(&kind) => FieldError::new(
+                        format!("definition.actions[{i}].do.type"),
+                        format!("{kind:?} is not an action; actions are {}", ACTION_TYPES.join(", ")),
+                    ),
+                    _ => FieldError::new(
+                        format!("definition.actions[{i}]"),
+                        format!(
+                            "{e}; an action is {{\"when\": {{\"enters\": stage}} or {{\"from\": stage, \"to\": stage}}, \
+                             \"do\": {{\"type\": one of {}, ...}}}}",
+                            ACTION_TYPES.join(", ")
+                        ),
+                    ),
+                }
+            });
+            (i, parsed)
+        })
+    }
+
+    fn check_actions(&self, stages: &BTreeSet<Uuid>, errors: &mut Vec<FieldError>) {
+        if self.actions.len() > MAX_ACTIONS {
+            errors.push(FieldError::new("definition.actions", format!("at most {MAX_ACTIONS} actions")));
+            return;
+        }
+        for (i, action) in self.parsed_actions() {
+            let action = match action {
+                Ok(action) => action,
+                Err(problem) => {
+                    errors.push(problem);
+                    continue;
+                }
+            };
+            let at = |what: &str| format!("definition.actions[{i}].{what}");
+            let w = &action.when;
+            match (w.enters, w.from, w.to) {
+                (Some(stage), None, None) if !stages.contains(&stage) => {
+                    errors.push(FieldError::new(at("when.enters"), "must be one of the stages"))
+                }
+                (Some(_), None, None) => {}
+                (None, Some(from), Some(to)) if self.transition(from, to).is_none() => {
+                    errors.push(FieldError::new(at("when"), "from and to must name one of the workflow's transitions"))
+                }
+                (None, Some(_), Some(_)) => {}
+                _ => errors.push(FieldError::new(
+                    at("when"),
+                    "give either enters (a stage) or from and to (a transition), not both",
+                )),
+            }
+            match &action.effect {
+                Effect::AddTags { tags } => {
+                    if tags.is_empty() || tags.len() > contract::MAX_TAGS {
+                        errors.push(FieldError::new(at("do.tags"), format!("1 to {} tags", contract::MAX_TAGS)));
+                    }
+                    for (t, tag) in tags.iter().enumerate() {
+                        if let Some(problem) = contract::TAG.problem(tag) {
+                            errors.push(FieldError::new(at(&format!("do.tags[{t}]")), problem));
+                        }
+                    }
+                }
+                Effect::StartSla if self.sla.is_empty() => {
+                    errors.push(FieldError::new(at("do.type"), "start_sla needs the workflow's sla targets"))
+                }
+                Effect::StartSla
+                | Effect::AssignUser { .. }
+                | Effect::AssignTeam { .. }
+                | Effect::SetPriority { .. } => {}
+            }
+        }
+    }
+
+    /// The declared actions (each checked when the workflow was saved; one saved before
+    /// actions were checked that is not an action is left out).
+    pub fn actions(&self) -> Vec<WorkflowAction> {
+        self.parsed_actions().filter_map(|(_, a)| a.ok()).collect()
+    }
+
+    /// What a case taking the transition `from` → `to` has done to it, in declared order.
+    pub fn effects_of(&self, from: Uuid, to: Uuid) -> Vec<Effect> {
+        self.actions().into_iter().filter(|a| a.runs_on(from, to)).map(|a| a.effect).collect()
     }
 
     pub fn transition(&self, from: Uuid, to: Uuid) -> Option<&Transition> {

@@ -45,4 +45,5 @@ mod templates;
 mod tenants;
 mod users;
 mod verify_repair;
+mod workflow_actions;
 mod workflows;

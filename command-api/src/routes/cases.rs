@@ -270,8 +270,14 @@ async fn move_stage(
         Some(w) => workflow_facts(&state, tenant, w).await?,
         None => None,
     };
-    let cmd =
-        CaseCommand::MoveStage(MoveStage { to: body.stage_id, role: ctx.caller.role.as_str().to_owned(), workflow });
+    // Every user and team the workflow's actions name (not only this move's): a move
+    // decided on a newer stage than read here still finds its targets.
+    let targets = match &workflow {
+        Some(w) => super::action_targets(&state, tenant, &w.definition).await?,
+        None => Default::default(),
+    };
+    let role = ctx.caller.role.as_str().to_owned();
+    let cmd = CaseCommand::MoveStage(MoveStage { to: body.stage_id, role, workflow, targets });
     run(&state, &ctx, id, hash, Permission::CasesChangeStatus, cmd).await
 }
 

@@ -273,6 +273,29 @@ pub(crate) async fn acting_user(state: &AppState, caller: &runtime::auth::Caller
     }
 }
 
+/// What the write side finds for every user and team a workflow's actions name.
+pub(crate) async fn action_targets(
+    state: &AppState,
+    tenant: uuid::Uuid,
+    definition: &events::workflow::WorkflowDefinition,
+) -> Result<std::collections::BTreeMap<uuid::Uuid, events::reference::Reference>, ApiError> {
+    use events::reference::Reference;
+    use events::workflow::Effect;
+    let mut found = std::collections::BTreeMap::new();
+    for action in definition.actions() {
+        let (id, reference) = match action.effect {
+            Effect::AssignUser { user_id } => (user_id, user_reference(state, tenant, Some(user_id)).await?),
+            Effect::AssignTeam { team_id } => {
+                let team = state.journal.state::<events::team::Team>(tenant, team_id).await?;
+                (team_id, if team.is_some() { Reference::Usable } else { Reference::Missing })
+            }
+            Effect::SetPriority { .. } | Effect::AddTags { .. } | Effect::StartSla => continue,
+        };
+        found.insert(id, reference);
+    }
+    Ok(found)
+}
+
 /// What a reference to a user is: missing, not active, or usable (None is usable: nobody).
 pub(crate) async fn user_reference(
     state: &AppState,
