@@ -100,6 +100,7 @@ login() {
 }
 token=$(login demo.agent demo-agent-password)
 supervisor_token=$(login demo.supervisor demo-supervisor-password)
+admin_token=$("$BIN/command-api" token --tenant "$tenant" --role admin --hours 8)
 
 cat <<MSG
 
@@ -114,7 +115,7 @@ Murima is running.
 
 Copy and paste:
 
-export TOKEN=$token SUPERVISOR_TOKEN=$supervisor_token
+export TOKEN=$token SUPERVISOR_TOKEN=$supervisor_token ADMIN_TOKEN=$admin_token
 
 # open a case; the answer carries its id, version and a position token
 curl -s -w '\\n' -X POST http://127.0.0.1:8080/v1/cases -H "Authorization: Bearer \$TOKEN" \\
@@ -143,4 +144,24 @@ curl -s -w '\\n' "http://127.0.0.1:8081/v1/counters?position=\$POS" -H "Authoriz
 curl -s -w '\\n' "http://127.0.0.1:8081/v1/my/queue?position=\$POS" -H "Authorization: Bearer \$TOKEN"
 curl -s -w '\\n' "http://127.0.0.1:8081/v1/search/suggest?prefix=print" -H "Authorization: Bearer \$TOKEN"
 curl -s -w '\\n' "http://127.0.0.1:8081/v1/dashboard/daily?position=\$POS" -H "Authorization: Bearer \$TOKEN"
+
+# a workflow that acts (an administrator's): a case moved to Triage becomes urgent, goes to
+# the demo agent and is tagged, as events of the move itself
+curl -s -w '\\n' -X POST http://127.0.0.1:8080/v1/workflows -H "Authorization: Bearer \$ADMIN_TOKEN" \\
+  -H 'Content-Type: application/json' \\
+  -d '{"id": "0199a5b2-0000-7000-8000-0000000000f0", "name": "Triage desk", "definition": {"stages": [{"id": "0199a5b2-0000-7000-8000-0000000000f1", "name": "New"}, {"id": "0199a5b2-0000-7000-8000-0000000000f2", "name": "Triage"}], "initial_stage": "0199a5b2-0000-7000-8000-0000000000f1", "transitions": [{"from": "0199a5b2-0000-7000-8000-0000000000f1", "to": "0199a5b2-0000-7000-8000-0000000000f2"}], "sla": [{"priority": "urgent", "first_response_minutes": 15, "resolution_minutes": 120}], "actions": [{"when": {"enters": "0199a5b2-0000-7000-8000-0000000000f2"}, "do": {"type": "set_priority", "priority": "urgent"}}, {"when": {"enters": "0199a5b2-0000-7000-8000-0000000000f2"}, "do": {"type": "assign_user", "user_id": "0199a5b2-0000-7000-8000-0000000000aa"}}, {"when": {"enters": "0199a5b2-0000-7000-8000-0000000000f2"}, "do": {"type": "add_tags", "tags": ["triaged"]}}]}}'
+curl -s -w '\\n' -X POST http://127.0.0.1:8080/v1/case-types -H "Authorization: Bearer \$ADMIN_TOKEN" \\
+  -H 'Content-Type: application/json' \\
+  -d '{"id": "0199a5b2-0000-7000-8000-000000000002", "name": "Triage", "workflow_id": "0199a5b2-0000-7000-8000-0000000000f0"}'
+curl -s -w '\\n' -X POST http://127.0.0.1:8080/v1/cases -H "Authorization: Bearer \$TOKEN" \\
+  -H 'Content-Type: application/json' \\
+  -d '{"title": "Water in the server room", "priority": "high", "case_type_id": "0199a5b2-0000-7000-8000-000000000002"}' | tee /tmp/murima-triage.json
+export TRIAGE=\$(python3 -c 'import json; print(json.load(open("/tmp/murima-triage.json"))["id"])')
+curl -s -w '\\n' -X POST http://127.0.0.1:8080/v1/cases/\$TRIAGE/stage -H "Authorization: Bearer \$TOKEN" \\
+  -H 'Content-Type: application/json' -d '{"stage_id": "0199a5b2-0000-7000-8000-0000000000f2"}' | tee /tmp/murima-moved.json
+export POS=\$(python3 -c 'import json; print(json.load(open("/tmp/murima-moved.json"))["position"])')
+curl -s -w '\\n' "http://127.0.0.1:8081/v1/cases/\$TRIAGE?position=\$POS" -H "Authorization: Bearer \$TOKEN"
+
+# the audit log of the whole tenant, searched: every priority change (a supervisor's)
+curl -s -w '\\n' "http://127.0.0.1:8081/v1/search/audit?field=priority&position=\$POS" -H "Authorization: Bearer \$SUPERVISOR_TOKEN"
 MSG

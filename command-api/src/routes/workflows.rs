@@ -38,6 +38,8 @@ struct CreateBody {
     description: Option<String>,
     #[schema(value_type = Object)]
     definition: WorkflowDefinition,
+    /// Optional: lets an administrator choose the id (e.g. a well-known demo workflow).
+    id: Option<Uuid>,
 }
 
 impl CommandSchema for CreateBody {
@@ -67,7 +69,7 @@ async fn create(
 ) -> Result<CommandReply, ApiError> {
     ctx.caller.require(Permission::WorkflowsManage)?;
     let hash = fingerprint(CreateBody::NAME, None, &body);
-    let id = Uuid::now_v7();
+    let id = body.id.unwrap_or_else(Uuid::now_v7);
     let lookup = Lookup::UniqueName { kind: KIND, name: body.name.trim().to_lowercase() };
     refuse_unusable_targets(&state, ctx.caller.tenant_id, &body.definition).await?;
     let cmd = WorkflowCommand::Create { name: body.name, description: body.description, definition: body.definition };
