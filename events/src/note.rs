@@ -76,7 +76,7 @@ pub fn mentioned_usernames(content: &str) -> Vec<String> {
     let mut chars = content.char_indices().peekable();
     while let Some((at, c)) = chars.next() {
         if c == '@' && !previous.is_some_and(is_name) {
-            let rest = &content[at + 1..];
+            let rest = content[at..].strip_prefix('@').unwrap_or_default();
             let end = rest.find(|c: char| !is_name(c)).unwrap_or(rest.len());
             let name = rest[..end].trim_end_matches('.').to_lowercase();
             if (3..=64).contains(&name.len()) && !found.contains(&name) {
