@@ -40,9 +40,33 @@ impl<T: DeserializeOwned + CommandSchema, S: Send + Sync> FromRequest<S> for Ver
                 )?
             }
         };
+        if let Some(number) = beyond_signed_64_bits(&value) {
+            return Err(ApiError::unprocessable(format!(
+                "the number {number} is too large: whole numbers must lie between {} and {} (every store keeps \
+                 them as signed 64-bit integers)",
+                i64::MIN,
+                i64::MAX
+            )));
+        }
         let body = serde_json::from_value(value).map_err(|e| ApiError::unprocessable(e.to_string()))?;
         Ok(Self { version, body })
     }
+}
+
+/// A whole number anywhere in the body above `i64::MAX`: JSON allows it, MongoDB's and
+/// Elasticsearch's integers do not, so a command holding one would be accepted and then
+/// never projected.
+fn beyond_signed_64_bits(value: &Value) -> Option<&serde_json::Number> {
+    let mut pending = vec![value];
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::Number(n) if n.as_i64().is_none() && n.as_u64().is_some() => return Some(n),
+            Value::Array(items) => pending.extend(items),
+            Value::Object(fields) => pending.extend(fields.values()),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// For `#[serde(default, deserialize_with = "crate::versioned::present")]` on an

@@ -610,7 +610,7 @@ fn move_stage(case: &Case, cmd: MoveStage, ctx: Context) -> Result<Vec<CaseEvent
     let mut events = vec![moved];
     for effect in workflow.definition.effects_of(current, cmd.to) {
         for event in effect_events(&after, effect, &workflow.definition, &cmd.targets, ctx)? {
-            after = evolve(Some(after), &event).unwrap_or_else(|| case.clone());
+            after = evolve(Some(after.clone()), &event).unwrap_or(after);
             events.push(event);
         }
     }

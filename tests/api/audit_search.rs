@@ -117,10 +117,12 @@ async fn an_audit_search_shows_no_field_the_reader_may_not_see() {
     let supervisor = app.token_for(app.tenant_id, Role::Supervisor);
     let definition = json!({ "entity_type": "case", "field_name": "risk_score", "display_name": "Fraud risk",
                              "field_type": "text", "visibility_rules": { "roles": ["admin"] } });
-    assert_eq!(
-        app.command(Method::POST, "/v1/custom-fields", &admin, Some(definition)).await.status(),
-        StatusCode::CREATED
-    );
+    let defined = app.command(Method::POST, "/v1/custom-fields", &admin, Some(definition)).await;
+    assert_eq!(defined.status(), StatusCode::CREATED);
+    // The rules are read from the definitions' store: wait until it holds this one.
+    let position = defined.json::<Value>().await.unwrap()["position"].as_str().unwrap().to_owned();
+    let rules = app.query(&format!("/v1/custom-fields?position={position}"), &admin).await;
+    assert_eq!(rules.status(), StatusCode::OK);
     let open = json!({ "title": "Refund", "case_type_id": app.case_type_id,
                        "custom_fields": { "risk_score": "high-risk" } });
     let answer = app.command(Method::POST, "/v1/cases", &admin_login, Some(open)).await;

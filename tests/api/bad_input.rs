@@ -202,3 +202,23 @@ async fn a_body_far_over_the_limit_gets_a_413_the_client_reads() {
     let answer = app.command(Method::POST, "/v1/cases", &app.token, Some(fine)).await;
     assert_eq!(answer.status(), StatusCode::CREATED);
 }
+
+/// A whole number above `i64::MAX` is valid JSON, but MongoDB and Elasticsearch keep
+/// signed 64-bit integers: accepted, it would park the case's audit entry.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_number_no_store_keeps_is_a_422_not_a_parked_stream() {
+    let app = TestApp::spawn().await;
+    let form = json!({ "fields": [{ "name": "meter", "type": "number" }] });
+    let metered = app.create_case_type(app.tenant_id, "Metered", form).await;
+    let huge = serde_json::from_str::<Value>("18446744073709551615").unwrap();
+    let open = json!({ "title": "Meter overflow", "case_type_id": metered, "custom_fields": { "meter": huge } });
+    let p =
+        problem(app.command(Method::POST, "/v1/cases", &app.token, Some(open)).await, StatusCode::UNPROCESSABLE_ENTITY)
+            .await;
+    assert!(p["detail"].as_str().unwrap().contains("18446744073709551615"), "{p}");
+    let fine = json!({ "title": "Meter at the top", "case_type_id": metered, "custom_fields": { "meter": i64::MAX } });
+    assert_eq!(app.command(Method::POST, "/v1/cases", &app.token, Some(fine)).await.status(), StatusCode::CREATED);
+    let nested = json!({ "preferences": { "deep": [{ "n": huge }] } });
+    let r = app.command(Method::PUT, &format!("/v1/users/{}/preferences", app.user_id), &app.token, Some(nested)).await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+}

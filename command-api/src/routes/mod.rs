@@ -283,6 +283,10 @@ pub(crate) async fn action_targets(
     use events::workflow::Effect;
     let mut found = std::collections::BTreeMap::new();
     for action in definition.actions() {
+        if matches!(action.effect, Effect::AssignUser { user_id: id } | Effect::AssignTeam { team_id: id } if found.contains_key(&id))
+        {
+            continue;
+        }
         let (id, reference) = match action.effect {
             Effect::AssignUser { user_id } => (user_id, user_reference(state, tenant, Some(user_id)).await?),
             Effect::AssignTeam { team_id } => {

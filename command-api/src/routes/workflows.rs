@@ -112,6 +112,10 @@ async fn refuse_unusable_targets(
     tenant: Uuid,
     definition: &WorkflowDefinition,
 ) -> Result<(), ApiError> {
+    let shape = definition.check();
+    if !shape.is_empty() {
+        return Err(ApiError::Unprocessable { detail: "some fields are invalid; see errors".into(), errors: shape });
+    }
     let targets = super::action_targets(state, tenant, definition).await?;
     let errors: Vec<FieldError> = definition
         .actions

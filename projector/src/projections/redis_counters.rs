@@ -35,6 +35,8 @@ use events::DomainEvent;
 /// Notifications kept per user, and for how long (seed §2.3.2: 30 days).
 const NOTIFICATIONS_KEPT: i64 = 100;
 const NOTIFICATION_TTL_SECS: i64 = 30 * 24 * 3600;
+/// Operations one script call applies (a notification reads its user's list of 100).
+const OPERATIONS_PER_SCRIPT: usize = 200;
 
 /// ARGV[1]: tenant key prefix ("tenant_<id>:"); ARGV[2]: JSON array of operations;
 /// ARGV[3]: notifications kept; ARGV[4]: notification TTL; ARGV[5]: the finished statuses
@@ -81,6 +83,9 @@ local function notify(n)
   if not placed then redis.call('RPUSH', key, entry) end
   redis.call('LTRIM', key, 0, kept - 1)
   redis.call('EXPIRE', key, ttl)
+  -- What the user read lives as long as the list it marks.
+  redis.call('EXPIRE', key .. ':read', ttl)
+  redis.call('EXPIRE', key .. ':read_before', ttl)
 end
 local function field(op, name, old)
   local value = op[name]
@@ -203,10 +208,17 @@ fn id(value: Option<Uuid>) -> Value {
     json!(value.map(|v| v.to_string()).unwrap_or_default())
 }
 
+/// Whether an event is recent enough to notify about: a replay or rebuild does not bring
+/// back notifications the list would have dropped by now.
+fn still_news(event: &Event) -> bool {
+    let kept = chrono::Duration::seconds(NOTIFICATION_TTL_SECS);
+    chrono::Utc::now().signed_duration_since(event.envelope.occurred_at) < kept
+}
+
 /// A notification for `user` about this event, unless they caused it themselves.
 fn notification(event: &Event, user: Option<Uuid>, kind: &str, subject: Value) -> Value {
     match user {
-        Some(user) if user != event.envelope.actor.user_id => {
+        Some(user) if user != event.envelope.actor.user_id && still_news(event) => {
             json!({ "user": user.to_string(), "body": notification_body(event, kind, subject) })
         }
         _ => Value::Null,
@@ -262,7 +274,7 @@ fn operation(event: &Event) -> Option<Value> {
         })),
         DomainEvent::Case(CaseEvent::StatusChanged(e)) => {
             let finished = |s: &Status| Status::FINISHED.contains(s);
-            let reopened = finished(&e.status.old) && !finished(&e.status.new);
+            let reopened = finished(&e.status.old) && !finished(&e.status.new) && still_news(event);
             case(json!({
                 "status": e.status.new.as_str(),
                 "notify_assignee": reopened.then(|| notification_body(event, "case_reopened",
@@ -382,12 +394,15 @@ impl Projection for RedisCountersProjection {
         // when Redis does not know it yet (first use, or after a Redis restart).
         let finished = Value::from(Status::FINISHED.map(Status::as_str).to_vec()).to_string();
         let mut pipe = redis::pipe();
-        for (tenant, ops) in &per_tenant {
+        // A script blocks Redis while it runs: a rebuild's large batches go in slices.
+        for (tenant, ops) in
+            per_tenant.iter().flat_map(|(t, ops)| ops.chunks(OPERATIONS_PER_SCRIPT).map(move |c| (t, c)))
+        {
             pipe.cmd("EVALSHA")
                 .arg(self.script.get_hash())
                 .arg(0)
                 .arg(self.placement.of(*tenant).map(|t| t.redis_key("")).unwrap_or_default())
-                .arg(Value::Array(ops.clone()).to_string())
+                .arg(Value::Array(ops.to_vec()).to_string())
                 .arg(NOTIFICATIONS_KEPT)
                 .arg(NOTIFICATION_TTL_SECS)
                 .arg(&finished);

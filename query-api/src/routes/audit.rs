@@ -231,9 +231,7 @@ async fn search_audit(
     let t = Tenancy(caller.tenant_id);
     let limit = page_size(q.limit, 20, 100)?;
     let offset = q.offset.unwrap_or(0);
-    if !(0..=super::search::MAX_OFFSET).contains(&offset) {
-        return Err(ApiError::BadRequest(format!("offset must be between 0 and {}", super::search::MAX_OFFSET)));
-    }
+    super::search::window(offset, limit)?;
     let entity_type = match q.entity_type.as_deref() {
         None => None,
         Some(named) => Some(ENTITY_TYPES.into_iter().find(|t| *t == named).ok_or_else(|| {
@@ -320,18 +318,28 @@ fn structured(hit: &Value) -> Value {
     entry
 }
 
+/// How often a waiting audit search asks Elasticsearch to refresh.
+const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Waits until the audit entry of the token's write is searchable.
 async fn wait_for_entry(
     state: &AppState,
     alias: &str,
     token: Option<crate::consistency::Wait>,
 ) -> Result<(), ApiError> {
+    let mut refreshed: Option<std::time::Instant> = None;
     wait_until(token, state.read_wait, crate::consistency::Store::Elastic, |t| {
         let elastic = state.elastic.clone();
         let alias = alias.to_owned();
+        // Entries become searchable at a refresh; a waiting read asks for one now and then.
+        let refresh = refreshed.is_none_or(|at| at.elapsed() >= REFRESH_EVERY);
+        if refresh {
+            refreshed = Some(std::time::Instant::now());
+        }
         async move {
-            // Entries become searchable at a refresh; a waiting read asks for one.
-            let _ = elastic.indices().refresh(IndicesRefreshParts::Index(&[&alias])).send().await;
+            if refresh {
+                let _ = elastic.indices().refresh(IndicesRefreshParts::Index(&[&alias])).send().await;
+            }
             let body = json!({ "size": 0, "track_total_hits": true, "query": { "bool": { "filter": [
                 { "term": { "entity_id": t.stream_id.to_string() } },
                 { "range": { "entity_version": { "gte": t.version } } }

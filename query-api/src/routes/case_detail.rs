@@ -104,13 +104,13 @@ pub async fn held_version(pool: sqlx::PgPool, caller: Caller, schema: String, ca
     Ok(v.unwrap_or(0))
 }
 
-/// The case row, from the cache when it is at least as new as anything seen, else from
-/// PostgreSQL (refreshing the cache). Redis trouble only costs the cache, never the read.
 /// Whether the caller's tenant has case `id` (404 if not).
 pub(super) async fn case_exists(state: &AppState, caller: Caller, id: Uuid) -> Result<(), ApiError> {
     cached_case(state, caller, id, 0).await.map(drop)
 }
 
+/// The case row, from the cache when it is at least as new as anything seen, else from
+/// PostgreSQL (refreshing the cache). Redis trouble only costs the cache, never the read.
 async fn cached_case(state: &AppState, caller: Caller, id: Uuid, wanted: i64) -> Result<Value, ApiError> {
     let t = Tenancy(caller.tenant_id);
     let key = t.redis_case_cache(id);

@@ -75,10 +75,18 @@ fn search_text(q: &str) -> Result<&str, ApiError> {
 fn paging(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiError> {
     let limit = page_size(limit, 20, 100)?;
     let offset = offset.unwrap_or(0);
-    if !(0..=MAX_OFFSET).contains(&offset) {
-        return Err(ApiError::BadRequest(format!("offset must be between 0 and {MAX_OFFSET}")));
-    }
+    window(offset, limit)?;
     Ok((limit, offset))
+}
+
+/// Elasticsearch answers at most `MAX_OFFSET` hits deep: offset plus limit stays within.
+pub(super) fn window(offset: i64, limit: i64) -> Result<(), ApiError> {
+    if !(0..=MAX_OFFSET).contains(&offset) || offset.saturating_add(limit) > MAX_OFFSET {
+        return Err(ApiError::BadRequest(format!(
+            "offset must be between 0 and {MAX_OFFSET}, and offset plus limit at most {MAX_OFFSET} (narrow the search instead)"
+        )));
+    }
+    Ok(())
 }
 
 /// Runs a search on an alias; `{total, items, facets, next_offset}` with each hit's source,
@@ -102,6 +110,8 @@ pub(super) async fn run(state: &AppState, alias: &str, body: Value, offset: i64)
             let mut item = hit["_source"].clone();
             if let Some(source) = item.as_object_mut() {
                 source.remove("suggest");
+                // An audit entry's id is its document's (the event's id).
+                source.entry("id").or_insert_with(|| hit["_id"].clone());
             }
             item["score"] = hit["_score"].clone();
             item["highlight"] = hit.get("highlight").cloned().unwrap_or(json!({}));
