@@ -16,7 +16,7 @@ use crate::error::FieldError;
 use crate::error::{DomainError, Validator};
 use crate::form::FormDefinition;
 use crate::reference::Reference;
-use crate::workflow::{Effect, WorkflowDefinition};
+use crate::workflow::{ActionTargets, Effect, WorkflowDefinition};
 
 pub type CustomFields = serde_json::Map<String, serde_json::Value>;
 
@@ -165,9 +165,8 @@ pub struct MoveStage {
     /// The actor's role, checked against the transition's allowed roles.
     pub role: String,
     pub workflow: Option<WorkflowFacts>,
-    /// What the write side found for each user and team the workflow's actions on this
-    /// move name (absent: not looked up, so not usable).
-    pub targets: std::collections::BTreeMap<Uuid, Reference>,
+    /// What the write side found for each user and team the workflow's actions name.
+    pub targets: ActionTargets,
 }
 
 /// Every field is optional: absent means "leave as is". `Some(None)` clears a nullable field.
@@ -623,32 +622,25 @@ fn effect_events(
     case: &Case,
     effect: Effect,
     definition: &WorkflowDefinition,
-    targets: &std::collections::BTreeMap<Uuid, Reference>,
+    targets: &ActionTargets,
     ctx: Context,
 ) -> Result<Vec<CaseEvent>, DomainError> {
-    let usable = |kind: &str, id: Uuid| match targets.get(&id) {
-        Some(Reference::Usable) => Ok(()),
-        _ => Err(DomainError::Conflict(format!(
+    if let Some((kind, id)) = effect.names().filter(|(_, id)| targets.get(id) != Some(&Reference::Usable)) {
+        return Err(DomainError::Conflict(format!(
             "the workflow's action assign_{kind} names the {kind} {id}, which is not an active {kind} of the tenant; \
              an administrator must change the workflow before cases can take this move"
-        ))),
-    };
+        )));
+    }
     let updated = |event: CaseUpdated| CaseEvent::Updated(event);
     Ok(match effect {
-        Effect::AssignUser { user_id } => {
-            usable("user", user_id)?;
-            Change::between(&case.assigned_to, Some(Some(user_id)))
-                .map(|assigned_to| CaseEvent::Assigned(CaseAssigned { assigned_to, assigned_at: ctx.now }))
-                .into_iter()
-                .collect()
-        }
-        Effect::AssignTeam { team_id } => {
-            usable("team", team_id)?;
-            Change::between(&case.team_id, Some(Some(team_id)))
-                .map(|team_id| CaseEvent::TeamAssigned(CaseTeamAssigned { team_id, assigned_at: ctx.now }))
-                .into_iter()
-                .collect()
-        }
+        Effect::AssignUser { user_id } => Change::between(&case.assigned_to, Some(Some(user_id)))
+            .map(|assigned_to| CaseEvent::Assigned(CaseAssigned { assigned_to, assigned_at: ctx.now }))
+            .into_iter()
+            .collect(),
+        Effect::AssignTeam { team_id } => Change::between(&case.team_id, Some(Some(team_id)))
+            .map(|team_id| CaseEvent::TeamAssigned(CaseTeamAssigned { team_id, assigned_at: ctx.now }))
+            .into_iter()
+            .collect(),
         Effect::SetPriority { priority } => match Change::between(&case.priority, Some(priority)) {
             None => vec![],
             Some(change) => std::iter::once(updated(CaseUpdated {
@@ -1066,8 +1058,8 @@ mod tests {
             hidden: BTreeSet::new(),
         });
         let state = given(&decide(None, CaseCommand::Open(cmd), ctx()).unwrap());
-        let mut targets = std::collections::BTreeMap::from([(kim, Reference::Usable), (tier2, Reference::Usable)]);
-        let move_to = |targets: &std::collections::BTreeMap<Uuid, Reference>| {
+        let mut targets = ActionTargets::from([(kim, Reference::Usable), (tier2, Reference::Usable)]);
+        let move_to = |targets: &ActionTargets| {
             CaseCommand::MoveStage(MoveStage {
                 to: Uuid::from_u128(12),
                 role: "agent".into(),

@@ -14,6 +14,7 @@ use crate::case::Priority;
 use crate::change::Change;
 use crate::contract;
 use crate::error::{DomainError, FieldError, Validator};
+use crate::reference::Reference;
 
 /// The roles of a tenant's users, as rules name them.
 pub const ROLES: [&str; 3] = ["agent", "supervisor", "admin"];
@@ -75,6 +76,22 @@ pub enum Effect {
     /// Start the SLA clock again from now, with the targets for the case's priority.
     StartSla,
 }
+
+impl Effect {
+    /// The user or team the action names (as `("user" | "team", id)`), which must be
+    /// usable when the workflow is saved and when the action runs.
+    pub fn names(&self) -> Option<(&'static str, Uuid)> {
+        match self {
+            Effect::AssignUser { user_id } => Some(("user", *user_id)),
+            Effect::AssignTeam { team_id } => Some(("team", *team_id)),
+            Effect::SetPriority { .. } | Effect::AddTags { .. } | Effect::StartSla => None,
+        }
+    }
+}
+
+/// What the write side found for each user and team a workflow's actions name (absent:
+/// not looked up, so not usable).
+pub type ActionTargets = std::collections::BTreeMap<Uuid, Reference>;
 
 /// The action types a workflow may declare.
 pub const ACTION_TYPES: [&str; 5] = ["assign_user", "assign_team", "set_priority", "add_tags", "start_sla"];
@@ -242,6 +259,21 @@ impl WorkflowDefinition {
         }
     }
 
+    /// `check`, and that every user and team the actions name is usable.
+    pub fn check_with(&self, targets: &ActionTargets) -> Vec<FieldError> {
+        let mut errors = self.check();
+        for (i, action) in self.parsed_actions() {
+            let Some((kind, id)) = action.ok().and_then(|a| a.effect.names()) else { continue };
+            if targets.get(&id) != Some(&Reference::Usable) {
+                errors.push(FieldError::new(
+                    format!("definition.actions[{i}].do.{kind}_id"),
+                    format!("names no active {kind} of the tenant"),
+                ));
+            }
+        }
+        errors
+    }
+
     /// The declared actions (each checked when the workflow was saved; one saved before
     /// actions were checked that is not an action is left out).
     pub fn actions(&self) -> Vec<WorkflowAction> {
@@ -264,8 +296,19 @@ impl WorkflowDefinition {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum WorkflowCommand {
-    Create { name: String, description: Option<String>, definition: WorkflowDefinition },
-    Update { name: Option<String>, description: Option<Option<String>>, definition: Option<WorkflowDefinition> },
+    /// `targets`: what the write side found for the users and teams the actions name.
+    Create {
+        name: String,
+        description: Option<String>,
+        definition: WorkflowDefinition,
+        targets: ActionTargets,
+    },
+    Update {
+        name: Option<String>,
+        description: Option<Option<String>>,
+        definition: Option<WorkflowDefinition>,
+        targets: ActionTargets,
+    },
     Deactivate,
     Activate,
 }
@@ -356,13 +399,13 @@ pub fn decide(
 ) -> Result<Vec<WorkflowEvent>, DomainError> {
     match (state, command) {
         (Some(_), WorkflowCommand::Create { .. }) => Err(DomainError::Conflict("the workflow already exists".into())),
-        (None, WorkflowCommand::Create { name, description, definition }) => {
+        (None, WorkflowCommand::Create { name, description, definition, targets }) => {
             let mut v = Validator::default();
             v.text("name", &name, contract::NAME);
             if let Some(d) = &description {
                 v.optional_text("description", d, contract::DESCRIPTION);
             }
-            v.extend(definition.check());
+            v.extend(definition.check_with(&targets));
             v.finish()?;
             Ok(vec![WorkflowEvent::Created(WorkflowCreated {
                 name: name.trim().to_owned(),
@@ -372,7 +415,7 @@ pub fn decide(
             })])
         }
         (None, _) => Err(DomainError::NotFound("workflow")),
-        (Some(w), WorkflowCommand::Update { name, description, definition }) => {
+        (Some(w), WorkflowCommand::Update { name, description, definition, targets }) => {
             let mut v = Validator::default();
             if let Some(n) = &name {
                 v.text("name", n, contract::NAME);
@@ -381,7 +424,7 @@ pub fn decide(
                 v.optional_text("description", d, contract::DESCRIPTION);
             }
             if let Some(d) = &definition {
-                v.extend(d.check());
+                v.extend(d.check_with(&targets));
             }
             v.finish()?;
             let event = WorkflowUpdated {
@@ -454,10 +497,20 @@ mod tests {
 
     #[test]
     fn workflows_are_created_updated_and_deactivated() {
-        let create = WorkflowCommand::Create { name: "Support".into(), description: None, definition: simple() };
+        let create = WorkflowCommand::Create {
+            name: "Support".into(),
+            description: None,
+            definition: simple(),
+            targets: Default::default(),
+        };
         let state = decide(None, create.clone(), Utc::now()).unwrap().iter().fold(None, evolve);
         assert!(matches!(decide(state.as_ref(), create, Utc::now()), Err(DomainError::Conflict(_))));
-        let rename = WorkflowCommand::Update { name: Some("Care".into()), description: None, definition: None };
+        let rename = WorkflowCommand::Update {
+            name: Some("Care".into()),
+            description: None,
+            definition: None,
+            targets: Default::default(),
+        };
         assert_eq!(decide(state.as_ref(), rename, Utc::now()).unwrap().len(), 1);
         let off = decide(state.as_ref(), WorkflowCommand::Deactivate, Utc::now()).unwrap();
         let state = off.iter().fold(state, evolve);

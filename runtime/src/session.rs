@@ -49,6 +49,13 @@ pub struct Rights {
     pub grants: u32,
 }
 
+impl Rights {
+    /// The user as a caller with these rights (to ask what they may do).
+    pub fn caller(&self, user_id: Uuid, tenant_id: Uuid) -> crate::auth::Caller {
+        crate::auth::Caller { user_id, tenant_id, role: self.role, grants: self.grants, operator: false }
+    }
+}
+
 /// What one round trip to Redis found for a request.
 #[derive(Debug, Clone, Default)]
 pub struct Seen {

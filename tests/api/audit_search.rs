@@ -98,6 +98,8 @@ async fn an_audit_search_needs_audit_read_and_stays_in_the_tenant() {
         "from=2026-12-02T00:00:00Z&to=2026-12-01T00:00:00Z",
         "from=not-a-date",
         "to=+275760-09-13T00:00:00Z",
+        "from=%2B10000-01-01T00:00:00Z",
+        "to=-0001-12-31T00:00:00Z",
         "offset=10001",
         "limit=0",
         "actor=not-a-user",

@@ -21,6 +21,11 @@ async fn created(app: &TestApp, token: &str, path: &str, body: Value) -> String 
     answer.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
 }
 
+/// Moves a case to a stage, as the test's agent.
+async fn move_to(app: &TestApp, case: &str, stage: Uuid) -> reqwest::Response {
+    app.command(Method::POST, &format!("/v1/cases/{case}/stage"), &app.token, Some(json!({ "stage_id": stage }))).await
+}
+
 /// A workflow New → Triage → Done whose move to Triage raises the priority, assigns kim
 /// and the team and tags the case, and whose Done restarts the SLA clock.
 async fn flow_with_actions(app: &TestApp) -> Flow {
@@ -57,14 +62,7 @@ async fn a_transition_with_actions_changes_the_case_in_every_read_model() {
     let open = json!({ "title": "Flooded basement", "priority": "high", "case_type_id": flow.case_type });
     let case = created(&app, &app.token, "/v1/cases", open).await;
 
-    let moved = app
-        .command(
-            Method::POST,
-            &format!("/v1/cases/{case}/stage"),
-            &app.token,
-            Some(json!({ "stage_id": flow.stages[1] })),
-        )
-        .await;
+    let moved = move_to(&app, &case, flow.stages[1]).await;
     assert_eq!(moved.status(), StatusCode::OK);
     let moved: Value = moved.json().await.unwrap();
     // Opened, workflow started, SLA set (v3); moved, priority, SLA for urgent, assigned,
@@ -107,14 +105,7 @@ async fn a_transition_with_actions_changes_the_case_in_every_read_model() {
 
     // Done restarts the SLA clock from the move.
     let before: Value = seen["sla"].clone();
-    let done = app
-        .command(
-            Method::POST,
-            &format!("/v1/cases/{case}/stage"),
-            &app.token,
-            Some(json!({ "stage_id": flow.stages[2] })),
-        )
-        .await;
+    let done = move_to(&app, &case, flow.stages[2]).await;
     assert_eq!(done.status(), StatusCode::OK);
     let position = done.json::<Value>().await.unwrap()["position"].as_str().unwrap().to_owned();
     let after: Value =
@@ -174,14 +165,7 @@ async fn a_move_whose_action_names_a_locked_user_is_refused_saying_why() {
     assert_eq!(answer.status(), StatusCode::OK);
     let open = json!({ "title": "Leak", "priority": "high", "case_type_id": flow.case_type });
     let case = created(&app, &app.token, "/v1/cases", open).await;
-    let refused = app
-        .command(
-            Method::POST,
-            &format!("/v1/cases/{case}/stage"),
-            &app.token,
-            Some(json!({ "stage_id": flow.stages[1] })),
-        )
-        .await;
+    let refused = move_to(&app, &case, flow.stages[1]).await;
     assert_eq!(refused.status(), StatusCode::CONFLICT);
     let problem: Value = refused.json().await.unwrap();
     assert!(problem["detail"].as_str().unwrap().contains("assign_user"), "{problem}");

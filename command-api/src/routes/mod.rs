@@ -273,27 +273,26 @@ pub(crate) async fn acting_user(state: &AppState, caller: &runtime::auth::Caller
     }
 }
 
-/// What the write side finds for every user and team a workflow's actions name.
+/// What the write side finds for every user and team a workflow's actions name (each
+/// looked up once, at most `MAX_ACTIONS` of them).
 pub(crate) async fn action_targets(
     state: &AppState,
     tenant: uuid::Uuid,
     definition: &events::workflow::WorkflowDefinition,
-) -> Result<std::collections::BTreeMap<uuid::Uuid, events::reference::Reference>, ApiError> {
+) -> Result<events::workflow::ActionTargets, ApiError> {
     use events::reference::Reference;
-    use events::workflow::Effect;
-    let mut found = std::collections::BTreeMap::new();
-    for action in definition.actions() {
-        if matches!(action.effect, Effect::AssignUser { user_id: id } | Effect::AssignTeam { team_id: id } if found.contains_key(&id))
-        {
+    let mut found = events::workflow::ActionTargets::new();
+    let named = definition.actions().into_iter().take(events::workflow::MAX_ACTIONS).filter_map(|a| a.effect.names());
+    for (kind, id) in named {
+        if found.contains_key(&id) {
             continue;
         }
-        let (id, reference) = match action.effect {
-            Effect::AssignUser { user_id } => (user_id, user_reference(state, tenant, Some(user_id)).await?),
-            Effect::AssignTeam { team_id } => {
-                let team = state.journal.state::<events::team::Team>(tenant, team_id).await?;
-                (team_id, if team.is_some() { Reference::Usable } else { Reference::Missing })
-            }
-            Effect::SetPriority { .. } | Effect::AddTags { .. } | Effect::StartSla => continue,
+        let reference = if kind == "user" {
+            user_reference(state, tenant, Some(id)).await?
+        } else if state.journal.state::<events::team::Team>(tenant, id).await?.is_some() {
+            Reference::Usable
+        } else {
+            Reference::Missing
         };
         found.insert(id, reference);
     }

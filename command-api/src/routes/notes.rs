@@ -110,14 +110,7 @@ async fn mentioned(state: &AppState, caller: Caller, content: &str, internal: bo
     let mut users = Vec::new();
     for id in state.journal.users_named(caller.tenant_id, &names).await? {
         let Some(user) = state.journal.state::<user::User>(caller.tenant_id, id).await? else { continue };
-        let rights = crate::context::rights_of(&user, 0);
-        let them = Caller {
-            user_id: id,
-            tenant_id: caller.tenant_id,
-            role: rights.role,
-            grants: rights.grants,
-            operator: false,
-        };
+        let them = crate::context::rights_of(&user, 0).caller(id, caller.tenant_id);
         let reads_it = !internal || them.require(Permission::NotesViewInternal).is_ok();
         if user.status == user::UserStatus::Active && reads_it {
             users.push(id);

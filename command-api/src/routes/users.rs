@@ -292,8 +292,7 @@ async fn manager_of(state: &AppState, caller: Caller, id: Uuid) -> Result<Caller
                 caller.role.as_str()
             )));
         }
-        let target =
-            Caller { user_id: id, tenant_id: caller.tenant_id, role: theirs, grants: rights.grants, operator: false };
+        let target = rights.caller(id, caller.tenant_id);
         let beyond: Vec<&str> = Permission::ALL
             .iter()
             .filter(|p| target.require(**p).is_ok() && caller.require(**p).is_err())

@@ -4,9 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
-use events::reference::Reference;
-use events::workflow::{self, Effect, WorkflowCommand, WorkflowDefinition};
-use events::FieldError;
+use events::workflow::{self, WorkflowCommand, WorkflowDefinition};
 use runtime::auth::Permission;
 use runtime::extract::ApiPath;
 use runtime::ApiError;
@@ -71,8 +69,13 @@ async fn create(
     let hash = fingerprint(CreateBody::NAME, None, &body);
     let id = body.id.unwrap_or_else(Uuid::now_v7);
     let lookup = Lookup::UniqueName { kind: KIND, name: body.name.trim().to_lowercase() };
-    refuse_unusable_targets(&state, ctx.caller.tenant_id, &body.definition).await?;
-    let cmd = WorkflowCommand::Create { name: body.name, description: body.description, definition: body.definition };
+    let targets = super::action_targets(&state, ctx.caller.tenant_id, &body.definition).await?;
+    let cmd = WorkflowCommand::Create {
+        name: body.name,
+        description: body.description,
+        definition: body.definition,
+        targets,
+    };
     Ok(run(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd).await?.at(format!("/v1/workflows/{id}")))
 }
 
@@ -89,10 +92,16 @@ async fn update(
         Some(name) => Lookup::UniqueName { kind: KIND, name: name.trim().to_lowercase() },
         None => Lookup::Nothing,
     };
-    if let Some(definition) = &body.definition {
-        refuse_unusable_targets(&state, ctx.caller.tenant_id, definition).await?;
-    }
-    let cmd = WorkflowCommand::Update { name: body.name, description: body.description, definition: body.definition };
+    let targets = match &body.definition {
+        Some(definition) => super::action_targets(&state, ctx.caller.tenant_id, definition).await?,
+        None => Default::default(),
+    };
+    let cmd = WorkflowCommand::Update {
+        name: body.name,
+        description: body.description,
+        definition: body.definition,
+        targets,
+    };
     run(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
 }
 
@@ -105,46 +114,6 @@ activation_handlers!(
     WorkflowCommand::Deactivate,
     WorkflowCommand::Activate
 );
-
-/// An action may assign only to active users and to teams of the tenant (422 naming it).
-async fn refuse_unusable_targets(
-    state: &AppState,
-    tenant: Uuid,
-    definition: &WorkflowDefinition,
-) -> Result<(), ApiError> {
-    let shape = definition.check();
-    if !shape.is_empty() {
-        return Err(ApiError::Unprocessable { detail: "some fields are invalid; see errors".into(), errors: shape });
-    }
-    let targets = super::action_targets(state, tenant, definition).await?;
-    let errors: Vec<FieldError> = definition
-        .actions
-        .iter()
-        .enumerate()
-        .filter_map(|(i, raw)| {
-            let action: Effect = serde_json::from_value(raw.get("do")?.clone()).ok()?;
-            let (field, id) = match action {
-                Effect::AssignUser { user_id } => ("user_id", user_id),
-                Effect::AssignTeam { team_id } => ("team_id", team_id),
-                Effect::SetPriority { .. } | Effect::AddTags { .. } | Effect::StartSla => return None,
-            };
-            (targets.get(&id) != Some(&Reference::Usable)).then(|| {
-                FieldError::new(
-                    format!("definition.actions[{i}].do.{field}"),
-                    "names no active user or team of the tenant",
-                )
-            })
-        })
-        .collect();
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::Unprocessable {
-            detail: "some workflow actions name what the tenant does not have; see errors".into(),
-            errors,
-        })
-    }
-}
 
 async fn run(
     state: &AppState,

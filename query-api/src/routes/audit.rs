@@ -11,7 +11,7 @@
 
 use axum::extract::State;
 use axum::Json;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use elasticsearch::indices::IndicesRefreshParts;
 use elasticsearch::SearchParts;
 use futures::TryStreamExt;
@@ -136,19 +136,14 @@ async fn audit_trail(
     let note_hidden = entity_type == "case_note"
         && caller.require(Permission::NotesViewInternal).is_err()
         && note_hidden_from(&state, caller, id).await?;
-    let items = shown(&state, caller, docs, |_| note_hidden).await;
+    let items = shown(&state, caller, docs, note_hidden).await;
     let next_cursor = if has_more { items.last().and_then(|e| e["entity_version"].as_i64()) } else { None };
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
 }
 
-/// The entries as `caller` may see them (see the module's notes); `note_hidden` says
-/// whether a note entry's content is withheld.
-async fn shown(
-    state: &AppState,
-    caller: Caller,
-    mut docs: Vec<Document>,
-    note_hidden: impl Fn(&Document) -> bool,
-) -> Vec<Value> {
+/// The entries as `caller` may see them (see the module's notes); `note_hidden`: the
+/// content of note entries is withheld.
+async fn shown(state: &AppState, caller: Caller, mut docs: Vec<Document>, note_hidden: bool) -> Vec<Value> {
     let of = |doc: &Document, kind: &str| doc.get_str("entity_type") == Ok(kind);
     let may_read_channels = caller.require(Permission::ChannelsManage).is_ok();
     let rules = if docs.iter().any(|d| of(d, "case")) {
@@ -157,7 +152,7 @@ async fn shown(
         None
     };
     for doc in &mut docs {
-        if of(doc, "case_note") && note_hidden(doc) {
+        if note_hidden && of(doc, "case_note") {
             redact_content(doc);
         }
         if of(doc, "channel") {
@@ -229,9 +224,7 @@ async fn search_audit(
 ) -> Result<Json<Value>, ApiError> {
     let caller = caller.tenant_member()?.require(Permission::AuditRead)?;
     let t = Tenancy(caller.tenant_id);
-    let limit = page_size(q.limit, 20, 100)?;
-    let offset = q.offset.unwrap_or(0);
-    super::search::window(offset, limit)?;
+    let (limit, offset) = super::search::paging(q.limit, q.offset)?;
     let entity_type = match q.entity_type.as_deref() {
         None => None,
         Some(named) => Some(ENTITY_TYPES.into_iter().find(|t| *t == named).ok_or_else(|| {
@@ -244,6 +237,10 @@ async fn search_audit(
         if from > to {
             return Err(ApiError::BadRequest(format!("from ({from}) is after to ({to})")));
         }
+    }
+    // Elasticsearch reads four-digit years only.
+    if let Some(at) = [q.from, q.to].into_iter().flatten().find(|at| !(1..=9999).contains(&at.year())) {
+        return Err(ApiError::BadRequest(format!("from and to must lie in the years 1 to 9999, not {at}")));
     }
     if let Some(name) = field.as_deref().and_then(|f| f.strip_prefix("custom_fields.")) {
         // A field hidden from the caller's role cannot be asked about, not even whether it changed.
@@ -289,7 +286,7 @@ async fn search_audit(
         .collect();
     // Only readers of internal notes see note content here (see the module's notes).
     let may_read_notes = caller.require(Permission::NotesViewInternal).is_ok();
-    found["items"] = Value::Array(shown(&state, caller, docs, |_| !may_read_notes).await);
+    found["items"] = Value::Array(shown(&state, caller, docs, !may_read_notes).await);
     if let Some(found) = found.as_object_mut() {
         found.remove("facets");
     }

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::counters::redis_unavailable;
 use super::{page_size, AppState};
-use crate::consistency::WaitFor;
+use crate::consistency::{Wait, WaitFor};
 
 /// A user counts as online this long after their last login, read or heartbeat.
 pub const ONLINE_WINDOW_SECS: i64 = 300;
@@ -192,10 +192,8 @@ async fn notifications(
     if !(0..=MAX_OFFSET).contains(&offset) {
         return Err(ApiError::BadRequest(format!("offset must be between 0 and {MAX_OFFSET} (got {offset})")));
     }
-    let t = Tenancy(caller.tenant_id);
-    super::counters::wait_for_redis(&state, t, token, "/v1/notifications").await?;
-    let items = read_marked(&state, t, caller.user_id).await?;
-    let unread = items.iter().filter(|n| n["read"] == json!(false)).count();
+    let items = read_marked(&state, caller, token, "/v1/notifications").await?;
+    let unread = unread_in(&items);
     let total = items.len();
     let start = usize::try_from(offset).unwrap_or(usize::MAX).min(total);
     let end = start.saturating_add(usize::try_from(limit).unwrap_or(0)).min(total);
@@ -216,16 +214,25 @@ async fn unread(
     caller: Caller,
     WaitFor(token): WaitFor,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = caller.tenant_member()?;
-    let t = Tenancy(caller.tenant_id);
-    super::counters::wait_for_redis(&state, t, token, "/v1/notifications/unread").await?;
-    let items = read_marked(&state, t, caller.user_id).await?;
-    Ok(Json(json!({ "unread": items.iter().filter(|n| n["read"] == json!(false)).count() })))
+    let items = read_marked(&state, caller.tenant_member()?, token, "/v1/notifications/unread").await?;
+    Ok(Json(json!({ "unread": unread_in(&items) })))
 }
 
-/// The user's whole list (at most 100), each marked `read` when its id was read or the
-/// event it is about happened before the user's last "read all".
-async fn read_marked(state: &AppState, t: Tenancy, user: Uuid) -> Result<Vec<Value>, ApiError> {
+fn unread_in(items: &[Value]) -> usize {
+    items.iter().filter(|n| n["read"] == json!(false)).count()
+}
+
+/// The caller's whole list (at most 100), once Redis holds the token's write, each marked
+/// `read` when its id was read or the event it is about happened before the caller's
+/// last "read all".
+async fn read_marked(
+    state: &AppState,
+    caller: Caller,
+    token: Option<Wait>,
+    read: &str,
+) -> Result<Vec<Value>, ApiError> {
+    let (t, user) = (Tenancy(caller.tenant_id), caller.user_id);
+    super::counters::wait_for_redis(state, t, token, read).await?;
     let (raw, read, before): (Vec<String>, HashSet<String>, Option<i64>) = redis::pipe()
         .lrange(t.redis_notifications(user), 0, -1)
         .smembers(t.redis_notifications_read(user))

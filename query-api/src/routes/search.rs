@@ -72,7 +72,7 @@ fn search_text(q: &str) -> Result<&str, ApiError> {
     Ok(text)
 }
 
-fn paging(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiError> {
+pub(super) fn paging(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiError> {
     let limit = page_size(limit, 20, 100)?;
     let offset = offset.unwrap_or(0);
     window(offset, limit)?;
