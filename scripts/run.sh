@@ -146,7 +146,8 @@ curl -s -w '\\n' "http://127.0.0.1:8081/v1/search/suggest?prefix=print" -H "Auth
 curl -s -w '\\n' "http://127.0.0.1:8081/v1/dashboard/daily?position=\$POS" -H "Authorization: Bearer \$TOKEN"
 
 # a workflow that acts (an administrator's): a case moved to Triage becomes urgent, goes to
-# the demo agent and is tagged, as events of the move itself
+# the demo agent and is tagged, as events of the move itself (run again, the workflow
+# and the case type answer 409: they exist already)
 curl -s -w '\\n' -X POST http://127.0.0.1:8080/v1/workflows -H "Authorization: Bearer \$ADMIN_TOKEN" \\
   -H 'Content-Type: application/json' \\
   -d '{"id": "0199a5b2-0000-7000-8000-0000000000f0", "name": "Triage desk", "definition": {"stages": [{"id": "0199a5b2-0000-7000-8000-0000000000f1", "name": "New"}, {"id": "0199a5b2-0000-7000-8000-0000000000f2", "name": "Triage"}], "initial_stage": "0199a5b2-0000-7000-8000-0000000000f1", "transitions": [{"from": "0199a5b2-0000-7000-8000-0000000000f1", "to": "0199a5b2-0000-7000-8000-0000000000f2"}], "sla": [{"priority": "urgent", "first_response_minutes": 15, "resolution_minutes": 120}], "actions": [{"when": {"enters": "0199a5b2-0000-7000-8000-0000000000f2"}, "do": {"type": "set_priority", "priority": "urgent"}}, {"when": {"enters": "0199a5b2-0000-7000-8000-0000000000f2"}, "do": {"type": "assign_user", "user_id": "0199a5b2-0000-7000-8000-0000000000aa"}}, {"when": {"enters": "0199a5b2-0000-7000-8000-0000000000f2"}, "do": {"type": "add_tags", "tags": ["triaged"]}}]}}'
