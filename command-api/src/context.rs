@@ -32,11 +32,32 @@ pub struct CommandContext {
     pub idempotency_key: Option<String>,
     pub correlation_id: Uuid,
     pub request: RequestContext,
+    /// A command of the system itself (the SLA scheduler), not of any caller.
+    pub system: bool,
 }
+
+/// The role events of the system itself carry as their actor's (with the nil user id).
+pub const SYSTEM_ROLE: &str = "system";
 
 impl CommandContext {
     pub fn actor(&self) -> Actor {
+        if self.system {
+            return Actor { user_id: Uuid::nil(), role: SYSTEM_ROLE.to_owned() };
+        }
         Actor { user_id: self.caller.user_id, role: self.caller.role.as_str().to_owned() }
+    }
+
+    /// The context of a command the system runs on its own in `tenant` (no request, no
+    /// caller: its events name the nil user in the role `system`).
+    pub fn system(tenant: Uuid) -> Self {
+        Self {
+            caller: Caller { user_id: Uuid::nil(), tenant_id: tenant, role: Role::Admin, grants: 0, operator: true },
+            expected_version: None,
+            idempotency_key: None,
+            correlation_id: Uuid::now_v7(),
+            request: RequestContext::default(),
+            system: true,
+        }
     }
 }
 
@@ -122,6 +143,7 @@ impl CommandContext {
                 session_id: header_text(headers, "x-session-id"),
                 request_id,
             },
+            system: false,
         })
     }
 }

@@ -4,9 +4,11 @@
 
 pub mod context;
 pub mod journal;
+pub mod leader;
 pub mod login_guard;
 pub mod relay;
 pub mod routes;
+pub mod sla;
 pub mod startup;
 pub mod stream_cache;
 pub mod versioned;

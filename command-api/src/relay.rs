@@ -26,12 +26,13 @@ use anyhow::Context;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde_json::Value;
-use sqlx::postgres::PgConnection;
-use sqlx::{Connection, PgPool};
+use sqlx::PgPool;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use events::envelope::headers;
+
+use crate::leader::{self, Leading};
 
 const BATCH: i64 = 500;
 /// Vacuum the queue tables after this many relayed rows, or this long after the last
@@ -54,22 +55,6 @@ pub struct Relay {
     partitions: i32,
     wake: Arc<Notify>,
     audit_every: Duration,
-}
-
-/// `relay_leading` is 1 while this process's relay holds the lock.
-struct Leading;
-
-impl Leading {
-    fn new() -> Self {
-        metrics::gauge!("relay_leading").set(1.0);
-        Leading
-    }
-}
-
-impl Drop for Leading {
-    fn drop(&mut self) {
-        metrics::gauge!("relay_leading").set(0.0);
-    }
 }
 
 struct Pending {
@@ -112,24 +97,12 @@ impl Relay {
         }
     }
 
-    /// Holds the relay lock on a connection of its own and publishes while it holds it.
-    /// The connection is not from the pool: a pooled one would go back to the pool, lock
-    /// and all, when leading fails, and no relay anywhere could lead again. Dropped, it
-    /// closes, and PostgreSQL releases the lock (also when this process is killed).
+    /// Holds the relay lock (`leader::acquire`) and publishes while it holds it.
     async fn lead(&self) -> anyhow::Result<()> {
-        let mut lock_conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
-        loop {
-            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(RELAY_LOCK)
-                .fetch_one(&mut lock_conn)
-                .await?;
-            if got {
-                break;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
+        let mut lock_conn = leader::acquire(&self.pool, RELAY_LOCK).await?;
         tracing::info!(topic = %self.topic, "relay leading");
-        let _leading = Leading::new();
+        // `relay_leading` is 1 while this process's relay holds the lock.
+        let _leading = Leading::new("relay_leading");
         self.ensure_state().await?;
         let mut last_audit = Instant::now().checked_sub(self.audit_every).unwrap_or_else(Instant::now);
         let mut last_vacuum = Instant::now();
@@ -155,7 +128,7 @@ impl Relay {
                 Err(e) => tracing::warn!(error = %format!("{e:#}"), "publishing failed; will retry"),
             }
             // Keep the lock connection alive and wake on new commands or a short tick.
-            sqlx::query("SELECT 1").execute(&mut lock_conn).await?;
+            leader::still_held(&mut lock_conn).await?;
             let woken = tokio::time::timeout(Duration::from_millis(250), self.wake.notified()).await;
             if woken.is_ok() {
                 // Let the commands committing alongside this one join the batch: one outbox

@@ -1,4 +1,5 @@
-//! Builds the command API: database (migrated), journal, relay and HTTP server.
+//! Builds the command API: database (migrated), journal, relay, SLA scheduler and HTTP
+//! server.
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use tokio::net::TcpListener;
 use crate::journal::Journal;
 use crate::relay::Relay;
 use crate::routes::{router, AppState};
+use crate::sla::SlaScheduler;
 
 pub struct Application {
     port: u16,
@@ -19,6 +21,7 @@ pub struct Application {
     router: axum::Router,
     relay: Relay,
     journal: Journal,
+    sla_tick: std::time::Duration,
 }
 
 impl Application {
@@ -55,7 +58,7 @@ impl Application {
         let api = runtime::limits::layered(api, redis, keys, settings);
         let router = runtime::http::with_common_layers("command-api", api, settings.max_body_bytes, probes);
         let (listener, port) = runtime::http::bind(&settings.host, settings.command_port).await?;
-        Ok(Self { port, listener, router, relay, journal })
+        Ok(Self { port, listener, router, relay, journal, sla_tick: settings.sla_tick })
     }
 
     pub fn port(&self) -> u16 {
@@ -69,6 +72,7 @@ impl Application {
         let mut relay = tokio::task::JoinSet::new();
         relay.spawn(self.relay.run_until_stopped());
         relay.spawn(self.journal.clone().follow_facts());
+        relay.spawn(SlaScheduler::new(self.journal.clone(), self.sla_tick).run_until_stopped());
         relay.spawn(purge_idempotency(self.journal));
         let served = runtime::http::serve(self.listener, self.router).await;
         relay.abort_all();

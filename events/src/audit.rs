@@ -98,6 +98,22 @@ pub fn case_changes(event: &CaseEvent) -> (&'static str, Vec<FieldChange>) {
             });
             "sla_set"
         }
+        CaseEvent::SlaWarned(e) => {
+            out.push(FieldChange {
+                field: "sla_warning",
+                old_value: Value::Null,
+                new_value: json!({ "clock": e.clock, "due": e.due }),
+            });
+            "sla_warning"
+        }
+        CaseEvent::SlaBreached(e) => {
+            out.push(FieldChange {
+                field: "sla_breach",
+                old_value: Value::Null,
+                new_value: json!({ "clock": e.clock, "due": e.due }),
+            });
+            "sla_breach"
+        }
     };
     (action, out)
 }

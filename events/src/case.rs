@@ -119,6 +119,9 @@ pub enum CaseCommand {
         team: Reference,
     },
     ChangeStatus(ChangeStatus),
+    /// The SLA scheduler's look at the case's clocks at `Context::now`: records each
+    /// warning and breach that is due and not recorded yet (nothing, usually).
+    CheckSla,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -290,6 +293,46 @@ pub struct CaseSlaSet {
     pub set_at: DateTime<Utc>,
 }
 
+/// One of a case's two SLA clocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum SlaClock {
+    /// Runs from the SLA's start until the case first leaves the `open` status.
+    FirstResponse,
+    /// Runs while the case is not resolved or closed.
+    Resolution,
+}
+
+impl SlaClock {
+    pub const ALL: [SlaClock; 2] = [SlaClock::FirstResponse, SlaClock::Resolution];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlaClock::FirstResponse => "first_response",
+            SlaClock::Resolution => "resolution",
+        }
+    }
+}
+
+/// A running SLA clock has four fifths of its time behind it (recorded once per SLA set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseSlaWarned {
+    pub clock: SlaClock,
+    pub due: DateTime<Utc>,
+    pub warned_at: DateTime<Utc>,
+}
+
+/// A running SLA clock passed its due time (recorded once per SLA set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseSlaBreached {
+    pub clock: SlaClock,
+    pub due: DateTime<Utc>,
+    pub breached_at: DateTime<Utc>,
+}
+
 event_enum! {
     pub enum CaseEvent {
         Opened(CaseOpened) = "CaseOpened" @ 1,
@@ -300,6 +343,8 @@ event_enum! {
         StageMoved(CaseStageMoved) = "CaseStageMoved" @ 1,
         SlaSet(CaseSlaSet) = "CaseSlaSet" @ 1,
         TeamAssigned(CaseTeamAssigned) = "CaseTeamAssigned" @ 1,
+        SlaWarned(CaseSlaWarned) = "CaseSlaWarned" @ 1,
+        SlaBreached(CaseSlaBreached) = "CaseSlaBreached" @ 1,
     }
 }
 
@@ -325,6 +370,60 @@ pub struct Case {
     pub stage_id: Option<Uuid>,
     pub sla: Option<CaseSlaSet>,
     pub team_id: Option<Uuid>,
+    /// When the case first left the `open` status (its first response).
+    pub responded_at: Option<DateTime<Utc>>,
+    /// The clocks of the current SLA already warned of, and already breached.
+    pub sla_warned: BTreeSet<SlaClock>,
+    pub sla_breached: BTreeSet<SlaClock>,
+}
+
+impl Case {
+    /// Whether `clock` runs: the case has an SLA and still owes what the clock measures.
+    pub fn sla_running(&self, clock: SlaClock) -> bool {
+        self.sla.is_some()
+            && self.status.is_active()
+            && (clock == SlaClock::Resolution || self.responded_at.is_none())
+            && !self.sla_breached.contains(&clock)
+    }
+
+    /// The due time of `clock` and when it warns (four fifths of its time after the SLA
+    /// was set; at the due time itself when set late).
+    fn sla_times(&self, clock: SlaClock) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        let sla = self.sla.as_ref()?;
+        let due = match clock {
+            SlaClock::FirstResponse => sla.first_response_due,
+            SlaClock::Resolution => sla.resolution_due,
+        };
+        let fifth = due.signed_duration_since(sla.set_at).checked_div(5).unwrap_or_default();
+        let warn = due.checked_sub_signed(fifth).filter(|w| *w >= sla.set_at).unwrap_or(due);
+        Some((due, warn))
+    }
+
+    /// When the SLA scheduler should next look at the case (None: no clock runs).
+    pub fn next_sla_check(&self) -> Option<DateTime<Utc>> {
+        SlaClock::ALL
+            .into_iter()
+            .filter(|c| self.sla_running(*c))
+            .filter_map(|c| {
+                let (due, warn) = self.sla_times(c)?;
+                Some(if self.sla_warned.contains(&c) { due } else { warn.min(due) })
+            })
+            .min()
+    }
+
+    /// The warnings and breaches due at `now` and not recorded yet.
+    fn sla_events(&self, now: DateTime<Utc>) -> Vec<CaseEvent> {
+        let mut events = Vec::new();
+        for clock in SlaClock::ALL.into_iter().filter(|c| self.sla_running(*c)) {
+            let Some((due, warn)) = self.sla_times(clock) else { continue };
+            if now >= due {
+                events.push(CaseEvent::SlaBreached(CaseSlaBreached { clock, due, breached_at: now }));
+            } else if now >= warn && !self.sla_warned.contains(&clock) {
+                events.push(CaseEvent::SlaWarned(CaseSlaWarned { clock, due, warned_at: now }));
+            }
+        }
+        events
+    }
 }
 
 /// Applies one recorded fact. Holds no rules: anything refused was refused by `decide`.
@@ -348,6 +447,9 @@ pub fn evolve(state: Option<Case>, event: &CaseEvent) -> Option<Case> {
             stage_id: None,
             sla: None,
             team_id: None,
+            responded_at: None,
+            sla_warned: BTreeSet::new(),
+            sla_breached: BTreeSet::new(),
         }),
         (Some(mut case), CaseEvent::Updated(e)) => {
             if let Some(c) = &e.title {
@@ -377,6 +479,9 @@ pub fn evolve(state: Option<Case>, event: &CaseEvent) -> Option<Case> {
             Some(case)
         }
         (Some(mut case), CaseEvent::StatusChanged(e)) => {
+            if e.status.old == Status::Open && case.responded_at.is_none() {
+                case.responded_at = Some(e.changed_at);
+            }
             case.status = e.status.new;
             case.updated_at = e.changed_at;
             Some(case)
@@ -392,7 +497,18 @@ pub fn evolve(state: Option<Case>, event: &CaseEvent) -> Option<Case> {
             Some(case)
         }
         (Some(mut case), CaseEvent::SlaSet(e)) => {
+            // New targets: new clocks, warned and breached afresh.
             case.sla = Some(e.clone());
+            case.sla_warned.clear();
+            case.sla_breached.clear();
+            Some(case)
+        }
+        (Some(mut case), CaseEvent::SlaWarned(e)) => {
+            case.sla_warned.insert(e.clock);
+            Some(case)
+        }
+        (Some(mut case), CaseEvent::SlaBreached(e)) => {
+            case.sla_breached.insert(e.clock);
             Some(case)
         }
         (Some(mut case), CaseEvent::TeamAssigned(e)) => {
@@ -411,7 +527,9 @@ pub fn evolve(state: Option<Case>, event: &CaseEvent) -> Option<Case> {
             | CaseEvent::WorkflowStarted(_)
             | CaseEvent::StageMoved(_)
             | CaseEvent::SlaSet(_)
-            | CaseEvent::TeamAssigned(_),
+            | CaseEvent::TeamAssigned(_)
+            | CaseEvent::SlaWarned(_)
+            | CaseEvent::SlaBreached(_),
         ) => None,
     }
 }
@@ -424,6 +542,7 @@ pub fn decide(state: Option<&Case>, command: CaseCommand, ctx: Context) -> Resul
         (Some(_), CaseCommand::Open(_)) => Err(DomainError::Conflict("the case is already open".into())),
         (None, _) => Err(DomainError::NotFound("case")),
         (Some(case), CaseCommand::Update(cmd)) => update(case, cmd, ctx),
+        (Some(case), CaseCommand::CheckSla) => Ok(case.sla_events(ctx.now)),
         (Some(case), CaseCommand::MoveStage(cmd)) => move_stage(case, cmd, ctx),
         (Some(case), CaseCommand::AssignTeam { team_id, team }) => {
             refuse_if_closed(case)?;
@@ -815,6 +934,95 @@ mod tests {
 
     fn opened() -> CaseEvent {
         decide(None, CaseCommand::Open(open_cmd()), ctx()).unwrap().remove(0)
+    }
+
+    /// An SLA set at `ctx().now`: first response in 60 minutes, resolution in 8 hours.
+    fn sla_set_now() -> CaseEvent {
+        CaseEvent::SlaSet(CaseSlaSet {
+            priority: Priority::High,
+            first_response_due: ctx().now + chrono::Duration::minutes(60),
+            resolution_due: ctx().now + chrono::Duration::hours(8),
+            set_at: ctx().now,
+        })
+    }
+
+    fn at(minutes: i64) -> Context {
+        Context { now: ctx().now + chrono::Duration::minutes(minutes), ..ctx() }
+    }
+
+    fn check(events: &[CaseEvent], minutes: i64) -> Vec<CaseEvent> {
+        decide(given(events).as_ref(), CaseCommand::CheckSla, at(minutes)).unwrap()
+    }
+
+    #[test]
+    fn a_clock_warns_at_four_fifths_of_its_time_then_breaches_once() {
+        let mut history = vec![opened(), sla_set_now()];
+        assert_eq!(given(&history).unwrap().next_sla_check(), Some(at(48).now), "first response warns at 48 min");
+        assert!(check(&history, 47).is_empty(), "nothing is due before the warning");
+        let warned = check(&history, 48);
+        assert!(matches!(warned.as_slice(), [CaseEvent::SlaWarned(w)] if w.clock == SlaClock::FirstResponse));
+        history.extend(warned);
+        assert!(check(&history, 50).is_empty(), "a warning is recorded once");
+        assert_eq!(given(&history).unwrap().next_sla_check(), Some(at(60).now));
+        let breached = check(&history, 61);
+        let [CaseEvent::SlaBreached(b)] = breached.as_slice() else { panic!("expected one breach: {breached:?}") };
+        assert_eq!((b.clock, b.due, b.breached_at), (SlaClock::FirstResponse, at(60).now, at(61).now));
+        history.extend(breached);
+        assert!(check(&history, 62).is_empty(), "a breach is recorded once");
+        assert_eq!(given(&history).unwrap().next_sla_check(), Some(at(384).now), "resolution warns at 6.4 h");
+    }
+
+    #[test]
+    fn a_late_check_records_the_breach_without_a_warning() {
+        let events = check(&[opened(), sla_set_now()], 600);
+        let clocks: Vec<_> = events
+            .iter()
+            .map(|e| match e {
+                CaseEvent::SlaBreached(b) => b.clock,
+                other => panic!("expected breaches only: {other:?}"),
+            })
+            .collect();
+        assert_eq!(clocks, SlaClock::ALL);
+    }
+
+    #[test]
+    fn leaving_open_stops_the_first_response_clock_and_resolving_stops_both() {
+        let moved = |old, new, minutes| {
+            CaseEvent::StatusChanged(CaseStatusChanged { status: Change { old, new }, changed_at: at(minutes).now })
+        };
+        let mut history = vec![opened(), sla_set_now(), moved(Status::Open, Status::InProgress, 10)];
+        assert!(check(&history, 61).is_empty(), "responded in time: no first-response breach");
+        assert_eq!(given(&history).unwrap().responded_at, Some(at(10).now));
+        history.push(moved(Status::InProgress, Status::Resolved, 20));
+        assert!(check(&history, 600).is_empty(), "a resolved case breaches nothing");
+        assert_eq!(given(&history).unwrap().next_sla_check(), None);
+        history.push(moved(Status::Resolved, Status::Open, 30));
+        let events = check(&history, 600);
+        assert!(
+            matches!(events.as_slice(), [CaseEvent::SlaBreached(b)] if b.clock == SlaClock::Resolution),
+            "reopened past its resolution target: {events:?}"
+        );
+    }
+
+    #[test]
+    fn new_targets_start_new_clocks() {
+        let mut history = vec![opened(), sla_set_now()];
+        history.extend(check(&history, 61));
+        history.push(CaseEvent::SlaSet(CaseSlaSet {
+            priority: Priority::Low,
+            first_response_due: at(120).now,
+            resolution_due: at(900).now,
+            set_at: at(61).now,
+        }));
+        assert!(check(&history, 62).is_empty());
+        assert!(matches!(check(&history, 121).as_slice(), [CaseEvent::SlaBreached(_)]));
+    }
+
+    #[test]
+    fn a_case_without_an_sla_has_no_clocks() {
+        assert!(check(&[opened()], 100_000).is_empty());
+        assert_eq!(given(&[opened()]).unwrap().next_sla_check(), None);
+        assert!(matches!(decide(None, CaseCommand::CheckSla, ctx()), Err(DomainError::NotFound(_))));
     }
 
     #[test]

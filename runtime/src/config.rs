@@ -52,6 +52,9 @@ pub struct Settings {
     /// How long a case viewer stays listed after their last read or heartbeat
     /// (`MURIMA_VIEWER_WINDOW_SECS`, 60 by default).
     pub viewer_window: Duration,
+    /// How often the leading SLA scheduler looks for due warnings and breaches
+    /// (`MURIMA_SLA_TICK_MS`, 1000 by default): how late one may be recorded.
+    pub sla_tick: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +125,7 @@ impl Settings {
             rate_limits: crate::limits::Limits::from_env()?,
             idempotency_ttl: idempotency_ttl()?,
             viewer_window: viewer_window()?,
+            sla_tick: sla_tick()?,
         })
     }
 }
@@ -142,6 +146,15 @@ fn viewer_window() -> anyhow::Result<Duration> {
         anyhow::bail!("MURIMA_VIEWER_WINDOW_SECS must be 1 to 3600 seconds, not {secs}");
     }
     Ok(Duration::from_secs(secs))
+}
+
+/// `MURIMA_SLA_TICK_MS`: 50 ms to 1 minute, 1000 by default.
+fn sla_tick() -> anyhow::Result<Duration> {
+    let ms: u64 = parse("MURIMA_SLA_TICK_MS", "1000")?;
+    if !(50..=60_000).contains(&ms) {
+        anyhow::bail!("MURIMA_SLA_TICK_MS must be 50 to 60000 milliseconds, not {ms}");
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 fn jwt_secret() -> anyhow::Result<String> {

@@ -62,6 +62,11 @@ impl Tenancy {
     }
 
     /// Hash: case id -> "version|status|priority|assignee|team", what the counters last counted.
+    /// SLA breaches recorded, by clock (`first_response`, `resolution`).
+    pub fn redis_sla_breaches(&self) -> String {
+        self.redis_key("counters:sla_breaches")
+    }
+
     pub fn redis_counted_cases(&self) -> String {
         self.redis_key("projection:counted_cases")
     }

@@ -38,6 +38,7 @@ mod security_ids;
 mod security_live_state;
 mod security_second_pass;
 mod security_sessions;
+mod sla;
 mod store_pause;
 mod tasks;
 mod teams;

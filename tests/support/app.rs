@@ -49,6 +49,7 @@ pub fn test_settings() -> Settings {
         statistics_refresh: Duration::from_secs(2),
         idempotency_ttl: Duration::from_secs(48 * 3600),
         viewer_window: Duration::from_secs(60),
+        sla_tick: Duration::from_millis(200),
         trusted_proxies: Vec::new(),
         // Tests send requests as fast as they can from one address; `abuse` sets limits.
         rate_limits: None,
@@ -126,6 +127,7 @@ pub fn settings_env(settings: &Settings) -> Vec<(&'static str, String)> {
         ("MURIMA_RELAY_AUDIT_MS", settings.relay_audit_interval.as_millis().to_string()),
         ("MURIMA_STATISTICS_REFRESH_SECS", settings.statistics_refresh.as_secs().to_string()),
         ("MURIMA_VIEWER_WINDOW_SECS", settings.viewer_window.as_secs().to_string()),
+        ("MURIMA_SLA_TICK_MS", settings.sla_tick.as_millis().to_string()),
         ("MURIMA_RATE_LIMITS", if settings.rate_limits.is_some() { "on" } else { "off" }.to_owned()),
     ]
 }

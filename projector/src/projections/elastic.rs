@@ -154,6 +154,7 @@ fn entity_templates() -> Vec<(&'static str, Value)> {
                     "current_stage_id": { "type": "keyword" },
                     "sla_first_response_due": { "type": "date" },
                     "sla_resolution_due": { "type": "date" },
+                    "sla_breached": { "type": "keyword" },
                     "suggest": { "type": "completion" },
                     "version": { "type": "long" }
                 }),
@@ -503,6 +504,20 @@ fn fold(doc: Option<Value>, event: &Event, case_event: &CaseEvent, case_type: Op
         (Some(mut doc), CaseEvent::SlaSet(e)) => {
             doc["sla_first_response_due"] = json!(e.first_response_due);
             doc["sla_resolution_due"] = json!(e.resolution_due);
+            // New targets, new clocks: nothing of them is breached yet.
+            doc["sla_breached"] = json!([]);
+            doc["version"] = json!(env.stream_version);
+            Some(doc)
+        }
+        (Some(mut doc), CaseEvent::SlaBreached(e)) => {
+            // The clocks breached, filterable (`sla_breached: resolution`).
+            let mut breached: Vec<Value> = doc["sla_breached"].as_array().cloned().unwrap_or_default();
+            breached.push(json!(e.clock));
+            doc["sla_breached"] = json!(breached);
+            doc["version"] = json!(env.stream_version);
+            Some(doc)
+        }
+        (Some(mut doc), CaseEvent::SlaWarned(_)) => {
             doc["version"] = json!(env.stream_version);
             Some(doc)
         }
@@ -735,7 +750,9 @@ impl Indexed<'_> {
                 | CaseEvent::WorkflowStarted(_)
                 | CaseEvent::StageMoved(_)
                 | CaseEvent::TeamAssigned(_)
-                | CaseEvent::SlaSet(_),
+                | CaseEvent::SlaSet(_)
+                | CaseEvent::SlaWarned(_)
+                | CaseEvent::SlaBreached(_),
             ))
             | Indexed::Folded(Folded::Note(_) | Folded::CaseType(_) | Folded::Channel(_))
             | Indexed::Nothing => None,

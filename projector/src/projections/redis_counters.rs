@@ -3,8 +3,8 @@
 //! Per tenant: cases by status, and open (not resolved or closed) cases by priority,
 //! assignee and team; the online-users sorted set (a login scores the user); the user's
 //! notification list (30 days, newest event first whatever the arrival order, at most
-//! 100) on case and task assignment, on a case reopened (to its assignee) and on a
-//! mention in a note, with what the user has read (ids read, and a time before which
+//! 100) on case and task assignment, on a case reopened, an SLA warning and an SLA breach
+//! (to the case's assignee) and on a mention in a note; SLA breaches by clock, with what the user has read (ids read, and a time before which
 //! everything counts as read);
 //! and invalidation of the case cache on every case event and of a permission cache older
 //! than a change of role, permissions or status.
@@ -43,7 +43,8 @@ const OPERATIONS_PER_SCRIPT: usize = 200;
 /// (`Status::FINISHED`, a JSON array). Returns the number of gaps.
 ///
 /// A case operation names the fields it changes (absent = unchanged, "" = none):
-/// {case, v, status, priority, assignee, team, notify}. Any other stream's operation:
+/// {case, v, status, priority, assignee, team, notify, notify_assignee (a notification body
+/// for whoever the case's assignee is), sla_breach (a clock: counted once)}. Any other stream's operation:
 /// {stream, v, drop: [key suffixes], online: [member, score], notify (one or a list),
 /// raise: key suffix (a revision raised to v), read: {user, ids, before (unix ms)}}. A tenant's suspension or reactivation: {tenant_status, v}.
 const APPLY: &str = r#"
@@ -128,6 +129,9 @@ for _, op in ipairs(ops) do
         if nt ~= '' then redis.call('HINCRBY', open_by.team, nt, 1) end
       end
       redis.call('HSET', counted, op.case, op.v .. '|' .. ns .. '|' .. np .. '|' .. na .. '|' .. nt)
+      if op.sla_breach and op.sla_breach ~= cjson.null then
+        redis.call('HINCRBY', prefix .. 'counters:sla_breaches', op.sla_breach, 1)
+      end
       redis.call('DEL', prefix .. 'case:' .. op.case)
       notify(op.notify)
       -- The case's assignee, known here only, hears of it (unless they did it).
@@ -285,6 +289,15 @@ fn operation(event: &Event) -> Option<Value> {
         DomainEvent::Case(CaseEvent::WorkflowStarted(_) | CaseEvent::StageMoved(_) | CaseEvent::SlaSet(_)) => {
             case(json!({}))
         }
+        DomainEvent::Case(CaseEvent::SlaWarned(e)) => case(json!({
+            "notify_assignee": still_news(event).then(|| notification_body(event, "sla_warning",
+                json!({ "case_id": env.stream_id, "clock": e.clock, "due": e.due }))),
+        })),
+        DomainEvent::Case(CaseEvent::SlaBreached(e)) => case(json!({
+            "sla_breach": e.clock.as_str(),
+            "notify_assignee": still_news(event).then(|| notification_body(event, "sla_breached",
+                json!({ "case_id": env.stream_id, "clock": e.clock, "due": e.due }))),
+        })),
         DomainEvent::User(user_event) => {
             let permissions = format!("user:{stream}:permissions");
             match user_event {

@@ -159,6 +159,8 @@ async fn cached_case(state: &AppState, caller: Caller, id: Uuid, wanted: i64) ->
 
 /// Due times, whether the case is past them, and the time left, from the case's SLA
 /// (its workflow's targets) or else its due date. Resolved and closed cases run no clock.
+/// The warnings and breaches the SLA scheduler recorded (`<clock>_warned_at`,
+/// `<clock>_breached_at`) are shown as recorded, null when none.
 pub fn sla_state(case: &Value, now: DateTime<Utc>) -> Value {
     let at = |v: &Value| serde_json::from_value::<DateTime<Utc>>(v.clone()).ok();
     let sla = &case["sla"];
@@ -166,14 +168,21 @@ pub fn sla_state(case: &Value, now: DateTime<Utc>) -> Value {
     let resolution_due = at(&sla["resolution_due"]).or_else(|| at(&case["due_date"]));
     let running = case["status"].as_str().is_none_or(events::case::Status::is_active_name);
     let left = |due: Option<DateTime<Utc>>| due.filter(|_| running).map(|d| d.signed_duration_since(now).num_seconds());
-    json!({
+    let mut state = json!({
         "first_response_due": first_response_due,
         "resolution_due": resolution_due,
         "running": running,
         "breached": left(resolution_due).is_some_and(|s| s < 0),
         "seconds_left": left(resolution_due),
         "first_response_seconds_left": left(first_response_due),
-    })
+    });
+    for clock in events::case::SlaClock::ALL {
+        for recorded in ["warned_at", "breached_at"] {
+            let key = format!("{}_{recorded}", clock.as_str());
+            state[&key] = sla.get(&key).cloned().unwrap_or(Value::Null);
+        }
+    }
+    state
 }
 
 /// The newest related items of a case, each list with `has_more`.

@@ -1,4 +1,5 @@
-//! Live counters from Redis: cases per status, and open cases per priority, assignee and team.
+//! Live counters from Redis: cases per status, open cases per priority, assignee and team,
+//! and SLA breaches recorded per clock.
 
 use std::collections::BTreeMap;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -68,19 +69,22 @@ async fn counters(
     wait_for_redis(&state, t, token, "/v1/counters").await?;
     let mut redis = state.redis.clone();
     type Counts = BTreeMap<String, i64>;
-    let (by_status, by_priority, by_assignee, by_team): (Counts, Counts, Counts, Counts) = redis::pipe()
-        .hgetall(t.redis_cases_by_status())
-        .hgetall(t.redis_open_cases_by_priority())
-        .hgetall(t.redis_open_cases_by_assignee())
-        .hgetall(t.redis_open_cases_by_team())
-        .query_async(&mut redis)
-        .await
-        .map_err(redis_unavailable)?;
+    let (by_status, by_priority, by_assignee, by_team, breaches): (Counts, Counts, Counts, Counts, Counts) =
+        redis::pipe()
+            .hgetall(t.redis_cases_by_status())
+            .hgetall(t.redis_open_cases_by_priority())
+            .hgetall(t.redis_open_cases_by_assignee())
+            .hgetall(t.redis_open_cases_by_team())
+            .hgetall(t.redis_sla_breaches())
+            .query_async(&mut redis)
+            .await
+            .map_err(redis_unavailable)?;
     let nonzero = |m: Counts| m.into_iter().filter(|(_, n)| *n != 0).collect::<Counts>();
     Ok(Json(json!({
         "cases_by_status": nonzero(by_status),
         "open_cases_by_priority": nonzero(by_priority),
         "open_cases_by_assignee": nonzero(by_assignee),
         "open_cases_by_team": nonzero(by_team),
+        "sla_breaches": nonzero(breaches),
     })))
 }

@@ -50,9 +50,20 @@ struct Patch {
     updated_at: Option<DateTime<Utc>>,
     resolved: Resolved,
     sla: Option<Value>,
+    /// Whether `sla` replaces metadata.sla (an SLA set in this run) or is merged into it
+    /// (warnings and breaches of the SLA the row holds).
+    sla_replaces: bool,
 }
 
 impl Patch {
+    /// A warning or breach of the SLA: merged into the row's metadata.sla, or into the
+    /// SLA set earlier in this run.
+    fn note_sla(&mut self, key: String, at: DateTime<Utc>) {
+        if let Some(sla) = self.sla.get_or_insert_with(|| json!({})).as_object_mut() {
+            sla.insert(key, json!(at));
+        }
+    }
+
     fn fold(&mut self, event: &CaseEvent, version: i64) {
         self.to = version;
         match event {
@@ -108,14 +119,18 @@ impl Patch {
                 self.team = Some(e.team_id.new);
                 self.updated_at = Some(e.assigned_at);
             }
-            // The seed's cases table has no SLA columns: the due times live in metadata.sla.
+            // The seed's cases table has no SLA columns: the due times live in metadata.sla,
+            // with the warnings and breaches of those due times beside them.
             CaseEvent::SlaSet(e) => {
                 self.sla = Some(json!({
                     "priority": e.priority,
                     "first_response_due": e.first_response_due,
                     "resolution_due": e.resolution_due,
                 }));
+                self.sla_replaces = true;
             }
+            CaseEvent::SlaWarned(e) => self.note_sla(format!("{}_warned_at", e.clock.as_str()), e.warned_at),
+            CaseEvent::SlaBreached(e) => self.note_sla(format!("{}_breached_at", e.clock.as_str()), e.breached_at),
         }
     }
 }
@@ -335,15 +350,16 @@ async fn update(tx: &mut Transaction<'_, Postgres>, schema: &str, existing: &[Pa
             resolved_at = CASE u.resolved_kind WHEN 0 THEN c.resolved_at
                 WHEN 1 THEN COALESCE(c.resolved_at, u.resolved_at) ELSE u.resolved_at END,
             metadata = CASE WHEN u.sla IS NULL THEN c.metadata
-                ELSE jsonb_set(COALESCE(c.metadata, '{{}}'), '{{sla}}', u.sla) END,
+                ELSE jsonb_set(COALESCE(c.metadata, '{{}}'), '{{sla}}', CASE WHEN u.sla_replaces THEN u.sla
+                    ELSE COALESCE(c.metadata->'sla', '{{}}') || u.sla END) END,
             version = u.to_version
          FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::text[], $5::bool[], $6::text[], $7::text[],
                      $8::text[], $9::bool[], $10::timestamptz[], $11::jsonb[], $12::jsonb[], $13::bool[], $14::uuid[],
                      $15::bool[], $16::uuid[], $17::uuid[], $18::uuid[], $19::timestamptz[], $20::int2[],
-                     $21::timestamptz[], $22::jsonb[])
+                     $21::timestamptz[], $22::jsonb[], $23::bool[])
            AS u(id, from_version, to_version, title, has_description, description, status, priority, has_due,
                 due_date, tags, custom_fields, has_assignee, assigned_to, has_team, team, workflow, stage, updated_at,
-                resolved_kind, resolved_at, sla)
+                resolved_kind, resolved_at, sla, sla_replaces)
          WHERE c.id = u.id AND c.version = u.from_version"
     ))
     .bind(&ids)
@@ -368,6 +384,7 @@ async fn update(tx: &mut Transaction<'_, Postgres>, schema: &str, existing: &[Pa
     .bind(&resolved_kind)
     .bind(&resolved_at)
     .bind(values(&|p| p.sla.clone()))
+    .bind(flag(&|p| p.sla_replaces))
     .execute(&mut **tx)
     .await?;
     if updated.rows_affected() < existing.len() as u64 {
