@@ -49,6 +49,11 @@ pub enum Lookup {
         name: Option<String>,
         credentials: Option<events::channel::Credentials>,
     },
+    /// A webhook's signing secret, which lives off the log in `eventstore.webhook_secrets`:
+    /// set or replaced, or (None) deleted with the webhook.
+    WebhookSecret {
+        secret: Option<String>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -781,6 +786,10 @@ async fn lookup(
             }
             Ok(Looked::default())
         }
+        Lookup::WebhookSecret { secret } => {
+            store_webhook_secret(tx, tenant, stream, secret.as_deref()).await?;
+            Ok(Looked::default())
+        }
         Lookup::Password { password_hash } => {
             store_credential(tx, tenant, stream, password_hash).await?;
             Ok(Looked::default())
@@ -949,6 +958,28 @@ async fn store_channel_credentials(
 }
 
 /// Credentials live off the log, written in the transaction of the user's events.
+async fn store_webhook_secret(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: Uuid,
+    webhook: Uuid,
+    secret: Option<&str>,
+) -> Result<(), JournalError> {
+    let query = match secret {
+        Some(secret) => sqlx::query(
+            "INSERT INTO eventstore.webhook_secrets (tenant_id, webhook_id, secret) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant_id, webhook_id) DO UPDATE SET secret = EXCLUDED.secret, changed_at = now()",
+        )
+        .bind(tenant)
+        .bind(webhook)
+        .bind(secret),
+        None => sqlx::query("DELETE FROM eventstore.webhook_secrets WHERE tenant_id = $1 AND webhook_id = $2")
+            .bind(tenant)
+            .bind(webhook),
+    };
+    query.execute(&mut **tx).await?;
+    Ok(())
+}
+
 async fn store_credential(
     tx: &mut Transaction<'_, Postgres>,
     tenant: Uuid,

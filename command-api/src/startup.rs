@@ -53,6 +53,7 @@ impl Application {
                 redis.clone(),
                 settings.rate_limits.map(|l| l.failed_logins_per_ip),
             ),
+            webhooks: settings.webhooks,
         };
         let api = runtime::http::with_deadline(router(state), settings.request_deadline());
         let api = runtime::limits::layered(api, redis, keys, settings);

@@ -63,9 +63,12 @@ pub fn is_fact(kind: StreamType) -> bool {
         | StreamType::Channel
         | StreamType::MessageTemplate
         | StreamType::CustomField => true,
-        StreamType::Case | StreamType::Interaction | StreamType::Task | StreamType::Note | StreamType::Document => {
-            false
-        }
+        StreamType::Case
+        | StreamType::Interaction
+        | StreamType::Task
+        | StreamType::Note
+        | StreamType::Document
+        | StreamType::Webhook => false,
     }
 }
 

@@ -15,6 +15,7 @@ use crate::team::TeamEvent;
 use crate::template::TemplateEvent;
 use crate::tenant::TenantEvent;
 use crate::user::UserEvent;
+use crate::webhook::WebhookEvent;
 use crate::workflow::WorkflowEvent;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -230,6 +231,35 @@ pub fn team_changes(event: &TeamEvent) -> (&'static str, Vec<FieldChange>) {
             ("member_remove", vec![change("member", json!({ "user_id": e.user_id, "role": e.role }), Value::Null)])
         }
     }
+}
+
+/// The audit action and per-field old/new values of a webhook event (its secret is never
+/// in one).
+pub fn webhook_changes(event: &WebhookEvent) -> (&'static str, Vec<FieldChange>) {
+    let change = |field, old_value, new_value| FieldChange { field, old_value, new_value };
+    let mut out = Vec::new();
+    let action = match event {
+        WebhookEvent::Created(e) => {
+            out.push(change("url", Value::Null, json!(e.url)));
+            out.push(change("event_types", Value::Null, json!(e.event_types)));
+            out.push(change("description", Value::Null, json!(e.description)));
+            "create"
+        }
+        WebhookEvent::Updated(e) => {
+            let mut push = |field, c: Option<(Value, Value)>| {
+                if let Some((old, new)) = c {
+                    out.push(change(field, old, new));
+                }
+            };
+            push("url", e.url.as_ref().map(|c| (json!(c.old), json!(c.new))));
+            push("event_types", e.event_types.as_ref().map(|c| (json!(c.old), json!(c.new))));
+            push("description", e.description.as_ref().map(|c| (json!(c.old), json!(c.new))));
+            push("active", e.active.as_ref().map(|c| (json!(c.old), json!(c.new))));
+            "update"
+        }
+        WebhookEvent::Deleted(_) => "delete",
+    };
+    (action, out)
 }
 
 /// The audit action and per-field old/new values of a case type event.

@@ -20,7 +20,7 @@ pub struct Text {
 }
 
 impl Text {
-    const fn line(max_chars: usize) -> Self {
+    pub const fn line(max_chars: usize) -> Self {
         Self { max_chars, max_bytes: None, single_line: true }
     }
 

@@ -25,6 +25,7 @@ pub enum StreamType {
     MessageTemplate,
     Workflow,
     CustomField,
+    Webhook,
 }
 
 impl StreamType {
@@ -43,6 +44,7 @@ impl StreamType {
             StreamType::MessageTemplate => "message_template",
             StreamType::Workflow => "workflow",
             StreamType::CustomField => "custom_field",
+            StreamType::Webhook => "webhook",
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod team;
 pub mod template;
 pub mod tenant;
 pub mod user;
+pub mod webhook;
 pub mod workflow;
 
 pub use envelope::{Actor, EventEnvelope, RequestContext, StreamType};

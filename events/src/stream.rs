@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::envelope::StreamType;
 use crate::error::DecodeError;
 use crate::{case, case_type, channel, document, field_definition, interaction, note, task, team, template, tenant};
-use crate::{user, workflow};
+use crate::{user, webhook, workflow};
 
 /// What the codec of a stream's events offers (written by `event_enum!`).
 pub trait StreamEvent: Sized + Clone + Send + Sync + 'static {
@@ -62,6 +62,11 @@ macro_rules! streams {
                         $module::$event::decode(event_type, schema_version, payload).map(DomainEvent::$variant)
                     } )+
                 }
+            }
+
+            /// Every event type the log knows, of every stream.
+            pub fn event_types() -> impl Iterator<Item = &'static str> {
+                [$( $module::$event::EVENT_TYPES ),+].into_iter().flatten().copied()
             }
 
             pub fn stream_type(&self) -> StreamType {
@@ -138,6 +143,7 @@ streams! {
     Template: MessageTemplate => template::Template(TemplateEvent),
     Workflow: Workflow => workflow::Workflow(WorkflowEvent),
     FieldDefinition: CustomField => field_definition::FieldDefinition(FieldDefinitionEvent),
+    Webhook: Webhook => webhook::Webhook(WebhookEvent),
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod rebuild;
 pub mod startup;
 pub mod stores;
 pub mod verify;
+pub mod webhooks;
 pub mod worker;
 
 pub use startup::Application;

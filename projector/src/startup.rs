@@ -1,5 +1,5 @@
-//! Builds the projector: the four projections, one worker (consumer group) each, and a
-//! small HTTP server for health checks.
+//! Builds the projector: the four projections, one worker (consumer group) each, the
+//! webhook sender, and a small HTTP server for health checks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +20,7 @@ pub struct Application {
     share: Arc<Share>,
     stores: Stores,
     statistics_every: Duration,
+    webhooks: crate::webhooks::Sender,
 }
 
 impl Application {
@@ -39,7 +40,8 @@ impl Application {
         }
 
         let (listener, port) = runtime::http::bind(&settings.host, settings.projector_port).await?;
-        Ok(Self { port, listener, workers, share, stores, statistics_every: settings.statistics_refresh })
+        let webhooks = crate::webhooks::Sender::new(stores.pool.clone(), settings.webhooks)?;
+        Ok(Self { port, listener, workers, share, stores, statistics_every: settings.statistics_refresh, webhooks })
     }
 
     pub fn port(&self) -> u16 {
@@ -71,6 +73,7 @@ impl Application {
         ));
         maintenance.spawn(crate::operations::export_lag(self.stores.clone(), Duration::from_secs(5)));
         maintenance.spawn(crate::rebuild::clean_up_periodically(self.stores.clone(), Duration::from_secs(60)));
+        maintenance.spawn(self.webhooks.run_until_stopped());
         let probes = self.stores.probes().await?;
         let admin = crate::admin::router(self.stores.clone());
         let router = runtime::http::with_common_layers("projector", admin, 64 * 1024, probes);

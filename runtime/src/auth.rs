@@ -54,10 +54,12 @@ pub enum Permission {
     NotesViewInternal,
     /// Read audit trails (who did what, when).
     AuditRead,
+    /// Subscribe URLs to the tenant's events, and read their delivery log.
+    WebhooksManage,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 16] = [
+    pub const ALL: [Permission; 17] = [
         Permission::CasesCreate,
         Permission::CasesUpdate,
         Permission::CasesAssign,
@@ -74,6 +76,7 @@ impl Permission {
         Permission::CustomFieldsManage,
         Permission::NotesViewInternal,
         Permission::AuditRead,
+        Permission::WebhooksManage,
     ];
 
     pub fn parse(name: &str) -> Option<Self> {
@@ -152,6 +155,7 @@ impl Permission {
             Permission::CustomFieldsManage => "custom_fields:manage",
             Permission::NotesViewInternal => "notes:view_internal",
             Permission::AuditRead => "audit:read",
+            Permission::WebhooksManage => "webhooks:manage",
         }
     }
 }

@@ -55,6 +55,12 @@ pub struct Settings {
     /// How often the leading SLA scheduler looks for due warnings and breaches
     /// (`MURIMA_SLA_TICK_MS`, 1000 by default): how late one may be recorded.
     pub sla_tick: Duration,
+    /// Webhook deliveries (`crate::webhook`): whether URLs may point at private, loopback
+    /// or other internal addresses (`MURIMA_WEBHOOK_ALLOW_PRIVATE`, off by default), how
+    /// many attempts a delivery gets before it is dead-lettered
+    /// (`MURIMA_WEBHOOK_MAX_ATTEMPTS`, 8) and the wait before the second attempt, doubled
+    /// for each one after (`MURIMA_WEBHOOK_BACKOFF_MS`, 1000).
+    pub webhooks: crate::webhook::Policy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +132,7 @@ impl Settings {
             idempotency_ttl: idempotency_ttl()?,
             viewer_window: viewer_window()?,
             sla_tick: sla_tick()?,
+            webhooks: crate::webhook::Policy::from_env()?,
         })
     }
 }
@@ -192,7 +199,7 @@ fn fetch_wait_ms() -> anyhow::Result<u64> {
     Ok(ms)
 }
 
-fn var(name: &str, default: &str) -> String {
+pub(crate) fn var(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 

@@ -22,6 +22,7 @@ pub mod retry;
 pub mod session;
 pub mod telemetry;
 pub mod tenancy;
+pub mod webhook;
 
 pub use config::{Migrations, Settings};
 pub use problem::ApiError;

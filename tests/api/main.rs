@@ -46,5 +46,6 @@ mod templates;
 mod tenants;
 mod users;
 mod verify_repair;
+mod webhooks;
 mod workflow_actions;
 mod workflows;

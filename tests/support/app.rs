@@ -50,6 +50,12 @@ pub fn test_settings() -> Settings {
         idempotency_ttl: Duration::from_secs(48 * 3600),
         viewer_window: Duration::from_secs(60),
         sla_tick: Duration::from_millis(200),
+        // Tests' receivers listen on loopback; they fail fast.
+        webhooks: runtime::webhook::Policy {
+            allow_private: true,
+            max_attempts: 3,
+            backoff: Duration::from_millis(100),
+        },
         trusted_proxies: Vec::new(),
         // Tests send requests as fast as they can from one address; `abuse` sets limits.
         rate_limits: None,
@@ -128,6 +134,9 @@ pub fn settings_env(settings: &Settings) -> Vec<(&'static str, String)> {
         ("MURIMA_STATISTICS_REFRESH_SECS", settings.statistics_refresh.as_secs().to_string()),
         ("MURIMA_VIEWER_WINDOW_SECS", settings.viewer_window.as_secs().to_string()),
         ("MURIMA_SLA_TICK_MS", settings.sla_tick.as_millis().to_string()),
+        ("MURIMA_WEBHOOK_ALLOW_PRIVATE", if settings.webhooks.allow_private { "on" } else { "off" }.to_owned()),
+        ("MURIMA_WEBHOOK_MAX_ATTEMPTS", settings.webhooks.max_attempts.to_string()),
+        ("MURIMA_WEBHOOK_BACKOFF_MS", settings.webhooks.backoff.as_millis().to_string()),
         ("MURIMA_RATE_LIMITS", if settings.rate_limits.is_some() { "on" } else { "off" }.to_owned()),
     ]
 }

@@ -4,6 +4,7 @@
 //! missing here, and the document refuses to build with a name the schemas lack.
 
 use events::contract::{self, Text};
+use events::webhook;
 use runtime::openapi::{FieldLimit, Limit};
 
 use super::users::MAX_PASSWORD;
@@ -93,4 +94,20 @@ pub const LIMITS: &[FieldLimit] = &[
     ("FieldOption", "label", text(contract::NAME)),
     ("FieldOption", "value", text(contract::CUSTOM_TEXT)),
     ("VisibilityRules", "roles", tags(contract::MAX_TAGS)),
+    ("WebhookCreateBody", "url", Limit::Chars(webhook::URL_MAX)),
+    (
+        "WebhookCreateBody",
+        "event_types",
+        Limit::List { max_items: webhook::MAX_EVENT_TYPES, each: webhook::EVENT_TYPE },
+    ),
+    ("WebhookCreateBody", "secret", Limit::Chars(webhook::SECRET_MAX)),
+    ("WebhookCreateBody", "description", text(contract::TEAM_DESCRIPTION)),
+    ("WebhookUpdateBody", "url", Limit::Chars(webhook::URL_MAX)),
+    (
+        "WebhookUpdateBody",
+        "event_types",
+        Limit::List { max_items: webhook::MAX_EVENT_TYPES, each: webhook::EVENT_TYPE },
+    ),
+    ("WebhookUpdateBody", "secret", Limit::Chars(webhook::SECRET_MAX)),
+    ("WebhookUpdateBody", "description", text(contract::TEAM_DESCRIPTION)),
 ];

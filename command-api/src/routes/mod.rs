@@ -49,6 +49,7 @@ mod teams;
 mod templates;
 mod tenants;
 mod users;
+mod webhooks;
 mod workflows;
 
 use axum::extract::FromRef;
@@ -91,6 +92,8 @@ pub struct AppState {
     /// Proxies whose `X-Forwarded-For` names the client (`MURIMA_TRUSTED_PROXIES`).
     pub trusted_proxies: std::sync::Arc<Vec<std::net::IpAddr>>,
     pub login_guard: crate::login_guard::LoginGuard,
+    /// Where webhook URLs may point (`MURIMA_WEBHOOK_ALLOW_PRIVATE`).
+    pub webhooks: runtime::webhook::Policy,
 }
 
 impl FromRef<AppState> for JwtKeys {
@@ -130,6 +133,7 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(templates::router())
         .merge(workflows::router())
         .merge(custom_fields::router())
+        .merge(webhooks::router())
         .split_for_parts()
 }
 

@@ -733,7 +733,8 @@ impl Indexed<'_> {
             | DomainEvent::Document(_)
             | DomainEvent::Template(_)
             | DomainEvent::Workflow(_)
-            | DomainEvent::FieldDefinition(_) => Indexed::Nothing,
+            | DomainEvent::FieldDefinition(_)
+            | DomainEvent::Webhook(_) => Indexed::Nothing,
         }
     }
 

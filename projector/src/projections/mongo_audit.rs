@@ -5,8 +5,8 @@
 
 use events::audit::{
     case_changes, case_type_changes, channel_changes, document_changes, field_definition_changes, interaction_changes,
-    note_changes, task_changes, team_changes, template_changes, tenant_changes, user_changes, workflow_changes,
-    FieldChange,
+    note_changes, task_changes, team_changes, template_changes, tenant_changes, user_changes, webhook_changes,
+    workflow_changes, FieldChange,
 };
 use events::tenant::TenantEvent;
 use mongodb::bson::{self, Document};
@@ -94,6 +94,10 @@ pub fn audit_record(event: &Event) -> Value {
         DomainEvent::User(e) => {
             let (action, changes) = user_changes(e);
             ("user", action, changes)
+        }
+        DomainEvent::Webhook(e) => {
+            let (action, changes) = webhook_changes(e);
+            ("webhook", action, changes)
         }
     };
     json!({

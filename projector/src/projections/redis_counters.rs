@@ -357,7 +357,8 @@ fn operation(event: &Event) -> Option<Value> {
         | DomainEvent::Document(_)
         | DomainEvent::Template(_)
         | DomainEvent::Workflow(_)
-        | DomainEvent::FieldDefinition(_) => None,
+        | DomainEvent::FieldDefinition(_)
+        | DomainEvent::Webhook(_) => None,
     }
 }
 

@@ -197,19 +197,21 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct Page {
     /// Page size, 1 to 100 (default 25).
     #[param(minimum = 1, maximum = 100)]
-    limit: Option<i64>,
+    pub(super) limit: Option<i64>,
     /// `next_cursor` of the previous page.
-    cursor: Option<String>,
+    pub(super) cursor: Option<String>,
     /// A command's position token: wait until this read model holds that write.
     #[allow(dead_code)]
     position: Option<String>,
 }
 
 /// `{items, next_cursor}` and a `Link: rel="next"` header when there is more.
-fn page(path: &str, limit: i64, items: Vec<Value>, next_cursor: Option<String>) -> Response {
+pub(super) fn page(path: &str, limit: i64, items: Vec<Value>, next_cursor: Option<String>) -> Response {
     let mut response = Json(json!({ "items": items, "next_cursor": next_cursor })).into_response();
     if let Some(cursor) = &next_cursor {
-        if let Ok(v) = HeaderValue::from_str(&format!("</v1/{path}?limit={limit}&cursor={cursor}>; rel=\"next\"")) {
+        // `path` may carry the list's filters (`webhooks/{id}/deliveries?status=dead`).
+        let sep = if path.contains('?') { '&' } else { '?' };
+        if let Ok(v) = HeaderValue::from_str(&format!("</v1/{path}{sep}limit={limit}&cursor={cursor}>; rel=\"next\"")) {
             response.headers_mut().insert(header::LINK, v);
         }
     }

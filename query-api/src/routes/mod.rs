@@ -8,6 +8,7 @@ mod dashboard;
 mod entities;
 mod presence;
 mod search;
+mod webhooks;
 
 use axum::extract::FromRef;
 use axum::Router;
@@ -59,7 +60,8 @@ impl FromRef<AppState> for JwtKeys {
         runtime::openapi::FieldProblem,
         events::case::Priority,
         events::case::Status,
-        case_list::Sort
+        case_list::Sort,
+        webhooks::DeliveryStatus
     ))
 )]
 pub struct ApiDoc;
@@ -76,6 +78,7 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(presence::router())
         .merge(entities::router())
         .merge(dashboard::router())
+        .merge(webhooks::router())
         .split_for_parts()
 }
 

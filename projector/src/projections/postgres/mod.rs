@@ -1,6 +1,6 @@
 //! The relational read model: `public.tenants` and each tenant's schema, one file per
 //! table (`users.rs`, `teams.rs`, ..., `cases.rs`, set-based), the batch's checkpoint in
-//! `checkpoint.rs`.
+//! `checkpoint.rs`, and the webhook subscriptions and deliveries queued (`webhooks.rs`).
 //!
 //! One transaction per batch. Each row keeps the stream `version` it reflects, and every
 //! write is guarded by it (insert-if-absent for the first event, `update_guarded!` for
@@ -38,6 +38,7 @@ mod tasks;
 mod teams;
 mod tenants;
 mod users;
+mod webhooks;
 mod workflows;
 
 use std::collections::{HashMap, HashSet};
@@ -144,6 +145,7 @@ impl PostgresProjection {
                 interactions::apply(tx, &schema, env, e, &self.partitions).await?
             }
             DomainEvent::Case(_) => cases::apply(tx, |t| self.schema(t), &[event]).await?,
+            DomainEvent::Webhook(webhook_event) => webhooks::apply(tx, env, webhook_event).await?,
         }
         Ok(())
     }
@@ -217,6 +219,12 @@ impl Projection for PostgresProjection {
             }
         }
         self.apply_case_run(&mut tx, &run).await?;
+        // Deliveries are queued by the live read model only: a rebuild's copy sends nothing.
+        if self.placement.is_live() {
+            webhooks::enqueue(&mut tx, events, chrono::Utc::now())
+                .await
+                .map_err(|e| ApplyError::Transient(e.into()))?;
+        }
         crate::checkpoint::save(&mut tx, checkpoint).await.map_err(|e| ApplyError::Transient(e.into()))?;
         checkpoint::save_tenant_positions(&mut tx, &checkpoint.group, events)
             .await

@@ -1,0 +1,370 @@
+//! The webhook stream: a tenant's subscription of a URL to event types. The projector
+//! delivers each matching event to it, signed with the subscription's secret, which lives
+//! off the log (`eventstore.webhook_secrets`, written with the command): no event, read
+//! model or answer carries it.
+//!
+//! Where a URL points is a fact the write side looks up before deciding (`Destination`):
+//! only public addresses take deliveries unless the operator allows private ones.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::change::Change;
+use crate::contract;
+use crate::error::{DomainError, FieldError, Validator};
+
+/// The longest URL a subscription takes.
+pub const URL_MAX: usize = 2048;
+/// Event types one subscription may name, and the longest name one may be.
+pub const MAX_EVENT_TYPES: usize = 100;
+pub const EVENT_TYPE: contract::Text = contract::Text::line(100);
+/// A signing secret's length in characters.
+pub const SECRET_MIN: usize = 16;
+pub const SECRET_MAX: usize = 256;
+
+/// Where the URL's host resolved to, looked up by the write side before deciding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// Every address it resolves to takes deliveries.
+    Allowed,
+    /// It resolves to a private, loopback or otherwise internal address, which the operator
+    /// does not allow (`MURIMA_WEBHOOK_ALLOW_PRIVATE`).
+    Private(IpAddr),
+    /// It does not resolve (the reason).
+    Unresolved(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum WebhookCommand {
+    Create {
+        url: String,
+        event_types: Vec<String>,
+        description: Option<String>,
+        destination: Destination,
+    },
+    /// Absent fields stay as they are; `destination` is looked up when `url` is given.
+    Update {
+        url: Option<String>,
+        event_types: Option<Vec<String>>,
+        description: Option<Option<String>>,
+        active: Option<bool>,
+        destination: Option<Destination>,
+    },
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookCreated {
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookUpdated {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<Change<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_types: Option<Change<Vec<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<Change<Option<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<Change<bool>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookDeleted {
+    pub deleted_at: DateTime<Utc>,
+}
+
+event_enum! {
+    pub enum WebhookEvent {
+        Created(WebhookCreated) = "WebhookCreated" @ 1,
+        Updated(WebhookUpdated) = "WebhookUpdated" @ 1,
+        Deleted(WebhookDeleted) = "WebhookDeleted" @ 1,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Webhook {
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub description: Option<String>,
+    pub active: bool,
+    pub deleted: bool,
+}
+
+pub fn evolve(state: Option<Webhook>, event: &WebhookEvent) -> Option<Webhook> {
+    match (state, event) {
+        (None, WebhookEvent::Created(e)) => Some(Webhook {
+            url: e.url.clone(),
+            event_types: e.event_types.clone(),
+            description: e.description.clone(),
+            active: true,
+            deleted: false,
+        }),
+        (Some(mut w), WebhookEvent::Updated(e)) => {
+            if let Some(c) = &e.url {
+                w.url = c.new.clone();
+            }
+            if let Some(c) = &e.event_types {
+                w.event_types = c.new.clone();
+            }
+            if let Some(c) = &e.description {
+                w.description = c.new.clone();
+            }
+            if let Some(c) = &e.active {
+                w.active = c.new;
+            }
+            Some(w)
+        }
+        (Some(mut w), WebhookEvent::Deleted(_)) => {
+            w.active = false;
+            w.deleted = true;
+            Some(w)
+        }
+        (state @ Some(_), WebhookEvent::Created(_)) => state,
+        (None, WebhookEvent::Updated(_) | WebhookEvent::Deleted(_)) => None,
+    }
+}
+
+pub fn decide(
+    state: Option<&Webhook>,
+    command: WebhookCommand,
+    known_event_types: &[&str],
+    now: DateTime<Utc>,
+) -> Result<Vec<WebhookEvent>, DomainError> {
+    match (state, command) {
+        (None, WebhookCommand::Create { url, event_types, description, destination }) => {
+            let mut v = Validator::default();
+            check_url(&mut v, &url, Some(&destination));
+            check_event_types(&mut v, &event_types, known_event_types);
+            if let Some(d) = &description {
+                v.optional_text("description", d, contract::TEAM_DESCRIPTION);
+            }
+            v.finish()?;
+            Ok(vec![WebhookEvent::Created(WebhookCreated {
+                url,
+                event_types: normalise(event_types),
+                description,
+                created_at: now,
+            })])
+        }
+        (Some(_), WebhookCommand::Create { .. }) => Err(DomainError::Conflict("the webhook already exists".into())),
+        (None, _) => Err(DomainError::NotFound("webhook")),
+        (Some(w), _) if w.deleted => Err(DomainError::NotFound("webhook")),
+        (Some(w), WebhookCommand::Update { url, event_types, description, active, destination }) => {
+            let mut v = Validator::default();
+            if let Some(url) = &url {
+                check_url(&mut v, url, destination.as_ref());
+            }
+            if let Some(types) = &event_types {
+                check_event_types(&mut v, types, known_event_types);
+            }
+            if let Some(Some(d)) = &description {
+                v.optional_text("description", d, contract::TEAM_DESCRIPTION);
+            }
+            v.finish()?;
+            let event = WebhookUpdated {
+                url: Change::between(&w.url, url),
+                event_types: Change::between(&w.event_types, event_types.map(normalise)),
+                description: Change::between(&w.description, description),
+                active: Change::between(&w.active, active),
+                updated_at: now,
+            };
+            let unchanged = event.url.is_none()
+                && event.event_types.is_none()
+                && event.description.is_none()
+                && event.active.is_none();
+            Ok(if unchanged { vec![] } else { vec![WebhookEvent::Updated(event)] })
+        }
+        (Some(_), WebhookCommand::Delete) => Ok(vec![WebhookEvent::Deleted(WebhookDeleted { deleted_at: now })]),
+    }
+}
+
+fn normalise(mut types: Vec<String>) -> Vec<String> {
+    types.sort();
+    types.dedup();
+    types
+}
+
+/// `*` (every event), or event type names the log knows (`CaseOpened`, ...).
+fn check_event_types(v: &mut Validator, types: &[String], known: &[&str]) {
+    v.check(!types.is_empty(), "event_types", "name at least one event type, or \"*\" for every event");
+    v.check(types.len() <= MAX_EVENT_TYPES, "event_types", format!("at most {MAX_EVENT_TYPES} event types"));
+    for (i, t) in types.iter().enumerate().take(MAX_EVENT_TYPES) {
+        if t != "*" && !known.contains(&t.as_str()) {
+            v.extend([FieldError::new(
+                format!("event_types[{i}]"),
+                "not an event type of the log (e.g. CaseOpened, CaseStatusChanged) nor \"*\"",
+            )]);
+        }
+    }
+}
+
+/// An http(s) URL with a host and neither credentials nor a fragment; then where it
+/// points (`destination`, looked up for a URL that parses).
+fn check_url(v: &mut Validator, url: &str, destination: Option<&Destination>) {
+    match parse_url(url) {
+        Err(message) => v.check(false, "url", message),
+        Ok(_) => match destination {
+            Some(Destination::Private(ip)) => v.check(
+                false,
+                "url",
+                format!(
+                    "the host resolves to {ip}, a private or internal address; webhooks go to public addresses \
+                     only (an operator can allow private ones)"
+                ),
+            ),
+            Some(Destination::Unresolved(why)) => {
+                v.check(false, "url", format!("the host does not resolve ({why}); give a host that does"))
+            }
+            Some(Destination::Allowed) | None => {}
+        },
+    }
+}
+
+/// The URL, if a subscription may take it (the message says why not).
+pub fn parse_url(raw: &str) -> Result<url::Url, String> {
+    if raw.len() > URL_MAX || raw.chars().any(char::is_control) {
+        return Err(format!("must be an http or https URL of at most {URL_MAX} bytes, without control characters"));
+    }
+    let url = url::Url::parse(raw).map_err(|e| format!("not a URL ({e}); e.g. https://example.com/hooks"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must be an http or https URL".into());
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("must name a host".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials; deliveries are signed with the webhook's secret instead".into());
+    }
+    if url.fragment().is_some() {
+        return Err("must not have a #fragment".into());
+    }
+    Ok(url)
+}
+
+/// Whether deliveries may go to this address when private ones are not allowed: not
+/// loopback, private (RFC 1918, unique local), link-local, shared (CGNAT), documentation,
+/// benchmarking, multicast, broadcast or unspecified, nor an IPv4 address inside IPv6.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_unspecified()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (b == 18 || b == 19))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8
+                || first == 0x0064 && v6.segments()[1] == 0xff9b)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const KNOWN: &[&str] = &["CaseOpened", "CaseStatusChanged"];
+
+    fn create(url: &str, types: &[&str], destination: Destination) -> Result<Vec<WebhookEvent>, DomainError> {
+        let cmd = WebhookCommand::Create {
+            url: url.into(),
+            event_types: types.iter().map(|t| t.to_string()).collect(),
+            description: None,
+            destination,
+        };
+        decide(None, cmd, KNOWN, Utc::now())
+    }
+
+    fn fields(result: Result<Vec<WebhookEvent>, DomainError>) -> Vec<String> {
+        match result {
+            Err(DomainError::Invalid(errors)) => errors.into_iter().map(|e| e.field).collect(),
+            other => panic!("expected invalid: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_subscription_names_known_event_types_and_a_clean_public_url() {
+        let ok = create("https://hooks.example.com/in", &["CaseOpened", "CaseOpened"], Destination::Allowed).unwrap();
+        let [WebhookEvent::Created(e)] = ok.as_slice() else { panic!("expected created") };
+        assert_eq!(e.event_types, vec!["CaseOpened"]);
+        assert_eq!(fields(create("https://x.example/", &["CaseClosed!"], Destination::Allowed)), ["event_types[0]"]);
+        assert_eq!(fields(create("https://x.example/", &[], Destination::Allowed)), ["event_types"]);
+        for bad in [
+            "ftp://x.example/",
+            "https://user:pw@x.example/",
+            "https://x.example/#f",
+            "not a url",
+            "https://x\u{0}.example/",
+        ] {
+            assert_eq!(fields(create(bad, &["*"], Destination::Allowed)), ["url"], "{bad}");
+        }
+        let private = Destination::Private("10.0.0.1".parse().unwrap());
+        assert_eq!(fields(create("https://intranet.example/", &["*"], private)), ["url"]);
+    }
+
+    #[test]
+    fn internal_addresses_are_not_public() {
+        for internal in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "172.16.0.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+        ] {
+            assert!(!is_public(internal.parse().unwrap()), "{internal}");
+        }
+        for public in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn a_deleted_webhook_takes_no_more_commands() {
+        let created = create("https://x.example/", &["*"], Destination::Allowed).unwrap();
+        let state = created.iter().fold(None, evolve);
+        let deleted = decide(state.as_ref(), WebhookCommand::Delete, KNOWN, Utc::now()).unwrap();
+        let state = created.iter().chain(&deleted).fold(None, evolve);
+        assert!(matches!(
+            decide(state.as_ref(), WebhookCommand::Delete, KNOWN, Utc::now()),
+            Err(DomainError::NotFound(_))
+        ));
+    }
+}

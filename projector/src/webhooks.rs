@@ -1,0 +1,235 @@
+//! Sends the webhook deliveries the relational read model queued
+//! (`projections::postgres::webhooks`): each to its subscription's URL, signed, retried
+//! with a doubling wait, and dead-lettered after the last attempt
+//! (`runtime::webhook::Policy`). Every projector runs this; a delivery is claimed for a
+//! lease before it is sent (`FOR UPDATE SKIP LOCKED`), so two projectors never send one
+//! at the same time, and one that dies mid-send leaves it to be tried again after the
+//! lease: a receiver may see an event twice then, and tells by its `Murima-Event-Id`.
+//!
+//! Deliveries go only to the URL the tenant registered, never along a redirect, and only
+//! to public addresses unless the operator allows private ones: the host is resolved here
+//! and checked at each delivery (a name that resolved to a public address when it was
+//! registered may not any more).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use runtime::webhook::{self, Policy};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Deliveries claimed (and sent at once) per round.
+const BATCH: i64 = 20;
+/// How long a claimed delivery is left to its sender before another may try it.
+const LEASE_SECS: f64 = 60.0;
+/// The longest a receiver may take to answer.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle sender waits before looking for due deliveries again.
+const IDLE: Duration = Duration::from_millis(200);
+/// How much of a failed receiver's answer the delivery log keeps.
+const ERROR_KEPT: usize = 300;
+
+struct Claimed {
+    tenant_id: Uuid,
+    webhook_id: Uuid,
+    event_id: Uuid,
+    event_type: String,
+    body: Value,
+    attempt: i32,
+    url: Option<String>,
+    secret: Option<String>,
+}
+
+/// What one attempt came to.
+enum Outcome {
+    Delivered(u16),
+    Failed {
+        status: Option<u16>,
+        error: String,
+    },
+    /// The subscription is gone or switched off: nothing to send, nothing to retry.
+    Cancelled(&'static str),
+}
+
+pub struct Sender {
+    pool: PgPool,
+    http: reqwest::Client,
+    policy: Policy,
+}
+
+/// Resolves hosts for deliveries, keeping only the addresses the policy allows.
+struct Guarded(Policy);
+
+impl Resolve for Guarded {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.0;
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = all.iter().copied().filter(|a| policy.allows(a.ip())).collect();
+            if allowed.is_empty() {
+                return Err(format!("{host} resolves to no address webhooks may reach ({all:?})").into());
+            }
+            let addrs: Addrs = Box::new(allowed.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+impl Sender {
+    pub fn new(pool: PgPool, policy: Policy) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(Guarded(policy)))
+            .user_agent(concat!("Murima-Webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { pool, http, policy })
+    }
+
+    pub async fn run_until_stopped(self) {
+        loop {
+            match self.round().await {
+                Ok(n) if n as i64 >= BATCH => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "webhook deliveries failed; will retry"),
+            }
+            tokio::time::sleep(IDLE).await;
+        }
+    }
+
+    /// Claims the due deliveries, sends them at once, and records each outcome.
+    async fn round(&self) -> anyhow::Result<usize> {
+        let claimed = self.claim().await?;
+        let outcomes = join_all(claimed.iter().map(|c| self.send(c))).await;
+        for (delivery, outcome) in claimed.iter().zip(outcomes) {
+            self.record(delivery, outcome).await?;
+        }
+        Ok(claimed.len())
+    }
+
+    async fn claim(&self) -> anyhow::Result<Vec<Claimed>> {
+        type Row = (Uuid, Uuid, Uuid, String, Value, i32, Option<String>, Option<String>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "WITH due AS (
+                SELECT tenant_id, webhook_id, event_id FROM projector.webhook_deliveries
+                WHERE status = 'pending' AND next_attempt_at <= now()
+                ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED
+             ), claimed AS (
+                UPDATE projector.webhook_deliveries d
+                SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
+                FROM due WHERE (d.tenant_id, d.webhook_id, d.event_id) = (due.tenant_id, due.webhook_id, due.event_id)
+                RETURNING d.tenant_id, d.webhook_id, d.event_id, d.event_type, d.body, d.attempts
+             )
+             SELECT c.tenant_id, c.webhook_id, c.event_id, c.event_type, c.body, c.attempts,
+                    CASE WHEN w.active THEN w.url END, s.secret
+             FROM claimed c
+             LEFT JOIN projector.webhooks w ON (w.tenant_id, w.id) = (c.tenant_id, c.webhook_id)
+             LEFT JOIN eventstore.webhook_secrets s ON (s.tenant_id, s.webhook_id) = (c.tenant_id, c.webhook_id)",
+        )
+        .bind(BATCH)
+        .bind(LEASE_SECS)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(tenant_id, webhook_id, event_id, event_type, body, attempt, url, secret)| Claimed {
+                tenant_id,
+                webhook_id,
+                event_id,
+                event_type,
+                body,
+                attempt,
+                url,
+                secret,
+            })
+            .collect())
+    }
+
+    async fn send(&self, delivery: &Claimed) -> Outcome {
+        let (Some(url), Some(secret)) = (&delivery.url, &delivery.secret) else {
+            return Outcome::Cancelled("the webhook was deleted or deactivated");
+        };
+        let Ok(target) = events::webhook::parse_url(url) else {
+            return Outcome::Cancelled("the webhook's URL is no longer accepted");
+        };
+        // A literal address is not resolved, so the resolver cannot refuse it: checked here.
+        if let Some(ip) = target.host_str().and_then(|h| h.trim_matches(['[', ']']).parse().ok()) {
+            if !self.policy.allows(ip) {
+                return Outcome::Failed { status: None, error: format!("{ip} is not an address webhooks may reach") };
+            }
+        }
+        let body = match serde_json::to_vec(&delivery.body) {
+            Ok(body) => body,
+            Err(e) => return Outcome::Failed { status: None, error: e.to_string() },
+        };
+        let timestamp = chrono::Utc::now().timestamp();
+        let sent = self
+            .http
+            .post(target)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(webhook::SIGNATURE_HEADER, webhook::signature(secret, timestamp, &body))
+            .header(webhook::EVENT_ID_HEADER, delivery.event_id.to_string())
+            .header(webhook::EVENT_TYPE_HEADER, &delivery.event_type)
+            .header(webhook::ATTEMPT_HEADER, delivery.attempt.to_string())
+            .body(body)
+            .send()
+            .await;
+        match sent {
+            Ok(answer) if answer.status().is_success() => Outcome::Delivered(answer.status().as_u16()),
+            Ok(answer) => {
+                let status = answer.status().as_u16();
+                let text = answer.text().await.unwrap_or_default();
+                Outcome::Failed {
+                    status: Some(status),
+                    error: kept(&format!("the receiver answered {status}: {text}")),
+                }
+            }
+            Err(e) => Outcome::Failed { status: None, error: kept(&format!("{e:#}")) },
+        }
+    }
+
+    async fn record(&self, d: &Claimed, outcome: Outcome) -> anyhow::Result<()> {
+        let attempts = u32::try_from(d.attempt).unwrap_or(u32::MAX);
+        let (status, code, error, retry_in): (&str, Option<i32>, Option<String>, f64) = match outcome {
+            Outcome::Delivered(code) => ("delivered", Some(i32::from(code)), None, 0.0),
+            Outcome::Cancelled(why) => ("dead", None, Some(why.to_owned()), 0.0),
+            Outcome::Failed { status, error } if attempts >= self.policy.max_attempts => {
+                ("dead", status.map(i32::from), Some(error), 0.0)
+            }
+            Outcome::Failed { status, error } => {
+                ("pending", status.map(i32::from), Some(error), self.policy.retry_after(attempts).as_secs_f64())
+            }
+        };
+        metrics::counter!("webhook_deliveries_total", "outcome" => status).increment(1);
+        if status == "dead" {
+            tracing::warn!(tenant_id = %d.tenant_id, webhook_id = %d.webhook_id, event_id = %d.event_id,
+                attempts, error = ?error, "webhook delivery dead-lettered");
+        }
+        sqlx::query(
+            "UPDATE projector.webhook_deliveries SET status = $4, last_status = $5, last_error = $6,
+                next_attempt_at = now() + make_interval(secs => $7),
+                delivered_at = CASE WHEN $4 = 'delivered' THEN now() END
+             WHERE tenant_id = $1 AND webhook_id = $2 AND event_id = $3",
+        )
+        .bind(d.tenant_id)
+        .bind(d.webhook_id)
+        .bind(d.event_id)
+        .bind(status)
+        .bind(code)
+        .bind(error)
+        .bind(retry_in)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+/// At most `ERROR_KEPT` characters of a failure.
+fn kept(text: &str) -> String {
+    text.chars().take(ERROR_KEPT).collect()
+}
