@@ -23,6 +23,9 @@ role_url() { local rest=${owner_url#*://}; echo "${owner_url%%://*}://$1@${rest#
 # tansu answers a Fetch only when its wait runs out (Kafka answers when data arrives), so
 # the default 500 ms wait would be the projection lag of a quiet local system.
 export MURIMA_KAFKA_FETCH_WAIT_MS="${MURIMA_KAFKA_FETCH_WAIT_MS:-25}"
+# The demo's webhook receiver listens on loopback (README "Try it"); a deployment refuses
+# private and loopback addresses (the default, off).
+export MURIMA_WEBHOOK_ALLOW_PRIVATE="${MURIMA_WEBHOOK_ALLOW_PRIVATE:-on}"
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -165,4 +168,18 @@ curl -s -w '\\n' "http://127.0.0.1:8081/v1/cases/\$TRIAGE?position=\$POS" -H "Au
 
 # the audit log of the whole tenant, searched: every priority change (a supervisor's)
 curl -s -w '\\n' "http://127.0.0.1:8081/v1/search/audit?field=priority&position=\$POS" -H "Authorization: Bearer \$SUPERVISOR_TOKEN"
+
+# a webhook (an administrator's): every case opened or changing status is POSTed, signed
+# with the webhook's secret, to a receiver; this local one prints each delivery and checks
+# its signature. The local stack lets webhooks reach loopback (run.sh sets
+# MURIMA_WEBHOOK_ALLOW_PRIVATE=on); a production one refuses private addresses.
+python3 scripts/webhook-receiver.py 9009 demo-webhook-secret-0123456789 >>/tmp/murima-hook.log 2>&1 &
+curl -s -w '\\n' -X POST http://127.0.0.1:8080/v1/webhooks -H "Authorization: Bearer \$ADMIN_TOKEN" \\
+  -H 'Content-Type: application/json' \\
+  -d '{"id": "0199a5b2-0000-7000-8000-0000000000e0", "url": "http://127.0.0.1:9009/hooks", "event_types": ["CaseOpened", "CaseStatusChanged"], "secret": "demo-webhook-secret-0123456789"}'
+curl -s -w '\\n' -X POST http://127.0.0.1:8080/v1/cases -H "Authorization: Bearer \$TOKEN" \\
+  -H 'Content-Type: application/json' \\
+  -d '{"title": "Badge reader down", "priority": "medium", "case_type_id": "0199a5b2-0000-7000-8000-000000000001"}'
+sleep 2; cat /tmp/murima-hook.log
+curl -s -w '\\n' "http://127.0.0.1:8081/v1/webhooks/0199a5b2-0000-7000-8000-0000000000e0/deliveries" -H "Authorization: Bearer \$ADMIN_TOKEN"
 MSG

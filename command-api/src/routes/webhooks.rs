@@ -44,6 +44,8 @@ struct CreateBody {
     /// HMAC-SHA256 of "<t>.<body>">` made with it. Never shown again.
     secret: String,
     description: Option<String>,
+    /// Optional: lets an administrator choose the id (a second create with it is a 409).
+    id: Option<Uuid>,
 }
 
 impl CommandSchema for CreateBody {
@@ -77,7 +79,7 @@ async fn create(
     ctx.caller.require(Permission::WebhooksManage)?;
     check_secret(&body.secret)?;
     let hash = fingerprint(CreateBody::NAME, None, &body);
-    let id = Uuid::now_v7();
+    let id = body.id.unwrap_or_else(Uuid::now_v7);
     let destination = destination(&state, &body.url).await;
     let cmd = WebhookCommand::Create {
         url: body.url,
