@@ -115,6 +115,18 @@ pub fn case_changes(event: &CaseEvent) -> (&'static str, Vec<FieldChange>) {
             });
             "sla_breach"
         }
+        CaseEvent::SlaStopped(_) => {
+            out.push(FieldChange { field: "sla", old_value: Value::Null, new_value: Value::Null });
+            "sla_stop"
+        }
+        CaseEvent::Notified(e) => {
+            out.push(FieldChange {
+                field: "notification",
+                old_value: Value::Null,
+                new_value: json!({ "user_id": e.user_id, "message": e.message }),
+            });
+            "notify"
+        }
     };
     (action, out)
 }

@@ -333,6 +333,22 @@ pub struct CaseSlaBreached {
     pub breached_at: DateTime<Utc>,
 }
 
+/// A workflow action stopped the case's SLA clocks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseSlaStopped {
+    pub stopped_at: DateTime<Utc>,
+}
+
+/// A workflow action told a user (None: whoever the case's assignee is) something.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseNotified {
+    pub user_id: Option<Uuid>,
+    pub message: String,
+    pub notified_at: DateTime<Utc>,
+}
+
 event_enum! {
     pub enum CaseEvent {
         Opened(CaseOpened) = "CaseOpened" @ 1,
@@ -345,6 +361,8 @@ event_enum! {
         TeamAssigned(CaseTeamAssigned) = "CaseTeamAssigned" @ 1,
         SlaWarned(CaseSlaWarned) = "CaseSlaWarned" @ 1,
         SlaBreached(CaseSlaBreached) = "CaseSlaBreached" @ 1,
+        SlaStopped(CaseSlaStopped) = "CaseSlaStopped" @ 1,
+        Notified(CaseNotified) = "CaseNotified" @ 1,
     }
 }
 
@@ -511,6 +529,13 @@ pub fn evolve(state: Option<Case>, event: &CaseEvent) -> Option<Case> {
             case.sla_breached.insert(e.clock);
             Some(case)
         }
+        (Some(mut case), CaseEvent::SlaStopped(_)) => {
+            case.sla = None;
+            case.sla_warned.clear();
+            case.sla_breached.clear();
+            Some(case)
+        }
+        (state @ Some(_), CaseEvent::Notified(_)) => state,
         (Some(mut case), CaseEvent::TeamAssigned(e)) => {
             case.team_id = e.team_id.new;
             case.updated_at = e.assigned_at;
@@ -529,7 +554,9 @@ pub fn evolve(state: Option<Case>, event: &CaseEvent) -> Option<Case> {
             | CaseEvent::SlaSet(_)
             | CaseEvent::TeamAssigned(_)
             | CaseEvent::SlaWarned(_)
-            | CaseEvent::SlaBreached(_),
+            | CaseEvent::SlaBreached(_)
+            | CaseEvent::SlaStopped(_)
+            | CaseEvent::Notified(_),
         ) => None,
     }
 }
@@ -746,8 +773,9 @@ fn effect_events(
 ) -> Result<Vec<CaseEvent>, DomainError> {
     if let Some((kind, id)) = effect.names().filter(|(_, id)| targets.get(id) != Some(&Reference::Usable)) {
         return Err(DomainError::Conflict(format!(
-            "the workflow's action assign_{kind} names the {kind} {id}, which is not an active {kind} of the tenant; \
-             an administrator must change the workflow before cases can take this move"
+            "the workflow's action {} names the {kind} {id}, which is not an active {kind} of the tenant; \
+             an administrator must change the workflow before cases can take this move",
+            effect.kind()
         )));
     }
     let updated = |event: CaseUpdated| CaseEvent::Updated(event);
@@ -787,6 +815,13 @@ fn effect_events(
         }
         Effect::StartSla => {
             sla_set(definition, case.priority, ctx.now, ctx.now).map(CaseEvent::SlaSet).into_iter().collect()
+        }
+        Effect::StopSla => match case.sla {
+            Some(_) => vec![CaseEvent::SlaStopped(CaseSlaStopped { stopped_at: ctx.now })],
+            None => vec![],
+        },
+        Effect::Notify { user_id, message } => {
+            vec![CaseEvent::Notified(CaseNotified { user_id, message, notified_at: ctx.now })]
         }
     })
 }

@@ -79,6 +79,8 @@ pub const EXTERNAL_ID: Text = Text::line(255);
 pub const SUBJECT: Text = Text::line(500);
 /// Why a tenant was suspended.
 pub const REASON: Text = Text::prose(500);
+/// What a workflow's `notify` action tells.
+pub const NOTICE: Text = Text::prose(500);
 /// A case's description.
 pub const DESCRIPTION: Text = Text::prose(20_000);
 /// A team's description.

@@ -75,16 +75,42 @@ pub enum Effect {
     AddTags { tags: Vec<String> },
     /// Start the SLA clock again from now, with the targets for the case's priority.
     StartSla,
+    /// Stop the case's SLA clocks (no warning or breach comes of them any more).
+    StopSla,
+    /// Tell a user (an active one of the tenant), or without `user_id` the case's assignee,
+    /// in their notifications.
+    Notify {
+        #[serde(default)]
+        user_id: Option<Uuid>,
+        message: String,
+    },
 }
 
 impl Effect {
+    /// The action's `type`, as a workflow declares it (one of `ACTION_TYPES`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Effect::AssignUser { .. } => "assign_user",
+            Effect::AssignTeam { .. } => "assign_team",
+            Effect::SetPriority { .. } => "set_priority",
+            Effect::AddTags { .. } => "add_tags",
+            Effect::StartSla => "start_sla",
+            Effect::StopSla => "stop_sla",
+            Effect::Notify { .. } => "notify",
+        }
+    }
+
     /// The user or team the action names (as `("user" | "team", id)`), which must be
     /// usable when the workflow is saved and when the action runs.
     pub fn names(&self) -> Option<(&'static str, Uuid)> {
         match self {
-            Effect::AssignUser { user_id } => Some(("user", *user_id)),
+            Effect::AssignUser { user_id } | Effect::Notify { user_id: Some(user_id), .. } => Some(("user", *user_id)),
             Effect::AssignTeam { team_id } => Some(("team", *team_id)),
-            Effect::SetPriority { .. } | Effect::AddTags { .. } | Effect::StartSla => None,
+            Effect::SetPriority { .. }
+            | Effect::AddTags { .. }
+            | Effect::StartSla
+            | Effect::StopSla
+            | Effect::Notify { user_id: None, .. } => None,
         }
     }
 }
@@ -94,7 +120,8 @@ impl Effect {
 pub type ActionTargets = std::collections::BTreeMap<Uuid, Reference>;
 
 /// The action types a workflow may declare.
-pub const ACTION_TYPES: [&str; 5] = ["assign_user", "assign_team", "set_priority", "add_tags", "start_sla"];
+pub const ACTION_TYPES: [&str; 7] =
+    ["assign_user", "assign_team", "set_priority", "add_tags", "start_sla", "stop_sla", "notify"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -251,7 +278,13 @@ impl WorkflowDefinition {
                 Effect::StartSla if self.sla.is_empty() => {
                     errors.push(FieldError::new(at("do.type"), "start_sla needs the workflow's sla targets"))
                 }
+                Effect::Notify { message, .. } => {
+                    if let Some(problem) = contract::NOTICE.problem(message) {
+                        errors.push(FieldError::new(at("do.message"), problem));
+                    }
+                }
                 Effect::StartSla
+                | Effect::StopSla
                 | Effect::AssignUser { .. }
                 | Effect::AssignTeam { .. }
                 | Effect::SetPriority { .. } => {}

@@ -142,6 +142,18 @@ async fn a_workflow_declaring_an_action_it_cannot_run_is_refused_naming_it() {
             json!({ "when": { "enters": triage }, "do": { "type": "add_tags", "tags": ["bad\u{0}tag"] } }),
             "definition.actions[0].do.tags[0]",
         ),
+        (
+            json!({ "when": { "enters": triage }, "do": { "type": "notify", "message": "x".repeat(501) } }),
+            "definition.actions[0].do.message",
+        ),
+        (
+            json!({ "when": { "enters": triage }, "do": { "type": "notify", "message": "bell\u{7}" } }),
+            "definition.actions[0].do.message",
+        ),
+        (
+            json!({ "when": { "enters": triage }, "do": { "type": "notify", "user_id": Uuid::now_v7(), "message": "hi" } }),
+            "definition.actions[0].do.user_id",
+        ),
     ] {
         let answer = app.command(Method::POST, "/v1/workflows", &admin, Some(with(action.clone()))).await;
         assert_eq!(answer.status(), StatusCode::UNPROCESSABLE_ENTITY, "{action}");
@@ -175,4 +187,56 @@ async fn a_move_whose_action_names_a_locked_user_is_refused_saying_why() {
         .await
         .unwrap();
     assert_eq!(count, 3, "nothing of the move was recorded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_move_can_stop_the_sla_and_notify_a_user_and_the_assignee() {
+    let app = TestApp::spawn().await;
+    let admin = app.token_for(app.tenant_id, Role::Admin);
+    let kim = app.create_user("kim", "agent").await;
+    let lee = app.create_user("lee", "agent").await;
+    let (new, done) = (Uuid::now_v7(), Uuid::now_v7());
+    let definition = json!({
+        "stages": [{ "id": new, "name": "New" }, { "id": done, "name": "Parked" }],
+        "initial_stage": new, "transitions": [{ "from": new, "to": done }],
+        "sla": [{ "priority": "high", "first_response_minutes": 60, "resolution_minutes": 480 }],
+        "actions": [
+            { "when": { "enters": done }, "do": { "type": "stop_sla" } },
+            { "when": { "enters": done }, "do": { "type": "notify", "user_id": kim, "message": "Parked: call the customer" } },
+            { "when": { "enters": done }, "do": { "type": "notify", "message": "Your case is parked" } }
+        ]
+    });
+    let workflow = created(&app, &admin, "/v1/workflows", json!({ "name": "Parking", "definition": definition })).await;
+    let case_type =
+        created(&app, &admin, "/v1/case-types", json!({ "name": "Parkable", "workflow_id": workflow })).await;
+    let open = json!({ "title": "Parked car", "priority": "high", "case_type_id": case_type, "assigned_to": lee });
+    let case = created(&app, &app.token, "/v1/cases", open).await;
+
+    let moved = move_to(&app, &case, done).await;
+    assert_eq!(moved.status(), StatusCode::OK);
+    let moved: Value = moved.json().await.unwrap();
+    assert_eq!(moved["version"], 7, "opened, started, SLA set; moved, SLA stopped, two notices: {moved}");
+    let position = moved["position"].as_str().unwrap();
+    let seen: Value =
+        app.query(&format!("/v1/cases/{case}?position={position}"), &app.token).await.json().await.unwrap();
+    assert_eq!(seen["sla"]["first_response_due"], Value::Null, "{seen}");
+    assert_eq!(seen["sla"]["running"], true, "an open case, but no clock: {seen}");
+    for (user, message) in [("kim", "Parked: call the customer"), ("lee", "Your case is parked")] {
+        let token = app.login_token(user).await;
+        let told = eventually("the workflow's notice", || async {
+            let list: Value = app.query("/v1/notifications", &token).await.json().await.ok()?;
+            list["items"].as_array()?.iter().find(|n| n["type"] == "workflow_notice").cloned()
+        })
+        .await;
+        assert_eq!(told["subject"]["message"], message, "{user}: {told}");
+    }
+    // No SLA timer runs for the case any more: the scheduler lets it go.
+    let case_id = Uuid::parse_str(&case).unwrap();
+    let events: Vec<String> =
+        sqlx::query_scalar("SELECT event_type FROM eventstore.events WHERE stream_id = $1 ORDER BY stream_version")
+            .bind(case_id)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(events[4..], ["CaseSlaStopped", "CaseNotified", "CaseNotified"], "{events:?}");
 }

@@ -517,7 +517,14 @@ fn fold(doc: Option<Value>, event: &Event, case_event: &CaseEvent, case_type: Op
             doc["version"] = json!(env.stream_version);
             Some(doc)
         }
-        (Some(mut doc), CaseEvent::SlaWarned(_)) => {
+        (Some(mut doc), CaseEvent::SlaStopped(_)) => {
+            doc["sla_first_response_due"] = Value::Null;
+            doc["sla_resolution_due"] = Value::Null;
+            doc["sla_breached"] = json!([]);
+            doc["version"] = json!(env.stream_version);
+            Some(doc)
+        }
+        (Some(mut doc), CaseEvent::SlaWarned(_) | CaseEvent::Notified(_)) => {
             doc["version"] = json!(env.stream_version);
             Some(doc)
         }
@@ -753,7 +760,9 @@ impl Indexed<'_> {
                 | CaseEvent::TeamAssigned(_)
                 | CaseEvent::SlaSet(_)
                 | CaseEvent::SlaWarned(_)
-                | CaseEvent::SlaBreached(_),
+                | CaseEvent::SlaBreached(_)
+                | CaseEvent::SlaStopped(_)
+                | CaseEvent::Notified(_),
             ))
             | Indexed::Folded(Folded::Note(_) | Folded::CaseType(_) | Folded::Channel(_))
             | Indexed::Nothing => None,

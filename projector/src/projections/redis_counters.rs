@@ -289,6 +289,16 @@ fn operation(event: &Event) -> Option<Value> {
         DomainEvent::Case(CaseEvent::WorkflowStarted(_) | CaseEvent::StageMoved(_) | CaseEvent::SlaSet(_)) => {
             case(json!({}))
         }
+        DomainEvent::Case(CaseEvent::SlaStopped(_)) => case(json!({})),
+        DomainEvent::Case(CaseEvent::Notified(e)) => {
+            let subject = json!({ "case_id": env.stream_id, "message": e.message });
+            match e.user_id {
+                Some(user) => case(json!({ "notify": notification(event, Some(user), "workflow_notice", subject) })),
+                None => case(json!({
+                    "notify_assignee": still_news(event).then(|| notification_body(event, "workflow_notice", subject)),
+                })),
+            }
+        }
         DomainEvent::Case(CaseEvent::SlaWarned(e)) => case(json!({
             "notify_assignee": still_news(event).then(|| notification_body(event, "sla_warning",
                 json!({ "case_id": env.stream_id, "clock": e.clock, "due": e.due }))),

@@ -129,6 +129,13 @@ impl Patch {
                 }));
                 self.sla_replaces = true;
             }
+            // No SLA any more: metadata.sla becomes null (no due times, no clocks).
+            CaseEvent::SlaStopped(_) => {
+                self.sla = Some(Value::Null);
+                self.sla_replaces = true;
+            }
+            // A notification lives in Redis only; the row just moves to its version.
+            CaseEvent::Notified(_) => {}
             CaseEvent::SlaWarned(e) => self.note_sla(format!("{}_warned_at", e.clock.as_str()), e.warned_at),
             CaseEvent::SlaBreached(e) => self.note_sla(format!("{}_breached_at", e.clock.as_str()), e.breached_at),
         }
