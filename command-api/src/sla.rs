@@ -25,6 +25,8 @@ use crate::leader::{self, Leading};
 const SLA_LOCK: i64 = 0x6d75_7269_6d61_0002;
 /// Cases looked at per round.
 const BATCH: i64 = 200;
+/// How long a case whose check failed waits before it is tried again.
+const RETRY_FAILED: chrono::Duration = chrono::Duration::seconds(30);
 
 pub struct SlaScheduler {
     journal: Journal,
@@ -73,9 +75,14 @@ impl SlaScheduler {
             .collect();
             for timer in &due {
                 if let Err(e) = self.check(timer).await {
-                    // Left due: the next round tries again.
                     tracing::warn!(tenant_id = %timer.tenant_id, case_id = %timer.stream_id,
                         error = %format!("{e:#}"), "checking a case's SLA failed; will retry");
+                    // Later, so that cases that keep failing cannot fill every round.
+                    let now = chrono::Utc::now();
+                    let later = now.checked_add_signed(RETRY_FAILED).unwrap_or(now);
+                    if let Err(e) = self.mark(timer, Some(later)).await {
+                        tracing::warn!(error = %e, "deferring a failed SLA check failed");
+                    }
                 }
             }
             leader::still_held(&mut lock).await?;

@@ -245,6 +245,15 @@ pub fn team_changes(event: &TeamEvent) -> (&'static str, Vec<FieldChange>) {
     }
 }
 
+/// A webhook URL as the audit log keeps it: without its query, which often carries the
+/// receiver's token (`audit:read` is not `webhooks:manage`).
+fn without_query(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?…"),
+        None => url.to_owned(),
+    }
+}
+
 /// The audit action and per-field old/new values of a webhook event (its secret is never
 /// in one).
 pub fn webhook_changes(event: &WebhookEvent) -> (&'static str, Vec<FieldChange>) {
@@ -252,7 +261,7 @@ pub fn webhook_changes(event: &WebhookEvent) -> (&'static str, Vec<FieldChange>)
     let mut out = Vec::new();
     let action = match event {
         WebhookEvent::Created(e) => {
-            out.push(change("url", Value::Null, json!(e.url)));
+            out.push(change("url", Value::Null, json!(without_query(&e.url))));
             out.push(change("event_types", Value::Null, json!(e.event_types)));
             out.push(change("description", Value::Null, json!(e.description)));
             "create"
@@ -263,7 +272,7 @@ pub fn webhook_changes(event: &WebhookEvent) -> (&'static str, Vec<FieldChange>)
                     out.push(change(field, old, new));
                 }
             };
-            push("url", e.url.as_ref().map(|c| (json!(c.old), json!(c.new))));
+            push("url", e.url.as_ref().map(|c| (json!(without_query(&c.old)), json!(without_query(&c.new)))));
             push("event_types", e.event_types.as_ref().map(|c| (json!(c.old), json!(c.new))));
             push("description", e.description.as_ref().map(|c| (json!(c.old), json!(c.new))));
             push("active", e.active.as_ref().map(|c| (json!(c.old), json!(c.new))));

@@ -390,18 +390,27 @@ pub struct Case {
     pub team_id: Option<Uuid>,
     /// When the case first left the `open` status (its first response).
     pub responded_at: Option<DateTime<Utc>>,
+    /// Since when the case is resolved or closed (None while it needs work).
+    pub finished_at: Option<DateTime<Utc>>,
     /// The clocks of the current SLA already warned of, and already breached.
     pub sla_warned: BTreeSet<SlaClock>,
     pub sla_breached: BTreeSet<SlaClock>,
 }
 
 impl Case {
-    /// Whether `clock` runs: the case has an SLA and still owes what the clock measures.
+    /// Whether `clock` runs: the case has an SLA, owes what the clock measures, and the
+    /// clock has not been breached yet.
     pub fn sla_running(&self, clock: SlaClock) -> bool {
-        self.sla.is_some()
-            && self.status.is_active()
-            && (clock == SlaClock::Resolution || self.responded_at.is_none())
-            && !self.sla_breached.contains(&clock)
+        self.sla.is_some() && self.clock_stopped_at(clock).is_none() && !self.sla_breached.contains(&clock)
+    }
+
+    /// When what `clock` measures was done (None: not yet): the first response when the
+    /// case first left `open`, the resolution while it is resolved or closed.
+    fn clock_stopped_at(&self, clock: SlaClock) -> Option<DateTime<Utc>> {
+        match clock {
+            SlaClock::FirstResponse => self.responded_at.or(self.finished_at),
+            SlaClock::Resolution => self.finished_at,
+        }
     }
 
     /// The due time of `clock` and when it warns (four fifths of its time after the SLA
@@ -429,15 +438,25 @@ impl Case {
             .min()
     }
 
-    /// The warnings and breaches due at `now` and not recorded yet.
+    /// The warnings and breaches due at `now` and not recorded yet. A clock stopped after
+    /// its due time before the scheduler looked (it runs late, or was down) is breached
+    /// still, as of its due time.
     fn sla_events(&self, now: DateTime<Utc>) -> Vec<CaseEvent> {
         let mut events = Vec::new();
-        for clock in SlaClock::ALL.into_iter().filter(|c| self.sla_running(*c)) {
+        for clock in SlaClock::ALL.into_iter().filter(|c| !self.sla_breached.contains(c)) {
             let Some((due, warn)) = self.sla_times(clock) else { continue };
-            if now >= due {
-                events.push(CaseEvent::SlaBreached(CaseSlaBreached { clock, due, breached_at: now }));
-            } else if now >= warn && !self.sla_warned.contains(&clock) {
-                events.push(CaseEvent::SlaWarned(CaseSlaWarned { clock, due, warned_at: now }));
+            match self.clock_stopped_at(clock) {
+                Some(stopped) if stopped > due => {
+                    events.push(CaseEvent::SlaBreached(CaseSlaBreached { clock, due, breached_at: due }));
+                }
+                Some(_) => {}
+                None if now >= due => {
+                    events.push(CaseEvent::SlaBreached(CaseSlaBreached { clock, due, breached_at: now }));
+                }
+                None if now >= warn && !self.sla_warned.contains(&clock) => {
+                    events.push(CaseEvent::SlaWarned(CaseSlaWarned { clock, due, warned_at: now }));
+                }
+                None => {}
             }
         }
         events
@@ -466,6 +485,7 @@ pub fn evolve(state: Option<Case>, event: &CaseEvent) -> Option<Case> {
             sla: None,
             team_id: None,
             responded_at: None,
+            finished_at: None,
             sla_warned: BTreeSet::new(),
             sla_breached: BTreeSet::new(),
         }),
@@ -500,6 +520,11 @@ pub fn evolve(state: Option<Case>, event: &CaseEvent) -> Option<Case> {
             if e.status.old == Status::Open && case.responded_at.is_none() {
                 case.responded_at = Some(e.changed_at);
             }
+            case.finished_at = match (e.status.new.is_active(), case.finished_at) {
+                (true, _) => None,
+                (false, Some(since)) => Some(since),
+                (false, None) => Some(e.changed_at),
+            };
             case.status = e.status.new;
             case.updated_at = e.changed_at;
             Some(case)
@@ -515,10 +540,18 @@ pub fn evolve(state: Option<Case>, event: &CaseEvent) -> Option<Case> {
             Some(case)
         }
         (Some(mut case), CaseEvent::SlaSet(e)) => {
-            // New targets: new clocks, warned and breached afresh.
-            case.sla = Some(e.clone());
-            case.sla_warned.clear();
-            case.sla_breached.clear();
+            // A clock with a new due time is a new clock, warned and breached afresh; one
+            // whose due time stays (a priority with the same target) keeps what it had.
+            let old = case.sla.replace(e.clone());
+            let moved = |clock: &SlaClock| {
+                let due = |s: &CaseSlaSet| match clock {
+                    SlaClock::FirstResponse => s.first_response_due,
+                    SlaClock::Resolution => s.resolution_due,
+                };
+                old.as_ref().is_none_or(|o| due(o) != due(e))
+            };
+            case.sla_warned.retain(|c| !moved(c));
+            case.sla_breached.retain(|c| !moved(c));
             Some(case)
         }
         (Some(mut case), CaseEvent::SlaWarned(e)) => {
@@ -1037,6 +1070,26 @@ mod tests {
             matches!(events.as_slice(), [CaseEvent::SlaBreached(b)] if b.clock == SlaClock::Resolution),
             "reopened past its resolution target: {events:?}"
         );
+    }
+
+    #[test]
+    fn a_clock_stopped_after_its_due_time_before_anyone_looked_is_breached_as_of_then() {
+        let responded = CaseEvent::StatusChanged(CaseStatusChanged {
+            status: Change { old: Status::Open, new: Status::InProgress },
+            changed_at: at(90).now,
+        });
+        let events = check(&[opened(), sla_set_now(), responded], 91);
+        let [CaseEvent::SlaBreached(b)] = events.as_slice() else { panic!("expected one breach: {events:?}") };
+        assert_eq!((b.clock, b.breached_at), (SlaClock::FirstResponse, at(60).now));
+    }
+
+    #[test]
+    fn the_same_target_again_keeps_its_breach() {
+        let mut history = vec![opened(), sla_set_now()];
+        history.extend(check(&history, 61));
+        let CaseEvent::SlaSet(again) = sla_set_now() else { unreachable!() };
+        history.push(CaseEvent::SlaSet(CaseSlaSet { set_at: at(70).now, ..again }));
+        assert!(check(&history, 71).is_empty(), "the first response breach is not recorded twice");
     }
 
     #[test]

@@ -214,17 +214,17 @@ fn check_event_types(v: &mut Validator, types: &[String], known: &[&str]) {
 fn check_url(v: &mut Validator, url: &str, destination: Option<&Destination>) {
     match parse_url(url) {
         Err(message) => v.check(false, "url", message),
+        // Which internal addresses a name has, or why it does not resolve, is not told:
+        // a tenant could map the operator's network with it.
         Ok(_) => match destination {
-            Some(Destination::Private(ip)) => v.check(
+            Some(Destination::Private(_)) => v.check(
                 false,
                 "url",
-                format!(
-                    "the host resolves to {ip}, a private or internal address; webhooks go to public addresses \
-                     only (an operator can allow private ones)"
-                ),
+                "the host is or resolves to a private or internal address; webhooks go to public addresses \
+                 only (an operator can allow private ones)",
             ),
-            Some(Destination::Unresolved(why)) => {
-                v.check(false, "url", format!("the host does not resolve ({why}); give a host that does"))
+            Some(Destination::Unresolved(_)) => {
+                v.check(false, "url", "the host does not resolve to an address; give a host that does")
             }
             Some(Destination::Allowed) | None => {}
         },
@@ -269,20 +269,30 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || a == 0
                 || (a == 100 && (64..128).contains(&b))
                 || (a == 198 && (b == 18 || b == 19))
+                || (a == 192 && b == 0 && v4.octets()[2] == 0)
                 || a >= 240)
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let s = v6.segments();
+            let first = s[0];
+            // 6to4 (2002::/16) carries an IPv4 address in its next 32 bits.
+            if first == 0x2002 {
+                let [a, b] = s[1].to_be_bytes();
+                let [c, d] = s[2].to_be_bytes();
+                return is_public(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)));
+            }
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
+                || s[..6] == [0; 6] // IPv4-compatible (::/96), deprecated
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments()[1] == 0x0db8
-                || first == 0x0064 && v6.segments()[1] == 0xff9b)
+                || (first & 0xffc0) == 0xfec0 // site-local, deprecated
+                || first == 0x2001 && s[1] == 0x0db8
+                || first == 0x0064 && (s[1] == 0xff9b))
         }
     }
 }
@@ -348,6 +358,13 @@ mod tests {
             "::ffff:127.0.0.1",
             "224.0.0.1",
             "255.255.255.255",
+            "::127.0.0.1",
+            "fec0::1",
+            "2002:7f00:1::",
+            "2002:a9fe:a9fe::",
+            "192.0.0.8",
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::1",
         ] {
             assert!(!is_public(internal.parse().unwrap()), "{internal}");
         }

@@ -30,8 +30,11 @@ const LEASE_SECS: f64 = 60.0;
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an idle sender waits before looking for due deliveries again.
 const IDLE: Duration = Duration::from_millis(200);
-/// How much of a failed receiver's answer the delivery log keeps.
+/// How much of a failed receiver's answer the delivery log keeps (and reads at most).
 const ERROR_KEPT: usize = 300;
+/// How long delivered and dead deliveries stay in the log, and how often the old ones go.
+const KEPT_DAYS: i32 = 7;
+const PURGE_EVERY: Duration = Duration::from_secs(600);
 
 struct Claimed {
     tenant_id: Uuid,
@@ -72,7 +75,8 @@ impl Resolve for Guarded {
             let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let allowed: Vec<SocketAddr> = all.iter().copied().filter(|a| policy.allows(a.ip())).collect();
             if allowed.is_empty() {
-                return Err(format!("{host} resolves to no address webhooks may reach ({all:?})").into());
+                // Which internal addresses a name has is not the tenant's to learn.
+                return Err(format!("{host} resolves to no address webhooks may reach").into());
             }
             let addrs: Addrs = Box::new(allowed.into_iter());
             Ok(addrs)
@@ -83,6 +87,8 @@ impl Resolve for Guarded {
 impl Sender {
     pub fn new(pool: PgPool, policy: Policy) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
+            // A proxy would resolve the host itself, past `Guarded`.
+            .no_proxy()
             .timeout(TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(Guarded(policy)))
@@ -92,7 +98,12 @@ impl Sender {
     }
 
     pub async fn run_until_stopped(self) {
+        let mut purged = tokio::time::Instant::now();
         loop {
+            if purged.elapsed() >= PURGE_EVERY {
+                self.purge().await;
+                purged = tokio::time::Instant::now();
+            }
             match self.round().await {
                 Ok(n) if n as i64 >= BATCH => continue,
                 Ok(_) => {}
@@ -102,14 +113,40 @@ impl Sender {
         }
     }
 
-    /// Claims the due deliveries, sends them at once, and records each outcome.
+    /// Claims the due deliveries, sends them at once, and records each outcome (one that
+    /// cannot be recorded is sent again after its claim runs out).
     async fn round(&self) -> anyhow::Result<usize> {
         let claimed = self.claim().await?;
         let outcomes = join_all(claimed.iter().map(|c| self.send(c))).await;
         for (delivery, outcome) in claimed.iter().zip(outcomes) {
-            self.record(delivery, outcome).await?;
+            if let Err(e) = self.record(delivery, outcome).await {
+                tracing::warn!(webhook_id = %delivery.webhook_id, event_id = %delivery.event_id,
+                    error = %format!("{e:#}"), "recording a webhook delivery failed; it will be sent again");
+            }
         }
         Ok(claimed.len())
+    }
+
+    /// Deletes delivered and dead deliveries older than `KEPT` (a week: past
+    /// `DELIVERABLE_FOR`, so a replayed event still finds its delivery and is not queued
+    /// again), a bounded number at a time.
+    async fn purge(&self) {
+        let purged = sqlx::query(
+            "DELETE FROM projector.webhook_deliveries d USING (
+                SELECT tenant_id, webhook_id, event_id FROM projector.webhook_deliveries
+                WHERE status <> 'pending' AND created_at < now() - make_interval(days => $1) LIMIT 10000
+             ) old WHERE (d.tenant_id, d.webhook_id, d.event_id) = (old.tenant_id, old.webhook_id, old.event_id)",
+        )
+        .bind(KEPT_DAYS)
+        .execute(&self.pool)
+        .await;
+        match purged {
+            Ok(done) if done.rows_affected() > 0 => {
+                tracing::info!(purged = done.rows_affected(), "purged old webhook deliveries")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "purging old webhook deliveries failed; will retry"),
+        }
     }
 
     async fn claim(&self) -> anyhow::Result<Vec<Claimed>> {
@@ -181,15 +218,24 @@ impl Sender {
             .await;
         match sent {
             Ok(answer) if answer.status().is_success() => Outcome::Delivered(answer.status().as_u16()),
-            Ok(answer) => {
+            Ok(mut answer) => {
                 let status = answer.status().as_u16();
-                let text = answer.text().await.unwrap_or_default();
+                // The start of the answer only: a receiver may send without end.
+                let mut start = Vec::new();
+                while start.len() < ERROR_KEPT {
+                    match answer.chunk().await {
+                        Ok(Some(chunk)) => start.extend_from_slice(&chunk),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                let text = String::from_utf8_lossy(&start);
                 Outcome::Failed {
                     status: Some(status),
                     error: kept(&format!("the receiver answered {status}: {text}")),
                 }
             }
-            Err(e) => Outcome::Failed { status: None, error: kept(&format!("{e:#}")) },
+            // Without the URL: it may carry a token of the receiver's, and logs are read widely.
+            Err(e) => Outcome::Failed { status: None, error: kept(&format!("{:#}", e.without_url())) },
         }
     }
 
@@ -214,7 +260,7 @@ impl Sender {
             "UPDATE projector.webhook_deliveries SET status = $4, last_status = $5, last_error = $6,
                 next_attempt_at = now() + make_interval(secs => $7),
                 delivered_at = CASE WHEN $4 = 'delivered' THEN now() END
-             WHERE tenant_id = $1 AND webhook_id = $2 AND event_id = $3",
+             WHERE tenant_id = $1 AND webhook_id = $2 AND event_id = $3 AND attempts = $8",
         )
         .bind(d.tenant_id)
         .bind(d.webhook_id)
@@ -223,6 +269,7 @@ impl Sender {
         .bind(code)
         .bind(error)
         .bind(retry_in)
+        .bind(d.attempt)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -94,9 +94,11 @@ impl Permission {
 
     /// Whether a tenant may grant it: everything but the platform's own operations
     /// (provisioning, suspending and reactivating tenants), which only the platform
-    /// administrator role carries.
+    /// administrator role carries, and `webhooks:manage`, which only the administrator role
+    /// carries: its holder sends every event's payload out and reads it in the delivery
+    /// log, hidden custom fields and internal notes included.
     pub fn tenant_scoped(self) -> bool {
-        !matches!(self, Permission::TenantsManage)
+        !matches!(self, Permission::TenantsManage | Permission::WebhooksManage)
     }
 
     /// The permissions a user's permission document grants (the seed's shape:

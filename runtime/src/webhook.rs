@@ -82,6 +82,12 @@ pub fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
     expected.verify_slice(&given).is_ok()
 }
 
+/// A secret as a request fingerprint may hold it: its SHA-256, in hex.
+pub fn secret_digest(secret: &str) -> String {
+    use sha2::Digest;
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
 fn mac(secret: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
     // HMAC takes a key of any length: new_from_slice cannot fail for it.
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else { return Vec::new() };

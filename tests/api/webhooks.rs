@@ -299,3 +299,19 @@ async fn private_and_loopback_addresses_are_refused_unless_the_operator_allows_t
         .await;
     assert!(matches!(moved.status(), StatusCode::UNPROCESSABLE_ENTITY | StatusCode::NOT_FOUND));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_manage_cannot_be_granted_to_a_lower_role() {
+    let app = TestApp::spawn().await;
+    let admin = app.token_for(app.tenant_id, Role::Admin);
+    let agent = app.create_user("ana", "agent").await;
+    let grant = json!({ "permissions": { "webhooks": ["manage"] } });
+    let answer = app.command(Method::PUT, &format!("/v1/users/{agent}/permissions"), &admin, Some(grant)).await;
+    assert_eq!(answer.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = answer.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("webhooks:manage"), "{problem}");
+    let token = app.login_token("ana").await;
+    let body = json!({ "url": "https://example.com/hook", "event_types": ["*"], "secret": SECRET });
+    let created = app.command(Method::POST, "/v1/webhooks", &token, Some(body)).await;
+    assert_eq!(created.status(), StatusCode::FORBIDDEN);
+}

@@ -509,10 +509,11 @@ fn grantable(caller: Caller, document: &Document) -> Result<(), ApiError> {
     })?;
     for permission in permissions {
         if !permission.tenant_scoped() {
-            return Err(ApiError::unprocessable(format!(
-                "permissions: {} is a platform operation; no tenant can grant it",
-                permission.as_str()
-            )));
+            let why = match permission {
+                Permission::WebhooksManage => "comes only with the admin role (it reads every event's payload)",
+                _ => "is a platform operation; no tenant can grant it",
+            };
+            return Err(ApiError::unprocessable(format!("permissions: {} {why}", permission.as_str())));
         }
         caller.require(permission).map_err(|_| {
             ApiError::Forbidden(format!("you cannot grant {}: you do not hold it yourself", permission.as_str()))

@@ -15,6 +15,7 @@ use events::webhook::{self, Destination, WebhookCommand};
 use events::{DomainError, DomainEvent, FieldError};
 use runtime::auth::Permission;
 use runtime::extract::ApiPath;
+use runtime::webhook::secret_digest;
 use runtime::ApiError;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -78,7 +79,9 @@ async fn create(
 ) -> Result<CommandReply, ApiError> {
     ctx.caller.require(Permission::WebhooksManage)?;
     check_secret(&body.secret)?;
-    let hash = fingerprint(CreateBody::NAME, None, &body);
+    // The secret's digest, never the secret, goes into the stored fingerprint.
+    let facts = (&body.url, &body.event_types, &body.description, body.id, secret_digest(&body.secret));
+    let hash = fingerprint(CreateBody::NAME, None, &facts);
     let id = body.id.unwrap_or_else(Uuid::now_v7);
     let destination = destination(&state, &body.url).await;
     let cmd = WebhookCommand::Create {
@@ -102,7 +105,9 @@ async fn update(
     if let Some(secret) = &body.secret {
         check_secret(secret)?;
     }
-    let hash = fingerprint(UpdateBody::NAME, Some(id), &body);
+    let secret = body.secret.as_deref().map(secret_digest);
+    let facts = (&body.url, &body.event_types, &body.description, body.active, secret);
+    let hash = fingerprint(UpdateBody::NAME, Some(id), &facts);
     let destination = match &body.url {
         Some(url) => Some(destination(&state, url).await),
         None => None,

@@ -35,6 +35,8 @@ use events::DomainEvent;
 /// Notifications kept per user, and for how long (seed §2.3.2: 30 days).
 const NOTIFICATIONS_KEPT: i64 = 100;
 const NOTIFICATION_TTL_SECS: i64 = 30 * 24 * 3600;
+/// How long after its due time a breach is still worth a notification.
+const BREACH_NEWS: chrono::Duration = chrono::Duration::days(1);
 /// Operations one script call applies (a notification reads its user's list of 100).
 const OPERATIONS_PER_SCRIPT: usize = 200;
 
@@ -305,7 +307,10 @@ fn operation(event: &Event) -> Option<Value> {
         })),
         DomainEvent::Case(CaseEvent::SlaBreached(e)) => case(json!({
             "sla_breach": e.clock.as_str(),
-            "notify_assignee": still_news(event).then(|| notification_body(event, "sla_breached",
+            // A breach found long after its due time (the scheduler's first look at old
+            // cases) is counted, but nobody is woken for it.
+            "notify_assignee": (still_news(event) && chrono::Utc::now().signed_duration_since(e.due) < BREACH_NEWS)
+                .then(|| notification_body(event, "sla_breached",
                 json!({ "case_id": env.stream_id, "clock": e.clock, "due": e.due }))),
         })),
         DomainEvent::User(user_event) => {
