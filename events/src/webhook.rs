@@ -20,6 +20,9 @@ pub const URL_MAX: usize = 2048;
 /// Event types one subscription may name, and the longest name one may be.
 pub const MAX_EVENT_TYPES: usize = 100;
 pub const EVENT_TYPE: contract::Text = contract::Text::line(100);
+/// Webhooks one tenant may have (each event is queued once per matching one, in the
+/// projection's transaction that every tenant shares).
+pub const MAX_WEBHOOKS: usize = 25;
 /// A signing secret's length in characters.
 pub const SECRET_MIN: usize = 16;
 pub const SECRET_MAX: usize = 256;
@@ -43,6 +46,8 @@ pub enum WebhookCommand {
         event_types: Vec<String>,
         description: Option<String>,
         destination: Destination,
+        /// How many webhooks (not deleted) the tenant has, counted by the write side.
+        existing: usize,
     },
     /// Absent fields stay as they are; `destination` is looked up when `url` is given.
     Update {
@@ -142,7 +147,12 @@ pub fn decide(
     now: DateTime<Utc>,
 ) -> Result<Vec<WebhookEvent>, DomainError> {
     match (state, command) {
-        (None, WebhookCommand::Create { url, event_types, description, destination }) => {
+        (None, WebhookCommand::Create { url, event_types, description, destination, existing }) => {
+            if existing >= MAX_WEBHOOKS {
+                return Err(DomainError::Conflict(format!(
+                    "the tenant has {existing} webhooks, the most it may have ({MAX_WEBHOOKS}); delete one first"
+                )));
+            }
             let mut v = Validator::default();
             check_url(&mut v, &url, Some(&destination));
             check_event_types(&mut v, &event_types, known_event_types);
@@ -311,6 +321,7 @@ mod tests {
             event_types: types.iter().map(|t| t.to_string()).collect(),
             description: None,
             destination,
+            existing: 0,
         };
         decide(None, cmd, KNOWN, Utc::now())
     }
@@ -340,6 +351,19 @@ mod tests {
         }
         let private = Destination::Private("10.0.0.1".parse().unwrap());
         assert_eq!(fields(create("https://intranet.example/", &["*"], private)), ["url"]);
+    }
+
+    #[test]
+    fn a_tenant_has_a_bounded_number_of_webhooks() {
+        let cmd = |existing| WebhookCommand::Create {
+            url: "https://x.example/".into(),
+            event_types: vec!["*".into()],
+            description: None,
+            destination: Destination::Allowed,
+            existing,
+        };
+        assert!(decide(None, cmd(MAX_WEBHOOKS - 1), KNOWN, Utc::now()).is_ok());
+        assert!(matches!(decide(None, cmd(MAX_WEBHOOKS), KNOWN, Utc::now()), Err(DomainError::Conflict(_))));
     }
 
     #[test]

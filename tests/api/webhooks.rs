@@ -315,3 +315,23 @@ async fn webhooks_manage_cannot_be_granted_to_a_lower_role() {
     let created = app.command(Method::POST, "/v1/webhooks", &token, Some(body)).await;
     assert_eq!(created.status(), StatusCode::FORBIDDEN);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_has_at_most_25_webhooks() {
+    let app = TestApp::spawn().await;
+    let admin = app.token_for(app.tenant_id, Role::Admin);
+    let mut first = String::new();
+    for i in 0..25 {
+        let (id, _) = subscribe(&app, &format!("http://127.0.0.1:9/hook/{i}"), json!(["CaseOpened"])).await;
+        if i == 0 {
+            first = id;
+        }
+    }
+    let body = json!({ "url": "http://127.0.0.1:9/hook/26", "event_types": ["*"], "secret": SECRET });
+    let refused = app.command(Method::POST, "/v1/webhooks", &admin, Some(body.clone())).await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let deleted = app.command(Method::DELETE, &format!("/v1/webhooks/{first}"), &admin, None).await;
+    assert_eq!(deleted.status(), StatusCode::OK);
+    let created = app.command(Method::POST, "/v1/webhooks", &admin, Some(body)).await;
+    assert_eq!(created.status(), StatusCode::CREATED, "a deleted webhook frees its place");
+}

@@ -84,11 +84,13 @@ async fn create(
     let hash = fingerprint(CreateBody::NAME, None, &facts);
     let id = body.id.unwrap_or_else(Uuid::now_v7);
     let destination = destination(&state, &body.url).await;
+    let all = state.journal.all::<webhook::Webhook>(ctx.caller.tenant_id).await?;
     let cmd = WebhookCommand::Create {
         url: body.url,
         event_types: body.event_types,
         description: body.description,
         destination,
+        existing: all.iter().filter(|w| !w.deleted).count(),
     };
     let lookup = Lookup::WebhookSecret { secret: Some(body.secret) };
     Ok(run(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd).await?.at(format!("/v1/webhooks/{id}")))
