@@ -10,7 +10,10 @@ use super::app::TestApp;
 use super::poll::eventually;
 
 /// Appends an event straight to the journal (as a buggy or older writer could have) and
-/// queues it for the relay, bypassing the command API and its validation.
+/// queues it for the relay, bypassing the command API and its validation. Both in one
+/// transaction, as every writer does: a command appended between the two (the SLA
+/// scheduler reacts to the journal at once) would otherwise be relayed first and leave
+/// the read models waiting for this event forever.
 #[allow(clippy::too_many_arguments)]
 pub async fn append_raw_event(
     app: &TestApp,
@@ -29,6 +32,7 @@ pub async fn append_raw_event(
         "occurred_at": "2026-11-20T09:00:00Z", "actor": { "user_id": app.user_id, "role": "agent" },
         "correlation_id": Uuid::now_v7(), "causation_id": null, "payload": payload,
     });
+    let mut tx = app.pool.begin().await.expect("a transaction");
     let position: i64 = sqlx::query_scalar(
         "INSERT INTO eventstore.events (event_id, tenant_id, stream_type, stream_id, stream_version, event_type,
             schema_version, occurred_at, envelope)
@@ -42,14 +46,15 @@ pub async fn append_raw_event(
     .bind(&envelope)
     .bind(stream_type)
     .bind(schema_version as i16)
-    .fetch_one(&app.pool)
+    .fetch_one(&mut *tx)
     .await
     .expect("appending a raw event");
     sqlx::query("INSERT INTO eventstore.outbox (position) VALUES ($1)")
         .bind(position)
-        .execute(&app.pool)
+        .execute(&mut *tx)
         .await
         .expect("queueing a raw event");
+    tx.commit().await.expect("committing a raw event");
 }
 
 /// What the four read models hold for the test's tenant, read straight from the stores.
