@@ -25,13 +25,15 @@ pub struct FieldChange {
     pub new_value: Value,
 }
 
+/// Records a changed field, if it changed.
+fn push<T: Serialize>(out: &mut Vec<FieldChange>, field: &'static str, change: &Option<Change<T>>) {
+    if let Some(c) = change {
+        out.push(FieldChange { field, old_value: json!(c.old), new_value: json!(c.new) });
+    }
+}
+
 /// The audit action and per-field old/new values of a case event.
 pub fn case_changes(event: &CaseEvent) -> (&'static str, Vec<FieldChange>) {
-    fn push<T: Serialize>(out: &mut Vec<FieldChange>, field: &'static str, change: &Option<Change<T>>) {
-        if let Some(c) = change {
-            out.push(FieldChange { field, old_value: json!(c.old), new_value: json!(c.new) });
-        }
-    }
     let mut out = Vec::new();
     let action = match event {
         CaseEvent::Opened(e) => {
@@ -157,11 +159,6 @@ pub fn tenant_changes(event: &TenantEvent) -> (&'static str, Vec<FieldChange>) {
 /// The audit action and per-field old/new values of a user event. The password hash is
 /// never written to the audit log.
 pub fn user_changes(event: &UserEvent) -> (&'static str, Vec<FieldChange>) {
-    fn push<T: Serialize>(out: &mut Vec<FieldChange>, field: &'static str, change: &Option<Change<T>>) {
-        if let Some(c) = change {
-            out.push(FieldChange { field, old_value: json!(c.old), new_value: json!(c.new) });
-        }
-    }
     let mut out = Vec::new();
     let action = match event {
         UserEvent::Created(e) => {
@@ -267,15 +264,11 @@ pub fn webhook_changes(event: &WebhookEvent) -> (&'static str, Vec<FieldChange>)
             "create"
         }
         WebhookEvent::Updated(e) => {
-            let mut push = |field, c: Option<(Value, Value)>| {
-                if let Some((old, new)) = c {
-                    out.push(change(field, old, new));
-                }
-            };
-            push("url", e.url.as_ref().map(|c| (json!(without_query(&c.old)), json!(without_query(&c.new)))));
-            push("event_types", e.event_types.as_ref().map(|c| (json!(c.old), json!(c.new))));
-            push("description", e.description.as_ref().map(|c| (json!(c.old), json!(c.new))));
-            push("active", e.active.as_ref().map(|c| (json!(c.old), json!(c.new))));
+            let url = e.url.as_ref().map(|c| Change { old: without_query(&c.old), new: without_query(&c.new) });
+            push(&mut out, "url", &url);
+            push(&mut out, "event_types", &e.event_types);
+            push(&mut out, "description", &e.description);
+            push(&mut out, "active", &e.active);
             "update"
         }
         WebhookEvent::Deleted(_) => "delete",
@@ -285,11 +278,6 @@ pub fn webhook_changes(event: &WebhookEvent) -> (&'static str, Vec<FieldChange>)
 
 /// The audit action and per-field old/new values of a case type event.
 pub fn case_type_changes(event: &CaseTypeEvent) -> (&'static str, Vec<FieldChange>) {
-    fn push<T: Serialize>(out: &mut Vec<FieldChange>, field: &'static str, change: &Option<Change<T>>) {
-        if let Some(c) = change {
-            out.push(FieldChange { field, old_value: json!(c.old), new_value: json!(c.new) });
-        }
-    }
     let mut out = Vec::new();
     let action = match event {
         CaseTypeEvent::Created(e) => {

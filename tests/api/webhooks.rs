@@ -335,3 +335,28 @@ async fn a_tenant_has_at_most_25_webhooks() {
     let created = app.command(Method::POST, "/v1/webhooks", &admin, Some(body)).await;
     assert_eq!(created.status(), StatusCode::CREATED, "a deleted webhook frees its place");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_locked_administrators_old_token_manages_no_webhook() {
+    let app = TestApp::spawn().await;
+    let operator = app.token_for(app.tenant_id, Role::Admin);
+    let (webhook, position) = subscribe(&app, "http://127.0.0.1:9/hook", json!(["*"])).await;
+    let boss = app.create_user("boss", "admin").await;
+    let token = app.login_token("boss").await;
+    let listed = app.query(&format!("/v1/webhooks?position={position}"), &token).await;
+    assert_eq!(listed.status(), StatusCode::OK, "an active administrator reads them");
+
+    let locked = app
+        .command(Method::POST, &format!("/v1/users/{boss}/status"), &operator, Some(json!({ "status": "locked" })))
+        .await;
+    assert_eq!(locked.status(), StatusCode::OK);
+    let body = json!({ "url": "https://example.com/hook", "event_types": ["*"], "secret": SECRET });
+    let created = app.command(Method::POST, "/v1/webhooks", &token, Some(body)).await;
+    assert!(matches!(created.status(), StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED), "{}", created.status());
+    let deleted = app.command(Method::DELETE, &format!("/v1/webhooks/{webhook}"), &token, None).await;
+    assert!(matches!(deleted.status(), StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED), "{}", deleted.status());
+    for path in ["/v1/webhooks".to_owned(), format!("/v1/webhooks/{webhook}/deliveries")] {
+        let read = app.query(&path, &token).await;
+        assert!(matches!(read.status(), StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED), "{path}: {}", read.status());
+    }
+}
