@@ -172,7 +172,8 @@ curl -s -w '\\n' "http://127.0.0.1:8081/v1/search/audit?field=priority&position=
 # a webhook (an administrator's): every case opened or changing status is POSTed, signed
 # with the webhook's secret, to a receiver; this local one prints each delivery and checks
 # its signature. The local stack lets webhooks reach loopback (run.sh sets
-# MURIMA_WEBHOOK_ALLOW_PRIVATE=on); a production one refuses private addresses.
+# MURIMA_WEBHOOK_ALLOW_PRIVATE=on); a production one refuses private addresses. Run again,
+# the webhook answers 409: it exists already, and the receiver keeps printing what it gets.
 python3 scripts/webhook-receiver.py 9009 demo-webhook-secret-0123456789 >>/tmp/murima-hook.log 2>&1 &
 curl -s -w '\\n' -X POST http://127.0.0.1:8080/v1/webhooks -H "Authorization: Bearer \$ADMIN_TOKEN" \\
   -H 'Content-Type: application/json' \\
