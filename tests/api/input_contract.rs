@@ -251,3 +251,33 @@ async fn an_interaction_cannot_be_dated_into_any_month_it_likes() {
     assert_eq!(answer.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(named(&answer.json().await.unwrap(), "tags[0]"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_largest_and_smallest_numbers_json_takes_come_back_out_of_the_journal() {
+    let app = TestApp::spawn().await;
+    let admin = app.token_for(app.tenant_id, runtime::auth::Role::Admin);
+    // PostgreSQL's jsonb prints 1.7976931348623157e308 as 309 digits; read back with a
+    // parser that could not take that integer, the channel's stream could no longer be
+    // loaded (500 on every later command) and the relay stopped at its event.
+    let extremes = json!({ "largest": f64::MAX, "most_negative": f64::MIN, "smallest": 5e-324,
+                           "huge_integer": i64::MAX, "negative_integer": i64::MIN });
+    let create = json!({ "name": "Extremes", "type": "web", "configuration": extremes });
+    let r = app.command(Method::POST, "/v1/channels", &admin, Some(create)).await;
+    let answer = r.json::<Value>().await.unwrap();
+    assert!(answer["id"].is_string(), "{answer}");
+    let channel = answer["id"].as_str().unwrap().to_owned();
+    let rename = json!({ "name": "Extremes renamed" });
+    let r = app.command(Method::PATCH, &format!("/v1/channels/{channel}"), &admin, Some(rename)).await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    let case = app.open_case("Written after the extremes").await["id"].as_str().unwrap().to_owned();
+    app.wait_for_all_stores().await;
+    let r = app.query(&format!("/v1/cases/{case}"), &app.token).await;
+    assert_eq!(r.status(), StatusCode::OK, "the relay went on past the channel's events");
+    let r = app.query(&format!("/v1/channels/{channel}"), &admin).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let held = r.json::<Value>().await.unwrap();
+    assert_eq!(held["name"], "Extremes renamed");
+    assert_eq!(held["configuration"]["largest"], json!(f64::MAX), "{held}");
+    assert_eq!(held["configuration"]["smallest"], json!(5e-324), "{held}");
+    assert_eq!(held["configuration"]["huge_integer"], json!(i64::MAX), "{held}");
+}
