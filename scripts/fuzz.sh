@@ -124,9 +124,33 @@ fuzz() { # name port
   alive "$1" "$2" || status=1
 }
 
+# A 2xx means projected: everything the fuzzer got accepted leaves the outbox (a relay
+# stuck on one event it cannot read answers no request wrongly) and parks nowhere.
+projected() {
+  local sql="psql -h 127.0.0.1 -U postgres -d murima_$run_id -Atqc" pending parked
+  for _ in $(seq 1 120); do
+    pending=$($sql "SELECT count(*) FROM eventstore.outbox")
+    [ "$pending" = 0 ] && break
+    sleep 0.5
+  done
+  if [ "$pending" != 0 ]; then
+    echo "[fuzz] $pending accepted events were never relayed; the command API's relay said:" >&2
+    grep '"murima_command_api::relay"' "$WORK/command-api.log" | tail -n 5 >&2 || true
+    return 1
+  fi
+  parked=$($sql "SELECT count(*) FROM projector.parked_events")
+  if [ "$parked" != 0 ]; then
+    echo "[fuzz] $parked accepted events were parked by a projection:" >&2
+    $sql "SELECT projection, event_type, left(error, 300) FROM projector.parked_events LIMIT 10" >&2
+    return 1
+  fi
+  echo "[fuzz] every accepted event was relayed, none parked" >&2
+}
+
 fuzz command-api $MURIMA_COMMAND_PORT
 fuzz query-api $MURIMA_QUERY_PORT
 alive projector $MURIMA_PROJECTOR_PORT || status=1
+projected || status=1
 
 if [ "$status" = 0 ]; then
   echo "fuzz: 2 passed, 0 failed"
