@@ -7,6 +7,7 @@ pub mod journal;
 pub mod leader;
 pub mod login_guard;
 pub mod relay;
+pub mod requested_tasks;
 pub mod routes;
 pub mod sla;
 pub mod startup;

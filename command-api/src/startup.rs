@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::journal::Journal;
 use crate::relay::Relay;
+use crate::requested_tasks::RequestedTasks;
 use crate::routes::{router, AppState};
 use crate::sla::SlaScheduler;
 
@@ -74,6 +75,7 @@ impl Application {
         relay.spawn(self.relay.run_until_stopped());
         relay.spawn(self.journal.clone().follow_facts());
         relay.spawn(SlaScheduler::new(self.journal.clone(), self.sla_tick).run_until_stopped());
+        relay.spawn(RequestedTasks::new(self.journal.clone(), self.sla_tick).run_until_stopped());
         relay.spawn(purge_idempotency(self.journal));
         let served = runtime::http::serve(self.listener, self.router).await;
         relay.abort_all();

@@ -129,6 +129,15 @@ pub fn case_changes(event: &CaseEvent) -> (&'static str, Vec<FieldChange>) {
             });
             "notify"
         }
+        CaseEvent::TaskRequested(e) => {
+            out.push(FieldChange {
+                field: "task",
+                old_value: Value::Null,
+                new_value: json!({ "task_id": e.task_id, "title": e.title, "assigned_to": e.assigned_to,
+                                   "priority": e.priority, "due_date": e.due_date }),
+            });
+            "task_request"
+        }
     };
     (action, out)
 }

@@ -349,6 +349,21 @@ pub struct CaseNotified {
     pub notified_at: DateTime<Utc>,
 }
 
+/// A workflow action asked for a task on the case. The task itself is its own stream,
+/// created with the id `task_id` by the command API's scheduler (`command-api/src/tasks.rs`)
+/// from this event, once, whichever writer recorded it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseTaskRequested {
+    pub task_id: Uuid,
+    pub title: String,
+    pub description: Option<String>,
+    pub priority: Priority,
+    pub assigned_to: Option<Uuid>,
+    pub due_date: Option<DateTime<Utc>>,
+    pub requested_at: DateTime<Utc>,
+}
+
 event_enum! {
     pub enum CaseEvent {
         Opened(CaseOpened) = "CaseOpened" @ 1,
@@ -363,6 +378,7 @@ event_enum! {
         SlaBreached(CaseSlaBreached) = "CaseSlaBreached" @ 1,
         SlaStopped(CaseSlaStopped) = "CaseSlaStopped" @ 1,
         Notified(CaseNotified) = "CaseNotified" @ 1,
+        TaskRequested(CaseTaskRequested) = "CaseTaskRequested" @ 1,
     }
 }
 
@@ -568,7 +584,7 @@ pub fn evolve(state: Option<Case>, event: &CaseEvent) -> Option<Case> {
             case.sla_breached.clear();
             Some(case)
         }
-        (state @ Some(_), CaseEvent::Notified(_)) => state,
+        (state @ Some(_), CaseEvent::Notified(_) | CaseEvent::TaskRequested(_)) => state,
         (Some(mut case), CaseEvent::TeamAssigned(e)) => {
             case.team_id = e.team_id.new;
             case.updated_at = e.assigned_at;
@@ -589,7 +605,8 @@ pub fn evolve(state: Option<Case>, event: &CaseEvent) -> Option<Case> {
             | CaseEvent::SlaWarned(_)
             | CaseEvent::SlaBreached(_)
             | CaseEvent::SlaStopped(_)
-            | CaseEvent::Notified(_),
+            | CaseEvent::Notified(_)
+            | CaseEvent::TaskRequested(_),
         ) => None,
     }
 }
@@ -855,6 +872,26 @@ fn effect_events(
         },
         Effect::Notify { user_id, message } => {
             vec![CaseEvent::Notified(CaseNotified { user_id, message, notified_at: ctx.now })]
+        }
+        Effect::CreateTask { title, description, priority, user_id, due_in_minutes } => {
+            let due_date = match due_in_minutes {
+                None => None,
+                // Checked when the workflow was saved (at most a year): a date every store takes.
+                Some(m) => {
+                    Some(ctx.now.checked_add_signed(chrono::Duration::minutes(i64::from(m))).ok_or_else(|| {
+                        DomainError::Conflict("the workflow's action create_task has a due time out of range".into())
+                    })?)
+                }
+            };
+            vec![CaseEvent::TaskRequested(CaseTaskRequested {
+                task_id: Uuid::now_v7(),
+                title: title.trim().to_owned(),
+                description,
+                priority: priority.unwrap_or(case.priority),
+                assigned_to: user_id.or(case.assigned_to),
+                due_date,
+                requested_at: ctx.now,
+            })]
         }
     })
 }

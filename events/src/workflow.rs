@@ -84,6 +84,20 @@ pub enum Effect {
         user_id: Option<Uuid>,
         message: String,
     },
+    /// Create a task on the case: assigned to `user_id` (an active user of the tenant), or
+    /// without it to the case's assignee; of the case's priority unless `priority` is
+    /// given; due `due_in_minutes` after the move, if given.
+    CreateTask {
+        title: String,
+        #[serde(default)]
+        description: Option<String>,
+        #[serde(default)]
+        priority: Option<Priority>,
+        #[serde(default)]
+        user_id: Option<Uuid>,
+        #[serde(default)]
+        due_in_minutes: Option<u32>,
+    },
 }
 
 impl Effect {
@@ -97,6 +111,7 @@ impl Effect {
             Effect::StartSla => "start_sla",
             Effect::StopSla => "stop_sla",
             Effect::Notify { .. } => "notify",
+            Effect::CreateTask { .. } => "create_task",
         }
     }
 
@@ -104,13 +119,16 @@ impl Effect {
     /// usable when the workflow is saved and when the action runs.
     pub fn names(&self) -> Option<(&'static str, Uuid)> {
         match self {
-            Effect::AssignUser { user_id } | Effect::Notify { user_id: Some(user_id), .. } => Some(("user", *user_id)),
+            Effect::AssignUser { user_id }
+            | Effect::Notify { user_id: Some(user_id), .. }
+            | Effect::CreateTask { user_id: Some(user_id), .. } => Some(("user", *user_id)),
             Effect::AssignTeam { team_id } => Some(("team", *team_id)),
             Effect::SetPriority { .. }
             | Effect::AddTags { .. }
             | Effect::StartSla
             | Effect::StopSla
-            | Effect::Notify { user_id: None, .. } => None,
+            | Effect::Notify { user_id: None, .. }
+            | Effect::CreateTask { user_id: None, .. } => None,
         }
     }
 }
@@ -120,8 +138,8 @@ impl Effect {
 pub type ActionTargets = std::collections::BTreeMap<Uuid, Reference>;
 
 /// The action types a workflow may declare.
-pub const ACTION_TYPES: [&str; 7] =
-    ["assign_user", "assign_team", "set_priority", "add_tags", "start_sla", "stop_sla", "notify"];
+pub const ACTION_TYPES: [&str; 8] =
+    ["assign_user", "assign_team", "set_priority", "add_tags", "start_sla", "stop_sla", "notify", "create_task"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -281,6 +299,21 @@ impl WorkflowDefinition {
                 Effect::Notify { message, .. } => {
                     if let Some(problem) = contract::NOTICE.problem(message) {
                         errors.push(FieldError::new(at("do.message"), problem));
+                    }
+                }
+                Effect::CreateTask { title, description, due_in_minutes, .. } => {
+                    if let Some(problem) = contract::TITLE.problem(title) {
+                        errors.push(FieldError::new(at("do.title"), problem));
+                    }
+                    if let Some(problem) = description.as_deref().and_then(|d| contract::DESCRIPTION.problem(d)) {
+                        errors.push(FieldError::new(at("do.description"), problem));
+                    }
+                    // A due date is a date in every store: at most a year ahead, like SLA targets.
+                    if due_in_minutes.is_some_and(|m| m == 0 || m > contract::MAX_SLA_MINUTES) {
+                        errors.push(FieldError::new(
+                            at("do.due_in_minutes"),
+                            format!("must be 1 to {} (a year)", contract::MAX_SLA_MINUTES),
+                        ));
                     }
                 }
                 Effect::StartSla

@@ -154,6 +154,30 @@ async fn a_workflow_declaring_an_action_it_cannot_run_is_refused_naming_it() {
             json!({ "when": { "enters": triage }, "do": { "type": "notify", "user_id": Uuid::now_v7(), "message": "hi" } }),
             "definition.actions[0].do.user_id",
         ),
+        (
+            json!({ "when": { "enters": triage }, "do": { "type": "create_task", "title": " " } }),
+            "definition.actions[0].do.title",
+        ),
+        (
+            json!({ "when": { "enters": triage }, "do": { "type": "create_task", "title": "😀".repeat(256) } }),
+            "definition.actions[0].do.title",
+        ),
+        (
+            json!({ "when": { "enters": triage }, "do": { "type": "create_task", "title": "Call", "description": "x\u{0}" } }),
+            "definition.actions[0].do.description",
+        ),
+        (
+            json!({ "when": { "enters": triage }, "do": { "type": "create_task", "title": "Call", "due_in_minutes": 0 } }),
+            "definition.actions[0].do.due_in_minutes",
+        ),
+        (
+            json!({ "when": { "enters": triage }, "do": { "type": "create_task", "title": "Call", "due_in_minutes": 4_294_967_295u32 } }),
+            "definition.actions[0].do.due_in_minutes",
+        ),
+        (
+            json!({ "when": { "enters": triage }, "do": { "type": "create_task", "title": "Call", "user_id": Uuid::now_v7() } }),
+            "definition.actions[0].do.user_id",
+        ),
     ] {
         let answer = app.command(Method::POST, "/v1/workflows", &admin, Some(with(action.clone()))).await;
         assert_eq!(answer.status(), StatusCode::UNPROCESSABLE_ENTITY, "{action}");
@@ -239,4 +263,107 @@ async fn a_move_can_stop_the_sla_and_notify_a_user_and_the_assignee() {
             .await
             .unwrap();
     assert_eq!(events[4..], ["CaseSlaStopped", "CaseNotified", "CaseNotified"], "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_move_creates_the_tasks_its_actions_declare_once_each() {
+    let app = TestApp::spawn().await;
+    let admin = app.token_for(app.tenant_id, Role::Admin);
+    let kim = app.create_user("kim", "agent").await;
+    let lee = app.create_user("lee", "agent").await;
+    let (new, review) = (Uuid::now_v7(), Uuid::now_v7());
+    let definition = json!({
+        "stages": [{ "id": new, "name": "New" }, { "id": review, "name": "Review" }],
+        "initial_stage": new, "transitions": [{ "from": new, "to": review }],
+        "actions": [
+            { "when": { "enters": review }, "do": { "type": "create_task", "title": "  Check the meter ", "user_id": kim,
+              "priority": "urgent", "description": "Photograph it", "due_in_minutes": 60 } },
+            { "when": { "enters": review }, "do": { "type": "create_task", "title": "Call the customer back" } }
+        ]
+    });
+    let workflow = created(&app, &admin, "/v1/workflows", json!({ "name": "Tasking", "definition": definition })).await;
+    let case_type = created(&app, &admin, "/v1/case-types", json!({ "name": "Meter", "workflow_id": workflow })).await;
+    let open = json!({ "title": "Meter reading", "priority": "low", "case_type_id": case_type, "assigned_to": lee });
+    let case = created(&app, &app.token, "/v1/cases", open).await;
+    let case_id = Uuid::parse_str(&case).unwrap();
+
+    let moved = move_to(&app, &case, review).await;
+    assert_eq!(moved.status(), StatusCode::OK);
+    let requested: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT (envelope #>> '{payload,task_id}')::uuid, envelope #>> '{payload,title}' FROM eventstore.events
+         WHERE stream_id = $1 AND event_type = 'CaseTaskRequested' ORDER BY stream_version",
+    )
+    .bind(case_id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(requested.len(), 2, "the move records both requests: {requested:?}");
+
+    // The case screen lists both tasks: kim's as declared, the other the assignee's, of
+    // the case's priority; both made on behalf of the mover.
+    let tasks = eventually("the requested tasks on the case screen", || async {
+        let seen: Value = app.query(&format!("/v1/cases/{case}"), &app.token).await.json().await.ok()?;
+        let tasks = seen["tasks"]["items"].as_array()?.clone();
+        (tasks.len() == 2).then_some(tasks)
+    })
+    .await;
+    let task = |title: &str| tasks.iter().find(|t| t["title"] == title).cloned().unwrap_or_else(|| panic!("{tasks:?}"));
+    let meter = task("Check the meter");
+    assert_eq!((&meter["assigned_to"], &meter["priority"]), (&json!(kim), &json!("urgent")), "{meter}");
+    assert_eq!(meter["description"], "Photograph it");
+    assert!(meter["due_date"].is_string(), "{meter}");
+    let call = task("Call the customer back");
+    assert_eq!((&call["assigned_to"], &call["priority"]), (&json!(lee), &json!("low")), "{call}");
+    assert_eq!(call["created_by"], json!(app.user_id), "{call}");
+    assert_eq!(meter["id"], json!(requested[0].0), "the task has the id its request named");
+    let kim_token = app.login_token("kim").await;
+    eventually("kim told of the task", || async {
+        let list: Value = app.query("/v1/notifications", &kim_token).await.json().await.ok()?;
+        list["items"]
+            .as_array()?
+            .iter()
+            .find(|n| n["type"] == "task_assigned" && n["subject"]["title"] == "Check the meter")
+            .cloned()
+    })
+    .await;
+
+    // A scheduler that died after creating a task but before letting go of its request
+    // creates nothing more.
+    sqlx::query(
+        "INSERT INTO eventstore.task_requests (tenant_id, task_id, case_id, requested_by, request)
+         SELECT tenant_id, (envelope #>> '{payload,task_id}')::uuid, stream_id, $2, envelope -> 'payload'
+         FROM eventstore.events WHERE stream_id = $1 AND event_type = 'CaseTaskRequested'",
+    )
+    .bind(case_id)
+    .bind(app.user_id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    eventually("the requests handled again", || async {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM eventstore.task_requests").fetch_one(&app.pool).await.ok()?;
+        (left == 0).then_some(())
+    })
+    .await;
+    let ids: Vec<Uuid> = requested.iter().map(|(id, _)| *id).collect();
+    let created: Vec<(Uuid, i64)> = sqlx::query_as(
+        "SELECT stream_id, count(*) FROM eventstore.events WHERE stream_id = ANY($1) GROUP BY stream_id",
+    )
+    .bind(&ids)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(created.len(), 2, "{created:?}");
+    assert!(created.iter().all(|(_, n)| *n == 1), "each task was created once: {created:?}");
+
+    // The case's audit trail names the requests.
+    let supervisor = app.token_for(app.tenant_id, Role::Supervisor);
+    let trail = eventually("the task requests in the audit trail", || async {
+        let trail: Value = app.query(&format!("/v1/cases/{case}/audit"), &supervisor).await.json().await.ok()?;
+        let requests: Vec<Value> =
+            trail["items"].as_array()?.iter().filter(|e| e["action"] == "task_request").cloned().collect();
+        (requests.len() == 2).then_some(requests)
+    })
+    .await;
+    assert!(trail.iter().all(|e| e["user_id"] == json!(app.user_id)), "{trail:?}");
 }

@@ -524,7 +524,7 @@ fn fold(doc: Option<Value>, event: &Event, case_event: &CaseEvent, case_type: Op
             doc["version"] = json!(env.stream_version);
             Some(doc)
         }
-        (Some(mut doc), CaseEvent::SlaWarned(_) | CaseEvent::Notified(_)) => {
+        (Some(mut doc), CaseEvent::SlaWarned(_) | CaseEvent::Notified(_) | CaseEvent::TaskRequested(_)) => {
             doc["version"] = json!(env.stream_version);
             Some(doc)
         }
@@ -762,7 +762,8 @@ impl Indexed<'_> {
                 | CaseEvent::SlaWarned(_)
                 | CaseEvent::SlaBreached(_)
                 | CaseEvent::SlaStopped(_)
-                | CaseEvent::Notified(_),
+                | CaseEvent::Notified(_)
+                | CaseEvent::TaskRequested(_),
             ))
             | Indexed::Folded(Folded::Note(_) | Folded::CaseType(_) | Folded::Channel(_))
             | Indexed::Nothing => None,

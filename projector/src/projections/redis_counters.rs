@@ -291,7 +291,8 @@ fn operation(event: &Event) -> Option<Value> {
         DomainEvent::Case(CaseEvent::WorkflowStarted(_) | CaseEvent::StageMoved(_) | CaseEvent::SlaSet(_)) => {
             case(json!({}))
         }
-        DomainEvent::Case(CaseEvent::SlaStopped(_)) => case(json!({})),
+        // The task's own stream counts and notifies when it is created.
+        DomainEvent::Case(CaseEvent::SlaStopped(_) | CaseEvent::TaskRequested(_)) => case(json!({})),
         DomainEvent::Case(CaseEvent::Notified(e)) => {
             let subject = json!({ "case_id": env.stream_id, "message": e.message });
             match e.user_id {

@@ -134,8 +134,9 @@ impl Patch {
                 self.sla = Some(Value::Null);
                 self.sla_replaces = true;
             }
-            // A notification lives in Redis only; the row just moves to its version.
-            CaseEvent::Notified(_) => {}
+            // A notification lives in Redis only, a requested task in its own stream: the
+            // row just moves to its version.
+            CaseEvent::Notified(_) | CaseEvent::TaskRequested(_) => {}
             CaseEvent::SlaWarned(e) => self.note_sla(format!("{}_warned_at", e.clock.as_str()), e.warned_at),
             CaseEvent::SlaBreached(e) => self.note_sla(format!("{}_breached_at", e.clock.as_str()), e.breached_at),
         }
