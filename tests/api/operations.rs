@@ -103,9 +103,15 @@ fn keep_reading(app: &TestApp, case: String, stop: Arc<AtomicBool>) -> tokio::ta
                 "/v1/search/cases?q=printer".to_owned(),
             ];
             for path in paths {
+                let sent = std::time::Instant::now();
                 let r = http.get(format!("{url}{path}")).bearer_auth(&token).send().await.unwrap();
                 if r.status() != StatusCode::OK {
-                    failures.push(format!("{path}: {} {}", r.status(), r.text().await.unwrap_or_default()));
+                    let took = sent.elapsed();
+                    failures.push(format!(
+                        "{path}: {} after {took:?} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    ));
                 }
                 reads += 1;
             }

@@ -60,7 +60,15 @@ struct RelatedSearchQuery {
 }
 
 pub(super) fn elastic_unavailable(e: elasticsearch::Error) -> ApiError {
-    tracing::error!(error = %e, "Elasticsearch request failed");
+    // The client's own message names only the URL; its causes say whether the server
+    // timed out, refused the connection or closed it.
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    tracing::error!(error = %e, cause = causes.join(": "), timeout = e.is_timeout(), "Elasticsearch request failed");
     ApiError::Unavailable("the search store is not reachable".into())
 }
 
