@@ -5,6 +5,8 @@
 //! lease before it is sent (`FOR UPDATE SKIP LOCKED`), so two projectors never send one
 //! at the same time, and one that dies mid-send leaves it to be tried again after the
 //! lease: a receiver may see an event twice then, and tells by its `Murima-Event-Id`.
+//! Each round takes every webhook's due deliveries in turns (`PER_WEBHOOK`), so no
+//! tenant's backlog delays another's deliveries by more than a round.
 //!
 //! Deliveries go only to the URL the tenant registered, never along a redirect, and only
 //! to public addresses unless the operator allows private ones: the host is resolved here
@@ -24,6 +26,10 @@ use uuid::Uuid;
 
 /// Deliveries claimed (and sent at once) per round.
 const BATCH: i64 = 20;
+/// At most this many deliveries of one webhook per round, and every webhook's first due
+/// delivery before any webhook's second: a tenant with a backlog for a slow receiver
+/// takes its turn beside the others instead of ahead of them.
+const PER_WEBHOOK: i64 = 5;
 /// How long a claimed delivery is left to its sender before another may try it.
 const LEASE_SECS: f64 = 60.0;
 /// The longest a receiver may take to answer.
@@ -105,7 +111,8 @@ impl Sender {
                 purged = tokio::time::Instant::now();
             }
             match self.round().await {
-                Ok(n) if n as i64 >= BATCH => continue,
+                // Something was due: there may be more (a webhook past its turns).
+                Ok(n) if n > 0 => continue,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %format!("{e:#}"), "webhook deliveries failed; will retry"),
             }
@@ -152,10 +159,16 @@ impl Sender {
     async fn claim(&self) -> anyhow::Result<Vec<Claimed>> {
         type Row = (Uuid, Uuid, Uuid, String, Value, i32, Option<String>, Option<String>);
         let rows: Vec<Row> = sqlx::query_as(
-            "WITH due AS (
-                SELECT tenant_id, webhook_id, event_id FROM projector.webhook_deliveries
+            "WITH ranked AS (
+                SELECT tenant_id, webhook_id, event_id, next_attempt_at,
+                       row_number() OVER (PARTITION BY tenant_id, webhook_id ORDER BY next_attempt_at) AS turn
+                FROM projector.webhook_deliveries
                 WHERE status = 'pending' AND next_attempt_at <= now()
-                ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED
+             ), due AS (
+                SELECT d.tenant_id, d.webhook_id, d.event_id FROM projector.webhook_deliveries d
+                JOIN ranked r ON (r.tenant_id, r.webhook_id, r.event_id) = (d.tenant_id, d.webhook_id, d.event_id)
+                WHERE r.turn <= $3 AND d.status = 'pending' AND d.next_attempt_at <= now()
+                ORDER BY r.turn, r.next_attempt_at LIMIT $1 FOR UPDATE OF d SKIP LOCKED
              ), claimed AS (
                 UPDATE projector.webhook_deliveries d
                 SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
@@ -170,6 +183,7 @@ impl Sender {
         )
         .bind(BATCH)
         .bind(LEASE_SECS)
+        .bind(PER_WEBHOOK)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows

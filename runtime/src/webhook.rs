@@ -44,9 +44,10 @@ impl Policy {
         Ok(Self { allow_private, max_attempts, backoff: Duration::from_millis(backoff_ms) })
     }
 
-    /// Whether a delivery may go to `ip`.
+    /// Whether a delivery may go to `ip`: a public address, or with `allow_private` any
+    /// but those never reachable (cloud metadata services among them).
     pub fn allows(&self, ip: IpAddr) -> bool {
-        self.allow_private || events::webhook::is_public(ip)
+        !events::webhook::is_never_reachable(ip) && (self.allow_private || events::webhook::is_public(ip))
     }
 
     /// The wait after failed attempt number `attempt` (1: the first): the backoff doubled
@@ -120,6 +121,31 @@ mod tests {
         assert!(!verify("s3cret-s3cret-s3cret", &header, b"{\"id\":2}"));
         assert!(!verify("s3cret-s3cret-s3cret", &header.replace("t=1700000000", "t=1700000001"), b"{\"id\":1}"));
         assert!(!verify("s3cret-s3cret-s3cret", "t=1,v1=zz", b""));
+    }
+
+    #[test]
+    fn metadata_services_are_out_of_reach_even_where_private_addresses_are_allowed() {
+        let open = Policy { allow_private: true, max_attempts: 8, backoff: Duration::from_secs(1) };
+        for ip in [
+            "169.254.169.254",
+            "169.254.170.2",
+            "100.100.100.200",
+            "fd00:ec2::254",
+            "fe80::1",
+            "0.0.0.0",
+            "::",
+            "::ffff:169.254.169.254",
+            "2002:a9fe:a9fe::1",
+            "64:ff9b::a9fe:a9fe",
+        ] {
+            assert!(!open.allows(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["127.0.0.1", "10.1.2.3", "192.168.0.9", "::1", "93.184.216.34"] {
+            assert!(open.allows(ip.parse().unwrap()), "{ip}");
+        }
+        let closed = Policy { allow_private: false, ..open };
+        assert!(!closed.allows("127.0.0.1".parse().unwrap()));
+        assert!(closed.allows("93.184.216.34".parse().unwrap()));
     }
 
     #[test]

@@ -301,6 +301,24 @@ async fn private_and_loopback_addresses_are_refused_unless_the_operator_allows_t
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn cloud_metadata_addresses_are_refused_even_where_private_ones_are_allowed() {
+    let app = TestApp::spawn().await;
+    assert!(app.settings.webhooks.allow_private);
+    let admin = app.token_for(app.tenant_id, Role::Admin);
+    for url in [
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        "http://[fd00:ec2::254]/latest",
+        "http://100.100.100.200/latest/meta-data",
+        "http://[::ffff:169.254.169.254]/",
+        "http://[fe80::1]/hook",
+    ] {
+        let body = json!({ "url": url, "event_types": ["*"], "secret": SECRET });
+        let answer = app.command(Method::POST, "/v1/webhooks", &admin, Some(body)).await;
+        assert_eq!(answer.status(), StatusCode::UNPROCESSABLE_ENTITY, "{url}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn webhooks_manage_cannot_be_granted_to_a_lower_role() {
     let app = TestApp::spawn().await;
     let admin = app.token_for(app.tenant_id, Role::Admin);
@@ -359,4 +377,58 @@ async fn a_locked_administrators_old_token_manages_no_webhook() {
         let read = app.query(&path, &token).await;
         assert!(matches!(read.status(), StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED), "{path}: {}", read.status());
     }
+}
+
+/// A receiver that answers 204 after `delay`; counts what it got.
+async fn slow_receiver(delay: Duration) -> (String, Arc<AtomicUsize>) {
+    let got = Arc::new(AtomicUsize::new(0));
+    let counter = got.clone();
+    let hook = move || {
+        let counter = counter.clone();
+        async move {
+            tokio::time::sleep(delay).await;
+            counter.fetch_add(1, Ordering::SeqCst);
+            AxumStatus::NO_CONTENT
+        }
+    };
+    let app = axum::Router::new().route("/hook", axum::routing::post(hook));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_with_a_backlog_to_a_slow_receiver_does_not_hold_back_another_tenants_deliveries() {
+    let app = TestApp::spawn().await;
+    // Tenant A: a receiver that takes a second per request, and 400 deliveries due.
+    let (slow, slow_got) = slow_receiver(Duration::from_secs(1)).await;
+    let (hook, position) = subscribe(&app, &slow, json!(["CaseOpened"])).await;
+    app.query(&format!("/v1/webhooks/{hook}?position={position}"), &app.token_for(app.tenant_id, Role::Admin)).await;
+    sqlx::query(
+        "INSERT INTO projector.webhook_deliveries (tenant_id, webhook_id, event_id, event_type, body)
+         SELECT $1, $2, gen_random_uuid(), 'CaseOpened', '{}'::jsonb FROM generate_series(1, 400)",
+    )
+    .bind(app.tenant_id)
+    .bind(Uuid::parse_str(&hook).unwrap())
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    eventually("the slow receiver busy", || async { (slow_got.load(Ordering::SeqCst) > 0).then_some(()) }).await;
+
+    // Tenant B: one event, to a receiver of its own.
+    let (other, _, other_token) = app.provision_tenant_with_agent().await;
+    let fast = Receiver::start(0).await;
+    let admin = app.token_for(other, Role::Admin);
+    let body = json!({ "url": fast.url, "event_types": ["CaseOpened"], "secret": SECRET });
+    assert_eq!(app.command(Method::POST, "/v1/webhooks", &admin, Some(body)).await.status(), StatusCode::CREATED);
+    let case_type = app.create_case_type(other, "Other", json!({ "fields": [] })).await;
+    let sent = std::time::Instant::now();
+    let open = json!({ "title": "Elsewhere", "priority": "low", "case_type_id": case_type });
+    assert_eq!(app.command(Method::POST, "/v1/cases", &other_token, Some(open)).await.status(), StatusCode::CREATED);
+    eventually("tenant B's delivery", || async { (!fast.received().is_empty()).then_some(()) }).await;
+    let waited = sent.elapsed();
+    // The backlog takes 400 s at one request a second per batch of 20; B waits a round or two.
+    assert!(waited < Duration::from_secs(6), "tenant B waited {waited:?} behind tenant A's backlog");
+    assert!(slow_got.load(Ordering::SeqCst) < 400, "the backlog was not simply drained first");
 }
