@@ -26,6 +26,7 @@ export MURIMA_KAFKA_FETCH_WAIT_MS="${MURIMA_KAFKA_FETCH_WAIT_MS:-25}"
 # The demo's webhook receiver listens on loopback (README "Try it"); a deployment refuses
 # private and loopback addresses (the default, off).
 export MURIMA_WEBHOOK_ALLOW_PRIVATE="${MURIMA_WEBHOOK_ALLOW_PRIVATE:-on}"
+export MURIMA_ARCHIVE_DIR="${MURIMA_ARCHIVE_DIR:-$ROOT/.murima/archive}"
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 

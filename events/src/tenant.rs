@@ -119,9 +119,31 @@ pub fn evolve(state: Option<Tenant>, event: &TenantEvent) -> Option<Tenant> {
     }
 }
 
+/// How long a tenant keeps interactions and audit entries by default, in days (seed
+/// §5.3.2: deleted after 365 days); `settings.retention_days` overrides it.
+pub const DEFAULT_RETENTION_DAYS: i64 = 365;
+/// The longest retention a tenant may set (ten years).
+pub const MAX_RETENTION_DAYS: i64 = 3650;
+
+/// A tenant's retention in days, as its settings give it (checked when they were saved).
+pub fn retention_days(settings: &Settings) -> i64 {
+    settings
+        .get("retention_days")
+        .and_then(serde_json::Value::as_i64)
+        .filter(|d| (1..=MAX_RETENTION_DAYS).contains(d))
+        .unwrap_or(DEFAULT_RETENTION_DAYS)
+}
+
 fn check_settings(v: &mut Validator, settings: &Settings) {
     let size = serde_json::to_string(settings).map(|s| s.len()).unwrap_or(0);
     v.check(size <= MAX_SETTINGS_BYTES, "settings", format!("must be at most {MAX_SETTINGS_BYTES} bytes of JSON"));
+    if let Some(days) = settings.get("retention_days") {
+        v.check(
+            days.as_i64().is_some_and(|d| (1..=MAX_RETENTION_DAYS).contains(&d)),
+            "settings.retention_days",
+            format!("must be a whole number of days from 1 to {MAX_RETENTION_DAYS}"),
+        );
+    }
 }
 
 pub fn decide(

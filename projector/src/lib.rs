@@ -15,6 +15,7 @@ pub mod parking;
 pub mod projection;
 pub mod projections;
 pub mod rebuild;
+pub mod retention;
 pub mod startup;
 pub mod stores;
 pub mod verify;

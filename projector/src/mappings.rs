@@ -77,7 +77,7 @@ fn versioned(index: &str) -> (&str, u32) {
 
 /// The month's own name under the tenant alias (`<alias>-YYYY-MM`), which the projector
 /// writes to; an index made by a rebuild carries the rebuild's scratch id in its name.
-fn month_name(alias: &str, index: &str) -> String {
+pub(crate) fn month_name(alias: &str, index: &str) -> String {
     let (base, _) = versioned(index);
     format!("{alias}-{}", &base[base.len().saturating_sub(7)..])
 }

@@ -74,6 +74,7 @@ impl Application {
         maintenance.spawn(crate::operations::export_lag(self.stores.clone(), Duration::from_secs(5)));
         maintenance.spawn(crate::rebuild::clean_up_periodically(self.stores.clone(), Duration::from_secs(60)));
         maintenance.spawn(self.webhooks.run_until_stopped());
+        maintenance.spawn(crate::retention::maintain(self.stores.clone()));
         let probes = self.stores.probes().await?;
         let admin = crate::admin::router(self.stores.clone());
         let router = runtime::http::with_common_layers("projector", admin, 64 * 1024, probes);

@@ -61,6 +61,10 @@ pub struct Settings {
     /// (`MURIMA_WEBHOOK_MAX_ATTEMPTS`, 8) and the wait before the second attempt, doubled
     /// for each one after (`MURIMA_WEBHOOK_BACKOFF_MS`, 1000).
     pub webhooks: crate::webhook::Policy,
+    /// Where the retention job writes a tenant's expired months before it removes them
+    /// (`MURIMA_ARCHIVE_DIR`, `archive` by default): compressed JSON Lines and a manifest
+    /// per tenant (`projector::retention`).
+    pub archive_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +137,7 @@ impl Settings {
             viewer_window: viewer_window()?,
             sla_tick: sla_tick()?,
             webhooks: crate::webhook::Policy::from_env()?,
+            archive_dir: var("MURIMA_ARCHIVE_DIR", "archive").into(),
         })
     }
 }

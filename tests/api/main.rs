@@ -29,6 +29,7 @@ mod presence;
 mod projector_crash;
 mod query_plans;
 mod read_models;
+mod retention;
 mod scale_out;
 mod searching;
 mod security_audit;

@@ -84,6 +84,14 @@ enum Command {
         #[arg(long)]
         from: i64,
     },
+    /// Archives and removes each tenant's expired months of interactions and audit
+    /// entries (its `retention_days`, 365 by default); --dry-run lists them only.
+    Retention {
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -398,6 +406,28 @@ async fn run(cli: Cli, settings: runtime::Settings) -> anyhow::Result<()> {
             anyhow::ensure!(from >= 1, "--from must be a journal position, 1 or more");
             let queued = operations::republish(&stores.pool, from).await?;
             say!(out, "queued {queued} events from position {from} for the relay to publish");
+        }
+        Command::Retention { dry_run, json } => {
+            let expired = murima_projector::retention::run(&stores, chrono::Utc::now(), dry_run).await?;
+            if json {
+                say!(out, "{}", serde_json::to_string_pretty(&expired)?);
+            } else {
+                let verb = if dry_run { "would remove" } else { "removed" };
+                for e in &expired {
+                    let archive =
+                        e.archive.as_ref().map(|p| format!(", archived in {}", p.display())).unwrap_or_default();
+                    say!(
+                        out,
+                        "tenant {} {}: {verb} {} {} and {} indices{archive}",
+                        e.tenant_id,
+                        e.month,
+                        e.records,
+                        e.kind,
+                        e.indices.len()
+                    );
+                }
+                say!(out, "{} expired months", expired.len());
+            }
         }
     }
     flush(&out)

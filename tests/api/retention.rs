@@ -1,0 +1,159 @@
+//! Retention (issue 19): a tenant keeps interactions and audit entries for its
+//! `retention_days`, in whole months; an expired month is archived, then removed from
+//! PostgreSQL, MongoDB and Elasticsearch, while newer data and other tenants stay.
+
+use std::io::Read;
+
+use mongodb::bson::{doc, Document};
+use murima_tests::{append_raw_event, eventually, TestApp};
+use projector::stores::Stores;
+use reqwest::{Method, StatusCode};
+use runtime::auth::Role;
+use runtime::tenancy::{Tenancy, AUDIT_LOGS};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+async fn set_retention(app: &TestApp, tenant: Uuid, days: Value) -> reqwest::Response {
+    let admin = app.token_for(tenant, Role::Admin);
+    let body = json!({ "settings": { "retention_days": days } });
+    app.command(Method::PATCH, &format!("/v1/tenants/{tenant}/settings"), &admin, Some(body)).await
+}
+
+/// A tenant's audit entries in MongoDB dated before `before` (RFC 3339).
+async fn audit_before(app: &TestApp, tenant: Uuid, before: &str) -> u64 {
+    let db =
+        mongodb::Client::with_uri_str(&app.settings.mongo_url).await.unwrap().database(&app.settings.mongo_database);
+    let at = mongodb::bson::DateTime::parse_rfc3339_str(before).unwrap();
+    db.collection::<Document>(&Tenancy(tenant).mongo_collection(AUDIT_LOGS))
+        .count_documents(doc! { "timestamp": { "$lt": at } })
+        .await
+        .unwrap()
+}
+
+async fn index_exists(app: &TestApp, name: &str) -> bool {
+    let url = format!("{}/{name}", app.settings.elastic_url);
+    app.http.head(url).send().await.unwrap().status() == StatusCode::OK
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retention_is_a_whole_number_of_days_up_to_ten_years() {
+    let app = TestApp::spawn().await;
+    for bad in [json!(0), json!(3651), json!(1.5), json!("30"), json!(null)] {
+        let answer = set_retention(&app, app.tenant_id, bad.clone()).await;
+        assert_eq!(answer.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        let problem: Value = answer.json().await.unwrap();
+        assert!(problem.to_string().contains("settings.retention_days"), "{bad}: {problem}");
+    }
+    assert_eq!(set_retention(&app, app.tenant_id, json!(30)).await.status(), StatusCode::OK);
+    // An agent sets no retention.
+    let body = json!({ "settings": { "retention_days": 1 } });
+    let path = format!("/v1/tenants/{}/settings", app.tenant_id);
+    assert_eq!(app.command(Method::PATCH, &path, &app.token, Some(body)).await.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_months_are_archived_then_removed_from_every_store_and_newer_data_stays() {
+    let app = TestApp::spawn().await;
+    assert_eq!(set_retention(&app, app.tenant_id, json!(1)).await.status(), StatusCode::OK);
+    let admin = app.token_for(app.tenant_id, Role::Admin);
+    let channel = json!({ "name": "Phone", "type": "voice", "configuration": {} });
+    let answer = app.command(Method::POST, "/v1/channels", &admin, Some(channel)).await;
+    let channel = answer.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let case = app.open_case("Kept and expired").await;
+    let (case, version) = (case["id"].as_str().unwrap().to_owned(), case["version"].as_i64().unwrap());
+    for at in [Some("2020-01-15T10:00:00Z"), None] {
+        let mut record = json!({ "channel_id": channel, "direction": "inbound", "content": "Customer called" });
+        if let Some(at) = at {
+            record["occurred_at"] = json!(at);
+        }
+        let path = format!("/v1/cases/{case}/interactions");
+        assert_eq!(app.command(Method::POST, &path, &app.token, Some(record)).await.status(), StatusCode::CREATED);
+    }
+    // An audit entry of last month: the journal's time, set here (the API dates events now).
+    let case_id = Uuid::parse_str(&case).unwrap();
+    let update = json!({ "title": { "old": "Kept and expired", "new": "Renamed last month" },
+                         "updated_at": "2026-11-20T09:00:00Z" });
+    append_raw_event(&app, app.tenant_id, "case", case_id, version + 1, "CaseUpdated", 1, update.clone()).await;
+    // Another tenant, with the default retention, has an entry of last month too.
+    let (other, _, _) = app.provision_tenant_with_agent().await;
+    let other_case = Uuid::now_v7();
+    let opened = json!({ "case_number": "CASE-000001", "title": "Elsewhere", "description": null, "status": "open",
+        "priority": "low", "case_type_id": Uuid::now_v7(), "assigned_to": null, "due_date": null, "tags": [],
+        "custom_fields": {}, "created_by": app.user_id, "opened_at": "2026-11-20T09:00:00Z" });
+    append_raw_event(&app, other, "case", other_case, 1, "CaseOpened", 1, opened).await;
+    app.wait_for_all_stores().await;
+
+    let tenancy = Tenancy(app.tenant_id);
+    let schema = tenancy.pg_schema();
+    let partitions = || async {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = ($1 || '.interactions')::regclass ORDER BY 1",
+        )
+        .bind(&schema)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+        names
+    };
+    eventually("last month's entries in every store", || async {
+        let projected = partitions().await.contains(&"interactions_y2020m01".to_owned())
+            && audit_before(&app, app.tenant_id, "2026-12-01T00:00:00Z").await == 1
+            && audit_before(&app, other, "2026-12-01T00:00:00Z").await == 1;
+        projected.then_some(())
+    })
+    .await;
+    let old_audit = tenancy.es_index("audit-logs", "2026-11-20T09:00:00Z".parse().unwrap());
+    let old_interactions = tenancy.es_index("interactions", "2020-01-15T10:00:00Z".parse().unwrap());
+    eventually("last month's indices", || async {
+        (index_exists(&app, &old_audit).await && index_exists(&app, &old_interactions).await).then_some(())
+    })
+    .await;
+
+    let stores = Stores::connect(&app.settings, 2).await.unwrap();
+    let now = chrono::Utc::now();
+    // A dry run lists what would go and removes nothing.
+    let planned = projector::retention::run(&stores, now, true).await.unwrap();
+    let mine: Vec<_> = planned.iter().filter(|e| e.tenant_id == app.tenant_id).collect();
+    let months: Vec<(&str, &str, u64)> = mine.iter().map(|e| (e.kind, e.month.as_str(), e.records)).collect();
+    assert!(months.contains(&("interactions", "2020-01", 1)), "{planned:?}");
+    assert!(months.contains(&("audit_logs", "2026-11", 1)), "{planned:?}");
+    assert!(planned.iter().all(|e| e.tenant_id != other), "the other tenant keeps a year: {planned:?}");
+    assert!(partitions().await.contains(&"interactions_y2020m01".to_owned()), "a dry run removes nothing");
+
+    let done = projector::retention::run(&stores, now, false).await.unwrap();
+    assert_eq!(done.len(), planned.len(), "{done:?}");
+    // Archived: the month's rows as gzip JSON Lines, and a manifest line each.
+    let archive = app.settings.archive_dir.join(format!("tenant-{}", app.tenant_id.simple()));
+    let read = |path: std::path::PathBuf| {
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap()).read_to_string(&mut text).unwrap();
+        text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).collect::<Vec<_>>()
+    };
+    let interactions = read(archive.join("interactions/2020-01.jsonl.gz"));
+    assert_eq!(interactions.len(), 1);
+    assert_eq!(interactions[0]["case_id"], json!(case), "{interactions:?}");
+    let audit = read(archive.join("audit_logs/2026-11.jsonl.gz"));
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0]["action"], "update", "{audit:?}");
+    let manifest = std::fs::read_to_string(archive.join("manifest.jsonl")).unwrap();
+    assert_eq!(manifest.lines().count(), 2, "{manifest}");
+
+    // Removed from every store; this month's data stays.
+    assert!(!partitions().await.contains(&"interactions_y2020m01".to_owned()));
+    let kept: i64 =
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {schema}.interactions")).fetch_one(&app.pool).await.unwrap();
+    assert_eq!(kept, 1, "this month's interaction stays");
+    assert_eq!(audit_before(&app, app.tenant_id, "2026-12-01T00:00:00Z").await, 0);
+    assert!(audit_before(&app, app.tenant_id, "2100-01-01T00:00:00Z").await >= 3, "this month's audit entries stay");
+    assert!(!index_exists(&app, &old_audit).await, "{old_audit}");
+    assert!(!index_exists(&app, &old_interactions).await, "{old_interactions}");
+    let current = tenancy.es_index("audit-logs", chrono::Utc::now());
+    assert!(index_exists(&app, &current).await, "{current}");
+    // The other tenant keeps last month.
+    assert_eq!(audit_before(&app, other, "2026-12-01T00:00:00Z").await, 1);
+
+    // Again: nothing more to do.
+    let again = projector::retention::run(&stores, now, false).await.unwrap();
+    assert!(again.iter().all(|e| e.tenant_id != app.tenant_id), "{again:?}");
+}
