@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use events::case::CaseTaskRequested;
+use events::case::{Case, CaseTaskRequested, Status};
 use events::reference::Reference;
 use events::task::{self, Task, TaskCommand};
 use events::user::{User, UserStatus};
@@ -28,6 +28,8 @@ use crate::leader::{self, Leading};
 const TASKS_LOCK: i64 = 0x6d75_7269_6d61_0003;
 /// Requests handled per round.
 const BATCH: i64 = 100;
+/// A requested task whose due time passed before it was created is due this soon after.
+const DUE_AT_ONCE: chrono::Duration = chrono::Duration::minutes(1);
 /// How long a request whose task could not be written waits before it is tried again.
 const RETRY_FAILED: chrono::Duration = chrono::Duration::seconds(30);
 
@@ -128,17 +130,24 @@ impl RequestedTasks {
             },
             None => None,
         };
+        // The case was open when it moved; one closed since gets no task (as a task added
+        // by hand would not), which is logged and counted.
+        let case = match self.journal.state::<Case>(request.tenant_id, request.case_id).await? {
+            None => Reference::Missing,
+            Some(c) if c.status == Status::Closed => Reference::Inactive,
+            Some(_) => Reference::Usable,
+        };
         let now = Utc::now();
         let command = TaskCommand::Create {
             case_id: request.case_id,
-            case: Reference::Usable,
+            case,
             title: wanted.title.clone(),
             description: wanted.description.clone(),
             priority: wanted.priority,
             assigned_to,
             assignee: Reference::Usable,
             // Due a while after the move: a request handled after that is due at once.
-            due_date: wanted.due_date.filter(|due| *due > now),
+            due_date: wanted.due_date.map(|due| due.max(now.checked_add_signed(DUE_AT_ONCE).unwrap_or(now))),
         };
         let ctx = CommandContext::system(request.tenant_id);
         let journal_command = Command {

@@ -350,7 +350,8 @@ pub struct CaseNotified {
 }
 
 /// A workflow action asked for a task on the case. The task itself is its own stream,
-/// created with the id `task_id` by the command API's scheduler (`command-api/src/tasks.rs`)
+/// created with the id `task_id` by the command API's task scheduler
+/// (`command-api/src/requested_tasks.rs`)
 /// from this event, once, whichever writer recorded it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -262,16 +262,19 @@ pub fn parse_url(raw: &str) -> Result<url::Url, String> {
     Ok(url)
 }
 
-/// Whether deliveries may go to this address when private ones are not allowed: not
-/// loopback, private (RFC 1918, unique local), link-local, shared (CGNAT), documentation,
-/// benchmarking, multicast, broadcast or unspecified, nor an IPv4 address inside IPv6.
 /// Whether `ip` is one no webhook may reach even where an operator allows private
 /// addresses: link-local ranges (169.254.0.0/16 and fe80::/10, where cloud metadata
 /// services answer with the host's credentials), the other metadata addresses clouds use
-/// (100.100.100.200, fd00:ec2::254), and the unspecified address.
+/// (100.100.100.200, fd00:ec2::254, fd20:ce::254, Azure's 168.63.129.16), and the
+/// unspecified address, also inside 6to4, NAT64 and IPv4-compatible addresses.
 pub fn is_never_reachable(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => v4.is_link_local() || v4.is_unspecified() || v4.octets() == [100, 100, 100, 200],
+        IpAddr::V4(v4) => {
+            v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.octets() == [100, 100, 100, 200] // Alibaba Cloud's metadata
+                || v4.octets() == [168, 63, 129, 16] // Azure's host agent (WireServer)
+        }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_never_reachable(IpAddr::V4(v4));
@@ -286,11 +289,16 @@ pub fn is_never_reachable(ip: IpAddr) -> bool {
                 || (s[0] == 0x0064 && s[1] == 0xff9b && embedded(s[6], s[7]))
                 || (s[0] & 0xffc0) == 0xfe80
                 || v6.is_unspecified()
-                || s == [0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254]
+                || (s[..6] == [0; 6] && embedded(s[6], s[7])) // IPv4-compatible
+                || s == [0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254] // AWS
+                || s == [0xfd20, 0x00ce, 0, 0, 0, 0, 0, 0x0254] // Google Cloud
         }
     }
 }
 
+/// Whether deliveries may go to this address when private ones are not allowed: not
+/// loopback, private (RFC 1918, unique local), link-local, shared (CGNAT), documentation,
+/// benchmarking, multicast, broadcast or unspecified, nor an IPv4 address inside IPv6.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {

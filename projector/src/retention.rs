@@ -7,10 +7,12 @@
 //! audit-log indices in Elasticsearch (the audit entries of Elasticsearch are the same as
 //! MongoDB's, archived once).
 //!
-//! Re-running is safe: a month is archived again whole while it is still there (the
-//! archive file is replaced, its manifest line repeated), and removing what is gone
-//! already is a no-op. The projector runs this every `EVERY` under a per-tenant lock;
-//! `murima-admin retention [--dry-run]` runs it (or lists what would go) by hand.
+//! Re-running is safe: what is still there is archived again and removed, what is gone
+//! already is not looked for, and each run archives into files of its own, so nothing
+//! archived is ever replaced. A partition is detached before it is read, so nothing
+//! lands in it unarchived. One run at a time (a PostgreSQL advisory lock): the projector's, every
+//! `EVERY`, or `murima-admin retention [--dry-run]` by hand. Only the read models are
+//! purged: the journal keeps every event (erasure is crypto-shredding's, issue 19).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,7 +29,6 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::maintenance::Lock;
 use crate::stores::Stores;
 
 /// How often the projector enforces retention.
@@ -51,22 +52,53 @@ pub struct Expired {
     pub indices: Vec<String>,
 }
 
+/// One retention run at a time, whoever runs it (a projector's hourly job or
+/// `murima-admin`): a PostgreSQL advisory lock held for the whole run.
+const RETENTION_LOCK: i64 = 0x6d75_7269_6d61_0004;
+
 /// Enforces every tenant's retention as of `now` (or, `dry_run`, only lists what would
-/// go); what expired, month by month.
+/// go); what expired, month by month. A tenant whose stores fail is logged, counted
+/// (`retention_failures_total`) and left for the next run; the others go on.
 pub async fn run(stores: &Stores, now: DateTime<Utc>, dry_run: bool) -> anyhow::Result<Vec<Expired>> {
+    let root = stores
+        .settings
+        .archive_dir
+        .clone()
+        .context("MURIMA_ARCHIVE_DIR is not set: nothing is removed that is not archived first")?;
+    let mut lock = stores.pool.acquire().await?;
+    let held: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(RETENTION_LOCK).fetch_one(&mut *lock).await?;
+    anyhow::ensure!(held, "another retention run is going on");
+    let result = run_locked(stores, &root, now, dry_run).await;
+    let released = sqlx::query("SELECT pg_advisory_unlock($1)").bind(RETENTION_LOCK).execute(&mut *lock).await;
+    if released.is_err() {
+        // A connection that may still hold the lock does not go back to the pool.
+        lock.detach();
+    }
+    result
+}
+
+async fn run_locked(stores: &Stores, root: &Path, now: DateTime<Utc>, dry_run: bool) -> anyhow::Result<Vec<Expired>> {
     let tenants: Vec<(Uuid, Value)> = sqlx::query_as("SELECT id, settings FROM public.tenants ORDER BY id")
         .fetch_all(&stores.pool)
         .await
         .context("reading the tenants")?;
+    // Each run writes files of its own: an archive is never replaced.
+    let run_id = Uuid::now_v7().simple().to_string();
     let mut expired = Vec::new();
     for (tenant, settings) in tenants {
         let days =
             settings.as_object().map(events::tenant::retention_days).unwrap_or(events::tenant::DEFAULT_RETENTION_DAYS);
         let Some(boundary) = boundary(now, days) else { continue };
-        let mut found = tenant_run(stores, tenant, boundary, dry_run)
-            .await
-            .with_context(|| format!("retention of tenant {tenant}"))?;
-        expired.append(&mut found);
+        let archive = root.join(format!("tenant-{}", tenant.simple()));
+        let run = Run { stores, tenant, boundary, dry_run, archive, run_id: &run_id };
+        match run.tenant().await {
+            Ok(mut found) => expired.append(&mut found),
+            Err(e) => {
+                tracing::error!(tenant_id = %tenant, error = %format!("{e:#}"), "retention of a tenant failed; the next run tries again");
+                metrics::counter!("retention_failures_total").increment(1);
+            }
+        }
     }
     Ok(expired)
 }
@@ -74,102 +106,156 @@ pub async fn run(stores: &Stores, now: DateTime<Utc>, dry_run: bool) -> anyhow::
 /// The first month a tenant with `days` of retention still keeps, as of `now`: every
 /// month before it ended more than `days` ago.
 pub fn boundary(now: DateTime<Utc>, days: i64) -> Option<DateTime<Utc>> {
-    let cutoff = now.checked_sub_signed(chrono::Duration::days(days))?;
-    let first = NaiveDate::from_ymd_opt(cutoff.year(), cutoff.month(), 1)?;
-    Some(Utc.from_utc_datetime(&first.and_hms_opt(0, 0, 0)?))
+    boundary_of_month(now.checked_sub_signed(chrono::Duration::days(days))?)
 }
 
-async fn tenant_run(
-    stores: &Stores,
+/// One tenant's part of a run.
+struct Run<'a> {
+    stores: &'a Stores,
     tenant: Uuid,
     boundary: DateTime<Utc>,
     dry_run: bool,
-) -> anyhow::Result<Vec<Expired>> {
-    let archive = stores.settings.archive_dir.join(format!("tenant-{}", tenant.simple()));
-    let mut expired = Vec::new();
-    let indices = expired_indices(stores, tenant, boundary).await?;
-    let indices_of = |kind: &str, month: &str| -> Vec<String> {
-        indices.iter().filter(|(k, m, _)| k == kind && m == month).map(|(_, _, i)| i.clone()).collect()
-    };
+    archive: PathBuf,
+    run_id: &'a str,
+}
 
-    // Interactions: one PostgreSQL partition per month.
-    for (partition, month) in expired_partitions(stores, tenant, boundary).await? {
-        let schema = Tenancy(tenant).pg_schema();
-        let rows: Vec<Value> =
-            sqlx::query_scalar(&format!("SELECT to_jsonb(i) FROM {schema}.{partition} i ORDER BY timestamp, id"))
-                .fetch_all(&stores.pool)
-                .await?;
-        let mut item = Expired {
-            tenant_id: tenant,
-            kind: INTERACTIONS,
-            records: rows.len() as u64,
-            indices: indices_of(INTERACTIONS, &month),
-            month,
-            archive: None,
+impl Run<'_> {
+    async fn tenant(&self) -> anyhow::Result<Vec<Expired>> {
+        let Run { stores, tenant, boundary, dry_run, ref archive, run_id } = *self;
+        let mut expired = Vec::new();
+        let indices = expired_indices(stores, tenant, boundary).await?;
+        let indices_of = |kind: &str, month: &str| -> Vec<String> {
+            indices.iter().filter(|(k, m, _)| k == kind && m == month).map(|(_, _, i)| i.clone()).collect()
         };
-        if !dry_run {
-            item.archive = write_archive(&archive, &item, &rows)?;
-            sqlx::query(&format!("DROP TABLE IF EXISTS {schema}.{partition}")).execute(&stores.pool).await?;
-            drop_indices(stores, &item.indices).await?;
-        }
-        expired.push(item);
-    }
-    // Interactions months with indices but no partition left (removed by an earlier run
-    // that stopped before the indices).
-    for (kind, month, _) in &indices {
-        if kind == INTERACTIONS && !expired.iter().any(|e| e.kind == INTERACTIONS && &e.month == month) {
-            let item = Expired {
+
+        // Interactions: one PostgreSQL partition per month, read as a stream.
+        let schema = Tenancy(tenant).pg_schema();
+        for (partition, month) in expired_partitions(stores, tenant, boundary).await? {
+            let mut item = Expired {
                 tenant_id: tenant,
                 kind: INTERACTIONS,
-                month: month.clone(),
                 records: 0,
+                indices: indices_of(INTERACTIONS, &month),
+                month,
                 archive: None,
-                indices: indices_of(INTERACTIONS, month),
             };
-            if !dry_run {
+            if dry_run {
+                let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {schema}.{partition}"))
+                    .fetch_one(&stores.pool)
+                    .await?;
+                item.records = u64::try_from(n).unwrap_or(0);
+            } else {
+                // Detached first: no insert lands in it while it is read, and readers of the
+                // tenant's other months are not blocked.
+                detach(stores, &schema, &partition).await?;
+                let mut file = Archive::create(archive, INTERACTIONS, &item.month, run_id)?;
+                let sql = format!("SELECT to_jsonb(i) FROM {schema}.{partition} i ORDER BY timestamp, id");
+                let mut rows = sqlx::query_scalar::<_, Value>(&sql).fetch(&stores.pool);
+                while let Some(row) = rows.try_next().await? {
+                    file.push(&row)?;
+                }
+                drop(rows);
+                (item.records, item.archive) = file.finish()?;
+                sqlx::query(&format!("DROP TABLE IF EXISTS {schema}.{partition}")).execute(&stores.pool).await?;
                 drop_indices(stores, &item.indices).await?;
             }
             expired.push(item);
         }
-    }
-
-    // Audit entries: MongoDB's, archived and deleted month by month, and the month's
-    // Elasticsearch indices with them.
-    let audit = audit_before(stores, tenant, boundary).await?;
-    let mut months: Vec<String> = audit.iter().map(|(month, _)| month.clone()).collect();
-    for (kind, month, _) in &indices {
-        if kind == AUDIT_LOGS {
-            months.push(month.clone());
-        }
-    }
-    months.sort();
-    months.dedup();
-    let collection = stores
-        .mongo
-        .database(&stores.settings.mongo_database)
-        .collection::<Document>(&Tenancy(tenant).mongo_collection(AUDIT_LOGS));
-    for month in months {
-        let docs: Vec<&Document> = audit.iter().filter(|(m, _)| *m == month).map(|(_, d)| d).collect();
-        let mut item = Expired {
-            tenant_id: tenant,
-            kind: AUDIT_LOGS,
-            records: docs.len() as u64,
-            indices: indices_of(AUDIT_LOGS, &month),
-            month,
-            archive: None,
-        };
-        if !dry_run {
-            let lines: Vec<Value> = docs.iter().map(|d| Bson::Document((*d).clone()).into_relaxed_extjson()).collect();
-            item.archive = write_archive(&archive, &item, &lines)?;
-            let ids: Vec<Bson> = docs.iter().filter_map(|d| d.get("_id").cloned()).collect();
-            for chunk in ids.chunks(DELETE_CHUNK) {
-                collection.delete_many(doc! { "_id": { "$in": chunk.to_vec() } }).await?;
+        // Interactions months with indices but no partition left (removed by an earlier run
+        // that stopped before the indices).
+        for (kind, month, _) in &indices {
+            if kind == INTERACTIONS && !expired.iter().any(|e| e.kind == INTERACTIONS && &e.month == month) {
+                let item = Expired {
+                    tenant_id: tenant,
+                    kind: INTERACTIONS,
+                    month: month.clone(),
+                    records: 0,
+                    archive: None,
+                    indices: indices_of(INTERACTIONS, month),
+                };
+                if !dry_run {
+                    drop_indices(stores, &item.indices).await?;
+                }
+                expired.push(item);
             }
-            drop_indices(stores, &item.indices).await?;
         }
-        expired.push(item);
+
+        // Audit entries: MongoDB's, month by month from the oldest, each read as a stream,
+        // archived and deleted, and the month's Elasticsearch indices with them.
+        let collection = stores
+            .mongo
+            .database(&stores.settings.mongo_database)
+            .collection::<Document>(&Tenancy(tenant).mongo_collection(AUDIT_LOGS));
+        let own = tenant.to_string();
+        let oldest = collection.find_one(doc! { "tenant_id": &own }).sort(doc! { "timestamp": 1 }).await?;
+        let mut months: Vec<DateTime<Utc>> = Vec::new();
+        if let Some(mut month) = oldest.and_then(|d| d.get_datetime("timestamp").ok().copied()).and_then(|t| {
+            let at = DateTime::<Utc>::from_timestamp_millis(t.timestamp_millis())?;
+            boundary_of_month(at)
+        }) {
+            while month < boundary {
+                months.push(month);
+                let Some(next) = next_month(month) else { break };
+                month = next;
+            }
+        }
+        for (kind, month, _) in &indices {
+            let first = NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").ok();
+            if let Some(at) = first.and_then(|d| d.and_hms_opt(0, 0, 0)).map(|d| Utc.from_utc_datetime(&d)) {
+                if kind == AUDIT_LOGS && !months.contains(&at) {
+                    months.push(at);
+                }
+            }
+        }
+        months.sort();
+        for start in months {
+            let Some(end) = next_month(start) else { continue };
+            let range = doc! { "tenant_id": &own, "timestamp": {
+                "$gte": mongodb::bson::DateTime::from_millis(start.timestamp_millis()),
+                "$lt": mongodb::bson::DateTime::from_millis(end.timestamp_millis()),
+            } };
+            let month = month_of(start);
+            let mut item = Expired {
+                tenant_id: tenant,
+                kind: AUDIT_LOGS,
+                records: 0,
+                indices: indices_of(AUDIT_LOGS, &month),
+                month,
+                archive: None,
+            };
+            if dry_run {
+                item.records = collection.count_documents(range).await?;
+            } else {
+                let mut file = Archive::create(archive, AUDIT_LOGS, &item.month, run_id)?;
+                let mut ids: Vec<Bson> = Vec::new();
+                let mut entries = collection.find(range).sort(doc! { "timestamp": 1 }).await?;
+                while let Some(entry) = entries.try_next().await? {
+                    ids.extend(entry.get("_id").cloned());
+                    file.push(&Bson::Document(entry).into_relaxed_extjson())?;
+                }
+                (item.records, item.archive) = file.finish()?;
+                for chunk in ids.chunks(DELETE_CHUNK) {
+                    collection.delete_many(doc! { "_id": { "$in": chunk.to_vec() } }).await?;
+                }
+                drop_indices(stores, &item.indices).await?;
+            }
+            if item.records > 0 || !item.indices.is_empty() {
+                expired.push(item);
+            }
+        }
+        Ok(expired)
     }
-    Ok(expired)
+}
+
+/// The first instant of the month `at` falls in.
+fn boundary_of_month(at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let first = NaiveDate::from_ymd_opt(at.year(), at.month(), 1)?;
+    Some(Utc.from_utc_datetime(&first.and_hms_opt(0, 0, 0)?))
+}
+
+/// The first instant of the month after the one `start` begins.
+fn next_month(start: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    start.checked_add_months(chrono::Months::new(1))
 }
 
 /// The tenant's interactions partitions (`interactions_yYYYYmMM`) of months before
@@ -179,12 +265,10 @@ async fn expired_partitions(
     tenant: Uuid,
     boundary: DateTime<Utc>,
 ) -> anyhow::Result<Vec<(String, String)>> {
+    // By name, attached or not: a run that stopped after detaching one finds it still.
     let names: Vec<String> = sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_inherits i
-         JOIN pg_class c ON c.oid = i.inhrelid
-         JOIN pg_class p ON p.oid = i.inhparent
-         JOIN pg_namespace n ON n.oid = p.relnamespace
-         WHERE n.nspname = $1 AND p.relname = 'interactions' ORDER BY 1",
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relkind = 'r' AND c.relname LIKE 'interactions\\_y%' ORDER BY 1",
     )
     .bind(Tenancy(tenant).pg_schema())
     .fetch_all(&stores.pool)
@@ -200,31 +284,22 @@ async fn expired_partitions(
         .collect())
 }
 
-/// The tenant's MongoDB audit entries dated before `boundary`, oldest first, with their
-/// months.
-async fn audit_before(
-    stores: &Stores,
-    tenant: Uuid,
-    boundary: DateTime<Utc>,
-) -> anyhow::Result<Vec<(String, Document)>> {
-    let collection = stores
-        .mongo
-        .database(&stores.settings.mongo_database)
-        .collection::<Document>(&Tenancy(tenant).mongo_collection(AUDIT_LOGS));
-    let before = mongodb::bson::DateTime::from_millis(boundary.timestamp_millis());
-    let docs: Vec<Document> = collection
-        .find(doc! { "timestamp": { "$lt": before } })
-        .sort(doc! { "timestamp": 1 })
-        .await?
-        .try_collect()
-        .await?;
-    Ok(docs
-        .into_iter()
-        .filter_map(|d| {
-            let at = DateTime::<Utc>::from_timestamp_millis(d.get_datetime("timestamp").ok()?.timestamp_millis())?;
-            Some((month_of(at), d))
-        })
-        .collect())
+/// Detaches an interactions partition from its table, unless it is detached already.
+async fn detach(stores: &Stores, schema: &str, partition: &str) -> anyhow::Result<()> {
+    let attached: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                        JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2)",
+    )
+    .bind(schema)
+    .bind(partition)
+    .fetch_one(&stores.pool)
+    .await?;
+    if attached {
+        sqlx::query(&format!("ALTER TABLE {schema}.interactions DETACH PARTITION {schema}.{partition} CONCURRENTLY"))
+            .execute(&stores.pool)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The tenant's interactions and audit-log indices of months before `boundary`, as
@@ -269,63 +344,86 @@ async fn drop_indices(stores: &Stores, indices: &[String]) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Writes one month's records as gzip-compressed JSON Lines
-/// (`<archive>/<kind>/<YYYY-MM>.jsonl.gz`, replaced whole through a temporary file) and
-/// appends a line to `<archive>/manifest.jsonl`; None when there was nothing to keep.
-fn write_archive(archive: &Path, item: &Expired, records: &[Value]) -> anyhow::Result<Option<PathBuf>> {
-    if records.is_empty() {
-        return Ok(None);
+/// One month's records being archived as gzip-compressed JSON Lines: written to a
+/// temporary file as they are read, then moved to `<archive>/<kind>/<YYYY-MM>/<run>.jsonl.gz`
+/// (a file per run: what an earlier run archived is never replaced) with a line in
+/// `<archive>/manifest.jsonl`.
+struct Archive {
+    root: PathBuf,
+    kind: &'static str,
+    month: String,
+    partial: PathBuf,
+    path: PathBuf,
+    gz: flate2::write::GzEncoder<std::io::BufWriter<std::fs::File>>,
+    records: u64,
+}
+
+impl Archive {
+    fn create(root: &Path, kind: &'static str, month: &str, run_id: &str) -> anyhow::Result<Self> {
+        let dir = root.join(kind).join(month);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let partial = dir.join(format!(".{run_id}.partial"));
+        let file = std::fs::File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
+        let gz = flate2::write::GzEncoder::new(std::io::BufWriter::new(file), flate2::Compression::default());
+        let path = dir.join(format!("{run_id}.jsonl.gz"));
+        Ok(Self { root: root.to_owned(), kind, month: month.to_owned(), partial, path, gz, records: 0 })
     }
-    let dir = archive.join(item.kind);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let file = dir.join(format!("{}.jsonl.gz", item.month));
-    let partial = dir.join(format!(".{}.{}.partial", item.month, Uuid::now_v7().simple()));
-    let mut gz = flate2::write::GzEncoder::new(
-        std::fs::File::create(&partial).with_context(|| format!("creating {}", partial.display()))?,
-        flate2::Compression::default(),
-    );
-    for record in records {
-        serde_json::to_writer(&mut gz, record)?;
-        gz.write_all(b"\n")?;
+
+    fn push(&mut self, record: &Value) -> anyhow::Result<()> {
+        serde_json::to_writer(&mut self.gz, record)?;
+        self.gz.write_all(b"\n")?;
+        self.records = self.records.saturating_add(1);
+        Ok(())
     }
-    gz.finish()?.sync_all()?;
-    std::fs::rename(&partial, &file)?;
-    let digest: String = Sha256::digest(std::fs::read(&file)?).iter().map(|b| format!("{b:02x}")).collect();
-    let line = json!({
-        "kind": item.kind, "month": item.month, "file": file.strip_prefix(archive).unwrap_or(&file),
-        "records": records.len(), "sha256": digest, "archived_at": Utc::now(),
-    });
-    let mut manifest = std::fs::OpenOptions::new().create(true).append(true).open(archive.join("manifest.jsonl"))?;
-    writeln!(manifest, "{line}")?;
-    manifest.sync_all()?;
-    Ok(Some(file))
+
+    /// The records written and the file (None, and no file, when there were none).
+    fn finish(self) -> anyhow::Result<(u64, Option<PathBuf>)> {
+        let Self { root, kind, month, partial, path, gz, records } = self;
+        let file = gz.finish()?.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        if records == 0 {
+            std::fs::remove_file(&partial)?;
+            return Ok((0, None));
+        }
+        std::fs::rename(&partial, &path)?;
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut std::fs::File::open(&path)?, &mut hasher)?;
+        let digest: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let line = json!({
+            "kind": kind, "month": month, "file": path.strip_prefix(&root).unwrap_or(&path),
+            "records": records, "sha256": digest, "archived_at": Utc::now(),
+        });
+        let mut manifest = std::fs::OpenOptions::new().create(true).append(true).open(root.join("manifest.jsonl"))?;
+        writeln!(manifest, "{line}")?;
+        manifest.sync_all()?;
+        Ok((records, Some(path)))
+    }
 }
 
 fn month_of(at: DateTime<Utc>) -> String {
     at.format("%Y-%m").to_string()
 }
 
-/// Enforces retention every `EVERY` until the task is dropped; each tenant under a lock,
-/// so two projectors do not archive the same month at once.
+/// Enforces retention every `EVERY` until the task is dropped (the first time one
+/// `EVERY` after the projector starts); off when `MURIMA_ARCHIVE_DIR` is not set.
 pub async fn maintain(stores: Stores) {
+    if stores.settings.archive_dir.is_none() {
+        tracing::info!("retention is off: MURIMA_ARCHIVE_DIR is not set, so nothing would be archived first");
+        return;
+    }
     loop {
-        if let Err(e) = enforce_locked(&stores).await {
-            tracing::warn!(error = %format!("{e:#}"), "enforcing retention failed; will retry");
-        }
         tokio::time::sleep(EVERY).await;
+        match run(&stores, Utc::now(), false).await {
+            Ok(expired) => {
+                for item in expired {
+                    tracing::info!(tenant_id = %item.tenant_id, kind = item.kind, month = item.month,
+                        records = item.records, indices = item.indices.len(), "archived and removed an expired month");
+                    metrics::counter!("retention_months_removed_total", "kind" => item.kind).increment(1);
+                    metrics::counter!("retention_records_removed_total", "kind" => item.kind).increment(item.records);
+                }
+            }
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "enforcing retention failed; will retry"),
+        }
     }
-}
-
-async fn enforce_locked(stores: &Stores) -> anyhow::Result<()> {
-    let mut redis = stores.redis().await?;
-    let Some(lock) = Lock::try_acquire(&mut redis, Uuid::nil(), "retention").await? else { return Ok(()) };
-    let result = run(stores, Utc::now(), false).await;
-    lock.release(&mut redis).await?;
-    for item in result? {
-        tracing::info!(tenant_id = %item.tenant_id, kind = item.kind, month = item.month, records = item.records,
-            indices = item.indices.len(), "archived and removed an expired month");
-        metrics::counter!("retention_months_removed_total", "kind" => item.kind).increment(1);
-        metrics::counter!("retention_records_removed_total", "kind" => item.kind).increment(item.records);
-    }
-    Ok(())
 }

@@ -5,8 +5,9 @@
 //! lease before it is sent (`FOR UPDATE SKIP LOCKED`), so two projectors never send one
 //! at the same time, and one that dies mid-send leaves it to be tried again after the
 //! lease: a receiver may see an event twice then, and tells by its `Murima-Event-Id`.
-//! Each round takes every webhook's due deliveries in turns (`PER_WEBHOOK`), so no
-//! tenant's backlog delays another's deliveries by more than a round.
+//! Each round takes every tenant's due deliveries in turns (`PER_TENANT`), so no
+//! tenant's backlog delays another's deliveries by more than a round (while fewer than
+//! `BATCH` tenants have deliveries due at once).
 //!
 //! Deliveries go only to the URL the tenant registered, never along a redirect, and only
 //! to public addresses unless the operator allows private ones: the host is resolved here
@@ -26,10 +27,10 @@ use uuid::Uuid;
 
 /// Deliveries claimed (and sent at once) per round.
 const BATCH: i64 = 20;
-/// At most this many deliveries of one webhook per round, and every webhook's first due
-/// delivery before any webhook's second: a tenant with a backlog for a slow receiver
-/// takes its turn beside the others instead of ahead of them.
-const PER_WEBHOOK: i64 = 5;
+/// At most this many deliveries of one tenant per round, and every tenant's first due
+/// delivery before any tenant's second: a tenant with a backlog for slow receivers (on
+/// any number of its webhooks) takes its turn beside the others instead of ahead of them.
+const PER_TENANT: i64 = 5;
 /// How long a claimed delivery is left to its sender before another may try it.
 const LEASE_SECS: f64 = 60.0;
 /// The longest a receiver may take to answer.
@@ -161,7 +162,7 @@ impl Sender {
         let rows: Vec<Row> = sqlx::query_as(
             "WITH ranked AS (
                 SELECT tenant_id, webhook_id, event_id, next_attempt_at,
-                       row_number() OVER (PARTITION BY tenant_id, webhook_id ORDER BY next_attempt_at) AS turn
+                       row_number() OVER (PARTITION BY tenant_id ORDER BY next_attempt_at) AS turn
                 FROM projector.webhook_deliveries
                 WHERE status = 'pending' AND next_attempt_at <= now()
              ), due AS (
@@ -183,7 +184,7 @@ impl Sender {
         )
         .bind(BATCH)
         .bind(LEASE_SECS)
-        .bind(PER_WEBHOOK)
+        .bind(PER_TENANT)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows

@@ -62,9 +62,9 @@ pub struct Settings {
     /// for each one after (`MURIMA_WEBHOOK_BACKOFF_MS`, 1000).
     pub webhooks: crate::webhook::Policy,
     /// Where the retention job writes a tenant's expired months before it removes them
-    /// (`MURIMA_ARCHIVE_DIR`, `archive` by default): compressed JSON Lines and a manifest
-    /// per tenant (`projector::retention`).
-    pub archive_dir: std::path::PathBuf,
+    /// (`MURIMA_ARCHIVE_DIR`): compressed JSON Lines and a manifest per tenant
+    /// (`projector::retention`). Unset, nothing is archived and so nothing removed.
+    pub archive_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +137,7 @@ impl Settings {
             viewer_window: viewer_window()?,
             sla_tick: sla_tick()?,
             webhooks: crate::webhook::Policy::from_env()?,
-            archive_dir: var("MURIMA_ARCHIVE_DIR", "archive").into(),
+            archive_dir: std::env::var("MURIMA_ARCHIVE_DIR").ok().filter(|d| !d.is_empty()).map(Into::into),
         })
     }
 }

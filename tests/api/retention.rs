@@ -13,10 +13,10 @@ use runtime::tenancy::{Tenancy, AUDIT_LOGS};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+/// Sets a tenant's retention as the platform operator (the only one who may).
 async fn set_retention(app: &TestApp, tenant: Uuid, days: Value) -> reqwest::Response {
-    let admin = app.token_for(tenant, Role::Admin);
     let body = json!({ "settings": { "retention_days": days } });
-    app.command(Method::PATCH, &format!("/v1/tenants/{tenant}/settings"), &admin, Some(body)).await
+    app.command(Method::PATCH, &format!("/v1/tenants/{tenant}/settings"), &app.platform_token(), Some(body)).await
 }
 
 /// A tenant's audit entries in MongoDB dated before `before` (RFC 3339).
@@ -45,10 +45,25 @@ async fn a_retention_is_a_whole_number_of_days_up_to_ten_years() {
         assert!(problem.to_string().contains("settings.retention_days"), "{bad}: {problem}");
     }
     assert_eq!(set_retention(&app, app.tenant_id, json!(30)).await.status(), StatusCode::OK);
-    // An agent sets no retention.
-    let body = json!({ "settings": { "retention_days": 1 } });
+    // Nor does the tenant's administrator (a day's retention would erase the audit trail
+    // within the hour), nor an agent; an administrator's own update keeps it.
     let path = format!("/v1/tenants/{}/settings", app.tenant_id);
-    assert_eq!(app.command(Method::PATCH, &path, &app.token, Some(body)).await.status(), StatusCode::FORBIDDEN);
+    let admin = app.token_for(app.tenant_id, Role::Admin);
+    for token in [&admin, &app.token] {
+        let body = json!({ "settings": { "retention_days": 1 } });
+        assert_eq!(app.command(Method::PATCH, &path, token, Some(body)).await.status(), StatusCode::FORBIDDEN);
+    }
+    let body = json!({ "settings": { "timezone": "Africa/Nairobi" } });
+    assert_eq!(app.command(Method::PATCH, &path, &admin, Some(body)).await.status(), StatusCode::OK);
+    let held: Value = sqlx::query_scalar(
+        "SELECT envelope #> '{payload,settings,new}' FROM eventstore.events
+         WHERE tenant_id = $1 AND event_type = 'TenantSettingsUpdated' ORDER BY position DESC LIMIT 1",
+    )
+    .bind(app.tenant_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(held["retention_days"], 30, "{held}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -74,13 +89,13 @@ async fn expired_months_are_archived_then_removed_from_every_store_and_newer_dat
     let update = json!({ "title": { "old": "Kept and expired", "new": "Renamed last month" },
                          "updated_at": "2026-11-20T09:00:00Z" });
     append_raw_event(&app, app.tenant_id, "case", case_id, version + 1, "CaseUpdated", 1, update.clone()).await;
-    // Another tenant, with the default retention, has an entry of last month too.
+    // Another tenant, keeping ten years, has an entry of last month too.
     let (other, _, _) = app.provision_tenant_with_agent().await;
-    let other_case = Uuid::now_v7();
+    assert_eq!(set_retention(&app, other, json!(3650)).await.status(), StatusCode::OK);
     let opened = json!({ "case_number": "CASE-000001", "title": "Elsewhere", "description": null, "status": "open",
         "priority": "low", "case_type_id": Uuid::now_v7(), "assigned_to": null, "due_date": null, "tags": [],
         "custom_fields": {}, "created_by": app.user_id, "opened_at": "2026-11-20T09:00:00Z" });
-    append_raw_event(&app, other, "case", other_case, 1, "CaseOpened", 1, opened).await;
+    append_raw_event(&app, other, "case", Uuid::now_v7(), 1, "CaseOpened", 1, opened).await;
     app.wait_for_all_stores().await;
 
     let tenancy = Tenancy(app.tenant_id);
@@ -124,16 +139,22 @@ async fn expired_months_are_archived_then_removed_from_every_store_and_newer_dat
     let done = projector::retention::run(&stores, now, false).await.unwrap();
     assert_eq!(done.len(), planned.len(), "{done:?}");
     // Archived: the month's rows as gzip JSON Lines, and a manifest line each.
-    let archive = app.settings.archive_dir.join(format!("tenant-{}", app.tenant_id.simple()));
+    let archive = app.settings.archive_dir.clone().unwrap().join(format!("tenant-{}", app.tenant_id.simple()));
+    let file = |kind: &str, month: &str| {
+        let dir = archive.join(kind).join(month);
+        let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|f| f.unwrap().path()).collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        files[0].clone()
+    };
     let read = |path: std::path::PathBuf| {
         let mut text = String::new();
         flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap()).read_to_string(&mut text).unwrap();
         text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).collect::<Vec<_>>()
     };
-    let interactions = read(archive.join("interactions/2020-01.jsonl.gz"));
+    let interactions = read(file("interactions", "2020-01"));
     assert_eq!(interactions.len(), 1);
     assert_eq!(interactions[0]["case_id"], json!(case), "{interactions:?}");
-    let audit = read(archive.join("audit_logs/2026-11.jsonl.gz"));
+    let audit = read(file("audit_logs", "2026-11"));
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0]["action"], "update", "{audit:?}");
     let manifest = std::fs::read_to_string(archive.join("manifest.jsonl")).unwrap();
@@ -156,4 +177,33 @@ async fn expired_months_are_archived_then_removed_from_every_store_and_newer_dat
     // Again: nothing more to do.
     let again = projector::retention::run(&stores, now, false).await.unwrap();
     assert!(again.iter().all(|e| e.tenant_id != app.tenant_id), "{again:?}");
+
+    // An interaction dated into the expired month later is archived by the next run into
+    // a file of its own: what was archived before is never replaced.
+    let first = file("interactions", "2020-01");
+    let late = json!({ "channel_id": channel, "direction": "outbound", "content": "Late letter",
+                       "occurred_at": "2020-01-20T10:00:00Z" });
+    let path = format!("/v1/cases/{case}/interactions");
+    assert_eq!(app.command(Method::POST, &path, &app.token, Some(late)).await.status(), StatusCode::CREATED);
+    eventually("the late interaction projected", || async {
+        partitions().await.contains(&"interactions_y2020m01".to_owned()).then_some(())
+    })
+    .await;
+    let late_run = projector::retention::run(&stores, now, false).await.unwrap();
+    assert!(
+        late_run.iter().any(|e| e.kind == "interactions" && e.month == "2020-01" && e.records == 1),
+        "{late_run:?}"
+    );
+    assert_eq!(read(first.clone()).len(), 1, "the first archive is kept as it was");
+    assert_eq!(std::fs::read_dir(first.parent().unwrap()).unwrap().count(), 2);
+    // One run at a time: a second one while the lock is held is refused.
+    let mut held = app.pool.acquire().await.unwrap();
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(0x6d75_7269_6d61_0004_i64)
+        .fetch_one(&mut *held)
+        .await
+        .unwrap();
+    assert!(locked);
+    let refused = projector::retention::run(&stores, now, true).await;
+    assert!(refused.is_err_and(|e| e.to_string().contains("another retention run")));
 }

@@ -57,7 +57,7 @@ pub fn test_settings() -> Settings {
             backoff: Duration::from_millis(100),
         },
         trusted_proxies: Vec::new(),
-        archive_dir: std::env::temp_dir().join(format!("murima-archive-{id}")),
+        archive_dir: Some(std::env::temp_dir().join(format!("murima-archive-{id}"))),
         // Tests send requests as fast as they can from one address; `abuse` sets limits.
         rate_limits: None,
     }

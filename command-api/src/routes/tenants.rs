@@ -96,6 +96,9 @@ async fn provision(
     Ok(reply)
 }
 
+/// Settings only the platform operator may change.
+const OPERATOR_SETTINGS: [&str; 2] = ["rate_limits", "retention_days"];
+
 /// A settings document's rate-limit overrides (422 when malformed).
 fn rate_limits(settings: &Settings) -> Result<Vec<(String, u32)>, ApiError> {
     runtime::limits::overrides_of(settings).map_err(|e| ApiError::unprocessable(format!("settings: {e}")))
@@ -113,17 +116,22 @@ async fn update_settings(
         return Err(ApiError::NotFound("tenant not found".into()));
     }
     let mut settings = body.settings.clone();
-    // Rate limits are the platform operator's to set: a tenant's own update keeps them.
+    // Rate limits and retention are the platform operator's to set (a retention of a day
+    // would let a tenant's administrator erase the audit trail within the hour): a
+    // tenant's own update keeps them.
     if caller.role != Role::PlatformAdmin {
-        let held = state.journal.tenant(id).await?.and_then(|t| t.settings.get("rate_limits").cloned());
-        match (settings.get("rate_limits"), held) {
-            (Some(asked), held) if Some(asked) != held.as_ref() => {
-                return Err(ApiError::Forbidden("settings: rate_limits are set by the platform operator".into()))
+        let tenant = state.journal.tenant(id).await?;
+        for key in OPERATOR_SETTINGS {
+            let held = tenant.as_ref().and_then(|t| t.settings.get(key).cloned());
+            match (settings.get(key), held) {
+                (Some(asked), held) if Some(asked) != held.as_ref() => {
+                    return Err(ApiError::Forbidden(format!("settings: {key} is set by the platform operator")))
+                }
+                (_, Some(held)) => {
+                    settings.insert(key.into(), held);
+                }
+                _ => {}
             }
-            (_, Some(held)) => {
-                settings.insert("rate_limits".into(), held);
-            }
-            _ => {}
         }
     }
     let overrides = rate_limits(&settings)?;

@@ -21,7 +21,10 @@ pub(super) async fn apply(
     partitions: &Partitions,
 ) -> Applied {
     let month = (env.tenant_id, e.timestamp.format("%Y-%m").to_string());
-    let known = partitions.lock().map(|p| p.contains(&month)).unwrap_or(false);
+    // A past month's partition may have been archived and dropped by retention since it
+    // was seen (`crate::retention`): only this month's and later ones are remembered.
+    let current = chrono::Utc::now().format("%Y-%m").to_string();
+    let known = month.1 >= current && partitions.lock().map(|p| p.contains(&month)).unwrap_or(false);
     if !known {
         sqlx::query("SELECT public.murima_interaction_partition($1, $2)")
             .bind(schema)

@@ -175,16 +175,9 @@ impl PostgresProjection {
             }
         }
     }
-}
 
-#[async_trait::async_trait]
-impl Projection for PostgresProjection {
-    fn name(&self) -> &'static str {
-        crate::stores::ProjectionName::Postgres.as_str()
-    }
-
-    #[tracing::instrument(skip_all, fields(projection = "postgres", events = events.len()))]
-    async fn apply(&self, events: &[Event], checkpoint: &Checkpoint) -> Result<(), ApplyError> {
+    /// One batch in one transaction (new tenants' schemas before it, on their own).
+    async fn apply_batch(&self, events: &[Event], checkpoint: &Checkpoint) -> Result<(), ApplyError> {
         // New tenants' schemas first, committed on their own: provisioning locks
         // public.tenants (foreign keys to it), which must not be held for a whole batch.
         let tenants: HashSet<Uuid> = events
@@ -231,6 +224,26 @@ impl Projection for PostgresProjection {
             .map_err(|e| ApplyError::Transient(e.into()))?;
         tx.commit().await.map_err(|e| ApplyError::Transient(e.into()))?;
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Projection for PostgresProjection {
+    fn name(&self) -> &'static str {
+        crate::stores::ProjectionName::Postgres.as_str()
+    }
+
+    #[tracing::instrument(skip_all, fields(projection = "postgres", events = events.len()))]
+    async fn apply(&self, events: &[Event], checkpoint: &Checkpoint) -> Result<(), ApplyError> {
+        let applied = self.apply_batch(events, checkpoint).await;
+        if applied.is_err() {
+            // Partitions made in the failed batch's transaction are gone with it: a retry
+            // must make them again, not trust what this batch remembered.
+            if let Ok(mut known) = self.partitions.lock() {
+                known.clear();
+            }
+        }
+        applied
     }
 
     fn commits_checkpoint(&self) -> bool {
