@@ -1,5 +1,5 @@
 //! Leadership among command APIs: one process at a time runs a singleton job (the relay,
-//! the SLA scheduler) while it holds a PostgreSQL advisory lock; the others wait as
+//! the SLA and task schedulers) while it holds a PostgreSQL advisory lock; the others wait as
 //! standbys and one of them takes over when the leader's connection closes.
 
 use std::time::Duration;
@@ -45,5 +45,40 @@ impl Leading {
 impl Drop for Leading {
     fn drop(&mut self) {
         metrics::gauge!(self.0).set(0.0);
+    }
+}
+
+/// A scheduler's life: waits to lead on `key`, then runs `round` again and again (at once
+/// after a full round, `tick` after one that found less), checking between rounds that it
+/// still leads; when leading fails, it waits as a standby again. Never returns.
+pub async fn schedule<F, Fut>(
+    pool: &PgPool,
+    key: i64,
+    job: &'static str,
+    gauge: &'static str,
+    tick: Duration,
+    mut round: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    loop {
+        let led: anyhow::Result<()> = async {
+            let mut lock = acquire(pool, key).await?;
+            tracing::info!(job, "leading");
+            let _leading = Leading::new(gauge);
+            loop {
+                let full = round().await?;
+                still_held(&mut lock).await?;
+                if !full {
+                    tokio::time::sleep(tick).await;
+                }
+            }
+        }
+        .await;
+        if let Err(e) = led {
+            tracing::warn!(job, error = %format!("{e:#}"), "stopped leading; retrying");
+            tokio::time::sleep(RETRY).await;
+        }
     }
 }

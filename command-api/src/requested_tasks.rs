@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::context::CommandContext;
 use crate::journal::{Command, Journal, JournalError, Lookup};
-use crate::leader::{self, Leading};
+use crate::leader;
 
 /// Only one task scheduler runs at a time; others wait on this advisory lock as standbys.
 const TASKS_LOCK: i64 = 0x6d75_7269_6d61_0003;
@@ -65,53 +65,45 @@ impl RequestedTasks {
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        loop {
-            if let Err(e) = self.lead().await {
-                tracing::warn!(error = %format!("{e:#}"), "task scheduler stopped leading; retrying");
-                tokio::time::sleep(leader::RETRY).await;
-            }
-        }
+        leader::schedule(&self.pool, TASKS_LOCK, "task scheduler", "task_scheduler_leading", self.tick, || {
+            self.round()
+        })
+        .await;
+        Ok(())
     }
 
-    async fn lead(&self) -> anyhow::Result<()> {
-        let mut lock = leader::acquire(&self.pool, TASKS_LOCK).await?;
-        tracing::info!("task scheduler leading");
-        let _leading = Leading::new("task_scheduler_leading");
-        loop {
-            let due: Vec<Request> = sqlx::query_as::<_, (Uuid, Uuid, Uuid, Uuid, Json<serde_json::Value>)>(
-                "SELECT tenant_id, task_id, case_id, requested_by, request FROM eventstore.task_requests
-                 WHERE due_at <= now() ORDER BY due_at LIMIT $1",
-            )
-            .bind(BATCH)
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|(tenant_id, task_id, case_id, requested_by, request)| Request {
-                tenant_id,
-                task_id,
-                case_id,
-                requested_by,
-                request,
-            })
-            .collect();
-            for request in &due {
-                let done = match self.create(request).await {
-                    Ok(outcome) => Some(outcome),
-                    Err(e) => {
-                        tracing::warn!(tenant_id = %request.tenant_id, task_id = %request.task_id,
-                            error = %format!("{e:#}"), "creating a requested task failed; will retry");
-                        None
-                    }
-                };
-                if let Err(e) = self.finish(request, done).await {
-                    tracing::warn!(error = %e, "recording a task request's outcome failed");
+    /// One round: what is due, handled; true when the batch was full (more may be due).
+    async fn round(&self) -> anyhow::Result<bool> {
+        let due: Vec<Request> = sqlx::query_as::<_, (Uuid, Uuid, Uuid, Uuid, Json<serde_json::Value>)>(
+            "SELECT tenant_id, task_id, case_id, requested_by, request FROM eventstore.task_requests
+             WHERE due_at <= now() ORDER BY due_at LIMIT $1",
+        )
+        .bind(BATCH)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|(tenant_id, task_id, case_id, requested_by, request)| Request {
+            tenant_id,
+            task_id,
+            case_id,
+            requested_by,
+            request,
+        })
+        .collect();
+        for request in &due {
+            let done = match self.create(request).await {
+                Ok(outcome) => Some(outcome),
+                Err(e) => {
+                    tracing::warn!(tenant_id = %request.tenant_id, task_id = %request.task_id,
+                        error = %format!("{e:#}"), "creating a requested task failed; will retry");
+                    None
                 }
-            }
-            leader::still_held(&mut lock).await?;
-            if due.len() < BATCH as usize {
-                tokio::time::sleep(self.tick).await;
+            };
+            if let Err(e) = self.finish(request, done).await {
+                tracing::warn!(error = %e, "recording a task request's outcome failed");
             }
         }
+        Ok(due.len() >= BATCH as usize)
     }
 
     /// Creates the requested task unless its stream exists already.

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::context::CommandContext;
 use crate::journal::{Command, Journal, JournalError, Lookup};
-use crate::leader::{self, Leading};
+use crate::leader;
 
 /// Only one scheduler runs at a time; others wait on this advisory lock as standbys.
 const SLA_LOCK: i64 = 0x6d75_7269_6d61_0002;
@@ -50,46 +50,36 @@ impl SlaScheduler {
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        loop {
-            if let Err(e) = self.lead().await {
-                tracing::warn!(error = %format!("{e:#}"), "SLA scheduler stopped leading; retrying");
-                tokio::time::sleep(leader::RETRY).await;
-            }
-        }
+        leader::schedule(&self.pool, SLA_LOCK, "SLA scheduler", "sla_scheduler_leading", self.tick, || self.round())
+            .await;
+        Ok(())
     }
 
-    async fn lead(&self) -> anyhow::Result<()> {
-        let mut lock = leader::acquire(&self.pool, SLA_LOCK).await?;
-        tracing::info!("SLA scheduler leading");
-        let _leading = Leading::new("sla_scheduler_leading");
-        loop {
-            let due: Vec<Timer> = sqlx::query_as::<_, (Uuid, Uuid, i64)>(
-                "SELECT tenant_id, stream_id, revision FROM eventstore.sla_timers
-                 WHERE due_at <= now() ORDER BY due_at LIMIT $1",
-            )
-            .bind(BATCH)
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|(tenant_id, stream_id, revision)| Timer { tenant_id, stream_id, revision })
-            .collect();
-            for timer in &due {
-                if let Err(e) = self.check(timer).await {
-                    tracing::warn!(tenant_id = %timer.tenant_id, case_id = %timer.stream_id,
-                        error = %format!("{e:#}"), "checking a case's SLA failed; will retry");
-                    // Later, so that cases that keep failing cannot fill every round.
-                    let now = chrono::Utc::now();
-                    let later = now.checked_add_signed(RETRY_FAILED).unwrap_or(now);
-                    if let Err(e) = self.mark(timer, Some(later)).await {
-                        tracing::warn!(error = %e, "deferring a failed SLA check failed");
-                    }
+    /// One round: what is due, handled; true when the batch was full (more may be due).
+    async fn round(&self) -> anyhow::Result<bool> {
+        let due: Vec<Timer> = sqlx::query_as::<_, (Uuid, Uuid, i64)>(
+            "SELECT tenant_id, stream_id, revision FROM eventstore.sla_timers
+             WHERE due_at <= now() ORDER BY due_at LIMIT $1",
+        )
+        .bind(BATCH)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|(tenant_id, stream_id, revision)| Timer { tenant_id, stream_id, revision })
+        .collect();
+        for timer in &due {
+            if let Err(e) = self.check(timer).await {
+                tracing::warn!(tenant_id = %timer.tenant_id, case_id = %timer.stream_id,
+                    error = %format!("{e:#}"), "checking a case's SLA failed; will retry");
+                // Later, so that cases that keep failing cannot fill every round.
+                let now = chrono::Utc::now();
+                let later = now.checked_add_signed(RETRY_FAILED).unwrap_or(now);
+                if let Err(e) = self.mark(timer, Some(later)).await {
+                    tracing::warn!(error = %e, "deferring a failed SLA check failed");
                 }
             }
-            leader::still_held(&mut lock).await?;
-            if due.len() < BATCH as usize {
-                tokio::time::sleep(self.tick).await;
-            }
         }
+        Ok(due.len() >= BATCH as usize)
     }
 
     /// Records what is due on the case now, then marks when to look next.

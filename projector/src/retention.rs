@@ -27,6 +27,7 @@ use runtime::tenancy::{Tenancy, AUDIT_LOGS, ES_AUDIT_LOGS, INTERACTIONS};
 use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use sqlx::Connection;
 use uuid::Uuid;
 
 use crate::stores::Stores;
@@ -65,16 +66,14 @@ pub async fn run(stores: &Stores, now: DateTime<Utc>, dry_run: bool) -> anyhow::
         .archive_dir
         .clone()
         .context("MURIMA_ARCHIVE_DIR is not set: nothing is removed that is not archived first")?;
-    let mut lock = stores.pool.acquire().await?;
+    // On a connection of its own, not the pool's: whenever the run ends (finished, failed,
+    // or its task dropped), the connection closes and PostgreSQL releases the lock.
+    let mut lock = sqlx::PgConnection::connect_with(&stores.pool.connect_options()).await?;
     let held: bool =
-        sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(RETENTION_LOCK).fetch_one(&mut *lock).await?;
+        sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(RETENTION_LOCK).fetch_one(&mut lock).await?;
     anyhow::ensure!(held, "another retention run is going on");
     let result = run_locked(stores, &root, now, dry_run).await;
-    let released = sqlx::query("SELECT pg_advisory_unlock($1)").bind(RETENTION_LOCK).execute(&mut *lock).await;
-    if released.is_err() {
-        // A connection that may still hold the lock does not go back to the pool.
-        lock.detach();
-    }
+    drop(lock);
     result
 }
 
