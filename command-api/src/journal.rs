@@ -7,9 +7,11 @@
 use std::sync::Arc;
 
 use chrono::Utc;
+use events::personal::{self, SubjectKey};
 use events::tenant::Tenant;
 use events::{Aggregate, DomainError, EventEnvelope, StreamEvent, StreamType};
 use runtime::position::PositionToken;
+use runtime::subject_keys;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -54,6 +56,10 @@ pub enum Lookup {
     WebhookSecret {
         secret: Option<String>,
     },
+    /// Erase the user stream's subject (`events::personal`): their key is deleted (the row
+    /// stays, as the mark that they were erased), and so are their claimed username and
+    /// email and their credentials, which hold personal data off the log.
+    Erasure,
 }
 
 #[derive(Debug, Default)]
@@ -403,7 +409,24 @@ impl Journal {
         let mut types = Vec::with_capacity(events.len());
         let mut schema_versions = Vec::with_capacity(events.len());
         let mut envelopes = Vec::with_capacity(events.len());
+        let mut sealing: Option<(Uuid, SubjectKey)> = None;
         for (version, event) in (current.saturating_add(1)..).zip(events) {
+            let mut payload = event.payload();
+            let subject = personal::subject(A::STREAM, cmd.stream_id);
+            if let (Some(subject), false) = (subject, personal::fields(A::STREAM, event.event_type()).is_empty()) {
+                if sealing.is_none() {
+                    let Some(key) = subject_keys::for_sealing(&mut *conn, cmd.tenant_id, subject).await? else {
+                        let error = DomainError::Conflict(format!(
+                            "the data subject {subject} was erased; nothing more is recorded about them"
+                        ));
+                        return Err(JournalError::Rejected { error, current });
+                    };
+                    sealing = Some((subject, key));
+                }
+                if let Some((subject, key)) = &sealing {
+                    personal::seal(A::STREAM, event.event_type(), &mut payload, cmd.tenant_id, *subject, key);
+                }
+            }
             let envelope = EventEnvelope {
                 event_id: Uuid::now_v7(),
                 tenant_id: cmd.tenant_id,
@@ -418,7 +441,7 @@ impl Journal {
                 causation_id: None,
                 request: cmd.ctx.request.clone(),
                 position: 0,
-                payload: event.payload(),
+                payload,
             };
             ids.push(envelope.event_id);
             types.push(envelope.event_type.clone());
@@ -722,8 +745,11 @@ async fn load<A: Aggregate>(
     .bind(cached)
     .fetch_all(&mut *conn)
     .await?;
+    let keys =
+        subject_keys::needed_by(&mut *conn, rows.iter().map(|(t, _, p, _)| (tenant, A::STREAM, t.as_str(), p))).await?;
     let mut version = cached;
-    for (event_type, schema_version, payload, v) in rows {
+    for (event_type, schema_version, mut payload, v) in rows {
+        keys.open(tenant, A::STREAM, &event_type, &mut payload).map_err(anyhow::Error::from)?;
         let event = A::Event::decode(&event_type, schema_version as u16, payload).map_err(anyhow::Error::from)?;
         state = A::evolve(state, &event);
         version = v;
@@ -788,6 +814,25 @@ async fn lookup(
         }
         Lookup::WebhookSecret { secret } => {
             store_webhook_secret(tx, tenant, stream, secret.as_deref()).await?;
+            Ok(Looked::default())
+        }
+        Lookup::Erasure => {
+            sqlx::query(
+                "INSERT INTO eventstore.subject_keys (tenant_id, subject_id, key, erased_at) VALUES ($1, $2, NULL, now())
+                 ON CONFLICT (tenant_id, subject_id)
+                 DO UPDATE SET key = NULL, erased_at = coalesce(eventstore.subject_keys.erased_at, now())",
+            )
+            .bind(tenant)
+            .bind(stream)
+            .execute(&mut **tx)
+            .await?;
+            for table in ["eventstore.user_names", "eventstore.user_emails", "eventstore.credentials"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1 AND user_id = $2"))
+                    .bind(tenant)
+                    .bind(stream)
+                    .execute(&mut **tx)
+                    .await?;
+            }
             Ok(Looked::default())
         }
         Lookup::Password { password_hash } => {

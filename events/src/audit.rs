@@ -167,6 +167,29 @@ pub fn tenant_changes(event: &TenantEvent) -> (&'static str, Vec<FieldChange>) {
 
 /// The audit action and per-field old/new values of a user event. The password hash is
 /// never written to the audit log.
+/// The fields of a user's audit entries that hold their personal data: an erasure
+/// replaces their values with `[erased]` in every audit store.
+pub const USER_PERSONAL_FIELDS: &[&str] = &["username", "email", "first_name", "last_name", "preferences"];
+
+/// Replaces the values of an audit entry's `changes` (a JSON array of `FieldChange`) for
+/// the fields named with `[erased]`; whether anything changed. Nulls stay null.
+pub fn erase_changes(changes: &mut Value, fields: &[&str]) -> bool {
+    let mut erased = false;
+    for change in changes.as_array_mut().into_iter().flatten() {
+        if !change["field"].as_str().is_some_and(|f| fields.contains(&f)) {
+            continue;
+        }
+        for side in ["old_value", "new_value"] {
+            let value = &mut change[side];
+            if !value.is_null() && value.as_str() != Some(crate::personal::ERASED) {
+                *value = json!(crate::personal::ERASED);
+                erased = true;
+            }
+        }
+    }
+    erased
+}
+
 pub fn user_changes(event: &UserEvent) -> (&'static str, Vec<FieldChange>) {
     let mut out = Vec::new();
     let action = match event {
@@ -208,6 +231,7 @@ pub fn user_changes(event: &UserEvent) -> (&'static str, Vec<FieldChange>) {
             out.push(FieldChange { field: "last_login", old_value: Value::Null, new_value: json!(e.logged_in_at) });
             "login"
         }
+        UserEvent::Erased(_) => "erase",
         UserEvent::NotificationsRead(e) => {
             if !e.ids.is_empty() {
                 out.push(FieldChange { field: "notifications_read", old_value: Value::Null, new_value: json!(e.ids) });

@@ -19,6 +19,7 @@ pub mod field_definition;
 pub mod form;
 pub mod interaction;
 pub mod note;
+pub mod personal;
 pub mod reference;
 pub mod stream;
 pub mod task;

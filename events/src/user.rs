@@ -81,6 +81,11 @@ pub enum UserCommand {
         ids: Vec<uuid::Uuid>,
         all: bool,
     },
+    /// Erase the user as a data subject (`events::personal`): their key is deleted with
+    /// this command, and `marker` (`erased-<id>`) stands in for their username and email.
+    Erase {
+        marker: String,
+    },
 }
 
 /// Notifications one command may mark read by id.
@@ -185,6 +190,7 @@ event_enum! {
         LoggedIn(UserLoggedIn) = "UserLoggedIn" @ 1,
         PasswordChanged(UserPasswordChanged) = "UserPasswordChanged" @ 1,
         NotificationsRead(UserNotificationsRead) = "UserNotificationsRead" @ 1,
+        Erased(UserErased) = "UserErased" @ 1,
     }
 }
 
@@ -195,6 +201,16 @@ pub fn without_password_hash(mut payload: Value) -> Value {
         fields.remove("password_hash");
     }
     payload
+}
+
+/// The user was erased as a data subject: their key is gone, so every personal field of
+/// their events reads as a marker from now on; `marker` stands in for the username and
+/// email (unique, as they are), `[erased]` for names. Their preferences (free-form, so
+/// possibly personal) are emptied and the account is inactive for good.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserErased {
+    pub marker: String,
+    pub erased_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -208,6 +224,8 @@ pub struct User {
     pub permissions: Document,
     pub preferences: Document,
     pub last_login: Option<DateTime<Utc>>,
+    /// Erased as a data subject: nothing more is recorded about them.
+    pub erased: bool,
 }
 
 pub fn evolve(state: Option<User>, event: &UserEvent) -> Option<User> {
@@ -222,6 +240,7 @@ pub fn evolve(state: Option<User>, event: &UserEvent) -> Option<User> {
             permissions: Document::new(),
             preferences: Document::new(),
             last_login: None,
+            erased: false,
         }),
         (Some(mut u), UserEvent::ProfileUpdated(e)) => {
             if let Some(c) = &e.first_name {
@@ -255,6 +274,16 @@ pub fn evolve(state: Option<User>, event: &UserEvent) -> Option<User> {
             u.last_login = Some(e.logged_in_at);
             Some(u)
         }
+        (Some(mut u), UserEvent::Erased(e)) => {
+            u.username = e.marker.clone();
+            u.email = e.marker.clone();
+            u.first_name = u.first_name.map(|_| crate::personal::ERASED.to_owned());
+            u.last_name = u.last_name.map(|_| crate::personal::ERASED.to_owned());
+            u.preferences = Document::new();
+            u.status = UserStatus::Inactive;
+            u.erased = true;
+            Some(u)
+        }
         // The hash lives in the credentials table; the stream only records the change.
         (state @ Some(_), UserEvent::PasswordChanged(_)) => state,
         // What was read lives in the notification store (Redis); the stream records it.
@@ -271,7 +300,8 @@ pub fn evolve(state: Option<User>, event: &UserEvent) -> Option<User> {
             | UserEvent::PreferencesSet(_)
             | UserEvent::LoggedIn(_)
             | UserEvent::PasswordChanged(_)
-            | UserEvent::NotificationsRead(_),
+            | UserEvent::NotificationsRead(_)
+            | UserEvent::Erased(_),
         ) => None,
     }
 }
@@ -327,6 +357,11 @@ pub fn decide(state: Option<&User>, command: UserCommand, now: DateTime<Utc>) ->
             })])
         }
         (None, _) => Err(DomainError::NotFound("user")),
+        (Some(user), UserCommand::Erase { .. }) if user.erased => Ok(vec![]),
+        (Some(_), UserCommand::Erase { marker }) => Ok(vec![UserEvent::Erased(UserErased { marker, erased_at: now })]),
+        (Some(user), _) if user.erased => Err(DomainError::Conflict(
+            "the user was erased as a data subject; nothing more is recorded about them".into(),
+        )),
         (Some(user), UserCommand::UpdateProfile { first_name, last_name, email }) => {
             let mut v = Validator::default();
             if let Some(first) = &first_name {

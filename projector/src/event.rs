@@ -1,7 +1,11 @@
 //! Events as the projections receive them: the envelope plus the decoded domain event.
 
+use std::borrow::Cow;
+
 use events::user::UserEvent;
 use events::{DomainEvent, EventEnvelope, StreamType};
+use runtime::subject_keys::Keys;
+use serde_json::Value;
 
 /// A message no decoder of this build can read, with its envelope when that much parsed.
 #[derive(Debug)]
@@ -10,25 +14,47 @@ pub struct Undecodable {
     pub reason: String,
 }
 
+/// An event with its personal fields opened (`events::personal`): `envelope.payload` and
+/// `data` hold them as written, or their markers once the subject is erased.
 #[derive(Debug, Clone)]
 pub struct Event {
     pub envelope: EventEnvelope,
     pub data: DomainEvent,
+    /// The payload as stored, when some of its fields were sealed: what a parked copy
+    /// keeps, so no personal data leaves the journal's ciphertext that way.
+    sealed: Option<Box<Value>>,
 }
 
 impl Event {
-    /// Decodes a Kafka payload; unknown types or versions are errors, never guesses.
-    pub fn from_payload(payload: &[u8]) -> Result<Self, Undecodable> {
-        let envelope: EventEnvelope = serde_json::from_slice(payload)
-            .map_err(|e| Undecodable { envelope: None, reason: format!("not an event envelope: {e}") })?;
-        Self::from_envelope(envelope)
+    /// Parses a Kafka payload into its envelope.
+    pub fn envelope_of(payload: &[u8]) -> Result<EventEnvelope, Undecodable> {
+        serde_json::from_slice(payload)
+            .map_err(|e| Undecodable { envelope: None, reason: format!("not an event envelope: {e}") })
     }
 
-    pub fn from_envelope(mut envelope: EventEnvelope) -> Result<Self, Undecodable> {
+    /// Decodes a Kafka payload, opening its sealed fields with `keys`; unknown types or
+    /// versions are errors, never guesses.
+    pub fn from_payload(payload: &[u8], keys: &Keys) -> Result<Self, Undecodable> {
+        Self::from_envelope(Self::envelope_of(payload)?, keys)
+    }
+
+    /// Decodes an envelope, opening its sealed fields with `keys` (see
+    /// `runtime::subject_keys::needed_by`): a field whose subject was erased reads as its
+    /// marker; one that does not open (altered) makes the event undecodable.
+    pub fn from_envelope(mut envelope: EventEnvelope, keys: &Keys) -> Result<Self, Undecodable> {
         // A v1 UserCreated held a password hash: it goes before anything (even a parked
         // copy of an undecodable event) can keep it.
         if envelope.stream_type == StreamType::User && envelope.event_type == "UserCreated" {
             envelope.payload = events::user::without_password_hash(std::mem::take(&mut envelope.payload));
+        }
+        let sealed = events::personal::sealed_subjects(envelope.stream_type, &envelope.event_type, &envelope.payload);
+        let sealed = (!sealed.is_empty()).then(|| Box::new(envelope.payload.clone()));
+        if sealed.is_some() {
+            let (tenant, stream, event_type) = (envelope.tenant_id, envelope.stream_type, envelope.event_type.clone());
+            if let Err(e) = keys.open(tenant, stream, &event_type, &mut envelope.payload) {
+                envelope.payload = sealed.map(|p| *p).unwrap_or_default();
+                return Err(Undecodable { reason: e.to_string(), envelope: Some(Box::new(envelope)) });
+            }
         }
         let decoded = DomainEvent::decode(
             envelope.stream_type,
@@ -46,14 +72,32 @@ impl Event {
                         envelope.schema_version = event.schema_version();
                     }
                 }
-                Ok(Self { envelope, data })
+                Ok(Self { envelope, data, sealed })
             }
-            Err(e) => Err(Undecodable { reason: e.to_string(), envelope: Some(Box::new(envelope)) }),
+            Err(e) => {
+                if let Some(stored) = sealed {
+                    envelope.payload = *stored;
+                }
+                Err(Undecodable { reason: e.to_string(), envelope: Some(Box::new(envelope)) })
+            }
         }
     }
 
     pub fn version(&self) -> i64 {
         self.envelope.stream_version
+    }
+
+    /// The envelope as the journal holds it (sealed fields sealed): what may be kept
+    /// outside the read models, such as a parked copy.
+    pub fn as_stored(&self) -> Cow<'_, EventEnvelope> {
+        match &self.sealed {
+            None => Cow::Borrowed(&self.envelope),
+            Some(payload) => {
+                let mut envelope = self.envelope.clone();
+                envelope.payload = (**payload).clone();
+                Cow::Owned(envelope)
+            }
+        }
     }
 }
 
@@ -72,7 +116,7 @@ pub fn test_event(stream_type: &str, stream_version: i64, event_type: &str, payl
         "request": { "ip_address": "not-an-ip", "user_agent": "tests", "session_id": null, "request_id": null },
         "position": stream_version, "payload": payload,
     });
-    Event::from_payload(envelope.to_string().as_bytes()).expect("a decodable test event")
+    Event::from_payload(envelope.to_string().as_bytes(), &Keys::default()).expect("a decodable test event")
 }
 
 #[cfg(test)]

@@ -263,7 +263,7 @@ impl<'a> Journal<'a> {
         .bind(self.tenant)
         .fetch_all(self.pool)
         .await?;
-        decode_all(rows)
+        decode_all(self.pool, rows).await
     }
 
     /// Up to `limit` events after `after`, in position order.
@@ -286,7 +286,7 @@ impl<'a> Journal<'a> {
         sqlx::query("SET LOCAL enable_bitmapscan = off").execute(&mut *tx).await?;
         let rows: Vec<(i64, String)> = range.bind(after).bind(limit).fetch_all(&mut *tx).await?;
         tx.commit().await?;
-        decode_all(rows)
+        decode_all(self.pool, rows).await
     }
 
     /// The events of some streams (each of its tenant) after a version, up to a
@@ -307,7 +307,7 @@ impl<'a> Journal<'a> {
         .bind(upto)
         .fetch_all(self.pool)
         .await?;
-        decode_all(rows)
+        decode_all(self.pool, rows).await
     }
 
     /// The journal positions in `(after, upto]` (of any tenant) that are not there: not
@@ -350,12 +350,24 @@ impl<'a> Journal<'a> {
     }
 }
 
-pub fn decode_all(rows: Vec<(i64, String)>) -> anyhow::Result<Vec<Event>> {
-    rows.into_iter()
+/// Decodes journal rows, opening their sealed fields with the keys they need (one query).
+pub async fn decode_all(pool: &PgPool, rows: Vec<(i64, String)>) -> anyhow::Result<Vec<Event>> {
+    let envelopes = rows
+        .into_iter()
         .map(|(position, text)| {
             let mut envelope: events::EventEnvelope = serde_json::from_str(&text)?;
             envelope.position = position;
-            Event::from_envelope(envelope).map_err(|u| anyhow::anyhow!("journal position {position}: {}", u.reason))
+            Ok(envelope)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let wanted = envelopes.iter().map(|e| (e.tenant_id, e.stream_type, e.event_type.as_str(), &e.payload));
+    let keys = runtime::subject_keys::needed_by(pool, wanted).await?;
+    envelopes
+        .into_iter()
+        .map(|envelope| {
+            let position = envelope.position;
+            Event::from_envelope(envelope, &keys)
+                .map_err(|u| anyhow::anyhow!("journal position {position}: {}", u.reason))
         })
         .collect()
 }
@@ -554,10 +566,14 @@ pub async fn retry_parked(stores: &Stores, name: &str, stream: Uuid, tenant: Opt
     .fetch_all(&mut *hold)
     .await?;
     anyhow::ensure!(!rows.is_empty(), "no events of {} are parked for {name}", named(stream, tenant));
-    let mut events = Vec::with_capacity(rows.len());
-    for row in rows {
-        let envelope = serde_json::from_value(row)?;
-        events.push(Event::from_envelope(envelope).map_err(|u| anyhow::anyhow!("still unreadable: {}", u.reason))?);
+    let envelopes = rows.into_iter().map(serde_json::from_value).collect::<Result<Vec<events::EventEnvelope>, _>>()?;
+    let wanted = envelopes.iter().map(|e| (e.tenant_id, e.stream_type, e.event_type.as_str(), &e.payload));
+    let keys = runtime::subject_keys::needed_by(&stores.pool, wanted).await?;
+    let mut events = Vec::with_capacity(envelopes.len());
+    for envelope in envelopes {
+        events.push(
+            Event::from_envelope(envelope, &keys).map_err(|u| anyhow::anyhow!("still unreadable: {}", u.reason))?,
+        );
     }
     apply(&projection, &stores.group(name), &events).await?;
     sqlx::query(

@@ -221,7 +221,7 @@ async fn reapply(stores: &Stores, name: ProjectionName, tenant: Uuid, streams: &
     .bind(streams)
     .fetch_all(&stores.pool)
     .await?;
-    let events = decode_all(rows)?;
+    let events = decode_all(&stores.pool, rows).await?;
     let applied = events.len();
     let projection = stores.projection(name).await?;
     let name = name.as_str();

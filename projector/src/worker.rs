@@ -30,7 +30,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::event::Event;
+use events::EventEnvelope;
+use runtime::subject_keys;
+
+use crate::event::{Event, Undecodable};
 use crate::lease::{Lease, Share};
 use crate::log_cursor::{LogCursor, Verdict};
 use crate::parking::{ParkingLot, StreamKey};
@@ -461,14 +464,26 @@ impl Worker {
     /// Decodes a batch; unreadable events and events of parked streams are parked.
     async fn decode(&self, batch: &[OwnedMessage], parked: &mut HashSet<StreamKey>) -> anyhow::Result<Vec<Event>> {
         let mut events = Vec::with_capacity(batch.len());
-        for message in batch {
-            let raw = message.payload().unwrap_or_default();
-            match Event::from_payload(raw) {
+        let envelopes: Vec<(&[u8], Result<EventEnvelope, Undecodable>)> = batch
+            .iter()
+            .map(|message| {
+                let raw = message.payload().unwrap_or_default();
+                (raw, Event::envelope_of(raw))
+            })
+            .collect();
+        let wanted = envelopes.iter().filter_map(|(_, e)| e.as_ref().ok());
+        let keys = subject_keys::needed_by(
+            &self.pool,
+            wanted.map(|e| (e.tenant_id, e.stream_type, e.event_type.as_str(), &e.payload)),
+        )
+        .await?;
+        for (raw, envelope) in envelopes {
+            match envelope.and_then(|e| Event::from_envelope(e, &keys)) {
                 Ok(event) if parked.contains(&StreamKey::of(&event.envelope)) => {
                     self.parking
                         .park(
                             self.projection.name(),
-                            Some(&event.envelope),
+                            Some(&event.as_stored()),
                             raw,
                             "an earlier event of this stream is parked",
                         )
@@ -632,8 +647,9 @@ pub async fn apply_or_park(
                 } else {
                     "an earlier event of this stream is parked".to_owned()
                 };
-                let raw = serde_json::to_vec(&event.envelope)?;
-                parking.park(projection.name(), Some(&event.envelope), &raw, &why).await?;
+                let stored = event.as_stored();
+                let raw = serde_json::to_vec(&*stored)?;
+                parking.park(projection.name(), Some(&stored), &raw, &why).await?;
             } else {
                 kept.push(event);
             }

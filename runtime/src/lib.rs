@@ -20,6 +20,7 @@ pub mod redis_connection;
 pub mod retry;
 #[cfg(feature = "sessions")]
 pub mod session;
+pub mod subject_keys;
 pub mod telemetry;
 pub mod tenancy;
 pub mod webhook;

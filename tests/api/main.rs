@@ -16,6 +16,7 @@ mod crash_safety;
 mod custom_fields;
 mod documents;
 mod entities;
+mod erasure;
 mod flow;
 mod input_contract;
 mod isolation;

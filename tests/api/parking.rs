@@ -185,7 +185,11 @@ async fn an_unexplained_failure_that_repeats_while_the_store_answers_parks_its_e
     let batch = || -> Vec<projector::event::Event> {
         envelopes
             .iter()
-            .map(|e| projector::event::Event::from_envelope(serde_json::from_value(e.clone()).unwrap()).ok().unwrap())
+            .map(|e| {
+                projector::event::Event::from_envelope(serde_json::from_value(e.clone()).unwrap(), &Default::default())
+                    .ok()
+                    .unwrap()
+            })
             .collect()
     };
     let ids: Vec<Uuid> = batch().iter().map(|e| e.envelope.event_id).collect();

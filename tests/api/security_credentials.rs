@@ -2,34 +2,10 @@
 //! credentials table. The events say that a password was set or changed; no journal
 //! envelope, Kafka message, read model, audit entry, search document or Redis key holds it.
 
-use std::time::Duration;
-
 use murima_tests::TestApp;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 use reqwest::{Method, StatusCode};
 use runtime::auth::Role;
 use serde_json::json;
-
-/// Every message of the event topic, read from the start of each partition.
-fn whole_log(app: &TestApp) -> Vec<String> {
-    let client: BaseConsumer = runtime::kafka::client_config(&app.settings.kafka_brokers)
-        .set("group.id", "murima.tests.credentials")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..app.settings.kafka_partitions {
-        assignment.add_partition_offset(&app.settings.kafka_topic, partition, Offset::Beginning).unwrap();
-    }
-    client.assign(&assignment).unwrap();
-    let mut read = Vec::new();
-    while let Some(message) = client.poll(Duration::from_secs(3)) {
-        let message = message.unwrap();
-        read.push(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned());
-    }
-    read
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_store_but_the_credentials_table_holds_a_password_hash() {
@@ -77,7 +53,7 @@ async fn no_store_but_the_credentials_table_holds_a_password_hash() {
     for envelope in &journal {
         assert!(!envelope.contains(&digest) && !envelope.contains("argon2"), "journal: {envelope}");
     }
-    let log = whole_log(&app);
+    let log = app.event_log();
     assert!(log.iter().any(|m| m.contains(&user.to_string())), "the user's events are in the log");
     for message in log {
         assert!(!message.contains(&digest) && !message.contains("argon2"), "kafka: {message}");

@@ -51,3 +51,27 @@ impl PrivateBroker {
         self.port
     }
 }
+
+impl super::app::TestApp {
+    /// Every message of the event topic, read from the start of each partition.
+    pub fn event_log(&self) -> Vec<String> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::{Message, Offset, TopicPartitionList};
+        let client: BaseConsumer = runtime::kafka::client_config(&self.settings.kafka_brokers)
+            .set("group.id", "murima.tests.whole-log")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("a Kafka client");
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..self.settings.kafka_partitions {
+            assignment.add_partition_offset(&self.settings.kafka_topic, partition, Offset::Beginning).expect("offset");
+        }
+        client.assign(&assignment).expect("assignment");
+        let mut read = Vec::new();
+        while let Some(message) = client.poll(std::time::Duration::from_secs(3)) {
+            let message = message.expect("a message");
+            read.push(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned());
+        }
+        read
+    }
+}

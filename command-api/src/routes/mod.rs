@@ -41,6 +41,7 @@ mod case_types;
 mod cases;
 mod channels;
 mod custom_fields;
+mod data_subjects;
 mod documents;
 mod notes;
 mod notifications;
@@ -133,6 +134,7 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(templates::router())
         .merge(workflows::router())
         .merge(custom_fields::router())
+        .merge(data_subjects::router())
         .merge(webhooks::router())
         .split_for_parts()
 }

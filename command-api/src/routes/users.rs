@@ -389,7 +389,7 @@ async fn set_preferences(
 /// The user's rights as the journal holds them now, published to the session store in
 /// the request that changed them, so the query API never serves older ones (see
 /// `runtime::session`); a user who may no longer act loses every session too.
-async fn publish_rights(state: &AppState, tenant: Uuid, id: Uuid) -> Result<(), ApiError> {
+pub(super) async fn publish_rights(state: &AppState, tenant: Uuid, id: Uuid) -> Result<(), ApiError> {
     let (Some(user), version) = state.journal.state_at::<user::User>(tenant, id).await? else {
         return Ok(());
     };

@@ -39,11 +39,13 @@ use elasticsearch::http::request::JsonBody;
 use elasticsearch::http::StatusCode;
 use elasticsearch::indices::{IndicesCreateParts, IndicesPutIndexTemplateParts, IndicesRefreshParts};
 use elasticsearch::{BulkParts, Elasticsearch, MgetParts, SearchParts};
+use events::audit::{erase_changes, USER_PERSONAL_FIELDS};
 use events::case::CaseEvent;
 use events::case_type::CaseTypeEvent;
 use events::channel::ChannelEvent;
 use events::interaction::{InteractionEvent, InteractionRecorded};
 use events::note::NoteEvent;
+use events::user::UserEvent;
 use runtime::tenancy::{uuid_time, Tenancy, CASES, ES_AUDIT_LOGS, INTERACTIONS, NOTES};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -942,7 +944,13 @@ impl Projection for ElasticProjection {
             self.propagate_to_indexed(propagation, &folded.written).await?;
         }
         actions.extend(folded.actions);
-        self.bulk(actions).await
+        self.bulk(actions).await?;
+        for event in events {
+            if let DomainEvent::User(UserEvent::Erased(_)) = &event.data {
+                self.erase_user(event).await?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1038,19 +1046,8 @@ impl ElasticProjection {
         }
         let Denormalised { entity, by, field, .. } = copy.into;
         let alias = self.tenancy(copy.tenant_id).es_alias(entity);
-        let response = self
-            .client
-            .indices()
-            .refresh(IndicesRefreshParts::Index(&[&alias]))
-            .send()
-            .await
-            .map_err(|e| ApplyError::Transient(e.into()))?;
-        let status = response.status_code();
-        if status == StatusCode::NOT_FOUND {
+        if !self.refresh(&alias).await? {
             return Ok(()); // nothing of this entity indexed yet for this tenant
-        }
-        if !status.is_success() {
-            return Err(refused(&format!("refreshing {alias}"), status, response.text().await.unwrap_or_default()));
         }
         let mut after: Option<Value> = None;
         loop {
@@ -1069,23 +1066,8 @@ impl ElasticProjection {
             if let Some(after) = after.take() {
                 body["search_after"] = after;
             }
-            let response = self
-                .client
-                .search(SearchParts::Index(&[&alias]))
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| ApplyError::Transient(e.into()))?;
-            let status = response.status_code();
-            if status == StatusCode::NOT_FOUND {
-                return Ok(());
-            }
-            if !status.is_success() {
-                let text = response.text().await.unwrap_or_default();
-                return Err(refused(&format!("searching {alias} for what names {}", copy.source_id), status, text));
-            }
-            let found: Value = response.json().await.map_err(|e| ApplyError::Transient(e.into()))?;
-            let hits = found["hits"]["hits"].as_array().cloned().unwrap_or_default();
+            let what = format!("searching {alias} for what names {}", copy.source_id);
+            let Some(hits) = self.search_page(&alias, body, &what).await? else { return Ok(()) };
             let mut actions = Vec::with_capacity(hits.len());
             for hit in &hits {
                 let id = hit["_id"].as_str().and_then(|s| s.parse::<Uuid>().ok());
@@ -1103,6 +1085,89 @@ impl ElasticProjection {
                     doc,
                     event_id: copy.event_id,
                 });
+            }
+            self.bulk(actions).await?;
+            match hits.last() {
+                Some(last) if hits.len() == PAGE => after = Some(last["sort"].clone()),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Refreshes an index or alias so a search sees every document written; false when
+    /// there is no such index.
+    async fn refresh(&self, alias: &str) -> Result<bool, ApplyError> {
+        let response = self
+            .client
+            .indices()
+            .refresh(IndicesRefreshParts::Index(&[alias]))
+            .send()
+            .await
+            .map_err(|e| ApplyError::Transient(e.into()))?;
+        let status = response.status_code();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        if !status.is_success() {
+            return Err(refused(&format!("refreshing {alias}"), status, response.text().await.unwrap_or_default()));
+        }
+        Ok(true)
+    }
+
+    /// One page of a search's hits; None when there is no such index.
+    async fn search_page(&self, alias: &str, body: Value, what: &str) -> Result<Option<Vec<Value>>, ApplyError> {
+        let response = self
+            .client
+            .search(SearchParts::Index(&[alias]))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| ApplyError::Transient(e.into()))?;
+        let status = response.status_code();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(refused(what, status, response.text().await.unwrap_or_default()));
+        }
+        let found: Value = response.json().await.map_err(|e| ApplyError::Transient(e.into()))?;
+        Ok(Some(found["hits"]["hits"].as_array().cloned().unwrap_or_default()))
+    }
+
+    /// Replaces the personal values in an erased user's audit entries with `[erased]`:
+    /// their entries paged in version order, each rewritten where it held any.
+    async fn erase_user(&self, event: &Event) -> Result<(), ApplyError> {
+        const PAGE: usize = 500;
+        let env = &event.envelope;
+        let alias = self.tenancy(env.tenant_id).es_alias(ES_AUDIT_LOGS);
+        if !self.refresh(&alias).await? {
+            return Ok(());
+        }
+        let mut after: Option<Value> = None;
+        loop {
+            let mut body = json!({
+                "size": PAGE,
+                "sort": [{ "entity_version": "asc" }],
+                "query": { "bool": { "filter": [
+                    { "term": { "entity_type": "user" } },
+                    { "term": { "entity_id": env.stream_id.to_string() } }
+                ] } }
+            });
+            if let Some(after) = after.take() {
+                body["search_after"] = after;
+            }
+            let what = format!("searching {alias} for the audit entries of user {}", env.stream_id);
+            let Some(hits) = self.search_page(&alias, body, &what).await? else { return Ok(()) };
+            let mut actions = Vec::new();
+            for hit in &hits {
+                let mut doc = hit["_source"].clone();
+                if erase_changes(&mut doc["changes"], USER_PERSONAL_FIELDS) {
+                    actions.push(Action {
+                        meta: json!({ "index": { "_index": hit["_index"], "_id": hit["_id"] } }),
+                        doc,
+                        event_id: env.event_id,
+                    });
+                }
             }
             self.bulk(actions).await?;
             match hits.last() {

@@ -4,12 +4,13 @@
 //! The entry's `_id` is the event id, so a redelivered event is a duplicate-key no-op.
 
 use events::audit::{
-    case_changes, case_type_changes, channel_changes, document_changes, field_definition_changes, interaction_changes,
-    note_changes, task_changes, team_changes, template_changes, tenant_changes, user_changes, webhook_changes,
-    workflow_changes, FieldChange,
+    case_changes, case_type_changes, channel_changes, document_changes, erase_changes, field_definition_changes,
+    interaction_changes, note_changes, task_changes, team_changes, template_changes, tenant_changes, user_changes,
+    webhook_changes, workflow_changes, FieldChange, USER_PERSONAL_FIELDS,
 };
 use events::tenant::TenantEvent;
-use mongodb::bson::{self, Document};
+use events::user::UserEvent;
+use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::error::ErrorKind;
 use mongodb::Database;
 use runtime::tenancy::AUDIT_LOGS;
@@ -189,6 +190,35 @@ impl Projection for MongoAuditProjection {
                 }
             }
         }
+        for event in events {
+            if let DomainEvent::User(UserEvent::Erased(_)) = &event.data {
+                let name = self.collections.name(event.envelope.tenant_id, AUDIT_LOGS);
+                erase_user(&self.db.collection::<Document>(&name), event.envelope.stream_id)
+                    .await
+                    .map_err(|e| ApplyError::Transient(e.into()))?;
+            }
+        }
         Ok(())
     }
+}
+
+/// Replaces the personal values in an erased user's audit entries with `[erased]`
+/// (entries written before the erasure hold them as they were).
+async fn erase_user(coll: &mongodb::Collection<Document>, user: uuid::Uuid) -> mongodb::error::Result<()> {
+    use futures::TryStreamExt;
+    let filter = doc! { "entity_type": "user", "entity_id": user.to_string() };
+    let mut entries = coll.find(filter).projection(doc! { "changes": 1 }).await?;
+    while let Some(entry) = entries.try_next().await? {
+        let Ok(changes) = entry.get_array("changes") else { continue };
+        let mut changes = Bson::Array(changes.clone()).into_relaxed_extjson();
+        if erase_changes(&mut changes, USER_PERSONAL_FIELDS) {
+            let changes = bson::to_bson(&changes).map_err(|e| mongodb::error::Error::custom(e.to_string()))?;
+            coll.update_one(
+                doc! { "_id": entry.get("_id").cloned().unwrap_or(Bson::Null) },
+                doc! { "$set": { "changes": changes } },
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }

@@ -317,7 +317,10 @@ fn operation(event: &Event) -> Option<Value> {
         DomainEvent::User(user_event) => {
             let permissions = format!("user:{stream}:permissions");
             match user_event {
-                UserEvent::RoleChanged(_) | UserEvent::PermissionsSet(_) | UserEvent::StatusChanged(_) => with(
+                UserEvent::RoleChanged(_)
+                | UserEvent::PermissionsSet(_)
+                | UserEvent::StatusChanged(_)
+                | UserEvent::Erased(_) => with(
                     stream_op(vec![permissions], Value::Null, Value::Null),
                     "raise",
                     json!(format!("user:{stream}:revision")),

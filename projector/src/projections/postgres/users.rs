@@ -90,6 +90,29 @@ pub(super) async fn apply(tx: &mut Tx<'_>, schema: &str, env: &EventEnvelope, ev
         UserEvent::PasswordChanged(e) => {
             update_guarded!((tx, schema, "users", env), "updated_at = $3", e.changed_at).await?
         }
+        // Erased as a data subject: the row keeps no personal field, and the cases that
+        // copy the username copy the marker.
+        UserEvent::Erased(e) => {
+            update_guarded!(
+                (tx, schema, "users", env),
+                "username = $3, email = $3,
+                 first_name = CASE WHEN first_name IS NULL THEN NULL ELSE $4 END,
+                 last_name = CASE WHEN last_name IS NULL THEN NULL ELSE $4 END,
+                 preferences = '{}', status = 'inactive', updated_at = $5",
+                &e.marker,
+                events::personal::ERASED,
+                e.erased_at
+            )
+            .await?;
+            sqlx::query(&format!(
+                "UPDATE {schema}.cases SET assigned_to_username = $2
+                 WHERE assigned_to = $1 AND assigned_to_username IS DISTINCT FROM $2"
+            ))
+            .bind(env.stream_id)
+            .bind(&e.marker)
+            .execute(&mut **tx)
+            .await?
+        }
         // What a user read lives in Redis; the row only follows the stream's version.
         UserEvent::NotificationsRead(_) => {
             update_guarded!((tx, schema, "users", env), "updated_at = updated_at").await?

@@ -1,0 +1,60 @@
+//! Data subjects (DESIGN.md guarantee 12): erasure by crypto-shredding. A data subject is
+//! a user of the tenant, identified by their user id (`events::personal` lists which of
+//! their fields are personal). Erasing one deletes their key, so every personal field of
+//! their events, in the journal, in Kafka and in any later replay or rebuild, reads as a
+//! marker; the `UserErased` event has every projection replace what it holds.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::Utc;
+use events::user::{self, UserCommand};
+use runtime::auth::Role;
+use runtime::extract::ApiPath;
+use runtime::ApiError;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use super::{AppState, CommandReply};
+use crate::context::CommandContext;
+use crate::journal::{fingerprint, Lookup};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(erase))
+}
+
+/// Erases a data subject (tenant administrators only): their personal fields read as
+/// `[erased]` (username and email as `erased-<id>`) everywhere from now on, their
+/// account is inactive for good, their sessions end, and their username and email are
+/// free again. Cannot be undone. Erasing an erased subject changes nothing (200).
+#[utoipa::path(post, path = "/v1/data-subjects/{id}/erasure", tag = "data-subjects", operation_id = "data_subjects_erase", params(("id" = Uuid, Path, description = "the data subject: a user's id")), responses(runtime::openapi::CommandAnswered))]
+async fn erase(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<CommandReply, ApiError> {
+    let caller = ctx.caller.tenant_member()?;
+    if caller.role != Role::Admin {
+        return Err(ApiError::Forbidden(format!(
+            "only a tenant administrator erases a data subject; your role is {}",
+            caller.role.as_str()
+        )));
+    }
+    if caller.user_id == id {
+        return Err(ApiError::Conflict {
+            detail: "you cannot erase yourself: another administrator of the tenant can".into(),
+            current_version: None,
+        });
+    }
+    if state.journal.state::<user::User>(caller.tenant_id, id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no data subject {id} in this tenant (a data subject is a user)")));
+    }
+    let hash = fingerprint("erase_data_subject", Some(id), &());
+    let marker = format!("erased-{id}");
+    let reply = super::execute_in_tenant::<user::User>(&state, &ctx, id, hash, Lookup::Erasure, StatusCode::OK, |s| {
+        user::decide(s, UserCommand::Erase { marker: marker.clone() }, Utc::now())
+    })
+    .await?;
+    super::users::publish_rights(&state, caller.tenant_id, id).await?;
+    tracing::info!(subject = %id, by = %caller.user_id, "erased a data subject");
+    Ok(reply)
+}

@@ -1,0 +1,316 @@
+//! Personal data in events, and its erasure by crypto-shredding (DESIGN.md guarantee 12).
+//!
+//! The journal and Kafka keep every event for ever, so a person's data in them cannot be
+//! deleted. Instead each personal field is sealed (XChaCha20-Poly1305) with a key of the
+//! data subject it is about, kept off the log in `eventstore.subject_keys`. Whoever reads
+//! an event opens its fields with the keys that still exist; erasing a subject deletes
+//! their key, and from then on every read of every copy of those events, a replay and a
+//! rebuild included, finds a marker where the data was.
+//!
+//! This module is pure: which fields are personal (`fields`), whose they are
+//! (`subject`), and sealing and opening a payload with keys the caller looked up.
+//!
+//! A sealed field is `{"$sealed": "<base64url: 24-byte nonce, then ciphertext>",
+//! "subject": "<uuid>"}`. The ciphertext is the field's JSON, bound (as associated data)
+//! to the tenant, the subject and the field's place in the payload, so a sealed value
+//! copied elsewhere does not open.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::envelope::StreamType;
+
+/// What an erased text field reads as.
+pub const ERASED: &str = "[erased]";
+
+/// What stands in for a personal field once its subject is erased.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    /// `[erased]`.
+    Text,
+    /// `erased-<subject id>`: for a field the read models keep unique (a username), so
+    /// two erased subjects do not collide.
+    Unique,
+    /// `{}`: for a free-form document.
+    Document,
+}
+
+impl Marker {
+    pub fn value(self, subject: Uuid) -> Value {
+        match self {
+            Marker::Text => json!(ERASED),
+            Marker::Unique => json!(format!("erased-{subject}")),
+            Marker::Document => json!({}),
+        }
+    }
+}
+
+/// A personal field: where it is in the payload (a JSON pointer) and its marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PersonalField {
+    pub pointer: &'static str,
+    pub marker: Marker,
+}
+
+const fn text(pointer: &'static str) -> PersonalField {
+    PersonalField { pointer, marker: Marker::Text }
+}
+
+const fn unique(pointer: &'static str) -> PersonalField {
+    PersonalField { pointer, marker: Marker::Unique }
+}
+
+const fn document(pointer: &'static str) -> PersonalField {
+    PersonalField { pointer, marker: Marker::Document }
+}
+
+const USER_CREATED: &[PersonalField] =
+    &[unique("/username"), unique("/email"), text("/first_name"), text("/last_name")];
+const USER_PROFILE_UPDATED: &[PersonalField] = &[
+    text("/first_name/old"),
+    text("/first_name/new"),
+    text("/last_name/old"),
+    text("/last_name/new"),
+    unique("/email/old"),
+    unique("/email/new"),
+];
+const USER_PREFERENCES_SET: &[PersonalField] = &[document("/preferences/old"), document("/preferences/new")];
+
+/// The personal fields of an event type (none for most).
+pub fn fields(stream: StreamType, event_type: &str) -> &'static [PersonalField] {
+    match (stream, event_type) {
+        (StreamType::User, "UserCreated") => USER_CREATED,
+        (StreamType::User, "UserProfileUpdated") => USER_PROFILE_UPDATED,
+        (StreamType::User, "UserPreferencesSet") => USER_PREFERENCES_SET,
+        _ => &[],
+    }
+}
+
+/// Whose personal data a stream's events hold: a user's stream is about that user.
+pub fn subject(stream: StreamType, stream_id: Uuid) -> Option<Uuid> {
+    match stream {
+        StreamType::User => Some(stream_id),
+        _ => None,
+    }
+}
+
+/// A data subject's key: 32 random bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SubjectKey([u8; 32]);
+
+impl std::fmt::Debug for SubjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SubjectKey(..)") // never printed
+    }
+}
+
+impl SubjectKey {
+    /// A new key from the operating system's random source.
+    pub fn generate() -> Self {
+        Self(XChaCha20Poly1305::generate_key(&mut OsRng).into())
+    }
+
+    /// A stored key; `None` unless exactly 32 bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok().map(Self)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(&self.0.into())
+    }
+}
+
+/// What a reader holds for a subject: the key, or the fact that it was erased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyState {
+    Held(SubjectKey),
+    Erased,
+}
+
+/// A sealed field that does not open with its subject's key: altered, or moved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the personal field {pointer} does not open: {reason}")]
+pub struct OpenError {
+    pub pointer: &'static str,
+    pub reason: &'static str,
+}
+
+fn associated(tenant: Uuid, subject: Uuid, pointer: &str) -> String {
+    format!("{tenant}/{subject}{pointer}")
+}
+
+fn sealed(value: &Value) -> Option<(&str, &Value)> {
+    let object = value.as_object()?;
+    let data = object.get("$sealed")?.as_str()?;
+    let subject = object.get("subject")?;
+    (object.len() == 2).then_some((data, subject))
+}
+
+/// Seals the event's personal fields that hold a value (a null stays null) with the
+/// subject's key. Fields already sealed are left as they are.
+pub fn seal(stream: StreamType, event_type: &str, payload: &mut Value, tenant: Uuid, subject: Uuid, key: &SubjectKey) {
+    let cipher = key.cipher();
+    for field in fields(stream, event_type) {
+        let Some(value) = payload.pointer_mut(field.pointer) else { continue };
+        if value.is_null() || sealed(value).is_some() {
+            continue;
+        }
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let plain = value.to_string();
+        let aad = associated(tenant, subject, field.pointer);
+        // panic-free: XChaCha20-Poly1305 refuses only messages past 256 GiB
+        let ciphertext = cipher
+            .encrypt(&nonce, Payload { msg: plain.as_bytes(), aad: aad.as_bytes() })
+            .expect("an event's field is far below the cipher's limit");
+        let mut data = nonce.to_vec();
+        data.extend_from_slice(&ciphertext);
+        *value = json!({ "$sealed": URL_SAFE_NO_PAD.encode(data), "subject": subject });
+    }
+}
+
+/// The subjects whose keys the event's sealed fields need.
+pub fn sealed_subjects(stream: StreamType, event_type: &str, payload: &Value) -> Vec<Uuid> {
+    let mut subjects = Vec::new();
+    for field in fields(stream, event_type) {
+        let found = payload.pointer(field.pointer).and_then(sealed);
+        if let Some(subject) = found.and_then(|(_, s)| s.as_str()).and_then(|s| s.parse::<Uuid>().ok()) {
+            if !subjects.contains(&subject) {
+                subjects.push(subject);
+            }
+        }
+    }
+    subjects
+}
+
+/// Opens the event's sealed fields: with the subject's key the field is as it was written;
+/// with the subject erased (or no key known) it is the field's marker. A field that was
+/// never sealed (written before sealing began) is left as it is.
+pub fn open(
+    stream: StreamType,
+    event_type: &str,
+    payload: &mut Value,
+    tenant: Uuid,
+    key_of: impl Fn(Uuid) -> Option<KeyState>,
+) -> Result<(), OpenError> {
+    for field in fields(stream, event_type) {
+        let Some(value) = payload.pointer_mut(field.pointer) else { continue };
+        let Some((data, subject)) = sealed(value) else { continue };
+        let fail = |reason| OpenError { pointer: field.pointer, reason };
+        let subject = subject.as_str().and_then(|s| s.parse::<Uuid>().ok()).ok_or_else(|| fail("no subject"))?;
+        let opened = match key_of(subject) {
+            Some(KeyState::Held(key)) => {
+                let data = URL_SAFE_NO_PAD.decode(data).map_err(|_| fail("not base64"))?;
+                if data.len() < 24 {
+                    return Err(fail("too short"));
+                }
+                let (nonce, ciphertext) = data.split_at(24);
+                let aad = associated(tenant, subject, field.pointer);
+                let plain = key
+                    .cipher()
+                    .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: aad.as_bytes() })
+                    .map_err(|_| fail("altered, moved or sealed with another key"))?;
+                serde_json::from_slice(&plain).map_err(|_| fail("not JSON inside"))?
+            }
+            Some(KeyState::Erased) | None => field.marker.value(subject),
+        };
+        *value = opened;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant() -> Uuid {
+        Uuid::from_u128(1)
+    }
+
+    fn created() -> Value {
+        json!({ "username": "zoe", "email": "zoe@example.org", "first_name": "Zoë", "last_name": null,
+                "role": "agent", "created_at": "2026-12-07T00:00:00Z" })
+    }
+
+    #[test]
+    fn a_sealed_event_holds_no_personal_text_and_opens_with_its_key() {
+        let (subject, key) = (Uuid::from_u128(2), SubjectKey::generate());
+        let mut payload = created();
+        seal(StreamType::User, "UserCreated", &mut payload, tenant(), subject, &key);
+        let text = payload.to_string();
+        for personal in ["zoe", "Zoë"] {
+            assert!(!text.contains(personal), "{text}");
+        }
+        assert_eq!(payload["last_name"], Value::Null, "nothing to seal");
+        assert_eq!(payload["role"], "agent", "not personal");
+        assert_eq!(sealed_subjects(StreamType::User, "UserCreated", &payload), vec![subject]);
+        open(StreamType::User, "UserCreated", &mut payload, tenant(), |_| Some(KeyState::Held(key.clone()))).unwrap();
+        assert_eq!(payload, created());
+    }
+
+    #[test]
+    fn an_erased_subject_s_fields_read_as_markers() {
+        let (subject, key) = (Uuid::from_u128(2), SubjectKey::generate());
+        let mut payload = created();
+        seal(StreamType::User, "UserCreated", &mut payload, tenant(), subject, &key);
+        open(StreamType::User, "UserCreated", &mut payload, tenant(), |_| Some(KeyState::Erased)).unwrap();
+        assert_eq!(payload["username"], format!("erased-{subject}"));
+        assert_eq!(payload["email"], format!("erased-{subject}"));
+        assert_eq!(payload["first_name"], ERASED);
+        assert_eq!(payload["last_name"], Value::Null);
+    }
+
+    #[test]
+    fn a_sealed_field_does_not_open_elsewhere_or_altered() {
+        let (subject, key) = (Uuid::from_u128(2), SubjectKey::generate());
+        let mut payload = created();
+        seal(StreamType::User, "UserCreated", &mut payload, tenant(), subject, &key);
+        let held = |_| Some(KeyState::Held(key.clone()));
+
+        let mut moved = payload.clone();
+        moved["email"] = payload["username"].clone();
+        assert_eq!(open(StreamType::User, "UserCreated", &mut moved, tenant(), held).unwrap_err().pointer, "/email");
+
+        let mut other_tenant = payload.clone();
+        assert!(open(StreamType::User, "UserCreated", &mut other_tenant, Uuid::from_u128(9), held).is_err());
+
+        let mut other_key = payload.clone();
+        let stranger = SubjectKey::generate();
+        assert!(open(StreamType::User, "UserCreated", &mut other_key, tenant(), |_| Some(KeyState::Held(
+            stranger.clone()
+        )))
+        .is_err());
+
+        let mut altered = payload.clone();
+        let mut data: Vec<char> = altered["first_name"]["$sealed"].as_str().unwrap().chars().collect();
+        data[40] = if data[40] == 'A' { 'B' } else { 'A' }; // a ciphertext byte, past the nonce
+        altered["first_name"]["$sealed"] = json!(data.into_iter().collect::<String>());
+        assert!(open(StreamType::User, "UserCreated", &mut altered, tenant(), held).is_err());
+    }
+
+    #[test]
+    fn fields_written_before_sealing_read_as_written() {
+        let mut payload = created();
+        open(StreamType::User, "UserCreated", &mut payload, tenant(), |_| Some(KeyState::Erased)).unwrap();
+        assert_eq!(payload, created());
+        assert!(sealed_subjects(StreamType::User, "UserCreated", &payload).is_empty());
+    }
+
+    #[test]
+    fn a_profile_change_seals_both_sides() {
+        let (subject, key) = (Uuid::from_u128(2), SubjectKey::generate());
+        let mut payload = json!({ "first_name": { "old": "Zoë", "new": "Zoe" }, "email": null,
+                                   "updated_at": "2026-12-07T00:00:00Z" });
+        seal(StreamType::User, "UserProfileUpdated", &mut payload, tenant(), subject, &key);
+        assert!(!payload.to_string().contains("Zo"));
+        open(StreamType::User, "UserProfileUpdated", &mut payload, tenant(), |_| Some(KeyState::Erased)).unwrap();
+        assert_eq!(payload["first_name"], json!({ "old": ERASED, "new": ERASED }));
+    }
+}

@@ -1,0 +1,152 @@
+//! Erasure by crypto-shredding (issue 19): a user's personal fields are sealed with a key
+//! of theirs before they reach the journal; erasing them deletes the key, every read
+//! model replaces what it holds with a marker, and a rebuild from the log brings nothing
+//! back. Another user is untouched.
+
+use murima_tests::{eventually, TestApp};
+use projector::stores::Stores;
+use reqwest::{Method, StatusCode};
+use runtime::auth::Role;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// What the test puts in Zoë's fields: none of it may be left anywhere once she is erased.
+const ZOE: [&str; 6] = ["zoe.erasable", "Zoë", "Zoëlle", "Erasable-Ünïque", "zoe.second", "555-0101"];
+
+async fn create_zoe(app: &TestApp, admin: &str) -> Uuid {
+    let body = json!({ "username": "zoe.erasable", "email": "zoe.erasable@example.org", "first_name": "Zoë",
+                       "last_name": "Erasable-Ünïque", "password": "integration test password", "role": "agent" });
+    let answer = app.command(Method::POST, "/v1/users", admin, Some(body)).await;
+    assert_eq!(answer.status(), StatusCode::CREATED);
+    let id: Uuid = answer.json::<Value>().await.unwrap()["id"].as_str().unwrap().parse().unwrap();
+    let profile = json!({ "first_name": "Zoëlle", "email": "zoe.second@example.org" });
+    let answer = app.command(Method::PATCH, &format!("/v1/users/{id}/profile"), admin, Some(profile)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let preferences = json!({ "preferences": { "signature": "Zoëlle Erasable-Ünïque, tel 555-0101" } });
+    let answer = app.command(Method::PUT, &format!("/v1/users/{id}/preferences"), admin, Some(preferences)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    id
+}
+
+fn holding_zoe(texts: &[String]) -> Vec<&String> {
+    texts.iter().filter(|t| ZOE.iter().any(|p| t.contains(p))).collect()
+}
+
+/// Every row of every store of the tenant that still holds some of Zoë's data.
+async fn stores_holding_zoe(app: &TestApp) -> Vec<String> {
+    let mut found = Vec::new();
+    for (store, rows) in app.store_contents_of(app.tenant_id, true).await {
+        found.extend(holding_zoe(&rows).into_iter().map(|row| format!("{store}: {row}")));
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erased_user_reads_as_a_marker_in_every_store_and_after_a_rebuild_of_every_projection() {
+    let app = TestApp::spawn().await;
+    let admin = app.token_for(app.tenant_id, Role::Admin);
+    let zoe = create_zoe(&app, &admin).await;
+    let kim = app.create_user("kim.kept", "agent").await;
+    let case = app.open_case("Printer jammed").await;
+    let case_id = case["id"].as_str().unwrap().to_owned();
+    let assign = json!({ "assigned_to": zoe });
+    let answer = app.command(Method::POST, &format!("/v1/cases/{case_id}/assignment"), &admin, Some(assign)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    app.wait_for_all_stores().await;
+
+    // Sealed from the start: the journal and the log never held her data in clear.
+    let journal: Vec<String> = sqlx::query_scalar("SELECT envelope::text FROM eventstore.events WHERE tenant_id = $1")
+        .bind(app.tenant_id)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert!(journal.iter().any(|e| e.contains(&zoe.to_string()) && e.contains("$sealed")));
+    assert_eq!(holding_zoe(&journal), Vec::<&String>::new(), "the journal");
+    let log = app.event_log();
+    assert!(log.iter().any(|m| m.contains(&zoe.to_string())), "her events are in the log");
+    assert_eq!(holding_zoe(&log), Vec::<&String>::new(), "the Kafka log");
+    // ... while the read models show it to those who may see it.
+    let read: Value = app.query(&format!("/v1/users/{zoe}"), &admin).await.json().await.unwrap();
+    assert_eq!((read["first_name"].as_str(), read["email"].as_str()), (Some("Zoëlle"), Some("zoe.second@example.org")));
+    assert!(!stores_holding_zoe(&app).await.is_empty());
+
+    // Who may not erase her.
+    let erase = format!("/v1/data-subjects/{zoe}/erasure");
+    for role in [Role::Agent, Role::Supervisor] {
+        let answer = app.command(Method::POST, &erase, &app.token_for(app.tenant_id, role), None).await;
+        assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{role:?}");
+    }
+    let (other, _) = app.provision_tenant().await;
+    let answer = app.command(Method::POST, &erase, &app.token_for(other, Role::Admin), None).await;
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND, "another tenant's administrator");
+    let answer = app.command(Method::POST, &erase, &app.platform_token(), None).await;
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN, "a platform token");
+    let zoe_token = app.login_token("zoe.erasable").await;
+    let answer = app.command(Method::POST, &erase, &zoe_token, None).await;
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN, "the subject herself, an agent");
+    let answer = app.command(Method::POST, "/v1/data-subjects/not-a-uuid/erasure", &admin, None).await;
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND, "no such id (as everywhere)");
+    let answer =
+        app.command(Method::POST, &format!("/v1/data-subjects/{}/erasure", Uuid::now_v7()), &admin, None).await;
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+
+    let answer = app.command(Method::POST, &erase, &admin, None).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let erased: Value = answer.json().await.unwrap();
+    assert_eq!(erased["events_appended"], 1);
+    let position = erased["position"].as_str().unwrap().to_owned();
+
+    // Her key is gone (the row stays as the mark), and so are her login and claims.
+    let key: (Option<Vec<u8>>, bool) = sqlx::query_as(
+        "SELECT key, erased_at IS NOT NULL FROM eventstore.subject_keys WHERE tenant_id = $1 AND subject_id = $2",
+    )
+    .bind(app.tenant_id)
+    .bind(zoe)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(key, (None, true));
+    let answer = app.query("/v1/notifications", &zoe_token).await;
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "her sessions ended");
+    let login = json!({ "tenant": app.tenant_slug().await, "username": "zoe.erasable",
+                        "password": "integration test password" });
+    let answer = app.http.post(format!("{}/v1/auth/login", app.command_url)).json(&login).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "she cannot log in");
+    // Nothing more is recorded about her; erasing again changes nothing.
+    let profile = json!({ "first_name": "Back" });
+    let answer = app.command(Method::PATCH, &format!("/v1/users/{zoe}/profile"), &admin, Some(profile)).await;
+    assert_eq!(answer.status(), StatusCode::CONFLICT);
+    let again: Value = app.command(Method::POST, &erase, &admin, None).await.json().await.unwrap();
+    assert_eq!(again["events_appended"], 0, "{again}");
+
+    let read: Value = app.query(&format!("/v1/users/{zoe}?position={position}"), &admin).await.json().await.unwrap();
+    let marker = format!("erased-{zoe}");
+    assert_eq!(read["username"], marker.as_str(), "{read}");
+    assert_eq!(read["email"], marker.as_str());
+    assert_eq!((read["first_name"].as_str(), read["last_name"].as_str()), (Some("[erased]"), Some("[erased]")));
+    assert_eq!(read["status"], "inactive");
+    app.wait_for_all_stores().await;
+    eventually("every store to hold nothing of hers", || async {
+        stores_holding_zoe(&app).await.is_empty().then_some(())
+    })
+    .await;
+    let trail: Value = app.query(&format!("/v1/audit/user/{zoe}"), &admin).await.json().await.unwrap();
+    let actions: Vec<&str> = trail["items"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+    assert!(actions.contains(&"erase") && actions.contains(&"create"), "{actions:?}");
+    let kim_read: Value = app.query(&format!("/v1/users/{kim}"), &admin).await.json().await.unwrap();
+    assert_eq!(kim_read["username"], "kim.kept", "another user is untouched");
+
+    // A rebuild of every projection from the log brings nothing back.
+    let stores = Stores::connect(&app.settings, 4).await.unwrap();
+    for name in projector::stores::ProjectionName::ALL.map(|p| p.as_str()) {
+        projector::rebuild::run(&stores, name, Some(app.tenant_id), &|_, _| {}).await.unwrap();
+    }
+    assert_eq!(stores_holding_zoe(&app).await, Vec::<String>::new(), "after the rebuilds");
+    let read: Value = app.query(&format!("/v1/users/{zoe}"), &admin).await.json().await.unwrap();
+    assert_eq!(read["username"], marker.as_str(), "{read}");
+    assert_eq!(read["first_name"], "[erased]");
+    let kim_read: Value = app.query(&format!("/v1/users/{kim}"), &admin).await.json().await.unwrap();
+    assert_eq!(kim_read["email"], "kim.kept@example.org", "another user is untouched by the rebuild");
+    let case_row: Value = app.query(&format!("/v1/cases/{case_id}"), &admin).await.json().await.unwrap();
+    assert_eq!(case_row["assigned_to_username"], marker.as_str(), "{case_row}");
+}
