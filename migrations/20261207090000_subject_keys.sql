@@ -17,5 +17,8 @@ CREATE TABLE eventstore.subject_keys (
     CONSTRAINT subject_keys_erased_have_no_key CHECK ((key IS NULL) = (erased_at IS NOT NULL))
 );
 
+-- Never DELETE: a deleted mark would let a new key be made for an erased subject (the
+-- schema's default privileges grant it; it is taken back here).
 GRANT SELECT, INSERT, UPDATE ON eventstore.subject_keys TO murima_command;
+REVOKE DELETE, TRUNCATE ON eventstore.subject_keys FROM murima_command;
 GRANT SELECT ON eventstore.subject_keys TO murima_projector;

@@ -749,7 +749,7 @@ async fn load<A: Aggregate>(
         subject_keys::needed_by(&mut *conn, rows.iter().map(|(t, _, p, _)| (tenant, A::STREAM, t.as_str(), p))).await?;
     let mut version = cached;
     for (event_type, schema_version, mut payload, v) in rows {
-        keys.open(tenant, A::STREAM, &event_type, &mut payload).map_err(anyhow::Error::from)?;
+        keys.open(tenant, A::STREAM, stream, &event_type, &mut payload).map_err(anyhow::Error::from)?;
         let event = A::Event::decode(&event_type, schema_version as u16, payload).map_err(anyhow::Error::from)?;
         state = A::evolve(state, &event);
         version = v;

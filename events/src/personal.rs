@@ -155,12 +155,14 @@ fn sealed(value: &Value) -> Option<(&str, &Value)> {
 }
 
 /// Seals the event's personal fields that hold a value (a null stays null) with the
-/// subject's key. Fields already sealed are left as they are.
+/// subject's key.
 pub fn seal(stream: StreamType, event_type: &str, payload: &mut Value, tenant: Uuid, subject: Uuid, key: &SubjectKey) {
     let cipher = key.cipher();
     for field in fields(stream, event_type) {
         let Some(value) = payload.pointer_mut(field.pointer) else { continue };
-        if value.is_null() || sealed(value).is_some() {
+        // Whatever is there is sealed, even a value that looks sealed: a client's
+        // `{"$sealed": ...}` is their data like any other.
+        if value.is_null() {
             continue;
         }
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
@@ -192,19 +194,25 @@ pub fn sealed_subjects(stream: StreamType, event_type: &str, payload: &Value) ->
 
 /// Opens the event's sealed fields: with the subject's key the field is as it was written;
 /// with the subject erased (or no key known) it is the field's marker. A field that was
-/// never sealed (written before sealing began) is left as it is.
+/// never sealed (written before sealing began) is left as it is. A sealed field must name
+/// `subject`, the subject of the event's stream.
 pub fn open(
     stream: StreamType,
     event_type: &str,
     payload: &mut Value,
     tenant: Uuid,
+    subject: Option<Uuid>,
     key_of: impl Fn(Uuid) -> Option<KeyState>,
 ) -> Result<(), OpenError> {
+    let expected = subject;
     for field in fields(stream, event_type) {
         let Some(value) = payload.pointer_mut(field.pointer) else { continue };
         let Some((data, subject)) = sealed(value) else { continue };
         let fail = |reason| OpenError { pointer: field.pointer, reason };
         let subject = subject.as_str().and_then(|s| s.parse::<Uuid>().ok()).ok_or_else(|| fail("no subject"))?;
+        if expected != Some(subject) {
+            return Err(fail("sealed for another subject than the stream's"));
+        }
         let opened = match key_of(subject) {
             Some(KeyState::Held(key)) => {
                 let data = URL_SAFE_NO_PAD.decode(data).map_err(|_| fail("not base64"))?;
@@ -251,7 +259,10 @@ mod tests {
         assert_eq!(payload["last_name"], Value::Null, "nothing to seal");
         assert_eq!(payload["role"], "agent", "not personal");
         assert_eq!(sealed_subjects(StreamType::User, "UserCreated", &payload), vec![subject]);
-        open(StreamType::User, "UserCreated", &mut payload, tenant(), |_| Some(KeyState::Held(key.clone()))).unwrap();
+        open(StreamType::User, "UserCreated", &mut payload, tenant(), Some(subject), |_| {
+            Some(KeyState::Held(key.clone()))
+        })
+        .unwrap();
         assert_eq!(payload, created());
     }
 
@@ -260,7 +271,8 @@ mod tests {
         let (subject, key) = (Uuid::from_u128(2), SubjectKey::generate());
         let mut payload = created();
         seal(StreamType::User, "UserCreated", &mut payload, tenant(), subject, &key);
-        open(StreamType::User, "UserCreated", &mut payload, tenant(), |_| Some(KeyState::Erased)).unwrap();
+        open(StreamType::User, "UserCreated", &mut payload, tenant(), Some(subject), |_| Some(KeyState::Erased))
+            .unwrap();
         assert_eq!(payload["username"], format!("erased-{subject}"));
         assert_eq!(payload["email"], format!("erased-{subject}"));
         assert_eq!(payload["first_name"], ERASED);
@@ -276,31 +288,62 @@ mod tests {
 
         let mut moved = payload.clone();
         moved["email"] = payload["username"].clone();
-        assert_eq!(open(StreamType::User, "UserCreated", &mut moved, tenant(), held).unwrap_err().pointer, "/email");
+        assert_eq!(
+            open(StreamType::User, "UserCreated", &mut moved, tenant(), Some(subject), held).unwrap_err().pointer,
+            "/email"
+        );
 
         let mut other_tenant = payload.clone();
-        assert!(open(StreamType::User, "UserCreated", &mut other_tenant, Uuid::from_u128(9), held).is_err());
+        assert!(
+            open(StreamType::User, "UserCreated", &mut other_tenant, Uuid::from_u128(9), Some(subject), held).is_err()
+        );
 
         let mut other_key = payload.clone();
         let stranger = SubjectKey::generate();
-        assert!(open(StreamType::User, "UserCreated", &mut other_key, tenant(), |_| Some(KeyState::Held(
-            stranger.clone()
-        )))
+        assert!(open(StreamType::User, "UserCreated", &mut other_key, tenant(), Some(subject), |_| Some(
+            KeyState::Held(stranger.clone())
+        ))
         .is_err());
 
         let mut altered = payload.clone();
         let mut data: Vec<char> = altered["first_name"]["$sealed"].as_str().unwrap().chars().collect();
         data[40] = if data[40] == 'A' { 'B' } else { 'A' }; // a ciphertext byte, past the nonce
         altered["first_name"]["$sealed"] = json!(data.into_iter().collect::<String>());
-        assert!(open(StreamType::User, "UserCreated", &mut altered, tenant(), held).is_err());
+        assert!(open(StreamType::User, "UserCreated", &mut altered, tenant(), Some(subject), held).is_err());
     }
 
     #[test]
     fn fields_written_before_sealing_read_as_written() {
         let mut payload = created();
-        open(StreamType::User, "UserCreated", &mut payload, tenant(), |_| Some(KeyState::Erased)).unwrap();
+        open(StreamType::User, "UserCreated", &mut payload, tenant(), Some(Uuid::from_u128(2)), |_| {
+            Some(KeyState::Erased)
+        })
+        .unwrap();
         assert_eq!(payload, created());
         assert!(sealed_subjects(StreamType::User, "UserCreated", &payload).is_empty());
+    }
+
+    #[test]
+    fn what_a_client_sends_looking_sealed_is_sealed_like_anything_else() {
+        let (subject, key) = (Uuid::from_u128(2), SubjectKey::generate());
+        let forged = json!({ "$sealed": "AAAA", "subject": Uuid::from_u128(3) });
+        let mut payload =
+            json!({ "preferences": { "old": {}, "new": forged.clone() }, "set_at": "2026-12-07T00:00:00Z" });
+        seal(StreamType::User, "UserPreferencesSet", &mut payload, tenant(), subject, &key);
+        assert_ne!(payload["preferences"]["new"], forged);
+        open(StreamType::User, "UserPreferencesSet", &mut payload, tenant(), Some(subject), |_| {
+            Some(KeyState::Held(key.clone()))
+        })
+        .unwrap();
+        assert_eq!(payload["preferences"]["new"], forged, "it reads back as sent");
+        // Sealed for one subject, it does not open in another's stream.
+        let mut sealed = json!({ "preferences": { "old": {}, "new": { "a": 1 } }, "set_at": "2026-12-07T00:00:00Z" });
+        seal(StreamType::User, "UserPreferencesSet", &mut sealed, tenant(), subject, &key);
+        let elsewhere =
+            open(StreamType::User, "UserPreferencesSet", &mut sealed, tenant(), Some(Uuid::from_u128(4)), |_| {
+                Some(KeyState::Held(key.clone()))
+            });
+        assert!(elsewhere.is_err());
     }
 
     #[test]
@@ -310,7 +353,8 @@ mod tests {
                                    "updated_at": "2026-12-07T00:00:00Z" });
         seal(StreamType::User, "UserProfileUpdated", &mut payload, tenant(), subject, &key);
         assert!(!payload.to_string().contains("Zo"));
-        open(StreamType::User, "UserProfileUpdated", &mut payload, tenant(), |_| Some(KeyState::Erased)).unwrap();
+        open(StreamType::User, "UserProfileUpdated", &mut payload, tenant(), Some(subject), |_| Some(KeyState::Erased))
+            .unwrap();
         assert_eq!(payload["first_name"], json!({ "old": ERASED, "new": ERASED }));
     }
 }

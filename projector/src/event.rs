@@ -51,7 +51,7 @@ impl Event {
         let sealed = (!sealed.is_empty()).then(|| Box::new(envelope.payload.clone()));
         if sealed.is_some() {
             let (tenant, stream, event_type) = (envelope.tenant_id, envelope.stream_type, envelope.event_type.clone());
-            if let Err(e) = keys.open(tenant, stream, &event_type, &mut envelope.payload) {
+            if let Err(e) = keys.open(tenant, stream, envelope.stream_id, &event_type, &mut envelope.payload) {
                 envelope.payload = sealed.map(|p| *p).unwrap_or_default();
                 return Err(Undecodable { reason: e.to_string(), envelope: Some(Box::new(envelope)) });
             }

@@ -21,15 +21,18 @@ impl Keys {
         self.0.get(&(tenant, subject)).cloned()
     }
 
-    /// Opens an event's sealed fields (see `events::personal::open`).
+    /// Opens the sealed fields of an event of the stream `stream_id` (see
+    /// `events::personal::open`).
     pub fn open(
         &self,
         tenant: Uuid,
         stream: StreamType,
+        stream_id: Uuid,
         event_type: &str,
         payload: &mut Value,
     ) -> Result<(), personal::OpenError> {
-        personal::open(stream, event_type, payload, tenant, |subject| self.of(tenant, subject))
+        let subject = personal::subject(stream, stream_id);
+        personal::open(stream, event_type, payload, tenant, subject, |s| self.of(tenant, s))
     }
 }
 

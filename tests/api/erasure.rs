@@ -41,6 +41,12 @@ async fn stores_holding_zoe(app: &TestApp) -> Vec<String> {
     found
 }
 
+/// A second tenant (the same one for every call of a test).
+async fn other_tenant(app: &TestApp) -> Uuid {
+    static OTHER: tokio::sync::OnceCell<Uuid> = tokio::sync::OnceCell::const_new();
+    *OTHER.get_or_init(|| async { app.provision_tenant().await.0 }).await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_erased_user_reads_as_a_marker_in_every_store_and_after_a_rebuild_of_every_projection() {
     let app = TestApp::spawn().await;
@@ -70,18 +76,48 @@ async fn an_erased_user_reads_as_a_marker_in_every_store_and_after_a_rebuild_of_
     assert_eq!((read["first_name"].as_str(), read["email"].as_str()), (Some("Zoëlle"), Some("zoe.second@example.org")));
     assert!(!stores_holding_zoe(&app).await.is_empty());
 
+    // Her export holds it all, for an administrator or herself, and nobody else.
+    let export = format!("/v1/data-subjects/{zoe}/export");
+    let exported: Value = app.query(&export, &admin).await.json().await.unwrap();
+    assert_eq!(exported["profile"]["first_name"], "Zoëlle", "{exported}");
+    assert_eq!(exported["profile"]["preferences"]["signature"], "Zoëlle Erasable-Ünïque, tel 555-0101");
+    assert_eq!(exported["cases"]["items"][0]["id"], case_id.as_str());
+    let about = exported["audit_about"]["items"].as_array().unwrap();
+    assert!(about.iter().any(|e| e["action"] == "create"), "{about:?}");
+    let zoe_token = app.login_token("zoe.erasable").await;
+    assert_eq!(app.query(&export, &zoe_token).await.status(), StatusCode::OK, "her own export");
+    let kim_token = app.login_token("kim.kept").await;
+    assert_eq!(app.query(&export, &kim_token).await.status(), StatusCode::FORBIDDEN, "a colleague's");
+    let answer = app.query(&export, &app.token_for(other_tenant(&app).await, Role::Admin)).await;
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND, "another tenant's administrator");
+
+    // A forged sealed value in what a client sends is sealed like anything else: it reads
+    // back as sent, and breaks nothing.
+    let forged = json!({ "preferences": { "x": { "$sealed": "AAAA", "subject": kim } } });
+    let answer = app.command(Method::PUT, &format!("/v1/users/{kim}/preferences"), &kim_token, Some(forged)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let position = answer.json::<Value>().await.unwrap()["position"].as_str().unwrap().to_owned();
+    let read: Value = app.query(&format!("/v1/users/{kim}?position={position}"), &admin).await.json().await.unwrap();
+    assert_eq!(read["preferences"]["x"]["$sealed"], "AAAA", "{read}");
+    let again = json!({ "preferences": {} });
+    let answer = app.command(Method::PUT, &format!("/v1/users/{kim}/preferences"), &kim_token, Some(again)).await;
+    assert_eq!(answer.status(), StatusCode::OK, "her stream still loads");
+
+    // An active administrator is deactivated before being erased.
+    let other_admin = app.create_user("second.admin", "admin").await;
+    let answer = app.command(Method::POST, &format!("/v1/data-subjects/{other_admin}/erasure"), &admin, None).await;
+    assert_eq!(answer.status(), StatusCode::CONFLICT);
+
     // Who may not erase her.
     let erase = format!("/v1/data-subjects/{zoe}/erasure");
     for role in [Role::Agent, Role::Supervisor] {
         let answer = app.command(Method::POST, &erase, &app.token_for(app.tenant_id, role), None).await;
         assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{role:?}");
     }
-    let (other, _) = app.provision_tenant().await;
-    let answer = app.command(Method::POST, &erase, &app.token_for(other, Role::Admin), None).await;
+    let answer = app.command(Method::POST, &erase, &app.token_for(other_tenant(&app).await, Role::Admin), None).await;
     assert_eq!(answer.status(), StatusCode::NOT_FOUND, "another tenant's administrator");
     let answer = app.command(Method::POST, &erase, &app.platform_token(), None).await;
     assert_eq!(answer.status(), StatusCode::FORBIDDEN, "a platform token");
-    let zoe_token = app.login_token("zoe.erasable").await;
     let answer = app.command(Method::POST, &erase, &zoe_token, None).await;
     assert_eq!(answer.status(), StatusCode::FORBIDDEN, "the subject herself, an agent");
     let answer = app.command(Method::POST, "/v1/data-subjects/not-a-uuid/erasure", &admin, None).await;
@@ -130,6 +166,9 @@ async fn an_erased_user_reads_as_a_marker_in_every_store_and_after_a_rebuild_of_
         stores_holding_zoe(&app).await.is_empty().then_some(())
     })
     .await;
+    let exported = app.query(&format!("{export}?position={position}"), &admin).await.text().await.unwrap();
+    assert!(exported.contains(&marker), "{exported}");
+    assert_eq!(holding_zoe(&[exported.clone()]), Vec::<&String>::new(), "her export after the erasure");
     let trail: Value = app.query(&format!("/v1/audit/user/{zoe}"), &admin).await.json().await.unwrap();
     let actions: Vec<&str> = trail["items"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
     assert!(actions.contains(&"erase") && actions.contains(&"create"), "{actions:?}");

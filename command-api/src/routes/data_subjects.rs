@@ -45,8 +45,15 @@ async fn erase(
             current_version: None,
         });
     }
-    if state.journal.state::<user::User>(caller.tenant_id, id).await?.is_none() {
+    let Some(subject) = state.journal.state::<user::User>(caller.tenant_id, id).await? else {
         return Err(ApiError::NotFound(format!("no data subject {id} in this tenant (a data subject is a user)")));
+    };
+    // Two administrators cannot erase each other at once and leave the tenant with none.
+    if subject.role == user::UserRole::Admin && subject.status == user::UserStatus::Active && !subject.erased {
+        return Err(ApiError::Conflict {
+            detail: format!("{id} is an active administrator: deactivate them first (POST /v1/users/{id}/status)"),
+            current_version: None,
+        });
     }
     let hash = fingerprint("erase_data_subject", Some(id), &());
     let marker = format!("erased-{id}");

@@ -193,7 +193,7 @@ impl Projection for MongoAuditProjection {
         for event in events {
             if let DomainEvent::User(UserEvent::Erased(_)) = &event.data {
                 let name = self.collections.name(event.envelope.tenant_id, AUDIT_LOGS);
-                erase_user(&self.db.collection::<Document>(&name), event.envelope.stream_id)
+                erase_user(&self.db.collection::<Document>(&name), event.envelope.tenant_id, event.envelope.stream_id)
                     .await
                     .map_err(|e| ApplyError::Transient(e.into()))?;
             }
@@ -204,9 +204,14 @@ impl Projection for MongoAuditProjection {
 
 /// Replaces the personal values in an erased user's audit entries with `[erased]`
 /// (entries written before the erasure hold them as they were).
-async fn erase_user(coll: &mongodb::Collection<Document>, user: uuid::Uuid) -> mongodb::error::Result<()> {
+async fn erase_user(
+    coll: &mongodb::Collection<Document>,
+    tenant: uuid::Uuid,
+    user: uuid::Uuid,
+) -> mongodb::error::Result<()> {
     use futures::TryStreamExt;
-    let filter = doc! { "entity_type": "user", "entity_id": user.to_string() };
+    // The tenant first, as the collection's (tenant_id, entity_id, ...) index has it.
+    let filter = doc! { "tenant_id": tenant.to_string(), "entity_id": user.to_string(), "entity_type": "user" };
     let mut entries = coll.find(filter).projection(doc! { "changes": 1 }).await?;
     while let Some(entry) = entries.try_next().await? {
         let Ok(changes) = entry.get_array("changes") else { continue };

@@ -89,7 +89,7 @@ struct AuditQuery {
     position: Option<String>,
 }
 
-fn mongo_unavailable(e: mongodb::error::Error) -> ApiError {
+pub(super) fn mongo_unavailable(e: mongodb::error::Error) -> ApiError {
     tracing::error!(error = %e, "MongoDB read failed");
     ApiError::Unavailable("the audit store is not reachable".into())
 }
@@ -143,7 +143,7 @@ async fn audit_trail(
 
 /// The entries as `caller` may see them (see the module's notes); `note_hidden`: the
 /// content of note entries is withheld.
-async fn shown(state: &AppState, caller: Caller, mut docs: Vec<Document>, note_hidden: bool) -> Vec<Value> {
+pub(super) async fn shown(state: &AppState, caller: Caller, mut docs: Vec<Document>, note_hidden: bool) -> Vec<Value> {
     let of = |doc: &Document, kind: &str| doc.get_str("entity_type") == Ok(kind);
     let may_read_channels = caller.require(Permission::ChannelsManage).is_ok();
     let rules = if docs.iter().any(|d| of(d, "case")) {

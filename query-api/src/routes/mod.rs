@@ -5,6 +5,7 @@ mod case_detail;
 pub mod case_list;
 mod counters;
 mod dashboard;
+mod data_subjects;
 mod entities;
 mod presence;
 mod search;
@@ -79,6 +80,7 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(entities::router())
         .merge(dashboard::router())
         .merge(webhooks::router())
+        .merge(data_subjects::router())
         .split_for_parts()
 }
 

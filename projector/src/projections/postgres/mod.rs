@@ -217,6 +217,14 @@ impl PostgresProjection {
             webhooks::enqueue(&mut tx, events, chrono::Utc::now())
                 .await
                 .map_err(|e| ApplyError::Transient(e.into()))?;
+            // After the batch's own deliveries are queued, so none of them escapes.
+            for event in events {
+                if let DomainEvent::User(events::user::UserEvent::Erased(_)) = &event.data {
+                    webhooks::erase_subject(&mut tx, &event.envelope)
+                        .await
+                        .map_err(|e| ApplyError::Transient(e.into()))?;
+                }
+            }
         }
         crate::checkpoint::save(&mut tx, checkpoint).await.map_err(|e| ApplyError::Transient(e.into()))?;
         checkpoint::save_tenant_positions(&mut tx, &checkpoint.group, events)

@@ -70,6 +70,22 @@ pub async fn apply(tx: &mut Tx<'_>, env: &EventEnvelope, event: &WebhookEvent) -
     Ok(())
 }
 
+/// Deliveries of an erased user's events keep the events' data (opened) until they age
+/// out: theirs is replaced with the marker, delivered or not.
+pub async fn erase_subject(tx: &mut Tx<'_>, erased: &EventEnvelope) -> Applied {
+    sqlx::query(
+        "UPDATE projector.webhook_deliveries SET body = jsonb_set(body, '{data}', to_jsonb($3::text))
+         WHERE tenant_id = $1 AND body->>'stream_type' = 'user' AND body->>'stream_id' = $2::text
+           AND event_type <> 'UserErased'",
+    )
+    .bind(erased.tenant_id)
+    .bind(erased.stream_id)
+    .bind(events::personal::ERASED)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// What a receiver gets for an event: the envelope's facts and the payload as `data`.
 pub fn body(env: &EventEnvelope) -> Value {
     json!({

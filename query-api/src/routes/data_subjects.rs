@@ -1,0 +1,112 @@
+//! A data subject's export (DESIGN.md guarantee 12, the right of access): what the read
+//! models hold about a user, as one JSON document. A data subject is a user of the
+//! tenant, identified by their user id; after an erasure the same export shows only
+//! markers where their personal data was.
+
+use axum::extract::State;
+use axum::Json;
+use chrono::Utc;
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Document};
+use runtime::auth::{Caller, Permission, Role};
+use runtime::extract::ApiPath;
+use runtime::openapi::ReadAnswered;
+use runtime::tenancy::{Tenancy, AUDIT_LOGS};
+use runtime::ApiError;
+use serde_json::{json, Value};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use super::audit::{mongo_unavailable, shown};
+use super::{missing_schema_is_empty, tenant_tx, wait_for_postgres, AppState};
+use crate::consistency::WaitFor;
+
+/// Most entries of each list an export holds, newest first (`truncated` says when more
+/// exist; the audit routes page through all of them).
+const EXPORTED: i64 = 1000;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(export))
+}
+
+/// Exports what is held about a data subject (a user): their profile, the cases they
+/// created or are assigned, the audit entries about them and those of what they did, at
+/// most 1,000 of each, newest first. For tenant administrators and the subject themself.
+#[utoipa::path(get, path = "/v1/data-subjects/{id}/export", tag = "data-subjects", operation_id = "data_subjects_export", params(("id" = Uuid, Path, description = "the data subject: a user's id")), responses(ReadAnswered))]
+async fn export(
+    State(state): State<AppState>,
+    caller: Caller,
+    WaitFor(token): WaitFor,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = caller.tenant_member()?;
+    if caller.role != Role::Admin && caller.user_id != id {
+        return Err(ApiError::Forbidden(
+            "only a tenant administrator, or the data subject themself, exports a data subject's data".into(),
+        ));
+    }
+    let tenant = caller.tenant_id;
+    wait_for_postgres(&state, tenant, token).await?;
+    let schema = Tenancy(tenant).pg_schema();
+    let (mut tx, _) = tenant_tx(&state.pool, caller).await?;
+    let profile: Option<Value> =
+        sqlx::query_scalar(&format!("SELECT to_jsonb(t) - 'password_hash' FROM {schema}.users t WHERE t.id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .or_else(missing_schema_is_empty)?;
+    let Some(profile) = profile else {
+        return Err(ApiError::NotFound(format!("no data subject {id} in this tenant (a data subject is a user)")));
+    };
+    let cases: Vec<Value> = sqlx::query_scalar(&format!(
+        "SELECT jsonb_build_object('id', id, 'case_number', case_number, 'title', title, 'status', status,
+                                   'created_by', created_by, 'assigned_to', assigned_to, 'created_at', created_at)
+         FROM {schema}.cases WHERE assigned_to = $1 OR created_by = $1
+         ORDER BY created_at DESC, id DESC LIMIT $2"
+    ))
+    .bind(id)
+    .bind(EXPORTED.saturating_add(1))
+    .fetch_all(&mut *tx)
+    .await
+    .or_else(missing_schema_is_empty)?;
+    tx.commit().await?;
+
+    let coll = state.mongo.collection::<Document>(&Tenancy(tenant).mongo_collection(AUDIT_LOGS));
+    let tenant_str = tenant.to_string();
+    let about = doc! { "tenant_id": &tenant_str, "entity_type": "user", "entity_id": id.to_string() };
+    let by = doc! { "tenant_id": &tenant_str, "user_id": id.to_string() };
+    let mut audit = Vec::with_capacity(2);
+    for (filter, order) in [(about, doc! { "entity_version": -1 }), (by, doc! { "timestamp": -1 })] {
+        let docs: Vec<Document> = coll
+            .find(filter)
+            .sort(order)
+            .limit(EXPORTED.saturating_add(1))
+            .await
+            .map_err(mongo_unavailable)?
+            .try_collect()
+            .await
+            .map_err(mongo_unavailable)?;
+        // As the audit routes show entries to this caller: hidden case fields and
+        // internal notes' content withheld from who may not read them.
+        let internal_hidden = caller.require(Permission::NotesViewInternal).is_err();
+        audit.push(listed(shown(&state, caller, docs, internal_hidden).await));
+    }
+    let audit_by = audit.pop().unwrap_or_default();
+    let audit_about = audit.pop().unwrap_or_default();
+    Ok(Json(json!({
+        "subject_id": id,
+        "kind": "user",
+        "exported_at": Utc::now(),
+        "profile": profile,
+        "cases": listed(cases),
+        "audit_about": audit_about,
+        "audit_by": audit_by,
+    })))
+}
+
+/// At most `EXPORTED` items, and whether more were held.
+fn listed(mut items: Vec<Value>) -> Value {
+    let truncated = items.len() as i64 > EXPORTED;
+    items.truncate(EXPORTED as usize);
+    json!({ "items": items, "truncated": truncated })
+}
