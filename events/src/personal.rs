@@ -168,10 +168,9 @@ pub fn seal(stream: StreamType, event_type: &str, payload: &mut Value, tenant: U
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let plain = value.to_string();
         let aad = associated(tenant, subject, field.pointer);
+        let sealing = cipher.encrypt(&nonce, Payload { msg: plain.as_bytes(), aad: aad.as_bytes() });
         // panic-free: XChaCha20-Poly1305 refuses only messages past 256 GiB
-        let ciphertext = cipher
-            .encrypt(&nonce, Payload { msg: plain.as_bytes(), aad: aad.as_bytes() })
-            .expect("an event's field is far below the cipher's limit");
+        let ciphertext = sealing.expect("an event's field is far below the cipher's limit");
         let mut data = nonce.to_vec();
         data.extend_from_slice(&ciphertext);
         *value = json!({ "$sealed": URL_SAFE_NO_PAD.encode(data), "subject": subject });
