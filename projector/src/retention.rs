@@ -73,7 +73,10 @@ pub async fn run(stores: &Stores, now: DateTime<Utc>, dry_run: bool) -> anyhow::
         sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(RETENTION_LOCK).fetch_one(&mut lock).await?;
     anyhow::ensure!(held, "another retention run is going on");
     let result = run_locked(stores, &root, now, dry_run).await;
-    drop(lock);
+    // Released now: a dropped connection's lock goes only once the server sees it close,
+    // and a run started just after this one (`murima-admin retention`) was refused.
+    let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(RETENTION_LOCK).execute(&mut lock).await;
+    let _ = lock.close().await;
     result
 }
 
