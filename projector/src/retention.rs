@@ -66,18 +66,172 @@ pub async fn run(stores: &Stores, now: DateTime<Utc>, dry_run: bool) -> anyhow::
         .archive_dir
         .clone()
         .context("MURIMA_ARCHIVE_DIR is not set: nothing is removed that is not archived first")?;
-    // On a connection of its own, not the pool's: whenever the run ends (finished, failed,
-    // or its task dropped), the connection closes and PostgreSQL releases the lock.
+    let lock = lock(stores).await?;
+    let result = run_locked(stores, &root, now, dry_run).await;
+    unlock(lock).await;
+    result
+}
+
+/// The retention lock, on a connection of its own, not the pool's: whenever the holder
+/// ends (finished, failed, or its task dropped), the connection closes and PostgreSQL
+/// releases the lock.
+async fn lock(stores: &Stores) -> anyhow::Result<sqlx::PgConnection> {
     let mut lock = sqlx::PgConnection::connect_with(&stores.pool.connect_options()).await?;
     let held: bool =
         sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(RETENTION_LOCK).fetch_one(&mut lock).await?;
-    anyhow::ensure!(held, "another retention run is going on");
-    let result = run_locked(stores, &root, now, dry_run).await;
-    // Released now: a dropped connection's lock goes only once the server sees it close,
-    // and a run started just after this one (`murima-admin retention`) was refused.
+    anyhow::ensure!(held, "another retention run (or restore) is going on");
+    Ok(lock)
+}
+
+/// Released now: a dropped connection's lock goes only once the server sees it close, and
+/// a run started just after another (`murima-admin retention`) was refused.
+async fn unlock(mut lock: sqlx::PgConnection) {
     let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(RETENTION_LOCK).execute(&mut lock).await;
     let _ = lock.close().await;
-    result
+}
+
+/// What a restore put back: the archive files read and the records in them (those
+/// already there are left as they are).
+#[derive(Debug, Serialize)]
+pub struct Restored {
+    pub tenant_id: Uuid,
+    pub kind: &'static str,
+    pub month: String,
+    pub files: Vec<PathBuf>,
+    pub records: u64,
+}
+
+/// Puts a tenant's archived month back: interactions into their PostgreSQL partition,
+/// audit entries into MongoDB, from every archive file of the month the manifest lists,
+/// each checked against its SHA-256 first. Refused while the month is still past the
+/// tenant's retention (the next run would remove it again: raise `retention_days`
+/// first). Elasticsearch is not restored from archives: a rebuild of the
+/// `elasticsearch` projection brings the months back from the journal.
+pub async fn restore(stores: &Stores, tenant: Uuid, kind: &str, month: &str) -> anyhow::Result<Restored> {
+    let kind = [INTERACTIONS, AUDIT_LOGS]
+        .into_iter()
+        .find(|k| *k == kind)
+        .with_context(|| format!("--kind must be {INTERACTIONS} or {AUDIT_LOGS}, not {kind:?}"))?;
+    let start = NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| Utc.from_utc_datetime(&d))
+        .with_context(|| format!("--month must be YYYY-MM, not {month:?}"))?;
+    let root = stores.settings.archive_dir.clone().context("MURIMA_ARCHIVE_DIR is not set: there is no archive")?;
+    let settings: Option<Value> = sqlx::query_scalar("SELECT settings FROM public.tenants WHERE id = $1")
+        .bind(tenant)
+        .fetch_optional(&stores.pool)
+        .await?;
+    let settings = settings.with_context(|| format!("no tenant {tenant}"))?;
+    let days =
+        settings.as_object().map(events::tenant::retention_days).unwrap_or(events::tenant::DEFAULT_RETENTION_DAYS);
+    if boundary(Utc::now(), days).is_some_and(|keep| start < keep) {
+        anyhow::bail!(
+            "{month} is past tenant {tenant}'s retention of {days} days: the next run would remove it again; \
+             raise its settings.retention_days first"
+        );
+    }
+    let archive = root.join(format!("tenant-{}", tenant.simple()));
+    let manifest = std::fs::read_to_string(archive.join("manifest.jsonl"))
+        .with_context(|| format!("no archive of tenant {tenant} in {}", root.display()))?;
+    let mut files = Vec::new();
+    for line in manifest.lines() {
+        let entry: Value = serde_json::from_str(line).with_context(|| format!("a manifest line: {line}"))?;
+        if entry["kind"] == kind && entry["month"] == month {
+            let file = archive.join(entry["file"].as_str().context("a manifest line without its file")?);
+            files.push((file, entry["sha256"].as_str().unwrap_or_default().to_owned()));
+        }
+    }
+    anyhow::ensure!(!files.is_empty(), "nothing of {kind} {month} is archived for tenant {tenant}");
+    for (file, sha256) in &files {
+        let mut hasher = Sha256::new();
+        std::io::copy(
+            &mut std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
+            &mut hasher,
+        )?;
+        let digest: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        anyhow::ensure!(&digest == sha256, "{} does not match its manifest's SHA-256: not restored", file.display());
+    }
+    let lock = lock(stores).await?;
+    let result = restore_files(stores, tenant, kind, start, &files).await;
+    unlock(lock).await;
+    Ok(Restored {
+        tenant_id: tenant,
+        kind,
+        month: month.to_owned(),
+        records: result?,
+        files: files.into_iter().map(|(f, _)| f).collect(),
+    })
+}
+
+async fn restore_files(
+    stores: &Stores,
+    tenant: Uuid,
+    kind: &str,
+    start: DateTime<Utc>,
+    files: &[(PathBuf, String)],
+) -> anyhow::Result<u64> {
+    use std::io::BufRead;
+    let schema = Tenancy(tenant).pg_schema();
+    let collection = stores
+        .mongo
+        .database(&stores.settings.mongo_database)
+        .collection::<Document>(&Tenancy(tenant).mongo_collection(AUDIT_LOGS));
+    if kind == INTERACTIONS {
+        sqlx::query("SELECT public.murima_interaction_partition($1, $2)")
+            .bind(&schema)
+            .bind(start)
+            .execute(&stores.pool)
+            .await?;
+    }
+    let mut records: u64 = 0;
+    for (file, _) in files {
+        let lines = std::io::BufReader::new(flate2::read::GzDecoder::new(std::fs::File::open(file)?)).lines();
+        let mut chunk: Vec<Value> = Vec::with_capacity(DELETE_CHUNK);
+        let mut lines = lines.peekable();
+        while let Some(line) = lines.next() {
+            chunk.push(serde_json::from_str(&line?).with_context(|| format!("a record of {}", file.display()))?);
+            if chunk.len() == DELETE_CHUNK || lines.peek().is_none() {
+                records = records.saturating_add(chunk.len() as u64);
+                if kind == INTERACTIONS {
+                    sqlx::query(&format!(
+                        "INSERT INTO {schema}.interactions
+                         SELECT * FROM jsonb_populate_recordset(NULL::{schema}.interactions, $1) ON CONFLICT DO NOTHING"
+                    ))
+                    .bind(Value::Array(std::mem::take(&mut chunk)))
+                    .execute(&stores.pool)
+                    .await?;
+                } else {
+                    let docs = std::mem::take(&mut chunk)
+                        .into_iter()
+                        .map(|entry| match Bson::try_from(entry)? {
+                            Bson::Document(d) => Ok(d),
+                            _ => anyhow::bail!("an archived audit entry is not a document"),
+                        })
+                        .collect::<anyhow::Result<Vec<Document>>>()?;
+                    insert_ignoring_duplicates(&collection, docs).await?;
+                }
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// Inserts the entries; those already there (same `_id`) stay as they are.
+async fn insert_ignoring_duplicates(
+    collection: &mongodb::Collection<Document>,
+    docs: Vec<Document>,
+) -> anyhow::Result<()> {
+    const DUPLICATE_KEY: i32 = 11000;
+    if let Err(e) = collection.insert_many(docs).ordered(false).await {
+        let only_duplicates = matches!(e.kind.as_ref(), mongodb::error::ErrorKind::InsertMany(f)
+            if f.write_concern_error.is_none()
+                && f.write_errors.as_ref().is_some_and(|w| w.iter().all(|w| w.code == DUPLICATE_KEY)));
+        if !only_duplicates {
+            return Err(e.into());
+        }
+    }
+    Ok(())
 }
 
 async fn run_locked(stores: &Stores, root: &Path, now: DateTime<Utc>, dry_run: bool) -> anyhow::Result<Vec<Expired>> {

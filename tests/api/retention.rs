@@ -206,4 +206,45 @@ async fn expired_months_are_archived_then_removed_from_every_store_and_newer_dat
     assert!(locked);
     let refused = projector::retention::run(&stores, now, true).await;
     assert!(refused.is_err_and(|e| e.to_string().contains("another retention run")));
+    sqlx::query("SELECT pg_advisory_unlock($1)").bind(0x6d75_7269_6d61_0004_i64).execute(&mut *held).await.unwrap();
+
+    // A restore: refused while the month is past the retention (the next run would take
+    // it again), and once the retention is raised, every archive file of the month is
+    // put back (the first run's and the late one's).
+    let restore = |kind: &'static str, month: &'static str| {
+        let stores = &stores;
+        let tenant = app.tenant_id;
+        async move { projector::retention::restore(stores, tenant, kind, month).await }
+    };
+    let early = restore("interactions", "2020-01").await;
+    assert!(early.is_err_and(|e| e.to_string().contains("retention_days")));
+    assert_eq!(set_retention(&app, app.tenant_id, json!(3650)).await.status(), StatusCode::OK);
+    eventually("the longer retention in the tenants table", || async {
+        let days: Option<i64> =
+            sqlx::query_scalar("SELECT (settings->>'retention_days')::bigint FROM public.tenants WHERE id = $1")
+                .bind(app.tenant_id)
+                .fetch_one(&app.pool)
+                .await
+                .ok()?;
+        (days == Some(3650)).then_some(())
+    })
+    .await;
+    let restored = restore("interactions", "2020-01").await.unwrap();
+    assert_eq!((restored.records, restored.files.len()), (2, 2), "{restored:?}");
+    let back: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {schema}.interactions WHERE timestamp < '2020-02-01' AND case_id = $1"
+    ))
+    .bind(case_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(back, 2, "both archived interactions are back");
+    let restored = restore("audit_logs", "2026-11").await.unwrap();
+    assert_eq!(restored.records, 1, "{restored:?}");
+    assert_eq!(audit_before(&app, app.tenant_id, "2026-12-01T00:00:00Z").await, 1, "the entry is back, dated");
+    let again = restore("audit_logs", "2026-11").await.unwrap();
+    assert_eq!(again.records, 1, "read again, and left as it is");
+    assert_eq!(audit_before(&app, app.tenant_id, "2026-12-01T00:00:00Z").await, 1);
+    let nothing = restore("audit_logs", "2019-01").await;
+    assert!(nothing.is_err_and(|e| e.to_string().contains("nothing of audit_logs 2019-01")));
 }

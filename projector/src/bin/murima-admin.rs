@@ -92,6 +92,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Restores a tenant's archived month (see `retention`).
+    #[command(subcommand)]
+    Archive(Archive),
+}
+
+#[derive(Subcommand)]
+enum Archive {
+    /// Puts a tenant's archived month of interactions (PostgreSQL) or audit entries
+    /// (MongoDB) back, each archive file checked against the manifest's SHA-256; refused
+    /// while the month is past the tenant's retention (raise it first).
+    Restore {
+        #[arg(long)]
+        tenant: uuid::Uuid,
+        /// interactions or audit_logs
+        #[arg(long)]
+        kind: String,
+        /// YYYY-MM
+        #[arg(long)]
+        month: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -406,6 +428,19 @@ async fn run(cli: Cli, settings: runtime::Settings) -> anyhow::Result<()> {
             anyhow::ensure!(from >= 1, "--from must be a journal position, 1 or more");
             let queued = operations::republish(&stores.pool, from).await?;
             say!(out, "queued {queued} events from position {from} for the relay to publish");
+        }
+        Command::Archive(Archive::Restore { tenant, kind, month, json }) => {
+            let restored = murima_projector::retention::restore(&stores, tenant, &kind, &month).await?;
+            if json {
+                say!(out, "{}", serde_json::to_string_pretty(&restored)?);
+            } else {
+                say!(
+                    out,
+                    "tenant {tenant} {month}: restored {} {kind} from {} archive files",
+                    restored.records,
+                    restored.files.len()
+                );
+            }
         }
         Command::Retention { dry_run, json } => {
             let expired = murima_projector::retention::run(&stores, chrono::Utc::now(), dry_run).await?;
