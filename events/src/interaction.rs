@@ -42,6 +42,9 @@ pub struct RecordInteraction {
     pub metadata: Map<String, Value>,
     /// When the contact happened (defaults to now); never in the future.
     pub occurred_at: Option<DateTime<Utc>>,
+    /// The first instant the tenant's retention keeps (`tenant::kept_from`): an
+    /// interaction dated before it would be removed by the next retention run.
+    pub kept_from: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,6 +120,16 @@ pub fn decide(
         "occurred_at",
         format!("must be within the last {} days", contract::MAX_BACKDATED_DAYS),
     );
+    if let Some(kept_from) = cmd.kept_from {
+        v.check(
+            timestamp >= kept_from,
+            "occurred_at",
+            format!(
+                "must not be before {}: the tenant keeps interactions for its retention_days, and older ones are removed",
+                kept_from.format("%Y-%m-%d")
+            ),
+        );
+    }
     v.finish()?;
     Ok(vec![InteractionEvent::Recorded(InteractionRecorded {
         case_id: cmd.case_id,
@@ -149,6 +162,7 @@ mod tests {
             tags: vec![],
             metadata: Map::new(),
             occurred_at: None,
+            kept_from: None,
         }
     }
 
@@ -161,6 +175,22 @@ mod tests {
         };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["case_id", "channel_id"]);
+    }
+
+    #[test]
+    fn nothing_is_dated_before_the_tenant_s_retention() {
+        let now: DateTime<Utc> = "2026-12-07T10:00:00Z".parse().unwrap();
+        let kept_from = crate::tenant::kept_from(now, 30).unwrap();
+        assert_eq!(kept_from.to_rfc3339(), "2026-11-01T00:00:00+00:00", "whole months");
+        let dated = |at: &str| {
+            let mut c = cmd(Reference::Usable, Reference::Usable);
+            c.occurred_at = Some(at.parse().unwrap());
+            c.kept_from = Some(kept_from);
+            decide(None, c, Uuid::nil(), now)
+        };
+        let Err(DomainError::Invalid(errors)) = dated("2026-10-31T23:59:59Z") else { panic!("expected invalid") };
+        assert_eq!(errors[0].field, "occurred_at");
+        assert!(dated("2026-11-01T00:00:00Z").is_ok());
     }
 
     #[test]

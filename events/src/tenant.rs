@@ -134,6 +134,15 @@ pub fn retention_days(settings: &Settings) -> i64 {
         .unwrap_or(DEFAULT_RETENTION_DAYS)
 }
 
+/// The first month a tenant with `days` of retention still keeps, as of `now`: every
+/// month before it ended more than `days` ago (and is removed by the retention job).
+pub fn kept_from(now: DateTime<Utc>, days: i64) -> Option<DateTime<Utc>> {
+    use chrono::{Datelike, TimeZone};
+    let at = now.checked_sub_signed(chrono::Duration::days(days))?;
+    let first = chrono::NaiveDate::from_ymd_opt(at.year(), at.month(), 1)?;
+    Some(Utc.from_utc_datetime(&first.and_hms_opt(0, 0, 0)?))
+}
+
 fn check_settings(v: &mut Validator, settings: &Settings) {
     let size = serde_json::to_string(settings).map(|s| s.len()).unwrap_or(0);
     v.check(size <= MAX_SETTINGS_BYTES, "settings", format!("must be at most {MAX_SETTINGS_BYTES} bytes of JSON"));

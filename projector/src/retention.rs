@@ -262,7 +262,7 @@ async fn run_locked(stores: &Stores, root: &Path, now: DateTime<Utc>, dry_run: b
 /// The first month a tenant with `days` of retention still keeps, as of `now`: every
 /// month before it ended more than `days` ago.
 pub fn boundary(now: DateTime<Utc>, days: i64) -> Option<DateTime<Utc>> {
-    boundary_of_month(now.checked_sub_signed(chrono::Duration::days(days))?)
+    events::tenant::kept_from(now, days)
 }
 
 /// One tenant's part of a run.

@@ -25,18 +25,35 @@ pub async fn append_raw_event(
     schema_version: i64,
     payload: Value,
 ) {
+    let at = "2026-11-20T09:00:00Z".parse().expect("a time");
+    append_raw_event_at(app, tenant, stream_type, stream, version, event_type, schema_version, payload, at).await
+}
+
+/// `append_raw_event`, the event dated `at` (the journal's time, which audit entries take).
+#[allow(clippy::too_many_arguments)]
+pub async fn append_raw_event_at(
+    app: &TestApp,
+    tenant: Uuid,
+    stream_type: &str,
+    stream: Uuid,
+    version: i64,
+    event_type: &str,
+    schema_version: i64,
+    payload: Value,
+    at: chrono::DateTime<chrono::Utc>,
+) {
     let event_id = Uuid::now_v7();
     let envelope = json!({
         "event_id": event_id, "tenant_id": tenant, "stream_type": stream_type, "stream_id": stream,
         "stream_version": version, "event_type": event_type, "schema_version": schema_version,
-        "occurred_at": "2026-11-20T09:00:00Z", "actor": { "user_id": app.user_id, "role": "agent" },
+        "occurred_at": at, "actor": { "user_id": app.user_id, "role": "agent" },
         "correlation_id": Uuid::now_v7(), "causation_id": null, "payload": payload,
     });
     let mut tx = app.pool.begin().await.expect("a transaction");
     let position: i64 = sqlx::query_scalar(
         "INSERT INTO eventstore.events (event_id, tenant_id, stream_type, stream_id, stream_version, event_type,
             schema_version, occurred_at, envelope)
-         VALUES ($1, $2, $7, $3, $4, $5, $8, '2026-11-20T09:00:00Z', $6) RETURNING position",
+         VALUES ($1, $2, $7, $3, $4, $5, $8, $9, $6) RETURNING position",
     )
     .bind(event_id)
     .bind(tenant)
@@ -46,6 +63,7 @@ pub async fn append_raw_event(
     .bind(&envelope)
     .bind(stream_type)
     .bind(schema_version as i16)
+    .bind(at)
     .fetch_one(&mut *tx)
     .await
     .expect("appending a raw event");

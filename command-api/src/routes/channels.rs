@@ -175,10 +175,13 @@ async fn record_interaction(
         Some(c) if !c.active => Reference::Inactive,
         Some(_) => Reference::Usable,
     };
+    let days = state.journal.tenant(caller.tenant_id).await?.map(|t| events::tenant::retention_days(&t.settings));
+    let kept_from = events::tenant::kept_from(Utc::now(), days.unwrap_or(events::tenant::DEFAULT_RETENTION_DAYS));
     let id = Uuid::now_v7();
     let command =
         Command { ctx: &ctx, tenant_id: caller.tenant_id, stream_id: id, request_hash: hash, lookup: Lookup::Nothing };
     let cmd = RecordInteraction {
+        kept_from,
         case_id,
         case,
         channel_id: body.channel_id,
