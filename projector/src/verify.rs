@@ -73,6 +73,11 @@ struct Journaled {
     /// The last version of events older than the grace period (None: all are newer).
     settled: Option<i64>,
     newest: i64,
+    /// How many of its events are dated before the first month the tenant's retention
+    /// keeps: their audit entries are removed by the retention job (they come first).
+    expired: i64,
+    /// An interaction dated before that month: removed by the retention job.
+    expired_interaction: bool,
 }
 
 /// Verifies one projection (or all) for one tenant (or all), repairing when asked.
@@ -148,17 +153,35 @@ async fn journaled(
     tenant: Uuid,
     settled_before: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<HashMap<Uuid, Journaled>> {
-    let rows: Vec<(Uuid, String, Option<i64>, i64)> = sqlx::query_as(
-        "SELECT stream_id, stream_type, max(stream_version) FILTER (WHERE occurred_at <= $2), max(stream_version)
+    // What the tenant's retention removes is not expected in the stores (its months are
+    // archived); with no retention set, 365 days as the job counts them.
+    let settings: Option<serde_json::Value> = sqlx::query_scalar("SELECT settings FROM public.tenants WHERE id = $1")
+        .bind(tenant)
+        .fetch_optional(&stores.pool)
+        .await?;
+    let days = settings
+        .as_ref()
+        .and_then(|s| s.as_object())
+        .map(events::tenant::retention_days)
+        .unwrap_or(events::tenant::DEFAULT_RETENTION_DAYS);
+    let kept_from = events::tenant::kept_from(chrono::Utc::now(), days);
+    let rows: Vec<(Uuid, String, Option<i64>, i64, i64, bool)> = sqlx::query_as(
+        "SELECT stream_id, stream_type, max(stream_version) FILTER (WHERE occurred_at <= $2), max(stream_version),
+                count(*) FILTER (WHERE occurred_at < $3),
+                coalesce(bool_or(stream_type = 'interaction' AND event_type = 'InteractionRecorded'
+                                 AND (envelope #>> '{payload,timestamp}')::timestamptz < $3), false)
          FROM eventstore.events WHERE tenant_id = $1 GROUP BY stream_id, stream_type",
     )
     .bind(tenant)
     .bind(settled_before)
+    .bind(kept_from)
     .fetch_all(&stores.pool)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, stream_type, settled, newest)| (id, Journaled { stream_type, settled, newest }))
+        .map(|(id, stream_type, settled, newest, expired, expired_interaction)| {
+            (id, Journaled { stream_type, settled, newest, expired, expired_interaction })
+        })
         .collect())
 }
 
@@ -175,7 +198,24 @@ fn compare(
     for records in held {
         for (id, stream) in journal.iter().filter(|(id, s)| records.mirrors(&s.stream_type) && !kept_back(id)) {
             let version = records.versions.get(id).copied();
-            let finding = match (stream.settled, version) {
+            // Removed by the tenant's retention: whether it is still there or not.
+            if stream.expired_interaction && records.mirrors("interaction") {
+                continue;
+            }
+            // A log of events (one record per event) lost its expired ones: it should
+            // hold the rest, and holding them all is fine until the job runs.
+            let log = records.stream_types.is_empty();
+            let settled = match stream.settled {
+                Some(settled) if log && stream.expired > 0 => {
+                    let kept = settled.saturating_sub(stream.expired);
+                    if kept <= 0 || version.is_some_and(|v| v >= kept) {
+                        continue;
+                    }
+                    Some(kept)
+                }
+                other => other,
+            };
+            let finding = match (settled, version) {
                 (_, Some(v)) if v > stream.newest => Some(Finding::Extra),
                 (Some(_), None) => Some(Finding::Missing),
                 (Some(settled), Some(v)) if v < settled => Some(Finding::Stale),
@@ -273,9 +313,33 @@ mod tests {
         entries
             .iter()
             .map(|&(id, stream_type, settled, newest)| {
-                (Uuid::from_u128(id), Journaled { stream_type: stream_type.to_owned(), settled, newest })
+                let journaled = Journaled {
+                    stream_type: stream_type.to_owned(),
+                    settled,
+                    newest,
+                    expired: 0,
+                    expired_interaction: false,
+                };
+                (Uuid::from_u128(id), journaled)
             })
             .collect()
+    }
+
+    #[test]
+    fn what_the_retention_removed_is_not_missing() {
+        let mut journal =
+            journaled(&[(1, "case", Some(3), 3), (2, "interaction", Some(1), 1), (3, "case", Some(2), 2)]);
+        for (id, expired) in [(1, 2), (3, 2)] {
+            journal.get_mut(&Uuid::from_u128(id)).unwrap().expired = expired;
+        }
+        journal.get_mut(&Uuid::from_u128(2)).unwrap().expired_interaction = true;
+        // The case's first two audit entries went with their month; the third is held.
+        let audit = held("audit entries", &[], &[(1, 1), (2, 1)]);
+        let interactions = held("interactions", &["interaction"], &[]);
+        assert!(compare(Uuid::nil(), &journal, &[audit, interactions], &HashSet::new()).is_empty());
+        // The retained entry gone too is missing.
+        let audit = held("audit entries", &[], &[(2, 1)]);
+        assert_eq!(findings(&compare(Uuid::nil(), &journal, &[audit], &HashSet::new())), vec![(1, Finding::Missing)]);
     }
 
     fn held(what: &'static str, types: &'static [&'static str], versions: &[(u128, i64)]) -> Held {

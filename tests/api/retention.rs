@@ -186,6 +186,13 @@ async fn expired_months_are_archived_then_removed_from_every_store_and_newer_dat
     // The other tenant keeps last month.
     assert_eq!(audit_before(&app, other, "2026-12-01T00:00:00Z").await, 1);
 
+    // Verify knows what the retention removed: nothing is reported missing or behind.
+    let reports =
+        projector::verify::verify(&stores, None, Some(app.tenant_id), std::time::Duration::ZERO, false).await.unwrap();
+    for report in &reports {
+        assert_eq!((report.missing, report.stale), (0, 0), "{report:#?}");
+    }
+
     // Again: nothing more to do.
     let again = projector::retention::run(&stores, now, false).await.unwrap();
     assert!(again.iter().all(|e| e.tenant_id != app.tenant_id), "{again:?}");
