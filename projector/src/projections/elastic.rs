@@ -37,6 +37,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use elasticsearch::http::request::JsonBody;
 use elasticsearch::http::StatusCode;
+use elasticsearch::ilm::IlmPutLifecycleParts;
 use elasticsearch::indices::{IndicesCreateParts, IndicesPutIndexTemplateParts, IndicesRefreshParts};
 use elasticsearch::{BulkParts, Elasticsearch, MgetParts, SearchParts};
 use events::audit::{erase_changes, USER_PERSONAL_FIELDS};
@@ -116,11 +117,39 @@ static CUSTOM_FIELDS_AS_KEYWORDS: std::sync::LazyLock<Value> = std::sync::LazyLo
 /// stand-in accepted them; Elasticsearch 8 and noida-db refuse the second one.) A real
 /// index name matches one pattern only, so the order of the priorities changes nothing.
 pub fn templates() -> Vec<(&'static str, Value)> {
+    templates_with(None)
+}
+
+/// The templates, their indices managed by the lifecycle policy named (where the server
+/// has index lifecycle management).
+fn templates_with(lifecycle: Option<&str>) -> Vec<(&'static str, Value)> {
     let mut templates = entity_templates();
     for (priority, (_, body)) in (100u64..).zip(templates.iter_mut()) {
         body["priority"] = json!(priority);
+        if let Some(policy) = lifecycle {
+            body["template"]["settings"]["index.lifecycle.name"] = json!(policy);
+        }
     }
     templates
+}
+
+/// The index lifecycle policy the templates name where the server has ILM (seed §5.3.2,
+/// adapted): the seed's tiers by age, without what does not fit indices named by month.
+/// No rollover (an index per month is made by name), no shrink (one shard), no freeze
+/// (gone from Elasticsearch 8), no read-only step (a late interaction, an erasure or a
+/// rebuild still writes to an old month). Deletion by age is left to the retention job,
+/// which knows each tenant's `retention_days` (1 to 3650): the policy deletes only past
+/// the longest retention a tenant can set, as a backstop.
+pub const LIFECYCLE_POLICY: &str = "murima-monthly";
+
+pub fn lifecycle_policy() -> Value {
+    json!({ "policy": { "phases": {
+        "hot": { "actions": { "set_priority": { "priority": 100 } } },
+        "warm": { "min_age": "30d", "actions": {
+            "set_priority": { "priority": 50 }, "forcemerge": { "max_num_segments": 1 } } },
+        "cold": { "min_age": "90d", "actions": { "set_priority": { "priority": 0 } } },
+        "delete": { "min_age": format!("{}d", events::tenant::MAX_RETENTION_DAYS + 31), "actions": { "delete": {} } }
+    } } })
 }
 
 fn entity_templates() -> Vec<(&'static str, Value)> {
@@ -258,7 +287,19 @@ impl ElasticProjection {
 
     /// A projection writing where `placement` says (a rebuild's copy indices and aliases).
     pub async fn placed(client: Elasticsearch, placement: Placement) -> anyhow::Result<Self> {
-        for (name, body) in templates() {
+        // The policy where the server has ILM (a cluster); a stand-in without it answers
+        // 4xx, and the retention job deletes the indices itself either way.
+        let ilm = client
+            .ilm()
+            .put_lifecycle(IlmPutLifecycleParts::Policy(LIFECYCLE_POLICY))
+            .body(lifecycle_policy())
+            .send()
+            .await
+            .is_ok_and(|r| r.status_code().is_success());
+        if !ilm {
+            tracing::debug!("no index lifecycle management here: indices are managed by the retention job only");
+        }
+        for (name, body) in templates_with(ilm.then_some(LIFECYCLE_POLICY)) {
             let response =
                 client.indices().put_index_template(IndicesPutIndexTemplateParts::Name(name)).body(body).send().await?;
             if !response.status_code().is_success() {
@@ -1232,6 +1273,22 @@ mod tests {
     use crate::event::test_event;
 
     /// Elasticsearch refuses overlapping patterns of one priority (see `templates`).
+    #[test]
+    fn with_a_lifecycle_every_template_names_it_and_the_policy_deletes_nothing_a_tenant_keeps() {
+        for (name, body) in templates_with(Some(LIFECYCLE_POLICY)) {
+            assert_eq!(body["template"]["settings"]["index.lifecycle.name"], LIFECYCLE_POLICY, "{name}");
+            assert_eq!(body["template"]["settings"]["number_of_shards"], 1, "{name}");
+        }
+        assert!(templates().iter().all(|(_, b)| b["template"]["settings"].get("index.lifecycle.name").is_none()));
+        let policy = lifecycle_policy();
+        let delete_after: i64 =
+            policy["policy"]["phases"]["delete"]["min_age"].as_str().unwrap().trim_end_matches('d').parse().unwrap();
+        assert!(delete_after > events::tenant::MAX_RETENTION_DAYS + 30, "{policy}");
+        for phase in ["warm", "cold"] {
+            assert!(policy["policy"]["phases"][phase]["actions"].get("readonly").is_none(), "writes go on: {phase}");
+        }
+    }
+
     #[test]
     fn every_index_template_has_a_priority_of_its_own() {
         let priorities: Vec<u64> = templates().iter().map(|(_, body)| body["priority"].as_u64().unwrap()).collect();
