@@ -85,7 +85,19 @@ async fn an_erased_user_reads_as_a_marker_in_every_store_and_after_a_rebuild_of_
     let about = exported["audit_about"]["items"].as_array().unwrap();
     assert!(about.iter().any(|e| e["action"] == "create"), "{about:?}");
     let zoe_token = app.login_token("zoe.erasable").await;
-    assert_eq!(app.query(&export, &zoe_token).await.status(), StatusCode::OK, "her own export");
+    let note = json!({ "content": "Called the printer vendor" });
+    let answer = app.command(Method::POST, &format!("/v1/cases/{case_id}/notes"), &zoe_token, Some(note)).await;
+    assert_eq!(answer.status(), StatusCode::CREATED);
+    let position = answer.json::<Value>().await.unwrap()["position"].as_str().unwrap().to_owned();
+    let own: Value = eventually("her note in her own export", || async {
+        let own = app.query(&format!("{export}?position={position}"), &zoe_token).await;
+        assert_eq!(own.status(), StatusCode::OK, "her own export");
+        let own: Value = own.json().await.ok()?;
+        (own["notes"]["items"][0]["content"] == "Called the printer vendor").then_some(own)
+    })
+    .await;
+    let notified = own["notifications"].as_array().unwrap();
+    assert!(notified.iter().any(|n| n.to_string().contains(&case_id)), "assigned to her: {notified:?}");
     let kim_token = app.login_token("kim.kept").await;
     assert_eq!(app.query(&export, &kim_token).await.status(), StatusCode::FORBIDDEN, "a colleague's");
     let answer = app.query(&export, &app.token_for(other_tenant(&app).await, Role::Admin)).await;

@@ -30,8 +30,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Exports what is held about a data subject (a user): their profile, the cases they
-/// created or are assigned, the audit entries about them and those of what they did, at
-/// most 1,000 of each, newest first. For tenant administrators and the subject themself.
+/// created or are assigned, the audit entries about them and those of what they did, the
+/// notes they wrote (at most 1,000 of each, newest first) and their notifications. For
+/// tenant administrators and the subject themself.
 #[utoipa::path(get, path = "/v1/data-subjects/{id}/export", tag = "data-subjects", operation_id = "data_subjects_export", params(("id" = Uuid, Path, description = "the data subject: a user's id")), responses(ReadAnswered))]
 async fn export(
     State(state): State<AppState>,
@@ -87,12 +88,26 @@ async fn export(
             .await
             .map_err(mongo_unavailable)?;
         // As the audit routes show entries to this caller: hidden case fields and
-        // internal notes' content withheld from who may not read them.
-        let internal_hidden = caller.require(Permission::NotesViewInternal).is_err();
+        // internal notes' content withheld from who may not read them (the subject's own
+        // export lists only their own notes and their own entries).
+        let internal_hidden = caller.require(Permission::NotesViewInternal).is_err() && caller.user_id != id;
         audit.push(listed(shown(&state, caller, docs, internal_hidden).await));
     }
     let audit_by = audit.pop().unwrap_or_default();
     let audit_about = audit.pop().unwrap_or_default();
+    // The notes they wrote (their own, so internal ones too), and their notifications.
+    let notes_coll = state.mongo.collection::<Document>(&Tenancy(tenant).mongo_collection("case_notes"));
+    let notes: Vec<Document> = notes_coll
+        .find(doc! { "tenant_id": &tenant_str, "user_id": id.to_string() })
+        .sort(doc! { "created_at": -1, "_id": -1 })
+        .limit(EXPORTED.saturating_add(1))
+        .await
+        .map_err(mongo_unavailable)?
+        .try_collect()
+        .await
+        .map_err(mongo_unavailable)?;
+    let notes = listed(notes.into_iter().map(super::entities::document_json).collect());
+    let notifications = super::presence::read_marked(&state, tenant, id, None, "/v1/data-subjects/{id}/export").await?;
     Ok(Json(json!({
         "subject_id": id,
         "kind": "user",
@@ -101,6 +116,8 @@ async fn export(
         "cases": listed(cases),
         "audit_about": audit_about,
         "audit_by": audit_by,
+        "notes": notes,
+        "notifications": notifications,
     })))
 }
 

@@ -192,7 +192,7 @@ async fn notifications(
     if !(0..=MAX_OFFSET).contains(&offset) {
         return Err(ApiError::BadRequest(format!("offset must be between 0 and {MAX_OFFSET} (got {offset})")));
     }
-    let items = read_marked(&state, caller, token, "/v1/notifications").await?;
+    let items = read_marked(&state, caller.tenant_id, caller.user_id, token, "/v1/notifications").await?;
     let unread = unread_in(&items);
     let total = items.len();
     let start = usize::try_from(offset).unwrap_or(usize::MAX).min(total);
@@ -214,7 +214,8 @@ async fn unread(
     caller: Caller,
     WaitFor(token): WaitFor,
 ) -> Result<Json<Value>, ApiError> {
-    let items = read_marked(&state, caller.tenant_member()?, token, "/v1/notifications/unread").await?;
+    let caller = caller.tenant_member()?;
+    let items = read_marked(&state, caller.tenant_id, caller.user_id, token, "/v1/notifications/unread").await?;
     Ok(Json(json!({ "unread": unread_in(&items) })))
 }
 
@@ -222,16 +223,17 @@ fn unread_in(items: &[Value]) -> usize {
     items.iter().filter(|n| n["read"] == json!(false)).count()
 }
 
-/// The caller's whole list (at most 100), once Redis holds the token's write, each marked
-/// `read` when its id was read or the event it is about happened before the caller's
-/// last "read all".
-async fn read_marked(
+/// A user's whole list (at most 100), once Redis holds the token's write, each marked
+/// `read` when its id was read or the event it is about happened before the user's last
+/// "read all".
+pub(super) async fn read_marked(
     state: &AppState,
-    caller: Caller,
+    tenant: Uuid,
+    user: Uuid,
     token: Option<Wait>,
     read: &str,
 ) -> Result<Vec<Value>, ApiError> {
-    let (t, user) = (Tenancy(caller.tenant_id), caller.user_id);
+    let t = Tenancy(tenant);
     super::counters::wait_for_redis(state, t, token, read).await?;
     let (raw, read, before): (Vec<String>, HashSet<String>, Option<i64>) = redis::pipe()
         .lrange(t.redis_notifications(user), 0, -1)
