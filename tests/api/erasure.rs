@@ -180,7 +180,7 @@ async fn an_erased_user_reads_as_a_marker_in_every_store_and_after_a_rebuild_of_
     .await;
     let exported = app.query(&format!("{export}?position={position}"), &admin).await.text().await.unwrap();
     assert!(exported.contains(&marker), "{exported}");
-    assert_eq!(holding_zoe(&[exported.clone()]), Vec::<&String>::new(), "her export after the erasure");
+    assert_eq!(holding_zoe(std::slice::from_ref(&exported)), Vec::<&String>::new(), "her export after the erasure");
     let trail: Value = app.query(&format!("/v1/audit/user/{zoe}"), &admin).await.json().await.unwrap();
     let actions: Vec<&str> = trail["items"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
     assert!(actions.contains(&"erase") && actions.contains(&"create"), "{actions:?}");
