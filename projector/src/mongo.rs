@@ -287,3 +287,12 @@ pub fn to_bson<T: serde::Serialize>(event: &Event, value: &T) -> Result<bson::Bs
 pub fn date(at: chrono::DateTime<chrono::Utc>) -> bson::DateTime {
     bson::DateTime::from_millis(at.timestamp_millis())
 }
+
+/// An `insert_many` (unordered) refused only documents already there (same `_id`):
+/// what a redelivered batch or a second restore meets, and not a failure.
+pub fn only_duplicate_keys(error: &mongodb::error::Error) -> bool {
+    const DUPLICATE_KEY: i32 = 11000;
+    matches!(error.kind.as_ref(), mongodb::error::ErrorKind::InsertMany(failure)
+        if failure.write_concern_error.is_none()
+            && failure.write_errors.as_ref().is_some_and(|errors| errors.iter().all(|w| w.code == DUPLICATE_KEY)))
+}

@@ -222,12 +222,8 @@ async fn insert_ignoring_duplicates(
     collection: &mongodb::Collection<Document>,
     docs: Vec<Document>,
 ) -> anyhow::Result<()> {
-    const DUPLICATE_KEY: i32 = 11000;
     if let Err(e) = collection.insert_many(docs).ordered(false).await {
-        let only_duplicates = matches!(e.kind.as_ref(), mongodb::error::ErrorKind::InsertMany(f)
-            if f.write_concern_error.is_none()
-                && f.write_errors.as_ref().is_some_and(|w| w.iter().all(|w| w.code == DUPLICATE_KEY)));
-        if !only_duplicates {
+        if !crate::mongo::only_duplicate_keys(&e) {
             return Err(e.into());
         }
     }

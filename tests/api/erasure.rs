@@ -156,6 +156,13 @@ async fn an_erased_user_reads_as_a_marker_in_every_store_and_after_a_rebuild_of_
     assert_eq!(key, (None, true));
     let answer = app.query("/v1/notifications", &zoe_token).await;
     assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "her sessions ended");
+    assert_eq!(
+        app.query(&export, &zoe_token).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "her old token exports nothing"
+    );
+    let answer = app.command(Method::POST, &format!("/v1/data-subjects/{kim}/erasure"), &zoe_token, None).await;
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "her old token erases nobody");
     let login = json!({ "tenant": app.tenant_slug().await, "username": "zoe.erasable",
                         "password": "integration test password" });
     let answer = app.http.post(format!("{}/v1/auth/login", app.command_url)).json(&login).send().await.unwrap();

@@ -261,6 +261,10 @@ async fn expired_months_are_archived_then_removed_from_every_store_and_newer_dat
     let again = restore("audit_logs", "2026-11").await.unwrap();
     assert_eq!(again.records, 1, "read again, and left as it is");
     assert_eq!(audit_before(&app, app.tenant_id, "2026-12-01T00:00:00Z").await, 1);
+    let bad_kind = restore("cases", "2020-01").await;
+    assert!(bad_kind.is_err_and(|e| e.to_string().contains("--kind")));
+    let bad_month = restore("interactions", "2020-13").await;
+    assert!(bad_month.is_err_and(|e| e.to_string().contains("--month")));
     let nothing = restore("audit_logs", "2019-01").await;
     assert!(nothing.is_err_and(|e| e.to_string().contains("nothing of audit_logs 2019-01")));
 }

@@ -21,8 +21,6 @@ use crate::mongo::{Collections, TENANT_COLLECTIONS};
 use crate::projection::{ApplyError, Checkpoint, Held, Placement, Projection};
 use events::DomainEvent;
 
-const DUPLICATE_KEY: i32 = 11000;
-
 pub struct MongoAuditProjection {
     db: Database,
     collections: Collections,
@@ -169,17 +167,7 @@ impl Projection for MongoAuditProjection {
         for (name, docs) in by_collection {
             let coll = self.db.collection::<Document>(&name);
             if let Err(e) = coll.insert_many(docs).ordered(false).await {
-                let only_duplicates = match e.kind.as_ref() {
-                    ErrorKind::InsertMany(failure) => {
-                        failure.write_concern_error.is_none()
-                            && failure
-                                .write_errors
-                                .as_ref()
-                                .is_some_and(|errors| errors.iter().all(|w| w.code == DUPLICATE_KEY))
-                    }
-                    _ => false,
-                };
-                if !only_duplicates {
+                if !crate::mongo::only_duplicate_keys(&e) {
                     let refused_documents =
                         matches!(e.kind.as_ref(), ErrorKind::InsertMany(f) if f.write_errors.is_some());
                     return Err(if refused_documents {

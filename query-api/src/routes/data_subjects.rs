@@ -78,15 +78,7 @@ async fn export(
     let by = doc! { "tenant_id": &tenant_str, "user_id": id.to_string() };
     let mut audit = Vec::with_capacity(2);
     for (filter, order) in [(about, doc! { "entity_version": -1 }), (by, doc! { "timestamp": -1 })] {
-        let docs: Vec<Document> = coll
-            .find(filter)
-            .sort(order)
-            .limit(EXPORTED.saturating_add(1))
-            .await
-            .map_err(mongo_unavailable)?
-            .try_collect()
-            .await
-            .map_err(mongo_unavailable)?;
+        let docs = newest(&coll, filter, order).await?;
         // As the audit routes show entries to this caller: hidden case fields and
         // internal notes' content withheld from who may not read them (the subject's own
         // export lists only their own notes and their own entries).
@@ -97,15 +89,12 @@ async fn export(
     let audit_about = audit.pop().unwrap_or_default();
     // The notes they wrote (their own, so internal ones too), and their notifications.
     let notes_coll = state.mongo.collection::<Document>(&Tenancy(tenant).mongo_collection("case_notes"));
-    let notes: Vec<Document> = notes_coll
-        .find(doc! { "tenant_id": &tenant_str, "user_id": id.to_string() })
-        .sort(doc! { "created_at": -1, "_id": -1 })
-        .limit(EXPORTED.saturating_add(1))
-        .await
-        .map_err(mongo_unavailable)?
-        .try_collect()
-        .await
-        .map_err(mongo_unavailable)?;
+    let notes = newest(
+        &notes_coll,
+        doc! { "tenant_id": &tenant_str, "user_id": id.to_string() },
+        doc! { "created_at": -1, "_id": -1 },
+    )
+    .await?;
     let notes = listed(notes.into_iter().map(super::entities::document_json).collect());
     let notifications = super::presence::read_marked(&state, tenant, id, None, "/v1/data-subjects/{id}/export").await?;
     Ok(Json(json!({
@@ -119,6 +108,22 @@ async fn export(
         "notes": notes,
         "notifications": notifications,
     })))
+}
+
+/// The first `EXPORTED` + 1 documents in `order` (one more, to tell whether there were more).
+async fn newest(
+    coll: &mongodb::Collection<Document>,
+    filter: Document,
+    order: Document,
+) -> Result<Vec<Document>, ApiError> {
+    coll.find(filter)
+        .sort(order)
+        .limit(EXPORTED.saturating_add(1))
+        .await
+        .map_err(mongo_unavailable)?
+        .try_collect()
+        .await
+        .map_err(mongo_unavailable)
 }
 
 /// At most `EXPORTED` items, and whether more were held.

@@ -27,15 +27,7 @@ pub(super) async fn apply(tx: &mut Tx<'_>, schema: &str, env: &EventEnvelope, ev
             .await?;
             // Cases that named the user before their row existed (a log from before tenant
             // keying) name them now.
-            sqlx::query(&format!(
-                "UPDATE {schema}.cases SET assigned_to_username = $2
-                 WHERE assigned_to = $1 AND assigned_to_username IS DISTINCT FROM $2"
-            ))
-            .bind(env.stream_id)
-            .bind(&e.username)
-            .execute(&mut **tx)
-            .await?;
-            return Ok(());
+            return copy_username(tx, schema, env, &e.username).await;
         }
         UserEvent::ProfileUpdated(e) => {
             update_guarded!(
@@ -104,19 +96,25 @@ pub(super) async fn apply(tx: &mut Tx<'_>, schema: &str, env: &EventEnvelope, ev
                 e.erased_at
             )
             .await?;
-            sqlx::query(&format!(
-                "UPDATE {schema}.cases SET assigned_to_username = $2
-                 WHERE assigned_to = $1 AND assigned_to_username IS DISTINCT FROM $2"
-            ))
-            .bind(env.stream_id)
-            .bind(&e.marker)
-            .execute(&mut **tx)
-            .await?
+            return copy_username(tx, schema, env, &e.marker).await;
         }
         // What a user read lives in Redis; the row only follows the stream's version.
         UserEvent::NotificationsRead(_) => {
             update_guarded!((tx, schema, "users", env), "updated_at = updated_at").await?
         }
     };
+    Ok(())
+}
+
+/// The user's cases copy their username (`cases.assigned_to_username`).
+async fn copy_username(tx: &mut Tx<'_>, schema: &str, env: &EventEnvelope, username: &str) -> Applied {
+    sqlx::query(&format!(
+        "UPDATE {schema}.cases SET assigned_to_username = $2
+         WHERE assigned_to = $1 AND assigned_to_username IS DISTINCT FROM $2"
+    ))
+    .bind(env.stream_id)
+    .bind(username)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
