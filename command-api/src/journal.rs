@@ -60,6 +60,11 @@ pub enum Lookup {
     /// stays, as the mark that they were erased), and so are their claimed username and
     /// email and their credentials, which hold personal data off the log.
     Erasure,
+    /// Erase a data subject who is not a user (`events::data_subject`): their key is
+    /// deleted, the row staying as the mark.
+    SubjectErasure {
+        subject: Uuid,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -309,7 +314,8 @@ impl Journal {
             let looked = Looked { case_number: number.then(|| PENDING_CASE_NUMBER.to_owned()) };
             let new_events =
                 decide(state.as_ref(), looked).map_err(|error| JournalError::Rejected { error, current })?;
-            let appended = self.append::<A>(&mut conn, cmd, current, &new_events, number).await?;
+            let subject = A::data_subject(cmd.stream_id, state.as_ref(), &new_events);
+            let appended = self.append::<A>(&mut conn, cmd, current, &new_events, number, subject).await?;
             if !number {
                 self.remember(epoch, cmd, &appended, state, &new_events);
             }
@@ -320,7 +326,8 @@ impl Journal {
         expect_version(cmd, current)?;
         let looked = lookup(&mut tx, cmd.tenant_id, cmd.stream_id, &cmd.lookup, current).await?;
         let new_events = decide(state.as_ref(), looked).map_err(|error| JournalError::Rejected { error, current })?;
-        match self.append::<A>(&mut tx, cmd, current, &new_events, false).await? {
+        let subject = A::data_subject(cmd.stream_id, state.as_ref(), &new_events);
+        match self.append::<A>(&mut tx, cmd, current, &new_events, false, subject).await? {
             Appended::New(recorded) => {
                 tx.commit().await?;
                 // A load between the append and the commit may have kept the old state.
@@ -356,7 +363,8 @@ impl Journal {
         let number = matches!(cmd.lookup, Lookup::CaseNumber) && current == 0;
         let looked = Looked { case_number: number.then(|| PENDING_CASE_NUMBER.to_owned()) };
         let Ok(new_events) = decide(state.as_ref(), looked) else { return Ok(None) };
-        match self.append::<A>(conn, cmd, current, &new_events, number).await {
+        let subject = A::data_subject(cmd.stream_id, state.as_ref(), &new_events);
+        match self.append::<A>(conn, cmd, current, &new_events, number, subject).await {
             Ok(appended) => {
                 // A new case's number is written by the append: its cached state would
                 // hold the placeholder, so the next command reads the stream once.
@@ -395,7 +403,8 @@ impl Journal {
 
     /// Appends `events` at `current` with `eventstore.append` (one statement), and the
     /// answer under the caller's Idempotency-Key; `case_number`: the first event gets the
-    /// tenant's next case number.
+    /// tenant's next case number. The events' personal fields are sealed with the key of
+    /// `subject` (`Aggregate::data_subject`), made on first use: one more statement.
     async fn append<A: Aggregate>(
         &self,
         conn: &mut sqlx::PgConnection,
@@ -403,6 +412,7 @@ impl Journal {
         current: i64,
         events: &[A::Event],
         case_number: bool,
+        subject: Option<Uuid>,
     ) -> Result<Appended, JournalError> {
         let now = Utc::now();
         let mut ids = Vec::with_capacity(events.len());
@@ -412,8 +422,9 @@ impl Journal {
         let mut sealing: Option<(Uuid, SubjectKey)> = None;
         for (version, event) in (current.saturating_add(1)..).zip(events) {
             let mut payload = event.payload();
-            let subject = personal::subject(A::STREAM, cmd.stream_id);
-            if let (Some(subject), false) = (subject, personal::fields(A::STREAM, event.event_type()).is_empty()) {
+            let mut data_subject = None;
+            if let (Some(subject), true) = (subject, personal::holds_personal(A::STREAM, event.event_type(), &payload))
+            {
                 if sealing.is_none() {
                     let Some(key) = subject_keys::for_sealing(&mut *conn, cmd.tenant_id, subject).await? else {
                         let error = DomainError::Conflict(format!(
@@ -425,6 +436,7 @@ impl Journal {
                 }
                 if let Some((subject, key)) = &sealing {
                     personal::seal(A::STREAM, event.event_type(), &mut payload, cmd.tenant_id, *subject, key);
+                    data_subject = Some(*subject);
                 }
             }
             let envelope = EventEnvelope {
@@ -440,6 +452,7 @@ impl Journal {
                 correlation_id: cmd.ctx.correlation_id,
                 causation_id: None,
                 request: cmd.ctx.request.clone(),
+                data_subject,
                 position: 0,
                 payload,
             };
@@ -733,8 +746,8 @@ async fn load<A: Aggregate>(
 ) -> Result<(Option<A>, i64), JournalError> {
     let epoch = cache.epoch();
     let (mut state, cached) = cache.get::<A>(tenant, stream).unwrap_or((None, 0));
-    let rows: Vec<(String, i16, Value, i64)> = sqlx::query_as(
-        "SELECT event_type, schema_version, envelope->'payload', stream_version
+    let rows: Vec<(String, i16, Value, i64, Option<Uuid>)> = sqlx::query_as(
+        "SELECT event_type, schema_version, envelope->'payload', stream_version, (envelope->>'data_subject')::uuid
          FROM eventstore.events
          WHERE stream_id = $1 AND stream_version > $4 AND tenant_id = $2 AND stream_type = $3
          ORDER BY stream_version",
@@ -745,11 +758,10 @@ async fn load<A: Aggregate>(
     .bind(cached)
     .fetch_all(&mut *conn)
     .await?;
-    let keys =
-        subject_keys::needed_by(&mut *conn, rows.iter().map(|(t, _, p, _)| (tenant, A::STREAM, t.as_str(), p))).await?;
+    let keys = subject_keys::needed_by(&mut *conn, rows.iter().map(|row| (tenant, row.4))).await?;
     let mut version = cached;
-    for (event_type, schema_version, mut payload, v) in rows {
-        keys.open(tenant, A::STREAM, stream, &event_type, &mut payload).map_err(anyhow::Error::from)?;
+    for (event_type, schema_version, mut payload, v, data_subject) in rows {
+        keys.open(tenant, data_subject, A::STREAM, &event_type, &mut payload).map_err(anyhow::Error::from)?;
         let event = A::Event::decode(&event_type, schema_version as u16, payload).map_err(anyhow::Error::from)?;
         state = A::evolve(state, &event);
         version = v;
@@ -816,16 +828,12 @@ async fn lookup(
             store_webhook_secret(tx, tenant, stream, secret.as_deref()).await?;
             Ok(Looked::default())
         }
+        Lookup::SubjectErasure { subject } => {
+            subject_keys::erase(&mut **tx, tenant, *subject).await?;
+            Ok(Looked::default())
+        }
         Lookup::Erasure => {
-            sqlx::query(
-                "INSERT INTO eventstore.subject_keys (tenant_id, subject_id, key, erased_at) VALUES ($1, $2, NULL, now())
-                 ON CONFLICT (tenant_id, subject_id)
-                 DO UPDATE SET key = NULL, erased_at = coalesce(eventstore.subject_keys.erased_at, now())",
-            )
-            .bind(tenant)
-            .bind(stream)
-            .execute(&mut **tx)
-            .await?;
+            subject_keys::erase(&mut **tx, tenant, stream).await?;
             for table in ["eventstore.user_names", "eventstore.user_emails", "eventstore.credentials"] {
                 sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1 AND user_id = $2"))
                     .bind(tenant)

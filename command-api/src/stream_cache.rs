@@ -68,7 +68,8 @@ pub fn is_fact(kind: StreamType) -> bool {
         | StreamType::Task
         | StreamType::Note
         | StreamType::Document
-        | StreamType::Webhook => false,
+        | StreamType::Webhook
+        | StreamType::DataSubject => false,
     }
 }
 

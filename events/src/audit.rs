@@ -171,6 +171,11 @@ pub fn tenant_changes(event: &TenantEvent) -> (&'static str, Vec<FieldChange>) {
 /// replaces their values with `[erased]` in every audit store.
 pub const USER_PERSONAL_FIELDS: &[&str] = &["username", "email", "first_name", "last_name", "preferences"];
 
+/// The audit fields that hold a customer's data (`personal`: a case's, its notes' and its
+/// interactions' personal fields); an erasure of the customer replaces their values.
+pub const CUSTOMER_PERSONAL_FIELDS: &[&str] =
+    &["title", "description", "custom_fields", "content", "external_id", "metadata"];
+
 /// Replaces the values of an audit entry's `changes` (a JSON array of `FieldChange`) for
 /// the fields named with `[erased]`; whether anything changed. Nulls stay null.
 pub fn erase_changes(changes: &mut Value, fields: &[&str]) -> bool {

@@ -140,6 +140,10 @@ pub struct OpenCase {
     pub due_date: Option<DateTime<Utc>>,
     pub tags: Vec<String>,
     pub custom_fields: CustomFields,
+    /// The customer the case is about (their id in the tenant's own records): its title,
+    /// description and custom fields, and its notes' and interactions' content, are
+    /// sealed with that data subject's key (`personal`). Never changes.
+    pub customer_id: Option<Uuid>,
 }
 
 /// What a case command needs to know of the case's type, looked up before deciding.
@@ -226,6 +230,14 @@ pub struct CaseOpened {
     pub tags: Vec<String>,
     pub custom_fields: CustomFields,
     pub opened_at: DateTime<Utc>,
+    /// v2: v1 cases name no customer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<Uuid>,
+}
+
+/// Upcasts an event whose new version only added optional fields (absent: none).
+pub fn unchanged(payload: serde_json::Value) -> serde_json::Value {
+    payload
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -367,7 +379,7 @@ pub struct CaseTaskRequested {
 
 event_enum! {
     pub enum CaseEvent {
-        Opened(CaseOpened) = "CaseOpened" @ 1,
+        Opened(CaseOpened) = "CaseOpened" @ 2 [1 => unchanged],
         Updated(CaseUpdated) = "CaseUpdated" @ 1,
         Assigned(CaseAssigned) = "CaseAssigned" @ 1,
         StatusChanged(CaseStatusChanged) = "CaseStatusChanged" @ 1,
@@ -399,6 +411,8 @@ pub struct Case {
     pub due_date: Option<DateTime<Utc>>,
     pub tags: Vec<String>,
     pub custom_fields: CustomFields,
+    /// The customer the case is about (`OpenCase::customer_id`).
+    pub customer_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub workflow_id: Option<Uuid>,
@@ -481,6 +495,15 @@ impl Case {
 }
 
 /// Applies one recorded fact. Holds no rules: anything refused was refused by `decide`.
+/// A case is about its customer, if it names one.
+pub fn data_subject(_: Uuid, state: Option<&Case>, events: &[CaseEvent]) -> Option<Uuid> {
+    let opened = events.iter().find_map(|e| match e {
+        CaseEvent::Opened(e) => Some(e.customer_id),
+        _ => None,
+    });
+    opened.unwrap_or_else(|| state.and_then(|c| c.customer_id))
+}
+
 pub fn evolve(state: Option<Case>, event: &CaseEvent) -> Option<Case> {
     match (state, event) {
         (None, CaseEvent::Opened(e)) => Some(Case {
@@ -495,6 +518,7 @@ pub fn evolve(state: Option<Case>, event: &CaseEvent) -> Option<Case> {
             due_date: e.due_date,
             tags: e.tags.clone(),
             custom_fields: e.custom_fields.clone(),
+            customer_id: e.customer_id,
             created_at: e.opened_at,
             updated_at: e.opened_at,
             workflow_id: None,
@@ -735,6 +759,7 @@ fn open(cmd: OpenCase, ctx: Context) -> Result<Vec<CaseEvent>, DomainError> {
         tags: normalise_tags(cmd.tags),
         custom_fields,
         opened_at: ctx.now,
+        customer_id: cmd.customer_id,
     })];
     if let Some(w) = workflow {
         events.push(CaseEvent::WorkflowStarted(CaseWorkflowStarted {
@@ -1030,6 +1055,7 @@ mod tests {
             due_date: None,
             tags: vec!["Hardware".into(), "hardware".into(), "urgent".into()],
             custom_fields: CustomFields::new(),
+            customer_id: None,
         }
     }
 

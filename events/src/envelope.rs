@@ -26,6 +26,8 @@ pub enum StreamType {
     Workflow,
     CustomField,
     Webhook,
+    /// A data subject who is not a user (a customer that cases name): only their erasure.
+    DataSubject,
 }
 
 impl StreamType {
@@ -45,6 +47,7 @@ impl StreamType {
             StreamType::Workflow => "workflow",
             StreamType::CustomField => "custom_field",
             StreamType::Webhook => "webhook",
+            StreamType::DataSubject => "data_subject",
         }
     }
 }
@@ -81,6 +84,10 @@ pub struct EventEnvelope {
     pub causation_id: Option<Uuid>,
     #[serde(default)]
     pub request: RequestContext,
+    /// The data subject whose key sealed the payload's personal fields (`personal`);
+    /// None when nothing in it is sealed. Set by the journal, never by a client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_subject: Option<Uuid>,
     /// Position in the write-side journal; filled in when the event is stored.
     #[serde(default)]
     pub position: i64,

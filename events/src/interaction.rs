@@ -45,6 +45,8 @@ pub struct RecordInteraction {
     /// The first instant the tenant's retention keeps (`tenant::kept_from`): an
     /// interaction dated before it would be removed by the next retention run.
     pub kept_from: Option<DateTime<Utc>>,
+    /// The case's customer (`case::OpenCase::customer_id`): the contact is about them.
+    pub customer_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,11 +61,15 @@ pub struct InteractionRecorded {
     pub tags: Vec<String>,
     pub metadata: Map<String, Value>,
     pub timestamp: DateTime<Utc>,
+    /// The case's customer, whose key seals the content, external id and metadata.
+    /// v2: earlier interactions name none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<Uuid>,
 }
 
 event_enum! {
     pub enum InteractionEvent {
-        Recorded(InteractionRecorded) = "InteractionRecorded" @ 1,
+        Recorded(InteractionRecorded) = "InteractionRecorded" @ 2 [1 => crate::case::unchanged],
     }
 }
 
@@ -71,6 +77,13 @@ event_enum! {
 pub struct Interaction {
     pub case_id: Uuid,
     pub timestamp: DateTime<Utc>,
+}
+
+/// An interaction is about its case's customer, if the case names one.
+pub fn data_subject(_: Uuid, _: Option<&Interaction>, events: &[InteractionEvent]) -> Option<Uuid> {
+    events.iter().find_map(|e| match e {
+        InteractionEvent::Recorded(e) => e.customer_id,
+    })
 }
 
 pub fn evolve(state: Option<Interaction>, event: &InteractionEvent) -> Option<Interaction> {
@@ -141,6 +154,7 @@ pub fn decide(
         tags: cmd.tags,
         metadata: cmd.metadata,
         timestamp,
+        customer_id: cmd.customer_id,
     })])
 }
 
@@ -163,6 +177,7 @@ mod tests {
             metadata: Map::new(),
             occurred_at: None,
             kept_from: None,
+            customer_id: None,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod case_type;
 pub mod change;
 pub mod channel;
 pub mod contract;
+pub mod data_subject;
 pub mod document;
 pub mod envelope;
 pub mod error;

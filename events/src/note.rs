@@ -31,6 +31,8 @@ pub enum NoteCommand {
         attachments: Vec<Attachment>,
         /// Users the content mentions (`@username`), resolved by the command API.
         mentions: Vec<Uuid>,
+        /// The case's customer (`case::OpenCase::customer_id`): the content is about them.
+        customer_id: Option<Uuid>,
     },
     Edit {
         content: Option<String>,
@@ -53,6 +55,9 @@ pub struct NoteAdded {
     /// v2: v1 events have none.
     pub mentions: Vec<Uuid>,
     pub created_at: DateTime<Utc>,
+    /// The case's customer, whose key seals the content. v3: earlier notes name none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<Uuid>,
 }
 
 /// Upcasts a v1 `CaseNoteAdded`: notes added before mentions mention nobody.
@@ -112,7 +117,7 @@ pub struct NoteDeleted {
 
 event_enum! {
     pub enum NoteEvent {
-        Added(NoteAdded) = "CaseNoteAdded" @ 2 [1 => with_no_mentions],
+        Added(NoteAdded) = "CaseNoteAdded" @ 3 [1 => with_no_mentions, 2 => crate::case::unchanged],
         Edited(NoteEdited) = "CaseNoteEdited" @ 1,
         Deleted(NoteDeleted) = "CaseNoteDeleted" @ 1,
     }
@@ -126,6 +131,16 @@ pub struct Note {
     pub is_internal: bool,
     pub tags: Vec<String>,
     pub deleted: bool,
+    pub customer_id: Option<Uuid>,
+}
+
+/// A note is about its case's customer, if the case names one.
+pub fn data_subject(_: Uuid, state: Option<&Note>, events: &[NoteEvent]) -> Option<Uuid> {
+    let added = events.iter().find_map(|e| match e {
+        NoteEvent::Added(e) => Some(e.customer_id),
+        _ => None,
+    });
+    added.unwrap_or_else(|| state.and_then(|n| n.customer_id))
 }
 
 pub fn evolve(state: Option<Note>, event: &NoteEvent) -> Option<Note> {
@@ -137,6 +152,7 @@ pub fn evolve(state: Option<Note>, event: &NoteEvent) -> Option<Note> {
             is_internal: e.is_internal,
             tags: e.tags.clone(),
             deleted: false,
+            customer_id: e.customer_id,
         }),
         (Some(mut n), NoteEvent::Edited(e)) => {
             if let Some(c) = &e.content {
@@ -176,7 +192,10 @@ pub fn decide(
 ) -> Result<Vec<NoteEvent>, DomainError> {
     match (state, command) {
         (Some(_), NoteCommand::Add { .. }) => Err(DomainError::Conflict("the note already exists".into())),
-        (None, NoteCommand::Add { case_id, case, content, is_internal, tags, attachments, mut mentions }) => {
+        (
+            None,
+            NoteCommand::Add { case_id, case, content, is_internal, tags, attachments, mut mentions, customer_id },
+        ) => {
             let mut v = Validator::default();
             match case {
                 Reference::Missing => v.check(false, "case_id", "no case with this id exists in the tenant"),
@@ -206,6 +225,7 @@ pub fn decide(
                     mentions
                 },
                 created_at: now,
+                customer_id,
             })])
         }
         (None, _) => Err(DomainError::NotFound("note")),
@@ -249,6 +269,7 @@ mod tests {
             tags: vec![],
             attachments: vec![],
             mentions: vec![],
+            customer_id: None,
         }
     }
 
@@ -262,6 +283,7 @@ mod tests {
             tags: vec![],
             attachments: vec![],
             mentions: vec![],
+            customer_id: None,
         };
         let Err(DomainError::Invalid(errors)) = decide(None, cmd, Uuid::nil(), Utc::now()) else {
             panic!("expected invalid")

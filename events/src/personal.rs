@@ -79,6 +79,18 @@ const USER_PROFILE_UPDATED: &[PersonalField] = &[
     unique("/email/new"),
 ];
 const USER_PREFERENCES_SET: &[PersonalField] = &[document("/preferences/old"), document("/preferences/new")];
+const CASE_OPENED: &[PersonalField] = &[text("/title"), text("/description"), document("/custom_fields")];
+const CASE_UPDATED: &[PersonalField] = &[
+    text("/title/old"),
+    text("/title/new"),
+    text("/description/old"),
+    text("/description/new"),
+    document("/custom_fields/old"),
+    document("/custom_fields/new"),
+];
+const NOTE_ADDED: &[PersonalField] = &[text("/content")];
+const NOTE_EDITED: &[PersonalField] = &[text("/content/old"), text("/content/new")];
+const INTERACTION_RECORDED: &[PersonalField] = &[text("/content"), text("/external_id"), document("/metadata")];
 
 /// The personal fields of an event type (none for most).
 pub fn fields(stream: StreamType, event_type: &str) -> &'static [PersonalField] {
@@ -86,16 +98,19 @@ pub fn fields(stream: StreamType, event_type: &str) -> &'static [PersonalField] 
         (StreamType::User, "UserCreated") => USER_CREATED,
         (StreamType::User, "UserProfileUpdated") => USER_PROFILE_UPDATED,
         (StreamType::User, "UserPreferencesSet") => USER_PREFERENCES_SET,
+        (StreamType::Case, "CaseOpened") => CASE_OPENED,
+        (StreamType::Case, "CaseUpdated") => CASE_UPDATED,
+        (StreamType::Note, "CaseNoteAdded") => NOTE_ADDED,
+        (StreamType::Note, "CaseNoteEdited") => NOTE_EDITED,
+        (StreamType::Interaction, "InteractionRecorded") => INTERACTION_RECORDED,
         _ => &[],
     }
 }
 
-/// Whose personal data a stream's events hold: a user's stream is about that user.
-pub fn subject(stream: StreamType, stream_id: Uuid) -> Option<Uuid> {
-    match stream {
-        StreamType::User => Some(stream_id),
-        _ => None,
-    }
+/// Whether the payload holds a value in one of the event's personal fields (a null or an
+/// absent field holds none): only then does appending it need the subject's key.
+pub fn holds_personal(stream: StreamType, event_type: &str, payload: &Value) -> bool {
+    fields(stream, event_type).iter().any(|f| payload.pointer(f.pointer).is_some_and(|v| !v.is_null()))
 }
 
 /// A data subject's key: 32 random bytes.
@@ -192,9 +207,10 @@ pub fn sealed_subjects(stream: StreamType, event_type: &str, payload: &Value) ->
 }
 
 /// Opens the event's sealed fields: with the subject's key the field is as it was written;
-/// with the subject erased (or no key known) it is the field's marker. A field that was
-/// never sealed (written before sealing began) is left as it is. A sealed field must name
-/// `subject`, the subject of the event's stream.
+/// with the subject erased (or no key known) it is the field's marker. `subject` is the
+/// one the journal sealed the event for (`EventEnvelope::data_subject`); every sealed field
+/// must name it. An event sealed for nobody is left as it is: whatever looks sealed in it
+/// is what a client wrote (nothing is sealed for them, so nothing can be forged).
 pub fn open(
     stream: StreamType,
     event_type: &str,
@@ -203,14 +219,14 @@ pub fn open(
     subject: Option<Uuid>,
     key_of: impl Fn(Uuid) -> Option<KeyState>,
 ) -> Result<(), OpenError> {
-    let expected = subject;
+    let Some(expected) = subject else { return Ok(()) };
     for field in fields(stream, event_type) {
         let Some(value) = payload.pointer_mut(field.pointer) else { continue };
         let Some((data, subject)) = sealed(value) else { continue };
         let fail = |reason| OpenError { pointer: field.pointer, reason };
         let subject = subject.as_str().and_then(|s| s.parse::<Uuid>().ok()).ok_or_else(|| fail("no subject"))?;
-        if expected != Some(subject) {
-            return Err(fail("sealed for another subject than the stream's"));
+        if expected != subject {
+            return Err(fail("sealed for another subject than the event's"));
         }
         let opened = match key_of(subject) {
             Some(KeyState::Held(key)) => {
@@ -354,9 +370,68 @@ mod tests {
         // Neither name can be spelled by base64url, so finding one would mean it was left in the clear.
         let text = payload.to_string();
         assert!(!text.contains("Zoë") && !text.contains("Zoe Ng"), "{text}");
-        assert!(payload["first_name"]["old"]["$sealed"].is_string() && payload["first_name"]["new"]["$sealed"].is_string());
+        assert!(
+            payload["first_name"]["old"]["$sealed"].is_string() && payload["first_name"]["new"]["$sealed"].is_string()
+        );
         open(StreamType::User, "UserProfileUpdated", &mut payload, tenant(), Some(subject), |_| Some(KeyState::Erased))
             .unwrap();
         assert_eq!(payload["first_name"], json!({ "old": ERASED, "new": ERASED }));
+    }
+
+    #[test]
+    fn a_case_note_or_interaction_about_a_customer_is_theirs_and_one_about_nobody_is_nobodys() {
+        use crate::stream::Aggregate;
+        let customer = Uuid::from_u128(5);
+        let opened: crate::case::CaseEvent = crate::case::CaseEvent::decode(
+            "CaseOpened",
+            2,
+            json!({ "case_number": "CASE-000001", "title": "Refund", "description": null, "status": "open",
+                    "priority": "high", "case_type_id": Uuid::from_u128(1), "created_by": Uuid::from_u128(7),
+                    "assigned_to": null, "due_date": null, "tags": [], "custom_fields": {},
+                    "opened_at": "2026-12-07T00:00:00Z", "customer_id": customer }),
+        )
+        .unwrap();
+        let case_id = Uuid::from_u128(9);
+        assert_eq!(crate::case::Case::data_subject(case_id, None, std::slice::from_ref(&opened)), Some(customer));
+        let state = crate::case::Case::fold([&opened]);
+        let updated = crate::case::CaseEvent::decode(
+            "CaseUpdated",
+            1,
+            json!({ "title": { "old": "Refund", "new": "Refund now" }, "updated_at": "2026-12-07T00:00:00Z" }),
+        )
+        .unwrap();
+        assert_eq!(crate::case::Case::data_subject(case_id, state.as_ref(), &[updated]), Some(customer));
+        // A v1 case (before customers) names none, and neither does its stream.
+        let mut v1 = opened.payload();
+        v1.as_object_mut().unwrap().remove("customer_id");
+        let old = crate::case::CaseEvent::decode("CaseOpened", 1, v1).unwrap();
+        assert_eq!(crate::case::Case::data_subject(case_id, None, &[old]), None);
+        // Only a value in a personal field needs the key: a priority change does not.
+        assert!(!holds_personal(
+            StreamType::Case,
+            "CaseUpdated",
+            &json!({ "priority": { "old": "low", "new": "high" } })
+        ));
+        assert!(holds_personal(StreamType::Case, "CaseUpdated", &json!({ "title": { "old": "a", "new": "b" } })));
+        assert!(!holds_personal(StreamType::Interaction, "InteractionRecorded", &json!({ "content": null })));
+    }
+
+    #[test]
+    fn what_looks_sealed_in_an_event_sealed_for_nobody_is_left_as_written() {
+        let forged = json!({ "content": { "$sealed": "AAAA", "subject": Uuid::from_u128(3) } });
+        let mut payload = forged.clone();
+        open(StreamType::Note, "CaseNoteAdded", &mut payload, tenant(), None, |_| Some(KeyState::Erased)).unwrap();
+        assert_eq!(payload, forged);
+        // Sealed for a customer, a note's content opens only for that customer.
+        let (customer, key) = (Uuid::from_u128(5), SubjectKey::generate());
+        let mut note = json!({ "content": "Rang twice" });
+        seal(StreamType::Note, "CaseNoteAdded", &mut note, tenant(), customer, &key);
+        let mut elsewhere = note.clone();
+        let held = |_| Some(KeyState::Held(key.clone()));
+        assert!(
+            open(StreamType::Note, "CaseNoteAdded", &mut elsewhere, tenant(), Some(Uuid::from_u128(6)), held).is_err()
+        );
+        open(StreamType::Note, "CaseNoteAdded", &mut note, tenant(), Some(customer), held).unwrap();
+        assert_eq!(note["content"], "Rang twice");
     }
 }

@@ -7,11 +7,12 @@
 //! over `StreamType` or `DomainEvent` then fails to compile until it handles it.
 
 use serde_json::Value;
+use uuid::Uuid;
 
 use crate::envelope::StreamType;
 use crate::error::DecodeError;
 use crate::{case, case_type, channel, document, field_definition, interaction, note, task, team, template, tenant};
-use crate::{user, webhook, workflow};
+use crate::{data_subject, user, webhook, workflow};
 
 /// What the codec of a stream's events offers (written by `event_enum!`).
 pub trait StreamEvent: Sized + Clone + Send + Sync + 'static {
@@ -33,14 +34,30 @@ pub trait Aggregate: Sized + Clone + Send + Sync + 'static {
     /// This aggregate's state, if `folded` is one (None: another stream type's).
     fn from_folded(folded: &Folded) -> Option<&Option<Self>>;
 
+    /// The data subject whose key seals the personal fields of `events`, appended to the
+    /// stream `stream_id` at `state` (see `personal`): a user's own stream is about them;
+    /// a case and its notes and interactions are about the case's customer, if it names one.
+    fn data_subject(stream_id: Uuid, state: Option<&Self>, events: &[Self::Event]) -> Option<Uuid>;
+
     /// Folds a whole history from the start.
     fn fold<'a>(events: impl IntoIterator<Item = &'a Self::Event>) -> Option<Self> {
         events.into_iter().fold(None, Self::evolve)
     }
 }
 
+/// A stream's data subject: its module's function when the registry names one, else none.
+macro_rules! subject_of {
+    ($subject:path; $($arg:ident),+) => {
+        $subject($($arg),+)
+    };
+    (; $($arg:ident),+) => {{
+        let _ = ($($arg),+);
+        None
+    }};
+}
+
 macro_rules! streams {
-    ($( $variant:ident: $stream:ident => $module:ident::$state:ident($event:ident) ),+ $(,)?) => {
+    ($( $variant:ident: $stream:ident => $module:ident::$state:ident($event:ident) $(, subject $subject:path)? );+ $(;)?) => {
         /// Any stream's event: what a projection receives, decoded.
         #[derive(Debug, Clone, PartialEq)]
         #[allow(clippy::large_enum_variant)] // short-lived, one per consumed message
@@ -111,6 +128,9 @@ macro_rules! streams {
                 fn into_folded(state: Option<Self>) -> Folded {
                     Folded::$variant(state)
                 }
+                fn data_subject(stream_id: Uuid, state: Option<&Self>, events: &[Self::Event]) -> Option<Uuid> {
+                    subject_of!($($subject)?; stream_id, state, events)
+                }
                 #[allow(unreachable_patterns)] // a registry of one stream would have no other
                 fn from_folded(folded: &Folded) -> Option<&Option<Self>> {
                     match folded {
@@ -130,20 +150,21 @@ macro_rules! streams {
 }
 
 streams! {
-    Tenant: Tenant => tenant::Tenant(TenantEvent),
-    User: User => user::User(UserEvent),
-    Team: Team => team::Team(TeamEvent),
-    CaseType: CaseType => case_type::CaseType(CaseTypeEvent),
-    Case: Case => case::Case(CaseEvent),
-    Channel: Channel => channel::Channel(ChannelEvent),
-    Interaction: Interaction => interaction::Interaction(InteractionEvent),
-    Task: Task => task::Task(TaskEvent),
-    Note: Note => note::Note(NoteEvent),
-    Document: Document => document::Document(DocumentEvent),
-    Template: MessageTemplate => template::Template(TemplateEvent),
-    Workflow: Workflow => workflow::Workflow(WorkflowEvent),
-    FieldDefinition: CustomField => field_definition::FieldDefinition(FieldDefinitionEvent),
-    Webhook: Webhook => webhook::Webhook(WebhookEvent),
+    Tenant: Tenant => tenant::Tenant(TenantEvent);
+    User: User => user::User(UserEvent), subject user::data_subject;
+    Team: Team => team::Team(TeamEvent);
+    CaseType: CaseType => case_type::CaseType(CaseTypeEvent);
+    Case: Case => case::Case(CaseEvent), subject case::data_subject;
+    Channel: Channel => channel::Channel(ChannelEvent);
+    Interaction: Interaction => interaction::Interaction(InteractionEvent), subject interaction::data_subject;
+    Task: Task => task::Task(TaskEvent);
+    Note: Note => note::Note(NoteEvent), subject note::data_subject;
+    Document: Document => document::Document(DocumentEvent);
+    Template: MessageTemplate => template::Template(TemplateEvent);
+    Workflow: Workflow => workflow::Workflow(WorkflowEvent);
+    FieldDefinition: CustomField => field_definition::FieldDefinition(FieldDefinitionEvent);
+    Webhook: Webhook => webhook::Webhook(WebhookEvent);
+    DataSubject: DataSubject => data_subject::DataSubject(DataSubjectEvent);
 }
 
 #[cfg(test)]

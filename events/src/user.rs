@@ -228,6 +228,11 @@ pub struct User {
     pub erased: bool,
 }
 
+/// A user's own stream is about them.
+pub fn data_subject(stream_id: uuid::Uuid, _: Option<&User>, _: &[UserEvent]) -> Option<uuid::Uuid> {
+    Some(stream_id)
+}
+
 pub fn evolve(state: Option<User>, event: &UserEvent) -> Option<User> {
     match (state, event) {
         (None, UserEvent::Created(e)) => Some(User {

@@ -32,6 +32,15 @@ impl Event {
             .map_err(|e| Undecodable { envelope: None, reason: format!("not an event envelope: {e}") })
     }
 
+    /// The data subject the event erases, if it is an erasure (a user's, or a customer's).
+    pub fn erased_subject(&self) -> Option<uuid::Uuid> {
+        match &self.data {
+            DomainEvent::User(UserEvent::Erased(_)) => Some(self.envelope.stream_id),
+            DomainEvent::DataSubject(events::data_subject::DataSubjectEvent::Erased(e)) => Some(e.subject_id),
+            _ => None,
+        }
+    }
+
     /// Decodes a Kafka payload, opening its sealed fields with `keys`; unknown types or
     /// versions are errors, never guesses.
     pub fn from_payload(payload: &[u8], keys: &Keys) -> Result<Self, Undecodable> {
@@ -47,11 +56,10 @@ impl Event {
         if envelope.stream_type == StreamType::User && envelope.event_type == "UserCreated" {
             envelope.payload = events::user::without_password_hash(std::mem::take(&mut envelope.payload));
         }
-        let sealed = events::personal::sealed_subjects(envelope.stream_type, &envelope.event_type, &envelope.payload);
-        let sealed = (!sealed.is_empty()).then(|| Box::new(envelope.payload.clone()));
+        let sealed = envelope.data_subject.is_some().then(|| Box::new(envelope.payload.clone()));
         if sealed.is_some() {
             let (tenant, stream, event_type) = (envelope.tenant_id, envelope.stream_type, envelope.event_type.clone());
-            if let Err(e) = keys.open(tenant, stream, envelope.stream_id, &event_type, &mut envelope.payload) {
+            if let Err(e) = keys.open(tenant, envelope.data_subject, stream, &event_type, &mut envelope.payload) {
                 envelope.payload = sealed.map(|p| *p).unwrap_or_default();
                 return Err(Undecodable { reason: e.to_string(), envelope: Some(Box::new(envelope)) });
             }

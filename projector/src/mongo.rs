@@ -53,10 +53,13 @@ fn indexes(collection: &str) -> Vec<IndexModel> {
                 doc! { "tenant_id": 1, "entity_type": 1, "entity_id": 1, "entity_version": -1 },
                 "tenant_entity_version",
             ),
+            // An erasure finds the entries of events sealed for the subject.
+            index(doc! { "tenant_id": 1, "data_subject": 1 }, "tenant_data_subject"),
         ],
         CASE_NOTES => vec![
             index(doc! { "tenant_id": 1, "created_at": -1 }, "tenant_created"),
             index(doc! { "tenant_id": 1, "case_id": 1 }, "tenant_case"),
+            index(doc! { "tenant_id": 1, "customer_id": 1 }, "tenant_customer"),
         ],
         MESSAGE_TEMPLATES => vec![
             index(doc! { "tenant_id": 1, "created_at": -1 }, "tenant_created"),

@@ -21,18 +21,17 @@ impl Keys {
         self.0.get(&(tenant, subject)).cloned()
     }
 
-    /// Opens the sealed fields of an event of the stream `stream_id` (see
+    /// Opens the sealed fields of an event sealed for `data_subject` (its envelope's; see
     /// `events::personal::open`).
     pub fn open(
         &self,
         tenant: Uuid,
+        data_subject: Option<Uuid>,
         stream: StreamType,
-        stream_id: Uuid,
         event_type: &str,
         payload: &mut Value,
     ) -> Result<(), personal::OpenError> {
-        let subject = personal::subject(stream, stream_id);
-        personal::open(stream, event_type, payload, tenant, subject, |s| self.of(tenant, s))
+        personal::open(stream, event_type, payload, tenant, data_subject, |s| self.of(tenant, s))
     }
 }
 
@@ -57,15 +56,45 @@ pub async fn for_sealing(
     Ok(key.as_deref().and_then(SubjectKey::from_bytes))
 }
 
-/// The keys the events' sealed fields need, in one query (none when nothing is sealed).
-/// Each item: tenant, stream type, event type, payload.
-pub async fn needed_by<'a, 'e>(
+/// Deletes the subject's key, keeping the row (made if none was) as the mark that they
+/// were erased, so no key is ever made for them again.
+pub async fn erase<'e>(executor: impl PgExecutor<'e>, tenant: Uuid, subject: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO eventstore.subject_keys (tenant_id, subject_id, key, erased_at) VALUES ($1, $2, NULL, now())
+         ON CONFLICT (tenant_id, subject_id)
+         DO UPDATE SET key = NULL, erased_at = coalesce(eventstore.subject_keys.erased_at, now())",
+    )
+    .bind(tenant)
+    .bind(subject)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// Whether the tenant holds data sealed for `subject`: None when no key was ever made
+/// for them, else whether they were erased.
+pub async fn known<'e>(
     executor: impl PgExecutor<'e>,
-    events: impl IntoIterator<Item = (Uuid, StreamType, &'a str, &'a Value)>,
+    tenant: Uuid,
+    subject: Uuid,
+) -> Result<Option<bool>, sqlx::Error> {
+    sqlx::query_scalar("SELECT key IS NULL FROM eventstore.subject_keys WHERE tenant_id = $1 AND subject_id = $2")
+        .bind(tenant)
+        .bind(subject)
+        .fetch_optional(executor)
+        .await
+}
+
+/// The keys the events need, in one query (none when nothing is sealed). Each item: the
+/// event's tenant and the data subject it was sealed for (its envelope's `data_subject`).
+pub async fn needed_by<'e>(
+    executor: impl PgExecutor<'e>,
+    events: impl IntoIterator<Item = (Uuid, Option<Uuid>)>,
 ) -> Result<Keys, sqlx::Error> {
     let (mut tenants, mut subjects) = (Vec::new(), Vec::new());
-    for (tenant, stream, event_type, payload) in events {
-        for subject in personal::sealed_subjects(stream, event_type, payload) {
+    for (tenant, subject) in events {
+        let Some(subject) = subject else { continue };
+        if !tenants.iter().zip(&subjects).any(|(t, s)| (t, s) == (&tenant, &subject)) {
             tenants.push(tenant);
             subjects.push(subject);
         }

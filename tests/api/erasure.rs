@@ -3,7 +3,7 @@
 //! model replaces what it holds with a marker, and a rebuild from the log brings nothing
 //! back. Another user is untouched.
 
-use murima_tests::{eventually, TestApp};
+use murima_tests::{eventually, holding, TestApp};
 use projector::stores::Stores;
 use reqwest::{Method, StatusCode};
 use runtime::auth::Role;
@@ -26,19 +26,6 @@ async fn create_zoe(app: &TestApp, admin: &str) -> Uuid {
     let answer = app.command(Method::PUT, &format!("/v1/users/{id}/preferences"), admin, Some(preferences)).await;
     assert_eq!(answer.status(), StatusCode::OK);
     id
-}
-
-fn holding_zoe(texts: &[String]) -> Vec<&String> {
-    texts.iter().filter(|t| ZOE.iter().any(|p| t.contains(p))).collect()
-}
-
-/// Every row of every store of the tenant that still holds some of Zoë's data.
-async fn stores_holding_zoe(app: &TestApp) -> Vec<String> {
-    let mut found = Vec::new();
-    for (store, rows) in app.store_contents_of(app.tenant_id, true).await {
-        found.extend(holding_zoe(&rows).into_iter().map(|row| format!("{store}: {row}")));
-    }
-    found
 }
 
 /// A second tenant (the same one for every call of a test).
@@ -67,14 +54,14 @@ async fn an_erased_user_reads_as_a_marker_in_every_store_and_after_a_rebuild_of_
         .await
         .unwrap();
     assert!(journal.iter().any(|e| e.contains(&zoe.to_string()) && e.contains("$sealed")));
-    assert_eq!(holding_zoe(&journal), Vec::<&String>::new(), "the journal");
+    assert_eq!(holding(&journal, &ZOE), Vec::<&String>::new(), "the journal");
     let log = app.event_log();
     assert!(log.iter().any(|m| m.contains(&zoe.to_string())), "her events are in the log");
-    assert_eq!(holding_zoe(&log), Vec::<&String>::new(), "the Kafka log");
+    assert_eq!(holding(&log, &ZOE), Vec::<&String>::new(), "the Kafka log");
     // ... while the read models show it to those who may see it.
     let read: Value = app.query(&format!("/v1/users/{zoe}"), &admin).await.json().await.unwrap();
     assert_eq!((read["first_name"].as_str(), read["email"].as_str()), (Some("Zoëlle"), Some("zoe.second@example.org")));
-    assert!(!stores_holding_zoe(&app).await.is_empty());
+    assert!(!app.stores_holding(app.tenant_id, &ZOE).await.is_empty());
 
     // Her export holds it all, for an administrator or herself, and nobody else.
     let export = format!("/v1/data-subjects/{zoe}/export");
@@ -182,12 +169,12 @@ async fn an_erased_user_reads_as_a_marker_in_every_store_and_after_a_rebuild_of_
     assert_eq!(read["status"], "inactive");
     app.wait_for_all_stores().await;
     eventually("every store to hold nothing of hers", || async {
-        stores_holding_zoe(&app).await.is_empty().then_some(())
+        app.stores_holding(app.tenant_id, &ZOE).await.is_empty().then_some(())
     })
     .await;
     let exported = app.query(&format!("{export}?position={position}"), &admin).await.text().await.unwrap();
     assert!(exported.contains(&marker), "{exported}");
-    assert_eq!(holding_zoe(std::slice::from_ref(&exported)), Vec::<&String>::new(), "her export after the erasure");
+    assert_eq!(holding(std::slice::from_ref(&exported), &ZOE), Vec::<&String>::new(), "her export after the erasure");
     let trail: Value = app.query(&format!("/v1/audit/user/{zoe}"), &admin).await.json().await.unwrap();
     let actions: Vec<&str> = trail["items"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
     assert!(actions.contains(&"erase") && actions.contains(&"create"), "{actions:?}");
@@ -199,7 +186,7 @@ async fn an_erased_user_reads_as_a_marker_in_every_store_and_after_a_rebuild_of_
     for name in projector::stores::ProjectionName::ALL.map(|p| p.as_str()) {
         projector::rebuild::run(&stores, name, Some(app.tenant_id), &|_, _| {}).await.unwrap();
     }
-    assert_eq!(stores_holding_zoe(&app).await, Vec::<String>::new(), "after the rebuilds");
+    assert_eq!(app.stores_holding(app.tenant_id, &ZOE).await, Vec::<String>::new(), "after the rebuilds");
     let read: Value = app.query(&format!("/v1/users/{zoe}"), &admin).await.json().await.unwrap();
     assert_eq!(read["username"], marker.as_str(), "{read}");
     assert_eq!(read["first_name"], "[erased]");

@@ -14,6 +14,7 @@ mod channels;
 mod concurrency;
 mod crash_safety;
 mod custom_fields;
+mod customer_erasure;
 mod documents;
 mod entities;
 mod erasure;

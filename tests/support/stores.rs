@@ -248,6 +248,16 @@ impl TestApp {
         StoreDigest(contents.into_iter().map(|(name, rows)| (name, fingerprint(rows))).collect())
     }
 
+    /// Every row, document and key of the tenant, in every store (caches and sessions
+    /// too), that holds any of `texts`, named by its store.
+    pub async fn stores_holding(&self, tenant: Uuid, texts: &[&str]) -> Vec<String> {
+        let mut found = Vec::new();
+        for (store, rows) in self.store_contents_of(tenant, true).await {
+            found.extend(holding(&rows, texts).into_iter().map(|row| format!("{store}: {row}")));
+        }
+        found
+    }
+
     /// A tenant's contents in all four stores as text, per table, collection, index and
     /// key. `everything`: also what reads and logins write (caches, presence, sessions),
     /// which a replay does not reproduce.
@@ -441,4 +451,9 @@ impl TestApp {
             let _: i64 = redis.del(keys).await.expect("delete redis keys");
         }
     }
+}
+
+/// The `rows` that hold any of `texts`.
+pub fn holding<'a>(rows: &'a [String], texts: &[&str]) -> Vec<&'a String> {
+    rows.iter().filter(|row| texts.iter().any(|t| row.contains(t))).collect()
 }

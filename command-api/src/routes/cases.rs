@@ -51,6 +51,11 @@ struct OpenCaseBody {
     #[serde(default)]
     #[schema(value_type = Object)]
     custom_fields: CustomFields,
+    /// The customer the case is about: their id in the tenant's own records. Their data
+    /// in the case (title, description, custom fields) and in its notes and interactions
+    /// is erased with them (`POST /v1/data-subjects/{id}/erasure`). Never changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    customer_id: Option<Uuid>,
 }
 
 impl CommandSchema for OpenCaseBody {
@@ -131,6 +136,7 @@ async fn open(
             due_date: body.due_date,
             tags: body.tags.clone(),
             custom_fields: body.custom_fields.clone(),
+            customer_id: body.customer_id,
         });
         case::decide(s, cmd, Context { actor: caller.user_id, now: Utc::now() })
     })

@@ -165,7 +165,9 @@ async fn record_interaction(
     super::ensure_active_tenant(&state, caller.tenant_id).await?;
     super::acting_user(&state, &ctx.caller).await?;
     let hash = fingerprint(InteractionBody::NAME, Some(case_id), &body);
-    let case = match state.journal.state::<case::Case>(caller.tenant_id, case_id).await? {
+    let found = state.journal.state::<case::Case>(caller.tenant_id, case_id).await?;
+    let customer_id = found.as_ref().and_then(|c| c.customer_id);
+    let case = match found {
         None => Reference::Missing,
         Some(c) if c.status == Status::Closed => Reference::Inactive,
         Some(_) => Reference::Usable,
@@ -192,6 +194,7 @@ async fn record_interaction(
         tags: body.tags,
         metadata: body.metadata,
         occurred_at: body.occurred_at,
+        customer_id,
     };
     super::execute::<interaction::Interaction>(&state, command, StatusCode::CREATED, |s, _| {
         interaction::decide(s, cmd.clone(), caller.user_id, Utc::now())

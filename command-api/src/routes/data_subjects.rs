@@ -1,12 +1,15 @@
 //! Data subjects (DESIGN.md guarantee 12): erasure by crypto-shredding. A data subject is
-//! a user of the tenant, identified by their user id (`events::personal` lists which of
-//! their fields are personal). Erasing one deletes their key, so every personal field of
-//! their events, in the journal, in Kafka and in any later replay or rebuild, reads as a
-//! marker; the `UserErased` event has every projection replace what it holds.
+//! a user of the tenant, identified by their user id, or a customer that cases name,
+//! identified by the `customer_id` they were opened with (`events::personal` lists which
+//! fields are personal). Erasing one deletes their key, so every personal field of their
+//! events, in the journal, in Kafka and in any later replay or rebuild, reads as a
+//! marker; the `UserErased` or `DataSubjectErased` event has every projection replace
+//! what it holds.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
+use events::data_subject::{self, DataSubject};
 use events::user::{self, UserCommand};
 use runtime::auth::Role;
 use runtime::extract::ApiPath;
@@ -23,10 +26,13 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Erases a data subject (tenant administrators only): their personal fields read as
-/// `[erased]` (username and email as `erased-<id>`) everywhere from now on, their
-/// account is inactive for good, their sessions end, and their username and email are
-/// free again. Cannot be undone. Erasing an erased subject changes nothing (200).
-#[utoipa::path(post, path = "/v1/data-subjects/{id}/erasure", tag = "data-subjects", operation_id = "data_subjects_erase", params(("id" = Uuid, Path, description = "the data subject: a user's id")), responses(runtime::openapi::CommandAnswered))]
+/// `[erased]` (a user's username and email as `erased-<id>`) everywhere from now on.
+/// A user's account is inactive for good, their sessions end, and their username and
+/// email are free again. A customer's cases, notes and interactions stay, without their
+/// data, and nothing more is recorded about them (a case naming them, or a note or an
+/// interaction on such a case, is refused with 409). Cannot be undone. Erasing an erased
+/// subject changes nothing (200).
+#[utoipa::path(post, path = "/v1/data-subjects/{id}/erasure", tag = "data-subjects", operation_id = "data_subjects_erase", params(("id" = Uuid, Path, description = "the data subject: a user's id, or the customer_id cases were opened with")), responses(runtime::openapi::CommandAnswered))]
 async fn erase(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -46,7 +52,7 @@ async fn erase(
         });
     }
     let Some(subject) = state.journal.state::<user::User>(caller.tenant_id, id).await? else {
-        return Err(ApiError::NotFound(format!("no data subject {id} in this tenant (a data subject is a user)")));
+        return erase_customer(&state, &ctx, caller.tenant_id, id).await;
     };
     // Two administrators cannot erase each other at once and leave the tenant with none.
     if subject.role == user::UserRole::Admin && subject.status == user::UserStatus::Active && !subject.erased {
@@ -63,5 +69,30 @@ async fn erase(
     .await?;
     super::users::publish_rights(&state, caller.tenant_id, id).await?;
     tracing::info!(subject = %id, by = %caller.user_id, "erased a data subject");
+    Ok(reply)
+}
+
+/// Erases a customer: a subject the tenant sealed data for (a case named them) who is
+/// not one of its users.
+async fn erase_customer(
+    state: &AppState,
+    ctx: &CommandContext,
+    tenant: Uuid,
+    id: Uuid,
+) -> Result<CommandReply, ApiError> {
+    let known = runtime::subject_keys::known(state.journal.pool(), tenant, id).await.map_err(anyhow::Error::from)?;
+    if known.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "no data subject {id} in this tenant (a data subject is a user, or the customer_id of a case)"
+        )));
+    }
+    let hash = fingerprint("erase_data_subject", Some(id), &());
+    let lookup = Lookup::SubjectErasure { subject: id };
+    let stream = data_subject::stream_id(id);
+    let reply = super::execute_in_tenant::<DataSubject>(state, ctx, stream, hash, lookup, StatusCode::OK, |s| {
+        data_subject::erase(s, id, Utc::now())
+    })
+    .await?;
+    tracing::info!(subject = %id, by = %ctx.caller.user_id, "erased a data subject (a customer)");
     Ok(reply)
 }

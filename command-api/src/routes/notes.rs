@@ -73,7 +73,9 @@ async fn add(
     let caller = ctx.caller.require(Permission::CasesUpdate)?;
     super::acting_user(&state, &ctx.caller).await?;
     let hash = fingerprint(AddBody::NAME, Some(case_id), &body);
-    let case = match state.journal.state::<case::Case>(caller.tenant_id, case_id).await? {
+    let found = state.journal.state::<case::Case>(caller.tenant_id, case_id).await?;
+    let customer_id = found.as_ref().and_then(|c| c.customer_id);
+    let case = match found {
         None => Reference::Missing,
         Some(c) if c.status == Status::Closed => Reference::Inactive,
         Some(_) => Reference::Usable,
@@ -98,6 +100,7 @@ async fn add(
         is_internal: body.is_internal,
         tags: body.tags,
         attachments,
+        customer_id,
     };
     let id = Uuid::now_v7();
     Ok(run(&state, &ctx, id, hash, StatusCode::CREATED, cmd).await?.at(format!("/v1/notes/{id}")))

@@ -40,7 +40,7 @@ use elasticsearch::http::StatusCode;
 use elasticsearch::ilm::IlmPutLifecycleParts;
 use elasticsearch::indices::{IndicesCreateParts, IndicesPutIndexTemplateParts, IndicesRefreshParts};
 use elasticsearch::{BulkParts, Elasticsearch, MgetParts, SearchParts};
-use events::audit::{erase_changes, USER_PERSONAL_FIELDS};
+use events::audit::{erase_changes, CUSTOMER_PERSONAL_FIELDS, USER_PERSONAL_FIELDS};
 use events::case::CaseEvent;
 use events::case_type::CaseTypeEvent;
 use events::channel::ChannelEvent;
@@ -187,6 +187,7 @@ fn entity_templates() -> Vec<(&'static str, Value)> {
                     "sla_resolution_due": { "type": "date" },
                     "sla_breached": { "type": "keyword" },
                     "suggest": { "type": "completion" },
+                    "customer_id": { "type": "keyword" },
                     "version": { "type": "long" }
                 }),
             ),
@@ -208,7 +209,8 @@ fn entity_templates() -> Vec<(&'static str, Value)> {
                     "sentiment_score": { "type": "float" },
                     "timestamp": { "type": "date" },
                     "tags": { "type": "keyword" },
-                    "external_id": { "type": "keyword" }
+                    "external_id": { "type": "keyword" },
+                    "customer_id": { "type": "keyword" }
                 }),
             ),
         ),
@@ -235,6 +237,7 @@ fn entity_templates() -> Vec<(&'static str, Value)> {
                             "new_value": { "type": "text", "fields": { "keyword": { "type": "keyword", "ignore_above": 256 } } }
                         }
                     },
+                    "data_subject": { "type": "keyword" },
                     "ip_address": { "type": "ip" },
                     "user_agent": { "type": "text" },
                     "context": { "type": "object", "dynamic": true }
@@ -273,6 +276,7 @@ fn entity_templates() -> Vec<(&'static str, Value)> {
                     "deleted": { "type": "boolean" },
                     "created_at": { "type": "date" },
                     "updated_at": { "type": "date" },
+                    "customer_id": { "type": "keyword" },
                     "version": { "type": "long" }
                 }),
             ),
@@ -461,6 +465,20 @@ struct Action {
     event_id: Uuid,
 }
 
+/// Replaces the document's texts named (those that hold one) with the marker; whether
+/// any changed.
+fn erase_texts(doc: &mut Value, fields: &[&str]) -> bool {
+    let mut changed = false;
+    for field in fields {
+        let value = &mut doc[*field];
+        if !value.is_null() && value.as_str() != Some(events::personal::ERASED) {
+            *value = json!(events::personal::ERASED);
+            changed = true;
+        }
+    }
+    changed
+}
+
 fn case_suggest(doc: &Value) -> Value {
     let inputs: Vec<&str> = [doc["title"].as_str(), doc["case_number"].as_str()].into_iter().flatten().collect();
     json!({ "input": inputs })
@@ -488,6 +506,7 @@ fn fold(doc: Option<Value>, event: &Event, case_event: &CaseEvent, case_type: Op
             "due_date": e.due_date,
             "custom_fields": e.custom_fields,
             "tags": e.tags,
+            "customer_id": e.customer_id,
             "version": env.stream_version,
         })),
         (Some(mut doc), CaseEvent::Updated(e)) => {
@@ -593,6 +612,7 @@ fn fold_note(doc: Option<Value>, event: &Event, note_event: &NoteEvent) -> Optio
             "deleted": false,
             "created_at": e.created_at,
             "updated_at": e.created_at,
+            "customer_id": e.customer_id,
             "version": env.stream_version,
         })),
         (Some(mut doc), NoteEvent::Edited(e)) => {
@@ -706,6 +726,7 @@ fn interaction_document(event: &Event, e: &InteractionRecorded, channel: Option<
         "timestamp": e.timestamp,
         "tags": e.tags,
         "external_id": e.external_id,
+        "customer_id": e.customer_id,
     })
 }
 
@@ -784,7 +805,8 @@ impl Indexed<'_> {
             | DomainEvent::Template(_)
             | DomainEvent::Workflow(_)
             | DomainEvent::FieldDefinition(_)
-            | DomainEvent::Webhook(_) => Indexed::Nothing,
+            | DomainEvent::Webhook(_)
+            | DomainEvent::DataSubject(_) => Indexed::Nothing,
         }
     }
 
@@ -987,8 +1009,8 @@ impl Projection for ElasticProjection {
         actions.extend(folded.actions);
         self.bulk(actions).await?;
         for event in events {
-            if let DomainEvent::User(UserEvent::Erased(_)) = &event.data {
-                self.erase_user(event).await?;
+            if let Some(subject) = event.erased_subject() {
+                self.erase_subject(event, subject).await?;
             }
         }
         Ok(())
@@ -1175,38 +1197,75 @@ impl ElasticProjection {
         Ok(Some(found["hits"]["hits"].as_array().cloned().unwrap_or_default()))
     }
 
-    /// Replaces the personal values in an erased user's audit entries with `[erased]`:
-    /// their entries paged in version order, each rewritten where it held any.
-    async fn erase_user(&self, event: &Event) -> Result<(), ApplyError> {
+    /// Replaces an erased subject's data: a user's personal values in their own audit
+    /// entries; a customer's (a user may be one too) in the cases that name them, those
+    /// cases' notes and interactions, and the audit entries of events sealed for them.
+    async fn erase_subject(&self, event: &Event, subject: Uuid) -> Result<(), ApplyError> {
+        let (tenancy, owner) = (self.tenancy(event.envelope.tenant_id), event.envelope.event_id);
+        let audit = tenancy.es_alias(ES_AUDIT_LOGS);
+        let subject = subject.to_string();
+        if let DomainEvent::User(UserEvent::Erased(_)) = &event.data {
+            let theirs =
+                vec![json!({ "term": { "entity_type": "user" } }), json!({ "term": { "entity_id": subject } })];
+            self.rewrite(owner, &audit, theirs, json!(["entity_id", "entity_version"]), &|doc| {
+                erase_changes(&mut doc["changes"], USER_PERSONAL_FIELDS)
+            })
+            .await?;
+        }
+        let about = vec![json!({ "term": { "data_subject": subject } })];
+        self.rewrite(owner, &audit, about, json!(["entity_id", "entity_version"]), &|doc| {
+            erase_changes(&mut doc["changes"], CUSTOMER_PERSONAL_FIELDS)
+        })
+        .await?;
+        let customers = || vec![json!({ "term": { "customer_id": subject } })];
+        self.rewrite(owner, &tenancy.es_alias(CASES), customers(), json!(["id"]), &|doc| {
+            let changed = erase_texts(doc, &["title", "description"]) | (doc["custom_fields"] != json!({}));
+            doc["custom_fields"] = json!({});
+            doc["suggest"] = case_suggest(doc);
+            changed
+        })
+        .await?;
+        self.rewrite(owner, &tenancy.es_alias(NOTES), customers(), json!(["id"]), &|doc| {
+            erase_texts(doc, &["content"])
+        })
+        .await?;
+        self.rewrite(owner, &tenancy.es_alias(INTERACTIONS), customers(), json!(["id"]), &|doc| {
+            erase_texts(doc, &["content", "external_id"])
+        })
+        .await
+    }
+
+    /// Rewrites, with `edit`, every document of `alias` that the `filter` clauses find,
+    /// a page at a time in the order of `sort` (fields that tell documents apart);
+    /// `edit` says whether it changed the document. A refused document parks `owner`.
+    async fn rewrite(
+        &self,
+        owner: Uuid,
+        alias: &str,
+        filter: Vec<Value>,
+        sort: Value,
+        edit: &(dyn Fn(&mut Value) -> bool + Sync),
+    ) -> Result<(), ApplyError> {
         const PAGE: usize = 500;
-        let env = &event.envelope;
-        let alias = self.tenancy(env.tenant_id).es_alias(ES_AUDIT_LOGS);
-        if !self.refresh(&alias).await? {
+        if !self.refresh(alias).await? {
             return Ok(());
         }
         let mut after: Option<Value> = None;
         loop {
-            let mut body = json!({
-                "size": PAGE,
-                "sort": [{ "entity_version": "asc" }],
-                "query": { "bool": { "filter": [
-                    { "term": { "entity_type": "user" } },
-                    { "term": { "entity_id": env.stream_id.to_string() } }
-                ] } }
-            });
+            let mut body = json!({ "size": PAGE, "sort": sort, "query": { "bool": { "filter": filter } } });
             if let Some(after) = after.take() {
                 body["search_after"] = after;
             }
-            let what = format!("searching {alias} for the audit entries of user {}", env.stream_id);
-            let Some(hits) = self.search_page(&alias, body, &what).await? else { return Ok(()) };
+            let what = format!("searching {alias} for an erased subject's documents");
+            let Some(hits) = self.search_page(alias, body, &what).await? else { return Ok(()) };
             let mut actions = Vec::new();
             for hit in &hits {
                 let mut doc = hit["_source"].clone();
-                if erase_changes(&mut doc["changes"], USER_PERSONAL_FIELDS) {
+                if edit(&mut doc) {
                     actions.push(Action {
                         meta: json!({ "index": { "_index": hit["_index"], "_id": hit["_id"] } }),
                         doc,
-                        event_id: env.event_id,
+                        event_id: owner,
                     });
                 }
             }

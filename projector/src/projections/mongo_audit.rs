@@ -6,7 +6,7 @@
 use events::audit::{
     case_changes, case_type_changes, channel_changes, document_changes, erase_changes, field_definition_changes,
     interaction_changes, note_changes, task_changes, team_changes, template_changes, tenant_changes, user_changes,
-    webhook_changes, workflow_changes, FieldChange, USER_PERSONAL_FIELDS,
+    webhook_changes, workflow_changes, FieldChange, CUSTOMER_PERSONAL_FIELDS, USER_PERSONAL_FIELDS,
 };
 use events::tenant::TenantEvent;
 use events::user::UserEvent;
@@ -98,6 +98,7 @@ pub fn audit_record(event: &Event) -> Value {
             let (action, changes) = webhook_changes(e);
             ("webhook", action, changes)
         }
+        DomainEvent::DataSubject(_) => ("data_subject", "erase", vec![]),
     };
     json!({
         "tenant_id": env.tenant_id.to_string(),
@@ -109,6 +110,7 @@ pub fn audit_record(event: &Event) -> Value {
         "user_id": env.actor.user_id.to_string(),
         "role": env.actor.role,
         "changes": changes,
+        "data_subject": env.data_subject.map(|s| s.to_string()),
         "ip_address": env.request.ip_address,
         "user_agent": env.request.user_agent,
         "context": {
@@ -179,32 +181,37 @@ impl Projection for MongoAuditProjection {
             }
         }
         for event in events {
+            let Some(subject) = event.erased_subject() else { continue };
+            let tenant = event.envelope.tenant_id;
+            let coll = self.db.collection::<Document>(&self.collections.name(tenant, AUDIT_LOGS));
+            let (tenant, subject) = (tenant.to_string(), subject.to_string());
             if let DomainEvent::User(UserEvent::Erased(_)) = &event.data {
-                let name = self.collections.name(event.envelope.tenant_id, AUDIT_LOGS);
-                erase_user(&self.db.collection::<Document>(&name), event.envelope.tenant_id, event.envelope.stream_id)
+                let theirs = doc! { "tenant_id": &tenant, "entity_id": &subject, "entity_type": "user" };
+                erase_entries(&coll, theirs, USER_PERSONAL_FIELDS)
                     .await
                     .map_err(|e| ApplyError::Transient(e.into()))?;
             }
+            let about = doc! { "tenant_id": &tenant, "data_subject": &subject };
+            erase_entries(&coll, about, CUSTOMER_PERSONAL_FIELDS).await.map_err(|e| ApplyError::Transient(e.into()))?;
         }
         Ok(())
     }
 }
 
-/// Replaces the personal values in an erased user's audit entries with `[erased]`
-/// (entries written before the erasure hold them as they were).
-async fn erase_user(
+/// Replaces the values of `fields` in the audit entries `filter` finds with `[erased]`
+/// (entries written before an erasure hold them as they were). Filters name the tenant
+/// first, as the collection's indexes do.
+async fn erase_entries(
     coll: &mongodb::Collection<Document>,
-    tenant: uuid::Uuid,
-    user: uuid::Uuid,
+    filter: Document,
+    fields: &[&str],
 ) -> mongodb::error::Result<()> {
     use futures::TryStreamExt;
-    // The tenant first, as the collection's (tenant_id, entity_id, ...) index has it.
-    let filter = doc! { "tenant_id": tenant.to_string(), "entity_id": user.to_string(), "entity_type": "user" };
     let mut entries = coll.find(filter).projection(doc! { "changes": 1 }).await?;
     while let Some(entry) = entries.try_next().await? {
         let Ok(changes) = entry.get_array("changes") else { continue };
         let mut changes = Bson::Array(changes.clone()).into_relaxed_extjson();
-        if erase_changes(&mut changes, USER_PERSONAL_FIELDS) {
+        if erase_changes(&mut changes, fields) {
             let changes = bson::to_bson(&changes).map_err(|e| mongodb::error::Error::custom(e.to_string()))?;
             coll.update_one(
                 doc! { "_id": entry.get("_id").cloned().unwrap_or(Bson::Null) },

@@ -22,6 +22,20 @@ impl MongoNotesProjection {
         Self::placed(db, Placement::live())
     }
 
+    /// The content of the notes on an erased customer's cases reads as the marker.
+    async fn erase_customer(&self, tenant: uuid::Uuid, customer: uuid::Uuid) -> Result<(), ApplyError> {
+        let coll = self.collections.ensure(&self.db, tenant, CASE_NOTES).await?;
+        self.db
+            .collection::<mongodb::bson::Document>(&coll)
+            .update_many(
+                doc! { "tenant_id": tenant.to_string(), "customer_id": customer.to_string() },
+                doc! { "$set": { "content": events::personal::ERASED } },
+            )
+            .await
+            .map_err(|e| ApplyError::Transient(e.into()))?;
+        Ok(())
+    }
+
     /// A projection writing where `placement` says (a rebuild's copy collections).
     pub fn placed(db: Database, placement: Placement) -> Self {
         Self { db, collections: Collections::placed(placement) }
@@ -49,6 +63,12 @@ impl Projection for MongoNotesProjection {
     async fn apply(&self, events: &[Event], _checkpoint: &Checkpoint) -> Result<(), ApplyError> {
         let mut writes = Writes::default();
         for event in events {
+            if let Some(subject) = event.erased_subject() {
+                // The notes written before the erasure, this batch's too, are replaced.
+                std::mem::take(&mut writes).flush(&self.db).await?;
+                self.erase_customer(event.envelope.tenant_id, subject).await?;
+                continue;
+            }
             let DomainEvent::Note(note_event) = &event.data else { continue };
             let env = &event.envelope;
             let coll = self.collections.ensure(&self.db, env.tenant_id, CASE_NOTES).await?;
@@ -66,6 +86,7 @@ impl Projection for MongoNotesProjection {
                         "tags": to_bson(event, &e.tags)?,
                         "attachments": to_bson(event, &e.attachments)?,
                         "version": env.stream_version,
+                        "customer_id": e.customer_id.map(|c| c.to_string()),
                     };
                     writes.insert_once(&coll, event, document);
                 }

@@ -268,8 +268,12 @@ fn operation(event: &Event) -> Option<Value> {
         DomainEvent::Case(CaseEvent::Opened(e)) => case(json!({
             "status": e.status.as_str(), "priority": e.priority.as_str(),
             "assignee": id(e.assigned_to), "team": "",
-            "notify": notification(event, e.assigned_to, "case_assigned",
-                json!({ "case_id": env.stream_id, "case_number": e.case_number, "title": e.title })),
+            // A customer's data stays out of Redis (nothing there to erase): the title of a
+            // case about a customer is not in its notification.
+            "notify": notification(event, e.assigned_to, "case_assigned", json!({
+                "case_id": env.stream_id, "case_number": e.case_number,
+                "title": if e.customer_id.is_none() { Some(&e.title) } else { None },
+            })),
         })),
         DomainEvent::Case(CaseEvent::Updated(e)) => {
             case(json!({ "priority": e.priority.as_ref().map(|c| c.new.as_str()) }))
@@ -377,7 +381,8 @@ fn operation(event: &Event) -> Option<Value> {
         | DomainEvent::Template(_)
         | DomainEvent::Workflow(_)
         | DomainEvent::FieldDefinition(_)
-        | DomainEvent::Webhook(_) => None,
+        | DomainEvent::Webhook(_)
+        | DomainEvent::DataSubject(_) => None,
     }
 }
 

@@ -27,7 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 pub const COLUMNS: &str = "id, tenant_id, case_number, title, description, status, priority, case_type_id, workflow_id,
     current_stage_id, created_by, assigned_to, created_at, updated_at, due_date, custom_fields, tags, metadata, assigned_team_id, version,
-    case_type_name, assigned_to_username, resolved_at";
+    case_type_name, assigned_to_username, resolved_at, customer_id";
 
 pub fn case_json(row: &sqlx::postgres::PgRow) -> Result<Value, sqlx::Error> {
     Ok(json!({
@@ -53,6 +53,7 @@ pub fn case_json(row: &sqlx::postgres::PgRow) -> Result<Value, sqlx::Error> {
         "custom_fields": row.try_get::<Option<Value>, _>("custom_fields")?,
         "tags": row.try_get::<Option<Vec<String>>, _>("tags")?.unwrap_or_default(),
         "sla": row.try_get::<Option<Value>, _>("metadata")?.and_then(|m| m.get("sla").cloned()),
+        "customer_id": row.try_get::<Option<Uuid>, _>("customer_id")?,
         "version": row.try_get::<i64, _>("version")?,
     }))
 }

@@ -1,6 +1,7 @@
 //! A data subject's export (DESIGN.md guarantee 12, the right of access): what the read
-//! models hold about a user, as one JSON document. A data subject is a user of the
-//! tenant, identified by their user id; after an erasure the same export shows only
+//! models hold about a user or a customer, as one JSON document. A data subject is a user
+//! of the tenant, identified by their user id, or a customer, identified by the
+//! `customer_id` cases were opened with; after an erasure the same export shows only
 //! markers where their personal data was.
 
 use axum::extract::State;
@@ -29,11 +30,13 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(export))
 }
 
-/// Exports what is held about a data subject (a user): their profile, the cases they
+/// Exports what is held about a data subject. A user: their profile, the cases they
 /// created or are assigned, the audit entries about them and those of what they did, the
-/// notes they wrote (at most 1,000 of each, newest first) and their notifications. For
-/// tenant administrators and the subject themself.
-#[utoipa::path(get, path = "/v1/data-subjects/{id}/export", tag = "data-subjects", operation_id = "data_subjects_export", params(("id" = Uuid, Path, description = "the data subject: a user's id")), responses(ReadAnswered))]
+/// notes they wrote and their notifications (for tenant administrators and the subject
+/// themself). A customer: the cases that name them, those cases' notes and
+/// interactions, and the audit entries of the events sealed for them (for tenant
+/// administrators). At most 1,000 of each list, newest first.
+#[utoipa::path(get, path = "/v1/data-subjects/{id}/export", tag = "data-subjects", operation_id = "data_subjects_export", params(("id" = Uuid, Path, description = "the data subject: a user's id, or the customer_id cases were opened with")), responses(ReadAnswered))]
 async fn export(
     State(state): State<AppState>,
     caller: Caller,
@@ -57,7 +60,8 @@ async fn export(
             .await
             .or_else(missing_schema_is_empty)?;
     let Some(profile) = profile else {
-        return Err(ApiError::NotFound(format!("no data subject {id} in this tenant (a data subject is a user)")));
+        tx.commit().await?;
+        return export_customer(&state, caller, id).await.map(Json);
     };
     let cases: Vec<Value> = sqlx::query_scalar(&format!(
         "SELECT jsonb_build_object('id', id, 'case_number', case_number, 'title', title, 'status', status,
@@ -108,6 +112,60 @@ async fn export(
         "notes": notes,
         "notifications": notifications,
     })))
+}
+
+/// A customer's export: what the cases that name them hold (administrators only; the
+/// caller's role was checked, and a customer is never the caller).
+async fn export_customer(state: &AppState, caller: Caller, id: Uuid) -> Result<Value, ApiError> {
+    let tenant = caller.tenant_id;
+    let schema = Tenancy(tenant).pg_schema();
+    let (mut tx, _) = tenant_tx(&state.pool, caller).await?;
+    let cases: Vec<Value> = sqlx::query_scalar(&format!(
+        "SELECT to_jsonb(c) - 'search_vector' FROM {schema}.cases c WHERE c.customer_id = $1
+         ORDER BY c.created_at DESC, c.id DESC LIMIT $2"
+    ))
+    .bind(id)
+    .bind(EXPORTED.saturating_add(1))
+    .fetch_all(&mut *tx)
+    .await
+    .or_else(missing_schema_is_empty)?;
+    if cases.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "no data subject {id} in this tenant (a data subject is a user, or the customer_id of a case)"
+        )));
+    }
+    let interactions: Vec<Value> = sqlx::query_scalar(&format!(
+        "SELECT to_jsonb(i) FROM {schema}.interactions i WHERE i.customer_id = $1
+         ORDER BY i.timestamp DESC, i.id DESC LIMIT $2"
+    ))
+    .bind(id)
+    .bind(EXPORTED.saturating_add(1))
+    .fetch_all(&mut *tx)
+    .await
+    .or_else(missing_schema_is_empty)?;
+    tx.commit().await?;
+    let tenant_str = tenant.to_string();
+    let notes_coll = state.mongo.collection::<Document>(&Tenancy(tenant).mongo_collection("case_notes"));
+    let notes = newest(
+        &notes_coll,
+        doc! { "tenant_id": &tenant_str, "customer_id": id.to_string() },
+        doc! { "created_at": -1, "_id": -1 },
+    )
+    .await?;
+    let coll = state.mongo.collection::<Document>(&Tenancy(tenant).mongo_collection(AUDIT_LOGS));
+    let about = doc! { "tenant_id": &tenant_str, "data_subject": id.to_string() };
+    let audit = newest(&coll, about, doc! { "timestamp": -1 }).await?;
+    // Shown as the audit routes show them to this caller (an administrator).
+    let internal_hidden = caller.require(Permission::NotesViewInternal).is_err();
+    Ok(json!({
+        "subject_id": id,
+        "kind": "customer",
+        "exported_at": Utc::now(),
+        "cases": listed(cases),
+        "notes": listed(notes.into_iter().map(super::entities::document_json).collect()),
+        "interactions": listed(interactions),
+        "audit_about": listed(shown(state, caller, audit, internal_hidden).await),
+    }))
 }
 
 /// The first `EXPORTED` + 1 documents in `order` (one more, to tell whether there were more).

@@ -237,24 +237,25 @@ async fn insert(tx: &mut Transaction<'_, Postgres>, schema: &str, tenant: Uuid, 
             Resolved::Set(at) => at,
         });
         c.metadata.push(p.sla.clone().map(|sla| json!({ "sla": sla })));
+        c.customer.push(o.customer_id);
     }
     sqlx::query(&format!(
         "INSERT INTO {schema}.cases (id, tenant_id, case_number, title, description, status, priority, case_type_id,
             created_by, assigned_to, created_at, updated_at, due_date, custom_fields, tags, version, assigned_team_id,
-            workflow_id, current_stage_id, resolved_at, metadata, case_type_name, assigned_to_username)
+            workflow_id, current_stage_id, resolved_at, metadata, case_type_name, assigned_to_username, customer_id)
          SELECT r.id, $1, r.case_number, r.title, r.description, r.status, r.priority, r.case_type_id, r.created_by,
             r.assigned_to, r.created_at, r.updated_at, r.due_date, r.custom_fields,
             ARRAY(SELECT jsonb_array_elements_text(r.tags)), r.version, r.team, r.workflow, r.stage, r.resolved_at,
             r.metadata,
             (SELECT name FROM {schema}.case_types WHERE id = r.case_type_id),
-            (SELECT username FROM {schema}.users WHERE id = r.assigned_to)
+            (SELECT username FROM {schema}.users WHERE id = r.assigned_to), r.customer_id
          FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::uuid[], $9::uuid[],
                      $10::uuid[], $11::timestamptz[], $12::timestamptz[], $13::timestamptz[], $14::jsonb[],
                      $15::jsonb[], $16::bigint[], $17::uuid[], $18::uuid[], $19::uuid[], $20::timestamptz[],
-                     $21::jsonb[])
+                     $21::jsonb[], $22::uuid[])
            WITH ORDINALITY AS r(id, case_number, title, description, status, priority, case_type_id, created_by,
                 assigned_to, created_at, updated_at, due_date, custom_fields, tags, version, team, workflow, stage,
-                resolved_at, metadata, n)
+                resolved_at, metadata, customer_id, n)
          ORDER BY r.n
          ON CONFLICT (id) DO NOTHING"
     ))
@@ -279,6 +280,7 @@ async fn insert(tx: &mut Transaction<'_, Postgres>, schema: &str, tenant: Uuid, 
     .bind(&c.stage)
     .bind(&c.resolved_at)
     .bind(&c.metadata)
+    .bind(&c.customer)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -307,6 +309,7 @@ struct Columns {
     stage: Vec<Option<Uuid>>,
     resolved_at: Vec<Option<DateTime<Utc>>>,
     metadata: Vec<Option<Value>>,
+    customer: Vec<Option<Uuid>>,
 }
 
 async fn update(tx: &mut Transaction<'_, Postgres>, schema: &str, existing: &[Patch]) -> sqlx::Result<()> {

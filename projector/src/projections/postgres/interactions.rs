@@ -34,8 +34,8 @@ pub(super) async fn apply(
     }
     sqlx::query(&format!(
         "INSERT INTO {schema}.interactions (id, tenant_id, case_id, channel_id, user_id, direction, content,
-            timestamp, metadata, external_id, tags, version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+            timestamp, metadata, external_id, tags, version, customer_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
          ON CONFLICT (tenant_id, timestamp, id) DO NOTHING"
     ))
     .bind(env.stream_id)
@@ -50,10 +50,37 @@ pub(super) async fn apply(
     .bind(&e.external_id)
     .bind(&e.tags)
     .bind(env.stream_version)
+    .bind(e.customer_id)
     .execute(&mut **tx)
     .await?;
     if let Ok(mut p) = partitions.lock() {
         p.insert(month);
     }
+    Ok(())
+}
+
+/// An erased customer's data in the cases that name them and in their interactions is
+/// replaced with the marker (texts) or emptied (documents); the rows stay.
+pub(super) async fn erase_customer(tx: &mut Tx<'_>, schema: &str, customer: Uuid) -> Applied {
+    let erased = events::personal::ERASED;
+    sqlx::query(&format!(
+        "UPDATE {schema}.cases SET title = $2, custom_fields = '{{}}',
+             description = CASE WHEN description IS NULL THEN NULL ELSE $2 END
+         WHERE customer_id = $1 AND (title <> $2 OR custom_fields <> '{{}}' OR description <> $2)"
+    ))
+    .bind(customer)
+    .bind(erased)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(&format!(
+        "UPDATE {schema}.interactions SET metadata = '{{}}',
+             content = CASE WHEN content IS NULL THEN NULL ELSE $2 END,
+             external_id = CASE WHEN external_id IS NULL THEN NULL ELSE $2 END
+         WHERE customer_id = $1"
+    ))
+    .bind(customer)
+    .bind(erased)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }

@@ -44,6 +44,7 @@ mod workflows;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
+use events::data_subject::DataSubjectEvent;
 use events::field_definition::FieldDefinitionEvent;
 use events::interaction::InteractionEvent;
 use events::note::NoteEvent;
@@ -146,6 +147,13 @@ impl PostgresProjection {
             }
             DomainEvent::Case(_) => cases::apply(tx, |t| self.schema(t), &[event]).await?,
             DomainEvent::Webhook(webhook_event) => webhooks::apply(tx, env, webhook_event).await?,
+            DomainEvent::DataSubject(DataSubjectEvent::Erased(e)) => {
+                interactions::erase_customer(tx, &schema, e.subject_id).await?
+            }
+        }
+        // A user may also be the customer some cases name (the same id): erased as both.
+        if let DomainEvent::User(events::user::UserEvent::Erased(_)) = &event.data {
+            interactions::erase_customer(tx, &schema, env.stream_id).await?;
         }
         Ok(())
     }
@@ -219,8 +227,8 @@ impl PostgresProjection {
                 .map_err(|e| ApplyError::Transient(e.into()))?;
             // After the batch's own deliveries are queued, so none of them escapes.
             for event in events {
-                if let DomainEvent::User(events::user::UserEvent::Erased(_)) = &event.data {
-                    webhooks::erase_subject(&mut tx, &event.envelope)
+                if let Some(subject) = event.erased_subject() {
+                    webhooks::erase_subject(&mut tx, event.envelope.tenant_id, subject)
                         .await
                         .map_err(|e| ApplyError::Transient(e.into()))?;
                 }

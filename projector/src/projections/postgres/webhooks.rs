@@ -70,16 +70,18 @@ pub async fn apply(tx: &mut Tx<'_>, env: &EventEnvelope, event: &WebhookEvent) -
     Ok(())
 }
 
-/// Deliveries of an erased user's events keep the events' data (opened) until they age
-/// out: theirs is replaced with the marker, delivered or not.
-pub async fn erase_subject(tx: &mut Tx<'_>, erased: &EventEnvelope) -> Applied {
+/// Deliveries of an erased subject's events keep the events' data (opened) until they
+/// age out: theirs is replaced with the marker, delivered or not. A subject's events are
+/// those of their own user stream and those sealed for them (`data_subject`).
+pub async fn erase_subject(tx: &mut Tx<'_>, tenant: Uuid, subject: Uuid) -> Applied {
     sqlx::query(
         "UPDATE projector.webhook_deliveries SET body = jsonb_set(body, '{data}', to_jsonb($3::text))
-         WHERE tenant_id = $1 AND body->>'stream_type' = 'user' AND body->>'stream_id' = $2::text
-           AND event_type <> 'UserErased'",
+         WHERE tenant_id = $1
+           AND ((body->>'stream_type' = 'user' AND body->>'stream_id' = $2::text AND event_type <> 'UserErased')
+                OR body->>'data_subject' = $2::text)",
     )
-    .bind(erased.tenant_id)
-    .bind(erased.stream_id)
+    .bind(tenant)
+    .bind(subject)
     .bind(events::personal::ERASED)
     .execute(&mut **tx)
     .await?;
@@ -98,6 +100,7 @@ pub fn body(env: &EventEnvelope) -> Value {
         "version": env.stream_version,
         "occurred_at": env.occurred_at,
         "actor": env.actor,
+        "data_subject": env.data_subject,
         "data": env.payload,
     })
 }

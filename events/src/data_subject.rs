@@ -1,0 +1,77 @@
+//! The data-subject stream: a person the tenant's records are about who is not one of
+//! its users (a customer that cases name, see `personal`). Its only event is their
+//! erasure; the journal deletes their key in the same transaction.
+//!
+//! The stream's id is derived from the subject's (`stream_id`), so a customer id a client
+//! chose can never collide with a stream of another kind.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::DomainError;
+
+/// The namespace of data-subject stream ids (UUID v5 of the subject's id).
+const NAMESPACE: Uuid = Uuid::from_u128(0x6d75_7269_6d61_4000_8000_6461_7461_7375);
+
+/// The id of the stream of the data subject `subject`.
+pub fn stream_id(subject: Uuid) -> Uuid {
+    Uuid::new_v5(&NAMESPACE, subject.as_bytes())
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSubjectErased {
+    pub subject_id: Uuid,
+    pub erased_at: DateTime<Utc>,
+}
+
+event_enum! {
+    pub enum DataSubjectEvent {
+        Erased(DataSubjectErased) = "DataSubjectErased" @ 1,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataSubject {
+    pub subject_id: Uuid,
+}
+
+pub fn evolve(state: Option<DataSubject>, event: &DataSubjectEvent) -> Option<DataSubject> {
+    match event {
+        DataSubjectEvent::Erased(e) => state.or(Some(DataSubject { subject_id: e.subject_id })),
+    }
+}
+
+/// Erases `subject`: an erasure event the first time, nothing after (an erasure is
+/// done once; asking again is answered as done).
+pub fn erase(
+    state: Option<&DataSubject>,
+    subject: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Vec<DataSubjectEvent>, DomainError> {
+    Ok(match state {
+        Some(_) => vec![],
+        None => vec![DataSubjectEvent::Erased(DataSubjectErased { subject_id: subject, erased_at: now })],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_subject_is_erased_once_on_a_stream_of_its_own() {
+        let subject = Uuid::now_v7();
+        assert_ne!(stream_id(subject), subject);
+        assert_eq!(stream_id(subject), stream_id(subject));
+        let now = Utc::now();
+        let events = erase(None, subject, now).unwrap();
+        assert_eq!(events.len(), 1);
+        let state = events.iter().fold(None, evolve);
+        assert_eq!(state, Some(DataSubject { subject_id: subject }));
+        assert!(erase(state.as_ref(), subject, now).unwrap().is_empty());
+    }
+}
