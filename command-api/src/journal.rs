@@ -85,6 +85,8 @@ pub struct Recorded {
 
 /// The channel `eventstore.append` notifies when a fact's stream changes.
 const FACTS_CHANNEL: &str = "murima_facts";
+/// A `murima_facts` notification `<tenant> *`: forget every cached state of the tenant.
+const FORGET_TENANT: &str = "*";
 
 /// What `eventstore.append` answers: outcome, version, last position, and for a replay
 /// the stored request hash and answer.
@@ -568,6 +570,15 @@ impl Journal {
         // None: the connection was lost (and notifications with it).
         while let Some(notification) = listener.try_recv().await? {
             let mut parts = notification.payload().split(' ');
+            if notification.payload().ends_with(FORGET_TENANT) {
+                // An erasure: the states folded before it hold what it erased.
+                let tenant = parts.next().and_then(|t| t.parse().ok());
+                match tenant {
+                    Some(tenant) => self.cache.forget_tenant(tenant),
+                    None => self.cache.follow(true),
+                }
+                continue;
+            }
             let parsed = (|| {
                 let tenant = parts.next()?.parse().ok()?;
                 let stream = parts.next()?.parse().ok()?;
@@ -830,6 +841,13 @@ async fn lookup(
         }
         Lookup::SubjectErasure { subject } => {
             subject_keys::erase(&mut **tx, tenant, *subject).await?;
+            // Every command API drops the tenant's cached states (they hold the subject's
+            // data as it was opened) when this commits.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(FACTS_CHANNEL)
+                .bind(format!("{tenant} {FORGET_TENANT}"))
+                .execute(&mut **tx)
+                .await?;
             Ok(Looked::default())
         }
         Lookup::Erasure => {

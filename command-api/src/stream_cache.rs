@@ -100,6 +100,16 @@ impl StreamCache {
         }
     }
 
+    /// Every cached state of the tenant goes (and any load in flight keeps nothing).
+    pub fn forget_tenant(&self, tenant: Uuid) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let doomed: Vec<Arc<(Uuid, Uuid)>> =
+            self.entries.iter().map(|(key, _)| key).filter(|key| key.0 == tenant).collect();
+        for key in doomed {
+            self.entries.invalidate(&*key);
+        }
+    }
+
     /// Notifications are received (true) or may have been missed (false): either way
     /// everything cached before goes, since a change may have gone unheard.
     pub fn follow(&self, following: bool) {

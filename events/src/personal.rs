@@ -154,7 +154,7 @@ pub enum KeyState {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the personal field {pointer} does not open: {reason}")]
 pub struct OpenError {
-    pub pointer: &'static str,
+    pub pointer: String,
     pub reason: &'static str,
 }
 
@@ -172,24 +172,30 @@ fn sealed(value: &Value) -> Option<(&str, &Value)> {
 /// Seals the event's personal fields that hold a value (a null stays null) with the
 /// subject's key.
 pub fn seal(stream: StreamType, event_type: &str, payload: &mut Value, tenant: Uuid, subject: Uuid, key: &SubjectKey) {
-    let cipher = key.cipher();
     for field in fields(stream, event_type) {
-        let Some(value) = payload.pointer_mut(field.pointer) else { continue };
-        // Whatever is there is sealed, even a value that looks sealed: a client's
-        // `{"$sealed": ...}` is their data like any other.
-        if value.is_null() {
-            continue;
+        if let Some(value) = payload.pointer_mut(field.pointer) {
+            seal_value(value, field.pointer, tenant, subject, key);
         }
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let plain = value.to_string();
-        let aad = associated(tenant, subject, field.pointer);
-        let sealing = cipher.encrypt(&nonce, Payload { msg: plain.as_bytes(), aad: aad.as_bytes() });
-        // panic-free: XChaCha20-Poly1305 refuses only messages past 256 GiB
-        let ciphertext = sealing.expect("an event's field is far below the cipher's limit");
-        let mut data = nonce.to_vec();
-        data.extend_from_slice(&ciphertext);
-        *value = json!({ "$sealed": URL_SAFE_NO_PAD.encode(data), "subject": subject });
     }
+}
+
+/// Seals one value found at `pointer` of a document (an event's payload, or an archived
+/// record's): bound to that place. A null stays null.
+pub fn seal_value(value: &mut Value, pointer: &str, tenant: Uuid, subject: Uuid, key: &SubjectKey) {
+    // Whatever is there is sealed, even a value that looks sealed: a client's
+    // `{"$sealed": ...}` is their data like any other.
+    if value.is_null() {
+        return;
+    }
+    let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+    let plain = value.to_string();
+    let aad = associated(tenant, subject, pointer);
+    let sealing = key.cipher().encrypt(&nonce, Payload { msg: plain.as_bytes(), aad: aad.as_bytes() });
+    // panic-free: XChaCha20-Poly1305 refuses only messages past 256 GiB
+    let ciphertext = sealing.expect("an event's field is far below the cipher's limit");
+    let mut data = nonce.to_vec();
+    data.extend_from_slice(&ciphertext);
+    *value = json!({ "$sealed": URL_SAFE_NO_PAD.encode(data), "subject": subject });
 }
 
 /// The subjects whose keys the event's sealed fields need.
@@ -221,31 +227,46 @@ pub fn open(
 ) -> Result<(), OpenError> {
     let Some(expected) = subject else { return Ok(()) };
     for field in fields(stream, event_type) {
-        let Some(value) = payload.pointer_mut(field.pointer) else { continue };
-        let Some((data, subject)) = sealed(value) else { continue };
-        let fail = |reason| OpenError { pointer: field.pointer, reason };
-        let subject = subject.as_str().and_then(|s| s.parse::<Uuid>().ok()).ok_or_else(|| fail("no subject"))?;
-        if expected != subject {
-            return Err(fail("sealed for another subject than the event's"));
+        if let Some(value) = payload.pointer_mut(field.pointer) {
+            open_value(value, field.pointer, field.marker, tenant, expected, &key_of)?;
         }
-        let opened = match key_of(subject) {
-            Some(KeyState::Held(key)) => {
-                let data = URL_SAFE_NO_PAD.decode(data).map_err(|_| fail("not base64"))?;
-                if data.len() < 24 {
-                    return Err(fail("too short"));
-                }
-                let (nonce, ciphertext) = data.split_at(24);
-                let aad = associated(tenant, subject, field.pointer);
-                let plain = key
-                    .cipher()
-                    .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: aad.as_bytes() })
-                    .map_err(|_| fail("altered, moved or sealed with another key"))?;
-                serde_json::from_slice(&plain).map_err(|_| fail("not JSON inside"))?
-            }
-            Some(KeyState::Erased) | None => field.marker.value(subject),
-        };
-        *value = opened;
     }
+    Ok(())
+}
+
+/// Opens one value sealed for `expected` at `pointer` (see `open`); a value not sealed is
+/// left as it is.
+pub fn open_value(
+    value: &mut Value,
+    pointer: &str,
+    marker: Marker,
+    tenant: Uuid,
+    expected: Uuid,
+    key_of: &impl Fn(Uuid) -> Option<KeyState>,
+) -> Result<(), OpenError> {
+    let Some((data, subject)) = sealed(value) else { return Ok(()) };
+    let fail = |reason| OpenError { pointer: pointer.to_owned(), reason };
+    let subject = subject.as_str().and_then(|s| s.parse::<Uuid>().ok()).ok_or_else(|| fail("no subject"))?;
+    if expected != subject {
+        return Err(fail("sealed for another subject than the event's"));
+    }
+    let opened = match key_of(subject) {
+        Some(KeyState::Held(key)) => {
+            let data = URL_SAFE_NO_PAD.decode(data).map_err(|_| fail("not base64"))?;
+            if data.len() < 24 {
+                return Err(fail("too short"));
+            }
+            let (nonce, ciphertext) = data.split_at(24);
+            let aad = associated(tenant, subject, pointer);
+            let plain = key
+                .cipher()
+                .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: aad.as_bytes() })
+                .map_err(|_| fail("altered, moved or sealed with another key"))?;
+            serde_json::from_slice(&plain).map_err(|_| fail("not JSON inside"))?
+        }
+        Some(KeyState::Erased) | None => marker.value(subject),
+    };
+    *value = opened;
     Ok(())
 }
 

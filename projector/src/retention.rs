@@ -13,7 +13,12 @@
 //! lands in it unarchived. One run at a time (a PostgreSQL advisory lock): the projector's, every
 //! `EVERY`, or `murima-admin retention [--dry-run]` by hand. Only the read models are
 //! purged: the journal keeps every event (erasure is crypto-shredding's, issue 19).
+//!
+//! An archive holds personal data as the journal does: sealed with its data subject's key
+//! (`Sealer`), so erasing the subject after the archive was written reaches the archive
+//! too, and a restore then puts back markers where their data was.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -193,6 +198,9 @@ async fn restore_files(
             chunk.push(serde_json::from_str(&line?).with_context(|| format!("a record of {}", file.display()))?);
             if chunk.len() == DELETE_CHUNK || lines.peek().is_none() {
                 records = records.saturating_add(chunk.len() as u64);
+                open_archived(&stores.pool, tenant, kind, &mut chunk)
+                    .await
+                    .with_context(|| format!("opening the sealed data of {}", file.display()))?;
                 if kind == INTERACTIONS {
                     sqlx::query(&format!(
                         "INSERT INTO {schema}.interactions
@@ -275,6 +283,7 @@ impl Run<'_> {
     async fn tenant(&self) -> anyhow::Result<Vec<Expired>> {
         let Run { stores, tenant, boundary, dry_run, ref archive, run_id } = *self;
         let mut expired = Vec::new();
+        let mut sealer = Sealer { pool: &stores.pool, tenant, keys: HashMap::new() };
         let indices = expired_indices(stores, tenant, boundary).await?;
         let indices_of = |kind: &str, month: &str| -> Vec<String> {
             indices.iter().filter(|(k, m, _)| k == kind && m == month).map(|(_, _, i)| i.clone()).collect()
@@ -303,7 +312,8 @@ impl Run<'_> {
                 let mut file = Archive::create(archive, INTERACTIONS, &item.month, run_id)?;
                 let sql = format!("SELECT to_jsonb(i) FROM {schema}.{partition} i ORDER BY timestamp, id");
                 let mut rows = sqlx::query_scalar::<_, Value>(&sql).fetch(&stores.pool);
-                while let Some(row) = rows.try_next().await? {
+                while let Some(mut row) = rows.try_next().await? {
+                    sealer.seal(INTERACTIONS, &mut row).await?;
                     file.push(&row)?;
                 }
                 drop(rows);
@@ -383,7 +393,9 @@ impl Run<'_> {
                 let mut entries = collection.find(range).sort(doc! { "timestamp": 1 }).await?;
                 while let Some(entry) = entries.try_next().await? {
                     ids.extend(entry.get("_id").cloned());
-                    file.push(&Bson::Document(entry).into_relaxed_extjson())?;
+                    let mut record = Bson::Document(entry).into_relaxed_extjson();
+                    sealer.seal(AUDIT_LOGS, &mut record).await?;
+                    file.push(&record)?;
                 }
                 (item.records, item.archive) = file.finish()?;
                 for chunk in ids.chunks(DELETE_CHUNK) {
@@ -577,5 +589,124 @@ pub async fn maintain(stores: Stores) {
             }
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "enforcing retention failed; will retry"),
         }
+    }
+}
+
+/// Seals the personal values of the records a run archives with their data subjects'
+/// keys (`events::personal::seal_value`), each bound to its place in the record: an
+/// interaction's content, external id and metadata for the customer its case names, and
+/// the values of an audit entry's changes that hold a customer's or a user's data. A
+/// subject already erased gets the marker; keys are looked up once per subject per run.
+struct Sealer<'a> {
+    pool: &'a sqlx::PgPool,
+    tenant: Uuid,
+    keys: HashMap<Uuid, Option<events::personal::SubjectKey>>,
+}
+
+impl Sealer<'_> {
+    async fn seal(&mut self, kind: &str, record: &mut Value) -> anyhow::Result<()> {
+        for (pointer, marker, subject) in personal_places(kind, record) {
+            let key = match self.keys.get(&subject) {
+                Some(key) => key.clone(),
+                None => {
+                    let keys = runtime::subject_keys::needed_by(self.pool, [(self.tenant, Some(subject))]).await?;
+                    let key = match keys.of(self.tenant, subject) {
+                        Some(events::personal::KeyState::Held(key)) => Some(key),
+                        _ => None,
+                    };
+                    self.keys.insert(subject, key.clone());
+                    key
+                }
+            };
+            let Some(value) = record.pointer_mut(&pointer) else { continue };
+            match key {
+                Some(key) => events::personal::seal_value(value, &pointer, self.tenant, subject, &key),
+                None if !value.is_null() => *value = marker.value(subject),
+                None => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Opens what `Sealer` sealed in restored records, with the keys that exist now: an
+/// erased subject's values read as markers.
+async fn open_archived(pool: &sqlx::PgPool, tenant: Uuid, kind: &str, records: &mut [Value]) -> anyhow::Result<()> {
+    let places: Vec<Vec<(String, events::personal::Marker, Uuid)>> =
+        records.iter().map(|r| personal_places(kind, r)).collect();
+    let wanted = places.iter().flatten().map(|(_, _, subject)| (tenant, Some(*subject)));
+    let keys = runtime::subject_keys::needed_by(pool, wanted).await?;
+    for (record, places) in records.iter_mut().zip(places) {
+        for (pointer, marker, subject) in places {
+            if let Some(value) = record.pointer_mut(&pointer) {
+                events::personal::open_value(value, &pointer, marker, tenant, subject, &|s| keys.of(tenant, s))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where an archived record holds a data subject's personal data: (JSON pointer, marker,
+/// subject).
+fn personal_places(kind: &str, record: &Value) -> Vec<(String, events::personal::Marker, Uuid)> {
+    use events::audit::{CUSTOMER_PERSONAL_FIELDS, USER_PERSONAL_FIELDS};
+    let uuid = |v: &Value| v.as_str().and_then(|s| s.parse::<Uuid>().ok());
+    let mut places = Vec::new();
+    if kind == INTERACTIONS {
+        if let Some(customer) = uuid(&record["customer_id"]) {
+            for field in events::personal::fields(events::StreamType::Interaction, "InteractionRecorded") {
+                places.push((field.pointer.to_owned(), field.marker, customer));
+            }
+        }
+        return places;
+    }
+    let customer = uuid(&record["data_subject"]);
+    let user = (record["entity_type"] == "user").then(|| uuid(&record["entity_id"])).flatten();
+    for (i, change) in record["changes"].as_array().into_iter().flatten().enumerate() {
+        let field = change["field"].as_str().unwrap_or_default();
+        let subject = match (customer, user) {
+            (Some(c), _) if CUSTOMER_PERSONAL_FIELDS.contains(&field) => c,
+            (_, Some(u)) if USER_PERSONAL_FIELDS.contains(&field) => u,
+            _ => continue,
+        };
+        for side in ["old_value", "new_value"] {
+            places.push((format!("/changes/{i}/{side}"), events::personal::Marker::Text, subject));
+        }
+    }
+    places
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use events::personal::Marker;
+
+    #[test]
+    fn an_archived_audit_entry_holds_a_customers_or_a_users_data_where_the_live_one_does() {
+        let (customer, user) = (Uuid::from_u128(5), Uuid::from_u128(6));
+        let about_a_customer = json!({ "entity_type": "case", "entity_id": Uuid::from_u128(9),
+            "data_subject": customer, "changes": [
+                { "field": "status", "old_value": null, "new_value": "open" },
+                { "field": "title", "old_value": null, "new_value": "Her refund" },
+            ] });
+        let places = personal_places(AUDIT_LOGS, &about_a_customer);
+        let expected = |i: usize, subject: Uuid| {
+            ["old_value", "new_value"].map(|side| (format!("/changes/{i}/{side}"), Marker::Text, subject)).to_vec()
+        };
+        assert_eq!(places, expected(1, customer));
+        let about_a_user = json!({ "entity_type": "user", "entity_id": user, "data_subject": null, "changes": [
+                { "field": "email", "old_value": "a@example.org", "new_value": "b@example.org" },
+                { "field": "role", "old_value": "agent", "new_value": "admin" },
+            ] });
+        assert_eq!(personal_places(AUDIT_LOGS, &about_a_user), expected(0, user));
+        let nobodys = json!({ "entity_type": "case", "entity_id": Uuid::from_u128(9), "changes": [
+                { "field": "title", "old_value": null, "new_value": "A printer" } ] });
+        assert!(personal_places(AUDIT_LOGS, &nobodys).is_empty());
+        let interaction = json!({ "customer_id": customer, "content": "Rang", "metadata": {} });
+        let places: Vec<String> = personal_places(INTERACTIONS, &interaction).into_iter().map(|p| p.0).collect();
+        assert_eq!(places, ["/content", "/external_id", "/metadata"]);
+        assert!(personal_places(INTERACTIONS, &json!({ "customer_id": null, "content": "Rang" })).is_empty());
     }
 }

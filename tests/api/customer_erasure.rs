@@ -5,7 +5,7 @@
 //! with a marker, a rebuild from the log brings nothing back, and the cases themselves
 //! (numbers, statuses, assignees) stay for the tenant's work and figures.
 
-use murima_tests::{eventually, holding, TestApp};
+use murima_tests::{append_raw_event_at, eventually, holding, TestApp};
 use projector::stores::Stores;
 use reqwest::{Method, StatusCode};
 use runtime::auth::Role;
@@ -59,6 +59,17 @@ async fn an_erased_customer_reads_as_a_marker_in_every_store_and_after_a_rebuild
     let answer = app.command(Method::POST, "/v1/cases", &admin, Some(his)).await;
     let olaf_case = answer.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
     let plain = app.open_case("Printer jammed").await["id"].as_str().unwrap().to_owned();
+    let template = json!({ "name": "Reply", "channel_type": "email", "content": "About {{case_title}}" });
+    let answer = app.command(Method::POST, "/v1/message-templates", &admin, Some(template)).await;
+    let template = answer.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let render = || async {
+        let (body, path) =
+            (json!({ "case_id": case, "values": {} }), format!("/v1/message-templates/{template}/render"));
+        let answer = app.command(Method::POST, &path, &admin, Some(body)).await;
+        answer.json::<Value>().await.unwrap()["content"].as_str().unwrap_or_default().to_owned()
+    };
+    // The command API has her case's state cached from here on.
+    assert_eq!(render().await, "About Ingrid's refund");
     app.wait_for_all_stores().await;
 
     // Sealed from the start: the journal and the log never held her data in clear.
@@ -146,6 +157,14 @@ async fn an_erased_customer_reads_as_a_marker_in_every_store_and_after_a_rebuild
     let answer = app.command(Method::POST, &format!("/v1/cases/{case}/status"), &admin, Some(status)).await;
     assert_eq!(answer.status(), StatusCode::OK, "her case is still worked");
     let position_after = position_of(answer).await;
+    assert_eq!(render().await, "About [erased]", "no command API keeps what it had cached of her");
+    let worked = eventually("search to follow her case after the erasure", || async {
+        let found: Value =
+            app.query("/v1/search/cases?q=erased&status=in_progress&priority=low", &admin).await.json().await.ok()?;
+        found.to_string().contains(&case).then_some(found)
+    })
+    .await;
+    assert!(!worked.to_string().contains("Ingrid"), "{worked}");
 
     let read: Value =
         app.query(&format!("/v1/cases/{case}?position={position_after}"), &admin).await.json().await.unwrap();
@@ -179,4 +198,103 @@ async fn an_erased_customer_reads_as_a_marker_in_every_store_and_after_a_rebuild
     assert_eq!((read["title"].as_str(), read["status"].as_str()), (Some("[erased]"), Some("in_progress")), "{read}");
     let olaf_read: Value = app.query(&format!("/v1/cases/{olaf_case}"), &admin).await.json().await.unwrap();
     assert_eq!(olaf_read["custom_fields"]["phone"], "555-0177", "another customer is untouched by the rebuild");
+}
+
+/// A customer's id is theirs alone: not a user's (who would share their key and be erased
+/// or exported as them), not nil; and the ids Murima derives (a data subject's stream)
+/// are not for clients to take, which would leave the subject unerasable.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_customer_id_is_the_customers_alone_and_derived_ids_are_not_for_clients() {
+    let app = TestApp::spawn().await;
+    let admin = app.token_for(app.tenant_id, Role::Admin);
+    let colleague = app.create_user("colleague.kept", "agent").await;
+    let open = |customer: Value| json!({ "title": "A customer's case", "case_type_id": app.case_type_id, "customer_id": customer });
+    for customer in [json!(colleague), json!(Uuid::nil())] {
+        let answer = app.command(Method::POST, "/v1/cases", &admin, Some(open(customer.clone()))).await;
+        assert_eq!(answer.status(), StatusCode::UNPROCESSABLE_ENTITY, "{customer}");
+        let problem: Value = answer.json().await.unwrap();
+        assert_eq!(problem["errors"][0]["field"], "customer_id", "{problem}");
+    }
+    let customer = Uuid::now_v7();
+    let answer = app.command(Method::POST, "/v1/cases", &admin, Some(open(json!(customer)))).await;
+    assert_eq!(answer.status(), StatusCode::CREATED);
+    // A user cannot take the customer's id.
+    let user = json!({ "id": customer, "username": "taker", "email": "taker@example.org",
+                       "password": "integration test password", "role": "agent" });
+    let answer = app.command(Method::POST, "/v1/users", &admin, Some(user)).await;
+    assert_eq!(answer.status(), StatusCode::CONFLICT, "a user taking a customer's id");
+    // Nor can anything take the id of the customer's erasure stream (UUID v5).
+    let derived = events::data_subject::stream_id(customer);
+    let case_type = json!({ "id": derived, "name": "Squatter", "form_definition": { "fields": [] } });
+    let answer = app.command(Method::POST, "/v1/case-types", &admin, Some(case_type)).await;
+    assert_eq!(answer.status(), StatusCode::UNPROCESSABLE_ENTITY, "a case type on a derived id");
+    let problem: Value = answer.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "id", "{problem}");
+    let answer = app.command(Method::POST, &format!("/v1/data-subjects/{customer}/erasure"), &admin, None).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(answer.json::<Value>().await.unwrap()["events_appended"], 1);
+    app.wait_for_all_stores().await;
+    let read: Value = app.query(&format!("/v1/users/{colleague}"), &admin).await.json().await.unwrap();
+    assert_eq!(read["username"], "colleague.kept", "the colleague is untouched");
+}
+
+/// An archive holds a customer's data as the journal does, sealed with their key: erasing
+/// them after the archive was written reaches it, and a restore puts back markers.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_archive_holds_a_customers_data_sealed_and_their_later_erasure_reaches_it() {
+    use std::io::Read;
+    let app = TestApp::spawn().await;
+    let admin = app.token_for(app.tenant_id, Role::Admin);
+    let settings = format!("/v1/tenants/{}/settings", app.tenant_id);
+    let retention = |days: i64| Some(json!({ "settings": { "retention_days": days } }));
+    let answer = app.command(Method::PATCH, &settings, &app.platform_token(), retention(1)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let channel = app.command(Method::POST, "/v1/channels", &admin, Some(json!({ "name": "Chat", "type": "chat" })));
+    let channel = channel.await.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let ingrid = Uuid::now_v7();
+    let open = json!({ "title": "Ingrid Ünïque-Kunde wants money", "case_type_id": app.case_type_id,
+                       "customer_id": ingrid });
+    let answer = app.command(Method::POST, "/v1/cases", &admin, Some(open)).await;
+    let case = answer.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    // A contact of 2020 about her, put in the journal as an import would.
+    let recorded = json!({ "case_id": case, "channel_id": channel, "user_id": app.user_id, "direction": "inbound",
+        "content": "Ingrid rang twice in 2020", "external_id": "ingrid-msg-1", "tags": [],
+        "metadata": { "from": "ingrid.mail@example.net" }, "timestamp": "2020-01-15T10:00:00Z",
+        "customer_id": ingrid });
+    let now = chrono::Utc::now();
+    append_raw_event_at(&app, app.tenant_id, "interaction", Uuid::now_v7(), 1, "InteractionRecorded", 2, recorded, now)
+        .await;
+    app.wait_for_all_stores().await;
+    let schema = runtime::tenancy::Tenancy(app.tenant_id).pg_schema();
+    let hers = format!(
+        "SELECT content, external_id, metadata FROM {schema}.interactions WHERE customer_id = $1 AND timestamp < '2020-02-01'"
+    );
+    let row = || async {
+        let row: Option<(Option<String>, Option<String>, Value)> =
+            sqlx::query_as(&hers).bind(ingrid).fetch_optional(&app.pool).await.unwrap();
+        row
+    };
+    eventually("her 2020 contact in PostgreSQL", || async { row().await.map(|_| ()) }).await;
+
+    let stores = Stores::connect(&app.settings, 2).await.unwrap();
+    projector::retention::run(&stores, now, false).await.unwrap();
+    assert_eq!(row().await, None, "archived, then removed");
+    let dir = app.settings.archive_dir.clone().unwrap().join(format!("tenant-{}", app.tenant_id.simple()));
+    let files: Vec<_> = std::fs::read_dir(dir.join("interactions").join("2020-01")).unwrap().collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let mut archived = String::new();
+    let file = std::fs::File::open(files[0].as_ref().unwrap().path()).unwrap();
+    flate2::read::GzDecoder::new(file).read_to_string(&mut archived).unwrap();
+    assert!(archived.contains("$sealed") && archived.contains(&ingrid.to_string()), "{archived}");
+    assert_eq!(holding(std::slice::from_ref(&archived), &INGRID), Vec::<&String>::new(), "the archive");
+
+    let answer = app.command(Method::POST, &format!("/v1/data-subjects/{ingrid}/erasure"), &admin, None).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let answer = app.command(Method::PATCH, &settings, &app.platform_token(), retention(3650)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    app.wait_for_retention(app.tenant_id, 3650).await;
+    let restored = projector::retention::restore(&stores, app.tenant_id, "interactions", "2020-01").await.unwrap();
+    assert_eq!(restored.records, 1, "{restored:?}");
+    let back = row().await;
+    assert_eq!(back, Some((Some("[erased]".into()), Some("[erased]".into()), json!({}))), "restored after her erasure");
 }

@@ -235,16 +235,7 @@ async fn expired_months_are_archived_then_removed_from_every_store_and_newer_dat
     let early = restore("interactions", "2020-01").await;
     assert!(early.is_err_and(|e| e.to_string().contains("retention_days")));
     assert_eq!(set_retention(&app, app.tenant_id, json!(3650)).await.status(), StatusCode::OK);
-    eventually("the longer retention in the tenants table", || async {
-        let days: Option<i64> =
-            sqlx::query_scalar("SELECT (settings->>'retention_days')::bigint FROM public.tenants WHERE id = $1")
-                .bind(app.tenant_id)
-                .fetch_one(&app.pool)
-                .await
-                .ok()?;
-        (days == Some(3650)).then_some(())
-    })
-    .await;
+    app.wait_for_retention(app.tenant_id, 3650).await;
     let restored = restore("interactions", "2020-01").await.unwrap();
     assert_eq!((restored.records, restored.files.len()), (2, 2), "{restored:?}");
     let back: i64 = sqlx::query_scalar(&format!(

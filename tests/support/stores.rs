@@ -248,6 +248,21 @@ impl TestApp {
         StoreDigest(contents.into_iter().map(|(name, rows)| (name, fingerprint(rows))).collect())
     }
 
+    /// Waits until the relational read model holds the tenant's retention of `days`
+    /// (what a retention run and a restore read).
+    pub async fn wait_for_retention(&self, tenant: Uuid, days: i64) {
+        eventually("the retention in the tenants table", || async {
+            let held: Option<i64> =
+                sqlx::query_scalar("SELECT (settings->>'retention_days')::bigint FROM public.tenants WHERE id = $1")
+                    .bind(tenant)
+                    .fetch_one(&self.pool)
+                    .await
+                    .ok()?;
+            (held == Some(days)).then_some(())
+        })
+        .await;
+    }
+
     /// Every row, document and key of the tenant, in every store (caches and sessions
     /// too), that holds any of `texts`, named by its store.
     pub async fn stores_holding(&self, tenant: Uuid, texts: &[&str]) -> Vec<String> {

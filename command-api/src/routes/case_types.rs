@@ -85,7 +85,7 @@ async fn create(
         }
     }
     let hash = fingerprint(CreateBody::NAME, None, &body);
-    let id = body.id.unwrap_or_else(Uuid::now_v7);
+    let id = super::chosen_id(body.id)?;
     let lookup = Lookup::UniqueName { kind: KIND, name: normalise_name(&body.name) };
     let cmd = CaseTypeCommand::Create {
         name: body.name,

@@ -103,6 +103,22 @@ impl CommandSchema for StatusBody {
     const NAME: &'static str = "change_case_status";
 }
 
+/// A case's customer is a data subject of their own: not nobody, and not a user of the
+/// tenant (who would share their key, and be erased or exported as the customer).
+async fn check_customer(state: &AppState, tenant: Uuid, customer: Uuid) -> Result<(), ApiError> {
+    let user = state.journal.state::<events::user::User>(tenant, customer).await?;
+    if customer.is_nil() || user.is_some() {
+        return Err(ApiError::Unprocessable {
+            detail: "some fields are invalid; see errors".into(),
+            errors: vec![events::FieldError::new(
+                "customer_id",
+                "must be the customer's own id: not the nil UUID, and not the id of a user of this tenant",
+            )],
+        });
+    }
+    Ok(())
+}
+
 #[utoipa::path(post, path = "/v1/cases", tag = "cases", operation_id = "cases_open", request_body = OpenCaseBody, responses(runtime::openapi::CommandAnswered))]
 async fn open(
     State(state): State<AppState>,
@@ -114,6 +130,9 @@ async fn open(
     super::acting_user(&state, &ctx.caller).await?;
     let case_type = case_type_facts(&state, caller, body.case_type_id).await?;
     let assignee = super::user_reference(&state, caller.tenant_id, body.assigned_to).await?;
+    if let Some(customer) = body.customer_id {
+        check_customer(&state, caller.tenant_id, customer).await?;
+    }
     // v7: a case's id tells the month of its search index (see runtime::tenancy).
     let case_id = Uuid::now_v7();
     let command = Command {

@@ -86,6 +86,9 @@ async fn erase_customer(
             "no data subject {id} in this tenant (a data subject is a user, or the customer_id of a case)"
         )));
     }
+    // The key goes first, on its own: should the event not be appended (a retry appends
+    // it), nothing sealed for them opens from now on anyway.
+    runtime::subject_keys::erase(state.journal.pool(), tenant, id).await.map_err(anyhow::Error::from)?;
     let hash = fingerprint("erase_data_subject", Some(id), &());
     let lookup = Lookup::SubjectErasure { subject: id };
     let stream = data_subject::stream_id(id);

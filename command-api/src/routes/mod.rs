@@ -305,6 +305,23 @@ pub(crate) async fn action_targets(
     Ok(found)
 }
 
+/// The id a client chose for a new stream, or a new one. A client may not take the nil id
+/// or a version-5 UUID: those are the ids Murima derives (a data subject's stream,
+/// `events::data_subject::stream_id`), and one taken first would block what they are for.
+pub(crate) fn chosen_id(id: Option<uuid::Uuid>) -> Result<uuid::Uuid, ApiError> {
+    match id {
+        None => Ok(uuid::Uuid::now_v7()),
+        Some(id) if id.is_nil() || id.get_version_num() == 5 => Err(ApiError::Unprocessable {
+            detail: "some fields are invalid; see errors".into(),
+            errors: vec![events::FieldError::new(
+                "id",
+                "must not be the nil UUID or a version-5 UUID (Murima derives those); send another id, or none",
+            )],
+        }),
+        Some(id) => Ok(id),
+    }
+}
+
 /// What a reference to a user is: missing, not active, or usable (None is usable: nobody).
 pub(crate) async fn user_reference(
     state: &AppState,

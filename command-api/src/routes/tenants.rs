@@ -79,7 +79,7 @@ async fn provision(
 ) -> Result<CommandReply, ApiError> {
     ctx.caller.platform_admin()?;
     let overrides = rate_limits(&body.settings)?;
-    let tenant_id = body.id.unwrap_or_else(Uuid::now_v7);
+    let tenant_id = super::chosen_id(body.id)?;
     let command = Command {
         ctx: &ctx,
         tenant_id,

@@ -213,7 +213,20 @@ async fn create(
         },
     );
     let password_hash = hash_password(&state, body.password).await?;
-    let user_id = body.id.unwrap_or_else(Uuid::now_v7);
+    let user_id = super::chosen_id(body.id)?;
+    // A customer's id (a data subject cases name) is theirs alone: a user taking it would
+    // share their key, and be erased or exported as them.
+    if body.id.is_some()
+        && runtime::subject_keys::known(state.journal.pool(), caller.tenant_id, user_id)
+            .await
+            .map_err(anyhow::Error::from)?
+            .is_some()
+    {
+        return Err(ApiError::Conflict {
+            detail: format!("the id {user_id} is a data subject's (a customer that cases name); choose another id"),
+            current_version: None,
+        });
+    }
     let command = Command {
         ctx: &ctx,
         tenant_id: caller.tenant_id,

@@ -82,7 +82,7 @@ async fn create(
     // The secret's digest, never the secret, goes into the stored fingerprint.
     let facts = (&body.url, &body.event_types, &body.description, body.id, secret_digest(&body.secret));
     let hash = fingerprint(CreateBody::NAME, None, &facts);
-    let id = body.id.unwrap_or_else(Uuid::now_v7);
+    let id = super::chosen_id(body.id)?;
     let destination = destination(&state, &body.url).await;
     let all = state.journal.all::<webhook::Webhook>(ctx.caller.tenant_id).await?;
     let cmd = WebhookCommand::Create {

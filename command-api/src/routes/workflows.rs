@@ -67,7 +67,7 @@ async fn create(
 ) -> Result<CommandReply, ApiError> {
     ctx.caller.require(Permission::WorkflowsManage)?;
     let hash = fingerprint(CreateBody::NAME, None, &body);
-    let id = body.id.unwrap_or_else(Uuid::now_v7);
+    let id = super::chosen_id(body.id)?;
     let lookup = Lookup::UniqueName { kind: KIND, name: body.name.trim().to_lowercase() };
     let targets = super::action_targets(&state, ctx.caller.tenant_id, &body.definition).await?;
     let cmd = WorkflowCommand::Create {

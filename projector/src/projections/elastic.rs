@@ -465,6 +465,15 @@ struct Action {
     event_id: Uuid,
 }
 
+/// A term query on a keyword field, or on its `.keyword` subfield where an index made
+/// before the field was in its template mapped it as text.
+fn keyword_term(field: &str, value: &str) -> Value {
+    json!({ "bool": { "minimum_should_match": 1, "should": [
+        { "term": { field: value } },
+        { "term": { (format!("{field}.keyword")): value } }
+    ] } })
+}
+
 /// Replaces the document's texts named (those that hold one) with the marker; whether
 /// any changed.
 fn erase_texts(doc: &mut Value, fields: &[&str]) -> bool {
@@ -1212,12 +1221,12 @@ impl ElasticProjection {
             })
             .await?;
         }
-        let about = vec![json!({ "term": { "data_subject": subject } })];
+        let about = vec![keyword_term("data_subject", &subject)];
         self.rewrite(owner, &audit, about, json!(["entity_id", "entity_version"]), &|doc| {
             erase_changes(&mut doc["changes"], CUSTOMER_PERSONAL_FIELDS)
         })
         .await?;
-        let customers = || vec![json!({ "term": { "customer_id": subject } })];
+        let customers = || vec![keyword_term("customer_id", &subject)];
         self.rewrite(owner, &tenancy.es_alias(CASES), customers(), json!(["id"]), &|doc| {
             let changed = erase_texts(doc, &["title", "description"]) | (doc["custom_fields"] != json!({}));
             doc["custom_fields"] = json!({});
@@ -1252,7 +1261,8 @@ impl ElasticProjection {
         }
         let mut after: Option<Value> = None;
         loop {
-            let mut body = json!({ "size": PAGE, "sort": sort, "query": { "bool": { "filter": filter } } });
+            let mut body =
+                json!({ "size": PAGE, "version": true, "sort": sort, "query": { "bool": { "filter": filter } } });
             if let Some(after) = after.take() {
                 body["search_after"] = after;
             }
@@ -1261,9 +1271,13 @@ impl ElasticProjection {
             let mut actions = Vec::new();
             for hit in &hits {
                 let mut doc = hit["_source"].clone();
+                let Some(version) = hit["_version"].as_i64() else { continue };
                 if edit(&mut doc) {
+                    // At its own version (`external_gte`): a case's, note's or interaction's
+                    // stays its stream version, and one written meanwhile wins.
                     actions.push(Action {
-                        meta: json!({ "index": { "_index": hit["_index"], "_id": hit["_id"] } }),
+                        meta: json!({ "index": { "_index": hit["_index"], "_id": hit["_id"], "version": version,
+                                                 "version_type": "external_gte" } }),
                         doc,
                         event_id: owner,
                     });
