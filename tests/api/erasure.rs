@@ -46,6 +46,9 @@ async fn an_erased_user_reads_as_a_marker_in_every_store_and_after_a_rebuild_of_
     let answer = app.command(Method::POST, &format!("/v1/cases/{case_id}/assignment"), &admin, Some(assign)).await;
     assert_eq!(answer.status(), StatusCode::OK);
     app.wait_for_all_stores().await;
+    // The query API caches the case, her username with it.
+    let cached: Value = app.query(&format!("/v1/cases/{case_id}"), &admin).await.json().await.unwrap();
+    assert_eq!(cached["assigned_to_username"], "zoe.erasable", "{cached}");
 
     // Sealed from the start: the journal and the log never held her data in clear.
     let journal: Vec<String> = sqlx::query_scalar("SELECT envelope::text FROM eventstore.events WHERE tenant_id = $1")

@@ -424,10 +424,17 @@ impl Projection for RedisCountersProjection {
                 per_tenant.entry(event.envelope.tenant_id).or_default().push(op);
             }
         }
+        let mut conn = self.conn.clone();
+        // The query API's cached cases (live keys only) may hold what an erasure took: a
+        // user's username, as a case's assignee's.
+        if self.placement.is_live() {
+            for event in events.iter().filter(|e| e.erased_subject().is_some()) {
+                forget_cached_cases(&mut conn, event.envelope.tenant_id).await?;
+            }
+        }
         if per_tenant.is_empty() {
             return Ok(());
         }
-        let mut conn = self.conn.clone();
         // One pipeline of EVALSHA (one per tenant) per batch; the script is loaded only
         // when Redis does not know it yet (first use, or after a Redis restart).
         let finished = Value::from(Status::FINISHED.map(Status::as_str).to_vec()).to_string();
@@ -504,6 +511,35 @@ mod tests {
         assert_eq!(operation(&changed).unwrap()["drop"], json!([format!("user:{user}:permissions")]));
         let login = test_event("user", 3, "UserLoggedIn", json!({ "logged_in_at": "2026-11-20T09:00:00Z" }));
         assert_eq!(operation(&login).unwrap()["online"], json!([user.to_string(), 1_795_165_200]));
+    }
+}
+
+/// Deletes every case the query API cached for the tenant (`Tenancy::redis_case_cache`);
+/// they are read from PostgreSQL again.
+async fn forget_cached_cases(conn: &mut ConnectionManager, tenant: Uuid) -> Result<(), ApplyError> {
+    let tenancy = runtime::tenancy::Tenancy(tenant);
+    let prefix = tenancy.redis_key("case:");
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .map_err(classify)?;
+        // `case:<id>` only: `case:<id>:viewing` is presence.
+        let cached: Vec<&String> =
+            keys.iter().filter(|k| k.strip_prefix(&prefix).is_some_and(|id| id.parse::<Uuid>().is_ok())).collect();
+        if !cached.is_empty() {
+            redis::cmd("DEL").arg(&cached).query_async::<()>(conn).await.map_err(classify)?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
     }
 }
 
