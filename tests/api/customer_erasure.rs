@@ -298,3 +298,44 @@ async fn an_archive_holds_a_customers_data_sealed_and_their_later_erasure_reache
     let back = row().await;
     assert_eq!(back, Some((Some("[erased]".into()), Some("[erased]".into()), json!({}))), "restored after her erasure");
 }
+
+/// The platform operator erases a data subject in any tenant, a suspended one too (its
+/// own administrators are refused every command until it is reactivated).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_platform_operator_erases_a_data_subject_in_a_suspended_tenant() {
+    let app = TestApp::spawn().await;
+    let (admin, platform) = (app.token_for(app.tenant_id, Role::Admin), app.platform_token());
+    let customer = Uuid::now_v7();
+    let open = json!({ "title": "Ingrid Ünïque-Kunde wants money", "case_type_id": app.case_type_id,
+                       "customer_id": customer });
+    assert_eq!(app.command(Method::POST, "/v1/cases", &admin, Some(open)).await.status(), StatusCode::CREATED);
+    let zoe = app.create_user("zoe.erasable", "agent").await;
+    let suspend = json!({ "reason": "unpaid invoice" });
+    let path = format!("/v1/tenants/{}/suspend", app.tenant_id);
+    let answer = app.command(Method::POST, &path, &platform, Some(suspend)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let answer = app.command(Method::POST, &format!("/v1/data-subjects/{customer}/erasure"), &admin, None).await;
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN, "the suspended tenant's administrator");
+
+    let operator = |tenant: Uuid, id: Uuid| format!("/v1/tenants/{tenant}/data-subjects/{id}/erasure");
+    let answer = app.command(Method::POST, &operator(app.tenant_id, customer), &admin, None).await;
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN, "a tenant's administrator on the operator's route");
+    let answer = app.command(Method::POST, &operator(Uuid::now_v7(), customer), &platform, None).await;
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND, "no such tenant");
+    let answer = app.command(Method::POST, &operator(app.tenant_id, Uuid::now_v7()), &platform, None).await;
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND, "no such subject");
+    for subject in [customer, zoe] {
+        let answer = app.command(Method::POST, &operator(app.tenant_id, subject), &platform, None).await;
+        assert_eq!(answer.status(), StatusCode::OK, "{subject}");
+        assert_eq!(answer.json::<Value>().await.unwrap()["events_appended"], 1);
+    }
+    let erased: Vec<Uuid> =
+        sqlx::query_scalar("SELECT subject_id FROM eventstore.subject_keys WHERE tenant_id = $1 AND key IS NULL")
+            .bind(app.tenant_id)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert!(erased.contains(&customer) && erased.contains(&zoe), "{erased:?}");
+    app.wait_for_all_stores().await;
+    assert_eq!(app.stores_holding(app.tenant_id, &["Ingrid", "zoe.erasable"]).await, Vec::<String>::new());
+}

@@ -19,10 +19,10 @@ use uuid::Uuid;
 
 use super::{AppState, CommandReply};
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, Lookup};
+use crate::journal::{fingerprint, Command, Lookup};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(erase))
+    OpenApiRouter::new().routes(routes!(erase)).routes(routes!(erase_as_operator))
 }
 
 /// Erases a data subject (tenant administrators only): their personal fields read as
@@ -51,8 +51,30 @@ async fn erase(
             current_version: None,
         });
     }
-    let Some(subject) = state.journal.state::<user::User>(caller.tenant_id, id).await? else {
-        return erase_customer(&state, &ctx, caller.tenant_id, id).await;
+    super::ensure_active_tenant(&state, caller.tenant_id).await?;
+    erase_in(&state, &ctx, caller.tenant_id, id).await
+}
+
+/// The same erasure by the platform operator (platform administrators), in any tenant,
+/// suspended ones too: a data subject's right to erasure does not wait for their
+/// tenant's administrators, or for the tenant to be reactivated.
+#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/data-subjects/{id}/erasure", tag = "data-subjects", operation_id = "data_subjects_erase_as_operator", params(("tenant_id" = Uuid, Path), ("id" = Uuid, Path, description = "the data subject: a user's id, or the customer_id cases were opened with")), responses(runtime::openapi::CommandAnswered))]
+async fn erase_as_operator(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    ApiPath((tenant, id)): ApiPath<(Uuid, Uuid)>,
+) -> Result<CommandReply, ApiError> {
+    ctx.caller.platform_admin()?;
+    if state.journal.tenant(tenant).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no tenant {tenant}")));
+    }
+    erase_in(&state, &ctx, tenant, id).await
+}
+
+/// Erases the user or customer `id` of `tenant` (the caller's right to was checked).
+async fn erase_in(state: &AppState, ctx: &CommandContext, tenant: Uuid, id: Uuid) -> Result<CommandReply, ApiError> {
+    let Some(subject) = state.journal.state::<user::User>(tenant, id).await? else {
+        return erase_customer(state, ctx, tenant, id).await;
     };
     // Two administrators cannot erase each other at once and leave the tenant with none.
     if subject.role == user::UserRole::Admin && subject.status == user::UserStatus::Active && !subject.erased {
@@ -63,13 +85,27 @@ async fn erase(
     }
     let hash = fingerprint("erase_data_subject", Some(id), &());
     let marker = format!("erased-{id}");
-    let reply = super::execute_in_tenant::<user::User>(&state, &ctx, id, hash, Lookup::Erasure, StatusCode::OK, |s| {
+    let reply = execute_in(state, ctx, tenant, id, hash, Lookup::Erasure, |s| {
         user::decide(s, UserCommand::Erase { marker: marker.clone() }, Utc::now())
     })
     .await?;
-    super::users::publish_rights(&state, caller.tenant_id, id).await?;
-    tracing::info!(subject = %id, by = %caller.user_id, "erased a data subject");
+    super::users::publish_rights(state, tenant, id).await?;
+    tracing::info!(tenant = %tenant, subject = %id, by = %ctx.caller.user_id, "erased a data subject");
     Ok(reply)
+}
+
+/// A command on `tenant`'s stream (whoever the caller is: checked before), answered 200.
+async fn execute_in<A: events::Aggregate>(
+    state: &AppState,
+    ctx: &CommandContext,
+    tenant: Uuid,
+    stream_id: Uuid,
+    request_hash: String,
+    lookup: Lookup,
+    mut decide: impl FnMut(Option<&A>) -> Result<Vec<A::Event>, events::DomainError>,
+) -> Result<CommandReply, ApiError> {
+    let command = Command { ctx, tenant_id: tenant, stream_id, request_hash, lookup };
+    super::execute::<A>(state, command, StatusCode::OK, |s, _| decide(s)).await
 }
 
 /// Erases a customer: a subject the tenant sealed data for (a case named them) who is
@@ -92,10 +128,9 @@ async fn erase_customer(
     let hash = fingerprint("erase_data_subject", Some(id), &());
     let lookup = Lookup::SubjectErasure { subject: id };
     let stream = data_subject::stream_id(id);
-    let reply = super::execute_in_tenant::<DataSubject>(state, ctx, stream, hash, lookup, StatusCode::OK, |s| {
-        data_subject::erase(s, id, Utc::now())
-    })
-    .await?;
-    tracing::info!(subject = %id, by = %ctx.caller.user_id, "erased a data subject (a customer)");
+    let reply =
+        execute_in::<DataSubject>(state, ctx, tenant, stream, hash, lookup, |s| data_subject::erase(s, id, Utc::now()))
+            .await?;
+    tracing::info!(tenant = %tenant, subject = %id, by = %ctx.caller.user_id, "erased a data subject (a customer)");
     Ok(reply)
 }
