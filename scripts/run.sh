@@ -15,6 +15,11 @@ mkdir -p "$STATE/logs" "$STATE/pids"
 [ -s "$STATE/jwt-secret" ] || head -c 32 /dev/urandom | base64 | tr -d '\n=/+' >"$STATE/jwt-secret"
 export MURIMA_JWT_SECRET
 MURIMA_JWT_SECRET=$(cat "$STATE/jwt-secret")
+# The key-encryption key of the data subjects' keys (README "Personal data"), kept with
+# the local stack like the token secret.
+[ -s "$STATE/subject-kek" ] || head -c 32 /dev/urandom | base64 | tr -d '\n' >"$STATE/subject-kek"
+export MURIMA_SUBJECT_KEK
+MURIMA_SUBJECT_KEK=$(cat "$STATE/subject-kek")
 # The owner migrates; each service then logs in as its own role (the local PostgreSQL
 # trusts 127.0.0.1, so the roles need no password here).
 owner_url="${MURIMA_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/murima}"

@@ -44,6 +44,7 @@ impl Application {
         let probes =
             vec![Probe::postgres(pool.clone()), Probe::kafka(&settings.kafka_brokers), probe_redis(redis.clone())];
         let keys = JwtKeys::new(&settings.jwt_secret);
+        runtime::subject_keys::use_kek(settings)?;
         let journal = Journal::new(pool, wake, keys.clone(), settings.idempotency_ttl);
         let state = AppState {
             journal: journal.clone(),

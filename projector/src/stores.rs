@@ -133,6 +133,7 @@ impl Stores {
     pub async fn connect_on_demand(settings: &Settings, pool_size: u32) -> anyhow::Result<Self> {
         // No server-side statement deadline: a worker's attempt is bounded by the apply
         // deadline, and an operator's switch or index build may rightly take longer.
+        runtime::subject_keys::use_kek(settings)?;
         let pool = runtime::db::connect_service(settings, pool_size, None).await?;
         let mongo = runtime::clients::mongo(&settings.mongo_url, settings.store_deadline).await?;
         // A bulk request of a whole batch may take longer than one read.

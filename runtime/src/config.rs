@@ -65,6 +65,10 @@ pub struct Settings {
     /// (`MURIMA_ARCHIVE_DIR`): compressed JSON Lines and a manifest per tenant
     /// (`projector::retention`). Unset, nothing is archived and so nothing removed.
     pub archive_dir: Option<std::path::PathBuf>,
+    /// `MURIMA_SUBJECT_KEK`: the key-encryption key (32 bytes, base64) that wraps every
+    /// data subject's key in `eventstore.subject_keys` (`subject_keys::use_kek`). Unset,
+    /// the keys are kept as they are (a warning at start-up).
+    pub subject_kek: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +142,7 @@ impl Settings {
             sla_tick: sla_tick()?,
             webhooks: crate::webhook::Policy::from_env()?,
             archive_dir: std::env::var("MURIMA_ARCHIVE_DIR").ok().filter(|d| !d.is_empty()).map(Into::into),
+            subject_kek: std::env::var("MURIMA_SUBJECT_KEK").ok().filter(|k| !k.is_empty()),
         })
     }
 }

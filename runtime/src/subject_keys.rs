@@ -2,6 +2,16 @@
 //! when a subject's first personal field is sealed, read by everything that opens
 //! events (the command API's folds, the projector, replays and rebuilds), and deleted by
 //! an erasure, which leaves the row as its mark.
+//!
+//! With a key-encryption key (`MURIMA_SUBJECT_KEK`, installed once per process by
+//! `use_kek`), each key is stored wrapped by it (XChaCha20-Poly1305, bound to its tenant
+//! and subject): a copy of the table alone opens nothing. Keys stored unwrapped (32 bytes:
+//! made without a KEK) are still read.
+
+use std::sync::OnceLock;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 
 use std::collections::HashMap;
 
@@ -43,6 +53,11 @@ pub async fn for_sealing(
     subject: Uuid,
 ) -> Result<Option<SubjectKey>, sqlx::Error> {
     // The no-op update makes the statement return the row that won, new or old.
+    let made = SubjectKey::generate();
+    let stored = match kek() {
+        Some(kek) => kek.wrap(tenant, subject, &made),
+        None => made.as_bytes().to_vec(),
+    };
     let key: Option<Vec<u8>> = sqlx::query_scalar(
         "INSERT INTO eventstore.subject_keys (tenant_id, subject_id, key) VALUES ($1, $2, $3)
          ON CONFLICT (tenant_id, subject_id) DO UPDATE SET tenant_id = EXCLUDED.tenant_id
@@ -50,10 +65,10 @@ pub async fn for_sealing(
     )
     .bind(tenant)
     .bind(subject)
-    .bind(SubjectKey::generate().as_bytes())
+    .bind(stored)
     .fetch_one(conn)
     .await?;
-    Ok(key.as_deref().and_then(SubjectKey::from_bytes))
+    key.map(|k| unwrap(tenant, subject, &k)).transpose()
 }
 
 /// Deletes the subject's key, keeping the row (made if none was) as the mark that they
@@ -112,12 +127,104 @@ pub async fn needed_by<'e>(
     .bind(&subjects)
     .fetch_all(executor)
     .await?;
-    let keys = rows
-        .into_iter()
-        .map(|(tenant, subject, key)| {
-            let state = key.as_deref().and_then(SubjectKey::from_bytes).map_or(KeyState::Erased, KeyState::Held);
-            ((tenant, subject), state)
-        })
-        .collect();
+    let mut keys = HashMap::with_capacity(rows.len());
+    for (tenant, subject, key) in rows {
+        let state = match key {
+            Some(key) => KeyState::Held(unwrap(tenant, subject, &key)?),
+            None => KeyState::Erased,
+        };
+        keys.insert((tenant, subject), state);
+    }
     Ok(Keys(keys))
+}
+
+/// The key-encryption key of this process (`use_kek`).
+static KEK: OnceLock<Option<Kek>> = OnceLock::new();
+
+fn kek() -> Option<&'static Kek> {
+    KEK.get().and_then(Option::as_ref)
+}
+
+/// Installs the key-encryption key the settings name (`MURIMA_SUBJECT_KEK`) for this
+/// process, once: every process that seals or opens events calls it at start-up (the
+/// command API, `Stores::connect`). Installing another one later is an error.
+pub fn use_kek(settings: &crate::config::Settings) -> anyhow::Result<()> {
+    let wanted = match &settings.subject_kek {
+        Some(text) => Some(Kek::from_base64(text)?),
+        None => None,
+    };
+    let installed = KEK.get_or_init(|| {
+        if wanted.is_none() {
+            tracing::warn!("MURIMA_SUBJECT_KEK is not set: the data subjects' keys are stored unwrapped");
+        }
+        wanted.clone()
+    });
+    anyhow::ensure!(*installed == wanted, "another MURIMA_SUBJECT_KEK is already in use in this process");
+    Ok(())
+}
+
+/// A key-encryption key: 32 bytes.
+#[derive(Clone, PartialEq, Eq)]
+struct Kek(SubjectKey);
+
+impl Kek {
+    fn from_base64(text: &str) -> anyhow::Result<Self> {
+        let bytes = STANDARD.decode(text.trim()).map_err(|_| {
+            anyhow::anyhow!("MURIMA_SUBJECT_KEK is not base64 (e.g. `head -c 32 /dev/urandom | base64`)")
+        })?;
+        let key = SubjectKey::from_bytes(&bytes)
+            .ok_or_else(|| anyhow::anyhow!("MURIMA_SUBJECT_KEK must be 32 bytes, not {}", bytes.len()))?;
+        Ok(Self(key))
+    }
+
+    /// `key` wrapped for its row: nonce, then ciphertext (72 bytes).
+    fn wrap(&self, tenant: Uuid, subject: Uuid, key: &SubjectKey) -> Vec<u8> {
+        let mut value = serde_json::Value::String(STANDARD.encode(key.as_bytes()));
+        personal::seal_value(&mut value, WRAPPED, tenant, subject, &self.0);
+        // The sealed form's bytes: the base64 of nonce and ciphertext, decoded again.
+        let sealed = value["$sealed"].as_str().unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sealed).unwrap_or_default()
+    }
+}
+
+/// Where a wrapped key's ciphertext is bound (the associated data's place).
+const WRAPPED: &str = "/subject_key";
+
+/// A stored key: wrapped (opened with the KEK) or, made without one, as it is.
+fn unwrap(tenant: Uuid, subject: Uuid, stored: &[u8]) -> Result<SubjectKey, sqlx::Error> {
+    let refused = |why: &str| sqlx::Error::Protocol(format!("the key of data subject {subject}: {why}"));
+    if let Some(key) = SubjectKey::from_bytes(stored) {
+        return Ok(key);
+    }
+    let Some(kek) = kek() else { return Err(refused("it is wrapped, and MURIMA_SUBJECT_KEK is not set")) };
+    let mut value = serde_json::json!({
+        "$sealed": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(stored),
+        "subject": subject,
+    });
+    let held = |_| Some(KeyState::Held(kek.0.clone()));
+    personal::open_value(&mut value, WRAPPED, personal::Marker::Text, tenant, subject, &held)
+        .map_err(|_| refused("it does not open with MURIMA_SUBJECT_KEK (another key, or altered)"))?;
+    let bytes = value.as_str().and_then(|b| STANDARD.decode(b).ok()).unwrap_or_default();
+    SubjectKey::from_bytes(&bytes).ok_or_else(|| refused("it is not 32 bytes once opened"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_wrapped_key_opens_only_with_its_kek_for_its_own_row() {
+        let kek = Kek::from_base64("bXVyaW1hLXRlc3Qtc3ViamVjdC1rZWstMzItYnl0ZXM=").unwrap();
+        let (tenant, subject, key) = (Uuid::from_u128(1), Uuid::from_u128(2), SubjectKey::generate());
+        let wrapped = kek.wrap(tenant, subject, &key);
+        assert_eq!(wrapped.len(), 86, "as migration 20261207110000 lets it be stored");
+        assert!(!wrapped.windows(32).any(|w| w == key.as_bytes()), "the key is not in the clear");
+        let _ = KEK.set(Some(kek));
+        assert_eq!(unwrap(tenant, subject, &wrapped).unwrap(), key);
+        assert!(unwrap(tenant, Uuid::from_u128(3), &wrapped).is_err(), "another row's");
+        assert_eq!(unwrap(tenant, subject, key.as_bytes()).unwrap(), key, "an unwrapped key is read as it is");
+        assert!(Kek::from_base64("c2hvcnQ=").is_err());
+    }
 }

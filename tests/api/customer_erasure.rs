@@ -81,6 +81,13 @@ async fn an_erased_customer_reads_as_a_marker_in_every_store_and_after_a_rebuild
     assert!(journal.iter().any(|e| e.contains(&ingrid.to_string()) && e.contains("$sealed")));
     assert_eq!(holding(&journal, &INGRID), Vec::<&String>::new(), "the journal");
     assert!(journal.iter().any(|e| e.contains("Printer jammed")), "a case about nobody is not sealed");
+    // Her key itself is kept wrapped by the key-encryption key (MURIMA_SUBJECT_KEK).
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT key FROM eventstore.subject_keys WHERE subject_id = $1")
+        .bind(ingrid)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(stored.len() > 32, "a wrapped key: {} bytes", stored.len());
     let log = app.event_log();
     assert!(log.iter().any(|m| m.contains(&ingrid.to_string())), "her events are in the log");
     assert_eq!(holding(&log, &INGRID), Vec::<&String>::new(), "the Kafka log");

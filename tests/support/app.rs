@@ -58,10 +58,15 @@ pub fn test_settings() -> Settings {
         },
         trusted_proxies: Vec::new(),
         archive_dir: Some(std::env::temp_dir().join(format!("murima-archive-{id}"))),
+        // Every test's subject keys are wrapped, as in production.
+        subject_kek: Some(TEST_SUBJECT_KEK.into()),
         // Tests send requests as fast as they can from one address; `abuse` sets limits.
         rate_limits: None,
     }
 }
+
+/// The tests' key-encryption key (32 bytes, base64): one per test process.
+pub const TEST_SUBJECT_KEK: &str = "bXVyaW1hLXRlc3Qtc3ViamVjdC1rZWstMzItYnl0ZXM=";
 
 pub struct TestApp {
     pub settings: Settings,
@@ -139,6 +144,7 @@ pub fn settings_env(settings: &Settings) -> Vec<(&'static str, String)> {
         ("MURIMA_WEBHOOK_MAX_ATTEMPTS", settings.webhooks.max_attempts.to_string()),
         ("MURIMA_WEBHOOK_BACKOFF_MS", settings.webhooks.backoff.as_millis().to_string()),
         ("MURIMA_RATE_LIMITS", if settings.rate_limits.is_some() { "on" } else { "off" }.to_owned()),
+        ("MURIMA_SUBJECT_KEK", settings.subject_kek.clone().unwrap_or_default()),
     ]
 }
 
