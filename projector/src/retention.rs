@@ -596,11 +596,12 @@ pub async fn maintain(stores: Stores) {
 /// keys (`events::personal::seal_value`), each bound to its place in the record: an
 /// interaction's content, external id and metadata for the customer its case names, and
 /// the values of an audit entry's changes that hold a customer's or a user's data. A
-/// subject already erased gets the marker; keys are looked up once per subject per run.
+/// subject already erased gets the marker; one with no key (a user from before sealing)
+/// is kept as the journal keeps them, in clear. Keys are looked up once per subject.
 struct Sealer<'a> {
     pool: &'a sqlx::PgPool,
     tenant: Uuid,
-    keys: HashMap<Uuid, Option<events::personal::SubjectKey>>,
+    keys: HashMap<Uuid, Option<events::personal::KeyState>>,
 }
 
 impl Sealer<'_> {
@@ -610,19 +611,18 @@ impl Sealer<'_> {
                 Some(key) => key.clone(),
                 None => {
                     let keys = runtime::subject_keys::needed_by(self.pool, [(self.tenant, Some(subject))]).await?;
-                    let key = match keys.of(self.tenant, subject) {
-                        Some(events::personal::KeyState::Held(key)) => Some(key),
-                        _ => None,
-                    };
+                    let key = keys.of(self.tenant, subject);
                     self.keys.insert(subject, key.clone());
                     key
                 }
             };
             let Some(value) = record.pointer_mut(&pointer) else { continue };
             match key {
-                Some(key) => events::personal::seal_value(value, &pointer, self.tenant, subject, &key),
-                None if !value.is_null() => *value = marker.value(subject),
-                None => {}
+                Some(events::personal::KeyState::Held(key)) => {
+                    events::personal::seal_value(value, &pointer, self.tenant, subject, &key)
+                }
+                Some(events::personal::KeyState::Erased) if !value.is_null() => *value = marker.value(subject),
+                _ => {}
             }
         }
         Ok(())
@@ -630,7 +630,8 @@ impl Sealer<'_> {
 }
 
 /// Opens what `Sealer` sealed in restored records, with the keys that exist now: an
-/// erased subject's values read as markers.
+/// erased subject's values read as markers, those of an archive written before archives
+/// were sealed too.
 async fn open_archived(pool: &sqlx::PgPool, tenant: Uuid, kind: &str, records: &mut [Value]) -> anyhow::Result<()> {
     let places: Vec<Vec<(String, events::personal::Marker, Uuid)>> =
         records.iter().map(|r| personal_places(kind, r)).collect();
@@ -640,6 +641,10 @@ async fn open_archived(pool: &sqlx::PgPool, tenant: Uuid, kind: &str, records: &
         for (pointer, marker, subject) in places {
             if let Some(value) = record.pointer_mut(&pointer) {
                 events::personal::open_value(value, &pointer, marker, tenant, subject, &|s| keys.of(tenant, s))?;
+                let erased = keys.of(tenant, subject) == Some(events::personal::KeyState::Erased);
+                if erased && !value.is_null() {
+                    *value = marker.value(subject);
+                }
             }
         }
     }

@@ -177,7 +177,8 @@ impl Kek {
         Ok(Self(key))
     }
 
-    /// `key` wrapped for its row: nonce, then ciphertext (72 bytes).
+    /// `key` wrapped for its row: nonce, then the ciphertext of its base64 text as JSON
+    /// (86 bytes, as the table's CHECK expects).
     fn wrap(&self, tenant: Uuid, subject: Uuid, key: &SubjectKey) -> Vec<u8> {
         let mut value = serde_json::Value::String(STANDARD.encode(key.as_bytes()));
         personal::seal_value(&mut value, WRAPPED, tenant, subject, &self.0);

@@ -52,7 +52,7 @@ async fn erase(
         });
     }
     super::ensure_active_tenant(&state, caller.tenant_id).await?;
-    erase_in(&state, &ctx, caller.tenant_id, id).await
+    erase_in(&state, &ctx, caller.tenant_id, id, false).await
 }
 
 /// The same erasure by the platform operator (platform administrators), in any tenant,
@@ -68,22 +68,32 @@ async fn erase_as_operator(
     if state.journal.tenant(tenant).await?.is_none() {
         return Err(ApiError::NotFound(format!("no tenant {tenant}")));
     }
-    erase_in(&state, &ctx, tenant, id).await
+    erase_in(&state, &ctx, tenant, id, true).await
 }
 
 /// Erases the user or customer `id` of `tenant` (the caller's right to was checked).
-async fn erase_in(state: &AppState, ctx: &CommandContext, tenant: Uuid, id: Uuid) -> Result<CommandReply, ApiError> {
+/// The platform operator (`by_operator`) also erases an active administrator: a
+/// suspended tenant's could not be deactivated first.
+async fn erase_in(
+    state: &AppState,
+    ctx: &CommandContext,
+    tenant: Uuid,
+    id: Uuid,
+    by_operator: bool,
+) -> Result<CommandReply, ApiError> {
     let Some(subject) = state.journal.state::<user::User>(tenant, id).await? else {
         return erase_customer(state, ctx, tenant, id).await;
     };
     // Two administrators cannot erase each other at once and leave the tenant with none.
-    if subject.role == user::UserRole::Admin && subject.status == user::UserStatus::Active && !subject.erased {
+    let active_admin = subject.role == user::UserRole::Admin && subject.status == user::UserStatus::Active;
+    if active_admin && !subject.erased && !by_operator {
         return Err(ApiError::Conflict {
             detail: format!("{id} is an active administrator: deactivate them first (POST /v1/users/{id}/status)"),
             current_version: None,
         });
     }
-    let hash = fingerprint("erase_data_subject", Some(id), &());
+    // The tenant is in the request: a platform token's keys are not scoped to one.
+    let hash = fingerprint("erase_data_subject", Some(id), &tenant);
     let marker = format!("erased-{id}");
     let reply = execute_in(state, ctx, tenant, id, hash, Lookup::Erasure, |s| {
         user::decide(s, UserCommand::Erase { marker: marker.clone() }, Utc::now())
@@ -125,7 +135,7 @@ async fn erase_customer(
     // The key goes first, on its own: should the event not be appended (a retry appends
     // it), nothing sealed for them opens from now on anyway.
     runtime::subject_keys::erase(state.journal.pool(), tenant, id).await.map_err(anyhow::Error::from)?;
-    let hash = fingerprint("erase_data_subject", Some(id), &());
+    let hash = fingerprint("erase_data_subject", Some(id), &tenant);
     let lookup = Lookup::SubjectErasure { subject: id };
     let stream = data_subject::stream_id(id);
     let reply =
