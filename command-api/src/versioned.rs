@@ -48,7 +48,17 @@ impl<T: DeserializeOwned + CommandSchema, S: Send + Sync> FromRequest<S> for Ver
                 i64::MAX
             )));
         }
-        let body = serde_json::from_value(value).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+        let body = serde_path_to_error::deserialize(value).map_err(|e| {
+            // Named by its place in the body (`customer_id`, `tags[2]`) where it has one.
+            let (field, message) = (e.path().to_string(), e.inner().to_string());
+            match field.as_str() {
+                "." => ApiError::unprocessable(message),
+                _ => ApiError::Unprocessable {
+                    detail: format!("{field}: {message}"),
+                    errors: vec![events::FieldError::new(field, message)],
+                },
+            }
+        })?;
         Ok(Self { version, body })
     }
 }

@@ -106,14 +106,10 @@ pub async fn needed_by<'e>(
     executor: impl PgExecutor<'e>,
     events: impl IntoIterator<Item = (Uuid, Option<Uuid>)>,
 ) -> Result<Keys, sqlx::Error> {
-    let (mut tenants, mut subjects) = (Vec::new(), Vec::new());
-    for (tenant, subject) in events {
-        let Some(subject) = subject else { continue };
-        if !tenants.iter().zip(&subjects).any(|(t, s)| (t, s) == (&tenant, &subject)) {
-            tenants.push(tenant);
-            subjects.push(subject);
-        }
-    }
+    // Each (tenant, subject) once: a rebuild's batch holds thousands of events.
+    let wanted: std::collections::HashSet<(Uuid, Uuid)> =
+        events.into_iter().filter_map(|(tenant, subject)| Some((tenant, subject?))).collect();
+    let (tenants, subjects): (Vec<Uuid>, Vec<Uuid>) = wanted.into_iter().unzip();
     if subjects.is_empty() {
         return Ok(Keys::default());
     }

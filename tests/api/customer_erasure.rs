@@ -216,7 +216,7 @@ async fn a_customer_id_is_the_customers_alone_and_derived_ids_are_not_for_client
     let admin = app.token_for(app.tenant_id, Role::Admin);
     let colleague = app.create_user("colleague.kept", "agent").await;
     let open = |customer: Value| json!({ "title": "A customer's case", "case_type_id": app.case_type_id, "customer_id": customer });
-    for customer in [json!(colleague), json!(Uuid::nil())] {
+    for customer in [json!(colleague), json!(Uuid::nil()), json!("not-a-uuid"), json!("Ingrid\u{0}")] {
         let answer = app.command(Method::POST, "/v1/cases", &admin, Some(open(customer.clone()))).await;
         assert_eq!(answer.status(), StatusCode::UNPROCESSABLE_ENTITY, "{customer}");
         let problem: Value = answer.json().await.unwrap();

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::{AppState, CommandReply};
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, Command, Lookup};
+use crate::journal::{fingerprint, Lookup};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(erase)).routes(routes!(erase_as_operator))
@@ -95,27 +95,13 @@ async fn erase_in(
     // The tenant is in the request: a platform token's keys are not scoped to one.
     let hash = fingerprint("erase_data_subject", Some(id), &tenant);
     let marker = format!("erased-{id}");
-    let reply = execute_in(state, ctx, tenant, id, hash, Lookup::Erasure, |s| {
+    let reply = super::execute_for(state, ctx, tenant, id, hash, Lookup::Erasure, StatusCode::OK, |s| {
         user::decide(s, UserCommand::Erase { marker: marker.clone() }, Utc::now())
     })
     .await?;
     super::users::publish_rights(state, tenant, id).await?;
     tracing::info!(tenant = %tenant, subject = %id, by = %ctx.caller.user_id, "erased a data subject");
     Ok(reply)
-}
-
-/// A command on `tenant`'s stream (whoever the caller is: checked before), answered 200.
-async fn execute_in<A: events::Aggregate>(
-    state: &AppState,
-    ctx: &CommandContext,
-    tenant: Uuid,
-    stream_id: Uuid,
-    request_hash: String,
-    lookup: Lookup,
-    mut decide: impl FnMut(Option<&A>) -> Result<Vec<A::Event>, events::DomainError>,
-) -> Result<CommandReply, ApiError> {
-    let command = Command { ctx, tenant_id: tenant, stream_id, request_hash, lookup };
-    super::execute::<A>(state, command, StatusCode::OK, |s, _| decide(s)).await
 }
 
 /// Erases a customer: a subject the tenant sealed data for (a case named them) who is
@@ -138,9 +124,10 @@ async fn erase_customer(
     let hash = fingerprint("erase_data_subject", Some(id), &tenant);
     let lookup = Lookup::SubjectErasure { subject: id };
     let stream = data_subject::stream_id(id);
-    let reply =
-        execute_in::<DataSubject>(state, ctx, tenant, stream, hash, lookup, |s| data_subject::erase(s, id, Utc::now()))
-            .await?;
+    let reply = super::execute_for::<DataSubject>(state, ctx, tenant, stream, hash, lookup, StatusCode::OK, |s| {
+        data_subject::erase(s, id, Utc::now())
+    })
+    .await?;
     tracing::info!(tenant = %tenant, subject = %id, by = %ctx.caller.user_id, "erased a data subject (a customer)");
     Ok(reply)
 }

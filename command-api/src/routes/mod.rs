@@ -243,10 +243,27 @@ pub(crate) async fn execute_in_tenant<A: Aggregate>(
     request_hash: String,
     lookup: Lookup,
     success: StatusCode,
-    mut decide: impl FnMut(Option<&A>) -> Result<Vec<A::Event>, DomainError>,
+    decide: impl FnMut(Option<&A>) -> Result<Vec<A::Event>, DomainError>,
 ) -> Result<CommandReply, ApiError> {
     ensure_active_tenant(state, ctx.caller.tenant_id).await?;
-    let command = Command { ctx, tenant_id: ctx.caller.tenant_id, stream_id, request_hash, lookup };
+    execute_for::<A>(state, ctx, ctx.caller.tenant_id, stream_id, request_hash, lookup, success, decide).await
+}
+
+/// A command on a stream of `tenant`, whoever the caller is (their right to act on it is
+/// checked before: `execute_in_tenant` for the caller's own, the platform operator's
+/// routes for any).
+#[allow(clippy::too_many_arguments)] // one command's parts, as `execute_in_tenant` takes them
+pub(crate) async fn execute_for<A: Aggregate>(
+    state: &AppState,
+    ctx: &CommandContext,
+    tenant: uuid::Uuid,
+    stream_id: uuid::Uuid,
+    request_hash: String,
+    lookup: Lookup,
+    success: StatusCode,
+    mut decide: impl FnMut(Option<&A>) -> Result<Vec<A::Event>, DomainError>,
+) -> Result<CommandReply, ApiError> {
+    let command = Command { ctx, tenant_id: tenant, stream_id, request_hash, lookup };
     execute::<A>(state, command, success, |s, _| decide(s)).await
 }
 

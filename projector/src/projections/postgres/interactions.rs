@@ -58,29 +58,3 @@ pub(super) async fn apply(
     }
     Ok(())
 }
-
-/// An erased customer's data in the cases that name them and in their interactions is
-/// replaced with the marker (texts) or emptied (documents); the rows stay.
-pub(super) async fn erase_customer(tx: &mut Tx<'_>, schema: &str, customer: Uuid) -> Applied {
-    let erased = events::personal::ERASED;
-    sqlx::query(&format!(
-        "UPDATE {schema}.cases SET title = $2, custom_fields = '{{}}',
-             description = CASE WHEN description IS NULL THEN NULL ELSE $2 END
-         WHERE customer_id = $1 AND (title <> $2 OR custom_fields <> '{{}}' OR description <> $2)"
-    ))
-    .bind(customer)
-    .bind(erased)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(&format!(
-        "UPDATE {schema}.interactions SET metadata = '{{}}',
-             content = CASE WHEN content IS NULL THEN NULL ELSE $2 END,
-             external_id = CASE WHEN external_id IS NULL THEN NULL ELSE $2 END
-         WHERE customer_id = $1"
-    ))
-    .bind(customer)
-    .bind(erased)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}

@@ -147,13 +147,11 @@ impl PostgresProjection {
             }
             DomainEvent::Case(_) => cases::apply(tx, |t| self.schema(t), &[event]).await?,
             DomainEvent::Webhook(webhook_event) => webhooks::apply(tx, env, webhook_event).await?,
-            DomainEvent::DataSubject(DataSubjectEvent::Erased(e)) => {
-                interactions::erase_customer(tx, &schema, e.subject_id).await?
-            }
+            DomainEvent::DataSubject(DataSubjectEvent::Erased(e)) => erase_customer(tx, &schema, e.subject_id).await?,
         }
         // A user may also be the customer some cases name (the same id): erased as both.
         if let DomainEvent::User(events::user::UserEvent::Erased(_)) = &event.data {
-            interactions::erase_customer(tx, &schema, env.stream_id).await?;
+            erase_customer(tx, &schema, env.stream_id).await?;
         }
         Ok(())
     }
@@ -343,4 +341,30 @@ fn classify(error: sqlx::Error, event_id: Uuid) -> ApplyError {
         return ApplyError::Transient(error.into());
     }
     ApplyError::Unexplained(error.into())
+}
+
+/// An erased customer's data in the cases that name them and in their interactions is
+/// replaced with the marker (texts) or emptied (documents); the rows stay.
+async fn erase_customer(tx: &mut Tx<'_>, schema: &str, customer: Uuid) -> Applied {
+    let erased = events::personal::ERASED;
+    sqlx::query(&format!(
+        "UPDATE {schema}.cases SET title = $2, custom_fields = '{{}}',
+             description = CASE WHEN description IS NULL THEN NULL ELSE $2 END
+         WHERE customer_id = $1 AND (title <> $2 OR custom_fields <> '{{}}' OR description <> $2)"
+    ))
+    .bind(customer)
+    .bind(erased)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(&format!(
+        "UPDATE {schema}.interactions SET metadata = '{{}}',
+             content = CASE WHEN content IS NULL THEN NULL ELSE $2 END,
+             external_id = CASE WHEN external_id IS NULL THEN NULL ELSE $2 END
+         WHERE customer_id = $1"
+    ))
+    .bind(customer)
+    .bind(erased)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
