@@ -85,6 +85,8 @@ pub struct Recorded {
 
 /// The channel `eventstore.append` notifies when a fact's stream changes.
 const FACTS_CHANNEL: &str = "murima_facts";
+/// How many times a command without If-Match that lost a race is decided again.
+const UNVERSIONED_RETRIES: usize = 3;
 /// A `murima_facts` notification `<tenant> *`: forget every cached state of the tenant.
 const FORGET_TENANT: &str = "*";
 
@@ -239,9 +241,20 @@ impl Journal {
     pub async fn execute<A: Aggregate>(
         &self,
         cmd: Command<'_>,
-        decide: impl FnMut(Option<&A>, Looked) -> Result<Vec<A::Event>, DomainError>,
+        mut decide: impl FnMut(Option<&A>, Looked) -> Result<Vec<A::Event>, DomainError>,
     ) -> Result<Recorded, JournalError> {
-        match self.try_execute::<A>(&cmd, decide).await {
+        let mut result = self.try_execute::<A>(&cmd, &mut decide).await;
+        // Without If-Match the caller named no version: a writer that got in between this
+        // command's read and its append (the SLA scheduler, another user) is read, and the
+        // command decided again on what it wrote, a few times, before a 409.
+        for _ in 0..UNVERSIONED_RETRIES {
+            let raced = matches!(result, Err(JournalError::Conflict { current: None, .. }));
+            if !raced || cmd.ctx.expected_version.is_some() {
+                break;
+            }
+            result = self.try_execute::<A>(&cmd, &mut decide).await;
+        }
+        match result {
             Err(e @ (JournalError::Conflict { .. } | JournalError::Rejected { .. })) => {
                 // A retry of a command that was recorded (its stream has moved on, so it
                 // may be refused now), or a concurrent twin that won the race: answer as
