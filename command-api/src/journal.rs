@@ -92,7 +92,7 @@ const FORGET_TENANT: &str = "*";
 
 /// What `eventstore.append` answers: outcome, version, last position, and for a replay
 /// the stored request hash and answer.
-type AppendRow = (String, Option<i64>, Option<i64>, Option<String>, Option<Value>);
+type AppendRow = (String, Option<i64>, Option<i64>, Option<String>, Option<String>, Option<Value>);
 
 /// The SQLSTATE `eventstore.append` raises when a twin with the same key committed first.
 const TWIN_COMMITTED: &str = "MU001";
@@ -114,16 +114,17 @@ struct StoredAnswer {
     position_at: Option<i64>,
 }
 
-/// An append's result: new events recorded, or the answer of an earlier attempt.
+/// An append's result: new events recorded (with a new case's number, if one was
+/// allocated), or the answer of an earlier attempt.
 enum Appended {
-    New(Recorded),
+    New(Recorded, Option<String>),
     Replayed(Recorded),
 }
 
 impl Appended {
     fn into_recorded(self) -> Recorded {
         match self {
-            Appended::New(r) | Appended::Replayed(r) => r,
+            Appended::New(r, _) | Appended::Replayed(r) => r,
         }
     }
 }
@@ -331,9 +332,7 @@ impl Journal {
                 decide(state.as_ref(), looked).map_err(|error| JournalError::Rejected { error, current })?;
             let subject = A::data_subject(cmd.stream_id, state.as_ref(), &new_events);
             let appended = self.append::<A>(&mut conn, cmd, current, &new_events, number, subject).await?;
-            if !number {
-                self.remember(epoch, cmd, &appended, state, &new_events);
-            }
+            self.remember(epoch, cmd, &appended, state, &new_events);
             return Ok(appended.into_recorded());
         }
         let mut tx = self.pool.begin().await?;
@@ -343,7 +342,7 @@ impl Journal {
         let new_events = decide(state.as_ref(), looked).map_err(|error| JournalError::Rejected { error, current })?;
         let subject = A::data_subject(cmd.stream_id, state.as_ref(), &new_events);
         match self.append::<A>(&mut tx, cmd, current, &new_events, false, subject).await? {
-            Appended::New(recorded) => {
+            Appended::New(recorded, _) => {
                 tx.commit().await?;
                 // A load between the append and the commit may have kept the old state.
                 self.forget_fact::<A>(cmd, recorded.version);
@@ -381,11 +380,7 @@ impl Journal {
         let subject = A::data_subject(cmd.stream_id, state.as_ref(), &new_events);
         match self.append::<A>(conn, cmd, current, &new_events, number, subject).await {
             Ok(appended) => {
-                // A new case's number is written by the append: its cached state would
-                // hold the placeholder, so the next command reads the stream once.
-                if !number {
-                    self.remember(epoch, cmd, &appended, state, &new_events);
-                }
+                self.remember(epoch, cmd, &appended, state, &new_events);
                 Ok(Some(appended.into_recorded()))
             }
             Err(JournalError::Conflict { current: None, .. }) => {
@@ -406,10 +401,23 @@ impl Journal {
         mut state: Option<A>,
         events: &[A::Event],
     ) {
-        let Appended::New(recorded) = appended else { return };
+        let Appended::New(recorded, case_number) = appended else { return };
         if events.is_empty() {
             return;
         }
+        // A new case was decided with a placeholder for its number: its state is folded
+        // from the events as the journal holds them, with the number the append wrote.
+        let numbered;
+        let events = match case_number {
+            None => events,
+            Some(number) => match numbered_as_appended::<A>(events, number.as_str()) {
+                Some(events) => {
+                    numbered = events;
+                    &numbered
+                }
+                None => return,
+            },
+        };
         for event in events {
             state = A::evolve(state, event);
         }
@@ -479,7 +487,7 @@ impl Journal {
         let key = cmd.ctx.idempotency_key.as_deref();
         let answer = serde_json::json!({ "id": cmd.stream_id, "events_appended": events.len() });
         let row: Result<AppendRow, sqlx::Error> = sqlx::query_as(
-            "SELECT outcome, stream_version, last_position, stored_hash, stored_answer
+            "SELECT outcome, stream_version, last_position, case_number, stored_hash, stored_answer
              FROM eventstore.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         )
         .bind(cmd.tenant_id)
@@ -501,7 +509,7 @@ impl Journal {
         .bind(is_fact(A::STREAM))
         .fetch_one(&mut *conn)
         .await;
-        let (outcome, version, position, stored_hash, stored_answer) = match row {
+        let (outcome, version, position, number, stored_hash, stored_answer) = match row {
             Ok(row) => row,
             Err(sqlx::Error::Database(db)) if db.constraint() == Some("events_tenant_stream_version_unique") => {
                 return Err(JournalError::conflict("the stream was changed concurrently: re-read it and retry", None))
@@ -527,14 +535,8 @@ impl Journal {
                 if !events.is_empty() {
                     self.published.notify_one();
                 }
-                Ok(Appended::New(self.recorded(
-                    cmd.tenant_id,
-                    A::STREAM,
-                    cmd.stream_id,
-                    version,
-                    position,
-                    events.len(),
-                )))
+                let recorded = self.recorded(cmd.tenant_id, A::STREAM, cmd.stream_id, version, position, events.len());
+                Ok(Appended::New(recorded, number))
             }
             // Another kind of stream with this id, or a writer that got there first: the
             // caller finds out which (`conflict`).
@@ -796,6 +798,23 @@ async fn load<A: Aggregate>(
     Ok((state, version))
 }
 
+/// A new case's events as `eventstore.append` wrote them: the first one's payload with the
+/// allocated `case_number` in place of the placeholder its `decide` saw. None if they do not
+/// decode again (the caller then keeps no state, and the next command reads the stream).
+fn numbered_as_appended<A: Aggregate>(events: &[A::Event], number: &str) -> Option<Vec<A::Event>> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let mut payload = event.payload();
+            if i == 0 {
+                payload.as_object_mut()?.insert("case_number".to_owned(), Value::from(number));
+            }
+            A::Event::decode(event.event_type(), event.schema_version(), payload).ok()
+        })
+        .collect()
+}
+
 async fn lookup(
     tx: &mut Transaction<'_, Postgres>,
     tenant: Uuid,
@@ -804,21 +823,8 @@ async fn lookup(
     current_version: i64,
 ) -> Result<Looked, JournalError> {
     match lookup {
-        Lookup::Nothing => Ok(Looked::default()),
-        Lookup::CaseNumber if current_version > 0 => Ok(Looked::default()),
-        Lookup::CaseNumber => {
-            // The row lock serialises allocation per tenant until this transaction ends,
-            // and a refused command rolls its number back: no duplicates, no gaps.
-            let n: i64 = sqlx::query_scalar(
-                "INSERT INTO eventstore.case_numbers (tenant_id, last_number) VALUES ($1, 1)
-                 ON CONFLICT (tenant_id) DO UPDATE SET last_number = eventstore.case_numbers.last_number + 1
-                 RETURNING last_number",
-            )
-            .bind(tenant)
-            .fetch_one(&mut **tx)
-            .await?;
-            Ok(Looked { case_number: Some(format!("CASE-{n:06}")) })
-        }
+        // A new case's number is allocated by `eventstore.append` (`try_execute`).
+        Lookup::Nothing | Lookup::CaseNumber => Ok(Looked::default()),
         Lookup::TenantSlug(slug) => {
             let claimed = sqlx::query(
                 "INSERT INTO eventstore.tenant_slugs (slug, tenant_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",

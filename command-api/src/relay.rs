@@ -43,7 +43,8 @@ const VACUUM_EVERY: Duration = Duration::from_secs(10);
 const COALESCE: Duration = Duration::from_millis(3);
 /// The tables the relay vacuums itself (`vacuum_queues`); the command API's role owns them
 /// (migration 20261206150000), since PostgreSQL skips a vacuum by anyone else.
-pub const QUEUE_TABLES: [&str; 3] = ["eventstore.outbox", "eventstore.case_numbers", "eventstore.relay_state"];
+/// (`eventstore.case_numbers` was one until case numbers came from sequences.)
+pub const QUEUE_TABLES: [&str; 2] = ["eventstore.outbox", "eventstore.relay_state"];
 /// Only one relay publishes at a time; others wait on this advisory lock as standbys.
 const RELAY_LOCK: i64 = 0x6d75_7269_6d61_0001;
 

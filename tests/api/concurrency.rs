@@ -93,7 +93,7 @@ async fn a_retried_command_returns_the_original_answer_and_appends_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn case_numbers_stay_unique_and_gapless_under_concurrent_opens() {
+async fn case_numbers_stay_unique_and_in_order_under_concurrent_opens() {
     let app = TestApp::spawn().await;
     let opens = (0..12).map(|i| {
         let body = json!({ "title": format!("Rush {i}"), "case_type_id": app.case_type_id });
