@@ -9,7 +9,10 @@ async fn a_broker_that_restarts_empty_is_refilled_and_every_store_catches_up() {
     let broker = PrivateBroker::start(None).await;
     let mut settings = test_settings();
     settings.kafka_brokers = format!("127.0.0.1:{}", broker.port);
-    let app = TestApp::spawn_with(settings).await;
+    // The services that talk to the broker run as processes of their own: librdkafka can
+    // crash on a topic deleted under it, and in-process that took the whole test binary
+    // (and every test still running in it) down with it once.
+    let app = TestApp::spawn_processes_with(settings).await;
     for i in 0..3 {
         let id = app.open_case(&format!("Before {i}")).await["id"].as_str().unwrap().to_owned();
         app.command(

@@ -220,6 +220,11 @@ impl TestApp {
         Self::spawn_inner(test_settings(), true).await
     }
 
+    /// `spawn_processes` against a broker on another address (e.g. a `PrivateBroker`).
+    pub async fn spawn_processes_with(settings: Settings) -> TestApp {
+        Self::spawn_inner(settings, true).await
+    }
+
     async fn spawn_inner(settings: Settings, processes: bool) -> TestApp {
         runtime::telemetry::init_with_default("tests", "warn");
         let mut services = Vec::new();
