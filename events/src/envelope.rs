@@ -68,6 +68,17 @@ pub struct RequestContext {
     pub request_id: Option<String>,
 }
 
+impl RequestContext {
+    /// What an erased actor's request reads as: the IP address and user agent are their
+    /// personal data (no address; the user agent, if there was one, as the marker).
+    pub fn erase(&mut self) {
+        self.ip_address = None;
+        if self.user_agent.is_some() {
+            self.user_agent = Some(crate::personal::ERASED.to_owned());
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventEnvelope {

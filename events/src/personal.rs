@@ -37,6 +37,9 @@ pub enum Marker {
     Unique,
     /// `{}`: for a free-form document.
     Document,
+    /// `null`: for a value nothing can stand in for (an IP address, which search indexes
+    /// as an address).
+    Nothing,
 }
 
 impl Marker {
@@ -45,6 +48,7 @@ impl Marker {
             Marker::Text => json!(ERASED),
             Marker::Unique => json!(format!("erased-{subject}")),
             Marker::Document => json!({}),
+            Marker::Nothing => Value::Null,
         }
     }
 }

@@ -41,6 +41,13 @@ impl Event {
         }
     }
 
+    /// Whose keys decoding the envelope asks about (`runtime::subject_keys::needed_by`):
+    /// the data subject it was sealed for, and its actor, whose request's IP address and
+    /// user agent read as nothing once they are erased.
+    pub fn key_holders(envelope: &EventEnvelope) -> [(uuid::Uuid, Option<uuid::Uuid>); 2] {
+        [(envelope.tenant_id, envelope.data_subject), (envelope.tenant_id, Some(envelope.actor.user_id))]
+    }
+
     /// Decodes a Kafka payload, opening its sealed fields with `keys`; unknown types or
     /// versions are errors, never guesses.
     pub fn from_payload(payload: &[u8], keys: &Keys) -> Result<Self, Undecodable> {
@@ -55,6 +62,11 @@ impl Event {
         // copy of an undecodable event) can keep it.
         if envelope.stream_type == StreamType::User && envelope.event_type == "UserCreated" {
             envelope.payload = events::user::without_password_hash(std::mem::take(&mut envelope.payload));
+        }
+        // An erased actor's requests: whatever delivers the event again (a replay, a parked
+        // retry, a republished month) finds their address gone, as the stores hold it.
+        if keys.of(envelope.tenant_id, envelope.actor.user_id) == Some(events::personal::KeyState::Erased) {
+            envelope.request.erase();
         }
         let sealed = envelope.data_subject.is_some().then(|| Box::new(envelope.payload.clone()));
         if sealed.is_some() {
@@ -112,6 +124,13 @@ impl Event {
 /// Events for unit tests: an envelope around a payload, as the relay would send it.
 #[cfg(test)]
 pub fn test_event(stream_type: &str, stream_version: i64, event_type: &str, payload: serde_json::Value) -> Event {
+    Event::from_payload(test_envelope(stream_type, stream_version, event_type, payload).as_bytes(), &Keys::default())
+        .expect("a decodable test event")
+}
+
+/// The envelope `test_event` decodes, as the relay would send it (its actor: user 7).
+#[cfg(test)]
+fn test_envelope(stream_type: &str, stream_version: i64, event_type: &str, payload: serde_json::Value) -> String {
     let tenant = uuid::Uuid::from_u128(0x01a2_1200_0000_7000_8000_0000_0000_0001);
     let envelope = serde_json::json!({
         "event_id": uuid::Uuid::from_u128(0x01a2_1200_0000_7000_8000_0000_0000_1000 + stream_version as u128),
@@ -124,7 +143,7 @@ pub fn test_event(stream_type: &str, stream_version: i64, event_type: &str, payl
         "request": { "ip_address": "not-an-ip", "user_agent": "tests", "session_id": null, "request_id": null },
         "position": stream_version, "payload": payload,
     });
-    Event::from_payload(envelope.to_string().as_bytes(), &Keys::default()).expect("a decodable test event")
+    envelope.to_string()
 }
 
 #[cfg(test)]
@@ -142,5 +161,23 @@ mod tests {
         assert_eq!(event.envelope.schema_version, 2);
         assert!(!event.envelope.payload.to_string().contains("argon2"));
         assert!(matches!(event.data, DomainEvent::User(UserEvent::Created(_))));
+    }
+
+    #[test]
+    fn an_erased_actors_request_reads_as_no_address_and_the_marker_whoever_delivers_it_again() {
+        let payload = serde_json::json!({ "assigned_to": { "old": null, "new": uuid::Uuid::from_u128(9) },
+                                          "assigned_at": "2026-11-20T09:00:00Z" });
+        let raw = test_envelope("case", 2, "CaseAssigned", payload);
+        let decoded = |keys: &Keys| Event::from_payload(raw.as_bytes(), keys).unwrap().envelope.request;
+        let kept = decoded(&Keys::default());
+        assert_eq!((kept.ip_address.as_deref(), kept.user_agent.as_deref()), (Some("not-an-ip"), Some("tests")));
+        let tenant = uuid::Uuid::from_u128(0x01a2_1200_0000_7000_8000_0000_0000_0001);
+        let actor = uuid::Uuid::from_u128(7);
+        let erased: Keys = [((tenant, actor), events::personal::KeyState::Erased)].into_iter().collect();
+        let gone = decoded(&erased);
+        assert_eq!((gone.ip_address, gone.user_agent.as_deref()), (None, Some(events::personal::ERASED)));
+        let someone_else: Keys =
+            [((tenant, uuid::Uuid::from_u128(9)), events::personal::KeyState::Erased)].into_iter().collect();
+        assert_eq!(decoded(&someone_else), kept, "only the actor's erasure takes their address");
     }
 }

@@ -360,7 +360,7 @@ pub async fn decode_all(pool: &PgPool, rows: Vec<(i64, String)>) -> anyhow::Resu
             Ok(envelope)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let wanted = envelopes.iter().map(|e| (e.tenant_id, e.data_subject));
+    let wanted = envelopes.iter().flat_map(Event::key_holders);
     let keys = runtime::subject_keys::needed_by(pool, wanted).await?;
     envelopes
         .into_iter()
@@ -567,7 +567,7 @@ pub async fn retry_parked(stores: &Stores, name: &str, stream: Uuid, tenant: Opt
     .await?;
     anyhow::ensure!(!rows.is_empty(), "no events of {} are parked for {name}", named(stream, tenant));
     let envelopes = rows.into_iter().map(serde_json::from_value).collect::<Result<Vec<events::EventEnvelope>, _>>()?;
-    let wanted = envelopes.iter().map(|e| (e.tenant_id, e.data_subject));
+    let wanted = envelopes.iter().flat_map(Event::key_holders);
     let keys = runtime::subject_keys::needed_by(&stores.pool, wanted).await?;
     let mut events = Vec::with_capacity(envelopes.len());
     for envelope in envelopes {

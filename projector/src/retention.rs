@@ -665,6 +665,11 @@ fn personal_places(kind: &str, record: &Value) -> Vec<(String, events::personal:
         }
         return places;
     }
+    // The request's address and user agent are its actor's (`RequestContext::erase`).
+    if let Some(actor) = uuid(&record["user_id"]) {
+        places.push(("/ip_address".to_owned(), events::personal::Marker::Nothing, actor));
+        places.push(("/user_agent".to_owned(), events::personal::Marker::Text, actor));
+    }
     let customer = uuid(&record["data_subject"]);
     let user = (record["entity_type"] == "user").then(|| uuid(&record["entity_id"])).flatten();
     for (i, change) in record["changes"].as_array().into_iter().flatten().enumerate() {
@@ -709,6 +714,13 @@ mod tests {
         let nobodys = json!({ "entity_type": "case", "entity_id": Uuid::from_u128(9), "changes": [
                 { "field": "title", "old_value": null, "new_value": "A printer" } ] });
         assert!(personal_places(AUDIT_LOGS, &nobodys).is_empty());
+        // Whoever acted: their request's address and user agent are theirs.
+        let acted = json!({ "entity_type": "case", "entity_id": Uuid::from_u128(9), "user_id": user,
+            "ip_address": "127.0.0.1", "user_agent": "curl", "changes": [] });
+        assert_eq!(
+            personal_places(AUDIT_LOGS, &acted),
+            [("/ip_address".to_owned(), Marker::Nothing, user), ("/user_agent".to_owned(), Marker::Text, user)]
+        );
         let interaction = json!({ "customer_id": customer, "content": "Rang", "metadata": {} });
         let places: Vec<String> = personal_places(INTERACTIONS, &interaction).into_iter().map(|p| p.0).collect();
         assert_eq!(places, ["/content", "/external_id", "/metadata"]);

@@ -472,7 +472,7 @@ impl Worker {
             })
             .collect();
         let wanted = envelopes.iter().filter_map(|(_, e)| e.as_ref().ok());
-        let keys = subject_keys::needed_by(&self.pool, wanted.map(|e| (e.tenant_id, e.data_subject))).await?;
+        let keys = subject_keys::needed_by(&self.pool, wanted.flat_map(Event::key_holders)).await?;
         for (raw, envelope) in envelopes {
             match envelope.and_then(|e| Event::from_envelope(e, &keys)) {
                 Ok(event) if parked.contains(&StreamKey::of(&event.envelope)) => {

@@ -45,6 +45,13 @@ impl Keys {
     }
 }
 
+/// Key states by (tenant, subject), as `needed_by` finds them (tests make them so too).
+impl FromIterator<((Uuid, Uuid), KeyState)> for Keys {
+    fn from_iter<I: IntoIterator<Item = ((Uuid, Uuid), KeyState)>>(states: I) -> Self {
+        Keys(states.into_iter().collect())
+    }
+}
+
 /// The key to seal the subject's fields with, made if they have none yet (one round
 /// trip either way); `None` when the subject was erased.
 pub async fn for_sealing(

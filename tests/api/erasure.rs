@@ -198,3 +198,68 @@ async fn an_erased_user_reads_as_a_marker_in_every_store_and_after_a_rebuild_of_
     let case_row: Value = app.query(&format!("/v1/cases/{case_id}"), &admin).await.json().await.unwrap();
     assert_eq!(case_row["assigned_to_username"], marker.as_str(), "{case_row}");
 }
+
+/// The IP address and user agent of an erased user's requests are theirs too: the audit
+/// entries of what she did keep neither, in MongoDB and Elasticsearch, after a rebuild of
+/// both, while another user's stay.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erased_users_requests_keep_no_address_or_user_agent_in_the_audit_trail() {
+    const HER_AGENT: &str = "AdaBrowser/9.9 (X11; Linux)";
+    let app = TestApp::spawn().await;
+    let admin = app.token_for(app.tenant_id, Role::Admin);
+    let ada = app.create_user("ada.actor", "agent").await;
+    let token = app.login_token("ada.actor").await;
+    let body = json!({ "title": "Opened from her browser", "case_type_id": app.case_type_id });
+    let request = app.http.post(format!("{}/v1/cases", app.command_url)).bearer_auth(&token);
+    let answer = request.header("user-agent", HER_AGENT).json(&body).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::CREATED);
+    let case_id = answer.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    app.open_case("Opened by someone else").await;
+    app.wait_for_all_stores().await;
+
+    // Her audit entries, as text, in the stores that keep requests.
+    let hers = || async {
+        let contents = app.store_contents_of(app.tenant_id, false).await;
+        let her_id = format!("\"user_id\":\"{ada}\"");
+        contents
+            .into_iter()
+            .filter(|(store, _)| store.starts_with("mongo") || store.starts_with("elasticsearch"))
+            .flat_map(|(store, rows)| rows.into_iter().map(move |row| format!("{store}: {row}")))
+            .filter(|row| row.replace(": ", ":").contains(&her_id))
+            .collect::<Vec<String>>()
+    };
+    let before = hers().await;
+    assert!(
+        before.iter().any(|r| r.starts_with("mongo") && r.contains(HER_AGENT) && r.contains("127.0.0.1")),
+        "{before:#?}"
+    );
+    assert!(before.iter().any(|r| r.starts_with("elasticsearch") && r.contains(HER_AGENT)), "{before:#?}");
+    let trail: Value = app.query(&format!("/v1/cases/{case_id}/audit"), &admin).await.json().await.unwrap();
+    assert_eq!(trail["items"][0]["user_agent"], HER_AGENT, "{trail}");
+
+    let answer = app.command(Method::POST, &format!("/v1/data-subjects/{ada}/erasure"), &admin, None).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    app.wait_for_all_stores().await;
+    let kept = |rows: &[String]| -> Vec<String> {
+        rows.iter().filter(|r| r.contains(HER_AGENT) || r.contains("127.0.0.1")).cloned().collect()
+    };
+    let after: Vec<String> = eventually("her requests to be gone from the audit trail", || async {
+        let rows = hers().await;
+        kept(&rows).is_empty().then_some(rows)
+    })
+    .await;
+    assert!(after.iter().any(|r| r.contains(events::personal::ERASED)), "{after:#?}");
+    let trail: Value = app.query(&format!("/v1/cases/{case_id}/audit"), &admin).await.json().await.unwrap();
+    assert_eq!(
+        (&trail["items"][0]["ip_address"], &trail["items"][0]["user_agent"]),
+        (&Value::Null, &json!("[erased]"))
+    );
+    let others: Value = app.query("/v1/search/audit?action=create", &admin).await.json().await.unwrap();
+    assert!(others.to_string().contains("murima-tests"), "another user's requests stay: {others}");
+
+    let stores = Stores::connect(&app.settings, 4).await.unwrap();
+    for name in ["mongo", "elasticsearch"] {
+        projector::rebuild::run(&stores, name, Some(app.tenant_id), &|_, _| {}).await.unwrap();
+    }
+    assert_eq!(kept(&hers().await), Vec::<String>::new(), "after rebuilding both");
+}

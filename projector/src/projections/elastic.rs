@@ -1220,6 +1220,14 @@ impl ElasticProjection {
                 erase_changes(&mut doc["changes"], USER_PERSONAL_FIELDS)
             })
             .await?;
+            // What they did: their requests' address and user agent (`RequestContext::erase`).
+            let acted = vec![keyword_term("user_id", &subject)];
+            self.rewrite(owner, &audit, acted, json!(["entity_id", "entity_version"]), &|doc| {
+                let had_address = !doc["ip_address"].is_null();
+                doc["ip_address"] = Value::Null;
+                erase_texts(doc, &["user_agent"]) | had_address
+            })
+            .await?;
         }
         let about = vec![keyword_term("data_subject", &subject)];
         self.rewrite(owner, &audit, about, json!(["entity_id", "entity_version"]), &|doc| {

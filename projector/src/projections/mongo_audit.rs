@@ -190,12 +190,30 @@ impl Projection for MongoAuditProjection {
                 erase_entries(&coll, theirs, USER_PERSONAL_FIELDS)
                     .await
                     .map_err(|e| ApplyError::Transient(e.into()))?;
+                forget_requests_of(&coll, &tenant, &subject).await.map_err(|e| ApplyError::Transient(e.into()))?;
             }
             let about = doc! { "tenant_id": &tenant, "data_subject": &subject };
             erase_entries(&coll, about, CUSTOMER_PERSONAL_FIELDS).await.map_err(|e| ApplyError::Transient(e.into()))?;
         }
         Ok(())
     }
+}
+
+/// The IP address and user agent of what an erased user did, in their entries as actor:
+/// gone, as `RequestContext::erase` makes them in any event delivered again.
+async fn forget_requests_of(
+    coll: &mongodb::Collection<Document>,
+    tenant: &str,
+    user: &str,
+) -> mongodb::error::Result<()> {
+    let theirs = doc! { "tenant_id": tenant, "user_id": user };
+    let mut with_address = theirs.clone();
+    with_address.insert("ip_address", doc! { "$ne": Bson::Null });
+    coll.update_many(with_address, doc! { "$set": { "ip_address": Bson::Null } }).await?;
+    let mut with_agent = theirs;
+    with_agent.insert("user_agent", doc! { "$nin": [Bson::Null, events::personal::ERASED] });
+    coll.update_many(with_agent, doc! { "$set": { "user_agent": events::personal::ERASED } }).await?;
+    Ok(())
 }
 
 /// Replaces the values of `fields` in the audit entries `filter` finds with `[erased]`
