@@ -17,18 +17,39 @@ use crate::projections::{
     mongo_templates::MongoTemplatesProjection, postgres::PostgresProjection, redis_counters::RedisCountersProjection,
 };
 
-/// Every projection, the one list of them: its name is the consumer-group suffix, and
-/// each match over it (which store it builds, how a rebuild copies, switches and drops
-/// it) fails to compile until a new projection is handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ProjectionName {
-    Postgres,
-    Mongo,
-    MongoNotes,
-    MongoTemplates,
-    MongoFieldDefinitions,
-    Elasticsearch,
-    Redis,
+/// Declares `ProjectionName` and, from the same list, `ProjectionName::ALL` (what the
+/// projector starts) and each one's name: a projection declared is a projection run.
+macro_rules! projections {
+    ($($variant:ident => $name:literal,)+) => {
+        /// Every projection, the one list of them: its name is the consumer-group suffix,
+        /// and each match over it (which store it builds, how a rebuild copies, switches
+        /// and drops it) fails to compile until a new projection is handled.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum ProjectionName {
+            $($variant,)+
+        }
+
+        impl ProjectionName {
+            /// Every projection, in the order declared.
+            pub const ALL: [ProjectionName; [$($name),+].len()] = [$(ProjectionName::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ProjectionName::$variant => $name,)+
+                }
+            }
+        }
+    };
+}
+
+projections! {
+    Postgres => "postgres",
+    Mongo => "mongo",
+    MongoNotes => "mongo_notes",
+    MongoTemplates => "mongo_templates",
+    MongoFieldDefinitions => "mongo_field_definitions",
+    Elasticsearch => "elasticsearch",
+    Redis => "redis",
 }
 
 /// The store a projection builds, and what of it the projection owns.
@@ -46,28 +67,6 @@ pub enum StoreKind {
 }
 
 impl ProjectionName {
-    pub const ALL: [ProjectionName; 7] = [
-        ProjectionName::Postgres,
-        ProjectionName::Mongo,
-        ProjectionName::MongoNotes,
-        ProjectionName::MongoTemplates,
-        ProjectionName::MongoFieldDefinitions,
-        ProjectionName::Elasticsearch,
-        ProjectionName::Redis,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProjectionName::Postgres => "postgres",
-            ProjectionName::Mongo => "mongo",
-            ProjectionName::MongoNotes => "mongo_notes",
-            ProjectionName::MongoTemplates => "mongo_templates",
-            ProjectionName::MongoFieldDefinitions => "mongo_field_definitions",
-            ProjectionName::Elasticsearch => "elasticsearch",
-            ProjectionName::Redis => "redis",
-        }
-    }
-
     pub fn store(self) -> StoreKind {
         match self {
             ProjectionName::Postgres => StoreKind::Postgres,
@@ -198,4 +197,22 @@ impl Stores {
 
 pub fn names() -> String {
     ProjectionName::ALL.map(ProjectionName::as_str).join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn every_projection_declared_is_listed_once_and_found_by_its_name() {
+        let names: std::collections::BTreeSet<&str> = ProjectionName::ALL.iter().map(|p| p.as_str()).collect();
+        assert_eq!(names.len(), ProjectionName::ALL.len(), "names are unique");
+        for projection in ProjectionName::ALL {
+            assert_eq!(projection.as_str().parse::<ProjectionName>().unwrap(), projection);
+        }
+        let refused = "mongo_audit".parse::<ProjectionName>().unwrap_err().to_string();
+        assert!(refused.contains("they are: postgres, mongo,"), "{refused}");
+    }
 }
