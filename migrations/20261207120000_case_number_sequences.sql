@@ -9,22 +9,24 @@
 -- stream, an idempotency twin) leaves that number unused.
 --
 -- The sequence is made on a tenant's first open since this migration, continuing from
--- the counter row (kept for that, and for operators who set a starting number there
--- before the tenant's first case). Making it is serialised per tenant by an advisory
--- lock; a twin that made it first is not an error.
+-- the counter row: `append` reads it with a row lock, so an append of the old body still
+-- counting on it (one in flight while this migration replaces the function) commits
+-- first, and two first opens of a tenant take their turns. From then on the sequence is
+-- the tenant's counter and the row is not read again: a starting number is set in the
+-- row before a tenant's first case, or with `setval` on its sequence after. Making the
+-- sequence is serialised per tenant by an advisory lock; a twin that made it first is not
+-- an error.
 
-CREATE FUNCTION eventstore.next_case_number(p_tenant UUID) RETURNS BIGINT
+CREATE FUNCTION eventstore.next_case_number(p_tenant UUID, p_start BIGINT) RETURNS BIGINT
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_sequence TEXT := 'eventstore.case_numbers_' || replace(p_tenant::TEXT, '-', '');
-    v_last     BIGINT;
 BEGIN
     IF to_regclass(v_sequence) IS NULL THEN
         PERFORM pg_advisory_xact_lock(hashtextextended('murima case numbers ' || p_tenant::TEXT, 0));
-        SELECT c.last_number INTO v_last FROM eventstore.case_numbers c WHERE c.tenant_id = p_tenant;
         BEGIN
             EXECUTE format('CREATE SEQUENCE IF NOT EXISTS %s AS BIGINT START WITH %s', v_sequence,
-                           coalesce(v_last, 0) + 1);
+                           greatest(p_start, 1));
         EXCEPTION WHEN duplicate_table OR unique_violation THEN
             NULL;
         END;
@@ -62,6 +64,7 @@ DECLARE
     v_position  BIGINT;
     v_number    TEXT;
     v_next      BIGINT;
+    v_start     BIGINT;
     v_envelopes JSONB[] := p_envelopes;
     v_stored    eventstore.idempotency%ROWTYPE;
     v_claimed   BOOLEAN;
@@ -87,7 +90,13 @@ BEGIN
     END IF;
 
     IF p_case_number AND n > 0 THEN
-        v_next := eventstore.next_case_number(p_tenant);
+        IF to_regclass('eventstore.case_numbers_' || replace(p_tenant::TEXT, '-', '')) IS NULL THEN
+            -- The tenant's first open since sequences (see above): where its sequence starts.
+            INSERT INTO eventstore.case_numbers AS c (tenant_id, last_number) VALUES (p_tenant, 0)
+            ON CONFLICT (tenant_id) DO UPDATE SET last_number = c.last_number
+            RETURNING c.last_number INTO v_start;
+        END IF;
+        v_next := eventstore.next_case_number(p_tenant, coalesce(v_start, 0) + 1);
         -- Six digits at least, all of them past 999,999 (lpad would cut them off).
         v_number := 'CASE-' || CASE WHEN v_next < 1000000 THEN lpad(v_next::TEXT, 6, '0') ELSE v_next::TEXT END;
         v_envelopes[1] := jsonb_set(v_envelopes[1], '{payload,case_number}', to_jsonb(v_number));

@@ -823,8 +823,12 @@ async fn lookup(
     current_version: i64,
 ) -> Result<Looked, JournalError> {
     match lookup {
-        // A new case's number is allocated by `eventstore.append` (`try_execute`).
-        Lookup::Nothing | Lookup::CaseNumber => Ok(Looked::default()),
+        Lookup::Nothing => Ok(Looked::default()),
+        // A new case's number is allocated by `eventstore.append` (`try_execute` sends
+        // such commands there, never into a transaction).
+        Lookup::CaseNumber => Err(JournalError::Unreadable(anyhow::anyhow!(
+            "a case number is allocated by eventstore.append, not inside a transaction"
+        ))),
         Lookup::TenantSlug(slug) => {
             let claimed = sqlx::query(
                 "INSERT INTO eventstore.tenant_slugs (slug, tenant_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",

@@ -41,13 +41,6 @@ impl Event {
         }
     }
 
-    /// Whose keys decoding the envelope asks about (`runtime::subject_keys::needed_by`):
-    /// the data subject it was sealed for, and its actor, whose request's IP address and
-    /// user agent read as nothing once they are erased.
-    pub fn key_holders(envelope: &EventEnvelope) -> [(uuid::Uuid, Option<uuid::Uuid>); 2] {
-        [(envelope.tenant_id, envelope.data_subject), (envelope.tenant_id, Some(envelope.actor.user_id))]
-    }
-
     /// Decodes a Kafka payload, opening its sealed fields with `keys`; unknown types or
     /// versions are errors, never guesses.
     pub fn from_payload(payload: &[u8], keys: &Keys) -> Result<Self, Undecodable> {
@@ -63,9 +56,12 @@ impl Event {
         if envelope.stream_type == StreamType::User && envelope.event_type == "UserCreated" {
             envelope.payload = events::user::without_password_hash(std::mem::take(&mut envelope.payload));
         }
-        // An erased actor's requests: whatever delivers the event again (a replay, a parked
-        // retry, a republished month) finds their address gone, as the stores hold it.
-        if keys.of(envelope.tenant_id, envelope.actor.user_id) == Some(events::personal::KeyState::Erased) {
+        // An erased user's requests: whatever delivers the event again (a replay, a parked
+        // retry, a republished month) finds their address gone, as the stores hold it. (A
+        // tenant's users only: a platform operator's id named as a customer's and erased
+        // as one takes nothing of the operator's.)
+        let erased = keys.of(envelope.tenant_id, envelope.actor.user_id) == Some(events::personal::KeyState::Erased);
+        if erased && is_tenant_user(&envelope.actor.role) {
             envelope.request.erase();
         }
         let sealed = envelope.data_subject.is_some().then(|| Box::new(envelope.payload.clone()));
@@ -119,6 +115,24 @@ impl Event {
             }
         }
     }
+}
+
+/// Whether an actor's role is one of a tenant's users' (not a platform operator's or the
+/// system's): whose requests an erasure of that id takes.
+pub fn is_tenant_user(role: &str) -> bool {
+    ["agent", "supervisor", "admin"].contains(&role)
+}
+
+/// The key lookups of a batch (`runtime::subject_keys::needed_with_actors`): the data
+/// subjects its events were sealed for and, when `actors`, who acted.
+pub async fn keys_for<'a>(
+    pool: &sqlx::PgPool,
+    envelopes: impl Iterator<Item = &'a EventEnvelope> + Clone,
+    actors: bool,
+) -> Result<Keys, sqlx::Error> {
+    let sealed = envelopes.clone().map(|e| (e.tenant_id, e.data_subject));
+    let acting = envelopes.filter(|_| actors).map(|e| (e.tenant_id, e.actor.user_id));
+    runtime::subject_keys::needed_with_actors(pool, sealed, acting).await
 }
 
 /// Events for unit tests: an envelope around a payload, as the relay would send it.

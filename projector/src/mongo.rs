@@ -53,8 +53,10 @@ fn indexes(collection: &str) -> Vec<IndexModel> {
                 doc! { "tenant_id": 1, "entity_type": 1, "entity_id": 1, "entity_version": -1 },
                 "tenant_entity_version",
             ),
-            // An erasure finds the entries of events sealed for the subject.
+            // An erasure finds the entries of events sealed for the subject, and those of
+            // what an erased user did.
             index(doc! { "tenant_id": 1, "data_subject": 1 }, "tenant_data_subject"),
+            index(doc! { "tenant_id": 1, "user_id": 1 }, "tenant_user"),
         ],
         CASE_NOTES => vec![
             index(doc! { "tenant_id": 1, "created_at": -1 }, "tenant_created"),

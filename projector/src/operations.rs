@@ -360,8 +360,7 @@ pub async fn decode_all(pool: &PgPool, rows: Vec<(i64, String)>) -> anyhow::Resu
             Ok(envelope)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let wanted = envelopes.iter().flat_map(Event::key_holders);
-    let keys = runtime::subject_keys::needed_by(pool, wanted).await?;
+    let keys = crate::event::keys_for(pool, envelopes.iter(), true).await?;
     envelopes
         .into_iter()
         .map(|envelope| {
@@ -567,8 +566,7 @@ pub async fn retry_parked(stores: &Stores, name: &str, stream: Uuid, tenant: Opt
     .await?;
     anyhow::ensure!(!rows.is_empty(), "no events of {} are parked for {name}", named(stream, tenant));
     let envelopes = rows.into_iter().map(serde_json::from_value).collect::<Result<Vec<events::EventEnvelope>, _>>()?;
-    let wanted = envelopes.iter().flat_map(Event::key_holders);
-    let keys = runtime::subject_keys::needed_by(&stores.pool, wanted).await?;
+    let keys = crate::event::keys_for(&stores.pool, envelopes.iter(), true).await?;
     let mut events = Vec::with_capacity(envelopes.len());
     for envelope in envelopes {
         events.push(

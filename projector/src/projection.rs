@@ -64,6 +64,12 @@ pub trait Projection: Send + Sync {
         false
     }
 
+    /// Whether the projection keeps events' requests (IP address, user agent): its batches
+    /// also ask whether their actors were erased (`crate::event::keys_for`).
+    fn keeps_requests(&self) -> bool {
+        false
+    }
+
     /// What the store holds of one tenant's streams, for `verify` to compare with the
     /// journal: one entry per kind of record it keeps.
     async fn held(&self, tenant: Uuid) -> anyhow::Result<Vec<Held>>;

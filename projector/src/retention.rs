@@ -665,8 +665,10 @@ fn personal_places(kind: &str, record: &Value) -> Vec<(String, events::personal:
         }
         return places;
     }
-    // The request's address and user agent are its actor's (`RequestContext::erase`).
-    if let Some(actor) = uuid(&record["user_id"]) {
+    // The request's address and user agent are its actor's, a tenant user's
+    // (`RequestContext::erase`).
+    let acting_user = record["role"].as_str().is_some_and(crate::event::is_tenant_user);
+    if let Some(actor) = uuid(&record["user_id"]).filter(|_| acting_user) {
         places.push(("/ip_address".to_owned(), events::personal::Marker::Nothing, actor));
         places.push(("/user_agent".to_owned(), events::personal::Marker::Text, actor));
     }
@@ -716,11 +718,14 @@ mod tests {
         assert!(personal_places(AUDIT_LOGS, &nobodys).is_empty());
         // Whoever acted: their request's address and user agent are theirs.
         let acted = json!({ "entity_type": "case", "entity_id": Uuid::from_u128(9), "user_id": user,
-            "ip_address": "127.0.0.1", "user_agent": "curl", "changes": [] });
+            "role": "agent", "ip_address": "127.0.0.1", "user_agent": "curl", "changes": [] });
         assert_eq!(
             personal_places(AUDIT_LOGS, &acted),
             [("/ip_address".to_owned(), Marker::Nothing, user), ("/user_agent".to_owned(), Marker::Text, user)]
         );
+        let operated = json!({ "entity_type": "tenant", "entity_id": Uuid::from_u128(9), "user_id": user,
+            "role": "platform_admin", "ip_address": "127.0.0.1", "changes": [] });
+        assert!(personal_places(AUDIT_LOGS, &operated).is_empty(), "an operator is nobody's data subject here");
         let interaction = json!({ "customer_id": customer, "content": "Rang", "metadata": {} });
         let places: Vec<String> = personal_places(INTERACTIONS, &interaction).into_iter().map(|p| p.0).collect();
         assert_eq!(places, ["/content", "/external_id", "/metadata"]);

@@ -31,7 +31,6 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use events::EventEnvelope;
-use runtime::subject_keys;
 
 use crate::event::{Event, Undecodable};
 use crate::lease::{Lease, Share};
@@ -472,7 +471,7 @@ impl Worker {
             })
             .collect();
         let wanted = envelopes.iter().filter_map(|(_, e)| e.as_ref().ok());
-        let keys = subject_keys::needed_by(&self.pool, wanted.flat_map(Event::key_holders)).await?;
+        let keys = crate::event::keys_for(&self.pool, wanted, self.projection.keeps_requests()).await?;
         for (raw, envelope) in envelopes {
             match envelope.and_then(|e| Event::from_envelope(e, &keys)) {
                 Ok(event) if parked.contains(&StreamKey::of(&event.envelope)) => {

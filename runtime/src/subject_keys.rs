@@ -113,21 +113,47 @@ pub async fn needed_by<'e>(
     executor: impl PgExecutor<'e>,
     events: impl IntoIterator<Item = (Uuid, Option<Uuid>)>,
 ) -> Result<Keys, sqlx::Error> {
-    // Each (tenant, subject) once: a rebuild's batch holds thousands of events.
-    let wanted: std::collections::HashSet<(Uuid, Uuid)> =
-        events.into_iter().filter_map(|(tenant, subject)| Some((tenant, subject?))).collect();
-    let (tenants, subjects): (Vec<Uuid>, Vec<Uuid>) = wanted.into_iter().unzip();
-    if subjects.is_empty() {
+    needed_with_actors(executor, events, std::iter::empty()).await
+}
+
+/// `needed_by`, and of the events' actors (tenant, user) only whether they were erased
+/// (their requests' address and user agent are theirs): an actor's key is never opened
+/// for that, so a key that does not open fails only the events sealed with it.
+pub async fn needed_with_actors<'e>(
+    executor: impl PgExecutor<'e>,
+    events: impl IntoIterator<Item = (Uuid, Option<Uuid>)>,
+    actors: impl IntoIterator<Item = (Uuid, Uuid)>,
+) -> Result<Keys, sqlx::Error> {
+    // Each (tenant, subject) once, and whether its key is wanted: a rebuild's batch holds
+    // thousands of events.
+    let mut wanted: HashMap<(Uuid, Uuid), bool> = HashMap::new();
+    for (tenant, subject) in events {
+        if let Some(subject) = subject {
+            wanted.insert((tenant, subject), true);
+        }
+    }
+    for actor in actors {
+        wanted.entry(actor).or_insert(false);
+    }
+    if wanted.is_empty() {
         return Ok(Keys::default());
     }
+    let (mut tenants, mut subjects, mut sealed) = (Vec::new(), Vec::new(), Vec::new());
+    for ((tenant, subject), key_wanted) in wanted {
+        tenants.push(tenant);
+        subjects.push(subject);
+        sealed.push(key_wanted);
+    }
     let rows: Vec<(Uuid, Uuid, Option<Vec<u8>>)> = sqlx::query_as(
-        "SELECT k.tenant_id, k.subject_id, k.key
+        "SELECT k.tenant_id, k.subject_id, CASE WHEN wanted.sealed THEN k.key END
          FROM eventstore.subject_keys k
-         JOIN unnest($1::uuid[], $2::uuid[]) AS wanted(tenant_id, subject_id)
-           ON k.tenant_id = wanted.tenant_id AND k.subject_id = wanted.subject_id",
+         JOIN unnest($1::uuid[], $2::uuid[], $3::bool[]) AS wanted(tenant_id, subject_id, sealed)
+           ON k.tenant_id = wanted.tenant_id AND k.subject_id = wanted.subject_id
+         WHERE wanted.sealed OR k.key IS NULL",
     )
     .bind(&tenants)
     .bind(&subjects)
+    .bind(&sealed)
     .fetch_all(executor)
     .await?;
     let mut keys = HashMap::with_capacity(rows.len());

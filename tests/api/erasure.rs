@@ -236,6 +236,27 @@ async fn an_erased_users_requests_keep_no_address_or_user_agent_in_the_audit_tra
     assert!(before.iter().any(|r| r.starts_with("elasticsearch") && r.contains(HER_AGENT)), "{before:#?}");
     let trail: Value = app.query(&format!("/v1/cases/{case_id}/audit"), &admin).await.json().await.unwrap();
     assert_eq!(trail["items"][0]["user_agent"], HER_AGENT, "{trail}");
+    // A parked copy of her event (under a name no worker reads) keeps her request too.
+    sqlx::query(
+        "INSERT INTO projector.parked_events
+            (projection, event_id, tenant_id, stream_id, stream_version, event_type, envelope, error)
+         SELECT 'a-test-copy', event_id, tenant_id, stream_id, stream_version, event_type, envelope, 'a copy'
+         FROM eventstore.events WHERE tenant_id = $1 AND stream_id = $2::uuid AND stream_version = 1",
+    )
+    .bind(app.tenant_id)
+    .bind(&case_id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let parked_request = || async {
+        sqlx::query_scalar::<_, Value>(
+            "SELECT envelope->'request' FROM projector.parked_events WHERE projection = 'a-test-copy'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(parked_request().await["user_agent"], HER_AGENT);
 
     let answer = app.command(Method::POST, &format!("/v1/data-subjects/{ada}/erasure"), &admin, None).await;
     assert_eq!(answer.status(), StatusCode::OK);
@@ -249,6 +270,8 @@ async fn an_erased_users_requests_keep_no_address_or_user_agent_in_the_audit_tra
     })
     .await;
     assert!(after.iter().any(|r| r.contains(events::personal::ERASED)), "{after:#?}");
+    let parked = parked_request().await;
+    assert_eq!((&parked["ip_address"], &parked["user_agent"]), (&Value::Null, &json!("[erased]")), "{parked}");
     let trail: Value = app.query(&format!("/v1/cases/{case_id}/audit"), &admin).await.json().await.unwrap();
     assert_eq!(
         (&trail["items"][0]["ip_address"], &trail["items"][0]["user_agent"]),

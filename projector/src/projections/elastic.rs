@@ -939,6 +939,10 @@ impl Projection for ElasticProjection {
         crate::stores::ProjectionName::Elasticsearch.as_str()
     }
 
+    fn keeps_requests(&self) -> bool {
+        true
+    }
+
     async fn healthy(&self) -> anyhow::Result<()> {
         let response = self.client.ping().send().await?;
         anyhow::ensure!(response.status_code().is_success(), "Elasticsearch answered {}", response.status_code());

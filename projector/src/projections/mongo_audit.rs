@@ -137,6 +137,10 @@ impl Projection for MongoAuditProjection {
         crate::stores::ProjectionName::Mongo.as_str()
     }
 
+    fn keeps_requests(&self) -> bool {
+        true
+    }
+
     async fn healthy(&self) -> anyhow::Result<()> {
         self.db.run_command(mongodb::bson::doc! { "ping": 1 }).await?;
         Ok(())

@@ -230,6 +230,12 @@ impl PostgresProjection {
                         .await
                         .map_err(|e| ApplyError::Transient(e.into()))?;
                 }
+                if let DomainEvent::User(events::user::UserEvent::Erased(_)) = &event.data {
+                    let (tenant, user) = (event.envelope.tenant_id, event.envelope.stream_id);
+                    crate::parking::forget_requests_of(&mut tx, tenant, user)
+                        .await
+                        .map_err(|e| ApplyError::Transient(e.into()))?;
+                }
             }
         }
         crate::checkpoint::save(&mut tx, checkpoint).await.map_err(|e| ApplyError::Transient(e.into()))?;
