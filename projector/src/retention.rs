@@ -312,10 +312,14 @@ impl Run<'_> {
                 let mut file = Archive::create(archive, INTERACTIONS, &item.month, run_id)?;
                 let sql = format!("SELECT to_jsonb(i) FROM {schema}.{partition} i ORDER BY timestamp, id");
                 let mut rows = sqlx::query_scalar::<_, Value>(&sql).fetch(&stores.pool);
-                while let Some(mut row) = rows.try_next().await? {
-                    sealer.seal(INTERACTIONS, &mut row).await?;
-                    file.push(&row)?;
+                let mut chunk = Vec::with_capacity(SEAL_CHUNK);
+                while let Some(row) = rows.try_next().await? {
+                    chunk.push(row);
+                    if chunk.len() >= SEAL_CHUNK {
+                        sealer.seal_into(INTERACTIONS, &mut chunk, &mut file).await?;
+                    }
                 }
+                sealer.seal_into(INTERACTIONS, &mut chunk, &mut file).await?;
                 drop(rows);
                 (item.records, item.archive) = file.finish()?;
                 sqlx::query(&format!("DROP TABLE IF EXISTS {schema}.{partition}")).execute(&stores.pool).await?;
@@ -391,12 +395,15 @@ impl Run<'_> {
                 let mut file = Archive::create(archive, AUDIT_LOGS, &item.month, run_id)?;
                 let mut ids: Vec<Bson> = Vec::new();
                 let mut entries = collection.find(range).sort(doc! { "timestamp": 1 }).await?;
+                let mut chunk = Vec::with_capacity(SEAL_CHUNK);
                 while let Some(entry) = entries.try_next().await? {
                     ids.extend(entry.get("_id").cloned());
-                    let mut record = Bson::Document(entry).into_relaxed_extjson();
-                    sealer.seal(AUDIT_LOGS, &mut record).await?;
-                    file.push(&record)?;
+                    chunk.push(Bson::Document(entry).into_relaxed_extjson());
+                    if chunk.len() >= SEAL_CHUNK {
+                        sealer.seal_into(AUDIT_LOGS, &mut chunk, &mut file).await?;
+                    }
                 }
+                sealer.seal_into(AUDIT_LOGS, &mut chunk, &mut file).await?;
                 (item.records, item.archive) = file.finish()?;
                 for chunk in ids.chunks(DELETE_CHUNK) {
                     collection.delete_many(doc! { "_id": { "$in": chunk.to_vec() } }).await?;
@@ -597,34 +604,44 @@ pub async fn maintain(stores: Stores) {
 /// interaction's content, external id and metadata for the customer its case names, and
 /// the values of an audit entry's changes that hold a customer's or a user's data. A
 /// subject already erased gets the marker; one with no key (a user from before sealing)
-/// is kept as the journal keeps them, in clear. Keys are looked up once per subject.
+/// is kept as the journal keeps them, in clear. Records are sealed a chunk at a time, with
+/// one key query per chunk for the subjects not met before.
 struct Sealer<'a> {
     pool: &'a sqlx::PgPool,
     tenant: Uuid,
     keys: HashMap<Uuid, Option<events::personal::KeyState>>,
 }
 
+/// How many records `Sealer::seal_into` seals with one key query.
+const SEAL_CHUNK: usize = 500;
+
 impl Sealer<'_> {
-    async fn seal(&mut self, kind: &str, record: &mut Value) -> anyhow::Result<()> {
-        for (pointer, marker, subject) in personal_places(kind, record) {
-            let key = match self.keys.get(&subject) {
-                Some(key) => key.clone(),
-                None => {
-                    let keys = runtime::subject_keys::needed_by(self.pool, [(self.tenant, Some(subject))]).await?;
-                    let key = keys.of(self.tenant, subject);
-                    self.keys.insert(subject, key.clone());
-                    key
-                }
-            };
-            let Some(value) = record.pointer_mut(&pointer) else { continue };
-            match key {
-                Some(events::personal::KeyState::Held(key)) => {
-                    events::personal::seal_value(value, &pointer, self.tenant, subject, &key)
-                }
-                Some(events::personal::KeyState::Erased) if !value.is_null() => *value = marker.value(subject),
-                _ => {}
+    /// Seals the records and writes them to the archive, emptying `records`.
+    async fn seal_into(&mut self, kind: &str, records: &mut Vec<Value>, file: &mut Archive) -> anyhow::Result<()> {
+        let places: Vec<_> = records.iter().map(|record| personal_places(kind, record)).collect();
+        let unknown: std::collections::HashSet<Uuid> =
+            places.iter().flatten().map(|(_, _, subject)| *subject).filter(|s| !self.keys.contains_key(s)).collect();
+        if !unknown.is_empty() {
+            let wanted = unknown.iter().map(|subject| (self.tenant, Some(*subject)));
+            let keys = runtime::subject_keys::needed_by(self.pool, wanted).await?;
+            for subject in unknown {
+                self.keys.insert(subject, keys.of(self.tenant, subject));
             }
         }
+        for (record, places) in records.iter_mut().zip(places) {
+            for (pointer, marker, subject) in places {
+                let Some(value) = record.pointer_mut(&pointer) else { continue };
+                match self.keys.get(&subject).cloned().flatten() {
+                    Some(events::personal::KeyState::Held(key)) => {
+                        events::personal::seal_value(value, &pointer, self.tenant, subject, &key)
+                    }
+                    Some(events::personal::KeyState::Erased) if !value.is_null() => *value = marker.value(subject),
+                    _ => {}
+                }
+            }
+            file.push(record)?;
+        }
+        records.clear();
         Ok(())
     }
 }
