@@ -120,7 +120,7 @@ impl Event {
 /// Whether an actor's role is one of a tenant's users' (not a platform operator's or the
 /// system's): whose requests an erasure of that id takes.
 pub fn is_tenant_user(role: &str) -> bool {
-    ["agent", "supervisor", "admin"].contains(&role)
+    events::workflow::ROLES.contains(&role)
 }
 
 /// The key lookups of a batch (`runtime::subject_keys::needed_with_actors`): the data

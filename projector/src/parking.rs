@@ -116,7 +116,8 @@ impl ParkingLot {
 
 /// An erased user's requests in the parked and skipped copies of the events they acted in
 /// (sealed fields stay sealed there; the request's address and user agent were kept as
-/// they came): gone, as `events::envelope::RequestContext::erase` makes them.
+/// they came): gone, as `events::envelope::RequestContext::erase` makes them (a tenant's
+/// users' only, as `crate::event::is_tenant_user` says).
 pub async fn forget_requests_of(conn: &mut sqlx::PgConnection, tenant: Uuid, user: Uuid) -> Result<(), sqlx::Error> {
     for table in ["projector.parked_events", "projector.skipped_events"] {
         sqlx::query(&format!(
@@ -124,12 +125,13 @@ pub async fn forget_requests_of(conn: &mut sqlx::PgConnection, tenant: Uuid, use
                  '{{request,user_agent}}',
                  CASE WHEN envelope->'request'->>'user_agent' IS NULL THEN 'null'::jsonb ELSE to_jsonb($3::text) END)
              WHERE tenant_id = $1 AND envelope->'actor'->>'user_id' = $2::text
-               AND envelope->'actor'->>'role' IN ('agent', 'supervisor', 'admin')
+               AND envelope->'actor'->>'role' = ANY($4)
                AND envelope ? 'request'"
         ))
         .bind(tenant)
         .bind(user)
         .bind(events::personal::ERASED)
+        .bind(events::workflow::ROLES.as_slice())
         .execute(&mut *conn)
         .await?;
     }
