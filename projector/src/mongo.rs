@@ -10,6 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::options::IndexOptions;
 use mongodb::{Database, IndexModel};
@@ -26,9 +28,9 @@ pub const MESSAGE_TEMPLATES: &str = "message_templates";
 pub const CUSTOM_FIELD_DEFINITIONS: &str = "custom_field_definitions";
 pub const AI_RESULTS_CACHE: &str = "ai_results_cache";
 
-/// Every per-tenant collection, made when the tenant is provisioned.
-pub const TENANT_COLLECTIONS: [&str; 5] =
-    [AUDIT_LOGS, CASE_NOTES, MESSAGE_TEMPLATES, CUSTOM_FIELD_DEFINITIONS, AI_RESULTS_CACHE];
+/// Every per-tenant collection but the audit log's months, made when the tenant is
+/// provisioned (each month's audit collection is made with its first entry).
+pub const TENANT_COLLECTIONS: [&str; 4] = [CASE_NOTES, MESSAGE_TEMPLATES, CUSTOM_FIELD_DEFINITIONS, AI_RESULTS_CACHE];
 
 const DOCUMENT_FAILED_VALIDATION: i32 = 121;
 /// Write errors about the document itself, which the same document meets every time:
@@ -147,7 +149,16 @@ impl Collections {
     /// Creates `tenant_<id>_<collection>` with its validator (or brings the validator of
     /// an existing one up to date) and its indexes, once per process.
     pub async fn ensure(&self, db: &Database, tenant: Uuid, collection: &str) -> Result<String, ApplyError> {
-        let name = self.1.of(tenant).unwrap_or(Tenancy(tenant)).mongo_collection(collection);
+        self.ensure_named(db, self.name(tenant, collection), collection).await
+    }
+
+    /// The same for the audit collection of the month of `at`.
+    pub async fn ensure_audit(&self, db: &Database, tenant: Uuid, at: DateTime<Utc>) -> Result<String, ApplyError> {
+        self.ensure_named(db, self.tenancy(tenant).mongo_audit_collection(at), AUDIT_LOGS).await
+    }
+
+    /// `name`, a collection of kind `collection`, with its validator and indexes.
+    async fn ensure_named(&self, db: &Database, name: String, collection: &str) -> Result<String, ApplyError> {
         if self.0.lock().map(|s| s.contains(&name)).unwrap_or(false) {
             return Ok(name);
         }
@@ -177,7 +188,12 @@ impl Collections {
 impl Collections {
     /// The name a tenant's collection has under this placement.
     pub fn name(&self, tenant: Uuid, collection: &str) -> String {
-        self.1.of(tenant).unwrap_or(Tenancy(tenant)).mongo_collection(collection)
+        self.tenancy(tenant).mongo_collection(collection)
+    }
+
+    /// The names a tenant's collections take under this placement.
+    pub fn tenancy(&self, tenant: Uuid) -> Tenancy {
+        self.1.of(tenant).unwrap_or(Tenancy(tenant))
     }
 }
 
@@ -291,6 +307,20 @@ pub fn to_bson<T: serde::Serialize>(event: &Event, value: &T) -> Result<bson::Bs
 
 pub fn date(at: chrono::DateTime<chrono::Utc>) -> bson::DateTime {
     bson::DateTime::from_millis(at.timestamp_millis())
+}
+
+/// Inserts `documents`; those already there (same `_id`) stay as they are.
+pub async fn insert_new(
+    collection: &mongodb::Collection<Document>,
+    documents: Vec<Document>,
+) -> mongodb::error::Result<()> {
+    if documents.is_empty() {
+        return Ok(());
+    }
+    match collection.insert_many(documents).ordered(false).await {
+        Err(e) if !only_duplicate_keys(&e) => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// An `insert_many` (unordered) refused only documents already there (same `_id`):

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use runtime::tenancy::Tenancy;
+use runtime::tenancy::{Tenancy, AUDIT_LOGS};
 use serde::Serialize;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres};
@@ -546,24 +546,55 @@ async fn switch(
         StoreKind::Mongo { owns: collection } => {
             let db = stores.mongo.database(&stores.settings.mongo_database);
             for (tenant, scratch) in &rebuild.copies.0 {
-                let (from, to) =
-                    (Tenancy(*scratch).mongo_collection(collection), Tenancy(*tenant).mongo_collection(collection));
-                if !db.list_collection_names().await?.contains(&from) {
+                let (live, copy) = (Tenancy(*tenant), Tenancy(*scratch));
+                if collection == AUDIT_LOGS {
+                    switch_audit_months(stores, &db, live, copy).await?;
                     continue;
                 }
-                let namespace = |c: &str| format!("{}.{c}", db.name());
-                stores
-                    .mongo
-                    .database("admin")
-                    .run_command(mongodb::bson::doc! {
-                        "renameCollection": namespace(&from), "to": namespace(&to), "dropTarget": true,
-                    })
-                    .await
-                    .with_context(|| format!("renaming {from} to {to}"))?;
+                let (from, to) = (copy.mongo_collection(collection), live.mongo_collection(collection));
+                if db.list_collection_names().await?.contains(&from) {
+                    rename_collection(stores, &db, &from, &to).await?;
+                }
             }
             Ok(())
         }
     }
+}
+
+/// The copy's audit months in place of the live ones: each renamed onto its live name,
+/// and a live month the copy does not have dropped (the copy is the whole log).
+async fn switch_audit_months(
+    stores: &Stores,
+    db: &mongodb::Database,
+    live: Tenancy,
+    copy: Tenancy,
+) -> anyhow::Result<()> {
+    let copied = runtime::audit_log::months(db, copy).await?;
+    if copied.is_empty() {
+        return Ok(());
+    }
+    for (month, from) in &copied {
+        rename_collection(stores, db, from, &live.mongo_audit_collection(*month)).await?;
+    }
+    for (month, name) in runtime::audit_log::months(db, live).await? {
+        if !copied.iter().any(|(m, _)| *m == month) {
+            db.collection::<mongodb::bson::Document>(&name).drop().await?;
+        }
+    }
+    Ok(())
+}
+
+async fn rename_collection(stores: &Stores, db: &mongodb::Database, from: &str, to: &str) -> anyhow::Result<()> {
+    let namespace = |c: &str| format!("{}.{c}", db.name());
+    stores
+        .mongo
+        .database("admin")
+        .run_command(mongodb::bson::doc! {
+            "renameCollection": namespace(from), "to": namespace(to), "dropTarget": true,
+        })
+        .await
+        .with_context(|| format!("renaming {from} to {to}"))?;
+    Ok(())
 }
 
 fn retired(schema: &str) -> String {

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use elasticsearch::indices::{IndicesDeleteParts, IndicesGetAliasParts};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
@@ -178,10 +178,9 @@ async fn restore_files(
 ) -> anyhow::Result<u64> {
     use std::io::BufRead;
     let schema = Tenancy(tenant).pg_schema();
-    let collection = stores
-        .mongo
-        .database(&stores.settings.mongo_database)
-        .collection::<Document>(&Tenancy(tenant).mongo_collection(AUDIT_LOGS));
+    let db = stores.mongo.database(&stores.settings.mongo_database);
+    // The month's audit collection as the projection makes it: validator and indexes.
+    let audit = crate::mongo::Collections::default();
     if kind == INTERACTIONS {
         sqlx::query("SELECT public.murima_interaction_partition($1, $2)")
             .bind(&schema)
@@ -217,25 +216,13 @@ async fn restore_files(
                             _ => anyhow::bail!("an archived audit entry is not a document"),
                         })
                         .collect::<anyhow::Result<Vec<Document>>>()?;
-                    insert_ignoring_duplicates(&collection, docs).await?;
+                    let month = audit.ensure_audit(&db, tenant, start).await?;
+                    crate::mongo::insert_new(&db.collection(&month), docs).await?;
                 }
             }
         }
     }
     Ok(records)
-}
-
-/// Inserts the entries; those already there (same `_id`) stay as they are.
-async fn insert_ignoring_duplicates(
-    collection: &mongodb::Collection<Document>,
-    docs: Vec<Document>,
-) -> anyhow::Result<()> {
-    if let Err(e) = collection.insert_many(docs).ordered(false).await {
-        if !crate::mongo::only_duplicate_keys(&e) {
-            return Err(e.into());
-        }
-    }
-    Ok(())
 }
 
 async fn run_locked(stores: &Stores, root: &Path, now: DateTime<Utc>, dry_run: bool) -> anyhow::Result<Vec<Expired>> {
@@ -346,25 +333,17 @@ impl Run<'_> {
             }
         }
 
-        // Audit entries: MongoDB's, month by month from the oldest, each read as a stream,
-        // archived and deleted, and the month's Elasticsearch indices with them.
-        let collection = stores
-            .mongo
-            .database(&stores.settings.mongo_database)
-            .collection::<Document>(&Tenancy(tenant).mongo_collection(AUDIT_LOGS));
+        // Audit entries: MongoDB's month collections past the boundary, from the oldest,
+        // each read as a stream, archived and dropped, and the month's Elasticsearch
+        // indices with them.
+        let db = stores.mongo.database(&stores.settings.mongo_database);
         let own = tenant.to_string();
-        let oldest = collection.find_one(doc! { "tenant_id": &own }).sort(doc! { "timestamp": 1 }).await?;
-        let mut months: Vec<DateTime<Utc>> = Vec::new();
-        if let Some(mut month) = oldest.and_then(|d| d.get_datetime("timestamp").ok().copied()).and_then(|t| {
-            let at = DateTime::<Utc>::from_timestamp_millis(t.timestamp_millis())?;
-            boundary_of_month(at)
-        }) {
-            while month < boundary {
-                months.push(month);
-                let Some(next) = next_month(month) else { break };
-                month = next;
-            }
-        }
+        let mut months: Vec<DateTime<Utc>> = runtime::audit_log::months(&db, Tenancy(tenant))
+            .await?
+            .into_iter()
+            .map(|(month, _)| month)
+            .filter(|month| *month < boundary)
+            .collect();
         for (kind, month, _) in &indices {
             let first = NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").ok();
             if let Some(at) = first.and_then(|d| d.and_hms_opt(0, 0, 0)).map(|d| Utc.from_utc_datetime(&d)) {
@@ -375,11 +354,8 @@ impl Run<'_> {
         }
         months.sort();
         for start in months {
-            let Some(end) = next_month(start) else { continue };
-            let range = doc! { "tenant_id": &own, "timestamp": {
-                "$gte": mongodb::bson::DateTime::from_millis(start.timestamp_millis()),
-                "$lt": mongodb::bson::DateTime::from_millis(end.timestamp_millis()),
-            } };
+            let collection = db.collection::<Document>(&Tenancy(tenant).mongo_audit_collection(start));
+            let range = doc! { "tenant_id": &own };
             let month = month_of(start);
             let mut item = Expired {
                 tenant_id: tenant,
@@ -408,6 +384,11 @@ impl Run<'_> {
                 for chunk in ids.chunks(DELETE_CHUNK) {
                     collection.delete_many(doc! { "_id": { "$in": chunk.to_vec() } }).await?;
                 }
+                // The month goes whole, unless an entry came in after it was read (a
+                // replay's): that one stays for the next run to archive.
+                if collection.count_documents(doc! {}).await? == 0 {
+                    collection.drop().await?;
+                }
                 drop_indices(stores, &item.indices).await?;
             }
             if item.records > 0 || !item.indices.is_empty() {
@@ -416,17 +397,6 @@ impl Run<'_> {
         }
         Ok(expired)
     }
-}
-
-/// The first instant of the month `at` falls in.
-fn boundary_of_month(at: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let first = NaiveDate::from_ymd_opt(at.year(), at.month(), 1)?;
-    Some(Utc.from_utc_datetime(&first.and_hms_opt(0, 0, 0)?))
-}
-
-/// The first instant of the month after the one `start` begins.
-fn next_month(start: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    start.checked_add_months(chrono::Months::new(1))
 }
 
 /// The tenant's interactions partitions (`interactions_yYYYYmMM`) of months before

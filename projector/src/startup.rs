@@ -75,6 +75,8 @@ impl Application {
         maintenance.spawn(crate::rebuild::clean_up_periodically(self.stores.clone(), Duration::from_secs(60)));
         maintenance.spawn(self.webhooks.run_until_stopped());
         maintenance.spawn(crate::retention::maintain(self.stores.clone()));
+        let mongo = self.stores.mongo.database(&self.stores.settings.mongo_database);
+        maintenance.spawn(crate::projections::mongo_audit::split_single_collections_until_done(mongo));
         let probes = self.stores.probes().await?;
         let admin = crate::admin::router(self.stores.clone());
         let router = runtime::http::with_common_layers("projector", admin, 64 * 1024, probes);

@@ -2,6 +2,8 @@
 //! problem+json errors and extractors, tenancy names, position tokens, Kafka and
 //! PostgreSQL set-up, and serving an axum router until shutdown.
 
+#[cfg(feature = "stores")]
+pub mod audit_log;
 pub mod auth;
 #[cfg(feature = "stores")]
 pub mod clients;

@@ -22,6 +22,30 @@ impl Tenancy {
         format!("tenant_{}_{collection}", self.id())
     }
 
+    /// The month's audit collection, `tenant_<id>_audit_logs_YYYY_MM` (seed §5.2.2): a
+    /// tenant's audit entries are kept by the month of their time, so retention drops a
+    /// month whole and no index grows forever.
+    pub fn mongo_audit_collection(&self, at: DateTime<Utc>) -> String {
+        format!("{}{}", self.mongo_audit_prefix(), at.format("%Y_%m"))
+    }
+
+    /// What every name of the tenant's audit collections starts with.
+    pub fn mongo_audit_prefix(&self) -> String {
+        format!("{}_", self.mongo_collection(AUDIT_LOGS))
+    }
+
+    /// The first instant of the month an audit collection of this tenant holds, if `name`
+    /// is one.
+    pub fn mongo_audit_month(&self, name: &str) -> Option<DateTime<Utc>> {
+        let month = name.strip_prefix(&self.mongo_audit_prefix())?;
+        let (year, month) = month.split_once('_')?;
+        if year.len() != 4 || month.len() != 2 || !(year.bytes().chain(month.bytes())).all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let first = chrono::NaiveDate::from_ymd_opt(year.parse().ok()?, month.parse().ok()?, 1)?;
+        Some(first.and_hms_opt(0, 0, 0)?.and_utc())
+    }
+
     pub fn es_index(&self, entity: &str, month: DateTime<Utc>) -> String {
         format!("tenant-{}-{entity}-{}", self.id(), month.format("%Y-%m"))
     }
@@ -147,7 +171,22 @@ mod tests {
         assert_eq!(t.mongo_collection("audit_logs"), format!("tenant_{hex}_audit_logs"));
         let month = DateTime::from_timestamp(1_780_000_000, 0).unwrap();
         assert_eq!(t.es_index("cases", month), format!("tenant-{hex}-cases-2026-05"));
+        assert_eq!(t.mongo_audit_collection(month), format!("tenant_{hex}_audit_logs_2026_05"));
         assert_eq!(t.redis_key("counters"), format!("tenant_{hex}:counters"));
+    }
+
+    #[test]
+    fn an_audit_collection_names_its_month_and_nothing_else_passes_for_one() {
+        let t = Tenancy(Uuid::from_u128(0xab));
+        let month = DateTime::from_timestamp(1_780_000_000, 0).unwrap();
+        let first = DateTime::parse_from_rfc3339("2026-05-01T00:00:00Z").unwrap().to_utc();
+        assert_eq!(t.mongo_audit_month(&t.mongo_audit_collection(month)), Some(first));
+        let prefix = t.mongo_audit_prefix();
+        for other in ["2026_13", "2026_5", "26_05", "2026-05", "2026_05_x", "x026_05", ""] {
+            assert_eq!(t.mongo_audit_month(&format!("{prefix}{other}")), None, "{other}");
+        }
+        assert_eq!(t.mongo_audit_month(&t.mongo_collection(AUDIT_LOGS)), None);
+        assert_eq!(Tenancy(Uuid::from_u128(0xac)).mongo_audit_month(&t.mongo_audit_collection(month)), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod abuse;
 mod accepted_means_projected;
+mod audit_months;
 mod audit_search;
 mod bad_input;
 mod bench_smoke;

@@ -108,12 +108,8 @@ async fn an_event_of_a_tenant_no_store_has_seen_yet_is_not_lost() {
         .await
         .unwrap();
     assert_eq!(placeholder, "(pending)");
-    let mongo = mongodb::Client::with_uri_str(&app.settings.mongo_url).await.unwrap();
-    let audit = mongo
-        .database(&app.settings.mongo_database)
-        .collection::<mongodb::bson::Document>(&t.mongo_collection("audit_logs"));
     eventually("the early channel's audit entry", || async {
-        let n = audit.count_documents(mongodb::bson::doc! { "entity_id": channel.to_string() }).await.ok()?;
+        let n = app.audit_entries(tenant, mongodb::bson::doc! { "entity_id": channel.to_string() }).await.len();
         (n == 1).then_some(())
     })
     .await;

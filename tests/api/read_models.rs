@@ -215,9 +215,12 @@ async fn every_store_holds_what_the_seed_puts_there() {
     // AI results cache expires documents by `expires_at`; a note has the seed's shape.
     let mongo = mongodb::Client::with_uri_str(&app.settings.mongo_url).await.unwrap();
     let db = mongo.database(&app.settings.mongo_database);
-    for collection in ["audit_logs", "case_notes", "message_templates", "custom_field_definitions", "ai_results_cache"]
+    let audit = t.mongo_audit_collection(chrono::Utc::now());
+    for name in ["case_notes", "message_templates", "custom_field_definitions", "ai_results_cache"]
+        .map(|c| t.mongo_collection(c))
+        .into_iter()
+        .chain([audit])
     {
-        let name = t.mongo_collection(collection);
         let listed =
             db.run_command(mongodb::bson::doc! { "listCollections": 1, "filter": { "name": &name } }).await.unwrap();
         let found = listed.get_document("cursor").unwrap().get_array("firstBatch").unwrap();

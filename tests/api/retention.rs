@@ -4,12 +4,12 @@
 
 use std::io::Read;
 
-use mongodb::bson::{doc, Document};
+use mongodb::bson::doc;
 use murima_tests::{append_raw_event, append_raw_event_at, eventually, TestApp};
 use projector::stores::Stores;
 use reqwest::{Method, StatusCode};
 use runtime::auth::Role;
-use runtime::tenancy::{Tenancy, AUDIT_LOGS};
+use runtime::tenancy::Tenancy;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -21,13 +21,16 @@ async fn set_retention(app: &TestApp, tenant: Uuid, days: Value) -> reqwest::Res
 
 /// A tenant's audit entries in MongoDB dated before `before` (RFC 3339).
 async fn audit_before(app: &TestApp, tenant: Uuid, before: &str) -> u64 {
+    let at = mongodb::bson::DateTime::parse_rfc3339_str(before).unwrap();
+    app.audit_entries(tenant, doc! { "timestamp": { "$lt": at } }).await.len() as u64
+}
+
+/// The months of a tenant's MongoDB audit collections (`YYYY-MM`).
+async fn audit_months(app: &TestApp, tenant: Uuid) -> Vec<String> {
     let db =
         mongodb::Client::with_uri_str(&app.settings.mongo_url).await.unwrap().database(&app.settings.mongo_database);
-    let at = mongodb::bson::DateTime::parse_rfc3339_str(before).unwrap();
-    db.collection::<Document>(&Tenancy(tenant).mongo_collection(AUDIT_LOGS))
-        .count_documents(doc! { "timestamp": { "$lt": at } })
-        .await
-        .unwrap()
+    let months = runtime::audit_log::months(&db, Tenancy(tenant)).await.unwrap();
+    months.into_iter().map(|(month, _)| month.format("%Y-%m").to_string()).collect()
 }
 
 /// An interaction dated `at`, put in the journal as a new interaction stream.
@@ -179,6 +182,10 @@ async fn expired_months_are_archived_then_removed_from_every_store_and_newer_dat
     assert_eq!(kept, 1, "this month's interaction stays");
     assert_eq!(audit_before(&app, app.tenant_id, "2026-12-01T00:00:00Z").await, 0);
     assert!(audit_before(&app, app.tenant_id, "2100-01-01T00:00:00Z").await >= 3, "this month's audit entries stay");
+    // The month's audit collection went whole (seed §5.2.2); the other tenant's stays.
+    let this_month = chrono::Utc::now().format("%Y-%m").to_string();
+    assert_eq!(audit_months(&app, app.tenant_id).await, vec![this_month.clone()]);
+    assert_eq!(audit_months(&app, other).await, vec![this_month, "2026-11".to_owned()]);
     assert!(!index_exists(&app, &old_audit).await, "{old_audit}");
     assert!(!index_exists(&app, &old_interactions).await, "{old_interactions}");
     let current = tenancy.es_index("audit-logs", chrono::Utc::now());

@@ -129,12 +129,9 @@ async fn admins_create_users_who_log_in_and_act_under_their_role() {
         .await
         .unwrap();
     assert!(hash.starts_with("$argon2id$"), "stored as an argon2 hash, in the credentials table only");
-    let mongo = mongodb::Client::with_uri_str(&app.settings.mongo_url).await.unwrap();
-    let audit = mongo.database(&app.settings.mongo_database).collection::<mongodb::bson::Document>(
-        &runtime::tenancy::Tenancy(app.tenant_id).mongo_collection("audit_logs"),
-    );
     let created_entry = eventually("the user's creation in the audit log", || async {
-        audit.find_one(mongodb::bson::doc! { "entity_id": &user_id, "action": "create" }).await.ok().flatten()
+        let filter = mongodb::bson::doc! { "entity_id": &user_id, "action": "create" };
+        app.audit_entries(app.tenant_id, filter).await.pop()
     })
     .await;
     let text = format!("{created_entry:?}");

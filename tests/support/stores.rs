@@ -95,13 +95,7 @@ impl TestApp {
                 .fetch_one(&self.pool)
                 .await
                 .unwrap_or(0);
-        let mongo = mongodb::Client::with_uri_str(&self.settings.mongo_url).await.expect("mongo");
-        let audit_entries = mongo
-            .database(&self.settings.mongo_database)
-            .collection::<mongodb::bson::Document>(&t.mongo_collection(runtime::tenancy::AUDIT_LOGS))
-            .count_documents(mongodb::bson::doc! {})
-            .await
-            .expect("count audit entries");
+        let audit_entries = self.audit_entries(self.tenant_id, mongodb::bson::doc! {}).await.len() as u64;
         let mut redis = redis::Client::open(self.settings.redis_url.as_str())
             .expect("redis")
             .get_multiplexed_async_connection()
@@ -271,6 +265,16 @@ impl TestApp {
             found.extend(holding(&rows, texts).into_iter().map(|row| format!("{store}: {row}")));
         }
         found
+    }
+
+    /// The tenant's MongoDB audit entries `filter` finds, in every month, oldest first.
+    pub async fn audit_entries(&self, tenant: Uuid, filter: mongodb::bson::Document) -> Vec<mongodb::bson::Document> {
+        let mongo = mongodb::Client::with_uri_str(&self.settings.mongo_url).await.expect("mongo");
+        let db = mongo.database(&self.settings.mongo_database);
+        let oldest_first = mongodb::bson::doc! { "timestamp": 1, "_id": 1 };
+        runtime::audit_log::find(&db, runtime::tenancy::Tenancy(tenant), filter, oldest_first, None)
+            .await
+            .expect("read the audit log")
     }
 
     /// A tenant's contents in all four stores as text, per table, collection, index and

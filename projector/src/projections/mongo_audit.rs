@@ -1,5 +1,6 @@
-//! The audit trail in MongoDB: `tenant_<id>_audit_logs`, one entry per event with
-//! field-level old/new values, actor, IP, user agent, session and request ids (seed §2.2.2).
+//! The audit trail in MongoDB: one entry per event with field-level old/new values, actor,
+//! IP, user agent, session and request ids (seed §2.2.2), in the collection of the month
+//! of the event's time, `tenant_<id>_audit_logs_YYYY_MM` (seed §5.2.2).
 //!
 //! The entry's `_id` is the event id, so a redelivered event is a duplicate-key no-op.
 
@@ -13,11 +14,10 @@ use events::user::UserEvent;
 use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::error::ErrorKind;
 use mongodb::Database;
-use runtime::tenancy::AUDIT_LOGS;
 use serde_json::{json, Value};
 
 use crate::event::Event;
-use crate::mongo::{Collections, TENANT_COLLECTIONS};
+use crate::mongo::{insert_new, Collections, TENANT_COLLECTIONS};
 use crate::projection::{ApplyError, Checkpoint, Held, Placement, Projection};
 use events::DomainEvent;
 
@@ -147,8 +147,12 @@ impl Projection for MongoAuditProjection {
     }
 
     async fn held(&self, tenant: uuid::Uuid) -> anyhow::Result<Vec<Held>> {
-        let name = self.collections.name(tenant, AUDIT_LOGS);
-        let versions = crate::mongo::held_versions(&self.db, &name, Some("entity_id")).await?;
+        let mut versions = std::collections::HashMap::new();
+        for (_, name) in runtime::audit_log::months(&self.db, self.collections.tenancy(tenant)).await? {
+            for (stream, entries) in crate::mongo::held_versions(&self.db, &name, Some("entity_id")).await? {
+                *versions.entry(stream).or_default() += entries;
+            }
+        }
         Ok(vec![Held { what: "audit entries", stream_types: &[], versions }])
     }
 
@@ -163,7 +167,8 @@ impl Projection for MongoAuditProjection {
                     self.collections.ensure(&self.db, event.envelope.tenant_id, collection).await?;
                 }
             }
-            let name = self.collections.ensure(&self.db, event.envelope.tenant_id, AUDIT_LOGS).await?;
+            let env = &event.envelope;
+            let name = self.collections.ensure_audit(&self.db, env.tenant_id, env.occurred_at).await?;
             let doc = entry(event)?;
             match by_collection.iter_mut().find(|(n, _)| *n == name) {
                 Some((_, docs)) => docs.push(doc),
@@ -186,18 +191,28 @@ impl Projection for MongoAuditProjection {
         }
         for event in events {
             let Some(subject) = event.erased_subject() else { continue };
-            let tenant = event.envelope.tenant_id;
-            let coll = self.db.collection::<Document>(&self.collections.name(tenant, AUDIT_LOGS));
-            let (tenant, subject) = (tenant.to_string(), subject.to_string());
-            if let DomainEvent::User(UserEvent::Erased(_)) = &event.data {
-                let theirs = doc! { "tenant_id": &tenant, "entity_id": &subject, "entity_type": "user" };
-                erase_entries(&coll, theirs, USER_PERSONAL_FIELDS)
-                    .await
-                    .map_err(|e| ApplyError::Transient(e.into()))?;
-                forget_requests_of(&coll, &tenant, &subject).await.map_err(|e| ApplyError::Transient(e.into()))?;
+            let erasing_a_user = matches!(&event.data, DomainEvent::User(UserEvent::Erased(_)));
+            self.erase(event.envelope.tenant_id, subject, erasing_a_user)
+                .await
+                .map_err(|e| ApplyError::Transient(e.into()))?;
+        }
+        Ok(())
+    }
+}
+
+impl MongoAuditProjection {
+    /// Every month's entries about `subject` (and, for a user, their requests) erased.
+    async fn erase(&self, tenant: uuid::Uuid, subject: uuid::Uuid, a_user: bool) -> mongodb::error::Result<()> {
+        let (id, subject) = (tenant.to_string(), subject.to_string());
+        for (_, name) in runtime::audit_log::months(&self.db, self.collections.tenancy(tenant)).await? {
+            let coll = self.db.collection::<Document>(&name);
+            if a_user {
+                let theirs = doc! { "tenant_id": &id, "entity_id": &subject, "entity_type": "user" };
+                erase_entries(&coll, theirs, USER_PERSONAL_FIELDS).await?;
+                forget_requests_of(&coll, &id, &subject).await?;
             }
-            let about = doc! { "tenant_id": &tenant, "data_subject": &subject };
-            erase_entries(&coll, about, CUSTOMER_PERSONAL_FIELDS).await.map_err(|e| ApplyError::Transient(e.into()))?;
+            let about = doc! { "tenant_id": &id, "data_subject": &subject };
+            erase_entries(&coll, about, CUSTOMER_PERSONAL_FIELDS).await?;
         }
         Ok(())
     }
@@ -243,4 +258,66 @@ async fn erase_entries(
         }
     }
     Ok(())
+}
+
+/// Moves the entries of every audit collection of before the monthly ones (one
+/// `tenant_<id>_audit_logs` per tenant) into the months of their timestamps, then drops
+/// it. An entry moved already is a duplicate key, so a move cut short is finished by the
+/// next; until then the entries not yet moved are missing from the audit reads.
+pub async fn split_single_collections(db: &Database) -> anyhow::Result<u64> {
+    use futures::TryStreamExt;
+    const CHUNK: usize = 1000;
+    let single = doc! { "name": { "$regex": "^tenant_[0-9a-f]{32}_audit_logs$" } };
+    let mut moved: u64 = 0;
+    for name in db.list_collection_names().filter(single).await? {
+        let Some(tenant) = name.strip_prefix("tenant_").and_then(|n| n.get(..32)).and_then(|h| h.parse().ok()) else {
+            continue;
+        };
+        let months = Collections::default();
+        let mut chunks: Vec<(String, Vec<Document>)> = Vec::new();
+        let mut entries = db.collection::<Document>(&name).find(doc! {}).await?;
+        while let Some(entry) = entries.try_next().await? {
+            let at = entry
+                .get_datetime("timestamp")
+                .ok()
+                .and_then(|t| chrono::DateTime::from_timestamp_millis(t.timestamp_millis()))
+                .ok_or_else(|| anyhow::anyhow!("an entry of {name} has no timestamp: {:?}", entry.get("_id")))?;
+            let month = months.ensure_audit(db, tenant, at).await?;
+            let chunk = match chunks.iter_mut().find(|(m, _)| *m == month) {
+                Some((_, chunk)) => chunk,
+                None => {
+                    chunks.push((month.clone(), Vec::new()));
+                    &mut chunks.last_mut().ok_or_else(|| anyhow::anyhow!("just pushed"))?.1
+                }
+            };
+            chunk.push(entry);
+            if chunk.len() >= CHUNK {
+                moved = moved.saturating_add(chunk.len() as u64);
+                insert_new(&db.collection(&month), std::mem::take(chunk)).await?;
+            }
+        }
+        for (month, chunk) in chunks {
+            moved = moved.saturating_add(chunk.len() as u64);
+            insert_new(&db.collection(&month), chunk).await?;
+        }
+        db.collection::<Document>(&name).drop().await?;
+        tracing::info!(collection = %name, "audit entries moved into monthly collections");
+    }
+    Ok(moved)
+}
+
+/// [`split_single_collections`] at start-up, retried each minute until it succeeds.
+pub async fn split_single_collections_until_done(db: Database) {
+    loop {
+        match split_single_collections(&db).await {
+            Ok(moved) => {
+                if moved > 0 {
+                    tracing::info!(moved, "the audit log is kept by month now");
+                }
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "moving audit entries into monthly collections; retrying in a minute"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    }
 }

@@ -14,11 +14,11 @@ use axum::Json;
 use chrono::{DateTime, Datelike, Utc};
 use elasticsearch::indices::IndicesRefreshParts;
 use elasticsearch::SearchParts;
-use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
+use runtime::audit_log;
 use runtime::auth::{Caller, Permission, Role};
 use runtime::extract::{ApiPath, ApiQuery};
-use runtime::tenancy::{Tenancy, AUDIT_LOGS};
+use runtime::tenancy::Tenancy;
 use runtime::ApiError;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -105,15 +105,17 @@ async fn audit_trail(
     let caller = caller.tenant_member()?.require(Permission::AuditRead)?;
     let tenant = caller.tenant_id;
     let limit = page_size(q.limit, 50, 200)?;
-    let coll = state.mongo.collection::<Document>(&Tenancy(tenant).mongo_collection(AUDIT_LOGS));
     let tenant_str = tenant.to_string();
+    let newest_first = doc! { "entity_version": -1 };
 
     wait_until(token, state.read_wait, crate::consistency::Store::Mongo, |t| {
-        let (coll, tenant_str) = (coll.clone(), tenant_str.clone());
+        let (db, tenant_str, newest_first) = (state.mongo.clone(), tenant_str.clone(), newest_first.clone());
         async move {
             let filter = doc! { "tenant_id": tenant_str, "entity_id": t.stream_id.to_string(), "entity_version": { "$gte": t.version } };
-            let found = coll.find_one(filter).await.map_err(mongo_unavailable)?;
-            Ok(if found.is_some() { t.version } else { 0 })
+            let found = audit_log::find(&db, Tenancy(tenant), filter, newest_first, Some(1))
+                .await
+                .map_err(mongo_unavailable)?;
+            Ok(if found.is_empty() { 0 } else { t.version })
         }
     })
     .await?;
@@ -122,13 +124,7 @@ async fn audit_trail(
     if let Some(before) = q.cursor {
         filter.insert("entity_version", doc! { "$lt": before });
     }
-    let docs: Vec<Document> = coll
-        .find(filter)
-        .sort(doc! { "entity_version": -1 })
-        .limit(limit.saturating_add(1))
-        .await
-        .map_err(mongo_unavailable)?
-        .try_collect()
+    let docs = audit_log::find(&state.mongo, Tenancy(tenant), filter, newest_first, Some(limit.saturating_add(1)))
         .await
         .map_err(mongo_unavailable)?;
     let has_more = docs.len() as i64 > limit;
@@ -362,14 +358,9 @@ async fn note_hidden_from(state: &AppState, caller: Caller, note: Uuid) -> Resul
     let t = Tenancy(caller.tenant_id);
     let notes = state.mongo.collection::<Document>(&t.mongo_collection("case_notes"));
     let held = notes.find_one(doc! { "_id": note.to_string() }).await.map_err(mongo_unavailable)?;
-    let trail: Vec<Document> = state
-        .mongo
-        .collection::<Document>(&t.mongo_collection(AUDIT_LOGS))
-        .find(doc! { "tenant_id": caller.tenant_id.to_string(), "entity_type": "case_note", "entity_id": note.to_string() })
-        .projection(doc! { "changes": 1, "action": 1, "user_id": 1 })
-        .await
-        .map_err(mongo_unavailable)?
-        .try_collect()
+    let filter =
+        doc! { "tenant_id": caller.tenant_id.to_string(), "entity_type": "case_note", "entity_id": note.to_string() };
+    let trail = audit_log::find(&state.mongo, t, filter, doc! { "entity_version": 1 }, None)
         .await
         .map_err(mongo_unavailable)?;
     let created_by = trail

@@ -12,7 +12,7 @@ use mongodb::bson::{doc, Document};
 use runtime::auth::{Caller, Permission, Role};
 use runtime::extract::ApiPath;
 use runtime::openapi::ReadAnswered;
-use runtime::tenancy::{Tenancy, AUDIT_LOGS};
+use runtime::tenancy::Tenancy;
 use runtime::ApiError;
 use serde_json::{json, Value};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -76,13 +76,12 @@ async fn export(
     .or_else(missing_schema_is_empty)?;
     tx.commit().await?;
 
-    let coll = state.mongo.collection::<Document>(&Tenancy(tenant).mongo_collection(AUDIT_LOGS));
     let tenant_str = tenant.to_string();
     let about = doc! { "tenant_id": &tenant_str, "entity_type": "user", "entity_id": id.to_string() };
     let by = doc! { "tenant_id": &tenant_str, "user_id": id.to_string() };
     let mut audit = Vec::with_capacity(2);
     for (filter, order) in [(about, doc! { "entity_version": -1 }), (by, doc! { "timestamp": -1 })] {
-        let docs = newest(&coll, filter, order).await?;
+        let docs = newest_entries(&state, tenant, filter, order).await?;
         // As the audit routes show entries to this caller: hidden case fields and
         // internal notes' content withheld from who may not read them (the subject's own
         // export lists only their own notes and their own entries).
@@ -152,9 +151,8 @@ async fn export_customer(state: &AppState, caller: Caller, id: Uuid) -> Result<V
         doc! { "created_at": -1, "_id": -1 },
     )
     .await?;
-    let coll = state.mongo.collection::<Document>(&Tenancy(tenant).mongo_collection(AUDIT_LOGS));
     let about = doc! { "tenant_id": &tenant_str, "data_subject": id.to_string() };
-    let audit = newest(&coll, about, doc! { "timestamp": -1 }).await?;
+    let audit = newest_entries(state, tenant, about, doc! { "timestamp": -1 }).await?;
     // Shown as the audit routes show them to this caller (an administrator).
     let internal_hidden = caller.require(Permission::NotesViewInternal).is_err();
     Ok(json!({
@@ -180,6 +178,18 @@ async fn newest(
         .await
         .map_err(mongo_unavailable)?
         .try_collect()
+        .await
+        .map_err(mongo_unavailable)
+}
+
+/// The same of the tenant's audit log, every month of it.
+async fn newest_entries(
+    state: &AppState,
+    tenant: Uuid,
+    filter: Document,
+    order: Document,
+) -> Result<Vec<Document>, ApiError> {
+    runtime::audit_log::find(&state.mongo, Tenancy(tenant), filter, order, Some(EXPORTED.saturating_add(1)))
         .await
         .map_err(mongo_unavailable)
 }
