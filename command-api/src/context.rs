@@ -142,6 +142,7 @@ impl CommandContext {
                 user_agent: header_text(headers, header::USER_AGENT.as_str()),
                 session_id: header_text(headers, "x-session-id"),
                 request_id,
+                sealed: None,
             },
             system: false,
         })

@@ -179,7 +179,15 @@ pub struct Journal {
     keys: runtime::auth::JwtKeys,
     /// How long an idempotency record answers retries (`MURIMA_IDEMPOTENCY_HOURS`).
     idempotency_ttl: std::time::Duration,
+    /// The keys of the tenant users who acted lately, (tenant, user) -> key, which seal
+    /// their requests' address and user agent. Kept without invalidation: a request
+    /// sealed with the key of a user erased meanwhile is as unreadable as the rest of
+    /// their data.
+    actor_keys: moka::sync::Cache<(Uuid, Uuid), SubjectKey>,
 }
+
+/// How many actors' keys a command API keeps.
+const CACHED_ACTOR_KEYS: u64 = 10_000;
 
 /// Who an idempotency record belongs to: the user of a login token, or the operator of an
 /// operator's token. Keys are never shared, even inside a tenant: another user reusing a
@@ -208,7 +216,40 @@ impl Journal {
         keys: runtime::auth::JwtKeys,
         idempotency_ttl: std::time::Duration,
     ) -> Self {
-        Self { pool, published, cache: Arc::new(StreamCache::new(CACHED_STREAMS)), keys, idempotency_ttl }
+        let (cache, actor_keys) =
+            (Arc::new(StreamCache::new(CACHED_STREAMS)), moka::sync::Cache::new(CACHED_ACTOR_KEYS));
+        Self { pool, published, cache, keys, idempotency_ttl, actor_keys }
+    }
+
+    /// The request of a command by `actor`: a tenant user's address and user agent sealed
+    /// with their key (made on first use, then kept: no round trip after the first), an
+    /// erased user's left out.
+    async fn sealed_request(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        tenant: Uuid,
+        actor: &events::envelope::Actor,
+        request: &events::envelope::RequestContext,
+    ) -> Result<events::envelope::RequestContext, JournalError> {
+        let mut request = request.clone();
+        if !actor.is_tenant_user() || (request.ip_address.is_none() && request.user_agent.is_none()) {
+            return Ok(request);
+        }
+        let key = match self.actor_keys.get(&(tenant, actor.user_id)) {
+            Some(key) => key,
+            None => match subject_keys::for_sealing(&mut *conn, tenant, actor.user_id).await? {
+                Some(key) => {
+                    self.actor_keys.insert((tenant, actor.user_id), key.clone());
+                    key
+                }
+                None => {
+                    request.erase();
+                    return Ok(request);
+                }
+            },
+        };
+        request.seal(tenant, actor.user_id, &key);
+        Ok(request)
     }
 
     /// The retention of idempotency records, in whole seconds, as PostgreSQL takes it.
@@ -443,6 +484,8 @@ impl Journal {
         let mut schema_versions = Vec::with_capacity(events.len());
         let mut envelopes = Vec::with_capacity(events.len());
         let mut sealing: Option<(Uuid, SubjectKey)> = None;
+        let actor = cmd.ctx.actor();
+        let request = self.sealed_request(&mut *conn, cmd.tenant_id, &actor, &cmd.ctx.request).await?;
         for (version, event) in (current.saturating_add(1)..).zip(events) {
             let mut payload = event.payload();
             let mut data_subject = None;
@@ -471,10 +514,10 @@ impl Journal {
                 event_type: event.event_type().to_owned(),
                 schema_version: event.schema_version(),
                 occurred_at: now,
-                actor: cmd.ctx.actor(),
+                actor: actor.clone(),
                 correlation_id: cmd.ctx.correlation_id,
                 causation_id: None,
-                request: cmd.ctx.request.clone(),
+                request: request.clone(),
                 data_subject,
                 position: 0,
                 payload,

@@ -59,21 +59,69 @@ pub struct Actor {
     pub role: String,
 }
 
+impl Actor {
+    /// Whether the actor is one of a tenant's users (not a platform operator or the
+    /// system): a data subject of the tenant, whose requests are theirs.
+    pub fn is_tenant_user(&self) -> bool {
+        crate::workflow::ROLES.contains(&self.role.as_str())
+    }
+}
+
 /// Where the command came from; kept for the audit log.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RequestContext {
     pub ip_address: Option<String>,
     pub user_agent: Option<String>,
     pub session_id: Option<String>,
     pub request_id: Option<String>,
+    /// The IP address and user agent of a tenant user's request, sealed with the user's
+    /// key (`seal`): the journal and Kafka hold them only so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<serde_json::Value>,
 }
 
+/// Where in an event a request's sealed address and user agent are bound.
+const SEALED_REQUEST: &str = "/request";
+
 impl RequestContext {
+    /// Seals the IP address and user agent with the acting user's key (bound to the
+    /// tenant, the user and the request's place), leaving neither in clear.
+    pub fn seal(&mut self, tenant: Uuid, actor: Uuid, key: &crate::personal::SubjectKey) {
+        if self.ip_address.is_none() && self.user_agent.is_none() {
+            return;
+        }
+        let mut held =
+            serde_json::json!({ "ip_address": self.ip_address.take(), "user_agent": self.user_agent.take() });
+        crate::personal::seal_value(&mut held, SEALED_REQUEST, tenant, actor, key);
+        self.sealed = Some(held);
+    }
+
+    /// Opens what `seal` sealed for `actor`: as it was with their key, as `erase` leaves
+    /// it without (erased). One that does not open (altered, another's) is an error.
+    pub fn open(
+        &mut self,
+        tenant: Uuid,
+        actor: Uuid,
+        key_of: &impl Fn(Uuid) -> Option<crate::personal::KeyState>,
+    ) -> Result<(), crate::personal::OpenError> {
+        let Some(mut held) = self.sealed.clone() else { return Ok(()) };
+        let nothing = crate::personal::Marker::Nothing;
+        crate::personal::open_value(&mut held, SEALED_REQUEST, nothing, tenant, actor, key_of)?;
+        if held.is_null() {
+            self.user_agent = Some(crate::personal::ERASED.to_owned());
+        } else {
+            let text = |field: &str| held.get(field).and_then(serde_json::Value::as_str).map(str::to_owned);
+            (self.ip_address, self.user_agent) = (text("ip_address"), text("user_agent"));
+        }
+        self.sealed = None;
+        Ok(())
+    }
+
     /// What an erased actor's request reads as: the IP address and user agent are their
     /// personal data (no address; the user agent, if there was one, as the marker).
     pub fn erase(&mut self) {
         self.ip_address = None;
-        if self.user_agent.is_some() {
+        if self.user_agent.is_some() || self.sealed.take().is_some() {
             self.user_agent = Some(crate::personal::ERASED.to_owned());
         }
     }

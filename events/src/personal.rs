@@ -288,6 +288,41 @@ mod tests {
     }
 
     #[test]
+    fn a_tenant_users_request_is_sealed_with_their_key_and_reads_as_erased_without_it() {
+        use crate::envelope::RequestContext;
+        let (user, key) = (Uuid::from_u128(2), SubjectKey::generate());
+        let written = RequestContext {
+            ip_address: Some("203.0.113.7".into()),
+            user_agent: Some("Zoë's browser".into()),
+            session_id: Some("s1".into()),
+            request_id: Some("r1".into()),
+            sealed: None,
+        };
+        let mut stored = written.clone();
+        stored.seal(tenant(), user, &key);
+        let text = serde_json::to_string(&stored).unwrap();
+        assert!(!text.contains("203.0.113.7") && !text.contains("Zoë"), "{text}");
+        assert!(text.contains("\"s1\"") && text.contains("\"r1\""), "ids are not personal: {text}");
+
+        let mut opened = serde_json::from_str::<RequestContext>(&text).unwrap();
+        opened.open(tenant(), user, &|s| (s == user).then(|| KeyState::Held(key.clone()))).unwrap();
+        assert_eq!(opened, written);
+
+        let mut erased = stored.clone();
+        erased.open(tenant(), user, &|_| Some(KeyState::Erased)).unwrap();
+        assert_eq!((erased.ip_address, erased.user_agent.as_deref(), erased.sealed), (None, Some(ERASED), None));
+        // Bound to its tenant and user: moved to another's event, it does not open.
+        let other = SubjectKey::generate();
+        let mut moved = stored.clone();
+        assert!(moved.open(tenant(), user, &|_| Some(KeyState::Held(other.clone()))).is_err());
+        assert!(stored.clone().open(Uuid::from_u128(9), user, &|_| Some(KeyState::Held(key.clone()))).is_err());
+        // Nothing to seal, nothing sealed.
+        let mut bare = RequestContext { session_id: Some("s".into()), ..RequestContext::default() };
+        bare.seal(tenant(), user, &key);
+        assert_eq!(bare.sealed, None);
+    }
+
+    #[test]
     fn a_sealed_event_holds_no_personal_text_and_opens_with_its_key() {
         let (subject, key) = (Uuid::from_u128(2), SubjectKey::generate());
         let mut payload = created();

@@ -23,6 +23,8 @@ pub struct Event {
     /// The payload as stored, when some of its fields were sealed: what a parked copy
     /// keeps, so no personal data leaves the journal's ciphertext that way.
     sealed: Option<Box<Value>>,
+    /// The request as stored, when its address and user agent were sealed (the same).
+    sealed_request: Option<Box<events::envelope::RequestContext>>,
 }
 
 impl Event {
@@ -59,10 +61,16 @@ impl Event {
         // An erased user's requests: whatever delivers the event again (a replay, a parked
         // retry, a republished month) finds their address gone, as the stores hold it. (A
         // tenant's users only: a platform operator's id named as a customer's and erased
-        // as one takes nothing of the operator's.)
-        let erased = keys.of(envelope.tenant_id, envelope.actor.user_id) == Some(events::personal::KeyState::Erased);
-        if erased && is_tenant_user(&envelope.actor.role) {
-            envelope.request.erase();
+        // as one takes nothing of the operator's.) A request sealed with the user's key
+        // opens with it; without it (erased, or not asked for) it reads as erased.
+        let (tenant, actor) = (envelope.tenant_id, envelope.actor.user_id);
+        let sealed_request = envelope.request.sealed.is_some().then(|| Box::new(envelope.request.clone()));
+        if envelope.actor.is_tenant_user() {
+            if keys.of(tenant, actor) == Some(events::personal::KeyState::Erased) {
+                envelope.request.erase();
+            } else if let Err(e) = envelope.request.open(tenant, actor, &|subject| keys.of(tenant, subject)) {
+                return Err(Undecodable { reason: e.to_string(), envelope: Some(Box::new(envelope)) });
+            }
         }
         let sealed = envelope.data_subject.is_some().then(|| Box::new(envelope.payload.clone()));
         if sealed.is_some() {
@@ -88,7 +96,7 @@ impl Event {
                         envelope.schema_version = event.schema_version();
                     }
                 }
-                Ok(Self { envelope, data, sealed })
+                Ok(Self { envelope, data, sealed, sealed_request })
             }
             Err(e) => {
                 if let Some(stored) = sealed {
@@ -106,31 +114,31 @@ impl Event {
     /// The envelope as the journal holds it (sealed fields sealed): what may be kept
     /// outside the read models, such as a parked copy.
     pub fn as_stored(&self) -> Cow<'_, EventEnvelope> {
-        match &self.sealed {
-            None => Cow::Borrowed(&self.envelope),
-            Some(payload) => {
-                let mut envelope = self.envelope.clone();
-                envelope.payload = (**payload).clone();
-                Cow::Owned(envelope)
-            }
+        if self.sealed.is_none() && self.sealed_request.is_none() {
+            return Cow::Borrowed(&self.envelope);
         }
+        let mut envelope = self.envelope.clone();
+        if let Some(payload) = &self.sealed {
+            envelope.payload = (**payload).clone();
+        }
+        if let Some(request) = &self.sealed_request {
+            envelope.request = (**request).clone();
+        }
+        Cow::Owned(envelope)
     }
 }
 
-/// Whether an actor's role is one of a tenant's users' (not a platform operator's or the
-/// system's): whose requests an erasure of that id takes.
-pub fn is_tenant_user(role: &str) -> bool {
-    events::workflow::ROLES.contains(&role)
-}
-
 /// The key lookups of a batch (`runtime::subject_keys::needed_with_actors`): the data
-/// subjects its events were sealed for and, when `actors`, who acted.
+/// subjects its events were sealed for and, when `actors`, who acted (their keys where
+/// their requests were sealed).
 pub async fn keys_for<'a>(
     pool: &sqlx::PgPool,
     envelopes: impl Iterator<Item = &'a EventEnvelope> + Clone,
     actors: bool,
 ) -> Result<Keys, sqlx::Error> {
+    let requests = envelopes.clone().filter(|e| actors && e.request.sealed.is_some());
     let sealed = envelopes.clone().map(|e| (e.tenant_id, e.data_subject));
+    let sealed = sealed.chain(requests.map(|e| (e.tenant_id, Some(e.actor.user_id))));
     let acting = envelopes.filter(|_| actors).map(|e| (e.tenant_id, e.actor.user_id));
     runtime::subject_keys::needed_with_actors(pool, sealed, acting).await
 }
@@ -193,5 +201,35 @@ mod tests {
         let someone_else: Keys =
             [((tenant, uuid::Uuid::from_u128(9)), events::personal::KeyState::Erased)].into_iter().collect();
         assert_eq!(decoded(&someone_else), kept, "only the actor's erasure takes their address");
+    }
+
+    #[test]
+    fn a_sealed_request_opens_with_the_actors_key_and_a_parked_copy_keeps_it_sealed() {
+        let (tenant, actor) =
+            (uuid::Uuid::from_u128(0x01a2_1200_0000_7000_8000_0000_0000_0001), uuid::Uuid::from_u128(7));
+        let key = events::personal::SubjectKey::generate();
+        let payload = serde_json::json!({ "assigned_to": { "old": null, "new": uuid::Uuid::from_u128(9) },
+                                          "assigned_at": "2026-11-20T09:00:00Z" });
+        let mut envelope: EventEnvelope =
+            serde_json::from_str(&test_envelope("case", 2, "CaseAssigned", payload)).unwrap();
+        envelope.request.seal(tenant, actor, &key);
+        let stored = envelope.request.clone();
+        let held: Keys = [((tenant, actor), events::personal::KeyState::Held(key))].into_iter().collect();
+        let event = Event::from_envelope(envelope.clone(), &held).unwrap();
+        let opened = &event.envelope.request;
+        assert_eq!((opened.ip_address.as_deref(), opened.user_agent.as_deref()), (Some("not-an-ip"), Some("tests")));
+        assert_eq!(event.as_stored().request, stored, "what a parked copy keeps");
+        let erased: Keys = [((tenant, actor), events::personal::KeyState::Erased)].into_iter().collect();
+        let gone = Event::from_envelope(envelope.clone(), &erased).unwrap().envelope.request;
+        assert_eq!(
+            (gone.ip_address, gone.user_agent.as_deref(), gone.sealed),
+            (None, Some(events::personal::ERASED), None)
+        );
+        // Another's key does not open it: the event is undecodable, not shown wrong.
+        let wrong: Keys =
+            [((tenant, actor), events::personal::KeyState::Held(events::personal::SubjectKey::generate()))]
+                .into_iter()
+                .collect();
+        assert!(Event::from_envelope(envelope, &wrong).is_err());
     }
 }

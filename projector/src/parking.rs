@@ -115,15 +115,16 @@ impl ParkingLot {
 }
 
 /// An erased user's requests in the parked and skipped copies of the events they acted in
-/// (sealed fields stay sealed there; the request's address and user agent were kept as
-/// they came): gone, as `events::envelope::RequestContext::erase` makes them (a tenant's
-/// users' only, as `crate::event::is_tenant_user` says).
+/// (sealed fields stay sealed there; a request of before requests were sealed kept its
+/// address and user agent as they came): gone, as `events::envelope::RequestContext::erase` makes them (a tenant's
+/// users' only, as `events::envelope::Actor::is_tenant_user` says).
 pub async fn forget_requests_of(conn: &mut sqlx::PgConnection, tenant: Uuid, user: Uuid) -> Result<(), sqlx::Error> {
     for table in ["projector.parked_events", "projector.skipped_events"] {
         sqlx::query(&format!(
-            "UPDATE {table} SET envelope = jsonb_set(jsonb_set(envelope, '{{request,ip_address}}', 'null'),
-                 '{{request,user_agent}}',
-                 CASE WHEN envelope->'request'->>'user_agent' IS NULL THEN 'null'::jsonb ELSE to_jsonb($3::text) END)
+            "UPDATE {table} SET envelope = jsonb_set(jsonb_set(envelope #- '{{request,sealed}}',
+                 '{{request,ip_address}}', 'null'), '{{request,user_agent}}',
+                 CASE WHEN envelope->'request'->>'user_agent' IS NULL AND NOT envelope->'request' ? 'sealed'
+                      THEN 'null'::jsonb ELSE to_jsonb($3::text) END)
              WHERE tenant_id = $1 AND envelope->'actor'->>'user_id' = $2::text
                AND envelope->'actor'->>'role' = ANY($4)
                AND envelope ? 'request'"

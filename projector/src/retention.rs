@@ -654,7 +654,7 @@ fn personal_places(kind: &str, record: &Value) -> Vec<(String, events::personal:
     }
     // The request's address and user agent are its actor's, a tenant user's
     // (`RequestContext::erase`).
-    let acting_user = record["role"].as_str().is_some_and(crate::event::is_tenant_user);
+    let acting_user = record["role"].as_str().is_some_and(|role| events::workflow::ROLES.contains(&role));
     if let Some(actor) = uuid(&record["user_id"]).filter(|_| acting_user) {
         places.push(("/ip_address".to_owned(), events::personal::Marker::Nothing, actor));
         places.push(("/user_agent".to_owned(), events::personal::Marker::Text, actor));
