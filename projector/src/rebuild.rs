@@ -561,25 +561,18 @@ async fn switch(
     }
 }
 
-/// The copy's audit months in place of the live ones: each renamed onto its live name,
-/// and a live month the copy does not have dropped (the copy is the whole log).
+/// The copy's audit months in place of the live ones, each renamed onto its live name.
+/// A live month the copy lacks stays: the copy replays the whole journal, so it has every
+/// month the live log can have, unless a switch cut short is retried (its months renamed
+/// already are not in the copy any more, and must not go).
 async fn switch_audit_months(
     stores: &Stores,
     db: &mongodb::Database,
     live: Tenancy,
     copy: Tenancy,
 ) -> anyhow::Result<()> {
-    let copied = runtime::audit_log::months(db, copy).await?;
-    if copied.is_empty() {
-        return Ok(());
-    }
-    for (month, from) in &copied {
-        rename_collection(stores, db, from, &live.mongo_audit_collection(*month)).await?;
-    }
-    for (month, name) in runtime::audit_log::months(db, live).await? {
-        if !copied.iter().any(|(m, _)| *m == month) {
-            db.collection::<mongodb::bson::Document>(&name).drop().await?;
-        }
+    for (month, from) in runtime::audit_log::months(db, copy).await? {
+        rename_collection(stores, db, &from, &live.mongo_audit_collection(month)).await?;
     }
     Ok(())
 }

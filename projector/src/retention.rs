@@ -384,11 +384,7 @@ impl Run<'_> {
                 for chunk in ids.chunks(DELETE_CHUNK) {
                     collection.delete_many(doc! { "_id": { "$in": chunk.to_vec() } }).await?;
                 }
-                // The month goes whole, unless an entry came in after it was read (a
-                // replay's): that one stays for the next run to archive.
-                if collection.count_documents(doc! {}).await? == 0 {
-                    collection.drop().await?;
-                }
+                drop_if_empty(stores, &collection).await?;
                 drop_indices(stores, &item.indices).await?;
             }
             if item.records > 0 || !item.indices.is_empty() {
@@ -397,6 +393,19 @@ impl Run<'_> {
         }
         Ok(expired)
     }
+}
+
+/// Drops an expired month's audit collection once its entries are archived and deleted,
+/// unless one came in after it was read (a replay's, a parked retry's): that one stays for
+/// the next run. The audit projection's lock, held exclusively, keeps every writer out
+/// between the look and the drop.
+async fn drop_if_empty(stores: &Stores, collection: &mongodb::Collection<Document>) -> anyhow::Result<()> {
+    let hold = crate::control::exclusive(&stores.pool, crate::stores::ProjectionName::Mongo.as_str()).await?;
+    if collection.count_documents(doc! {}).await? == 0 {
+        collection.drop().await?;
+    }
+    hold.commit().await?;
+    Ok(())
 }
 
 /// The tenant's interactions partitions (`interactions_yYYYYmMM`) of months before

@@ -76,7 +76,7 @@ impl Application {
         maintenance.spawn(self.webhooks.run_until_stopped());
         maintenance.spawn(crate::retention::maintain(self.stores.clone()));
         let mongo = self.stores.mongo.database(&self.stores.settings.mongo_database);
-        maintenance.spawn(crate::projections::mongo_audit::split_single_collections_until_done(mongo));
+        maintenance.spawn(crate::projections::mongo_audit::keep_audit_logs_by_month(mongo, self.stores.pool.clone()));
         let probes = self.stores.probes().await?;
         let admin = crate::admin::router(self.stores.clone());
         let router = runtime::http::with_common_layers("projector", admin, 64 * 1024, probes);

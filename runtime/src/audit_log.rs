@@ -21,26 +21,27 @@ pub async fn months(db: &Database, tenancy: Tenancy) -> mongodb::error::Result<V
     Ok(months)
 }
 
-/// The entries `filter` finds in every month of the tenant's log, in `sort` order, at
-/// most `limit` of them (all when `None`).
+/// The entries `filter` finds in every month of the tenant's log, in `sort` order (any
+/// order when `None`), at most `limit` of them (all when `None`).
 pub async fn find(
     db: &Database,
     tenancy: Tenancy,
     filter: Document,
-    sort: Document,
+    sort: Option<Document>,
     limit: Option<i64>,
 ) -> mongodb::error::Result<Vec<Document>> {
     let months = months(db, tenancy).await?;
     let Some(((_, first), others)) = months.split_first() else { return Ok(Vec::new()) };
-    let mut each = vec![doc! { "$match": filter }, doc! { "$sort": sort.clone() }];
-    each.extend(limit.map(|n| doc! { "$limit": n }));
+    let sorted = sort.map(|sort| doc! { "$sort": sort });
+    let limited = limit.map(|n| doc! { "$limit": n });
+    let mut each = vec![doc! { "$match": filter }];
+    each.extend(sorted.clone().into_iter().chain(limited.clone()));
     let mut pipeline = each.clone();
     for (_, name) in others {
         pipeline.push(doc! { "$unionWith": { "coll": name, "pipeline": each.clone() } });
     }
     if !others.is_empty() {
-        pipeline.push(doc! { "$sort": sort });
-        pipeline.extend(limit.map(|n| doc! { "$limit": n }));
+        pipeline.extend(sorted.into_iter().chain(limited));
     }
     db.collection::<Document>(first).aggregate(pipeline).await?.try_collect().await
 }

@@ -78,7 +78,7 @@ async fn an_audit_log_kept_in_one_collection_moves_into_its_months_once() {
     october.insert_one(entry("b", "2026-10-01T00:00:00Z")).await.unwrap();
 
     // (Another test's projector may be moving it at start-up too: the same end either way.)
-    projector::projections::mongo_audit::split_single_collections(&db).await.unwrap();
+    projector::projections::mongo_audit::split_single_collections(&db, &app.pool).await.unwrap();
     let names = db.list_collection_names().await.unwrap();
     assert!(!names.contains(&t.mongo_collection("audit_logs")), "the single collection is gone");
     let months = runtime::audit_log::months(&db, t).await.unwrap();
@@ -101,6 +101,6 @@ async fn an_audit_log_kept_in_one_collection_moves_into_its_months_once() {
     assert!(indexes.contains(&"tenant_entity_version".to_owned()), "{indexes:?}");
     assert!(october.insert_one(doc! { "tenant_id": tenant.to_string() }).await.is_err(), "the validator");
     // A second move finds nothing of this tenant.
-    projector::projections::mongo_audit::split_single_collections(&db).await.unwrap();
-    assert_eq!(runtime::audit_log::find(&db, t, doc! {}, doc! { "_id": 1 }, None).await.unwrap().len(), 3);
+    projector::projections::mongo_audit::split_single_collections(&db, &app.pool).await.unwrap();
+    assert_eq!(runtime::audit_log::find(&db, t, doc! {}, None, None).await.unwrap().len(), 3);
 }

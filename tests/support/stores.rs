@@ -272,7 +272,7 @@ impl TestApp {
         let mongo = mongodb::Client::with_uri_str(&self.settings.mongo_url).await.expect("mongo");
         let db = mongo.database(&self.settings.mongo_database);
         let oldest_first = mongodb::bson::doc! { "timestamp": 1, "_id": 1 };
-        runtime::audit_log::find(&db, runtime::tenancy::Tenancy(tenant), filter, oldest_first, None)
+        runtime::audit_log::find(&db, runtime::tenancy::Tenancy(tenant), filter, Some(oldest_first), None)
             .await
             .expect("read the audit log")
     }

@@ -41,68 +41,26 @@ impl MongoAuditProjection {
 /// store writes in its own types. Elasticsearch keeps the same entries (§2.4.2).
 pub fn audit_record(event: &Event) -> Value {
     let env = &event.envelope;
-    let (entity_type, action, changes): (&str, &str, Vec<FieldChange>) = match &event.data {
-        DomainEvent::Case(e) => {
-            let (action, changes) = case_changes(e);
-            ("case", action, changes)
-        }
-        DomainEvent::Tenant(e) => {
-            let (action, changes) = tenant_changes(e);
-            ("tenant", action, changes)
-        }
-        DomainEvent::FieldDefinition(e) => {
-            let (action, changes) = field_definition_changes(e);
-            ("custom_field_definition", action, changes)
-        }
-        DomainEvent::Workflow(e) => {
-            let (action, changes) = workflow_changes(e);
-            ("workflow", action, changes)
-        }
-        DomainEvent::Template(e) => {
-            let (action, changes) = template_changes(e);
-            ("message_template", action, changes)
-        }
-        DomainEvent::Document(e) => {
-            let (action, changes) = document_changes(e);
-            ("document", action, changes)
-        }
-        DomainEvent::Note(e) => {
-            let (action, changes) = note_changes(e);
-            ("case_note", action, changes)
-        }
-        DomainEvent::Task(e) => {
-            let (action, changes) = task_changes(e);
-            ("task", action, changes)
-        }
-        DomainEvent::Channel(e) => {
-            let (action, changes) = channel_changes(e);
-            ("channel", action, changes)
-        }
-        DomainEvent::Interaction(e) => {
-            let (action, changes) = interaction_changes(e);
-            ("interaction", action, changes)
-        }
-        DomainEvent::CaseType(e) => {
-            let (action, changes) = case_type_changes(e);
-            ("case_type", action, changes)
-        }
-        DomainEvent::Team(e) => {
-            let (action, changes) = team_changes(e);
-            ("team", action, changes)
-        }
-        DomainEvent::User(e) => {
-            let (action, changes) = user_changes(e);
-            ("user", action, changes)
-        }
-        DomainEvent::Webhook(e) => {
-            let (action, changes) = webhook_changes(e);
-            ("webhook", action, changes)
-        }
-        DomainEvent::DataSubject(_) => ("data_subject", "erase", vec![]),
+    let (action, changes): (&str, Vec<FieldChange>) = match &event.data {
+        DomainEvent::Case(e) => case_changes(e),
+        DomainEvent::Tenant(e) => tenant_changes(e),
+        DomainEvent::FieldDefinition(e) => field_definition_changes(e),
+        DomainEvent::Workflow(e) => workflow_changes(e),
+        DomainEvent::Template(e) => template_changes(e),
+        DomainEvent::Document(e) => document_changes(e),
+        DomainEvent::Note(e) => note_changes(e),
+        DomainEvent::Task(e) => task_changes(e),
+        DomainEvent::Channel(e) => channel_changes(e),
+        DomainEvent::Interaction(e) => interaction_changes(e),
+        DomainEvent::CaseType(e) => case_type_changes(e),
+        DomainEvent::Team(e) => team_changes(e),
+        DomainEvent::User(e) => user_changes(e),
+        DomainEvent::Webhook(e) => webhook_changes(e),
+        DomainEvent::DataSubject(_) => ("erase", vec![]),
     };
     json!({
         "tenant_id": env.tenant_id.to_string(),
-        "entity_type": entity_type,
+        "entity_type": events::audit::entity_type(env.stream_type),
         "entity_id": env.stream_id.to_string(),
         "entity_version": env.stream_version,
         "event_type": env.event_type,
@@ -262,62 +220,74 @@ async fn erase_entries(
 
 /// Moves the entries of every audit collection of before the monthly ones (one
 /// `tenant_<id>_audit_logs` per tenant) into the months of their timestamps, then drops
-/// it. An entry moved already is a duplicate key, so a move cut short is finished by the
-/// next; until then the entries not yet moved are missing from the audit reads.
-pub async fn split_single_collections(db: &Database) -> anyhow::Result<u64> {
+/// it; how many entries it moved. The audit projection's lock is held exclusively while
+/// it does (`crate::control`), so no batch of any projector (an erasure, say) runs in
+/// between. An entry moved already is a duplicate key, so a move cut short is finished
+/// by the next; until then the entries not yet moved are missing from the audit reads.
+pub async fn split_single_collections(db: &Database, pool: &sqlx::PgPool) -> anyhow::Result<u64> {
     use futures::TryStreamExt;
     const CHUNK: usize = 1000;
     let single = doc! { "name": { "$regex": "^tenant_[0-9a-f]{32}_audit_logs$" } };
+    if db.list_collection_names().filter(single.clone()).await?.is_empty() {
+        return Ok(0);
+    }
+    let hold = crate::control::exclusive(pool, crate::stores::ProjectionName::Mongo.as_str()).await?;
     let mut moved: u64 = 0;
     for name in db.list_collection_names().filter(single).await? {
         let Some(tenant) = name.strip_prefix("tenant_").and_then(|n| n.get(..32)).and_then(|h| h.parse().ok()) else {
             continue;
         };
         let months = Collections::default();
-        let mut chunks: Vec<(String, Vec<Document>)> = Vec::new();
+        // Entries come in about the order they were written, so mostly of one month at a
+        // time: a chunk is written when it is full or the month changes.
+        let mut chunk: (String, Vec<Document>) = (String::new(), Vec::new());
         let mut entries = db.collection::<Document>(&name).find(doc! {}).await?;
         while let Some(entry) = entries.try_next().await? {
-            let at = entry
-                .get_datetime("timestamp")
-                .ok()
-                .and_then(|t| chrono::DateTime::from_timestamp_millis(t.timestamp_millis()))
-                .ok_or_else(|| anyhow::anyhow!("an entry of {name} has no timestamp: {:?}", entry.get("_id")))?;
-            let month = months.ensure_audit(db, tenant, at).await?;
-            let chunk = match chunks.iter_mut().find(|(m, _)| *m == month) {
-                Some((_, chunk)) => chunk,
-                None => {
-                    chunks.push((month.clone(), Vec::new()));
-                    &mut chunks.last_mut().ok_or_else(|| anyhow::anyhow!("just pushed"))?.1
-                }
-            };
-            chunk.push(entry);
-            if chunk.len() >= CHUNK {
-                moved = moved.saturating_add(chunk.len() as u64);
-                insert_new(&db.collection(&month), std::mem::take(chunk)).await?;
+            let month = months.ensure_audit(db, tenant, entry_time(&entry)).await?;
+            if month != chunk.0 || chunk.1.len() >= CHUNK {
+                let (full, entries) = std::mem::replace(&mut chunk, (month, Vec::new()));
+                moved = moved.saturating_add(entries.len() as u64);
+                insert_new(&db.collection(&full), entries).await?;
             }
+            chunk.1.push(entry);
         }
-        for (month, chunk) in chunks {
-            moved = moved.saturating_add(chunk.len() as u64);
-            insert_new(&db.collection(&month), chunk).await?;
-        }
+        moved = moved.saturating_add(chunk.1.len() as u64);
+        insert_new(&db.collection(&chunk.0), chunk.1).await?;
         db.collection::<Document>(&name).drop().await?;
         tracing::info!(collection = %name, "audit entries moved into monthly collections");
     }
+    hold.commit().await?;
     Ok(moved)
 }
 
-/// [`split_single_collections`] at start-up, retried each minute until it succeeds.
-pub async fn split_single_collections_until_done(db: Database) {
+/// When an entry was written: its timestamp or else its event's (the `_id` is the event
+/// id, a v7 UUID).
+fn entry_time(entry: &Document) -> chrono::DateTime<chrono::Utc> {
+    let stamped = entry
+        .get_datetime("timestamp")
+        .ok()
+        .and_then(|t| chrono::DateTime::from_timestamp_millis(t.timestamp_millis()));
+    let minted = || entry.get_str("_id").ok()?.parse().ok().and_then(runtime::tenancy::uuid_time);
+    stamped.or_else(minted).unwrap_or(chrono::DateTime::UNIX_EPOCH)
+}
+
+/// [`split_single_collections`] at start-up and then every hour (a projector of an older
+/// version, still running during an upgrade, may have written one again), retried each
+/// minute after a failure.
+pub async fn keep_audit_logs_by_month(db: Database, pool: sqlx::PgPool) {
     loop {
-        match split_single_collections(&db).await {
+        let wait = match split_single_collections(&db, &pool).await {
             Ok(moved) => {
                 if moved > 0 {
                     tracing::info!(moved, "the audit log is kept by month now");
                 }
-                return;
+                3600
             }
-            Err(e) => tracing::warn!(error = %e, "moving audit entries into monthly collections; retrying in a minute"),
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            Err(e) => {
+                tracing::warn!(error = %e, "moving audit entries into monthly collections; retrying in a minute");
+                60
+            }
+        };
+        tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
     }
 }

@@ -109,12 +109,18 @@ async fn audit_trail(
     let newest_first = doc! { "entity_version": -1 };
 
     wait_until(token, state.read_wait, crate::consistency::Store::Mongo, |t| {
-        let (db, tenant_str, newest_first) = (state.mongo.clone(), tenant_str.clone(), newest_first.clone());
+        let (db, tenant_str) = (state.mongo.clone(), tenant_str.clone());
         async move {
-            let filter = doc! { "tenant_id": tenant_str, "entity_id": t.stream_id.to_string(), "entity_version": { "$gte": t.version } };
-            let found = audit_log::find(&db, Tenancy(tenant), filter, newest_first, Some(1))
-                .await
-                .map_err(mongo_unavailable)?;
+            // The entry of the token's event, found by the entries' index when the token
+            // names its stream's kind.
+            let mut filter = doc! { "tenant_id": tenant_str };
+            if let Some(stream) = t.stream_type {
+                filter.insert("entity_type", events::audit::entity_type(stream));
+            }
+            filter.insert("entity_id", t.stream_id.to_string());
+            filter.insert("entity_version", doc! { "$gte": t.version });
+            let found =
+                audit_log::find(&db, Tenancy(tenant), filter, None, Some(1)).await.map_err(mongo_unavailable)?;
             Ok(if found.is_empty() { 0 } else { t.version })
         }
     })
@@ -124,9 +130,10 @@ async fn audit_trail(
     if let Some(before) = q.cursor {
         filter.insert("entity_version", doc! { "$lt": before });
     }
-    let docs = audit_log::find(&state.mongo, Tenancy(tenant), filter, newest_first, Some(limit.saturating_add(1)))
-        .await
-        .map_err(mongo_unavailable)?;
+    let docs =
+        audit_log::find(&state.mongo, Tenancy(tenant), filter, Some(newest_first), Some(limit.saturating_add(1)))
+            .await
+            .map_err(mongo_unavailable)?;
     let has_more = docs.len() as i64 > limit;
     let docs: Vec<Document> = docs.into_iter().take(limit as usize).collect();
     let note_hidden = entity_type == "case_note"
@@ -360,7 +367,7 @@ async fn note_hidden_from(state: &AppState, caller: Caller, note: Uuid) -> Resul
     let held = notes.find_one(doc! { "_id": note.to_string() }).await.map_err(mongo_unavailable)?;
     let filter =
         doc! { "tenant_id": caller.tenant_id.to_string(), "entity_type": "case_note", "entity_id": note.to_string() };
-    let trail = audit_log::find(&state.mongo, t, filter, doc! { "entity_version": 1 }, None)
+    let trail = audit_log::find(&state.mongo, t, filter, Some(doc! { "entity_version": 1 }), None)
         .await
         .map_err(mongo_unavailable)?;
     let created_by = trail

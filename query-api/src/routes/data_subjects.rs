@@ -189,7 +189,7 @@ async fn newest_entries(
     filter: Document,
     order: Document,
 ) -> Result<Vec<Document>, ApiError> {
-    runtime::audit_log::find(&state.mongo, Tenancy(tenant), filter, order, Some(EXPORTED.saturating_add(1)))
+    runtime::audit_log::find(&state.mongo, Tenancy(tenant), filter, Some(order), Some(EXPORTED.saturating_add(1)))
         .await
         .map_err(mongo_unavailable)
 }
