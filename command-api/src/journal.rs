@@ -180,14 +180,16 @@ pub struct Journal {
     /// How long an idempotency record answers retries (`MURIMA_IDEMPOTENCY_HOURS`).
     idempotency_ttl: std::time::Duration,
     /// The keys of the tenant users who acted lately, (tenant, user) -> key, which seal
-    /// their requests' address and user agent. Kept without invalidation: a request
-    /// sealed with the key of a user erased meanwhile is as unreadable as the rest of
-    /// their data.
+    /// their requests' address and user agent: dropped when the user's stream changes or
+    /// a subject of the tenant is erased (`listen_for_facts`), and after an idle hour. A
+    /// request sealed meanwhile with the key of a user just erased is as unreadable as
+    /// the rest of their data.
     actor_keys: moka::sync::Cache<(Uuid, Uuid), SubjectKey>,
 }
 
-/// How many actors' keys a command API keeps.
+/// How many actors' keys a command API keeps, and for how long unused.
 const CACHED_ACTOR_KEYS: u64 = 10_000;
+const ACTOR_KEY_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Who an idempotency record belongs to: the user of a login token, or the operator of an
 /// operator's token. Keys are never shared, even inside a tenant: another user reusing a
@@ -216,28 +218,32 @@ impl Journal {
         keys: runtime::auth::JwtKeys,
         idempotency_ttl: std::time::Duration,
     ) -> Self {
-        let (cache, actor_keys) =
-            (Arc::new(StreamCache::new(CACHED_STREAMS)), moka::sync::Cache::new(CACHED_ACTOR_KEYS));
+        let cache = Arc::new(StreamCache::new(CACHED_STREAMS));
+        let actor_keys =
+            moka::sync::Cache::builder().max_capacity(CACHED_ACTOR_KEYS).time_to_idle(ACTOR_KEY_IDLE).build();
         Self { pool, published, cache, keys, idempotency_ttl, actor_keys }
     }
 
-    /// The request of a command by `actor`: a tenant user's address and user agent sealed
-    /// with their key (made on first use, then kept: no round trip after the first), an
-    /// erased user's left out.
+    /// The request of a command: a tenant user's address and user agent sealed with their
+    /// key (made on first use, then kept: no round trip after the first), an erased
+    /// user's left out. A platform operator's token (whatever role it names) is not a
+    /// tenant user's. The key is made on a connection of its own, committed at once, so
+    /// a command whose transaction rolls back never leaves a key here that the table
+    /// does not hold.
     async fn sealed_request(
         &self,
-        conn: &mut sqlx::PgConnection,
-        tenant: Uuid,
+        cmd: &Command<'_>,
         actor: &events::envelope::Actor,
-        request: &events::envelope::RequestContext,
     ) -> Result<events::envelope::RequestContext, JournalError> {
-        let mut request = request.clone();
-        if !actor.is_tenant_user() || (request.ip_address.is_none() && request.user_agent.is_none()) {
+        let mut request = cmd.ctx.request.clone();
+        let tenant = cmd.tenant_id;
+        let nothing_to_seal = request.ip_address.is_none() && request.user_agent.is_none();
+        if !actor.is_tenant_user() || cmd.ctx.caller.operator || nothing_to_seal {
             return Ok(request);
         }
         let key = match self.actor_keys.get(&(tenant, actor.user_id)) {
             Some(key) => key,
-            None => match subject_keys::for_sealing(&mut *conn, tenant, actor.user_id).await? {
+            None => match subject_keys::for_sealing(&mut *self.pool.acquire().await?, tenant, actor.user_id).await? {
                 Some(key) => {
                     self.actor_keys.insert((tenant, actor.user_id), key.clone());
                     key
@@ -485,7 +491,10 @@ impl Journal {
         let mut envelopes = Vec::with_capacity(events.len());
         let mut sealing: Option<(Uuid, SubjectKey)> = None;
         let actor = cmd.ctx.actor();
-        let request = self.sealed_request(&mut *conn, cmd.tenant_id, &actor, &cmd.ctx.request).await?;
+        let request = match events.is_empty() {
+            true => cmd.ctx.request.clone(),
+            false => self.sealed_request(cmd, &actor).await?,
+        };
         for (version, event) in (current.saturating_add(1)..).zip(events) {
             let mut payload = event.payload();
             let mut data_subject = None;
@@ -635,6 +644,7 @@ impl Journal {
                     Some(tenant) => self.cache.forget_tenant(tenant),
                     None => self.cache.follow(true),
                 }
+                self.actor_keys.invalidate_all();
                 continue;
             }
             let parsed = (|| {
@@ -644,9 +654,16 @@ impl Journal {
                 Some((tenant, stream, version))
             })();
             match parsed {
-                Some((tenant, stream, version)) => self.cache.invalidate(tenant, stream, version),
+                Some((tenant, stream, version)) => {
+                    self.cache.invalidate(tenant, stream, version);
+                    // A user's change (an erasure among them) drops their key too.
+                    self.actor_keys.invalidate(&(tenant, stream));
+                }
                 // Not ours to read: forget everything rather than keep what it meant to drop.
-                None => self.cache.follow(true),
+                None => {
+                    self.cache.follow(true);
+                    self.actor_keys.invalidate_all();
+                }
             }
         }
         anyhow::bail!("the connection to PostgreSQL was lost")
@@ -764,6 +781,11 @@ impl Journal {
             }
         }
         Ok(states)
+    }
+
+    /// Whether the data subject was erased (their key deleted): one query.
+    pub async fn subject_erased(&self, tenant: Uuid, subject: Uuid) -> Result<bool, JournalError> {
+        Ok(subject_keys::known(&self.pool, tenant, subject).await? == Some(true))
     }
 
     pub async fn tenant(&self, tenant: Uuid) -> Result<Option<Tenant>, JournalError> {

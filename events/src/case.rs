@@ -174,6 +174,9 @@ pub struct MoveStage {
     pub workflow: Option<WorkflowFacts>,
     /// What the write side found for each user and team the workflow's actions name.
     pub targets: ActionTargets,
+    /// The case's customer was erased: the custom fields a transition requires went with
+    /// their data and can never be recorded again, so none is asked for.
+    pub customer_erased: bool,
 }
 
 /// Every field is optional: absent means "leave as is". `Some(None)` clears a nullable field.
@@ -822,7 +825,7 @@ fn move_stage(case: &Case, cmd: MoveStage, ctx: Context) -> Result<Vec<CaseEvent
         .filter(|f| case.custom_fields.get(*f).is_none_or(serde_json::Value::is_null))
         .map(|f| FieldError::new(format!("custom_fields.{f}"), "must be filled before this transition"))
         .collect();
-    if !missing.is_empty() {
+    if !missing.is_empty() && !cmd.customer_erased {
         return Err(DomainError::Invalid(missing));
     }
     let moved =
@@ -1383,6 +1386,7 @@ mod tests {
                 role: role.into(),
                 workflow: Some(workflow()),
                 targets: Default::default(),
+                customer_erased: false,
             })
         };
         // Not along a transition: 409; wrong role: 403; missing required field: 422.
@@ -1395,6 +1399,10 @@ mod tests {
             panic!("expected invalid")
         };
         assert_eq!(errors[0].field, "custom_fields.root_cause");
+        // An erased customer's case: the fields went with their data.
+        let CaseCommand::MoveStage(mut erased) = move_to(13, "supervisor") else { unreachable!() };
+        erased.customer_erased = true;
+        assert!(decide(state.as_ref(), CaseCommand::MoveStage(erased), ctx()).is_ok());
     }
 
     #[test]
@@ -1425,6 +1433,7 @@ mod tests {
                 role: "agent".into(),
                 workflow: Some(facts.clone()),
                 targets: targets.clone(),
+                customer_erased: false,
             })
         };
         let events = decide(state.as_ref(), move_to(&targets), ctx()).unwrap();

@@ -64,14 +64,11 @@ impl Event {
         // as one takes nothing of the operator's.) A request sealed with the user's key
         // opens with it; without it (erased, or not asked for) it reads as erased.
         let (tenant, actor) = (envelope.tenant_id, envelope.actor.user_id);
-        let sealed_request = envelope.request.sealed.is_some().then(|| Box::new(envelope.request.clone()));
-        if envelope.actor.is_tenant_user() {
-            if keys.of(tenant, actor) == Some(events::personal::KeyState::Erased) {
-                envelope.request.erase();
-            } else if let Err(e) = envelope.request.open(tenant, actor, &|subject| keys.of(tenant, subject)) {
-                return Err(Undecodable { reason: e.to_string(), envelope: Some(Box::new(envelope)) });
-            }
+        let erased = keys.of(tenant, actor) == Some(events::personal::KeyState::Erased);
+        if erased && envelope.actor.is_tenant_user() {
+            envelope.request.erase();
         }
+        let sealed_request = envelope.request.sealed.is_some().then(|| Box::new(envelope.request.clone()));
         let sealed = envelope.data_subject.is_some().then(|| Box::new(envelope.payload.clone()));
         if sealed.is_some() {
             let (tenant, stream, event_type) = (envelope.tenant_id, envelope.stream_type, envelope.event_type.clone());
@@ -94,6 +91,13 @@ impl Event {
                     if envelope.schema_version != event.schema_version() {
                         envelope.payload = event.payload();
                         envelope.schema_version = event.schema_version();
+                    }
+                }
+                // Opened last, so an undecodable event (parked as it is) keeps it sealed.
+                if envelope.actor.is_tenant_user() {
+                    if let Err(e) = envelope.request.open(tenant, actor, &|subject| keys.of(tenant, subject)) {
+                        envelope.payload = sealed.map(|p| *p).unwrap_or(envelope.payload);
+                        return Err(Undecodable { reason: e.to_string(), envelope: Some(Box::new(envelope)) });
                     }
                 }
                 Ok(Self { envelope, data, sealed, sealed_request })

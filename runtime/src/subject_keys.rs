@@ -117,8 +117,9 @@ pub async fn needed_by<'e>(
 }
 
 /// `needed_by`, and of the events' actors (tenant, user) only whether they were erased
-/// (their requests' address and user agent are theirs): an actor's key is never opened
-/// for that, so a key that does not open fails only the events sealed with it.
+/// (their requests' address and user agent are theirs). An actor's key is opened only
+/// where a request was sealed with it (the caller names them among `events` then), so a
+/// key that does not open fails only the events sealed with it.
 pub async fn needed_with_actors<'e>(
     executor: impl PgExecutor<'e>,
     events: impl IntoIterator<Item = (Uuid, Option<Uuid>)>,

@@ -349,3 +349,59 @@ async fn the_platform_operator_erases_a_data_subject_in_a_suspended_tenant() {
     })
     .await;
 }
+
+/// The custom fields a workflow transition requires go with an erased customer's data:
+/// their case still moves on, where it would otherwise be stuck forever (nothing more
+/// about the customer may be recorded, so the fields can never be filled again). A
+/// case whose customer is not erased still needs them.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erased_customers_case_still_takes_a_transition_that_requires_custom_fields() {
+    let app = TestApp::spawn().await;
+    let admin = app.token_for(app.tenant_id, Role::Admin);
+    let (new, done) = (Uuid::now_v7(), Uuid::now_v7());
+    let definition = json!({
+        "stages": [{ "id": new, "name": "New" }, { "id": done, "name": "Done" }],
+        "initial_stage": new,
+        "transitions": [{ "from": new, "to": done, "required_fields": ["root_cause"] }],
+    });
+    let answer = app
+        .command(Method::POST, "/v1/workflows", &admin, Some(json!({ "name": "Support", "definition": definition })))
+        .await;
+    assert_eq!(answer.status(), StatusCode::CREATED);
+    let workflow = answer.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let typed = json!({ "name": "Incident", "workflow_id": workflow,
+                        "form_definition": { "fields": [{ "name": "root_cause", "type": "text" }] } });
+    let answer = app.command(Method::POST, "/v1/case-types", &admin, Some(typed)).await;
+    assert_eq!(answer.status(), StatusCode::CREATED);
+    let case_type = answer.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let open = |customer: Uuid| {
+        json!({ "title": "Ingrid's refund", "case_type_id": case_type, "customer_id": customer,
+                "custom_fields": { "root_cause": "Ingrid rang twice" } })
+    };
+    let (ingrid, kept) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut cases = Vec::new();
+    for customer in [ingrid, kept] {
+        let answer = app.command(Method::POST, "/v1/cases", &admin, Some(open(customer))).await;
+        assert_eq!(answer.status(), StatusCode::CREATED);
+        cases.push(answer.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+    }
+    let answer = app.command(Method::POST, &format!("/v1/data-subjects/{ingrid}/erasure"), &admin, None).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+
+    let moved = app
+        .command(Method::POST, &format!("/v1/cases/{}/stage", cases[0]), &admin, Some(json!({ "stage_id": done })))
+        .await;
+    assert_eq!(moved.status(), StatusCode::OK, "{}", moved.text().await.unwrap());
+    // Her case's fields are gone, so nothing can be recorded of them ...
+    let refill = json!({ "custom_fields": { "root_cause": "again" } });
+    let answer = app.command(Method::PATCH, &format!("/v1/cases/{}", cases[0]), &admin, Some(refill)).await;
+    assert_eq!(answer.status(), StatusCode::CONFLICT);
+    // ... while a case of a customer not erased, its field cleared, still needs it.
+    let cleared = json!({ "custom_fields": { "root_cause": null } });
+    let answer = app.command(Method::PATCH, &format!("/v1/cases/{}", cases[1]), &admin, Some(cleared)).await;
+    assert_eq!(answer.status(), StatusCode::OK, "{}", answer.text().await.unwrap());
+    let refused = app
+        .command(Method::POST, &format!("/v1/cases/{}/stage", cases[1]), &admin, Some(json!({ "stage_id": done })))
+        .await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}

@@ -291,9 +291,14 @@ async fn move_stage(
 ) -> Result<CommandReply, ApiError> {
     let hash = fingerprint(StageBody::NAME, Some(id), &body);
     let tenant = ctx.caller.tenant_id;
-    let workflow = match state.journal.state::<case::Case>(tenant, id).await?.and_then(|c| c.workflow_id) {
+    let case = state.journal.state::<case::Case>(tenant, id).await?;
+    let workflow = match case.as_ref().and_then(|c| c.workflow_id) {
         Some(w) => workflow_facts(&state, tenant, w).await?,
         None => None,
+    };
+    let customer_erased = match case.and_then(|c| c.customer_id) {
+        Some(customer) => state.journal.subject_erased(tenant, customer).await?,
+        None => false,
     };
     // Every user and team the workflow's actions name (not only this move's): a move
     // decided on a newer stage than read here still finds its targets.
@@ -302,7 +307,7 @@ async fn move_stage(
         None => Default::default(),
     };
     let role = ctx.caller.role.as_str().to_owned();
-    let cmd = CaseCommand::MoveStage(MoveStage { to: body.stage_id, role, workflow, targets });
+    let cmd = CaseCommand::MoveStage(MoveStage { to: body.stage_id, role, workflow, targets, customer_erased });
     run(&state, &ctx, id, hash, Permission::CasesChangeStatus, cmd).await
 }
 
