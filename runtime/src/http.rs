@@ -19,7 +19,9 @@ pub const MAX_HEADER_CHARS: usize = 512;
 
 /// A header's value as text, cut to `MAX_HEADER_CHARS` characters.
 pub fn header_text(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
-    let value = headers.get(name)?.to_str().ok()?;
+    // Bytes past ASCII (a browser's UTF-8 User-Agent) are kept, what is not UTF-8 as the
+    // replacement character, rather than the whole value lost.
+    let value = String::from_utf8_lossy(headers.get(name)?.as_bytes());
     Some(value.chars().take(MAX_HEADER_CHARS).collect())
 }
 
@@ -196,5 +198,18 @@ mod tests {
         let mut long = axum::http::HeaderMap::new();
         long.insert("user-agent", "a".repeat(600).parse().unwrap());
         assert_eq!(header_text(&long, "user-agent").unwrap().chars().count(), MAX_HEADER_CHARS);
+    }
+
+    #[test]
+    fn a_user_agent_past_ascii_is_kept() {
+        let mut headers = axum::http::HeaderMap::new();
+        let utf8 = axum::http::HeaderValue::from_bytes("Zoë's Browser/1.0 (日本語)".as_bytes()).unwrap();
+        headers.insert("user-agent", utf8);
+        assert_eq!(header_text(&headers, "user-agent").as_deref(), Some("Zoë's Browser/1.0 (日本語)"));
+        headers.insert("user-agent", axum::http::HeaderValue::from_bytes(b"Old\xe9Browser").unwrap());
+        assert_eq!(header_text(&headers, "user-agent").as_deref(), Some("Old\u{fffd}Browser"), "Latin-1 bytes");
+        let long = "ü".repeat(600);
+        headers.insert("user-agent", axum::http::HeaderValue::from_bytes(long.as_bytes()).unwrap());
+        assert_eq!(header_text(&headers, "user-agent").unwrap().chars().count(), MAX_HEADER_CHARS);
     }
 }
