@@ -230,11 +230,8 @@ impl Journal {
     /// tenant user's. The key is made on a connection of its own, committed at once, so
     /// a command whose transaction rolls back never leaves a key here that the table
     /// does not hold.
-    async fn sealed_request(
-        &self,
-        cmd: &Command<'_>,
-        actor: &events::envelope::Actor,
-    ) -> Result<events::envelope::RequestContext, JournalError> {
+    async fn sealed_request(&self, cmd: &Command<'_>) -> Result<events::envelope::RequestContext, JournalError> {
+        let actor = cmd.ctx.actor();
         let mut request = cmd.ctx.request.clone();
         let tenant = cmd.tenant_id;
         let nothing_to_seal = request.ip_address.is_none() && request.user_agent.is_none();
@@ -365,9 +362,13 @@ impl Journal {
         cmd: &Command<'_>,
         mut decide: impl FnMut(Option<&A>, Looked) -> Result<Vec<A::Event>, DomainError>,
     ) -> Result<Recorded, JournalError> {
+        // Before taking a connection for the command: a first command of a user takes
+        // another one for their key, and waiting for it while holding one could empty the
+        // pool under load.
+        let request = self.sealed_request(cmd).await?;
         if let Lookup::Nothing | Lookup::CaseNumber = cmd.lookup {
             let mut conn = self.pool.acquire().await?;
-            if let Some(recorded) = self.append_on_cache::<A>(&mut conn, cmd, &mut decide).await? {
+            if let Some(recorded) = self.append_on_cache::<A>(&mut conn, cmd, &request, &mut decide).await? {
                 return Ok(recorded);
             }
             let epoch = self.cache.epoch();
@@ -378,7 +379,7 @@ impl Journal {
             let new_events =
                 decide(state.as_ref(), looked).map_err(|error| JournalError::Rejected { error, current })?;
             let subject = A::data_subject(cmd.stream_id, state.as_ref(), &new_events);
-            let appended = self.append::<A>(&mut conn, cmd, current, &new_events, number, subject).await?;
+            let appended = self.append::<A>(&mut conn, cmd, &request, current, &new_events, number, subject).await?;
             self.remember(epoch, cmd, &appended, state, &new_events);
             return Ok(appended.into_recorded());
         }
@@ -388,7 +389,7 @@ impl Journal {
         let looked = lookup(&mut tx, cmd.tenant_id, cmd.stream_id, &cmd.lookup, current).await?;
         let new_events = decide(state.as_ref(), looked).map_err(|error| JournalError::Rejected { error, current })?;
         let subject = A::data_subject(cmd.stream_id, state.as_ref(), &new_events);
-        match self.append::<A>(&mut tx, cmd, current, &new_events, false, subject).await? {
+        match self.append::<A>(&mut tx, cmd, &request, current, &new_events, false, subject).await? {
             Appended::New(recorded, _) => {
                 tx.commit().await?;
                 // A load between the append and the commit may have kept the old state.
@@ -414,6 +415,7 @@ impl Journal {
         &self,
         conn: &mut sqlx::PgConnection,
         cmd: &Command<'_>,
+        request: &events::envelope::RequestContext,
         decide: &mut impl FnMut(Option<&A>, Looked) -> Result<Vec<A::Event>, DomainError>,
     ) -> Result<Option<Recorded>, JournalError> {
         let epoch = self.cache.epoch();
@@ -425,7 +427,7 @@ impl Journal {
         let looked = Looked { case_number: number.then(|| PENDING_CASE_NUMBER.to_owned()) };
         let Ok(new_events) = decide(state.as_ref(), looked) else { return Ok(None) };
         let subject = A::data_subject(cmd.stream_id, state.as_ref(), &new_events);
-        match self.append::<A>(conn, cmd, current, &new_events, number, subject).await {
+        match self.append::<A>(conn, cmd, request, current, &new_events, number, subject).await {
             Ok(appended) => {
                 self.remember(epoch, cmd, &appended, state, &new_events);
                 Ok(Some(appended.into_recorded()))
@@ -475,10 +477,12 @@ impl Journal {
     /// answer under the caller's Idempotency-Key; `case_number`: the first event gets the
     /// tenant's next case number. The events' personal fields are sealed with the key of
     /// `subject` (`Aggregate::data_subject`), made on first use: one more statement.
+    #[allow(clippy::too_many_arguments)] // one append's parts, each decided by the caller
     async fn append<A: Aggregate>(
         &self,
         conn: &mut sqlx::PgConnection,
         cmd: &Command<'_>,
+        request: &events::envelope::RequestContext,
         current: i64,
         events: &[A::Event],
         case_number: bool,
@@ -491,10 +495,6 @@ impl Journal {
         let mut envelopes = Vec::with_capacity(events.len());
         let mut sealing: Option<(Uuid, SubjectKey)> = None;
         let actor = cmd.ctx.actor();
-        let request = match events.is_empty() {
-            true => cmd.ctx.request.clone(),
-            false => self.sealed_request(cmd, &actor).await?,
-        };
         for (version, event) in (current.saturating_add(1)..).zip(events) {
             let mut payload = event.payload();
             let mut data_subject = None;
