@@ -12,9 +12,9 @@ use sqlx::PgPool;
 
 use crate::projection::{Placement, Projection};
 use crate::projections::{
-    elastic::ElasticProjection, mongo_audit::MongoAuditProjection,
-    mongo_field_definitions::MongoFieldDefinitionsProjection, mongo_notes::MongoNotesProjection,
-    mongo_templates::MongoTemplatesProjection, postgres::PostgresProjection, redis_counters::RedisCountersProjection,
+    elastic::ElasticProjection, mongo_audit::MongoAuditProjection, mongo_documents::MongoDocuments,
+    mongo_field_definitions::FieldDefinitions, mongo_notes::Notes, mongo_templates::Templates,
+    postgres::PostgresProjection, redis_counters::RedisCountersProjection,
 };
 
 /// Declares `ProjectionName` and, from the same list, `ProjectionName::ALL` (what the
@@ -157,9 +157,9 @@ impl Stores {
         Ok(match name {
             ProjectionName::Postgres => Arc::new(PostgresProjection::new(self.pool.clone())),
             ProjectionName::Mongo => Arc::new(MongoAuditProjection::new(db)),
-            ProjectionName::MongoNotes => Arc::new(MongoNotesProjection::new(db)),
-            ProjectionName::MongoTemplates => Arc::new(MongoTemplatesProjection::new(db)),
-            ProjectionName::MongoFieldDefinitions => Arc::new(MongoFieldDefinitionsProjection::new(db)),
+            ProjectionName::MongoNotes => Arc::new(MongoDocuments::<Notes>::new(db)),
+            ProjectionName::MongoTemplates => Arc::new(MongoDocuments::<Templates>::new(db)),
+            ProjectionName::MongoFieldDefinitions => Arc::new(MongoDocuments::<FieldDefinitions>::new(db)),
             ProjectionName::Elasticsearch => {
                 Arc::new(ElasticProjection::new(self.elastic.clone()).await.context("preparing Elasticsearch")?)
             }
@@ -173,9 +173,11 @@ impl Stores {
         Ok(match name {
             ProjectionName::Postgres => Arc::new(PostgresProjection::placed(self.pool.clone(), placement)),
             ProjectionName::Mongo => Arc::new(MongoAuditProjection::placed(db, placement)),
-            ProjectionName::MongoNotes => Arc::new(MongoNotesProjection::placed(db, placement)),
-            ProjectionName::MongoTemplates => Arc::new(MongoTemplatesProjection::placed(db, placement)),
-            ProjectionName::MongoFieldDefinitions => Arc::new(MongoFieldDefinitionsProjection::placed(db, placement)),
+            ProjectionName::MongoNotes => Arc::new(MongoDocuments::<Notes>::placed(db, placement)),
+            ProjectionName::MongoTemplates => Arc::new(MongoDocuments::<Templates>::placed(db, placement)),
+            ProjectionName::MongoFieldDefinitions => {
+                Arc::new(MongoDocuments::<FieldDefinitions>::placed(db, placement))
+            }
             ProjectionName::Elasticsearch => Arc::new(
                 ElasticProjection::placed(self.elastic.clone(), placement).await.context("preparing Elasticsearch")?,
             ),

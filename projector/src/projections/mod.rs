@@ -3,6 +3,7 @@
 
 pub mod elastic;
 pub mod mongo_audit;
+pub mod mongo_documents;
 pub mod mongo_field_definitions;
 pub mod mongo_notes;
 pub mod mongo_templates;
