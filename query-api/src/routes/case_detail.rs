@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use events::StreamType;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
@@ -27,7 +27,7 @@ use runtime::ApiError;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::case_list::{case_json, COLUMNS};
+use super::case_row::{case_json, sla_state, COLUMNS};
 use super::{missing_schema_is_empty, tenant_tx, AppState};
 use crate::consistency::{wait_until, WaitFor};
 
@@ -161,34 +161,6 @@ async fn cached_case(state: &AppState, caller: Caller, id: Uuid, wanted: i64) ->
     Ok(case)
 }
 
-/// Due times, whether the case is past them, and the time left, from the case's SLA
-/// (its workflow's targets) or else its due date. Resolved and closed cases run no clock.
-/// The warnings and breaches the SLA scheduler recorded (`<clock>_warned_at`,
-/// `<clock>_breached_at`) are shown as recorded, null when none.
-pub fn sla_state(case: &Value, now: DateTime<Utc>) -> Value {
-    let at = |v: &Value| serde_json::from_value::<DateTime<Utc>>(v.clone()).ok();
-    let sla = &case["sla"];
-    let first_response_due = at(&sla["first_response_due"]);
-    let resolution_due = at(&sla["resolution_due"]).or_else(|| at(&case["due_date"]));
-    let running = case["status"].as_str().is_none_or(events::case::Status::is_active_name);
-    let left = |due: Option<DateTime<Utc>>| due.filter(|_| running).map(|d| d.signed_duration_since(now).num_seconds());
-    let mut state = json!({
-        "first_response_due": first_response_due,
-        "resolution_due": resolution_due,
-        "running": running,
-        "breached": left(resolution_due).is_some_and(|s| s < 0),
-        "seconds_left": left(resolution_due),
-        "first_response_seconds_left": left(first_response_due),
-    });
-    for clock in events::case::SlaClock::ALL {
-        for recorded in ["warned_at", "breached_at"] {
-            let key = format!("{}_{recorded}", clock.as_str());
-            state[&key] = sla.get(&key).cloned().unwrap_or(Value::Null);
-        }
-    }
-    state
-}
-
 /// The newest related items of a case, each list with `has_more`.
 struct Related {
     interactions: Value,
@@ -267,33 +239,4 @@ async fn visible_notes(state: &AppState, caller: Caller, case: Uuid) -> Result<V
         .await
         .map_err(unavailable)?;
     Ok(docs.into_iter().map(super::entities::document_json).collect())
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    #[test]
-    fn sla_state_counts_down_and_stops_when_resolved() {
-        let now: DateTime<Utc> = "2026-11-20T10:00:00Z".parse().unwrap();
-        let mut case = json!({
-            "status": "open",
-            "due_date": null,
-            "sla": { "first_response_due": "2026-11-20T09:30:00Z", "resolution_due": "2026-11-20T12:00:00Z" },
-        });
-        let sla = sla_state(&case, now);
-        assert_eq!(sla["seconds_left"], 7200);
-        assert_eq!(sla["first_response_seconds_left"], -1800);
-        assert_eq!(sla["breached"], false);
-        case["sla"]["resolution_due"] = json!("2026-11-20T09:00:00Z");
-        assert_eq!(sla_state(&case, now)["breached"], true);
-        case["status"] = json!("resolved");
-        let stopped = sla_state(&case, now);
-        assert_eq!((stopped["running"].clone(), stopped["breached"].clone()), (json!(false), json!(false)));
-        // Without a workflow SLA the case's due date is the resolution target.
-        let plain = json!({ "status": "open", "due_date": "2026-11-21T10:00:00Z", "sla": null });
-        assert_eq!(sla_state(&plain, now)["seconds_left"], 86400);
-    }
 }

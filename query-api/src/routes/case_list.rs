@@ -17,45 +17,13 @@ use sqlx::Row;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use super::case_row::{case_json, sla_state, COLUMNS};
 use super::{missing_schema_is_empty, page_size, tenant_tx, wait_for_postgres, AppState};
 use crate::consistency::WaitFor;
 use crate::cursor::{Cursor, CursorKey};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list)).routes(routes!(queue))
-}
-
-pub const COLUMNS: &str = "id, tenant_id, case_number, title, description, status, priority, case_type_id, workflow_id,
-    current_stage_id, created_by, assigned_to, created_at, updated_at, due_date, custom_fields, tags, metadata, assigned_team_id, version,
-    case_type_name, assigned_to_username, resolved_at, customer_id";
-
-pub fn case_json(row: &sqlx::postgres::PgRow) -> Result<Value, sqlx::Error> {
-    Ok(json!({
-        "id": row.try_get::<Uuid, _>("id")?,
-        "tenant_id": row.try_get::<Uuid, _>("tenant_id")?,
-        "case_number": row.try_get::<String, _>("case_number")?,
-        "title": row.try_get::<String, _>("title")?,
-        "description": row.try_get::<Option<String>, _>("description")?,
-        "status": row.try_get::<String, _>("status")?,
-        "priority": row.try_get::<String, _>("priority")?,
-        "case_type_id": row.try_get::<Uuid, _>("case_type_id")?,
-        "case_type_name": row.try_get::<Option<String>, _>("case_type_name")?,
-        "workflow_id": row.try_get::<Option<Uuid>, _>("workflow_id")?,
-        "current_stage_id": row.try_get::<Option<Uuid>, _>("current_stage_id")?,
-        "created_by": row.try_get::<Uuid, _>("created_by")?,
-        "assigned_to": row.try_get::<Option<Uuid>, _>("assigned_to")?,
-        "assigned_to_username": row.try_get::<Option<String>, _>("assigned_to_username")?,
-        "assigned_team_id": row.try_get::<Option<Uuid>, _>("assigned_team_id")?,
-        "created_at": row.try_get::<DateTime<Utc>, _>("created_at")?,
-        "updated_at": row.try_get::<DateTime<Utc>, _>("updated_at")?,
-        "due_date": row.try_get::<Option<DateTime<Utc>>, _>("due_date")?,
-        "resolved_at": row.try_get::<Option<DateTime<Utc>>, _>("resolved_at")?,
-        "custom_fields": row.try_get::<Option<Value>, _>("custom_fields")?,
-        "tags": row.try_get::<Option<Vec<String>>, _>("tags")?.unwrap_or_default(),
-        "sla": row.try_get::<Option<Value>, _>("metadata")?.and_then(|m| m.get("sla").cloned()),
-        "customer_id": row.try_get::<Option<Uuid>, _>("customer_id")?,
-        "version": row.try_get::<i64, _>("version")?,
-    }))
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
@@ -366,7 +334,7 @@ async fn queue(
     for row in rows.iter().take(limit as usize) {
         let mut case = case_json(row)?;
         rules.strip_case(caller, &mut case);
-        case["sla"] = super::case_detail::sla_state(&case, now);
+        case["sla"] = sla_state(&case, now);
         items.push(case);
     }
     let next_cursor = if has_more {

@@ -3,6 +3,7 @@
 mod audit;
 mod case_detail;
 pub mod case_list;
+mod case_row;
 mod counters;
 mod dashboard;
 mod data_subjects;

@@ -1,0 +1,97 @@
+//! The case as the list and the detail both answer it: the columns read, their JSON,
+//! and the SLA state computed from them.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use sqlx::Row;
+use uuid::Uuid;
+
+pub const COLUMNS: &str = "id, tenant_id, case_number, title, description, status, priority, case_type_id, workflow_id,
+    current_stage_id, created_by, assigned_to, created_at, updated_at, due_date, custom_fields, tags, metadata, assigned_team_id, version,
+    case_type_name, assigned_to_username, resolved_at, customer_id";
+
+pub fn case_json(row: &sqlx::postgres::PgRow) -> Result<Value, sqlx::Error> {
+    Ok(json!({
+        "id": row.try_get::<Uuid, _>("id")?,
+        "tenant_id": row.try_get::<Uuid, _>("tenant_id")?,
+        "case_number": row.try_get::<String, _>("case_number")?,
+        "title": row.try_get::<String, _>("title")?,
+        "description": row.try_get::<Option<String>, _>("description")?,
+        "status": row.try_get::<String, _>("status")?,
+        "priority": row.try_get::<String, _>("priority")?,
+        "case_type_id": row.try_get::<Uuid, _>("case_type_id")?,
+        "case_type_name": row.try_get::<Option<String>, _>("case_type_name")?,
+        "workflow_id": row.try_get::<Option<Uuid>, _>("workflow_id")?,
+        "current_stage_id": row.try_get::<Option<Uuid>, _>("current_stage_id")?,
+        "created_by": row.try_get::<Uuid, _>("created_by")?,
+        "assigned_to": row.try_get::<Option<Uuid>, _>("assigned_to")?,
+        "assigned_to_username": row.try_get::<Option<String>, _>("assigned_to_username")?,
+        "assigned_team_id": row.try_get::<Option<Uuid>, _>("assigned_team_id")?,
+        "created_at": row.try_get::<DateTime<Utc>, _>("created_at")?,
+        "updated_at": row.try_get::<DateTime<Utc>, _>("updated_at")?,
+        "due_date": row.try_get::<Option<DateTime<Utc>>, _>("due_date")?,
+        "resolved_at": row.try_get::<Option<DateTime<Utc>>, _>("resolved_at")?,
+        "custom_fields": row.try_get::<Option<Value>, _>("custom_fields")?,
+        "tags": row.try_get::<Option<Vec<String>>, _>("tags")?.unwrap_or_default(),
+        "sla": row.try_get::<Option<Value>, _>("metadata")?.and_then(|m| m.get("sla").cloned()),
+        "customer_id": row.try_get::<Option<Uuid>, _>("customer_id")?,
+        "version": row.try_get::<i64, _>("version")?,
+    }))
+}
+
+/// Due times, whether the case is past them, and the time left, from the case's SLA
+/// (its workflow's targets) or else its due date. Resolved and closed cases run no clock.
+/// The warnings and breaches the SLA scheduler recorded (`<clock>_warned_at`,
+/// `<clock>_breached_at`) are shown as recorded, null when none.
+pub fn sla_state(case: &Value, now: DateTime<Utc>) -> Value {
+    let at = |v: &Value| serde_json::from_value::<DateTime<Utc>>(v.clone()).ok();
+    let sla = &case["sla"];
+    let first_response_due = at(&sla["first_response_due"]);
+    let resolution_due = at(&sla["resolution_due"]).or_else(|| at(&case["due_date"]));
+    let running = case["status"].as_str().is_none_or(events::case::Status::is_active_name);
+    let left = |due: Option<DateTime<Utc>>| due.filter(|_| running).map(|d| d.signed_duration_since(now).num_seconds());
+    let mut state = json!({
+        "first_response_due": first_response_due,
+        "resolution_due": resolution_due,
+        "running": running,
+        "breached": left(resolution_due).is_some_and(|s| s < 0),
+        "seconds_left": left(resolution_due),
+        "first_response_seconds_left": left(first_response_due),
+    });
+    for clock in events::case::SlaClock::ALL {
+        for recorded in ["warned_at", "breached_at"] {
+            let key = format!("{}_{recorded}", clock.as_str());
+            state[&key] = sla.get(&key).cloned().unwrap_or(Value::Null);
+        }
+    }
+    state
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn sla_state_counts_down_and_stops_when_resolved() {
+        let now: DateTime<Utc> = "2026-11-20T10:00:00Z".parse().unwrap();
+        let mut case = json!({
+            "status": "open",
+            "due_date": null,
+            "sla": { "first_response_due": "2026-11-20T09:30:00Z", "resolution_due": "2026-11-20T12:00:00Z" },
+        });
+        let sla = sla_state(&case, now);
+        assert_eq!(sla["seconds_left"], 7200);
+        assert_eq!(sla["first_response_seconds_left"], -1800);
+        assert_eq!(sla["breached"], false);
+        case["sla"]["resolution_due"] = json!("2026-11-20T09:00:00Z");
+        assert_eq!(sla_state(&case, now)["breached"], true);
+        case["status"] = json!("resolved");
+        let stopped = sla_state(&case, now);
+        assert_eq!((stopped["running"].clone(), stopped["breached"].clone()), (json!(false), json!(false)));
+        // Without a workflow SLA the case's due date is the resolution target.
+        let plain = json!({ "status": "open", "due_date": "2026-11-21T10:00:00Z", "sla": null });
+        assert_eq!(sla_state(&plain, now)["seconds_left"], 86400);
+    }
+}
