@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod checkpoint;
 pub mod control;
+pub mod copies;
 pub mod event;
 pub mod lease;
 pub mod log_cursor;

@@ -8,9 +8,9 @@
 //!    interrupted rebuild resumes where it stopped, or is abandoned (copies dropped).
 //!    A session advisory lock lets one process at a time run a projection's rebuild.
 //! 3. Once it has caught up, it takes the projection's lock exclusively (the live worker
-//!    pauses between batches), applies the last events, and switches in one step:
-//!    PostgreSQL renames the schemas in one transaction; Redis renames the keys in one
-//!    script. The live worker then goes on writing under the same names, into the copy,
+//!    pauses between batches), applies the last events, and switches in one step, each
+//!    server as `crate::copies` says (PostgreSQL renames the schemas in one transaction;
+//!    Redis renames the keys in one script). The live worker then goes on writing under the same names, into the copy,
 //!    whose versions already cover what it applied. The old copy is dropped.
 //!
 //! Positions are taken before commit, so the journal can show position 7 before 6. A
@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use runtime::tenancy::{Tenancy, AUDIT_LOGS};
+use runtime::tenancy::Tenancy;
 use serde::Serialize;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres};
@@ -30,7 +30,7 @@ use uuid::Uuid;
 
 use crate::operations::Journal;
 use crate::projection::Placement;
-use crate::stores::{ProjectionName, StoreKind, Stores};
+use crate::stores::{ProjectionName, Stores};
 
 const BATCH: i64 = 10_000;
 /// A gap older than this many positions behind the head is a rolled-back command.
@@ -509,156 +509,11 @@ async fn switch(
     rebuild: &Rebuild,
     hold: &mut sqlx::Transaction<'static, Postgres>,
 ) -> anyhow::Result<()> {
-    match name.store() {
-        StoreKind::Postgres => {
-            for (tenant, scratch) in &rebuild.copies.0 {
-                let (live, copy) = (Tenancy(*tenant).pg_schema(), Tenancy(*scratch).pg_schema());
-                if !schema_exists(hold, &copy).await? {
-                    continue;
-                }
-                // Readers see the statistics of the copy from the first moment.
-                sqlx::query(&format!("REFRESH MATERIALIZED VIEW {copy}.case_statistics")).execute(&mut **hold).await?;
-                if schema_exists(hold, &live).await? {
-                    sqlx::query(&format!("ALTER SCHEMA {live} RENAME TO {}", retired(&live)))
-                        .execute(&mut **hold)
-                        .await?;
-                }
-                sqlx::query(&format!("ALTER SCHEMA {copy} RENAME TO {live}")).execute(&mut **hold).await?;
-                sqlx::query("SELECT public.murima_interaction_partitions_ahead($1)")
-                    .bind(tenant)
-                    .execute(&mut **hold)
-                    .await?;
-            }
-            Ok(())
-        }
-        StoreKind::Redis => {
-            for (tenant, scratch) in &rebuild.copies.0 {
-                switch_redis_keys(stores, Tenancy(*tenant), Tenancy(*scratch)).await?;
-            }
-            Ok(())
-        }
-        StoreKind::Elasticsearch => {
-            for (tenant, scratch) in &rebuild.copies.0 {
-                crate::mappings::switch_copy(&stores.elastic, Tenancy(*tenant), Tenancy(*scratch)).await?;
-            }
-            Ok(())
-        }
-        StoreKind::Mongo { owns: collection } => {
-            let db = stores.mongo.database(&stores.settings.mongo_database);
-            for (tenant, scratch) in &rebuild.copies.0 {
-                let (live, copy) = (Tenancy(*tenant), Tenancy(*scratch));
-                if collection == AUDIT_LOGS {
-                    switch_audit_months(stores, &db, live, copy).await?;
-                    continue;
-                }
-                let (from, to) = (copy.mongo_collection(collection), live.mongo_collection(collection));
-                if db.list_collection_names().await?.contains(&from) {
-                    rename_collection(stores, &db, &from, &to).await?;
-                }
-            }
-            Ok(())
-        }
-    }
-}
-
-/// The copy's audit months in place of the live ones, each renamed onto its live name.
-/// A live month the copy lacks stays: the copy replays the whole journal, so it has every
-/// month the live log can have, unless a switch cut short is retried (its months renamed
-/// already are not in the copy any more, and must not go).
-async fn switch_audit_months(
-    stores: &Stores,
-    db: &mongodb::Database,
-    live: Tenancy,
-    copy: Tenancy,
-) -> anyhow::Result<()> {
-    for (month, from) in runtime::audit_log::months(db, copy).await? {
-        rename_collection(stores, db, &from, &live.mongo_audit_collection(month)).await?;
+    let store = crate::copies::of(name);
+    for (tenant, scratch) in &rebuild.copies.0 {
+        store.switch(stores, Tenancy(*tenant), Tenancy(*scratch), hold).await?;
     }
     Ok(())
-}
-
-async fn rename_collection(stores: &Stores, db: &mongodb::Database, from: &str, to: &str) -> anyhow::Result<()> {
-    let namespace = |c: &str| format!("{}.{c}", db.name());
-    stores
-        .mongo
-        .database("admin")
-        .run_command(mongodb::bson::doc! {
-            "renameCollection": namespace(from), "to": namespace(to), "dropTarget": true,
-        })
-        .await
-        .with_context(|| format!("renaming {from} to {to}"))?;
-    Ok(())
-}
-
-fn retired(schema: &str) -> String {
-    format!("{schema}_retired")
-}
-
-async fn schema_exists(tx: &mut sqlx::Transaction<'static, Postgres>, schema: &str) -> anyhow::Result<bool> {
-    Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
-        .bind(schema)
-        .fetch_one(&mut **tx)
-        .await?)
-}
-
-/// The projection-owned key families: replaced by the copy's wholesale.
-const REDIS_OWNED: &[&str] = &["counters:*", "projection:*", "notifications:*"];
-
-/// Renames every copy key onto its live name in one script (atomic in Redis), deletes
-/// live projection-owned keys the copy does not have, and merges presence (which the
-/// query API also writes) instead of replacing it.
-const REDIS_SWITCH: &str = r#"
-local copy, live, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local renamed = {}
-for i = 1, n do
-  local target = live .. string.sub(KEYS[i], #copy + 1)
-  if target == live .. 'online_users' then
-    redis.call('ZUNIONSTORE', target, 2, target, KEYS[i], 'AGGREGATE', 'MAX')
-    redis.call('DEL', KEYS[i])
-  else
-    redis.call('RENAME', KEYS[i], target)
-  end
-  renamed[target] = true
-end
-for i = n + 1, #KEYS do
-  if not renamed[KEYS[i]] then redis.call('DEL', KEYS[i]) end
-end
-return n
-"#;
-
-async fn switch_redis_keys(stores: &Stores, live: Tenancy, copy: Tenancy) -> anyhow::Result<()> {
-    let mut conn = stores.redis().await?;
-    let copy_prefix = copy.redis_key("");
-    let live_prefix = live.redis_key("");
-    let copy_keys = scan(&mut conn, &format!("{copy_prefix}*")).await?;
-    let mut live_keys = Vec::new();
-    for family in REDIS_OWNED {
-        live_keys.extend(scan(&mut conn, &format!("{live_prefix}{family}")).await?);
-    }
-    let n = copy_keys.len();
-    let keys: Vec<String> = copy_keys.into_iter().chain(live_keys).collect();
-    let script = redis::Script::new(REDIS_SWITCH);
-    let mut invocation = script.prepare_invoke();
-    for key in &keys {
-        invocation.key(key);
-    }
-    invocation.arg(&copy_prefix).arg(&live_prefix).arg(n);
-    let _: i64 = invocation.invoke_async(&mut conn).await.context("renaming the copy's keys")?;
-    Ok(())
-}
-
-async fn scan(conn: &mut redis::aio::ConnectionManager, pattern: &str) -> anyhow::Result<Vec<String>> {
-    let mut keys = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) =
-            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000).query_async(conn).await?;
-        keys.extend(batch);
-        if next == 0 {
-            return Ok(keys);
-        }
-        cursor = next;
-    }
 }
 
 /// Drops what a finished rebuild left: an abandoned one's copies, or what a switched one
@@ -666,17 +521,16 @@ async fn scan(conn: &mut redis::aio::ConnectionManager, pattern: &str) -> anyhow
 /// by the apply deadline: a store that does not answer leaves the rebuild marked as not
 /// cleaned, for `clean_up` to finish later. Run with the rebuild's lock held.
 async fn drop_leftovers(stores: &Stores, name: ProjectionName, rebuild: &Rebuild) -> anyhow::Result<()> {
+    let store = crate::copies::of(name);
     let dropping = async {
-        if rebuild.state == "abandoned" || matches!(name.store(), StoreKind::Mongo { .. }) {
-            // A switched Mongo copy's owned collection was renamed in; the others it made go.
+        if rebuild.state == "abandoned" || store.leaves_copies() {
             for scratch in rebuild.copies.0.values() {
-                drop_copy(stores, name, *scratch).await?;
+                store.drop_copy(stores, Tenancy(*scratch)).await?;
             }
         }
-        if rebuild.state == "switched" && name.store() == StoreKind::Postgres {
+        if rebuild.state == "switched" {
             for tenant in rebuild.copies.0.keys() {
-                let old = retired(&Tenancy(*tenant).pg_schema());
-                sqlx::query(&format!("DROP SCHEMA IF EXISTS {old} CASCADE")).execute(&stores.pool).await?;
+                store.retire(stores, Tenancy(*tenant)).await?;
             }
         }
         anyhow::Ok(())
@@ -796,30 +650,7 @@ pub async fn abandon(stores: &Stores, name: &str) -> anyhow::Result<Abandoned> {
     Ok(Abandoned { id: rebuild.id, clean_up_pending })
 }
 
-/// Drops one copy of a projection (a scratch schema, key prefix, collection or indices).
+/// Drops one copy of a projection (a scratch schema, key prefix, collections or indices).
 pub async fn drop_copy(stores: &Stores, name: ProjectionName, scratch: Uuid) -> anyhow::Result<()> {
-    let copy = Tenancy(scratch);
-    match name.store() {
-        StoreKind::Postgres => {
-            sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", copy.pg_schema())).execute(&stores.pool).await?;
-        }
-        StoreKind::Redis => {
-            let mut conn = stores.redis().await?;
-            for chunk in scan(&mut conn, &format!("{}*", copy.redis_key(""))).await?.chunks(500) {
-                let _: i64 = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
-            }
-        }
-        StoreKind::Elasticsearch => crate::mappings::drop_indices(&stores.elastic, copy).await?,
-        StoreKind::Mongo { .. } => {
-            // A copy's audit projection makes every tenant collection; all of them go.
-            let db = stores.mongo.database(&stores.settings.mongo_database);
-            let prefix = copy.mongo_collection("");
-            for name in db.list_collection_names().await? {
-                if name.starts_with(&prefix) {
-                    db.collection::<mongodb::bson::Document>(&name).drop().await?;
-                }
-            }
-        }
-    }
-    Ok(())
+    crate::copies::of(name).drop_copy(stores, Tenancy(scratch)).await
 }
