@@ -180,10 +180,10 @@ pub struct Journal {
     /// How long an idempotency record answers retries (`MURIMA_IDEMPOTENCY_HOURS`).
     idempotency_ttl: std::time::Duration,
     /// The keys of the tenant users who acted lately, (tenant, user) -> key, which seal
-    /// their requests' address and user agent: dropped when the user's stream changes or
-    /// a subject of the tenant is erased (`listen_for_facts`), and after an idle hour. A
-    /// request sealed meanwhile with the key of a user just erased is as unreadable as
-    /// the rest of their data.
+    /// their requests' address and user agent: dropped after an idle hour, and at once in
+    /// the process that erases the user. Another process may keep an erased user's key
+    /// until it idles out: an erased user no longer acts, and a request sealed meanwhile
+    /// with their key is as unreadable as the rest of their data.
     actor_keys: moka::sync::Cache<(Uuid, Uuid), SubjectKey>,
 }
 
@@ -392,6 +392,9 @@ impl Journal {
         match self.append::<A>(&mut tx, cmd, &request, current, &new_events, false, subject).await? {
             Appended::New(recorded, _) => {
                 tx.commit().await?;
+                if let Lookup::Erasure = cmd.lookup {
+                    self.actor_keys.invalidate(&(cmd.tenant_id, cmd.stream_id));
+                }
                 // A load between the append and the commit may have kept the old state.
                 self.forget_fact::<A>(cmd, recorded.version);
                 Ok(recorded)
@@ -566,14 +569,12 @@ impl Journal {
             Err(sqlx::Error::Database(db)) if db.constraint() == Some("events_tenant_stream_version_unique") => {
                 return Err(JournalError::conflict("the stream was changed concurrently: re-read it and retry", None))
             }
-            // A twin with the same key committed between the look and the write.
+            // A twin with the same key committed between the look and the write: answered
+            // as it was by `execute`, once this command's connection is back in the pool
+            // (reading it here, on a second connection while holding this one, could empty
+            // the pool under a burst of retries).
             Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(TWIN_COMMITTED) => {
-                let key = key.unwrap_or_default();
-                return self
-                    .stored_reply(cmd, A::STREAM, key)
-                    .await?
-                    .map(Appended::Replayed)
-                    .ok_or_else(|| JournalError::Unreadable(anyhow::anyhow!("idempotency record vanished")));
+                return Err(JournalError::conflict("a retry with the same Idempotency-Key was recorded first", None));
             }
             Err(other) => return Err(other.into()),
         };
@@ -644,7 +645,6 @@ impl Journal {
                     Some(tenant) => self.cache.forget_tenant(tenant),
                     None => self.cache.follow(true),
                 }
-                self.actor_keys.invalidate_all();
                 continue;
             }
             let parsed = (|| {
@@ -654,16 +654,9 @@ impl Journal {
                 Some((tenant, stream, version))
             })();
             match parsed {
-                Some((tenant, stream, version)) => {
-                    self.cache.invalidate(tenant, stream, version);
-                    // A user's change (an erasure among them) drops their key too.
-                    self.actor_keys.invalidate(&(tenant, stream));
-                }
+                Some((tenant, stream, version)) => self.cache.invalidate(tenant, stream, version),
                 // Not ours to read: forget everything rather than keep what it meant to drop.
-                None => {
-                    self.cache.follow(true);
-                    self.actor_keys.invalidate_all();
-                }
+                None => self.cache.follow(true),
             }
         }
         anyhow::bail!("the connection to PostgreSQL was lost")

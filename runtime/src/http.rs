@@ -20,9 +20,14 @@ pub const MAX_HEADER_CHARS: usize = 512;
 /// A header's value as text, cut to `MAX_HEADER_CHARS` characters.
 pub fn header_text(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
     // Bytes past ASCII (a browser's UTF-8 User-Agent) are kept, what is not UTF-8 as the
-    // replacement character, rather than the whole value lost.
+    // replacement character, rather than the whole value lost. Control characters (a tab,
+    // C1 controls) and the marks that reorder text as it is shown go: the value is
+    // shown to auditors.
     let value = String::from_utf8_lossy(headers.get(name)?.as_bytes());
-    Some(value.chars().take(MAX_HEADER_CHARS).collect())
+    let shown = |c: &char| {
+        !c.is_control() && !matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    Some(value.chars().filter(shown).take(MAX_HEADER_CHARS).collect())
 }
 
 /// The client's address: the peer's, unless the peer is a trusted proxy, in which case
@@ -208,6 +213,13 @@ mod tests {
         assert_eq!(header_text(&headers, "user-agent").as_deref(), Some("Zoë's Browser/1.0 (日本語)"));
         headers.insert("user-agent", axum::http::HeaderValue::from_bytes(b"Old\xe9Browser").unwrap());
         assert_eq!(header_text(&headers, "user-agent").as_deref(), Some("Old\u{fffd}Browser"), "Latin-1 bytes");
+        let tricky = "Agent\t\u{85}\u{202e}lmth.exe\u{2069}/1".as_bytes();
+        headers.insert("user-agent", axum::http::HeaderValue::from_bytes(tricky).unwrap());
+        assert_eq!(
+            header_text(&headers, "user-agent").as_deref(),
+            Some("Agentlmth.exe/1"),
+            "no controls or reordering"
+        );
         let long = "ü".repeat(600);
         headers.insert("user-agent", axum::http::HeaderValue::from_bytes(long.as_bytes()).unwrap());
         assert_eq!(header_text(&headers, "user-agent").unwrap().chars().count(), MAX_HEADER_CHARS);
