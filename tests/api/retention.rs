@@ -141,7 +141,9 @@ async fn expired_months_are_archived_then_removed_from_every_store_and_newer_dat
     .await;
 
     let stores = Stores::connect(&app.settings, 2).await.unwrap();
-    let now = chrono::Utc::now();
+    // A day on: a one-day retention keeps from the first of the month a day before `now`,
+    // so on the first of a month last month would still be kept. This month stays either way.
+    let now = chrono::Utc::now() + chrono::Duration::days(1);
     // A dry run lists what would go and removes nothing.
     let planned = projector::retention::run(&stores, now, true).await.unwrap();
     let mine: Vec<_> = planned.iter().filter(|e| e.tenant_id == app.tenant_id).collect();
