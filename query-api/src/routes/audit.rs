@@ -367,9 +367,9 @@ async fn note_hidden_from(state: &AppState, caller: Caller, note: Uuid) -> Resul
     let held = notes.find_one(doc! { "_id": note.to_string() }).await.map_err(mongo_unavailable)?;
     let filter =
         doc! { "tenant_id": caller.tenant_id.to_string(), "entity_type": "case_note", "entity_id": note.to_string() };
-    let trail = audit_log::find(&state.mongo, t, filter, Some(doc! { "entity_version": 1 }), None)
-        .await
-        .map_err(mongo_unavailable)?;
+    // Read whole, in no order: what is asked of it (who created it, whether it was ever
+    // internal) does not depend on one.
+    let trail = audit_log::find(&state.mongo, t, filter, None, None).await.map_err(mongo_unavailable)?;
     let created_by = trail
         .iter()
         .find(|e| e.get_str("action") == Ok("create"))
