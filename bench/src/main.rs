@@ -217,6 +217,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 );
                 users["statements_per_command"] = per_command.into();
             }
+            // A relay slower than the commands shows here, not in the command rate: what it
+            // has not published by the end of the run.
+            if let Some(unrelayed) = match &statements {
+                Some(s) => s.unrelayed().await,
+                None => None,
+            } {
+                println!("events not yet relayed to the broker at the end of the run: {unrelayed}");
+                users["unrelayed_at_end"] = unrelayed.into();
+            }
             let operators = scenarios::commands(&api, &tenants, args.clients, duration, Tokens::Operator).await;
             let rate = |r: &serde_json::Value| r["accepted_per_second"].as_f64().unwrap_or(0.0);
             println!(

@@ -36,6 +36,11 @@ impl Statements {
         }
     }
 
+    /// Events written but not yet published by the relay (its backlog).
+    pub async fn unrelayed(&self) -> Option<i64> {
+        sqlx::query_scalar("SELECT count(*) FROM eventstore.outbox").fetch_one(&self.pool).await.ok()
+    }
+
     /// Statements the command API's role has run so far (relay and housekeeping included).
     pub async fn so_far(&self) -> Option<i64> {
         sqlx::query_scalar(

@@ -34,7 +34,13 @@ use events::envelope::headers;
 
 use crate::leader::{self, Leading};
 
-const BATCH: i64 = 500;
+pub const BATCH: i64 = 500;
+/// The oldest `$1` undelivered events (`publish_batch` says why it is written this way).
+pub const NEXT_BATCH_SQL: &str =
+    "WITH next AS MATERIALIZED (SELECT position FROM eventstore.outbox ORDER BY position LIMIT $1)
+     SELECT n.position, e.tenant_id, e.event_type, e.schema_version, e.envelope
+     FROM next n JOIN eventstore.events e USING (position)
+     ORDER BY n.position";
 /// Vacuum the queue tables after this many relayed rows, or this long after the last
 /// vacuum if anything was relayed since.
 const VACUUM_EVERY_ROWS: usize = 2_000;
@@ -162,14 +168,14 @@ impl Relay {
 
     /// Publishes the oldest undelivered events; returns how many the broker acknowledged.
     async fn publish_batch(&self) -> anyhow::Result<usize> {
-        let rows: Vec<(i64, Uuid, String, i16, Value)> = sqlx::query_as(
-            "SELECT o.position, e.tenant_id, e.event_type, e.schema_version, e.envelope
-             FROM eventstore.outbox o JOIN eventstore.events e USING (position)
-             ORDER BY o.position LIMIT $1",
-        )
-        .bind(BATCH)
-        .fetch_all(&self.pool)
-        .await?;
+        // The batch's positions are taken from the outbox first, then looked up in the
+        // journal: written as one join, the planner walked the journal in position order
+        // and probed the outbox for each event whenever its statistics said the outbox was
+        // big (after a refill, or a backlog): 675 ms a batch against a journal of 490,000
+        // events, so the relay published 800 events/s while commands wrote 1,800/s and
+        // its backlog fed itself. This way a batch costs its own 500 look-ups (6 ms).
+        let rows: Vec<(i64, Uuid, String, i16, Value)> =
+            sqlx::query_as(NEXT_BATCH_SQL).bind(BATCH).fetch_all(&self.pool).await?;
         if rows.is_empty() {
             return Ok(0);
         }

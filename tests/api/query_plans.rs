@@ -126,3 +126,63 @@ async fn every_documented_case_filter_uses_an_index_on_100k_cases() {
     }
     assert!(failures.is_empty(), "sequential scans of cases:\n{}", failures.join("\n"));
 }
+
+/// Rows the plan read from `relation`, over all its loops.
+fn rows_read(plan: &Value, relation: &str) -> f64 {
+    let own = if plan["Relation Name"] == relation {
+        plan["Actual Rows"].as_f64().unwrap_or(0.0) * plan["Actual Loops"].as_f64().unwrap_or(1.0)
+    } else {
+        0.0
+    };
+    own + plan["Plans"].as_array().into_iter().flatten().map(|child| rows_read(child, relation)).sum::<f64>()
+}
+
+/// After a refill (the whole journal queued again) the outbox's statistics say it is big
+/// long after the relay drained most of it. The relay's read of its next batch must still
+/// look up only that batch: written as a join, the planner walked the journal from its
+/// first event and probed the outbox for each (675 ms a batch on 490,000 events), and a
+/// relay slower than the commands fell further behind with every batch.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_relays_next_batch_reads_only_that_batch_after_a_refill() {
+    let app = TestApp::spawn().await;
+    // All in one transaction that is rolled back: the running relay never sees these rows.
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO eventstore.events (event_id, tenant_id, stream_type, stream_id, stream_version, event_type,
+                                        schema_version, occurred_at, envelope)
+         SELECT gen_random_uuid(), $1, 'case', gen_random_uuid(), 1, 'CaseOpened', 1, now(), '{}'
+         FROM generate_series(1, 200000)",
+    )
+    .bind(Uuid::now_v7())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    // The refill, analysed while the whole journal was queued; then the relay drains all
+    // but the last thousand before statistics are gathered again.
+    sqlx::query(
+        "INSERT INTO eventstore.outbox (position) SELECT position FROM eventstore.events ON CONFLICT DO NOTHING",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE eventstore.events").execute(&mut *tx).await.unwrap();
+    sqlx::query("ANALYZE eventstore.outbox").execute(&mut *tx).await.unwrap();
+    sqlx::query("DELETE FROM eventstore.outbox WHERE position < (SELECT max(position) - 1000 FROM eventstore.outbox)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let explained: Value =
+        sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {}", command_api::relay::NEXT_BATCH_SQL))
+            .bind(command_api::relay::BATCH)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    tx.rollback().await.unwrap();
+    let plan = &explained[0]["Plan"];
+    let read = rows_read(plan, "events");
+    assert!(
+        read <= command_api::relay::BATCH as f64,
+        "the relay's batch read {read} journal rows for a batch of {}: {plan:#}",
+        command_api::relay::BATCH
+    );
+}
