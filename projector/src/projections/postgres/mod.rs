@@ -142,8 +142,8 @@ impl PostgresProjection {
                 | TemplateEvent::Deactivated(_)
                 | TemplateEvent::Activated(_),
             ) => {}
-            DomainEvent::Interaction(InteractionEvent::Recorded(e)) => {
-                interactions::apply(tx, &schema, env, e, &self.partitions).await?
+            DomainEvent::Interaction(InteractionEvent::Recorded(_)) => {
+                interactions::apply(tx, |t| self.schema(t), &[event], &self.partitions).await?
             }
             DomainEvent::Case(_) => cases::apply(tx, |t| self.schema(t), &[event]).await?,
             DomainEvent::Webhook(webhook_event) => webhooks::apply(tx, env, webhook_event).await?,
@@ -156,15 +156,22 @@ impl PostgresProjection {
         Ok(())
     }
 
-    /// A run of case events, set-based. A data error (a refused foreign key, say) is
-    /// traced to its event by applying the run event by event, each in a savepoint.
-    async fn apply_case_run(&self, tx: &mut Transaction<'_, Postgres>, run: &[&Event]) -> Result<(), ApplyError> {
+    /// A run of case and interaction events (and events this store does not hold),
+    /// set-based: the run's cases first, then its interactions, which only name cases
+    /// opened before them (cases are never removed). A data error (a refused foreign key,
+    /// say) is traced to its event by applying the run event by event, each in a
+    /// savepoint.
+    async fn apply_run(&self, tx: &mut Transaction<'_, Postgres>, run: &[&Event]) -> Result<(), ApplyError> {
         if run.is_empty() {
             return Ok(());
         }
         let schema = |tenant| self.schema(tenant);
         let mut savepoint = sqlx::Connection::begin(&mut **tx).await.map_err(|e| ApplyError::Transient(e.into()))?;
-        match cases::apply(&mut savepoint, schema, run).await {
+        let applied = match cases::apply(&mut savepoint, schema, run).await {
+            Ok(()) => interactions::apply(&mut savepoint, schema, run, &self.partitions).await,
+            failed => failed,
+        };
+        match applied {
             Ok(()) => savepoint.commit().await.map_err(|e| ApplyError::Transient(e.into())),
             Err(e) if !is_data_error(&e) => Err(classify(e, run[0].envelope.event_id)),
             Err(_) => {
@@ -172,7 +179,7 @@ impl PostgresProjection {
                 for event in run {
                     let mut one =
                         sqlx::Connection::begin(&mut **tx).await.map_err(|e| ApplyError::Transient(e.into()))?;
-                    if let Err(e) = cases::apply(&mut one, schema, std::slice::from_ref(event)).await {
+                    if let Err(e) = self.apply_one(&mut one, event).await {
                         return Err(classify(e, event.envelope.event_id));
                     }
                     one.commit().await.map_err(|e| ApplyError::Transient(e.into()))?;
@@ -203,21 +210,21 @@ impl PostgresProjection {
             }
         }
         let mut tx = self.pool.begin().await.map_err(|e| ApplyError::Transient(e.into()))?;
-        // Runs of consecutive case events go set-based (see cases.rs); the rest one
-        // by one, in journal order.
+        // Runs of consecutive case and interaction events go set-based (`apply_run`);
+        // the rest one by one, in journal order.
         let mut run: Vec<&Event> = Vec::new();
         for event in events.iter().filter(|e| self.placement.of(e.envelope.tenant_id).is_some()) {
-            if matches!(event.data, DomainEvent::Case(_)) {
+            if joins_a_run(event) {
                 run.push(event);
                 continue;
             }
-            self.apply_case_run(&mut tx, &run).await?;
+            self.apply_run(&mut tx, &run).await?;
             run.clear();
             if let Err(e) = self.apply_one(&mut tx, event).await {
                 return Err(classify(e, event.envelope.event_id));
             }
         }
-        self.apply_case_run(&mut tx, &run).await?;
+        self.apply_run(&mut tx, &run).await?;
         // Deliveries are queued by the live read model only: a rebuild's copy sends nothing.
         if self.placement.is_live() {
             webhooks::enqueue(&mut tx, events, chrono::Utc::now())
@@ -317,6 +324,29 @@ static MIRRORED_TABLES: [(&str, &str); 9] = [
     ("documents", "document"),
     ("workflows", "workflow"),
 ];
+
+/// Whether the event goes into a set-based run (`apply_run`): cases and interactions, and
+/// the events this store does not hold, which would otherwise cut a run short (a note
+/// between two updates of a case). Every other event is applied on its own, in order.
+fn joins_a_run(event: &Event) -> bool {
+    match &event.data {
+        DomainEvent::Case(_)
+        | DomainEvent::Interaction(_)
+        | DomainEvent::Note(_)
+        | DomainEvent::Template(_)
+        | DomainEvent::FieldDefinition(_) => true,
+        DomainEvent::Tenant(_)
+        | DomainEvent::User(_)
+        | DomainEvent::Team(_)
+        | DomainEvent::CaseType(_)
+        | DomainEvent::Channel(_)
+        | DomainEvent::Task(_)
+        | DomainEvent::Document(_)
+        | DomainEvent::Workflow(_)
+        | DomainEvent::Webhook(_)
+        | DomainEvent::DataSubject(_) => false,
+    }
+}
 
 /// Errors that the same statement with the same values meets every time: data
 /// exceptions (SQLSTATE class 22: a value too long, a NUL, a bad date), integrity
