@@ -26,13 +26,47 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 /// Deliveries claimed (and sent at once) per round.
-const BATCH: i64 = 20;
+pub const BATCH: i64 = 20;
 /// At most this many deliveries of one tenant per round, and every tenant's first due
 /// delivery before any tenant's second: a tenant with a backlog for slow receivers (on
 /// any number of its webhooks) takes its turn beside the others instead of ahead of them.
-const PER_TENANT: i64 = 5;
+pub const PER_TENANT: i64 = 5;
 /// How long a claimed delivery is left to its sender before another may try it.
-const LEASE_SECS: f64 = 60.0;
+pub const LEASE_SECS: f64 = 60.0;
+/// Claims a round's deliveries (`$1` at most, leased for `$2` s, `$3` per tenant): each
+/// tenant's first due ones, in turns. The tenants with pending deliveries are found by a
+/// skip scan, and each is read only up to its share along `webhook_deliveries_pending`, so
+/// a receiver that is down with 50,000 deliveries queued costs a claim 5 rows, not a
+/// ranking of all of them (80-130 ms a claim, every 200 ms, when it was written that way).
+/// The rows are locked where they are read (a join back to the table to lock them was
+/// planned as a scan of the whole table on a small one). The shares not taken this round
+/// stay locked only until the statement commits.
+pub const CLAIM_SQL: &str = "WITH RECURSIVE pending AS (
+        (SELECT tenant_id FROM projector.webhook_deliveries WHERE status = 'pending' ORDER BY tenant_id LIMIT 1)
+        UNION ALL
+        SELECT (SELECT d.tenant_id FROM projector.webhook_deliveries d
+                WHERE d.status = 'pending' AND d.tenant_id > p.tenant_id ORDER BY d.tenant_id LIMIT 1)
+        FROM pending p WHERE p.tenant_id IS NOT NULL
+     ), ranked AS (
+        SELECT r.*, row_number() OVER (PARTITION BY r.tenant_id ORDER BY r.next_attempt_at) AS turn
+        FROM pending p CROSS JOIN LATERAL (
+            SELECT d.tenant_id, d.webhook_id, d.event_id, d.next_attempt_at FROM projector.webhook_deliveries d
+            WHERE d.tenant_id = p.tenant_id AND d.status = 'pending' AND d.next_attempt_at <= now()
+            ORDER BY d.next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED
+        ) r
+     ), due AS (
+        SELECT tenant_id, webhook_id, event_id FROM ranked ORDER BY turn, next_attempt_at LIMIT $1
+     ), claimed AS (
+        UPDATE projector.webhook_deliveries d
+        SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
+        FROM due WHERE (d.tenant_id, d.webhook_id, d.event_id) = (due.tenant_id, due.webhook_id, due.event_id)
+        RETURNING d.tenant_id, d.webhook_id, d.event_id, d.event_type, d.body, d.attempts
+     )
+     SELECT c.tenant_id, c.webhook_id, c.event_id, c.event_type, c.body, c.attempts,
+            CASE WHEN w.active THEN w.url END, s.secret
+     FROM claimed c
+     LEFT JOIN projector.webhooks w ON (w.tenant_id, w.id) = (c.tenant_id, c.webhook_id)
+     LEFT JOIN eventstore.webhook_secrets s ON (s.tenant_id, s.webhook_id) = (c.tenant_id, c.webhook_id)";
 /// The longest a receiver may take to answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an idle sender waits before looking for due deliveries again.
@@ -159,34 +193,8 @@ impl Sender {
 
     async fn claim(&self) -> anyhow::Result<Vec<Claimed>> {
         type Row = (Uuid, Uuid, Uuid, String, Value, i32, Option<String>, Option<String>);
-        let rows: Vec<Row> = sqlx::query_as(
-            "WITH ranked AS (
-                SELECT tenant_id, webhook_id, event_id, next_attempt_at,
-                       row_number() OVER (PARTITION BY tenant_id ORDER BY next_attempt_at) AS turn
-                FROM projector.webhook_deliveries
-                WHERE status = 'pending' AND next_attempt_at <= now()
-             ), due AS (
-                SELECT d.tenant_id, d.webhook_id, d.event_id FROM projector.webhook_deliveries d
-                JOIN ranked r ON (r.tenant_id, r.webhook_id, r.event_id) = (d.tenant_id, d.webhook_id, d.event_id)
-                WHERE r.turn <= $3 AND d.status = 'pending' AND d.next_attempt_at <= now()
-                ORDER BY r.turn, r.next_attempt_at LIMIT $1 FOR UPDATE OF d SKIP LOCKED
-             ), claimed AS (
-                UPDATE projector.webhook_deliveries d
-                SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
-                FROM due WHERE (d.tenant_id, d.webhook_id, d.event_id) = (due.tenant_id, due.webhook_id, due.event_id)
-                RETURNING d.tenant_id, d.webhook_id, d.event_id, d.event_type, d.body, d.attempts
-             )
-             SELECT c.tenant_id, c.webhook_id, c.event_id, c.event_type, c.body, c.attempts,
-                    CASE WHEN w.active THEN w.url END, s.secret
-             FROM claimed c
-             LEFT JOIN projector.webhooks w ON (w.tenant_id, w.id) = (c.tenant_id, c.webhook_id)
-             LEFT JOIN eventstore.webhook_secrets s ON (s.tenant_id, s.webhook_id) = (c.tenant_id, c.webhook_id)",
-        )
-        .bind(BATCH)
-        .bind(LEASE_SECS)
-        .bind(PER_TENANT)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<Row> =
+            sqlx::query_as(CLAIM_SQL).bind(BATCH).bind(LEASE_SECS).bind(PER_TENANT).fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
             .map(|(tenant_id, webhook_id, event_id, event_type, body, attempt, url, secret)| Claimed {

@@ -186,3 +186,38 @@ async fn the_relays_next_batch_reads_only_that_batch_after_a_refill() {
         command_api::relay::BATCH
     );
 }
+
+/// A receiver that is down keeps its deliveries queued, 50,000 of them here, beside other
+/// tenants' few. Each claim (every 200 ms) must read each tenant's share only: ranking
+/// every due delivery read all 54,000 twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_claim_reads_each_tenants_share_not_the_whole_backlog() {
+    let app = TestApp::spawn().await;
+    // In one transaction that is rolled back: the running sender never sees these rows.
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO projector.webhook_deliveries (tenant_id, webhook_id, event_id, event_type, body, next_attempt_at)
+         SELECT CASE WHEN g <= 50000 THEN $1 ELSE md5((g % 19)::text)::uuid END, gen_random_uuid(),
+                gen_random_uuid(), 'CaseOpened', '{}', now() - interval '1 minute'
+         FROM generate_series(1, 54000) AS g",
+    )
+    .bind(Uuid::now_v7())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE projector.webhook_deliveries").execute(&mut *tx).await.unwrap();
+    let explained: Value =
+        sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {}", projector::webhooks::CLAIM_SQL))
+            .bind(projector::webhooks::BATCH)
+            .bind(projector::webhooks::LEASE_SECS)
+            .bind(projector::webhooks::PER_TENANT)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    tx.rollback().await.unwrap();
+    let plan = &explained[0]["Plan"];
+    let claimed = plan["Actual Rows"].as_f64().unwrap_or(0.0);
+    assert_eq!(claimed, projector::webhooks::BATCH as f64, "a full round is claimed: {plan:#}");
+    let read = rows_read(plan, "webhook_deliveries");
+    assert!(read <= 1_000.0, "a claim read {read} deliveries: {plan:#}");
+}
