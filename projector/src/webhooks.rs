@@ -38,9 +38,10 @@ pub const LEASE_SECS: f64 = 60.0;
 /// skip scan, and each is read only up to its share along `webhook_deliveries_pending`, so
 /// a receiver that is down with 50,000 deliveries queued costs a claim 5 rows, not a
 /// ranking of all of them (80-130 ms a claim, every 200 ms, when it was written that way).
-/// The rows are locked where they are read (a join back to the table to lock them was
-/// planned as a scan of the whole table on a small one). The shares not taken this round
-/// stay locked only until the statement commits.
+/// Only the chosen rows are locked, found again by their row address (a join back to the
+/// table by key was planned as a scan of the whole table on a small one; locking the
+/// shares where they are read locked every tenant's, not the round's). A row changed
+/// since it was ranked no longer has that address and waits for the next round.
 pub const CLAIM_SQL: &str = "WITH RECURSIVE pending AS (
         (SELECT tenant_id FROM projector.webhook_deliveries WHERE status = 'pending' ORDER BY tenant_id LIMIT 1)
         UNION ALL
@@ -50,12 +51,15 @@ pub const CLAIM_SQL: &str = "WITH RECURSIVE pending AS (
      ), ranked AS (
         SELECT r.*, row_number() OVER (PARTITION BY r.tenant_id ORDER BY r.next_attempt_at) AS turn
         FROM pending p CROSS JOIN LATERAL (
-            SELECT d.tenant_id, d.webhook_id, d.event_id, d.next_attempt_at FROM projector.webhook_deliveries d
+            SELECT d.ctid AS row_at, d.next_attempt_at, d.tenant_id FROM projector.webhook_deliveries d
             WHERE d.tenant_id = p.tenant_id AND d.status = 'pending' AND d.next_attempt_at <= now()
-            ORDER BY d.next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED
+            ORDER BY d.next_attempt_at LIMIT $3
         ) r
      ), due AS (
-        SELECT tenant_id, webhook_id, event_id FROM ranked ORDER BY turn, next_attempt_at LIMIT $1
+        SELECT d.tenant_id, d.webhook_id, d.event_id FROM projector.webhook_deliveries d
+        WHERE d.ctid = ANY (ARRAY (SELECT row_at FROM ranked ORDER BY turn, next_attempt_at LIMIT $1))
+          AND d.status = 'pending' AND d.next_attempt_at <= now()
+        FOR UPDATE SKIP LOCKED
      ), claimed AS (
         UPDATE projector.webhook_deliveries d
         SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)

@@ -187,9 +187,10 @@ async fn the_relays_next_batch_reads_only_that_batch_after_a_refill() {
     );
 }
 
-/// A receiver that is down keeps its deliveries queued, 50,000 of them here, beside other
-/// tenants' few. Each claim (every 200 ms) must read each tenant's share only: ranking
-/// every due delivery read all 54,000 twice.
+/// A receiver that is down keeps its deliveries queued, 50,000 of them here, beside 24
+/// other tenants' few. Each claim (every 200 ms) must read each tenant's share only:
+/// ranking every due delivery read all 54,000 twice. And it still takes every tenant's
+/// first delivery before any tenant's second.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_webhook_claim_reads_each_tenants_share_not_the_whole_backlog() {
     let app = TestApp::spawn().await;
@@ -197,7 +198,7 @@ async fn a_webhook_claim_reads_each_tenants_share_not_the_whole_backlog() {
     let mut tx = app.pool.begin().await.unwrap();
     sqlx::query(
         "INSERT INTO projector.webhook_deliveries (tenant_id, webhook_id, event_id, event_type, body, next_attempt_at)
-         SELECT CASE WHEN g <= 50000 THEN $1 ELSE md5((g % 19)::text)::uuid END, gen_random_uuid(),
+         SELECT CASE WHEN g <= 50000 THEN $1 ELSE md5((g % 24)::text)::uuid END, gen_random_uuid(),
                 gen_random_uuid(), 'CaseOpened', '{}', now() - interval '1 minute'
          FROM generate_series(1, 54000) AS g",
     )
@@ -214,7 +215,18 @@ async fn a_webhook_claim_reads_each_tenants_share_not_the_whole_backlog() {
             .fetch_one(&mut *tx)
             .await
             .unwrap();
+    // The round after (the first took 20 tenants' first deliveries): the 5 tenants left
+    // out first, then second deliveries, one per tenant.
+    let round: Vec<(Uuid,)> = sqlx::query_as(projector::webhooks::CLAIM_SQL)
+        .bind(projector::webhooks::BATCH)
+        .bind(projector::webhooks::LEASE_SECS)
+        .bind(projector::webhooks::PER_TENANT)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
     tx.rollback().await.unwrap();
+    let tenants: std::collections::HashSet<Uuid> = round.iter().map(|(t,)| *t).collect();
+    assert_eq!((round.len(), tenants.len()), (20, 20), "one delivery of each of 20 tenants");
     let plan = &explained[0]["Plan"];
     let claimed = plan["Actual Rows"].as_f64().unwrap_or(0.0);
     assert_eq!(claimed, projector::webhooks::BATCH as f64, "a full round is claimed: {plan:#}");

@@ -176,6 +176,10 @@ impl PostgresProjection {
             Err(e) if !is_data_error(&e) => Err(classify(e, run[0].envelope.event_id)),
             Err(_) => {
                 savepoint.rollback().await.map_err(|e| ApplyError::Transient(e.into()))?;
+                // Partitions made in the rolled-back savepoint are gone with it.
+                if let Ok(mut known) = self.partitions.lock() {
+                    known.clear();
+                }
                 for event in run {
                     let mut one =
                         sqlx::Connection::begin(&mut **tx).await.map_err(|e| ApplyError::Transient(e.into()))?;
@@ -331,10 +335,20 @@ static MIRRORED_TABLES: [(&str, &str); 9] = [
 fn joins_a_run(event: &Event) -> bool {
     match &event.data {
         DomainEvent::Case(_)
-        | DomainEvent::Interaction(_)
-        | DomainEvent::Note(_)
-        | DomainEvent::Template(_)
-        | DomainEvent::FieldDefinition(_) => true,
+        | DomainEvent::Interaction(InteractionEvent::Recorded(_))
+        | DomainEvent::Note(NoteEvent::Added(_) | NoteEvent::Edited(_) | NoteEvent::Deleted(_))
+        | DomainEvent::Template(
+            TemplateEvent::Created(_)
+            | TemplateEvent::Updated(_)
+            | TemplateEvent::Deactivated(_)
+            | TemplateEvent::Activated(_),
+        )
+        | DomainEvent::FieldDefinition(
+            FieldDefinitionEvent::Created(_)
+            | FieldDefinitionEvent::Updated(_)
+            | FieldDefinitionEvent::Deactivated(_)
+            | FieldDefinitionEvent::Activated(_),
+        ) => true,
         DomainEvent::Tenant(_)
         | DomainEvent::User(_)
         | DomainEvent::Team(_)
