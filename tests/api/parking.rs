@@ -253,3 +253,64 @@ async fn an_unexplained_failure_that_repeats_while_the_store_answers_parks_its_e
             .unwrap();
     assert!(since.is_some(), "status shows since when it retries");
 }
+
+/// Interactions are written set-based with the run they arrive in: one that names a case
+/// the read model does not hold (a buggy writer's) is parked on its own, and a good one
+/// recorded after it still reaches the table.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interaction_naming_no_case_is_parked_alone_and_the_next_one_is_written() {
+    let app = TestApp::spawn().await;
+    let admin = app.token_for(app.tenant_id, runtime::auth::Role::Admin);
+    let channel: Value = app
+        .command(Method::POST, "/v1/channels", &admin, Some(json!({ "name": "Chat", "type": "chat" })))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let case = app.open_case("Router blinks").await["id"].as_str().unwrap().to_owned();
+    let orphan = Uuid::now_v7();
+    murima_tests::append_raw_event(
+        &app,
+        app.tenant_id,
+        "interaction",
+        orphan,
+        1,
+        "InteractionRecorded",
+        2,
+        json!({ "case_id": Uuid::now_v7(), "channel_id": channel["id"], "user_id": app.user_id,
+                "direction": "inbound", "content": "no such case", "external_id": null, "tags": [],
+                "metadata": {}, "timestamp": chrono::Utc::now() }),
+    )
+    .await;
+    let good = json!({ "channel_id": channel["id"], "direction": "inbound", "content": "The router blinks orange" });
+    let r = app.command(Method::POST, &format!("/v1/cases/{case}/interactions"), &app.token, Some(good)).await;
+    assert!(r.status().is_success(), "{}", r.status());
+    let schema = runtime::tenancy::Tenancy(app.tenant_id).pg_schema();
+    eventually("the good interaction in PostgreSQL", || async {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {schema}.interactions WHERE case_id = $1"))
+            .bind(case.parse::<Uuid>().unwrap())
+            .fetch_one(&app.pool)
+            .await
+            .ok()?;
+        (n == 1).then_some(())
+    })
+    .await;
+    let parked: Vec<(String, String)> = eventually("the orphan parked by the relational read model", || async {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT projection, error FROM projector.parked_events WHERE stream_id = $1 AND projection = 'postgres'",
+        )
+        .bind(orphan)
+        .fetch_all(&app.pool)
+        .await
+        .ok()?;
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    let held: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {schema}.interactions WHERE id = $1"))
+        .bind(orphan)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(held, 0);
+}
