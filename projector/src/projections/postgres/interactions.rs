@@ -2,7 +2,7 @@
 //! created first when the maintenance has not made it yet. A run of interactions is
 //! written set-based: one multi-row INSERT per tenant schema.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
 use events::interaction::{InteractionEvent, InteractionRecorded};
@@ -34,14 +34,13 @@ pub(super) async fn apply(
     let current = chrono::Utc::now().format("%Y-%m").to_string();
     for (tenant, recorded) in per_tenant {
         let schema = schema(tenant);
-        let months: BTreeSet<(String, chrono::DateTime<chrono::Utc>)> =
+        // Each month the run writes to, with one of its times (the partition function
+        // takes a time).
+        let months: BTreeMap<String, chrono::DateTime<chrono::Utc>> =
             recorded.iter().map(|(_, e)| (e.timestamp.format("%Y-%m").to_string(), e.timestamp)).collect();
-        let mut made = Vec::new();
+        let mut made = Vec::with_capacity(months.len());
         for (month, at) in months {
             let key = (tenant, month);
-            if made.contains(&key) {
-                continue;
-            }
             let known = key.1 >= current && partitions.lock().map(|p| p.contains(&key)).unwrap_or(false);
             if !known {
                 sqlx::query("SELECT public.murima_interaction_partition($1, $2)")
