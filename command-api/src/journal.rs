@@ -17,6 +17,7 @@ use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use crate::config_cache::ConfigCache;
 use crate::context::CommandContext;
 use crate::stream_cache::{is_fact, StreamCache};
 
@@ -185,6 +186,9 @@ pub struct Journal {
     /// until it idles out: an erased user no longer acts, and a request sealed meanwhile
     /// with their key is as unreadable as the rest of their data.
     actor_keys: moka::sync::Cache<(Uuid, Uuid), SubjectKey>,
+    /// Tenants' folded states in Redis (`config_cache`), read by a tenant check this
+    /// process's own cache cannot answer.
+    config: ConfigCache,
 }
 
 /// How many actors' keys a command API keeps, and for how long unused.
@@ -217,11 +221,12 @@ impl Journal {
         published: Arc<tokio::sync::Notify>,
         keys: runtime::auth::JwtKeys,
         idempotency_ttl: std::time::Duration,
+        config: ConfigCache,
     ) -> Self {
         let cache = Arc::new(StreamCache::new(CACHED_STREAMS));
         let actor_keys =
             moka::sync::Cache::builder().max_capacity(CACHED_ACTOR_KEYS).time_to_idle(ACTOR_KEY_IDLE).build();
-        Self { pool, published, cache, keys, idempotency_ttl, actor_keys }
+        Self { pool, published, cache, keys, idempotency_ttl, actor_keys, config }
     }
 
     /// The request of a command: a tenant user's address and user agent sealed with their
@@ -315,7 +320,23 @@ impl Journal {
                     other => Err(other),
                 }
             }
+            Ok(recorded) => {
+                if A::STREAM == StreamType::Tenant && recorded.events_appended > 0 {
+                    self.tenant_changed(cmd.tenant_id, recorded.version).await;
+                }
+                Ok(recorded)
+            }
             other => other,
+        }
+    }
+
+    /// A command changed the tenant at `version`: its configuration cache gets the new
+    /// state if this process holds it (it does after its own append), or loses its
+    /// older copy.
+    async fn tenant_changed(&self, tenant: Uuid, version: i64) {
+        match self.cache.get::<Tenant>(tenant, tenant) {
+            Some((Some(state), held)) if held == version => self.config.keep(tenant, version, &state).await,
+            _ => self.config.drop_older(tenant, version).await,
         }
     }
 
@@ -781,8 +802,29 @@ impl Journal {
         Ok(subject_keys::known(&self.pool, tenant, subject).await? == Some(true))
     }
 
+    /// The tenant's state, for the tenant checks: from this process's cache of facts while
+    /// it follows their notifications; otherwise from what it holds or, holding nothing,
+    /// the configuration cache's copy (`config_cache`), caught up with the journal's
+    /// events after it. A copy older than the journal is thus never decided on, and is
+    /// replaced by the newer fold.
     pub async fn tenant(&self, tenant: Uuid) -> Result<Option<Tenant>, JournalError> {
-        self.state::<Tenant>(tenant, tenant).await
+        if let Some((state, _)) = self.cache.trusted::<Tenant>(tenant, tenant) {
+            return Ok(state);
+        }
+        let epoch = self.cache.epoch();
+        let base = match self.cache.get::<Tenant>(tenant, tenant) {
+            Some(held) => held,
+            // Read before taking a connection: none is held while Redis answers.
+            None => self.config.read(tenant).await.map(|(state, version)| (Some(state), version)).unwrap_or((None, 0)),
+        };
+        let based_on = base.1;
+        let mut conn = self.pool.acquire().await?;
+        let (state, version) = load_from::<Tenant>(&mut conn, &self.cache, epoch, tenant, tenant, base).await?;
+        drop(conn);
+        if let (Some(state), true) = (&state, version > based_on) {
+            self.config.keep(tenant, version, state).await;
+        }
+        Ok(state)
     }
 
     /// The users of `tenant` with these (normalised) usernames, in one query.
@@ -829,7 +871,22 @@ async fn load<A: Aggregate>(
     stream: Uuid,
 ) -> Result<(Option<A>, i64), JournalError> {
     let epoch = cache.epoch();
-    let (mut state, cached) = cache.get::<A>(tenant, stream).unwrap_or((None, 0));
+    let base = cache.get::<A>(tenant, stream).unwrap_or((None, 0));
+    load_from(conn, cache, epoch, tenant, stream, base).await
+}
+
+/// Folds the stream's events after `base` (a state and the version it is at) onto it,
+/// and keeps the result in the cache unless an invalidation came in since `epoch` (taken
+/// before `base` was read).
+async fn load_from<A: Aggregate>(
+    conn: &mut sqlx::PgConnection,
+    cache: &StreamCache,
+    epoch: u64,
+    tenant: Uuid,
+    stream: Uuid,
+    base: (Option<A>, i64),
+) -> Result<(Option<A>, i64), JournalError> {
+    let (mut state, cached) = base;
     let rows: Vec<(String, i16, Value, i64, Option<Uuid>)> = sqlx::query_as(
         "SELECT event_type, schema_version, envelope->'payload', stream_version, (envelope->>'data_subject')::uuid
          FROM eventstore.events
@@ -850,9 +907,9 @@ async fn load<A: Aggregate>(
         state = A::evolve(state, &event);
         version = v;
     }
-    if version > cached {
-        cache.put_unless_invalidated(epoch, tenant, stream, version, state.clone());
-    }
+    // Also when nothing was newer: a base from outside this cache is kept too (`put`
+    // keeps a cached state as new as it).
+    cache.put_unless_invalidated(epoch, tenant, stream, version, state.clone());
     Ok((state, version))
 }
 

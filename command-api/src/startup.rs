@@ -45,7 +45,8 @@ impl Application {
             vec![Probe::postgres(pool.clone()), Probe::kafka(&settings.kafka_brokers), probe_redis(redis.clone())];
         let keys = JwtKeys::new(&settings.jwt_secret);
         runtime::subject_keys::use_kek(settings)?;
-        let journal = Journal::new(pool, wake, keys.clone(), settings.idempotency_ttl);
+        let config = crate::config_cache::ConfigCache::new(redis.clone());
+        let journal = Journal::new(pool, wake, keys.clone(), settings.idempotency_ttl, config);
         let state = AppState {
             journal: journal.clone(),
             keys: keys.clone(),

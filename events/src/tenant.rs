@@ -84,7 +84,8 @@ fn provisioned_v1_to_v2(mut payload: Value) -> Value {
     payload
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// Serialised as the tenant configuration cache's copy (`command-api`'s `config_cache`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tenant {
     pub name: String,
     pub slug: String,

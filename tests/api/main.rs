@@ -13,6 +13,7 @@ mod case_reads;
 mod case_types;
 mod channels;
 mod concurrency;
+mod config_cache;
 mod crash_safety;
 mod custom_fields;
 mod customer_erasure;

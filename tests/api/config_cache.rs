@@ -1,0 +1,137 @@
+//! The tenant configuration cache (seed §6.3.3): a tenant's settings and status, folded
+//! from its stream, in Redis for an hour; read by the tenant check of a command API that
+//! does not hold the tenant, and caught up with the journal, so an old copy never decides.
+
+use murima_tests::{service_settings, TestApp};
+use redis::aio::MultiplexedConnection;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// The copy's version, its state as JSON, and how long it has to live.
+async fn copy(redis: &mut MultiplexedConnection, tenant: Uuid) -> Option<(i64, Value, i64)> {
+    let key = command_api::config_cache::key(tenant);
+    let (version, state): (Option<i64>, Option<String>) =
+        redis::cmd("HMGET").arg(&key).arg("version").arg("state").query_async(redis).await.unwrap();
+    let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(redis).await.unwrap();
+    Some((version?, serde_json::from_str(&state?).unwrap(), ttl))
+}
+
+/// Writes a copy as a command API would (format "1").
+async fn plant(redis: &mut MultiplexedConnection, tenant: Uuid, version: i64, state: &Value) {
+    let _: () = redis::cmd("HSET")
+        .arg(command_api::config_cache::key(tenant))
+        .arg("version")
+        .arg(version)
+        .arg("state")
+        .arg(state.to_string())
+        .arg("format")
+        .arg("1")
+        .query_async(redis)
+        .await
+        .unwrap();
+}
+
+async fn redis(app: &TestApp) -> MultiplexedConnection {
+    redis::Client::open(app.settings.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap()
+}
+
+/// How the command API's tenant check words a suspension (the session check, which
+/// reads the status Redis holds, words it otherwise).
+const REFUSED_BY_THE_JOURNAL: &str = "refused until it is reactivated";
+
+/// A command API of its own, sharing the servers: its cache of facts starts empty.
+async fn fresh_command_api(app: &TestApp) -> (String, tokio::task::JoinHandle<()>) {
+    let command = command_api::Application::build(&service_settings(&app.settings, "command-api"))
+        .await
+        .expect("command API starts");
+    let url = format!("http://127.0.0.1:{}", command.port());
+    (url, tokio::spawn(async move { command.run_until_stopped().await.expect("command API runs") }))
+}
+
+async fn open_case_via(app: &TestApp, url: &str, title: &str) -> reqwest::Response {
+    app.http
+        .post(format!("{url}/v1/cases"))
+        .bearer_auth(&app.token)
+        .json(&json!({ "case_type_id": app.case_type_id, "title": title }))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenants_configuration_is_cached_for_an_hour_at_its_newest_version() {
+    let app = TestApp::spawn().await;
+    let mut redis = redis(&app).await;
+    assert_eq!(app.open_case("Checks the tenant").await["version"], 1);
+    let (version, state, ttl) = copy(&mut redis, app.tenant_id).await.expect("a copy after a tenant check");
+    assert_eq!(version, 1);
+    assert_eq!(state["status"], "active", "{state}");
+    assert!((3500..=3600).contains(&ttl), "lives an hour, not {ttl} s");
+
+    let path = format!("/v1/tenants/{}/settings", app.tenant_id);
+    let settings = json!({ "settings": { "timezone": "Africa/Nairobi" } });
+    let r = app.command(Method::PATCH, &path, &app.platform_token(), Some(settings)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // The change replaced (or dropped) the older copy; the next check keeps the new state.
+    assert!(copy(&mut redis, app.tenant_id).await.is_none_or(|(v, _, _)| v == 2));
+    assert_eq!(app.open_case("Checks the tenant again").await["version"], 1);
+    let (version, state, _) = copy(&mut redis, app.tenant_id).await.expect("a copy after the change");
+    assert_eq!(version, 2);
+    assert_eq!(state["settings"]["timezone"], "Africa/Nairobi", "{state}");
+}
+
+/// The copy is what a command API without the tenant decides on, and only at the
+/// journal's version: an older copy (its writer died before replacing it) is caught up.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_api_without_the_tenant_decides_on_the_copy_caught_up_with_the_journal() {
+    let app = TestApp::spawn().await;
+    let mut redis = redis(&app).await;
+    assert_eq!(app.open_case("Fills the copy").await["version"], 1);
+    let (_, active, _) = copy(&mut redis, app.tenant_id).await.expect("a copy");
+    let platform = app.platform_token();
+    let suspend = format!("/v1/tenants/{}/suspend", app.tenant_id);
+    let r = app.command(Method::POST, &suspend, &platform, Some(json!({ "reason": "unpaid" }))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // The copy says active at version 1; the journal is at 2, suspended. (And Redis lost
+    // the tenant's status, which every command's session check reads first, once the
+    // projector had written it: only the journal's check stands.)
+    murima_tests::eventually("the suspension projected", || async {
+        let status: String = sqlx::query_scalar("SELECT status FROM public.tenants WHERE id = $1")
+            .bind(app.tenant_id)
+            .fetch_one(&app.pool)
+            .await
+            .ok()?;
+        (status == "suspended").then_some(())
+    })
+    .await;
+    let status = runtime::tenancy::Tenancy(app.tenant_id).redis_key("tenant:status");
+    let _: () = redis::cmd("DEL").arg(status).query_async(&mut redis).await.unwrap();
+    plant(&mut redis, app.tenant_id, 1, &active).await;
+    let (url, fresh) = fresh_command_api(&app).await;
+    let r = open_case_via(&app, &url, "Must be refused").await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "a stale copy decided");
+    let problem: Value = r.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains(REFUSED_BY_THE_JOURNAL), "{problem}");
+    let (version, state, _) = copy(&mut redis, app.tenant_id).await.expect("the caught-up copy");
+    assert_eq!((version, state["status"].as_str()), (2, Some("suspended")));
+
+    fresh.abort();
+
+    // Reactivated (version 3), with a copy at that version that says otherwise (what no
+    // command API writes: it shows whose word a new command API takes): the copy's.
+    let reactivate = format!("/v1/tenants/{}/reactivate", app.tenant_id);
+    let r = app.command(Method::POST, &reactivate, &platform, Some(json!({}))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut claimed = active.clone();
+    claimed["status"] = json!("suspended");
+    plant(&mut redis, app.tenant_id, 3, &claimed).await;
+    let (url, _fresh) = fresh_command_api(&app).await;
+    let r = open_case_via(&app, &url, "Refused on the copy").await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let problem: Value = r.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains(REFUSED_BY_THE_JOURNAL), "{problem}");
+    // The command API that holds the tenant is not asked the copy.
+    assert_eq!(app.open_case("Allowed").await["version"], 1);
+}
