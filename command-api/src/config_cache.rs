@@ -5,16 +5,18 @@
 //! A command API checks its tenant on every command from its own cache of facts
 //! (`stream_cache`), which costs nothing. This copy serves the check when that cache does
 //! not hold the tenant (a command API just started, a tenant it has not seen, the facts'
-//! notifications lost): the copy is read, and then only the tenant's events after its
-//! version from the journal, so the check never decides on an old copy. What it saves is
-//! folding the tenant's whole history (every settings change is an event) on each such
-//! miss, in every command API.
+//! notifications lost): the copy is read, and then the tenant's events from the copy's
+//! version on, from the journal. The copy names the id of its last event, and is used
+//! only if the journal holds that event at that version (otherwise, a database restored
+//! behind it, the tenant is folded from its start and the copy replaced); the events
+//! after it are folded on. So the check never decides on an old copy or another
+//! journal's. What it saves is folding the tenant's whole history (every settings change
+//! is an event) on each such miss, in every command API.
 //!
-//! Written newest version first, so an older fold never replaces a newer one: by the
-//! command API that changes the tenant, in the request that commits the change (or, if it
-//! does not hold the new state, it drops any older copy), and by a command API that had to
-//! read newer events than the copy held. Every call is bounded by `TIMEOUT` and failing
-//! Redis is only a miss: the journal answers then.
+//! A tenant change drops older copies; a check that folded further than the copy (or
+//! found none) writes its fold back, newest version first, so an older fold never
+//! replaces a newer one. Every call is bounded by `TIMEOUT` and failing Redis is only a
+//! miss: the journal answers then.
 
 use std::time::Duration;
 
@@ -32,27 +34,40 @@ const TIMEOUT: Duration = Duration::from_millis(250);
 /// whose `Tenant` differs) reads as a miss. Raise it when `Tenant` changes.
 const FORMAT: &str = "1";
 
-/// KEYS: the copy. ARGV: version, state, format, TTL. Keeps the state unless a copy at
-/// the same or a newer version is held (1 if written).
+/// KEYS: the copy. ARGV: version, event id, state, format, TTL, "1" to replace whatever
+/// is held. Keeps the state unless a copy of this format at the same or a newer version
+/// is held (1 if written).
 const KEEP_NEWEST: &str = r#"
-local held = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
-if tonumber(ARGV[1]) <= held then
+local held = tonumber(redis.call('HGET', KEYS[1], 'version')) or 0
+if redis.call('HGET', KEYS[1], 'format') ~= ARGV[4] then
+  held = 0
+end
+if ARGV[6] ~= '1' and tonumber(ARGV[1]) <= held then
   return 0
 end
-redis.call('HSET', KEYS[1], 'version', ARGV[1], 'state', ARGV[2], 'format', ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'event', ARGV[2], 'state', ARGV[3], 'format', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 "#;
 
-/// KEYS: the copy. ARGV: version. Drops a copy older than the version (1 if dropped).
+/// KEYS: the copy. ARGV: version. Drops a copy older than the version, or one whose
+/// version does not read as a number (1 if dropped).
 const DROP_OLDER: &str = r#"
 local held = redis.call('HGET', KEYS[1], 'version')
-if held and tonumber(held) < tonumber(ARGV[1]) then
+if held and (tonumber(held) == nil or tonumber(held) < tonumber(ARGV[1])) then
   redis.call('DEL', KEYS[1])
   return 1
 end
 return 0
 "#;
+
+/// A tenant's state as a copy holds it: after `version`, whose event is `event_id`.
+pub struct Copy {
+    pub state: Tenant,
+    pub version: i64,
+    pub event_id: Uuid,
+}
 
 #[derive(Clone)]
 pub struct ConfigCache {
@@ -76,24 +91,28 @@ impl ConfigCache {
     }
 
     /// The tenant's state at the copy's version, if Redis holds a copy this build reads.
-    pub async fn read(&self, tenant: Uuid) -> Option<(Tenant, i64)> {
+    pub async fn read(&self, tenant: Uuid) -> Option<Copy> {
         let mut redis = self.redis.clone();
         let mut hmget = redis::cmd("HMGET");
-        hmget.arg(key(tenant)).arg("version").arg("state").arg("format");
-        let read = hmget.query_async::<(Option<i64>, Option<String>, Option<String>)>(&mut redis);
+        hmget.arg(key(tenant)).arg("version").arg("event").arg("state").arg("format");
+        type Fields = (Option<String>, Option<String>, Option<String>, Option<String>);
+        let read = hmget.query_async::<Fields>(&mut redis);
         let found = match tokio::time::timeout(TIMEOUT, read).await {
             Ok(Ok(found)) => found,
             Ok(Err(e)) => return self.missed(tenant, &e.to_string()),
             Err(_) => return self.missed(tenant, "Redis did not answer in time"),
         };
-        let (Some(version), Some(state), Some(FORMAT)) = (found.0, found.1, found.2.as_deref()) else {
+        let (Some(version), Some(event_id), Some(state), Some(FORMAT)) =
+            (found.0, found.1, found.2, found.3.as_deref())
+        else {
             metrics::counter!("config_cache_reads_total", "outcome" => "miss").increment(1);
             return None;
         };
-        match serde_json::from_str::<Tenant>(&state) {
-            Ok(tenant) if version > 0 => {
+        let read = (version.parse::<i64>(), event_id.parse::<Uuid>(), serde_json::from_str::<Tenant>(&state));
+        match read {
+            (Ok(version), Ok(event_id), Ok(state)) if version > 0 => {
                 metrics::counter!("config_cache_reads_total", "outcome" => "hit").increment(1);
-                Some((tenant, version))
+                Some(Copy { state, version, event_id })
             }
             _ => self.missed(tenant, "the copy does not read as a tenant"),
         }
@@ -105,11 +124,13 @@ impl ConfigCache {
         None
     }
 
-    /// Keeps the tenant's state at `version`, unless a copy as new is held.
-    pub async fn keep(&self, tenant: Uuid, version: i64, state: &Tenant) {
+    /// Keeps the tenant's state at `version` (whose event is `event_id`), unless a copy as
+    /// new is held; `replace`: whatever is held (it was found not to be of this journal).
+    pub async fn keep(&self, tenant: Uuid, version: i64, event_id: Uuid, state: &Tenant, replace: bool) {
         let Ok(json) = serde_json::to_string(state) else { return };
         let mut invocation = self.keep_newest.key(key(tenant));
-        invocation.arg(version).arg(json).arg(FORMAT).arg(TTL_SECS);
+        invocation.arg(version).arg(event_id.to_string()).arg(json).arg(FORMAT).arg(TTL_SECS);
+        invocation.arg(if replace { "1" } else { "0" });
         let mut redis = self.redis.clone();
         let write = invocation.invoke_async::<i64>(&mut redis);
         self.settle(tenant, "kept", tokio::time::timeout(TIMEOUT, write).await);

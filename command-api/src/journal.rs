@@ -330,14 +330,10 @@ impl Journal {
         }
     }
 
-    /// A command changed the tenant at `version`: its configuration cache gets the new
-    /// state if this process holds it (it does after its own append), or loses its
-    /// older copy.
+    /// A command changed the tenant at `version`: an older copy in the configuration
+    /// cache goes (the next check that folds the tenant writes the new one).
     async fn tenant_changed(&self, tenant: Uuid, version: i64) {
-        match self.cache.get::<Tenant>(tenant, tenant) {
-            Some((Some(state), held)) if held == version => self.config.keep(tenant, version, &state).await,
-            _ => self.config.drop_older(tenant, version).await,
-        }
+        self.config.drop_older(tenant, version).await;
     }
 
     /// The 409 for a lost insert race: a concurrent writer, or an id (chosen by the
@@ -812,19 +808,25 @@ impl Journal {
             return Ok(state);
         }
         let epoch = self.cache.epoch();
-        let base = match self.cache.get::<Tenant>(tenant, tenant) {
-            Some(held) => held,
+        let (base, copy) = match self.cache.get::<Tenant>(tenant, tenant) {
+            Some(held) => (Base::Held(held.0, held.1), None),
             // Read before taking a connection: none is held while Redis answers.
-            None => self.config.read(tenant).await.map(|(state, version)| (Some(state), version)).unwrap_or((None, 0)),
+            None => match self.config.read(tenant).await {
+                Some(copy) => (Base::Copy(Some(copy.state), copy.version, copy.event_id), Some(copy.version)),
+                None => (Base::Held(None, 0), Some(0)),
+            },
         };
-        let based_on = base.1;
         let mut conn = self.pool.acquire().await?;
-        let (state, version) = load_from::<Tenant>(&mut conn, &self.cache, epoch, tenant, tenant, base).await?;
+        let folded = load_from::<Tenant>(&mut conn, &self.cache, epoch, tenant, tenant, base).await?;
         drop(conn);
-        if let (Some(state), true) = (&state, version > based_on) {
-            self.config.keep(tenant, version, state).await;
+        // Written back when this check read the copy (or found none) and folded further,
+        // or the copy was not of this journal (`replace`).
+        if let (Some(state), Some(last_event), Some(copied)) = (&folded.state, folded.last_event, copy) {
+            if folded.version > copied || folded.replaced {
+                self.config.keep(tenant, folded.version, last_event, state, folded.replaced).await;
+            }
         }
-        Ok(state)
+        Ok(folded.state)
     }
 
     /// The users of `tenant` with these (normalised) usernames, in one query.
@@ -871,24 +873,53 @@ async fn load<A: Aggregate>(
     stream: Uuid,
 ) -> Result<(Option<A>, i64), JournalError> {
     let epoch = cache.epoch();
-    let base = cache.get::<A>(tenant, stream).unwrap_or((None, 0));
-    load_from(conn, cache, epoch, tenant, stream, base).await
+    let (state, version) = cache.get::<A>(tenant, stream).unwrap_or((None, 0));
+    let folded = load_from(conn, cache, epoch, tenant, stream, Base::Held(state, version)).await?;
+    Ok((folded.state, folded.version))
 }
 
-/// Folds the stream's events after `base` (a state and the version it is at) onto it,
-/// and keeps the result in the cache unless an invalidation came in since `epoch` (taken
-/// before `base` was read).
+/// What a fold starts from.
+enum Base<A> {
+    /// A state this process folded from the journal, after a version (0: nothing).
+    Held(Option<A>, i64),
+    /// A state from elsewhere (the configuration cache), after a version, claiming that
+    /// version's event id: used only if the journal's event at that version is that one.
+    Copy(Option<A>, i64, Uuid),
+}
+
+/// A fold's result: the state after `version`, the id of the event at `version` if the
+/// fold read it or was given it, and whether a copy it started from was not the journal's.
+struct Folded<A> {
+    state: Option<A>,
+    version: i64,
+    last_event: Option<Uuid>,
+    replaced: bool,
+}
+
+/// One journal row as a fold reads it.
+type FoldRow = (Uuid, String, i16, Value, i64, Option<Uuid>);
+
+/// Folds the stream's events after `base` onto it, and keeps the result in the cache
+/// unless an invalidation came in since `epoch` (taken before `base` was read). A copy
+/// whose event is not the journal's (a database restored behind it, another journal)
+/// is dropped and the stream folded from its start.
 async fn load_from<A: Aggregate>(
     conn: &mut sqlx::PgConnection,
     cache: &StreamCache,
     epoch: u64,
     tenant: Uuid,
     stream: Uuid,
-    base: (Option<A>, i64),
-) -> Result<(Option<A>, i64), JournalError> {
-    let (mut state, cached) = base;
-    let rows: Vec<(String, i16, Value, i64, Option<Uuid>)> = sqlx::query_as(
-        "SELECT event_type, schema_version, envelope->'payload', stream_version, (envelope->>'data_subject')::uuid
+    base: Base<A>,
+) -> Result<Folded<A>, JournalError> {
+    let (mut state, cached, mut anchor) = match base {
+        Base::Held(state, version) => (state, version, None),
+        Base::Copy(state, version, event_id) => (state, version, Some(event_id)),
+    };
+    // A copy's own event is read again, to be compared.
+    let after = if anchor.is_some() { cached.saturating_sub(1) } else { cached };
+    let mut rows: Vec<FoldRow> = sqlx::query_as(
+        "SELECT event_id, event_type, schema_version, envelope->'payload', stream_version,
+                (envelope->>'data_subject')::uuid
          FROM eventstore.events
          WHERE stream_id = $1 AND stream_version > $4 AND tenant_id = $2 AND stream_type = $3
          ORDER BY stream_version",
@@ -896,21 +927,34 @@ async fn load_from<A: Aggregate>(
     .bind(stream)
     .bind(tenant)
     .bind(A::STREAM.as_str())
-    .bind(cached)
+    .bind(after)
     .fetch_all(&mut *conn)
     .await?;
-    let keys = subject_keys::needed_by(&mut *conn, rows.iter().map(|row| (tenant, row.4))).await?;
+    let mut last_event = None;
+    if let Some(claimed) = anchor.take() {
+        if !rows.first().is_some_and(|row| row.4 == cached && row.0 == claimed) {
+            tracing::warn!(%tenant, %stream, copied = cached, "a cached copy is not of this journal; folded from the start");
+            let folded = Box::pin(load_from(conn, cache, epoch, tenant, stream, Base::Held(None, 0))).await?;
+            return Ok(Folded { replaced: true, ..folded });
+        }
+        rows.remove(0);
+        last_event = Some(claimed);
+    }
+    let from_copy = last_event.is_some();
+    let keys = subject_keys::needed_by(&mut *conn, rows.iter().map(|row| (tenant, row.5))).await?;
     let mut version = cached;
-    for (event_type, schema_version, mut payload, v, data_subject) in rows {
+    for (event_id, event_type, schema_version, mut payload, v, data_subject) in rows {
         keys.open(tenant, data_subject, A::STREAM, &event_type, &mut payload).map_err(anyhow::Error::from)?;
         let event = A::Event::decode(&event_type, schema_version as u16, payload).map_err(anyhow::Error::from)?;
         state = A::evolve(state, &event);
         version = v;
+        last_event = Some(event_id);
     }
-    // Also when nothing was newer: a base from outside this cache is kept too (`put`
-    // keeps a cached state as new as it).
-    cache.put_unless_invalidated(epoch, tenant, stream, version, state.clone());
-    Ok((state, version))
+    // A copy's state is kept even when nothing was newer (a held one already is).
+    if version > cached || from_copy {
+        cache.put_unless_invalidated(epoch, tenant, stream, version, state.clone());
+    }
+    Ok(Folded { state, version, last_event, replaced: false })
 }
 
 /// A new case's events as `eventstore.append` wrote them: the first one's payload with the

@@ -17,19 +17,53 @@ async fn copy(redis: &mut MultiplexedConnection, tenant: Uuid) -> Option<(i64, V
     Some((version?, serde_json::from_str(&state?).unwrap(), ttl))
 }
 
-/// Writes a copy as a command API would (format "1").
-async fn plant(redis: &mut MultiplexedConnection, tenant: Uuid, version: i64, state: &Value) {
-    let _: () = redis::cmd("HSET")
-        .arg(command_api::config_cache::key(tenant))
-        .arg("version")
-        .arg(version)
-        .arg("state")
-        .arg(state.to_string())
-        .arg("format")
-        .arg("1")
+/// Writes a copy as a command API would (format "1"), naming `event` as its last event.
+async fn plant(redis: &mut MultiplexedConnection, tenant: Uuid, version: i64, event: Uuid, state: &Value) {
+    let key = command_api::config_cache::key(tenant);
+    let _: () = redis::pipe()
+        .atomic()
+        .del(&key)
+        .hset_multiple(
+            &key,
+            &[
+                ("version", version.to_string()),
+                ("event", event.to_string()),
+                ("state", state.to_string()),
+                ("format", "1".to_owned()),
+            ],
+        )
+        .expire(&key, 3600)
         .query_async(redis)
         .await
         .unwrap();
+}
+
+/// The id of the tenant stream's event at `version`, as the journal holds it.
+async fn event_at(app: &TestApp, version: i64) -> Uuid {
+    sqlx::query_scalar(
+        "SELECT event_id FROM eventstore.events WHERE tenant_id = $1 AND stream_id = $1 AND stream_version = $2",
+    )
+    .bind(app.tenant_id)
+    .bind(version)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+/// Loses the tenant's status in Redis once the projector has written `status` (every
+/// command's session check reads it first): only the command API's tenant check stands.
+async fn lose_the_status_in_redis(app: &TestApp, redis: &mut MultiplexedConnection, status: &str) {
+    murima_tests::eventually("the status projected", || async {
+        let held: String = sqlx::query_scalar("SELECT status FROM public.tenants WHERE id = $1")
+            .bind(app.tenant_id)
+            .fetch_one(&app.pool)
+            .await
+            .ok()?;
+        (held == status).then_some(())
+    })
+    .await;
+    let key = runtime::tenancy::Tenancy(app.tenant_id).redis_key("tenant:status");
+    let _: () = redis::cmd("DEL").arg(key).query_async(redis).await.unwrap();
 }
 
 async fn redis(app: &TestApp) -> MultiplexedConnection {
@@ -73,8 +107,8 @@ async fn a_tenants_configuration_is_cached_for_an_hour_at_its_newest_version() {
     let settings = json!({ "settings": { "timezone": "Africa/Nairobi" } });
     let r = app.command(Method::PATCH, &path, &app.platform_token(), Some(settings)).await;
     assert_eq!(r.status(), StatusCode::OK);
-    // The change replaced (or dropped) the older copy; the next check keeps the new state.
-    assert!(copy(&mut redis, app.tenant_id).await.is_none_or(|(v, _, _)| v == 2));
+    // The change dropped the older copy; the next check keeps the new state.
+    assert!(copy(&mut redis, app.tenant_id).await.is_none());
     assert_eq!(app.open_case("Checks the tenant again").await["version"], 1);
     let (version, state, _) = copy(&mut redis, app.tenant_id).await.expect("a copy after the change");
     assert_eq!(version, 2);
@@ -94,21 +128,10 @@ async fn a_command_api_without_the_tenant_decides_on_the_copy_caught_up_with_the
     let r = app.command(Method::POST, &suspend, &platform, Some(json!({ "reason": "unpaid" }))).await;
     assert_eq!(r.status(), StatusCode::OK);
 
-    // The copy says active at version 1; the journal is at 2, suspended. (And Redis lost
-    // the tenant's status, which every command's session check reads first, once the
-    // projector had written it: only the journal's check stands.)
-    murima_tests::eventually("the suspension projected", || async {
-        let status: String = sqlx::query_scalar("SELECT status FROM public.tenants WHERE id = $1")
-            .bind(app.tenant_id)
-            .fetch_one(&app.pool)
-            .await
-            .ok()?;
-        (status == "suspended").then_some(())
-    })
-    .await;
-    let status = runtime::tenancy::Tenancy(app.tenant_id).redis_key("tenant:status");
-    let _: () = redis::cmd("DEL").arg(status).query_async(&mut redis).await.unwrap();
-    plant(&mut redis, app.tenant_id, 1, &active).await;
+    // The copy says active at version 1 (as a command API that died before dropping it
+    // left it); the journal is at 2, suspended.
+    lose_the_status_in_redis(&app, &mut redis, "suspended").await;
+    plant(&mut redis, app.tenant_id, 1, event_at(&app, 1).await, &active).await;
     let (url, fresh) = fresh_command_api(&app).await;
     let r = open_case_via(&app, &url, "Must be refused").await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN, "a stale copy decided");
@@ -126,12 +149,36 @@ async fn a_command_api_without_the_tenant_decides_on_the_copy_caught_up_with_the
     assert_eq!(r.status(), StatusCode::OK);
     let mut claimed = active.clone();
     claimed["status"] = json!("suspended");
-    plant(&mut redis, app.tenant_id, 3, &claimed).await;
-    let (url, _fresh) = fresh_command_api(&app).await;
+    plant(&mut redis, app.tenant_id, 3, event_at(&app, 3).await, &claimed).await;
+    let (url, fresh) = fresh_command_api(&app).await;
     let r = open_case_via(&app, &url, "Refused on the copy").await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     let problem: Value = r.json().await.unwrap();
     assert!(problem["detail"].as_str().unwrap().contains(REFUSED_BY_THE_JOURNAL), "{problem}");
-    // The command API that holds the tenant is not asked the copy.
-    assert_eq!(app.open_case("Allowed").await["version"], 1);
+    fresh.abort();
+}
+
+/// A copy whose last event is not the journal's (a database restored behind Redis, a
+/// journal of another deployment) is not decided on, whatever version it claims: the
+/// tenant is folded from its start and the copy replaced.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_of_another_journal_is_replaced_not_decided_on() {
+    let app = TestApp::spawn().await;
+    let mut redis = redis(&app).await;
+    assert_eq!(app.open_case("Fills the copy").await["version"], 1);
+    let (_, active, _) = copy(&mut redis, app.tenant_id).await.expect("a copy");
+    let suspend = format!("/v1/tenants/{}/suspend", app.tenant_id);
+    let r = app.command(Method::POST, &suspend, &app.platform_token(), Some(json!({ "reason": "unpaid" }))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    lose_the_status_in_redis(&app, &mut redis, "suspended").await;
+    // Active at the journal's version 2, and at a version the journal has not reached.
+    for version in [2, 7] {
+        plant(&mut redis, app.tenant_id, version, Uuid::now_v7(), &active).await;
+        let (url, fresh) = fresh_command_api(&app).await;
+        let r = open_case_via(&app, &url, "Must be refused").await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "a copy of version {version} of another journal decided");
+        let (held, state, _) = copy(&mut redis, app.tenant_id).await.expect("the copy replaced");
+        assert_eq!((held, state["status"].as_str()), (2, Some("suspended")));
+        fresh.abort();
+    }
 }
