@@ -358,9 +358,12 @@ impl TestApp {
             .expect("redis connection");
         let keys: Vec<String> = redis.keys(t.redis_key("*")).await.expect("list redis keys");
         for key in keys {
-            // Presence, locks, the query API's caches (a case, a user's permissions) and the
-            // sessions are written by reads and logins, not projected from events.
-            let cache = key.ends_with(":permissions") || (key.contains(":case:") && !key.ends_with(":viewers"));
+            // Presence, locks, the query API's caches (a case, a user's permissions), the
+            // command API's tenant configuration cache and the sessions are written by
+            // reads and logins, not projected from events.
+            let cache = key.ends_with(":permissions")
+                || key.ends_with(":config:tenant")
+                || (key.contains(":case:") && !key.ends_with(":viewers"));
             let session = key.contains(":session:")
                 || key.ends_with(":sessions")
                 || key.ends_with(":revision")
