@@ -80,7 +80,11 @@ pub async fn seed_cases(pool: &sqlx::PgPool, tenant: &Tenant, cases: u64, varied
 /// Rebuilds a projection for the scenario's tenant. An earlier run that was killed (or
 /// whose store failed) leaves its rebuild unfinished, which would refuse this one: the
 /// scenario abandons it first and says so. A rebuild that is running is left alone.
-async fn rebuild_fresh(stores: &Stores, name: &str, tenant: uuid::Uuid) -> anyhow::Result<projector::rebuild::Report> {
+async fn rebuild_fresh(
+    stores: &Stores,
+    name: ProjectionName,
+    tenant: uuid::Uuid,
+) -> anyhow::Result<projector::rebuild::Report> {
     if projector::rebuild::unfinished_for_another(&stores.pool, name, Some(tenant)).await? {
         let abandoned = projector::rebuild::abandon(stores, name).await?;
         println!("rebuild: abandoned an unfinished rebuild of {name} ({}) that an earlier run left", abandoned.id);
@@ -98,7 +102,7 @@ pub async fn rebuild(stores: &Stores, tenant: &Tenant, events: u64, naive_events
 
     let mut rows = Vec::new();
     for name in BENCHED {
-        let report = rebuild_fresh(stores, name.as_str(), tenant.id).await?;
+        let report = rebuild_fresh(stores, name, tenant.id).await?;
         rows.push(json!({ "store": name.as_str(), "mode": "rebuild (batched)", "events": report.events,
                           "seconds": report.seconds, "events_per_sec": report.events_per_sec,
                           "switch_ms": report.switch_ms }));
@@ -160,7 +164,7 @@ pub async fn seed_through_journal(stores: &Stores, tenants: &[Tenant], cases: u6
     }
     let written = started.elapsed().as_secs_f64();
     for tenant in tenants {
-        for name in ["postgres", "redis"] {
+        for name in [ProjectionName::Postgres, ProjectionName::Redis] {
             rebuild_fresh(stores, name, tenant.id).await?;
         }
     }

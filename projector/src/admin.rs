@@ -134,8 +134,8 @@ fn refused(e: anyhow::Error) -> ApiError {
     ApiError::unprocessable(format!("{e:#}"))
 }
 
-fn known(name: &str) -> Result<&'static str, ApiError> {
-    name.parse::<ProjectionName>().map(ProjectionName::as_str).map_err(|e| ApiError::NotFound(e.to_string()))
+fn known(name: &str) -> Result<ProjectionName, ApiError> {
+    name.parse::<ProjectionName>().map_err(|e| ApiError::NotFound(e.to_string()))
 }
 
 /// Every projection's progress and health.
@@ -189,7 +189,7 @@ async fn replay(
     let name = known(&name)?;
     let from: From = body.from.parse().map_err(ApiError::BadRequest)?;
     let applied = operations::replay(&admin.stores, name, body.tenant_id, from, &|_, _| {}).await.map_err(refused)?;
-    Ok(Json(Replayed { projection: name, events_applied: applied }))
+    Ok(Json(Replayed { projection: name.as_str(), events_applied: applied }))
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -244,12 +244,12 @@ async fn rebuild(
     tokio::spawn(async move {
         match crate::rebuild::run(&stores, name, tenant, &|_, _| {}).await {
             Ok(report) => tracing::info!(?report, "rebuild finished"),
-            Err(e) => tracing::error!(projection = name, error = %format!("{e:#}"), "rebuild stopped"),
+            Err(e) => tracing::error!(projection = %name, error = %format!("{e:#}"), "rebuild stopped"),
         }
     });
     Ok((
         StatusCode::ACCEPTED,
-        Json(RebuildStarted { projection: name, tenant_id: tenant, follow: "/v1/admin/rebuilds" }),
+        Json(RebuildStarted { projection: name.as_str(), tenant_id: tenant, follow: "/v1/admin/rebuilds" }),
     ))
 }
 
@@ -277,7 +277,7 @@ async fn abandon(
     caller.platform_admin()?;
     let name = known(&name)?;
     let done = crate::rebuild::abandon(&admin.stores, name).await.map_err(refused)?;
-    Ok(Json(Abandoned { projection: name, abandoned: done.id, clean_up_pending: done.clean_up_pending }))
+    Ok(Json(Abandoned { projection: name.as_str(), abandoned: done.id, clean_up_pending: done.clean_up_pending }))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -376,7 +376,7 @@ async fn retry(
     caller.platform_admin()?;
     let name = known(&name)?;
     let applied = operations::retry_parked(&admin.stores, name, stream, of.tenant_id).await.map_err(refused)?;
-    Ok(Json(Retried { projection: name, stream_id: stream, tenant_id: of.tenant_id, events_applied: applied }))
+    Ok(Json(Retried { projection: name.as_str(), stream_id: stream, tenant_id: of.tenant_id, events_applied: applied }))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -401,7 +401,7 @@ async fn skip(
     caller.platform_admin()?;
     let name = known(&name)?;
     let skipped = operations::skip_parked(&admin.stores, name, stream, of.tenant_id).await.map_err(refused)?;
-    Ok(Json(Skipped { projection: name, stream_id: stream, tenant_id: of.tenant_id, events_skipped: skipped }))
+    Ok(Json(Skipped { projection: name.as_str(), stream_id: stream, tenant_id: of.tenant_id, events_skipped: skipped }))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -441,12 +441,13 @@ impl std::str::FromStr for From {
 /// while the projector runs and to repeat: every store ignores versions it holds.
 pub async fn replay(
     stores: &Stores,
-    name: &str,
+    name: ProjectionName,
     tenant: Option<Uuid>,
     from: From,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> anyhow::Result<u64> {
-    let projection = stores.projection(name.parse()?).await?;
+    let projection = stores.projection(name).await?;
+    let name = name.as_str();
     let journal = Journal::new(&stores.pool, tenant);
     let mut after = match from {
         From::Position(p) => p - 1,
@@ -516,7 +517,7 @@ pub struct ParkedStream {
 /// page of a page that ended there), else after every stream of that id.
 pub async fn parked(
     pool: &PgPool,
-    projection: Option<&str>,
+    projection: Option<ProjectionName>,
     after: Option<Uuid>,
     after_tenant: Option<Uuid>,
     limit: i64,
@@ -569,8 +570,13 @@ fn named(stream: Uuid, tenant: Option<Uuid>) -> String {
 /// stream back. Runs between the worker's batches. Returns how many were applied.
 /// `tenant` names the tenant of the stream; without it, the streams of that id parked in
 /// any tenant are retried together (each tenant's in its own order).
-pub async fn retry_parked(stores: &Stores, name: &str, stream: Uuid, tenant: Option<Uuid>) -> anyhow::Result<usize> {
-    let projection = stores.projection(name.parse()?).await?;
+pub async fn retry_parked(
+    stores: &Stores,
+    name: ProjectionName,
+    stream: Uuid,
+    tenant: Option<Uuid>,
+) -> anyhow::Result<usize> {
+    let projection = stores.projection(name).await?;
     let name = projection.name();
     let mut hold = crate::control::exclusive(&stores.pool, name).await?;
     // Each tenant's stream in version order (streams of one id in several tenants are
@@ -615,8 +621,13 @@ pub async fn retry_parked(stores: &Stores, name: &str, stream: Uuid, tenant: Opt
 /// ignored by its version guard; a rebuild (or a fixed event) brings it level again.
 /// `tenant` names the tenant of the stream; without it, the streams of that id parked in
 /// any tenant are skipped.
-pub async fn skip_parked(stores: &Stores, name: &str, stream: Uuid, tenant: Option<Uuid>) -> anyhow::Result<u64> {
-    let name = name.parse::<ProjectionName>()?.as_str();
+pub async fn skip_parked(
+    stores: &Stores,
+    name: ProjectionName,
+    stream: Uuid,
+    tenant: Option<Uuid>,
+) -> anyhow::Result<u64> {
+    let name = name.as_str();
     let mut hold = crate::control::exclusive(&stores.pool, name).await?;
     let moved = sqlx::query(
         "WITH gone AS (DELETE FROM projector.parked_events

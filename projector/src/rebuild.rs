@@ -121,11 +121,11 @@ pub async fn list(pool: &PgPool, limit: i64) -> anyhow::Result<Vec<Rebuild>> {
 }
 
 /// The unfinished rebuild of a projection, if there is one.
-async fn unfinished(pool: &PgPool, name: &str) -> anyhow::Result<Option<Rebuild>> {
+async fn unfinished(pool: &PgPool, name: ProjectionName) -> anyhow::Result<Option<Rebuild>> {
     let row: Option<Row> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM projector.rebuilds WHERE projection = $1 AND state = 'running'"
     ))
-    .bind(name)
+    .bind(name.as_str())
     .fetch_optional(pool)
     .await?;
     Ok(row.map(Rebuild::from))
@@ -145,7 +145,7 @@ impl Drop for Exclusive {
 }
 
 impl Exclusive {
-    async fn take(pool: &PgPool, name: &str) -> anyhow::Result<Self> {
+    async fn take(pool: &PgPool, name: ProjectionName) -> anyhow::Result<Self> {
         // A holder that just died frees the lock once the server has seen its connection
         // close: a moment, so ask a few times before refusing.
         for _ in 0..10 {
@@ -158,7 +158,7 @@ impl Exclusive {
     }
 
     /// The lock if nobody holds it now.
-    async fn try_take(pool: &PgPool, name: &str) -> anyhow::Result<Option<Self>> {
+    async fn try_take(pool: &PgPool, name: ProjectionName) -> anyhow::Result<Option<Self>> {
         let mut conn = pool.acquire().await?;
         let key = crate::control::lock_key(&format!("rebuild.{name}"));
         let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut *conn).await?;
@@ -176,7 +176,7 @@ pub async fn in_journal(pool: &PgPool, tenant: Uuid) -> anyhow::Result<bool> {
 
 /// Why a rebuild of `name` for `tenant` cannot start now, if it cannot: one is running,
 /// or an unfinished one is for another target. (Checked again when it starts.)
-pub async fn refusal(pool: &PgPool, name: &str, tenant: Option<Uuid>) -> anyhow::Result<Option<String>> {
+pub async fn refusal(pool: &PgPool, name: ProjectionName, tenant: Option<Uuid>) -> anyhow::Result<Option<String>> {
     let holders = crate::control::holders(pool, crate::control::lock_key(&format!("rebuild.{name}"))).await?;
     if !holders.is_empty() {
         return Ok(Some(format!(
@@ -195,7 +195,7 @@ pub async fn refusal(pool: &PgPool, name: &str, tenant: Option<Uuid>) -> anyhow:
 
 /// Whether an unfinished rebuild of `name` is for another target than `tenant` (so a
 /// rebuild for `tenant` would be refused until it is resumed or abandoned).
-pub async fn unfinished_for_another(pool: &PgPool, name: &str, tenant: Option<Uuid>) -> anyhow::Result<bool> {
+pub async fn unfinished_for_another(pool: &PgPool, name: ProjectionName, tenant: Option<Uuid>) -> anyhow::Result<bool> {
     Ok(unfinished(pool, name).await?.is_some_and(|r| r.tenant_id != tenant))
 }
 
@@ -203,19 +203,18 @@ pub async fn unfinished_for_another(pool: &PgPool, name: &str, tenant: Option<Uu
 /// and runs it to the switch. `progress(done, total)` is called after every batch.
 pub async fn run(
     stores: &Stores,
-    name: &str,
+    projection: ProjectionName,
     tenant: Option<Uuid>,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> anyhow::Result<Report> {
-    let projection: ProjectionName = name.parse()?;
     let name = projection.as_str();
-    let _exclusive = Exclusive::take(&stores.pool, name).await?;
+    let _exclusive = Exclusive::take(&stores.pool, projection).await?;
     let pool = &stores.pool;
     // What earlier rebuilds left (their store did not answer then) goes first: a copy
     // left in place would be confused with this one's.
     clean_up_held(stores, projection).await?;
     let journal = Journal::new(pool, tenant);
-    let found = unfinished(pool, name).await?;
+    let found = unfinished(pool, projection).await?;
     let resumed = found.is_some();
     let mut rebuild = match found {
         Some(r) if r.tenant_id != tenant => anyhow::bail!(
@@ -224,10 +223,10 @@ pub async fn run(
             r.tenant_id.map_or("every tenant".to_owned(), |t| format!("tenant {t}"))
         ),
         Some(r) => r,
-        None => start(pool, name, tenant, &journal).await?,
+        None => start(pool, projection, tenant, &journal).await?,
     };
     let placement = Placement::copies(rebuild.copies.0.clone());
-    let mut copier = Copier::new(stores, name, &rebuild, stores.placed(projection, placement).await?).await?;
+    let mut copier = Copier::new(stores, projection, &rebuild, stores.placed(projection, placement).await?).await?;
     tracing::info!(projection = name, rebuild = %rebuild.id, ?tenant, resumed, from = rebuild.position, "rebuilding");
 
     let started = Instant::now();
@@ -286,7 +285,12 @@ pub async fn run(
     })
 }
 
-async fn start(pool: &PgPool, name: &str, tenant: Option<Uuid>, journal: &Journal<'_>) -> anyhow::Result<Rebuild> {
+async fn start(
+    pool: &PgPool,
+    name: ProjectionName,
+    tenant: Option<Uuid>,
+    journal: &Journal<'_>,
+) -> anyhow::Result<Rebuild> {
     let tenants: Vec<Uuid> = match tenant {
         Some(t) => vec![t],
         None => crate::operations::journal_tenants(pool).await?,
@@ -385,12 +389,12 @@ struct Copier {
 impl Copier {
     async fn new(
         stores: &Stores,
-        name: &str,
+        name: ProjectionName,
         rebuild: &Rebuild,
         copy: std::sync::Arc<dyn crate::projection::Projection>,
     ) -> anyhow::Result<Self> {
         let parking = crate::parking::ParkingLot::new(stores.pool.clone());
-        let parked = parking.held_back(name).await?;
+        let parked = parking.held_back(name.as_str()).await?;
         let group = format!("rebuild.{}", rebuild.id);
         let checkpoint = crate::projection::Checkpoint { group, ..Default::default() };
         Ok(Self { copy, copies: rebuild.copies.0.clone(), parking, parked, checkpoint, pool: stores.pool.clone() })
@@ -547,12 +551,12 @@ async fn drop_leftovers(stores: &Stores, name: ProjectionName, rebuild: &Rebuild
 }
 
 /// Finished rebuilds whose leftovers may still be there, oldest first.
-async fn not_cleaned(pool: &PgPool, name: &str) -> anyhow::Result<Vec<Rebuild>> {
+async fn not_cleaned(pool: &PgPool, name: ProjectionName) -> anyhow::Result<Vec<Rebuild>> {
     let rows: Vec<Row> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM projector.rebuilds
          WHERE projection = $1 AND state <> 'running' AND cleaned_at IS NULL ORDER BY finished_at"
     ))
-    .bind(name)
+    .bind(name.as_str())
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(Rebuild::from).collect())
@@ -562,7 +566,7 @@ async fn not_cleaned(pool: &PgPool, name: &str) -> anyhow::Result<Vec<Rebuild>> 
 /// rebuild's lock held. Returns how many rebuilds are now clean.
 async fn clean_up_held(stores: &Stores, name: ProjectionName) -> anyhow::Result<usize> {
     let mut cleaned = 0;
-    for rebuild in not_cleaned(&stores.pool, name.as_str()).await? {
+    for rebuild in not_cleaned(&stores.pool, name).await? {
         drop_leftovers(stores, name, &rebuild)
             .await
             .with_context(|| format!("dropping what rebuild {} of {name} left", rebuild.id))?;
@@ -584,7 +588,7 @@ pub async fn clean_up(stores: &Stores) -> anyhow::Result<usize> {
     let mut cleaned = 0;
     for name in pending {
         let Ok(projection) = name.parse::<ProjectionName>() else { continue };
-        let Some(_exclusive) = Exclusive::try_take(&stores.pool, projection.as_str()).await? else { continue };
+        let Some(_exclusive) = Exclusive::try_take(&stores.pool, projection).await? else { continue };
         cleaned += clean_up_held(stores, projection).await?;
     }
     Ok(cleaned)
@@ -623,12 +627,11 @@ pub struct Abandoned {
 /// Stops an unfinished rebuild of `name` for good; the live copy is untouched. It is
 /// marked abandoned first, then its copies are dropped within the apply deadline: a copy
 /// whose store does not answer is dropped later (`clean_up`).
-pub async fn abandon(stores: &Stores, name: &str) -> anyhow::Result<Abandoned> {
-    let projection: ProjectionName = name.parse()?;
+pub async fn abandon(stores: &Stores, projection: ProjectionName) -> anyhow::Result<Abandoned> {
     let name = projection.as_str();
-    let _exclusive = Exclusive::take(&stores.pool, name).await?;
+    let _exclusive = Exclusive::take(&stores.pool, projection).await?;
     let mut rebuild =
-        unfinished(&stores.pool, name).await?.with_context(|| format!("no unfinished rebuild of {name}"))?;
+        unfinished(&stores.pool, projection).await?.with_context(|| format!("no unfinished rebuild of {name}"))?;
     sqlx::query(
         "UPDATE projector.rebuilds SET state = 'abandoned', finished_at = now(), updated_at = now() WHERE id = $1",
     )

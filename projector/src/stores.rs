@@ -98,6 +98,27 @@ impl std::fmt::Display for ProjectionName {
     }
 }
 
+/// Bound in queries as its name (`projection` columns are text: a test's own projection
+/// keeps rows there under a name of its own, so names read back stay strings).
+impl sqlx::Type<sqlx::Postgres> for ProjectionName {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl<'q> sqlx::Encode<'q, sqlx::Postgres> for ProjectionName {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <&str as sqlx::Encode<'q, sqlx::Postgres>>::encode_by_ref(&self.as_str(), buf)
+    }
+}
+
 impl std::str::FromStr for ProjectionName {
     type Err = anyhow::Error;
 

@@ -83,13 +83,13 @@ struct Journaled {
 /// Verifies one projection (or all) for one tenant (or all), repairing when asked.
 pub async fn verify(
     stores: &Stores,
-    projection: Option<&str>,
+    projection: Option<ProjectionName>,
     tenant: Option<Uuid>,
     grace: Duration,
     repair: bool,
 ) -> anyhow::Result<Vec<Report>> {
     let names: Vec<ProjectionName> = match projection {
-        Some(name) => vec![name.parse()?],
+        Some(name) => vec![name],
         None => ProjectionName::ALL.to_vec(),
     };
     let tenants: Vec<Uuid> = match tenant {

@@ -197,7 +197,7 @@ async fn an_erased_customer_reads_as_a_marker_in_every_store_and_after_a_rebuild
 
     // A rebuild of every projection from the log brings nothing back.
     let stores = Stores::connect(&app.settings, 4).await.unwrap();
-    for name in projector::stores::ProjectionName::ALL.map(|p| p.as_str()) {
+    for name in projector::stores::ProjectionName::ALL {
         projector::rebuild::run(&stores, name, Some(app.tenant_id), &|_, _| {}).await.unwrap();
     }
     assert_eq!(app.stores_holding(app.tenant_id, &INGRID).await, Vec::<String>::new(), "after the rebuilds");

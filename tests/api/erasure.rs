@@ -186,7 +186,7 @@ async fn an_erased_user_reads_as_a_marker_in_every_store_and_after_a_rebuild_of_
 
     // A rebuild of every projection from the log brings nothing back.
     let stores = Stores::connect(&app.settings, 4).await.unwrap();
-    for name in projector::stores::ProjectionName::ALL.map(|p| p.as_str()) {
+    for name in projector::stores::ProjectionName::ALL {
         projector::rebuild::run(&stores, name, Some(app.tenant_id), &|_, _| {}).await.unwrap();
     }
     assert_eq!(app.stores_holding(app.tenant_id, &ZOE).await, Vec::<String>::new(), "after the rebuilds");
@@ -304,7 +304,7 @@ async fn an_erased_users_requests_keep_no_address_or_user_agent_in_the_audit_tra
     assert!(others.to_string().contains("murima-tests"), "another user's requests stay: {others}");
 
     let stores = Stores::connect(&app.settings, 4).await.unwrap();
-    for name in ["mongo", "elasticsearch"] {
+    for name in [projector::stores::ProjectionName::Mongo, projector::stores::ProjectionName::Elasticsearch] {
         projector::rebuild::run(&stores, name, Some(app.tenant_id), &|_, _| {}).await.unwrap();
     }
     assert_eq!(kept(&hers().await), Vec::<String>::new(), "after rebuilding both");

@@ -97,7 +97,7 @@ async fn a_projection_resuming_inside_a_producer_batch_applies_the_rest_of_the_b
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    for name in projector::stores::ProjectionName::ALL.map(|p| p.as_str()) {
+    for name in projector::stores::ProjectionName::ALL {
         let group = format!("{}.{name}", app.settings.kafka_group_prefix);
         sqlx::query(
             "INSERT INTO projector.checkpoints (projection, topic, partition, next_offset, epoch, updated_at)

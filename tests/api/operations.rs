@@ -155,7 +155,7 @@ async fn rebuilds_of_every_projection_under_live_writes_switch_in_without_a_fail
         batches.fetch_add(1, Ordering::Relaxed);
     };
     let mut reports = Vec::new();
-    for name in projector::stores::ProjectionName::ALL.map(|p| p.as_str()) {
+    for name in projector::stores::ProjectionName::ALL {
         reports.push(projector::rebuild::run(&stores, name, Some(app.tenant_id), &progress).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -229,7 +229,10 @@ async fn an_interrupted_rebuild_resumes_or_is_abandoned_and_two_cannot_run_at_on
     let interrupted = {
         let stores = stores.clone();
         tokio::spawn(async move {
-            projector::rebuild::run(&stores, "postgres", Some(tenant), &|_, _| panic!("interrupted")).await
+            projector::rebuild::run(&stores, projector::stores::ProjectionName::Postgres, Some(tenant), &|_, _| {
+                panic!("interrupted")
+            })
+            .await
         })
     };
     assert!(interrupted.await.is_err(), "the rebuild was interrupted");
@@ -239,7 +242,10 @@ async fn an_interrupted_rebuild_resumes_or_is_abandoned_and_two_cannot_run_at_on
     assert!(running[0].events_applied > 0);
 
     // Resumed: it picks up where it stopped and switches in.
-    let report = projector::rebuild::run(&stores, "postgres", Some(tenant), &|_, _| {}).await.unwrap();
+    let report =
+        projector::rebuild::run(&stores, projector::stores::ProjectionName::Postgres, Some(tenant), &|_, _| {})
+            .await
+            .unwrap();
     assert!(report.resumed);
     assert_eq!(report.id, running[0].id);
     assert_ne!(schema_oid(&app, tenant).await, live_oid);
@@ -249,7 +255,10 @@ async fn an_interrupted_rebuild_resumes_or_is_abandoned_and_two_cannot_run_at_on
     let interrupted = {
         let stores = stores.clone();
         tokio::spawn(async move {
-            projector::rebuild::run(&stores, "postgres", Some(tenant), &|_, _| panic!("interrupted")).await
+            projector::rebuild::run(&stores, projector::stores::ProjectionName::Postgres, Some(tenant), &|_, _| {
+                panic!("interrupted")
+            })
+            .await
         })
     };
     assert!(interrupted.await.is_err());
@@ -257,7 +266,9 @@ async fn an_interrupted_rebuild_resumes_or_is_abandoned_and_two_cannot_run_at_on
     let scratch = unfinished.copies.0[&tenant];
     assert!(schema_oid(&app, scratch).await.is_some(), "the copy exists while unfinished");
     // While one runs (or is unfinished for another target), a second is refused.
-    let other_target = projector::rebuild::run(&stores, "postgres", None, &|_, _| {}).await.unwrap_err();
+    let other_target = projector::rebuild::run(&stores, projector::stores::ProjectionName::Postgres, None, &|_, _| {})
+        .await
+        .unwrap_err();
     assert!(other_target.to_string().contains("resume it with the same target or abandon it"), "{other_target}");
     {
         // A rebuild held inside its progress report until the test lets it go.
@@ -265,7 +276,7 @@ async fn an_interrupted_rebuild_resumes_or_is_abandoned_and_two_cannot_run_at_on
         let slow = {
             let (stores, running, release) = (stores.clone(), running.clone(), release.clone());
             tokio::spawn(async move {
-                projector::rebuild::run(&stores, "postgres", Some(tenant), &|_, _| {
+                projector::rebuild::run(&stores, projector::stores::ProjectionName::Postgres, Some(tenant), &|_, _| {
                     running.store(true, Ordering::Relaxed);
                     // Blocking here holds a runtime thread: hand its queued tasks to
                     // another first (a task parked in its slot would wait for this one).
@@ -279,9 +290,12 @@ async fn an_interrupted_rebuild_resumes_or_is_abandoned_and_two_cannot_run_at_on
             })
         };
         eventually("the slow rebuild to be running", || async { running.load(Ordering::Relaxed).then_some(()) }).await;
-        let why = projector::rebuild::refusal(&app.pool, "postgres", Some(tenant)).await.unwrap();
+        let why = projector::rebuild::refusal(&app.pool, projector::stores::ProjectionName::Postgres, Some(tenant))
+            .await
+            .unwrap();
         assert!(why.is_some_and(|w| w.contains("is running")), "the HTTP API answers 409 while one runs");
-        let second = projector::rebuild::abandon(&stores, "postgres").await.unwrap_err();
+        let second =
+            projector::rebuild::abandon(&stores, projector::stores::ProjectionName::Postgres).await.unwrap_err();
         assert!(second.to_string().contains("is running in another process"), "{second}");
         release.store(true, Ordering::Relaxed);
         slow.await.unwrap().unwrap();
@@ -290,14 +304,17 @@ async fn an_interrupted_rebuild_resumes_or_is_abandoned_and_two_cannot_run_at_on
     let interrupted = {
         let stores = stores.clone();
         tokio::spawn(async move {
-            projector::rebuild::run(&stores, "postgres", Some(tenant), &|_, _| panic!("interrupted")).await
+            projector::rebuild::run(&stores, projector::stores::ProjectionName::Postgres, Some(tenant), &|_, _| {
+                panic!("interrupted")
+            })
+            .await
         })
     };
     assert!(interrupted.await.is_err());
     let unfinished = projector::rebuild::list(&app.pool, 1).await.unwrap().remove(0);
     let before_abandon = schema_oid(&app, tenant).await;
     assert_ne!(before_abandon, resumed_oid, "the slow rebuild switched in too");
-    projector::rebuild::abandon(&stores, "postgres").await.unwrap();
+    projector::rebuild::abandon(&stores, projector::stores::ProjectionName::Postgres).await.unwrap();
     assert_eq!(schema_oid(&app, unfinished.copies.0[&tenant]).await, None, "the copy is dropped");
     assert_eq!(schema_oid(&app, tenant).await, before_abandon, "the live copy is untouched");
     assert_eq!(projector::rebuild::list(&app.pool, 1).await.unwrap()[0].state, "abandoned");

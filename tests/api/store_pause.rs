@@ -363,7 +363,10 @@ async fn a_rebuild_is_abandoned_while_its_store_is_frozen_and_its_copy_dropped_o
     let interrupted = {
         let stores = stores.clone();
         tokio::spawn(async move {
-            projector::rebuild::run(&stores, "mongo", Some(tenant), &|_, _| panic!("interrupted")).await
+            projector::rebuild::run(&stores, projector::stores::ProjectionName::Mongo, Some(tenant), &|_, _| {
+                panic!("interrupted")
+            })
+            .await
         })
     };
     assert!(interrupted.await.is_err(), "the rebuild was interrupted");
@@ -384,7 +387,7 @@ async fn a_rebuild_is_abandoned_while_its_store_is_frozen_and_its_copy_dropped_o
         tokio::time::timeout(Duration::from_secs(60), app.admin_cli(&["rebuild", "mongo", "--abandon"])).await;
     let took = started.elapsed();
     let rebuilds = projector::rebuild::list(&app.pool, 1).await.unwrap();
-    let refusal = projector::rebuild::refusal(&app.pool, "mongo", None).await.unwrap();
+    let refusal = projector::rebuild::refusal(&app.pool, projector::stores::ProjectionName::Mongo, None).await.unwrap();
     signal(pid, "CONT");
     let (ok, said) = abandoned.expect("--abandon gives up on the frozen store by itself");
     eprintln!("abandon with MongoDB frozen: {took:?}: {said}");

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use murima_projector::operations::{self, From};
 use murima_projector::rebuild;
-use murima_projector::stores::Stores;
+use murima_projector::stores::{ProjectionName, Stores};
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -29,7 +29,7 @@ enum Command {
     /// Rebuilds a projection into a fresh copy from the journal and switches reads to it.
     /// Run it again to resume an interrupted rebuild; --abandon drops the copy instead.
     Rebuild {
-        projection: String,
+        projection: ProjectionName,
         #[arg(long)]
         tenant: Option<Uuid>,
         #[arg(long)]
@@ -42,7 +42,7 @@ enum Command {
     },
     /// Re-applies the journal from a position or an RFC 3339 time (idempotent).
     Replay {
-        projection: String,
+        projection: ProjectionName,
         #[arg(long)]
         from: From,
         #[arg(long)]
@@ -67,7 +67,7 @@ enum Command {
     Verify {
         /// One projection (default: all seven).
         #[arg(long)]
-        projection: Option<String>,
+        projection: Option<ProjectionName>,
         #[arg(long)]
         tenant: Option<Uuid>,
         #[arg(long)]
@@ -120,7 +120,7 @@ enum Archive {
 enum Parked {
     List {
         #[arg(long)]
-        projection: Option<String>,
+        projection: Option<ProjectionName>,
         #[arg(long)]
         after: Option<Uuid>,
         /// With --after: the tenant of that stream (where the last page ended).
@@ -133,7 +133,7 @@ enum Parked {
     },
     /// Applies a stream's parked events again (after the cause was fixed).
     Retry {
-        projection: String,
+        projection: ProjectionName,
         stream: Uuid,
         /// The tenant of the stream (default: that stream id in every tenant).
         #[arg(long)]
@@ -141,7 +141,7 @@ enum Parked {
     },
     /// Gives up on a stream's parked events (kept in projector.skipped_events).
     Skip {
-        projection: String,
+        projection: ProjectionName,
         stream: Uuid,
         /// The tenant of the stream (default: that stream id in every tenant).
         #[arg(long)]
@@ -248,7 +248,7 @@ async fn run(cli: Cli, settings: runtime::Settings) -> anyhow::Result<()> {
         }
         Command::Rebuild { projection, tenant, abandon } => {
             if abandon {
-                let done = rebuild::abandon(&stores, &projection).await?;
+                let done = rebuild::abandon(&stores, projection).await?;
                 match done.clean_up_pending {
                     None => say!(
                         out,
@@ -264,7 +264,7 @@ async fn run(cli: Cli, settings: runtime::Settings) -> anyhow::Result<()> {
                 }
             } else {
                 let bar = bar("events");
-                let report = rebuild::run(&stores, &projection, tenant, &|done, total| {
+                let report = rebuild::run(&stores, projection, tenant, &|done, total| {
                     bar.set_length(total);
                     bar.set_position(done);
                 })
@@ -284,14 +284,9 @@ async fn run(cli: Cli, settings: runtime::Settings) -> anyhow::Result<()> {
             }
         }
         Command::Verify { projection, tenant, repair, grace_secs, json } => {
-            let reports = murima_projector::verify::verify(
-                &stores,
-                projection.as_deref(),
-                tenant,
-                Duration::from_secs(grace_secs),
-                repair,
-            )
-            .await?;
+            let reports =
+                murima_projector::verify::verify(&stores, projection, tenant, Duration::from_secs(grace_secs), repair)
+                    .await?;
             if json {
                 say!(out, "{}", serde_json::to_string_pretty(&reports)?);
             } else {
@@ -368,7 +363,7 @@ async fn run(cli: Cli, settings: runtime::Settings) -> anyhow::Result<()> {
         }
         Command::Replay { projection, from, tenant } => {
             let bar = bar("positions");
-            let applied = operations::replay(&stores, &projection, tenant, from, &|done, total| {
+            let applied = operations::replay(&stores, projection, tenant, from, &|done, total| {
                 bar.set_length(total);
                 bar.set_position(done);
             })
@@ -378,8 +373,7 @@ async fn run(cli: Cli, settings: runtime::Settings) -> anyhow::Result<()> {
         }
         Command::Parked { action } => match action {
             Parked::List { projection, after, after_tenant, limit, json } => {
-                let streams =
-                    operations::parked(&stores.pool, projection.as_deref(), after, after_tenant, limit).await?;
+                let streams = operations::parked(&stores.pool, projection, after, after_tenant, limit).await?;
                 if json {
                     say!(out, "{}", serde_json::to_string_pretty(&streams)?);
                 } else {
@@ -409,11 +403,11 @@ async fn run(cli: Cli, settings: runtime::Settings) -> anyhow::Result<()> {
                 }
             }
             Parked::Retry { projection, stream, tenant } => {
-                let applied = operations::retry_parked(&stores, &projection, stream, tenant).await?;
+                let applied = operations::retry_parked(&stores, projection, stream, tenant).await?;
                 say!(out, "applied {applied} parked events of stream {stream}{} to {projection}", of_tenant(tenant));
             }
             Parked::Skip { projection, stream, tenant } => {
-                let skipped = operations::skip_parked(&stores, &projection, stream, tenant).await?;
+                let skipped = operations::skip_parked(&stores, projection, stream, tenant).await?;
                 say!(out, "skipped {skipped} parked events of stream {stream}{} for {projection}", of_tenant(tenant));
             }
         },
