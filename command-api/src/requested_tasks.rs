@@ -153,7 +153,7 @@ impl RequestedTasks {
             .journal
             .execute::<Task>(journal_command, |state, _| match state {
                 Some(_) => Ok(vec![]),
-                None => task::decide(None, command.clone(), request.requested_by, now),
+                None => task::decide(None, command.clone(), &events::Context { actor: request.requested_by, now }),
             })
             .await;
         match recorded {

@@ -97,7 +97,7 @@ impl SlaScheduler {
         let recorded = self
             .journal
             .execute::<Case>(command, |state, _| {
-                let events = case::decide(state, CaseCommand::CheckSla, case::Context { actor: Uuid::nil(), now })?;
+                let events = case::decide(state, CaseCommand::CheckSla, &case::Context { actor: Uuid::nil(), now })?;
                 decided.clone_from(&events);
                 Ok(events)
             })

@@ -209,12 +209,7 @@ pub struct ChangeStatus {
     pub status: Status,
 }
 
-/// What `decide` needs besides the command: who acts and when.
-#[derive(Debug, Clone, Copy)]
-pub struct Context {
-    pub actor: Uuid,
-    pub now: DateTime<Utc>,
-}
+pub use crate::stream::Context;
 
 // ---- events ----
 
@@ -641,7 +636,8 @@ pub fn evolve(state: Option<Case>, event: &CaseEvent) -> Option<Case> {
 
 /// Decides what a command means for the case in `state` (None: not opened yet).
 /// An empty result means the command changes nothing and nothing is recorded.
-pub fn decide(state: Option<&Case>, command: CaseCommand, ctx: Context) -> Result<Vec<CaseEvent>, DomainError> {
+pub fn decide(state: Option<&Case>, command: CaseCommand, ctx: &Context) -> Result<Vec<CaseEvent>, DomainError> {
+    let ctx = *ctx;
     match (state, command) {
         (None, CaseCommand::Open(cmd)) => open(cmd, ctx),
         (Some(_), CaseCommand::Open(_)) => Err(DomainError::Conflict("the case is already open".into())),
@@ -1034,6 +1030,7 @@ mod tests {
 
     use super::*;
     use crate::error::DecodeError;
+    use crate::testing::given;
     use chrono::TimeZone;
 
     fn ctx() -> Context {
@@ -1063,12 +1060,9 @@ mod tests {
     }
 
     /// given: the events already recorded; when: the command; then: what `decide` says.
-    fn given(events: &[CaseEvent]) -> Option<Case> {
-        events.iter().fold(None, evolve)
-    }
 
     fn opened() -> CaseEvent {
-        decide(None, CaseCommand::Open(open_cmd()), ctx()).unwrap().remove(0)
+        decide(None, CaseCommand::Open(open_cmd()), &ctx()).unwrap().remove(0)
     }
 
     /// An SLA set at `ctx().now`: first response in 60 minutes, resolution in 8 hours.
@@ -1086,25 +1080,29 @@ mod tests {
     }
 
     fn check(events: &[CaseEvent], minutes: i64) -> Vec<CaseEvent> {
-        decide(given(events).as_ref(), CaseCommand::CheckSla, at(minutes)).unwrap()
+        given(events).when_in(CaseCommand::CheckSla, &at(minutes)).result().unwrap()
     }
 
     #[test]
     fn a_clock_warns_at_four_fifths_of_its_time_then_breaches_once() {
         let mut history = vec![opened(), sla_set_now()];
-        assert_eq!(given(&history).unwrap().next_sla_check(), Some(at(48).now), "first response warns at 48 min");
+        assert_eq!(
+            given(&history).state().unwrap().next_sla_check(),
+            Some(at(48).now),
+            "first response warns at 48 min"
+        );
         assert!(check(&history, 47).is_empty(), "nothing is due before the warning");
         let warned = check(&history, 48);
         assert!(matches!(warned.as_slice(), [CaseEvent::SlaWarned(w)] if w.clock == SlaClock::FirstResponse));
         history.extend(warned);
         assert!(check(&history, 50).is_empty(), "a warning is recorded once");
-        assert_eq!(given(&history).unwrap().next_sla_check(), Some(at(60).now));
+        assert_eq!(given(&history).state().unwrap().next_sla_check(), Some(at(60).now));
         let breached = check(&history, 61);
         let [CaseEvent::SlaBreached(b)] = breached.as_slice() else { panic!("expected one breach: {breached:?}") };
         assert_eq!((b.clock, b.due, b.breached_at), (SlaClock::FirstResponse, at(60).now, at(61).now));
         history.extend(breached);
         assert!(check(&history, 62).is_empty(), "a breach is recorded once");
-        assert_eq!(given(&history).unwrap().next_sla_check(), Some(at(384).now), "resolution warns at 6.4 h");
+        assert_eq!(given(&history).state().unwrap().next_sla_check(), Some(at(384).now), "resolution warns at 6.4 h");
     }
 
     #[test]
@@ -1127,10 +1125,10 @@ mod tests {
         };
         let mut history = vec![opened(), sla_set_now(), moved(Status::Open, Status::InProgress, 10)];
         assert!(check(&history, 61).is_empty(), "responded in time: no first-response breach");
-        assert_eq!(given(&history).unwrap().responded_at, Some(at(10).now));
+        assert_eq!(given(&history).state().unwrap().responded_at, Some(at(10).now));
         history.push(moved(Status::InProgress, Status::Resolved, 20));
         assert!(check(&history, 600).is_empty(), "a resolved case breaches nothing");
-        assert_eq!(given(&history).unwrap().next_sla_check(), None);
+        assert_eq!(given(&history).state().unwrap().next_sla_check(), None);
         history.push(moved(Status::Resolved, Status::Open, 30));
         let events = check(&history, 600);
         assert!(
@@ -1176,8 +1174,8 @@ mod tests {
     #[test]
     fn a_case_without_an_sla_has_no_clocks() {
         assert!(check(&[opened()], 100_000).is_empty());
-        assert_eq!(given(&[opened()]).unwrap().next_sla_check(), None);
-        assert!(matches!(decide(None, CaseCommand::CheckSla, ctx()), Err(DomainError::NotFound(_))));
+        assert_eq!(given(&[opened()]).state().unwrap().next_sla_check(), None);
+        assert!(matches!(decide(None, CaseCommand::CheckSla, &ctx()), Err(DomainError::NotFound(_))));
     }
 
     #[test]
@@ -1205,7 +1203,7 @@ mod tests {
         cmd.title = " ".into();
         cmd.tags = vec!["".into()];
         cmd.due_date = Some(ctx().now - chrono::Duration::days(1));
-        let Err(DomainError::Invalid(errors)) = decide(None, CaseCommand::Open(cmd), ctx()) else {
+        let Err(DomainError::Invalid(errors)) = decide(None, CaseCommand::Open(cmd), &ctx()) else {
             panic!("expected invalid")
         };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
@@ -1216,7 +1214,7 @@ mod tests {
     fn a_case_needs_an_active_case_type_and_fields_of_its_form() {
         let mut cmd = open_cmd();
         cmd.case_type = None;
-        let Err(DomainError::Invalid(errors)) = decide(None, CaseCommand::Open(cmd), ctx()) else {
+        let Err(DomainError::Invalid(errors)) = decide(None, CaseCommand::Open(cmd), &ctx()) else {
             panic!("expected invalid")
         };
         assert_eq!(errors[0].field, "case_type_id");
@@ -1228,7 +1226,7 @@ mod tests {
             workflow: None,
             hidden: BTreeSet::new(),
         });
-        assert!(matches!(decide(None, CaseCommand::Open(cmd), ctx()), Err(DomainError::Invalid(_))));
+        assert!(matches!(decide(None, CaseCommand::Open(cmd), &ctx()), Err(DomainError::Invalid(_))));
 
         let form: FormDefinition = serde_json::from_value(serde_json::json!({ "fields": [
             { "name": "customer_id", "type": "text", "required": true },
@@ -1238,39 +1236,39 @@ mod tests {
         let mut cmd = open_cmd();
         cmd.case_type =
             Some(CaseTypeFacts { active: true, form: form.clone(), workflow: None, hidden: BTreeSet::new() });
-        let Err(DomainError::Invalid(errors)) = decide(None, CaseCommand::Open(cmd.clone()), ctx()) else {
+        let Err(DomainError::Invalid(errors)) = decide(None, CaseCommand::Open(cmd.clone()), &ctx()) else {
             panic!("expected invalid")
         };
         assert_eq!(errors[0].field, "custom_fields.customer_id");
         cmd.custom_fields.insert("customer_id".into(), "C-1".into());
-        let events = decide(None, CaseCommand::Open(cmd), ctx()).unwrap();
+        let events = decide(None, CaseCommand::Open(cmd), &ctx()).unwrap();
         let [CaseEvent::Opened(e)] = events.as_slice() else { panic!("expected CaseOpened") };
         assert_eq!(e.custom_fields["channel"], "phone");
     }
 
     #[test]
     fn an_open_case_cannot_be_opened_again() {
-        let state = given(&[opened()]);
-        let result = decide(state.as_ref(), CaseCommand::Open(open_cmd()), ctx());
+        let state = given(&[opened()]).state();
+        let result = decide(state.as_ref(), CaseCommand::Open(open_cmd()), &ctx());
         assert!(matches!(result, Err(DomainError::Conflict(_))));
     }
 
     #[test]
     fn commands_on_a_missing_case_are_not_found() {
         let result =
-            decide(None, CaseCommand::Assign(AssignCase { assigned_to: None, assignee: Reference::Usable }), ctx());
+            decide(None, CaseCommand::Assign(AssignCase { assigned_to: None, assignee: Reference::Usable }), &ctx());
         assert_eq!(result, Err(DomainError::NotFound("case")));
     }
 
     #[test]
     fn update_records_only_what_changed_with_old_values() {
-        let state = given(&[opened()]);
+        let state = given(&[opened()]).state();
         let cmd = UpdateCase {
             title: Some("Printer on fire".into()),
             priority: Some(Priority::Urgent),
             ..Default::default()
         };
-        let events = decide(state.as_ref(), CaseCommand::Update(cmd), ctx()).unwrap();
+        let events = decide(state.as_ref(), CaseCommand::Update(cmd), &ctx()).unwrap();
         let [CaseEvent::Updated(e)] = events.as_slice() else { panic!("expected one CaseUpdated") };
         assert_eq!(e.title, None);
         assert_eq!(e.priority, Some(Change { old: Priority::High, new: Priority::Urgent }));
@@ -1278,16 +1276,16 @@ mod tests {
 
     #[test]
     fn an_update_that_changes_nothing_records_nothing() {
-        let state = given(&[opened()]);
+        let state = given(&[opened()]).state();
         let cmd = UpdateCase { priority: Some(Priority::High), ..Default::default() };
-        assert_eq!(decide(state.as_ref(), CaseCommand::Update(cmd), ctx()).unwrap(), vec![]);
+        assert_eq!(decide(state.as_ref(), CaseCommand::Update(cmd), &ctx()).unwrap(), vec![]);
     }
 
     #[test]
     fn assignees_must_be_active_users() {
-        let state = given(&[opened()]);
+        let state = given(&[opened()]).state();
         let cmd = AssignCase { assigned_to: Some(Uuid::from_u128(9)), assignee: Reference::Inactive };
-        let Err(DomainError::Invalid(errors)) = decide(state.as_ref(), CaseCommand::Assign(cmd), ctx()) else {
+        let Err(DomainError::Invalid(errors)) = decide(state.as_ref(), CaseCommand::Assign(cmd), &ctx()) else {
             panic!("expected invalid")
         };
         assert_eq!(errors[0].field, "assigned_to");
@@ -1295,24 +1293,24 @@ mod tests {
 
     #[test]
     fn cases_are_assigned_to_existing_teams() {
-        let state = given(&[opened()]);
+        let state = given(&[opened()]).state();
         let team = Some(Uuid::from_u128(5));
         let missing =
-            decide(state.as_ref(), CaseCommand::AssignTeam { team_id: team, team: Reference::Missing }, ctx());
+            decide(state.as_ref(), CaseCommand::AssignTeam { team_id: team, team: Reference::Missing }, &ctx());
         assert!(matches!(missing, Err(DomainError::Invalid(_))));
         let events =
-            decide(state.as_ref(), CaseCommand::AssignTeam { team_id: team, team: Reference::Usable }, ctx()).unwrap();
+            decide(state.as_ref(), CaseCommand::AssignTeam { team_id: team, team: Reference::Usable }, &ctx()).unwrap();
         assert_eq!(events.iter().fold(state, evolve).unwrap().team_id, team);
     }
 
     #[test]
     fn assigning_records_the_previous_assignee() {
-        let state = given(&[opened()]);
+        let state = given(&[opened()]).state();
         let who = Some(Uuid::from_u128(9));
         let events = decide(
             state.as_ref(),
             CaseCommand::Assign(AssignCase { assigned_to: who, assignee: Reference::Usable }),
-            ctx(),
+            &ctx(),
         )
         .unwrap();
         let state = events.iter().fold(state, evolve).unwrap();
@@ -1327,20 +1325,20 @@ mod tests {
             status: Change { old: Status::Open, new: Status::Closed },
             changed_at: ctx().now,
         });
-        let state = given(&[opened(), closed]);
+        let state = given(&[opened(), closed]).state();
         let to_pending =
-            decide(state.as_ref(), CaseCommand::ChangeStatus(ChangeStatus { status: Status::Pending }), ctx());
+            decide(state.as_ref(), CaseCommand::ChangeStatus(ChangeStatus { status: Status::Pending }), &ctx());
         assert!(matches!(to_pending, Err(DomainError::Conflict(m)) if m.contains("closed case cannot become pending")));
         let reopen =
-            decide(state.as_ref(), CaseCommand::ChangeStatus(ChangeStatus { status: Status::Open }), ctx()).unwrap();
+            decide(state.as_ref(), CaseCommand::ChangeStatus(ChangeStatus { status: Status::Open }), &ctx()).unwrap();
         assert_eq!(reopen.len(), 1);
     }
 
     #[test]
     fn tags_are_added_and_removed_against_the_current_ones() {
-        let state = given(&[opened()]);
+        let state = given(&[opened()]).state();
         let cmd = CaseCommand::ChangeTags { add: vec!["VIP".into(), "urgent".into()], remove: vec!["Hardware".into()] };
-        let events = decide(state.as_ref(), cmd, ctx()).unwrap();
+        let events = decide(state.as_ref(), cmd, &ctx()).unwrap();
         let [CaseEvent::Updated(e)] = events.as_slice() else { panic!("expected CaseUpdated") };
         assert_eq!(e.tags.as_ref().unwrap().new, vec!["urgent", "vip"]);
     }
@@ -1372,14 +1370,14 @@ mod tests {
             workflow: Some(workflow()),
             hidden: BTreeSet::new(),
         });
-        let events = decide(None, CaseCommand::Open(cmd), ctx()).unwrap();
+        let events = decide(None, CaseCommand::Open(cmd), &ctx()).unwrap();
         let [CaseEvent::Opened(_), CaseEvent::WorkflowStarted(w), CaseEvent::SlaSet(sla)] = events.as_slice() else {
             panic!("expected opened, workflow started, SLA set: {events:?}")
         };
         assert_eq!(w.stage_id, Uuid::from_u128(11));
         assert_eq!(sla.resolution_due, ctx().now + chrono::Duration::hours(8));
 
-        let state = given(&events);
+        let state = given(&events).state();
         let move_to = |to: u128, role: &str| {
             CaseCommand::MoveStage(MoveStage {
                 to: Uuid::from_u128(to),
@@ -1390,19 +1388,19 @@ mod tests {
             })
         };
         // Not along a transition: 409; wrong role: 403; missing required field: 422.
-        assert!(matches!(decide(state.as_ref(), move_to(13, "agent"), ctx()), Err(DomainError::Conflict(_))));
-        let moved = decide(state.as_ref(), move_to(12, "agent"), ctx()).unwrap();
+        assert!(matches!(decide(state.as_ref(), move_to(13, "agent"), &ctx()), Err(DomainError::Conflict(_))));
+        let moved = decide(state.as_ref(), move_to(12, "agent"), &ctx()).unwrap();
         let state = moved.iter().fold(state, evolve);
         assert_eq!(state.as_ref().unwrap().stage_id, Some(Uuid::from_u128(12)));
-        assert!(matches!(decide(state.as_ref(), move_to(13, "agent"), ctx()), Err(DomainError::Forbidden(_))));
-        let Err(DomainError::Invalid(errors)) = decide(state.as_ref(), move_to(13, "supervisor"), ctx()) else {
+        assert!(matches!(decide(state.as_ref(), move_to(13, "agent"), &ctx()), Err(DomainError::Forbidden(_))));
+        let Err(DomainError::Invalid(errors)) = decide(state.as_ref(), move_to(13, "supervisor"), &ctx()) else {
             panic!("expected invalid")
         };
         assert_eq!(errors[0].field, "custom_fields.root_cause");
         // An erased customer's case: the fields went with their data.
         let CaseCommand::MoveStage(mut erased) = move_to(13, "supervisor") else { unreachable!() };
         erased.customer_erased = true;
-        assert!(decide(state.as_ref(), CaseCommand::MoveStage(erased), ctx()).is_ok());
+        assert!(decide(state.as_ref(), CaseCommand::MoveStage(erased), &ctx()).is_ok());
     }
 
     #[test]
@@ -1425,7 +1423,7 @@ mod tests {
             workflow: Some(facts.clone()),
             hidden: BTreeSet::new(),
         });
-        let state = given(&decide(None, CaseCommand::Open(cmd), ctx()).unwrap());
+        let state = given(&decide(None, CaseCommand::Open(cmd), &ctx()).unwrap()).state();
         let mut targets = ActionTargets::from([(kim, Reference::Usable), (tier2, Reference::Usable)]);
         let move_to = |targets: &ActionTargets| {
             CaseCommand::MoveStage(MoveStage {
@@ -1436,7 +1434,7 @@ mod tests {
                 customer_erased: false,
             })
         };
-        let events = decide(state.as_ref(), move_to(&targets), ctx()).unwrap();
+        let events = decide(state.as_ref(), move_to(&targets), &ctx()).unwrap();
         let names: Vec<&str> = events.iter().map(|e| e.event_type()).collect();
         assert_eq!(
             names,
@@ -1449,7 +1447,7 @@ mod tests {
 
         // An action naming a user who is no longer active stops the move, saying why.
         targets.insert(kim, Reference::Inactive);
-        let Err(DomainError::Conflict(why)) = decide(state.as_ref(), move_to(&targets), ctx()) else {
+        let Err(DomainError::Conflict(why)) = decide(state.as_ref(), move_to(&targets), &ctx()) else {
             panic!("conflict")
         };
         assert!(why.contains("assign_user") && why.contains(&kim.to_string()), "{why}");
@@ -1489,11 +1487,11 @@ mod tests {
             hidden: BTreeSet::new(),
         });
         cmd.priority = Priority::Low;
-        let events = decide(None, CaseCommand::Open(cmd), ctx()).unwrap();
+        let events = decide(None, CaseCommand::Open(cmd), &ctx()).unwrap();
         assert_eq!(events.len(), 2, "no SLA target for low priority");
-        let state = given(&events);
+        let state = given(&events).state();
         let update = UpdateCase { priority: Some(Priority::High), workflow: Some(workflow()), ..Default::default() };
-        let events = decide(state.as_ref(), CaseCommand::Update(update), ctx()).unwrap();
+        let events = decide(state.as_ref(), CaseCommand::Update(update), &ctx()).unwrap();
         assert!(matches!(events.as_slice(), [CaseEvent::Updated(_), CaseEvent::SlaSet(_)]));
     }
 
@@ -1503,9 +1501,9 @@ mod tests {
             status: Change { old: Status::Open, new: Status::Closed },
             changed_at: ctx().now,
         });
-        let state = given(&[opened(), closed]);
+        let state = given(&[opened(), closed]).state();
         let cmd = UpdateCase { title: Some("new".into()), ..Default::default() };
-        assert!(matches!(decide(state.as_ref(), CaseCommand::Update(cmd), ctx()), Err(DomainError::Conflict(_))));
+        assert!(matches!(decide(state.as_ref(), CaseCommand::Update(cmd), &ctx()), Err(DomainError::Conflict(_))));
     }
 
     #[test]
@@ -1524,7 +1522,7 @@ mod tests {
             workflow: Some(workflow()),
             hidden: BTreeSet::new(),
         });
-        for event in decide(None, CaseCommand::Open(cmd), ctx()).unwrap() {
+        for event in decide(None, CaseCommand::Open(cmd), &ctx()).unwrap() {
             let decoded = CaseEvent::decode(event.event_type(), event.schema_version(), event.payload()).unwrap();
             assert_eq!(decoded, event);
         }

@@ -10,6 +10,7 @@ use crate::change::Change;
 use crate::contract;
 use crate::error::{DomainError, Validator};
 use crate::form::{FormDefinition, ValidationRules};
+use crate::stream::Context;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CaseTypeCommand {
@@ -155,8 +156,9 @@ impl CaseType {
 pub fn decide(
     state: Option<&CaseType>,
     command: CaseTypeCommand,
-    now: DateTime<Utc>,
+    ctx: &Context,
 ) -> Result<Vec<CaseTypeEvent>, DomainError> {
+    let now = ctx.now;
     match (state, command) {
         (Some(_), CaseTypeCommand::Create { .. }) => Err(DomainError::Conflict("the case type already exists".into())),
         (None, CaseTypeCommand::Create { name, description, form_definition, validation_rules, workflow_id }) => {
@@ -219,6 +221,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::testing::given;
     use serde_json::json;
 
     fn create(form: Value) -> CaseTypeCommand {
@@ -234,7 +237,9 @@ mod tests {
     #[test]
     fn a_broken_form_definition_is_refused_field_by_field() {
         let cmd = create(json!({ "fields": [{ "name": "plan", "type": "select" }] }));
-        let Err(DomainError::Invalid(errors)) = decide(None, cmd, Utc::now()) else { panic!("expected invalid") };
+        let Err(DomainError::Invalid(errors)) = decide(None, cmd, &Context::at(Utc::now())) else {
+            panic!("expected invalid")
+        };
         assert_eq!(errors[0].field, "form_definition.fields[0].options");
     }
 
@@ -244,39 +249,44 @@ mod tests {
         if let CaseTypeCommand::Create { validation_rules, .. } = &mut cmd {
             *validation_rules = json!({ "fields": { "colour": { "required": true } } });
         }
-        let Err(DomainError::Invalid(errors)) = decide(None, cmd, Utc::now()) else { panic!("expected invalid") };
+        let Err(DomainError::Invalid(errors)) = decide(None, cmd, &Context::at(Utc::now())) else {
+            panic!("expected invalid")
+        };
         assert_eq!(errors[0].field, "validation_rules.fields.colour");
     }
 
     #[test]
     fn deactivation_toggles_once() {
-        let events = decide(None, create(json!({ "fields": [] })), Utc::now()).unwrap();
-        let state = events.iter().fold(None, evolve);
-        let off = decide(state.as_ref(), CaseTypeCommand::Deactivate, Utc::now()).unwrap();
+        let events = decide(None, create(json!({ "fields": [] })), &Context::at(Utc::now())).unwrap();
+        let state = given(&events).state();
+        let off = decide(state.as_ref(), CaseTypeCommand::Deactivate, &Context::at(Utc::now())).unwrap();
         let state = off.iter().fold(state, evolve);
         assert!(!state.as_ref().unwrap().active);
-        assert_eq!(decide(state.as_ref(), CaseTypeCommand::Deactivate, Utc::now()).unwrap(), vec![]);
+        assert_eq!(decide(state.as_ref(), CaseTypeCommand::Deactivate, &Context::at(Utc::now())).unwrap(), vec![]);
     }
 
     #[test]
     fn updates_record_only_changes_and_activation_toggles_back() {
-        let events = decide(None, create(json!({ "fields": [] })), Utc::now()).unwrap();
-        let state = events.iter().fold(None, evolve);
+        let events = decide(None, create(json!({ "fields": [] })), &Context::at(Utc::now())).unwrap();
+        let state = given(&events).state();
         let same = CaseTypeCommand::Update {
             name: Some("Billing".into()),
             description: None,
             form_definition: None,
             validation_rules: None,
         };
-        assert_eq!(decide(state.as_ref(), same, Utc::now()).unwrap(), vec![]);
+        assert_eq!(decide(state.as_ref(), same, &Context::at(Utc::now())).unwrap(), vec![]);
         let renamed = CaseTypeCommand::Update {
             name: Some("Refunds".into()),
             description: None,
             form_definition: None,
             validation_rules: None,
         };
-        assert_eq!(decide(state.as_ref(), renamed, Utc::now()).unwrap().len(), 1);
-        assert_eq!(decide(state.as_ref(), CaseTypeCommand::Activate, Utc::now()).unwrap(), vec![]);
-        assert_eq!(decide(None, CaseTypeCommand::Activate, Utc::now()), Err(DomainError::NotFound("case type")));
+        assert_eq!(decide(state.as_ref(), renamed, &Context::at(Utc::now())).unwrap().len(), 1);
+        assert_eq!(decide(state.as_ref(), CaseTypeCommand::Activate, &Context::at(Utc::now())).unwrap(), vec![]);
+        assert_eq!(
+            decide(None, CaseTypeCommand::Activate, &Context::at(Utc::now())),
+            Err(DomainError::NotFound("case type"))
+        );
     }
 }

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use crate::change::Change;
 use crate::contract;
 use crate::error::{DomainError, Validator};
+use crate::stream::Context;
 
 pub type Configuration = Map<String, Value>;
 
@@ -300,8 +301,9 @@ fn check_configuration(v: &mut Validator, configuration: &Configuration) {
 pub fn decide(
     state: Option<&Channel>,
     command: ChannelCommand,
-    now: DateTime<Utc>,
+    ctx: &Context,
 ) -> Result<Vec<ChannelEvent>, DomainError> {
+    let now = ctx.now;
     match (state, command) {
         (Some(_), ChannelCommand::Create { .. }) => Err(DomainError::Conflict("the channel already exists".into())),
         (None, ChannelCommand::Create { name, channel_type, mut configuration, kept }) => {
@@ -355,6 +357,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::testing::given;
 
     #[test]
     fn a_channel_is_created_active_and_deactivates_once() {
@@ -364,18 +367,21 @@ mod tests {
             configuration: Configuration::new(),
             kept: vec![],
         };
-        let events = decide(None, cmd, Utc::now()).unwrap();
-        let state = events.iter().fold(None, evolve);
+        let events = decide(None, cmd, &Context::at(Utc::now())).unwrap();
+        let state = given(&events).state();
         assert_eq!(state.as_ref().unwrap().name, "Support inbox");
-        let off = decide(state.as_ref(), ChannelCommand::Deactivate, Utc::now()).unwrap();
+        let off = decide(state.as_ref(), ChannelCommand::Deactivate, &Context::at(Utc::now())).unwrap();
         let state = off.iter().fold(state, evolve);
         assert!(!state.as_ref().unwrap().active);
-        assert_eq!(decide(state.as_ref(), ChannelCommand::Deactivate, Utc::now()).unwrap(), vec![]);
+        assert_eq!(decide(state.as_ref(), ChannelCommand::Deactivate, &Context::at(Utc::now())).unwrap(), vec![]);
     }
 
     #[test]
     fn commands_on_a_missing_channel_are_not_found() {
-        assert_eq!(decide(None, ChannelCommand::Activate, Utc::now()), Err(DomainError::NotFound("channel")));
+        assert_eq!(
+            decide(None, ChannelCommand::Activate, &Context::at(Utc::now())),
+            Err(DomainError::NotFound("channel"))
+        );
     }
 
     #[test]
@@ -386,14 +392,14 @@ mod tests {
             configuration: Configuration::new(),
             kept: vec![],
         };
-        let state = decide(None, cmd, Utc::now()).unwrap().iter().fold(None, evolve);
+        let state = given(&decide(None, cmd, &Context::at(Utc::now())).unwrap()).state();
         let blank = ChannelCommand::Update { name: Some(" ".into()), configuration: None, kept: vec![] };
-        assert!(matches!(decide(state.as_ref(), blank, Utc::now()), Err(DomainError::Invalid(_))));
+        assert!(matches!(decide(state.as_ref(), blank, &Context::at(Utc::now())), Err(DomainError::Invalid(_))));
         let rename = ChannelCommand::Update { name: Some("Help desk".into()), configuration: None, kept: vec![] };
-        let events = decide(state.as_ref(), rename, Utc::now()).unwrap();
+        let events = decide(state.as_ref(), rename, &Context::at(Utc::now())).unwrap();
         let [ChannelEvent::Updated(e)] = events.as_slice() else { panic!("expected an update") };
         assert_eq!(e.name.as_ref().unwrap().new, "Help desk");
-        assert_eq!(decide(state.as_ref(), ChannelCommand::Activate, Utc::now()).unwrap(), vec![]);
+        assert_eq!(decide(state.as_ref(), ChannelCommand::Activate, &Context::at(Utc::now())).unwrap(), vec![]);
     }
 
     #[test]
@@ -422,11 +428,11 @@ mod tests {
             configuration: cfg,
             kept: creds.kept,
         };
-        let events = decide(None, create, now).unwrap();
+        let events = decide(None, create, &Context::at(now)).unwrap();
         let [ChannelEvent::Created(e)] = events.as_slice() else { panic!("expected a creation") };
         assert!(e.configuration.get("api_key").is_none(), "a marker naming nothing stored is dropped");
         assert!(is_marker(&e.configuration["SMTP_Password"]));
-        let state = events.iter().fold(None, evolve);
+        let state = given(&events).state();
 
         // Sent back as read, the stored marker stays; a changed host is the only change.
         let mut read_back = state.as_ref().unwrap().configuration.clone();
@@ -434,7 +440,7 @@ mod tests {
         let creds = split_credentials(&mut read_back, now);
         assert!(creds.set.is_empty());
         let update = ChannelCommand::Update { name: None, configuration: Some(read_back), kept: creds.kept };
-        let events = decide(state.as_ref(), update, now).unwrap();
+        let events = decide(state.as_ref(), update, &Context::at(now)).unwrap();
         let [ChannelEvent::Updated(e)] = events.as_slice() else { panic!("expected an update") };
         let new = &e.configuration.as_ref().unwrap().new;
         assert_eq!(new["SMTP_Password"], state.as_ref().unwrap().configuration["SMTP_Password"]);

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::DomainError;
+use crate::stream::Context;
 
 /// The namespace of data-subject stream ids (UUID v5 of the subject's id).
 const NAMESPACE: Uuid = Uuid::from_u128(0x6d75_7269_6d61_4000_8000_6461_7461_7375);
@@ -43,6 +44,22 @@ pub fn evolve(state: Option<DataSubject>, event: &DataSubjectEvent) -> Option<Da
     }
 }
 
+/// What the stream is asked to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSubjectCommand {
+    Erase { subject: Uuid },
+}
+
+pub fn decide(
+    state: Option<&DataSubject>,
+    command: DataSubjectCommand,
+    ctx: &Context,
+) -> Result<Vec<DataSubjectEvent>, DomainError> {
+    match command {
+        DataSubjectCommand::Erase { subject } => erase(state, subject, ctx.now),
+    }
+}
+
 /// Erases `subject`: an erasure event the first time, nothing after (an erasure is
 /// done once; asking again is answered as done).
 pub fn erase(
@@ -61,17 +78,17 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::testing::{given, new_stream};
 
     #[test]
     fn a_subject_is_erased_once_on_a_stream_of_its_own() {
         let subject = Uuid::now_v7();
         assert_ne!(stream_id(subject), subject);
         assert_eq!(stream_id(subject), stream_id(subject));
-        let now = Utc::now();
-        let events = erase(None, subject, now).unwrap();
+        let erase = DataSubjectCommand::Erase { subject };
+        let (events, state) = new_stream::<DataSubject>().when(erase.clone()).events_and_state();
         assert_eq!(events.len(), 1);
-        let state = events.iter().fold(None, evolve);
         assert_eq!(state, Some(DataSubject { subject_id: subject }));
-        assert!(erase(state.as_ref(), subject, now).unwrap().is_empty());
+        assert!(given(&events).when(erase).events().is_empty(), "asked again, it is done");
     }
 }

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::contract;
 use crate::error::{DomainError, Validator};
 use crate::reference::Reference;
+use crate::stream::Context;
 
 /// Largest document the metadata may describe (1 GiB).
 pub const MAX_SIZE: i64 = 1 << 30;
@@ -80,9 +81,9 @@ pub fn evolve(state: Option<Document>, event: &DocumentEvent) -> Option<Document
 pub fn decide(
     state: Option<&Document>,
     command: DocumentCommand,
-    actor: Uuid,
-    now: DateTime<Utc>,
+    ctx: &Context,
 ) -> Result<Vec<DocumentEvent>, DomainError> {
+    let (actor, now) = (ctx.actor, ctx.now);
     match (state, command) {
         (Some(_), DocumentCommand::Attach { .. }) => Err(DomainError::Conflict("the document already exists".into())),
         (None, DocumentCommand::Attach { case_id, case, filename, mime_type, size, storage_path, metadata }) => {
@@ -124,6 +125,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::testing::given;
 
     fn attach(mime: &str, size: i64) -> DocumentCommand {
         DocumentCommand::Attach {
@@ -139,7 +141,9 @@ mod tests {
 
     #[test]
     fn metadata_is_validated() {
-        let Err(DomainError::Invalid(errors)) = decide(None, attach("pdf", -1), Uuid::nil(), Utc::now()) else {
+        let Err(DomainError::Invalid(errors)) =
+            decide(None, attach("pdf", -1), &Context { actor: Uuid::nil(), now: Utc::now() })
+        else {
             panic!("expected invalid")
         };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
@@ -148,11 +152,16 @@ mod tests {
 
     #[test]
     fn deleting_twice_records_once() {
-        let events = decide(None, attach("application/pdf", 10), Uuid::nil(), Utc::now()).unwrap();
-        let state = events.iter().fold(None, evolve);
-        let deleted = decide(state.as_ref(), DocumentCommand::Delete, Uuid::nil(), Utc::now()).unwrap();
+        let events =
+            decide(None, attach("application/pdf", 10), &Context { actor: Uuid::nil(), now: Utc::now() }).unwrap();
+        let state = given(&events).state();
+        let deleted =
+            decide(state.as_ref(), DocumentCommand::Delete, &Context { actor: Uuid::nil(), now: Utc::now() }).unwrap();
         let state = deleted.iter().fold(state, evolve);
-        assert_eq!(decide(state.as_ref(), DocumentCommand::Delete, Uuid::nil(), Utc::now()).unwrap(), vec![]);
+        assert_eq!(
+            decide(state.as_ref(), DocumentCommand::Delete, &Context { actor: Uuid::nil(), now: Utc::now() }).unwrap(),
+            vec![]
+        );
     }
 
     #[test]
@@ -161,7 +170,8 @@ mod tests {
         if let DocumentCommand::Attach { case, .. } = &mut cmd {
             *case = Reference::Inactive;
         }
-        let Err(DomainError::Invalid(errors)) = decide(None, cmd, Uuid::nil(), Utc::now()) else {
+        let Err(DomainError::Invalid(errors)) = decide(None, cmd, &Context { actor: Uuid::nil(), now: Utc::now() })
+        else {
             panic!("expected invalid")
         };
         assert_eq!(errors[0].field, "case_id");

@@ -12,6 +12,7 @@ use crate::change::Change;
 use crate::contract;
 use crate::error::{DomainError, Validator};
 use crate::form::{FieldType, FormDefinition, FormField};
+use crate::stream::Context;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -271,8 +272,9 @@ fn check_spec(v: &mut Validator, field_name: &str, spec: &FieldSpec) {
 pub fn decide(
     state: Option<&FieldDefinition>,
     command: FieldDefinitionCommand,
-    now: DateTime<Utc>,
+    ctx: &Context,
 ) -> Result<Vec<FieldDefinitionEvent>, DomainError> {
+    let now = ctx.now;
     match (state, command) {
         (Some(_), FieldDefinitionCommand::Create { .. }) => {
             Err(DomainError::Conflict("the field definition already exists".into()))
@@ -316,6 +318,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::testing::given;
     use serde_json::json;
 
     fn spec(value: Value) -> FieldSpec {
@@ -329,7 +332,9 @@ mod tests {
             field_name: "satisfaction level".into(),
             spec: spec(json!({ "display_name": "Satisfaction", "field_type": "select" })),
         };
-        let Err(DomainError::Invalid(errors)) = decide(None, bad, Utc::now()) else { panic!("expected invalid") };
+        let Err(DomainError::Invalid(errors)) = decide(None, bad, &Context::at(Utc::now())) else {
+            panic!("expected invalid")
+        };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["field_name", "options"]);
     }
@@ -347,7 +352,9 @@ mod tests {
                                "options": [{ "label": long(contract::NAME.max_chars + 1), "value": "happy" }],
                                "visibility_rules": { "roles": roles } })),
         };
-        let Err(DomainError::Invalid(errors)) = decide(None, bad, Utc::now()) else { panic!("expected invalid") };
+        let Err(DomainError::Invalid(errors)) = decide(None, bad, &Context::at(Utc::now())) else {
+            panic!("expected invalid")
+        };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["section", "description", "options[0].label", "visibility_rules.roles"]);
         let bad_role = FieldDefinitionCommand::Create {
@@ -356,7 +363,9 @@ mod tests {
             spec: spec(json!({ "display_name": "Mood", "field_type": "text",
                                "visibility_rules": { "roles": [long(contract::TAG.max_chars + 1)] } })),
         };
-        let Err(DomainError::Invalid(errors)) = decide(None, bad_role, Utc::now()) else { panic!("expected invalid") };
+        let Err(DomainError::Invalid(errors)) = decide(None, bad_role, &Context::at(Utc::now())) else {
+            panic!("expected invalid")
+        };
         assert_eq!(errors[0].field, "visibility_rules.roles[0]");
     }
 
@@ -369,8 +378,8 @@ mod tests {
                                "options": [{ "label": "Happy", "value": "happy" }],
                                "visibility_rules": { "case_type_ids": [Uuid::from_u128(1)] } })),
         };
-        let events = decide(None, create, Utc::now()).unwrap();
-        let definition = events.iter().fold(None, evolve).unwrap();
+        let events = decide(None, create, &Context::at(Utc::now())).unwrap();
+        let definition = given(&events).state().unwrap();
         assert!(definition.applies_to_case_type(Uuid::from_u128(1)));
         assert!(!definition.applies_to_case_type(Uuid::from_u128(2)));
         let form = merge_into(&FormDefinition::default(), &[definition]);
@@ -385,12 +394,12 @@ mod tests {
             field_name: "priority_reason".into(),
             spec: spec(json!({ "display_name": "Why", "field_type": "text" })),
         };
-        let state = decide(None, create, Utc::now()).unwrap().iter().fold(None, evolve);
+        let state = given(&decide(None, create, &Context::at(Utc::now())).unwrap()).state();
         let required = FieldDefinitionCommand::Update {
             spec: spec(json!({ "display_name": "Why", "field_type": "text", "required": true })),
         };
-        assert_eq!(decide(state.as_ref(), required, Utc::now()).unwrap().len(), 1);
-        let off = decide(state.as_ref(), FieldDefinitionCommand::Deactivate, Utc::now()).unwrap();
+        assert_eq!(decide(state.as_ref(), required, &Context::at(Utc::now())).unwrap().len(), 1);
+        let off = decide(state.as_ref(), FieldDefinitionCommand::Deactivate, &Context::at(Utc::now())).unwrap();
         let state = off.iter().fold(state, evolve).unwrap();
         assert!(!state.applies_to_case_type(Uuid::from_u128(1)));
     }

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::contract;
 use crate::error::{DomainError, Validator};
+use crate::stream::Context;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -95,9 +96,9 @@ pub fn evolve(state: Option<Interaction>, event: &InteractionEvent) -> Option<In
 pub fn decide(
     state: Option<&Interaction>,
     cmd: RecordInteraction,
-    actor: Uuid,
-    now: DateTime<Utc>,
+    ctx: &Context,
 ) -> Result<Vec<InteractionEvent>, DomainError> {
+    let (actor, now) = (ctx.actor, ctx.now);
     if state.is_some() {
         return Err(DomainError::Conflict("the interaction is already recorded".into()));
     }
@@ -163,6 +164,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::testing::given;
 
     fn cmd(case: Reference, channel: Reference) -> RecordInteraction {
         RecordInteraction {
@@ -183,9 +185,11 @@ mod tests {
 
     #[test]
     fn references_must_be_usable_and_are_named_when_not() {
-        let Err(DomainError::Invalid(errors)) =
-            decide(None, cmd(Reference::Missing, Reference::Inactive), Uuid::nil(), Utc::now())
-        else {
+        let Err(DomainError::Invalid(errors)) = decide(
+            None,
+            cmd(Reference::Missing, Reference::Inactive),
+            &Context { actor: Uuid::nil(), now: Utc::now() },
+        ) else {
             panic!("expected invalid")
         };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
@@ -201,7 +205,7 @@ mod tests {
             let mut c = cmd(Reference::Usable, Reference::Usable);
             c.occurred_at = Some(at.parse().unwrap());
             c.kept_from = Some(kept_from);
-            decide(None, c, Uuid::nil(), now)
+            decide(None, c, &Context { actor: Uuid::nil(), now: now })
         };
         let Err(DomainError::Invalid(errors)) = dated("2026-10-31T23:59:59Z") else { panic!("expected invalid") };
         assert_eq!(errors[0].field, "occurred_at");
@@ -210,9 +214,15 @@ mod tests {
 
     #[test]
     fn an_interaction_is_recorded_once() {
-        let events = decide(None, cmd(Reference::Usable, Reference::Usable), Uuid::nil(), Utc::now()).unwrap();
-        let state = events.iter().fold(None, evolve);
-        let again = decide(state.as_ref(), cmd(Reference::Usable, Reference::Usable), Uuid::nil(), Utc::now());
+        let events =
+            decide(None, cmd(Reference::Usable, Reference::Usable), &Context { actor: Uuid::nil(), now: Utc::now() })
+                .unwrap();
+        let state = given(&events).state();
+        let again = decide(
+            state.as_ref(),
+            cmd(Reference::Usable, Reference::Usable),
+            &Context { actor: Uuid::nil(), now: Utc::now() },
+        );
         assert!(matches!(again, Err(DomainError::Conflict(_))));
     }
 }

@@ -27,10 +27,12 @@ pub mod task;
 pub mod team;
 pub mod template;
 pub mod tenant;
+#[cfg(test)]
+pub mod testing;
 pub mod user;
 pub mod webhook;
 pub mod workflow;
 
 pub use envelope::{Actor, EventEnvelope, RequestContext, StreamType};
 pub use error::{DecodeError, DomainError, FieldError};
-pub use stream::{Aggregate, DomainEvent, Folded, StreamEvent};
+pub use stream::{Aggregate, Context, DomainEvent, Folded, StreamEvent};

@@ -9,6 +9,7 @@ use crate::change::Change;
 use crate::contract;
 use crate::error::{DomainError, Validator};
 use crate::reference::Reference;
+use crate::stream::Context;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -184,12 +185,8 @@ fn check_tags(v: &mut Validator, tags: &[String]) {
     }
 }
 
-pub fn decide(
-    state: Option<&Note>,
-    command: NoteCommand,
-    actor: Uuid,
-    now: DateTime<Utc>,
-) -> Result<Vec<NoteEvent>, DomainError> {
+pub fn decide(state: Option<&Note>, command: NoteCommand, ctx: &Context) -> Result<Vec<NoteEvent>, DomainError> {
+    let (actor, now) = (ctx.actor, ctx.now);
     match (state, command) {
         (Some(_), NoteCommand::Add { .. }) => Err(DomainError::Conflict("the note already exists".into())),
         (
@@ -259,6 +256,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::testing::given;
 
     fn add(case: Reference) -> NoteCommand {
         NoteCommand::Add {
@@ -285,30 +283,40 @@ mod tests {
             mentions: vec![],
             customer_id: None,
         };
-        let Err(DomainError::Invalid(errors)) = decide(None, cmd, Uuid::nil(), Utc::now()) else {
+        let Err(DomainError::Invalid(errors)) = decide(None, cmd, &Context { actor: Uuid::nil(), now: Utc::now() })
+        else {
             panic!("expected invalid")
         };
         assert_eq!(errors.len(), 2);
-        assert!(decide(None, add(Reference::Usable), Uuid::nil(), Utc::now()).is_ok());
+        assert!(decide(None, add(Reference::Usable), &Context { actor: Uuid::nil(), now: Utc::now() }).is_ok());
     }
 
     #[test]
     fn a_deleted_note_is_gone_for_commands() {
-        let mut events = decide(None, add(Reference::Usable), Uuid::nil(), Utc::now()).unwrap();
-        let state = events.iter().fold(None, evolve);
-        events.extend(decide(state.as_ref(), NoteCommand::Delete, Uuid::nil(), Utc::now()).unwrap());
-        let state = events.iter().fold(None, evolve);
+        let mut events =
+            decide(None, add(Reference::Usable), &Context { actor: Uuid::nil(), now: Utc::now() }).unwrap();
+        let state = given(&events).state();
+        events.extend(
+            decide(state.as_ref(), NoteCommand::Delete, &Context { actor: Uuid::nil(), now: Utc::now() }).unwrap(),
+        );
+        let state = given(&events).state();
         let edit = NoteCommand::Edit { content: Some("x".into()), is_internal: None, tags: None };
-        assert_eq!(decide(state.as_ref(), edit, Uuid::nil(), Utc::now()), Err(DomainError::NotFound("note")));
+        assert_eq!(
+            decide(state.as_ref(), edit, &Context { actor: Uuid::nil(), now: Utc::now() }),
+            Err(DomainError::NotFound("note"))
+        );
     }
 
     #[test]
     fn edits_record_only_changes() {
-        let state = decide(None, add(Reference::Usable), Uuid::nil(), Utc::now()).unwrap().iter().fold(None, evolve);
+        let state = decide(None, add(Reference::Usable), &Context { actor: Uuid::nil(), now: Utc::now() })
+            .unwrap()
+            .iter()
+            .fold(None, evolve);
         let same = NoteCommand::Edit { content: Some("Called back".into()), is_internal: Some(true), tags: None };
-        assert_eq!(decide(state.as_ref(), same, Uuid::nil(), Utc::now()).unwrap(), vec![]);
+        assert_eq!(decide(state.as_ref(), same, &Context { actor: Uuid::nil(), now: Utc::now() }).unwrap(), vec![]);
         let public = NoteCommand::Edit { content: None, is_internal: Some(false), tags: None };
-        assert_eq!(decide(state.as_ref(), public, Uuid::nil(), Utc::now()).unwrap().len(), 1);
+        assert_eq!(decide(state.as_ref(), public, &Context { actor: Uuid::nil(), now: Utc::now() }).unwrap().len(), 1);
     }
 
     #[test]
@@ -330,7 +338,7 @@ mod tests {
         if let NoteCommand::Add { mentions, .. } = &mut cmd {
             *mentions = vec![author, kim, kim];
         }
-        let events = decide(None, cmd, author, Utc::now()).unwrap();
+        let events = decide(None, cmd, &Context { actor: author, now: Utc::now() }).unwrap();
         let NoteEvent::Added(added) = &events[0] else { panic!("added") };
         assert_eq!(added.mentions, vec![kim]);
         let v1 = serde_json::json!({ "case_id": kim, "author_id": author, "content": "x", "is_internal": false,

@@ -6,11 +6,12 @@
 //! below, so a new stream is a line there (and a `StreamType` variant), and every match
 //! over `StreamType` or `DomainEvent` then fails to compile until it handles it.
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::envelope::StreamType;
-use crate::error::DecodeError;
+use crate::error::{DecodeError, DomainError};
 use crate::{case, case_type, channel, document, field_definition, interaction, note, task, team, template, tenant};
 use crate::{data_subject, user, webhook, workflow};
 
@@ -22,12 +23,33 @@ pub trait StreamEvent: Sized + Clone + Send + Sync + 'static {
     fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Self, DecodeError>;
 }
 
+/// What every `decide` needs besides the state and the command: who acts and when.
+#[derive(Debug, Clone, Copy)]
+pub struct Context {
+    /// The acting user (the nil id for the system: the SLA scheduler, a workflow's action).
+    pub actor: Uuid,
+    pub now: DateTime<Utc>,
+}
+
+impl Context {
+    /// The system acting at `now`.
+    pub fn at(now: DateTime<Utc>) -> Self {
+        Self { actor: Uuid::nil(), now }
+    }
+}
+
 /// One aggregate: the state its stream folds to. `evolve` matches every (state, event)
 /// pair by name, so a new event fails to compile there until it is folded.
 pub trait Aggregate: Sized + Clone + Send + Sync + 'static {
     const STREAM: StreamType;
     type Event: StreamEvent + Into<DomainEvent>;
+    /// What the stream is asked to do.
+    type Command;
     fn evolve(state: Option<Self>, event: &Self::Event) -> Option<Self>;
+
+    /// The events that carry out `command` on `state` (None: the stream has none yet), or
+    /// why it is refused.
+    fn decide(state: Option<&Self>, command: Self::Command, ctx: &Context) -> Result<Vec<Self::Event>, DomainError>;
 
     /// The folded state as any stream's (what a cache of states keeps).
     fn into_folded(state: Option<Self>) -> Folded;
@@ -57,7 +79,7 @@ macro_rules! subject_of {
 }
 
 macro_rules! streams {
-    ($( $variant:ident: $stream:ident => $module:ident::$state:ident($event:ident) $(, subject $subject:path)? );+ $(;)?) => {
+    ($( $variant:ident: $stream:ident => $module:ident::$state:ident($event:ident) by $command:ident $(, subject $subject:path)? );+ $(;)?) => {
         /// Any stream's event: what a projection receives, decoded.
         #[derive(Debug, Clone, PartialEq)]
         #[allow(clippy::large_enum_variant)] // short-lived, one per consumed message
@@ -122,8 +144,16 @@ macro_rules! streams {
             impl Aggregate for $module::$state {
                 const STREAM: StreamType = StreamType::$stream;
                 type Event = $module::$event;
+                type Command = $module::$command;
                 fn evolve(state: Option<Self>, event: &Self::Event) -> Option<Self> {
                     $module::evolve(state, event)
+                }
+                fn decide(
+                    state: Option<&Self>,
+                    command: Self::Command,
+                    ctx: &Context,
+                ) -> Result<Vec<Self::Event>, DomainError> {
+                    $module::decide(state, command, ctx)
                 }
                 fn into_folded(state: Option<Self>) -> Folded {
                     Folded::$variant(state)
@@ -140,6 +170,11 @@ macro_rules! streams {
                 }
             }
 
+            #[cfg(test)]
+            impl crate::testing::EventOf for $module::$event {
+                type Aggregate = $module::$state;
+            }
+
             impl From<$module::$event> for DomainEvent {
                 fn from(event: $module::$event) -> Self {
                     DomainEvent::$variant(event)
@@ -150,21 +185,22 @@ macro_rules! streams {
 }
 
 streams! {
-    Tenant: Tenant => tenant::Tenant(TenantEvent);
-    User: User => user::User(UserEvent), subject user::data_subject;
-    Team: Team => team::Team(TeamEvent);
-    CaseType: CaseType => case_type::CaseType(CaseTypeEvent);
-    Case: Case => case::Case(CaseEvent), subject case::data_subject;
-    Channel: Channel => channel::Channel(ChannelEvent);
-    Interaction: Interaction => interaction::Interaction(InteractionEvent), subject interaction::data_subject;
-    Task: Task => task::Task(TaskEvent);
-    Note: Note => note::Note(NoteEvent), subject note::data_subject;
-    Document: Document => document::Document(DocumentEvent);
-    Template: MessageTemplate => template::Template(TemplateEvent);
-    Workflow: Workflow => workflow::Workflow(WorkflowEvent);
-    FieldDefinition: CustomField => field_definition::FieldDefinition(FieldDefinitionEvent);
-    Webhook: Webhook => webhook::Webhook(WebhookEvent);
-    DataSubject: DataSubject => data_subject::DataSubject(DataSubjectEvent);
+    Tenant: Tenant => tenant::Tenant(TenantEvent) by TenantCommand;
+    User: User => user::User(UserEvent) by UserCommand, subject user::data_subject;
+    Team: Team => team::Team(TeamEvent) by TeamCommand;
+    CaseType: CaseType => case_type::CaseType(CaseTypeEvent) by CaseTypeCommand;
+    Case: Case => case::Case(CaseEvent) by CaseCommand, subject case::data_subject;
+    Channel: Channel => channel::Channel(ChannelEvent) by ChannelCommand;
+    Interaction: Interaction => interaction::Interaction(InteractionEvent) by RecordInteraction,
+        subject interaction::data_subject;
+    Task: Task => task::Task(TaskEvent) by TaskCommand;
+    Note: Note => note::Note(NoteEvent) by NoteCommand, subject note::data_subject;
+    Document: Document => document::Document(DocumentEvent) by DocumentCommand;
+    Template: MessageTemplate => template::Template(TemplateEvent) by TemplateCommand;
+    Workflow: Workflow => workflow::Workflow(WorkflowEvent) by WorkflowCommand;
+    FieldDefinition: CustomField => field_definition::FieldDefinition(FieldDefinitionEvent) by FieldDefinitionCommand;
+    Webhook: Webhook => webhook::Webhook(WebhookEvent) by WebhookCommand;
+    DataSubject: DataSubject => data_subject::DataSubject(DataSubjectEvent) by DataSubjectCommand;
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use crate::change::Change;
 use crate::contract;
 use crate::error::{DomainError, Validator};
 use crate::reference::Reference;
+use crate::stream::Context;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -140,12 +141,8 @@ fn check_assignee(v: &mut Validator, assigned_to: Option<Uuid>, assignee: Refere
     }
 }
 
-pub fn decide(
-    state: Option<&Task>,
-    command: TaskCommand,
-    actor: Uuid,
-    now: DateTime<Utc>,
-) -> Result<Vec<TaskEvent>, DomainError> {
+pub fn decide(state: Option<&Task>, command: TaskCommand, ctx: &Context) -> Result<Vec<TaskEvent>, DomainError> {
+    let (actor, now) = (ctx.actor, ctx.now);
     match (state, command) {
         (Some(_), TaskCommand::Create { .. }) => Err(DomainError::Conflict("the task already exists".into())),
         (
@@ -211,6 +208,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::testing::given;
 
     fn create(case: Reference, assignee: Reference) -> TaskCommand {
         TaskCommand::Create {
@@ -227,9 +225,11 @@ mod tests {
 
     #[test]
     fn tasks_need_a_usable_case_and_assignee() {
-        let Err(DomainError::Invalid(errors)) =
-            decide(None, create(Reference::Inactive, Reference::Missing), Uuid::nil(), Utc::now())
-        else {
+        let Err(DomainError::Invalid(errors)) = decide(
+            None,
+            create(Reference::Inactive, Reference::Missing),
+            &Context { actor: Uuid::nil(), now: Utc::now() },
+        ) else {
             panic!("expected invalid")
         };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
@@ -238,18 +238,25 @@ mod tests {
 
     #[test]
     fn completing_sets_completed_at_and_reopening_clears_it() {
-        let events = decide(None, create(Reference::Usable, Reference::Usable), Uuid::nil(), Utc::now()).unwrap();
-        let state = events.iter().fold(None, evolve);
-        let done =
-            decide(state.as_ref(), TaskCommand::ChangeStatus { status: TaskStatus::Done }, Uuid::nil(), Utc::now())
-                .unwrap();
+        let events = decide(
+            None,
+            create(Reference::Usable, Reference::Usable),
+            &Context { actor: Uuid::nil(), now: Utc::now() },
+        )
+        .unwrap();
+        let state = given(&events).state();
+        let done = decide(
+            state.as_ref(),
+            TaskCommand::ChangeStatus { status: TaskStatus::Done },
+            &Context { actor: Uuid::nil(), now: Utc::now() },
+        )
+        .unwrap();
         let state = done.iter().fold(state, evolve);
         assert!(state.as_ref().unwrap().completed_at.is_some());
         let reopened = decide(
             state.as_ref(),
             TaskCommand::ChangeStatus { status: TaskStatus::InProgress },
-            Uuid::nil(),
-            Utc::now(),
+            &Context { actor: Uuid::nil(), now: Utc::now() },
         )
         .unwrap();
         assert_eq!(reopened.iter().fold(state, evolve).unwrap().completed_at, None);
@@ -257,32 +264,43 @@ mod tests {
 
     #[test]
     fn finished_tasks_are_not_reassigned() {
-        let mut events = decide(None, create(Reference::Usable, Reference::Usable), Uuid::nil(), Utc::now()).unwrap();
-        let state = events.iter().fold(None, evolve);
+        let mut events = decide(
+            None,
+            create(Reference::Usable, Reference::Usable),
+            &Context { actor: Uuid::nil(), now: Utc::now() },
+        )
+        .unwrap();
+        let state = given(&events).state();
         events.extend(
             decide(
                 state.as_ref(),
                 TaskCommand::ChangeStatus { status: TaskStatus::Cancelled },
-                Uuid::nil(),
-                Utc::now(),
+                &Context { actor: Uuid::nil(), now: Utc::now() },
             )
             .unwrap(),
         );
-        let state = events.iter().fold(None, evolve);
+        let state = given(&events).state();
         let assign = TaskCommand::Assign { assigned_to: None, assignee: Reference::Usable };
-        assert!(matches!(decide(state.as_ref(), assign, Uuid::nil(), Utc::now()), Err(DomainError::Conflict(_))));
+        assert!(matches!(
+            decide(state.as_ref(), assign, &Context { actor: Uuid::nil(), now: Utc::now() }),
+            Err(DomainError::Conflict(_))
+        ));
     }
 
     #[test]
     fn reassigning_records_the_previous_assignee() {
-        let events = decide(None, create(Reference::Usable, Reference::Usable), Uuid::nil(), Utc::now()).unwrap();
-        let state = events.iter().fold(None, evolve);
+        let events = decide(
+            None,
+            create(Reference::Usable, Reference::Usable),
+            &Context { actor: Uuid::nil(), now: Utc::now() },
+        )
+        .unwrap();
+        let state = given(&events).state();
         let previous = state.as_ref().unwrap().assigned_to;
         let events = decide(
             state.as_ref(),
             TaskCommand::Assign { assigned_to: None, assignee: Reference::Usable },
-            Uuid::nil(),
-            Utc::now(),
+            &Context { actor: Uuid::nil(), now: Utc::now() },
         )
         .unwrap();
         let [TaskEvent::Assigned(e)] = events.as_slice() else { panic!("expected an assignment") };

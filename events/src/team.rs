@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::change::Change;
 use crate::contract;
 use crate::error::{DomainError, Validator};
+use crate::stream::Context;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -118,7 +119,8 @@ pub fn normalise_name(name: &str) -> String {
     name.trim().to_lowercase()
 }
 
-pub fn decide(state: Option<&Team>, command: TeamCommand, now: DateTime<Utc>) -> Result<Vec<TeamEvent>, DomainError> {
+pub fn decide(state: Option<&Team>, command: TeamCommand, ctx: &Context) -> Result<Vec<TeamEvent>, DomainError> {
+    let now = ctx.now;
     match (state, command) {
         (Some(_), TeamCommand::Create { .. }) => Err(DomainError::Conflict("the team already exists".into())),
         (None, TeamCommand::Create { name, description }) => {
@@ -161,19 +163,18 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::testing::given;
 
     fn created() -> Vec<TeamEvent> {
-        decide(None, TeamCommand::Create { name: " Tier 1 ".into(), description: None }, Utc::now()).unwrap()
-    }
-
-    fn given(events: &[TeamEvent]) -> Option<Team> {
-        events.iter().fold(None, evolve)
+        decide(None, TeamCommand::Create { name: " Tier 1 ".into(), description: None }, &Context::at(Utc::now()))
+            .unwrap()
     }
 
     #[test]
     fn creating_trims_the_name_and_refuses_blank_ones() {
-        assert_eq!(given(&created()).unwrap().name, "Tier 1");
-        let blank = decide(None, TeamCommand::Create { name: "  ".into(), description: None }, Utc::now());
+        assert_eq!(given(&created()).state().unwrap().name, "Tier 1");
+        let blank =
+            decide(None, TeamCommand::Create { name: "  ".into(), description: None }, &Context::at(Utc::now()));
         assert!(matches!(blank, Err(DomainError::Invalid(_))));
     }
 
@@ -182,30 +183,39 @@ mod tests {
         let user = Uuid::now_v7();
         let mut events = created();
         let add = TeamCommand::AddMember { user_id: user, role: TeamRole::Lead };
-        events.extend(decide(given(&events).as_ref(), add.clone(), Utc::now()).unwrap());
-        assert_eq!(decide(given(&events).as_ref(), add, Utc::now()).unwrap(), vec![]);
+        events.extend(given(&events).when_in(add.clone(), &Context::at(Utc::now())).result().unwrap());
+        assert_eq!(given(&events).when_in(add, &Context::at(Utc::now())).result().unwrap(), vec![]);
         let other_role = TeamCommand::AddMember { user_id: user, role: TeamRole::Member };
-        assert!(matches!(decide(given(&events).as_ref(), other_role, Utc::now()), Err(DomainError::Conflict(_))));
-        let removed = decide(given(&events).as_ref(), TeamCommand::RemoveMember { user_id: user }, Utc::now()).unwrap();
+        assert!(matches!(
+            given(&events).when_in(other_role, &Context::at(Utc::now())).result(),
+            Err(DomainError::Conflict(_))
+        ));
+        let removed = given(&events)
+            .when_in(TeamCommand::RemoveMember { user_id: user }, &Context::at(Utc::now()))
+            .result()
+            .unwrap();
         let [TeamEvent::MemberRemoved(e)] = removed.as_slice() else { panic!("expected a removal") };
         assert_eq!(e.role, TeamRole::Lead);
         events.extend(removed);
-        assert_eq!(given(&events).unwrap().members, vec![]);
+        assert_eq!(given(&events).state().unwrap().members, vec![]);
     }
 
     #[test]
     fn renaming_to_the_same_name_records_nothing() {
-        let state = given(&created());
-        assert_eq!(decide(state.as_ref(), TeamCommand::Rename { name: "Tier 1".into() }, Utc::now()).unwrap(), vec![]);
+        let state = given(&created()).state();
+        assert_eq!(
+            decide(state.as_ref(), TeamCommand::Rename { name: "Tier 1".into() }, &Context::at(Utc::now())).unwrap(),
+            vec![]
+        );
     }
 
     #[test]
     fn removing_a_non_member_records_nothing() {
-        let state = given(&created());
+        let state = given(&created()).state();
         let remove = TeamCommand::RemoveMember { user_id: Uuid::now_v7() };
-        assert_eq!(decide(state.as_ref(), remove, Utc::now()).unwrap(), vec![]);
+        assert_eq!(decide(state.as_ref(), remove, &Context::at(Utc::now())).unwrap(), vec![]);
         assert_eq!(
-            decide(None, TeamCommand::Rename { name: "x".into() }, Utc::now()),
+            decide(None, TeamCommand::Rename { name: "x".into() }, &Context::at(Utc::now())),
             Err(DomainError::NotFound("team"))
         );
     }

@@ -12,6 +12,7 @@ use crate::change::Change;
 use crate::channel::ChannelType;
 use crate::contract;
 use crate::error::{DomainError, Validator};
+use crate::stream::Context;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum TemplateCommand {
@@ -199,9 +200,9 @@ fn check_texts(v: &mut Validator, subject: Option<&str>, content: &str) {
 pub fn decide(
     state: Option<&Template>,
     command: TemplateCommand,
-    actor: uuid::Uuid,
-    now: DateTime<Utc>,
+    ctx: &Context,
 ) -> Result<Vec<TemplateEvent>, DomainError> {
+    let (actor, now) = (ctx.actor, ctx.now);
     match (state, command) {
         (Some(_), TemplateCommand::Create { .. }) => Err(DomainError::Conflict("the template already exists".into())),
         (None, TemplateCommand::Create { name, description, channel_type, subject, content, tags, category }) => {
@@ -274,6 +275,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::testing::given;
     use serde_json::json;
 
     #[test]
@@ -305,13 +307,15 @@ mod tests {
             category: None,
         };
         assert!(matches!(
-            decide(None, create("Hi {{first name}}"), uuid::Uuid::nil(), Utc::now()),
+            decide(None, create("Hi {{first name}}"), &Context { actor: uuid::Uuid::nil(), now: Utc::now() }),
             Err(DomainError::Invalid(_))
         ));
-        let events = decide(None, create("Hi {{customer_name}}"), uuid::Uuid::nil(), Utc::now()).unwrap();
-        let state = events.iter().fold(None, evolve);
+        let events =
+            decide(None, create("Hi {{customer_name}}"), &Context { actor: uuid::Uuid::nil(), now: Utc::now() })
+                .unwrap();
+        let state = given(&events).state();
         let update = TemplateCommand::Update { name: None, description: None, subject: Some(None), content: None };
-        let updated = decide(state.as_ref(), update, uuid::Uuid::nil(), Utc::now()).unwrap();
+        let updated = decide(state.as_ref(), update, &Context { actor: uuid::Uuid::nil(), now: Utc::now() }).unwrap();
         let [TemplateEvent::Updated(e)] = updated.as_slice() else { panic!("expected an update") };
         assert_eq!(e.variables, vec!["customer_name"]);
     }
@@ -327,13 +331,22 @@ mod tests {
             tags: vec![],
             category: None,
         };
-        let state = decide(None, create, uuid::Uuid::nil(), Utc::now()).unwrap().iter().fold(None, evolve);
-        let off = decide(state.as_ref(), TemplateCommand::Deactivate, uuid::Uuid::nil(), Utc::now()).unwrap();
+        let state = decide(None, create, &Context { actor: uuid::Uuid::nil(), now: Utc::now() })
+            .unwrap()
+            .iter()
+            .fold(None, evolve);
+        let off =
+            decide(state.as_ref(), TemplateCommand::Deactivate, &Context { actor: uuid::Uuid::nil(), now: Utc::now() })
+                .unwrap();
         let state = off.iter().fold(state, evolve);
         assert!(!state.as_ref().unwrap().active);
-        assert_eq!(decide(state.as_ref(), TemplateCommand::Deactivate, uuid::Uuid::nil(), Utc::now()).unwrap(), vec![]);
+        assert_eq!(
+            decide(state.as_ref(), TemplateCommand::Deactivate, &Context { actor: uuid::Uuid::nil(), now: Utc::now() })
+                .unwrap(),
+            vec![]
+        );
         assert!(matches!(
-            decide(None, TemplateCommand::Activate, uuid::Uuid::nil(), Utc::now()),
+            decide(None, TemplateCommand::Activate, &Context { actor: uuid::Uuid::nil(), now: Utc::now() }),
             Err(DomainError::NotFound(_))
         ));
     }

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use crate::change::Change;
 use crate::contract;
 use crate::error::{DomainError, Validator};
+use crate::stream::Context;
 
 pub type Settings = Map<String, Value>;
 
@@ -156,11 +157,8 @@ fn check_settings(v: &mut Validator, settings: &Settings) {
     }
 }
 
-pub fn decide(
-    state: Option<&Tenant>,
-    command: TenantCommand,
-    now: DateTime<Utc>,
-) -> Result<Vec<TenantEvent>, DomainError> {
+pub fn decide(state: Option<&Tenant>, command: TenantCommand, ctx: &Context) -> Result<Vec<TenantEvent>, DomainError> {
+    let now = ctx.now;
     match (state, command) {
         (Some(_), TenantCommand::Provision { .. }) => {
             Err(DomainError::Conflict("the tenant is already provisioned".into()))
@@ -215,54 +213,65 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::testing::given;
     use serde_json::json;
 
     fn provision() -> TenantCommand {
         TenantCommand::Provision { name: "Acme".into(), slug: "acme".into(), settings: Settings::new() }
     }
 
-    fn given(events: &[TenantEvent]) -> Option<Tenant> {
-        events.iter().fold(None, evolve)
-    }
-
     #[test]
     fn provisioning_validates_the_slug() {
         let cmd = TenantCommand::Provision { name: "Acme".into(), slug: "Acme Corp".into(), settings: Settings::new() };
-        let Err(DomainError::Invalid(errors)) = decide(None, cmd, Utc::now()) else { panic!("expected invalid") };
+        let Err(DomainError::Invalid(errors)) = decide(None, cmd, &Context::at(Utc::now())) else {
+            panic!("expected invalid")
+        };
         assert_eq!(errors[0].field, "slug");
     }
 
     #[test]
     fn a_tenant_is_provisioned_once() {
-        let state = given(&decide(None, provision(), Utc::now()).unwrap());
-        assert!(matches!(decide(state.as_ref(), provision(), Utc::now()), Err(DomainError::Conflict(_))));
+        let state = given(&decide(None, provision(), &Context::at(Utc::now())).unwrap()).state();
+        assert!(matches!(decide(state.as_ref(), provision(), &Context::at(Utc::now())), Err(DomainError::Conflict(_))));
     }
 
     #[test]
     fn suspending_and_reactivating_toggle_the_status_once() {
-        let mut events = decide(None, provision(), Utc::now()).unwrap();
-        let state = given(&events);
-        let suspended = decide(state.as_ref(), TenantCommand::Suspend { reason: "unpaid".into() }, Utc::now()).unwrap();
+        let mut events = decide(None, provision(), &Context::at(Utc::now())).unwrap();
+        let state = given(&events).state();
+        let suspended =
+            decide(state.as_ref(), TenantCommand::Suspend { reason: "unpaid".into() }, &Context::at(Utc::now()))
+                .unwrap();
         events.extend(suspended);
-        let state = given(&events);
+        let state = given(&events).state();
         assert_eq!(state.as_ref().unwrap().status, TenantStatus::Suspended);
-        let again = decide(state.as_ref(), TenantCommand::Suspend { reason: "unpaid".into() }, Utc::now()).unwrap();
+        let again =
+            decide(state.as_ref(), TenantCommand::Suspend { reason: "unpaid".into() }, &Context::at(Utc::now()))
+                .unwrap();
         assert_eq!(again, vec![]);
-        let back = decide(state.as_ref(), TenantCommand::Reactivate, Utc::now()).unwrap();
+        let back = decide(state.as_ref(), TenantCommand::Reactivate, &Context::at(Utc::now())).unwrap();
         events.extend(back);
-        assert_eq!(given(&events).unwrap().status, TenantStatus::Active);
+        assert_eq!(given(&events).state().unwrap().status, TenantStatus::Active);
     }
 
     #[test]
     fn settings_updates_record_old_and_new() {
-        let state = given(&decide(None, provision(), Utc::now()).unwrap());
+        let state = given(&decide(None, provision(), &Context::at(Utc::now())).unwrap()).state();
         let settings: Settings = serde_json::from_value(json!({ "timezone": "Africa/Nairobi" })).unwrap();
-        let events =
-            decide(state.as_ref(), TenantCommand::UpdateSettings { settings: settings.clone() }, Utc::now()).unwrap();
+        let events = decide(
+            state.as_ref(),
+            TenantCommand::UpdateSettings { settings: settings.clone() },
+            &Context::at(Utc::now()),
+        )
+        .unwrap();
         let [TenantEvent::SettingsUpdated(e)] = events.as_slice() else { panic!("expected one update") };
         assert_eq!(e.settings.old, Settings::new());
         assert_eq!(e.settings.new, settings);
-        let unchanged = decide(state.as_ref(), TenantCommand::UpdateSettings { settings: Settings::new() }, Utc::now());
+        let unchanged = decide(
+            state.as_ref(),
+            TenantCommand::UpdateSettings { settings: Settings::new() },
+            &Context::at(Utc::now()),
+        );
         assert_eq!(unchanged.unwrap(), vec![], "the same settings are no change");
     }
 
@@ -278,6 +287,9 @@ mod tests {
 
     #[test]
     fn commands_on_a_missing_tenant_are_not_found() {
-        assert_eq!(decide(None, TenantCommand::Reactivate, Utc::now()), Err(DomainError::NotFound("tenant")));
+        assert_eq!(
+            decide(None, TenantCommand::Reactivate, &Context::at(Utc::now())),
+            Err(DomainError::NotFound("tenant"))
+        );
     }
 }

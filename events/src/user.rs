@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use crate::change::Change;
 use crate::contract;
 use crate::error::{DomainError, Validator};
+use crate::stream::Context;
 
 pub type Document = Map<String, Value>;
 
@@ -338,7 +339,8 @@ fn check_document(v: &mut Validator, field: &str, doc: &Document) {
     v.check(size <= 16 * 1024, field, "must be at most 16 KiB of JSON");
 }
 
-pub fn decide(state: Option<&User>, command: UserCommand, now: DateTime<Utc>) -> Result<Vec<UserEvent>, DomainError> {
+pub fn decide(state: Option<&User>, command: UserCommand, ctx: &Context) -> Result<Vec<UserEvent>, DomainError> {
+    let now = ctx.now;
     match (state, command) {
         (Some(_), UserCommand::Create(_)) => Err(DomainError::Conflict("the user already exists".into())),
         (None, UserCommand::Create(cmd)) => {
@@ -448,6 +450,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::testing::given;
 
     fn create() -> UserCommand {
         UserCommand::Create(CreateUser {
@@ -459,14 +462,10 @@ mod tests {
         })
     }
 
-    fn given(events: &[UserEvent]) -> Option<User> {
-        events.iter().fold(None, evolve)
-    }
-
     #[test]
     fn creating_normalises_username_and_email() {
-        let events = decide(None, create(), Utc::now()).unwrap();
-        let user = given(&events).unwrap();
+        let events = decide(None, create(), &Context::at(Utc::now())).unwrap();
+        let user = given(&events).state().unwrap();
         assert_eq!(user.username, "jane.doe");
         assert_eq!(user.email, "jane@example.org");
         assert_eq!(user.status, UserStatus::Active);
@@ -481,43 +480,51 @@ mod tests {
             last_name: None,
             role: UserRole::Agent,
         });
-        let Err(DomainError::Invalid(errors)) = decide(None, cmd, Utc::now()) else { panic!("expected invalid") };
+        let Err(DomainError::Invalid(errors)) = decide(None, cmd, &Context::at(Utc::now())) else {
+            panic!("expected invalid")
+        };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["username", "email"]);
     }
 
     #[test]
     fn role_and_status_changes_record_old_values_and_skip_no_ops() {
-        let state = given(&decide(None, create(), Utc::now()).unwrap());
+        let state = given(&decide(None, create(), &Context::at(Utc::now())).unwrap()).state();
         let events =
-            decide(state.as_ref(), UserCommand::ChangeRole { role: UserRole::Supervisor }, Utc::now()).unwrap();
+            decide(state.as_ref(), UserCommand::ChangeRole { role: UserRole::Supervisor }, &Context::at(Utc::now()))
+                .unwrap();
         let [UserEvent::RoleChanged(e)] = events.as_slice() else { panic!("expected a role change") };
         assert_eq!(e.role, Change { old: UserRole::Agent, new: UserRole::Supervisor });
         let same =
-            decide(state.as_ref(), UserCommand::ChangeStatus { status: UserStatus::Active }, Utc::now()).unwrap();
+            decide(state.as_ref(), UserCommand::ChangeStatus { status: UserStatus::Active }, &Context::at(Utc::now()))
+                .unwrap();
         assert_eq!(same, vec![]);
     }
 
     #[test]
     fn locked_users_cannot_log_in() {
-        let mut events = decide(None, create(), Utc::now()).unwrap();
-        let state = given(&events);
+        let mut events = decide(None, create(), &Context::at(Utc::now())).unwrap();
+        let state = given(&events).state();
         events.extend(
-            decide(state.as_ref(), UserCommand::ChangeStatus { status: UserStatus::Locked }, Utc::now()).unwrap(),
+            decide(state.as_ref(), UserCommand::ChangeStatus { status: UserStatus::Locked }, &Context::at(Utc::now()))
+                .unwrap(),
         );
-        let state = given(&events);
-        assert!(matches!(decide(state.as_ref(), UserCommand::RecordLogin, Utc::now()), Err(DomainError::Conflict(_))));
+        let state = given(&events).state();
+        assert!(matches!(
+            decide(state.as_ref(), UserCommand::RecordLogin, &Context::at(Utc::now())),
+            Err(DomainError::Conflict(_))
+        ));
     }
 
     #[test]
     fn profile_updates_carry_only_changes() {
-        let state = given(&decide(None, create(), Utc::now()).unwrap());
+        let state = given(&decide(None, create(), &Context::at(Utc::now())).unwrap()).state();
         let cmd = UserCommand::UpdateProfile {
             first_name: Some(Some("Jane".into())),
             last_name: Some(Some("Doe".into())),
             email: None,
         };
-        let events = decide(state.as_ref(), cmd, Utc::now()).unwrap();
+        let events = decide(state.as_ref(), cmd, &Context::at(Utc::now())).unwrap();
         let [UserEvent::ProfileUpdated(e)] = events.as_slice() else { panic!("expected a profile update") };
         assert_eq!(e.first_name, None);
         assert_eq!(e.last_name, Some(Change { old: None, new: Some("Doe".into()) }));
@@ -525,14 +532,14 @@ mod tests {
 
     #[test]
     fn events_round_trip_through_their_stored_form() {
-        let event = decide(None, create(), Utc::now()).unwrap().remove(0);
+        let event = decide(None, create(), &Context::at(Utc::now())).unwrap().remove(0);
         assert_eq!(UserEvent::decode(event.event_type(), 2, event.payload()).unwrap(), event);
         assert!(UserEvent::decode("UserCreated", 3, event.payload()).is_err());
     }
 
     #[test]
     fn a_v1_user_created_is_read_without_its_password_hash() {
-        let event = decide(None, create(), Utc::now()).unwrap().remove(0);
+        let event = decide(None, create(), &Context::at(Utc::now())).unwrap().remove(0);
         let mut v1 = event.payload();
         v1["password_hash"] = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into();
         assert!(UserEvent::decode("UserCreated", 2, v1.clone()).is_err(), "v2 has no such field");
@@ -543,8 +550,9 @@ mod tests {
 
     #[test]
     fn a_password_change_says_only_that_it_happened() {
-        let state = given(&decide(None, create(), Utc::now()).unwrap());
-        let events = decide(state.as_ref(), UserCommand::ChangePassword { reset: true }, Utc::now()).unwrap();
+        let state = given(&decide(None, create(), &Context::at(Utc::now())).unwrap()).state();
+        let events =
+            decide(state.as_ref(), UserCommand::ChangePassword { reset: true }, &Context::at(Utc::now())).unwrap();
         let [UserEvent::PasswordChanged(e)] = events.as_slice() else { panic!("expected a password change") };
         assert!(e.reset);
         assert_eq!(events[0].payload().as_object().unwrap().len(), 2);
@@ -552,24 +560,32 @@ mod tests {
 
     #[test]
     fn permissions_and_preferences_are_documents_with_old_values() {
-        let state = given(&decide(None, create(), Utc::now()).unwrap());
+        let state = given(&decide(None, create(), &Context::at(Utc::now())).unwrap()).state();
         let permissions: Document = serde_json::from_value(serde_json::json!({ "users": ["manage"] })).unwrap();
-        let events =
-            decide(state.as_ref(), UserCommand::SetPermissions { permissions: permissions.clone() }, Utc::now())
-                .unwrap();
+        let events = decide(
+            state.as_ref(),
+            UserCommand::SetPermissions { permissions: permissions.clone() },
+            &Context::at(Utc::now()),
+        )
+        .unwrap();
         let [UserEvent::PermissionsSet(e)] = events.as_slice() else { panic!("expected permissions") };
         assert_eq!(e.permissions.old, Document::new());
         let prefs: Document = serde_json::from_value(serde_json::json!({ "lang": "sw" })).unwrap();
         assert_eq!(
-            decide(state.as_ref(), UserCommand::SetPreferences { preferences: prefs }, Utc::now()).unwrap().len(),
+            decide(state.as_ref(), UserCommand::SetPreferences { preferences: prefs }, &Context::at(Utc::now()))
+                .unwrap()
+                .len(),
             1
         );
         let huge: Document = serde_json::from_value(serde_json::json!({ "x": "a".repeat(20_000) })).unwrap();
         assert!(matches!(
-            decide(state.as_ref(), UserCommand::SetPreferences { preferences: huge }, Utc::now()),
+            decide(state.as_ref(), UserCommand::SetPreferences { preferences: huge }, &Context::at(Utc::now())),
             Err(DomainError::Invalid(_))
         ));
-        assert!(decide(state.as_ref(), UserCommand::RecordLogin, Utc::now()).is_ok());
-        assert_eq!(decide(None, UserCommand::RecordLogin, Utc::now()), Err(DomainError::NotFound("user")));
+        assert!(decide(state.as_ref(), UserCommand::RecordLogin, &Context::at(Utc::now())).is_ok());
+        assert_eq!(
+            decide(None, UserCommand::RecordLogin, &Context::at(Utc::now())),
+            Err(DomainError::NotFound("user"))
+        );
     }
 }

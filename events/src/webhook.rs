@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::change::Change;
 use crate::contract;
 use crate::error::{DomainError, FieldError, Validator};
+use crate::stream::Context;
 
 /// The longest URL a subscription takes.
 pub const URL_MAX: usize = 2048;
@@ -143,9 +144,11 @@ pub fn evolve(state: Option<Webhook>, event: &WebhookEvent) -> Option<Webhook> {
 pub fn decide(
     state: Option<&Webhook>,
     command: WebhookCommand,
-    known_event_types: &[&str],
-    now: DateTime<Utc>,
+    ctx: &Context,
 ) -> Result<Vec<WebhookEvent>, DomainError> {
+    let now = ctx.now;
+    let known: Vec<&str> = crate::DomainEvent::event_types().collect();
+    let known_event_types = known.as_slice();
     match (state, command) {
         (None, WebhookCommand::Create { url, event_types, description, destination, existing }) => {
             if existing >= MAX_WEBHOOKS {
@@ -346,8 +349,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-
-    const KNOWN: &[&str] = &["CaseOpened", "CaseStatusChanged"];
+    use crate::testing::given;
 
     fn create(url: &str, types: &[&str], destination: Destination) -> Result<Vec<WebhookEvent>, DomainError> {
         let cmd = WebhookCommand::Create {
@@ -357,7 +359,7 @@ mod tests {
             destination,
             existing: 0,
         };
-        decide(None, cmd, KNOWN, Utc::now())
+        decide(None, cmd, &Context::at(Utc::now()))
     }
 
     fn fields(result: Result<Vec<WebhookEvent>, DomainError>) -> Vec<String> {
@@ -396,8 +398,8 @@ mod tests {
             destination: Destination::Allowed,
             existing,
         };
-        assert!(decide(None, cmd(MAX_WEBHOOKS - 1), KNOWN, Utc::now()).is_ok());
-        assert!(matches!(decide(None, cmd(MAX_WEBHOOKS), KNOWN, Utc::now()), Err(DomainError::Conflict(_))));
+        assert!(decide(None, cmd(MAX_WEBHOOKS - 1), &Context::at(Utc::now())).is_ok());
+        assert!(matches!(decide(None, cmd(MAX_WEBHOOKS), &Context::at(Utc::now())), Err(DomainError::Conflict(_))));
     }
 
     #[test]
@@ -434,11 +436,11 @@ mod tests {
     #[test]
     fn a_deleted_webhook_takes_no_more_commands() {
         let created = create("https://x.example/", &["*"], Destination::Allowed).unwrap();
-        let state = created.iter().fold(None, evolve);
-        let deleted = decide(state.as_ref(), WebhookCommand::Delete, KNOWN, Utc::now()).unwrap();
+        let state = given(&created).state();
+        let deleted = decide(state.as_ref(), WebhookCommand::Delete, &Context::at(Utc::now())).unwrap();
         let state = created.iter().chain(&deleted).fold(None, evolve);
         assert!(matches!(
-            decide(state.as_ref(), WebhookCommand::Delete, KNOWN, Utc::now()),
+            decide(state.as_ref(), WebhookCommand::Delete, &Context::at(Utc::now())),
             Err(DomainError::NotFound(_))
         ));
     }

@@ -15,6 +15,7 @@ use crate::change::Change;
 use crate::contract;
 use crate::error::{DomainError, FieldError, Validator};
 use crate::reference::Reference;
+use crate::stream::Context;
 
 /// The roles of a tenant's users, as rules name them.
 pub const ROLES: [&str; 3] = ["agent", "supervisor", "admin"];
@@ -461,8 +462,9 @@ pub fn evolve(state: Option<Workflow>, event: &WorkflowEvent) -> Option<Workflow
 pub fn decide(
     state: Option<&Workflow>,
     command: WorkflowCommand,
-    now: DateTime<Utc>,
+    ctx: &Context,
 ) -> Result<Vec<WorkflowEvent>, DomainError> {
+    let now = ctx.now;
     match (state, command) {
         (Some(_), WorkflowCommand::Create { .. }) => Err(DomainError::Conflict("the workflow already exists".into())),
         (None, WorkflowCommand::Create { name, description, definition, targets }) => {
@@ -516,6 +518,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::testing::given;
     use serde_json::json;
 
     #[test]
@@ -569,18 +572,18 @@ mod tests {
             definition: simple(),
             targets: Default::default(),
         };
-        let state = decide(None, create.clone(), Utc::now()).unwrap().iter().fold(None, evolve);
-        assert!(matches!(decide(state.as_ref(), create, Utc::now()), Err(DomainError::Conflict(_))));
+        let state = given(&decide(None, create.clone(), &Context::at(Utc::now())).unwrap()).state();
+        assert!(matches!(decide(state.as_ref(), create, &Context::at(Utc::now())), Err(DomainError::Conflict(_))));
         let rename = WorkflowCommand::Update {
             name: Some("Care".into()),
             description: None,
             definition: None,
             targets: Default::default(),
         };
-        assert_eq!(decide(state.as_ref(), rename, Utc::now()).unwrap().len(), 1);
-        let off = decide(state.as_ref(), WorkflowCommand::Deactivate, Utc::now()).unwrap();
+        assert_eq!(decide(state.as_ref(), rename, &Context::at(Utc::now())).unwrap().len(), 1);
+        let off = decide(state.as_ref(), WorkflowCommand::Deactivate, &Context::at(Utc::now())).unwrap();
         let state = off.iter().fold(state, evolve);
         assert!(!state.as_ref().unwrap().active);
-        assert_eq!(decide(state.as_ref(), WorkflowCommand::Activate, Utc::now()).unwrap().len(), 1);
+        assert_eq!(decide(state.as_ref(), WorkflowCommand::Activate, &Context::at(Utc::now())).unwrap().len(), 1);
     }
 }

@@ -139,7 +139,7 @@ async fn run(
     cmd: CaseTypeCommand,
 ) -> Result<CommandReply, ApiError> {
     super::execute_in_tenant::<case_type::CaseType>(state, ctx, id, hash, lookup, success, |s| {
-        case_type::decide(s, cmd.clone(), Utc::now())
+        case_type::decide(s, cmd.clone(), &events::Context::at(Utc::now()))
     })
     .await
 }

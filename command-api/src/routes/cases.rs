@@ -4,8 +4,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use events::case::{
-    self, AssignCase, CaseCommand, CaseTypeFacts, ChangeStatus, Context, CustomFields, MoveStage, OpenCase, Priority,
-    Status, UpdateCase, WorkflowFacts,
+    self, AssignCase, CaseCommand, CaseTypeFacts, ChangeStatus, CustomFields, MoveStage, OpenCase, Priority, Status,
+    UpdateCase, WorkflowFacts,
 };
 use events::reference::Reference;
 use runtime::auth::Permission;
@@ -157,7 +157,7 @@ async fn open(
             custom_fields: body.custom_fields.clone(),
             customer_id: body.customer_id,
         });
-        case::decide(s, cmd, Context { actor: caller.user_id, now: Utc::now() })
+        case::decide(s, cmd, &events::Context { actor: caller.user_id, now: Utc::now() })
     })
     .await?;
     let location = format!("/v1/cases/{}", reply.recorded.id);
@@ -390,7 +390,7 @@ async fn run(
     let command =
         Command { ctx, tenant_id: caller.tenant_id, stream_id: id, request_hash: hash, lookup: Lookup::Nothing };
     super::execute::<case::Case>(&state, command, StatusCode::OK, |s, _| {
-        case::decide(s, cmd.clone(), Context { actor: caller.user_id, now: Utc::now() })
+        case::decide(s, cmd.clone(), &events::Context { actor: caller.user_id, now: Utc::now() })
     })
     .await
 }

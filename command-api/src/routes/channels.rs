@@ -147,7 +147,7 @@ async fn run(
     cmd: ChannelCommand,
 ) -> Result<CommandReply, ApiError> {
     super::execute_in_tenant::<channel::Channel>(state, ctx, id, hash, lookup, success, |s| {
-        channel::decide(s, cmd.clone(), Utc::now())
+        channel::decide(s, cmd.clone(), &events::Context::at(Utc::now()))
     })
     .await
 }
@@ -197,7 +197,7 @@ async fn record_interaction(
         customer_id,
     };
     super::execute::<interaction::Interaction>(&state, command, StatusCode::CREATED, |s, _| {
-        interaction::decide(s, cmd.clone(), caller.user_id, Utc::now())
+        interaction::decide(s, cmd.clone(), &events::Context { actor: caller.user_id, now: Utc::now() })
     })
     .await
 }

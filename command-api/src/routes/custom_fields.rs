@@ -211,7 +211,7 @@ async fn run(
     cmd: FieldDefinitionCommand,
 ) -> Result<CommandReply, ApiError> {
     super::execute_in_tenant::<field_definition::FieldDefinition>(state, ctx, id, hash, lookup, success, |s| {
-        field_definition::decide(s, cmd.clone(), Utc::now())
+        field_definition::decide(s, cmd.clone(), &events::Context::at(Utc::now()))
     })
     .await
 }

@@ -96,7 +96,7 @@ async fn erase_in(
     let hash = fingerprint("erase_data_subject", Some(id), &tenant);
     let marker = format!("erased-{id}");
     let reply = super::execute_for(state, ctx, tenant, id, hash, Lookup::Erasure, StatusCode::OK, |s| {
-        user::decide(s, UserCommand::Erase { marker: marker.clone() }, Utc::now())
+        user::decide(s, UserCommand::Erase { marker: marker.clone() }, &events::Context::at(Utc::now()))
     })
     .await?;
     super::users::publish_rights(state, tenant, id).await?;

@@ -96,7 +96,7 @@ async fn run(
 ) -> Result<CommandReply, ApiError> {
     let actor = ctx.caller.user_id;
     super::execute_in_tenant::<document::Document>(state, ctx, id, hash, Lookup::Nothing, success, |s| {
-        document::decide(s, cmd.clone(), actor, Utc::now())
+        document::decide(s, cmd.clone(), &events::Context { actor, now: Utc::now() })
     })
     .await
 }

@@ -166,7 +166,7 @@ async fn run(
 ) -> Result<CommandReply, ApiError> {
     let actor = ctx.caller.user_id;
     super::execute_in_tenant::<note::Note>(state, ctx, id, hash, Lookup::Nothing, success, |s| {
-        note::decide(s, cmd.clone(), actor, Utc::now())
+        note::decide(s, cmd.clone(), &events::Context { actor, now: Utc::now() })
     })
     .await
 }

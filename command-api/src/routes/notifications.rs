@@ -57,7 +57,7 @@ async fn run(
     }
     super::acting_user(state, &caller).await?;
     super::execute_in_tenant::<user::User>(state, ctx, caller.user_id, hash, Lookup::Nothing, StatusCode::OK, |s| {
-        user::decide(s, UserCommand::ReadNotifications { ids: ids.clone(), all }, Utc::now())
+        user::decide(s, UserCommand::ReadNotifications { ids: ids.clone(), all }, &events::Context::at(Utc::now()))
     })
     .await
 }

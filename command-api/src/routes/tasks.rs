@@ -154,7 +154,7 @@ async fn run(
 ) -> Result<CommandReply, ApiError> {
     let actor = ctx.caller.user_id;
     super::execute_in_tenant::<task::Task>(state, ctx, id, hash, Lookup::Nothing, success, |s| {
-        task::decide(s, cmd.clone(), actor, Utc::now())
+        task::decide(s, cmd.clone(), &events::Context { actor, now: Utc::now() })
     })
     .await
 }

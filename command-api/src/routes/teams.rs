@@ -133,7 +133,7 @@ async fn run(
     cmd: TeamCommand,
 ) -> Result<CommandReply, ApiError> {
     super::execute_in_tenant::<team::Team>(state, ctx, id, hash, lookup, success, |s| {
-        team::decide(s, cmd.clone(), Utc::now())
+        team::decide(s, cmd.clone(), &events::Context::at(Utc::now()))
     })
     .await
 }

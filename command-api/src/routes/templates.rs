@@ -145,7 +145,7 @@ async fn run(
 ) -> Result<CommandReply, ApiError> {
     let actor = ctx.caller.user_id;
     super::execute_in_tenant::<template::Template>(state, ctx, id, hash, lookup, success, |s| {
-        template::decide(s, cmd.clone(), actor, Utc::now())
+        template::decide(s, cmd.clone(), &events::Context { actor, now: Utc::now() })
     })
     .await
 }

@@ -89,7 +89,7 @@ async fn provision(
     };
     let provision = TenantCommand::Provision { name: body.name, slug: body.slug, settings: body.settings };
     let reply = super::execute::<tenant::Tenant>(&state, command, StatusCode::CREATED, |s, _| {
-        tenant::decide(s, provision.clone(), Utc::now())
+        tenant::decide(s, provision.clone(), &events::Context::at(Utc::now()))
     })
     .await?;
     state.sessions.publish_rate_limits(tenant_id, &overrides).await?;
@@ -187,6 +187,8 @@ async fn run(
     cmd: TenantCommand,
 ) -> Result<CommandReply, ApiError> {
     let command = Command { ctx, tenant_id: id, stream_id: id, request_hash: hash, lookup: Lookup::Nothing };
-    super::execute::<tenant::Tenant>(&state, command, StatusCode::OK, |s, _| tenant::decide(s, cmd.clone(), Utc::now()))
-        .await
+    super::execute::<tenant::Tenant>(&state, command, StatusCode::OK, |s, _| {
+        tenant::decide(s, cmd.clone(), &events::Context::at(Utc::now()))
+    })
+    .await
 }

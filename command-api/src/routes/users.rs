@@ -246,7 +246,7 @@ async fn create(
         role: body.role,
     });
     let reply = super::execute::<user::User>(&state, command, StatusCode::CREATED, |s, _| {
-        user::decide(s, cmd.clone(), Utc::now())
+        user::decide(s, cmd.clone(), &events::Context::at(Utc::now()))
     })
     .await?;
     let location = format!("/v1/users/{}", reply.recorded.id);
@@ -544,7 +544,7 @@ async fn run(
     cmd: UserCommand,
 ) -> Result<CommandReply, ApiError> {
     super::execute_in_tenant::<user::User>(state, ctx, id, hash, lookup, StatusCode::OK, |s| {
-        user::decide(s, cmd.clone(), Utc::now())
+        user::decide(s, cmd.clone(), &events::Context::at(Utc::now()))
     })
     .await
 }
@@ -621,7 +621,7 @@ async fn login(
         lookup: Lookup::Nothing,
     };
     super::execute::<user::User>(&state, command, StatusCode::OK, |s, _| {
-        user::decide(s, UserCommand::RecordLogin, Utc::now())
+        user::decide(s, UserCommand::RecordLogin, &events::Context::at(Utc::now()))
     })
     .await?;
     // The rights every request of this session is checked against, as of this login.

@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
 use events::webhook::{self, Destination, WebhookCommand};
-use events::{DomainError, DomainEvent, FieldError};
+use events::{DomainError, FieldError};
 use runtime::auth::Permission;
 use runtime::extract::ApiPath;
 use runtime::webhook::secret_digest;
@@ -188,9 +188,8 @@ async fn run(
     success: StatusCode,
     cmd: WebhookCommand,
 ) -> Result<CommandReply, ApiError> {
-    let known: Vec<&str> = DomainEvent::event_types().collect();
     super::execute_in_tenant::<webhook::Webhook>(state, ctx, id, hash, lookup, success, |s| {
-        webhook::decide(s, cmd.clone(), &known, Utc::now())
+        webhook::decide(s, cmd.clone(), &events::Context::at(Utc::now()))
     })
     .await
 }

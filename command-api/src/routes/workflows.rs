@@ -125,7 +125,7 @@ async fn run(
     cmd: WorkflowCommand,
 ) -> Result<CommandReply, ApiError> {
     super::execute_in_tenant::<workflow::Workflow>(state, ctx, id, hash, lookup, success, |s| {
-        workflow::decide(s, cmd.clone(), Utc::now())
+        workflow::decide(s, cmd.clone(), &events::Context::at(Utc::now()))
     })
     .await
 }
