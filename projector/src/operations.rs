@@ -469,12 +469,10 @@ pub async fn replay(
         applied += events.len() as u64;
         crate::worker::apply_or_park(
             crate::worker::Target::waiting(&*projection),
-            &parking,
+            &crate::worker::Recorded { parking: &parking, pool: &stores.pool, group: &group },
             events,
             &checkpoint,
             &mut parked,
-            &group,
-            &stores.pool,
         )
         .await?;
         after = last;

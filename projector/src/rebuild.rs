@@ -408,12 +408,10 @@ impl Copier {
         let group = self.checkpoint.group.clone();
         crate::worker::apply_or_park(
             crate::worker::Target::waiting(&*self.copy),
-            &self.parking,
+            &crate::worker::Recorded { parking: &self.parking, pool: &self.pool, group: &group },
             events,
             &self.checkpoint,
             &mut self.parked,
-            &group,
-            &self.pool,
         )
         .await?;
         Ok(())

@@ -269,12 +269,10 @@ async fn reapply(stores: &Stores, name: ProjectionName, tenant: Uuid, streams: &
         let chunk: Vec<_> = chunk.iter().filter(|e| !parked.contains(&StreamKey::of(&e.envelope))).cloned().collect();
         crate::worker::apply_or_park(
             crate::worker::Target::waiting(&*projection),
-            &parking,
+            &crate::worker::Recorded { parking: &parking, pool: &stores.pool, group: &group },
             chunk,
             &checkpoint,
             &mut parked,
-            &group,
-            &stores.pool,
         )
         .await?;
     }

@@ -199,12 +199,10 @@ async fn an_unexplained_failure_that_repeats_while_the_store_answers_parks_its_e
     let started = std::time::Instant::now();
     projector::worker::apply_or_park(
         projector::worker::Target::waiting(&store),
-        &parking,
+        &projector::worker::Recorded { parking: &parking, pool: &app.pool, group: "test-refuses-one" },
         batch(),
         &checkpoint,
         &mut parked,
-        "test-refuses-one",
-        &app.pool,
     )
     .await
     .unwrap();
@@ -234,12 +232,10 @@ async fn an_unexplained_failure_that_repeats_while_the_store_answers_parks_its_e
         std::time::Duration::from_secs(25),
         projector::worker::apply_or_park(
             projector::worker::Target::waiting(&away),
-            &parking,
+            &projector::worker::Recorded { parking: &parking, pool: &app.pool, group: group },
             batch(),
             &checkpoint,
             &mut parked,
-            group,
-            &app.pool,
         ),
     )
     .await;

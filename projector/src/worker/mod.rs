@@ -28,15 +28,21 @@ use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use uuid::Uuid;
 
 use events::EventEnvelope;
+
+pub mod policy;
+mod progress;
+
+pub use policy::{apply_or_park, Ledger, OnTrouble, Recorded, StoreUnavailable, Target, DEFAULT_APPLY_DEADLINE, PACE};
+pub use progress::ErrorClass;
+use progress::{record_progress, record_recovery, record_restart, Rate};
 
 use crate::event::{Event, Undecodable};
 use crate::lease::{Lease, Share};
 use crate::log_cursor::{LogCursor, Verdict};
 use crate::parking::{ParkingLot, StreamKey};
-use crate::projection::{ApplyError, Checkpoint, LogPosition, Projection};
+use crate::projection::{Checkpoint, LogPosition, Projection};
 
 type Consumed = StreamConsumer;
 
@@ -62,21 +68,6 @@ pub struct Worker {
     apply_deadline: Duration,
     /// This process's part of the leases (see `lease`).
     share: Arc<Share>,
-}
-
-/// A store did not answer (or answered trouble) while a worker applied a batch: the
-/// worker lets go of its lock and transaction, waits, and tries the batch again.
-#[derive(Debug, thiserror::Error)]
-#[error("the store is unavailable: {0:#}")]
-pub struct StoreUnavailable(anyhow::Error);
-
-/// What `apply_or_park` does when the store is in trouble.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnTrouble {
-    /// Retry in place, with backoff, until the store answers (replays and repairs).
-    Wait,
-    /// Return `StoreUnavailable` at once, so the caller releases what it holds first.
-    GiveBack,
 }
 
 /// Why a worker put its consumer down and starts again.
@@ -187,7 +178,7 @@ impl Worker {
                     tracing::warn!(projection = name, reason = restart.reason(), error = %restart, "restarting the consumer");
                     metrics::counter!("projection_consumer_restarts_total", "projection" => name, "reason" => restart.reason())
                         .increment(1);
-                    record_restart(&self.pool, &self.group, &restart).await;
+                    record_restart(&self.pool, &self.group, &restart.to_string()).await;
                     // A gap is mended at once; anything else may be an outage: back off.
                     if started.elapsed() > Duration::from_secs(30) || matches!(restart, Restart::Gap { .. }) {
                         pauses = restart_pauses();
@@ -385,9 +376,14 @@ impl Worker {
         let events = self.decode(fresh, parked).await?;
         let last = events.last().map(|e| (e.envelope.position, e.envelope.occurred_at));
         let count = events.len();
-        let target =
-            Target { projection: &*self.projection, deadline: self.apply_deadline, on_trouble: OnTrouble::GiveBack };
-        let applied = apply_or_park(target, &self.parking, events, checkpoint, parked, &self.group, &self.pool).await?;
+        let target = Target {
+            projection: &*self.projection,
+            deadline: self.apply_deadline,
+            on_trouble: OnTrouble::GiveBack,
+            pace: PACE,
+        };
+        let ledger = Recorded { parking: &self.parking, pool: &self.pool, group: &self.group };
+        let applied = apply_or_park(target, &ledger, events, checkpoint, parked).await?;
         metrics::histogram!("projection_batch_events", "projection" => self.projection.name()).record(count as f64);
         metrics::histogram!("projection_batch_seconds", "projection" => self.projection.name())
             .record(received.elapsed().as_secs_f64());
@@ -498,328 +494,6 @@ impl Worker {
     }
 }
 
-/// Longest an attempt at a batch may take where no setting says otherwise (replays,
-/// repairs): past it the attempt counts as the store's trouble.
-pub const DEFAULT_APPLY_DEADLINE: Duration = Duration::from_secs(30);
-/// Longest a store's health probe may take.
-const HEALTH_DEADLINE: Duration = Duration::from_secs(3);
-
-/// A projection as `apply_or_park` drives it: each attempt bounded by `deadline`.
-#[derive(Clone, Copy)]
-pub struct Target<'a> {
-    pub projection: &'a dyn Projection,
-    pub deadline: Duration,
-    pub on_trouble: OnTrouble,
-}
-
-impl<'a> Target<'a> {
-    /// Retrying in place (replays, repairs, rebuilds), with the default deadline.
-    pub fn waiting(projection: &'a dyn Projection) -> Self {
-        Self { projection, deadline: DEFAULT_APPLY_DEADLINE, on_trouble: OnTrouble::Wait }
-    }
-
-    /// One attempt; no answer within the deadline is the store's trouble (transient).
-    async fn attempt(&self, events: &[Event], checkpoint: &Checkpoint) -> Result<(), ApplyError> {
-        match tokio::time::timeout(self.deadline, self.projection.apply(events, checkpoint)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(ApplyError::Transient(anyhow::anyhow!(
-                "{} did not finish applying {} events within {:?}",
-                self.projection.name(),
-                events.len(),
-                self.deadline
-            ))),
-        }
-    }
-
-    async fn healthy(&self) -> anyhow::Result<()> {
-        match tokio::time::timeout(HEALTH_DEADLINE, self.projection.healthy()).await {
-            Ok(health) => health,
-            Err(_) => anyhow::bail!("no answer to the health probe within {HEALTH_DEADLINE:?}"),
-        }
-    }
-}
-
-/// Unexplained failures of one batch, while its store answers its health probe, before
-/// the worker looks for the event behind them.
-const ATTEMPTS_WHILE_HEALTHY: u32 = 8;
-/// Attempts at one event on its own before it is parked.
-const ATTEMPTS_ALONE: u32 = 3;
-
-/// Applies a batch; a poison event is parked with every later event of its stream in the
-/// batch (and the stream is remembered as parked), and the rest is applied again. True
-/// when the projection applied what was left (and so recorded `checkpoint`, if it does);
-/// false when nothing is left to apply (the caller records the checkpoint). The worker, a
-/// replay and a repair share this.
-///
-/// The store's own troubles (`ApplyError::Transient`) are retried with backoff for as
-/// long as they last, the projection shown as retrying in `status`. An unexplained error
-/// that repeats while the store answers its health probe is no outage: after
-/// `ATTEMPTS_WHILE_HEALTHY` of them the events are applied one by one, in order and
-/// without the checkpoint (every store ignores what it holds, so nothing is skipped if
-/// this is interrupted), and one that fails `ATTEMPTS_ALONE` times on its own is parked
-/// like a poison event. No event can hold a projection back for every tenant.
-pub async fn apply_or_park(
-    target: Target<'_>,
-    parking: &ParkingLot,
-    mut events: Vec<Event>,
-    checkpoint: &Checkpoint,
-    parked: &mut HashSet<StreamKey>,
-    group: &str,
-    pool: &PgPool,
-) -> anyhow::Result<bool> {
-    let projection = target.projection;
-    let mut backoff = runtime::retry::delays(Duration::from_millis(100), Duration::from_secs(5));
-    let mut unexplained_while_healthy = 0;
-    let mut retrying = false;
-    while !events.is_empty() {
-        let (event_id, reason) = match target.attempt(&events, checkpoint).await {
-            Ok(()) => {
-                if retrying {
-                    record_recovery(pool, group).await;
-                }
-                return Ok(true);
-            }
-            Err(ApplyError::Poison { event_id, reason }) => (event_id, reason),
-            Err(ApplyError::Transient(e)) if target.on_trouble == OnTrouble::GiveBack => {
-                record_error(pool, group, &format!("store unavailable: {e:#}"), ErrorClass::Transient).await;
-                return Err(StoreUnavailable(e).into());
-            }
-            Err(ApplyError::Transient(e)) => {
-                retry_later(projection, pool, group, &e, &mut backoff).await;
-                retrying = true;
-                continue;
-            }
-            Err(ApplyError::Unexplained(e)) => {
-                let health = target.healthy().await;
-                if health.is_err() && target.on_trouble == OnTrouble::GiveBack {
-                    record_error(pool, group, &format!("store unavailable: {e:#}"), ErrorClass::Transient).await;
-                    return Err(StoreUnavailable(e).into());
-                }
-                retry_later(projection, pool, group, &e, &mut backoff).await;
-                retrying = true;
-                match health {
-                    Ok(()) => unexplained_while_healthy += 1,
-                    Err(down) => {
-                        tracing::warn!(projection = projection.name(), error = %format!("{down:#}"), "the store is unhealthy");
-                        unexplained_while_healthy = 0;
-                    }
-                }
-                if unexplained_while_healthy < ATTEMPTS_WHILE_HEALTHY {
-                    continue;
-                }
-                unexplained_while_healthy = 0;
-                match alone(target, &events, checkpoint).await? {
-                    Alone::Refused(event_id, reason) => (event_id, reason),
-                    // Each event is applied now: so is the batch, but for its checkpoint.
-                    Alone::AllApplied => {
-                        record_recovery(pool, group).await;
-                        return Ok(false);
-                    }
-                    Alone::StoreTrouble if target.on_trouble == OnTrouble::GiveBack => {
-                        return Err(StoreUnavailable(anyhow::anyhow!(
-                            "the store failed while events were applied one by one"
-                        ))
-                        .into());
-                    }
-                    Alone::StoreTrouble => continue,
-                }
-            }
-        };
-        record_error(pool, group, &reason, ErrorClass::Deterministic).await;
-        let Some(stream) = events.iter().find(|e| e.envelope.event_id == event_id).map(|e| StreamKey::of(&e.envelope))
-        else {
-            anyhow::bail!("projection {} named a poison event not in the batch", projection.name());
-        };
-        parked.insert(stream);
-        // The poison event and everything after it in its stream wait together.
-        let mut blocked = false;
-        let mut kept = Vec::with_capacity(events.len());
-        for event in events {
-            if StreamKey::of(&event.envelope) == stream && (blocked || event.envelope.event_id == event_id) {
-                blocked = true;
-                let why = if event.envelope.event_id == event_id {
-                    reason.clone()
-                } else {
-                    "an earlier event of this stream is parked".to_owned()
-                };
-                let stored = event.as_stored();
-                let raw = serde_json::to_vec(&*stored)?;
-                parking.park(projection.name(), Some(&stored), &raw, &why).await?;
-            } else {
-                kept.push(event);
-            }
-        }
-        events = kept;
-    }
-    Ok(false)
-}
-
-/// Logs and records a failure, then waits before the next attempt.
-async fn retry_later(
-    projection: &dyn Projection,
-    pool: &PgPool,
-    group: &str,
-    e: &anyhow::Error,
-    backoff: &mut (impl Iterator<Item = Duration> + Send),
-) {
-    let retry_in = backoff.next().unwrap_or(Duration::from_secs(5));
-    tracing::warn!(projection = projection.name(), error = %format!("{e:#}"), ?retry_in, "apply failed");
-    record_error(pool, group, &format!("{e:#}"), ErrorClass::Transient).await;
-    tokio::time::sleep(retry_in).await;
-}
-
-/// What applying a batch's events one by one found.
-enum Alone {
-    /// This event failed every time on its own while the store answered: park it.
-    Refused(Uuid, String),
-    /// Every event applied on its own.
-    AllApplied,
-    /// The store went away or reported trouble of its own: back to plain retries.
-    StoreTrouble,
-}
-
-/// Applies `events` one by one, in order, without recording a checkpoint (every store
-/// ignores what it already holds, so the batch applied again later changes nothing).
-async fn alone(target: Target<'_>, events: &[Event], checkpoint: &Checkpoint) -> anyhow::Result<Alone> {
-    let unrecorded = Checkpoint { positions: Default::default(), ..checkpoint.clone() };
-    for event in events {
-        let mut last = None;
-        for attempt in 1..=ATTEMPTS_ALONE {
-            match target.attempt(std::slice::from_ref(event), &unrecorded).await {
-                Ok(()) => {
-                    last = None;
-                    break;
-                }
-                Err(ApplyError::Poison { event_id, reason }) => return Ok(Alone::Refused(event_id, reason)),
-                Err(ApplyError::Transient(_)) => return Ok(Alone::StoreTrouble),
-                Err(ApplyError::Unexplained(e)) => {
-                    last = Some(format!("{e:#}"));
-                    tokio::time::sleep(Duration::from_millis(100) * attempt).await;
-                }
-            }
-        }
-        let Some(error) = last else { continue };
-        if target.healthy().await.is_err() {
-            return Ok(Alone::StoreTrouble);
-        }
-        return Ok(Alone::Refused(
-            event.envelope.event_id,
-            format!("refused {ATTEMPTS_ALONE} times on its own while the store answered its health probe: {error}"),
-        ));
-    }
-    Ok(Alone::AllApplied)
-}
-
-/// Events per second over the last few batches (an exponentially weighted average).
-#[derive(Default)]
-struct Rate {
-    since: Option<std::time::Instant>,
-    per_second: f64,
-}
-
-impl Rate {
-    fn record(&mut self, events: usize) {
-        let now = std::time::Instant::now();
-        if let Some(since) = self.since {
-            let seconds = now.duration_since(since).as_secs_f64().max(1e-3);
-            let sample = events as f64 / seconds;
-            // Idle gaps count too: a projection that stopped receiving decays to 0.
-            let weight = (seconds / 10.0).min(1.0);
-            self.per_second += (sample - self.per_second) * weight.max(0.1);
-        }
-        self.since = Some(now);
-    }
-
-    fn per_second(&self) -> f64 {
-        self.per_second
-    }
-}
-
-/// The worker's row in `projector.progress`, written in the batch's lock transaction.
-async fn record_progress(
-    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
-    group: &str,
-    checkpoint: &Checkpoint,
-    applied: usize,
-    per_second: f64,
-    last: Option<(i64, chrono::DateTime<chrono::Utc>)>,
-) -> anyhow::Result<()> {
-    let positions: serde_json::Map<String, serde_json::Value> =
-        checkpoint.positions.iter().map(|(p, at)| (p.to_string(), at.next_offset.into())).collect();
-    sqlx::query(
-        "INSERT INTO projector.progress AS p (projection, positions, events_applied, events_per_sec, last_position,
-                last_event_at, last_batch_at)
-         VALUES ($1, $2, $3, $4, COALESCE($5, 0), $6, now())
-         ON CONFLICT (projection) DO UPDATE SET
-             positions = p.positions || EXCLUDED.positions,
-             events_applied = p.events_applied + EXCLUDED.events_applied,
-             events_per_sec = EXCLUDED.events_per_sec,
-             last_position = GREATEST(p.last_position, EXCLUDED.last_position),
-             last_event_at = COALESCE(EXCLUDED.last_event_at, p.last_event_at),
-             last_batch_at = now(), retrying_since = NULL",
-    )
-    .bind(group)
-    .bind(serde_json::Value::Object(positions))
-    .bind(applied as i64)
-    .bind(per_second)
-    .bind(last.map(|(position, _)| position))
-    .bind(last.map(|(_, at)| at))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// What kind of failure `status` shows last.
-#[derive(Debug, Clone, Copy)]
-pub enum ErrorClass {
-    /// The store was unreachable or busy: retried.
-    Transient,
-    /// The store will never take the event: its stream was parked.
-    Deterministic,
-}
-
-impl ErrorClass {
-    fn as_str(self) -> &'static str {
-        match self {
-            ErrorClass::Transient => "transient",
-            ErrorClass::Deterministic => "deterministic",
-        }
-    }
-}
-
-/// Keeps the latest failure visible to `status`, and since when the projection retries
-/// (best effort: the store may be the thing that is down, and PostgreSQL with it).
-async fn record_error(pool: &PgPool, group: &str, error: &str, class: ErrorClass) {
-    let recorded = sqlx::query(
-        "INSERT INTO projector.progress (projection, last_error, last_error_at, last_error_class, retrying_since)
-         VALUES ($1, $2, now(), $3, CASE WHEN $3 = 'transient' THEN now() END)
-         ON CONFLICT (projection) DO UPDATE SET last_error = EXCLUDED.last_error, last_error_at = now(),
-             last_error_class = EXCLUDED.last_error_class,
-             retrying_since = CASE WHEN EXCLUDED.last_error_class = 'transient'
-                                   THEN COALESCE(projector.progress.retrying_since, now())
-                                   ELSE projector.progress.retrying_since END",
-    )
-    .bind(group)
-    .bind(error)
-    .bind(class.as_str())
-    .execute(pool)
-    .await;
-    if let Err(e) = recorded {
-        tracing::debug!(error = %e, "could not record the projection's error");
-    }
-}
-
-/// The projection applies again after retries.
-async fn record_recovery(pool: &PgPool, group: &str) {
-    let recorded = sqlx::query("UPDATE projector.progress SET retrying_since = NULL WHERE projection = $1")
-        .bind(group)
-        .execute(pool)
-        .await;
-    if let Err(e) = recorded {
-        tracing::debug!(error = %e, "could not record the projection's recovery");
-    }
-}
-
 /// The topic's partitions, from the broker's metadata.
 async fn partitions(consumer: Arc<Consumed>, topic: &str) -> Result<Vec<i32>, Restart> {
     let topic = topic.to_owned();
@@ -833,23 +507,6 @@ async fn partitions(consumer: Arc<Consumed>, topic: &str) -> Result<Vec<i32>, Re
     .await
     .map_err(|e| anyhow::anyhow!("metadata task: {e}"))??;
     Ok(partitions)
-}
-
-/// Counts a consumer restart where `status` shows it (best effort, like `record_error`).
-async fn record_restart(pool: &PgPool, group: &str, restart: &Restart) {
-    let recorded = sqlx::query(
-        "INSERT INTO projector.progress (projection, restarts, last_restart_at, last_restart_reason)
-         VALUES ($1, 1, now(), $2)
-         ON CONFLICT (projection) DO UPDATE SET restarts = projector.progress.restarts + 1,
-             last_restart_at = now(), last_restart_reason = EXCLUDED.last_restart_reason",
-    )
-    .bind(group)
-    .bind(restart.to_string())
-    .execute(pool)
-    .await;
-    if let Err(e) = recorded {
-        tracing::debug!(error = %e, "could not record the consumer restart");
-    }
 }
 
 /// Closing a consumer blocks, for long if its broker is gone;
