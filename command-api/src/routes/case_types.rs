@@ -3,7 +3,6 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use chrono::Utc;
 use events::case_type::{self, normalise_name, CaseTypeCommand};
 use events::form::FormDefinition;
 use runtime::auth::Permission;
@@ -94,7 +93,9 @@ async fn create(
         validation_rules: body.validation_rules.unwrap_or_else(|| Value::Object(Default::default())),
         workflow_id: body.workflow_id,
     };
-    Ok(run(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd).await?.at(format!("/v1/case-types/{id}")))
+    Ok(super::decide_in_tenant::<case_type::CaseType>(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd)
+        .await?
+        .at(format!("/v1/case-types/{id}")))
 }
 
 #[utoipa::path(patch, path = "/v1/case-types/{id}", tag = "case-types", operation_id = "case_types_update", params(("id" = Uuid, Path)), request_body = UpdateBody, responses(runtime::openapi::CommandAnswered))]
@@ -116,10 +117,11 @@ async fn update(
         form_definition: body.form_definition,
         validation_rules: body.validation_rules,
     };
-    run(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
+    super::decide_in_tenant::<case_type::CaseType>(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
 }
 
 activation_handlers!(
+    case_type::CaseType,
     "case_type",
     "case-types",
     "/v1/case-types/{id}/deactivate",
@@ -128,18 +130,3 @@ activation_handlers!(
     CaseTypeCommand::Deactivate,
     CaseTypeCommand::Activate
 );
-
-async fn run(
-    state: &AppState,
-    ctx: &CommandContext,
-    id: Uuid,
-    hash: String,
-    lookup: Lookup,
-    success: StatusCode,
-    cmd: CaseTypeCommand,
-) -> Result<CommandReply, ApiError> {
-    super::execute_in_tenant::<case_type::CaseType>(state, ctx, id, hash, lookup, success, |s| {
-        case_type::decide(s, cmd.clone(), &events::Context::at(Utc::now()))
-    })
-    .await
-}

@@ -94,7 +94,9 @@ async fn create(
     let kept = credentials.kept.clone();
     let lookup = Lookup::Channel { name: Some(normalise_name(&body.name)), credentials: Some(credentials) };
     let cmd = ChannelCommand::Create { name: body.name, channel_type: body.channel_type, configuration, kept };
-    Ok(run(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd).await?.at(format!("/v1/channels/{id}")))
+    Ok(super::decide_in_tenant::<channel::Channel>(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd)
+        .await?
+        .at(format!("/v1/channels/{id}")))
 }
 
 #[utoipa::path(patch, path = "/v1/channels/{id}", tag = "channels", operation_id = "channels_update", params(("id" = Uuid, Path)), request_body = UpdateBody, responses(runtime::openapi::CommandAnswered))]
@@ -114,10 +116,11 @@ async fn update(
     let kept = credentials.as_ref().map(|c| c.kept.clone()).unwrap_or_default();
     let lookup = Lookup::Channel { name: body.name.as_deref().map(normalise_name), credentials };
     let cmd = ChannelCommand::Update { name: body.name, configuration, kept };
-    run(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
+    super::decide_in_tenant::<channel::Channel>(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
 }
 
 activation_handlers!(
+    channel::Channel,
     "channel",
     "channels",
     "/v1/channels/{id}/deactivate",
@@ -135,21 +138,6 @@ fn fingerprint_masked(command: &str, stream: Option<Uuid>, body: &impl Serialize
         channel::mask_credentials(configuration);
     }
     fingerprint(command, stream, &body)
-}
-
-async fn run(
-    state: &AppState,
-    ctx: &CommandContext,
-    id: Uuid,
-    hash: String,
-    lookup: Lookup,
-    success: StatusCode,
-    cmd: ChannelCommand,
-) -> Result<CommandReply, ApiError> {
-    super::execute_in_tenant::<channel::Channel>(state, ctx, id, hash, lookup, success, |s| {
-        channel::decide(s, cmd.clone(), &events::Context::at(Utc::now()))
-    })
-    .await
 }
 
 /// Records one contact on a case; the case must exist and not be closed, the channel

@@ -3,7 +3,6 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use chrono::Utc;
 use events::field_definition::{self, EntityType, FieldDefinitionCommand, FieldOption, FieldSpec, VisibilityRules};
 use events::form::FieldType;
 use runtime::auth::Permission;
@@ -175,7 +174,17 @@ async fn define(
         Lookup::UniqueName { kind: "custom_field", name: format!("{}.{}", body.entity_type.as_str(), body.field_name) };
     let (entity_type, field_name, spec) = body.parts();
     let cmd = FieldDefinitionCommand::Create { entity_type, field_name, spec };
-    Ok(run(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd).await?.at(format!("/v1/custom-fields/{id}")))
+    Ok(super::decide_in_tenant::<field_definition::FieldDefinition>(
+        &state,
+        &ctx,
+        id,
+        hash,
+        lookup,
+        StatusCode::CREATED,
+        cmd,
+    )
+    .await?
+    .at(format!("/v1/custom-fields/{id}")))
 }
 
 #[utoipa::path(put, path = "/v1/custom-fields/{id}", tag = "custom-fields", operation_id = "custom_fields_update", params(("id" = Uuid, Path)), request_body = UpdateBody, responses(runtime::openapi::CommandAnswered))]
@@ -187,11 +196,20 @@ async fn update(
 ) -> Result<CommandReply, ApiError> {
     ctx.caller.require(Permission::CustomFieldsManage)?;
     let hash = fingerprint(UpdateBody::NAME, Some(id), &body);
-    run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, FieldDefinitionCommand::Update { spec: body.spec() })
-        .await
+    super::decide_in_tenant::<field_definition::FieldDefinition>(
+        &state,
+        &ctx,
+        id,
+        hash,
+        Lookup::Nothing,
+        StatusCode::OK,
+        FieldDefinitionCommand::Update { spec: body.spec() },
+    )
+    .await
 }
 
 activation_handlers!(
+    field_definition::FieldDefinition,
     "custom_field",
     "custom-fields",
     "/v1/custom-fields/{id}/deactivate",
@@ -200,18 +218,3 @@ activation_handlers!(
     FieldDefinitionCommand::Deactivate,
     FieldDefinitionCommand::Activate
 );
-
-async fn run(
-    state: &AppState,
-    ctx: &CommandContext,
-    id: Uuid,
-    hash: String,
-    lookup: Lookup,
-    success: StatusCode,
-    cmd: FieldDefinitionCommand,
-) -> Result<CommandReply, ApiError> {
-    super::execute_in_tenant::<field_definition::FieldDefinition>(state, ctx, id, hash, lookup, success, |s| {
-        field_definition::decide(s, cmd.clone(), &events::Context::at(Utc::now()))
-    })
-    .await
-}

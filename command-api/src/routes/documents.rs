@@ -3,7 +3,6 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use chrono::Utc;
 use events::case::Status;
 use events::document::{self, DocumentCommand};
 use events::reference::Reference;
@@ -67,7 +66,9 @@ async fn attach(
         metadata: body.metadata,
     };
     let id = Uuid::now_v7();
-    Ok(run(&state, &ctx, id, hash, StatusCode::CREATED, cmd).await?.at(format!("/v1/documents/{id}")))
+    Ok(super::decide_in_tenant::<document::Document>(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::CREATED, cmd)
+        .await?
+        .at(format!("/v1/documents/{id}")))
 }
 
 #[utoipa::path(delete, path = "/v1/documents/{id}", tag = "documents", operation_id = "documents_remove", params(("id" = Uuid, Path)), responses(runtime::openapi::CommandAnswered))]
@@ -83,20 +84,14 @@ async fn remove(
         }
     }
     let hash = fingerprint("delete_document", Some(id), &());
-    run(&state, &ctx, id, hash, StatusCode::OK, DocumentCommand::Delete).await
-}
-
-async fn run(
-    state: &AppState,
-    ctx: &CommandContext,
-    id: Uuid,
-    hash: String,
-    success: StatusCode,
-    cmd: DocumentCommand,
-) -> Result<CommandReply, ApiError> {
-    let actor = ctx.caller.user_id;
-    super::execute_in_tenant::<document::Document>(state, ctx, id, hash, Lookup::Nothing, success, |s| {
-        document::decide(s, cmd.clone(), &events::Context { actor, now: Utc::now() })
-    })
+    super::decide_in_tenant::<document::Document>(
+        &state,
+        &ctx,
+        id,
+        hash,
+        Lookup::Nothing,
+        StatusCode::OK,
+        DocumentCommand::Delete,
+    )
     .await
 }

@@ -2,9 +2,9 @@
 //! version (also as `ETag`) and a position token for read-your-writes.
 
 /// The `deactivate` and `activate` handlers of a resource whose stream has both
-/// commands; the calling module provides `run(state, ctx, id, hash, lookup, success, cmd)`.
+/// commands (`$aggregate`: the stream's state type).
 macro_rules! activation_handlers {
-    ($kind:literal, $tag:literal, $deactivate_path:literal, $activate_path:literal,
+    ($aggregate:ty, $kind:literal, $tag:literal, $deactivate_path:literal, $activate_path:literal,
      $permission:expr, $deactivate:expr, $activate:expr) => {
         /// Deactivates it: no new references to it are accepted; existing ones stay.
         #[utoipa::path(post, path = $deactivate_path, tag = $tag, operation_id = concat!($kind, "_deactivate"), params(("id" = Uuid, Path)),
@@ -17,7 +17,8 @@ macro_rules! activation_handlers {
         ) -> Result<CommandReply, ApiError> {
             ctx.caller.require($permission)?;
             let hash = fingerprint(concat!("deactivate_", $kind), Some(id), &());
-            run(&state, &ctx, id, hash, Lookup::Nothing, axum::http::StatusCode::OK, $deactivate).await
+            super::decide_in_tenant::<$aggregate>(&state, &ctx, id, hash, Lookup::Nothing, axum::http::StatusCode::OK, $deactivate)
+                .await
         }
 
         /// Activates it again.
@@ -31,7 +32,8 @@ macro_rules! activation_handlers {
         ) -> Result<CommandReply, ApiError> {
             ctx.caller.require($permission)?;
             let hash = fingerprint(concat!("activate_", $kind), Some(id), &());
-            run(&state, &ctx, id, hash, Lookup::Nothing, axum::http::StatusCode::OK, $activate).await
+            super::decide_in_tenant::<$aggregate>(&state, &ctx, id, hash, Lookup::Nothing, axum::http::StatusCode::OK, $activate)
+                .await
         }
     };
 }
@@ -247,6 +249,28 @@ pub(crate) async fn execute_in_tenant<A: Aggregate>(
 ) -> Result<CommandReply, ApiError> {
     ensure_active_tenant(state, ctx.caller.tenant_id).await?;
     execute_for::<A>(state, ctx, ctx.caller.tenant_id, stream_id, request_hash, lookup, success, decide).await
+}
+
+/// Runs `command` on a stream of the caller's tenant (provisioned and active), decided by
+/// the stream's `Aggregate::decide` with the caller as the actor: what a resource module
+/// does once it has checked the caller's right and built the command.
+pub(crate) async fn decide_in_tenant<A: Aggregate>(
+    state: &AppState,
+    ctx: &CommandContext,
+    stream_id: uuid::Uuid,
+    request_hash: String,
+    lookup: Lookup,
+    success: StatusCode,
+    command: A::Command,
+) -> Result<CommandReply, ApiError>
+where
+    A::Command: Clone,
+{
+    let actor = ctx.caller.user_id;
+    execute_in_tenant::<A>(state, ctx, stream_id, request_hash, lookup, success, |s| {
+        A::decide(s, command.clone(), &events::Context { actor, now: chrono::Utc::now() })
+    })
+    .await
 }
 
 /// A command on a stream of `tenant`, whoever the caller is (their right to act on it is

@@ -3,7 +3,6 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use chrono::Utc;
 use events::case::Status;
 use events::note::{self, Attachment, NoteCommand};
 use events::reference::Reference;
@@ -103,7 +102,9 @@ async fn add(
         customer_id,
     };
     let id = Uuid::now_v7();
-    Ok(run(&state, &ctx, id, hash, StatusCode::CREATED, cmd).await?.at(format!("/v1/notes/{id}")))
+    Ok(super::decide_in_tenant::<note::Note>(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::CREATED, cmd)
+        .await?
+        .at(format!("/v1/notes/{id}")))
 }
 
 /// The active users a note's `@username`s name. An internal note notifies only those
@@ -142,7 +143,7 @@ async fn edit(
     ensure_author_or_moderator(&state, &ctx, id).await?;
     let hash = fingerprint(EditBody::NAME, Some(id), &body);
     let cmd = NoteCommand::Edit { content: body.content, is_internal: body.is_internal, tags: body.tags };
-    run(&state, &ctx, id, hash, StatusCode::OK, cmd).await
+    super::decide_in_tenant::<note::Note>(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, cmd).await
 }
 
 #[utoipa::path(delete, path = "/v1/notes/{id}", tag = "notes", operation_id = "notes_remove", params(("id" = Uuid, Path)), responses(runtime::openapi::CommandAnswered))]
@@ -153,20 +154,6 @@ async fn remove(
 ) -> Result<CommandReply, ApiError> {
     ensure_author_or_moderator(&state, &ctx, id).await?;
     let hash = fingerprint("delete_case_note", Some(id), &());
-    run(&state, &ctx, id, hash, StatusCode::OK, NoteCommand::Delete).await
-}
-
-async fn run(
-    state: &AppState,
-    ctx: &CommandContext,
-    id: Uuid,
-    hash: String,
-    success: StatusCode,
-    cmd: NoteCommand,
-) -> Result<CommandReply, ApiError> {
-    let actor = ctx.caller.user_id;
-    super::execute_in_tenant::<note::Note>(state, ctx, id, hash, Lookup::Nothing, success, |s| {
-        note::decide(s, cmd.clone(), &events::Context { actor, now: Utc::now() })
-    })
-    .await
+    super::decide_in_tenant::<note::Note>(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, NoteCommand::Delete)
+        .await
 }

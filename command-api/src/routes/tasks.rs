@@ -101,7 +101,9 @@ async fn create(
         due_date: body.due_date,
     };
     let id = Uuid::now_v7();
-    Ok(run(&state, &ctx, id, hash, StatusCode::CREATED, cmd).await?.at(format!("/v1/tasks/{id}")))
+    Ok(super::decide_in_tenant::<task::Task>(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::CREATED, cmd)
+        .await?
+        .at(format!("/v1/tasks/{id}")))
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/assignment", tag = "tasks", operation_id = "tasks_assign", params(("id" = Uuid, Path)), request_body = AssignBody, responses(runtime::openapi::CommandAnswered))]
@@ -117,7 +119,7 @@ async fn assign(
         assigned_to: body.assigned_to,
         assignee: super::user_reference(&state, tenant, body.assigned_to).await?,
     };
-    run(&state, &ctx, id, hash, StatusCode::OK, cmd).await
+    super::decide_in_tenant::<task::Task>(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, cmd).await
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/status", tag = "tasks", operation_id = "tasks_change_status", params(("id" = Uuid, Path)), request_body = StatusBody, responses(runtime::openapi::CommandAnswered))]
@@ -129,7 +131,16 @@ async fn change_status(
 ) -> Result<CommandReply, ApiError> {
     ctx.caller.require(Permission::CasesUpdate)?;
     let hash = fingerprint(StatusBody::NAME, Some(id), &body);
-    run(&state, &ctx, id, hash, StatusCode::OK, TaskCommand::ChangeStatus { status: body.status }).await
+    super::decide_in_tenant::<task::Task>(
+        &state,
+        &ctx,
+        id,
+        hash,
+        Lookup::Nothing,
+        StatusCode::OK,
+        TaskCommand::ChangeStatus { status: body.status },
+    )
+    .await
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/complete", tag = "tasks", operation_id = "tasks_complete", params(("id" = Uuid, Path)), responses(runtime::openapi::CommandAnswered))]
@@ -141,20 +152,14 @@ async fn complete(
 ) -> Result<CommandReply, ApiError> {
     ctx.caller.require(Permission::CasesUpdate)?;
     let hash = fingerprint(Empty::NAME, Some(id), &body);
-    run(&state, &ctx, id, hash, StatusCode::OK, TaskCommand::ChangeStatus { status: TaskStatus::Done }).await
-}
-
-async fn run(
-    state: &AppState,
-    ctx: &CommandContext,
-    id: Uuid,
-    hash: String,
-    success: StatusCode,
-    cmd: TaskCommand,
-) -> Result<CommandReply, ApiError> {
-    let actor = ctx.caller.user_id;
-    super::execute_in_tenant::<task::Task>(state, ctx, id, hash, Lookup::Nothing, success, |s| {
-        task::decide(s, cmd.clone(), &events::Context { actor, now: Utc::now() })
-    })
+    super::decide_in_tenant::<task::Task>(
+        &state,
+        &ctx,
+        id,
+        hash,
+        Lookup::Nothing,
+        StatusCode::OK,
+        TaskCommand::ChangeStatus { status: TaskStatus::Done },
+    )
     .await
 }

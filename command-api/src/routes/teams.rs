@@ -3,7 +3,6 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use chrono::Utc;
 use events::team::{self, normalise_name, TeamCommand, TeamRole};
 use events::FieldError;
 use runtime::auth::Permission;
@@ -77,7 +76,9 @@ async fn create(
     let team_id = Uuid::now_v7();
     let lookup = Lookup::UniqueName { kind: "team", name: normalise_name(&body.name) };
     let cmd = TeamCommand::Create { name: body.name, description: body.description };
-    Ok(run(&state, &ctx, team_id, hash, lookup, StatusCode::CREATED, cmd).await?.at(format!("/v1/teams/{team_id}")))
+    Ok(super::decide_in_tenant::<team::Team>(&state, &ctx, team_id, hash, lookup, StatusCode::CREATED, cmd)
+        .await?
+        .at(format!("/v1/teams/{team_id}")))
 }
 
 #[utoipa::path(patch, path = "/v1/teams/{id}", tag = "teams", operation_id = "teams_rename", params(("id" = Uuid, Path)), request_body = RenameBody, responses(runtime::openapi::CommandAnswered))]
@@ -90,7 +91,16 @@ async fn rename(
     ctx.caller.require(Permission::TeamsManage)?;
     let hash = fingerprint(RenameBody::NAME, Some(id), &body);
     let lookup = Lookup::UniqueName { kind: "team", name: normalise_name(&body.name) };
-    run(&state, &ctx, id, hash, lookup, StatusCode::OK, TeamCommand::Rename { name: body.name }).await
+    super::decide_in_tenant::<team::Team>(
+        &state,
+        &ctx,
+        id,
+        hash,
+        lookup,
+        StatusCode::OK,
+        TeamCommand::Rename { name: body.name },
+    )
+    .await
 }
 
 #[utoipa::path(post, path = "/v1/teams/{id}/members", tag = "teams", operation_id = "teams_add_member", params(("id" = Uuid, Path)), request_body = MemberBody, responses(runtime::openapi::CommandAnswered))]
@@ -109,7 +119,7 @@ async fn add_member(
     }
     let hash = fingerprint(MemberBody::NAME, Some(id), &body);
     let cmd = TeamCommand::AddMember { user_id: body.user_id, role: body.role };
-    run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, cmd).await
+    super::decide_in_tenant::<team::Team>(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, cmd).await
 }
 
 #[utoipa::path(delete, path = "/v1/teams/{id}/members/{user_id}", tag = "teams", operation_id = "teams_remove_member", params(("id" = Uuid, Path), ("user_id" = Uuid, Path)), responses(runtime::openapi::CommandAnswered))]
@@ -120,20 +130,14 @@ async fn remove_member(
 ) -> Result<CommandReply, ApiError> {
     ctx.caller.require(Permission::TeamsManage)?;
     let hash = fingerprint("remove_team_member", Some(id), &user_id);
-    run(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, TeamCommand::RemoveMember { user_id }).await
-}
-
-async fn run(
-    state: &AppState,
-    ctx: &CommandContext,
-    id: Uuid,
-    hash: String,
-    lookup: Lookup,
-    success: StatusCode,
-    cmd: TeamCommand,
-) -> Result<CommandReply, ApiError> {
-    super::execute_in_tenant::<team::Team>(state, ctx, id, hash, lookup, success, |s| {
-        team::decide(s, cmd.clone(), &events::Context::at(Utc::now()))
-    })
+    super::decide_in_tenant::<team::Team>(
+        &state,
+        &ctx,
+        id,
+        hash,
+        Lookup::Nothing,
+        StatusCode::OK,
+        TeamCommand::RemoveMember { user_id },
+    )
     .await
 }

@@ -7,7 +7,6 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::Utc;
 use events::channel::ChannelType;
 use events::template::{self, render, TemplateCommand};
 use events::FieldError;
@@ -99,7 +98,9 @@ async fn create(
         tags: body.tags,
         category: body.category,
     };
-    Ok(run(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd).await?.at(format!("/v1/message-templates/{id}")))
+    Ok(super::decide_in_tenant::<template::Template>(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd)
+        .await?
+        .at(format!("/v1/message-templates/{id}")))
 }
 
 #[utoipa::path(patch, path = "/v1/message-templates/{id}", tag = "templates", operation_id = "templates_update", params(("id" = Uuid, Path)), request_body = UpdateBody, responses(runtime::openapi::CommandAnswered))]
@@ -121,10 +122,11 @@ async fn update(
         subject: body.subject,
         content: body.content,
     };
-    run(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
+    super::decide_in_tenant::<template::Template>(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
 }
 
 activation_handlers!(
+    template::Template,
     "message_template",
     "templates",
     "/v1/message-templates/{id}/deactivate",
@@ -133,22 +135,6 @@ activation_handlers!(
     TemplateCommand::Deactivate,
     TemplateCommand::Activate
 );
-
-async fn run(
-    state: &AppState,
-    ctx: &CommandContext,
-    id: Uuid,
-    hash: String,
-    lookup: Lookup,
-    success: StatusCode,
-    cmd: TemplateCommand,
-) -> Result<CommandReply, ApiError> {
-    let actor = ctx.caller.user_id;
-    super::execute_in_tenant::<template::Template>(state, ctx, id, hash, lookup, success, |s| {
-        template::decide(s, cmd.clone(), &events::Context { actor, now: Utc::now() })
-    })
-    .await
-}
 
 /// Fills a template for a case: the case's fields (`case_number`, `case_title`,
 /// `case_status`, `case_priority`, `case_description`), its custom fields by name,

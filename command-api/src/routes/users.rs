@@ -339,7 +339,7 @@ async fn update_profile(
     let email = body.email.as_deref().map(normalise_email);
     let lookup = Lookup::UserIdentity { username: None, email, password_hash: None };
     let cmd = UserCommand::UpdateProfile { first_name: body.first_name, last_name: body.last_name, email: body.email };
-    run(&state, &ctx, id, hash, lookup, cmd).await
+    super::decide_in_tenant::<user::User>(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/role", tag = "users", operation_id = "users_change_role", params(("id" = Uuid, Path)), request_body = RoleBody, responses(runtime::openapi::CommandAnswered))]
@@ -352,7 +352,16 @@ async fn change_role(
     let caller = manager_of(&state, ctx.caller, id).await?;
     within_reach(caller, body.role)?;
     let hash = fingerprint(RoleBody::NAME, Some(id), &body);
-    let reply = run(&state, &ctx, id, hash, Lookup::Nothing, UserCommand::ChangeRole { role: body.role }).await?;
+    let reply = super::decide_in_tenant::<user::User>(
+        &state,
+        &ctx,
+        id,
+        hash,
+        Lookup::Nothing,
+        StatusCode::OK,
+        UserCommand::ChangeRole { role: body.role },
+    )
+    .await?;
     publish_rights(&state, ctx.caller.tenant_id, id).await?;
     Ok(reply)
 }
@@ -366,7 +375,16 @@ async fn change_status(
 ) -> Result<CommandReply, ApiError> {
     manager_of(&state, ctx.caller, id).await?;
     let hash = fingerprint(StatusBody::NAME, Some(id), &body);
-    let reply = run(&state, &ctx, id, hash, Lookup::Nothing, UserCommand::ChangeStatus { status: body.status }).await?;
+    let reply = super::decide_in_tenant::<user::User>(
+        &state,
+        &ctx,
+        id,
+        hash,
+        Lookup::Nothing,
+        StatusCode::OK,
+        UserCommand::ChangeStatus { status: body.status },
+    )
+    .await?;
     publish_rights(&state, ctx.caller.tenant_id, id).await?;
     Ok(reply)
 }
@@ -382,7 +400,8 @@ async fn set_permissions(
     grantable(ctx.caller, &body.permissions)?;
     let hash = fingerprint(PermissionsBody::NAME, Some(id), &body);
     let cmd = UserCommand::SetPermissions { permissions: body.permissions };
-    let reply = run(&state, &ctx, id, hash, Lookup::Nothing, cmd).await?;
+    let reply =
+        super::decide_in_tenant::<user::User>(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, cmd).await?;
     publish_rights(&state, ctx.caller.tenant_id, id).await?;
     Ok(reply)
 }
@@ -396,7 +415,16 @@ async fn set_preferences(
 ) -> Result<CommandReply, ApiError> {
     self_or_manager(&state, ctx.caller, id).await?;
     let hash = fingerprint(PreferencesBody::NAME, Some(id), &body);
-    run(&state, &ctx, id, hash, Lookup::Nothing, UserCommand::SetPreferences { preferences: body.preferences }).await
+    super::decide_in_tenant::<user::User>(
+        &state,
+        &ctx,
+        id,
+        hash,
+        Lookup::Nothing,
+        StatusCode::OK,
+        UserCommand::SetPreferences { preferences: body.preferences },
+    )
+    .await
 }
 
 /// The user's rights as the journal holds them now, published to the session store in
@@ -485,7 +513,16 @@ async fn set_password(
     let hash = fingerprint(name, Some(id), &PasswordFingerprint { reset });
     let password_hash = hash_password(state, password).await?;
     let lookup = Lookup::Password { password_hash };
-    let reply = run(state, ctx, id, hash, lookup, UserCommand::ChangePassword { reset }).await?;
+    let reply = super::decide_in_tenant::<user::User>(
+        state,
+        ctx,
+        id,
+        hash,
+        lookup,
+        StatusCode::OK,
+        UserCommand::ChangePassword { reset },
+    )
+    .await?;
     state.sessions.end_all(ctx.caller.tenant_id, id).await?;
     Ok(reply)
 }
@@ -533,20 +570,6 @@ fn grantable(caller: Caller, document: &Document) -> Result<(), ApiError> {
         })?;
     }
     Ok(())
-}
-
-async fn run(
-    state: &AppState,
-    ctx: &CommandContext,
-    id: Uuid,
-    hash: String,
-    lookup: Lookup,
-    cmd: UserCommand,
-) -> Result<CommandReply, ApiError> {
-    super::execute_in_tenant::<user::User>(state, ctx, id, hash, lookup, StatusCode::OK, |s| {
-        user::decide(s, cmd.clone(), &events::Context::at(Utc::now()))
-    })
-    .await
 }
 
 /// A hash no password matches, verified when the user is unknown so that a wrong

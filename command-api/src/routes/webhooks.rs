@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use chrono::Utc;
 use events::webhook::{self, Destination, WebhookCommand};
 use events::{DomainError, FieldError};
 use runtime::auth::Permission;
@@ -93,7 +92,9 @@ async fn create(
         existing: all.iter().filter(|w| !w.deleted).count(),
     };
     let lookup = Lookup::WebhookSecret { secret: Some(body.secret) };
-    Ok(run(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd).await?.at(format!("/v1/webhooks/{id}")))
+    Ok(super::decide_in_tenant::<webhook::Webhook>(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd)
+        .await?
+        .at(format!("/v1/webhooks/{id}")))
 }
 
 #[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", operation_id = "webhooks_update", params(("id" = Uuid, Path)), request_body = UpdateBody, responses(runtime::openapi::CommandAnswered))]
@@ -125,7 +126,7 @@ async fn update(
         active: body.active,
         destination,
     };
-    run(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
+    super::decide_in_tenant::<webhook::Webhook>(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
 }
 
 /// Deletes the subscription and its secret: nothing more is queued for it, and what is
@@ -139,7 +140,8 @@ async fn remove(
     ctx.caller.require(Permission::WebhooksManage)?;
     let hash = fingerprint("delete_webhook", Some(id), &());
     let lookup = Lookup::WebhookSecret { secret: None };
-    run(&state, &ctx, id, hash, lookup, StatusCode::OK, WebhookCommand::Delete).await
+    super::decide_in_tenant::<webhook::Webhook>(&state, &ctx, id, hash, lookup, StatusCode::OK, WebhookCommand::Delete)
+        .await
 }
 
 fn check_secret(secret: &str) -> Result<(), ApiError> {
@@ -177,19 +179,4 @@ async fn destination(state: &AppState, url: &str) -> Destination {
         None if addresses.is_empty() => Destination::Unresolved("no address".into()),
         None => Destination::Allowed,
     }
-}
-
-async fn run(
-    state: &AppState,
-    ctx: &CommandContext,
-    id: Uuid,
-    hash: String,
-    lookup: Lookup,
-    success: StatusCode,
-    cmd: WebhookCommand,
-) -> Result<CommandReply, ApiError> {
-    super::execute_in_tenant::<webhook::Webhook>(state, ctx, id, hash, lookup, success, |s| {
-        webhook::decide(s, cmd.clone(), &events::Context::at(Utc::now()))
-    })
-    .await
 }

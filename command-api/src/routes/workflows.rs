@@ -3,7 +3,6 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use chrono::Utc;
 use events::workflow::{self, WorkflowCommand, WorkflowDefinition};
 use runtime::auth::Permission;
 use runtime::extract::ApiPath;
@@ -76,7 +75,9 @@ async fn create(
         definition: body.definition,
         targets,
     };
-    Ok(run(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd).await?.at(format!("/v1/workflows/{id}")))
+    Ok(super::decide_in_tenant::<workflow::Workflow>(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd)
+        .await?
+        .at(format!("/v1/workflows/{id}")))
 }
 
 #[utoipa::path(patch, path = "/v1/workflows/{id}", tag = "workflows", operation_id = "workflows_update", params(("id" = Uuid, Path)), request_body = UpdateBody, responses(runtime::openapi::CommandAnswered))]
@@ -102,10 +103,11 @@ async fn update(
         definition: body.definition,
         targets,
     };
-    run(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
+    super::decide_in_tenant::<workflow::Workflow>(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
 }
 
 activation_handlers!(
+    workflow::Workflow,
     "workflow",
     "workflows",
     "/v1/workflows/{id}/deactivate",
@@ -114,18 +116,3 @@ activation_handlers!(
     WorkflowCommand::Deactivate,
     WorkflowCommand::Activate
 );
-
-async fn run(
-    state: &AppState,
-    ctx: &CommandContext,
-    id: Uuid,
-    hash: String,
-    lookup: Lookup,
-    success: StatusCode,
-    cmd: WorkflowCommand,
-) -> Result<CommandReply, ApiError> {
-    super::execute_in_tenant::<workflow::Workflow>(state, ctx, id, hash, lookup, success, |s| {
-        workflow::decide(s, cmd.clone(), &events::Context::at(Utc::now()))
-    })
-    .await
-}
