@@ -196,13 +196,11 @@ async fn update(
 ) -> Result<CommandReply, ApiError> {
     ctx.caller.require(Permission::CustomFieldsManage)?;
     let hash = fingerprint(UpdateBody::NAME, Some(id), &body);
-    super::decide_in_tenant::<field_definition::FieldDefinition>(
+    super::change::<field_definition::FieldDefinition>(
         &state,
         &ctx,
         id,
         hash,
-        Lookup::Nothing,
-        StatusCode::OK,
         FieldDefinitionCommand::Update { spec: body.spec() },
     )
     .await

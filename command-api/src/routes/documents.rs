@@ -84,14 +84,5 @@ async fn remove(
         }
     }
     let hash = fingerprint("delete_document", Some(id), &());
-    super::decide_in_tenant::<document::Document>(
-        &state,
-        &ctx,
-        id,
-        hash,
-        Lookup::Nothing,
-        StatusCode::OK,
-        DocumentCommand::Delete,
-    )
-    .await
+    super::change::<document::Document>(&state, &ctx, id, hash, DocumentCommand::Delete).await
 }

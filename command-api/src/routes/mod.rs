@@ -17,8 +17,7 @@ macro_rules! activation_handlers {
         ) -> Result<CommandReply, ApiError> {
             ctx.caller.require($permission)?;
             let hash = fingerprint(concat!("deactivate_", $kind), Some(id), &());
-            super::decide_in_tenant::<$aggregate>(&state, &ctx, id, hash, Lookup::Nothing, axum::http::StatusCode::OK, $deactivate)
-                .await
+            super::change::<$aggregate>(&state, &ctx, id, hash, $deactivate).await
         }
 
         /// Activates it again.
@@ -32,8 +31,7 @@ macro_rules! activation_handlers {
         ) -> Result<CommandReply, ApiError> {
             ctx.caller.require($permission)?;
             let hash = fingerprint(concat!("activate_", $kind), Some(id), &());
-            super::decide_in_tenant::<$aggregate>(&state, &ctx, id, hash, Lookup::Nothing, axum::http::StatusCode::OK, $activate)
-                .await
+            super::change::<$aggregate>(&state, &ctx, id, hash, $activate).await
         }
     };
 }
@@ -271,6 +269,20 @@ where
         A::decide(s, command.clone(), &events::Context { actor, now: chrono::Utc::now() })
     })
     .await
+}
+
+/// `decide_in_tenant` for a change to an existing stream that claims nothing: 200 OK.
+pub(crate) async fn change<A: Aggregate>(
+    state: &AppState,
+    ctx: &CommandContext,
+    stream_id: uuid::Uuid,
+    request_hash: String,
+    command: A::Command,
+) -> Result<CommandReply, ApiError>
+where
+    A::Command: Clone,
+{
+    decide_in_tenant::<A>(state, ctx, stream_id, request_hash, Lookup::Nothing, StatusCode::OK, command).await
 }
 
 /// A command on a stream of `tenant`, whoever the caller is (their right to act on it is

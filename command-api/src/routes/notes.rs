@@ -143,7 +143,7 @@ async fn edit(
     ensure_author_or_moderator(&state, &ctx, id).await?;
     let hash = fingerprint(EditBody::NAME, Some(id), &body);
     let cmd = NoteCommand::Edit { content: body.content, is_internal: body.is_internal, tags: body.tags };
-    super::decide_in_tenant::<note::Note>(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, cmd).await
+    super::change::<note::Note>(&state, &ctx, id, hash, cmd).await
 }
 
 #[utoipa::path(delete, path = "/v1/notes/{id}", tag = "notes", operation_id = "notes_remove", params(("id" = Uuid, Path)), responses(runtime::openapi::CommandAnswered))]
@@ -154,6 +154,5 @@ async fn remove(
 ) -> Result<CommandReply, ApiError> {
     ensure_author_or_moderator(&state, &ctx, id).await?;
     let hash = fingerprint("delete_case_note", Some(id), &());
-    super::decide_in_tenant::<note::Note>(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, NoteCommand::Delete)
-        .await
+    super::change::<note::Note>(&state, &ctx, id, hash, NoteCommand::Delete).await
 }

@@ -119,7 +119,7 @@ async fn assign(
         assigned_to: body.assigned_to,
         assignee: super::user_reference(&state, tenant, body.assigned_to).await?,
     };
-    super::decide_in_tenant::<task::Task>(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, cmd).await
+    super::change::<task::Task>(&state, &ctx, id, hash, cmd).await
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/status", tag = "tasks", operation_id = "tasks_change_status", params(("id" = Uuid, Path)), request_body = StatusBody, responses(runtime::openapi::CommandAnswered))]
@@ -131,16 +131,7 @@ async fn change_status(
 ) -> Result<CommandReply, ApiError> {
     ctx.caller.require(Permission::CasesUpdate)?;
     let hash = fingerprint(StatusBody::NAME, Some(id), &body);
-    super::decide_in_tenant::<task::Task>(
-        &state,
-        &ctx,
-        id,
-        hash,
-        Lookup::Nothing,
-        StatusCode::OK,
-        TaskCommand::ChangeStatus { status: body.status },
-    )
-    .await
+    super::change::<task::Task>(&state, &ctx, id, hash, TaskCommand::ChangeStatus { status: body.status }).await
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/complete", tag = "tasks", operation_id = "tasks_complete", params(("id" = Uuid, Path)), responses(runtime::openapi::CommandAnswered))]
@@ -152,14 +143,5 @@ async fn complete(
 ) -> Result<CommandReply, ApiError> {
     ctx.caller.require(Permission::CasesUpdate)?;
     let hash = fingerprint(Empty::NAME, Some(id), &body);
-    super::decide_in_tenant::<task::Task>(
-        &state,
-        &ctx,
-        id,
-        hash,
-        Lookup::Nothing,
-        StatusCode::OK,
-        TaskCommand::ChangeStatus { status: TaskStatus::Done },
-    )
-    .await
+    super::change::<task::Task>(&state, &ctx, id, hash, TaskCommand::ChangeStatus { status: TaskStatus::Done }).await
 }

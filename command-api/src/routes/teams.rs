@@ -119,7 +119,7 @@ async fn add_member(
     }
     let hash = fingerprint(MemberBody::NAME, Some(id), &body);
     let cmd = TeamCommand::AddMember { user_id: body.user_id, role: body.role };
-    super::decide_in_tenant::<team::Team>(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, cmd).await
+    super::change::<team::Team>(&state, &ctx, id, hash, cmd).await
 }
 
 #[utoipa::path(delete, path = "/v1/teams/{id}/members/{user_id}", tag = "teams", operation_id = "teams_remove_member", params(("id" = Uuid, Path), ("user_id" = Uuid, Path)), responses(runtime::openapi::CommandAnswered))]
@@ -130,14 +130,5 @@ async fn remove_member(
 ) -> Result<CommandReply, ApiError> {
     ctx.caller.require(Permission::TeamsManage)?;
     let hash = fingerprint("remove_team_member", Some(id), &user_id);
-    super::decide_in_tenant::<team::Team>(
-        &state,
-        &ctx,
-        id,
-        hash,
-        Lookup::Nothing,
-        StatusCode::OK,
-        TeamCommand::RemoveMember { user_id },
-    )
-    .await
+    super::change::<team::Team>(&state, &ctx, id, hash, TeamCommand::RemoveMember { user_id }).await
 }

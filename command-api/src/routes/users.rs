@@ -352,16 +352,8 @@ async fn change_role(
     let caller = manager_of(&state, ctx.caller, id).await?;
     within_reach(caller, body.role)?;
     let hash = fingerprint(RoleBody::NAME, Some(id), &body);
-    let reply = super::decide_in_tenant::<user::User>(
-        &state,
-        &ctx,
-        id,
-        hash,
-        Lookup::Nothing,
-        StatusCode::OK,
-        UserCommand::ChangeRole { role: body.role },
-    )
-    .await?;
+    let reply =
+        super::change::<user::User>(&state, &ctx, id, hash, UserCommand::ChangeRole { role: body.role }).await?;
     publish_rights(&state, ctx.caller.tenant_id, id).await?;
     Ok(reply)
 }
@@ -375,16 +367,8 @@ async fn change_status(
 ) -> Result<CommandReply, ApiError> {
     manager_of(&state, ctx.caller, id).await?;
     let hash = fingerprint(StatusBody::NAME, Some(id), &body);
-    let reply = super::decide_in_tenant::<user::User>(
-        &state,
-        &ctx,
-        id,
-        hash,
-        Lookup::Nothing,
-        StatusCode::OK,
-        UserCommand::ChangeStatus { status: body.status },
-    )
-    .await?;
+    let reply =
+        super::change::<user::User>(&state, &ctx, id, hash, UserCommand::ChangeStatus { status: body.status }).await?;
     publish_rights(&state, ctx.caller.tenant_id, id).await?;
     Ok(reply)
 }
@@ -400,8 +384,7 @@ async fn set_permissions(
     grantable(ctx.caller, &body.permissions)?;
     let hash = fingerprint(PermissionsBody::NAME, Some(id), &body);
     let cmd = UserCommand::SetPermissions { permissions: body.permissions };
-    let reply =
-        super::decide_in_tenant::<user::User>(&state, &ctx, id, hash, Lookup::Nothing, StatusCode::OK, cmd).await?;
+    let reply = super::change::<user::User>(&state, &ctx, id, hash, cmd).await?;
     publish_rights(&state, ctx.caller.tenant_id, id).await?;
     Ok(reply)
 }
@@ -415,16 +398,8 @@ async fn set_preferences(
 ) -> Result<CommandReply, ApiError> {
     self_or_manager(&state, ctx.caller, id).await?;
     let hash = fingerprint(PreferencesBody::NAME, Some(id), &body);
-    super::decide_in_tenant::<user::User>(
-        &state,
-        &ctx,
-        id,
-        hash,
-        Lookup::Nothing,
-        StatusCode::OK,
-        UserCommand::SetPreferences { preferences: body.preferences },
-    )
-    .await
+    super::change::<user::User>(&state, &ctx, id, hash, UserCommand::SetPreferences { preferences: body.preferences })
+        .await
 }
 
 /// The user's rights as the journal holds them now, published to the session store in
