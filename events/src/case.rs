@@ -1059,8 +1059,6 @@ mod tests {
         }
     }
 
-    /// given: the events already recorded; when: the command; then: what `decide` says.
-
     fn opened() -> CaseEvent {
         decide(None, CaseCommand::Open(open_cmd()), &ctx()).unwrap().remove(0)
     }

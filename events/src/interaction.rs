@@ -205,7 +205,7 @@ mod tests {
             let mut c = cmd(Reference::Usable, Reference::Usable);
             c.occurred_at = Some(at.parse().unwrap());
             c.kept_from = Some(kept_from);
-            decide(None, c, &Context { actor: Uuid::nil(), now: now })
+            decide(None, c, &Context { actor: Uuid::nil(), now })
         };
         let Err(DomainError::Invalid(errors)) = dated("2026-10-31T23:59:59Z") else { panic!("expected invalid") };
         assert_eq!(errors[0].field, "occurred_at");

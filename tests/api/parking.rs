@@ -232,7 +232,7 @@ async fn an_unexplained_failure_that_repeats_while_the_store_answers_parks_its_e
         std::time::Duration::from_secs(25),
         projector::worker::apply_or_park(
             projector::worker::Target::waiting(&away),
-            &projector::worker::Recorded { parking: &parking, pool: &app.pool, group: group },
+            &projector::worker::Recorded { parking: &parking, pool: &app.pool, group },
             batch(),
             &checkpoint,
             &mut parked,

@@ -3,8 +3,6 @@
 //! a rebuild; the list, its read flags and the unread count are served by the query API.
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use chrono::Utc;
 use events::user::{self, UserCommand};
 use runtime::extract::ApiPath;
 use runtime::ApiError;
@@ -13,7 +11,7 @@ use uuid::Uuid;
 
 use super::{AppState, CommandReply, NoBody};
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, Lookup};
+use crate::journal::fingerprint;
 use crate::versioned::Versioned;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -56,8 +54,5 @@ async fn run(
         return Err(ApiError::Forbidden("an operator token has no notifications; use a user's login token".into()));
     }
     super::acting_user(state, &caller).await?;
-    super::execute_in_tenant::<user::User>(state, ctx, caller.user_id, hash, Lookup::Nothing, StatusCode::OK, |s| {
-        user::decide(s, UserCommand::ReadNotifications { ids: ids.clone(), all }, &events::Context::at(Utc::now()))
-    })
-    .await
+    super::change::<user::User>(state, ctx, caller.user_id, hash, UserCommand::ReadNotifications { ids, all }).await
 }
