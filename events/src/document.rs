@@ -141,9 +141,7 @@ mod tests {
 
     #[test]
     fn metadata_is_validated() {
-        let Err(DomainError::Invalid(errors)) =
-            decide(None, attach("pdf", -1), &Context { actor: Uuid::nil(), now: Utc::now() })
-        else {
+        let Err(DomainError::Invalid(errors)) = decide(None, attach("pdf", -1), &Context::at(Utc::now())) else {
             panic!("expected invalid")
         };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
@@ -152,16 +150,11 @@ mod tests {
 
     #[test]
     fn deleting_twice_records_once() {
-        let events =
-            decide(None, attach("application/pdf", 10), &Context { actor: Uuid::nil(), now: Utc::now() }).unwrap();
+        let events = decide(None, attach("application/pdf", 10), &Context::at(Utc::now())).unwrap();
         let state = given(&events).state();
-        let deleted =
-            decide(state.as_ref(), DocumentCommand::Delete, &Context { actor: Uuid::nil(), now: Utc::now() }).unwrap();
+        let deleted = decide(state.as_ref(), DocumentCommand::Delete, &Context::at(Utc::now())).unwrap();
         let state = deleted.iter().fold(state, evolve);
-        assert_eq!(
-            decide(state.as_ref(), DocumentCommand::Delete, &Context { actor: Uuid::nil(), now: Utc::now() }).unwrap(),
-            vec![]
-        );
+        assert_eq!(decide(state.as_ref(), DocumentCommand::Delete, &Context::at(Utc::now())).unwrap(), vec![]);
     }
 
     #[test]
@@ -170,8 +163,7 @@ mod tests {
         if let DocumentCommand::Attach { case, .. } = &mut cmd {
             *case = Reference::Inactive;
         }
-        let Err(DomainError::Invalid(errors)) = decide(None, cmd, &Context { actor: Uuid::nil(), now: Utc::now() })
-        else {
+        let Err(DomainError::Invalid(errors)) = decide(None, cmd, &Context::at(Utc::now())) else {
             panic!("expected invalid")
         };
         assert_eq!(errors[0].field, "case_id");

@@ -185,11 +185,9 @@ mod tests {
 
     #[test]
     fn references_must_be_usable_and_are_named_when_not() {
-        let Err(DomainError::Invalid(errors)) = decide(
-            None,
-            cmd(Reference::Missing, Reference::Inactive),
-            &Context { actor: Uuid::nil(), now: Utc::now() },
-        ) else {
+        let Err(DomainError::Invalid(errors)) =
+            decide(None, cmd(Reference::Missing, Reference::Inactive), &Context::at(Utc::now()))
+        else {
             panic!("expected invalid")
         };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
@@ -214,15 +212,9 @@ mod tests {
 
     #[test]
     fn an_interaction_is_recorded_once() {
-        let events =
-            decide(None, cmd(Reference::Usable, Reference::Usable), &Context { actor: Uuid::nil(), now: Utc::now() })
-                .unwrap();
+        let events = decide(None, cmd(Reference::Usable, Reference::Usable), &Context::at(Utc::now())).unwrap();
         let state = given(&events).state();
-        let again = decide(
-            state.as_ref(),
-            cmd(Reference::Usable, Reference::Usable),
-            &Context { actor: Uuid::nil(), now: Utc::now() },
-        );
+        let again = decide(state.as_ref(), cmd(Reference::Usable, Reference::Usable), &Context::at(Utc::now()));
         assert!(matches!(again, Err(DomainError::Conflict(_))));
     }
 }

@@ -283,40 +283,30 @@ mod tests {
             mentions: vec![],
             customer_id: None,
         };
-        let Err(DomainError::Invalid(errors)) = decide(None, cmd, &Context { actor: Uuid::nil(), now: Utc::now() })
-        else {
+        let Err(DomainError::Invalid(errors)) = decide(None, cmd, &Context::at(Utc::now())) else {
             panic!("expected invalid")
         };
         assert_eq!(errors.len(), 2);
-        assert!(decide(None, add(Reference::Usable), &Context { actor: Uuid::nil(), now: Utc::now() }).is_ok());
+        assert!(decide(None, add(Reference::Usable), &Context::at(Utc::now())).is_ok());
     }
 
     #[test]
     fn a_deleted_note_is_gone_for_commands() {
-        let mut events =
-            decide(None, add(Reference::Usable), &Context { actor: Uuid::nil(), now: Utc::now() }).unwrap();
+        let mut events = decide(None, add(Reference::Usable), &Context::at(Utc::now())).unwrap();
         let state = given(&events).state();
-        events.extend(
-            decide(state.as_ref(), NoteCommand::Delete, &Context { actor: Uuid::nil(), now: Utc::now() }).unwrap(),
-        );
+        events.extend(decide(state.as_ref(), NoteCommand::Delete, &Context::at(Utc::now())).unwrap());
         let state = given(&events).state();
         let edit = NoteCommand::Edit { content: Some("x".into()), is_internal: None, tags: None };
-        assert_eq!(
-            decide(state.as_ref(), edit, &Context { actor: Uuid::nil(), now: Utc::now() }),
-            Err(DomainError::NotFound("note"))
-        );
+        assert_eq!(decide(state.as_ref(), edit, &Context::at(Utc::now())), Err(DomainError::NotFound("note")));
     }
 
     #[test]
     fn edits_record_only_changes() {
-        let state = decide(None, add(Reference::Usable), &Context { actor: Uuid::nil(), now: Utc::now() })
-            .unwrap()
-            .iter()
-            .fold(None, evolve);
+        let state = decide(None, add(Reference::Usable), &Context::at(Utc::now())).unwrap().iter().fold(None, evolve);
         let same = NoteCommand::Edit { content: Some("Called back".into()), is_internal: Some(true), tags: None };
-        assert_eq!(decide(state.as_ref(), same, &Context { actor: Uuid::nil(), now: Utc::now() }).unwrap(), vec![]);
+        assert_eq!(decide(state.as_ref(), same, &Context::at(Utc::now())).unwrap(), vec![]);
         let public = NoteCommand::Edit { content: None, is_internal: Some(false), tags: None };
-        assert_eq!(decide(state.as_ref(), public, &Context { actor: Uuid::nil(), now: Utc::now() }).unwrap().len(), 1);
+        assert_eq!(decide(state.as_ref(), public, &Context::at(Utc::now())).unwrap().len(), 1);
     }
 
     #[test]

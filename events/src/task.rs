@@ -225,11 +225,9 @@ mod tests {
 
     #[test]
     fn tasks_need_a_usable_case_and_assignee() {
-        let Err(DomainError::Invalid(errors)) = decide(
-            None,
-            create(Reference::Inactive, Reference::Missing),
-            &Context { actor: Uuid::nil(), now: Utc::now() },
-        ) else {
+        let Err(DomainError::Invalid(errors)) =
+            decide(None, create(Reference::Inactive, Reference::Missing), &Context::at(Utc::now()))
+        else {
             panic!("expected invalid")
         };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
@@ -238,25 +236,17 @@ mod tests {
 
     #[test]
     fn completing_sets_completed_at_and_reopening_clears_it() {
-        let events = decide(
-            None,
-            create(Reference::Usable, Reference::Usable),
-            &Context { actor: Uuid::nil(), now: Utc::now() },
-        )
-        .unwrap();
+        let events = decide(None, create(Reference::Usable, Reference::Usable), &Context::at(Utc::now())).unwrap();
         let state = given(&events).state();
-        let done = decide(
-            state.as_ref(),
-            TaskCommand::ChangeStatus { status: TaskStatus::Done },
-            &Context { actor: Uuid::nil(), now: Utc::now() },
-        )
-        .unwrap();
+        let done =
+            decide(state.as_ref(), TaskCommand::ChangeStatus { status: TaskStatus::Done }, &Context::at(Utc::now()))
+                .unwrap();
         let state = done.iter().fold(state, evolve);
         assert!(state.as_ref().unwrap().completed_at.is_some());
         let reopened = decide(
             state.as_ref(),
             TaskCommand::ChangeStatus { status: TaskStatus::InProgress },
-            &Context { actor: Uuid::nil(), now: Utc::now() },
+            &Context::at(Utc::now()),
         )
         .unwrap();
         assert_eq!(reopened.iter().fold(state, evolve).unwrap().completed_at, None);
@@ -264,43 +254,30 @@ mod tests {
 
     #[test]
     fn finished_tasks_are_not_reassigned() {
-        let mut events = decide(
-            None,
-            create(Reference::Usable, Reference::Usable),
-            &Context { actor: Uuid::nil(), now: Utc::now() },
-        )
-        .unwrap();
+        let mut events = decide(None, create(Reference::Usable, Reference::Usable), &Context::at(Utc::now())).unwrap();
         let state = given(&events).state();
         events.extend(
             decide(
                 state.as_ref(),
                 TaskCommand::ChangeStatus { status: TaskStatus::Cancelled },
-                &Context { actor: Uuid::nil(), now: Utc::now() },
+                &Context::at(Utc::now()),
             )
             .unwrap(),
         );
         let state = given(&events).state();
         let assign = TaskCommand::Assign { assigned_to: None, assignee: Reference::Usable };
-        assert!(matches!(
-            decide(state.as_ref(), assign, &Context { actor: Uuid::nil(), now: Utc::now() }),
-            Err(DomainError::Conflict(_))
-        ));
+        assert!(matches!(decide(state.as_ref(), assign, &Context::at(Utc::now())), Err(DomainError::Conflict(_))));
     }
 
     #[test]
     fn reassigning_records_the_previous_assignee() {
-        let events = decide(
-            None,
-            create(Reference::Usable, Reference::Usable),
-            &Context { actor: Uuid::nil(), now: Utc::now() },
-        )
-        .unwrap();
+        let events = decide(None, create(Reference::Usable, Reference::Usable), &Context::at(Utc::now())).unwrap();
         let state = given(&events).state();
         let previous = state.as_ref().unwrap().assigned_to;
         let events = decide(
             state.as_ref(),
             TaskCommand::Assign { assigned_to: None, assignee: Reference::Usable },
-            &Context { actor: Uuid::nil(), now: Utc::now() },
+            &Context::at(Utc::now()),
         )
         .unwrap();
         let [TaskEvent::Assigned(e)] = events.as_slice() else { panic!("expected an assignment") };

@@ -307,15 +307,13 @@ mod tests {
             category: None,
         };
         assert!(matches!(
-            decide(None, create("Hi {{first name}}"), &Context { actor: uuid::Uuid::nil(), now: Utc::now() }),
+            decide(None, create("Hi {{first name}}"), &Context::at(Utc::now())),
             Err(DomainError::Invalid(_))
         ));
-        let events =
-            decide(None, create("Hi {{customer_name}}"), &Context { actor: uuid::Uuid::nil(), now: Utc::now() })
-                .unwrap();
+        let events = decide(None, create("Hi {{customer_name}}"), &Context::at(Utc::now())).unwrap();
         let state = given(&events).state();
         let update = TemplateCommand::Update { name: None, description: None, subject: Some(None), content: None };
-        let updated = decide(state.as_ref(), update, &Context { actor: uuid::Uuid::nil(), now: Utc::now() }).unwrap();
+        let updated = decide(state.as_ref(), update, &Context::at(Utc::now())).unwrap();
         let [TemplateEvent::Updated(e)] = updated.as_slice() else { panic!("expected an update") };
         assert_eq!(e.variables, vec!["customer_name"]);
     }
@@ -331,22 +329,13 @@ mod tests {
             tags: vec![],
             category: None,
         };
-        let state = decide(None, create, &Context { actor: uuid::Uuid::nil(), now: Utc::now() })
-            .unwrap()
-            .iter()
-            .fold(None, evolve);
-        let off =
-            decide(state.as_ref(), TemplateCommand::Deactivate, &Context { actor: uuid::Uuid::nil(), now: Utc::now() })
-                .unwrap();
+        let state = decide(None, create, &Context::at(Utc::now())).unwrap().iter().fold(None, evolve);
+        let off = decide(state.as_ref(), TemplateCommand::Deactivate, &Context::at(Utc::now())).unwrap();
         let state = off.iter().fold(state, evolve);
         assert!(!state.as_ref().unwrap().active);
-        assert_eq!(
-            decide(state.as_ref(), TemplateCommand::Deactivate, &Context { actor: uuid::Uuid::nil(), now: Utc::now() })
-                .unwrap(),
-            vec![]
-        );
+        assert_eq!(decide(state.as_ref(), TemplateCommand::Deactivate, &Context::at(Utc::now())).unwrap(), vec![]);
         assert!(matches!(
-            decide(None, TemplateCommand::Activate, &Context { actor: uuid::Uuid::nil(), now: Utc::now() }),
+            decide(None, TemplateCommand::Activate, &Context::at(Utc::now())),
             Err(DomainError::NotFound(_))
         ));
     }
