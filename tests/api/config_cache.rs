@@ -74,6 +74,29 @@ async fn redis(app: &TestApp) -> MultiplexedConnection {
 /// reads the status Redis holds, words it otherwise).
 const REFUSED_BY_THE_JOURNAL: &str = "refused until it is reactivated";
 
+/// A tenant suspended (version 2) once a tenant check left a copy of it active (version
+/// 1), and that copy's state; Redis has lost the tenant's status, so only the command
+/// API's tenant check stands between a command and the journal's suspension.
+async fn suspended_with_its_active_copy() -> (TestApp, MultiplexedConnection, Value) {
+    let app = TestApp::spawn().await;
+    let mut redis = redis(&app).await;
+    assert_eq!(app.open_case("Fills the copy").await["version"], 1);
+    let (_, active, _) = copy(&mut redis, app.tenant_id).await.expect("a copy");
+    let suspend = format!("/v1/tenants/{}/suspend", app.tenant_id);
+    let r = app.command(Method::POST, &suspend, &app.platform_token(), Some(json!({ "reason": "unpaid" }))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    lose_the_status_in_redis(&app, &mut redis, "suspended").await;
+    (app, redis, active)
+}
+
+/// A case opened through the command API at `url` is refused by its tenant check.
+async fn refused_by_the_tenant_check(app: &TestApp, url: &str, why: &str) {
+    let r = open_case_via(app, url, "Must be refused").await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "{why}");
+    let problem: Value = r.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains(REFUSED_BY_THE_JOURNAL), "{problem}");
+}
+
 /// A command API of its own, sharing the servers: its cache of facts starts empty.
 async fn fresh_command_api(app: &TestApp) -> (String, tokio::task::JoinHandle<()>) {
     let command = command_api::Application::build(&service_settings(&app.settings, "command-api"))
@@ -119,24 +142,13 @@ async fn a_tenants_configuration_is_cached_for_an_hour_at_its_newest_version() {
 /// journal's version: an older copy (its writer died before replacing it) is caught up.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_command_api_without_the_tenant_decides_on_the_copy_caught_up_with_the_journal() {
-    let app = TestApp::spawn().await;
-    let mut redis = redis(&app).await;
-    assert_eq!(app.open_case("Fills the copy").await["version"], 1);
-    let (_, active, _) = copy(&mut redis, app.tenant_id).await.expect("a copy");
-    let platform = app.platform_token();
-    let suspend = format!("/v1/tenants/{}/suspend", app.tenant_id);
-    let r = app.command(Method::POST, &suspend, &platform, Some(json!({ "reason": "unpaid" }))).await;
-    assert_eq!(r.status(), StatusCode::OK);
-
     // The copy says active at version 1 (as a command API that died before dropping it
     // left it); the journal is at 2, suspended.
-    lose_the_status_in_redis(&app, &mut redis, "suspended").await;
+    let (app, mut redis, active) = suspended_with_its_active_copy().await;
+    let platform = app.platform_token();
     plant(&mut redis, app.tenant_id, 1, event_at(&app, 1).await, &active).await;
     let (url, fresh) = fresh_command_api(&app).await;
-    let r = open_case_via(&app, &url, "Must be refused").await;
-    assert_eq!(r.status(), StatusCode::FORBIDDEN, "a stale copy decided");
-    let problem: Value = r.json().await.unwrap();
-    assert!(problem["detail"].as_str().unwrap().contains(REFUSED_BY_THE_JOURNAL), "{problem}");
+    refused_by_the_tenant_check(&app, &url, "a stale copy decided").await;
     let (version, state, _) = copy(&mut redis, app.tenant_id).await.expect("the caught-up copy");
     assert_eq!((version, state["status"].as_str()), (2, Some("suspended")));
 
@@ -151,10 +163,7 @@ async fn a_command_api_without_the_tenant_decides_on_the_copy_caught_up_with_the
     claimed["status"] = json!("suspended");
     plant(&mut redis, app.tenant_id, 3, event_at(&app, 3).await, &claimed).await;
     let (url, fresh) = fresh_command_api(&app).await;
-    let r = open_case_via(&app, &url, "Refused on the copy").await;
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let problem: Value = r.json().await.unwrap();
-    assert!(problem["detail"].as_str().unwrap().contains(REFUSED_BY_THE_JOURNAL), "{problem}");
+    refused_by_the_tenant_check(&app, &url, "the copy at the journal's version was not decided on").await;
     fresh.abort();
 }
 
@@ -163,20 +172,13 @@ async fn a_command_api_without_the_tenant_decides_on_the_copy_caught_up_with_the
 /// tenant is folded from its start and the copy replaced.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_copy_of_another_journal_is_replaced_not_decided_on() {
-    let app = TestApp::spawn().await;
-    let mut redis = redis(&app).await;
-    assert_eq!(app.open_case("Fills the copy").await["version"], 1);
-    let (_, active, _) = copy(&mut redis, app.tenant_id).await.expect("a copy");
-    let suspend = format!("/v1/tenants/{}/suspend", app.tenant_id);
-    let r = app.command(Method::POST, &suspend, &app.platform_token(), Some(json!({ "reason": "unpaid" }))).await;
-    assert_eq!(r.status(), StatusCode::OK);
-    lose_the_status_in_redis(&app, &mut redis, "suspended").await;
+    let (app, mut redis, active) = suspended_with_its_active_copy().await;
     // Active at the journal's version 2, and at a version the journal has not reached.
     for version in [2, 7] {
         plant(&mut redis, app.tenant_id, version, Uuid::now_v7(), &active).await;
         let (url, fresh) = fresh_command_api(&app).await;
-        let r = open_case_via(&app, &url, "Must be refused").await;
-        assert_eq!(r.status(), StatusCode::FORBIDDEN, "a copy of version {version} of another journal decided");
+        let why = format!("a copy of version {version} of another journal decided");
+        refused_by_the_tenant_check(&app, &url, &why).await;
         let (held, state, _) = copy(&mut redis, app.tenant_id).await.expect("the copy replaced");
         assert_eq!((held, state["status"].as_str()), (2, Some("suspended")));
         fresh.abort();
