@@ -19,46 +19,19 @@ use runtime::session::Rights;
 use runtime::ApiError;
 use uuid::Uuid;
 
-use crate::routes::AppState;
+use crate::journal::Metadata;
+use crate::state::AppState;
 use events::user;
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const MAX_IDEMPOTENCY_KEY: usize = 200;
 
+/// A command request's caller, with the metadata the journal records (made from the
+/// caller once, so the two cannot disagree).
 #[derive(Debug, Clone)]
 pub struct CommandContext {
     pub caller: Caller,
-    pub expected_version: Option<i64>,
-    pub idempotency_key: Option<String>,
-    pub correlation_id: Uuid,
-    pub request: RequestContext,
-    /// A command of the system itself (the SLA scheduler), not of any caller.
-    pub system: bool,
-}
-
-/// The role events of the system itself carry as their actor's (with the nil user id).
-pub const SYSTEM_ROLE: &str = "system";
-
-impl CommandContext {
-    pub fn actor(&self) -> Actor {
-        if self.system {
-            return Actor { user_id: Uuid::nil(), role: SYSTEM_ROLE.to_owned() };
-        }
-        Actor { user_id: self.caller.user_id, role: self.caller.role.as_str().to_owned() }
-    }
-
-    /// The context of a command the system runs on its own in `tenant` (no request, no
-    /// caller: its events name the nil user in the role `system`).
-    pub fn system(tenant: Uuid) -> Self {
-        Self {
-            caller: Caller { user_id: Uuid::nil(), tenant_id: tenant, role: Role::Admin, grants: 0, operator: true },
-            expected_version: None,
-            idempotency_key: None,
-            correlation_id: Uuid::now_v7(),
-            request: RequestContext::default(),
-            system: true,
-        }
-    }
+    pub meta: Metadata,
 }
 
 impl FromRequestParts<AppState> for CommandContext {
@@ -132,8 +105,10 @@ impl CommandContext {
             Some(raw) => raw.parse().map_err(|_| ApiError::BadRequest("X-Correlation-Id must be a UUID".into()))?,
             None => request_id.as_deref().and_then(|r| r.parse().ok()).unwrap_or_else(Uuid::now_v7),
         };
-        Ok(Self {
-            caller,
+        let meta = Metadata {
+            actor: Actor { user_id: caller.user_id, role: caller.role.as_str().to_owned() },
+            operator: caller.operator,
+            caller_tenant: caller.tenant_id,
             expected_version: expected_version(headers)?,
             idempotency_key: idempotency_key(headers)?,
             correlation_id,
@@ -144,8 +119,8 @@ impl CommandContext {
                 request_id,
                 sealed: None,
             },
-            system: false,
-        })
+        };
+        Ok(Self { caller, meta })
     }
 }
 

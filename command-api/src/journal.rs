@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use events::personal::{self, SubjectKey};
 use events::tenant::Tenant;
-use events::{Aggregate, DomainError, EventEnvelope, StreamEvent, StreamType};
+use events::{Actor, Aggregate, DomainError, EventEnvelope, RequestContext, StreamEvent, StreamType};
 use runtime::position::PositionToken;
 use runtime::subject_keys;
 use serde::{Deserialize, Serialize};
@@ -18,7 +18,6 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::config_cache::ConfigCache;
-use crate::context::CommandContext;
 use crate::stream_cache::{is_fact, StreamCache};
 
 /// Something looked up (or reserved) inside the command's transaction before deciding,
@@ -66,6 +65,17 @@ pub enum Lookup {
     SubjectErasure {
         subject: Uuid,
     },
+}
+
+impl Lookup {
+    /// Claims `name` (trimmed and lower-cased) among the tenant's streams of `kind`;
+    /// nothing when the command names none.
+    pub fn unique_name(kind: &'static str, name: Option<&str>) -> Self {
+        match name {
+            Some(name) => Self::UniqueName { kind, name: name.trim().to_lowercase() },
+            None => Self::Nothing,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -132,7 +142,7 @@ impl Appended {
 
 /// The If-Match check: the stream must be at the version the caller read.
 fn expect_version(cmd: &Command<'_>, current: i64) -> Result<(), JournalError> {
-    match cmd.ctx.expected_version {
+    match cmd.meta.expected_version {
         Some(expected) if expected != current => Err(JournalError::conflict(
             format!("If-Match expected version {expected} but the stream is at version {current}"),
             Some(current),
@@ -198,14 +208,53 @@ const ACTOR_KEY_IDLE: std::time::Duration = std::time::Duration::from_secs(3600)
 /// Who an idempotency record belongs to: the user of a login token, or the operator of an
 /// operator's token. Keys are never shared, even inside a tenant: another user reusing a
 /// key neither gets the first one's answer nor learns that the key exists.
-fn principal(ctx: &CommandContext) -> String {
-    let kind = if ctx.caller.operator { "operator" } else { "user" };
-    format!("{kind}:{}", ctx.caller.user_id)
+fn principal(meta: &Metadata) -> String {
+    let kind = if meta.operator { "operator" } else { "user" };
+    format!("{kind}:{}", meta.actor.user_id)
+}
+
+/// Who runs a command and what its request asked for, as the journal records it: plain
+/// data, made from an HTTP request by the routes (`context`) or by the system's own
+/// schedulers (`Metadata::system`).
+#[derive(Debug, Clone)]
+pub struct Metadata {
+    /// Whom the events name.
+    pub actor: Actor,
+    /// An operator's token or the system, not a tenant user's login: its request is kept
+    /// unsealed and its idempotency keys are the operator's.
+    pub operator: bool,
+    /// The caller's own tenant, which idempotency keys are scoped to (a platform
+    /// operator's is the nil tenant).
+    pub caller_tenant: Uuid,
+    /// `If-Match`: the stream version the client last saw.
+    pub expected_version: Option<i64>,
+    pub idempotency_key: Option<String>,
+    pub correlation_id: Uuid,
+    pub request: RequestContext,
+}
+
+/// The role events of the system itself carry as their actor's (with the nil user id).
+pub const SYSTEM_ROLE: &str = "system";
+
+impl Metadata {
+    /// A command the system runs on its own in `tenant` (no request, no caller): its
+    /// events name the nil user in the role `system`.
+    pub fn system(tenant: Uuid) -> Self {
+        Self {
+            actor: Actor { user_id: Uuid::nil(), role: SYSTEM_ROLE.to_owned() },
+            operator: true,
+            caller_tenant: tenant,
+            expected_version: None,
+            idempotency_key: None,
+            correlation_id: Uuid::now_v7(),
+            request: RequestContext::default(),
+        }
+    }
 }
 
 /// One command to run against one stream.
 pub struct Command<'a> {
-    pub ctx: &'a CommandContext,
+    pub meta: &'a Metadata,
     pub tenant_id: Uuid,
     pub stream_id: Uuid,
     /// Fingerprint of the request, so a reused Idempotency-Key with another body is refused.
@@ -236,11 +285,11 @@ impl Journal {
     /// a command whose transaction rolls back never leaves a key here that the table
     /// does not hold.
     async fn sealed_request(&self, cmd: &Command<'_>) -> Result<events::envelope::RequestContext, JournalError> {
-        let actor = cmd.ctx.actor();
-        let mut request = cmd.ctx.request.clone();
+        let actor = &cmd.meta.actor;
+        let mut request = cmd.meta.request.clone();
         let tenant = cmd.tenant_id;
         let nothing_to_seal = request.ip_address.is_none() && request.user_agent.is_none();
-        if !actor.is_tenant_user() || cmd.ctx.caller.operator || nothing_to_seal {
+        if !actor.is_tenant_user() || cmd.meta.operator || nothing_to_seal {
             return Ok(request);
         }
         let key = match self.actor_keys.get(&(tenant, actor.user_id)) {
@@ -299,7 +348,7 @@ impl Journal {
         // command decided again on what it wrote, a few times, before a 409.
         for _ in 0..UNVERSIONED_RETRIES {
             let raced = matches!(result, Err(JournalError::Conflict { current: None, .. }));
-            if !raced || cmd.ctx.expected_version.is_some() {
+            if !raced || cmd.meta.expected_version.is_some() {
                 break;
             }
             result = self.try_execute::<A>(&cmd, &mut decide).await;
@@ -310,7 +359,7 @@ impl Journal {
                 // may be refused now), or a concurrent twin that won the race: answer as
                 // the first one was answered. The append itself answers a retry that
                 // gets that far, in the same round trip.
-                if let Some(key) = &cmd.ctx.idempotency_key {
+                if let Some(key) = &cmd.meta.idempotency_key {
                     if let Some(recorded) = self.stored_reply(&cmd, A::STREAM, key).await? {
                         return Ok(recorded);
                     }
@@ -514,7 +563,7 @@ impl Journal {
         let mut schema_versions = Vec::with_capacity(events.len());
         let mut envelopes = Vec::with_capacity(events.len());
         let mut sealing: Option<(Uuid, SubjectKey)> = None;
-        let actor = cmd.ctx.actor();
+        let actor = &cmd.meta.actor;
         for (version, event) in (current.saturating_add(1)..).zip(events) {
             let mut payload = event.payload();
             let mut data_subject = None;
@@ -544,7 +593,7 @@ impl Journal {
                 schema_version: event.schema_version(),
                 occurred_at: now,
                 actor: actor.clone(),
-                correlation_id: cmd.ctx.correlation_id,
+                correlation_id: cmd.meta.correlation_id,
                 causation_id: None,
                 request: request.clone(),
                 data_subject,
@@ -556,7 +605,7 @@ impl Journal {
             schema_versions.push(envelope.schema_version as i16);
             envelopes.push(serde_json::to_value(&envelope).map_err(|err| anyhow::anyhow!(err))?);
         }
-        let key = cmd.ctx.idempotency_key.as_deref();
+        let key = cmd.meta.idempotency_key.as_deref();
         let answer = serde_json::json!({ "id": cmd.stream_id, "events_appended": events.len() });
         let row: Result<AppendRow, sqlx::Error> = sqlx::query_as(
             "SELECT outcome, stream_version, last_position, case_number, stored_hash, stored_answer
@@ -572,8 +621,8 @@ impl Journal {
         .bind(now)
         .bind(&envelopes)
         .bind(case_number)
-        .bind(key.map(|_| cmd.ctx.caller.tenant_id))
-        .bind(principal(cmd.ctx))
+        .bind(key.map(|_| cmd.meta.caller_tenant))
+        .bind(principal(cmd.meta))
         .bind(key)
         .bind(&cmd.request_hash)
         .bind(self.ttl_secs())
@@ -722,8 +771,8 @@ impl Journal {
             "SELECT request_hash, response FROM eventstore.idempotency
              WHERE tenant_id = $1 AND principal = $2 AND key = $3 AND created_at >= now() - make_interval(secs => $4)",
         )
-        .bind(cmd.ctx.caller.tenant_id)
-        .bind(principal(cmd.ctx))
+        .bind(cmd.meta.caller_tenant)
+        .bind(principal(cmd.meta))
         .bind(key)
         .bind(self.ttl_secs())
         .fetch_optional(&self.pool)

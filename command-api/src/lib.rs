@@ -12,6 +12,7 @@ pub mod requested_tasks;
 pub mod routes;
 pub mod sla;
 pub mod startup;
+pub mod state;
 pub mod stream_cache;
 pub mod versioned;
 

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::Script;
-use runtime::ApiError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Failures allowed before the lock-outs start, per (username, address). Per address
@@ -103,9 +102,22 @@ fn keys(subject: &Subject, ip: Option<IpAddr>, address_limits: bool) -> Keys {
     }
 }
 
-fn unreachable(e: redis::RedisError) -> ApiError {
-    tracing::error!(error = %e, "the login guard cannot reach Redis");
-    ApiError::Unavailable("logins are unavailable for a moment; try again shortly".into())
+/// Why a login (or a current-password check) is not let through.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    /// The subject is locked out from this address, or the address is, for `retry_after` s.
+    #[error(
+        "too many failed attempts for this user from this address, or from this address; retry in {retry_after} s"
+    )]
+    LockedOut { retry_after: u64 },
+    /// Every hashing slot stayed taken.
+    #[error("too many logins at once; retry in a second")]
+    Busy,
+    #[error("the login guard cannot reach Redis: {0}")]
+    Unreachable(#[from] redis::RedisError),
+    /// A hashing thread lost the job (it never should).
+    #[error("a password hash was lost: {0}")]
+    Lost(&'static str),
 }
 
 impl LoginGuard {
@@ -140,7 +152,7 @@ impl LoginGuard {
 
     /// Runs `hash` on a hashing thread once a slot is free (503 when none frees up in
     /// time); its result.
-    pub async fn hash<T: Send + 'static>(&self, hash: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    pub async fn hash<T: Send + 'static>(&self, hash: impl FnOnce() -> T + Send + 'static) -> Result<T, GuardError> {
         let slot = self.hashing_slot().await?;
         let (done, result) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
@@ -148,13 +160,13 @@ impl LoginGuard {
             let _ = done.send(hash());
         });
         // At most `threads` slots exist and the channel holds that many jobs: it has room.
-        self.hashers.try_send(job).map_err(|e| ApiError::Internal(anyhow::anyhow!("queueing a password hash: {e}")))?;
-        result.await.map_err(|_| ApiError::Internal(anyhow::anyhow!("a password hash was dropped")))
+        self.hashers.try_send(job).map_err(|_| GuardError::Lost("no hashing thread took it"))?;
+        result.await.map_err(|_| GuardError::Lost("its thread dropped it"))
     }
 
     /// 429 while the subject is locked out from this address, or the address is; a
     /// subject with many failures from everywhere waits a moment first.
-    pub async fn check(&self, subject: &Subject, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    pub async fn check(&self, subject: &Subject, ip: Option<IpAddr>) -> Result<(), GuardError> {
         let keys = keys(subject, ip, self.free_per_address.is_some());
         // (Without address limits the pair's lock is asked twice: one answer shape.)
         let ip_lock = keys.ip.as_ref().map_or(&keys.pair_lock, |(_, lock)| lock);
@@ -163,19 +175,12 @@ impl LoginGuard {
             .pttl(&keys.pair_lock)
             .pttl(ip_lock)
             .query_async(&mut self.redis.clone())
-            .await
-            .map_err(unreachable)?;
+            .await?;
         let wait_ms = pair_ttl.max(ip_ttl);
         if wait_ms > 0 {
             metrics::counter!("logins_locked_out_total").increment(1);
             let retry_after = u64::try_from(wait_ms).unwrap_or(1).div_ceil(1000);
-            return Err(ApiError::TooManyRequests {
-                detail: format!(
-                    "too many failed attempts for this user from this address, or from this address; retry in \
-                     {retry_after} s"
-                ),
-                retry_after,
-            });
+            return Err(GuardError::LockedOut { retry_after });
         }
         if failures.unwrap_or(0) > SLOW_AFTER_PER_USERNAME {
             metrics::counter!("logins_slowed_total").increment(1);
@@ -184,7 +189,7 @@ impl LoginGuard {
         Ok(())
     }
 
-    pub async fn failed(&self, subject: &Subject, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    pub async fn failed(&self, subject: &Subject, ip: Option<IpAddr>) -> Result<(), GuardError> {
         let keys = keys(subject, ip, self.free_per_address.is_some());
         let mut invocation = self.fail.prepare_invoke();
         invocation.key(&keys.pair_failures).key(&keys.pair_lock).arg(FREE_PER_USERNAME);
@@ -194,28 +199,24 @@ impl LoginGuard {
             invocation.key(failures).key(lock).arg(free);
         }
         invocation.arg(WINDOW_SECS);
-        invocation.invoke_async::<i64>(&mut self.redis.clone()).await.map(drop).map_err(unreachable)
+        Ok(invocation.invoke_async::<i64>(&mut self.redis.clone()).await.map(drop)?)
     }
 
     /// Clears this address's count for the subject (not other addresses', nor the
     /// address's own).
-    pub async fn succeeded(&self, subject: &Subject, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    pub async fn succeeded(&self, subject: &Subject, ip: Option<IpAddr>) -> Result<(), GuardError> {
         let keys = keys(subject, ip, false);
-        redis::pipe()
-            .del(&keys.pair_failures)
-            .del(&keys.pair_lock)
-            .query_async::<()>(&mut self.redis.clone())
-            .await
-            .map_err(unreachable)
+        redis::pipe().del(&keys.pair_failures).del(&keys.pair_lock).query_async::<()>(&mut self.redis.clone()).await?;
+        Ok(())
     }
 
     /// A slot to hash a password in; 503 when none frees up in time.
-    async fn hashing_slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+    async fn hashing_slot(&self) -> Result<OwnedSemaphorePermit, GuardError> {
         match tokio::time::timeout(HASHING_WAIT, self.hashing.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => {
                 metrics::counter!("password_hashing_busy_total").increment(1);
-                Err(ApiError::Busy { detail: "too many logins at once; retry in a second".into(), retry_after: 1 })
+                Err(GuardError::Busy)
             }
         }
     }

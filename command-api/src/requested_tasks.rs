@@ -20,8 +20,7 @@ use sqlx::types::Json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::context::CommandContext;
-use crate::journal::{Command, Journal, JournalError, Lookup};
+use crate::journal::{Command, Journal, JournalError, Lookup, Metadata};
 use crate::leader;
 
 /// Only one task scheduler runs at a time; others wait on this advisory lock as standbys.
@@ -141,9 +140,9 @@ impl RequestedTasks {
             // Due a while after the move: a request handled after that is due at once.
             due_date: wanted.due_date.map(|due| due.max(now.checked_add_signed(DUE_AT_ONCE).unwrap_or(now))),
         };
-        let ctx = CommandContext::system(request.tenant_id);
+        let meta = Metadata::system(request.tenant_id);
         let journal_command = Command {
-            ctx: &ctx,
+            meta: &meta,
             tenant_id: request.tenant_id,
             stream_id: request.task_id,
             request_hash: String::new(),

@@ -17,8 +17,7 @@ use events::case::{self, Case, CaseCommand, CaseEvent};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::context::CommandContext;
-use crate::journal::{Command, Journal, JournalError, Lookup};
+use crate::journal::{Command, Journal, JournalError, Lookup, Metadata};
 use crate::leader;
 
 /// Only one scheduler runs at a time; others wait on this advisory lock as standbys.
@@ -84,9 +83,9 @@ impl SlaScheduler {
 
     /// Records what is due on the case now, then marks when to look next.
     async fn check(&self, timer: &Timer) -> anyhow::Result<()> {
-        let ctx = CommandContext::system(timer.tenant_id);
+        let meta = Metadata::system(timer.tenant_id);
         let command = Command {
-            ctx: &ctx,
+            meta: &meta,
             tenant_id: timer.tenant_id,
             stream_id: timer.stream_id,
             request_hash: String::new(),

@@ -31,10 +31,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         if has_nul_escape(&bytes) {
             if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) {
                 if let Some(field) = nul_field(&value, "") {
-                    return Err(ApiError::Unprocessable {
-                        detail: "some fields are invalid; see errors".into(),
-                        errors: vec![events::FieldError::new(field, "must not contain NUL (\\u0000) characters")],
-                    });
+                    return Err(ApiError::invalid(field, "must not contain NUL (\\u0000) characters"));
                 }
             }
         }

@@ -57,9 +57,32 @@ pub fn kind_of(status: StatusCode) -> &'static str {
     }
 }
 
+/// What each refusal of the session store is in HTTP.
+impl From<crate::session::SessionError> for ApiError {
+    fn from(e: crate::session::SessionError) -> Self {
+        use crate::session::SessionError;
+        match e {
+            SessionError::Ended => Self::Unauthorized(e.to_string()),
+            SessionError::TenantSuspended => Self::Forbidden(e.to_string()),
+            SessionError::Unreachable(error) => {
+                tracing::error!(%error, "the session store failed");
+                Self::Unavailable("the session store is not reachable; try again shortly".into())
+            }
+        }
+    }
+}
+
+/// The detail of a 422 whose fields are listed in `errors`.
+const INVALID_FIELDS: &str = "some fields are invalid; see errors";
+
 impl ApiError {
     pub fn unprocessable(detail: impl Into<String>) -> Self {
         Self::Unprocessable { detail: detail.into(), errors: vec![] }
+    }
+
+    /// A 422 naming one field of the body and what is wrong with it.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        DomainError::Invalid(vec![events::FieldError::new(field, message)]).into()
     }
 
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
@@ -90,9 +113,7 @@ impl ApiError {
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         match e {
-            DomainError::Invalid(errors) => {
-                Self::Unprocessable { detail: "some fields are invalid; see errors".into(), errors }
-            }
+            DomainError::Invalid(errors) => Self::Unprocessable { detail: INVALID_FIELDS.into(), errors },
             DomainError::Conflict(detail) => Self::Conflict { detail, current_version: None },
             DomainError::NotFound(what) => Self::NotFound(format!("{what} not found")),
             DomainError::Forbidden(detail) => Self::Forbidden(detail),

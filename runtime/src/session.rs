@@ -27,7 +27,6 @@ use uuid::Uuid;
 
 use crate::auth::{Role, Token};
 use crate::tenancy::Tenancy;
-use crate::ApiError;
 
 /// How long a session lives without a request (sliding).
 pub const SESSION_TTL_SECS: i64 = 24 * 3600;
@@ -165,9 +164,22 @@ pub struct Sessions {
     tenant_status: std::sync::Arc<Script>,
 }
 
-fn unreachable(e: redis::RedisError) -> ApiError {
-    tracing::error!(error = %e, "the session store failed");
-    ApiError::Unavailable("the session store is not reachable; try again shortly".into())
+/// Why a token is not admitted, or the session store did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(
+        "the session has ended (logged out, ended by an administrator, a password change, or 24 hours unused); \
+         log in again"
+    )]
+    Ended,
+    #[error("the tenant is suspended; ask the platform operator")]
+    TenantSuspended,
+    #[error("the session store failed: {0}")]
+    Unreachable(#[from] redis::RedisError),
+}
+
+fn unreachable(e: redis::RedisError) -> SessionError {
+    SessionError::Unreachable(e)
 }
 
 fn session_key(tenant: Uuid, session: Uuid) -> String {
@@ -208,7 +220,7 @@ impl Sessions {
     }
 
     /// The user's session epoch, read before a login checks the password.
-    pub async fn epoch(&self, tenant: Uuid, user: Uuid) -> Result<i64, ApiError> {
+    pub async fn epoch(&self, tenant: Uuid, user: Uuid) -> Result<i64, SessionError> {
         let epoch: Option<i64> = redis::cmd("GET")
             .arg(epoch_key(tenant, user))
             .query_async(&mut self.redis.clone())
@@ -219,7 +231,7 @@ impl Sessions {
 
     /// Opens a session for a user who just proved who they are, unless their sessions
     /// were ended since `epoch` was read (None: log in again).
-    pub async fn open(&self, tenant: Uuid, user: Uuid, epoch: i64) -> Result<Option<Uuid>, ApiError> {
+    pub async fn open(&self, tenant: Uuid, user: Uuid, epoch: i64) -> Result<Option<Uuid>, SessionError> {
         let id = Uuid::new_v4();
         let opened: i64 = self
             .open
@@ -239,7 +251,7 @@ impl Sessions {
     }
 
     /// Ends one session (a logout).
-    pub async fn end(&self, tenant: Uuid, user: Uuid, session: Uuid) -> Result<(), ApiError> {
+    pub async fn end(&self, tenant: Uuid, user: Uuid, session: Uuid) -> Result<(), SessionError> {
         redis::pipe()
             .atomic()
             .del(session_key(tenant, session))
@@ -255,7 +267,7 @@ impl Sessions {
 
     /// Ends every session of a user, `END_BATCH` per script so Redis never blocks long;
     /// returns how many were alive. Logins that began before cannot open one after.
-    pub async fn end_all(&self, tenant: Uuid, user: Uuid) -> Result<u64, ApiError> {
+    pub async fn end_all(&self, tenant: Uuid, user: Uuid) -> Result<u64, SessionError> {
         let mut redis = self.redis.clone();
         let upto: i64 =
             self.begin_end_all.key(epoch_key(tenant, user)).invoke_async(&mut redis).await.map_err(unreachable)?;
@@ -280,7 +292,7 @@ impl Sessions {
 
     /// One round trip for a request: is the session alive (renewing it), the user's cached
     /// rights and revision, and the tenant's status. `session` is None for operator tokens.
-    pub async fn look(&self, tenant: Uuid, user: Uuid, session: Option<Uuid>) -> Result<Seen, ApiError> {
+    pub async fn look(&self, tenant: Uuid, user: Uuid, session: Option<Uuid>) -> Result<Seen, SessionError> {
         let mut pipe = redis::pipe();
         if let Some(id) = session {
             let key = session_key(tenant, id);
@@ -316,38 +328,34 @@ impl Sessions {
     /// What both APIs check of every token before they read the caller's rights: a login
     /// token's session is alive (401 otherwise), and the tenant is not suspended (403).
     /// None for a platform operator, who acts on no tenant's data.
-    pub async fn admit(&self, token: &Token) -> Result<Option<Seen>, ApiError> {
+    pub async fn admit(&self, token: &Token) -> Result<Option<Seen>, SessionError> {
         let caller = token.caller;
         if token.session.is_none() && caller.role == Role::PlatformAdmin {
             return Ok(None);
         }
         let seen = self.look(caller.tenant_id, caller.user_id, token.session).await?;
         if token.session.is_some() && !seen.alive {
-            return Err(ApiError::Unauthorized(
-                "the session has ended (logged out, ended by an administrator, a password change, or 24 hours \
-                 unused); log in again"
-                    .into(),
-            ));
+            return Err(SessionError::Ended);
         }
         if seen.tenant_suspended {
-            return Err(ApiError::Forbidden("the tenant is suspended; ask the platform operator".into()));
+            return Err(SessionError::TenantSuspended);
         }
         Ok(Some(seen))
     }
 
     /// The command API, after committing a change to a user (or a login): these are the
     /// user's rights from now on.
-    pub async fn publish(&self, tenant: Uuid, user: Uuid, rights: &Rights) -> Result<(), ApiError> {
+    pub async fn publish(&self, tenant: Uuid, user: Uuid, rights: &Rights) -> Result<(), SessionError> {
         self.keep(tenant, user, rights, true).await
     }
 
     /// The query API, after reading rights from its read model: cache them unless a newer
     /// copy is there.
-    pub async fn remember(&self, tenant: Uuid, user: Uuid, rights: &Rights) -> Result<(), ApiError> {
+    pub async fn remember(&self, tenant: Uuid, user: Uuid, rights: &Rights) -> Result<(), SessionError> {
         self.keep(tenant, user, rights, false).await
     }
 
-    async fn keep(&self, tenant: Uuid, user: Uuid, rights: &Rights, committed: bool) -> Result<(), ApiError> {
+    async fn keep(&self, tenant: Uuid, user: Uuid, rights: &Rights, committed: bool) -> Result<(), SessionError> {
         self.keep_newest
             .key(Tenancy(tenant).redis_user_permissions(user))
             .key(revision_key(tenant, user))
@@ -366,7 +374,7 @@ impl Sessions {
     /// The command API, after committing a tenant's suspension or reactivation: the
     /// status at `version` of the tenant's stream, unless a newer one is held (the
     /// projector writes it too).
-    pub async fn publish_tenant_status(&self, tenant: Uuid, suspended: bool, version: i64) -> Result<(), ApiError> {
+    pub async fn publish_tenant_status(&self, tenant: Uuid, suspended: bool, version: i64) -> Result<(), SessionError> {
         let status = if suspended { "suspended" } else { "active" };
         self.tenant_status
             .key(tenant_status_key(tenant))
@@ -381,7 +389,7 @@ impl Sessions {
 
     /// The command API, after committing a tenant's settings: its rate-limit overrides
     /// (`runtime::limits`), read by every instance's limiter from the next request on.
-    pub async fn publish_rate_limits(&self, tenant: Uuid, overrides: &[(String, u32)]) -> Result<(), ApiError> {
+    pub async fn publish_rate_limits(&self, tenant: Uuid, overrides: &[(String, u32)]) -> Result<(), SessionError> {
         let key = Tenancy(tenant).redis_key("rate_limit:overrides");
         let mut pipe = redis::pipe();
         pipe.atomic().del(&key).ignore();
@@ -394,7 +402,7 @@ impl Sessions {
     /// At a login into an active tenant whose status Redis does not hold yet (a tenant
     /// from before sessions, or a Redis that lost its data): never over a suspension
     /// that raced the login.
-    pub async fn note_active_tenant(&self, tenant: Uuid) -> Result<(), ApiError> {
+    pub async fn note_active_tenant(&self, tenant: Uuid) -> Result<(), SessionError> {
         // For a while only: the read model it came from may not show a suspension yet.
         redis::cmd("SET")
             .arg(tenant_status_key(tenant))

@@ -1,33 +1,24 @@
 //! Case type commands (tenant administrators): create with a form definition, update,
 //! deactivate (no new cases of it) and activate.
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use events::case_type::{self, normalise_name, CaseTypeCommand};
+use events::case_type::{self, CaseTypeCommand};
 use events::form::FormDefinition;
 use runtime::auth::Permission;
-use runtime::extract::ApiPath;
 use runtime::ApiError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
+use super::endpoint::{Access, Endpoint, Facts, Route, Target};
 use super::AppState;
-use super::CommandReply;
-use crate::context::CommandContext;
-use crate::journal::{fingerprint, Lookup};
-use crate::versioned::{CommandSchema, Versioned};
+use crate::journal::Lookup;
 use events::workflow;
 
 const KIND: &str = "case_type";
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create))
-        .routes(routes!(update))
-        .routes(routes!(deactivate))
-        .routes(routes!(activate))
+    super::endpoint::router![CreateBody, UpdateBody, Deactivate, Activate]
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
@@ -47,8 +38,35 @@ struct CreateBody {
     id: Option<Uuid>,
 }
 
-impl CommandSchema for CreateBody {
+impl Endpoint for CreateBody {
+    type Stream = case_type::CaseType;
+    type Path = ();
     const NAME: &'static str = "create_case_type";
+    const ROUTE: Route = Route::post("/v1/case-types", "case-types", "case_types_create");
+    const ACCESS: Access = Access::Holds(Permission::CaseTypesManage);
+
+    fn target(&self, _: &()) -> Result<Target, ApiError> {
+        Target::chosen("/v1/case-types", self.id)
+    }
+
+    fn lookup(&self) -> Lookup {
+        Lookup::unique_name(KIND, Some(&self.name))
+    }
+
+    async fn command(self, _: (), facts: Facts<'_>) -> Result<CaseTypeCommand, ApiError> {
+        if let Some(w) = self.workflow_id {
+            if facts.stream::<workflow::Workflow>(w).await?.is_none() {
+                return Err(ApiError::invalid("workflow_id", "no workflow with this id exists in the tenant"));
+            }
+        }
+        Ok(CaseTypeCommand::Create {
+            name: self.name,
+            description: self.description,
+            form_definition: self.form_definition,
+            validation_rules: self.validation_rules.unwrap_or_else(|| Value::Object(Default::default())),
+            workflow_id: self.workflow_id,
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
@@ -64,63 +82,28 @@ struct UpdateBody {
     validation_rules: Option<Value>,
 }
 
-impl CommandSchema for UpdateBody {
+impl Endpoint for UpdateBody {
+    type Stream = case_type::CaseType;
+    type Path = Uuid;
     const NAME: &'static str = "update_case_type";
-}
+    const ROUTE: Route = Route::patch("/v1/case-types/{id}", "case-types", "case_types_update");
+    const ACCESS: Access = Access::Holds(Permission::CaseTypesManage);
 
-#[utoipa::path(post, path = "/v1/case-types", tag = "case-types", operation_id = "case_types_create", request_body = CreateBody, responses(runtime::openapi::CommandAnswered))]
-async fn create(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    Versioned { body, .. }: Versioned<CreateBody>,
-) -> Result<CommandReply, ApiError> {
-    let tenant = ctx.caller.require(Permission::CaseTypesManage)?.tenant_id;
-    if let Some(w) = body.workflow_id {
-        if state.journal.state::<workflow::Workflow>(tenant, w).await?.is_none() {
-            return Err(ApiError::Unprocessable {
-                detail: "some fields are invalid; see errors".into(),
-                errors: vec![events::FieldError::new("workflow_id", "no workflow with this id exists in the tenant")],
-            });
-        }
+    fn lookup(&self) -> Lookup {
+        Lookup::unique_name(KIND, self.name.as_deref())
     }
-    let hash = fingerprint(CreateBody::NAME, None, &body);
-    let id = super::chosen_id(body.id)?;
-    let lookup = Lookup::UniqueName { kind: KIND, name: normalise_name(&body.name) };
-    let cmd = CaseTypeCommand::Create {
-        name: body.name,
-        description: body.description,
-        form_definition: body.form_definition,
-        validation_rules: body.validation_rules.unwrap_or_else(|| Value::Object(Default::default())),
-        workflow_id: body.workflow_id,
-    };
-    Ok(super::decide_in_tenant::<case_type::CaseType>(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd)
-        .await?
-        .at(format!("/v1/case-types/{id}")))
+
+    async fn command(self, _: Uuid, _: Facts<'_>) -> Result<CaseTypeCommand, ApiError> {
+        Ok(CaseTypeCommand::Update {
+            name: self.name,
+            description: self.description,
+            form_definition: self.form_definition,
+            validation_rules: self.validation_rules,
+        })
+    }
 }
 
-#[utoipa::path(patch, path = "/v1/case-types/{id}", tag = "case-types", operation_id = "case_types_update", params(("id" = Uuid, Path)), request_body = UpdateBody, responses(runtime::openapi::CommandAnswered))]
-async fn update(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    ApiPath(id): ApiPath<Uuid>,
-    Versioned { body, .. }: Versioned<UpdateBody>,
-) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::CaseTypesManage)?;
-    let hash = fingerprint(UpdateBody::NAME, Some(id), &body);
-    let lookup = match &body.name {
-        Some(name) => Lookup::UniqueName { kind: KIND, name: normalise_name(name) },
-        None => Lookup::Nothing,
-    };
-    let cmd = CaseTypeCommand::Update {
-        name: body.name,
-        description: body.description,
-        form_definition: body.form_definition,
-        validation_rules: body.validation_rules,
-    };
-    super::decide_in_tenant::<case_type::CaseType>(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
-}
-
-activation_handlers!(
+activation_endpoints!(
     case_type::CaseType,
     "case_type",
     "case-types",

@@ -4,7 +4,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use events::case::Status;
 use events::channel::{self, normalise_name, ChannelCommand, ChannelType, Configuration};
 use events::interaction::{self, Direction, RecordInteraction, Reference};
 use runtime::auth::Permission;
@@ -15,20 +14,15 @@ use serde_json::{Map, Value};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use super::endpoint::{Access, Endpoint, Facts, Route, Target};
 use super::AppState;
 use super::CommandReply;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, Command, Lookup};
+use crate::journal::{fingerprint, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
-use events::case;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create))
-        .routes(routes!(update))
-        .routes(routes!(deactivate))
-        .routes(routes!(activate))
-        .routes(routes!(record_interaction))
+    super::endpoint::router![Deactivate, Activate, InteractionBody].routes(routes!(create)).routes(routes!(update))
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
@@ -75,10 +69,6 @@ struct InteractionBody {
     occurred_at: Option<DateTime<Utc>>,
 }
 
-impl CommandSchema for InteractionBody {
-    const NAME: &'static str = "record_interaction";
-}
-
 #[utoipa::path(post, path = "/v1/channels", tag = "channels", operation_id = "channels_create", request_body = CreateBody, responses(runtime::openapi::CommandAnswered))]
 async fn create(
     State(state): State<AppState>,
@@ -119,7 +109,7 @@ async fn update(
     super::decide_in_tenant::<channel::Channel>(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
 }
 
-activation_handlers!(
+activation_endpoints!(
     channel::Channel,
     "channel",
     "channels",
@@ -140,52 +130,44 @@ fn fingerprint_masked(command: &str, stream: Option<Uuid>, body: &impl Serialize
     fingerprint(command, stream, &body)
 }
 
-/// Records one contact on a case; the case must exist and not be closed, the channel
-/// must be active (422 naming the field otherwise).
-#[utoipa::path(post, path = "/v1/cases/{id}/interactions", tag = "channels", operation_id = "channels_record_interaction", params(("id" = Uuid, Path)), request_body = InteractionBody, responses(runtime::openapi::CommandAnswered))]
-async fn record_interaction(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    ApiPath(case_id): ApiPath<Uuid>,
-    Versioned { body, .. }: Versioned<InteractionBody>,
-) -> Result<CommandReply, ApiError> {
-    let caller = ctx.caller.require(Permission::CasesUpdate)?;
-    super::ensure_active_tenant(&state, caller.tenant_id).await?;
-    super::acting_user(&state, &ctx.caller).await?;
-    let hash = fingerprint(InteractionBody::NAME, Some(case_id), &body);
-    let found = state.journal.state::<case::Case>(caller.tenant_id, case_id).await?;
-    let customer_id = found.as_ref().and_then(|c| c.customer_id);
-    let case = match found {
-        None => Reference::Missing,
-        Some(c) if c.status == Status::Closed => Reference::Inactive,
-        Some(_) => Reference::Usable,
-    };
-    let channel = match state.journal.state::<channel::Channel>(caller.tenant_id, body.channel_id).await? {
-        None => Reference::Missing,
-        Some(c) if !c.active => Reference::Inactive,
-        Some(_) => Reference::Usable,
-    };
-    let days = state.journal.tenant(caller.tenant_id).await?.map(|t| events::tenant::retention_days(&t.settings));
-    let kept_from = events::tenant::kept_from(Utc::now(), days.unwrap_or(events::tenant::DEFAULT_RETENTION_DAYS));
-    let id = Uuid::now_v7();
-    let command =
-        Command { ctx: &ctx, tenant_id: caller.tenant_id, stream_id: id, request_hash: hash, lookup: Lookup::Nothing };
-    let cmd = RecordInteraction {
-        kept_from,
-        case_id,
-        case,
-        channel_id: body.channel_id,
-        channel,
-        direction: body.direction,
-        content: body.content,
-        external_id: body.external_id,
-        tags: body.tags,
-        metadata: body.metadata,
-        occurred_at: body.occurred_at,
-        customer_id,
-    };
-    super::execute::<interaction::Interaction>(&state, command, StatusCode::CREATED, |s, _| {
-        interaction::decide(s, cmd.clone(), &events::Context { actor: caller.user_id, now: Utc::now() })
-    })
-    .await
+impl Endpoint for InteractionBody {
+    type Stream = interaction::Interaction;
+    type Path = Uuid;
+    const NAME: &'static str = "record_interaction";
+    const ROUTE: Route = Route::post("/v1/cases/{id}/interactions", "channels", "channels_record_interaction").summary(
+        "Records one contact on a case; the case must exist and not be closed, the channel\nmust be active (422 naming the field otherwise).",
+    );
+    const ACCESS: Access = Access::Holds(Permission::CasesUpdate);
+
+    fn target(&self, _: &Uuid) -> Result<Target, ApiError> {
+        Ok(Target::unlisted())
+    }
+
+    async fn command(self, case_id: Uuid, facts: Facts<'_>) -> Result<RecordInteraction, ApiError> {
+        super::ensure_active_tenant(facts.state, facts.tenant()).await?;
+        facts.acting_user().await?;
+        let (case, customer_id) = facts.case(case_id).await?;
+        let channel = match facts.stream::<channel::Channel>(self.channel_id).await? {
+            None => Reference::Missing,
+            Some(c) if !c.active => Reference::Inactive,
+            Some(_) => Reference::Usable,
+        };
+        let settings = facts.state.journal.tenant(facts.tenant()).await?.map(|t| t.settings);
+        let days =
+            settings.map(|s| events::tenant::retention_days(&s)).unwrap_or(events::tenant::DEFAULT_RETENTION_DAYS);
+        Ok(RecordInteraction {
+            kept_from: events::tenant::kept_from(Utc::now(), days),
+            case_id,
+            case,
+            channel_id: self.channel_id,
+            channel,
+            direction: self.direction,
+            content: self.content,
+            external_id: self.external_id,
+            tags: self.tags,
+            metadata: self.metadata,
+            occurred_at: self.occurred_at,
+            customer_id,
+        })
+    }
 }

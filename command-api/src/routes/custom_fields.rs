@@ -1,30 +1,21 @@
 //! Custom field definition commands (tenant administrators): define a field of cases,
 //! interactions or users; update its spec; deactivate and activate it.
 
-use axum::extract::State;
-use axum::http::StatusCode;
 use events::field_definition::{self, EntityType, FieldDefinitionCommand, FieldOption, FieldSpec, VisibilityRules};
 use events::form::FieldType;
 use runtime::auth::Permission;
-use runtime::extract::ApiPath;
 use runtime::ApiError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
+use super::endpoint::{Access, Endpoint, Facts, Route};
 use super::AppState;
-use super::CommandReply;
-use crate::context::CommandContext;
-use crate::journal::{fingerprint, Lookup};
-use crate::versioned::{CommandSchema, Versioned};
+use crate::journal::Lookup;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(define))
-        .routes(routes!(update))
-        .routes(routes!(deactivate))
-        .routes(routes!(activate))
+    super::endpoint::router![DefineBody, UpdateBody, Deactivate, Activate]
 }
 
 // The two bodies state the spec's fields themselves rather than flatten `FieldSpec`
@@ -72,10 +63,6 @@ struct DefineBody {
     description: Option<String>,
 }
 
-impl CommandSchema for DefineBody {
-    const NAME: &'static str = "define_custom_field";
-}
-
 /// A custom field's new spec (all of it: absent fields take their defaults).
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -108,10 +95,6 @@ struct UpdateBody {
     section: Option<String>,
     #[serde(default)]
     description: Option<String>,
-}
-
-impl CommandSchema for UpdateBody {
-    const NAME: &'static str = "update_custom_field";
 }
 
 /// A field's default: a value of the field's type.
@@ -161,52 +144,7 @@ impl UpdateBody {
     }
 }
 
-#[utoipa::path(post, path = "/v1/custom-fields", tag = "custom-fields", operation_id = "custom_fields_define", request_body = DefineBody, responses(runtime::openapi::CommandAnswered))]
-async fn define(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    Versioned { body, .. }: Versioned<DefineBody>,
-) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::CustomFieldsManage)?;
-    let hash = fingerprint(DefineBody::NAME, None, &body);
-    let id = Uuid::now_v7();
-    let lookup =
-        Lookup::UniqueName { kind: "custom_field", name: format!("{}.{}", body.entity_type.as_str(), body.field_name) };
-    let (entity_type, field_name, spec) = body.parts();
-    let cmd = FieldDefinitionCommand::Create { entity_type, field_name, spec };
-    Ok(super::decide_in_tenant::<field_definition::FieldDefinition>(
-        &state,
-        &ctx,
-        id,
-        hash,
-        lookup,
-        StatusCode::CREATED,
-        cmd,
-    )
-    .await?
-    .at(format!("/v1/custom-fields/{id}")))
-}
-
-#[utoipa::path(put, path = "/v1/custom-fields/{id}", tag = "custom-fields", operation_id = "custom_fields_update", params(("id" = Uuid, Path)), request_body = UpdateBody, responses(runtime::openapi::CommandAnswered))]
-async fn update(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    ApiPath(id): ApiPath<Uuid>,
-    Versioned { body, .. }: Versioned<UpdateBody>,
-) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::CustomFieldsManage)?;
-    let hash = fingerprint(UpdateBody::NAME, Some(id), &body);
-    super::change::<field_definition::FieldDefinition>(
-        &state,
-        &ctx,
-        id,
-        hash,
-        FieldDefinitionCommand::Update { spec: body.spec() },
-    )
-    .await
-}
-
-activation_handlers!(
+activation_endpoints!(
     field_definition::FieldDefinition,
     "custom_field",
     "custom-fields",
@@ -216,3 +154,32 @@ activation_handlers!(
     FieldDefinitionCommand::Deactivate,
     FieldDefinitionCommand::Activate
 );
+
+impl Endpoint for DefineBody {
+    type Stream = field_definition::FieldDefinition;
+    type Path = ();
+    const NAME: &'static str = "define_custom_field";
+    const ROUTE: Route = Route::post("/v1/custom-fields", "custom-fields", "custom_fields_define");
+    const ACCESS: Access = Access::Holds(Permission::CustomFieldsManage);
+
+    fn lookup(&self) -> Lookup {
+        Lookup::UniqueName { kind: "custom_field", name: format!("{}.{}", self.entity_type.as_str(), self.field_name) }
+    }
+
+    async fn command(self, _: (), _: Facts<'_>) -> Result<FieldDefinitionCommand, ApiError> {
+        let (entity_type, field_name, spec) = self.parts();
+        Ok(FieldDefinitionCommand::Create { entity_type, field_name, spec })
+    }
+}
+
+impl Endpoint for UpdateBody {
+    type Stream = field_definition::FieldDefinition;
+    type Path = Uuid;
+    const NAME: &'static str = "update_custom_field";
+    const ROUTE: Route = Route::put("/v1/custom-fields/{id}", "custom-fields", "custom_fields_update");
+    const ACCESS: Access = Access::Holds(Permission::CustomFieldsManage);
+
+    async fn command(self, _: Uuid, _: Facts<'_>) -> Result<FieldDefinitionCommand, ApiError> {
+        Ok(FieldDefinitionCommand::Update { spec: self.spec() })
+    }
+}

@@ -1,37 +1,37 @@
 //! The command endpoints: one per command, each answering with the stream id, its new
 //! version (also as `ETag`) and a position token for read-your-writes.
 
-/// The `deactivate` and `activate` handlers of a resource whose stream has both
-/// commands (`$aggregate`: the stream's state type).
-macro_rules! activation_handlers {
+/// The `deactivate` and `activate` endpoints of a resource whose stream has both
+/// commands (`$aggregate`: the stream's state type): `Deactivate` and `Activate`, each
+/// with an empty body.
+macro_rules! activation_endpoints {
     ($aggregate:ty, $kind:literal, $tag:literal, $deactivate_path:literal, $activate_path:literal,
      $permission:expr, $deactivate:expr, $activate:expr) => {
-        /// Deactivates it: no new references to it are accepted; existing ones stay.
-        #[utoipa::path(post, path = $deactivate_path, tag = $tag, operation_id = concat!($kind, "_deactivate"), params(("id" = Uuid, Path)),
-                       responses(runtime::openapi::CommandAnswered))]
-        async fn deactivate(
-            axum::extract::State(state): axum::extract::State<AppState>,
-            ctx: CommandContext,
-            runtime::extract::ApiPath(id): runtime::extract::ApiPath<Uuid>,
-            _: Versioned<super::Empty>,
-        ) -> Result<CommandReply, ApiError> {
-            ctx.caller.require($permission)?;
-            let hash = fingerprint(concat!("deactivate_", $kind), Some(id), &());
-            super::change::<$aggregate>(&state, &ctx, id, hash, $deactivate).await
-        }
+        activation_endpoints!(@one Deactivate, $aggregate, concat!("deactivate_", $kind), $tag, $deactivate_path,
+            concat!($kind, "_deactivate"), "Deactivates it: no new references to it are accepted; existing ones stay.",
+            $permission, $deactivate);
+        activation_endpoints!(@one Activate, $aggregate, concat!("activate_", $kind), $tag, $activate_path,
+            concat!($kind, "_activate"), "Activates it again.", $permission, $activate);
+    };
+    (@one $name:ident, $aggregate:ty, $command:expr, $tag:literal, $path:literal, $operation:expr, $summary:literal,
+     $permission:expr, $decided:expr) => {
+        super::endpoint::no_fields!($name);
 
-        /// Activates it again.
-        #[utoipa::path(post, path = $activate_path, tag = $tag, operation_id = concat!($kind, "_activate"), params(("id" = Uuid, Path)),
-                       responses(runtime::openapi::CommandAnswered))]
-        async fn activate(
-            axum::extract::State(state): axum::extract::State<AppState>,
-            ctx: CommandContext,
-            runtime::extract::ApiPath(id): runtime::extract::ApiPath<Uuid>,
-            _: Versioned<super::Empty>,
-        ) -> Result<CommandReply, ApiError> {
-            ctx.caller.require($permission)?;
-            let hash = fingerprint(concat!("activate_", $kind), Some(id), &());
-            super::change::<$aggregate>(&state, &ctx, id, hash, $activate).await
+        impl super::endpoint::Endpoint for $name {
+            type Stream = $aggregate;
+            type Path = uuid::Uuid;
+            const NAME: &'static str = $command;
+            const ROUTE: super::endpoint::Route = super::endpoint::Route::post($path, $tag, $operation).summary($summary);
+            const ACCESS: super::endpoint::Access = super::endpoint::Access::Holds($permission);
+            const BODY: super::endpoint::Body = super::endpoint::Body::Empty;
+
+            async fn command(
+                self,
+                _: uuid::Uuid,
+                _: super::endpoint::Facts<'_>,
+            ) -> Result<<$aggregate as events::Aggregate>::Command, runtime::ApiError> {
+                Ok($decided)
+            }
         }
     };
 }
@@ -43,6 +43,7 @@ mod channels;
 mod custom_fields;
 mod data_subjects;
 mod documents;
+mod endpoint;
 mod notes;
 mod notifications;
 mod tasks;
@@ -53,28 +54,17 @@ mod users;
 mod webhooks;
 mod workflows;
 
-use axum::extract::FromRef;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use events::tenant::TenantStatus;
-use runtime::auth::JwtKeys;
 use runtime::openapi::BearerAuth;
 use runtime::ApiError;
 
 use crate::context::CommandContext;
-use crate::journal::{Command, Journal, JournalError, Lookup, Recorded};
+use crate::journal::{Command, JournalError, Lookup, Recorded};
 use events::user;
 use events::{Aggregate, DomainError};
-
-/// A command body with no fields (`{}`), still versioned like every other.
-#[derive(serde::Serialize, serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Empty {}
-
-impl crate::versioned::CommandSchema for Empty {
-    const NAME: &'static str = "empty";
-}
 
 /// The documented body of a command that takes no fields (`{}`): one schema, shared.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -85,23 +75,7 @@ impl crate::versioned::CommandSchema for NoBody {
     const NAME: &'static str = "no_fields";
 }
 
-#[derive(Clone)]
-pub struct AppState {
-    pub journal: Journal,
-    pub keys: JwtKeys,
-    pub sessions: runtime::session::Sessions,
-    /// Proxies whose `X-Forwarded-For` names the client (`MURIMA_TRUSTED_PROXIES`).
-    pub trusted_proxies: std::sync::Arc<Vec<std::net::IpAddr>>,
-    pub login_guard: crate::login_guard::LoginGuard,
-    /// Where webhook URLs may point (`MURIMA_WEBHOOK_ALLOW_PRIVATE`).
-    pub webhooks: runtime::webhook::Policy,
-}
-
-impl FromRef<AppState> for JwtKeys {
-    fn from_ref(state: &AppState) -> Self {
-        state.keys.clone()
-    }
-}
+pub use crate::state::AppState;
 
 /// The command API's OpenAPI document: info and shared components; the paths come from
 /// the routers below, registered and documented by the same calls.
@@ -224,6 +198,22 @@ impl From<JournalError> for ApiError {
     }
 }
 
+/// What each refusal of the login guard is in HTTP.
+impl From<crate::login_guard::GuardError> for ApiError {
+    fn from(e: crate::login_guard::GuardError) -> Self {
+        use crate::login_guard::GuardError;
+        match e {
+            GuardError::LockedOut { retry_after } => ApiError::TooManyRequests { detail: e.to_string(), retry_after },
+            GuardError::Busy => ApiError::Busy { detail: e.to_string(), retry_after: 1 },
+            GuardError::Unreachable(error) => {
+                tracing::error!(%error, "the login guard cannot reach Redis");
+                ApiError::Unavailable("logins are unavailable for a moment; try again shortly".into())
+            }
+            GuardError::Lost(_) => ApiError::Internal(e.into()),
+        }
+    }
+}
+
 /// Runs a command through the journal and answers it: `success` if it appended events.
 pub(crate) async fn execute<A: Aggregate>(
     state: &AppState,
@@ -299,7 +289,7 @@ pub(crate) async fn execute_for<A: Aggregate>(
     success: StatusCode,
     mut decide: impl FnMut(Option<&A>) -> Result<Vec<A::Event>, DomainError>,
 ) -> Result<CommandReply, ApiError> {
-    let command = Command { ctx, tenant_id: tenant, stream_id, request_hash, lookup };
+    let command = Command { meta: &ctx.meta, tenant_id: tenant, stream_id, request_hash, lookup };
     execute::<A>(state, command, success, |s, _| decide(s)).await
 }
 
@@ -364,13 +354,10 @@ pub(crate) async fn action_targets(
 pub(crate) fn chosen_id(id: Option<uuid::Uuid>) -> Result<uuid::Uuid, ApiError> {
     match id {
         None => Ok(uuid::Uuid::now_v7()),
-        Some(id) if id.is_nil() || id.get_version_num() == 5 => Err(ApiError::Unprocessable {
-            detail: "some fields are invalid; see errors".into(),
-            errors: vec![events::FieldError::new(
-                "id",
-                "must not be the nil UUID or a version-5 UUID (Murima derives those); send another id, or none",
-            )],
-        }),
+        Some(id) if id.is_nil() || id.get_version_num() == 5 => Err(ApiError::invalid(
+            "id",
+            "must not be the nil UUID or a version-5 UUID (Murima derives those); send another id, or none",
+        )),
         Some(id) => Ok(id),
     }
 }

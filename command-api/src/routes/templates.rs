@@ -5,11 +5,9 @@ use std::collections::BTreeSet;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
 use events::channel::ChannelType;
 use events::template::{self, render, TemplateCommand};
-use events::FieldError;
 use runtime::auth::Permission;
 use runtime::extract::ApiPath;
 use runtime::ApiError;
@@ -17,22 +15,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use super::endpoint::{Access, Endpoint, Facts, Route};
 use super::AppState;
-use super::CommandReply;
 use crate::context::CommandContext;
-use crate::journal::{fingerprint, Lookup};
-use crate::versioned::{CommandSchema, Versioned};
+use crate::journal::Lookup;
 use events::{case, user};
 
 const KIND: &str = "message_template";
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create))
-        .routes(routes!(update))
-        .routes(routes!(deactivate))
-        .routes(routes!(activate))
-        .routes(routes!(render_for_case))
+    super::endpoint::router![CreateBody, UpdateBody, Deactivate, Activate].routes(routes!(render_for_case))
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
@@ -49,8 +41,28 @@ struct CreateBody {
     category: Option<String>,
 }
 
-impl CommandSchema for CreateBody {
+impl Endpoint for CreateBody {
+    type Stream = template::Template;
+    type Path = ();
     const NAME: &'static str = "create_message_template";
+    const ROUTE: Route = Route::post("/v1/message-templates", "templates", "templates_create");
+    const ACCESS: Access = Access::Holds(Permission::TemplatesManage);
+
+    fn lookup(&self) -> Lookup {
+        Lookup::unique_name(KIND, Some(&self.name))
+    }
+
+    async fn command(self, _: (), _: Facts<'_>) -> Result<TemplateCommand, ApiError> {
+        Ok(TemplateCommand::Create {
+            name: self.name,
+            description: self.description,
+            channel_type: self.channel_type,
+            subject: self.subject,
+            content: self.content,
+            tags: self.tags,
+            category: self.category,
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
@@ -65,8 +77,25 @@ struct UpdateBody {
     content: Option<String>,
 }
 
-impl CommandSchema for UpdateBody {
+impl Endpoint for UpdateBody {
+    type Stream = template::Template;
+    type Path = Uuid;
     const NAME: &'static str = "update_message_template";
+    const ROUTE: Route = Route::patch("/v1/message-templates/{id}", "templates", "templates_update");
+    const ACCESS: Access = Access::Holds(Permission::TemplatesManage);
+
+    fn lookup(&self) -> Lookup {
+        Lookup::unique_name(KIND, self.name.as_deref())
+    }
+
+    async fn command(self, _: Uuid, _: Facts<'_>) -> Result<TemplateCommand, ApiError> {
+        Ok(TemplateCommand::Update {
+            name: self.name,
+            description: self.description,
+            subject: self.subject,
+            content: self.content,
+        })
+    }
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -79,53 +108,7 @@ struct RenderBody {
     values: Map<String, Value>,
 }
 
-#[utoipa::path(post, path = "/v1/message-templates", tag = "templates", operation_id = "templates_create", request_body = CreateBody, responses(runtime::openapi::CommandAnswered))]
-async fn create(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    Versioned { body, .. }: Versioned<CreateBody>,
-) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::TemplatesManage)?;
-    let hash = fingerprint(CreateBody::NAME, None, &body);
-    let id = Uuid::now_v7();
-    let lookup = Lookup::UniqueName { kind: KIND, name: body.name.trim().to_lowercase() };
-    let cmd = TemplateCommand::Create {
-        name: body.name,
-        description: body.description,
-        channel_type: body.channel_type,
-        subject: body.subject,
-        content: body.content,
-        tags: body.tags,
-        category: body.category,
-    };
-    Ok(super::decide_in_tenant::<template::Template>(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd)
-        .await?
-        .at(format!("/v1/message-templates/{id}")))
-}
-
-#[utoipa::path(patch, path = "/v1/message-templates/{id}", tag = "templates", operation_id = "templates_update", params(("id" = Uuid, Path)), request_body = UpdateBody, responses(runtime::openapi::CommandAnswered))]
-async fn update(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    ApiPath(id): ApiPath<Uuid>,
-    Versioned { body, .. }: Versioned<UpdateBody>,
-) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::TemplatesManage)?;
-    let hash = fingerprint(UpdateBody::NAME, Some(id), &body);
-    let lookup = match &body.name {
-        Some(name) => Lookup::UniqueName { kind: KIND, name: name.trim().to_lowercase() },
-        None => Lookup::Nothing,
-    };
-    let cmd = TemplateCommand::Update {
-        name: body.name,
-        description: body.description,
-        subject: body.subject,
-        content: body.content,
-    };
-    super::decide_in_tenant::<template::Template>(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
-}
-
-activation_handlers!(
+activation_endpoints!(
     template::Template,
     "message_template",
     "templates",
@@ -156,11 +139,11 @@ async fn render_for_case(
     if !template.active {
         return Err(ApiError::Conflict { detail: "the template is deactivated".into(), current_version: None });
     }
-    let case =
-        state.journal.state::<case::Case>(tenant, body.case_id).await?.ok_or_else(|| ApiError::Unprocessable {
-            detail: "some fields are invalid; see errors".into(),
-            errors: vec![FieldError::new("case_id", "no case with this id exists in the tenant")],
-        })?;
+    let case = state
+        .journal
+        .state::<case::Case>(tenant, body.case_id)
+        .await?
+        .ok_or_else(|| ApiError::invalid("case_id", "no case with this id exists in the tenant"))?;
     let mut values: Map<String, Value> = case.custom_fields.clone();
     // Fields the caller's role may not see are not filled in (they show as missing).
     let definitions = state.journal.all::<events::field_definition::FieldDefinition>(tenant).await?;

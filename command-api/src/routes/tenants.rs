@@ -81,7 +81,7 @@ async fn provision(
     let overrides = rate_limits(&body.settings)?;
     let tenant_id = super::chosen_id(body.id)?;
     let command = Command {
-        ctx: &ctx,
+        meta: &ctx.meta,
         tenant_id,
         stream_id: tenant_id,
         request_hash: fingerprint(ProvisionTenant::NAME, None, &body),
@@ -186,8 +186,9 @@ async fn run(
     hash: String,
     cmd: TenantCommand,
 ) -> Result<CommandReply, ApiError> {
-    let command = Command { ctx, tenant_id: id, stream_id: id, request_hash: hash, lookup: Lookup::Nothing };
-    super::execute::<tenant::Tenant>(&state, command, StatusCode::OK, |s, _| {
+    let command =
+        Command { meta: &ctx.meta, tenant_id: id, stream_id: id, request_hash: hash, lookup: Lookup::Nothing };
+    super::execute::<tenant::Tenant>(state, command, StatusCode::OK, |s, _| {
         tenant::decide(s, cmd.clone(), &events::Context::at(Utc::now()))
     })
     .await

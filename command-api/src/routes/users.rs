@@ -12,7 +12,6 @@ use events::tenant::TenantStatus;
 use events::user::{
     self, normalise_email, normalise_username, CreateUser, Document, UserCommand, UserRole, UserStatus,
 };
-use events::FieldError;
 use runtime::auth::{Caller, Permission, Role, Token};
 use runtime::extract::ApiPath;
 use runtime::ApiError;
@@ -21,6 +20,7 @@ use serde_json::{json, Value};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use super::endpoint::{Access, Endpoint, Facts, Route};
 use super::AppState;
 use super::CommandReply;
 use crate::context::{rights_of, CommandContext, RequestFacts};
@@ -33,13 +33,8 @@ pub(super) const MAX_PASSWORD: usize = 256;
 const TOKEN_HOURS: i64 = 8;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+    super::endpoint::router![ProfileBody, RoleBody, StatusBody, PermissionsBody, PreferencesBody]
         .routes(routes!(create))
-        .routes(routes!(update_profile))
-        .routes(routes!(change_role))
-        .routes(routes!(change_status))
-        .routes(routes!(set_permissions))
-        .routes(routes!(set_preferences))
         .routes(routes!(change_password))
         .routes(routes!(reset_password))
         .routes(routes!(end_sessions))
@@ -85,18 +80,10 @@ struct ProfileBody {
     email: Option<String>,
 }
 
-impl CommandSchema for ProfileBody {
-    const NAME: &'static str = "update_user_profile";
-}
-
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RoleBody {
     role: UserRole,
-}
-
-impl CommandSchema for RoleBody {
-    const NAME: &'static str = "change_user_role";
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
@@ -106,10 +93,6 @@ struct StatusBody {
     status: UserStatus,
 }
 
-impl CommandSchema for StatusBody {
-    const NAME: &'static str = "change_user_status";
-}
-
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PermissionsBody {
@@ -117,19 +100,11 @@ struct PermissionsBody {
     permissions: Document,
 }
 
-impl CommandSchema for PermissionsBody {
-    const NAME: &'static str = "set_user_permissions";
-}
-
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PreferencesBody {
     #[schema(value_type = Object)]
     preferences: Document,
-}
-
-impl CommandSchema for PreferencesBody {
-    const NAME: &'static str = "set_user_preferences";
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -166,10 +141,7 @@ struct LoginBody {
 async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
     let len = password.chars().count();
     if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&len) {
-        return Err(ApiError::Unprocessable {
-            detail: "some fields are invalid; see errors".into(),
-            errors: vec![FieldError::new("password", format!("must be {MIN_PASSWORD}-{MAX_PASSWORD} characters"))],
-        });
+        return Err(ApiError::invalid("password", format!("must be {MIN_PASSWORD}-{MAX_PASSWORD} characters")));
     }
     // Hashing is CPU-bound by design: on the hashing threads, a few at a time.
     state
@@ -193,10 +165,7 @@ async fn create(
     super::ensure_active_tenant(&state, caller.tenant_id).await?;
     for (field, value) in [("username", &body.username), ("email", &body.email)] {
         if value.chars().any(char::is_control) {
-            return Err(ApiError::Unprocessable {
-                detail: "some fields are invalid; see errors".into(),
-                errors: vec![FieldError::new(field, "must not contain control characters")],
-            });
+            return Err(ApiError::invalid(field, "must not contain control characters"));
         }
     }
     let username = normalise_username(&body.username);
@@ -228,7 +197,7 @@ async fn create(
         });
     }
     let command = Command {
-        ctx: &ctx,
+        meta: &ctx.meta,
         tenant_id: caller.tenant_id,
         stream_id: user_id,
         request_hash: hash,
@@ -321,85 +290,91 @@ async fn manager_of(state: &AppState, caller: Caller, id: Uuid) -> Result<Caller
     Ok(caller)
 }
 
-#[utoipa::path(patch, path = "/v1/users/{id}/profile", tag = "users", operation_id = "users_update_profile", params(("id" = Uuid, Path)), request_body = ProfileBody, responses(runtime::openapi::CommandAnswered))]
-async fn update_profile(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    ApiPath(id): ApiPath<Uuid>,
-    Versioned { body, .. }: Versioned<ProfileBody>,
-) -> Result<CommandReply, ApiError> {
-    self_or_manager(&state, ctx.caller, id).await?;
-    if body.email.as_deref().is_some_and(|e| e.chars().any(char::is_control)) {
-        return Err(ApiError::Unprocessable {
-            detail: "some fields are invalid; see errors".into(),
-            errors: vec![FieldError::new("email", "must not contain control characters")],
-        });
+impl Endpoint for ProfileBody {
+    type Stream = user::User;
+    type Path = Uuid;
+    const NAME: &'static str = "update_user_profile";
+    const ROUTE: Route = Route::patch("/v1/users/{id}/profile", "users", "users_update_profile");
+    const ACCESS: Access = Access::Command;
+
+    fn lookup(&self) -> Lookup {
+        let email = self.email.as_deref().map(normalise_email);
+        Lookup::UserIdentity { username: None, email, password_hash: None }
     }
-    let hash = fingerprint(ProfileBody::NAME, Some(id), &body);
-    let email = body.email.as_deref().map(normalise_email);
-    let lookup = Lookup::UserIdentity { username: None, email, password_hash: None };
-    let cmd = UserCommand::UpdateProfile { first_name: body.first_name, last_name: body.last_name, email: body.email };
-    super::decide_in_tenant::<user::User>(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
+
+    async fn command(self, id: Uuid, facts: Facts<'_>) -> Result<UserCommand, ApiError> {
+        self_or_manager(facts.state, facts.caller, id).await?;
+        if self.email.as_deref().is_some_and(|e| e.chars().any(char::is_control)) {
+            return Err(ApiError::invalid("email", "must not contain control characters"));
+        }
+        Ok(UserCommand::UpdateProfile { first_name: self.first_name, last_name: self.last_name, email: self.email })
+    }
 }
 
-#[utoipa::path(post, path = "/v1/users/{id}/role", tag = "users", operation_id = "users_change_role", params(("id" = Uuid, Path)), request_body = RoleBody, responses(runtime::openapi::CommandAnswered))]
-async fn change_role(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    ApiPath(id): ApiPath<Uuid>,
-    Versioned { body, .. }: Versioned<RoleBody>,
-) -> Result<CommandReply, ApiError> {
-    let caller = manager_of(&state, ctx.caller, id).await?;
-    within_reach(caller, body.role)?;
-    let hash = fingerprint(RoleBody::NAME, Some(id), &body);
-    let reply =
-        super::change::<user::User>(&state, &ctx, id, hash, UserCommand::ChangeRole { role: body.role }).await?;
-    publish_rights(&state, ctx.caller.tenant_id, id).await?;
-    Ok(reply)
+impl Endpoint for RoleBody {
+    type Stream = user::User;
+    type Path = Uuid;
+    const NAME: &'static str = "change_user_role";
+    const ROUTE: Route = Route::post("/v1/users/{id}/role", "users", "users_change_role");
+    const ACCESS: Access = Access::Command;
+
+    async fn command(self, id: Uuid, facts: Facts<'_>) -> Result<UserCommand, ApiError> {
+        let caller = manager_of(facts.state, facts.caller, id).await?;
+        within_reach(caller, self.role)?;
+        Ok(UserCommand::ChangeRole { role: self.role })
+    }
+
+    async fn recorded(facts: Facts<'_>, id: Uuid) -> Result<(), ApiError> {
+        publish_rights(facts.state, facts.tenant(), id).await
+    }
 }
 
-#[utoipa::path(post, path = "/v1/users/{id}/status", tag = "users", operation_id = "users_change_status", params(("id" = Uuid, Path)), request_body = StatusBody, responses(runtime::openapi::CommandAnswered))]
-async fn change_status(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    ApiPath(id): ApiPath<Uuid>,
-    Versioned { body, .. }: Versioned<StatusBody>,
-) -> Result<CommandReply, ApiError> {
-    manager_of(&state, ctx.caller, id).await?;
-    let hash = fingerprint(StatusBody::NAME, Some(id), &body);
-    let reply =
-        super::change::<user::User>(&state, &ctx, id, hash, UserCommand::ChangeStatus { status: body.status }).await?;
-    publish_rights(&state, ctx.caller.tenant_id, id).await?;
-    Ok(reply)
+impl Endpoint for StatusBody {
+    type Stream = user::User;
+    type Path = Uuid;
+    const NAME: &'static str = "change_user_status";
+    const ROUTE: Route = Route::post("/v1/users/{id}/status", "users", "users_change_status");
+    const ACCESS: Access = Access::Command;
+
+    async fn command(self, id: Uuid, facts: Facts<'_>) -> Result<UserCommand, ApiError> {
+        manager_of(facts.state, facts.caller, id).await?;
+        Ok(UserCommand::ChangeStatus { status: self.status })
+    }
+
+    async fn recorded(facts: Facts<'_>, id: Uuid) -> Result<(), ApiError> {
+        publish_rights(facts.state, facts.tenant(), id).await
+    }
 }
 
-#[utoipa::path(put, path = "/v1/users/{id}/permissions", tag = "users", operation_id = "users_set_permissions", params(("id" = Uuid, Path)), request_body = PermissionsBody, responses(runtime::openapi::CommandAnswered))]
-async fn set_permissions(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    ApiPath(id): ApiPath<Uuid>,
-    Versioned { body, .. }: Versioned<PermissionsBody>,
-) -> Result<CommandReply, ApiError> {
-    manager_of(&state, ctx.caller, id).await?;
-    grantable(ctx.caller, &body.permissions)?;
-    let hash = fingerprint(PermissionsBody::NAME, Some(id), &body);
-    let cmd = UserCommand::SetPermissions { permissions: body.permissions };
-    let reply = super::change::<user::User>(&state, &ctx, id, hash, cmd).await?;
-    publish_rights(&state, ctx.caller.tenant_id, id).await?;
-    Ok(reply)
+impl Endpoint for PermissionsBody {
+    type Stream = user::User;
+    type Path = Uuid;
+    const NAME: &'static str = "set_user_permissions";
+    const ROUTE: Route = Route::put("/v1/users/{id}/permissions", "users", "users_set_permissions");
+    const ACCESS: Access = Access::Command;
+
+    async fn command(self, id: Uuid, facts: Facts<'_>) -> Result<UserCommand, ApiError> {
+        manager_of(facts.state, facts.caller, id).await?;
+        grantable(facts.caller, &self.permissions)?;
+        Ok(UserCommand::SetPermissions { permissions: self.permissions })
+    }
+
+    async fn recorded(facts: Facts<'_>, id: Uuid) -> Result<(), ApiError> {
+        publish_rights(facts.state, facts.tenant(), id).await
+    }
 }
 
-#[utoipa::path(put, path = "/v1/users/{id}/preferences", tag = "users", operation_id = "users_set_preferences", params(("id" = Uuid, Path)), request_body = PreferencesBody, responses(runtime::openapi::CommandAnswered))]
-async fn set_preferences(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    ApiPath(id): ApiPath<Uuid>,
-    Versioned { body, .. }: Versioned<PreferencesBody>,
-) -> Result<CommandReply, ApiError> {
-    self_or_manager(&state, ctx.caller, id).await?;
-    let hash = fingerprint(PreferencesBody::NAME, Some(id), &body);
-    super::change::<user::User>(&state, &ctx, id, hash, UserCommand::SetPreferences { preferences: body.preferences })
-        .await
+impl Endpoint for PreferencesBody {
+    type Stream = user::User;
+    type Path = Uuid;
+    const NAME: &'static str = "set_user_preferences";
+    const ROUTE: Route = Route::put("/v1/users/{id}/preferences", "users", "users_set_preferences");
+    const ACCESS: Access = Access::Command;
+
+    async fn command(self, id: Uuid, facts: Facts<'_>) -> Result<UserCommand, ApiError> {
+        self_or_manager(facts.state, facts.caller, id).await?;
+        Ok(UserCommand::SetPreferences { preferences: self.preferences })
+    }
 }
 
 /// The user's rights as the journal holds them now, published to the session store in
@@ -440,7 +415,7 @@ async fn change_password(
     // The current-password check is a login in disguise: its failures are counted and
     // locked out like a login's, per (user, address).
     let subject = Subject::password_of(ctx.caller.tenant_id, id);
-    let ip = ctx.request.ip_address.as_deref().and_then(|ip| ip.parse().ok());
+    let ip = ctx.meta.request.ip_address.as_deref().and_then(|ip| ip.parse().ok());
     state.login_guard.check(&subject, ip).await?;
     let stored = state.journal.credential(ctx.caller.tenant_id, id).await?;
     if !verify_password(&state, stored, body.current_password).await? {
@@ -479,7 +454,7 @@ async fn set_password(
 ) -> Result<CommandReply, ApiError> {
     // A retry could not tell a repeated password from another one (the fingerprint never
     // sees passwords), so these commands take no Idempotency-Key: send them again.
-    if ctx.idempotency_key.is_some() {
+    if ctx.meta.idempotency_key.is_some() {
         return Err(ApiError::BadRequest(
             "password changes take no Idempotency-Key; if the answer was lost, send the change again".into(),
         ));
@@ -612,7 +587,7 @@ async fn login(
     parts.headers.remove(crate::context::IDEMPOTENCY_KEY);
     let ctx = CommandContext::from_parts(caller, &parts, &state.trusted_proxies)?;
     let command = Command {
-        ctx: &ctx,
+        meta: &ctx.meta,
         tenant_id,
         stream_id: user_id,
         request_hash: fingerprint("record_login", Some(user_id), &()),

@@ -8,28 +8,24 @@
 
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::StatusCode;
 use events::webhook::{self, Destination, WebhookCommand};
 use events::{DomainError, FieldError};
 use runtime::auth::Permission;
-use runtime::extract::ApiPath;
 use runtime::webhook::secret_digest;
 use runtime::ApiError;
 use serde::{Deserialize, Serialize};
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
-use super::{AppState, CommandReply};
-use crate::context::CommandContext;
+use super::endpoint::{self, Access, Body, Endpoint, Facts, Route, Target};
+use super::AppState;
 use crate::journal::{fingerprint, Lookup};
-use crate::versioned::{CommandSchema, Versioned};
 
 /// How long a URL's host may take to resolve.
 const RESOLVE_WITHIN: Duration = Duration::from_secs(3);
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(create)).routes(routes!(update, remove))
+    super::endpoint::router![CreateBody, UpdateBody, RemoveBody]
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
@@ -48,10 +44,6 @@ struct CreateBody {
     id: Option<Uuid>,
 }
 
-impl CommandSchema for CreateBody {
-    const NAME: &'static str = "create_webhook";
-}
-
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = WebhookUpdateBody)]
@@ -66,82 +58,103 @@ struct UpdateBody {
     active: Option<bool>,
 }
 
-impl CommandSchema for UpdateBody {
-    const NAME: &'static str = "update_webhook";
-}
+impl Endpoint for CreateBody {
+    type Stream = webhook::Webhook;
+    type Path = ();
+    const NAME: &'static str = "create_webhook";
+    const ROUTE: Route = Route::post("/v1/webhooks", "webhooks", "webhooks_create");
+    const ACCESS: Access = Access::Holds(Permission::WebhooksManage);
 
-#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", operation_id = "webhooks_create", request_body = CreateBody, responses(runtime::openapi::CommandAnswered))]
-async fn create(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    Versioned { body, .. }: Versioned<CreateBody>,
-) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::WebhooksManage)?;
-    check_secret(&body.secret)?;
-    // The secret's digest, never the secret, goes into the stored fingerprint.
-    let facts = (&body.url, &body.event_types, &body.description, body.id, secret_digest(&body.secret));
-    let hash = fingerprint(CreateBody::NAME, None, &facts);
-    let id = super::chosen_id(body.id)?;
-    let destination = destination(&state, &body.url).await;
-    let all = state.journal.all::<webhook::Webhook>(ctx.caller.tenant_id).await?;
-    let cmd = WebhookCommand::Create {
-        url: body.url,
-        event_types: body.event_types,
-        description: body.description,
-        destination,
-        existing: all.iter().filter(|w| !w.deleted).count(),
-    };
-    let lookup = Lookup::WebhookSecret { secret: Some(body.secret) };
-    Ok(super::decide_in_tenant::<webhook::Webhook>(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd)
-        .await?
-        .at(format!("/v1/webhooks/{id}")))
-}
-
-#[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", operation_id = "webhooks_update", params(("id" = Uuid, Path)), request_body = UpdateBody, responses(runtime::openapi::CommandAnswered))]
-async fn update(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    ApiPath(id): ApiPath<Uuid>,
-    Versioned { body, .. }: Versioned<UpdateBody>,
-) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::WebhooksManage)?;
-    if let Some(secret) = &body.secret {
-        check_secret(secret)?;
+    fn check(&self) -> Result<(), ApiError> {
+        check_secret(&self.secret)
     }
-    let secret = body.secret.as_deref().map(secret_digest);
-    let facts = (&body.url, &body.event_types, &body.description, body.active, secret);
-    let hash = fingerprint(UpdateBody::NAME, Some(id), &facts);
-    let destination = match &body.url {
-        Some(url) => Some(destination(&state, url).await),
-        None => None,
-    };
-    let lookup = match body.secret {
-        Some(secret) => Lookup::WebhookSecret { secret: Some(secret) },
-        None => Lookup::Nothing,
-    };
-    let cmd = WebhookCommand::Update {
-        url: body.url,
-        event_types: body.event_types,
-        description: body.description,
-        active: body.active,
-        destination,
-    };
-    super::decide_in_tenant::<webhook::Webhook>(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
+
+    /// The secret's digest, never the secret, goes into the stored fingerprint.
+    fn fingerprint(&self, _: &()) -> String {
+        let facts = (&self.url, &self.event_types, &self.description, self.id, secret_digest(&self.secret));
+        fingerprint(<Self as Endpoint>::NAME, None, &facts)
+    }
+
+    fn target(&self, _: &()) -> Result<Target, ApiError> {
+        Target::chosen("/v1/webhooks", self.id)
+    }
+
+    fn lookup(&self) -> Lookup {
+        Lookup::WebhookSecret { secret: Some(self.secret.clone()) }
+    }
+
+    async fn command(self, _: (), facts: Facts<'_>) -> Result<WebhookCommand, ApiError> {
+        let destination = destination(facts.state, &self.url).await;
+        let all = facts.state.journal.all::<webhook::Webhook>(facts.tenant()).await?;
+        Ok(WebhookCommand::Create {
+            url: self.url,
+            event_types: self.event_types,
+            description: self.description,
+            destination,
+            existing: all.iter().filter(|w| !w.deleted).count(),
+        })
+    }
 }
 
-/// Deletes the subscription and its secret: nothing more is queued for it, and what is
-/// queued is not sent.
-#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", operation_id = "webhooks_remove", params(("id" = Uuid, Path)), responses(runtime::openapi::CommandAnswered))]
-async fn remove(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    ApiPath(id): ApiPath<Uuid>,
-) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::WebhooksManage)?;
-    let hash = fingerprint("delete_webhook", Some(id), &());
-    let lookup = Lookup::WebhookSecret { secret: None };
-    super::decide_in_tenant::<webhook::Webhook>(&state, &ctx, id, hash, lookup, StatusCode::OK, WebhookCommand::Delete)
-        .await
+impl Endpoint for UpdateBody {
+    type Stream = webhook::Webhook;
+    type Path = Uuid;
+    const NAME: &'static str = "update_webhook";
+    const ROUTE: Route = Route::patch("/v1/webhooks/{id}", "webhooks", "webhooks_update");
+    const ACCESS: Access = Access::Holds(Permission::WebhooksManage);
+
+    fn check(&self) -> Result<(), ApiError> {
+        self.secret.as_deref().map_or(Ok(()), check_secret)
+    }
+
+    /// The secret's digest, never the secret, goes into the stored fingerprint.
+    fn fingerprint(&self, id: &Uuid) -> String {
+        let secret = self.secret.as_deref().map(secret_digest);
+        let facts = (&self.url, &self.event_types, &self.description, self.active, secret);
+        fingerprint(<Self as Endpoint>::NAME, Some(*id), &facts)
+    }
+
+    fn lookup(&self) -> Lookup {
+        match &self.secret {
+            Some(secret) => Lookup::WebhookSecret { secret: Some(secret.clone()) },
+            None => Lookup::Nothing,
+        }
+    }
+
+    async fn command(self, _: Uuid, facts: Facts<'_>) -> Result<WebhookCommand, ApiError> {
+        let destination = match &self.url {
+            Some(url) => Some(destination(facts.state, url).await),
+            None => None,
+        };
+        Ok(WebhookCommand::Update {
+            url: self.url,
+            event_types: self.event_types,
+            description: self.description,
+            active: self.active,
+            destination,
+        })
+    }
+}
+
+endpoint::no_fields!(RemoveBody);
+
+impl Endpoint for RemoveBody {
+    type Stream = webhook::Webhook;
+    type Path = Uuid;
+    const NAME: &'static str = "delete_webhook";
+    const ROUTE: Route = Route::delete("/v1/webhooks/{id}", "webhooks", "webhooks_remove").summary(
+        "Deletes the subscription and its secret: nothing more is queued for it, and what is\nqueued is not sent.",
+    );
+    const ACCESS: Access = Access::Holds(Permission::WebhooksManage);
+    const BODY: Body = Body::Ignored;
+
+    fn lookup(&self) -> Lookup {
+        Lookup::WebhookSecret { secret: None }
+    }
+
+    async fn command(self, _: Uuid, _: Facts<'_>) -> Result<WebhookCommand, ApiError> {
+        Ok(WebhookCommand::Delete)
+    }
 }
 
 fn check_secret(secret: &str) -> Result<(), ApiError> {

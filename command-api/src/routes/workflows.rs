@@ -1,30 +1,21 @@
 //! Workflow commands (tenant administrators): create with stages, transitions, actions
 //! and SLA targets; update; deactivate (cases of its types cannot open) and activate.
 
-use axum::extract::State;
-use axum::http::StatusCode;
 use events::workflow::{self, WorkflowCommand, WorkflowDefinition};
 use runtime::auth::Permission;
-use runtime::extract::ApiPath;
 use runtime::ApiError;
 use serde::{Deserialize, Serialize};
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
+use super::endpoint::{Access, Endpoint, Facts, Route, Target};
 use super::AppState;
-use super::CommandReply;
-use crate::context::CommandContext;
-use crate::journal::{fingerprint, Lookup};
-use crate::versioned::{CommandSchema, Versioned};
+use crate::journal::Lookup;
 
 const KIND: &str = "workflow";
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create))
-        .routes(routes!(update))
-        .routes(routes!(deactivate))
-        .routes(routes!(activate))
+    super::endpoint::router![CreateBody, UpdateBody, Deactivate, Activate]
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
@@ -39,8 +30,30 @@ struct CreateBody {
     id: Option<Uuid>,
 }
 
-impl CommandSchema for CreateBody {
+impl Endpoint for CreateBody {
+    type Stream = workflow::Workflow;
+    type Path = ();
     const NAME: &'static str = "create_workflow";
+    const ROUTE: Route = Route::post("/v1/workflows", "workflows", "workflows_create");
+    const ACCESS: Access = Access::Holds(Permission::WorkflowsManage);
+
+    fn target(&self, _: &()) -> Result<Target, ApiError> {
+        Target::chosen("/v1/workflows", self.id)
+    }
+
+    fn lookup(&self) -> Lookup {
+        Lookup::unique_name(KIND, Some(&self.name))
+    }
+
+    async fn command(self, _: (), facts: Facts<'_>) -> Result<WorkflowCommand, ApiError> {
+        let targets = super::action_targets(facts.state, facts.tenant(), &self.definition).await?;
+        Ok(WorkflowCommand::Create {
+            name: self.name,
+            description: self.description,
+            definition: self.definition,
+            targets,
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
@@ -54,59 +67,32 @@ struct UpdateBody {
     definition: Option<WorkflowDefinition>,
 }
 
-impl CommandSchema for UpdateBody {
+impl Endpoint for UpdateBody {
+    type Stream = workflow::Workflow;
+    type Path = Uuid;
     const NAME: &'static str = "update_workflow";
+    const ROUTE: Route = Route::patch("/v1/workflows/{id}", "workflows", "workflows_update");
+    const ACCESS: Access = Access::Holds(Permission::WorkflowsManage);
+
+    fn lookup(&self) -> Lookup {
+        Lookup::unique_name(KIND, self.name.as_deref())
+    }
+
+    async fn command(self, _: Uuid, facts: Facts<'_>) -> Result<WorkflowCommand, ApiError> {
+        let targets = match &self.definition {
+            Some(definition) => super::action_targets(facts.state, facts.tenant(), definition).await?,
+            None => Default::default(),
+        };
+        Ok(WorkflowCommand::Update {
+            name: self.name,
+            description: self.description,
+            definition: self.definition,
+            targets,
+        })
+    }
 }
 
-#[utoipa::path(post, path = "/v1/workflows", tag = "workflows", operation_id = "workflows_create", request_body = CreateBody, responses(runtime::openapi::CommandAnswered))]
-async fn create(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    Versioned { body, .. }: Versioned<CreateBody>,
-) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::WorkflowsManage)?;
-    let hash = fingerprint(CreateBody::NAME, None, &body);
-    let id = super::chosen_id(body.id)?;
-    let lookup = Lookup::UniqueName { kind: KIND, name: body.name.trim().to_lowercase() };
-    let targets = super::action_targets(&state, ctx.caller.tenant_id, &body.definition).await?;
-    let cmd = WorkflowCommand::Create {
-        name: body.name,
-        description: body.description,
-        definition: body.definition,
-        targets,
-    };
-    Ok(super::decide_in_tenant::<workflow::Workflow>(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd)
-        .await?
-        .at(format!("/v1/workflows/{id}")))
-}
-
-#[utoipa::path(patch, path = "/v1/workflows/{id}", tag = "workflows", operation_id = "workflows_update", params(("id" = Uuid, Path)), request_body = UpdateBody, responses(runtime::openapi::CommandAnswered))]
-async fn update(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    ApiPath(id): ApiPath<Uuid>,
-    Versioned { body, .. }: Versioned<UpdateBody>,
-) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::WorkflowsManage)?;
-    let hash = fingerprint(UpdateBody::NAME, Some(id), &body);
-    let lookup = match &body.name {
-        Some(name) => Lookup::UniqueName { kind: KIND, name: name.trim().to_lowercase() },
-        None => Lookup::Nothing,
-    };
-    let targets = match &body.definition {
-        Some(definition) => super::action_targets(&state, ctx.caller.tenant_id, definition).await?,
-        None => Default::default(),
-    };
-    let cmd = WorkflowCommand::Update {
-        name: body.name,
-        description: body.description,
-        definition: body.definition,
-        targets,
-    };
-    super::decide_in_tenant::<workflow::Workflow>(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
-}
-
-activation_handlers!(
+activation_endpoints!(
     workflow::Workflow,
     "workflow",
     "workflows",

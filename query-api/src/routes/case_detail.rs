@@ -1,13 +1,6 @@
-//! One case with everything an agent needs on one screen: the case (cached in Redis under
-//! the seed's key, seed §6.3.1), its interactions, tasks, documents and notes, and its
-//! SLA state. Internal notes are shown to holders of `notes:view_internal` and to their
-//! authors only.
-//!
-//! The cache holds the case row as JSON with its version. The Redis projection records
-//! the latest version of every case it has seen (`projection:counted_cases`), so a cached
-//! copy older than that, or older than the request's position token, is never served:
-//! the row is read again and the cache refreshed (version-based invalidation, seed
-//! §6.2.3, on top of the projector dropping the key on every case event).
+//! One case with everything an agent needs on one screen: the case (cached in Redis,
+//! `case_row::cached`), its interactions, tasks, documents and notes, and its SLA state.
+//! Internal notes are shown to holders of `notes:view_internal` and to their authors only.
 
 use std::hash::{Hash, Hasher};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -27,12 +20,10 @@ use runtime::ApiError;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::case_row::{case_json, sla_state, COLUMNS};
+use super::case_row::{self, sla_state};
 use super::{missing_schema_is_empty, tenant_tx, AppState};
 use crate::consistency::{wait_until, WaitFor};
 
-/// How long a cached case lives (seed §2.3.2: 30 minutes).
-const CASE_CACHE_TTL_SECS: i64 = 1800;
 /// Related items shown with a case, newest first.
 const RELATED: i64 = 50;
 
@@ -71,7 +62,7 @@ async fn detail(
         }
         _ => super::wait_for_postgres(&state, tenant, token).await?,
     }
-    let mut case = cached_case(&state, caller, id, wanted).await?;
+    let mut case = case_row::cached(&state, caller, id, wanted).await?;
     state.field_visibility.case_rules(&state.mongo, tenant).await.strip_case(caller, &mut case);
     let related = Related::load(&state, caller, id).await?;
     super::presence::record_view(&state, caller, Some(id)).await;
@@ -102,63 +93,6 @@ pub async fn held_version(pool: sqlx::PgPool, caller: Caller, schema: String, ca
         .await
         .or_else(missing_schema_is_empty)?;
     Ok(v.unwrap_or(0))
-}
-
-/// Whether the caller's tenant has case `id` (404 if not).
-pub(super) async fn case_exists(state: &AppState, caller: Caller, id: Uuid) -> Result<(), ApiError> {
-    cached_case(state, caller, id, 0).await.map(drop)
-}
-
-/// The case row, from the cache when it is at least as new as anything seen, else from
-/// PostgreSQL (refreshing the cache). Redis trouble only costs the cache, never the read.
-async fn cached_case(state: &AppState, caller: Caller, id: Uuid, wanted: i64) -> Result<Value, ApiError> {
-    let t = Tenancy(caller.tenant_id);
-    let key = t.redis_case_cache(id);
-    let mut redis = state.redis.clone();
-    let cached: redis::RedisResult<(Option<String>, Option<i64>, Option<String>)> = redis::pipe()
-        .hget(&key, "body")
-        .hget(&key, "version")
-        .hget(t.redis_counted_cases(), id.to_string())
-        .query_async(&mut redis)
-        .await;
-    match cached {
-        Ok((Some(body), Some(version), counted)) => {
-            let latest = counted.and_then(|c| c.split('|').next()?.parse::<i64>().ok()).unwrap_or(0);
-            if version >= latest.max(wanted) {
-                if let Ok(case) = serde_json::from_str::<Value>(&body) {
-                    return Ok(case);
-                }
-            }
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "reading the case cache failed; reading PostgreSQL"),
-    }
-    let schema = t.pg_schema();
-    let (mut tx, _) = tenant_tx(&state.pool, caller).await?;
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM {schema}.cases WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .or_else(missing_schema_is_empty)?
-        .ok_or_else(|| ApiError::NotFound(format!("case {id} not found")))?;
-    let case = case_json(&row)?;
-    // A customer's data stays out of Redis, so that erasing them leaves nothing there.
-    if !case["customer_id"].is_null() {
-        return Ok(case);
-    }
-    let stored: redis::RedisResult<()> = redis::pipe()
-        .hset(&key, "body", case.to_string())
-        .ignore()
-        .hset(&key, "version", case["version"].as_i64().unwrap_or(0))
-        .ignore()
-        .expire(&key, CASE_CACHE_TTL_SECS)
-        .ignore()
-        .query_async(&mut redis)
-        .await;
-    if let Err(e) = stored {
-        tracing::warn!(error = %e, "writing the case cache failed");
-    }
-    Ok(case)
 }
 
 /// The newest related items of a case, each list with `has_more`.

@@ -1,10 +1,25 @@
 //! The case as the list and the detail both answer it: the columns read, their JSON,
-//! and the SLA state computed from them.
+//! and the SLA state computed from them; and one case read through its Redis cache
+//! (under the seed's key, seed §6.3.1).
+//!
+//! The cache holds the case row as JSON with its version. The Redis projection records
+//! the latest version of every case it has seen (`projection:counted_cases`), so a cached
+//! copy older than that, or older than the request's position token, is never served:
+//! the row is read again and the cache refreshed (version-based invalidation, seed
+//! §6.2.3, on top of the projector dropping the key on every case event).
 
 use chrono::{DateTime, Utc};
+use runtime::auth::Caller;
+use runtime::tenancy::Tenancy;
+use runtime::ApiError;
 use serde_json::{json, Value};
 use sqlx::Row;
 use uuid::Uuid;
+
+use super::{missing_schema_is_empty, tenant_tx, AppState};
+
+/// How long a cached case lives (seed §2.3.2: 30 minutes).
+const CASE_CACHE_TTL_SECS: i64 = 1800;
 
 pub const COLUMNS: &str = "id, tenant_id, case_number, title, description, status, priority, case_type_id, workflow_id,
     current_stage_id, created_by, assigned_to, created_at, updated_at, due_date, custom_fields, tags, metadata, assigned_team_id, version,
@@ -94,4 +109,61 @@ mod tests {
         let plain = json!({ "status": "open", "due_date": "2026-11-21T10:00:00Z", "sla": null });
         assert_eq!(sla_state(&plain, now)["seconds_left"], 86400);
     }
+}
+
+/// Whether the caller's tenant has case `id` (404 if not).
+pub async fn exists(state: &AppState, caller: Caller, id: Uuid) -> Result<(), ApiError> {
+    cached(state, caller, id, 0).await.map(drop)
+}
+
+/// The case row, from the cache when it is at least as new as anything seen, else from
+/// PostgreSQL (refreshing the cache). Redis trouble only costs the cache, never the read.
+pub async fn cached(state: &AppState, caller: Caller, id: Uuid, wanted: i64) -> Result<Value, ApiError> {
+    let t = Tenancy(caller.tenant_id);
+    let key = t.redis_case_cache(id);
+    let mut redis = state.redis.clone();
+    let cached: redis::RedisResult<(Option<String>, Option<i64>, Option<String>)> = redis::pipe()
+        .hget(&key, "body")
+        .hget(&key, "version")
+        .hget(t.redis_counted_cases(), id.to_string())
+        .query_async(&mut redis)
+        .await;
+    match cached {
+        Ok((Some(body), Some(version), counted)) => {
+            let latest = counted.and_then(|c| c.split('|').next()?.parse::<i64>().ok()).unwrap_or(0);
+            if version >= latest.max(wanted) {
+                if let Ok(case) = serde_json::from_str::<Value>(&body) {
+                    return Ok(case);
+                }
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "reading the case cache failed; reading PostgreSQL"),
+    }
+    let schema = t.pg_schema();
+    let (mut tx, _) = tenant_tx(&state.pool, caller).await?;
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM {schema}.cases WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .or_else(missing_schema_is_empty)?
+        .ok_or_else(|| ApiError::NotFound(format!("case {id} not found")))?;
+    let case = case_json(&row)?;
+    // A customer's data stays out of Redis, so that erasing them leaves nothing there.
+    if !case["customer_id"].is_null() {
+        return Ok(case);
+    }
+    let stored: redis::RedisResult<()> = redis::pipe()
+        .hset(&key, "body", case.to_string())
+        .ignore()
+        .hset(&key, "version", case["version"].as_i64().unwrap_or(0))
+        .ignore()
+        .expire(&key, CASE_CACHE_TTL_SECS)
+        .ignore()
+        .query_async(&mut redis)
+        .await;
+    if let Err(e) = stored {
+        tracing::warn!(error = %e, "writing the case cache failed");
+    }
+    Ok(case)
 }

@@ -123,7 +123,7 @@ async fn heartbeat(
     let caller = caller.tenant_member()?;
     if let Some(case) = beat.case_id {
         // Only a case the tenant has; another tenant's id is not found here either.
-        super::case_detail::case_exists(&state, caller, case).await?;
+        super::case_row::exists(&state, caller, case).await?;
     }
     mark_seen(&state, caller, beat.case_id).await.map_err(redis_unavailable)?;
     Ok(Json(json!({ "case_id": beat.case_id, "window_seconds": state.viewer_window.as_secs() })))
