@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::operations::decode_all;
+use crate::operations::Journal;
 use crate::parking::StreamKey;
 use crate::projection::{Checkpoint, Held};
 use crate::stores::{ProjectionName, Stores};
@@ -249,15 +249,9 @@ fn compare(
 /// parking what the store refuses, as the worker would. Returns how many events were
 /// applied. (Other tenants' streams of the same ids are not touched.)
 async fn reapply(stores: &Stores, name: ProjectionName, tenant: Uuid, streams: &[Uuid]) -> anyhow::Result<usize> {
-    let rows: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT position, envelope::text FROM eventstore.events
-         WHERE tenant_id = $1 AND stream_id = ANY($2) ORDER BY position",
-    )
-    .bind(tenant)
-    .bind(streams)
-    .fetch_all(&stores.pool)
-    .await?;
-    let events = decode_all(&stores.pool, rows).await?;
+    let whole: Vec<(StreamKey, i64)> =
+        streams.iter().map(|&stream_id| (StreamKey { tenant_id: tenant, stream_id }, 0)).collect();
+    let events = Journal::new(&stores.pool, Some(tenant)).streams_after(&whole, i64::MAX).await?;
     let applied = events.len();
     let projection = stores.projection(name).await?;
     let name = name.as_str();

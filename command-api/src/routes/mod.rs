@@ -224,21 +224,6 @@ pub(crate) async fn execute<A: Aggregate>(
     Ok(CommandReply::new(state.journal.execute::<A>(command, decide).await?, success))
 }
 
-/// Runs a command on a stream of the caller's tenant, which must be provisioned and
-/// active; what every resource module does once its command is built.
-pub(crate) async fn execute_in_tenant<A: Aggregate>(
-    state: &AppState,
-    ctx: &CommandContext,
-    stream_id: uuid::Uuid,
-    request_hash: String,
-    lookup: Lookup,
-    success: StatusCode,
-    decide: impl FnMut(Option<&A>) -> Result<Vec<A::Event>, DomainError>,
-) -> Result<CommandReply, ApiError> {
-    ensure_active_tenant(state, ctx.caller.tenant_id).await?;
-    execute_for::<A>(state, ctx, ctx.caller.tenant_id, stream_id, request_hash, lookup, success, decide).await
-}
-
 /// Runs `command` on a stream of the caller's tenant (provisioned and active), decided by
 /// the stream's `Aggregate::decide` with the caller as the actor: what a resource module
 /// does once it has checked the caller's right and built the command.
@@ -254,31 +239,18 @@ pub(crate) async fn decide_in_tenant<A: Aggregate>(
 where
     A::Command: Clone,
 {
-    let actor = ctx.caller.user_id;
-    execute_in_tenant::<A>(state, ctx, stream_id, request_hash, lookup, success, |s| {
+    let (tenant, actor) = (ctx.caller.tenant_id, ctx.caller.user_id);
+    ensure_active_tenant(state, tenant).await?;
+    execute_for::<A>(state, ctx, tenant, stream_id, request_hash, lookup, success, |s| {
         A::decide(s, command.clone(), &events::Context { actor, now: chrono::Utc::now() })
     })
     .await
 }
 
-/// `decide_in_tenant` for a change to an existing stream that claims nothing: 200 OK.
-pub(crate) async fn change<A: Aggregate>(
-    state: &AppState,
-    ctx: &CommandContext,
-    stream_id: uuid::Uuid,
-    request_hash: String,
-    command: A::Command,
-) -> Result<CommandReply, ApiError>
-where
-    A::Command: Clone,
-{
-    decide_in_tenant::<A>(state, ctx, stream_id, request_hash, Lookup::Nothing, StatusCode::OK, command).await
-}
-
 /// A command on a stream of `tenant`, whoever the caller is (their right to act on it is
-/// checked before: `execute_in_tenant` for the caller's own, the platform operator's
+/// checked before: `decide_in_tenant` for the caller's own, the platform operator's
 /// routes for any).
-#[allow(clippy::too_many_arguments)] // one command's parts, as `execute_in_tenant` takes them
+#[allow(clippy::too_many_arguments)] // one command's parts, as `decide_in_tenant` takes them
 pub(crate) async fn execute_for<A: Aggregate>(
     state: &AppState,
     ctx: &CommandContext,

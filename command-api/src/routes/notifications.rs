@@ -3,6 +3,7 @@
 //! a rebuild; the list, its read flags and the unread count are served by the query API.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use events::user::{self, UserCommand};
 use runtime::extract::ApiPath;
 use runtime::ApiError;
@@ -11,7 +12,7 @@ use uuid::Uuid;
 
 use super::{AppState, CommandReply, NoBody};
 use crate::context::CommandContext;
-use crate::journal::fingerprint;
+use crate::journal::{fingerprint, Lookup};
 use crate::versioned::Versioned;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -54,5 +55,6 @@ async fn run(
         return Err(ApiError::Forbidden("an operator token has no notifications; use a user's login token".into()));
     }
     super::acting_user(state, &caller).await?;
-    super::change::<user::User>(state, ctx, caller.user_id, hash, UserCommand::ReadNotifications { ids, all }).await
+    let cmd = UserCommand::ReadNotifications { ids, all };
+    super::decide_in_tenant::<user::User>(state, ctx, caller.user_id, hash, Lookup::Nothing, StatusCode::OK, cmd).await
 }
