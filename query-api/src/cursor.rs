@@ -49,6 +49,38 @@ impl<K: CursorKey> Cursor<K> {
     }
 }
 
+/// One page of a list: `{items, next_cursor}`, and a `Link: rel="next"` header to the
+/// page after it when there is one. Every list answers with it.
+pub struct Page<T> {
+    items: Vec<T>,
+    /// The cursor of the next page and that page's URL.
+    next: Option<(String, String)>,
+}
+
+impl<T: serde::Serialize> Page<T> {
+    /// `link(cursor)`: the URL of the page after `cursor`, the list's filters kept.
+    pub fn new(items: Vec<T>, next_cursor: Option<String>, link: impl FnOnce(&str) -> String) -> Self {
+        let next = next_cursor.map(|cursor| {
+            let url = link(&cursor);
+            (cursor, url)
+        });
+        Self { items, next }
+    }
+}
+
+impl<T: serde::Serialize> axum::response::IntoResponse for Page<T> {
+    fn into_response(self) -> axum::response::Response {
+        let (cursor, url) = self.next.unzip();
+        let body = serde_json::json!({ "items": self.items, "next_cursor": cursor });
+        let mut response = axum::Json(body).into_response();
+        let link = url.and_then(|url| axum::http::HeaderValue::from_str(&format!("<{url}>; rel=\"next\"")).ok());
+        if let Some(link) = link {
+            response.headers_mut().insert(axum::http::header::LINK, link);
+        }
+        response
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,9 +2,7 @@
 //! that stays stable across pages.
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use chrono::{DateTime, Utc};
 use events::case::{Priority, Status};
 use runtime::auth::Caller;
@@ -12,7 +10,7 @@ use runtime::extract::ApiQuery;
 use runtime::tenancy::Tenancy;
 use runtime::ApiError;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::Row;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -20,7 +18,7 @@ use uuid::Uuid;
 use super::case_row::{case_json, sla_state, COLUMNS};
 use super::{missing_schema_is_empty, page_size, tenant_tx, wait_for_postgres, AppState};
 use crate::consistency::WaitFor;
-use crate::cursor::{Cursor, CursorKey};
+use crate::cursor::{Cursor, CursorKey, Page};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list)).routes(routes!(queue))
@@ -262,13 +260,7 @@ async fn list(
     } else {
         None
     };
-    let mut response = Json(json!({ "items": items, "next_cursor": next_cursor })).into_response();
-    if let Some(cursor) = &next_cursor {
-        if let Ok(v) = HeaderValue::from_str(&format!("<{}>; rel=\"next\"", list_link(&q, limit, cursor))) {
-            response.headers_mut().insert(header::LINK, v);
-        }
-    }
-    Ok(response)
+    Ok(Page::new(items, next_cursor, |cursor| list_link(&q, limit, cursor)).into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -346,11 +338,5 @@ async fn queue(
     } else {
         None
     };
-    let mut response = Json(json!({ "items": items, "next_cursor": next_cursor })).into_response();
-    if let Some(cursor) = &next_cursor {
-        if let Ok(v) = HeaderValue::from_str(&format!("</v1/my/queue?limit={limit}&cursor={cursor}>; rel=\"next\"")) {
-            response.headers_mut().insert(header::LINK, v);
-        }
-    }
-    Ok(response)
+    Ok(Page::new(items, next_cursor, |cursor| format!("/v1/my/queue?limit={limit}&cursor={cursor}")).into_response())
 }

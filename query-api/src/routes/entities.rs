@@ -6,7 +6,6 @@
 //! header; rows come out as JSON built by PostgreSQL (`to_jsonb`), minus secrets.
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -25,7 +24,7 @@ use uuid::Uuid;
 
 use super::{missing_schema_is_empty, page_size, tenant_tx, wait_for_postgres, AppState};
 use crate::consistency::{wait_until, Wait, WaitFor};
-use crate::cursor::Cursor;
+use crate::cursor::{Cursor, Page};
 
 /// A table of the tenant schema served as a resource.
 #[derive(Clone, Copy)]
@@ -95,12 +94,12 @@ impl Collection {
 macro_rules! resource_handlers {
     ($list:ident, $get:ident, $list_rows:ident, $get_row:ident, $resource:expr, $path:literal, $item:literal, $tag:literal) => {
         #[doc = concat!("Lists ", $tag, ", newest first (keyset cursor).")]
-        #[utoipa::path(get, path = $path, tag = $tag, operation_id = stringify!($list), params(Page), responses(ReadAnswered))]
+        #[utoipa::path(get, path = $path, tag = $tag, operation_id = stringify!($list), params(PageQuery), responses(ReadAnswered))]
         async fn $list(
             state: State<AppState>,
             caller: Caller,
             token: WaitFor,
-            q: ApiQuery<Page>,
+            q: ApiQuery<PageQuery>,
         ) -> Result<Response, ApiError> {
             $list_rows($resource, state, caller, token, q).await
         }
@@ -194,7 +193,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct Page {
+pub struct PageQuery {
     /// Page size, 1 to 100 (default 25).
     #[param(minimum = 1, maximum = 100)]
     pub(super) limit: Option<i64>,
@@ -207,15 +206,9 @@ pub struct Page {
 
 /// `{items, next_cursor}` and a `Link: rel="next"` header when there is more.
 pub(super) fn page(path: &str, limit: i64, items: Vec<Value>, next_cursor: Option<String>) -> Response {
-    let mut response = Json(json!({ "items": items, "next_cursor": next_cursor })).into_response();
-    if let Some(cursor) = &next_cursor {
-        // `path` may carry the list's filters (`webhooks/{id}/deliveries?status=dead`).
-        let sep = if path.contains('?') { '&' } else { '?' };
-        if let Ok(v) = HeaderValue::from_str(&format!("</v1/{path}{sep}limit={limit}&cursor={cursor}>; rel=\"next\"")) {
-            response.headers_mut().insert(header::LINK, v);
-        }
-    }
-    response
+    // `path` may carry the list's filters (`webhooks/{id}/deliveries?status=dead`).
+    let sep = if path.contains('?') { '&' } else { '?' };
+    Page::new(items, next_cursor, |cursor| format!("/v1/{path}{sep}limit={limit}&cursor={cursor}")).into_response()
 }
 
 /// The keyset cursor after the last item of a full page.
@@ -234,7 +227,7 @@ async fn list_rows(
     State(state): State<AppState>,
     caller: Caller,
     WaitFor(token): WaitFor,
-    ApiQuery(q): ApiQuery<Page>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant_member()?.tenant_id;
     wait_for_postgres(&state, tenant, token).await?;
@@ -321,7 +314,7 @@ async fn list_documents(
     State(state): State<AppState>,
     caller: Caller,
     WaitFor(token): WaitFor,
-    ApiQuery(q): ApiQuery<Page>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant_member()?.tenant_id;
     let limit = page_size(q.limit, 25, 100)?;
@@ -372,13 +365,13 @@ async fn get_document(
     path = "/v1/tenants",
     tag = "tenants",
     operation_id = "tenants_list_tenants",
-    params(Page),
+    params(PageQuery),
     responses(ReadAnswered)
 )]
 async fn list_tenants(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(q): ApiQuery<Page>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Response, ApiError> {
     let mut tx = super::platform_tx(&state.pool, caller).await?;
     let limit = page_size(q.limit, 25, 100)?;

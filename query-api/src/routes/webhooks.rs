@@ -14,7 +14,7 @@ use serde_json::Value;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::entities::{page, Page};
+use super::entities::{page, PageQuery};
 use super::{page_size, tenant_tx, wait_for_postgres, AppState};
 use crate::consistency::WaitFor;
 use crate::cursor::Cursor;
@@ -46,14 +46,14 @@ fn cursor_after(rows: &[(DateTime<Utc>, Uuid, Value)], limit: i64) -> Option<Str
     path = "/v1/webhooks",
     tag = "webhooks",
     operation_id = "webhooks_list",
-    params(Page),
+    params(PageQuery),
     responses(runtime::openapi::ReadAnswered)
 )]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
     WaitFor(token): WaitFor,
-    ApiQuery(q): ApiQuery<Page>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Response, ApiError> {
     let caller = manager(caller)?;
     wait_for_postgres(&state, caller.tenant_id, token).await?;
