@@ -79,8 +79,7 @@ pub fn mentioned_usernames(content: &str) -> Vec<String> {
     let is_name = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
     let mut found: Vec<String> = Vec::new();
     let mut previous: Option<char> = None;
-    let mut chars = content.char_indices().peekable();
-    while let Some((at, c)) = chars.next() {
+    for (at, c) in content.char_indices() {
         if c == '@' && !previous.is_some_and(is_name) {
             let rest = content[at..].strip_prefix('@').unwrap_or_default();
             let end = rest.find(|c: char| !is_name(c)).unwrap_or(rest.len());

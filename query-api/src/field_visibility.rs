@@ -117,10 +117,13 @@ impl CaseFieldRules {
     }
 }
 
+/// A tenant's rules, with when they were read.
+type Read = (Instant, Arc<CaseFieldRules>);
+
 /// The rules of every tenant read lately, with when they were read.
 #[derive(Clone, Default)]
 pub struct FieldVisibility {
-    seen: Arc<Mutex<HashMap<Uuid, (Instant, Arc<CaseFieldRules>)>>>,
+    seen: Arc<Mutex<HashMap<Uuid, Read>>>,
     /// When asking MongoDB last failed, per tenant.
     failed: Arc<Mutex<HashMap<Uuid, Instant>>>,
 }

@@ -82,35 +82,6 @@ pub fn sla_state(case: &Value, now: DateTime<Utc>) -> Value {
     state
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    #[test]
-    fn sla_state_counts_down_and_stops_when_resolved() {
-        let now: DateTime<Utc> = "2026-11-20T10:00:00Z".parse().unwrap();
-        let mut case = json!({
-            "status": "open",
-            "due_date": null,
-            "sla": { "first_response_due": "2026-11-20T09:30:00Z", "resolution_due": "2026-11-20T12:00:00Z" },
-        });
-        let sla = sla_state(&case, now);
-        assert_eq!(sla["seconds_left"], 7200);
-        assert_eq!(sla["first_response_seconds_left"], -1800);
-        assert_eq!(sla["breached"], false);
-        case["sla"]["resolution_due"] = json!("2026-11-20T09:00:00Z");
-        assert_eq!(sla_state(&case, now)["breached"], true);
-        case["status"] = json!("resolved");
-        let stopped = sla_state(&case, now);
-        assert_eq!((stopped["running"].clone(), stopped["breached"].clone()), (json!(false), json!(false)));
-        // Without a workflow SLA the case's due date is the resolution target.
-        let plain = json!({ "status": "open", "due_date": "2026-11-21T10:00:00Z", "sla": null });
-        assert_eq!(sla_state(&plain, now)["seconds_left"], 86400);
-    }
-}
-
 /// Whether the caller's tenant has case `id` (404 if not).
 pub async fn exists(state: &AppState, caller: Caller, id: Uuid) -> Result<(), ApiError> {
     cached(state, caller, id, 0).await.map(drop)
@@ -166,4 +137,33 @@ pub async fn cached(state: &AppState, caller: Caller, id: Uuid, wanted: i64) -> 
         tracing::warn!(error = %e, "writing the case cache failed");
     }
     Ok(case)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn sla_state_counts_down_and_stops_when_resolved() {
+        let now: DateTime<Utc> = "2026-11-20T10:00:00Z".parse().unwrap();
+        let mut case = json!({
+            "status": "open",
+            "due_date": null,
+            "sla": { "first_response_due": "2026-11-20T09:30:00Z", "resolution_due": "2026-11-20T12:00:00Z" },
+        });
+        let sla = sla_state(&case, now);
+        assert_eq!(sla["seconds_left"], 7200);
+        assert_eq!(sla["first_response_seconds_left"], -1800);
+        assert_eq!(sla["breached"], false);
+        case["sla"]["resolution_due"] = json!("2026-11-20T09:00:00Z");
+        assert_eq!(sla_state(&case, now)["breached"], true);
+        case["status"] = json!("resolved");
+        let stopped = sla_state(&case, now);
+        assert_eq!((stopped["running"].clone(), stopped["breached"].clone()), (json!(false), json!(false)));
+        // Without a workflow SLA the case's due date is the resolution target.
+        let plain = json!({ "status": "open", "due_date": "2026-11-21T10:00:00Z", "sla": null });
+        assert_eq!(sla_state(&plain, now)["seconds_left"], 86400);
+    }
 }
