@@ -7,6 +7,7 @@ ROOT=$PWD
 . scripts/env.sh
 
 scripts/lint.sh
+scripts/import-cycles.py
 scripts/stack.sh start
 
 # Each test makes its own databases; drop those of earlier runs on this machine.

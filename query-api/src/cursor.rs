@@ -50,7 +50,8 @@ impl<K: CursorKey> Cursor<K> {
 }
 
 /// One page of a list: `{items, next_cursor}`, and a `Link: rel="next"` header to the
-/// page after it when there is one. Every list answers with it.
+/// page after it when there is one. Every keyset list answers with it (the audit trail
+/// keeps its own answer: its cursor is a version number, not a string).
 pub struct Page<T> {
     items: Vec<T>,
     /// The cursor of the next page and that page's URL.
