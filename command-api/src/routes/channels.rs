@@ -144,7 +144,6 @@ impl Endpoint for InteractionBody {
     }
 
     async fn command(self, case_id: Uuid, facts: Facts<'_>) -> Result<RecordInteraction, ApiError> {
-        super::ensure_active_tenant(facts.state, facts.tenant()).await?;
         facts.acting_user().await?;
         let (case, customer_id) = facts.case(case_id).await?;
         let channel = match facts.stream::<channel::Channel>(self.channel_id).await? {
