@@ -17,6 +17,7 @@ use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use crate::appender::{AppendCall, Appender, Batched};
 use crate::config_cache::ConfigCache;
 use crate::stream_cache::{is_fact, StreamCache};
 
@@ -101,10 +102,6 @@ const UNVERSIONED_RETRIES: usize = 3;
 /// A `murima_facts` notification `<tenant> *`: forget every cached state of the tenant.
 const FORGET_TENANT: &str = "*";
 
-/// What `eventstore.append` answers: outcome, version, last position, and for a replay
-/// the stored request hash and answer.
-type AppendRow = (String, Option<i64>, Option<i64>, Option<String>, Option<String>, Option<Value>);
-
 /// The SQLSTATE `eventstore.append` raises when a twin with the same key committed first.
 const TWIN_COMMITTED: &str = "MU001";
 
@@ -184,6 +181,8 @@ const CACHED_STREAMS: u64 = 200_000;
 #[derive(Clone)]
 pub struct Journal {
     pool: PgPool,
+    /// Sends the fast path's appends in batches (`appender`).
+    appender: Appender,
     published: Arc<tokio::sync::Notify>,
     cache: Arc<StreamCache>,
     /// Signs the position tokens of answers (`runtime::position`).
@@ -252,6 +251,14 @@ impl Metadata {
     }
 }
 
+/// Where an append's statement goes.
+enum Via<'c> {
+    /// With other commands' appends (`appender`): the fast path, holding no connection.
+    Batch,
+    /// Alone, on this connection or transaction.
+    Conn(&'c mut sqlx::PgConnection),
+}
+
 /// One command to run against one stream.
 pub struct Command<'a> {
     pub meta: &'a Metadata,
@@ -275,7 +282,8 @@ impl Journal {
         let cache = Arc::new(StreamCache::new(CACHED_STREAMS));
         let actor_keys =
             moka::sync::Cache::builder().max_capacity(CACHED_ACTOR_KEYS).time_to_idle(ACTOR_KEY_IDLE).build();
-        Self { pool, published, cache, keys, idempotency_ttl, actor_keys, config }
+        let appender = Appender::start(pool.clone());
+        Self { pool, appender, published, cache, keys, idempotency_ttl, actor_keys, config }
     }
 
     /// The request of a command: a tenant user's address and user agent sealed with their
@@ -433,10 +441,10 @@ impl Journal {
         // pool under load.
         let request = self.sealed_request(cmd).await?;
         if let Lookup::Nothing | Lookup::CaseNumber = cmd.lookup {
-            let mut conn = self.pool.acquire().await?;
-            if let Some(recorded) = self.append_on_cache::<A>(&mut conn, cmd, &request, &mut decide).await? {
+            if let Some(recorded) = self.append_on_cache::<A>(cmd, &request, &mut decide).await? {
                 return Ok(recorded);
             }
+            let mut conn = self.pool.acquire().await?;
             let epoch = self.cache.epoch();
             let (state, current) = load::<A>(&mut conn, &self.cache, cmd.tenant_id, cmd.stream_id).await?;
             expect_version(cmd, current)?;
@@ -445,7 +453,8 @@ impl Journal {
             let new_events =
                 decide(state.as_ref(), looked).map_err(|error| JournalError::Rejected { error, current })?;
             let subject = A::data_subject(cmd.stream_id, state.as_ref(), &new_events);
-            let appended = self.append::<A>(&mut conn, cmd, &request, current, &new_events, number, subject).await?;
+            let via = Via::Conn(&mut conn);
+            let appended = self.append::<A>(via, cmd, &request, current, &new_events, number, subject).await?;
             self.remember(epoch, cmd, &appended, state, &new_events);
             return Ok(appended.into_recorded());
         }
@@ -455,7 +464,7 @@ impl Journal {
         let looked = lookup(&mut tx, cmd.tenant_id, cmd.stream_id, &cmd.lookup, current).await?;
         let new_events = decide(state.as_ref(), looked).map_err(|error| JournalError::Rejected { error, current })?;
         let subject = A::data_subject(cmd.stream_id, state.as_ref(), &new_events);
-        match self.append::<A>(&mut tx, cmd, &request, current, &new_events, false, subject).await? {
+        match self.append::<A>(Via::Conn(&mut tx), cmd, &request, current, &new_events, false, subject).await? {
             Appended::New(recorded, _) => {
                 tx.commit().await?;
                 if let Lookup::Erasure = cmd.lookup {
@@ -482,7 +491,6 @@ impl Journal {
     /// journal's state, never on a stale one.
     async fn append_on_cache<A: Aggregate>(
         &self,
-        conn: &mut sqlx::PgConnection,
         cmd: &Command<'_>,
         request: &events::envelope::RequestContext,
         decide: &mut impl FnMut(Option<&A>, Looked) -> Result<Vec<A::Event>, DomainError>,
@@ -496,7 +504,7 @@ impl Journal {
         let looked = Looked { case_number: number.then(|| PENDING_CASE_NUMBER.to_owned()) };
         let Ok(new_events) = decide(state.as_ref(), looked) else { return Ok(None) };
         let subject = A::data_subject(cmd.stream_id, state.as_ref(), &new_events);
-        match self.append::<A>(conn, cmd, request, current, &new_events, number, subject).await {
+        match self.append::<A>(Via::Batch, cmd, request, current, &new_events, number, subject).await {
             Ok(appended) => {
                 self.remember(epoch, cmd, &appended, state, &new_events);
                 Ok(Some(appended.into_recorded()))
@@ -542,14 +550,15 @@ impl Journal {
         self.cache.put_unless_invalidated(epoch, cmd.tenant_id, cmd.stream_id, recorded.version, state);
     }
 
-    /// Appends `events` at `current` with `eventstore.append` (one statement), and the
+    /// Appends `events` at `current` with `eventstore.append` (one statement, alone on a
+    /// connection or with other commands' in a batch: `via`), and the
     /// answer under the caller's Idempotency-Key; `case_number`: the first event gets the
     /// tenant's next case number. The events' personal fields are sealed with the key of
     /// `subject` (`Aggregate::data_subject`), made on first use: one more statement.
     #[allow(clippy::too_many_arguments)] // one append's parts, each decided by the caller
     async fn append<A: Aggregate>(
         &self,
-        conn: &mut sqlx::PgConnection,
+        mut via: Via<'_>,
         cmd: &Command<'_>,
         request: &events::envelope::RequestContext,
         current: i64,
@@ -570,7 +579,13 @@ impl Journal {
             if let (Some(subject), true) = (subject, personal::holds_personal(A::STREAM, event.event_type(), &payload))
             {
                 if sealing.is_none() {
-                    let Some(key) = subject_keys::for_sealing(&mut *conn, cmd.tenant_id, subject).await? else {
+                    let found = match &mut via {
+                        Via::Conn(conn) => subject_keys::for_sealing(conn, cmd.tenant_id, subject).await?,
+                        Via::Batch => {
+                            subject_keys::for_sealing(&mut *self.pool.acquire().await?, cmd.tenant_id, subject).await?
+                        }
+                    };
+                    let Some(key) = found else {
                         let error = DomainError::Conflict(format!(
                             "the data subject {subject} was erased; nothing more is recorded about them"
                         ));
@@ -605,31 +620,34 @@ impl Journal {
             schema_versions.push(envelope.schema_version as i16);
             envelopes.push(serde_json::to_value(&envelope).map_err(|err| anyhow::anyhow!(err))?);
         }
-        let key = cmd.meta.idempotency_key.as_deref();
-        let answer = serde_json::json!({ "id": cmd.stream_id, "events_appended": events.len() });
-        let row: Result<AppendRow, sqlx::Error> = sqlx::query_as(
-            "SELECT outcome, stream_version, last_position, case_number, stored_hash, stored_answer
-             FROM eventstore.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-        )
-        .bind(cmd.tenant_id)
-        .bind(A::STREAM.as_str())
-        .bind(cmd.stream_id)
-        .bind(current)
-        .bind(&ids)
-        .bind(&types)
-        .bind(&schema_versions)
-        .bind(now)
-        .bind(&envelopes)
-        .bind(case_number)
-        .bind(key.map(|_| cmd.meta.caller_tenant))
-        .bind(principal(cmd.meta))
-        .bind(key)
-        .bind(&cmd.request_hash)
-        .bind(self.ttl_secs())
-        .bind(answer)
-        .bind(is_fact(A::STREAM))
-        .fetch_one(&mut *conn)
-        .await;
+        let key = cmd.meta.idempotency_key.clone();
+        let call = AppendCall {
+            tenant: cmd.tenant_id,
+            stream_type: A::STREAM.as_str(),
+            stream: cmd.stream_id,
+            expected: current,
+            event_ids: ids,
+            event_types: types,
+            schema_versions,
+            occurred_at: now,
+            envelopes,
+            case_number,
+            key_tenant: key.as_ref().map(|_| cmd.meta.caller_tenant),
+            principal: principal(cmd.meta),
+            key,
+            request_hash: cmd.request_hash.clone(),
+            ttl_secs: self.ttl_secs(),
+            answer: serde_json::json!({ "id": cmd.stream_id, "events_appended": events.len() }),
+            notify: is_fact(A::STREAM),
+        };
+        let row = match via {
+            Via::Conn(conn) => call.run(conn).await,
+            Via::Batch => match self.appender.submit(call).await {
+                Batched::Row(row) => Ok(row),
+                Batched::Alone(call) => call.run(&mut *self.pool.acquire().await?).await,
+                Batched::Lost => Err(sqlx::Error::WorkerCrashed),
+            },
+        };
         let (outcome, version, position, number, stored_hash, stored_answer) = match row {
             Ok(row) => row,
             Err(sqlx::Error::Database(db)) if db.constraint() == Some("events_tenant_stream_version_unique") => {

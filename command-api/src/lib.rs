@@ -2,6 +2,7 @@
 //! PostgreSQL journal (with optimistic concurrency and idempotency) and relays the
 //! journal to Kafka in stream order.
 
+pub mod appender;
 pub mod config_cache;
 pub mod context;
 pub mod journal;

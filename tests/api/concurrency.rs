@@ -92,6 +92,144 @@ async fn a_retried_command_returns_the_original_answer_and_appends_nothing() {
     assert_eq!(app.journal_count("case").await, 3);
 }
 
+/// Concurrent commands' appends go to PostgreSQL in batches (`command_api::appender`): a
+/// burst mixing lost races, idempotent twins and plain opens gets each command its own
+/// answer, whatever batch it shared.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_commands_gets_each_its_own_answer_whatever_batch_it_shared() {
+    let app = TestApp::spawn().await;
+    let mut contested = Vec::new();
+    for i in 0..8 {
+        contested.push(app.open_case(&format!("Contested {i}")).await["id"].as_str().unwrap().to_owned());
+    }
+    let before = app.journal_count("case").await;
+    let update = |id: &str, title: String| {
+        let request = app
+            .http
+            .patch(format!("{}/v1/cases/{id}", app.command_url))
+            .bearer_auth(&app.token)
+            .header("if-match", "\"1\"")
+            .json(&json!({ "title": title }));
+        async move { (request.send().await.unwrap().status(), None) }
+    };
+    let open = |key: Option<String>| {
+        let mut request = app
+            .http
+            .post(format!("{}/v1/cases", app.command_url))
+            .bearer_auth(&app.token)
+            .json(&json!({ "title": "In the burst", "case_type_id": app.case_type_id }));
+        if let Some(key) = &key {
+            request = request.header("idempotency-key", key);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let body: Value = response.json().await.unwrap();
+            (status, body["id"].as_str().map(str::to_owned))
+        }
+    };
+    let mut burst: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = (StatusCode, Option<String>)> + Send>>> =
+        Vec::new();
+    for (i, id) in contested.iter().enumerate() {
+        burst.push(Box::pin(update(id, format!("first {i}"))));
+        burst.push(Box::pin(update(id, format!("second {i}"))));
+    }
+    for twin in 0..6 {
+        burst.push(Box::pin(open(Some(format!("twin-{twin}")))));
+        burst.push(Box::pin(open(Some(format!("twin-{twin}")))));
+    }
+    for _ in 0..8 {
+        burst.push(Box::pin(open(None)));
+    }
+    let answers = futures::future::join_all(burst).await;
+
+    // Each contested case: exactly one of its two writers won.
+    for pair in answers[..16].chunks(2) {
+        let mut statuses = [pair[0].0, pair[1].0];
+        statuses.sort();
+        assert_eq!(statuses, [StatusCode::OK, StatusCode::CONFLICT], "{answers:?}");
+    }
+    // Each pair of twins: one case, the same answer to both.
+    for pair in answers[16..28].chunks(2) {
+        assert_eq!((pair[0].0, pair[1].0), (StatusCode::CREATED, StatusCode::CREATED), "{answers:?}");
+        assert_eq!(pair[0].1, pair[1].1);
+    }
+    assert!(answers[28..].iter().all(|(status, _)| *status == StatusCode::CREATED), "{answers:?}");
+    // 8 updates, 6 + 8 opens: nothing more, nothing less.
+    assert_eq!(app.journal_count("case").await, before + 8 + 14);
+}
+
+/// One batch statement answers each call as `eventstore.append` alone would: a stale
+/// version after another call of the batch, an idempotent twin, a call without events and
+/// a new case's number, each on its own row, with each call's own slice of the events.
+/// (Run in a transaction that is rolled back: nothing reaches the relay.)
+#[tokio::test(flavor = "multi_thread")]
+async fn one_batch_of_appends_answers_each_call_on_its_own_row() {
+    use command_api::appender::{append_batch, AppendCall};
+    let app = TestApp::spawn().await;
+    let stream = |n: u128| uuid::Uuid::from_u128(0x0100_0000_0000_7000_8000_0000_0000_0000 + n);
+    let call = |id: uuid::Uuid, events: usize, key: Option<&str>, case_number: bool| AppendCall {
+        tenant: app.tenant_id,
+        stream_type: "case",
+        stream: id,
+        expected: 0,
+        event_ids: (0..events).map(|_| uuid::Uuid::now_v7()).collect(),
+        event_types: (0..events).map(|i| format!("Test{i}")).collect(),
+        schema_versions: vec![1; events],
+        occurred_at: chrono::Utc::now(),
+        envelopes: (0..events).map(|i| json!({ "payload": { "n": i } })).collect(),
+        case_number,
+        key_tenant: key.map(|_| app.tenant_id),
+        principal: "tester".into(),
+        key: key.map(str::to_owned),
+        request_hash: "hash".into(),
+        ttl_secs: 3600.0,
+        answer: json!({ "id": id, "events_appended": events }),
+        notify: false,
+    };
+    let calls = [
+        call(stream(1), 2, None, false),
+        call(stream(1), 1, None, false),
+        call(stream(2), 1, Some("k"), false),
+        call(stream(3), 3, Some("k"), false),
+        call(stream(4), 0, None, false),
+        call(stream(5), 1, None, true),
+    ];
+    let mut tx = app.pool.begin().await.unwrap();
+    let rows = append_batch(&mut tx, &calls.iter().collect::<Vec<_>>()).await.unwrap();
+    let outcomes: Vec<(&str, Option<i64>)> = rows.iter().map(|r| (r.0.as_str(), r.1)).collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("appended", Some(2)),
+            ("conflict", Some(2)),
+            ("appended", Some(1)),
+            ("replay", None),
+            ("appended", Some(0)),
+            ("appended", Some(1)),
+        ]
+    );
+    assert_eq!(rows[3].4.as_deref(), Some("hash"));
+    assert_eq!(rows[3].5.as_ref().unwrap()["id"], json!(stream(2)));
+    assert!(rows[5].3.as_deref().is_some_and(|n| n.starts_with("CASE-")), "{:?}", rows[5]);
+    // Each call wrote its own events, in its order, and nothing else.
+    let written: Vec<(uuid::Uuid, i64, uuid::Uuid)> = sqlx::query_as(
+        "SELECT stream_id, stream_version, event_id FROM eventstore.events
+         WHERE tenant_id = $1 AND stream_id = ANY($2) ORDER BY position",
+    )
+    .bind(app.tenant_id)
+    .bind((1..=5).map(stream).collect::<Vec<_>>())
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    let expected: Vec<(uuid::Uuid, i64, uuid::Uuid)> = [(0, 1), (0, 2), (2, 1), (5, 1)]
+        .into_iter()
+        .map(|(c, v)| (calls[c].stream, v, calls[c].event_ids[usize::try_from(v).unwrap() - 1]))
+        .collect();
+    assert_eq!(written, expected);
+    tx.rollback().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn case_numbers_stay_unique_and_in_order_under_concurrent_opens() {
     let app = TestApp::spawn().await;
