@@ -21,6 +21,10 @@
 //!   Without the notifications (not yet listening, connection lost) facts are read like
 //!   busy streams, and the cache is emptied when they come back.
 //!
+//! Which facts of one kind a tenant has (every field definition, for a case's form) is
+//! kept too (`members`), trusted the same way; any change of one of the tenant's facts
+//! drops the tenant's lists, since a notification does not say whether it began a stream.
+//!
 //! A load that read the journal keeps what it read only if no invalidation came in
 //! meanwhile (`epoch`): otherwise it could put back a state a notification had just
 //! dropped.
@@ -49,6 +53,8 @@ pub struct StreamCache {
     following: AtomicBool,
     /// Counts invalidations, so a load can tell one came in while it read.
     epoch: AtomicU64,
+    /// (tenant, kind of fact) -> the ids of the tenant's streams of that kind.
+    members: Cache<(Uuid, StreamType), Arc<Vec<Uuid>>>,
 }
 
 /// Streams other commands read as facts on their hot path, changed rarely: their cached
@@ -75,7 +81,12 @@ pub fn is_fact(kind: StreamType) -> bool {
 
 impl StreamCache {
     pub fn new(capacity: u64) -> Self {
-        Self { entries: Cache::new(capacity), following: AtomicBool::new(false), epoch: AtomicU64::new(0) }
+        Self {
+            entries: Cache::new(capacity),
+            following: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
+            members: Cache::new(capacity / 100 + 1),
+        }
     }
 
     /// The cached state of a fact, if it can be used without asking the journal.
@@ -86,6 +97,32 @@ impl StreamCache {
         self.get::<A>(tenant, stream)
     }
 
+    /// The ids of the tenant's streams of a kind of fact, if they can be used without
+    /// asking the journal.
+    pub fn trusted_members(&self, tenant: Uuid, kind: StreamType) -> Option<Arc<Vec<Uuid>>> {
+        if !is_fact(kind) || !self.following.load(Ordering::Acquire) {
+            return None;
+        }
+        self.members.get(&(tenant, kind))
+    }
+
+    /// Remembers the ids of the tenant's streams of a kind of fact, read from the journal,
+    /// unless an invalidation came in since `epoch` (taken before they were read).
+    pub fn put_members_unless_invalidated(&self, epoch: u64, tenant: Uuid, kind: StreamType, ids: Arc<Vec<Uuid>>) {
+        if is_fact(kind) && self.epoch() == epoch {
+            self.members.insert((tenant, kind), ids);
+        }
+    }
+
+    /// Drops the tenant's lists of facts.
+    fn forget_members(&self, tenant: Uuid) {
+        let doomed: Vec<Arc<(Uuid, StreamType)>> =
+            self.members.iter().map(|(key, _)| key).filter(|key| key.0 == tenant).collect();
+        for key in doomed {
+            self.members.invalidate(&*key);
+        }
+    }
+
     /// Where invalidations stand; `put_unless_invalidated` compares.
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
@@ -94,6 +131,7 @@ impl StreamCache {
     /// A stream changed at `version`: an older cached state goes.
     pub fn invalidate(&self, tenant: Uuid, stream: Uuid, version: i64) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.forget_members(tenant);
         let key = (tenant, stream);
         if self.entries.get(&key).is_some_and(|kept| kept.version < version) {
             self.entries.invalidate(&key);
@@ -103,6 +141,7 @@ impl StreamCache {
     /// Every cached state of the tenant goes (and any load in flight keeps nothing).
     pub fn forget_tenant(&self, tenant: Uuid) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.forget_members(tenant);
         let doomed: Vec<Arc<(Uuid, Uuid)>> =
             self.entries.iter().map(|(key, _)| key).filter(|key| key.0 == tenant).collect();
         for key in doomed {
@@ -116,6 +155,7 @@ impl StreamCache {
         self.following.store(false, Ordering::Release);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.entries.invalidate_all();
+        self.members.invalidate_all();
         self.following.store(following, Ordering::Release);
     }
 
@@ -262,5 +302,34 @@ mod tests {
         assert!(cache.len() <= 50, "{} entries", cache.len());
         // The stream read all along is still there; one-off streams made way.
         assert_eq!(name(cache.get::<Team>(tenant, hot)), Some(("hot".into(), 1)));
+    }
+
+    #[test]
+    fn a_tenants_list_of_facts_is_trusted_only_while_following_and_goes_with_any_change() {
+        let cache = StreamCache::new(100);
+        let (tenant, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let ids = Arc::new(vec![Uuid::now_v7()]);
+        cache.put_members_unless_invalidated(cache.epoch(), tenant, StreamType::CustomField, ids.clone());
+        assert!(cache.trusted_members(tenant, StreamType::CustomField).is_none(), "not following");
+        cache.follow(true);
+        for t in [tenant, other] {
+            cache.put_members_unless_invalidated(cache.epoch(), t, StreamType::CustomField, ids.clone());
+        }
+        assert_eq!(cache.trusted_members(tenant, StreamType::CustomField), Some(ids.clone()));
+        // Busy streams' lists are never kept: they change with every command.
+        cache.put_members_unless_invalidated(cache.epoch(), tenant, StreamType::Case, ids.clone());
+        assert!(cache.trusted_members(tenant, StreamType::Case).is_none());
+        // A change of any fact of the tenant (it may have begun a stream) drops its lists,
+        // not another tenant's.
+        cache.invalidate(tenant, Uuid::now_v7(), 1);
+        assert!(cache.trusted_members(tenant, StreamType::CustomField).is_none());
+        assert_eq!(cache.trusted_members(other, StreamType::CustomField), Some(ids.clone()));
+        // A list read before a change is not kept after it.
+        let epoch = cache.epoch();
+        cache.invalidate(tenant, Uuid::now_v7(), 1);
+        cache.put_members_unless_invalidated(epoch, tenant, StreamType::CustomField, ids.clone());
+        assert!(cache.trusted_members(tenant, StreamType::CustomField).is_none());
+        cache.forget_tenant(other);
+        assert!(cache.trusted_members(other, StreamType::CustomField).is_none());
     }
 }

@@ -73,3 +73,43 @@ async fn field_definitions_validate_cases_of_the_types_they_are_visible_for() {
     assert_eq!(doc.get_str("field_name").unwrap(), "satisfaction");
     assert!(!doc.get_bool("is_active").unwrap());
 }
+
+/// A command API keeps the list of its tenants' field definitions while it follows the
+/// journal's notifications: a definition added through another command API applies to
+/// its next cases as soon as the notification comes, not when the list idles out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_definition_added_through_another_command_api_applies_to_the_next_case() {
+    let app = TestApp::spawn().await;
+    let other = command_api::Application::build(&murima_tests::service_settings(&app.settings, "command-api"))
+        .await
+        .expect("a second command API starts");
+    let other_url = format!("http://127.0.0.1:{}", other.port());
+    let _other = tokio::spawn(async move { other.run_until_stopped().await.expect("second command API runs") });
+    let admin = app.token_for(app.tenant_id, Role::Admin);
+    let open = || json!({ "title": "Feedback", "case_type_id": app.case_type_id, "custom_fields": {} });
+    // This API reads (and keeps) the tenant's definitions: none yet.
+    let r = app.command(Method::POST, "/v1/cases", &app.token, Some(open())).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    let definition = json!({
+        "entity_type": "case", "field_name": "channel_quality", "display_name": "Channel quality",
+        "field_type": "text", "required": true, "order": 1
+    });
+    let r = app
+        .http
+        .post(format!("{other_url}/v1/custom-fields"))
+        .bearer_auth(&admin)
+        .json(&definition)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // The required field is asked for here too, once the notification came in.
+    let refused = eventually("the other API's definition applies here", || async {
+        let r = app.command(Method::POST, "/v1/cases", &app.token, Some(open())).await;
+        (r.status() == StatusCode::UNPROCESSABLE_ENTITY).then_some(r.json::<Value>().await.unwrap())
+    })
+    .await;
+    assert_eq!(refused["errors"][0]["field"], "custom_fields.channel_quality");
+}
