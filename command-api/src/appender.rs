@@ -14,11 +14,19 @@
 //! as a row, so one command's stale version or idempotent retry does not touch the others
 //! of its batch. The calls run ordered by (tenant, stream), so two batches take the rows
 //! they both need in the same order. A call that raises (a concurrent writer won the
-//! unique version, a twin with the same key committed first, a deadlock, a lost
-//! connection) rolls back its whole batch: each of its commands is then answered
-//! `Alone`, and its caller makes its own call as before, which raises for that command
-//! only. A rolled-back batch leaves nothing behind but unused case numbers (gaps, as any
-//! failed open leaves).
+//! unique version, a twin with the same key committed first, a deadlock) rolls back its
+//! whole batch: PostgreSQL answered with an error, so nothing of it committed, and the
+//! batch is split in halves and each half sent again, down to the call that raises,
+//! which gets its own error as it would have alone (`Failed`): one bad call costs its
+//! batch-mates about two statements per halving, not one each. A rolled-back batch
+//! leaves nothing behind but unused case numbers (gaps, as any failed open leaves).
+//!
+//! Any other failure of a batch of several (the connection lost, the pool empty) is not
+//! retried: the batch may have committed before its answer was lost, and a call made
+//! again would be decided again on a stream that already holds its events. Each of its
+//! commands is answered `Lost` (503, whether it was recorded unknown), as a lone call
+//! that lost its connection always was; a retry with the same Idempotency-Key answers as
+//! the first.
 //!
 //! A command waiting here holds no pool connection, so the workers' own acquisitions
 //! cannot be starved by the commands they serve.
@@ -38,7 +46,7 @@ pub type AppendRow = (String, Option<i64>, Option<i64>, Option<String>, Option<S
 /// The most commands in one statement.
 const MAX_BATCH: usize = 64;
 /// How many batches may be in flight at once.
-const WORKERS: usize = 4;
+const WORKERS: usize = 2;
 /// Commands waiting for a worker before `submit` waits for room.
 const QUEUE: usize = 1024;
 
@@ -98,9 +106,12 @@ impl AppendCall {
 pub enum Batched {
     /// Its batch committed with this answer.
     Row(AppendRow),
-    /// Its batch rolled back, or the appender has stopped: make the call alone.
+    /// The call failed on its own, with this error (nothing of it committed, unless the
+    /// error is a lost connection's).
+    Failed(sqlx::Error),
+    /// The appender has stopped: nothing was sent; make the call alone.
     Alone(AppendCall),
-    /// The worker that took it ended without an answer (it cannot, short of a panic):
+    /// Its batch's answer was lost (a connection or the pool failed, or the worker ended):
     /// whether it committed is unknown.
     Lost,
 }
@@ -125,7 +136,7 @@ impl Appender {
         Self { queue }
     }
 
-    /// Appends `call` with whatever else is queued; `Alone` when its batch failed.
+    /// Appends `call` with whatever else is queued.
     pub async fn submit(&self, call: AppendCall) -> Batched {
         let (reply, answer) = oneshot::channel();
         if let Err(mpsc::error::SendError((call, _))) = self.queue.send((call, reply)).await {
@@ -149,26 +160,78 @@ async fn work(pool: PgPool, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
         // Two batches lock what they share in the same order.
         batch.sort_by_key(|(call, _)| (call.tenant, call.stream));
         metrics::histogram!("append_batch_commands").record(batch.len() as f64);
-        let calls = batch.iter().map(|(call, _)| call).collect::<Vec<_>>();
-        let outcome = match pool.acquire().await {
-            Ok(mut conn) => append_batch(&mut conn, &calls).await,
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(rows) if rows.len() == batch.len() => {
-                for ((_, reply), row) in batch.drain(..).zip(rows) {
+        match pool.acquire().await {
+            Ok(mut conn) => settle(&mut conn, std::mem::take(&mut batch)).await,
+            Err(error) => {
+                tracing::warn!(%error, commands = batch.len(), "no connection for a batch of appends");
+                answer_all(batch.drain(..), || Batched::Lost);
+            }
+        }
+    }
+}
+
+/// Sends `batch` and answers each of its calls; a batch that PostgreSQL refused is split
+/// in halves, each sent again, until the call that raises answers alone.
+async fn settle(conn: &mut sqlx::PgConnection, batch: Vec<Job>) {
+    let mut pending = vec![batch];
+    while let Some(mut group) = pending.pop() {
+        let calls = group.iter().map(|(call, _)| call).collect::<Vec<_>>();
+        match append_batch(conn, &calls).await {
+            Ok(rows) if rows.len() == group.len() => {
+                for ((_, reply), row) in group.into_iter().zip(rows) {
                     let _ = reply.send(Batched::Row(row));
                 }
             }
-            outcome => {
-                if let Err(error) = outcome {
-                    tracing::debug!(%error, commands = batch.len(), "a batch of appends rolled back; each is made alone");
-                }
-                for (call, reply) in batch.drain(..) {
-                    let _ = reply.send(Batched::Alone(call));
+            Ok(rows) => {
+                tracing::error!(
+                    calls = group.len(),
+                    rows = rows.len(),
+                    "a batch of appends answered the wrong number of rows"
+                );
+                answer_all(group.into_iter(), || Batched::Lost);
+            }
+            Err(error) if group.len() == 1 => {
+                if let Some((_, reply)) = group.pop() {
+                    let _ = reply.send(Batched::Failed(error));
                 }
             }
+            Err(sqlx::Error::Database(error)) => {
+                metrics::counter!("append_batches_split_total").increment(1);
+                tracing::info!(%error, calls = group.len(), "a batch of appends was refused; it is sent again in halves");
+                let back = group.split_off(group.len() / 2);
+                pending.push(back);
+                pending.push(group);
+            }
+            Err(error) => {
+                tracing::warn!(%error, calls = group.len(), "a batch of appends lost its answer");
+                answer_all(group.into_iter(), || Batched::Lost);
+            }
         }
+    }
+}
+
+/// `settle` for calls without callers: each call's answer, in the calls' order (tests
+/// use it to see a refused batch split).
+pub async fn settle_calls(conn: &mut sqlx::PgConnection, calls: Vec<AppendCall>) -> Vec<Batched> {
+    let (jobs, answers): (Vec<Job>, Vec<_>) = calls
+        .into_iter()
+        .map(|call| {
+            let (reply, answer) = oneshot::channel();
+            ((call, reply), answer)
+        })
+        .unzip();
+    settle(conn, jobs).await;
+    let mut out = Vec::with_capacity(answers.len());
+    for answer in answers {
+        out.push(answer.await.unwrap_or(Batched::Lost));
+    }
+    out
+}
+
+/// Answers every job of `jobs` with what `answer` makes (called once per job).
+fn answer_all(jobs: impl Iterator<Item = Job>, mut answer: impl FnMut() -> Batched) {
+    for (_, reply) in jobs {
+        let _ = reply.send(answer());
     }
 }
 

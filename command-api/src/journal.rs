@@ -644,8 +644,11 @@ impl Journal {
             Via::Conn(conn) => call.run(conn).await,
             Via::Batch => match self.appender.submit(call).await {
                 Batched::Row(row) => Ok(row),
+                Batched::Failed(error) => Err(error),
                 Batched::Alone(call) => call.run(&mut *self.pool.acquire().await?).await,
-                Batched::Lost => Err(sqlx::Error::WorkerCrashed),
+                Batched::Lost => Err(sqlx::Error::Io(std::io::Error::other(
+                    "the answer of a batch of appends was lost: whether this command was recorded is unknown",
+                ))),
             },
         };
         let (outcome, version, position, number, stored_hash, stored_answer) = match row {

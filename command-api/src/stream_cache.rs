@@ -111,6 +111,11 @@ impl StreamCache {
     pub fn put_members_unless_invalidated(&self, epoch: u64, tenant: Uuid, kind: StreamType, ids: Arc<Vec<Uuid>>) {
         if is_fact(kind) && self.epoch() == epoch {
             self.members.insert((tenant, kind), ids);
+            // An invalidation between the look at the epoch and the insert may have
+            // missed this entry: it goes again.
+            if self.epoch() != epoch {
+                self.members.invalidate(&(tenant, kind));
+            }
         }
     }
 
@@ -170,6 +175,11 @@ impl StreamCache {
     ) {
         if self.epoch() == epoch {
             self.put(tenant, stream, version, state);
+            // An invalidation between the look at the epoch and the insert may have
+            // missed this entry: it goes again (costing at most a read).
+            if self.epoch() != epoch {
+                self.entries.invalidate(&(tenant, stream));
+            }
         }
     }
 

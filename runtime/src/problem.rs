@@ -122,10 +122,11 @@ impl From<DomainError> for ApiError {
 }
 
 /// SQLSTATEs that say "not now" rather than "wrong": query_canceled (a statement
-/// deadline), lock_not_available, admin/crash shutdown, cannot_connect_now, and
-/// insufficient resources (class 53: too many connections, disk full).
+/// deadline), lock_not_available, admin/crash shutdown, cannot_connect_now, insufficient
+/// resources (class 53: too many connections, disk full), and a transaction rolled back
+/// as a deadlock's victim or for serialization (class 40): nothing of it committed.
 fn is_transient(code: &str) -> bool {
-    matches!(code, "57014" | "55P03" | "57P01" | "57P02" | "57P03") || code.starts_with("53")
+    matches!(code, "57014" | "55P03" | "57P01" | "57P02" | "57P03") || code.starts_with("53") || code.starts_with("40")
 }
 
 impl From<sqlx::Error> for ApiError {

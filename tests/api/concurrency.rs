@@ -230,6 +230,66 @@ async fn one_batch_of_appends_answers_each_call_on_its_own_row() {
     tx.rollback().await.unwrap();
 }
 
+/// A batch PostgreSQL refuses (here: one call's event id is another's) is split until
+/// the call that raises answers alone with its own error; its batch-mates are recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_batch_is_split_until_only_the_call_that_raises_fails() {
+    use command_api::appender::{settle_calls, AppendCall, Batched};
+    let app = TestApp::spawn().await;
+    let shared = uuid::Uuid::now_v7();
+    let call = |event: uuid::Uuid| {
+        let id = uuid::Uuid::now_v7();
+        AppendCall {
+            tenant: app.tenant_id,
+            stream_type: "test",
+            stream: id,
+            expected: 0,
+            event_ids: vec![event],
+            event_types: vec!["Test".into()],
+            schema_versions: vec![1],
+            occurred_at: chrono::Utc::now(),
+            envelopes: vec![json!({ "payload": {} })],
+            case_number: false,
+            key_tenant: None,
+            principal: "tester".into(),
+            key: None,
+            request_hash: "hash".into(),
+            ttl_secs: 3600.0,
+            answer: json!({ "id": id, "events_appended": 1 }),
+            notify: false,
+        }
+    };
+    let calls = vec![
+        call(uuid::Uuid::now_v7()),
+        call(shared),
+        call(uuid::Uuid::now_v7()),
+        call(shared),
+        call(uuid::Uuid::now_v7()),
+    ];
+    let streams: Vec<uuid::Uuid> = calls.iter().map(|c| c.stream).collect();
+    let mut conn = app.pool.acquire().await.unwrap();
+    let answers = settle_calls(&mut conn, calls).await;
+    let summary: Vec<String> = answers
+        .iter()
+        .map(|a| match a {
+            Batched::Row(row) => row.0.clone(),
+            Batched::Failed(sqlx::Error::Database(db)) => db.constraint().unwrap_or("?").to_owned(),
+            Batched::Failed(other) => format!("{other}"),
+            Batched::Alone(_) => "alone".into(),
+            Batched::Lost => "lost".into(),
+        })
+        .collect();
+    assert_eq!(summary, ["appended", "appended", "appended", "events_event_id_key", "appended"]);
+    let written: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM eventstore.events WHERE tenant_id = $1 AND stream_id = ANY($2)")
+            .bind(app.tenant_id)
+            .bind(&streams)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(written, 4);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn case_numbers_stay_unique_and_in_order_under_concurrent_opens() {
     let app = TestApp::spawn().await;
