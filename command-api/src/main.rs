@@ -7,6 +7,11 @@ use runtime::auth::{JwtKeys, Role};
 use runtime::Settings;
 use uuid::Uuid;
 
+/// mimalloc, not glibc's malloc: under load glibc's allocator took a quarter of the
+/// command API's CPU (`perf`, BENCHMARKS.md, session 23).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The command API; with no subcommand it serves (configured by the MURIMA_* environment).
 #[derive(Parser)]
 #[command(name = "command-api", version, about)]
