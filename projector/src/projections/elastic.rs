@@ -152,6 +152,21 @@ pub fn lifecycle_policy() -> Value {
     } } })
 }
 
+/// What a new index of `entity` is made with: its template's settings and mappings (so
+/// a search server that lost its templates, as an in-memory one does when restarted
+/// under a running projector, still gets typed fields, not dynamic text that sorts and
+/// filters refuse) and the tenant's read alias.
+fn index_body(entity: &str, alias: &str) -> Value {
+    let pattern = json!([format!("tenant-*-{entity}-*")]);
+    let mut body = entity_templates()
+        .into_iter()
+        .find(|(_, t)| t["index_patterns"] == pattern)
+        .map(|(_, t)| t["template"].clone())
+        .unwrap_or_else(|| json!({}));
+    body["aliases"] = json!({ alias: {} });
+    body
+}
+
 fn entity_templates() -> Vec<(&'static str, Value)> {
     vec![
         (
@@ -368,7 +383,7 @@ impl ElasticProjection {
             .client
             .indices()
             .create(IndicesCreateParts::Index(&index.name))
-            .body(json!({ "aliases": { index.alias.as_str(): {} } }))
+            .body(index_body(index.entity, &index.alias))
             .send()
             .await
             .map_err(|e| ApplyError::Transient(e.into()))?;
@@ -1372,6 +1387,23 @@ mod tests {
         for phase in ["warm", "cold"] {
             assert!(policy["policy"]["phases"][phase]["actions"].get("readonly").is_none(), "writes go on: {phase}");
         }
+    }
+
+    #[test]
+    fn a_new_index_carries_its_templates_mappings_whether_or_not_the_server_kept_them() {
+        for entity in [CASES, INTERACTIONS, ES_AUDIT_LOGS, LOOKUPS, NOTES] {
+            let body = index_body(entity, "the-alias");
+            assert_eq!(body["aliases"], json!({ "the-alias": {} }), "{entity}");
+            let (_, template) = entity_templates()
+                .into_iter()
+                .find(|(_, t)| t["index_patterns"][0] == format!("tenant-*-{entity}-*"))
+                .expect("every entity has a template");
+            assert_eq!(body["mappings"], template["template"]["mappings"], "{entity}");
+            assert_eq!(body["settings"], template["template"]["settings"], "{entity}");
+        }
+        // What a search server without the template got before: case types sorted and
+        // filtered as text (a 400 from the server, a 500 from the query API).
+        assert_eq!(index_body(CASES, "a")["mappings"]["properties"]["case_type_id"]["type"], "keyword");
     }
 
     #[test]
