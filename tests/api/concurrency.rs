@@ -338,11 +338,7 @@ async fn a_tenants_millionth_case_keeps_every_digit_of_its_number() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_command_api_on_the_same_journal_is_never_answered_from_a_stale_state() {
     let app = TestApp::spawn().await;
-    let other = command_api::Application::build(&murima_tests::service_settings(&app.settings, "command-api"))
-        .await
-        .expect("a second command API starts");
-    let other_url = format!("http://127.0.0.1:{}", other.port());
-    let _other = tokio::spawn(async move { other.run_until_stopped().await.expect("second command API runs") });
+    let (other_url, _other) = app.another_command_api().await;
     let id = app.open_case("Two writers").await["id"].as_str().unwrap().to_owned();
     let status = |base: String, status: &'static str, if_match: Option<&'static str>| {
         let mut request = app

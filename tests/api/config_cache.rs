@@ -2,7 +2,7 @@
 //! from its stream, in Redis for an hour; read by the tenant check of a command API that
 //! does not hold the tenant, and caught up with the journal, so an old copy never decides.
 
-use murima_tests::{service_settings, TestApp};
+use murima_tests::TestApp;
 use redis::aio::MultiplexedConnection;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -97,15 +97,6 @@ async fn refused_by_the_tenant_check(app: &TestApp, url: &str, why: &str) {
     assert!(problem["detail"].as_str().unwrap().contains(REFUSED_BY_THE_JOURNAL), "{problem}");
 }
 
-/// A command API of its own, sharing the servers: its cache of facts starts empty.
-async fn fresh_command_api(app: &TestApp) -> (String, tokio::task::JoinHandle<()>) {
-    let command = command_api::Application::build(&service_settings(&app.settings, "command-api"))
-        .await
-        .expect("command API starts");
-    let url = format!("http://127.0.0.1:{}", command.port());
-    (url, tokio::spawn(async move { command.run_until_stopped().await.expect("command API runs") }))
-}
-
 async fn open_case_via(app: &TestApp, url: &str, title: &str) -> reqwest::Response {
     app.http
         .post(format!("{url}/v1/cases"))
@@ -147,7 +138,7 @@ async fn a_command_api_without_the_tenant_decides_on_the_copy_caught_up_with_the
     let (app, mut redis, active) = suspended_with_its_active_copy().await;
     let platform = app.platform_token();
     plant(&mut redis, app.tenant_id, 1, event_at(&app, 1).await, &active).await;
-    let (url, fresh) = fresh_command_api(&app).await;
+    let (url, fresh) = app.another_command_api().await;
     refused_by_the_tenant_check(&app, &url, "a stale copy decided").await;
     let (version, state, _) = copy(&mut redis, app.tenant_id).await.expect("the caught-up copy");
     assert_eq!((version, state["status"].as_str()), (2, Some("suspended")));
@@ -162,7 +153,7 @@ async fn a_command_api_without_the_tenant_decides_on_the_copy_caught_up_with_the
     let mut claimed = active.clone();
     claimed["status"] = json!("suspended");
     plant(&mut redis, app.tenant_id, 3, event_at(&app, 3).await, &claimed).await;
-    let (url, fresh) = fresh_command_api(&app).await;
+    let (url, fresh) = app.another_command_api().await;
     refused_by_the_tenant_check(&app, &url, "the copy at the journal's version was not decided on").await;
     fresh.abort();
 }
@@ -176,7 +167,7 @@ async fn a_copy_of_another_journal_is_replaced_not_decided_on() {
     // Active at the journal's version 2, and at a version the journal has not reached.
     for version in [2, 7] {
         plant(&mut redis, app.tenant_id, version, Uuid::now_v7(), &active).await;
-        let (url, fresh) = fresh_command_api(&app).await;
+        let (url, fresh) = app.another_command_api().await;
         let why = format!("a copy of version {version} of another journal decided");
         refused_by_the_tenant_check(&app, &url, &why).await;
         let (held, state, _) = copy(&mut redis, app.tenant_id).await.expect("the copy replaced");

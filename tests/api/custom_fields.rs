@@ -80,11 +80,7 @@ async fn field_definitions_validate_cases_of_the_types_they_are_visible_for() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_definition_added_through_another_command_api_applies_to_the_next_case() {
     let app = TestApp::spawn().await;
-    let other = command_api::Application::build(&murima_tests::service_settings(&app.settings, "command-api"))
-        .await
-        .expect("a second command API starts");
-    let other_url = format!("http://127.0.0.1:{}", other.port());
-    let _other = tokio::spawn(async move { other.run_until_stopped().await.expect("second command API runs") });
+    let (other_url, _other) = app.another_command_api().await;
     let admin = app.token_for(app.tenant_id, Role::Admin);
     let open = || json!({ "title": "Feedback", "case_type_id": app.case_type_id, "custom_fields": {} });
     // This API reads (and keeps) the tenant's definitions: none yet.

@@ -94,11 +94,7 @@ async fn a_revoked_grant_is_gone_from_the_next_command_and_a_token_of_no_user_is
 #[tokio::test(flavor = "multi_thread")]
 async fn a_demotion_through_another_command_api_takes_effect_on_this_one_within_a_moment() {
     let app = TestApp::spawn().await;
-    let other = command_api::Application::build(&murima_tests::service_settings(&app.settings, "command-api"))
-        .await
-        .expect("a second command API starts");
-    let other_url = format!("{}:{}", "http://127.0.0.1", other.port());
-    let _other = tokio::spawn(async move { other.run_until_stopped().await.expect("second command API runs") });
+    let (other_url, _other) = app.another_command_api().await;
     let operator = app.token_for(app.tenant_id, Role::Admin);
     let boss = app.create_user("remote.boss", "admin").await;
     let token = app.login_token("remote.boss").await;

@@ -204,6 +204,16 @@ impl ServiceProcess {
 }
 
 impl TestApp {
+    /// Another command API in this process on the same servers (its caches start empty):
+    /// its URL, and the task serving it.
+    pub async fn another_command_api(&self) -> (String, JoinHandle<()>) {
+        let command = command_api::Application::build(&service_settings(&self.settings, "command-api"))
+            .await
+            .expect("another command API starts");
+        let url = format!("http://127.0.0.1:{}", command.port());
+        (url, tokio::spawn(async move { command.run_until_stopped().await.expect("the other command API runs") }))
+    }
+
     /// Starts the services and provisions a fresh tenant.
     pub async fn spawn() -> TestApp {
         Self::spawn_with(test_settings()).await
