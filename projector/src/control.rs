@@ -57,11 +57,14 @@ pub async fn exclusive(pool: &PgPool, projection: &str) -> anyhow::Result<Transa
     }
 }
 
+/// A lock holder's session: pid, application, client, state, seconds its transaction is open.
+type HolderRow = (i32, Option<String>, Option<String>, Option<String>, Option<f64>);
+
 /// Who holds an advisory lock of this database: each session's pid, application,
 /// client, state and how long its transaction has been open (empty: nobody).
 pub async fn holders(pool: &PgPool, key: i64) -> sqlx::Result<Vec<String>> {
     let key = key as u64;
-    let rows: Vec<(i32, Option<String>, Option<String>, Option<String>, Option<f64>)> = sqlx::query_as(
+    let rows: Vec<HolderRow> = sqlx::query_as(
         "SELECT a.pid, a.application_name, host(a.client_addr), a.state,
                 extract(epoch FROM now() - a.xact_start)::float8
          FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid

@@ -128,8 +128,8 @@ async fn a_burst_of_commands_gets_each_its_own_answer_whatever_batch_it_shared()
             (status, body["id"].as_str().map(str::to_owned))
         }
     };
-    let mut burst: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = (StatusCode, Option<String>)> + Send>>> =
-        Vec::new();
+    type Answer = std::pin::Pin<Box<dyn std::future::Future<Output = (StatusCode, Option<String>)> + Send>>;
+    let mut burst: Vec<Answer> = Vec::new();
     for (i, id) in contested.iter().enumerate() {
         burst.push(Box::pin(update(id, format!("first {i}"))));
         burst.push(Box::pin(update(id, format!("second {i}"))));

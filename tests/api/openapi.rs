@@ -210,10 +210,11 @@ async fn every_text_a_command_takes_declares_its_limit() {
             if is_text(property) && property["maxLength"].is_null() {
                 unbounded.push(format!("{body}.{name}"));
             }
-            if property["items"].is_object() && is_text(&property["items"]) {
-                if property["maxItems"].is_null() || property["items"]["maxLength"].is_null() {
-                    unbounded.push(format!("{body}.{name}[]"));
-                }
+            if property["items"].is_object()
+                && is_text(&property["items"])
+                && (property["maxItems"].is_null() || property["items"]["maxLength"].is_null())
+            {
+                unbounded.push(format!("{body}.{name}[]"));
             }
         }
     }

@@ -466,6 +466,51 @@ impl Projection for RedisCountersProjection {
     }
 }
 
+/// Deletes every case the query API cached for the tenant (`Tenancy::redis_case_cache`);
+/// they are read from PostgreSQL again.
+async fn forget_cached_cases(conn: &mut ConnectionManager, tenant: Uuid) -> Result<(), ApplyError> {
+    let tenancy = runtime::tenancy::Tenancy(tenant);
+    let prefix = tenancy.redis_key("case:");
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .map_err(classify)?;
+        // `case:<id>` only: `case:<id>:viewing` is presence.
+        let cached: Vec<&String> =
+            keys.iter().filter(|k| k.strip_prefix(&prefix).is_some_and(|id| id.parse::<Uuid>().is_ok())).collect();
+        if !cached.is_empty() {
+            redis::cmd("DEL").arg(&cached).query_async::<()>(conn).await.map_err(classify)?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+/// Redis away, loading, out of memory, read-only or unable to persist is the store's
+/// trouble; an error from the script itself (it refused the operations) is unexplained.
+fn classify(error: redis::RedisError) -> ApplyError {
+    let store_side = error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_timeout()
+        || matches!(error.kind(), redis::ErrorKind::BusyLoadingError | redis::ErrorKind::TryAgain)
+        || error.code().is_some_and(|c| ["OOM", "MISCONF", "READONLY", "LOADING", "BUSY", "NOREPLICAS"].contains(&c));
+    if store_side {
+        ApplyError::Transient(error.into())
+    } else {
+        ApplyError::Unexplained(error.into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -511,50 +556,5 @@ mod tests {
         assert_eq!(operation(&changed).unwrap()["drop"], json!([format!("user:{user}:permissions")]));
         let login = test_event("user", 3, "UserLoggedIn", json!({ "logged_in_at": "2026-11-20T09:00:00Z" }));
         assert_eq!(operation(&login).unwrap()["online"], json!([user.to_string(), 1_795_165_200]));
-    }
-}
-
-/// Deletes every case the query API cached for the tenant (`Tenancy::redis_case_cache`);
-/// they are read from PostgreSQL again.
-async fn forget_cached_cases(conn: &mut ConnectionManager, tenant: Uuid) -> Result<(), ApplyError> {
-    let tenancy = runtime::tenancy::Tenancy(tenant);
-    let prefix = tenancy.redis_key("case:");
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await
-            .map_err(classify)?;
-        // `case:<id>` only: `case:<id>:viewing` is presence.
-        let cached: Vec<&String> =
-            keys.iter().filter(|k| k.strip_prefix(&prefix).is_some_and(|id| id.parse::<Uuid>().is_ok())).collect();
-        if !cached.is_empty() {
-            redis::cmd("DEL").arg(&cached).query_async::<()>(conn).await.map_err(classify)?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
-}
-
-/// Redis away, loading, out of memory, read-only or unable to persist is the store's
-/// trouble; an error from the script itself (it refused the operations) is unexplained.
-fn classify(error: redis::RedisError) -> ApplyError {
-    let store_side = error.is_io_error()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal()
-        || error.is_timeout()
-        || matches!(error.kind(), redis::ErrorKind::BusyLoadingError | redis::ErrorKind::TryAgain)
-        || error.code().is_some_and(|c| ["OOM", "MISCONF", "READONLY", "LOADING", "BUSY", "NOREPLICAS"].contains(&c));
-    if store_side {
-        ApplyError::Transient(error.into())
-    } else {
-        ApplyError::Unexplained(error.into())
     }
 }
