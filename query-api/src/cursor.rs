@@ -50,17 +50,17 @@ impl<K: CursorKey> Cursor<K> {
 }
 
 /// One page of a list: `{items, next_cursor}`, and a `Link: rel="next"` header to the
-/// page after it when there is one. Every keyset list answers with it (the audit trail
-/// keeps its own answer: its cursor is a version number, not a string).
-pub struct Page<T> {
+/// page after it when there is one. Every keyset list answers with it; the cursor is an
+/// opaque string (`Cursor`), but for the audit trail's, which is a version number (`C`).
+pub struct Page<T, C = String> {
     items: Vec<T>,
     /// The cursor of the next page and that page's URL.
-    next: Option<(String, String)>,
+    next: Option<(C, String)>,
 }
 
-impl<T: serde::Serialize> Page<T> {
+impl<T: serde::Serialize, C: serde::Serialize> Page<T, C> {
     /// `link(cursor)`: the URL of the page after `cursor`, the list's filters kept.
-    pub fn new(items: Vec<T>, next_cursor: Option<String>, link: impl FnOnce(&str) -> String) -> Self {
+    pub fn new(items: Vec<T>, next_cursor: Option<C>, link: impl FnOnce(&C) -> String) -> Self {
         let next = next_cursor.map(|cursor| {
             let url = link(&cursor);
             (cursor, url)
@@ -69,7 +69,7 @@ impl<T: serde::Serialize> Page<T> {
     }
 }
 
-impl<T: serde::Serialize> axum::response::IntoResponse for Page<T> {
+impl<T: serde::Serialize, C: serde::Serialize> axum::response::IntoResponse for Page<T, C> {
     fn into_response(self) -> axum::response::Response {
         let (cursor, url) = self.next.unzip();
         let body = serde_json::json!({ "items": self.items, "next_cursor": cursor });

@@ -47,10 +47,15 @@ async fn an_entitys_audit_trail_is_read_across_the_months_of_its_entries() {
             let after = cursor.map(|c| format!("&cursor={c}")).unwrap_or_default();
             let answer = app.query(&format!("/v1/cases/{id}/audit?limit=2{after}"), admin).await;
             assert_eq!(answer.status(), StatusCode::OK);
+            let link = answer.headers().get("link").map(|l| l.to_str().unwrap().to_owned());
             let body: Value = answer.json().await.unwrap();
             let versions: Vec<i64> =
                 body["items"].as_array().unwrap().iter().map(|e| e["entity_version"].as_i64().unwrap()).collect();
-            (versions, body["next_cursor"].as_i64())
+            // The next page is linked as every other list's is.
+            let next = body["next_cursor"].as_i64();
+            let expected = next.map(|c| format!("</v1/cases/{id}/audit?limit=2&cursor={c}>; rel=\"next\""));
+            assert_eq!(link, expected);
+            (versions, next)
         }
     };
     assert_eq!(page(None).await, (vec![version + 2, version + 1], Some(version + 1)));

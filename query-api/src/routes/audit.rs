@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use super::{page_size, AppState};
 use crate::consistency::{wait_until, WaitFor};
+use crate::cursor::Page;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(case_audit)).routes(routes!(entity_audit)).routes(routes!(search_audit))
@@ -56,8 +57,8 @@ async fn case_audit(
     token: WaitFor,
     ApiPath(id): ApiPath<Uuid>,
     q: ApiQuery<AuditQuery>,
-) -> Result<Json<Value>, ApiError> {
-    audit_trail(state, caller, token, "case", id, q).await
+) -> Result<Page<Value, i64>, ApiError> {
+    audit_trail(state, caller, token, "case", id, format!("/v1/cases/{id}/audit"), q).await
 }
 
 #[utoipa::path(get, path = "/v1/audit/{entity_type}/{id}", tag = "audit", operation_id = "audit_entity_audit", params(("entity_type" = String, Path, description = "tenant, user, team, case_type, workflow, custom_field_definition, case, channel, interaction, task, case_note, document or message_template"), ("id" = Uuid, Path), AuditQuery), responses(runtime::openapi::ReadAnswered))]
@@ -67,14 +68,14 @@ async fn entity_audit(
     token: WaitFor,
     ApiPath((entity_type, id)): ApiPath<(String, Uuid)>,
     q: ApiQuery<AuditQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Page<Value, i64>, ApiError> {
     let Some(entity_type) = ENTITY_TYPES.into_iter().find(|t| *t == entity_type) else {
         return Err(ApiError::BadRequest(format!(
             "unknown entity type {entity_type:?}; use one of {}",
             ENTITY_TYPES.join(", ")
         )));
     };
-    audit_trail(state, caller, token, entity_type, id, q).await
+    audit_trail(state, caller, token, entity_type, id, format!("/v1/audit/{entity_type}/{id}"), q).await
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -100,8 +101,9 @@ async fn audit_trail(
     WaitFor(token): WaitFor,
     entity_type: &'static str,
     id: Uuid,
+    path: String,
     ApiQuery(q): ApiQuery<AuditQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Page<Value, i64>, ApiError> {
     let caller = caller.tenant_member()?.require(Permission::AuditRead)?;
     let tenant = caller.tenant_id;
     let limit = page_size(q.limit, 50, 200)?;
@@ -141,7 +143,7 @@ async fn audit_trail(
         && note_hidden_from(&state, caller, id).await?;
     let items = shown(&state, caller, docs, note_hidden).await;
     let next_cursor = if has_more { items.last().and_then(|e| e["entity_version"].as_i64()) } else { None };
-    Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
+    Ok(Page::new(items, next_cursor, |cursor| format!("{path}?limit={limit}&cursor={cursor}")))
 }
 
 /// The entries as `caller` may see them (see the module's notes); `note_hidden`: the
