@@ -16,6 +16,7 @@ use crate::event::Event;
 use crate::parking::StreamKey;
 use crate::projection::{ApplyError, Checkpoint, Projection};
 use crate::stores::{ProjectionName, Stores};
+use crate::worker::policy::Target;
 
 /// One projection as an operator sees it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -393,16 +394,23 @@ pub async fn decode_all(pool: &PgPool, rows: Vec<(i64, String)>) -> anyhow::Resu
 }
 
 /// Applies events through a projection, naming a poison event instead of parking it
-/// (an operator is watching).
+/// (an operator is watching). Each attempt is bounded like the worker's
+/// (`policy::Target::attempt`): a store that stops answering fails the command, not hangs
+/// it while it holds the projection's lock.
 pub async fn apply(projection: &Arc<dyn Projection>, group: &str, events: &[Event]) -> anyhow::Result<()> {
+    apply_to(Target::waiting(projection.as_ref()), group, events).await
+}
+
+/// `apply` with `target`'s deadline and pace.
+async fn apply_to(target: Target<'_>, group: &str, events: &[Event]) -> anyhow::Result<()> {
     if events.is_empty() {
         return Ok(());
     }
     let checkpoint = Checkpoint { group: group.to_owned(), topic: String::new(), positions: BTreeMap::new() };
     // Seven retries, 100 ms to 6.4 s apart (12.7 s in all), then the error.
-    let mut backoff = runtime::retry::delays(Duration::from_millis(100), Duration::from_secs(10)).take(7);
+    let mut backoff = runtime::retry::delays(target.pace, target.pace * 100).take(7);
     loop {
-        match projection.apply(events, &checkpoint).await {
+        match target.attempt(events, &checkpoint).await {
             Ok(()) => return Ok(()),
             Err(ApplyError::Poison { event_id, reason }) => {
                 anyhow::bail!("event {event_id} cannot be applied: {reason}")
@@ -642,4 +650,53 @@ pub async fn skip_parked(
     hold.commit().await?;
     tracing::warn!(projection = name, %stream, ?tenant, events = moved, "parked events skipped");
     Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::event::test_event;
+    use crate::projection::Held;
+    use crate::worker::policy::OnTrouble;
+
+    /// A store that takes every batch and never answers.
+    struct Hung;
+
+    #[async_trait::async_trait]
+    impl Projection for Hung {
+        fn name(&self) -> &'static str {
+            "hung"
+        }
+        async fn apply(&self, _: &[Event], _: &Checkpoint) -> Result<(), ApplyError> {
+            std::future::pending().await
+        }
+        async fn held(&self, _: Uuid) -> anyhow::Result<Vec<Held>> {
+            Ok(Vec::new())
+        }
+        async fn healthy(&self) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_operators_apply_gives_up_on_a_store_that_stops_answering() {
+        let target = Target {
+            projection: &Hung,
+            deadline: Duration::from_millis(20),
+            on_trouble: OnTrouble::Wait,
+            pace: Duration::from_millis(1),
+        };
+        let team = serde_json::json!({ "name": "Support", "description": null, "created_at": "2026-11-20T09:00:00Z" });
+        let started = std::time::Instant::now();
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(10),
+            apply_to(target, "g", &[test_event("team", 1, "TeamCreated", team)]),
+        )
+        .await;
+        let error = outcome.expect("apply returned instead of hanging").unwrap_err();
+        assert!(format!("{error:#}").contains("did not finish applying"), "{error:#}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
 }

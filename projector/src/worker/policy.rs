@@ -89,7 +89,7 @@ impl<'a> Target<'a> {
     }
 
     /// One attempt; no answer within the deadline is the store's trouble (transient).
-    async fn attempt(&self, events: &[Event], checkpoint: &Checkpoint) -> Result<(), ApplyError> {
+    pub(crate) async fn attempt(&self, events: &[Event], checkpoint: &Checkpoint) -> Result<(), ApplyError> {
         match tokio::time::timeout(self.deadline, self.projection.apply(events, checkpoint)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(ApplyError::Transient(anyhow::anyhow!(
