@@ -85,7 +85,7 @@ impl StreamCache {
             entries: Cache::new(capacity),
             following: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
-            members: Cache::new(capacity / 100 + 1),
+            members: Cache::new((capacity / 100).saturating_add(1)),
         }
     }
 
