@@ -111,6 +111,9 @@ pub enum Batched {
     Failed(sqlx::Error),
     /// The appender has stopped: nothing was sent; make the call alone.
     Alone(AppendCall),
+    /// The database did not take its batch (no connection, a deadline, no room):
+    /// nothing of it committed; try again later.
+    Busy,
     /// Its batch's answer was lost (a connection or the pool failed, or the worker ended):
     /// whether it committed is unknown.
     Lost,
@@ -164,17 +167,23 @@ async fn work(pool: PgPool, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
             Ok(mut conn) => settle(&mut conn, std::mem::take(&mut batch)).await,
             Err(error) => {
                 tracing::warn!(%error, commands = batch.len(), "no connection for a batch of appends");
-                answer_all(batch.drain(..), || Batched::Lost);
+                answer_all(batch.drain(..), || Batched::Busy);
             }
         }
     }
 }
 
-/// Sends `batch` and answers each of its calls; a batch that PostgreSQL refused is split
-/// in halves, each sent again, until the call that raises answers alone.
+/// Sends `batch` and answers each of its calls; a batch that PostgreSQL refused because
+/// of one of its calls (`one_calls_fault`) is split in halves, each sent again, until the
+/// call that raises answers alone. A call whose caller has given up (its request ended)
+/// is not sent again: it was not recorded, and its client may be retrying it already.
 async fn settle(conn: &mut sqlx::PgConnection, batch: Vec<Job>) {
     let mut pending = vec![batch];
     while let Some(mut group) = pending.pop() {
+        group.retain(|(_, reply)| !reply.is_closed());
+        if group.is_empty() {
+            continue;
+        }
         let calls = group.iter().map(|(call, _)| call).collect::<Vec<_>>();
         match append_batch(conn, &calls).await {
             Ok(rows) if rows.len() == group.len() => {
@@ -195,12 +204,18 @@ async fn settle(conn: &mut sqlx::PgConnection, batch: Vec<Job>) {
                     let _ = reply.send(Batched::Failed(error));
                 }
             }
-            Err(sqlx::Error::Database(error)) => {
+            Err(sqlx::Error::Database(error)) if one_calls_fault(error.code().as_deref()) => {
                 metrics::counter!("append_batches_split_total").increment(1);
                 tracing::info!(%error, calls = group.len(), "a batch of appends was refused; it is sent again in halves");
                 let back = group.split_off(group.len() / 2);
                 pending.push(back);
                 pending.push(group);
+            }
+            // The database's own trouble (a statement deadline, a lock wait given up, no
+            // room): nothing committed, and halving would only add load. Try again later.
+            Err(sqlx::Error::Database(error)) => {
+                tracing::warn!(%error, code = ?error.code(), calls = group.len(), "a batch of appends was not taken");
+                answer_all(group.into_iter(), || Batched::Busy);
             }
             Err(error) => {
                 tracing::warn!(%error, calls = group.len(), "a batch of appends lost its answer");
@@ -208,6 +223,14 @@ async fn settle(conn: &mut sqlx::PgConnection, batch: Vec<Job>) {
             }
         }
     }
+}
+
+/// Whether PostgreSQL refused a batch for one of its calls, so that a half without that
+/// call would be taken: a constraint (class 23: a unique version, an event id), bad data
+/// (class 22), a deadlock between calls' rows (40P01), or an error the append raises
+/// itself (P0001, and MU001: a twin's key committed first).
+fn one_calls_fault(code: Option<&str>) -> bool {
+    code.is_some_and(|c| c.starts_with("23") || c.starts_with("22") || matches!(c, "40P01" | "P0001" | "MU001"))
 }
 
 /// `settle` for calls without callers: each call's answer, in the calls' order (tests

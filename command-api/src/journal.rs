@@ -646,6 +646,7 @@ impl Journal {
                 Batched::Row(row) => Ok(row),
                 Batched::Failed(error) => Err(error),
                 Batched::Alone(call) => call.run(&mut *self.pool.acquire().await?).await,
+                Batched::Busy => Err(sqlx::Error::PoolTimedOut),
                 Batched::Lost => Err(sqlx::Error::Io(std::io::Error::other(
                     "the answer of a batch of appends was lost: whether this command was recorded is unknown",
                 ))),

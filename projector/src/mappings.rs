@@ -47,7 +47,7 @@ pub async fn migrate(stores: &Stores, tenant: Option<Uuid>, entity: Option<&str>
         for entity in &entities {
             let alias = Tenancy(tenant).es_alias(entity);
             for index in indices_of(&stores.elastic, &alias).await? {
-                migrated.push(migrate_index(&stores.elastic, &alias, &index).await?);
+                migrated.push(migrate_index(&stores.elastic, entity, &alias, &index).await?);
             }
         }
     }
@@ -82,12 +82,14 @@ pub(crate) fn month_name(alias: &str, index: &str) -> String {
     format!("{alias}-{}", &base[base.len().saturating_sub(7)..])
 }
 
-async fn migrate_index(client: &Elasticsearch, alias: &str, index: &str) -> anyhow::Result<Migrated> {
+async fn migrate_index(client: &Elasticsearch, entity: &str, alias: &str, index: &str) -> anyhow::Result<Migrated> {
     let (_, version) = versioned(index);
     let month = month_name(alias, index);
     let next = format!("{month}-v{}", version + 1);
-    // No body: the index template gives the new index the current mapping and analysis.
-    let created = client.indices().create(IndicesCreateParts::Index(&next)).body(json!({})).send().await?;
+    // The current mapping and analysis, as the index template has them (sent, not left
+    // to the template: a server that lost its templates would map the copy dynamically).
+    let body = crate::projections::elastic::index_template(entity);
+    let created = client.indices().create(IndicesCreateParts::Index(&next)).body(body).send().await?;
     let status = created.status_code();
     let text = created.text().await.unwrap_or_default();
     anyhow::ensure!(

@@ -135,7 +135,9 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => Self::Unavailable("the database is not reachable".into()),
             // The statement deadline passed (`statement_timeout`), a lock wait gave up, or
             // the server is shutting down or out of connections: try again in a moment.
+            // Logged with its SQLSTATE: a deadlock that repeats is a lock-order bug to find.
             sqlx::Error::Database(db) if db.code().is_some_and(|c| is_transient(&c)) => {
+                tracing::warn!(code = ?db.code(), error = %db, "the database refused for now");
                 Self::Unavailable("the database did not answer in time".into())
             }
             other => Self::Internal(other.into()),

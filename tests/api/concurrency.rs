@@ -276,6 +276,7 @@ async fn a_refused_batch_is_split_until_only_the_call_that_raises_fails() {
             Batched::Failed(sqlx::Error::Database(db)) => db.constraint().unwrap_or("?").to_owned(),
             Batched::Failed(other) => format!("{other}"),
             Batched::Alone(_) => "alone".into(),
+            Batched::Busy => "busy".into(),
             Batched::Lost => "lost".into(),
         })
         .collect();

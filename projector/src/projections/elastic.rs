@@ -157,14 +157,19 @@ pub fn lifecycle_policy() -> Value {
 /// under a running projector, still gets typed fields, not dynamic text that sorts and
 /// filters refuse) and the tenant's read alias.
 fn index_body(entity: &str, alias: &str) -> Value {
+    let mut body = index_template(entity);
+    body["aliases"] = json!({ alias: {} });
+    body
+}
+
+/// The settings and mappings of `entity`'s index template, as an index-create body.
+pub(crate) fn index_template(entity: &str) -> Value {
     let pattern = json!([format!("tenant-*-{entity}-*")]);
-    let mut body = entity_templates()
+    entity_templates()
         .into_iter()
         .find(|(_, t)| t["index_patterns"] == pattern)
         .map(|(_, t)| t["template"].clone())
-        .unwrap_or_else(|| json!({}));
-    body["aliases"] = json!({ alias: {} });
-    body
+        .unwrap_or_else(|| json!({}))
 }
 
 fn entity_templates() -> Vec<(&'static str, Value)> {
