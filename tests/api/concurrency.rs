@@ -92,6 +92,40 @@ async fn a_retried_command_returns_the_original_answer_and_appends_nothing() {
     assert_eq!(app.journal_count("case").await, 3);
 }
 
+/// A retried creation is answered with the resource its first attempt made: the id, and
+/// the `Location` (header and body) where it is read, not a fresh id's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_creation_points_at_what_the_first_attempt_made() {
+    let app = TestApp::spawn().await;
+    let admin = app.token_for(app.tenant_id, runtime::auth::Role::Admin);
+    let send = |path: &'static str, body: Value| {
+        let request = app
+            .http
+            .post(format!("{}{path}", app.command_url))
+            .bearer_auth(&admin)
+            .header("idempotency-key", path)
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    for (path, body) in [
+        ("/v1/teams", json!({ "name": "Retried" })),
+        ("/v1/channels", json!({ "name": "Retried", "type": "email", "configuration": {} })),
+        ("/v1/case-types", json!({ "name": "Retried" })),
+    ] {
+        let (mut ids, mut locations) = (Vec::new(), Vec::new());
+        for _ in 0..2 {
+            let r = send(path, body.clone()).await;
+            assert_eq!(r.status(), StatusCode::CREATED, "{path}");
+            locations.push(r.headers()["location"].to_str().unwrap().to_owned());
+            let answer: Value = r.json().await.unwrap();
+            assert_eq!(answer["location"], locations[locations.len() - 1].as_str(), "{path}");
+            ids.push(answer["id"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(ids[0], ids[1], "{path}");
+        assert_eq!(locations, vec![format!("{path}/{}", ids[0]); 2], "{path}");
+    }
+}
+
 /// Concurrent commands' appends go to PostgreSQL in batches (`command_api::appender`): a
 /// burst mixing lost races, idempotent twins and plain opens gets each command its own
 /// answer, whatever batch it shared.

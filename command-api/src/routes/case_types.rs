@@ -10,7 +10,7 @@ use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
-use super::endpoint::{Access, Endpoint, Facts, Route, Target};
+use super::endpoint::{Endpoint, Facts, Route, Target};
 use super::AppState;
 use crate::journal::Lookup;
 use events::workflow;
@@ -18,7 +18,7 @@ use events::workflow;
 const KIND: &str = "case_type";
 
 pub fn router() -> OpenApiRouter<AppState> {
-    super::endpoint::router![CreateBody, UpdateBody, Deactivate, Activate]
+    super::endpoint::router!["case-types": CreateBody, UpdateBody, Deactivate, Activate]
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
@@ -41,9 +41,8 @@ struct CreateBody {
 impl Endpoint for CreateBody {
     type Stream = case_type::CaseType;
     type Path = ();
-    const NAME: &'static str = "create_case_type";
-    const ROUTE: Route = Route::post("/v1/case-types", "case-types", "case_types_create");
-    const ACCESS: Access = Access::Holds(Permission::CaseTypesManage);
+    const ROUTE: Route =
+        Route::post("/v1/case-types", "case_types_create").named("create_case_type").holds(Permission::CaseTypesManage);
 
     fn target(&self, _: &()) -> Result<Target, ApiError> {
         Target::chosen("/v1/case-types", self.id)
@@ -85,9 +84,9 @@ struct UpdateBody {
 impl Endpoint for UpdateBody {
     type Stream = case_type::CaseType;
     type Path = Uuid;
-    const NAME: &'static str = "update_case_type";
-    const ROUTE: Route = Route::patch("/v1/case-types/{id}", "case-types", "case_types_update");
-    const ACCESS: Access = Access::Holds(Permission::CaseTypesManage);
+    const ROUTE: Route = Route::patch("/v1/case-types/{id}", "case_types_update")
+        .named("update_case_type")
+        .holds(Permission::CaseTypesManage);
 
     fn lookup(&self) -> Lookup {
         Lookup::unique_name(KIND, self.name.as_deref())
@@ -106,7 +105,6 @@ impl Endpoint for UpdateBody {
 activation_endpoints!(
     case_type::CaseType,
     "case_type",
-    "case-types",
     "/v1/case-types/{id}/deactivate",
     "/v1/case-types/{id}/activate",
     Permission::CaseTypesManage,

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::endpoint::{self, Access, Body, Endpoint, Facts, Route};
+use super::endpoint::{self, Body, Endpoint, Facts, Route};
 use super::AppState;
 use super::CommandReply;
 use crate::context::CommandContext;
@@ -23,8 +23,7 @@ use crate::versioned::{CommandSchema, Versioned};
 use events::{case_type, field_definition, team, workflow};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    super::endpoint::router![
-        UpdateCaseBody,
+    super::endpoint::router!["cases": UpdateCaseBody,
         AssignBody,
         StatusBody,
         TagsBody,
@@ -174,9 +173,8 @@ struct TeamBody {
 impl Endpoint for UpdateCaseBody {
     type Stream = case::Case;
     type Path = Uuid;
-    const NAME: &'static str = "update_case";
-    const ROUTE: Route = Route::patch("/v1/cases/{id}", "cases", "cases_update");
-    const ACCESS: Access = Access::Holds(Permission::CasesUpdate);
+    const ROUTE: Route =
+        Route::patch("/v1/cases/{id}", "cases_update").named("update_case").holds(Permission::CasesUpdate);
 
     async fn command(self, id: Uuid, facts: Facts<'_>) -> Result<CaseCommand, ApiError> {
         // New custom fields are checked against the form of the case's type; those the
@@ -214,9 +212,8 @@ impl Endpoint for UpdateCaseBody {
 impl Endpoint for AssignBody {
     type Stream = case::Case;
     type Path = Uuid;
-    const NAME: &'static str = "assign_case";
-    const ROUTE: Route = Route::post("/v1/cases/{id}/assignment", "cases", "cases_assign");
-    const ACCESS: Access = Access::Holds(Permission::CasesAssign);
+    const ROUTE: Route =
+        Route::post("/v1/cases/{id}/assignment", "cases_assign").named("assign_case").holds(Permission::CasesAssign);
 
     async fn command(self, _: Uuid, facts: Facts<'_>) -> Result<CaseCommand, ApiError> {
         let assignee = facts.user(self.assigned_to).await?;
@@ -227,9 +224,9 @@ impl Endpoint for AssignBody {
 impl Endpoint for StatusBody {
     type Stream = case::Case;
     type Path = Uuid;
-    const NAME: &'static str = "change_case_status";
-    const ROUTE: Route = Route::post("/v1/cases/{id}/status", "cases", "cases_change_status");
-    const ACCESS: Access = Access::Holds(Permission::CasesChangeStatus);
+    const ROUTE: Route = Route::post("/v1/cases/{id}/status", "cases_change_status")
+        .named("change_case_status")
+        .holds(Permission::CasesChangeStatus);
 
     async fn command(self, _: Uuid, _: Facts<'_>) -> Result<CaseCommand, ApiError> {
         Ok(CaseCommand::ChangeStatus(ChangeStatus { status: self.status }))
@@ -239,9 +236,9 @@ impl Endpoint for StatusBody {
 impl Endpoint for TagsBody {
     type Stream = case::Case;
     type Path = Uuid;
-    const NAME: &'static str = "change_case_tags";
-    const ROUTE: Route = Route::post("/v1/cases/{id}/tags", "cases", "cases_change_tags");
-    const ACCESS: Access = Access::Holds(Permission::CasesUpdate);
+    const ROUTE: Route = Route::post("/v1/cases/{id}/tags", "cases_change_tags")
+        .named("change_case_tags")
+        .holds(Permission::CasesUpdate);
 
     async fn command(self, _: Uuid, _: Facts<'_>) -> Result<CaseCommand, ApiError> {
         Ok(CaseCommand::ChangeTags { add: self.add, remove: self.remove })
@@ -251,10 +248,10 @@ impl Endpoint for TagsBody {
 impl Endpoint for StageBody {
     type Stream = case::Case;
     type Path = Uuid;
-    const NAME: &'static str = "move_case_stage";
-    const ROUTE: Route = Route::post("/v1/cases/{id}/stage", "cases", "cases_move_stage")
-        .summary("Moves a case along a transition of its workflow that the caller's role may take.");
-    const ACCESS: Access = Access::Holds(Permission::CasesChangeStatus);
+    const ROUTE: Route = Route::post("/v1/cases/{id}/stage", "cases_move_stage")
+        .summary("Moves a case along a transition of its workflow that the caller's role may take.")
+        .named("move_case_stage")
+        .holds(Permission::CasesChangeStatus);
 
     async fn command(self, id: Uuid, facts: Facts<'_>) -> Result<CaseCommand, ApiError> {
         let case = facts.stream::<case::Case>(id).await?;
@@ -280,9 +277,9 @@ impl Endpoint for StageBody {
 impl Endpoint for TeamBody {
     type Stream = case::Case;
     type Path = Uuid;
-    const NAME: &'static str = "assign_case_team";
-    const ROUTE: Route = Route::post("/v1/cases/{id}/team", "cases", "cases_assign_team");
-    const ACCESS: Access = Access::Holds(Permission::CasesAssign);
+    const ROUTE: Route = Route::post("/v1/cases/{id}/team", "cases_assign_team")
+        .named("assign_case_team")
+        .holds(Permission::CasesAssign);
 
     async fn command(self, _: Uuid, facts: Facts<'_>) -> Result<CaseCommand, ApiError> {
         let team = match self.team_id {
@@ -305,9 +302,7 @@ macro_rules! lifecycle_endpoints {
         impl Endpoint for $name {
             type Stream = case::Case;
             type Path = Uuid;
-            const NAME: &'static str = "change_status";
-            const ROUTE: Route = Route::post($path, "cases", $operation);
-            const ACCESS: Access = Access::Holds(Permission::CasesChangeStatus);
+            const ROUTE: Route = Route::post($path, $operation).named("change_status").holds(Permission::CasesChangeStatus);
             const BODY: Body = Body::NoFields;
 
             fn fingerprint(&self, id: &Uuid) -> String {

@@ -1,28 +1,22 @@
 //! Channel commands (tenant administrators) and recording interactions on a case
 //! (anyone who may update cases), through an active channel.
 
-use axum::extract::State;
-use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use events::channel::{self, normalise_name, ChannelCommand, ChannelType, Configuration};
+use events::channel::{self, normalise_name, ChannelCommand, ChannelType, Configuration, Credentials};
 use events::interaction::{self, Direction, RecordInteraction, Reference};
 use runtime::auth::Permission;
-use runtime::extract::ApiPath;
 use runtime::ApiError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
-use super::endpoint::{Access, Endpoint, Facts, Route, Target};
+use super::endpoint::{Endpoint, Facts, Route, Target};
 use super::AppState;
-use super::CommandReply;
-use crate::context::CommandContext;
 use crate::journal::{fingerprint, Lookup};
-use crate::versioned::{CommandSchema, Versioned};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    super::endpoint::router![Deactivate, Activate, InteractionBody].routes(routes!(create)).routes(routes!(update))
+    super::endpoint::router!["channels": CreateBody, UpdateBody, Deactivate, Activate, InteractionBody]
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
@@ -35,10 +29,39 @@ struct CreateBody {
     #[serde(default)]
     #[schema(value_type = Object)]
     configuration: Configuration,
+    /// When the request was read: what its credentials are stamped with.
+    #[serde(skip, default = "Utc::now")]
+    read_at: DateTime<Utc>,
 }
 
-impl CommandSchema for CreateBody {
-    const NAME: &'static str = "create_channel";
+impl Endpoint for CreateBody {
+    type Stream = channel::Channel;
+    type Path = ();
+    const ROUTE: Route =
+        Route::post("/v1/channels", "channels_create").named("create_channel").holds(Permission::ChannelsManage);
+
+    fn check(&self) -> Result<(), ApiError> {
+        split(&self.configuration, self.read_at).map(drop)
+    }
+
+    fn fingerprint(&self, _: &()) -> String {
+        fingerprint_masked(<Self as Endpoint>::NAME, None, self)
+    }
+
+    fn lookup(&self) -> Lookup {
+        let credentials = split(&self.configuration, self.read_at).ok().map(|(_, credentials)| credentials);
+        Lookup::Channel { name: Some(normalise_name(&self.name)), credentials }
+    }
+
+    async fn command(self, _: (), _: Facts<'_>) -> Result<ChannelCommand, ApiError> {
+        let (configuration, credentials) = split(&self.configuration, self.read_at)?;
+        Ok(ChannelCommand::Create {
+            name: self.name,
+            channel_type: self.channel_type,
+            configuration,
+            kept: credentials.kept,
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
@@ -48,10 +71,54 @@ struct UpdateBody {
     name: Option<String>,
     #[schema(value_type = Option<Object>)]
     configuration: Option<Configuration>,
+    /// When the request was read: what its credentials are stamped with.
+    #[serde(skip, default = "Utc::now")]
+    read_at: DateTime<Utc>,
 }
 
-impl CommandSchema for UpdateBody {
-    const NAME: &'static str = "update_channel";
+impl Endpoint for UpdateBody {
+    type Stream = channel::Channel;
+    type Path = Uuid;
+    const ROUTE: Route =
+        Route::patch("/v1/channels/{id}", "channels_update").named("update_channel").holds(Permission::ChannelsManage);
+
+    fn check(&self) -> Result<(), ApiError> {
+        self.split().map(drop)
+    }
+
+    fn fingerprint(&self, id: &Uuid) -> String {
+        fingerprint_masked(<Self as Endpoint>::NAME, Some(*id), self)
+    }
+
+    fn lookup(&self) -> Lookup {
+        let credentials = self.split().ok().flatten().map(|(_, credentials)| credentials);
+        Lookup::Channel { name: self.name.as_deref().map(normalise_name), credentials }
+    }
+
+    async fn command(self, _: Uuid, _: Facts<'_>) -> Result<ChannelCommand, ApiError> {
+        let (configuration, kept) = match self.split()? {
+            Some((configuration, credentials)) => (Some(configuration), credentials.kept),
+            None => (None, Vec::new()),
+        };
+        Ok(ChannelCommand::Update { name: self.name, configuration, kept })
+    }
+}
+
+impl UpdateBody {
+    /// The new configuration, if any, with its credentials taken out.
+    fn split(&self) -> Result<Option<(Configuration, Credentials)>, ApiError> {
+        self.configuration.as_ref().map(|c| split(c, self.read_at)).transpose()
+    }
+}
+
+/// A configuration with its credentials taken out (422 if they are too many or their
+/// names too long), as of when the request was read: every step that splits the same
+/// body gets the same answer.
+fn split(configuration: &Configuration, at: DateTime<Utc>) -> Result<(Configuration, Credentials), ApiError> {
+    let mut configuration = configuration.clone();
+    let credentials = channel::split_credentials(&mut configuration, at);
+    channel::check_credentials(&credentials)?;
+    Ok((configuration, credentials))
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
@@ -69,50 +136,9 @@ struct InteractionBody {
     occurred_at: Option<DateTime<Utc>>,
 }
 
-#[utoipa::path(post, path = "/v1/channels", tag = "channels", operation_id = "channels_create", request_body = CreateBody, responses(runtime::openapi::CommandAnswered))]
-async fn create(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    Versioned { body, .. }: Versioned<CreateBody>,
-) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::ChannelsManage)?;
-    let hash = fingerprint_masked(CreateBody::NAME, None, &body);
-    let id = Uuid::now_v7();
-    let mut configuration = body.configuration;
-    let credentials = channel::split_credentials(&mut configuration, Utc::now());
-    channel::check_credentials(&credentials)?;
-    let kept = credentials.kept.clone();
-    let lookup = Lookup::Channel { name: Some(normalise_name(&body.name)), credentials: Some(credentials) };
-    let cmd = ChannelCommand::Create { name: body.name, channel_type: body.channel_type, configuration, kept };
-    Ok(super::decide_in_tenant::<channel::Channel>(&state, &ctx, id, hash, lookup, StatusCode::CREATED, cmd)
-        .await?
-        .at(format!("/v1/channels/{id}")))
-}
-
-#[utoipa::path(patch, path = "/v1/channels/{id}", tag = "channels", operation_id = "channels_update", params(("id" = Uuid, Path)), request_body = UpdateBody, responses(runtime::openapi::CommandAnswered))]
-async fn update(
-    State(state): State<AppState>,
-    ctx: CommandContext,
-    ApiPath(id): ApiPath<Uuid>,
-    Versioned { body, .. }: Versioned<UpdateBody>,
-) -> Result<CommandReply, ApiError> {
-    ctx.caller.require(Permission::ChannelsManage)?;
-    let hash = fingerprint_masked(UpdateBody::NAME, Some(id), &body);
-    let mut configuration = body.configuration;
-    let credentials = configuration.as_mut().map(|c| channel::split_credentials(c, Utc::now()));
-    if let Some(credentials) = &credentials {
-        channel::check_credentials(credentials)?;
-    }
-    let kept = credentials.as_ref().map(|c| c.kept.clone()).unwrap_or_default();
-    let lookup = Lookup::Channel { name: body.name.as_deref().map(normalise_name), credentials };
-    let cmd = ChannelCommand::Update { name: body.name, configuration, kept };
-    super::decide_in_tenant::<channel::Channel>(&state, &ctx, id, hash, lookup, StatusCode::OK, cmd).await
-}
-
 activation_endpoints!(
     channel::Channel,
     "channel",
-    "channels",
     "/v1/channels/{id}/deactivate",
     "/v1/channels/{id}/activate",
     Permission::ChannelsManage,
@@ -133,11 +159,9 @@ fn fingerprint_masked(command: &str, stream: Option<Uuid>, body: &impl Serialize
 impl Endpoint for InteractionBody {
     type Stream = interaction::Interaction;
     type Path = Uuid;
-    const NAME: &'static str = "record_interaction";
-    const ROUTE: Route = Route::post("/v1/cases/{id}/interactions", "channels", "channels_record_interaction").summary(
+    const ROUTE: Route = Route::post("/v1/cases/{id}/interactions", "channels_record_interaction").summary(
         "Records one contact on a case; the case must exist and not be closed, the channel\nmust be active (422 naming the field otherwise).",
-    );
-    const ACCESS: Access = Access::Holds(Permission::CasesUpdate);
+    ).named("record_interaction").holds(Permission::CasesUpdate);
 
     fn target(&self, _: &Uuid) -> Result<Target, ApiError> {
         Ok(Target::unlisted())

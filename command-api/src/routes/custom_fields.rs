@@ -10,12 +10,12 @@ use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
-use super::endpoint::{Access, Endpoint, Facts, Route};
+use super::endpoint::{Endpoint, Facts, Route};
 use super::AppState;
 use crate::journal::Lookup;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    super::endpoint::router![DefineBody, UpdateBody, Deactivate, Activate]
+    super::endpoint::router!["custom-fields": DefineBody, UpdateBody, Deactivate, Activate]
 }
 
 // The two bodies state the spec's fields themselves rather than flatten `FieldSpec`
@@ -147,7 +147,6 @@ impl UpdateBody {
 activation_endpoints!(
     field_definition::FieldDefinition,
     "custom_field",
-    "custom-fields",
     "/v1/custom-fields/{id}/deactivate",
     "/v1/custom-fields/{id}/activate",
     Permission::CustomFieldsManage,
@@ -158,9 +157,9 @@ activation_endpoints!(
 impl Endpoint for DefineBody {
     type Stream = field_definition::FieldDefinition;
     type Path = ();
-    const NAME: &'static str = "define_custom_field";
-    const ROUTE: Route = Route::post("/v1/custom-fields", "custom-fields", "custom_fields_define");
-    const ACCESS: Access = Access::Holds(Permission::CustomFieldsManage);
+    const ROUTE: Route = Route::post("/v1/custom-fields", "custom_fields_define")
+        .named("define_custom_field")
+        .holds(Permission::CustomFieldsManage);
 
     fn lookup(&self) -> Lookup {
         Lookup::UniqueName { kind: "custom_field", name: format!("{}.{}", self.entity_type.as_str(), self.field_name) }
@@ -175,9 +174,9 @@ impl Endpoint for DefineBody {
 impl Endpoint for UpdateBody {
     type Stream = field_definition::FieldDefinition;
     type Path = Uuid;
-    const NAME: &'static str = "update_custom_field";
-    const ROUTE: Route = Route::put("/v1/custom-fields/{id}", "custom-fields", "custom_fields_update");
-    const ACCESS: Access = Access::Holds(Permission::CustomFieldsManage);
+    const ROUTE: Route = Route::put("/v1/custom-fields/{id}", "custom_fields_update")
+        .named("update_custom_field")
+        .holds(Permission::CustomFieldsManage);
 
     async fn command(self, _: Uuid, _: Facts<'_>) -> Result<FieldDefinitionCommand, ApiError> {
         Ok(FieldDefinitionCommand::Update { spec: self.spec() })

@@ -9,11 +9,11 @@ use serde_json::{Map, Value};
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
-use super::endpoint::{self, Access, Body, Endpoint, Facts, Route, Target};
+use super::endpoint::{self, Body, Endpoint, Facts, Route, Target};
 use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    super::endpoint::router![AttachBody, RemoveBody]
+    super::endpoint::router!["documents": AttachBody, RemoveBody]
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
@@ -33,9 +33,9 @@ endpoint::no_fields!(RemoveBody);
 impl Endpoint for AttachBody {
     type Stream = document::Document;
     type Path = Uuid;
-    const NAME: &'static str = "attach_document";
-    const ROUTE: Route = Route::post("/v1/cases/{id}/documents", "documents", "documents_attach");
-    const ACCESS: Access = Access::Holds(Permission::CasesUpdate);
+    const ROUTE: Route = Route::post("/v1/cases/{id}/documents", "documents_attach")
+        .named("attach_document")
+        .holds(Permission::CasesUpdate);
 
     fn target(&self, _: &Uuid) -> Result<Target, ApiError> {
         Ok(Target::new("/v1/documents"))
@@ -59,9 +59,8 @@ impl Endpoint for AttachBody {
 impl Endpoint for RemoveBody {
     type Stream = document::Document;
     type Path = Uuid;
-    const NAME: &'static str = "delete_document";
-    const ROUTE: Route = Route::delete("/v1/documents/{id}", "documents", "documents_remove");
-    const ACCESS: Access = Access::Holds(Permission::CasesUpdate);
+    const ROUTE: Route =
+        Route::delete("/v1/documents/{id}", "documents_remove").named("delete_document").holds(Permission::CasesUpdate);
     const BODY: Body = Body::Ignored;
 
     async fn command(self, id: Uuid, facts: Facts<'_>) -> Result<DocumentCommand, ApiError> {

@@ -6,7 +6,8 @@
 //! What every endpoint then does the same way: the caller's right first, then the
 //! request's fingerprint for its Idempotency-Key (the command's name, the path's first
 //! id and the body), then the facts the command needs, then the journal, deciding with
-//! the stream's `Aggregate::decide` in the caller's tenant (provisioned and active).
+//! the stream's `Aggregate::decide` in the caller's tenant (provisioned and active), or,
+//! for a tenant's own stream, in that tenant whatever its status.
 
 use std::future::Future;
 
@@ -14,7 +15,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use events::reference::Reference;
-use events::Aggregate;
+use events::{Aggregate, StreamType};
 use runtime::auth::{Caller, Permission};
 use runtime::extract::ApiPath;
 use runtime::ApiError;
@@ -32,75 +33,100 @@ use crate::context::CommandContext;
 use crate::journal::{fingerprint, Lookup};
 use crate::versioned::{CommandSchema, Versioned};
 
-/// Where an endpoint is and how the OpenAPI document names it.
+/// Where an endpoint is, how the OpenAPI document names it (its tag is its module's:
+/// `router!`), the command it takes and who may send it:
+/// `Route::post(path, operation).named(command).holds(permission)`. A route without its
+/// command's name or its access does not compile (`route`).
 pub(crate) struct Route {
     pub method: HttpMethod,
     /// With `{name}` for each path parameter (all of them UUIDs).
     pub path: &'static str,
-    pub tag: &'static str,
     pub operation: &'static str,
     /// One line for the document, where the path and the body do not say it all.
     pub summary: Option<&'static str>,
+    /// The command's name: its body's in the versioned contract (`CommandSchema`) and in
+    /// its fingerprint. Never rename one: stored idempotency answers are keyed by it.
+    pub name: &'static str,
+    pub access: Option<Access>,
 }
 
 impl Route {
-    pub const fn post(path: &'static str, tag: &'static str, operation: &'static str) -> Self {
-        Self { method: HttpMethod::Post, path, tag, operation, summary: None }
+    pub const fn post(path: &'static str, operation: &'static str) -> Self {
+        Self { method: HttpMethod::Post, path, operation, summary: None, name: "", access: None }
     }
 
-    pub const fn patch(path: &'static str, tag: &'static str, operation: &'static str) -> Self {
-        Self { method: HttpMethod::Patch, ..Self::post(path, tag, operation) }
+    pub const fn patch(path: &'static str, operation: &'static str) -> Self {
+        Self { method: HttpMethod::Patch, ..Self::post(path, operation) }
     }
 
-    pub const fn put(path: &'static str, tag: &'static str, operation: &'static str) -> Self {
-        Self { method: HttpMethod::Put, ..Self::post(path, tag, operation) }
+    pub const fn put(path: &'static str, operation: &'static str) -> Self {
+        Self { method: HttpMethod::Put, ..Self::post(path, operation) }
     }
 
-    pub const fn delete(path: &'static str, tag: &'static str, operation: &'static str) -> Self {
-        Self { method: HttpMethod::Delete, ..Self::post(path, tag, operation) }
+    pub const fn delete(path: &'static str, operation: &'static str) -> Self {
+        Self { method: HttpMethod::Delete, ..Self::post(path, operation) }
     }
 
     pub const fn summary(self, summary: &'static str) -> Self {
         Self { summary: Some(summary), ..self }
     }
+
+    pub const fn named(self, name: &'static str) -> Self {
+        Self { name, ..self }
+    }
+
+    /// Whoever holds `permission` may send it.
+    pub const fn holds(self, permission: Permission) -> Self {
+        Self { access: Some(Access::Holds(permission)), ..self }
+    }
+
+    /// Any user of the tenant may send it; its `command` decides the rest.
+    pub const fn by_command(self) -> Self {
+        Self { access: Some(Access::Command), ..self }
+    }
+
+    /// Only a platform administrator may send it.
+    pub const fn by_platform(self) -> Self {
+        Self { access: Some(Access::Platform), ..self }
+    }
 }
 
 /// Who may call an endpoint.
+#[derive(Clone, Copy)]
 pub(crate) enum Access {
     /// Whoever holds the permission, by role or grant, in their tenant.
     Holds(Permission),
     /// Any user of the caller's tenant (not a platform token): the endpoint's `command`
     /// decides the rest (a user acting on themself, or a manager of theirs).
     Command,
+    /// A platform administrator (a tenant's own lifecycle).
+    Platform,
 }
 
 /// The stream a command writes.
 pub(crate) enum Target {
     /// An existing stream: 200 OK.
     Existing(Uuid),
-    /// A new stream: 201 Created, with where it can be read (if a read answers it by
-    /// its id).
-    New { id: Uuid, location: Option<String> },
+    /// A new stream: 201 Created, with the collection where a read finds it by its id
+    /// (if one does). A retried request is answered with the stream its first attempt
+    /// made, not this id: the location names the answer's.
+    New { id: Uuid, collection: Option<&'static str> },
 }
 
 impl Target {
     /// A new stream, found in `collection` by its id.
-    pub fn new(collection: &str) -> Self {
-        Self::at(collection, Uuid::now_v7())
+    pub fn new(collection: &'static str) -> Self {
+        Self::New { id: Uuid::now_v7(), collection: Some(collection) }
     }
 
     /// A new stream with the id the client chose, if any (`routes::chosen_id`).
-    pub fn chosen(collection: &str, id: Option<Uuid>) -> Result<Self, ApiError> {
-        Ok(Self::at(collection, super::chosen_id(id)?))
+    pub fn chosen(collection: &'static str, id: Option<Uuid>) -> Result<Self, ApiError> {
+        Ok(Self::New { id: super::chosen_id(id)?, collection: Some(collection) })
     }
 
     /// A new stream that no read answers by its id (an interaction: read with its case).
     pub fn unlisted() -> Self {
-        Self::New { id: Uuid::now_v7(), location: None }
-    }
-
-    fn at(collection: &str, id: Uuid) -> Self {
-        Self::New { id, location: Some(format!("{collection}/{id}")) }
+        Self::New { id: Uuid::now_v7(), collection: None }
     }
 }
 
@@ -170,11 +196,9 @@ pub(crate) trait Endpoint: utoipa::ToSchema + Serialize + DeserializeOwned + Sen
     type Stream: Aggregate<Command: Clone + Send + Sync> + Send + Sync;
     /// The path's parameters: `()` or `Uuid` (the path's `{id}`).
     type Path: PathArgs;
-    /// The command's name: its body's in the versioned contract (`CommandSchema`) and
-    /// in its fingerprint.
-    const NAME: &'static str;
     const ROUTE: Route;
-    const ACCESS: Access;
+    /// The command's name (`Route::name`).
+    const NAME: &'static str = Self::ROUTE.name;
     const BODY: Body = Body::Documented;
 
     /// Checks of the body alone, before anything is looked up or fingerprinted.
@@ -209,8 +233,13 @@ pub(crate) trait Endpoint: utoipa::ToSchema + Serialize + DeserializeOwned + Sen
         facts: Facts<'_>,
     ) -> impl Future<Output = Result<<Self::Stream as Aggregate>::Command, ApiError>> + Send;
 
-    /// What follows the recorded command in the same request, on the stream `id`.
-    fn recorded(_facts: Facts<'_>, _id: Uuid) -> impl Future<Output = Result<(), ApiError>> + Send {
+    /// What follows the recorded `command` in the same request, on the stream `id` (also
+    /// on a retry answered from its first attempt).
+    fn recorded(
+        _facts: Facts<'_>,
+        _id: Uuid,
+        _command: &<Self::Stream as Aggregate>::Command,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send {
         async { Ok(()) }
     }
 }
@@ -294,9 +323,12 @@ async fn serve<E: Endpoint>(
     Args(path): Args<E::Path>,
     Payload(body): Payload<E>,
 ) -> Result<CommandReply, ApiError> {
-    let caller = match E::ACCESS {
-        Access::Holds(permission) => ctx.caller.require(permission)?,
-        Access::Command => ctx.caller.tenant_member()?,
+    let caller = match E::ROUTE.access {
+        Some(Access::Holds(permission)) => ctx.caller.require(permission)?,
+        Some(Access::Command) => ctx.caller.tenant_member()?,
+        Some(Access::Platform) => ctx.caller.platform_admin()?,
+        // `route` does not compile for such a route.
+        None => return Err(ApiError::Forbidden(format!("{} names no access", <E as Endpoint>::NAME))),
     };
     body.check()?;
     let hash = Endpoint::fingerprint(&body, &path);
@@ -304,25 +336,46 @@ async fn serve<E: Endpoint>(
     let lookup = body.lookup();
     let facts = Facts { state: &state, caller };
     let command = body.command(path, facts).await?;
-    let (id, success, location) = match target {
+    let (id, success, collection) = match target {
         Target::Existing(id) => (id, StatusCode::OK, None),
-        Target::New { id, location } => (id, StatusCode::CREATED, location),
+        Target::New { id, collection } => (id, StatusCode::CREATED, collection),
     };
-    let reply = super::decide_in_tenant::<E::Stream>(&state, &ctx, id, hash, lookup, success, command).await?;
-    E::recorded(facts, id).await?;
-    Ok(match location {
-        Some(location) => reply.at(location),
+    let reply = if <E::Stream as Aggregate>::STREAM == StreamType::Tenant {
+        // A tenant's stream is in its own journal, whatever its status: a suspended tenant
+        // is reactivated through it, and no caller's tenant is involved (each endpoint's
+        // access and `command` decide whose tenant the caller may name).
+        super::execute_for::<E::Stream>(&state, &ctx, id, id, hash, lookup, success, |s| {
+            let context = events::Context { actor: caller.user_id, now: chrono::Utc::now() };
+            E::Stream::decide(s, command.clone(), &context)
+        })
+        .await?
+    } else {
+        super::decide_in_tenant::<E::Stream>(&state, &ctx, id, hash, lookup, success, &command).await?
+    };
+    // A retry is answered with the stream its first attempt made.
+    let id = reply.recorded.id;
+    E::recorded(facts, id, &command).await?;
+    Ok(match collection {
+        Some(collection) => reply.at(format!("{collection}/{id}")),
         None => reply,
     })
 }
 
-/// The endpoint's route, served by `serve` and documented from its declaration.
-pub(crate) fn route<E: Endpoint>() -> UtoipaMethodRouter<AppState> {
+/// The endpoint's route, served by `serve` and documented from its declaration under
+/// its module's `tag`.
+pub(crate) fn route<E: Endpoint>(tag: &str) -> UtoipaMethodRouter<AppState> {
+    const {
+        assert!(!E::ROUTE.name.is_empty(), "a route names its command: `.named(...)`");
+        assert!(
+            E::ROUTE.access.is_some(),
+            "a route says who may send it: `.holds(..)`, `.by_command()` or `.by_platform()`"
+        );
+    }
     let route = E::ROUTE;
     let mut schemas = Vec::new();
     let mut operation = OperationBuilder::new()
         .operation_id(Some(route.operation))
-        .tag(route.tag)
+        .tag(tag)
         .summary(route.summary)
         .responses(ResponsesBuilder::new().responses_from_into_responses::<runtime::openapi::CommandAnswered>());
     for name in parameters(route.path) {
@@ -384,10 +437,11 @@ macro_rules! no_fields {
 }
 pub(crate) use no_fields;
 
-/// The router of a module's declared endpoints (`route` for each).
+/// The router of a module's declared endpoints (`route` for each), all under the
+/// module's OpenAPI tag.
 macro_rules! router {
-    ($($endpoint:ty),+ $(,)?) => {
-        utoipa_axum::router::OpenApiRouter::new()$(.routes(super::endpoint::route::<$endpoint>()))+
+    ($tag:literal: $($endpoint:ty),+ $(,)?) => {
+        utoipa_axum::router::OpenApiRouter::new()$(.routes(super::endpoint::route::<$endpoint>($tag)))+
     };
 }
 pub(crate) use router;

@@ -5,24 +5,23 @@
 /// commands (`$aggregate`: the stream's state type): `Deactivate` and `Activate`, each
 /// with an empty body.
 macro_rules! activation_endpoints {
-    ($aggregate:ty, $kind:literal, $tag:literal, $deactivate_path:literal, $activate_path:literal,
+    ($aggregate:ty, $kind:literal, $deactivate_path:literal, $activate_path:literal,
      $permission:expr, $deactivate:expr, $activate:expr) => {
-        activation_endpoints!(@one Deactivate, $aggregate, concat!("deactivate_", $kind), $tag, $deactivate_path,
+        activation_endpoints!(@one Deactivate, $aggregate, concat!("deactivate_", $kind), $deactivate_path,
             concat!($kind, "_deactivate"), "Deactivates it: no new references to it are accepted; existing ones stay.",
             $permission, $deactivate);
-        activation_endpoints!(@one Activate, $aggregate, concat!("activate_", $kind), $tag, $activate_path,
+        activation_endpoints!(@one Activate, $aggregate, concat!("activate_", $kind), $activate_path,
             concat!($kind, "_activate"), "Activates it again.", $permission, $activate);
     };
-    (@one $name:ident, $aggregate:ty, $command:expr, $tag:literal, $path:literal, $operation:expr, $summary:literal,
+    (@one $name:ident, $aggregate:ty, $command:expr, $path:literal, $operation:expr, $summary:literal,
      $permission:expr, $decided:expr) => {
         super::endpoint::no_fields!($name);
 
         impl super::endpoint::Endpoint for $name {
             type Stream = $aggregate;
             type Path = uuid::Uuid;
-            const NAME: &'static str = $command;
-            const ROUTE: super::endpoint::Route = super::endpoint::Route::post($path, $tag, $operation).summary($summary);
-            const ACCESS: super::endpoint::Access = super::endpoint::Access::Holds($permission);
+            const ROUTE: super::endpoint::Route =
+                super::endpoint::Route::post($path, $operation).summary($summary).named($command).holds($permission);
             const BODY: super::endpoint::Body = super::endpoint::Body::Empty;
 
             async fn command(
@@ -234,7 +233,7 @@ pub(crate) async fn decide_in_tenant<A: Aggregate>(
     request_hash: String,
     lookup: Lookup,
     success: StatusCode,
-    command: A::Command,
+    command: &A::Command,
 ) -> Result<CommandReply, ApiError>
 where
     A::Command: Clone,

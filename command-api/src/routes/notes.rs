@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
-use super::endpoint::{self, Access, Body, Endpoint, Facts, Route, Target};
+use super::endpoint::{self, Body, Endpoint, Facts, Route, Target};
 use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    super::endpoint::router![AddBody, EditBody, RemoveBody]
+    super::endpoint::router!["notes": AddBody, EditBody, RemoveBody]
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
@@ -50,9 +50,8 @@ endpoint::no_fields!(RemoveBody);
 impl Endpoint for AddBody {
     type Stream = note::Note;
     type Path = Uuid;
-    const NAME: &'static str = "add_case_note";
-    const ROUTE: Route = Route::post("/v1/cases/{id}/notes", "notes", "notes_add");
-    const ACCESS: Access = Access::Holds(Permission::CasesUpdate);
+    const ROUTE: Route =
+        Route::post("/v1/cases/{id}/notes", "notes_add").named("add_case_note").holds(Permission::CasesUpdate);
 
     fn target(&self, _: &Uuid) -> Result<Target, ApiError> {
         Ok(Target::new("/v1/notes"))
@@ -97,9 +96,8 @@ async fn author_or_moderator(facts: Facts<'_>, id: Uuid) -> Result<(), ApiError>
 impl Endpoint for EditBody {
     type Stream = note::Note;
     type Path = Uuid;
-    const NAME: &'static str = "edit_case_note";
-    const ROUTE: Route = Route::patch("/v1/notes/{id}", "notes", "notes_edit");
-    const ACCESS: Access = Access::Holds(Permission::CasesUpdate);
+    const ROUTE: Route =
+        Route::patch("/v1/notes/{id}", "notes_edit").named("edit_case_note").holds(Permission::CasesUpdate);
 
     async fn command(self, id: Uuid, facts: Facts<'_>) -> Result<NoteCommand, ApiError> {
         author_or_moderator(facts, id).await?;
@@ -110,9 +108,8 @@ impl Endpoint for EditBody {
 impl Endpoint for RemoveBody {
     type Stream = note::Note;
     type Path = Uuid;
-    const NAME: &'static str = "delete_case_note";
-    const ROUTE: Route = Route::delete("/v1/notes/{id}", "notes", "notes_remove");
-    const ACCESS: Access = Access::Holds(Permission::CasesUpdate);
+    const ROUTE: Route =
+        Route::delete("/v1/notes/{id}", "notes_remove").named("delete_case_note").holds(Permission::CasesUpdate);
     const BODY: Body = Body::Ignored;
 
     async fn command(self, id: Uuid, facts: Facts<'_>) -> Result<NoteCommand, ApiError> {

@@ -56,5 +56,5 @@ async fn run(
     }
     super::acting_user(state, &caller).await?;
     let cmd = UserCommand::ReadNotifications { ids, all };
-    super::decide_in_tenant::<user::User>(state, ctx, caller.user_id, hash, Lookup::Nothing, StatusCode::OK, cmd).await
+    super::decide_in_tenant::<user::User>(state, ctx, caller.user_id, hash, Lookup::Nothing, StatusCode::OK, &cmd).await
 }

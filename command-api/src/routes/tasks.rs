@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
-use super::endpoint::{Access, Body, Endpoint, Facts, Route, Target};
+use super::endpoint::{Body, Endpoint, Facts, Route, Target};
 use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    super::endpoint::router![CreateBody, AssignBody, StatusBody, CompleteBody]
+    super::endpoint::router!["tasks": CreateBody, AssignBody, StatusBody, CompleteBody]
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
@@ -51,9 +51,8 @@ struct CompleteBody {}
 impl Endpoint for CreateBody {
     type Stream = task::Task;
     type Path = Uuid;
-    const NAME: &'static str = "create_task";
-    const ROUTE: Route = Route::post("/v1/cases/{id}/tasks", "tasks", "tasks_create");
-    const ACCESS: Access = Access::Holds(Permission::CasesUpdate);
+    const ROUTE: Route =
+        Route::post("/v1/cases/{id}/tasks", "tasks_create").named("create_task").holds(Permission::CasesUpdate);
 
     fn target(&self, _: &Uuid) -> Result<Target, ApiError> {
         Ok(Target::new("/v1/tasks"))
@@ -77,9 +76,8 @@ impl Endpoint for CreateBody {
 impl Endpoint for AssignBody {
     type Stream = task::Task;
     type Path = Uuid;
-    const NAME: &'static str = "assign_task";
-    const ROUTE: Route = Route::post("/v1/tasks/{id}/assignment", "tasks", "tasks_assign");
-    const ACCESS: Access = Access::Holds(Permission::CasesAssign);
+    const ROUTE: Route =
+        Route::post("/v1/tasks/{id}/assignment", "tasks_assign").named("assign_task").holds(Permission::CasesAssign);
 
     async fn command(self, _: Uuid, facts: Facts<'_>) -> Result<TaskCommand, ApiError> {
         Ok(TaskCommand::Assign { assigned_to: self.assigned_to, assignee: facts.user(self.assigned_to).await? })
@@ -89,9 +87,9 @@ impl Endpoint for AssignBody {
 impl Endpoint for StatusBody {
     type Stream = task::Task;
     type Path = Uuid;
-    const NAME: &'static str = "change_task_status";
-    const ROUTE: Route = Route::post("/v1/tasks/{id}/status", "tasks", "tasks_change_status");
-    const ACCESS: Access = Access::Holds(Permission::CasesUpdate);
+    const ROUTE: Route = Route::post("/v1/tasks/{id}/status", "tasks_change_status")
+        .named("change_task_status")
+        .holds(Permission::CasesUpdate);
 
     async fn command(self, _: Uuid, _: Facts<'_>) -> Result<TaskCommand, ApiError> {
         Ok(TaskCommand::ChangeStatus { status: self.status })
@@ -101,9 +99,8 @@ impl Endpoint for StatusBody {
 impl Endpoint for CompleteBody {
     type Stream = task::Task;
     type Path = Uuid;
-    const NAME: &'static str = "complete_task";
-    const ROUTE: Route = Route::post("/v1/tasks/{id}/complete", "tasks", "tasks_complete");
-    const ACCESS: Access = Access::Holds(Permission::CasesUpdate);
+    const ROUTE: Route =
+        Route::post("/v1/tasks/{id}/complete", "tasks_complete").named("complete_task").holds(Permission::CasesUpdate);
     const BODY: Body = Body::Empty;
 
     async fn command(self, _: Uuid, _: Facts<'_>) -> Result<TaskCommand, ApiError> {

@@ -8,13 +8,13 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
-use super::endpoint::{self, Access, Body, Endpoint, Facts, Route};
+use super::endpoint::{self, Body, Endpoint, Facts, Route};
 use super::AppState;
 use crate::journal::{fingerprint, Lookup};
 use events::user;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    super::endpoint::router![CreateBody, RenameBody, MemberBody, RemoveMember]
+    super::endpoint::router!["teams": CreateBody, RenameBody, MemberBody, RemoveMember]
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
@@ -28,9 +28,7 @@ struct CreateBody {
 impl Endpoint for CreateBody {
     type Stream = team::Team;
     type Path = ();
-    const NAME: &'static str = "create_team";
-    const ROUTE: Route = Route::post("/v1/teams", "teams", "teams_create");
-    const ACCESS: Access = Access::Holds(Permission::TeamsManage);
+    const ROUTE: Route = Route::post("/v1/teams", "teams_create").named("create_team").holds(Permission::TeamsManage);
 
     fn lookup(&self) -> Lookup {
         Lookup::unique_name("team", Some(&self.name))
@@ -50,9 +48,8 @@ struct RenameBody {
 impl Endpoint for RenameBody {
     type Stream = team::Team;
     type Path = Uuid;
-    const NAME: &'static str = "rename_team";
-    const ROUTE: Route = Route::patch("/v1/teams/{id}", "teams", "teams_rename");
-    const ACCESS: Access = Access::Holds(Permission::TeamsManage);
+    const ROUTE: Route =
+        Route::patch("/v1/teams/{id}", "teams_rename").named("rename_team").holds(Permission::TeamsManage);
 
     fn lookup(&self) -> Lookup {
         Lookup::unique_name("team", Some(&self.name))
@@ -78,9 +75,9 @@ fn member() -> TeamRole {
 impl Endpoint for MemberBody {
     type Stream = team::Team;
     type Path = Uuid;
-    const NAME: &'static str = "add_team_member";
-    const ROUTE: Route = Route::post("/v1/teams/{id}/members", "teams", "teams_add_member");
-    const ACCESS: Access = Access::Holds(Permission::TeamsManage);
+    const ROUTE: Route = Route::post("/v1/teams/{id}/members", "teams_add_member")
+        .named("add_team_member")
+        .holds(Permission::TeamsManage);
 
     async fn command(self, _: Uuid, facts: Facts<'_>) -> Result<TeamCommand, ApiError> {
         if facts.stream::<user::User>(self.user_id).await?.is_none() {
@@ -95,9 +92,9 @@ endpoint::no_fields!(RemoveMember);
 impl Endpoint for RemoveMember {
     type Stream = team::Team;
     type Path = (Uuid, Uuid);
-    const NAME: &'static str = "remove_team_member";
-    const ROUTE: Route = Route::delete("/v1/teams/{id}/members/{user_id}", "teams", "teams_remove_member");
-    const ACCESS: Access = Access::Holds(Permission::TeamsManage);
+    const ROUTE: Route = Route::delete("/v1/teams/{id}/members/{user_id}", "teams_remove_member")
+        .named("remove_team_member")
+        .holds(Permission::TeamsManage);
     const BODY: Body = Body::Ignored;
 
     fn fingerprint(&self, (id, user_id): &(Uuid, Uuid)) -> String {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::endpoint::{Access, Endpoint, Facts, Route};
+use super::endpoint::{Endpoint, Facts, Route};
 use super::AppState;
 use crate::context::CommandContext;
 use crate::journal::Lookup;
@@ -24,7 +24,7 @@ use events::{case, user};
 const KIND: &str = "message_template";
 
 pub fn router() -> OpenApiRouter<AppState> {
-    super::endpoint::router![CreateBody, UpdateBody, Deactivate, Activate].routes(routes!(render_for_case))
+    super::endpoint::router!["templates": CreateBody, UpdateBody, Deactivate, Activate].routes(routes!(render_for_case))
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
@@ -44,9 +44,9 @@ struct CreateBody {
 impl Endpoint for CreateBody {
     type Stream = template::Template;
     type Path = ();
-    const NAME: &'static str = "create_message_template";
-    const ROUTE: Route = Route::post("/v1/message-templates", "templates", "templates_create");
-    const ACCESS: Access = Access::Holds(Permission::TemplatesManage);
+    const ROUTE: Route = Route::post("/v1/message-templates", "templates_create")
+        .named("create_message_template")
+        .holds(Permission::TemplatesManage);
 
     fn lookup(&self) -> Lookup {
         Lookup::unique_name(KIND, Some(&self.name))
@@ -80,9 +80,9 @@ struct UpdateBody {
 impl Endpoint for UpdateBody {
     type Stream = template::Template;
     type Path = Uuid;
-    const NAME: &'static str = "update_message_template";
-    const ROUTE: Route = Route::patch("/v1/message-templates/{id}", "templates", "templates_update");
-    const ACCESS: Access = Access::Holds(Permission::TemplatesManage);
+    const ROUTE: Route = Route::patch("/v1/message-templates/{id}", "templates_update")
+        .named("update_message_template")
+        .holds(Permission::TemplatesManage);
 
     fn lookup(&self) -> Lookup {
         Lookup::unique_name(KIND, self.name.as_deref())
@@ -111,7 +111,6 @@ struct RenderBody {
 activation_endpoints!(
     template::Template,
     "message_template",
-    "templates",
     "/v1/message-templates/{id}/deactivate",
     "/v1/message-templates/{id}/activate",
     Permission::TemplatesManage,

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::endpoint::{Access, Endpoint, Facts, Route};
+use super::endpoint::{Endpoint, Facts, Route};
 use super::AppState;
 use super::CommandReply;
 use crate::context::{rights_of, CommandContext, RequestFacts};
@@ -33,7 +33,7 @@ pub(super) const MAX_PASSWORD: usize = 256;
 const TOKEN_HOURS: i64 = 8;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    super::endpoint::router![ProfileBody, RoleBody, StatusBody, PermissionsBody, PreferencesBody]
+    super::endpoint::router!["users": ProfileBody, RoleBody, StatusBody, PermissionsBody, PreferencesBody]
         .routes(routes!(create))
         .routes(routes!(change_password))
         .routes(routes!(reset_password))
@@ -293,9 +293,8 @@ async fn manager_of(state: &AppState, caller: Caller, id: Uuid) -> Result<Caller
 impl Endpoint for ProfileBody {
     type Stream = user::User;
     type Path = Uuid;
-    const NAME: &'static str = "update_user_profile";
-    const ROUTE: Route = Route::patch("/v1/users/{id}/profile", "users", "users_update_profile");
-    const ACCESS: Access = Access::Command;
+    const ROUTE: Route =
+        Route::patch("/v1/users/{id}/profile", "users_update_profile").named("update_user_profile").by_command();
 
     fn lookup(&self) -> Lookup {
         let email = self.email.as_deref().map(normalise_email);
@@ -314,9 +313,7 @@ impl Endpoint for ProfileBody {
 impl Endpoint for RoleBody {
     type Stream = user::User;
     type Path = Uuid;
-    const NAME: &'static str = "change_user_role";
-    const ROUTE: Route = Route::post("/v1/users/{id}/role", "users", "users_change_role");
-    const ACCESS: Access = Access::Command;
+    const ROUTE: Route = Route::post("/v1/users/{id}/role", "users_change_role").named("change_user_role").by_command();
 
     async fn command(self, id: Uuid, facts: Facts<'_>) -> Result<UserCommand, ApiError> {
         let caller = manager_of(facts.state, facts.caller, id).await?;
@@ -324,7 +321,7 @@ impl Endpoint for RoleBody {
         Ok(UserCommand::ChangeRole { role: self.role })
     }
 
-    async fn recorded(facts: Facts<'_>, id: Uuid) -> Result<(), ApiError> {
+    async fn recorded(facts: Facts<'_>, id: Uuid, _: &UserCommand) -> Result<(), ApiError> {
         publish_rights(facts.state, facts.tenant(), id).await
     }
 }
@@ -332,16 +329,15 @@ impl Endpoint for RoleBody {
 impl Endpoint for StatusBody {
     type Stream = user::User;
     type Path = Uuid;
-    const NAME: &'static str = "change_user_status";
-    const ROUTE: Route = Route::post("/v1/users/{id}/status", "users", "users_change_status");
-    const ACCESS: Access = Access::Command;
+    const ROUTE: Route =
+        Route::post("/v1/users/{id}/status", "users_change_status").named("change_user_status").by_command();
 
     async fn command(self, id: Uuid, facts: Facts<'_>) -> Result<UserCommand, ApiError> {
         manager_of(facts.state, facts.caller, id).await?;
         Ok(UserCommand::ChangeStatus { status: self.status })
     }
 
-    async fn recorded(facts: Facts<'_>, id: Uuid) -> Result<(), ApiError> {
+    async fn recorded(facts: Facts<'_>, id: Uuid, _: &UserCommand) -> Result<(), ApiError> {
         publish_rights(facts.state, facts.tenant(), id).await
     }
 }
@@ -349,9 +345,8 @@ impl Endpoint for StatusBody {
 impl Endpoint for PermissionsBody {
     type Stream = user::User;
     type Path = Uuid;
-    const NAME: &'static str = "set_user_permissions";
-    const ROUTE: Route = Route::put("/v1/users/{id}/permissions", "users", "users_set_permissions");
-    const ACCESS: Access = Access::Command;
+    const ROUTE: Route =
+        Route::put("/v1/users/{id}/permissions", "users_set_permissions").named("set_user_permissions").by_command();
 
     async fn command(self, id: Uuid, facts: Facts<'_>) -> Result<UserCommand, ApiError> {
         manager_of(facts.state, facts.caller, id).await?;
@@ -359,7 +354,7 @@ impl Endpoint for PermissionsBody {
         Ok(UserCommand::SetPermissions { permissions: self.permissions })
     }
 
-    async fn recorded(facts: Facts<'_>, id: Uuid) -> Result<(), ApiError> {
+    async fn recorded(facts: Facts<'_>, id: Uuid, _: &UserCommand) -> Result<(), ApiError> {
         publish_rights(facts.state, facts.tenant(), id).await
     }
 }
@@ -367,9 +362,8 @@ impl Endpoint for PermissionsBody {
 impl Endpoint for PreferencesBody {
     type Stream = user::User;
     type Path = Uuid;
-    const NAME: &'static str = "set_user_preferences";
-    const ROUTE: Route = Route::put("/v1/users/{id}/preferences", "users", "users_set_preferences");
-    const ACCESS: Access = Access::Command;
+    const ROUTE: Route =
+        Route::put("/v1/users/{id}/preferences", "users_set_preferences").named("set_user_preferences").by_command();
 
     async fn command(self, id: Uuid, facts: Facts<'_>) -> Result<UserCommand, ApiError> {
         self_or_manager(facts.state, facts.caller, id).await?;
@@ -470,7 +464,7 @@ async fn set_password(
         hash,
         lookup,
         StatusCode::OK,
-        UserCommand::ChangePassword { reset },
+        &UserCommand::ChangePassword { reset },
     )
     .await?;
     state.sessions.end_all(ctx.caller.tenant_id, id).await?;

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
-use super::endpoint::{self, Access, Body, Endpoint, Facts, Route, Target};
+use super::endpoint::{self, Body, Endpoint, Facts, Route, Target};
 use super::AppState;
 use crate::journal::{fingerprint, Lookup};
 
@@ -25,7 +25,7 @@ use crate::journal::{fingerprint, Lookup};
 const RESOLVE_WITHIN: Duration = Duration::from_secs(3);
 
 pub fn router() -> OpenApiRouter<AppState> {
-    super::endpoint::router![CreateBody, UpdateBody, RemoveBody]
+    super::endpoint::router!["webhooks": CreateBody, UpdateBody, RemoveBody]
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
@@ -61,9 +61,8 @@ struct UpdateBody {
 impl Endpoint for CreateBody {
     type Stream = webhook::Webhook;
     type Path = ();
-    const NAME: &'static str = "create_webhook";
-    const ROUTE: Route = Route::post("/v1/webhooks", "webhooks", "webhooks_create");
-    const ACCESS: Access = Access::Holds(Permission::WebhooksManage);
+    const ROUTE: Route =
+        Route::post("/v1/webhooks", "webhooks_create").named("create_webhook").holds(Permission::WebhooksManage);
 
     fn check(&self) -> Result<(), ApiError> {
         check_secret(&self.secret)
@@ -99,9 +98,8 @@ impl Endpoint for CreateBody {
 impl Endpoint for UpdateBody {
     type Stream = webhook::Webhook;
     type Path = Uuid;
-    const NAME: &'static str = "update_webhook";
-    const ROUTE: Route = Route::patch("/v1/webhooks/{id}", "webhooks", "webhooks_update");
-    const ACCESS: Access = Access::Holds(Permission::WebhooksManage);
+    const ROUTE: Route =
+        Route::patch("/v1/webhooks/{id}", "webhooks_update").named("update_webhook").holds(Permission::WebhooksManage);
 
     fn check(&self) -> Result<(), ApiError> {
         self.secret.as_deref().map_or(Ok(()), check_secret)
@@ -141,11 +139,12 @@ endpoint::no_fields!(RemoveBody);
 impl Endpoint for RemoveBody {
     type Stream = webhook::Webhook;
     type Path = Uuid;
-    const NAME: &'static str = "delete_webhook";
-    const ROUTE: Route = Route::delete("/v1/webhooks/{id}", "webhooks", "webhooks_remove").summary(
-        "Deletes the subscription and its secret: nothing more is queued for it, and what is\nqueued is not sent.",
-    );
-    const ACCESS: Access = Access::Holds(Permission::WebhooksManage);
+    const ROUTE: Route = Route::delete("/v1/webhooks/{id}", "webhooks_remove")
+        .summary(
+            "Deletes the subscription and its secret: nothing more is queued for it, and what is\nqueued is not sent.",
+        )
+        .named("delete_webhook")
+        .holds(Permission::WebhooksManage);
     const BODY: Body = Body::Ignored;
 
     fn lookup(&self) -> Lookup {

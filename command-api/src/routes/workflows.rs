@@ -8,14 +8,14 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
-use super::endpoint::{Access, Endpoint, Facts, Route, Target};
+use super::endpoint::{Endpoint, Facts, Route, Target};
 use super::AppState;
 use crate::journal::Lookup;
 
 const KIND: &str = "workflow";
 
 pub fn router() -> OpenApiRouter<AppState> {
-    super::endpoint::router![CreateBody, UpdateBody, Deactivate, Activate]
+    super::endpoint::router!["workflows": CreateBody, UpdateBody, Deactivate, Activate]
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
@@ -33,9 +33,8 @@ struct CreateBody {
 impl Endpoint for CreateBody {
     type Stream = workflow::Workflow;
     type Path = ();
-    const NAME: &'static str = "create_workflow";
-    const ROUTE: Route = Route::post("/v1/workflows", "workflows", "workflows_create");
-    const ACCESS: Access = Access::Holds(Permission::WorkflowsManage);
+    const ROUTE: Route =
+        Route::post("/v1/workflows", "workflows_create").named("create_workflow").holds(Permission::WorkflowsManage);
 
     fn target(&self, _: &()) -> Result<Target, ApiError> {
         Target::chosen("/v1/workflows", self.id)
@@ -70,9 +69,9 @@ struct UpdateBody {
 impl Endpoint for UpdateBody {
     type Stream = workflow::Workflow;
     type Path = Uuid;
-    const NAME: &'static str = "update_workflow";
-    const ROUTE: Route = Route::patch("/v1/workflows/{id}", "workflows", "workflows_update");
-    const ACCESS: Access = Access::Holds(Permission::WorkflowsManage);
+    const ROUTE: Route = Route::patch("/v1/workflows/{id}", "workflows_update")
+        .named("update_workflow")
+        .holds(Permission::WorkflowsManage);
 
     fn lookup(&self) -> Lookup {
         Lookup::unique_name(KIND, self.name.as_deref())
@@ -95,7 +94,6 @@ impl Endpoint for UpdateBody {
 activation_endpoints!(
     workflow::Workflow,
     "workflow",
-    "workflows",
     "/v1/workflows/{id}/deactivate",
     "/v1/workflows/{id}/activate",
     Permission::WorkflowsManage,
