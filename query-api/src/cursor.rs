@@ -69,11 +69,18 @@ impl<T: serde::Serialize, C: serde::Serialize> Page<T, C> {
     }
 }
 
+/// A page's body, as the OpenAPI document shows it: `body = PageBody<Item, String>`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct PageBody<T, C> {
+    pub items: Vec<T>,
+    /// Pass it as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<C>,
+}
+
 impl<T: serde::Serialize, C: serde::Serialize> axum::response::IntoResponse for Page<T, C> {
     fn into_response(self) -> axum::response::Response {
-        let (cursor, url) = self.next.unzip();
-        let body = serde_json::json!({ "items": self.items, "next_cursor": cursor });
-        let mut response = axum::Json(body).into_response();
+        let (next_cursor, url) = self.next.unzip();
+        let mut response = axum::Json(PageBody { items: self.items, next_cursor }).into_response();
         let link = url.and_then(|url| axum::http::HeaderValue::from_str(&format!("<{url}>; rel=\"next\"")).ok());
         if let Some(link) = link {
             response.headers_mut().insert(axum::http::header::LINK, link);

@@ -388,3 +388,104 @@ async fn docs_pages_load_nothing_from_another_host() {
         }
     }
 }
+
+/// The fields a schema documents (following `$ref` and `allOf`), and those it requires.
+fn documented_fields(doc: &Value, schema: &Value) -> (Vec<String>, Vec<String>) {
+    let schema = match schema["$ref"].as_str() {
+        Some(r) => doc.pointer(r.trim_start_matches('#')).unwrap_or_else(|| panic!("{r} is not defined")),
+        None => schema,
+    };
+    let (mut fields, mut required) = (Vec::new(), Vec::new());
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        let (f, r) = documented_fields(doc, part);
+        fields.extend(f);
+        required.extend(r);
+    }
+    fields.extend(schema["properties"].as_object().into_iter().flatten().map(|(name, _)| name.clone()));
+    required.extend(schema["required"].as_array().into_iter().flatten().filter_map(|n| n.as_str().map(str::to_owned)));
+    (fields, required)
+}
+
+/// An answer holds every field its schema requires and none it does not document.
+fn assert_answers_as_documented(doc: &Value, schema: &Value, answer: &Value, what: &str) {
+    let (fields, required) = documented_fields(doc, schema);
+    let answered: Vec<&String> = answer.as_object().unwrap_or_else(|| panic!("{what}: not an object")).keys().collect();
+    let undocumented: Vec<&&String> = answered.iter().filter(|k| !fields.contains(k)).collect();
+    assert!(undocumented.is_empty(), "{what} answers fields its schema does not document: {undocumented:?}");
+    let missing: Vec<&String> = required.iter().filter(|f| !answered.contains(f)).collect();
+    assert!(missing.is_empty(), "{what} lacks fields its schema requires: {missing:?}");
+}
+
+/// The case reads document their own answers (not a bare object): the list and the
+/// queue a page of cases, the detail the case with its related items, each field named.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_case_read_answers_as_documented() {
+    let app = TestApp::spawn().await;
+    let case = app.open_case("Documented").await["id"].as_str().unwrap().to_owned();
+    let r = app
+        .command(
+            Method::POST,
+            &format!("/v1/cases/{case}/assignment"),
+            &app.token,
+            Some(serde_json::json!({ "assigned_to": app.user_id })),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let position = r.json::<Value>().await.unwrap()["position"].as_str().unwrap().to_owned();
+    let doc: Value =
+        app.http.get(format!("{}/openapi.json", app.query_url)).send().await.unwrap().json().await.unwrap();
+    let answer =
+        |path: &str| doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"].clone();
+
+    let detail: Value =
+        app.query(&format!("/v1/cases/{case}?position={position}"), &app.token).await.json().await.unwrap();
+    assert_answers_as_documented(&doc, &answer("/v1/cases/{id}"), &detail, "GET /v1/cases/{id}");
+    for (path, url) in [
+        ("/v1/cases", format!("/v1/cases?position={position}")),
+        ("/v1/my/queue", format!("/v1/my/queue?position={position}")),
+    ] {
+        let page: Value = app.query(&url, &app.token).await.json().await.unwrap();
+        let schema = answer(path);
+        assert_answers_as_documented(&doc, &schema, &page, &format!("GET {path}"));
+        let page_schema = match schema["$ref"].as_str() {
+            Some(r) => doc.pointer(r.trim_start_matches('#')).unwrap().clone(),
+            None => schema,
+        };
+        let item = &page["items"][0];
+        assert_eq!(item["id"], case.as_str(), "GET {path}: {page}");
+        assert_answers_as_documented(
+            &doc,
+            &page_schema["properties"]["items"]["items"],
+            item,
+            &format!("an item of GET {path}"),
+        );
+    }
+}
+
+/// The counters and the dashboard document their own answers, each field named.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_counters_and_the_dashboard_answer_as_documented() {
+    let app = TestApp::spawn().await;
+    let position = app.open_case("Counted").await["position"].as_str().unwrap().to_owned();
+    let doc: Value =
+        app.http.get(format!("{}/openapi.json", app.query_url)).send().await.unwrap().json().await.unwrap();
+    let resolved = |schema: &Value| match schema["$ref"].as_str() {
+        Some(r) => doc.pointer(r.trim_start_matches('#')).unwrap().clone(),
+        None => schema.clone(),
+    };
+    for (path, url) in [
+        ("/v1/counters", format!("/v1/counters?position={position}")),
+        ("/v1/dashboard/statistics", "/v1/dashboard/statistics".to_owned()),
+        ("/v1/dashboard/daily", format!("/v1/dashboard/daily?position={position}")),
+    ] {
+        let r = app.query(&url, &app.token).await;
+        assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+        let answer: Value = r.json().await.unwrap();
+        let schema = resolved(&doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]);
+        assert_answers_as_documented(&doc, &schema, &answer, &format!("GET {path}"));
+        if let Some(item) = answer["items"].as_array().and_then(|items| items.first()) {
+            let item_schema = &schema["properties"]["items"]["items"];
+            assert_answers_as_documented(&doc, item_schema, item, &format!("an item of GET {path}"));
+        }
+    }
+}

@@ -17,10 +17,10 @@ use runtime::auth::{Caller, Permission};
 use runtime::extract::ApiPath;
 use runtime::tenancy::Tenancy;
 use runtime::ApiError;
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
-use super::case_row::{self, sla_state};
+use super::case_row::{self, sla_state, CaseRow};
 use super::{missing_schema_is_empty, tenant_tx, AppState};
 use crate::consistency::{wait_until, WaitFor};
 
@@ -31,7 +31,29 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(detail))
 }
 
-#[utoipa::path(get, path = "/v1/cases/{id}", tag = "case-detail", operation_id = "case_detail_detail", params(("id" = Uuid, Path)), responses(runtime::openapi::ReadAnswered))]
+/// One case with its related items, as `GET /v1/cases/{id}` answers it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)] // `detail` builds it as JSON; `openapi::every_case_read_answers_as_documented` holds the two together
+struct CaseDetail {
+    #[serde(flatten)]
+    case: CaseRow,
+    interactions: RelatedItems,
+    tasks: RelatedItems,
+    documents: RelatedItems,
+    notes: RelatedItems,
+}
+
+/// The newest related items of one kind (at most 50), newest first.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct RelatedItems {
+    #[schema(value_type = Vec<Object>)]
+    items: Vec<Value>,
+    /// There are more than these.
+    has_more: bool,
+}
+
+#[utoipa::path(get, path = "/v1/cases/{id}", tag = "case-detail", operation_id = "case_detail_detail", params(("id" = Uuid, Path)),
+    responses((status = 200, description = "The case with its related items, and an ETag", body = CaseDetail), (status = 304, description = "Not modified since the If-None-Match ETag"), runtime::openapi::Problems))]
 async fn detail(
     State(state): State<AppState>,
     caller: Caller,
@@ -106,7 +128,7 @@ struct Related {
 fn bounded(mut items: Vec<Value>) -> Value {
     let has_more = items.len() as i64 > RELATED;
     items.truncate(RELATED as usize);
-    json!({ "items": items, "has_more": has_more })
+    serde_json::to_value(RelatedItems { items, has_more }).unwrap_or_default()
 }
 
 impl Related {

@@ -15,10 +15,10 @@ use sqlx::Row;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::case_row::{case_json, sla_state, COLUMNS};
+use super::case_row::{case_json, sla_state, CaseRow, COLUMNS};
 use super::{missing_schema_is_empty, page_size, tenant_tx, wait_for_postgres, AppState};
 use crate::consistency::WaitFor;
-use crate::cursor::{Cursor, CursorKey, Page};
+use crate::cursor::{Cursor, CursorKey, Page, PageBody};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list)).routes(routes!(queue))
@@ -191,7 +191,7 @@ pub fn list_sql(schema: &str, sort: Sort) -> String {
     tag = "case-list",
     operation_id = "case_list_list",
     params(ListQuery),
-    responses(runtime::openapi::ReadAnswered)
+    responses((status = 200, description = "A page of cases", body = PageBody<CaseRow, String>), runtime::openapi::Problems)
 )]
 async fn list(
     State(state): State<AppState>,
@@ -286,7 +286,7 @@ const URGENCY: &str =
     tag = "case-list",
     operation_id = "case_list_queue",
     params(QueueQuery),
-    responses(runtime::openapi::ReadAnswered)
+    responses((status = 200, description = "A page of the caller's queue", body = PageBody<CaseRow, String>), runtime::openapi::Problems)
 )]
 async fn queue(
     State(state): State<AppState>,

@@ -12,8 +12,10 @@ use chrono::{DateTime, Utc};
 use runtime::auth::Caller;
 use runtime::tenancy::Tenancy;
 use runtime::ApiError;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sqlx::Row;
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, Row};
 use uuid::Uuid;
 
 use super::{missing_schema_is_empty, tenant_tx, AppState};
@@ -25,33 +27,86 @@ pub const COLUMNS: &str = "id, tenant_id, case_number, title, description, statu
     current_stage_id, created_by, assigned_to, created_at, updated_at, due_date, custom_fields, tags, metadata, assigned_team_id, version,
     case_type_name, assigned_to_username, resolved_at, customer_id";
 
-pub fn case_json(row: &sqlx::postgres::PgRow) -> Result<Value, sqlx::Error> {
-    Ok(json!({
-        "id": row.try_get::<Uuid, _>("id")?,
-        "tenant_id": row.try_get::<Uuid, _>("tenant_id")?,
-        "case_number": row.try_get::<String, _>("case_number")?,
-        "title": row.try_get::<String, _>("title")?,
-        "description": row.try_get::<Option<String>, _>("description")?,
-        "status": row.try_get::<String, _>("status")?,
-        "priority": row.try_get::<String, _>("priority")?,
-        "case_type_id": row.try_get::<Uuid, _>("case_type_id")?,
-        "case_type_name": row.try_get::<Option<String>, _>("case_type_name")?,
-        "workflow_id": row.try_get::<Option<Uuid>, _>("workflow_id")?,
-        "current_stage_id": row.try_get::<Option<Uuid>, _>("current_stage_id")?,
-        "created_by": row.try_get::<Uuid, _>("created_by")?,
-        "assigned_to": row.try_get::<Option<Uuid>, _>("assigned_to")?,
-        "assigned_to_username": row.try_get::<Option<String>, _>("assigned_to_username")?,
-        "assigned_team_id": row.try_get::<Option<Uuid>, _>("assigned_team_id")?,
-        "created_at": row.try_get::<DateTime<Utc>, _>("created_at")?,
-        "updated_at": row.try_get::<DateTime<Utc>, _>("updated_at")?,
-        "due_date": row.try_get::<Option<DateTime<Utc>>, _>("due_date")?,
-        "resolved_at": row.try_get::<Option<DateTime<Utc>>, _>("resolved_at")?,
-        "custom_fields": row.try_get::<Option<Value>, _>("custom_fields")?,
-        "tags": row.try_get::<Option<Vec<String>>, _>("tags")?.unwrap_or_default(),
-        "sla": row.try_get::<Option<Value>, _>("metadata")?.and_then(|m| m.get("sla").cloned()),
-        "customer_id": row.try_get::<Option<Uuid>, _>("customer_id")?,
-        "version": row.try_get::<i64, _>("version")?,
-    }))
+/// A case as the list, the queue and the detail answer it (the detail adds its related
+/// items: `case_detail::CaseDetail`).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CaseRow {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    #[schema(example = "CASE-000042")]
+    pub case_number: String,
+    pub title: String,
+    pub description: Option<String>,
+    #[schema(example = "open")]
+    pub status: String,
+    #[schema(example = "medium")]
+    pub priority: String,
+    pub case_type_id: Uuid,
+    pub case_type_name: Option<String>,
+    pub workflow_id: Option<Uuid>,
+    pub current_stage_id: Option<Uuid>,
+    pub created_by: Uuid,
+    pub assigned_to: Option<Uuid>,
+    pub assigned_to_username: Option<String>,
+    pub assigned_team_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub due_date: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// The values of the tenant's custom fields the caller may see, by field name.
+    #[schema(value_type = Option<Object>)]
+    pub custom_fields: Option<Value>,
+    pub tags: Vec<String>,
+    /// The list: the SLA record the workflow's targets and the scheduler wrote (due times,
+    /// `<clock>_warned_at`, `<clock>_breached_at`); the queue and the detail: the state
+    /// computed from it (`sla_state`: due times, `running`, `breached`, seconds left).
+    #[schema(value_type = Option<Object>)]
+    pub sla: Option<Value>,
+    pub customer_id: Option<Uuid>,
+    #[schema(example = 3)]
+    pub version: i64,
+    /// `true` when the custom field rules could not be read: every custom field is
+    /// withheld (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_fields_withheld: Option<bool>,
+}
+
+impl FromRow<'_, PgRow> for CaseRow {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            tenant_id: row.try_get("tenant_id")?,
+            case_number: row.try_get("case_number")?,
+            title: row.try_get("title")?,
+            description: row.try_get("description")?,
+            status: row.try_get("status")?,
+            priority: row.try_get("priority")?,
+            case_type_id: row.try_get("case_type_id")?,
+            case_type_name: row.try_get("case_type_name")?,
+            workflow_id: row.try_get("workflow_id")?,
+            current_stage_id: row.try_get("current_stage_id")?,
+            created_by: row.try_get("created_by")?,
+            assigned_to: row.try_get("assigned_to")?,
+            assigned_to_username: row.try_get("assigned_to_username")?,
+            assigned_team_id: row.try_get("assigned_team_id")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            due_date: row.try_get("due_date")?,
+            resolved_at: row.try_get("resolved_at")?,
+            custom_fields: row.try_get("custom_fields")?,
+            tags: row.try_get::<Option<Vec<String>>, _>("tags")?.unwrap_or_default(),
+            sla: row.try_get::<Option<Value>, _>("metadata")?.and_then(|m| m.get("sla").cloned()),
+            customer_id: row.try_get("customer_id")?,
+            version: row.try_get("version")?,
+            custom_fields_withheld: None,
+        })
+    }
+}
+
+/// The case of a row of `COLUMNS`, as JSON (for the field rules, which also strip search
+/// hits, and the SLA state).
+pub fn case_json(row: &PgRow) -> Result<Value, sqlx::Error> {
+    serde_json::to_value(CaseRow::from_row(row)?).map_err(|e| sqlx::Error::Decode(e.into()))
 }
 
 /// Due times, whether the case is past them, and the time left, from the case's SLA

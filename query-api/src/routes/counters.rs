@@ -9,7 +9,7 @@ use axum::Json;
 use runtime::auth::Caller;
 use runtime::tenancy::Tenancy;
 use runtime::ApiError;
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use super::AppState;
 use crate::consistency::{wait_until, Wait, WaitFor};
@@ -53,22 +53,39 @@ pub(super) async fn wait_for_redis(
     .await
 }
 
+/// Counts by key.
+type Counts = BTreeMap<String, i64>;
+
+/// The tenant's live counters: counts by key (a status, a priority, a user's or a
+/// team's id, an SLA clock); keys counting zero are left out.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Counters {
+    #[schema(example = json!({ "open": 12, "resolved": 3 }))]
+    cases_by_status: BTreeMap<String, i64>,
+    open_cases_by_priority: BTreeMap<String, i64>,
+    /// By the assignee's user id.
+    open_cases_by_assignee: BTreeMap<String, i64>,
+    /// By the team's id.
+    open_cases_by_team: BTreeMap<String, i64>,
+    /// Breaches recorded, by SLA clock (`first_response`, `resolution`).
+    sla_breaches: BTreeMap<String, i64>,
+}
+
 #[utoipa::path(
     get,
     path = "/v1/counters",
     tag = "counters",
     operation_id = "counters_counters",
-    responses(runtime::openapi::ReadAnswered)
+    responses((status = 200, description = "The live counters", body = Counters), runtime::openapi::Problems)
 )]
 async fn counters(
     State(state): State<AppState>,
     caller: Caller,
     WaitFor(token): WaitFor,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Counters>, ApiError> {
     let t = Tenancy(caller.tenant_member()?.tenant_id);
     wait_for_redis(&state, t, token, "/v1/counters").await?;
     let mut redis = state.redis.clone();
-    type Counts = BTreeMap<String, i64>;
     let (by_status, by_priority, by_assignee, by_team, breaches): (Counts, Counts, Counts, Counts, Counts) =
         redis::pipe()
             .hgetall(t.redis_cases_by_status())
@@ -80,11 +97,11 @@ async fn counters(
             .await
             .map_err(redis_unavailable)?;
     let nonzero = |m: Counts| m.into_iter().filter(|(_, n)| *n != 0).collect::<Counts>();
-    Ok(Json(json!({
-        "cases_by_status": nonzero(by_status),
-        "open_cases_by_priority": nonzero(by_priority),
-        "open_cases_by_assignee": nonzero(by_assignee),
-        "open_cases_by_team": nonzero(by_team),
-        "sla_breaches": nonzero(breaches),
-    })))
+    Ok(Json(Counters {
+        cases_by_status: nonzero(by_status),
+        open_cases_by_priority: nonzero(by_priority),
+        open_cases_by_assignee: nonzero(by_assignee),
+        open_cases_by_team: nonzero(by_team),
+        sla_breaches: nonzero(breaches),
+    }))
 }

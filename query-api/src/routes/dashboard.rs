@@ -8,9 +8,9 @@ use runtime::auth::Caller;
 use runtime::extract::ApiQuery;
 use runtime::tenancy::Tenancy;
 use runtime::ApiError;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
 
 use super::{missing_schema_is_empty, tenant_tx, wait_for_postgres, AppState};
 use crate::consistency::WaitFor;
@@ -22,6 +22,24 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(statistics)).routes(routes!(daily))
 }
 
+/// This month's cases of one type in one status.
+#[derive(Serialize, utoipa::ToSchema)]
+struct CaseStatistic {
+    case_type_id: Uuid,
+    case_type_name: String,
+    #[schema(example = "open")]
+    status: String,
+    case_count: i64,
+    /// From opening to resolution, or to now for a case not resolved (two decimals).
+    #[schema(example = 12.5)]
+    avg_time_hours: Option<f64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct Statistics {
+    items: Vec<CaseStatistic>,
+}
+
 /// This month's cases by type and status with the average hours to resolve, as of the
 /// view's last refresh (every `MURIMA_STATISTICS_REFRESH_SECS`).
 #[utoipa::path(
@@ -29,22 +47,31 @@ pub fn router() -> OpenApiRouter<AppState> {
     path = "/v1/dashboard/statistics",
     tag = "dashboard",
     operation_id = "dashboard_statistics",
-    responses(runtime::openapi::ReadAnswered)
+    responses((status = 200, description = "This month's statistics", body = Statistics), runtime::openapi::Problems)
 )]
-async fn statistics(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn statistics(State(state): State<AppState>, caller: Caller) -> Result<Json<Statistics>, ApiError> {
     let schema = Tenancy(caller.tenant_member()?.tenant_id).pg_schema();
     // Read through the security-barrier view: row-level security does not apply to the
     // materialized view itself, so the reader may not select it directly.
     let (mut tx, _) = tenant_tx(&state.pool, caller).await?;
-    let rows: Vec<Value> = sqlx::query_scalar(&format!(
-        "SELECT jsonb_build_object('case_type_id', case_type_id, 'case_type_name', case_type_name,
-                'status', status, 'case_count', case_count, 'avg_time_hours', avg_time_hours)
+    let rows: Vec<(Uuid, String, String, i64, Option<f64>)> = sqlx::query_as(&format!(
+        "SELECT case_type_id, case_type_name, status, case_count, avg_time_hours::float8 AS avg_time_hours
          FROM {schema}.case_statistics_of_tenant ORDER BY case_type_name, status"
     ))
     .fetch_all(&mut *tx)
     .await
     .or_else(missing_schema_is_empty)?;
-    Ok(Json(json!({ "items": rows })))
+    let items = rows
+        .into_iter()
+        .map(|(case_type_id, case_type_name, status, case_count, avg_time_hours)| CaseStatistic {
+            case_type_id,
+            case_type_name,
+            status,
+            case_count,
+            avg_time_hours,
+        })
+        .collect();
+    Ok(Json(Statistics { items }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -60,6 +87,22 @@ struct DailyQuery {
     position: Option<String>,
 }
 
+/// Cases opened and resolved on one UTC day.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Day {
+    day: NaiveDate,
+    opened: i64,
+    resolved: i64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct DailySeries {
+    from: NaiveDate,
+    to: NaiveDate,
+    /// Every day from `from` to `to`, in order.
+    items: Vec<Day>,
+}
+
 /// Cases opened and resolved per UTC day, every day of the range present (zeros too).
 #[utoipa::path(
     get,
@@ -67,14 +110,14 @@ struct DailyQuery {
     tag = "dashboard",
     operation_id = "dashboard_daily",
     params(DailyQuery),
-    responses(runtime::openapi::ReadAnswered)
+    responses((status = 200, description = "The daily series", body = DailySeries), runtime::openapi::Problems)
 )]
 async fn daily(
     State(state): State<AppState>,
     caller: Caller,
     WaitFor(token): WaitFor,
     ApiQuery(q): ApiQuery<DailyQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DailySeries>, ApiError> {
     wait_for_postgres(&state, caller.tenant_member()?.tenant_id, token).await?;
     let to = q.to.unwrap_or_else(|| Utc::now().date_naive());
     let from = match q.from {
@@ -113,9 +156,6 @@ async fn daily(
     .fetch_all(&mut *tx)
     .await
     .or_else(missing_schema_is_empty)?;
-    let items: Vec<Value> = rows
-        .into_iter()
-        .map(|(day, opened, resolved)| json!({ "day": day, "opened": opened, "resolved": resolved }))
-        .collect();
-    Ok(Json(json!({ "from": from, "to": to, "items": items })))
+    let items = rows.into_iter().map(|(day, opened, resolved)| Day { day, opened, resolved }).collect();
+    Ok(Json(DailySeries { from, to, items }))
 }
