@@ -3,7 +3,7 @@
 //! documented operation is routed (it answers JSON or a problem, never the router's bare
 //! 404/405), and every route the README lists is documented.
 
-use murima_tests::TestApp;
+use murima_tests::{eventually, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -487,5 +487,94 @@ async fn the_counters_and_the_dashboard_answer_as_documented() {
             let item_schema = &schema["properties"]["items"]["items"];
             assert_answers_as_documented(&doc, item_schema, item, &format!("an item of GET {path}"));
         }
+    }
+}
+
+/// The reads of the tenant's configuration and people (and of tenants) document their
+/// own answers: each list a page of its kind, each single read one of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_entity_read_answers_as_documented() {
+    let app = TestApp::spawn().await;
+    let admin = app.token_for(app.tenant_id, runtime::auth::Role::Admin);
+    let stage = uuid::Uuid::now_v7();
+    let made = [
+        ("/v1/teams", serde_json::json!({ "name": "Documented" })),
+        (
+            "/v1/workflows",
+            serde_json::json!({ "name": "Documented", "definition": {
+                "stages": [{ "id": stage, "name": "New" }], "initial_stage": stage, "transitions": [] } }),
+        ),
+        (
+            "/v1/channels",
+            serde_json::json!({ "name": "Documented", "type": "email", "configuration": { "from": "a@example.com" } }),
+        ),
+        (
+            "/v1/custom-fields",
+            serde_json::json!({ "entity_type": "case", "field_name": "documented", "display_name": "Documented", "field_type": "text" }),
+        ),
+        (
+            "/v1/message-templates",
+            serde_json::json!({ "name": "Documented", "channel_type": "email", "subject": "Case {{case_number}}", "content": "Hello" }),
+        ),
+    ];
+    for (path, body) in &made {
+        let r = app.command(Method::POST, path, &admin, Some(body.clone())).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{path}: {}", r.text().await.unwrap());
+    }
+    let team = app.http.get(format!("{}/v1/teams?limit=1", app.query_url)).bearer_auth(&admin);
+    let team: Value = eventually("the team", || async {
+        let page: Value = team.try_clone().unwrap().send().await.ok()?.json().await.ok()?;
+        page["items"].as_array()?.first().cloned()
+    })
+    .await;
+    let r = app
+        .command(
+            Method::POST,
+            &format!("/v1/teams/{}/members", team["id"].as_str().unwrap()),
+            &admin,
+            Some(serde_json::json!({ "user_id": app.user_id })),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let doc: Value =
+        app.http.get(format!("{}/openapi.json", app.query_url)).send().await.unwrap().json().await.unwrap();
+    let resolved = |schema: &Value| match schema["$ref"].as_str() {
+        Some(r) => doc.pointer(r.trim_start_matches('#')).unwrap().clone(),
+        None => schema.clone(),
+    };
+    let answer =
+        |path: &str| resolved(&doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]);
+    let tenant = format!("/v1/tenants/{}", app.tenant_id);
+    for (list, token) in [
+        ("/v1/users", &admin),
+        ("/v1/teams", &admin),
+        ("/v1/case-types", &admin),
+        ("/v1/workflows", &admin),
+        ("/v1/channels", &admin),
+        ("/v1/channels", &app.token),
+        ("/v1/custom-fields", &admin),
+        ("/v1/message-templates", &admin),
+        ("/v1/tenants", &app.platform_token()),
+    ] {
+        // Each made thing in its list (the team with its member), then read alone.
+        let item: Value = eventually(&format!("an item of {list}"), || async {
+            let page: Value = app.query(&format!("{list}?limit=1"), token).await.json().await.ok()?;
+            let item = page["items"].as_array()?.first()?.clone();
+            (list != "/v1/teams" || item["members"].as_array().is_some_and(|m| !m.is_empty())).then_some(item)
+        })
+        .await;
+        let schema = answer(list);
+        assert_answers_as_documented(
+            &doc,
+            &schema["properties"]["items"]["items"],
+            &item,
+            &format!("an item of GET {list}"),
+        );
+        let id = item["id"].as_str().unwrap();
+        let single = if list == "/v1/tenants" { tenant.clone() } else { format!("{list}/{id}") };
+        let one: Value = app.query(&single, token).await.json().await.unwrap();
+        let item_path = if list == "/v1/tenants" { "/v1/tenants/{id}".to_owned() } else { format!("{list}/{{id}}") };
+        assert_answers_as_documented(&doc, &answer(&item_path), &one, &format!("GET {item_path}"));
     }
 }

@@ -14,7 +14,7 @@ use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use runtime::auth::{Caller, Permission};
 use runtime::extract::{ApiPath, ApiQuery};
-use runtime::openapi::ReadAnswered;
+use runtime::openapi::Problems;
 use runtime::tenancy::Tenancy;
 use runtime::ApiError;
 use serde::Deserialize;
@@ -22,9 +22,10 @@ use serde_json::{json, Value};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use super::entity_answers as answers;
 use super::{missing_schema_is_empty, page_size, tenant_tx, wait_for_postgres, AppState};
 use crate::consistency::{wait_until, Wait, WaitFor};
-use crate::cursor::{Cursor, Page};
+use crate::cursor::{Cursor, Page, PageBody};
 
 /// A table of the tenant schema served as a resource.
 #[derive(Clone, Copy)]
@@ -92,9 +93,10 @@ impl Collection {
 
 /// A documented list and read handler pair for a resource (`utoipa` needs literal paths).
 macro_rules! resource_handlers {
-    ($list:ident, $get:ident, $list_rows:ident, $get_row:ident, $resource:expr, $path:literal, $item:literal, $tag:literal) => {
+    ($list:ident, $get:ident, $list_rows:ident, $get_row:ident, $resource:expr, $answer:ty, $path:literal, $item:literal, $tag:literal) => {
         #[doc = concat!("Lists ", $tag, ", newest first (keyset cursor).")]
-        #[utoipa::path(get, path = $path, tag = $tag, operation_id = stringify!($list), params(PageQuery), responses(ReadAnswered))]
+        #[utoipa::path(get, path = $path, tag = $tag, operation_id = stringify!($list), params(PageQuery),
+            responses((status = 200, description = "A page, newest first", body = PageBody<$answer, String>), Problems))]
         async fn $list(
             state: State<AppState>,
             caller: Caller,
@@ -105,7 +107,8 @@ macro_rules! resource_handlers {
         }
 
         #[doc = concat!("Reads one of the ", $tag, ".")]
-        #[utoipa::path(get, path = $item, tag = $tag, operation_id = stringify!($get), params(("id" = Uuid, Path)), responses(ReadAnswered))]
+        #[utoipa::path(get, path = $item, tag = $tag, operation_id = stringify!($get), params(("id" = Uuid, Path)),
+            responses((status = 200, description = "The one asked for", body = $answer), Problems))]
         async fn $get(
             state: State<AppState>,
             caller: Caller,
@@ -117,14 +120,35 @@ macro_rules! resource_handlers {
     };
 }
 
-resource_handlers!(list_users, get_user, list_rows, get_row, USERS, "/v1/users", "/v1/users/{id}", "users");
-resource_handlers!(list_teams, get_team, list_rows, get_row, TEAMS, "/v1/teams", "/v1/teams/{id}", "teams");
+resource_handlers!(
+    list_users,
+    get_user,
+    list_rows,
+    get_row,
+    USERS,
+    answers::User,
+    "/v1/users",
+    "/v1/users/{id}",
+    "users"
+);
+resource_handlers!(
+    list_teams,
+    get_team,
+    list_rows,
+    get_row,
+    TEAMS,
+    answers::Team,
+    "/v1/teams",
+    "/v1/teams/{id}",
+    "teams"
+);
 resource_handlers!(
     list_case_types,
     get_case_type,
     list_rows,
     get_row,
     CASE_TYPES,
+    answers::CaseType,
     "/v1/case-types",
     "/v1/case-types/{id}",
     "case-types"
@@ -135,6 +159,7 @@ resource_handlers!(
     list_rows,
     get_row,
     WORKFLOWS,
+    answers::Workflow,
     "/v1/workflows",
     "/v1/workflows/{id}",
     "workflows"
@@ -145,6 +170,7 @@ resource_handlers!(
     list_rows,
     get_row,
     CHANNELS,
+    answers::Channel,
     "/v1/channels",
     "/v1/channels/{id}",
     "channels"
@@ -155,6 +181,7 @@ resource_handlers!(
     list_documents,
     get_document,
     CUSTOM_FIELDS,
+    answers::CustomField,
     "/v1/custom-fields",
     "/v1/custom-fields/{id}",
     "custom-fields"
@@ -165,6 +192,7 @@ resource_handlers!(
     list_documents,
     get_document,
     TEMPLATES,
+    answers::MessageTemplate,
     "/v1/message-templates",
     "/v1/message-templates/{id}",
     "message-templates"
@@ -366,7 +394,7 @@ async fn get_document(
     tag = "tenants",
     operation_id = "tenants_list_tenants",
     params(PageQuery),
-    responses(ReadAnswered)
+    responses((status = 200, description = "A page of tenants, newest first", body = PageBody<answers::Tenant, String>), Problems)
 )]
 async fn list_tenants(
     State(state): State<AppState>,
@@ -392,7 +420,8 @@ async fn list_tenants(
 }
 
 /// A tenant: platform administrators read any, a tenant's members their own.
-#[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants", operation_id = "tenants_get_tenant", params(("id" = Uuid, Path)), responses(ReadAnswered))]
+#[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants", operation_id = "tenants_get_tenant", params(("id" = Uuid, Path)),
+    responses((status = 200, description = "The tenant", body = answers::Tenant), Problems))]
 async fn get_tenant(
     State(state): State<AppState>,
     caller: Caller,

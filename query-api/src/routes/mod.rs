@@ -8,6 +8,7 @@ mod counters;
 mod dashboard;
 mod data_subjects;
 mod entities;
+mod entity_answers;
 mod presence;
 mod search;
 mod webhooks;
