@@ -521,6 +521,13 @@ async fn every_entity_read_answers_as_documented() {
         let r = app.command(Method::POST, path, &admin, Some(body.clone())).await;
         assert_eq!(r.status(), StatusCode::CREATED, "{path}: {}", r.text().await.unwrap());
     }
+    // A webhook nobody answers: its delivery of the case opened next is pending, retried.
+    let hook = serde_json::json!({ "url": "http://127.0.0.1:9/hook", "event_types": ["CaseOpened"], "secret": "documented-secret-0123456789" });
+    let r = app.command(Method::POST, "/v1/webhooks", &admin, Some(hook)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let webhook = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    app.open_case("Delivered").await;
+    let deliveries = format!("/v1/webhooks/{webhook}/deliveries");
     let team = app.http.get(format!("{}/v1/teams?limit=1", app.query_url)).bearer_auth(&admin);
     let team: Value = eventually("the team", || async {
         let page: Value = team.try_clone().unwrap().send().await.ok()?.json().await.ok()?;
@@ -556,6 +563,8 @@ async fn every_entity_read_answers_as_documented() {
         ("/v1/custom-fields", &admin),
         ("/v1/message-templates", &admin),
         ("/v1/tenants", &app.platform_token()),
+        ("/v1/webhooks", &admin),
+        (deliveries.as_str(), &admin),
     ] {
         // Each made thing in its list (the team with its member), then read alone.
         let item: Value = eventually(&format!("an item of {list}"), || async {
@@ -564,17 +573,60 @@ async fn every_entity_read_answers_as_documented() {
             (list != "/v1/teams" || item["members"].as_array().is_some_and(|m| !m.is_empty())).then_some(item)
         })
         .await;
-        let schema = answer(list);
-        assert_answers_as_documented(
-            &doc,
-            &schema["properties"]["items"]["items"],
-            &item,
-            &format!("an item of GET {list}"),
-        );
+        let documented = if list == deliveries { "/v1/webhooks/{id}/deliveries" } else { list };
+        let schema = answer(documented);
+        let what = format!("an item of GET {documented}");
+        assert_answers_as_documented(&doc, &schema["properties"]["items"]["items"], &item, &what);
+        if list == deliveries {
+            continue;
+        }
         let id = item["id"].as_str().unwrap();
         let single = if list == "/v1/tenants" { tenant.clone() } else { format!("{list}/{id}") };
         let one: Value = app.query(&single, token).await.json().await.unwrap();
         let item_path = if list == "/v1/tenants" { "/v1/tenants/{id}".to_owned() } else { format!("{list}/{{id}}") };
         assert_answers_as_documented(&doc, &answer(&item_path), &one, &format!("GET {item_path}"));
+    }
+}
+
+/// Presence and notifications document their own answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn presence_and_notifications_answer_as_documented() {
+    let app = TestApp::spawn().await;
+    let opened = app.open_case("Watched").await;
+    let (case, position) = (opened["id"].as_str().unwrap(), opened["position"].as_str().unwrap());
+    let read = app.query(&format!("/v1/cases/{case}?position={position}"), &app.token).await;
+    assert_eq!(read.status(), StatusCode::OK);
+    let doc: Value =
+        app.http.get(format!("{}/openapi.json", app.query_url)).send().await.unwrap().json().await.unwrap();
+    let beat = app
+        .http
+        .post(format!("{}/v1/presence/heartbeat", app.query_url))
+        .bearer_auth(&app.token)
+        .json(&serde_json::json!({ "case_id": case }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(beat.status(), StatusCode::OK);
+    let beat: Value = beat.json().await.unwrap();
+    let schema =
+        &doc["paths"]["/v1/presence/heartbeat"]["post"]["responses"]["200"]["content"]["application/json"]["schema"];
+    assert_answers_as_documented(&doc, schema, &beat, "POST /v1/presence/heartbeat");
+    for (path, url) in [
+        ("/v1/cases/{id}/viewers", format!("/v1/cases/{case}/viewers")),
+        ("/v1/presence/online", "/v1/presence/online".to_owned()),
+        ("/v1/notifications", "/v1/notifications".to_owned()),
+        ("/v1/notifications/unread", "/v1/notifications/unread".to_owned()),
+    ] {
+        let r = app.query(&url, &app.token).await;
+        assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+        let answer: Value = r.json().await.unwrap();
+        let schema = &doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
+        assert_answers_as_documented(&doc, schema, &answer, &format!("GET {path}"));
+        for (list, item) in [("last_seen", "Viewer"), ("users", "Active")] {
+            if let Some(first) = answer[list].as_array().and_then(|l| l.first()) {
+                let item_schema = serde_json::json!({ "$ref": format!("#/components/schemas/{item}") });
+                assert_answers_as_documented(&doc, &item_schema, first, &format!("a {item} of GET {path}"));
+            }
+        }
     }
 }

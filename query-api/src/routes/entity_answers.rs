@@ -1,4 +1,4 @@
-//! What each read of the tenant's configuration and people answers, as the OpenAPI
+//! What each read of the tenant's configuration, people and webhooks answers, as the OpenAPI
 //! document shows it. The rows come out as JSON built by PostgreSQL (`to_jsonb`) or from
 //! MongoDB's documents, so these types are not built by the handlers: the test
 //! `openapi::every_entity_read_answers_as_documented` holds them to the real answers
@@ -174,4 +174,37 @@ pub struct Tenant {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     version: i64,
+}
+
+#[derive(utoipa::ToSchema)]
+pub struct Webhook {
+    id: Uuid,
+    url: String,
+    /// The event types it is sent (`CaseOpened`, ...).
+    event_types: Vec<String>,
+    description: Option<String>,
+    active: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    version: i64,
+}
+
+/// One event sent (or being sent) to a webhook.
+#[derive(utoipa::ToSchema)]
+pub struct Delivery {
+    event_id: Uuid,
+    event_type: String,
+    #[schema(example = "pending")]
+    status: String,
+    attempts: i32,
+    /// The HTTP status of the last attempt, if it got one.
+    last_status: Option<i32>,
+    last_error: Option<String>,
+    created_at: DateTime<Utc>,
+    delivered_at: Option<DateTime<Utc>>,
+    /// While pending: when it is tried again.
+    next_attempt_at: Option<DateTime<Utc>>,
+    /// What is sent.
+    #[schema(value_type = Object)]
+    body: Value,
 }

@@ -16,7 +16,7 @@ use runtime::auth::Caller;
 use runtime::extract::{ApiJson, ApiPath, ApiQuery};
 use runtime::tenancy::Tenancy;
 use runtime::ApiError;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -66,13 +66,39 @@ async fn mark_seen(state: &AppState, caller: Caller, case: Option<Uuid>) -> redi
     pipe.query_async(&mut state.redis.clone()).await
 }
 
+/// A case's viewers, most recent first.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Viewers {
+    case_id: Uuid,
+    /// Their user ids.
+    viewers: Vec<String>,
+    last_seen: Vec<Viewer>,
+    /// How long a viewer stays listed after their last read or heartbeat.
+    window_seconds: u64,
+}
+
+/// A viewer of a case and when they last looked at it.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Viewer {
+    user_id: String,
+    last_seen_at: Option<DateTime<Utc>>,
+}
+
+/// A user online and when they were last active.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Active {
+    user_id: String,
+    last_active_at: Option<DateTime<Utc>>,
+}
+
 /// Who has looked at the case within the viewer window, most recent first.
-#[utoipa::path(get, path = "/v1/cases/{id}/viewers", tag = "presence", operation_id = "presence_viewers", params(("id" = Uuid, Path)), responses(runtime::openapi::ReadAnswered))]
+#[utoipa::path(get, path = "/v1/cases/{id}/viewers", tag = "presence", operation_id = "presence_viewers", params(("id" = Uuid, Path)),
+    responses((status = 200, description = "The case's viewers", body = Viewers), runtime::openapi::Problems))]
 async fn viewers(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Viewers>, ApiError> {
     let t = Tenancy(caller.tenant_member()?.tenant_id);
     let since = Utc::now().timestamp_millis().saturating_sub(window_millis(&state));
     let seen: Vec<(String, i64)> = state
@@ -81,17 +107,12 @@ async fn viewers(
         .zrevrangebyscore_limit_withscores(t.redis_case_viewers(id), "+inf", since, 0, VIEWERS_LISTED)
         .await
         .map_err(redis_unavailable)?;
-    let viewers: Vec<&str> = seen.iter().map(|(user, _)| user.as_str()).collect();
-    let last_seen: Vec<Value> = seen
-        .iter()
-        .map(|(user, at)| json!({ "user_id": user, "last_seen_at": DateTime::from_timestamp_millis(*at) }))
+    let viewers = seen.iter().map(|(user, _)| user.clone()).collect();
+    let last_seen = seen
+        .into_iter()
+        .map(|(user_id, at)| Viewer { user_id, last_seen_at: DateTime::from_timestamp_millis(at) })
         .collect();
-    Ok(Json(json!({
-        "case_id": id,
-        "viewers": viewers,
-        "last_seen": last_seen,
-        "window_seconds": state.viewer_window.as_secs(),
-    })))
+    Ok(Json(Viewers { case_id: id, viewers, last_seen, window_seconds: state.viewer_window.as_secs() }))
 }
 
 fn window_millis(state: &AppState) -> i64 {
@@ -105,6 +126,13 @@ struct Heartbeat {
     case_id: Option<Uuid>,
 }
 
+/// A heartbeat's answer: the case the caller is now a viewer of (if any), for how long.
+#[derive(Serialize, utoipa::ToSchema)]
+struct HeartbeatAnswer {
+    case_id: Option<Uuid>,
+    window_seconds: u64,
+}
+
 /// The caller's screen is still open: marks them as active and, with `case_id`, as a
 /// viewer of that case (which must be one of the tenant's cases) for another window.
 #[utoipa::path(
@@ -113,20 +141,27 @@ struct Heartbeat {
     tag = "presence",
     operation_id = "presence_heartbeat",
     request_body = Heartbeat,
-    responses(runtime::openapi::ReadAnswered)
+    responses((status = 200, description = "Marked as active", body = HeartbeatAnswer), runtime::openapi::Problems)
 )]
 async fn heartbeat(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(beat): ApiJson<Heartbeat>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HeartbeatAnswer>, ApiError> {
     let caller = caller.tenant_member()?;
     if let Some(case) = beat.case_id {
         // Only a case the tenant has; another tenant's id is not found here either.
         super::case_row::exists(&state, caller, case).await?;
     }
     mark_seen(&state, caller, beat.case_id).await.map_err(redis_unavailable)?;
-    Ok(Json(json!({ "case_id": beat.case_id, "window_seconds": state.viewer_window.as_secs() })))
+    Ok(Json(HeartbeatAnswer { case_id: beat.case_id, window_seconds: state.viewer_window.as_secs() }))
+}
+
+/// The tenant's users active within the window, most recent first.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Online {
+    window_seconds: i64,
+    users: Vec<Active>,
 }
 
 #[utoipa::path(
@@ -134,9 +169,9 @@ async fn heartbeat(
     path = "/v1/presence/online",
     tag = "presence",
     operation_id = "presence_online",
-    responses(runtime::openapi::ReadAnswered)
+    responses((status = 200, description = "Who is online", body = Online), runtime::openapi::Problems)
 )]
-async fn online(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn online(State(state): State<AppState>, caller: Caller) -> Result<Json<Online>, ApiError> {
     let t = Tenancy(caller.tenant_member()?.tenant_id);
     let mut redis = state.redis.clone();
     let key = t.redis_online_users();
@@ -149,11 +184,11 @@ async fn online(State(state): State<AppState>, caller: Caller) -> Result<Json<Va
         .query_async(&mut redis)
         .await
         .map_err(redis_unavailable)?;
-    let users: Vec<Value> = users
+    let users = users
         .into_iter()
-        .map(|(user, at)| json!({ "user_id": user, "last_active_at": chrono::DateTime::from_timestamp(at, 0) }))
+        .map(|(user_id, at)| Active { user_id, last_active_at: DateTime::from_timestamp(at, 0) })
         .collect();
-    Ok(Json(json!({ "window_seconds": ONLINE_WINDOW_SECS, "users": users })))
+    Ok(Json(Online { window_seconds: ONLINE_WINDOW_SECS, users }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -168,6 +203,20 @@ struct Page {
 
 const MAX_OFFSET: i64 = 1_000;
 
+/// A page of the caller's notifications.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Notifications {
+    /// Each as the workflow or assignment that raised it wrote it (`id`, `type`, what it
+    /// is about), with `read`.
+    #[schema(value_type = Vec<Object>)]
+    items: Vec<Value>,
+    /// How many the caller has (at most 100 are kept).
+    total: usize,
+    unread: usize,
+    /// Pass it as `offset` for the next page; null on the last.
+    next_offset: Option<usize>,
+}
+
 /// The caller's notifications, newest first, each with whether it was read, and the
 /// count of unread ones; `offset` pages through the (bounded) list. A position token of
 /// a read mark (or of any case, user or task command) waits until Redis shows it.
@@ -177,14 +226,14 @@ const MAX_OFFSET: i64 = 1_000;
     tag = "presence",
     operation_id = "presence_notifications",
     params(Page),
-    responses(runtime::openapi::ReadAnswered)
+    responses((status = 200, description = "A page of notifications", body = Notifications), runtime::openapi::Problems)
 )]
 async fn notifications(
     State(state): State<AppState>,
     caller: Caller,
     WaitFor(token): WaitFor,
     ApiQuery(page): ApiQuery<Page>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Notifications>, ApiError> {
     let caller = caller.tenant_member()?;
     let limit = page_size(page.limit, 20, 100)?;
     let offset = page.offset.unwrap_or(0);
@@ -198,7 +247,13 @@ async fn notifications(
     let start = usize::try_from(offset).unwrap_or(usize::MAX).min(total);
     let end = start.saturating_add(usize::try_from(limit).unwrap_or(0)).min(total);
     let next_offset = (end < total).then_some(end);
-    Ok(Json(json!({ "items": &items[start..end], "total": total, "unread": unread, "next_offset": next_offset })))
+    let items = items.get(start..end).map(<[Value]>::to_vec).unwrap_or_default();
+    Ok(Json(Notifications { items, total, unread, next_offset }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct Unread {
+    unread: usize,
 }
 
 /// How many of the caller's notifications are unread (a badge's number).
@@ -207,16 +262,16 @@ async fn notifications(
     path = "/v1/notifications/unread",
     tag = "presence",
     operation_id = "presence_unread_notifications",
-    responses(runtime::openapi::ReadAnswered)
+    responses((status = 200, description = "The unread count", body = Unread), runtime::openapi::Problems)
 )]
 async fn unread(
     State(state): State<AppState>,
     caller: Caller,
     WaitFor(token): WaitFor,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Unread>, ApiError> {
     let caller = caller.tenant_member()?;
     let items = read_marked(&state, caller.tenant_id, caller.user_id, token, "/v1/notifications/unread").await?;
-    Ok(Json(json!({ "unread": unread_in(&items) })))
+    Ok(Json(Unread { unread: unread_in(&items) }))
 }
 
 fn unread_in(items: &[Value]) -> usize {

@@ -8,6 +8,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use runtime::auth::{Caller, Permission};
 use runtime::extract::{ApiPath, ApiQuery};
+use runtime::openapi::Problems;
 use runtime::ApiError;
 use serde::Deserialize;
 use serde_json::Value;
@@ -15,9 +16,10 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::entities::{page, PageQuery};
+use super::entity_answers::{Delivery, Webhook};
 use super::{page_size, tenant_tx, wait_for_postgres, AppState};
 use crate::consistency::WaitFor;
-use crate::cursor::Cursor;
+use crate::cursor::{Cursor, PageBody};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list)).routes(routes!(one)).routes(routes!(deliveries))
@@ -47,7 +49,7 @@ fn cursor_after(rows: &[(DateTime<Utc>, Uuid, Value)], limit: i64) -> Option<Str
     tag = "webhooks",
     operation_id = "webhooks_list",
     params(PageQuery),
-    responses(runtime::openapi::ReadAnswered)
+    responses((status = 200, description = "A page of webhooks, newest first", body = PageBody<Webhook, String>), Problems)
 )]
 async fn list(
     State(state): State<AppState>,
@@ -76,7 +78,8 @@ async fn list(
     Ok(page("webhooks", limit, items, next))
 }
 
-#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", operation_id = "webhooks_get", params(("id" = Uuid, Path)), responses(runtime::openapi::ReadAnswered))]
+#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", operation_id = "webhooks_get", params(("id" = Uuid, Path)),
+    responses((status = 200, description = "The webhook", body = Webhook), Problems))]
 async fn one(
     State(state): State<AppState>,
     caller: Caller,
@@ -137,7 +140,8 @@ impl DeliveryStatus {
 
 /// The webhook's deliveries, newest event first: status, attempts, the receiver's last
 /// answer or error, when it was delivered or is next tried, and the body sent.
-#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", operation_id = "webhooks_deliveries", params(("id" = Uuid, Path), DeliveryQuery), responses(runtime::openapi::ReadAnswered))]
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", operation_id = "webhooks_deliveries", params(("id" = Uuid, Path), DeliveryQuery),
+    responses((status = 200, description = "A page of deliveries, newest first", body = PageBody<Delivery, String>), Problems))]
 async fn deliveries(
     State(state): State<AppState>,
     caller: Caller,
