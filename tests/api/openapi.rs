@@ -460,6 +460,35 @@ async fn every_case_read_answers_as_documented() {
             &format!("an item of GET {path}"),
         );
     }
+
+    // Its audit trail, and the searches, once the search projection has it.
+    let admin = app.token_for(app.tenant_id, runtime::auth::Role::Admin);
+    for (path, url) in [
+        ("/v1/cases/{id}/audit", format!("/v1/cases/{case}/audit?position={position}")),
+        ("/v1/audit/{entity_type}/{id}", format!("/v1/audit/case/{case}?position={position}")),
+        ("/v1/search/cases", "/v1/search/cases?q=Documented".to_owned()),
+        ("/v1/search/audit", format!("/v1/search/audit?entity_id={case}")),
+        ("/v1/search/suggest", "/v1/search/suggest?prefix=Docu".to_owned()),
+        ("/v1/search/interactions", "/v1/search/interactions?q=anything".to_owned()),
+        ("/v1/search/notes", "/v1/search/notes?q=anything".to_owned()),
+    ] {
+        let wants_items = !path.ends_with("interactions") && !path.ends_with("notes");
+        let got: Value = eventually(&format!("GET {path}"), || async {
+            let got: Value = app.query(&url, &admin).await.json().await.ok()?;
+            (!wants_items || got["items"].as_array().is_some_and(|i| !i.is_empty())).then_some(got)
+        })
+        .await;
+        let schema = answer(path);
+        assert_answers_as_documented(&doc, &schema, &got, &format!("GET {path}"));
+        let page_schema = match schema["$ref"].as_str() {
+            Some(r) => doc.pointer(r.trim_start_matches('#')).unwrap().clone(),
+            None => schema,
+        };
+        let items = &page_schema["properties"]["items"]["items"];
+        if let (Some(first), Some(_)) = (got["items"].as_array().and_then(|i| i.first()), items["$ref"].as_str()) {
+            assert_answers_as_documented(&doc, items, first, &format!("an item of GET {path}"));
+        }
+    }
 }
 
 /// The counters and the dashboard document their own answers, each field named.

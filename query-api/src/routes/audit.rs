@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use super::{page_size, AppState};
 use crate::consistency::{wait_until, WaitFor};
-use crate::cursor::Page;
+use crate::cursor::{Page, PageBody};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(case_audit)).routes(routes!(entity_audit)).routes(routes!(search_audit))
@@ -50,7 +50,52 @@ const ENTITY_TYPES: [&str; 13] = [
     "message_template",
 ];
 
-#[utoipa::path(get, path = "/v1/cases/{id}/audit", tag = "audit", operation_id = "audit_case_audit", params(("id" = Uuid, Path), AuditQuery), responses(runtime::openapi::ReadAnswered))]
+/// One entry of an audit trail: who did what to which entity, and what changed. Read
+/// from MongoDB as stored (`events::audit`); `openapi::every_case_read_answers_as_documented`
+/// holds this type to the real answers.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documentation: the entries are served as stored
+struct AuditEntry {
+    /// The event's id.
+    id: String,
+    tenant_id: String,
+    #[schema(example = "case")]
+    entity_type: String,
+    entity_id: String,
+    /// The entity's version after the event.
+    entity_version: i64,
+    #[schema(example = "CaseAssigned")]
+    event_type: String,
+    #[schema(example = "update")]
+    action: String,
+    /// Who acted (the nil id for the system).
+    user_id: Option<String>,
+    role: Option<String>,
+    changes: Vec<AuditChange>,
+    /// The person the entry holds data of, for erasure and export.
+    data_subject: Option<String>,
+    /// Left out where the caller may not see it.
+    ip_address: Option<String>,
+    user_agent: Option<String>,
+    /// `session_id`, `request_id`, `correlation_id`.
+    #[schema(value_type = Option<Object>)]
+    context: Option<Value>,
+    timestamp: DateTime<Utc>,
+}
+
+/// A field's value before and after.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documentation, as `AuditEntry`
+struct AuditChange {
+    field: String,
+    #[schema(value_type = Option<Object>)]
+    old_value: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    new_value: Option<Value>,
+}
+
+#[utoipa::path(get, path = "/v1/cases/{id}/audit", tag = "audit", operation_id = "audit_case_audit", params(("id" = Uuid, Path), AuditQuery),
+    responses((status = 200, description = "A page of the case's audit trail, newest first", body = PageBody<AuditEntry, i64>), runtime::openapi::Problems))]
 async fn case_audit(
     state: State<AppState>,
     caller: Caller,
@@ -61,7 +106,8 @@ async fn case_audit(
     audit_trail(state, caller, token, "case", id, format!("/v1/cases/{id}/audit"), q).await
 }
 
-#[utoipa::path(get, path = "/v1/audit/{entity_type}/{id}", tag = "audit", operation_id = "audit_entity_audit", params(("entity_type" = String, Path, description = "tenant, user, team, case_type, workflow, custom_field_definition, case, channel, interaction, task, case_note, document or message_template"), ("id" = Uuid, Path), AuditQuery), responses(runtime::openapi::ReadAnswered))]
+#[utoipa::path(get, path = "/v1/audit/{entity_type}/{id}", tag = "audit", operation_id = "audit_entity_audit", params(("entity_type" = String, Path, description = "tenant, user, team, case_type, workflow, custom_field_definition, case, channel, interaction, task, case_note, document or message_template"), ("id" = Uuid, Path), AuditQuery),
+    responses((status = 200, description = "A page of the entity's audit trail, newest first", body = PageBody<AuditEntry, i64>), runtime::openapi::Problems))]
 async fn entity_audit(
     state: State<AppState>,
     caller: Caller,
@@ -219,14 +265,14 @@ fn name_filter(what: &str, value: Option<&str>) -> Result<Option<String>, ApiErr
     tag = "audit",
     operation_id = "audit_search_audit",
     params(AuditSearchQuery),
-    responses(runtime::openapi::ReadAnswered)
+    responses((status = 200, description = "A page of audit entries (`facets` left out)", body = super::search::Hits), runtime::openapi::Problems)
 )]
 async fn search_audit(
     State(state): State<AppState>,
     caller: Caller,
     WaitFor(token): WaitFor,
     ApiQuery(q): ApiQuery<AuditSearchQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<super::search::Hits>, ApiError> {
     let caller = caller.tenant_member()?.require(Permission::AuditRead)?;
     let t = Tenancy(caller.tenant_id);
     let (limit, offset) = super::search::paging(q.limit, q.offset)?;
@@ -283,18 +329,12 @@ async fn search_audit(
         "sort": [{ "timestamp": { "order": "desc" } }, { "entity_version": { "order": "desc" } }],
     });
     let mut found = super::search::run(&state, &alias, body, offset).await?;
-    let docs: Vec<Document> = found["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|hit| mongodb::bson::to_document(&structured(hit)).ok())
-        .collect();
+    let docs: Vec<Document> =
+        found.items.iter().filter_map(|hit| mongodb::bson::to_document(&structured(hit)).ok()).collect();
     // Only readers of internal notes see note content here (see the module's notes).
     let may_read_notes = caller.require(Permission::NotesViewInternal).is_ok();
-    found["items"] = Value::Array(shown(&state, caller, docs, !may_read_notes).await);
-    if let Some(found) = found.as_object_mut() {
-        found.remove("facets");
-    }
+    found.items = shown(&state, caller, docs, !may_read_notes).await;
+    found.facets = None;
     Ok(Json(found))
 }
 

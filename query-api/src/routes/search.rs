@@ -12,7 +12,7 @@ use runtime::auth::{Caller, Permission};
 use runtime::extract::ApiQuery;
 use runtime::tenancy::{Tenancy, CASES, INTERACTIONS, NOTES};
 use runtime::ApiError;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -99,13 +99,29 @@ pub(super) fn window(offset: i64, limit: i64) -> Result<(), ApiError> {
 
 /// Runs a search on an alias; `{total, items, facets, next_offset}` with each hit's source,
 /// score and highlight. A tenant with nothing indexed yet has no alias: no hits.
-pub(super) async fn run(state: &AppState, alias: &str, body: Value, offset: i64) -> Result<Value, ApiError> {
+/// A page of search hits.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Hits {
+    /// How many match, on every page.
+    pub total: i64,
+    /// The matching documents as indexed, each with its `score` and `highlight`.
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<Value>,
+    /// Per faceted field (`status`, `priority`, ...), how many matches have each value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub facets: Option<serde_json::Map<String, Value>>,
+    /// Pass it as `offset` for the next page; null on the last.
+    pub next_offset: Option<i64>,
+}
+
+pub(super) async fn run(state: &AppState, alias: &str, body: Value, offset: i64) -> Result<Hits, ApiError> {
     let response =
         state.elastic.search(SearchParts::Index(&[alias])).body(body).send().await.map_err(elastic_unavailable)?;
     let status = response.status_code();
     let result: Value = response.json().await.map_err(elastic_unavailable)?;
     if status.as_u16() == 404 {
-        return Ok(json!({ "total": 0, "items": [], "facets": {}, "next_offset": null }));
+        return Ok(Hits { total: 0, items: Vec::new(), facets: Some(Default::default()), next_offset: None });
     }
     if !status.is_success() {
         return Err(ApiError::Internal(anyhow::anyhow!("search failed: {status} {result}")));
@@ -145,7 +161,7 @@ pub(super) async fn run(state: &AppState, alias: &str, body: Value, offset: i64)
     let total = result["hits"]["total"]["value"].as_i64().unwrap_or(items.len() as i64);
     let next = offset.saturating_add(items.len() as i64);
     let next_offset = (next < total && next <= MAX_OFFSET).then_some(next);
-    Ok(json!({ "total": total, "items": items, "facets": facets, "next_offset": next_offset }))
+    Ok(Hits { total, items, facets: Some(facets), next_offset })
 }
 
 fn terms(field: &str) -> Value {
@@ -158,14 +174,14 @@ fn terms(field: &str) -> Value {
     tag = "search",
     operation_id = "search_search_cases",
     params(SearchQuery),
-    responses(runtime::openapi::ReadAnswered)
+    responses((status = 200, description = "A page of hits", body = Hits), runtime::openapi::Problems)
 )]
 async fn search_cases(
     State(state): State<AppState>,
     caller: Caller,
     WaitFor(token): WaitFor,
     ApiQuery(q): ApiQuery<SearchQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Hits>, ApiError> {
     let t = Tenancy(caller.tenant_member()?.tenant_id);
     let text = search_text(&q.q)?;
     let (limit, offset) = paging(q.limit, q.offset)?;
@@ -215,9 +231,7 @@ async fn search_cases(
     });
     let rules = state.field_visibility.case_rules(&state.mongo, t.0).await;
     let mut found = run(&state, &alias, body, offset).await?;
-    if let Some(items) = found["items"].as_array_mut() {
-        items.iter_mut().for_each(|case| rules.strip_case(caller, case));
-    }
+    found.items.iter_mut().for_each(|case| rules.strip_case(caller, case));
     Ok(Json(found))
 }
 
@@ -228,13 +242,13 @@ async fn search_cases(
     tag = "search",
     operation_id = "search_search_interactions",
     params(RelatedSearchQuery),
-    responses(runtime::openapi::ReadAnswered)
+    responses((status = 200, description = "A page of hits", body = Hits), runtime::openapi::Problems)
 )]
 async fn search_interactions(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<RelatedSearchQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Hits>, ApiError> {
     let t = Tenancy(caller.tenant_member()?.tenant_id);
     let text = search_text(&q.q)?;
     let (limit, offset) = paging(q.limit, q.offset)?;
@@ -260,13 +274,13 @@ async fn search_interactions(
     tag = "search",
     operation_id = "search_search_notes",
     params(RelatedSearchQuery),
-    responses(runtime::openapi::ReadAnswered)
+    responses((status = 200, description = "A page of hits", body = Hits), runtime::openapi::Problems)
 )]
 async fn search_notes(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<RelatedSearchQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Hits>, ApiError> {
     let caller = caller.tenant_member()?;
     let t = Tenancy(caller.tenant_id);
     let text = search_text(&q.q)?;
@@ -308,13 +322,13 @@ struct SuggestQuery {
     tag = "search",
     operation_id = "search_suggest",
     params(SuggestQuery),
-    responses(runtime::openapi::ReadAnswered)
+    responses((status = 200, description = "Suggestions", body = Suggestions), runtime::openapi::Problems)
 )]
 async fn suggest(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<SuggestQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Suggestions>, ApiError> {
     let t = Tenancy(caller.tenant_member()?.tenant_id);
     let prefix = q.prefix.trim();
     if prefix.is_empty() || prefix.chars().count() > 100 {
@@ -334,18 +348,41 @@ async fn suggest(
             .await
             .map_err(elastic_unavailable)?;
         if response.status_code().as_u16() == 404 {
-            return Ok(Json(json!({ "items": [] })));
+            return Ok(Json(Suggestions { items: Vec::new() }));
         }
         response.json::<Value>().await.map_err(elastic_unavailable)?
     };
-    let items: Vec<Value> = result["suggest"]["cases"][0]["options"]
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    let items = result["suggest"]["cases"][0]["options"]
         .as_array()
         .into_iter()
         .flatten()
         .map(|o| {
             let s = &o["_source"];
-            json!({ "id": s["id"], "case_number": s["case_number"], "title": s["title"], "status": s["status"], "text": o["text"] })
+            Suggestion {
+                id: text(&s["id"]),
+                case_number: text(&s["case_number"]),
+                title: text(&s["title"]),
+                status: text(&s["status"]),
+                text: text(&o["text"]),
+            }
         })
         .collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(Suggestions { items }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct Suggestions {
+    items: Vec<Suggestion>,
+}
+
+/// A case whose title or number starts with the prefix.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Suggestion {
+    id: Option<String>,
+    case_number: Option<String>,
+    title: Option<String>,
+    status: Option<String>,
+    /// What matched the prefix.
+    text: Option<String>,
 }
