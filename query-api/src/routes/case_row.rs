@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use runtime::auth::Caller;
 use runtime::tenancy::Tenancy;
 use runtime::ApiError;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, Row};
@@ -29,7 +29,7 @@ pub const COLUMNS: &str = "id, tenant_id, case_number, title, description, statu
 
 /// A case as the list, the queue and the detail answer it (the detail adds its related
 /// items: `case_detail::CaseDetail`).
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CaseRow {
     pub id: Uuid,
     pub tenant_id: Uuid,

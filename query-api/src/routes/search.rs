@@ -97,8 +97,6 @@ pub(super) fn window(offset: i64, limit: i64) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Runs a search on an alias; `{total, items, facets, next_offset}` with each hit's source,
-/// score and highlight. A tenant with nothing indexed yet has no alias: no hits.
 /// A page of search hits.
 #[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct Hits {
@@ -115,6 +113,8 @@ pub(super) struct Hits {
     pub next_offset: Option<i64>,
 }
 
+/// Runs a search on an alias: each hit's source with its score and highlight, and the
+/// facets. A tenant with nothing indexed yet has no alias: no hits.
 pub(super) async fn run(state: &AppState, alias: &str, body: Value, offset: i64) -> Result<Hits, ApiError> {
     let response =
         state.elastic.search(SearchParts::Index(&[alias])).body(body).send().await.map_err(elastic_unavailable)?;
