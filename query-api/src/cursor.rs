@@ -74,6 +74,9 @@ impl<T: serde::Serialize, C: serde::Serialize> Page<T, C> {
 pub struct PageBody<T, C> {
     pub items: Vec<T>,
     /// Pass it as `cursor` for the next page; null on the last.
+    // Documented as the opaque string of every list but the audit trail, which documents
+    // its own page (`audit::AuditPage`): utoipa drops the null of a generic `Option<C>`.
+    #[schema(value_type = Option<String>)]
     pub next_cursor: Option<C>,
 }
 

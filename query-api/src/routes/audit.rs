@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use super::{page_size, AppState};
 use crate::consistency::{wait_until, WaitFor};
-use crate::cursor::{Page, PageBody};
+use crate::cursor::Page;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(case_audit)).routes(routes!(entity_audit)).routes(routes!(search_audit))
@@ -83,6 +83,15 @@ struct AuditEntry {
     timestamp: DateTime<Utc>,
 }
 
+/// A page of an audit trail (`Page<_, i64>`): its cursor is an entity version.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documentation, as `AuditEntry`
+struct AuditPage {
+    items: Vec<AuditEntry>,
+    /// Pass it as `cursor` for the next page; null on the last.
+    next_cursor: Option<i64>,
+}
+
 /// A field's value before and after.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)] // documentation, as `AuditEntry`
@@ -95,7 +104,7 @@ struct AuditChange {
 }
 
 #[utoipa::path(get, path = "/v1/cases/{id}/audit", tag = "audit", operation_id = "audit_case_audit", params(("id" = Uuid, Path), AuditQuery),
-    responses((status = 200, description = "A page of the case's audit trail, newest first", body = PageBody<AuditEntry, i64>), runtime::openapi::Problems))]
+    responses((status = 200, description = "A page of the case's audit trail, newest first", body = AuditPage), runtime::openapi::Problems))]
 async fn case_audit(
     state: State<AppState>,
     caller: Caller,
@@ -107,7 +116,7 @@ async fn case_audit(
 }
 
 #[utoipa::path(get, path = "/v1/audit/{entity_type}/{id}", tag = "audit", operation_id = "audit_entity_audit", params(("entity_type" = String, Path, description = "tenant, user, team, case_type, workflow, custom_field_definition, case, channel, interaction, task, case_note, document or message_template"), ("id" = Uuid, Path), AuditQuery),
-    responses((status = 200, description = "A page of the entity's audit trail, newest first", body = PageBody<AuditEntry, i64>), runtime::openapi::Problems))]
+    responses((status = 200, description = "A page of the entity's audit trail, newest first", body = AuditPage), runtime::openapi::Problems))]
 async fn entity_audit(
     state: State<AppState>,
     caller: Caller,
