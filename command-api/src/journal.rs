@@ -760,6 +760,9 @@ impl Journal {
         position: i64,
         events_appended: usize,
     ) -> Recorded {
+        // A tenant's stream is in its own tenant: a retried provisioning that chose no id
+        // (each attempt drew a fresh one) answers the tenant its first attempt made.
+        let tenant_id = if stream_type == StreamType::Tenant { id } else { tenant_id };
         let token = PositionToken { tenant_id, stream_id: id, version, position, stream_type: Some(stream_type) };
         Recorded { id, version, events_appended, position: token.sign(&self.keys) }
     }

@@ -91,3 +91,36 @@ async fn interactions_are_recorded_on_open_cases_through_active_channels() {
     let this_month = chrono::Utc::now().format("interactions_y%Ym%m").to_string();
     assert!(months[1].ends_with(&this_month), "{months:?}");
 }
+
+/// Credentials past the limits (64 of them, a name of 256 characters) are a 422 naming
+/// the configuration, on create and on update, and nothing is recorded or stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn too_many_or_too_long_credentials_are_refused_before_anything_is_stored() {
+    let app = TestApp::spawn().await;
+    let admin = app.token_for(app.tenant_id, Role::Admin);
+    let many: serde_json::Map<String, Value> =
+        (0..65).map(|i| (format!("password_{i}"), json!("hunter2-secret"))).collect();
+    let long = json!({ format!("password_{}", "x".repeat(300)): "hunter2-secret" });
+    for configuration in [Value::Object(many), long] {
+        let body = json!({ "name": "Inbox", "type": "email", "configuration": configuration });
+        let r = app.command(Method::POST, "/v1/channels", &admin, Some(body)).await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let problem: Value = r.json().await.unwrap();
+        assert!(problem.to_string().contains("configuration"), "{problem}");
+    }
+    let r = app.command(Method::POST, "/v1/channels", &admin, Some(json!({ "name": "Inbox", "type": "email" }))).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let many: serde_json::Map<String, Value> =
+        (0..65).map(|i| (format!("password_{i}"), json!("hunter2-secret"))).collect();
+    let r =
+        app.command(Method::PATCH, &format!("/v1/channels/{id}"), &admin, Some(json!({ "configuration": many }))).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(app.journal_count("channel").await, 1, "only the plain channel is recorded");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM eventstore.channel_credentials WHERE tenant_id = $1")
+        .bind(app.tenant_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "no credential is stored");
+}

@@ -124,6 +124,32 @@ async fn a_retried_creation_points_at_what_the_first_attempt_made() {
         assert_eq!(ids[0], ids[1], "{path}");
         assert_eq!(locations, vec![format!("{path}/{}", ids[0]); 2], "{path}");
     }
+    // A tenant provisioned twice with one key: one tenant, read where the answer says.
+    let slug = format!("retried-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let operator = app.platform_token();
+    let provision = || {
+        app.http
+            .post(format!("{}/v1/tenants", app.command_url))
+            .bearer_auth(&operator)
+            .header("idempotency-key", "provision-1")
+            .json(&json!({ "name": "Retried", "slug": slug }))
+            .send()
+    };
+    let (first, retry) = (provision().await.unwrap(), provision().await.unwrap());
+    assert_eq!((first.status(), retry.status()), (StatusCode::CREATED, StatusCode::CREATED));
+    let location = retry.headers()["location"].to_str().unwrap().to_owned();
+    let (first, retry): (Value, Value) = (first.json().await.unwrap(), retry.json().await.unwrap());
+    assert_eq!(retry["id"], first["id"]);
+    assert_eq!(location, format!("/v1/tenants/{}", first["id"].as_str().unwrap()));
+    // Its position token names that tenant too, not the id the retry drew.
+    let tenant_of = |answer: &Value| -> Value {
+        use base64::Engine;
+        let claims = answer["position"].as_str().unwrap().split('.').nth(1).unwrap().to_owned();
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).unwrap();
+        serde_json::from_slice::<Value>(&claims).unwrap()["t"].clone()
+    };
+    assert_eq!(tenant_of(&retry), first["id"]);
+    assert_eq!(tenant_of(&first), first["id"]);
 }
 
 /// Concurrent commands' appends go to PostgreSQL in batches (`command_api::appender`): a
