@@ -15,7 +15,7 @@ use crate::team::TeamEvent;
 use crate::template::TemplateEvent;
 use crate::tenant::TenantEvent;
 use crate::user::UserEvent;
-use crate::webhook::WebhookEvent;
+use crate::webhook::{WebhookEvent, WebhookUpdated};
 use crate::workflow::WorkflowEvent;
 
 /// The audit log's name for the entities of a kind of stream (the entries'
@@ -75,12 +75,7 @@ pub fn case_changes(event: &CaseEvent) -> (&'static str, Vec<FieldChange>) {
             "create"
         }
         CaseEvent::Updated(e) => {
-            push(&mut out, "title", &e.title);
-            push(&mut out, "description", &e.description);
-            push(&mut out, "priority", &e.priority);
-            push(&mut out, "due_date", &e.due_date);
-            push(&mut out, "tags", &e.tags);
-            push(&mut out, "custom_fields", &e.custom_fields);
+            out = e.changes();
             "update"
         }
         CaseEvent::Assigned(e) => {
@@ -222,9 +217,7 @@ pub fn user_changes(event: &UserEvent) -> (&'static str, Vec<FieldChange>) {
             "create"
         }
         UserEvent::ProfileUpdated(e) => {
-            push(&mut out, "first_name", &e.first_name);
-            push(&mut out, "last_name", &e.last_name);
-            push(&mut out, "email", &e.email);
+            out = e.changes();
             "update"
         }
         UserEvent::RoleChanged(e) => {
@@ -314,10 +307,7 @@ pub fn webhook_changes(event: &WebhookEvent) -> (&'static str, Vec<FieldChange>)
         }
         WebhookEvent::Updated(e) => {
             let url = e.url.as_ref().map(|c| Change { old: without_query(&c.old), new: without_query(&c.new) });
-            push(&mut out, "url", &url);
-            push(&mut out, "event_types", &e.event_types);
-            push(&mut out, "description", &e.description);
-            push(&mut out, "active", &e.active);
+            out = WebhookUpdated { url, ..e.clone() }.changes();
             "update"
         }
         WebhookEvent::Deleted(_) => "delete",
@@ -342,10 +332,7 @@ pub fn case_type_changes(event: &CaseTypeEvent) -> (&'static str, Vec<FieldChang
             "create"
         }
         CaseTypeEvent::Updated(e) => {
-            push(&mut out, "name", &e.name);
-            push(&mut out, "description", &e.description);
-            push(&mut out, "form_definition", &e.form_definition);
-            push(&mut out, "validation_rules", &e.validation_rules);
+            out = e.changes();
             "update"
         }
         CaseTypeEvent::Deactivated(_) => {
@@ -372,16 +359,7 @@ pub fn channel_changes(event: &ChannelEvent) -> (&'static str, Vec<FieldChange>)
                 change("configuration", Value::Null, json!(e.configuration)),
             ],
         ),
-        ChannelEvent::Updated(e) => {
-            let mut out = Vec::new();
-            if let Some(c) = &e.name {
-                out.push(change("name", json!(c.old), json!(c.new)));
-            }
-            if let Some(c) = &e.configuration {
-                out.push(change("configuration", json!(c.old), json!(c.new)));
-            }
-            ("update", out)
-        }
+        ChannelEvent::Updated(e) => ("update", e.changes()),
         ChannelEvent::Deactivated(_) => ("deactivate", vec![change("is_active", json!(true), json!(false))]),
         ChannelEvent::Activated(_) => ("activate", vec![change("is_active", json!(false), json!(true))]),
     }
@@ -441,19 +419,7 @@ pub fn note_changes(event: &NoteEvent) -> (&'static str, Vec<FieldChange>) {
                 change("tags", Value::Null, json!(e.tags)),
             ],
         ),
-        NoteEvent::Edited(e) => {
-            let mut out = Vec::new();
-            if let Some(c) = &e.content {
-                out.push(change("content", json!(c.old), json!(c.new)));
-            }
-            if let Some(c) = &e.is_internal {
-                out.push(change("is_internal", json!(c.old), json!(c.new)));
-            }
-            if let Some(c) = &e.tags {
-                out.push(change("tags", json!(c.old), json!(c.new)));
-            }
-            ("update", out)
-        }
+        NoteEvent::Edited(e) => ("update", e.changes()),
         NoteEvent::Deleted(_) => ("delete", vec![]),
     }
 }
@@ -488,19 +454,7 @@ pub fn template_changes(event: &TemplateEvent) -> (&'static str, Vec<FieldChange
                 change("variables", Value::Null, json!(e.variables)),
             ],
         ),
-        TemplateEvent::Updated(e) => {
-            let mut out = Vec::new();
-            if let Some(c) = &e.name {
-                out.push(change("name", json!(c.old), json!(c.new)));
-            }
-            if let Some(c) = &e.subject {
-                out.push(change("subject", json!(c.old), json!(c.new)));
-            }
-            if let Some(c) = &e.content {
-                out.push(change("content", json!(c.old), json!(c.new)));
-            }
-            ("update", out)
-        }
+        TemplateEvent::Updated(e) => ("update", e.changes()),
         TemplateEvent::Deactivated(_) => ("deactivate", vec![change("is_active", json!(true), json!(false))]),
         TemplateEvent::Activated(_) => ("activate", vec![change("is_active", json!(false), json!(true))]),
     }
@@ -514,19 +468,7 @@ pub fn workflow_changes(event: &WorkflowEvent) -> (&'static str, Vec<FieldChange
             "create",
             vec![change("name", Value::Null, json!(e.name)), change("definition", Value::Null, json!(e.definition))],
         ),
-        WorkflowEvent::Updated(e) => {
-            let mut out = Vec::new();
-            if let Some(c) = &e.name {
-                out.push(change("name", json!(c.old), json!(c.new)));
-            }
-            if let Some(c) = &e.description {
-                out.push(change("description", json!(c.old), json!(c.new)));
-            }
-            if let Some(c) = &e.definition {
-                out.push(change("definition", json!(c.old), json!(c.new)));
-            }
-            ("update", out)
-        }
+        WorkflowEvent::Updated(e) => ("update", e.changes()),
         WorkflowEvent::Deactivated(_) => ("deactivate", vec![change("active", json!(true), json!(false))]),
         WorkflowEvent::Activated(_) => ("activate", vec![change("active", json!(false), json!(true))]),
     }

@@ -238,22 +238,18 @@ pub fn unchanged(payload: serde_json::Value) -> serde_json::Value {
     payload
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CaseUpdated {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub title: Option<Change<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<Change<Option<String>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priority: Option<Change<Priority>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub due_date: Option<Change<Option<DateTime<Utc>>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tags: Option<Change<Vec<String>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub custom_fields: Option<Change<CustomFields>>,
-    pub updated_at: DateTime<Utc>,
+field_changes! {
+    #[derive(Default)]
+    pub struct CaseUpdated changes Case {
+        title: String,
+        description: Option<String>,
+        priority: Priority,
+        due_date: Option<DateTime<Utc>>,
+        tags: Vec<String>,
+        custom_fields: CustomFields,
+    } with {
+        pub updated_at: DateTime<Utc>,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -529,24 +525,7 @@ pub fn evolve(state: Option<Case>, event: &CaseEvent) -> Option<Case> {
             sla_breached: BTreeSet::new(),
         }),
         (Some(mut case), CaseEvent::Updated(e)) => {
-            if let Some(c) = &e.title {
-                case.title = c.new.clone();
-            }
-            if let Some(c) = &e.description {
-                case.description = c.new.clone();
-            }
-            if let Some(c) = &e.priority {
-                case.priority = c.new;
-            }
-            if let Some(c) = &e.due_date {
-                case.due_date = c.new;
-            }
-            if let Some(c) = &e.tags {
-                case.tags = c.new.clone();
-            }
-            if let Some(c) = &e.custom_fields {
-                case.custom_fields = c.new.clone();
-            }
+            e.apply(&mut case);
             case.updated_at = e.updated_at;
             Some(case)
         }
@@ -972,12 +951,7 @@ fn update(case: &Case, cmd: UpdateCase, ctx: Context) -> Result<Vec<CaseEvent>, 
         (Some(p), Some(w)) if case.workflow_id == Some(w.id) => sla_set(&w.definition, p.new, case.created_at, ctx.now),
         _ => None,
     };
-    let nothing_changed = event.title.is_none()
-        && event.description.is_none()
-        && event.priority.is_none()
-        && event.due_date.is_none()
-        && event.tags.is_none()
-        && event.custom_fields.is_none();
+    let nothing_changed = event.is_empty();
     if nothing_changed {
         return Ok(vec![]);
     }

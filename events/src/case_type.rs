@@ -42,18 +42,15 @@ pub struct CaseTypeCreated {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CaseTypeUpdated {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<Change<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<Change<Option<String>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub form_definition: Option<Change<FormDefinition>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub validation_rules: Option<Change<Value>>,
-    pub updated_at: DateTime<Utc>,
+field_changes! {
+    pub struct CaseTypeUpdated changes CaseType {
+        name: String,
+        description: Option<String>,
+        form_definition: FormDefinition,
+        validation_rules: Value,
+    } with {
+        pub updated_at: DateTime<Utc>,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,18 +89,7 @@ pub fn evolve(state: Option<CaseType>, event: &CaseTypeEvent) -> Option<CaseType
             active: true,
         }),
         (Some(mut t), CaseTypeEvent::Updated(e)) => {
-            if let Some(c) = &e.name {
-                t.name = c.new.clone();
-            }
-            if let Some(c) = &e.description {
-                t.description = c.new.clone();
-            }
-            if let Some(c) = &e.form_definition {
-                t.form_definition = c.new.clone();
-            }
-            if let Some(c) = &e.validation_rules {
-                t.validation_rules = c.new.clone();
-            }
+            e.apply(&mut t);
             Some(t)
         }
         (Some(mut t), CaseTypeEvent::Deactivated(_)) => {
@@ -201,10 +187,7 @@ pub fn decide(
                 validation_rules: Change::between(&t.validation_rules, validation_rules),
                 updated_at: now,
             };
-            let nothing = event.name.is_none()
-                && event.description.is_none()
-                && event.form_definition.is_none()
-                && event.validation_rules.is_none();
+            let nothing = event.is_empty();
             Ok(if nothing { vec![] } else { vec![CaseTypeEvent::Updated(event)] })
         }
         (Some(t), CaseTypeCommand::Deactivate) => {

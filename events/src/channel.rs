@@ -203,14 +203,13 @@ pub struct ChannelCreated {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChannelUpdated {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<Change<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub configuration: Option<Change<Configuration>>,
-    pub updated_at: DateTime<Utc>,
+field_changes! {
+    pub struct ChannelUpdated changes Channel {
+        name: String,
+        configuration: Configuration,
+    } with {
+        pub updated_at: DateTime<Utc>,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -266,12 +265,7 @@ pub fn evolve(state: Option<Channel>, event: &ChannelEvent) -> Option<Channel> {
             active: true,
         }),
         (Some(mut c), ChannelEvent::Updated(e)) => {
-            if let Some(n) = &e.name {
-                c.name = n.new.clone();
-            }
-            if let Some(cfg) = &e.configuration {
-                c.configuration = cfg.new.clone();
-            }
+            e.apply(&mut c);
             Some(c)
         }
         (Some(mut c), ChannelEvent::Deactivated(_)) => {
@@ -337,11 +331,7 @@ pub fn decide(
                 configuration: Change::between(&c.configuration, configuration),
                 updated_at: now,
             };
-            Ok(if event.name.is_none() && event.configuration.is_none() {
-                vec![]
-            } else {
-                vec![ChannelEvent::Updated(event)]
-            })
+            Ok(if event.is_empty() { vec![] } else { vec![ChannelEvent::Updated(event)] })
         }
         (Some(c), ChannelCommand::Deactivate) => {
             Ok(if c.active { vec![ChannelEvent::Deactivated(ChannelActivation { at: now })] } else { vec![] })

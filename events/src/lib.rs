@@ -5,11 +5,12 @@
 
 #[macro_use]
 mod codec;
+#[macro_use]
+pub mod change;
 
 pub mod audit;
 pub mod case;
 pub mod case_type;
-pub mod change;
 pub mod channel;
 pub mod contract;
 pub mod data_subject;

@@ -96,16 +96,14 @@ pub fn mentioned_usernames(content: &str) -> Vec<String> {
     found
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NoteEdited {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content: Option<Change<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub is_internal: Option<Change<bool>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tags: Option<Change<Vec<String>>>,
-    pub edited_at: DateTime<Utc>,
+field_changes! {
+    pub struct NoteEdited changes Note {
+        content: String,
+        is_internal: bool,
+        tags: Vec<String>,
+    } with {
+        pub edited_at: DateTime<Utc>,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,15 +153,7 @@ pub fn evolve(state: Option<Note>, event: &NoteEvent) -> Option<Note> {
             customer_id: e.customer_id,
         }),
         (Some(mut n), NoteEvent::Edited(e)) => {
-            if let Some(c) = &e.content {
-                n.content = c.new.clone();
-            }
-            if let Some(c) = &e.is_internal {
-                n.is_internal = c.new;
-            }
-            if let Some(c) = &e.tags {
-                n.tags = c.new.clone();
-            }
+            e.apply(&mut n);
             Some(n)
         }
         (Some(mut n), NoteEvent::Deleted(_)) => {
@@ -241,7 +231,7 @@ pub fn decide(state: Option<&Note>, command: NoteCommand, ctx: &Context) -> Resu
                 tags: Change::between(&n.tags, tags),
                 edited_at: now,
             };
-            let nothing = event.content.is_none() && event.is_internal.is_none() && event.tags.is_none();
+            let nothing = event.is_empty();
             Ok(if nothing { vec![] } else { vec![NoteEvent::Edited(event)] })
         }
         (Some(n), NoteCommand::Delete) => {

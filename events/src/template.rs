@@ -50,20 +50,17 @@ pub struct TemplateCreated {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TemplateUpdated {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<Change<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<Change<Option<String>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subject: Option<Change<Option<String>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content: Option<Change<String>>,
-    /// The placeholders after the change.
-    pub variables: Vec<String>,
-    pub updated_at: DateTime<Utc>,
+field_changes! {
+    pub struct TemplateUpdated changes Template {
+        name: String,
+        description: Option<String>,
+        subject: Option<String>,
+        content: String,
+    } with {
+        /// The placeholders after the change.
+        pub variables: Vec<String>,
+        pub updated_at: DateTime<Utc>,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,18 +101,7 @@ pub fn evolve(state: Option<Template>, event: &TemplateEvent) -> Option<Template
             active: true,
         }),
         (Some(mut t), TemplateEvent::Updated(e)) => {
-            if let Some(c) = &e.name {
-                t.name = c.new.clone();
-            }
-            if let Some(c) = &e.description {
-                t.description = c.new.clone();
-            }
-            if let Some(c) = &e.subject {
-                t.subject = c.new.clone();
-            }
-            if let Some(c) = &e.content {
-                t.content = c.new.clone();
-            }
+            e.apply(&mut t);
             t.variables = e.variables.clone();
             Some(t)
         }
@@ -255,10 +241,7 @@ pub fn decide(
                 variables: extract_variables(new_subject.as_deref().into_iter().chain([new_content.as_str()])),
                 updated_at: now,
             };
-            let nothing = event.name.is_none()
-                && event.description.is_none()
-                && event.subject.is_none()
-                && event.content.is_none();
+            let nothing = event.is_empty();
             Ok(if nothing { vec![] } else { vec![TemplateEvent::Updated(event)] })
         }
         (Some(t), TemplateCommand::Deactivate) => {
@@ -316,6 +299,31 @@ mod tests {
         let updated = decide(state.as_ref(), update, &Context::at(Utc::now())).unwrap();
         let [TemplateEvent::Updated(e)] = updated.as_slice() else { panic!("expected an update") };
         assert_eq!(e.variables, vec!["customer_name"]);
+    }
+
+    /// The audit listed name, subject and content by hand and missed the description:
+    /// the fold, the audit and the no-change check now read one list of fields.
+    #[test]
+    fn a_description_change_is_folded_and_audited() {
+        let create = TemplateCommand::Create {
+            name: "Hello".into(),
+            description: Some("old".into()),
+            channel_type: ChannelType::Sms,
+            subject: None,
+            content: "Hi".into(),
+            tags: vec![],
+            category: None,
+        };
+        let created = decide(None, create, &crate::testing::context()).unwrap();
+        let update =
+            TemplateCommand::Update { name: None, description: Some(Some("new".into())), subject: None, content: None };
+        let (events, state) = given(&created).when(update).events_and_state();
+        assert_eq!(state.unwrap().description.as_deref(), Some("new"));
+        let [event] = events.as_slice() else { panic!("expected one update") };
+        let (action, changes) = crate::audit::template_changes(event);
+        assert_eq!(action, "update");
+        let fields: Vec<_> = changes.iter().map(|c| (c.field, c.old_value.clone(), c.new_value.clone())).collect();
+        assert_eq!(fields, vec![("description", json!("old"), json!("new"))]);
     }
 
     #[test]

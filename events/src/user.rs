@@ -112,16 +112,15 @@ pub struct UserCreated {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserProfileUpdated {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_name: Option<Change<Option<String>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_name: Option<Change<Option<String>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<Change<String>>,
-    pub updated_at: DateTime<Utc>,
+field_changes! {
+    #[derive(Default)]
+    pub struct UserProfileUpdated changes User {
+        first_name: Option<String>,
+        last_name: Option<String>,
+        email: String,
+    } with {
+        pub updated_at: DateTime<Utc>,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -249,15 +248,7 @@ pub fn evolve(state: Option<User>, event: &UserEvent) -> Option<User> {
             erased: false,
         }),
         (Some(mut u), UserEvent::ProfileUpdated(e)) => {
-            if let Some(c) = &e.first_name {
-                u.first_name = c.new.clone();
-            }
-            if let Some(c) = &e.last_name {
-                u.last_name = c.new.clone();
-            }
-            if let Some(c) = &e.email {
-                u.email = c.new.clone();
-            }
+            e.apply(&mut u);
             Some(u)
         }
         (Some(mut u), UserEvent::RoleChanged(e)) => {
@@ -388,7 +379,7 @@ pub fn decide(state: Option<&User>, command: UserCommand, ctx: &Context) -> Resu
                 email: Change::between(&user.email, email),
                 updated_at: now,
             };
-            let nothing = event.first_name.is_none() && event.last_name.is_none() && event.email.is_none();
+            let nothing = event.is_empty();
             Ok(if nothing { vec![] } else { vec![UserEvent::ProfileUpdated(event)] })
         }
         (Some(user), UserCommand::ChangeRole { role }) => Ok(Change::between(&user.role, Some(role))

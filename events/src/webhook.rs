@@ -70,18 +70,16 @@ pub struct WebhookCreated {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookUpdated {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<Change<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event_types: Option<Change<Vec<String>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<Change<Option<String>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub active: Option<Change<bool>>,
-    pub updated_at: DateTime<Utc>,
+field_changes! {
+    #[derive(Default)]
+    pub struct WebhookUpdated changes Webhook {
+        url: String,
+        event_types: Vec<String>,
+        description: Option<String>,
+        active: bool,
+    } with {
+        pub updated_at: DateTime<Utc>,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,18 +115,7 @@ pub fn evolve(state: Option<Webhook>, event: &WebhookEvent) -> Option<Webhook> {
             deleted: false,
         }),
         (Some(mut w), WebhookEvent::Updated(e)) => {
-            if let Some(c) = &e.url {
-                w.url = c.new.clone();
-            }
-            if let Some(c) = &e.event_types {
-                w.event_types = c.new.clone();
-            }
-            if let Some(c) = &e.description {
-                w.description = c.new.clone();
-            }
-            if let Some(c) = &e.active {
-                w.active = c.new;
-            }
+            e.apply(&mut w);
             Some(w)
         }
         (Some(mut w), WebhookEvent::Deleted(_)) => {
@@ -192,10 +179,7 @@ pub fn decide(
                 active: Change::between(&w.active, active),
                 updated_at: now,
             };
-            let unchanged = event.url.is_none()
-                && event.event_types.is_none()
-                && event.description.is_none()
-                && event.active.is_none();
+            let unchanged = event.is_empty();
             Ok(if unchanged { vec![] } else { vec![WebhookEvent::Updated(event)] })
         }
         (Some(_), WebhookCommand::Delete) => Ok(vec![WebhookEvent::Deleted(WebhookDeleted { deleted_at: now })]),

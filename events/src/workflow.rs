@@ -389,16 +389,14 @@ pub struct WorkflowCreated {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkflowUpdated {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<Change<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<Change<Option<String>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub definition: Option<Change<WorkflowDefinition>>,
-    pub updated_at: DateTime<Utc>,
+field_changes! {
+    pub struct WorkflowUpdated changes Workflow {
+        name: String,
+        description: Option<String>,
+        definition: WorkflowDefinition,
+    } with {
+        pub updated_at: DateTime<Utc>,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -433,15 +431,7 @@ pub fn evolve(state: Option<Workflow>, event: &WorkflowEvent) -> Option<Workflow
             active: true,
         }),
         (Some(mut w), WorkflowEvent::Updated(e)) => {
-            if let Some(c) = &e.name {
-                w.name = c.new.clone();
-            }
-            if let Some(c) = &e.description {
-                w.description = c.new.clone();
-            }
-            if let Some(c) = &e.definition {
-                w.definition = c.new.clone();
-            }
+            e.apply(&mut w);
             Some(w)
         }
         (Some(mut w), WorkflowEvent::Deactivated(_)) => {
@@ -501,7 +491,7 @@ pub fn decide(
                 definition: Change::between(&w.definition, definition),
                 updated_at: now,
             };
-            let nothing = event.name.is_none() && event.description.is_none() && event.definition.is_none();
+            let nothing = event.is_empty();
             Ok(if nothing { vec![] } else { vec![WorkflowEvent::Updated(event)] })
         }
         (Some(w), WorkflowCommand::Deactivate) => {

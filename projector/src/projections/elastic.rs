@@ -539,26 +539,11 @@ fn fold(doc: Option<Value>, event: &Event, case_event: &CaseEvent, case_type: Op
             "version": env.stream_version,
         })),
         (Some(mut doc), CaseEvent::Updated(e)) => {
-            let mut set = |field: &str, value: Value| doc[field] = value;
-            if let Some(c) = &e.title {
-                set("title", json!(c.new));
+            // The document's fields are named as the event's.
+            for change in e.changes() {
+                doc[change.field] = change.new_value;
             }
-            if let Some(c) = &e.description {
-                set("description", json!(c.new));
-            }
-            if let Some(c) = &e.priority {
-                set("priority", json!(c.new));
-            }
-            if let Some(c) = &e.due_date {
-                set("due_date", json!(c.new));
-            }
-            if let Some(c) = &e.tags {
-                set("tags", json!(c.new));
-            }
-            if let Some(c) = &e.custom_fields {
-                set("custom_fields", json!(c.new));
-            }
-            set("updated_at", json!(e.updated_at));
+            doc["updated_at"] = json!(e.updated_at);
             doc["version"] = json!(env.stream_version);
             Some(doc)
         }
@@ -645,14 +630,8 @@ fn fold_note(doc: Option<Value>, event: &Event, note_event: &NoteEvent) -> Optio
             "version": env.stream_version,
         })),
         (Some(mut doc), NoteEvent::Edited(e)) => {
-            if let Some(c) = &e.content {
-                doc["content"] = json!(c.new);
-            }
-            if let Some(c) = &e.is_internal {
-                doc["is_internal"] = json!(c.new);
-            }
-            if let Some(c) = &e.tags {
-                doc["tags"] = json!(c.new);
+            for change in e.changes() {
+                doc[change.field] = change.new_value;
             }
             doc["updated_at"] = json!(e.edited_at);
             doc["version"] = json!(env.stream_version);

@@ -49,14 +49,8 @@ impl DocumentModel for Notes {
             }
             NoteEvent::Edited(e) => {
                 let mut set = doc! { "updated_at": date(e.edited_at) };
-                if let Some(c) = &e.content {
-                    set.insert("content", &c.new);
-                }
-                if let Some(c) = &e.is_internal {
-                    set.insert("is_internal", c.new);
-                }
-                if let Some(c) = &e.tags {
-                    set.insert("tags", to_bson(event, &c.new)?);
+                for change in e.changes() {
+                    set.insert(change.field, to_bson(event, &change.new_value)?);
                 }
                 writes.update_guarded(coll, event, set);
             }

@@ -49,17 +49,8 @@ impl DocumentModel for Templates {
             }
             TemplateEvent::Updated(e) => {
                 let mut set = doc! { "updated_at": date(e.updated_at), "variables": to_bson(event, &e.variables)? };
-                if let Some(c) = &e.name {
-                    set.insert("name", &c.new);
-                }
-                if let Some(c) = &e.description {
-                    set.insert("description", to_bson(event, &c.new)?);
-                }
-                if let Some(c) = &e.subject {
-                    set.insert("subject", to_bson(event, &c.new)?);
-                }
-                if let Some(c) = &e.content {
-                    set.insert("content", &c.new);
+                for change in e.changes() {
+                    set.insert(change.field, to_bson(event, &change.new_value)?);
                 }
                 writes.update_guarded(coll, event, set);
             }
