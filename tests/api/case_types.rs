@@ -1,6 +1,6 @@
 //! Case types: forms that validate a case's custom fields; inactive types take no cases.
 
-use murima_tests::{eventually, TestApp};
+use murima_tests::TestApp;
 use reqwest::{Method, StatusCode};
 use runtime::auth::Role;
 use serde_json::{json, Value};
@@ -91,15 +91,6 @@ async fn cases_are_checked_against_their_types_form() {
         .await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
 
-    let schema = runtime::tenancy::Tenancy(app.tenant_id).pg_schema();
-    let pool = app.pool.clone();
-    let active: bool = eventually("the case type row at version 3", || async {
-        sqlx::query_scalar(&format!("SELECT is_active FROM {schema}.case_types WHERE id = $1 AND version = 3"))
-            .bind(billing)
-            .fetch_one(&pool)
-            .await
-            .ok()
-    })
-    .await;
+    let (active,): (bool,) = app.row_at(&app.tenant_table("case_types"), "is_active", billing, 3).await;
     assert!(!active);
 }

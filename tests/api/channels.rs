@@ -57,15 +57,8 @@ async fn interactions_are_recorded_on_open_cases_through_active_channels() {
 
     let schema = runtime::tenancy::Tenancy(app.tenant_id).pg_schema();
     let pool = app.pool.clone();
-    let channel_id: uuid::Uuid = channel.parse().unwrap();
-    let (kind, active): (String, bool) = eventually("the channel row at version 2", || async {
-        sqlx::query_as(&format!("SELECT type, is_active FROM {schema}.channels WHERE id = $1 AND version = 2"))
-            .bind(channel_id)
-            .fetch_one(&pool)
-            .await
-            .ok()
-    })
-    .await;
+    let (kind, active): (String, bool) =
+        app.row_at(&app.tenant_table("channels"), "type, is_active", channel.parse().unwrap(), 2).await;
     assert_eq!((kind.as_str(), active), ("email", false));
     let recorded: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM eventstore.events WHERE event_type = 'InteractionRecorded' AND tenant_id = $1",

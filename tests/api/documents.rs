@@ -1,6 +1,6 @@
 //! Documents: metadata on open cases, soft delete in the relational read model.
 
-use murima_tests::{eventually, TestApp};
+use murima_tests::TestApp;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -21,17 +21,8 @@ async fn documents_are_attached_to_cases_and_soft_deleted() {
     let r = app.command(Method::DELETE, &format!("/v1/documents/{}", uuid::Uuid::now_v7()), &app.token, None).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 
-    let schema = runtime::tenancy::Tenancy(app.tenant_id).pg_schema();
-    let pool = app.pool.clone();
-    let id: uuid::Uuid = document.parse().unwrap();
-    let (deleted, size): (bool, i64) = eventually("the document row at version 2", || async {
-        sqlx::query_as(&format!("SELECT is_deleted, size FROM {schema}.documents WHERE id = $1 AND version = 2"))
-            .bind(id)
-            .fetch_one(&pool)
-            .await
-            .ok()
-    })
-    .await;
+    let (deleted, size): (bool, i64) =
+        app.row_at(&app.tenant_table("documents"), "is_deleted, size", document.parse().unwrap(), 2).await;
     assert!(deleted);
     assert_eq!(size, 48213);
 }

@@ -1,6 +1,6 @@
 //! Tasks on cases: references checked, completion recorded.
 
-use murima_tests::{eventually, TestApp};
+use murima_tests::TestApp;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -44,18 +44,8 @@ async fn tasks_are_created_on_cases_assigned_and_completed() {
         .await;
     assert_eq!(r.status(), StatusCode::CONFLICT);
 
-    let schema = runtime::tenancy::Tenancy(app.tenant_id).pg_schema();
-    let pool = app.pool.clone();
-    let task_id: uuid::Uuid = task.parse().unwrap();
     let (status, completed): (String, Option<chrono::DateTime<chrono::Utc>>) =
-        eventually("the task row at version 3", || async {
-            sqlx::query_as(&format!("SELECT status, completed_at FROM {schema}.tasks WHERE id = $1 AND version = 3"))
-                .bind(task_id)
-                .fetch_one(&pool)
-                .await
-                .ok()
-        })
-        .await;
+        app.row_at(&app.tenant_table("tasks"), "status, completed_at", task.parse().unwrap(), 3).await;
     assert_eq!(status, "cancelled");
     assert_eq!(completed, None, "cancelling clears completed_at");
 }

@@ -78,17 +78,7 @@ async fn tenant_admins_update_their_own_settings_only() {
     let other_admin = app.token_for(other, Role::Admin);
     assert_eq!(app.command(Method::PATCH, &path, &other_admin, Some(settings)).await.status(), StatusCode::NOT_FOUND);
 
-    let pool = app.pool.clone();
-    let tenant = app.tenant_id;
-    let stored = eventually("the settings in public.tenants", || async {
-        let (settings,): (Value,) = sqlx::query_as("SELECT settings FROM public.tenants WHERE id = $1 AND version = 2")
-            .bind(tenant)
-            .fetch_one(&pool)
-            .await
-            .ok()?;
-        Some(settings)
-    })
-    .await;
+    let (stored,): (Value,) = app.row_at("public.tenants", "settings", app.tenant_id, 2).await;
     assert_eq!(stored["timezone"], "Africa/Nairobi");
 }
 
@@ -140,15 +130,7 @@ async fn an_old_tenant_provisioned_v1_in_the_log_still_projects() {
         .await
         .unwrap();
 
-    let pool = app.pool.clone();
-    let (name, settings) = eventually("the v1 tenant in public.tenants", || async {
-        sqlx::query_as::<_, (String, Value)>("SELECT name, settings FROM public.tenants WHERE id = $1 AND version = 1")
-            .bind(tenant)
-            .fetch_one(&pool)
-            .await
-            .ok()
-    })
-    .await;
+    let (name, settings): (String, Value) = app.row_at("public.tenants", "name, settings", tenant, 1).await;
     assert_eq!(name, "Legacy Co");
     assert_eq!(settings, json!({}));
     // The write side reads it too: the tenant accepts commands.

@@ -111,17 +111,9 @@ async fn admins_create_users_who_log_in_and_act_under_their_role() {
     assert_eq!(login(&app, &slug, "jane.doe", "correct horse battery").await.status(), StatusCode::FORBIDDEN);
 
     // The relational read model and the audit trail; the hash never reaches the audit log.
-    let schema = runtime::tenancy::Tenancy(app.tenant_id).pg_schema();
-    let pool = app.pool.clone();
     let uid: uuid::Uuid = user_id.parse().unwrap();
-    let (status, last_name): (String, Option<String>) = eventually("the user row at version 6", || async {
-        sqlx::query_as(&format!("SELECT status, last_name FROM {schema}.users WHERE id = $1 AND version = 6"))
-            .bind(uid)
-            .fetch_one(&pool)
-            .await
-            .ok()
-    })
-    .await;
+    let (status, last_name): (String, Option<String>) =
+        app.row_at(&app.tenant_table("users"), "status, last_name", uid, 6).await;
     assert_eq!((status.as_str(), last_name.as_deref()), ("locked", Some("Doe")));
     let hash: String = sqlx::query_scalar("SELECT password_hash FROM eventstore.credentials WHERE user_id = $1")
         .bind(uid)

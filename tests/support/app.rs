@@ -468,6 +468,24 @@ impl TestApp {
         response.json().await.expect("json")
     }
 
+    /// A table of this test's tenant's read models, schema-qualified.
+    pub fn tenant_table(&self, table: &str) -> String {
+        format!("{}.{table}", runtime::tenancy::Tenancy(self.tenant_id).pg_schema())
+    }
+
+    /// The `columns` of row `id` of `table` (schema-qualified), once the projection has
+    /// brought the row to `version`.
+    pub async fn row_at<T>(&self, table: &str, columns: &str, id: Uuid, version: i64) -> T
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        let sql = format!("SELECT {columns} FROM {table} WHERE id = $1 AND version = $2");
+        eventually(&format!("{table} row {id} at version {version}"), || async {
+            sqlx::query_as(&sql).bind(id).bind(version).fetch_one(&self.pool).await.ok()
+        })
+        .await
+    }
+
     pub async fn journal_count(&self, stream_type: &str) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM eventstore.events WHERE stream_type = $1 AND tenant_id = $2")
             .bind(stream_type)
