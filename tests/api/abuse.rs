@@ -21,15 +21,6 @@ fn limits(reads_per_user: u32) -> Limits {
     }
 }
 
-async fn login(app: &TestApp, username: &str, password: &str) -> reqwest::Response {
-    app.http
-        .post(format!("{}/v1/auth/login", app.command_url))
-        .json(&json!({ "tenant": app.tenant_slug().await, "username": username, "password": password }))
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_of_reads_is_cut_to_the_budget_and_commands_keep_theirs() {
     let mut settings = test_settings();
@@ -106,13 +97,13 @@ async fn repeated_failed_logins_lock_the_username_out() {
     let mut wrong = Vec::new();
     for _ in 0..4 {
         let started = std::time::Instant::now();
-        assert_eq!(login(&app, "target", "not the password!").await.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(app.login("target", "not the password!").await.status(), StatusCode::UNAUTHORIZED);
         wrong.push(started.elapsed());
     }
     let mut unknown = Vec::new();
     for i in 0..4 {
         let started = std::time::Instant::now();
-        assert_eq!(login(&app, &format!("nobody.{i}"), "not the password!").await.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(app.login(&format!("nobody.{i}"), "not the password!").await.status(), StatusCode::UNAUTHORIZED);
         unknown.push(started.elapsed());
     }
     wrong.sort();
@@ -130,17 +121,17 @@ async fn repeated_failed_logins_lock_the_username_out() {
 
     // The fifth failure is still a plain 401; from the sixth the username is locked out,
     // even for the right password, with the time to wait.
-    assert_eq!(login(&app, "target", "not the password!").await.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(login(&app, "target", "not the password!").await.status(), StatusCode::UNAUTHORIZED);
-    let locked = login(&app, "target", "integration test password").await;
+    assert_eq!(app.login("target", "not the password!").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(app.login("target", "not the password!").await.status(), StatusCode::UNAUTHORIZED);
+    let locked = app.login("target", "integration test password").await;
     assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
     let wait: u64 = locked.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=900).contains(&wait), "{wait}");
     // Another user of the tenant is not affected.
     app.create_user("bystander", "agent").await;
-    assert_eq!(login(&app, "bystander", "integration test password").await.status(), StatusCode::OK);
+    assert_eq!(app.login("bystander", "integration test password").await.status(), StatusCode::OK);
     tokio::time::sleep(std::time::Duration::from_secs(wait + 1)).await;
-    assert_eq!(login(&app, "target", "integration test password").await.status(), StatusCode::OK);
+    assert_eq!(app.login("target", "integration test password").await.status(), StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -360,11 +351,11 @@ async fn failed_logins_from_one_address_lock_the_address_out() {
         .unwrap();
     // Three free failures, each for another username (no username reaches its own limit).
     for i in 0..4 {
-        let answer = login(&app, &format!("guess.{i}"), "not the password!").await;
+        let answer = app.login(&format!("guess.{i}"), "not the password!").await;
         assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "failure {i}");
     }
     // The address is locked out now, even for a right password of a real user.
-    let locked = login(&app, "honest", "integration test password").await;
+    let locked = app.login("honest", "integration test password").await;
     assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
     let wait: u64 = locked.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=900).contains(&wait), "{wait}");
@@ -400,7 +391,7 @@ async fn a_login_flood_is_answered_503_past_the_hashing_slots() {
         .all(|(_, r)| r.as_deref() == Some("1")));
     // The service is still there for the next honest login.
     app.create_user("after.flood", "agent").await;
-    assert_eq!(login(&app, "after.flood", "integration test password").await.status(), StatusCode::OK);
+    assert_eq!(app.login("after.flood", "integration test password").await.status(), StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread")]

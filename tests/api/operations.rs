@@ -216,6 +216,19 @@ async fn rebuilds_of_every_projection_under_live_writes_switch_in_without_a_fail
     app.assert_same_as_fresh_replay(&rebuilt).await;
 }
 
+/// Starts a PostgreSQL rebuild of `tenant` and kills it after its first batch, as a crash
+/// would: the task dies, nothing is switched.
+async fn interrupt_a_rebuild(stores: &Stores, tenant: Uuid) {
+    let stores = stores.clone();
+    let interrupted = tokio::spawn(async move {
+        projector::rebuild::run(&stores, projector::stores::ProjectionName::Postgres, Some(tenant), &|_, _| {
+            panic!("interrupted")
+        })
+        .await
+    });
+    assert!(interrupted.await.is_err(), "the rebuild was interrupted");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_interrupted_rebuild_resumes_or_is_abandoned_and_two_cannot_run_at_once() {
     let app = TestApp::spawn().await;
@@ -226,16 +239,7 @@ async fn an_interrupted_rebuild_resumes_or_is_abandoned_and_two_cannot_run_at_on
     let tenant = app.tenant_id;
 
     // Interrupted after its first batch (as a crash would: the task dies, nothing switched).
-    let interrupted = {
-        let stores = stores.clone();
-        tokio::spawn(async move {
-            projector::rebuild::run(&stores, projector::stores::ProjectionName::Postgres, Some(tenant), &|_, _| {
-                panic!("interrupted")
-            })
-            .await
-        })
-    };
-    assert!(interrupted.await.is_err(), "the rebuild was interrupted");
+    interrupt_a_rebuild(&stores, tenant).await;
     assert_eq!(schema_oid(&app, tenant).await, live_oid, "nothing switched");
     let running = projector::rebuild::list(&app.pool, 5).await.unwrap();
     assert_eq!(running[0].state, "running");
@@ -252,16 +256,7 @@ async fn an_interrupted_rebuild_resumes_or_is_abandoned_and_two_cannot_run_at_on
     let resumed_oid = schema_oid(&app, tenant).await;
 
     // Interrupted again, then abandoned: its copy goes, the live copy stays.
-    let interrupted = {
-        let stores = stores.clone();
-        tokio::spawn(async move {
-            projector::rebuild::run(&stores, projector::stores::ProjectionName::Postgres, Some(tenant), &|_, _| {
-                panic!("interrupted")
-            })
-            .await
-        })
-    };
-    assert!(interrupted.await.is_err());
+    interrupt_a_rebuild(&stores, tenant).await;
     let unfinished = projector::rebuild::list(&app.pool, 1).await.unwrap().remove(0);
     let scratch = unfinished.copies.0[&tenant];
     assert!(schema_oid(&app, scratch).await.is_some(), "the copy exists while unfinished");
@@ -301,16 +296,7 @@ async fn an_interrupted_rebuild_resumes_or_is_abandoned_and_two_cannot_run_at_on
         slow.await.unwrap().unwrap();
     }
     // The slow one finished it; start another, interrupt it and abandon it.
-    let interrupted = {
-        let stores = stores.clone();
-        tokio::spawn(async move {
-            projector::rebuild::run(&stores, projector::stores::ProjectionName::Postgres, Some(tenant), &|_, _| {
-                panic!("interrupted")
-            })
-            .await
-        })
-    };
-    assert!(interrupted.await.is_err());
+    interrupt_a_rebuild(&stores, tenant).await;
     let unfinished = projector::rebuild::list(&app.pool, 1).await.unwrap().remove(0);
     let before_abandon = schema_oid(&app, tenant).await;
     assert_ne!(before_abandon, resumed_oid, "the slow rebuild switched in too");
@@ -326,32 +312,13 @@ async fn an_interrupted_rebuild_resumes_or_is_abandoned_and_two_cannot_run_at_on
 /// (a foreign key) and parks it; the other stores take it.
 async fn poison(app: &TestApp, case_type: Uuid) -> Uuid {
     let stream = Uuid::now_v7();
-    let envelope = json!({
-        "event_id": Uuid::now_v7(), "tenant_id": app.tenant_id, "stream_type": "case", "stream_id": stream,
-        "stream_version": 1, "event_type": "CaseOpened", "schema_version": 1,
-        "occurred_at": "2026-11-20T09:00:00Z", "actor": { "user_id": app.user_id, "role": "agent" },
-        "correlation_id": Uuid::now_v7(), "causation_id": null,
-        "payload": { "case_number": format!("CASE-X{}", &stream.simple().to_string()[24..]), "title": "Orphan",
-                     "description": null, "status": "open", "priority": "low", "case_type_id": case_type,
-                     "created_by": app.user_id, "assigned_to": null, "due_date": null, "tags": [],
-                     "custom_fields": {}, "opened_at": "2026-11-20T09:00:00Z" },
+    let payload = json!({
+        "case_number": format!("CASE-X{}", &stream.simple().to_string()[24..]), "title": "Orphan",
+        "description": null, "status": "open", "priority": "low", "case_type_id": case_type,
+        "created_by": app.user_id, "assigned_to": null, "due_date": null, "tags": [],
+        "custom_fields": {}, "opened_at": "2026-11-20T09:00:00Z",
     });
-    let position: i64 = sqlx::query_scalar(
-        "INSERT INTO eventstore.events (event_id, tenant_id, stream_type, stream_id, stream_version, event_type,
-            schema_version, occurred_at, envelope)
-         VALUES (($1->>'event_id')::uuid, $2, 'case', $3, 1, 'CaseOpened', 1, now(), $1) RETURNING position",
-    )
-    .bind(&envelope)
-    .bind(app.tenant_id)
-    .bind(stream)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    sqlx::query("INSERT INTO eventstore.outbox (position) VALUES ($1)")
-        .bind(position)
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    murima_tests::append_raw_event(app, app.tenant_id, "case", stream, 1, "CaseOpened", 1, payload).await;
     stream
 }
 

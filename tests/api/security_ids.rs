@@ -157,35 +157,6 @@ async fn two_tenants_each_have_their_own_user_of_one_id_in_their_read_models() {
     assert_eq!(parked, 0);
 }
 
-/// Appends an event to the journal (and the outbox) by hand, as the command API would.
-async fn append_raw(app: &TestApp, tenant: Uuid, stream: Uuid, event_type: &str, payload: Value) {
-    let event_id = Uuid::now_v7();
-    let envelope = json!({
-        "event_id": event_id, "tenant_id": tenant, "stream_type": "case", "stream_id": stream,
-        "stream_version": 1, "event_type": event_type, "schema_version": 1,
-        "occurred_at": "2026-11-20T09:00:00Z", "actor": { "user_id": app.user_id, "role": "agent" },
-        "correlation_id": Uuid::now_v7(), "causation_id": null, "payload": payload,
-    });
-    let position: i64 = sqlx::query_scalar(
-        "INSERT INTO eventstore.events (event_id, tenant_id, stream_type, stream_id, stream_version, event_type,
-            schema_version, occurred_at, envelope)
-         VALUES ($1, $2, 'case', $3, 1, $4, 1, '2026-11-20T09:00:00Z', $5) RETURNING position",
-    )
-    .bind(event_id)
-    .bind(tenant)
-    .bind(stream)
-    .bind(event_type)
-    .bind(&envelope)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    sqlx::query("INSERT INTO eventstore.outbox (position) VALUES ($1)")
-        .bind(position)
-        .execute(&app.pool)
-        .await
-        .unwrap();
-}
-
 async fn parked_rows(app: &TestApp, tenant: Uuid, stream: Uuid) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM projector.parked_events WHERE tenant_id = $1 AND stream_id = $2")
         .bind(tenant)
@@ -201,7 +172,8 @@ async fn a_parked_stream_of_one_tenant_holds_back_no_other_tenants_stream_of_tha
     // Tenant A's stream X starts with an event no decoder reads: every projection parks it
     // (and would park the rest of A's stream X behind it).
     let x = Uuid::now_v7();
-    append_raw(&app, app.tenant_id, x, "CaseOpened", json!({ "priority": "high" })).await;
+    murima_tests::append_raw_event(&app, app.tenant_id, "case", x, 1, "CaseOpened", 1, json!({ "priority": "high" }))
+        .await;
     eventually("A's stream to be parked by every projection", || async {
         (parked_rows(&app, app.tenant_id, x).await == 7).then_some(())
     })

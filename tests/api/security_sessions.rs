@@ -37,15 +37,6 @@ async fn every_read_refuses(app: &TestApp, paths: &[String], token: &str, refusa
     }
 }
 
-async fn login(app: &TestApp, username: &str, password: &str) -> reqwest::Response {
-    app.http
-        .post(format!("{}/v1/auth/login", app.command_url))
-        .json(&json!({ "tenant": app.tenant_slug().await, "username": username, "password": password }))
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn token_of(answer: reqwest::Response) -> String {
     assert_eq!(answer.status(), StatusCode::OK);
     answer.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
@@ -124,8 +115,8 @@ async fn ending_sessions_and_changing_passwords_end_old_tokens() {
     let answer = app.command(Method::POST, &format!("/v1/users/{pat}/password"), &token, Some(right)).await;
     assert_eq!(answer.status(), StatusCode::OK);
     assert_eq!(app.query("/v1/cases", &token).await.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(login(&app, "pat", PASSWORD).await.status(), StatusCode::UNAUTHORIZED);
-    let token = token_of(login(&app, "pat", "pat's new password").await).await;
+    assert_eq!(app.login("pat", PASSWORD).await.status(), StatusCode::UNAUTHORIZED);
+    let token = token_of(app.login("pat", "pat's new password").await).await;
     assert_eq!(app.query("/v1/cases", &token).await.status(), StatusCode::OK);
 
     // An administrator resets it: pat's sessions end, and only the new password works.
@@ -133,11 +124,11 @@ async fn ending_sessions_and_changing_passwords_end_old_tokens() {
     let answer = app.command(Method::POST, &format!("/v1/users/{pat}/password/reset"), &operator, Some(reset)).await;
     assert_eq!(answer.status(), StatusCode::OK);
     assert_eq!(app.query("/v1/cases", &token).await.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(login(&app, "pat", "pat's new password").await.status(), StatusCode::UNAUTHORIZED);
-    token_of(login(&app, "pat", "set by the administrator").await).await;
+    assert_eq!(app.login("pat", "pat's new password").await.status(), StatusCode::UNAUTHORIZED);
+    token_of(app.login("pat", "set by the administrator").await).await;
 
     // Another tenant's administrator cannot reach pat's sessions: pat is no user there.
-    let token = token_of(login(&app, "pat", "set by the administrator").await).await;
+    let token = token_of(app.login("pat", "set by the administrator").await).await;
     let (other_tenant, _) = app.provision_tenant().await;
     let foreign = app.token_for(other_tenant, Role::Admin);
     let answer = app.command(Method::DELETE, &format!("/v1/users/{pat}/sessions"), &foreign, None).await;
@@ -167,7 +158,7 @@ async fn a_suspended_tenants_users_are_refused_reads_and_commands() {
     }
     let case = json!({ "title": "Suspended", "priority": "low", "case_type_id": app.case_type_id });
     assert_eq!(app.command(Method::POST, "/v1/cases", &token, Some(case)).await.status(), StatusCode::FORBIDDEN);
-    assert_eq!(login(&app, "member", PASSWORD).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.login("member", PASSWORD).await.status(), StatusCode::FORBIDDEN);
 
     let path = format!("/v1/tenants/{}/reactivate", app.tenant_id);
     assert!(app.command(Method::POST, &path, &platform, Some(json!({}))).await.status().is_success());

@@ -106,29 +106,9 @@ async fn an_old_tenant_provisioned_v1_in_the_log_still_projects() {
     // Write a v1 event (before `settings` existed) straight into the journal, as an
     // older build did, and let the relay publish it.
     let tenant = Uuid::now_v7();
-    let envelope = json!({
-        "event_id": Uuid::now_v7(), "tenant_id": tenant, "stream_type": "tenant", "stream_id": tenant,
-        "stream_version": 1, "event_type": "TenantProvisioned", "schema_version": 1,
-        "occurred_at": "2026-11-01T09:00:00Z", "actor": { "user_id": Uuid::nil(), "role": "platform_admin" },
-        "correlation_id": Uuid::now_v7(), "causation_id": null,
-        "payload": { "name": "Legacy Co", "slug": format!("legacy-{}", &tenant.simple().to_string()[24..]), "provisioned_at": "2026-11-01T09:00:00Z" }
-    });
-    let position: i64 = sqlx::query_scalar(
-        "INSERT INTO eventstore.events (event_id, tenant_id, stream_type, stream_id, stream_version, event_type,
-            schema_version, occurred_at, envelope)
-         VALUES ($1, $2, 'tenant', $2, 1, 'TenantProvisioned', 1, '2026-11-01T09:00:00Z', $3) RETURNING position",
-    )
-    .bind(envelope["event_id"].as_str().unwrap().parse::<Uuid>().unwrap())
-    .bind(tenant)
-    .bind(&envelope)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    sqlx::query("INSERT INTO eventstore.outbox (position) VALUES ($1)")
-        .bind(position)
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    let slug = format!("legacy-{}", &tenant.simple().to_string()[24..]);
+    let payload = json!({ "name": "Legacy Co", "slug": slug, "provisioned_at": "2026-11-01T09:00:00Z" });
+    murima_tests::append_raw_event(&app, tenant, "tenant", tenant, 1, "TenantProvisioned", 1, payload).await;
 
     let (name, settings): (String, Value) = app.row_at("public.tenants", "name, settings", tenant, 1).await;
     assert_eq!(name, "Legacy Co");

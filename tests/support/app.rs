@@ -330,19 +330,18 @@ impl TestApp {
     }
 
     /// Logs a user of the test tenant in (created by `create_user`); its login token.
-    pub async fn login_token(&self, username: &str) -> String {
-        let body = json!({ "tenant": self.tenant_slug().await, "username": username,
-                           "password": "integration test password" });
-        let answer: Value = self
-            .http
+    /// A login to this test's tenant, answered as it is.
+    pub async fn login(&self, username: &str, password: &str) -> Response {
+        self.http
             .post(format!("{}/v1/auth/login", self.command_url))
-            .json(&body)
+            .json(&json!({ "tenant": self.tenant_slug().await, "username": username, "password": password }))
             .send()
             .await
-            .expect("login")
-            .json()
-            .await
-            .expect("login answer");
+            .expect("command API answers")
+    }
+
+    pub async fn login_token(&self, username: &str) -> String {
+        let answer: Value = self.login(username, "integration test password").await.json().await.expect("login answer");
         answer["token"].as_str().expect("a token").to_owned()
     }
 
