@@ -213,24 +213,24 @@ pub use crate::stream::Context;
 
 // ---- events ----
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CaseOpened {
-    pub case_number: String,
-    pub title: String,
-    pub description: Option<String>,
-    pub status: Status,
-    pub priority: Priority,
-    pub case_type_id: Uuid,
-    pub created_by: Uuid,
-    pub assigned_to: Option<Uuid>,
-    pub due_date: Option<DateTime<Utc>>,
-    pub tags: Vec<String>,
-    pub custom_fields: CustomFields,
-    pub opened_at: DateTime<Utc>,
-    /// v2: v1 cases name no customer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub customer_id: Option<Uuid>,
+payloads! {
+    pub struct CaseOpened {
+        pub case_number: String,
+        pub title: String,
+        pub description: Option<String>,
+        pub status: Status,
+        pub priority: Priority,
+        pub case_type_id: Uuid,
+        pub created_by: Uuid,
+        pub assigned_to: Option<Uuid>,
+        pub due_date: Option<DateTime<Utc>>,
+        pub tags: Vec<String>,
+        pub custom_fields: CustomFields,
+        pub opened_at: DateTime<Utc>,
+        /// v2: v1 cases name no customer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub customer_id: Option<Uuid>,
+    }
 }
 
 /// Upcasts an event whose new version only added optional fields (absent: none).
@@ -252,51 +252,41 @@ field_changes! {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CaseAssigned {
-    pub assigned_to: Change<Option<Uuid>>,
-    pub assigned_at: DateTime<Utc>,
-}
+payloads! {
+    pub struct CaseAssigned {
+        pub assigned_to: Change<Option<Uuid>>,
+        pub assigned_at: DateTime<Utc>,
+    }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CaseStatusChanged {
-    pub status: Change<Status>,
-    pub changed_at: DateTime<Utc>,
-}
+    pub struct CaseStatusChanged {
+        pub status: Change<Status>,
+        pub changed_at: DateTime<Utc>,
+    }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CaseTeamAssigned {
-    pub team_id: Change<Option<Uuid>>,
-    pub assigned_at: DateTime<Utc>,
-}
+    pub struct CaseTeamAssigned {
+        pub team_id: Change<Option<Uuid>>,
+        pub assigned_at: DateTime<Utc>,
+    }
 
-/// The case follows its type's workflow from the workflow's initial stage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CaseWorkflowStarted {
-    pub workflow_id: Uuid,
-    pub stage_id: Uuid,
-    pub started_at: DateTime<Utc>,
-}
+    /// The case follows its type's workflow from the workflow's initial stage.
+    pub struct CaseWorkflowStarted {
+        pub workflow_id: Uuid,
+        pub stage_id: Uuid,
+        pub started_at: DateTime<Utc>,
+    }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CaseStageMoved {
-    pub stage_id: Change<Uuid>,
-    pub moved_at: DateTime<Utc>,
-}
+    pub struct CaseStageMoved {
+        pub stage_id: Change<Uuid>,
+        pub moved_at: DateTime<Utc>,
+    }
 
-/// SLA due times from the workflow's targets for the case's priority.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CaseSlaSet {
-    pub priority: Priority,
-    pub first_response_due: DateTime<Utc>,
-    pub resolution_due: DateTime<Utc>,
-    pub set_at: DateTime<Utc>,
+    /// SLA due times from the workflow's targets for the case's priority.
+    pub struct CaseSlaSet {
+        pub priority: Priority,
+        pub first_response_due: DateTime<Utc>,
+        pub resolution_due: DateTime<Utc>,
+        pub set_at: DateTime<Utc>,
+    }
 }
 
 /// One of a case's two SLA clocks.
@@ -321,54 +311,46 @@ impl SlaClock {
     }
 }
 
-/// A running SLA clock has four fifths of its time behind it (recorded once per SLA set).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CaseSlaWarned {
-    pub clock: SlaClock,
-    pub due: DateTime<Utc>,
-    pub warned_at: DateTime<Utc>,
-}
+payloads! {
+    /// A running SLA clock has four fifths of its time behind it (recorded once per SLA set).
+    pub struct CaseSlaWarned {
+        pub clock: SlaClock,
+        pub due: DateTime<Utc>,
+        pub warned_at: DateTime<Utc>,
+    }
 
-/// A running SLA clock passed its due time (recorded once per SLA set).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CaseSlaBreached {
-    pub clock: SlaClock,
-    pub due: DateTime<Utc>,
-    pub breached_at: DateTime<Utc>,
-}
+    /// A running SLA clock passed its due time (recorded once per SLA set).
+    pub struct CaseSlaBreached {
+        pub clock: SlaClock,
+        pub due: DateTime<Utc>,
+        pub breached_at: DateTime<Utc>,
+    }
 
-/// A workflow action stopped the case's SLA clocks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CaseSlaStopped {
-    pub stopped_at: DateTime<Utc>,
-}
+    /// A workflow action stopped the case's SLA clocks.
+    pub struct CaseSlaStopped {
+        pub stopped_at: DateTime<Utc>,
+    }
 
-/// A workflow action told a user (None: whoever the case's assignee is) something.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CaseNotified {
-    pub user_id: Option<Uuid>,
-    pub message: String,
-    pub notified_at: DateTime<Utc>,
-}
+    /// A workflow action told a user (None: whoever the case's assignee is) something.
+    pub struct CaseNotified {
+        pub user_id: Option<Uuid>,
+        pub message: String,
+        pub notified_at: DateTime<Utc>,
+    }
 
-/// A workflow action asked for a task on the case. The task itself is its own stream,
-/// created with the id `task_id` by the command API's task scheduler
-/// (`command-api/src/requested_tasks.rs`)
-/// from this event, once, whichever writer recorded it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CaseTaskRequested {
-    pub task_id: Uuid,
-    pub title: String,
-    pub description: Option<String>,
-    pub priority: Priority,
-    pub assigned_to: Option<Uuid>,
-    pub due_date: Option<DateTime<Utc>>,
-    pub requested_at: DateTime<Utc>,
+    /// A workflow action asked for a task on the case. The task itself is its own stream,
+    /// created with the id `task_id` by the command API's task scheduler
+    /// (`command-api/src/requested_tasks.rs`)
+    /// from this event, once, whichever writer recorded it.
+    pub struct CaseTaskRequested {
+        pub task_id: Uuid,
+        pub title: String,
+        pub description: Option<String>,
+        pub priority: Priority,
+        pub assigned_to: Option<Uuid>,
+        pub due_date: Option<DateTime<Utc>>,
+        pub requested_at: DateTime<Utc>,
+    }
 }
 
 event_enum! {

@@ -2,7 +2,6 @@
 //! rules and an optional workflow; deactivated types accept no new cases.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -31,15 +30,15 @@ pub enum CaseTypeCommand {
     Activate,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CaseTypeCreated {
-    pub name: String,
-    pub description: Option<String>,
-    pub form_definition: FormDefinition,
-    pub validation_rules: Value,
-    pub workflow_id: Option<Uuid>,
-    pub created_at: DateTime<Utc>,
+payloads! {
+    pub struct CaseTypeCreated {
+        pub name: String,
+        pub description: Option<String>,
+        pub form_definition: FormDefinition,
+        pub validation_rules: Value,
+        pub workflow_id: Option<Uuid>,
+        pub created_at: DateTime<Utc>,
+    }
 }
 
 field_changes! {
@@ -53,10 +52,10 @@ field_changes! {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CaseTypeActivation {
-    pub at: DateTime<Utc>,
+payloads! {
+    pub struct CaseTypeActivation {
+        pub at: DateTime<Utc>,
+    }
 }
 
 event_enum! {

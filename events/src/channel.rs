@@ -194,13 +194,13 @@ pub enum ChannelCommand {
     Activate,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChannelCreated {
-    pub name: String,
-    pub channel_type: ChannelType,
-    pub configuration: Configuration,
-    pub created_at: DateTime<Utc>,
+payloads! {
+    pub struct ChannelCreated {
+        pub name: String,
+        pub channel_type: ChannelType,
+        pub configuration: Configuration,
+        pub created_at: DateTime<Utc>,
+    }
 }
 
 field_changes! {
@@ -212,10 +212,10 @@ field_changes! {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChannelActivation {
-    pub at: DateTime<Utc>,
+payloads! {
+    pub struct ChannelActivation {
+        pub at: DateTime<Utc>,
+    }
 }
 
 event_enum! {

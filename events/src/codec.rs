@@ -183,3 +183,24 @@ mod tests {
         ));
     }
 }
+
+/// Declares events' payloads: plain data (cloned, compared, printed) that is stored as it
+/// serialises and refuses unknown fields when read, so a field this build does not know
+/// is an error, never dropped.
+macro_rules! payloads {
+    ($(
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$fmeta:meta])* pub $field:ident: $ty:ty ),* $(,)?
+        }
+    )+) => {
+        $(
+            $(#[$meta])*
+            #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            pub struct $name {
+                $( $(#[$fmeta])* pub $field: $ty, )*
+            }
+        )+
+    };
+}

@@ -6,7 +6,6 @@
 //! chose can never collide with a stream of another kind.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::DomainError;
@@ -20,11 +19,11 @@ pub fn stream_id(subject: Uuid) -> Uuid {
     Uuid::new_v5(&NAMESPACE, subject.as_bytes())
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataSubjectErased {
-    pub subject_id: Uuid,
-    pub erased_at: DateTime<Utc>,
+payloads! {
+    pub struct DataSubjectErased {
+        pub subject_id: Uuid,
+        pub erased_at: DateTime<Utc>,
+    }
 }
 
 event_enum! {

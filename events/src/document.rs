@@ -2,7 +2,6 @@
 //! storage at `storage_path`), soft-deleted rather than removed.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -28,24 +27,22 @@ pub enum DocumentCommand {
     Delete,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DocumentAttached {
-    pub case_id: Uuid,
-    pub filename: String,
-    pub mime_type: String,
-    pub size: i64,
-    pub storage_path: String,
-    pub uploaded_by: Uuid,
-    pub metadata: Map<String, Value>,
-    pub uploaded_at: DateTime<Utc>,
-}
+payloads! {
+    pub struct DocumentAttached {
+        pub case_id: Uuid,
+        pub filename: String,
+        pub mime_type: String,
+        pub size: i64,
+        pub storage_path: String,
+        pub uploaded_by: Uuid,
+        pub metadata: Map<String, Value>,
+        pub uploaded_at: DateTime<Utc>,
+    }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DocumentDeleted {
-    pub case_id: Uuid,
-    pub deleted_at: DateTime<Utc>,
+    pub struct DocumentDeleted {
+        pub case_id: Uuid,
+        pub deleted_at: DateTime<Utc>,
+    }
 }
 
 event_enum! {

@@ -115,26 +115,22 @@ pub enum FieldDefinitionCommand {
     Activate,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FieldDefinitionCreated {
-    pub entity_type: EntityType,
-    pub field_name: String,
-    pub spec: FieldSpec,
-    pub created_at: DateTime<Utc>,
-}
+payloads! {
+    pub struct FieldDefinitionCreated {
+        pub entity_type: EntityType,
+        pub field_name: String,
+        pub spec: FieldSpec,
+        pub created_at: DateTime<Utc>,
+    }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FieldDefinitionUpdated {
-    pub spec: Change<FieldSpec>,
-    pub updated_at: DateTime<Utc>,
-}
+    pub struct FieldDefinitionUpdated {
+        pub spec: Change<FieldSpec>,
+        pub updated_at: DateTime<Utc>,
+    }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FieldDefinitionActivation {
-    pub at: DateTime<Utc>,
+    pub struct FieldDefinitionActivation {
+        pub at: DateTime<Utc>,
+    }
 }
 
 event_enum! {

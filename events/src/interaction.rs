@@ -50,22 +50,22 @@ pub struct RecordInteraction {
     pub customer_id: Option<Uuid>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InteractionRecorded {
-    pub case_id: Uuid,
-    pub channel_id: Uuid,
-    pub user_id: Uuid,
-    pub direction: Direction,
-    pub content: Option<String>,
-    pub external_id: Option<String>,
-    pub tags: Vec<String>,
-    pub metadata: Map<String, Value>,
-    pub timestamp: DateTime<Utc>,
-    /// The case's customer, whose key seals the content, external id and metadata.
-    /// v2: earlier interactions name none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub customer_id: Option<Uuid>,
+payloads! {
+    pub struct InteractionRecorded {
+        pub case_id: Uuid,
+        pub channel_id: Uuid,
+        pub user_id: Uuid,
+        pub direction: Direction,
+        pub content: Option<String>,
+        pub external_id: Option<String>,
+        pub tags: Vec<String>,
+        pub metadata: Map<String, Value>,
+        pub timestamp: DateTime<Utc>,
+        /// The case's customer, whose key seals the content, external id and metadata.
+        /// v2: earlier interactions name none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub customer_id: Option<Uuid>,
+    }
 }
 
 event_enum! {

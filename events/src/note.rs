@@ -43,22 +43,22 @@ pub enum NoteCommand {
     Delete,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NoteAdded {
-    pub case_id: Uuid,
-    pub author_id: Uuid,
-    pub content: String,
-    pub is_internal: bool,
-    pub tags: Vec<String>,
-    pub attachments: Vec<Attachment>,
-    /// Users mentioned in the content (`@username`) when it was added; each is notified.
-    /// v2: v1 events have none.
-    pub mentions: Vec<Uuid>,
-    pub created_at: DateTime<Utc>,
-    /// The case's customer, whose key seals the content. v3: earlier notes name none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub customer_id: Option<Uuid>,
+payloads! {
+    pub struct NoteAdded {
+        pub case_id: Uuid,
+        pub author_id: Uuid,
+        pub content: String,
+        pub is_internal: bool,
+        pub tags: Vec<String>,
+        pub attachments: Vec<Attachment>,
+        /// Users mentioned in the content (`@username`) when it was added; each is notified.
+        /// v2: v1 events have none.
+        pub mentions: Vec<Uuid>,
+        pub created_at: DateTime<Utc>,
+        /// The case's customer, whose key seals the content. v3: earlier notes name none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub customer_id: Option<Uuid>,
+    }
 }
 
 /// Upcasts a v1 `CaseNoteAdded`: notes added before mentions mention nobody.
@@ -106,11 +106,11 @@ field_changes! {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NoteDeleted {
-    pub case_id: Uuid,
-    pub deleted_at: DateTime<Utc>,
+payloads! {
+    pub struct NoteDeleted {
+        pub case_id: Uuid,
+        pub deleted_at: DateTime<Utc>,
+    }
 }
 
 event_enum! {

@@ -58,33 +58,29 @@ pub enum TaskCommand {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TaskCreated {
-    pub case_id: Uuid,
-    pub title: String,
-    pub description: Option<String>,
-    pub priority: Priority,
-    pub assigned_to: Option<Uuid>,
-    pub created_by: Uuid,
-    pub due_date: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-}
+payloads! {
+    pub struct TaskCreated {
+        pub case_id: Uuid,
+        pub title: String,
+        pub description: Option<String>,
+        pub priority: Priority,
+        pub assigned_to: Option<Uuid>,
+        pub created_by: Uuid,
+        pub due_date: Option<DateTime<Utc>>,
+        pub created_at: DateTime<Utc>,
+    }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TaskAssigned {
-    pub assigned_to: Change<Option<Uuid>>,
-    pub assigned_at: DateTime<Utc>,
-}
+    pub struct TaskAssigned {
+        pub assigned_to: Change<Option<Uuid>>,
+        pub assigned_at: DateTime<Utc>,
+    }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TaskStatusChanged {
-    pub status: Change<TaskStatus>,
-    /// Set when the task becomes done; cleared when it is reopened.
-    pub completed_at: Option<DateTime<Utc>>,
-    pub changed_at: DateTime<Utc>,
+    pub struct TaskStatusChanged {
+        pub status: Change<TaskStatus>,
+        /// Set when the task becomes done; cleared when it is reopened.
+        pub completed_at: Option<DateTime<Utc>>,
+        pub changed_at: DateTime<Utc>,
+    }
 }
 
 event_enum! {

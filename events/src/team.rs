@@ -36,35 +36,29 @@ pub enum TeamCommand {
     RemoveMember { user_id: Uuid },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TeamCreated {
-    pub name: String,
-    pub description: Option<String>,
-    pub created_at: DateTime<Utc>,
-}
+payloads! {
+    pub struct TeamCreated {
+        pub name: String,
+        pub description: Option<String>,
+        pub created_at: DateTime<Utc>,
+    }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TeamRenamed {
-    pub name: Change<String>,
-    pub renamed_at: DateTime<Utc>,
-}
+    pub struct TeamRenamed {
+        pub name: Change<String>,
+        pub renamed_at: DateTime<Utc>,
+    }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TeamMemberAdded {
-    pub user_id: Uuid,
-    pub role: TeamRole,
-    pub joined_at: DateTime<Utc>,
-}
+    pub struct TeamMemberAdded {
+        pub user_id: Uuid,
+        pub role: TeamRole,
+        pub joined_at: DateTime<Utc>,
+    }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TeamMemberRemoved {
-    pub user_id: Uuid,
-    pub role: TeamRole,
-    pub removed_at: DateTime<Utc>,
+    pub struct TeamMemberRemoved {
+        pub user_id: Uuid,
+        pub role: TeamRole,
+        pub removed_at: DateTime<Utc>,
+    }
 }
 
 event_enum! {

@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::change::Change;
@@ -35,19 +34,19 @@ pub enum TemplateCommand {
     Activate,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TemplateCreated {
-    pub name: String,
-    pub description: Option<String>,
-    pub channel_type: ChannelType,
-    pub subject: Option<String>,
-    pub content: String,
-    pub variables: Vec<String>,
-    pub tags: Vec<String>,
-    pub category: Option<String>,
-    pub created_by: uuid::Uuid,
-    pub created_at: DateTime<Utc>,
+payloads! {
+    pub struct TemplateCreated {
+        pub name: String,
+        pub description: Option<String>,
+        pub channel_type: ChannelType,
+        pub subject: Option<String>,
+        pub content: String,
+        pub variables: Vec<String>,
+        pub tags: Vec<String>,
+        pub category: Option<String>,
+        pub created_by: uuid::Uuid,
+        pub created_at: DateTime<Utc>,
+    }
 }
 
 field_changes! {
@@ -63,10 +62,10 @@ field_changes! {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TemplateActivation {
-    pub at: DateTime<Utc>,
+payloads! {
+    pub struct TemplateActivation {
+        pub at: DateTime<Utc>,
+    }
 }
 
 event_enum! {

@@ -38,34 +38,28 @@ pub enum TenantCommand {
     Reactivate,
 }
 
-/// v2 added `settings`; v1 events (no settings) are upcast with an empty object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TenantProvisioned {
-    pub name: String,
-    pub slug: String,
-    pub settings: Settings,
-    pub provisioned_at: DateTime<Utc>,
-}
+payloads! {
+    /// v2 added `settings`; v1 events (no settings) are upcast with an empty object.
+    pub struct TenantProvisioned {
+        pub name: String,
+        pub slug: String,
+        pub settings: Settings,
+        pub provisioned_at: DateTime<Utc>,
+    }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TenantSettingsUpdated {
-    pub settings: Change<Settings>,
-    pub updated_at: DateTime<Utc>,
-}
+    pub struct TenantSettingsUpdated {
+        pub settings: Change<Settings>,
+        pub updated_at: DateTime<Utc>,
+    }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TenantSuspended {
-    pub reason: String,
-    pub suspended_at: DateTime<Utc>,
-}
+    pub struct TenantSuspended {
+        pub reason: String,
+        pub suspended_at: DateTime<Utc>,
+    }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TenantReactivated {
-    pub reactivated_at: DateTime<Utc>,
+    pub struct TenantReactivated {
+        pub reactivated_at: DateTime<Utc>,
+    }
 }
 
 event_enum! {

@@ -101,15 +101,15 @@ pub struct CreateUser {
     pub role: UserRole,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserCreated {
-    pub username: String,
-    pub email: String,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub role: UserRole,
-    pub created_at: DateTime<Utc>,
+payloads! {
+    pub struct UserCreated {
+        pub username: String,
+        pub email: String,
+        pub first_name: Option<String>,
+        pub last_name: Option<String>,
+        pub role: UserRole,
+        pub created_at: DateTime<Utc>,
+    }
 }
 
 field_changes! {
@@ -123,59 +123,47 @@ field_changes! {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserRoleChanged {
-    pub role: Change<UserRole>,
-    pub changed_at: DateTime<Utc>,
-}
+payloads! {
+    pub struct UserRoleChanged {
+        pub role: Change<UserRole>,
+        pub changed_at: DateTime<Utc>,
+    }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserStatusChanged {
-    pub status: Change<UserStatus>,
-    pub changed_at: DateTime<Utc>,
-}
+    pub struct UserStatusChanged {
+        pub status: Change<UserStatus>,
+        pub changed_at: DateTime<Utc>,
+    }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserPermissionsSet {
-    pub permissions: Change<Document>,
-    pub set_at: DateTime<Utc>,
-}
+    pub struct UserPermissionsSet {
+        pub permissions: Change<Document>,
+        pub set_at: DateTime<Utc>,
+    }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserPreferencesSet {
-    pub preferences: Change<Document>,
-    pub set_at: DateTime<Utc>,
-}
+    pub struct UserPreferencesSet {
+        pub preferences: Change<Document>,
+        pub set_at: DateTime<Utc>,
+    }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserLoggedIn {
-    pub logged_in_at: DateTime<Utc>,
-}
+    pub struct UserLoggedIn {
+        pub logged_in_at: DateTime<Utc>,
+    }
 
-/// The user's password was changed (by them, with the old one) or reset by an
-/// administrator. The event says only that; the hash never enters the log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserPasswordChanged {
-    pub reset: bool,
-    pub changed_at: DateTime<Utc>,
-}
+    /// The user's password was changed (by them, with the old one) or reset by an
+    /// administrator. The event says only that; the hash never enters the log.
+    pub struct UserPasswordChanged {
+        pub reset: bool,
+        pub changed_at: DateTime<Utc>,
+    }
 
-/// The user read notifications: those named by id (the id of the event each one is
-/// about), and with `all_before` every one about an event that happened before then.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserNotificationsRead {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ids: Vec<uuid::Uuid>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub all_before: Option<DateTime<Utc>>,
-    pub read_at: DateTime<Utc>,
+    /// The user read notifications: those named by id (the id of the event each one is
+    /// about), and with `all_before` every one about an event that happened before then.
+    pub struct UserNotificationsRead {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub ids: Vec<uuid::Uuid>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub all_before: Option<DateTime<Utc>>,
+        pub read_at: DateTime<Utc>,
+    }
 }
 
 event_enum! {

@@ -9,7 +9,6 @@
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use crate::change::Change;
 use crate::contract;
@@ -61,13 +60,13 @@ pub enum WebhookCommand {
     Delete,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookCreated {
-    pub url: String,
-    pub event_types: Vec<String>,
-    pub description: Option<String>,
-    pub created_at: DateTime<Utc>,
+payloads! {
+    pub struct WebhookCreated {
+        pub url: String,
+        pub event_types: Vec<String>,
+        pub description: Option<String>,
+        pub created_at: DateTime<Utc>,
+    }
 }
 
 field_changes! {
@@ -82,10 +81,10 @@ field_changes! {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookDeleted {
-    pub deleted_at: DateTime<Utc>,
+payloads! {
+    pub struct WebhookDeleted {
+        pub deleted_at: DateTime<Utc>,
+    }
 }
 
 event_enum! {

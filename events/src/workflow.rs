@@ -380,13 +380,13 @@ pub enum WorkflowCommand {
     Activate,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkflowCreated {
-    pub name: String,
-    pub description: Option<String>,
-    pub definition: WorkflowDefinition,
-    pub created_at: DateTime<Utc>,
+payloads! {
+    pub struct WorkflowCreated {
+        pub name: String,
+        pub description: Option<String>,
+        pub definition: WorkflowDefinition,
+        pub created_at: DateTime<Utc>,
+    }
 }
 
 field_changes! {
@@ -399,10 +399,10 @@ field_changes! {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkflowActivation {
-    pub at: DateTime<Utc>,
+payloads! {
+    pub struct WorkflowActivation {
+        pub at: DateTime<Utc>,
+    }
 }
 
 event_enum! {

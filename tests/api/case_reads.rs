@@ -37,13 +37,8 @@ async fn ids(app: &TestApp, query: &str, limit: usize) -> Vec<String> {
 async fn cases_filter_sort_and_page_stably() {
     let app = TestApp::spawn().await;
     let supervisor = app.token_for(app.tenant_id, Role::Supervisor);
-    let team: Value = app
-        .command(Method::POST, "/v1/teams", &supervisor, Some(json!({ "name": "Billing" })))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let team = team["id"].as_str().unwrap().to_owned();
+    let team =
+        app.post_ok("/v1/teams", &supervisor, json!({ "name": "Billing" })).await["id"].as_str().unwrap().to_owned();
     let priorities = ["low", "medium", "high", "urgent"];
     let mut opened = Vec::new();
     for i in 0..12 {
@@ -131,12 +126,7 @@ async fn the_case_screen_shows_related_items_and_never_a_stale_case() {
     let (case, _) =
         open(&app, json!({ "title": "Screen", "case_type_id": app.case_type_id, "due_date": "2030-01-01T00:00:00Z" }))
             .await;
-    let channel: Value = app
-        .command(Method::POST, "/v1/channels", &admin, Some(json!({ "name": "Line", "type": "voice" })))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let channel = app.post_ok("/v1/channels", &admin, json!({ "name": "Line", "type": "voice" })).await;
     let say = |path: String, body: Value| {
         let app = &app;
         async move {
@@ -253,13 +243,8 @@ async fn the_case_screen_shows_related_items_and_never_a_stale_case() {
 async fn my_queue_orders_my_and_my_teams_cases_by_sla_urgency() {
     let app = TestApp::spawn().await;
     let supervisor = app.token_for(app.tenant_id, Role::Supervisor);
-    let team: Value = app
-        .command(Method::POST, "/v1/teams", &supervisor, Some(json!({ "name": "Queue" })))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let team = team["id"].as_str().unwrap().to_owned();
+    let team =
+        app.post_ok("/v1/teams", &supervisor, json!({ "name": "Queue" })).await["id"].as_str().unwrap().to_owned();
     let r = app
         .command(
             Method::POST,

@@ -257,12 +257,7 @@ async fn an_unexplained_failure_that_repeats_while_the_store_answers_parks_its_e
 async fn an_interaction_naming_no_case_is_parked_alone_and_the_next_one_is_written() {
     let app = TestApp::spawn().await;
     let admin = app.token_for(app.tenant_id, runtime::auth::Role::Admin);
-    let channel: Value = app
-        .command(Method::POST, "/v1/channels", &admin, Some(json!({ "name": "Chat", "type": "chat" })))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let channel = app.post_ok("/v1/channels", &admin, json!({ "name": "Chat", "type": "chat" })).await;
     let case = app.open_case("Router blinks").await["id"].as_str().unwrap().to_owned();
     let orphan = Uuid::now_v7();
     murima_tests::append_raw_event(

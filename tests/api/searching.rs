@@ -15,15 +15,10 @@ async fn cases_interactions_and_notes_are_searchable_with_facets_and_highlights(
     let mut cases = Vec::new();
     for (title, priority) in [("Broken boiler", "high"), ("Boiler noise", "low"), ("Lost parcel", "high")] {
         let body = json!({ "title": title, "case_type_id": app.case_type_id, "priority": priority });
-        let r: Value = app.command(Method::POST, "/v1/cases", &app.token, Some(body)).await.json().await.unwrap();
+        let r = app.post_ok("/v1/cases", &app.token, body).await;
         cases.push(r["id"].as_str().unwrap().to_owned());
     }
-    let channel: Value = app
-        .command(Method::POST, "/v1/channels", &admin, Some(json!({ "name": "Phone", "type": "voice" })))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let channel = app.post_ok("/v1/channels", &admin, json!({ "name": "Phone", "type": "voice" })).await;
     let interaction = json!({ "channel_id": channel["id"], "direction": "inbound", "content": "Customer reports the boiler is leaking" });
     assert!(app
         .command(Method::POST, &format!("/v1/cases/{}/interactions", cases[0]), &app.token, Some(interaction))
@@ -167,13 +162,10 @@ async fn a_search_hit_carries_its_case_type_name_and_an_interaction_its_channel_
     assert_eq!(hit(&found, &later), Some(json!("Plumbing")), "{found}");
 
     // An interaction carries its channel's type, also when recorded after a rename.
-    let channel: Value = app
-        .command(Method::POST, "/v1/channels", &admin, Some(json!({ "name": "Phone", "type": "voice" })))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let channel = channel["id"].as_str().unwrap().to_owned();
+    let channel = app.post_ok("/v1/channels", &admin, json!({ "name": "Phone", "type": "voice" })).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let record = |content: &str| {
         let body = json!({ "channel_id": channel, "direction": "inbound", "content": content });
         let path = format!("/v1/cases/{dripping}/interactions");

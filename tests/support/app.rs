@@ -449,6 +449,15 @@ impl TestApp {
         request.send().await.expect("command API answers")
     }
 
+    /// A POST the command API must accept (2xx); its answer.
+    pub async fn post_ok(&self, path: &str, token: &str, body: Value) -> Value {
+        let response = self.command(Method::POST, path, token, Some(body)).await;
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "POST {path} answered {status}: {answer}");
+        answer
+    }
+
     pub async fn query(&self, path: &str, token: &str) -> Response {
         self.http.get(format!("{}{path}", self.query_url)).bearer_auth(token).send().await.expect("query API answers")
     }
