@@ -36,6 +36,12 @@ pub struct FieldChange {
     pub new_value: Value,
 }
 
+/// The audit entry of an entity taken out of use or back into use: `field` became `active`.
+fn activation(field: &'static str, active: bool) -> (&'static str, Vec<FieldChange>) {
+    let action = if active { "activate" } else { "deactivate" };
+    (action, vec![FieldChange { field, old_value: json!(!active), new_value: json!(active) }])
+}
+
 /// Records a changed field, if it changed.
 fn push<T: Serialize>(out: &mut Vec<FieldChange>, field: &'static str, change: &Option<Change<T>>) {
     if let Some(c) = change {
@@ -317,34 +323,24 @@ pub fn webhook_changes(event: &WebhookEvent) -> (&'static str, Vec<FieldChange>)
 
 /// The audit action and per-field old/new values of a case type event.
 pub fn case_type_changes(event: &CaseTypeEvent) -> (&'static str, Vec<FieldChange>) {
-    let mut out = Vec::new();
-    let action = match event {
-        CaseTypeEvent::Created(e) => {
-            for (field, value) in [
+    match event {
+        CaseTypeEvent::Created(e) => (
+            "create",
+            [
                 ("name", json!(e.name)),
                 ("description", json!(e.description)),
                 ("form_definition", json!(e.form_definition)),
                 ("validation_rules", json!(e.validation_rules)),
                 ("workflow_id", json!(e.workflow_id)),
-            ] {
-                out.push(FieldChange { field, old_value: Value::Null, new_value: value });
-            }
-            "create"
-        }
-        CaseTypeEvent::Updated(e) => {
-            out = e.changes();
-            "update"
-        }
-        CaseTypeEvent::Deactivated(_) => {
-            out.push(FieldChange { field: "is_active", old_value: json!(true), new_value: json!(false) });
-            "deactivate"
-        }
-        CaseTypeEvent::Activated(_) => {
-            out.push(FieldChange { field: "is_active", old_value: json!(false), new_value: json!(true) });
-            "activate"
-        }
-    };
-    (action, out)
+            ]
+            .into_iter()
+            .map(|(field, new_value)| FieldChange { field, old_value: Value::Null, new_value })
+            .collect(),
+        ),
+        CaseTypeEvent::Updated(e) => ("update", e.changes()),
+        CaseTypeEvent::Deactivated(_) => activation("is_active", false),
+        CaseTypeEvent::Activated(_) => activation("is_active", true),
+    }
 }
 
 /// The audit action and per-field old/new values of a channel event.
@@ -360,8 +356,8 @@ pub fn channel_changes(event: &ChannelEvent) -> (&'static str, Vec<FieldChange>)
             ],
         ),
         ChannelEvent::Updated(e) => ("update", e.changes()),
-        ChannelEvent::Deactivated(_) => ("deactivate", vec![change("is_active", json!(true), json!(false))]),
-        ChannelEvent::Activated(_) => ("activate", vec![change("is_active", json!(false), json!(true))]),
+        ChannelEvent::Deactivated(_) => activation("is_active", false),
+        ChannelEvent::Activated(_) => activation("is_active", true),
     }
 }
 
@@ -455,8 +451,8 @@ pub fn template_changes(event: &TemplateEvent) -> (&'static str, Vec<FieldChange
             ],
         ),
         TemplateEvent::Updated(e) => ("update", e.changes()),
-        TemplateEvent::Deactivated(_) => ("deactivate", vec![change("is_active", json!(true), json!(false))]),
-        TemplateEvent::Activated(_) => ("activate", vec![change("is_active", json!(false), json!(true))]),
+        TemplateEvent::Deactivated(_) => activation("is_active", false),
+        TemplateEvent::Activated(_) => activation("is_active", true),
     }
 }
 
@@ -469,8 +465,8 @@ pub fn workflow_changes(event: &WorkflowEvent) -> (&'static str, Vec<FieldChange
             vec![change("name", Value::Null, json!(e.name)), change("definition", Value::Null, json!(e.definition))],
         ),
         WorkflowEvent::Updated(e) => ("update", e.changes()),
-        WorkflowEvent::Deactivated(_) => ("deactivate", vec![change("active", json!(true), json!(false))]),
-        WorkflowEvent::Activated(_) => ("activate", vec![change("active", json!(false), json!(true))]),
+        WorkflowEvent::Deactivated(_) => activation("active", false),
+        WorkflowEvent::Activated(_) => activation("active", true),
     }
 }
 
@@ -487,7 +483,7 @@ pub fn field_definition_changes(event: &FieldDefinitionEvent) -> (&'static str, 
             ],
         ),
         FieldDefinitionEvent::Updated(e) => ("update", vec![change("spec", json!(e.spec.old), json!(e.spec.new))]),
-        FieldDefinitionEvent::Deactivated(_) => ("deactivate", vec![change("is_active", json!(true), json!(false))]),
-        FieldDefinitionEvent::Activated(_) => ("activate", vec![change("is_active", json!(false), json!(true))]),
+        FieldDefinitionEvent::Deactivated(_) => activation("is_active", false),
+        FieldDefinitionEvent::Activated(_) => activation("is_active", true),
     }
 }

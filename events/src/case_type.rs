@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::change::Change;
+use crate::change::{activation, Activation, Change};
 use crate::contract;
 use crate::error::{DomainError, Validator};
 use crate::form::{FormDefinition, ValidationRules};
@@ -52,18 +52,12 @@ field_changes! {
     }
 }
 
-payloads! {
-    pub struct CaseTypeActivation {
-        pub at: DateTime<Utc>,
-    }
-}
-
 event_enum! {
     pub enum CaseTypeEvent {
         Created(CaseTypeCreated) = "CaseTypeCreated" @ 1,
         Updated(CaseTypeUpdated) = "CaseTypeUpdated" @ 1,
-        Deactivated(CaseTypeActivation) = "CaseTypeDeactivated" @ 1,
-        Activated(CaseTypeActivation) = "CaseTypeActivated" @ 1,
+        Deactivated(Activation) = "CaseTypeDeactivated" @ 1,
+        Activated(Activation) = "CaseTypeActivated" @ 1,
     }
 }
 
@@ -189,12 +183,8 @@ pub fn decide(
             let nothing = event.is_empty();
             Ok(if nothing { vec![] } else { vec![CaseTypeEvent::Updated(event)] })
         }
-        (Some(t), CaseTypeCommand::Deactivate) => {
-            Ok(if t.active { vec![CaseTypeEvent::Deactivated(CaseTypeActivation { at: now })] } else { vec![] })
-        }
-        (Some(t), CaseTypeCommand::Activate) => {
-            Ok(if t.active { vec![] } else { vec![CaseTypeEvent::Activated(CaseTypeActivation { at: now })] })
-        }
+        (Some(t), CaseTypeCommand::Deactivate) => Ok(activation(t.active, false, now, CaseTypeEvent::Deactivated)),
+        (Some(t), CaseTypeCommand::Activate) => Ok(activation(t.active, true, now, CaseTypeEvent::Activated)),
     }
 }
 

@@ -86,3 +86,25 @@ macro_rules! field_changes {
         }
     };
 }
+
+payloads! {
+    /// An entity taken out of use (nothing new may use it) or put back into use.
+    pub struct Activation {
+        pub at: chrono::DateTime<chrono::Utc>,
+    }
+}
+
+/// What taking an entity that is `active` to `wanted` records: nothing when it is there
+/// already (deactivating twice is not an error and records nothing), else one event.
+pub fn activation<E>(
+    active: bool,
+    wanted: bool,
+    at: chrono::DateTime<chrono::Utc>,
+    event: fn(Activation) -> E,
+) -> Vec<E> {
+    if active == wanted {
+        vec![]
+    } else {
+        vec![event(Activation { at })]
+    }
+}

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::change::Change;
+use crate::change::{activation, Activation, Change};
 use crate::contract;
 use crate::error::{DomainError, Validator};
 use crate::stream::Context;
@@ -212,19 +212,13 @@ field_changes! {
     }
 }
 
-payloads! {
-    pub struct ChannelActivation {
-        pub at: DateTime<Utc>,
-    }
-}
-
 event_enum! {
     pub enum ChannelEvent {
         // v1 held credential values; v2 holds their markers (the values are off the log).
         Created(ChannelCreated) = "ChannelCreated" @ 2 [1 => created_without_credentials],
         Updated(ChannelUpdated) = "ChannelUpdated" @ 2 [1 => updated_without_credentials],
-        Deactivated(ChannelActivation) = "ChannelDeactivated" @ 1,
-        Activated(ChannelActivation) = "ChannelActivated" @ 1,
+        Deactivated(Activation) = "ChannelDeactivated" @ 1,
+        Activated(Activation) = "ChannelActivated" @ 1,
     }
 }
 
@@ -333,12 +327,8 @@ pub fn decide(
             };
             Ok(if event.is_empty() { vec![] } else { vec![ChannelEvent::Updated(event)] })
         }
-        (Some(c), ChannelCommand::Deactivate) => {
-            Ok(if c.active { vec![ChannelEvent::Deactivated(ChannelActivation { at: now })] } else { vec![] })
-        }
-        (Some(c), ChannelCommand::Activate) => {
-            Ok(if c.active { vec![] } else { vec![ChannelEvent::Activated(ChannelActivation { at: now })] })
-        }
+        (Some(c), ChannelCommand::Deactivate) => Ok(activation(c.active, false, now, ChannelEvent::Deactivated)),
+        (Some(c), ChannelCommand::Activate) => Ok(activation(c.active, true, now, ChannelEvent::Activated)),
     }
 }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::change::Change;
+use crate::change::{activation, Activation, Change};
 use crate::contract;
 use crate::error::{DomainError, Validator};
 use crate::form::{FieldType, FormDefinition, FormField};
@@ -127,10 +127,6 @@ payloads! {
         pub spec: Change<FieldSpec>,
         pub updated_at: DateTime<Utc>,
     }
-
-    pub struct FieldDefinitionActivation {
-        pub at: DateTime<Utc>,
-    }
 }
 
 event_enum! {
@@ -138,8 +134,8 @@ event_enum! {
     pub enum FieldDefinitionEvent {
         Created(FieldDefinitionCreated) = "CustomFieldDefined" @ 1,
         Updated(FieldDefinitionUpdated) = "CustomFieldDefinitionUpdated" @ 1,
-        Deactivated(FieldDefinitionActivation) = "CustomFieldDeactivated" @ 1,
-        Activated(FieldDefinitionActivation) = "CustomFieldActivated" @ 1,
+        Deactivated(Activation) = "CustomFieldDeactivated" @ 1,
+        Activated(Activation) = "CustomFieldActivated" @ 1,
     }
 }
 
@@ -296,16 +292,12 @@ pub fn decide(
                 .into_iter()
                 .collect())
         }
-        (Some(d), FieldDefinitionCommand::Deactivate) => Ok(if d.active {
-            vec![FieldDefinitionEvent::Deactivated(FieldDefinitionActivation { at: now })]
-        } else {
-            vec![]
-        }),
-        (Some(d), FieldDefinitionCommand::Activate) => Ok(if d.active {
-            vec![]
-        } else {
-            vec![FieldDefinitionEvent::Activated(FieldDefinitionActivation { at: now })]
-        }),
+        (Some(d), FieldDefinitionCommand::Deactivate) => {
+            Ok(activation(d.active, false, now, FieldDefinitionEvent::Deactivated))
+        }
+        (Some(d), FieldDefinitionCommand::Activate) => {
+            Ok(activation(d.active, true, now, FieldDefinitionEvent::Activated))
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::change::Change;
+use crate::change::{activation, Activation, Change};
 use crate::channel::ChannelType;
 use crate::contract;
 use crate::error::{DomainError, Validator};
@@ -62,18 +62,12 @@ field_changes! {
     }
 }
 
-payloads! {
-    pub struct TemplateActivation {
-        pub at: DateTime<Utc>,
-    }
-}
-
 event_enum! {
     pub enum TemplateEvent {
         Created(TemplateCreated) = "MessageTemplateCreated" @ 1,
         Updated(TemplateUpdated) = "MessageTemplateUpdated" @ 1,
-        Deactivated(TemplateActivation) = "MessageTemplateDeactivated" @ 1,
-        Activated(TemplateActivation) = "MessageTemplateActivated" @ 1,
+        Deactivated(Activation) = "MessageTemplateDeactivated" @ 1,
+        Activated(Activation) = "MessageTemplateActivated" @ 1,
     }
 }
 
@@ -243,12 +237,8 @@ pub fn decide(
             let nothing = event.is_empty();
             Ok(if nothing { vec![] } else { vec![TemplateEvent::Updated(event)] })
         }
-        (Some(t), TemplateCommand::Deactivate) => {
-            Ok(if t.active { vec![TemplateEvent::Deactivated(TemplateActivation { at: now })] } else { vec![] })
-        }
-        (Some(t), TemplateCommand::Activate) => {
-            Ok(if t.active { vec![] } else { vec![TemplateEvent::Activated(TemplateActivation { at: now })] })
-        }
+        (Some(t), TemplateCommand::Deactivate) => Ok(activation(t.active, false, now, TemplateEvent::Deactivated)),
+        (Some(t), TemplateCommand::Activate) => Ok(activation(t.active, true, now, TemplateEvent::Activated)),
     }
 }
 

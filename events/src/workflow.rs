@@ -11,7 +11,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::case::Priority;
-use crate::change::Change;
+use crate::change::{activation, Activation, Change};
 use crate::contract;
 use crate::error::{DomainError, FieldError, Validator};
 use crate::reference::Reference;
@@ -399,18 +399,12 @@ field_changes! {
     }
 }
 
-payloads! {
-    pub struct WorkflowActivation {
-        pub at: DateTime<Utc>,
-    }
-}
-
 event_enum! {
     pub enum WorkflowEvent {
         Created(WorkflowCreated) = "WorkflowCreated" @ 1,
         Updated(WorkflowUpdated) = "WorkflowUpdated" @ 1,
-        Deactivated(WorkflowActivation) = "WorkflowDeactivated" @ 1,
-        Activated(WorkflowActivation) = "WorkflowActivated" @ 1,
+        Deactivated(Activation) = "WorkflowDeactivated" @ 1,
+        Activated(Activation) = "WorkflowActivated" @ 1,
     }
 }
 
@@ -494,12 +488,8 @@ pub fn decide(
             let nothing = event.is_empty();
             Ok(if nothing { vec![] } else { vec![WorkflowEvent::Updated(event)] })
         }
-        (Some(w), WorkflowCommand::Deactivate) => {
-            Ok(if w.active { vec![WorkflowEvent::Deactivated(WorkflowActivation { at: now })] } else { vec![] })
-        }
-        (Some(w), WorkflowCommand::Activate) => {
-            Ok(if w.active { vec![] } else { vec![WorkflowEvent::Activated(WorkflowActivation { at: now })] })
-        }
+        (Some(w), WorkflowCommand::Deactivate) => Ok(activation(w.active, false, now, WorkflowEvent::Deactivated)),
+        (Some(w), WorkflowCommand::Activate) => Ok(activation(w.active, true, now, WorkflowEvent::Activated)),
     }
 }
 
