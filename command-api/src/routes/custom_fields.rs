@@ -20,81 +20,87 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 // The two bodies state the spec's fields themselves rather than flatten `FieldSpec`
 // into them: a flattened field is an `allOf` in the document, and clients and fuzzers
-// would not see the properties (nor their limits) of the body they send. Adding a field
-// to `FieldSpec` fails to compile in `DefineBody::parts` and `UpdateBody::spec` below
-// until both bodies take it.
+// would not see the properties (nor their limits) of the body they send. `spec_body!`
+// writes the spec's fields into both, once; adding a field to `FieldSpec` fails to
+// compile in `split` until the macro takes it.
 
-/// A new custom field of cases, interactions or users.
-#[derive(Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = CustomFieldDefineBody)]
-struct DefineBody {
-    entity_type: EntityType,
-    /// The field's key in an entity's `custom_fields`: 1-64 characters of a-z, A-Z, 0-9
-    /// and _, unique per entity type.
-    #[schema(pattern = "^[A-Za-z0-9_]+$", example = "satisfaction")]
-    field_name: String,
-    /// The label users see.
-    #[schema(example = "Customer satisfaction")]
-    display_name: String,
-    field_type: FieldType,
-    #[serde(default)]
-    required: bool,
-    #[serde(default)]
-    #[schema(schema_with = field_value)]
-    default_value: Option<Value>,
-    /// The choices of a select or multiselect field (at least one for those).
-    #[serde(default)]
-    options: Vec<FieldOption>,
-    /// Text: `{"pattern": "<regular expression>"}`; text length and numbers:
-    /// `{"min": n, "max": n}`.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    validation: Option<Value>,
-    #[serde(default)]
-    visibility_rules: VisibilityRules,
-    /// Where the field comes among the others (ascending).
-    #[serde(default)]
-    order: i32,
-    /// The group of fields it is shown in.
-    #[serde(default)]
-    section: Option<String>,
-    #[serde(default)]
-    description: Option<String>,
+/// Declares a body of its own fields followed by a field's whole spec, and `split`,
+/// which gives the spec and the body's own fields.
+macro_rules! spec_body {
+    (
+        $(#[$meta:meta])*
+        struct $name:ident { $( $(#[$fmeta:meta])* $field:ident: $ty:ty, )* }
+    ) => {
+        #[derive(Serialize, Deserialize, utoipa::ToSchema)]
+        #[serde(deny_unknown_fields)]
+        $(#[$meta])*
+        struct $name {
+            $( $(#[$fmeta])* $field: $ty, )*
+            /// The label users see.
+            #[schema(example = "Customer satisfaction")]
+            display_name: String,
+            field_type: FieldType,
+            #[serde(default)]
+            required: bool,
+            #[serde(default)]
+            #[schema(schema_with = field_value)]
+            default_value: Option<Value>,
+            /// The choices of a select or multiselect field (at least one for those).
+            #[serde(default)]
+            options: Vec<FieldOption>,
+            /// Text: `{"pattern": "<regular expression>"}`; text length and numbers:
+            /// `{"min": n, "max": n}`.
+            #[serde(default)]
+            #[schema(value_type = Option<Object>)]
+            validation: Option<Value>,
+            #[serde(default)]
+            visibility_rules: VisibilityRules,
+            /// Where the field comes among the others (ascending).
+            #[serde(default)]
+            order: i32,
+            /// The group of fields it is shown in.
+            #[serde(default)]
+            section: Option<String>,
+            #[serde(default)]
+            description: Option<String>,
+        }
+
+        impl $name {
+            fn split(self) -> (FieldSpec, ($($ty,)*)) {
+                let spec = FieldSpec {
+                    display_name: self.display_name,
+                    field_type: self.field_type,
+                    required: self.required,
+                    default_value: self.default_value,
+                    options: self.options,
+                    validation: self.validation,
+                    visibility_rules: self.visibility_rules,
+                    order: self.order,
+                    section: self.section,
+                    description: self.description,
+                };
+                (spec, ($(self.$field,)*))
+            }
+        }
+    };
 }
 
-/// A custom field's new spec (all of it: absent fields take their defaults).
-#[derive(Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = CustomFieldUpdateBody)]
-struct UpdateBody {
-    /// The label users see.
-    #[schema(example = "Customer satisfaction")]
-    display_name: String,
-    field_type: FieldType,
-    #[serde(default)]
-    required: bool,
-    #[serde(default)]
-    #[schema(schema_with = field_value)]
-    default_value: Option<Value>,
-    /// The choices of a select or multiselect field (at least one for those).
-    #[serde(default)]
-    options: Vec<FieldOption>,
-    /// Text: `{"pattern": "<regular expression>"}`; text length and numbers:
-    /// `{"min": n, "max": n}`.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    validation: Option<Value>,
-    #[serde(default)]
-    visibility_rules: VisibilityRules,
-    /// Where the field comes among the others (ascending).
-    #[serde(default)]
-    order: i32,
-    /// The group of fields it is shown in.
-    #[serde(default)]
-    section: Option<String>,
-    #[serde(default)]
-    description: Option<String>,
+spec_body! {
+    /// A new custom field of cases, interactions or users.
+    #[schema(as = CustomFieldDefineBody)]
+    struct DefineBody {
+        entity_type: EntityType,
+        /// The field's key in an entity's `custom_fields`: 1-64 characters of a-z, A-Z, 0-9
+        /// and _, unique per entity type.
+        #[schema(pattern = "^[A-Za-z0-9_]+$", example = "satisfaction")]
+        field_name: String,
+    }
+}
+
+spec_body! {
+    /// A custom field's new spec (all of it: absent fields take their defaults).
+    #[schema(as = CustomFieldUpdateBody)]
+    struct UpdateBody {}
 }
 
 /// A field's default: a value of the field's type.
@@ -107,41 +113,6 @@ fn field_value() -> utoipa::openapi::schema::Object {
              options (a string), a number, true or false, or a list of the options (multiselect).",
         ))
         .build()
-}
-
-impl DefineBody {
-    fn parts(self) -> (EntityType, String, FieldSpec) {
-        let spec = FieldSpec {
-            display_name: self.display_name,
-            field_type: self.field_type,
-            required: self.required,
-            default_value: self.default_value,
-            options: self.options,
-            validation: self.validation,
-            visibility_rules: self.visibility_rules,
-            order: self.order,
-            section: self.section,
-            description: self.description,
-        };
-        (self.entity_type, self.field_name, spec)
-    }
-}
-
-impl UpdateBody {
-    fn spec(self) -> FieldSpec {
-        FieldSpec {
-            display_name: self.display_name,
-            field_type: self.field_type,
-            required: self.required,
-            default_value: self.default_value,
-            options: self.options,
-            validation: self.validation,
-            visibility_rules: self.visibility_rules,
-            order: self.order,
-            section: self.section,
-            description: self.description,
-        }
-    }
 }
 
 activation_endpoints!(
@@ -166,7 +137,7 @@ impl Endpoint for DefineBody {
     }
 
     async fn command(self, _: (), _: Facts<'_>) -> Result<FieldDefinitionCommand, ApiError> {
-        let (entity_type, field_name, spec) = self.parts();
+        let (spec, (entity_type, field_name)) = self.split();
         Ok(FieldDefinitionCommand::Create { entity_type, field_name, spec })
     }
 }
@@ -179,6 +150,6 @@ impl Endpoint for UpdateBody {
         .holds(Permission::CustomFieldsManage);
 
     async fn command(self, _: Uuid, _: Facts<'_>) -> Result<FieldDefinitionCommand, ApiError> {
-        Ok(FieldDefinitionCommand::Update { spec: self.spec() })
+        Ok(FieldDefinitionCommand::Update { spec: self.split().0 })
     }
 }
