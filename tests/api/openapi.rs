@@ -660,3 +660,65 @@ async fn presence_and_notifications_answer_as_documented() {
         }
     }
 }
+
+/// Every paged list answers a `Link` header to its next page; the document says so on
+/// each of them (a page is a 200 whose body has a `next_cursor`).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_paged_list_documents_its_link_header() {
+    let app = TestApp::spawn().await;
+    let doc: Value =
+        app.http.get(format!("{}/openapi.json", app.query_url)).send().await.unwrap().json().await.unwrap();
+    let (mut pages, mut undeclared) = (0, Vec::new());
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let ok = &item["get"]["responses"]["200"];
+        let schema = &ok["content"]["application/json"]["schema"];
+        if schema.is_null() || !documented_fields(&doc, schema).0.contains(&"next_cursor".to_owned()) {
+            continue;
+        }
+        pages += 1;
+        if ok["headers"]["Link"].is_null() {
+            undeclared.push(path.clone());
+        }
+    }
+    assert!(pages >= 10, "only {pages} paged lists found: is the page schema still named as it was?");
+    assert!(undeclared.is_empty(), "paged lists that do not document their Link header: {undeclared:?}");
+}
+
+/// A data subject's export documents its answer, a user's or a customer's (it was the
+/// last read documented as a bare object).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_subject_export_answers_as_documented() {
+    let app = TestApp::spawn().await;
+    let admin = app.token_for(app.tenant_id, runtime::auth::Role::Admin);
+    let user = app.create_user("exported.user", "agent").await;
+    let customer = uuid::Uuid::now_v7();
+    let open = serde_json::json!({ "title": "Exported", "case_type_id": app.case_type_id, "customer_id": customer });
+    assert_eq!(app.command(Method::POST, "/v1/cases", &app.token, Some(open)).await.status(), StatusCode::CREATED);
+    let doc: Value =
+        app.http.get(format!("{}/openapi.json", app.query_url)).send().await.unwrap().json().await.unwrap();
+    let schema = &doc["paths"]["/v1/data-subjects/{id}/export"]["get"]["responses"]["200"]["content"]
+        ["application/json"]["schema"];
+    let export = doc.pointer(schema["$ref"].as_str().expect("a named schema").trim_start_matches('#')).unwrap();
+    let kinds = export["oneOf"].as_array().expect("a user's export or a customer's");
+    for (subject, kind) in [(user, "user"), (customer, "customer")] {
+        let answer = eventually(&format!("the {kind}'s export"), || async {
+            let r = app.query(&format!("/v1/data-subjects/{subject}/export"), &admin).await;
+            if r.status() == StatusCode::OK {
+                r.json::<Value>().await.ok()
+            } else {
+                None
+            }
+        })
+        .await;
+        assert_eq!(answer["kind"], kind, "{answer}");
+        let documented = kinds.iter().filter(|k| {
+            let (fields, required) = documented_fields(&doc, k);
+            let keys: Vec<&String> = answer.as_object().unwrap().keys().collect();
+            required.iter().all(|f| keys.contains(&f)) && keys.iter().all(|k| fields.contains(k))
+        });
+        assert_eq!(documented.count(), 1, "the {kind}'s export answers as exactly one documented kind: {answer}");
+        for list in ["cases", "audit_about", "notes"] {
+            assert_answers_as_documented(&doc, &doc["components"]["schemas"]["ExportedList"], &answer[list], list);
+        }
+    }
+}

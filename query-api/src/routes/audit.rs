@@ -104,7 +104,7 @@ struct AuditChange {
 }
 
 #[utoipa::path(get, path = "/v1/cases/{id}/audit", tag = "audit", operation_id = "audit_case_audit", params(("id" = Uuid, Path), AuditQuery),
-    responses((status = 200, description = "A page of the case's audit trail, newest first", body = AuditPage), runtime::openapi::Problems))]
+    responses((status = 200, description = "A page of the case's audit trail, newest first", body = AuditPage, headers(("Link" = String, description = "The next page's URL as `<url>; rel=\"next\"`; absent on the last page"))), runtime::openapi::Problems))]
 async fn case_audit(
     state: State<AppState>,
     caller: Caller,
@@ -116,7 +116,7 @@ async fn case_audit(
 }
 
 #[utoipa::path(get, path = "/v1/audit/{entity_type}/{id}", tag = "audit", operation_id = "audit_entity_audit", params(("entity_type" = String, Path, description = "tenant, user, team, case_type, workflow, custom_field_definition, case, channel, interaction, task, case_note, document or message_template"), ("id" = Uuid, Path), AuditQuery),
-    responses((status = 200, description = "A page of the entity's audit trail, newest first", body = AuditPage), runtime::openapi::Problems))]
+    responses((status = 200, description = "A page of the entity's audit trail, newest first", body = AuditPage, headers(("Link" = String, description = "The next page's URL as `<url>; rel=\"next\"`; absent on the last page"))), runtime::openapi::Problems))]
 async fn entity_audit(
     state: State<AppState>,
     caller: Caller,

@@ -191,7 +191,7 @@ pub fn list_sql(schema: &str, sort: Sort) -> String {
     tag = "case-list",
     operation_id = "case_list_list",
     params(ListQuery),
-    responses((status = 200, description = "A page of cases", body = PageBody<CaseRow, String>), runtime::openapi::Problems)
+    responses((status = 200, description = "A page of cases", body = PageBody<CaseRow, String>, headers(("Link" = String, description = "The next page's URL as `<url>; rel=\"next\"`; absent on the last page"))), runtime::openapi::Problems)
 )]
 async fn list(
     State(state): State<AppState>,
@@ -286,7 +286,7 @@ const URGENCY: &str =
     tag = "case-list",
     operation_id = "case_list_queue",
     params(QueueQuery),
-    responses((status = 200, description = "A page of the caller's queue", body = PageBody<CaseRow, String>), runtime::openapi::Problems)
+    responses((status = 200, description = "A page of the caller's queue", body = PageBody<CaseRow, String>, headers(("Link" = String, description = "The next page's URL as `<url>; rel=\"next\"`; absent on the last page"))), runtime::openapi::Problems)
 )]
 async fn queue(
     State(state): State<AppState>,

@@ -6,15 +6,15 @@
 
 use axum::extract::State;
 use axum::Json;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use runtime::auth::{Caller, Permission, Role};
 use runtime::extract::ApiPath;
-use runtime::openapi::ReadAnswered;
 use runtime::tenancy::Tenancy;
 use runtime::ApiError;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -30,19 +30,78 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(export))
 }
 
+/// At most 1,000 entries of a list, newest first.
+#[derive(Default, Serialize, utoipa::ToSchema)]
+#[schema(as = ExportedList)]
+struct Listed {
+    /// Each as the read model or the audit route shows it.
+    #[schema(value_type = Vec<Object>)]
+    items: Vec<Value>,
+    /// More were held than are listed (the audit routes page through all of them).
+    truncated: bool,
+}
+
+/// A data subject's export: a user's or a customer's.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+enum Export {
+    User(UserExport),
+    Customer(CustomerExport),
+}
+
+/// What the read models hold about a user of the tenant.
+#[derive(Serialize, utoipa::ToSchema)]
+struct UserExport {
+    subject_id: Uuid,
+    /// `user`.
+    #[schema(example = "user")]
+    kind: String,
+    exported_at: DateTime<Utc>,
+    /// Their row of the users read model, without credentials.
+    #[schema(value_type = Object)]
+    profile: Value,
+    /// The cases they created or are assigned.
+    cases: Listed,
+    /// The audit entries about them.
+    audit_about: Listed,
+    /// The audit entries of what they did.
+    audit_by: Listed,
+    /// The notes they wrote.
+    notes: Listed,
+    /// Their notifications, newest first, each with `read`.
+    #[schema(value_type = Vec<Object>)]
+    notifications: Vec<Value>,
+}
+
+/// What the read models hold about a customer: what the cases that name them hold.
+#[derive(Serialize, utoipa::ToSchema)]
+struct CustomerExport {
+    subject_id: Uuid,
+    /// `customer`.
+    #[schema(example = "customer")]
+    kind: String,
+    exported_at: DateTime<Utc>,
+    cases: Listed,
+    /// The notes on those cases.
+    notes: Listed,
+    interactions: Listed,
+    /// The audit entries of the events sealed for them.
+    audit_about: Listed,
+}
+
 /// Exports what is held about a data subject. A user: their profile, the cases they
 /// created or are assigned, the audit entries about them and those of what they did, the
 /// notes they wrote and their notifications (for tenant administrators and the subject
 /// themself). A customer: the cases that name them, those cases' notes and
 /// interactions, and the audit entries of the events sealed for them (for tenant
 /// administrators). At most 1,000 of each list, newest first.
-#[utoipa::path(get, path = "/v1/data-subjects/{id}/export", tag = "data-subjects", operation_id = "data_subjects_export", params(("id" = Uuid, Path, description = "the data subject: a user's id, or the customer_id cases were opened with")), responses(ReadAnswered))]
+#[utoipa::path(get, path = "/v1/data-subjects/{id}/export", tag = "data-subjects", operation_id = "data_subjects_export", params(("id" = Uuid, Path, description = "the data subject: a user's id, or the customer_id cases were opened with")), responses((status = 200, description = "What is held about the data subject", body = Export), runtime::openapi::Problems))]
 async fn export(
     State(state): State<AppState>,
     caller: Caller,
     WaitFor(token): WaitFor,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Export>, ApiError> {
     let caller = caller.tenant_member()?;
     if caller.role != Role::Admin && caller.user_id != id {
         return Err(ApiError::Forbidden(
@@ -61,7 +120,7 @@ async fn export(
             .or_else(missing_schema_is_empty)?;
     let Some(profile) = profile else {
         tx.commit().await?;
-        return export_customer(&state, caller, id).await.map(Json);
+        return export_customer(&state, caller, id).await.map(|export| Json(Export::Customer(export)));
     };
     let cases: Vec<Value> = sqlx::query_scalar(&format!(
         "SELECT jsonb_build_object('id', id, 'case_number', case_number, 'title', title, 'status', status,
@@ -100,22 +159,22 @@ async fn export(
     .await?;
     let notes = listed(notes.into_iter().map(super::entities::document_json).collect());
     let notifications = super::presence::read_marked(&state, tenant, id, None, "/v1/data-subjects/{id}/export").await?;
-    Ok(Json(json!({
-        "subject_id": id,
-        "kind": "user",
-        "exported_at": Utc::now(),
-        "profile": profile,
-        "cases": listed(cases),
-        "audit_about": audit_about,
-        "audit_by": audit_by,
-        "notes": notes,
-        "notifications": notifications,
+    Ok(Json(Export::User(UserExport {
+        subject_id: id,
+        kind: "user".into(),
+        exported_at: Utc::now(),
+        profile,
+        cases: listed(cases),
+        audit_about,
+        audit_by,
+        notes,
+        notifications,
     })))
 }
 
 /// A customer's export: what the cases that name them hold (administrators only; the
 /// caller's role was checked, and a customer is never the caller).
-async fn export_customer(state: &AppState, caller: Caller, id: Uuid) -> Result<Value, ApiError> {
+async fn export_customer(state: &AppState, caller: Caller, id: Uuid) -> Result<CustomerExport, ApiError> {
     let tenant = caller.tenant_id;
     let schema = Tenancy(tenant).pg_schema();
     let (mut tx, _) = tenant_tx(&state.pool, caller).await?;
@@ -155,15 +214,15 @@ async fn export_customer(state: &AppState, caller: Caller, id: Uuid) -> Result<V
     let audit = newest_entries(state, tenant, about, doc! { "timestamp": -1 }).await?;
     // Shown as the audit routes show them to this caller (an administrator).
     let internal_hidden = caller.require(Permission::NotesViewInternal).is_err();
-    Ok(json!({
-        "subject_id": id,
-        "kind": "customer",
-        "exported_at": Utc::now(),
-        "cases": listed(cases),
-        "notes": listed(notes.into_iter().map(super::entities::document_json).collect()),
-        "interactions": listed(interactions),
-        "audit_about": listed(shown(state, caller, audit, internal_hidden).await),
-    }))
+    Ok(CustomerExport {
+        subject_id: id,
+        kind: "customer".into(),
+        exported_at: Utc::now(),
+        cases: listed(cases),
+        notes: listed(notes.into_iter().map(super::entities::document_json).collect()),
+        interactions: listed(interactions),
+        audit_about: listed(shown(state, caller, audit, internal_hidden).await),
+    })
 }
 
 /// The first `EXPORTED` + 1 documents in `order` (one more, to tell whether there were more).
@@ -195,8 +254,8 @@ async fn newest_entries(
 }
 
 /// At most `EXPORTED` items, and whether more were held.
-fn listed(mut items: Vec<Value>) -> Value {
+fn listed(mut items: Vec<Value>) -> Listed {
     let truncated = items.len() as i64 > EXPORTED;
     items.truncate(EXPORTED as usize);
-    json!({ "items": items, "truncated": truncated })
+    Listed { items, truncated }
 }

@@ -96,7 +96,7 @@ macro_rules! resource_handlers {
     ($list:ident, $get:ident, $list_rows:ident, $get_row:ident, $resource:expr, $answer:ty, $path:literal, $item:literal, $tag:literal) => {
         #[doc = concat!("Lists ", $tag, ", newest first (keyset cursor).")]
         #[utoipa::path(get, path = $path, tag = $tag, operation_id = stringify!($list), params(PageQuery),
-            responses((status = 200, description = "A page, newest first", body = PageBody<$answer, String>), Problems))]
+            responses((status = 200, description = "A page, newest first", body = PageBody<$answer, String>, headers(("Link" = String, description = "The next page's URL as `<url>; rel=\"next\"`; absent on the last page"))), Problems))]
         async fn $list(
             state: State<AppState>,
             caller: Caller,
@@ -394,7 +394,7 @@ async fn get_document(
     tag = "tenants",
     operation_id = "tenants_list_tenants",
     params(PageQuery),
-    responses((status = 200, description = "A page of tenants, newest first", body = PageBody<answers::Tenant, String>), Problems)
+    responses((status = 200, description = "A page of tenants, newest first", body = PageBody<answers::Tenant, String>, headers(("Link" = String, description = "The next page's URL as `<url>; rel=\"next\"`; absent on the last page"))), Problems)
 )]
 async fn list_tenants(
     State(state): State<AppState>,

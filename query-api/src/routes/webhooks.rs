@@ -49,7 +49,7 @@ fn cursor_after(rows: &[(DateTime<Utc>, Uuid, Value)], limit: i64) -> Option<Str
     tag = "webhooks",
     operation_id = "webhooks_list",
     params(PageQuery),
-    responses((status = 200, description = "A page of webhooks, newest first", body = PageBody<Webhook, String>), Problems)
+    responses((status = 200, description = "A page of webhooks, newest first", body = PageBody<Webhook, String>, headers(("Link" = String, description = "The next page's URL as `<url>; rel=\"next\"`; absent on the last page"))), Problems)
 )]
 async fn list(
     State(state): State<AppState>,
@@ -141,7 +141,7 @@ impl DeliveryStatus {
 /// The webhook's deliveries, newest event first: status, attempts, the receiver's last
 /// answer or error, when it was delivered or is next tried, and the body sent.
 #[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", operation_id = "webhooks_deliveries", params(("id" = Uuid, Path), DeliveryQuery),
-    responses((status = 200, description = "A page of deliveries, newest first", body = PageBody<Delivery, String>), Problems))]
+    responses((status = 200, description = "A page of deliveries, newest first", body = PageBody<Delivery, String>, headers(("Link" = String, description = "The next page's URL as `<url>; rel=\"next\"`; absent on the last page"))), Problems))]
 async fn deliveries(
     State(state): State<AppState>,
     caller: Caller,
