@@ -47,30 +47,28 @@ impl ParkingLot {
 
     /// The streams already parked for a projection (loaded when a worker starts).
     pub async fn parked_streams(&self, projection: &str) -> anyhow::Result<HashSet<StreamKey>> {
-        Ok(sqlx::query_as::<_, (Uuid, Uuid)>(
+        self.streams(
             "SELECT DISTINCT tenant_id, stream_id FROM projector.parked_events WHERE projection = $1",
+            projection,
         )
-        .bind(projection)
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(StreamKey::from)
-        .collect())
+        .await
     }
 
     /// The streams a replay or rebuild keeps out for a projection, as its worker does:
     /// those parked, and those an operator skipped.
     pub async fn held_back(&self, projection: &str) -> anyhow::Result<HashSet<StreamKey>> {
-        Ok(sqlx::query_as::<_, (Uuid, Uuid)>(
+        self.streams(
             "SELECT tenant_id, stream_id FROM projector.parked_events WHERE projection = $1
              UNION SELECT tenant_id, stream_id FROM projector.skipped_events WHERE projection = $1",
+            projection,
         )
-        .bind(projection)
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(StreamKey::from)
-        .collect())
+        .await
+    }
+
+    /// The (tenant, stream) pairs `sql` selects for a projection.
+    async fn streams(&self, sql: &str, projection: &str) -> anyhow::Result<HashSet<StreamKey>> {
+        let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(sql).bind(projection).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(StreamKey::from).collect())
     }
 
     pub async fn park(

@@ -222,21 +222,17 @@ impl JwtKeys {
 
     /// An operator's token (see `Claims::op`).
     pub fn issue(&self, user: Uuid, tenant: Uuid, role: Role, ttl: chrono::Duration) -> String {
-        self.sign(Claims {
-            iss: ISSUER.to_owned(),
-            aud: AUDIENCE.to_owned(),
-            sub: user,
-            tenant_id: tenant,
-            role,
-            exp: expiry(ttl),
-            op: true,
-            sid: None,
-        })
+        self.sign_for(user, tenant, role, ttl, None)
     }
 
     /// A user's login token, good while its session lives; the role it names is
     /// informative only (rights are read from live state on every request).
     pub fn issue_login(&self, user: Uuid, tenant: Uuid, role: Role, session: Uuid, ttl: chrono::Duration) -> String {
+        self.sign_for(user, tenant, role, ttl, Some(session))
+    }
+
+    /// A token of a login session, or an operator's without one.
+    fn sign_for(&self, user: Uuid, tenant: Uuid, role: Role, ttl: chrono::Duration, session: Option<Uuid>) -> String {
         self.sign(Claims {
             iss: ISSUER.to_owned(),
             aud: AUDIENCE.to_owned(),
@@ -244,8 +240,8 @@ impl JwtKeys {
             tenant_id: tenant,
             role,
             exp: expiry(ttl),
-            op: false,
-            sid: Some(session),
+            op: session.is_none(),
+            sid: session,
         })
     }
 

@@ -38,6 +38,21 @@ async fn workload(app: &TestApp, cases: usize) -> Vec<String> {
     ids
 }
 
+/// The indices the tenant's cases alias points at.
+async fn cases_indices(app: &TestApp) -> Vec<String> {
+    let alias = runtime::tenancy::Tenancy(app.tenant_id).es_alias("cases");
+    let aliases: Value = app
+        .http
+        .get(format!("{}/_alias/{alias}", app.settings.elastic_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    aliases.as_object().unwrap().keys().cloned().collect()
+}
+
 async fn schema_oid(app: &TestApp, tenant: Uuid) -> Option<u32> {
     let oid: Option<sqlx::postgres::types::Oid> = sqlx::query_scalar("SELECT oid FROM pg_namespace WHERE nspname = $1")
         .bind(runtime::tenancy::Tenancy(tenant).pg_schema())
@@ -185,16 +200,7 @@ async fn rebuilds_of_every_projection_under_live_writes_switch_in_without_a_fail
 
     // Search reads the rebuilt indices (named after the rebuild's scratch id).
     let cases_alias = runtime::tenancy::Tenancy(app.tenant_id).es_alias("cases");
-    let aliases: Value = app
-        .http
-        .get(format!("{}/_alias/{cases_alias}", app.settings.elastic_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let indices: Vec<&String> = aliases.as_object().unwrap().keys().collect();
+    let indices = cases_indices(&app).await;
     assert!(!indices.is_empty() && indices.iter().all(|i| !i.starts_with(&cases_alias)), "{indices:?}");
 
     // The other tenant: same schema, same contents.
@@ -598,20 +604,7 @@ async fn an_elasticsearch_mapping_migration_swaps_indices_without_losing_a_docum
         .await;
     assert!(r.status().is_success());
     eventually("the renamed case in search", || async { (search("scanner").await == 1).then_some(()) }).await;
-    let aliases: Value = app
-        .http
-        .get(format!(
-            "{}/_alias/{}",
-            app.settings.elastic_url,
-            runtime::tenancy::Tenancy(app.tenant_id).es_alias("cases")
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let indices: Vec<&String> = aliases.as_object().unwrap().keys().collect();
+    let indices = cases_indices(&app).await;
     assert!(indices.iter().all(|i| i.ends_with("-v3")), "only the newest indices serve: {indices:?}");
 
     let r = app

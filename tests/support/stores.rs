@@ -87,6 +87,22 @@ pub struct StoreCounts {
 }
 
 impl TestApp {
+    /// Every document under a search alias (up to 10,000), with its `_version`; none
+    /// when the index is not there yet.
+    pub async fn every_hit(&self, alias: &str) -> Vec<Value> {
+        let search: Value = self
+            .http
+            .post(format!("{}/{alias}/_search?version=true", self.settings.elastic_url))
+            .json(&json!({ "size": 10000, "version": true, "query": { "match_all": {} } }))
+            .send()
+            .await
+            .expect("elasticsearch")
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        search["hits"]["hits"].as_array().cloned().unwrap_or_default()
+    }
+
     pub async fn store_counts(&self) -> StoreCounts {
         use redis::AsyncCommands;
         let t = runtime::tenancy::Tenancy(self.tenant_id);
@@ -104,22 +120,8 @@ impl TestApp {
         let counted: std::collections::HashMap<String, String> =
             redis.hgetall(t.redis_counted_cases()).await.unwrap_or_default();
         let redis_versions = counted.values().filter_map(|v| v.split('|').next()?.parse::<i64>().ok()).sum();
-        let search: Value = self
-            .http
-            .post(format!("{}/{}/_search", self.settings.elastic_url, t.es_alias(runtime::tenancy::CASES)))
-            .json(&json!({ "size": 10000, "query": { "match_all": {} } }))
-            .send()
-            .await
-            .expect("elasticsearch")
-            .json()
-            .await
-            .unwrap_or(Value::Null);
-        let elastic_versions = search["hits"]["hits"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|h| h["_source"]["version"].as_i64())
-            .sum();
+        let hits = self.every_hit(&t.es_alias(runtime::tenancy::CASES)).await;
+        let elastic_versions = hits.iter().filter_map(|h| h["_source"]["version"].as_i64()).sum();
         StoreCounts { postgres_versions, audit_entries, redis_versions, elastic_versions }
     }
 
@@ -332,22 +334,8 @@ impl TestApp {
             runtime::tenancy::ES_AUDIT_LOGS,
         ] {
             let alias = t.es_alias(entity);
-            let search: Value = self
-                .http
-                .post(format!("{}/{alias}/_search?version=true", self.settings.elastic_url))
-                .json(&json!({ "size": 10000, "version": true, "query": { "match_all": {} } }))
-                .send()
-                .await
-                .expect("elasticsearch")
-                .json()
-                .await
-                .unwrap_or(Value::Null);
-            let rows = search["hits"]["hits"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|h| format!("{}|{}|{}", h["_id"], h["_version"], h["_source"]))
-                .collect();
+            let hits = self.every_hit(&alias).await;
+            let rows = hits.iter().map(|h| format!("{}|{}|{}", h["_id"], h["_version"], h["_source"])).collect();
             digest.insert(format!("elasticsearch:{entity}"), rows);
         }
 

@@ -122,17 +122,17 @@ async fn export(
         tx.commit().await?;
         return export_customer(&state, caller, id).await.map(|export| Json(Export::Customer(export)));
     };
-    let cases: Vec<Value> = sqlx::query_scalar(&format!(
-        "SELECT jsonb_build_object('id', id, 'case_number', case_number, 'title', title, 'status', status,
+    let cases: Vec<Value> = newest_rows(
+        &mut tx,
+        &format!(
+            "SELECT jsonb_build_object('id', id, 'case_number', case_number, 'title', title, 'status', status,
                                    'created_by', created_by, 'assigned_to', assigned_to, 'created_at', created_at)
          FROM {schema}.cases WHERE assigned_to = $1 OR created_by = $1
          ORDER BY created_at DESC, id DESC LIMIT $2"
-    ))
-    .bind(id)
-    .bind(EXPORTED.saturating_add(1))
-    .fetch_all(&mut *tx)
-    .await
-    .or_else(missing_schema_is_empty)?;
+        ),
+        id,
+    )
+    .await?;
     tx.commit().await?;
 
     let tenant_str = tenant.to_string();
@@ -178,29 +178,29 @@ async fn export_customer(state: &AppState, caller: Caller, id: Uuid) -> Result<C
     let tenant = caller.tenant_id;
     let schema = Tenancy(tenant).pg_schema();
     let (mut tx, _) = tenant_tx(&state.pool, caller).await?;
-    let cases: Vec<Value> = sqlx::query_scalar(&format!(
-        "SELECT to_jsonb(c) - 'search_vector' FROM {schema}.cases c WHERE c.customer_id = $1
+    let cases: Vec<Value> = newest_rows(
+        &mut tx,
+        &format!(
+            "SELECT to_jsonb(c) - 'search_vector' FROM {schema}.cases c WHERE c.customer_id = $1
          ORDER BY c.created_at DESC, c.id DESC LIMIT $2"
-    ))
-    .bind(id)
-    .bind(EXPORTED.saturating_add(1))
-    .fetch_all(&mut *tx)
-    .await
-    .or_else(missing_schema_is_empty)?;
+        ),
+        id,
+    )
+    .await?;
     if cases.is_empty() {
         return Err(ApiError::NotFound(format!(
             "no data subject {id} in this tenant (a data subject is a user, or the customer_id of a case)"
         )));
     }
-    let interactions: Vec<Value> = sqlx::query_scalar(&format!(
-        "SELECT to_jsonb(i) FROM {schema}.interactions i WHERE i.customer_id = $1
+    let interactions: Vec<Value> = newest_rows(
+        &mut tx,
+        &format!(
+            "SELECT to_jsonb(i) FROM {schema}.interactions i WHERE i.customer_id = $1
          ORDER BY i.timestamp DESC, i.id DESC LIMIT $2"
-    ))
-    .bind(id)
-    .bind(EXPORTED.saturating_add(1))
-    .fetch_all(&mut *tx)
-    .await
-    .or_else(missing_schema_is_empty)?;
+        ),
+        id,
+    )
+    .await?;
     tx.commit().await?;
     let tenant_str = tenant.to_string();
     let notes_coll = state.mongo.collection::<Document>(&Tenancy(tenant).mongo_collection("case_notes"));
@@ -223,6 +223,13 @@ async fn export_customer(state: &AppState, caller: Caller, id: Uuid) -> Result<C
         interactions: listed(interactions),
         audit_about: listed(shown(state, caller, audit, internal_hidden).await),
     })
+}
+
+/// The first `EXPORTED` + 1 rows `sql` selects about the subject `$1` (`$2`: the limit),
+/// none where the tenant has no read models yet.
+async fn newest_rows(conn: &mut sqlx::PgConnection, sql: &str, id: Uuid) -> Result<Vec<Value>, ApiError> {
+    let rows = sqlx::query_scalar(sql).bind(id).bind(EXPORTED.saturating_add(1)).fetch_all(conn).await;
+    Ok(rows.or_else(missing_schema_is_empty)?)
 }
 
 /// The first `EXPORTED` + 1 documents in `order` (one more, to tell whether there were more).
