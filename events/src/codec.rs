@@ -118,6 +118,27 @@ macro_rules! event_enum {
     };
 }
 
+/// Declares events' payloads: plain data (cloned, compared, printed) that is stored as it
+/// serialises and refuses unknown fields when read, so a field this build does not know
+/// is an error, never dropped.
+macro_rules! payloads {
+    ($(
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$fmeta:meta])* pub $field:ident: $ty:ty ),* $(,)?
+        }
+    )+) => {
+        $(
+            $(#[$meta])*
+            #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            pub struct $name {
+                $( $(#[$fmeta])* pub $field: $ty, )*
+            }
+        )+
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use serde::{Deserialize, Serialize};
@@ -182,25 +203,4 @@ mod tests {
             Err(DecodeError::Malformed { .. })
         ));
     }
-}
-
-/// Declares events' payloads: plain data (cloned, compared, printed) that is stored as it
-/// serialises and refuses unknown fields when read, so a field this build does not know
-/// is an error, never dropped.
-macro_rules! payloads {
-    ($(
-        $(#[$meta:meta])*
-        pub struct $name:ident {
-            $( $(#[$fmeta:meta])* pub $field:ident: $ty:ty ),* $(,)?
-        }
-    )+) => {
-        $(
-            $(#[$meta])*
-            #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-            #[serde(deny_unknown_fields)]
-            pub struct $name {
-                $( $(#[$fmeta])* pub $field: $ty, )*
-            }
-        )+
-    };
 }
