@@ -279,23 +279,3 @@ impl utoipa::IntoResponses for NothingAnswered {
         all
     }
 }
-
-/// The answers of every read: a JSON document (lists: `{items, next_cursor}` with a
-/// `Link: rel="next"` header), or a problem.
-pub struct ReadAnswered;
-
-impl utoipa::IntoResponses for ReadAnswered {
-    fn responses() -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>> {
-        use utoipa::openapi::{ContentBuilder, ObjectBuilder, ResponseBuilder};
-        let mut all: std::collections::BTreeMap<_, _> = problem_responses().into_iter().collect();
-        all.insert(
-            "200".to_owned(),
-            ResponseBuilder::new()
-                .description("The read model's answer")
-                .content("application/json", ContentBuilder::new().schema(Some(ObjectBuilder::new())).build())
-                .build()
-                .into(),
-        );
-        all
-    }
-}

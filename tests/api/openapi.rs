@@ -722,3 +722,26 @@ async fn a_data_subject_export_answers_as_documented() {
         }
     }
 }
+
+/// Ending a user's sessions documents its answer (it was the last route of either API
+/// documented as a bare object).
+#[tokio::test(flavor = "multi_thread")]
+async fn ending_a_users_sessions_answers_as_documented() {
+    let app = TestApp::spawn().await;
+    let admin = app.token_for(app.tenant_id, runtime::auth::Role::Admin);
+    let user = app.create_user("sessions.ended", "agent").await;
+    let doc: Value =
+        app.http.get(format!("{}/openapi.json", app.command_url)).send().await.unwrap().json().await.unwrap();
+    let schema =
+        &doc["paths"]["/v1/users/{id}/sessions"]["delete"]["responses"]["200"]["content"]["application/json"]["schema"];
+    let answer = eventually("the user to be known to the command API", || async {
+        let r = app.command(Method::DELETE, &format!("/v1/users/{user}/sessions"), &admin, None).await;
+        if r.status() == StatusCode::OK {
+            r.json::<Value>().await.ok()
+        } else {
+            None
+        }
+    })
+    .await;
+    assert_answers_as_documented(&doc, schema, &answer, "DELETE /v1/users/{id}/sessions");
+}

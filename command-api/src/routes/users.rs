@@ -473,19 +473,27 @@ async fn set_password(
 
 /// Ends every session of a user (the user themself, or an administrator): their tokens
 /// stop working at once, on both APIs.
-#[utoipa::path(delete, path = "/v1/users/{id}/sessions", tag = "users", operation_id = "users_end_sessions", params(("id" = Uuid, Path)), responses(runtime::openapi::ReadAnswered))]
+#[utoipa::path(delete, path = "/v1/users/{id}/sessions", tag = "users", operation_id = "users_end_sessions", params(("id" = Uuid, Path)), responses((status = 200, description = "The user's sessions are ended", body = SessionsEnded), runtime::openapi::Problems))]
 async fn end_sessions(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SessionsEnded>, ApiError> {
     let caller = self_or_manager(&state, caller.tenant_member()?, id).await?;
     if state.journal.state::<user::User>(caller.tenant_id, id).await?.is_none() {
         return Err(ApiError::NotFound(format!("no user {id} in this tenant")));
     }
     let ended = state.sessions.end_all(caller.tenant_id, id).await?;
     tracing::info!(user_id = %id, ended, by = %caller.user_id, "ended a user's sessions");
-    Ok(Json(json!({ "user_id": id, "ended": ended })))
+    Ok(Json(SessionsEnded { user_id: id, ended }))
+}
+
+/// What ending a user's sessions did.
+#[derive(Serialize, utoipa::ToSchema)]
+struct SessionsEnded {
+    user_id: Uuid,
+    /// How many sessions were live and are ended.
+    ended: u64,
 }
 
 /// A permission document may name only permissions, only tenant-scoped ones, and only
