@@ -120,3 +120,33 @@ async fn an_old_tenant_provisioned_v1_in_the_log_still_projects() {
     let body = json!({ "title": "Still works", "case_type_id": legacy_type });
     assert_eq!(app.command(Method::POST, "/v1/cases", &token, Some(body)).await.status(), StatusCode::CREATED);
 }
+
+/// Provisioning with rate limits that are not limits is a 422 naming what to fix, and
+/// nothing is provisioned.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_rate_limits_are_refused_before_a_tenant_is_made() {
+    let app = TestApp::spawn().await;
+    let platform = app.platform_token();
+    let provisioned = || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM eventstore.events WHERE stream_type = 'tenant'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        n
+    };
+    let tenants_before = provisioned().await;
+    for (limits, why) in [
+        (json!("lots"), "rate_limits must be an object"),
+        (json!({ "commands_per_second": 5 }), "is not a limit"),
+        (json!({ "commands_per_minute": -5 }), "commands_per_minute"),
+        (json!({ "reads_per_minute": "fast" }), "reads_per_minute"),
+    ] {
+        let slug = format!("limits-{}", &Uuid::now_v7().simple().to_string()[24..]);
+        let body = json!({ "name": "Limits", "slug": slug, "settings": { "rate_limits": limits } });
+        let r = app.command(Method::POST, "/v1/tenants", &platform, Some(body)).await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{limits}");
+        let problem = r.text().await.unwrap();
+        assert!(problem.contains(why), "{limits}: {problem}");
+    }
+    assert_eq!(provisioned().await, tenants_before, "nothing was provisioned");
+}
